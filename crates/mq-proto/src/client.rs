@@ -1,0 +1,1 @@
+//! Client side: request builders and response decoders.

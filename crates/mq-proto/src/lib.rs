@@ -1,0 +1,33 @@
+//! Sans-IO wire layer of the ApsaraMQ for RocketMQ HTTP protocol (`x-mq-version: 2015-06-06`).
+//!
+//! `mq-proto` opens no sockets, reads no clock and spawns nothing: time is always an argument.
+//! It holds the domain types, request signing, request building and response decoding for
+//! clients ([`client`]), request parsing and response encoding for servers ([`server`]), and
+//! the pure state machines ([`machine`]: retry, consumer loop, transaction checker) that the
+//! runtime crates drive.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod client;
+pub mod machine;
+pub mod server;
+pub mod sign;
+
+mod message;
+mod ops;
+mod properties;
+mod types;
+mod xml;
+
+pub use message::{
+    MAX_BODY_LEN, MAX_SPECIAL_BODY_LEN, Message, MessageError, TopicMessage, body_md5,
+};
+pub use ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
+pub use properties::{
+    FORBIDDEN_CHARS, KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY,
+    MAX_PROPERTIES_LEN, Properties, PropertyError, SYSTEM_KEYS, validate_pair,
+};
+pub use types::{
+    BatchSize, GroupId, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN, MAX_TAG_LEN, MessageId,
+    ReceiptHandle, Tag, TagFilter, TopicName, TransCheckImmunity, WaitSeconds,
+};

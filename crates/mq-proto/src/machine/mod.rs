@@ -1,0 +1,1 @@
+//! Pure state machines: retry/backoff, consumer loop, transaction checker.

@@ -1,0 +1,414 @@
+//! Messages: [`TopicMessage`] (what a producer publishes) and [`Message`] (what a consumer
+//! receives), plus the body checksum of PROTOCOL §3.8.
+
+use crate::properties::{
+    KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties,
+    PropertyError, SYSTEM_KEYS, validate_pair,
+};
+use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
+use md5::{Digest, Md5};
+
+/// Largest body of a normal or ordered message (PROTOCOL §6.9: 4 MB).
+pub const MAX_BODY_LEN: usize = 4 * 1024 * 1024;
+/// Largest body of a transactional, scheduled or delayed message (PROTOCOL §6.9: 64 KB).
+pub const MAX_SPECIAL_BODY_LEN: usize = 64 * 1024;
+
+/// A [`TopicMessage`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The body was empty.
+    #[error("message body must not be empty")]
+    EmptyBody,
+    /// The body contains a character XML 1.0 cannot carry (a control character other than
+    /// tab, line feed and carriage return, or U+FFFE/U+FFFF).
+    #[error("message body contains {ch:?}, which XML cannot carry; encode binary data (for example base64) first")]
+    InvalidBodyChar {
+        /// The offending character.
+        ch: char,
+    },
+    /// The body exceeds the limit for its kind of message.
+    #[error("message body is {len} bytes, at most {max} allowed for this kind of message")]
+    BodyTooLarge {
+        /// Body length in bytes.
+        len: usize,
+        /// The applicable limit.
+        max: usize,
+    },
+    /// A property (custom or system) was invalid.
+    #[error(transparent)]
+    Property(#[from] PropertyError),
+    /// A tag was invalid.
+    #[error(transparent)]
+    Tag(#[from] crate::types::InvalidValue),
+}
+
+/// Upper-case hexadecimal MD5 of the body's UTF-8 bytes (PROTOCOL §3.8).
+///
+/// ```
+/// assert_eq!(mq_proto::body_md5("hello"), "5D41402ABC4B2A76B9719D911017C592");
+/// ```
+pub fn body_md5(body: &str) -> String {
+    let digest = Md5::digest(body.as_bytes());
+    let mut out = String::with_capacity(32);
+    for b in digest {
+        out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+fn check_body(body: &str) -> Result<(), MessageError> {
+    if body.is_empty() {
+        return Err(MessageError::EmptyBody);
+    }
+    if let Some(ch) = body.chars().find(|&c| {
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}'))
+            || matches!(c, '\u{fffe}' | '\u{ffff}')
+    }) {
+        return Err(MessageError::InvalidBodyChar { ch });
+    }
+    Ok(())
+}
+
+/// A message to publish: body, optional tag, key, custom properties, scheduled delivery time,
+/// transaction check immunity and sharding key.
+///
+/// ```
+/// use mq_proto::{TopicMessage, Tag, TransCheckImmunity};
+/// let msg = TopicMessage::new("order 42 created")?
+///     .with_tag(Tag::new("created")?)
+///     .with_key("order-42")?
+///     .with_property("region", "eu")?
+///     .with_start_deliver_time(1_709_838_598_000);
+/// assert_eq!(msg.properties().get("region"), Some("eu"));
+/// assert_eq!(msg.all_properties().encode(),
+///     "KEYS:order-42|__STARTDELIVERTIME:1709838598000|region:eu|");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMessage {
+    body: String,
+    tag: Option<Tag>,
+    key: Option<String>,
+    properties: Properties,
+    start_deliver_time: Option<u64>,
+    trans_check_immunity: Option<TransCheckImmunity>,
+    sharding_key: Option<String>,
+}
+
+impl TopicMessage {
+    /// A message with this body (non-empty text that XML can carry).
+    pub fn new(body: impl Into<String>) -> Result<Self, MessageError> {
+        let body = body.into();
+        check_body(&body)?;
+        Ok(Self {
+            body,
+            tag: None,
+            key: None,
+            properties: Properties::new(),
+            start_deliver_time: None,
+            trans_check_immunity: None,
+            sharding_key: None,
+        })
+    }
+
+    /// Sets the tag.
+    #[must_use]
+    pub fn with_tag(mut self, tag: Tag) -> Self {
+        self.tag = Some(tag);
+        self
+    }
+
+    /// Sets the message key (`KEYS`).
+    pub fn with_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
+        let key = key.into();
+        validate_pair(KEY_KEYS, &key)?;
+        self.key = Some(key);
+        Ok(self)
+    }
+
+    /// Adds a custom property; system keys are refused (use the dedicated setters).
+    pub fn with_property(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, MessageError> {
+        let key = key.into();
+        if SYSTEM_KEYS.contains(&key.as_str()) {
+            return Err(PropertyError::ReservedKey { key }.into());
+        }
+        self.properties.insert(key, value)?;
+        Ok(self)
+    }
+
+    /// Schedules delivery at this absolute time (epoch milliseconds; `__STARTDELIVERTIME`).
+    #[must_use]
+    pub fn with_start_deliver_time(mut self, epoch_ms: u64) -> Self {
+        self.start_deliver_time = Some(epoch_ms);
+        self
+    }
+
+    /// Makes the message transactional with this first-check delay (`__TransCheckT`).
+    #[must_use]
+    pub fn with_trans_check_immunity(mut self, immunity: TransCheckImmunity) -> Self {
+        self.trans_check_immunity = Some(immunity);
+        self
+    }
+
+    /// Sets the partition key of an ordered message (`__SHARDINGKEY`).
+    pub fn with_sharding_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
+        let key = key.into();
+        validate_pair(KEY_SHARDING_KEY, &key)?;
+        self.sharding_key = Some(key);
+        Ok(self)
+    }
+
+    /// Builds a message from its wire parts (body, tag, all properties including system keys),
+    /// as a server receives it.
+    pub fn from_wire(
+        body: String,
+        tag: Option<&str>,
+        mut properties: Properties,
+    ) -> Result<Self, MessageError> {
+        let mut msg = Self::new(body)?;
+        if let Some(tag) = tag.filter(|t| !t.is_empty()) {
+            msg.tag = Some(Tag::new(tag)?);
+        }
+        msg.key = properties.remove(KEY_KEYS);
+        msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
+        if let Some(v) = properties.remove(KEY_START_DELIVER_TIME) {
+            msg.start_deliver_time = Some(v.parse().map_err(|_| {
+                PropertyError::InvalidSystemValue {
+                    key: KEY_START_DELIVER_TIME,
+                    value: v.clone(),
+                }
+            })?);
+        }
+        if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
+            let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
+                key: KEY_TRANS_CHECK_IMMUNITY,
+                value: v.clone(),
+            })?;
+            msg.trans_check_immunity = Some(TransCheckImmunity::new(secs)?);
+        }
+        msg.properties = properties;
+        Ok(msg)
+    }
+
+    /// The body text.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The tag, if any.
+    pub fn tag(&self) -> Option<&Tag> {
+        self.tag.as_ref()
+    }
+
+    /// The message key, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Custom properties (without system keys).
+    pub fn properties(&self) -> &Properties {
+        &self.properties
+    }
+
+    /// Scheduled delivery time in epoch milliseconds, if any.
+    pub fn start_deliver_time(&self) -> Option<u64> {
+        self.start_deliver_time
+    }
+
+    /// Transaction check immunity, if this is a transactional message.
+    pub fn trans_check_immunity(&self) -> Option<TransCheckImmunity> {
+        self.trans_check_immunity
+    }
+
+    /// Sharding key of an ordered message, if any.
+    pub fn sharding_key(&self) -> Option<&str> {
+        self.sharding_key.as_deref()
+    }
+
+    /// Whether this is a transactional (half) message.
+    pub fn is_transactional(&self) -> bool {
+        self.trans_check_immunity.is_some()
+    }
+
+    /// The body size limit that applies to this message (PROTOCOL §6.9).
+    pub fn body_limit(&self) -> usize {
+        if self.trans_check_immunity.is_some() || self.start_deliver_time.is_some() {
+            MAX_SPECIAL_BODY_LEN
+        } else {
+            MAX_BODY_LEN
+        }
+    }
+
+    /// Checks the size limits of PROTOCOL §6.9 (body by kind, properties 16 KB).
+    pub fn check_limits(&self) -> Result<(), MessageError> {
+        let max = self.body_limit();
+        if self.body.len() > max {
+            return Err(MessageError::BodyTooLarge {
+                len: self.body.len(),
+                max,
+            });
+        }
+        let len = self.all_properties().encoded_len();
+        if len > crate::properties::MAX_PROPERTIES_LEN {
+            return Err(PropertyError::TooLarge { len }.into());
+        }
+        Ok(())
+    }
+
+    /// Custom and system properties together, as they go on the wire.
+    pub fn all_properties(&self) -> Properties {
+        let mut all = self.properties.clone();
+        // Values were validated by the setters; system values are digits or validated strings,
+        // so inserting cannot fail. Errors are ignored rather than unwrapped to stay panic-free.
+        if let Some(k) = &self.key {
+            let _ = all.insert(KEY_KEYS, k.as_str());
+        }
+        if let Some(t) = self.start_deliver_time {
+            let _ = all.insert(KEY_START_DELIVER_TIME, t.to_string());
+        }
+        if let Some(i) = self.trans_check_immunity {
+            let _ = all.insert(KEY_TRANS_CHECK_IMMUNITY, i.get().to_string());
+        }
+        if let Some(s) = &self.sharding_key {
+            let _ = all.insert(KEY_SHARDING_KEY, s.as_str());
+        }
+        all
+    }
+
+    /// Body MD5 as the server will report it ([`body_md5`]).
+    pub fn body_md5(&self) -> String {
+        body_md5(&self.body)
+    }
+}
+
+/// A message as delivered by a consume, orderly consume or half-message consume (PROTOCOL §3.4).
+///
+/// Times are epoch milliseconds. `properties` holds every property as received, system keys
+/// included; the typed accessors read the system keys.
+///
+/// ```
+/// use mq_proto::{Message, MessageId, ReceiptHandle, Properties};
+/// let m = Message {
+///     message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010")?,
+///     receipt_handle: ReceiptHandle::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx")?,
+///     body_md5: mq_proto::body_md5("hello"),
+///     body: "hello".into(),
+///     publish_time: 1_700_000_000_000,
+///     next_consume_time: 1_700_000_301_000,
+///     first_consume_time: 1_700_000_001_000,
+///     consumed_times: 1,
+///     tag: None,
+///     properties: Properties::decode("KEYS:k1|__SHARDINGKEY:s|")?,
+/// };
+/// assert_eq!(m.key(), Some("k1"));
+/// assert_eq!(m.sharding_key(), Some("s"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Message id (same on every delivery).
+    pub message_id: MessageId,
+    /// Handle of this delivery; ack with it before `next_consume_time`.
+    pub receipt_handle: ReceiptHandle,
+    /// Upper-case hex MD5 of the body as reported by the server.
+    pub body_md5: String,
+    /// Body text.
+    pub body: String,
+    /// Store time, epoch ms.
+    pub publish_time: u64,
+    /// When the message becomes visible again if not acked, epoch ms.
+    pub next_consume_time: u64,
+    /// Time of the first delivery to this group, epoch ms.
+    pub first_consume_time: u64,
+    /// Delivery count, 1 on the first delivery.
+    pub consumed_times: u32,
+    /// Tag, if the message has one.
+    pub tag: Option<Tag>,
+    /// All properties, system keys included.
+    pub properties: Properties,
+}
+
+impl Message {
+    /// The message key (`KEYS`).
+    pub fn key(&self) -> Option<&str> {
+        self.properties.get(KEY_KEYS)
+    }
+
+    /// Scheduled delivery time (`__STARTDELIVERTIME`), epoch ms.
+    pub fn start_deliver_time(&self) -> Option<u64> {
+        self.properties
+            .get(KEY_START_DELIVER_TIME)
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Transaction check immunity (`__TransCheckT`), seconds.
+    pub fn trans_check_immunity(&self) -> Option<TransCheckImmunity> {
+        self.properties
+            .get(KEY_TRANS_CHECK_IMMUNITY)
+            .and_then(|v| v.parse().ok())
+            .and_then(|v| TransCheckImmunity::new(v).ok())
+    }
+
+    /// Partition key of an ordered message (`__SHARDINGKEY`).
+    pub fn sharding_key(&self) -> Option<&str> {
+        self.properties.get(KEY_SHARDING_KEY)
+    }
+
+    /// A custom or system property by key.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties.get(key)
+    }
+
+    /// Whether the reported body MD5 matches the body (case-insensitive).
+    pub fn body_md5_matches(&self) -> bool {
+        self.body_md5.eq_ignore_ascii_case(&body_md5(&self.body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_matches_protocol_examples() {
+        assert_eq!(body_md5("订单已创建 order-42"), "10395A1196110F8C03A53B916B206703");
+        assert_eq!(body_md5("a"), "0CC175B9C0F1B6A831C399E269772661");
+    }
+
+    #[test]
+    fn from_wire_extracts_system_keys() {
+        let p = Properties::decode("KEYS:k|__TransCheckT:10|__STARTDELIVERTIME:5|a:1|").unwrap();
+        let m = TopicMessage::from_wire("b".into(), Some("T"), p).unwrap();
+        assert_eq!(m.key(), Some("k"));
+        assert_eq!(m.trans_check_immunity().map(|i| i.get()), Some(10));
+        assert_eq!(m.start_deliver_time(), Some(5));
+        assert_eq!(m.properties().len(), 1);
+        let bad = Properties::decode("__TransCheckT:9|").unwrap();
+        assert!(TopicMessage::from_wire("b".into(), None, bad).is_err());
+    }
+
+    #[test]
+    fn rejects_empty_and_unrepresentable_bodies() {
+        assert_eq!(TopicMessage::new("").unwrap_err(), MessageError::EmptyBody);
+        assert!(TopicMessage::new("a\u{1}b").is_err());
+        assert!(TopicMessage::new("tab\tnewline\n").is_ok());
+        assert!(TopicMessage::new("x").unwrap().with_property("KEYS", "v").is_err());
+    }
+
+    #[test]
+    fn limits_depend_on_kind() {
+        let big = "x".repeat(MAX_SPECIAL_BODY_LEN + 1);
+        assert!(TopicMessage::new(big.clone()).unwrap().check_limits().is_ok());
+        let delayed = TopicMessage::new(big).unwrap().with_start_deliver_time(1);
+        assert!(matches!(
+            delayed.check_limits(),
+            Err(MessageError::BodyTooLarge { .. })
+        ));
+    }
+}

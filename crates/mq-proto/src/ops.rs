@@ -1,0 +1,246 @@
+//! Operation kinds and error codes shared by the client side, the server side and the state
+//! machines.
+
+use std::fmt;
+
+/// Which variant of consume a `GET /topics/{topic}/messages` is (selected by `trans`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConsumeKind {
+    /// Normal consume (no `trans`).
+    Normal,
+    /// Orderly consume (`trans=order`).
+    Orderly,
+    /// Half-message consume for transaction checks (`trans=pop`).
+    Half,
+}
+
+impl ConsumeKind {
+    /// The `trans` query value, if any.
+    pub fn trans(self) -> Option<&'static str> {
+        match self {
+            Self::Normal => None,
+            Self::Orderly => Some("order"),
+            Self::Half => Some("pop"),
+        }
+    }
+}
+
+/// Which variant of `DELETE /topics/{topic}/messages` a request is (selected by `trans`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AckKind {
+    /// Acknowledge consumed messages (no `trans`).
+    Ack,
+    /// Commit a transactional message (`trans=commit`).
+    Commit,
+    /// Roll back a transactional message (`trans=rollback`).
+    Rollback,
+}
+
+impl AckKind {
+    /// The `trans` query value, if any.
+    pub fn trans(self) -> Option<&'static str> {
+        match self {
+            Self::Ack => None,
+            Self::Commit => Some("commit"),
+            Self::Rollback => Some("rollback"),
+        }
+    }
+}
+
+/// Error codes of the protocol (PROTOCOL §5.3), with their HTTP status and standard message.
+///
+/// ```
+/// use mq_proto::ErrorCode;
+/// assert_eq!(ErrorCode::MessageNotExist.status(), 404);
+/// assert_eq!(ErrorCode::parse("SignatureDoesNotMatch"), ErrorCode::SignatureDoesNotMatch);
+/// assert_eq!(ErrorCode::parse("Whatever").as_str(), "Whatever");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 403: the key may not do this.
+    AccessDenied,
+    /// 403: unknown AccessKey id.
+    InvalidAccessKeyId,
+    /// 403: signature mismatch.
+    SignatureDoesNotMatch,
+    /// 400: malformed `Authorization`.
+    InvalidAuthorizationHeader,
+    /// 400: no `Authorization`.
+    MissingAuthorizationHeader,
+    /// 400: unparsable `Date`.
+    InvalidDateHeader,
+    /// 400: no `Date`.
+    MissingDateHeader,
+    /// 408: `Date` more than 15 minutes away from server time.
+    TimeExpired,
+    /// 400: wrong `Content-MD5`.
+    InvalidDigest,
+    /// 400: a value is out of range or invalid.
+    InvalidArgument,
+    /// 400: the XML body is not well-formed.
+    MalformedXml,
+    /// 400: bad request path.
+    InvalidRequestUrl,
+    /// 400: bad query item.
+    InvalidQueryString,
+    /// 400: an ack body without handles.
+    MissingReceiptHandle,
+    /// Malformed or unknown receipt handle (404 inside `Errors`).
+    ReceiptHandleError,
+    /// 404: nothing to consume, or an expired handle.
+    MessageNotExist,
+    /// 404: unknown topic.
+    TopicNotExist,
+    /// 404: unknown subscription.
+    SubscriptionNotExist,
+    /// 400: throttled.
+    QpsLimitExceeded,
+    /// 400/503: throttled (name used by some SDKs).
+    Throttling,
+    /// 500: server fault.
+    InternalError,
+    /// 500: server fault (alternative name).
+    InternalServerError,
+    /// Any other code, kept verbatim.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code as written in XML.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::AccessDenied => "AccessDenied",
+            Self::InvalidAccessKeyId => "InvalidAccessKeyId",
+            Self::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Self::InvalidAuthorizationHeader => "InvalidAuthorizationHeader",
+            Self::MissingAuthorizationHeader => "MissingAuthorizationHeader",
+            Self::InvalidDateHeader => "InvalidDateHeader",
+            Self::MissingDateHeader => "MissingDateHeader",
+            Self::TimeExpired => "TimeExpired",
+            Self::InvalidDigest => "InvalidDigest",
+            Self::InvalidArgument => "InvalidArgument",
+            Self::MalformedXml => "MalformedXML",
+            Self::InvalidRequestUrl => "InvalidRequestURL",
+            Self::InvalidQueryString => "InvalidQueryString",
+            Self::MissingReceiptHandle => "MissingReceiptHandle",
+            Self::ReceiptHandleError => "ReceiptHandleError",
+            Self::MessageNotExist => "MessageNotExist",
+            Self::TopicNotExist => "TopicNotExist",
+            Self::SubscriptionNotExist => "SubscriptionNotExist",
+            Self::QpsLimitExceeded => "QpsLimitExceeded",
+            Self::Throttling => "Throttling",
+            Self::InternalError => "InternalError",
+            Self::InternalServerError => "InternalServerError",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Parses a code as received; unknown codes become [`ErrorCode::Other`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "AccessDenied" => Self::AccessDenied,
+            "InvalidAccessKeyId" => Self::InvalidAccessKeyId,
+            "SignatureDoesNotMatch" => Self::SignatureDoesNotMatch,
+            "InvalidAuthorizationHeader" => Self::InvalidAuthorizationHeader,
+            "MissingAuthorizationHeader" => Self::MissingAuthorizationHeader,
+            "InvalidDateHeader" => Self::InvalidDateHeader,
+            "MissingDateHeader" => Self::MissingDateHeader,
+            "TimeExpired" => Self::TimeExpired,
+            "InvalidDigest" => Self::InvalidDigest,
+            "InvalidArgument" => Self::InvalidArgument,
+            "MalformedXML" => Self::MalformedXml,
+            "InvalidRequestURL" => Self::InvalidRequestUrl,
+            "InvalidQueryString" => Self::InvalidQueryString,
+            "MissingReceiptHandle" => Self::MissingReceiptHandle,
+            "ReceiptHandleError" => Self::ReceiptHandleError,
+            "MessageNotExist" => Self::MessageNotExist,
+            "TopicNotExist" => Self::TopicNotExist,
+            "SubscriptionNotExist" => Self::SubscriptionNotExist,
+            "QpsLimitExceeded" => Self::QpsLimitExceeded,
+            "Throttling" => Self::Throttling,
+            "InternalError" => Self::InternalError,
+            "InternalServerError" => Self::InternalServerError,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// HTTP status the server answers with for this code (PROTOCOL §5.3).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::AccessDenied | Self::InvalidAccessKeyId | Self::SignatureDoesNotMatch => 403,
+            Self::TimeExpired => 408,
+            Self::MessageNotExist
+            | Self::TopicNotExist
+            | Self::SubscriptionNotExist
+            | Self::ReceiptHandleError => 404,
+            Self::InternalError | Self::InternalServerError => 500,
+            Self::Throttling => 503,
+            _ => 400,
+        }
+    }
+
+    /// The standard message text for this code.
+    pub fn default_message(&self) -> &'static str {
+        match self {
+            Self::AccessDenied => {
+                "The OwnerId that your Access Key Id associated to is forbidden for this operation."
+            }
+            Self::InvalidAccessKeyId => "The AccessKey Id you provided is not exist.",
+            Self::SignatureDoesNotMatch => {
+                "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+            }
+            Self::InvalidAuthorizationHeader => "The Authorization header format is invalid.",
+            Self::MissingAuthorizationHeader => "Authorization header is required.",
+            Self::InvalidDateHeader => "The Date header format is invalid.",
+            Self::MissingDateHeader => "Date header is required.",
+            Self::TimeExpired => "The http request you sent is expired.",
+            Self::InvalidDigest => "The Content-MD5 you specified is invalid.",
+            Self::InvalidArgument => {
+                "The XML you provided did not validate against our published schema."
+            }
+            Self::MalformedXml => "The XML you provided was not well-formed.",
+            Self::InvalidRequestUrl => "Http request URL format invalid.",
+            Self::InvalidQueryString => "Http request URL contains invalid querystring item.",
+            Self::MissingReceiptHandle => "ReceiptHandle is required.",
+            Self::ReceiptHandleError => "The receipt handle you provide is not valid.",
+            Self::MessageNotExist => "Message not exist.",
+            Self::TopicNotExist => "The topic you provided does not exist.",
+            Self::SubscriptionNotExist => "The subscription you provided does not exist.",
+            Self::QpsLimitExceeded => "Qps limit exceeded.",
+            Self::Throttling => "Request was denied due to request throttling.",
+            Self::InternalError | Self::InternalServerError => "Interal error.",
+            Self::Other(_) => "Unknown error.",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One handle of an ack, commit or rollback that failed (an entry of an `Errors` document,
+/// PROTOCOL §3.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandleFailure {
+    /// The handle exactly as sent (it may be malformed, so it is kept as text).
+    pub receipt_handle: String,
+    /// `MessageNotExist` (expired or superseded) or `ReceiptHandleError` (malformed/unknown).
+    pub code: ErrorCode,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl HandleFailure {
+    /// A failure with the code's standard message.
+    pub fn new(receipt_handle: impl Into<String>, code: ErrorCode) -> Self {
+        let message = code.default_message().to_owned();
+        Self {
+            receipt_handle: receipt_handle.into(),
+            code,
+            message,
+        }
+    }
+}

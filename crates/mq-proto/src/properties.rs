@@ -1,0 +1,251 @@
+//! Message properties and their wire codec (PROTOCOL §4).
+//!
+//! On the wire, properties are one string `k1:v1|k2:v2|`. Keys and values must not contain
+//! `:` `|` `"` `'` `&` `<` `>` and must not be empty. Decoding accepts the form with and without
+//! the trailing `|`; encoding always emits it (the C++ SDK drops a final pair without it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Property key of the message key (business index).
+pub const KEY_KEYS: &str = "KEYS";
+/// Property key of the scheduled delivery time (epoch milliseconds).
+pub const KEY_START_DELIVER_TIME: &str = "__STARTDELIVERTIME";
+/// Property key of the transaction check immunity (seconds); marks a transactional message.
+pub const KEY_TRANS_CHECK_IMMUNITY: &str = "__TransCheckT";
+/// Property key of the ordered-message partition key.
+pub const KEY_SHARDING_KEY: &str = "__SHARDINGKEY";
+
+/// Every system property key; custom properties may not use these names.
+pub const SYSTEM_KEYS: [&str; 4] = [
+    KEY_KEYS,
+    KEY_START_DELIVER_TIME,
+    KEY_TRANS_CHECK_IMMUNITY,
+    KEY_SHARDING_KEY,
+];
+
+/// Maximum encoded size of the properties string in bytes (PROTOCOL §6.9: 16 KB).
+pub const MAX_PROPERTIES_LEN: usize = 16 * 1024;
+
+/// Characters forbidden in property keys and values.
+pub const FORBIDDEN_CHARS: [char; 7] = [':', '|', '"', '\'', '&', '<', '>'];
+
+/// A property key or value was rejected, or the wire string was malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PropertyError {
+    /// A key was empty.
+    #[error("property key must not be empty")]
+    EmptyKey,
+    /// A value was empty.
+    #[error("value of property {key:?} must not be empty")]
+    EmptyValue {
+        /// The key whose value is empty.
+        key: String,
+    },
+    /// A key or value contained one of [`FORBIDDEN_CHARS`] or a control character.
+    #[error("property {key:?} contains forbidden character {ch:?} (not allowed: : | \" ' & < > and control characters)")]
+    ForbiddenChar {
+        /// The key concerned.
+        key: String,
+        /// The offending character.
+        ch: char,
+    },
+    /// A wire segment had no `:`.
+    #[error("property segment {segment:?} has no ':'")]
+    MissingColon {
+        /// The segment as received.
+        segment: String,
+    },
+    /// The encoded properties exceed [`MAX_PROPERTIES_LEN`].
+    #[error("properties are {len} bytes, at most {MAX_PROPERTIES_LEN} allowed")]
+    TooLarge {
+        /// Encoded length in bytes.
+        len: usize,
+    },
+    /// A system property held a value of the wrong form (for example a non-numeric time).
+    #[error("system property {key} has invalid value {value:?}")]
+    InvalidSystemValue {
+        /// The system key.
+        key: &'static str,
+        /// The value as received.
+        value: String,
+    },
+    /// A custom property used a reserved system key.
+    #[error("{key} is a system property; use the dedicated setter")]
+    ReservedKey {
+        /// The reserved key.
+        key: String,
+    },
+}
+
+fn check_part(key: &str, part: &str) -> Result<(), PropertyError> {
+    if let Some(ch) = part
+        .chars()
+        .find(|c| FORBIDDEN_CHARS.contains(c) || c.is_control())
+    {
+        return Err(PropertyError::ForbiddenChar {
+            key: key.to_owned(),
+            ch,
+        });
+    }
+    Ok(())
+}
+
+/// Checks one key/value pair against the wire rules.
+pub fn validate_pair(key: &str, value: &str) -> Result<(), PropertyError> {
+    if key.is_empty() {
+        return Err(PropertyError::EmptyKey);
+    }
+    check_part(key, key)?;
+    if value.is_empty() {
+        return Err(PropertyError::EmptyValue {
+            key: key.to_owned(),
+        });
+    }
+    check_part(key, value)
+}
+
+/// A validated set of properties, ordered by key (pair order carries no meaning on the wire).
+///
+/// ```
+/// use mq_proto::Properties;
+/// let mut p = Properties::new();
+/// p.insert("color", "red").unwrap();
+/// assert_eq!(p.encode(), "color:red|");
+/// let back = Properties::decode("color:red").unwrap();
+/// assert_eq!(back, p);
+/// assert!(p.insert("a|b", "x").is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Properties(BTreeMap<String, String>);
+
+impl Properties {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts or replaces a pair after validating it.
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), PropertyError> {
+        let (key, value) = (key.into(), value.into());
+        validate_pair(&key, &value)?;
+        self.0.insert(key, value);
+        Ok(())
+    }
+
+    /// The value of a key.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Removes a key, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.0.remove(key)
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Iterates over the pairs in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Length in bytes of [`Properties::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        self.0.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+    }
+
+    /// Appends the wire form `k:v|k:v|` to `out`.
+    pub fn encode_into(&self, out: &mut String) {
+        for (k, v) in &self.0 {
+            out.push_str(k);
+            out.push(':');
+            out.push_str(v);
+            out.push('|');
+        }
+    }
+
+    /// The wire form `k:v|k:v|` (empty string when there are no pairs).
+    pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(self.encoded_len());
+        self.encode_into(&mut s);
+        s
+    }
+
+    /// Parses the wire form, with or without the trailing `|`; empty segments are skipped.
+    /// A later duplicate key replaces an earlier one.
+    pub fn decode(s: &str) -> Result<Self, PropertyError> {
+        let mut map = BTreeMap::new();
+        for segment in s.split('|') {
+            if segment.is_empty() {
+                continue;
+            }
+            let Some((k, v)) = segment.split_once(':') else {
+                return Err(PropertyError::MissingColon {
+                    segment: segment.to_owned(),
+                });
+            };
+            validate_pair(k, v)?;
+            map.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(Self(map))
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Properties {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_both_forms_and_encodes_trailing_bar() {
+        let a = Properties::decode("KEYS:k1|a:1|").unwrap();
+        let b = Properties::decode("KEYS:k1|a:1").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.encode(), "KEYS:k1|a:1|");
+        assert_eq!(Properties::decode("").unwrap().len(), 0);
+        assert_eq!(Properties::decode("||a:1||").unwrap().get("a"), Some("1"));
+    }
+
+    #[test]
+    fn rejects_forbidden_characters_with_clear_errors() {
+        for bad in [":", "|", "\"", "'", "&", "<", ">"] {
+            let mut p = Properties::new();
+            let err = p.insert("k", format!("x{bad}y")).unwrap_err();
+            assert!(matches!(err, PropertyError::ForbiddenChar { .. }), "{bad}");
+            assert!(err.to_string().contains("forbidden"));
+        }
+        assert_eq!(
+            Properties::new().insert("", "v").unwrap_err(),
+            PropertyError::EmptyKey
+        );
+        assert!(Properties::decode("novalue").is_err());
+        assert!(Properties::decode("k:").is_err());
+    }
+}

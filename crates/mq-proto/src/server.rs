@@ -1,0 +1,1 @@
+//! Server side: request parsing, authentication and response encoding.

@@ -1,0 +1,501 @@
+//! Domain types that cannot hold invalid values ("parse, don't validate").
+//!
+//! Every type here is checked once, when it is built (`new` / [`FromStr`]), and can then be
+//! used anywhere without re-validation.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A value was rejected when building one of the domain types.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {reason}")]
+#[non_exhaustive]
+pub struct InvalidValue {
+    /// Which kind of value was rejected (for example `"topic name"`).
+    pub what: &'static str,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl InvalidValue {
+    pub(crate) fn new(what: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Characters allowed in resource names (topics, groups, instances): `[A-Za-z0-9_-]`, plus `.`
+/// and `%` which some console-issued instance ids contain.
+fn check_resource_name(what: &'static str, s: &str, max: usize) -> Result<(), InvalidValue> {
+    if s.is_empty() {
+        return Err(InvalidValue::new(what, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(InvalidValue::new(
+            what,
+            format!("{} bytes, at most {max} allowed", s.len()),
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')))
+    {
+        return Err(InvalidValue::new(
+            what,
+            format!("character {c:?} is not allowed (use A-Z, a-z, 0-9, '_', '-', '.')"),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps a name.
+            pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
+                let s = s.into();
+                check_resource_name($what, &s, $max)?;
+                Ok(Self(s))
+            }
+
+            /// The name as sent on the wire.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A topic name: 1..=64 characters of `[A-Za-z0-9_.%-]` (PROTOCOL §1.2, §6.9).
+    ///
+    /// ```
+    /// use mq_proto::TopicName;
+    /// let t: TopicName = "orders".parse().unwrap();
+    /// assert_eq!(t.as_str(), "orders");
+    /// assert!(TopicName::new("a/b").is_err());
+    /// ```
+    TopicName,
+    "topic name",
+    64
+);
+
+name_type!(
+    /// A consumer group id (`GID_…`): 1..=64 characters of `[A-Za-z0-9_.%-]`.
+    GroupId,
+    "group id",
+    64
+);
+
+name_type!(
+    /// An instance id (`MQ_INST_…`), sent as the `ns` query parameter. The default
+    /// instance has no id: use `Option<InstanceId>` = `None` for it.
+    InstanceId,
+    "instance id",
+    128
+);
+
+/// Maximum length of a tag in bytes (PROTOCOL §6.9).
+pub const MAX_TAG_LEN: usize = 64;
+
+/// A message tag: 1..=64 bytes, no `|` (it separates tags in filters), no control characters,
+/// no leading or trailing whitespace.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(String);
+
+impl Tag {
+    /// Validates and wraps a tag.
+    pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(InvalidValue::new("tag", "must not be empty"));
+        }
+        if s.len() > MAX_TAG_LEN {
+            return Err(InvalidValue::new(
+                "tag",
+                format!("{} bytes, at most {MAX_TAG_LEN} allowed", s.len()),
+            ));
+        }
+        if s.contains('|') {
+            return Err(InvalidValue::new("tag", "must not contain '|'"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(InvalidValue::new("tag", "must not contain control characters"));
+        }
+        if s.trim() != s {
+            return Err(InvalidValue::new(
+                "tag",
+                "must not start or end with whitespace",
+            ));
+        }
+        Ok(Self(s))
+    }
+
+    /// The tag text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Tag {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A consume-side tag filter: every tag (`*` or no filter) or a set of tags joined by `||`
+/// (PROTOCOL §6.5).
+///
+/// ```
+/// use mq_proto::{Tag, TagFilter};
+/// let f: TagFilter = "TagA||TagB".parse().unwrap();
+/// assert!(f.matches(Some(&Tag::new("TagB").unwrap())));
+/// assert!(!f.matches(None));
+/// assert_eq!(f.to_string(), "TagA||TagB");
+/// assert!(TagFilter::All.matches(None));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TagFilter {
+    /// Every message, tagged or not.
+    #[default]
+    All,
+    /// Messages whose tag equals one of these (at least one tag, no duplicates).
+    Tags(Vec<Tag>),
+}
+
+impl TagFilter {
+    /// Builds a filter from tags; an empty list means [`TagFilter::All`].
+    pub fn tags(tags: impl IntoIterator<Item = Tag>) -> Self {
+        let mut v: Vec<Tag> = Vec::new();
+        for t in tags {
+            if !v.contains(&t) {
+                v.push(t);
+            }
+        }
+        if v.is_empty() { Self::All } else { Self::Tags(v) }
+    }
+
+    /// Whether a message with this tag passes the filter.
+    pub fn matches(&self, tag: Option<&Tag>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tags(tags) => tag.is_some_and(|t| tags.contains(t)),
+        }
+    }
+
+    /// Whether this filter lets every message through.
+    pub fn is_all(&self) -> bool {
+        matches!(self, Self::All)
+    }
+}
+
+impl FromStr for TagFilter {
+    type Err = InvalidValue;
+    /// Parses `A||B`; an empty string or `*` is [`TagFilter::All`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() || s == "*" {
+            return Ok(Self::All);
+        }
+        let mut tags = Vec::new();
+        for part in s.split("||") {
+            let part = part.trim();
+            if part == "*" {
+                return Ok(Self::All);
+            }
+            tags.push(Tag::new(part).map_err(|e| InvalidValue::new("tag filter", e.reason))?);
+        }
+        Ok(Self::tags(tags))
+    }
+}
+
+impl fmt::Display for TagFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("*"),
+            Self::Tags(tags) => {
+                for (i, t) in tags.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("||")?;
+                    }
+                    f.write_str(t.as_str())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+macro_rules! bounded_int {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $what:literal, $min:expr, $max:expr, $default:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name($ty);
+
+        impl $name {
+            /// Smallest allowed value.
+            pub const MIN: Self = Self($min);
+            /// Largest allowed value.
+            pub const MAX: Self = Self($max);
+
+            /// Validates the range.
+            pub fn new(v: $ty) -> Result<Self, InvalidValue> {
+                if ($min..=$max).contains(&v) {
+                    Ok(Self(v))
+                } else {
+                    Err(InvalidValue::new(
+                        $what,
+                        format!("{v} is outside {}..={}", $min, $max),
+                    ))
+                }
+            }
+
+            /// The value.
+            pub fn get(self) -> $ty {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self($default)
+            }
+        }
+
+        impl TryFrom<$ty> for $name {
+            type Error = InvalidValue;
+            fn try_from(v: $ty) -> Result<Self, Self::Error> {
+                Self::new(v)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+bounded_int!(
+    /// Messages per consume request (and handles per ack): 1..=16 (PROTOCOL §6.9).
+    ///
+    /// ```
+    /// use mq_proto::BatchSize;
+    /// assert_eq!(BatchSize::new(16).unwrap().get(), 16);
+    /// assert!(BatchSize::new(0).is_err());
+    /// assert!(BatchSize::new(17).is_err());
+    /// ```
+    BatchSize,
+    u8,
+    "batch size",
+    1,
+    16,
+    16
+);
+
+bounded_int!(
+    /// Long-poll seconds: 0..=30, 0 = answer at once (PROTOCOL §1.3, §6.2).
+    ///
+    /// ```
+    /// use mq_proto::WaitSeconds;
+    /// assert_eq!(WaitSeconds::new(30).unwrap().get(), 30);
+    /// assert!(WaitSeconds::new(31).is_err());
+    /// ```
+    WaitSeconds,
+    u8,
+    "wait seconds",
+    0,
+    30,
+    0
+);
+
+bounded_int!(
+    /// Transaction check immunity (`__TransCheckT`): 10..=300 seconds (PROTOCOL §6.6).
+    ///
+    /// ```
+    /// use mq_proto::TransCheckImmunity;
+    /// assert!(TransCheckImmunity::new(10).is_ok());
+    /// assert!(TransCheckImmunity::new(9).is_err());
+    /// ```
+    TransCheckImmunity,
+    u32,
+    "transaction check immunity seconds",
+    10,
+    300,
+    10
+);
+
+/// Longest receipt handle accepted (bytes). Real handles are well under 200 bytes.
+pub const MAX_RECEIPT_HANDLE_LEN: usize = 1024;
+
+/// A receipt handle: an opaque token for one delivery (or one transactional publish).
+///
+/// Any non-empty printable string without whitespace or XML-special characters up to
+/// [`MAX_RECEIPT_HANDLE_LEN`] bytes; clients never look inside it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReceiptHandle(String);
+
+impl ReceiptHandle {
+    /// Validates and wraps a handle.
+    pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(InvalidValue::new("receipt handle", "must not be empty"));
+        }
+        if s.len() > MAX_RECEIPT_HANDLE_LEN {
+            return Err(InvalidValue::new(
+                "receipt handle",
+                format!("{} bytes, at most {MAX_RECEIPT_HANDLE_LEN}", s.len()),
+            ));
+        }
+        if s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '&'))
+        {
+            return Err(InvalidValue::new(
+                "receipt handle",
+                "contains whitespace, control or XML-special characters",
+            ));
+        }
+        Ok(Self(s))
+    }
+
+    /// The handle text as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ReceiptHandle {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for ReceiptHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ReceiptHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A message id as assigned by the server (observed as 32 upper-case hex characters; any
+/// non-empty token of `[A-Za-z0-9_-]` up to 128 bytes is accepted).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// Validates and wraps a message id.
+    pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
+        let s = s.into();
+        check_resource_name("message id", &s, 128)?;
+        Ok(Self(s))
+    }
+
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reject_bad_characters_and_lengths() {
+        assert!(TopicName::new("T1").is_ok());
+        assert!(TopicName::new("").is_err());
+        assert!(TopicName::new("a".repeat(65)).is_err());
+        assert!(TopicName::new("a b").is_err());
+        assert!(GroupId::new("GID_1").is_ok());
+        assert!(InstanceId::new("MQ_INST_1380156306793859_BAAy1Hac").is_ok());
+    }
+
+    #[test]
+    fn tag_filter_parses_and_prints() {
+        let f: TagFilter = "A||B||A".parse().unwrap();
+        assert_eq!(f.to_string(), "A||B");
+        assert_eq!("*".parse::<TagFilter>().unwrap(), TagFilter::All);
+        assert_eq!("".parse::<TagFilter>().unwrap(), TagFilter::All);
+        assert!("A||".parse::<TagFilter>().is_err());
+    }
+
+    #[test]
+    fn receipt_handles_are_opaque_but_safe() {
+        assert!(ReceiptHandle::new("0BC1-MCAx+/=").is_ok());
+        assert!(ReceiptHandle::new("a b").is_err());
+        assert!(ReceiptHandle::new("a<b").is_err());
+        assert!(ReceiptHandle::new("").is_err());
+    }
+}

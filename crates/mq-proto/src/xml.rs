@@ -1,0 +1,1 @@
+//! XML reading and writing helpers shared by the client and server codecs.
