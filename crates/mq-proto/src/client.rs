@@ -1,1 +1,1004 @@
 //! Client side: request builders and response decoders.
+//!
+//! The builders turn an operation into a complete, signed [`http::Request`] (absolute URI,
+//! every header, XML body); the decoders turn a status, headers and body into typed results.
+//! No I/O and no clock: the wall-clock time for the `Date` header is part of the
+//! [`RequestContext`].
+//!
+//! Building a publish request:
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use mq_proto::client::{self, Endpoint, RequestContext};
+//! use mq_proto::sign::{self, Credentials};
+//! use mq_proto::{InstanceId, Tag, TopicMessage, TopicName};
+//!
+//! let endpoint: Endpoint = "http://123.mqrest.cn-hangzhou.aliyuncs.com".parse()?;
+//! let credentials = Credentials::new("LTAI5tExampleAKID", "ExampleSecretKey1234567890abcd");
+//! let instance = InstanceId::new("MQ_INST_1234567890_BXhFbQyM")?;
+//! let ctx = RequestContext {
+//!     endpoint: &endpoint,
+//!     credentials: &credentials,
+//!     instance: Some(&instance),
+//!     date: UNIX_EPOCH + Duration::from_secs(1_709_837_398),
+//!     user_agent: "mq-rust-sdk/0.1",
+//! };
+//! let message = TopicMessage::new("hello")?.with_tag(Tag::new("TagA")?);
+//! let req = client::publish_request(&ctx, &TopicName::new("TopicA")?, &message);
+//!
+//! assert_eq!(req.method(), http::Method::POST);
+//! assert_eq!(req.uri().to_string(),
+//!     "http://123.mqrest.cn-hangzhou.aliyuncs.com/topics/TopicA/messages?ns=MQ_INST_1234567890_BXhFbQyM");
+//! assert_eq!(req.headers()["date"], "Thu, 07 Mar 2024 18:49:58 GMT");
+//! // What was signed, for debugging `SignatureDoesNotMatch`:
+//! let sts = sign::request_string_to_sign(&req);
+//! assert!(sts.starts_with("POST\n\ntext/xml;charset=utf-8\nThu, 07 Mar 2024 18:49:58 GMT\n"));
+//! assert!(std::str::from_utf8(req.body())?.contains("<MessageBody>hello</MessageBody>"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Decoding a consume response:
+//!
+//! ```
+//! use http::{HeaderMap, StatusCode};
+//! use mq_proto::client;
+//!
+//! let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+//! <Messages xmlns="http://mq.aliyuncs.com/doc/v1/"><Message>
+//!   <MessageId>1E05791C117818B4AAC23B1BB0CE0000</MessageId>
+//!   <ReceiptHandle>1E05791C117818B4AAC23B1BB0CE0000-MTcwOTgzODU5ODAwMCAzMDAwMDA=</ReceiptHandle>
+//!   <MessageBodyMD5>5D41402ABC4B2A76B9719D911017C592</MessageBodyMD5>
+//!   <MessageBody>hello</MessageBody>
+//!   <PublishTime>1709837398000</PublishTime><NextConsumeTime>1709838898000</NextConsumeTime>
+//!   <FirstConsumeTime>1709838598000</FirstConsumeTime><ConsumedTimes>1</ConsumedTimes>
+//!   <MessageTag>TagA</MessageTag><Properties>KEYS:k1|a:1|</Properties>
+//! </Message></Messages>"#;
+//! let messages = client::decode_consume_response(StatusCode::OK, &HeaderMap::new(), body)?;
+//! assert_eq!(messages.len(), 1);
+//! assert_eq!(messages[0].body, "hello");
+//! assert_eq!(messages[0].key(), Some("k1"));
+//! assert!(messages[0].body_md5_matches());
+//!
+//! // "Nothing to consume" is an empty batch, not an error.
+//! let empty = br#"<Error xmlns="http://mq.aliyuncs.com/doc/v1"><Code>MessageNotExist</Code><Message>Message not exist.</Message><RequestId>5DAEF2B9463541AD6E04490F</RequestId><HostId>h</HostId></Error>"#;
+//! assert!(client::decode_consume_response(StatusCode::NOT_FOUND, &HeaderMap::new(), empty)?.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HOST, USER_AGENT};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::message::{Message, TopicMessage};
+use crate::ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
+use crate::properties::Properties;
+use crate::sign::{self, Credentials, PROTOCOL_VERSION, SECURITY_TOKEN_HEADER, VERSION_HEADER};
+use crate::types::{
+    BatchSize, GroupId, InstanceId, InvalidValue, MessageId, ReceiptHandle, Tag, TagFilter,
+    TopicName, WaitSeconds,
+};
+use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
+
+/// The `Content-Type` the client sends on every request (and signs).
+pub const REQUEST_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
+
+/// Most receipt handles in one ack request (PROTOCOL §6.9).
+pub const MAX_ACK_HANDLES: usize = 16;
+
+/// Query values keep `A-Za-z0-9-._~` (RFC 3986 unreserved); everything else becomes `%XX`.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint and context
+
+/// A service endpoint: `http://host[:port]` or `https://host[:port]`.
+///
+/// A trailing `/` is dropped; a path, query, fragment, user info or another scheme is
+/// rejected (PROTOCOL §1.1).
+///
+/// ```
+/// use mq_proto::client::Endpoint;
+/// let e: Endpoint = "https://123.mqrest.cn-hangzhou.aliyuncs.com/".parse()?;
+/// assert!(e.is_https());
+/// assert_eq!(e.authority(), "123.mqrest.cn-hangzhou.aliyuncs.com");
+/// assert_eq!(e.to_string(), "https://123.mqrest.cn-hangzhou.aliyuncs.com");
+/// assert!("http://h/path".parse::<Endpoint>().is_err());
+/// assert!("ftp://h".parse::<Endpoint>().is_err());
+/// # Ok::<(), mq_proto::InvalidValue>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    https: bool,
+    authority: Authority,
+}
+
+impl Endpoint {
+    /// Parses and validates an endpoint.
+    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+        let err = |reason: &str| InvalidValue::new("endpoint", reason);
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| err("expected http://host[:port] or https://host[:port]"))?;
+        let https = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
+            return Err(err("the scheme must be http or https"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#']) {
+            return Err(err("must not have a path, query or fragment"));
+        }
+        if rest.contains('@') {
+            return Err(err("must not contain user info"));
+        }
+        let authority = Authority::from_str(rest).map_err(|e| err(&e.to_string()))?;
+        if authority.host().is_empty() {
+            return Err(err("the host is missing"));
+        }
+        let port_ok = match rest.strip_prefix(authority.host()) {
+            Some("") => true,
+            Some(p) => p
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok()),
+            None => false,
+        };
+        if !port_ok {
+            return Err(err("the port must be a number from 0 to 65535"));
+        }
+        Ok(Self { https, authority })
+    }
+
+    /// `"http"` or `"https"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
+    /// `host[:port]` as configured (this is also the `Host` header).
+    pub fn authority(&self) -> &str {
+        self.authority.as_str()
+    }
+
+    /// Whether the endpoint uses TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host without the port.
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// The port: the explicit one, else 443 for https and 80 for http.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.https { 443 } else { 80 })
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme(), self.authority)
+    }
+}
+
+/// Everything a request builder needs besides the operation itself.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestContext<'a> {
+    /// Where the request goes.
+    pub endpoint: &'a Endpoint,
+    /// Who signs it.
+    pub credentials: &'a Credentials,
+    /// The instance (`ns`); `None` for the default instance.
+    pub instance: Option<&'a InstanceId>,
+    /// Wall-clock time written into `Date` (must be within 15 minutes of the server's).
+    pub date: SystemTime,
+    /// The `User-Agent` header value.
+    pub user_agent: &'a str,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request builders
+
+/// A request could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// An ack, commit or rollback needs at least one receipt handle.
+    #[error("at least one receipt handle is required")]
+    NoReceiptHandles,
+    /// More handles than one request may carry.
+    #[error("{count} receipt handles given, at most {MAX_ACK_HANDLES} per request")]
+    TooManyReceiptHandles {
+        /// How many were given.
+        count: usize,
+    },
+}
+
+/// Builds the `?a=b&c=d` part once; the same bytes go on the request line and into the
+/// signature.
+struct QueryBuilder {
+    s: String,
+}
+
+impl QueryBuilder {
+    fn new() -> Self {
+        Self {
+            s: String::with_capacity(128),
+        }
+    }
+
+    fn push(&mut self, name: &str, value: &str) {
+        self.s.push(if self.s.is_empty() { '?' } else { '&' });
+        self.s.push_str(name);
+        self.s.push('=');
+        self.s.extend(utf8_percent_encode(value, QUERY_VALUE));
+    }
+
+    fn push_instance(&mut self, instance: Option<&InstanceId>) {
+        if let Some(ns) = instance {
+            self.push("ns", ns.as_str());
+        }
+    }
+}
+
+/// Keeps only the bytes a header value may hold (drops control characters).
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| {
+        let clean: Vec<u8> = s
+            .bytes()
+            .filter(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+            .collect();
+        HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static(""))
+    })
+}
+
+fn build(
+    ctx: &RequestContext<'_>,
+    method: Method,
+    topic: &TopicName,
+    query: QueryBuilder,
+    body: Bytes,
+) -> http::Request<Bytes> {
+    let mut target = String::with_capacity(18 + topic.as_str().len() + query.s.len());
+    target.push_str("/topics/");
+    target.push_str(topic.as_str());
+    target.push_str("/messages");
+    target.push_str(&query.s);
+
+    let mut headers = HeaderMap::with_capacity(8);
+    if let Ok(host) = HeaderValue::from_str(ctx.endpoint.authority()) {
+        headers.insert(HOST, host);
+    }
+    headers.insert(DATE, header_value(&sign::format_http_date(ctx.date)));
+    headers.insert(
+        HeaderName::from_static(VERSION_HEADER),
+        HeaderValue::from_static(PROTOCOL_VERSION),
+    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(REQUEST_CONTENT_TYPE));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(USER_AGENT, header_value(ctx.user_agent));
+    if let Some(token) = ctx.credentials.security_token() {
+        headers.insert(
+            HeaderName::from_static(SECURITY_TOKEN_HEADER),
+            header_value(token),
+        );
+    }
+    let signed = sign::sign_request(ctx.credentials, &method, &headers, &target);
+    headers.insert(AUTHORIZATION, header_value(&signed.authorization));
+
+    let mut req = http::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = absolute_uri(ctx.endpoint, target);
+    *req.headers_mut() = headers;
+    req
+}
+
+fn absolute_uri(endpoint: &Endpoint, target: String) -> Uri {
+    let scheme = if endpoint.https {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    // Every part is validated: names are `[A-Za-z0-9_.%-]` and query values are
+    // percent-encoded, so the build cannot fail; the fallback only keeps this panic-free.
+    PathAndQuery::try_from(target)
+        .ok()
+        .and_then(|pq| {
+            Uri::builder()
+                .scheme(scheme)
+                .authority(endpoint.authority.clone())
+                .path_and_query(pq)
+                .build()
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The publish body (PROTOCOL §3.2): `MessageBody`, then `MessageTag` and `Properties` when
+/// present.
+fn encode_publish_body(message: &TopicMessage) -> Bytes {
+    let props = message.all_properties();
+    let tag_len = message.tag().map_or(0, |t| t.as_str().len() + 26);
+    let props_len = if props.is_empty() {
+        0
+    } else {
+        props.encoded_len() + 26
+    };
+    let mut w = XmlWriter::with_capacity(
+        80 + NS_MESSAGE.len() + xml::text_capacity(message.body()) + tag_len + props_len,
+    );
+    w.open_root("Message", NS_MESSAGE);
+    w.text("MessageBody", message.body());
+    if let Some(tag) = message.tag() {
+        w.text("MessageTag", tag.as_str());
+    }
+    if !props.is_empty() {
+        w.text("Properties", &props.encode());
+    }
+    w.close("Message");
+    w.finish()
+}
+
+/// Builds a publish request: `POST /topics/{topic}/messages[?ns=…]` with a `Message` body.
+pub fn publish_request(
+    ctx: &RequestContext<'_>,
+    topic: &TopicName,
+    message: &TopicMessage,
+) -> http::Request<Bytes> {
+    let mut query = QueryBuilder::new();
+    query.push_instance(ctx.instance);
+    build(
+        ctx,
+        Method::POST,
+        topic,
+        query,
+        encode_publish_body(message),
+    )
+}
+
+/// Builds a consume request: `GET /topics/{topic}/messages?consumer=…&ns=…&numOfMessages=…
+/// &waitseconds=…&tag=…&trans=…`.
+///
+/// `waitseconds` is omitted when 0; `tag` is omitted for [`TagFilter::All`] and for half
+/// consumes (which do not filter).
+///
+/// ```
+/// use std::time::UNIX_EPOCH;
+/// use mq_proto::client::{self, Endpoint, RequestContext};
+/// use mq_proto::sign::Credentials;
+/// use mq_proto::{BatchSize, ConsumeKind, GroupId, TopicName, WaitSeconds};
+/// let endpoint: Endpoint = "http://localhost:8080".parse()?;
+/// let credentials = Credentials::new("id", "secret");
+/// let ctx = RequestContext { endpoint: &endpoint, credentials: &credentials, instance: None,
+///     date: UNIX_EPOCH, user_agent: "ua" };
+/// let req = client::consume_request(&ctx, &TopicName::new("T")?, &GroupId::new("GID_a")?,
+///     ConsumeKind::Normal, BatchSize::new(16)?, WaitSeconds::new(30)?, &"TagA||TagB".parse()?);
+/// assert_eq!(req.uri().path_and_query().unwrap().as_str(),
+///     "/topics/T/messages?consumer=GID_a&numOfMessages=16&waitseconds=30&tag=TagA%7C%7CTagB");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn consume_request(
+    ctx: &RequestContext<'_>,
+    topic: &TopicName,
+    group: &GroupId,
+    kind: ConsumeKind,
+    batch: BatchSize,
+    wait: WaitSeconds,
+    filter: &TagFilter,
+) -> http::Request<Bytes> {
+    let mut query = QueryBuilder::new();
+    query.push("consumer", group.as_str());
+    query.push_instance(ctx.instance);
+    let mut num = itoa_u8(batch.get());
+    query.push("numOfMessages", num.as_str());
+    if wait.get() > 0 {
+        num = itoa_u8(wait.get());
+        query.push("waitseconds", num.as_str());
+    }
+    if kind != ConsumeKind::Half {
+        if let TagFilter::Tags(_) = filter {
+            query.push("tag", &filter.to_string());
+        }
+    }
+    if let Some(trans) = kind.trans() {
+        query.push("trans", trans);
+    }
+    build(ctx, Method::GET, topic, query, Bytes::new())
+}
+
+/// Decimal digits of a small number without allocating.
+struct SmallNum {
+    buf: [u8; 3],
+    len: usize,
+}
+
+impl SmallNum {
+    fn as_str(&self) -> &str {
+        self.buf
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("0")
+    }
+}
+
+fn itoa_u8(n: u8) -> SmallNum {
+    let mut buf = [0u8; 3];
+    let digits = [n / 100, n / 10 % 10, n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    let mut len = 0;
+    for (slot, d) in buf.iter_mut().zip(digits.iter().skip(skip)) {
+        *slot = b'0' + d;
+        len += 1;
+    }
+    SmallNum { buf, len }
+}
+
+/// Builds an ack, commit or rollback request: `DELETE /topics/{topic}/messages?consumer=…
+/// &ns=…[&trans=commit|rollback]` with a `ReceiptHandles` body.
+///
+/// Takes 1..=16 handles (commit and rollback are used with exactly one in practice).
+pub fn ack_request(
+    ctx: &RequestContext<'_>,
+    topic: &TopicName,
+    group: &GroupId,
+    kind: AckKind,
+    handles: &[ReceiptHandle],
+) -> Result<http::Request<Bytes>, EncodeError> {
+    if handles.is_empty() {
+        return Err(EncodeError::NoReceiptHandles);
+    }
+    if handles.len() > MAX_ACK_HANDLES {
+        return Err(EncodeError::TooManyReceiptHandles {
+            count: handles.len(),
+        });
+    }
+    let mut query = QueryBuilder::new();
+    query.push("consumer", group.as_str());
+    query.push_instance(ctx.instance);
+    if let Some(trans) = kind.trans() {
+        query.push("trans", trans);
+    }
+    let capacity: usize = handles.iter().map(|h| h.as_str().len() + 31).sum();
+    let mut w = XmlWriter::with_capacity(40 + NS_MESSAGE.len() + capacity);
+    w.open_root("ReceiptHandles", NS_MESSAGE);
+    for h in handles {
+        w.text("ReceiptHandle", h.as_str());
+    }
+    w.close("ReceiptHandles");
+    Ok(build(ctx, Method::DELETE, topic, query, w.finish()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response types
+
+/// The result of a successful publish (PROTOCOL §3.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// Id assigned to the message.
+    pub message_id: MessageId,
+    /// Upper-case hex MD5 of the body as computed by the server.
+    pub body_md5: String,
+    /// For transactional messages: the handle to commit or roll back with.
+    pub receipt_handle: Option<ReceiptHandle>,
+}
+
+/// An error reported by the service (an `Error` document, or an error status without one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceError {
+    /// HTTP status.
+    pub status: u16,
+    /// Error code (`Code`); derived from the status when the body has none: `InternalError`
+    /// for 5xx, otherwise `HTTP{status}` as [`ErrorCode::Other`].
+    pub code: ErrorCode,
+    /// Error message (`Message`), or a description of the unexpected body.
+    pub message: String,
+    /// `RequestId`, else the `x-mq-request-id` header.
+    pub request_id: Option<String>,
+    /// `HostId`.
+    pub host_id: Option<String>,
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (HTTP {}): {}", self.code, self.status, self.message)?;
+        if let Some(id) = &self.request_id {
+            write!(f, " [request id {id}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+/// A response could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The body is not well-formed XML, or is refused (`DOCTYPE`, nesting too deep).
+    #[error("malformed XML: {0}")]
+    Xml(String),
+    /// The root element is not the expected one.
+    #[error("unexpected root element <{found}>, expected <{expected}>")]
+    UnexpectedRoot {
+        /// The expected root element.
+        expected: &'static str,
+        /// The root element found.
+        found: String,
+    },
+    /// A required element is missing.
+    #[error("missing element <{0}>")]
+    MissingElement(&'static str),
+    /// A numeric element does not hold a number in range.
+    #[error("element <{element}> is not a valid number: {value:?}")]
+    BadNumber {
+        /// The element.
+        element: &'static str,
+        /// Its text.
+        value: String,
+    },
+    /// An element's value is not acceptable (for example a malformed message id).
+    #[error("invalid <{element}>: {reason}")]
+    InvalidValue {
+        /// The element.
+        element: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The status is neither success nor error (1xx, 3xx).
+    #[error("unexpected HTTP status {0}")]
+    BadStatus(u16),
+}
+
+impl From<XmlError> for DecodeError {
+    fn from(e: XmlError) -> Self {
+        Self::Xml(e.to_string())
+    }
+}
+
+/// Why a response did not yield a result: the service said no, or the response was not
+/// understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// The service answered with an error.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The response could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response decoders
+
+/// Decodes a publish response: 2xx with a `Message` document (PROTOCOL §3.3).
+pub fn decode_publish_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<PublishReceipt, ResponseError> {
+    if !status.is_success() {
+        return Err(failure(status, headers, body));
+    }
+    let mut r = XmlReader::new(body);
+    match r.root().map_err(DecodeError::from)? {
+        Elem::Message => {}
+        Elem::Error => return Err(read_error(&mut r, status, headers)?.into()),
+        _ => return Err(unexpected_root(&r, "Message").into()),
+    }
+    let mut id = None;
+    let mut md5 = None;
+    let mut handle = None;
+    r.children(|r, e| {
+        let slot = match e {
+            Elem::MessageId => &mut id,
+            Elem::MessageBodyMd5 => &mut md5,
+            Elem::ReceiptHandle => &mut handle,
+            _ => return r.skip(),
+        };
+        *slot = Some(r.read_text()?);
+        Ok::<(), XmlError>(())
+    })
+    .and_then(|()| r.finish())
+    .map_err(DecodeError::from)?;
+
+    let message_id = message_id(id)?;
+    let body_md5 = md5
+        .ok_or(DecodeError::MissingElement("MessageBodyMD5"))?
+        .trim()
+        .to_owned();
+    let receipt_handle = match handle.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(h) => Some(receipt_handle(h)?),
+    };
+    Ok(PublishReceipt {
+        message_id,
+        body_md5,
+        receipt_handle,
+    })
+}
+
+/// Decodes a consume response: 2xx with a `Messages` document (PROTOCOL §3.4); 404
+/// `MessageNotExist` means "no messages" and gives an empty list.
+///
+/// Decoding is lenient where SDKs are: `Properties` segments that are not a valid `key:value`
+/// pair are skipped (like the Python and Go SDKs), a `MessageTag` that is not a valid
+/// [`Tag`] is dropped, and a missing `MessageBodyMD5` leaves `body_md5` empty. A message
+/// without id, handle, body or times is an error.
+pub fn decode_consume_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<Message>, ResponseError> {
+    if !status.is_success() {
+        return match failure(status, headers, body) {
+            ResponseError::Service(e) if e.code == ErrorCode::MessageNotExist => Ok(Vec::new()),
+            other => Err(other),
+        };
+    }
+    let mut r = XmlReader::new(body);
+    match r.root().map_err(DecodeError::from)? {
+        Elem::Messages => {}
+        Elem::Error => return Err(read_error(&mut r, status, headers)?.into()),
+        _ => return Err(unexpected_root(&r, "Messages").into()),
+    }
+    let mut messages = Vec::new();
+    r.children(|r, e| {
+        if e == Elem::Message {
+            messages.push(read_message(r)?);
+            Ok::<(), DecodeError>(())
+        } else {
+            Ok(r.skip()?)
+        }
+    })?;
+    r.finish().map_err(DecodeError::from)?;
+    Ok(messages)
+}
+
+/// Decodes an ack, commit or rollback response (PROTOCOL §3.6): 2xx → no failures; an error
+/// status with an `Errors` document → the per-handle failures (handles not listed
+/// succeeded); an `Error` document or anything else → [`ResponseError::Service`].
+pub fn decode_ack_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<HandleFailure>, ResponseError> {
+    if status.is_success() {
+        return Ok(Vec::new());
+    }
+    if status.is_client_error() || status.is_server_error() {
+        let mut r = XmlReader::new(body);
+        if let Ok(Elem::Errors) = r.root() {
+            if let Ok(failures) = read_handle_failures(&mut r, status) {
+                if !failures.is_empty() {
+                    return Ok(failures);
+                }
+            }
+        }
+    }
+    Err(failure(status, headers, body))
+}
+
+fn unexpected_root(r: &XmlReader<'_>, expected: &'static str) -> DecodeError {
+    DecodeError::UnexpectedRoot {
+        expected,
+        found: r.root_name().to_owned(),
+    }
+}
+
+fn message_id(text: Option<Cow<'_, str>>) -> Result<MessageId, DecodeError> {
+    let text = text.ok_or(DecodeError::MissingElement("MessageId"))?;
+    MessageId::new(text.trim()).map_err(|e| DecodeError::InvalidValue {
+        element: "MessageId",
+        reason: e.reason,
+    })
+}
+
+fn receipt_handle(text: &str) -> Result<ReceiptHandle, DecodeError> {
+    ReceiptHandle::new(text).map_err(|e| DecodeError::InvalidValue {
+        element: "ReceiptHandle",
+        reason: e.reason,
+    })
+}
+
+fn number<T: FromStr>(text: Option<Cow<'_, str>>, element: &'static str) -> Result<T, DecodeError> {
+    let text = text.ok_or(DecodeError::MissingElement(element))?;
+    text.trim().parse().map_err(|_| DecodeError::BadNumber {
+        element,
+        value: text.into_owned(),
+    })
+}
+
+/// Properties as the SDKs read them: invalid segments are skipped.
+fn lenient_properties(s: &str) -> Properties {
+    let mut props = Properties::new();
+    for segment in s.split('|') {
+        if let Some((k, v)) = segment.split_once(':') {
+            // Invalid pairs are skipped on purpose (see `decode_consume_response`).
+            let _ = props.insert(k, v);
+        }
+    }
+    props
+}
+
+fn read_message(r: &mut XmlReader<'_>) -> Result<Message, DecodeError> {
+    let mut id = None;
+    let mut handle = None;
+    let mut md5 = None;
+    let mut body = None;
+    let mut publish = None;
+    let mut next = None;
+    let mut first = None;
+    let mut times = None;
+    let mut tag = None;
+    let mut props = None;
+    r.children(|r, e| {
+        let slot = match e {
+            Elem::MessageId => &mut id,
+            Elem::ReceiptHandle => &mut handle,
+            Elem::MessageBodyMd5 => &mut md5,
+            Elem::MessageBody => &mut body,
+            Elem::PublishTime => &mut publish,
+            Elem::NextConsumeTime => &mut next,
+            Elem::FirstConsumeTime => &mut first,
+            Elem::ConsumedTimes => &mut times,
+            Elem::MessageTag => &mut tag,
+            Elem::Properties => &mut props,
+            _ => return r.skip(),
+        };
+        *slot = Some(r.read_text()?);
+        Ok::<(), XmlError>(())
+    })?;
+    let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
+    Ok(Message {
+        message_id: message_id(id)?,
+        receipt_handle: receipt_handle(handle.trim())?,
+        body_md5: md5.map(|m| m.trim().to_owned()).unwrap_or_default(),
+        body: body
+            .ok_or(DecodeError::MissingElement("MessageBody"))?
+            .into_owned(),
+        publish_time: number(publish, "PublishTime")?,
+        next_consume_time: number(next, "NextConsumeTime")?,
+        first_consume_time: number(first, "FirstConsumeTime")?,
+        consumed_times: number(times, "ConsumedTimes")?,
+        tag: tag.and_then(|t| Tag::new(t.trim()).ok()),
+        properties: props.map(|p| lenient_properties(&p)).unwrap_or_default(),
+    })
+}
+
+/// The text fields of an `Error` document.
+#[derive(Default)]
+struct ErrorFields {
+    code: Option<String>,
+    message: Option<String>,
+    request_id: Option<String>,
+    host_id: Option<String>,
+}
+
+/// How an element's text is kept: [`non_empty`] or [`verbatim`].
+type Keep = fn(Cow<'_, str>) -> Option<String>;
+
+/// Trimmed text, `None` when blank (codes, ids, handles).
+fn non_empty(s: Cow<'_, str>) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// Verbatim text, `None` when blank (human-readable messages).
+fn verbatim(s: Cow<'_, str>) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.into_owned())
+}
+
+fn request_id_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-mq-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// Error code used when the response carries none.
+fn code_for_status(status: StatusCode) -> ErrorCode {
+    if status.is_server_error() {
+        ErrorCode::InternalError
+    } else {
+        ErrorCode::Other(format!("HTTP{}", status.as_u16()))
+    }
+}
+
+/// Reads the children of an `Error` root (already entered) into a [`ServiceError`].
+fn read_error(
+    r: &mut XmlReader<'_>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<ServiceError, DecodeError> {
+    let mut f = ErrorFields::default();
+    r.children(|r, e| {
+        let (slot, keep): (_, Keep) = match e {
+            Elem::Code => (&mut f.code, non_empty),
+            Elem::Message => (&mut f.message, verbatim),
+            Elem::RequestId => (&mut f.request_id, non_empty),
+            Elem::HostId => (&mut f.host_id, non_empty),
+            _ => return r.skip(),
+        };
+        *slot = keep(r.read_text()?);
+        Ok::<(), XmlError>(())
+    })?;
+    r.finish()?;
+    let code = f
+        .code
+        .as_deref()
+        .map_or_else(|| code_for_status(status), ErrorCode::parse);
+    let message = f
+        .message
+        .unwrap_or_else(|| code.default_message().to_owned());
+    Ok(ServiceError {
+        status: status.as_u16(),
+        code,
+        message,
+        request_id: f.request_id.or_else(|| request_id_header(headers)),
+        host_id: f.host_id,
+    })
+}
+
+/// Reads the children of an `Errors` root (already entered).
+fn read_handle_failures(
+    r: &mut XmlReader<'_>,
+    status: StatusCode,
+) -> Result<Vec<HandleFailure>, XmlError> {
+    let mut failures = Vec::new();
+    r.children(|r, e| {
+        if e != Elem::Error {
+            return r.skip();
+        }
+        let (mut code, mut message, mut handle) = (None, None, None);
+        r.children(|r, e| {
+            let (slot, keep): (_, Keep) = match e {
+                Elem::ErrorCode => (&mut code, non_empty),
+                Elem::ErrorMessage => (&mut message, verbatim),
+                Elem::ReceiptHandle => (&mut handle, non_empty),
+                _ => return r.skip(),
+            };
+            *slot = keep(r.read_text()?);
+            Ok::<(), XmlError>(())
+        })?;
+        let code = code
+            .as_deref()
+            .map_or_else(|| code_for_status(status), ErrorCode::parse);
+        let message = message.unwrap_or_else(|| code.default_message().to_owned());
+        failures.push(HandleFailure {
+            receipt_handle: handle.unwrap_or_default(),
+            code,
+            message,
+        });
+        Ok(())
+    })?;
+    r.finish()?;
+    Ok(failures)
+}
+
+/// Longest excerpt of a non-XML error body kept in [`ServiceError::message`].
+const BODY_EXCERPT_CHARS: usize = 200;
+
+/// Turns a non-2xx response into an error; never fails and never panics.
+fn failure(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ResponseError {
+    if status.is_informational() || status.is_redirection() {
+        return DecodeError::BadStatus(status.as_u16()).into();
+    }
+    let mut r = XmlReader::new(body);
+    if let Ok(Elem::Error) = r.root() {
+        if let Ok(e) = read_error(&mut r, status, headers) {
+            return e.into();
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let reason = status.canonical_reason().unwrap_or("");
+    let message = if text.is_empty() {
+        format!("HTTP {} {reason} with an empty body", status.as_u16())
+    } else {
+        let excerpt: String = text
+            .chars()
+            .take(BODY_EXCERPT_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        format!(
+            "HTTP {} {reason} with an unexpected body: {excerpt}",
+            status.as_u16()
+        )
+    };
+    ServiceError {
+        status: status.as_u16(),
+        code: code_for_status(status),
+        message,
+        request_id: request_id_header(headers),
+        host_id: None,
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in [
+            "http://h",
+            "http://h/",
+            "HTTPS://h:8443",
+            "http://127.0.0.1:80",
+            "http://[::1]:9",
+        ] {
+            assert!(Endpoint::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "h",
+            "ftp://h",
+            "http://",
+            "http://h/p",
+            "http://h?x",
+            "http://u@h",
+            "http://h:",
+            "http://h:99999",
+            "http://h//",
+            "http://h#f",
+            "http://a b",
+        ] {
+            assert!(Endpoint::new(bad).is_err(), "{bad}");
+        }
+        let e = Endpoint::new("https://h").unwrap();
+        assert_eq!((e.scheme(), e.host(), e.port()), ("https", "h", 443));
+    }
+
+    #[test]
+    fn small_numbers() {
+        for n in [0u8, 1, 9, 10, 16, 30, 99, 100, 255] {
+            assert_eq!(itoa_u8(n).as_str(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn non_xml_errors_are_service_errors() {
+        let mut h = HeaderMap::new();
+        h.insert("x-mq-request-id", HeaderValue::from_static("ABC"));
+        let e = decode_publish_response(StatusCode::BAD_GATEWAY, &h, b"<html>bad gateway</html>");
+        match e {
+            Err(ResponseError::Service(s)) => {
+                assert_eq!(s.code, ErrorCode::InternalError);
+                assert_eq!(s.request_id.as_deref(), Some("ABC"));
+                assert!(s.message.contains("bad gateway"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = decode_ack_response(StatusCode::FOUND, &h, b"");
+        assert_eq!(e, Err(ResponseError::Decode(DecodeError::BadStatus(302))));
+    }
+}

@@ -19,6 +19,7 @@ mod properties;
 mod types;
 mod xml;
 
+pub use client::Endpoint;
 pub use message::{
     MAX_BODY_LEN, MAX_SPECIAL_BODY_LEN, Message, MessageError, TopicMessage, body_md5,
 };
@@ -27,6 +28,7 @@ pub use properties::{
     FORBIDDEN_CHARS, KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY,
     MAX_PROPERTIES_LEN, Properties, PropertyError, SYSTEM_KEYS, validate_pair,
 };
+pub use sign::Credentials;
 pub use types::{
     BatchSize, GroupId, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN, MAX_TAG_LEN, MessageId,
     ReceiptHandle, Tag, TagFilter, TopicName, TransCheckImmunity, WaitSeconds,

@@ -22,7 +22,9 @@ pub enum MessageError {
     EmptyBody,
     /// The body contains a character XML 1.0 cannot carry (a control character other than
     /// tab, line feed and carriage return, or U+FFFE/U+FFFF).
-    #[error("message body contains {ch:?}, which XML cannot carry; encode binary data (for example base64) first")]
+    #[error(
+        "message body contains {ch:?}, which XML cannot carry; encode binary data (for example base64) first"
+    )]
     InvalidBodyChar {
         /// The offending character.
         ch: char,
@@ -178,12 +180,11 @@ impl TopicMessage {
         msg.key = properties.remove(KEY_KEYS);
         msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
         if let Some(v) = properties.remove(KEY_START_DELIVER_TIME) {
-            msg.start_deliver_time = Some(v.parse().map_err(|_| {
-                PropertyError::InvalidSystemValue {
+            msg.start_deliver_time =
+                Some(v.parse().map_err(|_| PropertyError::InvalidSystemValue {
                     key: KEY_START_DELIVER_TIME,
                     value: v.clone(),
-                }
-            })?);
+                })?);
         }
         if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
             let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
@@ -377,7 +378,10 @@ mod tests {
 
     #[test]
     fn md5_matches_protocol_examples() {
-        assert_eq!(body_md5("订单已创建 order-42"), "10395A1196110F8C03A53B916B206703");
+        assert_eq!(
+            body_md5("订单已创建 order-42"),
+            "10395A1196110F8C03A53B916B206703"
+        );
         assert_eq!(body_md5("a"), "0CC175B9C0F1B6A831C399E269772661");
     }
 
@@ -398,13 +402,23 @@ mod tests {
         assert_eq!(TopicMessage::new("").unwrap_err(), MessageError::EmptyBody);
         assert!(TopicMessage::new("a\u{1}b").is_err());
         assert!(TopicMessage::new("tab\tnewline\n").is_ok());
-        assert!(TopicMessage::new("x").unwrap().with_property("KEYS", "v").is_err());
+        assert!(
+            TopicMessage::new("x")
+                .unwrap()
+                .with_property("KEYS", "v")
+                .is_err()
+        );
     }
 
     #[test]
     fn limits_depend_on_kind() {
         let big = "x".repeat(MAX_SPECIAL_BODY_LEN + 1);
-        assert!(TopicMessage::new(big.clone()).unwrap().check_limits().is_ok());
+        assert!(
+            TopicMessage::new(big.clone())
+                .unwrap()
+                .check_limits()
+                .is_ok()
+        );
         let delayed = TopicMessage::new(big).unwrap().with_start_deliver_time(1);
         assert!(matches!(
             delayed.check_limits(),

@@ -44,7 +44,9 @@ pub enum PropertyError {
         key: String,
     },
     /// A key or value contained one of [`FORBIDDEN_CHARS`] or a control character.
-    #[error("property {key:?} contains forbidden character {ch:?} (not allowed: : | \" ' & < > and control characters)")]
+    #[error(
+        "property {key:?} contains forbidden character {ch:?} (not allowed: : | \" ' & < > and control characters)"
+    )]
     ForbiddenChar {
         /// The key concerned.
         key: String,

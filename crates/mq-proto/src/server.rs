@@ -1,1 +1,1003 @@
 //! Server side: request parsing, authentication and response encoding.
+//!
+//! A broker hands every request to [`authenticate`] (signature, date, key; PROTOCOL §2.5) and
+//! [`parse_request`] (path, query, body; PROTOCOL §1, §3), acts on the resulting
+//! [`ParsedRequest`], and answers with the encoders ([`encode_messages`],
+//! [`encode_publish_response`], [`encode_errors`], [`encode_error`]) wrapped by [`response`]
+//! or [`error_response`]. Nothing here does I/O or reads the clock.
+//!
+//! Choices where the protocol leaves room (PROTOCOL §8 and [U] items):
+//!
+//! * a method other than `POST`, `GET` or `DELETE` → `InvalidRequestURL`;
+//! * a `GET` request-target longer than [`MAX_GET_TARGET_LEN`] bytes → `InvalidRequestURL`;
+//! * a query item that cannot be decoded (bad `%XX`, not UTF-8) or a known parameter given
+//!   twice → `InvalidQueryString`; unknown parameters are ignored;
+//! * a known parameter with a bad value (`consumer`, `ns`, `numOfMessages`, `waitseconds`,
+//!   `tag`, `trans`) → `InvalidArgument`; `waitseconds` ≤ 0 (PHP sends −1) or empty means 0;
+//! * `tag` is parsed for every consume kind, including half consumes (SDKs never send it
+//!   there; the broker decides what it means);
+//! * empty `<ReceiptHandle>` elements are skipped; a body without any handle →
+//!   `MissingReceiptHandle`;
+//! * a well-formed body with the wrong root or a repeated publish field → `InvalidArgument`.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use http::{HeaderMap, HeaderValue, Method};
+//! use mq_proto::server::{self, Operation};
+//! use mq_proto::sign;
+//!
+//! let target = "/topics/T1/messages?consumer=GID_1&numOfMessages=3&ns=MQ_INST_test&waitseconds=3";
+//! let now = UNIX_EPOCH + Duration::from_secs(1_709_837_398);
+//! let mut headers = HeaderMap::new();
+//! headers.insert("x-mq-version", HeaderValue::from_static("2015-06-06"));
+//! headers.insert("date", sign::format_http_date(now).parse()?);
+//! let sig = sign::signature("testSK", &sign::string_to_sign(&Method::GET, &headers, target));
+//! headers.insert("authorization", sign::authorization("testAK", &sig).parse()?);
+//!
+//! let key = server::authenticate(&Method::GET, target, &headers, now,
+//!     |id| (id == "testAK").then(|| "testSK".to_owned()))?;
+//! assert_eq!(key, "testAK");
+//! let req = server::parse_request(&Method::GET, target, &headers, b"")?;
+//! assert_eq!(req.topic.as_str(), "T1");
+//! assert!(matches!(req.operation, Operation::Consume { .. }));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use md5::{Digest, Md5};
+
+use crate::client::PublishReceipt;
+use crate::message::{Message, MessageError, TopicMessage};
+use crate::ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
+use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
+use crate::sign::{self, MAX_CLOCK_SKEW, PROTOCOL_VERSION};
+use crate::types::{BatchSize, GroupId, InstanceId, TagFilter, TopicName, WaitSeconds};
+use crate::xml::{self, Elem, NS_ERROR, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
+
+/// Longest request-target (path and query) accepted on a `GET` (PROTOCOL §1.3, §6.9).
+pub const MAX_GET_TARGET_LEN: usize = 1024;
+
+/// Largest request body [`parse_request`] looks at: the 4 MB body limit with room for XML
+/// escaping. A broker should stop reading a body beyond this size.
+pub const MAX_REQUEST_BODY_LEN: usize = 8 * crate::message::MAX_BODY_LEN;
+
+/// Most receipt handles in one ack, commit or rollback (PROTOCOL §6.9).
+pub const MAX_HANDLES: usize = 16;
+
+/// The `Content-Type` of every XML response body.
+pub const XML_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
+
+/// Name of the response header carrying the request id (always lower case on the wire).
+pub const REQUEST_ID_HEADER: &str = "x-mq-request-id";
+
+/// What a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// `POST`: publish one message.
+    Publish(TopicMessage),
+    /// `GET`: consume (normal, orderly or half messages).
+    Consume {
+        /// The consumer group (`consumer`).
+        group: GroupId,
+        /// Which consume (`trans` absent, `order` or `pop`).
+        kind: ConsumeKind,
+        /// `numOfMessages`.
+        batch: BatchSize,
+        /// `waitseconds` (0 when absent or ≤ 0).
+        wait: WaitSeconds,
+        /// `tag` (all messages when absent).
+        filter: TagFilter,
+    },
+    /// `DELETE`: ack, commit or rollback.
+    Ack {
+        /// The group (`consumer`); `None` only for a commit/rollback sent with `consumer=`
+        /// empty (a Go SDK bug when no instance is set).
+        group: Option<GroupId>,
+        /// Which operation (`trans` absent, `commit` or `rollback`).
+        kind: AckKind,
+        /// The handles as received (1..=16, non-empty, not validated: the broker answers
+        /// malformed ones with a per-handle `ReceiptHandleError`).
+        handles: Vec<String>,
+    },
+}
+
+/// A parsed request: which instance, which topic, what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedRequest {
+    /// The instance (`ns`); `None` = the default instance (absent or empty `ns`).
+    pub instance: Option<InstanceId>,
+    /// The topic from the path.
+    pub topic: TopicName,
+    /// The operation and its parameters.
+    pub operation: Operation,
+}
+
+/// A request was rejected: the error code (which fixes the HTTP status) and a message.
+///
+/// ```
+/// use mq_proto::ErrorCode;
+/// use mq_proto::server::RequestError;
+/// let e = RequestError::from_code(ErrorCode::MissingReceiptHandle);
+/// assert_eq!(e.message, "ReceiptHandle is required.");
+/// assert_eq!(e.status().as_u16(), 400);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// Human-readable message sent in `<Message>`.
+    pub message: String,
+}
+
+impl RequestError {
+    /// An error with a specific message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An error with the code's standard message.
+    pub fn from_code(code: ErrorCode) -> Self {
+        let message = code.default_message().to_owned();
+        Self { code, message }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::BAD_REQUEST)
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+fn invalid_argument(message: impl Into<String>) -> RequestError {
+    RequestError::new(ErrorCode::InvalidArgument, message)
+}
+
+fn schema_error(element: &str, detail: impl fmt::Display) -> RequestError {
+    invalid_argument(format!(
+        "The XML you provided did not validate against our published schema, cause by {element}: {detail}"
+    ))
+}
+
+fn malformed_xml(e: &XmlError) -> RequestError {
+    RequestError::new(
+        ErrorCode::MalformedXml,
+        format!("The XML you provided was not well-formed: {e}."),
+    )
+}
+
+fn invalid_url(detail: impl fmt::Display) -> RequestError {
+    RequestError::new(
+        ErrorCode::InvalidRequestUrl,
+        format!("Http request URL format invalid: {detail}"),
+    )
+}
+
+fn invalid_query(item: &str) -> RequestError {
+    RequestError::new(
+        ErrorCode::InvalidQueryString,
+        format!("Http request URL contains invalid querystring item \"{item}\"."),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+/// Checks a request's `Authorization` and `Date` headers (PROTOCOL §2.5) and returns the
+/// AccessKey id.
+///
+/// In order: `Authorization` missing → `MissingAuthorizationHeader`; not `MQ id:signature` →
+/// `InvalidAuthorizationHeader`; `Date` missing → `MissingDateHeader`; unparsable →
+/// `InvalidDateHeader`; more than 15 minutes away from `now` → `TimeExpired` (408);
+/// `secret_for(id)` is `None` → `InvalidAccessKeyId`; signature mismatch (compared in constant
+/// time over the string to sign rebuilt from `method`, `headers` and the raw `target`) →
+/// `SignatureDoesNotMatch`.
+///
+/// `target` must be the request-target exactly as received (`path?query`, percent-encoding
+/// kept), e.g. `uri.path_and_query().as_str()` in hyper.
+pub fn authenticate(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    now: SystemTime,
+    secret_for: impl FnOnce(&str) -> Option<String>,
+) -> Result<String, RequestError> {
+    let auth = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| RequestError::from_code(ErrorCode::MissingAuthorizationHeader))?;
+    let (id, provided) = parse_authorization(auth)
+        .ok_or_else(|| RequestError::from_code(ErrorCode::InvalidAuthorizationHeader))?;
+
+    let date = headers
+        .get(http::header::DATE)
+        .ok_or_else(|| RequestError::from_code(ErrorCode::MissingDateHeader))?;
+    let date = date
+        .to_str()
+        .ok()
+        .and_then(sign::parse_http_date)
+        .ok_or_else(|| RequestError::from_code(ErrorCode::InvalidDateHeader))?;
+    if sign::abs_diff(now, date) > MAX_CLOCK_SKEW {
+        return Err(RequestError::from_code(ErrorCode::TimeExpired));
+    }
+
+    let secret =
+        secret_for(id).ok_or_else(|| RequestError::from_code(ErrorCode::InvalidAccessKeyId))?;
+    let string_to_sign = sign::string_to_sign(method, headers, target);
+    if !sign::verify_signature(&secret, &string_to_sign, provided) {
+        return Err(RequestError::from_code(ErrorCode::SignatureDoesNotMatch));
+    }
+    Ok(id.to_owned())
+}
+
+/// Splits `MQ {id}:{signature}` (`^MQ ([^:]+):(.+)$` after trimming spaces and tabs).
+fn parse_authorization(value: &HeaderValue) -> Option<(&str, &str)> {
+    let value = value.to_str().ok()?.trim_matches([' ', '\t']);
+    let (id, sig) = value.strip_prefix("MQ ")?.split_once(':')?;
+    (!id.is_empty() && !sig.is_empty()).then_some((id, sig))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request parsing
+
+/// Parses a request into a [`ParsedRequest`] (PROTOCOL §1, §3.2, §3.5).
+///
+/// `target` is the raw request-target (`/topics/{topic}/messages?query`). Query values are
+/// decoded with form rules (`%XX` in either case, `+` = space, UTF-8) and their order does not
+/// matter. If a `Content-MD5` header is present it must be the base64 of the lower-case hex
+/// MD5 of `body` (Go, Node) or of the raw digest, else `InvalidDigest`. See the module
+/// documentation for the error chosen in each case.
+pub fn parse_request(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ParsedRequest, RequestError> {
+    if *method == Method::GET && target.len() > MAX_GET_TARGET_LEN {
+        return Err(invalid_url(format_args!(
+            "the request line is longer than {MAX_GET_TARGET_LEN} characters."
+        )));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let topic = parse_path(path)?;
+    if !matches!(*method, Method::GET | Method::POST | Method::DELETE) {
+        return Err(invalid_url(format_args!(
+            "method {method} is not supported on {path}."
+        )));
+    }
+    let q = Query::parse(query)?;
+    let instance = match q.ns.as_deref() {
+        None | Some("") => None,
+        Some(ns) => Some(InstanceId::new(ns).map_err(|e| param_error("ns", &e))?),
+    };
+    check_content_md5(headers, body)?;
+    if body.len() > MAX_REQUEST_BODY_LEN {
+        return Err(invalid_argument(format!(
+            "The value of MessageBody should between 1 and {} bytes.",
+            crate::message::MAX_BODY_LEN
+        )));
+    }
+
+    let operation = if *method == Method::POST {
+        Operation::Publish(parse_publish_body(body)?)
+    } else if *method == Method::GET {
+        parse_consume(&q)?
+    } else {
+        parse_ack(&q, body)?
+    };
+    Ok(ParsedRequest {
+        instance,
+        topic,
+        operation,
+    })
+}
+
+fn parse_path(path: &str) -> Result<TopicName, RequestError> {
+    let name = path
+        .strip_prefix("/topics/")
+        .and_then(|rest| rest.strip_suffix("/messages"))
+        .filter(|name| !name.contains('/'))
+        .ok_or_else(|| {
+            invalid_url(format_args!(
+                "{path:?} is not /topics/{{TopicName}}/messages."
+            ))
+        })?;
+    TopicName::new(name).map_err(invalid_url)
+}
+
+fn param_error(name: &str, e: &dyn fmt::Display) -> RequestError {
+    invalid_argument(format!("The value of {name} is invalid: {e}."))
+}
+
+/// The known query parameters, decoded.
+#[derive(Default)]
+struct Query<'a> {
+    consumer: Option<Cow<'a, str>>,
+    ns: Option<Cow<'a, str>>,
+    num_of_messages: Option<Cow<'a, str>>,
+    waitseconds: Option<Cow<'a, str>>,
+    tag: Option<Cow<'a, str>>,
+    trans: Option<Cow<'a, str>>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(query: &'a str) -> Result<Self, RequestError> {
+        let mut q = Self::default();
+        for item in query.split('&').filter(|s| !s.is_empty()) {
+            let (raw_name, raw_value) = item.split_once('=').unwrap_or((item, ""));
+            let name = form_decode(raw_name).ok_or_else(|| invalid_query(item))?;
+            let slot = match &*name {
+                "consumer" => &mut q.consumer,
+                "ns" => &mut q.ns,
+                "numOfMessages" => &mut q.num_of_messages,
+                "waitseconds" => &mut q.waitseconds,
+                "tag" => &mut q.tag,
+                "trans" => &mut q.trans,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(invalid_query(item));
+            }
+            *slot = Some(form_decode(raw_value).ok_or_else(|| invalid_query(item))?);
+        }
+        Ok(q)
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes a query component with form rules; `None` for a bad escape or non-UTF-8 result.
+fn form_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Some(Cow::Borrowed(s));
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex_value)?;
+                let lo = bytes.get(i + 2).copied().and_then(hex_value)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+fn required_group(q: &Query<'_>) -> Result<GroupId, RequestError> {
+    match q.consumer.as_deref() {
+        None | Some("") => Err(invalid_argument("The value of consumer is required.")),
+        Some(c) => GroupId::new(c).map_err(|e| param_error("consumer", &e)),
+    }
+}
+
+fn parse_consume(q: &Query<'_>) -> Result<Operation, RequestError> {
+    let group = required_group(q)?;
+    let kind = match q.trans.as_deref() {
+        None | Some("") => ConsumeKind::Normal,
+        Some("order") => ConsumeKind::Orderly,
+        Some("pop") => ConsumeKind::Half,
+        Some(other) => return Err(param_error("trans", &format_args!("{other:?}"))),
+    };
+    let batch = q
+        .num_of_messages
+        .as_deref()
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|n| u8::try_from(n).ok())
+        .and_then(|n| BatchSize::new(n).ok())
+        .ok_or_else(|| invalid_argument("The value of numOfMessages should between 1 and 16."))?;
+    let wait_error =
+        || invalid_argument("The value of waitseconds should between 0 and 30 seconds.");
+    let wait = match q.waitseconds.as_deref() {
+        None | Some("") => WaitSeconds::default(),
+        Some(v) => {
+            let n: i64 = v.parse().map_err(|_| wait_error())?;
+            let n = u8::try_from(n.max(0)).map_err(|_| wait_error())?;
+            WaitSeconds::new(n).map_err(|_| wait_error())?
+        }
+    };
+    let filter = match q.tag.as_deref() {
+        None => TagFilter::All,
+        Some(t) => t.parse().map_err(|e| param_error("tag", &e))?,
+    };
+    Ok(Operation::Consume {
+        group,
+        kind,
+        batch,
+        wait,
+        filter,
+    })
+}
+
+fn parse_ack(q: &Query<'_>, body: &[u8]) -> Result<Operation, RequestError> {
+    let kind = match q.trans.as_deref() {
+        None | Some("") => AckKind::Ack,
+        Some("commit") => AckKind::Commit,
+        Some("rollback") => AckKind::Rollback,
+        Some(other) => return Err(param_error("trans", &format_args!("{other:?}"))),
+    };
+    let group = match (kind, q.consumer.as_deref()) {
+        (AckKind::Commit | AckKind::Rollback, Some("")) => None,
+        _ => Some(required_group(q)?),
+    };
+    let handles = parse_handles_body(body)?;
+    Ok(Operation::Ack {
+        group,
+        kind,
+        handles,
+    })
+}
+
+fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), RequestError> {
+    let Some(value) = headers.get("content-md5") else {
+        return Ok(());
+    };
+    let invalid = || RequestError::from_code(ErrorCode::InvalidDigest);
+    let decoded = BASE64
+        .decode(value.as_bytes().trim_ascii())
+        .map_err(|_| invalid())?;
+    let digest = Md5::digest(body);
+    let ok = match decoded.len() {
+        16 => decoded.as_slice() == digest.as_slice(),
+        32 => decoded.chunks_exact(2).zip(digest.iter()).all(|(pair, b)| {
+            let hex = [pair.first().copied(), pair.get(1).copied()];
+            match hex {
+                [Some(h), Some(l)] => {
+                    hex_value(h).zip(hex_value(l)).map(|(h, l)| h << 4 | l) == Some(*b)
+                }
+                _ => false,
+            }
+        }),
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err(invalid()) }
+}
+
+impl From<XmlError> for RequestError {
+    fn from(e: XmlError) -> Self {
+        malformed_xml(&e)
+    }
+}
+
+/// Reads the children of the root element with `field`, then checks the end of the document.
+fn for_each_child<'a>(
+    r: &mut XmlReader<'a>,
+    field: impl FnMut(&mut XmlReader<'a>, Elem) -> Result<(), RequestError>,
+) -> Result<(), RequestError> {
+    r.children(field)?;
+    Ok(r.finish()?)
+}
+
+fn parse_publish_body(body: &[u8]) -> Result<TopicMessage, RequestError> {
+    let mut r = XmlReader::new(body);
+    let root = r.root().map_err(|e| malformed_xml(&e))?;
+    if root != Elem::Message {
+        let found = format!("root element <{}> is not <Message>", r.root_name());
+        return Err(schema_error("Message", found));
+    }
+    let mut text: Option<Cow<'_, str>> = None;
+    let mut tag: Option<Cow<'_, str>> = None;
+    let mut props: Option<Cow<'_, str>> = None;
+    for_each_child(&mut r, |r, e| {
+        let slot = match e {
+            Elem::MessageBody => &mut text,
+            Elem::MessageTag => &mut tag,
+            Elem::Properties => &mut props,
+            _ => return r.skip().map_err(|e| malformed_xml(&e)),
+        };
+        if slot.is_some() {
+            return Err(schema_error(e.as_str(), "the element appears twice."));
+        }
+        *slot = Some(r.read_text().map_err(|e| malformed_xml(&e))?);
+        Ok(())
+    })?;
+
+    let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
+    // Not trimmed: spaces are legal at the edges of property keys and values.
+    let properties = match props.as_deref() {
+        None | Some("") => Properties::new(),
+        Some(p) => Properties::decode(p).map_err(|e| message_error(e.into()))?,
+    };
+    let tag = tag.as_deref().map(str::trim);
+    let message =
+        TopicMessage::from_wire(text.into_owned(), tag, properties).map_err(message_error)?;
+    message.check_limits().map_err(message_error)?;
+    Ok(message)
+}
+
+fn message_error(e: MessageError) -> RequestError {
+    match e {
+        MessageError::EmptyBody => {
+            schema_error("MessageBody", "the message body must not be empty.")
+        }
+        MessageError::BodyTooLarge { max, .. } => invalid_argument(format!(
+            "The value of MessageBody should between 1 and {max} bytes."
+        )),
+        MessageError::Property(PropertyError::TooLarge { .. }) => invalid_argument(format!(
+            "The value of Properties should between 1 and {MAX_PROPERTIES_LEN} bytes."
+        )),
+        MessageError::Tag(v) if v.what == "tag" => schema_error("MessageTag", v),
+        MessageError::InvalidBodyChar { .. } => schema_error("MessageBody", e),
+        other => schema_error("Properties", other),
+    }
+}
+
+fn parse_handles_body(body: &[u8]) -> Result<Vec<String>, RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(RequestError::from_code(ErrorCode::MissingReceiptHandle));
+    }
+    let mut r = XmlReader::new(body);
+    let root = r.root().map_err(|e| malformed_xml(&e))?;
+    if root != Elem::ReceiptHandles {
+        let found = format!("root element <{}> is not <ReceiptHandles>", r.root_name());
+        return Err(schema_error("ReceiptHandles", found));
+    }
+    let mut handles = Vec::new();
+    for_each_child(&mut r, |r, e| {
+        if e != Elem::ReceiptHandle {
+            return r.skip().map_err(|e| malformed_xml(&e));
+        }
+        let text = r.read_text().map_err(|e| malformed_xml(&e))?;
+        let handle = text.trim();
+        if !handle.is_empty() {
+            if handles.len() == MAX_HANDLES {
+                return Err(invalid_argument(format!(
+                    "The count of ReceiptHandle should between 1 and {MAX_HANDLES}."
+                )));
+            }
+            handles.push(handle.to_owned());
+        }
+        Ok(())
+    })?;
+    if handles.is_empty() {
+        return Err(RequestError::from_code(ErrorCode::MissingReceiptHandle));
+    }
+    Ok(handles)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response encoding
+
+/// Encodes a publish response (PROTOCOL §3.3): `Message` with `MessageId`, `MessageBodyMD5`
+/// and, for transactional messages, `ReceiptHandle`.
+///
+/// ```
+/// use mq_proto::{MessageId, client::PublishReceipt, server};
+/// let r = PublishReceipt {
+///     message_id: MessageId::new("1E05791C117818B4AAC23B1BB0CE0000")?,
+///     body_md5: "10395A1196110F8C03A53B916B206703".into(),
+///     receipt_handle: None,
+/// };
+/// assert_eq!(&server::encode_publish_response(&r)[..],
+///     br#"<?xml version="1.0" encoding="UTF-8"?><Message xmlns="http://mq.aliyuncs.com/doc/v1/"><MessageId>1E05791C117818B4AAC23B1BB0CE0000</MessageId><MessageBodyMD5>10395A1196110F8C03A53B916B206703</MessageBodyMD5></Message>"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn encode_publish_response(receipt: &PublishReceipt) -> Bytes {
+    let handle_len = receipt
+        .receipt_handle
+        .as_ref()
+        .map_or(0, |h| h.as_str().len() + 32);
+    let mut w = XmlWriter::with_capacity(
+        128 + NS_MESSAGE.len() + receipt.message_id.as_str().len() + 64 + handle_len,
+    );
+    w.open_root("Message", NS_MESSAGE);
+    w.text("MessageId", receipt.message_id.as_str());
+    w.text("MessageBodyMD5", &receipt.body_md5);
+    if let Some(h) = &receipt.receipt_handle {
+        w.text("ReceiptHandle", h.as_str());
+    }
+    w.close("Message");
+    w.finish()
+}
+
+/// Encodes a consume response (PROTOCOL §3.4): `Messages` with one `Message` per message,
+/// every field in the documented order, `MessageTag` only when the message has a tag and
+/// `Properties` only when there are some (with the trailing `|`).
+///
+/// Do not send an empty list with status 200 (SDKs break on it): answer 404
+/// `MessageNotExist` instead.
+pub fn encode_messages(messages: &[Message]) -> Bytes {
+    let capacity: usize = messages
+        .iter()
+        .map(|m| {
+            420 + m.message_id.as_str().len()
+                + m.receipt_handle.as_str().len()
+                + m.body_md5.len()
+                + xml::text_capacity(&m.body)
+                + m.tag.as_ref().map_or(0, |t| xml::text_capacity(t.as_str()))
+                + m.properties.encoded_len()
+        })
+        .sum();
+    let mut w = XmlWriter::with_capacity(64 + capacity);
+    w.open_root("Messages", NS_MESSAGE);
+    let mut props = String::new();
+    for m in messages {
+        w.open("Message");
+        w.text("MessageId", m.message_id.as_str());
+        w.text("ReceiptHandle", m.receipt_handle.as_str());
+        w.text("MessageBodyMD5", &m.body_md5);
+        w.text("MessageBody", &m.body);
+        w.number("PublishTime", m.publish_time);
+        w.number("NextConsumeTime", m.next_consume_time);
+        w.number("FirstConsumeTime", m.first_consume_time);
+        w.number("ConsumedTimes", u64::from(m.consumed_times));
+        if let Some(tag) = &m.tag {
+            w.text("MessageTag", tag.as_str());
+        }
+        if !m.properties.is_empty() {
+            props.clear();
+            m.properties.encode_into(&mut props);
+            w.text("Properties", &props);
+        }
+        w.close("Message");
+    }
+    w.close("Messages");
+    w.finish()
+}
+
+/// Encodes an error document (PROTOCOL §3.7): `Error` in `http://mq.aliyuncs.com/doc/v1`
+/// with `Code`, `Message`, `RequestId` and `HostId`, all four always present.
+///
+/// ```
+/// use mq_proto::{ErrorCode, server};
+/// let body = server::encode_error(&ErrorCode::MessageNotExist, "Message not exist.",
+///     "5DAEF2B9463541AD6E04490F", "http://127.0.0.1:8080");
+/// assert_eq!(&body[..], br#"<?xml version="1.0" encoding="UTF-8"?><Error xmlns="http://mq.aliyuncs.com/doc/v1"><Code>MessageNotExist</Code><Message>Message not exist.</Message><RequestId>5DAEF2B9463541AD6E04490F</RequestId><HostId>http://127.0.0.1:8080</HostId></Error>"#);
+/// ```
+pub fn encode_error(code: &ErrorCode, message: &str, request_id: &str, host_id: &str) -> Bytes {
+    let mut w = XmlWriter::with_capacity(
+        160 + code.as_str().len()
+            + xml::text_capacity(message)
+            + request_id.len()
+            + xml::text_capacity(host_id),
+    );
+    w.open_root("Error", NS_ERROR);
+    w.text("Code", code.as_str());
+    w.text("Message", message);
+    w.text("RequestId", request_id);
+    w.text("HostId", host_id);
+    w.close("Error");
+    w.finish()
+}
+
+/// Encodes a per-handle ack failure document (PROTOCOL §3.6): `Errors` in
+/// `http://mq.aliyuncs.com/doc/v1` with one `Error` (`ErrorCode`, `ErrorMessage`,
+/// `ReceiptHandle`) per failed handle. Send it with status 404.
+pub fn encode_errors(failures: &[HandleFailure]) -> Bytes {
+    let capacity: usize = failures
+        .iter()
+        .map(|f| {
+            120 + f.code.as_str().len()
+                + xml::text_capacity(&f.message)
+                + xml::text_capacity(&f.receipt_handle)
+        })
+        .sum();
+    let mut w = XmlWriter::with_capacity(64 + capacity);
+    w.open_root("Errors", NS_ERROR);
+    for f in failures {
+        w.open("Error");
+        w.text("ErrorCode", f.code.as_str());
+        w.text("ErrorMessage", &f.message);
+        w.text("ReceiptHandle", &f.receipt_handle);
+        w.close("Error");
+    }
+    w.close("Errors");
+    w.finish()
+}
+
+/// Wraps a body into a response with the protocol headers (PROTOCOL §5.2): `x-mq-request-id`
+/// (lower case), `x-mq-version: 2015-06-06`, `Content-Type: text/xml;charset=utf-8` when the
+/// body is not empty, and `Content-Length`. The caller adds `Date` and `Connection` if wanted.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::StatusCode;
+/// let r = mq_proto::server::response(StatusCode::NO_CONTENT, Bytes::new(), "00000000000000000000002A");
+/// assert_eq!(r.headers()["x-mq-request-id"], "00000000000000000000002A");
+/// assert_eq!(r.headers()["content-length"], "0");
+/// assert!(r.headers().get("content-type").is_none());
+/// ```
+pub fn response(status: StatusCode, body: Bytes, request_id: &str) -> http::Response<Bytes> {
+    let len = body.len();
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    let id = HeaderValue::from_str(request_id)
+        .unwrap_or_else(|_| HeaderValue::from_static("000000000000000000000000"));
+    headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
+    headers.insert(
+        HeaderName::from_static(sign::VERSION_HEADER),
+        HeaderValue::from_static(PROTOCOL_VERSION),
+    );
+    if len > 0 {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(XML_CONTENT_TYPE));
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+/// An error response: status from the code, `Error` body (see [`encode_error`]).
+pub fn error_response(
+    err: &RequestError,
+    request_id: &str,
+    host_id: &str,
+) -> http::Response<Bytes> {
+    let body = encode_error(&err.code, &err.message, request_id, host_id);
+    response(err.status(), body, request_id)
+}
+
+/// A request id: 24 upper-case hexadecimal characters derived from `n` (PROTOCOL §5.2).
+///
+/// Deterministic and injective: distinct numbers give distinct ids. Feed it a counter mixed
+/// with a per-process seed.
+///
+/// ```
+/// let id = mq_proto::server::request_id(1);
+/// assert_eq!(id.len(), 24);
+/// assert!(id.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+/// assert_ne!(id, mq_proto::server::request_id(2));
+/// ```
+pub fn request_id(n: u64) -> String {
+    // SplitMix64 finaliser: a bijection on u64, so the first 16 digits are unique per `n`.
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let tail = mix(n ^ 0xA5A5_5A5A_C3C3_3C3C) >> 32;
+    format!("{:016X}{:08X}", mix(n), tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(target: &str) -> Result<ParsedRequest, RequestError> {
+        parse_request(&Method::GET, target, &HeaderMap::new(), b"")
+    }
+
+    #[test]
+    fn query_decoding_is_order_free_and_form_based() {
+        let a =
+            get("/topics/T/messages?numOfMessages=2&consumer=G&tag=A%7c%7CB+C%2Bd&x=%zz").unwrap();
+        match a.operation {
+            Operation::Consume { filter, .. } => assert_eq!(filter.to_string(), "A||B C+d"),
+            other => panic!("{other:?}"),
+        }
+        let ok = get("/topics/T/messages?tag=A%7c%7CB&numOfMessages=2&consumer=G&waitseconds=-1")
+            .unwrap();
+        match ok.operation {
+            Operation::Consume {
+                filter,
+                wait,
+                batch,
+                ..
+            } => {
+                assert_eq!(filter.to_string(), "A||B");
+                assert_eq!(wait.get(), 0);
+                assert_eq!(batch.get(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(form_decode("a+b%2B%e4%b8%ad").as_deref(), Some("a b+中"));
+        assert_eq!(form_decode("%zz"), None);
+        assert_eq!(form_decode("%e4"), None);
+    }
+
+    #[test]
+    fn consume_parameter_errors() {
+        let code = |t: &str| get(t).unwrap_err().code;
+        assert_eq!(
+            code("/topics/T/messages?consumer=G"),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code("/topics/T/messages?consumer=G&numOfMessages=17"),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code("/topics/T/messages?consumer=G&numOfMessages=1&waitseconds=31"),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code("/topics/T/messages?consumer=G&numOfMessages=1&trans=commit"),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code("/topics/T/messages?consumer=G&consumer=G&numOfMessages=1"),
+            ErrorCode::InvalidQueryString
+        );
+        assert_eq!(
+            code("/topics/T/messages?consumer=&numOfMessages=1"),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code("/topics/T/message?consumer=G"),
+            ErrorCode::InvalidRequestUrl
+        );
+        assert_eq!(code("/topics/a/b/messages"), ErrorCode::InvalidRequestUrl);
+        let long = format!(
+            "/topics/T/messages?consumer=G&numOfMessages=1&x={}",
+            "a".repeat(1000)
+        );
+        assert_eq!(code(&long), ErrorCode::InvalidRequestUrl);
+        let msg = get("/topics/T/messages?consumer=G&numOfMessages=0")
+            .unwrap_err()
+            .message;
+        assert_eq!(msg, "The value of numOfMessages should between 1 and 16.");
+    }
+
+    #[test]
+    fn ack_bodies() {
+        let del = |target: &str, body: &str| {
+            parse_request(&Method::DELETE, target, &HeaderMap::new(), body.as_bytes())
+        };
+        let t = "/topics/T/messages?consumer=G";
+        assert_eq!(
+            del(t, "").unwrap_err().code,
+            ErrorCode::MissingReceiptHandle
+        );
+        assert_eq!(
+            del(t, "<ReceiptHandles/>").unwrap_err().code,
+            ErrorCode::MissingReceiptHandle
+        );
+        let many = format!(
+            "<ReceiptHandles>{}</ReceiptHandles>",
+            "<ReceiptHandle>h</ReceiptHandle>".repeat(17)
+        );
+        assert_eq!(del(t, &many).unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            del(t, "<ReceiptHandles>").unwrap_err().code,
+            ErrorCode::MalformedXml
+        );
+        let go_bug = del(
+            "/topics/T/messages?consumer=&trans=commit",
+            "<ReceiptHandles><ReceiptHandle> h-1 </ReceiptHandle></ReceiptHandles>",
+        )
+        .unwrap();
+        assert_eq!(
+            go_bug.operation,
+            Operation::Ack {
+                group: None,
+                kind: AckKind::Commit,
+                handles: vec!["h-1".into()]
+            }
+        );
+        assert_eq!(
+            del(
+                "/topics/T/messages?consumer=",
+                "<ReceiptHandles><ReceiptHandle>h</ReceiptHandle></ReceiptHandles>"
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn publish_bodies() {
+        let post = |body: &str| {
+            parse_request(
+                &Method::POST,
+                "/topics/T/messages",
+                &HeaderMap::new(),
+                body.as_bytes(),
+            )
+        };
+        let m =
+            post("<Message><Properties>a:1</Properties><MessageBody> x </MessageBody></Message>")
+                .unwrap();
+        match m.operation {
+            Operation::Publish(msg) => {
+                assert_eq!(msg.body(), " x ");
+                assert_eq!(msg.properties().get("a"), Some("1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            post("<Message></Message>").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            post("<Message><MessageBody></MessageBody></Message>")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            post("<Message><MessageBody>").unwrap_err().code,
+            ErrorCode::MalformedXml
+        );
+        assert_eq!(post("").unwrap_err().code, ErrorCode::MalformedXml);
+        let bad_props =
+            post("<Message><MessageBody>x</MessageBody><Properties>novalue</Properties></Message>")
+                .unwrap_err();
+        assert_eq!(bad_props.code, ErrorCode::InvalidArgument);
+        assert!(
+            bad_props.message.contains("Properties"),
+            "{}",
+            bad_props.message
+        );
+        let big = format!(
+            "<Message><MessageBody>{}</MessageBody><Properties>__TransCheckT:10</Properties></Message>",
+            "x".repeat(64 * 1024 + 1)
+        );
+        assert_eq!(
+            post(&big).unwrap_err().message,
+            "The value of MessageBody should between 1 and 65536 bytes."
+        );
+    }
+
+    #[test]
+    fn content_md5_forms() {
+        let body = b"<ReceiptHandles><ReceiptHandle>h</ReceiptHandle></ReceiptHandles>";
+        let digest = Md5::digest(body);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        for value in [BASE64.encode(hex.as_bytes()), BASE64.encode(digest)] {
+            let mut h = HeaderMap::new();
+            h.insert("content-md5", value.parse().unwrap());
+            parse_request(&Method::DELETE, "/topics/T/messages?consumer=G", &h, body).unwrap();
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-md5",
+            BASE64.encode("0".repeat(32)).parse().unwrap(),
+        );
+        let err = parse_request(&Method::DELETE, "/topics/T/messages?consumer=G", &h, body);
+        assert_eq!(err.unwrap_err().code, ErrorCode::InvalidDigest);
+    }
+
+    #[test]
+    fn other_methods_are_rejected() {
+        let err = parse_request(&Method::PUT, "/topics/T/messages", &HeaderMap::new(), b"");
+        assert_eq!(err.unwrap_err().code, ErrorCode::InvalidRequestUrl);
+    }
+
+    #[test]
+    fn responses_carry_protocol_headers() {
+        let err = RequestError::from_code(ErrorCode::TimeExpired);
+        let r = error_response(&err, &request_id(7), "http://h");
+        assert_eq!(r.status().as_u16(), 408);
+        assert_eq!(r.headers()["x-mq-version"], "2015-06-06");
+        assert_eq!(r.headers()["content-type"], XML_CONTENT_TYPE);
+        assert_eq!(
+            r.headers()["content-length"].to_str().unwrap(),
+            r.body().len().to_string()
+        );
+    }
+}

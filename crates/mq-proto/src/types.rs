@@ -151,7 +151,10 @@ impl Tag {
             return Err(InvalidValue::new("tag", "must not contain '|'"));
         }
         if s.chars().any(char::is_control) {
-            return Err(InvalidValue::new("tag", "must not contain control characters"));
+            return Err(InvalidValue::new(
+                "tag",
+                "must not contain control characters",
+            ));
         }
         if s.trim() != s {
             return Err(InvalidValue::new(
@@ -216,7 +219,11 @@ impl TagFilter {
                 v.push(t);
             }
         }
-        if v.is_empty() { Self::All } else { Self::Tags(v) }
+        if v.is_empty() {
+            Self::All
+        } else {
+            Self::Tags(v)
+        }
     }
 
     /// Whether a message with this tag passes the filter.
@@ -393,8 +400,7 @@ impl ReceiptHandle {
                 format!("{} bytes, at most {MAX_RECEIPT_HANDLE_LEN}", s.len()),
             ));
         }
-        if s
-            .chars()
+        if s.chars()
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '&'))
         {
             return Err(InvalidValue::new(

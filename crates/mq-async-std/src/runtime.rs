@@ -1,0 +1,103 @@
+//! [`AsyncIoRuntime`]: the async-io implementation of [`mq_client::Runtime`], usable from
+//! async-std and smol alike (both run on async-io's reactor).
+
+use async_net::TcpStream;
+use futures_rustls::client::TlsStream;
+use mq_client::{BoxFuture, ConnectTarget, Runtime};
+use smol::io::{AsyncRead, AsyncWrite};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Runs the client on async-io: sockets and timers from `async-io`/`async-net`, background
+/// tasks on smol's global executor (which needs no runtime set-up, so it works the same
+/// inside async-std and smol programs).
+#[derive(Clone, Debug, Default)]
+pub struct AsyncIoRuntime {
+    _private: (),
+}
+
+/// A plain or TLS connection.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_close(cx),
+            Self::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+/// The connection type hyper drives on async-io.
+pub type AsyncIo = smol_hyper::rt::FuturesIo<Stream>;
+
+impl Runtime for AsyncIoRuntime {
+    type Io = AsyncIo;
+
+    fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = match &target.tls {
+                None => Stream::Plain(tcp),
+                Some(config) => {
+                    let name = target.server_name()?;
+                    let tls = futures_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await?;
+                    Stream::Tls(Box::new(tls))
+                }
+            };
+            Ok(smol_hyper::rt::FuturesIo::new(stream))
+        })
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        smol::spawn(future).detach();
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        Box::pin(async move {
+            async_io::Timer::after(duration).await;
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Command-line flags and the TOML configuration file of the broker binary (shared with
+//! `mq serve`).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! credentials = ["AK:SK", "AK2:SK2@MQ_INST_x"]
+//! topics = ["T1", "MQ_INST_x/T2"]
+//! invisibility_secs = 300
+//! order_invisibility_secs = 60
+//! half_check_interval_secs = 10
+//! half_check_horizon_secs = 86400
+//! ```
+
+use crate::server::{Credential, ServerConfig};
+use mq_proto::{InstanceId, TopicName};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags of `mq-broker` (and `mq serve`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct BrokerArgs {
+    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Accepted key, `AK:SK` or `AK:SK@INSTANCE` (repeatable). Default: the
+    /// ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET environment pair, else a printed development pair.
+    #[arg(long = "credential", value_name = "AK:SK[@INSTANCE]")]
+    pub credentials: Vec<String>,
+    /// Declared topic, `NAME` or `INSTANCE/NAME` (repeatable). Once any topic is declared,
+    /// unknown topics answer TopicNotExist; with none, topics are created on first use.
+    #[arg(long = "topic", value_name = "[INSTANCE/]NAME")]
+    pub topics: Vec<String>,
+    /// TOML file with the same settings (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Invisibility after a normal delivery, seconds. [default: 300]
+    #[arg(long)]
+    pub invisibility_secs: Option<u64>,
+    /// Invisibility after an orderly delivery, seconds. [default: 60]
+    #[arg(long)]
+    pub order_invisibility_secs: Option<u64>,
+    /// Interval between transaction checks of a half message, seconds. [default: 10]
+    #[arg(long)]
+    pub half_check_interval_secs: Option<u64>,
+    /// How long unresolved half messages are checked before being dropped, seconds.
+    /// [default: 86400]
+    #[arg(long)]
+    pub half_check_horizon_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    credentials: Vec<String>,
+    #[serde(default)]
+    topics: Vec<String>,
+    invisibility_secs: Option<u64>,
+    order_invisibility_secs: Option<u64>,
+    half_check_interval_secs: Option<u64>,
+    half_check_horizon_secs: Option<u64>,
+}
+
+fn parse_topic(s: &str) -> Result<(Option<InstanceId>, TopicName), String> {
+    let (instance, name) = match s.split_once('/') {
+        Some((i, n)) => (Some(InstanceId::new(i).map_err(|e| e.to_string())?), n),
+        None => (None, s),
+    };
+    Ok((instance, TopicName::new(name).map_err(|e| e.to_string())?))
+}
+
+/// Where the credentials in effect came from (so the binary can say so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// `--credential` flags or the config file.
+    Configured,
+    /// The `ALIBABA_CLOUD_ACCESS_KEY_ID`/`ALIBABA_CLOUD_ACCESS_KEY_SECRET` environment pair.
+    Environment,
+    /// The documented development pair.
+    Development,
+}
+
+/// Merges flags, the optional TOML file and the environment into a [`ServerConfig`].
+pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource), String> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut config = ServerConfig::default();
+    if let Some(listen) = args.listen.or(file.listen) {
+        config.listen = listen;
+    }
+    for c in file.credentials.iter().chain(&args.credentials) {
+        config
+            .credentials
+            .push(Credential::parse(c).map_err(|e| format!("credential {c:?}: {e}"))?);
+    }
+    let mut source = CredentialSource::Configured;
+    if config.credentials.is_empty() {
+        let id = std::env::var("ALIBABA_CLOUD_ACCESS_KEY_ID").unwrap_or_default();
+        let secret = std::env::var("ALIBABA_CLOUD_ACCESS_KEY_SECRET").unwrap_or_default();
+        if !id.is_empty() && !secret.is_empty() {
+            config.credentials.push(Credential::new(id, secret));
+            source = CredentialSource::Environment;
+        } else {
+            source = CredentialSource::Development;
+        }
+    }
+    for t in file.topics.iter().chain(&args.topics) {
+        config
+            .topics
+            .push(parse_topic(t).map_err(|e| format!("topic {t:?}: {e}"))?);
+    }
+    let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
+        flag.or(file).map_or(default, |s| s.saturating_mul(1000))
+    };
+    let core = &mut config.core;
+    core.invisibility_ms = secs(
+        args.invisibility_secs,
+        file.invisibility_secs,
+        core.invisibility_ms,
+    );
+    core.order_invisibility_ms = secs(
+        args.order_invisibility_secs,
+        file.order_invisibility_secs,
+        core.order_invisibility_ms,
+    );
+    core.half_check_interval_ms = secs(
+        args.half_check_interval_secs,
+        file.half_check_interval_secs,
+        core.half_check_interval_ms,
+    );
+    core.half_check_horizon_ms = secs(
+        args.half_check_horizon_secs,
+        file.half_check_horizon_secs,
+        core.half_check_horizon_ms,
+    );
+    Ok((config, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_parse_scoped_credentials() {
+        let dir = std::env::temp_dir().join(format!("mq-broker-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ncredentials = [\"a:b@MQ_INST_x\"]\ntopics = [\"MQ_INST_x/T2\"]\ninvisibility_secs = 5\n",
+        )
+        .unwrap();
+        let args = BrokerArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            topics: vec!["T1".into()],
+            ..Default::default()
+        };
+        let (config, source) = load_config(&args).unwrap();
+        assert_eq!(source, CredentialSource::Configured);
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.credentials[0].instance.as_ref().unwrap().as_str(), "MQ_INST_x");
+        assert_eq!(config.topics.len(), 2);
+        assert_eq!(config.core.invisibility_ms, 5_000);
+        assert!(load_config(&BrokerArgs { credentials: vec!["nocolon".into()], ..Default::default() }).is_err());
+    }
+}

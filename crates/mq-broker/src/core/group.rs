@@ -1,0 +1,366 @@
+//! Consumption state of one consumer group on one topic, and normal consumption.
+//!
+//! Every message the group still has to consume has an [`Entry`] and sits in exactly one of
+//! two time indexes: `by_time` (waiting to become visible, or visible now) or `final_flight`
+//! (its last allowed delivery is in flight; when that expires the message is dead-lettered).
+//! The ordered-consumption indexes (partitions) are kept in step by the same primitives; see
+//! `orderly.rs`.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use mq_proto::{ErrorCode, Message, MessageId, TagFilter};
+
+use super::config::CoreError;
+use super::handle::Token;
+use super::orderly::Partition;
+use super::store::Store;
+
+/// Per-message consumption state in one group.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    /// When the message is (or becomes again) visible to this group.
+    pub(crate) visible_at: u64,
+    /// Deliveries so far (0 = never delivered).
+    pub(crate) consumed_times: u32,
+    /// Time of the first delivery (meaningful once `consumed_times > 0`).
+    pub(crate) first_consume_time: u64,
+    /// Whether the current delivery is the last allowed one (entry is in `final_flight`).
+    pub(crate) last_chance: bool,
+    /// Ordered-consumption partition.
+    pub(crate) partition: Arc<str>,
+}
+
+/// A message a group gave up on after the maximum number of deliveries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Id of the message.
+    pub message_id: MessageId,
+    /// Its publish time (epoch ms).
+    pub publish_time: u64,
+    /// When it was dead-lettered (epoch ms).
+    pub dead_lettered_at: u64,
+    /// How often it had been delivered.
+    pub consumed_times: u32,
+}
+
+/// Running totals of one group.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GroupCounters {
+    /// Deliveries (first and repeated).
+    pub(crate) delivered: u64,
+    /// Successful acks.
+    pub(crate) acked: u64,
+    /// Messages skipped by a tag filter.
+    pub(crate) filtered: u64,
+    /// Messages moved to the dead-letter list.
+    pub(crate) dead_lettered: u64,
+    /// Pending messages removed by retention.
+    pub(crate) trimmed: u64,
+}
+
+/// One consumer group on one topic.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    /// Scope id written into this group's receipt handles.
+    pub(crate) scope: u64,
+    /// When the group was first seen.
+    pub(crate) registered_at: u64,
+    /// Messages still to be consumed, by sequence number.
+    pub(crate) entries: HashMap<u64, Entry>,
+    /// `(visible_at, seq)` of entries not on their last delivery.
+    pub(crate) by_time: BTreeSet<(u64, u64)>,
+    /// `(expiry, seq)` of entries whose last allowed delivery is in flight.
+    pub(crate) final_flight: BTreeSet<(u64, u64)>,
+    /// Ordered-consumption partitions with pending messages.
+    pub(crate) partitions: HashMap<Arc<str>, Partition>,
+    /// `(ready_at, partition)`: when each partition may deliver again.
+    pub(crate) order_ready: BTreeSet<(u64, Arc<str>)>,
+    /// Dead-lettered messages, oldest first (trimmed by retention).
+    pub(crate) dead_letters: VecDeque<DeadLetter>,
+    /// Running totals.
+    pub(crate) counters: GroupCounters,
+}
+
+/// What one normal or orderly delivery needs from the caller.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeliverParams {
+    /// Current time.
+    pub(crate) now: u64,
+    /// Invisibility after this delivery.
+    pub(crate) invisibility_ms: u64,
+    /// Maximum deliveries per message.
+    pub(crate) max_deliveries: u32,
+    /// Message-id prefix for handles.
+    pub(crate) prefix: u64,
+}
+
+impl Group {
+    /// A group first seen at `now`.
+    pub(crate) fn new(scope: u64, now: u64) -> Self {
+        Self {
+            scope,
+            registered_at: now,
+            entries: HashMap::new(),
+            by_time: BTreeSet::new(),
+            final_flight: BTreeSet::new(),
+            partitions: HashMap::new(),
+            order_ready: BTreeSet::new(),
+            dead_letters: VecDeque::new(),
+            counters: GroupCounters::default(),
+        }
+    }
+
+    /// Adds a message the group has to consume, visible from `visible_at`.
+    pub(crate) fn enqueue(&mut self, seq: u64, visible_at: u64, partition: Arc<str>) {
+        let entry = Entry {
+            visible_at,
+            consumed_times: 0,
+            first_consume_time: 0,
+            last_chance: false,
+            partition: partition.clone(),
+        };
+        self.index_insert(seq, &entry);
+        self.partitions
+            .entry(partition.clone())
+            .or_default()
+            .pending
+            .insert(seq);
+        self.entries.insert(seq, entry);
+        self.refresh_partition(&partition);
+    }
+
+    /// Removes a message from every index; the caller releases it in the store.
+    pub(crate) fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&seq)?;
+        self.index_remove(seq, &entry);
+        if let Some(p) = self.partitions.get_mut(&entry.partition) {
+            p.pending.remove(&seq);
+        }
+        self.refresh_partition(&entry.partition);
+        Some(entry)
+    }
+
+    /// Records a delivery of `seq` at `params.now` and returns the message to send.
+    pub(crate) fn deliver(
+        &mut self,
+        store: &Store,
+        seq: u64,
+        params: DeliverParams,
+    ) -> Result<Message, CoreError> {
+        let stored = store
+            .messages
+            .get(&seq)
+            .ok_or_else(|| CoreError::internal("queued message missing from the store"))?;
+        let mut entry = self
+            .entries
+            .get(&seq)
+            .cloned()
+            .ok_or_else(|| CoreError::internal("delivered message has no entry"))?;
+        let next = params.now.saturating_add(params.invisibility_ms);
+        let attempt = entry.consumed_times.saturating_add(1);
+        let handle = Token {
+            scope: self.scope,
+            seq,
+            attempt,
+            expiry: next,
+        }
+        .encode(params.prefix)?;
+        self.index_remove(seq, &entry);
+        if entry.consumed_times == 0 {
+            entry.first_consume_time = params.now;
+        }
+        entry.consumed_times = attempt;
+        entry.visible_at = next;
+        entry.last_chance = attempt >= params.max_deliveries;
+        self.index_insert(seq, &entry);
+        let message = stored.delivery(handle, next, entry.first_consume_time, attempt);
+        let partition = entry.partition.clone();
+        self.entries.insert(seq, entry);
+        self.refresh_partition(&partition);
+        self.counters.delivered += 1;
+        Ok(message)
+    }
+
+    /// Normal consumption: up to `batch` visible messages in `(visible_at, seq)` order;
+    /// visible messages the filter rejects are skipped for good (PROTOCOL §6.5).
+    pub(crate) fn consume_normal(
+        &mut self,
+        store: &mut Store,
+        filter: &TagFilter,
+        batch: usize,
+        params: DeliverParams,
+    ) -> Result<Vec<Message>, CoreError> {
+        let mut out = Vec::new();
+        while out.len() < batch {
+            let Some(&(visible_at, seq)) = self.by_time.first() else {
+                break;
+            };
+            if visible_at > params.now {
+                break;
+            }
+            if !self.take_or_skip(store, seq, filter) {
+                continue;
+            }
+            out.push(self.deliver(store, seq, params)?);
+        }
+        Ok(out)
+    }
+
+    /// For a visible message met while consuming: `true` if it passes the filter; otherwise
+    /// it is skipped (removed as consumed) and `false` is returned.
+    pub(crate) fn take_or_skip(&mut self, store: &mut Store, seq: u64, filter: &TagFilter) -> bool {
+        let passes = match store.messages.get(&seq) {
+            Some(m) => filter.matches(m.tag.as_ref()),
+            None => {
+                // Defensive: a queued message the store no longer has cannot be delivered.
+                self.remove(seq);
+                return false;
+            }
+        };
+        if !passes {
+            self.remove(seq);
+            store.release(seq);
+            self.counters.filtered += 1;
+        }
+        passes
+    }
+
+    /// Acknowledges the delivery named by `token`.
+    pub(crate) fn ack(&mut self, store: &mut Store, token: Token, now: u64) -> Result<(), ErrorCode> {
+        let entry = self
+            .entries
+            .get(&token.seq)
+            .ok_or(ErrorCode::MessageNotExist)?;
+        check_attempt(token, entry.consumed_times, entry.visible_at, now)?;
+        self.remove(token.seq);
+        store.release(token.seq);
+        self.counters.acked += 1;
+        Ok(())
+    }
+
+    /// Whether the partition of a message is deliverable at `now` (used after an ack to
+    /// decide whether orderly waiters should be woken).
+    pub(crate) fn partition_ready(&self, partition: &Arc<str>, now: u64) -> bool {
+        self.partitions
+            .get(partition)
+            .and_then(|p| p.ready_at)
+            .is_some_and(|r| r <= now)
+    }
+
+    /// Dead-letters every message whose last allowed delivery expired at `now`; returns
+    /// whether anything changed.
+    pub(crate) fn sweep_final(&mut self, store: &mut Store, now: u64) -> bool {
+        let mut changed = false;
+        while let Some(&(expiry, seq)) = self.final_flight.first() {
+            if expiry > now {
+                break;
+            }
+            changed = true;
+            let Some(entry) = self.remove(seq) else {
+                self.final_flight.pop_first();
+                continue;
+            };
+            if let Some(m) = store.messages.get(&seq) {
+                self.dead_letters.push_back(DeadLetter {
+                    message_id: m.id.clone(),
+                    publish_time: m.publish_time,
+                    dead_lettered_at: expiry,
+                    consumed_times: entry.consumed_times,
+                });
+            }
+            store.release(seq);
+            self.counters.dead_lettered += 1;
+        }
+        changed
+    }
+
+    /// Drops dead-letter records older than the retention.
+    pub(crate) fn trim_dead_letters(&mut self, now: u64, retention_ms: u64) {
+        while self
+            .dead_letters
+            .front()
+            .is_some_and(|d| d.dead_lettered_at.saturating_add(retention_ms) <= now)
+        {
+            self.dead_letters.pop_front();
+        }
+    }
+
+    /// The earliest time-index entry after `after`, i.e. the next moment a message of this
+    /// group becomes visible (or a last delivery expires).
+    pub(crate) fn next_visibility_after(&self, after: u64) -> Option<u64> {
+        let start = (after.saturating_add(1), 0);
+        let a = self.by_time.range(start..).next().map(|&(t, _)| t);
+        let b = self.final_flight.first().map(|&(t, _)| t);
+        min_opt(a, b)
+    }
+
+    /// Whether some entry became visible in `(after, now]`.
+    pub(crate) fn became_visible(&self, after: u64, now: u64) -> bool {
+        after < now
+            && self
+                .by_time
+                .range((after.saturating_add(1), 0)..=(now, u64::MAX))
+                .next()
+                .is_some()
+    }
+
+    fn index_insert(&mut self, seq: u64, entry: &Entry) {
+        if entry.last_chance {
+            self.final_flight.insert((entry.visible_at, seq));
+        } else {
+            self.by_time.insert((entry.visible_at, seq));
+        }
+        if entry.consumed_times > 0
+            && let Some(p) = self.partitions.get_mut(&entry.partition)
+        {
+            p.delivered.insert((entry.visible_at, seq));
+        }
+    }
+
+    fn index_remove(&mut self, seq: u64, entry: &Entry) {
+        if entry.last_chance {
+            self.final_flight.remove(&(entry.visible_at, seq));
+        } else {
+            self.by_time.remove(&(entry.visible_at, seq));
+        }
+        if let Some(p) = self.partitions.get_mut(&entry.partition) {
+            p.delivered.remove(&(entry.visible_at, seq));
+        }
+    }
+}
+
+/// Checks a handle's attempt and expiry against the current delivery of its message.
+///
+/// A later attempt than issued, or the current attempt with a different expiry, can only be
+/// forged: `ReceiptHandleError`. An earlier attempt (superseded) or an expired one:
+/// `MessageNotExist`.
+pub(crate) fn check_attempt(
+    token: Token,
+    current_attempt: u32,
+    current_expiry: u64,
+    now: u64,
+) -> Result<(), ErrorCode> {
+    if token.attempt > current_attempt {
+        return Err(ErrorCode::ReceiptHandleError);
+    }
+    if token.attempt < current_attempt {
+        return Err(ErrorCode::MessageNotExist);
+    }
+    if token.expiry != current_expiry {
+        return Err(ErrorCode::ReceiptHandleError);
+    }
+    if now >= token.expiry {
+        return Err(ErrorCode::MessageNotExist);
+    }
+    Ok(())
+}
+
+/// The smaller of two optional times.
+pub(crate) fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}

@@ -1,0 +1,240 @@
+//! Half (transactional) messages of one topic (PROTOCOL §6.6).
+//!
+//! One pool per topic, shared by every group. A half message is first offered for a
+//! transaction check at publish + `__TransCheckT`; each pop (`trans=pop`) hides it for the
+//! check interval and issues a new handle. The publish handle is attempt 0, valid until the
+//! first check time; pop handles are attempts 1, 2, … valid until the next check time. After
+//! the horizon (counted from publish) an unresolved message is dropped.
+
+use std::collections::{BTreeSet, HashMap};
+
+use mq_proto::{ErrorCode, Message, ReceiptHandle, TagFilter};
+
+use super::config::CoreError;
+use super::group::{check_attempt, min_opt};
+use super::handle::Token;
+use super::store::StoredMessage;
+
+/// One unresolved half message.
+#[derive(Clone, Debug)]
+pub(crate) struct HalfEntry {
+    /// The message (moves to the topic store on commit).
+    pub(crate) message: StoredMessage,
+    /// When it is (or becomes again) offered to `trans=pop`; also the expiry of the current
+    /// handle.
+    pub(crate) check_at: u64,
+    /// Pops so far (the attempt of the current handle).
+    pub(crate) pops: u32,
+    /// Time of the first pop (meaningful once `pops > 0`).
+    pub(crate) first_pop_time: u64,
+    /// When it is dropped if still unresolved.
+    pub(crate) horizon_at: u64,
+}
+
+/// Running totals of a half pool.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HalfCounters {
+    /// Transactional messages published.
+    pub(crate) published: u64,
+    /// Pops (transaction checks) handed out.
+    pub(crate) popped: u64,
+    /// Committed.
+    pub(crate) committed: u64,
+    /// Rolled back.
+    pub(crate) rolled_back: u64,
+    /// Dropped unresolved at the horizon.
+    pub(crate) dropped_unresolved: u64,
+}
+
+/// The half messages of one topic.
+#[derive(Clone, Debug)]
+pub(crate) struct HalfPool {
+    /// Scope id written into this pool's handles.
+    pub(crate) scope: u64,
+    /// Unresolved half messages by sequence number.
+    pub(crate) entries: HashMap<u64, HalfEntry>,
+    /// `(check_at, seq)`.
+    pub(crate) by_time: BTreeSet<(u64, u64)>,
+    /// `(horizon_at, seq)`.
+    pub(crate) by_horizon: BTreeSet<(u64, u64)>,
+    /// Running totals.
+    pub(crate) counters: HalfCounters,
+}
+
+/// How a transaction is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// Deliver the message.
+    Commit,
+    /// Drop the message.
+    Rollback,
+}
+
+impl HalfPool {
+    /// An empty pool.
+    pub(crate) fn new(scope: u64) -> Self {
+        Self {
+            scope,
+            entries: HashMap::new(),
+            by_time: BTreeSet::new(),
+            by_horizon: BTreeSet::new(),
+            counters: HalfCounters::default(),
+        }
+    }
+
+    /// Stores a half message published at `now`; returns the publish handle.
+    pub(crate) fn insert(
+        &mut self,
+        message: StoredMessage,
+        now: u64,
+        immunity_ms: u64,
+        horizon_ms: u64,
+        prefix: u64,
+    ) -> Result<ReceiptHandle, CoreError> {
+        let seq = message.seq;
+        let check_at = now.saturating_add(immunity_ms);
+        let horizon_at = now.saturating_add(horizon_ms);
+        let handle = Token {
+            scope: self.scope,
+            seq,
+            attempt: 0,
+            expiry: check_at,
+        }
+        .encode(prefix)?;
+        self.by_time.insert((check_at, seq));
+        self.by_horizon.insert((horizon_at, seq));
+        self.entries.insert(
+            seq,
+            HalfEntry {
+                message,
+                check_at,
+                pops: 0,
+                first_pop_time: 0,
+                horizon_at,
+            },
+        );
+        self.counters.published += 1;
+        Ok(handle)
+    }
+
+    /// Transaction-check pop: up to `batch` due half messages matching `filter` (others are
+    /// left alone), each hidden for `interval_ms` with a new handle.
+    pub(crate) fn pop(
+        &mut self,
+        now: u64,
+        interval_ms: u64,
+        filter: &TagFilter,
+        batch: usize,
+        prefix: u64,
+    ) -> Result<Vec<Message>, CoreError> {
+        let due: Vec<u64> = self
+            .by_time
+            .range(..=(now, u64::MAX))
+            .filter(|(_, seq)| {
+                self.entries
+                    .get(seq)
+                    .is_some_and(|e| filter.matches(e.message.tag.as_ref()))
+            })
+            .map(|&(_, seq)| seq)
+            .take(batch)
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for seq in due {
+            let Some(entry) = self.entries.get_mut(&seq) else {
+                continue;
+            };
+            let next = now.saturating_add(interval_ms);
+            let attempt = entry.pops.saturating_add(1);
+            let handle = Token {
+                scope: self.scope,
+                seq,
+                attempt,
+                expiry: next,
+            }
+            .encode(prefix)?;
+            self.by_time.remove(&(entry.check_at, seq));
+            if entry.pops == 0 {
+                entry.first_pop_time = now;
+            }
+            entry.pops = attempt;
+            entry.check_at = next;
+            self.by_time.insert((next, seq));
+            out.push(
+                entry
+                    .message
+                    .delivery(handle, next, entry.first_pop_time, attempt),
+            );
+            self.counters.popped += 1;
+        }
+        Ok(out)
+    }
+
+    /// Commits or rolls back the half message named by `token`; on commit returns it.
+    pub(crate) fn resolve(
+        &mut self,
+        token: Token,
+        now: u64,
+        resolution: Resolution,
+    ) -> Result<Option<StoredMessage>, ErrorCode> {
+        let entry = self
+            .entries
+            .get(&token.seq)
+            .ok_or(ErrorCode::MessageNotExist)?;
+        check_attempt(token, entry.pops, entry.check_at, now)?;
+        let entry = self.remove(token.seq).ok_or(ErrorCode::MessageNotExist)?;
+        Ok(match resolution {
+            Resolution::Commit => {
+                self.counters.committed += 1;
+                Some(entry.message)
+            }
+            Resolution::Rollback => {
+                self.counters.rolled_back += 1;
+                None
+            }
+        })
+    }
+
+    /// Drops messages unresolved at their horizon; returns whether any was dropped.
+    pub(crate) fn sweep(&mut self, now: u64) -> bool {
+        let mut changed = false;
+        while let Some(&(horizon, seq)) = self.by_horizon.first() {
+            if horizon > now {
+                break;
+            }
+            changed = true;
+            if self.remove(seq).is_none() {
+                self.by_horizon.pop_first();
+            }
+            self.counters.dropped_unresolved += 1;
+        }
+        changed
+    }
+
+    /// Whether some half message became due in `(after, now]`.
+    pub(crate) fn became_visible(&self, after: u64, now: u64) -> bool {
+        after < now
+            && self
+                .by_time
+                .range((after.saturating_add(1), 0)..=(now, u64::MAX))
+                .next()
+                .is_some()
+    }
+
+    /// The next check time after `after`, or the next horizon drop.
+    pub(crate) fn next_event_after(&self, after: u64) -> Option<u64> {
+        let check = self
+            .by_time
+            .range((after.saturating_add(1), 0)..)
+            .next()
+            .map(|&(t, _)| t);
+        let horizon = self.by_horizon.first().map(|&(t, _)| t);
+        min_opt(check, horizon)
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<HalfEntry> {
+        let entry = self.entries.remove(&seq)?;
+        self.by_time.remove(&(entry.check_at, seq));
+        self.by_horizon.remove(&(entry.horizon_at, seq));
+        Some(entry)
+    }
+}

@@ -1,0 +1,169 @@
+//! Message ids and receipt handles.
+//!
+//! A message id is 32 upper-case hex characters: 16 derived from the configured seed, then
+//! 16 holding the core-wide message sequence number. A receipt handle is
+//! `{MessageId}-{base64 token}` where the token packs, big-endian, a version byte, the scope
+//! (which group or half-message pool issued it), the message sequence number, the delivery
+//! attempt (1 = first delivery; 0 = the publish handle of a transactional message) and the
+//! expiry. The handle therefore only uses `[0-9A-F]`, `-` and the standard base64 alphabet
+//! `[A-Za-z0-9+/=]`, is unique per delivery, and leads straight to the delivery it names.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use mq_proto::{MessageId, ReceiptHandle};
+
+use super::config::CoreError;
+
+/// Version byte at the start of every token.
+const TOKEN_VERSION: u8 = 1;
+/// Longest handle text worth decoding (ours are 77 bytes).
+const MAX_HANDLE_LEN: usize = 128;
+
+/// The id prefix derived from a seed (SplitMix64 finalizer: well spread, deterministic).
+pub(crate) fn id_prefix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The text of the message id of sequence number `seq`.
+fn message_id_text(prefix: u64, seq: u64) -> String {
+    format!("{prefix:016X}{seq:016X}")
+}
+
+/// The message id of sequence number `seq`.
+pub(crate) fn message_id(prefix: u64, seq: u64) -> Result<MessageId, CoreError> {
+    MessageId::new(message_id_text(prefix, seq))
+        .map_err(|e| CoreError::internal(format!("generated message id rejected: {e}")))
+}
+
+/// The decoded content of a receipt handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Token {
+    /// The group or half pool that issued the handle.
+    pub(crate) scope: u64,
+    /// Message sequence number.
+    pub(crate) seq: u64,
+    /// Delivery attempt (consumed times at delivery; 0 for a publish handle).
+    pub(crate) attempt: u32,
+    /// Epoch ms from which the handle is no longer valid.
+    pub(crate) expiry: u64,
+}
+
+impl Token {
+    /// The handle text for this token.
+    pub(crate) fn encode(&self, prefix: u64) -> Result<ReceiptHandle, CoreError> {
+        let mut raw = Vec::with_capacity(29);
+        raw.push(TOKEN_VERSION);
+        raw.extend_from_slice(&self.scope.to_be_bytes());
+        raw.extend_from_slice(&self.seq.to_be_bytes());
+        raw.extend_from_slice(&self.attempt.to_be_bytes());
+        raw.extend_from_slice(&self.expiry.to_be_bytes());
+        let text = format!(
+            "{}-{}",
+            message_id_text(prefix, self.seq),
+            STANDARD.encode(raw)
+        );
+        ReceiptHandle::new(text)
+            .map_err(|e| CoreError::internal(format!("generated receipt handle rejected: {e}")))
+    }
+
+    /// Decodes a handle issued by a core with this id prefix; `None` for anything else.
+    pub(crate) fn decode(text: &str, prefix: u64) -> Option<Self> {
+        if text.len() > MAX_HANDLE_LEN {
+            return None;
+        }
+        let (id, token) = text.split_once('-')?;
+        if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
+            return None;
+        }
+        let (high, low) = id.split_at_checked(16)?;
+        if u64::from_str_radix(high, 16).ok()? != prefix {
+            return None;
+        }
+        let id_seq = u64::from_str_radix(low, 16).ok()?;
+        let raw = STANDARD.decode(token).ok()?;
+        let (&version, rest) = raw.split_first()?;
+        if version != TOKEN_VERSION {
+            return None;
+        }
+        let (scope, rest) = rest.split_first_chunk::<8>()?;
+        let (seq, rest) = rest.split_first_chunk::<8>()?;
+        let (attempt, rest) = rest.split_first_chunk::<4>()?;
+        let (expiry, rest) = rest.split_first_chunk::<8>()?;
+        if !rest.is_empty() {
+            return None;
+        }
+        let token = Self {
+            scope: u64::from_be_bytes(*scope),
+            seq: u64::from_be_bytes(*seq),
+            attempt: u32::from_be_bytes(*attempt),
+            expiry: u64::from_be_bytes(*expiry),
+        };
+        (token.seq == id_seq).then_some(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip_and_alphabet() {
+        let prefix = id_prefix(42);
+        let t = Token {
+            scope: 3,
+            seq: 0x1234,
+            attempt: 7,
+            expiry: 1_709_838_898_000,
+        };
+        let h = t.encode(prefix).unwrap();
+        assert!(
+            h.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-'))
+        );
+        let id = message_id(prefix, 0x1234).unwrap();
+        assert!(h.as_str().starts_with(&format!("{id}-")));
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(Token::decode(h.as_str(), prefix), Some(t));
+        assert_eq!(Token::decode(h.as_str(), id_prefix(43)), None);
+    }
+
+    #[test]
+    fn rejects_tampering() {
+        let prefix = id_prefix(0);
+        let t = Token {
+            scope: 1,
+            seq: 5,
+            attempt: 1,
+            expiry: 10,
+        };
+        let h = t.encode(prefix).unwrap().as_str().to_owned();
+        // Message id of another sequence number with the same token.
+        let other = format!("{}{}", message_id(prefix, 6).unwrap(), &h[32..]);
+        assert_eq!(Token::decode(&other, prefix), None);
+        assert_eq!(Token::decode(&h[..h.len() - 2], prefix), None);
+        assert_eq!(Token::decode(&h.to_lowercase(), prefix), None);
+        assert_eq!(Token::decode("", prefix), None);
+        assert_eq!(Token::decode("-", prefix), None);
+        assert_eq!(Token::decode(&format!("{h}AAAA"), prefix), None);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(s in "\\PC{0,200}") {
+            let _ = Token::decode(&s, id_prefix(0));
+        }
+
+        #[test]
+        fn round_trips(scope: u64, seq: u64, attempt: u32, expiry: u64, seed: u64) {
+            let t = Token { scope, seq, attempt, expiry };
+            let prefix = id_prefix(seed);
+            let h = t.encode(prefix).unwrap();
+            prop_assert_eq!(Token::decode(h.as_str(), prefix), Some(t));
+        }
+    }
+}

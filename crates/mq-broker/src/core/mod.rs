@@ -1,0 +1,536 @@
+//! The deterministic broker core: every rule of PROTOCOL §6, no I/O and no clock.
+//!
+//! [`BrokerCore`] holds instances → topics → per-group consumption state. Every mutating call
+//! takes `now_ms` (wall-clock epoch milliseconds); time never runs backwards inside the core
+//! (an earlier `now_ms` than one already seen is treated as the latest one seen).
+//!
+//! # Model
+//!
+//! * A topic is keyed by (instance, name); `None` is the default instance.
+//! * A group is registered on its first normal/orderly consume or ack on a topic. It receives
+//!   every message that enters the topic's queues after that: a normal or scheduled message
+//!   when it is published, a transactional one when it is committed. Half-message pops,
+//!   commits and rollbacks do not register groups (they are producer-side operations).
+//! * A consume with a tag filter skips (treats as consumed, for that group) the visible
+//!   messages it meets that do not match (PROTOCOL §6.5).
+//! * Normal and orderly consumption of one group share one queue; orderly consumption adds
+//!   partition blocking (see [`ConsumeKind::Orderly`] in [`BrokerCore::consume`]).
+//!
+//! # Long polling
+//!
+//! The core never waits; a server holds consume requests and re-asks the core. Two signals
+//! tell it when re-asking can succeed:
+//!
+//! * [`BrokerCore::topic_version`] increases whenever something in a topic may have become
+//!   consumable: a publish or commit visible now, an ack that unblocked an ordered partition,
+//!   or, observed at the topic's next sweep (which every call on that topic and
+//!   [`BrokerCore::maintain`] run), a message becoming visible through the passage of time,
+//!   a dead-lettering or a retention trim.
+//! * [`BrokerCore::next_wakeup`] (or [`BrokerCore::next_wakeup_for`] for one topic) is the
+//!   earliest time at which the passage of time changes something. It may lie in the past,
+//!   meaning "call [`maintain`](BrokerCore::maintain) now"; it never stays in the past after
+//!   `maintain` ran at or after it, so a timer built on it never spins. It can move earlier
+//!   after any `&mut` call, so re-read it after each one.
+//!
+//! A server can therefore run one timer task (`sleep until next_wakeup`, then
+//! `maintain(now)`, then wake the waiters of every topic whose version changed) and let each
+//! waiter sleep until its topic's version changes or its `waitseconds` deadline passes.
+//!
+//! # Receipt handles and ids
+//!
+//! Message ids are 32 upper-case hex characters, deterministic given
+//! [`CoreConfig::id_seed`]. Receipt handles are `{MessageId}-{base64 token}`; the token names
+//! the issuing group (or half pool), the message, the delivery attempt and the expiry, so an
+//! ack resolves in O(log n). Any text is decoded defensively.
+//!
+//! # Example
+//!
+//! ```
+//! use mq_broker::core::{BrokerCore, CoreConfig};
+//! use mq_proto::{AckKind, BatchSize, ConsumeKind, GroupId, TagFilter, TopicMessage, TopicName};
+//!
+//! let mut core = BrokerCore::new(CoreConfig::default());
+//! let topic = TopicName::new("orders")?;
+//! let group = GroupId::new("GID_billing")?;
+//! let batch = BatchSize::new(16)?;
+//!
+//! // The group is registered by its first consume; it then gets later messages.
+//! assert!(core.consume(0, None, &topic, &group, ConsumeKind::Normal, &TagFilter::All, batch)?.is_empty());
+//! let published = core.publish(1_000, None, &topic, TopicMessage::new("order 42")?)?;
+//! assert!(published.visible_now);
+//!
+//! let got = core.consume(2_000, None, &topic, &group, ConsumeKind::Normal, &TagFilter::All, batch)?;
+//! assert_eq!(got[0].message_id, published.message_id);
+//! assert_eq!(got[0].next_consume_time, 2_000 + 300_000);
+//! assert_eq!(core.next_wakeup(), Some(302_000)); // the redelivery time
+//!
+//! let handles = vec![got[0].receipt_handle.to_string()];
+//! let failures = core.ack(3_000, None, &topic, Some(&group), AckKind::Ack, &handles)?;
+//! assert!(failures.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod group;
+mod half;
+mod handle;
+mod orderly;
+mod stats;
+mod store;
+mod topic;
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry as MapEntry;
+use std::fmt;
+
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
+    TagFilter, TopicMessage, TopicName,
+};
+
+pub use config::{CoreConfig, CoreError, PublishOutcome};
+pub use group::DeadLetter;
+pub use stats::{GroupStats, Stats, TopicStats};
+
+use group::{DeliverParams, Group, min_opt};
+use half::Resolution;
+use handle::Token;
+use store::StoredMessage;
+use topic::Topic;
+
+/// Most handles accepted in one ack, commit or rollback (PROTOCOL §6.4).
+pub const MAX_HANDLES_PER_ACK: usize = 16;
+
+type TopicKey = (Option<InstanceId>, TopicName);
+
+/// The broker's state machine. See the [module documentation](self) for the model and the
+/// long-polling contract.
+#[derive(Clone)]
+pub struct BrokerCore {
+    config: CoreConfig,
+    /// High half of every message id.
+    id_prefix: u64,
+    /// Next message sequence number.
+    next_seq: u64,
+    /// Next scope id (groups and half pools).
+    next_scope: u64,
+    /// Latest time seen.
+    now: u64,
+    topics: BTreeMap<TopicKey, Topic>,
+}
+
+impl fmt::Debug for BrokerCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerCore")
+            .field("config", &self.config)
+            .field("now", &self.now)
+            .field("topics", &self.topics.len())
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerCore {
+    /// An empty core.
+    pub fn new(config: CoreConfig) -> Self {
+        let config = config.normalized();
+        Self {
+            id_prefix: handle::id_prefix(config.id_seed),
+            config,
+            next_seq: 0,
+            next_scope: 1,
+            now: 0,
+            topics: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration in effect (after normalization).
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The latest time passed to the core, epoch ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now
+    }
+
+    /// Declares a topic: it exists from now on even when
+    /// [`auto_create_topics`](CoreConfig::auto_create_topics) is off. Declaring an existing
+    /// topic only marks it declared.
+    pub fn declare_topic(&mut self, instance: Option<&InstanceId>, topic: &TopicName) {
+        let key = (instance.cloned(), topic.clone());
+        match self.topics.entry(key) {
+            MapEntry::Occupied(mut o) => o.get_mut().declared = true,
+            MapEntry::Vacant(v) => {
+                let scope = self.next_scope;
+                self.next_scope += 1;
+                v.insert(Topic::new(true, scope, self.now));
+            }
+        }
+    }
+
+    /// Whether a topic exists (declared or auto-created by an earlier call).
+    pub fn topic_exists(&self, instance: Option<&InstanceId>, topic: &TopicName) -> bool {
+        self.topics
+            .contains_key(&(instance.cloned(), topic.clone()))
+    }
+
+    /// Publishes a message (PROTOCOL §6.6, §6.7, §6.9).
+    ///
+    /// * Size limits are checked with [`TopicMessage::check_limits`] → `InvalidArgument`.
+    /// * `__STARTDELIVERTIME` more than [`max_schedule_ahead_ms`](CoreConfig::max_schedule_ahead_ms)
+    ///   ahead → `InvalidArgument`; at or before `now` the message is visible at once.
+    /// * A transactional message goes to the topic's half pool and the outcome carries its
+    ///   publish handle.
+    /// * Unknown topic without auto-creation → `TopicNotExist`.
+    pub fn publish(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        message: TopicMessage,
+    ) -> Result<PublishOutcome, CoreError> {
+        let now = self.advance(now_ms);
+        message
+            .check_limits()
+            .map_err(|e| CoreError::invalid(e.to_string()))?;
+        if let Some(at) = message.start_deliver_time() {
+            let limit = now.saturating_add(self.config.max_schedule_ahead_ms);
+            if at > limit {
+                return Err(CoreError::invalid(format!(
+                    "__STARTDELIVERTIME {at} is more than {} ms ahead",
+                    self.config.max_schedule_ahead_ms
+                )));
+            }
+        }
+        let config = &self.config;
+        let t = use_topic(
+            &mut self.topics,
+            &mut self.next_scope,
+            config,
+            now,
+            instance,
+            topic,
+        )?;
+        t.sweep(now, config);
+        let seq = self.next_seq;
+        let id = handle::message_id(self.id_prefix, seq)?;
+        self.next_seq += 1;
+        t.published += 1;
+        let stored = StoredMessage::new(seq, id.clone(), &message, now);
+        let body_md5 = stored.body_md5.clone();
+        if let Some(immunity) = message.trans_check_immunity() {
+            let handle = t.half.insert(
+                stored,
+                now,
+                u64::from(immunity.get()).saturating_mul(1_000),
+                config.half_check_horizon_ms,
+                self.id_prefix,
+            )?;
+            return Ok(PublishOutcome {
+                message_id: id,
+                body_md5,
+                receipt_handle: Some(handle),
+                visible_now: false,
+            });
+        }
+        let visible_at = stored.visible_from(now);
+        let receivers = t.fan_out(stored, visible_at, config);
+        let visible_now = receivers > 0 && visible_at <= now;
+        if visible_now {
+            t.version += 1;
+        }
+        Ok(PublishOutcome {
+            message_id: id,
+            body_md5,
+            receipt_handle: None,
+            visible_now,
+        })
+    }
+
+    /// Consumes up to `batch` visible messages; an empty vector means nothing is visible now
+    /// (the server answers `MessageNotExist` once its long-poll wait is over).
+    ///
+    /// * [`ConsumeKind::Normal`]: visible messages of the group in order of the time they
+    ///   became visible, each hidden for [`invisibility_ms`](CoreConfig::invisibility_ms).
+    ///   Redeliveries carry a new handle, `ConsumedTimes` + 1 and the same id, publish time
+    ///   and first consume time. A message whose [`max_deliveries`](CoreConfig::max_deliveries)-th
+    ///   delivery expires unacked is dead-lettered instead of being delivered again.
+    /// * [`ConsumeKind::Orderly`]: the same queue, partitioned by `__SHARDINGKEY` ("" when
+    ///   absent); per partition strictly in publish order; a partition with a delivered,
+    ///   unacked, still invisible message (or whose oldest message is not yet visible) is
+    ///   blocked. Invisibility is [`order_invisibility_ms`](CoreConfig::order_invisibility_ms).
+    ///   A batch may mix partitions.
+    /// * [`ConsumeKind::Half`]: due half messages of the topic (any group may pop; the group
+    ///   is not registered), each hidden for
+    ///   [`half_check_interval_ms`](CoreConfig::half_check_interval_ms) with a new handle.
+    ///   The filter only selects; it skips nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn consume(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        group: &GroupId,
+        kind: ConsumeKind,
+        filter: &TagFilter,
+        batch: BatchSize,
+    ) -> Result<Vec<Message>, CoreError> {
+        let now = self.advance(now_ms);
+        let config = &self.config;
+        let t = use_topic(
+            &mut self.topics,
+            &mut self.next_scope,
+            config,
+            now,
+            instance,
+            topic,
+        )?;
+        t.sweep(now, config);
+        let batch = usize::from(batch.get());
+        let prefix = self.id_prefix;
+        let (invisibility_ms, orderly) = match kind {
+            ConsumeKind::Half => {
+                return t
+                    .half
+                    .pop(now, config.half_check_interval_ms, filter, batch, prefix);
+            }
+            ConsumeKind::Normal => (config.invisibility_ms, false),
+            ConsumeKind::Orderly => (config.order_invisibility_ms, true),
+        };
+        let params = DeliverParams {
+            now,
+            invisibility_ms,
+            max_deliveries: config.max_deliveries,
+            prefix,
+        };
+        let g = use_group(&mut t.groups, &mut self.next_scope, now, group);
+        if orderly {
+            g.consume_orderly(&mut t.store, filter, batch, params)
+        } else {
+            g.consume_normal(&mut t.store, filter, batch, params)
+        }
+    }
+
+    /// Acknowledges deliveries ([`AckKind::Ack`], requires `group`), or commits / rolls back
+    /// half messages ([`AckKind::Commit`] / [`AckKind::Rollback`]; `group` is ignored and may
+    /// be `None`, as the Go SDK sends an empty one).
+    ///
+    /// Each handle is processed on its own; the result lists the failed ones (PROTOCOL §3.6):
+    /// `MessageNotExist` for a handle that expired, was superseded by a redelivery, or whose
+    /// message is gone (acked, resolved, dead-lettered, trimmed); `ReceiptHandleError` for
+    /// text that is not a handle of this group (or, for commit/rollback, of this topic's
+    /// half pool), including handles of other groups, topics or instances.
+    ///
+    /// Errors for the whole request: no handles → `MissingReceiptHandle`; more than
+    /// [`MAX_HANDLES_PER_ACK`] or no group for an ack → `InvalidArgument`; unknown topic →
+    /// `TopicNotExist`.
+    pub fn ack(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        group: Option<&GroupId>,
+        kind: AckKind,
+        handles: &[String],
+    ) -> Result<Vec<HandleFailure>, CoreError> {
+        let now = self.advance(now_ms);
+        if handles.is_empty() {
+            return Err(CoreError::from_code(ErrorCode::MissingReceiptHandle));
+        }
+        if handles.len() > MAX_HANDLES_PER_ACK {
+            return Err(CoreError::invalid(format!(
+                "at most {MAX_HANDLES_PER_ACK} receipt handles per request, got {}",
+                handles.len()
+            )));
+        }
+        if kind == AckKind::Ack && group.is_none() {
+            return Err(CoreError::invalid("a consumer group is required to ack"));
+        }
+        let config = &self.config;
+        let prefix = self.id_prefix;
+        let issued = self.next_seq;
+        let t = use_topic(
+            &mut self.topics,
+            &mut self.next_scope,
+            config,
+            now,
+            instance,
+            topic,
+        )?;
+        t.sweep(now, config);
+        let decode = |text: &String| {
+            Token::decode(text, prefix).filter(|token| token.seq < issued)
+        };
+        let mut failures = Vec::new();
+        match (kind, group) {
+            (AckKind::Ack, Some(group)) => {
+                let g = use_group(&mut t.groups, &mut self.next_scope, now, group);
+                let mut unblocked = false;
+                for text in handles {
+                    let result = match decode(text) {
+                        Some(token) if token.scope == g.scope && token.attempt > 0 => {
+                            let partition = g.entries.get(&token.seq).map(|e| e.partition.clone());
+                            let result = g.ack(&mut t.store, token, now);
+                            if result.is_ok()
+                                && partition.is_some_and(|p| g.partition_ready(&p, now))
+                            {
+                                unblocked = true;
+                            }
+                            result
+                        }
+                        _ => Err(ErrorCode::ReceiptHandleError),
+                    };
+                    if let Err(code) = result {
+                        failures.push(HandleFailure::new(text.as_str(), code));
+                    }
+                }
+                if unblocked {
+                    t.version += 1;
+                }
+            }
+            (AckKind::Ack, None) => {
+                return Err(CoreError::invalid("a consumer group is required to ack"));
+            }
+            (AckKind::Commit | AckKind::Rollback, _) => {
+                let resolution = if kind == AckKind::Commit {
+                    Resolution::Commit
+                } else {
+                    Resolution::Rollback
+                };
+                for text in handles {
+                    let result = match decode(text) {
+                        Some(token) if token.scope == t.half.scope => {
+                            t.half.resolve(token, now, resolution)
+                        }
+                        _ => Err(ErrorCode::ReceiptHandleError),
+                    };
+                    match result {
+                        Ok(Some(message)) => {
+                            let visible_at = message.visible_from(now);
+                            let receivers = t.fan_out(message, visible_at, config);
+                            if receivers > 0 && visible_at <= now {
+                                t.version += 1;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(code) => failures.push(HandleFailure::new(text.as_str(), code)),
+                    }
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// The earliest time at which the passage of time changes something in any topic (see
+    /// the [module documentation](self)). `None` when nothing is pending.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        self.topics
+            .values()
+            .fold(None, |acc, t| min_opt(acc, t.next_event(&self.config)))
+    }
+
+    /// [`next_wakeup`](Self::next_wakeup) restricted to one topic.
+    pub fn next_wakeup_for(&self, instance: Option<&InstanceId>, topic: &TopicName) -> Option<u64> {
+        self.topics
+            .get(&(instance.cloned(), topic.clone()))
+            .and_then(|t| t.next_event(&self.config))
+    }
+
+    /// The change counter of a topic (0 for an unknown topic); see the
+    /// [module documentation](self).
+    pub fn topic_version(&self, instance: Option<&InstanceId>, topic: &TopicName) -> u64 {
+        self.topics
+            .get(&(instance.cloned(), topic.clone()))
+            .map_or(0, |t| t.version)
+    }
+
+    /// Runs the housekeeping due at `now_ms` on every topic: retention trimming, half-message
+    /// horizon drops, dead-lettering of messages whose last delivery expired, and version
+    /// bumps for messages that became visible. Idempotent.
+    pub fn maintain(&mut self, now_ms: u64) {
+        let now = self.advance(now_ms);
+        for t in self.topics.values_mut() {
+            t.sweep(now, &self.config);
+        }
+    }
+
+    /// Counters of every topic and group as of [`now_ms`](Self::now_ms) (reflecting
+    /// housekeeping up to each topic's last sweep). Costs O(pending messages).
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            at_ms: self.now,
+            ..Stats::default()
+        };
+        for ((instance, name), t) in &self.topics {
+            let ts = t.stats(
+                instance.as_ref().map(|i| i.as_str().to_owned()),
+                name.as_str().to_owned(),
+                self.now,
+            );
+            stats.published += ts.published;
+            stats.acked += ts.groups.iter().map(|g| g.acked).sum::<u64>();
+            stats.topics.push(ts);
+        }
+        stats
+    }
+
+    /// The dead-letter list of a group, oldest first (empty for unknown topics or groups).
+    pub fn dead_letters(
+        &self,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        group: &GroupId,
+    ) -> Vec<DeadLetter> {
+        self.topics
+            .get(&(instance.cloned(), topic.clone()))
+            .and_then(|t| t.groups.get(group))
+            .map(|g| g.dead_letters.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Moves the clock forward (never back) and returns the effective time.
+    fn advance(&mut self, now_ms: u64) -> u64 {
+        self.now = self.now.max(now_ms);
+        self.now
+    }
+}
+
+/// The topic for an operation, created on first use when the configuration allows it.
+fn use_topic<'a>(
+    topics: &'a mut BTreeMap<TopicKey, Topic>,
+    next_scope: &mut u64,
+    config: &CoreConfig,
+    now: u64,
+    instance: Option<&InstanceId>,
+    topic: &TopicName,
+) -> Result<&'a mut Topic, CoreError> {
+    match topics.entry((instance.cloned(), topic.clone())) {
+        MapEntry::Occupied(o) => Ok(o.into_mut()),
+        MapEntry::Vacant(v) => {
+            if !config.auto_create_topics {
+                return Err(CoreError::new(
+                    ErrorCode::TopicNotExist,
+                    format!("The topic you provided does not exist: {topic}"),
+                ));
+            }
+            let scope = *next_scope;
+            *next_scope += 1;
+            Ok(v.insert(Topic::new(false, scope, now)))
+        }
+    }
+}
+
+/// The group for a consume or ack, registered on first use.
+fn use_group<'a>(
+    groups: &'a mut BTreeMap<GroupId, Group>,
+    next_scope: &mut u64,
+    now: u64,
+    group: &GroupId,
+) -> &'a mut Group {
+    groups.entry(group.clone()).or_insert_with(|| {
+        let scope = *next_scope;
+        *next_scope += 1;
+        Group::new(scope, now)
+    })
+}

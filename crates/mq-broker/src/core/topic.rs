@@ -1,0 +1,156 @@
+//! One topic: its message store, its consumer groups, its half-message pool, and the
+//! time-driven housekeeping ("sweep") that every operation on the topic runs first.
+
+use std::collections::BTreeMap;
+
+use mq_proto::GroupId;
+
+use super::config::CoreConfig;
+use super::group::{Group, min_opt};
+use super::half::HalfPool;
+use super::stats::{GroupStats, TopicStats};
+use super::store::{Store, StoredMessage};
+
+/// One topic of one instance.
+#[derive(Clone, Debug)]
+pub(crate) struct Topic {
+    /// Declared with `declare_topic` (as opposed to auto-created).
+    pub(crate) declared: bool,
+    /// Messages some group still holds.
+    pub(crate) store: Store,
+    /// Consumer groups, by id.
+    pub(crate) groups: BTreeMap<GroupId, Group>,
+    /// Half messages.
+    pub(crate) half: HalfPool,
+    /// Time of the last sweep: every event up to it has been processed and announced.
+    pub(crate) swept_at: u64,
+    /// Change counter for long-poll wake-ups.
+    pub(crate) version: u64,
+    /// Messages published (all kinds).
+    pub(crate) published: u64,
+}
+
+impl Topic {
+    /// An empty topic created at `now`; `half_scope` is the scope id of its half pool.
+    pub(crate) fn new(declared: bool, half_scope: u64, now: u64) -> Self {
+        Self {
+            declared,
+            store: Store::default(),
+            groups: BTreeMap::new(),
+            half: HalfPool::new(half_scope),
+            swept_at: now,
+            version: 0,
+            published: 0,
+        }
+    }
+
+    /// Processes everything due at `now` (retention, horizon drops, dead-lettering) and bumps
+    /// the version if anything happened or became visible since the last sweep.
+    pub(crate) fn sweep(&mut self, now: u64, config: &CoreConfig) {
+        let mut changed = false;
+        for seq in self.store.take_expired(now) {
+            changed = true;
+            for group in self.groups.values_mut() {
+                if group.remove(seq).is_some() {
+                    group.counters.trimmed += 1;
+                }
+            }
+        }
+        changed |= self.half.sweep(now);
+        changed |= self.half.became_visible(self.swept_at, now);
+        for group in self.groups.values_mut() {
+            changed |= group.sweep_final(&mut self.store, now);
+            group.trim_dead_letters(now, config.retention_ms);
+            changed |= group.became_visible(self.swept_at, now);
+        }
+        self.swept_at = self.swept_at.max(now);
+        if changed {
+            self.version += 1;
+        }
+    }
+
+    /// Hands a message to every registered group, visible from `visible_at`; returns how many
+    /// groups received it.
+    pub(crate) fn fan_out(
+        &mut self,
+        message: StoredMessage,
+        visible_at: u64,
+        config: &CoreConfig,
+    ) -> usize {
+        let refs = self.groups.len();
+        for group in self.groups.values_mut() {
+            group.enqueue(message.seq, visible_at, message.partition.clone());
+        }
+        let expire_at = visible_at.saturating_add(config.retention_ms);
+        self.store.insert(message, refs, expire_at);
+        refs
+    }
+
+    /// The next time something happens in this topic after its last sweep: a message
+    /// becomes visible or due for a check, or housekeeping is due.
+    pub(crate) fn next_event(&self, config: &CoreConfig) -> Option<u64> {
+        let after = self.swept_at;
+        let mut next = min_opt(
+            self.store.by_expiry.first().map(|&(t, _)| t),
+            self.half.next_event_after(after),
+        );
+        for group in self.groups.values() {
+            next = min_opt(next, group.next_visibility_after(after));
+            let dead = group
+                .dead_letters
+                .front()
+                .map(|d| d.dead_lettered_at.saturating_add(config.retention_ms));
+            next = min_opt(next, dead);
+        }
+        next
+    }
+
+    /// Counters of this topic as of `now`.
+    pub(crate) fn stats(&self, instance: Option<String>, topic: String, now: u64) -> TopicStats {
+        let groups = self
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                let mut s = GroupStats {
+                    group: id.as_str().to_owned(),
+                    registered_at_ms: g.registered_at,
+                    dead_lettered: g.counters.dead_lettered,
+                    dead_letters_kept: g.dead_letters.len() as u64,
+                    delivered: g.counters.delivered,
+                    acked: g.counters.acked,
+                    filtered: g.counters.filtered,
+                    trimmed: g.counters.trimmed,
+                    ..GroupStats::default()
+                };
+                for e in g.entries.values() {
+                    if e.visible_at <= now {
+                        if e.last_chance {
+                            // Its last delivery expired; the next sweep dead-letters it.
+                            s.dead_lettered += 1;
+                        } else {
+                            s.ready += 1;
+                        }
+                    } else if e.consumed_times > 0 {
+                        s.in_flight += 1;
+                    } else {
+                        s.delayed += 1;
+                    }
+                }
+                s
+            })
+            .collect();
+        TopicStats {
+            instance,
+            topic,
+            declared: self.declared,
+            published: self.published,
+            stored: self.store.messages.len() as u64,
+            half: self.half.entries.len() as u64,
+            half_committed: self.half.counters.committed,
+            half_rolled_back: self.half.counters.rolled_back,
+            half_dropped_unresolved: self.half.counters.dropped_unresolved,
+            half_popped: self.half.counters.popped,
+            groups,
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! The HTTP server around [`BrokerCore`]: hyper 1.x over tokio, HTTP/1.1 keep-alive,
+//! `Expect: 100-continue`, signature verification, long polling without polling loops, and
+//! graceful shutdown.
+//!
+//! Long polling: a consume that finds nothing subscribes to its topic's change counter
+//! ([`BrokerCore::topic_version`]) and sleeps until the counter moves (publish, commit, ack of
+//! an ordered partition, or a timer-driven change) or its wait ends. One timer task sleeps
+//! until [`BrokerCore::next_wakeup`] and runs [`BrokerCore::maintain`]; it is re-armed
+//! whenever a request changes the core. Waiting requests cost no CPU.
+
+use crate::core::{BrokerCore, CoreConfig, CoreError, Stats};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mq_proto::server::{
+    Operation, ParsedRequest, RequestError, authenticate, encode_errors, encode_messages,
+    encode_publish_response, error_response, parse_request, request_id, response,
+};
+use mq_proto::{ConsumeKind, ErrorCode, InstanceId, TopicName};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+/// An access key the broker accepts, optionally limited to one instance.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// AccessKey id.
+    pub access_key_id: String,
+    /// AccessKey secret.
+    pub access_key_secret: String,
+    /// When set, the key may only address this instance (`ns`); `None` = every instance.
+    pub instance: Option<InstanceId>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("access_key_id", &self.access_key_id)
+            .field("access_key_secret", &"<redacted>")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl Credential {
+    /// A key valid for every instance.
+    pub fn new(access_key_id: impl Into<String>, access_key_secret: impl Into<String>) -> Self {
+        Self {
+            access_key_id: access_key_id.into(),
+            access_key_secret: access_key_secret.into(),
+            instance: None,
+        }
+    }
+
+    /// Parses `AK:SK` or `AK:SK@INSTANCE`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (keys, instance) = match s.rsplit_once('@') {
+            Some((keys, inst)) => (keys, Some(inst)),
+            None => (s, None),
+        };
+        let (id, secret) = keys
+            .split_once(':')
+            .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+            .ok_or_else(|| "expected AK:SK or AK:SK@INSTANCE".to_owned())?;
+        let instance = instance
+            .map(|i| InstanceId::new(i).map_err(|e| e.to_string()))
+            .transpose()?;
+        Ok(Self {
+            access_key_id: id.to_owned(),
+            access_key_secret: secret.to_owned(),
+            instance,
+        })
+    }
+}
+
+/// The development key pair used when no credential is configured (printed at start).
+pub const DEV_ACCESS_KEY_ID: &str = "mq-dev-access-key";
+/// The development secret used when no credential is configured (printed at start).
+pub const DEV_ACCESS_KEY_SECRET: &str = "mq-dev-secret";
+
+/// Resource limits of the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body read (bigger `Content-Length` is refused before reading).
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive a request's body.
+    pub body_read_timeout: Duration,
+    /// Most open connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Most long polls waiting at once; further ones are answered at once.
+    pub max_waiting_polls: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: mq_proto::server::MAX_REQUEST_BODY_LEN,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 20_000,
+            max_waiting_polls: 20_000,
+        }
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Accepted keys. Empty = the development pair.
+    pub credentials: Vec<Credential>,
+    /// Declared topics; when any is declared, unknown topics answer `TopicNotExist`.
+    pub topics: Vec<(Option<InstanceId>, TopicName)>,
+    /// Queue semantics.
+    pub core: CoreConfig,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            credentials: Vec::new(),
+            topics: Vec::new(),
+            core: CoreConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+type TopicKey = (Option<InstanceId>, TopicName);
+
+struct Shared {
+    core: Mutex<BrokerCore>,
+    credentials: HashMap<String, Credential>,
+    host_id: String,
+    limits: Limits,
+    topic_watches: Mutex<HashMap<TopicKey, watch::Sender<u64>>>,
+    reschedule: Notify,
+    shutdown: watch::Sender<bool>,
+    requests: AtomicU64,
+    seed: u64,
+    waiting_polls: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    fn lock_core(&self) -> std::sync::MutexGuard<'_, BrokerCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_request_id(&self) -> String {
+        request_id(self.requests.fetch_add(1, Ordering::Relaxed) ^ self.seed)
+    }
+
+    fn subscribe(&self, key: &TopicKey) -> watch::Receiver<u64> {
+        let mut watches = self.topic_watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches
+            .entry(key.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Wakes the waiters of every topic whose change counter moved.
+    fn publish_versions(&self, core: &BrokerCore) {
+        let watches = self.topic_watches.lock().unwrap_or_else(|e| e.into_inner());
+        for ((instance, topic), tx) in watches.iter() {
+            let v = core.topic_version(instance.as_ref(), topic);
+            tx.send_if_modified(|old| {
+                if *old != v {
+                    *old = v;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Wakes the waiters of one topic if its counter moved, and re-arms the timer task.
+    fn changed(&self, core: &BrokerCore, key: &TopicKey) {
+        let v = core.topic_version(key.0.as_ref(), &key.1);
+        let watches = self.topic_watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = watches.get(key) {
+            tx.send_if_modified(|old| {
+                if *old != v {
+                    *old = v;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        drop(watches);
+        self.reschedule.notify_one();
+    }
+}
+
+/// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
+pub struct Broker {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker").field("addr", &self.addr).finish()
+    }
+}
+
+impl Broker {
+    /// Binds the listener and starts serving in background tasks on the current tokio
+    /// runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use mq_broker::{Broker, ServerConfig};
+    /// let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    /// let broker = Broker::start(config).await?;
+    /// println!("listening on {}", broker.endpoint());
+    /// broker.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start(config: ServerConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let mut credentials = HashMap::new();
+        if config.credentials.is_empty() {
+            credentials.insert(
+                DEV_ACCESS_KEY_ID.to_owned(),
+                Credential::new(DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET),
+            );
+        }
+        for c in config.credentials {
+            credentials.insert(c.access_key_id.clone(), c);
+        }
+        let seed = now_ms() ^ u64::from(addr.port()).rotate_left(48);
+        let mut core_config = config.core;
+        if !config.topics.is_empty() {
+            core_config.auto_create_topics = false;
+        }
+        if core_config.id_seed == 0 {
+            core_config.id_seed = seed;
+        }
+        let mut core = BrokerCore::new(core_config);
+        for (instance, topic) in &config.topics {
+            core.declare_topic(instance.as_ref(), topic);
+        }
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            credentials,
+            host_id: format!("http://{addr}"),
+            limits: config.limits,
+            topic_watches: Mutex::new(HashMap::new()),
+            reschedule: Notify::new(),
+            shutdown,
+            requests: AtomicU64::new(1),
+            seed,
+            waiting_polls: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+        });
+        tokio::spawn(timer_task(shared.clone()));
+        let done = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(Self { addr, shared, done })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Counters per topic and group.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock_core().stats()
+    }
+
+    /// Stops accepting, answers waiting long polls at once, lets in-flight requests finish,
+    /// and returns when every connection is closed.
+    pub async fn shutdown(self) {
+        let _ = self.shared.shutdown.send(true);
+        let _ = self.done.await;
+    }
+}
+
+async fn timer_task(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let now = now_ms();
+        let next = shared.lock_core().next_wakeup();
+        // Never spin: a wake-up in the past is handled by `maintain` below.
+        let sleep = match next {
+            Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(1, 60_000)),
+            None => Duration::from_secs(60),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = shared.reschedule.notified() => continue,
+            _ = shutdown.changed() => return,
+        }
+        let mut core = shared.lock_core();
+        core.maintain(now_ms());
+        shared.publish_versions(&core);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.connections.load(Ordering::Relaxed) >= shared.limits.max_connections {
+            tracing::warn!("connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let conn_shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = conn_shared.clone();
+            async move { Ok::<_, Infallible>(handle(shared, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(Some(shared.limits.header_read_timeout))
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        let counter = shared.clone();
+        counter.connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with error");
+            }
+            counter.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let body = body.into();
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn full(resp: Response<Bytes>) -> Response<Full<Bytes>> {
+    resp.map(Full::new)
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let rid = shared.next_request_id();
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let resp = match (method.clone(), target.as_str()) {
+        (Method::GET, "/health") => text(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET, "/stats") => {
+            let stats = shared.lock_core().stats();
+            match serde_json::to_vec_pretty(&stats) {
+                Ok(json) => text(StatusCode::OK, "application/json", json),
+                Err(e) => error(&shared, &rid, RequestError::new(ErrorCode::InternalError, e.to_string())),
+            }
+        }
+        _ => match serve_api(&shared, &rid, req, &method, &target).await {
+            Ok(r) => r,
+            Err(e) => error(&shared, &rid, e),
+        },
+    };
+    tracing::debug!(
+        request_id = %rid,
+        %method,
+        target = %target,
+        status = resp.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+fn error(shared: &Shared, rid: &str, e: RequestError) -> Response<Full<Bytes>> {
+    full(error_response(&e, rid, &shared.host_id))
+}
+
+fn core_error(e: CoreError) -> RequestError {
+    RequestError::new(e.code, e.message)
+}
+
+async fn serve_api(
+    shared: &Arc<Shared>,
+    rid: &str,
+    req: Request<Incoming>,
+    method: &Method,
+    target: &str,
+) -> Result<Response<Full<Bytes>>, RequestError> {
+    let (parts, body) = req.into_parts();
+    // Authenticate before reading the body: the signature does not cover it.
+    let key_id = authenticate(method, target, &parts.headers, SystemTime::now(), |id| {
+        shared
+            .credentials
+            .get(id)
+            .map(|c| c.access_key_secret.clone())
+    })?;
+    let declared_len = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max = shared.limits.max_body_bytes;
+    if declared_len.is_some_and(|l| l > max as u64) {
+        return Err(RequestError::new(
+            ErrorCode::InvalidArgument,
+            format!("The value of body should between 1 and {max} bytes."),
+        ));
+    }
+    let body = match tokio::time::timeout(
+        shared.limits.body_read_timeout,
+        Limited::new(body, max).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                format!("could not read the request body: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                "the request body was not received in time",
+            ));
+        }
+    };
+    let parsed = parse_request(method, target, &parts.headers, &body)?;
+    if let Some(scope) = shared
+        .credentials
+        .get(&key_id)
+        .and_then(|c| c.instance.as_ref())
+    {
+        if parsed.instance.as_ref() != Some(scope) {
+            return Err(RequestError::from_code(ErrorCode::AccessDenied));
+        }
+    }
+    dispatch(shared, rid, parsed).await
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    rid: &str,
+    req: ParsedRequest,
+) -> Result<Response<Full<Bytes>>, RequestError> {
+    let ParsedRequest {
+        instance,
+        topic,
+        operation,
+    } = req;
+    let key: TopicKey = (instance, topic);
+    match operation {
+        Operation::Publish(message) => {
+            let mut core = shared.lock_core();
+            let outcome = core
+                .publish(now_ms(), key.0.as_ref(), &key.1, message)
+                .map_err(core_error)?;
+            shared.changed(&core, &key);
+            drop(core);
+            let receipt = mq_proto::client::PublishReceipt {
+                message_id: outcome.message_id,
+                body_md5: outcome.body_md5,
+                receipt_handle: outcome.receipt_handle,
+            };
+            Ok(full(response(
+                StatusCode::CREATED,
+                encode_publish_response(&receipt),
+                rid,
+            )))
+        }
+        Operation::Consume {
+            group,
+            kind,
+            batch,
+            wait,
+            filter,
+        } => {
+            let deadline = Instant::now() + Duration::from_secs(u64::from(wait.get()));
+            let mut shutdown = shared.shutdown.subscribe();
+            let mut waiting = false;
+            let result = loop {
+                let mut changes = shared.subscribe(&key);
+                changes.borrow_and_update();
+                let messages = {
+                    let mut core = shared.lock_core();
+                    let r = core.consume(now_ms(), key.0.as_ref(), &key.1, &group, kind, &filter, batch);
+                    shared.reschedule.notify_one();
+                    r
+                };
+                let messages = match messages {
+                    Ok(m) => m,
+                    Err(e) => break Err(core_error(e)),
+                };
+                if !messages.is_empty() {
+                    break Ok(full(response(StatusCode::OK, encode_messages(&messages), rid)));
+                }
+                if Instant::now() >= deadline || *shutdown.borrow() {
+                    break Err(RequestError::from_code(ErrorCode::MessageNotExist));
+                }
+                if !waiting {
+                    if shared.waiting_polls.fetch_add(1, Ordering::Relaxed)
+                        >= shared.limits.max_waiting_polls
+                    {
+                        shared.waiting_polls.fetch_sub(1, Ordering::Relaxed);
+                        break Err(RequestError::from_code(ErrorCode::MessageNotExist));
+                    }
+                    waiting = true;
+                }
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                    _ = shutdown.changed() => {}
+                }
+            };
+            if waiting {
+                shared.waiting_polls.fetch_sub(1, Ordering::Relaxed);
+            }
+            if kind == ConsumeKind::Half {
+                tracing::trace!(topic = %key.1, "half-message poll answered");
+            }
+            result
+        }
+        Operation::Ack {
+            group,
+            kind,
+            handles,
+        } => {
+            let mut core = shared.lock_core();
+            let failures = core
+                .ack(now_ms(), key.0.as_ref(), &key.1, group.as_ref(), kind, &handles)
+                .map_err(core_error)?;
+            shared.changed(&core, &key);
+            drop(core);
+            if failures.is_empty() {
+                Ok(full(response(StatusCode::NO_CONTENT, Bytes::new(), rid)))
+            } else {
+                Ok(full(response(
+                    StatusCode::NOT_FOUND,
+                    encode_errors(&failures),
+                    rid,
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! [`Client`] and its builder: endpoint, credentials, instance, timeouts, retries, TLS roots.
+
+use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_from_env};
+use crate::error::Error;
+use crate::runtime::Runtime;
+use crate::tls::TlsRoots;
+use crate::transport::{PoolConfig, PooledTransport, Transport, TransportErrorKind};
+use crate::{Consumer, Producer, TransactionProducer};
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use mq_proto::client::{Endpoint, RequestContext, ResponseError};
+use mq_proto::machine::{FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
+use mq_proto::sign::Credentials;
+use mq_proto::{GroupId, InstanceId, TopicName, WaitSeconds};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument;
+
+/// SDK name and version sent in `User-Agent`.
+pub const USER_AGENT: &str = concat!("mq-rust-sdk/", env!("CARGO_PKG_VERSION"));
+
+/// Timeouts. The read timeout of a long poll is its wait seconds plus `long_poll_margin`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutConfig {
+    /// TCP connect plus TLS handshake.
+    pub connect: Duration,
+    /// Whole request (send and complete response) for publish, ack, commit, rollback and
+    /// short polls.
+    pub request: Duration,
+    /// Added to the wait seconds of a long poll to get its timeout.
+    pub long_poll_margin: Duration,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(10),
+            long_poll_margin: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TimeoutConfig {
+    /// The timeout of a consume with this wait.
+    pub fn for_wait(&self, wait: WaitSeconds) -> Duration {
+        if wait.get() == 0 {
+            self.request
+        } else {
+            Duration::from_secs(u64::from(wait.get())) + self.long_poll_margin
+        }
+    }
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder<R: Runtime> {
+    runtime: R,
+    endpoint: Option<String>,
+    credentials: Option<Arc<dyn CredentialsProvider>>,
+    instance: Option<InstanceId>,
+    timeouts: TimeoutConfig,
+    retry: RetryConfig,
+    user_agent_suffix: Option<String>,
+    roots: TlsRoots,
+    transport: Option<Arc<dyn Transport>>,
+    pool: PoolConfig,
+}
+
+impl<R: Runtime> fmt::Debug for ClientBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials)
+            .field("instance", &self.instance)
+            .field("timeouts", &self.timeouts)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> ClientBuilder<R> {
+    /// A builder on this runtime.
+    pub fn with_runtime(runtime: R) -> Self {
+        Self {
+            runtime,
+            endpoint: None,
+            credentials: None,
+            instance: None,
+            timeouts: TimeoutConfig::default(),
+            retry: RetryConfig::default(),
+            user_agent_suffix: None,
+            roots: TlsRoots::default(),
+            transport: None,
+            pool: PoolConfig::default(),
+        }
+    }
+
+    /// The service endpoint, `http://host[:port]` or `https://host[:port]`.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Fixed credentials.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(Arc::new(StaticCredentials::new(credentials)));
+        self
+    }
+
+    /// Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and
+    /// the optional `ALIBABA_CLOUD_SECURITY_TOKEN`, read now.
+    pub fn credentials_from_env(mut self) -> Result<Self, Error> {
+        self.credentials = Some(Arc::new(StaticCredentials::new(credentials_from_env()?)));
+        Ok(self)
+    }
+
+    /// A provider asked for credentials before every request (for refreshing STS tokens).
+    pub fn credentials_provider(mut self, provider: impl CredentialsProvider) -> Self {
+        self.credentials = Some(Arc::new(provider));
+        self
+    }
+
+    /// The instance id (`ns`); leave unset for the default instance.
+    pub fn instance_id(mut self, instance: InstanceId) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// All timeouts at once.
+    pub fn timeouts(mut self, timeouts: TimeoutConfig) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// TCP connect (plus TLS handshake) timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.connect = timeout;
+        self
+    }
+
+    /// Timeout of publish, ack, commit, rollback and short polls.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.request = timeout;
+        self
+    }
+
+    /// Retry policy.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Appended to the `User-Agent` header.
+    pub fn user_agent_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.user_agent_suffix = Some(suffix.into());
+        self
+    }
+
+    /// Trusts the certificates of a PEM bundle in addition to the webpki roots.
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        self.roots.add_pem(pem)?;
+        Ok(self)
+    }
+
+    /// Whether to trust the webpki (Mozilla) roots; on by default.
+    pub fn webpki_roots(mut self, enabled: bool) -> Self {
+        self.roots.set_webpki_roots(enabled);
+        self
+    }
+
+    /// How long idle pooled connections are kept.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.idle_timeout = timeout;
+        self
+    }
+
+    /// Replaces the HTTP transport (for tests or custom stacks).
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Validates the configuration and builds the client.
+    pub fn build(self) -> Result<Client<R>, Error> {
+        let endpoint_text = self
+            .endpoint
+            .ok_or_else(|| Error::Config("no endpoint set".into()))?;
+        let endpoint: Endpoint = endpoint_text
+            .parse()
+            .map_err(|e| Error::Config(format!("endpoint {endpoint_text:?}: {e}")))?;
+        let credentials = self
+            .credentials
+            .ok_or_else(|| Error::Config("no credentials set".into()))?;
+        let transport = match self.transport {
+            Some(t) => t,
+            None => {
+                let tls = self.roots.client_config()?;
+                let pool = PoolConfig {
+                    connect_timeout: self.timeouts.connect,
+                    ..self.pool
+                };
+                Arc::new(PooledTransport::new(self.runtime.clone(), tls, pool))
+            }
+        };
+        let user_agent = match self.user_agent_suffix {
+            Some(s) => format!("{USER_AGENT} {s}"),
+            None => USER_AGENT.to_owned(),
+        };
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                runtime: self.runtime,
+                endpoint,
+                credentials,
+                instance: self.instance,
+                transport,
+                timeouts: self.timeouts,
+                retry: self.retry,
+                user_agent,
+                seed: AtomicU64::new(seed),
+            }),
+        })
+    }
+}
+
+struct Inner<R> {
+    runtime: R,
+    endpoint: Endpoint,
+    credentials: Arc<dyn CredentialsProvider>,
+    instance: Option<InstanceId>,
+    transport: Arc<dyn Transport>,
+    timeouts: TimeoutConfig,
+    retry: RetryConfig,
+    user_agent: String,
+    seed: AtomicU64,
+}
+
+/// A client for one endpoint and instance. Cheap to clone; clones share the connection pool.
+///
+/// Get producers and consumers from it. See the runtime crates (`mq-tokio`, `mq-async-std`)
+/// for complete examples.
+pub struct Client<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Client<R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Client<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.inner.endpoint.to_string())
+            .field("instance", &self.inner.instance)
+            .field("credentials", &self.inner.credentials)
+            .field("timeouts", &self.inner.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime + Default> Client<R> {
+    /// A builder on the default instance of the runtime.
+    pub fn builder() -> ClientBuilder<R> {
+        ClientBuilder::with_runtime(R::default())
+    }
+}
+
+/// What a request builder needs besides the signing context.
+pub(crate) type BuildFn<'a> =
+    dyn Fn(&RequestContext<'_>) -> Result<Request<Bytes>, Error> + Send + Sync + 'a;
+
+impl<R: Runtime> Client<R> {
+    /// A producer for normal, tagged, keyed, delayed and ordered messages on `topic`.
+    pub fn producer(&self, topic: TopicName) -> Producer<R> {
+        Producer::new(self.clone(), topic)
+    }
+
+    /// A producer of transactional messages on `topic`, checked by `group`.
+    pub fn transaction_producer(&self, topic: TopicName, group: GroupId) -> TransactionProducer<R> {
+        TransactionProducer::new(self.clone(), topic, group)
+    }
+
+    /// A consumer of `topic` in `group` (all tags; narrow it with `with_tag_filter`).
+    pub fn consumer(&self, topic: TopicName, group: GroupId) -> Consumer<R> {
+        Consumer::new(self.clone(), topic, group)
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// The instance id, `None` for the default instance.
+    pub fn instance_id(&self) -> Option<&InstanceId> {
+        self.inner.instance.as_ref()
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> &TimeoutConfig {
+        &self.inner.timeouts
+    }
+
+    /// The retry policy in force.
+    pub fn retry_config(&self) -> &RetryConfig {
+        &self.inner.retry
+    }
+
+    pub(crate) fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
+    pub(crate) fn next_seed(&self) -> u64 {
+        // splitmix64 step: distinct, well-mixed seeds per request.
+        let mut z = self
+            .inner
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Sends one attempt: signs with fresh credentials and the current date, sends, decodes.
+    /// Returns the decoded value, or the failure classified for the retry machine.
+    pub(crate) async fn attempt<T>(
+        &self,
+        operation: &'static str,
+        topic: &TopicName,
+        timeout: Duration,
+        build: &BuildFn<'_>,
+        decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
+    ) -> Result<T, (FailureKind, Error)> {
+        let inner = &self.inner;
+        let credentials = inner
+            .credentials
+            .credentials()
+            .await
+            .map_err(|e| (FailureKind::Other, e))?;
+        let ctx = RequestContext {
+            endpoint: &inner.endpoint,
+            credentials: &credentials,
+            instance: inner.instance.as_ref(),
+            date: SystemTime::now(),
+            user_agent: &inner.user_agent,
+        };
+        let request = build(&ctx).map_err(|e| (FailureKind::Other, e))?;
+        let span = tracing::debug_span!(
+            "mq.request",
+            operation,
+            topic = %topic,
+            request_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = inner
+            .transport
+            .send(request, timeout)
+            .instrument(span.clone())
+            .await;
+        span.record("latency_ms", started.elapsed().as_millis() as u64);
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = match e.kind {
+                    TransportErrorKind::Connect => FailureKind::Connect,
+                    TransportErrorKind::NotSent => FailureKind::NotSent,
+                    TransportErrorKind::ConnectionLost => FailureKind::ConnectionLost,
+                    TransportErrorKind::Timeout => FailureKind::Timeout,
+                    TransportErrorKind::Protocol => FailureKind::InvalidResponse,
+                };
+                span.in_scope(|| tracing::debug!(error = %e, "request failed"));
+                return Err((kind, Error::from_transport(e, timeout)));
+            }
+        };
+        let request_id = response
+            .headers()
+            .get("x-mq-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        span.record("request_id", request_id);
+        span.record("status", response.status().as_u16());
+        match decode(response.status(), response.headers(), response.body()) {
+            Ok(v) => {
+                span.in_scope(|| tracing::debug!("request succeeded"));
+                Ok(v)
+            }
+            Err(ResponseError::Service(s)) => {
+                span.in_scope(|| tracing::debug!(code = %s.code, "service error"));
+                Err((
+                    FailureKind::status(s.status, Some(s.code.clone())),
+                    Error::Service(s),
+                ))
+            }
+            Err(ResponseError::Decode(d)) => {
+                span.in_scope(|| tracing::debug!(error = %d, "undecodable response"));
+                Err((FailureKind::InvalidResponse, Error::Response(d)))
+            }
+        }
+    }
+
+    /// Runs a request with the retry policy.
+    pub(crate) async fn execute<T>(
+        &self,
+        operation: &'static str,
+        topic: &TopicName,
+        idempotency: Idempotency,
+        timeout: Duration,
+        build: &BuildFn<'_>,
+        decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
+    ) -> Result<T, Error> {
+        let mut retry = RetryState::new(
+            self.inner.retry.clone(),
+            idempotency,
+            self.next_seed(),
+            Instant::now(),
+        );
+        loop {
+            match self.attempt(operation, topic, timeout, build, decode).await {
+                Ok(v) => return Ok(v),
+                Err((kind, error)) => match retry.on_failure(Instant::now(), &kind) {
+                    RetryDecision::Retry { after } => {
+                        tracing::debug!(operation, ?kind, ?after, "retrying");
+                        self.inner.runtime.sleep(after).await;
+                    }
+                    RetryDecision::GiveUp => return Err(error),
+                },
+            }
+        }
+    }
+}

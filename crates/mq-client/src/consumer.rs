@@ -1,0 +1,165 @@
+//! [`Consumer`]: receive (normal or orderly), ack, and a [`MessageStream`] of deliveries.
+
+use crate::client::Client;
+use crate::error::{AckError, Error};
+use crate::runtime::Runtime;
+use crate::stream::MessageStream;
+use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_consume_response};
+use mq_proto::machine::{ConsumerConfig, Idempotency};
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, Message, ReceiptHandle, TagFilter,
+    TopicName, WaitSeconds,
+};
+
+/// Consumes one topic in one group, optionally filtered by tags.
+#[derive(Debug, Clone)]
+pub struct Consumer<R: Runtime> {
+    client: Client<R>,
+    topic: TopicName,
+    group: GroupId,
+    filter: TagFilter,
+}
+
+impl<R: Runtime> Consumer<R> {
+    pub(crate) fn new(client: Client<R>, topic: TopicName, group: GroupId) -> Self {
+        Self {
+            client,
+            topic,
+            group,
+            filter: TagFilter::All,
+        }
+    }
+
+    /// Only receive messages whose tag matches `filter` (`"A||B"`).
+    #[must_use]
+    pub fn with_tag_filter(mut self, filter: TagFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// The group.
+    pub fn group(&self) -> &GroupId {
+        &self.group
+    }
+
+    /// The tag filter.
+    pub fn tag_filter(&self) -> &TagFilter {
+        &self.filter
+    }
+
+    pub(crate) fn client(&self) -> &Client<R> {
+        &self.client
+    }
+
+    /// Receives up to `batch` messages, waiting up to `wait` for the first one. An empty
+    /// vector means no message arrived in time.
+    pub async fn receive(&self, batch: BatchSize, wait: WaitSeconds) -> Result<Vec<Message>, Error> {
+        self.receive_kind(ConsumeKind::Normal, batch, wait).await
+    }
+
+    /// Like [`Consumer::receive`] for ordered topics: messages of one sharding key come in
+    /// order, and a key stays blocked until all its delivered messages are acked.
+    pub async fn receive_orderly(
+        &self,
+        batch: BatchSize,
+        wait: WaitSeconds,
+    ) -> Result<Vec<Message>, Error> {
+        self.receive_kind(ConsumeKind::Orderly, batch, wait).await
+    }
+
+    pub(crate) async fn receive_kind(
+        &self,
+        kind: ConsumeKind,
+        batch: BatchSize,
+        wait: WaitSeconds,
+    ) -> Result<Vec<Message>, Error> {
+        receive(&self.client, &self.topic, &self.group, kind, batch, wait, &self.filter).await
+    }
+
+    /// Acknowledges messages by their receipt handles (any number; sent 16 per request).
+    /// Handles that fail (expired, already used) are returned in [`AckError::Partial`]; the
+    /// others are acknowledged.
+    pub async fn ack(&self, handles: &[ReceiptHandle]) -> Result<(), AckError> {
+        let mut failures = Vec::new();
+        for chunk in handles.chunks(16) {
+            failures.extend(ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, chunk).await?);
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(AckError::Partial(failures))
+        }
+    }
+
+    /// A stream of deliveries driven by the consumer state machine with default settings:
+    /// a long poll always outstanding, acks batched, bounded messages in hand.
+    pub fn stream(&self) -> MessageStream {
+        self.stream_with_config(ConsumerConfig::default())
+    }
+
+    /// [`Consumer::stream`] with explicit settings (batch, wait, in-hand bound, ack delay,
+    /// orderly or normal).
+    pub fn stream_with_config(&self, config: ConsumerConfig) -> MessageStream {
+        MessageStream::spawn(self.clone(), config)
+    }
+}
+
+/// One consume request (with retries).
+pub(crate) async fn receive<R: Runtime>(
+    client: &Client<R>,
+    topic: &TopicName,
+    group: &GroupId,
+    kind: ConsumeKind,
+    batch: BatchSize,
+    wait: WaitSeconds,
+    filter: &TagFilter,
+) -> Result<Vec<Message>, Error> {
+    let timeout = client.timeouts().for_wait(wait);
+    client
+        .execute(
+            "consume",
+            topic,
+            Idempotency::Idempotent,
+            timeout,
+            &|ctx| Ok(consume_request(ctx, topic, group, kind, batch, wait, filter)),
+            decode_consume_response,
+        )
+        .await
+}
+
+/// One ack/commit/rollback request of at most 16 handles (with retries).
+pub(crate) async fn ack_handles<R: Runtime>(
+    client: &Client<R>,
+    topic: &TopicName,
+    group: &GroupId,
+    kind: AckKind,
+    handles: &[ReceiptHandle],
+) -> Result<Vec<HandleFailure>, Error> {
+    if handles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let operation = match kind {
+        AckKind::Ack => "ack",
+        AckKind::Commit => "commit",
+        AckKind::Rollback => "rollback",
+    };
+    let timeout = client.timeouts().request;
+    client
+        .execute(
+            operation,
+            topic,
+            Idempotency::Idempotent,
+            timeout,
+            &|ctx| {
+                ack_request(ctx, topic, group, kind, handles)
+                    .map_err(|e| Error::InvalidInput(e.to_string()))
+            },
+            decode_ack_response,
+        )
+        .await
+}

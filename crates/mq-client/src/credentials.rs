@@ -1,0 +1,72 @@
+//! Where the client gets its credentials: static keys, the environment, or a provider that
+//! refreshes them (for example STS tokens).
+
+use crate::error::Error;
+use crate::runtime::BoxFuture;
+use mq_proto::sign::Credentials;
+use std::fmt;
+
+/// Environment variable holding the AccessKey id.
+pub const ENV_ACCESS_KEY_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
+/// Environment variable holding the AccessKey secret.
+pub const ENV_ACCESS_KEY_SECRET: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
+/// Environment variable holding an optional STS security token.
+pub const ENV_SECURITY_TOKEN: &str = "ALIBABA_CLOUD_SECURITY_TOKEN";
+
+/// Supplies credentials for each request. Called once per request attempt, so an
+/// implementation can cache and refresh short-lived STS tokens.
+///
+/// ```
+/// use mq_client::{CredentialsProvider, BoxFuture, Error};
+/// use mq_proto::sign::Credentials;
+///
+/// #[derive(Debug)]
+/// struct Rotating;
+/// impl CredentialsProvider for Rotating {
+///     fn credentials(&self) -> BoxFuture<Result<Credentials, Error>> {
+///         Box::pin(async { Ok(Credentials::new("id", "secret").with_security_token("sts")) })
+///     }
+/// }
+/// ```
+pub trait CredentialsProvider: fmt::Debug + Send + Sync + 'static {
+    /// The credentials to sign the next request with.
+    fn credentials(&self) -> BoxFuture<Result<Credentials, Error>>;
+}
+
+/// Fixed credentials.
+#[derive(Clone, Debug)]
+pub struct StaticCredentials(Credentials);
+
+impl StaticCredentials {
+    /// Wraps fixed credentials.
+    pub fn new(credentials: Credentials) -> Self {
+        Self(credentials)
+    }
+}
+
+impl CredentialsProvider for StaticCredentials {
+    fn credentials(&self) -> BoxFuture<Result<Credentials, Error>> {
+        let c = self.0.clone();
+        Box::pin(async move { Ok(c) })
+    }
+}
+
+/// Reads `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and the optional
+/// `ALIBABA_CLOUD_SECURITY_TOKEN`.
+pub fn credentials_from_env() -> Result<Credentials, Error> {
+    let id = std::env::var(ENV_ACCESS_KEY_ID)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::Config(format!("{ENV_ACCESS_KEY_ID} is not set")))?;
+    let secret = std::env::var(ENV_ACCESS_KEY_SECRET)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::Config(format!("{ENV_ACCESS_KEY_SECRET} is not set")))?;
+    let mut c = Credentials::new(id, secret);
+    if let Ok(token) = std::env::var(ENV_SECURITY_TOKEN) {
+        if !token.is_empty() {
+            c = c.with_security_token(token);
+        }
+    }
+    Ok(c)
+}

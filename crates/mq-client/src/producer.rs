@@ -1,0 +1,63 @@
+//! [`Producer`]: publishes normal, tagged, keyed, scheduled and ordered messages.
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::runtime::Runtime;
+use mq_proto::client::{PublishReceipt, decode_publish_response, publish_request};
+use mq_proto::machine::Idempotency;
+use mq_proto::{TopicMessage, TopicName};
+
+/// Publishes messages to one topic.
+///
+/// A publish is retried only when the request provably did not reach the server (connect
+/// failure, request not written), unless the client's retry config enables at-least-once
+/// publishing. The body MD5 the service reports is checked against our own.
+#[derive(Debug, Clone)]
+pub struct Producer<R: Runtime> {
+    client: Client<R>,
+    topic: TopicName,
+}
+
+impl<R: Runtime> Producer<R> {
+    pub(crate) fn new(client: Client<R>, topic: TopicName) -> Self {
+        Self { client, topic }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// Publishes one message and returns its id and body MD5.
+    pub async fn publish(&self, message: &TopicMessage) -> Result<PublishReceipt, Error> {
+        publish_checked(&self.client, &self.topic, message).await
+    }
+}
+
+/// Publishes and verifies the reported body MD5 (shared by both producers).
+pub(crate) async fn publish_checked<R: Runtime>(
+    client: &Client<R>,
+    topic: &TopicName,
+    message: &TopicMessage,
+) -> Result<PublishReceipt, Error> {
+    message.check_limits()?;
+    let timeout = client.timeouts().request;
+    let receipt = client
+        .execute(
+            "publish",
+            topic,
+            Idempotency::NonIdempotent,
+            timeout,
+            &|ctx| Ok(publish_request(ctx, topic, message)),
+            decode_publish_response,
+        )
+        .await?;
+    let expected = message.body_md5();
+    if !receipt.body_md5.eq_ignore_ascii_case(&expected) {
+        return Err(Error::Md5Mismatch {
+            expected,
+            reported: receipt.body_md5,
+        });
+    }
+    Ok(receipt)
+}

@@ -1,0 +1,76 @@
+//! The small runtime abstraction the client is generic over (the quinn `Runtime` shape).
+//!
+//! A runtime crate (`mq-tokio`, `mq-async-std`) implements [`Runtime`]: how to open a TCP (or
+//! TLS) connection that hyper can drive, how to spawn a background task and how to sleep.
+//! Everything else — pooling, signing, retries, the consumer and checker loops — lives once in
+//! this crate.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ConnectTarget {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS configuration when the endpoint is `https`; `None` for plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for ConnectTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ConnectTarget {
+    /// The TLS server name for certificate verification.
+    pub fn server_name(&self) -> io::Result<rustls::pki_types::ServerName<'static>> {
+        rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+}
+
+/// What the client needs from an async runtime.
+///
+/// Implemented by `mq_tokio::TokioRuntime` and `mq_async_std::AsyncIoRuntime`; implement it
+/// yourself to run the client on another executor.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A connected stream (TCP, or TLS over TCP) that hyper can drive.
+    type Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static;
+
+    /// Opens a connection with `TCP_NODELAY` set, performing the TLS handshake when
+    /// `target.tls` is set (with certificate verification; never bypassed).
+    fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>>;
+
+    /// Runs a future in the background.
+    fn spawn(&self, future: BoxFuture<()>);
+
+    /// Completes after `duration`.
+    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
+}
+
+/// Runs `future` for at most `duration` on `runtime`'s timer; `None` on timeout.
+pub(crate) async fn timeout<R: Runtime, T>(
+    runtime: &R,
+    duration: Duration,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    let future = std::pin::pin!(future);
+    match futures::future::select(future, runtime.sleep(duration)).await {
+        futures::future::Either::Left((value, _)) => Some(value),
+        futures::future::Either::Right(_) => None,
+    }
+}

@@ -1,0 +1,151 @@
+//! [`TransactionProducer`]: half messages, commit/rollback, and the transaction checker.
+
+use crate::checker::{CheckerHandle, CheckerReport, run_checker_loop};
+use crate::client::Client;
+use crate::consumer::{ack_handles, receive};
+use crate::error::{AckError, Error};
+use crate::producer::publish_checked;
+use crate::runtime::Runtime;
+use mq_proto::client::PublishReceipt;
+use mq_proto::machine::{CheckerConfig, Decision};
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, GroupId, Message, ReceiptHandle, TagFilter, TopicMessage,
+    TopicName, TransCheckImmunity, WaitSeconds,
+};
+use std::future::Future;
+
+/// Publishes transactional (half) messages on one topic and resolves them for one group.
+///
+/// Flow: [`publish`](Self::publish) returns a receipt with a handle; [`commit`](Self::commit)
+/// or [`rollback`](Self::rollback) with it before the check immunity elapses. Messages left
+/// unresolved are offered back through [`consume_half`](Self::consume_half); the
+/// [`run_checker`](Self::run_checker) loop does that for you and asks your closure for each
+/// decision.
+#[derive(Debug, Clone)]
+pub struct TransactionProducer<R: Runtime> {
+    client: Client<R>,
+    topic: TopicName,
+    group: GroupId,
+}
+
+impl<R: Runtime> TransactionProducer<R> {
+    pub(crate) fn new(client: Client<R>, topic: TopicName, group: GroupId) -> Self {
+        Self {
+            client,
+            topic,
+            group,
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// The group that checks the transactions.
+    pub fn group(&self) -> &GroupId {
+        &self.group
+    }
+
+    /// Publishes a half message. Without a check immunity set on the message, the minimum
+    /// (10 s) is used. The receipt carries the handle for commit/rollback.
+    pub async fn publish(&self, message: TopicMessage) -> Result<PublishReceipt, Error> {
+        let message = if message.is_transactional() {
+            message
+        } else {
+            message.with_trans_check_immunity(TransCheckImmunity::default())
+        };
+        let receipt = publish_checked(&self.client, &self.topic, &message).await?;
+        if receipt.receipt_handle.is_none() {
+            return Err(Error::Response(
+                mq_proto::client::DecodeError::MissingElement("ReceiptHandle"),
+            ));
+        }
+        Ok(receipt)
+    }
+
+    /// Commits a half message: it becomes visible to consumers.
+    pub async fn commit(&self, handle: &ReceiptHandle) -> Result<(), AckError> {
+        self.decide(handle, AckKind::Commit).await
+    }
+
+    /// Rolls back a half message: it is dropped.
+    pub async fn rollback(&self, handle: &ReceiptHandle) -> Result<(), AckError> {
+        self.decide(handle, AckKind::Rollback).await
+    }
+
+    async fn decide(&self, handle: &ReceiptHandle, kind: AckKind) -> Result<(), AckError> {
+        let failures = ack_handles(
+            &self.client,
+            &self.topic,
+            &self.group,
+            kind,
+            std::slice::from_ref(handle),
+        )
+        .await?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(AckError::Partial(failures))
+        }
+    }
+
+    /// Receives half messages whose check time has come (each with a fresh handle).
+    pub async fn consume_half(
+        &self,
+        batch: BatchSize,
+        wait: WaitSeconds,
+    ) -> Result<Vec<Message>, Error> {
+        receive(
+            &self.client,
+            &self.topic,
+            &self.group,
+            ConsumeKind::Half,
+            batch,
+            wait,
+            &TagFilter::All,
+        )
+        .await
+    }
+
+    /// Runs the transaction checker until `shutdown` completes: polls half messages, calls
+    /// `decide` for each and sends the decision (commit or rollback; `Unknown` leaves the
+    /// message for the next check). In-flight decisions are finished before it returns.
+    pub async fn run_checker<F, Fut, S>(&self, decide: F, shutdown: S) -> Result<CheckerReport, Error>
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+        S: Future<Output = ()> + Send,
+    {
+        self.run_checker_with_config(CheckerConfig::default(), decide, shutdown)
+            .await
+    }
+
+    /// [`run_checker`](Self::run_checker) with explicit settings.
+    pub async fn run_checker_with_config<F, Fut, S>(
+        &self,
+        config: CheckerConfig,
+        decide: F,
+        shutdown: S,
+    ) -> Result<CheckerReport, Error>
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+        S: Future<Output = ()> + Send,
+    {
+        run_checker_loop(self.clone(), config, decide, shutdown).await
+    }
+
+    /// Starts the checker in the background; stop it with [`CheckerHandle::shutdown`].
+    pub fn spawn_checker<F, Fut>(&self, decide: F) -> CheckerHandle
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+    {
+        CheckerHandle::spawn(self.clone(), CheckerConfig::default(), decide)
+    }
+
+    pub(crate) fn client(&self) -> &Client<R> {
+        &self.client
+    }
+}

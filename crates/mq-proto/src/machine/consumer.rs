@@ -1,0 +1,745 @@
+//! The consumer loop: long-poll receives, backpressure, batched acks with expiry checks.
+//!
+//! See the [module docs](super) for the call order every machine follows.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::retry::{Backoff, FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
+use super::{MAX_ACK_HANDLES, is_expired, is_gone};
+use crate::message::Message;
+use crate::ops::{ConsumeKind, ErrorCode, HandleFailure};
+use crate::types::{BatchSize, ReceiptHandle, WaitSeconds};
+
+/// Settings of a [`ConsumerMachine`].
+///
+/// ```
+/// use std::time::Duration;
+/// use mq_proto::{BatchSize, ConsumeKind, WaitSeconds};
+/// use mq_proto::machine::ConsumerConfig;
+///
+/// let c = ConsumerConfig::orderly()
+///     .with_batch(BatchSize::new(8)?)
+///     .with_wait(WaitSeconds::new(10)?)
+///     .with_max_in_hand(32)
+///     .with_ack_flush_delay(Duration::from_millis(50));
+/// assert_eq!(c.kind(), ConsumeKind::Orderly);
+/// assert_eq!(ConsumerConfig::default().kind(), ConsumeKind::Normal);
+/// # Ok::<(), mq_proto::InvalidValue>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumerConfig {
+    kind: ConsumeKind,
+    batch: BatchSize,
+    wait: WaitSeconds,
+    max_in_hand: usize,
+    ack_flush_delay: Duration,
+    ack_margin_ms: u64,
+    min_empty_poll_interval: Duration,
+    retry: RetryConfig,
+}
+
+impl Default for ConsumerConfig {
+    /// Normal consumption, batches of 16, 30 s long poll, at most 64 messages in hand, acks
+    /// flushed after 100 ms, 200 ms ack margin, empty polls at most once per second.
+    fn default() -> Self {
+        Self {
+            kind: ConsumeKind::Normal,
+            batch: BatchSize::MAX,
+            wait: WaitSeconds::MAX,
+            max_in_hand: 64,
+            ack_flush_delay: Duration::from_millis(100),
+            ack_margin_ms: 200,
+            min_empty_poll_interval: Duration::from_secs(1),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Defaults for normal (unordered) consumption.
+    pub fn normal() -> Self {
+        Self::default()
+    }
+
+    /// Defaults for orderly consumption (`trans=order`).
+    pub fn orderly() -> Self {
+        Self {
+            kind: ConsumeKind::Orderly,
+            ..Self::default()
+        }
+    }
+
+    /// Messages asked for per receive (fewer when close to the in-hand bound).
+    #[must_use]
+    pub fn with_batch(mut self, batch: BatchSize) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Long-poll seconds per receive.
+    #[must_use]
+    pub fn with_wait(mut self, wait: WaitSeconds) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Most messages handed out and neither acked nor released (0 is treated as 1).
+    #[must_use]
+    pub fn with_max_in_hand(mut self, n: usize) -> Self {
+        self.max_in_hand = n.max(1);
+        self
+    }
+
+    /// How long the first queued ack waits for more before a partial batch is sent.
+    #[must_use]
+    pub fn with_ack_flush_delay(mut self, d: Duration) -> Self {
+        self.ack_flush_delay = d;
+        self
+    }
+
+    /// An ack is dropped (reported as [`ConsumerEvent::AckExpired`]) instead of sent when its
+    /// handle's `NextConsumeTime` is earlier than the wall clock plus this margin (ms).
+    #[must_use]
+    pub fn with_ack_margin_ms(mut self, ms: u64) -> Self {
+        self.ack_margin_ms = ms;
+        self
+    }
+
+    /// After a receive that came back empty, the next one starts no earlier than this long
+    /// after the empty one was sent (guards against a hot loop with a 0 s wait).
+    #[must_use]
+    pub fn with_min_empty_poll_interval(mut self, d: Duration) -> Self {
+        self.min_empty_poll_interval = d;
+        self
+    }
+
+    /// Retry policy of acks; its backoff also paces receives after failures.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Normal or orderly.
+    pub fn kind(&self) -> ConsumeKind {
+        self.kind
+    }
+
+    /// Messages asked for per receive.
+    pub fn batch(&self) -> BatchSize {
+        self.batch
+    }
+
+    /// Long-poll seconds.
+    pub fn wait(&self) -> WaitSeconds {
+        self.wait
+    }
+
+    /// Bound on messages in hand.
+    pub fn max_in_hand(&self) -> usize {
+        self.max_in_hand
+    }
+
+    /// Partial ack batch delay.
+    pub fn ack_flush_delay(&self) -> Duration {
+        self.ack_flush_delay
+    }
+
+    /// Ack expiry margin (ms).
+    pub fn ack_margin_ms(&self) -> u64 {
+        self.ack_margin_ms
+    }
+
+    /// Pace of empty polls.
+    pub fn min_empty_poll_interval(&self) -> Duration {
+        self.min_empty_poll_interval
+    }
+
+    /// Retry policy.
+    pub fn retry(&self) -> &RetryConfig {
+        &self.retry
+    }
+}
+
+/// A request the driver should send for a [`ConsumerMachine`] (deliberately exhaustive: a
+/// driver must handle every kind).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsumerTransmit {
+    /// Consume messages; answer with [`ConsumerMachine::handle_receive`].
+    Receive {
+        /// Request id to pass back.
+        id: u64,
+        /// Normal or orderly.
+        kind: ConsumeKind,
+        /// `numOfMessages`.
+        batch: BatchSize,
+        /// `waitseconds`.
+        wait: WaitSeconds,
+    },
+    /// Acknowledge these handles (1..=16); answer with [`ConsumerMachine::handle_ack`].
+    Ack {
+        /// Request id to pass back.
+        id: u64,
+        /// The handles, in the order to send them.
+        handles: Vec<ReceiptHandle>,
+    },
+}
+
+/// Something the user of a [`ConsumerMachine`] should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsumerEvent {
+    /// A received message, now in hand: ack it with [`ConsumerMachine::ack`] or give it back
+    /// with [`ConsumerMachine::release`].
+    Message(Message),
+    /// These handles were acknowledged by the server.
+    Acked(Vec<ReceiptHandle>),
+    /// The server refused to ack one handle (usually expired or superseded).
+    AckFailed(HandleFailure),
+    /// An ack was dropped locally: the handle's `NextConsumeTime` had passed (by the ack
+    /// margin), so the message will be delivered again.
+    AckExpired(ReceiptHandle),
+    /// A receive failed; the loop retries after a backoff.
+    ReceiveError(FailureKind),
+    /// An ack request failed for good; these handles were not (provably) acknowledged.
+    AckError(FailureKind, Vec<ReceiptHandle>),
+    /// After [`ConsumerMachine::shutdown`]: nothing is outstanding any more. Emitted once.
+    Drained,
+}
+
+/// Why [`ConsumerMachine::ack`] or [`ConsumerMachine::release`] refused a handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckRefused {
+    /// The handle is not in hand: never handed out, released, or its ack already finished.
+    #[error("receipt handle is not in hand (unknown, released or already settled)")]
+    UnknownHandle,
+    /// An ack for the handle is already queued or in flight.
+    #[error("receipt handle is already being acknowledged")]
+    AlreadyAcked,
+}
+
+#[derive(Clone, Debug)]
+struct Queued {
+    handle: ReceiptHandle,
+    next_consume_time: u64,
+    at: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    InFlight { id: u64 },
+    Waiting { until: Instant },
+}
+
+#[derive(Clone, Debug)]
+struct AckBatch {
+    handles: Vec<(ReceiptHandle, u64)>,
+    retry: RetryState,
+    phase: Phase,
+}
+
+/// The consumer loop as a pure state machine.
+///
+/// * Keeps exactly one receive outstanding while running and while fewer than
+///   [`max_in_hand`](ConsumerConfig::with_max_in_hand) messages are in hand (handed out and
+///   neither acked nor released); a receive never asks for more than the remaining room.
+/// * Queues acks and sends them in batches of up to 16, or after the flush delay. A handle
+///   whose `NextConsumeTime` has passed (by the margin) is dropped and reported instead.
+/// * Retries failed ack requests per the [`RetryConfig`] (acks are idempotent; a resent batch
+///   whose earlier attempt may have reached the server counts per-handle `MessageNotExist` /
+///   `ReceiptHandleError` answers as success, since that attempt probably settled them).
+/// * Backs off after failed receives (capped, jittered, never giving up) and reports each.
+/// * [`shutdown`](Self::shutdown) stops receiving, flushes acks and emits
+///   [`ConsumerEvent::Drained`] once no receive, no ack and no message in hand remains.
+///
+/// Request ids are unique per machine; answers with an unknown id are ignored.
+///
+/// ```
+/// use std::time::Instant;
+/// use mq_proto::machine::{ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit};
+///
+/// let now = Instant::now();
+/// let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
+/// let Some(ConsumerTransmit::Receive { id, .. }) = m.poll_transmit(now, 0) else { panic!() };
+/// assert_eq!(m.poll_transmit(now, 0), None); // only one receive at a time
+/// m.handle_receive(now, 0, id, Ok(vec![]));
+/// m.shutdown(now);
+/// assert_eq!(m.poll_event(), Some(ConsumerEvent::Drained));
+/// ```
+#[derive(Debug)]
+pub struct ConsumerMachine {
+    config: ConsumerConfig,
+    rng: fastrand::Rng,
+    backoff: Backoff,
+    next_id: u64,
+    receive: Option<(u64, Instant)>,
+    receive_not_before: Option<Instant>,
+    in_hand: HashMap<ReceiptHandle, u64>,
+    acking: HashSet<ReceiptHandle>,
+    queue: VecDeque<Queued>,
+    batches: Vec<AckBatch>,
+    events: VecDeque<ConsumerEvent>,
+    shutting_down: bool,
+    drained: bool,
+}
+
+impl ConsumerMachine {
+    /// A machine with this configuration; `seed` drives the backoff jitter.
+    pub fn new(config: ConsumerConfig, seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let backoff = Backoff::new(&config.retry, rng.u64(..));
+        Self {
+            config,
+            rng,
+            backoff,
+            next_id: 1,
+            receive: None,
+            receive_not_before: None,
+            in_hand: HashMap::new(),
+            acking: HashSet::new(),
+            queue: VecDeque::new(),
+            batches: Vec::new(),
+            events: VecDeque::new(),
+            shutting_down: false,
+            drained: false,
+        }
+    }
+
+    // ----- getters -----
+
+    /// The configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// Messages handed out and neither acked nor released.
+    pub fn in_hand(&self) -> usize {
+        self.in_hand.len()
+    }
+
+    /// Whether this handle is in hand.
+    pub fn is_in_hand(&self, handle: &ReceiptHandle) -> bool {
+        self.in_hand.contains_key(handle)
+    }
+
+    /// Handles whose ack is queued, in flight or waiting for a retry.
+    pub fn pending_acks(&self) -> usize {
+        self.acking.len()
+    }
+
+    /// Ack requests sent and not yet answered.
+    pub fn acks_in_flight(&self) -> usize {
+        self.batches
+            .iter()
+            .filter(|b| matches!(b.phase, Phase::InFlight { .. }))
+            .count()
+    }
+
+    /// The id of the receive in flight, if any.
+    pub fn receive_in_flight(&self) -> Option<u64> {
+        self.receive.map(|(id, _)| id)
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Whether [`ConsumerEvent::Drained`] has been emitted.
+    pub fn is_drained(&self) -> bool {
+        self.drained
+    }
+
+    // ----- inputs -----
+
+    /// The answer to [`ConsumerTransmit::Receive`] `id`: the messages (empty = none), or why
+    /// the request failed. A 404 `MessageNotExist` failure is treated as an empty answer;
+    /// [`FailureKind::Cancelled`] is not reported as an error.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        id: u64,
+        result: Result<Vec<Message>, FailureKind>,
+    ) {
+        let Some((sent_id, sent_at)) = self.receive else {
+            return;
+        };
+        if sent_id != id {
+            return;
+        }
+        self.receive = None;
+        let result = match result {
+            Err(FailureKind::Status {
+                code: Some(ErrorCode::MessageNotExist),
+                ..
+            }) => Ok(Vec::new()),
+            other => other,
+        };
+        match result {
+            Ok(messages) => {
+                self.backoff.reset();
+                let pace = sent_at.checked_add(self.config.min_empty_poll_interval);
+                if let Some(t) = pace.filter(|t| messages.is_empty() && *t > now) {
+                    self.receive_not_before = Some(t);
+                }
+                for m in messages {
+                    let h = &m.receipt_handle;
+                    if self.in_hand.contains_key(h) || self.acking.contains(h) {
+                        continue; // the same delivery twice: hand it out once
+                    }
+                    self.in_hand.insert(h.clone(), m.next_consume_time);
+                    self.events.push_back(ConsumerEvent::Message(m));
+                }
+            }
+            Err(failure) => {
+                let delay = self.backoff.next_delay();
+                if !self.shutting_down {
+                    self.receive_not_before = now.checked_add(delay);
+                }
+                if failure != FailureKind::Cancelled {
+                    self.events.push_back(ConsumerEvent::ReceiveError(failure));
+                }
+            }
+        }
+        self.sweep_expired(wall_ms);
+        self.check_drained();
+    }
+
+    /// The answer to [`ConsumerTransmit::Ack`] `id`: the per-handle failures (empty = all
+    /// acknowledged), or why the request failed.
+    pub fn handle_ack(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        id: u64,
+        result: Result<Vec<HandleFailure>, FailureKind>,
+    ) {
+        let Some(pos) = self
+            .batches
+            .iter()
+            .position(|b| b.phase == Phase::InFlight { id })
+        else {
+            return;
+        };
+        let mut batch = self.batches.remove(pos);
+        match result {
+            Ok(failures) => self.settle(batch, failures),
+            Err(failure) => match batch.retry.on_failure(now, &failure) {
+                RetryDecision::Retry { after } => {
+                    batch.phase = Phase::Waiting {
+                        until: now.checked_add(after).unwrap_or(now),
+                    };
+                    self.batches.push(batch);
+                }
+                RetryDecision::GiveUp => {
+                    let handles: Vec<ReceiptHandle> =
+                        batch.handles.into_iter().map(|(h, _)| h).collect();
+                    for h in &handles {
+                        self.acking.remove(h);
+                    }
+                    self.events
+                        .push_back(ConsumerEvent::AckError(failure, handles));
+                }
+            },
+        }
+        self.sweep_expired(wall_ms);
+        self.check_drained();
+    }
+
+    /// Timers: call when [`poll_timeout`](Self::poll_timeout) is reached (calling it early or
+    /// late is harmless).
+    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
+        if self.receive_not_before.is_some_and(|t| t <= now) {
+            self.receive_not_before = None;
+        }
+        self.sweep_expired(wall_ms);
+        self.check_drained();
+    }
+
+    // ----- commands -----
+
+    /// Queues an ack for a message in hand. If its `NextConsumeTime` has already passed (by
+    /// the margin) nothing is queued and [`ConsumerEvent::AckExpired`] is emitted.
+    pub fn ack(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        handle: &ReceiptHandle,
+    ) -> Result<(), AckRefused> {
+        let Some(nct) = self.in_hand.remove(handle) else {
+            return Err(if self.acking.contains(handle) {
+                AckRefused::AlreadyAcked
+            } else {
+                AckRefused::UnknownHandle
+            });
+        };
+        if is_expired(nct, wall_ms, self.config.ack_margin_ms) {
+            self.events
+                .push_back(ConsumerEvent::AckExpired(handle.clone()));
+        } else {
+            self.acking.insert(handle.clone());
+            self.queue.push_back(Queued {
+                handle: handle.clone(),
+                next_consume_time: nct,
+                at: now,
+            });
+        }
+        self.check_drained();
+        Ok(())
+    }
+
+    /// Gives a message back without acking it: it stops counting as in hand, and the broker
+    /// delivers it again after its `NextConsumeTime`.
+    pub fn release(&mut self, handle: &ReceiptHandle) -> Result<(), AckRefused> {
+        if self.in_hand.remove(handle).is_some() {
+            self.check_drained();
+            Ok(())
+        } else if self.acking.contains(handle) {
+            Err(AckRefused::AlreadyAcked)
+        } else {
+            Err(AckRefused::UnknownHandle)
+        }
+    }
+
+    /// Releases every message in hand; returns how many there were.
+    pub fn release_all(&mut self) -> usize {
+        let n = self.in_hand.len();
+        self.in_hand.clear();
+        self.check_drained();
+        n
+    }
+
+    /// Stops issuing receives and flushes queued acks at once. A receive in flight is still
+    /// awaited (the driver may abort it and report [`FailureKind::Cancelled`]); messages it
+    /// brings are handed out as usual. [`ConsumerEvent::Drained`] follows once nothing is
+    /// outstanding, messages in hand included (see [`release_all`](Self::release_all)).
+    pub fn shutdown(&mut self, _now: Instant) {
+        self.shutting_down = true;
+        self.receive_not_before = None;
+        self.check_drained();
+    }
+
+    // ----- outputs -----
+
+    /// The next request to send, if any is due at `now`. `wall_ms` (epoch ms) is used to
+    /// drop acks whose handles have expired.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, wall_ms: u64) -> Option<ConsumerTransmit> {
+        let t = self
+            .poll_ack_retry(now, wall_ms)
+            .or_else(|| self.poll_ack_flush(now, wall_ms))
+            .or_else(|| self.poll_receive(now));
+        self.check_drained();
+        t
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let receive = if self.shutting_down || self.receive.is_some() {
+            None
+        } else {
+            self.receive_not_before
+        };
+        let flush = self.queue.front().map(|q| {
+            if self.queue.len() >= MAX_ACK_HANDLES || self.shutting_down {
+                q.at
+            } else {
+                q.at.checked_add(self.config.ack_flush_delay)
+                    .unwrap_or(q.at)
+            }
+        });
+        let retries = self.batches.iter().filter_map(|b| match b.phase {
+            Phase::Waiting { until } => Some(until),
+            Phase::InFlight { .. } => None,
+        });
+        receive.into_iter().chain(flush).chain(retries).min()
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    fn poll_ack_retry(&mut self, now: Instant, wall_ms: u64) -> Option<ConsumerTransmit> {
+        let margin = self.config.ack_margin_ms;
+        while let Some(pos) = self
+            .batches
+            .iter()
+            .position(|b| matches!(b.phase, Phase::Waiting { until } if until <= now))
+        {
+            let batch = &mut self.batches[pos];
+            let mut expired = Vec::new();
+            batch.handles.retain(|(h, nct)| {
+                let gone = is_expired(*nct, wall_ms, margin);
+                if gone {
+                    expired.push(h.clone());
+                }
+                !gone
+            });
+            for h in expired {
+                self.acking.remove(&h);
+                self.events.push_back(ConsumerEvent::AckExpired(h));
+            }
+            if self.batches[pos].handles.is_empty() {
+                self.batches.remove(pos);
+                continue;
+            }
+            let id = self.take_id();
+            let batch = &mut self.batches[pos];
+            batch.phase = Phase::InFlight { id };
+            let handles = batch.handles.iter().map(|(h, _)| h.clone()).collect();
+            return Some(ConsumerTransmit::Ack { id, handles });
+        }
+        None
+    }
+
+    fn poll_ack_flush(&mut self, now: Instant, wall_ms: u64) -> Option<ConsumerTransmit> {
+        loop {
+            let front = self.queue.front()?;
+            let due = self.queue.len() >= MAX_ACK_HANDLES
+                || self.shutting_down
+                || front
+                    .at
+                    .checked_add(self.config.ack_flush_delay)
+                    .is_none_or(|t| t <= now);
+            if !due {
+                return None;
+            }
+            let n = self.queue.len().min(MAX_ACK_HANDLES);
+            let mut handles = Vec::with_capacity(n);
+            for q in self.queue.drain(..n) {
+                if is_expired(q.next_consume_time, wall_ms, self.config.ack_margin_ms) {
+                    self.acking.remove(&q.handle);
+                    self.events.push_back(ConsumerEvent::AckExpired(q.handle));
+                } else {
+                    handles.push((q.handle, q.next_consume_time));
+                }
+            }
+            if handles.is_empty() {
+                continue;
+            }
+            let id = self.take_id();
+            let seed = self.rng.u64(..);
+            let retry = RetryState::new(
+                self.config.retry.clone(),
+                Idempotency::Idempotent,
+                seed,
+                now,
+            );
+            let list = handles.iter().map(|(h, _)| h.clone()).collect();
+            self.batches.push(AckBatch {
+                handles,
+                retry,
+                phase: Phase::InFlight { id },
+            });
+            return Some(ConsumerTransmit::Ack { id, handles: list });
+        }
+    }
+
+    fn poll_receive(&mut self, now: Instant) -> Option<ConsumerTransmit> {
+        if self.shutting_down || self.receive.is_some() {
+            return None;
+        }
+        if self.receive_not_before.is_some_and(|t| t > now) {
+            return None;
+        }
+        self.receive_not_before = None;
+        let room = self.config.max_in_hand.saturating_sub(self.in_hand.len());
+        if room == 0 {
+            return None;
+        }
+        let n = u8::try_from(room).unwrap_or(u8::MAX);
+        let batch = BatchSize::new(n.min(self.config.batch.get())).unwrap_or(BatchSize::MIN);
+        let id = self.take_id();
+        self.receive = Some((id, now));
+        Some(ConsumerTransmit::Receive {
+            id,
+            kind: self.config.kind,
+            batch,
+            wait: self.config.wait,
+        })
+    }
+
+    /// Turns a successful ack answer into events.
+    fn settle(&mut self, batch: AckBatch, failures: Vec<HandleFailure>) {
+        let resent = batch.retry.earlier_attempt_may_have_reached_server();
+        let mut acked = Vec::with_capacity(batch.handles.len());
+        let mut failures = failures;
+        for (h, _) in batch.handles {
+            self.acking.remove(&h);
+            let failure = failures
+                .iter()
+                .position(|f| f.receipt_handle == h.as_str())
+                .map(|i| failures.swap_remove(i));
+            match failure {
+                Some(f) if !(resent && is_gone(&f.code)) => {
+                    self.events.push_back(ConsumerEvent::AckFailed(f));
+                }
+                _ => acked.push(h),
+            }
+        }
+        // Failures naming handles this batch did not hold (or with no handle) are still
+        // the server's word: report them rather than lose them.
+        for f in failures {
+            self.events.push_back(ConsumerEvent::AckFailed(f));
+        }
+        if !acked.is_empty() {
+            self.events.push_back(ConsumerEvent::Acked(acked));
+        }
+    }
+
+    /// Drops queued acks and acks waiting for a retry whose handles have expired.
+    fn sweep_expired(&mut self, wall_ms: u64) {
+        let margin = self.config.ack_margin_ms;
+        let mut expired = Vec::new();
+        self.queue.retain(|q| {
+            let gone = is_expired(q.next_consume_time, wall_ms, margin);
+            if gone {
+                expired.push(q.handle.clone());
+            }
+            !gone
+        });
+        for b in &mut self.batches {
+            if matches!(b.phase, Phase::Waiting { .. }) {
+                b.handles.retain(|(h, nct)| {
+                    let gone = is_expired(*nct, wall_ms, margin);
+                    if gone {
+                        expired.push(h.clone());
+                    }
+                    !gone
+                });
+            }
+        }
+        self.batches.retain(|b| !b.handles.is_empty());
+        for h in expired {
+            self.acking.remove(&h);
+            self.events.push_back(ConsumerEvent::AckExpired(h));
+        }
+    }
+
+    fn check_drained(&mut self) {
+        if self.shutting_down
+            && !self.drained
+            && self.receive.is_none()
+            && self.queue.is_empty()
+            && self.batches.is_empty()
+            && self.in_hand.is_empty()
+        {
+            self.drained = true;
+            self.events.push_back(ConsumerEvent::Drained);
+        }
+    }
+}

@@ -1,0 +1,704 @@
+//! Failure classification, backoff and per-request retry decisions.
+//!
+//! * [`FailureKind`] says what went wrong with one attempt, in transport-neutral terms.
+//! * [`RetryConfig`] holds the policy (attempts, backoff, time budget, publish semantics).
+//! * [`Backoff`] computes the delays: capped exponential growth with seeded jitter.
+//! * [`RetryState`] tracks one logical request and answers [`RetryDecision`] per failure.
+//!
+//! Nothing here reads a clock: `now` is an argument, and randomness comes from a seed.
+
+use std::time::{Duration, Instant};
+
+use crate::ops::ErrorCode;
+
+/// What went wrong with one attempt of a request.
+///
+/// The runtime driver builds this from its transport error or from a decoded error response.
+///
+/// ```
+/// use mq_proto::ErrorCode;
+/// use mq_proto::machine::FailureKind;
+///
+/// assert!(FailureKind::Connect.is_transient());
+/// assert!(!FailureKind::Connect.request_may_have_reached_server());
+/// assert!(FailureKind::status(500, Some(ErrorCode::InternalError)).is_transient());
+/// assert!(FailureKind::status(400, Some(ErrorCode::QpsLimitExceeded)).is_transient());
+/// assert!(!FailureKind::status(403, Some(ErrorCode::SignatureDoesNotMatch)).is_transient());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Could not connect (DNS, TCP or TLS failure): the request was provably not sent.
+    Connect,
+    /// A pooled connection was found closed before the request was written: provably not sent.
+    NotSent,
+    /// The connection was reset or closed after the request may have been sent.
+    ConnectionLost,
+    /// No (complete) answer within the configured time; the request may have been processed.
+    Timeout,
+    /// The service answered with an error status.
+    Status {
+        /// HTTP status code.
+        status: u16,
+        /// Error code from the `Error` body, when there was one.
+        code: Option<ErrorCode>,
+    },
+    /// The answer could not be decoded.
+    InvalidResponse,
+    /// The driver abandoned the request on purpose (for example on shutdown). Never retried.
+    Cancelled,
+    /// Anything else (for example a local configuration problem). Never retried.
+    Other,
+}
+
+impl FailureKind {
+    /// A service error with this status and optional code.
+    pub fn status(status: u16, code: Option<ErrorCode>) -> Self {
+        Self::Status { status, code }
+    }
+
+    /// Whether a later attempt may succeed: connection problems, timeouts, 5xx and throttling
+    /// (`Throttling`, `QpsLimitExceeded`, `RequestTimeout`, status 429 or 503).
+    ///
+    /// Client errors (other 4xx: authentication, `InvalidArgument`, `TopicNotExist`, ...),
+    /// undecodable answers, cancellations and [`FailureKind::Other`] are final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect | Self::NotSent | Self::ConnectionLost | Self::Timeout => true,
+            Self::Status { status, code } => {
+                self.is_throttling()
+                    || matches!(code, Some(ErrorCode::Other(c)) if c == "RequestTimeout")
+                    || (500..600).contains(status)
+                    || code.as_ref().is_some_and(|c| {
+                        matches!(c, ErrorCode::InternalError | ErrorCode::InternalServerError)
+                    })
+            }
+            Self::InvalidResponse | Self::Cancelled | Self::Other => false,
+        }
+    }
+
+    /// Whether the service asked the client to slow down (`Throttling`, `QpsLimitExceeded`,
+    /// status 429 or 503).
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            Self::Status { status, code } => {
+                matches!(status, 429 | 503)
+                    || matches!(
+                        code,
+                        Some(ErrorCode::Throttling | ErrorCode::QpsLimitExceeded)
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the request may have reached the server (and may have been processed).
+    ///
+    /// Only [`FailureKind::Connect`] and [`FailureKind::NotSent`] prove that it did not.
+    pub fn request_may_have_reached_server(&self) -> bool {
+        !matches!(self, Self::Connect | Self::NotSent)
+    }
+}
+
+/// How a backoff delay is randomised (all variants are capped by
+/// [`RetryConfig::max_backoff`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// No randomness: `initial · multiplierⁿ`.
+    None,
+    /// "Full jitter": uniform in `[0, initial · multiplierⁿ]`.
+    #[default]
+    Full,
+    /// "Decorrelated jitter": uniform in `[initial, previous · multiplier]`.
+    Decorrelated,
+}
+
+/// Retry policy: attempts, backoff and time budget.
+///
+/// ```
+/// use std::time::Duration;
+/// use mq_proto::machine::RetryConfig;
+///
+/// let c = RetryConfig::default()
+///     .with_max_attempts(5)
+///     .with_initial_backoff(Duration::from_millis(50))
+///     .with_budget(Duration::from_secs(10));
+/// assert_eq!(c.max_attempts(), 5);
+/// assert_eq!(RetryConfig::disabled().max_attempts(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryConfig {
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+    budget: Duration,
+    publish_at_least_once: bool,
+}
+
+impl Default for RetryConfig {
+    /// 3 attempts, 100 ms initial backoff doubling up to 5 s, full jitter, 30 s budget,
+    /// at-most-once publish.
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            multiplier: 2.0,
+            jitter: Jitter::Full,
+            budget: Duration::from_secs(30),
+            publish_at_least_once: false,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// A policy that never retries (one attempt).
+    pub fn disabled() -> Self {
+        Self::default().with_max_attempts(1)
+    }
+
+    /// Attempts per request, the first included (0 is treated as 1).
+    #[must_use]
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Delay before the first retry (before jitter).
+    #[must_use]
+    pub fn with_initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+
+    /// Upper bound of any single delay.
+    #[must_use]
+    pub fn with_max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+
+    /// Growth factor per failure; values below 1 or not finite are treated as 1.
+    #[must_use]
+    pub fn with_multiplier(mut self, m: f64) -> Self {
+        self.multiplier = if m.is_finite() && m >= 1.0 { m } else { 1.0 };
+        self
+    }
+
+    /// How delays are randomised.
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Total time a request may take from its first attempt; no retry starts after it.
+    #[must_use]
+    pub fn with_budget(mut self, d: Duration) -> Self {
+        self.budget = d;
+        self
+    }
+
+    /// Retry publishes even when the failed attempt may have reached the server (possible
+    /// duplicates: at-least-once). Off by default: publishes are then retried only when the
+    /// request was provably not sent.
+    #[must_use]
+    pub fn with_publish_at_least_once(mut self, on: bool) -> Self {
+        self.publish_at_least_once = on;
+        self
+    }
+
+    /// Attempts per request, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Delay before the first retry (before jitter).
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// Upper bound of any single delay.
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// Growth factor per failure.
+    pub fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+
+    /// How delays are randomised.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// Total time budget of a request.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Whether publishes are retried at-least-once.
+    pub fn publish_at_least_once(&self) -> bool {
+        self.publish_at_least_once
+    }
+}
+
+/// Whether resending a request is harmless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Consume, ack, commit and rollback: safe to resend.
+    ///
+    /// A resent ack (or commit/rollback) whose first attempt did reach the server may be
+    /// answered with a per-handle `MessageNotExist`/`ReceiptHandleError` for the handles that
+    /// attempt already settled; the consumer and checker machines treat those answers as
+    /// success for a resent request.
+    Idempotent,
+    /// Publish: a resend may store the message twice.
+    NonIdempotent,
+}
+
+/// Smallest delay [`Backoff`] ever returns, so that a failure never triggers a resend at the
+/// same instant.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(1);
+
+/// Capped exponential backoff with seeded jitter, without an attempt limit.
+///
+/// Used directly by loops that never give up (the consumer's receive loop) and by
+/// [`RetryState`] for single requests.
+///
+/// ```
+/// use std::time::Duration;
+/// use mq_proto::machine::{Backoff, Jitter, RetryConfig};
+///
+/// let config = RetryConfig::default().with_jitter(Jitter::None);
+/// let mut b = Backoff::new(&config, 7);
+/// assert_eq!(b.next_delay(), Duration::from_millis(100));
+/// assert_eq!(b.next_delay(), Duration::from_millis(200));
+/// b.reset();
+/// assert_eq!(b.next_delay(), Duration::from_millis(100));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    initial_ns: u64,
+    max_ns: u64,
+    multiplier: f64,
+    jitter: Jitter,
+    rng: fastrand::Rng,
+    failures: u32,
+    prev_ns: u64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `a · b` for a non-negative finite `b`, saturating at `cap`.
+fn scale(a: u64, b: f64, cap: u64) -> u64 {
+    // Precision loss is irrelevant for delays; the float is finite and ≥ 0 here.
+    #[allow(clippy::cast_precision_loss)]
+    let v = a as f64 * b;
+    if !v.is_finite() || v >= cap as f64 {
+        cap
+    } else {
+        // v is in [0, cap): the cast cannot truncate meaningfully.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let r = v as u64;
+        r.min(cap)
+    }
+}
+
+impl Backoff {
+    /// A backoff following `config`, with jitter drawn from a RNG seeded with `seed`.
+    pub fn new(config: &RetryConfig, seed: u64) -> Self {
+        let max_ns = nanos(config.max_backoff);
+        Self {
+            initial_ns: nanos(config.initial_backoff).min(max_ns),
+            max_ns,
+            multiplier: config.multiplier,
+            jitter: config.jitter,
+            rng: fastrand::Rng::with_seed(seed),
+            failures: 0,
+            prev_ns: 0,
+        }
+    }
+
+    /// Failures since the last [`reset`](Self::reset).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The delay after one more failure (at least [`MIN_BACKOFF`]).
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = i32::try_from(self.failures).unwrap_or(i32::MAX);
+        let ceiling = scale(self.initial_ns, self.multiplier.powi(exp), self.max_ns);
+        let ns = match self.jitter {
+            Jitter::None => ceiling,
+            Jitter::Full => self.rng.u64(0..=ceiling),
+            Jitter::Decorrelated => {
+                let prev = if self.failures == 0 {
+                    self.initial_ns
+                } else {
+                    self.prev_ns
+                };
+                let hi = scale(prev, self.multiplier, self.max_ns).max(self.initial_ns);
+                self.rng.u64(self.initial_ns..=hi)
+            }
+        };
+        self.failures = self.failures.saturating_add(1);
+        self.prev_ns = ns;
+        Duration::from_nanos(ns).max(MIN_BACKOFF)
+    }
+
+    /// Forgets past failures (call after a success).
+    pub fn reset(&mut self) {
+        self.failures = 0;
+        self.prev_ns = 0;
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Send the request again after this delay.
+    Retry {
+        /// Delay from the failure.
+        after: Duration,
+    },
+    /// Report the failure; no more attempts.
+    GiveUp,
+}
+
+/// Retry bookkeeping of one logical request (all its attempts).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use mq_proto::machine::{FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
+///
+/// let start = Instant::now();
+/// let mut publish = RetryState::new(RetryConfig::default(), Idempotency::NonIdempotent, 1, start);
+/// // The request may have been stored: at-most-once publish does not resend it.
+/// assert_eq!(publish.on_failure(start, &FailureKind::Timeout), RetryDecision::GiveUp);
+///
+/// let mut ack = RetryState::new(RetryConfig::default(), Idempotency::Idempotent, 1, start);
+/// assert!(matches!(ack.on_failure(start, &FailureKind::Timeout), RetryDecision::Retry { .. }));
+/// assert_eq!(ack.attempts(), 2);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RetryState {
+    config: RetryConfig,
+    idempotency: Idempotency,
+    backoff: Backoff,
+    deadline: Option<Instant>,
+    attempts: u32,
+    may_have_reached_server: bool,
+}
+
+impl RetryState {
+    /// State for a request whose first attempt starts at `start`.
+    pub fn new(config: RetryConfig, idempotency: Idempotency, seed: u64, start: Instant) -> Self {
+        let backoff = Backoff::new(&config, seed);
+        let deadline = start.checked_add(config.budget);
+        Self {
+            config,
+            idempotency,
+            backoff,
+            deadline,
+            attempts: 1,
+            may_have_reached_server: false,
+        }
+    }
+
+    /// Attempts started so far, the first included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Whether an earlier failed attempt may have reached the server (so a resend may meet
+    /// the effects of that attempt).
+    pub fn earlier_attempt_may_have_reached_server(&self) -> bool {
+        self.may_have_reached_server
+    }
+
+    /// The instant after which no retry starts (`None` if the budget overflows `Instant`).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The policy in use.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
+    }
+
+    /// Decides about the attempt that just failed at `now`.
+    ///
+    /// Gives up when the failure is not transient, when a non-idempotent request may have
+    /// reached the server (unless [`RetryConfig::with_publish_at_least_once`]), when the
+    /// attempts are used up, or when the retry would start after the budget. On `Retry` the
+    /// attempt counter is incremented.
+    pub fn on_failure(&mut self, now: Instant, failure: &FailureKind) -> RetryDecision {
+        if failure.request_may_have_reached_server() {
+            self.may_have_reached_server = true;
+        }
+        if !failure.is_transient() {
+            return RetryDecision::GiveUp;
+        }
+        if self.idempotency == Idempotency::NonIdempotent
+            && failure.request_may_have_reached_server()
+            && !self.config.publish_at_least_once
+        {
+            return RetryDecision::GiveUp;
+        }
+        if self.attempts >= self.config.max_attempts {
+            return RetryDecision::GiveUp;
+        }
+        let after = self.backoff.next_delay();
+        if let Some(deadline) = self.deadline {
+            match now.checked_add(after) {
+                Some(at) if at <= deadline => {}
+                _ => return RetryDecision::GiveUp,
+            }
+        }
+        self.attempts += 1;
+        RetryDecision::Retry { after }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tests need some `Instant`; only the test itself reads the clock.
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    fn st(status: u16, code: Option<ErrorCode>) -> FailureKind {
+        FailureKind::status(status, code)
+    }
+
+    #[test]
+    fn classification_table() {
+        use ErrorCode as E;
+        // (failure, transient, may have reached server)
+        let table: Vec<(FailureKind, bool, bool)> = vec![
+            (FailureKind::Connect, true, false),
+            (FailureKind::NotSent, true, false),
+            (FailureKind::ConnectionLost, true, true),
+            (FailureKind::Timeout, true, true),
+            (FailureKind::InvalidResponse, false, true),
+            (FailureKind::Cancelled, false, true),
+            (FailureKind::Other, false, true),
+            (st(500, Some(E::InternalError)), true, true),
+            (st(500, None), true, true),
+            (st(502, None), true, true),
+            (st(503, None), true, true),
+            (st(503, Some(E::Throttling)), true, true),
+            (st(400, Some(E::Throttling)), true, true),
+            (st(400, Some(E::QpsLimitExceeded)), true, true),
+            (st(429, None), true, true),
+            (st(400, Some(E::Other("RequestTimeout".into()))), true, true),
+            (st(400, Some(E::InvalidArgument)), false, true),
+            (st(400, Some(E::MalformedXml)), false, true),
+            (st(403, Some(E::SignatureDoesNotMatch)), false, true),
+            (st(403, Some(E::AccessDenied)), false, true),
+            (st(403, Some(E::InvalidAccessKeyId)), false, true),
+            (st(404, Some(E::TopicNotExist)), false, true),
+            (st(408, Some(E::TimeExpired)), false, true),
+            (st(400, None), false, true),
+            (st(302, None), false, true),
+        ];
+        for (f, transient, reached) in table {
+            assert_eq!(f.is_transient(), transient, "{f:?}");
+            assert_eq!(f.request_may_have_reached_server(), reached, "{f:?}");
+        }
+        assert!(st(429, None).is_throttling());
+        assert!(!st(500, None).is_throttling());
+        assert!(!FailureKind::Timeout.is_throttling());
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_and_caps() {
+        let c = RetryConfig::default()
+            .with_jitter(Jitter::None)
+            .with_initial_backoff(Duration::from_millis(100))
+            .with_max_backoff(Duration::from_millis(1000));
+        let mut b = Backoff::new(&c, 0);
+        let got: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(b.failures(), 7);
+        // Very many failures: no overflow, still capped.
+        for _ in 0..10_000 {
+            assert_eq!(b.next_delay(), Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn full_jitter_stays_in_bounds() {
+        let c = RetryConfig::default().with_max_backoff(Duration::from_secs(2));
+        let mut b = Backoff::new(&c, 42);
+        for n in 0..40u32 {
+            let d = b.next_delay();
+            let ceiling = (100u64 << n.min(20)).min(2000);
+            assert!(d >= MIN_BACKOFF, "{d:?}");
+            assert!(d <= Duration::from_millis(ceiling), "{n}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn decorrelated_jitter_stays_in_bounds() {
+        let c = RetryConfig::default()
+            .with_jitter(Jitter::Decorrelated)
+            .with_multiplier(3.0)
+            .with_max_backoff(Duration::from_secs(3));
+        let mut b = Backoff::new(&c, 9);
+        let mut prev = Duration::from_millis(100);
+        for _ in 0..200 {
+            let d = b.next_delay();
+            assert!(d >= Duration::from_millis(100));
+            assert!(
+                d <= (prev * 3)
+                    .min(Duration::from_secs(3))
+                    .max(Duration::from_millis(100))
+            );
+            prev = d;
+        }
+    }
+
+    #[test]
+    fn jitter_is_deterministic_per_seed() {
+        let c = RetryConfig::default();
+        let run = |seed| {
+            let mut b = Backoff::new(&c, seed);
+            (0..10).map(|_| b.next_delay()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(5), run(5));
+        assert_ne!(run(5), run(6));
+    }
+
+    #[test]
+    fn zero_backoff_is_floored() {
+        let c = RetryConfig::default()
+            .with_initial_backoff(Duration::ZERO)
+            .with_jitter(Jitter::None);
+        let mut b = Backoff::new(&c, 1);
+        assert_eq!(b.next_delay(), MIN_BACKOFF);
+    }
+
+    #[test]
+    fn bad_multiplier_is_sanitised() {
+        assert_eq!(
+            RetryConfig::default()
+                .with_multiplier(f64::NAN)
+                .multiplier(),
+            1.0
+        );
+        assert_eq!(
+            RetryConfig::default().with_multiplier(0.5).multiplier(),
+            1.0
+        );
+        assert_eq!(
+            RetryConfig::default().with_max_attempts(0).max_attempts(),
+            1
+        );
+    }
+
+    #[test]
+    fn attempts_are_limited() {
+        let t0 = start();
+        let mut r = RetryState::new(RetryConfig::default(), Idempotency::Idempotent, 3, t0);
+        assert!(matches!(
+            r.on_failure(t0, &FailureKind::Timeout),
+            RetryDecision::Retry { .. }
+        ));
+        assert!(matches!(
+            r.on_failure(t0, &FailureKind::Timeout),
+            RetryDecision::Retry { .. }
+        ));
+        assert_eq!(r.attempts(), 3);
+        assert_eq!(
+            r.on_failure(t0, &FailureKind::Timeout),
+            RetryDecision::GiveUp
+        );
+        let mut d = RetryState::new(RetryConfig::disabled(), Idempotency::Idempotent, 3, t0);
+        assert_eq!(
+            d.on_failure(t0, &FailureKind::Connect),
+            RetryDecision::GiveUp
+        );
+    }
+
+    #[test]
+    fn non_transient_gives_up_at_once() {
+        let t0 = start();
+        let mut r = RetryState::new(RetryConfig::default(), Idempotency::Idempotent, 3, t0);
+        let auth = st(403, Some(ErrorCode::SignatureDoesNotMatch));
+        assert_eq!(r.on_failure(t0, &auth), RetryDecision::GiveUp);
+        assert_eq!(r.attempts(), 1);
+    }
+
+    #[test]
+    fn budget_is_never_exceeded() {
+        let t0 = start();
+        let c = RetryConfig::default()
+            .with_max_attempts(100)
+            .with_jitter(Jitter::None)
+            .with_initial_backoff(Duration::from_secs(1))
+            .with_max_backoff(Duration::from_secs(1))
+            .with_budget(Duration::from_millis(2500));
+        let mut r = RetryState::new(c, Idempotency::Idempotent, 3, t0);
+        let mut now = t0;
+        let mut retries = 0;
+        while let RetryDecision::Retry { after } = r.on_failure(now, &FailureKind::Timeout) {
+            now += after;
+            assert!(now <= t0 + Duration::from_millis(2500));
+            retries += 1;
+        }
+        assert_eq!(retries, 2);
+        // Late failure: no retry at all.
+        let mut late = RetryState::new(RetryConfig::default(), Idempotency::Idempotent, 3, t0);
+        let after_budget = t0 + Duration::from_secs(31);
+        assert_eq!(
+            late.on_failure(after_budget, &FailureKind::Connect),
+            RetryDecision::GiveUp
+        );
+    }
+
+    #[test]
+    fn publish_is_retried_only_when_provably_not_sent() {
+        let t0 = start();
+        let new = |c: RetryConfig| RetryState::new(c, Idempotency::NonIdempotent, 1, t0);
+        for f in [FailureKind::Connect, FailureKind::NotSent] {
+            let mut r = new(RetryConfig::default());
+            assert!(
+                matches!(r.on_failure(t0, &f), RetryDecision::Retry { .. }),
+                "{f:?}"
+            );
+            assert!(!r.earlier_attempt_may_have_reached_server());
+        }
+        for f in [
+            FailureKind::ConnectionLost,
+            FailureKind::Timeout,
+            st(500, None),
+            st(503, Some(ErrorCode::Throttling)),
+        ] {
+            let mut r = new(RetryConfig::default());
+            assert_eq!(r.on_failure(t0, &f), RetryDecision::GiveUp, "{f:?}");
+            let mut alo = new(RetryConfig::default().with_publish_at_least_once(true));
+            assert!(
+                matches!(alo.on_failure(t0, &f), RetryDecision::Retry { .. }),
+                "{f:?}"
+            );
+            assert!(alo.earlier_attempt_may_have_reached_server());
+        }
+        // At-least-once does not make client errors retryable.
+        let mut alo = new(RetryConfig::default().with_publish_at_least_once(true));
+        assert_eq!(
+            alo.on_failure(t0, &st(400, Some(ErrorCode::InvalidArgument))),
+            RetryDecision::GiveUp
+        );
+    }
+}

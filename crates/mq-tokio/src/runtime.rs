@@ -1,0 +1,123 @@
+//! [`TokioRuntime`]: the tokio implementation of [`mq_client::Runtime`].
+
+use mq_client::{BoxFuture, ConnectTarget, Runtime};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+
+/// Runs the client on tokio. `Default` captures the current runtime handle when there is one
+/// (otherwise tasks are spawned on the runtime current at spawn time).
+#[derive(Clone, Debug)]
+pub struct TokioRuntime {
+    handle: Option<Handle>,
+}
+
+impl Default for TokioRuntime {
+    fn default() -> Self {
+        Self {
+            handle: Handle::try_current().ok(),
+        }
+    }
+}
+
+impl TokioRuntime {
+    /// Runs client tasks on this runtime.
+    pub fn with_handle(handle: Handle) -> Self {
+        Self {
+            handle: Some(handle),
+        }
+    }
+}
+
+/// A plain or TLS connection.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The connection type hyper drives on tokio.
+pub type TokioIo = hyper_util::rt::TokioIo<Stream>;
+
+impl Runtime for TokioRuntime {
+    type Io = TokioIo;
+
+    fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = match &target.tls {
+                None => Stream::Plain(tcp),
+                Some(config) => {
+                    let name = target.server_name()?;
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await?;
+                    Stream::Tls(Box::new(tls))
+                }
+            };
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        match &self.handle {
+            Some(h) => {
+                h.spawn(future);
+            }
+            None => {
+                tokio::spawn(future);
+            }
+        }
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
