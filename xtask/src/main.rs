@@ -114,7 +114,14 @@ fn ci() -> Result {
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     let python = interop_env()?;
     run(
@@ -124,10 +131,7 @@ fn ci() -> Result {
             .env("MQ_INTEROP_PYTHON", &python)
             .env("MQ_REQUIRE_INTEROP", "1"),
     )?;
-    run(
-        "doctest",
-        cargo().args(["test", "--workspace", "--doc"]),
-    )?;
+    run("doctest", cargo().args(["test", "--workspace", "--doc"]))?;
     run(
         "doc",
         cargo()
@@ -136,10 +140,7 @@ fn ci() -> Result {
     )?;
     ensure_installed("deny", "cargo-deny")?;
     deny()?;
-    println!(
-        "\n==> ci passed in {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("\n==> ci passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -152,7 +153,10 @@ fn deny() -> Result {
         return Ok(());
     }
     // Distinguish "advisories could not be fetched" from real findings.
-    run("deny", cargo().args(["deny", "check", "bans", "licenses", "sources"]))?;
+    run(
+        "deny",
+        cargo().args(["deny", "check", "bans", "licenses", "sources"]),
+    )?;
     if run(
         "deny",
         cargo().args(["deny", "check", "--disable-fetch", "advisories"]),
@@ -211,7 +215,8 @@ fn interop_env() -> Result<PathBuf> {
             PYTHON_SDK,
         ]),
     )?;
-    std::fs::write(&marker, PYTHON_SDK).map_err(|e| format!("writing {}: {e}", marker.display()))?;
+    std::fs::write(&marker, PYTHON_SDK)
+        .map_err(|e| format!("writing {}: {e}", marker.display()))?;
     Ok(python)
 }
 

@@ -14,11 +14,14 @@
 use crate::server::{Credential, ServerConfig};
 use mq_proto::{InstanceId, TopicName};
 use serde::Deserialize;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Flags of `mq-broker` (and `mq serve`).
-#[derive(Clone, Debug, Default, clap::Args)]
+///
+/// Its `Debug` output shows credentials as `AK:<redacted>[@INSTANCE]`.
+#[derive(Clone, Default, clap::Args)]
 pub struct BrokerArgs {
     /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
     #[arg(long)]
@@ -49,7 +52,34 @@ pub struct BrokerArgs {
     pub half_check_horizon_secs: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+impl fmt::Debug for BrokerArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let credentials: Vec<String> = self.credentials.iter().map(|c| redact(c)).collect();
+        f.debug_struct("BrokerArgs")
+            .field("listen", &self.listen)
+            .field("credentials", &credentials)
+            .field("topics", &self.topics)
+            .field("config", &self.config)
+            .field("invisibility_secs", &self.invisibility_secs)
+            .field("order_invisibility_secs", &self.order_invisibility_secs)
+            .field("half_check_interval_secs", &self.half_check_interval_secs)
+            .field("half_check_horizon_secs", &self.half_check_horizon_secs)
+            .finish()
+    }
+}
+
+/// `AK:SK@INST` → `AK:<redacted>@INST` (the secret never reaches logs).
+fn redact(credential: &str) -> String {
+    match credential.split_once(':') {
+        Some((id, rest)) => match rest.rsplit_once('@') {
+            Some((_, instance)) => format!("{id}:<redacted>@{instance}"),
+            None => format!("{id}:<redacted>"),
+        },
+        None => "<redacted>".to_owned(),
+    }
+}
+
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
@@ -167,9 +197,45 @@ mod tests {
         let (config, source) = load_config(&args).unwrap();
         assert_eq!(source, CredentialSource::Configured);
         assert_eq!(config.listen.port(), 0);
-        assert_eq!(config.credentials[0].instance.as_ref().unwrap().as_str(), "MQ_INST_x");
+        assert_eq!(
+            config.credentials[0].instance.as_ref().unwrap().as_str(),
+            "MQ_INST_x"
+        );
         assert_eq!(config.topics.len(), 2);
         assert_eq!(config.core.invisibility_ms, 5_000);
-        assert!(load_config(&BrokerArgs { credentials: vec!["nocolon".into()], ..Default::default() }).is_err());
+        assert!(
+            load_config(&BrokerArgs {
+                credentials: vec!["nocolon".into()],
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let args = BrokerArgs {
+            credentials: vec![
+                "id1:s3cret".into(),
+                "id2:t0psecret@MQ_INST_x".into(),
+                "junk".into(),
+            ],
+            ..Default::default()
+        };
+        let text = format!("{args:?}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("t0psecret") && !text.contains("junk"),
+            "{text}"
+        );
+        assert!(
+            text.contains("id1:<redacted>") && text.contains("id2:<redacted>@MQ_INST_x"),
+            "{text}"
+        );
+        let (config, _) = load_config(&BrokerArgs {
+            credentials: vec!["id1:s3cret".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 }

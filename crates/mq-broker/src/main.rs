@@ -9,7 +9,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "mq-broker", version, about = "Local ApsaraMQ for RocketMQ HTTP broker (emulator)")]
+#[command(
+    name = "mq-broker",
+    version,
+    about = "Local ApsaraMQ for RocketMQ HTTP broker (emulator)"
+)]
 struct Cli {
     #[command(flatten)]
     args: BrokerArgs,
@@ -24,7 +28,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mq-broker: cannot start the runtime: {e}");
@@ -42,6 +49,10 @@ fn main() -> ExitCode {
 
 async fn run(args: BrokerArgs) -> Result<(), String> {
     let (config, source) = load_config(&args)?;
+    // Install the signal handlers before announcing the address: a supervisor may send
+    // SIGTERM as soon as it has read the first line, and must then see a graceful exit.
+    let mut signals =
+        Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listen = config.listen;
     let topics = config.topics.len();
     let broker = Broker::start(config)
@@ -67,34 +78,62 @@ async fn run(args: BrokerArgs) -> Result<(), String> {
         if topics == 0 {
             let _ = writeln!(out, "topics: created on first use");
         } else {
-            let _ = writeln!(out, "topics: {topics} declared; others answer TopicNotExist");
+            let _ = writeln!(
+                out,
+                "topics: {topics} declared; others answer TopicNotExist"
+            );
         }
         let _ = out.flush();
     }
-    shutdown_signal().await;
+    signals.recv().await;
     eprintln!("mq-broker: shutting down");
-    broker.shutdown().await;
+    tokio::select! {
+        () = broker.shutdown() => {}
+        () = signals.recv() => eprintln!("mq-broker: second signal, stopping now"),
+    }
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), registered when created.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(windows)]
+        {
+            Ok(Self {
+                ctrl_c: tokio::signal::windows::ctrl_c()?,
+            })
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Waits for the next signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(windows)]
+        {
+            let _ = self.ctrl_c.recv().await;
+        }
     }
 }

@@ -10,25 +10,27 @@
 
 use crate::core::{BrokerCore, CoreConfig, CoreError, Stats};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mq_proto::server::{
     Operation, ParsedRequest, RequestError, authenticate, encode_errors, encode_messages,
     encode_publish_response, error_response, parse_request, request_id, response,
 };
-use mq_proto::{ConsumeKind, ErrorCode, InstanceId, TopicName};
+use mq_proto::{ErrorCode, InstanceId, TopicName};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 /// An access key the broker accepts, optionally limited to one instance.
 #[derive(Clone, PartialEq, Eq)]
@@ -100,6 +102,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most long polls waiting at once; further ones are answered at once.
     pub max_waiting_polls: usize,
+    /// How long [`Broker::shutdown`] waits for in-flight requests before closing the
+    /// remaining connections.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -110,6 +115,7 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(60),
             max_connections: 20_000,
             max_waiting_polls: 20_000,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -148,6 +154,9 @@ struct Shared {
     credentials: HashMap<String, Credential>,
     host_id: String,
     limits: Limits,
+    /// One change channel per topic that has had a waiting poll. Only topics the core knows
+    /// get one (a poll subscribes after its consume succeeded), so the map is bounded by the
+    /// core's topics. Lock order: `core`, then `topic_watches`.
     topic_watches: Mutex<HashMap<TopicKey, watch::Sender<u64>>>,
     reschedule: Notify,
     shutdown: watch::Sender<bool>,
@@ -160,59 +169,94 @@ struct Shared {
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
+/// Moves a topic's channel to `version`, waking its receivers if that is news.
+fn advance_watch(tx: &watch::Sender<u64>, version: u64) {
+    tx.send_if_modified(|old| {
+        if *old != version {
+            *old = version;
+            true
+        } else {
+            false
+        }
+    });
+}
+
 impl Shared {
-    fn lock_core(&self) -> std::sync::MutexGuard<'_, BrokerCore> {
+    fn lock_core(&self) -> MutexGuard<'_, BrokerCore> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_watches(&self) -> MutexGuard<'_, HashMap<TopicKey, watch::Sender<u64>>> {
+        self.topic_watches.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn next_request_id(&self) -> String {
         request_id(self.requests.fetch_add(1, Ordering::Relaxed) ^ self.seed)
     }
 
-    fn subscribe(&self, key: &TopicKey) -> watch::Receiver<u64> {
-        let mut watches = self.topic_watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches
+    /// Subscribes to the change counter of a topic. Must be called with the core locked
+    /// (`core` is the guarded value), right after a consume found nothing: no change can
+    /// slip in between, and the channel is first brought up to the core's current version so
+    /// that only later changes wake the receiver.
+    fn subscribe(&self, core: &BrokerCore, key: &TopicKey) -> watch::Receiver<u64> {
+        let version = core.topic_version(key.0.as_ref(), &key.1);
+        let mut watches = self.lock_watches();
+        let tx = watches
             .entry(key.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+            .or_insert_with(|| watch::channel(version).0);
+        advance_watch(tx, version);
+        tx.subscribe()
     }
 
     /// Wakes the waiters of every topic whose change counter moved.
     fn publish_versions(&self, core: &BrokerCore) {
-        let watches = self.topic_watches.lock().unwrap_or_else(|e| e.into_inner());
+        let watches = self.lock_watches();
         for ((instance, topic), tx) in watches.iter() {
-            let v = core.topic_version(instance.as_ref(), topic);
-            tx.send_if_modified(|old| {
-                if *old != v {
-                    *old = v;
-                    true
-                } else {
-                    false
-                }
-            });
+            advance_watch(tx, core.topic_version(instance.as_ref(), topic));
         }
     }
 
     /// Wakes the waiters of one topic if its counter moved, and re-arms the timer task.
     fn changed(&self, core: &BrokerCore, key: &TopicKey) {
-        let v = core.topic_version(key.0.as_ref(), &key.1);
-        let watches = self.topic_watches.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = watches.get(key) {
-            tx.send_if_modified(|old| {
-                if *old != v {
-                    *old = v;
-                    true
-                } else {
-                    false
-                }
-            });
+        let version = core.topic_version(key.0.as_ref(), &key.1);
+        if let Some(tx) = self.lock_watches().get(key) {
+            advance_watch(tx, version);
         }
-        drop(watches);
         self.reschedule.notify_one();
+    }
+}
+
+/// A place among the waiting long polls; given back on drop, including when hyper drops
+/// the request future because the client went away.
+struct PollSlot<'a>(&'a Shared);
+
+impl<'a> PollSlot<'a> {
+    fn acquire(shared: &'a Shared) -> Option<Self> {
+        let before = shared.waiting_polls.fetch_add(1, Ordering::AcqRel);
+        if before >= shared.limits.max_waiting_polls {
+            shared.waiting_polls.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(shared))
+    }
+}
+
+impl Drop for PollSlot<'_> {
+    fn drop(&mut self) {
+        self.0.waiting_polls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts an open connection for as long as it lives (also when its task is aborted).
+struct ConnectionSlot(Arc<Shared>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -239,7 +283,8 @@ impl Broker {
     /// use mq_broker::{Broker, ServerConfig};
     /// let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     /// let broker = Broker::start(config).await?;
-    /// println!("listening on {}", broker.endpoint());
+    /// assert!(broker.endpoint().starts_with("http://127.0.0.1:"));
+    /// assert_eq!(broker.stats().published, 0);
     /// broker.shutdown().await;
     /// # Ok(()) }
     /// ```
@@ -302,8 +347,10 @@ impl Broker {
         self.shared.lock_core().stats()
     }
 
-    /// Stops accepting, answers waiting long polls at once, lets in-flight requests finish,
-    /// and returns when every connection is closed.
+    /// Stops accepting, answers waiting long polls at once (`MessageNotExist`, or the
+    /// messages that arrived), lets in-flight requests finish and returns when every
+    /// connection is closed. Connections still busy after [`Limits::shutdown_grace`] (a
+    /// client slowly sending a request) are closed.
     pub async fn shutdown(self) {
         let _ = self.shared.shutdown.send(true);
         let _ = self.done.await;
@@ -323,7 +370,7 @@ async fn timer_task(shared: Arc<Shared>) {
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = shared.reschedule.notified() => continue,
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let mut core = shared.lock_core();
         core.maintain(now_ms());
@@ -334,20 +381,23 @@ async fn timer_task(shared: Arc<Shared>) {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = shared.shutdown.subscribe();
+    let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            _ = shutdown.wait_for(|stop| *stop) => break,
         };
         let (stream, _peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if shared.connections.load(Ordering::Relaxed) >= shared.limits.max_connections {
+        if shared.connections.load(Ordering::Acquire) >= shared.limits.max_connections {
             tracing::warn!("connection limit reached; closing new connection");
             drop(stream);
             continue;
@@ -365,27 +415,70 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .max_buf_size(64 * 1024)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
-        let counter = shared.clone();
-        counter.connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(shared.clone());
+        tasks.spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with error");
             }
-            counter.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(shared.limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            "connections still busy at the end of the shutdown grace period; closing them"
+        );
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
-fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let body = body.into();
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    if let Ok(v) = http::HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
-    }
-    resp
+/// The server-side counters added to `GET /stats`.
+#[derive(Serialize)]
+struct ServerStats {
+    connections: usize,
+    waiting_polls: usize,
+    requests: u64,
+}
+
+/// The `GET /stats` document: the core's [`Stats`] plus a `server` object.
+#[derive(Serialize)]
+struct StatsDocument {
+    #[serde(flatten)]
+    core: Stats,
+    server: ServerStats,
+}
+
+fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
+    let doc = StatsDocument {
+        core: shared.lock_core().stats(),
+        server: ServerStats {
+            connections: shared.connections.load(Ordering::Acquire),
+            waiting_polls: shared.waiting_polls.load(Ordering::Acquire),
+            requests: shared.requests.load(Ordering::Relaxed).saturating_sub(1),
+        },
+    };
+    serde_json::to_vec_pretty(&doc)
+}
+
+/// A non-XML answer (`/health`, `/stats`) with the protocol headers all responses carry.
+fn plain(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    rid: &str,
+) -> Response<Full<Bytes>> {
+    let mut resp = response(status, body, rid);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    full(resp)
 }
 
 fn full(resp: Response<Bytes>) -> Response<Full<Bytes>> {
@@ -396,20 +489,27 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
     let started = Instant::now();
     let rid = shared.next_request_id();
     let method = req.method().clone();
+    // The request-target as received (origin form), which is what clients sign.
     let target = req
         .uri()
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
-    let resp = match (method.clone(), target.as_str()) {
-        (Method::GET, "/health") => text(StatusCode::OK, "text/plain", "ok\n"),
-        (Method::GET, "/stats") => {
-            let stats = shared.lock_core().stats();
-            match serde_json::to_vec_pretty(&stats) {
-                Ok(json) => text(StatusCode::OK, "application/json", json),
-                Err(e) => error(&shared, &rid, RequestError::new(ErrorCode::InternalError, e.to_string())),
-            }
-        }
+    let resp = match (&method, target.as_str()) {
+        (&Method::GET, "/health") => plain(
+            StatusCode::OK,
+            "text/plain;charset=utf-8",
+            Bytes::from_static(b"ok\n"),
+            &rid,
+        ),
+        (&Method::GET, "/stats") => match stats_document(&shared) {
+            Ok(json) => plain(StatusCode::OK, "application/json", json.into(), &rid),
+            Err(e) => error(
+                &shared,
+                &rid,
+                RequestError::new(ErrorCode::InternalError, e.to_string()),
+            ),
+        },
         _ => match serve_api(&shared, &rid, req, &method, &target).await {
             Ok(r) => r,
             Err(e) => error(&shared, &rid, e),
@@ -420,7 +520,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         %method,
         target = %target,
         status = resp.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     resp
@@ -442,24 +542,29 @@ async fn serve_api(
     target: &str,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let (parts, body) = req.into_parts();
-    // Authenticate before reading the body: the signature does not cover it.
+    // Authenticate and check the declared length before reading the body: the signature
+    // does not cover it, and with `Expect: 100-continue` the client only sends it (after
+    // hyper's `100 Continue`) once we start reading.
     let key_id = authenticate(method, target, &parts.headers, SystemTime::now(), |id| {
         shared
             .credentials
             .get(id)
             .map(|c| c.access_key_secret.clone())
     })?;
+    let max = shared.limits.max_body_bytes;
+    let too_big = || {
+        RequestError::new(
+            ErrorCode::InvalidArgument,
+            format!("The value of body should between 0 and {max} bytes."),
+        )
+    };
     let declared_len = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let max = shared.limits.max_body_bytes;
+        .and_then(|v| v.trim().parse::<u64>().ok());
     if declared_len.is_some_and(|l| l > max as u64) {
-        return Err(RequestError::new(
-            ErrorCode::InvalidArgument,
-            format!("The value of body should between 1 and {max} bytes."),
-        ));
+        return Err(too_big());
     }
     let body = match tokio::time::timeout(
         shared.limits.body_read_timeout,
@@ -468,6 +573,7 @@ async fn serve_api(
     .await
     {
         Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_big()),
         Ok(Err(e)) => {
             return Err(RequestError::new(
                 ErrorCode::InvalidArgument,
@@ -488,7 +594,13 @@ async fn serve_api(
         .and_then(|c| c.instance.as_ref())
     {
         if parsed.instance.as_ref() != Some(scope) {
-            return Err(RequestError::from_code(ErrorCode::AccessDenied));
+            return Err(RequestError::new(
+                ErrorCode::AccessDenied,
+                format!(
+                    "{} The AccessKey {key_id} is limited to instance {scope}.",
+                    ErrorCode::AccessDenied.default_message()
+                ),
+            ));
         }
     }
     dispatch(shared, rid, parsed).await
@@ -533,48 +645,52 @@ async fn dispatch(
         } => {
             let deadline = Instant::now() + Duration::from_secs(u64::from(wait.get()));
             let mut shutdown = shared.shutdown.subscribe();
-            let mut waiting = false;
-            let result = loop {
-                let mut changes = shared.subscribe(&key);
-                changes.borrow_and_update();
-                let messages = {
+            let mut slot = None;
+            loop {
+                let mut changes = {
                     let mut core = shared.lock_core();
-                    let r = core.consume(now_ms(), key.0.as_ref(), &key.1, &group, kind, &filter, batch);
+                    let found = core
+                        .consume(
+                            now_ms(),
+                            key.0.as_ref(),
+                            &key.1,
+                            &group,
+                            kind,
+                            &filter,
+                            batch,
+                        )
+                        .map_err(core_error)?;
+                    // The consume may have moved the next wake-up (new invisibility).
                     shared.reschedule.notify_one();
-                    r
-                };
-                let messages = match messages {
-                    Ok(m) => m,
-                    Err(e) => break Err(core_error(e)),
-                };
-                if !messages.is_empty() {
-                    break Ok(full(response(StatusCode::OK, encode_messages(&messages), rid)));
-                }
-                if Instant::now() >= deadline || *shutdown.borrow() {
-                    break Err(RequestError::from_code(ErrorCode::MessageNotExist));
-                }
-                if !waiting {
-                    if shared.waiting_polls.fetch_add(1, Ordering::Relaxed)
-                        >= shared.limits.max_waiting_polls
-                    {
-                        shared.waiting_polls.fetch_sub(1, Ordering::Relaxed);
-                        break Err(RequestError::from_code(ErrorCode::MessageNotExist));
+                    if !found.is_empty() {
+                        drop(core);
+                        return Ok(full(response(StatusCode::OK, encode_messages(&found), rid)));
                     }
-                    waiting = true;
+                    if Instant::now() >= deadline || *shutdown.borrow_and_update() {
+                        return Err(RequestError::from_code(ErrorCode::MessageNotExist));
+                    }
+                    shared.subscribe(&core, &key)
+                };
+                if slot.is_none() {
+                    slot = Some(
+                        PollSlot::acquire(shared)
+                            .ok_or_else(|| RequestError::from_code(ErrorCode::MessageNotExist))?,
+                    );
                 }
                 tokio::select! {
-                    _ = changes.changed() => {}
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // Unreachable while `shared` lives; never spin on it.
+                            tokio::select! {
+                                () = tokio::time::sleep_until(deadline.into()) => {}
+                                _ = shutdown.changed() => {}
+                            }
+                        }
+                    }
                     () = tokio::time::sleep_until(deadline.into()) => {}
                     _ = shutdown.changed() => {}
                 }
-            };
-            if waiting {
-                shared.waiting_polls.fetch_sub(1, Ordering::Relaxed);
             }
-            if kind == ConsumeKind::Half {
-                tracing::trace!(topic = %key.1, "half-message poll answered");
-            }
-            result
         }
         Operation::Ack {
             group,
@@ -583,7 +699,14 @@ async fn dispatch(
         } => {
             let mut core = shared.lock_core();
             let failures = core
-                .ack(now_ms(), key.0.as_ref(), &key.1, group.as_ref(), kind, &handles)
+                .ack(
+                    now_ms(),
+                    key.0.as_ref(),
+                    &key.1,
+                    group.as_ref(),
+                    kind,
+                    &handles,
+                )
                 .map_err(core_error)?;
             shared.changed(&core, &key);
             drop(core);

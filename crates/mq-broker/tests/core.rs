@@ -2,8 +2,8 @@
 
 use mq_broker::{BrokerCore, CoreConfig};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
-    Tag, TagFilter, TopicMessage, TopicName, TransCheckImmunity,
+    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message, Tag,
+    TagFilter, TopicMessage, TopicName, TransCheckImmunity,
 };
 
 const SEC: u64 = 1_000;
@@ -58,7 +58,15 @@ impl H {
     }
     fn consume_f(&mut self, now: u64, g: &str, kind: ConsumeKind, f: &str, n: u8) -> Vec<Message> {
         self.core
-            .consume(now, None, &self.t, &group(g), kind, &filter(f), BatchSize::new(n).unwrap())
+            .consume(
+                now,
+                None,
+                &self.t,
+                &group(g),
+                kind,
+                &filter(f),
+                BatchSize::new(n).unwrap(),
+            )
             .unwrap()
     }
     fn consume(&mut self, now: u64, g: &str, n: u8) -> Vec<Message> {
@@ -160,26 +168,60 @@ fn garbage_and_foreign_handles_are_receipt_handle_errors() {
     let inst = InstanceId::new("MQ_INST_1").unwrap();
     for t in [&h.t.clone(), &other_topic] {
         h.core
-            .consume(0, None, t, &group("G"), ConsumeKind::Normal, &TagFilter::All, BatchSize::new(1).unwrap())
+            .consume(
+                0,
+                None,
+                t,
+                &group("G"),
+                ConsumeKind::Normal,
+                &TagFilter::All,
+                BatchSize::new(1).unwrap(),
+            )
             .unwrap();
         h.core
-            .consume(0, Some(&inst), t, &group("G"), ConsumeKind::Normal, &TagFilter::All, BatchSize::new(1).unwrap())
+            .consume(
+                0,
+                Some(&inst),
+                t,
+                &group("G"),
+                ConsumeKind::Normal,
+                &TagFilter::All,
+                BatchSize::new(1).unwrap(),
+            )
             .unwrap();
     }
     h.consume(0, "G2", 1);
     h.publish(0, msg("m"));
     h.core.publish(0, None, &other_topic, msg("u")).unwrap();
-    h.core.publish(0, Some(&inst), &h.t.clone(), msg("i")).unwrap();
+    h.core
+        .publish(0, Some(&inst), &h.t.clone(), msg("i"))
+        .unwrap();
     let mine = handles(&h.consume(0, "G", 1));
     let g2 = handles(&h.consume(0, "G2", 1));
     let u = handles(
         &h.core
-            .consume(0, None, &other_topic, &group("G"), ConsumeKind::Normal, &TagFilter::All, BatchSize::new(1).unwrap())
+            .consume(
+                0,
+                None,
+                &other_topic,
+                &group("G"),
+                ConsumeKind::Normal,
+                &TagFilter::All,
+                BatchSize::new(1).unwrap(),
+            )
             .unwrap(),
     );
     let i = handles(
         &h.core
-            .consume(0, Some(&inst), &h.t.clone(), &group("G"), ConsumeKind::Normal, &TagFilter::All, BatchSize::new(1).unwrap())
+            .consume(
+                0,
+                Some(&inst),
+                &h.t.clone(),
+                &group("G"),
+                ConsumeKind::Normal,
+                &TagFilter::All,
+                BatchSize::new(1).unwrap(),
+            )
             .unwrap(),
     );
     let h0 = &mine[0];
@@ -261,12 +303,21 @@ fn partial_ack_applies_valid_handles() {
 fn whole_request_ack_errors() {
     let mut h = H::new();
     let t = h.t.clone();
-    let e = h.core.ack(0, None, &t, Some(&group("G")), AckKind::Ack, &[]).unwrap_err();
+    let e = h
+        .core
+        .ack(0, None, &t, Some(&group("G")), AckKind::Ack, &[])
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::MissingReceiptHandle);
     let many = vec!["x".to_owned(); 17];
-    let e = h.core.ack(0, None, &t, Some(&group("G")), AckKind::Ack, &many).unwrap_err();
+    let e = h
+        .core
+        .ack(0, None, &t, Some(&group("G")), AckKind::Ack, &many)
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
-    let e = h.core.ack(0, None, &t, None, AckKind::Ack, &many[..1]).unwrap_err();
+    let e = h
+        .core
+        .ack(0, None, &t, None, AckKind::Ack, &many[..1])
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
 }
 
@@ -305,7 +356,10 @@ fn filters_do_not_touch_invisible_messages() {
     let b = h.consume_f(SEC, "G", ConsumeKind::Normal, "B", 16);
     assert_eq!(bodies(&b), ["b"]);
     // "a" comes back after its invisibility; a B-filter consume then skips it.
-    assert!(h.consume_f(300 * SEC, "G", ConsumeKind::Normal, "B", 16).is_empty());
+    assert!(
+        h.consume_f(300 * SEC, "G", ConsumeKind::Normal, "B", 16)
+            .is_empty()
+    );
     assert!(h.consume(1000 * SEC, "G", 16).iter().all(|m| m.body != "a"));
 }
 
@@ -321,7 +375,14 @@ fn group_starts_after_registration() {
     let t = h.t.clone();
     let f = h
         .core
-        .ack(4 * SEC, None, &t, Some(&group("G2")), AckKind::Ack, &["junk".to_owned()])
+        .ack(
+            4 * SEC,
+            None,
+            &t,
+            Some(&group("G2")),
+            AckKind::Ack,
+            &["junk".to_owned()],
+        )
         .unwrap();
     assert_eq!(codes(&f), [ErrorCode::ReceiptHandleError]);
     h.publish(5 * SEC, msg("later"));
@@ -339,7 +400,10 @@ fn delayed_messages() {
     // Past or present start time: immediately visible.
     let p = h.publish(now, msg("past").with_start_deliver_time(now - 5));
     assert!(p.visible_now);
-    assert!(h.publish(now, msg("present").with_start_deliver_time(now)).visible_now);
+    assert!(
+        h.publish(now, msg("present").with_start_deliver_time(now))
+            .visible_now
+    );
     let p = h.publish(now, msg("future").with_start_deliver_time(now + 30 * SEC));
     assert!(!p.visible_now);
     assert_eq!(bodies(&h.consume(now, "G", 16)), ["past", "present"]);
@@ -358,7 +422,12 @@ fn delayed_messages() {
     let t = h.t.clone();
     let e = h
         .core
-        .publish(now, None, &t, msg("far").with_start_deliver_time(now + 40 * DAY + 1))
+        .publish(
+            now,
+            None,
+            &t,
+            msg("far").with_start_deliver_time(now + 40 * DAY + 1),
+        )
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
 }
@@ -374,7 +443,10 @@ fn transaction_commit_with_publish_handle() {
     assert!(h.consume(SEC, "G", 16).is_empty());
     assert!(h.pop(9 * SEC, 16).is_empty());
     let v = h.core.topic_version(None, &h.t);
-    assert!(h.resolve(9_999, AckKind::Commit, handle.as_str()).is_empty());
+    assert!(
+        h.resolve(9_999, AckKind::Commit, handle.as_str())
+            .is_empty()
+    );
     assert!(h.core.topic_version(None, &h.t) > v);
     let got = h.consume(10 * SEC, "G", 16);
     assert_eq!(bodies(&got), ["t1"]);
@@ -407,7 +479,10 @@ fn transaction_check_loop() {
     // Invisible for 10 s, then offered again with a new handle.
     assert!(h.pop(20 * SEC - 1, 16).is_empty());
     // A filter selects half messages but skips nothing.
-    assert!(h.consume_f(20 * SEC, "GID_checker", ConsumeKind::Half, "Y", 16).is_empty());
+    assert!(
+        h.consume_f(20 * SEC, "GID_checker", ConsumeKind::Half, "Y", 16)
+            .is_empty()
+    );
     let second = h.consume_f(20 * SEC, "GID_other", ConsumeKind::Half, "X", 16);
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].consumed_times, 2);
@@ -416,7 +491,10 @@ fn transaction_check_loop() {
     // The superseded pop handle fails, the latest one commits.
     let f = h.resolve(21 * SEC, AckKind::Commit, first[0].receipt_handle.as_str());
     assert_eq!(codes(&f), [ErrorCode::MessageNotExist]);
-    assert!(h.resolve(21 * SEC, AckKind::Commit, second[0].receipt_handle.as_str()).is_empty());
+    assert!(
+        h.resolve(21 * SEC, AckKind::Commit, second[0].receipt_handle.as_str())
+            .is_empty()
+    );
     assert_eq!(bodies(&h.consume(21 * SEC, "G", 16)), ["t"]);
     // Half pops did not register the checker groups.
     let stats = h.core.stats();
@@ -432,10 +510,21 @@ fn transaction_rollback_and_pop_handle_expiry() {
     h.publish(0, trans("r", 10));
     let popped = h.pop(10 * SEC, 16);
     // The pop handle expires at the next check time.
-    let f = h.resolve(20 * SEC, AckKind::Rollback, popped[0].receipt_handle.as_str());
+    let f = h.resolve(
+        20 * SEC,
+        AckKind::Rollback,
+        popped[0].receipt_handle.as_str(),
+    );
     assert_eq!(codes(&f), [ErrorCode::MessageNotExist]);
     let again = h.pop(20 * SEC, 16);
-    assert!(h.resolve(25 * SEC, AckKind::Rollback, again[0].receipt_handle.as_str()).is_empty());
+    assert!(
+        h.resolve(
+            25 * SEC,
+            AckKind::Rollback,
+            again[0].receipt_handle.as_str()
+        )
+        .is_empty()
+    );
     assert!(h.pop(DAY / 2, 16).is_empty());
     assert!(h.consume(DAY / 2, "G", 16).is_empty());
     assert_eq!(h.core.stats().topics[0].half_rolled_back, 1);
@@ -451,7 +540,14 @@ fn transaction_commit_accepts_a_group_and_keeps_schedule() {
     let t = h.t.clone();
     let f = h
         .core
-        .ack(SEC, None, &t, Some(&group("GID_producer")), AckKind::Commit, &[p.receipt_handle.unwrap().to_string()])
+        .ack(
+            SEC,
+            None,
+            &t,
+            Some(&group("GID_producer")),
+            AckKind::Commit,
+            &[p.receipt_handle.unwrap().to_string()],
+        )
         .unwrap();
     assert!(f.is_empty());
     assert!(h.consume(at - 1, "G", 16).is_empty());
@@ -518,7 +614,10 @@ fn dead_letter_after_max_deliveries() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].consumed_times, 288);
     let s = h.group_stats("G");
-    assert_eq!((s.dead_lettered, s.delivered, s.acked, s.ready, s.in_flight), (1, 576, 1, 0, 0));
+    assert_eq!(
+        (s.dead_lettered, s.delivered, s.acked, s.ready, s.in_flight),
+        (1, 576, 1, 0, 0)
+    );
 }
 
 #[test]
@@ -570,7 +669,10 @@ fn ordered_fifo_per_partition_and_blocking() {
     assert!(h.core.topic_version(None, &h.t) > v);
     assert_eq!(bodies(&h.orderly(3 * SEC, "G", 16)), ["b1", "b2"]);
     // Ack a0 and a2 but not a1: A stays blocked ...
-    let part = vec![got[0].receipt_handle.to_string(), got[2].receipt_handle.to_string()];
+    let part = vec![
+        got[0].receipt_handle.to_string(),
+        got[2].receipt_handle.to_string(),
+    ];
     assert!(h.ack(4 * SEC, "G", &part).is_empty());
     assert!(h.orderly(60 * SEC, "G", 16).is_empty());
     // ... until the 60 s invisibility ends: only a1 comes again, with a new handle.
@@ -635,21 +737,30 @@ fn limits() {
     let mut publish = |m: TopicMessage| h.core.publish(0, None, &t, m);
     let max = 4 * 1024 * 1024;
     assert!(publish(msg(&"x".repeat(max))).is_ok());
-    assert_eq!(publish(msg(&"x".repeat(max + 1))).unwrap_err().code, ErrorCode::InvalidArgument);
+    assert_eq!(
+        publish(msg(&"x".repeat(max + 1))).unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
     let special = 64 * 1024;
     assert!(publish(trans(&"x".repeat(special), 10)).is_ok());
     assert_eq!(
-        publish(trans(&"x".repeat(special + 1), 10)).unwrap_err().code,
+        publish(trans(&"x".repeat(special + 1), 10))
+            .unwrap_err()
+            .code,
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        publish(msg(&"x".repeat(special + 1)).with_start_deliver_time(5)).unwrap_err().code,
+        publish(msg(&"x".repeat(special + 1)).with_start_deliver_time(5))
+            .unwrap_err()
+            .code,
         ErrorCode::InvalidArgument
     );
     assert!(publish(ordered(&"x".repeat(special + 1), "k")).is_ok());
     let mut big = msg("p");
     for i in 0..200 {
-        big = big.with_property(format!("key{i}"), "v".repeat(80)).unwrap();
+        big = big
+            .with_property(format!("key{i}"), "v".repeat(80))
+            .unwrap();
     }
     let e = publish(big).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
@@ -678,7 +789,9 @@ fn unknown_topics() {
     let e = core.publish(0, Some(&inst), &known, msg("m")).unwrap_err();
     assert_eq!(e.code, ErrorCode::TopicNotExist);
     for kind in [ConsumeKind::Normal, ConsumeKind::Orderly, ConsumeKind::Half] {
-        let e = core.consume(0, None, &unknown, &g, kind, &all, one).unwrap_err();
+        let e = core
+            .consume(0, None, &unknown, &g, kind, &all, one)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::TopicNotExist);
     }
     let e = core
@@ -771,7 +884,15 @@ fn next_wakeup_and_versions() {
     h.core.maintain(0); // time never goes back
     assert_eq!(h.core.now_ms(), 70 * SEC);
     h.core
-        .consume(400 * SEC, None, &u, &group("G"), ConsumeKind::Normal, &TagFilter::All, BatchSize::new(1).unwrap())
+        .consume(
+            400 * SEC,
+            None,
+            &u,
+            &group("G"),
+            ConsumeKind::Normal,
+            &TagFilter::All,
+            BatchSize::new(1).unwrap(),
+        )
         .unwrap();
     // T was last swept at 60 s: its redelivery at 301 s is reported although 400 s passed.
     assert_eq!(h.core.next_wakeup(), Some(301 * SEC));
@@ -790,7 +911,11 @@ fn message_ids_are_deterministic_hex() {
             ..CoreConfig::default()
         });
         (0..3)
-            .map(|i| core.publish(i, None, &topic("T"), msg("m")).unwrap().message_id)
+            .map(|i| {
+                core.publish(i, None, &topic("T"), msg("m"))
+                    .unwrap()
+                    .message_id
+            })
             .collect::<Vec<_>>()
     };
     let a = run(1);
@@ -798,7 +923,11 @@ fn message_ids_are_deterministic_hex() {
     assert_ne!(a, run(2));
     for id in &a {
         assert_eq!(id.as_str().len(), 32);
-        assert!(id.as_str().bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')));
+        assert!(
+            id.as_str()
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+        );
     }
     assert_ne!(a[0], a[1]);
 }

@@ -20,12 +20,12 @@ const FILTERS: [&str; 4] = ["*", "A", "A||B", "B"];
 
 fn config() -> CoreConfig {
     CoreConfig {
-        invisibility_ms: 20_000,
-        order_invisibility_ms: 15_000,
-        half_check_interval_ms: 7_000,
-        half_check_horizon_ms: 60_000,
-        max_deliveries: 3,
-        retention_ms: 200_000,
+        invisibility_ms: 10_000,
+        order_invisibility_ms: 8_000,
+        half_check_interval_ms: 5_000,
+        half_check_horizon_ms: 40_000,
+        max_deliveries: 2,
+        retention_ms: 90_000,
         max_schedule_ahead_ms: 50_000,
         auto_create_topics: true,
         id_seed: 9,
@@ -288,7 +288,10 @@ impl Model {
             // Partitions ready now, by (ready_at, key); each walked in sequence order.
             let mut parts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
             for &seq in g.entries.keys() {
-                parts.entry(msgs[seq].partition.as_str()).or_default().push(seq);
+                parts
+                    .entry(msgs[seq].partition.as_str())
+                    .or_default()
+                    .push(seq);
             }
             let mut ready: Vec<(u64, &str, Vec<usize>)> = parts
                 .into_iter()
@@ -343,7 +346,10 @@ impl Model {
                 continue;
             }
             let e = g.entries.get_mut(&seq).expect("entry");
-            assert!(e.visible_at <= now, "model would deliver an invisible message");
+            assert!(
+                e.visible_at <= now,
+                "model would deliver an invisible message"
+            );
             if e.consumed == 0 {
                 e.first = now;
             }
@@ -361,7 +367,9 @@ impl Model {
         let mut due: Vec<(u64, usize)> = self
             .half
             .iter()
-            .filter(|(s, h)| h.check_at <= now && filter_matches(filter, self.msgs[**s].tag.as_deref()))
+            .filter(|(s, h)| {
+                h.check_at <= now && filter_matches(filter, self.msgs[**s].tag.as_deref())
+            })
             .map(|(&s, h)| (h.check_at, s))
             .collect();
         due.sort();
@@ -381,7 +389,9 @@ impl Model {
 
     fn handle_text(&self, pick: &Pick) -> String {
         match pick {
-            Pick::Any(i) if !self.issued.is_empty() => self.issued[i.index(self.issued.len())].text.clone(),
+            Pick::Any(i) if !self.issued.is_empty() => {
+                self.issued[i.index(self.issued.len())].text.clone()
+            }
             Pick::Recent(i) if !self.issued.is_empty() => {
                 let n = self.issued.len().min(8);
                 self.issued[self.issued.len() - 1 - i.index(n)].text.clone()
@@ -530,7 +540,10 @@ impl Run {
     }
 
     fn record(&mut self, scope: Scope, seq: usize, attempt: u32, expiry: u64, text: &str) {
-        assert!(self.model.texts.insert(text.to_owned()), "handle issued twice: {text}");
+        assert!(
+            self.model.texts.insert(text.to_owned()),
+            "handle issued twice: {text}"
+        );
         self.model.issued.push(Issued {
             text: text.to_owned(),
             scope,
@@ -599,7 +612,11 @@ impl Run {
                     start,
                     expire_at: None,
                 });
-                assert!(self.model.msgs[..seq].iter().all(|m| m.id != out.message_id));
+                assert!(
+                    self.model.msgs[..seq]
+                        .iter()
+                        .all(|m| m.id != out.message_id)
+                );
                 if let Some(secs) = spec.trans {
                     let check_at = now + u64::from(secs) * 1_000;
                     self.model.half.insert(
@@ -634,13 +651,32 @@ impl Run {
                 let f: TagFilter = FILTERS[*filter].parse().unwrap();
                 let got = self
                     .core
-                    .consume(now, None, &t, &GroupId::new(GROUPS[*group]).unwrap(), kind, &f, BatchSize::new(*batch).unwrap())
+                    .consume(
+                        now,
+                        None,
+                        &t,
+                        &GroupId::new(GROUPS[*group]).unwrap(),
+                        kind,
+                        &f,
+                        BatchSize::new(*batch).unwrap(),
+                    )
                     .unwrap();
                 self.model.sweep(&self.cfg);
                 self.model.register(*group);
-                let pending_before: BTreeMap<usize, MEntry> = self.model.groups[group].entries.clone();
-                let want = self.model.consume(*group, *orderly, FILTERS[*filter], usize::from(*batch), &self.cfg);
-                assert_eq!(got.len(), want.len(), "consume {op:?}: got {got:?}, want {want:?}");
+                let pending_before: BTreeMap<usize, MEntry> =
+                    self.model.groups[group].entries.clone();
+                let want = self.model.consume(
+                    *group,
+                    *orderly,
+                    FILTERS[*filter],
+                    usize::from(*batch),
+                    &self.cfg,
+                );
+                assert_eq!(
+                    got.len(),
+                    want.len(),
+                    "consume {op:?}: got {got:?}, want {want:?}"
+                );
                 for (m, w) in got.iter().zip(&want) {
                     self.check_delivery(m, *w);
                     // Independent invariants: visible, not acked, matches the filter.
@@ -663,7 +699,9 @@ impl Run {
                             .any(|(s, _)| !want.iter().any(|x| x.0 == *s));
                         assert!(!older_pending, "orderly delivery skipped an older message");
                         assert!(pending_before.iter().all(|(s, e)| {
-                            self.model.msgs[*s].partition != p || e.consumed == 0 || e.visible_at <= now
+                            self.model.msgs[*s].partition != p
+                                || e.consumed == 0
+                                || e.visible_at <= now
                         }));
                         if let Some(prev) = last.insert(p, w.0) {
                             assert!(prev < w.0);
@@ -675,10 +713,20 @@ impl Run {
                 let f: TagFilter = FILTERS[*filter].parse().unwrap();
                 let got = self
                     .core
-                    .consume(now, None, &t, &GroupId::new("GID_check").unwrap(), ConsumeKind::Half, &f, BatchSize::new(*batch).unwrap())
+                    .consume(
+                        now,
+                        None,
+                        &t,
+                        &GroupId::new("GID_check").unwrap(),
+                        ConsumeKind::Half,
+                        &f,
+                        BatchSize::new(*batch).unwrap(),
+                    )
                     .unwrap();
                 self.model.sweep(&self.cfg);
-                let want = self.model.pop(FILTERS[*filter], usize::from(*batch), &self.cfg);
+                let want = self
+                    .model
+                    .pop(FILTERS[*filter], usize::from(*batch), &self.cfg);
                 assert_eq!(got.len(), want.len());
                 for (m, w) in got.iter().zip(&want) {
                     self.check_delivery(m, *w);
@@ -690,7 +738,14 @@ impl Run {
                 let texts: Vec<String> = picks.iter().map(|p| self.model.handle_text(p)).collect();
                 let got = self
                     .core
-                    .ack(now, None, &t, Some(&GroupId::new(GROUPS[*group]).unwrap()), AckKind::Ack, &texts)
+                    .ack(
+                        now,
+                        None,
+                        &t,
+                        Some(&GroupId::new(GROUPS[*group]).unwrap()),
+                        AckKind::Ack,
+                        &texts,
+                    )
                     .unwrap();
                 self.model.sweep(&self.cfg);
                 self.model.register(*group);
@@ -698,8 +753,10 @@ impl Run {
                     .iter()
                     .filter_map(|text| self.model.ack_one(*group, text).map(|c| (text.clone(), c)))
                     .collect();
-                let got: Vec<(String, ErrorCode)> =
-                    got.into_iter().map(|f| (f.receipt_handle, f.code)).collect();
+                let got: Vec<(String, ErrorCode)> = got
+                    .into_iter()
+                    .map(|f| (f.receipt_handle, f.code))
+                    .collect();
                 assert_eq!(got, want);
             }
             Op::Resolve {
@@ -708,11 +765,22 @@ impl Run {
                 with_group,
             } => {
                 let text = self.model.handle_text(pick);
-                let kind = if *commit { AckKind::Commit } else { AckKind::Rollback };
+                let kind = if *commit {
+                    AckKind::Commit
+                } else {
+                    AckKind::Rollback
+                };
                 let g = GroupId::new("GID_producer").unwrap();
                 let got = self
                     .core
-                    .ack(now, None, &t, with_group.then_some(&g), kind, std::slice::from_ref(&text))
+                    .ack(
+                        now,
+                        None,
+                        &t,
+                        with_group.then_some(&g),
+                        kind,
+                        std::slice::from_ref(&text),
+                    )
                     .unwrap();
                 self.model.sweep(&self.cfg);
                 let want = self.model.resolve(&text, *commit, &self.cfg);
@@ -736,7 +804,12 @@ impl Run {
         assert_eq!(ts.half_rolled_back, self.model.rolled_back);
         assert_eq!(ts.half_dropped_unresolved, self.model.dropped);
         let held = (0..self.model.msgs.len())
-            .filter(|s| self.model.groups.values().any(|g| g.entries.contains_key(s)))
+            .filter(|s| {
+                self.model
+                    .groups
+                    .values()
+                    .any(|g| g.entries.contains_key(s))
+            })
             .count();
         assert_eq!(ts.stored, held as u64);
         let names: Vec<&str> = ts.groups.iter().map(|g| g.group.as_str()).collect();
@@ -752,10 +825,16 @@ impl Run {
     fn drain(&mut self) {
         for _ in 0..40 {
             // Commit every due half message through the handle of its latest pop.
-            while self.model.half.values().any(|h| h.check_at <= self.model.now) {
+            loop {
                 let before = self.model.issued.len();
-                self.step(&Op::Pop { filter: 0, batch: 1 });
-                let text = self.model.issued[before].text.clone();
+                self.step(&Op::Pop {
+                    filter: 0,
+                    batch: 1,
+                });
+                let Some(popped) = self.model.issued.get(before) else {
+                    break;
+                };
+                let text = popped.text.clone();
                 self.step(&Op::Resolve {
                     commit: true,
                     pick: Pick::Text(text),

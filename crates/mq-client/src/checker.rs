@@ -8,7 +8,9 @@ use crate::transaction::TransactionProducer;
 use futures::channel::oneshot;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_consume_response};
+use mq_proto::client::{
+    ack_request, consume_request, decode_ack_response, decode_consume_response,
+};
 use mq_proto::machine::{
     CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit, Decision, FailureKind,
 };
@@ -38,7 +40,10 @@ enum Completion {
     Decision(ReceiptHandle, Decision),
 }
 
-fn start<R: Runtime>(producer: &TransactionProducer<R>, t: CheckerTransmit) -> BoxFuture<Completion> {
+fn start<R: Runtime>(
+    producer: &TransactionProducer<R>,
+    t: CheckerTransmit,
+) -> BoxFuture<Completion> {
     let producer = producer.clone();
     match t {
         CheckerTransmit::ConsumeHalf { id, batch, wait } => Box::pin(async move {
@@ -68,7 +73,11 @@ fn start<R: Runtime>(producer: &TransactionProducer<R>, t: CheckerTransmit) -> B
         CheckerTransmit::Decide { id, handle, kind } => Box::pin(async move {
             let client = producer.client();
             let (topic, group) = (producer.topic(), producer.group());
-            let operation = if kind == AckKind::Commit { "commit" } else { "rollback" };
+            let operation = if kind == AckKind::Commit {
+                "commit"
+            } else {
+                "rollback"
+            };
             let handles = [handle];
             let r = client
                 .attempt(
@@ -131,7 +140,9 @@ where
                     report.checked += 1;
                     let handle = message.receipt_handle.clone();
                     let fut = decide(message);
-                    work.push(Box::pin(async move { Completion::Decision(handle, fut.await) }));
+                    work.push(Box::pin(
+                        async move { Completion::Decision(handle, fut.await) },
+                    ));
                 }
                 CheckerEvent::Decided { kind, handle } => {
                     tracing::debug!(%handle, ?kind, "transaction decided");
@@ -140,7 +151,11 @@ where
                         _ => report.rolled_back += 1,
                     }
                 }
-                CheckerEvent::DecideFailed { handle, kind, error } => {
+                CheckerEvent::DecideFailed {
+                    handle,
+                    kind,
+                    error,
+                } => {
                     tracing::warn!(%handle, ?kind, ?error, "transaction decision did not take effect");
                     report.failed += 1;
                 }

@@ -4,7 +4,9 @@ use crate::client::Client;
 use crate::error::{AckError, Error};
 use crate::runtime::Runtime;
 use crate::stream::MessageStream;
-use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_consume_response};
+use mq_proto::client::{
+    ack_request, consume_request, decode_ack_response, decode_consume_response,
+};
 use mq_proto::machine::{ConsumerConfig, Idempotency};
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, Message, ReceiptHandle, TagFilter,
@@ -58,7 +60,11 @@ impl<R: Runtime> Consumer<R> {
 
     /// Receives up to `batch` messages, waiting up to `wait` for the first one. An empty
     /// vector means no message arrived in time.
-    pub async fn receive(&self, batch: BatchSize, wait: WaitSeconds) -> Result<Vec<Message>, Error> {
+    pub async fn receive(
+        &self,
+        batch: BatchSize,
+        wait: WaitSeconds,
+    ) -> Result<Vec<Message>, Error> {
         self.receive_kind(ConsumeKind::Normal, batch, wait).await
     }
 
@@ -78,7 +84,16 @@ impl<R: Runtime> Consumer<R> {
         batch: BatchSize,
         wait: WaitSeconds,
     ) -> Result<Vec<Message>, Error> {
-        receive(&self.client, &self.topic, &self.group, kind, batch, wait, &self.filter).await
+        receive(
+            &self.client,
+            &self.topic,
+            &self.group,
+            kind,
+            batch,
+            wait,
+            &self.filter,
+        )
+        .await
     }
 
     /// Acknowledges messages by their receipt handles (any number; sent 16 per request).
@@ -87,7 +102,9 @@ impl<R: Runtime> Consumer<R> {
     pub async fn ack(&self, handles: &[ReceiptHandle]) -> Result<(), AckError> {
         let mut failures = Vec::new();
         for chunk in handles.chunks(16) {
-            failures.extend(ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, chunk).await?);
+            failures.extend(
+                ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, chunk).await?,
+            );
         }
         if failures.is_empty() {
             Ok(())
@@ -126,7 +143,11 @@ pub(crate) async fn receive<R: Runtime>(
             topic,
             Idempotency::Idempotent,
             timeout,
-            &|ctx| Ok(consume_request(ctx, topic, group, kind, batch, wait, filter)),
+            &|ctx| {
+                Ok(consume_request(
+                    ctx, topic, group, kind, batch, wait, filter,
+                ))
+            },
             decode_consume_response,
         )
         .await

@@ -13,8 +13,12 @@ use crate::runtime::{BoxFuture, Runtime};
 use futures::channel::{mpsc, oneshot};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
-use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_consume_response};
-use mq_proto::machine::{ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit, FailureKind};
+use mq_proto::client::{
+    ack_request, consume_request, decode_ack_response, decode_consume_response,
+};
+use mq_proto::machine::{
+    ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit, FailureKind,
+};
 use mq_proto::{AckKind, ErrorCode, HandleFailure, Message, ReceiptHandle};
 use std::collections::HashMap;
 use std::fmt;
@@ -78,18 +82,18 @@ impl Delivery {
     /// delivered again after its invisibility time.
     pub fn release(mut self) {
         self.settled = true;
-        let _ = self.commands.unbounded_send(Command::Release(
-            self.message.receipt_handle.clone(),
-        ));
+        let _ = self
+            .commands
+            .unbounded_send(Command::Release(self.message.receipt_handle.clone()));
     }
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
         if !self.settled {
-            let _ = self.commands.unbounded_send(Command::Release(
-                self.message.receipt_handle.clone(),
-            ));
+            let _ = self
+                .commands
+                .unbounded_send(Command::Release(self.message.receipt_handle.clone()));
         }
     }
 }
@@ -225,7 +229,11 @@ impl<R: Runtime> Driver<R> {
                         "consume",
                         topic,
                         timeout,
-                        &|ctx| Ok(consume_request(ctx, topic, group, kind, batch, wait, filter)),
+                        &|ctx| {
+                            Ok(consume_request(
+                                ctx, topic, group, kind, batch, wait, filter,
+                            ))
+                        },
                         decode_consume_response,
                     )
                     .await;
@@ -432,7 +440,8 @@ impl<R: Runtime> Driver<R> {
                 self.machine.handle_receive(now, wall, id, r);
             }
             Completion::Ack(id, r) => {
-                self.machine.handle_ack(now, wall, id, r.map_err(|(k, _)| k));
+                self.machine
+                    .handle_ack(now, wall, id, r.map_err(|(k, _)| k));
             }
         }
     }

@@ -111,7 +111,11 @@ impl<R: Runtime> TransactionProducer<R> {
     /// Runs the transaction checker until `shutdown` completes: polls half messages, calls
     /// `decide` for each and sends the decision (commit or rollback; `Unknown` leaves the
     /// message for the next check). In-flight decisions are finished before it returns.
-    pub async fn run_checker<F, Fut, S>(&self, decide: F, shutdown: S) -> Result<CheckerReport, Error>
+    pub async fn run_checker<F, Fut, S>(
+        &self,
+        decide: F,
+        shutdown: S,
+    ) -> Result<CheckerReport, Error>
     where
         F: FnMut(Message) -> Fut + Send + 'static,
         Fut: Future<Output = Decision> + Send + 'static,

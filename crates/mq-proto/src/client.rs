@@ -979,6 +979,22 @@ mod tests {
     }
 
     #[test]
+    fn every_valid_name_makes_a_valid_uri() {
+        let endpoint = Endpoint::new("http://[::1]:8080").unwrap();
+        for name in ["a%zz", "%", "a.b-c_d", "MQ_INST_1%2F"] {
+            let topic = TopicName::new(name).unwrap();
+            let target = format!("/topics/{name}/messages?ns=x");
+            let uri = absolute_uri(&endpoint, target.clone());
+            assert_eq!(
+                uri.path_and_query().map(|p| p.as_str()),
+                Some(target.as_str())
+            );
+            assert_eq!(uri.to_string(), format!("http://[::1]:8080{target}"));
+            assert_eq!(topic.as_str(), name);
+        }
+    }
+
+    #[test]
     fn small_numbers() {
         for n in [0u8, 1, 9, 10, 16, 30, 99, 100, 255] {
             assert_eq!(itoa_u8(n).as_str(), n.to_string());

@@ -6,7 +6,7 @@
 //! [`encode_publish_response`], [`encode_errors`], [`encode_error`]) wrapped by [`response`]
 //! or [`error_response`]. Nothing here does I/O or reads the clock.
 //!
-//! Choices where the protocol leaves room (PROTOCOL §8 and [U] items):
+//! Choices where the protocol leaves room (PROTOCOL §8 and the items marked "unknown"):
 //!
 //! * a method other than `POST`, `GET` or `DELETE` → `InvalidRequestURL`;
 //! * a `GET` request-target longer than [`MAX_GET_TARGET_LEN`] bytes → `InvalidRequestURL`;

@@ -150,6 +150,12 @@ impl Tag {
         if s.contains('|') {
             return Err(InvalidValue::new("tag", "must not contain '|'"));
         }
+        if s == "*" {
+            return Err(InvalidValue::new(
+                "tag",
+                "\"*\" means every tag in a filter and cannot be a message tag",
+            ));
+        }
         if s.chars().any(char::is_control) {
             return Err(InvalidValue::new(
                 "tag",

@@ -227,7 +227,12 @@ impl Group {
     }
 
     /// Acknowledges the delivery named by `token`.
-    pub(crate) fn ack(&mut self, store: &mut Store, token: Token, now: u64) -> Result<(), ErrorCode> {
+    pub(crate) fn ack(
+        &mut self,
+        store: &mut Store,
+        token: Token,
+        now: u64,
+    ) -> Result<(), ErrorCode> {
         let entry = self
             .entries
             .get(&token.seq)

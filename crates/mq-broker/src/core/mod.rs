@@ -359,9 +359,7 @@ impl BrokerCore {
             topic,
         )?;
         t.sweep(now, config);
-        let decode = |text: &String| {
-            Token::decode(text, prefix).filter(|token| token.seq < issued)
-        };
+        let decode = |text: &String| Token::decode(text, prefix).filter(|token| token.seq < issued);
         let mut failures = Vec::new();
         match (kind, group) {
             (AckKind::Ack, Some(group)) => {
