@@ -40,3 +40,8 @@ pub use runtime::{TokioIo, TokioRuntime};
 pub use mq_client::*;
 
 mq_client::runtime_types!(TokioRuntime);
+
+/// The README's code blocks, compiled as doctests so the quick start stays true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
