@@ -18,6 +18,8 @@ commands:
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
   fuzz <target> <secs>    run one cargo-fuzz target for <secs> seconds (installs cargo-fuzz)
   fuzz-all <secs>         run every fuzz target for <secs> seconds each
+  bench [--quick]         benchmarks (release) and regenerate the tables in BENCHMARKS.md;
+                          --quick: smoke run in the test profile, tables to target/bench-quick
   help                    this text
 ";
 
@@ -33,6 +35,11 @@ fn main() -> ExitCode {
         Some("fuzz-all") => match args.get(1) {
             Some(secs) => fuzz_all(secs),
             None => Err("usage: cargo xtask fuzz-all <seconds>".into()),
+        },
+        Some("bench") => match args.get(1).map(String::as_str) {
+            None => bench(false),
+            Some("--quick") => bench(true),
+            Some(other) => Err(format!("usage: cargo xtask bench [--quick] (got {other:?})")),
         },
         Some("help") | None => {
             print!("{HELP}");
@@ -138,6 +145,7 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    bench(true)?;
     ensure_installed("deny", "cargo-deny")?;
     deny()?;
     println!("\n==> ci passed in {:.0}s", started.elapsed().as_secs_f64());
@@ -249,9 +257,11 @@ fn fuzz(target: &str, secs: &str) -> Result {
     let corpus = root().join("fuzz").join("corpus").join(target);
     run(
         &format!("fuzz {target}"),
-        cargo()
+        // cargo-fuzz needs nightly; `$CARGO` points at the stable toolchain's binary, so go
+        // through rustup.
+        Command::new("rustup")
             .current_dir(root().join("fuzz"))
-            .args(["+nightly", "fuzz", "run", target])
+            .args(["run", "nightly", "cargo", "fuzz", "run", target])
             .arg(&corpus)
             .args(["--", &format!("-max_total_time={secs}")]),
     )
@@ -262,4 +272,147 @@ fn fuzz_all(secs: &str) -> Result {
         fuzz(&target, secs)?;
     }
     Ok(())
+}
+
+/// `cargo xtask bench`: the wire-layer benchmarks (criterion, `mq-proto/benches/proto.rs`)
+/// and the system suite (`mq-cli/benches/suite.rs`) in release mode; their Markdown tables
+/// and a description of this machine replace the generated regions of BENCHMARKS.md.
+///
+/// `--quick` is the smoke run CI uses: the same benchmark programs in the test profile (no
+/// separate release build: CI has just built that profile), criterion running each benchmark
+/// once, the suite with tiny sizes; the tables go to `target/bench-quick/BENCHMARKS.md` and
+/// BENCHMARKS.md is left alone. No timing is asserted.
+fn bench(quick: bool) -> Result {
+    let started = Instant::now();
+    let out = root()
+        .join("target")
+        .join(if quick { "bench-quick" } else { "bench" });
+    // Stale fragments must not be spliced in.
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let criterion_home = root().join("target").join("criterion");
+    // The suite runs the `mq-broker` binary for the idle long-poll memory measurement.
+    let mut broker = cargo();
+    broker.args(["build", "-p", "mq-broker", "--bin", "mq-broker"]);
+    if !quick {
+        broker.arg("--release");
+    }
+    run("bench: build mq-broker", &mut broker)?;
+    let mode = if quick { "test" } else { "bench" };
+    run(
+        "bench: mq-proto",
+        cargo()
+            .args([mode, "-p", "mq-proto", "--bench", "proto"])
+            .env("MQ_BENCH_OUT", &out)
+            .env("CRITERION_HOME", &criterion_home),
+    )?;
+    // 10,000 idle long polls need that many descriptors in the suite and in the broker:
+    // raise the soft limit to the hard one (xtask stays dependency-free: the shell does it).
+    let mut suite = Command::new("sh");
+    suite
+        .current_dir(root())
+        .arg("-c")
+        .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || true; exec \"$@\"")
+        .arg("sh")
+        .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([mode, "-p", "mq-cli", "--bench", "suite"])
+        .env("MQ_BENCH_OUT", &out);
+    run("bench: suite", &mut suite)?;
+    let template = root().join("BENCHMARKS.md");
+    let mut doc = std::fs::read_to_string(&template)
+        .map_err(|e| format!("reading {}: {e}", template.display()))?;
+    doc = splice(&doc, "machine", &machine_description())?;
+    for name in ["proto", "suite"] {
+        match std::fs::read_to_string(out.join(format!("{name}.md"))) {
+            Ok(fragment) => doc = splice(&doc, name, &fragment)?,
+            // Criterion writes no estimates when it only tests (quick mode).
+            Err(_) if quick => println!("==> [bench] no {name} table in quick mode; kept as is"),
+            Err(e) => return Err(format!("[bench] missing {name}.md: {e}")),
+        }
+    }
+    let target = if quick {
+        out.join("BENCHMARKS.md")
+    } else {
+        template
+    };
+    std::fs::write(&target, doc).map_err(|e| format!("writing {}: {e}", target.display()))?;
+    println!(
+        "\n==> bench{} done in {:.0}s; tables written to {}",
+        if quick { " --quick" } else { "" },
+        started.elapsed().as_secs_f64(),
+        target.display()
+    );
+    Ok(())
+}
+
+/// Replaces the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`.
+fn splice(doc: &str, name: &str, fragment: &str) -> Result<String> {
+    let (open, close) = (
+        format!("<!-- generated:{name} -->"),
+        format!("<!-- /generated:{name} -->"),
+    );
+    let start = doc
+        .find(&open)
+        .ok_or_else(|| format!("BENCHMARKS.md has no {open} marker"))?
+        + open.len();
+    let end = doc[start..]
+        .find(&close)
+        .ok_or_else(|| format!("BENCHMARKS.md has no {close} marker after {open}"))?
+        + start;
+    Ok(format!(
+        "{}\n{}\n{}",
+        &doc[..start],
+        fragment.trim(),
+        &doc[end..]
+    ))
+}
+
+/// Cores, CPU model, memory, kernel and toolchain of this machine, as a Markdown list.
+fn machine_description() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown".into());
+    let mhz = field("cpu MHz").map(|m| format!(", {m} MHz")).unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kb: f64 = m
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let output = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    format!(
+        "- CPU: {model}{mhz}; {cores} logical cores available (`nproc`)\n\
+         - Memory: {memory}\n\
+         - Kernel: {}\n\
+         - Toolchain: {}\n\
+         - Open files limit (soft/hard): {}/{}",
+        output("uname", &["-sr"]),
+        output("rustc", &["-V"]),
+        output("sh", &["-c", "ulimit -Sn"]),
+        output("sh", &["-c", "ulimit -Hn"]),
+    )
 }

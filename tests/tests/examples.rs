@@ -1,0 +1,222 @@
+//! End to end: every example of `mq-examples` runs against its embedded broker (no
+//! `MQ_ENDPOINT`), finishes on its own, exits successfully and ends with the expected
+//! `summary:` line.
+//!
+//! The examples are built once with `cargo build --examples -p mq-examples` (the paths of the
+//! binaries come from cargo's JSON messages) and then run concurrently as child processes.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest an example may run before it is killed and the test fails.
+const EXAMPLE_TIME_LIMIT: Duration = Duration::from_secs(90);
+
+/// Environment variables that would point an example at a real endpoint.
+const ENDPOINT_VARS: [&str; 4] = ["MQ_ENDPOINT", "MQ_INSTANCE_ID", "MQ_TOPIC", "MQ_GROUP_ID"];
+
+/// Each example and the last line it must print.
+const EXPECTED: [(&str, &str); 5] = [
+    (
+        "transactional",
+        "summary: committed=3 rolled_back=1 received=[0,1,2] ok",
+    ),
+    (
+        "async_std_transactional",
+        "summary: committed=3 rolled_back=1 received=[0,1,2] ok",
+    ),
+    (
+        "delayed",
+        "summary: delayed=4 scheduled=1 received=5 on_time=5 ok",
+    ),
+    ("consume", "summary: published=8 received=8 acked=8 ok"),
+    ("ordered", "summary: keys=2 received=8 fifo=true ok"),
+];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace root")
+        .to_path_buf()
+}
+
+/// Whether `cargo test` set `var` for this test process only (package metadata and paths of
+/// the package under test). Such variables must not reach the nested `cargo build`: build
+/// scripts that watch them (ring's does) would rebuild on every run.
+fn set_by_cargo_for_this_test(var: &str) -> bool {
+    const EXACT: [&str; 8] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&var) || var.starts_with("CARGO_PKG_") || var.starts_with("CARGO_BIN_EXE_")
+}
+
+/// Builds the examples once and returns the executable of each, by name.
+fn examples() -> &'static HashMap<String, PathBuf> {
+    static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        for (var, _) in std::env::vars_os() {
+            if var.to_str().is_some_and(set_by_cargo_for_this_test) {
+                cargo.env_remove(var);
+            }
+        }
+        let output = cargo
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--examples",
+                "-p",
+                "mq-examples",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build");
+        assert!(
+            output.status.success(),
+            "building the examples failed: {}",
+            output.status
+        );
+        let mut built = HashMap::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let is_example = message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "example"));
+            if let (true, Some(name), Some(exe)) = (
+                is_example,
+                message["target"]["name"].as_str(),
+                message["executable"].as_str(),
+            ) {
+                built.insert(name.to_owned(), PathBuf::from(exe));
+            }
+        }
+        built
+    })
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Runs an example with `env` on top of the inherited environment minus [`ENDPOINT_VARS`];
+/// kills it after [`EXAMPLE_TIME_LIMIT`].
+fn run_example(name: &str, env: &[(&str, &str)]) -> Run {
+    let exe = examples()
+        .get(name)
+        .unwrap_or_else(|| panic!("cargo built no example named {name}"));
+    let mut command = Command::new(exe);
+    for var in ENDPOINT_VARS {
+        command.env_remove(var);
+    }
+    command
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            break status;
+        }
+        if started.elapsed() > EXAMPLE_TIME_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{name} did not finish within {EXAMPLE_TIME_LIMIT:?}; output so far:\n{}",
+                stdout.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        elapsed: started.elapsed(),
+    }
+}
+
+#[test]
+fn every_example_succeeds_on_the_embedded_broker() {
+    examples();
+    let runs: Vec<_> = EXPECTED
+        .iter()
+        .map(|&(name, summary)| (name, summary, thread::spawn(move || run_example(name, &[]))))
+        .collect();
+    let mut failures = Vec::new();
+    for (name, summary, handle) in runs {
+        let run = handle
+            .join()
+            .unwrap_or_else(|_| panic!("{name}: runner panicked"));
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        let first = lines.first().copied().unwrap_or("");
+        let last = lines.last().copied().unwrap_or("");
+        let problems: Vec<String> = [
+            (!run.status.success()).then(|| format!("exit status {}", run.status)),
+            (!first.starts_with(
+                "no MQ_ENDPOINT set: using an embedded mq-broker at http://127.0.0.1:",
+            ))
+            .then(|| format!("first line {first:?}")),
+            (last != summary).then(|| format!("last line {last:?}, expected {summary:?}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        eprintln!("{name}: {:.1} s, {last}", run.elapsed.as_secs_f64());
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{name}: {}\n--- stdout\n{}\n--- stderr\n{}",
+                problems.join("; "),
+                run.stdout,
+                run.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn an_incomplete_real_endpoint_configuration_is_refused() {
+    // MQ_ENDPOINT set but no MQ_TOPIC/MQ_GROUP_ID: the example must say so and fail, not fall
+    // back to the embedded broker or hang.
+    let run = run_example(
+        "ordered",
+        &[
+            ("MQ_ENDPOINT", "http://127.0.0.1:9"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "id"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret"),
+        ],
+    );
+    assert!(!run.status.success(), "{}", run.stdout);
+    assert!(run.stderr.contains("MQ_TOPIC"), "{}", run.stderr);
+    assert!(!run.stdout.contains("embedded"), "{}", run.stdout);
+}
