@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod scenarios;
+pub mod sim;
 pub mod tls;
 
 use mq_broker::{Broker, Credential, ServerConfig};

@@ -254,7 +254,11 @@ fn fuzz(target: &str, secs: &str) -> Result {
         ));
     }
     ensure_installed("fuzz", "cargo-fuzz")?;
-    let corpus = root().join("fuzz").join("corpus").join(target);
+    // New inputs go to a working corpus under target/ (first directory); the checked-in
+    // seeds are read only.
+    let seeds = root().join("fuzz").join("corpus").join(target);
+    let corpus = root().join("target").join("fuzz-corpus").join(target);
+    std::fs::create_dir_all(&corpus).map_err(|e| format!("creating {}: {e}", corpus.display()))?;
     run(
         &format!("fuzz {target}"),
         // cargo-fuzz needs nightly; `$CARGO` points at the stable toolchain's binary, so go
@@ -263,6 +267,7 @@ fn fuzz(target: &str, secs: &str) -> Result {
             .current_dir(root().join("fuzz"))
             .args(["run", "nightly", "cargo", "fuzz", "run", target])
             .arg(&corpus)
+            .arg(&seeds)
             .args(["--", &format!("-max_total_time={secs}")]),
     )
 }
