@@ -488,16 +488,21 @@ impl CheckerMachine {
             } else {
                 let seed = self.rng.u64(..);
                 self.deciding.insert(handle.clone());
+                // Worth retrying for as long as the handle is valid (as for consumer acks).
+                let valid_for_ms = nct
+                    .saturating_sub(self.config.margin_ms)
+                    .saturating_sub(wall_ms);
+                let retry_config = self
+                    .config
+                    .retry
+                    .clone()
+                    .with_max_attempts(u32::MAX)
+                    .with_budget(Duration::from_millis(valid_for_ms));
                 self.pending.push(Pending {
                     handle: handle.clone(),
                     kind,
                     next_consume_time: nct,
-                    retry: RetryState::new(
-                        self.config.retry.clone(),
-                        Idempotency::Idempotent,
-                        seed,
-                        now,
-                    ),
+                    retry: RetryState::new(retry_config, Idempotency::Idempotent, seed, now),
                     phase: Phase::Ready,
                 });
             }

@@ -247,7 +247,8 @@ struct AckBatch {
 ///   neither acked nor released); a receive never asks for more than the remaining room.
 /// * Queues acks and sends them in batches of up to 16, or after the flush delay. A handle
 ///   whose `NextConsumeTime` has passed (by the margin) is dropped and reported instead.
-/// * Retries failed ack requests per the [`RetryConfig`] (acks are idempotent; a resent batch
+/// * Retries failed ack requests with the [`RetryConfig`]'s backoff for as long as their
+///   handles are valid (its attempt limit does not apply: acks are idempotent; a resent batch
 ///   whose earlier attempt may have reached the server counts per-handle `MessageNotExist` /
 ///   `ReceiptHandleError` answers as success, since that attempt probably settled them).
 /// * Backs off after failed receives (capped, jittered, never giving up) and reports each.
@@ -633,12 +634,22 @@ impl ConsumerMachine {
             }
             let id = self.take_id();
             let seed = self.rng.u64(..);
-            let retry = RetryState::new(
-                self.config.retry.clone(),
-                Idempotency::Idempotent,
-                seed,
-                now,
-            );
+            // An ack is worth retrying for as long as its handles are valid: keep trying
+            // (with backoff) until the last one expires; expired handles are swept out of
+            // waiting batches one by one. A short outage then costs no redelivery.
+            let valid_for_ms = handles
+                .iter()
+                .map(|(_, nct)| nct.saturating_sub(self.config.ack_margin_ms))
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(wall_ms);
+            let retry_config = self
+                .config
+                .retry
+                .clone()
+                .with_max_attempts(u32::MAX)
+                .with_budget(Duration::from_millis(valid_for_ms));
+            let retry = RetryState::new(retry_config, Idempotency::Idempotent, seed, now);
             let list = handles.iter().map(|(h, _)| h.clone()).collect();
             self.batches.push(AckBatch {
                 handles,
