@@ -9,6 +9,10 @@
 //! order_invisibility_secs = 60
 //! half_check_interval_secs = 10
 //! half_check_horizon_secs = 86400
+//! data_dir = "/var/lib/mq-broker"
+//! retention_secs = 259200
+//! tls_cert = "/etc/mq-broker/chain.pem"
+//! tls_key = "/etc/mq-broker/key.pem"
 //! ```
 
 use crate::server::{Credential, ServerConfig};
@@ -50,6 +54,19 @@ pub struct BrokerArgs {
     /// [default: 86400]
     #[arg(long)]
     pub half_check_horizon_secs: Option<u64>,
+    /// Keep the broker's state in this directory: everything acknowledged survives a crash
+    /// or restart. Without it, the state lives in memory only.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How long stored messages are kept, seconds. [default: 259200 (3 days)]
+    #[arg(long)]
+    pub retention_secs: Option<u64>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for BrokerArgs {
@@ -64,6 +81,10 @@ impl fmt::Debug for BrokerArgs {
             .field("order_invisibility_secs", &self.order_invisibility_secs)
             .field("half_check_interval_secs", &self.half_check_interval_secs)
             .field("half_check_horizon_secs", &self.half_check_horizon_secs)
+            .field("data_dir", &self.data_dir)
+            .field("retention_secs", &self.retention_secs)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -91,6 +112,10 @@ struct FileConfig {
     order_invisibility_secs: Option<u64>,
     half_check_interval_secs: Option<u64>,
     half_check_horizon_secs: Option<u64>,
+    data_dir: Option<PathBuf>,
+    retention_secs: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_topic(s: &str) -> Result<(Option<InstanceId>, TopicName), String> {
@@ -171,6 +196,18 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         file.half_check_horizon_secs,
         core.half_check_horizon_ms,
     );
+    core.retention_ms = secs(args.retention_secs, file.retention_secs, core.retention_ms);
+    config.data_dir = args.data_dir.clone().or(file.data_dir);
+    config.tls = match (
+        args.tls_cert.as_ref().or(file.tls_cert.as_ref()),
+        args.tls_key.as_ref().or(file.tls_key.as_ref()),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(
+            crate::tls::TlsConfig::from_files(cert, key).map_err(|e| format!("TLS: {e}"))?,
+        ),
+        _ => return Err("tls_cert and tls_key must be given together".to_owned()),
+    };
     Ok((config, source))
 }
 

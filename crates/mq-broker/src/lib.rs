@@ -29,7 +29,10 @@
 
 pub mod config;
 pub mod core;
+pub mod durable;
+pub mod run;
 pub mod server;
+pub mod tls;
 
 pub use crate::config::{BrokerArgs, load_config};
 pub use crate::core::{
@@ -39,3 +42,4 @@ pub use crate::core::{
 pub use crate::server::{
     Broker, Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
 };
+pub use crate::tls::{TlsConfig, TlsError};

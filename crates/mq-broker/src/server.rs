@@ -2,13 +2,24 @@
 //! `Expect: 100-continue`, signature verification, long polling without polling loops, and
 //! graceful shutdown.
 //!
-//! Long polling: a consume that finds nothing subscribes to its topic's change counter
-//! ([`BrokerCore::topic_version`]) and sleeps until the counter moves (publish, commit, ack of
-//! an ordered partition, or a timer-driven change) or its wait ends. One timer task sleeps
-//! until [`BrokerCore::next_wakeup`] and runs [`BrokerCore::maintain`]; it is re-armed
-//! whenever a request changes the core. Waiting requests cost no CPU.
+//! Requests: the signature and `Date` are checked, and an oversize `Content-Length` refused,
+//! before the body is read (so a client waiting for `100 Continue` never sends a body that
+//! is refused). A refused request's body that is on its way anyway is read and dropped, so
+//! keep-alive clients (which reuse the connection for their next request) keep it; when part
+//! of a body stays unread the answer says `Connection: close`. Every response carries
+//! `x-mq-request-id` and `x-mq-version`; `GET /health` and `GET /stats` (JSON: the core's
+//! [`Stats`] plus a `server` object with `connections`, `waiting_polls` and `requests`) need
+//! no signature.
+//!
+//! Long polling: a consume that finds nothing subscribes, under the core lock, to its topic's
+//! change counter ([`BrokerCore::topic_version`]) and sleeps until the counter moves (publish,
+//! commit, ack of an ordered partition, or a timer-driven change) or its wait ends. One timer
+//! task sleeps until [`BrokerCore::next_wakeup`] and runs [`BrokerCore::maintain`]; it is
+//! re-armed whenever a request changes the core. Waiting requests cost no CPU, and the core's
+//! `std` mutex is never held across an `.await`.
 
 use crate::core::{BrokerCore, CoreConfig, CoreError, Stats};
+use crate::durable::{JournaledCore, StorageError};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -25,6 +36,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -102,6 +114,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most long polls waiting at once; further ones are answered at once.
     pub max_waiting_polls: usize,
+    /// Largest request head (request line and headers) in bytes; a bigger one is answered
+    /// `431` and the connection closed. At most 100 header lines are accepted either way.
+    pub max_header_bytes: usize,
     /// How long [`Broker::shutdown`] waits for in-flight requests before closing the
     /// remaining connections.
     pub shutdown_grace: Duration,
@@ -115,6 +130,7 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(60),
             max_connections: 20_000,
             max_waiting_polls: 20_000,
+            max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -133,6 +149,12 @@ pub struct ServerConfig {
     pub core: CoreConfig,
     /// Resource limits.
     pub limits: Limits,
+    /// Keep the state in this directory and recover it at start (durable broker, see
+    /// [`crate::durable`]); `None` keeps everything in memory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`); `None` serves
+    /// plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +165,8 @@ impl Default for ServerConfig {
             topics: Vec::new(),
             core: CoreConfig::default(),
             limits: Limits::default(),
+            data_dir: None,
+            tls: None,
         }
     }
 }
@@ -150,7 +174,7 @@ impl Default for ServerConfig {
 type TopicKey = (Option<InstanceId>, TopicName);
 
 struct Shared {
-    core: Mutex<BrokerCore>,
+    core: Mutex<JournaledCore>,
     credentials: HashMap<String, Credential>,
     host_id: String,
     limits: Limits,
@@ -159,11 +183,20 @@ struct Shared {
     /// core's topics. Lock order: `core`, then `topic_watches`.
     topic_watches: Mutex<HashMap<TopicKey, watch::Sender<u64>>>,
     reschedule: Notify,
+    /// When the timer task will wake next (epoch ms), written under the core lock. Requests
+    /// wake it early only when the core's next wake-up comes before this: waking it on every
+    /// request cost a task switch and a second core lock per request.
+    timer_armed_at: AtomicU64,
     shutdown: watch::Sender<bool>,
     requests: AtomicU64,
     seed: u64,
+    tls: Option<crate::tls::TlsConfig>,
     waiting_polls: AtomicUsize,
     connections: AtomicUsize,
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 fn now_ms() -> u64 {
@@ -186,7 +219,7 @@ fn advance_watch(tx: &watch::Sender<u64>, version: u64) {
 }
 
 impl Shared {
-    fn lock_core(&self) -> MutexGuard<'_, BrokerCore> {
+    fn lock_core(&self) -> MutexGuard<'_, JournaledCore> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -226,7 +259,18 @@ impl Shared {
         if let Some(tx) = self.lock_watches().get(key) {
             advance_watch(tx, version);
         }
-        self.reschedule.notify_one();
+        self.rearm_timer(core);
+    }
+
+    /// Wakes the timer task if the core's next wake-up is earlier than the one it sleeps
+    /// until. Must be called with the core locked (`core` is the guarded value).
+    fn rearm_timer(&self, core: &BrokerCore) {
+        if core
+            .next_wakeup()
+            .is_some_and(|at| at < self.timer_armed_at.load(Ordering::Acquire))
+        {
+            self.reschedule.notify_one();
+        }
     }
 }
 
@@ -309,7 +353,8 @@ impl Broker {
         if core_config.id_seed == 0 {
             core_config.id_seed = seed;
         }
-        let mut core = BrokerCore::new(core_config);
+        let mut core = JournaledCore::open(core_config, config.data_dir.as_deref())
+            .map_err(io::Error::other)?;
         for (instance, topic) in &config.topics {
             core.declare_topic(instance.as_ref(), topic);
         }
@@ -317,15 +362,17 @@ impl Broker {
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             credentials,
-            host_id: format!("http://{addr}"),
+            host_id: format!("{}://{addr}", scheme(config.tls.is_some())),
             limits: config.limits,
             topic_watches: Mutex::new(HashMap::new()),
             reschedule: Notify::new(),
+            timer_armed_at: AtomicU64::new(0),
             shutdown,
             requests: AtomicU64::new(1),
             seed,
             waiting_polls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            tls: config.tls,
         });
         tokio::spawn(timer_task(shared.clone()));
         let done = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -337,9 +384,9 @@ impl Broker {
         self.addr
     }
 
-    /// `http://IP:PORT`.
+    /// `http://IP:PORT`, or `https://IP:PORT` when serving TLS.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", scheme(self.shared.tls.is_some()), self.addr)
     }
 
     /// Counters per topic and group.
@@ -354,6 +401,9 @@ impl Broker {
     pub async fn shutdown(self) {
         let _ = self.shared.shutdown.send(true);
         let _ = self.done.await;
+        // Commit what is pending and release the data directory.
+        let closing = self.shared.lock_core().close();
+        closing.await;
     }
 }
 
@@ -361,11 +411,17 @@ async fn timer_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let now = now_ms();
-        let next = shared.lock_core().next_wakeup();
-        // Never spin: a wake-up in the past is handled by `maintain` below.
-        let sleep = match next {
-            Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(1, 60_000)),
-            None => Duration::from_secs(60),
+        let sleep = {
+            let core = shared.lock_core();
+            // Never spin: a wake-up in the past is handled by `maintain` below.
+            let sleep_ms = match core.next_wakeup() {
+                Some(at) => at.saturating_sub(now).clamp(1, 60_000),
+                None => 60_000,
+            };
+            shared
+                .timer_armed_at
+                .store(now.saturating_add(sleep_ms), Ordering::Release);
+            Duration::from_millis(sleep_ms)
         };
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
@@ -413,7 +469,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .keep_alive(true)
             .header_read_timeout(Some(shared.limits.header_read_timeout))
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
+            .max_header_size(shared.limits.max_header_bytes)
+            .serve_connection(
+                TokioIo::new(crate::tls::ServerIo::new(stream, shared.tls.as_ref())),
+                service,
+            );
         let conn = graceful.watch(conn);
         shared.connections.fetch_add(1, Ordering::AcqRel);
         let slot = ConnectionSlot(shared.clone());
@@ -512,7 +572,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         },
         _ => match serve_api(&shared, &rid, req, &method, &target).await {
             Ok(r) => r,
-            Err(e) => error(&shared, &rid, e),
+            Err(Refusal { error: e, close }) => {
+                let mut resp = error(&shared, &rid, e);
+                if close {
+                    // Part of the request body was not read: say that the connection ends
+                    // (hyper closes it after this response).
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
         },
     };
     tracing::debug!(
@@ -534,23 +603,56 @@ fn core_error(e: CoreError) -> RequestError {
     RequestError::new(e.code, e.message)
 }
 
+/// The change could not be made durable: nothing is acknowledged.
+fn storage_error(e: StorageError) -> RequestError {
+    RequestError::new(ErrorCode::InternalError, format!("storage: {e}"))
+}
+
+/// A refused request, and whether its connection must close because part of the request
+/// body was left unread.
+struct Refusal {
+    error: RequestError,
+    close: bool,
+}
+
+impl From<RequestError> for Refusal {
+    fn from(error: RequestError) -> Self {
+        Self {
+            error,
+            close: false,
+        }
+    }
+}
+
+/// Reads and drops a request body (without buffering it); `false` if it is longer than
+/// `max`, broken, or not received within `timeout`.
+async fn drain(mut body: Incoming, max: usize, timeout: Duration) -> bool {
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen > max {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(false)
+}
+
 async fn serve_api(
     shared: &Arc<Shared>,
     rid: &str,
     req: Request<Incoming>,
     method: &Method,
     target: &str,
-) -> Result<Response<Full<Bytes>>, RequestError> {
+) -> Result<Response<Full<Bytes>>, Refusal> {
     let (parts, body) = req.into_parts();
-    // Authenticate and check the declared length before reading the body: the signature
-    // does not cover it, and with `Expect: 100-continue` the client only sends it (after
-    // hyper's `100 Continue`) once we start reading.
-    let key_id = authenticate(method, target, &parts.headers, SystemTime::now(), |id| {
-        shared
-            .credentials
-            .get(id)
-            .map(|c| c.access_key_secret.clone())
-    })?;
     let max = shared.limits.max_body_bytes;
     let too_big = || {
         RequestError::new(
@@ -563,8 +665,40 @@ async fn serve_api(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared_len.is_some_and(|l| l > max as u64) {
-        return Err(too_big());
+    let oversize = declared_len.is_some_and(|l| l > max as u64);
+    let expects_continue = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+    // Authenticate and check the declared length before reading the body: the signature
+    // does not cover it, and a client sending `Expect: 100-continue` only sends it (after
+    // hyper's `100 Continue`) once we start reading.
+    let key_id = match authenticate(method, target, &parts.headers, SystemTime::now(), |id| {
+        shared
+            .credentials
+            .get(id)
+            .map(|c| c.access_key_secret.clone())
+    }) {
+        Ok(id) => id,
+        Err(error) => {
+            // Keep the connection usable: clients (the Python SDK writes headers and body
+            // separately) reuse it for their next request, so read and drop a body that is
+            // on its way. A client waiting for `100 Continue` sends none, and an oversize
+            // body is not worth reading: then the connection closes after the answer.
+            let has_body = !hyper::body::Body::is_end_stream(&body);
+            let close = has_body
+                && (oversize
+                    || expects_continue
+                    || !drain(body, max, shared.limits.body_read_timeout).await);
+            return Err(Refusal { error, close });
+        }
+    };
+    if oversize {
+        return Err(Refusal {
+            error: too_big(),
+            close: true,
+        });
     }
     let body = match tokio::time::timeout(
         shared.limits.body_read_timeout,
@@ -573,18 +707,25 @@ async fn serve_api(
     .await
     {
         Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_big()),
         Ok(Err(e)) => {
-            return Err(RequestError::new(
-                ErrorCode::InvalidArgument,
-                format!("could not read the request body: {e}"),
-            ));
+            let error = if e.is::<LengthLimitError>() {
+                too_big()
+            } else {
+                RequestError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("could not read the request body: {e}"),
+                )
+            };
+            return Err(Refusal { error, close: true });
         }
         Err(_) => {
-            return Err(RequestError::new(
-                ErrorCode::InvalidArgument,
-                "the request body was not received in time",
-            ));
+            return Err(Refusal {
+                error: RequestError::new(
+                    ErrorCode::InvalidArgument,
+                    "the request body was not received in time",
+                ),
+                close: true,
+            });
         }
     };
     let parsed = parse_request(method, target, &parts.headers, &body)?;
@@ -600,10 +741,11 @@ async fn serve_api(
                     "{} The AccessKey {key_id} is limited to instance {scope}.",
                     ErrorCode::AccessDenied.default_message()
                 ),
-            ));
+            )
+            .into());
         }
     }
-    dispatch(shared, rid, parsed).await
+    Ok(dispatch(shared, rid, parsed).await?)
 }
 
 async fn dispatch(
@@ -619,12 +761,15 @@ async fn dispatch(
     let key: TopicKey = (instance, topic);
     match operation {
         Operation::Publish(message) => {
-            let mut core = shared.lock_core();
-            let outcome = core
-                .publish(now_ms(), key.0.as_ref(), &key.1, message)
-                .map_err(core_error)?;
-            shared.changed(&core, &key);
-            drop(core);
+            let (outcome, durable) = {
+                let mut core = shared.lock_core();
+                let outcome = core
+                    .publish(now_ms(), key.0.as_ref(), &key.1, message)
+                    .map_err(core_error)?;
+                shared.changed(&core, &key);
+                (outcome, core.sync_point())
+            };
+            durable.wait().await.map_err(storage_error)?;
             let receipt = mq_proto::client::PublishReceipt {
                 message_id: outcome.message_id,
                 body_md5: outcome.body_md5,
@@ -647,7 +792,7 @@ async fn dispatch(
             let mut shutdown = shared.shutdown.subscribe();
             let mut slot = None;
             loop {
-                let mut changes = {
+                let found_or_wait = {
                     let mut core = shared.lock_core();
                     let found = core
                         .consume(
@@ -661,15 +806,22 @@ async fn dispatch(
                         )
                         .map_err(core_error)?;
                     // The consume may have moved the next wake-up (new invisibility).
-                    shared.reschedule.notify_one();
+                    shared.rearm_timer(&core);
                     if !found.is_empty() {
-                        drop(core);
+                        ControlFlow::Break((found, core.sync_point()))
+                    } else if Instant::now() >= deadline || *shutdown.borrow_and_update() {
+                        return Err(RequestError::from_code(ErrorCode::MessageNotExist));
+                    } else {
+                        ControlFlow::Continue(shared.subscribe(&core, &key))
+                    }
+                };
+                let mut changes = match found_or_wait {
+                    ControlFlow::Break((found, durable)) => {
+                        // Answer only once the deliveries (and all they saw) are durable.
+                        durable.wait().await.map_err(storage_error)?;
                         return Ok(full(response(StatusCode::OK, encode_messages(&found), rid)));
                     }
-                    if Instant::now() >= deadline || *shutdown.borrow_and_update() {
-                        return Err(RequestError::from_code(ErrorCode::MessageNotExist));
-                    }
-                    shared.subscribe(&core, &key)
+                    ControlFlow::Continue(changes) => changes,
                 };
                 if slot.is_none() {
                     slot = Some(
@@ -697,19 +849,22 @@ async fn dispatch(
             kind,
             handles,
         } => {
-            let mut core = shared.lock_core();
-            let failures = core
-                .ack(
-                    now_ms(),
-                    key.0.as_ref(),
-                    &key.1,
-                    group.as_ref(),
-                    kind,
-                    &handles,
-                )
-                .map_err(core_error)?;
-            shared.changed(&core, &key);
-            drop(core);
+            let (failures, durable) = {
+                let mut core = shared.lock_core();
+                let failures = core
+                    .ack(
+                        now_ms(),
+                        key.0.as_ref(),
+                        &key.1,
+                        group.as_ref(),
+                        kind,
+                        &handles,
+                    )
+                    .map_err(core_error)?;
+                shared.changed(&core, &key);
+                (failures, core.sync_point())
+            };
+            durable.wait().await.map_err(storage_error)?;
             if failures.is_empty() {
                 Ok(full(response(StatusCode::NO_CONTENT, Bytes::new(), rid)))
             } else {

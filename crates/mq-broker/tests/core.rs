@@ -108,7 +108,7 @@ fn codes(f: &[HandleFailure]) -> Vec<ErrorCode> {
 fn visibility_and_redelivery() {
     let mut h = H::new();
     assert!(h.consume(0, "G", 16).is_empty()); // registers G
-    let p = h.publish(1 * SEC, msg("m1"));
+    let p = h.publish(SEC, msg("m1"));
     assert!(p.visible_now);
     assert!(p.receipt_handle.is_none());
     assert_eq!(p.body_md5, mq_proto::body_md5("m1"));
@@ -227,7 +227,7 @@ fn garbage_and_foreign_handles_are_receipt_handle_errors() {
     let h0 = &mine[0];
     let mut tampered = h0.clone();
     tampered.replace_range(h0.len() - 6..h0.len() - 4, "AB");
-    let garbage = vec![
+    let garbage = [
         "adfadfadf".to_owned(),
         "-".to_owned(),
         format!("{h0}x"),

@@ -116,7 +116,13 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(group, picks)| Op::Ack { group, picks }),
         2 => (any::<bool>(), pick(), any::<bool>())
             .prop_map(|(commit, pick, with_group)| Op::Resolve { commit, pick, with_group }),
-        4 => prop_oneof![3 => 0u64..8_000, 1 => 8_000u64..40_000].prop_map(Op::Advance),
+        // Whole seconds often, so that times meet the configured durations exactly.
+        5 => prop_oneof![
+            4 => (0u64..=12).prop_map(|s| s * 1_000),
+            1 => 0u64..8_000,
+            1 => (8u64..=40).prop_map(|s| s * 1_000),
+        ]
+        .prop_map(Op::Advance),
         1 => Just(Op::Maintain),
     ]
 }
@@ -192,6 +198,10 @@ struct Model {
     issued: Vec<Issued>,
     texts: HashSet<String>,
     published: u64,
+    /// Expected `topic_version`.
+    version: u64,
+    /// Set by an ack that unblocked an ordered partition.
+    unblocked: bool,
     committed: u64,
     rolled_back: u64,
     dropped: u64,
@@ -213,6 +223,7 @@ impl Model {
             .filter(|&(_, i)| self.groups.values().any(|g| g.entries.contains_key(&i)))
             .collect();
         expired.sort();
+        let mut changed = !expired.is_empty();
         for (_, seq) in expired {
             for g in self.groups.values_mut() {
                 if g.entries.remove(&seq).is_some() {
@@ -224,6 +235,12 @@ impl Model {
         let before = self.half.len();
         self.half.retain(|_, h| h.horizon > now);
         self.dropped += (before - self.half.len()) as u64;
+        changed |= before != self.half.len();
+        let after = self.swept_at;
+        changed |= self
+            .half
+            .values()
+            .any(|h| h.check_at > after && h.check_at <= now);
         for g in self.groups.values_mut() {
             let mut dead: Vec<(u64, usize)> = g
                 .entries
@@ -232,6 +249,7 @@ impl Model {
                 .map(|(&s, e)| (e.visible_at, s))
                 .collect();
             dead.sort();
+            changed |= !dead.is_empty();
             for (at, seq) in dead {
                 g.entries.remove(&seq);
                 g.dead_at.push(at);
@@ -239,8 +257,15 @@ impl Model {
                 g.gone.insert(seq);
             }
             g.dead_at.retain(|&t| t + cfg.retention_ms > now);
+            changed |= g
+                .entries
+                .values()
+                .any(|e| !e.last_chance && e.visible_at > after && e.visible_at <= now);
         }
         self.swept_at = now;
+        if changed {
+            self.version += 1;
+        }
     }
 
     fn register(&mut self, group: usize) {
@@ -269,7 +294,11 @@ impl Model {
         if !self.groups.is_empty() {
             self.msgs[seq].expire_at = Some(visible_at + cfg.retention_ms);
         }
-        !self.groups.is_empty() && visible_at <= now
+        let visible_now = !self.groups.is_empty() && visible_at <= now;
+        if visible_now {
+            self.version += 1;
+        }
+        visible_now
     }
 
     /// Expected deliveries of a normal or orderly consume: (seq, consumed, first, next).
@@ -435,6 +464,25 @@ impl Model {
                 g.entries.remove(&h.seq);
                 g.acked += 1;
                 g.gone.insert(h.seq);
+                // Did the ack leave the message's partition ready for orderly consumers?
+                let partition = &self.msgs[h.seq].partition;
+                let rest: Vec<&MEntry> = g
+                    .entries
+                    .iter()
+                    .filter(|(s, _)| self.msgs[**s].partition == *partition)
+                    .map(|(_, e)| e)
+                    .collect();
+                if let Some(head) = rest.first() {
+                    let flight = rest
+                        .iter()
+                        .filter(|e| e.consumed > 0)
+                        .map(|e| e.visible_at)
+                        .max()
+                        .unwrap_or(0);
+                    if head.visible_at.max(flight) <= now {
+                        self.unblocked = true;
+                    }
+                }
                 None
             }
             _ => Some(ErrorCode::MessageNotExist),
@@ -749,10 +797,14 @@ impl Run {
                     .unwrap();
                 self.model.sweep(&self.cfg);
                 self.model.register(*group);
+                self.model.unblocked = false;
                 let want: Vec<(String, ErrorCode)> = texts
                     .iter()
                     .filter_map(|text| self.model.ack_one(*group, text).map(|c| (text.clone(), c)))
                     .collect();
+                if self.model.unblocked {
+                    self.model.version += 1;
+                }
                 let got: Vec<(String, ErrorCode)> = got
                     .into_iter()
                     .map(|f| (f.receipt_handle, f.code))
@@ -793,6 +845,10 @@ impl Run {
     fn compare_state(&self) {
         assert_eq!(self.core.now_ms(), self.model.now);
         assert_eq!(self.core.next_wakeup(), self.model.next_wakeup(&self.cfg));
+        assert_eq!(
+            self.core.topic_version(None, &self.topic),
+            self.model.version
+        );
         let stats = self.core.stats();
         let Some(ts) = stats.topics.first() else {
             assert_eq!(self.model.published, 0);

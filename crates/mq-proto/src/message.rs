@@ -64,10 +64,19 @@ fn check_body(body: &str) -> Result<(), MessageError> {
     if body.is_empty() {
         return Err(MessageError::EmptyBody);
     }
-    if let Some(ch) = body.chars().find(|&c| {
-        (c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}'))
-            || matches!(c, '\u{fffe}' | '\u{ffff}')
-    }) {
+    // Refused: C0 controls other than tab, LF and CR, and U+FFFE/U+FFFF (`EF BF BE`/`BF`).
+    // Scanned as bytes (this runs over every body on both sides of the wire).
+    let bytes = body.as_bytes();
+    let bad = bytes.iter().enumerate().find_map(|(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => None,
+        0..=0x1f => Some(i),
+        0xef if matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf])) => Some(i),
+        _ => None,
+    });
+    if let Some(ch) = bad
+        .and_then(|i| body.get(i..))
+        .and_then(|rest| rest.chars().next())
+    {
         return Err(MessageError::InvalidBodyChar { ch });
     }
     Ok(())
@@ -369,6 +378,28 @@ impl Message {
     /// Whether the reported body MD5 matches the body (case-insensitive).
     pub fn body_md5_matches(&self) -> bool {
         self.body_md5.eq_ignore_ascii_case(&body_md5(&self.body))
+    }
+}
+
+#[cfg(test)]
+mod body_check_tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The byte scan refuses exactly what the char definition refuses, reporting the
+        /// same first character.
+        #[test]
+        fn check_body_matches_the_char_definition(s in "(?s:.{1,48})|[\\x00-\\x20\\x7f-\\u{a0}\u{fffd}-\u{ffff}a-z中]{1,48}") {
+            let reference = s.chars().find(|&c| {
+                (c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}'))
+                    || matches!(c, '\u{fffe}' | '\u{ffff}')
+            });
+            match (check_body(&s), reference) {
+                (Ok(()), None) => {}
+                (Err(MessageError::InvalidBodyChar { ch }), Some(r)) => proptest::prop_assert_eq!(ch, r),
+                (got, want) => proptest::prop_assert!(false, "{:?} vs {:?}", got, want),
+            }
+        }
     }
 }
 

@@ -329,29 +329,38 @@ impl<'a> XmlReader<'a> {
     }
 }
 
-/// Whether `c` may appear in an XML 1.0 document (as a character or a reference).
+/// Whether `c` may appear in an XML 1.0 document (as a character or a reference): the
+/// definition [`escape_into`] implements byte-wise.
+#[cfg(test)]
 fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
 }
 
 /// Appends `s` escaped for element text: `&` `<` `>` become entities, `\r` becomes `&#13;`
 /// (so it survives line-end normalisation), and characters XML cannot carry become U+FFFD.
+///
+/// Scans bytes, not chars: every character that needs attention is either ASCII (`&`, `<`,
+/// `>`, `\r`, C0 controls other than `\t` and `\n`) or U+FFFE/U+FFFF (`EF BF BE`/`EF BF BF`;
+/// surrogates cannot occur in a `str`), so plain runs are copied in one piece.
 pub(crate) fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
     let mut last = 0;
-    for (i, c) in s.char_indices() {
-        let rep = match c {
-            '&' => "&amp;",
-            '<' => "&lt;",
-            '>' => "&gt;",
-            '\r' => "&#13;",
-            c if is_xml_char(c) => continue,
-            _ => "\u{fffd}",
+    for (i, &b) in bytes.iter().enumerate() {
+        let (rep, len) = match b {
+            b'&' => ("&amp;", 1),
+            b'<' => ("&lt;", 1),
+            b'>' => ("&gt;", 1),
+            b'\r' => ("&#13;", 1),
+            b'\t' | b'\n' => continue,
+            0..=0x1f => ("\u{fffd}", 1),
+            0xef if matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf])) => ("\u{fffd}", 3),
+            _ => continue,
         };
         if let Some(plain) = s.get(last..i) {
             out.push_str(plain);
         }
         out.push_str(rep);
-        last = i + c.len_utf8();
+        last = i + len;
     }
     if let Some(plain) = s.get(last..) {
         out.push_str(plain);
@@ -475,6 +484,31 @@ mod tests {
             Err(XmlError::Syntax(_))
         ));
         assert!(matches!(texts("<a><b></c></a>"), Err(XmlError::Syntax(_))));
+    }
+
+    /// The char-by-char definition `escape_into` must match.
+    fn escape_reference(s: &str) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '\r' => out.push_str("&#13;"),
+                c if is_xml_char(c) => out.push(c),
+                _ => out.push('\u{fffd}'),
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escape_matches_the_char_definition(s in "(?s:.{0,64})|[\\x00-\\x20&<>\u{fffd}-\u{ffff}\u{e000}a-z中]{0,64}") {
+            let mut out = String::new();
+            escape_into(&mut out, &s);
+            proptest::prop_assert_eq!(out, escape_reference(&s));
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Configuration, errors and the publish result of the core.
 
 use mq_proto::{ErrorCode, MessageId, ReceiptHandle};
+use serde::{Deserialize, Serialize};
 
 /// One day in milliseconds.
 const DAY_MS: u64 = 86_400_000;
@@ -17,7 +18,7 @@ const DAY_MS: u64 = 86_400_000;
 /// assert_eq!(config.order_invisibility_ms, 60_000);
 /// assert_eq!(config.max_deliveries, 288);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreConfig {
     /// Invisibility after a normal delivery (`NextConsumeTime` - now). Default 300 s.
     pub invisibility_ms: u64,

@@ -10,14 +10,16 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use mq_proto::{ErrorCode, Message, MessageId, TagFilter};
+use serde::{Deserialize, Serialize};
 
 use super::config::CoreError;
 use super::handle::Token;
 use super::orderly::Partition;
+use super::persist;
 use super::store::Store;
 
 /// Per-message consumption state in one group.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     /// When the message is (or becomes again) visible to this group.
     pub(crate) visible_at: u64,
@@ -32,9 +34,10 @@ pub(crate) struct Entry {
 }
 
 /// A message a group gave up on after the maximum number of deliveries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// Id of the message.
+    #[serde(with = "persist::message_id")]
     pub message_id: MessageId,
     /// Its publish time (epoch ms).
     pub publish_time: u64,
@@ -45,7 +48,7 @@ pub struct DeadLetter {
 }
 
 /// Running totals of one group.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GroupCounters {
     /// Deliveries (first and repeated).
     pub(crate) delivered: u64,
@@ -60,7 +63,7 @@ pub(crate) struct GroupCounters {
 }
 
 /// One consumer group on one topic.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Group {
     /// Scope id written into this group's receipt handles.
     pub(crate) scope: u64,

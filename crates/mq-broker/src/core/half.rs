@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use mq_proto::{ErrorCode, Message, ReceiptHandle, TagFilter};
+use serde::{Deserialize, Serialize};
 
 use super::config::CoreError;
 use super::group::{check_attempt, min_opt};
@@ -16,7 +17,7 @@ use super::handle::Token;
 use super::store::StoredMessage;
 
 /// One unresolved half message.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HalfEntry {
     /// The message (moves to the topic store on commit).
     pub(crate) message: StoredMessage,
@@ -32,7 +33,7 @@ pub(crate) struct HalfEntry {
 }
 
 /// Running totals of a half pool.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HalfCounters {
     /// Transactional messages published.
     pub(crate) published: u64,
@@ -47,7 +48,7 @@ pub(crate) struct HalfCounters {
 }
 
 /// The half messages of one topic.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HalfPool {
     /// Scope id written into this pool's handles.
     pub(crate) scope: u64,

@@ -75,6 +75,7 @@ mod group;
 mod half;
 mod handle;
 mod orderly;
+mod persist;
 mod stats;
 mod store;
 mod topic;
@@ -87,6 +88,7 @@ use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
     TagFilter, TopicMessage, TopicName,
 };
+use serde::{Deserialize, Serialize};
 
 pub use config::{CoreConfig, CoreError, PublishOutcome};
 pub use group::DeadLetter;
@@ -105,7 +107,11 @@ type TopicKey = (Option<InstanceId>, TopicName);
 
 /// The broker's state machine. See the [module documentation](self) for the model and the
 /// long-polling contract.
-#[derive(Clone)]
+///
+/// Two cores are equal when their whole states are (a replayed core equals the original).
+/// The serde form is the snapshot format of the durable broker ([`crate::durable`]); it is
+/// stable only within one version of this crate.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerCore {
     config: CoreConfig,
     /// High half of every message id.
@@ -116,6 +122,7 @@ pub struct BrokerCore {
     next_scope: u64,
     /// Latest time seen.
     now: u64,
+    #[serde(with = "persist::topics")]
     topics: BTreeMap<TopicKey, Topic>,
 }
 
@@ -152,6 +159,24 @@ impl BrokerCore {
     /// The latest time passed to the core, epoch ms.
     pub fn now_ms(&self) -> u64 {
         self.now
+    }
+
+    /// Moves the core's clock to `now_ms` (never back) and does nothing else: no
+    /// housekeeping runs until the next call. Replaying a journal uses it for calls that
+    /// were refused as a whole, whose only effect was to move the clock.
+    pub fn advance_clock(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+    }
+
+    /// Replaces the timing and policy knobs for the calls that follow, keeping the id seed
+    /// of this core (ids and receipt handles already issued must stay valid and unique).
+    /// State already recorded keeps the times computed under the old settings: a message
+    /// in flight stays invisible until its `NextConsumeTime`, a stored message keeps its
+    /// retention deadline. A durable broker restarted with new settings uses it after
+    /// recovery.
+    pub fn reconfigure(&mut self, config: CoreConfig) {
+        let id_seed = self.config.id_seed;
+        self.config = CoreConfig { id_seed, ..config }.normalized();
     }
 
     /// Declares a topic: it exists from now on even when

@@ -19,13 +19,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mq_proto::{Message, TagFilter};
+use serde::{Deserialize, Serialize};
 
 use super::config::CoreError;
 use super::group::{DeliverParams, Group};
 use super::store::Store;
 
 /// One partition of a group's pending messages.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Partition {
     /// Pending sequence numbers, in order.
     pub(crate) pending: BTreeSet<u64>,

@@ -5,21 +5,27 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use mq_proto::{Message, MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
+use serde::{Deserialize, Serialize};
+
+use super::persist;
 
 /// A message as the core keeps it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredMessage {
     /// Core-wide sequence number (also the low half of the id).
     pub(crate) seq: u64,
     /// Message id.
+    #[serde(with = "persist::message_id")]
     pub(crate) id: MessageId,
     /// Body text.
     pub(crate) body: Box<str>,
     /// Upper-case hex MD5 of the body.
     pub(crate) body_md5: String,
     /// Tag, if any.
+    #[serde(with = "persist::opt_tag")]
     pub(crate) tag: Option<Tag>,
     /// All properties as published, system keys included.
+    #[serde(with = "persist::properties")]
     pub(crate) properties: Properties,
     /// Ordered-consumption partition (`__SHARDINGKEY`, "" when absent).
     pub(crate) partition: Arc<str>,
@@ -80,7 +86,7 @@ impl StoredMessage {
 }
 
 /// Messages of one topic that at least one group still holds.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Store {
     /// By sequence number.
     pub(crate) messages: HashMap<u64, StoredMessage>,

@@ -4,21 +4,24 @@
 use std::collections::BTreeMap;
 
 use mq_proto::GroupId;
+use serde::{Deserialize, Serialize};
 
 use super::config::CoreConfig;
 use super::group::{Group, min_opt};
 use super::half::HalfPool;
+use super::persist;
 use super::stats::{GroupStats, TopicStats};
 use super::store::{Store, StoredMessage};
 
 /// One topic of one instance.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Topic {
     /// Declared with `declare_topic` (as opposed to auto-created).
     pub(crate) declared: bool,
     /// Messages some group still holds.
     pub(crate) store: Store,
     /// Consumer groups, by id.
+    #[serde(with = "persist::groups")]
     pub(crate) groups: BTreeMap<GroupId, Group>,
     /// Half messages.
     pub(crate) half: HalfPool,

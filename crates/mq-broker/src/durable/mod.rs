@@ -1,0 +1,534 @@
+//! The durable broker: a [`BrokerCore`] whose every state change is journaled to disk, so
+//! that nothing acknowledged is lost when the process dies (`mq-broker --data-dir DIR`).
+//!
+//! # Design
+//!
+//! The core is deterministic: the same calls with the same times produce the same state,
+//! ids and receipt handles (its only hash maps are looked up by key, never iterated into an
+//! output). So the journal stores *calls*, not state: one [`Record`](record) per call that
+//! reached the core (publish with the message in wire form, consume, ack / commit /
+//! rollback, topic declaration, housekeeping, and refused calls that only moved the clock),
+//! each with its effective time, in the order the core applied them. Replaying them into the
+//! core they started from rebuilds the exact state: messages and their visibility times,
+//! in-flight deliveries with their handles, `NextConsumeTime` and delivery counts, delayed
+//! messages, half messages with their check schedule, dead letters and counters.
+//!
+//! * **Group commit.** [`JournaledCore`]'s calls hand their record to a writer thread while
+//!   the caller still holds the core (so records are in application order) and return at
+//!   once; the caller releases the core and then waits on [`JournaledCore::sync_point`],
+//!   which resolves when the writer's commit containing the record is durable. The writer
+//!   takes every waiting record into one commit, so concurrent requests share fsyncs.
+//! * **Snapshots.** A snapshot is the serde form of the core (postcard). One is written at
+//!   every start (after recovery), when the journal since the last one has grown to at
+//!   least [`DurableOptions::snapshot_min_bytes`] and to at least the last snapshot's size
+//!   (so rewriting costs at most as much again as the journal it replaces), and when the last
+//!   one is older than [`DurableOptions::snapshot_interval_ms`]. Installing a snapshot
+//!   deletes the records it covers, in the same commit. Together with the core's retention
+//!   (messages leave the state 3 days after they became deliverable, configurable), this is
+//!   what trims old data from the disk.
+//! * **Recovery.** Open the engine, decode the snapshot, replay the records after it, apply
+//!   the configuration given now (the id seed stays the stored one, so old handles stay
+//!   valid and new ids unique), write a fresh snapshot. The clock is not touched: the first
+//!   call after a restart brings it to the present, and everything that fell due meanwhile
+//!   (in-flight messages past their `NextConsumeTime`, delayed messages, half-message
+//!   checks) is due then.
+//! * **Failures.** If a write fails, the writer stops; every later sync point fails, so the
+//!   broker answers 500 and acknowledges nothing any more. The state on disk is the last
+//!   durable commit; restarting recovers from it.
+//!
+//! The storage engine is redb ([`RedbEngine`]), chosen over fjall by the benchmark in
+//! `benches/storage_engines.rs` (see ARCHITECTURE.md, "Durability", and BENCHMARKS.md).
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use mq_broker::core::CoreConfig;
+//! use mq_broker::durable::JournaledCore;
+//! use mq_proto::{BatchSize, ConsumeKind, GroupId, TagFilter, TopicMessage, TopicName};
+//!
+//! let dir = std::env::temp_dir().join(format!("mq-durable-doc-{}", std::process::id()));
+//! let _ = std::fs::remove_dir_all(&dir);
+//! let (topic, group) = (TopicName::new("T")?, GroupId::new("GID")?);
+//! let one = BatchSize::new(1)?;
+//! {
+//!     let mut core = JournaledCore::open(CoreConfig::default(), Some(&dir))?;
+//!     core.consume(0, None, &topic, &group, ConsumeKind::Normal, &TagFilter::All, one)?;
+//!     core.publish(1_000, None, &topic, TopicMessage::new("kept")?)?;
+//!     core.sync_point().wait().await?; // durable: a server may now answer 201
+//!     core.close().await;
+//! }
+//! let mut core = JournaledCore::open(CoreConfig::default(), Some(&dir))?;
+//! let got = core.consume(2_000, None, &topic, &group, ConsumeKind::Normal, &TagFilter::All, one)?;
+//! assert_eq!(got[0].body, "kept");
+//! core.close().await;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod journal;
+mod record;
+
+use std::fmt;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
+    TagFilter, TopicMessage, TopicName,
+};
+
+use crate::core::{BrokerCore, CoreConfig, CoreError, PublishOutcome};
+
+pub use engine::{LogEngine, RecordVisitor, RedbEngine, StorageError};
+pub use journal::SyncPoint;
+
+use journal::{Item, Writer};
+use record::Record;
+
+/// Version of the on-disk format (records and snapshots) this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// When snapshots are taken (see the [module documentation](self)).
+///
+/// ```
+/// use mq_broker::durable::DurableOptions;
+/// let options = DurableOptions { snapshot_min_bytes: 1 << 20, ..DurableOptions::default() };
+/// assert_eq!(options.snapshot_interval_ms, 3_600_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurableOptions {
+    /// Journal bytes since the last snapshot that trigger the next one (when also at least
+    /// the last snapshot's size). Default 64 MiB.
+    pub snapshot_min_bytes: u64,
+    /// Core time after which a journal with any record since the last snapshot is
+    /// snapshotted anyway, so retention reaches the disk. Default one hour.
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for DurableOptions {
+    fn default() -> Self {
+        Self {
+            snapshot_min_bytes: 64 << 20,
+            snapshot_interval_ms: 3_600_000,
+        }
+    }
+}
+
+/// A [`BrokerCore`] that journals every state change when it has a data directory (and is
+/// the plain core otherwise).
+///
+/// The mutating calls have the core's signatures; read-only calls go to the core through
+/// `Deref`. After a mutating call, a server takes [`sync_point`](Self::sync_point) while
+/// still holding the core, releases it, and waits on the point before answering. See the
+/// [module documentation](self) for the design and an example.
+pub struct JournaledCore {
+    core: BrokerCore,
+    journal: Option<Journal>,
+}
+
+impl fmt::Debug for JournaledCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournaledCore")
+            .field("core", &self.core)
+            .field("journal", &self.journal)
+            .finish()
+    }
+}
+
+impl Deref for JournaledCore {
+    type Target = BrokerCore;
+
+    fn deref(&self) -> &BrokerCore {
+        &self.core
+    }
+}
+
+struct Journal {
+    writer: Writer,
+    /// Index of the last record handed to the writer.
+    last: u64,
+    options: DurableOptions,
+    /// Record bytes handed over since the last snapshot was taken.
+    since_snapshot: u64,
+    /// Core time of the last snapshot.
+    snapshot_at_ms: u64,
+    /// Size of the last snapshot.
+    snapshot_len: Arc<AtomicU64>,
+    /// A snapshot is being encoded or installed.
+    snapshot_busy: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("last", &self.last)
+            .field("since_snapshot", &self.since_snapshot)
+            .finish_non_exhaustive()
+    }
+}
+
+fn journal_error(e: StorageError) -> CoreError {
+    CoreError::new(ErrorCode::InternalError, format!("journal: {e}"))
+}
+
+impl JournaledCore {
+    /// A core kept in memory only (no journal).
+    pub fn in_memory(config: CoreConfig) -> Self {
+        Self {
+            core: BrokerCore::new(config),
+            journal: None,
+        }
+    }
+
+    /// With a directory: recovers the state stored there (or starts empty) with the redb
+    /// engine and journals from now on. Without one: [`in_memory`](Self::in_memory).
+    pub fn open(config: CoreConfig, data_dir: Option<&Path>) -> Result<Self, StorageError> {
+        match data_dir {
+            None => Ok(Self::in_memory(config)),
+            Some(dir) => Self::open_with(RedbEngine::open(dir)?, config, DurableOptions::default()),
+        }
+    }
+
+    /// Recovers the state stored in `engine` (or starts empty), applies `config` (keeping a
+    /// stored id seed), writes a fresh snapshot, and starts the writer thread.
+    pub fn open_with<E: LogEngine>(
+        mut engine: E,
+        config: CoreConfig,
+        options: DurableOptions,
+    ) -> Result<Self, StorageError> {
+        let (core, last) = match Self::recover(&engine)? {
+            Some((mut core, last)) => {
+                core.reconfigure(config);
+                (core, last)
+            }
+            None => (BrokerCore::new(config), 0),
+        };
+        let snapshot = encode_snapshot(&core)?;
+        engine.install_snapshot(last, &snapshot)?;
+        let snapshot_busy = Arc::new(AtomicBool::new(false));
+        let writer = Writer::start(engine, last, snapshot_busy.clone())?;
+        let snapshot_at_ms = core.now_ms();
+        Ok(Self {
+            core,
+            journal: Some(Journal {
+                writer,
+                last,
+                options,
+                since_snapshot: 0,
+                snapshot_at_ms,
+                snapshot_len: Arc::new(AtomicU64::new(snapshot.len() as u64)),
+                snapshot_busy,
+            }),
+        })
+    }
+
+    /// The state an engine holds: its snapshot with the records after it replayed, and the
+    /// index of the last record; `None` for an empty engine. Reads only.
+    pub fn recover<E: LogEngine>(engine: &E) -> Result<Option<(BrokerCore, u64)>, StorageError> {
+        let Some((upto, bytes)) = engine.load_snapshot()? else {
+            engine.read_records(0, &mut |index, _| {
+                Err(StorageError::Corrupt(format!(
+                    "record {index} without a snapshot before it"
+                )))
+            })?;
+            return Ok(None);
+        };
+        let mut core = decode_snapshot(&bytes)?;
+        let mut last = upto;
+        engine.read_records(upto, &mut |index, bytes| {
+            if Some(index) != last.checked_add(1) {
+                return Err(StorageError::Corrupt(format!(
+                    "record {index} follows record {last}"
+                )));
+            }
+            Record::decode(bytes)?.apply(&mut core)?;
+            last = index;
+            Ok(())
+        })?;
+        Ok(Some((core, last)))
+    }
+
+    /// The core.
+    pub fn core(&self) -> &BrokerCore {
+        &self.core
+    }
+
+    /// Whether changes are journaled (a data directory is in use).
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// A point reached once every change made so far is durable (at once without a
+    /// journal). Take it while holding the core, wait on it after releasing the core.
+    pub fn sync_point(&self) -> SyncPoint {
+        match &self.journal {
+            Some(j) => j.writer.sync_point(j.last),
+            None => SyncPoint::reached(),
+        }
+    }
+
+    /// Commits what is pending and closes the storage (its files can be opened again once
+    /// the returned future resolves). Later changes are not journaled: their sync points
+    /// fail with [`StorageError::Closed`]. Dropping the core closes it too, blocking until
+    /// the writer thread has finished.
+    pub fn close(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let closing = self.journal.as_mut().map(|j| j.writer.close());
+        async move {
+            if let Some(closing) = closing {
+                closing.await;
+            }
+        }
+    }
+
+    /// [`BrokerCore::declare_topic`], journaled.
+    pub fn declare_topic(&mut self, instance: Option<&InstanceId>, topic: &TopicName) {
+        let Self { core, journal } = self;
+        let Some(journal) = journal else {
+            return core.declare_topic(instance, topic);
+        };
+        match Record::declare(core.now_ms(), instance, topic).encode() {
+            Ok(record) => {
+                // Applied first: a snapshot taken by `append` must include it.
+                core.declare_topic(instance, topic);
+                journal.append(record, core);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot journal a topic declaration; not declared")
+            }
+        }
+    }
+
+    /// [`BrokerCore::publish`], journaled (a refused publish journals only the clock).
+    pub fn publish(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        message: TopicMessage,
+    ) -> Result<PublishOutcome, CoreError> {
+        let Self { core, journal } = self;
+        let Some(journal) = journal else {
+            return core.publish(now_ms, instance, topic, message);
+        };
+        let before = core.now_ms();
+        let at = before.max(now_ms);
+        let record = Record::publish(at, instance, topic, &message)
+            .encode()
+            .map_err(journal_error)?;
+        let clock = Record::Clock { at }.encode().map_err(journal_error)?;
+        let result = core.publish(at, instance, topic, message);
+        if result.is_ok() {
+            journal.append(record, core);
+        } else if core.now_ms() != before {
+            journal.append(clock, core);
+        }
+        result
+    }
+
+    /// [`BrokerCore::consume`], journaled (also when it returns nothing: it may register
+    /// the group or skip filtered messages).
+    #[allow(clippy::too_many_arguments)]
+    pub fn consume(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        group: &GroupId,
+        kind: ConsumeKind,
+        filter: &TagFilter,
+        batch: BatchSize,
+    ) -> Result<Vec<Message>, CoreError> {
+        let Self { core, journal } = self;
+        let Some(journal) = journal else {
+            return core.consume(now_ms, instance, topic, group, kind, filter, batch);
+        };
+        let at = core.now_ms().max(now_ms);
+        let record = Record::consume(at, instance, topic, group, kind, filter, batch)
+            .encode()
+            .map_err(journal_error)?;
+        let result = core.consume(at, instance, topic, group, kind, filter, batch);
+        journal.append(record, core);
+        result
+    }
+
+    /// [`BrokerCore::ack`] (also commit and rollback), journaled.
+    pub fn ack(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        group: Option<&GroupId>,
+        kind: AckKind,
+        handles: &[String],
+    ) -> Result<Vec<HandleFailure>, CoreError> {
+        let Self { core, journal } = self;
+        let Some(journal) = journal else {
+            return core.ack(now_ms, instance, topic, group, kind, handles);
+        };
+        let at = core.now_ms().max(now_ms);
+        let record = Record::ack(at, instance, topic, group, kind, handles)
+            .encode()
+            .map_err(journal_error)?;
+        let result = core.ack(at, instance, topic, group, kind, handles);
+        journal.append(record, core);
+        result
+    }
+
+    /// [`BrokerCore::maintain`], journaled.
+    pub fn maintain(&mut self, now_ms: u64) {
+        let Self { core, journal } = self;
+        if let Some(journal) = journal {
+            let at = core.now_ms().max(now_ms);
+            match (Record::Maintain { at }).encode() {
+                Ok(record) => {
+                    core.maintain(at);
+                    journal.append(record, core);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot journal housekeeping; skipped"),
+            }
+        } else {
+            core.maintain(now_ms);
+        }
+    }
+}
+
+impl Journal {
+    /// Hands the record of a call just applied to `core` to the writer, and starts a
+    /// snapshot if one is due.
+    fn append(&mut self, bytes: Vec<u8>, core: &BrokerCore) {
+        self.last += 1;
+        self.since_snapshot = self.since_snapshot.saturating_add(bytes.len() as u64);
+        self.writer.send(Item::Record {
+            index: self.last,
+            bytes,
+        });
+        self.maybe_snapshot(core);
+    }
+
+    fn maybe_snapshot(&mut self, core: &BrokerCore) {
+        if self.snapshot_busy.load(Ordering::Acquire) {
+            return;
+        }
+        let threshold = self
+            .options
+            .snapshot_min_bytes
+            .max(self.snapshot_len.load(Ordering::Relaxed));
+        let stale = self.since_snapshot > 0
+            && core.now_ms().saturating_sub(self.snapshot_at_ms)
+                >= self.options.snapshot_interval_ms;
+        if self.since_snapshot < threshold && !stale {
+            return;
+        }
+        self.snapshot_busy.store(true, Ordering::Release);
+        self.since_snapshot = 0;
+        self.snapshot_at_ms = core.now_ms();
+        // Copy under the caller's lock (a memory copy); encode and write elsewhere.
+        let copy = core.clone();
+        let upto = self.last;
+        let tx = self.writer.sender();
+        let len = self.snapshot_len.clone();
+        let busy = self.snapshot_busy.clone();
+        let busy_on_spawn_error = self.snapshot_busy.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mq-snapshot".into())
+            .spawn(move || match encode_snapshot(&copy) {
+                Ok(bytes) => {
+                    len.store(bytes.len() as u64, Ordering::Relaxed);
+                    if tx.send(Item::Snapshot { upto, bytes }).is_err() {
+                        busy.store(false, Ordering::Release);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot not taken");
+                    busy.store(false, Ordering::Release);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "snapshot thread not started");
+            busy_on_spawn_error.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The snapshot bytes of a core: the format version, then the core (postcard).
+fn encode_snapshot(core: &BrokerCore) -> Result<Vec<u8>, StorageError> {
+    let mut bytes = postcard::to_allocvec(&FORMAT)
+        .map_err(|e| StorageError::Engine(format!("encoding a snapshot: {e}")))?;
+    postcard::to_io(core, &mut bytes)
+        .map_err(|e| StorageError::Engine(format!("encoding a snapshot: {e}")))?;
+    Ok(bytes)
+}
+
+/// Reads [`encode_snapshot`]'s output.
+fn decode_snapshot(bytes: &[u8]) -> Result<BrokerCore, StorageError> {
+    let (format, rest) = postcard::take_from_bytes::<u32>(bytes)
+        .map_err(|e| StorageError::Corrupt(format!("snapshot header: {e}")))?;
+    if format != FORMAT {
+        return Err(StorageError::Format {
+            found: format,
+            expected: FORMAT,
+        });
+    }
+    postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(format!("snapshot: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_round_trip_and_check_their_format() {
+        let mut core = BrokerCore::new(CoreConfig {
+            id_seed: 9,
+            ..CoreConfig::default()
+        });
+        let topic = TopicName::new("T").unwrap();
+        let group = GroupId::new("G").unwrap();
+        let one = BatchSize::new(1).unwrap();
+        core.consume(
+            0,
+            None,
+            &topic,
+            &group,
+            ConsumeKind::Normal,
+            &TagFilter::All,
+            one,
+        )
+        .unwrap();
+        core.publish(10, None, &topic, TopicMessage::new("a").unwrap())
+            .unwrap();
+        core.publish(10, None, &topic, TopicMessage::new("b").unwrap())
+            .unwrap();
+        core.consume(
+            20,
+            None,
+            &topic,
+            &group,
+            ConsumeKind::Normal,
+            &TagFilter::All,
+            one,
+        )
+        .unwrap();
+        let bytes = encode_snapshot(&core).unwrap();
+        assert_eq!(decode_snapshot(&bytes).unwrap(), core);
+
+        let mut other = postcard::to_allocvec(&(FORMAT + 1)).unwrap();
+        other.extend_from_slice(&bytes[1..]);
+        assert_eq!(
+            decode_snapshot(&other),
+            Err(StorageError::Format {
+                found: FORMAT + 1,
+                expected: FORMAT
+            })
+        );
+        assert!(matches!(
+            decode_snapshot(&bytes[..bytes.len() / 2]),
+            Err(StorageError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,142 @@
+//! Running the broker as a program: start from [`BrokerArgs`], announce the address, serve
+//! until SIGINT/SIGTERM (Ctrl-C), then shut down gracefully. Shared by the `mq-broker` binary
+//! and `mq serve`, so both behave and print exactly the same.
+
+use crate::config::{BrokerArgs, CredentialSource, load_config};
+use crate::server::{Broker, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET};
+use std::io::Write;
+
+/// Loads the configuration, starts the broker on the current tokio runtime, prints the
+/// banner on stdout (the first line is exactly `listening on http://IP:PORT`), serves until
+/// the first SIGINT or SIGTERM, then shuts down gracefully; a second signal stops at once.
+///
+/// `program` prefixes the messages written to stderr (`mq-broker: shutting down`). Errors
+/// are one line, ready to print after `program: `.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), String> {
+/// use mq_broker::BrokerArgs;
+/// let args = BrokerArgs { listen: Some("127.0.0.1:0".parse().unwrap()), ..Default::default() };
+/// mq_broker::run::run_until_signal(&args, "my-broker").await
+/// # }
+/// ```
+pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), String> {
+    let (config, source) = load_config(args)?;
+    // Install the signal handlers before announcing the address: a supervisor may send
+    // SIGTERM as soon as it has read the first line, and must then see a graceful exit.
+    let mut signals =
+        Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let listen = config.listen;
+    let topics = config.topics.len();
+    let data_dir = config.data_dir.clone();
+    let broker = Broker::start(config)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {}", broker.endpoint());
+        let _ = writeln!(out, "{}", credentials_line(source));
+        if topics == 0 {
+            let _ = writeln!(out, "topics: created on first use");
+        } else {
+            let _ = writeln!(
+                out,
+                "topics: {topics} declared; others answer TopicNotExist"
+            );
+        }
+        let _ = match &data_dir {
+            Some(dir) => writeln!(out, "state: kept in {} (survives restarts)", dir.display()),
+            None => writeln!(out, "state: in memory (--data-dir DIR keeps it)"),
+        };
+        let _ = out.flush();
+    }
+    signals.recv().await;
+    eprintln!("{program}: shutting down");
+    tokio::select! {
+        () = broker.shutdown() => {}
+        () = signals.recv() => eprintln!("{program}: second signal, stopping now"),
+    }
+    Ok(())
+}
+
+/// The banner line that says where the credentials in effect came from.
+fn credentials_line(source: CredentialSource) -> String {
+    match source {
+        CredentialSource::Development => format!(
+            "credentials: development pair {DEV_ACCESS_KEY_ID}:{DEV_ACCESS_KEY_SECRET} (set --credential AK:SK to choose your own)"
+        ),
+        CredentialSource::Environment => {
+            "credentials: from ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET".to_owned()
+        }
+        CredentialSource::Configured => "credentials: as configured".to_owned(),
+    }
+}
+
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), registered when created.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(windows)]
+        {
+            Ok(Self {
+                ctrl_c: tokio::signal::windows::ctrl_c()?,
+            })
+        }
+    }
+
+    /// Waits for the next signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(windows)]
+        {
+            let _ = self.ctrl_c.recv().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_line_names_the_source_and_never_a_configured_secret() {
+        assert!(credentials_line(CredentialSource::Development).contains(DEV_ACCESS_KEY_ID));
+        assert_eq!(
+            credentials_line(CredentialSource::Configured),
+            "credentials: as configured"
+        );
+        assert!(credentials_line(CredentialSource::Environment).contains("ALIBABA_CLOUD"));
+    }
+
+    #[tokio::test]
+    async fn bad_configuration_is_one_line_error() {
+        let args = BrokerArgs {
+            credentials: vec!["nocolon".into()],
+            ..Default::default()
+        };
+        let e = run_until_signal(&args, "t").await.unwrap_err();
+        assert!(e.contains("nocolon") && !e.contains('\n'), "{e}");
+    }
+}

@@ -1,0 +1,985 @@
+//! The durable broker (`mq_broker::durable`): replay determinism (property test), recovery
+//! of ready, in-flight, delayed and half messages across restarts (in virtual time on a
+//! real data directory, and through the HTTP server), retention reaching the disk, storage
+//! failures, and a locked data directory.
+
+mod support;
+
+use mq_broker::durable::{
+    DurableOptions, JournaledCore, LogEngine, RecordVisitor, RedbEngine, StorageError,
+};
+use mq_broker::{Broker, BrokerCore, CoreConfig, Credential, ServerConfig};
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, Message, Tag, TagFilter, TopicMessage,
+    TopicName, TransCheckImmunity,
+};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Client, TempDir};
+
+// ---------------------------------------------------------------------------------------------
+// An engine in shared memory, so a test can look at what the journal wrote
+
+#[derive(Default)]
+struct MemState {
+    records: BTreeMap<u64, Vec<u8>>,
+    snapshot: Option<(u64, Vec<u8>)>,
+    fail_appends: bool,
+    snapshots_installed: usize,
+}
+
+#[derive(Clone, Default)]
+struct MemEngine(Arc<Mutex<MemState>>);
+
+impl MemEngine {
+    fn state(&self) -> std::sync::MutexGuard<'_, MemState> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl LogEngine for MemEngine {
+    fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+        let mut s = self.state();
+        if s.fail_appends {
+            return Err(StorageError::Engine("disk on fire".into()));
+        }
+        for (i, r) in records {
+            s.records.insert(*i, r.clone());
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, upto: u64, snapshot: &[u8]) -> Result<(), StorageError> {
+        let mut s = self.state();
+        s.snapshot = Some((upto, snapshot.to_vec()));
+        s.records.retain(|&i, _| i > upto);
+        s.snapshots_installed += 1;
+        Ok(())
+    }
+
+    fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        Ok(self.state().snapshot.clone())
+    }
+
+    fn read_records(&self, after: u64, visit: &mut RecordVisitor<'_>) -> Result<(), StorageError> {
+        let records: Vec<(u64, Vec<u8>)> = self
+            .state()
+            .records
+            .range(after.saturating_add(1)..)
+            .map(|(i, r)| (*i, r.clone()))
+            .collect();
+        for (i, r) in records {
+            visit(i, &r)?;
+        }
+        Ok(())
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay determinism
+
+/// Short times so that every timer of the core fires within a test sequence.
+fn small_config() -> CoreConfig {
+    CoreConfig {
+        invisibility_ms: 2_000,
+        order_invisibility_ms: 1_500,
+        half_check_interval_ms: 1_000,
+        half_check_horizon_ms: 30_000,
+        max_deliveries: 3,
+        retention_ms: 40_000,
+        max_schedule_ahead_ms: 10_000,
+        auto_create_topics: true,
+        id_seed: 77,
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Advance(u64),
+    Rewind(u64),
+    Publish {
+        topic: usize,
+        tag: Option<usize>,
+        delay: Option<u64>,
+        half: bool,
+        shard: Option<usize>,
+    },
+    PublishTooFarAhead(usize),
+    Consume {
+        topic: usize,
+        group: usize,
+        kind: u8,
+        filter: usize,
+        batch: u8,
+    },
+    Ack {
+        pick: usize,
+        count: usize,
+        group: usize,
+    },
+    Resolve {
+        pick: usize,
+        commit: bool,
+    },
+    Garbage {
+        topic: usize,
+        group: usize,
+    },
+    Maintain,
+    Declare(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u64..2_500).prop_map(Op::Advance),
+        1 => (2_500u64..25_000).prop_map(Op::Advance),
+        1 => (0u64..3_000).prop_map(Op::Rewind),
+        6 => (
+            0usize..3,
+            prop::option::of(0usize..3),
+            prop::option::weighted(0.2, 0u64..6_000),
+            prop::bool::weighted(0.2),
+            prop::option::weighted(0.3, 0usize..3),
+        )
+            .prop_map(|(topic, tag, delay, half, shard)| Op::Publish { topic, tag, delay, half, shard }),
+        1 => (0usize..3).prop_map(Op::PublishTooFarAhead),
+        6 => (0usize..3, 0usize..2, 0u8..3, 0usize..4, 1u8..5)
+            .prop_map(|(topic, group, kind, filter, batch)| Op::Consume { topic, group, kind, filter, batch }),
+        4 => (any::<usize>(), 0usize..4, 0usize..2).prop_map(|(pick, count, group)| Op::Ack { pick, count, group }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, commit)| Op::Resolve { pick, commit }),
+        1 => (0usize..3, 0usize..2).prop_map(|(topic, group)| Op::Garbage { topic, group }),
+        2 => Just(Op::Maintain),
+        1 => (0usize..4).prop_map(Op::Declare),
+    ]
+}
+
+/// The calls both kinds of core share.
+trait Target {
+    fn publish(
+        &mut self,
+        now: u64,
+        i: Option<&InstanceId>,
+        t: &TopicName,
+        m: TopicMessage,
+    ) -> String;
+    #[allow(clippy::too_many_arguments)]
+    fn consume(
+        &mut self,
+        now: u64,
+        i: Option<&InstanceId>,
+        t: &TopicName,
+        g: &GroupId,
+        k: ConsumeKind,
+        f: &TagFilter,
+        b: BatchSize,
+    ) -> Result<Vec<Message>, String>;
+    fn ack(
+        &mut self,
+        now: u64,
+        i: Option<&InstanceId>,
+        t: &TopicName,
+        g: Option<&GroupId>,
+        k: AckKind,
+        h: &[String],
+    ) -> String;
+    fn maintain(&mut self, now: u64);
+    fn declare(&mut self, i: Option<&InstanceId>, t: &TopicName);
+}
+
+macro_rules! impl_target {
+    ($ty:ty) => {
+        impl Target for $ty {
+            fn publish(
+                &mut self,
+                now: u64,
+                i: Option<&InstanceId>,
+                t: &TopicName,
+                m: TopicMessage,
+            ) -> String {
+                format!("{:?}", <$ty>::publish(self, now, i, t, m))
+            }
+            fn consume(
+                &mut self,
+                now: u64,
+                i: Option<&InstanceId>,
+                t: &TopicName,
+                g: &GroupId,
+                k: ConsumeKind,
+                f: &TagFilter,
+                b: BatchSize,
+            ) -> Result<Vec<Message>, String> {
+                <$ty>::consume(self, now, i, t, g, k, f, b).map_err(|e| e.to_string())
+            }
+            fn ack(
+                &mut self,
+                now: u64,
+                i: Option<&InstanceId>,
+                t: &TopicName,
+                g: Option<&GroupId>,
+                k: AckKind,
+                h: &[String],
+            ) -> String {
+                format!("{:?}", <$ty>::ack(self, now, i, t, g, k, h))
+            }
+            fn maintain(&mut self, now: u64) {
+                <$ty>::maintain(self, now)
+            }
+            fn declare(&mut self, i: Option<&InstanceId>, t: &TopicName) {
+                <$ty>::declare_topic(self, i, t)
+            }
+        }
+    };
+}
+impl_target!(BrokerCore);
+impl_target!(JournaledCore);
+
+/// Drives a target with [`Op`]s, remembering the handles it was given so that acks and
+/// commits can use real (and stale) ones. The transcript lists every answer.
+#[derive(Clone)]
+struct Driver {
+    now: u64,
+    instance: InstanceId,
+    delivered: Vec<(usize, usize, String)>,
+    halves: Vec<(usize, String)>,
+    transcript: Vec<String>,
+}
+
+impl Driver {
+    fn new() -> Self {
+        Self {
+            now: 1_000_000,
+            instance: InstanceId::new("MQ_INST_durable").unwrap(),
+            delivered: Vec::new(),
+            halves: Vec::new(),
+            transcript: Vec::new(),
+        }
+    }
+
+    fn topic(&self, i: usize) -> (Option<&InstanceId>, TopicName) {
+        let instance = (i == 2).then_some(&self.instance);
+        (instance, TopicName::new(format!("T{}", i % 2)).unwrap())
+    }
+
+    fn step(&mut self, target: &mut dyn Target, op: &Op) {
+        let groups = [
+            GroupId::new("GID_a").unwrap(),
+            GroupId::new("GID_b").unwrap(),
+        ];
+        let filters = ["*", "t0", "t1||t2", "t2"];
+        match op {
+            Op::Advance(ms) => self.now += ms,
+            Op::Rewind(ms) => self.now = self.now.saturating_sub(*ms),
+            Op::Publish {
+                topic,
+                tag,
+                delay,
+                half,
+                shard,
+            } => {
+                let mut m = TopicMessage::new(format!("m{}", self.transcript.len())).unwrap();
+                if let Some(t) = tag {
+                    m = m.with_tag(Tag::new(format!("t{t}")).unwrap());
+                }
+                if let Some(d) = delay {
+                    m = m.with_start_deliver_time(self.now + d);
+                }
+                if *half {
+                    m = m.with_trans_check_immunity(TransCheckImmunity::new(10).unwrap());
+                }
+                if let Some(s) = shard {
+                    m = m.with_sharding_key(format!("k{s}")).unwrap();
+                }
+                let (i, t) = self.topic(*topic);
+                let i = i.cloned();
+                let out = target.publish(self.now, i.as_ref(), &t, m);
+                if let Some(start) = out.find("receipt_handle: Some(ReceiptHandle(\"") {
+                    let rest = &out[start + 36..];
+                    if let Some(end) = rest.find('"') {
+                        self.halves.push((*topic, rest[..end].to_owned()));
+                    }
+                }
+                self.transcript.push(out);
+            }
+            Op::PublishTooFarAhead(topic) => {
+                let m = TopicMessage::new("late")
+                    .unwrap()
+                    .with_start_deliver_time(self.now + 1_000_000);
+                let (i, t) = self.topic(*topic);
+                let i = i.cloned();
+                let out = target.publish(self.now, i.as_ref(), &t, m);
+                self.transcript.push(out);
+            }
+            Op::Consume {
+                topic,
+                group,
+                kind,
+                filter,
+                batch,
+            } => {
+                let kind =
+                    [ConsumeKind::Normal, ConsumeKind::Orderly, ConsumeKind::Half][*kind as usize];
+                let f: TagFilter = filters[*filter].parse().unwrap();
+                let (i, t) = self.topic(*topic);
+                let i = i.cloned();
+                let out = target.consume(
+                    self.now,
+                    i.as_ref(),
+                    &t,
+                    &groups[*group],
+                    kind,
+                    &f,
+                    BatchSize::new(*batch).unwrap(),
+                );
+                if let Ok(msgs) = &out {
+                    for m in msgs {
+                        let h = m.receipt_handle.to_string();
+                        if kind == ConsumeKind::Half {
+                            self.halves.push((*topic, h));
+                        } else {
+                            self.delivered.push((*topic, *group, h));
+                        }
+                    }
+                }
+                self.transcript.push(format!("{out:?}"));
+            }
+            Op::Ack { pick, count, group } => {
+                let (topic, handles) = if self.delivered.is_empty() {
+                    (0, vec![])
+                } else {
+                    let start = pick % self.delivered.len();
+                    let chosen: Vec<_> = self
+                        .delivered
+                        .iter()
+                        .cycle()
+                        .skip(start)
+                        .take(*count)
+                        .cloned()
+                        .collect();
+                    let topic = self.delivered[start].0;
+                    (topic, chosen.into_iter().map(|(_, _, h)| h).collect())
+                };
+                let (i, t) = self.topic(topic);
+                let i = i.cloned();
+                let g = (*count != 3).then_some(&groups[*group]);
+                let out = target.ack(self.now, i.as_ref(), &t, g, AckKind::Ack, &handles);
+                self.transcript.push(out);
+            }
+            Op::Resolve { pick, commit } => {
+                if self.halves.is_empty() {
+                    return;
+                }
+                let (topic, h) = self.halves[pick % self.halves.len()].clone();
+                let (i, t) = self.topic(topic);
+                let i = i.cloned();
+                let kind = if *commit {
+                    AckKind::Commit
+                } else {
+                    AckKind::Rollback
+                };
+                let out = target.ack(self.now, i.as_ref(), &t, None, kind, &[h]);
+                self.transcript.push(out);
+            }
+            Op::Garbage { topic, group } => {
+                let (i, t) = self.topic(*topic);
+                let i = i.cloned();
+                let out = target.ack(
+                    self.now,
+                    i.as_ref(),
+                    &t,
+                    Some(&groups[*group]),
+                    AckKind::Ack,
+                    &["not-a-handle".to_owned()],
+                );
+                self.transcript.push(out);
+            }
+            Op::Maintain => target.maintain(self.now),
+            Op::Declare(n) => {
+                let (i, _) = self.topic(*n % 3);
+                let i = i.cloned();
+                target.declare(i.as_ref(), &TopicName::new(format!("T{n}")).unwrap());
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A journaled core behaves exactly like a plain one; replaying its journal (snapshot
+    /// plus the records after it, whatever point the snapshots happened to be taken at)
+    /// rebuilds the identical state; and the rebuilt core answers every later call exactly
+    /// as the original does.
+    #[test]
+    fn replaying_the_journal_rebuilds_the_exact_state(
+        prefix in prop::collection::vec(op(), 1..120),
+        suffix in prop::collection::vec(op(), 1..60),
+        snapshot_min_bytes in 64u64..4_000,
+    ) {
+        let engine = MemEngine::default();
+        let options = DurableOptions { snapshot_min_bytes, snapshot_interval_ms: 20_000 };
+        let mut journaled = JournaledCore::open_with(engine.clone(), small_config(), options.clone()).unwrap();
+        let mut plain = BrokerCore::new(small_config());
+        let mut d_journaled = Driver::new();
+        let mut d_plain = Driver::new();
+        for op in &prefix {
+            d_journaled.step(&mut journaled, op);
+            d_plain.step(&mut plain, op);
+        }
+        prop_assert_eq!(&d_journaled.transcript, &d_plain.transcript);
+        prop_assert!(journaled.core() == &plain, "journaling changed the state");
+        drop(journaled); // commits what is pending and stops the writer
+
+        let (mut replayed, _) = JournaledCore::recover(&engine).unwrap().expect("a snapshot");
+        prop_assert!(replayed == plain, "replayed state differs");
+        let mut reopened = JournaledCore::open_with(engine.clone(), small_config(), options).unwrap();
+        prop_assert!(reopened.core() == &plain, "reopened state differs");
+
+        let mut d_replayed = d_plain.clone();
+        let mut d_reopened = d_plain.clone();
+        for op in &suffix {
+            d_plain.step(&mut plain, op);
+            d_replayed.step(&mut replayed, op);
+            d_reopened.step(&mut reopened, op);
+        }
+        prop_assert_eq!(&d_replayed.transcript, &d_plain.transcript);
+        prop_assert_eq!(&d_reopened.transcript, &d_plain.transcript);
+        prop_assert_eq!(replayed.stats(), plain.stats());
+        prop_assert_eq!(reopened.stats(), plain.stats());
+        prop_assert_eq!(replayed.next_wakeup(), plain.next_wakeup());
+        prop_assert!(replayed == plain);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery on a real data directory, in virtual time
+
+const SEC: u64 = 1_000;
+
+fn one(n: u8) -> BatchSize {
+    BatchSize::new(n).unwrap()
+}
+
+#[test]
+fn restart_recovers_ready_in_flight_delayed_and_half_messages() {
+    let rt = runtime();
+    let dir = TempDir::new("recover");
+    let config = CoreConfig {
+        invisibility_ms: 30 * SEC,
+        ..CoreConfig::default()
+    };
+    let t = TopicName::new("T").unwrap();
+    let g = GroupId::new("GID").unwrap();
+    let all = TagFilter::All;
+    let t0 = 1_700_000_000_000;
+
+    let (in_flight, half_handle, half_id) = {
+        let mut core = JournaledCore::open(config.clone(), Some(dir.path())).unwrap();
+        assert!(core.is_durable());
+        core.consume(t0, None, &t, &g, ConsumeKind::Normal, &all, one(1))
+            .unwrap();
+        for body in ["in-flight", "acked", "ready"] {
+            core.publish(t0 + 1, None, &t, TopicMessage::new(body).unwrap())
+                .unwrap();
+        }
+        core.publish(
+            t0 + 1,
+            None,
+            &t,
+            TopicMessage::new("delayed")
+                .unwrap()
+                .with_start_deliver_time(t0 + 50 * SEC),
+        )
+        .unwrap();
+        let half = core
+            .publish(
+                t0 + 2,
+                None,
+                &t,
+                TopicMessage::new("half")
+                    .unwrap()
+                    .with_trans_check_immunity(TransCheckImmunity::new(20).unwrap()),
+            )
+            .unwrap();
+        let got = core
+            .consume(t0 + 3, None, &t, &g, ConsumeKind::Normal, &all, one(2))
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].body, "in-flight");
+        let failures = core
+            .ack(
+                t0 + 4,
+                None,
+                &t,
+                Some(&g),
+                AckKind::Ack,
+                &[got[1].receipt_handle.to_string()],
+            )
+            .unwrap();
+        assert!(failures.is_empty());
+        rt.block_on(core.sync_point().wait()).unwrap();
+        rt.block_on(core.close());
+        (
+            got[0].clone(),
+            half.receipt_handle.unwrap(),
+            half.message_id,
+        )
+    };
+
+    // Restart 10 s later (virtual time): only the ready message is visible.
+    let mut core = JournaledCore::open(config.clone(), Some(dir.path())).unwrap();
+    let now = t0 + 10 * SEC;
+    let got = core
+        .consume(now, None, &t, &g, ConsumeKind::Normal, &all, one(16))
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["ready"]
+    );
+    let handle = got[0].receipt_handle.to_string();
+    assert!(
+        core.ack(now, None, &t, Some(&g), AckKind::Ack, &[handle])
+            .unwrap()
+            .is_empty()
+    );
+    // The half message keeps its schedule: first check at publish + 20 s.
+    assert!(
+        core.consume(now, None, &t, &g, ConsumeKind::Half, &all, one(16))
+            .unwrap()
+            .is_empty()
+    );
+    drop(core); // a crash-like stop (no close): the journal is committed up to here anyway
+
+    let mut core = JournaledCore::open(config.clone(), Some(dir.path())).unwrap();
+    // The in-flight message reappears after its NextConsumeTime, as a redelivery.
+    let before = in_flight.next_consume_time - 1;
+    assert!(
+        core.consume(before, None, &t, &g, ConsumeKind::Normal, &all, one(16))
+            .unwrap()
+            .iter()
+            .all(|m| m.body != "in-flight")
+    );
+    let again = core
+        .consume(
+            in_flight.next_consume_time,
+            None,
+            &t,
+            &g,
+            ConsumeKind::Normal,
+            &all,
+            one(1),
+        )
+        .unwrap();
+    assert_eq!(again[0].message_id, in_flight.message_id);
+    assert_eq!(again[0].consumed_times, 2);
+    assert_eq!(again[0].first_consume_time, in_flight.first_consume_time);
+    assert_ne!(again[0].receipt_handle, in_flight.receipt_handle);
+    // The half message is offered for a check at its time, and its publish handle expired.
+    let checks = core
+        .consume(
+            t0 + 22 * SEC,
+            None,
+            &t,
+            &g,
+            ConsumeKind::Half,
+            &all,
+            one(16),
+        )
+        .unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].message_id, half_id);
+    let stale = core
+        .ack(
+            t0 + 22 * SEC,
+            None,
+            &t,
+            None,
+            AckKind::Commit,
+            &[half_handle.to_string()],
+        )
+        .unwrap();
+    assert_eq!(stale.len(), 1);
+    let committed = core
+        .ack(
+            t0 + 23 * SEC,
+            None,
+            &t,
+            None,
+            AckKind::Commit,
+            &[checks[0].receipt_handle.to_string()],
+        )
+        .unwrap();
+    assert!(committed.is_empty());
+    rt.block_on(core.sync_point().wait()).unwrap();
+    drop(core);
+
+    let mut core = JournaledCore::open(config, Some(dir.path())).unwrap();
+    // Delayed at its time; the committed half message is deliverable; nothing acked returns.
+    let at_49 = core
+        .consume(
+            t0 + 49 * SEC,
+            None,
+            &t,
+            &g,
+            ConsumeKind::Normal,
+            &all,
+            one(16),
+        )
+        .unwrap();
+    assert_eq!(
+        at_49.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["half"]
+    );
+    let at_50 = core
+        .consume(
+            t0 + 50 * SEC,
+            None,
+            &t,
+            &g,
+            ConsumeKind::Normal,
+            &all,
+            one(16),
+        )
+        .unwrap();
+    assert_eq!(
+        at_50.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["delayed"]
+    );
+    let stats = core.stats();
+    assert_eq!(stats.published, 5);
+    assert_eq!(stats.acked, 2);
+    rt.block_on(core.close());
+}
+
+#[test]
+fn in_flight_handles_stay_valid_across_a_restart() {
+    let rt = runtime();
+    let dir = TempDir::new("handles");
+    let t = TopicName::new("T").unwrap();
+    let g = GroupId::new("GID").unwrap();
+    let got = {
+        let mut core = JournaledCore::open(CoreConfig::default(), Some(dir.path())).unwrap();
+        core.consume(
+            0,
+            None,
+            &t,
+            &g,
+            ConsumeKind::Normal,
+            &TagFilter::All,
+            one(1),
+        )
+        .unwrap();
+        core.publish(1, None, &t, TopicMessage::new("x").unwrap())
+            .unwrap();
+        let got = core
+            .consume(
+                2,
+                None,
+                &t,
+                &g,
+                ConsumeKind::Normal,
+                &TagFilter::All,
+                one(1),
+            )
+            .unwrap();
+        rt.block_on(core.close());
+        got
+    };
+    // A new id seed in the configuration does not change the stored one.
+    let config = CoreConfig {
+        id_seed: 12345,
+        ..CoreConfig::default()
+    };
+    let mut core = JournaledCore::open(config, Some(dir.path())).unwrap();
+    let failures = core
+        .ack(
+            3,
+            None,
+            &t,
+            Some(&g),
+            AckKind::Ack,
+            &[got[0].receipt_handle.to_string()],
+        )
+        .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    let next = core
+        .publish(4, None, &t, TopicMessage::new("y").unwrap())
+        .unwrap();
+    assert_ne!(next.message_id, got[0].message_id);
+    assert_eq!(
+        next.message_id.as_str()[..16],
+        got[0].message_id.as_str()[..16]
+    );
+    rt.block_on(core.close());
+}
+
+#[test]
+fn a_data_directory_is_used_by_one_broker_at_a_time() {
+    let rt = runtime();
+    let dir = TempDir::new("locked");
+    let mut first = JournaledCore::open(CoreConfig::default(), Some(dir.path())).unwrap();
+    let second = JournaledCore::open(CoreConfig::default(), Some(dir.path()));
+    assert!(matches!(second, Err(StorageError::Engine(_))), "{second:?}");
+    rt.block_on(first.close());
+    // Once closed, it opens again.
+    let mut again = JournaledCore::open(CoreConfig::default(), Some(dir.path())).unwrap();
+    rt.block_on(again.close());
+}
+
+#[test]
+fn retention_and_snapshots_trim_the_journal() {
+    let rt = runtime();
+    let engine = MemEngine::default();
+    let options = DurableOptions {
+        snapshot_min_bytes: 1 << 30,
+        snapshot_interval_ms: 60 * SEC,
+    };
+    let config = CoreConfig {
+        retention_ms: 30 * SEC,
+        ..CoreConfig::default()
+    };
+    let mut core = JournaledCore::open_with(engine.clone(), config, options).unwrap();
+    let t = TopicName::new("T").unwrap();
+    let g = GroupId::new("GID").unwrap();
+    core.consume(
+        0,
+        None,
+        &t,
+        &g,
+        ConsumeKind::Normal,
+        &TagFilter::All,
+        one(1),
+    )
+    .unwrap();
+    for i in 0..50 {
+        core.publish(
+            10 + i,
+            None,
+            &t,
+            TopicMessage::new(format!("old {i}")).unwrap(),
+        )
+        .unwrap();
+    }
+    rt.block_on(core.sync_point().wait()).unwrap();
+    assert_eq!(engine.state().records.len(), 51);
+    assert_eq!(engine.state().snapshots_installed, 1); // the one written at start
+    assert_eq!(core.stats().topics[0].stored, 50);
+
+    // Past retention and the snapshot interval: housekeeping trims the messages, and the
+    // snapshot it triggers replaces the journal.
+    core.maintain(61 * SEC);
+    assert_eq!(core.stats().topics[0].stored, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.state().snapshots_installed < 2 {
+        assert!(Instant::now() < deadline, "no snapshot was taken");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rt.block_on(core.close());
+    let state = engine.state();
+    assert!(
+        state.records.is_empty(),
+        "{} records left",
+        state.records.len()
+    );
+    let snapshot = &state.snapshot.as_ref().unwrap().1;
+    assert!(
+        !snapshot.windows(5).any(|w| w == b"old 1"),
+        "trimmed bodies are still on disk"
+    );
+}
+
+#[test]
+fn a_storage_failure_fails_every_later_sync_point() {
+    let rt = runtime();
+    let engine = MemEngine::default();
+    let mut core = JournaledCore::open_with(
+        engine.clone(),
+        CoreConfig::default(),
+        DurableOptions::default(),
+    )
+    .unwrap();
+    let t = TopicName::new("T").unwrap();
+    core.publish(1, None, &t, TopicMessage::new("ok").unwrap())
+        .unwrap();
+    rt.block_on(core.sync_point().wait()).unwrap();
+    engine.state().fail_appends = true;
+    core.publish(2, None, &t, TopicMessage::new("lost").unwrap())
+        .unwrap();
+    let e = rt.block_on(core.sync_point().wait()).unwrap_err();
+    assert!(matches!(e, StorageError::Failed(_)), "{e:?}");
+    engine.state().fail_appends = false;
+    core.publish(3, None, &t, TopicMessage::new("after").unwrap())
+        .unwrap();
+    assert!(
+        rt.block_on(core.sync_point().wait()).is_err(),
+        "nothing is durable after a failure"
+    );
+    rt.block_on(core.close());
+    // What was durable is what a restart sees.
+    let (recovered, last) = JournaledCore::recover(&engine).unwrap().unwrap();
+    assert_eq!(last, 1);
+    assert_eq!(recovered.stats().published, 1);
+}
+
+#[test]
+fn an_empty_engine_starts_empty_and_in_memory_cores_need_no_sync() {
+    let rt = runtime();
+    assert!(
+        JournaledCore::recover(&RedbEngine::in_memory().unwrap())
+            .unwrap()
+            .is_none()
+    );
+    let mut core = JournaledCore::open(CoreConfig::default(), None).unwrap();
+    assert!(!core.is_durable());
+    core.publish(
+        1,
+        None,
+        &TopicName::new("T").unwrap(),
+        TopicMessage::new("m").unwrap(),
+    )
+    .unwrap();
+    rt.block_on(core.sync_point().wait()).unwrap();
+    rt.block_on(core.close());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the HTTP server
+
+async fn start(dir: &TempDir) -> Broker {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        credentials: vec![Credential::new(support::AK, support::SK)],
+        core: CoreConfig {
+            invisibility_ms: 3_000,
+            ..CoreConfig::default()
+        },
+        data_dir: Some(dir.path().to_owned()),
+        ..ServerConfig::default()
+    };
+    Broker::start(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_delivers_what_it_acknowledged() {
+    let dir = TempDir::new("server");
+    let t = TopicName::new("T").unwrap();
+    let g = GroupId::new("GID").unwrap();
+    let broker = start(&dir).await;
+    let mut c = Client::new(broker.local_addr());
+    assert!(
+        c.consume(&t, &g, ConsumeKind::Normal, 1, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let r = c
+            .publish(&t, &TopicMessage::new(format!("m{i}")).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(r.message_id);
+    }
+    let half = c
+        .publish(
+            &t,
+            &TopicMessage::new("half")
+                .unwrap()
+                .with_trans_check_immunity(TransCheckImmunity::new(10).unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let got = c
+        .consume(&t, &g, ConsumeKind::Normal, 2, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    let acked = c
+        .ack(&t, &g, AckKind::Ack, &[got[0].receipt_handle.clone()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(acked.is_empty());
+    broker.shutdown().await;
+
+    // The handles of the in-flight delivery and of the transactional publish still work.
+    let broker = start(&dir).await;
+    let mut c = Client::new(broker.local_addr());
+    let acked = c
+        .ack(&t, &g, AckKind::Ack, &[got[1].receipt_handle.clone()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(acked.is_empty(), "{acked:?}");
+    let committed = c
+        .ack(
+            &t,
+            &g,
+            AckKind::Commit,
+            &[half.receipt_handle.clone().unwrap()],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(committed.is_empty(), "{committed:?}");
+    let ready = c
+        .consume(&t, &g, ConsumeKind::Normal, 16, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let bodies: Vec<&str> = ready.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m2", "m3", "half"]);
+    broker.shutdown().await;
+
+    // Not acked: after another restart they come back at their NextConsumeTime, as
+    // redeliveries; the acked ones never do.
+    let broker = start(&dir).await;
+    let mut c = Client::new(broker.local_addr());
+    let next = ready.iter().map(|m| m.next_consume_time).max().unwrap();
+    if now_ms() + 500 < next {
+        let early = c
+            .consume(&t, &g, ConsumeKind::Normal, 16, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            early.is_empty(),
+            "redelivered before NextConsumeTime: {early:?}"
+        );
+    }
+    let mut again = Vec::new();
+    while again.len() < 3 {
+        let batch = c
+            .consume(&t, &g, ConsumeKind::Normal, 16, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!batch.is_empty(), "in-flight messages did not come back");
+        again.extend(batch);
+    }
+    assert!(now_ms() >= next);
+    let bodies: Vec<&str> = again.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m2", "m3", "half"]);
+    assert!(again.iter().all(|m| m.consumed_times == 2), "{again:?}");
+    assert!(again.iter().all(|m| !ids[..2].contains(&m.message_id)));
+    broker.shutdown().await;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

@@ -1,0 +1,1272 @@
+//! The HTTP server (`Broker::start`) on 127.0.0.1: protocol errors, hostile input, HTTP/1.1
+//! details (keep-alive, `Expect: 100-continue`), long polling, credentials scoped to an
+//! instance, `/stats`, graceful shutdown, and the binary's start line and signal handling.
+//!
+//! Requests are built with `mq_proto::client` where they are valid and written as raw bytes
+//! over a `TcpStream` where they must not be, so every byte on the wire is under the test's
+//! control.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+use mq_broker::{Broker, Credential, Limits, ServerConfig};
+use mq_proto::client::{self, Endpoint, RequestContext};
+use mq_proto::sign::{self, Credentials};
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, ReceiptHandle, TagFilter, TopicMessage,
+    TopicName, WaitSeconds,
+};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const AK: &str = "server-test-ak";
+const SK: &str = "server-test-sk";
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client over a raw socket
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    /// Header names exactly as received.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `<Code>` of an `<Error>` body (or the first `<ErrorCode>` of `<Errors>`).
+    fn code(&self) -> String {
+        let text = self.text();
+        for tag in ["Code", "ErrorCode"] {
+            let open = format!("<{tag}>");
+            if let Some(start) = text.find(&open) {
+                let rest = &text[start + open.len()..];
+                if let Some(end) = rest.find('<') {
+                    return rest[..end].to_owned();
+                }
+            }
+        }
+        panic!("no error code in {text:?}");
+    }
+
+    /// Asserts the headers every protocol response carries (PROTOCOL §5.2, §6.10 item 6).
+    fn assert_protocol_headers(&self) {
+        let id = self
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-mq-request-id")
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no lower-case x-mq-request-id in {:?}", self.headers));
+        assert!(
+            id.len() == 24
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+            "request id {id:?}"
+        );
+        assert!(
+            self.headers
+                .iter()
+                .any(|(n, v)| n == "x-mq-version" && v == "2015-06-06"),
+            "{:?}",
+            self.headers
+        );
+        if self.status == 204 {
+            // RFC 9110 §8.6: no Content-Length on a 204 (hyper drops it).
+            assert!(matches!(self.header("content-length"), None | Some("0")));
+        } else {
+            assert_eq!(
+                self.header("content-length"),
+                Some(self.body.len().to_string().as_str())
+            );
+        }
+        if !self.body.is_empty() && self.header("content-type") != Some("application/json") {
+            let ct = self.header("content-type");
+            assert!(
+                ct == Some("text/xml;charset=utf-8") || ct == Some("text/plain;charset=utf-8"),
+                "content type {ct:?}"
+            );
+        }
+        if self.status >= 400 {
+            let text = self.text();
+            assert!(
+                text.contains("<Error xmlns=\"http://mq.aliyuncs.com/doc/v1\">")
+                    || text.contains("<Errors xmlns=\"http://mq.aliyuncs.com/doc/v1\">"),
+                "{text}"
+            );
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Writes and reads one response; `None` if the server closed the connection.
+    async fn try_roundtrip(&mut self, bytes: &[u8]) -> Option<Resp> {
+        self.stream.write_all(bytes).await.ok()?;
+        self.try_response().await
+    }
+
+    /// Reads more bytes; `false` at end of stream.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await.unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// Reads one response (a `1xx` has no body), or `None` if the connection closes first.
+    async fn try_response(&mut self) -> Option<Resp> {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            if !self.fill().await {
+                return None;
+            }
+        };
+        let head = String::from_utf8(self.buf[..head_end].to_vec()).expect("ASCII head");
+        self.buf.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().expect("status line");
+        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+        let status: u16 = status_line[9..12].parse().expect("status");
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("header line");
+                (n.to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        let mut resp = Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if status < 200 || status == 204 || status == 304 {
+            return Some(resp);
+        }
+        let len: usize = resp
+            .header("content-length")
+            .expect("content-length")
+            .parse()
+            .expect("length");
+        while self.buf.len() < len {
+            assert!(self.fill().await, "connection closed inside a body");
+        }
+        resp.body = self.buf.drain(..len).collect();
+        Some(resp)
+    }
+
+    async fn response(&mut self) -> Resp {
+        tokio::time::timeout(Duration::from_secs(40), self.try_response())
+            .await
+            .expect("response in time")
+            .expect("a response before the connection closed")
+    }
+
+    async fn roundtrip(&mut self, request: &[u8]) -> Resp {
+        self.send(request).await;
+        let resp = self.response().await;
+        resp.assert_protocol_headers();
+        resp
+    }
+
+    /// Whether the server closes the connection within `within` (reading and discarding).
+    async fn closed_within(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, async { while self.fill().await {} })
+            .await
+            .is_ok()
+    }
+}
+
+/// Serialises a built request (origin-form target).
+fn wire(req: &http::Request<Bytes>) -> Vec<u8> {
+    let target = req.uri().path_and_query().expect("target").as_str();
+    let mut out = format!("{} {} HTTP/1.1\r\n", req.method(), target).into_bytes();
+    for (name, value) in req.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.body());
+    out
+}
+
+/// A raw request signed for `target`, with `extra` headers (which are signed if they are
+/// `x-mq-*`) and an explicit `Date`; `Content-Length` follows the body unless given.
+fn raw(
+    method: Method,
+    target: &str,
+    body: &[u8],
+    date: SystemTime,
+    (ak, sk): (&str, &str),
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("127.0.0.1"));
+    headers.insert("x-mq-version", HeaderValue::from_static("2015-06-06"));
+    headers.insert(
+        "date",
+        HeaderValue::from_str(&sign::format_http_date(date)).expect("date"),
+    );
+    if !body.is_empty() {
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("text/xml;charset=UTF-8"),
+        );
+    }
+    for (n, v) in extra {
+        headers.insert(
+            http::HeaderName::from_bytes(n.as_bytes()).expect("name"),
+            HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    if !headers.contains_key("content-length") {
+        headers.insert("content-length", HeaderValue::from(body.len()));
+    }
+    let info = sign::sign_request(&Credentials::new(ak, sk), &method, &headers, target);
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&info.authorization).expect("auth"),
+    );
+    let mut req = http::Request::new(Bytes::copy_from_slice(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = target.parse().expect("target");
+    *req.headers_mut() = headers;
+    wire(&req)
+}
+
+fn signed(method: Method, target: &str, body: &[u8]) -> Vec<u8> {
+    raw(method, target, body, SystemTime::now(), (AK, SK), &[])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broker set-up and request builders
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        credentials: vec![Credential::new(AK, SK)],
+        ..ServerConfig::default()
+    }
+}
+
+async fn start(config: ServerConfig) -> Broker {
+    Broker::start(config).await.expect("broker starts")
+}
+
+struct Api {
+    endpoint: Endpoint,
+    credentials: Credentials,
+    instance: Option<InstanceId>,
+}
+
+impl Api {
+    fn new(broker: &Broker) -> Self {
+        Self::with_key(broker, AK, SK, None)
+    }
+
+    fn with_key(broker: &Broker, ak: &str, sk: &str, instance: Option<&str>) -> Self {
+        Self {
+            endpoint: broker.endpoint().parse().expect("endpoint"),
+            credentials: Credentials::new(ak, sk),
+            instance: instance.map(|i| InstanceId::new(i).expect("instance")),
+        }
+    }
+
+    fn ctx(&self) -> RequestContext<'_> {
+        RequestContext {
+            endpoint: &self.endpoint,
+            credentials: &self.credentials,
+            instance: self.instance.as_ref(),
+            date: SystemTime::now(),
+            user_agent: "mq-broker-server-test",
+        }
+    }
+
+    fn publish(&self, topic: &str, body: &str) -> Vec<u8> {
+        let message = TopicMessage::new(body).expect("message");
+        wire(&client::publish_request(
+            &self.ctx(),
+            &TopicName::new(topic).expect("topic"),
+            &message,
+        ))
+    }
+
+    fn consume(&self, topic: &str, group: &str, batch: u8, wait: u8) -> Vec<u8> {
+        wire(&client::consume_request(
+            &self.ctx(),
+            &TopicName::new(topic).expect("topic"),
+            &GroupId::new(group).expect("group"),
+            ConsumeKind::Normal,
+            BatchSize::new(batch).expect("batch"),
+            WaitSeconds::new(wait).expect("wait"),
+            &TagFilter::All,
+        ))
+    }
+
+    fn ack(&self, topic: &str, group: &str, handles: &[&str]) -> Vec<u8> {
+        let handles: Vec<ReceiptHandle> = handles
+            .iter()
+            .map(|h| ReceiptHandle::new(*h).expect("handle"))
+            .collect();
+        wire(
+            &client::ack_request(
+                &self.ctx(),
+                &TopicName::new(topic).expect("topic"),
+                &GroupId::new(group).expect("group"),
+                AckKind::Ack,
+                &handles,
+            )
+            .expect("ack request"),
+        )
+    }
+}
+
+/// The decoded messages of a 200 consume response.
+fn messages(resp: &Resp) -> Vec<mq_proto::Message> {
+    let status = http::StatusCode::from_u16(resp.status).expect("status");
+    client::decode_consume_response(status, &HeaderMap::new(), &resp.body).expect("messages")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_consume_ack_on_one_keep_alive_connection() {
+    let broker = start(config()).await;
+    let api = Api::new(&broker);
+    let mut c = Conn::open(broker.local_addr()).await;
+
+    // Registers the group; nothing yet.
+    let empty = c.roundtrip(&api.consume("T", "GID_a", 16, 0)).await;
+    assert_eq!(
+        (empty.status, empty.code().as_str()),
+        (404, "MessageNotExist")
+    );
+
+    let body = "a <b> & \"c\" — ünïcødé 中文";
+    let published = c.roundtrip(&api.publish("T", body)).await;
+    assert_eq!(published.status, 201, "{}", published.text());
+    assert_eq!(
+        published.header("content-type"),
+        Some("text/xml;charset=utf-8")
+    );
+    let receipt = client::decode_publish_response(
+        http::StatusCode::CREATED,
+        &HeaderMap::new(),
+        &published.body,
+    )
+    .expect("receipt");
+    assert_eq!(receipt.body_md5, mq_proto::body_md5(body));
+
+    let got = c.roundtrip(&api.consume("T", "GID_a", 16, 0)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let got = messages(&got);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body);
+    assert_eq!(got[0].message_id, receipt.message_id);
+    assert!(got[0].body_md5_matches());
+
+    let acked = c
+        .roundtrip(&api.ack("T", "GID_a", &[got[0].receipt_handle.as_str()]))
+        .await;
+    assert_eq!(acked.status, 204);
+    assert!(acked.body.is_empty());
+    assert_eq!(acked.header("content-type"), None);
+
+    // The same handle again: per-handle failure document with status 404.
+    let again = c
+        .roundtrip(&api.ack("T", "GID_a", &[got[0].receipt_handle.as_str()]))
+        .await;
+    assert_eq!(again.status, 404);
+    assert!(again.text().contains("<Errors "), "{}", again.text());
+
+    let after = c.roundtrip(&api.consume("T", "GID_a", 16, 0)).await;
+    assert_eq!(
+        (after.status, after.code().as_str()),
+        (404, "MessageNotExist")
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_errors_keep_the_connection_and_the_broker_serving() {
+    let broker = start(config()).await;
+    let api = Api::new(&broker);
+    let mut c = Conn::open(broker.local_addr()).await;
+    let now = SystemTime::now();
+    let publish = "/topics/T/messages";
+    let body = b"<Message><MessageBody>x</MessageBody></Message>";
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            signed(Method::POST, publish, b"<Message><MessageBody>x</Message"),
+            400,
+            "MalformedXML",
+        ),
+        (
+            signed(Method::POST, publish, b"\xff\xfe<not xml"),
+            400,
+            "MalformedXML",
+        ),
+        (
+            raw(Method::POST, publish, body, now, (AK, "wrong"), &[]),
+            403,
+            "SignatureDoesNotMatch",
+        ),
+        (
+            raw(Method::POST, publish, body, now, ("nobody", SK), &[]),
+            403,
+            "InvalidAccessKeyId",
+        ),
+        (
+            raw(
+                Method::POST,
+                publish,
+                body,
+                now - Duration::from_secs(16 * 60),
+                (AK, SK),
+                &[],
+            ),
+            408,
+            "TimeExpired",
+        ),
+        (
+            raw(
+                Method::POST,
+                publish,
+                body,
+                now + Duration::from_secs(16 * 60),
+                (AK, SK),
+                &[],
+            ),
+            408,
+            "TimeExpired",
+        ),
+        (
+            format!(
+                "POST {publish} HTTP/1.1\r\nhost: x\r\ndate: {}\r\nx-mq-version: 2015-06-06\r\ncontent-length: {}\r\n\r\n",
+                sign::format_http_date(now),
+                body.len()
+            )
+            .into_bytes()
+            .into_iter()
+            .chain(body.iter().copied())
+            .collect(),
+            400,
+            "MissingAuthorizationHeader",
+        ),
+        (
+            format!(
+                "GET {publish}?consumer=G&numOfMessages=1 HTTP/1.1\r\nhost: x\r\nauthorization: MQ {AK}:c2lnbmF0dXJl\r\n\r\n"
+            )
+            .into_bytes(),
+            400,
+            "MissingDateHeader",
+        ),
+        (
+            format!(
+                "GET {publish}?consumer=G&numOfMessages=1 HTTP/1.1\r\nhost: x\r\ndate: yesterday\r\nauthorization: MQ {AK}:c2lnbmF0dXJl\r\n\r\n"
+            )
+            .into_bytes(),
+            400,
+            "InvalidDateHeader",
+        ),
+        (
+            format!(
+                "GET {publish}?consumer=G&numOfMessages=1 HTTP/1.1\r\nhost: x\r\ndate: {}\r\nauthorization: Basic abc\r\n\r\n",
+                sign::format_http_date(now)
+            )
+            .into_bytes(),
+            400,
+            "InvalidAuthorizationHeader",
+        ),
+        (
+            signed(
+                Method::GET,
+                "/topics/T/messages?consumer=G&numOfMessages=0",
+                b"",
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(
+                Method::GET,
+                "/topics/T/messages?consumer=G&numOfMessages=17",
+                b"",
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(
+                Method::GET,
+                "/topics/T/messages?consumer=G&numOfMessages=many",
+                b"",
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(
+                Method::GET,
+                "/topics/T/messages?consumer=G&numOfMessages=1&waitseconds=31",
+                b"",
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(
+                Method::GET,
+                "/topics/T/messages?consumer=G&numOfMessages=1&trans=bogus",
+                b"",
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(
+                Method::GET,
+                "/topics/T/messages?consumer=G&numOfMessages=1&trans=commit",
+                b"",
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(
+                Method::DELETE,
+                "/topics/T/messages?consumer=G&trans=bogus",
+                b"<ReceiptHandles><ReceiptHandle>h</ReceiptHandle></ReceiptHandles>",
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(
+                Method::DELETE,
+                "/topics/T/messages?consumer=G",
+                b"<ReceiptHandles></ReceiptHandles>",
+            ),
+            400,
+            "MissingReceiptHandle",
+        ),
+        (
+            signed(
+                Method::DELETE,
+                "/topics/T/messages?consumer=G",
+                format!(
+                    "<ReceiptHandles>{}</ReceiptHandles>",
+                    "<ReceiptHandle>h</ReceiptHandle>".repeat(17)
+                )
+                .as_bytes(),
+            ),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(Method::GET, "/topics/T/msgs?consumer=G&numOfMessages=1", b""),
+            400,
+            "InvalidRequestURL",
+        ),
+        (
+            signed(
+                Method::GET,
+                "/topics/T/messages?consumer=G&numOfMessages=1&tag=%zz",
+                b"",
+            ),
+            400,
+            "InvalidQueryString",
+        ),
+        (
+            raw(
+                Method::DELETE,
+                "/topics/T/messages?consumer=G",
+                b"<ReceiptHandles><ReceiptHandle>h</ReceiptHandle></ReceiptHandles>",
+                now,
+                (AK, SK),
+                &[("content-md5", "MDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA=")],
+            ),
+            400,
+            "InvalidDigest",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let resp = c.roundtrip(&request).await;
+        assert_eq!(
+            (resp.status, resp.code()),
+            (status, code.to_owned()),
+            "request:\n{}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+    // Still serving on the same connection.
+    let ok = c.roundtrip(&api.publish("T", "after the errors")).await;
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    broker.shutdown().await;
+}
+
+/// The Python SDK writes the headers and the body of a request in two `send` calls (Nagle
+/// still on for the first request), and reuses the connection for the next one. A request
+/// refused before its body was read must not cost the client its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_before_the_body_arrives_keeps_the_connection() {
+    let broker = start(config()).await;
+    let api = Api::new(&broker);
+    let mut c = Conn::open(broker.local_addr()).await;
+    let body = b"<Message><MessageBody>late body</MessageBody></Message>";
+    for (creds, status, code) in [
+        ((AK, "wrong"), 403, "SignatureDoesNotMatch"),
+        (("nobody", SK), 403, "InvalidAccessKeyId"),
+    ] {
+        let request = raw(
+            Method::POST,
+            "/topics/T/messages",
+            body,
+            SystemTime::now(),
+            creds,
+            &[],
+        );
+        let (head, tail) = request.split_at(request.len() - body.len());
+        c.send(head).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.send(tail).await;
+        let resp = c.response().await;
+        resp.assert_protocol_headers();
+        assert_eq!((resp.status, resp.code().as_str()), (status, code));
+        assert_eq!(resp.header("connection"), None);
+    }
+    // The same connection serves the next request.
+    let ok = c.roundtrip(&api.publish("T", "next")).await;
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_body_is_refused_from_its_headers_alone() {
+    let mut cfg = config();
+    cfg.limits.max_body_bytes = 64 * 1024;
+    let broker = start(cfg).await;
+    let api = Api::new(&broker);
+    for expect_continue in [false, true] {
+        let mut c = Conn::open(broker.local_addr()).await;
+        let mut extra = vec![("content-length", "100000000")];
+        if expect_continue {
+            extra.push(("expect", "100-continue"));
+        }
+        let mut request = raw(
+            Method::POST,
+            "/topics/T/messages",
+            b"",
+            SystemTime::now(),
+            (AK, SK),
+            &extra,
+        );
+        // Headers only: the 100 MB body is never sent.
+        assert!(request.ends_with(b"\r\n\r\n"));
+        request.extend_from_slice(b"<Message>");
+        c.send(&request).await;
+        let resp = c.response().await;
+        resp.assert_protocol_headers();
+        assert_eq!(
+            (resp.status, resp.code().as_str()),
+            (400, "InvalidArgument"),
+            "no 100 Continue before a refusal; {:?}",
+            resp
+        );
+        assert!(resp.text().contains("65536"), "{}", resp.text());
+        // The body is not read, so the connection ends after the answer.
+        assert_eq!(resp.header("connection"), Some("close"));
+        assert!(c.closed_within(Duration::from_secs(2)).await);
+    }
+    // A refused signature with `Expect: 100-continue`: no body was sent, the connection ends.
+    let mut c = Conn::open(broker.local_addr()).await;
+    c.send(&raw(
+        Method::POST,
+        "/topics/T/messages",
+        b"",
+        SystemTime::now(),
+        (AK, "wrong"),
+        &[("content-length", "50"), ("expect", "100-continue")],
+    ))
+    .await;
+    let resp = c.response().await;
+    assert_eq!(
+        (resp.status, resp.code().as_str()),
+        (403, "SignatureDoesNotMatch")
+    );
+    assert_eq!(resp.header("connection"), Some("close"));
+    // A chunked body beyond the limit is refused while reading.
+    let mut c = Conn::open(broker.local_addr()).await;
+    let mut request = raw(
+        Method::POST,
+        "/topics/T/messages",
+        b"",
+        SystemTime::now(),
+        (AK, SK),
+        &[("transfer-encoding", "chunked")],
+    );
+    let head_end = request.len();
+    request.truncate(head_end);
+    let text = String::from_utf8(request).expect("ascii");
+    let text = text.replace("content-length: 0\r\n", "");
+    let mut request = text.into_bytes();
+    let chunk = vec![b'a'; 16 * 1024];
+    for _ in 0..5 {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(&chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    c.send(&request).await;
+    let resp = c.response().await;
+    assert_eq!(
+        (resp.status, resp.code().as_str()),
+        (400, "InvalidArgument")
+    );
+
+    // The broker keeps serving.
+    let mut c = Conn::open(broker.local_addr()).await;
+    let ok = c.roundtrip(&api.publish("T", "small")).await;
+    assert_eq!(ok.status, 201);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_gets_100_then_the_answer() {
+    let broker = start(config()).await;
+    let api = Api::new(&broker);
+    let mut c = Conn::open(broker.local_addr()).await;
+    let body = b"<Message><MessageBody>continued</MessageBody></Message>";
+    let request = raw(
+        Method::POST,
+        "/topics/T/messages",
+        body,
+        SystemTime::now(),
+        (AK, SK),
+        &[("expect", "100-continue")],
+    );
+    let head = &request[..request.len() - body.len()];
+    c.send(head).await;
+    let interim = c.response().await;
+    assert_eq!(interim.status, 100);
+    c.send(body).await;
+    let resp = c.response().await;
+    resp.assert_protocol_headers();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+
+    // And a DELETE with a body (Java sends Expect on bodies by default).
+    let consume = c.roundtrip(&api.consume("T", "GID_x", 1, 0)).await;
+    assert_eq!(consume.status, 404); // the group registered after the publish
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_on_publish_and_expires_at_its_deadline() {
+    let broker = start(config()).await;
+    let api = Api::new(&broker);
+    let mut waiter = Conn::open(broker.local_addr()).await;
+    let mut producer = Conn::open(broker.local_addr()).await;
+    // Register the group.
+    let r = waiter.roundtrip(&api.consume("LP", "GID_lp", 4, 0)).await;
+    assert_eq!(r.status, 404);
+
+    // A poll with nothing to find answers MessageNotExist at its deadline, not before.
+    let started = Instant::now();
+    let r = waiter.roundtrip(&api.consume("LP", "GID_lp", 4, 2)).await;
+    let took = started.elapsed();
+    assert_eq!((r.status, r.code().as_str()), (404, "MessageNotExist"));
+    assert!(
+        took >= Duration::from_millis(1_950) && took < Duration::from_millis(2_600),
+        "{took:?}"
+    );
+
+    // A poll waiting 5 s is answered right after a publish from another connection.
+    waiter.send(&api.consume("LP", "GID_lp", 4, 5)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let published = producer.roundtrip(&api.publish("LP", "wake up")).await;
+    assert_eq!(published.status, 201);
+    let published_at = Instant::now();
+    let r = waiter.response().await;
+    let latency = published_at.elapsed();
+    r.assert_protocol_headers();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(messages(&r)[0].body, "wake up");
+    assert!(
+        latency < Duration::from_millis(150),
+        "woken after {latency:?}"
+    );
+
+    // A delayed message wakes a waiting poll when it becomes visible (timer-driven).
+    let deliver_at = SystemTime::now() + Duration::from_millis(1_200);
+    let message = TopicMessage::new("later")
+        .expect("message")
+        .with_start_deliver_time(
+            deliver_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("epoch")
+                .as_millis() as u64,
+        );
+    let request = client::publish_request(&api.ctx(), &TopicName::new("LP").expect("t"), &message);
+    let r = producer.roundtrip(&wire(&request)).await;
+    assert_eq!(r.status, 201);
+    let r = waiter.roundtrip(&api.consume("LP", "GID_lp", 4, 5)).await;
+    let at = SystemTime::now();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let early = deliver_at.duration_since(at).unwrap_or_default();
+    let late = at.duration_since(deliver_at).unwrap_or_default();
+    assert!(early.is_zero(), "delivered {early:?} before its time");
+    assert!(late < Duration::from_millis(300), "delivered {late:?} late");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_long_polls_give_back_their_slot() {
+    let mut cfg = config();
+    cfg.limits.max_waiting_polls = 1;
+    let broker = start(cfg).await;
+    let api = Api::new(&broker);
+    let addr = broker.local_addr();
+    let mut waiter = Conn::open(addr).await;
+    waiter.send(&api.consume("AB", "GID_ab", 1, 20)).await;
+    wait_for_stat(addr, "waiting_polls", 1).await;
+
+    // The limit holds: a second poll is answered at once.
+    let mut other = Conn::open(addr).await;
+    let started = Instant::now();
+    let r = other.roundtrip(&api.consume("AB", "GID_ab", 1, 3)).await;
+    assert_eq!((r.status, r.code().as_str()), (404, "MessageNotExist"));
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    // The client goes away: its slot comes back.
+    drop(waiter);
+    wait_for_stat(addr, "waiting_polls", 0).await;
+    let started = Instant::now();
+    let r = other.roundtrip(&api.consume("AB", "GID_ab", 1, 1)).await;
+    assert_eq!(r.status, 404);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "the slot leaked: answered after {:?}",
+        started.elapsed()
+    );
+    broker.shutdown().await;
+}
+
+async fn stats(addr: SocketAddr) -> serde_json::Value {
+    try_stats(addr).await.expect("stats answered")
+}
+
+/// `None` when the connection is refused (connection limit reached).
+async fn try_stats(addr: SocketAddr) -> Option<serde_json::Value> {
+    let mut c = Conn::open(addr).await;
+    let resp = c
+        .try_roundtrip(b"GET /stats HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await?;
+    resp.assert_protocol_headers();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    Some(serde_json::from_slice(&resp.body).expect("stats JSON"))
+}
+
+/// Waits (up to 3 s) until `server.<name>` in `/stats` equals `value` (not counting the
+/// connection that asks).
+async fn wait_for_stat(addr: SocketAddr, name: &str, value: u64) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let value = if name == "connections" {
+        value + 1
+    } else {
+        value
+    };
+    loop {
+        let s = try_stats(addr).await.unwrap_or_default();
+        if s["server"][name] == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server.{name} never became {value}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_scoped_credentials_and_declared_topics() {
+    let mut cfg = config();
+    cfg.credentials
+        .push(Credential::parse("scoped:scoped-sk@MQ_INST_a").expect("cred"));
+    cfg.topics = vec![
+        (
+            Some(InstanceId::new("MQ_INST_a").expect("i")),
+            TopicName::new("T").expect("t"),
+        ),
+        (
+            Some(InstanceId::new("MQ_INST_b").expect("i")),
+            TopicName::new("T").expect("t"),
+        ),
+        (None, TopicName::new("T").expect("t")),
+    ];
+    let broker = start(cfg).await;
+    let mut c = Conn::open(broker.local_addr()).await;
+    let scoped_a = Api::with_key(&broker, "scoped", "scoped-sk", Some("MQ_INST_a"));
+    let scoped_b = Api::with_key(&broker, "scoped", "scoped-sk", Some("MQ_INST_b"));
+    let scoped_default = Api::with_key(&broker, "scoped", "scoped-sk", None);
+    let root_b = Api::with_key(&broker, AK, SK, Some("MQ_INST_b"));
+
+    assert_eq!(c.roundtrip(&scoped_a.publish("T", "x")).await.status, 201);
+    for api in [&scoped_b, &scoped_default] {
+        let r = c.roundtrip(&api.publish("T", "x")).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "AccessDenied"));
+        let r = c.roundtrip(&api.consume("T", "GID_s", 1, 0)).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "AccessDenied"));
+    }
+    assert_eq!(c.roundtrip(&root_b.publish("T", "x")).await.status, 201);
+    let r = c.roundtrip(&root_b.publish("Unknown", "x")).await;
+    assert_eq!((r.status, r.code().as_str()), (404, "TopicNotExist"));
+    let r = c.roundtrip(&root_b.consume("Unknown", "GID_s", 1, 3)).await;
+    assert_eq!((r.status, r.code().as_str()), (404, "TopicNotExist"));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_health() {
+    let broker = start(config()).await;
+    let api = Api::new(&broker);
+    let addr = broker.local_addr();
+    let mut c = Conn::open(addr).await;
+    c.roundtrip(&api.consume("S", "GID_s", 16, 0)).await;
+    for body in ["one", "two"] {
+        assert_eq!(c.roundtrip(&api.publish("S", body)).await.status, 201);
+    }
+    let got = messages(&c.roundtrip(&api.consume("S", "GID_s", 16, 0)).await);
+    assert_eq!(got.len(), 2);
+    let r = c
+        .roundtrip(&api.ack("S", "GID_s", &[got[0].receipt_handle.as_str()]))
+        .await;
+    assert_eq!(r.status, 204);
+
+    let s = stats(addr).await;
+    assert_eq!(s["published"], 2, "{s}");
+    assert_eq!(s["acked"], 1, "{s}");
+    assert_eq!(s["topics"][0]["topic"], "S", "{s}");
+    assert_eq!(s["topics"][0]["groups"][0]["group"], "GID_s", "{s}");
+    assert!(s["server"]["connections"].as_u64() >= Some(2), "{s}");
+    assert!(s["server"]["requests"].as_u64() >= Some(5), "{s}");
+    assert_eq!(broker.stats().published, 2);
+
+    let health = c
+        .roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_connections_are_cut_and_do_not_hurt_others() {
+    let mut cfg = config();
+    cfg.limits.header_read_timeout = Duration::from_millis(500);
+    cfg.limits.body_read_timeout = Duration::from_millis(500);
+    cfg.limits.max_connections = 8;
+    let broker = start(cfg).await;
+    let api = Api::new(&broker);
+    let addr = broker.local_addr();
+
+    // Not HTTP at all.
+    let mut junk = Conn::open(addr).await;
+    junk.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")
+        .await;
+    if let Some(r) = junk.try_response().await {
+        assert_eq!(r.status, 400);
+    }
+    assert!(junk.closed_within(Duration::from_secs(2)).await);
+
+    // Headers that never end (slowloris): closed after the header timeout.
+    let mut slow = Conn::open(addr).await;
+    slow.send(b"GET /topics/T/messages?consumer=G&numOfMessages=1 HTTP/1.1\r\nhost: x\r\n")
+        .await;
+    let started = Instant::now();
+    assert!(slow.closed_within(Duration::from_secs(3)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body that stops halfway: answered after the body timeout.
+    let mut stalled = Conn::open(addr).await;
+    let request = api.publish("H", "a body that will be cut");
+    stalled.send(&request[..request.len() - 10]).await;
+    let started = Instant::now();
+    let r = stalled.response().await;
+    assert_eq!((r.status, r.code().as_str()), (400, "InvalidArgument"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A header block beyond the buffer limit.
+    let mut huge = Conn::open(addr).await;
+    let mut request = b"GET /health HTTP/1.1\r\nhost: x\r\n".to_vec();
+    for i in 0..2_000 {
+        request.extend_from_slice(format!("x-filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    let _ = huge.stream.write_all(&request).await;
+    if let Some(r) = huge.try_response().await {
+        assert!(r.status == 431 || r.status == 400, "{r:?}");
+    }
+
+    // Over the connection limit: closed at once, and accepted again once others leave.
+    drop((junk, slow, stalled, huge));
+    wait_for_stat(addr, "connections", 0).await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = Conn::open(addr).await;
+        assert_eq!(
+            c.roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .status,
+            200
+        );
+        held.push(c);
+    }
+    let mut refused = Conn::open(addr).await;
+    let answer = refused
+        .try_roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert!(answer.is_none(), "{answer:?}");
+    held.truncate(7);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut c = Conn::open(addr).await;
+        if let Some(r) = c
+            .try_roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+        {
+            assert_eq!(r.status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "connection slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Normal traffic still works.
+    drop(held);
+    wait_for_stat(addr, "connections", 0).await;
+    let mut c = Conn::open(addr).await;
+    assert_eq!(c.roundtrip(&api.publish("H", "fine")).await.status, 201);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_a_waiting_long_poll_promptly() {
+    let broker = start(config()).await;
+    let api = Api::new(&broker);
+    let addr = broker.local_addr();
+    let mut waiter = Conn::open(addr).await;
+    waiter.send(&api.consume("SD", "GID_sd", 1, 30)).await;
+    wait_for_stat(addr, "waiting_polls", 1).await;
+    let mut idle = Conn::open(addr).await;
+    assert_eq!(
+        idle.roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .status,
+        200
+    );
+
+    let started = Instant::now();
+    let stopping = tokio::spawn(broker.shutdown());
+    let r = waiter.response().await;
+    r.assert_protocol_headers();
+    assert_eq!((r.status, r.code().as_str()), (404, "MessageNotExist"));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(2), stopping)
+        .await
+        .expect("shutdown completes")
+        .expect("shutdown task");
+    assert!(waiter.closed_within(Duration::from_secs(1)).await);
+    assert!(idle.closed_within(Duration::from_secs(1)).await);
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_stragglers_after_the_grace_period() {
+    let mut cfg = config();
+    cfg.limits = Limits {
+        shutdown_grace: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let broker = start(cfg).await;
+    let addr = broker.local_addr();
+    // A request whose body never finishes keeps its connection busy.
+    let mut busy = Conn::open(addr).await;
+    let mut request = raw(
+        Method::POST,
+        "/topics/T/messages",
+        b"",
+        SystemTime::now(),
+        (AK, SK),
+        &[("content-length", "100")],
+    );
+    request.extend_from_slice(b"<Message>");
+    busy.send(&request).await;
+    wait_for_stat(addr, "connections", 1).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), broker.shutdown())
+        .await
+        .expect("shutdown ends after the grace period");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(busy.closed_within(Duration::from_secs(1)).await);
+}
+
+#[cfg(unix)]
+mod binary {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::time::{Duration, Instant};
+
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn start() -> (Running, String, BufReader<std::process::ChildStdout>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
+            .args(["--listen", "127.0.0.1:0", "--credential", "bin-ak:bin-sk"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mq-broker");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let running = Running(child);
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first line");
+        (running, line, stdout)
+    }
+
+    fn port_of(line: &str) -> u16 {
+        // ^listening on http://127\.0\.0\.1:\d+$
+        let line = line.strip_suffix('\n').expect("a full line");
+        let port = line
+            .strip_prefix("listening on http://127.0.0.1:")
+            .unwrap_or_else(|| panic!("first line {line:?}"));
+        assert!(
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+            "{line:?}"
+        );
+        let port: u16 = port.parse().expect("port");
+        assert_ne!(port, 0);
+        port
+    }
+
+    fn signal(pid: u32, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    fn wait(running: &mut Running, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = running.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "mq-broker did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn first_line_is_the_endpoint_and_sigterm_exits_zero() {
+        // Immediately after the first line: the handlers must already be installed.
+        for sig in ["TERM", "INT"] {
+            let (mut running, line, _stdout) = start();
+            port_of(&line);
+            signal(running.0.id(), sig);
+            let status = wait(&mut running, Duration::from_secs(10));
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "SIG{sig} right after start: {status:?}"
+            );
+        }
+
+        // After serving, with an idle keep-alive connection open.
+        let (mut running, line, mut stdout) = start();
+        let port = port_of(&line);
+        let mut rest = String::new();
+        stdout.read_line(&mut rest).expect("second line");
+        assert_eq!(rest, "credentials: as configured\n");
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        conn.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = conn.read(&mut buf).expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        signal(running.0.id(), "TERM");
+        let status = wait(&mut running, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "{status:?}");
+        // The idle connection was closed.
+        assert_eq!(conn.read(&mut buf).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn bad_flags_fail_with_a_message() {
+        let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
+            .args(["--listen", "127.0.0.1:0", "--credential", "no-colon"])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no-colon"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -1,0 +1,138 @@
+//! `mq`: the command line of the ApsaraMQ for RocketMQ HTTP SDK.
+//!
+//! ```text
+//! mq serve     [--listen 127.0.0.1:8080] [--credential AK:SK]...     a local broker
+//! mq publish   --topic T [--tag X] [--key K] [--prop k=v]... [--delay 10s | --at RFC3339]
+//!              [--sharding-key S] [--transactional [--immunity 10s]] [--body TEXT] [--json]
+//! mq consume   --topic T --group G [--tag 'A||B'] [--orderly] [--batch N] [--wait S]
+//!              [--no-ack] [--follow] [--max N] [--json]
+//! mq tx half|commit|rollback --topic T --group G [--handle H]...
+//! mq bench     publish|consume|roundtrip [--concurrency N] [--size BYTES] [--duration S] [--json]
+//! ```
+//!
+//! The endpoint and credentials come from `--endpoint`, `--access-key-id`,
+//! `--access-key-secret`, `--security-token` and `--instance-id`, or from `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
+//! `ALIBABA_CLOUD_SECURITY_TOKEN` and `MQ_INSTANCE_ID`. Errors are one line on stderr and a
+//! non-zero exit code: 2 for a usage or configuration problem (including "no endpoint set"),
+//! 1 when the operation itself failed.
+//!
+//! The library half of this crate holds the pieces worth reusing: the argument parsers in
+//! [`args`] and the load generators of [`bench`] (shared by `mq bench` and the benchmark
+//! suite, `cargo xtask bench`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod args;
+pub mod bench;
+mod commands;
+mod output;
+
+use clap::Parser;
+use std::fmt;
+use std::process::ExitCode;
+
+pub use commands::{Cli, Command};
+
+/// A failure of a command: one line for stderr and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    /// What went wrong, one line.
+    pub message: String,
+    /// The process exit code (never 0).
+    pub code: u8,
+}
+
+impl CliError {
+    /// Exit code of a usage or configuration error.
+    pub const USAGE: u8 = 2;
+    /// Exit code of a failed operation.
+    pub const FAILED: u8 = 1;
+
+    /// A usage or configuration error (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: one_line(message.into()),
+            code: Self::USAGE,
+        }
+    }
+
+    /// A failed operation (exit code 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            message: one_line(message.into()),
+            code: Self::FAILED,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Joins the lines of a message so that an error is always exactly one line.
+fn one_line(s: String) -> String {
+    if s.contains(['\n', '\r']) {
+        s.split(['\n', '\r'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        s
+    }
+}
+
+/// Parses the process arguments, runs the command and returns the exit code. This is the
+/// whole `mq` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mq: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Runs a parsed command line on a new tokio runtime.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the runtime: {e}")))?;
+    let result = runtime.block_on(commands::dispatch(cli));
+    // Do not wait for background tasks (idle pooled connections, a broker being served).
+    runtime.shutdown_background();
+    result
+}
+
+/// Log to stderr, filtered by `MQ_LOG` (default: warnings).
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line() {
+        let e = CliError::failed("first\nsecond\r\n third ");
+        assert_eq!(e.message, "first second third");
+        assert_eq!(e.code, 1);
+        assert_eq!(CliError::usage("x").code, 2);
+    }
+}

@@ -1,0 +1,169 @@
+//! What the commands print: one tab-separated line per receipt, a two-part block per message
+//! (metadata line, then the body indented), or one JSON object per line with `--json`.
+
+use crate::args::format_rfc3339_ms;
+use mq_tokio::{Message, PublishReceipt};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+/// A publish receipt as printed with `--json`.
+#[derive(Serialize)]
+struct ReceiptJson<'a> {
+    message_id: &'a str,
+    body_md5: &'a str,
+    receipt_handle: Option<&'a str>,
+}
+
+/// `ID<TAB>MD5[<TAB>HANDLE]`, or a JSON line.
+pub(crate) fn receipt(out: &mut impl Write, r: &PublishReceipt, json: bool) -> io::Result<()> {
+    let handle = r.receipt_handle.as_ref().map(|h| h.as_str());
+    if json {
+        let doc = ReceiptJson {
+            message_id: r.message_id.as_str(),
+            body_md5: &r.body_md5,
+            receipt_handle: handle,
+        };
+        serde_json::to_writer(&mut *out, &doc).map_err(io::Error::other)?;
+        writeln!(out)
+    } else {
+        match handle {
+            Some(h) => writeln!(out, "{}\t{}\t{h}", r.message_id, r.body_md5),
+            None => writeln!(out, "{}\t{}", r.message_id, r.body_md5),
+        }
+    }
+}
+
+/// A received message as printed with `--json`.
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    message_id: &'a str,
+    receipt_handle: &'a str,
+    body: &'a str,
+    body_md5: &'a str,
+    tag: Option<&'a str>,
+    key: Option<&'a str>,
+    properties: BTreeMap<&'a str, &'a str>,
+    publish_time: u64,
+    first_consume_time: u64,
+    next_consume_time: u64,
+    consumed_times: u32,
+    acked: bool,
+}
+
+/// Prints a message. Plain form:
+///
+/// ```text
+/// 1E05791C117818B4AAC23B1BB0CE0000 tag=TagA key=k1 consumed=1 published=2026-…Z handle=…
+///   body line 1
+///   body line 2
+/// ```
+pub(crate) fn message(
+    out: &mut impl Write,
+    m: &Message,
+    acked: bool,
+    json: bool,
+) -> io::Result<()> {
+    if json {
+        let doc = MessageJson {
+            message_id: m.message_id.as_str(),
+            receipt_handle: m.receipt_handle.as_str(),
+            body: &m.body,
+            body_md5: &m.body_md5,
+            tag: m.tag.as_ref().map(|t| t.as_str()),
+            key: m.key(),
+            properties: m.properties.iter().collect(),
+            publish_time: m.publish_time,
+            first_consume_time: m.first_consume_time,
+            next_consume_time: m.next_consume_time,
+            consumed_times: m.consumed_times,
+            acked,
+        };
+        serde_json::to_writer(&mut *out, &doc).map_err(io::Error::other)?;
+        return writeln!(out);
+    }
+    write!(out, "{}", m.message_id)?;
+    if let Some(tag) = &m.tag {
+        write!(out, " tag={tag}")?;
+    }
+    if let Some(key) = m.key() {
+        write!(out, " key={key}")?;
+    }
+    for (k, v) in m.properties.iter() {
+        if !k.starts_with("__") && k != mq_tokio::mq_proto::KEY_KEYS {
+            write!(out, " {k}={v}")?;
+        }
+    }
+    write!(
+        out,
+        " consumed={} published={}",
+        m.consumed_times,
+        format_rfc3339_ms(m.publish_time)
+    )?;
+    if !acked {
+        write!(out, " handle={}", m.receipt_handle)?;
+    }
+    writeln!(out)?;
+    for line in m.body.lines() {
+        writeln!(out, "  {line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mq_tokio::{MessageId, Properties, ReceiptHandle, Tag};
+
+    fn sample() -> Message {
+        Message {
+            message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010").unwrap(),
+            receipt_handle: ReceiptHandle::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx").unwrap(),
+            body_md5: mq_tokio::mq_proto::body_md5("a\nb"),
+            body: "a\nb".into(),
+            publish_time: 1_796_119_200_000,
+            next_consume_time: 1_796_119_500_000,
+            first_consume_time: 1_796_119_201_000,
+            consumed_times: 1,
+            tag: Some(Tag::new("TagA").unwrap()),
+            properties: Properties::decode("KEYS:k1|color:red|").unwrap(),
+        }
+    }
+
+    #[test]
+    fn plain_and_json_messages() {
+        let m = sample();
+        let mut out = Vec::new();
+        message(&mut out, &m, false, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "0BC1EF3E1A9C18B4AAC2558D1E4F0010 tag=TagA key=k1 color=red consumed=1 \
+             published=2026-12-01T10:00:00.000Z handle=0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx\n  a\n  b\n"
+        );
+        let mut out = Vec::new();
+        message(&mut out, &m, true, true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["body"], "a\nb");
+        assert_eq!(v["key"], "k1");
+        assert_eq!(v["properties"]["color"], "red");
+        assert_eq!(v["acked"], true);
+        assert_eq!(v["publish_time"], 1_796_119_200_000u64);
+    }
+
+    #[test]
+    fn receipts() {
+        let r = PublishReceipt {
+            message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010").unwrap(),
+            body_md5: "X".into(),
+            receipt_handle: None,
+        };
+        let mut out = Vec::new();
+        receipt(&mut out, &r, false).unwrap();
+        assert_eq!(out, b"0BC1EF3E1A9C18B4AAC2558D1E4F0010\tX\n");
+        let mut out = Vec::new();
+        receipt(&mut out, &r, true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["receipt_handle"].is_null());
+    }
+}
