@@ -3,6 +3,7 @@
 //! a TLS front with a throw-away CA, and the client scenario suite written once over
 //! [`mq_client::Runtime`].
 
+pub mod chaos;
 pub mod faults;
 pub mod scenarios;
 pub mod sim;

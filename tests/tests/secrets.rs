@@ -69,11 +69,13 @@ fn secrets_never_appear_in_debug_or_traces() {
             .credentials(Credentials::new(TEST_AK, "wrong-secret-value"))
             .build()
             .expect("client");
-        let _ = bad
+        let err = bad
             .producer("secrets".parse().expect("topic"))
             .publish(&TopicMessage::new("x").expect("message"))
-            .await;
-        format!("{builder_debug}\n{client:?}\n{bad:?}")
+            .await
+            .expect_err("wrong secret");
+        // The error's Display and Debug (what applications log) are checked too.
+        format!("{builder_debug}\n{client:?}\n{bad:?}\n{err}\n{err:?}")
     });
     let broker_debug = format!(
         "{:?}",

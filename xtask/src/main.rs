@@ -18,6 +18,10 @@ commands:
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
   fuzz <target> <secs>    run one cargo-fuzz target for <secs> seconds (installs cargo-fuzz)
   fuzz-all <secs>         run every fuzz target for <secs> seconds each
+  load [--release] [secs [conns]]
+                          the broker load test (mq-broker tests/load.rs) for <secs> seconds
+                          (default 60) with <conns> connections (default 1000); prints p99
+                          latency and the broker's RSS (figures for RELIABILITY.md)
   bench [--quick]         benchmarks (release) and regenerate the tables in BENCHMARKS.md;
                           --quick: smoke run in the test profile, tables to target/bench-quick
   help                    this text
@@ -36,10 +40,13 @@ fn main() -> ExitCode {
             Some(secs) => fuzz_all(secs),
             None => Err("usage: cargo xtask fuzz-all <seconds>".into()),
         },
+        Some("load") => load(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             None => bench(false),
             Some("--quick") => bench(true),
-            Some(other) => Err(format!("usage: cargo xtask bench [--quick] (got {other:?})")),
+            Some(other) => Err(format!(
+                "usage: cargo xtask bench [--quick] (got {other:?})"
+            )),
         },
         Some("help") | None => {
             print!("{HELP}");
@@ -279,6 +286,41 @@ fn fuzz_all(secs: &str) -> Result {
     Ok(())
 }
 
+/// `cargo xtask load [--release] [secs [conns]]`: the load test of `mq-broker`
+/// (`tests/load.rs`) with a longer run and more connections than in CI, the open-files limit
+/// raised to the hard limit first (both ends of every connection run on this machine).
+fn load(args: &[String]) -> Result {
+    let release = args.first().is_some_and(|a| a == "--release");
+    let rest = if release { &args[1..] } else { args };
+    let number = |i: usize, default: u64, what: &str| -> Result<u64> {
+        match rest.get(i) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                format!("usage: cargo xtask load [--release] [secs [conns]]; bad {what} {v:?}")
+            }),
+        }
+    };
+    let secs = number(0, 60, "seconds")?;
+    let conns = number(1, 1_000, "connection count")?;
+    if rest.len() > 2 {
+        return Err("usage: cargo xtask load [--release] [secs [conns]]".into());
+    }
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(root())
+        .arg("-c")
+        .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || true; exec \"$@\"")
+        .arg("sh")
+        .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "-p", "mq-broker", "--test", "load"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.args(["--", "--nocapture"])
+        .env("MQ_LOAD_SECS", secs.to_string())
+        .env("MQ_LOAD_CONNS", conns.to_string());
+    run(&format!("load {secs}s x {conns} connections"), &mut cmd)
+}
+
 /// `cargo xtask bench`: the wire-layer benchmarks (criterion, `mq-proto/benches/proto.rs`)
 /// and the system suite (`mq-cli/benches/suite.rs`) in release mode; their Markdown tables
 /// and a description of this machine replace the generated regions of BENCHMARKS.md.
@@ -386,7 +428,9 @@ fn machine_description() -> String {
             .map(|(_, v)| v.trim().to_owned())
     };
     let model = field("model name").unwrap_or_else(|| "unknown".into());
-    let mhz = field("cpu MHz").map(|m| format!(", {m} MHz")).unwrap_or_default();
+    let mhz = field("cpu MHz")
+        .map(|m| format!(", {m} MHz"))
+        .unwrap_or_default();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

@@ -203,9 +203,9 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         args.tls_key.as_ref().or(file.tls_key.as_ref()),
     ) {
         (None, None) => None,
-        (Some(cert), Some(key)) => Some(
-            crate::tls::TlsConfig::from_files(cert, key).map_err(|e| format!("TLS: {e}"))?,
-        ),
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::TlsConfig::from_files(cert, key).map_err(|e| format!("TLS: {e}"))?)
+        }
         _ => return Err("tls_cert and tls_key must be given together".to_owned()),
     };
     Ok((config, source))

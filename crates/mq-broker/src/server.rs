@@ -106,7 +106,9 @@ pub const DEV_ACCESS_KEY_SECRET: &str = "mq-dev-secret";
 pub struct Limits {
     /// Largest request body read (bigger `Content-Length` is refused before reading).
     pub max_body_bytes: usize,
-    /// Time allowed to receive a request's headers.
+    /// Time allowed to receive a request's headers, counted from the connection's start or
+    /// the end of the previous answer: it is also the idle timeout of keep-alive connections
+    /// and bounds a TLS handshake.
     pub header_read_timeout: Duration,
     /// Time allowed to receive a request's body.
     pub body_read_timeout: Duration,

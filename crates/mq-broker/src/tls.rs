@@ -120,7 +120,7 @@ impl TlsConfig {
 /// writes.
 pub(crate) enum ServerIo {
     Plain(TcpStream),
-    Handshake(tokio_rustls::Accept<TcpStream>),
+    Handshake(Box<tokio_rustls::Accept<TcpStream>>),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     Failed,
 }
@@ -129,7 +129,7 @@ impl ServerIo {
     /// Wraps an accepted stream; with `tls`, the handshake starts on first use.
     pub(crate) fn new(stream: TcpStream, tls: Option<&TlsConfig>) -> Self {
         match tls {
-            Some(tls) => Self::Handshake(tls.acceptor.accept(stream)),
+            Some(tls) => Self::Handshake(Box::new(tls.acceptor.accept(stream))),
             None => Self::Plain(stream),
         }
     }
@@ -137,7 +137,7 @@ impl ServerIo {
     /// Drives the handshake, if one is under way.
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Self::Handshake(accept) = self {
-            match Pin::new(accept).poll(cx) {
+            match Pin::new(accept.as_mut()).poll(cx) {
                 Poll::Ready(Ok(stream)) => *self = Self::Tls(Box::new(stream)),
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "TLS handshake failed");

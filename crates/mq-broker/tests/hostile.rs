@@ -20,7 +20,7 @@ mod rawhttp;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mq_broker::{Broker, Credential, Limits, ServerConfig};
-use rawhttp::{Api, Conn, ReadError, RawRequest, Resp, messages, percentile, rss_bytes};
+use rawhttp::{Api, Conn, RawRequest, ReadError, Resp, messages, percentile, rss_bytes};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -238,7 +238,11 @@ fn cases(h: &Handles) -> Vec<Case> {
     v.push(Case::send("binary garbage", garbage, Closed));
     let mut hello = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03".to_vec();
     hello.extend_from_slice(&[0u8; 160]);
-    v.push(Case::send("TLS ClientHello on the plain port", hello, Closed));
+    v.push(Case::send(
+        "TLS ClientHello on the plain port",
+        hello,
+        Closed,
+    ));
     v.push(Case::send(
         "HTTP/0.9 request line",
         b"GET /health\r\n\r\n".to_vec(),
@@ -352,7 +356,8 @@ fn cases(h: &Handles) -> Vec<Case> {
         )
         .after_timeout(),
     );
-    let stalled = publish(b"<Message><MessageBody>a body that stops halfway</MessageBody></Message>");
+    let stalled =
+        publish(b"<Message><MessageBody>a body that stops halfway</MessageBody></Message>");
     v.push(
         Case::send(
             "body that stops halfway",
@@ -457,10 +462,22 @@ fn cases(h: &Handles) -> Vec<Case> {
         Error(400, "MissingAuthorizationHeader"),
     ));
     for (name, value) in [
-        ("Authorization with another scheme", b"Basic aGk6dGhlcmU=".to_vec()),
-        ("Authorization without a signature", format!("MQ {AK}").into_bytes()),
-        ("Authorization with an empty key id", b"MQ :c2lnbmF0dXJl".to_vec()),
-        ("Authorization that is not UTF-8", b"MQ \xff\xfe:\xfd".to_vec()),
+        (
+            "Authorization with another scheme",
+            b"Basic aGk6dGhlcmU=".to_vec(),
+        ),
+        (
+            "Authorization without a signature",
+            format!("MQ {AK}").into_bytes(),
+        ),
+        (
+            "Authorization with an empty key id",
+            b"MQ :c2lnbmF0dXJl".to_vec(),
+        ),
+        (
+            "Authorization that is not UTF-8",
+            b"MQ \xff\xfe:\xfd".to_vec(),
+        ),
     ] {
         r.set_bytes("authorization", &value);
         v.push(Case::send(
@@ -575,7 +592,10 @@ fn cases(h: &Handles) -> Vec<Case> {
     v.push(Case::send(
         "wrong Content-MD5",
         signed_with("POST", TOPIC, GOOD_XML, |r| {
-            r.set("content-md5", "ZDQxZDhjZDk4ZjAwYjIwNGU5ODAwOTk4ZWNmODQyN2U=");
+            r.set(
+                "content-md5",
+                "ZDQxZDhjZDk4ZjAwYjIwNGU5ODAwOTk4ZWNmODQyN2U=",
+            );
         })
         .bytes(),
         Error(400, "InvalidDigest"),
@@ -653,7 +673,9 @@ fn cases(h: &Handles) -> Vec<Case> {
     ));
     v.push(Case::send(
         "property without a value separator",
-        publish(b"<Message><MessageBody>a</MessageBody><Properties>k:v|broken|</Properties></Message>"),
+        publish(
+            b"<Message><MessageBody>a</MessageBody><Properties>k:v|broken|</Properties></Message>",
+        ),
         Error(400, "InvalidArgument"),
     ));
     v.push(Case::send(
@@ -689,9 +711,21 @@ fn cases(h: &Handles) -> Vec<Case> {
             "consumer=GID_h&numOfMessages=1&numOfMessages=16",
             "InvalidQueryString",
         ),
-        ("numOfMessages=0", "consumer=GID_h&numOfMessages=0", "InvalidArgument"),
-        ("numOfMessages=17", "consumer=GID_h&numOfMessages=17", "InvalidArgument"),
-        ("numOfMessages=-1", "consumer=GID_h&numOfMessages=-1", "InvalidArgument"),
+        (
+            "numOfMessages=0",
+            "consumer=GID_h&numOfMessages=0",
+            "InvalidArgument",
+        ),
+        (
+            "numOfMessages=17",
+            "consumer=GID_h&numOfMessages=17",
+            "InvalidArgument",
+        ),
+        (
+            "numOfMessages=-1",
+            "consumer=GID_h&numOfMessages=-1",
+            "InvalidArgument",
+        ),
         (
             "numOfMessages beyond 64 bits",
             "consumer=GID_h&numOfMessages=184467440737095516160",
@@ -847,7 +881,10 @@ fn cases(h: &Handles) -> Vec<Case> {
             "scoped key consuming another instance",
             format!("{CONSUME}&ns={INST_B}"),
         ),
-        ("scoped key consuming the default instance", CONSUME.to_owned()),
+        (
+            "scoped key consuming the default instance",
+            CONSUME.to_owned(),
+        ),
     ] {
         let mut r = RawRequest::new("GET", &target, b"");
         r.sign(SCOPED_AK, SCOPED_SK);
@@ -907,7 +944,9 @@ async fn run_case(addr: SocketAddr, case: Case) -> Result<String, String> {
         }
     }
     let started = Instant::now();
-    let first = reader.response_within(case.max + Duration::from_secs(1)).await;
+    let first = reader
+        .response_within(case.max + Duration::from_secs(1))
+        .await;
     let elapsed = started.elapsed();
     let timing = |what: String| {
         if elapsed < case.min || elapsed > case.max {
@@ -923,7 +962,9 @@ async fn run_case(addr: SocketAddr, case: Case) -> Result<String, String> {
     let result = match (case.expect, first) {
         (_, None) => Err(format!("nothing within {:?}", case.max)),
         (Expect::Closed, Some(Err(ReadError::Closed))) => timing("closed".into()),
-        (Expect::Closed, Some(Ok(r))) if (400..500).contains(&r.status) && !r.is_protocol_answer() => {
+        (Expect::Closed, Some(Ok(r)))
+            if (400..500).contains(&r.status) && !r.is_protocol_answer() =>
+        {
             if reader.closed_within(Duration::from_secs(2)).await {
                 timing(format!("HTTP {} then closed", r.status))
             } else {
@@ -932,7 +973,9 @@ async fn run_case(addr: SocketAddr, case: Case) -> Result<String, String> {
         }
         (Expect::Error(status, code), Some(Ok(r)))
         | (Expect::ErrorThenClose(status, code), Some(Ok(r)))
-            if r.status == status && r.code().as_deref() == Some(code) && r.is_protocol_answer() =>
+            if r.status == status
+                && r.code().as_deref() == Some(code)
+                && r.is_protocol_answer() =>
         {
             let closing = matches!(case.expect, Expect::ErrorThenClose(..));
             if r.close() != closing {
@@ -945,7 +988,10 @@ async fn run_case(addr: SocketAddr, case: Case) -> Result<String, String> {
                 // Nothing more: no second answer (e.g. to a smuggled request), then EOF.
                 match reader.response_within(Duration::from_secs(2)).await {
                     Some(Err(ReadError::Closed)) => timing(format!("{} then closed", describe(&r))),
-                    other => Err(format!("{} then {other:?} instead of a close", describe(&r))),
+                    other => Err(format!(
+                        "{} then {other:?} instead of a close",
+                        describe(&r)
+                    )),
                 }
             } else {
                 match still_serving(&mut reader, &mut writer_task).await {
@@ -1025,7 +1071,8 @@ async fn normal_client(
     let mut rounds = 0;
     while rounds < min_rounds || !stop.load(Ordering::Relaxed) {
         timed(&mut conn, api.publish("Normal", &format!("m{rounds}")), 201).await?;
-        let got = messages(&timed(&mut conn, api.consume("Normal", "GID_normal", 1, 0), 200).await?);
+        let got =
+            messages(&timed(&mut conn, api.consume("Normal", "GID_normal", 1, 0), 200).await?);
         let [m] = got.as_slice() else {
             return Err(format!("normal client: {} messages", got.len()));
         };
@@ -1062,15 +1109,30 @@ async fn hostile_input_is_answered_and_others_keep_their_latency() {
     // Real receipt handles for the handle cases.
     let mut setup = Conn::open(addr).await;
     for group in ["GID_A", "GID_B", "GID_normal"] {
-        let topic = if group == "GID_normal" { "Normal" } else { "Iso" };
-        let r = setup.roundtrip(&api.consume(topic, group, 1, 0)).await.expect("register");
+        let topic = if group == "GID_normal" {
+            "Normal"
+        } else {
+            "Iso"
+        };
+        let r = setup
+            .roundtrip(&api.consume(topic, group, 1, 0))
+            .await
+            .expect("register");
         assert_eq!(r.status, 404, "{}", r.text());
     }
     for body in ["iso-1", "iso-2"] {
-        let r = setup.roundtrip(&api.publish("Iso", body)).await.expect("publish");
+        let r = setup
+            .roundtrip(&api.publish("Iso", body))
+            .await
+            .expect("publish");
         assert_eq!(r.status, 201, "{}", r.text());
     }
-    let got = messages(&setup.roundtrip(&api.consume("Iso", "GID_A", 2, 0)).await.expect("consume"));
+    let got = messages(
+        &setup
+            .roundtrip(&api.consume("Iso", "GID_A", 2, 0))
+            .await
+            .expect("consume"),
+    );
     assert_eq!(got.len(), 2);
     let handles = Handles {
         live: got[0].receipt_handle.to_string(),
@@ -1116,9 +1178,17 @@ async fn hostile_input_is_answered_and_others_keep_their_latency() {
     }
     let attack_time = attack_started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let during = normal.await.expect("normal client task").expect("normal client");
+    let during = normal
+        .await
+        .expect("normal client task")
+        .expect("normal client");
     println!("{count} hostile cases x 3 rounds in {attack_time:?}:\n{report}");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     let (b50, b99, bn) = summary(baseline);
     let (d50, d99, dn) = summary(during);
@@ -1142,12 +1212,19 @@ async fn hostile_input_is_answered_and_others_keep_their_latency() {
     // No connection or long poll leaked: only the setup connection (and the one asking) left.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = setup.roundtrip(b"GET /stats HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("stats");
+        let r = setup
+            .roundtrip(b"GET /stats HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("stats");
         let stats: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
         if stats["server"]["connections"] == 1 && stats["server"]["waiting_polls"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "connections leaked: {}", stats["server"]);
+        assert!(
+            Instant::now() < deadline,
+            "connections leaked: {}",
+            stats["server"]
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(setup);
@@ -1212,7 +1289,10 @@ async fn scoped_keys_never_read_or_ack_another_instance() {
         );
     }
     // The message was untouched: a acks it.
-    assert_eq!(call(a.ack("Shared", "GID_s", &[&a_handle])).await.status, 204);
+    assert_eq!(
+        call(a.ack("Shared", "GID_s", &[&a_handle])).await.status,
+        204
+    );
     let stats = broker.stats();
     let acked: Vec<(Option<String>, u64)> = stats
         .topics
@@ -1255,7 +1335,11 @@ async fn documented_limits_hold() {
     let api = Api::new(addr, AK, SK, None);
     let mut control = Conn::open(addr).await;
     assert_eq!(
-        control.roundtrip(&api.consume("LP", "GID_lp", 1, 0)).await.expect("register").status,
+        control
+            .roundtrip(&api.consume("LP", "GID_lp", 1, 0))
+            .await
+            .expect("register")
+            .status,
         404
     );
 
@@ -1268,9 +1352,19 @@ async fn documented_limits_hold() {
     }
     wait_for_server_stat(&mut control, "waiting_polls", 3).await;
     let started = Instant::now();
-    let r = control.roundtrip(&api.consume("LP", "GID_lp", 1, 10)).await.expect("answer");
-    assert_eq!((r.status, r.code().as_deref()), (404, Some("MessageNotExist")));
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    let r = control
+        .roundtrip(&api.consume("LP", "GID_lp", 1, 10))
+        .await
+        .expect("answer");
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (404, Some("MessageNotExist"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     // Waiters that go away give their slots back.
     waiting.clear();
     wait_for_server_stat(&mut control, "waiting_polls", 0).await;
@@ -1278,7 +1372,11 @@ async fn documented_limits_hold() {
     assert!(poll.send(&api.consume("LP", "GID_lp", 1, 10)).await);
     wait_for_server_stat(&mut control, "waiting_polls", 1).await;
     assert_eq!(
-        control.roundtrip(&api.publish("LP", "wake")).await.expect("publish").status,
+        control
+            .roundtrip(&api.publish("LP", "wake"))
+            .await
+            .expect("publish")
+            .status,
         201
     );
     let r = poll.reader.response_within(Duration::from_secs(2)).await;
@@ -1293,7 +1391,10 @@ async fn documented_limits_hold() {
         held.push(c);
     }
     let mut refused = Conn::open(addr).await;
-    assert!(matches!(refused.roundtrip(HEALTH).await, Err(ReadError::Closed)));
+    assert!(matches!(
+        refused.roundtrip(HEALTH).await,
+        Err(ReadError::Closed)
+    ));
     held.pop();
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -1302,7 +1403,10 @@ async fn documented_limits_hold() {
             assert_eq!(r.status, 200);
             break;
         }
-        assert!(Instant::now() < deadline, "the connection slot never came back");
+        assert!(
+            Instant::now() < deadline,
+            "the connection slot never came back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop((held, control));
@@ -1387,7 +1491,13 @@ async fn memory_stays_bounded_under_attack() {
     let api = Api::new(addr, AK, SK, None);
     let mut c = Conn::open(addr).await;
     let started = Instant::now();
-    assert_eq!(c.roundtrip(&api.publish("Mem", "fine")).await.expect("publish").status, 201);
+    assert_eq!(
+        c.roundtrip(&api.publish("Mem", "fine"))
+            .await
+            .expect("publish")
+            .status,
+        201
+    );
     let latency = started.elapsed();
     let growth = peak.saturating_sub(before);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -106,7 +106,9 @@ async fn tls_listener_serves_https_and_cuts_everything_else() {
     // Plain HTTP on the TLS port: no answer, the connection is cut.
     let mut plain = Conn::open(addr).await;
     assert!(matches!(
-        plain.roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await,
+        plain
+            .roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await,
         Err(ReadError::Closed) | Err(ReadError::Garbage(_))
     ));
     // A handshake that never comes: cut after the header read timeout.
@@ -179,8 +181,7 @@ mod binary {
     }
 
     fn dir(test: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("mq-broker-tls-{test}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("mq-broker-tls-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
     }
@@ -193,7 +194,12 @@ mod binary {
         std::fs::write(&cert, &pki.chain_pem).expect("write chain");
         std::fs::write(&key, &pki.key_pem).expect("write key");
         let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
-            .args(["--listen", "127.0.0.1:0", "--credential", &format!("{AK}:{SK}")])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--credential",
+                &format!("{AK}:{SK}"),
+            ])
             .arg("--tls-cert")
             .arg(&cert)
             .arg("--tls-key")

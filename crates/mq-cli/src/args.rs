@@ -74,7 +74,7 @@ pub fn parse_property(s: &str) -> Result<(String, String), String> {
 /// Empty values count as unset. `Debug` never shows the secret or the token.
 #[derive(Clone, Default, clap::Args)]
 pub struct ConnectionArgs {
-    /// Service endpoint, http://host[:port] or https://host[:port].
+    /// Service endpoint, `http://host[:port]` or `https://host[:port]`.
     #[arg(long, env = "MQ_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
     /// AccessKey id.

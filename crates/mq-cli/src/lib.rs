@@ -18,8 +18,8 @@
 //! 1 when the operation itself failed.
 //!
 //! The library half of this crate holds the pieces worth reusing: the argument parsers in
-//! [`args`] and the load generators of [`bench`] (shared by `mq bench` and the benchmark
-//! suite, `cargo xtask bench`).
+//! [`args`] and the load generators of [`bench`](mod@crate::bench) (shared by `mq bench` and
+//! the benchmark suite, `cargo xtask bench`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

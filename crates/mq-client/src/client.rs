@@ -418,6 +418,22 @@ impl<R: Runtime> Client<R> {
         build: &BuildFn<'_>,
         decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
     ) -> Result<T, Error> {
+        self.execute_tracked(operation, topic, idempotency, timeout, build, decode)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// [`Client::execute`], also saying whether an earlier, failed attempt may have reached
+    /// the server (so the answer may reflect that attempt's effects).
+    pub(crate) async fn execute_tracked<T>(
+        &self,
+        operation: &'static str,
+        topic: &TopicName,
+        idempotency: Idempotency,
+        timeout: Duration,
+        build: &BuildFn<'_>,
+        decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
+    ) -> Result<(T, bool), Error> {
         let mut retry = RetryState::new(
             self.inner.retry.clone(),
             idempotency,
@@ -426,7 +442,7 @@ impl<R: Runtime> Client<R> {
         );
         loop {
             match self.attempt(operation, topic, timeout, build, decode).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok((v, retry.earlier_attempt_may_have_reached_server())),
                 Err((kind, error)) => match retry.on_failure(Instant::now(), &kind) {
                     RetryDecision::Retry { after } => {
                         tracing::debug!(operation, ?kind, ?after, "retrying");

@@ -9,8 +9,8 @@ use mq_proto::client::{
 };
 use mq_proto::machine::{ConsumerConfig, Idempotency};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, Message, ReceiptHandle, TagFilter,
-    TopicName, WaitSeconds,
+    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, Message, ReceiptHandle,
+    TagFilter, TopicName, WaitSeconds,
 };
 
 /// Consumes one topic in one group, optionally filtered by tags.
@@ -99,6 +99,11 @@ impl<R: Runtime> Consumer<R> {
     /// Acknowledges messages by their receipt handles (any number; sent 16 per request).
     /// Handles that fail (expired, already used) are returned in [`AckError::Partial`]; the
     /// others are acknowledged.
+    ///
+    /// A request that failed in a way that may have reached the service (connection lost,
+    /// timeout, 5xx) is resent; per-handle `MessageNotExist`/`ReceiptHandleError` answers to
+    /// such a resend are counted as acknowledged, because the earlier attempt most likely
+    /// settled those handles (the consumer stream does the same).
     pub async fn ack(&self, handles: &[ReceiptHandle]) -> Result<(), AckError> {
         let mut failures = Vec::new();
         for chunk in handles.chunks(16) {
@@ -170,8 +175,8 @@ pub(crate) async fn ack_handles<R: Runtime>(
         AckKind::Rollback => "rollback",
     };
     let timeout = client.timeouts().request;
-    client
-        .execute(
+    let (mut failures, resent) = client
+        .execute_tracked(
             operation,
             topic,
             Idempotency::Idempotent,
@@ -182,5 +187,15 @@ pub(crate) async fn ack_handles<R: Runtime>(
             },
             decode_ack_response,
         )
-        .await
+        .await?;
+    if resent {
+        // The handles an earlier attempt settled are "gone" for the resend.
+        failures.retain(|f| {
+            !matches!(
+                f.code,
+                ErrorCode::MessageNotExist | ErrorCode::ReceiptHandleError
+            )
+        });
+    }
+    Ok(failures)
 }

@@ -64,7 +64,9 @@ impl<R: Runtime> TransactionProducer<R> {
         Ok(receipt)
     }
 
-    /// Commits a half message: it becomes visible to consumers.
+    /// Commits a half message: it becomes visible to consumers. Retried like
+    /// [`Consumer::ack`](crate::Consumer::ack), with the same reading of a resend's
+    /// per-handle answers.
     pub async fn commit(&self, handle: &ReceiptHandle) -> Result<(), AckError> {
         self.decide(handle, AckKind::Commit).await
     }

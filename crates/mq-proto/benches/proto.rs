@@ -48,7 +48,7 @@ fn body_1k(seed: usize) -> String {
     let mut i = 0;
     while s.len() < 1000 {
         s.push_str(&format!(
-            "{{\"order\":{},\"item\":\"sku-{:05}\",\"qty\":{},\"note\":\"fast & fresh\"}},",
+            "{{\"order\":{},\"item\":\"sku-{:05}\",\"qty\":{},\"note\":\"fast and fresh\"}},",
             seed * 100 + i,
             (seed * 7919 + i * 31) % 100_000,
             i % 9 + 1

@@ -336,35 +336,58 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
 }
 
+/// Bytes that start a character [`escape_into`] may have to replace: `&`, `<`, `>`, C0
+/// controls other than tab and LF (CR included), and `0xEF` (the lead byte of U+FFFE and
+/// U+FFFF; surrogates cannot occur in a `str`).
+static ESCAPE_ATTENTION: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b != b'\t' as usize && b != b'\n' as usize;
+        b += 1;
+    }
+    t[b'&' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[0xef] = true;
+    t
+};
+
 /// Appends `s` escaped for element text: `&` `<` `>` become entities, `\r` becomes `&#13;`
 /// (so it survives line-end normalisation), and characters XML cannot carry become U+FFFD.
 ///
-/// Scans bytes, not chars: every character that needs attention is either ASCII (`&`, `<`,
-/// `>`, `\r`, C0 controls other than `\t` and `\n`) or U+FFFE/U+FFFF (`EF BF BE`/`EF BF BF`;
-/// surrogates cannot occur in a `str`), so plain runs are copied in one piece.
+/// Scans bytes against a table and copies plain runs in one piece: every character that
+/// needs attention starts with a byte of [`ESCAPE_ATTENTION`].
 pub(crate) fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
-    let mut last = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let (rep, len) = match b {
-            b'&' => ("&amp;", 1),
-            b'<' => ("&lt;", 1),
-            b'>' => ("&gt;", 1),
-            b'\r' => ("&#13;", 1),
-            b'\t' | b'\n' => continue,
-            0..=0x1f => ("\u{fffd}", 1),
-            0xef if matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf])) => ("\u{fffd}", 3),
-            _ => continue,
+    // `last`: start of the plain run not yet copied; `from`: where the scan goes on.
+    let (mut last, mut from) = (0, 0);
+    while let Some(i) = bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| ESCAPE_ATTENTION[usize::from(b)]))
+        .map(|p| from + p)
+    {
+        from = i + 1;
+        let (rep, len) = match bytes.get(i) {
+            Some(b'&') => ("&amp;", 1),
+            Some(b'<') => ("&lt;", 1),
+            Some(b'>') => ("&gt;", 1),
+            Some(b'\r') => ("&#13;", 1),
+            Some(0xef) => {
+                if matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf])) {
+                    ("\u{fffd}", 3)
+                } else {
+                    continue;
+                }
+            }
+            _ => ("\u{fffd}", 1),
         };
-        if let Some(plain) = s.get(last..i) {
-            out.push_str(plain);
-        }
+        out.push_str(s.get(last..i).unwrap_or_default());
         out.push_str(rep);
         last = i + len;
+        from = last;
     }
-    if let Some(plain) = s.get(last..) {
-        out.push_str(plain);
-    }
+    out.push_str(s.get(last..).unwrap_or_default());
 }
 
 /// Builds one compact XML document.

@@ -158,7 +158,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 
     /// [`Reader::read_response`] bounded by `within` (`None` on timeout).
     pub async fn response_within(&mut self, within: Duration) -> Option<Result<Resp, ReadError>> {
-        tokio::time::timeout(within, self.read_response()).await.ok()
+        tokio::time::timeout(within, self.read_response())
+            .await
+            .ok()
     }
 
     /// Whether the server closes the connection within `within` (reading and discarding
