@@ -401,7 +401,9 @@ impl Broker {
     /// connection is closed. Connections still busy after [`Limits::shutdown_grace`] (a
     /// client slowly sending a request) are closed.
     pub async fn shutdown(self) {
-        let _ = self.shared.shutdown.send(true);
+        // `send_replace`, not `send`: `send` drops the value when no task has subscribed
+        // yet (a shutdown right after start on a current-thread runtime), which hung here.
+        self.shared.shutdown.send_replace(true);
         let _ = self.done.await;
         // Commit what is pending and release the data directory.
         let closing = self.shared.lock_core().close();

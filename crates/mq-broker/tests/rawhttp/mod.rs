@@ -200,13 +200,25 @@ impl Conn {
 
     /// Writes a request and reads its response (bounded by 10 s).
     pub async fn roundtrip(&mut self, request: &[u8]) -> Result<Resp, ReadError> {
+        self.roundtrip_within(request, Duration::from_secs(10))
+            .await
+    }
+
+    /// Writes a request and reads its response, bounded by `within`.
+    pub async fn roundtrip_within(
+        &mut self,
+        request: &[u8],
+        within: Duration,
+    ) -> Result<Resp, ReadError> {
         if !self.send(request).await {
             return Err(ReadError::Closed);
         }
         self.reader
-            .response_within(Duration::from_secs(10))
+            .response_within(within)
             .await
-            .unwrap_or(Err(ReadError::Garbage("no response within 10 s".into())))
+            .unwrap_or(Err(ReadError::Garbage(format!(
+                "no response within {within:?}"
+            ))))
     }
 }
 
