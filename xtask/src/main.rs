@@ -138,9 +138,10 @@ fn ci() -> Result {
         ]),
     )?;
     let python = interop_env()?;
+    // The load test opens 1,000 connections at both ends: lift the open-files soft limit.
     run(
         "test",
-        cargo()
+        cargo_with_raised_nofile()
             .args(["test", "--workspace", "--all-targets"])
             .env("MQ_INTEROP_PYTHON", &python)
             .env("MQ_REQUIRE_INTEROP", "1"),
@@ -286,6 +287,18 @@ fn fuzz_all(secs: &str) -> Result {
     Ok(())
 }
 
+/// `cargo` run with the open-files soft limit raised to the hard limit (xtask stays
+/// dependency-free: the shell does it); arguments are added by the caller.
+fn cargo_with_raised_nofile() -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(root())
+        .arg("-c")
+        .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || true; exec \"$@\"")
+        .arg("sh")
+        .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd
+}
+
 /// `cargo xtask load [--release] [secs [conns]]`: the load test of `mq-broker`
 /// (`tests/load.rs`) with a longer run and more connections than in CI, the open-files limit
 /// raised to the hard limit first (both ends of every connection run on this machine).
@@ -305,13 +318,8 @@ fn load(args: &[String]) -> Result {
     if rest.len() > 2 {
         return Err("usage: cargo xtask load [--release] [secs [conns]]".into());
     }
-    let mut cmd = Command::new("sh");
-    cmd.current_dir(root())
-        .arg("-c")
-        .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || true; exec \"$@\"")
-        .arg("sh")
-        .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "-p", "mq-broker", "--test", "load"]);
+    let mut cmd = cargo_with_raised_nofile();
+    cmd.args(["test", "-p", "mq-broker", "--test", "load"]);
     if release {
         cmd.arg("--release");
     }

@@ -983,3 +983,35 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[test]
+fn data_dir_and_retention_come_from_flags_or_the_config_file() {
+    let dir = TempDir::new("config");
+    let file = dir.path().join("broker.toml");
+    std::fs::write(&file, "data_dir = \"/from/file\"\nretention_secs = 60\n").unwrap();
+    let args = mq_broker::BrokerArgs {
+        config: Some(file.clone()),
+        ..Default::default()
+    };
+    let (config, _) = mq_broker::load_config(&args).unwrap();
+    assert_eq!(
+        config.data_dir.as_deref(),
+        Some(std::path::Path::new("/from/file"))
+    );
+    assert_eq!(config.core.retention_ms, 60_000);
+    let args = mq_broker::BrokerArgs {
+        config: Some(file),
+        data_dir: Some("/from/flag".into()),
+        retention_secs: Some(7),
+        ..Default::default()
+    };
+    let (config, _) = mq_broker::load_config(&args).unwrap();
+    assert_eq!(
+        config.data_dir.as_deref(),
+        Some(std::path::Path::new("/from/flag"))
+    );
+    assert_eq!(config.core.retention_ms, 7_000);
+    let (config, _) = mq_broker::load_config(&mq_broker::BrokerArgs::default()).unwrap();
+    assert_eq!(config.data_dir, None);
+    assert_eq!(config.core.retention_ms, 3 * 86_400_000);
+}

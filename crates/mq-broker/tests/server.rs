@@ -1126,6 +1126,18 @@ async fn shutdown_answers_a_waiting_long_poll_promptly() {
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
 }
 
+/// On a current-thread runtime the broker's tasks have not run yet when `shutdown` follows
+/// `start` at once; the stop request must not be lost.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_right_after_start_returns() {
+    let broker = start(config()).await;
+    let addr = broker.local_addr();
+    tokio::time::timeout(Duration::from_secs(5), broker.shutdown())
+        .await
+        .expect("shutdown returns");
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_stragglers_after_the_grace_period() {
     let mut cfg = config();

@@ -5,7 +5,7 @@
 //!
 //! The core is deterministic: the same calls with the same times produce the same state,
 //! ids and receipt handles (its only hash maps are looked up by key, never iterated into an
-//! output). So the journal stores *calls*, not state: one [`Record`](record) per call that
+//! output). So the journal stores *calls*, not state: one record per call that
 //! reached the core (publish with the message in wire form, consume, ack / commit /
 //! rollback, topic declaration, housekeeping, and refused calls that only moved the clock),
 //! each with its effective time, in the order the core applied them. Replaying them into the
