@@ -238,59 +238,114 @@ fn bulk<E: LogEngine>(engine: &mut E, count: u64) -> (Duration, Duration, Durati
     (append, read, delete)
 }
 
+/// Bytes this process has caused to be written to storage (`/proc/self/io`), if known.
+fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+const ENGINES: [&str; 2] = ["redb", "fjall"];
+
+/// `(publishes/s, storage bytes written per publish)` of one measurement.
+fn measure(name: &str, publishers: usize, duration: Duration) -> (f64, f64) {
+    let dir = scratch(name);
+    let before = written_bytes();
+    let started = Instant::now();
+    let rate = match name {
+        "redb" => publish_rate(RedbEngine::open(&dir).expect("redb"), publishers, duration),
+        _ => publish_rate(
+            FjallEngine::open(&dir).expect("fjall"),
+            publishers,
+            duration,
+        ),
+    };
+    let publishes = rate * started.elapsed().as_secs_f64().min(duration.as_secs_f64());
+    let per_publish = match (before, written_bytes()) {
+        (Some(b), Some(a)) if publishes > 0.0 => a.saturating_sub(b) as f64 / publishes,
+        _ => f64::NAN,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    (rate, per_publish)
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let scale = if full {
-        Scale {
-            publish_for: Duration::from_secs(3),
-            records: 50_000,
-        }
+    let (scale, rounds) = if full {
+        (
+            Scale {
+                publish_for: Duration::from_secs(2),
+                records: 50_000,
+            },
+            3,
+        )
     } else {
-        Scale {
-            publish_for: Duration::from_millis(150),
-            records: 2_000,
-        }
+        (
+            Scale {
+                publish_for: Duration::from_millis(150),
+                records: 2_000,
+            },
+            1,
+        )
     };
-    let mut table = String::from(
-        "| engine | durable publishes/s, 1 publisher | 16 publishers | 64 publishers | append N records (commits of 500) | read N back | delete N by range | data dir after |\n|---|---|---|---|---|---|---|---|\n",
-    );
-    for name in ["redb", "fjall"] {
-        let mut rates = Vec::new();
-        for publishers in [1, 16, 64] {
-            let dir = scratch(name);
-            let rate = match name {
-                "redb" => publish_rate(
-                    RedbEngine::open(&dir).expect("redb"),
-                    publishers,
-                    scale.publish_for,
-                ),
-                _ => publish_rate(
-                    FjallEngine::open(&dir).expect("fjall"),
-                    publishers,
-                    scale.publish_for,
-                ),
-            };
-            let _ = std::fs::remove_dir_all(&dir);
-            eprintln!("{name}: {publishers} publishers: {rate:.0} durable publishes/s");
-            rates.push(rate);
+    // Rounds alternate the engines (A B A B A B) so that a change in the machine's load
+    // hits both; the table shows medians.
+    let mut rates = vec![vec![Vec::new(); 3]; ENGINES.len()];
+    let mut written = vec![Vec::new(); ENGINES.len()];
+    for (p, publishers) in [1, 16, 64].into_iter().enumerate() {
+        for _ in 0..rounds {
+            for (e, name) in ENGINES.iter().enumerate() {
+                let (rate, per_publish) = measure(name, publishers, scale.publish_for);
+                eprintln!(
+                    "{name}: {publishers} publishers: {rate:.0} durable publishes/s, {per_publish:.0} B written each"
+                );
+                rates[e][p].push(rate);
+                if publishers == 64 {
+                    written[e].push(per_publish);
+                }
+            }
         }
-        let dir = scratch(name);
-        let (append, read, delete) = match name {
-            "redb" => bulk(&mut RedbEngine::open(&dir).expect("redb"), scale.records),
-            _ => bulk(&mut FjallEngine::open(&dir).expect("fjall"), scale.records),
+    }
+    let mut bulks = vec![Vec::new(); ENGINES.len()];
+    for _ in 0..rounds {
+        for (e, name) in ENGINES.iter().enumerate() {
+            let dir = scratch(name);
+            let (append, read, delete) = match *name {
+                "redb" => bulk(&mut RedbEngine::open(&dir).expect("redb"), scale.records),
+                _ => bulk(&mut FjallEngine::open(&dir).expect("fjall"), scale.records),
+            };
+            bulks[e].push((append, read, delete, dir_size(&dir)));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let mut table = String::from(
+        "| engine | durable publishes/s, 1 publisher | 16 publishers | 64 publishers | bytes written per publish (64) | append N records (commits of 500) | read N back | delete N by range | data dir after |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (e, name) in ENGINES.iter().enumerate() {
+        let ms = |f: fn(&(Duration, Duration, Duration, u64)) -> Duration| {
+            median(bulks[e].iter().map(|b| f(b).as_secs_f64() * 1e3).collect())
         };
-        let size = dir_size(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
+        let size = median(bulks[e].iter().map(|b| b.3 as f64).collect());
         table.push_str(&format!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} MiB |\n",
-            rates[0],
-            rates[1],
-            rates[2],
-            append.as_secs_f64() * 1e3,
-            read.as_secs_f64() * 1e3,
-            delete.as_secs_f64() * 1e3,
-            size as f64 / (1 << 20) as f64,
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} MiB |\n",
+            median(rates[e][0].clone()),
+            median(rates[e][1].clone()),
+            median(rates[e][2].clone()),
+            median(written[e].clone()),
+            ms(|b| b.0),
+            ms(|b| b.1),
+            ms(|b| b.2),
+            size / f64::from(1u32 << 20),
         ));
     }
-    println!("N = {} records of 200 bytes\n\n{table}", scale.records);
+    println!(
+        "Medians of {rounds} alternating rounds; N = {} records of 200 bytes\n\n{table}",
+        scale.records
+    );
 }
