@@ -5,9 +5,7 @@
 
 mod support;
 
-use mq_broker::durable::{
-    DurableOptions, JournaledCore, LogEngine, RecordVisitor, RedbEngine, StorageError,
-};
+use mq_broker::durable::{DurableOptions, JournaledCore, LogEngine, RecordVisitor, StorageError};
 use mq_broker::{Broker, BrokerCore, CoreConfig, Credential, ServerConfig};
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, Message, Tag, TagFilter, TopicMessage,
@@ -833,7 +831,7 @@ fn a_storage_failure_fails_every_later_sync_point() {
 fn an_empty_engine_starts_empty_and_in_memory_cores_need_no_sync() {
     let rt = runtime();
     assert!(
-        JournaledCore::recover(&RedbEngine::in_memory().unwrap())
+        JournaledCore::recover(&MemEngine::default())
             .unwrap()
             .is_none()
     );

@@ -92,7 +92,7 @@ pub trait LogEngine: Send + 'static {
 const CHUNK: usize = 1 << 20;
 /// Records per journal segment (one partition each).
 const SEGMENT: u64 = 65_536;
-/// Key of the current snapshot's `(upto, chunks, length)` in the `meta` partition.
+/// Key of the current snapshot's [`Meta`] in the `meta` partition.
 const SNAPSHOT_KEY: &str = "snapshot";
 
 /// The partition of journal segment `n` (records `n * SEGMENT ..= (n + 1) * SEGMENT - 1`).
@@ -100,9 +100,49 @@ fn segment_name(n: u64) -> String {
     format!("log_{n:016x}")
 }
 
-/// The partition holding the snapshot that covers `..=upto`.
-fn snapshot_name(upto: u64) -> String {
-    format!("snapshot_{upto:016x}")
+/// The partition holding snapshot number `generation`.
+fn snapshot_name(generation: u64) -> String {
+    format!("snapshot_{generation:016x}")
+}
+
+/// Where the current snapshot is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Meta {
+    /// Number of the snapshot (names its partition; each install takes the next one).
+    generation: u64,
+    /// The last record it covers.
+    upto: u64,
+    /// Chunks and bytes.
+    chunks: u64,
+    len: u64,
+}
+
+impl Meta {
+    fn encode(&self) -> [u8; 32] {
+        let mut out = [0; 32];
+        for (slot, v) in
+            out.chunks_exact_mut(8)
+                .zip([self.generation, self.upto, self.chunks, self.len])
+        {
+            slot.copy_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut v = bytes
+            .chunks_exact(8)
+            .filter_map(|c| <[u8; 8]>::try_from(c).ok().map(u64::from_be_bytes));
+        Some(Self {
+            generation: v.next()?,
+            upto: v.next()?,
+            chunks: v.next()?,
+            len: v.next()?,
+        })
+    }
 }
 
 fn parse_name(name: &str, prefix: &str) -> Option<u64> {
@@ -111,25 +151,6 @@ fn parse_name(name: &str, prefix: &str) -> Option<u64> {
 
 fn engine(e: impl std::fmt::Display) -> StorageError {
     StorageError::Engine(e.to_string())
-}
-
-fn encode_meta(upto: u64, chunks: u64, len: u64) -> [u8; 24] {
-    let mut out = [0; 24];
-    out[..8].copy_from_slice(&upto.to_be_bytes());
-    out[8..16].copy_from_slice(&chunks.to_be_bytes());
-    out[16..].copy_from_slice(&len.to_be_bytes());
-    out
-}
-
-fn decode_meta(bytes: &[u8]) -> Option<(u64, u64, u64)> {
-    let (upto, rest) = bytes.split_first_chunk::<8>()?;
-    let (chunks, rest) = rest.split_first_chunk::<8>()?;
-    let len: &[u8; 8] = rest.try_into().ok()?;
-    Some((
-        u64::from_be_bytes(*upto),
-        u64::from_be_bytes(*chunks),
-        u64::from_be_bytes(*len),
-    ))
 }
 
 fn index_of(key: &[u8]) -> Result<u64, StorageError> {
@@ -199,20 +220,20 @@ impl FjallEngine {
             segments: BTreeMap::new(),
             _lock: lock,
         };
-        let upto = this.snapshot_meta()?.map(|(upto, _, _)| upto);
+        let current = this.snapshot_meta()?;
         for name in this.keyspace.list_partitions() {
             if let Some(n) = parse_name(&name, "log_") {
                 let handle = this.partition(&name)?;
                 this.segments.insert(n, handle);
-            } else if let Some(old) = parse_name(&name, "snapshot_")
-                && Some(old) != upto
+            } else if let Some(generation) = parse_name(&name, "snapshot_")
+                && Some(generation) != current.map(|m| m.generation)
             {
                 let handle = this.partition(&name)?;
                 this.keyspace.delete_partition(handle).map_err(engine)?;
             }
         }
-        if let Some(upto) = upto {
-            this.drop_covered(upto)?;
+        if let Some(meta) = current {
+            this.drop_covered(meta.upto)?;
         }
         Ok(this)
     }
@@ -223,10 +244,10 @@ impl FjallEngine {
             .map_err(engine)
     }
 
-    fn snapshot_meta(&self) -> Result<Option<(u64, u64, u64)>, StorageError> {
+    fn snapshot_meta(&self) -> Result<Option<Meta>, StorageError> {
         match self.meta.get(SNAPSHOT_KEY).map_err(engine)? {
             None => Ok(None),
-            Some(bytes) => decode_meta(&bytes)
+            Some(bytes) => Meta::decode(&bytes)
                 .map(Some)
                 .ok_or_else(|| StorageError::Corrupt("snapshot metadata".into())),
         }
@@ -271,47 +292,41 @@ impl LogEngine for FjallEngine {
     }
 
     fn install_snapshot(&mut self, upto: u64, snapshot: &[u8]) -> Result<(), StorageError> {
-        let old = self.snapshot_meta()?.map(|(upto, _, _)| upto);
-        let name = snapshot_name(upto);
-        if old == Some(upto) {
-            // Same coverage (a restart without new records): replace it in place.
-            let stale = self.partition(&name)?;
-            self.keyspace.delete_partition(stale).map_err(engine)?;
-            self.meta.remove(SNAPSHOT_KEY).map_err(engine)?;
-            self.keyspace
-                .persist(PersistMode::SyncData)
-                .map_err(engine)?;
-        }
-        let partition = self.partition(&name)?;
+        let old = self.snapshot_meta()?;
+        let generation = old.map_or(0, |m| m.generation.wrapping_add(1));
+        let partition = self.partition(&snapshot_name(generation))?;
         let mut batch = self
             .keyspace
             .batch()
             .durability(Some(PersistMode::SyncData));
-        let mut count = 0u64;
+        let mut chunks = 0u64;
         for chunk in snapshot.chunks(CHUNK) {
-            batch.insert(&partition, count.to_be_bytes(), chunk);
-            count += 1;
+            batch.insert(&partition, chunks.to_be_bytes(), chunk);
+            chunks += 1;
         }
-        batch.insert(
-            &self.meta,
-            SNAPSHOT_KEY,
-            encode_meta(upto, count, snapshot.len() as u64),
-        );
-        // The switch to the new snapshot is this one atomic, durable batch.
+        let meta = Meta {
+            generation,
+            upto,
+            chunks,
+            len: snapshot.len() as u64,
+        };
+        batch.insert(&self.meta, SNAPSHOT_KEY, meta.encode());
+        // The switch to the new snapshot is this one atomic, durable batch; what it makes
+        // unnecessary is dropped afterwards (or by the next `open` after a crash).
         batch.commit().map_err(engine)?;
-        if let Some(old) = old.filter(|&old| old != upto) {
-            let handle = self.partition(&snapshot_name(old))?;
+        if let Some(old) = old {
+            let handle = self.partition(&snapshot_name(old.generation))?;
             self.keyspace.delete_partition(handle).map_err(engine)?;
         }
         self.drop_covered(upto)
     }
 
     fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        let Some((upto, count, len)) = self.snapshot_meta()? else {
+        let Some(meta) = self.snapshot_meta()? else {
             return Ok(None);
         };
-        let partition = self.partition(&snapshot_name(upto))?;
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let partition = self.partition(&snapshot_name(meta.generation))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
         let mut expected = 0u64;
         for kv in partition.iter() {
             let (key, chunk) = kv.map_err(engine)?;
@@ -323,13 +338,15 @@ impl LogEngine for FjallEngine {
             bytes.extend_from_slice(&chunk);
             expected += 1;
         }
-        if expected != count || bytes.len() as u64 != len {
+        if expected != meta.chunks || bytes.len() as u64 != meta.len {
             return Err(StorageError::Corrupt(format!(
-                "snapshot has {expected} chunks and {} bytes, expected {count} and {len}",
-                bytes.len()
+                "snapshot has {expected} chunks and {} bytes, expected {} and {}",
+                bytes.len(),
+                meta.chunks,
+                meta.len
             )));
         }
-        Ok(Some((upto, bytes)))
+        Ok(Some((meta.upto, bytes)))
     }
 
     fn read_records(&self, after: u64, visit: &mut RecordVisitor<'_>) -> Result<(), StorageError> {
@@ -390,7 +407,10 @@ mod tests {
             let upto = 2 * SEGMENT + 5;
             engine.install_snapshot(upto, &[1, 2, 3]).unwrap();
             assert_eq!(engine.segments.keys().copied().collect::<Vec<_>>(), [2, 3]);
-            assert_eq!(collect(&engine, upto), (upto + 1..=total).collect::<Vec<_>>());
+            assert_eq!(
+                collect(&engine, upto),
+                (upto + 1..=total).collect::<Vec<_>>()
+            );
             // A bigger snapshot (several chunks) replaces the first one; re-installing
             // the same coverage replaces it too.
             let big = vec![9u8; CHUNK * 2 + 7];
@@ -398,7 +418,11 @@ mod tests {
             engine.install_snapshot(total, &big).unwrap();
             assert_eq!(engine.load_snapshot().unwrap(), Some((total, big)));
             assert!(collect(&engine, total).is_empty());
-            assert_eq!(partitions(&engine, "snapshot_"), 1, "old snapshots are dropped");
+            assert_eq!(
+                partitions(&engine, "snapshot_"),
+                1,
+                "old snapshots are dropped"
+            );
             engine
                 .append(&[(total + 1, (total + 1).to_be_bytes().to_vec())])
                 .unwrap();

@@ -3,15 +3,17 @@
 //! Callers hand records over in order (the core's application order) through an unbounded
 //! channel, which costs no I/O and never blocks, so it is done while holding the core lock.
 //! The thread takes every record that is waiting, appends them in one durable commit, then
-//! publishes the new durable index; a caller waits on a [`SyncPoint`] for the index of its
-//! last record. While one commit is being fsynced the next batch accumulates, so commits are
-//! shared and throughput grows with the number of concurrent callers.
+//! publishes the new durable index. A caller that must wait puts a waiter (a oneshot) into
+//! the channel behind its record and waits on the [`SyncPoint`]; the thread completes the
+//! waiters of a batch once the batch is durable, so each caller is woken once. While one
+//! commit is being fsynced the next batch accumulates, so commits are shared and throughput
+//! grows with the number of concurrent callers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::engine::{LogEngine, StorageError};
 
@@ -24,6 +26,8 @@ pub(crate) enum Item {
     Record { index: u64, bytes: Vec<u8> },
     /// Install a snapshot covering records `..=upto`.
     Snapshot { upto: u64, bytes: Vec<u8> },
+    /// Complete this once everything handed over before it is durable.
+    Waiter(oneshot::Sender<()>),
     /// Commit what is pending, close the engine and stop.
     Close,
 }
@@ -81,9 +85,18 @@ impl Writer {
         self.tx.clone()
     }
 
-    /// A point that is reached once record `index` is durable.
+    /// A point that is reached once record `index` (the last one handed over) is durable.
     pub(crate) fn sync_point(&self, index: u64) -> SyncPoint {
-        SyncPoint(Some((index, self.progress.clone())))
+        if self.progress.borrow().durable >= index {
+            return SyncPoint::reached();
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Item::Waiter(tx));
+        SyncPoint(Some(Pending {
+            target: index,
+            done: rx,
+            progress: self.progress.clone(),
+        }))
     }
 
     /// Asks the thread to commit what is pending and stop; resolves once the engine is
@@ -114,7 +127,14 @@ impl Drop for Writer {
 /// core without a journal it is reached at once.
 #[derive(Debug)]
 #[must_use = "a sync point does nothing unless waited on"]
-pub struct SyncPoint(Option<(u64, watch::Receiver<Progress>)>);
+pub struct SyncPoint(Option<Pending>);
+
+#[derive(Debug)]
+struct Pending {
+    target: u64,
+    done: oneshot::Receiver<()>,
+    progress: watch::Receiver<Progress>,
+}
 
 impl SyncPoint {
     /// A point that is already reached.
@@ -124,12 +144,19 @@ impl SyncPoint {
 
     /// Resolves when the records are durable; fails if the journal stopped first.
     pub async fn wait(self) -> Result<(), StorageError> {
-        let Some((target, mut progress)) = self.0 else {
+        let Some(Pending {
+            target,
+            done,
+            progress,
+        }) = self.0
+        else {
             return Ok(());
         };
-        let reached = |p: &Progress| p.durable >= target || p.failed.is_some() || p.closed;
-        // Err: the writer thread is gone; its last word is still readable below.
-        let _ = progress.wait_for(reached).await;
+        if done.await.is_ok() {
+            return Ok(());
+        }
+        // The waiter was dropped: the writer stopped (failure or close) before completing
+        // it. Its last word says whether the record made it anyway.
         let p = progress.borrow();
         if p.durable >= target {
             Ok(())
@@ -149,6 +176,7 @@ fn run<E: LogEngine>(
 ) {
     let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut snapshots: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut close = false;
         let mut bytes = 0usize;
@@ -163,6 +191,7 @@ fn run<E: LogEngine>(
                     bytes += b.len();
                     snapshots.push((upto, b));
                 }
+                Item::Waiter(tx) => waiters.push(tx),
                 Item::Close => {
                     close = true;
                     break;
@@ -183,6 +212,10 @@ fn run<E: LogEngine>(
             tracing::error!(error = %e, "journal write failed; the broker acknowledges nothing from now on");
             progress.send_modify(|p| p.failed = Some(Arc::from(e.to_string())));
             break;
+        }
+        // Everything handed over before these waiters is in this batch or an earlier one.
+        for waiter in waiters.drain(..) {
+            let _ = waiter.send(());
         }
         if close {
             break;

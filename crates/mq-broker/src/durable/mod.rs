@@ -36,7 +36,7 @@
 //!   broker answers 500 and acknowledges nothing any more. The state on disk is the last
 //!   durable commit; restarting recovers from it.
 //!
-//! The storage engine is redb ([`RedbEngine`]), chosen over fjall by the benchmark in
+//! The storage engine is fjall ([`FjallEngine`]), chosen over redb by the benchmark in
 //! `benches/storage_engines.rs` (see ARCHITECTURE.md, "Durability", and BENCHMARKS.md).
 //!
 //! # Example
@@ -84,7 +84,7 @@ use mq_proto::{
 
 use crate::core::{BrokerCore, CoreConfig, CoreError, PublishOutcome};
 
-pub use engine::{LogEngine, RecordVisitor, RedbEngine, StorageError};
+pub use engine::{FjallEngine, LogEngine, RecordVisitor, StorageError};
 pub use journal::SyncPoint;
 
 use journal::{Item, Writer};
@@ -185,12 +185,14 @@ impl JournaledCore {
         }
     }
 
-    /// With a directory: recovers the state stored there (or starts empty) with the redb
+    /// With a directory: recovers the state stored there (or starts empty) with the fjall
     /// engine and journals from now on. Without one: [`in_memory`](Self::in_memory).
     pub fn open(config: CoreConfig, data_dir: Option<&Path>) -> Result<Self, StorageError> {
         match data_dir {
             None => Ok(Self::in_memory(config)),
-            Some(dir) => Self::open_with(RedbEngine::open(dir)?, config, DurableOptions::default()),
+            Some(dir) => {
+                Self::open_with(FjallEngine::open(dir)?, config, DurableOptions::default())
+            }
         }
     }
 
