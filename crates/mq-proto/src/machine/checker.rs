@@ -6,10 +6,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::poll::PollSlot;
 use super::retry::{Backoff, FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
 use super::{is_expired, is_gone};
 use crate::message::Message;
-use crate::ops::{AckKind, ErrorCode, HandleFailure};
+use crate::ops::{AckKind, HandleFailure};
 use crate::types::{BatchSize, ReceiptHandle, WaitSeconds};
 
 /// Settings of a [`CheckerMachine`].
@@ -270,10 +271,8 @@ struct Pending {
 pub struct CheckerMachine {
     config: CheckerConfig,
     rng: fastrand::Rng,
-    backoff: Backoff,
     next_id: u64,
-    poll: Option<(u64, Instant)>,
-    poll_not_before: Option<Instant>,
+    poll: PollSlot,
     offered: HashMap<ReceiptHandle, u64>,
     deciding: HashSet<ReceiptHandle>,
     pending: Vec<Pending>,
@@ -287,13 +286,12 @@ impl CheckerMachine {
     pub fn new(config: CheckerConfig, seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let backoff = Backoff::new(&config.retry, rng.u64(..));
+        let poll = PollSlot::new(backoff, config.min_empty_poll_interval);
         Self {
             config,
             rng,
-            backoff,
+            poll,
             next_id: 1,
-            poll: None,
-            poll_not_before: None,
             offered: HashMap::new(),
             deciding: HashSet::new(),
             pending: Vec::new(),
@@ -322,7 +320,7 @@ impl CheckerMachine {
 
     /// The id of the poll in flight, if any.
     pub fn poll_in_flight(&self) -> Option<u64> {
-        self.poll.map(|(id, _)| id)
+        self.poll.in_flight()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -346,27 +344,11 @@ impl CheckerMachine {
         id: u64,
         result: Result<Vec<Message>, FailureKind>,
     ) {
-        let Some((sent_id, sent_at)) = self.poll else {
+        let Some(result) = self.poll.finish(now, id, result, self.shutting_down) else {
             return;
-        };
-        if sent_id != id {
-            return;
-        }
-        self.poll = None;
-        let result = match result {
-            Err(FailureKind::Status {
-                code: Some(ErrorCode::MessageNotExist),
-                ..
-            }) => Ok(Vec::new()),
-            other => other,
         };
         match result {
             Ok(messages) => {
-                self.backoff.reset();
-                let pace = sent_at.checked_add(self.config.min_empty_poll_interval);
-                if let Some(t) = pace.filter(|t| messages.is_empty() && *t > now) {
-                    self.poll_not_before = Some(t);
-                }
                 for m in messages {
                     let h = &m.receipt_handle;
                     if self.offered.contains_key(h) || self.deciding.contains(h) {
@@ -377,10 +359,6 @@ impl CheckerMachine {
                 }
             }
             Err(failure) => {
-                let delay = self.backoff.next_delay();
-                if !self.shutting_down {
-                    self.poll_not_before = now.checked_add(delay);
-                }
                 if failure != FailureKind::Cancelled {
                     self.events.push_back(CheckerEvent::PollError(failure));
                 }
@@ -453,9 +431,7 @@ impl CheckerMachine {
     /// Timers: call when [`poll_timeout`](Self::poll_timeout) is reached (early or late is
     /// harmless).
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
-        if self.poll_not_before.is_some_and(|t| t <= now) {
-            self.poll_not_before = None;
-        }
+        self.poll.on_timeout(now);
         self.sweep_expired(wall_ms);
         self.check_drained();
     }
@@ -525,7 +501,7 @@ impl CheckerMachine {
     /// [`release_all`](Self::release_all)).
     pub fn shutdown(&mut self, _now: Instant) {
         self.shutting_down = true;
-        self.poll_not_before = None;
+        self.poll.stop();
         self.check_drained();
     }
 
@@ -545,11 +521,7 @@ impl CheckerMachine {
     /// When [`handle_timeout`](Self::handle_timeout) should be called next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let poll = if self.shutting_down || self.poll.is_some() {
-            None
-        } else {
-            self.poll_not_before
-        };
+        let poll = self.poll.wake_at(self.shutting_down);
         let retries = self.pending.iter().filter_map(|p| match p.phase {
             Phase::Waiting { until } => Some(until),
             Phase::Ready | Phase::InFlight { .. } => None,
@@ -600,21 +572,16 @@ impl CheckerMachine {
     }
 
     fn poll_half(&mut self, now: Instant) -> Option<CheckerTransmit> {
-        if self.shutting_down || self.poll.is_some() {
+        if self.shutting_down {
             return None;
         }
-        if self.poll_not_before.is_some_and(|t| t > now) {
-            return None;
-        }
-        self.poll_not_before = None;
         let room = self.config.max_in_hand.saturating_sub(self.offered.len());
-        if room == 0 {
-            return None;
-        }
-        let n = u8::try_from(room).unwrap_or(u8::MAX);
-        let batch = BatchSize::new(n.min(self.config.batch.get())).unwrap_or(BatchSize::MIN);
-        let id = self.take_id();
-        self.poll = Some((id, now));
+        let next_id = &mut self.next_id;
+        let (id, batch) = self.poll.try_start(now, room, self.config.batch, || {
+            let id = *next_id;
+            *next_id = next_id.wrapping_add(1);
+            id
+        })?;
         Some(CheckerTransmit::ConsumeHalf {
             id,
             batch,
@@ -645,7 +612,7 @@ impl CheckerMachine {
     fn check_drained(&mut self) {
         if self.shutting_down
             && !self.drained
-            && self.poll.is_none()
+            && self.poll.in_flight().is_none()
             && self.pending.is_empty()
             && self.offered.is_empty()
         {

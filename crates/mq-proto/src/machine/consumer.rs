@@ -5,10 +5,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::poll::PollSlot;
 use super::retry::{Backoff, FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
 use super::{MAX_ACK_HANDLES, is_expired, is_gone};
 use crate::message::Message;
-use crate::ops::{ConsumeKind, ErrorCode, HandleFailure};
+use crate::ops::{ConsumeKind, HandleFailure};
 use crate::types::{BatchSize, ReceiptHandle, WaitSeconds};
 
 /// Settings of a [`ConsumerMachine`].
@@ -273,10 +274,8 @@ struct AckBatch {
 pub struct ConsumerMachine {
     config: ConsumerConfig,
     rng: fastrand::Rng,
-    backoff: Backoff,
     next_id: u64,
-    receive: Option<(u64, Instant)>,
-    receive_not_before: Option<Instant>,
+    receive: PollSlot,
     in_hand: HashMap<ReceiptHandle, u64>,
     acking: HashSet<ReceiptHandle>,
     queue: VecDeque<Queued>,
@@ -291,13 +290,12 @@ impl ConsumerMachine {
     pub fn new(config: ConsumerConfig, seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let backoff = Backoff::new(&config.retry, rng.u64(..));
+        let receive = PollSlot::new(backoff, config.min_empty_poll_interval);
         Self {
             config,
             rng,
-            backoff,
+            receive,
             next_id: 1,
-            receive: None,
-            receive_not_before: None,
             in_hand: HashMap::new(),
             acking: HashSet::new(),
             queue: VecDeque::new(),
@@ -340,7 +338,7 @@ impl ConsumerMachine {
 
     /// The id of the receive in flight, if any.
     pub fn receive_in_flight(&self) -> Option<u64> {
-        self.receive.map(|(id, _)| id)
+        self.receive.in_flight()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -365,27 +363,11 @@ impl ConsumerMachine {
         id: u64,
         result: Result<Vec<Message>, FailureKind>,
     ) {
-        let Some((sent_id, sent_at)) = self.receive else {
+        let Some(result) = self.receive.finish(now, id, result, self.shutting_down) else {
             return;
-        };
-        if sent_id != id {
-            return;
-        }
-        self.receive = None;
-        let result = match result {
-            Err(FailureKind::Status {
-                code: Some(ErrorCode::MessageNotExist),
-                ..
-            }) => Ok(Vec::new()),
-            other => other,
         };
         match result {
             Ok(messages) => {
-                self.backoff.reset();
-                let pace = sent_at.checked_add(self.config.min_empty_poll_interval);
-                if let Some(t) = pace.filter(|t| messages.is_empty() && *t > now) {
-                    self.receive_not_before = Some(t);
-                }
                 for m in messages {
                     let h = &m.receipt_handle;
                     if self.in_hand.contains_key(h) || self.acking.contains(h) {
@@ -396,10 +378,6 @@ impl ConsumerMachine {
                 }
             }
             Err(failure) => {
-                let delay = self.backoff.next_delay();
-                if !self.shutting_down {
-                    self.receive_not_before = now.checked_add(delay);
-                }
                 if failure != FailureKind::Cancelled {
                     self.events.push_back(ConsumerEvent::ReceiveError(failure));
                 }
@@ -453,9 +431,7 @@ impl ConsumerMachine {
     /// Timers: call when [`poll_timeout`](Self::poll_timeout) is reached (calling it early or
     /// late is harmless).
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
-        if self.receive_not_before.is_some_and(|t| t <= now) {
-            self.receive_not_before = None;
-        }
+        self.receive.on_timeout(now);
         self.sweep_expired(wall_ms);
         self.check_drained();
     }
@@ -519,7 +495,7 @@ impl ConsumerMachine {
     /// outstanding, messages in hand included (see [`release_all`](Self::release_all)).
     pub fn shutdown(&mut self, _now: Instant) {
         self.shutting_down = true;
-        self.receive_not_before = None;
+        self.receive.stop();
         self.check_drained();
     }
 
@@ -540,11 +516,7 @@ impl ConsumerMachine {
     /// When [`handle_timeout`](Self::handle_timeout) should be called next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let receive = if self.shutting_down || self.receive.is_some() {
-            None
-        } else {
-            self.receive_not_before
-        };
+        let receive = self.receive.wake_at(self.shutting_down);
         let flush = self.queue.front().map(|q| {
             if self.queue.len() >= MAX_ACK_HANDLES || self.shutting_down {
                 q.at
@@ -661,21 +633,16 @@ impl ConsumerMachine {
     }
 
     fn poll_receive(&mut self, now: Instant) -> Option<ConsumerTransmit> {
-        if self.shutting_down || self.receive.is_some() {
+        if self.shutting_down {
             return None;
         }
-        if self.receive_not_before.is_some_and(|t| t > now) {
-            return None;
-        }
-        self.receive_not_before = None;
         let room = self.config.max_in_hand.saturating_sub(self.in_hand.len());
-        if room == 0 {
-            return None;
-        }
-        let n = u8::try_from(room).unwrap_or(u8::MAX);
-        let batch = BatchSize::new(n.min(self.config.batch.get())).unwrap_or(BatchSize::MIN);
-        let id = self.take_id();
-        self.receive = Some((id, now));
+        let next_id = &mut self.next_id;
+        let (id, batch) = self.receive.try_start(now, room, self.config.batch, || {
+            let id = *next_id;
+            *next_id = next_id.wrapping_add(1);
+            id
+        })?;
         Some(ConsumerTransmit::Receive {
             id,
             kind: self.config.kind,
@@ -744,7 +711,7 @@ impl ConsumerMachine {
     fn check_drained(&mut self) {
         if self.shutting_down
             && !self.drained
-            && self.receive.is_none()
+            && self.receive.in_flight().is_none()
             && self.queue.is_empty()
             && self.batches.is_empty()
             && self.in_hand.is_empty()

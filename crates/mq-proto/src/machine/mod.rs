@@ -95,6 +95,7 @@
 
 pub mod checker;
 pub mod consumer;
+mod poll;
 pub mod retry;
 
 pub use checker::{
