@@ -39,7 +39,20 @@ pub enum Fault {
     /// Forward and answer normally, then close the connection without warning (no
     /// `Connection: close`), as an idle-timeout on a load balancer does.
     DropKeepAlive,
+    /// Answer without forwarding (the broker never settles anything) what the real service
+    /// has been seen to answer a refused ack: `404` with an `Errors` entry whose
+    /// `ReceiptHandle` is empty ([`REFUSAL_EMPTY_HANDLE`]); keep the connection.
+    RefuseWithEmptyHandle,
+    /// Like [`Fault::RefuseWithEmptyHandle`], with no `ReceiptHandle` element at all
+    /// ([`REFUSAL_NO_HANDLE`]).
+    RefuseWithoutHandle,
 }
+
+/// A `404 Errors` body refusing an ack without naming the handle (seen from the real service).
+pub const REFUSAL_EMPTY_HANDLE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Errors xmlns=\"http://mq.aliyuncs.com/doc/v1\"><Error><ErrorCode>ReceiptHandleError</ErrorCode><ErrorMessage>The receipt handle you provide is not valid.</ErrorMessage><ReceiptHandle></ReceiptHandle></Error></Errors>";
+
+/// A `404 Errors` body refusing an ack with no `ReceiptHandle` element.
+pub const REFUSAL_NO_HANDLE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Errors xmlns=\"http://mq.aliyuncs.com/doc/v1\"><Error><ErrorCode>ReceiptHandleError</ErrorCode><ErrorMessage>The receipt handle you provide is not valid.</ErrorMessage></Error></Errors>";
 
 impl Fault {
     /// Every fault, [`Fault::Pass`] first.
@@ -56,7 +69,13 @@ impl Fault {
 
     /// Whether the broker receives the request.
     pub fn forwards(self) -> bool {
-        !matches!(self, Fault::ResetBeforeForward | Fault::Gateway502)
+        !matches!(
+            self,
+            Fault::ResetBeforeForward
+                | Fault::Gateway502
+                | Fault::RefuseWithEmptyHandle
+                | Fault::RefuseWithoutHandle
+        )
     }
 
     /// Whether the client receives the broker's complete answer.
@@ -382,12 +401,22 @@ async fn serve(client: TcpStream, number: usize, shared: Arc<Shared>) {
                 }
                 return;
             }
-            let page = "<html><body><h1>502 Bad Gateway</h1></body></html>";
-            if client_write
-                .write_all(&error_answer("502 Bad Gateway", "text/html", page))
-                .await
-                .is_err()
-            {
+            let answer = match fault {
+                Fault::RefuseWithEmptyHandle => error_answer(
+                    "404 Not Found",
+                    "text/xml;charset=utf-8",
+                    REFUSAL_EMPTY_HANDLE,
+                ),
+                Fault::RefuseWithoutHandle => {
+                    error_answer("404 Not Found", "text/xml;charset=utf-8", REFUSAL_NO_HANDLE)
+                }
+                _ => error_answer(
+                    "502 Bad Gateway",
+                    "text/html",
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                ),
+            };
+            if client_write.write_all(&answer).await.is_err() {
                 return;
             }
             continue;
@@ -467,7 +496,10 @@ async fn serve(client: TcpStream, number: usize, shared: Arc<Shared>) {
                     return;
                 }
             }
-            Fault::ResetBeforeForward | Fault::Gateway502 => return,
+            Fault::ResetBeforeForward
+            | Fault::Gateway502
+            | Fault::RefuseWithEmptyHandle
+            | Fault::RefuseWithoutHandle => return,
         }
     }
 }

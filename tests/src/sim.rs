@@ -4,7 +4,8 @@
 //! milliseconds.
 //!
 //! * [`Clock`]: a virtual clock. Machines get `base + offset` as their [`Instant`]; the core
-//!   and the machines' `wall_ms` get [`START_WALL_MS`] `+ offset`.
+//!   gets [`START_WALL_MS`] `+ offset`, and answers to consumes carry it, truncated to the
+//!   second, as their `Date` (the machines never see a wall clock of their own).
 //! * [`Sim`]: the core behind a network with seeded faults ([`Faults`]): requests lost before
 //!   reaching the broker, requests applied whose answer is lost (connection reset or
 //!   timeout), server errors, slow answers, and long polls held the way the real server holds
@@ -60,7 +61,7 @@ use std::time::{Duration, Instant};
 use mq_broker::core::{BrokerCore, CoreConfig, CoreError, PublishOutcome};
 use mq_proto::machine::{
     AckRefused, CheckerEvent, CheckerMachine, CheckerTransmit, ConsumerEvent, ConsumerMachine,
-    ConsumerTransmit, DecideRefused, Decision, FailureKind,
+    ConsumerTransmit, DecideRefused, Decision, FailureKind, Received,
 };
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, Message, ReceiptHandle,
@@ -243,8 +244,14 @@ pub enum Request {
 /// A successful answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// Messages of a consume.
-    Messages(Vec<Message>),
+    /// Messages of a consume, with the server's `Date` of the answer (epoch ms, truncated to
+    /// the second as an HTTP date is).
+    Messages {
+        /// The messages.
+        messages: Vec<Message>,
+        /// The answer's `Date`.
+        date_ms: u64,
+    },
     /// Per-handle failures of an ack, commit or rollback (empty: all settled).
     Settled(Vec<HandleFailure>),
 }
@@ -904,7 +911,8 @@ impl Sim {
             .filter_map(|&i| self.deliveries.get(i))
             .map(|d| d.message.clone())
             .collect();
-        self.answer_held(h, Ok(Reply::Messages(messages)), records);
+        let date_ms = self.clock.wall_ms() / 1000 * 1000;
+        self.answer_held(h, Ok(Reply::Messages { messages, date_ms }), records);
     }
 
     fn answer_held(&mut self, h: &Held, result: Result<Reply, FailureKind>, records: Vec<usize>) {
@@ -1017,6 +1025,29 @@ pub struct SentAck {
     pub handles: Vec<ReceiptHandle>,
 }
 
+/// How much later than its `NextConsumeTime` (by the server's clock) a machine may still
+/// send a handle: the machines count a handle's validity as `NextConsumeTime − Date` from
+/// when the answer arrived, and the `Date` is truncated to the second and the answer took
+/// time to travel, so they err on the late side by `arrival − Date` (sending rather than
+/// dropping when in doubt). The drivers check every sent handle against this bound.
+#[derive(Debug, Default)]
+struct LeaseSlack(HashMap<String, u64>);
+
+impl LeaseSlack {
+    fn note(&mut self, messages: &[Message], arrived_wall_ms: u64, date_ms: u64) {
+        for m in messages {
+            self.0.insert(
+                m.receipt_handle.as_str().to_owned(),
+                arrived_wall_ms.saturating_sub(date_ms),
+            );
+        }
+    }
+
+    fn of(&self, handle: &ReceiptHandle) -> u64 {
+        self.0.get(handle.as_str()).copied().unwrap_or(0)
+    }
+}
+
 /// Drives a [`ConsumerMachine`] over a [`Sim`], as a runtime would, and records protocol
 /// violations of the machine (see [`violations`](Self::violations)).
 #[derive(Debug)]
@@ -1028,6 +1059,7 @@ pub struct ConsumerDriver {
     receives: HashSet<u64>,
     sent_acks: Vec<SentAck>,
     violations: Vec<String>,
+    lease_slack: LeaseSlack,
 }
 
 impl ConsumerDriver {
@@ -1046,6 +1078,7 @@ impl ConsumerDriver {
             receives: HashSet::new(),
             sent_acks: Vec::new(),
             violations: Vec::new(),
+            lease_slack: LeaseSlack::default(),
         }
     }
 
@@ -1073,7 +1106,7 @@ impl ConsumerDriver {
 
     /// Queues an ack of a message in hand ([`ConsumerMachine::ack`]) now.
     pub fn ack(&mut self, sim: &Sim, handle: &ReceiptHandle) -> Result<(), AckRefused> {
-        self.machine.ack(sim.now(), sim.wall_ms(), handle)
+        self.machine.ack(sim.now(), handle)
     }
 
     /// Gives a message back ([`ConsumerMachine::release`]).
@@ -1085,7 +1118,7 @@ impl ConsumerDriver {
     pub fn pump(&mut self, sim: &mut Sim) -> Vec<ConsumerEvent> {
         let max = self.machine.config().max_in_hand();
         let margin = self.machine.config().ack_margin_ms();
-        while let Some(t) = self.machine.poll_transmit(sim.now(), sim.wall_ms()) {
+        while let Some(t) = self.machine.poll_transmit(sim.now()) {
             match t {
                 ConsumerTransmit::Receive {
                     id,
@@ -1118,7 +1151,10 @@ impl ConsumerDriver {
                     }
                     for h in &handles {
                         match sim.delivery(h.as_str()) {
-                            Some(d) if d.message.next_consume_time < sim.wall_ms() + margin => {
+                            Some(d)
+                                if d.message.next_consume_time + self.lease_slack.of(h)
+                                    < sim.wall_ms() + margin =>
+                            {
                                 self.violations.push(format!(
                                     "ack of {h:?} sent at wall {} past NextConsumeTime {} - margin",
                                     sim.wall_ms(),
@@ -1160,19 +1196,23 @@ impl ConsumerDriver {
         let (now, wall, id) = (sim.now(), sim.wall_ms(), response.id);
         let is_receive = self.receives.remove(&id);
         match (is_receive, response.result) {
-            (true, Ok(Reply::Messages(m))) => self.machine.handle_receive(now, wall, id, Ok(m)),
-            (true, Err(f)) => self.machine.handle_receive(now, wall, id, Err(f)),
-            (false, Ok(Reply::Settled(f))) => self.machine.handle_ack(now, wall, id, Ok(f)),
-            (false, Err(f)) => self.machine.handle_ack(now, wall, id, Err(f)),
+            (true, Ok(Reply::Messages { messages, date_ms })) => {
+                self.lease_slack.note(&messages, wall, date_ms);
+                let received = Received::new(messages, Some(date_ms));
+                self.machine.handle_receive(now, id, Ok(received));
+            }
+            (true, Err(f)) => self.machine.handle_receive(now, id, Err(f)),
+            (false, Ok(Reply::Settled(f))) => self.machine.handle_ack(now, id, Ok(f)),
+            (false, Err(f)) => self.machine.handle_ack(now, id, Err(f)),
             (true, Ok(Reply::Settled(_))) => {
                 self.violations.push(format!("ack answer to receive {id}"));
                 self.machine
-                    .handle_receive(now, wall, id, Err(FailureKind::InvalidResponse));
+                    .handle_receive(now, id, Err(FailureKind::InvalidResponse));
             }
-            (false, Ok(Reply::Messages(_))) => {
+            (false, Ok(Reply::Messages { .. })) => {
                 self.violations.push(format!("messages answering ack {id}"));
                 self.machine
-                    .handle_ack(now, wall, id, Err(FailureKind::InvalidResponse));
+                    .handle_ack(now, id, Err(FailureKind::InvalidResponse));
             }
         }
     }
@@ -1185,7 +1225,7 @@ impl ConsumerDriver {
     /// Fires the machine's timer if it is due.
     pub fn on_time(&mut self, sim: &Sim) {
         if self.timeout_ms(sim).is_some_and(|t| t <= sim.elapsed_ms()) {
-            self.machine.handle_timeout(sim.now(), sim.wall_ms());
+            self.machine.handle_timeout(sim.now());
         }
     }
 
@@ -1197,7 +1237,7 @@ impl ConsumerDriver {
             sim.cancel(self.client, id);
             self.receives.remove(&id);
             self.machine
-                .handle_receive(sim.now(), sim.wall_ms(), id, Err(FailureKind::Cancelled));
+                .handle_receive(sim.now(), id, Err(FailureKind::Cancelled));
         }
     }
 }
@@ -1213,6 +1253,7 @@ pub struct CheckerDriver {
     polls: HashSet<u64>,
     decisions_sent: Vec<(u64, ReceiptHandle, AckKind)>,
     violations: Vec<String>,
+    lease_slack: LeaseSlack,
 }
 
 impl CheckerDriver {
@@ -1225,6 +1266,7 @@ impl CheckerDriver {
             polls: HashSet::new(),
             decisions_sent: Vec::new(),
             violations: Vec::new(),
+            lease_slack: LeaseSlack::default(),
         }
     }
 
@@ -1255,14 +1297,13 @@ impl CheckerDriver {
         handle: &ReceiptHandle,
         decision: Decision,
     ) -> Result<(), DecideRefused> {
-        self.machine
-            .decide(sim.now(), sim.wall_ms(), handle, decision)
+        self.machine.decide(sim.now(), handle, decision)
     }
 
     /// Sends every due request, then returns every pending event.
     pub fn pump(&mut self, sim: &mut Sim) -> Vec<CheckerEvent> {
         let margin = self.machine.config().margin_ms();
-        while let Some(t) = self.machine.poll_transmit(sim.now(), sim.wall_ms()) {
+        while let Some(t) = self.machine.poll_transmit(sim.now()) {
             match t {
                 CheckerTransmit::ConsumeHalf { id, batch, wait } => {
                     self.polls.insert(id);
@@ -1277,7 +1318,10 @@ impl CheckerDriver {
                 }
                 CheckerTransmit::Decide { id, handle, kind } => {
                     match sim.delivery(handle.as_str()) {
-                        Some(d) if d.message.next_consume_time < sim.wall_ms() + margin => {
+                        Some(d)
+                            if d.message.next_consume_time + self.lease_slack.of(&handle)
+                                < sim.wall_ms() + margin =>
+                        {
                             self.violations.push(format!(
                                 "{kind:?} of {handle:?} sent at wall {} past NextConsumeTime {} - margin",
                                 sim.wall_ms(),
@@ -1311,20 +1355,24 @@ impl CheckerDriver {
         let (now, wall, id) = (sim.now(), sim.wall_ms(), response.id);
         let is_poll = self.polls.remove(&id);
         match (is_poll, response.result) {
-            (true, Ok(Reply::Messages(m))) => self.machine.handle_poll(now, wall, id, Ok(m)),
-            (true, Err(f)) => self.machine.handle_poll(now, wall, id, Err(f)),
-            (false, Ok(Reply::Settled(f))) => self.machine.handle_decide(now, wall, id, Ok(f)),
-            (false, Err(f)) => self.machine.handle_decide(now, wall, id, Err(f)),
+            (true, Ok(Reply::Messages { messages, date_ms })) => {
+                self.lease_slack.note(&messages, wall, date_ms);
+                let received = Received::new(messages, Some(date_ms));
+                self.machine.handle_poll(now, id, Ok(received));
+            }
+            (true, Err(f)) => self.machine.handle_poll(now, id, Err(f)),
+            (false, Ok(Reply::Settled(f))) => self.machine.handle_decide(now, id, Ok(f)),
+            (false, Err(f)) => self.machine.handle_decide(now, id, Err(f)),
             (true, Ok(Reply::Settled(_))) => {
                 self.violations.push(format!("decide answer to poll {id}"));
                 self.machine
-                    .handle_poll(now, wall, id, Err(FailureKind::InvalidResponse));
+                    .handle_poll(now, id, Err(FailureKind::InvalidResponse));
             }
-            (false, Ok(Reply::Messages(_))) => {
+            (false, Ok(Reply::Messages { .. })) => {
                 self.violations
                     .push(format!("messages answering decide {id}"));
                 self.machine
-                    .handle_decide(now, wall, id, Err(FailureKind::InvalidResponse));
+                    .handle_decide(now, id, Err(FailureKind::InvalidResponse));
             }
         }
     }
@@ -1337,7 +1385,7 @@ impl CheckerDriver {
     /// Fires the machine's timer if it is due.
     pub fn on_time(&mut self, sim: &Sim) {
         if self.timeout_ms(sim).is_some_and(|t| t <= sim.elapsed_ms()) {
-            self.machine.handle_timeout(sim.now(), sim.wall_ms());
+            self.machine.handle_timeout(sim.now());
         }
     }
 
@@ -1348,7 +1396,7 @@ impl CheckerDriver {
             sim.cancel(self.client, id);
             self.polls.remove(&id);
             self.machine
-                .handle_poll(sim.now(), sim.wall_ms(), id, Err(FailureKind::Cancelled));
+                .handle_poll(sim.now(), id, Err(FailureKind::Cancelled));
         }
     }
 }

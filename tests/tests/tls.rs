@@ -1,11 +1,19 @@
 //! The tokio client against the broker's own TLS listener (issue 9): certificates are always
 //! verified — custom roots are accepted, an unknown issuer, a wrong host name or an expired
-//! certificate are refused, with no fallback to plain HTTP.
+//! certificate are refused, with no fallback to plain HTTP. A refused certificate is final
+//! (`TransportErrorKind::Tls`, not retryable): even an idempotent request makes exactly one
+//! connection, while a handshake cut by the peer is retried.
 
 use mq_broker::{Credential, ServerConfig, TlsConfig};
+use mq_client::mq_proto::machine::FailureKind;
 use mq_tests::{TEST_AK, TEST_SK, TestBroker, client_builder, unique};
-use mq_tokio::{BatchSize, Error, RetryConfig, TokioRuntime, TopicMessage, TopicName, WaitSeconds};
+use mq_tokio::{
+    BatchSize, Error, GroupId, RetryConfig, TokioRuntime, TopicMessage, TopicName,
+    TransportErrorKind, WaitSeconds,
+};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A CA (PEM) and a broker certificate chain and key signed by it.
@@ -90,6 +98,137 @@ async fn refused(endpoint: &str, ca_pem: Option<&str>) -> Error {
     e
 }
 
+/// Whether `e` is the final TLS refusal: `Error::Network` of kind `Tls`, classified
+/// [`FailureKind::Tls`] and not retryable.
+fn is_tls_refusal(e: &Error) -> bool {
+    matches!(e, Error::Network(t) if t.kind == TransportErrorKind::Tls)
+        && e.failure_kind() == FailureKind::Tls
+        && !e.is_retryable()
+}
+
+/// A TCP relay in front of `upstream` that counts the connections it accepts (each one is a
+/// connection attempt, and so a TLS handshake, reaching the server). With no upstream it
+/// closes every connection at once: a handshake cut by the peer.
+struct CountingRelay {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl CountingRelay {
+    /// Starts the relay on the current tokio runtime (it stops with the runtime).
+    async fn start(upstream: Option<SocketAddr>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let Some(upstream) = upstream else {
+                    drop(inbound);
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// An idempotent consume through a client with the default retry policy (3 attempts) built
+/// for `endpoint`, trusting `ca_pem` when given; returns its error.
+async fn consume_error(endpoint: &str, ca_pem: Option<&str>) -> Error {
+    let mut builder = client_builder::<TokioRuntime>(endpoint);
+    if let Some(pem) = ca_pem {
+        builder = builder
+            .add_root_certificates_pem(pem.as_bytes())
+            .expect("CA PEM");
+    }
+    let client = builder.build().expect("client");
+    assert!(client.retry_config().max_attempts() > 1);
+    client
+        .consumer(topic(), GroupId::new("GID_tls").expect("group"))
+        .receive(
+            BatchSize::new(1).expect("batch"),
+            WaitSeconds::new(0).expect("wait"),
+        )
+        .await
+        .expect_err("refused")
+}
+
+/// Unknown issuer and wrong host name: the error is the final TLS refusal and the consume
+/// (idempotent, 3 attempts allowed) made exactly one connection; a handshake the peer cuts
+/// is an ordinary connection failure and is retried.
+#[test]
+fn a_refused_certificate_is_final_and_tried_once() {
+    let good = pki(&["localhost"], false);
+    let broker = tls_broker(&good);
+    block_on(async {
+        // Client without the CA (only the webpki roots): unknown issuer.
+        let relay = CountingRelay::start(Some(broker.addr())).await;
+        let e = consume_error(&format!("https://localhost:{}", relay.port()), None).await;
+        assert!(is_tls_refusal(&e), "{e:?}");
+        assert!(e.to_string().contains("certificate"), "{e}");
+        assert_eq!(relay.accepted(), 1, "unknown issuer: {e}");
+
+        // Trusted CA, but the certificate is for `localhost`, not `127.0.0.1`.
+        let relay = CountingRelay::start(Some(broker.addr())).await;
+        let e = consume_error(
+            &format!("https://127.0.0.1:{}", relay.port()),
+            Some(&good.ca_pem),
+        )
+        .await;
+        assert!(is_tls_refusal(&e), "{e:?}");
+        assert!(e.to_string().contains("certificate"), "{e}");
+        assert_eq!(relay.accepted(), 1, "wrong host name: {e}");
+
+        // The same client set-up through a working relay: the relay itself is not the cause.
+        let relay = CountingRelay::start(Some(broker.addr())).await;
+        let client = client_builder::<TokioRuntime>(&format!("https://localhost:{}", relay.port()))
+            .add_root_certificates_pem(good.ca_pem.as_bytes())
+            .expect("CA")
+            .build()
+            .expect("client");
+        client
+            .consumer(topic(), GroupId::new("GID_tls").expect("group"))
+            .receive(
+                BatchSize::new(1).expect("batch"),
+                WaitSeconds::new(0).expect("wait"),
+            )
+            .await
+            .expect("consume through the relay");
+
+        // A peer that cuts the handshake: transient, retried up to the attempt limit.
+        let cut = CountingRelay::start(None).await;
+        let e = consume_error(
+            &format!("https://localhost:{}", cut.port()),
+            Some(&good.ca_pem),
+        )
+        .await;
+        assert!(
+            matches!(&e, Error::Network(t) if t.kind == TransportErrorKind::Connect),
+            "{e:?}"
+        );
+        assert!(e.is_retryable(), "{e:?}");
+        assert_eq!(cut.accepted(), 3, "{e}");
+    });
+    assert_eq!(broker.stats().published, 0);
+}
+
 #[test]
 fn the_client_verifies_the_broker_certificate() {
     let good = pki(&["localhost"], false);
@@ -127,16 +266,16 @@ fn the_client_verifies_the_broker_certificate() {
 
         // Unknown issuer (only the webpki roots).
         let e = refused(&https, None).await;
-        assert!(matches!(e, Error::Network(_)), "{e:?}");
+        assert!(is_tls_refusal(&e), "{e:?}");
         assert!(e.to_string().contains("certificate"), "{e}");
         // Trusted CA, but the certificate is not for this name.
         let e = refused(&format!("https://127.0.0.1:{port}"), Some(&good.ca_pem)).await;
-        assert!(matches!(e, Error::Network(_)), "{e:?}");
+        assert!(is_tls_refusal(&e), "{e:?}");
         assert!(e.to_string().contains("certificate"), "{e}");
         // Another CA's root does not help.
         let other = pki(&["localhost"], false);
         let e = refused(&https, Some(&other.ca_pem)).await;
-        assert!(matches!(e, Error::Network(_)), "{e:?}");
+        assert!(is_tls_refusal(&e), "{e:?}");
         // Plain HTTP to the TLS port: an error, not a downgrade.
         let e = refused(&format!("http://localhost:{port}"), None).await;
         assert!(matches!(e, Error::Network(_) | Error::Response(_)), "{e:?}");
@@ -157,7 +296,7 @@ fn an_expired_certificate_is_refused() {
     let https = format!("https://localhost:{}", broker.addr().port());
     block_on(async {
         let e = refused(&https, Some(&expired.ca_pem)).await;
-        assert!(matches!(e, Error::Network(_)), "{e:?}");
+        assert!(is_tls_refusal(&e), "{e:?}");
         assert!(e.to_string().to_lowercase().contains("expired"), "{e}");
     });
     assert_eq!(broker.stats().published, 0);

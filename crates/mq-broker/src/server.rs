@@ -5,11 +5,12 @@
 //! Requests: the signature and `Date` are checked, and an oversize `Content-Length` refused,
 //! before the body is read (so a client waiting for `100 Continue` never sends a body that
 //! is refused). A refused request's body that is on its way anyway is read and dropped, so
-//! keep-alive clients (which reuse the connection for their next request) keep it; when part
-//! of a body stays unread the answer says `Connection: close`. Every response carries
-//! `x-mq-request-id` and `x-mq-version`; `GET /health` and `GET /stats` (JSON: the core's
-//! [`Stats`] plus a `server` object with `connections`, `waiting_polls` and `requests`) need
-//! no signature.
+//! keep-alive clients (which reuse the connection for their next request) keep it — for at
+//! most [`PRE_AUTH_DRAIN_TIMEOUT`], so an unauthenticated sender cannot hold a connection for
+//! the whole body timeout; when part of a body stays unread the answer says
+//! `Connection: close`. Every response carries `x-mq-request-id` and `x-mq-version`;
+//! `GET /health` and `GET /stats` (JSON: the core's [`Stats`] plus a `server` object with
+//! `connections`, `waiting_polls` and `requests`) need no signature.
 //!
 //! Long polling: a consume that finds nothing subscribes, under the core lock, to its topic's
 //! change counter ([`BrokerCore::topic_version`]) and sleeps until the counter moves (publish,
@@ -29,6 +30,7 @@ use mq_proto::server::{
     Operation, ParsedRequest, RequestError, authenticate, encode_errors, encode_messages,
     encode_publish_response, error_response, parse_request, request_id, response,
 };
+use mq_proto::sign::format_http_date;
 use mq_proto::{ErrorCode, InstanceId, TopicName};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -101,6 +103,13 @@ pub const DEV_ACCESS_KEY_ID: &str = "mq-dev-access-key";
 /// The development secret used when no credential is configured (printed at start).
 pub const DEV_ACCESS_KEY_SECRET: &str = "mq-dev-secret";
 
+/// Longest time a request refused by authentication may take to deliver the rest of its
+/// body (capped by [`Limits::body_read_timeout`]). A body that arrives within it is read and
+/// dropped and the connection stays usable; otherwise the refusal is answered with
+/// `Connection: close` and the connection ends. An unauthenticated client thus holds a
+/// connection for seconds, not for the body timeout.
+pub const PRE_AUTH_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Resource limits of the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -110,7 +119,8 @@ pub struct Limits {
     /// the end of the previous answer: it is also the idle timeout of keep-alive connections
     /// and bounds a TLS handshake.
     pub header_read_timeout: Duration,
-    /// Time allowed to receive a request's body.
+    /// Time allowed to receive a request's body (for a request refused by authentication,
+    /// at most [`PRE_AUTH_DRAIN_TIMEOUT`]).
     pub body_read_timeout: Duration,
     /// Most open connections; further ones are closed at once.
     pub max_connections: usize,
@@ -157,6 +167,12 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`); `None` serves
     /// plain HTTP.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Shifts the broker's clock by this many milliseconds from the system clock (positive =
+    /// ahead). Everything the broker reads the time for follows it: message times and
+    /// `NextConsumeTime`, the 15-minute `Date` window it accepts (PROTOCOL §2.5) and the
+    /// `Date` header it answers with. For testing clients against a server whose clock is
+    /// not theirs, as the real service's never is. Default 0.
+    pub clock_offset_ms: i64,
 }
 
 impl Default for ServerConfig {
@@ -169,6 +185,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             data_dir: None,
             tls: None,
+            clock_offset_ms: 0,
         }
     }
 }
@@ -193,6 +210,7 @@ struct Shared {
     requests: AtomicU64,
     seed: u64,
     tls: Option<crate::tls::TlsConfig>,
+    clock: Clock,
     waiting_polls: AtomicUsize,
     connections: AtomicUsize,
 }
@@ -201,11 +219,31 @@ fn scheme(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// The broker's clock: the system clock shifted by [`ServerConfig::clock_offset_ms`].
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    offset_ms: i64,
+}
+
+impl Clock {
+    fn now(self) -> SystemTime {
+        let system = SystemTime::now();
+        let shift = Duration::from_millis(self.offset_ms.unsigned_abs());
+        let shifted = if self.offset_ms >= 0 {
+            system.checked_add(shift)
+        } else {
+            system.checked_sub(shift)
+        };
+        shifted.unwrap_or(system)
+    }
+
+    /// Milliseconds since the Unix epoch, as the core takes them.
+    fn now_ms(self) -> u64 {
+        self.now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
 }
 
 /// Moves a topic's channel to `version`, waking its receivers if that is news.
@@ -347,7 +385,10 @@ impl Broker {
         for c in config.credentials {
             credentials.insert(c.access_key_id.clone(), c);
         }
-        let seed = now_ms() ^ u64::from(addr.port()).rotate_left(48);
+        let clock = Clock {
+            offset_ms: config.clock_offset_ms,
+        };
+        let seed = clock.now_ms() ^ u64::from(addr.port()).rotate_left(48);
         let mut core_config = config.core;
         if !config.topics.is_empty() {
             core_config.auto_create_topics = false;
@@ -375,6 +416,7 @@ impl Broker {
             waiting_polls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             tls: config.tls,
+            clock,
         });
         tokio::spawn(timer_task(shared.clone()));
         let done = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -414,7 +456,7 @@ impl Broker {
 async fn timer_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
-        let now = now_ms();
+        let now = shared.clock.now_ms();
         let sleep = {
             let core = shared.lock_core();
             // Never spin: a wake-up in the past is handled by `maintain` below.
@@ -433,7 +475,7 @@ async fn timer_task(shared: Arc<Shared>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let mut core = shared.lock_core();
-        core.maintain(now_ms());
+        core.maintain(shared.clock.now_ms());
         shared.publish_versions(&core);
     }
 }
@@ -588,6 +630,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
             }
         },
     };
+    // The server's own clock, which clients use to tell how long a receipt handle stays
+    // valid (`NextConsumeTime` − `Date`): it must be the clock the core runs on.
+    let mut resp = resp;
+    if let Ok(date) = HeaderValue::from_str(&format_http_date(shared.clock.now())) {
+        resp.headers_mut().insert(http::header::DATE, date);
+    }
     tracing::debug!(
         request_id = %rid,
         %method,
@@ -678,7 +726,7 @@ async fn serve_api(
     // Authenticate and check the declared length before reading the body: the signature
     // does not cover it, and a client sending `Expect: 100-continue` only sends it (after
     // hyper's `100 Continue`) once we start reading.
-    let key_id = match authenticate(method, target, &parts.headers, SystemTime::now(), |id| {
+    let key_id = match authenticate(method, target, &parts.headers, shared.clock.now(), |id| {
         shared
             .credentials
             .get(id)
@@ -688,13 +736,13 @@ async fn serve_api(
         Err(error) => {
             // Keep the connection usable: clients (the Python SDK writes headers and body
             // separately) reuse it for their next request, so read and drop a body that is
-            // on its way. A client waiting for `100 Continue` sends none, and an oversize
-            // body is not worth reading: then the connection closes after the answer.
+            // on its way — briefly: an unauthenticated sender gets no more than
+            // `PRE_AUTH_DRAIN_TIMEOUT`. A client waiting for `100 Continue` sends none, and an
+            // oversize body is not worth reading: then the connection closes after the answer.
             let has_body = !hyper::body::Body::is_end_stream(&body);
-            let close = has_body
-                && (oversize
-                    || expects_continue
-                    || !drain(body, max, shared.limits.body_read_timeout).await);
+            let drain_for = shared.limits.body_read_timeout.min(PRE_AUTH_DRAIN_TIMEOUT);
+            let close =
+                has_body && (oversize || expects_continue || !drain(body, max, drain_for).await);
             return Err(Refusal { error, close });
         }
     };
@@ -768,7 +816,7 @@ async fn dispatch(
             let (outcome, durable) = {
                 let mut core = shared.lock_core();
                 let outcome = core
-                    .publish(now_ms(), key.0.as_ref(), &key.1, message)
+                    .publish(shared.clock.now_ms(), key.0.as_ref(), &key.1, message)
                     .map_err(core_error)?;
                 shared.changed(&core, &key);
                 (outcome, core.sync_point())
@@ -800,7 +848,7 @@ async fn dispatch(
                     let mut core = shared.lock_core();
                     let found = core
                         .consume(
-                            now_ms(),
+                            shared.clock.now_ms(),
                             key.0.as_ref(),
                             &key.1,
                             &group,
@@ -857,7 +905,7 @@ async fn dispatch(
                 let mut core = shared.lock_core();
                 let failures = core
                     .ack(
-                        now_ms(),
+                        shared.clock.now_ms(),
                         key.0.as_ref(),
                         &key.1,
                         group.as_ref(),

@@ -10,8 +10,9 @@
 //! client's p99 latency during the attack is compared with its latency before it.
 //!
 //! The other tests check isolation between instances with scoped keys, the documented
-//! resource limits (waiting long polls, connections, defaults) and that the broker's memory
-//! stays bounded while hundreds of connections hold half-sent headers and bodies.
+//! resource limits (waiting long polls, connections, defaults), that an unauthenticated body
+//! is drained for seconds at most with the default 60 s body timeout, and that the broker's
+//! memory stays bounded while hundreds of connections hold half-sent headers and bodies.
 //!
 //! The tests of this file run one at a time (they measure latency and memory).
 
@@ -19,6 +20,7 @@ mod rawhttp;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use mq_broker::server::PRE_AUTH_DRAIN_TIMEOUT;
 use mq_broker::{Broker, Credential, Limits, ServerConfig};
 use rawhttp::{Api, Conn, RawRequest, ReadError, Resp, messages, percentile, rss_bytes};
 use std::fmt::Write as _;
@@ -184,6 +186,13 @@ fn head_announcing(len: &str, edit: impl FnOnce(&mut RawRequest)) -> Vec<u8> {
     r.set("content-length", len);
     edit(&mut r);
     r.sign(AK, SK);
+    r.bytes()
+}
+
+/// An unsigned publish (no `Authorization`) announcing 200 body bytes; `sent` of them follow.
+fn unauthenticated_publish(sent: usize) -> Vec<u8> {
+    let mut r = RawRequest::new("POST", TOPIC, &vec![b'x'; sent]);
+    r.set("content-length", "200");
     r.bytes()
 }
 
@@ -389,6 +398,18 @@ fn cases(h: &Handles) -> Vec<Case> {
             ErrorThenClose(400, "InvalidArgument"),
         )
         .promptly(),
+    );
+
+    // Refused by authentication while the body is still arriving: the body is drained for
+    // at most the pre-authentication bound (here the shorter body timeout; with the default
+    // 60 s one, see `unauthenticated_body_is_drained_for_seconds_not_the_body_timeout`).
+    v.push(
+        Case::send(
+            "unauthenticated body stopping short (200 declared, 141 sent)",
+            unauthenticated_publish(141),
+            ErrorThenClose(400, "MissingAuthorizationHeader"),
+        )
+        .after_timeout(),
     );
 
     // --- Bodies over the limit: refused from the headers, before the body is read. --------
@@ -1410,6 +1431,43 @@ async fn documented_limits_hold() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop((held, control));
+    broker.shutdown().await;
+}
+
+/// With the default body timeout (60 s), a request refused by authentication while its body
+/// is still arriving (200 bytes declared, 141 sent, no `Authorization`) is answered after the
+/// pre-authentication drain bound — seconds, not a minute — with `Connection: close`; a body
+/// that arrives complete is drained at once and the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_body_is_drained_for_seconds_not_the_body_timeout() {
+    use Expect::{Error, ErrorThenClose};
+    let _serial = SERIAL.lock().await;
+    assert!(PRE_AUTH_DRAIN_TIMEOUT <= Duration::from_secs(5));
+    let mut cfg = config();
+    cfg.limits.header_read_timeout = Limits::default().header_read_timeout;
+    cfg.limits.body_read_timeout = Limits::default().body_read_timeout;
+    assert_eq!(cfg.limits.body_read_timeout, Duration::from_secs(60));
+    let broker = Broker::start(cfg).await.expect("broker");
+    let addr = broker.local_addr();
+
+    let mut short = Case::send(
+        "unauthenticated body stopping short (200 declared, 141 sent)",
+        unauthenticated_publish(141),
+        ErrorThenClose(400, "MissingAuthorizationHeader"),
+    );
+    // Not before the bound (the body might still come), and well before the body timeout.
+    short.min = PRE_AUTH_DRAIN_TIMEOUT.mul_f64(0.9);
+    short.max = PRE_AUTH_DRAIN_TIMEOUT + Duration::from_secs(3);
+    let mut complete = Case::send(
+        "unauthenticated body sent whole (200 declared, 200 sent)",
+        unauthenticated_publish(200),
+        Error(400, "MissingAuthorizationHeader"),
+    );
+    complete.max = Duration::from_secs(1);
+    let (short, complete) = tokio::join!(run_case(addr, short), run_case(addr, complete));
+    println!("short body: {short:?}\ncomplete body: {complete:?}");
+    assert!(short.is_ok(), "{short:?}");
+    assert!(complete.is_ok(), "{complete:?}");
     broker.shutdown().await;
 }
 

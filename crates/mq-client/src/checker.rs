@@ -3,16 +3,13 @@
 
 use crate::error::Error;
 use crate::runtime::{BoxFuture, Runtime};
-use crate::stream::wall_ms;
 use crate::transaction::TransactionProducer;
 use futures::channel::oneshot;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use mq_proto::client::{
-    ack_request, consume_request, decode_ack_response, decode_consume_response,
-};
+use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_received};
 use mq_proto::machine::{
-    CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit, Decision, FailureKind,
+    CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit, Decision, FailureKind, Received,
 };
 use mq_proto::{AckKind, ConsumeKind, HandleFailure, Message, ReceiptHandle, TagFilter};
 use std::future::Future;
@@ -35,7 +32,7 @@ pub struct CheckerReport {
 }
 
 enum Completion {
-    Poll(u64, Result<Vec<Message>, (FailureKind, Error)>),
+    Poll(u64, Result<Received, (FailureKind, Error)>),
     Decide(u64, Result<Vec<HandleFailure>, (FailureKind, Error)>),
     Decision(ReceiptHandle, Decision),
 }
@@ -65,7 +62,7 @@ fn start<R: Runtime>(
                             &TagFilter::All,
                         ))
                     },
-                    decode_consume_response,
+                    decode_received,
                 )
                 .await;
             Completion::Poll(id, r)
@@ -120,8 +117,7 @@ where
     let mut stopping = false;
     loop {
         let now = Instant::now();
-        let wall = wall_ms();
-        while let Some(t) = machine.poll_transmit(now, wall) {
+        while let Some(t) = machine.poll_transmit(now) {
             match t {
                 CheckerTransmit::ConsumeHalf { id, .. } => poll = Some((id, start(&producer, t))),
                 other => work.push(start(&producer, other)),
@@ -129,7 +125,7 @@ where
         }
         if stopping {
             if let Some((id, _)) = poll.take() {
-                machine.handle_poll(now, wall, id, Err(FailureKind::Cancelled));
+                machine.handle_poll(now, id, Err(FailureKind::Cancelled));
                 continue;
             }
         }
@@ -197,27 +193,26 @@ where
             },
             c = next_poll => finished_poll = Some(c),
             c = next_work => finished_work = c,
-            () = sleep => machine.handle_timeout(Instant::now(), wall_ms()),
+            () = sleep => machine.handle_timeout(Instant::now()),
         }
         drop(next_poll);
         drop(next_work);
         let now = Instant::now();
-        let wall = wall_ms();
         if let Some(c) = finished_poll {
             poll = None;
             if let Completion::Poll(id, r) = c {
-                machine.handle_poll(now, wall, id, r.map_err(|(k, _)| k));
+                machine.handle_poll(now, id, r.map_err(|(k, _)| k));
             }
         }
         match finished_work {
             Some(Completion::Decide(id, r)) => {
-                machine.handle_decide(now, wall, id, r.map_err(|(k, _)| k));
+                machine.handle_decide(now, id, r.map_err(|(k, _)| k));
             }
             Some(Completion::Decision(handle, decision)) => {
                 if decision == Decision::Unknown {
                     report.unknown += 1;
                 }
-                if let Err(refused) = machine.decide(now, wall, &handle, decision) {
+                if let Err(refused) = machine.decide(now, &handle, decision) {
                     tracing::warn!(%handle, %refused, "decision not accepted");
                 }
             }

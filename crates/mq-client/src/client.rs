@@ -4,7 +4,7 @@ use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_fro
 use crate::error::Error;
 use crate::runtime::Runtime;
 use crate::tls::TlsRoots;
-use crate::transport::{PoolConfig, PooledTransport, Transport, TransportErrorKind};
+use crate::transport::{PoolConfig, PooledTransport, Transport};
 use crate::{Consumer, Producer, TransactionProducer};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -330,7 +330,8 @@ impl<R: Runtime> Client<R> {
     }
 
     /// Sends one attempt: signs with fresh credentials and the current date, sends, decodes.
-    /// Returns the decoded value, or the failure classified for the retry machine.
+    /// Returns the decoded value, or the failure classified for the retry machine (by
+    /// [`Error::failure_kind`], the classification behind [`Error::is_retryable`] too).
     pub(crate) async fn attempt<T>(
         &self,
         operation: &'static str,
@@ -340,11 +341,7 @@ impl<R: Runtime> Client<R> {
         decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
     ) -> Result<T, (FailureKind, Error)> {
         let inner = &self.inner;
-        let credentials = inner
-            .credentials
-            .credentials()
-            .await
-            .map_err(|e| (FailureKind::Other, e))?;
+        let credentials = inner.credentials.credentials().await.map_err(classified)?;
         let ctx = RequestContext {
             endpoint: &inner.endpoint,
             credentials: &credentials,
@@ -352,7 +349,7 @@ impl<R: Runtime> Client<R> {
             date: SystemTime::now(),
             user_agent: &inner.user_agent,
         };
-        let request = build(&ctx).map_err(|e| (FailureKind::Other, e))?;
+        let request = build(&ctx).map_err(classified)?;
         let span = tracing::debug_span!(
             "mq.request",
             operation,
@@ -371,15 +368,8 @@ impl<R: Runtime> Client<R> {
         let response = match result {
             Ok(r) => r,
             Err(e) => {
-                let kind = match e.kind {
-                    TransportErrorKind::Connect => FailureKind::Connect,
-                    TransportErrorKind::NotSent => FailureKind::NotSent,
-                    TransportErrorKind::ConnectionLost => FailureKind::ConnectionLost,
-                    TransportErrorKind::Timeout => FailureKind::Timeout,
-                    TransportErrorKind::Protocol => FailureKind::InvalidResponse,
-                };
                 span.in_scope(|| tracing::debug!(error = %e, "request failed"));
-                return Err((kind, Error::from_transport(e, timeout)));
+                return Err(classified(Error::from_transport(e, timeout)));
             }
         };
         let request_id = response
@@ -396,14 +386,11 @@ impl<R: Runtime> Client<R> {
             }
             Err(ResponseError::Service(s)) => {
                 span.in_scope(|| tracing::debug!(code = %s.code, "service error"));
-                Err((
-                    FailureKind::status(s.status, Some(s.code.clone())),
-                    Error::Service(s),
-                ))
+                Err(classified(Error::Service(s)))
             }
             Err(ResponseError::Decode(d)) => {
                 span.in_scope(|| tracing::debug!(error = %d, "undecodable response"));
-                Err((FailureKind::InvalidResponse, Error::Response(d)))
+                Err(classified(Error::Response(d)))
             }
         }
     }
@@ -453,4 +440,9 @@ impl<R: Runtime> Client<R> {
             }
         }
     }
+}
+
+/// An attempt's error with its classification for the retry machine.
+fn classified(error: Error) -> (FailureKind, Error) {
+    (error.failure_kind(), error)
 }

@@ -10,7 +10,7 @@ use mq_proto::client::{
 use mq_proto::machine::{ConsumerConfig, Idempotency};
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, Message, ReceiptHandle,
-    TagFilter, TopicName, WaitSeconds,
+    TagFilter, TopicName, WaitSeconds, attribute_failures,
 };
 
 /// Consumes one topic in one group, optionally filtered by tags.
@@ -98,7 +98,10 @@ impl<R: Runtime> Consumer<R> {
 
     /// Acknowledges messages by their receipt handles (any number; sent 16 per request).
     /// Handles that fail (expired, already used) are returned in [`AckError::Partial`]; the
-    /// others are acknowledged.
+    /// others are acknowledged. A refusal that names no handle of its request (the service
+    /// has been seen to send an empty `<ReceiptHandle>`) refuses every handle of that request
+    /// it could mean, so [`AckError::Partial`] never leaves out a handle that was not
+    /// acknowledged ([`mq_proto::attribute_failures`]).
     ///
     /// A request that failed in a way that may have reached the service (connection lost,
     /// timeout, 5xx) is resent; per-handle `MessageNotExist`/`ReceiptHandleError` answers to
@@ -175,7 +178,7 @@ pub(crate) async fn ack_handles<R: Runtime>(
         AckKind::Rollback => "rollback",
     };
     let timeout = client.timeouts().request;
-    let (mut failures, resent) = client
+    let (failures, resent) = client
         .execute_tracked(
             operation,
             topic,
@@ -188,6 +191,9 @@ pub(crate) async fn ack_handles<R: Runtime>(
             decode_ack_response,
         )
         .await?;
+    // One place decides which handles a refusal names (a failure naming no handle of the
+    // request refuses every handle it could mean); never count a refusal as an ack.
+    let mut failures = attribute_failures(handles, failures);
     if resent {
         // The handles an earlier attempt settled are "gone" for the resend.
         failures.retain(|f| {

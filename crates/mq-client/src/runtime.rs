@@ -36,7 +36,10 @@ impl std::fmt::Debug for ConnectTarget {
 }
 
 impl ConnectTarget {
-    /// The TLS server name for certificate verification.
+    /// The TLS server name for certificate verification; an `InvalidInput` error holding
+    /// [`rustls::pki_types::InvalidDnsNameError`] when the host cannot be one (such a host can
+    /// never be verified: the transport classifies the error as final). Check it before
+    /// connecting.
     pub fn server_name(&self) -> io::Result<rustls::pki_types::ServerName<'static>> {
         rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
@@ -53,6 +56,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Opens a connection with `TCP_NODELAY` set, performing the TLS handshake when
     /// `target.tls` is set (with certificate verification; never bypassed).
+    ///
+    /// Errors decide about retries, so keep their cause: report a failed handshake as the
+    /// `io::Error` whose inner error is the [`rustls::Error`] (tokio-rustls and futures-rustls
+    /// do) and an invalid server name as the error of [`ConnectTarget::server_name`]. A
+    /// refused certificate is then final ([`crate::TransportErrorKind::Tls`]); any other
+    /// `io::Error` (refused, reset, DNS failure) is a transient connection failure.
     fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>>;
 
     /// Runs a future in the background.

@@ -13,11 +13,9 @@ use crate::runtime::{BoxFuture, Runtime};
 use futures::channel::{mpsc, oneshot};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
-use mq_proto::client::{
-    ack_request, consume_request, decode_ack_response, decode_consume_response,
-};
+use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_received};
 use mq_proto::machine::{
-    ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit, FailureKind,
+    ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit, FailureKind, Received,
 };
 use mq_proto::{AckKind, ErrorCode, HandleFailure, Message, ReceiptHandle};
 use std::collections::HashMap;
@@ -25,7 +23,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 enum Command {
     Ack(ReceiptHandle, oneshot::Sender<Result<(), AckError>>),
@@ -189,7 +187,7 @@ impl MessageStream {
 }
 
 enum Completion {
-    Receive(u64, Result<Vec<Message>, (FailureKind, Error)>),
+    Receive(u64, Result<Received, (FailureKind, Error)>),
     Ack(u64, Result<Vec<HandleFailure>, (FailureKind, Error)>),
 }
 
@@ -201,13 +199,6 @@ struct Driver<R: Runtime> {
     ack_waiters: HashMap<ReceiptHandle, oneshot::Sender<Result<(), AckError>>>,
     last_receive_error: Option<Error>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
-}
-
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl<R: Runtime> Driver<R> {
@@ -234,7 +225,7 @@ impl<R: Runtime> Driver<R> {
                                 ctx, topic, group, kind, batch, wait, filter,
                             ))
                         },
-                        decode_consume_response,
+                        decode_received,
                     )
                     .await;
                 Completion::Receive(id, r)
@@ -298,7 +289,7 @@ impl<R: Runtime> Driver<R> {
                     let failure = HandleFailure {
                         receipt_handle: handle.to_string(),
                         code: ErrorCode::MessageNotExist,
-                        message: "not sent: the handle expired before the ack (the message will be delivered again)".into(),
+                        message: "not sent: by the server's clock the handle expired before the ack (the message will be delivered again)".into(),
                     };
                     self.resolve(&handle, Err(AckError::Partial(vec![failure])));
                 }
@@ -331,9 +322,8 @@ impl<R: Runtime> Driver<R> {
 
     fn command(&mut self, command: Command) {
         let now = Instant::now();
-        let wall = wall_ms();
         match command {
-            Command::Ack(handle, tx) => match self.machine.ack(now, wall, &handle) {
+            Command::Ack(handle, tx) => match self.machine.ack(now, &handle) {
                 Ok(()) => {
                     self.ack_waiters.insert(handle, tx);
                 }
@@ -365,8 +355,7 @@ impl<R: Runtime> Driver<R> {
         let mut acks: FuturesUnordered<BoxFuture<Completion>> = FuturesUnordered::new();
         loop {
             let now = Instant::now();
-            let wall = wall_ms();
-            while let Some(t) = self.machine.poll_transmit(now, wall) {
+            while let Some(t) = self.machine.poll_transmit(now) {
                 match t {
                     ConsumerTransmit::Receive { id, .. } => receive = Some((id, self.start(t))),
                     other => acks.push(self.start(other)),
@@ -375,7 +364,7 @@ impl<R: Runtime> Driver<R> {
             if self.machine.is_shutting_down() {
                 if let Some((id, _)) = receive.take() {
                     self.machine
-                        .handle_receive(now, wall, id, Err(FailureKind::Cancelled));
+                        .handle_receive(now, id, Err(FailureKind::Cancelled));
                     continue;
                 }
             }
@@ -415,7 +404,7 @@ impl<R: Runtime> Driver<R> {
                         self.complete(c);
                     }
                 },
-                () = sleep => self.machine.handle_timeout(Instant::now(), wall_ms()),
+                () = sleep => self.machine.handle_timeout(Instant::now()),
             }
             drop(next_receive);
             if let Some(c) = finished_receive {
@@ -430,18 +419,16 @@ impl<R: Runtime> Driver<R> {
 
     fn complete(&mut self, completion: Completion) {
         let now = Instant::now();
-        let wall = wall_ms();
         match completion {
             Completion::Receive(id, r) => {
                 let r = r.map_err(|(kind, error)| {
                     self.last_receive_error = Some(error);
                     kind
                 });
-                self.machine.handle_receive(now, wall, id, r);
+                self.machine.handle_receive(now, id, r);
             }
             Completion::Ack(id, r) => {
-                self.machine
-                    .handle_ack(now, wall, id, r.map_err(|(k, _)| k));
+                self.machine.handle_ack(now, id, r.map_err(|(k, _)| k));
             }
         }
     }

@@ -27,8 +27,14 @@ pub const MAX_RESPONSE_BODY: usize = 80 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransportErrorKind {
-    /// Could not connect (DNS, refused, TLS handshake, connect timeout): nothing was sent.
+    /// Could not connect (DNS, refused, connect timeout, an I/O failure or reset during the
+    /// TLS handshake): nothing was sent; a later attempt may connect.
     Connect,
+    /// The TLS handshake was refused for a reason no new connection changes: the server's
+    /// certificate failed verification (unknown issuer, wrong host name, expired, bad
+    /// signature), the host is no valid TLS server name, the peer is incompatible or broke
+    /// the protocol, or it sent a fatal alert blaming us. Nothing was sent; not retried.
+    Tls,
     /// The request was provably not written to any connection.
     NotSent,
     /// The connection failed after the request may have been written.
@@ -248,8 +254,13 @@ impl<R: Runtime> PooledTransport<R> {
                 )
             })?
             .map_err(|e| {
+                let kind = if key.https && crate::tls::is_permanent_tls_failure(&e) {
+                    TransportErrorKind::Tls
+                } else {
+                    TransportErrorKind::Connect
+                };
                 TransportError::new(
-                    TransportErrorKind::Connect,
+                    kind,
                     format!("connecting to {}:{}: {e}", key.host, key.port),
                 )
             })?;

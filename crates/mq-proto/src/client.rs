@@ -644,6 +644,55 @@ pub fn decode_publish_response(
     })
 }
 
+/// The response's `Date` header in milliseconds since the Unix epoch (second resolution), or
+/// `None` when it is missing or unparsable. This is the server's clock: together with a
+/// message's `NextConsumeTime` it tells how long a receipt handle stays valid without
+/// consulting the local wall clock (PROTOCOL §6.10, client item 6).
+///
+/// ```
+/// use http::HeaderMap;
+/// let mut h = HeaderMap::new();
+/// h.insert(http::header::DATE, "Thu, 07 Mar 2024 18:49:58 GMT".parse()?);
+/// assert_eq!(mq_proto::client::response_date_ms(&h), Some(1_709_837_398_000));
+/// assert_eq!(mq_proto::client::response_date_ms(&HeaderMap::new()), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn response_date_ms(headers: &HeaderMap) -> Option<u64> {
+    let date = headers.get(DATE)?.to_str().ok()?;
+    let t = sign::parse_http_date(date)?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    u64::try_from(ms).ok()
+}
+
+/// Decodes a receive or half-message poll answer for the state machines: the messages as
+/// [`decode_consume_response`] gives them, with the server's time from the `Date` header
+/// ([`response_date_ms`]).
+///
+/// # Errors
+/// As [`decode_consume_response`].
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// let mut h = HeaderMap::new();
+/// h.insert(http::header::DATE, "Thu, 07 Mar 2024 18:49:58 GMT".parse()?);
+/// let empty = br#"<Error><Code>MessageNotExist</Code><Message>m</Message></Error>"#;
+/// let r = mq_proto::client::decode_received(StatusCode::NOT_FOUND, &h, empty)?;
+/// assert!(r.messages.is_empty());
+/// assert_eq!(r.server_time_ms, Some(1_709_837_398_000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode_received(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<crate::machine::Received, ResponseError> {
+    let messages = decode_consume_response(status, headers, body)?;
+    Ok(crate::machine::Received::new(
+        messages,
+        response_date_ms(headers),
+    ))
+}
+
 /// Decodes a consume response: 2xx with a `Messages` document (PROTOCOL §3.4); 404
 /// `MessageNotExist` means "no messages" and gives an empty list.
 ///

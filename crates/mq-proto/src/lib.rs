@@ -23,7 +23,7 @@ pub use client::Endpoint;
 pub use message::{
     MAX_BODY_LEN, MAX_SPECIAL_BODY_LEN, Message, MessageError, TopicMessage, body_md5,
 };
-pub use ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
+pub use ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure, attribute_failures};
 pub use properties::{
     FORBIDDEN_CHARS, KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY,
     MAX_PROPERTIES_LEN, Properties, PropertyError, SYSTEM_KEYS, validate_pair,

@@ -64,38 +64,14 @@ fn check_body(body: &str) -> Result<(), MessageError> {
     if body.is_empty() {
         return Err(MessageError::EmptyBody);
     }
-    // Refused: C0 controls other than tab, LF and CR, and U+FFFE/U+FFFF (`EF BF BE`/`BF`).
-    // Scanned as bytes against a table (this runs over every body on both sides of the wire).
-    static ATTENTION: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut b = 0;
-        while b < 0x20 {
-            t[b] = !matches!(b as u8, b'\t' | b'\n' | b'\r');
-            b += 1;
-        }
-        t[0xef] = true;
-        t
-    };
-    let bytes = body.as_bytes();
-    let mut from = 0;
-    let mut bad = None;
-    while let Some(i) = bytes
-        .get(from..)
-        .and_then(|rest| rest.iter().position(|&b| ATTENTION[usize::from(b)]))
-        .map(|p| from + p)
-    {
-        from = i + 1;
-        if bytes.get(i) != Some(&0xef)
-            || matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf]))
-        {
-            bad = Some(i);
-            break;
-        }
-    }
-    if let Some(ch) = bad
-        .and_then(|i| body.get(i..))
-        .and_then(|rest| rest.chars().next())
-    {
+    // XML's `Char` production (no C0 controls but tab, LF and CR; no U+FFFE/U+FFFF), with
+    // the XML reader's vectorised scan, which runs over every body on both sides of the wire;
+    // the offending character is looked for only when there is one.
+    if crate::xml::check_xml_chars(body).is_err() {
+        let ch = body
+            .chars()
+            .find(|&c| !crate::xml::is_xml_char(c))
+            .unwrap_or(char::REPLACEMENT_CHARACTER);
         return Err(MessageError::InvalidBodyChar { ch });
     }
     Ok(())

@@ -244,3 +244,169 @@ impl HandleFailure {
         }
     }
 }
+
+/// Assigns the per-handle failures of one ack, commit or rollback answer to the handles that
+/// request carried: the one place that decides which handles were refused (PROTOCOL §3.6).
+///
+/// Returns one failure per refused handle of `sent`, in `sent` order, each naming that handle
+/// exactly; every handle of `sent` not in the result was acknowledged. The rules:
+///
+/// * an entry naming a handle of `sent` is that handle's failure (the first entry wins when
+///   a handle is named twice);
+/// * an entry naming no handle (an empty or missing `<ReceiptHandle>`, as the real service
+///   has been seen to send) or a handle that is not in `sent` still belongs to this request:
+///   with one handle in `sent` it is that handle's failure; with several, nobody can tell
+///   which handle it meant, so **every handle not named by its own entry** is reported as
+///   refused with that entry's code and message. A refusal is never turned into a success.
+///
+/// Duplicates in `sent` are reported once. Applying this to its own output changes nothing.
+///
+/// ```
+/// use mq_proto::{ErrorCode, HandleFailure, ReceiptHandle, attribute_failures};
+///
+/// let sent = [ReceiptHandle::new("h1")?, ReceiptHandle::new("h2")?];
+/// // The service named no handle: neither can be counted as acknowledged.
+/// let anonymous = HandleFailure::new("", ErrorCode::ReceiptHandleError);
+/// let failed = attribute_failures(&sent, vec![anonymous]);
+/// assert_eq!(failed.len(), 2);
+/// assert_eq!(failed[0].receipt_handle, "h1");
+/// assert_eq!(failed[1].code, ErrorCode::ReceiptHandleError);
+///
+/// // A named failure refuses only its handle.
+/// let named = HandleFailure::new("h2", ErrorCode::MessageNotExist);
+/// let failed = attribute_failures(&sent, vec![named]);
+/// assert_eq!(failed.len(), 1);
+/// assert_eq!(failed[0].receipt_handle, "h2");
+/// # Ok::<(), mq_proto::InvalidValue>(())
+/// ```
+pub fn attribute_failures<'a, I>(sent: I, failures: Vec<HandleFailure>) -> Vec<HandleFailure>
+where
+    I: IntoIterator<Item = &'a crate::types::ReceiptHandle>,
+{
+    if failures.is_empty() {
+        return failures;
+    }
+    let handles: Vec<&str> = sent.into_iter().map(|h| h.as_str()).collect();
+    let mut named: Vec<Option<HandleFailure>> = vec![None; handles.len()];
+    let mut unmatched: Option<HandleFailure> = None;
+    for f in failures {
+        match handles.iter().position(|h| *h == f.receipt_handle) {
+            Some(i) => {
+                // The first entry for a handle wins; later ones for it add nothing.
+                let slot = &mut named[i];
+                if slot.is_none() {
+                    *slot = Some(f);
+                }
+            }
+            None => {
+                if unmatched.is_none() {
+                    unmatched = Some(f);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(handles.len());
+    for (i, h) in handles.iter().enumerate() {
+        if handles[..i].contains(h) {
+            continue; // a handle sent twice is reported once
+        }
+        let failure = named[i].take().or_else(|| {
+            unmatched.as_ref().map(|u| HandleFailure {
+                receipt_handle: (*h).to_owned(),
+                code: u.code.clone(),
+                message: u.message.clone(),
+            })
+        });
+        out.extend(failure);
+    }
+    out
+}
+
+#[cfg(test)]
+mod attribution_tests {
+    use super::*;
+    use crate::types::ReceiptHandle;
+
+    fn handles(names: &[&str]) -> Vec<ReceiptHandle> {
+        names
+            .iter()
+            .map(|n| ReceiptHandle::new(*n).unwrap())
+            .collect()
+    }
+
+    fn failure(handle: &str, code: ErrorCode) -> HandleFailure {
+        HandleFailure::new(handle, code)
+    }
+
+    fn named(out: &[HandleFailure]) -> Vec<(&str, &ErrorCode)> {
+        out.iter()
+            .map(|f| (f.receipt_handle.as_str(), &f.code))
+            .collect()
+    }
+
+    #[test]
+    fn a_failure_naming_no_handle_refuses_the_only_handle() {
+        let sent = handles(&["h1"]);
+        let out = attribute_failures(&sent, vec![failure("", ErrorCode::ReceiptHandleError)]);
+        assert_eq!(named(&out), [("h1", &ErrorCode::ReceiptHandleError)]);
+        assert_eq!(
+            out[0].message,
+            "The receipt handle you provide is not valid."
+        );
+    }
+
+    #[test]
+    fn a_failure_naming_another_handle_refuses_the_only_handle() {
+        let sent = handles(&["h1"]);
+        let out = attribute_failures(&sent, vec![failure("zz", ErrorCode::MessageNotExist)]);
+        assert_eq!(named(&out), [("h1", &ErrorCode::MessageNotExist)]);
+    }
+
+    #[test]
+    fn an_unattributable_failure_refuses_every_handle_not_named() {
+        let sent = handles(&["h1", "h2", "h3"]);
+        let out = attribute_failures(
+            &sent,
+            vec![
+                failure("h2", ErrorCode::MessageNotExist),
+                failure("", ErrorCode::ReceiptHandleError),
+            ],
+        );
+        assert_eq!(
+            named(&out),
+            [
+                ("h1", &ErrorCode::ReceiptHandleError),
+                ("h2", &ErrorCode::MessageNotExist),
+                ("h3", &ErrorCode::ReceiptHandleError),
+            ]
+        );
+    }
+
+    #[test]
+    fn named_failures_refuse_only_their_handles() {
+        let sent = handles(&["h1", "h2", "h3"]);
+        let out = attribute_failures(
+            &sent,
+            vec![
+                failure("h3", ErrorCode::MessageNotExist),
+                failure("h3", ErrorCode::ReceiptHandleError),
+            ],
+        );
+        assert_eq!(named(&out), [("h3", &ErrorCode::MessageNotExist)]);
+        assert!(attribute_failures(&sent, Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn duplicates_are_reported_once_and_the_result_is_a_fixed_point() {
+        let sent = handles(&["h1", "h1", "h2"]);
+        let out = attribute_failures(&sent, vec![failure("", ErrorCode::MessageNotExist)]);
+        assert_eq!(
+            named(&out),
+            [
+                ("h1", &ErrorCode::MessageNotExist),
+                ("h2", &ErrorCode::MessageNotExist)
+            ]
+        );
+        assert_eq!(attribute_failures(&sent, out.clone()), out);
+    }
+}

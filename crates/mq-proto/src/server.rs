@@ -498,8 +498,22 @@ fn for_each_child<'a>(
     r: &mut XmlReader<'a>,
     field: impl FnMut(&mut XmlReader<'a>, Elem) -> Result<(), RequestError>,
 ) -> Result<(), RequestError> {
-    r.children(field)?;
-    Ok(r.finish()?)
+    match r.children(field) {
+        Ok(()) => Ok(r.finish()?),
+        Err(e) => Err(rest_is_well_formed(r, e)),
+    }
+}
+
+/// A schema error met before the end of the document stands only if the rest of the document
+/// is well-formed: a document that is not is `MalformedXML`, whatever else is wrong with it.
+fn rest_is_well_formed(r: &mut XmlReader<'_>, schema: RequestError) -> RequestError {
+    if schema.code == ErrorCode::MalformedXml {
+        return schema;
+    }
+    match r.drain() {
+        Ok(()) => schema,
+        Err(e) => malformed_xml(&e),
+    }
 }
 
 fn parse_publish_body(body: &[u8]) -> Result<TopicMessage, RequestError> {
@@ -507,7 +521,7 @@ fn parse_publish_body(body: &[u8]) -> Result<TopicMessage, RequestError> {
     let root = r.root().map_err(|e| malformed_xml(&e))?;
     if root != Elem::Message {
         let found = format!("root element <{}> is not <Message>", r.root_name());
-        return Err(schema_error("Message", found));
+        return Err(rest_is_well_formed(&mut r, schema_error("Message", found)));
     }
     let mut text: Option<Cow<'_, str>> = None;
     let mut tag: Option<Cow<'_, str>> = None;
@@ -564,7 +578,10 @@ fn parse_handles_body(body: &[u8]) -> Result<Vec<String>, RequestError> {
     let root = r.root().map_err(|e| malformed_xml(&e))?;
     if root != Elem::ReceiptHandles {
         let found = format!("root element <{}> is not <ReceiptHandles>", r.root_name());
-        return Err(schema_error("ReceiptHandles", found));
+        return Err(rest_is_well_formed(
+            &mut r,
+            schema_error("ReceiptHandles", found),
+        ));
     }
     let mut handles = Vec::new();
     for_each_child(&mut r, |r, e| {

@@ -2,18 +2,21 @@
 //!
 //! Reading is a thin layer over quick-xml's borrowing slice reader: elements are reported by
 //! *local name* (namespaces and prefixes are ignored), the text of a leaf element is the
-//! concatenation of its text and CDATA pieces with entity and character references resolved,
-//! and the layer enforces what the protocol documents need for safety: no `DOCTYPE` (so no
-//! entity expansion), a nesting cap, one root element. Writing produces compact XML with a
-//! declaration, a default namespace on the root only, and escaped single text nodes
-//! (PROTOCOL §3.1).
+//! concatenation of its text and CDATA pieces with line ends normalised and entity and
+//! character references resolved. The reader accepts only well-formed XML 1.0 (see
+//! [`XmlReader`] for each constraint and where it is checked) and, for safety, refuses what
+//! the protocol documents never need: a `DOCTYPE` (so no entity expansion) and nesting deeper
+//! than [`MAX_DEPTH`]. Writing produces compact XML with a declaration, a default namespace on
+//! the root only, and escaped single text nodes (PROTOCOL §3.1).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use memchr::{memchr, memchr_iter, memchr2_iter, memchr3};
 use quick_xml::Reader;
-use quick_xml::events::Event;
+use quick_xml::escape::unescape;
+use quick_xml::events::{BytesDecl, BytesPI, BytesStart, Event};
 
 /// Deepest element nesting accepted in any document (the protocol needs 3).
 pub(crate) const MAX_DEPTH: usize = 16;
@@ -27,13 +30,12 @@ pub(crate) const NS_MESSAGE: &str = "http://mq.aliyuncs.com/doc/v1/";
 /// Namespace of `Error` and `Errors` documents (no trailing slash; the Java SDK needs it).
 pub(crate) const NS_ERROR: &str = "http://mq.aliyuncs.com/doc/v1";
 
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum XmlError {
-    /// The XML tokenizer reported an error (syntax, mismatched end tag, bad UTF-8, unknown
-    /// entity...).
+    /// The document is not well-formed XML 1.0: reported by the XML tokenizer (syntax,
+    /// mismatched end tag, unknown entity, duplicate attribute...) or by the checks of this
+    /// module (characters, names, `]]>` in text, the XML declaration...).
     #[error("{0}")]
     Syntax(String),
     /// The document has a `DOCTYPE` declaration.
@@ -151,8 +153,47 @@ pub(crate) enum XmlEvent {
 }
 
 /// A pull reader over a borrowed document.
+///
+/// # Well-formedness
+///
+/// A document is accepted once [`finish`](Self::finish) has read it to its end; every read
+/// before that refuses the first violation of XML 1.0 (5th edition) it meets, and every later
+/// read repeats that error (quick-xml itself would go on after some). Checked by quick-xml, as configured in [`new`](Self::new): markup syntax, end tags
+/// matching start tags (`check_end_names`), `--` inside comments and comments ending in
+/// `--->` (`check_comments`), attributes written `name="value"` or `name='value'`, unique
+/// attribute names (`Attributes::with_checks`), references to the five predefined entities
+/// only, character reference syntax (decimal or `x` hexadecimal digits, no sign) and no
+/// `&#0;`, surrogate or out-of-range code point. Checked here:
+///
+/// - the whole input is UTF-8 and every character matches `Char` (§2.2), in text, CDATA,
+///   names, attribute values, comments and processing instructions: [`check_chars`], once
+///   over the document;
+/// - element and attribute names and processing-instruction targets match `Name` (§2.3);
+///   end tags need no check of their own since they must equal their start tag;
+/// - attributes are separated by whitespace, their values hold no `<` and only well-formed
+///   references (§3.1, WFC "No < in Attribute Values");
+/// - character data holds no `]]>` (§2.4) and only well-formed references, even where it is
+///   skipped;
+/// - character references resolve to a `Char` (WFC "Legal Character": `&#1;`, `&#xFFFE;`);
+/// - the processing-instruction target `xml` is reserved in any case (§2.6);
+/// - the XML declaration comes first (after an optional byte order mark) and follows §2.8:
+///   `version="1.x"`, then optionally `encoding` (an `EncName`) and `standalone` (`yes` or
+///   `no`), in that order, each after whitespace;
+/// - one root element, with only comments, processing instructions and whitespace around it
+///   (§2.1, §2.8).
+///
+/// Line ends in text are normalised as §2.11 asks (`\r\n` and a lone `\r` become `\n`; a
+/// `&#13;` reference stays a CR).
 pub(crate) struct XmlReader<'a> {
     reader: Reader<&'a [u8]>,
+    /// The document as text (empty when it failed [`check_chars`]).
+    doc: &'a str,
+    /// The first error met; every later read repeats it.
+    failed: Option<XmlError>,
+    /// Which rare characters the document holds.
+    found: Found,
+    /// No event was read yet: the only place for an XML declaration.
+    at_start: bool,
     depth: usize,
     seen_root: bool,
     root_closed: bool,
@@ -160,16 +201,25 @@ pub(crate) struct XmlReader<'a> {
 }
 
 impl<'a> XmlReader<'a> {
-    /// A reader over `body`; a leading UTF-8 byte order mark is skipped.
+    /// A reader over `body`; quick-xml skips one leading UTF-8 byte order mark. The characters
+    /// of the whole document are checked here, and a failure is reported by the first read.
     pub(crate) fn new(body: &'a [u8]) -> Self {
-        let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
-        let mut reader = Reader::from_reader(body);
+        let (doc, failed, found) = match check_chars(body) {
+            Ok((doc, found)) => (doc, None, found),
+            Err(e) => ("", Some(e), Found::default()),
+        };
+        let mut reader = Reader::from_str(doc);
         let config = reader.config_mut();
         config.expand_empty_elements = true;
         config.check_end_names = true;
+        config.check_comments = true;
         config.trim_text(false);
         Self {
             reader,
+            doc,
+            failed,
+            found,
+            at_start: true,
             depth: 0,
             seen_root: false,
             root_closed: false,
@@ -182,7 +232,40 @@ impl<'a> XmlReader<'a> {
         self.root_name.as_deref().unwrap_or("")
     }
 
-    fn enter(&mut self, local: &[u8]) -> Result<Elem, XmlError> {
+    /// The next event from quick-xml, with the checks that do not depend on where the reader
+    /// is (start tags are checked by [`enter`](Self::enter)).
+    #[inline(always)]
+    fn read(&mut self) -> Result<Event<'a>, XmlError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let at_start = std::mem::replace(&mut self.at_start, false);
+        let event = match self.reader.read_event() {
+            Ok(event) => event,
+            Err(e) => return Err(self.fail(syntax(e))),
+        };
+        let checked = match &event {
+            Event::Text(t) if self.found.cdata_end && has_cdata_end(t) => {
+                Err(XmlError::Syntax("`]]>` in character data".into()))
+            }
+            Event::PI(pi) => check_pi(pi),
+            Event::Decl(decl) => check_declaration(decl, at_start),
+            _ => Ok(()),
+        };
+        match checked {
+            Ok(()) => Ok(event),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Records `e` as the reader's final state: every later read repeats it.
+    fn fail(&mut self, e: XmlError) -> XmlError {
+        self.failed = Some(e.clone());
+        e
+    }
+
+    /// Checks a start tag and goes one level down.
+    fn enter(&mut self, tag: &BytesStart<'_>) -> Result<Elem, XmlError> {
         if self.root_closed {
             return Err(XmlError::OutsideRoot);
         }
@@ -190,10 +273,21 @@ impl<'a> XmlReader<'a> {
         if self.depth > MAX_DEPTH {
             return Err(XmlError::TooDeep);
         }
-        let elem = Elem::from_local(local);
+        let name = tag.name();
+        let local = name.local_name();
+        let elem = Elem::from_local(local.as_ref());
+        // The protocol's own names are valid `Name`s: only other or prefixed names are checked.
+        if (elem == Elem::Other || name.as_ref().len() != local.as_ref().len())
+            && !is_name(name.as_ref())
+        {
+            return Err(self.fail(invalid_name("element", name.as_ref())));
+        }
+        if let Err(e) = check_attributes(tag) {
+            return Err(self.fail(e));
+        }
         if !self.seen_root {
             self.seen_root = true;
-            self.root_name = Some(String::from_utf8_lossy(local).into_owned());
+            self.root_name = Some(String::from_utf8_lossy(local.as_ref()).into_owned());
         }
         Ok(elem)
     }
@@ -206,11 +300,11 @@ impl<'a> XmlReader<'a> {
     }
 
     /// The next structural event; text between elements is skipped (text outside the root
-    /// must be blank).
+    /// must be blank) but still checked.
     pub(crate) fn next(&mut self) -> Result<XmlEvent, XmlError> {
         loop {
-            match self.reader.read_event().map_err(syntax)? {
-                Event::Start(e) => return self.enter(e.local_name().as_ref()).map(XmlEvent::Start),
+            match self.read()? {
+                Event::Start(e) => return self.enter(&e).map(XmlEvent::Start),
                 // Never produced: `expand_empty_elements` turns `<a/>` into a start and an end.
                 Event::Empty(_) => {}
                 Event::End(_) => {
@@ -218,8 +312,14 @@ impl<'a> XmlReader<'a> {
                     return Ok(XmlEvent::End);
                 }
                 Event::Text(t) => {
-                    if self.depth == 0 && !t.iter().all(u8::is_ascii_whitespace) {
-                        return Err(XmlError::OutsideRoot);
+                    if self.depth == 0 {
+                        if !t.iter().all(|&b| is_space(b)) {
+                            return Err(XmlError::OutsideRoot);
+                        }
+                    } else if self.found.amp && memchr(b'&', &t).is_some() {
+                        if let Err(e) = self.char_data(t.into_inner(), true) {
+                            return Err(self.fail(e));
+                        }
                     }
                 }
                 Event::CData(_) => {
@@ -251,17 +351,18 @@ impl<'a> XmlReader<'a> {
     }
 
     /// Reads the text of the element that was just started, up to and including its end
-    /// tag: text and CDATA pieces are concatenated, references resolved; child elements are
-    /// skipped. Borrows from the input when the text is one piece without references.
+    /// tag: text and CDATA pieces are concatenated, line ends normalised, references
+    /// resolved; child elements are skipped. Borrows from the input when the text is one
+    /// piece without references or CRs.
     pub(crate) fn read_text(&mut self) -> Result<Cow<'a, str>, XmlError> {
         let mut acc: Option<Cow<'a, str>> = None;
         let target = self.depth.saturating_sub(1);
         loop {
-            let piece = match self.reader.read_event().map_err(syntax)? {
-                Event::Text(t) => t.unescape().map_err(syntax)?,
-                Event::CData(c) => c.decode().map_err(syntax)?,
+            let piece = match self.read()? {
+                Event::Text(t) => self.char_data(t.into_inner(), true),
+                Event::CData(c) => self.char_data(c.into_inner(), false),
                 Event::Start(e) => {
-                    self.enter(e.local_name().as_ref())?;
+                    self.enter(&e)?;
                     self.skip()?;
                     continue;
                 }
@@ -276,6 +377,10 @@ impl<'a> XmlReader<'a> {
                 Event::DocType(_) => return Err(XmlError::Doctype),
                 Event::Eof => return Err(XmlError::UnexpectedEof),
             };
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(e) => return Err(self.fail(e)),
+            };
             if piece.is_empty() {
                 continue;
             }
@@ -283,6 +388,35 @@ impl<'a> XmlReader<'a> {
                 None => acc = Some(piece),
                 Some(a) => a.to_mut().push_str(&piece),
             }
+        }
+    }
+
+    /// A text (`references`) or CDATA piece as a string: line ends normalised, references
+    /// resolved and checked.
+    fn char_data(&self, raw: Cow<'a, [u8]>, references: bool) -> Result<Cow<'a, str>, XmlError> {
+        let mut text = match raw {
+            Cow::Borrowed(b) => self.doc_str(b).map(Cow::Borrowed)?,
+            Cow::Owned(v) => String::from_utf8(v).map(Cow::Owned).map_err(syntax)?,
+        };
+        if self.found.cr {
+            text = normalize_line_ends(text);
+        }
+        if references && self.found.amp {
+            text = resolve_references(text)?;
+        }
+        Ok(text)
+    }
+
+    /// `piece`, a slice of the document, as a `str` without decoding it again: the whole
+    /// document is valid UTF-8 ([`check_chars`]) and quick-xml cuts it only next to ASCII
+    /// delimiters. A slice from anywhere else is decoded.
+    fn doc_str(&self, piece: &'a [u8]) -> Result<&'a str, XmlError> {
+        let within = (piece.as_ptr() as usize)
+            .checked_sub(self.doc.as_ptr() as usize)
+            .and_then(|start| self.doc.get(start..start.checked_add(piece.len())?));
+        match within {
+            Some(s) => Ok(s),
+            None => std::str::from_utf8(piece).map_err(syntax),
         }
     }
 
@@ -318,6 +452,17 @@ impl<'a> XmlReader<'a> {
         }
     }
 
+    /// Reads the rest of the document, checking it, wherever the reader stands: for a caller
+    /// that found a schema error early and must still tell a malformed document apart
+    /// (malformed XML is reported before any schema error).
+    pub(crate) fn drain(&mut self) -> Result<(), XmlError> {
+        loop {
+            if self.next()? == XmlEvent::Eof {
+                return Ok(());
+            }
+        }
+    }
+
     /// After the root element closed: checks that only blanks, comments and processing
     /// instructions follow.
     pub(crate) fn finish(&mut self) -> Result<(), XmlError> {
@@ -329,10 +474,363 @@ impl<'a> XmlReader<'a> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Well-formedness checks quick-xml does not make
+
+/// `S` (§2.3): space, tab, CR, LF.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// 1 for the bytes that may start a character XML does not allow — C0 controls (tab, LF and
+/// CR are allowed) and `0xEF`, the lead byte of U+FFFE and U+FFFF (surrogates cannot occur in
+/// UTF-8) — and for `0xF0..=0xFF` (4-byte characters, rare). One wrapping add moves that set
+/// to `0x00..=0x30`, so a fold over a block of bytes vectorises into one add and one compare
+/// per 16 bytes.
+#[inline(always)]
+fn attention(b: u8) -> u8 {
+    u8::from(b.wrapping_add(0x11) <= 0x30)
+}
+
+/// [`attention`] without tab and LF, for blocks that have a byte of [`attention`] (CR stays,
+/// so that [`check_block`] notes it).
+#[inline(always)]
+fn close_attention(b: u8) -> u8 {
+    (u8::from(b < 0x20) & u8::from(b != b'\t') & u8::from(b != b'\n')) | u8::from(b == 0xef)
+}
+
+/// What [`check_chars`] found besides errors: which rare characters the document holds, so
+/// that the per-piece work for them is skipped when it does not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Found {
+    /// A CR: text needs line-end normalisation.
+    cr: bool,
+    /// An `&`: text may hold references.
+    amp: bool,
+    /// `]]>` somewhere (legal only as the end of a CDATA section).
+    cdata_end: bool,
+}
+
+/// Checks that `bytes` is UTF-8 and that every character matches `Char` (§2.2): no C0
+/// control other than tab, LF and CR, no U+FFFE or U+FFFF; returns the text and what rare
+/// characters it holds.
+///
+/// After the UTF-8 check, 64-byte blocks are tested with a branch-free fold of [`attention`]
+/// (vectorised by the compiler); a block with such a byte is tested again without tab and LF
+/// (indented documents have them in many blocks), and looked at byte by byte only if that
+/// finds one.
+fn check_chars(bytes: &[u8]) -> Result<(&str, Found), XmlError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| XmlError::Syntax(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let mut found = Found {
+        cr: check_xml_chars(text)?,
+        ..Found::default()
+    };
+    for i in memchr2_iter(b'&', b']', bytes) {
+        if bytes.get(i) == Some(&b'&') {
+            found.amp = true;
+        } else if bytes.get(i..i + 3) == Some(b"]]>".as_slice()) {
+            found.cdata_end = true;
+        }
+        if found.amp && found.cdata_end {
+            break;
+        }
+    }
+    Ok((text, found))
+}
+
+/// The `Char` check of [`check_chars`]; returns whether `text` holds a CR.
+pub(crate) fn check_xml_chars(text: &str) -> Result<bool, XmlError> {
+    const BLOCK: usize = 64;
+    let bytes = text.as_bytes();
+    let mut cr = false;
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut start = 0;
+    for block in &mut blocks {
+        if let Ok(block) = <&[u8; BLOCK]>::try_from(block) {
+            if block.iter().fold(0, |acc, &b| acc | attention(b)) != 0
+                && block.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0
+            {
+                cr |= check_block(text, start, BLOCK)?;
+            }
+        }
+        start += BLOCK;
+    }
+    // The last partial block, padded with spaces to a whole one (a fixed-size fold vectorises).
+    let rest = blocks.remainder();
+    let mut padded = [b' '; BLOCK];
+    if let Some(head) = padded.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
+    }
+    if padded.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0 {
+        cr |= check_block(text, start, rest.len())?;
+    }
+    Ok(cr)
+}
+
+/// The byte-by-byte check of `len` bytes of `text` from `start`; returns whether they hold a
+/// CR.
+#[inline(never)]
+fn check_block(text: &str, start: usize, len: usize) -> Result<bool, XmlError> {
+    let bytes = text.as_bytes();
+    let mut cr = false;
+    for at in start..start + len {
+        match bytes.get(at) {
+            Some(b'\r') => cr = true,
+            Some(0xef) if !matches!(bytes.get(at + 1..at + 3), Some([0xbf, 0xbe | 0xbf])) => {}
+            Some(&b) if close_attention(b) != 0 => {
+                let c = text
+                    .get(at..)
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or('\0');
+                return Err(XmlError::Syntax(format!(
+                    "character U+{:04X} at byte {at} is not allowed in XML",
+                    u32::from(c)
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(cr)
+}
+
+/// Whether `text` holds `]]>`, which character data must not (§2.4).
+fn has_cdata_end(text: &[u8]) -> bool {
+    memchr_iter(b'>', text).any(|i| i >= 2 && text.get(i - 2..i) == Some(b"]]".as_slice()))
+}
+
+/// `\r\n` and lone `\r` become `\n` (§2.11).
+fn normalize_line_ends(text: Cow<'_, str>) -> Cow<'_, str> {
+    if memchr(b'\r', text.as_bytes()).is_none() {
+        return text;
+    }
+    Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+}
+
+/// Resolves the entity and character references of `text` (quick-xml checks their syntax
+/// and that entities are predefined) and checks that the characters they give are `Char`s.
+fn resolve_references(text: Cow<'_, str>) -> Result<Cow<'_, str>, XmlError> {
+    if memchr(b'&', text.as_bytes()).is_none() {
+        return Ok(text);
+    }
+    let resolved = unescape(&text).map_err(syntax)?.into_owned();
+    check_xml_chars(&resolved).map_err(|_| {
+        XmlError::Syntax("a character reference to a character XML does not allow".into())
+    })?;
+    Ok(Cow::Owned(resolved))
+}
+
+/// Whether `name` matches `Name` (§2.3). Names are short: ASCII ones take a fast path.
+fn is_name(name: &[u8]) -> bool {
+    fn ascii_start(b: u8) -> bool {
+        b.is_ascii_alphabetic() || b == b'_' || b == b':'
+    }
+    match name.split_first() {
+        None => false,
+        Some((&first, rest)) if name.is_ascii() => {
+            ascii_start(first)
+                && rest
+                    .iter()
+                    .all(|&b| ascii_start(b) || b.is_ascii_digit() || b == b'-' || b == b'.')
+        }
+        Some(_) => std::str::from_utf8(name).is_ok_and(|s| {
+            let mut chars = s.chars();
+            chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
+        }),
+    }
+}
+
+/// `NameStartChar` (§2.3).
+fn is_name_start_char(c: char) -> bool {
+    matches!(c,
+        ':' | 'A'..='Z' | '_' | 'a'..='z'
+        | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// `NameChar` (§2.3).
+fn is_name_char(c: char) -> bool {
+    is_name_start_char(c)
+        || matches!(c,
+            '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
+fn invalid_name(what: &str, name: &[u8]) -> XmlError {
+    const SHOWN: usize = 40;
+    let shown = String::from_utf8_lossy(name.get(..SHOWN).unwrap_or(name)).into_owned();
+    XmlError::Syntax(format!("invalid {what} name {shown:?}"))
+}
+
+/// The attributes of a start tag: quick-xml parses them (quotes, `=`, duplicates); names,
+/// values and the whitespace between them are checked here (§3.1).
+fn check_attributes(tag: &BytesStart<'_>) -> Result<(), XmlError> {
+    let raw = tag.attributes_raw();
+    if raw.iter().all(|&b| is_space(b)) {
+        return Ok(());
+    }
+    // The one attribute most roots have: a single valid attribute, nothing to look into.
+    if let Some(value) = raw
+        .strip_prefix(b" xmlns=\"")
+        .and_then(|rest| rest.strip_suffix(b"\""))
+    {
+        if memchr3(b'"', b'<', b'&', value).is_none() {
+            return Ok(());
+        }
+    }
+    let mut count = 0;
+    for attribute in tag.attributes().with_checks(false) {
+        let attribute = attribute.map_err(syntax)?;
+        count += 1;
+        if !is_name(attribute.key.as_ref()) {
+            return Err(invalid_name("attribute", attribute.key.as_ref()));
+        }
+        let value = attribute.value.as_ref();
+        if memchr(b'<', value).is_some() {
+            return Err(XmlError::Syntax("`<` in an attribute value".into()));
+        }
+        if memchr(b'&', value).is_some() {
+            let value = std::str::from_utf8(value).map_err(syntax)?;
+            resolve_references(Cow::Borrowed(value))?;
+        }
+    }
+    if count > 1 {
+        // Unique attribute names: quick-xml's check (it allocates, so only where it can fail).
+        for attribute in tag.attributes().with_checks(true) {
+            attribute.map_err(syntax)?;
+        }
+    }
+    // With valid names, quotes in `raw` only delimit values: after each closing quote comes
+    // whitespace or the end of the tag.
+    let mut rest = raw;
+    while let Some((open, &quote)) = rest
+        .iter()
+        .enumerate()
+        .find(|(_, b)| **b == b'"' || **b == b'\'')
+    {
+        let after_value = rest
+            .get(open + 1..)
+            .and_then(|value| memchr(quote, value))
+            .map_or(rest.len(), |len| open + 1 + len + 1);
+        rest = rest.get(after_value..).unwrap_or_default();
+        if rest.first().is_some_and(|&b| !is_space(b)) {
+            return Err(XmlError::Syntax(
+                "attributes must be separated by whitespace".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A processing instruction's target must be a `Name` other than `xml` in any case (§2.6);
+/// quick-xml ends the target at the first whitespace, so target and data are separated.
+fn check_pi(pi: &BytesPI<'_>) -> Result<(), XmlError> {
+    let target = pi.target();
+    if target.eq_ignore_ascii_case(b"xml") {
+        return Err(XmlError::Syntax(
+            "the processing instruction target `xml` is reserved (an XML declaration must come first)"
+                .into(),
+        ));
+    }
+    if !is_name(target) {
+        return Err(invalid_name("processing instruction target", target));
+    }
+    Ok(())
+}
+
+/// The XML declaration (§2.8): only at the start of the document, then
+/// `S 'version' Eq VersionNum (S 'encoding' Eq EncName)? (S 'standalone' Eq ('yes'|'no'))? S?`
+/// with quoted values.
+fn check_declaration(decl: &BytesDecl<'_>, at_start: bool) -> Result<(), XmlError> {
+    if !at_start {
+        return Err(XmlError::Syntax(
+            "the XML declaration is only allowed at the start of the document".into(),
+        ));
+    }
+    // quick-xml reports `<?xml` followed by whitespace or `?>` as a declaration; `decl` holds
+    // what is between `<?` and `?>`.
+    if COMMON_DECLARATIONS.contains(&&**decl) {
+        return Ok(());
+    }
+    let pseudo_attributes = decl.get(3..).unwrap_or_default();
+    declaration_syntax(pseudo_attributes)
+        .map_err(|reason| XmlError::Syntax(format!("invalid XML declaration: {reason}")))
+}
+
+/// Declarations the SDKs send (between `<?` and `?>`), accepted without parsing them.
+const COMMON_DECLARATIONS: [&[u8]; 4] = [
+    br#"xml version="1.0" encoding="UTF-8""#,
+    br#"xml version="1.0" encoding="utf-8""#,
+    br#"xml version="1.0" encoding="UTF-8" standalone="no""#,
+    br#"xml version="1.0""#,
+];
+
+fn declaration_syntax(mut rest: &[u8]) -> Result<(), &'static str> {
+    const NAMES: [&[u8]; 3] = [b"version", b"encoding", b"standalone"];
+    // Index in `NAMES` of the first pseudo-attribute still allowed.
+    let mut next = 0;
+    loop {
+        let after_space = trim_space(rest);
+        if after_space.is_empty() {
+            break;
+        }
+        if after_space.len() == rest.len() {
+            return Err("whitespace must precede each pseudo-attribute");
+        }
+        let name_len = after_space
+            .iter()
+            .position(|&b| b == b'=' || is_space(b))
+            .unwrap_or(after_space.len());
+        let (name, tail) = after_space.split_at(name_len);
+        let index = NAMES
+            .iter()
+            .position(|n| *n == name)
+            .filter(|&i| if next == 0 { i == 0 } else { i >= next })
+            .ok_or("expected version, then encoding, then standalone")?;
+        next = index + 1;
+        let tail = trim_space(tail).strip_prefix(b"=").ok_or("expected `=`")?;
+        let (quote, tail) = match trim_space(tail).split_first() {
+            Some((&q, tail)) if q == b'"' || q == b'\'' => (q, tail),
+            _ => return Err("values must be quoted"),
+        };
+        let end = memchr(quote, tail).ok_or("unterminated value")?;
+        let (value, tail) = tail.split_at(end);
+        let valid = match index {
+            0 => value
+                .strip_prefix(b"1.")
+                .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit)),
+            1 => value.split_first().is_some_and(|(first, rest)| {
+                first.is_ascii_alphabetic()
+                    && rest
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            }),
+            _ => value == b"yes" || value == b"no",
+        };
+        if !valid {
+            return Err(match index {
+                0 => "the version must be 1.x",
+                1 => "invalid encoding name",
+                _ => "standalone must be yes or no",
+            });
+        }
+        rest = tail.get(1..).unwrap_or_default();
+    }
+    if next == 0 {
+        return Err("the version is missing");
+    }
+    Ok(())
+}
+
+fn trim_space(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_space(b)).unwrap_or(s.len());
+    s.get(start..).unwrap_or_default()
+}
+
 /// Whether `c` may appear in an XML 1.0 document (as a character or a reference): the
-/// definition [`escape_into`] implements byte-wise.
-#[cfg(test)]
-fn is_xml_char(c: char) -> bool {
+/// definition [`escape_into`] and [`check_chars`] implement byte-wise.
+pub(crate) fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
 }
 
@@ -507,6 +1005,148 @@ mod tests {
             Err(XmlError::Syntax(_))
         ));
         assert!(matches!(texts("<a><b></c></a>"), Err(XmlError::Syntax(_))));
+    }
+
+    #[test]
+    fn normalises_line_ends_but_not_character_references() {
+        let doc = "<a><b>x\r\ny\rz<![CDATA[\r\n]]>&#13;\n&#xD;&#10;</b></a>";
+        assert_eq!(
+            texts(doc),
+            Ok(vec![(Elem::Other, "x\ny\nz\n\r\n\r\n".into())])
+        );
+        // No CR: the text is borrowed from the input.
+        let mut r = XmlReader::new(b"<a>plain text</a>");
+        r.root().unwrap();
+        assert!(matches!(r.read_text(), Ok(Cow::Borrowed("plain text"))));
+    }
+
+    #[test]
+    fn errors_are_sticky() {
+        let mut r = XmlReader::new(b"<a><b></c><d/></a>");
+        assert_eq!(r.root(), Ok(Elem::Other));
+        assert_eq!(r.next(), Ok(XmlEvent::Start(Elem::Other)));
+        let first = r.next().unwrap_err();
+        assert!(matches!(first, XmlError::Syntax(_)), "{first:?}");
+        assert_eq!(r.next(), Err(first.clone()));
+        assert_eq!(r.finish(), Err(first));
+        // Characters are checked up front, reported by the first read.
+        let mut r = XmlReader::new(b"<a>\x01</a>");
+        assert!(matches!(r.root(), Err(XmlError::Syntax(_))));
+    }
+
+    #[test]
+    fn only_one_byte_order_mark() {
+        assert!(texts("\u{feff}<a><b>x</b></a>").is_ok());
+        assert_eq!(texts("\u{feff}\u{feff}<a/>"), Err(XmlError::OutsideRoot));
+        assert_eq!(texts(" \u{feff}<a/>"), Err(XmlError::OutsideRoot));
+    }
+
+    #[test]
+    fn names() {
+        for ok in [
+            "a",
+            "_",
+            ":",
+            "a:b",
+            "A-1.b_c",
+            "x\u{b7}",
+            "\u{c0}",
+            "中文",
+            "\u{10000}x",
+        ] {
+            assert!(is_name(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "-a",
+            ".a",
+            "\u{b7}",
+            "a b",
+            "a\"",
+            "a/",
+            "a=",
+            "\u{d7}",
+            "a\u{3000}",
+        ] {
+            assert!(!is_name(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn declaration_grammar() {
+        for ok in [
+            r#" version="1.0""#,
+            r#" version='1.0'"#,
+            r#" version="1.1" "#,
+            r#" version = "1.10" encoding='utf-8'"#,
+            r#" version="1.0" standalone="yes""#,
+            "\tversion=\"1.0\"\nencoding=\"ISO-8859-1\"\rstandalone='no'\t",
+            r#" version="1.0" encoding="a._-1""#,
+        ] {
+            assert_eq!(declaration_syntax(ok.as_bytes()), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            r#" encoding="UTF-8""#,
+            r#" version="1.0" version="1.0""#,
+            r#" version="1.0" standalone="no" encoding="UTF-8""#,
+            r#" version="2.0""#,
+            r#" version="1.""#,
+            r#" version="1.0a""#,
+            r#" version=1.0"#,
+            r#" version="1.0'"#,
+            r#" version="1.0"encoding="UTF-8""#,
+            r#" version"1.0""#,
+            r#" version="1.0" encoding="""#,
+            r#" version="1.0" encoding="8bit""#,
+            r#" version="1.0" encoding="UTF 8""#,
+            r#" version="1.0" standalone="maybe""#,
+            r#" version="1.0" standalone="YES""#,
+            r#" version="1.0" foo="bar""#,
+            r#" Version="1.0""#,
+        ] {
+            assert!(declaration_syntax(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        for common in COMMON_DECLARATIONS {
+            assert_eq!(declaration_syntax(common.get(3..).unwrap()), Ok(()));
+        }
+    }
+
+    /// What `check_chars` must find, character by character.
+    fn chars_reference(bytes: &[u8]) -> Option<Found> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        text.chars().all(is_xml_char).then(|| Found {
+            cr: text.contains('\r'),
+            amp: text.contains('&'),
+            cdata_end: text.contains("]]>"),
+        })
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #[test]
+        fn check_chars_matches_the_char_definition(
+            pieces in proptest::collection::vec(proptest::prop_oneof![
+                "[a-z<>/ ]{0,40}",
+                "[\\x00-\\x20\\t\\n\\r&\\]>]",
+                proptest::sample::select(vec![
+                    "\u{fffe}", "\u{ffff}", "\u{fffd}", "\u{feff}", "\u{ff0c}", "\u{efff}",
+                    "\u{10ffff}", "\u{1f600}", "中", "]]>", "]]", "\r\n", "\u{7f}", "\u{85}",
+                ]).prop_map(str::to_owned),
+            ], 0..24),
+            cut in proptest::option::of(0usize..400),
+        ) {
+            let mut bytes = pieces.concat().into_bytes();
+            // Cutting may split a character: invalid UTF-8 must be refused too.
+            if let Some(cut) = cut {
+                bytes.truncate(cut);
+            }
+            let got = check_chars(&bytes).map(|(_, found)| found).ok();
+            proptest::prop_assert_eq!(got, chars_reference(&bytes));
+        }
     }
 
     /// The char-by-char definition `escape_into` must match.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mq_proto::machine::{
     AckRefused, CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit, ConsumerConfig,
     ConsumerEvent, ConsumerMachine, ConsumerTransmit, DecideError, DecideRefused, Decision,
-    FailureKind, Jitter, MIN_BACKOFF, RetryConfig,
+    FailureKind, Jitter, MIN_BACKOFF, Received, RetryConfig,
 };
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, HandleFailure, Message, MessageId, Properties,
@@ -58,15 +58,15 @@ fn check_events(m: &mut CheckerMachine) -> Vec<CheckerEvent> {
     std::iter::from_fn(|| m.poll_event()).collect()
 }
 
-fn expect_receive(m: &mut ConsumerMachine, now: Instant, wall: u64) -> (u64, u8) {
-    match m.poll_transmit(now, wall) {
+fn expect_receive(m: &mut ConsumerMachine, now: Instant) -> (u64, u8) {
+    match m.poll_transmit(now) {
         Some(ConsumerTransmit::Receive { id, batch, .. }) => (id, batch.get()),
         other => panic!("expected a receive, got {other:?}"),
     }
 }
 
-fn expect_ack(m: &mut ConsumerMachine, now: Instant, wall: u64) -> (u64, Vec<ReceiptHandle>) {
-    match m.poll_transmit(now, wall) {
+fn expect_ack(m: &mut ConsumerMachine, now: Instant) -> (u64, Vec<ReceiptHandle>) {
+    match m.poll_transmit(now) {
         Some(ConsumerTransmit::Ack { id, handles }) => (id, handles),
         other => panic!("expected an ack, got {other:?}"),
     }
@@ -76,23 +76,229 @@ fn no_jitter() -> RetryConfig {
     RetryConfig::default().with_jitter(Jitter::None)
 }
 
+// ----- refusals that name no handle (issue: refused acks reported as success) -----
+
+/// The two bodies the real service has been seen to send (or may send) for a refused ack,
+/// as the client decodes them: an `Errors` entry whose `ReceiptHandle` is empty, and one
+/// without the element.
+fn anonymous_refusals() -> Vec<Vec<HandleFailure>> {
+    use http::{HeaderMap, StatusCode};
+    let bodies: [&[u8]; 2] = [
+        b"<Errors><Error><ErrorCode>ReceiptHandleError</ErrorCode><ErrorMessage>The receipt handle you provide is not valid.</ErrorMessage><ReceiptHandle></ReceiptHandle></Error></Errors>",
+        b"<Errors><Error><ErrorCode>ReceiptHandleError</ErrorCode><ErrorMessage>The receipt handle you provide is not valid.</ErrorMessage></Error></Errors>",
+    ];
+    bodies
+        .iter()
+        .map(|b| {
+            mq_proto::client::decode_ack_response(StatusCode::NOT_FOUND, &HeaderMap::new(), b)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_stream_ack_refused_without_a_handle_is_never_an_ack() {
+    for refusal in anonymous_refusals() {
+        for n in [1u64, 3] {
+            let now = t0();
+            let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
+            let (id, _) = expect_receive(&mut m, now);
+            let batch = msgs(0..n, WALL0 + 300_000);
+            m.handle_receive(now, id, Ok(Received::new(batch.clone(), Some(WALL0))));
+            let _ = events(&mut m);
+            for msg in &batch {
+                m.ack(now, &msg.receipt_handle).unwrap();
+            }
+            let (ack, sent) = expect_ack(&mut m, now + ms(100));
+            assert_eq!(sent.len() as u64, n);
+            m.handle_ack(now + ms(100), ack, Ok(refusal.clone()));
+            let got = events(&mut m);
+            // Every handle of the request is refused, with the service's code and message.
+            assert_eq!(got.len() as u64, n, "{got:?}");
+            for (e, h) in got.iter().zip(&sent) {
+                match e {
+                    ConsumerEvent::AckFailed(f) => {
+                        assert_eq!(f.receipt_handle, h.as_str());
+                        assert_eq!(f.code, ErrorCode::ReceiptHandleError);
+                        assert_eq!(f.message, "The receipt handle you provide is not valid.");
+                    }
+                    other => panic!("expected a refusal, got {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refusal_naming_one_handle_of_a_batch_refuses_only_that_one() {
+    let now = t0();
+    let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..3, WALL0 + 300_000), Some(WALL0))),
+    );
+    let _ = events(&mut m);
+    for n in 0..3 {
+        m.ack(now, &msg(n, 0).receipt_handle).unwrap();
+    }
+    let (ack, sent) = expect_ack(&mut m, now + ms(100));
+    let refused = HandleFailure::new(sent[1].as_str(), ErrorCode::MessageNotExist);
+    m.handle_ack(now + ms(100), ack, Ok(vec![refused.clone()]));
+    assert_eq!(
+        events(&mut m),
+        vec![
+            ConsumerEvent::AckFailed(refused),
+            ConsumerEvent::Acked(vec![sent[0].clone(), sent[2].clone()]),
+        ]
+    );
+}
+
+#[test]
+fn a_commit_or_rollback_refused_without_a_handle_is_never_decided() {
+    for refusal in anonymous_refusals() {
+        for decision in [Decision::Commit, Decision::Rollback] {
+            let now = t0();
+            let mut m = CheckerMachine::new(CheckerConfig::default(), 3);
+            let (p, _) = expect_poll(&mut m, now);
+            m.handle_poll(
+                now,
+                p,
+                Ok(Received::new(msgs(0..1, WALL0 + 10_000), Some(WALL0))),
+            );
+            let _ = check_events(&mut m);
+            let h = msg(0, 0).receipt_handle;
+            m.decide(now, &h, decision).unwrap();
+            let (d, sent, kind) = expect_decide(&mut m, now);
+            assert_eq!(sent, h);
+            m.handle_decide(now, d, Ok(refusal.clone()));
+            let expected = HandleFailure {
+                receipt_handle: h.to_string(),
+                code: ErrorCode::ReceiptHandleError,
+                message: "The receipt handle you provide is not valid.".into(),
+            };
+            assert_eq!(
+                check_events(&mut m),
+                vec![CheckerEvent::DecideFailed {
+                    handle: h,
+                    kind,
+                    error: DecideError::Rejected(expected),
+                }]
+            );
+        }
+    }
+}
+
+// ----- expiry is the server's (issue: clock skew drops every decision) -----
+
+/// Server clocks far from any local clock: the machines never see the local wall clock, so a
+/// handle valid for 20 s by the server's own `Date` is acked and decided whatever the
+/// server's absolute time is (a client 30 s or 10 min ahead or behind).
+#[test]
+fn handle_validity_is_measured_on_the_server_clock() {
+    for skew_ms in [-600_000i64, -30_000, 30_000, 600_000] {
+        let server_now = WALL0.checked_add_signed(skew_ms).unwrap();
+        let now = t0();
+        // Consumer: invisibility 20 s, ack 19 s later.
+        let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
+        let (id, _) = expect_receive(&mut m, now);
+        m.handle_receive(
+            now,
+            id,
+            Ok(Received::new(
+                msgs(0..1, server_now + 20_000),
+                Some(server_now),
+            )),
+        );
+        let _ = events(&mut m);
+        let later = now + ms(19_000);
+        m.ack(later, &msg(0, 0).receipt_handle).unwrap();
+        let (ack, _) = expect_ack(&mut m, later + ms(100));
+        m.handle_ack(later + ms(100), ack, Ok(vec![]));
+        assert_eq!(
+            events(&mut m),
+            vec![ConsumerEvent::Acked(vec![msg(0, 0).receipt_handle])]
+        );
+        // Past the server's validity (by its own clock) the ack is dropped locally.
+        let (id, _) = expect_receive(&mut m, now);
+        m.handle_receive(
+            now,
+            id,
+            Ok(Received::new(
+                msgs(1..2, server_now + 20_000),
+                Some(server_now),
+            )),
+        );
+        let _ = events(&mut m);
+        m.ack(now + ms(20_000), &msg(1, 0).receipt_handle).unwrap();
+        assert_eq!(
+            events(&mut m),
+            vec![ConsumerEvent::AckExpired(msg(1, 0).receipt_handle)]
+        );
+        // Checker: check handle valid for 10 s, decided after 9 s.
+        let mut c = CheckerMachine::new(CheckerConfig::default(), 3);
+        let (p, _) = expect_poll(&mut c, now);
+        c.handle_poll(
+            now,
+            p,
+            Ok(Received::new(
+                msgs(0..1, server_now + 10_000),
+                Some(server_now),
+            )),
+        );
+        let _ = check_events(&mut c);
+        let at = now + ms(9_000);
+        c.decide(at, &msg(0, 0).receipt_handle, Decision::Commit)
+            .unwrap();
+        let (d, _, _) = expect_decide(&mut c, at);
+        c.handle_decide(at, d, Ok(vec![]));
+        assert!(matches!(
+            check_events(&mut c)[..],
+            [CheckerEvent::Decided { .. }]
+        ));
+    }
+}
+
+#[test]
+fn without_a_server_date_expiry_is_left_to_the_server() {
+    let now = t0();
+    let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
+    let (id, _) = expect_receive(&mut m, now);
+    // A NextConsumeTime long "past" by any clock, and no Date: the ack is still sent.
+    m.handle_receive(now, id, Ok(Received::new(msgs(0..1, 5), None)));
+    let _ = events(&mut m);
+    let later = now + ms(3_600_000);
+    m.ack(later, &msg(0, 0).receipt_handle).unwrap();
+    let (ack, _) = expect_ack(&mut m, later + ms(100));
+    m.handle_ack(later + ms(100), ack, Ok(vec![]));
+    assert_eq!(
+        events(&mut m),
+        vec![ConsumerEvent::Acked(vec![msg(0, 0).receipt_handle])]
+    );
+}
+
 // ----- consumer scenarios -----
 
 #[test]
 fn one_receive_at_a_time_and_backpressure() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default().with_max_in_hand(3), 1);
-    let (id, batch) = expect_receive(&mut m, now, WALL0);
+    let (id, batch) = expect_receive(&mut m, now);
     assert_eq!(batch, 3, "never asks for more than the room left");
-    assert_eq!(m.poll_transmit(now, WALL0), None);
-    m.handle_receive(now, WALL0, id, Ok(msgs(0..3, WALL0 + 300_000)));
+    assert_eq!(m.poll_transmit(now), None);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..3, WALL0 + 300_000), Some(WALL0))),
+    );
     assert_eq!(m.in_hand(), 3);
     assert_eq!(events(&mut m).len(), 3);
-    assert_eq!(m.poll_transmit(now, WALL0), None, "full: no receive");
+    assert_eq!(m.poll_transmit(now), None, "full: no receive");
     m.release(&msg(0, 0).receipt_handle).unwrap();
-    let (_, batch) = expect_receive(&mut m, now, WALL0);
+    let (_, batch) = expect_receive(&mut m, now);
     assert_eq!(batch, 1);
-    assert_eq!(m.poll_transmit(now, WALL0), None);
+    assert_eq!(m.poll_transmit(now), None);
 }
 
 #[test]
@@ -103,7 +309,7 @@ fn orderly_kind_and_wait_are_sent() {
         .with_wait(WaitSeconds::new(5).unwrap());
     let mut m = ConsumerMachine::new(c, 1);
     assert_eq!(
-        m.poll_transmit(now, WALL0),
+        m.poll_transmit(now),
         Some(ConsumerTransmit::Receive {
             id: 1,
             kind: ConsumeKind::Orderly,
@@ -117,35 +323,42 @@ fn orderly_kind_and_wait_are_sent() {
 fn acks_flush_at_sixteen_or_after_the_delay() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Ok(msgs(0..16, WALL0 + 300_000)));
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Ok(msgs(16..20, WALL0 + 300_000)));
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..16, WALL0 + 300_000), Some(WALL0))),
+    );
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(16..20, WALL0 + 300_000), Some(WALL0))),
+    );
     let _ = events(&mut m);
-    let (_receive, _) = expect_receive(&mut m, now, WALL0);
+    let (_receive, _) = expect_receive(&mut m, now);
     for n in 0..15 {
-        m.ack(now, WALL0, &msg(n, 0).receipt_handle).unwrap();
+        m.ack(now, &msg(n, 0).receipt_handle).unwrap();
     }
-    assert_eq!(m.poll_transmit(now, WALL0), None, "15 queued: wait");
+    assert_eq!(m.poll_transmit(now), None, "15 queued: wait");
     assert_eq!(m.poll_timeout(), Some(now + ms(100)));
-    m.ack(now, WALL0, &msg(15, 0).receipt_handle).unwrap();
-    let (_, handles) = expect_ack(&mut m, now, WALL0);
+    m.ack(now, &msg(15, 0).receipt_handle).unwrap();
+    let (_, handles) = expect_ack(&mut m, now);
     assert_eq!(handles.len(), 16);
     // A partial batch goes after the delay counted from its first ack.
     let t1 = now + ms(10);
-    m.ack(t1, WALL0, &msg(16, 0).receipt_handle).unwrap();
-    m.ack(t1 + ms(50), WALL0, &msg(17, 0).receipt_handle)
-        .unwrap();
+    m.ack(t1, &msg(16, 0).receipt_handle).unwrap();
+    m.ack(t1 + ms(50), &msg(17, 0).receipt_handle).unwrap();
     assert_eq!(m.poll_timeout(), Some(t1 + ms(100)));
-    assert_eq!(m.poll_transmit(t1 + ms(99), WALL0), None);
-    m.handle_timeout(t1 + ms(100), WALL0 + 110);
-    let (ack_id, handles) = expect_ack(&mut m, t1 + ms(100), WALL0 + 110);
+    assert_eq!(m.poll_transmit(t1 + ms(99)), None);
+    m.handle_timeout(t1 + ms(100));
+    let (ack_id, handles) = expect_ack(&mut m, t1 + ms(100));
     assert_eq!(
         handles,
         vec![msg(16, 0).receipt_handle, msg(17, 0).receipt_handle]
     );
     assert_eq!(m.acks_in_flight(), 2);
-    m.handle_ack(t1 + ms(120), WALL0 + 130, ack_id, Ok(vec![]));
+    m.handle_ack(t1 + ms(120), ack_id, Ok(vec![]));
     assert_eq!(events(&mut m), vec![ConsumerEvent::Acked(handles)],);
     assert_eq!(m.pending_acks(), 16);
 }
@@ -155,21 +368,23 @@ fn more_than_sixteen_acks_split_into_batches() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     for chunk in 0..3u64 {
-        let (id, _) = expect_receive(&mut m, now, WALL0);
+        let (id, _) = expect_receive(&mut m, now);
         m.handle_receive(
             now,
-            WALL0,
             id,
-            Ok(msgs(chunk * 16..chunk * 16 + 16, WALL0 + 300_000)),
+            Ok(Received::new(
+                msgs(chunk * 16..chunk * 16 + 16, WALL0 + 300_000),
+                Some(WALL0),
+            )),
         );
     }
     let _ = events(&mut m);
     for n in 0..40 {
-        m.ack(now, WALL0, &msg(n, 0).receipt_handle).unwrap();
+        m.ack(now, &msg(n, 0).receipt_handle).unwrap();
     }
     m.shutdown(now);
     let mut sizes = Vec::new();
-    while let Some(t) = m.poll_transmit(now, WALL0) {
+    while let Some(t) = m.poll_transmit(now) {
         match t {
             ConsumerTransmit::Ack { handles, .. } => sizes.push(handles.len()),
             other => panic!("{other:?}"),
@@ -182,28 +397,29 @@ fn more_than_sixteen_acks_split_into_batches() {
 fn ack_refuses_unknown_and_repeated_handles() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Ok(msgs(0..2, WALL0 + 300_000)));
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
+    );
     let h0 = msg(0, 0).receipt_handle;
     let h1 = msg(1, 0).receipt_handle;
-    assert_eq!(
-        m.ack(now, WALL0, &handle("nope")),
-        Err(AckRefused::UnknownHandle)
-    );
-    m.ack(now, WALL0, &h0).unwrap();
-    assert_eq!(m.ack(now, WALL0, &h0), Err(AckRefused::AlreadyAcked));
+    assert_eq!(m.ack(now, &handle("nope")), Err(AckRefused::UnknownHandle));
+    m.ack(now, &h0).unwrap();
+    assert_eq!(m.ack(now, &h0), Err(AckRefused::AlreadyAcked));
     assert_eq!(m.release(&h0), Err(AckRefused::AlreadyAcked));
     m.release(&h1).unwrap();
-    assert_eq!(m.ack(now, WALL0, &h1), Err(AckRefused::UnknownHandle));
+    assert_eq!(m.ack(now, &h1), Err(AckRefused::UnknownHandle));
     m.shutdown(now);
-    let (ack, handles) = expect_ack(&mut m, now, WALL0);
+    let (ack, handles) = expect_ack(&mut m, now);
     assert_eq!(
         handles,
         vec![h0.clone()],
         "sent once, released one never sent"
     );
-    m.handle_ack(now, WALL0, ack, Ok(vec![]));
-    assert_eq!(m.ack(now, WALL0, &h0), Err(AckRefused::UnknownHandle));
+    m.handle_ack(now, ack, Ok(vec![]));
+    assert_eq!(m.ack(now, &h0), Err(AckRefused::UnknownHandle));
 }
 
 #[test]
@@ -211,29 +427,31 @@ fn expired_acks_are_dropped_and_reported() {
     let now = t0();
     let c = ConsumerConfig::default().with_ack_margin_ms(200);
     let mut m = ConsumerMachine::new(c, 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
+    let (id, _) = expect_receive(&mut m, now);
     m.handle_receive(
         now,
-        WALL0,
         id,
-        Ok(vec![
-            msg(0, WALL0 + 100),
-            msg(1, WALL0 + 1_000),
-            msg(2, WALL0 + 10_000),
-        ]),
+        Ok(Received::new(
+            vec![
+                msg(0, WALL0 + 100),
+                msg(1, WALL0 + 1_000),
+                msg(2, WALL0 + 10_000),
+            ],
+            Some(WALL0),
+        )),
     );
     let _ = events(&mut m);
     // Already within the margin at ack time: dropped at once.
-    m.ack(now, WALL0, &msg(0, 0).receipt_handle).unwrap();
+    m.ack(now, &msg(0, 0).receipt_handle).unwrap();
     assert_eq!(
         events(&mut m),
         vec![ConsumerEvent::AckExpired(msg(0, 0).receipt_handle)]
     );
-    m.ack(now, WALL0, &msg(1, 0).receipt_handle).unwrap();
-    m.ack(now, WALL0, &msg(2, 0).receipt_handle).unwrap();
+    m.ack(now, &msg(1, 0).receipt_handle).unwrap();
+    m.ack(now, &msg(2, 0).receipt_handle).unwrap();
     // The flush comes late (the driver was slow): handle 1 has expired by then.
     let late = now + ms(900);
-    let (_, handles) = expect_ack(&mut m, late, WALL0 + 900);
+    let (_, handles) = expect_ack(&mut m, late);
     assert_eq!(handles, vec![msg(2, 0).receipt_handle]);
     assert_eq!(
         events(&mut m),
@@ -245,18 +463,22 @@ fn expired_acks_are_dropped_and_reported() {
 fn ack_partial_failures_become_events() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Ok(msgs(0..2, WALL0 + 300_000)));
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
+    );
     let _ = events(&mut m);
-    m.ack(now, WALL0, &msg(0, 0).receipt_handle).unwrap();
-    m.ack(now, WALL0, &msg(1, 0).receipt_handle).unwrap();
+    m.ack(now, &msg(0, 0).receipt_handle).unwrap();
+    m.ack(now, &msg(1, 0).receipt_handle).unwrap();
     m.shutdown(now);
-    let (ack, _) = expect_ack(&mut m, now, WALL0);
+    let (ack, _) = expect_ack(&mut m, now);
     let failure = HandleFailure::new(
         msg(1, 0).receipt_handle.as_str(),
         ErrorCode::MessageNotExist,
     );
-    m.handle_ack(now, WALL0, ack, Ok(vec![failure.clone()]));
+    m.handle_ack(now, ack, Ok(vec![failure.clone()]));
     assert_eq!(
         events(&mut m),
         vec![
@@ -271,33 +493,33 @@ fn ack_partial_failures_become_events() {
 fn failed_ack_is_resent_after_backoff_and_resend_not_exist_counts_as_success() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default().with_retry(no_jitter()), 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Ok(msgs(0..2, WALL0 + 300_000)));
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
+    );
     let _ = events(&mut m);
     for n in 0..2 {
-        m.ack(now, WALL0, &msg(n, 0).receipt_handle).unwrap();
+        m.ack(now, &msg(n, 0).receipt_handle).unwrap();
     }
     m.shutdown(now);
-    let (a1, h1) = expect_ack(&mut m, now, WALL0);
-    m.handle_ack(now, WALL0, a1, Err(FailureKind::ConnectionLost));
+    let (a1, h1) = expect_ack(&mut m, now);
+    m.handle_ack(now, a1, Err(FailureKind::ConnectionLost));
     assert!(
         events(&mut m).is_empty(),
         "a retried failure is not reported"
     );
-    assert_eq!(
-        m.poll_transmit(now, WALL0),
-        None,
-        "no resend before the backoff"
-    );
+    assert_eq!(m.poll_transmit(now), None, "no resend before the backoff");
     assert_eq!(m.poll_timeout(), Some(now + ms(100)));
     let t1 = now + ms(100);
-    m.handle_timeout(t1, WALL0 + 100);
-    let (a2, h2) = expect_ack(&mut m, t1, WALL0 + 100);
+    m.handle_timeout(t1);
+    let (a2, h2) = expect_ack(&mut m, t1);
     assert_ne!(a1, a2);
     assert_eq!(h1, h2, "the same batch is resent");
     // The first attempt did settle handle 0: the server now says it does not exist.
     let gone = HandleFailure::new(h1[0].as_str(), ErrorCode::MessageNotExist);
-    m.handle_ack(t1, WALL0 + 100, a2, Ok(vec![gone]));
+    m.handle_ack(t1, a2, Ok(vec![gone]));
     assert_eq!(
         events(&mut m),
         vec![ConsumerEvent::Acked(h1), ConsumerEvent::Drained]
@@ -308,26 +530,30 @@ fn failed_ack_is_resent_after_backoff_and_resend_not_exist_counts_as_success() {
 fn ack_retries_while_the_handle_is_valid_and_gives_up_on_client_errors() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default().with_retry(no_jitter()), 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Ok(msgs(0..2, WALL0 + 300_000)));
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
+    );
     let _ = events(&mut m);
-    m.ack(now, WALL0, &msg(0, 0).receipt_handle).unwrap();
+    m.ack(now, &msg(0, 0).receipt_handle).unwrap();
     m.shutdown(now);
     let mut t = now;
     let mut attempts = 0;
     loop {
-        let Some(ConsumerTransmit::Ack { id, .. }) = m.poll_transmit(t, WALL0) else {
+        let Some(ConsumerTransmit::Ack { id, .. }) = m.poll_transmit(t) else {
             match m.poll_timeout() {
                 Some(at) => {
                     t = at;
-                    m.handle_timeout(t, WALL0);
+                    m.handle_timeout(t);
                     continue;
                 }
                 None => break,
             }
         };
         attempts += 1;
-        m.handle_ack(t, WALL0, id, Err(FailureKind::Timeout));
+        m.handle_ack(t, id, Err(FailureKind::Timeout));
     }
     // Transient failures are retried (with backoff) for as long as the handle is valid —
     // far more than `max_attempts` — and given up once its NextConsumeTime (less the margin)
@@ -351,10 +577,10 @@ fn ack_retries_while_the_handle_is_valid_and_gives_up_on_client_errors() {
     );
     // Client error: no retry at all.
     let h1 = msg(1, 0).receipt_handle;
-    m.ack(t, WALL0, &h1).unwrap();
-    let (a, _) = expect_ack(&mut m, t, WALL0);
+    m.ack(t, &h1).unwrap();
+    let (a, _) = expect_ack(&mut m, t);
     let denied = FailureKind::status(403, Some(ErrorCode::AccessDenied));
-    m.handle_ack(t, WALL0, a, Err(denied.clone()));
+    m.handle_ack(t, a, Err(denied.clone()));
     assert_eq!(
         events(&mut m),
         vec![
@@ -373,26 +599,30 @@ fn receive_failures_back_off_without_giving_up() {
     let mut now = start;
     let mut delays = Vec::new();
     for _ in 0..50 {
-        let (id, _) = expect_receive(&mut m, now, WALL0);
-        m.handle_receive(now, WALL0, id, Err(FailureKind::Connect));
+        let (id, _) = expect_receive(&mut m, now);
+        m.handle_receive(now, id, Err(FailureKind::Connect));
         assert_eq!(
             events(&mut m),
             vec![ConsumerEvent::ReceiveError(FailureKind::Connect)]
         );
-        assert_eq!(m.poll_transmit(now, WALL0), None, "no hot loop");
+        assert_eq!(m.poll_transmit(now), None, "no hot loop");
         let at = m.poll_timeout().expect("a retry timer");
         assert!(at > now);
         delays.push((at - now).as_millis());
         now = at;
-        m.handle_timeout(now, WALL0);
+        m.handle_timeout(now);
     }
     assert_eq!(&delays[..6], &[100, 200, 400, 800, 1600, 2000]);
     assert!(delays.iter().all(|&d| d <= 2000));
     // A success resets the backoff.
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Ok(msgs(0..1, WALL0 + 300_000)));
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id, Err(FailureKind::Timeout));
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id,
+        Ok(Received::new(msgs(0..1, WALL0 + 300_000), Some(WALL0))),
+    );
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(now, id, Err(FailureKind::Timeout));
     assert_eq!(m.poll_timeout(), Some(now + ms(100)));
 }
 
@@ -401,28 +631,32 @@ fn message_not_exist_is_an_empty_receive_and_empty_polls_are_paced() {
     let now = t0();
     let c = ConsumerConfig::default().with_wait(WaitSeconds::new(0).unwrap());
     let mut m = ConsumerMachine::new(c, 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
+    let (id, _) = expect_receive(&mut m, now);
     let none = FailureKind::status(404, Some(ErrorCode::MessageNotExist));
-    m.handle_receive(now + ms(20), WALL0, id, Err(none));
+    m.handle_receive(now + ms(20), id, Err(none));
     assert!(events(&mut m).is_empty());
-    assert_eq!(m.poll_transmit(now + ms(20), WALL0), None);
+    assert_eq!(m.poll_transmit(now + ms(20)), None);
     assert_eq!(m.poll_timeout(), Some(now + Duration::from_secs(1)));
     // A long poll that really waited: the next receive goes at once.
     let c = ConsumerConfig::default();
     let mut m = ConsumerMachine::new(c, 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
+    let (id, _) = expect_receive(&mut m, now);
     let later = now + Duration::from_secs(30);
-    m.handle_receive(later, WALL0 + 30_000, id, Ok(vec![]));
-    expect_receive(&mut m, later, WALL0 + 30_000);
+    m.handle_receive(later, id, Ok(Received::new(vec![], Some(WALL0 + 30_000))));
+    expect_receive(&mut m, later);
 }
 
 #[test]
 fn stale_or_unknown_answers_are_ignored() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, id + 100, Ok(msgs(0..1, WALL0 + 300_000)));
-    m.handle_ack(now, WALL0, id, Ok(vec![]));
+    let (id, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        id + 100,
+        Ok(Received::new(msgs(0..1, WALL0 + 300_000), Some(WALL0))),
+    );
+    m.handle_ack(now, id, Ok(vec![]));
     assert_eq!(m.in_hand(), 0);
     assert_eq!(m.receive_in_flight(), Some(id));
     assert!(events(&mut m).is_empty());
@@ -432,12 +666,14 @@ fn stale_or_unknown_answers_are_ignored() {
 fn duplicate_deliveries_in_one_batch_are_handed_out_once() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (id, _) = expect_receive(&mut m, now, WALL0);
+    let (id, _) = expect_receive(&mut m, now);
     m.handle_receive(
         now,
-        WALL0,
         id,
-        Ok(vec![msg(0, WALL0 + 1), msg(0, WALL0 + 1)]),
+        Ok(Received::new(
+            vec![msg(0, WALL0 + 1), msg(0, WALL0 + 1)],
+            Some(WALL0),
+        )),
     );
     assert_eq!(events(&mut m).len(), 1);
     assert_eq!(m.in_hand(), 1);
@@ -447,37 +683,41 @@ fn duplicate_deliveries_in_one_batch_are_handed_out_once() {
 fn shutdown_waits_for_receive_acks_and_messages_in_hand() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (r1, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, r1, Ok(msgs(0..2, WALL0 + 300_000)));
+    let (r1, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        r1,
+        Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
+    );
     let _ = events(&mut m);
-    let (r2, _) = expect_receive(&mut m, now, WALL0);
-    m.ack(now, WALL0, &msg(0, 0).receipt_handle).unwrap();
+    let (r2, _) = expect_receive(&mut m, now);
+    m.ack(now, &msg(0, 0).receipt_handle).unwrap();
     m.shutdown(now);
     assert!(m.is_shutting_down());
-    let (a, _) = expect_ack(&mut m, now, WALL0);
-    assert_eq!(
-        m.poll_transmit(now, WALL0),
-        None,
-        "no receive while shutting down"
-    );
-    m.handle_ack(now, WALL0, a, Ok(vec![]));
+    let (a, _) = expect_ack(&mut m, now);
+    assert_eq!(m.poll_transmit(now), None, "no receive while shutting down");
+    m.handle_ack(now, a, Ok(vec![]));
     // The receive in flight brings one more message; it is handed out.
-    m.handle_receive(now, WALL0, r2, Ok(msgs(2..3, WALL0 + 300_000)));
+    m.handle_receive(
+        now,
+        r2,
+        Ok(Received::new(msgs(2..3, WALL0 + 300_000), Some(WALL0))),
+    );
     let ev = events(&mut m);
     assert!(ev.iter().all(|e| *e != ConsumerEvent::Drained));
     assert_eq!(m.in_hand(), 2);
     m.release(&msg(1, 0).receipt_handle).unwrap();
     assert!(!m.is_drained());
-    m.ack(now, WALL0, &msg(2, 0).receipt_handle).unwrap();
-    let (a, _) = expect_ack(&mut m, now, WALL0);
-    m.handle_ack(now, WALL0, a, Ok(vec![]));
+    m.ack(now, &msg(2, 0).receipt_handle).unwrap();
+    let (a, _) = expect_ack(&mut m, now);
+    m.handle_ack(now, a, Ok(vec![]));
     let ev = events(&mut m);
     assert_eq!(ev.last(), Some(&ConsumerEvent::Drained));
     assert!(m.is_drained());
     m.shutdown(now);
-    m.handle_timeout(now + Duration::from_secs(10), WALL0);
+    m.handle_timeout(now + Duration::from_secs(10));
     assert!(events(&mut m).is_empty(), "Drained only once");
-    assert_eq!(m.poll_transmit(now, WALL0), None);
+    assert_eq!(m.poll_transmit(now), None);
     assert_eq!(m.poll_timeout(), None);
 }
 
@@ -485,10 +725,10 @@ fn shutdown_waits_for_receive_acks_and_messages_in_hand() {
 fn cancelled_receive_on_shutdown_is_silent() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (r, _) = expect_receive(&mut m, now, WALL0);
+    let (r, _) = expect_receive(&mut m, now);
     m.shutdown(now);
     assert!(events(&mut m).is_empty());
-    m.handle_receive(now, WALL0, r, Err(FailureKind::Cancelled));
+    m.handle_receive(now, r, Err(FailureKind::Cancelled));
     assert_eq!(events(&mut m), vec![ConsumerEvent::Drained]);
     assert_eq!(m.poll_timeout(), None);
 }
@@ -497,11 +737,15 @@ fn cancelled_receive_on_shutdown_is_silent() {
 fn release_all_unblocks_shutdown() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-    let (r, _) = expect_receive(&mut m, now, WALL0);
-    m.handle_receive(now, WALL0, r, Ok(msgs(0..3, WALL0 + 300_000)));
-    let (r, _) = expect_receive(&mut m, now, WALL0);
+    let (r, _) = expect_receive(&mut m, now);
+    m.handle_receive(
+        now,
+        r,
+        Ok(Received::new(msgs(0..3, WALL0 + 300_000), Some(WALL0))),
+    );
+    let (r, _) = expect_receive(&mut m, now);
     m.shutdown(now);
-    m.handle_receive(now, WALL0, r, Ok(vec![]));
+    m.handle_receive(now, r, Ok(Received::new(vec![], Some(WALL0))));
     assert!(!m.is_drained());
     assert_eq!(m.release_all(), 3);
     assert_eq!(events(&mut m).last(), Some(&ConsumerEvent::Drained));
@@ -509,15 +753,15 @@ fn release_all_unblocks_shutdown() {
 
 // ----- checker scenarios -----
 
-fn expect_poll(m: &mut CheckerMachine, now: Instant, wall: u64) -> (u64, u8) {
-    match m.poll_transmit(now, wall) {
+fn expect_poll(m: &mut CheckerMachine, now: Instant) -> (u64, u8) {
+    match m.poll_transmit(now) {
         Some(CheckerTransmit::ConsumeHalf { id, batch, .. }) => (id, batch.get()),
         other => panic!("expected a poll, got {other:?}"),
     }
 }
 
-fn expect_decide(m: &mut CheckerMachine, now: Instant, wall: u64) -> (u64, ReceiptHandle, AckKind) {
-    match m.poll_transmit(now, wall) {
+fn expect_decide(m: &mut CheckerMachine, now: Instant) -> (u64, ReceiptHandle, AckKind) {
+    match m.poll_transmit(now) {
         Some(CheckerTransmit::Decide { id, handle, kind }) => (id, handle, kind),
         other => panic!("expected a decision, got {other:?}"),
     }
@@ -527,10 +771,14 @@ fn expect_decide(m: &mut CheckerMachine, now: Instant, wall: u64) -> (u64, Recei
 fn checker_sends_each_decision_once_and_none_for_unknown() {
     let now = t0();
     let mut m = CheckerMachine::new(CheckerConfig::default(), 3);
-    let (p, batch) = expect_poll(&mut m, now, WALL0);
+    let (p, batch) = expect_poll(&mut m, now);
     assert_eq!(batch, 16);
     assert_eq!(CheckerConfig::default().wait().get(), 3);
-    m.handle_poll(now, WALL0, p, Ok(msgs(0..3, WALL0 + 10_000)));
+    m.handle_poll(
+        now,
+        p,
+        Ok(Received::new(msgs(0..3, WALL0 + 10_000), Some(WALL0))),
+    );
     let ev = check_events(&mut m);
     assert_eq!(ev.len(), 3);
     assert!(matches!(&ev[0], CheckerEvent::Check(m0) if m0.message_id == msg(0, 0).message_id));
@@ -539,29 +787,29 @@ fn checker_sends_each_decision_once_and_none_for_unknown() {
         msg(1, 0).receipt_handle,
         msg(2, 0).receipt_handle,
     );
-    m.decide(now, WALL0, &h0, Decision::Commit).unwrap();
-    m.decide(now, WALL0, &h1, Decision::Rollback).unwrap();
-    m.decide(now, WALL0, &h2, Decision::Unknown).unwrap();
+    m.decide(now, &h0, Decision::Commit).unwrap();
+    m.decide(now, &h1, Decision::Rollback).unwrap();
+    m.decide(now, &h2, Decision::Unknown).unwrap();
     assert_eq!(
-        m.decide(now, WALL0, &h0, Decision::Commit),
+        m.decide(now, &h0, Decision::Commit),
         Err(DecideRefused::AlreadyDecided)
     );
     assert_eq!(
-        m.decide(now, WALL0, &h2, Decision::Commit),
+        m.decide(now, &h2, Decision::Commit),
         Err(DecideRefused::UnknownHandle)
     );
-    let (d0, sent0, k0) = expect_decide(&mut m, now, WALL0);
-    let (d1, sent1, k1) = expect_decide(&mut m, now, WALL0);
+    let (d0, sent0, k0) = expect_decide(&mut m, now);
+    let (d1, sent1, k1) = expect_decide(&mut m, now);
     assert_eq!((sent0.clone(), k0), (h0.clone(), AckKind::Commit));
     assert_eq!((sent1.clone(), k1), (h1.clone(), AckKind::Rollback));
     assert!(matches!(
-        m.poll_transmit(now, WALL0),
+        m.poll_transmit(now),
         Some(CheckerTransmit::ConsumeHalf { .. })
     ));
-    assert_eq!(m.poll_transmit(now, WALL0), None, "Unknown sends nothing");
-    m.handle_decide(now, WALL0, d1, Ok(vec![]));
+    assert_eq!(m.poll_transmit(now), None, "Unknown sends nothing");
+    m.handle_decide(now, d1, Ok(vec![]));
     let refused = HandleFailure::new(h0.as_str(), ErrorCode::MessageNotExist);
-    m.handle_decide(now, WALL0, d0, Ok(vec![refused.clone()]));
+    m.handle_decide(now, d0, Ok(vec![refused.clone()]));
     assert_eq!(
         check_events(&mut m),
         vec![
@@ -583,20 +831,23 @@ fn checker_sends_each_decision_once_and_none_for_unknown() {
 fn checker_retries_decisions_after_transport_failures() {
     let now = t0();
     let mut m = CheckerMachine::new(CheckerConfig::default().with_retry(no_jitter()), 3);
-    let (p, _) = expect_poll(&mut m, now, WALL0);
-    m.handle_poll(now, WALL0, p, Ok(msgs(0..2, WALL0 + 10_000)));
+    let (p, _) = expect_poll(&mut m, now);
+    m.handle_poll(
+        now,
+        p,
+        Ok(Received::new(msgs(0..2, WALL0 + 10_000), Some(WALL0))),
+    );
     let _ = check_events(&mut m);
     let h0 = msg(0, 0).receipt_handle;
     let h1 = msg(1, 0).receipt_handle;
-    m.decide(now, WALL0, &h0, Decision::Commit).unwrap();
-    m.decide(now, WALL0, &h1, Decision::Rollback).unwrap();
+    m.decide(now, &h0, Decision::Commit).unwrap();
+    m.decide(now, &h1, Decision::Rollback).unwrap();
     m.shutdown(now);
-    let (d0, _, _) = expect_decide(&mut m, now, WALL0);
-    let (d1, _, _) = expect_decide(&mut m, now, WALL0);
-    m.handle_decide(now, WALL0, d0, Err(FailureKind::Timeout));
+    let (d0, _, _) = expect_decide(&mut m, now);
+    let (d1, _, _) = expect_decide(&mut m, now);
+    m.handle_decide(now, d0, Err(FailureKind::Timeout));
     m.handle_decide(
         now,
-        WALL0,
         d1,
         Err(FailureKind::status(403, Some(ErrorCode::AccessDenied))),
     );
@@ -608,15 +859,14 @@ fn checker_retries_decisions_after_transport_failures() {
             error: DecideError::Failed(FailureKind::status(403, Some(ErrorCode::AccessDenied))),
         }]
     );
-    assert_eq!(m.poll_transmit(now, WALL0), None);
+    assert_eq!(m.poll_transmit(now), None);
     let at = m.poll_timeout().unwrap();
     assert_eq!(at, now + ms(100));
-    m.handle_timeout(at, WALL0 + 100);
-    let (d2, again, kind) = expect_decide(&mut m, at, WALL0 + 100);
+    m.handle_timeout(at);
+    let (d2, again, kind) = expect_decide(&mut m, at);
     assert_eq!((again.clone(), kind), (h0.clone(), AckKind::Commit));
     m.handle_decide(
         at,
-        WALL0 + 100,
         d2,
         Ok(vec![HandleFailure::new(
             h0.as_str(),
@@ -639,16 +889,18 @@ fn checker_retries_decisions_after_transport_failures() {
 fn checker_drops_expired_decisions() {
     let now = t0();
     let mut m = CheckerMachine::new(CheckerConfig::default().with_retry(no_jitter()), 3);
-    let (p, _) = expect_poll(&mut m, now, WALL0);
+    let (p, _) = expect_poll(&mut m, now);
     m.handle_poll(
         now,
-        WALL0,
         p,
-        Ok(vec![msg(0, WALL0 + 100), msg(1, WALL0 + 500)]),
+        Ok(Received::new(
+            vec![msg(0, WALL0 + 100), msg(1, WALL0 + 500)],
+            Some(WALL0),
+        )),
     );
     let _ = check_events(&mut m);
     let (h0, h1) = (msg(0, 0).receipt_handle, msg(1, 0).receipt_handle);
-    m.decide(now, WALL0, &h0, Decision::Commit).unwrap();
+    m.decide(now, &h0, Decision::Commit).unwrap();
     assert_eq!(
         check_events(&mut m),
         vec![CheckerEvent::DecideExpired {
@@ -656,14 +908,15 @@ fn checker_drops_expired_decisions() {
             kind: AckKind::Commit
         }]
     );
-    m.decide(now, WALL0, &h1, Decision::Rollback).unwrap();
-    let (d, _, _) = expect_decide(&mut m, now, WALL0);
-    m.handle_decide(now, WALL0 + 250, d, Err(FailureKind::ConnectionLost));
-    // By the time of the retry the handle has expired: nothing is sent.
-    let at = m.poll_timeout().unwrap();
-    m.handle_timeout(at, WALL0 + 400);
+    m.decide(now, &h1, Decision::Rollback).unwrap();
+    let (d, _, _) = expect_decide(&mut m, now);
+    m.handle_decide(now, d, Err(FailureKind::ConnectionLost));
+    // The driver comes back late for the retry (100 ms backoff, woken 300 ms after it): by
+    // the server's clock the handle (valid for 500 ms, 200 ms margin) has expired.
+    let at = m.poll_timeout().unwrap() + ms(300);
+    m.handle_timeout(at);
     assert!(matches!(
-        m.poll_transmit(at, WALL0 + 400),
+        m.poll_transmit(at),
         Some(CheckerTransmit::ConsumeHalf { .. })
     ));
     assert_eq!(
@@ -681,36 +934,40 @@ fn checker_poll_errors_back_off_and_shutdown_drains() {
     let mut m = CheckerMachine::new(CheckerConfig::default().with_max_in_hand(2), 3);
     let mut now = start;
     for _ in 0..5 {
-        let (p, _) = expect_poll(&mut m, now, WALL0);
-        m.handle_poll(now, WALL0, p, Err(FailureKind::status(503, None)));
+        let (p, _) = expect_poll(&mut m, now);
+        m.handle_poll(now, p, Err(FailureKind::status(503, None)));
         assert_eq!(
             check_events(&mut m),
             vec![CheckerEvent::PollError(FailureKind::status(503, None))]
         );
-        assert_eq!(m.poll_transmit(now, WALL0), None);
+        assert_eq!(m.poll_transmit(now), None);
         let at = m.poll_timeout().unwrap();
         assert!(at >= now + MIN_BACKOFF);
         now = at;
-        m.handle_timeout(now, WALL0);
+        m.handle_timeout(now);
     }
-    let (p, batch) = expect_poll(&mut m, now, WALL0);
+    let (p, batch) = expect_poll(&mut m, now);
     assert_eq!(batch, 2, "bounded by max_in_hand");
-    m.handle_poll(now, WALL0, p, Ok(msgs(0..2, WALL0 + 10_000)));
+    m.handle_poll(
+        now,
+        p,
+        Ok(Received::new(msgs(0..2, WALL0 + 10_000), Some(WALL0))),
+    );
     let _ = check_events(&mut m);
-    assert_eq!(m.poll_transmit(now, WALL0), None, "backpressure");
+    assert_eq!(m.poll_transmit(now), None, "backpressure");
     m.shutdown(now);
-    m.decide(now, WALL0, &msg(0, 0).receipt_handle, Decision::Commit)
+    m.decide(now, &msg(0, 0).receipt_handle, Decision::Commit)
         .unwrap();
-    let (d, _, _) = expect_decide(&mut m, now, WALL0);
-    m.decide(now, WALL0, &msg(1, 0).receipt_handle, Decision::Unknown)
+    let (d, _, _) = expect_decide(&mut m, now);
+    m.decide(now, &msg(1, 0).receipt_handle, Decision::Unknown)
         .unwrap();
     assert!(
         check_events(&mut m).is_empty(),
         "a decision is still in flight"
     );
-    m.handle_decide(now, WALL0, d, Ok(vec![]));
+    m.handle_decide(now, d, Ok(vec![]));
     assert_eq!(check_events(&mut m).last(), Some(&CheckerEvent::Drained));
-    assert_eq!(m.poll_transmit(now, WALL0), None);
+    assert_eq!(m.poll_transmit(now), None);
     assert_eq!(m.poll_timeout(), None);
 }
 
@@ -786,7 +1043,7 @@ impl ConsumerSim {
         loop {
             let wall = self.wall(self.now);
             let mut progressed = false;
-            while let Some(t) = self.m.poll_transmit(self.now, wall) {
+            while let Some(t) = self.m.poll_transmit(self.now) {
                 progressed = true;
                 self.on_transmit(t, wall);
             }
@@ -947,7 +1204,8 @@ impl ConsumerSim {
                 if matches!(result, Err(ref f) if *f != FailureKind::Cancelled) {
                     self.last_receive_failure = Some(self.now);
                 }
-                self.m.handle_receive(self.now, wall, id, result);
+                self.m
+                    .handle_receive(self.now, id, result.map(|m| Received::new(m, Some(wall))));
             }
             ConsumerTransmit::Ack { id, handles } => {
                 let result = if fail {
@@ -986,19 +1244,18 @@ impl ConsumerSim {
                         AckOutcome::Err
                     },
                 );
-                self.m.handle_ack(self.now, wall, id, result);
+                self.m.handle_ack(self.now, id, result);
             }
         }
     }
 
     fn user_act(&mut self, h: ReceiptHandle, action: UserAction) {
-        let wall = self.wall(self.now);
         match action {
             UserAction::Ack => {
-                self.m.ack(self.now, wall, &h).unwrap();
+                self.m.ack(self.now, &h).unwrap();
                 self.user_acked.insert(h.clone());
                 // A second ack of the same handle is refused and never sent.
-                assert!(self.m.ack(self.now, wall, &h).is_err());
+                assert!(self.m.ack(self.now, &h).is_err());
             }
             UserAction::Release => {
                 self.m.release(&h).unwrap();
@@ -1033,17 +1290,15 @@ impl ConsumerSim {
             } else if shutdown.is_some_and(|s| s <= self.now) {
                 self.m.shutdown(self.now);
             } else {
-                let wall = self.wall(self.now);
-                self.m.handle_timeout(self.now, wall);
+                self.m.handle_timeout(self.now);
             }
             self.drain();
         }
         // Drained exactly once, then silence.
         for _ in 0..3 {
             self.now += Duration::from_secs(1);
-            let wall = self.wall(self.now);
-            self.m.handle_timeout(self.now, wall);
-            assert_eq!(self.m.poll_transmit(self.now, wall), None);
+            self.m.handle_timeout(self.now);
+            assert_eq!(self.m.poll_transmit(self.now), None);
             assert_eq!(self.m.poll_event(), None);
         }
         assert_eq!(self.drained, 1);
@@ -1157,7 +1412,7 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
         loop {
             let wall = wall_of(now);
             let mut progressed = false;
-            while let Some(t) = m.poll_transmit(now, wall) {
+            while let Some(t) = m.poll_transmit(now) {
                 progressed = true;
                 assert_eq!(drained, 0);
                 match &t {
@@ -1247,7 +1502,7 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
                             })
                             .collect())
                     };
-                    m.handle_poll(now, wall, id, result);
+                    m.handle_poll(now, id, result.map(|m| Received::new(m, Some(wall))));
                 }
                 CheckerTransmit::Decide { id, handle, .. } => {
                     let result = if fail {
@@ -1260,7 +1515,7 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
                             s.1 = Some(result.is_ok());
                         }
                     }
-                    m.handle_decide(now, wall, id, result);
+                    m.handle_decide(now, id, result);
                 }
             }
         } else if let Some(pos) = user.iter().position(|u| u.0 <= now) {
@@ -1275,12 +1530,12 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
             } else {
                 *outcomes.entry(h.clone()).or_default() += 1;
             }
-            m.decide(now, wall, &h, decision).unwrap();
-            assert!(m.decide(now, wall, &h, Decision::Commit).is_err());
+            m.decide(now, &h, decision).unwrap();
+            assert!(m.decide(now, &h, Decision::Commit).is_err());
         } else if !m.is_shutting_down() && shutdown_at <= now {
             m.shutdown(now);
         } else {
-            m.handle_timeout(now, wall);
+            m.handle_timeout(now);
         }
     }
     assert_eq!(drained, 1);

@@ -90,13 +90,19 @@ impl Runtime for TokioRuntime {
 
     fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>> {
         Box::pin(async move {
+            // A host that is no valid TLS name fails before any connection is made.
+            let tls = match &target.tls {
+                None => None,
+                Some(config) => Some((config.clone(), target.server_name()?)),
+            };
             let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
             tcp.set_nodelay(true)?;
-            let stream = match &target.tls {
+            let stream = match tls {
                 None => Stream::Plain(tcp),
-                Some(config) => {
-                    let name = target.server_name()?;
-                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                Some((config, name)) => {
+                    // A failed handshake is an `io::Error` wrapping the `rustls::Error`: the
+                    // transport tells a refused certificate (final) from an I/O failure by it.
+                    let tls = tokio_rustls::TlsConnector::from(config)
                         .connect(name, tcp)
                         .await?;
                     Stream::Tls(Box::new(tls))

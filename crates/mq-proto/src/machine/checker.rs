@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::poll::PollSlot;
 use super::retry::{Backoff, FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
-use super::{is_expired, is_gone};
+use super::{Lease, Received, is_gone};
 use crate::message::Message;
-use crate::ops::{AckKind, HandleFailure};
+use crate::ops::{AckKind, HandleFailure, attribute_failures};
 use crate::types::{BatchSize, ReceiptHandle, WaitSeconds};
 
 /// Settings of a [`CheckerMachine`].
@@ -73,7 +73,8 @@ impl CheckerConfig {
     }
 
     /// A decision is dropped (reported as [`CheckerEvent::DecideExpired`]) instead of sent
-    /// when the handle's `NextConsumeTime` is earlier than the wall clock plus this margin.
+    /// when its handle has less than this margin (ms) of validity left, by the server's clock
+    /// (`NextConsumeTime` minus the answer's `Date`, counted down locally; see [`Received`]).
     #[must_use]
     pub fn with_margin_ms(mut self, ms: u64) -> Self {
         self.margin_ms = ms;
@@ -204,8 +205,8 @@ pub enum CheckerEvent {
         /// What went wrong.
         error: DecideError,
     },
-    /// The decision was dropped locally: the handle's `NextConsumeTime` had passed (by the
-    /// margin). The broker will offer the message again.
+    /// The decision was dropped locally: by the server's own clock the handle had expired
+    /// (less than the margin left). The broker will offer the message again.
     DecideExpired {
         /// The handle decided.
         handle: ReceiptHandle,
@@ -241,7 +242,7 @@ enum Phase {
 struct Pending {
     handle: ReceiptHandle,
     kind: AckKind,
-    next_consume_time: u64,
+    lease: Lease,
     retry: RetryState,
     phase: Phase,
 }
@@ -253,18 +254,18 @@ struct Pending {
 /// [`CheckerEvent::Check`] for each, and sends each Commit/Rollback exactly once as its own
 /// request (resent only after a transport failure, per the [`RetryConfig`]; a resend whose
 /// earlier attempt may have reached the server counts `MessageNotExist`/`ReceiptHandleError`
-/// as success). [`Decision::Unknown`] sends nothing. Decisions for handles whose
-/// `NextConsumeTime` has passed are dropped and reported.
+/// as success). [`Decision::Unknown`] sends nothing. Decisions for handles that have expired
+/// by the server's clock (see [`Received`]) are dropped and reported.
 ///
 /// ```
 /// use std::time::Instant;
-/// use mq_proto::machine::{CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit};
+/// use mq_proto::machine::{CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit, Received};
 ///
 /// let now = Instant::now();
 /// let mut m = CheckerMachine::new(CheckerConfig::default(), 1);
-/// let Some(CheckerTransmit::ConsumeHalf { id, .. }) = m.poll_transmit(now, 0) else { panic!() };
+/// let Some(CheckerTransmit::ConsumeHalf { id, .. }) = m.poll_transmit(now) else { panic!() };
 /// m.shutdown(now);
-/// m.handle_poll(now, 0, id, Ok(vec![]));
+/// m.handle_poll(now, id, Ok(Received::default()));
 /// assert_eq!(m.poll_event(), Some(CheckerEvent::Drained));
 /// ```
 #[derive(Debug)]
@@ -273,7 +274,7 @@ pub struct CheckerMachine {
     rng: fastrand::Rng,
     next_id: u64,
     poll: PollSlot,
-    offered: HashMap<ReceiptHandle, u64>,
+    offered: HashMap<ReceiptHandle, Lease>,
     deciding: HashSet<ReceiptHandle>,
     pending: Vec<Pending>,
     events: VecDeque<CheckerEvent>,
@@ -335,26 +336,25 @@ impl CheckerMachine {
 
     // ----- inputs -----
 
-    /// The answer to [`CheckerTransmit::ConsumeHalf`] `id`. A 404 `MessageNotExist` failure
-    /// is an empty answer; [`FailureKind::Cancelled`] is not reported as an error.
-    pub fn handle_poll(
-        &mut self,
-        now: Instant,
-        wall_ms: u64,
-        id: u64,
-        result: Result<Vec<Message>, FailureKind>,
-    ) {
+    /// The answer to [`CheckerTransmit::ConsumeHalf`] `id`: the half messages with the
+    /// server's time, or why the poll failed. A 404 `MessageNotExist` failure is an empty
+    /// answer; [`FailureKind::Cancelled`] is not reported as an error.
+    pub fn handle_poll(&mut self, now: Instant, id: u64, result: Result<Received, FailureKind>) {
         let Some(result) = self.poll.finish(now, id, result, self.shutting_down) else {
             return;
         };
         match result {
-            Ok(messages) => {
+            Ok(Received {
+                messages,
+                server_time_ms,
+            }) => {
                 for m in messages {
                     let h = &m.receipt_handle;
                     if self.offered.contains_key(h) || self.deciding.contains(h) {
                         continue;
                     }
-                    self.offered.insert(h.clone(), m.next_consume_time);
+                    let lease = Lease::new(now, m.next_consume_time, server_time_ms);
+                    self.offered.insert(h.clone(), lease);
                     self.events.push_back(CheckerEvent::Check(m));
                 }
             }
@@ -364,16 +364,16 @@ impl CheckerMachine {
                 }
             }
         }
-        self.sweep_expired(wall_ms);
+        self.sweep_expired(now);
         self.check_drained();
     }
 
     /// The answer to [`CheckerTransmit::Decide`] `id`: per-handle failures (empty =
-    /// success), or why the request failed.
+    /// success), or why the request failed. Any failure in the answer, whichever handle it
+    /// names (or none), refuses the decision ([`attribute_failures`]).
     pub fn handle_decide(
         &mut self,
         now: Instant,
-        wall_ms: u64,
         id: u64,
         result: Result<Vec<HandleFailure>, FailureKind>,
     ) {
@@ -388,11 +388,7 @@ impl CheckerMachine {
         match result {
             Ok(failures) => {
                 let resent = p.retry.earlier_attempt_may_have_reached_server();
-                let failure = failures
-                    .iter()
-                    .position(|f| f.receipt_handle == p.handle.as_str())
-                    .or((!failures.is_empty()).then_some(0))
-                    .and_then(|i| failures.into_iter().nth(i));
+                let failure = attribute_failures([&p.handle], failures).pop();
                 self.deciding.remove(&p.handle);
                 let event = match failure {
                     Some(f) if !(resent && is_gone(&f.code)) => CheckerEvent::DecideFailed {
@@ -424,31 +420,30 @@ impl CheckerMachine {
                 }
             },
         }
-        self.sweep_expired(wall_ms);
+        self.sweep_expired(now);
         self.check_drained();
     }
 
     /// Timers: call when [`poll_timeout`](Self::poll_timeout) is reached (early or late is
     /// harmless).
-    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.poll.on_timeout(now);
-        self.sweep_expired(wall_ms);
+        self.sweep_expired(now);
         self.check_drained();
     }
 
     // ----- commands -----
 
     /// Records the user's decision for an offered half message. Commit/Rollback queue one
-    /// request (or [`CheckerEvent::DecideExpired`] if the handle has already expired);
-    /// Unknown just forgets the message.
+    /// request (or [`CheckerEvent::DecideExpired`] if the handle has already expired by the
+    /// server's clock); Unknown just forgets the message.
     pub fn decide(
         &mut self,
         now: Instant,
-        wall_ms: u64,
         handle: &ReceiptHandle,
         decision: Decision,
     ) -> Result<(), DecideRefused> {
-        let Some(nct) = self.offered.remove(handle) else {
+        let Some(lease) = self.offered.remove(handle) else {
             return Err(if self.deciding.contains(handle) {
                 DecideRefused::AlreadyDecided
             } else {
@@ -456,7 +451,7 @@ impl CheckerMachine {
             });
         };
         if let Some(kind) = decision.ack_kind() {
-            if is_expired(nct, wall_ms, self.config.margin_ms) {
+            if lease.is_expired(now, self.margin()) {
                 self.events.push_back(CheckerEvent::DecideExpired {
                     handle: handle.clone(),
                     kind,
@@ -465,19 +460,17 @@ impl CheckerMachine {
                 let seed = self.rng.u64(..);
                 self.deciding.insert(handle.clone());
                 // Worth retrying for as long as the handle is valid (as for consumer acks).
-                let valid_for_ms = nct
-                    .saturating_sub(self.config.margin_ms)
-                    .saturating_sub(wall_ms);
+                let valid_for = lease.retry_budget(now, self.margin(), self.config.retry.budget());
                 let retry_config = self
                     .config
                     .retry
                     .clone()
                     .with_max_attempts(u32::MAX)
-                    .with_budget(Duration::from_millis(valid_for_ms));
+                    .with_budget(valid_for);
                 self.pending.push(Pending {
                     handle: handle.clone(),
                     kind,
-                    next_consume_time: nct,
+                    lease,
                     retry: RetryState::new(retry_config, Idempotency::Idempotent, seed, now),
                     phase: Phase::Ready,
                 });
@@ -507,13 +500,11 @@ impl CheckerMachine {
 
     // ----- outputs -----
 
-    /// The next request to send, if any is due at `now`; `wall_ms` (epoch ms) is used to
-    /// drop decisions whose handles have expired.
+    /// The next request to send, if any is due at `now`; decisions whose handles have
+    /// expired (by the server's clock) are dropped and reported instead.
     #[must_use]
-    pub fn poll_transmit(&mut self, now: Instant, wall_ms: u64) -> Option<CheckerTransmit> {
-        let t = self
-            .poll_decision(now, wall_ms)
-            .or_else(|| self.poll_half(now));
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<CheckerTransmit> {
+        let t = self.poll_decision(now).or_else(|| self.poll_half(now));
         self.check_drained();
         t
     }
@@ -543,14 +534,18 @@ impl CheckerMachine {
         id
     }
 
-    fn poll_decision(&mut self, now: Instant, wall_ms: u64) -> Option<CheckerTransmit> {
-        let margin = self.config.margin_ms;
+    fn margin(&self) -> Duration {
+        Duration::from_millis(self.config.margin_ms)
+    }
+
+    fn poll_decision(&mut self, now: Instant) -> Option<CheckerTransmit> {
+        let margin = self.margin();
         while let Some(pos) = self.pending.iter().position(|p| match p.phase {
             Phase::Ready => true,
             Phase::Waiting { until } => until <= now,
             Phase::InFlight { .. } => false,
         }) {
-            if is_expired(self.pending[pos].next_consume_time, wall_ms, margin) {
+            if self.pending[pos].lease.is_expired(now, margin) {
                 let p = self.pending.remove(pos);
                 self.deciding.remove(&p.handle);
                 self.events.push_back(CheckerEvent::DecideExpired {
@@ -589,14 +584,12 @@ impl CheckerMachine {
         })
     }
 
-    fn sweep_expired(&mut self, wall_ms: u64) {
-        let margin = self.config.margin_ms;
+    fn sweep_expired(&mut self, now: Instant) {
+        let margin = self.margin();
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];
-            if !matches!(p.phase, Phase::InFlight { .. })
-                && is_expired(p.next_consume_time, wall_ms, margin)
-            {
+            if !matches!(p.phase, Phase::InFlight { .. }) && p.lease.is_expired(now, margin) {
                 let p = self.pending.remove(i);
                 self.deciding.remove(&p.handle);
                 self.events.push_back(CheckerEvent::DecideExpired {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::poll::PollSlot;
 use super::retry::{Backoff, FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
-use super::{MAX_ACK_HANDLES, is_expired, is_gone};
+use super::{Lease, MAX_ACK_HANDLES, Received, is_gone};
 use crate::message::Message;
-use crate::ops::{ConsumeKind, HandleFailure};
+use crate::ops::{ConsumeKind, HandleFailure, attribute_failures};
 use crate::types::{BatchSize, ReceiptHandle, WaitSeconds};
 
 /// Settings of a [`ConsumerMachine`].
@@ -100,7 +100,10 @@ impl ConsumerConfig {
     }
 
     /// An ack is dropped (reported as [`ConsumerEvent::AckExpired`]) instead of sent when its
-    /// handle's `NextConsumeTime` is earlier than the wall clock plus this margin (ms).
+    /// handle has less than this margin (ms) of validity left. Validity is the server's
+    /// `NextConsumeTime` minus the server's `Date` of the answer that brought the message,
+    /// counted down on the monotonic clock (see [`Received`]); the local wall clock plays no
+    /// part.
     #[must_use]
     pub fn with_ack_margin_ms(mut self, ms: u64) -> Self {
         self.ack_margin_ms = ms;
@@ -198,8 +201,8 @@ pub enum ConsumerEvent {
     Acked(Vec<ReceiptHandle>),
     /// The server refused to ack one handle (usually expired or superseded).
     AckFailed(HandleFailure),
-    /// An ack was dropped locally: the handle's `NextConsumeTime` had passed (by the ack
-    /// margin), so the message will be delivered again.
+    /// An ack was dropped locally: by the server's own clock the handle had expired (less
+    /// than the ack margin left), so the message will be delivered again.
     AckExpired(ReceiptHandle),
     /// A receive failed; the loop retries after a backoff.
     ReceiveError(FailureKind),
@@ -224,7 +227,7 @@ pub enum AckRefused {
 #[derive(Clone, Debug)]
 struct Queued {
     handle: ReceiptHandle,
-    next_consume_time: u64,
+    lease: Lease,
     at: Instant,
 }
 
@@ -236,7 +239,7 @@ enum Phase {
 
 #[derive(Clone, Debug)]
 struct AckBatch {
-    handles: Vec<(ReceiptHandle, u64)>,
+    handles: Vec<(ReceiptHandle, Lease)>,
     retry: RetryState,
     phase: Phase,
 }
@@ -247,7 +250,8 @@ struct AckBatch {
 ///   [`max_in_hand`](ConsumerConfig::with_max_in_hand) messages are in hand (handed out and
 ///   neither acked nor released); a receive never asks for more than the remaining room.
 /// * Queues acks and sends them in batches of up to 16, or after the flush delay. A handle
-///   whose `NextConsumeTime` has passed (by the margin) is dropped and reported instead.
+///   that has expired by the server's clock (`NextConsumeTime` − the answer's `Date`, counted
+///   down locally; see [`Received`]) is dropped and reported instead.
 /// * Retries failed ack requests with the [`RetryConfig`]'s backoff for as long as their
 ///   handles are valid (its attempt limit does not apply: acks are idempotent; a resent batch
 ///   whose earlier attempt may have reached the server counts per-handle `MessageNotExist` /
@@ -260,13 +264,15 @@ struct AckBatch {
 ///
 /// ```
 /// use std::time::Instant;
-/// use mq_proto::machine::{ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit};
+/// use mq_proto::machine::{
+///     ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit, Received,
+/// };
 ///
 /// let now = Instant::now();
 /// let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-/// let Some(ConsumerTransmit::Receive { id, .. }) = m.poll_transmit(now, 0) else { panic!() };
-/// assert_eq!(m.poll_transmit(now, 0), None); // only one receive at a time
-/// m.handle_receive(now, 0, id, Ok(vec![]));
+/// let Some(ConsumerTransmit::Receive { id, .. }) = m.poll_transmit(now) else { panic!() };
+/// assert_eq!(m.poll_transmit(now), None); // only one receive at a time
+/// m.handle_receive(now, id, Ok(Received::default()));
 /// m.shutdown(now);
 /// assert_eq!(m.poll_event(), Some(ConsumerEvent::Drained));
 /// ```
@@ -276,7 +282,7 @@ pub struct ConsumerMachine {
     rng: fastrand::Rng,
     next_id: u64,
     receive: PollSlot,
-    in_hand: HashMap<ReceiptHandle, u64>,
+    in_hand: HashMap<ReceiptHandle, Lease>,
     acking: HashSet<ReceiptHandle>,
     queue: VecDeque<Queued>,
     batches: Vec<AckBatch>,
@@ -353,27 +359,25 @@ impl ConsumerMachine {
 
     // ----- inputs -----
 
-    /// The answer to [`ConsumerTransmit::Receive`] `id`: the messages (empty = none), or why
-    /// the request failed. A 404 `MessageNotExist` failure is treated as an empty answer;
-    /// [`FailureKind::Cancelled`] is not reported as an error.
-    pub fn handle_receive(
-        &mut self,
-        now: Instant,
-        wall_ms: u64,
-        id: u64,
-        result: Result<Vec<Message>, FailureKind>,
-    ) {
+    /// The answer to [`ConsumerTransmit::Receive`] `id`: the messages (empty = none) with the
+    /// server's time, or why the request failed. A 404 `MessageNotExist` failure is treated
+    /// as an empty answer; [`FailureKind::Cancelled`] is not reported as an error.
+    pub fn handle_receive(&mut self, now: Instant, id: u64, result: Result<Received, FailureKind>) {
         let Some(result) = self.receive.finish(now, id, result, self.shutting_down) else {
             return;
         };
         match result {
-            Ok(messages) => {
+            Ok(Received {
+                messages,
+                server_time_ms,
+            }) => {
                 for m in messages {
                     let h = &m.receipt_handle;
                     if self.in_hand.contains_key(h) || self.acking.contains(h) {
                         continue; // the same delivery twice: hand it out once
                     }
-                    self.in_hand.insert(h.clone(), m.next_consume_time);
+                    let lease = Lease::new(now, m.next_consume_time, server_time_ms);
+                    self.in_hand.insert(h.clone(), lease);
                     self.events.push_back(ConsumerEvent::Message(m));
                 }
             }
@@ -383,16 +387,17 @@ impl ConsumerMachine {
                 }
             }
         }
-        self.sweep_expired(wall_ms);
+        self.sweep_expired(now);
         self.check_drained();
     }
 
     /// The answer to [`ConsumerTransmit::Ack`] `id`: the per-handle failures (empty = all
-    /// acknowledged), or why the request failed.
+    /// acknowledged), or why the request failed. Failures are assigned to the batch's handles
+    /// by [`attribute_failures`]: one that names no handle of the batch refuses every handle
+    /// it could mean, so a refusal never counts as an ack.
     pub fn handle_ack(
         &mut self,
         now: Instant,
-        wall_ms: u64,
         id: u64,
         result: Result<Vec<HandleFailure>, FailureKind>,
     ) {
@@ -424,43 +429,39 @@ impl ConsumerMachine {
                 }
             },
         }
-        self.sweep_expired(wall_ms);
+        self.sweep_expired(now);
         self.check_drained();
     }
 
     /// Timers: call when [`poll_timeout`](Self::poll_timeout) is reached (calling it early or
     /// late is harmless).
-    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.receive.on_timeout(now);
-        self.sweep_expired(wall_ms);
+        self.sweep_expired(now);
         self.check_drained();
     }
 
     // ----- commands -----
 
-    /// Queues an ack for a message in hand. If its `NextConsumeTime` has already passed (by
-    /// the margin) nothing is queued and [`ConsumerEvent::AckExpired`] is emitted.
-    pub fn ack(
-        &mut self,
-        now: Instant,
-        wall_ms: u64,
-        handle: &ReceiptHandle,
-    ) -> Result<(), AckRefused> {
-        let Some(nct) = self.in_hand.remove(handle) else {
+    /// Queues an ack for a message in hand. If its handle has already expired by the server's
+    /// clock (less than the margin left) nothing is queued and [`ConsumerEvent::AckExpired`]
+    /// is emitted.
+    pub fn ack(&mut self, now: Instant, handle: &ReceiptHandle) -> Result<(), AckRefused> {
+        let Some(lease) = self.in_hand.remove(handle) else {
             return Err(if self.acking.contains(handle) {
                 AckRefused::AlreadyAcked
             } else {
                 AckRefused::UnknownHandle
             });
         };
-        if is_expired(nct, wall_ms, self.config.ack_margin_ms) {
+        if lease.is_expired(now, self.margin()) {
             self.events
                 .push_back(ConsumerEvent::AckExpired(handle.clone()));
         } else {
             self.acking.insert(handle.clone());
             self.queue.push_back(Queued {
                 handle: handle.clone(),
-                next_consume_time: nct,
+                lease,
                 at: now,
             });
         }
@@ -501,13 +502,13 @@ impl ConsumerMachine {
 
     // ----- outputs -----
 
-    /// The next request to send, if any is due at `now`. `wall_ms` (epoch ms) is used to
-    /// drop acks whose handles have expired.
+    /// The next request to send, if any is due at `now`; acks whose handles have expired
+    /// (by the server's clock) are dropped and reported instead.
     #[must_use]
-    pub fn poll_transmit(&mut self, now: Instant, wall_ms: u64) -> Option<ConsumerTransmit> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<ConsumerTransmit> {
         let t = self
-            .poll_ack_retry(now, wall_ms)
-            .or_else(|| self.poll_ack_flush(now, wall_ms))
+            .poll_ack_retry(now)
+            .or_else(|| self.poll_ack_flush(now))
             .or_else(|| self.poll_receive(now));
         self.check_drained();
         t
@@ -546,8 +547,12 @@ impl ConsumerMachine {
         id
     }
 
-    fn poll_ack_retry(&mut self, now: Instant, wall_ms: u64) -> Option<ConsumerTransmit> {
-        let margin = self.config.ack_margin_ms;
+    fn margin(&self) -> Duration {
+        Duration::from_millis(self.config.ack_margin_ms)
+    }
+
+    fn poll_ack_retry(&mut self, now: Instant) -> Option<ConsumerTransmit> {
+        let margin = self.margin();
         while let Some(pos) = self
             .batches
             .iter()
@@ -555,8 +560,8 @@ impl ConsumerMachine {
         {
             let batch = &mut self.batches[pos];
             let mut expired = Vec::new();
-            batch.handles.retain(|(h, nct)| {
-                let gone = is_expired(*nct, wall_ms, margin);
+            batch.handles.retain(|(h, lease)| {
+                let gone = lease.is_expired(now, margin);
                 if gone {
                     expired.push(h.clone());
                 }
@@ -579,7 +584,8 @@ impl ConsumerMachine {
         None
     }
 
-    fn poll_ack_flush(&mut self, now: Instant, wall_ms: u64) -> Option<ConsumerTransmit> {
+    fn poll_ack_flush(&mut self, now: Instant) -> Option<ConsumerTransmit> {
+        let margin = self.margin();
         loop {
             let front = self.queue.front()?;
             let due = self.queue.len() >= MAX_ACK_HANDLES
@@ -594,11 +600,11 @@ impl ConsumerMachine {
             let n = self.queue.len().min(MAX_ACK_HANDLES);
             let mut handles = Vec::with_capacity(n);
             for q in self.queue.drain(..n) {
-                if is_expired(q.next_consume_time, wall_ms, self.config.ack_margin_ms) {
+                if q.lease.is_expired(now, margin) {
                     self.acking.remove(&q.handle);
                     self.events.push_back(ConsumerEvent::AckExpired(q.handle));
                 } else {
-                    handles.push((q.handle, q.next_consume_time));
+                    handles.push((q.handle, q.lease));
                 }
             }
             if handles.is_empty() {
@@ -609,18 +615,18 @@ impl ConsumerMachine {
             // An ack is worth retrying for as long as its handles are valid: keep trying
             // (with backoff) until the last one expires; expired handles are swept out of
             // waiting batches one by one. A short outage then costs no redelivery.
-            let valid_for_ms = handles
+            let fallback = self.config.retry.budget();
+            let valid_for = handles
                 .iter()
-                .map(|(_, nct)| nct.saturating_sub(self.config.ack_margin_ms))
+                .map(|(_, lease)| lease.retry_budget(now, margin, fallback))
                 .max()
-                .unwrap_or(0)
-                .saturating_sub(wall_ms);
+                .unwrap_or(Duration::ZERO);
             let retry_config = self
                 .config
                 .retry
                 .clone()
                 .with_max_attempts(u32::MAX)
-                .with_budget(Duration::from_millis(valid_for_ms));
+                .with_budget(valid_for);
             let retry = RetryState::new(retry_config, Idempotency::Idempotent, seed, now);
             let list = handles.iter().map(|(h, _)| h.clone()).collect();
             self.batches.push(AckBatch {
@@ -655,7 +661,7 @@ impl ConsumerMachine {
     fn settle(&mut self, batch: AckBatch, failures: Vec<HandleFailure>) {
         let resent = batch.retry.earlier_attempt_may_have_reached_server();
         let mut acked = Vec::with_capacity(batch.handles.len());
-        let mut failures = failures;
+        let mut failures = attribute_failures(batch.handles.iter().map(|(h, _)| h), failures);
         for (h, _) in batch.handles {
             self.acking.remove(&h);
             let failure = failures
@@ -669,22 +675,17 @@ impl ConsumerMachine {
                 _ => acked.push(h),
             }
         }
-        // Failures naming handles this batch did not hold (or with no handle) are still
-        // the server's word: report them rather than lose them.
-        for f in failures {
-            self.events.push_back(ConsumerEvent::AckFailed(f));
-        }
         if !acked.is_empty() {
             self.events.push_back(ConsumerEvent::Acked(acked));
         }
     }
 
     /// Drops queued acks and acks waiting for a retry whose handles have expired.
-    fn sweep_expired(&mut self, wall_ms: u64) {
-        let margin = self.config.ack_margin_ms;
+    fn sweep_expired(&mut self, now: Instant) {
+        let margin = self.margin();
         let mut expired = Vec::new();
         self.queue.retain(|q| {
-            let gone = is_expired(q.next_consume_time, wall_ms, margin);
+            let gone = q.lease.is_expired(now, margin);
             if gone {
                 expired.push(q.handle.clone());
             }
@@ -692,8 +693,8 @@ impl ConsumerMachine {
         });
         for b in &mut self.batches {
             if matches!(b.phase, Phase::Waiting { .. }) {
-                b.handles.retain(|(h, nct)| {
-                    let gone = is_expired(*nct, wall_ms, margin);
+                b.handles.retain(|(h, lease)| {
+                    let gone = lease.is_expired(now, margin);
                     if gone {
                         expired.push(h.clone());
                     }

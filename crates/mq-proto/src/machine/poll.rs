@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::Received;
 use super::retry::{Backoff, FailureKind};
-use crate::message::Message;
 use crate::ops::ErrorCode;
 use crate::types::BatchSize;
 
@@ -62,9 +62,9 @@ impl PollSlot {
         &mut self,
         now: Instant,
         id: u64,
-        result: Result<Vec<Message>, FailureKind>,
+        result: Result<Received, FailureKind>,
         stopping: bool,
-    ) -> Option<Result<Vec<Message>, FailureKind>> {
+    ) -> Option<Result<Received, FailureKind>> {
         let (sent_id, sent_at) = self.in_flight?;
         if sent_id != id {
             return None;
@@ -74,14 +74,14 @@ impl PollSlot {
             Err(FailureKind::Status {
                 code: Some(ErrorCode::MessageNotExist),
                 ..
-            }) => Ok(Vec::new()),
+            }) => Ok(Received::default()),
             other => other,
         };
         match &result {
-            Ok(messages) => {
+            Ok(received) => {
                 self.backoff.reset();
                 let pace = sent_at.checked_add(self.min_empty_interval);
-                if let Some(t) = pace.filter(|t| messages.is_empty() && *t > now) {
+                if let Some(t) = pace.filter(|t| received.messages.is_empty() && *t > now) {
                     self.not_before = Some(t);
                 }
             }

@@ -14,6 +14,9 @@ use crate::ops::ErrorCode;
 /// What went wrong with one attempt of a request.
 ///
 /// The runtime driver builds this from its transport error or from a decoded error response.
+/// Two questions classify it: can repeating the request ever succeed
+/// ([`is_transient`](Self::is_transient)), and may this attempt have reached the server
+/// ([`request_may_have_reached_server`](Self::request_may_have_reached_server)).
 ///
 /// ```
 /// use mq_proto::ErrorCode;
@@ -21,15 +24,25 @@ use crate::ops::ErrorCode;
 ///
 /// assert!(FailureKind::Connect.is_transient());
 /// assert!(!FailureKind::Connect.request_may_have_reached_server());
+/// assert!(!FailureKind::Tls.is_transient());
+/// assert!(!FailureKind::Tls.request_may_have_reached_server());
 /// assert!(FailureKind::status(500, Some(ErrorCode::InternalError)).is_transient());
 /// assert!(FailureKind::status(400, Some(ErrorCode::QpsLimitExceeded)).is_transient());
 /// assert!(!FailureKind::status(403, Some(ErrorCode::SignatureDoesNotMatch)).is_transient());
+/// assert!(!FailureKind::status(505, Some(ErrorCode::InternalError)).is_transient());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureKind {
-    /// Could not connect (DNS, TCP or TLS failure): the request was provably not sent.
+    /// Could not connect (DNS, refused, connect timeout, an I/O failure or reset during the
+    /// TLS handshake): the request was provably not sent, and a later attempt may connect.
     Connect,
+    /// The TLS handshake failed for a reason a new connection cannot change: the server's
+    /// certificate was refused (unknown issuer, wrong host name, expired, bad signature), the
+    /// host is not a valid TLS server name, the peer is incompatible or broke the protocol,
+    /// or it sent a fatal alert such as `bad_certificate` or `unknown_ca`. The request was
+    /// provably not sent. Never retried.
+    Tls,
     /// A pooled connection was found closed before the request was written: provably not sent.
     NotSent,
     /// The connection was reset or closed after the request may have been sent.
@@ -43,7 +56,9 @@ pub enum FailureKind {
         /// Error code from the `Error` body, when there was one.
         code: Option<ErrorCode>,
     },
-    /// The answer could not be decoded.
+    /// The answer could not be decoded (an undecodable 2xx, a 1xx/3xx status, invalid HTTP,
+    /// an oversize body) or contradicts the request (body MD5). An error status with an
+    /// unexpected body (a proxy's HTML page on a 502) is a [`FailureKind::Status`], not this.
     InvalidResponse,
     /// The driver abandoned the request on purpose (for example on shutdown). Never retried.
     Cancelled,
@@ -57,23 +72,25 @@ impl FailureKind {
         Self::Status { status, code }
     }
 
-    /// Whether a later attempt may succeed: connection problems, timeouts, 5xx and throttling
-    /// (`Throttling`, `QpsLimitExceeded`, `RequestTimeout`, status 429 or 503).
+    /// Whether repeating the request may ever succeed.
     ///
-    /// Client errors (other 4xx: authentication, `InvalidArgument`, `TopicNotExist`, ...),
-    /// undecodable answers, cancellations and [`FailureKind::Other`] are final.
+    /// Transient: connection failures other than TLS refusals ([`Connect`](Self::Connect),
+    /// [`NotSent`](Self::NotSent)), [`ConnectionLost`](Self::ConnectionLost),
+    /// [`Timeout`](Self::Timeout), throttling (`Throttling`, `QpsLimitExceeded`, status 429
+    /// or 503), the service's `RequestTimeout`, a `408` other than `TimeExpired`, and server
+    /// faults (5xx, or an `InternalError`/`InternalServerError` code).
+    ///
+    /// Final: [`Tls`](Self::Tls); client errors (other 4xx: authentication, `TimeExpired` —
+    /// every attempt is signed with a fresh `Date`, so the local clock is off —,
+    /// `InvalidArgument`, `TopicNotExist`, `MessageNotExist` on an ack or a decision, 413,
+    /// ...); the 5xx statuses that state a fixed property of the server (501 Not Implemented,
+    /// 505 HTTP Version Not Supported, 506, 508, 510, 511); undecodable answers,
+    /// cancellations and [`FailureKind::Other`].
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect | Self::NotSent | Self::ConnectionLost | Self::Timeout => true,
-            Self::Status { status, code } => {
-                self.is_throttling()
-                    || matches!(code, Some(ErrorCode::Other(c)) if c == "RequestTimeout")
-                    || (500..600).contains(status)
-                    || code.as_ref().is_some_and(|c| {
-                        matches!(c, ErrorCode::InternalError | ErrorCode::InternalServerError)
-                    })
-            }
-            Self::InvalidResponse | Self::Cancelled | Self::Other => false,
+            Self::Status { status, code } => status_is_transient(*status, code.as_ref()),
+            Self::Tls | Self::InvalidResponse | Self::Cancelled | Self::Other => false,
         }
     }
 
@@ -94,9 +111,36 @@ impl FailureKind {
 
     /// Whether the request may have reached the server (and may have been processed).
     ///
-    /// Only [`FailureKind::Connect`] and [`FailureKind::NotSent`] prove that it did not.
+    /// Only [`FailureKind::Connect`], [`FailureKind::Tls`] and [`FailureKind::NotSent`] prove
+    /// that it did not.
     pub fn request_may_have_reached_server(&self) -> bool {
-        !matches!(self, Self::Connect | Self::NotSent)
+        !matches!(self, Self::Connect | Self::Tls | Self::NotSent)
+    }
+}
+
+/// [`FailureKind::is_transient`] of an error status: the code, when it says, before the
+/// status.
+fn status_is_transient(status: u16, code: Option<&ErrorCode>) -> bool {
+    match code {
+        Some(ErrorCode::Throttling | ErrorCode::QpsLimitExceeded) => return true,
+        Some(ErrorCode::Other(c)) if c == "RequestTimeout" => return true,
+        // The `Date` is more than 15 minutes from the server's clock; every attempt is signed
+        // with the current local time, so a resend is just as late.
+        Some(ErrorCode::TimeExpired) => return false,
+        _ => {}
+    }
+    match status {
+        // Request Timeout (from the service or a proxy), Too Many Requests.
+        408 | 429 => true,
+        // Not Implemented, HTTP Version Not Supported, Variant Also Negotiates, Loop
+        // Detected, Not Extended, Network Authentication Required: the server (or a proxy)
+        // states a fixed property; no resend changes it.
+        501 | 505 | 506 | 508 | 510 | 511 => false,
+        500..=599 => true,
+        _ => matches!(
+            code,
+            Some(ErrorCode::InternalError | ErrorCode::InternalServerError)
+        ),
     }
 }
 
@@ -481,44 +525,90 @@ mod tests {
         FailureKind::status(status, code)
     }
 
+    /// The whole classification, row by row: (failure, can a repeat succeed?, may this
+    /// attempt have reached the server?). RELIABILITY.md ("Which failures are retried")
+    /// documents the same table.
     #[test]
     fn classification_table() {
         use ErrorCode as E;
-        // (failure, transient, may have reached server)
+        let other = |c: &str| Some(E::Other(c.into()));
         let table: Vec<(FailureKind, bool, bool)> = vec![
+            // Below HTTP.
             (FailureKind::Connect, true, false),
+            (FailureKind::Tls, false, false),
             (FailureKind::NotSent, true, false),
             (FailureKind::ConnectionLost, true, true),
             (FailureKind::Timeout, true, true),
             (FailureKind::InvalidResponse, false, true),
             (FailureKind::Cancelled, false, true),
             (FailureKind::Other, false, true),
+            // Server faults and throttling.
             (st(500, Some(E::InternalError)), true, true),
+            (st(500, Some(E::InternalServerError)), true, true),
             (st(500, None), true, true),
             (st(502, None), true, true),
+            (st(502, Some(E::InternalError)), true, true),
             (st(503, None), true, true),
+            (st(503, Some(E::InternalError)), true, true),
             (st(503, Some(E::Throttling)), true, true),
+            (st(504, Some(E::InternalError)), true, true),
+            (st(507, Some(E::InternalError)), true, true),
             (st(400, Some(E::Throttling)), true, true),
             (st(400, Some(E::QpsLimitExceeded)), true, true),
             (st(429, None), true, true),
-            (st(400, Some(E::Other("RequestTimeout".into()))), true, true),
+            (st(429, other("HTTP429")), true, true),
+            (st(400, other("RequestTimeout")), true, true),
+            (st(503, other("RequestTimeout")), true, true),
+            (st(408, other("HTTP408")), true, true),
+            (st(408, None), true, true),
+            // 5xx stating a fixed property of the server (the code is derived from the
+            // status when the body has none).
+            (st(501, Some(E::InternalError)), false, true),
+            (st(505, Some(E::InternalError)), false, true),
+            (st(505, None), false, true),
+            (st(506, None), false, true),
+            (st(508, None), false, true),
+            (st(510, None), false, true),
+            (st(511, Some(E::InternalError)), false, true),
+            // Client errors: the same request gets the same answer.
+            (st(408, Some(E::TimeExpired)), false, true),
+            (st(403, Some(E::TimeExpired)), false, true),
             (st(400, Some(E::InvalidArgument)), false, true),
             (st(400, Some(E::MalformedXml)), false, true),
+            (st(400, Some(E::InvalidDigest)), false, true),
+            (st(400, Some(E::InvalidQueryString)), false, true),
+            (st(400, Some(E::InvalidRequestUrl)), false, true),
+            (st(400, Some(E::MissingReceiptHandle)), false, true),
+            (st(400, Some(E::MissingAuthorizationHeader)), false, true),
+            (st(400, Some(E::InvalidAuthorizationHeader)), false, true),
+            (st(400, Some(E::MissingDateHeader)), false, true),
+            (st(400, Some(E::InvalidDateHeader)), false, true),
             (st(403, Some(E::SignatureDoesNotMatch)), false, true),
             (st(403, Some(E::AccessDenied)), false, true),
             (st(403, Some(E::InvalidAccessKeyId)), false, true),
+            (st(403, other("HTTPForbidden")), false, true),
             (st(404, Some(E::TopicNotExist)), false, true),
-            (st(408, Some(E::TimeExpired)), false, true),
+            (st(404, Some(E::SubscriptionNotExist)), false, true),
+            (st(404, Some(E::MessageNotExist)), false, true),
+            (st(404, Some(E::ReceiptHandleError)), false, true),
+            (st(409, other("StateConflict")), false, true),
+            (st(413, other("HTTP413")), false, true),
+            (st(400, other("HTTP400")), false, true),
             (st(400, None), false, true),
             (st(302, None), false, true),
+            // The service's word on its own fault wins over a 4xx status.
+            (st(400, Some(E::InternalError)), true, true),
         ];
         for (f, transient, reached) in table {
             assert_eq!(f.is_transient(), transient, "{f:?}");
             assert_eq!(f.request_may_have_reached_server(), reached, "{f:?}");
         }
         assert!(st(429, None).is_throttling());
+        assert!(st(503, None).is_throttling());
+        assert!(st(400, Some(E::QpsLimitExceeded)).is_throttling());
         assert!(!st(500, None).is_throttling());
         assert!(!FailureKind::Timeout.is_throttling());
+        assert!(!FailureKind::Tls.is_throttling());
     }
 
     #[test]
@@ -638,6 +728,11 @@ mod tests {
         let auth = st(403, Some(ErrorCode::SignatureDoesNotMatch));
         assert_eq!(r.on_failure(t0, &auth), RetryDecision::GiveUp);
         assert_eq!(r.attempts(), 1);
+        // A refused certificate: not sent, yet never resent (a new handshake fails the same way).
+        let mut tls = RetryState::new(RetryConfig::default(), Idempotency::Idempotent, 3, t0);
+        assert_eq!(tls.on_failure(t0, &FailureKind::Tls), RetryDecision::GiveUp);
+        assert_eq!(tls.attempts(), 1);
+        assert!(!tls.earlier_attempt_may_have_reached_server());
     }
 
     #[test]
