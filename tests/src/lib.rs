@@ -132,3 +132,42 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Runs `f` to completion on a fresh multi-threaded tokio runtime with two workers.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// Publishes one transactional message with `tx` (check immunity 10 s, so the broker asks
+/// its checker), runs `tx`'s checker deciding `Commit` for every check, and receives with
+/// `consumer` (whose group must be registered) until the message is delivered or 30 s
+/// pass. Returns what was delivered and the checker's report.
+pub async fn commit_through_the_checker<R: Runtime>(
+    tx: &mq_client::TransactionProducer<R>,
+    consumer: &mq_client::Consumer<R>,
+) -> (Vec<mq_client::Message>, mq_client::CheckerReport) {
+    use mq_client::{BatchSize, Decision, Message, TopicMessage, TransCheckImmunity, WaitSeconds};
+    tx.publish(
+        TopicMessage::new("decide me")
+            .expect("message")
+            .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity")),
+    )
+    .await
+    .expect("publish half");
+    let checker = tx.spawn_checker(|_m: Message| async { Decision::Commit });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut delivered = Vec::new();
+    while delivered.is_empty() && std::time::Instant::now() < deadline {
+        delivered = consumer
+            .receive(BatchSize::MAX, WaitSeconds::new(1).expect("wait"))
+            .await
+            .expect("receive");
+    }
+    let report = checker.shutdown().await.expect("checker stops");
+    (delivered, report)
+}

@@ -19,7 +19,7 @@ use futures::stream::FuturesUnordered;
 use mq_client::mq_proto::client::DecodeError;
 use mq_tests::chaos::{ChaosProxy, Fault, Schedule, Seen};
 use mq_tests::faults::Background;
-use mq_tests::{TestBroker, client_builder, unique};
+use mq_tests::{TestBroker, block_on, client_builder, unique};
 use mq_tokio::{
     BatchSize, Client, ConsumerConfig, Error, ErrorCode, GroupId, RetryConfig, TimeoutConfig,
     TokioRuntime, TopicMessage, TopicName, WaitSeconds,
@@ -32,15 +32,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Seed of the random fault schedule of the stream test.
 const SEED: u64 = 0x5EED_C4A0_5000_0009;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
 
 fn topic(prefix: &str) -> TopicName {
     TopicName::new(unique(prefix)).expect("topic")

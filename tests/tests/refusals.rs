@@ -9,23 +9,14 @@
 
 use futures::StreamExt;
 use mq_tests::chaos::{ChaosProxy, Fault, Schedule};
-use mq_tests::{TestBroker, client_builder, unique};
+use mq_tests::{TestBroker, block_on, client_builder, commit_through_the_checker, unique};
 use mq_tokio::{
     AckError, BatchSize, Client, ConsumerConfig, Decision, ErrorCode, GroupId, HandleFailure,
-    Message, ReceiptHandle, TokioRuntime, TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
+    Message, ReceiptHandle, TokioRuntime, TopicMessage, TopicName, WaitSeconds,
 };
 use std::time::{Duration, Instant};
 
 const REFUSALS: [Fault; 2] = [Fault::RefuseWithEmptyHandle, Fault::RefuseWithoutHandle];
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
 
 fn client(endpoint: &str) -> Client {
     client_builder::<TokioRuntime>(endpoint)
@@ -251,24 +242,8 @@ fn the_checker_counts_a_decision_refused_without_a_handle_as_failed_and_decides_
                 );
                 let tx =
                     client(&proxy.endpoint()).transaction_producer(t, group("GID_refusals_chk"));
-                tx.publish(
-                    TopicMessage::new("decide me")
-                        .expect("message")
-                        .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity")),
-                )
-                .await
-                .expect("publish half");
-                let checker = tx.spawn_checker(|_m: Message| async { Decision::Commit });
                 // The first commit is refused; the broker checks again and the next one lands.
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let mut delivered = Vec::new();
-                while delivered.is_empty() && Instant::now() < deadline {
-                    delivered = consumer
-                        .receive(BatchSize::MAX, wait(1))
-                        .await
-                        .expect("receive");
-                }
-                let report = checker.shutdown().await.expect("checker stops");
+                let (delivered, report) = commit_through_the_checker(&tx, &consumer).await;
                 assert_eq!(proxy.count(refusal), 1);
                 assert_eq!(
                     delivered.len(),

@@ -11,25 +11,17 @@
 
 use futures::StreamExt;
 use mq_broker::{Credential, ServerConfig};
-use mq_tests::{TEST_AK, TEST_SK, TestBroker, client_builder, unique};
+use mq_tests::{
+    TEST_AK, TEST_SK, TestBroker, block_on, client_builder, commit_through_the_checker, unique,
+};
 use mq_tokio::{
-    BatchSize, Client, ConsumerConfig, Decision, GroupId, Message, TokioRuntime, TopicMessage,
-    TopicName, TransCheckImmunity, WaitSeconds,
+    BatchSize, Client, ConsumerConfig, GroupId, TokioRuntime, TopicMessage, TopicName, WaitSeconds,
 };
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Broker clock minus client clock: the client 30 s and 10 min ahead, then behind.
 const SKEWS_MS: [i64; 4] = [-30_000, -600_000, 30_000, 600_000];
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
 
 fn skewed_broker(offset_ms: i64) -> TestBroker {
     let mut config = ServerConfig {
@@ -132,23 +124,7 @@ fn checker_decisions_reach_the_server_whatever_the_client_clock() {
                     .is_empty()
             );
             let tx = client.transaction_producer(t, group("GID_skew_tx"));
-            tx.publish(
-                TopicMessage::new("decide me")
-                    .expect("message")
-                    .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity")),
-            )
-            .await
-            .expect("publish half");
-            let checker = tx.spawn_checker(|_m: Message| async { Decision::Commit });
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut delivered = Vec::new();
-            while delivered.is_empty() && Instant::now() < deadline {
-                delivered = consumer
-                    .receive(BatchSize::MAX, wait(1))
-                    .await
-                    .expect("receive");
-            }
-            let report = checker.shutdown().await.expect("checker stops");
+            let (delivered, report) = commit_through_the_checker(&tx, &consumer).await;
             assert_eq!(delivered.len(), 1, "skew {skew} ms: committed: {report:?}");
             assert_eq!(report.committed, 1, "skew {skew} ms: {report:?}");
             assert_eq!(report.failed, 0, "skew {skew} ms: {report:?}");

@@ -6,7 +6,7 @@
 
 use mq_broker::{Credential, ServerConfig, TlsConfig};
 use mq_client::mq_proto::machine::FailureKind;
-use mq_tests::{TEST_AK, TEST_SK, TestBroker, client_builder, unique};
+use mq_tests::{TEST_AK, TEST_SK, TestBroker, block_on, client_builder, unique};
 use mq_tokio::{
     BatchSize, Error, GroupId, RetryConfig, TokioRuntime, TopicMessage, TopicName,
     TransportErrorKind, WaitSeconds,
@@ -58,15 +58,6 @@ fn tls_broker(pki: &Pki) -> TestBroker {
     };
     config.limits.header_read_timeout = Duration::from_secs(2);
     TestBroker::start_with(config)
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
 }
 
 fn topic() -> TopicName {
