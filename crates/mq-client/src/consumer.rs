@@ -161,6 +161,15 @@ pub(crate) async fn receive<R: Runtime>(
         .await
 }
 
+/// The operation name of a settlement request (traces).
+pub(crate) fn settle_operation(kind: AckKind) -> &'static str {
+    match kind {
+        AckKind::Ack => "ack",
+        AckKind::Commit => "commit",
+        AckKind::Rollback => "rollback",
+    }
+}
+
 /// One ack/commit/rollback request of at most 16 handles (with retries).
 pub(crate) async fn ack_handles<R: Runtime>(
     client: &Client<R>,
@@ -172,15 +181,10 @@ pub(crate) async fn ack_handles<R: Runtime>(
     if handles.is_empty() {
         return Ok(Vec::new());
     }
-    let operation = match kind {
-        AckKind::Ack => "ack",
-        AckKind::Commit => "commit",
-        AckKind::Rollback => "rollback",
-    };
     let timeout = client.timeouts().request;
     let (failures, resent) = client
         .execute_tracked(
-            operation,
+            settle_operation(kind),
             topic,
             Idempotency::Idempotent,
             timeout,

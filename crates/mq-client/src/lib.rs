@@ -18,6 +18,7 @@ mod checker;
 mod client;
 mod consumer;
 mod credentials;
+mod driver;
 mod error;
 mod producer;
 mod runtime;
