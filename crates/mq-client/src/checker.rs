@@ -3,7 +3,7 @@
 
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
-use crate::runtime::{BoxFuture, Runtime};
+use crate::runtime::BoxFuture;
 use crate::transaction::TransactionProducer;
 use futures::channel::{mpsc, oneshot};
 use mq_proto::machine::{CheckerConfig, ConsumerMachine, Decision};
@@ -80,14 +80,13 @@ where
 }
 
 /// Runs the checker until `shutdown` completes and every in-flight decision is settled.
-pub(crate) async fn run_checker_loop<R, F, Fut, S>(
-    producer: TransactionProducer<R>,
+pub(crate) async fn run_checker_loop<F, Fut, S>(
+    producer: TransactionProducer,
     config: CheckerConfig,
     decide: F,
     shutdown: S,
 ) -> Result<CheckerReport, Error>
 where
-    R: Runtime,
     F: FnMut(Message) -> Fut + Send + 'static,
     Fut: Future<Output = Decision> + Send + 'static,
     S: Future<Output = ()> + Send,
@@ -117,13 +116,12 @@ pub struct CheckerHandle {
 }
 
 impl CheckerHandle {
-    pub(crate) fn spawn<R, F, Fut>(
-        producer: TransactionProducer<R>,
+    pub(crate) fn spawn<F, Fut>(
+        producer: TransactionProducer,
         config: CheckerConfig,
         decide: F,
     ) -> Self
     where
-        R: Runtime,
         F: FnMut(Message) -> Fut + Send + 'static,
         Fut: Future<Output = Decision> + Send + 'static,
     {

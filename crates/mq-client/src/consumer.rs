@@ -2,7 +2,7 @@
 
 use crate::client::Client;
 use crate::error::{AckError, Error};
-use crate::runtime::Runtime;
+
 use crate::stream::MessageStream;
 use mq_proto::client::{
     ack_request, consume_request, decode_ack_response, decode_consume_response,
@@ -15,15 +15,15 @@ use mq_proto::{
 
 /// Consumes one topic in one group, optionally filtered by tags.
 #[derive(Debug, Clone)]
-pub struct Consumer<R: Runtime> {
-    client: Client<R>,
+pub struct Consumer {
+    client: Client,
     topic: TopicName,
     group: GroupId,
     filter: TagFilter,
 }
 
-impl<R: Runtime> Consumer<R> {
-    pub(crate) fn new(client: Client<R>, topic: TopicName, group: GroupId) -> Self {
+impl Consumer {
+    pub(crate) fn new(client: Client, topic: TopicName, group: GroupId) -> Self {
         Self {
             client,
             topic,
@@ -54,7 +54,7 @@ impl<R: Runtime> Consumer<R> {
         &self.filter
     }
 
-    pub(crate) fn client(&self) -> &Client<R> {
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
@@ -135,8 +135,8 @@ impl<R: Runtime> Consumer<R> {
 }
 
 /// One consume request (with retries).
-pub(crate) async fn receive<R: Runtime>(
-    client: &Client<R>,
+pub(crate) async fn receive(
+    client: &Client,
     topic: &TopicName,
     group: &GroupId,
     kind: ConsumeKind,
@@ -171,8 +171,8 @@ pub(crate) fn settle_operation(kind: AckKind) -> &'static str {
 }
 
 /// One ack/commit/rollback request of at most 16 handles (with retries).
-pub(crate) async fn ack_handles<R: Runtime>(
-    client: &Client<R>,
+pub(crate) async fn ack_handles(
+    client: &Client,
     topic: &TopicName,
     group: &GroupId,
     kind: AckKind,

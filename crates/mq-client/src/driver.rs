@@ -12,7 +12,7 @@
 use crate::client::Client;
 use crate::consumer::settle_operation;
 use crate::error::{AckError, Error};
-use crate::runtime::{BoxFuture, Runtime};
+use crate::runtime::BoxFuture;
 use futures::channel::{mpsc, oneshot};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -64,8 +64,8 @@ pub(crate) trait Handler: Send + 'static {
 }
 
 /// Where the machine's requests go.
-pub(crate) struct Target<R: Runtime> {
-    pub(crate) client: Client<R>,
+pub(crate) struct Target {
+    pub(crate) client: Client,
     pub(crate) topic: TopicName,
     pub(crate) group: GroupId,
     pub(crate) filter: TagFilter,
@@ -81,9 +81,9 @@ enum Completion {
 }
 
 /// One run of a [`ConsumerMachine`] for a [`Handler`].
-pub(crate) struct Driver<R: Runtime, H: Handler> {
+pub(crate) struct Driver<H: Handler> {
     machine: ConsumerMachine,
-    target: std::sync::Arc<Target<R>>,
+    target: std::sync::Arc<Target>,
     handler: H,
     commands_tx: mpsc::UnboundedSender<Command>,
     replies: HashMap<ReceiptHandle, Reply>,
@@ -91,10 +91,10 @@ pub(crate) struct Driver<R: Runtime, H: Handler> {
     shutdown_waiters: Vec<oneshot::Sender<()>>,
 }
 
-impl<R: Runtime, H: Handler> Driver<R, H> {
+impl<H: Handler> Driver<H> {
     pub(crate) fn new(
         machine: ConsumerMachine,
-        target: Target<R>,
+        target: Target,
         handler: H,
         commands_tx: mpsc::UnboundedSender<Command>,
     ) -> Self {

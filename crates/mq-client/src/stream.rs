@@ -11,7 +11,7 @@
 use crate::consumer::Consumer;
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
-use crate::runtime::{BoxFuture, Runtime};
+use crate::runtime::BoxFuture;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, Stream, StreamExt};
 use mq_proto::machine::{ConsumerConfig, ConsumerMachine};
@@ -158,7 +158,7 @@ impl MessageStream {
         }
     }
 
-    pub(crate) fn spawn<R: Runtime>(consumer: Consumer<R>, config: ConsumerConfig) -> Self {
+    pub(crate) fn spawn(consumer: Consumer, config: ConsumerConfig) -> Self {
         let (cmd_tx, cmd_rx) = mpsc::unbounded();
         let (del_tx, del_rx) = mpsc::unbounded();
         let client = consumer.client().clone();
