@@ -9,8 +9,8 @@ use mq_proto::client::{
 };
 use mq_proto::machine::{ConsumerConfig, Idempotency};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, Message, ReceiptHandle,
-    TagFilter, TopicName, WaitSeconds, attribute_failures,
+    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleBatch, HandleFailure, Message,
+    ReceiptHandle, TagFilter, TopicName, WaitSeconds, attribute_failures,
 };
 
 /// Consumes one topic in one group, optionally filtered by tags.
@@ -96,7 +96,8 @@ impl Consumer {
         .await
     }
 
-    /// Acknowledges messages by their receipt handles (any number; sent 16 per request).
+    /// Acknowledges messages by their receipt handles (any number; sent in
+    /// [`HandleBatch`]es of at most 16 per request).
     /// Handles that fail (expired, already used) are returned in [`AckError::Partial`]; the
     /// others are acknowledged. A refusal that names no handle of its request (the service
     /// has been seen to send an empty `<ReceiptHandle>`) refuses every handle of that request
@@ -109,9 +110,9 @@ impl Consumer {
     /// settled those handles (the consumer stream does the same).
     pub async fn ack(&self, handles: &[ReceiptHandle]) -> Result<(), AckError> {
         let mut failures = Vec::new();
-        for chunk in handles.chunks(16) {
+        for batch in HandleBatch::split(handles.iter().cloned()) {
             failures.extend(
-                ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, chunk).await?,
+                ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, &batch).await?,
             );
         }
         if failures.is_empty() {
@@ -170,17 +171,15 @@ pub(crate) fn settle_operation(kind: AckKind) -> &'static str {
     }
 }
 
-/// One ack/commit/rollback request of at most 16 handles (with retries).
+/// One ack/commit/rollback request of one [`HandleBatch`] (with retries).
 pub(crate) async fn ack_handles(
     client: &Client,
     topic: &TopicName,
     group: &GroupId,
     kind: AckKind,
-    handles: &[ReceiptHandle],
+    batch: &HandleBatch,
 ) -> Result<Vec<HandleFailure>, Error> {
-    if handles.is_empty() {
-        return Ok(Vec::new());
-    }
+    let handles = batch.as_slice();
     let timeout = client.timeouts().request;
     let (failures, resent) = client
         .execute_tracked(

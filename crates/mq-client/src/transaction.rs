@@ -9,8 +9,8 @@ use crate::producer::publish_checked;
 use mq_proto::client::PublishReceipt;
 use mq_proto::machine::{CheckerConfig, Decision};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, Message, ReceiptHandle, TagFilter, TopicMessage,
-    TopicName, TransCheckImmunity, WaitSeconds,
+    AckKind, BatchSize, ConsumeKind, GroupId, HandleBatch, Message, ReceiptHandle, TagFilter,
+    TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
 use std::future::Future;
 
@@ -82,7 +82,7 @@ impl TransactionProducer {
             &self.topic,
             &self.group,
             kind,
-            std::slice::from_ref(handle),
+            &HandleBatch::one(handle.clone()),
         )
         .await?;
         if failures.is_empty() {

@@ -124,9 +124,6 @@ use std::time::{Duration, Instant};
 use crate::message::Message;
 use crate::ops::ErrorCode;
 
-/// Most receipt handles in one ack request (PROTOCOL §6.9).
-pub const MAX_ACK_HANDLES: usize = 16;
-
 /// A successful answer to a receive or half-message poll: the messages, and the server's
 /// clock when it answered.
 ///
