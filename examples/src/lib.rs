@@ -155,8 +155,8 @@ impl Setup {
     }
 
     /// A client for the endpoint, with the credentials and instance of this setup.
-    pub fn client<R: Runtime + Default>(&self) -> Result<Client<R>, mq_client::Error> {
-        let mut builder = Client::<R>::builder()
+    pub fn client<R: Runtime + Default>(&self) -> Result<Client, mq_client::Error> {
+        let mut builder = mq_client::ClientBuilder::with_runtime(R::default())
             .endpoint(self.endpoint.clone())
             .credentials(self.credentials.clone());
         if let Some(instance) = &self.instance {
@@ -214,7 +214,7 @@ impl Setup {
     /// A consumer group of the real service is created in the console and exists already. The
     /// embedded broker creates a group on its first request and delivers it the messages
     /// published after that, so on the embedded broker this sends one quick consume.
-    pub async fn register<R: Runtime>(&self, consumer: &Consumer<R>) -> Result<(), BoxError> {
+    pub async fn register(&self, consumer: &Consumer) -> Result<(), BoxError> {
         if self.is_embedded() {
             let wait = WaitSeconds::new(0)?;
             let stray = consumer.receive(BatchSize::MIN, wait).await?;

@@ -162,9 +162,9 @@ fn rolled_back(decisions: &Decisions, a: u32) -> bool {
 
 /// One long poll of up to `wait` seconds; prints and acks what arrives, returns the `a` values
 /// of this run's messages.
-async fn receive_and_ack<R: Runtime>(
+async fn receive_and_ack(
     setup: &Setup,
-    consumer: &Consumer<R>,
+    consumer: &Consumer,
     wait: u8,
 ) -> Result<Vec<u32>, BoxError> {
     let messages = consumer

@@ -46,7 +46,13 @@ pub enum Fault {
     /// Like [`Fault::RefuseWithEmptyHandle`], with no `ReceiptHandle` element at all
     /// ([`REFUSAL_NO_HANDLE`]).
     RefuseWithoutHandle,
+    /// Answer `403 AccessDenied` (an `Error` document, [`ACCESS_DENIED`]) without forwarding;
+    /// keep the connection.
+    Deny403,
 }
+
+/// A `403 Error` body refusing the request (request id `CHAOS403`).
+pub const ACCESS_DENIED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error xmlns=\"http://mq.aliyuncs.com/doc/v1\"><Code>AccessDenied</Code><Message>The access key is not allowed to do this.</Message><RequestId>CHAOS403</RequestId><HostId>chaos</HostId></Error>";
 
 /// A `404 Errors` body refusing an ack without naming the handle (seen from the real service).
 pub const REFUSAL_EMPTY_HANDLE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Errors xmlns=\"http://mq.aliyuncs.com/doc/v1\"><Error><ErrorCode>ReceiptHandleError</ErrorCode><ErrorMessage>The receipt handle you provide is not valid.</ErrorMessage><ReceiptHandle></ReceiptHandle></Error></Errors>";
@@ -75,6 +81,7 @@ impl Fault {
                 | Fault::Gateway502
                 | Fault::RefuseWithEmptyHandle
                 | Fault::RefuseWithoutHandle
+                | Fault::Deny403
         )
     }
 
@@ -410,6 +417,9 @@ async fn serve(client: TcpStream, number: usize, shared: Arc<Shared>) {
                 Fault::RefuseWithoutHandle => {
                     error_answer("404 Not Found", "text/xml;charset=utf-8", REFUSAL_NO_HANDLE)
                 }
+                Fault::Deny403 => {
+                    error_answer("403 Forbidden", "text/xml;charset=utf-8", ACCESS_DENIED)
+                }
                 _ => error_answer(
                     "502 Bad Gateway",
                     "text/html",
@@ -499,7 +509,8 @@ async fn serve(client: TcpStream, number: usize, shared: Arc<Shared>) {
             Fault::ResetBeforeForward
             | Fault::Gateway502
             | Fault::RefuseWithEmptyHandle
-            | Fault::RefuseWithoutHandle => return,
+            | Fault::RefuseWithoutHandle
+            | Fault::Deny403 => return,
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod sim;
 pub mod tls;
 
 use mq_broker::{Broker, Credential, ServerConfig};
-use mq_client::{Client, ClientBuilder, Credentials, RetryConfig, Runtime};
+use mq_client::{ClientBuilder, Credentials, RetryConfig, Runtime};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
@@ -111,8 +111,8 @@ impl Drop for TestBroker {
 }
 
 /// A client builder for `endpoint` with the test credentials and quick retries.
-pub fn client_builder<R: Runtime + Default>(endpoint: &str) -> ClientBuilder<R> {
-    Client::<R>::builder()
+pub fn client_builder<R: Runtime + Default>(endpoint: &str) -> ClientBuilder {
+    ClientBuilder::with_runtime(R::default())
         .endpoint(endpoint)
         .credentials(Credentials::new(TEST_AK, TEST_SK))
         .retry(
@@ -147,9 +147,9 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// its checker), runs `tx`'s checker deciding `Commit` for every check, and receives with
 /// `consumer` (whose group must be registered) until the message is delivered or 30 s
 /// pass. Returns what was delivered and the checker's report.
-pub async fn commit_through_the_checker<R: Runtime>(
-    tx: &mq_client::TransactionProducer<R>,
-    consumer: &mq_client::Consumer<R>,
+pub async fn commit_through_the_checker(
+    tx: &mq_client::TransactionProducer,
+    consumer: &mq_client::Consumer,
 ) -> (Vec<mq_client::Message>, mq_client::CheckerReport) {
     use mq_client::{BatchSize, Decision, Message, TopicMessage, TransCheckImmunity, WaitSeconds};
     tx.publish(

@@ -42,18 +42,14 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn client<R: Runtime + Default>(broker: &TestBroker) -> Client<R> {
+fn client<R: Runtime + Default>(broker: &TestBroker) -> Client {
     client_builder::<R>(&broker.endpoint())
         .build()
         .expect("client")
 }
 
 /// Receives until `n` messages arrived or `within` passed; acks nothing.
-async fn receive_n<R: Runtime + Default>(
-    consumer: &mq_client::Consumer<R>,
-    n: usize,
-    within: Duration,
-) -> Vec<Message> {
+async fn receive_n(consumer: &mq_client::Consumer, n: usize, within: Duration) -> Vec<Message> {
     let deadline = Instant::now() + within;
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {

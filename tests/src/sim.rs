@@ -12,9 +12,10 @@
 //!   them (re-asked whenever the topic's version moves, answered `MessageNotExist` at the
 //!   deadline). It keeps a ledger of what the broker really did ([`DeliveryRecord`],
 //!   [`AckRecord`]) for tests to check the machines' view against.
-//! * [`ConsumerDriver`] and [`CheckerDriver`]: the glue a runtime would be, turning transmits
-//!   into simulated requests and answers into `handle_*` calls, and checking on the way that
-//!   the machine never sends an expired handle or asks for more than its in-hand room.
+//! * [`ConsumerDriver`]: the glue a runtime would be (for a consumer and for the checker,
+//!   which is the same machine on half messages), turning transmits into simulated requests
+//!   and answers into `handle_*` calls, and checking on the way that the machine never sends
+//!   an expired handle or asks for more than its in-hand room.
 //! * [`Agenda`]: a time-ordered queue of a test's own actions (publishes, user acks, ...).
 //!
 //! Time only moves when the test calls [`Sim::advance_to`], normally to the earliest of
@@ -40,7 +41,7 @@
 //!     for event in consumer.pump(&mut sim) {
 //!         match event {
 //!             ConsumerEvent::Message(m) => consumer.ack(&sim, &m.receipt_handle).unwrap(),
-//!             ConsumerEvent::Acked(_) => acked = true,
+//!             ConsumerEvent::Settled { .. } => acked = true,
 //!             _ => {}
 //!         }
 //!     }
@@ -60,8 +61,7 @@ use std::time::{Duration, Instant};
 
 use mq_broker::core::{BrokerCore, CoreConfig, CoreError, PublishOutcome};
 use mq_proto::machine::{
-    AckRefused, CheckerEvent, CheckerMachine, CheckerTransmit, ConsumerEvent, ConsumerMachine,
-    ConsumerTransmit, DecideRefused, Decision, FailureKind, Received,
+    AckRefused, ConsumerEvent, ConsumerMachine, ConsumerTransmit, Decision, FailureKind, Received,
 };
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, Message, ReceiptHandle,
@@ -1014,13 +1014,15 @@ impl<A> Agenda<A> {
     }
 }
 
-/// An ack request a [`ConsumerDriver`] sent.
+/// A settlement request (ack, commit or rollback) a [`ConsumerDriver`] sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentAck {
     /// Virtual time of sending (ms).
     pub at_ms: u64,
     /// Request id.
     pub id: u64,
+    /// Ack, commit or rollback.
+    pub kind: AckKind,
     /// The handles, in order.
     pub handles: Vec<ReceiptHandle>,
 }
@@ -1048,22 +1050,24 @@ impl LeaseSlack {
     }
 }
 
-/// Drives a [`ConsumerMachine`] over a [`Sim`], as a runtime would, and records protocol
-/// violations of the machine (see [`violations`](Self::violations)).
+/// Drives a [`ConsumerMachine`] — a consumer, or the transaction checker on half messages —
+/// over a [`Sim`], as a runtime would, and records protocol violations of the machine (see
+/// [`violations`](Self::violations)).
 #[derive(Debug)]
 pub struct ConsumerDriver {
     machine: ConsumerMachine,
     client: ClientId,
     group: GroupId,
     filter: TagFilter,
-    receives: HashSet<u64>,
+    polls: HashSet<u64>,
     sent_acks: Vec<SentAck>,
     violations: Vec<String>,
     lease_slack: LeaseSlack,
 }
 
 impl ConsumerDriver {
-    /// A driver for `machine` acting as `client` of `group`.
+    /// A driver for `machine` acting as `client` of `group` (sent with its polls and acks;
+    /// commits and rollbacks go without a group).
     pub fn new(
         client: ClientId,
         group: GroupId,
@@ -1075,7 +1079,7 @@ impl ConsumerDriver {
             client,
             group,
             filter,
-            receives: HashSet::new(),
+            polls: HashSet::new(),
             sent_acks: Vec::new(),
             violations: Vec::new(),
             lease_slack: LeaseSlack::default(),
@@ -1092,14 +1096,15 @@ impl ConsumerDriver {
         self.client
     }
 
-    /// Every ack request sent so far.
+    /// Every settlement request sent so far.
     pub fn sent_acks(&self) -> &[SentAck] {
         &self.sent_acks
     }
 
-    /// Rules the machine broke: an ack for a handle past its `NextConsumeTime` (less the ack
-    /// margin) at sending time, an ack of an unknown handle, of more than 16 or no handles, a
-    /// receive asking for more than the room left, or more messages in hand than the bound.
+    /// Rules the machine broke: a settlement of a handle past its `NextConsumeTime` (less
+    /// the margin) at sending time, of an unknown handle, of more handles than the
+    /// configured settle batch or of none, a poll asking for more than the room left, or
+    /// more messages in hand than the bound.
     pub fn violations(&self) -> &[String] {
         &self.violations
     }
@@ -1107,6 +1112,30 @@ impl ConsumerDriver {
     /// Queues an ack of a message in hand ([`ConsumerMachine::ack`]) now.
     pub fn ack(&mut self, sim: &Sim, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         self.machine.ack(sim.now(), handle)
+    }
+
+    /// Queues a settlement ([`ConsumerMachine::settle`]) now.
+    pub fn settle(
+        &mut self,
+        sim: &Sim,
+        handle: &ReceiptHandle,
+        kind: AckKind,
+    ) -> Result<(), AckRefused> {
+        self.machine.settle(sim.now(), handle, kind)
+    }
+
+    /// Records the checker's verdict now: commit or rollback is a settlement, `Unknown` a
+    /// release.
+    pub fn decide(
+        &mut self,
+        sim: &Sim,
+        handle: &ReceiptHandle,
+        decision: Decision,
+    ) -> Result<(), AckRefused> {
+        match decision.ack_kind() {
+            Some(kind) => self.settle(sim, handle, kind),
+            None => self.release(handle),
+        }
     }
 
     /// Gives a message back ([`ConsumerMachine::release`]).
@@ -1118,9 +1147,10 @@ impl ConsumerDriver {
     pub fn pump(&mut self, sim: &mut Sim) -> Vec<ConsumerEvent> {
         let max = self.machine.config().max_in_hand();
         let margin = self.machine.config().ack_margin_ms();
+        let settle_batch = usize::from(self.machine.config().settle_batch().get());
         while let Some(t) = self.machine.poll_transmit(sim.now()) {
             match t {
-                ConsumerTransmit::Receive {
+                ConsumerTransmit::Poll {
                     id,
                     kind,
                     batch,
@@ -1129,12 +1159,12 @@ impl ConsumerDriver {
                     let room = max.saturating_sub(self.machine.in_hand());
                     if usize::from(batch.get()) > room {
                         self.violations.push(format!(
-                            "receive of {} with room for {room} at {} ms",
+                            "poll of {} with room for {room} at {} ms",
                             batch.get(),
                             sim.elapsed_ms()
                         ));
                     }
-                    self.receives.insert(id);
+                    self.polls.insert(id);
                     let request = Request::Consume {
                         group: self.group.clone(),
                         kind,
@@ -1144,10 +1174,10 @@ impl ConsumerDriver {
                     };
                     sim.send(self.client, id, request);
                 }
-                ConsumerTransmit::Ack { id, handles } => {
-                    if handles.is_empty() || handles.len() > 16 {
+                ConsumerTransmit::Settle { id, kind, handles } => {
+                    if handles.is_empty() || handles.len() > settle_batch {
                         self.violations
-                            .push(format!("ack request with {} handles", handles.len()));
+                            .push(format!("{kind:?} request with {} handles", handles.len()));
                     }
                     for h in &handles {
                         match sim.delivery(h.as_str()) {
@@ -1156,23 +1186,25 @@ impl ConsumerDriver {
                                     < sim.wall_ms() + margin =>
                             {
                                 self.violations.push(format!(
-                                    "ack of {h:?} sent at wall {} past NextConsumeTime {} - margin",
+                                    "{kind:?} of {h:?} sent at wall {} past NextConsumeTime {} - margin",
                                     sim.wall_ms(),
                                     d.message.next_consume_time
                                 ));
                             }
                             Some(_) => {}
-                            None => self.violations.push(format!("ack of unknown {h:?}")),
+                            None => self.violations.push(format!("{kind:?} of unknown {h:?}")),
                         }
                     }
                     self.sent_acks.push(SentAck {
                         at_ms: sim.elapsed_ms(),
                         id,
+                        kind,
                         handles: handles.clone(),
                     });
+                    let group = (kind == AckKind::Ack).then(|| self.group.clone());
                     let request = Request::Ack {
-                        group: Some(self.group.clone()),
-                        kind: AckKind::Ack,
+                        group,
+                        kind,
                         handles,
                     };
                     sim.send(self.client, id, request);
@@ -1194,165 +1226,6 @@ impl ConsumerDriver {
             return;
         }
         let (now, wall, id) = (sim.now(), sim.wall_ms(), response.id);
-        let is_receive = self.receives.remove(&id);
-        match (is_receive, response.result) {
-            (true, Ok(Reply::Messages { messages, date_ms })) => {
-                self.lease_slack.note(&messages, wall, date_ms);
-                let received = Received::new(messages, Some(date_ms));
-                self.machine.handle_receive(now, id, Ok(received));
-            }
-            (true, Err(f)) => self.machine.handle_receive(now, id, Err(f)),
-            (false, Ok(Reply::Settled(f))) => self.machine.handle_ack(now, id, Ok(f)),
-            (false, Err(f)) => self.machine.handle_ack(now, id, Err(f)),
-            (true, Ok(Reply::Settled(_))) => {
-                self.violations.push(format!("ack answer to receive {id}"));
-                self.machine
-                    .handle_receive(now, id, Err(FailureKind::InvalidResponse));
-            }
-            (false, Ok(Reply::Messages { .. })) => {
-                self.violations.push(format!("messages answering ack {id}"));
-                self.machine
-                    .handle_ack(now, id, Err(FailureKind::InvalidResponse));
-            }
-        }
-    }
-
-    /// When the machine's timer fires, as virtual ms.
-    pub fn timeout_ms(&self, sim: &Sim) -> Option<u64> {
-        self.machine.poll_timeout().map(|t| sim.clock().ms_of(t))
-    }
-
-    /// Fires the machine's timer if it is due.
-    pub fn on_time(&mut self, sim: &Sim) {
-        if self.timeout_ms(sim).is_some_and(|t| t <= sim.elapsed_ms()) {
-            self.machine.handle_timeout(sim.now());
-        }
-    }
-
-    /// Shuts the machine down; a receive in flight is abandoned (the simulated connection
-    /// dropped) and reported to the machine as [`FailureKind::Cancelled`].
-    pub fn shutdown(&mut self, sim: &mut Sim) {
-        self.machine.shutdown(sim.now());
-        if let Some(id) = self.machine.receive_in_flight() {
-            sim.cancel(self.client, id);
-            self.receives.remove(&id);
-            self.machine
-                .handle_receive(sim.now(), id, Err(FailureKind::Cancelled));
-        }
-    }
-}
-
-/// Drives a [`CheckerMachine`] over a [`Sim`], as a runtime would, and records violations
-/// (a decision sent for a handle past its `NextConsumeTime` less the margin, or for an
-/// unknown handle).
-#[derive(Debug)]
-pub struct CheckerDriver {
-    machine: CheckerMachine,
-    client: ClientId,
-    group: GroupId,
-    polls: HashSet<u64>,
-    decisions_sent: Vec<(u64, ReceiptHandle, AckKind)>,
-    violations: Vec<String>,
-    lease_slack: LeaseSlack,
-}
-
-impl CheckerDriver {
-    /// A driver for `machine` acting as `client`; `group` is sent with its half polls.
-    pub fn new(client: ClientId, group: GroupId, machine: CheckerMachine) -> Self {
-        Self {
-            machine,
-            client,
-            group,
-            polls: HashSet::new(),
-            decisions_sent: Vec::new(),
-            violations: Vec::new(),
-            lease_slack: LeaseSlack::default(),
-        }
-    }
-
-    /// The machine.
-    pub fn machine(&self) -> &CheckerMachine {
-        &self.machine
-    }
-
-    /// This driver's client id.
-    pub fn client(&self) -> ClientId {
-        self.client
-    }
-
-    /// Every decision request sent: (virtual ms, handle, kind).
-    pub fn decisions_sent(&self) -> &[(u64, ReceiptHandle, AckKind)] {
-        &self.decisions_sent
-    }
-
-    /// Rules the machine broke (see the type docs).
-    pub fn violations(&self) -> &[String] {
-        &self.violations
-    }
-
-    /// Records the user's verdict ([`CheckerMachine::decide`]) now.
-    pub fn decide(
-        &mut self,
-        sim: &Sim,
-        handle: &ReceiptHandle,
-        decision: Decision,
-    ) -> Result<(), DecideRefused> {
-        self.machine.decide(sim.now(), handle, decision)
-    }
-
-    /// Sends every due request, then returns every pending event.
-    pub fn pump(&mut self, sim: &mut Sim) -> Vec<CheckerEvent> {
-        let margin = self.machine.config().margin_ms();
-        while let Some(t) = self.machine.poll_transmit(sim.now()) {
-            match t {
-                CheckerTransmit::ConsumeHalf { id, batch, wait } => {
-                    self.polls.insert(id);
-                    let request = Request::Consume {
-                        group: self.group.clone(),
-                        kind: ConsumeKind::Half,
-                        filter: TagFilter::All,
-                        batch,
-                        wait,
-                    };
-                    sim.send(self.client, id, request);
-                }
-                CheckerTransmit::Decide { id, handle, kind } => {
-                    match sim.delivery(handle.as_str()) {
-                        Some(d)
-                            if d.message.next_consume_time + self.lease_slack.of(&handle)
-                                < sim.wall_ms() + margin =>
-                        {
-                            self.violations.push(format!(
-                                "{kind:?} of {handle:?} sent at wall {} past NextConsumeTime {} - margin",
-                                sim.wall_ms(),
-                                d.message.next_consume_time
-                            ));
-                        }
-                        Some(_) => {}
-                        None => self
-                            .violations
-                            .push(format!("decision for unknown {handle:?}")),
-                    }
-                    self.decisions_sent
-                        .push((sim.elapsed_ms(), handle.clone(), kind));
-                    let request = Request::Ack {
-                        group: None,
-                        kind,
-                        handles: vec![handle],
-                    };
-                    sim.send(self.client, id, request);
-                }
-            }
-        }
-        std::iter::from_fn(|| self.machine.poll_event()).collect()
-    }
-
-    /// Feeds an answer to the machine (answers for other clients are ignored).
-    pub fn on_response(&mut self, sim: &Sim, response: Response) {
-        if response.client != self.client {
-            return;
-        }
-        let (now, wall, id) = (sim.now(), sim.wall_ms(), response.id);
         let is_poll = self.polls.remove(&id);
         match (is_poll, response.result) {
             (true, Ok(Reply::Messages { messages, date_ms })) => {
@@ -1361,18 +1234,18 @@ impl CheckerDriver {
                 self.machine.handle_poll(now, id, Ok(received));
             }
             (true, Err(f)) => self.machine.handle_poll(now, id, Err(f)),
-            (false, Ok(Reply::Settled(f))) => self.machine.handle_decide(now, id, Ok(f)),
-            (false, Err(f)) => self.machine.handle_decide(now, id, Err(f)),
+            (false, Ok(Reply::Settled(f))) => self.machine.handle_settle(now, id, Ok(f)),
+            (false, Err(f)) => self.machine.handle_settle(now, id, Err(f)),
             (true, Ok(Reply::Settled(_))) => {
-                self.violations.push(format!("decide answer to poll {id}"));
+                self.violations.push(format!("settle answer to poll {id}"));
                 self.machine
                     .handle_poll(now, id, Err(FailureKind::InvalidResponse));
             }
             (false, Ok(Reply::Messages { .. })) => {
                 self.violations
-                    .push(format!("messages answering decide {id}"));
+                    .push(format!("messages answering settlement {id}"));
                 self.machine
-                    .handle_decide(now, id, Err(FailureKind::InvalidResponse));
+                    .handle_settle(now, id, Err(FailureKind::InvalidResponse));
             }
         }
     }
@@ -1389,7 +1262,8 @@ impl CheckerDriver {
         }
     }
 
-    /// Shuts the machine down, abandoning a poll in flight.
+    /// Shuts the machine down; a poll in flight is abandoned (the simulated connection
+    /// dropped) and reported to the machine as [`FailureKind::Cancelled`].
     pub fn shutdown(&mut self, sim: &mut Sim) {
         self.machine.shutdown(sim.now());
         if let Some(id) = self.machine.poll_in_flight() {

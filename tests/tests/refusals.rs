@@ -11,8 +11,8 @@ use futures::StreamExt;
 use mq_tests::chaos::{ChaosProxy, Fault, Schedule};
 use mq_tests::{TestBroker, block_on, client_builder, commit_through_the_checker, unique};
 use mq_tokio::{
-    AckError, BatchSize, Client, ConsumerConfig, Decision, ErrorCode, GroupId, HandleFailure,
-    Message, ReceiptHandle, TokioRuntime, TopicMessage, TopicName, WaitSeconds,
+    AckError, BatchSize, Client, ConsumerConfig, Decision, Error, ErrorCode, GroupId,
+    HandleFailure, Message, ReceiptHandle, TokioRuntime, TopicMessage, TopicName, WaitSeconds,
 };
 use std::time::{Duration, Instant};
 
@@ -255,5 +255,40 @@ fn the_checker_counts_a_decision_refused_without_a_handle_as_failed_and_decides_
             }
         });
         futures::future::join_all(runs).await;
+    });
+}
+
+/// A stream ack the service refuses as a whole (`403 AccessDenied`) resolves to that service
+/// error — status, code and request id — not to a made-up network error: the shared driver
+/// keeps each failed request's error under its id until the machine reports it.
+#[test]
+fn stream_ack_refused_with_403_reports_the_service_error() {
+    block_on(async {
+        let broker = TestBroker::start();
+        let direct = client(&broker.endpoint());
+        let proxy = ChaosProxy::start(
+            broker.addr(),
+            Schedule::pass().with_script_for("DELETE", [Fault::Deny403]),
+            Duration::from_secs(5),
+        );
+        let via_proxy = client(&proxy.endpoint());
+        let (t, g) = published(&direct, 1).await;
+        let config = ConsumerConfig::normal().with_wait(wait(1));
+        let mut stream = via_proxy.consumer(t, g).stream_with_config(config);
+        let delivery = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a delivery in time")
+            .expect("stream open")
+            .expect("delivery");
+        match delivery.ack().await {
+            Err(AckError::Request(Error::Service(e))) => {
+                assert_eq!(e.status, 403);
+                assert_eq!(e.code, ErrorCode::AccessDenied);
+                assert_eq!(e.request_id.as_deref(), Some("CHAOS403"));
+            }
+            other => panic!("expected the 403 service error, got {other:?}"),
+        }
+        stream.shutdown().await;
+        assert_eq!(proxy.count(Fault::Deny403), 1, "a 403 is not retried");
     });
 }

@@ -1,7 +1,7 @@
 //! No secret (AccessKey secret, security token) and no signature ever appears in Debug output
 //! or in tracing output of the client and the broker, even at TRACE level.
 
-use mq_client::{BatchSize, Client, Credentials, TopicMessage, WaitSeconds};
+use mq_client::{BatchSize, Credentials, TopicMessage, WaitSeconds};
 use mq_tests::{TEST_AK, TEST_SK, TestBroker};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -41,7 +41,7 @@ fn secrets_never_appear_in_debug_or_traces() {
         .build()
         .expect("runtime");
     let client_debug = rt.block_on(async {
-        let builder = Client::<mq_tokio::TokioRuntime>::builder()
+        let builder = mq_tokio::ClientBuilder::with_runtime(mq_tokio::TokioRuntime::default())
             .endpoint(broker.endpoint())
             .credentials(credentials);
         let builder_debug = format!("{builder:?}");
@@ -64,7 +64,7 @@ fn secrets_never_appear_in_debug_or_traces() {
         let handles: Vec<_> = got.iter().map(|m| m.receipt_handle.clone()).collect();
         consumer.ack(&handles).await.expect("ack");
         // A failing request is traced too.
-        let bad = Client::<mq_tokio::TokioRuntime>::builder()
+        let bad = mq_tokio::ClientBuilder::with_runtime(mq_tokio::TokioRuntime::default())
             .endpoint(broker.endpoint())
             .credentials(Credentials::new(TEST_AK, "wrong-secret-value"))
             .build()

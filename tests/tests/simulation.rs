@@ -10,17 +10,12 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use mq_broker::core::{CoreConfig, Stats};
-use mq_proto::machine::{
-    CheckerConfig, CheckerEvent, CheckerMachine, ConsumerConfig, ConsumerEvent, ConsumerMachine,
-    Decision,
-};
+use mq_proto::machine::{CheckerConfig, ConsumerConfig, ConsumerEvent, ConsumerMachine, Decision};
 use mq_proto::{
     AckKind, ConsumeKind, GroupId, Message, MessageId, ReceiptHandle, Tag, TagFilter, TopicMessage,
     TopicName, TransCheckImmunity, WaitSeconds,
 };
-use mq_tests::sim::{
-    Agenda, CheckerDriver, ClientId, ConsumerDriver, DeliveryRecord, Faults, START_WALL_MS, Sim,
-};
+use mq_tests::sim::{Agenda, ClientId, ConsumerDriver, DeliveryRecord, Faults, START_WALL_MS, Sim};
 use proptest::prelude::*;
 
 const SECOND: u64 = 1_000;
@@ -77,25 +72,24 @@ impl Outcomes {
                 assert!(fresh, "handle {:?} handed out twice", m.receipt_handle);
                 return Some(m);
             }
-            ConsumerEvent::Acked(handles) => {
+            ConsumerEvent::Settled { handles, .. } => {
                 for h in handles {
                     *self.acked.entry(h.as_str().to_owned()).or_default() += 1;
                 }
             }
-            ConsumerEvent::AckFailed(f) => {
-                self.failed.insert(f.receipt_handle);
+            ConsumerEvent::Refused { failure, .. } => {
+                self.failed.insert(failure.receipt_handle);
             }
-            ConsumerEvent::AckExpired(h) => {
-                self.expired.insert(h.as_str().to_owned());
+            ConsumerEvent::Expired { handle, .. } => {
+                self.expired.insert(handle.as_str().to_owned());
             }
-            ConsumerEvent::AckError(_, handles) => {
+            ConsumerEvent::SettleFailed { handles, .. } => {
                 for h in handles {
                     self.gave_up.insert(h.as_str().to_owned());
                 }
             }
-            ConsumerEvent::ReceiveError(_) => self.receive_errors += 1,
+            ConsumerEvent::PollFailed { .. } => self.receive_errors += 1,
             ConsumerEvent::Drained => self.drained += 1,
-            other => panic!("unexpected consumer event {other:?}"),
         }
         None
     }
@@ -689,8 +683,13 @@ fn run_checker(seed: u64, config: CheckerConfig, horizon: u64) {
     sim.register_group(&consumers);
     let consumer = ConsumerMachine::new(ConsumerConfig::default(), rng.u64(..));
     let mut consumer = ConsumerDriver::new(ClientId(1), consumers, TagFilter::All, consumer);
-    let checker = CheckerMachine::new(config, rng.u64(..));
-    let mut checker = CheckerDriver::new(ClientId(2), group("GID_tx_checker"), checker);
+    let checker = ConsumerMachine::new(config.into(), rng.u64(..));
+    let mut checker = ConsumerDriver::new(
+        ClientId(2),
+        group("GID_tx_checker"),
+        TagFilter::All,
+        checker,
+    );
     let producer = ClientId(3);
 
     // 33 decided messages of every kind plus 3 never decided.
@@ -780,7 +779,7 @@ fn run_checker(seed: u64, config: CheckerConfig, horizon: u64) {
             for e in checker.pump(&mut sim) {
                 any = true;
                 match e {
-                    CheckerEvent::Check(m) => {
+                    ConsumerEvent::Message(m) => {
                         let fresh = offered_handles.insert(m.receipt_handle.as_str().to_owned());
                         assert!(fresh, "{:?} offered twice", m.receipt_handle);
                         let (plan, _) = plan_of.get(&m.message_id).expect("known half message");
@@ -794,14 +793,17 @@ fn run_checker(seed: u64, config: CheckerConfig, horizon: u64) {
                         };
                         agenda.at(now + delay, TxAct::Decide(m.receipt_handle, decision));
                     }
-                    CheckerEvent::Decided { handle, kind } => {
-                        let old = checker_decided.insert(handle.as_str().to_owned(), kind);
-                        assert!(old.is_none(), "{handle:?} decided twice");
+                    ConsumerEvent::Settled { handles, kind } => {
+                        for handle in handles {
+                            let old = checker_decided.insert(handle.as_str().to_owned(), kind);
+                            assert!(old.is_none(), "{handle:?} decided twice");
+                        }
                     }
-                    CheckerEvent::PollError(_) => poll_errors += 1,
-                    CheckerEvent::Drained => checker_drained = true,
-                    CheckerEvent::DecideFailed { .. } | CheckerEvent::DecideExpired { .. } => {}
-                    other => panic!("unexpected checker event {other:?}"),
+                    ConsumerEvent::PollFailed { .. } => poll_errors += 1,
+                    ConsumerEvent::Drained => checker_drained = true,
+                    ConsumerEvent::Refused { .. }
+                    | ConsumerEvent::Expired { .. }
+                    | ConsumerEvent::SettleFailed { .. } => {}
                 }
             }
             for e in consumer.pump(&mut sim) {
@@ -853,7 +855,7 @@ fn run_checker(seed: u64, config: CheckerConfig, horizon: u64) {
         "{:#?}",
         checker.violations()
     );
-    assert_eq!(checker.machine().pending_decisions(), 0);
+    assert_eq!(checker.machine().pending_acks(), 0);
 
     // Who the broker says resolved what.
     let mut resolved: HashMap<MessageId, Vec<AckKind>> = HashMap::new();
@@ -961,7 +963,7 @@ fn run_checker(seed: u64, config: CheckerConfig, horizon: u64) {
 
     // The checker's "Decided" agrees with the broker (or was an ambiguous resend).
     let mut sent: HashMap<&str, usize> = HashMap::new();
-    for (_, h, _) in checker.decisions_sent() {
+    for h in checker.sent_acks().iter().flat_map(|a| &a.handles) {
         *sent.entry(h.as_str()).or_default() += 1;
     }
     let broker_resolved: HashSet<&str> = sim

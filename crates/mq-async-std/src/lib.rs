@@ -11,7 +11,8 @@
 //! it needs no runtime set-up and works the same in both. async-std is discontinued upstream
 //! (RUSTSEC-2025-0052): new projects should prefer smol, and this crate keeps working for
 //! them unchanged. On tokio use `mq-tokio`: same types, names and behaviour (both re-export
-//! the runtime-generic `mq-client`). To reuse only the wire layer, use `mq-proto`.
+//! `mq-client`, each turning on its runtime there: `Client::builder()` runs on async-io
+//! here; with both crates linked, it picks tokio inside a tokio runtime). To reuse only the wire layer, use `mq-proto`.
 //!
 //! # Example
 //! ```no_run
@@ -36,10 +37,4 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-mod runtime;
-
-pub use runtime::{AsyncIo, AsyncIoRuntime};
-
 pub use mq_client::*;
-
-mq_client::runtime_types!(AsyncIoRuntime);

@@ -36,8 +36,7 @@ pub mod tls;
 
 pub use crate::config::{BrokerArgs, load_config};
 pub use crate::core::{
-    BrokerCore, CoreConfig, CoreError, DeadLetter, GroupStats, MAX_HANDLES_PER_ACK, PublishOutcome,
-    Stats, TopicStats,
+    BrokerCore, CoreConfig, CoreError, DeadLetter, GroupStats, PublishOutcome, Stats, TopicStats,
 };
 pub use crate::server::{
     Broker, Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,

@@ -15,7 +15,7 @@
 //! ```
 
 use crate::CliError;
-use mq_tokio::{Client, Credentials, InstanceId};
+use mq_tokio::{Client, ClientBuilder, Credentials, InstanceId, TokioRuntime};
 use std::fmt;
 use std::time::Duration;
 
@@ -169,7 +169,8 @@ pub fn client_for(
     credentials: Credentials,
     instance: Option<InstanceId>,
 ) -> Result<Client, CliError> {
-    let mut builder = Client::builder()
+    // The CLI runs on tokio: say so, rather than rely on `Client::builder()` picking it.
+    let mut builder = ClientBuilder::with_runtime(TokioRuntime::default())
         .endpoint(endpoint)
         .credentials(credentials)
         .user_agent_suffix(concat!("mq-cli/", env!("CARGO_PKG_VERSION")));

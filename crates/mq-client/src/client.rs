@@ -2,9 +2,9 @@
 
 use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_from_env};
 use crate::error::Error;
-use crate::runtime::Runtime;
+use crate::runtime::{DynRuntime, Runtime, default_runtime};
 use crate::tls::TlsRoots;
-use crate::transport::{PoolConfig, PooledTransport, Transport};
+use crate::transport::{PoolConfig, Transport};
 use crate::{Consumer, Producer, TransactionProducer};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -55,8 +55,8 @@ impl TimeoutConfig {
 }
 
 /// Builds a [`Client`].
-pub struct ClientBuilder<R: Runtime> {
-    runtime: R,
+pub struct ClientBuilder {
+    runtime: Option<Arc<dyn DynRuntime>>,
     endpoint: Option<String>,
     credentials: Option<Arc<dyn CredentialsProvider>>,
     instance: Option<InstanceId>,
@@ -68,7 +68,7 @@ pub struct ClientBuilder<R: Runtime> {
     pool: PoolConfig,
 }
 
-impl<R: Runtime> fmt::Debug for ClientBuilder<R> {
+impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("endpoint", &self.endpoint)
@@ -80,9 +80,13 @@ impl<R: Runtime> fmt::Debug for ClientBuilder<R> {
     }
 }
 
-impl<R: Runtime> ClientBuilder<R> {
-    /// A builder on this runtime.
-    pub fn with_runtime(runtime: R) -> Self {
+impl ClientBuilder {
+    /// A builder on this runtime (any [`Runtime`]; the client keeps it as `Arc<dyn …>`).
+    pub fn with_runtime(runtime: impl Runtime) -> Self {
+        Self::new(Some(Arc::new(runtime)))
+    }
+
+    fn new(runtime: Option<Arc<dyn DynRuntime>>) -> Self {
         Self {
             runtime,
             endpoint: None,
@@ -183,7 +187,12 @@ impl<R: Runtime> ClientBuilder<R> {
     }
 
     /// Validates the configuration and builds the client.
-    pub fn build(self) -> Result<Client<R>, Error> {
+    pub fn build(self) -> Result<Client, Error> {
+        let runtime = self.runtime.ok_or_else(|| {
+            Error::Config(
+                "no runtime: use mq_tokio or mq_async_std, or ClientBuilder::with_runtime".into(),
+            )
+        })?;
         let endpoint_text = self
             .endpoint
             .ok_or_else(|| Error::Config("no endpoint set".into()))?;
@@ -201,7 +210,7 @@ impl<R: Runtime> ClientBuilder<R> {
                     connect_timeout: self.timeouts.connect,
                     ..self.pool
                 };
-                Arc::new(PooledTransport::new(self.runtime.clone(), tls, pool))
+                runtime.pooled_transport(tls, pool)
             }
         };
         let user_agent = match self.user_agent_suffix {
@@ -214,7 +223,7 @@ impl<R: Runtime> ClientBuilder<R> {
             .unwrap_or(0x5eed);
         Ok(Client {
             inner: Arc::new(Inner {
-                runtime: self.runtime,
+                runtime,
                 endpoint,
                 credentials,
                 instance: self.instance,
@@ -228,8 +237,8 @@ impl<R: Runtime> ClientBuilder<R> {
     }
 }
 
-struct Inner<R> {
-    runtime: R,
+struct Inner {
+    runtime: Arc<dyn DynRuntime>,
     endpoint: Endpoint,
     credentials: Arc<dyn CredentialsProvider>,
     instance: Option<InstanceId>,
@@ -244,11 +253,11 @@ struct Inner<R> {
 ///
 /// Get producers and consumers from it. See the runtime crates (`mq-tokio`, `mq-async-std`)
 /// for complete examples.
-pub struct Client<R: Runtime> {
-    inner: Arc<Inner<R>>,
+pub struct Client {
+    inner: Arc<Inner>,
 }
 
-impl<R: Runtime> Clone for Client<R> {
+impl Clone for Client {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -256,7 +265,7 @@ impl<R: Runtime> Clone for Client<R> {
     }
 }
 
-impl<R: Runtime> fmt::Debug for Client<R> {
+impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("endpoint", &self.inner.endpoint.to_string())
@@ -267,10 +276,14 @@ impl<R: Runtime> fmt::Debug for Client<R> {
     }
 }
 
-impl<R: Runtime + Default> Client<R> {
-    /// A builder on the default instance of the runtime.
-    pub fn builder() -> ClientBuilder<R> {
-        ClientBuilder::with_runtime(R::default())
+impl Client {
+    /// A builder on the runtime of the runtime crate in use (`mq_tokio::Client::builder()`
+    /// runs on tokio, `mq_async_std::Client::builder()` on async-io). With both linked, tokio
+    /// is picked inside a tokio runtime and async-io elsewhere; pick explicitly with
+    /// [`ClientBuilder::with_runtime`]. Without any runtime crate, `build` fails with
+    /// [`Error::Config`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new(default_runtime())
     }
 }
 
@@ -278,19 +291,19 @@ impl<R: Runtime + Default> Client<R> {
 pub(crate) type BuildFn<'a> =
     dyn Fn(&RequestContext<'_>) -> Result<Request<Bytes>, Error> + Send + Sync + 'a;
 
-impl<R: Runtime> Client<R> {
+impl Client {
     /// A producer for normal, tagged, keyed, delayed and ordered messages on `topic`.
-    pub fn producer(&self, topic: TopicName) -> Producer<R> {
+    pub fn producer(&self, topic: TopicName) -> Producer {
         Producer::new(self.clone(), topic)
     }
 
     /// A producer of transactional messages on `topic`, checked by `group`.
-    pub fn transaction_producer(&self, topic: TopicName, group: GroupId) -> TransactionProducer<R> {
+    pub fn transaction_producer(&self, topic: TopicName, group: GroupId) -> TransactionProducer {
         TransactionProducer::new(self.clone(), topic, group)
     }
 
     /// A consumer of `topic` in `group` (all tags; narrow it with `with_tag_filter`).
-    pub fn consumer(&self, topic: TopicName, group: GroupId) -> Consumer<R> {
+    pub fn consumer(&self, topic: TopicName, group: GroupId) -> Consumer {
         Consumer::new(self.clone(), topic, group)
     }
 
@@ -314,7 +327,7 @@ impl<R: Runtime> Client<R> {
         &self.inner.retry
     }
 
-    pub(crate) fn runtime(&self) -> &R {
+    pub(crate) fn runtime(&self) -> &Arc<dyn DynRuntime> {
         &self.inner.runtime
     }
 

@@ -2,28 +2,28 @@
 
 use crate::client::Client;
 use crate::error::{AckError, Error};
-use crate::runtime::Runtime;
+
 use crate::stream::MessageStream;
 use mq_proto::client::{
     ack_request, consume_request, decode_ack_response, decode_consume_response,
 };
 use mq_proto::machine::{ConsumerConfig, Idempotency};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, Message, ReceiptHandle,
-    TagFilter, TopicName, WaitSeconds, attribute_failures,
+    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleBatch, HandleFailure, Message,
+    ReceiptHandle, TagFilter, TopicName, WaitSeconds, attribute_failures,
 };
 
 /// Consumes one topic in one group, optionally filtered by tags.
 #[derive(Debug, Clone)]
-pub struct Consumer<R: Runtime> {
-    client: Client<R>,
+pub struct Consumer {
+    client: Client,
     topic: TopicName,
     group: GroupId,
     filter: TagFilter,
 }
 
-impl<R: Runtime> Consumer<R> {
-    pub(crate) fn new(client: Client<R>, topic: TopicName, group: GroupId) -> Self {
+impl Consumer {
+    pub(crate) fn new(client: Client, topic: TopicName, group: GroupId) -> Self {
         Self {
             client,
             topic,
@@ -54,7 +54,7 @@ impl<R: Runtime> Consumer<R> {
         &self.filter
     }
 
-    pub(crate) fn client(&self) -> &Client<R> {
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
@@ -96,7 +96,8 @@ impl<R: Runtime> Consumer<R> {
         .await
     }
 
-    /// Acknowledges messages by their receipt handles (any number; sent 16 per request).
+    /// Acknowledges messages by their receipt handles (any number; sent in
+    /// [`HandleBatch`]es of at most 16 per request).
     /// Handles that fail (expired, already used) are returned in [`AckError::Partial`]; the
     /// others are acknowledged. A refusal that names no handle of its request (the service
     /// has been seen to send an empty `<ReceiptHandle>`) refuses every handle of that request
@@ -109,9 +110,9 @@ impl<R: Runtime> Consumer<R> {
     /// settled those handles (the consumer stream does the same).
     pub async fn ack(&self, handles: &[ReceiptHandle]) -> Result<(), AckError> {
         let mut failures = Vec::new();
-        for chunk in handles.chunks(16) {
+        for batch in HandleBatch::split(handles.iter().cloned()) {
             failures.extend(
-                ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, chunk).await?,
+                ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, &batch).await?,
             );
         }
         if failures.is_empty() {
@@ -135,8 +136,8 @@ impl<R: Runtime> Consumer<R> {
 }
 
 /// One consume request (with retries).
-pub(crate) async fn receive<R: Runtime>(
-    client: &Client<R>,
+pub(crate) async fn receive(
+    client: &Client,
     topic: &TopicName,
     group: &GroupId,
     kind: ConsumeKind,
@@ -161,26 +162,28 @@ pub(crate) async fn receive<R: Runtime>(
         .await
 }
 
-/// One ack/commit/rollback request of at most 16 handles (with retries).
-pub(crate) async fn ack_handles<R: Runtime>(
-    client: &Client<R>,
-    topic: &TopicName,
-    group: &GroupId,
-    kind: AckKind,
-    handles: &[ReceiptHandle],
-) -> Result<Vec<HandleFailure>, Error> {
-    if handles.is_empty() {
-        return Ok(Vec::new());
-    }
-    let operation = match kind {
+/// The operation name of a settlement request (traces).
+pub(crate) fn settle_operation(kind: AckKind) -> &'static str {
+    match kind {
         AckKind::Ack => "ack",
         AckKind::Commit => "commit",
         AckKind::Rollback => "rollback",
-    };
+    }
+}
+
+/// One ack/commit/rollback request of one [`HandleBatch`] (with retries).
+pub(crate) async fn ack_handles(
+    client: &Client,
+    topic: &TopicName,
+    group: &GroupId,
+    kind: AckKind,
+    batch: &HandleBatch,
+) -> Result<Vec<HandleFailure>, Error> {
+    let handles = batch.as_slice();
     let timeout = client.timeouts().request;
     let (failures, resent) = client
         .execute_tracked(
-            operation,
+            settle_operation(kind),
             topic,
             Idempotency::Idempotent,
             timeout,

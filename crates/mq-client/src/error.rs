@@ -19,7 +19,7 @@ use std::time::Duration;
 /// assert_eq!(e.failure_kind(), FailureKind::Timeout);
 /// assert!(e.service_code().is_none());
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An argument was invalid (caught before anything was sent).

@@ -2,7 +2,7 @@
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::runtime::Runtime;
+
 use mq_proto::client::{PublishReceipt, decode_publish_response, publish_request};
 use mq_proto::machine::Idempotency;
 use mq_proto::{TopicMessage, TopicName};
@@ -13,13 +13,13 @@ use mq_proto::{TopicMessage, TopicName};
 /// failure, request not written), unless the client's retry config enables at-least-once
 /// publishing. The body MD5 the service reports is checked against our own.
 #[derive(Debug, Clone)]
-pub struct Producer<R: Runtime> {
-    client: Client<R>,
+pub struct Producer {
+    client: Client,
     topic: TopicName,
 }
 
-impl<R: Runtime> Producer<R> {
-    pub(crate) fn new(client: Client<R>, topic: TopicName) -> Self {
+impl Producer {
+    pub(crate) fn new(client: Client, topic: TopicName) -> Self {
         Self { client, topic }
     }
 
@@ -35,8 +35,8 @@ impl<R: Runtime> Producer<R> {
 }
 
 /// Publishes and verifies the reported body MD5 (shared by both producers).
-pub(crate) async fn publish_checked<R: Runtime>(
-    client: &Client<R>,
+pub(crate) async fn publish_checked(
+    client: &Client,
     topic: &TopicName,
     message: &TopicMessage,
 ) -> Result<PublishReceipt, Error> {

@@ -1,6 +1,6 @@
 //! The small runtime abstraction the client is generic over (the quinn `Runtime` shape).
 //!
-//! A runtime crate (`mq-tokio`, `mq-async-std`) implements [`Runtime`]: how to open a TCP (or
+//! A runtime (`TokioRuntime`, `AsyncIoRuntime`, or your own) implements [`Runtime`]: how to open a TCP (or
 //! TLS) connection that hyper can drive, how to spawn a background task and how to sleep.
 //! Everything else — pooling, signing, retries, the consumer and checker loops — lives once in
 //! this crate.
@@ -69,6 +69,60 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Completes after `duration`.
     fn sleep(&self, duration: Duration) -> BoxFuture<()>;
+}
+
+/// The object-safe face of a [`Runtime`] that the client holds (`Arc<dyn DynRuntime>`): the
+/// user-facing types carry no runtime parameter; only the pooled transport, built here, is
+/// generic over the runtime's connection type.
+pub(crate) trait DynRuntime: Send + Sync + 'static {
+    /// [`Runtime::spawn`].
+    fn spawn(&self, future: BoxFuture<()>);
+    /// [`Runtime::sleep`].
+    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
+    /// The default pooled transport on this runtime.
+    fn pooled_transport(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        config: crate::transport::PoolConfig,
+    ) -> Arc<dyn crate::transport::Transport>;
+}
+
+impl<R: Runtime> DynRuntime for R {
+    fn spawn(&self, future: BoxFuture<()>) {
+        Runtime::spawn(self, future);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        Runtime::sleep(self, duration)
+    }
+
+    fn pooled_transport(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        config: crate::transport::PoolConfig,
+    ) -> Arc<dyn crate::transport::Transport> {
+        Arc::new(crate::transport::PooledTransport::new(
+            self.clone(),
+            tls,
+            config,
+        ))
+    }
+}
+
+/// The runtime [`Client::builder`](crate::Client::builder) picks (quinn's `default_runtime`):
+/// tokio when the `tokio` feature is on and a tokio runtime is current, else async-io when the
+/// `async-io` feature is on, else tokio when its feature is on.
+pub(crate) fn default_runtime() -> Option<Arc<dyn DynRuntime>> {
+    #[cfg(feature = "tokio")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Some(Arc::new(crate::rt_tokio::TokioRuntime::default()));
+    }
+    #[cfg(feature = "async-io")]
+    return Some(Arc::new(crate::rt_async_io::AsyncIoRuntime::default()));
+    #[cfg(all(feature = "tokio", not(feature = "async-io")))]
+    return Some(Arc::new(crate::rt_tokio::TokioRuntime::default()));
+    #[allow(unreachable_code)]
+    None
 }
 
 /// Runs `future` for at most `duration` on `runtime`'s timer; `None` on timeout.

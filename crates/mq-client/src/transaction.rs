@@ -5,12 +5,12 @@ use crate::client::Client;
 use crate::consumer::{ack_handles, receive};
 use crate::error::{AckError, Error};
 use crate::producer::publish_checked;
-use crate::runtime::Runtime;
+
 use mq_proto::client::PublishReceipt;
 use mq_proto::machine::{CheckerConfig, Decision};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, Message, ReceiptHandle, TagFilter, TopicMessage,
-    TopicName, TransCheckImmunity, WaitSeconds,
+    AckKind, BatchSize, ConsumeKind, GroupId, HandleBatch, Message, ReceiptHandle, TagFilter,
+    TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
 use std::future::Future;
 
@@ -22,14 +22,14 @@ use std::future::Future;
 /// [`run_checker`](Self::run_checker) loop does that for you and asks your closure for each
 /// decision.
 #[derive(Debug, Clone)]
-pub struct TransactionProducer<R: Runtime> {
-    client: Client<R>,
+pub struct TransactionProducer {
+    client: Client,
     topic: TopicName,
     group: GroupId,
 }
 
-impl<R: Runtime> TransactionProducer<R> {
-    pub(crate) fn new(client: Client<R>, topic: TopicName, group: GroupId) -> Self {
+impl TransactionProducer {
+    pub(crate) fn new(client: Client, topic: TopicName, group: GroupId) -> Self {
         Self {
             client,
             topic,
@@ -82,7 +82,7 @@ impl<R: Runtime> TransactionProducer<R> {
             &self.topic,
             &self.group,
             kind,
-            std::slice::from_ref(handle),
+            &HandleBatch::one(handle.clone()),
         )
         .await?;
         if failures.is_empty() {
@@ -151,7 +151,7 @@ impl<R: Runtime> TransactionProducer<R> {
         CheckerHandle::spawn(self.clone(), CheckerConfig::default(), decide)
     }
 
-    pub(crate) fn client(&self) -> &Client<R> {
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 }

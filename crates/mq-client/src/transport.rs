@@ -46,7 +46,7 @@ pub enum TransportErrorKind {
 }
 
 /// A transport-level failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{kind:?}: {message}")]
 pub struct TransportError {
     /// What kind of failure this is.

@@ -81,16 +81,13 @@ use crate::ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
 use crate::properties::Properties;
 use crate::sign::{self, Credentials, PROTOCOL_VERSION, SECURITY_TOKEN_HEADER, VERSION_HEADER};
 use crate::types::{
-    BatchSize, GroupId, InstanceId, InvalidValue, MessageId, ReceiptHandle, Tag, TagFilter,
-    TopicName, WaitSeconds,
+    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MessageId, ReceiptHandle, Tag,
+    TagFilter, TopicName, WaitSeconds,
 };
 use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
 
 /// The `Content-Type` the client sends on every request (and signs).
 pub const REQUEST_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
-
-/// Most receipt handles in one ack request (PROTOCOL §6.9).
-pub const MAX_ACK_HANDLES: usize = 16;
 
 /// Query values keep `A-Za-z0-9-._~` (RFC 3986 unreserved); everything else becomes `%XX`.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -228,7 +225,10 @@ pub enum EncodeError {
     #[error("at least one receipt handle is required")]
     NoReceiptHandles,
     /// More handles than one request may carry.
-    #[error("{count} receipt handles given, at most {MAX_ACK_HANDLES} per request")]
+    #[error(
+        "{count} receipt handles given, at most {} per request",
+        HandleBatch::MAX
+    )]
     TooManyReceiptHandles {
         /// How many were given.
         count: usize,
@@ -463,7 +463,8 @@ fn itoa_u8(n: u8) -> SmallNum {
 /// Builds an ack, commit or rollback request: `DELETE /topics/{topic}/messages?consumer=…
 /// &ns=…[&trans=commit|rollback]` with a `ReceiptHandles` body.
 ///
-/// Takes 1..=16 handles (commit and rollback are used with exactly one in practice).
+/// Takes 1..=[`HandleBatch::MAX`] handles (commit and rollback are used with exactly one in
+/// practice; [`HandleBatch::split`] cuts any number into requests).
 pub fn ack_request(
     ctx: &RequestContext<'_>,
     topic: &TopicName,
@@ -474,7 +475,7 @@ pub fn ack_request(
     if handles.is_empty() {
         return Err(EncodeError::NoReceiptHandles);
     }
-    if handles.len() > MAX_ACK_HANDLES {
+    if handles.len() > HandleBatch::MAX {
         return Err(EncodeError::TooManyReceiptHandles {
             count: handles.len(),
         });

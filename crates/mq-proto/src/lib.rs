@@ -30,6 +30,6 @@ pub use properties::{
 };
 pub use sign::Credentials;
 pub use types::{
-    BatchSize, GroupId, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN, MAX_TAG_LEN, MessageId,
-    ReceiptHandle, Tag, TagFilter, TopicName, TransCheckImmunity, WaitSeconds,
+    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN, MAX_TAG_LEN,
+    MessageId, ReceiptHandle, Tag, TagFilter, TopicName, TransCheckImmunity, WaitSeconds,
 };

@@ -59,7 +59,9 @@ use crate::message::{Message, MessageError, TopicMessage};
 use crate::ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
 use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
 use crate::sign::{self, MAX_CLOCK_SKEW, PROTOCOL_VERSION};
-use crate::types::{BatchSize, GroupId, InstanceId, TagFilter, TopicName, WaitSeconds};
+use crate::types::{
+    BatchSize, GroupId, HandleBatch, InstanceId, TagFilter, TopicName, WaitSeconds,
+};
 use crate::xml::{self, Elem, NS_ERROR, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
 
 /// Longest request-target (path and query) accepted on a `GET` (PROTOCOL §1.3, §6.9).
@@ -68,9 +70,6 @@ pub const MAX_GET_TARGET_LEN: usize = 1024;
 /// Largest request body [`parse_request`] looks at: the 4 MB body limit with room for XML
 /// escaping. A broker should stop reading a body beyond this size.
 pub const MAX_REQUEST_BODY_LEN: usize = 8 * crate::message::MAX_BODY_LEN;
-
-/// Most receipt handles in one ack, commit or rollback (PROTOCOL §6.9).
-pub const MAX_HANDLES: usize = 16;
 
 /// The `Content-Type` of every XML response body.
 pub const XML_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
@@ -591,9 +590,10 @@ fn parse_handles_body(body: &[u8]) -> Result<Vec<String>, RequestError> {
         let text = r.read_text().map_err(|e| malformed_xml(&e))?;
         let handle = text.trim();
         if !handle.is_empty() {
-            if handles.len() == MAX_HANDLES {
+            if handles.len() == HandleBatch::MAX {
                 return Err(invalid_argument(format!(
-                    "The count of ReceiptHandle should between 1 and {MAX_HANDLES}."
+                    "The count of ReceiptHandle should between 1 and {}.",
+                    HandleBatch::MAX
                 )));
             }
             handles.push(handle.to_owned());

@@ -383,6 +383,78 @@ bounded_int!(
     10
 );
 
+/// The receipt handles of one ack, commit or rollback request: 1..=16 of them (PROTOCOL
+/// §6.9). The one place that limit lives: clients split any number of handles with
+/// [`HandleBatch::split`], and encoders and the broker check against [`HandleBatch::MAX`].
+///
+/// ```
+/// use mq_proto::{HandleBatch, ReceiptHandle};
+/// let handles: Vec<ReceiptHandle> =
+///     (0..40).map(|i| ReceiptHandle::new(format!("h{i}")).unwrap()).collect();
+/// let batches = HandleBatch::split(handles.clone());
+/// assert_eq!(batches.iter().map(|b| b.len()).collect::<Vec<_>>(), [16, 16, 8]);
+/// assert_eq!(batches[2].as_slice(), &handles[32..]);
+/// assert!(HandleBatch::new(Vec::new()).is_err());
+/// assert!(HandleBatch::new(handles[..17].to_vec()).is_err());
+/// assert_eq!(HandleBatch::one(handles[0].clone()).len(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HandleBatch(Vec<ReceiptHandle>);
+
+impl HandleBatch {
+    /// Most receipt handles in one request.
+    pub const MAX: usize = 16;
+
+    /// A batch of these handles (1..=[`MAX`](Self::MAX), in order).
+    pub fn new(handles: Vec<ReceiptHandle>) -> Result<Self, InvalidValue> {
+        match handles.len() {
+            0 => Err(InvalidValue::new(
+                "receipt handle batch",
+                "must not be empty",
+            )),
+            n if n > Self::MAX => Err(InvalidValue::new(
+                "receipt handle batch",
+                format!("{n} receipt handles, at most {} per request", Self::MAX),
+            )),
+            _ => Ok(Self(handles)),
+        }
+    }
+
+    /// A batch of one handle.
+    pub fn one(handle: ReceiptHandle) -> Self {
+        Self(vec![handle])
+    }
+
+    /// Any number of handles as batches of at most [`MAX`](Self::MAX), in order (none for
+    /// no handles).
+    pub fn split(handles: impl IntoIterator<Item = ReceiptHandle>) -> Vec<Self> {
+        let mut batches: Vec<Self> = Vec::new();
+        for h in handles {
+            match batches.last_mut() {
+                Some(b) if b.0.len() < Self::MAX => b.0.push(h),
+                _ => batches.push(Self::one(h)),
+            }
+        }
+        batches
+    }
+
+    /// The handles, in order.
+    pub fn as_slice(&self) -> &[ReceiptHandle] {
+        &self.0
+    }
+
+    /// How many handles (1..=16).
+    #[allow(clippy::len_without_is_empty)] // never empty
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The handles, in order.
+    pub fn into_vec(self) -> Vec<ReceiptHandle> {
+        self.0
+    }
+}
+
 /// Longest receipt handle accepted (bytes). Real handles are well under 200 bytes.
 pub const MAX_RECEIPT_HANDLE_LEN: usize = 1024;
 

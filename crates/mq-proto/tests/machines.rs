@@ -5,9 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mq_proto::machine::{
-    AckRefused, CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit, ConsumerConfig,
-    ConsumerEvent, ConsumerMachine, ConsumerTransmit, DecideError, DecideRefused, Decision,
-    FailureKind, Jitter, MIN_BACKOFF, Received, RetryConfig,
+    AckRefused, CheckerConfig, ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit,
+    Decision, FailureKind, Jitter, MIN_BACKOFF, Received, RetryConfig,
 };
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, HandleFailure, Message, MessageId, Properties,
@@ -54,20 +53,34 @@ fn events(m: &mut ConsumerMachine) -> Vec<ConsumerEvent> {
     std::iter::from_fn(|| m.poll_event()).collect()
 }
 
-fn check_events(m: &mut CheckerMachine) -> Vec<CheckerEvent> {
-    std::iter::from_fn(|| m.poll_event()).collect()
+/// The transaction checker: the consumer machine on half messages.
+fn checker(config: CheckerConfig, seed: u64) -> ConsumerMachine {
+    ConsumerMachine::new(config.into(), seed)
+}
+
+/// The checker's verdict: commit or rollback is a settlement, `Unknown` a release.
+fn decide(
+    m: &mut ConsumerMachine,
+    now: Instant,
+    handle: &ReceiptHandle,
+    decision: Decision,
+) -> Result<(), AckRefused> {
+    match decision.ack_kind() {
+        Some(kind) => m.settle(now, handle, kind),
+        None => m.release(handle),
+    }
 }
 
 fn expect_receive(m: &mut ConsumerMachine, now: Instant) -> (u64, u8) {
     match m.poll_transmit(now) {
-        Some(ConsumerTransmit::Receive { id, batch, .. }) => (id, batch.get()),
+        Some(ConsumerTransmit::Poll { id, batch, .. }) => (id, batch.get()),
         other => panic!("expected a receive, got {other:?}"),
     }
 }
 
 fn expect_ack(m: &mut ConsumerMachine, now: Instant) -> (u64, Vec<ReceiptHandle>) {
     match m.poll_transmit(now) {
-        Some(ConsumerTransmit::Ack { id, handles }) => (id, handles),
+        Some(ConsumerTransmit::Settle { id, handles, .. }) => (id, handles),
         other => panic!("expected an ack, got {other:?}"),
     }
 }
@@ -104,20 +117,20 @@ fn a_stream_ack_refused_without_a_handle_is_never_an_ack() {
             let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
             let (id, _) = expect_receive(&mut m, now);
             let batch = msgs(0..n, WALL0 + 300_000);
-            m.handle_receive(now, id, Ok(Received::new(batch.clone(), Some(WALL0))));
+            m.handle_poll(now, id, Ok(Received::new(batch.clone(), Some(WALL0))));
             let _ = events(&mut m);
             for msg in &batch {
                 m.ack(now, &msg.receipt_handle).unwrap();
             }
             let (ack, sent) = expect_ack(&mut m, now + ms(100));
             assert_eq!(sent.len() as u64, n);
-            m.handle_ack(now + ms(100), ack, Ok(refusal.clone()));
+            m.handle_settle(now + ms(100), ack, Ok(refusal.clone()));
             let got = events(&mut m);
             // Every handle of the request is refused, with the service's code and message.
             assert_eq!(got.len() as u64, n, "{got:?}");
             for (e, h) in got.iter().zip(&sent) {
                 match e {
-                    ConsumerEvent::AckFailed(f) => {
+                    ConsumerEvent::Refused { failure: f, .. } => {
                         assert_eq!(f.receipt_handle, h.as_str());
                         assert_eq!(f.code, ErrorCode::ReceiptHandleError);
                         assert_eq!(f.message, "The receipt handle you provide is not valid.");
@@ -134,7 +147,7 @@ fn a_refusal_naming_one_handle_of_a_batch_refuses_only_that_one() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..3, WALL0 + 300_000), Some(WALL0))),
@@ -145,12 +158,18 @@ fn a_refusal_naming_one_handle_of_a_batch_refuses_only_that_one() {
     }
     let (ack, sent) = expect_ack(&mut m, now + ms(100));
     let refused = HandleFailure::new(sent[1].as_str(), ErrorCode::MessageNotExist);
-    m.handle_ack(now + ms(100), ack, Ok(vec![refused.clone()]));
+    m.handle_settle(now + ms(100), ack, Ok(vec![refused.clone()]));
     assert_eq!(
         events(&mut m),
         vec![
-            ConsumerEvent::AckFailed(refused),
-            ConsumerEvent::Acked(vec![sent[0].clone(), sent[2].clone()]),
+            ConsumerEvent::Refused {
+                kind: AckKind::Ack,
+                failure: refused
+            },
+            ConsumerEvent::Settled {
+                kind: AckKind::Ack,
+                handles: vec![sent[0].clone(), sent[2].clone()]
+            },
         ]
     );
 }
@@ -160,30 +179,29 @@ fn a_commit_or_rollback_refused_without_a_handle_is_never_decided() {
     for refusal in anonymous_refusals() {
         for decision in [Decision::Commit, Decision::Rollback] {
             let now = t0();
-            let mut m = CheckerMachine::new(CheckerConfig::default(), 3);
+            let mut m = checker(CheckerConfig::default(), 3);
             let (p, _) = expect_poll(&mut m, now);
             m.handle_poll(
                 now,
                 p,
                 Ok(Received::new(msgs(0..1, WALL0 + 10_000), Some(WALL0))),
             );
-            let _ = check_events(&mut m);
+            let _ = events(&mut m);
             let h = msg(0, 0).receipt_handle;
-            m.decide(now, &h, decision).unwrap();
+            decide(&mut m, now, &h, decision).unwrap();
             let (d, sent, kind) = expect_decide(&mut m, now);
             assert_eq!(sent, h);
-            m.handle_decide(now, d, Ok(refusal.clone()));
+            m.handle_settle(now, d, Ok(refusal.clone()));
             let expected = HandleFailure {
                 receipt_handle: h.to_string(),
                 code: ErrorCode::ReceiptHandleError,
                 message: "The receipt handle you provide is not valid.".into(),
             };
             assert_eq!(
-                check_events(&mut m),
-                vec![CheckerEvent::DecideFailed {
-                    handle: h,
+                events(&mut m),
+                vec![ConsumerEvent::Refused {
                     kind,
-                    error: DecideError::Rejected(expected),
+                    failure: expected,
                 }]
             );
         }
@@ -203,7 +221,7 @@ fn handle_validity_is_measured_on_the_server_clock() {
         // Consumer: invisibility 20 s, ack 19 s later.
         let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
         let (id, _) = expect_receive(&mut m, now);
-        m.handle_receive(
+        m.handle_poll(
             now,
             id,
             Ok(Received::new(
@@ -215,14 +233,17 @@ fn handle_validity_is_measured_on_the_server_clock() {
         let later = now + ms(19_000);
         m.ack(later, &msg(0, 0).receipt_handle).unwrap();
         let (ack, _) = expect_ack(&mut m, later + ms(100));
-        m.handle_ack(later + ms(100), ack, Ok(vec![]));
+        m.handle_settle(later + ms(100), ack, Ok(vec![]));
         assert_eq!(
             events(&mut m),
-            vec![ConsumerEvent::Acked(vec![msg(0, 0).receipt_handle])]
+            vec![ConsumerEvent::Settled {
+                kind: AckKind::Ack,
+                handles: vec![msg(0, 0).receipt_handle]
+            }]
         );
         // Past the server's validity (by its own clock) the ack is dropped locally.
         let (id, _) = expect_receive(&mut m, now);
-        m.handle_receive(
+        m.handle_poll(
             now,
             id,
             Ok(Received::new(
@@ -234,10 +255,13 @@ fn handle_validity_is_measured_on_the_server_clock() {
         m.ack(now + ms(20_000), &msg(1, 0).receipt_handle).unwrap();
         assert_eq!(
             events(&mut m),
-            vec![ConsumerEvent::AckExpired(msg(1, 0).receipt_handle)]
+            vec![ConsumerEvent::Expired {
+                kind: AckKind::Ack,
+                handle: msg(1, 0).receipt_handle
+            }]
         );
         // Checker: check handle valid for 10 s, decided after 9 s.
-        let mut c = CheckerMachine::new(CheckerConfig::default(), 3);
+        let mut c = checker(CheckerConfig::default(), 3);
         let (p, _) = expect_poll(&mut c, now);
         c.handle_poll(
             now,
@@ -247,15 +271,14 @@ fn handle_validity_is_measured_on_the_server_clock() {
                 Some(server_now),
             )),
         );
-        let _ = check_events(&mut c);
+        let _ = events(&mut c);
         let at = now + ms(9_000);
-        c.decide(at, &msg(0, 0).receipt_handle, Decision::Commit)
-            .unwrap();
+        decide(&mut c, at, &msg(0, 0).receipt_handle, Decision::Commit).unwrap();
         let (d, _, _) = expect_decide(&mut c, at);
-        c.handle_decide(at, d, Ok(vec![]));
+        c.handle_settle(at, d, Ok(vec![]));
         assert!(matches!(
-            check_events(&mut c)[..],
-            [CheckerEvent::Decided { .. }]
+            events(&mut c)[..],
+            [ConsumerEvent::Settled { .. }]
         ));
     }
 }
@@ -266,15 +289,18 @@ fn without_a_server_date_expiry_is_left_to_the_server() {
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (id, _) = expect_receive(&mut m, now);
     // A NextConsumeTime long "past" by any clock, and no Date: the ack is still sent.
-    m.handle_receive(now, id, Ok(Received::new(msgs(0..1, 5), None)));
+    m.handle_poll(now, id, Ok(Received::new(msgs(0..1, 5), None)));
     let _ = events(&mut m);
     let later = now + ms(3_600_000);
     m.ack(later, &msg(0, 0).receipt_handle).unwrap();
     let (ack, _) = expect_ack(&mut m, later + ms(100));
-    m.handle_ack(later + ms(100), ack, Ok(vec![]));
+    m.handle_settle(later + ms(100), ack, Ok(vec![]));
     assert_eq!(
         events(&mut m),
-        vec![ConsumerEvent::Acked(vec![msg(0, 0).receipt_handle])]
+        vec![ConsumerEvent::Settled {
+            kind: AckKind::Ack,
+            handles: vec![msg(0, 0).receipt_handle]
+        }]
     );
 }
 
@@ -287,7 +313,7 @@ fn one_receive_at_a_time_and_backpressure() {
     let (id, batch) = expect_receive(&mut m, now);
     assert_eq!(batch, 3, "never asks for more than the room left");
     assert_eq!(m.poll_transmit(now), None);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..3, WALL0 + 300_000), Some(WALL0))),
@@ -310,7 +336,7 @@ fn orderly_kind_and_wait_are_sent() {
     let mut m = ConsumerMachine::new(c, 1);
     assert_eq!(
         m.poll_transmit(now),
-        Some(ConsumerTransmit::Receive {
+        Some(ConsumerTransmit::Poll {
             id: 1,
             kind: ConsumeKind::Orderly,
             batch: BatchSize::new(4).unwrap(),
@@ -324,13 +350,13 @@ fn acks_flush_at_sixteen_or_after_the_delay() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..16, WALL0 + 300_000), Some(WALL0))),
     );
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(16..20, WALL0 + 300_000), Some(WALL0))),
@@ -358,8 +384,14 @@ fn acks_flush_at_sixteen_or_after_the_delay() {
         vec![msg(16, 0).receipt_handle, msg(17, 0).receipt_handle]
     );
     assert_eq!(m.acks_in_flight(), 2);
-    m.handle_ack(t1 + ms(120), ack_id, Ok(vec![]));
-    assert_eq!(events(&mut m), vec![ConsumerEvent::Acked(handles)],);
+    m.handle_settle(t1 + ms(120), ack_id, Ok(vec![]));
+    assert_eq!(
+        events(&mut m),
+        vec![ConsumerEvent::Settled {
+            kind: AckKind::Ack,
+            handles
+        }],
+    );
     assert_eq!(m.pending_acks(), 16);
 }
 
@@ -369,7 +401,7 @@ fn more_than_sixteen_acks_split_into_batches() {
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     for chunk in 0..3u64 {
         let (id, _) = expect_receive(&mut m, now);
-        m.handle_receive(
+        m.handle_poll(
             now,
             id,
             Ok(Received::new(
@@ -386,7 +418,7 @@ fn more_than_sixteen_acks_split_into_batches() {
     let mut sizes = Vec::new();
     while let Some(t) = m.poll_transmit(now) {
         match t {
-            ConsumerTransmit::Ack { handles, .. } => sizes.push(handles.len()),
+            ConsumerTransmit::Settle { handles, .. } => sizes.push(handles.len()),
             other => panic!("{other:?}"),
         }
     }
@@ -398,7 +430,7 @@ fn ack_refuses_unknown_and_repeated_handles() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
@@ -418,7 +450,7 @@ fn ack_refuses_unknown_and_repeated_handles() {
         vec![h0.clone()],
         "sent once, released one never sent"
     );
-    m.handle_ack(now, ack, Ok(vec![]));
+    m.handle_settle(now, ack, Ok(vec![]));
     assert_eq!(m.ack(now, &h0), Err(AckRefused::UnknownHandle));
 }
 
@@ -428,7 +460,7 @@ fn expired_acks_are_dropped_and_reported() {
     let c = ConsumerConfig::default().with_ack_margin_ms(200);
     let mut m = ConsumerMachine::new(c, 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(
@@ -445,7 +477,10 @@ fn expired_acks_are_dropped_and_reported() {
     m.ack(now, &msg(0, 0).receipt_handle).unwrap();
     assert_eq!(
         events(&mut m),
-        vec![ConsumerEvent::AckExpired(msg(0, 0).receipt_handle)]
+        vec![ConsumerEvent::Expired {
+            kind: AckKind::Ack,
+            handle: msg(0, 0).receipt_handle
+        }]
     );
     m.ack(now, &msg(1, 0).receipt_handle).unwrap();
     m.ack(now, &msg(2, 0).receipt_handle).unwrap();
@@ -455,7 +490,10 @@ fn expired_acks_are_dropped_and_reported() {
     assert_eq!(handles, vec![msg(2, 0).receipt_handle]);
     assert_eq!(
         events(&mut m),
-        vec![ConsumerEvent::AckExpired(msg(1, 0).receipt_handle)]
+        vec![ConsumerEvent::Expired {
+            kind: AckKind::Ack,
+            handle: msg(1, 0).receipt_handle
+        }]
     );
 }
 
@@ -464,7 +502,7 @@ fn ack_partial_failures_become_events() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
@@ -478,12 +516,18 @@ fn ack_partial_failures_become_events() {
         msg(1, 0).receipt_handle.as_str(),
         ErrorCode::MessageNotExist,
     );
-    m.handle_ack(now, ack, Ok(vec![failure.clone()]));
+    m.handle_settle(now, ack, Ok(vec![failure.clone()]));
     assert_eq!(
         events(&mut m),
         vec![
-            ConsumerEvent::AckFailed(failure),
-            ConsumerEvent::Acked(vec![msg(0, 0).receipt_handle]),
+            ConsumerEvent::Refused {
+                kind: AckKind::Ack,
+                failure
+            },
+            ConsumerEvent::Settled {
+                kind: AckKind::Ack,
+                handles: vec![msg(0, 0).receipt_handle]
+            },
             ConsumerEvent::Drained,
         ]
     );
@@ -494,7 +538,7 @@ fn failed_ack_is_resent_after_backoff_and_resend_not_exist_counts_as_success() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default().with_retry(no_jitter()), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
@@ -505,7 +549,7 @@ fn failed_ack_is_resent_after_backoff_and_resend_not_exist_counts_as_success() {
     }
     m.shutdown(now);
     let (a1, h1) = expect_ack(&mut m, now);
-    m.handle_ack(now, a1, Err(FailureKind::ConnectionLost));
+    m.handle_settle(now, a1, Err(FailureKind::ConnectionLost));
     assert!(
         events(&mut m).is_empty(),
         "a retried failure is not reported"
@@ -519,10 +563,16 @@ fn failed_ack_is_resent_after_backoff_and_resend_not_exist_counts_as_success() {
     assert_eq!(h1, h2, "the same batch is resent");
     // The first attempt did settle handle 0: the server now says it does not exist.
     let gone = HandleFailure::new(h1[0].as_str(), ErrorCode::MessageNotExist);
-    m.handle_ack(t1, a2, Ok(vec![gone]));
+    m.handle_settle(t1, a2, Ok(vec![gone]));
     assert_eq!(
         events(&mut m),
-        vec![ConsumerEvent::Acked(h1), ConsumerEvent::Drained]
+        vec![
+            ConsumerEvent::Settled {
+                kind: AckKind::Ack,
+                handles: h1
+            },
+            ConsumerEvent::Drained
+        ]
     );
 }
 
@@ -531,7 +581,7 @@ fn ack_retries_while_the_handle_is_valid_and_gives_up_on_client_errors() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default().with_retry(no_jitter()), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
@@ -541,8 +591,9 @@ fn ack_retries_while_the_handle_is_valid_and_gives_up_on_client_errors() {
     m.shutdown(now);
     let mut t = now;
     let mut attempts = 0;
+    let mut last_id = 0;
     loop {
-        let Some(ConsumerTransmit::Ack { id, .. }) = m.poll_transmit(t) else {
+        let Some(ConsumerTransmit::Settle { id, .. }) = m.poll_transmit(t) else {
             match m.poll_timeout() {
                 Some(at) => {
                     t = at;
@@ -553,7 +604,8 @@ fn ack_retries_while_the_handle_is_valid_and_gives_up_on_client_errors() {
             }
         };
         attempts += 1;
-        m.handle_ack(t, id, Err(FailureKind::Timeout));
+        last_id = id;
+        m.handle_settle(t, id, Err(FailureKind::Timeout));
     }
     // Transient failures are retried (with backoff) for as long as the handle is valid —
     // far more than `max_attempts` — and given up once its NextConsumeTime (less the margin)
@@ -573,18 +625,28 @@ fn ack_retries_while_the_handle_is_valid_and_gives_up_on_client_errors() {
     let ev = events(&mut m);
     assert_eq!(
         ev[0],
-        ConsumerEvent::AckError(FailureKind::Timeout, vec![msg(0, 0).receipt_handle])
+        ConsumerEvent::SettleFailed {
+            id: last_id,
+            kind: AckKind::Ack,
+            failure: FailureKind::Timeout,
+            handles: vec![msg(0, 0).receipt_handle]
+        }
     );
     // Client error: no retry at all.
     let h1 = msg(1, 0).receipt_handle;
     m.ack(t, &h1).unwrap();
     let (a, _) = expect_ack(&mut m, t);
     let denied = FailureKind::status(403, Some(ErrorCode::AccessDenied));
-    m.handle_ack(t, a, Err(denied.clone()));
+    m.handle_settle(t, a, Err(denied.clone()));
     assert_eq!(
         events(&mut m),
         vec![
-            ConsumerEvent::AckError(denied, vec![h1]),
+            ConsumerEvent::SettleFailed {
+                kind: AckKind::Ack,
+                failure: denied,
+                handles: vec![h1],
+                id: a
+            },
             ConsumerEvent::Drained
         ]
     );
@@ -600,10 +662,13 @@ fn receive_failures_back_off_without_giving_up() {
     let mut delays = Vec::new();
     for _ in 0..50 {
         let (id, _) = expect_receive(&mut m, now);
-        m.handle_receive(now, id, Err(FailureKind::Connect));
+        m.handle_poll(now, id, Err(FailureKind::Connect));
         assert_eq!(
             events(&mut m),
-            vec![ConsumerEvent::ReceiveError(FailureKind::Connect)]
+            vec![ConsumerEvent::PollFailed {
+                id,
+                failure: FailureKind::Connect
+            }]
         );
         assert_eq!(m.poll_transmit(now), None, "no hot loop");
         let at = m.poll_timeout().expect("a retry timer");
@@ -616,13 +681,13 @@ fn receive_failures_back_off_without_giving_up() {
     assert!(delays.iter().all(|&d| d <= 2000));
     // A success resets the backoff.
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(msgs(0..1, WALL0 + 300_000), Some(WALL0))),
     );
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(now, id, Err(FailureKind::Timeout));
+    m.handle_poll(now, id, Err(FailureKind::Timeout));
     assert_eq!(m.poll_timeout(), Some(now + ms(100)));
 }
 
@@ -633,7 +698,7 @@ fn message_not_exist_is_an_empty_receive_and_empty_polls_are_paced() {
     let mut m = ConsumerMachine::new(c, 1);
     let (id, _) = expect_receive(&mut m, now);
     let none = FailureKind::status(404, Some(ErrorCode::MessageNotExist));
-    m.handle_receive(now + ms(20), id, Err(none));
+    m.handle_poll(now + ms(20), id, Err(none));
     assert!(events(&mut m).is_empty());
     assert_eq!(m.poll_transmit(now + ms(20)), None);
     assert_eq!(m.poll_timeout(), Some(now + Duration::from_secs(1)));
@@ -642,7 +707,7 @@ fn message_not_exist_is_an_empty_receive_and_empty_polls_are_paced() {
     let mut m = ConsumerMachine::new(c, 1);
     let (id, _) = expect_receive(&mut m, now);
     let later = now + Duration::from_secs(30);
-    m.handle_receive(later, id, Ok(Received::new(vec![], Some(WALL0 + 30_000))));
+    m.handle_poll(later, id, Ok(Received::new(vec![], Some(WALL0 + 30_000))));
     expect_receive(&mut m, later);
 }
 
@@ -651,14 +716,14 @@ fn stale_or_unknown_answers_are_ignored() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id + 100,
         Ok(Received::new(msgs(0..1, WALL0 + 300_000), Some(WALL0))),
     );
-    m.handle_ack(now, id, Ok(vec![]));
+    m.handle_settle(now, id, Ok(vec![]));
     assert_eq!(m.in_hand(), 0);
-    assert_eq!(m.receive_in_flight(), Some(id));
+    assert_eq!(m.poll_in_flight(), Some(id));
     assert!(events(&mut m).is_empty());
 }
 
@@ -667,7 +732,7 @@ fn duplicate_deliveries_in_one_batch_are_handed_out_once() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (id, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         id,
         Ok(Received::new(
@@ -684,7 +749,7 @@ fn shutdown_waits_for_receive_acks_and_messages_in_hand() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (r1, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         r1,
         Ok(Received::new(msgs(0..2, WALL0 + 300_000), Some(WALL0))),
@@ -696,9 +761,9 @@ fn shutdown_waits_for_receive_acks_and_messages_in_hand() {
     assert!(m.is_shutting_down());
     let (a, _) = expect_ack(&mut m, now);
     assert_eq!(m.poll_transmit(now), None, "no receive while shutting down");
-    m.handle_ack(now, a, Ok(vec![]));
+    m.handle_settle(now, a, Ok(vec![]));
     // The receive in flight brings one more message; it is handed out.
-    m.handle_receive(
+    m.handle_poll(
         now,
         r2,
         Ok(Received::new(msgs(2..3, WALL0 + 300_000), Some(WALL0))),
@@ -710,7 +775,7 @@ fn shutdown_waits_for_receive_acks_and_messages_in_hand() {
     assert!(!m.is_drained());
     m.ack(now, &msg(2, 0).receipt_handle).unwrap();
     let (a, _) = expect_ack(&mut m, now);
-    m.handle_ack(now, a, Ok(vec![]));
+    m.handle_settle(now, a, Ok(vec![]));
     let ev = events(&mut m);
     assert_eq!(ev.last(), Some(&ConsumerEvent::Drained));
     assert!(m.is_drained());
@@ -728,7 +793,7 @@ fn cancelled_receive_on_shutdown_is_silent() {
     let (r, _) = expect_receive(&mut m, now);
     m.shutdown(now);
     assert!(events(&mut m).is_empty());
-    m.handle_receive(now, r, Err(FailureKind::Cancelled));
+    m.handle_poll(now, r, Err(FailureKind::Cancelled));
     assert_eq!(events(&mut m), vec![ConsumerEvent::Drained]);
     assert_eq!(m.poll_timeout(), None);
 }
@@ -738,14 +803,14 @@ fn release_all_unblocks_shutdown() {
     let now = t0();
     let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
     let (r, _) = expect_receive(&mut m, now);
-    m.handle_receive(
+    m.handle_poll(
         now,
         r,
         Ok(Received::new(msgs(0..3, WALL0 + 300_000), Some(WALL0))),
     );
     let (r, _) = expect_receive(&mut m, now);
     m.shutdown(now);
-    m.handle_receive(now, r, Ok(Received::new(vec![], Some(WALL0))));
+    m.handle_poll(now, r, Ok(Received::new(vec![], Some(WALL0))));
     assert!(!m.is_drained());
     assert_eq!(m.release_all(), 3);
     assert_eq!(events(&mut m).last(), Some(&ConsumerEvent::Drained));
@@ -753,16 +818,18 @@ fn release_all_unblocks_shutdown() {
 
 // ----- checker scenarios -----
 
-fn expect_poll(m: &mut CheckerMachine, now: Instant) -> (u64, u8) {
+fn expect_poll(m: &mut ConsumerMachine, now: Instant) -> (u64, u8) {
     match m.poll_transmit(now) {
-        Some(CheckerTransmit::ConsumeHalf { id, batch, .. }) => (id, batch.get()),
+        Some(ConsumerTransmit::Poll { id, batch, .. }) => (id, batch.get()),
         other => panic!("expected a poll, got {other:?}"),
     }
 }
 
-fn expect_decide(m: &mut CheckerMachine, now: Instant) -> (u64, ReceiptHandle, AckKind) {
+fn expect_decide(m: &mut ConsumerMachine, now: Instant) -> (u64, ReceiptHandle, AckKind) {
     match m.poll_transmit(now) {
-        Some(CheckerTransmit::Decide { id, handle, kind }) => (id, handle, kind),
+        Some(ConsumerTransmit::Settle { id, kind, handles }) if handles.len() == 1 => {
+            (id, handles[0].clone(), kind)
+        }
         other => panic!("expected a decision, got {other:?}"),
     }
 }
@@ -770,7 +837,7 @@ fn expect_decide(m: &mut CheckerMachine, now: Instant) -> (u64, ReceiptHandle, A
 #[test]
 fn checker_sends_each_decision_once_and_none_for_unknown() {
     let now = t0();
-    let mut m = CheckerMachine::new(CheckerConfig::default(), 3);
+    let mut m = checker(CheckerConfig::default(), 3);
     let (p, batch) = expect_poll(&mut m, now);
     assert_eq!(batch, 16);
     assert_eq!(CheckerConfig::default().wait().get(), 3);
@@ -779,24 +846,24 @@ fn checker_sends_each_decision_once_and_none_for_unknown() {
         p,
         Ok(Received::new(msgs(0..3, WALL0 + 10_000), Some(WALL0))),
     );
-    let ev = check_events(&mut m);
+    let ev = events(&mut m);
     assert_eq!(ev.len(), 3);
-    assert!(matches!(&ev[0], CheckerEvent::Check(m0) if m0.message_id == msg(0, 0).message_id));
+    assert!(matches!(&ev[0], ConsumerEvent::Message(m0) if m0.message_id == msg(0, 0).message_id));
     let (h0, h1, h2) = (
         msg(0, 0).receipt_handle,
         msg(1, 0).receipt_handle,
         msg(2, 0).receipt_handle,
     );
-    m.decide(now, &h0, Decision::Commit).unwrap();
-    m.decide(now, &h1, Decision::Rollback).unwrap();
-    m.decide(now, &h2, Decision::Unknown).unwrap();
+    decide(&mut m, now, &h0, Decision::Commit).unwrap();
+    decide(&mut m, now, &h1, Decision::Rollback).unwrap();
+    decide(&mut m, now, &h2, Decision::Unknown).unwrap();
     assert_eq!(
-        m.decide(now, &h0, Decision::Commit),
-        Err(DecideRefused::AlreadyDecided)
+        decide(&mut m, now, &h0, Decision::Commit),
+        Err(AckRefused::AlreadyAcked)
     );
     assert_eq!(
-        m.decide(now, &h2, Decision::Commit),
-        Err(DecideRefused::UnknownHandle)
+        decide(&mut m, now, &h2, Decision::Commit),
+        Err(AckRefused::UnknownHandle)
     );
     let (d0, sent0, k0) = expect_decide(&mut m, now);
     let (d1, sent1, k1) = expect_decide(&mut m, now);
@@ -804,59 +871,59 @@ fn checker_sends_each_decision_once_and_none_for_unknown() {
     assert_eq!((sent1.clone(), k1), (h1.clone(), AckKind::Rollback));
     assert!(matches!(
         m.poll_transmit(now),
-        Some(CheckerTransmit::ConsumeHalf { .. })
+        Some(ConsumerTransmit::Poll { .. })
     ));
     assert_eq!(m.poll_transmit(now), None, "Unknown sends nothing");
-    m.handle_decide(now, d1, Ok(vec![]));
+    m.handle_settle(now, d1, Ok(vec![]));
     let refused = HandleFailure::new(h0.as_str(), ErrorCode::MessageNotExist);
-    m.handle_decide(now, d0, Ok(vec![refused.clone()]));
+    m.handle_settle(now, d0, Ok(vec![refused.clone()]));
     assert_eq!(
-        check_events(&mut m),
+        events(&mut m),
         vec![
-            CheckerEvent::Decided {
-                handle: h1,
+            ConsumerEvent::Settled {
+                handles: vec![h1],
                 kind: AckKind::Rollback
             },
-            CheckerEvent::DecideFailed {
-                handle: h0,
+            ConsumerEvent::Refused {
                 kind: AckKind::Commit,
-                error: DecideError::Rejected(refused)
+                failure: refused
             },
         ]
     );
-    assert_eq!(m.pending_decisions(), 0);
+    assert_eq!(m.pending_acks(), 0);
 }
 
 #[test]
 fn checker_retries_decisions_after_transport_failures() {
     let now = t0();
-    let mut m = CheckerMachine::new(CheckerConfig::default().with_retry(no_jitter()), 3);
+    let mut m = checker(CheckerConfig::default().with_retry(no_jitter()), 3);
     let (p, _) = expect_poll(&mut m, now);
     m.handle_poll(
         now,
         p,
         Ok(Received::new(msgs(0..2, WALL0 + 10_000), Some(WALL0))),
     );
-    let _ = check_events(&mut m);
+    let _ = events(&mut m);
     let h0 = msg(0, 0).receipt_handle;
     let h1 = msg(1, 0).receipt_handle;
-    m.decide(now, &h0, Decision::Commit).unwrap();
-    m.decide(now, &h1, Decision::Rollback).unwrap();
+    decide(&mut m, now, &h0, Decision::Commit).unwrap();
+    decide(&mut m, now, &h1, Decision::Rollback).unwrap();
     m.shutdown(now);
     let (d0, _, _) = expect_decide(&mut m, now);
     let (d1, _, _) = expect_decide(&mut m, now);
-    m.handle_decide(now, d0, Err(FailureKind::Timeout));
-    m.handle_decide(
+    m.handle_settle(now, d0, Err(FailureKind::Timeout));
+    m.handle_settle(
         now,
         d1,
         Err(FailureKind::status(403, Some(ErrorCode::AccessDenied))),
     );
     assert_eq!(
-        check_events(&mut m),
-        vec![CheckerEvent::DecideFailed {
-            handle: h1,
+        events(&mut m),
+        vec![ConsumerEvent::SettleFailed {
+            id: d1,
             kind: AckKind::Rollback,
-            error: DecideError::Failed(FailureKind::status(403, Some(ErrorCode::AccessDenied))),
+            failure: FailureKind::status(403, Some(ErrorCode::AccessDenied)),
+            handles: vec![h1],
         }]
     );
     assert_eq!(m.poll_transmit(now), None);
@@ -865,7 +932,7 @@ fn checker_retries_decisions_after_transport_failures() {
     m.handle_timeout(at);
     let (d2, again, kind) = expect_decide(&mut m, at);
     assert_eq!((again.clone(), kind), (h0.clone(), AckKind::Commit));
-    m.handle_decide(
+    m.handle_settle(
         at,
         d2,
         Ok(vec![HandleFailure::new(
@@ -874,13 +941,13 @@ fn checker_retries_decisions_after_transport_failures() {
         )]),
     );
     assert_eq!(
-        check_events(&mut m),
+        events(&mut m),
         vec![
-            CheckerEvent::Decided {
-                handle: h0,
+            ConsumerEvent::Settled {
+                handles: vec![h0],
                 kind: AckKind::Commit
             },
-            CheckerEvent::Drained
+            ConsumerEvent::Drained
         ]
     );
 }
@@ -888,7 +955,7 @@ fn checker_retries_decisions_after_transport_failures() {
 #[test]
 fn checker_drops_expired_decisions() {
     let now = t0();
-    let mut m = CheckerMachine::new(CheckerConfig::default().with_retry(no_jitter()), 3);
+    let mut m = checker(CheckerConfig::default().with_retry(no_jitter()), 3);
     let (p, _) = expect_poll(&mut m, now);
     m.handle_poll(
         now,
@@ -898,30 +965,30 @@ fn checker_drops_expired_decisions() {
             Some(WALL0),
         )),
     );
-    let _ = check_events(&mut m);
+    let _ = events(&mut m);
     let (h0, h1) = (msg(0, 0).receipt_handle, msg(1, 0).receipt_handle);
-    m.decide(now, &h0, Decision::Commit).unwrap();
+    decide(&mut m, now, &h0, Decision::Commit).unwrap();
     assert_eq!(
-        check_events(&mut m),
-        vec![CheckerEvent::DecideExpired {
+        events(&mut m),
+        vec![ConsumerEvent::Expired {
             handle: h0,
             kind: AckKind::Commit
         }]
     );
-    m.decide(now, &h1, Decision::Rollback).unwrap();
+    decide(&mut m, now, &h1, Decision::Rollback).unwrap();
     let (d, _, _) = expect_decide(&mut m, now);
-    m.handle_decide(now, d, Err(FailureKind::ConnectionLost));
+    m.handle_settle(now, d, Err(FailureKind::ConnectionLost));
     // The driver comes back late for the retry (100 ms backoff, woken 300 ms after it): by
     // the server's clock the handle (valid for 500 ms, 200 ms margin) has expired.
     let at = m.poll_timeout().unwrap() + ms(300);
     m.handle_timeout(at);
     assert!(matches!(
         m.poll_transmit(at),
-        Some(CheckerTransmit::ConsumeHalf { .. })
+        Some(ConsumerTransmit::Poll { .. })
     ));
     assert_eq!(
-        check_events(&mut m),
-        vec![CheckerEvent::DecideExpired {
+        events(&mut m),
+        vec![ConsumerEvent::Expired {
             handle: h1,
             kind: AckKind::Rollback
         }]
@@ -931,14 +998,17 @@ fn checker_drops_expired_decisions() {
 #[test]
 fn checker_poll_errors_back_off_and_shutdown_drains() {
     let start = t0();
-    let mut m = CheckerMachine::new(CheckerConfig::default().with_max_in_hand(2), 3);
+    let mut m = checker(CheckerConfig::default().with_max_in_hand(2), 3);
     let mut now = start;
     for _ in 0..5 {
         let (p, _) = expect_poll(&mut m, now);
         m.handle_poll(now, p, Err(FailureKind::status(503, None)));
         assert_eq!(
-            check_events(&mut m),
-            vec![CheckerEvent::PollError(FailureKind::status(503, None))]
+            events(&mut m),
+            vec![ConsumerEvent::PollFailed {
+                id: p,
+                failure: FailureKind::status(503, None)
+            }]
         );
         assert_eq!(m.poll_transmit(now), None);
         let at = m.poll_timeout().unwrap();
@@ -953,20 +1023,15 @@ fn checker_poll_errors_back_off_and_shutdown_drains() {
         p,
         Ok(Received::new(msgs(0..2, WALL0 + 10_000), Some(WALL0))),
     );
-    let _ = check_events(&mut m);
+    let _ = events(&mut m);
     assert_eq!(m.poll_transmit(now), None, "backpressure");
     m.shutdown(now);
-    m.decide(now, &msg(0, 0).receipt_handle, Decision::Commit)
-        .unwrap();
+    decide(&mut m, now, &msg(0, 0).receipt_handle, Decision::Commit).unwrap();
     let (d, _, _) = expect_decide(&mut m, now);
-    m.decide(now, &msg(1, 0).receipt_handle, Decision::Unknown)
-        .unwrap();
-    assert!(
-        check_events(&mut m).is_empty(),
-        "a decision is still in flight"
-    );
-    m.handle_decide(now, d, Ok(vec![]));
-    assert_eq!(check_events(&mut m).last(), Some(&CheckerEvent::Drained));
+    decide(&mut m, now, &msg(1, 0).receipt_handle, Decision::Unknown).unwrap();
+    assert!(events(&mut m).is_empty(), "a decision is still in flight");
+    m.handle_settle(now, d, Ok(vec![]));
+    assert_eq!(events(&mut m).last(), Some(&ConsumerEvent::Drained));
     assert_eq!(m.poll_transmit(now), None);
     assert_eq!(m.poll_timeout(), None);
 }
@@ -1071,12 +1136,12 @@ impl ConsumerSim {
         }
         let latency = ms(self.rng.u64(0..80));
         match &t {
-            ConsumerTransmit::Receive { batch, wait, .. } => {
+            ConsumerTransmit::Poll { batch, wait, .. } => {
                 assert!(!self.m.is_shutting_down(), "receive during shutdown");
                 let receives = self
                     .inflight
                     .iter()
-                    .filter(|r| matches!(r.transmit, ConsumerTransmit::Receive { .. }))
+                    .filter(|r| matches!(r.transmit, ConsumerTransmit::Poll { .. }))
                     .count();
                 assert_eq!(receives, 0, "two receives outstanding");
                 assert!(usize::from(batch.get()) <= self.max_in_hand - self.m.in_hand());
@@ -1094,7 +1159,7 @@ impl ConsumerSim {
                     transmit: t,
                 });
             }
-            ConsumerTransmit::Ack { id, handles } => {
+            ConsumerTransmit::Settle { id, handles, .. } => {
                 assert!(
                     !handles.is_empty() && handles.len() <= 16,
                     "ack of {} handles",
@@ -1149,29 +1214,28 @@ impl ConsumerSim {
                 };
                 self.user.push((self.now + delay, h, action));
             }
-            ConsumerEvent::Acked(hs) => {
+            ConsumerEvent::Settled { handles: hs, .. } => {
                 for h in hs {
                     self.outcome(&h, "acked");
                 }
             }
-            ConsumerEvent::AckFailed(f) => {
+            ConsumerEvent::Refused { failure: f, .. } => {
                 let h = handle(&f.receipt_handle);
                 self.outcome(&h, "ack-failed");
             }
-            ConsumerEvent::AckExpired(h) => self.outcome(&h, "expired"),
-            ConsumerEvent::AckError(_, hs) => {
+            ConsumerEvent::Expired { handle: h, .. } => self.outcome(&h, "expired"),
+            ConsumerEvent::SettleFailed { handles: hs, .. } => {
                 for h in hs {
                     self.outcome(&h, "ack-error");
                 }
             }
-            ConsumerEvent::ReceiveError(_) => {}
+            ConsumerEvent::PollFailed { .. } => {}
             ConsumerEvent::Drained => {
                 self.drained += 1;
                 assert_eq!(self.m.in_hand(), 0);
                 assert_eq!(self.m.pending_acks(), 0);
                 assert!(self.inflight.is_empty(), "Drained with requests in flight");
             }
-            other => panic!("unexpected event {other:?}"),
         }
     }
 
@@ -1179,7 +1243,7 @@ impl ConsumerSim {
         let wall = self.wall(self.now);
         let fail = self.rng.f64() < self.fail_rate;
         match req.transmit {
-            ConsumerTransmit::Receive { id, batch, .. } => {
+            ConsumerTransmit::Poll { id, batch, .. } => {
                 let result = if self.m.is_shutting_down() && self.rng.u8(0..4) == 0 {
                     Err(FailureKind::Cancelled)
                 } else if fail {
@@ -1205,9 +1269,9 @@ impl ConsumerSim {
                     self.last_receive_failure = Some(self.now);
                 }
                 self.m
-                    .handle_receive(self.now, id, result.map(|m| Received::new(m, Some(wall))));
+                    .handle_poll(self.now, id, result.map(|m| Received::new(m, Some(wall))));
             }
-            ConsumerTransmit::Ack { id, handles } => {
+            ConsumerTransmit::Settle { id, handles, .. } => {
                 let result = if fail {
                     let f = self.random_failure();
                     // A lost answer may hide a processed request.
@@ -1244,7 +1308,7 @@ impl ConsumerSim {
                         AckOutcome::Err
                     },
                 );
-                self.m.handle_ack(self.now, id, result);
+                self.m.handle_settle(self.now, id, result);
             }
         }
     }
@@ -1390,14 +1454,14 @@ proptest! {
 fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
     let start = t0();
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut m = CheckerMachine::new(
+    let mut m = checker(
         CheckerConfig::default().with_max_in_hand(max_in_hand),
         rng.u64(..),
     );
     let wall_of = |at: Instant| WALL0 + u64::try_from((at - start).as_millis()).unwrap();
     let shutdown_at = start + ms(rng.u64(1_000..30_000));
     let mut now = start;
-    let mut inflight: Vec<(Instant, CheckerTransmit)> = Vec::new();
+    let mut inflight: Vec<(Instant, ConsumerTransmit)> = Vec::new();
     let mut user: Vec<(Instant, ReceiptHandle)> = Vec::new();
     let mut nct: HashMap<ReceiptHandle, u64> = HashMap::new();
     let mut decided: HashMap<ReceiptHandle, AckKind> = HashMap::new();
@@ -1416,18 +1480,20 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
                 progressed = true;
                 assert_eq!(drained, 0);
                 match &t {
-                    CheckerTransmit::ConsumeHalf { batch, .. } => {
+                    ConsumerTransmit::Poll { batch, .. } => {
                         assert!(!m.is_shutting_down());
                         assert!(
                             !inflight
                                 .iter()
-                                .any(|(_, t)| matches!(t, CheckerTransmit::ConsumeHalf { .. }))
+                                .any(|(_, t)| matches!(t, ConsumerTransmit::Poll { .. }))
                         );
                         assert!(usize::from(batch.get()) + m.in_hand() <= max_in_hand);
                     }
-                    CheckerTransmit::Decide { id, handle, kind } => {
+                    ConsumerTransmit::Settle { id, handles, kind } => {
+                        assert_eq!(handles.len(), 1, "one decision per request");
+                        let handle = &handles[0];
                         assert_eq!(decided.get(handle), Some(kind), "decision not asked for");
-                        assert!(nct[handle] >= wall + m.config().margin_ms());
+                        assert!(nct[handle] >= wall + m.config().ack_margin_ms());
                         let prev = sends.entry(handle.clone()).or_default();
                         assert!(prev.iter().all(|(_, ok)| *ok == Some(false)), "sent twice");
                         prev.push((*id, None));
@@ -1438,7 +1504,7 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
             while let Some(e) = m.poll_event() {
                 progressed = true;
                 match e {
-                    CheckerEvent::Check(msg) => {
+                    ConsumerEvent::Message(msg) => {
                         offered += 1;
                         let delay = if rng.u8(0..8) == 0 {
                             rng.u64(5_000..15_000)
@@ -1447,20 +1513,28 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
                         };
                         user.push((now + ms(delay), msg.receipt_handle));
                     }
-                    CheckerEvent::Decided { handle, kind } => {
-                        assert_eq!(decided.get(&handle), Some(&kind));
+                    ConsumerEvent::Settled { handles, kind } => {
+                        for handle in handles {
+                            assert_eq!(decided.get(&handle), Some(&kind));
+                            *outcomes.entry(handle).or_default() += 1;
+                        }
+                    }
+                    ConsumerEvent::SettleFailed { handles, .. } => {
+                        for handle in handles {
+                            *outcomes.entry(handle).or_default() += 1;
+                        }
+                    }
+                    ConsumerEvent::Refused { failure, .. } => {
+                        *outcomes.entry(handle(&failure.receipt_handle)).or_default() += 1;
+                    }
+                    ConsumerEvent::Expired { handle, .. } => {
                         *outcomes.entry(handle).or_default() += 1;
                     }
-                    CheckerEvent::DecideFailed { handle, .. }
-                    | CheckerEvent::DecideExpired { handle, .. } => {
-                        *outcomes.entry(handle).or_default() += 1;
-                    }
-                    CheckerEvent::PollError(_) => {}
-                    CheckerEvent::Drained => {
+                    ConsumerEvent::PollFailed { .. } => {}
+                    ConsumerEvent::Drained => {
                         drained += 1;
                         assert!(inflight.is_empty());
                     }
-                    other => panic!("{other:?}"),
                 }
             }
             if !progressed {
@@ -1488,7 +1562,7 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
             let (_, t) = inflight.remove(pos);
             let fail = rng.f64() < fail_rate;
             match t {
-                CheckerTransmit::ConsumeHalf { id, batch, .. } => {
+                ConsumerTransmit::Poll { id, batch, .. } => {
                     let result = if fail {
                         Err(FailureKind::status(500, None))
                     } else {
@@ -1504,18 +1578,19 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
                     };
                     m.handle_poll(now, id, result.map(|m| Received::new(m, Some(wall))));
                 }
-                CheckerTransmit::Decide { id, handle, .. } => {
+                ConsumerTransmit::Settle { id, handles, .. } => {
+                    let handle = &handles[0];
                     let result = if fail {
                         Err(FailureKind::Timeout)
                     } else {
                         Ok(vec![])
                     };
-                    for s in sends.get_mut(&handle).into_iter().flatten() {
+                    for s in sends.get_mut(handle).into_iter().flatten() {
                         if s.0 == id {
                             s.1 = Some(result.is_ok());
                         }
                     }
-                    m.handle_decide(now, id, result);
+                    m.handle_settle(now, id, result);
                 }
             }
         } else if let Some(pos) = user.iter().position(|u| u.0 <= now) {
@@ -1530,8 +1605,8 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
             } else {
                 *outcomes.entry(h.clone()).or_default() += 1;
             }
-            m.decide(now, &h, decision).unwrap();
-            assert!(m.decide(now, &h, Decision::Commit).is_err());
+            decide(&mut m, now, &h, decision).unwrap();
+            assert!(decide(&mut m, now, &h, Decision::Commit).is_err());
         } else if !m.is_shutting_down() && shutdown_at <= now {
             m.shutdown(now);
         } else {

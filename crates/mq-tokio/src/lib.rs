@@ -7,7 +7,8 @@
 //!
 //! # Picking a runtime crate
 //! Use this crate on tokio. On async-std or smol use `mq-async-std`: it has the same types,
-//! names and behaviour (both re-export the runtime-generic `mq-client`). To reuse only the
+//! names and behaviour (both re-export `mq-client`, each turning on its runtime there:
+//! `Client::builder()` runs on tokio here). To reuse only the
 //! wire layer in your own transport, use `mq-proto`.
 //!
 //! # Example
@@ -33,13 +34,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-mod runtime;
-
-pub use runtime::{TokioIo, TokioRuntime};
-
 pub use mq_client::*;
-
-mq_client::runtime_types!(TokioRuntime);
 
 /// The README's code blocks, compiled as doctests so the quick start stays true.
 #[doc = include_str!("../../../README.md")]

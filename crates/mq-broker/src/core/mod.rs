@@ -100,9 +100,6 @@ use handle::Token;
 use store::StoredMessage;
 use topic::Topic;
 
-/// Most handles accepted in one ack, commit or rollback (PROTOCOL §6.4).
-pub const MAX_HANDLES_PER_ACK: usize = 16;
-
 type TopicKey = (Option<InstanceId>, TopicName);
 
 /// The broker's state machine. See the [module documentation](self) for the model and the
@@ -348,7 +345,7 @@ impl BrokerCore {
     /// half pool), including handles of other groups, topics or instances.
     ///
     /// Errors for the whole request: no handles → `MissingReceiptHandle`; more than
-    /// [`MAX_HANDLES_PER_ACK`] or no group for an ack → `InvalidArgument`; unknown topic →
+    /// [`HandleBatch::MAX`](mq_proto::HandleBatch::MAX) or no group for an ack → `InvalidArgument`; unknown topic →
     /// `TopicNotExist`.
     pub fn ack(
         &mut self,
@@ -363,9 +360,10 @@ impl BrokerCore {
         if handles.is_empty() {
             return Err(CoreError::from_code(ErrorCode::MissingReceiptHandle));
         }
-        if handles.len() > MAX_HANDLES_PER_ACK {
+        if handles.len() > mq_proto::HandleBatch::MAX {
             return Err(CoreError::invalid(format!(
-                "at most {MAX_HANDLES_PER_ACK} receipt handles per request, got {}",
+                "at most {} receipt handles per request, got {}",
+                mq_proto::HandleBatch::MAX,
                 handles.len()
             )));
         }

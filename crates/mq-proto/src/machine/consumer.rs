@@ -1,15 +1,17 @@
-//! The consumer loop: long-poll receives, backpressure, batched acks with expiry checks.
+//! The one consumer machine: long polls, backpressure, batched settlements (ack, or commit /
+//! rollback for the transaction checker, which is a consumer of half messages) with expiry
+//! checks.
 //!
-//! See the [module docs](super) for the call order every machine follows.
+//! See the [module docs](super) for the call order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::poll::PollSlot;
 use super::retry::{Backoff, FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
-use super::{Lease, MAX_ACK_HANDLES, Received, is_gone};
+use super::{Lease, Received, is_gone};
 use crate::message::Message;
-use crate::ops::{ConsumeKind, HandleFailure, attribute_failures};
+use crate::ops::{AckKind, ConsumeKind, HandleFailure, attribute_failures};
 use crate::types::{BatchSize, ReceiptHandle, WaitSeconds};
 
 /// Settings of a [`ConsumerMachine`].
@@ -34,6 +36,7 @@ pub struct ConsumerConfig {
     batch: BatchSize,
     wait: WaitSeconds,
     max_in_hand: usize,
+    settle_batch: BatchSize,
     ack_flush_delay: Duration,
     ack_margin_ms: u64,
     min_empty_poll_interval: Duration,
@@ -41,14 +44,16 @@ pub struct ConsumerConfig {
 }
 
 impl Default for ConsumerConfig {
-    /// Normal consumption, batches of 16, 30 s long poll, at most 64 messages in hand, acks
-    /// flushed after 100 ms, 200 ms ack margin, empty polls at most once per second.
+    /// Normal consumption, batches of 16, 30 s long poll, at most 64 messages in hand, up to
+    /// 16 handles per ack flushed after 100 ms, 200 ms ack margin, empty polls at most once
+    /// per second.
     fn default() -> Self {
         Self {
             kind: ConsumeKind::Normal,
             batch: BatchSize::MAX,
             wait: WaitSeconds::MAX,
             max_in_hand: 64,
+            settle_batch: BatchSize::MAX,
             ack_flush_delay: Duration::from_millis(100),
             ack_margin_ms: 200,
             min_empty_poll_interval: Duration::from_secs(1),
@@ -69,6 +74,27 @@ impl ConsumerConfig {
             kind: ConsumeKind::Orderly,
             ..Self::default()
         }
+    }
+
+    /// Defaults for the transaction checker: half messages (`trans=pop`), a 3 s long poll (as
+    /// the official SDK samples; keeps shutdown prompt), every commit / rollback sent at once
+    /// as its own request. [`CheckerConfig`](super::CheckerConfig) converts into this.
+    pub fn half() -> Self {
+        Self {
+            kind: ConsumeKind::Half,
+            wait: WaitSeconds::new(3).unwrap_or(WaitSeconds::MAX),
+            settle_batch: BatchSize::MIN,
+            ack_flush_delay: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    /// Most handles per settlement request (one ack, commit or rollback request carries
+    /// handles of one kind only).
+    #[must_use]
+    pub fn with_settle_batch(mut self, n: BatchSize) -> Self {
+        self.settle_batch = n;
+        self
     }
 
     /// Messages asked for per receive (fewer when close to the in-hand bound).
@@ -99,7 +125,7 @@ impl ConsumerConfig {
         self
     }
 
-    /// An ack is dropped (reported as [`ConsumerEvent::AckExpired`]) instead of sent when its
+    /// A settlement is dropped (reported as [`ConsumerEvent::Expired`]) instead of sent when its
     /// handle has less than this margin (ms) of validity left. Validity is the server's
     /// `NextConsumeTime` minus the server's `Date` of the answer that brought the message,
     /// counted down on the monotonic clock (see [`Received`]); the local wall clock plays no
@@ -145,6 +171,11 @@ impl ConsumerConfig {
         self.max_in_hand
     }
 
+    /// Most handles per settlement request.
+    pub fn settle_batch(&self) -> BatchSize {
+        self.settle_batch
+    }
+
     /// Partial ack batch delay.
     pub fn ack_flush_delay(&self) -> Duration {
         self.ack_flush_delay
@@ -166,67 +197,104 @@ impl ConsumerConfig {
     }
 }
 
-/// A request the driver should send for a [`ConsumerMachine`] (deliberately exhaustive: a
-/// driver must handle every kind).
+/// A request the driver should send for a [`ConsumerMachine`]. Exhaustive on purpose: a
+/// driver matches every kind without a catch-all arm, so a new kind fails to compile there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConsumerTransmit {
-    /// Consume messages; answer with [`ConsumerMachine::handle_receive`].
-    Receive {
+    /// Consume messages (normal, orderly, or half messages for the checker); answer with
+    /// [`ConsumerMachine::handle_poll`].
+    Poll {
         /// Request id to pass back.
         id: u64,
-        /// Normal or orderly.
+        /// Normal, orderly or half.
         kind: ConsumeKind,
         /// `numOfMessages`.
         batch: BatchSize,
         /// `waitseconds`.
         wait: WaitSeconds,
     },
-    /// Acknowledge these handles (1..=16); answer with [`ConsumerMachine::handle_ack`].
-    Ack {
+    /// Settle these handles (1..=16, one kind); answer with
+    /// [`ConsumerMachine::handle_settle`].
+    Settle {
         /// Request id to pass back.
         id: u64,
+        /// Ack, commit or rollback.
+        kind: AckKind,
         /// The handles, in the order to send them.
         handles: Vec<ReceiptHandle>,
     },
 }
 
 /// Something the user of a [`ConsumerMachine`] should know about.
+///
+/// The failure events quote the `id` of the request whose answer they report, so a driver
+/// that kept the request's full error can attach it. Exhaustive on purpose, like
+/// [`ConsumerTransmit`]: a driver matches every event without a catch-all arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ConsumerEvent {
-    /// A received message, now in hand: ack it with [`ConsumerMachine::ack`] or give it back
-    /// with [`ConsumerMachine::release`].
+    /// A received message, now in hand: settle it with [`ConsumerMachine::settle`] (or
+    /// [`ack`](ConsumerMachine::ack)) or give it back with [`ConsumerMachine::release`].
     Message(Message),
-    /// These handles were acknowledged by the server.
-    Acked(Vec<ReceiptHandle>),
-    /// The server refused to ack one handle (usually expired or superseded).
-    AckFailed(HandleFailure),
-    /// An ack was dropped locally: by the server's own clock the handle had expired (less
-    /// than the ack margin left), so the message will be delivered again.
-    AckExpired(ReceiptHandle),
-    /// A receive failed; the loop retries after a backoff.
-    ReceiveError(FailureKind),
-    /// An ack request failed for good; these handles were not (provably) acknowledged.
-    AckError(FailureKind, Vec<ReceiptHandle>),
+    /// The server settled these handles.
+    Settled {
+        /// Ack, commit or rollback.
+        kind: AckKind,
+        /// The handles settled.
+        handles: Vec<ReceiptHandle>,
+    },
+    /// The server refused to settle one handle (usually expired or superseded).
+    Refused {
+        /// Ack, commit or rollback.
+        kind: AckKind,
+        /// The server's per-handle answer.
+        failure: HandleFailure,
+    },
+    /// A settlement was dropped locally: by the server's own clock the handle had expired
+    /// (less than the margin left), so the message will be delivered again.
+    Expired {
+        /// Ack, commit or rollback.
+        kind: AckKind,
+        /// The handle.
+        handle: ReceiptHandle,
+    },
+    /// Poll `id` failed; polling resumes after a backoff.
+    PollFailed {
+        /// The request that failed.
+        id: u64,
+        /// How it failed.
+        failure: FailureKind,
+    },
+    /// Settlement request `id` failed for good; these handles were not (provably) settled.
+    SettleFailed {
+        /// The last attempt's request.
+        id: u64,
+        /// Ack, commit or rollback.
+        kind: AckKind,
+        /// How it failed.
+        failure: FailureKind,
+        /// The handles of the request.
+        handles: Vec<ReceiptHandle>,
+    },
     /// After [`ConsumerMachine::shutdown`]: nothing is outstanding any more. Emitted once.
     Drained,
 }
 
-/// Why [`ConsumerMachine::ack`] or [`ConsumerMachine::release`] refused a handle.
+/// Why [`ConsumerMachine::settle`] or [`ConsumerMachine::release`] refused a handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckRefused {
-    /// The handle is not in hand: never handed out, released, or its ack already finished.
+    /// The handle is not in hand: never handed out, released, or its settlement finished.
     #[error("receipt handle is not in hand (unknown, released or already settled)")]
     UnknownHandle,
-    /// An ack for the handle is already queued or in flight.
-    #[error("receipt handle is already being acknowledged")]
+    /// A settlement of the handle is already queued or in flight.
+    #[error("receipt handle is already being settled")]
     AlreadyAcked,
 }
 
 #[derive(Clone, Debug)]
 struct Queued {
     handle: ReceiptHandle,
+    kind: AckKind,
     lease: Lease,
     at: Instant,
 }
@@ -239,25 +307,29 @@ enum Phase {
 
 #[derive(Clone, Debug)]
 struct AckBatch {
+    kind: AckKind,
     handles: Vec<(ReceiptHandle, Lease)>,
     retry: RetryState,
     phase: Phase,
 }
 
-/// The consumer loop as a pure state machine.
+/// The consumer loop as a pure state machine; the transaction checker is the same machine
+/// on half messages ([`ConsumerConfig::half`]) whose settlements are commit or rollback.
 ///
-/// * Keeps exactly one receive outstanding while running and while fewer than
+/// * Keeps exactly one poll outstanding while running and while fewer than
 ///   [`max_in_hand`](ConsumerConfig::with_max_in_hand) messages are in hand (handed out and
 ///   neither acked nor released); a receive never asks for more than the remaining room.
-/// * Queues acks and sends them in batches of up to 16, or after the flush delay. A handle
-///   that has expired by the server's clock (`NextConsumeTime` − the answer's `Date`, counted
+/// * Queues settlements and sends them in batches of up to
+///   [`settle_batch`](ConsumerConfig::with_settle_batch) handles of one kind, or after the
+///   flush delay. A handle that has expired by the server's clock (`NextConsumeTime` − the answer's `Date`, counted
 ///   down locally; see [`Received`]) is dropped and reported instead.
-/// * Retries failed ack requests with the [`RetryConfig`]'s backoff for as long as their
+/// * Retries failed settlement requests with the [`RetryConfig`]'s backoff for as long as their
 ///   handles are valid (its attempt limit does not apply: acks are idempotent; a resent batch
 ///   whose earlier attempt may have reached the server counts per-handle `MessageNotExist` /
 ///   `ReceiptHandleError` answers as success, since that attempt probably settled them).
-/// * Backs off after failed receives (capped, jittered, never giving up) and reports each.
-/// * [`shutdown`](Self::shutdown) stops receiving, flushes acks and emits
+///   Every answer's failures are assigned to handles by [`attribute_failures`].
+/// * Backs off after failed polls (capped, jittered, never giving up) and reports each.
+/// * [`shutdown`](Self::shutdown) stops polling, flushes settlements and emits
 ///   [`ConsumerEvent::Drained`] once no receive, no ack and no message in hand remains.
 ///
 /// Request ids are unique per machine; answers with an unknown id are ignored.
@@ -270,9 +342,9 @@ struct AckBatch {
 ///
 /// let now = Instant::now();
 /// let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
-/// let Some(ConsumerTransmit::Receive { id, .. }) = m.poll_transmit(now) else { panic!() };
-/// assert_eq!(m.poll_transmit(now), None); // only one receive at a time
-/// m.handle_receive(now, id, Ok(Received::default()));
+/// let Some(ConsumerTransmit::Poll { id, .. }) = m.poll_transmit(now) else { panic!() };
+/// assert_eq!(m.poll_transmit(now), None); // only one poll at a time
+/// m.handle_poll(now, id, Ok(Received::default()));
 /// m.shutdown(now);
 /// assert_eq!(m.poll_event(), Some(ConsumerEvent::Drained));
 /// ```
@@ -329,12 +401,12 @@ impl ConsumerMachine {
         self.in_hand.contains_key(handle)
     }
 
-    /// Handles whose ack is queued, in flight or waiting for a retry.
+    /// Handles whose settlement is queued, in flight or waiting for a retry.
     pub fn pending_acks(&self) -> usize {
         self.acking.len()
     }
 
-    /// Ack requests sent and not yet answered.
+    /// Settlement requests sent and not yet answered.
     pub fn acks_in_flight(&self) -> usize {
         self.batches
             .iter()
@@ -342,8 +414,8 @@ impl ConsumerMachine {
             .count()
     }
 
-    /// The id of the receive in flight, if any.
-    pub fn receive_in_flight(&self) -> Option<u64> {
+    /// The id of the poll in flight, if any.
+    pub fn poll_in_flight(&self) -> Option<u64> {
         self.receive.in_flight()
     }
 
@@ -359,10 +431,10 @@ impl ConsumerMachine {
 
     // ----- inputs -----
 
-    /// The answer to [`ConsumerTransmit::Receive`] `id`: the messages (empty = none) with the
+    /// The answer to [`ConsumerTransmit::Poll`] `id`: the messages (empty = none) with the
     /// server's time, or why the request failed. A 404 `MessageNotExist` failure is treated
     /// as an empty answer; [`FailureKind::Cancelled`] is not reported as an error.
-    pub fn handle_receive(&mut self, now: Instant, id: u64, result: Result<Received, FailureKind>) {
+    pub fn handle_poll(&mut self, now: Instant, id: u64, result: Result<Received, FailureKind>) {
         let Some(result) = self.receive.finish(now, id, result, self.shutting_down) else {
             return;
         };
@@ -383,7 +455,8 @@ impl ConsumerMachine {
             }
             Err(failure) => {
                 if failure != FailureKind::Cancelled {
-                    self.events.push_back(ConsumerEvent::ReceiveError(failure));
+                    self.events
+                        .push_back(ConsumerEvent::PollFailed { id, failure });
                 }
             }
         }
@@ -391,11 +464,11 @@ impl ConsumerMachine {
         self.check_drained();
     }
 
-    /// The answer to [`ConsumerTransmit::Ack`] `id`: the per-handle failures (empty = all
-    /// acknowledged), or why the request failed. Failures are assigned to the batch's handles
-    /// by [`attribute_failures`]: one that names no handle of the batch refuses every handle
-    /// it could mean, so a refusal never counts as an ack.
-    pub fn handle_ack(
+    /// The answer to [`ConsumerTransmit::Settle`] `id`: the per-handle failures (empty = all
+    /// settled), or why the request failed. Failures are assigned to the batch's handles by
+    /// [`attribute_failures`]: one that names no handle of the batch refuses every handle it
+    /// could mean, so a refusal never counts as a settlement.
+    pub fn handle_settle(
         &mut self,
         now: Instant,
         id: u64,
@@ -410,7 +483,7 @@ impl ConsumerMachine {
         };
         let mut batch = self.batches.remove(pos);
         match result {
-            Ok(failures) => self.settle(batch, failures),
+            Ok(failures) => self.finish_batch(batch, failures),
             Err(failure) => match batch.retry.on_failure(now, &failure) {
                 RetryDecision::Retry { after } => {
                     batch.phase = Phase::Waiting {
@@ -424,8 +497,12 @@ impl ConsumerMachine {
                     for h in &handles {
                         self.acking.remove(h);
                     }
-                    self.events
-                        .push_back(ConsumerEvent::AckError(failure, handles));
+                    self.events.push_back(ConsumerEvent::SettleFailed {
+                        id,
+                        kind: batch.kind,
+                        failure,
+                        handles,
+                    });
                 }
             },
         }
@@ -443,10 +520,20 @@ impl ConsumerMachine {
 
     // ----- commands -----
 
-    /// Queues an ack for a message in hand. If its handle has already expired by the server's
-    /// clock (less than the margin left) nothing is queued and [`ConsumerEvent::AckExpired`]
-    /// is emitted.
+    /// Queues an ack of a message in hand: [`settle`](Self::settle) with [`AckKind::Ack`].
     pub fn ack(&mut self, now: Instant, handle: &ReceiptHandle) -> Result<(), AckRefused> {
+        self.settle(now, handle, AckKind::Ack)
+    }
+
+    /// Queues the settlement (ack, commit or rollback) of a message in hand. If its handle
+    /// has already expired by the server's clock (less than the margin left) nothing is
+    /// queued and [`ConsumerEvent::Expired`] is emitted.
+    pub fn settle(
+        &mut self,
+        now: Instant,
+        handle: &ReceiptHandle,
+        kind: AckKind,
+    ) -> Result<(), AckRefused> {
         let Some(lease) = self.in_hand.remove(handle) else {
             return Err(if self.acking.contains(handle) {
                 AckRefused::AlreadyAcked
@@ -455,12 +542,15 @@ impl ConsumerMachine {
             });
         };
         if lease.is_expired(now, self.margin()) {
-            self.events
-                .push_back(ConsumerEvent::AckExpired(handle.clone()));
+            self.events.push_back(ConsumerEvent::Expired {
+                kind,
+                handle: handle.clone(),
+            });
         } else {
             self.acking.insert(handle.clone());
             self.queue.push_back(Queued {
                 handle: handle.clone(),
+                kind,
                 lease,
                 at: now,
             });
@@ -469,8 +559,9 @@ impl ConsumerMachine {
         Ok(())
     }
 
-    /// Gives a message back without acking it: it stops counting as in hand, and the broker
-    /// delivers it again after its `NextConsumeTime`.
+    /// Gives a message back without settling it (for the checker: the decision is not known
+    /// yet): it stops counting as in hand, and the broker delivers it again after its
+    /// `NextConsumeTime`.
     pub fn release(&mut self, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         if self.in_hand.remove(handle).is_some() {
             self.check_drained();
@@ -490,7 +581,7 @@ impl ConsumerMachine {
         n
     }
 
-    /// Stops issuing receives and flushes queued acks at once. A receive in flight is still
+    /// Stops issuing polls and flushes queued settlements at once. A poll in flight is still
     /// awaited (the driver may abort it and report [`FailureKind::Cancelled`]); messages it
     /// brings are handed out as usual. [`ConsumerEvent::Drained`] follows once nothing is
     /// outstanding, messages in hand included (see [`release_all`](Self::release_all)).
@@ -502,8 +593,8 @@ impl ConsumerMachine {
 
     // ----- outputs -----
 
-    /// The next request to send, if any is due at `now`; acks whose handles have expired
-    /// (by the server's clock) are dropped and reported instead.
+    /// The next request to send, if any is due at `now`; settlements whose handles have
+    /// expired (by the server's clock) are dropped and reported instead.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<ConsumerTransmit> {
         let t = self
@@ -519,7 +610,7 @@ impl ConsumerMachine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let receive = self.receive.wake_at(self.shutting_down);
         let flush = self.queue.front().map(|q| {
-            if self.queue.len() >= MAX_ACK_HANDLES || self.shutting_down {
+            if self.front_run() >= self.settle_batch() || self.shutting_down {
                 q.at
             } else {
                 q.at.checked_add(self.config.ack_flush_delay)
@@ -551,6 +642,20 @@ impl ConsumerMachine {
         Duration::from_millis(self.config.ack_margin_ms)
     }
 
+    fn settle_batch(&self) -> usize {
+        usize::from(self.config.settle_batch.get())
+    }
+
+    /// How many queued settlements at the front share the front's kind (at most a batch).
+    fn front_run(&self) -> usize {
+        let kind = self.queue.front().map(|q| q.kind);
+        self.queue
+            .iter()
+            .take(self.settle_batch())
+            .take_while(|q| Some(q.kind) == kind)
+            .count()
+    }
+
     fn poll_ack_retry(&mut self, now: Instant) -> Option<ConsumerTransmit> {
         let margin = self.margin();
         while let Some(pos) = self
@@ -567,9 +672,11 @@ impl ConsumerMachine {
                 }
                 !gone
             });
-            for h in expired {
-                self.acking.remove(&h);
-                self.events.push_back(ConsumerEvent::AckExpired(h));
+            let kind = batch.kind;
+            for handle in expired {
+                self.acking.remove(&handle);
+                self.events
+                    .push_back(ConsumerEvent::Expired { kind, handle });
             }
             if self.batches[pos].handles.is_empty() {
                 self.batches.remove(pos);
@@ -579,7 +686,11 @@ impl ConsumerMachine {
             let batch = &mut self.batches[pos];
             batch.phase = Phase::InFlight { id };
             let handles = batch.handles.iter().map(|(h, _)| h.clone()).collect();
-            return Some(ConsumerTransmit::Ack { id, handles });
+            return Some(ConsumerTransmit::Settle {
+                id,
+                kind: batch.kind,
+                handles,
+            });
         }
         None
     }
@@ -588,7 +699,9 @@ impl ConsumerMachine {
         let margin = self.margin();
         loop {
             let front = self.queue.front()?;
-            let due = self.queue.len() >= MAX_ACK_HANDLES
+            let kind = front.kind;
+            let n = self.front_run();
+            let due = n >= self.settle_batch()
                 || self.shutting_down
                 || front
                     .at
@@ -597,12 +710,14 @@ impl ConsumerMachine {
             if !due {
                 return None;
             }
-            let n = self.queue.len().min(MAX_ACK_HANDLES);
             let mut handles = Vec::with_capacity(n);
             for q in self.queue.drain(..n) {
                 if q.lease.is_expired(now, margin) {
                     self.acking.remove(&q.handle);
-                    self.events.push_back(ConsumerEvent::AckExpired(q.handle));
+                    self.events.push_back(ConsumerEvent::Expired {
+                        kind,
+                        handle: q.handle,
+                    });
                 } else {
                     handles.push((q.handle, q.lease));
                 }
@@ -630,11 +745,16 @@ impl ConsumerMachine {
             let retry = RetryState::new(retry_config, Idempotency::Idempotent, seed, now);
             let list = handles.iter().map(|(h, _)| h.clone()).collect();
             self.batches.push(AckBatch {
+                kind,
                 handles,
                 retry,
                 phase: Phase::InFlight { id },
             });
-            return Some(ConsumerTransmit::Ack { id, handles: list });
+            return Some(ConsumerTransmit::Settle {
+                id,
+                kind,
+                handles: list,
+            });
         }
     }
 
@@ -649,7 +769,7 @@ impl ConsumerMachine {
             *next_id = next_id.wrapping_add(1);
             id
         })?;
-        Some(ConsumerTransmit::Receive {
+        Some(ConsumerTransmit::Poll {
             id,
             kind: self.config.kind,
             batch,
@@ -657,8 +777,8 @@ impl ConsumerMachine {
         })
     }
 
-    /// Turns a successful ack answer into events.
-    fn settle(&mut self, batch: AckBatch, failures: Vec<HandleFailure>) {
+    /// Turns a successful settlement answer into events.
+    fn finish_batch(&mut self, batch: AckBatch, failures: Vec<HandleFailure>) {
         let resent = batch.retry.earlier_attempt_may_have_reached_server();
         let mut acked = Vec::with_capacity(batch.handles.len());
         let mut failures = attribute_failures(batch.handles.iter().map(|(h, _)| h), failures);
@@ -669,14 +789,20 @@ impl ConsumerMachine {
                 .position(|f| f.receipt_handle == h.as_str())
                 .map(|i| failures.swap_remove(i));
             match failure {
-                Some(f) if !(resent && is_gone(&f.code)) => {
-                    self.events.push_back(ConsumerEvent::AckFailed(f));
+                Some(failure) if !(resent && is_gone(&failure.code)) => {
+                    self.events.push_back(ConsumerEvent::Refused {
+                        kind: batch.kind,
+                        failure,
+                    });
                 }
                 _ => acked.push(h),
             }
         }
         if !acked.is_empty() {
-            self.events.push_back(ConsumerEvent::Acked(acked));
+            self.events.push_back(ConsumerEvent::Settled {
+                kind: batch.kind,
+                handles: acked,
+            });
         }
     }
 
@@ -687,25 +813,27 @@ impl ConsumerMachine {
         self.queue.retain(|q| {
             let gone = q.lease.is_expired(now, margin);
             if gone {
-                expired.push(q.handle.clone());
+                expired.push((q.kind, q.handle.clone()));
             }
             !gone
         });
         for b in &mut self.batches {
             if matches!(b.phase, Phase::Waiting { .. }) {
+                let kind = b.kind;
                 b.handles.retain(|(h, lease)| {
                     let gone = lease.is_expired(now, margin);
                     if gone {
-                        expired.push(h.clone());
+                        expired.push((kind, h.clone()));
                     }
                     !gone
                 });
             }
         }
         self.batches.retain(|b| !b.handles.is_empty());
-        for h in expired {
-            self.acking.remove(&h);
-            self.events.push_back(ConsumerEvent::AckExpired(h));
+        for (kind, handle) in expired {
+            self.acking.remove(&handle);
+            self.events
+                .push_back(ConsumerEvent::Expired { kind, handle });
         }
     }
 

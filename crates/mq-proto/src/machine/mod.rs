@@ -1,4 +1,5 @@
-//! Pure state machines: retry/backoff, consumer loop, transaction checker.
+//! Pure state machines: retry/backoff and the consumer loop, which is also the transaction
+//! checker (a consumer of half messages whose settlement is commit or rollback).
 //!
 //! The machines speak in operation terms ("receive 16 messages", "ack these handles"); they
 //! know nothing of HTTP. A runtime driver turns each transmit into a request with the
@@ -9,15 +10,25 @@
 //! brought it ([`Received::server_time_ms`]), counted down on `now` — so a client whose clock
 //! is minutes off still sends every decision while the server holds the handle.
 //!
-//! # One shape for every machine
+//! # One machine, one shape
+//!
+//! [`ConsumerMachine`] drives both the message stream ([`ConsumerConfig::normal`] /
+//! [`ConsumerConfig::orderly`]) and the transaction checker ([`ConsumerConfig::half`], or a
+//! [`CheckerConfig`] converted into it):
 //!
 //! * **getters** on `&self` (`in_hand()`, `is_drained()`, ...);
-//! * **inputs**: `handle_*(now, id, result)` for each answered request and
-//!   `handle_timeout(now)` when the timer fires;
-//! * **commands** that only queue work (`ack`, `release`, `decide`, `shutdown`);
+//! * **inputs**: `handle_poll(now, id, result)` and `handle_settle(now, id, result)` for
+//!   each answered [`ConsumerTransmit`], and `handle_timeout(now)` when the timer fires;
+//! * **commands** that only queue work (`settle` — ack, commit or rollback —, `ack`,
+//!   `release`, `release_all`, `shutdown`);
 //! * **outputs**, all `#[must_use]`: `poll_transmit(now)` (the next request to
-//!   send), `poll_event()` (the next thing to tell the user) and `poll_timeout()` (when to
-//!   call `handle_timeout`).
+//!   send), `poll_event()` (the next [`ConsumerEvent`] to tell the user) and `poll_timeout()`
+//!   (when to call `handle_timeout`).
+//!
+//! The failure events ([`ConsumerEvent::PollFailed`], [`ConsumerEvent::SettleFailed`]) quote
+//! the request id, so a driver that kept the request's full error reports that error, not
+//! just its [`FailureKind`]. [`ConsumerTransmit`] is exhaustive: drivers match it without a
+//! catch-all arm.
 //!
 //! **Drain rule:** after any input or command, call `poll_transmit` until it returns `None`,
 //! then `poll_event` until it returns `None`, then sleep until `poll_timeout()` (or until a
@@ -62,13 +73,13 @@
 //!     // 1. Send everything that is due (here: answer it at once).
 //!     while let Some(t) = machine.poll_transmit(now) {
 //!         match t {
-//!             ConsumerTransmit::Receive { id, .. } => {
+//!             ConsumerTransmit::Poll { id, .. } => {
 //!                 let batch = std::mem::take(&mut inbox);
-//!                 machine.handle_receive(now, id, Ok(Received::new(batch, Some(server_ms))));
+//!                 machine.handle_poll(now, id, Ok(Received::new(batch, Some(server_ms))));
 //!             }
-//!             ConsumerTransmit::Ack { id, handles } => {
+//!             ConsumerTransmit::Settle { id, handles, .. } => {
 //!                 acked.extend(handles);
-//!                 machine.handle_ack(now, id, Ok(vec![]));
+//!                 machine.handle_settle(now, id, Ok(vec![]));
 //!             }
 //!         }
 //!     }
@@ -102,10 +113,7 @@ pub mod consumer;
 mod poll;
 pub mod retry;
 
-pub use checker::{
-    CheckerConfig, CheckerEvent, CheckerMachine, CheckerTransmit, DecideError, DecideRefused,
-    Decision,
-};
+pub use checker::{CheckerConfig, Decision};
 pub use consumer::{AckRefused, ConsumerConfig, ConsumerEvent, ConsumerMachine, ConsumerTransmit};
 pub use retry::{
     Backoff, FailureKind, Idempotency, Jitter, MIN_BACKOFF, RetryConfig, RetryDecision, RetryState,
@@ -115,9 +123,6 @@ use std::time::{Duration, Instant};
 
 use crate::message::Message;
 use crate::ops::ErrorCode;
-
-/// Most receipt handles in one ack request (PROTOCOL §6.9).
-pub const MAX_ACK_HANDLES: usize = 16;
 
 /// A successful answer to a receive or half-message poll: the messages, and the server's
 /// clock when it answered.

@@ -1,21 +1,36 @@
-//! [`AsyncIoRuntime`]: the async-io implementation of [`mq_client::Runtime`], usable from
-//! async-std and smol alike (both run on async-io's reactor).
+//! [`TokioRuntime`]: the tokio implementation of [`Runtime`].
 
-use async_net::TcpStream;
-use futures_rustls::client::TlsStream;
-use mq_client::{BoxFuture, ConnectTarget, Runtime};
-use smol::io::{AsyncRead, AsyncWrite};
+use crate::runtime::{BoxFuture, ConnectTarget, Runtime};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 
-/// Runs the client on async-io: sockets and timers from `async-io`/`async-net`, background
-/// tasks on smol's global executor (which needs no runtime set-up, so it works the same
-/// inside async-std and smol programs).
-#[derive(Clone, Debug, Default)]
-pub struct AsyncIoRuntime {
-    _private: (),
+/// Runs the client on tokio. `Default` captures the current runtime handle when there is one
+/// (otherwise tasks are spawned on the runtime current at spawn time).
+#[derive(Clone, Debug)]
+pub struct TokioRuntime {
+    handle: Option<Handle>,
+}
+
+impl Default for TokioRuntime {
+    fn default() -> Self {
+        Self {
+            handle: Handle::try_current().ok(),
+        }
+    }
+}
+
+impl TokioRuntime {
+    /// Runs client tasks on this runtime.
+    pub fn with_handle(handle: Handle) -> Self {
+        Self {
+            handle: Some(handle),
+        }
+    }
 }
 
 /// A plain or TLS connection.
@@ -24,15 +39,15 @@ pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -59,19 +74,19 @@ impl AsyncWrite for Stream {
         }
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_close(cx),
-            Self::Tls(s) => Pin::new(s).poll_close(cx),
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
-/// The connection type hyper drives on async-io.
-pub type AsyncIo = smol_hyper::rt::FuturesIo<Stream>;
+/// The connection type hyper drives on tokio.
+pub type TokioIo = hyper_util::rt::TokioIo<Stream>;
 
-impl Runtime for AsyncIoRuntime {
-    type Io = AsyncIo;
+impl Runtime for TokioRuntime {
+    type Io = TokioIo;
 
     fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>> {
         Box::pin(async move {
@@ -87,23 +102,28 @@ impl Runtime for AsyncIoRuntime {
                 Some((config, name)) => {
                     // A failed handshake is an `io::Error` wrapping the `rustls::Error`: the
                     // transport tells a refused certificate (final) from an I/O failure by it.
-                    let tls = futures_rustls::TlsConnector::from(config)
+                    let tls = tokio_rustls::TlsConnector::from(config)
                         .connect(name, tcp)
                         .await?;
                     Stream::Tls(Box::new(tls))
                 }
             };
-            Ok(smol_hyper::rt::FuturesIo::new(stream))
+            Ok(hyper_util::rt::TokioIo::new(stream))
         })
     }
 
     fn spawn(&self, future: BoxFuture<()>) {
-        smol::spawn(future).detach();
+        match &self.handle {
+            Some(h) => {
+                h.spawn(future);
+            }
+            None => {
+                tokio::spawn(future);
+            }
+        }
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {
-        Box::pin(async move {
-            async_io::Timer::after(duration).await;
-        })
+        Box::pin(tokio::time::sleep(duration))
     }
 }
