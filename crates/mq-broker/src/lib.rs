@@ -34,12 +34,13 @@ pub mod run;
 pub mod server;
 pub mod tls;
 
-pub use crate::config::{BrokerArgs, load_config};
+pub use crate::config::{
+    BrokerArgs, Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
+    load_config,
+};
 pub use crate::core::{
     BrokerCore, CoreConfig, CoreError, DeadLetter, GroupStats, MAX_HANDLES_PER_ACK, PublishOutcome,
     Stats, TopicStats,
 };
-pub use crate::server::{
-    Broker, Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
-};
+pub use crate::server::Broker;
 pub use crate::tls::{TlsConfig, TlsError};
