@@ -98,12 +98,10 @@ use group::{DeliverParams, Group, min_opt};
 use half::Resolution;
 use handle::Token;
 use store::StoredMessage;
-use topic::Topic;
+use topic::{Topic, TopicKey};
 
 /// Most handles accepted in one ack, commit or rollback (PROTOCOL §6.4).
 pub const MAX_HANDLES_PER_ACK: usize = 16;
-
-type TopicKey = (Option<InstanceId>, TopicName);
 
 /// The broker's state machine. See the [module documentation](self) for the model and the
 /// long-polling contract.
@@ -122,7 +120,7 @@ pub struct BrokerCore {
     next_scope: u64,
     /// Latest time seen.
     now: u64,
-    #[serde(with = "persist::topics")]
+    #[serde(with = "topic::serde_by_key")]
     topics: BTreeMap<TopicKey, Topic>,
 }
 
