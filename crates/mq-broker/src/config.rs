@@ -1,5 +1,6 @@
-//! Command-line flags and the TOML configuration file of the broker binary (shared with
-//! `mq serve`).
+//! Configuration: what the server needs to start ([`ServerConfig`], [`Limits`],
+//! [`Credential`], the development key pair), and the command-line flags and TOML
+//! configuration file of the broker binary (shared with `mq serve`) that produce it.
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
@@ -15,12 +16,13 @@
 //! tls_key = "/etc/mq-broker/key.pem"
 //! ```
 
-use crate::server::{Credential, ServerConfig};
+use crate::core::CoreConfig;
 use mq_proto::{InstanceId, TopicName};
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Flags of `mq-broker` (and `mq serve`).
 ///
@@ -209,6 +211,143 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         _ => return Err("tls_cert and tls_key must be given together".to_owned()),
     };
     Ok((config, source))
+}
+
+/// An access key the broker accepts, optionally limited to one instance.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// AccessKey id.
+    pub access_key_id: String,
+    /// AccessKey secret.
+    pub access_key_secret: String,
+    /// When set, the key may only address this instance (`ns`); `None` = every instance.
+    pub instance: Option<InstanceId>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("access_key_id", &self.access_key_id)
+            .field("access_key_secret", &"<redacted>")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl Credential {
+    /// A key valid for every instance.
+    pub fn new(access_key_id: impl Into<String>, access_key_secret: impl Into<String>) -> Self {
+        Self {
+            access_key_id: access_key_id.into(),
+            access_key_secret: access_key_secret.into(),
+            instance: None,
+        }
+    }
+
+    /// Parses `AK:SK` or `AK:SK@INSTANCE`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (keys, instance) = match s.rsplit_once('@') {
+            Some((keys, inst)) => (keys, Some(inst)),
+            None => (s, None),
+        };
+        let (id, secret) = keys
+            .split_once(':')
+            .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+            .ok_or_else(|| "expected AK:SK or AK:SK@INSTANCE".to_owned())?;
+        let instance = instance
+            .map(|i| InstanceId::new(i).map_err(|e| e.to_string()))
+            .transpose()?;
+        Ok(Self {
+            access_key_id: id.to_owned(),
+            access_key_secret: secret.to_owned(),
+            instance,
+        })
+    }
+}
+
+/// The development key pair used when no credential is configured (printed at start).
+pub const DEV_ACCESS_KEY_ID: &str = "mq-dev-access-key";
+/// The development secret used when no credential is configured (printed at start).
+pub const DEV_ACCESS_KEY_SECRET: &str = "mq-dev-secret";
+
+/// Resource limits of the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body read (bigger `Content-Length` is refused before reading).
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request's headers, counted from the connection's start or
+    /// the end of the previous answer: it is also the idle timeout of keep-alive connections
+    /// and bounds a TLS handshake.
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive a request's body (for a request refused by authentication,
+    /// at most [`PRE_AUTH_DRAIN_TIMEOUT`](crate::server::PRE_AUTH_DRAIN_TIMEOUT)).
+    pub body_read_timeout: Duration,
+    /// Most open connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Most long polls waiting at once; further ones are answered at once.
+    pub max_waiting_polls: usize,
+    /// Largest request head (request line and headers) in bytes; a bigger one is answered
+    /// `431` and the connection closed. At most 100 header lines are accepted either way.
+    pub max_header_bytes: usize,
+    /// How long [`Broker::shutdown`](crate::Broker::shutdown) waits for in-flight requests before closing the
+    /// remaining connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: mq_proto::server::MAX_REQUEST_BODY_LEN,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 20_000,
+            max_waiting_polls: 20_000,
+            max_header_bytes: 16 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Accepted keys. Empty = the development pair.
+    pub credentials: Vec<Credential>,
+    /// Declared topics; when any is declared, unknown topics answer `TopicNotExist`.
+    pub topics: Vec<(Option<InstanceId>, TopicName)>,
+    /// Queue semantics.
+    pub core: CoreConfig,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Keep the state in this directory and recover it at start (durable broker, see
+    /// [`crate::durable`]); `None` keeps everything in memory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`); `None` serves
+    /// plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Shifts the broker's clock by this many milliseconds from the system clock (positive =
+    /// ahead). Everything the broker reads the time for follows it: message times and
+    /// `NextConsumeTime`, the 15-minute `Date` window it accepts (PROTOCOL §2.5) and the
+    /// `Date` header it answers with. For testing clients against a server whose clock is
+    /// not theirs, as the real service's never is. Default 0.
+    pub clock_offset_ms: i64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            credentials: Vec::new(),
+            topics: Vec::new(),
+            core: CoreConfig::default(),
+            limits: Limits::default(),
+            data_dir: None,
+            tls: None,
+            clock_offset_ms: 0,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,11 +34,12 @@ pub mod run;
 pub mod server;
 pub mod tls;
 
-pub use crate::config::{BrokerArgs, load_config};
+pub use crate::config::{
+    BrokerArgs, Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
+    load_config,
+};
 pub use crate::core::{
     BrokerCore, CoreConfig, CoreError, DeadLetter, GroupStats, PublishOutcome, Stats, TopicStats,
 };
-pub use crate::server::{
-    Broker, Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
-};
+pub use crate::server::Broker;
 pub use crate::tls::{TlsConfig, TlsError};

@@ -2,8 +2,9 @@
 //! until SIGINT/SIGTERM (Ctrl-C), then shut down gracefully. Shared by the `mq-broker` binary
 //! and `mq serve`, so both behave and print exactly the same.
 
+use crate::Broker;
 use crate::config::{BrokerArgs, CredentialSource, load_config};
-use crate::server::{Broker, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET};
+use crate::config::{DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET};
 use std::io::Write;
 
 /// Loads the configuration, starts the broker on the current tokio runtime, prints the

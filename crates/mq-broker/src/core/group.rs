@@ -372,3 +372,28 @@ pub(crate) fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
         (None, b) => b,
     }
 }
+
+/// A topic's groups as a sequence of `(group id, group)`.
+pub(crate) mod serde_by_id {
+    use super::Group;
+    use mq_proto::GroupId;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub(crate) fn serialize<S: Serializer>(
+        groups: &BTreeMap<GroupId, Group>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(groups.iter().map(|(id, g)| (id.as_str(), g)))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<GroupId, Group>, D::Error> {
+        Vec::<(String, Group)>::deserialize(d)?
+            .into_iter()
+            .map(|(id, g)| Ok((GroupId::new(id).map_err(D::Error::custom)?, g)))
+            .collect()
+    }
+}

@@ -98,9 +98,7 @@ use group::{DeliverParams, Group, min_opt};
 use half::Resolution;
 use handle::Token;
 use store::StoredMessage;
-use topic::Topic;
-
-type TopicKey = (Option<InstanceId>, TopicName);
+use topic::{Topic, TopicKey};
 
 /// The broker's state machine. See the [module documentation](self) for the model and the
 /// long-polling contract.
@@ -119,7 +117,7 @@ pub struct BrokerCore {
     next_scope: u64,
     /// Latest time seen.
     now: u64,
-    #[serde(with = "persist::topics")]
+    #[serde(with = "topic::serde_by_key")]
     topics: BTreeMap<TopicKey, Topic>,
 }
 

@@ -2,17 +2,13 @@
 //! ([`crate::durable`]). `mq_proto`'s types carry no serde support, so each field of such a
 //! type names one of these modules with `#[serde(with = "…")]`. Every value is written in
 //! its text form and checked again when read: a damaged snapshot gives a typed error, never
-//! an invalid id, tag or name inside the core.
+//! an invalid id, tag or name inside the core. The adapters for the core's own maps sit
+//! beside their owners (`group::serde_by_id`, `topic::serde_by_key`); this module imports
+//! nothing from the core, so the core's modules form no import cycle.
 
-use std::collections::BTreeMap;
-
-use mq_proto::{GroupId, InstanceId, Tag, TopicName};
+use mq_proto::Tag;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use super::TopicKey;
-use super::group::Group;
-use super::topic::Topic;
 
 /// [`mq_proto::MessageId`] as its text.
 pub(crate) mod message_id {
@@ -54,57 +50,5 @@ pub(crate) mod properties {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Properties, D::Error> {
         Properties::decode(&String::deserialize(d)?).map_err(D::Error::custom)
-    }
-}
-
-/// A topic's groups as a sequence of `(group id, group)`.
-pub(crate) mod groups {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(
-        groups: &BTreeMap<GroupId, Group>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(groups.iter().map(|(id, g)| (id.as_str(), g)))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<GroupId, Group>, D::Error> {
-        Vec::<(String, Group)>::deserialize(d)?
-            .into_iter()
-            .map(|(id, g)| Ok((GroupId::new(id).map_err(D::Error::custom)?, g)))
-            .collect()
-    }
-}
-
-/// The core's topics as a sequence of `(instance, topic, state)`.
-pub(crate) mod topics {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(
-        topics: &BTreeMap<TopicKey, Topic>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            topics
-                .iter()
-                .map(|((i, t), topic)| (i.as_ref().map(InstanceId::as_str), t.as_str(), topic)),
-        )
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<TopicKey, Topic>, D::Error> {
-        Vec::<(Option<String>, String, Topic)>::deserialize(d)?
-            .into_iter()
-            .map(|(instance, name, topic)| {
-                let instance = instance
-                    .map(|i| InstanceId::new(i).map_err(D::Error::custom))
-                    .transpose()?;
-                let name = TopicName::new(name).map_err(D::Error::custom)?;
-                Ok(((instance, name), topic))
-            })
-            .collect()
     }
 }

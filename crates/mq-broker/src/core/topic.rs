@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use mq_proto::GroupId;
+use mq_proto::{GroupId, InstanceId, TopicName};
 use serde::{Deserialize, Serialize};
 
 use super::config::CoreConfig;
 use super::group::{Group, min_opt};
 use super::half::HalfPool;
-use super::persist;
 use super::stats::{GroupStats, TopicStats};
 use super::store::{Store, StoredMessage};
+
+/// A topic's key in the core: its instance (`None` = the default instance) and name.
+pub(crate) type TopicKey = (Option<InstanceId>, TopicName);
 
 /// One topic of one instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +23,7 @@ pub(crate) struct Topic {
     /// Messages some group still holds.
     pub(crate) store: Store,
     /// Consumer groups, by id.
-    #[serde(with = "persist::groups")]
+    #[serde(with = "super::group::serde_by_id")]
     pub(crate) groups: BTreeMap<GroupId, Group>,
     /// Half messages.
     pub(crate) half: HalfPool,
@@ -155,5 +157,40 @@ impl Topic {
             half_popped: self.half.counters.popped,
             groups,
         }
+    }
+}
+
+/// The core's topics as a sequence of `(instance, topic, state)`.
+pub(crate) mod serde_by_key {
+    use super::{Topic, TopicKey};
+    use mq_proto::{InstanceId, TopicName};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub(crate) fn serialize<S: Serializer>(
+        topics: &BTreeMap<TopicKey, Topic>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            topics
+                .iter()
+                .map(|((i, t), topic)| (i.as_ref().map(InstanceId::as_str), t.as_str(), topic)),
+        )
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<TopicKey, Topic>, D::Error> {
+        Vec::<(Option<String>, String, Topic)>::deserialize(d)?
+            .into_iter()
+            .map(|(instance, name, topic)| {
+                let instance = instance
+                    .map(|i| InstanceId::new(i).map_err(D::Error::custom))
+                    .transpose()?;
+                let name = TopicName::new(name).map_err(D::Error::custom)?;
+                Ok(((instance, name), topic))
+            })
+            .collect()
     }
 }

@@ -1,0 +1,264 @@
+//! Admission: routing (`/health`, `/stats`, the API), authentication before the body is
+//! read, the body size and time limits, the instance scope of a key; an admitted request
+//! goes to [`dispatch`](super::dispatch).
+
+use super::dispatch::{dispatch, error, full};
+use super::state::Shared;
+use crate::core::Stats;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use mq_proto::ErrorCode;
+use mq_proto::server::{RequestError, authenticate, parse_request, response};
+use mq_proto::sign::format_http_date;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Longest time a request refused by authentication may take to deliver the rest of its
+/// body (capped by [`Limits::body_read_timeout`](super::Limits::body_read_timeout)). A body that arrives within it is read and
+/// dropped and the connection stays usable; otherwise the refusal is answered with
+/// `Connection: close` and the connection ends. An unauthenticated client thus holds a
+/// connection for seconds, not for the body timeout.
+pub const PRE_AUTH_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The server-side counters added to `GET /stats`.
+#[derive(Serialize)]
+struct ServerStats {
+    connections: usize,
+    waiting_polls: usize,
+    requests: u64,
+}
+
+/// The `GET /stats` document: the core's [`Stats`](crate::Stats) plus a `server` object.
+#[derive(Serialize)]
+struct StatsDocument {
+    #[serde(flatten)]
+    core: Stats,
+    server: ServerStats,
+}
+
+fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
+    let doc = StatsDocument {
+        core: shared.lock_core().stats(),
+        server: ServerStats {
+            connections: shared.connections.load(Ordering::Acquire),
+            waiting_polls: shared.waiting_polls.load(Ordering::Acquire),
+            requests: shared.requests.load(Ordering::Relaxed).saturating_sub(1),
+        },
+    };
+    serde_json::to_vec_pretty(&doc)
+}
+
+/// A non-XML answer (`/health`, `/stats`) with the protocol headers all responses carry.
+fn plain(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    rid: &str,
+) -> Response<Full<Bytes>> {
+    let mut resp = response(status, body, rid);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    full(resp)
+}
+
+pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let rid = shared.next_request_id();
+    let method = req.method().clone();
+    // The request-target as received (origin form), which is what clients sign.
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let resp = match (&method, target.as_str()) {
+        (&Method::GET, "/health") => plain(
+            StatusCode::OK,
+            "text/plain;charset=utf-8",
+            Bytes::from_static(b"ok\n"),
+            &rid,
+        ),
+        (&Method::GET, "/stats") => match stats_document(&shared) {
+            Ok(json) => plain(StatusCode::OK, "application/json", json.into(), &rid),
+            Err(e) => error(
+                &shared,
+                &rid,
+                RequestError::new(ErrorCode::InternalError, e.to_string()),
+            ),
+        },
+        _ => match serve_api(&shared, &rid, req, &method, &target).await {
+            Ok(r) => r,
+            Err(Refusal { error: e, close }) => {
+                let mut resp = error(&shared, &rid, e);
+                if close {
+                    // Part of the request body was not read: say that the connection ends
+                    // (hyper closes it after this response).
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
+        },
+    };
+    // The server's own clock, which clients use to tell how long a receipt handle stays
+    // valid (`NextConsumeTime` − `Date`): it must be the clock the core runs on.
+    let mut resp = resp;
+    if let Ok(date) = HeaderValue::from_str(&format_http_date(shared.clock.now())) {
+        resp.headers_mut().insert(http::header::DATE, date);
+    }
+    tracing::debug!(
+        request_id = %rid,
+        %method,
+        target = %target,
+        status = resp.status().as_u16(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    resp
+}
+
+/// A refused request, and whether its connection must close because part of the request
+/// body was left unread.
+struct Refusal {
+    error: RequestError,
+    close: bool,
+}
+
+impl From<RequestError> for Refusal {
+    fn from(error: RequestError) -> Self {
+        Self {
+            error,
+            close: false,
+        }
+    }
+}
+
+/// Reads and drops a request body (without buffering it); `false` if it is longer than
+/// `max`, broken, or not received within `timeout`.
+async fn drain(mut body: Incoming, max: usize, timeout: Duration) -> bool {
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen > max {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(false)
+}
+
+async fn serve_api(
+    shared: &Arc<Shared>,
+    rid: &str,
+    req: Request<Incoming>,
+    method: &Method,
+    target: &str,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let (parts, body) = req.into_parts();
+    let max = shared.limits.max_body_bytes;
+    let too_big = || {
+        RequestError::new(
+            ErrorCode::InvalidArgument,
+            format!("The value of body should between 0 and {max} bytes."),
+        )
+    };
+    let declared_len = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let oversize = declared_len.is_some_and(|l| l > max as u64);
+    let expects_continue = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+    // Authenticate and check the declared length before reading the body: the signature
+    // does not cover it, and a client sending `Expect: 100-continue` only sends it (after
+    // hyper's `100 Continue`) once we start reading.
+    let key_id = match authenticate(method, target, &parts.headers, shared.clock.now(), |id| {
+        shared
+            .credentials
+            .get(id)
+            .map(|c| c.access_key_secret.clone())
+    }) {
+        Ok(id) => id,
+        Err(error) => {
+            // Keep the connection usable: clients (the Python SDK writes headers and body
+            // separately) reuse it for their next request, so read and drop a body that is
+            // on its way — briefly: an unauthenticated sender gets no more than
+            // `PRE_AUTH_DRAIN_TIMEOUT`. A client waiting for `100 Continue` sends none, and an
+            // oversize body is not worth reading: then the connection closes after the answer.
+            let has_body = !hyper::body::Body::is_end_stream(&body);
+            let drain_for = shared.limits.body_read_timeout.min(PRE_AUTH_DRAIN_TIMEOUT);
+            let close =
+                has_body && (oversize || expects_continue || !drain(body, max, drain_for).await);
+            return Err(Refusal { error, close });
+        }
+    };
+    if oversize {
+        return Err(Refusal {
+            error: too_big(),
+            close: true,
+        });
+    }
+    let body = match tokio::time::timeout(
+        shared.limits.body_read_timeout,
+        Limited::new(body, max).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
+            let error = if e.is::<LengthLimitError>() {
+                too_big()
+            } else {
+                RequestError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("could not read the request body: {e}"),
+                )
+            };
+            return Err(Refusal { error, close: true });
+        }
+        Err(_) => {
+            return Err(Refusal {
+                error: RequestError::new(
+                    ErrorCode::InvalidArgument,
+                    "the request body was not received in time",
+                ),
+                close: true,
+            });
+        }
+    };
+    let parsed = parse_request(method, target, &parts.headers, &body)?;
+    if let Some(scope) = shared
+        .credentials
+        .get(&key_id)
+        .and_then(|c| c.instance.as_ref())
+    {
+        if parsed.instance.as_ref() != Some(scope) {
+            return Err(RequestError::new(
+                ErrorCode::AccessDenied,
+                format!(
+                    "{} The AccessKey {key_id} is limited to instance {scope}.",
+                    ErrorCode::AccessDenied.default_message()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(dispatch(shared, rid, parsed).await?)
+}

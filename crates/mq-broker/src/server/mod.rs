@@ -1,0 +1,162 @@
+//! The HTTP server around [`BrokerCore`]: hyper 1.x over tokio, HTTP/1.1 keep-alive,
+//! `Expect: 100-continue`, signature verification, long polling without polling loops, and
+//! graceful shutdown.
+//!
+//! Requests: the signature and `Date` are checked, and an oversize `Content-Length` refused,
+//! before the body is read (so a client waiting for `100 Continue` never sends a body that
+//! is refused). A refused request's body that is on its way anyway is read and dropped, so
+//! keep-alive clients (which reuse the connection for their next request) keep it — for at
+//! most [`PRE_AUTH_DRAIN_TIMEOUT`], so an unauthenticated sender cannot hold a connection for
+//! the whole body timeout; when part of a body stays unread the answer says
+//! `Connection: close`. Every response carries `x-mq-request-id` and `x-mq-version`;
+//! `GET /health` and `GET /stats` (JSON: the core's [`Stats`] plus a `server` object with
+//! `connections`, `waiting_polls` and `requests`) need no signature.
+//!
+//! Long polling: a consume that finds nothing subscribes, under the core lock, to its topic's
+//! change counter ([`BrokerCore::topic_version`]) and sleeps until the counter moves (publish,
+//! commit, ack of an ordered partition, or a timer-driven change) or its wait ends. One timer
+//! task sleeps until [`BrokerCore::next_wakeup`] and runs [`BrokerCore::maintain`]; it is
+//! re-armed whenever a request changes the core. Waiting requests cost no CPU, and the core's
+//! `std` mutex is never held across an `.await`.
+//!
+//! Modules, one job each: `state` (what the tasks share: the core, credentials, topic
+//! watches, the clock), `lifecycle` (the accept loop and the timer task), `admission`
+//! (routing, authentication, limits, body reading) and `dispatch` (a parsed operation to the
+//! core and back to a response). The configuration types live in [`crate::config`].
+//!
+//! [`BrokerCore`]: crate::BrokerCore
+//! [`BrokerCore::topic_version`]: crate::BrokerCore::topic_version
+//! [`BrokerCore::next_wakeup`]: crate::BrokerCore::next_wakeup
+//! [`BrokerCore::maintain`]: crate::BrokerCore::maintain
+
+mod admission;
+mod dispatch;
+mod lifecycle;
+mod state;
+
+pub use self::admission::PRE_AUTH_DRAIN_TIMEOUT;
+pub use crate::config::{
+    Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
+};
+
+use self::lifecycle::{accept_loop, timer_task};
+use self::state::{Clock, Shared, scheme};
+use crate::core::Stats;
+use crate::durable::JournaledCore;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+/// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
+pub struct Broker {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker").field("addr", &self.addr).finish()
+    }
+}
+
+impl Broker {
+    /// Binds the listener and starts serving in background tasks on the current tokio
+    /// runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use mq_broker::{Broker, ServerConfig};
+    /// let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    /// let broker = Broker::start(config).await?;
+    /// assert!(broker.endpoint().starts_with("http://127.0.0.1:"));
+    /// assert_eq!(broker.stats().published, 0);
+    /// broker.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start(config: ServerConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let mut credentials = HashMap::new();
+        if config.credentials.is_empty() {
+            credentials.insert(
+                DEV_ACCESS_KEY_ID.to_owned(),
+                Credential::new(DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET),
+            );
+        }
+        for c in config.credentials {
+            credentials.insert(c.access_key_id.clone(), c);
+        }
+        let clock = Clock {
+            offset_ms: config.clock_offset_ms,
+        };
+        let seed = clock.now_ms() ^ u64::from(addr.port()).rotate_left(48);
+        let mut core_config = config.core;
+        if !config.topics.is_empty() {
+            core_config.auto_create_topics = false;
+        }
+        if core_config.id_seed == 0 {
+            core_config.id_seed = seed;
+        }
+        let mut core = JournaledCore::open(core_config, config.data_dir.as_deref())
+            .map_err(io::Error::other)?;
+        for (instance, topic) in &config.topics {
+            core.declare_topic(instance.as_ref(), topic);
+        }
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            credentials,
+            host_id: format!("{}://{addr}", scheme(config.tls.is_some())),
+            limits: config.limits,
+            topic_watches: Mutex::new(HashMap::new()),
+            reschedule: Notify::new(),
+            timer_armed_at: AtomicU64::new(0),
+            shutdown,
+            requests: AtomicU64::new(1),
+            seed,
+            waiting_polls: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            tls: config.tls,
+            clock,
+        });
+        tokio::spawn(timer_task(shared.clone()));
+        let done = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(Self { addr, shared, done })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, or `https://IP:PORT` when serving TLS.
+    pub fn endpoint(&self) -> String {
+        format!("{}://{}", scheme(self.shared.tls.is_some()), self.addr)
+    }
+
+    /// Counters per topic and group.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock_core().stats()
+    }
+
+    /// Stops accepting, answers waiting long polls at once (`MessageNotExist`, or the
+    /// messages that arrived), lets in-flight requests finish and returns when every
+    /// connection is closed. Connections still busy after [`Limits::shutdown_grace`] (a
+    /// client slowly sending a request) are closed.
+    pub async fn shutdown(self) {
+        // `send_replace`, not `send`: `send` drops the value when no task has subscribed
+        // yet (a shutdown right after start on a current-thread runtime), which hung here.
+        self.shared.shutdown.send_replace(true);
+        let _ = self.done.await;
+        // Commit what is pending and release the data directory.
+        let closing = self.shared.lock_core().close();
+        closing.await;
+    }
+}
