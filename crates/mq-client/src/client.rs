@@ -423,8 +423,8 @@ impl Client {
             .map(|(v, _)| v)
     }
 
-    /// [`Client::execute`], also saying whether an earlier, failed attempt may have reached
-    /// the server (so the answer may reflect that attempt's effects).
+    /// [`Client::execute`], also saying whether an earlier, failed attempt may have taken effect at
+    /// the server ([`FailureKind::may_have_taken_effect`]: the answer may then reflect its effects).
     pub(crate) async fn execute_tracked<T>(
         &self,
         operation: &'static str,
@@ -442,7 +442,7 @@ impl Client {
         );
         loop {
             match self.attempt(operation, topic, timeout, build, decode).await {
-                Ok(v) => return Ok((v, retry.earlier_attempt_may_have_reached_server())),
+                Ok(v) => return Ok((v, retry.earlier_attempt_may_have_taken_effect())),
                 Err((kind, error)) => match retry.on_failure(Instant::now(), &kind) {
                     RetryDecision::Retry { after } => {
                         tracing::debug!(operation, ?kind, ?after, "retrying");

@@ -928,12 +928,18 @@ fn read_handle_failures(
         if e != Elem::Error {
             return r.skip();
         }
-        let (mut code, mut message, mut handle) = (None, None, None);
+        let (mut code, mut message) = (None, None);
+        // An entry may name several handles (or none, or an empty one: it then names no
+        // handle, see `attribute_failures`); each named handle is refused.
+        let mut handles: Vec<String> = Vec::new();
         r.children(|r, e| {
             let (slot, keep): (_, Keep) = match e {
                 Elem::ErrorCode => (&mut code, non_empty),
                 Elem::ErrorMessage => (&mut message, verbatim),
-                Elem::ReceiptHandle => (&mut handle, non_empty),
+                Elem::ReceiptHandle => {
+                    handles.push(non_empty(r.read_text()?).unwrap_or_default());
+                    return Ok(());
+                }
                 _ => return r.skip(),
             };
             *slot = keep(r.read_text()?);
@@ -943,11 +949,16 @@ fn read_handle_failures(
             .as_deref()
             .map_or_else(|| code_for_status(status), ErrorCode::parse);
         let message = message.unwrap_or_else(|| code.default_message().to_owned());
-        failures.push(HandleFailure {
-            receipt_handle: handle.unwrap_or_default(),
-            code,
-            message,
-        });
+        if handles.is_empty() {
+            handles.push(String::new());
+        }
+        for receipt_handle in handles {
+            failures.push(HandleFailure {
+                receipt_handle,
+                code: code.clone(),
+                message: message.clone(),
+            });
+        }
         Ok(())
     })?;
     r.finish()?;

@@ -416,6 +416,28 @@ fn errors_documents_are_per_handle_failures() {
     );
 }
 
+/// An entry naming two handles refuses both (not just the last one read).
+#[test]
+fn an_errors_entry_naming_several_handles_refuses_each() {
+    let body = br#"<Errors><Error><ErrorCode>MessageNotExist</ErrorCode><ReceiptHandle>h1</ReceiptHandle><ReceiptHandle>h2</ReceiptHandle></Error></Errors>"#;
+    let failures =
+        client::decode_ack_response(StatusCode::NOT_FOUND, &HeaderMap::new(), body).expect("ok");
+    let named: Vec<&str> = failures.iter().map(|f| f.receipt_handle.as_str()).collect();
+    assert_eq!(named, ["h1", "h2"]);
+    assert!(
+        failures
+            .iter()
+            .all(|f| f.code == ErrorCode::MessageNotExist)
+    );
+    let sent: Vec<mq_proto::ReceiptHandle> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| mq_proto::ReceiptHandle::new(*h).unwrap())
+        .collect();
+    let refused = mq_proto::attribute_failures(&sent, failures);
+    let refused: Vec<&str> = refused.iter().map(|f| f.receipt_handle.as_str()).collect();
+    assert_eq!(refused, ["h1", "h2"], "h3 was acknowledged");
+}
+
 #[test]
 fn non_xml_error_bodies_become_service_errors() {
     let html = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>";

@@ -533,6 +533,47 @@ fn ack_partial_failures_become_events() {
     );
 }
 
+/// A throttled or refused first attempt did nothing at the server: a resend answered
+/// "gone" is the server's refusal of that handle, never an ack.
+#[test]
+fn a_resend_after_a_refused_attempt_reports_gone_handles_as_refused() {
+    for first in [
+        FailureKind::status(503, Some(ErrorCode::Throttling)),
+        FailureKind::status(429, None),
+        FailureKind::status(400, Some(ErrorCode::QpsLimitExceeded)),
+    ] {
+        let now = t0();
+        let mut m = ConsumerMachine::new(ConsumerConfig::default().with_retry(no_jitter()), 1);
+        let (id, _) = expect_receive(&mut m, now);
+        m.handle_poll(
+            now,
+            id,
+            Ok(Received::new(msgs(0..1, WALL0 + 300_000), Some(WALL0))),
+        );
+        let _ = events(&mut m);
+        m.ack(now, &msg(0, 0).receipt_handle).unwrap();
+        m.shutdown(now);
+        let (a1, h1) = expect_ack(&mut m, now);
+        m.handle_settle(now, a1, Err(first.clone()));
+        let t1 = m.poll_timeout().expect("a retry is scheduled");
+        m.handle_timeout(t1);
+        let (a2, _) = expect_ack(&mut m, t1);
+        let gone = HandleFailure::new(h1[0].as_str(), ErrorCode::ReceiptHandleError);
+        m.handle_settle(t1, a2, Ok(vec![gone.clone()]));
+        assert_eq!(
+            events(&mut m),
+            vec![
+                ConsumerEvent::Refused {
+                    kind: AckKind::Ack,
+                    failure: gone
+                },
+                ConsumerEvent::Drained
+            ],
+            "first attempt {first:?}"
+        );
+    }
+}
+
 #[test]
 fn failed_ack_is_resent_after_backoff_and_resend_not_exist_counts_as_success() {
     let now = t0();

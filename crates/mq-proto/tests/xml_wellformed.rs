@@ -441,7 +441,7 @@ fn xml_declaration() {
         &format!("{decl}\r\n<!-- c --><?pi?> "),
         r#"<?xml version="1.0"?>"#,
         r#"<?xml version='1.1' encoding='utf-8' standalone='yes' ?>"#,
-        r#"<?xml version = "1.0" encoding = "ISO-8859-1"?>"#,
+        r#"<?xml version = "1.0" encoding = "UTF-8"?>"#,
         "<?xml\tversion=\"1.0\"\nstandalone=\"no\"?>",
         r#"<?xml version="1.0" encoding="UTF-8" standalone="no"?>"#,
         "",
@@ -1010,4 +1010,34 @@ fn malformed_comes_before_schema_errors() {
     ))
     .expect_err("twice");
     assert_ne!(e.code, ErrorCode::MalformedXml);
+}
+
+/// A document declaring an encoding other than UTF-8 would be read differently by a
+/// conforming parser: it is refused, never silently read as UTF-8.
+#[test]
+fn only_utf8_documents_are_accepted() {
+    for enc in [
+        "ISO-8859-1",
+        "windows-1252",
+        "UTF-16",
+        "US-ASCII",
+        "EBCDIC-foo",
+    ] {
+        let doc = document(
+            &format!(r#"<?xml version="1.0" encoding="{enc}"?>"#),
+            "",
+            "caf\u{e9}",
+            "",
+        );
+        assert_malformed(&doc);
+    }
+    for enc in ["UTF-8", "utf-8", "Utf-8"] {
+        let doc = document(
+            &format!(r#"<?xml version="1.0" encoding="{enc}"?>"#),
+            "",
+            "caf\u{e9}",
+            "",
+        );
+        assert_eq!(publish(&doc).expect("accepted").body(), "caf\u{e9}");
+    }
 }

@@ -779,7 +779,7 @@ impl ConsumerMachine {
 
     /// Turns a successful settlement answer into events.
     fn finish_batch(&mut self, batch: AckBatch, failures: Vec<HandleFailure>) {
-        let resent = batch.retry.earlier_attempt_may_have_reached_server();
+        let resent = batch.retry.earlier_attempt_may_have_taken_effect();
         let mut acked = Vec::with_capacity(batch.handles.len());
         let mut failures = attribute_failures(batch.handles.iter().map(|(h, _)| h), failures);
         for (h, _) in batch.handles {

@@ -116,6 +116,35 @@ impl FailureKind {
     pub fn request_may_have_reached_server(&self) -> bool {
         !matches!(self, Self::Connect | Self::Tls | Self::NotSent)
     }
+
+    /// Whether the server may have acted on the request: it may have reached the server
+    /// ([`request_may_have_reached_server`](Self::request_may_have_reached_server)) and its
+    /// answer, if any, does not say it was refused as a whole. An answer with a 1xx–4xx status
+    /// (a 4xx is a refusal; 429 is throttling) or a throttling 503 / `Throttling` /
+    /// `QpsLimitExceeded` says the request was not carried out; a connection lost after
+    /// sending, a timeout, an undecodable answer or another 5xx leave it open.
+    ///
+    /// This decides whether a resent ack, commit or rollback may meet the effect of an earlier
+    /// attempt: only then is a per-handle `MessageNotExist`/`ReceiptHandleError` read as "the
+    /// earlier attempt settled it".
+    ///
+    /// ```
+    /// use mq_proto::ErrorCode;
+    /// use mq_proto::machine::FailureKind;
+    ///
+    /// assert!(FailureKind::Timeout.may_have_taken_effect());
+    /// assert!(FailureKind::status(500, Some(ErrorCode::InternalError)).may_have_taken_effect());
+    /// assert!(!FailureKind::status(503, Some(ErrorCode::Throttling)).may_have_taken_effect());
+    /// assert!(!FailureKind::status(429, None).may_have_taken_effect());
+    /// assert!(!FailureKind::status(403, Some(ErrorCode::AccessDenied)).may_have_taken_effect());
+    /// assert!(!FailureKind::Connect.may_have_taken_effect());
+    /// ```
+    pub fn may_have_taken_effect(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => *status >= 500 && !self.is_throttling(),
+            other => other.request_may_have_reached_server(),
+        }
+    }
 }
 
 /// [`FailureKind::is_transient`] of an error status: the code, when it says, before the
@@ -439,6 +468,7 @@ pub struct RetryState {
     deadline: Option<Instant>,
     attempts: u32,
     may_have_reached_server: bool,
+    may_have_taken_effect: bool,
 }
 
 impl RetryState {
@@ -453,6 +483,7 @@ impl RetryState {
             deadline,
             attempts: 1,
             may_have_reached_server: false,
+            may_have_taken_effect: false,
         }
     }
 
@@ -465,6 +496,12 @@ impl RetryState {
     /// the effects of that attempt).
     pub fn earlier_attempt_may_have_reached_server(&self) -> bool {
         self.may_have_reached_server
+    }
+
+    /// Whether an earlier failed attempt may have taken effect at the server
+    /// ([`FailureKind::may_have_taken_effect`]): only then may a resend meet its effects.
+    pub fn earlier_attempt_may_have_taken_effect(&self) -> bool {
+        self.may_have_taken_effect
     }
 
     /// The instant after which no retry starts (`None` if the budget overflows `Instant`).
@@ -486,6 +523,9 @@ impl RetryState {
     pub fn on_failure(&mut self, now: Instant, failure: &FailureKind) -> RetryDecision {
         if failure.request_may_have_reached_server() {
             self.may_have_reached_server = true;
+        }
+        if failure.may_have_taken_effect() {
+            self.may_have_taken_effect = true;
         }
         if !failure.is_transient() {
             return RetryDecision::GiveUp;
