@@ -108,7 +108,12 @@ impl TopicMessage {
     pub fn new(body: impl Into<String>) -> Result<Self, MessageError> {
         let body = body.into();
         check_body(&body)?;
-        Ok(Self {
+        Ok(Self::with_checked_body(body))
+    }
+
+    /// A message around a body already known to pass [`check_body`].
+    fn with_checked_body(body: String) -> Self {
+        Self {
             body,
             tag: None,
             key: None,
@@ -116,7 +121,7 @@ impl TopicMessage {
             start_deliver_time: None,
             trans_check_immunity: None,
             sharding_key: None,
-        })
+        }
     }
 
     /// Sets the tag.
@@ -175,9 +180,24 @@ impl TopicMessage {
     pub fn from_wire(
         body: String,
         tag: Option<&str>,
+        properties: Properties,
+    ) -> Result<Self, MessageError> {
+        check_body(&body)?;
+        Self::from_xml_parts(body, tag, properties)
+    }
+
+    /// [`from_wire`](Self::from_wire) for a body the XML reader produced: the reader refuses
+    /// every character [`check_body`] refuses (XML's `Char`), so only emptiness is left to
+    /// check and the body is not scanned a second time.
+    pub(crate) fn from_xml_parts(
+        body: String,
+        tag: Option<&str>,
         mut properties: Properties,
     ) -> Result<Self, MessageError> {
-        let mut msg = Self::new(body)?;
+        if body.is_empty() {
+            return Err(MessageError::EmptyBody);
+        }
+        let mut msg = Self::with_checked_body(body);
         if let Some(tag) = tag.filter(|t| !t.is_empty()) {
             msg.tag = Some(Tag::new(tag)?);
         }

@@ -547,7 +547,7 @@ fn parse_publish_body(body: &[u8]) -> Result<TopicMessage, RequestError> {
     };
     let tag = tag.as_deref().map(str::trim);
     let message =
-        TopicMessage::from_wire(text.into_owned(), tag, properties).map_err(message_error)?;
+        TopicMessage::from_xml_parts(text.into_owned(), tag, properties).map_err(message_error)?;
     message.check_limits().map_err(message_error)?;
     Ok(message)
 }
