@@ -18,7 +18,7 @@
 //! `cargo test -p mq-broker --bench storage_engines -- --bench`) prints a Markdown table.
 //! Without `--bench` (as under `cargo test`) it runs a tiny smoke version.
 
-use mq_broker::core::CoreConfig;
+use mq_broker::core::{Call, CoreConfig};
 use mq_broker::durable::{
     DurableOptions, FjallEngine, JournaledCore, LogEngine, RecordVisitor, StorageError,
 };
@@ -281,8 +281,12 @@ fn publish_rate<E: LogEngine>(engine: E, publishers: usize, duration: Duration) 
                     let message = TopicMessage::new(body.as_str()).expect("message");
                     let durable = {
                         let mut core = core.lock().expect("lock");
-                        core.publish(now_ms(), None, &topic, message)
-                            .expect("publish");
+                        let call = Call::Publish {
+                            instance: None,
+                            topic: topic.clone(),
+                            message,
+                        };
+                        core.apply(now_ms(), call).expect("publish");
                         core.sync_point()
                     };
                     durable.wait().await.expect("durable");

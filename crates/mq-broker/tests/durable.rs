@@ -5,11 +5,14 @@
 
 mod support;
 
+use mq_broker::core::{Call, Outcome};
 use mq_broker::durable::{DurableOptions, JournaledCore, LogEngine, RecordVisitor, StorageError};
-use mq_broker::{Broker, BrokerCore, CoreConfig, Credential, ServerConfig};
+use mq_broker::{
+    Broker, BrokerCore, CoreConfig, CoreError, Credential, PublishOutcome, ServerConfig,
+};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, Message, Tag, TagFilter, TopicMessage,
-    TopicName, TransCheckImmunity,
+    AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, InstanceId, Message, Tag, TagFilter,
+    TopicMessage, TopicName, TransCheckImmunity,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -160,15 +163,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The calls both kinds of core share.
+/// The positional calls both kinds of core share, as [`Call`]s through `apply`.
 trait Target {
+    fn apply_call(&mut self, now: u64, call: Call) -> Result<Outcome, CoreError>;
+
     fn publish(
         &mut self,
         now: u64,
         i: Option<&InstanceId>,
         t: &TopicName,
         m: TopicMessage,
-    ) -> String;
+    ) -> Result<PublishOutcome, CoreError> {
+        let call = Call::Publish {
+            instance: i.cloned(),
+            topic: t.clone(),
+            message: m,
+        };
+        self.apply_call(now, call)
+            .map(|o| o.into_published().expect("a publish outcome"))
+    }
     #[allow(clippy::too_many_arguments)]
     fn consume(
         &mut self,
@@ -179,7 +192,19 @@ trait Target {
         k: ConsumeKind,
         f: &TagFilter,
         b: BatchSize,
-    ) -> Result<Vec<Message>, String>;
+    ) -> Result<Vec<Message>, CoreError> {
+        let call = Call::Consume {
+            instance: i.cloned(),
+            topic: t.clone(),
+            group: g.clone(),
+            kind: k,
+            filter: f.clone(),
+            batch: b,
+            wait: Default::default(),
+        };
+        self.apply_call(now, call)
+            .map(|o| o.into_delivered().expect("a consume outcome"))
+    }
     fn ack(
         &mut self,
         now: u64,
@@ -188,51 +213,34 @@ trait Target {
         g: Option<&GroupId>,
         k: AckKind,
         h: &[String],
-    ) -> String;
-    fn maintain(&mut self, now: u64);
-    fn declare(&mut self, i: Option<&InstanceId>, t: &TopicName);
+    ) -> Result<Vec<HandleFailure>, CoreError> {
+        let call = Call::Ack {
+            instance: i.cloned(),
+            topic: t.clone(),
+            group: g.cloned(),
+            kind: k,
+            handles: h.to_vec(),
+        };
+        self.apply_call(now, call)
+            .map(|o| o.into_settled().expect("an ack outcome"))
+    }
+    fn maintain(&mut self, now: u64) {
+        self.apply_call(now, Call::Maintain).expect("housekeeping");
+    }
+    fn declare(&mut self, now: u64, i: Option<&InstanceId>, t: &TopicName) {
+        let call = Call::DeclareTopic {
+            instance: i.cloned(),
+            topic: t.clone(),
+        };
+        self.apply_call(now, call).expect("a declaration");
+    }
 }
 
 macro_rules! impl_target {
     ($ty:ty) => {
         impl Target for $ty {
-            fn publish(
-                &mut self,
-                now: u64,
-                i: Option<&InstanceId>,
-                t: &TopicName,
-                m: TopicMessage,
-            ) -> String {
-                format!("{:?}", <$ty>::publish(self, now, i, t, m))
-            }
-            fn consume(
-                &mut self,
-                now: u64,
-                i: Option<&InstanceId>,
-                t: &TopicName,
-                g: &GroupId,
-                k: ConsumeKind,
-                f: &TagFilter,
-                b: BatchSize,
-            ) -> Result<Vec<Message>, String> {
-                <$ty>::consume(self, now, i, t, g, k, f, b).map_err(|e| e.to_string())
-            }
-            fn ack(
-                &mut self,
-                now: u64,
-                i: Option<&InstanceId>,
-                t: &TopicName,
-                g: Option<&GroupId>,
-                k: AckKind,
-                h: &[String],
-            ) -> String {
-                format!("{:?}", <$ty>::ack(self, now, i, t, g, k, h))
-            }
-            fn maintain(&mut self, now: u64) {
-                <$ty>::maintain(self, now)
-            }
-            fn declare(&mut self, i: Option<&InstanceId>, t: &TopicName) {
-                <$ty>::declare_topic(self, i, t)
+            fn apply_call(&mut self, now: u64, call: Call) -> Result<Outcome, CoreError> {
+                <$ty>::apply(self, now, call)
             }
         }
     };
@@ -298,7 +306,7 @@ impl Driver {
                 }
                 let (i, t) = self.topic(*topic);
                 let i = i.cloned();
-                let out = target.publish(self.now, i.as_ref(), &t, m);
+                let out = format!("{:?}", target.publish(self.now, i.as_ref(), &t, m));
                 if let Some(start) = out.find("receipt_handle: Some(ReceiptHandle(\"") {
                     let rest = &out[start + 36..];
                     if let Some(end) = rest.find('"') {
@@ -313,7 +321,7 @@ impl Driver {
                     .with_start_deliver_time(self.now + 1_000_000);
                 let (i, t) = self.topic(*topic);
                 let i = i.cloned();
-                let out = target.publish(self.now, i.as_ref(), &t, m);
+                let out = format!("{:?}", target.publish(self.now, i.as_ref(), &t, m));
                 self.transcript.push(out);
             }
             Op::Consume {
@@ -369,7 +377,7 @@ impl Driver {
                 let i = i.cloned();
                 let g = (*count != 3).then_some(&groups[*group]);
                 let out = target.ack(self.now, i.as_ref(), &t, g, AckKind::Ack, &handles);
-                self.transcript.push(out);
+                self.transcript.push(format!("{out:?}"));
             }
             Op::Resolve { pick, commit } => {
                 if self.halves.is_empty() {
@@ -384,7 +392,7 @@ impl Driver {
                     AckKind::Rollback
                 };
                 let out = target.ack(self.now, i.as_ref(), &t, None, kind, &[h]);
-                self.transcript.push(out);
+                self.transcript.push(format!("{out:?}"));
             }
             Op::Garbage { topic, group } => {
                 let (i, t) = self.topic(*topic);
@@ -397,13 +405,17 @@ impl Driver {
                     AckKind::Ack,
                     &["not-a-handle".to_owned()],
                 );
-                self.transcript.push(out);
+                self.transcript.push(format!("{out:?}"));
             }
             Op::Maintain => target.maintain(self.now),
             Op::Declare(n) => {
                 let (i, _) = self.topic(*n % 3);
                 let i = i.cloned();
-                target.declare(i.as_ref(), &TopicName::new(format!("T{n}")).unwrap());
+                target.declare(
+                    self.now,
+                    i.as_ref(),
+                    &TopicName::new(format!("T{n}")).unwrap(),
+                );
             }
         }
     }

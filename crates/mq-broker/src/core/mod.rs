@@ -70,6 +70,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod call;
 mod config;
 mod group;
 mod half;
@@ -90,6 +91,7 @@ use mq_proto::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use call::{Call, Outcome};
 pub use config::{CoreConfig, CoreError, PublishOutcome};
 pub use group::DeadLetter;
 pub use stats::{GroupStats, Stats, TopicStats};
@@ -172,6 +174,71 @@ impl BrokerCore {
     pub fn reconfigure(&mut self, config: CoreConfig) {
         let id_seed = self.config.id_seed;
         self.config = CoreConfig { id_seed, ..config }.normalized();
+    }
+
+    /// Applies one [`Call`] at `now_ms`: the one entry the server, the durable broker's
+    /// journal replay and tests share. Each arm is the positional method of the same name
+    /// ([`publish`](Self::publish), [`consume`](Self::consume), [`ack`](Self::ack),
+    /// [`declare_topic`](Self::declare_topic), [`maintain`](Self::maintain)); a declaration
+    /// also moves the clock to `now_ms`.
+    ///
+    /// # Errors
+    ///
+    /// The [`CoreError`] of the call refused as a whole (see each method).
+    pub fn apply(&mut self, now_ms: u64, call: Call) -> Result<Outcome, CoreError> {
+        match call {
+            Call::Publish {
+                instance,
+                topic,
+                message,
+            } => self
+                .publish(now_ms, instance.as_ref(), &topic, message)
+                .map(Outcome::Published),
+            Call::Consume {
+                instance,
+                topic,
+                group,
+                kind,
+                filter,
+                batch,
+                wait: _,
+            } => self
+                .consume(
+                    now_ms,
+                    instance.as_ref(),
+                    &topic,
+                    &group,
+                    kind,
+                    &filter,
+                    batch,
+                )
+                .map(Outcome::Delivered),
+            Call::Ack {
+                instance,
+                topic,
+                group,
+                kind,
+                handles,
+            } => self
+                .ack(
+                    now_ms,
+                    instance.as_ref(),
+                    &topic,
+                    group.as_ref(),
+                    kind,
+                    &handles,
+                )
+                .map(Outcome::Settled),
+            Call::DeclareTopic { instance, topic } => {
+                self.advance(now_ms);
+                self.declare_topic(instance.as_ref(), &topic);
+                Ok(Outcome::Done)
+            }
+            Call::Maintain => {
+                self.maintain(now_ms);
+                Ok(Outcome::Done)
+            }
+        }
     }
 
     /// Declares a topic: it exists from now on even when

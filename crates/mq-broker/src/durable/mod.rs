@@ -44,23 +44,32 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use mq_broker::core::CoreConfig;
+//! use mq_broker::core::{Call, CoreConfig, Outcome};
 //! use mq_broker::durable::JournaledCore;
 //! use mq_proto::{BatchSize, ConsumeKind, GroupId, TagFilter, TopicMessage, TopicName};
 //!
 //! let dir = std::env::temp_dir().join(format!("mq-durable-doc-{}", std::process::id()));
 //! let _ = std::fs::remove_dir_all(&dir);
-//! let (topic, group) = (TopicName::new("T")?, GroupId::new("GID")?);
-//! let one = BatchSize::new(1)?;
+//! let topic = TopicName::new("T")?;
+//! let consume = Call::Consume {
+//!     instance: None,
+//!     topic: topic.clone(),
+//!     group: GroupId::new("GID")?,
+//!     kind: ConsumeKind::Normal,
+//!     filter: TagFilter::All,
+//!     batch: BatchSize::new(1)?,
+//!     wait: Default::default(),
+//! };
 //! {
 //!     let mut core = JournaledCore::open(CoreConfig::default(), Some(&dir))?;
-//!     core.consume(0, None, &topic, &group, ConsumeKind::Normal, &TagFilter::All, one)?;
-//!     core.publish(1_000, None, &topic, TopicMessage::new("kept")?)?;
+//!     core.apply(0, consume.clone())?; // registers the group
+//!     let message = TopicMessage::new("kept")?;
+//!     core.apply(1_000, Call::Publish { instance: None, topic, message })?;
 //!     core.sync_point().wait().await?; // durable: a server may now answer 201
 //!     core.close().await;
 //! }
 //! let mut core = JournaledCore::open(CoreConfig::default(), Some(&dir))?;
-//! let got = core.consume(2_000, None, &topic, &group, ConsumeKind::Normal, &TagFilter::All, one)?;
+//! let Outcome::Delivered(got) = core.apply(2_000, consume)? else { unreachable!() };
 //! assert_eq!(got[0].body, "kept");
 //! core.close().await;
 //! # std::fs::remove_dir_all(&dir)?;
@@ -77,12 +86,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
-    TagFilter, TopicMessage, TopicName,
-};
+use mq_proto::ErrorCode;
 
-use crate::core::{BrokerCore, CoreConfig, CoreError, PublishOutcome};
+use crate::core::{BrokerCore, Call, CoreConfig, CoreError, Outcome};
 
 pub use engine::{FjallEngine, LogEngine, RecordVisitor, StorageError};
 pub use journal::SyncPoint;
@@ -122,7 +128,7 @@ impl Default for DurableOptions {
 /// A [`BrokerCore`] that journals every state change when it has a data directory (and is
 /// the plain core otherwise).
 ///
-/// The mutating calls have the core's signatures; read-only calls go to the core through
+/// Its one mutating call is [`apply`](Self::apply); read-only calls go to the core through
 /// `Deref`. After a mutating call, a server takes [`sync_point`](Self::sync_point) while
 /// still holding the core, releases it, and waits on the point before answering. See the
 /// [module documentation](self) for the design and an example.
@@ -287,115 +293,35 @@ impl JournaledCore {
         }
     }
 
-    /// [`BrokerCore::declare_topic`], journaled.
-    pub fn declare_topic(&mut self, instance: Option<&InstanceId>, topic: &TopicName) {
+    /// [`BrokerCore::apply`], journaled: the call's record is handed to the writer (in the
+    /// order the core applied the calls) before this returns; take
+    /// [`sync_point`](Self::sync_point) before answering. A publish refused as a whole
+    /// journals only the clock (its message is not stored); every other call journals its
+    /// record whatever its result (an empty consume may register a group or skip filtered
+    /// messages).
+    ///
+    /// # Errors
+    ///
+    /// The core's [`CoreError`]; `InternalError` if the record cannot be encoded (then the
+    /// call was not applied).
+    pub fn apply(&mut self, now_ms: u64, call: Call) -> Result<Outcome, CoreError> {
         let Self { core, journal } = self;
         let Some(journal) = journal else {
-            return core.declare_topic(instance, topic);
-        };
-        match Record::declare(core.now_ms(), instance, topic).encode() {
-            Ok(record) => {
-                // Applied first: a snapshot taken by `append` must include it.
-                core.declare_topic(instance, topic);
-                journal.append(record, core);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot journal a topic declaration; not declared")
-            }
-        }
-    }
-
-    /// [`BrokerCore::publish`], journaled (a refused publish journals only the clock).
-    pub fn publish(
-        &mut self,
-        now_ms: u64,
-        instance: Option<&InstanceId>,
-        topic: &TopicName,
-        message: TopicMessage,
-    ) -> Result<PublishOutcome, CoreError> {
-        let Self { core, journal } = self;
-        let Some(journal) = journal else {
-            return core.publish(now_ms, instance, topic, message);
+            return core.apply(now_ms, call);
         };
         let before = core.now_ms();
         let at = before.max(now_ms);
-        let record = Record::publish(at, instance, topic, &message)
-            .encode()
-            .map_err(journal_error)?;
-        let clock = Record::Clock { at }.encode().map_err(journal_error)?;
-        let result = core.publish(at, instance, topic, message);
-        if result.is_ok() {
+        let record = Record::of(at, &call).encode().map_err(journal_error)?;
+        let refusal_journals_only_the_clock = matches!(call, Call::Publish { .. });
+        let result = core.apply(at, call);
+        if result.is_ok() || !refusal_journals_only_the_clock {
+            // Applied first: a snapshot taken by `append` must include it.
             journal.append(record, core);
         } else if core.now_ms() != before {
+            let clock = Record::Clock { at }.encode().map_err(journal_error)?;
             journal.append(clock, core);
         }
         result
-    }
-
-    /// [`BrokerCore::consume`], journaled (also when it returns nothing: it may register
-    /// the group or skip filtered messages).
-    #[allow(clippy::too_many_arguments)]
-    pub fn consume(
-        &mut self,
-        now_ms: u64,
-        instance: Option<&InstanceId>,
-        topic: &TopicName,
-        group: &GroupId,
-        kind: ConsumeKind,
-        filter: &TagFilter,
-        batch: BatchSize,
-    ) -> Result<Vec<Message>, CoreError> {
-        let Self { core, journal } = self;
-        let Some(journal) = journal else {
-            return core.consume(now_ms, instance, topic, group, kind, filter, batch);
-        };
-        let at = core.now_ms().max(now_ms);
-        let record = Record::consume(at, instance, topic, group, kind, filter, batch)
-            .encode()
-            .map_err(journal_error)?;
-        let result = core.consume(at, instance, topic, group, kind, filter, batch);
-        journal.append(record, core);
-        result
-    }
-
-    /// [`BrokerCore::ack`] (also commit and rollback), journaled.
-    pub fn ack(
-        &mut self,
-        now_ms: u64,
-        instance: Option<&InstanceId>,
-        topic: &TopicName,
-        group: Option<&GroupId>,
-        kind: AckKind,
-        handles: &[String],
-    ) -> Result<Vec<HandleFailure>, CoreError> {
-        let Self { core, journal } = self;
-        let Some(journal) = journal else {
-            return core.ack(now_ms, instance, topic, group, kind, handles);
-        };
-        let at = core.now_ms().max(now_ms);
-        let record = Record::ack(at, instance, topic, group, kind, handles)
-            .encode()
-            .map_err(journal_error)?;
-        let result = core.ack(at, instance, topic, group, kind, handles);
-        journal.append(record, core);
-        result
-    }
-
-    /// [`BrokerCore::maintain`], journaled.
-    pub fn maintain(&mut self, now_ms: u64) {
-        let Self { core, journal } = self;
-        if let Some(journal) = journal {
-            let at = core.now_ms().max(now_ms);
-            match (Record::Maintain { at }).encode() {
-                Ok(record) => {
-                    core.maintain(at);
-                    journal.append(record, core);
-                }
-                Err(e) => tracing::error!(error = %e, "cannot journal housekeeping; skipped"),
-            }
-        } else {
-            core.maintain(now_ms);
-        }
     }
 }
 
@@ -482,6 +408,7 @@ fn decode_snapshot(bytes: &[u8]) -> Result<BrokerCore, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mq_proto::{BatchSize, ConsumeKind, GroupId, TagFilter, TopicMessage, TopicName};
 
     #[test]
     fn snapshots_round_trip_and_check_their_format() {

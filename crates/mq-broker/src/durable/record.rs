@@ -9,13 +9,13 @@
 use std::borrow::Cow;
 
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, Properties, TagFilter, TopicMessage,
-    TopicName,
+    AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, Properties, TopicMessage, TopicName,
+    WaitSeconds,
 };
 use serde::{Deserialize, Serialize};
 
 use super::engine::StorageError;
-use crate::core::BrokerCore;
+use crate::core::{BrokerCore, Call};
 
 /// One state-changing call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,66 +92,58 @@ fn corrupt(what: impl std::fmt::Display) -> StorageError {
 }
 
 impl<'a> Record<'a> {
-    pub(crate) fn publish(
-        at: u64,
-        instance: Option<&'a InstanceId>,
-        topic: &'a TopicName,
-        message: &'a TopicMessage,
-    ) -> Self {
-        Self::Publish {
-            at,
-            instance: instance_name(instance),
-            topic: name(topic.as_str()),
-            body: name(message.body()),
-            tag: message.tag().map(|t| name(t.as_str())),
-            properties: message.all_properties().encode(),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn consume(
-        at: u64,
-        instance: Option<&'a InstanceId>,
-        topic: &'a TopicName,
-        group: &'a GroupId,
-        kind: ConsumeKind,
-        filter: &TagFilter,
-        batch: BatchSize,
-    ) -> Self {
-        Self::Consume {
-            at,
-            instance: instance_name(instance),
-            topic: name(topic.as_str()),
-            group: name(group.as_str()),
-            kind: consume_kind_code(kind),
-            filter: filter.to_string(),
-            batch: batch.get(),
-        }
-    }
-
-    pub(crate) fn ack(
-        at: u64,
-        instance: Option<&'a InstanceId>,
-        topic: &'a TopicName,
-        group: Option<&'a GroupId>,
-        kind: AckKind,
-        handles: &'a [String],
-    ) -> Self {
-        Self::Ack {
-            at,
-            instance: instance_name(instance),
-            topic: name(topic.as_str()),
-            group: group.map(|g| name(g.as_str())),
-            kind: ack_kind_code(kind),
-            handles: handles.iter().map(|h| name(h.as_str())).collect(),
-        }
-    }
-
-    pub(crate) fn declare(at: u64, instance: Option<&'a InstanceId>, topic: &'a TopicName) -> Self {
-        Self::Declare {
-            at,
-            instance: instance_name(instance),
-            topic: name(topic.as_str()),
+    /// The record of `call` applied at `at` (borrowing its names and message).
+    pub(crate) fn of(at: u64, call: &'a Call) -> Self {
+        match call {
+            Call::Publish {
+                instance,
+                topic,
+                message,
+            } => Self::Publish {
+                at,
+                instance: instance_name(instance.as_ref()),
+                topic: name(topic.as_str()),
+                body: name(message.body()),
+                tag: message.tag().map(|t| name(t.as_str())),
+                properties: message.all_properties().encode(),
+            },
+            Call::Consume {
+                instance,
+                topic,
+                group,
+                kind,
+                filter,
+                batch,
+                wait: _,
+            } => Self::Consume {
+                at,
+                instance: instance_name(instance.as_ref()),
+                topic: name(topic.as_str()),
+                group: name(group.as_str()),
+                kind: consume_kind_code(*kind),
+                filter: filter.to_string(),
+                batch: batch.get(),
+            },
+            Call::Ack {
+                instance,
+                topic,
+                group,
+                kind,
+                handles,
+            } => Self::Ack {
+                at,
+                instance: instance_name(instance.as_ref()),
+                topic: name(topic.as_str()),
+                group: group.as_ref().map(|g| name(g.as_str())),
+                kind: ack_kind_code(*kind),
+                handles: handles.iter().map(|h| name(h.as_str())).collect(),
+            },
+            Call::DeclareTopic { instance, topic } => Self::Declare {
+                at,
+                instance: instance_name(instance.as_ref()),
+                topic: name(topic.as_str()),
+            },
+            Call::Maintain => Self::Maintain { at },
         }
     }
 
@@ -167,10 +159,11 @@ impl Record<'static> {
         postcard::from_bytes(bytes).map_err(|e| corrupt(format!("undecodable record: {e}")))
     }
 
-    /// Applies the record to `core`, as the original call did. The call's own result is
-    /// not needed: the core is deterministic, so it is the one the original call had.
-    pub(crate) fn apply(self, core: &mut BrokerCore) -> Result<(), StorageError> {
-        match self {
+    /// The call this record journaled and its time; `None` for a call refused as a whole,
+    /// whose only effect was to move the clock. A consume's wait is not journaled (the core
+    /// ignores it): it comes back as 0.
+    pub(crate) fn into_call(self) -> Result<(u64, Option<Call>), StorageError> {
+        Ok(match self {
             Self::Publish {
                 at,
                 instance,
@@ -179,13 +172,16 @@ impl Record<'static> {
                 tag,
                 properties,
             } => {
-                let instance = parse_instance(instance)?;
-                let topic = parse_topic(&topic)?;
                 let properties = Properties::decode(&properties).map_err(corrupt)?;
                 let message =
                     TopicMessage::from_wire(body.into_owned(), tag.as_deref(), properties)
                         .map_err(corrupt)?;
-                let _ = core.publish(at, instance.as_ref(), &topic, message);
+                let call = Call::Publish {
+                    instance: parse_instance(instance)?,
+                    topic: parse_topic(&topic)?,
+                    message,
+                };
+                (at, Some(call))
             }
             Self::Consume {
                 at,
@@ -196,18 +192,22 @@ impl Record<'static> {
                 filter,
                 batch,
             } => {
-                let instance = parse_instance(instance)?;
-                let topic = parse_topic(&topic)?;
-                let group = GroupId::new(group.into_owned()).map_err(corrupt)?;
                 let kind = match kind {
                     0 => ConsumeKind::Normal,
                     1 => ConsumeKind::Orderly,
                     2 => ConsumeKind::Half,
                     other => return Err(corrupt(format!("consume kind {other}"))),
                 };
-                let filter: TagFilter = filter.parse().map_err(corrupt)?;
-                let batch = BatchSize::new(batch).map_err(corrupt)?;
-                let _ = core.consume(at, instance.as_ref(), &topic, &group, kind, &filter, batch);
+                let call = Call::Consume {
+                    instance: parse_instance(instance)?,
+                    topic: parse_topic(&topic)?,
+                    group: GroupId::new(group.into_owned()).map_err(corrupt)?,
+                    kind,
+                    filter: filter.parse().map_err(corrupt)?,
+                    batch: BatchSize::new(batch).map_err(corrupt)?,
+                    wait: WaitSeconds::default(),
+                };
+                (at, Some(call))
             }
             Self::Ack {
                 at,
@@ -217,39 +217,47 @@ impl Record<'static> {
                 kind,
                 handles,
             } => {
-                let instance = parse_instance(instance)?;
-                let topic = parse_topic(&topic)?;
-                let group = group
-                    .map(|g| GroupId::new(g.into_owned()).map_err(corrupt))
-                    .transpose()?;
                 let kind = match kind {
                     0 => AckKind::Ack,
                     1 => AckKind::Commit,
                     2 => AckKind::Rollback,
                     other => return Err(corrupt(format!("ack kind {other}"))),
                 };
-                let handles: Vec<String> = handles.into_iter().map(Cow::into_owned).collect();
-                let _ = core.ack(
-                    at,
-                    instance.as_ref(),
-                    &topic,
-                    group.as_ref(),
+                let call = Call::Ack {
+                    instance: parse_instance(instance)?,
+                    topic: parse_topic(&topic)?,
+                    group: group
+                        .map(|g| GroupId::new(g.into_owned()).map_err(corrupt))
+                        .transpose()?,
                     kind,
-                    &handles,
-                );
+                    handles: handles.into_iter().map(Cow::into_owned).collect(),
+                };
+                (at, Some(call))
             }
             Self::Declare {
                 at,
                 instance,
                 topic,
             } => {
-                let instance = parse_instance(instance)?;
-                let topic = parse_topic(&topic)?;
-                core.advance_clock(at);
-                core.declare_topic(instance.as_ref(), &topic);
+                let call = Call::DeclareTopic {
+                    instance: parse_instance(instance)?,
+                    topic: parse_topic(&topic)?,
+                };
+                (at, Some(call))
             }
-            Self::Maintain { at } => core.maintain(at),
-            Self::Clock { at } => core.advance_clock(at),
+            Self::Maintain { at } => (at, Some(Call::Maintain)),
+            Self::Clock { at } => (at, None),
+        })
+    }
+
+    /// Applies the record to `core`, as the original call did. The call's own result is
+    /// not needed: the core is deterministic, so it is the one the original call had.
+    pub(crate) fn apply(self, core: &mut BrokerCore) -> Result<(), StorageError> {
+        match self.into_call()? {
+            (at, Some(call)) => {
+                let _ = core.apply(at, call);
+            }
+            (at, None) => core.advance_clock(at),
         }
         Ok(())
     }
@@ -285,16 +293,23 @@ mod tests {
             .unwrap()
             .with_start_deliver_time(5_000)
             .with_trans_check_immunity(TransCheckImmunity::new(10).unwrap());
-        let record = Record::publish(1_000, Some(&instance), &topic, &message);
+        let call = Call::Publish {
+            instance: Some(instance),
+            topic,
+            message,
+        };
+        let record = Record::of(1_000, &call);
         let bytes = record.encode().unwrap();
         let back = Record::decode(&bytes).unwrap();
         assert_eq!(back, record);
+        assert_eq!(
+            back.clone().into_call().unwrap(),
+            (1_000, Some(call.clone()))
+        );
 
         let mut original = BrokerCore::new(crate::core::CoreConfig::default());
         let mut replayed = original.clone();
-        original
-            .publish(1_000, Some(&instance), &topic, message)
-            .unwrap();
+        original.apply(1_000, call).unwrap();
         back.apply(&mut replayed).unwrap();
         assert_eq!(original, replayed);
     }

@@ -42,7 +42,7 @@ struct StatsDocument {
 
 fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
     let doc = StatsDocument {
-        core: shared.lock_core().stats(),
+        core: shared.backend.stats(),
         server: ServerStats {
             connections: shared.connections.load(Ordering::Acquire),
             waiting_polls: shared.waiting_polls.load(Ordering::Acquire),

@@ -1,5 +1,4 @@
-//! The server's background tasks: the accept loop (connection limit, hyper connections,
-//! graceful shutdown) and the timer task that runs the core's housekeeping when it falls due.
+//! The accept loop: connection limit, hyper connections, graceful shutdown.
 
 use super::admission::handle;
 use super::state::{ConnectionSlot, Shared};
@@ -10,33 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-
-pub(super) async fn timer_task(shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.subscribe();
-    loop {
-        let now = shared.clock.now_ms();
-        let sleep = {
-            let core = shared.lock_core();
-            // Never spin: a wake-up in the past is handled by `maintain` below.
-            let sleep_ms = match core.next_wakeup() {
-                Some(at) => at.saturating_sub(now).clamp(1, 60_000),
-                None => 60_000,
-            };
-            shared
-                .timer_armed_at
-                .store(now.saturating_add(sleep_ms), Ordering::Release);
-            Duration::from_millis(sleep_ms)
-        };
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
-            () = shared.reschedule.notified() => continue,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let mut core = shared.lock_core();
-        core.maintain(shared.clock.now_ms());
-        shared.publish_versions(&core);
-    }
-}
 
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -19,10 +19,13 @@
 //! re-armed whenever a request changes the core. Waiting requests cost no CPU, and the core's
 //! `std` mutex is never held across an `.await`.
 //!
-//! Modules, one job each: `state` (what the tasks share: the core, credentials, topic
-//! watches, the clock), `lifecycle` (the accept loop and the timer task), `admission`
-//! (routing, authentication, limits, body reading) and `dispatch` (a parsed operation to the
-//! core and back to a response). The configuration types live in [`crate::config`].
+//! Modules, one job each: `state` (what the tasks share: the backend, credentials, the
+//! clock, the connection and poll counters), `lifecycle` (the accept loop), `admission`
+//! (routing, authentication, limits, body reading), `dispatch` (a parsed request to a
+//! [`Call`](crate::core::Call) and its [`Outcome`](crate::core::Outcome) back to a response),
+//! `backend` (the backends and the long-poll budget they get) and `local` (the built-in
+//! backend: the core, its topic watches and its timer task). The configuration types live in
+//! [`crate::config`].
 //!
 //! [`BrokerCore`]: crate::BrokerCore
 //! [`BrokerCore::topic_version`]: crate::BrokerCore::topic_version
@@ -30,8 +33,10 @@
 //! [`BrokerCore::maintain`]: crate::BrokerCore::maintain
 
 mod admission;
+mod backend;
 mod dispatch;
 mod lifecycle;
+mod local;
 mod state;
 
 pub use self::admission::PRE_AUTH_DRAIN_TIMEOUT;
@@ -39,18 +44,23 @@ pub use crate::config::{
     Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
 };
 
-use self::lifecycle::{accept_loop, timer_task};
-use self::state::{Clock, Shared, scheme};
-use crate::core::Stats;
+pub(crate) use self::backend::Waiting;
+pub(crate) use self::state::Clock;
+
+use self::backend::Backend;
+use self::lifecycle::accept_loop;
+use self::local::LocalBackend;
+use self::state::{Shared, scheme};
+use crate::core::{Call, Stats};
 use crate::durable::JournaledCore;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 /// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
 pub struct Broker {
@@ -106,18 +116,20 @@ impl Broker {
         }
         let mut core = JournaledCore::open(core_config, config.data_dir.as_deref())
             .map_err(io::Error::other)?;
-        for (instance, topic) in &config.topics {
-            core.declare_topic(instance.as_ref(), topic);
+        let declared_at = core.now_ms();
+        for (instance, topic) in config.topics {
+            let call = Call::DeclareTopic { instance, topic };
+            core.apply(declared_at, call)
+                .map_err(|e| io::Error::other(e.message))?;
         }
         let (shutdown, _) = watch::channel(false);
+        let local = Arc::new(LocalBackend::new(core, clock));
+        tokio::spawn(local.clone().timer_task(shutdown.subscribe()));
         let shared = Arc::new(Shared {
-            core: Mutex::new(core),
+            backend: Backend::Local(local),
             credentials,
             host_id: format!("{}://{addr}", scheme(config.tls.is_some())),
             limits: config.limits,
-            topic_watches: Mutex::new(HashMap::new()),
-            reschedule: Notify::new(),
-            timer_armed_at: AtomicU64::new(0),
             shutdown,
             requests: AtomicU64::new(1),
             seed,
@@ -126,7 +138,6 @@ impl Broker {
             tls: config.tls,
             clock,
         });
-        tokio::spawn(timer_task(shared.clone()));
         let done = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Self { addr, shared, done })
     }
@@ -143,7 +154,7 @@ impl Broker {
 
     /// Counters per topic and group.
     pub fn stats(&self) -> Stats {
-        self.shared.lock_core().stats()
+        self.shared.backend.stats()
     }
 
     /// Stops accepting, answers waiting long polls at once (`MessageNotExist`, or the
@@ -156,7 +167,6 @@ impl Broker {
         self.shared.shutdown.send_replace(true);
         let _ = self.done.await;
         // Commit what is pending and release the data directory.
-        let closing = self.shared.lock_core().close();
-        closing.await;
+        self.shared.backend.close().await;
     }
 }

@@ -1,0 +1,187 @@
+//! One broker call in, one outcome out: the shape every layer shares.
+//!
+//! The server parses a request into a [`Call`] (`From<ParsedRequest>`), hands it to its
+//! backend (the built-in core, in memory or journaled, or the RocketMQ gateway), and encodes
+//! the [`Outcome`]. The durable broker journals the call and replays it into
+//! [`BrokerCore::apply`](super::BrokerCore::apply).
+
+use mq_proto::server::{Operation, ParsedRequest};
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, InstanceId, Message, TagFilter,
+    TopicMessage, TopicName, WaitSeconds,
+};
+
+use super::PublishOutcome;
+
+/// A call into a broker backend.
+///
+/// ```
+/// use mq_broker::core::{BrokerCore, Call, CoreConfig, Outcome};
+/// use mq_proto::{TopicMessage, TopicName};
+///
+/// let mut core = BrokerCore::new(CoreConfig::default());
+/// let call = Call::Publish {
+///     instance: None,
+///     topic: TopicName::new("orders")?,
+///     message: TopicMessage::new("order 42")?,
+/// };
+/// let Outcome::Published(receipt) = core.apply(1_000, call)? else { unreachable!() };
+/// assert_eq!(receipt.message_id.as_str().len(), 32);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Publish one message (PROTOCOL §6.6, §6.7, §6.9) → [`Outcome::Published`].
+    Publish {
+        /// The instance (`ns`); `None` = the default instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+        /// The message, system properties included.
+        message: TopicMessage,
+    },
+    /// Consume normal, ordered or half messages → [`Outcome::Delivered`] (empty when
+    /// nothing is visible now).
+    Consume {
+        /// The instance (`ns`).
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+        /// The consumer group (`consumer`).
+        group: GroupId,
+        /// Normal, orderly (`trans=order`) or half messages (`trans=pop`).
+        kind: ConsumeKind,
+        /// The tag filter (`tag`).
+        filter: TagFilter,
+        /// At most this many messages (`numOfMessages`, 1..=16).
+        batch: BatchSize,
+        /// The long-polling wait (`waitseconds`). The core never waits and ignores it (the
+        /// server re-asks it, see [`crate::core`]); a backend that waits itself uses it.
+        wait: WaitSeconds,
+    },
+    /// Ack deliveries, or commit / roll back half messages → [`Outcome::Settled`].
+    Ack {
+        /// The instance (`ns`).
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+        /// The group (`consumer`); required for an ack, ignored for commit / rollback.
+        group: Option<GroupId>,
+        /// Ack, commit or rollback.
+        kind: AckKind,
+        /// The receipt handles as received (1..=16 of them, not validated).
+        handles: Vec<String>,
+    },
+    /// Declare a topic (`--topic`): it exists even when topics are not auto-created →
+    /// [`Outcome::Done`].
+    DeclareTopic {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+    },
+    /// Housekeeping due by now (see [`BrokerCore::maintain`](super::BrokerCore::maintain))
+    /// → [`Outcome::Done`].
+    Maintain,
+}
+
+impl Call {
+    /// The topic the call is about (`None` for [`Call::Maintain`]).
+    pub fn topic(&self) -> Option<(Option<&InstanceId>, &TopicName)> {
+        match self {
+            Self::Publish {
+                instance, topic, ..
+            }
+            | Self::Consume {
+                instance, topic, ..
+            }
+            | Self::Ack {
+                instance, topic, ..
+            }
+            | Self::DeclareTopic { instance, topic } => Some((instance.as_ref(), topic)),
+            Self::Maintain => None,
+        }
+    }
+}
+
+impl From<ParsedRequest> for Call {
+    fn from(req: ParsedRequest) -> Self {
+        let ParsedRequest {
+            instance,
+            topic,
+            operation,
+        } = req;
+        match operation {
+            Operation::Publish(message) => Self::Publish {
+                instance,
+                topic,
+                message,
+            },
+            Operation::Consume {
+                group,
+                kind,
+                batch,
+                wait,
+                filter,
+            } => Self::Consume {
+                instance,
+                topic,
+                group,
+                kind,
+                filter,
+                batch,
+                wait,
+            },
+            Operation::Ack {
+                group,
+                kind,
+                handles,
+            } => Self::Ack {
+                instance,
+                topic,
+                group,
+                kind,
+                handles,
+            },
+        }
+    }
+}
+
+/// What a [`Call`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The publish was stored: its id, body MD5 and (transactional) publish handle.
+    Published(PublishOutcome),
+    /// The consumed messages, oldest first; empty when nothing is visible now.
+    Delivered(Vec<Message>),
+    /// The handles that could not be settled, each with its error (empty: all settled).
+    Settled(Vec<HandleFailure>),
+    /// A declaration or housekeeping ran.
+    Done,
+}
+
+impl Outcome {
+    /// The publish receipt, if this is [`Outcome::Published`].
+    pub fn into_published(self) -> Option<PublishOutcome> {
+        match self {
+            Self::Published(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The messages, if this is [`Outcome::Delivered`].
+    pub fn into_delivered(self) -> Option<Vec<Message>> {
+        match self {
+            Self::Delivered(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The per-handle failures, if this is [`Outcome::Settled`].
+    pub fn into_settled(self) -> Option<Vec<HandleFailure>> {
+        match self {
+            Self::Settled(f) => Some(f),
+            _ => None,
+        }
+    }
+}

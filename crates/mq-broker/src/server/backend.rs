@@ -1,0 +1,103 @@
+//! What the server serves calls with: the built-in core ([`LocalBackend`], in memory or
+//! journaled) or, with the `rocketmq` feature, the gateway onto an Apache RocketMQ 5
+//! cluster. Authentication, limits and the long-poll budget ([`Waiting`]) stay in the
+//! server; a backend gets a parsed [`Call`] and returns its [`Outcome`] or the protocol's
+//! error.
+
+use super::local::LocalBackend;
+use super::state::{PollSlot, Shared};
+use crate::core::{Call, Outcome, Stats};
+use mq_proto::server::RequestError;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// The backend a server runs on.
+pub(super) enum Backend {
+    /// The built-in core.
+    Local(std::sync::Arc<LocalBackend>),
+    /// The gateway onto a RocketMQ 5 cluster.
+    #[cfg(feature = "rocketmq")]
+    RocketMq(crate::gateway::Gateway),
+}
+
+impl Backend {
+    /// Serves one call; a consume may wait within `waiting`.
+    pub(super) async fn serve(
+        &self,
+        call: Call,
+        waiting: Waiting<'_>,
+    ) -> Result<Outcome, RequestError> {
+        match self {
+            Self::Local(b) => b.serve(call, waiting).await,
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(g) => g.serve(call, waiting).await,
+        }
+    }
+
+    /// Counters for `GET /stats` and [`Broker::stats`](super::Broker::stats).
+    pub(super) fn stats(&self) -> Stats {
+        match self {
+            Self::Local(b) => b.stats(),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(g) => g.stats(),
+        }
+    }
+
+    /// Releases what the backend holds (commits pending journal records, closes engine
+    /// connections).
+    pub(super) async fn close(&self) {
+        match self {
+            Self::Local(b) => b.close().await,
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(g) => g.close().await,
+        }
+    }
+}
+
+/// The long-poll budget of one consume: its `waitseconds` deadline, the server's shutdown
+/// signal (waiting polls are answered at once when the server stops), and the limit on
+/// waiting polls ([`Limits::max_waiting_polls`](crate::Limits::max_waiting_polls)).
+pub(crate) struct Waiting<'a> {
+    deadline: Instant,
+    shutdown: watch::Receiver<bool>,
+    shared: &'a Shared,
+}
+
+impl<'a> Waiting<'a> {
+    pub(super) fn new(shared: &'a Shared, deadline: Instant) -> Self {
+        Self {
+            deadline,
+            shutdown: shared.shutdown.subscribe(),
+            shared,
+        }
+    }
+
+    /// When the wait ends.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the wait is over: the deadline passed or the server is stopping.
+    pub(crate) fn is_over(&mut self) -> bool {
+        Instant::now() >= self.deadline || *self.shutdown.borrow_and_update()
+    }
+
+    /// Resolves when the deadline passes or the server starts stopping (cancel-safe).
+    pub(crate) async fn until_over(&mut self) {
+        tokio::select! {
+            () = tokio::time::sleep_until(self.deadline.into()) => {}
+            changed = self.shutdown.changed() => {
+                if changed.is_err() {
+                    // The server is gone; never spin on a closed channel.
+                    tokio::time::sleep_until(self.deadline.into()).await;
+                }
+            }
+        }
+    }
+
+    /// A place among the waiting polls, held while it lives; `None` when the limit is
+    /// reached (the consume then answers with what it has, nothing).
+    pub(crate) fn slot(&self) -> Option<PollSlot<'a>> {
+        PollSlot::acquire(self.shared)
+    }
+}

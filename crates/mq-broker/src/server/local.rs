@@ -1,0 +1,228 @@
+//! The built-in backend: the core (in memory or journaled) behind a mutex, the per-topic
+//! change channels that wake long polls, and the timer task that runs the core's
+//! housekeeping when it falls due.
+
+use super::backend::Waiting;
+use super::state::{Clock, TopicKey};
+use crate::core::{BrokerCore, Call, CoreError, Outcome, Stats};
+use crate::durable::{JournaledCore, StorageError};
+use mq_proto::ErrorCode;
+use mq_proto::server::RequestError;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+pub(super) struct LocalBackend {
+    core: Mutex<JournaledCore>,
+    /// One change channel per topic that has had a waiting poll. Only topics the core knows
+    /// get one (a poll subscribes after its consume succeeded), so the map is bounded by the
+    /// core's topics. Lock order: `core`, then `topic_watches`.
+    topic_watches: Mutex<HashMap<TopicKey, watch::Sender<u64>>>,
+    reschedule: Notify,
+    /// When the timer task will wake next (epoch ms), written under the core lock. Requests
+    /// wake it early only when the core's next wake-up comes before this: waking it on every
+    /// request cost a task switch and a second core lock per request.
+    timer_armed_at: AtomicU64,
+    clock: Clock,
+}
+
+fn core_error(e: CoreError) -> RequestError {
+    RequestError::new(e.code, e.message)
+}
+
+/// The change could not be made durable: nothing is acknowledged.
+fn storage_error(e: StorageError) -> RequestError {
+    RequestError::new(ErrorCode::InternalError, format!("storage: {e}"))
+}
+
+/// Moves a topic's channel to `version`, waking its receivers if that is news.
+fn advance_watch(tx: &watch::Sender<u64>, version: u64) {
+    tx.send_if_modified(|old| {
+        if *old != version {
+            *old = version;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+impl LocalBackend {
+    pub(super) fn new(core: JournaledCore, clock: Clock) -> Self {
+        Self {
+            core: Mutex::new(core),
+            topic_watches: Mutex::new(HashMap::new()),
+            reschedule: Notify::new(),
+            timer_armed_at: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    fn lock_core(&self) -> MutexGuard<'_, JournaledCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_watches(&self) -> MutexGuard<'_, HashMap<TopicKey, watch::Sender<u64>>> {
+        self.topic_watches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        self.lock_core().stats()
+    }
+
+    /// Commits what is pending and releases the data directory.
+    pub(super) async fn close(&self) {
+        let closing = self.lock_core().close();
+        closing.await;
+    }
+
+    /// Serves one call. A consume that finds nothing waits on its topic's change channel
+    /// until its wait ends (holding a poll slot while it waits).
+    pub(super) async fn serve(
+        &self,
+        call: Call,
+        mut waiting: Waiting<'_>,
+    ) -> Result<Outcome, RequestError> {
+        let Some((instance, topic)) = call.topic() else {
+            return self.apply_and_sync(call).await;
+        };
+        let key: TopicKey = (instance.cloned(), topic.clone());
+        if !matches!(call, Call::Consume { .. }) {
+            return self.apply_and_sync(call).await;
+        }
+        let mut slot = None;
+        loop {
+            let found_or_wait = {
+                let mut core = self.lock_core();
+                let found = core
+                    .apply(self.clock.now_ms(), call.clone())
+                    .map_err(core_error)?;
+                // The consume may have moved the next wake-up (new invisibility).
+                self.rearm_timer(&core);
+                match found {
+                    Outcome::Delivered(found) if found.is_empty() => {
+                        if waiting.is_over() {
+                            return Ok(Outcome::Delivered(found));
+                        }
+                        ControlFlow::Continue(self.subscribe(&core, &key))
+                    }
+                    found => ControlFlow::Break((found, core.sync_point())),
+                }
+            };
+            let mut changes = match found_or_wait {
+                ControlFlow::Break((found, durable)) => {
+                    // Answer only once the deliveries (and all they saw) are durable.
+                    durable.wait().await.map_err(storage_error)?;
+                    return Ok(found);
+                }
+                ControlFlow::Continue(changes) => changes,
+            };
+            if slot.is_none() {
+                match waiting.slot() {
+                    Some(s) => slot = Some(s),
+                    None => return Ok(Outcome::Delivered(Vec::new())),
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // Unreachable while the backend lives; never spin on it.
+                        waiting.until_over().await;
+                    }
+                }
+                () = waiting.until_over() => {}
+            }
+        }
+    }
+
+    /// Applies a call that never waits, wakes the waiters of its topic, and returns once
+    /// the change is durable.
+    async fn apply_and_sync(&self, call: Call) -> Result<Outcome, RequestError> {
+        let key = call.topic().map(|(i, t)| (i.cloned(), t.clone()));
+        let (outcome, durable) = {
+            let mut core = self.lock_core();
+            let outcome = core.apply(self.clock.now_ms(), call).map_err(core_error)?;
+            match &key {
+                Some(key) => self.changed(&core, key),
+                None => self.publish_versions(&core),
+            }
+            (outcome, core.sync_point())
+        };
+        durable.wait().await.map_err(storage_error)?;
+        Ok(outcome)
+    }
+
+    /// Sleeps until the core's next wake-up, runs its housekeeping, wakes the waiters of
+    /// every topic that changed; until shutdown.
+    pub(super) async fn timer_task(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let now = self.clock.now_ms();
+            let sleep = {
+                let core = self.lock_core();
+                // Never spin: a wake-up in the past is handled by `maintain` below.
+                let sleep_ms = match core.next_wakeup() {
+                    Some(at) => at.saturating_sub(now).clamp(1, 60_000),
+                    None => 60_000,
+                };
+                self.timer_armed_at
+                    .store(now.saturating_add(sleep_ms), Ordering::Release);
+                Duration::from_millis(sleep_ms)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.reschedule.notified() => continue,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let mut core = self.lock_core();
+            if let Err(e) = core.apply(self.clock.now_ms(), Call::Maintain) {
+                tracing::error!(error = %e.message, "housekeeping failed");
+            }
+            self.publish_versions(&core);
+        }
+    }
+
+    /// Subscribes to the change counter of a topic. Must be called with the core locked
+    /// (`core` is the guarded value), right after a consume found nothing: no change can
+    /// slip in between, and the channel is first brought up to the core's current version so
+    /// that only later changes wake the receiver.
+    fn subscribe(&self, core: &BrokerCore, key: &TopicKey) -> watch::Receiver<u64> {
+        let version = core.topic_version(key.0.as_ref(), &key.1);
+        let mut watches = self.lock_watches();
+        let tx = watches
+            .entry(key.clone())
+            .or_insert_with(|| watch::channel(version).0);
+        advance_watch(tx, version);
+        tx.subscribe()
+    }
+
+    /// Wakes the waiters of every topic whose change counter moved.
+    fn publish_versions(&self, core: &BrokerCore) {
+        let watches = self.lock_watches();
+        for ((instance, topic), tx) in watches.iter() {
+            advance_watch(tx, core.topic_version(instance.as_ref(), topic));
+        }
+    }
+
+    /// Wakes the waiters of one topic if its counter moved, and re-arms the timer task.
+    fn changed(&self, core: &BrokerCore, key: &TopicKey) {
+        let version = core.topic_version(key.0.as_ref(), &key.1);
+        if let Some(tx) = self.lock_watches().get(key) {
+            advance_watch(tx, version);
+        }
+        self.rearm_timer(core);
+    }
+
+    /// Wakes the timer task if the core's next wake-up is earlier than the one it sleeps
+    /// until. Must be called with the core locked (`core` is the guarded value).
+    fn rearm_timer(&self, core: &BrokerCore) {
+        if core
+            .next_wakeup()
+            .is_some_and(|at| at < self.timer_armed_at.load(Ordering::Acquire))
+        {
+            self.reschedule.notify_one();
+        }
+    }
+}
