@@ -30,6 +30,8 @@
 pub mod config;
 pub mod core;
 pub mod durable;
+#[cfg(feature = "rocketmq")]
+pub mod gateway;
 pub mod run;
 pub mod server;
 pub mod tls;
