@@ -14,6 +14,9 @@
 //! retention_secs = 259200
 //! tls_cert = "/etc/mq-broker/chain.pem"
 //! tls_key = "/etc/mq-broker/key.pem"
+//! # or, instead of data_dir: serve in front of a RocketMQ 5 cluster
+//! # backend = "rocketmq://10.0.0.5:8081?admin=10.0.0.6:10911"
+//! # handle_key = "<64 hex digits, the same on every gateway process>"
 //! ```
 
 use crate::core::CoreConfig;
@@ -69,6 +72,20 @@ pub struct BrokerArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve in front of an Apache RocketMQ 5 cluster instead of keeping messages here:
+    /// `rocketmq://PROXY_HOST:PORT[?admin=BROKER_HOST:PORT,...]` (the proxy's gRPC address;
+    /// `admin` = broker remoting addresses where declared topics are created).
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
+    /// Key authenticating the gateway's receipt handles, hex or base64, at least 16 bytes;
+    /// the same for every gateway process of one cluster. Default: generated at start.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "MQ_HANDLE_KEY",
+        hide_env_values = true
+    )]
+    pub handle_key: Option<String>,
 }
 
 impl fmt::Debug for BrokerArgs {
@@ -87,6 +104,11 @@ impl fmt::Debug for BrokerArgs {
             .field("retention_secs", &self.retention_secs)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("backend", &self.backend)
+            .field(
+                "handle_key",
+                &self.handle_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -118,6 +140,8 @@ struct FileConfig {
     retention_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    backend: Option<String>,
+    handle_key: Option<String>,
 }
 
 fn parse_topic(s: &str) -> Result<(Option<InstanceId>, TopicName), String> {
@@ -210,7 +234,204 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         }
         _ => return Err("tls_cert and tls_key must be given together".to_owned()),
     };
+    let handle_key = args
+        .handle_key
+        .as_deref()
+        .or(file.handle_key.as_deref())
+        .map(|k| {
+            k.parse::<HandleKey>()
+                .map_err(|e| format!("handle key: {e}"))
+        })
+        .transpose()?;
+    match args.backend.as_deref().or(file.backend.as_deref()) {
+        None | Some("builtin") => {
+            if handle_key.is_some() {
+                return Err("a handle key applies only to --backend rocketmq://…".to_owned());
+            }
+        }
+        Some(url) => {
+            let mut rocketmq: RocketMqConfig = url.parse()?;
+            if config.data_dir.is_some() {
+                return Err(
+                    "--data-dir applies to the built-in backend; the RocketMQ cluster keeps the messages"
+                        .to_owned(),
+                );
+            }
+            rocketmq.handle_key = handle_key;
+            config.backend = BackendConfig::RocketMq(rocketmq);
+        }
+    }
     Ok((config, source))
+}
+
+/// Where a broker keeps its messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// The built-in core: in memory, or durable with [`ServerConfig::data_dir`].
+    #[default]
+    BuiltIn,
+    /// The gateway onto an Apache RocketMQ 5 cluster (`--backend rocketmq://…`; needs the
+    /// `rocketmq` feature).
+    RocketMq(RocketMqConfig),
+}
+
+/// The RocketMQ 5 cluster a gateway serves from:
+/// `rocketmq://HOST:PORT[?admin=HOST:PORT[,…]][&queues=N]`.
+///
+/// `HOST:PORT` is the cluster's proxy (gRPC v2 `MessagingService`). `admin` lists the
+/// remoting addresses of the brokers on which the gateway creates declared topics (and the
+/// consumer groups of ordered consumption) with the message type they need; without it,
+/// topics must exist in the cluster.
+///
+/// ```
+/// use mq_broker::config::RocketMqConfig;
+/// let c: RocketMqConfig = "rocketmq://127.0.0.1:8081?admin=127.0.0.1:10911".parse()?;
+/// assert_eq!(c.proxy, "127.0.0.1:8081");
+/// assert_eq!(c.admin, vec!["127.0.0.1:10911".to_owned()]);
+/// assert!("http://127.0.0.1:8081".parse::<RocketMqConfig>().is_err());
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RocketMqConfig {
+    /// The proxy's gRPC address, `HOST:PORT`.
+    pub proxy: String,
+    /// Broker remoting addresses for topic and group creation, `HOST:PORT` each.
+    pub admin: Vec<String>,
+    /// The key that authenticates receipt handles. Every gateway process behind one load
+    /// balancer needs the same key; `None` generates one at start (fine for one process).
+    pub handle_key: Option<HandleKey>,
+    /// Longest wait for an engine answer to a call that is not a long poll. Default 5 s.
+    pub call_timeout: Duration,
+    /// Queues of the topics the gateway creates (`?queues=N`, 1..=1024). Default 8.
+    pub queues: u16,
+}
+
+impl std::str::FromStr for RocketMqConfig {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("rocketmq://")
+            .ok_or_else(|| format!("{s:?}: expected rocketmq://HOST:PORT[?admin=HOST:PORT,...]"))?;
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let authority = authority.trim_end_matches('/');
+        let valid_addr = |a: &str| {
+            a.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            })
+        };
+        if !valid_addr(authority) {
+            return Err(format!("{s:?}: the proxy address must be HOST:PORT"));
+        }
+        let mut admin = Vec::new();
+        let mut queues = 8;
+        for pair in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some(("admin", list)) => {
+                    for a in list.split(',') {
+                        if !valid_addr(a) {
+                            return Err(format!("{s:?}: admin address {a:?} must be HOST:PORT"));
+                        }
+                        admin.push(a.to_owned());
+                    }
+                }
+                Some(("queues", n)) => {
+                    queues = n
+                        .parse()
+                        .ok()
+                        .filter(|q| (1..=1024).contains(q))
+                        .ok_or_else(|| format!("{s:?}: queues must be 1..=1024"))?;
+                }
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown parameter {pair:?} (known: admin, queues)"
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            proxy: authority.to_owned(),
+            admin,
+            handle_key: None,
+            call_timeout: Duration::from_secs(5),
+            queues,
+        })
+    }
+}
+
+/// The secret that authenticates a gateway's receipt handles (at least 16 bytes). Its
+/// `Debug` output never shows it.
+///
+/// ```
+/// use mq_broker::config::HandleKey;
+/// let key: HandleKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".parse()?;
+/// assert_eq!(key.bytes().len(), 32);
+/// assert_eq!(format!("{key:?}"), "HandleKey(<redacted>)");
+/// assert!("too-short".parse::<HandleKey>().is_err());
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct HandleKey(Vec<u8>);
+
+impl HandleKey {
+    /// Fewest key bytes accepted.
+    pub const MIN_LEN: usize = 16;
+
+    /// A key from raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// Fewer than [`MIN_LEN`](Self::MIN_LEN) bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, String> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(format!(
+                "a handle key needs at least {} bytes, got {}",
+                Self::MIN_LEN,
+                bytes.len()
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HandleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandleKey(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for HandleKey {
+    type Err = String;
+
+    /// Hexadecimal (an even number of hex digits) or standard base64.
+    fn from_str(s: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        let s = s.trim();
+        let hex = s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let bytes = if hex {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<u8>, String>>()?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| "a handle key is hex or base64".to_owned())?
+        };
+        Self::from_bytes(bytes)
+    }
 }
 
 /// An access key the broker accepts, optionally limited to one instance.
@@ -333,6 +554,8 @@ pub struct ServerConfig {
     /// `Date` header it answers with. For testing clients against a server whose clock is
     /// not theirs, as the real service's never is. Default 0.
     pub clock_offset_ms: i64,
+    /// Where messages are kept: the built-in core (default) or a RocketMQ 5 cluster.
+    pub backend: BackendConfig,
 }
 
 impl Default for ServerConfig {
@@ -346,6 +569,7 @@ impl Default for ServerConfig {
             data_dir: None,
             tls: None,
             clock_offset_ms: 0,
+            backend: BackendConfig::BuiltIn,
         }
     }
 }

@@ -30,6 +30,10 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
     let listen = config.listen;
     let topics = config.topics.len();
     let data_dir = config.data_dir.clone();
+    let cluster = match &config.backend {
+        crate::config::BackendConfig::RocketMq(r) => Some(r.proxy.clone()),
+        crate::config::BackendConfig::BuiltIn => None,
+    };
     let broker = Broker::start(config)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -37,18 +41,43 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", broker.endpoint());
         let _ = writeln!(out, "{}", credentials_line(source));
-        if topics == 0 {
-            let _ = writeln!(out, "topics: created on first use");
-        } else {
-            let _ = writeln!(
-                out,
-                "topics: {topics} declared; others answer TopicNotExist"
-            );
+        match (&cluster, broker.gateway_started()) {
+            (Some(proxy), Some(started)) => {
+                let _ = writeln!(
+                    out,
+                    "state: kept by the RocketMQ cluster at {proxy} (gateway; nothing is stored here)"
+                );
+                let _ = writeln!(
+                    out,
+                    "topics: {topics} declared, {} created on the cluster; others as the cluster has them",
+                    started.created_topics
+                );
+                let _ = if started.generated_key {
+                    writeln!(
+                        out,
+                        "handle key: generated at start; receipt handles are valid for this process only (set --handle-key, the same on every gateway process)"
+                    )
+                } else {
+                    writeln!(out, "handle key: as configured")
+                };
+            }
+            _ => {
+                if topics == 0 {
+                    let _ = writeln!(out, "topics: created on first use");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "topics: {topics} declared; others answer TopicNotExist"
+                    );
+                }
+                let _ = match &data_dir {
+                    Some(dir) => {
+                        writeln!(out, "state: kept in {} (survives restarts)", dir.display())
+                    }
+                    None => writeln!(out, "state: in memory (--data-dir DIR keeps it)"),
+                };
+            }
         }
-        let _ = match &data_dir {
-            Some(dir) => writeln!(out, "state: kept in {} (survives restarts)", dir.display()),
-            None => writeln!(out, "state: in memory (--data-dir DIR keeps it)"),
-        };
         let _ = out.flush();
     }
     signals.recv().await;

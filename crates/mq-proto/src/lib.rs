@@ -33,3 +33,4 @@ pub use types::{
     BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN, MAX_TAG_LEN,
     MessageId, ReceiptHandle, Tag, TagFilter, TopicName, TransCheckImmunity, WaitSeconds,
 };
+pub use xml::is_xml_char;

@@ -843,9 +843,14 @@ fn trim_space(s: &[u8]) -> &[u8] {
     s.get(start..).unwrap_or_default()
 }
 
-/// Whether `c` may appear in an XML 1.0 document (as a character or a reference): the
-/// definition [`escape_into`] and [`check_chars`] implement byte-wise.
-pub(crate) fn is_xml_char(c: char) -> bool {
+/// Whether `c` may appear in an XML 1.0 document (XML 1.0 §2.2 `Char`): what a message body
+/// may hold. The reader and writer implement the same definition byte-wise.
+///
+/// ```
+/// assert!(mq_proto::is_xml_char('é'));
+/// assert!(!mq_proto::is_xml_char('\u{1}'));
+/// ```
+pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
 }
 

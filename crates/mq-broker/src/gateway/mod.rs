@@ -1,4 +1,753 @@
-//! The gateway backend: serves the HTTP protocol in front of an Apache RocketMQ 5 cluster
-//! reached through its proxy (the gRPC v2 `MessagingService`). Feature `rocketmq`.
+//! The gateway backend (feature `rocketmq`): the broker keeps its HTTP front (signatures,
+//! limits, XML, long-poll budget, `/health`, `/stats`) and stores nothing itself; every call
+//! goes to an Apache RocketMQ 5 cluster through its proxy, the gRPC v2 `MessagingService`
+//! (bindings from the `rocketmq-proxy-core` crate).
+//!
+//! | HTTP call | engine call |
+//! | --- | --- |
+//! | publish | `SendMessage`: tag, keys, user properties; `__STARTDELIVERTIME` → delivery timestamp (DELAY); `__SHARDINGKEY` → message group (FIFO); `__TransCheckT` → TRANSACTION with that orphaned-transaction recovery duration |
+//! | consume (normal, `trans=order`) | `ReceiveMessage` from one readable queue of the topic's route (round robin): batch, long-polling timeout = `waitseconds`, invisible duration = the broker's (ordered) invisibility, TAG filter |
+//! | ack | `AckMessage`, per-handle results → `<Errors>` |
+//! | commit / rollback | `EndTransaction` with the message id and transaction id the publish handle carries |
+//! | consume `trans=pop` | nothing yet: see "Gaps" |
+//!
+//! The instance (`ns`) is the engine's resource namespace. Receipt handles are sealed by
+//! [`handle`]: the engine's receipt handle (or transaction id) under a MAC, so a client cannot
+//! forge one and any gateway process with the same key can settle it. The gateway keeps no
+//! message state: it answers 201 only after the engine stored the message and 204 only
+//! after the engine took the ack; an engine that is down or slow gets a retryable 500 with
+//! the protocol's `<Error>` document, never a hang.
+//!
+//! # Gaps
+//!
+//! * Half-message polls (`trans=pop`) find nothing: orphaned-transaction checks reach a v2
+//!   client over the Telemetry stream, which the gateway does not open yet, and the engine
+//!   this project tests with (rocketmq-rust 1.0.0) never sends them (`docs/rocketmq-engine.md`).
+//! * `FirstConsumeTime`: the v2 protocol does not report it; the gateway gives the time of
+//!   the delivery at hand.
 
 pub(crate) mod admin;
+mod convert;
+mod handle;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mq_proto::server::RequestError;
+use mq_proto::{
+    AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
+    MessageId, ReceiptHandle, TagFilter, TopicMessage, TopicName, WaitSeconds,
+};
+use rocketmq_proxy_core::proto::v2 as pb;
+use tonic::transport::{Channel, Endpoint};
+
+use self::handle::{Handle, Kind};
+use crate::config::{HandleKey, RocketMqConfig};
+use crate::core::{Call, CoreConfig, GroupStats, Outcome, PublishOutcome, Stats, TopicStats};
+use crate::server::{Clock, Waiting};
+
+type Client = pb::messaging_service_client::MessagingServiceClient<Channel>;
+
+/// A started gateway.
+pub(crate) struct Gateway {
+    client: Client,
+    config: RocketMqConfig,
+    key: HandleKey,
+    /// Invisibility of normal and ordered deliveries, ms.
+    invisibility_ms: u64,
+    order_invisibility_ms: u64,
+    queues: u16,
+    client_id: String,
+    clock: Clock,
+    /// Message ids: a random per-process prefix and a counter.
+    id_prefix: u64,
+    next_id: AtomicU64,
+    /// Readable queues per (namespace, topic), and the next one to poll.
+    routes: Mutex<HashMap<(String, String), Vec<pb::MessageQueue>>>,
+    next_queue: AtomicUsize,
+    /// Consumer groups created as orderly on the engine.
+    orderly_groups: Mutex<HashSet<(String, String)>>,
+    counters: Mutex<BTreeMap<(Option<String>, String), TopicCounters>>,
+}
+
+#[derive(Default)]
+struct TopicCounters {
+    declared: bool,
+    published: u64,
+    groups: BTreeMap<String, (u64, u64)>,
+}
+
+pub(crate) use crate::server::GatewayStarted as Started;
+
+fn engine_unavailable(what: &str, e: impl std::fmt::Display) -> RequestError {
+    RequestError::new(
+        ErrorCode::InternalError,
+        format!("the RocketMQ engine did not answer the {what}: {e}"),
+    )
+}
+
+impl Gateway {
+    /// Connects (lazily: a cluster that is down at start is reached when it comes up) and
+    /// creates the declared topics where admin addresses are configured.
+    ///
+    /// # Errors
+    ///
+    /// An invalid proxy address, no randomness for a generated key, or a declared topic the
+    /// engine refused to create.
+    pub(crate) async fn start(
+        config: RocketMqConfig,
+        core: &CoreConfig,
+        topics: &[(Option<InstanceId>, TopicName)],
+        clock: Clock,
+    ) -> Result<(Self, Started), String> {
+        let mut seed = [0u8; 40];
+        getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the gateway: {e}"))?;
+        let (key, generated_key) = match &config.handle_key {
+            Some(k) => (k.clone(), false),
+            None => (HandleKey::from_bytes(seed[..32].to_vec())?, true),
+        };
+        let id_prefix = u64::from_be_bytes(seed[32..40].try_into().unwrap_or_default());
+        let endpoint = Endpoint::from_shared(format!("http://{}", config.proxy))
+            .map_err(|e| format!("proxy address {:?}: {e}", config.proxy))?
+            .connect_timeout(config.call_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let client = Client::new(endpoint.connect_lazy());
+        let gateway = Self {
+            client,
+            key,
+            invisibility_ms: core.invisibility_ms,
+            order_invisibility_ms: core.order_invisibility_ms,
+            queues: config.queues,
+            client_id: format!("mq-gateway@{}@{id_prefix:016x}", std::process::id()),
+            clock,
+            id_prefix,
+            next_id: AtomicU64::new(0),
+            routes: Mutex::new(HashMap::new()),
+            next_queue: AtomicUsize::new(0),
+            orderly_groups: Mutex::new(HashSet::new()),
+            counters: Mutex::new(BTreeMap::new()),
+            config,
+        };
+        let mut created_topics = 0;
+        for (instance, topic) in topics {
+            gateway.count(instance.as_ref(), topic, |c| c.declared = true);
+            if gateway.config.admin.is_empty() {
+                continue;
+            }
+            let spec = admin::TopicSpec {
+                name: convert::engine_topic_name(instance.as_ref(), topic),
+                queues: gateway.queues,
+                message_type: admin::MessageType::Mixed,
+            };
+            for addr in &gateway.config.admin {
+                admin::create_topic(addr, &spec, gateway.config.call_timeout)
+                    .await
+                    .map_err(|e| format!("creating topic {} on {addr}: {e}", spec.name))?;
+            }
+            created_topics += 1;
+        }
+        Ok((
+            gateway,
+            Started {
+                generated_key,
+                created_topics,
+            },
+        ))
+    }
+
+    /// Serves one call.
+    pub(crate) async fn serve(
+        &self,
+        call: Call,
+        waiting: Waiting<'_>,
+    ) -> Result<Outcome, RequestError> {
+        match call {
+            Call::Publish {
+                instance,
+                topic,
+                message,
+            } => self
+                .publish(instance.as_ref(), &topic, message)
+                .await
+                .map(Outcome::Published),
+            Call::Consume {
+                instance,
+                topic,
+                group,
+                kind,
+                filter,
+                batch,
+                wait,
+            } => {
+                let target = Target {
+                    instance: instance.as_ref(),
+                    topic: &topic,
+                };
+                self.consume(target, &group, kind, &filter, batch, wait, waiting)
+                    .await
+                    .map(Outcome::Delivered)
+            }
+            Call::Ack {
+                instance,
+                topic,
+                group,
+                kind,
+                handles,
+            } => {
+                let target = Target {
+                    instance: instance.as_ref(),
+                    topic: &topic,
+                };
+                self.settle(target, group.as_ref(), kind, &handles)
+                    .await
+                    .map(Outcome::Settled)
+            }
+            Call::DeclareTopic { .. } | Call::Maintain => Ok(Outcome::Done),
+        }
+    }
+
+    /// The gateway's own counters (the cluster keeps the messages; `stored`, `ready` and
+    /// the like are the cluster's to report).
+    pub(crate) fn stats(&self) -> Stats {
+        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stats = Stats {
+            at_ms: self.clock.now_ms(),
+            ..Stats::default()
+        };
+        for ((instance, topic), c) in counters.iter() {
+            let groups: Vec<GroupStats> = c
+                .groups
+                .iter()
+                .map(|(group, (delivered, acked))| GroupStats {
+                    group: group.clone(),
+                    delivered: *delivered,
+                    acked: *acked,
+                    ..GroupStats::default()
+                })
+                .collect();
+            stats.published += c.published;
+            stats.acked += groups.iter().map(|g| g.acked).sum::<u64>();
+            stats.topics.push(TopicStats {
+                instance: instance.clone(),
+                topic: topic.clone(),
+                declared: c.declared,
+                published: c.published,
+                groups,
+                ..TopicStats::default()
+            });
+        }
+        stats
+    }
+
+    /// Nothing to flush: every answer was given after the engine took the call.
+    pub(crate) async fn close(&self) {}
+
+    fn count(
+        &self,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        f: impl FnOnce(&mut TopicCounters),
+    ) {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (
+            instance.map(|i| i.as_str().to_owned()),
+            topic.as_str().to_owned(),
+        );
+        f(counters.entry(key).or_default());
+    }
+
+    fn request<T>(&self, message: T, namespace: &str, timeout: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(timeout);
+        let meta = req.metadata_mut();
+        let pairs = [
+            ("x-mq-client-id", self.client_id.as_str()),
+            ("x-mq-language", "RUST"),
+            ("x-mq-protocol", "v2"),
+            ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
+            ("x-mq-namespace", namespace),
+        ];
+        for (name, value) in pairs {
+            if let Ok(v) = value.parse() {
+                meta.insert(name, v);
+            }
+        }
+        req
+    }
+
+    fn next_message_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:016X}{n:016X}", self.id_prefix)
+    }
+
+    async fn publish(
+        &self,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        message: TopicMessage,
+    ) -> Result<PublishOutcome, RequestError> {
+        message
+            .check_limits()
+            .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        let namespace = instance.map_or("", InstanceId::as_str);
+        let body_md5 = message.body_md5();
+        let transactional = message.trans_check_immunity().is_some();
+        // The id HTTP consumers will see (see `convert::MESSAGE_ID_PROPERTY`).
+        let id = self.next_message_id();
+        let message_id = MessageId::new(id.as_str()).map_err(|e| {
+            RequestError::new(ErrorCode::InternalError, format!("message id {id}: {e}"))
+        })?;
+        let wire = convert::to_engine(&message, instance, topic, id, self.clock.now_ms());
+        let req = self.request(
+            pb::SendMessageRequest {
+                messages: vec![wire],
+            },
+            namespace,
+            self.config.call_timeout,
+        );
+        let resp = self
+            .client
+            .clone()
+            .send_message(req)
+            .await
+            .map_err(|s| convert::rpc_error("publish", &s))?
+            .into_inner();
+        convert::check_status(resp.status.as_ref(), "publish")?;
+        let entry = resp.entries.into_iter().next().ok_or_else(|| {
+            RequestError::new(
+                ErrorCode::InternalError,
+                "the engine answered no send result",
+            )
+        })?;
+        convert::check_status(entry.status.as_ref(), "publish")?;
+        let receipt_handle = if transactional {
+            let handle = Handle {
+                kind: Kind::Transaction,
+                instance: namespace.to_owned(),
+                topic: topic.as_str().to_owned(),
+                group: String::new(),
+                message_id: entry.message_id,
+                engine_token: entry.transaction_id,
+            };
+            Some(self.seal(&handle)?)
+        } else {
+            None
+        };
+        self.count(instance, topic, |c| c.published += 1);
+        Ok(PublishOutcome {
+            message_id,
+            body_md5,
+            receipt_handle,
+            visible_now: !transactional,
+        })
+    }
+
+    fn seal(&self, handle: &Handle) -> Result<ReceiptHandle, RequestError> {
+        handle
+            .seal(&self.key)
+            .and_then(|text| ReceiptHandle::new(text).ok())
+            .ok_or_else(|| {
+                RequestError::new(
+                    ErrorCode::InternalError,
+                    "the engine's receipt handle does not fit in a protocol receipt handle",
+                )
+            })
+    }
+
+    /// The queue to poll next for a topic: the readable queues of its route, round robin.
+    async fn queue(&self, target: Target<'_>) -> Result<pb::MessageQueue, RequestError> {
+        let key = (
+            target.namespace().to_owned(),
+            target.topic.as_str().to_owned(),
+        );
+        let cached = {
+            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            routes.get(&key).cloned()
+        };
+        let queues = match cached {
+            Some(q) => q,
+            None => {
+                let req = self.request(
+                    pb::QueryRouteRequest {
+                        topic: Some(target.resource()),
+                        endpoints: Some(convert::endpoints(&self.config.proxy)),
+                    },
+                    target.namespace(),
+                    self.config.call_timeout,
+                );
+                let resp = self
+                    .client
+                    .clone()
+                    .query_route(req)
+                    .await
+                    .map_err(|s| convert::rpc_error("route query", &s))?
+                    .into_inner();
+                convert::check_status(resp.status.as_ref(), "route query")?;
+                let readable: Vec<pb::MessageQueue> = resp
+                    .message_queues
+                    .into_iter()
+                    .filter(convert::is_readable)
+                    .collect();
+                if readable.is_empty() {
+                    return Err(RequestError::new(
+                        ErrorCode::TopicNotExist,
+                        format!("The topic you provided does not exist: {}", target.topic),
+                    ));
+                }
+                self.routes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, readable.clone());
+                readable
+            }
+        };
+        let i = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues.len();
+        Ok(queues[i].clone())
+    }
+
+    fn forget_route(&self, target: Target<'_>) {
+        let key = (
+            target.namespace().to_owned(),
+            target.topic.as_str().to_owned(),
+        );
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
+    /// Creates `group` as an orderly consumer group on the engine (once per process), so
+    /// that the engine blocks each message group until its delivery is acked.
+    async fn ensure_orderly_group(
+        &self,
+        target: Target<'_>,
+        group: &GroupId,
+    ) -> Result<(), RequestError> {
+        if self.config.admin.is_empty() {
+            return Ok(());
+        }
+        let name = convert::engine_group_name(target.instance, group);
+        let key = (target.namespace().to_owned(), name.clone());
+        if self
+            .orderly_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        for addr in &self.config.admin {
+            admin::create_group(addr, &name, true, self.config.call_timeout)
+                .await
+                .map_err(|e| engine_unavailable("orderly group creation", e))?;
+        }
+        self.orderly_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn consume(
+        &self,
+        target: Target<'_>,
+        group: &GroupId,
+        kind: ConsumeKind,
+        filter: &TagFilter,
+        batch: BatchSize,
+        wait: WaitSeconds,
+        mut waiting: Waiting<'_>,
+    ) -> Result<Vec<Message>, RequestError> {
+        let invisibility_ms = match kind {
+            ConsumeKind::Half => {
+                // See "Gaps": no check reaches the gateway; wait out the poll like an empty one.
+                if let Some(_slot) = waiting.slot() {
+                    waiting.until_over().await;
+                }
+                return Ok(Vec::new());
+            }
+            ConsumeKind::Normal => self.invisibility_ms,
+            ConsumeKind::Orderly => {
+                self.ensure_orderly_group(target, group).await?;
+                self.order_invisibility_ms
+            }
+        };
+        let queue = self.queue(target).await?;
+        // A poll that may wait holds a slot; without one it asks for what is there now.
+        let slot = if wait.get() > 0 { waiting.slot() } else { None };
+        let wait = if slot.is_some() {
+            Duration::from_secs(u64::from(wait.get()))
+        } else {
+            Duration::ZERO
+        };
+        let req = self.request(
+            pb::ReceiveMessageRequest {
+                group: Some(pb::Resource {
+                    resource_namespace: target.namespace().to_owned(),
+                    name: group.as_str().to_owned(),
+                }),
+                message_queue: Some(queue),
+                filter_expression: Some(pb::FilterExpression {
+                    r#type: pb::FilterType::Tag as i32,
+                    expression: filter.to_string(),
+                }),
+                batch_size: i32::from(batch.get()),
+                invisible_duration: Some(convert::duration(invisibility_ms)),
+                auto_renew: false,
+                long_polling_timeout: Some(convert::duration(
+                    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                )),
+                attempt_id: None,
+            },
+            target.namespace(),
+            // The engine may clamp short polls up to its minimum long poll (5 s by default).
+            wait.max(Duration::from_secs(5)) + self.config.call_timeout,
+        );
+        let mut client = self.client.clone();
+        let received = async {
+            let mut stream = client
+                .receive_message(req)
+                .await
+                .map_err(|s| convert::rpc_error("consume", &s))?
+                .into_inner();
+            let mut messages = Vec::new();
+            let mut status = None;
+            while let Some(item) = stream
+                .message()
+                .await
+                .map_err(|s| convert::rpc_error("consume", &s))?
+            {
+                match item.content {
+                    Some(pb::receive_message_response::Content::Message(m)) => messages.push(m),
+                    Some(pb::receive_message_response::Content::Status(s)) => status = Some(s),
+                    Some(pb::receive_message_response::Content::DeliveryTimestamp(_)) | None => {}
+                }
+            }
+            Ok::<_, RequestError>((messages, status))
+        };
+        let (messages, status) = tokio::select! {
+            r = received => r?,
+            () = waiting.until_stopped() => return Ok(Vec::new()),
+        };
+        drop(slot);
+        if messages.is_empty() {
+            match convert::receive_status(status.as_ref()) {
+                convert::Received::Nothing => return Ok(Vec::new()),
+                convert::Received::TopicGone(e) => {
+                    self.forget_route(target);
+                    return Err(e);
+                }
+                convert::Received::Failed(e) => return Err(e),
+            }
+        }
+        let now = self.clock.now_ms();
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            let delivered = convert::from_engine(m, now, invisibility_ms)?;
+            let handle = Handle {
+                kind: Kind::Delivery,
+                instance: target.namespace().to_owned(),
+                topic: target.topic.as_str().to_owned(),
+                group: group.as_str().to_owned(),
+                message_id: delivered.engine_message_id,
+                engine_token: delivered.engine_receipt_handle,
+            };
+            let mut message = delivered.message;
+            message.receipt_handle = self.seal(&handle)?;
+            out.push(message);
+        }
+        let n = out.len() as u64;
+        self.count(target.instance, target.topic, |c| {
+            c.groups.entry(group.as_str().to_owned()).or_default().0 += n;
+        });
+        Ok(out)
+    }
+
+    /// Acks, commits or rolls back; the failures name the handles that were not settled.
+    async fn settle(
+        &self,
+        target: Target<'_>,
+        group: Option<&GroupId>,
+        kind: AckKind,
+        texts: &[String],
+    ) -> Result<Vec<HandleFailure>, RequestError> {
+        if texts.is_empty() {
+            return Err(RequestError::from_code(ErrorCode::MissingReceiptHandle));
+        }
+        if texts.len() > mq_proto::HandleBatch::MAX {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "at most {} receipt handles per request, got {}",
+                    mq_proto::HandleBatch::MAX,
+                    texts.len()
+                ),
+            ));
+        }
+        let want = match kind {
+            AckKind::Ack => Kind::Delivery,
+            AckKind::Commit | AckKind::Rollback => Kind::Transaction,
+        };
+        let group_name = match (kind, group) {
+            (AckKind::Ack, None) => {
+                return Err(RequestError::new(
+                    ErrorCode::InvalidArgument,
+                    "a consumer group is required to ack",
+                ));
+            }
+            (AckKind::Ack, Some(g)) => g.as_str(),
+            _ => "",
+        };
+        let mut failures = Vec::new();
+        let mut valid = Vec::new();
+        for text in texts {
+            match Handle::open(text, &self.key) {
+                Some(h)
+                    if h.kind == want
+                        && h.instance == target.namespace()
+                        && h.topic == target.topic.as_str()
+                        && h.group == group_name =>
+                {
+                    valid.push((text, h));
+                }
+                _ => failures.push(HandleFailure::new(
+                    text.as_str(),
+                    ErrorCode::ReceiptHandleError,
+                )),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(failures);
+        }
+        let settled = if kind == AckKind::Ack {
+            self.ack(target, group_name, &valid, &mut failures).await?
+        } else {
+            self.end_transactions(target, kind, &valid, &mut failures)
+                .await?
+        };
+        if kind == AckKind::Ack && settled > 0 {
+            self.count(target.instance, target.topic, |c| {
+                c.groups.entry(group_name.to_owned()).or_default().1 += settled;
+            });
+        }
+        Ok(failures)
+    }
+
+    async fn ack(
+        &self,
+        target: Target<'_>,
+        group: &str,
+        valid: &[(&String, Handle)],
+        failures: &mut Vec<HandleFailure>,
+    ) -> Result<u64, RequestError> {
+        let req = self.request(
+            pb::AckMessageRequest {
+                group: Some(pb::Resource {
+                    resource_namespace: target.namespace().to_owned(),
+                    name: group.to_owned(),
+                }),
+                topic: Some(target.resource()),
+                entries: valid
+                    .iter()
+                    .map(|(_, h)| pb::AckMessageEntry {
+                        message_id: h.message_id.clone(),
+                        receipt_handle: h.engine_token.clone(),
+                        lite_topic: None,
+                    })
+                    .collect(),
+            },
+            target.namespace(),
+            self.config.call_timeout,
+        );
+        let resp = self
+            .client
+            .clone()
+            .ack_message(req)
+            .await
+            .map_err(|s| convert::rpc_error("ack", &s))?
+            .into_inner();
+        let mut settled = 0;
+        for (text, h) in valid {
+            let entry = resp
+                .entries
+                .iter()
+                .find(|e| e.receipt_handle == h.engine_token)
+                .or_else(|| resp.entries.iter().find(|e| e.message_id == h.message_id));
+            // Without an entry of its own, a handle gets the answer's overall status.
+            let status = entry
+                .and_then(|e| e.status.as_ref())
+                .or(resp.status.as_ref());
+            match convert::settle_status(status, "ack")? {
+                None => settled += 1,
+                Some(code) => failures.push(HandleFailure::new(text.as_str(), code)),
+            }
+        }
+        Ok(settled)
+    }
+
+    async fn end_transactions(
+        &self,
+        target: Target<'_>,
+        kind: AckKind,
+        valid: &[(&String, Handle)],
+        failures: &mut Vec<HandleFailure>,
+    ) -> Result<u64, RequestError> {
+        let resolution = if kind == AckKind::Commit {
+            pb::TransactionResolution::Commit
+        } else {
+            pb::TransactionResolution::Rollback
+        };
+        let mut settled = 0;
+        for (text, h) in valid {
+            let req = self.request(
+                pb::EndTransactionRequest {
+                    topic: Some(target.resource()),
+                    message_id: h.message_id.clone(),
+                    transaction_id: h.engine_token.clone(),
+                    resolution: resolution as i32,
+                    source: pb::TransactionSource::SourceClient as i32,
+                    trace_context: String::new(),
+                },
+                target.namespace(),
+                self.config.call_timeout,
+            );
+            let resp = self
+                .client
+                .clone()
+                .end_transaction(req)
+                .await
+                .map_err(|s| convert::rpc_error("transaction decision", &s))?
+                .into_inner();
+            match convert::settle_status(resp.status.as_ref(), "transaction decision")? {
+                None => settled += 1,
+                Some(code) => failures.push(HandleFailure::new(text.as_str(), code)),
+            }
+        }
+        Ok(settled)
+    }
+}
+
+/// The topic a call addresses.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    instance: Option<&'a InstanceId>,
+    topic: &'a TopicName,
+}
+
+impl Target<'_> {
+    fn namespace(&self) -> &str {
+        self.instance.map_or("", InstanceId::as_str)
+    }
+
+    fn resource(&self) -> pb::Resource {
+        pb::Resource {
+            resource_namespace: self.namespace().to_owned(),
+            name: self.topic.as_str().to_owned(),
+        }
+    }
+}

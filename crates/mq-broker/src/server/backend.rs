@@ -72,11 +72,6 @@ impl<'a> Waiting<'a> {
         }
     }
 
-    /// When the wait ends.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
     /// Whether the wait is over: the deadline passed or the server is stopping.
     pub(crate) fn is_over(&mut self) -> bool {
         Instant::now() >= self.deadline || *self.shutdown.borrow_and_update()
@@ -92,6 +87,14 @@ impl<'a> Waiting<'a> {
                     tokio::time::sleep_until(self.deadline.into()).await;
                 }
             }
+        }
+    }
+
+    /// Resolves when the server starts stopping (cancel-safe); never on the deadline.
+    pub(crate) async fn until_stopped(&mut self) {
+        if self.shutdown.wait_for(|stop| *stop).await.is_err() {
+            // The server is gone: nothing will ever stop this wait.
+            std::future::pending::<()>().await;
         }
     }
 

@@ -40,6 +40,7 @@ mod local;
 mod state;
 
 pub use self::admission::PRE_AUTH_DRAIN_TIMEOUT;
+use crate::config::BackendConfig;
 pub use crate::config::{
     Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
 };
@@ -67,6 +68,17 @@ pub struct Broker {
     addr: SocketAddr,
     shared: Arc<Shared>,
     done: tokio::task::JoinHandle<()>,
+    gateway_started: Option<GatewayStarted>,
+}
+
+/// How a gateway backend started (for the banner of [`crate::run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayStarted {
+    /// The receipt-handle key was generated at start (not configured): handles issued by
+    /// this process are valid for it alone.
+    pub generated_key: bool,
+    /// Declared topics created on the engine through its admin API.
+    pub created_topics: usize,
 }
 
 impl fmt::Debug for Broker {
@@ -107,6 +119,8 @@ impl Broker {
             offset_ms: config.clock_offset_ms,
         };
         let seed = clock.now_ms() ^ u64::from(addr.port()).rotate_left(48);
+        #[allow(unused_mut)]
+        let mut gateway_started = None;
         let mut core_config = config.core;
         if !config.topics.is_empty() {
             core_config.auto_create_topics = false;
@@ -114,19 +128,39 @@ impl Broker {
         if core_config.id_seed == 0 {
             core_config.id_seed = seed;
         }
-        let mut core = JournaledCore::open(core_config, config.data_dir.as_deref())
-            .map_err(io::Error::other)?;
-        let declared_at = core.now_ms();
-        for (instance, topic) in config.topics {
-            let call = Call::DeclareTopic { instance, topic };
-            core.apply(declared_at, call)
-                .map_err(|e| io::Error::other(e.message))?;
-        }
         let (shutdown, _) = watch::channel(false);
-        let local = Arc::new(LocalBackend::new(core, clock));
-        tokio::spawn(local.clone().timer_task(shutdown.subscribe()));
+        let backend = match config.backend {
+            BackendConfig::BuiltIn => {
+                let mut core = JournaledCore::open(core_config, config.data_dir.as_deref())
+                    .map_err(io::Error::other)?;
+                let declared_at = core.now_ms();
+                for (instance, topic) in config.topics {
+                    let call = Call::DeclareTopic { instance, topic };
+                    core.apply(declared_at, call)
+                        .map_err(|e| io::Error::other(e.message))?;
+                }
+                let local = Arc::new(LocalBackend::new(core, clock));
+                tokio::spawn(local.clone().timer_task(shutdown.subscribe()));
+                Backend::Local(local)
+            }
+            #[cfg(feature = "rocketmq")]
+            BackendConfig::RocketMq(rocketmq) => {
+                let (gateway, started) =
+                    crate::gateway::Gateway::start(rocketmq, &core_config, &config.topics, clock)
+                        .await
+                        .map_err(io::Error::other)?;
+                gateway_started = Some(started);
+                Backend::RocketMq(gateway)
+            }
+            #[cfg(not(feature = "rocketmq"))]
+            BackendConfig::RocketMq(_) => {
+                return Err(io::Error::other(
+                    "this build has no RocketMQ backend (build mq-broker with --features rocketmq)",
+                ));
+            }
+        };
         let shared = Arc::new(Shared {
-            backend: Backend::Local(local),
+            backend,
             credentials,
             host_id: format!("{}://{addr}", scheme(config.tls.is_some())),
             limits: config.limits,
@@ -139,7 +173,12 @@ impl Broker {
             clock,
         });
         let done = tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(Self { addr, shared, done })
+        Ok(Self {
+            addr,
+            shared,
+            done,
+            gateway_started,
+        })
     }
 
     /// The bound address.
@@ -150,6 +189,12 @@ impl Broker {
     /// `http://IP:PORT`, or `https://IP:PORT` when serving TLS.
     pub fn endpoint(&self) -> String {
         format!("{}://{}", scheme(self.shared.tls.is_some()), self.addr)
+    }
+
+    /// For a gateway (`--backend rocketmq://…`): how it started; `None` for the built-in
+    /// backend.
+    pub fn gateway_started(&self) -> Option<GatewayStarted> {
+        self.gateway_started
     }
 
     /// Counters per topic and group.
