@@ -136,6 +136,13 @@ pub(super) fn to_engine(
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .chain([(MESSAGE_ID_PROPERTY.to_owned(), message_id)])
+            // Engines that do not report the delivery time (rocketmq-rust 1.0.0) still give
+            // HTTP consumers the `__STARTDELIVERTIME` the publisher set.
+            .chain(
+                message
+                    .start_deliver_time()
+                    .map(|at| (mq_proto::KEY_START_DELIVER_TIME.to_owned(), at.to_string())),
+            )
             .collect(),
         system_properties: Some(system),
         body: bytes::Bytes::copy_from_slice(message.body().as_bytes()),
@@ -366,6 +373,17 @@ pub(super) fn receive_status(status: Option<&pb::Status>) -> Received {
         }
         (code, m) => Received::Failed(refusal(code, m, "consume")),
     }
+}
+
+/// Whether a receive that found nothing was refused because it asked for a batch:
+/// rocketmq-rust 1.0.0 answers `40000 Argument is invalid` to every pop that would return two
+/// or more messages (its proxy's remoting client fails to read the broker's answer); a pop of
+/// one message works.
+pub(super) fn refuses_batches(status: Option<&pb::Status>) -> bool {
+    matches!(
+        code_of(status),
+        (pb::Code::BadRequest, "Argument is invalid")
+    )
 }
 
 /// One handle's settlement: `Ok(None)` settled, `Ok(Some(code))` refused for this handle

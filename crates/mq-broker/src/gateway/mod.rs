@@ -32,7 +32,7 @@ mod handle;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mq_proto::server::RequestError;
@@ -59,6 +59,8 @@ pub(crate) struct Gateway {
     invisibility_ms: u64,
     order_invisibility_ms: u64,
     queues: u16,
+    /// No topic was declared: unknown topics are created on first use (with admin).
+    auto_create: bool,
     client_id: String,
     clock: Clock,
     /// Message ids: a random per-process prefix and a counter.
@@ -67,6 +69,8 @@ pub(crate) struct Gateway {
     /// Readable queues per (namespace, topic), and the next one to poll.
     routes: Mutex<HashMap<(String, String), Vec<pb::MessageQueue>>>,
     next_queue: AtomicUsize,
+    /// The engine refused a batched receive: ask for one message per call.
+    single_message_pops: AtomicBool,
     /// Consumer groups created as orderly on the engine.
     orderly_groups: Mutex<HashSet<(String, String)>>,
     counters: Mutex<BTreeMap<(Option<String>, String), TopicCounters>>,
@@ -76,7 +80,14 @@ pub(crate) struct Gateway {
 struct TopicCounters {
     declared: bool,
     published: u64,
-    groups: BTreeMap<String, (u64, u64)>,
+    groups: BTreeMap<String, GroupCounters>,
+}
+
+#[derive(Default)]
+struct GroupCounters {
+    delivered: u64,
+    acked: u64,
+    filtered: u64,
 }
 
 pub(crate) use crate::server::GatewayStarted as Started;
@@ -122,12 +133,14 @@ impl Gateway {
             invisibility_ms: core.invisibility_ms,
             order_invisibility_ms: core.order_invisibility_ms,
             queues: config.queues,
+            auto_create: topics.is_empty(),
             client_id: format!("mq-gateway@{}@{id_prefix:016x}", std::process::id()),
             clock,
             id_prefix,
             next_id: AtomicU64::new(0),
             routes: Mutex::new(HashMap::new()),
             next_queue: AtomicUsize::new(0),
+            single_message_pops: AtomicBool::new(false),
             orderly_groups: Mutex::new(HashSet::new()),
             counters: Mutex::new(BTreeMap::new()),
             config,
@@ -222,10 +235,11 @@ impl Gateway {
             let groups: Vec<GroupStats> = c
                 .groups
                 .iter()
-                .map(|(group, (delivered, acked))| GroupStats {
+                .map(|(group, g)| GroupStats {
                     group: group.clone(),
-                    delivered: *delivered,
-                    acked: *acked,
+                    delivered: g.delivered,
+                    acked: g.acked,
+                    filtered: g.filtered,
                     ..GroupStats::default()
                 })
                 .collect();
@@ -302,28 +316,14 @@ impl Gateway {
             RequestError::new(ErrorCode::InternalError, format!("message id {id}: {e}"))
         })?;
         let wire = convert::to_engine(&message, instance, topic, id, self.clock.now_ms());
-        let req = self.request(
-            pb::SendMessageRequest {
-                messages: vec![wire],
-            },
-            namespace,
-            self.config.call_timeout,
-        );
-        let resp = self
-            .client
-            .clone()
-            .send_message(req)
-            .await
-            .map_err(|s| convert::rpc_error("publish", &s))?
-            .into_inner();
-        convert::check_status(resp.status.as_ref(), "publish")?;
-        let entry = resp.entries.into_iter().next().ok_or_else(|| {
-            RequestError::new(
-                ErrorCode::InternalError,
-                "the engine answered no send result",
-            )
-        })?;
-        convert::check_status(entry.status.as_ref(), "publish")?;
+        let target = Target { instance, topic };
+        let entry = match self.send(target, wire.clone()).await {
+            Err(e) if e.code == ErrorCode::TopicNotExist && self.creates_topics() => {
+                self.create_topic(target).await?;
+                self.send(target, wire).await?
+            }
+            other => other?,
+        };
         let receipt_handle = if transactional {
             let handle = Handle {
                 kind: Kind::Transaction,
@@ -346,6 +346,72 @@ impl Gateway {
         })
     }
 
+    /// Sends one message; the engine's send result.
+    async fn send(
+        &self,
+        target: Target<'_>,
+        wire: pb::Message,
+    ) -> Result<pb::SendResultEntry, RequestError> {
+        let req = self.request(
+            pb::SendMessageRequest {
+                messages: vec![wire],
+            },
+            target.namespace(),
+            self.config.call_timeout,
+        );
+        let resp = self
+            .client
+            .clone()
+            .send_message(req)
+            .await
+            .map_err(|s| convert::rpc_error("publish", &s))?
+            .into_inner();
+        convert::check_status(resp.status.as_ref(), "publish")?;
+        let entry = resp.entries.into_iter().next().ok_or_else(|| {
+            RequestError::new(
+                ErrorCode::InternalError,
+                "the engine answered no send result",
+            )
+        })?;
+        convert::check_status(entry.status.as_ref(), "publish")?;
+        Ok(entry)
+    }
+
+    /// Whether unknown topics are created on first use: as on the built-in broker, when no
+    /// topic is declared, and only where the engine's admin API is reachable.
+    fn creates_topics(&self) -> bool {
+        self.auto_create && !self.config.admin.is_empty()
+    }
+
+    /// Creates a topic on every admin address, then waits (up to the call timeout) until the
+    /// proxy routes it.
+    async fn create_topic(&self, target: Target<'_>) -> Result<(), RequestError> {
+        let spec = admin::TopicSpec {
+            name: convert::engine_topic_name(target.instance, target.topic),
+            queues: self.queues,
+            message_type: admin::MessageType::Mixed,
+        };
+        for addr in &self.config.admin {
+            admin::create_topic(addr, &spec, self.config.call_timeout)
+                .await
+                .map_err(|e| engine_unavailable("topic creation", e))?;
+        }
+        tracing::info!(topic = %spec.name, "created topic on the RocketMQ cluster");
+        let deadline = tokio::time::Instant::now() + self.config.call_timeout;
+        loop {
+            match self.route(target).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code == ErrorCode::TopicNotExist => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn seal(&self, handle: &Handle) -> Result<ReceiptHandle, RequestError> {
         handle
             .seal(&self.key)
@@ -360,6 +426,19 @@ impl Gateway {
 
     /// The queue to poll next for a topic: the readable queues of its route, round robin.
     async fn queue(&self, target: Target<'_>) -> Result<pb::MessageQueue, RequestError> {
+        let queues = match self.route(target).await {
+            Err(e) if e.code == ErrorCode::TopicNotExist && self.creates_topics() => {
+                self.create_topic(target).await?;
+                self.route(target).await?
+            }
+            other => other?,
+        };
+        let i = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues.len();
+        Ok(queues[i].clone())
+    }
+
+    /// The readable queues of a topic (cached once known).
+    async fn route(&self, target: Target<'_>) -> Result<Vec<pb::MessageQueue>, RequestError> {
         let key = (
             target.namespace().to_owned(),
             target.topic.as_str().to_owned(),
@@ -368,45 +447,41 @@ impl Gateway {
             let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
             routes.get(&key).cloned()
         };
-        let queues = match cached {
-            Some(q) => q,
-            None => {
-                let req = self.request(
-                    pb::QueryRouteRequest {
-                        topic: Some(target.resource()),
-                        endpoints: Some(convert::endpoints(&self.config.proxy)),
-                    },
-                    target.namespace(),
-                    self.config.call_timeout,
-                );
-                let resp = self
-                    .client
-                    .clone()
-                    .query_route(req)
-                    .await
-                    .map_err(|s| convert::rpc_error("route query", &s))?
-                    .into_inner();
-                convert::check_status(resp.status.as_ref(), "route query")?;
-                let readable: Vec<pb::MessageQueue> = resp
-                    .message_queues
-                    .into_iter()
-                    .filter(convert::is_readable)
-                    .collect();
-                if readable.is_empty() {
-                    return Err(RequestError::new(
-                        ErrorCode::TopicNotExist,
-                        format!("The topic you provided does not exist: {}", target.topic),
-                    ));
-                }
-                self.routes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, readable.clone());
-                readable
-            }
-        };
-        let i = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues.len();
-        Ok(queues[i].clone())
+        if let Some(queues) = cached {
+            return Ok(queues);
+        }
+        let req = self.request(
+            pb::QueryRouteRequest {
+                topic: Some(target.resource()),
+                endpoints: Some(convert::endpoints(&self.config.proxy)),
+            },
+            target.namespace(),
+            self.config.call_timeout,
+        );
+        let resp = self
+            .client
+            .clone()
+            .query_route(req)
+            .await
+            .map_err(|s| convert::rpc_error("route query", &s))?
+            .into_inner();
+        convert::check_status(resp.status.as_ref(), "route query")?;
+        let readable: Vec<pb::MessageQueue> = resp
+            .message_queues
+            .into_iter()
+            .filter(convert::is_readable)
+            .collect();
+        if readable.is_empty() {
+            return Err(RequestError::new(
+                ErrorCode::TopicNotExist,
+                format!("The topic you provided does not exist: {}", target.topic),
+            ));
+        }
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, readable.clone());
+        Ok(readable)
     }
 
     fn forget_route(&self, target: Target<'_>) {
@@ -485,87 +560,182 @@ impl Gateway {
         } else {
             Duration::ZERO
         };
+        let mut request = pb::ReceiveMessageRequest {
+            group: Some(pb::Resource {
+                resource_namespace: target.namespace().to_owned(),
+                name: group.as_str().to_owned(),
+            }),
+            message_queue: Some(queue),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: filter.to_string(),
+            }),
+            batch_size: if self.single_message_pops.load(Ordering::Relaxed) {
+                1
+            } else {
+                i32::from(batch.get())
+            },
+            invisible_duration: Some(convert::duration(invisibility_ms)),
+            auto_renew: false,
+            long_polling_timeout: Some(convert::duration(
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            )),
+            attempt_id: None,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (messages, status) = tokio::select! {
+                r = self.receive_batch(target, &mut request, wait) => r?,
+                () = waiting.until_stopped() => return Ok(Vec::new()),
+            };
+            if messages.is_empty() {
+                return match convert::receive_status(status.as_ref()) {
+                    convert::Received::Nothing => Ok(Vec::new()),
+                    convert::Received::TopicGone(e) => {
+                        self.forget_route(target);
+                        Err(e)
+                    }
+                    convert::Received::Failed(e) => Err(e),
+                };
+            }
+            let now = self.clock.now_ms();
+            let mut out = Vec::with_capacity(messages.len());
+            let mut skipped = Vec::new();
+            for m in messages {
+                let delivered = convert::from_engine(m, now, invisibility_ms)?;
+                if !filter.matches(delivered.message.tag.as_ref()) {
+                    skipped.push(delivered);
+                    continue;
+                }
+                let handle = Handle {
+                    kind: Kind::Delivery,
+                    instance: target.namespace().to_owned(),
+                    topic: target.topic.as_str().to_owned(),
+                    group: group.as_str().to_owned(),
+                    message_id: delivered.engine_message_id,
+                    engine_token: delivered.engine_receipt_handle,
+                };
+                let mut message = delivered.message;
+                message.receipt_handle = self.seal(&handle)?;
+                out.push(message);
+            }
+            let filtered = skipped.len() as u64;
+            if !skipped.is_empty() {
+                self.skip(target, group, skipped).await;
+            }
+            let delivered = out.len() as u64;
+            self.count(target.instance, target.topic, |c| {
+                let g = c.groups.entry(group.as_str().to_owned()).or_default();
+                g.delivered += delivered;
+                g.filtered += filtered;
+            });
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !out.is_empty() || remaining.is_zero() {
+                return Ok(out);
+            }
+            // Everything received was filtered out: wait on for a matching message.
+            request.long_polling_timeout = Some(convert::duration(
+                u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            ));
+        }
+    }
+
+    /// Receives once; when the engine refuses a batch, asks again for one message (and
+    /// for one at a time from then on).
+    async fn receive_batch(
+        &self,
+        target: Target<'_>,
+        request: &mut pb::ReceiveMessageRequest,
+        wait: Duration,
+    ) -> Result<(Vec<pb::Message>, Option<pb::Status>), RequestError> {
+        loop {
+            let (messages, status) = self.receive(target, request.clone(), wait).await?;
+            if messages.is_empty()
+                && request.batch_size > 1
+                && convert::refuses_batches(status.as_ref())
+            {
+                // rocketmq-rust 1.0.0 refuses every pop that would return two or more
+                // messages (`40000 Argument is invalid`): ask for one at a time from now on.
+                if !self.single_message_pops.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the RocketMQ engine refuses batched receives; receiving one message per call from now on"
+                    );
+                }
+                request.batch_size = 1;
+                continue;
+            }
+            return Ok((messages, status));
+        }
+    }
+
+    /// Skips messages a tag filter does not match: they count as consumed for `group`
+    /// (PROTOCOL §6.5), so they are acked on the engine (an engine that filters by tag
+    /// itself never delivers them; rocketmq-rust 1.0.0 ignores the filter). A failed skip
+    /// is logged: the engine delivers the message again and the gateway skips it again.
+    async fn skip(&self, target: Target<'_>, group: &GroupId, skipped: Vec<convert::Delivered>) {
         let req = self.request(
-            pb::ReceiveMessageRequest {
+            pb::AckMessageRequest {
                 group: Some(pb::Resource {
                     resource_namespace: target.namespace().to_owned(),
                     name: group.as_str().to_owned(),
                 }),
-                message_queue: Some(queue),
-                filter_expression: Some(pb::FilterExpression {
-                    r#type: pb::FilterType::Tag as i32,
-                    expression: filter.to_string(),
-                }),
-                batch_size: i32::from(batch.get()),
-                invisible_duration: Some(convert::duration(invisibility_ms)),
-                auto_renew: false,
-                long_polling_timeout: Some(convert::duration(
-                    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                )),
-                attempt_id: None,
+                topic: Some(target.resource()),
+                entries: skipped
+                    .into_iter()
+                    .map(|d| pb::AckMessageEntry {
+                        message_id: d.engine_message_id,
+                        receipt_handle: d.engine_receipt_handle,
+                        lite_topic: None,
+                    })
+                    .collect(),
             },
+            target.namespace(),
+            self.config.call_timeout,
+        );
+        match self.client.clone().ack_message(req).await {
+            Ok(resp) => {
+                if let Err(e) = convert::check_status(resp.get_ref().status.as_ref(), "skip") {
+                    tracing::warn!(error = %e.message, "skipping filtered messages failed");
+                }
+            }
+            Err(s) => tracing::warn!(error = %s, "skipping filtered messages failed"),
+        }
+    }
+
+    /// One `ReceiveMessage` call: the messages and the status that ended the stream.
+    async fn receive(
+        &self,
+        target: Target<'_>,
+        request: pb::ReceiveMessageRequest,
+        wait: Duration,
+    ) -> Result<(Vec<pb::Message>, Option<pb::Status>), RequestError> {
+        let req = self.request(
+            request,
             target.namespace(),
             // The engine may clamp short polls up to its minimum long poll (5 s by default).
             wait.max(Duration::from_secs(5)) + self.config.call_timeout,
         );
-        let mut client = self.client.clone();
-        let received = async {
-            let mut stream = client
-                .receive_message(req)
-                .await
-                .map_err(|s| convert::rpc_error("consume", &s))?
-                .into_inner();
-            let mut messages = Vec::new();
-            let mut status = None;
-            while let Some(item) = stream
-                .message()
-                .await
-                .map_err(|s| convert::rpc_error("consume", &s))?
-            {
-                match item.content {
-                    Some(pb::receive_message_response::Content::Message(m)) => messages.push(m),
-                    Some(pb::receive_message_response::Content::Status(s)) => status = Some(s),
-                    Some(pb::receive_message_response::Content::DeliveryTimestamp(_)) | None => {}
-                }
-            }
-            Ok::<_, RequestError>((messages, status))
-        };
-        let (messages, status) = tokio::select! {
-            r = received => r?,
-            () = waiting.until_stopped() => return Ok(Vec::new()),
-        };
-        drop(slot);
-        if messages.is_empty() {
-            match convert::receive_status(status.as_ref()) {
-                convert::Received::Nothing => return Ok(Vec::new()),
-                convert::Received::TopicGone(e) => {
-                    self.forget_route(target);
-                    return Err(e);
-                }
-                convert::Received::Failed(e) => return Err(e),
+        let mut stream = self
+            .client
+            .clone()
+            .receive_message(req)
+            .await
+            .map_err(|s| convert::rpc_error("consume", &s))?
+            .into_inner();
+        let mut messages = Vec::new();
+        let mut status = None;
+        while let Some(item) = stream
+            .message()
+            .await
+            .map_err(|s| convert::rpc_error("consume", &s))?
+        {
+            match item.content {
+                Some(pb::receive_message_response::Content::Message(m)) => messages.push(m),
+                Some(pb::receive_message_response::Content::Status(s)) => status = Some(s),
+                Some(pb::receive_message_response::Content::DeliveryTimestamp(_)) | None => {}
             }
         }
-        let now = self.clock.now_ms();
-        let mut out = Vec::with_capacity(messages.len());
-        for m in messages {
-            let delivered = convert::from_engine(m, now, invisibility_ms)?;
-            let handle = Handle {
-                kind: Kind::Delivery,
-                instance: target.namespace().to_owned(),
-                topic: target.topic.as_str().to_owned(),
-                group: group.as_str().to_owned(),
-                message_id: delivered.engine_message_id,
-                engine_token: delivered.engine_receipt_handle,
-            };
-            let mut message = delivered.message;
-            message.receipt_handle = self.seal(&handle)?;
-            out.push(message);
-        }
-        let n = out.len() as u64;
-        self.count(target.instance, target.topic, |c| {
-            c.groups.entry(group.as_str().to_owned()).or_default().0 += n;
-        });
-        Ok(out)
+        Ok((messages, status))
     }
 
     /// Acks, commits or rolls back; the failures name the handles that were not settled.
@@ -632,7 +802,7 @@ impl Gateway {
         };
         if kind == AckKind::Ack && settled > 0 {
             self.count(target.instance, target.topic, |c| {
-                c.groups.entry(group_name.to_owned()).or_default().1 += settled;
+                c.groups.entry(group_name.to_owned()).or_default().acked += settled;
             });
         }
         Ok(failures)
