@@ -540,7 +540,9 @@ impl Gateway {
     ) -> Result<Vec<Message>, RequestError> {
         let invisibility_ms = match kind {
             ConsumeKind::Half => {
-                // See "Gaps": no check reaches the gateway; wait out the poll like an empty one.
+                // See "Gaps": no check reaches the gateway; wait out the poll like an empty
+                // one, on a topic that exists.
+                self.queue(target).await?;
                 if let Some(_slot) = waiting.slot() {
                     waiting.until_over().await;
                 }

@@ -91,6 +91,7 @@ impl<'a> Waiting<'a> {
     }
 
     /// Resolves when the server starts stopping (cancel-safe); never on the deadline.
+    #[cfg(feature = "rocketmq")]
     pub(crate) async fn until_stopped(&mut self) {
         if self.shutdown.wait_for(|stop| *stop).await.is_err() {
             // The server is gone: nothing will ever stop this wait.

@@ -45,6 +45,7 @@ pub use crate::config::{
     Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
 };
 
+#[cfg(feature = "rocketmq")]
 pub(crate) use self::backend::Waiting;
 pub(crate) use self::state::Clock;
 
