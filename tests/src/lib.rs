@@ -1,9 +1,10 @@
 //! Test support shared by the cross-crate suites: a real `mq-broker` on 127.0.0.1 running on
 //! its own tokio thread (so clients on any runtime can use it), fault-injecting TCP helpers,
-//! a TLS front with a throw-away CA, and the client scenario suite written once over
-//! [`mq_client::Runtime`].
+//! a TLS front with a throw-away CA, the client scenario suite written once over
+//! [`mq_client::Runtime`], and a real RocketMQ 5 engine for the gateway ([`engine`]).
 
 pub mod chaos;
+pub mod engine;
 pub mod faults;
 pub mod scenarios;
 pub mod sim;

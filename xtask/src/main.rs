@@ -2,6 +2,8 @@
 //!
 //! Every command prints what it runs and stops at the first failure with a non-zero exit code.
 
+mod engine;
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,8 +16,13 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  ci                      fmt check, clippy, all tests (incl. Python SDK interop), docs, cargo-deny
+  ci                      fmt check, clippy, all tests (incl. Python SDK interop and the
+                          RocketMQ engine), docs, cargo-deny; installs protoc and the engine
+                          first if missing
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
+  engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
+                          proxy) into ~/.cache/mq-http-rs/engine (idempotent; the first time
+                          40-60 min on 2 cores) and protoc if missing
   fuzz <target> <secs>    run one cargo-fuzz target for <secs> seconds (installs cargo-fuzz)
   fuzz-all <secs>         run every fuzz target for <secs> seconds each
   load [--release] [secs [conns]]
@@ -32,6 +39,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("interop-env") => interop_env().map(|_| ()),
+        Some("engine-install") => engine::install().map(|_| ()),
         Some("fuzz") => match (args.get(1), args.get(2)) {
             (Some(target), Some(secs)) => fuzz(target, secs),
             _ => Err("usage: cargo xtask fuzz <target> <seconds>".into()),
@@ -125,6 +133,8 @@ fn ensure_installed(subcommand: &str, krate: &str) -> Result {
 
 fn ci() -> Result {
     let started = Instant::now();
+    // The workspace build runs protoc (rocketmq-proxy-core's bindings for the gateway).
+    engine::ensure_protoc()?;
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -138,13 +148,15 @@ fn ci() -> Result {
         ]),
     )?;
     let python = interop_env()?;
+    let engine_bin = engine::install()?;
     // The load test opens 1,000 connections at both ends: lift the open-files soft limit.
     run(
         "test",
         cargo_with_raised_nofile()
             .args(["test", "--workspace", "--all-targets"])
             .env("MQ_INTEROP_PYTHON", &python)
-            .env("MQ_REQUIRE_INTEROP", "1"),
+            .env("MQ_REQUIRE_INTEROP", "1")
+            .env(engine::BIN_ENV, &engine_bin),
     )?;
     run("doctest", cargo().args(["test", "--workspace", "--doc"]))?;
     run(
