@@ -181,6 +181,22 @@ impl RocketMqEngine {
         loopback(self.ports.broker)
     }
 
+    /// The gateway backend onto this engine: its proxy, its broker as the admin address (so
+    /// the gateway creates topics), one queue per topic (this engine pops one queue per
+    /// call), and the receipt-handle key `key` (at least 16 bytes).
+    pub fn gateway_backend(&self, key: &[u8]) -> mq_broker::config::BackendConfig {
+        let mut rocketmq: mq_broker::config::RocketMqConfig = format!(
+            "rocketmq://{}?admin={}&queues=1",
+            self.proxy_endpoint(),
+            self.broker_addr()
+        )
+        .parse()
+        .expect("the engine's backend URL");
+        rocketmq.handle_key =
+            Some(mq_broker::config::HandleKey::from_bytes(key.to_vec()).expect("handle key"));
+        mq_broker::config::BackendConfig::RocketMq(rocketmq)
+    }
+
     /// The name server's address.
     pub fn namesrv_addr(&self) -> SocketAddr {
         loopback(self.ports.namesrv)
@@ -287,6 +303,10 @@ listenAddr = "127.0.0.1:{proxy}"
 [cluster]
 namesrvAddr = "127.0.0.1:{namesrv}"
 brokerClusterName = "{CLUSTER_NAME}"
+
+# An empty poll waits its own time, not the proxy's 5-s minimum long poll.
+[session]
+minLongPollingTimeoutMs = 100
 "#
         );
         fs::write(self.dir.join("broker.toml"), broker_toml)?;

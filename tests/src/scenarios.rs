@@ -19,30 +19,36 @@ async fn sleep<R: Runtime + Default>(d: Duration) {
     R::default().sleep(d).await;
 }
 
-fn topic(prefix: &str) -> TopicName {
+/// A topic with a unique name starting with `prefix`.
+pub fn topic(prefix: &str) -> TopicName {
     TopicName::new(unique(prefix)).expect("topic name")
 }
 
-fn group(prefix: &str) -> GroupId {
+/// A group with a unique name starting with `prefix`.
+pub fn group(prefix: &str) -> GroupId {
     GroupId::new(unique(prefix)).expect("group id")
 }
 
-fn wait(s: u8) -> WaitSeconds {
+/// `s` seconds of long polling.
+pub fn wait(s: u8) -> WaitSeconds {
     WaitSeconds::new(s).expect("wait seconds")
 }
 
-fn batch(n: u8) -> BatchSize {
+/// `n` messages per request.
+pub fn batch(n: u8) -> BatchSize {
     BatchSize::new(n).expect("batch size")
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock epoch milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64
 }
 
-fn client<R: Runtime + Default>(broker: &TestBroker) -> Client {
+/// A client of `broker` with the test credentials, on runtime `R`.
+pub fn client<R: Runtime + Default>(broker: &TestBroker) -> Client {
     client_builder::<R>(&broker.endpoint())
         .build()
         .expect("client")

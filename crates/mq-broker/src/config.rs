@@ -276,7 +276,7 @@ pub enum BackendConfig {
 }
 
 /// The RocketMQ 5 cluster a gateway serves from:
-/// `rocketmq://HOST:PORT[?admin=HOST:PORT[,…]][&queues=N]`.
+/// `rocketmq://HOST:PORT[?admin=HOST:PORT[,…]][&queues=N][&type=T]`.
 ///
 /// `HOST:PORT` is the cluster's proxy (gRPC v2 `MessagingService`). `admin` lists the
 /// remoting addresses of the brokers on which the gateway creates declared topics (and the
@@ -304,6 +304,59 @@ pub struct RocketMqConfig {
     pub call_timeout: Duration,
     /// Queues of the topics the gateway creates (`?queues=N`, 1..=1024). Default 8.
     pub queues: u16,
+    /// Message type of the topics the gateway creates (`?type=mixed|normal|fifo|delay|transaction`).
+    /// Default [`TopicMessageType::Mixed`], which every kind of publish needs; a cluster
+    /// whose brokers refuse mixed types takes the one its applications publish.
+    pub topic_type: TopicMessageType,
+}
+
+/// The `message.type` attribute of a RocketMQ 5 topic (Apache RocketMQ 5's topic message
+/// types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicMessageType {
+    /// Normal messages.
+    Normal,
+    /// Ordered (FIFO) messages with a message group.
+    Fifo,
+    /// Delayed and scheduled messages.
+    Delay,
+    /// Transactional (half) messages.
+    Transaction,
+    /// Any of the above (the broker must enable mixed message types, `enableMixedMessageType`).
+    Mixed,
+}
+
+impl TopicMessageType {
+    /// The attribute value: `NORMAL`, `FIFO`, `DELAY`, `TRANSACTION` or `MIXED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Fifo => "FIFO",
+            Self::Delay => "DELAY",
+            Self::Transaction => "TRANSACTION",
+            Self::Mixed => "MIXED",
+        }
+    }
+}
+
+impl std::str::FromStr for TopicMessageType {
+    type Err = String;
+
+    /// The attribute value, in any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Self::Normal,
+            Self::Fifo,
+            Self::Delay,
+            Self::Transaction,
+            Self::Mixed,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            format!("{s:?} is not a topic message type (mixed, normal, fifo, delay, transaction)")
+        })
+    }
 }
 
 impl std::str::FromStr for RocketMqConfig {
@@ -328,6 +381,7 @@ impl std::str::FromStr for RocketMqConfig {
         }
         let mut admin = Vec::new();
         let mut queues = 8;
+        let mut topic_type = TopicMessageType::Mixed;
         for pair in query
             .into_iter()
             .flat_map(|q| q.split('&'))
@@ -349,9 +403,10 @@ impl std::str::FromStr for RocketMqConfig {
                         .filter(|q| (1..=1024).contains(q))
                         .ok_or_else(|| format!("{s:?}: queues must be 1..=1024"))?;
                 }
+                Some(("type", t)) => topic_type = t.parse()?,
                 _ => {
                     return Err(format!(
-                        "{s:?}: unknown parameter {pair:?} (known: admin, queues)"
+                        "{s:?}: unknown parameter {pair:?} (known: admin, queues, type)"
                     ));
                 }
             }
@@ -362,6 +417,7 @@ impl std::str::FromStr for RocketMqConfig {
             handle_key: None,
             call_timeout: Duration::from_secs(5),
             queues,
+            topic_type,
         })
     }
 }

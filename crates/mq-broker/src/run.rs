@@ -36,7 +36,7 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
     };
     let broker = Broker::start(config)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(|e| format!("cannot start on {listen}: {e}"))?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", broker.endpoint());

@@ -71,6 +71,8 @@ pub(crate) struct Gateway {
     next_queue: AtomicUsize,
     /// The engine refused a batched receive: ask for one message per call.
     single_message_pops: AtomicBool,
+    /// Topics this process has routed or published to.
+    known_topics: Mutex<HashSet<(String, String)>>,
     /// Consumer groups created as orderly on the engine.
     orderly_groups: Mutex<HashSet<(String, String)>>,
     counters: Mutex<BTreeMap<(Option<String>, String), TopicCounters>>,
@@ -141,6 +143,7 @@ impl Gateway {
             routes: Mutex::new(HashMap::new()),
             next_queue: AtomicUsize::new(0),
             single_message_pops: AtomicBool::new(false),
+            known_topics: Mutex::new(HashSet::new()),
             orderly_groups: Mutex::new(HashSet::new()),
             counters: Mutex::new(BTreeMap::new()),
             config,
@@ -154,7 +157,7 @@ impl Gateway {
             let spec = admin::TopicSpec {
                 name: convert::engine_topic_name(instance.as_ref(), topic),
                 queues: gateway.queues,
-                message_type: admin::MessageType::Mixed,
+                message_type: gateway.config.topic_type,
             };
             for addr in &gateway.config.admin {
                 admin::create_topic(addr, &spec, gateway.config.call_timeout)
@@ -317,13 +320,18 @@ impl Gateway {
         })?;
         let wire = convert::to_engine(&message, instance, topic, id, self.clock.now_ms());
         let target = Target { instance, topic };
-        let entry = match self.send(target, wire.clone()).await {
+        let entry = match self
+            .send(target, wire.clone())
+            .await
+            .map_err(|e| self.lost(target, e))
+        {
             Err(e) if e.code == ErrorCode::TopicNotExist && self.creates_topics() => {
                 self.create_topic(target).await?;
                 self.send(target, wire).await?
             }
             other => other?,
         };
+        self.mark_known(target);
         let receipt_handle = if transactional {
             let handle = Handle {
                 kind: Kind::Transaction,
@@ -389,7 +397,7 @@ impl Gateway {
         let spec = admin::TopicSpec {
             name: convert::engine_topic_name(target.instance, target.topic),
             queues: self.queues,
-            message_type: admin::MessageType::Mixed,
+            message_type: self.config.topic_type,
         };
         for addr in &self.config.admin {
             admin::create_topic(addr, &spec, self.config.call_timeout)
@@ -465,23 +473,67 @@ impl Gateway {
             .await
             .map_err(|s| convert::rpc_error("route query", &s))?
             .into_inner();
-        convert::check_status(resp.status.as_ref(), "route query")?;
+        convert::check_status(resp.status.as_ref(), "route query")
+            .map_err(|e| self.lost(target, e))?;
         let readable: Vec<pb::MessageQueue> = resp
             .message_queues
             .into_iter()
             .filter(convert::is_readable)
             .collect();
         if readable.is_empty() {
-            return Err(RequestError::new(
-                ErrorCode::TopicNotExist,
-                format!("The topic you provided does not exist: {}", target.topic),
+            return Err(self.lost(
+                target,
+                RequestError::new(
+                    ErrorCode::TopicNotExist,
+                    format!("The topic you provided does not exist: {}", target.topic),
+                ),
             ));
         }
         self.routes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, readable.clone());
+        self.mark_known(target);
         Ok(readable)
+    }
+
+    fn mark_known(&self, target: Target<'_>) {
+        let key = (
+            target.namespace().to_owned(),
+            target.topic.as_str().to_owned(),
+        );
+        self.known_topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+    }
+
+    /// A topic this process has routed or published to does not vanish: an engine that
+    /// answers "topic not found" for it has lost its route (its broker is down or
+    /// re-registering), which is a retryable 500, not the client's `TopicNotExist`.
+    fn lost(&self, target: Target<'_>, e: RequestError) -> RequestError {
+        if e.code != ErrorCode::TopicNotExist {
+            return e;
+        }
+        let key = (
+            target.namespace().to_owned(),
+            target.topic.as_str().to_owned(),
+        );
+        if !self
+            .known_topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return e;
+        }
+        RequestError::new(
+            ErrorCode::InternalError,
+            format!(
+                "the RocketMQ cluster has no route to topic {} right now (a broker may be down); retry",
+                target.topic
+            ),
+        )
     }
 
     fn forget_route(&self, target: Target<'_>) {
@@ -595,7 +647,7 @@ impl Gateway {
                     convert::Received::Nothing => Ok(Vec::new()),
                     convert::Received::TopicGone(e) => {
                         self.forget_route(target);
-                        Err(e)
+                        Err(self.lost(target, e))
                     }
                     convert::Received::Failed(e) => Err(e),
                 };

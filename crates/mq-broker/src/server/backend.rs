@@ -17,7 +17,7 @@ pub(super) enum Backend {
     Local(std::sync::Arc<LocalBackend>),
     /// The gateway onto a RocketMQ 5 cluster.
     #[cfg(feature = "rocketmq")]
-    RocketMq(crate::gateway::Gateway),
+    RocketMq(Box<crate::gateway::Gateway>),
 }
 
 impl Backend {

@@ -151,7 +151,7 @@ impl Broker {
                         .await
                         .map_err(io::Error::other)?;
                 gateway_started = Some(started);
-                Backend::RocketMq(gateway)
+                Backend::RocketMq(Box::new(gateway))
             }
             #[cfg(not(feature = "rocketmq"))]
             BackendConfig::RocketMq(_) => {
