@@ -154,7 +154,8 @@ pub(super) struct Delivered {
     /// The message, with a placeholder receipt handle.
     pub(super) message: Message,
     pub(super) engine_message_id: String,
-    pub(super) engine_receipt_handle: String,
+    /// The engine's receipt handle (none on a message sent for a transaction check).
+    pub(super) engine_receipt_handle: Option<String>,
 }
 
 fn corrupt(what: impl std::fmt::Display) -> RequestError {
@@ -187,7 +188,7 @@ fn is_engine_internal(key: &str) -> bool {
 ///
 /// # Errors
 ///
-/// `InternalError` for a message without id or receipt handle.
+/// `InternalError` for a message without a usable id.
 pub(super) fn from_engine(
     m: pb::Message,
     now_ms: u64,
@@ -195,11 +196,7 @@ pub(super) fn from_engine(
 ) -> Result<Delivered, RequestError> {
     tracing::trace!(system = ?m.system_properties, user = ?m.user_properties, "engine delivery");
     let system = m.system_properties.unwrap_or_default();
-    let engine_receipt_handle = system
-        .receipt_handle
-        .clone()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| corrupt("no receipt handle"))?;
+    let engine_receipt_handle = system.receipt_handle.clone().filter(|h| !h.is_empty());
     let published_id = m
         .user_properties
         .get(MESSAGE_ID_PROPERTY)
@@ -512,7 +509,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"caf\xc3\xa9 \x01 \xff"),
         };
         let d = from_engine(m, 100_000, 300_000).unwrap();
-        assert_eq!(d.engine_receipt_handle, "engine-handle");
+        assert_eq!(d.engine_receipt_handle.as_deref(), Some("engine-handle"));
         assert_eq!(d.engine_message_id, "7F00000100002A9F0000000000000000");
         assert_eq!(
             d.message.message_id.as_str(),

@@ -9,7 +9,7 @@
 //! | consume (normal, `trans=order`) | `ReceiveMessage` from one readable queue of the topic's route (round robin): batch, long-polling timeout = `waitseconds`, invisible duration = the broker's (ordered) invisibility, TAG filter |
 //! | ack | `AckMessage`, per-handle results → `<Errors>` |
 //! | commit / rollback | `EndTransaction` with the message id and transaction id the publish handle carries |
-//! | consume `trans=pop` | nothing yet: see "Gaps" |
+//! | consume `trans=pop` | the engine's orphaned-transaction checks (`RecoverOrphanedTransactionCommand` on the Telemetry stream, see [`telemetry`]), queued per (namespace, topic) |
 //!
 //! The instance (`ns`) is the engine's resource namespace. Receipt handles are sealed by
 //! [`handle`]: the engine's receipt handle (or transaction id) under a MAC, so a client cannot
@@ -20,15 +20,16 @@
 //!
 //! # Gaps
 //!
-//! * Half-message polls (`trans=pop`) find nothing: orphaned-transaction checks reach a v2
-//!   client over the Telemetry stream, which the gateway does not open yet, and the engine
-//!   this project tests with (rocketmq-rust 1.0.0) never sends them (`docs/rocketmq-engine.md`).
+//! * The engine this project tests with (rocketmq-rust 1.0.0) never sends orphaned-transaction
+//!   checks (`docs/rocketmq-engine.md`), so through it half-message polls find nothing; the
+//!   check path is tested against a fake engine (`tests/gateway_checks.rs`).
 //! * `FirstConsumeTime`: the v2 protocol does not report it; the gateway gives the time of
 //!   the delivery at hand.
 
 pub(crate) mod admin;
 mod convert;
 mod handle;
+mod telemetry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -50,18 +51,57 @@ use crate::server::{Clock, Waiting};
 
 type Client = pb::messaging_service_client::MessagingServiceClient<Channel>;
 
+/// The engine's gRPC client and the metadata every call carries.
+#[derive(Clone)]
+pub(super) struct Caller {
+    client: Client,
+    client_id: String,
+}
+
+impl Caller {
+    /// A request with the v2 metadata headers (`x-mq-client-id`, language, protocol and
+    /// client version, namespace) and, for a unary call, a deadline.
+    fn request<T>(
+        &self,
+        message: T,
+        namespace: &str,
+        timeout: Option<Duration>,
+    ) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Some(timeout) = timeout {
+            req.set_timeout(timeout);
+        }
+        let meta = req.metadata_mut();
+        let pairs = [
+            ("x-mq-client-id", self.client_id.as_str()),
+            ("x-mq-language", "RUST"),
+            ("x-mq-protocol", "v2"),
+            ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
+            ("x-mq-namespace", namespace),
+        ];
+        for (name, value) in pairs {
+            if let Ok(v) = value.parse() {
+                meta.insert(name, v);
+            }
+        }
+        req
+    }
+}
+
 /// A started gateway.
 pub(crate) struct Gateway {
     client: Client,
+    caller: Caller,
+    checks: telemetry::Checks,
     config: RocketMqConfig,
     key: HandleKey,
     /// Invisibility of normal and ordered deliveries, ms.
     invisibility_ms: u64,
     order_invisibility_ms: u64,
     queues: u16,
+    half_check_interval_ms: u64,
     /// No topic was declared: unknown topics are created on first use (with admin).
     auto_create: bool,
-    client_id: String,
     clock: Clock,
     /// Message ids: a random per-process prefix and a counter.
     id_prefix: u64,
@@ -129,14 +169,20 @@ impl Gateway {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let client = Client::new(endpoint.connect_lazy());
+        let caller = Caller {
+            client: client.clone(),
+            client_id: format!("mq-gateway@{}@{id_prefix:016x}", std::process::id()),
+        };
         let gateway = Self {
+            checks: telemetry::Checks::new(caller.clone(), config.proxy.clone()),
+            caller,
             client,
             key,
             invisibility_ms: core.invisibility_ms,
             order_invisibility_ms: core.order_invisibility_ms,
             queues: config.queues,
+            half_check_interval_ms: core.half_check_interval_ms,
             auto_create: topics.is_empty(),
-            client_id: format!("mq-gateway@{}@{id_prefix:016x}", std::process::id()),
             clock,
             id_prefix,
             next_id: AtomicU64::new(0),
@@ -278,22 +324,7 @@ impl Gateway {
     }
 
     fn request<T>(&self, message: T, namespace: &str, timeout: Duration) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        req.set_timeout(timeout);
-        let meta = req.metadata_mut();
-        let pairs = [
-            ("x-mq-client-id", self.client_id.as_str()),
-            ("x-mq-language", "RUST"),
-            ("x-mq-protocol", "v2"),
-            ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
-            ("x-mq-namespace", namespace),
-        ];
-        for (name, value) in pairs {
-            if let Ok(v) = value.parse() {
-                meta.insert(name, v);
-            }
-        }
-        req
+        self.caller.request(message, namespace, Some(timeout))
     }
 
     fn next_message_id(&self) -> String {
@@ -332,6 +363,10 @@ impl Gateway {
             other => other?,
         };
         self.mark_known(target);
+        if transactional {
+            // The engine asks this gateway about the transaction if nobody decides it.
+            self.checks.watch(namespace, topic.as_str());
+        }
         let receipt_handle = if transactional {
             let handle = Handle {
                 kind: Kind::Transaction,
@@ -592,13 +627,8 @@ impl Gateway {
     ) -> Result<Vec<Message>, RequestError> {
         let invisibility_ms = match kind {
             ConsumeKind::Half => {
-                // See "Gaps": no check reaches the gateway; wait out the poll like an empty
-                // one, on a topic that exists.
                 self.queue(target).await?;
-                if let Some(_slot) = waiting.slot() {
-                    waiting.until_over().await;
-                }
-                return Ok(Vec::new());
+                return self.checks_for(target, batch, waiting).await;
             }
             ConsumeKind::Normal => self.invisibility_ms,
             ConsumeKind::Orderly => {
@@ -667,7 +697,12 @@ impl Gateway {
                     topic: target.topic.as_str().to_owned(),
                     group: group.as_str().to_owned(),
                     message_id: delivered.engine_message_id,
-                    engine_token: delivered.engine_receipt_handle,
+                    engine_token: delivered.engine_receipt_handle.ok_or_else(|| {
+                        RequestError::new(
+                            ErrorCode::InternalError,
+                            "the engine delivered a message without a receipt handle",
+                        )
+                    })?,
                 };
                 let mut message = delivered.message;
                 message.receipt_handle = self.seal(&handle)?;
@@ -736,10 +771,12 @@ impl Gateway {
                 topic: Some(target.resource()),
                 entries: skipped
                     .into_iter()
-                    .map(|d| pb::AckMessageEntry {
-                        message_id: d.engine_message_id,
-                        receipt_handle: d.engine_receipt_handle,
-                        lite_topic: None,
+                    .filter_map(|d| {
+                        Some(pb::AckMessageEntry {
+                            message_id: d.engine_message_id,
+                            receipt_handle: d.engine_receipt_handle?,
+                            lite_topic: None,
+                        })
                     })
                     .collect(),
             },
@@ -753,6 +790,64 @@ impl Gateway {
                 }
             }
             Err(s) => tracing::warn!(error = %s, "skipping filtered messages failed"),
+        }
+    }
+
+    /// A half-message poll: the transactions the engine asked about (over the Telemetry
+    /// stream, see [`telemetry`]), waiting for one within the poll's wait. Each comes with a
+    /// transaction handle and `ConsumedTimes` = how often this gateway offered it;
+    /// `NextConsumeTime` = now + the half-message check interval.
+    async fn checks_for(
+        &self,
+        target: Target<'_>,
+        batch: BatchSize,
+        mut waiting: Waiting<'_>,
+    ) -> Result<Vec<Message>, RequestError> {
+        self.checks.watch(target.namespace(), target.topic.as_str());
+        let mut slot = None;
+        loop {
+            let arrival = self.checks.arrival();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            let checks = self.checks.take(
+                target.namespace(),
+                target.topic.as_str(),
+                usize::from(batch.get()),
+            );
+            if !checks.is_empty() {
+                let now = self.clock.now_ms();
+                let mut out = Vec::with_capacity(checks.len());
+                for check in checks {
+                    let delivered =
+                        convert::from_engine(check.message, now, self.half_check_interval_ms)?;
+                    let handle = Handle {
+                        kind: Kind::Transaction,
+                        instance: target.namespace().to_owned(),
+                        topic: target.topic.as_str().to_owned(),
+                        group: String::new(),
+                        message_id: delivered.engine_message_id,
+                        engine_token: check.transaction_id,
+                    };
+                    let mut message = delivered.message;
+                    message.consumed_times = check.offered;
+                    message.receipt_handle = self.seal(&handle)?;
+                    out.push(message);
+                }
+                return Ok(out);
+            }
+            if waiting.is_over() {
+                return Ok(Vec::new());
+            }
+            if slot.is_none() {
+                match waiting.slot() {
+                    Some(s) => slot = Some(s),
+                    None => return Ok(Vec::new()),
+                }
+            }
+            tokio::select! {
+                () = arrival => {}
+                () = waiting.until_over() => {}
+            }
         }
     }
 
@@ -948,7 +1043,10 @@ impl Gateway {
                 .map_err(|s| convert::rpc_error("transaction decision", &s))?
                 .into_inner();
             match convert::settle_status(resp.status.as_ref(), "transaction decision")? {
-                None => settled += 1,
+                None => {
+                    self.checks.decided(&h.engine_token);
+                    settled += 1;
+                }
                 Some(code) => failures.push(HandleFailure::new(text.as_str(), code)),
             }
         }

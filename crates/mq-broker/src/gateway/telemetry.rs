@@ -1,0 +1,277 @@
+//! Orphaned-transaction checks: the engine asks a producer about an undecided half message
+//! over the v2 `Telemetry` stream (`RecoverOrphanedTransactionCommand`); the HTTP protocol
+//! lets producers poll for such checks (`trans=pop`). The gateway keeps one Telemetry stream
+//! per namespace in which it publishes transactional messages or polls for checks, declares
+//! itself a producer of those topics (`Settings.publishing`), queues each check per
+//! (namespace, topic) and hands the checks to half-message polls.
+//!
+//! Nothing here must survive a restart: an engine asks again about a transaction that is
+//! still undecided (Apache RocketMQ 5: every `transactionCheckInterval`, up to
+//! `transactionCheckMax` times).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocketmq_proxy_core::proto::v2 as pb;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::Caller;
+use super::convert;
+
+/// Most checks kept per topic; older ones give way (the engine asks again).
+const MAX_PENDING_PER_TOPIC: usize = 10_000;
+/// Most transactions whose offer count is remembered.
+const MAX_OFFERS: usize = 100_000;
+
+/// A check the engine sent: the half message and its transaction id.
+pub(super) struct Check {
+    pub(super) message: pb::Message,
+    pub(super) transaction_id: String,
+    /// How many times the gateway has offered this transaction (this one included).
+    pub(super) offered: u32,
+}
+
+/// A queued check: the half message and its transaction id.
+type Pending = (pb::Message, String);
+
+/// The checks of every namespace; one Telemetry stream per namespace.
+pub(super) struct Checks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    caller: Caller,
+    proxy: String,
+    sessions: Mutex<HashMap<String, Session>>,
+    pending: Mutex<HashMap<(String, String), VecDeque<Pending>>>,
+    offers: Mutex<HashMap<String, u32>>,
+    arrived: Notify,
+}
+
+struct Session {
+    topics: watch::Sender<BTreeSet<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Checks {
+    fn drop(&mut self) {
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for s in sessions.values() {
+            s.task.abort();
+        }
+    }
+}
+
+impl Checks {
+    pub(super) fn new(caller: Caller, proxy: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                caller,
+                proxy,
+                sessions: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                offers: Mutex::new(HashMap::new()),
+                arrived: Notify::new(),
+            }),
+        }
+    }
+
+    /// Makes sure the engine sends the checks of `topic` in `namespace` to this gateway:
+    /// opens the namespace's Telemetry stream, or adds the topic to its settings.
+    pub(super) fn watch(&self, namespace: &str, topic: &str) {
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match sessions.get(namespace) {
+            Some(s) => {
+                s.topics.send_if_modified(|t| t.insert(topic.to_owned()));
+            }
+            None => {
+                let (tx, rx) = watch::channel(BTreeSet::from([topic.to_owned()]));
+                let task = tokio::spawn(session(
+                    Arc::downgrade(&self.inner),
+                    namespace.to_owned(),
+                    rx,
+                ));
+                sessions.insert(namespace.to_owned(), Session { topics: tx, task });
+            }
+        }
+    }
+
+    /// Up to `n` pending checks of a topic, oldest first.
+    pub(super) fn take(&self, namespace: &str, topic: &str, n: usize) -> Vec<Check> {
+        let taken: Vec<Pending> = {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (namespace.to_owned(), topic.to_owned());
+            let Some(queue) = pending.get_mut(&key) else {
+                return Vec::new();
+            };
+            let n = n.min(queue.len());
+            let taken = queue.drain(..n).collect();
+            if queue.is_empty() {
+                pending.remove(&key);
+            }
+            taken
+        };
+        let mut offers = self.inner.offers.lock().unwrap_or_else(|e| e.into_inner());
+        if offers.len() > MAX_OFFERS {
+            offers.clear();
+        }
+        taken
+            .into_iter()
+            .map(|(message, transaction_id)| {
+                let offered = offers.entry(transaction_id.clone()).or_insert(0);
+                *offered += 1;
+                Check {
+                    message,
+                    transaction_id,
+                    offered: *offered,
+                }
+            })
+            .collect()
+    }
+
+    /// A transaction was decided: it is not offered again.
+    pub(super) fn decided(&self, transaction_id: &str) {
+        self.inner
+            .offers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(transaction_id);
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for queue in pending.values_mut() {
+            queue.retain(|(_, id)| id != transaction_id);
+        }
+    }
+
+    /// Resolves when a check arrives (for any topic). Create it before looking at the
+    /// queue, so an arrival in between is not missed.
+    pub(super) fn arrival(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.arrived.notified()
+    }
+}
+
+impl Inner {
+    fn settings(&self, namespace: &str, topics: &BTreeSet<String>) -> pb::TelemetryCommand {
+        pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::Producer as i32),
+                access_point: Some(convert::endpoints(&self.proxy)),
+                backoff_policy: None,
+                request_timeout: Some(convert::duration(5_000)),
+                user_agent: Some(pb::Ua {
+                    language: pb::Language::Rust as i32,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    platform: std::env::consts::OS.to_owned(),
+                    hostname: String::new(),
+                }),
+                metric: None,
+                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: topics
+                        .iter()
+                        .map(|t| pb::Resource {
+                            resource_namespace: namespace.to_owned(),
+                            name: t.clone(),
+                        })
+                        .collect(),
+                    max_body_size: i32::try_from(mq_proto::MAX_BODY_LEN).unwrap_or(i32::MAX),
+                    validate_message_type: false,
+                })),
+            })),
+        }
+    }
+
+    fn queue(&self, namespace: &str, check: pb::RecoverOrphanedTransactionCommand) {
+        let Some(message) = check.message else {
+            return;
+        };
+        let topic = message
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = pending.entry((namespace.to_owned(), topic)).or_default();
+        if queue.iter().any(|(_, id)| *id == check.transaction_id) {
+            return;
+        }
+        if queue.len() >= MAX_PENDING_PER_TOPIC {
+            queue.pop_front();
+        }
+        queue.push_back((message, check.transaction_id));
+        drop(pending);
+        self.arrived.notify_waiters();
+    }
+}
+
+/// Keeps one namespace's Telemetry stream open (reconnecting with backoff), re-sends the
+/// settings when the topics change, and queues the checks it brings.
+async fn session(
+    inner: std::sync::Weak<Inner>,
+    namespace: String,
+    mut topics: watch::Receiver<BTreeSet<String>>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel::<pb::TelemetryCommand>(8);
+        let first = strong.settings(&namespace, &topics.borrow_and_update());
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        let outbound = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|command| (command, rx))
+        });
+        let request = strong.caller.request(outbound, &namespace, None);
+        let opened = strong.caller.client.clone().telemetry(request).await;
+        drop(strong);
+        match opened {
+            Ok(response) => {
+                backoff = Duration::from_millis(200);
+                let mut inbound = response.into_inner();
+                loop {
+                    tokio::select! {
+                        next = inbound.message() => match next {
+                            Ok(Some(command)) => {
+                                let Some(strong) = inner.upgrade() else { return };
+                                if let Some(pb::telemetry_command::Command::RecoverOrphanedTransactionCommand(check)) = command.command {
+                                    strong.queue(&namespace, check);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::debug!(%status, "the engine's telemetry stream ended");
+                                break;
+                            }
+                        },
+                        changed = topics.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let Some(strong) = inner.upgrade() else { return };
+                            let settings = strong.settings(&namespace, &topics.borrow_and_update());
+                            if tx.send(settings).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::debug!(%status, "cannot open the engine's telemetry stream");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
