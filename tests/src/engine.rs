@@ -269,6 +269,8 @@ listenPort = {broker}
 storePathRootDir = "./store"
 # MIXED topics are refused without it; NORMAL/FIFO/DELAY/TRANSACTION need nothing else.
 enableMixedMessageType = true
+# Orphaned-transaction checks every 2 s (default 30 s), so check tests run in seconds.
+transactionCheckInterval = 2000
 # The shortest period the broker accepts (10 s): a restarted name server learns the broker soon.
 registerNameServerPeriod = 10000
 
@@ -304,9 +306,11 @@ listenAddr = "127.0.0.1:{proxy}"
 namesrvAddr = "127.0.0.1:{namesrv}"
 brokerClusterName = "{CLUSTER_NAME}"
 
-# An empty poll waits its own time, not the proxy's 5-s minimum long poll.
+# An empty poll waits its own time, not the proxy's 5-s minimum long poll. The proxy's
+# housekeeping, which sends due orphaned-transaction checks, runs every clientTtlMs / 2.
 [session]
 minLongPollingTimeoutMs = 100
+clientTtlMs = 20000
 "#
         );
         fs::write(self.dir.join("broker.toml"), broker_toml)?;

@@ -10,7 +10,6 @@
 //! `engine_gap_*`, says what is missing, and asserts what the engine does offer (see
 //! ARCHITECTURE.md, "Backends", and `docs/rocketmq-engine.md`):
 //! * invisibility: an unacked message is delivered again at once, `ConsumedTimes` stays 1;
-//! * orphaned-transaction checks: the engine never asks (half-message polls find nothing).
 
 use mq_broker::config::HandleKey;
 use mq_broker::{Credential, ServerConfig};
@@ -459,34 +458,79 @@ async fn orderly(engine: &RocketMqEngine) {
     assert_eq!(order, ["o0", "o1", "o2", "o3", "o4"], "publish order");
 }
 
-/// Engine gap (orphaned-transaction checks): the engine never asks about an undecided half
-/// message, so a half-message poll finds nothing. Asserted: the poll waits its time and
-/// answers nothing (404 `MessageNotExist` on the wire), and the publish handle still decides.
-async fn engine_gap_transaction_checks(engine: &RocketMqEngine) {
+/// Orphaned-transaction checks: two half messages (immunity 10 s) left undecided are
+/// offered to half-message polls once the immunity is over (the engine asks over the
+/// gateway's Telemetry stream), with `ConsumedTimes` 1 and their `__TransCheckT`; one is
+/// committed and one rolled back with the check's handle; the publish handle no longer
+/// decides after the immunity; consumers get exactly the committed one.
+///
+/// Engine gap: rocketmq-rust 1.0.0 asks about an undecided transaction once per producer
+/// session; its broker's later checks end in the proxy (`TransactionListener is null, cannot
+/// check transaction state`), so a transaction left undecided at its check is not asked
+/// about again (the Python `transactional` scenario needs that).
+async fn transaction_checks(engine: &RocketMqEngine) {
     let gw = gateway(engine, KEY, &[]);
     let client = client(&gw);
-    let tx = client.transaction_producer(topic("gw_gap_check"), group("GID_check"));
-    let receipt = tx
-        .publish(
-            TopicMessage::new("undecided")
-                .expect("message")
-                .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity")),
-        )
-        .await
-        .expect("publish half");
-    let started = Instant::now();
-    let half = tx
-        .consume_half(batch(16), wait(2))
-        .await
-        .expect("half poll");
-    assert!(half.is_empty());
+    let t = topic("gw_checks");
+    let consumer = client.consumer(t.clone(), group("GID_checked"));
+    register(&consumer).await;
+    let tx = client.transaction_producer(t, group("GID_checker"));
+    let published_at = Instant::now();
+    let mut publish_handles = std::collections::BTreeMap::new();
+    for body in ["commit", "rollback"] {
+        let receipt = tx
+            .publish(
+                TopicMessage::new(body)
+                    .expect("message")
+                    .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity")),
+            )
+            .await
+            .expect("publish half");
+        publish_handles.insert(body, receipt.receipt_handle.expect("handle"));
+    }
+    let mut resolved = BTreeSet::new();
+    let mut first_check = None;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while resolved.len() < 2 && Instant::now() < deadline {
+        for m in tx
+            .consume_half(batch(16), wait(2))
+            .await
+            .expect("half poll")
+        {
+            first_check.get_or_insert_with(|| published_at.elapsed());
+            let body = m.body.clone();
+            assert!(
+                !resolved.contains(&body),
+                "{body} offered after its decision"
+            );
+            assert_eq!(m.trans_check_immunity().map(|i| i.get()), Some(10));
+            assert_eq!(m.consumed_times, 1, "{body}: the first check");
+            match body.as_str() {
+                "commit" => {
+                    let err = tx
+                        .commit(&publish_handles["commit"])
+                        .await
+                        .expect_err("a publish handle after the immunity");
+                    assert_eq!(err.failures()[0].code, ErrorCode::MessageNotExist);
+                    tx.commit(&m.receipt_handle).await.expect("commit");
+                }
+                "rollback" => tx.rollback(&m.receipt_handle).await.expect("rollback"),
+                other => panic!("offered {other}"),
+            }
+            resolved.insert(body);
+        }
+    }
+    let first_check = first_check.expect("the engine asked");
     assert!(
-        started.elapsed() >= Duration::from_millis(1_900),
-        "the poll waited"
+        first_check >= Duration::from_millis(9_500),
+        "first check after {first_check:?}, within the immunity"
     );
-    tx.rollback(&receipt.receipt_handle.expect("handle"))
-        .await
-        .expect("rollback");
+    assert_eq!(resolved.len(), 2, "resolved: {resolved:?}");
+    eprintln!("  first check {first_check:?} after the publish");
+    let got = receive_acked(&consumer, 1, Duration::from_secs(6)).await;
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["commit"], "the committed message arrives");
+    expect_nothing(&consumer, 1, "the rolled-back message never arrives").await;
 }
 
 type Scenario =
@@ -511,7 +555,7 @@ fn gateway_in_front_of_rocketmq() {
         scenario!(engine_gap_invisibility),
         scenario!(tag_filter),
         scenario!(orderly),
-        scenario!(engine_gap_transaction_checks),
+        scenario!(transaction_checks),
     ];
     // `MQ_GATEWAY_SCENARIOS=a,b` runs only those (while working on them).
     let only = std::env::var("MQ_GATEWAY_SCENARIOS").unwrap_or_default();

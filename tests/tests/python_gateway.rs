@@ -37,7 +37,7 @@ const ENGINE_GAPS: &[(&str, &str)] = &[
     ),
     (
         "transactional",
-        "needs orphaned-transaction checks; the engine never sends them",
+        "leaves a transaction undecided at its first check and expects a second; the engine asks once per producer session",
     ),
 ];
 

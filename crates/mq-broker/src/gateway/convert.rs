@@ -143,6 +143,13 @@ pub(super) fn to_engine(
                     .start_deliver_time()
                     .map(|at| (mq_proto::KEY_START_DELIVER_TIME.to_owned(), at.to_string())),
             )
+            // Likewise the check immunity, which a transaction check shows the producer.
+            .chain(message.trans_check_immunity().map(|i| {
+                (
+                    mq_proto::KEY_TRANS_CHECK_IMMUNITY.to_owned(),
+                    i.get().to_string(),
+                )
+            }))
             .collect(),
         system_properties: Some(system),
         body: bytes::Bytes::copy_from_slice(message.body().as_bytes()),
@@ -229,6 +236,12 @@ pub(super) fn from_engine(
     }
     if let Some(group) = system.message_group.as_deref().filter(|g| !g.is_empty()) {
         let _ = properties.insert(mq_proto::KEY_SHARDING_KEY, group);
+    }
+    if let Some(immunity) = system.orphaned_transaction_recovery_duration.as_ref() {
+        let _ = properties.insert(
+            mq_proto::KEY_TRANS_CHECK_IMMUNITY,
+            (duration_ms(immunity) / 1000).to_string(),
+        );
     }
     let delivery = epoch_ms(system.delivery_timestamp.as_ref());
     if delivery > 0 {

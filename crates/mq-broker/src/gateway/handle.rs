@@ -4,9 +4,10 @@
 //!
 //! Text form: `{MessageId}-{token}`, where `token` is unpadded standard base64 (no `-` in it) of
 //! `payload ‖ tag`. `payload` = format version (1 byte), kind (1 byte: 0 delivery,
-//! 1 transactional publish), then five fields, each a big-endian `u16` length and its UTF-8
-//! bytes: instance (empty = default), topic, group (empty for a publish), the engine's message
-//! id, and the engine's receipt handle (delivery) or transaction id (publish). `tag` = the
+//! 1 transaction), the end of its validity (big-endian `u64` epoch ms, 0 = the engine
+//! decides), then five fields, each a big-endian `u16` length and its UTF-8 bytes: instance
+//! (empty = default), topic, group (empty for a transaction), the engine's message id, and
+//! the engine's receipt handle (delivery) or transaction id (transaction). `tag` = the
 //! first [`TAG_LEN`] bytes of HMAC-SHA1(key, payload). The leading message id is for people
 //! reading logs; the one inside the payload is the one used.
 
@@ -45,6 +46,10 @@ pub(crate) struct Handle {
     pub(crate) message_id: String,
     /// The engine's receipt handle (delivery) or transaction id (publish).
     pub(crate) engine_token: String,
+    /// Epoch ms after which the gateway refuses the handle; 0 = no limit of its own. A
+    /// transactional publish's handle is valid during the check immunity only (PROTOCOL
+    /// §6.6); afterwards the transaction is decided through a check.
+    pub(crate) valid_until_ms: u64,
 }
 
 fn mac(key: &HandleKey, payload: &[u8]) -> HmacSha1 {
@@ -70,6 +75,7 @@ impl Handle {
             Kind::Delivery => 0,
             Kind::Transaction => 1,
         });
+        out.extend_from_slice(&self.valid_until_ms.to_be_bytes());
         for field in fields {
             let len = u16::try_from(field.len()).ok()?;
             out.extend_from_slice(&len.to_be_bytes());
@@ -119,6 +125,7 @@ impl Handle {
             [1] => Kind::Transaction,
             _ => return None,
         };
+        let valid_until_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
         let mut field = || -> Option<String> {
             let len = take(2)?;
             let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
@@ -131,6 +138,7 @@ impl Handle {
             group: field()?,
             message_id: field()?,
             engine_token: field()?,
+            valid_until_ms,
         };
         rest.is_empty().then_some(handle)
     }
@@ -153,6 +161,7 @@ mod tests {
             group: "GID_billing".into(),
             message_id: "7F00000100002A9F0000000000000000".into(),
             engine_token: "checkpoint 1 2 3 broker-a 0 17".into(),
+            valid_until_ms: 1_796_000_000_000,
         }
     }
 
@@ -215,9 +224,10 @@ mod tests {
         fn any_handle_round_trips(
             kind in prop_oneof![Just(Kind::Delivery), Just(Kind::Transaction)],
             fields in prop::array::uniform5(".{0,40}"),
+            valid_until_ms in any::<u64>(),
         ) {
             let [instance, topic, group, message_id, engine_token] = fields;
-            let h = Handle { kind, instance, topic, group, message_id, engine_token };
+            let h = Handle { kind, instance, topic, group, message_id, engine_token, valid_until_ms };
             let text = h.seal(&key(3)).unwrap();
             prop_assert_eq!(Handle::open(&text, &key(3)), Some(h));
         }

@@ -20,9 +20,9 @@
 //!
 //! # Gaps
 //!
-//! * The engine this project tests with (rocketmq-rust 1.0.0) never sends orphaned-transaction
-//!   checks (`docs/rocketmq-engine.md`), so through it half-message polls find nothing; the
-//!   check path is tested against a fake engine (`tests/gateway_checks.rs`).
+//! * The engine this project tests with (rocketmq-rust 1.0.0) asks about an undecided
+//!   transaction once per producer session (`docs/rocketmq-engine.md`); repeated checks are
+//!   tested against a fake engine (`tests/gateway_checks.rs`).
 //! * `FirstConsumeTime`: the v2 protocol does not report it; the gateway gives the time of
 //!   the delivery at hand.
 
@@ -349,7 +349,8 @@ impl Gateway {
         let message_id = MessageId::new(id.as_str()).map_err(|e| {
             RequestError::new(ErrorCode::InternalError, format!("message id {id}: {e}"))
         })?;
-        let wire = convert::to_engine(&message, instance, topic, id, self.clock.now_ms());
+        let published_at = self.clock.now_ms();
+        let wire = convert::to_engine(&message, instance, topic, id, published_at);
         let target = Target { instance, topic };
         let entry = match self
             .send(target, wire.clone())
@@ -367,7 +368,7 @@ impl Gateway {
             // The engine asks this gateway about the transaction if nobody decides it.
             self.checks.watch(namespace, topic.as_str());
         }
-        let receipt_handle = if transactional {
+        let receipt_handle = if let Some(immunity) = message.trans_check_immunity() {
             let handle = Handle {
                 kind: Kind::Transaction,
                 instance: namespace.to_owned(),
@@ -375,6 +376,8 @@ impl Gateway {
                 group: String::new(),
                 message_id: entry.message_id,
                 engine_token: entry.transaction_id,
+                // Valid during the check immunity (PROTOCOL §6.6); then through a check.
+                valid_until_ms: published_at.saturating_add(u64::from(immunity.get()) * 1000),
             };
             Some(self.seal(&handle)?)
         } else {
@@ -703,6 +706,8 @@ impl Gateway {
                             "the engine delivered a message without a receipt handle",
                         )
                     })?,
+                    // The engine's invisibility decides.
+                    valid_until_ms: 0,
                 };
                 let mut message = delivered.message;
                 message.receipt_handle = self.seal(&handle)?;
@@ -827,6 +832,7 @@ impl Gateway {
                         group: String::new(),
                         message_id: delivered.engine_message_id,
                         engine_token: check.transaction_id,
+                        valid_until_ms: 0,
                     };
                     let mut message = delivered.message;
                     message.consumed_times = check.offered;
@@ -924,8 +930,13 @@ impl Gateway {
         };
         let mut failures = Vec::new();
         let mut valid = Vec::new();
+        let now = self.clock.now_ms();
         for text in texts {
             match Handle::open(text, &self.key) {
+                // Past its validity (a publish handle after the check immunity): gone.
+                Some(h) if h.valid_until_ms != 0 && now > h.valid_until_ms => failures.push(
+                    HandleFailure::new(text.as_str(), ErrorCode::MessageNotExist),
+                ),
                 Some(h)
                     if h.kind == want
                         && h.instance == target.namespace()

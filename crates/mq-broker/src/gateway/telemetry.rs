@@ -2,8 +2,8 @@
 //! over the v2 `Telemetry` stream (`RecoverOrphanedTransactionCommand`); the HTTP protocol
 //! lets producers poll for such checks (`trans=pop`). The gateway keeps one Telemetry stream
 //! per namespace in which it publishes transactional messages or polls for checks, declares
-//! itself a producer of those topics (`Settings.publishing`), queues each check per
-//! (namespace, topic) and hands the checks to half-message polls.
+//! itself a producer of those topics (`Settings.publishing`), heartbeats as a producer,
+//! queues each check per (namespace, topic) and hands the checks to half-message polls.
 //!
 //! Nothing here must survive a restart: an engine asks again about a transaction that is
 //! still undecided (Apache RocketMQ 5: every `transactionCheckInterval`, up to
@@ -23,6 +23,10 @@ use super::convert;
 const MAX_PENDING_PER_TOPIC: usize = 10_000;
 /// Most transactions whose offer count is remembered.
 const MAX_OFFERS: usize = 100_000;
+/// How often the gateway tells the engine its producer session is alive (the v2 clients'
+/// heartbeat; a proxy forgets a client, and the transactions it should be asked about, when
+/// heartbeats stop).
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// A check the engine sent: the half message and its transaction id.
 pub(super) struct Check {
@@ -189,6 +193,20 @@ impl Inner {
         }
     }
 
+    async fn heartbeat(&self, namespace: &str) {
+        let request = self.caller.request(
+            pb::HeartbeatRequest {
+                group: None,
+                client_type: pb::ClientType::Producer as i32,
+            },
+            namespace,
+            Some(Duration::from_secs(3)),
+        );
+        if let Err(status) = self.caller.client.clone().heartbeat(request).await {
+            tracing::debug!(%status, "heartbeat to the engine failed");
+        }
+    }
+
     fn queue(&self, namespace: &str, check: pb::RecoverOrphanedTransactionCommand) {
         let Some(message) = check.message else {
             return;
@@ -239,8 +257,13 @@ async fn session(
             Ok(response) => {
                 backoff = Duration::from_millis(200);
                 let mut inbound = response.into_inner();
+                let mut heartbeat = tokio::time::interval(HEARTBEAT);
                 loop {
                     tokio::select! {
+                        _ = heartbeat.tick() => {
+                            let Some(strong) = inner.upgrade() else { return };
+                            strong.heartbeat(&namespace).await;
+                        }
                         next = inbound.message() => match next {
                             Ok(Some(command)) => {
                                 let Some(strong) = inner.upgrade() else { return };
