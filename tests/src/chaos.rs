@@ -158,10 +158,10 @@ impl Schedule {
     }
 
     fn next(&mut self, method: &str) -> Fault {
-        if let Some(only) = &self.only {
-            if only != method {
-                return Fault::Pass;
-            }
+        if let Some(only) = &self.only
+            && only != method
+        {
+            return Fault::Pass;
         }
         if let Some(f) = self
             .method_scripts

@@ -17,9 +17,10 @@ cargo xtask <command>
 
 commands:
   ci                      fmt check, clippy, all tests (incl. Python SDK interop and the
-                          RocketMQ engine), docs, cargo-deny; installs protoc and the engine
+                          RocketMQ engine), docs, packaging, cargo-deny; installs protoc and the engine
                           first if missing
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
+  package [--verify]      cargo package of every published crate (ci runs it without --verify)
   engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
                           proxy) into ~/.cache/mq-http-rs/engine (idempotent; the first time
                           40-60 min on 2 cores) and protoc if missing
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("package") => package(),
         Some("interop-env") => interop_env().map(|_| ()),
         Some("engine-install") => engine::install().map(|_| ()),
         Some("fuzz") => match (args.get(1), args.get(2)) {
@@ -166,10 +168,42 @@ fn ci() -> Result {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     bench(true)?;
+    package()?;
     ensure_installed("deny", "cargo-deny")?;
     deny()?;
     println!("\n==> ci passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The crates published to crates.io, in dependency order.
+const PUBLISHED: &[&str] = &[
+    "mq-proto",
+    "mq-client",
+    "mq-tokio",
+    "mq-async-std",
+    "mq-broker",
+    "mq-cli",
+];
+
+/// `cargo package` of every published crate together (cargo resolves their path
+/// dependencies through a local registry): metadata complete, every file a crate needs
+/// inside it. `--no-verify`: the packaged sources are the workspace's, which the test step
+/// has just built and tested; `cargo xtask package --verify` builds each package alone.
+fn package() -> Result {
+    let verify = env::args().any(|a| a == "--verify");
+    let mut cmd = cargo();
+    cmd.arg("package");
+    for krate in PUBLISHED {
+        cmd.args(["-p", krate]);
+    }
+    if !verify {
+        cmd.arg("--no-verify");
+    }
+    if env::var_os("CI").is_none() {
+        // A working tree with uncommitted changes still packages while developing.
+        cmd.arg("--allow-dirty");
+    }
+    run("package", &mut cmd)
 }
 
 /// `cargo deny check`. The advisory database is fetched from GitHub; where that is unreachable

@@ -475,7 +475,7 @@ impl std::str::FromStr for HandleKey {
     fn from_str(s: &str) -> Result<Self, String> {
         use base64::Engine as _;
         let s = s.trim();
-        let hex = s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let hex = s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit());
         let bytes = if hex {
             (0..s.len())
                 .step_by(2)

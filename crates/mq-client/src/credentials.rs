@@ -63,10 +63,10 @@ pub fn credentials_from_env() -> Result<Credentials, Error> {
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Error::Config(format!("{ENV_ACCESS_KEY_SECRET} is not set")))?;
     let mut c = Credentials::new(id, secret);
-    if let Ok(token) = std::env::var(ENV_SECURITY_TOKEN) {
-        if !token.is_empty() {
-            c = c.with_security_token(token);
-        }
+    if let Ok(token) = std::env::var(ENV_SECURITY_TOKEN)
+        && !token.is_empty()
+    {
+        c = c.with_security_token(token);
     }
     Ok(c)
 }

@@ -130,12 +130,12 @@ impl<H: Handler> Driver<H> {
                     ConsumerTransmit::Settle { .. } => work.push(self.send(t)),
                 }
             }
-            if self.machine.is_shutting_down() {
-                if let Some((id, _)) = poll.take() {
-                    self.machine
-                        .handle_poll(now, id, Err(FailureKind::Cancelled));
-                    continue;
-                }
+            if self.machine.is_shutting_down()
+                && let Some((id, _)) = poll.take()
+            {
+                self.machine
+                    .handle_poll(now, id, Err(FailureKind::Cancelled));
+                continue;
             }
             if self.drain_events(&mut work) {
                 break;

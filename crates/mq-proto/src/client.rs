@@ -416,10 +416,10 @@ pub fn consume_request(
         num = itoa_u8(wait.get());
         query.push("waitseconds", num.as_str());
     }
-    if kind != ConsumeKind::Half {
-        if let TagFilter::Tags(_) = filter {
-            query.push("tag", &filter.to_string());
-        }
+    if kind != ConsumeKind::Half
+        && let TagFilter::Tags(_) = filter
+    {
+        query.push("tag", &filter.to_string());
     }
     if let Some(trans) = kind.trans() {
         query.push("trans", trans);
@@ -744,12 +744,11 @@ pub fn decode_ack_response(
     }
     if status.is_client_error() || status.is_server_error() {
         let mut r = XmlReader::new(body);
-        if let Ok(Elem::Errors) = r.root() {
-            if let Ok(failures) = read_handle_failures(&mut r, status) {
-                if !failures.is_empty() {
-                    return Ok(failures);
-                }
-            }
+        if let Ok(Elem::Errors) = r.root()
+            && let Ok(failures) = read_handle_failures(&mut r, status)
+            && !failures.is_empty()
+        {
+            return Ok(failures);
         }
     }
     Err(failure(status, headers, body))
@@ -974,10 +973,10 @@ fn failure(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ResponseErro
         return DecodeError::BadStatus(status.as_u16()).into();
     }
     let mut r = XmlReader::new(body);
-    if let Ok(Elem::Error) = r.root() {
-        if let Ok(e) = read_error(&mut r, status, headers) {
-            return e.into();
-        }
+    if let Ok(Elem::Error) = r.root()
+        && let Ok(e) = read_error(&mut r, status, headers)
+    {
+        return e.into();
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();

@@ -316,10 +316,11 @@ impl<'a> XmlReader<'a> {
                         if !t.iter().all(|&b| is_space(b)) {
                             return Err(XmlError::OutsideRoot);
                         }
-                    } else if self.found.amp && memchr(b'&', &t).is_some() {
-                        if let Err(e) = self.char_data(t.into_inner(), true) {
-                            return Err(self.fail(e));
-                        }
+                    } else if self.found.amp
+                        && memchr(b'&', &t).is_some()
+                        && let Err(e) = self.char_data(t.into_inner(), true)
+                    {
+                        return Err(self.fail(e));
                     }
                 }
                 Event::CData(_) => {
@@ -547,12 +548,11 @@ pub(crate) fn check_xml_chars(text: &str) -> Result<bool, XmlError> {
     let mut blocks = bytes.chunks_exact(BLOCK);
     let mut start = 0;
     for block in &mut blocks {
-        if let Ok(block) = <&[u8; BLOCK]>::try_from(block) {
-            if block.iter().fold(0, |acc, &b| acc | attention(b)) != 0
-                && block.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0
-            {
-                cr |= check_block(text, start, BLOCK)?;
-            }
+        if let Ok(block) = <&[u8; BLOCK]>::try_from(block)
+            && block.iter().fold(0, |acc, &b| acc | attention(b)) != 0
+            && block.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0
+        {
+            cr |= check_block(text, start, BLOCK)?;
         }
         start += BLOCK;
     }
@@ -674,10 +674,9 @@ fn check_attributes(tag: &BytesStart<'_>) -> Result<(), XmlError> {
     if let Some(value) = raw
         .strip_prefix(b" xmlns=\"")
         .and_then(|rest| rest.strip_suffix(b"\""))
+        && memchr3(b'"', b'<', b'&', value).is_none()
     {
-        if memchr3(b'"', b'<', b'&', value).is_none() {
-            return Ok(());
-        }
+        return Ok(());
     }
     let mut count = 0;
     for attribute in tag.attributes().with_checks(false) {

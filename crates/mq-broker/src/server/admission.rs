@@ -248,17 +248,16 @@ async fn serve_api(
         .credentials
         .get(&key_id)
         .and_then(|c| c.instance.as_ref())
+        && parsed.instance.as_ref() != Some(scope)
     {
-        if parsed.instance.as_ref() != Some(scope) {
-            return Err(RequestError::new(
-                ErrorCode::AccessDenied,
-                format!(
-                    "{} The AccessKey {key_id} is limited to instance {scope}.",
-                    ErrorCode::AccessDenied.default_message()
-                ),
-            )
-            .into());
-        }
+        return Err(RequestError::new(
+            ErrorCode::AccessDenied,
+            format!(
+                "{} The AccessKey {key_id} is limited to instance {scope}.",
+                ErrorCode::AccessDenied.default_message()
+            ),
+        )
+        .into());
     }
     Ok(dispatch(shared, rid, parsed).await?)
 }
