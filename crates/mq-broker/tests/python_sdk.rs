@@ -101,7 +101,7 @@ fn official_python_sdk_scenarios() {
         return;
     };
     let broker = BrokerProcess::start();
-    let failures = run_all(&python, &broker.endpoint, SCENARIOS);
+    let failures = run_all(&python, &broker.endpoint, SCENARIOS, &[]);
     assert!(
         failures.is_empty(),
         "{} of {} Python SDK scenarios failed:\n{}\n=== broker stderr ===\n{}",

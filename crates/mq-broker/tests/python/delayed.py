@@ -1,7 +1,7 @@
 """A delayed message (start deliver time = now + 2 s) is not visible before its time and is
 visible right after it."""
 
-import time
+import os
 
 from common import INSTANCE_ID, TopicMessage, client, done, expect_nothing, now_ms, receive, register
 
@@ -25,7 +25,10 @@ assert poll_started < deliver_at, "the poll started too late to mean anything"
 assert got.message_body == "later"
 assert got.get_start_deliver_time() == deliver_at, got.properties
 assert arrived >= deliver_at - 20, "delivered %d ms early" % (deliver_at - arrived)
-assert arrived - deliver_at < 1500, "delivered %d ms late" % (arrived - deliver_at)
+# How late is on time: 1.5 s on our broker; a server with a coarser timer says its own
+# (MQ_DELAY_TOLERANCE_MS, set by the runner with its reason).
+tolerance = int(os.environ.get("MQ_DELAY_TOLERANCE_MS", "1500"))
+assert arrived - deliver_at < tolerance, "delivered %d ms late" % (arrived - deliver_at)
 consumer.ack_message([got.receipt_handle])
 
 done("delayed", lateness_ms=arrived - deliver_at)

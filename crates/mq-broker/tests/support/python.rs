@@ -85,7 +85,12 @@ struct Outcome {
     output: String,
 }
 
-fn run_scenario(python: &Path, endpoint: &str, name: &'static str) -> Outcome {
+fn run_scenario(
+    python: &Path,
+    endpoint: &str,
+    name: &'static str,
+    env: &[(&str, &str)],
+) -> Outcome {
     let dir = workspace_root()
         .join("crates")
         .join("mq-broker")
@@ -105,6 +110,7 @@ fn run_scenario(python: &Path, endpoint: &str, name: &'static str) -> Outcome {
         .env("MQ_SCOPED_SK", SCOPED_SK)
         .env("MQ_INSTANCE", INSTANCE)
         .env("MQ_SCENARIO_TIMEOUT", "50")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output();
     let elapsed = started.elapsed();
@@ -139,15 +145,22 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `scenarios` concurrently against `endpoint` (90 s at most) and returns the failures,
-/// each with its output; prints one line per scenario.
-pub fn run_all(python: &Path, endpoint: &str, scenarios: &[&'static str]) -> Vec<String> {
+/// Runs `scenarios` concurrently against `endpoint` (90 s at most), with `env` added to
+/// each script's environment, and returns the failures, each with its output; prints one
+/// line per scenario.
+pub fn run_all(
+    python: &Path,
+    endpoint: &str,
+    scenarios: &[&'static str],
+    env: &[(&'static str, &'static str)],
+) -> Vec<String> {
     let started = Instant::now();
     let (tx, rx) = mpsc::channel();
     for &name in scenarios {
         let (tx, python, endpoint) = (tx.clone(), python.to_path_buf(), endpoint.to_owned());
+        let env = env.to_vec();
         thread::spawn(move || {
-            let _ = tx.send(run_scenario(&python, &endpoint, name));
+            let _ = tx.send(run_scenario(&python, &endpoint, name, &env));
         });
     }
     drop(tx);
