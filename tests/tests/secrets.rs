@@ -1,4 +1,4 @@
-//! No secret (AccessKey secret, security token) and no signature ever appears in Debug output
+//! No secret (AccessKey secret, security token, the gateway's handle key) and no signature ever appears in Debug output
 //! or in tracing output of the client and the broker, even at TRACE level.
 
 use mq_client::{BatchSize, Credentials, TopicMessage, WaitSeconds};
@@ -82,6 +82,16 @@ fn secrets_never_appear_in_debug_or_traces() {
         mq_broker::Credential::parse(&format!("{TEST_AK}:{TEST_SK}")).expect("credential")
     );
     drop(broker);
+    // The gateway's receipt-handle key, through every configuration path.
+    let handle_key_hex = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+    let mut gateway_args = mq_broker::BrokerArgs {
+        backend: Some("rocketmq://127.0.0.1:8081".into()),
+        handle_key: Some(handle_key_hex.into()),
+        ..Default::default()
+    };
+    let (gateway_config, _) = mq_broker::load_config(&gateway_args).expect("gateway config");
+    gateway_args.credentials = vec![format!("{TEST_AK}:{TEST_SK}")];
+    let gateway_debug = format!("{gateway_args:?}\n{gateway_config:?}");
 
     let traces = String::from_utf8(captured.0.lock().expect("buffer").clone()).expect("utf-8");
     assert!(
@@ -96,9 +106,16 @@ fn secrets_never_appear_in_debug_or_traces() {
         ("credentials Debug", debug_creds.as_str()),
         ("client Debug", client_debug.as_str()),
         ("broker credential Debug", broker_debug.as_str()),
+        ("gateway configuration Debug", gateway_debug.as_str()),
         ("traces", traces.as_str()),
     ] {
-        for secret in [TEST_SK, TOKEN, "wrong-secret-value", "MQ test-ak:"] {
+        for secret in [
+            TEST_SK,
+            TOKEN,
+            "wrong-secret-value",
+            "MQ test-ak:",
+            handle_key_hex,
+        ] {
             assert!(
                 !text.contains(secret),
                 "{what} contains {secret:?}:\n{text}"
