@@ -9,10 +9,10 @@
 //! | consume (normal, `trans=order`) | `ReceiveMessage` from one readable queue of the topic's route (round robin): batch, long-polling timeout = `waitseconds`, invisible duration = the broker's (ordered) invisibility, TAG filter |
 //! | ack | `AckMessage`, per-handle results → `<Errors>` |
 //! | commit / rollback | `EndTransaction` with the message id and transaction id the publish handle carries |
-//! | consume `trans=pop` | the engine's orphaned-transaction checks (`RecoverOrphanedTransactionCommand` on the Telemetry stream, see [`telemetry`]), queued per (namespace, topic) |
+//! | consume `trans=pop` | the engine's orphaned-transaction checks (`RecoverOrphanedTransactionCommand` on the Telemetry stream, see `telemetry.rs`), queued per (namespace, topic) |
 //!
 //! The instance (`ns`) is the engine's resource namespace. Receipt handles are sealed by
-//! [`handle`]: the engine's receipt handle (or transaction id) under a MAC, so a client cannot
+//! `handle.rs`: the engine's receipt handle (or transaction id) under a MAC, so a client cannot
 //! forge one and any gateway process with the same key can settle it. The gateway keeps no
 //! message state: it answers 201 only after the engine stored the message and 204 only
 //! after the engine took the ack; an engine that is down or slow gets a retryable 500 with
@@ -799,7 +799,7 @@ impl Gateway {
     }
 
     /// A half-message poll: the transactions the engine asked about (over the Telemetry
-    /// stream, see [`telemetry`]), waiting for one within the poll's wait. Each comes with a
+    /// stream, see `telemetry.rs`), waiting for one within the poll's wait. Each comes with a
     /// transaction handle and `ConsumedTimes` = how often this gateway offered it;
     /// `NextConsumeTime` = now + the half-message check interval.
     async fn checks_for(

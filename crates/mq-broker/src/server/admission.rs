@@ -32,7 +32,7 @@ struct ServerStats {
     requests: u64,
 }
 
-/// The `GET /stats` document: the core's [`Stats`](crate::Stats) plus a `server` object.
+/// The `GET /stats` document: the core's [`Stats`] plus a `server` object.
 #[derive(Serialize)]
 struct StatsDocument {
     #[serde(flatten)]

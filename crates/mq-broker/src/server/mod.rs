@@ -22,7 +22,7 @@
 //! Modules, one job each: `state` (what the tasks share: the backend, credentials, the
 //! clock, the connection and poll counters), `lifecycle` (the accept loop), `admission`
 //! (routing, authentication, limits, body reading), `dispatch` (a parsed request to a
-//! [`Call`](crate::core::Call) and its [`Outcome`](crate::core::Outcome) back to a response),
+//! [`crate::core::Call`] and its [`crate::core::Outcome`] back to a response),
 //! `backend` (the backends and the long-poll budget they get) and `local` (the built-in
 //! backend: the core, its topic watches and its timer task). The configuration types live in
 //! [`crate::config`].
