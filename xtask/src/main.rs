@@ -30,8 +30,10 @@ commands:
                           the broker load test (mq-broker tests/load.rs) for <secs> seconds
                           (default 60) with <conns> connections (default 1000); prints p99
                           latency and the broker's RSS (figures for RELIABILITY.md)
-  bench [--quick]         benchmarks (release) and regenerate the tables in BENCHMARKS.md;
-                          --quick: smoke run in the test profile, tables to target/bench-quick
+  bench [--quick] [--only proto|suite|gateway]
+                          benchmarks (release) and regenerate the tables in BENCHMARKS.md;
+                          --quick: smoke run in the test profile, tables to target/bench-quick;
+                          --only: that benchmark and its table alone (repeatable)
   help                    this text
 ";
 
@@ -51,13 +53,7 @@ fn main() -> ExitCode {
             None => Err("usage: cargo xtask fuzz-all <seconds>".into()),
         },
         Some("load") => load(&args[1..]),
-        Some("bench") => match args.get(1).map(String::as_str) {
-            None => bench(false),
-            Some("--quick") => bench(true),
-            Some(other) => Err(format!(
-                "usage: cargo xtask bench [--quick] (got {other:?})"
-            )),
-        },
+        Some("bench") => bench_args(&args[1..]).and_then(|(quick, only)| bench(quick, &only)),
         Some("help") | None => {
             print!("{HELP}");
             Ok(())
@@ -167,7 +163,7 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    bench(true)?;
+    bench(true, &[])?;
     package()?;
     ensure_installed("deny", "cargo-deny")?;
     deny()?;
@@ -375,16 +371,47 @@ fn load(args: &[String]) -> Result {
     run(&format!("load {secs}s x {conns} connections"), &mut cmd)
 }
 
-/// `cargo xtask bench`: the wire-layer benchmarks (criterion, `mq-proto/benches/proto.rs`)
-/// and the system suite (`mq-cli/benches/suite.rs`) in release mode; their Markdown tables
-/// and a description of this machine replace the generated regions of BENCHMARKS.md.
+/// The benchmarks of `cargo xtask bench`, each writing `NAME.md` spliced into the
+/// `<!-- generated:NAME -->` region of BENCHMARKS.md.
+const BENCHES: [&str; 3] = ["proto", "suite", "gateway"];
+
+/// `[--quick] [--only NAME]...` → (quick, the benchmarks named; empty = all).
+fn bench_args(args: &[String]) -> Result<(bool, Vec<String>)> {
+    let usage = || {
+        format!(
+            "usage: cargo xtask bench [--quick] [--only {}]",
+            BENCHES.join("|")
+        )
+    };
+    let (mut quick, mut only) = (false, Vec::new());
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--only" => match args.next() {
+                Some(name) if BENCHES.contains(&name.as_str()) => only.push(name.clone()),
+                other => return Err(format!("{} (got --only {other:?})", usage())),
+            },
+            other => return Err(format!("{} (got {other:?})", usage())),
+        }
+    }
+    Ok((quick, only))
+}
+
+/// `cargo xtask bench`: the wire-layer benchmarks (criterion, `mq-proto/benches/proto.rs`),
+/// the system suite (`mq-cli/benches/suite.rs`) and the gateway against direct gRPC on the
+/// RocketMQ engine (`tests/benches/gateway.rs`, installs the engine if missing) in release
+/// mode; their Markdown tables and a description of this machine replace the generated
+/// regions of BENCHMARKS.md. `only` names the benchmarks to run (empty: all); the others'
+/// tables and the machine description are then left as they are.
 ///
 /// `--quick` is the smoke run CI uses: the same benchmark programs in the test profile (no
 /// separate release build: CI has just built that profile), criterion running each benchmark
-/// once, the suite with tiny sizes; the tables go to `target/bench-quick/BENCHMARKS.md` and
-/// BENCHMARKS.md is left alone. No timing is asserted.
-fn bench(quick: bool) -> Result {
+/// once, the suite and the gateway benchmark with tiny sizes; the tables go to
+/// `target/bench-quick/BENCHMARKS.md` and BENCHMARKS.md is left alone. No timing is asserted.
+fn bench(quick: bool, only: &[String]) -> Result {
     let started = Instant::now();
+    let runs = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let out = root()
         .join("target")
         .join(if quick { "bench-quick" } else { "bench" });
@@ -392,38 +419,54 @@ fn bench(quick: bool) -> Result {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let criterion_home = root().join("target").join("criterion");
-    // The suite runs the `mq-broker` binary for the idle long-poll memory measurement.
-    let mut broker = cargo();
-    broker.args(["build", "-p", "mq-broker", "--bin", "mq-broker"]);
-    if !quick {
-        broker.arg("--release");
-    }
-    run("bench: build mq-broker", &mut broker)?;
     let mode = if quick { "test" } else { "bench" };
-    run(
-        "bench: mq-proto",
-        cargo()
-            .args([mode, "-p", "mq-proto", "--bench", "proto"])
-            .env("MQ_BENCH_OUT", &out)
-            .env("CRITERION_HOME", &criterion_home),
-    )?;
-    // 10,000 idle long polls need that many descriptors in the suite and in the broker:
-    // raise the soft limit to the hard one (xtask stays dependency-free: the shell does it).
-    let mut suite = Command::new("sh");
-    suite
-        .current_dir(root())
-        .arg("-c")
-        .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || true; exec \"$@\"")
-        .arg("sh")
-        .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([mode, "-p", "mq-cli", "--bench", "suite"])
-        .env("MQ_BENCH_OUT", &out);
-    run("bench: suite", &mut suite)?;
+    if runs("proto") {
+        run(
+            "bench: mq-proto",
+            cargo()
+                .args([mode, "-p", "mq-proto", "--bench", "proto"])
+                .env("MQ_BENCH_OUT", &out)
+                .env("CRITERION_HOME", &criterion_home),
+        )?;
+    }
+    if runs("suite") {
+        // The suite runs the `mq-broker` binary for the idle long-poll memory measurement.
+        let mut broker = cargo();
+        broker.args(["build", "-p", "mq-broker", "--bin", "mq-broker"]);
+        if !quick {
+            broker.arg("--release");
+        }
+        run("bench: build mq-broker", &mut broker)?;
+        // 10,000 idle long polls need that many descriptors in the suite and in the broker:
+        // raise the soft limit to the hard one (xtask stays dependency-free: the shell does it).
+        let mut suite = Command::new("sh");
+        suite
+            .current_dir(root())
+            .arg("-c")
+            .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || true; exec \"$@\"")
+            .arg("sh")
+            .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([mode, "-p", "mq-cli", "--bench", "suite"])
+            .env("MQ_BENCH_OUT", &out);
+        run("bench: suite", &mut suite)?;
+    }
+    if runs("gateway") {
+        let engine_bin = engine::install()?;
+        run(
+            "bench: gateway",
+            cargo()
+                .args([mode, "-p", "mq-tests", "--bench", "gateway"])
+                .env("MQ_BENCH_OUT", &out)
+                .env(engine::BIN_ENV, &engine_bin),
+        )?;
+    }
     let template = root().join("BENCHMARKS.md");
     let mut doc = std::fs::read_to_string(&template)
         .map_err(|e| format!("reading {}: {e}", template.display()))?;
-    doc = splice(&doc, "machine", &machine_description())?;
-    for name in ["proto", "suite"] {
+    if only.is_empty() {
+        doc = splice(&doc, "machine", &machine_description())?;
+    }
+    for name in BENCHES.into_iter().filter(|n| runs(n)) {
         match std::fs::read_to_string(out.join(format!("{name}.md"))) {
             Ok(fragment) => doc = splice(&doc, name, &fragment)?,
             // Criterion writes no estimates when it only tests (quick mode).
