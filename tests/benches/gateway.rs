@@ -287,7 +287,11 @@ async fn prefill(publisher: &Arc<Publisher>, row: &Row, budget: Duration) -> Res
 
 /// Which path goes first in `round`: 0 = direct, 1 = gateway.
 fn order(round: usize) -> [usize; 2] {
-    if round % 2 == 0 { [0, 1] } else { [1, 0] }
+    if round.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
 }
 
 /// A 1024-byte body of plain text.
