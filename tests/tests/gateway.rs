@@ -145,11 +145,16 @@ async fn delayed(engine: &RocketMqEngine) {
 /// decision and a forged handle are per-handle errors.
 async fn transactions(engine: &RocketMqEngine) {
     let gw = gateway(engine, KEY, &[]);
+    // A second gateway process with the same key: half messages published through one are
+    // committed and rolled back through the other (behind a load balancer, the decision of a
+    // transaction rarely reaches the process that took its publish).
+    let gw_b = gateway(engine, KEY, &[]);
     let client = client(&gw);
     let t = topic("gw_tx");
     let consumer = client.consumer(t.clone(), group("GID_tx"));
     register(&consumer).await;
-    let tx = client.transaction_producer(t, group("GID_txp"));
+    let producer_group = group("GID_txp");
+    let tx = client.transaction_producer(t.clone(), producer_group.clone());
     let half = |body: &str| {
         TopicMessage::new(body)
             .expect("message")
@@ -165,17 +170,38 @@ async fn transactions(engine: &RocketMqEngine) {
         .await
         .expect("publish half");
     let rollback_handle = rollback.receipt_handle.clone().expect("handle");
+    let elsewhere = tx
+        .publish(half("committed elsewhere"))
+        .await
+        .expect("publish half");
+    let elsewhere_rollback = tx
+        .publish(half("rolled back elsewhere"))
+        .await
+        .expect("publish half");
     expect_nothing(&consumer, 1, "half messages are invisible").await;
     tx.commit(&commit_handle).await.expect("commit");
     tx.rollback(&rollback_handle).await.expect("rollback");
-    let got = receive_acked(&consumer, 2, Duration::from_secs(6)).await;
-    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    let tx_b = self::client(&gw_b).transaction_producer(t, producer_group);
+    let handle = |p: &mq_client::PublishReceipt| p.receipt_handle.clone().expect("handle");
+    tx_b.commit(&handle(&elsewhere))
+        .await
+        .expect("commit through another gateway process");
+    tx_b.rollback(&handle(&elsewhere_rollback))
+        .await
+        .expect("rollback through another gateway process");
+    let got = receive_acked(&consumer, 3, Duration::from_secs(6)).await;
+    let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    bodies.sort_unstable();
     assert_eq!(
         bodies,
-        ["commit me"],
-        "only the committed message is delivered"
+        ["commit me", "committed elsewhere"],
+        "only the committed messages are delivered"
     );
-    assert_eq!(got[0].message_id, commit.message_id);
+    let committed = got
+        .iter()
+        .find(|m| m.body == "commit me")
+        .expect("committed");
+    assert_eq!(committed.message_id, commit.message_id);
     let again = tx
         .commit(&commit_handle)
         .await

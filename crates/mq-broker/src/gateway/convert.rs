@@ -156,6 +156,16 @@ pub(super) fn to_engine(
     }
 }
 
+/// Whether `wire` may go out with any of the gateway's client ids: NORMAL and DELAY
+/// messages. FIFO messages keep one (their order is the order the proxy takes one
+/// client's sends in), and so do transactional ones (ended by the producer group, i.e.
+/// the client id, that sent them).
+pub(super) fn any_sender(wire: &pb::Message) -> bool {
+    let message_type = wire.system_properties.as_ref().map(|p| p.message_type);
+    message_type == Some(pb::MessageType::Normal as i32)
+        || message_type == Some(pb::MessageType::Delay as i32)
+}
+
 /// A message the engine delivered, before the gateway seals its receipt handle.
 pub(super) struct Delivered {
     /// The message, with a placeholder receipt handle.
@@ -443,6 +453,7 @@ mod tests {
         let t = TopicName::new("T").unwrap();
         let wire = to_engine(&m, Some(&ns), &t, "ID".into(), 1_000);
         let sys = wire.system_properties.as_ref().unwrap();
+        assert!(any_sender(&wire), "a DELAY message may use any client id");
         assert_eq!(sys.tag.as_deref(), Some("TagA"));
         assert_eq!(sys.keys, vec!["k1".to_owned()]);
         assert_eq!(sys.message_type, pb::MessageType::Delay as i32);
@@ -467,6 +478,7 @@ mod tests {
 
         let past = TopicMessage::new("x").unwrap().with_start_deliver_time(500);
         let wire = to_engine(&past, None, &t, "ID".into(), 1_000);
+        assert!(any_sender(&wire), "a NORMAL message may use any client id");
         let sys = wire.system_properties.unwrap();
         assert_eq!(sys.message_type, pb::MessageType::Normal as i32);
         assert_eq!(sys.delivery_timestamp, None);
@@ -475,18 +487,24 @@ mod tests {
             .unwrap()
             .with_sharding_key("s")
             .unwrap();
-        let sys = to_engine(&fifo, None, &t, "ID".into(), 0)
-            .system_properties
-            .unwrap();
+        let wire = to_engine(&fifo, None, &t, "ID".into(), 0);
+        assert!(
+            !any_sender(&wire),
+            "a FIFO message keeps the gateway's client id"
+        );
+        let sys = wire.system_properties.unwrap();
         assert_eq!(sys.message_type, pb::MessageType::Fifo as i32);
         assert_eq!(sys.message_group.as_deref(), Some("s"));
 
         let tx = TopicMessage::new("x")
             .unwrap()
             .with_trans_check_immunity(TransCheckImmunity::new(20).unwrap());
-        let sys = to_engine(&tx, None, &t, "ID".into(), 0)
-            .system_properties
-            .unwrap();
+        let wire = to_engine(&tx, None, &t, "ID".into(), 0);
+        assert!(
+            !any_sender(&wire),
+            "a transactional message keeps the gateway's client id"
+        );
+        let sys = wire.system_properties.unwrap();
         assert_eq!(sys.message_type, pb::MessageType::Transaction as i32);
         assert_eq!(
             sys.orphaned_transaction_recovery_duration

@@ -6,7 +6,8 @@
 //! `payload ‖ tag`. `payload` = format version (1 byte), kind (1 byte: 0 delivery,
 //! 1 transaction), the end of its validity (big-endian `u64` epoch ms, 0 = the engine
 //! decides), then five fields, each a big-endian `u16` length and its UTF-8 bytes: instance
-//! (empty = default), topic, group (empty for a transaction), the engine's message id, and
+//! (empty = default), topic, owner (a delivery's consumer group; a transaction's producer
+//! client id), the engine's message id, and
 //! the engine's receipt handle (delivery) or transaction id (transaction). `tag` = the
 //! first [`TAG_LEN`] bytes of HMAC-SHA1(key, payload). The leading message id is for people
 //! reading logs; the one inside the payload is the one used.
@@ -40,8 +41,10 @@ pub(crate) struct Handle {
     /// The instance (`ns`), empty for the default one.
     pub(crate) instance: String,
     pub(crate) topic: String,
-    /// The consumer group of a delivery; empty for a publish.
-    pub(crate) group: String,
+    /// Who settles it at the engine: the consumer group of a delivery; the client id that
+    /// sent a transactional message (the engine's proxy ends a transaction only for the
+    /// client id that sent it, so another gateway process settles it under that id).
+    pub(crate) owner: String,
     /// The engine's message id.
     pub(crate) message_id: String,
     /// The engine's receipt handle (delivery) or transaction id (publish).
@@ -65,7 +68,7 @@ impl Handle {
         let fields = [
             &self.instance,
             &self.topic,
-            &self.group,
+            &self.owner,
             &self.message_id,
             &self.engine_token,
         ];
@@ -135,7 +138,7 @@ impl Handle {
             kind,
             instance: field()?,
             topic: field()?,
-            group: field()?,
+            owner: field()?,
             message_id: field()?,
             engine_token: field()?,
             valid_until_ms,
@@ -158,7 +161,7 @@ mod tests {
             kind: Kind::Delivery,
             instance: "MQ_INST_1".into(),
             topic: "orders".into(),
-            group: "GID_billing".into(),
+            owner: "GID_billing".into(),
             message_id: "7F00000100002A9F0000000000000000".into(),
             engine_token: "checkpoint 1 2 3 broker-a 0 17".into(),
             valid_until_ms: 1_796_000_000_000,
@@ -226,8 +229,8 @@ mod tests {
             fields in prop::array::uniform5(".{0,40}"),
             valid_until_ms in any::<u64>(),
         ) {
-            let [instance, topic, group, message_id, engine_token] = fields;
-            let h = Handle { kind, instance, topic, group, message_id, engine_token, valid_until_ms };
+            let [instance, topic, owner, message_id, engine_token] = fields;
+            let h = Handle { kind, instance, topic, owner, message_id, engine_token, valid_until_ms };
             let text = h.seal(&key(3)).unwrap();
             prop_assert_eq!(Handle::open(&text, &key(3)), Some(h));
         }

@@ -8,8 +8,12 @@
 //! | publish | `SendMessage`: tag, keys, user properties; `__STARTDELIVERTIME` → delivery timestamp (DELAY); `__SHARDINGKEY` → message group (FIFO); `__TransCheckT` → TRANSACTION with that orphaned-transaction recovery duration |
 //! | consume (normal, `trans=order`) | `ReceiveMessage` from one readable queue of the topic's route (round robin): batch, long-polling timeout = `waitseconds`, invisible duration = the broker's (ordered) invisibility, TAG filter |
 //! | ack | `AckMessage`, per-handle results → `<Errors>` |
-//! | commit / rollback | `EndTransaction` with the message id and transaction id the publish handle carries |
+//! | commit / rollback | `EndTransaction` with the message id and transaction id the publish handle carries, under the client id that sent the half message (also sealed in the handle) |
 //! | consume `trans=pop` | the engine's orphaned-transaction checks (`RecoverOrphanedTransactionCommand` on the Telemetry stream, see `telemetry.rs`), queued per (namespace, topic) |
+//!
+//! NORMAL and DELAY sends rotate over 8 client ids, each with its own connection (the
+//! engine's proxy runs one client id's sends one at a time); FIFO and transactional sends
+//! keep the process's own client id.
 //!
 //! The instance (`ns`) is the engine's resource namespace. Receipt handles are sealed by
 //! `handle.rs`: the engine's receipt handle (or transaction id) under a MAC, so a client cannot
@@ -51,6 +55,14 @@ use crate::server::{Clock, Waiting};
 
 type Client = pb::messaging_service_client::MessagingServiceClient<Channel>;
 
+/// Client ids (each with its own connection) the gateway's NORMAL and DELAY sends rotate
+/// over. The proxy of rocketmq-rust 1.0.0 runs the sends of one client id one at a time (its
+/// execution lane is keyed by the producer group `PROXY_SEND-<client id>`), which capped the
+/// gateway at one send per engine round trip; and the proxy's sockets lack `TCP_NODELAY`, so
+/// answers to concurrent calls on one connection wait for delayed ACKs (BENCHMARKS.md,
+/// "Gateway vs direct gRPC").
+const SEND_CLIENTS: usize = 8;
+
 /// The engine's gRPC client and the metadata every call carries.
 #[derive(Clone)]
 pub(super) struct Caller {
@@ -67,13 +79,24 @@ impl Caller {
         namespace: &str,
         timeout: Option<Duration>,
     ) -> tonic::Request<T> {
+        self.request_from(&self.client_id, message, namespace, timeout)
+    }
+
+    /// [`request`](Self::request) under another client id.
+    fn request_from<T>(
+        &self,
+        client_id: &str,
+        message: T,
+        namespace: &str,
+        timeout: Option<Duration>,
+    ) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         if let Some(timeout) = timeout {
             req.set_timeout(timeout);
         }
         let meta = req.metadata_mut();
         let pairs = [
-            ("x-mq-client-id", self.client_id.as_str()),
+            ("x-mq-client-id", client_id),
             ("x-mq-language", "RUST"),
             ("x-mq-protocol", "v2"),
             ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
@@ -92,6 +115,9 @@ impl Caller {
 pub(crate) struct Gateway {
     client: Client,
     caller: Caller,
+    /// `caller` and `SEND_CLIENTS - 1` more, for NORMAL and DELAY sends.
+    send_callers: Vec<Caller>,
+    next_send_client: AtomicUsize,
     checks: telemetry::Checks,
     config: RocketMqConfig,
     key: HandleKey,
@@ -173,7 +199,18 @@ impl Gateway {
             client: client.clone(),
             client_id: format!("mq-gateway@{}@{id_prefix:016x}", std::process::id()),
         };
+        let send_callers = (0..SEND_CLIENTS)
+            .map(|i| match i {
+                0 => caller.clone(),
+                i => Caller {
+                    client: Client::new(endpoint.connect_lazy()),
+                    client_id: format!("{}-{i}", caller.client_id),
+                },
+            })
+            .collect();
         let gateway = Self {
+            send_callers,
+            next_send_client: AtomicUsize::new(0),
             checks: telemetry::Checks::new(caller.clone(), config.proxy.clone()),
             caller,
             client,
@@ -352,14 +389,15 @@ impl Gateway {
         let published_at = self.clock.now_ms();
         let wire = convert::to_engine(&message, instance, topic, id, published_at);
         let target = Target { instance, topic };
+        let sender = self.sender(&wire);
         let entry = match self
-            .send(target, wire.clone())
+            .send(target, sender, wire.clone())
             .await
             .map_err(|e| self.lost(target, e))
         {
             Err(e) if e.code == ErrorCode::TopicNotExist && self.creates_topics() => {
                 self.create_topic(target).await?;
-                self.send(target, wire).await?
+                self.send(target, sender, wire).await?
             }
             other => other?,
         };
@@ -373,7 +411,7 @@ impl Gateway {
                 kind: Kind::Transaction,
                 instance: namespace.to_owned(),
                 topic: topic.as_str().to_owned(),
-                group: String::new(),
+                owner: sender.client_id.clone(),
                 message_id: entry.message_id,
                 engine_token: entry.transaction_id,
                 // Valid during the check immunity (PROTOCOL §6.6); then through a check.
@@ -392,20 +430,34 @@ impl Gateway {
         })
     }
 
-    /// Sends one message; the engine's send result.
+    /// Who sends `wire`: NORMAL and DELAY sends rotate over `send_callers`; FIFO and
+    /// transactional ones go through `caller`, so the proxy keeps one message group's sends
+    /// in the order they arrive, and the checks of a transaction come on this process's
+    /// Telemetry stream (opened under the caller's client id).
+    fn sender(&self, wire: &pb::Message) -> &Caller {
+        if convert::any_sender(wire) {
+            let i = self.next_send_client.fetch_add(1, Ordering::Relaxed);
+            &self.send_callers[i % self.send_callers.len()]
+        } else {
+            &self.caller
+        }
+    }
+
+    /// Sends one message through `sender`; the engine's send result.
     async fn send(
         &self,
         target: Target<'_>,
+        sender: &Caller,
         wire: pb::Message,
     ) -> Result<pb::SendResultEntry, RequestError> {
-        let req = self.request(
+        let req = sender.request(
             pb::SendMessageRequest {
                 messages: vec![wire],
             },
             target.namespace(),
-            self.config.call_timeout,
+            Some(self.config.call_timeout),
         );
-        let resp = self
+        let resp = sender
             .client
             .clone()
             .send_message(req)
@@ -698,7 +750,7 @@ impl Gateway {
                     kind: Kind::Delivery,
                     instance: target.namespace().to_owned(),
                     topic: target.topic.as_str().to_owned(),
-                    group: group.as_str().to_owned(),
+                    owner: group.as_str().to_owned(),
                     message_id: delivered.engine_message_id,
                     engine_token: delivered.engine_receipt_handle.ok_or_else(|| {
                         RequestError::new(
@@ -829,7 +881,8 @@ impl Gateway {
                         kind: Kind::Transaction,
                         instance: target.namespace().to_owned(),
                         topic: target.topic.as_str().to_owned(),
-                        group: String::new(),
+                        // The check came on this process's Telemetry stream.
+                        owner: self.caller.client_id.clone(),
                         message_id: delivered.engine_message_id,
                         engine_token: check.transaction_id,
                         valid_until_ms: 0,
@@ -941,7 +994,7 @@ impl Gateway {
                     if h.kind == want
                         && h.instance == target.namespace()
                         && h.topic == target.topic.as_str()
-                        && h.group == group_name =>
+                        && (h.kind == Kind::Transaction || h.owner == group_name) =>
                 {
                     valid.push((text, h));
                 }
@@ -1034,7 +1087,12 @@ impl Gateway {
         };
         let mut settled = 0;
         for (text, h) in valid {
-            let req = self.request(
+            // Under the client id that sent it: the proxy keeps a half message's state per
+            // client id (rocketmq-proxy 1.0.0, `enrich_end_transaction_request`), so a
+            // transaction published through another gateway process is ended as that
+            // process's client.
+            let req = self.caller.request_from(
+                &h.owner,
                 pb::EndTransactionRequest {
                     topic: Some(target.resource()),
                     message_id: h.message_id.clone(),
@@ -1044,7 +1102,7 @@ impl Gateway {
                     trace_context: String::new(),
                 },
                 target.namespace(),
-                self.config.call_timeout,
+                Some(self.config.call_timeout),
             );
             let resp = self
                 .client
