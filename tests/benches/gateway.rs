@@ -58,10 +58,6 @@ const POLL: Duration = Duration::from_secs(1);
 const INVISIBLE: Duration = Duration::from_secs(30);
 /// Deadline of one direct call (besides its long poll).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// The user property in which the gateway sends its message id with every publish (the
-/// gateway's `convert::MESSAGE_ID_PROPERTY`); sent by the direct path too, so that both
-/// paths store the same message.
-const GATEWAY_ID_PROPERTY: &str = "__MQ_HTTP_MESSAGE_ID__";
 
 /// What one row of the table measures.
 #[derive(Clone, Copy, PartialEq)]
@@ -674,20 +670,7 @@ impl Direct {
     where
         F: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
-        let mut req = tonic::Request::new(message);
-        req.set_timeout(timeout);
-        for (name, value) in [
-            ("x-mq-client-id", self.client_id.as_str()),
-            ("x-mq-language", "RUST"),
-            ("x-mq-protocol", "v2"),
-            ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
-            ("x-mq-namespace", ""),
-        ] {
-            let value = value
-                .parse()
-                .map_err(|e| format!("{what}: header {name}: {e}"))?;
-            req.metadata_mut().insert(name, value);
-        }
+        let req = mq_broker::gateway::engine_request(&self.client_id, message, "", Some(timeout));
         call(self.client.clone(), req)
             .await
             .map(tonic::Response::into_inner)
@@ -699,7 +682,11 @@ impl Direct {
         let id = format!("{:016X}{n:016X}", self.id_prefix);
         let message = pb::Message {
             topic: Some(resource(topic)),
-            user_properties: [(GATEWAY_ID_PROPERTY.to_owned(), id.clone())].into(),
+            user_properties: [(
+                mq_broker::gateway::MESSAGE_ID_PROPERTY.to_owned(),
+                id.clone(),
+            )]
+            .into(),
             system_properties: Some(pb::SystemProperties {
                 message_id: id,
                 body_encoding: pb::Encoding::Identity as i32,

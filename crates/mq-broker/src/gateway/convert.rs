@@ -8,6 +8,8 @@ use mq_proto::{
 };
 use rocketmq_proxy_core::proto::v2 as pb;
 
+use super::MESSAGE_ID_PROPERTY;
+
 /// The engine's name of a topic or group of an instance: `{namespace}%{name}` (the
 /// convention of Apache RocketMQ 5 namespaces, also `ResourceIdentity`'s `Display` in
 /// rocketmq-proxy-core 1.0.0 `identity.rs`).
@@ -181,13 +183,6 @@ fn corrupt(what: impl std::fmt::Display) -> RequestError {
         format!("the engine delivered a message the protocol cannot carry: {what}"),
     )
 }
-
-/// The user property in which the gateway keeps the message id it answered the publish
-/// with. An engine that reports another id on delivery (rocketmq-rust 1.0.0 reports the
-/// broker's offset id, not the id the send answered) still gives HTTP consumers the id the
-/// publisher saw; the engine's own id stays in the receipt handle for the ack. Removed from
-/// the properties delivered over HTTP (as every `__…__` key).
-pub(super) const MESSAGE_ID_PROPERTY: &str = "__MQ_HTTP_MESSAGE_ID__";
 
 /// User properties the engine or the gateway add for their own use; not the publisher's.
 fn is_engine_internal(key: &str) -> bool {
@@ -436,6 +431,7 @@ pub(super) fn settle_status(
 
 #[cfg(test)]
 mod tests {
+    use super::MESSAGE_ID_PROPERTY;
     use super::*;
     use mq_proto::TransCheckImmunity;
 

@@ -70,44 +70,61 @@ pub(super) struct Caller {
     client_id: String,
 }
 
+/// The user property in which the gateway keeps the message id it answered the publish
+/// with. An engine that reports another id on delivery (rocketmq-rust 1.0.0 reports the
+/// broker's offset id, not the id the send answered) still gives HTTP consumers the id the
+/// publisher saw; the engine's own id stays in the receipt handle for the ack. Removed from
+/// the properties delivered over HTTP (as every `__…__` key); a native RocketMQ consumer of
+/// the same topic finds the HTTP message id here.
+pub const MESSAGE_ID_PROPERTY: &str = "__MQ_HTTP_MESSAGE_ID__";
+
+/// A request to the engine's v2 `MessagingService` as the gateway sends it: `message` with
+/// the v2 metadata headers (`x-mq-client-id` = `client_id`, language `RUST`, protocol `v2`,
+/// client version, `x-mq-namespace` = `namespace`, empty for the default one) and, for a
+/// unary call, the deadline `timeout`. A header value that is not valid ASCII metadata is
+/// left out (client ids and namespaces are the gateway's own or protocol-checked names).
+///
+/// ```
+/// # use std::time::Duration;
+/// let req = mq_broker::gateway::engine_request("client-1", (), "MQ_INST_1", Some(Duration::from_secs(3)));
+/// assert_eq!(req.metadata().get("x-mq-client-id").unwrap(), "client-1");
+/// assert_eq!(req.metadata().get("x-mq-namespace").unwrap(), "MQ_INST_1");
+/// ```
+pub fn engine_request<T>(
+    client_id: &str,
+    message: T,
+    namespace: &str,
+    timeout: Option<Duration>,
+) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Some(timeout) = timeout {
+        req.set_timeout(timeout);
+    }
+    let meta = req.metadata_mut();
+    let pairs = [
+        ("x-mq-client-id", client_id),
+        ("x-mq-language", "RUST"),
+        ("x-mq-protocol", "v2"),
+        ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
+        ("x-mq-namespace", namespace),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = value.parse() {
+            meta.insert(name, v);
+        }
+    }
+    req
+}
+
 impl Caller {
-    /// A request with the v2 metadata headers (`x-mq-client-id`, language, protocol and
-    /// client version, namespace) and, for a unary call, a deadline.
+    /// [`engine_request`] under this caller's client id.
     fn request<T>(
         &self,
         message: T,
         namespace: &str,
         timeout: Option<Duration>,
     ) -> tonic::Request<T> {
-        self.request_from(&self.client_id, message, namespace, timeout)
-    }
-
-    /// [`request`](Self::request) under another client id.
-    fn request_from<T>(
-        &self,
-        client_id: &str,
-        message: T,
-        namespace: &str,
-        timeout: Option<Duration>,
-    ) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        if let Some(timeout) = timeout {
-            req.set_timeout(timeout);
-        }
-        let meta = req.metadata_mut();
-        let pairs = [
-            ("x-mq-client-id", client_id),
-            ("x-mq-language", "RUST"),
-            ("x-mq-protocol", "v2"),
-            ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
-            ("x-mq-namespace", namespace),
-        ];
-        for (name, value) in pairs {
-            if let Ok(v) = value.parse() {
-                meta.insert(name, v);
-            }
-        }
-        req
+        engine_request(&self.client_id, message, namespace, timeout)
     }
 }
 
@@ -1091,7 +1108,7 @@ impl Gateway {
             // client id (rocketmq-proxy 1.0.0, `enrich_end_transaction_request`), so a
             // transaction published through another gateway process is ended as that
             // process's client.
-            let req = self.caller.request_from(
+            let req = engine_request(
                 &h.owner,
                 pb::EndTransactionRequest {
                     topic: Some(target.resource()),
