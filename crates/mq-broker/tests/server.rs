@@ -95,7 +95,9 @@ impl Resp {
         if !self.body.is_empty() && self.header("content-type") != Some("application/json") {
             let ct = self.header("content-type");
             assert!(
-                ct == Some("text/xml;charset=utf-8") || ct == Some("text/plain;charset=utf-8"),
+                ct == Some("text/xml;charset=utf-8")
+                    || ct == Some("text/plain;charset=utf-8")
+                    || ct == Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
                 "content type {ct:?}"
             );
         }
@@ -989,6 +991,143 @@ async fn stats_and_health() {
         .roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    broker.shutdown().await;
+}
+
+/// `GET /metrics` in the Prometheus text format: parsed by a Prometheus parser, its
+/// per-topic and per-group series equal `/stats`, and requests are counted by operation and
+/// status (a refused one included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_stats() {
+    let mut cfg = config();
+    cfg.core.invisibility_ms = 200;
+    let broker = start(cfg).await;
+    let api = Api::new(&broker);
+    let addr = broker.local_addr();
+    let mut c = Conn::open(addr).await;
+    c.roundtrip(&api.consume("M", "GID_m", 16, 0)).await;
+    for body in ["one", "two", "three"] {
+        assert_eq!(c.roundtrip(&api.publish("M", body)).await.status, 201);
+    }
+    let got = messages(&c.roundtrip(&api.consume("M", "GID_m", 2, 0)).await);
+    assert_eq!(got.len(), 2);
+    let r = c
+        .roundtrip(&api.ack("M", "GID_m", &[got[0].receipt_handle.as_str()]))
+        .await;
+    assert_eq!(r.status, 204);
+    // The unacked one becomes visible again and is delivered a second time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = messages(&c.roundtrip(&api.consume("M", "GID_m", 16, 0)).await);
+    assert!(again.iter().any(|m| m.consumed_times == 2), "{again:?}");
+    let wrong = raw(
+        Method::GET,
+        "/topics/M/messages?consumer=GID_m",
+        b"",
+        SystemTime::now(),
+        (AK, "wrong"),
+        &[],
+    );
+    assert_eq!(c.roundtrip(&wrong).await.status, 403);
+
+    let resp = c
+        .roundtrip(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        resp.header("content-type")
+    );
+    let text = resp.text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let found: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one sample of {name} {labels:?} in:\n{text}"
+        );
+        found[0]
+    };
+    let s = stats(addr).await;
+    let topic = &s["topics"][0];
+    let group = &topic["groups"][0];
+    let g = [("instance", ""), ("topic", "M"), ("group", "GID_m")];
+    let t = [("instance", ""), ("topic", "M")];
+    let num = |v: &serde_json::Value| v.as_u64().expect("number") as f64;
+    assert_eq!(
+        value("mq_topic_published_total", &t),
+        num(&topic["published"])
+    );
+    assert_eq!(value("mq_topic_stored", &t), num(&topic["stored"]));
+    for (series, field) in [
+        ("mq_group_ready", "ready"),
+        ("mq_group_in_flight", "in_flight"),
+        ("mq_group_delayed", "delayed"),
+        ("mq_group_delivered_total", "delivered"),
+        ("mq_group_redelivered_total", "redelivered"),
+        ("mq_group_acked_total", "acked"),
+        ("mq_group_dead_lettered_total", "dead_lettered"),
+    ] {
+        assert_eq!(
+            value(series, &g),
+            num(&group[field]),
+            "{series} vs {field}: {s}"
+        );
+    }
+    assert_eq!(value("mq_topic_published_total", &t), 3.0);
+    assert_eq!(value("mq_group_acked_total", &g), 1.0);
+    assert!(value("mq_group_redelivered_total", &g) >= 1.0);
+    assert_eq!(
+        value("mq_group_backlog", &g),
+        num(&group["ready"]) + num(&group["in_flight"]) + num(&group["delayed"])
+    );
+    assert_eq!(
+        value("mq_group_backlog", &g),
+        2.0,
+        "two messages not acked yet"
+    );
+    assert_eq!(
+        value(
+            "mq_requests_total",
+            &[("operation", "publish"), ("status", "201")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            "mq_requests_total",
+            &[("operation", "ack"), ("status", "204")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "mq_requests_total",
+            &[("operation", "refused"), ("status", "403")]
+        ),
+        1.0
+    );
+    assert!(value("mq_connections", &[]) >= 1.0);
+    assert!(
+        text.contains("mq_request_duration_seconds_bucket{le=\"+Inf\",operation=\"publish\"} 3")
+            || text.contains(
+                "mq_request_duration_seconds_bucket{operation=\"publish\",le=\"+Inf\"} 3"
+            ),
+        "latency histogram of the 3 publishes:\n{text}"
+    );
     broker.shutdown().await;
 }
 

@@ -108,6 +108,35 @@ pub enum Operation {
     },
 }
 
+impl Operation {
+    /// A short, stable name of the operation, for metrics and logs: `publish`, `consume`,
+    /// `consume_orderly` (`trans=order`), `consume_half` (`trans=pop`), `ack`, `commit`,
+    /// `rollback`.
+    ///
+    /// ```
+    /// use mq_proto::server::Operation;
+    /// use mq_proto::{AckKind, GroupId};
+    /// let op = Operation::Ack { group: Some(GroupId::new("GID_a")?), kind: AckKind::Commit, handles: vec!["h".into()] };
+    /// assert_eq!(op.name(), "commit");
+    /// # Ok::<(), mq_proto::InvalidValue>(())
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Publish(_) => "publish",
+            Self::Consume { kind, .. } => match kind {
+                ConsumeKind::Normal => "consume",
+                ConsumeKind::Orderly => "consume_orderly",
+                ConsumeKind::Half => "consume_half",
+            },
+            Self::Ack { kind, .. } => match kind {
+                AckKind::Ack => "ack",
+                AckKind::Commit => "commit",
+                AckKind::Rollback => "rollback",
+            },
+        }
+    }
+}
+
 /// A parsed request: which instance, which topic, what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedRequest {

@@ -52,6 +52,8 @@ pub struct DeadLetter {
 pub(crate) struct GroupCounters {
     /// Deliveries (first and repeated).
     pub(crate) delivered: u64,
+    /// Repeated deliveries (the second and later of a message).
+    pub(crate) redelivered: u64,
     /// Successful acks.
     pub(crate) acked: u64,
     /// Messages skipped by a tag filter.
@@ -182,6 +184,9 @@ impl Group {
         self.entries.insert(seq, entry);
         self.refresh_partition(&partition);
         self.counters.delivered += 1;
+        if attempt > 1 {
+            self.counters.redelivered += 1;
+        }
         Ok(message)
     }
 

@@ -73,6 +73,8 @@ pub struct GroupStats {
     pub dead_letters_kept: u64,
     /// Deliveries (first and repeated).
     pub delivered: u64,
+    /// Repeated deliveries (the second and later of a message).
+    pub redelivered: u64,
     /// Successful acks.
     pub acked: u64,
     /// Messages skipped by a tag filter.

@@ -122,6 +122,7 @@ impl Topic {
                     dead_lettered: g.counters.dead_lettered,
                     dead_letters_kept: g.dead_letters.len() as u64,
                     delivered: g.counters.delivered,
+                    redelivered: g.counters.redelivered,
                     acked: g.counters.acked,
                     filtered: g.counters.filtered,
                     trimmed: g.counters.trimmed,

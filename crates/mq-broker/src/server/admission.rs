@@ -1,8 +1,9 @@
-//! Admission: routing (`/health`, `/stats`, the API), authentication before the body is
+//! Admission: routing (`/health`, `/stats`, `/metrics`, the API), authentication before the body is
 //! read, the body size and time limits, the instance scope of a key; an admitted request
 //! goes to [`dispatch`](super::dispatch).
 
 use super::dispatch::{dispatch, error, full};
+use super::metrics;
 use super::state::Shared;
 use crate::core::Stats;
 use bytes::Bytes;
@@ -52,7 +53,18 @@ fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec_pretty(&doc)
 }
 
-/// A non-XML answer (`/health`, `/stats`) with the protocol headers all responses carry.
+fn metrics_document(shared: &Shared) -> Result<String, std::fmt::Error> {
+    metrics::render(
+        &shared.request_metrics,
+        &shared.backend.stats(),
+        &metrics::ServerGauges {
+            connections: shared.connections.load(Ordering::Acquire),
+            waiting_polls: shared.waiting_polls.load(Ordering::Acquire),
+        },
+    )
+}
+
+/// A non-XML answer (`/health`, `/stats`, `/metrics`) with the protocol headers all responses carry.
 fn plain(
     status: StatusCode,
     content_type: &'static str,
@@ -77,22 +89,41 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
+    // What the request was, for `mq_requests_total` (set by `serve_api` once parsed).
+    let mut operation = "refused";
     let resp = match (&method, target.as_str()) {
-        (&Method::GET, "/health") => plain(
-            StatusCode::OK,
-            "text/plain;charset=utf-8",
-            Bytes::from_static(b"ok\n"),
-            &rid,
-        ),
-        (&Method::GET, "/stats") => match stats_document(&shared) {
-            Ok(json) => plain(StatusCode::OK, "application/json", json.into(), &rid),
-            Err(e) => error(
-                &shared,
+        (&Method::GET, "/health") => {
+            operation = "health";
+            plain(
+                StatusCode::OK,
+                "text/plain;charset=utf-8",
+                Bytes::from_static(b"ok\n"),
                 &rid,
-                RequestError::new(ErrorCode::InternalError, e.to_string()),
-            ),
-        },
-        _ => match serve_api(&shared, &rid, req, &method, &target).await {
+            )
+        }
+        (&Method::GET, "/stats") => {
+            operation = "stats";
+            match stats_document(&shared) {
+                Ok(json) => plain(StatusCode::OK, "application/json", json.into(), &rid),
+                Err(e) => error(
+                    &shared,
+                    &rid,
+                    RequestError::new(ErrorCode::InternalError, e.to_string()),
+                ),
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            operation = "metrics";
+            match metrics_document(&shared) {
+                Ok(text) => plain(StatusCode::OK, metrics::CONTENT_TYPE, text.into(), &rid),
+                Err(e) => error(
+                    &shared,
+                    &rid,
+                    RequestError::new(ErrorCode::InternalError, e.to_string()),
+                ),
+            }
+        }
+        _ => match serve_api(&shared, &rid, req, &method, &target, &mut operation).await {
             Ok(r) => r,
             Err(Refusal { error: e, close }) => {
                 let mut resp = error(&shared, &rid, e);
@@ -112,10 +143,14 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     if let Ok(date) = HeaderValue::from_str(&format_http_date(shared.clock.now())) {
         resp.headers_mut().insert(http::header::DATE, date);
     }
+    shared
+        .request_metrics
+        .observe(operation, resp.status().as_u16(), started.elapsed());
     tracing::debug!(
         request_id = %rid,
         %method,
         target = %target,
+        operation,
         status = resp.status().as_u16(),
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
@@ -166,6 +201,7 @@ async fn serve_api(
     req: Request<Incoming>,
     method: &Method,
     target: &str,
+    operation: &mut &'static str,
 ) -> Result<Response<Full<Bytes>>, Refusal> {
     let (parts, body) = req.into_parts();
     let max = shared.limits.max_body_bytes;
@@ -244,6 +280,7 @@ async fn serve_api(
         }
     };
     let parsed = parse_request(method, target, &parts.headers, &body)?;
+    *operation = parsed.operation.name();
     if let Some(scope) = shared
         .credentials
         .get(&key_id)

@@ -10,7 +10,8 @@
 //! the whole body timeout; when part of a body stays unread the answer says
 //! `Connection: close`. Every response carries `x-mq-request-id` and `x-mq-version`;
 //! `GET /health` and `GET /stats` (JSON: the core's [`Stats`] plus a `server` object with
-//! `connections`, `waiting_polls` and `requests`) need no signature.
+//! `connections`, `waiting_polls` and `requests`) and `GET /metrics` (Prometheus text, module
+//! `metrics`) need no signature.
 //!
 //! Long polling: a consume that finds nothing subscribes, under the core lock, to its topic's
 //! change counter ([`BrokerCore::topic_version`]) and sleeps until the counter moves (publish,
@@ -21,7 +22,7 @@
 //!
 //! Modules, one job each: `state` (what the tasks share: the backend, credentials, the
 //! clock, the connection and poll counters), `lifecycle` (the accept loop), `admission`
-//! (routing, authentication, limits, body reading), `dispatch` (a parsed request to a
+//! (routing, authentication, limits, body reading), `metrics` (`GET /metrics`), `dispatch` (a parsed request to a
 //! [`crate::core::Call`] and its [`crate::core::Outcome`] back to a response),
 //! `backend` (the backends and the long-poll budget they get) and `local` (the built-in
 //! backend: the core, its topic watches and its timer task). The configuration types live in
@@ -37,6 +38,7 @@ mod backend;
 mod dispatch;
 mod lifecycle;
 mod local;
+mod metrics;
 mod state;
 
 pub use self::admission::PRE_AUTH_DRAIN_TIMEOUT;
@@ -170,6 +172,7 @@ impl Broker {
             seed,
             waiting_polls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            request_metrics: metrics::RequestMetrics::default(),
             tls: config.tls,
             clock,
         });

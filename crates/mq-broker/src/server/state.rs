@@ -26,6 +26,7 @@ pub(crate) struct Shared {
     pub(super) clock: Clock,
     pub(super) waiting_polls: AtomicUsize,
     pub(super) connections: AtomicUsize,
+    pub(super) request_metrics: super::metrics::RequestMetrics,
 }
 
 pub(super) fn scheme(tls: bool) -> &'static str {
