@@ -162,37 +162,46 @@ pub(super) fn render(
         instance: t.instance.clone().unwrap_or_default(),
         topic: t.topic.clone(),
     };
-    let topics = || stats.topics.iter();
-    counter_family(
-        &mut registry,
-        "topic_published",
-        "Messages published to the topic",
-        topics().map(|t| (topic(t), t.published)),
-    );
-    gauge_family(
-        &mut registry,
-        "topic_stored",
-        "Messages stored for at least one group",
-        topics().map(|t| (topic(t), t.stored)),
-    );
-    gauge_family(
-        &mut registry,
-        "topic_half",
-        "Half (transactional) messages awaiting commit or rollback",
-        topics().map(|t| (topic(t), t.half)),
-    );
-    counter_family(
-        &mut registry,
-        "topic_half_committed",
-        "Half messages committed",
-        topics().map(|t| (topic(t), t.half_committed)),
-    );
-    counter_family(
-        &mut registry,
-        "topic_half_rolled_back",
-        "Half messages rolled back",
-        topics().map(|t| (topic(t), t.half_rolled_back)),
-    );
+    type TopicField = fn(&crate::core::TopicStats) -> u64;
+    let topic_counters: [(&str, &str, TopicField); 3] = [
+        ("topic_published", "Messages published to the topic", |t| {
+            t.published
+        }),
+        ("topic_half_committed", "Half messages committed", |t| {
+            t.half_committed
+        }),
+        ("topic_half_rolled_back", "Half messages rolled back", |t| {
+            t.half_rolled_back
+        }),
+    ];
+    for (name, help, field) in topic_counters {
+        counter_family(
+            &mut registry,
+            name,
+            help,
+            stats.topics.iter().map(|t| (topic(t), field(t))),
+        );
+    }
+    let topic_gauges: [(&str, &str, TopicField); 2] = [
+        (
+            "topic_stored",
+            "Messages stored for at least one group",
+            |t| t.stored,
+        ),
+        (
+            "topic_half",
+            "Half (transactional) messages awaiting commit or rollback",
+            |t| t.half,
+        ),
+    ];
+    for (name, help, field) in topic_gauges {
+        gauge_family(
+            &mut registry,
+            name,
+            help,
+            stats.topics.iter().map(|t| (topic(t), field(t))),
+        );
+    }
 
     let groups = || {
         stats.topics.iter().flat_map(|t| {
