@@ -17,6 +17,7 @@
 //! # or, instead of data_dir: serve in front of a RocketMQ 5 cluster
 //! # backend = "rocketmq://10.0.0.5:8081?admin=10.0.0.6:10911"
 //! # handle_key = "<64 hex digits, the same on every gateway process>"
+//! # test_clock = true   # POST /admin/clock?advance_ms=N moves the clock (tests)
 //! ```
 
 use crate::core::CoreConfig;
@@ -86,6 +87,10 @@ pub struct BrokerArgs {
         hide_env_values = true
     )]
     pub handle_key: Option<String>,
+    /// A test clock: `POST /admin/clock?advance_ms=N` moves the broker's clock forward
+    /// (delayed messages and transaction checks in milliseconds). Built-in backend only.
+    #[arg(long)]
+    pub test_clock: bool,
 }
 
 impl fmt::Debug for BrokerArgs {
@@ -109,6 +114,7 @@ impl fmt::Debug for BrokerArgs {
                 "handle_key",
                 &self.handle_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("test_clock", &self.test_clock)
             .finish()
     }
 }
@@ -142,6 +148,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     backend: Option<String>,
     handle_key: Option<String>,
+    test_clock: Option<bool>,
 }
 
 fn parse_topic(s: &str) -> Result<(Option<InstanceId>, TopicName), String> {
@@ -224,6 +231,7 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
     );
     core.retention_ms = secs(args.retention_secs, file.retention_secs, core.retention_ms);
     config.data_dir = args.data_dir.clone().or(file.data_dir);
+    config.test_clock = args.test_clock || file.test_clock.unwrap_or(false);
     config.tls = match (
         args.tls_cert.as_ref().or(file.tls_cert.as_ref()),
         args.tls_key.as_ref().or(file.tls_key.as_ref()),
@@ -251,6 +259,12 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         }
         Some(url) => {
             let mut rocketmq: RocketMqConfig = url.parse()?;
+            if config.test_clock {
+                return Err(
+                    "--test-clock applies to the built-in backend; the RocketMQ cluster keeps its own time"
+                        .to_owned(),
+                );
+            }
             if config.data_dir.is_some() {
                 return Err(
                     "--data-dir applies to the built-in backend; the RocketMQ cluster keeps the messages"
@@ -610,6 +624,10 @@ pub struct ServerConfig {
     /// `Date` header it answers with. For testing clients against a server whose clock is
     /// not theirs, as the real service's never is. Default 0.
     pub clock_offset_ms: i64,
+    /// A test clock (`--test-clock`): `POST /admin/clock?advance_ms=N` moves the broker's
+    /// clock forward, so a test of a delayed message or a transaction check runs in
+    /// milliseconds. Built-in backend only. Default off.
+    pub test_clock: bool,
     /// Where messages are kept: the built-in core (default) or a RocketMQ 5 cluster.
     pub backend: BackendConfig,
 }
@@ -625,6 +643,7 @@ impl Default for ServerConfig {
             data_dir: None,
             tls: None,
             clock_offset_ms: 0,
+            test_clock: false,
             backend: BackendConfig::BuiltIn,
         }
     }

@@ -30,6 +30,7 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
     let listen = config.listen;
     let topics = config.topics.len();
     let data_dir = config.data_dir.clone();
+    let test_clock = config.test_clock;
     let cluster = match &config.backend {
         crate::config::BackendConfig::RocketMq(r) => Some(r.proxy.clone()),
         crate::config::BackendConfig::BuiltIn => None,
@@ -76,6 +77,12 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
                     }
                     None => writeln!(out, "state: in memory (--data-dir DIR keeps it)"),
                 };
+                if test_clock {
+                    let _ = writeln!(
+                        out,
+                        "test clock: on (POST /admin/clock?advance_ms=N moves it forward)"
+                    );
+                }
             }
         }
         let _ = out.flush();

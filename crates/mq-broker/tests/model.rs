@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use mq_broker::core::PeekState;
 use mq_broker::{BrokerCore, CoreConfig, GroupStats};
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, Message, MessageId, Tag, TagFilter,
@@ -156,6 +157,7 @@ struct MGroup {
     entries: BTreeMap<usize, MEntry>,
     dead_at: Vec<u64>,
     delivered: u64,
+    redelivered: u64,
     acked: u64,
     filtered: u64,
     dead_lettered: u64,
@@ -386,6 +388,9 @@ impl Model {
             e.visible_at = now + invisibility;
             e.last_chance = e.consumed >= cfg.max_deliveries;
             g.delivered += 1;
+            if e.consumed > 1 {
+                g.redelivered += 1;
+            }
             out.push((seq, e.consumed, e.first, e.visible_at));
         }
         out
@@ -549,6 +554,7 @@ impl Model {
             dead_lettered: g.dead_lettered,
             dead_letters_kept: g.dead_at.len() as u64,
             delivered: g.delivered,
+            redelivered: g.redelivered,
             acked: g.acked,
             filtered: g.filtered,
             trimmed: g.trimmed,
@@ -874,6 +880,53 @@ impl Run {
         for (gs, &g) in ts.groups.iter().zip(self.model.groups.keys()) {
             assert_eq!(*gs, self.model.group_stats(g));
         }
+        self.check_peeks(ts);
+    }
+
+    /// Peeks agree with the model (through the stats compared above: as many messages in
+    /// each state, with the model's bodies) and change nothing in the core.
+    fn check_peeks(&self, ts: &mq_broker::TopicStats) {
+        let before = self.core.clone();
+        let now = self.core.now_ms();
+        let peek = |group: Option<&GroupId>, state: PeekState| {
+            self.core
+                .peek(None, &self.topic, group, state, usize::MAX)
+                .expect("peek")
+        };
+        let half = peek(None, PeekState::Half);
+        assert_eq!(half.len() as u64, ts.half);
+        for gs in &ts.groups {
+            let group = GroupId::new(gs.group.as_str()).unwrap();
+            let counts = [
+                (PeekState::Ready, gs.ready),
+                (PeekState::InFlight, gs.in_flight),
+                (PeekState::Delayed, gs.delayed),
+                (PeekState::Dead, gs.dead_letters_kept),
+            ];
+            for (state, want) in counts {
+                let got = peek(Some(&group), state);
+                assert_eq!(got.len() as u64, want, "{state:?} of {}", gs.group);
+                for m in &got {
+                    assert_eq!(m.state, state);
+                    if let Some(body) = &m.body {
+                        let mm = self
+                            .model
+                            .msgs
+                            .iter()
+                            .find(|mm| mm.id.as_str() == m.message_id);
+                        assert_eq!(Some(body.as_str()), mm.map(|mm| mm.body.as_str()));
+                    }
+                    match state {
+                        PeekState::Ready => assert!(m.next_visible_time <= Some(now)),
+                        PeekState::InFlight | PeekState::Delayed => {
+                            assert!(m.next_visible_time > Some(now));
+                        }
+                        PeekState::Dead | PeekState::Half => {}
+                    }
+                }
+            }
+        }
+        assert!(self.core == before, "a peek changed the core");
     }
 
     /// Resolves every half message and consumes and acks everything, then checks that every

@@ -285,7 +285,41 @@ fn build(
     target.push_str(topic.as_str());
     target.push_str("/messages");
     target.push_str(&query.s);
+    signed(ctx, method, target, body)
+}
 
+/// A signed request to the admin API of this project's broker (`/admin/…`, JSON answers;
+/// not part of the service's protocol): `path_and_query` is sent as given (percent-encode
+/// query values), with an empty body, and signed like a protocol call (PROTOCOL §2.5).
+///
+/// ```
+/// use std::time::UNIX_EPOCH;
+/// use mq_proto::client::{self, Endpoint, RequestContext};
+/// use mq_proto::sign::Credentials;
+/// let endpoint: Endpoint = "http://localhost:8080".parse()?;
+/// let credentials = Credentials::new("id", "secret");
+/// let ctx = RequestContext { endpoint: &endpoint, credentials: &credentials, instance: None,
+///     date: UNIX_EPOCH, user_agent: "ua" };
+/// let req = client::admin_request(&ctx, http::Method::POST, "/admin/clock?advance_ms=1000");
+/// assert_eq!(req.uri(), "http://localhost:8080/admin/clock?advance_ms=1000");
+/// assert!(req.headers()["authorization"].to_str()?.starts_with("MQ id:"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn admin_request(
+    ctx: &RequestContext<'_>,
+    method: Method,
+    path_and_query: &str,
+) -> http::Request<Bytes> {
+    signed(ctx, method, path_and_query.to_owned(), Bytes::new())
+}
+
+/// The request `method target` with `body`, the protocol headers and its signature.
+fn signed(
+    ctx: &RequestContext<'_>,
+    method: Method,
+    target: String,
+    body: Bytes,
+) -> http::Request<Bytes> {
     let mut headers = HeaderMap::with_capacity(8);
     if let Ok(host) = HeaderValue::from_str(ctx.endpoint.authority()) {
         headers.insert(HOST, host);

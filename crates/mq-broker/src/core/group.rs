@@ -33,6 +33,36 @@ pub(crate) struct Entry {
     pub(crate) partition: Arc<str>,
 }
 
+/// Where a group's entry stands at a time: the one classification `/stats` and peeks share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryState {
+    /// Visible now (new, or due for redelivery).
+    Ready,
+    /// Delivered, not acked, still invisible.
+    InFlight,
+    /// Never delivered, scheduled later.
+    Delayed,
+    /// Its last allowed delivery expired: the next sweep dead-letters it.
+    Expiring,
+}
+
+impl Entry {
+    /// The entry's state at `now`.
+    pub(crate) fn state(&self, now: u64) -> EntryState {
+        if self.visible_at <= now {
+            if self.last_chance {
+                EntryState::Expiring
+            } else {
+                EntryState::Ready
+            }
+        } else if self.consumed_times > 0 {
+            EntryState::InFlight
+        } else {
+            EntryState::Delayed
+        }
+    }
+}
+
 /// A message a group gave up on after the maximum number of deliveries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -76,6 +76,7 @@ mod group;
 mod half;
 mod handle;
 mod orderly;
+mod peek;
 mod persist;
 mod stats;
 mod store;
@@ -94,6 +95,7 @@ use serde::{Deserialize, Serialize};
 pub use call::{Call, Outcome};
 pub use config::{CoreConfig, CoreError, PublishOutcome};
 pub use group::DeadLetter;
+pub use peek::{PeekState, PeekedMessage};
 pub use stats::{GroupStats, Stats, TopicStats};
 
 use group::{DeliverParams, Group, min_opt};

@@ -7,7 +7,7 @@ use mq_proto::{GroupId, InstanceId, TopicName};
 use serde::{Deserialize, Serialize};
 
 use super::config::CoreConfig;
-use super::group::{Group, min_opt};
+use super::group::{EntryState, Group, min_opt};
 use super::half::HalfPool;
 use super::stats::{GroupStats, TopicStats};
 use super::store::{Store, StoredMessage};
@@ -129,17 +129,12 @@ impl Topic {
                     ..GroupStats::default()
                 };
                 for e in g.entries.values() {
-                    if e.visible_at <= now {
-                        if e.last_chance {
-                            // Its last delivery expired; the next sweep dead-letters it.
-                            s.dead_lettered += 1;
-                        } else {
-                            s.ready += 1;
-                        }
-                    } else if e.consumed_times > 0 {
-                        s.in_flight += 1;
-                    } else {
-                        s.delayed += 1;
+                    match e.state(now) {
+                        EntryState::Ready => s.ready += 1,
+                        EntryState::InFlight => s.in_flight += 1,
+                        EntryState::Delayed => s.delayed += 1,
+                        // The next sweep dead-letters it.
+                        EntryState::Expiring => s.dead_lettered += 1,
                     }
                 }
                 s

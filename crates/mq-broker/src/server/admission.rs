@@ -3,8 +3,8 @@
 //! goes to [`dispatch`](super::dispatch).
 
 use super::dispatch::{dispatch, error, full};
-use super::metrics;
 use super::state::Shared;
+use super::{admin, metrics};
 use crate::core::Stats;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -64,8 +64,9 @@ fn metrics_document(shared: &Shared) -> Result<String, std::fmt::Error> {
     )
 }
 
-/// A non-XML answer (`/health`, `/stats`, `/metrics`) with the protocol headers all responses carry.
-fn plain(
+/// A non-XML answer (`/health`, `/stats`, `/metrics`, `/admin/…`) with the protocol headers
+/// all responses carry.
+pub(super) fn plain(
     status: StatusCode,
     content_type: &'static str,
     body: Bytes,
@@ -122,6 +123,10 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                     RequestError::new(ErrorCode::InternalError, e.to_string()),
                 ),
             }
+        }
+        (_, t) if t == "/admin" || t.starts_with("/admin/") || t.starts_with("/admin?") => {
+            operation = "admin";
+            admin::handle(&shared, &rid, &method, &target, req.headers())
         }
         _ => match serve_api(&shared, &rid, req, &method, &target, &mut operation).await {
             Ok(r) => r,

@@ -176,12 +176,39 @@ impl LocalBackend {
                 () = self.reschedule.notified() => continue,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
-            let mut core = self.lock_core();
-            if let Err(e) = core.apply(self.clock.now_ms(), Call::Maintain) {
-                tracing::error!(error = %e.message, "housekeeping failed");
-            }
-            self.publish_versions(&core);
+            self.maintain_now();
         }
+    }
+
+    /// Runs the core's housekeeping at the clock's time and wakes the waiters of every
+    /// topic that changed.
+    fn maintain_now(&self) {
+        let mut core = self.lock_core();
+        if let Err(e) = core.apply(self.clock.now_ms(), Call::Maintain) {
+            tracing::error!(error = %e.message, "housekeeping failed");
+        }
+        self.publish_versions(&core);
+    }
+
+    /// The clock moved forward (test clock): what came due happens now, and the timer task
+    /// re-reads the core's next wake-up against the new time.
+    pub(super) fn clock_moved(&self) {
+        self.maintain_now();
+        self.reschedule.notify_one();
+    }
+
+    /// See [`BrokerCore::peek`].
+    pub(super) fn peek(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        topic: &mq_proto::TopicName,
+        group: Option<&mq_proto::GroupId>,
+        state: crate::core::PeekState,
+        limit: usize,
+    ) -> Result<Vec<crate::core::PeekedMessage>, RequestError> {
+        self.lock_core()
+            .peek(instance, topic, group, state, limit)
+            .map_err(core_error)
     }
 
     /// Subscribes to the change counter of a topic. Must be called with the core locked

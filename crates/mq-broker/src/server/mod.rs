@@ -22,7 +22,8 @@
 //!
 //! Modules, one job each: `state` (what the tasks share: the backend, credentials, the
 //! clock, the connection and poll counters), `lifecycle` (the accept loop), `admission`
-//! (routing, authentication, limits, body reading), `metrics` (`GET /metrics`), `dispatch` (a parsed request to a
+//! (routing, authentication, limits, body reading), `admin` (the signed JSON API under
+//! `/admin/`), `metrics` (`GET /metrics`), `dispatch` (a parsed request to a
 //! [`crate::core::Call`] and its [`crate::core::Outcome`] back to a response),
 //! `backend` (the backends and the long-poll budget they get) and `local` (the built-in
 //! backend: the core, its topic watches and its timer task). The configuration types live in
@@ -33,6 +34,7 @@
 //! [`BrokerCore::next_wakeup`]: crate::BrokerCore::next_wakeup
 //! [`BrokerCore::maintain`]: crate::BrokerCore::maintain
 
+mod admin;
 mod admission;
 mod backend;
 mod dispatch;
@@ -118,9 +120,7 @@ impl Broker {
         for c in config.credentials {
             credentials.insert(c.access_key_id.clone(), c);
         }
-        let clock = Clock {
-            offset_ms: config.clock_offset_ms,
-        };
+        let clock = Clock::new(config.clock_offset_ms, config.test_clock);
         let seed = clock.now_ms() ^ u64::from(addr.port()).rotate_left(48);
         #[allow(unused_mut)]
         let mut gateway_started = None;
@@ -142,16 +142,25 @@ impl Broker {
                     core.apply(declared_at, call)
                         .map_err(|e| io::Error::other(e.message))?;
                 }
-                let local = Arc::new(LocalBackend::new(core, clock));
+                let local = Arc::new(LocalBackend::new(core, clock.clone()));
                 tokio::spawn(local.clone().timer_task(shutdown.subscribe()));
                 Backend::Local(local)
             }
             #[cfg(feature = "rocketmq")]
             BackendConfig::RocketMq(rocketmq) => {
-                let (gateway, started) =
-                    crate::gateway::Gateway::start(rocketmq, &core_config, &config.topics, clock)
-                        .await
-                        .map_err(io::Error::other)?;
+                if config.test_clock {
+                    return Err(io::Error::other(
+                        "a test clock applies to the built-in backend; the RocketMQ cluster keeps its own time",
+                    ));
+                }
+                let (gateway, started) = crate::gateway::Gateway::start(
+                    rocketmq,
+                    &core_config,
+                    &config.topics,
+                    clock.clone(),
+                )
+                .await
+                .map_err(io::Error::other)?;
                 gateway_started = Some(started);
                 Backend::RocketMq(Box::new(gateway))
             }

@@ -8,7 +8,7 @@ use mq_proto::server::request_id;
 use mq_proto::{InstanceId, TopicName};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -33,17 +33,53 @@ pub(super) fn scheme(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }
 }
 
-/// The broker's clock: the system clock shifted by [`ServerConfig::clock_offset_ms`](super::ServerConfig::clock_offset_ms).
-#[derive(Clone, Copy, Debug)]
+/// The broker's clock: the system clock shifted by
+/// [`ServerConfig::clock_offset_ms`](super::ServerConfig::clock_offset_ms), and, with
+/// [`ServerConfig::test_clock`](super::ServerConfig::test_clock), moved forward on request
+/// (`POST /admin/clock`). Clones share the shift.
+#[derive(Clone, Debug)]
 pub(crate) struct Clock {
-    pub(crate) offset_ms: i64,
+    offset_ms: Arc<AtomicI64>,
+    test_clock: bool,
 }
 
 impl Clock {
-    pub(crate) fn now(self) -> SystemTime {
+    pub(crate) fn new(offset_ms: i64, test_clock: bool) -> Self {
+        Self {
+            offset_ms: Arc::new(AtomicI64::new(offset_ms)),
+            test_clock,
+        }
+    }
+
+    /// Whether [`advance`](Self::advance) may move it.
+    pub(crate) fn is_test_clock(&self) -> bool {
+        self.test_clock
+    }
+
+    /// The current shift from the system clock, ms.
+    pub(crate) fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Acquire)
+    }
+
+    /// Moves a test clock forward by `ms`; `false` (and no change) for a clock that is not
+    /// a test clock.
+    pub(crate) fn advance(&self, ms: u64) -> bool {
+        if self.test_clock {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            let _ = self
+                .offset_ms
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                    Some(o.saturating_add(ms))
+                });
+        }
+        self.test_clock
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
         let system = SystemTime::now();
-        let shift = Duration::from_millis(self.offset_ms.unsigned_abs());
-        let shifted = if self.offset_ms >= 0 {
+        let offset_ms = self.offset_ms();
+        let shift = Duration::from_millis(offset_ms.unsigned_abs());
+        let shifted = if offset_ms >= 0 {
             system.checked_add(shift)
         } else {
             system.checked_sub(shift)
@@ -52,7 +88,7 @@ impl Clock {
     }
 
     /// Milliseconds since the Unix epoch, as the core takes them.
-    pub(crate) fn now_ms(self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -201,6 +201,28 @@ impl Client {
     }
 }
 
+impl Client {
+    /// An admin call (`/admin/…`) signed with this client's key, or with `key` = (id,
+    /// secret); the status and the JSON answer.
+    pub async fn admin(
+        &mut self,
+        method: http::Method,
+        path_and_query: &str,
+        key: Option<(&str, &str)>,
+    ) -> io::Result<(u16, serde_json::Value)> {
+        let credentials = key.map(|(id, secret)| Credentials::new(id, secret));
+        let ctx = RequestContext {
+            credentials: credentials.as_ref().unwrap_or(&self.credentials),
+            ..self.ctx()
+        };
+        let req = client::admin_request(&ctx, method, path_and_query);
+        let resp = self.send(req).await?;
+        let json = serde_json::from_slice(&resp.body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok((resp.status, json))
+    }
+}
+
 fn decode<T>(
     resp: Resp,
     decoder: impl FnOnce(http::StatusCode, &http::HeaderMap, &[u8]) -> Result<T, ResponseError>,

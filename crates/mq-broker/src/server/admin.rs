@@ -1,0 +1,224 @@
+//! The admin API under `/admin/` (JSON; off the protocol's paths, so the official SDKs never
+//! meet it). Every call is signed like a protocol call (PROTOCOL §2.5) by a configured
+//! credential that is not limited to an instance; nothing changes state through a `GET`.
+//!
+//! | call | what |
+//! | --- | --- |
+//! | `GET /admin/clock` | `{"now_ms", "offset_ms", "test_clock"}`: the broker's clock |
+//! | `POST /admin/clock?advance_ms=N` | moves a test clock (`--test-clock`) forward by N ms; what came due (delayed messages, redeliveries, transaction checks) happens at once; answers as `GET` |
+//! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`) or `half`; at most N (default 100, at most 1000) |
+//!
+//! Errors are `{"code", "message", "request_id"}` with the status of the code: the
+//! protocol's authentication codes (403 `SignatureDoesNotMatch`, …), 400
+//! `InvalidArgument`, 404 `TopicNotExist` / `NotFound`, 501 `NotSupported` (a test-clock call
+//! without `--test-clock`, a peek on the gateway backend).
+
+use super::admission::plain;
+use super::backend::Backend;
+use super::state::Shared;
+use crate::core::PeekState;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::Full;
+use mq_proto::server::{RequestError, authenticate};
+use mq_proto::{GroupId, InstanceId, TopicName};
+use serde::Serialize;
+use serde_json::json;
+
+/// Longest peek.
+const MAX_PEEK: usize = 1000;
+const DEFAULT_PEEK: usize = 100;
+
+/// An admin refusal: a status, a code and a message.
+struct AdminError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidArgument", message)
+    }
+
+    fn not_supported(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "NotSupported", message)
+    }
+}
+
+impl From<RequestError> for AdminError {
+    fn from(e: RequestError) -> Self {
+        Self {
+            status: e.status(),
+            code: e.code.as_str().to_owned(),
+            message: e.message,
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize, rid: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
+        format!("{{\"code\":\"InternalError\",\"message\":\"{e}\"}}").into_bytes()
+    });
+    plain(status, "application/json", body.into(), rid)
+}
+
+/// Answers one `/admin/…` request (its body, if any, is not read: admin calls take their
+/// arguments in the query).
+pub(super) fn handle(
+    shared: &Shared,
+    rid: &str,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+) -> Response<Full<Bytes>> {
+    match route(shared, method, target, headers) {
+        Ok(value) => json_response(StatusCode::OK, &value, rid),
+        Err(e) => json_response(
+            e.status,
+            &json!({ "code": e.code, "message": e.message, "request_id": rid }),
+            rid,
+        ),
+    }
+}
+
+fn route(
+    shared: &Shared,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+) -> Result<serde_json::Value, AdminError> {
+    let key_id = authenticate(method, target, headers, shared.clock.now(), |id| {
+        shared
+            .credentials
+            .get(id)
+            .map(|c| c.access_key_secret.clone())
+    })?;
+    if shared
+        .credentials
+        .get(&key_id)
+        .is_some_and(|c| c.instance.is_some())
+    {
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            format!(
+                "The AccessKey {key_id} is limited to one instance; admin calls need an unlimited one."
+            ),
+        ));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let params = Params::parse(query)?;
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["admin", "clock"]) => Ok(clock(shared)),
+        (&Method::POST, ["admin", "clock"]) => {
+            let ms: u64 = params
+                .required("advance_ms")?
+                .parse()
+                .map_err(|_| AdminError::invalid("advance_ms must be a whole number of ms"))?;
+            if !shared.clock.advance(ms) {
+                return Err(AdminError::not_supported(
+                    "the clock moves only on a broker started with --test-clock",
+                ));
+            }
+            if let Backend::Local(local) = &shared.backend {
+                local.clock_moved();
+            }
+            Ok(clock(shared))
+        }
+        (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
+        _ => Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no admin call {method} {path}"),
+        )),
+    }
+}
+
+fn clock(shared: &Shared) -> serde_json::Value {
+    json!({
+        "now_ms": shared.clock.now_ms(),
+        "offset_ms": shared.clock.offset_ms(),
+        "test_clock": shared.clock.is_test_clock(),
+    })
+}
+
+fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Value, AdminError> {
+    let topic = TopicName::new(topic).map_err(|e| AdminError::invalid(e.to_string()))?;
+    let state: PeekState = params
+        .required("state")?
+        .parse()
+        .map_err(|e: crate::core::CoreError| AdminError::invalid(e.message))?;
+    let group = params
+        .get("group")
+        .map(GroupId::new)
+        .transpose()
+        .map_err(|e| AdminError::invalid(e.to_string()))?;
+    let instance = params
+        .get("ns")
+        .filter(|ns| !ns.is_empty())
+        .map(InstanceId::new)
+        .transpose()
+        .map_err(|e| AdminError::invalid(e.to_string()))?;
+    let limit = match params.get("limit") {
+        None => DEFAULT_PEEK,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PEEK).contains(n))
+            .ok_or_else(|| AdminError::invalid(format!("limit must be 1..={MAX_PEEK}")))?,
+    };
+    let messages = match &shared.backend {
+        Backend::Local(local) => {
+            local.peek(instance.as_ref(), &topic, group.as_ref(), state, limit)?
+        }
+        #[cfg(feature = "rocketmq")]
+        Backend::RocketMq(_) => {
+            return Err(AdminError::not_supported(
+                "the RocketMQ engine has no non-destructive peek; use its console or mqadmin",
+            ));
+        }
+    };
+    Ok(json!({ "messages": messages }))
+}
+
+/// The decoded query parameters of an admin call.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: &str) -> Result<Self, AdminError> {
+        let mut out = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| AdminError::invalid(format!("query item {pair:?} is not UTF-8")))
+            };
+            out.push((decode(k)?, decode(v)?));
+        }
+        Ok(Self(out))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, name: &str) -> Result<&str, AdminError> {
+        self.get(name)
+            .ok_or_else(|| AdminError::invalid(format!("query parameter {name} is required")))
+    }
+}
