@@ -18,6 +18,7 @@
 //! # backend = "rocketmq://10.0.0.5:8081?admin=10.0.0.6:10911"
 //! # handle_key = "<64 hex digits, the same on every gateway process>"
 //! # test_clock = true   # POST /admin/clock?advance_ms=N moves the clock (tests)
+//! # admin = "off"        # no /admin/ API; or admin_token = "<16+ characters>"
 //! ```
 
 use crate::core::CoreConfig;
@@ -91,6 +92,18 @@ pub struct BrokerArgs {
     /// (delayed messages and transaction checks in milliseconds). Built-in backend only.
     #[arg(long)]
     pub test_clock: bool,
+    /// The admin API under `/admin/`: `on` (default) or `off`.
+    #[arg(long, value_name = "on|off")]
+    pub admin: Option<String>,
+    /// Bearer token of the admin API (at least 16 visible characters). Default: generated
+    /// at start and printed.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MQ_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 }
 
 impl fmt::Debug for BrokerArgs {
@@ -115,6 +128,11 @@ impl fmt::Debug for BrokerArgs {
                 &self.handle_key.as_ref().map(|_| "<redacted>"),
             )
             .field("test_clock", &self.test_clock)
+            .field("admin", &self.admin)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -149,6 +167,8 @@ struct FileConfig {
     backend: Option<String>,
     handle_key: Option<String>,
     test_clock: Option<bool>,
+    admin: Option<String>,
+    admin_token: Option<String>,
 }
 
 fn parse_topic(s: &str) -> Result<(Option<InstanceId>, TopicName), String> {
@@ -232,6 +252,18 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
     core.retention_ms = secs(args.retention_secs, file.retention_secs, core.retention_ms);
     config.data_dir = args.data_dir.clone().or(file.data_dir);
     config.test_clock = args.test_clock || file.test_clock.unwrap_or(false);
+    let admin_token = args
+        .admin_token
+        .as_deref()
+        .or(file.admin_token.as_deref())
+        .map(str::parse::<AdminToken>)
+        .transpose()?;
+    config.admin = match args.admin.as_deref().or(file.admin.as_deref()) {
+        None | Some("on") => AdminAccess::On(admin_token),
+        Some("off") if admin_token.is_none() => AdminAccess::Off,
+        Some("off") => return Err("an admin token needs the admin API on".to_owned()),
+        Some(other) => return Err(format!("--admin {other:?}: expected on or off")),
+    };
     config.tls = match (
         args.tls_cert.as_ref().or(file.tls_cert.as_ref()),
         args.tls_key.as_ref().or(file.tls_key.as_ref()),
@@ -450,6 +482,70 @@ impl std::str::FromStr for RocketMqConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub struct HandleKey(Vec<u8>);
 
+/// Who may call the admin API (`/admin/…`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// No admin API (`--admin off`): `/admin/…` answers 404.
+    Off,
+    /// Calls signed by a configured credential that is not limited to an instance, or
+    /// carrying `Authorization: Bearer <token>`; `None` = a token generated at start
+    /// ([`Broker::admin_token`](crate::Broker::admin_token), printed by the binary).
+    On(Option<AdminToken>),
+}
+
+impl Default for AdminAccess {
+    fn default() -> Self {
+        Self::On(None)
+    }
+}
+
+/// The bearer token of the admin API: at least 16 visible ASCII characters. `Debug` never
+/// shows it.
+///
+/// ```
+/// use mq_broker::config::AdminToken;
+/// let t: AdminToken = "0123456789abcdef0123".parse()?;
+/// assert_eq!(t.as_str(), "0123456789abcdef0123");
+/// assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
+/// assert!("short".parse::<AdminToken>().is_err());
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Fewest characters accepted.
+    pub const MIN_LEN: usize = 16;
+
+    /// The token text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for AdminToken {
+    type Err = String;
+
+    /// # Errors
+    ///
+    /// Fewer than [`MIN_LEN`](Self::MIN_LEN) characters, or one that is not visible ASCII.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() < Self::MIN_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "an admin token is at least {} visible ASCII characters",
+                Self::MIN_LEN
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
 impl HandleKey {
     /// Fewest key bytes accepted.
     pub const MIN_LEN: usize = 16;
@@ -628,6 +724,8 @@ pub struct ServerConfig {
     /// clock forward, so a test of a delayed message or a transaction check runs in
     /// milliseconds. Built-in backend only. Default off.
     pub test_clock: bool,
+    /// Who may call the admin API (default: on, with a token generated at start).
+    pub admin: AdminAccess,
     /// Where messages are kept: the built-in core (default) or a RocketMQ 5 cluster.
     pub backend: BackendConfig,
 }
@@ -644,6 +742,7 @@ impl Default for ServerConfig {
             tls: None,
             clock_offset_ms: 0,
             test_clock: false,
+            admin: AdminAccess::default(),
             backend: BackendConfig::BuiltIn,
         }
     }

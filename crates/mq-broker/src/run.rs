@@ -42,6 +42,7 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", broker.endpoint());
         let _ = writeln!(out, "{}", credentials_line(source));
+        let _ = writeln!(out, "{}", admin_line(broker.admin_token()));
         match (&cluster, broker.gateway_started()) {
             (Some(proxy), Some(started)) => {
                 let _ = writeln!(
@@ -97,6 +98,20 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
 }
 
 /// The banner line that says where the credentials in effect came from.
+/// The admin API's line of the banner: a generated token is shown (the one way to learn
+/// it); a configured one never is.
+fn admin_line(token: Option<(&str, bool)>) -> String {
+    match token {
+        None => "admin: off".to_owned(),
+        Some((token, true)) => format!(
+            "admin: /admin/ with signed requests or \"Authorization: Bearer {token}\" (generated; set --admin-token to choose)"
+        ),
+        Some((_, false)) => {
+            "admin: /admin/ with signed requests or the configured bearer token".to_owned()
+        }
+    }
+}
+
 fn credentials_line(source: CredentialSource) -> String {
     match source {
         CredentialSource::Development => format!(
@@ -156,6 +171,15 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_line_shows_a_generated_token_only() {
+        assert!(
+            admin_line(Some(("generated-token-123", true))).contains("Bearer generated-token-123")
+        );
+        assert!(!admin_line(Some(("configured-token-1", false))).contains("configured-token-1"));
+        assert_eq!(admin_line(None), "admin: off");
+    }
 
     #[test]
     fn credentials_line_names_the_source_and_never_a_configured_secret() {

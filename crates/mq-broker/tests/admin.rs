@@ -23,6 +23,31 @@ async fn start(test_clock: bool) -> Broker {
     Broker::start(config).await.expect("broker starts")
 }
 
+/// `GET /admin/clock` with this `Authorization` (or none), written by hand; the whole answer.
+async fn raw_get(addr: std::net::SocketAddr, auth: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = auth
+        .map(|a| format!("authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET /admin/clock HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
+    raw.write_all(req.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.expect("read");
+    answer
+}
+
+/// An admin call's status and error code.
+async fn refusal(
+    c: &mut Client,
+    method: Method,
+    target: &str,
+    key: Option<(&str, &str)>,
+) -> (u16, String) {
+    let (status, json) = c.admin(method, target, key).await.expect("call");
+    (status, json["code"].as_str().unwrap_or("<none>").to_owned())
+}
+
 fn names(json: &serde_json::Value) -> Vec<&str> {
     json["messages"]
         .as_array()
@@ -57,26 +82,19 @@ async fn admin_calls_are_signed_by_an_unscoped_key() {
         (status, json["code"].as_str()),
         (403, Some("SignatureDoesNotMatch"))
     );
-    let (status, json) = c
-        .admin(Method::GET, "/admin/clock", Some(("scoped", "scoped-sk")))
-        .await
-        .expect("call");
     assert_eq!(
-        (status, json["code"].as_str()),
-        (403, Some("AccessDenied")),
-        "{json}"
+        refusal(
+            &mut c,
+            Method::GET,
+            "/admin/clock",
+            Some(("scoped", "scoped-sk"))
+        )
+        .await,
+        (403, "AccessDenied".to_owned())
     );
 
     // Unsigned: refused with the protocol's code, as JSON.
-    let mut raw = tokio::net::TcpStream::connect(broker.local_addr())
-        .await
-        .expect("connect");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    raw.write_all(b"GET /admin/clock HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut answer = String::new();
-    raw.read_to_string(&mut answer).await.expect("read");
+    let answer = raw_get(broker.local_addr(), None).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
         answer.contains("\"MissingAuthorizationHeader\""),
@@ -84,23 +102,13 @@ async fn admin_calls_are_signed_by_an_unscoped_key() {
     );
 
     // The clock moves only with --test-clock; unknown calls are 404.
-    let (status, json) = c
-        .admin(Method::POST, "/admin/clock?advance_ms=1000", None)
-        .await
-        .expect("call");
     assert_eq!(
-        (status, json["code"].as_str()),
-        (501, Some("NotSupported")),
-        "{json}"
+        refusal(&mut c, Method::POST, "/admin/clock?advance_ms=1000", None).await,
+        (501, "NotSupported".to_owned())
     );
-    let (status, json) = c
-        .admin(Method::GET, "/admin/nothing", None)
-        .await
-        .expect("call");
     assert_eq!(
-        (status, json["code"].as_str()),
-        (404, Some("NotFound")),
-        "{json}"
+        refusal(&mut c, Method::GET, "/admin/nothing", None).await,
+        (404, "NotFound".to_owned())
     );
     // A GET never changes state: advancing needs POST.
     let (status, _) = c
@@ -108,6 +116,64 @@ async fn admin_calls_are_signed_by_an_unscoped_key() {
         .await
         .expect("call");
     assert_eq!(status, 200);
+    broker.shutdown().await;
+}
+
+/// `Authorization: Bearer <token>` (for curl): the broker's token is accepted, another is
+/// refused; with `--admin off` there is no admin API at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_and_admin_off() {
+    let broker = start(false).await;
+    let (token, generated) = broker.admin_token().expect("admin on by default");
+    assert!(generated && token.len() >= 16, "{token}");
+    let ok = raw_get(broker.local_addr(), Some(&format!("Bearer {token}"))).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"now_ms\""), "{ok}");
+    let wrong = raw_get(
+        broker.local_addr(),
+        Some("Bearer not-the-token-of-this-broker"),
+    )
+    .await;
+    assert!(wrong.starts_with("HTTP/1.1 403"), "{wrong}");
+    assert!(wrong.contains("InvalidAdminToken"), "{wrong}");
+    assert!(
+        !wrong.contains(token),
+        "the answer must not reveal the token"
+    );
+    broker.shutdown().await;
+
+    let configured: mq_broker::config::AdminToken =
+        "configured-admin-token".parse().expect("token");
+    let broker = Broker::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        credentials: vec![Credential::new(AK, SK)],
+        admin: mq_broker::config::AdminAccess::On(Some(configured)),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    assert_eq!(
+        broker.admin_token(),
+        Some(("configured-admin-token", false))
+    );
+    let ok = raw_get(broker.local_addr(), Some("Bearer configured-admin-token")).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    broker.shutdown().await;
+
+    let broker = Broker::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        credentials: vec![Credential::new(AK, SK)],
+        admin: mq_broker::config::AdminAccess::Off,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    assert_eq!(broker.admin_token(), None);
+    let mut c = Client::new(broker.local_addr());
+    assert_eq!(
+        refusal(&mut c, Method::GET, "/admin/clock", None).await,
+        (404, "NotFound".to_owned())
+    );
     broker.shutdown().await;
 }
 

@@ -1,6 +1,8 @@
 //! The admin API under `/admin/` (JSON; off the protocol's paths, so the official SDKs never
 //! meet it). Every call is signed like a protocol call (PROTOCOL §2.5) by a configured
-//! credential that is not limited to an instance; nothing changes state through a `GET`.
+//! credential that is not limited to an instance, or carries `Authorization: Bearer <token>`
+//! (the admin token, generated at start unless configured); nothing changes state through a
+//! `GET`. With `--admin off` every `/admin/…` call is 404.
 //!
 //! | call | what |
 //! | --- | --- |
@@ -14,7 +16,6 @@
 //! without `--test-clock`, a peek on the gateway backend).
 
 use super::admission::plain;
-use super::backend::Backend;
 use super::state::Shared;
 use crate::core::PeekState;
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use mq_proto::server::{RequestError, authenticate};
 use mq_proto::{GroupId, InstanceId, TopicName};
 use serde::Serialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 /// Longest peek.
 const MAX_PEEK: usize = 1000;
@@ -50,14 +52,22 @@ impl AdminError {
     }
 
     fn not_supported(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "NotSupported", message)
+        Self::new(StatusCode::NOT_IMPLEMENTED, NOT_SUPPORTED, message)
     }
 }
 
+/// The code of a backend call the backend cannot serve (answered 501).
+pub(super) const NOT_SUPPORTED: &str = "NotSupported";
+
 impl From<RequestError> for AdminError {
     fn from(e: RequestError) -> Self {
+        let status = if e.code.as_str() == NOT_SUPPORTED {
+            StatusCode::NOT_IMPLEMENTED
+        } else {
+            e.status()
+        };
         Self {
-            status: e.status(),
+            status,
             code: e.code.as_str().to_owned(),
             message: e.message,
         }
@@ -96,24 +106,44 @@ fn route(
     target: &str,
     headers: &HeaderMap,
 ) -> Result<serde_json::Value, AdminError> {
-    let key_id = authenticate(method, target, headers, shared.clock.now(), |id| {
-        shared
-            .credentials
-            .get(id)
-            .map(|c| c.access_key_secret.clone())
-    })?;
-    if shared
-        .credentials
-        .get(&key_id)
-        .is_some_and(|c| c.instance.is_some())
-    {
+    let Some((token, _)) = &shared.admin else {
         return Err(AdminError::new(
-            StatusCode::FORBIDDEN,
-            "AccessDenied",
-            format!(
-                "The AccessKey {key_id} is limited to one instance; admin calls need an unlimited one."
-            ),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the admin API is off (--admin off)",
         ));
+    };
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    if let Some(given) = bearer {
+        if !bool::from(given.ct_eq(token.as_str().as_bytes())) {
+            return Err(AdminError::new(
+                StatusCode::FORBIDDEN,
+                "InvalidAdminToken",
+                "the admin token is not this broker's",
+            ));
+        }
+    } else {
+        let key_id = authenticate(method, target, headers, shared.clock.now(), |id| {
+            shared
+                .credentials
+                .get(id)
+                .map(|c| c.access_key_secret.clone())
+        })?;
+        if shared
+            .credentials
+            .get(&key_id)
+            .is_some_and(|c| c.instance.is_some())
+        {
+            return Err(AdminError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                format!(
+                    "The AccessKey {key_id} is limited to one instance; admin calls need an unlimited one."
+                ),
+            ));
+        }
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let params = Params::parse(query)?;
@@ -130,9 +160,7 @@ fn route(
                     "the clock moves only on a broker started with --test-clock",
                 ));
             }
-            if let Backend::Local(local) = &shared.backend {
-                local.clock_moved();
-            }
+            shared.backend.clock_moved();
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
@@ -177,17 +205,9 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
             .filter(|n| (1..=MAX_PEEK).contains(n))
             .ok_or_else(|| AdminError::invalid(format!("limit must be 1..={MAX_PEEK}")))?,
     };
-    let messages = match &shared.backend {
-        Backend::Local(local) => {
-            local.peek(instance.as_ref(), &topic, group.as_ref(), state, limit)?
-        }
-        #[cfg(feature = "rocketmq")]
-        Backend::RocketMq(_) => {
-            return Err(AdminError::not_supported(
-                "the RocketMQ engine has no non-destructive peek; use its console or mqadmin",
-            ));
-        }
-    };
+    let messages = shared
+        .backend
+        .peek(instance.as_ref(), &topic, group.as_ref(), state, limit)?;
     Ok(json!({ "messages": messages }))
 }
 

@@ -43,6 +43,39 @@ impl Backend {
         }
     }
 
+    /// The broker's clock moved forward (test clock): what came due happens now.
+    pub(super) fn clock_moved(&self) {
+        match self {
+            Self::Local(b) => b.clock_moved(),
+            // Refused at start: a gateway has no test clock.
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => {}
+        }
+    }
+
+    /// A non-destructive look at a topic ([`crate::core::BrokerCore::peek`]).
+    ///
+    /// # Errors
+    ///
+    /// The core's refusal; `NotSupported` on the gateway, whose engine has no such read.
+    pub(super) fn peek(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        topic: &mq_proto::TopicName,
+        group: Option<&mq_proto::GroupId>,
+        state: crate::core::PeekState,
+        limit: usize,
+    ) -> Result<Vec<crate::core::PeekedMessage>, RequestError> {
+        match self {
+            Self::Local(b) => b.peek(instance, topic, group, state, limit),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Err(RequestError::new(
+                mq_proto::ErrorCode::Other(super::admin::NOT_SUPPORTED.into()),
+                "the RocketMQ engine has no non-destructive peek; use its console or mqadmin",
+            )),
+        }
+    }
+
     /// Releases what the backend holds (commits pending journal records, closes engine
     /// connections).
     pub(super) async fn close(&self) {

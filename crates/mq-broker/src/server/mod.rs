@@ -44,7 +44,7 @@ mod metrics;
 mod state;
 
 pub use self::admission::PRE_AUTH_DRAIN_TIMEOUT;
-use crate::config::BackendConfig;
+use crate::config::{AdminAccess, BackendConfig};
 pub use crate::config::{
     Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
 };
@@ -171,7 +171,20 @@ impl Broker {
                 ));
             }
         };
+        let admin = match config.admin {
+            AdminAccess::Off => None,
+            AdminAccess::On(Some(token)) => Some((token, false)),
+            AdminAccess::On(None) => {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes).map_err(|e| {
+                    io::Error::other(format!("no randomness for the admin token: {e}"))
+                })?;
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                Some((hex.parse().map_err(io::Error::other)?, true))
+            }
+        };
         let shared = Arc::new(Shared {
+            admin,
             backend,
             credentials,
             host_id: format!("{}://{addr}", scheme(config.tls.is_some())),
@@ -208,6 +221,15 @@ impl Broker {
     /// backend.
     pub fn gateway_started(&self) -> Option<GatewayStarted> {
         self.gateway_started
+    }
+
+    /// The admin API's bearer token (`Authorization: Bearer …` on `/admin/…` calls) and
+    /// whether it was generated at start; `None` with `--admin off`.
+    pub fn admin_token(&self) -> Option<(&str, bool)> {
+        self.shared
+            .admin
+            .as_ref()
+            .map(|(token, generated)| (token.as_str(), *generated))
     }
 
     /// Counters per topic and group.

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 pub(super) type TopicKey = (Option<InstanceId>, TopicName);
 
 pub(crate) struct Shared {
+    /// The admin API's bearer token and whether it was generated; `None` = no admin API.
+    pub(super) admin: Option<(crate::config::AdminToken, bool)>,
     pub(super) backend: Backend,
     pub(super) credentials: HashMap<String, Credential>,
     pub(super) host_id: String,
