@@ -36,6 +36,9 @@ pub enum Command {
     /// Measure throughput and latency against an endpoint, or an embedded broker when no
     /// endpoint is set.
     Bench(BenchArgs),
+    /// The admin API of an mq-broker: its clock (and test clock), peeks at what it holds.
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCommand),
 }
 
 /// Flags of `mq serve`.
@@ -223,6 +226,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Tx(TxCommand::Commit(a)) => tx_decide(a, true).await,
         Command::Tx(TxCommand::Rollback(a)) => tx_decide(a, false).await,
         Command::Bench(a) => bench_command(a).await,
+        Command::Admin(a) => crate::admin::run(a).await,
     }
 }
 

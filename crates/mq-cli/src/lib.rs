@@ -8,6 +8,8 @@
 //!              [--no-ack] [--follow] [--max N] [--json]
 //! mq tx half|commit|rollback --topic T --group G [--handle H]...
 //! mq bench     publish|consume|roundtrip [--concurrency N] [--size BYTES] [--duration S] [--json]
+//! mq admin clock [--advance 60s] | peek --topic T [--group G] [--state S] [--limit N]
+//!              [--admin-token TOKEN] [--json]
 //! ```
 //!
 //! The endpoint and credentials come from `--endpoint`, `--access-key-id`,
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod admin;
 pub mod args;
 pub mod bench;
 mod commands;

@@ -27,6 +27,7 @@ impl TestBroker {
             .block_on(Broker::start(ServerConfig {
                 listen: ([127, 0, 0, 1], 0).into(),
                 credentials: vec![Credential::new(AK, SK)],
+                test_clock: true,
                 ..Default::default()
             }))
             .expect("broker");
@@ -414,6 +415,78 @@ fn service_and_usage_errors_are_one_line() {
     ]));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+/// `mq admin`: the clock, a test clock moved forward, peeks in a table and as JSON, signed
+/// with the AccessKey or carrying the broker's admin token.
+#[test]
+fn admin_clock_and_peek() {
+    let b = TestBroker::start();
+    let (t, g) = ("CliAdmin", "GID_admin");
+    let clock = ok(b.mq(&["admin", "clock"]));
+    assert!(
+        clock.starts_with("now 20") && clock.contains("test clock"),
+        "{clock}"
+    );
+    ok(b.mq(&["consume", "--topic", t, "--group", g, "--wait", "0"]));
+    ok(b.mq(&[
+        "publish",
+        "--topic",
+        t,
+        "--delay",
+        "60s",
+        "--body",
+        "a minute later",
+    ]));
+    let peek = |state: &str| {
+        ok(b.mq(&[
+            "admin", "peek", "--topic", t, "--group", g, "--state", state,
+        ]))
+    };
+    let delayed = peek("delayed");
+    assert!(
+        delayed.contains("delayed") && delayed.contains("a minute later"),
+        "{delayed}"
+    );
+    assert!(delayed.trim_end().ends_with("1 message(s)"), "{delayed}");
+    assert!(peek("ready").trim_end().ends_with("0 message(s)"));
+
+    let moved = ok(b.mq(&["admin", "clock", "--advance", "61s"]));
+    assert!(moved.contains("offset 6"), "{moved}");
+    let ready = ok(b.mq(&[
+        "admin", "peek", "--topic", t, "--group", g, "--state", "ready", "--json",
+    ]));
+    let ready: Value = serde_json::from_str(&ready).expect("JSON");
+    assert_eq!(ready["messages"][0]["body"], "a minute later");
+    let got = ok(b.mq(&[
+        "consume", "--topic", t, "--group", g, "--wait", "0", "--json",
+    ]));
+    assert_eq!(json_lines(&got)[0]["body"], "a minute later");
+
+    // The admin token instead of the AccessKey.
+    let (token, _) = b
+        .broker
+        .as_ref()
+        .and_then(Broker::admin_token)
+        .expect("admin token");
+    let mut by_token = mq(&["admin", "clock", "--json"]);
+    by_token
+        .env("MQ_ENDPOINT", &b.endpoint)
+        .env("MQ_ADMIN_TOKEN", token);
+    let clock: Value = serde_json::from_str(&ok(by_token)).expect("JSON");
+    assert_eq!(clock["test_clock"], true);
+    let mut wrong = mq(&[
+        "admin",
+        "clock",
+        "--admin-token",
+        "not-the-token-of-this-broker",
+    ]);
+    wrong.env("MQ_ENDPOINT", &b.endpoint);
+    let out = run(wrong);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403 InvalidAdminToken"), "{err}");
+    assert!(!err.contains(token), "{err}");
 }
 
 fn check_bench_json(text: &str, workload: &str) -> Value {
