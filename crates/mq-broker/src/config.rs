@@ -18,6 +18,7 @@
 //! # backend = "rocketmq://10.0.0.5:8081?admin=10.0.0.6:10911"
 //! # handle_key = "<64 hex digits, the same on every gateway process>"
 //! # test_clock = true   # POST /admin/clock?advance_ms=N moves the clock (tests)
+//! # faults = true       # POST /admin/faults injects errors (tests of retry logic)
 //! # admin = "off"        # no /admin/ API; or admin_token = "<16+ characters>"
 //! ```
 
@@ -92,6 +93,10 @@ pub struct BrokerArgs {
     /// (delayed messages and transaction checks in milliseconds). Built-in backend only.
     #[arg(long)]
     pub test_clock: bool,
+    /// Fault injection: `POST /admin/faults` makes calls fail (protocol errors, latency,
+    /// closed connections) to test clients' retries.
+    #[arg(long)]
+    pub faults: bool,
     /// The admin API under `/admin/`: `on` (default) or `off`.
     #[arg(long, value_name = "on|off")]
     pub admin: Option<String>,
@@ -128,6 +133,7 @@ impl fmt::Debug for BrokerArgs {
                 &self.handle_key.as_ref().map(|_| "<redacted>"),
             )
             .field("test_clock", &self.test_clock)
+            .field("faults", &self.faults)
             .field("admin", &self.admin)
             .field(
                 "admin_token",
@@ -167,6 +173,7 @@ struct FileConfig {
     backend: Option<String>,
     handle_key: Option<String>,
     test_clock: Option<bool>,
+    faults: Option<bool>,
     admin: Option<String>,
     admin_token: Option<String>,
 }
@@ -252,6 +259,7 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
     core.retention_ms = secs(args.retention_secs, file.retention_secs, core.retention_ms);
     config.data_dir = args.data_dir.clone().or(file.data_dir);
     config.test_clock = args.test_clock || file.test_clock.unwrap_or(false);
+    config.faults = args.faults || file.faults.unwrap_or(false);
     let admin_token = args
         .admin_token
         .as_deref()
@@ -724,6 +732,9 @@ pub struct ServerConfig {
     /// clock forward, so a test of a delayed message or a transaction check runs in
     /// milliseconds. Built-in backend only. Default off.
     pub test_clock: bool,
+    /// Fault injection (`--faults`): rules set with `POST /admin/faults` make protocol calls
+    /// fail. Default off.
+    pub faults: bool,
     /// Who may call the admin API (default: on, with a token generated at start).
     pub admin: AdminAccess,
     /// Where messages are kept: the built-in core (default) or a RocketMQ 5 cluster.
@@ -742,6 +753,7 @@ impl Default for ServerConfig {
             tls: None,
             clock_offset_ms: 0,
             test_clock: false,
+            faults: false,
             admin: AdminAccess::default(),
             backend: BackendConfig::BuiltIn,
         }

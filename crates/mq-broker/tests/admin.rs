@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use support::{AK, Client, SK};
 
 async fn start(test_clock: bool) -> Broker {
+    start_with(test_clock, false).await
+}
+
+async fn start_with(test_clock: bool, faults: bool) -> Broker {
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         credentials: vec![
@@ -18,6 +22,7 @@ async fn start(test_clock: bool) -> Broker {
             Credential::parse("scoped:scoped-sk@MQ_INST_a").expect("credential"),
         ],
         test_clock,
+        faults,
         ..ServerConfig::default()
     };
     Broker::start(config).await.expect("broker starts")
@@ -366,5 +371,120 @@ async fn peek_is_non_destructive() {
             "{target}: {json}"
         );
     }
+    broker.shutdown().await;
+}
+
+/// Fault rules: a protocol error for a number of calls, latency, a connection closed without
+/// an answer; the rules are listed with their hits and removed; invalid rules are refused,
+/// and without `--faults` nothing can be injected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_fail_calls_as_the_service_can() {
+    let broker = start_with(false, true).await;
+    let mut c = Client::new(broker.local_addr());
+    let t = TopicName::new("Faulty").expect("topic");
+    let g = GroupId::new("GID_faulty").expect("group");
+    let m = TopicMessage::new("x").expect("message");
+    let (status, json) = c
+        .admin(
+            Method::POST,
+            "/admin/faults?operation=publish&error=Throttling&count=2",
+            None,
+        )
+        .await
+        .expect("add");
+    assert_eq!(status, 200, "{json}");
+    for _ in 0..2 {
+        let err = c.publish(&t, &m).await.expect("io").expect_err("throttled");
+        let mq_proto::client::ResponseError::Service(e) = err else {
+            panic!("not a service error: {err:?}");
+        };
+        assert_eq!((e.status, e.code), (503, mq_proto::ErrorCode::Throttling));
+        assert!(e.message.contains("injected"), "{}", e.message);
+    }
+    c.publish(&t, &m)
+        .await
+        .expect("io")
+        .expect("the rule is used up");
+
+    c.admin(
+        Method::POST,
+        "/admin/faults?operation=consume&latency_ms=300&count=1",
+        None,
+    )
+    .await
+    .expect("add");
+    let asked = Instant::now();
+    c.consume(&t, &g, ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("consume");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    c.admin(
+        Method::POST,
+        "/admin/faults?operation=any&reset=true&count=1",
+        None,
+    )
+    .await
+    .expect("add");
+    let cut = c.publish(&t, &m).await;
+    assert!(
+        cut.is_err(),
+        "the connection is closed without an answer: {cut:?}"
+    );
+    c.publish(&t, &m)
+        .await
+        .expect("io")
+        .expect("answered again");
+
+    c.admin(
+        Method::POST,
+        "/admin/faults?operation=ack&error=InternalError&probability=0",
+        None,
+    )
+    .await
+    .expect("add");
+    let (_, listed) = c
+        .admin(Method::GET, "/admin/faults", None)
+        .await
+        .expect("list");
+    assert_eq!(listed["enabled"], true);
+    assert_eq!(
+        listed["rules"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["rules"][0]["action"]["code"], "InternalError");
+    let (_, cleared) = c
+        .admin(Method::DELETE, "/admin/faults", None)
+        .await
+        .expect("clear");
+    assert_eq!(cleared["rules"].as_array().map(Vec::len), Some(0));
+
+    for target in [
+        "/admin/faults?operation=publish&error=NoSuchCode",
+        "/admin/faults?operation=teleport&error=Throttling",
+        "/admin/faults?operation=publish",
+        "/admin/faults?operation=publish&error=Throttling&probability=2",
+        "/admin/faults?operation=publish&error=Throttling&reset=true",
+    ] {
+        assert_eq!(
+            refusal(&mut c, Method::POST, target, None).await,
+            (400, "InvalidArgument".to_owned()),
+            "{target}"
+        );
+    }
+    broker.shutdown().await;
+
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    assert_eq!(
+        refusal(&mut c, Method::POST, "/admin/faults?error=Throttling", None).await,
+        (501, "NotSupported".to_owned())
+    );
     broker.shutdown().await;
 }

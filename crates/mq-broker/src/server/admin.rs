@@ -8,6 +8,8 @@
 //! | --- | --- |
 //! | `GET /admin/clock` | `{"now_ms", "offset_ms", "test_clock"}`: the broker's clock |
 //! | `POST /admin/clock?advance_ms=N` | moves a test clock (`--test-clock`) forward by N ms; what came due (delayed messages, redeliveries, transaction checks) happens at once; answers as `GET` |
+//! | `GET /admin/faults`, `DELETE /admin/faults` | the fault rules in force (`{"enabled", "rules"}`); remove them all |
+//! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
 //! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`) or `half`; at most N (default 100, at most 1000) |
 //!
 //! Errors are `{"code", "message", "request_id"}` with the status of the code: the
@@ -16,13 +18,14 @@
 //! without `--test-clock`, a peek on the gateway backend).
 
 use super::admission::plain;
+use super::faults::{FaultAction, FaultRule};
 use super::state::Shared;
 use crate::core::PeekState;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
 use mq_proto::server::{RequestError, authenticate};
-use mq_proto::{GroupId, InstanceId, TopicName};
+use mq_proto::{ErrorCode, GroupId, InstanceId, TopicName};
 use serde::Serialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -164,12 +167,107 @@ fn route(
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
+        (&Method::GET, ["admin", "faults"]) => Ok(faults(shared)),
+        (&Method::POST, ["admin", "faults"]) => {
+            let rule = fault_rule(&params)?;
+            if !shared.faults.add(rule) {
+                return Err(AdminError::not_supported(
+                    "fault injection needs a broker started with --faults",
+                ));
+            }
+            Ok(faults(shared))
+        }
+        (&Method::DELETE, ["admin", "faults"]) => {
+            shared.faults.clear();
+            Ok(faults(shared))
+        }
         _ => Err(AdminError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("no admin call {method} {path}"),
         )),
     }
+}
+
+fn faults(shared: &Shared) -> serde_json::Value {
+    json!({ "enabled": shared.faults.enabled(), "rules": shared.faults.rules() })
+}
+
+/// The operations a fault rule may name.
+const FAULT_OPERATIONS: [&str; 8] = [
+    "any",
+    "publish",
+    "consume",
+    "consume_orderly",
+    "consume_half",
+    "ack",
+    "commit",
+    "rollback",
+];
+
+/// A rule from `operation`, one of `error=CODE` / `reset=true` (or neither: latency only),
+/// `probability` (default 1), `latency_ms` (default 0), `count` (default unlimited).
+fn fault_rule(params: &Params) -> Result<FaultRule, AdminError> {
+    let operation = params.get("operation").unwrap_or("any");
+    if !FAULT_OPERATIONS.contains(&operation) {
+        return Err(AdminError::invalid(format!(
+            "operation must be one of {}",
+            FAULT_OPERATIONS.join(", ")
+        )));
+    }
+    let number = |name: &str| -> Result<Option<u64>, AdminError> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| AdminError::invalid(format!("{name} must be a whole number")))
+            })
+            .transpose()
+    };
+    let probability = match params.get("probability") {
+        None => 1.0,
+        Some(p) => p
+            .parse::<f64>()
+            .ok()
+            .filter(|p| (0.0..=1.0).contains(p))
+            .ok_or_else(|| AdminError::invalid("probability must be between 0 and 1"))?,
+    };
+    let latency_ms = number("latency_ms")?.unwrap_or(0);
+    if latency_ms > 60_000 {
+        return Err(AdminError::invalid("latency_ms is at most 60000"));
+    }
+    let action = match (params.get("error"), params.get("reset")) {
+        (Some(_), Some(_)) => {
+            return Err(AdminError::invalid("a rule has error= or reset=, not both"));
+        }
+        (Some(code), None) => {
+            let parsed = ErrorCode::parse(code);
+            if matches!(parsed, ErrorCode::Other(_)) {
+                return Err(AdminError::invalid(format!(
+                    "{code:?} is not one of the protocol's error codes"
+                )));
+            }
+            FaultAction::Error {
+                code: parsed.as_str().to_owned(),
+            }
+        }
+        (None, Some("true")) => FaultAction::Reset,
+        (None, Some(_)) => return Err(AdminError::invalid("reset takes the value true")),
+        (None, None) if latency_ms > 0 => FaultAction::Delay,
+        (None, None) => {
+            return Err(AdminError::invalid(
+                "a rule needs error=CODE, reset=true or latency_ms=N",
+            ));
+        }
+    };
+    Ok(FaultRule {
+        operation: operation.to_owned(),
+        action,
+        probability,
+        latency_ms,
+        remaining: number("count")?,
+        hits: 0,
+    })
 }
 
 fn clock(shared: &Shared) -> serde_json::Value {

@@ -3,6 +3,7 @@
 //! goes to [`dispatch`](super::dispatch).
 
 use super::dispatch::{dispatch, error, full};
+use super::faults::Fail;
 use super::state::Shared;
 use super::{admin, metrics};
 use crate::core::Stats;
@@ -80,7 +81,22 @@ pub(super) fn plain(
     full(resp)
 }
 
-pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The connection is closed without an answer (an injected `reset` fault).
+#[derive(Debug)]
+pub(super) struct ConnectionReset;
+
+impl std::fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by an injected fault")
+    }
+}
+
+impl std::error::Error for ConnectionReset {}
+
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ConnectionReset> {
     let started = Instant::now();
     let rid = shared.next_request_id();
     let method = req.method().clone();
@@ -130,7 +146,16 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         }
         _ => match serve_api(&shared, &rid, req, &method, &target, &mut operation).await {
             Ok(r) => r,
-            Err(Refusal { error: e, close }) => {
+            Err(Refusal { reset: true, .. }) => {
+                shared
+                    .request_metrics
+                    .observe(operation, 0, started.elapsed());
+                tracing::debug!(request_id = %rid, operation, "injected fault: connection reset");
+                return Err(ConnectionReset);
+            }
+            Err(Refusal {
+                error: e, close, ..
+            }) => {
                 let mut resp = error(&shared, &rid, e);
                 if close {
                     // Part of the request body was not read: say that the connection ends
@@ -160,14 +185,15 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
-    resp
+    Ok(resp)
 }
 
 /// A refused request, and whether its connection must close because part of the request
-/// body was left unread.
+/// body was left unread, or be closed without an answer (an injected fault).
 struct Refusal {
     error: RequestError,
     close: bool,
+    reset: bool,
 }
 
 impl From<RequestError> for Refusal {
@@ -175,6 +201,7 @@ impl From<RequestError> for Refusal {
         Self {
             error,
             close: false,
+            reset: false,
         }
     }
 }
@@ -247,13 +274,18 @@ async fn serve_api(
             let drain_for = shared.limits.body_read_timeout.min(PRE_AUTH_DRAIN_TIMEOUT);
             let close =
                 has_body && (oversize || expects_continue || !drain(body, max, drain_for).await);
-            return Err(Refusal { error, close });
+            return Err(Refusal {
+                error,
+                close,
+                reset: false,
+            });
         }
     };
     if oversize {
         return Err(Refusal {
             error: too_big(),
             close: true,
+            reset: false,
         });
     }
     let body = match tokio::time::timeout(
@@ -272,7 +304,11 @@ async fn serve_api(
                     format!("could not read the request body: {e}"),
                 )
             };
-            return Err(Refusal { error, close: true });
+            return Err(Refusal {
+                error,
+                close: true,
+                reset: false,
+            });
         }
         Err(_) => {
             return Err(Refusal {
@@ -281,6 +317,7 @@ async fn serve_api(
                     "the request body was not received in time",
                 ),
                 close: true,
+                reset: false,
             });
         }
     };
@@ -300,6 +337,24 @@ async fn serve_api(
             ),
         )
         .into());
+    }
+    let injected = shared.faults.draw(parsed.operation.name());
+    if !injected.delay.is_zero() {
+        tokio::time::sleep(injected.delay).await;
+    }
+    match injected.fail {
+        None => {}
+        Some(Fail::Error(code)) => {
+            let message = format!("{} (injected fault)", code.default_message());
+            return Err(RequestError::new(code, message).into());
+        }
+        Some(Fail::Reset) => {
+            return Err(Refusal {
+                error: RequestError::from_code(ErrorCode::InternalError),
+                close: true,
+                reset: true,
+            });
+        }
     }
     Ok(dispatch(shared, rid, parsed).await?)
 }

@@ -3,7 +3,6 @@
 use super::admission::handle;
 use super::state::{ConnectionSlot, Shared};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,7 +37,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let conn_shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
             let shared = conn_shared.clone();
-            async move { Ok::<_, Infallible>(handle(shared, req).await) }
+            async move { handle(shared, req).await }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

@@ -38,6 +38,7 @@ mod admin;
 mod admission;
 mod backend;
 mod dispatch;
+mod faults;
 mod lifecycle;
 mod local;
 mod metrics;
@@ -195,6 +196,7 @@ impl Broker {
             waiting_polls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             request_metrics: metrics::RequestMetrics::default(),
+            faults: faults::Faults::new(config.faults, seed),
             tls: config.tls,
             clock,
         });

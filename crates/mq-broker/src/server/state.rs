@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     pub(super) waiting_polls: AtomicUsize,
     pub(super) connections: AtomicUsize,
     pub(super) request_metrics: super::metrics::RequestMetrics,
+    pub(super) faults: super::faults::Faults,
 }
 
 pub(super) fn scheme(tls: bool) -> &'static str {
