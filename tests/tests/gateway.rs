@@ -484,6 +484,87 @@ async fn orderly(engine: &RocketMqEngine) {
     assert_eq!(order, ["o0", "o1", "o2", "o3", "o4"], "publish order");
 }
 
+/// Topics have 8 queues: a long poll is answered as soon as a message arrives in any of
+/// them, a consumer alternating between two topics drains both, and a message of the
+/// protocol's largest body (4 MB) is delivered.
+async fn queues(engine: &RocketMqEngine) {
+    let gw = gateway(engine, KEY, &[]);
+    let client = client(&gw);
+    let (t, g) = (topic("gw_queues"), group("GID_queues"));
+    let consumer = client.consumer(t.clone(), g.clone());
+    register(&consumer).await;
+    let producer = client.producer(t.clone());
+    for i in 0..4 {
+        let polling = {
+            let consumer = consumer.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = consumer.receive(batch(1), wait(8)).await.expect("receive");
+                (got, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = format!("m{i}");
+        let published = Instant::now();
+        producer
+            .publish(&TopicMessage::new(body.as_str()).expect("message"))
+            .await
+            .expect("publish");
+        let (got, _) = polling.await.expect("poll");
+        assert_eq!(
+            got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            [body.as_str()],
+            "the waiting poll gets the message"
+        );
+        assert!(
+            published.elapsed() < Duration::from_secs(3),
+            "answered {:?} after the publish",
+            published.elapsed()
+        );
+        consumer
+            .ack(std::slice::from_ref(&got[0].receipt_handle))
+            .await
+            .expect("ack");
+    }
+
+    // A consumer of two topics, polling them in turn, receives everything of both.
+    let t2 = topic("gw_queues2");
+    let other = client.consumer(t2, g.clone());
+    register(&other).await;
+    for i in 0..12 {
+        producer
+            .publish(&TopicMessage::new(format!("a{i}")).expect("message"))
+            .await
+            .expect("publish");
+    }
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        for c in [&consumer, &other] {
+            let got = c.receive(batch(16), wait(0)).await.expect("receive");
+            if !got.is_empty() {
+                let handles: Vec<ReceiptHandle> =
+                    got.iter().map(|m| m.receipt_handle.clone()).collect();
+                c.ack(&handles).await.expect("ack");
+            }
+            seen.extend(got.into_iter().map(|m| m.body));
+        }
+        if seen.len() == 12 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 12, "all of one topic's messages: {seen:?}");
+
+    let big = "x".repeat(mq_client::mq_proto::MAX_BODY_LEN);
+    producer
+        .publish(&TopicMessage::new(big.as_str()).expect("message"))
+        .await
+        .expect("publish 4 MB");
+    let got = receive_acked(&consumer, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "the 4 MB message is delivered");
+    assert_eq!(got[0].body.len(), big.len());
+}
+
 /// Orphaned-transaction checks: two half messages (immunity 10 s) left undecided are
 /// offered to half-message polls once the immunity is over (the engine asks over the
 /// gateway's Telemetry stream), with `ConsumedTimes` 1 and their `__TransCheckT`; one is
@@ -581,6 +662,7 @@ fn gateway_in_front_of_rocketmq() {
         scenario!(engine_gap_invisibility),
         scenario!(tag_filter),
         scenario!(orderly),
+        scenario!(queues),
         scenario!(transaction_checks),
     ];
     // `MQ_GATEWAY_SCENARIOS=a,b` runs only those (while working on them).

@@ -81,13 +81,10 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,
     /// Key authenticating the gateway's receipt handles, hex or base64, at least 16 bytes;
-    /// the same for every gateway process of one cluster. Default: generated at start.
-    #[arg(
-        long,
-        value_name = "KEY",
-        env = "MQ_HANDLE_KEY",
-        hide_env_values = true
-    )]
+    /// the same for every gateway process of one cluster (prefer the environment variable
+    /// MQ_HANDLE_KEY, read with a rocketmq:// backend only: a flag shows in `ps`). Default:
+    /// generated at start.
+    #[arg(long, value_name = "KEY")]
     pub handle_key: Option<String>,
     /// A test clock: `POST /admin/clock?advance_ms=N` moves the broker's clock forward
     /// (delayed messages and transaction checks in milliseconds). Built-in backend only.
@@ -282,14 +279,15 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         }
         _ => return Err("tls_cert and tls_key must be given together".to_owned()),
     };
+    let parse_key = |k: &str| {
+        k.parse::<HandleKey>()
+            .map_err(|e| format!("handle key: {e}"))
+    };
     let handle_key = args
         .handle_key
         .as_deref()
         .or(file.handle_key.as_deref())
-        .map(|k| {
-            k.parse::<HandleKey>()
-                .map_err(|e| format!("handle key: {e}"))
-        })
+        .map(parse_key)
         .transpose()?;
     match args.backend.as_deref().or(file.backend.as_deref()) {
         None | Some("builtin") => {
@@ -299,6 +297,16 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         }
         Some(url) => {
             let mut rocketmq: RocketMqConfig = url.parse()?;
+            // The environment's key only where a key applies (a shell that exports it for
+            // its gateways may start a built-in broker too).
+            let handle_key = match handle_key {
+                Some(k) => Some(k),
+                None => std::env::var("MQ_HANDLE_KEY")
+                    .ok()
+                    .filter(|k| !k.trim().is_empty())
+                    .map(|k| parse_key(&k))
+                    .transpose()?,
+            };
             if config.test_clock {
                 return Err(
                     "--test-clock applies to the built-in backend; the RocketMQ cluster keeps its own time"

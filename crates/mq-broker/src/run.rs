@@ -32,7 +32,7 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
     let data_dir = config.data_dir.clone();
     let test_clock = config.test_clock;
     let cluster = match &config.backend {
-        crate::config::BackendConfig::RocketMq(r) => Some(r.proxy.clone()),
+        crate::config::BackendConfig::RocketMq(r) => Some((r.proxy.clone(), !r.admin.is_empty())),
         crate::config::BackendConfig::BuiltIn => None,
     };
     let broker = Broker::start(config)
@@ -44,16 +44,23 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
         let _ = writeln!(out, "{}", credentials_line(source));
         let _ = writeln!(out, "{}", admin_line(broker.admin_token()));
         match (&cluster, broker.gateway_started()) {
-            (Some(proxy), Some(started)) => {
+            (Some((proxy, admin)), Some(started)) => {
                 let _ = writeln!(
                     out,
                     "state: kept by the RocketMQ cluster at {proxy} (gateway; nothing is stored here)"
                 );
-                let _ = writeln!(
-                    out,
-                    "topics: {topics} declared, {} created on the cluster; others as the cluster has them",
-                    started.created_topics
-                );
+                let _ = if topics == 0 && *admin {
+                    writeln!(
+                        out,
+                        "topics: created on the cluster on first use (declare --topic to limit them)"
+                    )
+                } else {
+                    writeln!(
+                        out,
+                        "topics: {topics} declared, {} created on the cluster; others as the cluster has them",
+                        started.created_topics
+                    )
+                };
                 let _ = if started.generated_key {
                     writeln!(
                         out,

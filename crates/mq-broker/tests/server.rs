@@ -1330,6 +1330,8 @@ mod binary {
     fn start() -> (Running, String, BufReader<std::process::ChildStdout>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
             .args(["--listen", "127.0.0.1:0", "--credential", "bin-ak:bin-sk"])
+            // Exported for gateways by the same shell: a built-in broker ignores it.
+            .env("MQ_HANDLE_KEY", "00112233445566778899aabbccddeeff")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -1407,6 +1409,23 @@ mod binary {
         assert_eq!(status.code(), Some(0), "{status:?}");
         // The idle connection was closed.
         assert_eq!(conn.read(&mut buf).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn a_handle_key_flag_needs_a_gateway() {
+        let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--handle-key",
+                "00112233445566778899aabbccddeeff",
+            ])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("handle key applies only"), "{err}");
+        assert!(!err.contains("00112233445566778899aabbccddeeff"), "{err}");
     }
 
     #[test]

@@ -91,6 +91,33 @@ pub(super) fn is_readable(q: &pb::MessageQueue) -> bool {
     readable && q.broker.as_ref().is_none_or(|b| b.id == 0)
 }
 
+/// Whether a queue of a route takes sends (a master broker's, with write permission).
+pub(super) fn is_writable(q: &pb::MessageQueue) -> bool {
+    let writable = matches!(
+        pb::Permission::try_from(q.permission),
+        Ok(pb::Permission::Write | pb::Permission::ReadWrite)
+    );
+    writable && q.broker.as_ref().is_none_or(|b| b.id == 0)
+}
+
+/// The queue a message group is sent to: one of `queue_ids` chosen by a hash of the group
+/// that every gateway process computes alike (the first 8 bytes of its SHA-1), so all
+/// messages of one group share a queue and keep their order. `None` for no queues.
+///
+/// ```text
+/// fifo_queue("order-42", &[0, 1, 2, 3]) == fifo_queue("order-42", &[3, 2, 1, 0])
+/// ```
+pub(super) fn fifo_queue(message_group: &str, queue_ids: &[i32]) -> Option<i32> {
+    use sha1::Digest as _;
+    let mut ids = queue_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let digest = sha1::Sha1::digest(message_group.as_bytes());
+    let hash = u64::from_be_bytes(digest[..8].try_into().ok()?);
+    let n = u64::try_from(ids.len()).ok().filter(|n| *n > 0)?;
+    ids.get(usize::try_from(hash % n).ok()?).copied()
+}
+
 /// The v2 message for a publish. `message_id` is the gateway's (the v2 client names its
 /// messages); `now_ms` is the born time.
 pub(super) fn to_engine(
@@ -313,6 +340,8 @@ fn refusal(code: pb::Code, message: &str, what: &str) -> RequestError {
         C::ConsumerGroupNotFound => ErrorCode::SubscriptionNotExist,
         C::TooManyRequests => ErrorCode::Throttling,
         C::InvalidReceiptHandle | C::InvalidTransactionId => ErrorCode::ReceiptHandleError,
+        // The cluster's ACL refused the gateway's identity: not retryable, say so.
+        C::Unauthorized | C::Forbidden => ErrorCode::AccessDenied,
         C::BadRequest
         | C::IllegalTopic
         | C::IllegalConsumerGroup
@@ -434,6 +463,22 @@ mod tests {
     use super::MESSAGE_ID_PROPERTY;
     use super::*;
     use mq_proto::TransCheckImmunity;
+
+    #[test]
+    fn a_message_group_always_gets_the_same_queue() {
+        let ids = [0, 1, 2, 3, 4, 5, 6, 7];
+        let q = fifo_queue("order-42", &ids).unwrap();
+        assert_eq!(fifo_queue("order-42", &[7, 6, 5, 4, 3, 2, 1, 0]), Some(q));
+        assert_eq!(fifo_queue("order-42", &ids), Some(q));
+        let spread: std::collections::BTreeSet<i32> = (0..64)
+            .filter_map(|i| fifo_queue(&format!("g{i}"), &ids))
+            .collect();
+        assert!(
+            spread.len() >= 6,
+            "groups spread over the queues: {spread:?}"
+        );
+        assert_eq!(fifo_queue("g", &[]), None);
+    }
 
     #[test]
     fn a_publish_maps_every_system_property() {

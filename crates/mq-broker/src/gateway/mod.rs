@@ -63,6 +63,26 @@ type Client = pb::messaging_service_client::MessagingServiceClient<Channel>;
 /// "Gateway vs direct gRPC").
 const SEND_CLIENTS: usize = 8;
 
+/// The longest long poll asked of the engine; an HTTP long poll waits in slices of it, so
+/// that a message is delivered within about this long even when the engine misses its
+/// arrival (rocketmq-rust 1.0.0 does, polling all queues of a topic). One engine call per
+/// slice per waiting poll.
+const ENGINE_POLL_SLICE: Duration = Duration::from_secs(1);
+
+/// A long poll the engine ended with this much or more of its wait left is asked again
+/// (after this long, if the engine answered at once).
+const MIN_REPOLL: Duration = Duration::from_millis(200);
+
+/// Connections the gateway's receives (long polls) take turns on.
+const RECEIVE_CONNECTIONS: usize = 4;
+
+/// How long a topic's route is used before it is asked for again (queues and brokers
+/// change: a topic updated with more queues, a broker added).
+const ROUTE_TTL: Duration = Duration::from_secs(30);
+
+/// Most (namespace, topic, group) rotations remembered; beyond it they start over.
+const MAX_ROTATIONS: usize = 100_000;
+
 /// The engine's gRPC client and the metadata every call carries.
 #[derive(Clone)]
 pub(super) struct Caller {
@@ -77,6 +97,18 @@ pub(super) struct Caller {
 /// the properties delivered over HTTP (as every `__…__` key); a native RocketMQ consumer of
 /// the same topic finds the HTTP message id here.
 pub const MESSAGE_ID_PROPERTY: &str = "__MQ_HTTP_MESSAGE_ID__";
+
+/// Largest engine answer the gateway decodes: a 4 MB body (the protocol's limit) with its
+/// properties (16 KB) and the message's framing; tonic's default, exactly 4 MiB, refused a
+/// delivery of a 4 MB message, which then blocked its queue for the group.
+const MAX_ENGINE_MESSAGE: usize = 8 * 1024 * 1024;
+
+/// A client on its own connection to the engine's proxy.
+fn engine_client(endpoint: &Endpoint) -> Client {
+    Client::new(endpoint.connect_lazy())
+        .max_decoding_message_size(MAX_ENGINE_MESSAGE)
+        .max_encoding_message_size(MAX_ENGINE_MESSAGE)
+}
 
 /// A request to the engine's v2 `MessagingService` as the gateway sends it: `message` with
 /// the v2 metadata headers (`x-mq-client-id` = `client_id`, language `RUST`, protocol `v2`,
@@ -128,12 +160,19 @@ impl Caller {
     }
 }
 
+/// A topic's cached route: when it was asked for, and its queues.
+type Route = (std::time::Instant, Vec<pb::MessageQueue>);
+
 /// A started gateway.
 pub(crate) struct Gateway {
     client: Client,
     caller: Caller,
     /// `caller` and `SEND_CLIENTS - 1` more, for NORMAL and DELAY sends.
     send_callers: Vec<Caller>,
+    /// Connections for receives (long polls), used in turn, so that thousands of waiting
+    /// polls do not fill the stream limit of the connection everything else uses.
+    receivers: Vec<Client>,
+    next_receiver: AtomicUsize,
     next_send_client: AtomicUsize,
     checks: telemetry::Checks,
     config: RocketMqConfig,
@@ -149,9 +188,10 @@ pub(crate) struct Gateway {
     /// Message ids: a random per-process prefix and a counter.
     id_prefix: u64,
     next_id: AtomicU64,
-    /// Readable queues per (namespace, topic), and the next one to poll.
-    routes: Mutex<HashMap<(String, String), Vec<pb::MessageQueue>>>,
-    next_queue: AtomicUsize,
+    /// Readable queues per (namespace, topic), and when they were asked for.
+    routes: Mutex<HashMap<(String, String), Route>>,
+    /// Receives so far per (namespace, topic, group): the broker a receive polls next.
+    next_queue: Mutex<HashMap<(String, String, String), usize>>,
     /// The engine refused a batched receive: ask for one message per call.
     single_message_pops: AtomicBool,
     /// Topics this process has routed or published to.
@@ -185,13 +225,15 @@ fn engine_unavailable(what: &str, e: impl std::fmt::Display) -> RequestError {
 }
 
 impl Gateway {
-    /// Connects (lazily: a cluster that is down at start is reached when it comes up) and
-    /// creates the declared topics where admin addresses are configured.
+    /// Connects and, where admin addresses are configured, creates the declared topics the
+    /// cluster does not have yet (existing ones are left unchanged). Without declared
+    /// topics the connection is lazy: a cluster that is down at start is reached when it
+    /// comes up.
     ///
     /// # Errors
     ///
-    /// An invalid proxy address, no randomness for a generated key, or a declared topic the
-    /// engine refused to create.
+    /// An invalid proxy address, no randomness for a generated key, a cluster that cannot be
+    /// asked about a declared topic, or a declared topic the engine refused to create.
     pub(crate) async fn start(
         config: RocketMqConfig,
         core: &CoreConfig,
@@ -211,7 +253,7 @@ impl Gateway {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let client = Client::new(endpoint.connect_lazy());
+        let client = engine_client(&endpoint);
         let caller = Caller {
             client: client.clone(),
             client_id: format!("mq-gateway@{}@{id_prefix:016x}", std::process::id()),
@@ -220,12 +262,17 @@ impl Gateway {
             .map(|i| match i {
                 0 => caller.clone(),
                 i => Caller {
-                    client: Client::new(endpoint.connect_lazy()),
+                    client: engine_client(&endpoint),
                     client_id: format!("{}-{i}", caller.client_id),
                 },
             })
             .collect();
+        let receivers = (0..RECEIVE_CONNECTIONS)
+            .map(|_| engine_client(&endpoint))
+            .collect();
         let gateway = Self {
+            receivers,
+            next_receiver: AtomicUsize::new(0),
             send_callers,
             next_send_client: AtomicUsize::new(0),
             checks: telemetry::Checks::new(caller.clone(), config.proxy.clone()),
@@ -241,7 +288,7 @@ impl Gateway {
             id_prefix,
             next_id: AtomicU64::new(0),
             routes: Mutex::new(HashMap::new()),
-            next_queue: AtomicUsize::new(0),
+            next_queue: Mutex::new(HashMap::new()),
             single_message_pops: AtomicBool::new(false),
             known_topics: Mutex::new(HashSet::new()),
             orderly_groups: Mutex::new(HashSet::new()),
@@ -253,6 +300,23 @@ impl Gateway {
             gateway.count(instance.as_ref(), topic, |c| c.declared = true);
             if gateway.config.admin.is_empty() {
                 continue;
+            }
+            // A topic the cluster has is left as it is: creating it again (code 17 creates
+            // or updates) would change its queue count and type, and messages in queues
+            // beyond the new count could no longer be read.
+            let target = Target {
+                instance: instance.as_ref(),
+                topic,
+            };
+            match gateway.route(target).await {
+                Ok(_) => continue,
+                Err(e) if e.code == ErrorCode::TopicNotExist => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot reach the RocketMQ cluster to check the declared topic {topic}: {}",
+                        e.message
+                    ));
+                }
             }
             let spec = admin::TopicSpec {
                 name: convert::engine_topic_name(instance.as_ref(), topic),
@@ -404,8 +468,14 @@ impl Gateway {
             RequestError::new(ErrorCode::InternalError, format!("message id {id}: {e}"))
         })?;
         let published_at = self.clock.now_ms();
-        let wire = convert::to_engine(&message, instance, topic, id, published_at);
+        let mut wire = convert::to_engine(&message, instance, topic, id, published_at);
         let target = Target { instance, topic };
+        if let Some(group) = message.sharding_key() {
+            let queue = self.fifo_queue(target, group).await?;
+            if let Some(system) = wire.system_properties.as_mut() {
+                system.queue_id = Some(queue);
+            }
+        }
         let sender = self.sender(&wire);
         let entry = match self
             .send(target, sender, wire.clone())
@@ -492,6 +562,31 @@ impl Gateway {
         Ok(entry)
     }
 
+    /// The queue the messages of `group` (a sharding key) are sent to, the same on every
+    /// gateway process ([`convert::fifo_queue`]): rocketmq-rust 1.0.0's proxy picks a queue
+    /// per send and ignores the message group, which spread one group over several queues
+    /// and broke its order.
+    async fn fifo_queue(&self, target: Target<'_>, group: &str) -> Result<i32, RequestError> {
+        let queues = match self.route(target).await.map_err(|e| self.lost(target, e)) {
+            Err(e) if e.code == ErrorCode::TopicNotExist && self.creates_topics() => {
+                self.create_topic(target).await?;
+                self.route(target).await?
+            }
+            other => other?,
+        };
+        let ids: Vec<i32> = queues
+            .iter()
+            .filter(|q| convert::is_writable(q))
+            .map(|q| q.id)
+            .collect();
+        convert::fifo_queue(group, &ids).ok_or_else(|| {
+            RequestError::new(
+                ErrorCode::InternalError,
+                format!("the topic {} has no writable queue", target.topic),
+            )
+        })
+    }
+
     /// Whether unknown topics are created on first use: as on the built-in broker, when no
     /// topic is declared, and only where the engine's admin API is reachable.
     fn creates_topics(&self) -> bool {
@@ -540,7 +635,18 @@ impl Gateway {
     }
 
     /// The queue to poll next for a topic: the readable queues of its route, round robin.
-    async fn queue(&self, target: Target<'_>) -> Result<pb::MessageQueue, RequestError> {
+    /// What a receive of `group` polls next: one broker of the topic's route (round robin
+    /// per topic and group) with queue id -1, which asks the broker to pop from every queue
+    /// of the topic it holds (`PopMessageRequestHeader.queueId < 0`; rocketmq-rust 1.0.0
+    /// `pop_message_processor`). Polling one queue at a time made a long poll miss a message
+    /// published to another queue for its whole wait. Ordered consumption keeps its order:
+    /// a message group is sent to one queue ([`Gateway::fifo_queue`]) and the broker keeps
+    /// order and blocking per queue.
+    async fn queue(
+        &self,
+        target: Target<'_>,
+        group: &str,
+    ) -> Result<pb::MessageQueue, RequestError> {
         let queues = match self.route(target).await {
             Err(e) if e.code == ErrorCode::TopicNotExist && self.creates_topics() => {
                 self.create_topic(target).await?;
@@ -548,11 +654,33 @@ impl Gateway {
             }
             other => other?,
         };
-        let i = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues.len();
-        Ok(queues[i].clone())
+        let mut brokers: Vec<&pb::MessageQueue> = Vec::new();
+        for q in queues.iter().filter(|q| convert::is_readable(q)) {
+            if !brokers.iter().any(|b| b.broker == q.broker) {
+                brokers.push(q);
+            }
+        }
+        let turn = {
+            let mut turns = self.next_queue.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (
+                target.namespace().to_owned(),
+                target.topic.as_str().to_owned(),
+                group.to_owned(),
+            );
+            if turns.len() > MAX_ROTATIONS {
+                turns.clear();
+            }
+            let turn = turns.entry(key).or_insert(0);
+            *turn = turn.wrapping_add(1);
+            *turn
+        };
+        let mut queue = brokers[turn % brokers.len()].clone();
+        queue.id = -1;
+        Ok(queue)
     }
 
-    /// The readable queues of a topic (cached once known).
+    /// The queues of a topic's route that can be read or written (master brokers), cached
+    /// for [`ROUTE_TTL`]; `TopicNotExist` when none is readable.
     async fn route(&self, target: Target<'_>) -> Result<Vec<pb::MessageQueue>, RequestError> {
         let key = (
             target.namespace().to_owned(),
@@ -560,7 +688,10 @@ impl Gateway {
         );
         let cached = {
             let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            routes.get(&key).cloned()
+            routes
+                .get(&key)
+                .filter(|(at, _)| at.elapsed() < ROUTE_TTL)
+                .map(|(_, queues)| queues.clone())
         };
         if let Some(queues) = cached {
             return Ok(queues);
@@ -582,12 +713,12 @@ impl Gateway {
             .into_inner();
         convert::check_status(resp.status.as_ref(), "route query")
             .map_err(|e| self.lost(target, e))?;
-        let readable: Vec<pb::MessageQueue> = resp
+        let queues: Vec<pb::MessageQueue> = resp
             .message_queues
             .into_iter()
-            .filter(convert::is_readable)
+            .filter(|q| convert::is_readable(q) || convert::is_writable(q))
             .collect();
-        if readable.is_empty() {
+        if !queues.iter().any(convert::is_readable) {
             return Err(self.lost(
                 target,
                 RequestError::new(
@@ -599,9 +730,9 @@ impl Gateway {
         self.routes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, readable.clone());
+            .insert(key, (std::time::Instant::now(), queues.clone()));
         self.mark_known(target);
-        Ok(readable)
+        Ok(queues)
     }
 
     fn mark_known(&self, target: Target<'_>) {
@@ -699,7 +830,7 @@ impl Gateway {
     ) -> Result<Vec<Message>, RequestError> {
         let invisibility_ms = match kind {
             ConsumeKind::Half => {
-                self.queue(target).await?;
+                self.queue(target, group.as_str()).await?;
                 return self.checks_for(target, batch, waiting).await;
             }
             ConsumeKind::Normal => self.invisibility_ms,
@@ -708,7 +839,7 @@ impl Gateway {
                 self.order_invisibility_ms
             }
         };
-        let queue = self.queue(target).await?;
+        let queue = self.queue(target, group.as_str()).await?;
         // A poll that may wait holds a slot; without one it asks for what is there now.
         let slot = if wait.get() > 0 { waiting.slot() } else { None };
         let wait = if slot.is_some() {
@@ -739,47 +870,86 @@ impl Gateway {
             attempt_id: None,
         };
         let deadline = tokio::time::Instant::now() + wait;
+        let mut this_wait = wait.min(ENGINE_POLL_SLICE);
+        request.long_polling_timeout = Some(convert::duration(
+            u64::try_from(this_wait.as_millis()).unwrap_or(u64::MAX),
+        ));
         loop {
+            let asked = tokio::time::Instant::now();
             let (messages, status) = tokio::select! {
-                r = self.receive_batch(target, &mut request, wait) => r?,
+                r = self.receive_batch(target, &mut request, this_wait) => r?,
                 () = waiting.until_stopped() => return Ok(Vec::new()),
             };
             if messages.is_empty() {
-                return match convert::receive_status(status.as_ref()) {
-                    convert::Received::Nothing => Ok(Vec::new()),
+                match convert::receive_status(status.as_ref()) {
+                    convert::Received::Nothing => {}
                     convert::Received::TopicGone(e) => {
                         self.forget_route(target);
-                        Err(self.lost(target, e))
+                        return Err(self.lost(target, e));
                     }
-                    convert::Received::Failed(e) => Err(e),
-                };
+                    convert::Received::Failed(e) => return Err(e),
+                }
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if remaining < MIN_REPOLL {
+                    return Ok(Vec::new());
+                }
+                // Poll again for the rest of the wait, in slices: rocketmq-rust 1.0.0 ends a
+                // poll of all queues early without a message, or misses an arrival and
+                // holds it to its end. Pause briefly if the answer came back at once, so
+                // that such an engine is not polled in a tight loop.
+                if asked.elapsed() < this_wait / 2 {
+                    tokio::select! {
+                        () = tokio::time::sleep(MIN_REPOLL.min(remaining)) => {}
+                        () = waiting.until_stopped() => return Ok(Vec::new()),
+                    }
+                }
+                this_wait = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(ENGINE_POLL_SLICE);
+                request.long_polling_timeout = Some(convert::duration(
+                    u64::try_from(this_wait.as_millis()).unwrap_or(u64::MAX),
+                ));
+                continue;
             }
             let now = self.clock.now_ms();
             let mut out = Vec::with_capacity(messages.len());
             let mut skipped = Vec::new();
             for m in messages {
-                let delivered = convert::from_engine(m, now, invisibility_ms)?;
+                // A message the protocol cannot carry (a native producer's, say) is left to
+                // the engine, which delivers it again and dead-letters it after its maximum
+                // deliveries; the others of the batch are delivered.
+                let delivered = match convert::from_engine(m, now, invisibility_ms) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(topic = %target.topic, error = %e.message, "an undeliverable message was skipped");
+                        continue;
+                    }
+                };
                 if !filter.matches(delivered.message.tag.as_ref()) {
                     skipped.push(delivered);
                     continue;
                 }
+                let Some(engine_token) = delivered.engine_receipt_handle else {
+                    tracing::warn!(topic = %target.topic, "the engine delivered a message without a receipt handle; skipped");
+                    continue;
+                };
                 let handle = Handle {
                     kind: Kind::Delivery,
                     instance: target.namespace().to_owned(),
                     topic: target.topic.as_str().to_owned(),
                     owner: group.as_str().to_owned(),
                     message_id: delivered.engine_message_id,
-                    engine_token: delivered.engine_receipt_handle.ok_or_else(|| {
-                        RequestError::new(
-                            ErrorCode::InternalError,
-                            "the engine delivered a message without a receipt handle",
-                        )
-                    })?,
-                    // The engine's invisibility decides.
-                    valid_until_ms: 0,
+                    engine_token,
+                    // Valid until its `NextConsumeTime`, as the protocol says, also on an
+                    // engine that does not keep the invisibility it was asked for.
+                    valid_until_ms: delivered.message.next_consume_time,
                 };
                 let mut message = delivered.message;
-                message.receipt_handle = self.seal(&handle)?;
+                let Ok(sealed) = self.seal(&handle) else {
+                    tracing::warn!(topic = %target.topic, "an engine receipt handle too long to seal; skipped");
+                    continue;
+                };
+                message.receipt_handle = sealed;
                 out.push(message);
             }
             let filtered = skipped.len() as u64;
@@ -797,8 +967,9 @@ impl Gateway {
                 return Ok(out);
             }
             // Everything received was filtered out: wait on for a matching message.
+            this_wait = remaining.min(ENGINE_POLL_SLICE);
             request.long_polling_timeout = Some(convert::duration(
-                u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(this_wait.as_millis()).unwrap_or(u64::MAX),
             ));
         }
     }
@@ -928,32 +1099,46 @@ impl Gateway {
     }
 
     /// One `ReceiveMessage` call: the messages and the status that ended the stream.
+    /// A receive that outlives its wait by more than this ends as "nothing" (the engine ran
+    /// it late: the proxy runs one receive at a time per group and queue). With the
+    /// engine's 5 s minimum long poll it keeps a 30 s poll's answer under 33 s, the socket
+    /// timeout of the official Java and Node SDKs (PROTOCOL §6.2).
+    const RECEIVE_MARGIN: Duration = Duration::from_secs(2);
+
     async fn receive(
         &self,
         target: Target<'_>,
         request: pb::ReceiveMessageRequest,
         wait: Duration,
     ) -> Result<(Vec<pb::Message>, Option<pb::Status>), RequestError> {
-        let req = self.request(
-            request,
-            target.namespace(),
-            // The engine may clamp short polls up to its minimum long poll (5 s by default).
-            wait.max(Duration::from_secs(5)) + self.config.call_timeout,
-        );
-        let mut stream = self
-            .client
-            .clone()
-            .receive_message(req)
-            .await
-            .map_err(|s| convert::rpc_error("consume", &s))?
-            .into_inner();
+        // The engine may clamp short polls up to its minimum long poll (5 s by default).
+        let deadline = wait.max(Duration::from_secs(5)) + Self::RECEIVE_MARGIN;
+        let req = self.request(request, target.namespace(), deadline);
+        let receiver = {
+            let i = self.next_receiver.fetch_add(1, Ordering::Relaxed);
+            self.receivers[i % self.receivers.len()].clone()
+        };
+        let started = tokio::time::Instant::now();
+        let late = |s: &tonic::Status| {
+            s.code() == tonic::Code::DeadlineExceeded
+                || (s.code() == tonic::Code::Cancelled && started.elapsed() >= deadline)
+        };
+        let mut stream = match receiver.clone().receive_message(req).await {
+            Ok(stream) => stream.into_inner(),
+            Err(s) if late(&s) => return Ok((Vec::new(), None)),
+            Err(s) => return Err(convert::rpc_error("consume", &s)),
+        };
         let mut messages = Vec::new();
         let mut status = None;
-        while let Some(item) = stream
-            .message()
-            .await
-            .map_err(|s| convert::rpc_error("consume", &s))?
-        {
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                // Messages already received are delivered; the engine's invisibility keeps
+                // any it popped after the deadline for a later receive.
+                Err(s) if late(&s) => break,
+                Err(s) => return Err(convert::rpc_error("consume", &s)),
+            };
             match item.content {
                 Some(pb::receive_message_response::Content::Message(m)) => messages.push(m),
                 Some(pb::receive_message_response::Content::Status(s)) => status = Some(s),
