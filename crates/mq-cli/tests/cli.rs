@@ -1,6 +1,6 @@
 //! End-to-end tests of the `mq` binary against an in-process broker on 127.0.0.1.
 
-use mq_broker::{Broker, Credential, ServerConfig};
+use mq_broker::{Credential, EmbeddedBroker, ServerConfig};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,50 +9,27 @@ use std::time::{Duration, Instant};
 const AK: &str = "cli-test-ak";
 const SK: &str = "cli-test-sk";
 
-/// A broker on its own tokio runtime (the test thread runs the binary synchronously).
-struct TestBroker {
-    runtime: tokio::runtime::Runtime,
-    broker: Option<Broker>,
-    endpoint: String,
-}
+/// A broker on its own thread and runtime (the test thread runs the binary synchronously);
+/// stopped on drop.
+struct TestBroker(EmbeddedBroker);
 
 impl TestBroker {
     fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let broker = runtime
-            .block_on(Broker::start(ServerConfig {
-                listen: ([127, 0, 0, 1], 0).into(),
-                credentials: vec![Credential::new(AK, SK)],
-                ..Default::default()
-            }))
-            .expect("broker");
-        let endpoint = broker.endpoint();
-        Self {
-            runtime,
-            broker: Some(broker),
-            endpoint,
-        }
+        let broker = EmbeddedBroker::start(ServerConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            credentials: vec![Credential::new(AK, SK)],
+            ..Default::default()
+        });
+        Self(broker.expect("broker"))
     }
 
     /// `mq` with this broker's endpoint and credentials (and nothing from the environment).
     fn mq(&self, args: &[&str]) -> Command {
         let mut c = mq(args);
-        c.env("MQ_ENDPOINT", &self.endpoint)
+        c.env("MQ_ENDPOINT", self.0.endpoint())
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK);
         c
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let Some(b) = self.broker.take() {
-            self.runtime.block_on(b.shutdown());
-        }
     }
 }
 
