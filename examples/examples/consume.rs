@@ -37,18 +37,17 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-consume")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
-
     let mut published = HashSet::new();
-    for i in 0..if follow { 0 } else { 8 } {
-        let receipt = producer
-            .publish(&TopicMessage::new(format!("message {i}"))?)
+    if !follow {
+        // A group gets what is published after its first request (on ApsaraMQ: after it was
+        // created in the console), so make one before publishing.
+        consumer
+            .receive(BatchSize::MIN, WaitSeconds::new(0)?)
             .await?;
-        published.insert(receipt.message_id);
+        for i in 0..8 {
+            let message = TopicMessage::new(format!("message {i}"))?;
+            published.insert(producer.publish(&message).await?.message_id);
+        }
     }
     println!(
         "published {} message(s); consuming until done or Ctrl-C",
@@ -114,15 +113,12 @@ fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
         let broker = Broker::start_embedded()?;
         let (at, credentials) = (broker.endpoint(), broker.credentials());
         println!("no MQ_ENDPOINT set: using an embedded mq-broker at {at}");
-        let client = Client::builder()
-            .endpoint(at)
-            .credentials(credentials)
-            .build()?;
-        return Ok((client, topic.parse()?, "GID_example".parse()?, Some(broker)));
+        let client = Client::builder().endpoint(at).credentials(credentials);
+        let (topic, group) = (topic.parse()?, "GID_example".parse()?);
+        return Ok((client.build()?, topic, group, Some(broker)));
     };
-    let mut client = Client::builder()
-        .endpoint(endpoint)
-        .credentials_from_env()?;
+    let client = Client::builder().endpoint(endpoint);
+    let mut client = client.credentials_from_env()?; // ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET
     if let Ok(instance) = env::var("MQ_INSTANCE_ID") {
         client = client.instance_id(instance.parse()?);
     }

@@ -60,6 +60,7 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
         if messages.is_empty() {
             continue;
         }
+        let mut ours = 0; // first deliveries of messages published above
         for m in &messages {
             println!(
                 "received {} key={:?} index={:?} body={:?} (delivery {})",
@@ -69,15 +70,12 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
                 m.body,
                 m.consumed_times
             );
+            let new = published.contains(&m.message_id) && received.insert(m.message_id.clone());
+            ours += usize::from(new);
         }
         let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
         consumer.ack(&handles).await?;
-        for m in messages
-            .into_iter()
-            .filter(|m| published.contains(&m.message_id))
-        {
-            acked += usize::from(received.insert(m.message_id));
-        }
+        acked += ours;
         println!("acked {} receipt handle(s)", handles.len());
     }
 
@@ -102,15 +100,12 @@ fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
         let broker = Broker::start_embedded()?;
         let (at, credentials) = (broker.endpoint(), broker.credentials());
         println!("no MQ_ENDPOINT set: using an embedded mq-broker at {at}");
-        let client = Client::builder()
-            .endpoint(at)
-            .credentials(credentials)
-            .build()?;
-        return Ok((client, topic.parse()?, "GID_example".parse()?, Some(broker)));
+        let client = Client::builder().endpoint(at).credentials(credentials);
+        let (topic, group) = (topic.parse()?, "GID_example".parse()?);
+        return Ok((client.build()?, topic, group, Some(broker)));
     };
-    let mut client = Client::builder()
-        .endpoint(endpoint)
-        .credentials_from_env()?;
+    let client = Client::builder().endpoint(endpoint);
+    let mut client = client.credentials_from_env()?; // ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET
     if let Ok(instance) = env::var("MQ_INSTANCE_ID") {
         client = client.instance_id(instance.parse()?);
     }
