@@ -1,27 +1,138 @@
-//! The transactional-message guide on async-std (`mq-async-std`): the very same flow as the
-//! `transactional` example — it runs the shared `mq_examples::transactional::run` with the
-//! async-std runtime instead of tokio. (The same runtime type also serves smol.)
+//! The transactional guide of the `transactional` example, on async-std (`mq-async-std`;
+//! the same crate serves smol). Only the imports and the `main` attribute differ: the client
+//! API is the same on every runtime.
+//!
+//! 1. Four half messages with property `a` = 0..3 and a check immunity of 10 s; message 0 is
+//!    committed at once with the receipt handle its publish returned.
+//! 2. The transaction checker commits `a=1`, commits `a=2` from its second check on, rolls
+//!    back `a=3`, and answers unknown otherwise.
+//! 3. A consumer receives and acks: exactly 0, 1 and 2 arrive, never 3.
 //!
 //! ```sh
 //! cargo run --example async_std_transactional
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts an embedded `mq-broker` (on a thread of its own). Against
-//! the real service set `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`,
-//! `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID`, `MQ_TOPIC` and `MQ_GROUP_ID` (the
-//! transactional producer's group, also used as the consumer group).
+//! Without `MQ_ENDPOINT` it starts a broker embedded in the process (on a thread of its own
+//! with its own runtime). Against ApsaraMQ set `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (a
+//! transactional topic dedicated to this example) and `MQ_GROUP_ID` (the transactional
+//! producer's group, also used as the consumer group).
 //!
-//! Last line: `summary: committed=3 rolled_back=1 received=[0,1,2] ok`, or `… FAILED`.
+//! Last line: `summary: committed=3 rolled_back=1 received=[0,1,2] ok` (exit status 0), or
+//! `… FAILED` (exit status 1).
 
-use mq_async_std::AsyncIoRuntime;
-use mq_examples::{Setup, finish, transactional};
+use mq_async_std::{BatchSize, Client, Decision, GroupId, Message, TopicMessage, TopicName};
+use mq_async_std::{TransCheckImmunity, WaitSeconds};
+use mq_broker::{Broker, EmbeddedBroker};
+use std::collections::BTreeSet;
+use std::env;
+use std::error::Error;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[async_std::main]
-async fn main() -> ExitCode {
-    let result = match Setup::from_env("async_std_transactional") {
-        Ok(setup) => transactional::run::<AsyncIoRuntime>(&setup).await,
-        Err(e) => Err(e),
+async fn main() -> Result<ExitCode, Box<dyn Error>> {
+    let (client, topic, group, _broker) = connect("example-async-std-transactional")?;
+    let producer = client.transaction_producer(topic.clone(), group.clone());
+    let consumer = client.consumer(topic, group);
+    // A group gets what is published after its first request (on ApsaraMQ: after it was
+    // created in the console), so make one before publishing.
+    consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
+        .await?;
+
+    // 1. The half messages; within the immunity the publish's handle commits or rolls back.
+    for a in 0..4 {
+        let message = TopicMessage::new(format!("transaction {a}"))?
+            .with_property("a", a.to_string())?
+            .with_trans_check_immunity(TransCheckImmunity::new(10)?);
+        let receipt = producer.publish(message).await?;
+        println!("published half message a={a}: {}", receipt.message_id);
+        if a == 0 {
+            let handle = receipt
+                .receipt_handle
+                .ok_or("a half message has a handle")?;
+            producer.commit(&handle).await?;
+            println!("committed a=0 directly");
+        }
+    }
+
+    // 2. The checker: the closure decides, the checker sends the commit or rollback.
+    let checker = producer.spawn_checker(|message: Message| {
+        let check = message.consumed_times; // 1 on the first check
+        let decision = match message.property("a") {
+            Some("1") => Decision::Commit,
+            Some("2") if check > 1 => Decision::Commit,
+            Some("3") => Decision::Rollback,
+            _ => Decision::Unknown,
+        };
+        println!(
+            "check {check} of a={:?}: {decision:?}",
+            message.property("a").unwrap_or("?")
+        );
+        async move { decision }
+    });
+
+    // 3. Receive until 0, 1 and 2 arrived (or 60 s passed), then look once more for 3.
+    let mut received = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_look = false;
+    while !last_look {
+        last_look = received.len() >= 3 || Instant::now() > deadline;
+        let messages = consumer
+            .receive(BatchSize::MAX, WaitSeconds::new(3)?)
+            .await?;
+        for m in &messages {
+            println!(
+                "received {:?} (a={:?})",
+                m.body,
+                m.property("a").unwrap_or("?")
+            );
+            received.extend(m.property("a").map(str::to_owned));
+        }
+        if !messages.is_empty() {
+            let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+            consumer.ack(&handles).await?;
+        }
+    }
+    let report = checker.shutdown().await?; // sends what was decided, then stops
+    println!("checker: {report:?}");
+
+    let committed = 1 + report.committed;
+    let received: Vec<String> = received.into_iter().collect();
+    let ok = received == ["0", "1", "2"]
+        && committed == 3
+        && report.rolled_back == 1
+        && report.unknown >= 1 // a=2 on its first check
+        && report.failed == 0;
+    let verdict = if ok { "ok" } else { "FAILED" };
+    let (rolled_back, received) = (report.rolled_back, received.join(","));
+    println!(
+        "summary: committed={committed} rolled_back={rolled_back} received=[{received}] {verdict}"
+    );
+    Ok(ExitCode::from(if ok { 0 } else { 1 }))
+}
+
+/// A client, the topic and group to use, and the embedded broker if there is one.
+type Connection = (Client, TopicName, GroupId, Option<EmbeddedBroker>);
+
+/// The instance named by `MQ_ENDPOINT` and the README's other variables, or else a broker
+/// embedded in this process (it stops when dropped).
+fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
+    let var = |name| env::var(name).map_err(|_| format!("MQ_ENDPOINT is set but {name} is not"));
+    let Ok(endpoint) = env::var("MQ_ENDPOINT") else {
+        let broker = Broker::start_embedded()?;
+        let (at, credentials) = (broker.endpoint(), broker.credentials());
+        println!("no MQ_ENDPOINT set: using an embedded mq-broker at {at}");
+        let client = Client::builder().endpoint(at).credentials(credentials);
+        let (topic, group) = (topic.parse()?, "GID_example".parse()?);
+        return Ok((client.build()?, topic, group, Some(broker)));
     };
-    finish(result)
+    let client = Client::builder().endpoint(endpoint);
+    let mut client = client.credentials_from_env()?; // ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET
+    if let Ok(instance) = env::var("MQ_INSTANCE_ID") {
+        client = client.instance_id(instance.parse()?);
+    }
+    let (topic, group) = (var("MQ_TOPIC")?.parse()?, var("MQ_GROUP_ID")?.parse()?);
+    Ok((client.build()?, topic, group, None))
 }

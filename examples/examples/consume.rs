@@ -1,153 +1,127 @@
-//! Consuming with the stream API: long polling, batched acks, clean stop on Ctrl-C.
+//! The consumer stream: long polling, batched acks, a clean stop on Ctrl-C.
 //!
-//! `Consumer::stream()` keeps one long poll (up to 30 s) outstanding in the background and
-//! yields each message as a `Delivery`; `Delivery::ack` queues its ack, and the stream sends
-//! queued acks in batches (up to 16 handles per request). A delivery dropped without an ack
-//! is released and delivered again after its invisibility time. `MessageStream::shutdown`
-//! stops receiving and flushes the queued acks.
+//! `Consumer::stream()` keeps one long poll outstanding in the background and yields each
+//! message as a `Delivery`; `Delivery::ack` queues its ack, and the stream sends queued acks
+//! in batches (up to 16 receipt handles a request). A delivery dropped without an ack is
+//! released: it comes again after its invisibility time. `MessageStream::shutdown` stops
+//! receiving and sends the queued acks.
 //!
-//! So that it finishes on its own, the example first publishes 8 messages and stops once
-//! they are all received and acked (or after 30 s, or on Ctrl-C). With `--follow` it
-//! publishes nothing and consumes (and acks) everything until Ctrl-C:
+//! So that it ends on its own, the example publishes eight messages and stops once it has
+//! received and acked them (or after 30 s, or on Ctrl-C). With `--follow` it publishes
+//! nothing and consumes everything until Ctrl-C:
 //!
 //! ```sh
 //! cargo run --example consume
 //! cargo run --example consume -- --follow
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts an embedded `mq-broker`. Against the real service set
+//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
 //! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID`, `MQ_TOPIC` and `MQ_GROUP_ID`.
+//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` and `MQ_GROUP_ID`.
 //!
-//! Last line: `summary: published=8 received=8 acked=8 ok`, or `… FAILED`.
+//! Last line: `summary: published=8 received=8 acked=8 ok`, or `… FAILED` (exit status 1).
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use mq_examples::{BoxError, Origin, Setup, Summary, describe, finish};
-use mq_tokio::{Tag, TokioRuntime, TopicMessage};
+use mq_broker::{Broker, EmbeddedBroker};
+use mq_tokio::{BatchSize, Client, GroupId, TopicMessage, TopicName, WaitSeconds};
+use std::collections::HashSet;
+use std::env;
+use std::error::Error;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Messages published before consuming.
-const COUNT: usize = 8;
-/// The example gives up after this long (unless `--follow`).
-const TIME_LIMIT: Duration = Duration::from_secs(30);
-
 #[tokio::main]
-async fn main() -> ExitCode {
-    finish(run().await)
-}
-
-async fn run() -> Result<Summary, BoxError> {
-    let follow = std::env::args().skip(1).any(|arg| arg == "--follow");
-    let setup = Setup::from_env("consume")?;
-    let client = setup.client::<TokioRuntime>()?;
-    let consumer = client.consumer(setup.topic().clone(), setup.group().clone());
-    setup.register(&consumer).await?;
-
-    let mut published = 0;
+async fn main() -> Result<ExitCode, Box<dyn Error>> {
+    let follow = env::args().any(|arg| arg == "--follow");
+    let (client, topic, group, _broker) = connect("example-consume")?;
+    let producer = client.producer(topic.clone());
+    let consumer = client.consumer(topic, group);
+    let mut published = HashSet::new();
     if !follow {
-        let producer = client.producer(setup.topic().clone());
-        for i in 0..COUNT {
-            let message = TopicMessage::new(format!("I am test message {i}."))?
-                .with_tag(Tag::new("TagA")?)
-                .with_key(format!("key-{i}"))?;
-            let receipt = producer.publish(&setup.mark(message)?).await?;
-            println!(
-                "Publish Message Succeed. MessageID:{}, BodyMD5:{}",
-                receipt.message_id, receipt.body_md5
-            );
-            published += 1;
+        // A group gets what is published after its first request (on ApsaraMQ: after it was
+        // created in the console), so make one before publishing.
+        consumer
+            .receive(BatchSize::MIN, WaitSeconds::new(0)?)
+            .await?;
+        for i in 0..8 {
+            let message = TopicMessage::new(format!("message {i}"))?;
+            published.insert(producer.publish(&message).await?.message_id);
         }
-        println!(
-            "consuming until the {COUNT} messages are in (at most {} s; Ctrl-C stops)",
-            TIME_LIMIT.as_secs()
-        );
-    } else {
-        println!("consuming until Ctrl-C");
     }
+    println!(
+        "published {} message(s); consuming until done or Ctrl-C",
+        published.len()
+    );
 
     let mut stream = consumer.stream();
-    // Outcomes of queued acks: (counted in the summary?, handle, result).
-    let mut acks = FuturesUnordered::new();
-    let (mut received, mut acked, mut failed) = (0, 0, 0);
-    let mut interrupted = false;
+    let mut acks = FuturesUnordered::new(); // outcomes of the queued acks
+    let (mut received, mut acked, mut interrupted) = (0, 0, false);
     let ctrl_c = tokio::signal::ctrl_c();
-    let time_limit = tokio::time::sleep(TIME_LIMIT);
+    let time_limit = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(ctrl_c, time_limit);
-    while follow || received < published {
+    while follow || received < published.len() {
         tokio::select! {
-            _ = &mut ctrl_c => {
-                println!("Ctrl-C: stopping");
-                interrupted = true;
-                break;
-            }
-            () = &mut time_limit, if !follow => {
-                println!("time limit reached: stopping");
-                break;
-            }
-            Some((counted, handle, result)) = acks.next(), if !acks.is_empty() => {
-                match result {
-                    Ok(()) => {
-                        println!("Ack Succeed. ReceiptHandle:{handle}");
-                        acked += usize::from(counted);
-                    }
-                    Err(e) => {
-                        println!("Ack Fail. ReceiptHandle:{handle}: {e}");
-                        failed += 1;
-                    }
-                }
-            }
+            _ = &mut ctrl_c => { interrupted = true; break; }
+            () = &mut time_limit, if !follow => break,
+            Some(result) = acks.next() => acked += usize::from(acked_ok(result)),
             item = stream.next() => match item {
                 None => break,
-                // The stream reports a failed long poll and retries after a backoff.
+                // A failed long poll is reported, then retried after a backoff.
                 Some(Err(e)) => println!("receive failed (retrying): {e}"),
                 Some(Ok(delivery)) => {
-                    let counted = match setup.origin(&delivery) {
-                        Origin::ThisRun => true,
-                        Origin::Foreign if follow => true,
-                        // A leftover of an earlier run: acknowledge it, don't count it.
-                        Origin::EarlierRun => false,
-                        // Someone else's message: give it back untouched.
-                        Origin::Foreign => {
-                            delivery.release();
-                            continue;
-                        }
-                    };
-                    if counted {
-                        println!("Receive, {}", describe(&delivery));
-                        received += 1;
-                    }
-                    let handle = delivery.receipt_handle.clone();
-                    // `ack` queues the ack now; the future tells how it went.
-                    let ack = delivery.ack();
-                    acks.push(async move { (counted, handle, ack.await) });
+                    println!("received {} {:?}", delivery.message_id, delivery.body);
+                    let ours = follow || published.contains(&delivery.message_id);
+                    received += usize::from(ours);
+                    let ack = delivery.ack(); // queued now, sent in a batch
+                    acks.push(async move { ack.await.map(|()| ours) });
                 }
             }
         }
     }
-    // Wait for the queued acks, then stop the stream (nothing is left in hand).
-    while let Some((counted, handle, result)) = acks.next().await {
-        match result {
-            Ok(()) => {
-                println!("Ack Succeed. ReceiptHandle:{handle}");
-                acked += usize::from(counted);
-            }
-            Err(e) => {
-                println!("Ack Fail. ReceiptHandle:{handle}: {e}");
-                failed += 1;
-            }
-        }
+    while let Some(result) = acks.next().await {
+        acked += usize::from(acked_ok(result));
     }
     stream.shutdown().await;
 
-    let ok = if follow {
-        failed == 0
-    } else {
-        !interrupted && received == published && acked == published && failed == 0
+    // With --follow, Ctrl-C is the normal end.
+    let ok = acked == received && (follow || (!interrupted && received == published.len()));
+    let verdict = if ok { "ok" } else { "FAILED" };
+    println!(
+        "summary: published={} received={received} acked={acked} {verdict}",
+        published.len()
+    );
+    Ok(ExitCode::from(if ok { 0 } else { 1 }))
+}
+
+/// Prints an ack's outcome; whether it acked one of the messages counted.
+fn acked_ok(result: Result<bool, mq_tokio::AckError>) -> bool {
+    result.unwrap_or_else(|e| {
+        println!("ack failed: {e}");
+        false
+    })
+}
+
+/// A client, the topic and group to use, and the embedded broker if there is one.
+type Connection = (Client, TopicName, GroupId, Option<EmbeddedBroker>);
+
+/// The instance named by `MQ_ENDPOINT` and the README's other variables, or else a broker
+/// embedded in this process (it stops when dropped).
+fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
+    let var = |name| env::var(name).map_err(|_| format!("MQ_ENDPOINT is set but {name} is not"));
+    let Ok(endpoint) = env::var("MQ_ENDPOINT") else {
+        let broker = Broker::start_embedded()?;
+        let (at, credentials) = (broker.endpoint(), broker.credentials());
+        println!("no MQ_ENDPOINT set: using an embedded mq-broker at {at}");
+        let client = Client::builder().endpoint(at).credentials(credentials);
+        let (topic, group) = (topic.parse()?, "GID_example".parse()?);
+        return Ok((client.build()?, topic, group, Some(broker)));
     };
-    Ok(Summary::new(
-        format!("published={published} received={received} acked={acked}"),
-        ok,
-    ))
+    let client = Client::builder().endpoint(endpoint);
+    let mut client = client.credentials_from_env()?; // ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET
+    if let Ok(instance) = env::var("MQ_INSTANCE_ID") {
+        client = client.instance_id(instance.parse()?);
+    }
+    let (topic, group) = (var("MQ_TOPIC")?.parse()?, var("MQ_GROUP_ID")?.parse()?);
+    Ok((client.build()?, topic, group, None))
 }

@@ -10,11 +10,9 @@ pub mod scenarios;
 pub mod sim;
 pub mod tls;
 
-use mq_broker::{Broker, Credential, ServerConfig};
+use mq_broker::{Credential, EmbeddedBroker, ServerConfig};
 use mq_client::{ClientBuilder, Credentials, RetryConfig, Runtime};
 use std::net::SocketAddr;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 /// Key id every test broker accepts.
@@ -22,13 +20,9 @@ pub const TEST_AK: &str = "test-ak";
 /// Secret of [`TEST_AK`].
 pub const TEST_SK: &str = "test-sk";
 
-/// A broker running on its own thread and tokio runtime; stopped on drop.
-pub struct TestBroker {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-    stats: tokio::sync::mpsc::UnboundedSender<mpsc::Sender<mq_broker::Stats>>,
-}
+/// A broker running on its own thread and tokio runtime ([`EmbeddedBroker`]); stopped on
+/// drop.
+pub struct TestBroker(EmbeddedBroker);
 
 impl TestBroker {
     /// Starts a broker with the test credential and fast timings suitable for tests:
@@ -47,67 +41,22 @@ impl TestBroker {
 
     /// Starts a broker with this configuration.
     pub fn start_with(config: ServerConfig) -> Self {
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (stats_tx, mut stats_rx) =
-            tokio::sync::mpsc::unbounded_channel::<mpsc::Sender<mq_broker::Stats>>();
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime for the test broker");
-            rt.block_on(async move {
-                let broker = Broker::start(config).await.expect("start broker");
-                addr_tx.send(broker.local_addr()).expect("report address");
-                let mut stop_rx = stop_rx;
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        Some(reply) = stats_rx.recv() => { let _ = reply.send(broker.stats()); }
-                    }
-                }
-                broker.shutdown().await;
-            });
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("broker did not start");
-        Self {
-            addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            stats: stats_tx,
-        }
+        Self(EmbeddedBroker::start(config).expect("start broker"))
     }
 
     /// The broker's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.local_addr()
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.0.endpoint().to_owned()
     }
 
     /// The broker's counters.
     pub fn stats(&self) -> mq_broker::Stats {
-        let (tx, rx) = mpsc::channel();
-        self.stats.send(tx).expect("broker thread alive");
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("broker stats")
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.0.stats().expect("broker stats")
     }
 }
 

@@ -5,7 +5,10 @@
 //! and retention, exactly as PROTOCOL §6 describes them. It performs no I/O, reads no clock
 //! and spawns nothing: every call takes the current wall-clock time in epoch milliseconds, so
 //! hours of broker behaviour can be tested in milliseconds of virtual time. The HTTP server
-//! that drives it over the wire protocol of `mq_proto::server` lives next to it.
+//! that drives it over the wire protocol of `mq_proto::server` lives next to it:
+//! [`Broker::start`] serves on the caller's tokio runtime, and [`Broker::start_embedded`]
+//! runs a broker inside any program or test (on a thread of its own) and hands back its
+//! endpoint and credentials.
 //!
 //! ```
 //! use mq_broker::{BrokerCore, CoreConfig};
@@ -30,6 +33,7 @@
 pub mod config;
 pub mod core;
 pub mod durable;
+pub mod embedded;
 #[cfg(feature = "rocketmq")]
 pub mod gateway;
 pub mod run;
@@ -43,5 +47,6 @@ pub use crate::config::{
 pub use crate::core::{
     BrokerCore, CoreConfig, CoreError, DeadLetter, GroupStats, PublishOutcome, Stats, TopicStats,
 };
+pub use crate::embedded::EmbeddedBroker;
 pub use crate::server::Broker;
 pub use crate::tls::{TlsConfig, TlsError};

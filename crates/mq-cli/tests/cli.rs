@@ -1,6 +1,6 @@
 //! End-to-end tests of the `mq` binary against an in-process broker on 127.0.0.1.
 
-use mq_broker::{Broker, Credential, ServerConfig};
+use mq_broker::{Credential, EmbeddedBroker, ServerConfig};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,51 +9,28 @@ use std::time::{Duration, Instant};
 const AK: &str = "cli-test-ak";
 const SK: &str = "cli-test-sk";
 
-/// A broker on its own tokio runtime (the test thread runs the binary synchronously).
-struct TestBroker {
-    runtime: tokio::runtime::Runtime,
-    broker: Option<Broker>,
-    endpoint: String,
-}
+/// A broker on its own thread and runtime (the test thread runs the binary synchronously);
+/// stopped on drop.
+struct TestBroker(EmbeddedBroker);
 
 impl TestBroker {
     fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let broker = runtime
-            .block_on(Broker::start(ServerConfig {
-                listen: ([127, 0, 0, 1], 0).into(),
-                credentials: vec![Credential::new(AK, SK)],
-                test_clock: true,
-                ..Default::default()
-            }))
-            .expect("broker");
-        let endpoint = broker.endpoint();
-        Self {
-            runtime,
-            broker: Some(broker),
-            endpoint,
-        }
+        let broker = EmbeddedBroker::start(ServerConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            credentials: vec![Credential::new(AK, SK)],
+            test_clock: true,
+            ..Default::default()
+        });
+        Self(broker.expect("broker"))
     }
 
     /// `mq` with this broker's endpoint and credentials (and nothing from the environment).
     fn mq(&self, args: &[&str]) -> Command {
         let mut c = mq(args);
-        c.env("MQ_ENDPOINT", &self.endpoint)
+        c.env("MQ_ENDPOINT", self.0.endpoint())
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK);
         c
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let Some(b) = self.broker.take() {
-            self.runtime.block_on(b.shutdown());
-        }
     }
 }
 
@@ -464,14 +441,10 @@ fn admin_clock_and_peek() {
     assert_eq!(json_lines(&got)[0]["body"], "a minute later");
 
     // The admin token instead of the AccessKey.
-    let (token, _) = b
-        .broker
-        .as_ref()
-        .and_then(Broker::admin_token)
-        .expect("admin token");
+    let token = b.0.admin_token().expect("admin token");
     let mut by_token = mq(&["admin", "clock", "--json"]);
     by_token
-        .env("MQ_ENDPOINT", &b.endpoint)
+        .env("MQ_ENDPOINT", b.0.endpoint())
         .env("MQ_ADMIN_TOKEN", token);
     let clock: Value = serde_json::from_str(&ok(by_token)).expect("JSON");
     assert_eq!(clock["test_clock"], true);
@@ -481,7 +454,7 @@ fn admin_clock_and_peek() {
         "--admin-token",
         "not-the-token-of-this-broker",
     ]);
-    wrong.env("MQ_ENDPOINT", &b.endpoint);
+    wrong.env("MQ_ENDPOINT", b.0.endpoint());
     let out = run(wrong);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
