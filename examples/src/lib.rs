@@ -157,7 +157,7 @@ impl Setup {
     /// A client for the endpoint, with the credentials and instance of this setup.
     pub fn client<R: Runtime + Default>(&self) -> Result<Client, mq_client::Error> {
         let mut builder = mq_client::ClientBuilder::with_runtime(R::default())
-            .endpoint(self.endpoint.clone())
+            .endpoint(&self.endpoint)?
             .credentials(self.credentials.clone());
         if let Some(instance) = &self.instance {
             builder = builder.instance_id(instance.clone());

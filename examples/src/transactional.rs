@@ -64,10 +64,8 @@ pub async fn run<R: Runtime + Default>(setup: &Setup) -> Result<Summary, BoxErro
             .with_property("a", a.to_string())?
             .with_key("MessageKey")?
             .with_trans_check_immunity(immunity);
-        let receipt = producer.publish(setup.mark(message)?).await?;
-        let handle = receipt
-            .receipt_handle
-            .ok_or("a transactional publish returns a receipt handle")?;
+        let receipt = producer.publish(&setup.mark(message)?).await?;
+        let handle = receipt.receipt_handle;
         println!(
             "Publish Transaction Message Succeed. MessageID:{}, BodyMD5:{}, Handle:{handle}",
             receipt.message_id, receipt.body_md5

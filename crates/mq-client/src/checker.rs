@@ -3,12 +3,13 @@
 
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
-use crate::runtime::BoxFuture;
+use crate::runtime::{BoxFuture, DynRuntime};
 use crate::transaction::TransactionProducer;
 use futures::channel::{mpsc, oneshot};
 use mq_proto::machine::{CheckerConfig, ConsumerMachine, Decision};
 use mq_proto::{AckKind, Message, ReceiptHandle, TagFilter};
 use std::future::Future;
+use std::sync::Arc;
 
 /// What a checker run did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -116,24 +117,18 @@ pub struct CheckerHandle {
 }
 
 impl CheckerHandle {
-    pub(crate) fn spawn<F, Fut>(
-        producer: TransactionProducer,
-        config: CheckerConfig,
-        decide: F,
-    ) -> Self
-    where
-        F: FnMut(Message) -> Fut + Send + 'static,
-        Fut: Future<Output = Decision> + Send + 'static,
-    {
+    /// Spawns the checker run that `run` makes from the stop signal it is given.
+    pub(crate) fn spawn(
+        runtime: &Arc<dyn DynRuntime>,
+        run: impl FnOnce(BoxFuture<()>) -> BoxFuture<Result<CheckerReport, Error>>,
+    ) -> Self {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel();
-        let runtime = producer.client().runtime().clone();
+        let run = run(Box::pin(async move {
+            let _ = stop_rx.await;
+        }));
         runtime.spawn(Box::pin(async move {
-            let stop = async move {
-                let _ = stop_rx.await;
-            };
-            let result = run_checker_loop(producer, config, decide, stop).await;
-            let _ = done_tx.send(result);
+            let _ = done_tx.send(run.await);
         }));
         Self {
             stop: Some(stop_tx),

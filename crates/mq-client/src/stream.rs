@@ -59,7 +59,7 @@ impl Delivery {
         if self
             .commands
             .unbounded_send(Command::Settle {
-                handle,
+                handle: handle.clone(),
                 kind: AckKind::Ack,
                 reply: Some(tx),
             })
@@ -67,7 +67,7 @@ impl Delivery {
         {
             // The driver is gone: the receiver below resolves to a shutdown error.
         }
-        AckFuture { rx }
+        AckFuture { rx, handle }
     }
 
     /// Gives the message back without acking: it is no longer counted as in hand and will be
@@ -94,6 +94,8 @@ impl Drop for Delivery {
 #[must_use = "the ack is sent anyway; await this to learn whether it succeeded"]
 pub struct AckFuture {
     rx: oneshot::Receiver<Result<(), AckError>>,
+    /// For the outcome when the driver is gone before answering.
+    handle: ReceiptHandle,
 }
 
 impl fmt::Debug for AckFuture {
@@ -105,10 +107,14 @@ impl fmt::Debug for AckFuture {
 impl std::future::Future for AckFuture {
     type Output = Result<(), AckError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.rx.poll_unpin(cx).map(|r| match r {
-            Ok(result) => result,
-            Err(_) => Err(AckError::Request(Error::Shutdown)),
-        })
+        let result = std::task::ready!(self.rx.poll_unpin(cx));
+        Poll::Ready(result.unwrap_or_else(|_| {
+            // The driver stopped before answering: whether the ack went out is unknown.
+            Err(AckError::request_failed(
+                self.handle.clone(),
+                Error::Shutdown,
+            ))
+        }))
     }
 }
 

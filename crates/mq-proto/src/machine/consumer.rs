@@ -38,7 +38,7 @@ pub struct ConsumerConfig {
     max_in_hand: usize,
     settle_batch: BatchSize,
     ack_flush_delay: Duration,
-    ack_margin_ms: u64,
+    ack_margin: Duration,
     min_empty_poll_interval: Duration,
     retry: RetryConfig,
 }
@@ -55,7 +55,7 @@ impl Default for ConsumerConfig {
             max_in_hand: 64,
             settle_batch: BatchSize::MAX,
             ack_flush_delay: Duration::from_millis(100),
-            ack_margin_ms: 200,
+            ack_margin: Duration::from_millis(200),
             min_empty_poll_interval: Duration::from_secs(1),
             retry: RetryConfig::default(),
         }
@@ -126,13 +126,13 @@ impl ConsumerConfig {
     }
 
     /// A settlement is dropped (reported as [`ConsumerEvent::Expired`]) instead of sent when its
-    /// handle has less than this margin (ms) of validity left. Validity is the server's
+    /// handle has less than this margin of validity left. Validity is the server's
     /// `NextConsumeTime` minus the server's `Date` of the answer that brought the message,
     /// counted down on the monotonic clock (see [`Received`]); the local wall clock plays no
     /// part.
     #[must_use]
-    pub fn with_ack_margin_ms(mut self, ms: u64) -> Self {
-        self.ack_margin_ms = ms;
+    pub fn with_ack_margin(mut self, margin: Duration) -> Self {
+        self.ack_margin = margin;
         self
     }
 
@@ -181,9 +181,9 @@ impl ConsumerConfig {
         self.ack_flush_delay
     }
 
-    /// Ack expiry margin (ms).
-    pub fn ack_margin_ms(&self) -> u64 {
-        self.ack_margin_ms
+    /// Ack expiry margin.
+    pub fn ack_margin(&self) -> Duration {
+        self.ack_margin
     }
 
     /// Pace of empty polls.
@@ -639,7 +639,7 @@ impl ConsumerMachine {
     }
 
     fn margin(&self) -> Duration {
-        Duration::from_millis(self.config.ack_margin_ms)
+        self.config.ack_margin
     }
 
     fn settle_batch(&self) -> usize {
