@@ -110,6 +110,28 @@ where
 }
 
 /// A checker running in the background; stop it with [`CheckerHandle::shutdown`].
+///
+/// Dropping the handle without calling `shutdown` stops the checker too, without waiting.
+///
+/// ```no_run
+/// use mq_client::{CheckerConfig, Decision, TransactionProducer, WaitSeconds};
+///
+/// # async fn example(tx: TransactionProducer) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = CheckerConfig::default().with_wait(WaitSeconds::new(10)?);
+/// let checker = tx.spawn_checker_with_config(config, |message| async move {
+///     match message.property("order") {
+///         Some(_) => Decision::Commit,
+///         None => Decision::Unknown, // ask again at the next check
+///     }
+/// });
+/// // ... run the service ...
+/// let report = checker.shutdown().await?;
+/// println!(
+///     "checked {}: {} committed, {} rolled back, {} failed",
+///     report.checked, report.committed, report.rolled_back, report.failed
+/// );
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct CheckerHandle {
     stop: Option<oneshot::Sender<()>>,
@@ -137,6 +159,11 @@ impl CheckerHandle {
     }
 
     /// Stops polling, waits for in-flight decisions, and returns what the checker did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shutdown`] when the checker's task ended without a report (the runtime
+    /// dropped it, or the decision closure panicked).
     pub async fn shutdown(mut self) -> Result<CheckerReport, Error> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -54,7 +54,29 @@ impl TimeoutConfig {
     }
 }
 
-/// Builds a [`Client`].
+/// Builds a [`Client`]: endpoint and credentials are required; instance, timeouts, retries,
+/// TLS roots and the transport are optional.
+///
+/// The endpoint is checked where it is given:
+///
+/// ```
+/// use mq_client::{Client, ConfigError, Credentials, Error, RetryConfig};
+/// use std::time::Duration;
+///
+/// let refused = Client::builder().endpoint("http://example.com/path");
+/// assert!(matches!(refused, Err(Error::Config(ConfigError::InvalidEndpoint { .. }))));
+///
+/// let builder = Client::builder()
+///     .endpoint("https://1234.mqrest.cn-hangzhou.aliyuncs.com")?
+///     .credentials(Credentials::new("AK", "SK"))
+///     .instance_id("MQ_INST_1234_abcd".parse()?)
+///     .request_timeout(Duration::from_secs(5))
+///     .retry(RetryConfig::default().with_max_attempts(5));
+/// // `build()` needs a runtime: depend on `mq-tokio` or `mq-async-std` (or pass your own
+/// // with `ClientBuilder::with_runtime`).
+/// # drop(builder);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ClientBuilder {
     runtime: Option<Arc<dyn DynRuntime>>,
     endpoint: Option<Endpoint>,
@@ -273,6 +295,21 @@ struct Inner {
 ///
 /// Get producers and consumers from it. See the runtime crates (`mq-tokio`, `mq-async-std`)
 /// for complete examples.
+///
+/// ```no_run
+/// use mq_client::{Client, Credentials, TopicMessage};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder()
+///     .endpoint("http://127.0.0.1:8080")?
+///     .credentials(Credentials::new("mq-dev-access-key", "mq-dev-secret"))
+///     .build()?;
+/// let producer = client.producer("orders".parse()?);
+/// let consumer = client.consumer("orders".parse()?, "GID_orders".parse()?);
+/// producer.publish(&TopicMessage::new("hello")?).await?;
+/// println!("{} in {:?}", client.endpoint(), consumer.group());
+/// # Ok(()) }
+/// ```
 pub struct Client {
     inner: Arc<Inner>,
 }

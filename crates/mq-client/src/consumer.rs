@@ -14,7 +14,28 @@ use mq_proto::{
 };
 use std::borrow::Borrow;
 
-/// Consumes one topic in one group, optionally filtered by tags.
+/// Consumes one topic in one group, optionally filtered by tags: receive and ack by hand,
+/// or take a [`MessageStream`] that does the polling and batches the acks.
+///
+/// ```no_run
+/// use mq_client::{BatchSize, Client, TagFilter, WaitSeconds};
+///
+/// # async fn example(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let consumer = client
+///     .consumer("orders".parse()?, "GID_billing".parse()?)
+///     .with_tag_filter("created||paid".parse::<TagFilter>()?);
+/// loop {
+///     let messages = consumer.receive(BatchSize::MAX, WaitSeconds::new(30)?).await?;
+///     for m in &messages {
+///         println!("{}: {}", m.message_id, m.body);
+///     }
+///     // Ack what was handled; a handle the service refuses is delivered again later.
+///     if let Err(e) = consumer.ack(messages.iter().map(|m| &m.receipt_handle)).await {
+///         eprintln!("{e}; acknowledged {}", e.acked().len());
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Consumer {
     client: Client,
@@ -61,6 +82,18 @@ impl Consumer {
 
     /// Receives up to `batch` messages, waiting up to `wait` for the first one. An empty
     /// vector means no message arrived in time.
+    ///
+    /// # Errors
+    ///
+    /// Nothing was received when it fails (an empty vector is no error). A consume is
+    /// idempotent, so transient failures are retried under the client's
+    /// [`RetryConfig`](crate::RetryConfig) first; what is left is returned:
+    /// - [`Error::Timeout`] / [`Error::Network`]: no answer within the wait plus the
+    ///   long-poll margin, or the connection failed (a refused TLS certificate at once);
+    /// - [`Error::Service`]: refused by the service — `TopicNotExist` (404), signature,
+    ///   access key or instance (403), throttling or a 5xx that outlasted the retries;
+    /// - [`Error::Response`]: an answer that could not be decoded;
+    /// - [`Error::Credentials`]: the credentials provider failed.
     pub async fn receive(
         &self,
         batch: BatchSize,
@@ -71,6 +104,10 @@ impl Consumer {
 
     /// Like [`Consumer::receive`] for ordered topics: messages of one sharding key come in
     /// order, and a key stays blocked until all its delivered messages are acked.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::receive`].
     pub async fn receive_orderly(
         &self,
         batch: BatchSize,

@@ -14,7 +14,7 @@
 //! - [`Producer`], [`TransactionProducer`], [`Consumer`] (+ [`MessageStream`]).
 //! - [`Transport`] (default [`PooledTransport`]) over a [`Runtime`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, unreachable_pub, clippy::missing_errors_doc)]
 
 mod checker;
 mod client;

@@ -35,6 +35,29 @@ pub struct TransactionReceipt {
 /// unresolved are offered back through [`consume_half`](Self::consume_half); the
 /// [`run_checker`](Self::run_checker) loop does that for you and asks your closure for each
 /// decision.
+///
+/// ```no_run
+/// use mq_client::{Client, Decision, TopicMessage, TransCheckImmunity};
+///
+/// # async fn place_order() -> bool { true }
+/// # async fn example(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let tx = client.transaction_producer("orders".parse()?, "GID_orders_tx".parse()?);
+/// // Answers the service's checks of transactions left undecided (here: after a crash).
+/// let checker = tx.spawn_checker(|message| async move {
+///     if message.body.starts_with("order") { Decision::Commit } else { Decision::Rollback }
+/// });
+///
+/// let half = TopicMessage::new("order 42")?.with_trans_check_immunity(TransCheckImmunity::new(10)?);
+/// let receipt = tx.publish(&half).await?; // invisible to consumers until committed
+/// if place_order().await {
+///     tx.commit(&receipt.receipt_handle).await?;
+/// } else {
+///     tx.rollback(&receipt.receipt_handle).await?;
+/// }
+/// let report = checker.shutdown().await?;
+/// println!("the checker committed {}", report.committed);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TransactionProducer {
     client: Client,
@@ -127,6 +150,10 @@ impl TransactionProducer {
     }
 
     /// Receives half messages whose check time has come (each with a fresh handle).
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::receive`](crate::Consumer::receive).
     pub async fn consume_half(
         &self,
         batch: BatchSize,
@@ -147,6 +174,12 @@ impl TransactionProducer {
     /// Runs the transaction checker until `shutdown` completes: polls half messages, calls
     /// `decide` for each and sends the decision (commit or rollback; `Unknown` leaves the
     /// message for the next check). In-flight decisions are finished before it returns.
+    ///
+    /// # Errors
+    ///
+    /// None today: a failed poll is retried after a backoff, and a decision that did not
+    /// take effect is counted in [`CheckerReport::failed`] (the message is checked again).
+    /// The `Result` leaves room for errors that end a run.
     pub async fn run_checker<F, Fut, S>(
         &self,
         decide: F,
@@ -162,6 +195,10 @@ impl TransactionProducer {
     }
 
     /// [`run_checker`](Self::run_checker) with explicit settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_checker`](Self::run_checker).
     pub async fn run_checker_with_config<F, Fut, S>(
         &self,
         config: CheckerConfig,
