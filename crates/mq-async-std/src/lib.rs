@@ -35,6 +35,6 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, unreachable_pub, clippy::missing_errors_doc)]
 
 pub use mq_client::*;

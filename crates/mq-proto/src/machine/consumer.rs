@@ -521,6 +521,10 @@ impl ConsumerMachine {
     // ----- commands -----
 
     /// Queues an ack of a message in hand: [`settle`](Self::settle) with [`AckKind::Ack`].
+    ///
+    /// # Errors
+    ///
+    /// As [`settle`](Self::settle).
     pub fn ack(&mut self, now: Instant, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         self.settle(now, handle, AckKind::Ack)
     }
@@ -528,6 +532,12 @@ impl ConsumerMachine {
     /// Queues the settlement (ack, commit or rollback) of a message in hand. If its handle
     /// has already expired by the server's clock (less than the margin left) nothing is
     /// queued and [`ConsumerEvent::Expired`] is emitted.
+    ///
+    /// # Errors
+    ///
+    /// [`AckRefused::UnknownHandle`] when the handle is not in hand (never handed out,
+    /// released, or settled); [`AckRefused::AlreadyAcked`] when its settlement is already
+    /// queued or in flight. Nothing changes then.
     pub fn settle(
         &mut self,
         now: Instant,
@@ -562,6 +572,11 @@ impl ConsumerMachine {
     /// Gives a message back without settling it (for the checker: the decision is not known
     /// yet): it stops counting as in hand, and the broker delivers it again after its
     /// `NextConsumeTime`.
+    ///
+    /// # Errors
+    ///
+    /// [`AckRefused`] as for [`settle`](Self::settle): the handle is not in hand, or its
+    /// settlement is under way (a release cannot take it back).
     pub fn release(&mut self, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         if self.in_hand.remove(handle).is_some() {
             self.check_drained();
