@@ -114,11 +114,11 @@ fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
         let broker = Broker::start_embedded()?;
         let (at, credentials) = (broker.endpoint(), broker.credentials());
         println!("no MQ_ENDPOINT set: using an embedded mq-broker at {at}");
-        let client = Client::builder().endpoint(at).credentials(credentials);
+        let client = Client::builder().endpoint(at)?.credentials(credentials);
         let (topic, group) = (topic.parse()?, "GID_example".parse()?);
         return Ok((client.build()?, topic, group, Some(broker)));
     };
-    let client = Client::builder().endpoint(endpoint);
+    let client = Client::builder().endpoint(endpoint)?;
     let mut client = client.credentials_from_env()?; // ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET
     if let Ok(instance) = env::var("MQ_INSTANCE_ID") {
         client = client.instance_id(instance.parse()?);

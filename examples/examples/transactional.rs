@@ -47,13 +47,10 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
         let message = TopicMessage::new(format!("transaction {a}"))?
             .with_property("a", a.to_string())?
             .with_trans_check_immunity(TransCheckImmunity::new(10)?);
-        let receipt = producer.publish(message).await?;
+        let receipt = producer.publish(&message).await?;
         println!("published half message a={a}: {}", receipt.message_id);
         if a == 0 {
-            let handle = receipt
-                .receipt_handle
-                .ok_or("a half message has a handle")?;
-            producer.commit(&handle).await?;
+            producer.commit(&receipt.receipt_handle).await?;
             println!("committed a=0 directly");
         }
     }
@@ -125,11 +122,11 @@ fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
         let broker = Broker::start_embedded()?;
         let (at, credentials) = (broker.endpoint(), broker.credentials());
         println!("no MQ_ENDPOINT set: using an embedded mq-broker at {at}");
-        let client = Client::builder().endpoint(at).credentials(credentials);
+        let client = Client::builder().endpoint(at)?.credentials(credentials);
         let (topic, group) = (topic.parse()?, "GID_example".parse()?);
         return Ok((client.build()?, topic, group, Some(broker)));
     };
-    let client = Client::builder().endpoint(endpoint);
+    let client = Client::builder().endpoint(endpoint)?;
     let mut client = client.credentials_from_env()?; // ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET
     if let Ok(instance) = env::var("MQ_INSTANCE_ID") {
         client = client.instance_id(instance.parse()?);

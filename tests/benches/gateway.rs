@@ -33,8 +33,8 @@
 
 use mq_broker::{Credential, ServerConfig};
 use mq_client::{
-    AckError, BatchSize, Client, Consumer, GroupId, Producer, ReceiptHandle, TopicMessage,
-    TopicName, WaitSeconds,
+    BatchSize, Client, Consumer, GroupId, Producer, ReceiptHandle, TopicMessage, TopicName,
+    WaitSeconds,
 };
 use mq_tests::engine::RocketMqEngine;
 use mq_tests::{TEST_AK, TEST_SK, TestBroker, client_builder, unique};
@@ -389,7 +389,7 @@ impl Drainer {
                     messages.iter().map(|m| m.receipt_handle.clone()).collect();
                 let refused = match consumer.ack(&handles).await {
                     Ok(()) => 0,
-                    Err(AckError::Partial(failures)) => failures.len(),
+                    Err(e) if e.request_error().is_none() => e.failures().len(),
                     Err(e) => return Err(format!("gateway ack: {e}")),
                 };
                 let ids = messages

@@ -64,6 +64,7 @@ impl TestBroker {
 pub fn client_builder<R: Runtime + Default>(endpoint: &str) -> ClientBuilder {
     ClientBuilder::with_runtime(R::default())
         .endpoint(endpoint)
+        .expect("endpoint")
         .credentials(Credentials::new(TEST_AK, TEST_SK))
         .retry(
             RetryConfig::default()
@@ -103,7 +104,7 @@ pub async fn commit_through_the_checker(
 ) -> (Vec<mq_client::Message>, mq_client::CheckerReport) {
     use mq_client::{BatchSize, Decision, Message, TopicMessage, TransCheckImmunity, WaitSeconds};
     tx.publish(
-        TopicMessage::new("decide me")
+        &TopicMessage::new("decide me")
             .expect("message")
             .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity")),
     )

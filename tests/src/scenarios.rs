@@ -8,8 +8,8 @@ use crate::tls::TlsFront;
 use crate::{TestBroker, client_builder, unique};
 use futures::StreamExt;
 use mq_client::{
-    AckError, BatchSize, Client, ConsumerConfig, Decision, Error, ErrorCode, GroupId, Message,
-    RetryConfig, Runtime, Tag, TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
+    BatchSize, Client, ConsumerConfig, Decision, Error, ErrorCode, GroupId, Message, RetryConfig,
+    Runtime, Tag, TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -185,10 +185,8 @@ pub async fn transactional_with_checker<R: Runtime + Default>(broker: &TestBroke
             .and_then(|m| m.with_property("a", a.to_string()))
             .expect("message")
             .with_trans_check_immunity(immunity);
-        let receipt = producer.publish(msg).await.expect("publish half");
-        let handle = receipt
-            .receipt_handle
-            .expect("transactional receipt carries a handle");
+        let receipt = producer.publish(&msg).await.expect("publish half");
+        let handle = receipt.receipt_handle;
         if a == 0 {
             first_handle = Some(handle);
         }
@@ -374,9 +372,10 @@ pub async fn partial_ack_failure<R: Runtime + Default>(broker: &TestBroker) {
         .ack(&[got[0].receipt_handle.clone(), bogus.clone()])
         .await
         .expect_err("the bogus handle fails");
-    let AckError::Partial(failures) = err else {
-        panic!("expected per-handle failures, got {err:?}");
-    };
+    assert!(err.request_error().is_none(), "{err:?}");
+    assert_eq!(err.acked(), [got[0].receipt_handle.clone()]);
+    assert_eq!(err.unacknowledged().collect::<Vec<_>>(), [&bogus]);
+    let failures = err.failures();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].receipt_handle, bogus.as_str());
     assert_eq!(failures[0].code, ErrorCode::ReceiptHandleError);

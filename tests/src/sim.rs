@@ -1146,7 +1146,7 @@ impl ConsumerDriver {
     /// Sends every due request, then returns every pending event (the drain rule).
     pub fn pump(&mut self, sim: &mut Sim) -> Vec<ConsumerEvent> {
         let max = self.machine.config().max_in_hand();
-        let margin = self.machine.config().ack_margin_ms();
+        let margin = self.machine.config().ack_margin().as_millis() as u64;
         let settle_batch = usize::from(self.machine.config().settle_batch().get());
         while let Some(t) = self.machine.poll_transmit(sim.now()) {
             match t {

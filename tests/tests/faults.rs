@@ -587,3 +587,104 @@ fn consumer_stream_under_chaos_loses_nothing_and_acks_nothing_twice() {
         );
     });
 }
+
+/// [`Consumer::ack`](mq_tokio::Consumer::ack) of 40 handles sends three requests (16, 16, 8)
+/// in turn. When the second fails for good, the error says exactly which handles were
+/// acknowledged (the first request's), which are unknown (the second's: the 500 arrives after
+/// the broker applied it, the 403 before it saw it) and which were never sent (the third's);
+/// the broker agrees: re-acking the acked ones is refused, the unsent ones are still in hand.
+#[test]
+fn a_failed_middle_ack_request_reports_earlier_handles_acked_and_later_not_sent() {
+    let mut config = mq_broker::ServerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        credentials: vec![mq_broker::Credential::new(
+            mq_tests::TEST_AK,
+            mq_tests::TEST_SK,
+        )],
+        ..mq_broker::ServerConfig::default()
+    };
+    // Long enough that every handle is still valid when re-acked below.
+    config.core.invisibility_ms = 120_000;
+    let broker = TestBroker::start_with(config);
+    block_on(async {
+        let direct = client(&broker.endpoint(), Duration::from_secs(5), false);
+        for (fault, status, applied) in [
+            (Fault::Internal500AfterForward, 500, true),
+            (Fault::Deny403, 403, false),
+        ] {
+            let t = topic("ack_chunks");
+            let g = group("GID_ack_chunks");
+            let consumer = direct.consumer(t.clone(), g.clone());
+            assert!(
+                consumer
+                    .receive(one(), no_wait())
+                    .await
+                    .expect("register")
+                    .is_empty()
+            );
+            let producer = direct.producer(t.clone());
+            for i in 0..40 {
+                let m = TopicMessage::new(format!("m{i}")).expect("message");
+                producer.publish(&m).await.expect("publish");
+            }
+            let mut handles = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while handles.len() < 40 && Instant::now() < deadline {
+                let got = consumer
+                    .receive(BatchSize::MAX, WaitSeconds::new(1).expect("wait"))
+                    .await
+                    .expect("receive");
+                handles.extend(got.into_iter().map(|m| m.receipt_handle));
+            }
+            assert_eq!(handles.len(), 40, "every message in hand");
+
+            let proxy = ChaosProxy::start(
+                broker.addr(),
+                Schedule::pass().with_script_for("DELETE", [Fault::Pass, fault]),
+                Duration::from_secs(5),
+            );
+            let via_proxy = client_builder::<TokioRuntime>(&proxy.endpoint())
+                .retry(RetryConfig::disabled())
+                .build()
+                .expect("client");
+            let err = via_proxy
+                .consumer(t.clone(), g.clone())
+                .ack(&handles)
+                .await
+                .expect_err("the second request fails");
+            assert_eq!(err.acked(), &handles[..16], "{fault:?}: {err}");
+            assert!(
+                err.failures().is_empty() && err.expired().is_empty(),
+                "{err:?}"
+            );
+            assert_eq!(err.unknown(), &handles[16..32], "{fault:?}: {err}");
+            assert_eq!(err.not_sent(), &handles[32..], "{fault:?}: {err}");
+            assert_eq!(err.unacknowledged().count(), 24);
+            assert_eq!(
+                service_status(err.request_error().expect("request error")),
+                Some(status)
+            );
+            let source = std::error::Error::source(&err).expect("the request error is the source");
+            assert_eq!(
+                source.to_string(),
+                err.request_error().expect("error").to_string()
+            );
+            assert!(err.to_string().contains("24 of 40"), "{err}");
+            let deletes = proxy.log().iter().filter(|s| s.method == "DELETE").count();
+            assert_eq!(deletes, 2, "the third request is never sent");
+
+            // The broker's view: the acked handles are gone, the unsent ones still in hand.
+            let again = consumer
+                .ack(&handles[..16])
+                .await
+                .expect_err("already acked");
+            assert_eq!(again.failures().len(), 16, "{again}");
+            consumer
+                .ack(&handles[32..])
+                .await
+                .expect("never sent, so still in hand");
+            let middle = consumer.ack(&handles[16..32]).await;
+            assert_eq!(middle.is_err(), applied, "{fault:?}: {middle:?}");
+        }
+    });
+}

@@ -14,8 +14,8 @@
 use mq_broker::config::HandleKey;
 use mq_broker::{Credential, ServerConfig};
 use mq_client::{
-    AckError, Client, ErrorCode, GroupId, Message, ReceiptHandle, TagFilter, TopicMessage,
-    TopicName, TransCheckImmunity,
+    Client, ErrorCode, GroupId, Message, ReceiptHandle, TagFilter, TopicMessage, TopicName,
+    TransCheckImmunity,
 };
 use mq_tests::engine::RocketMqEngine;
 use mq_tests::scenarios::{self, batch, group, topic, wait};
@@ -160,33 +160,29 @@ async fn transactions(engine: &RocketMqEngine) {
             .expect("message")
             .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity"))
     };
-    let commit = tx.publish(half("commit me")).await.expect("publish half");
-    let commit_handle = commit
-        .receipt_handle
-        .clone()
-        .expect("half messages get a handle");
+    let commit = tx.publish(&half("commit me")).await.expect("publish half");
+    let commit_handle = commit.receipt_handle;
     let rollback = tx
-        .publish(half("roll me back"))
+        .publish(&half("roll me back"))
         .await
         .expect("publish half");
-    let rollback_handle = rollback.receipt_handle.clone().expect("handle");
+    let rollback_handle = rollback.receipt_handle;
     let elsewhere = tx
-        .publish(half("committed elsewhere"))
+        .publish(&half("committed elsewhere"))
         .await
         .expect("publish half");
     let elsewhere_rollback = tx
-        .publish(half("rolled back elsewhere"))
+        .publish(&half("rolled back elsewhere"))
         .await
         .expect("publish half");
     expect_nothing(&consumer, 1, "half messages are invisible").await;
     tx.commit(&commit_handle).await.expect("commit");
     tx.rollback(&rollback_handle).await.expect("rollback");
     let tx_b = self::client(&gw_b).transaction_producer(t, producer_group);
-    let handle = |p: &mq_client::PublishReceipt| p.receipt_handle.clone().expect("handle");
-    tx_b.commit(&handle(&elsewhere))
+    tx_b.commit(&elsewhere.receipt_handle)
         .await
         .expect("commit through another gateway process");
-    tx_b.rollback(&handle(&elsewhere_rollback))
+    tx_b.rollback(&elsewhere_rollback.receipt_handle)
         .await
         .expect("rollback through another gateway process");
     let got = receive_acked(&consumer, 3, Duration::from_secs(6)).await;
@@ -276,9 +272,9 @@ async fn handles(engine: &RocketMqEngine) {
         .ack(&[h1.clone(), altered.clone()])
         .await
         .expect_err("the altered handle fails");
-    let AckError::Partial(failures) = err else {
-        panic!("expected per-handle failures, got {err:?}");
-    };
+    assert!(err.request_error().is_none(), "{err:?}");
+    assert_eq!(err.acked(), std::slice::from_ref(&h1));
+    let failures = err.failures();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].receipt_handle, altered.as_str());
     assert_eq!(failures[0].code, ErrorCode::ReceiptHandleError);
@@ -587,13 +583,13 @@ async fn transaction_checks(engine: &RocketMqEngine) {
     for body in ["commit", "rollback"] {
         let receipt = tx
             .publish(
-                TopicMessage::new(body)
+                &TopicMessage::new(body)
                     .expect("message")
                     .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity")),
             )
             .await
             .expect("publish half");
-        publish_handles.insert(body, receipt.receipt_handle.expect("handle"));
+        publish_handles.insert(body, receipt.receipt_handle);
     }
     let mut resolved = BTreeSet::new();
     let mut first_check = None;

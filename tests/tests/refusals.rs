@@ -45,8 +45,18 @@ fn wait(s: u8) -> WaitSeconds {
     WaitSeconds::new(s).expect("wait")
 }
 
+/// Asserts `error` says the service refused exactly `handles` (in order) with its code and
+/// message, acknowledged none of them and had no failed request.
+fn assert_refuses(error: &AckError, handles: &[ReceiptHandle]) {
+    assert!(error.acked().is_empty(), "{error:?}");
+    assert!(error.request_error().is_none(), "{error:?}");
+    let unacknowledged: Vec<&ReceiptHandle> = error.unacknowledged().collect();
+    assert_eq!(unacknowledged, handles.iter().collect::<Vec<_>>());
+    assert_failures(error.failures(), handles);
+}
+
 /// Asserts `failures` refuse exactly `handles` (in order) with the service's code and message.
-fn assert_refuses(failures: &[HandleFailure], handles: &[ReceiptHandle]) {
+fn assert_failures(failures: &[HandleFailure], handles: &[ReceiptHandle]) {
     let named: Vec<&str> = failures.iter().map(|f| f.receipt_handle.as_str()).collect();
     let expected: Vec<&str> = handles.iter().map(ReceiptHandle::as_str).collect();
     assert_eq!(named, expected, "every handle of the request is refused");
@@ -132,7 +142,7 @@ fn stream_acks_refused_without_a_handle_are_reported_and_the_messages_come_back(
                 let acks: Vec<_> = deliveries.into_iter().map(|d| d.ack()).collect();
                 for (ack, h) in acks.into_iter().zip(&handles) {
                     match ack.await {
-                        Err(AckError::Partial(f)) => assert_refuses(&f, std::slice::from_ref(h)),
+                        Err(e) => assert_refuses(&e, std::slice::from_ref(h)),
                         other => {
                             panic!("{refusal:?}, {n} handle(s): expected a refusal, got {other:?}")
                         }
@@ -168,7 +178,7 @@ fn consumer_acks_refused_without_a_handle_report_every_handle() {
                     got.iter().map(|m| m.receipt_handle.clone()).collect();
                 let consumer = via_proxy.consumer(t.clone(), g.clone());
                 match consumer.ack(&handles).await {
-                    Err(AckError::Partial(f)) => assert_refuses(&f, &handles),
+                    Err(e) => assert_refuses(&e, &handles),
                     other => {
                         panic!("{refusal:?}, {n} handle(s): expected a refusal, got {other:?}")
                     }
@@ -196,18 +206,16 @@ fn commits_and_rollbacks_refused_without_a_handle_are_errors() {
                 let g = group("GID_refusals_tx");
                 let tx = client(&proxy.endpoint()).transaction_producer(t.clone(), g.clone());
                 let receipt = tx
-                    .publish(TopicMessage::new("half").expect("message"))
+                    .publish(&TopicMessage::new("half").expect("message"))
                     .await
                     .expect("publish half");
-                let handle = receipt
-                    .receipt_handle
-                    .expect("a transactional receipt has a handle");
+                let handle = receipt.receipt_handle;
                 let result = match decision {
                     Decision::Commit => tx.commit(&handle).await,
                     _ => tx.rollback(&handle).await,
                 };
                 match result {
-                    Err(AckError::Partial(f)) => assert_refuses(&f, std::slice::from_ref(&handle)),
+                    Err(e) => assert_refuses(&e, std::slice::from_ref(&handle)),
                     other => panic!("{refusal:?} {decision:?}: expected a refusal, got {other:?}"),
                 }
                 // Still undecided at the broker: the same decision now takes effect.
@@ -280,13 +288,18 @@ fn stream_ack_refused_with_403_reports_the_service_error() {
             .expect("a delivery in time")
             .expect("stream open")
             .expect("delivery");
+        let handle = delivery.receipt_handle.clone();
         match delivery.ack().await {
-            Err(AckError::Request(Error::Service(e))) => {
+            Err(ack) => {
+                assert_eq!(ack.unknown(), std::slice::from_ref(&handle), "{ack:?}");
+                let Some(Error::Service(e)) = ack.request_error() else {
+                    panic!("expected the 403 service error, got {ack:?}");
+                };
                 assert_eq!(e.status, 403);
                 assert_eq!(e.code, ErrorCode::AccessDenied);
                 assert_eq!(e.request_id.as_deref(), Some("CHAOS403"));
             }
-            other => panic!("expected the 403 service error, got {other:?}"),
+            Ok(()) => panic!("expected the 403 service error, got Ok"),
         }
         stream.shutdown().await;
         assert_eq!(proxy.count(Fault::Deny403), 1, "a 403 is not retried");

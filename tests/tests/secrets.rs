@@ -43,6 +43,7 @@ fn secrets_never_appear_in_debug_or_traces() {
     let client_debug = rt.block_on(async {
         let builder = mq_tokio::ClientBuilder::with_runtime(mq_tokio::TokioRuntime::default())
             .endpoint(broker.endpoint())
+            .expect("endpoint")
             .credentials(credentials);
         let builder_debug = format!("{builder:?}");
         let client = builder.build().expect("client");
@@ -66,6 +67,7 @@ fn secrets_never_appear_in_debug_or_traces() {
         // A failing request is traced too.
         let bad = mq_tokio::ClientBuilder::with_runtime(mq_tokio::TokioRuntime::default())
             .endpoint(broker.endpoint())
+            .expect("endpoint")
             .credentials(Credentials::new(TEST_AK, "wrong-secret-value"))
             .build()
             .expect("client");

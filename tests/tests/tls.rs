@@ -273,7 +273,7 @@ fn the_client_verifies_the_broker_certificate() {
         // Garbage instead of a PEM root.
         assert!(matches!(
             client_builder::<TokioRuntime>(&https).add_root_certificates_pem(b"not a certificate"),
-            Err(Error::Config(_))
+            Err(Error::Config(mq_tokio::ConfigError::NoCertificateInPem))
         ));
     });
     // Nothing reached the broker from the refused clients.

@@ -195,6 +195,12 @@ pub enum CredentialSource {
 }
 
 /// Merges flags, the optional TOML file and the environment into a [`ServerConfig`].
+///
+/// # Errors
+///
+/// A one-line message: the TOML file cannot be read or parsed, a flag or key has an
+/// invalid value (address, credential, topic, duration, backend, handle key), or the
+/// combination is refused.
 pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource), String> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -648,6 +654,11 @@ impl Credential {
     }
 
     /// Parses `AK:SK` or `AK:SK@INSTANCE`.
+    ///
+    /// # Errors
+    ///
+    /// A message when the key id or secret is empty, the `:` is missing, or the instance
+    /// is not a valid instance id.
     pub fn parse(s: &str) -> Result<Self, String> {
         let (keys, instance) = match s.rsplit_once('@') {
             Some((keys, inst)) => (keys, Some(inst)),

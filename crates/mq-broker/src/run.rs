@@ -21,6 +21,11 @@ use std::io::Write;
 /// mq_broker::run::run_until_signal(&args, "my-broker").await
 /// # }
 /// ```
+///
+/// # Errors
+///
+/// A one-line message when the configuration is refused ([`load_config`]),
+/// a signal handler cannot be installed, or the broker cannot start ([`Broker::start`](crate::Broker::start)).
 pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), String> {
     let (config, source) = load_config(args)?;
     // Install the signal handlers before announcing the address: a supervisor may send

@@ -77,6 +77,12 @@ impl fmt::Debug for TlsConfig {
 impl TlsConfig {
     /// A configuration from a PEM certificate chain (leaf first) and a PEM private key
     /// (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Pem`] for unreadable PEM, [`TlsError::NoCertificate`] /
+    /// [`TlsError::NoKey`] when either is missing, [`TlsError::Rustls`] when rustls refuses
+    /// the chain or key.
     pub fn from_pem(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
         let chain = rustls_pemfile::certs(&mut &cert_chain_pem[..])
             .collect::<Result<Vec<_>, _>>()
@@ -105,6 +111,10 @@ impl TlsConfig {
     }
 
     /// [`TlsConfig::from_pem`] with the contents of two files.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Read`] when a file cannot be read, then as [`from_pem`](Self::from_pem).
     pub fn from_files(cert_chain: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {

@@ -172,6 +172,7 @@ pub fn client_for(
     // The CLI runs on tokio: say so, rather than rely on `Client::builder()` picking it.
     let mut builder = ClientBuilder::with_runtime(TokioRuntime::default())
         .endpoint(endpoint)
+        .map_err(|e| CliError::usage(e.to_string()))?
         .credentials(credentials)
         .user_agent_suffix(concat!("mq-cli/", env!("CARGO_PKG_VERSION")));
     if let Some(instance) = instance {

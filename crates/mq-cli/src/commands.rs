@@ -5,7 +5,7 @@ use crate::bench::{self, BenchConfig, Workload};
 use crate::{CliError, output};
 use clap::{Parser, Subcommand};
 use mq_tokio::{
-    AckError, BatchSize, Client, Consumer, Error, GroupId, Message, ReceiptHandle, Tag, TagFilter,
+    BatchSize, Client, Consumer, Error, GroupId, Message, ReceiptHandle, Tag, TagFilter,
     TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
 use std::io::{BufRead, Write};
@@ -460,23 +460,24 @@ async fn consume(a: ConsumeArgs) -> Result<(), CliError> {
 }
 
 async fn ack(consumer: &Consumer, messages: &[Message]) -> Result<(), CliError> {
-    let handles: Vec<ReceiptHandle> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-    match consumer.ack(&handles).await {
-        Ok(()) => Ok(()),
-        Err(AckError::Partial(failures)) => {
-            let first = failures
-                .first()
-                .map(|f| format!("{}: {} ({})", f.receipt_handle, f.code, f.message))
-                .unwrap_or_default();
-            Err(CliError::failed(format!(
-                "ack failed for {} of {} message(s), first {first}",
-                failures.len(),
-                handles.len()
-            )))
-        }
-        Err(AckError::Request(e)) => Err(request_error("ack failed", &e)),
-        Err(e) => Err(CliError::failed(format!("ack failed: {e}"))),
+    let handles = messages.iter().map(|m| &m.receipt_handle);
+    let e = match consumer.ack(handles).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if let Some(request) = e.request_error() {
+        return Err(request_error("ack failed", request));
     }
+    let failures = e.failures();
+    let first = failures
+        .first()
+        .map(|f| format!("{}: {} ({})", f.receipt_handle, f.code, f.message))
+        .unwrap_or_default();
+    Err(CliError::failed(format!(
+        "ack failed for {} of {} message(s), first {first}",
+        failures.len(),
+        messages.len()
+    )))
 }
 
 async fn tx_half(a: TxHalfArgs) -> Result<(), CliError> {
@@ -519,17 +520,17 @@ async fn tx_decide(a: TxDecideArgs, commit: bool) -> Result<(), CliError> {
                     .and_then(|()| out.flush())
                     .map_err(stdout_error)?;
             }
-            Err(AckError::Partial(failures)) => {
-                let why = failures
+            Err(e) => {
+                if let Some(request) = e.request_error() {
+                    return Err(request_error(&format!("{verb} {handle} failed"), request));
+                }
+                let why = e
+                    .failures()
                     .first()
                     .map(|f| format!("{} ({})", f.code, f.message))
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| e.to_string());
                 return Err(CliError::failed(format!("{verb} {handle} failed: {why}")));
             }
-            Err(AckError::Request(e)) => {
-                return Err(request_error(&format!("{verb} {handle} failed"), &e));
-            }
-            Err(e) => return Err(CliError::failed(format!("{verb} {handle} failed: {e}"))),
         }
     }
     Ok(())

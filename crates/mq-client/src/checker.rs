@@ -3,12 +3,13 @@
 
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
-use crate::runtime::BoxFuture;
+use crate::runtime::{BoxFuture, DynRuntime};
 use crate::transaction::TransactionProducer;
 use futures::channel::{mpsc, oneshot};
 use mq_proto::machine::{CheckerConfig, ConsumerMachine, Decision};
 use mq_proto::{AckKind, Message, ReceiptHandle, TagFilter};
 use std::future::Future;
+use std::sync::Arc;
 
 /// What a checker run did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -109,6 +110,28 @@ where
 }
 
 /// A checker running in the background; stop it with [`CheckerHandle::shutdown`].
+///
+/// Dropping the handle without calling `shutdown` stops the checker too, without waiting.
+///
+/// ```no_run
+/// use mq_client::{CheckerConfig, Decision, TransactionProducer, WaitSeconds};
+///
+/// # async fn example(tx: TransactionProducer) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = CheckerConfig::default().with_wait(WaitSeconds::new(10)?);
+/// let checker = tx.spawn_checker_with_config(config, |message| async move {
+///     match message.property("order") {
+///         Some(_) => Decision::Commit,
+///         None => Decision::Unknown, // ask again at the next check
+///     }
+/// });
+/// // ... run the service ...
+/// let report = checker.shutdown().await?;
+/// println!(
+///     "checked {}: {} committed, {} rolled back, {} failed",
+///     report.checked, report.committed, report.rolled_back, report.failed
+/// );
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct CheckerHandle {
     stop: Option<oneshot::Sender<()>>,
@@ -116,24 +139,18 @@ pub struct CheckerHandle {
 }
 
 impl CheckerHandle {
-    pub(crate) fn spawn<F, Fut>(
-        producer: TransactionProducer,
-        config: CheckerConfig,
-        decide: F,
-    ) -> Self
-    where
-        F: FnMut(Message) -> Fut + Send + 'static,
-        Fut: Future<Output = Decision> + Send + 'static,
-    {
+    /// Spawns the checker run that `run` makes from the stop signal it is given.
+    pub(crate) fn spawn(
+        runtime: &Arc<dyn DynRuntime>,
+        run: impl FnOnce(BoxFuture<()>) -> BoxFuture<Result<CheckerReport, Error>>,
+    ) -> Self {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel();
-        let runtime = producer.client().runtime().clone();
+        let run = run(Box::pin(async move {
+            let _ = stop_rx.await;
+        }));
         runtime.spawn(Box::pin(async move {
-            let stop = async move {
-                let _ = stop_rx.await;
-            };
-            let result = run_checker_loop(producer, config, decide, stop).await;
-            let _ = done_tx.send(result);
+            let _ = done_tx.send(run.await);
         }));
         Self {
             stop: Some(stop_tx),
@@ -142,6 +159,11 @@ impl CheckerHandle {
     }
 
     /// Stops polling, waits for in-flight decisions, and returns what the checker did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shutdown`] when the checker's task ended without a report (the runtime
+    /// dropped it, or the decision closure panicked).
     pub async fn shutdown(mut self) -> Result<CheckerReport, Error> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

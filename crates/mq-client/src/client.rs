@@ -1,7 +1,7 @@
 //! [`Client`] and its builder: endpoint, credentials, instance, timeouts, retries, TLS roots.
 
 use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_from_env};
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::runtime::{DynRuntime, Runtime, default_runtime};
 use crate::tls::TlsRoots;
 use crate::transport::{PoolConfig, Transport};
@@ -54,10 +54,32 @@ impl TimeoutConfig {
     }
 }
 
-/// Builds a [`Client`].
+/// Builds a [`Client`]: endpoint and credentials are required; instance, timeouts, retries,
+/// TLS roots and the transport are optional.
+///
+/// The endpoint is checked where it is given:
+///
+/// ```
+/// use mq_client::{Client, ConfigError, Credentials, Error, RetryConfig};
+/// use std::time::Duration;
+///
+/// let refused = Client::builder().endpoint("http://example.com/path");
+/// assert!(matches!(refused, Err(Error::Config(ConfigError::InvalidEndpoint { .. }))));
+///
+/// let builder = Client::builder()
+///     .endpoint("https://1234.mqrest.cn-hangzhou.aliyuncs.com")?
+///     .credentials(Credentials::new("AK", "SK"))
+///     .instance_id("MQ_INST_1234_abcd".parse()?)
+///     .request_timeout(Duration::from_secs(5))
+///     .retry(RetryConfig::default().with_max_attempts(5));
+/// // `build()` needs a runtime: depend on `mq-tokio` or `mq-async-std` (or pass your own
+/// // with `ClientBuilder::with_runtime`).
+/// # drop(builder);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ClientBuilder {
     runtime: Option<Arc<dyn DynRuntime>>,
-    endpoint: Option<String>,
+    endpoint: Option<Endpoint>,
     credentials: Option<Arc<dyn CredentialsProvider>>,
     instance: Option<InstanceId>,
     timeouts: TimeoutConfig,
@@ -71,7 +93,7 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.as_ref().map(Endpoint::to_string))
             .field("credentials", &self.credentials)
             .field("instance", &self.instance)
             .field("timeouts", &self.timeouts)
@@ -101,10 +123,23 @@ impl ClientBuilder {
         }
     }
 
-    /// The service endpoint, `http://host[:port]` or `https://host[:port]`.
-    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
+    /// The service endpoint, `http://host[:port]` or `https://host[:port]`, parsed here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with [`ConfigError::InvalidEndpoint`] (its source the
+    /// [`InvalidValue`](mq_proto::InvalidValue) saying why) when `endpoint` is not such a URL:
+    /// another scheme, a path, query or user info, no host, a bad port.
+    pub fn endpoint(mut self, endpoint: impl AsRef<str>) -> Result<Self, Error> {
+        let text = endpoint.as_ref();
+        let parsed = text
+            .parse()
+            .map_err(|source| ConfigError::InvalidEndpoint {
+                endpoint: text.to_owned(),
+                source,
+            })?;
+        self.endpoint = Some(parsed);
+        Ok(self)
     }
 
     /// Fixed credentials.
@@ -115,6 +150,11 @@ impl ClientBuilder {
 
     /// Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and
     /// the optional `ALIBABA_CLOUD_SECURITY_TOKEN`, read now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with [`ConfigError::MissingEnvVar`] when the id or the secret is
+    /// unset or empty.
     pub fn credentials_from_env(mut self) -> Result<Self, Error> {
         self.credentials = Some(Arc::new(StaticCredentials::new(credentials_from_env()?)));
         Ok(self)
@@ -163,6 +203,11 @@ impl ClientBuilder {
     }
 
     /// Trusts the certificates of a PEM bundle in addition to the webpki roots.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] as [`TlsRoots::add_pem`]: [`ConfigError::InvalidPem`] for
+    /// unreadable PEM, [`ConfigError::NoCertificateInPem`] when it holds no certificate.
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
         self.roots.add_pem(pem)?;
         Ok(self)
@@ -186,22 +231,19 @@ impl ClientBuilder {
         self
     }
 
-    /// Validates the configuration and builds the client.
+    /// Validates the configuration and builds the client. Nothing is sent: the first
+    /// connection is made by the first request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`]: [`ConfigError::NoRuntime`] when [`Client::builder`] found no
+    /// runtime crate, [`ConfigError::MissingEndpoint`], [`ConfigError::MissingCredentials`],
+    /// or (without a custom [`transport`](Self::transport)) a TLS root or configuration
+    /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]).
     pub fn build(self) -> Result<Client, Error> {
-        let runtime = self.runtime.ok_or_else(|| {
-            Error::Config(
-                "no runtime: use mq_tokio or mq_async_std, or ClientBuilder::with_runtime".into(),
-            )
-        })?;
-        let endpoint_text = self
-            .endpoint
-            .ok_or_else(|| Error::Config("no endpoint set".into()))?;
-        let endpoint: Endpoint = endpoint_text
-            .parse()
-            .map_err(|e| Error::Config(format!("endpoint {endpoint_text:?}: {e}")))?;
-        let credentials = self
-            .credentials
-            .ok_or_else(|| Error::Config("no credentials set".into()))?;
+        let runtime = self.runtime.ok_or(ConfigError::NoRuntime)?;
+        let endpoint = self.endpoint.ok_or(ConfigError::MissingEndpoint)?;
+        let credentials = self.credentials.ok_or(ConfigError::MissingCredentials)?;
         let transport = match self.transport {
             Some(t) => t,
             None => {
@@ -253,6 +295,21 @@ struct Inner {
 ///
 /// Get producers and consumers from it. See the runtime crates (`mq-tokio`, `mq-async-std`)
 /// for complete examples.
+///
+/// ```no_run
+/// use mq_client::{Client, Credentials, TopicMessage};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder()
+///     .endpoint("http://127.0.0.1:8080")?
+///     .credentials(Credentials::new("mq-dev-access-key", "mq-dev-secret"))
+///     .build()?;
+/// let producer = client.producer("orders".parse()?);
+/// let consumer = client.consumer("orders".parse()?, "GID_orders".parse()?);
+/// producer.publish(&TopicMessage::new("hello")?).await?;
+/// println!("{} in {:?}", client.endpoint(), consumer.group());
+/// # Ok(()) }
+/// ```
 pub struct Client {
     inner: Arc<Inner>,
 }

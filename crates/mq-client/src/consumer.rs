@@ -12,8 +12,30 @@ use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleBatch, HandleFailure, Message,
     ReceiptHandle, TagFilter, TopicName, WaitSeconds, attribute_failures,
 };
+use std::borrow::Borrow;
 
-/// Consumes one topic in one group, optionally filtered by tags.
+/// Consumes one topic in one group, optionally filtered by tags: receive and ack by hand,
+/// or take a [`MessageStream`] that does the polling and batches the acks.
+///
+/// ```no_run
+/// use mq_client::{BatchSize, Client, TagFilter, WaitSeconds};
+///
+/// # async fn example(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let consumer = client
+///     .consumer("orders".parse()?, "GID_billing".parse()?)
+///     .with_tag_filter("created||paid".parse::<TagFilter>()?);
+/// loop {
+///     let messages = consumer.receive(BatchSize::MAX, WaitSeconds::new(30)?).await?;
+///     for m in &messages {
+///         println!("{}: {}", m.message_id, m.body);
+///     }
+///     // Ack what was handled; a handle the service refuses is delivered again later.
+///     if let Err(e) = consumer.ack(messages.iter().map(|m| &m.receipt_handle)).await {
+///         eprintln!("{e}; acknowledged {}", e.acked().len());
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Consumer {
     client: Client,
@@ -60,6 +82,18 @@ impl Consumer {
 
     /// Receives up to `batch` messages, waiting up to `wait` for the first one. An empty
     /// vector means no message arrived in time.
+    ///
+    /// # Errors
+    ///
+    /// Nothing was received when it fails (an empty vector is no error). A consume is
+    /// idempotent, so transient failures are retried under the client's
+    /// [`RetryConfig`](crate::RetryConfig) first; what is left is returned:
+    /// - [`Error::Timeout`] / [`Error::Network`]: no answer within the wait plus the
+    ///   long-poll margin, or the connection failed (a refused TLS certificate at once);
+    /// - [`Error::Service`]: refused by the service — `TopicNotExist` (404), signature,
+    ///   access key or instance (403), throttling or a 5xx that outlasted the retries;
+    /// - [`Error::Response`]: an answer that could not be decoded;
+    /// - [`Error::Credentials`]: the credentials provider failed.
     pub async fn receive(
         &self,
         batch: BatchSize,
@@ -70,6 +104,10 @@ impl Consumer {
 
     /// Like [`Consumer::receive`] for ordered topics: messages of one sharding key come in
     /// order, and a key stays blocked until all its delivered messages are acked.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::receive`].
     pub async fn receive_orderly(
         &self,
         batch: BatchSize,
@@ -96,30 +134,43 @@ impl Consumer {
         .await
     }
 
-    /// Acknowledges messages by their receipt handles (any number; sent in
-    /// [`HandleBatch`]es of at most 16 per request).
-    /// Handles that fail (expired, already used) are returned in [`AckError::Partial`]; the
-    /// others are acknowledged. A refusal that names no handle of its request (the service
-    /// has been seen to send an empty `<ReceiptHandle>`) refuses every handle of that request
-    /// it could mean, so [`AckError::Partial`] never leaves out a handle that was not
-    /// acknowledged ([`mq_proto::attribute_failures`]).
+    /// Acknowledges messages by their receipt handles: any iterator of handles or of
+    /// references to them (`ack(&handles)`, `ack([&h])`, `ack(vec)`). They are sent in
+    /// [`HandleBatch`]es of at most 16, one request after another.
+    ///
+    /// A refusal that names no handle of its request (the service has been seen to send an
+    /// empty `<ReceiptHandle>`) refuses every handle of that request it could mean, so a
+    /// refusal is never counted as an acknowledgement ([`mq_proto::attribute_failures`]).
     ///
     /// A request that failed in a way that may have reached the service (connection lost,
     /// timeout, 5xx) is resent; per-handle `MessageNotExist`/`ReceiptHandleError` answers to
     /// such a resend are counted as acknowledged, because the earlier attempt most likely
     /// settled those handles (the consumer stream does the same).
-    pub async fn ack(&self, handles: &[ReceiptHandle]) -> Result<(), AckError> {
-        let mut failures = Vec::new();
-        for batch in HandleBatch::split(handles.iter().cloned()) {
-            failures.extend(
-                ack_handles(&self.client, &self.topic, &self.group, AckKind::Ack, &batch).await?,
-            );
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(AckError::Partial(failures))
-        }
+    ///
+    /// # Errors
+    ///
+    /// [`AckError`] when any handle is not known to be acknowledged; it lists every handle:
+    /// - refused by the service (expired, already used, unknown): [`AckError::failures`];
+    /// - when a request fails for good (its [`Error`] is [`AckError::request_error`]:
+    ///   [`Error::Timeout`], [`Error::Network`], [`Error::Service`] for the whole request,
+    ///   [`Error::Response`], [`Error::Credentials`]): the handles of the earlier requests
+    ///   are [`acked`](AckError::acked) or refused, that request's are
+    ///   [`unknown`](AckError::unknown), the later ones [`not_sent`](AckError::not_sent).
+    ///
+    /// No handles is `Ok(())` without a request.
+    pub async fn ack<I>(&self, handles: I) -> Result<(), AckError>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<ReceiptHandle>,
+    {
+        settle(
+            &self.client,
+            &self.topic,
+            &self.group,
+            AckKind::Ack,
+            handles.into_iter().map(|h| h.borrow().clone()),
+        )
+        .await
     }
 
     /// A stream of deliveries driven by the consumer state machine with default settings:
@@ -171,8 +222,35 @@ pub(crate) fn settle_operation(kind: AckKind) -> &'static str {
     }
 }
 
+/// Settles any number of handles in requests of one [`HandleBatch`] each, in turn; stops at
+/// the first request that fails (see [`AckError`]).
+pub(crate) async fn settle(
+    client: &Client,
+    topic: &TopicName,
+    group: &GroupId,
+    kind: AckKind,
+    handles: impl IntoIterator<Item = ReceiptHandle>,
+) -> Result<(), AckError> {
+    let mut outcome = AckError::empty();
+    let mut batches = HandleBatch::split(handles).into_iter();
+    while let Some(batch) = batches.next() {
+        match ack_handles(client, topic, group, kind, &batch).await {
+            Ok(failures) => outcome.answered(batch.as_slice(), failures),
+            Err(error) => {
+                outcome.failed(
+                    batch.into_vec(),
+                    error,
+                    batches.flat_map(HandleBatch::into_vec),
+                );
+                break;
+            }
+        }
+    }
+    outcome.into_result()
+}
+
 /// One ack/commit/rollback request of one [`HandleBatch`] (with retries).
-pub(crate) async fn ack_handles(
+async fn ack_handles(
     client: &Client,
     topic: &TopicName,
     group: &GroupId,
@@ -189,7 +267,7 @@ pub(crate) async fn ack_handles(
             timeout,
             &|ctx| {
                 ack_request(ctx, topic, group, kind, handles)
-                    .map_err(|e| Error::InvalidInput(e.to_string()))
+                    .map_err(|e| Error::InvalidInput(e.into()))
             },
             decode_ack_response,
         )

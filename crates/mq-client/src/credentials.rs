@@ -1,7 +1,7 @@
 //! Where the client gets its credentials: static keys, the environment, or a provider that
 //! refreshes them (for example STS tokens).
 
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::runtime::BoxFuture;
 use mq_proto::sign::Credentials;
 use std::fmt;
@@ -30,6 +30,12 @@ pub const ENV_SECURITY_TOKEN: &str = "ALIBABA_CLOUD_SECURITY_TOKEN";
 /// ```
 pub trait CredentialsProvider: fmt::Debug + Send + Sync + 'static {
     /// The credentials to sign the next request with.
+    ///
+    /// # Errors
+    ///
+    /// Whatever stops the provider; [`Error::credentials`] wraps its own error as
+    /// [`Error::Credentials`]. The request is not sent then, and the error is returned as
+    /// it is (not retried unless its [`Error::failure_kind`] is transient).
     fn credentials(&self) -> BoxFuture<Result<Credentials, Error>>;
 }
 
@@ -53,15 +59,24 @@ impl CredentialsProvider for StaticCredentials {
 
 /// Reads `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and the optional
 /// `ALIBABA_CLOUD_SECURITY_TOKEN`.
+///
+/// # Errors
+///
+/// [`Error::Config`] with [`ConfigError::MissingEnvVar`] naming the id or secret variable
+/// that is unset or empty.
 pub fn credentials_from_env() -> Result<Credentials, Error> {
     let id = std::env::var(ENV_ACCESS_KEY_ID)
         .ok()
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| Error::Config(format!("{ENV_ACCESS_KEY_ID} is not set")))?;
+        .ok_or(ConfigError::MissingEnvVar {
+            variable: ENV_ACCESS_KEY_ID,
+        })?;
     let secret = std::env::var(ENV_ACCESS_KEY_SECRET)
         .ok()
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| Error::Config(format!("{ENV_ACCESS_KEY_SECRET} is not set")))?;
+        .ok_or(ConfigError::MissingEnvVar {
+            variable: ENV_ACCESS_KEY_SECRET,
+        })?;
     let mut c = Credentials::new(id, secret);
     if let Ok(token) = std::env::var(ENV_SECURITY_TOKEN)
         && !token.is_empty()

@@ -19,8 +19,7 @@ use futures::{FutureExt, StreamExt};
 use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_received};
 use mq_proto::machine::{ConsumerEvent, ConsumerMachine, ConsumerTransmit, FailureKind};
 use mq_proto::{
-    AckKind, ConsumeKind, ErrorCode, GroupId, HandleFailure, Message, ReceiptHandle, TagFilter,
-    TopicName,
+    AckKind, ConsumeKind, GroupId, HandleFailure, Message, ReceiptHandle, TagFilter, TopicName,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -239,7 +238,7 @@ impl<H: Handler> Driver<H> {
                             client.timeouts().request,
                             &|ctx| {
                                 ack_request(ctx, topic, group, kind, &handles)
-                                    .map_err(|e| Error::InvalidInput(e.to_string()))
+                                    .map_err(|e| Error::InvalidInput(e.into()))
                             },
                             decode_ack_response,
                         )
@@ -279,7 +278,10 @@ impl<H: Handler> Driver<H> {
                     }
                 }
                 Err(refused) => {
-                    let outcome = Err(AckError::Request(Error::InvalidInput(refused.to_string())));
+                    let outcome = Err(AckError::not_sent_for(
+                        [handle.clone()],
+                        Error::InvalidInput(refused.into()),
+                    ));
                     tracing::warn!(%handle, %refused, "settlement not accepted");
                     self.handler.settled(kind, &handle, &outcome);
                     if let Some(reply) = reply {
@@ -316,16 +318,13 @@ impl<H: Handler> Driver<H> {
                 }
                 ConsumerEvent::Refused { kind, failure } => {
                     if let Ok(h) = ReceiptHandle::new(failure.receipt_handle.clone()) {
-                        self.resolve(kind, &h, Err(AckError::Partial(vec![failure])));
+                        let outcome = Err(AckError::refused(h.clone(), failure));
+                        self.resolve(kind, &h, outcome);
                     }
                 }
                 ConsumerEvent::Expired { kind, handle } => {
-                    let failure = HandleFailure {
-                        receipt_handle: handle.to_string(),
-                        code: ErrorCode::MessageNotExist,
-                        message: "not sent: by the server's clock the handle expired before the settlement (the message will be delivered again)".into(),
-                    };
-                    self.resolve(kind, &handle, Err(AckError::Partial(vec![failure])));
+                    let outcome = Err(AckError::expired_handle(handle.clone()));
+                    self.resolve(kind, &handle, outcome);
                 }
                 ConsumerEvent::PollFailed { id, failure } => {
                     let error = self.take_error(id, failure);
@@ -339,7 +338,8 @@ impl<H: Handler> Driver<H> {
                 } => {
                     let error = self.take_error(id, failure);
                     for h in handles {
-                        self.resolve(kind, &h, Err(AckError::Request(error.clone())));
+                        let outcome = Err(AckError::request_failed(h.clone(), error.clone()));
+                        self.resolve(kind, &h, outcome);
                     }
                 }
                 ConsumerEvent::Drained => drained = true,

@@ -1,33 +1,48 @@
 //! The client's error type.
 
 use crate::transport::{TransportError, TransportErrorKind};
-use mq_proto::client::{DecodeError, ServiceError};
-use mq_proto::machine::FailureKind;
-use mq_proto::{ErrorCode, HandleFailure};
+use mq_proto::client::{DecodeError, EncodeError, ServiceError};
+use mq_proto::machine::{AckRefused, FailureKind};
+use mq_proto::{ErrorCode, HandleFailure, ReceiptHandle};
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything that can go wrong when calling the service.
 ///
 /// Whether a repeat can succeed is one classification, [`FailureKind`]: the client's own
-/// retries and [`Error::is_retryable`] both use [`Error::failure_kind`].
+/// retries and [`Error::is_retryable`] both use [`Error::failure_kind`]. Every variant that
+/// wraps a cause keeps it typed and returns it from [`std::error::Error::source`].
 ///
 /// ```
-/// use mq_client::Error;
+/// use mq_client::{ConfigError, Error, TopicMessage};
 /// use mq_client::mq_proto::machine::FailureKind;
+/// use std::error::Error as _;
+///
 /// let e = Error::Timeout { after: std::time::Duration::from_secs(3) };
 /// assert!(e.is_retryable());
 /// assert_eq!(e.failure_kind(), FailureKind::Timeout);
 /// assert!(e.service_code().is_none());
+///
+/// // Invalid input keeps the typed cause.
+/// let e = Error::from(TopicMessage::new("").unwrap_err());
+/// assert!(matches!(e, Error::InvalidInput(_)));
+/// assert!(!e.is_retryable());
+/// assert!(e.source().is_some());
+///
+/// // So does a configuration error.
+/// let e = mq_client::Client::builder().endpoint("ftp://example.com").unwrap_err();
+/// assert!(matches!(e, Error::Config(ConfigError::InvalidEndpoint { .. })));
 /// ```
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An argument was invalid (caught before anything was sent).
     #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// The client was configured incorrectly (endpoint, credentials, TLS roots).
+    InvalidInput(#[from] InvalidInput),
+    /// The client was configured incorrectly (endpoint, credentials, TLS roots, runtime).
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// No complete response arrived in time.
     #[error("request timed out after {after:?}")]
     Timeout {
@@ -51,9 +66,10 @@ pub enum Error {
         /// MD5 reported by the service.
         reported: String,
     },
-    /// The credentials provider failed.
+    /// A [`CredentialsProvider`](crate::CredentialsProvider) failed; the provider's own error
+    /// is the source.
     #[error("credentials unavailable: {0}")]
-    Credentials(String),
+    Credentials(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The operation was stopped by a shutdown.
     #[error("shut down")]
     Shutdown,
@@ -106,6 +122,13 @@ impl Error {
         }
     }
 
+    /// A failed credentials provider's error, for [`CredentialsProvider`] implementations.
+    ///
+    /// [`CredentialsProvider`]: crate::CredentialsProvider
+    pub fn credentials(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Credentials(Arc::new(error))
+    }
+
     /// The error of a failed [`crate::Transport::send`] with this timeout.
     pub(crate) fn from_transport(e: TransportError, timeout: Duration) -> Self {
         if e.kind == TransportErrorKind::Timeout {
@@ -118,13 +141,13 @@ impl Error {
 
 impl From<mq_proto::InvalidValue> for Error {
     fn from(e: mq_proto::InvalidValue) -> Self {
-        Self::InvalidInput(e.to_string())
+        Self::InvalidInput(e.into())
     }
 }
 
 impl From<mq_proto::MessageError> for Error {
     fn from(e: mq_proto::MessageError) -> Self {
-        Self::InvalidInput(e.to_string())
+        Self::InvalidInput(e.into())
     }
 }
 
@@ -137,25 +160,287 @@ impl From<mq_proto::client::ResponseError> for Error {
     }
 }
 
-/// An ack (or commit/rollback) that did not fully succeed.
-#[derive(Debug, thiserror::Error)]
+/// What was invalid in an [`Error::InvalidInput`]; the typed error of the layer that refused
+/// it is the source.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum AckError {
-    /// The request went through but some handles failed; the others were acknowledged.
-    #[error("{} receipt handle(s) failed, first: {}", .0.len(), .0.first().map(|f| f.code.as_str()).unwrap_or("-"))]
-    Partial(Vec<HandleFailure>),
-    /// The request itself failed; no handle is known to be acknowledged.
-    #[error(transparent)]
-    Request(#[from] Error),
+pub enum InvalidInput {
+    /// A value (name, tag, handle, size, …) was refused by its type.
+    #[error("{0}")]
+    Value(#[from] mq_proto::InvalidValue),
+    /// A message could not be built or is over a limit.
+    #[error("{0}")]
+    Message(#[from] mq_proto::MessageError),
+    /// A request could not be built from the arguments.
+    #[error("{0}")]
+    Request(#[from] EncodeError),
+    /// A settlement (ack, commit, rollback) of a handle that is not in hand, or whose
+    /// settlement is already under way.
+    #[error("{0}")]
+    Settlement(#[from] AckRefused),
+}
+
+/// What is wrong with the configuration in an [`Error::Config`].
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No runtime: `Client::builder()` was used without a runtime crate.
+    #[error("no runtime: use mq_tokio or mq_async_std, or ClientBuilder::with_runtime")]
+    NoRuntime,
+    /// [`ClientBuilder::endpoint`](crate::ClientBuilder::endpoint) was never called.
+    #[error("no endpoint set")]
+    MissingEndpoint,
+    /// The endpoint is not `http(s)://host[:port]`.
+    #[error("endpoint {endpoint:?}: {source}")]
+    InvalidEndpoint {
+        /// The text given.
+        endpoint: String,
+        /// Why it was refused.
+        #[source]
+        source: mq_proto::InvalidValue,
+    },
+    /// No credentials were set.
+    #[error("no credentials set")]
+    MissingCredentials,
+    /// An environment variable the credentials are read from is unset or empty.
+    #[error("{variable} is not set")]
+    MissingEnvVar {
+        /// The variable.
+        variable: &'static str,
+    },
+    /// A PEM bundle could not be read.
+    #[error("invalid PEM certificate: {0}")]
+    InvalidPem(#[source] Arc<std::io::Error>),
+    /// A PEM bundle held no certificate.
+    #[error("no certificate found in PEM data")]
+    NoCertificateInPem,
+    /// A root certificate was refused by rustls.
+    #[error("invalid root certificate: {0}")]
+    InvalidRootCertificate(#[source] rustls::Error),
+    /// rustls refused the TLS configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// An ack, commit or rollback that did not acknowledge every handle, saying exactly which
+/// handles were and were not acknowledged.
+///
+/// [`Consumer::ack`](crate::Consumer::ack) sends its handles in requests of at most
+/// [`HandleBatch::MAX`](mq_proto::HandleBatch::MAX), one after another. When request *k*
+/// fails, the handles of the requests before it are acknowledged (less those the service
+/// refused), the handles of request *k* are [`unknown`](Self::unknown) (the request may or may
+/// not have been applied), and the later handles were [`not_sent`](Self::not_sent). Every
+/// handle given is in exactly one of [`acked`](Self::acked), [`failures`](Self::failures),
+/// [`expired`](Self::expired), [`unknown`](Self::unknown) and [`not_sent`](Self::not_sent).
+///
+/// ```no_run
+/// # async fn example(consumer: mq_client::Consumer, handles: Vec<mq_client::ReceiptHandle>) {
+/// match consumer.ack(&handles).await {
+///     Ok(()) => println!("all {} acknowledged", handles.len()),
+///     Err(e) => {
+///         println!("{} acknowledged", e.acked().len());
+///         for f in e.failures() {
+///             println!("refused {}: {}", f.receipt_handle, f.code); // delivered again later
+///         }
+///         if let Some(error) = e.request_error() {
+///             // `unknown()` may or may not be acked; `not_sent()` surely are not: ack again.
+///             println!("{error}; {} unknown, {} not sent", e.unknown().len(), e.not_sent().len());
+///         }
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AckError(Box<Settlement>);
+
+/// What [`AckError`] holds (boxed: errors stay small).
+#[derive(Clone, Debug)]
+struct Settlement {
+    acked: Vec<ReceiptHandle>,
+    failures: Vec<HandleFailure>,
+    refused: Vec<ReceiptHandle>,
+    expired: Vec<ReceiptHandle>,
+    unknown: Vec<ReceiptHandle>,
+    not_sent: Vec<ReceiptHandle>,
+    request_error: Option<Error>,
 }
 
 impl AckError {
-    /// The per-handle failures (empty for a failed request).
+    /// The handles that were acknowledged (committed, rolled back).
+    pub fn acked(&self) -> &[ReceiptHandle] {
+        &self.0.acked
+    }
+
+    /// The handles the service refused, with its code and message (expired, already used,
+    /// unknown handle). These messages are not acknowledged.
     pub fn failures(&self) -> &[HandleFailure] {
-        match self {
-            Self::Partial(f) => f,
-            Self::Request(_) => &[],
+        &self.0.failures
+    }
+
+    /// The handles not sent because, by the server's clock, they had expired before the
+    /// settlement (only the message stream and the checker know this); the messages are
+    /// delivered again.
+    pub fn expired(&self) -> &[ReceiptHandle] {
+        &self.0.expired
+    }
+
+    /// The handles of the request that failed with [`request_error`](Self::request_error):
+    /// the service may or may not have applied it.
+    pub fn unknown(&self) -> &[ReceiptHandle] {
+        &self.0.unknown
+    }
+
+    /// The handles never sent: those after a failed request, or refused by the client
+    /// before sending (a handle not in hand: [`request_error`](Self::request_error) is
+    /// [`Error::InvalidInput`]).
+    pub fn not_sent(&self) -> &[ReceiptHandle] {
+        &self.0.not_sent
+    }
+
+    /// Every handle not known to be acknowledged: refused, expired, unknown and not sent.
+    pub fn unacknowledged(&self) -> impl Iterator<Item = &ReceiptHandle> {
+        self.0
+            .refused
+            .iter()
+            .chain(&self.0.expired)
+            .chain(&self.0.unknown)
+            .chain(&self.0.not_sent)
+    }
+
+    /// The error that stopped the settlement: the failed request's (its handles are
+    /// [`unknown`](Self::unknown)) or the client's refusal to send. `None` when every
+    /// request was answered.
+    pub fn request_error(&self) -> Option<&Error> {
+        self.0.request_error.as_ref()
+    }
+
+    /// Takes the request error out (see [`request_error`](Self::request_error)).
+    pub fn into_request_error(self) -> Option<Error> {
+        self.0.request_error
+    }
+
+    /// No handle yet.
+    pub(crate) fn empty() -> Self {
+        Self(Box::new(Settlement {
+            acked: Vec::new(),
+            failures: Vec::new(),
+            refused: Vec::new(),
+            expired: Vec::new(),
+            unknown: Vec::new(),
+            not_sent: Vec::new(),
+            request_error: None,
+        }))
+    }
+
+    /// Records the answer to one request of `sent`: the refused handles (attributed with
+    /// [`mq_proto::attribute_failures`]) fail, the others are acknowledged.
+    pub(crate) fn answered(&mut self, sent: &[ReceiptHandle], failures: Vec<HandleFailure>) {
+        for h in sent {
+            match failures.iter().find(|f| f.receipt_handle == h.as_str()) {
+                Some(_) => self.0.refused.push(h.clone()),
+                None => self.0.acked.push(h.clone()),
+            }
         }
+        self.0.failures.extend(failures);
+    }
+
+    /// Records a request of `sent` that failed with `error`, and the handles never sent.
+    pub(crate) fn failed(
+        &mut self,
+        sent: Vec<ReceiptHandle>,
+        error: Error,
+        not_sent: impl IntoIterator<Item = ReceiptHandle>,
+    ) {
+        self.0.unknown.extend(sent);
+        self.0.not_sent.extend(not_sent);
+        self.0.request_error = Some(error);
+    }
+
+    /// One handle refused by the service.
+    pub(crate) fn refused(handle: ReceiptHandle, failure: HandleFailure) -> Self {
+        let mut e = Self::empty();
+        e.answered(std::slice::from_ref(&handle), vec![failure]);
+        e
+    }
+
+    /// One handle not sent because it expired by the server's clock.
+    pub(crate) fn expired_handle(handle: ReceiptHandle) -> Self {
+        let mut e = Self::empty();
+        e.0.expired.push(handle);
+        e
+    }
+
+    /// One handle in a request that failed with `error`.
+    pub(crate) fn request_failed(handle: ReceiptHandle, error: Error) -> Self {
+        let mut e = Self::empty();
+        e.failed(vec![handle], error, []);
+        e
+    }
+
+    /// Handles the client refused to send, for `error`.
+    pub(crate) fn not_sent_for(
+        handles: impl IntoIterator<Item = ReceiptHandle>,
+        error: Error,
+    ) -> Self {
+        let mut e = Self::empty();
+        e.0.not_sent.extend(handles);
+        e.0.request_error = Some(error);
+        e
+    }
+
+    /// `Ok` when every handle was acknowledged.
+    pub(crate) fn into_result(self) -> Result<(), Self> {
+        if self.0.failures.is_empty()
+            && self.0.expired.is_empty()
+            && self.0.unknown.is_empty()
+            && self.0.not_sent.is_empty()
+            && self.0.request_error.is_none()
+        {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for AckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let not_acked = self.0.refused.len() + self.0.expired.len() + self.0.unknown.len();
+        let total = self.0.acked.len() + not_acked + self.0.not_sent.len();
+        write!(
+            f,
+            "{} of {total} receipt handle(s) not acknowledged",
+            not_acked + self.0.not_sent.len()
+        )?;
+        if let Some(first) = self.0.failures.first() {
+            write!(
+                f,
+                "; {} refused (first: {})",
+                self.0.failures.len(),
+                first.code
+            )?;
+        }
+        if !self.0.expired.is_empty() {
+            write!(f, "; {} expired, not sent", self.0.expired.len())?;
+        }
+        if let Some(error) = &self.0.request_error {
+            write!(
+                f,
+                "; {} unknown and {} not sent after: {error}",
+                self.0.unknown.len(),
+                self.0.not_sent.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AckError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .request_error
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -183,9 +468,21 @@ mod tests {
     fn is_retryable_is_the_failure_kinds_classification() {
         let other = |c: &str| ErrorCode::Other(c.into());
         let table: Vec<(Error, FailureKind, bool)> = vec![
-            (Error::InvalidInput("x".into()), FailureKind::Other, false),
-            (Error::Config("x".into()), FailureKind::Other, false),
-            (Error::Credentials("x".into()), FailureKind::Other, false),
+            (
+                Error::from(mq_proto::MessageError::EmptyBody),
+                FailureKind::Other,
+                false,
+            ),
+            (
+                Error::Config(ConfigError::MissingEndpoint),
+                FailureKind::Other,
+                false,
+            ),
+            (
+                Error::credentials(std::io::Error::other("x")),
+                FailureKind::Other,
+                false,
+            ),
             (
                 Error::Timeout {
                     after: Duration::from_secs(1),

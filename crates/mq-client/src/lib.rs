@@ -14,7 +14,7 @@
 //! - [`Producer`], [`TransactionProducer`], [`Consumer`] (+ [`MessageStream`]).
 //! - [`Transport`] (default [`PooledTransport`]) over a [`Runtime`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, unreachable_pub, clippy::missing_errors_doc)]
 
 mod checker;
 mod client;
@@ -40,7 +40,7 @@ pub use credentials::{
     CredentialsProvider, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN,
     StaticCredentials, credentials_from_env,
 };
-pub use error::{AckError, Error};
+pub use error::{AckError, ConfigError, Error, InvalidInput};
 pub use producer::Producer;
 #[cfg(feature = "async-io")]
 pub use rt_async_io::{AsyncIo, AsyncIoRuntime};
@@ -49,7 +49,7 @@ pub use rt_tokio::{TokioIo, TokioRuntime};
 pub use runtime::{BoxFuture, ConnectTarget, Runtime};
 pub use stream::{AckFuture, Delivery, MessageStream};
 pub use tls::TlsRoots;
-pub use transaction::TransactionProducer;
+pub use transaction::{TransactionProducer, TransactionReceipt};
 pub use transport::{
     MAX_RESPONSE_BODY, PoolConfig, PooledTransport, Transport, TransportError, TransportErrorKind,
 };

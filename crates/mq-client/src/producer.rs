@@ -12,6 +12,20 @@ use mq_proto::{TopicMessage, TopicName};
 /// A publish is retried only when the request provably did not reach the server (connect
 /// failure, request not written), unless the client's retry config enables at-least-once
 /// publishing. The body MD5 the service reports is checked against our own.
+///
+/// ```no_run
+/// use mq_client::{Client, Tag, TopicMessage};
+///
+/// # async fn example(client: Client) -> Result<(), mq_client::Error> {
+/// let producer = client.producer("orders".parse()?);
+/// let message = TopicMessage::new("order 42 created")?
+///     .with_tag(Tag::new("created")?)
+///     .with_key("order-42")?
+///     .with_property("region", "eu")?;
+/// let receipt = producer.publish(&message).await?;
+/// println!("published {} (MD5 {})", receipt.message_id, receipt.body_md5);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Producer {
     client: Client,
@@ -29,6 +43,21 @@ impl Producer {
     }
 
     /// Publishes one message and returns its id and body MD5.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidInput`] ([`InvalidInput::Message`](crate::InvalidInput::Message)):
+    ///   the message is over a size limit; nothing was sent.
+    /// - [`Error::Timeout`] / [`Error::Network`]: no answer in time, or the connection
+    ///   failed. Unless at-least-once publishing is on, a failure after the request may have
+    ///   reached the service is not retried, so the message **may have been stored**
+    ///   ([`FailureKind::request_may_have_reached_server`](crate::mq_proto::machine::FailureKind::request_may_have_reached_server)
+    ///   of [`Error::failure_kind`] tells).
+    /// - [`Error::Service`]: refused by the service (`TopicNotExist`, signature or access
+    ///   errors, an invalid message, throttling or a 5xx left after the retries).
+    /// - [`Error::Response`]: an answer that could not be decoded.
+    /// - [`Error::Md5Mismatch`]: the service reported another body MD5 than ours.
+    /// - [`Error::Credentials`]: the credentials provider failed.
     pub async fn publish(&self, message: &TopicMessage) -> Result<PublishReceipt, Error> {
         publish_checked(&self.client, &self.topic, message).await
     }

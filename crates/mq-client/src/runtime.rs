@@ -36,10 +36,13 @@ impl std::fmt::Debug for ConnectTarget {
 }
 
 impl ConnectTarget {
-    /// The TLS server name for certificate verification; an `InvalidInput` error holding
-    /// [`rustls::pki_types::InvalidDnsNameError`] when the host cannot be one (such a host can
-    /// never be verified: the transport classifies the error as final). Check it before
-    /// connecting.
+    /// The TLS server name for certificate verification. Check it before connecting.
+    ///
+    /// # Errors
+    ///
+    /// An `io::Error` of kind `InvalidInput` holding
+    /// [`rustls::pki_types::InvalidDnsNameError`] when the host cannot be a server name
+    /// (such a host can never be verified: the transport classifies the error as final).
     pub fn server_name(&self) -> io::Result<rustls::pki_types::ServerName<'static>> {
         rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
@@ -56,6 +59,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Opens a connection with `TCP_NODELAY` set, performing the TLS handshake when
     /// `target.tls` is set (with certificate verification; never bypassed).
+    ///
+    /// # Errors
     ///
     /// Errors decide about retries, so keep their cause: report a failed handshake as the
     /// `io::Error` whose inner error is the [`rustls::Error`] (tokio-rustls and futures-rustls

@@ -23,6 +23,29 @@ use std::task::{Context, Poll};
 
 /// One received message, in hand until acked or released. Dropping it without acking
 /// releases it (it will be delivered again after its invisibility time).
+///
+/// It dereferences to its [`Message`].
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use mq_client::MessageStream;
+///
+/// # async fn example(mut stream: MessageStream) -> Result<(), Box<dyn std::error::Error>> {
+/// if let Some(delivery) = stream.next().await {
+///     let delivery = delivery?;
+///     if delivery.body.is_empty() {
+///         delivery.release(); // not for us now: delivered again later
+///     } else {
+///         println!("{} (delivered {} times)", delivery.body, delivery.consumed_times);
+///         if let Err(e) = delivery.ack().await {
+///             // Refused (`failures()`), expired before it was sent (`expired()`), or the
+///             // request failed and it may or may not be acked (`unknown()`).
+///             eprintln!("not acknowledged: {e}");
+///         }
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Delivery {
     message: Message,
     commands: mpsc::UnboundedSender<Command>,
@@ -59,7 +82,7 @@ impl Delivery {
         if self
             .commands
             .unbounded_send(Command::Settle {
-                handle,
+                handle: handle.clone(),
                 kind: AckKind::Ack,
                 reply: Some(tx),
             })
@@ -67,7 +90,7 @@ impl Delivery {
         {
             // The driver is gone: the receiver below resolves to a shutdown error.
         }
-        AckFuture { rx }
+        AckFuture { rx, handle }
     }
 
     /// Gives the message back without acking: it is no longer counted as in hand and will be
@@ -94,6 +117,8 @@ impl Drop for Delivery {
 #[must_use = "the ack is sent anyway; await this to learn whether it succeeded"]
 pub struct AckFuture {
     rx: oneshot::Receiver<Result<(), AckError>>,
+    /// For the outcome when the driver is gone before answering.
+    handle: ReceiptHandle,
 }
 
 impl fmt::Debug for AckFuture {
@@ -105,15 +130,50 @@ impl fmt::Debug for AckFuture {
 impl std::future::Future for AckFuture {
     type Output = Result<(), AckError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.rx.poll_unpin(cx).map(|r| match r {
-            Ok(result) => result,
-            Err(_) => Err(AckError::Request(Error::Shutdown)),
-        })
+        let result = std::task::ready!(self.rx.poll_unpin(cx));
+        Poll::Ready(result.unwrap_or_else(|_| {
+            // The driver stopped before answering: whether the ack went out is unknown.
+            Err(AckError::request_failed(
+                self.handle.clone(),
+                Error::Shutdown,
+            ))
+        }))
     }
 }
 
 /// A stream of deliveries. Items are `Err` when a receive failed (the stream keeps going and
 /// retries after a backoff); it ends after [`MessageStream::shutdown`].
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use mq_client::{Consumer, ConsumerConfig, WaitSeconds};
+/// use std::time::Duration;
+///
+/// # async fn example(consumer: Consumer) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ConsumerConfig::normal()
+///     .with_wait(WaitSeconds::new(10)?)
+///     .with_ack_flush_delay(Duration::from_millis(50));
+/// let mut stream = consumer.stream_with_config(config);
+/// let mut handled = 0;
+/// while let Some(item) = stream.next().await {
+///     match item {
+///         Ok(delivery) => {
+///             println!("{}", delivery.body);
+///             // Batched with other acks; awaiting the future is optional.
+///             let _ack = delivery.ack();
+///             handled += 1;
+///         }
+///         // A failed receive: the stream retries after a backoff.
+///         Err(e) if e.is_retryable() => eprintln!("receive failed, retrying: {e}"),
+///         Err(e) => return Err(e.into()),
+///     }
+///     if handled == 100 {
+///         break;
+///     }
+/// }
+/// stream.shutdown().await; // sends the queued acks, releases what is left
+/// # Ok(()) }
+/// ```
 pub struct MessageStream {
     deliveries: mpsc::UnboundedReceiver<Result<Delivery, Error>>,
     commands: mpsc::UnboundedSender<Command>,

@@ -4,7 +4,7 @@
 //! Also the one place that tells a TLS refusal that no new connection can change (a refused
 //! certificate) from a handshake that merely broke off ([`is_permanent_tls_failure`]).
 
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use rustls::pki_types::{CertificateDer, InvalidDnsNameError};
 use rustls::{AlertDescription, RootCertStore};
 use std::io;
@@ -19,17 +19,21 @@ pub struct TlsRoots {
 
 impl TlsRoots {
     /// Adds every certificate of a PEM bundle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`]: [`ConfigError::InvalidPem`] (the reader's error as the source)
+    /// when the PEM data cannot be read, [`ConfigError::NoCertificateInPem`] when it holds
+    /// no certificate. Nothing is added then.
     pub fn add_pem(&mut self, pem: &[u8]) -> Result<(), Error> {
         let mut reader = pem;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut reader) {
-            let cert = cert.map_err(|e| Error::Config(format!("invalid PEM certificate: {e}")))?;
-            self.extra.push(cert);
-            added += 1;
+        let certs = rustls_pemfile::certs(&mut reader)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::InvalidPem(Arc::new(e)))?;
+        if certs.is_empty() {
+            return Err(ConfigError::NoCertificateInPem.into());
         }
-        if added == 0 {
-            return Err(Error::Config("no certificate found in PEM data".into()));
-        }
+        self.extra.extend(certs);
         Ok(())
     }
 
@@ -44,6 +48,11 @@ impl TlsRoots {
     }
 
     /// Builds the rustls configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`]: [`ConfigError::InvalidRootCertificate`] when rustls refuses an
+    /// added root, [`ConfigError::Tls`] when it refuses the protocol versions.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
         let mut roots = RootCertStore::empty();
         if self.webpki.unwrap_or(true) {
@@ -52,12 +61,12 @@ impl TlsRoots {
         for cert in &self.extra {
             roots
                 .add(cert.clone())
-                .map_err(|e| Error::Config(format!("invalid root certificate: {e}")))?;
+                .map_err(ConfigError::InvalidRootCertificate)?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS configuration: {e}")))?
+            .map_err(ConfigError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Arc::new(config))

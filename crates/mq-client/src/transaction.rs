@@ -2,17 +2,31 @@
 
 use crate::checker::{CheckerHandle, CheckerReport, run_checker_loop};
 use crate::client::Client;
-use crate::consumer::{ack_handles, receive};
+use crate::consumer::{receive, settle};
 use crate::error::{AckError, Error};
 use crate::producer::publish_checked;
 
-use mq_proto::client::PublishReceipt;
+use mq_proto::client::DecodeError;
 use mq_proto::machine::{CheckerConfig, Decision};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, HandleBatch, Message, ReceiptHandle, TagFilter,
+    AckKind, BatchSize, ConsumeKind, GroupId, Message, MessageId, ReceiptHandle, TagFilter,
     TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
 use std::future::Future;
+
+/// What a transactional publish returns: the message's id and body MD5, and the handle to
+/// [`commit`](TransactionProducer::commit) or [`rollback`](TransactionProducer::rollback) it
+/// with (always present: an answer without one is an [`Error::Response`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransactionReceipt {
+    /// Id assigned to the message.
+    pub message_id: MessageId,
+    /// Upper-case hex MD5 of the body as computed by the server (checked against ours).
+    pub body_md5: String,
+    /// The handle to commit or roll back with.
+    pub receipt_handle: ReceiptHandle,
+}
 
 /// Publishes transactional (half) messages on one topic and resolves them for one group.
 ///
@@ -21,6 +35,29 @@ use std::future::Future;
 /// unresolved are offered back through [`consume_half`](Self::consume_half); the
 /// [`run_checker`](Self::run_checker) loop does that for you and asks your closure for each
 /// decision.
+///
+/// ```no_run
+/// use mq_client::{Client, Decision, TopicMessage, TransCheckImmunity};
+///
+/// # async fn place_order() -> bool { true }
+/// # async fn example(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let tx = client.transaction_producer("orders".parse()?, "GID_orders_tx".parse()?);
+/// // Answers the service's checks of transactions left undecided (here: after a crash).
+/// let checker = tx.spawn_checker(|message| async move {
+///     if message.body.starts_with("order") { Decision::Commit } else { Decision::Rollback }
+/// });
+///
+/// let half = TopicMessage::new("order 42")?.with_trans_check_immunity(TransCheckImmunity::new(10)?);
+/// let receipt = tx.publish(&half).await?; // invisible to consumers until committed
+/// if place_order().await {
+///     tx.commit(&receipt.receipt_handle).await?;
+/// } else {
+///     tx.rollback(&receipt.receipt_handle).await?;
+/// }
+/// let report = checker.shutdown().await?;
+/// println!("the checker committed {}", report.committed);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TransactionProducer {
     client: Client,
@@ -49,50 +86,74 @@ impl TransactionProducer {
 
     /// Publishes a half message. Without a check immunity set on the message, the minimum
     /// (10 s) is used. The receipt carries the handle for commit/rollback.
-    pub async fn publish(&self, message: TopicMessage) -> Result<PublishReceipt, Error> {
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::publish`](crate::Producer::publish), and [`Error::Response`] when the
+    /// service's answer carries no receipt handle.
+    pub async fn publish(&self, message: &TopicMessage) -> Result<TransactionReceipt, Error> {
+        let with_immunity;
         let message = if message.is_transactional() {
             message
         } else {
-            message.with_trans_check_immunity(TransCheckImmunity::default())
+            with_immunity = message
+                .clone()
+                .with_trans_check_immunity(TransCheckImmunity::default());
+            &with_immunity
         };
-        let receipt = publish_checked(&self.client, &self.topic, &message).await?;
-        if receipt.receipt_handle.is_none() {
-            return Err(Error::Response(
-                mq_proto::client::DecodeError::MissingElement("ReceiptHandle"),
-            ));
-        }
-        Ok(receipt)
+        let receipt = publish_checked(&self.client, &self.topic, message).await?;
+        let receipt_handle =
+            receipt
+                .receipt_handle
+                .ok_or(Error::Response(DecodeError::MissingElement(
+                    "ReceiptHandle",
+                )))?;
+        Ok(TransactionReceipt {
+            message_id: receipt.message_id,
+            body_md5: receipt.body_md5,
+            receipt_handle,
+        })
     }
 
     /// Commits a half message: it becomes visible to consumers. Retried like
     /// [`Consumer::ack`](crate::Consumer::ack), with the same reading of a resend's
     /// per-handle answers.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError`] as for [`Consumer::ack`](crate::Consumer::ack) of one handle: refused by
+    /// the service ([`AckError::failures`]: the check immunity elapsed and the handle
+    /// changed, or the transaction was already resolved), or the request failed
+    /// ([`AckError::request_error`]; the handle is then [`AckError::unknown`]).
     pub async fn commit(&self, handle: &ReceiptHandle) -> Result<(), AckError> {
         self.decide(handle, AckKind::Commit).await
     }
 
     /// Rolls back a half message: it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Self::commit).
     pub async fn rollback(&self, handle: &ReceiptHandle) -> Result<(), AckError> {
         self.decide(handle, AckKind::Rollback).await
     }
 
     async fn decide(&self, handle: &ReceiptHandle, kind: AckKind) -> Result<(), AckError> {
-        let failures = ack_handles(
+        settle(
             &self.client,
             &self.topic,
             &self.group,
             kind,
-            &HandleBatch::one(handle.clone()),
+            [handle.clone()],
         )
-        .await?;
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(AckError::Partial(failures))
-        }
+        .await
     }
 
     /// Receives half messages whose check time has come (each with a fresh handle).
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::receive`](crate::Consumer::receive).
     pub async fn consume_half(
         &self,
         batch: BatchSize,
@@ -113,6 +174,12 @@ impl TransactionProducer {
     /// Runs the transaction checker until `shutdown` completes: polls half messages, calls
     /// `decide` for each and sends the decision (commit or rollback; `Unknown` leaves the
     /// message for the next check). In-flight decisions are finished before it returns.
+    ///
+    /// # Errors
+    ///
+    /// None today: a failed poll is retried after a backoff, and a decision that did not
+    /// take effect is counted in [`CheckerReport::failed`] (the message is checked again).
+    /// The `Result` leaves room for errors that end a run.
     pub async fn run_checker<F, Fut, S>(
         &self,
         decide: F,
@@ -128,6 +195,10 @@ impl TransactionProducer {
     }
 
     /// [`run_checker`](Self::run_checker) with explicit settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_checker`](Self::run_checker).
     pub async fn run_checker_with_config<F, Fut, S>(
         &self,
         config: CheckerConfig,
@@ -148,7 +219,23 @@ impl TransactionProducer {
         F: FnMut(Message) -> Fut + Send + 'static,
         Fut: Future<Output = Decision> + Send + 'static,
     {
-        CheckerHandle::spawn(self.clone(), CheckerConfig::default(), decide)
+        self.spawn_checker_with_config(CheckerConfig::default(), decide)
+    }
+
+    /// [`spawn_checker`](Self::spawn_checker) with explicit settings.
+    pub fn spawn_checker_with_config<F, Fut>(
+        &self,
+        config: CheckerConfig,
+        decide: F,
+    ) -> CheckerHandle
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+    {
+        let producer = self.clone();
+        CheckerHandle::spawn(self.client.runtime(), move |stop| {
+            Box::pin(run_checker_loop(producer, config, decide, stop))
+        })
     }
 
     pub(crate) fn client(&self) -> &Client {

@@ -72,7 +72,15 @@ impl TransportError {
 ///
 /// The default is [`PooledTransport`]; tests and custom stacks can provide their own.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends `request` and reads the whole response within `timeout`.
+    /// Sends `request` and reads the whole response within `timeout`. An HTTP error status
+    /// is a response, not an error.
+    ///
+    /// # Errors
+    ///
+    /// A [`TransportError`] whose [`kind`](TransportError::kind) says how far the request
+    /// got: the client's retries depend on it ([`TransportErrorKind::NotSent`] and
+    /// [`TransportErrorKind::Connect`] mean it was surely not sent; `ConnectionLost`,
+    /// `Timeout` and `Protocol` that it may have reached the server).
     fn send(
         &self,
         request: Request<Bytes>,

@@ -122,6 +122,11 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Parses and validates an endpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] when `s` is not `http://host[:port]` or `https://host[:port]`: another
+    /// scheme, a path, query, fragment or user info, no host, or a bad port.
     pub fn new(s: &str) -> Result<Self, InvalidValue> {
         let err = |reason: &str| InvalidValue::new("endpoint", reason);
         let (scheme, rest) = s
@@ -499,6 +504,11 @@ fn itoa_u8(n: u8) -> SmallNum {
 ///
 /// Takes 1..=[`HandleBatch::MAX`] handles (commit and rollback are used with exactly one in
 /// practice; [`HandleBatch::split`] cuts any number into requests).
+///
+/// # Errors
+///
+/// [`EncodeError::NoReceiptHandles`] for no handle, [`EncodeError::TooManyReceiptHandles`]
+/// for more than [`HandleBatch::MAX`].
 pub fn ack_request(
     ctx: &RequestContext<'_>,
     topic: &TopicName,
@@ -633,6 +643,12 @@ pub enum ResponseError {
 // Response decoders
 
 /// Decodes a publish response: 2xx with a `Message` document (PROTOCOL §3.3).
+///
+/// # Errors
+///
+/// [`ResponseError::Service`] for an error status (with the `Error` document's code,
+/// message and request id when there is one); [`ResponseError::Decode`] for a 2xx whose
+/// body is not a valid `Message` document.
 pub fn decode_publish_response(
     status: StatusCode,
     headers: &HeaderMap,
@@ -735,6 +751,12 @@ pub fn decode_received(
 /// pair are skipped (like the Python and Go SDKs), a `MessageTag` that is not a valid
 /// [`Tag`] is dropped, and a missing `MessageBodyMD5` leaves `body_md5` empty. A message
 /// without id, handle, body or times is an error.
+///
+/// # Errors
+///
+/// [`ResponseError::Service`] for an error status other than `MessageNotExist`;
+/// [`ResponseError::Decode`] for a body that is not a valid `Messages` document or a
+/// message missing a required element.
 pub fn decode_consume_response(
     status: StatusCode,
     headers: &HeaderMap,
@@ -768,6 +790,11 @@ pub fn decode_consume_response(
 /// Decodes an ack, commit or rollback response (PROTOCOL §3.6): 2xx → no failures; an error
 /// status with an `Errors` document → the per-handle failures (handles not listed
 /// succeeded); an `Error` document or anything else → [`ResponseError::Service`].
+///
+/// # Errors
+///
+/// [`ResponseError::Service`] for an error status without an `Errors` document;
+/// [`ResponseError::Decode`] for an `Errors` document that cannot be read.
 pub fn decode_ack_response(
     status: StatusCode,
     headers: &HeaderMap,

@@ -6,7 +6,7 @@
 //! the pure state machines ([`machine`]: retry, consumer loop, transaction checker) that the
 //! runtime crates drive.
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, unreachable_pub, clippy::missing_errors_doc)]
 
 pub mod client;
 pub mod machine;

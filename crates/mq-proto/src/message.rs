@@ -105,6 +105,11 @@ pub struct TopicMessage {
 
 impl TopicMessage {
     /// A message with this body (non-empty text that XML can carry).
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::EmptyBody`] for an empty body, [`MessageError::InvalidBodyChar`] for
+    /// a character XML 1.0 cannot carry.
     pub fn new(body: impl Into<String>) -> Result<Self, MessageError> {
         let body = body.into();
         check_body(&body)?;
@@ -132,6 +137,11 @@ impl TopicMessage {
     }
 
     /// Sets the message key (`KEYS`).
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::Property`] when the key is empty or holds a character the properties
+    /// wire form cannot carry (`:`, `|`, `'`, `"`, `&`, `<`, `>`, control characters).
     pub fn with_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
         let key = key.into();
         validate_pair(KEY_KEYS, &key)?;
@@ -140,6 +150,11 @@ impl TopicMessage {
     }
 
     /// Adds a custom property; system keys are refused (use the dedicated setters).
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::Property`] when the key is a system key, or the key or value is empty
+    /// or holds a character the wire form cannot carry.
     pub fn with_property(
         mut self,
         key: impl Into<String>,
@@ -168,6 +183,10 @@ impl TopicMessage {
     }
 
     /// Sets the partition key of an ordered message (`__SHARDINGKEY`).
+    ///
+    /// # Errors
+    ///
+    /// As [`with_key`](Self::with_key).
     pub fn with_sharding_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
         let key = key.into();
         validate_pair(KEY_SHARDING_KEY, &key)?;
@@ -177,6 +196,11 @@ impl TopicMessage {
 
     /// Builds a message from its wire parts (body, tag, all properties including system keys),
     /// as a server receives it.
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError`] for an empty body or one with a character XML cannot carry, an
+    /// invalid tag ([`MessageError::Tag`]), or properties breaking the wire rules.
     pub fn from_wire(
         body: String,
         tag: Option<&str>,
@@ -271,6 +295,12 @@ impl TopicMessage {
     }
 
     /// Checks the size limits of PROTOCOL §6.9 (body by kind, properties 16 KB).
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::BodyTooLarge`] for a body over its kind's limit,
+    /// [`MessageError::Property`] ([`PropertyError::TooLarge`](crate::PropertyError::TooLarge))
+    /// for properties over 16 KB.
     pub fn check_limits(&self) -> Result<(), MessageError> {
         let max = self.body_limit();
         if self.body.len() > max {

@@ -95,6 +95,11 @@ fn check_part(key: &str, part: &str) -> Result<(), PropertyError> {
 }
 
 /// Checks one key/value pair against the wire rules.
+///
+/// # Errors
+///
+/// [`PropertyError::EmptyKey`], [`PropertyError::EmptyValue`], or
+/// [`PropertyError::ForbiddenChar`] for a character the wire form cannot carry.
 pub fn validate_pair(key: &str, value: &str) -> Result<(), PropertyError> {
     if key.is_empty() {
         return Err(PropertyError::EmptyKey);
@@ -129,6 +134,10 @@ impl Properties {
     }
 
     /// Inserts or replaces a pair after validating it.
+    ///
+    /// # Errors
+    ///
+    /// As [`validate_pair`]; the set is unchanged then.
     pub fn insert(
         &mut self,
         key: impl Into<String>,
@@ -189,6 +198,11 @@ impl Properties {
 
     /// Parses the wire form, with or without the trailing `|`; empty segments are skipped.
     /// A later duplicate key replaces an earlier one.
+    ///
+    /// # Errors
+    ///
+    /// [`PropertyError::MissingColon`] for a segment without `:`, or any error of
+    /// [`validate_pair`] for a pair.
     pub fn decode(s: &str) -> Result<Self, PropertyError> {
         let mut map = BTreeMap::new();
         for segment in s.split('|') {

@@ -240,6 +240,10 @@ fn invalid_query(item: &str) -> RequestError {
 ///
 /// `target` must be the request-target exactly as received (`path?query`, percent-encoding
 /// kept), e.g. `uri.path_and_query().as_str()` in hyper.
+///
+/// # Errors
+///
+/// A [`RequestError`] with the service's code and status, as listed above.
 pub fn authenticate(
     method: &Method,
     target: &str,
@@ -291,6 +295,12 @@ fn parse_authorization(value: &HeaderValue) -> Option<(&str, &str)> {
 /// matter. If a `Content-MD5` header is present it must be the base64 of the lower-case hex
 /// MD5 of `body` (Go, Node) or of the raw digest, else `InvalidDigest`. See the module
 /// documentation for the error chosen in each case.
+///
+/// # Errors
+///
+/// A [`RequestError`] with the service's code and status (unknown path or method, bad
+/// query values, malformed or oversized body, bad `Content-MD5`, invalid message),
+/// as the module documentation lists.
 pub fn parse_request(
     method: &Method,
     target: &str,

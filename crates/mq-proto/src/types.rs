@@ -58,6 +58,11 @@ macro_rules! name_type {
 
         impl $name {
             /// Validates and wraps a name.
+            ///
+            /// # Errors
+            ///
+            /// [`InvalidValue`] when `s` is empty, too long, or holds a character outside the
+            /// allowed set (see the type's documentation).
             pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
                 let s = s.into();
                 check_resource_name($what, &s, $max)?;
@@ -136,6 +141,11 @@ pub struct Tag(String);
 
 impl Tag {
     /// Validates and wraps a tag.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] for an empty or too long tag, a `|`, a control character, or
+    /// leading or trailing whitespace.
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
         let s = s.into();
         if s.is_empty() {
@@ -296,6 +306,10 @@ macro_rules! bounded_int {
             pub const MAX: Self = Self($max);
 
             /// Validates the range.
+///
+/// # Errors
+///
+/// [`InvalidValue`] when `v` is outside [`MIN`](Self::MIN)..=[`MAX`](Self::MAX).
             pub fn new(v: $ty) -> Result<Self, InvalidValue> {
                 if ($min..=$max).contains(&v) {
                     Ok(Self(v))
@@ -406,6 +420,10 @@ impl HandleBatch {
     pub const MAX: usize = 16;
 
     /// A batch of these handles (1..=[`MAX`](Self::MAX), in order).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] for no handles or more than [`MAX`](Self::MAX).
     pub fn new(handles: Vec<ReceiptHandle>) -> Result<Self, InvalidValue> {
         match handles.len() {
             0 => Err(InvalidValue::new(
@@ -467,6 +485,11 @@ pub struct ReceiptHandle(String);
 
 impl ReceiptHandle {
     /// Validates and wraps a handle.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] for an empty or too long handle, whitespace or an XML-special
+    /// character.
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
         let s = s.into();
         if s.is_empty() {
@@ -521,6 +544,11 @@ pub struct MessageId(String);
 
 impl MessageId {
     /// Validates and wraps a message id.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] for an empty or too long id or a character outside
+    /// `[A-Za-z0-9_-]`.
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
         let s = s.into();
         check_resource_name("message id", &s, 128)?;

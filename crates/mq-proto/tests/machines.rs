@@ -457,7 +457,7 @@ fn ack_refuses_unknown_and_repeated_handles() {
 #[test]
 fn expired_acks_are_dropped_and_reported() {
     let now = t0();
-    let c = ConsumerConfig::default().with_ack_margin_ms(200);
+    let c = ConsumerConfig::default().with_ack_margin(Duration::from_millis(200));
     let mut m = ConsumerMachine::new(c, 1);
     let (id, _) = expect_receive(&mut m, now);
     m.handle_poll(
@@ -652,7 +652,7 @@ fn ack_retries_while_the_handle_is_valid_and_gives_up_on_client_errors() {
     // far more than `max_attempts` — and given up once its NextConsumeTime (less the margin)
     // is reached.
     assert!(attempts > 3, "only {attempts} attempts");
-    let budget = Duration::from_millis(300_000 - ConsumerConfig::default().ack_margin_ms());
+    let budget = Duration::from_secs(300) - ConsumerConfig::default().ack_margin();
     assert!(
         t.duration_since(now) <= budget + Duration::from_secs(6),
         "{:?}",
@@ -1214,7 +1214,7 @@ impl ConsumerSim {
                         "acked a handle the user did not ack"
                     );
                     assert!(
-                        self.nct[h] >= wall + self.m.config().ack_margin_ms(),
+                        self.nct[h] >= wall + self.m.config().ack_margin().as_millis() as u64,
                         "expired handle sent"
                     );
                     for prev in self.ack_sends.get(h).into_iter().flatten() {
@@ -1534,7 +1534,7 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
                         assert_eq!(handles.len(), 1, "one decision per request");
                         let handle = &handles[0];
                         assert_eq!(decided.get(handle), Some(kind), "decision not asked for");
-                        assert!(nct[handle] >= wall + m.config().ack_margin_ms());
+                        assert!(nct[handle] >= wall + m.config().ack_margin().as_millis() as u64);
                         let prev = sends.entry(handle.clone()).or_default();
                         assert!(prev.iter().all(|(_, ok)| *ok == Some(false)), "sent twice");
                         prev.push((*id, None));

@@ -17,7 +17,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = Client::builder()
-//!     .endpoint("http://127.0.0.1:8080")
+//!     .endpoint("http://127.0.0.1:8080")?
 //!     .credentials(Credentials::new("AK", "SK"))
 //!     .build()?;
 //! let topic: TopicName = "orders".parse()?;
@@ -27,12 +27,12 @@
 //! let consumer = client.consumer(topic, "GID_orders".parse::<GroupId>()?);
 //! for message in consumer.receive(BatchSize::MAX, WaitSeconds::new(3)?).await? {
 //!     println!("got {}", message.body);
-//!     consumer.ack(&[message.receipt_handle.clone()]).await?;
+//!     consumer.ack([&message.receipt_handle]).await?;
 //! }
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, unreachable_pub, clippy::missing_errors_doc)]
 
 pub use mq_client::*;
 

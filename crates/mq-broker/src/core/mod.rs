@@ -272,6 +272,11 @@ impl BrokerCore {
     /// * A transactional message goes to the topic's half pool and the outcome carries its
     ///   publish handle.
     /// * Unknown topic without auto-creation → `TopicNotExist`.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError`] with the service's code as listed above (`InvalidArgument`,
+    /// `TopicNotExist`); the state is unchanged then, but the clock moved to `now_ms`.
     pub fn publish(
         &mut self,
         now_ms: u64,
@@ -354,6 +359,11 @@ impl BrokerCore {
     ///   is not registered), each hidden for
     ///   [`half_check_interval_ms`](CoreConfig::half_check_interval_ms) with a new handle.
     ///   The filter only selects; it skips nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError`] `TopicNotExist` for an unknown topic when topics are not created on
+    /// first use.
     #[allow(clippy::too_many_arguments)]
     pub fn consume(
         &mut self,
@@ -414,6 +424,11 @@ impl BrokerCore {
     /// Errors for the whole request: no handles → `MissingReceiptHandle`; more than
     /// [`HandleBatch::MAX`](mq_proto::HandleBatch::MAX) or no group for an ack → `InvalidArgument`; unknown topic →
     /// `TopicNotExist`.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError`] for the whole request as listed above; per-handle refusals are the
+    /// `Ok` list of [`HandleFailure`]s.
     pub fn ack(
         &mut self,
         now_ms: u64,

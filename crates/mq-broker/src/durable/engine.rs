@@ -75,16 +75,34 @@ pub type RecordVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StorageError> +
 /// ```
 pub trait LogEngine: Send + 'static {
     /// Appends records (ascending indexes) in one durable commit.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Engine`] when the commit failed; the records may then be absent.
     fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), StorageError>;
 
     /// Replaces the snapshot with one covering records `..=upto` (and lets go of those
     /// records), in one durable commit.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Engine`] when the commit failed; the previous snapshot stays.
     fn install_snapshot(&mut self, upto: u64, snapshot: &[u8]) -> Result<(), StorageError>;
 
     /// The current snapshot and the index it covers, if one was ever installed.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Engine`] for a read failure, [`StorageError::Corrupt`] for a snapshot
+    /// that cannot be assembled.
     fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
 
     /// Visits the records with an index greater than `after`, in index order.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Engine`] for a read failure, or the error `visit` returned (reading
+    /// stops there).
     fn read_records(&self, after: u64, visit: &mut RecordVisitor<'_>) -> Result<(), StorageError>;
 }
 
@@ -195,6 +213,11 @@ impl FjallEngine {
 
     /// Opens (or creates) the engine in `dir`, creating the directory if needed, and drops
     /// what an interrupted snapshot left behind. Fails if another engine has it open.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Engine`] when the directory cannot be created or opened, or another
+    /// engine holds its lock.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let context = |e: &dyn std::fmt::Display| {
             StorageError::Engine(format!("data directory {}: {e}", dir.display()))

@@ -143,6 +143,11 @@ impl SyncPoint {
     }
 
     /// Resolves when the records are durable; fails if the journal stopped first.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Failed`] when a write failed before these records were durable,
+    /// [`StorageError::Closed`] when the journal was closed first.
     pub async fn wait(self) -> Result<(), StorageError> {
         let Some(Pending {
             target,

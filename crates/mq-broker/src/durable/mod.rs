@@ -193,6 +193,11 @@ impl JournaledCore {
 
     /// With a directory: recovers the state stored there (or starts empty) with the fjall
     /// engine and journals from now on. Without one: [`in_memory`](Self::in_memory).
+    ///
+    /// # Errors
+    ///
+    /// As [`open_with`](Self::open_with), and [`StorageError::Engine`] when the fjall engine
+    /// cannot open the directory.
     pub fn open(config: CoreConfig, data_dir: Option<&Path>) -> Result<Self, StorageError> {
         match data_dir {
             None => Ok(Self::in_memory(config)),
@@ -204,6 +209,11 @@ impl JournaledCore {
 
     /// Recovers the state stored in `engine` (or starts empty), applies `config` (keeping a
     /// stored id seed), writes a fresh snapshot, and starts the writer thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`recover`](Self::recover), and [`StorageError::Engine`] when the fresh snapshot
+    /// cannot be written.
     pub fn open_with<E: LogEngine>(
         mut engine: E,
         config: CoreConfig,
@@ -237,6 +247,12 @@ impl JournaledCore {
 
     /// The state an engine holds: its snapshot with the records after it replayed, and the
     /// index of the last record; `None` for an empty engine. Reads only.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Engine`] for a read failure, [`StorageError::Corrupt`] for records
+    /// that do not decode or a gap in the journal, [`StorageError::Format`] for data of
+    /// another format version.
     pub fn recover<E: LogEngine>(engine: &E) -> Result<Option<(BrokerCore, u64)>, StorageError> {
         let Some((upto, bytes)) = engine.load_snapshot()? else {
             engine.read_records(0, &mut |index, _| {

@@ -108,6 +108,13 @@ impl Broker {
     /// broker.shutdown().await;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The `io::Error` of binding the listen address; an [`io::ErrorKind::Other`] error for
+    /// a data directory that cannot be opened or recovered, a declared topic that is
+    /// refused, a gateway backend that cannot start, or a RocketMQ backend in a build
+    /// without the `rocketmq` feature.
     pub async fn start(config: ServerConfig) -> io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;

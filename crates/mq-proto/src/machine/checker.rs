@@ -27,7 +27,7 @@ pub struct CheckerConfig {
     batch: BatchSize,
     wait: WaitSeconds,
     max_in_hand: usize,
-    margin_ms: u64,
+    margin: Duration,
     min_empty_poll_interval: Duration,
     retry: RetryConfig,
 }
@@ -41,7 +41,7 @@ impl Default for CheckerConfig {
             batch: BatchSize::MAX,
             wait: WaitSeconds::new(3).unwrap_or(WaitSeconds::MAX),
             max_in_hand: 64,
-            margin_ms: 200,
+            margin: Duration::from_millis(200),
             min_empty_poll_interval: Duration::from_secs(1),
             retry: RetryConfig::default(),
         }
@@ -72,12 +72,12 @@ impl CheckerConfig {
 
     /// A decision is dropped (reported as [`ConsumerEvent::Expired`](super::ConsumerEvent))
     /// instead of sent
-    /// when its handle has less than this margin (ms) of validity left, by the server's clock
+    /// when its handle has less than this margin of validity left, by the server's clock
     /// (`NextConsumeTime` minus the answer's `Date`, counted down locally; see
     /// [`Received`](super::Received)).
     #[must_use]
-    pub fn with_margin_ms(mut self, ms: u64) -> Self {
-        self.margin_ms = ms;
+    pub fn with_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
         self
     }
 
@@ -111,9 +111,9 @@ impl CheckerConfig {
         self.max_in_hand
     }
 
-    /// Expiry margin (ms).
-    pub fn margin_ms(&self) -> u64 {
-        self.margin_ms
+    /// Expiry margin.
+    pub fn margin(&self) -> Duration {
+        self.margin
     }
 
     /// Pace of empty polls.
@@ -157,7 +157,7 @@ impl From<CheckerConfig> for ConsumerConfig {
             .with_batch(c.batch)
             .with_wait(c.wait)
             .with_max_in_hand(c.max_in_hand)
-            .with_ack_margin_ms(c.margin_ms)
+            .with_ack_margin(c.margin)
             .with_min_empty_poll_interval(c.min_empty_poll_interval)
             .with_retry(c.retry)
     }

@@ -38,7 +38,7 @@ pub struct ConsumerConfig {
     max_in_hand: usize,
     settle_batch: BatchSize,
     ack_flush_delay: Duration,
-    ack_margin_ms: u64,
+    ack_margin: Duration,
     min_empty_poll_interval: Duration,
     retry: RetryConfig,
 }
@@ -55,7 +55,7 @@ impl Default for ConsumerConfig {
             max_in_hand: 64,
             settle_batch: BatchSize::MAX,
             ack_flush_delay: Duration::from_millis(100),
-            ack_margin_ms: 200,
+            ack_margin: Duration::from_millis(200),
             min_empty_poll_interval: Duration::from_secs(1),
             retry: RetryConfig::default(),
         }
@@ -126,13 +126,13 @@ impl ConsumerConfig {
     }
 
     /// A settlement is dropped (reported as [`ConsumerEvent::Expired`]) instead of sent when its
-    /// handle has less than this margin (ms) of validity left. Validity is the server's
+    /// handle has less than this margin of validity left. Validity is the server's
     /// `NextConsumeTime` minus the server's `Date` of the answer that brought the message,
     /// counted down on the monotonic clock (see [`Received`]); the local wall clock plays no
     /// part.
     #[must_use]
-    pub fn with_ack_margin_ms(mut self, ms: u64) -> Self {
-        self.ack_margin_ms = ms;
+    pub fn with_ack_margin(mut self, margin: Duration) -> Self {
+        self.ack_margin = margin;
         self
     }
 
@@ -181,9 +181,9 @@ impl ConsumerConfig {
         self.ack_flush_delay
     }
 
-    /// Ack expiry margin (ms).
-    pub fn ack_margin_ms(&self) -> u64 {
-        self.ack_margin_ms
+    /// Ack expiry margin.
+    pub fn ack_margin(&self) -> Duration {
+        self.ack_margin
     }
 
     /// Pace of empty polls.
@@ -521,6 +521,10 @@ impl ConsumerMachine {
     // ----- commands -----
 
     /// Queues an ack of a message in hand: [`settle`](Self::settle) with [`AckKind::Ack`].
+    ///
+    /// # Errors
+    ///
+    /// As [`settle`](Self::settle).
     pub fn ack(&mut self, now: Instant, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         self.settle(now, handle, AckKind::Ack)
     }
@@ -528,6 +532,12 @@ impl ConsumerMachine {
     /// Queues the settlement (ack, commit or rollback) of a message in hand. If its handle
     /// has already expired by the server's clock (less than the margin left) nothing is
     /// queued and [`ConsumerEvent::Expired`] is emitted.
+    ///
+    /// # Errors
+    ///
+    /// [`AckRefused::UnknownHandle`] when the handle is not in hand (never handed out,
+    /// released, or settled); [`AckRefused::AlreadyAcked`] when its settlement is already
+    /// queued or in flight. Nothing changes then.
     pub fn settle(
         &mut self,
         now: Instant,
@@ -562,6 +572,11 @@ impl ConsumerMachine {
     /// Gives a message back without settling it (for the checker: the decision is not known
     /// yet): it stops counting as in hand, and the broker delivers it again after its
     /// `NextConsumeTime`.
+    ///
+    /// # Errors
+    ///
+    /// [`AckRefused`] as for [`settle`](Self::settle): the handle is not in hand, or its
+    /// settlement is under way (a release cannot take it back).
     pub fn release(&mut self, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         if self.in_hand.remove(handle).is_some() {
             self.check_drained();
@@ -639,7 +654,7 @@ impl ConsumerMachine {
     }
 
     fn margin(&self) -> Duration {
-        Duration::from_millis(self.config.ack_margin_ms)
+        self.config.ack_margin
     }
 
     fn settle_batch(&self) -> usize {
