@@ -200,10 +200,12 @@ async fn test_clock_drives_delays_and_transaction_checks() {
         .await
         .expect("io")
         .expect("consume");
+    // A GET never moves the clock, whatever its query says.
     let (_, clock) = c
-        .admin(Method::GET, "/admin/clock", None)
+        .admin(Method::GET, "/admin/clock?advance_ms=100000", None)
         .await
         .expect("clock");
+    assert_eq!(clock["offset_ms"], 0, "{clock}");
     let now = clock["now_ms"].as_u64().expect("now");
     let delayed = TopicMessage::new("a minute later")
         .expect("message")
