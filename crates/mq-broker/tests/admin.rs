@@ -490,3 +490,120 @@ async fn faults_fail_calls_as_the_service_can() {
     );
     broker.shutdown().await;
 }
+
+/// "Why did my message not arrive?": a message found by id or key shows where each group
+/// stands with it — ready for one, in flight for another, consumed by a third — and a half
+/// message is found as `half`; an id the broker no longer keeps is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_by_id_and_key_show_each_group() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let t = TopicName::new("Traced").expect("topic");
+    let groups = ["GID_a", "GID_b", "GID_c"].map(|g| GroupId::new(g).expect("group"));
+    for g in &groups {
+        c.consume(&t, g, ConsumeKind::Normal, 1, 0)
+            .await
+            .expect("io")
+            .expect("register");
+    }
+    let m = TopicMessage::new("order 7")
+        .expect("message")
+        .with_key("order-7")
+        .expect("key");
+    let id = c
+        .publish(&t, &m)
+        .await
+        .expect("io")
+        .expect("publish")
+        .message_id;
+    // b has it in flight; c consumed and acked it; a has not asked yet.
+    c.consume(&t, &groups[1], ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("b");
+    let got = c
+        .consume(&t, &groups[2], ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("c");
+    c.ack(
+        &t,
+        &groups[2],
+        mq_proto::AckKind::Ack,
+        &[got[0].receipt_handle.clone()],
+    )
+    .await
+    .expect("io")
+    .expect("ack");
+    let half = TopicMessage::new("undecided")
+        .expect("message")
+        .with_key("order-8")
+        .expect("key")
+        .with_trans_check_immunity(TransCheckImmunity::new(60).expect("immunity"));
+    c.publish(&t, &half).await.expect("io").expect("half");
+
+    let (status, by_id) = c
+        .admin(
+            Method::GET,
+            &format!("/admin/topics/Traced/messages?id={id}"),
+            None,
+        )
+        .await
+        .expect("find");
+    assert_eq!(status, 200, "{by_id}");
+    let found = &by_id["messages"][0];
+    assert_eq!(found["message_id"], id.as_str());
+    assert_eq!(found["body"], "order 7");
+    let states: Vec<(&str, &serde_json::Value)> = found["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| (g["group"].as_str().unwrap_or("?"), &g["state"]))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("GID_a", &serde_json::json!("ready")),
+            ("GID_b", &serde_json::json!("in_flight")),
+            ("GID_c", &serde_json::Value::Null),
+        ],
+        "{by_id}"
+    );
+    let (_, by_key) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Traced/messages?key=order-8",
+            None,
+        )
+        .await
+        .expect("find");
+    assert_eq!(names(&by_key), ["undecided"]);
+    assert_eq!(by_key["messages"][0]["state"], "half");
+    let (_, none) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Traced/messages?key=nobody",
+            None,
+        )
+        .await
+        .expect("find");
+    assert_eq!(names(&none), Vec::<&str>::new());
+    assert_eq!(
+        refusal(
+            &mut c,
+            Method::GET,
+            "/admin/topics/Traced/messages?id=0123456789ABCDEF0123456789ABCDEF",
+            None
+        )
+        .await,
+        (404, "MessageNotExist".to_owned())
+    );
+    // The lookup changed nothing: a still gets it as a first delivery.
+    let got = c
+        .consume(&t, &groups[0], ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("a");
+    assert_eq!(got[0].consumed_times, 1);
+    broker.shutdown().await;
+}

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use mq_broker::core::PeekState;
+use mq_broker::core::{Lookup, PeekState};
 use mq_broker::{BrokerCore, CoreConfig, GroupStats};
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, Message, MessageId, Tag, TagFilter,
@@ -908,6 +908,17 @@ impl Run {
                 assert_eq!(got.len() as u64, want, "{state:?} of {}", gs.group);
                 for m in &got {
                     assert_eq!(m.state, state);
+                    // Found by id, the group's position is the state it was peeked under.
+                    let found = self
+                        .core
+                        .find(None, &self.topic, Lookup::Id(&m.message_id), 1)
+                        .expect("find");
+                    let position = found[0]
+                        .groups
+                        .iter()
+                        .find(|p| p.group == gs.group)
+                        .expect("the group's position");
+                    assert_eq!(position.state, Some(state), "{}", m.message_id);
                     if let Some(body) = &m.body {
                         let mm = self
                             .model

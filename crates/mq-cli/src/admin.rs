@@ -80,8 +80,14 @@ pub struct PeekArgs {
     #[arg(long)]
     group: Option<mq_tokio::GroupId>,
     /// ready, in_flight, delayed, dead or half.
-    #[arg(long, default_value = "ready")]
+    #[arg(long, default_value = "ready", conflicts_with_all = ["id", "key"])]
     state: String,
+    /// Find the message with this id (and where each group stands with it) instead.
+    #[arg(long, conflicts_with = "key")]
+    id: Option<String>,
+    /// Find the messages with this key (KEYS) instead.
+    #[arg(long)]
+    key: Option<String>,
     /// Most messages listed (1..=1000).
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -104,11 +110,14 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
             None => (&a.admin, Method::GET, "/admin/clock".to_owned()),
         },
         AdminCommand::Peek(a) => {
+            let selector = match (&a.id, &a.key) {
+                (Some(id), _) => format!("id={}", encode(id)),
+                (None, Some(key)) => format!("key={}", encode(key)),
+                (None, None) => format!("state={}", encode(&a.state)),
+            };
             let mut target = format!(
-                "/admin/topics/{}/messages?state={}&limit={}",
-                a.topic,
-                encode(&a.state),
-                a.limit
+                "/admin/topics/{}/messages?{selector}&limit={}",
+                a.topic, a.limit
             );
             if let Some(g) = &a.group {
                 target.push_str(&format!("&group={g}"));
@@ -236,6 +245,20 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
             .unwrap_or_else(|| "-".to_owned());
         let body = m["body"].as_str().unwrap_or("-");
         let body: String = body.chars().take(60).collect();
+        let groups: Vec<String> = m["groups"]
+            .as_array()
+            .map(|gs| {
+                gs.iter()
+                    .map(|g| {
+                        format!(
+                            "{}={}",
+                            g["group"].as_str().unwrap_or("?"),
+                            g["state"].as_str().unwrap_or("consumed")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         writeln!(
             out,
             "{:<32}  {:<9}  {:>5}  {:<24}  {}",
@@ -245,6 +268,9 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
             next,
             body.replace(['\n', '\r'], " ")
         )?;
+        if !groups.is_empty() {
+            writeln!(out, "{:<32}  groups: {}", "", groups.join(" "))?;
+        }
     }
     writeln!(out, "{} message(s)", messages.len())
 }

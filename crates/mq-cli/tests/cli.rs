@@ -436,9 +436,13 @@ fn admin_clock_and_peek() {
     let ready: Value = serde_json::from_str(&ready).expect("JSON");
     assert_eq!(ready["messages"][0]["body"], "a minute later");
     let got = ok(b.mq(&[
-        "consume", "--topic", t, "--group", g, "--wait", "0", "--json",
+        "consume", "--topic", t, "--group", g, "--wait", "0", "--no-ack", "--json",
     ]));
-    assert_eq!(json_lines(&got)[0]["body"], "a minute later");
+    let got = json_lines(&got).remove(0);
+    assert_eq!(got["body"], "a minute later");
+    let id = got["message_id"].as_str().expect("id");
+    let found = ok(b.mq(&["admin", "peek", "--topic", t, "--id", id]));
+    assert!(found.contains("groups: GID_admin=in_flight"), "{found}");
 
     // The admin token instead of the AccessKey.
     let token = b.0.admin_token().expect("admin token");

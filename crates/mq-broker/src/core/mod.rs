@@ -95,7 +95,7 @@ use serde::{Deserialize, Serialize};
 pub use call::{Call, Outcome};
 pub use config::{CoreConfig, CoreError, PublishOutcome};
 pub use group::DeadLetter;
-pub use peek::{PeekState, PeekedMessage};
+pub use peek::{FoundMessage, GroupPosition, Lookup, PeekState, PeekedMessage};
 pub use stats::{GroupStats, Stats, TopicStats};
 
 use group::{DeliverParams, Group, min_opt};

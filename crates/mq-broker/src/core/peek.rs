@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use mq_proto::{GroupId, InstanceId, TopicName};
 use serde::Serialize;
 
-use super::group::{Entry, EntryState};
+use super::group::{DeadLetter, Entry, EntryState};
 use super::store::StoredMessage;
 use super::{BrokerCore, CoreError};
 
@@ -77,6 +77,23 @@ pub struct PeekedMessage {
 }
 
 impl PeekedMessage {
+    /// A dead letter's record (the body is no longer kept).
+    fn dead(d: &DeadLetter) -> Self {
+        Self {
+            message_id: d.message_id.as_str().to_owned(),
+            state: PeekState::Dead,
+            body: None,
+            body_md5: None,
+            tag: None,
+            properties: BTreeMap::new(),
+            publish_time: d.publish_time,
+            start_deliver_time: None,
+            consumed_times: d.consumed_times,
+            next_visible_time: None,
+            dead_lettered_at: Some(d.dead_lettered_at),
+        }
+    }
+
     fn stored(m: &StoredMessage, state: PeekState, consumed: u32, next: u64) -> Self {
         Self {
             message_id: m.id.as_str().to_owned(),
@@ -132,15 +149,7 @@ impl BrokerCore {
         state: PeekState,
         limit: usize,
     ) -> Result<Vec<PeekedMessage>, CoreError> {
-        let t = self
-            .topics
-            .get(&(instance.cloned(), topic.clone()))
-            .ok_or_else(|| {
-                CoreError::new(
-                    mq_proto::ErrorCode::TopicNotExist,
-                    format!("The topic you provided does not exist: {topic}"),
-                )
-            })?;
+        let t = self.topic_for_peek(instance, topic)?;
         if state == PeekState::Half {
             let mut half: Vec<_> = t.half.entries.values().collect();
             half.sort_by_key(|h| (h.check_at, h.message.seq));
@@ -160,19 +169,7 @@ impl BrokerCore {
                 .dead_letters
                 .iter()
                 .take(limit)
-                .map(|d| PeekedMessage {
-                    message_id: d.message_id.as_str().to_owned(),
-                    state,
-                    body: None,
-                    body_md5: None,
-                    tag: None,
-                    properties: BTreeMap::new(),
-                    publish_time: d.publish_time,
-                    start_deliver_time: None,
-                    consumed_times: d.consumed_times,
-                    next_visible_time: None,
-                    dead_lettered_at: Some(d.dead_lettered_at),
-                })
+                .map(PeekedMessage::dead)
                 .collect());
         }
         let wanted = match state {
@@ -199,5 +196,171 @@ impl BrokerCore {
             ));
         }
         Ok(out)
+    }
+}
+
+/// Which messages [`BrokerCore::find`] looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// The message with this id.
+    Id(&'a str),
+    /// Messages whose key (`KEYS`) is this.
+    Key(&'a str),
+}
+
+/// Where one consumer group stands with a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupPosition {
+    /// The group.
+    pub group: String,
+    /// The message's state in the group; `None` when the group holds it no more (acked,
+    /// skipped by its tag filter, or the group was registered after the message arrived).
+    pub state: Option<PeekState>,
+    /// Deliveries to the group.
+    pub consumed_times: u32,
+    /// When it becomes (or became) visible to the group again.
+    pub next_visible_time: Option<u64>,
+}
+
+/// A message found by [`BrokerCore::find`]: the message, and where each group stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FoundMessage {
+    /// The message (its `state` is `half` for an undecided transaction, else the state in
+    /// its first group that holds it, or `ready` when none does).
+    #[serde(flatten)]
+    pub message: PeekedMessage,
+    /// Every group of the topic, by name (for a message no longer stored: the groups that
+    /// dead-lettered it).
+    pub groups: Vec<GroupPosition>,
+}
+
+impl BrokerCore {
+    /// The messages of `topic` the lookup names (at most `limit`), wherever they are: in
+    /// the store (held by at least one group), among the half messages, or as a dead
+    /// letter; with each group's position. Changes nothing.
+    ///
+    /// A message that every group has consumed is no longer kept, and is not found.
+    ///
+    /// # Errors
+    ///
+    /// `TopicNotExist` for an unknown topic.
+    ///
+    /// ```
+    /// use mq_broker::core::{BrokerCore, CoreConfig, Lookup, PeekState};
+    /// use mq_proto::{BatchSize, ConsumeKind, GroupId, TagFilter, TopicMessage, TopicName};
+    ///
+    /// let mut core = BrokerCore::new(CoreConfig::default());
+    /// let (t, g) = (TopicName::new("T")?, GroupId::new("GID_a")?);
+    /// core.consume(0, None, &t, &g, ConsumeKind::Normal, &TagFilter::All, BatchSize::MAX)?;
+    /// core.publish(1_000, None, &t, TopicMessage::new("hello")?.with_key("order-7")?)?;
+    /// let found = core.find(None, &t, Lookup::Key("order-7"), 10)?;
+    /// assert_eq!(found[0].groups[0].state, Some(PeekState::Ready));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn find(
+        &self,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        lookup: Lookup<'_>,
+        limit: usize,
+    ) -> Result<Vec<FoundMessage>, CoreError> {
+        let t = self.topic_for_peek(instance, topic)?;
+        let matches = |m: &StoredMessage| match lookup {
+            Lookup::Id(id) => m.id.as_str() == id,
+            Lookup::Key(key) => m
+                .properties
+                .get(mq_proto::KEY_KEYS)
+                .is_some_and(|keys| keys.split_whitespace().any(|k| k == key)),
+        };
+        let mut stored: Vec<&StoredMessage> = t
+            .store
+            .messages
+            .values()
+            .chain(t.half.entries.values().map(|h| &h.message))
+            .filter(|m| matches(m))
+            .collect();
+        stored.sort_by_key(|m| m.seq);
+        let mut out = Vec::new();
+        for m in stored.into_iter().take(limit) {
+            let groups: Vec<GroupPosition> = t
+                .groups
+                .iter()
+                .map(|(id, g)| {
+                    let entry = g.entries.get(&m.seq);
+                    let dead = g.dead_letters.iter().any(|d| d.message_id == m.id);
+                    GroupPosition {
+                        group: id.as_str().to_owned(),
+                        state: match entry {
+                            Some(e) => Some(peek_state(e.state(self.now))),
+                            None if dead => Some(PeekState::Dead),
+                            None => None,
+                        },
+                        consumed_times: entry.map_or(0, |e| e.consumed_times),
+                        next_visible_time: entry.map(|e| e.visible_at),
+                    }
+                })
+                .collect();
+            let half = t.half.entries.get(&m.seq);
+            let (state, consumed, next) = match half {
+                Some(h) => (PeekState::Half, h.pops, h.check_at),
+                None => groups
+                    .iter()
+                    .find_map(|g| Some((g.state?, g.consumed_times, g.next_visible_time?)))
+                    .unwrap_or((PeekState::Ready, 0, m.publish_time)),
+            };
+            out.push(FoundMessage {
+                message: PeekedMessage::stored(m, state, consumed, next),
+                groups,
+            });
+        }
+        if out.is_empty()
+            && let Lookup::Id(id) = lookup
+        {
+            // Gone from the store: a dead letter keeps its record (in each group that
+            // dead-lettered it).
+            let mut message = None;
+            let mut groups = Vec::new();
+            for (gid, g) in &t.groups {
+                if let Some(d) = g.dead_letters.iter().find(|d| d.message_id.as_str() == id) {
+                    message.get_or_insert_with(|| PeekedMessage::dead(d));
+                    groups.push(GroupPosition {
+                        group: gid.as_str().to_owned(),
+                        state: Some(PeekState::Dead),
+                        consumed_times: d.consumed_times,
+                        next_visible_time: None,
+                    });
+                }
+            }
+            if let Some(message) = message {
+                out.push(FoundMessage { message, groups });
+            }
+        }
+        Ok(out)
+    }
+
+    fn topic_for_peek(
+        &self,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+    ) -> Result<&super::topic::Topic, CoreError> {
+        self.topics
+            .get(&(instance.cloned(), topic.clone()))
+            .ok_or_else(|| {
+                CoreError::new(
+                    mq_proto::ErrorCode::TopicNotExist,
+                    format!("The topic you provided does not exist: {topic}"),
+                )
+            })
+    }
+}
+
+/// The peek state of a group entry in state `s`; an entry whose last delivery expired is
+/// as good as dead (the next sweep dead-letters it).
+fn peek_state(s: EntryState) -> PeekState {
+    match s {
+        EntryState::Ready => PeekState::Ready,
+        EntryState::InFlight => PeekState::InFlight,
+        EntryState::Delayed => PeekState::Delayed,
+        EntryState::Expiring => PeekState::Dead,
     }
 }

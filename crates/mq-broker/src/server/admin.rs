@@ -10,6 +10,7 @@
 //! | `POST /admin/clock?advance_ms=N` | moves a test clock (`--test-clock`) forward by N ms; what came due (delayed messages, redeliveries, transaction checks) happens at once; answers as `GET` |
 //! | `GET /admin/faults`, `DELETE /admin/faults` | the fault rules in force (`{"enabled", "rules"}`); remove them all |
 //! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
+//! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); an id not kept is 404 `MessageNotExist` |
 //! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`) or `half`; at most N (default 100, at most 1000) |
 //!
 //! Errors are `{"code", "message", "request_id"}` with the status of the code: the
@@ -20,7 +21,7 @@
 use super::admission::plain;
 use super::faults::{FaultAction, FaultRule};
 use super::state::Shared;
-use crate::core::PeekState;
+use crate::core::{Lookup, PeekState};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -280,10 +281,12 @@ fn clock(shared: &Shared) -> serde_json::Value {
 
 fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Value, AdminError> {
     let topic = TopicName::new(topic).map_err(|e| AdminError::invalid(e.to_string()))?;
-    let state: PeekState = params
-        .required("state")?
-        .parse()
-        .map_err(|e: crate::core::CoreError| AdminError::invalid(e.message))?;
+    let lookup = match (params.get("id"), params.get("key")) {
+        (Some(_), Some(_)) => return Err(AdminError::invalid("give id= or key=, not both")),
+        (Some(id), None) => Some(Lookup::Id(id)),
+        (None, Some(key)) => Some(Lookup::Key(key)),
+        (None, None) => None,
+    };
     let group = params
         .get("group")
         .map(GroupId::new)
@@ -303,6 +306,27 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
             .filter(|n| (1..=MAX_PEEK).contains(n))
             .ok_or_else(|| AdminError::invalid(format!("limit must be 1..={MAX_PEEK}")))?,
     };
+    if let Some(lookup) = lookup {
+        let found = shared
+            .backend
+            .find(instance.as_ref(), &topic, lookup, limit)?;
+        if found.is_empty()
+            && let Lookup::Id(id) = lookup
+        {
+            return Err(AdminError::new(
+                StatusCode::NOT_FOUND,
+                "MessageNotExist",
+                format!(
+                    "message {id} is not kept in {topic}: consumed by every group, trimmed by retention, or never published there"
+                ),
+            ));
+        }
+        return Ok(json!({ "messages": found }));
+    }
+    let state: PeekState = params
+        .required("state")?
+        .parse()
+        .map_err(|e: crate::core::CoreError| AdminError::invalid(e.message))?;
     let messages = shared
         .backend
         .peek(instance.as_ref(), &topic, group.as_ref(), state, limit)?;

@@ -76,6 +76,28 @@ impl Backend {
         }
     }
 
+    /// Messages by id or key with each group's position ([`crate::core::BrokerCore::find`]).
+    ///
+    /// # Errors
+    ///
+    /// The core's refusal; `NotSupported` on the gateway.
+    pub(super) fn find(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        topic: &mq_proto::TopicName,
+        lookup: crate::core::Lookup<'_>,
+        limit: usize,
+    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+        match self {
+            Self::Local(b) => b.find(instance, topic, lookup, limit),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Err(RequestError::new(
+                mq_proto::ErrorCode::Other(super::admin::NOT_SUPPORTED.into()),
+                "query messages with the RocketMQ cluster's console or mqadmin queryMsgById / queryMsgByKey",
+            )),
+        }
+    }
+
     /// Releases what the backend holds (commits pending journal records, closes engine
     /// connections).
     pub(super) async fn close(&self) {

@@ -197,6 +197,19 @@ impl LocalBackend {
         self.reschedule.notify_one();
     }
 
+    /// See [`BrokerCore::find`].
+    pub(super) fn find(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        topic: &mq_proto::TopicName,
+        lookup: crate::core::Lookup<'_>,
+        limit: usize,
+    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+        self.lock_core()
+            .find(instance, topic, lookup, limit)
+            .map_err(core_error)
+    }
+
     /// See [`BrokerCore::peek`].
     pub(super) fn peek(
         &self,
