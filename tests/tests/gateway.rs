@@ -354,6 +354,48 @@ async fn declared_topics(engine: &RocketMqEngine) {
         Some(&ErrorCode::TopicNotExist),
         "{err:?}"
     );
+
+    // A gateway declaring the same topic with other settings leaves it as it is (creating
+    // it again would change its queues, stranding messages in the dropped ones).
+    assert_eq!(read_queues(engine, &declared), 8);
+    let key = KEY.parse::<HandleKey>().expect("key");
+    let mq_broker::config::BackendConfig::RocketMq(mut other) = engine.gateway_backend(key.bytes())
+    else {
+        panic!("a RocketMQ backend");
+    };
+    other.queues = 16;
+    let _gw_b = TestBroker::start_with(ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        credentials: vec![Credential::new(TEST_AK, TEST_SK)],
+        topics: vec![(None, TopicName::new(declared.as_str()).expect("topic"))],
+        backend: mq_broker::config::BackendConfig::RocketMq(other),
+        ..ServerConfig::default()
+    });
+    assert_eq!(
+        read_queues(engine, &declared),
+        8,
+        "the existing topic keeps its queues"
+    );
+}
+
+/// The read queue count of `topic` in the engine broker's topic table
+/// (`store/config/topics.json`, written on every topic update).
+fn read_queues(engine: &RocketMqEngine, topic: &str) -> u64 {
+    fn find(v: &serde_json::Value, topic: &str) -> Option<u64> {
+        match v {
+            serde_json::Value::Object(map) => map
+                .get(topic)
+                .and_then(|t| t.get("readQueueNums").or_else(|| t.get("read_queue_nums")))
+                .and_then(serde_json::Value::as_u64)
+                .or_else(|| map.values().find_map(|v| find(v, topic))),
+            serde_json::Value::Array(items) => items.iter().find_map(|v| find(v, topic)),
+            _ => None,
+        }
+    }
+    let path = engine.dir().join("store/config/topics.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let table: serde_json::Value = serde_json::from_str(&text).expect("topics.json");
+    find(&table, topic).unwrap_or_else(|| panic!("{topic} not in {}", path.display()))
 }
 
 /// Engine gap (invisibility): rocketmq-rust 1.0.0 delivers an unacked message again at once

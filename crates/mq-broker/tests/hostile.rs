@@ -817,7 +817,12 @@ fn cases(h: &Handles) -> Vec<Case> {
     ));
     v.push(Case::send(
         "path outside /topics",
-        signed("GET", "/queues/messages?consumer=GID_h&numOfMessages=1", b"").bytes(),
+        signed(
+            "GET",
+            "/queues/messages?consumer=GID_h&numOfMessages=1",
+            b"",
+        )
+        .bytes(),
         Error(400, "InvalidRequestURL"),
     ));
     v.push(Case::send(
