@@ -58,6 +58,29 @@ impl TestBroker {
     pub fn stats(&self) -> mq_broker::Stats {
         self.0.stats().expect("broker stats")
     }
+
+    /// An admin call (`/admin/…`) with the broker's admin token; the status and the JSON
+    /// answer.
+    pub fn admin(&self, method: &str, path_and_query: &str) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let token = self.0.admin_token().expect("the admin API is on");
+        let mut conn = std::net::TcpStream::connect(self.addr()).expect("connect");
+        let request = format!(
+            "{method} {path_and_query} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).expect("send");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).expect("read");
+        let status = answer
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {answer:?}"));
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
 }
 
 /// A client builder for `endpoint` with the test credentials and quick retries.

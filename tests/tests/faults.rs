@@ -8,7 +8,8 @@
 //! * consume and ack are idempotent: transient failures (connection lost, timeout, 5xx) are
 //!   retried up to the attempt limit;
 //! * publish is at-most-once by default: it is retried only when the request provably was
-//!   not sent, so a reset, a timeout or a 5xx after sending is reported, even when the broker
+//!   not sent or was refused by a throttling answer (nothing stored), so a reset, a timeout
+//!   or another 5xx after sending is reported, even when the broker
 //!   did store the message; `with_publish_at_least_once(true)` retries them, at the price of
 //!   a possible duplicate;
 //! * a pooled keep-alive connection the server dropped is replaced transparently;
@@ -29,6 +30,63 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The broker's own fault injection (`--faults`, `POST /admin/faults`) seen by the client:
+/// the protocol's real error documents are retried where the policy says so — two 500s on
+/// consume and two `Throttling` refusals of a publish are retried away; a rule of more
+/// failures than attempts surfaces the service's code and status; a closed connection on
+/// consume is retried too.
+#[test]
+fn injected_service_errors_are_retried_as_documented() {
+    let broker = TestBroker::start_with(mq_broker::ServerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        credentials: vec![mq_broker::Credential::new(
+            mq_tests::TEST_AK,
+            mq_tests::TEST_SK,
+        )],
+        faults: true,
+        ..mq_broker::ServerConfig::default()
+    });
+    let c = client(&broker.endpoint(), Duration::from_secs(5), false);
+    let (t, g) = (topic("injected"), group("GID_injected"));
+    let consumer = c.consumer(t.clone(), g);
+    let producer = c.producer(t.clone());
+    let add = |rule: &str| {
+        let (status, json) = broker.admin("POST", &format!("/admin/faults?{rule}"));
+        assert_eq!(status, 200, "{rule}: {json}");
+    };
+    block_on(async {
+        consumer.receive(one(), no_wait()).await.expect("register");
+        add("operation=consume&error=InternalError&count=2");
+        consumer
+            .receive(one(), no_wait())
+            .await
+            .expect("two 500s are retried away (3 attempts)");
+        add("operation=publish&error=Throttling&count=2");
+        producer
+            .publish(&TopicMessage::new("throttled").expect("message"))
+            .await
+            .expect("a throttled publish was refused, not stored: retried");
+        assert_eq!(stored(&broker, &t), 1, "stored once");
+        add("operation=consume&error=Throttling&count=5");
+        let err = consumer
+            .receive(one(), no_wait())
+            .await
+            .expect_err("more failures than attempts");
+        assert_eq!(err.service_code(), Some(&ErrorCode::Throttling), "{err:?}");
+        assert_eq!(service_status(&err), Some(503));
+        assert!(err.is_retryable());
+        broker.admin("DELETE", "/admin/faults");
+        add("operation=consume&reset=true&count=1");
+        let got = consumer
+            .receive(one(), no_wait())
+            .await
+            .expect("a closed connection on consume is retried");
+        assert_eq!(got.len(), 1);
+    });
+    let (_, rules) = broker.admin("GET", "/admin/faults");
+    assert_eq!(rules["rules"].as_array().map(Vec::len), Some(0), "{rules}");
+}
 
 /// Seed of the random fault schedule of the stream test.
 const SEED: u64 = 0x5EED_C4A0_5000_0009;

@@ -277,7 +277,8 @@ impl RetryConfig {
 
     /// Retry publishes even when the failed attempt may have reached the server (possible
     /// duplicates: at-least-once). Off by default: publishes are then retried only when the
-    /// request was provably not sent.
+    /// request was provably not sent or was refused by a throttling answer (`Throttling`,
+    /// `QpsLimitExceeded`, 429): either way nothing was stored.
     #[must_use]
     pub fn with_publish_at_least_once(mut self, on: bool) -> Self {
         self.publish_at_least_once = on;
@@ -517,7 +518,8 @@ impl RetryState {
     /// Decides about the attempt that just failed at `now`.
     ///
     /// Gives up when the failure is not transient, when a non-idempotent request may have
-    /// reached the server (unless [`RetryConfig::with_publish_at_least_once`]), when the
+    /// taken effect ([`FailureKind::may_have_taken_effect`]: it reached the server and was
+    /// not refused by a throttling answer; unless [`RetryConfig::with_publish_at_least_once`]), when the
     /// attempts are used up, or when the retry would start after the budget. On `Retry` the
     /// attempt counter is incremented.
     pub fn on_failure(&mut self, now: Instant, failure: &FailureKind) -> RetryDecision {
@@ -530,8 +532,10 @@ impl RetryState {
         if !failure.is_transient() {
             return RetryDecision::GiveUp;
         }
+        // A publish is resent only when the failed attempt cannot have stored it: not sent,
+        // or refused as a whole by a throttling answer (the service did not carry it out).
         if self.idempotency == Idempotency::NonIdempotent
-            && failure.request_may_have_reached_server()
+            && failure.may_have_taken_effect()
             && !self.config.publish_at_least_once
         {
             return RetryDecision::GiveUp;
@@ -803,7 +807,7 @@ mod tests {
     }
 
     #[test]
-    fn publish_is_retried_only_when_provably_not_sent() {
+    fn publish_is_retried_only_when_provably_not_stored() {
         let t0 = start();
         let new = |c: RetryConfig| RetryState::new(c, Idempotency::NonIdempotent, 1, t0);
         for f in [FailureKind::Connect, FailureKind::NotSent] {
@@ -814,11 +818,18 @@ mod tests {
             );
             assert!(!r.earlier_attempt_may_have_reached_server());
         }
+        // A throttling refusal did not store the message: resent even at most once.
+        for f in [st(503, Some(ErrorCode::Throttling)), st(429, None)] {
+            let mut r = new(RetryConfig::default());
+            assert!(
+                matches!(r.on_failure(t0, &f), RetryDecision::Retry { .. }),
+                "{f:?}"
+            );
+        }
         for f in [
             FailureKind::ConnectionLost,
             FailureKind::Timeout,
             st(500, None),
-            st(503, Some(ErrorCode::Throttling)),
         ] {
             let mut r = new(RetryConfig::default());
             assert_eq!(r.on_failure(t0, &f), RetryDecision::GiveUp, "{f:?}");
