@@ -8,7 +8,7 @@ use http::Method;
 use mq_broker::{Broker, Credential, ServerConfig};
 use mq_proto::{ConsumeKind, GroupId, TopicMessage, TopicName, TransCheckImmunity};
 use std::time::{Duration, Instant};
-use support::{AK, Client, SK};
+use support::{AK, Client, SK, TempDir};
 
 async fn start(test_clock: bool) -> Broker {
     start_with(test_clock, false).await
@@ -51,6 +51,18 @@ async fn refusal(
 ) -> (u16, String) {
     let (status, json) = c.admin(method, target, key).await.expect("call");
     (status, json["code"].as_str().unwrap_or("<none>").to_owned())
+}
+
+/// Registers `g` on `t` (its first consume), then publishes one message per body.
+async fn register_and_publish(c: &mut Client, t: &TopicName, g: &GroupId, bodies: &[&str]) {
+    c.consume(t, g, ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("register");
+    for body in bodies {
+        let m = TopicMessage::new(*body).expect("message");
+        c.publish(t, &m).await.expect("io").expect("publish");
+    }
 }
 
 fn names(json: &serde_json::Value) -> Vec<&str> {
@@ -280,14 +292,7 @@ async fn peek_is_non_destructive() {
         TopicName::new("Peeked").expect("topic"),
         GroupId::new("GID_peek").expect("group"),
     );
-    c.consume(&t, &g, ConsumeKind::Normal, 1, 0)
-        .await
-        .expect("io")
-        .expect("consume");
-    for body in ["first", "second", "third"] {
-        let m = TopicMessage::new(body).expect("message");
-        c.publish(&t, &m).await.expect("io").expect("publish");
-    }
+    register_and_publish(&mut c, &t, &g, &["first", "second", "third"]).await;
     let half = TopicMessage::new("half")
         .expect("message")
         .with_trans_check_immunity(TransCheckImmunity::new(60).expect("immunity"));
@@ -605,5 +610,98 @@ async fn messages_by_id_and_key_show_each_group() {
         .expect("io")
         .expect("a");
     assert_eq!(got[0].consumed_times, 1);
+    broker.shutdown().await;
+}
+
+/// Purge drops every message of a topic, in flight ones included (their handles settle
+/// nothing afterwards), and keeps the groups; reset forgets everything; with `--data-dir`
+/// both survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_and_reset_are_durable() {
+    let dir = TempDir::new("admin-purge");
+    let config = || ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        credentials: vec![Credential::new(AK, SK)],
+        data_dir: Some(dir.path().to_owned()),
+        ..ServerConfig::default()
+    };
+    let broker = Broker::start(config()).await.expect("start");
+    let mut c = Client::new(broker.local_addr());
+    let t = TopicName::new("Purged").expect("topic");
+    let g = GroupId::new("GID_purged").expect("group");
+    register_and_publish(&mut c, &t, &g, &["one", "two", "three"]).await;
+    let in_flight = c
+        .consume(&t, &g, ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("consume");
+    let (status, purged) = c
+        .admin(Method::POST, "/admin/topics/Purged/purge", None)
+        .await
+        .expect("purge");
+    assert_eq!(
+        (status, &purged["purged"]),
+        (200, &serde_json::json!(3)),
+        "{purged}"
+    );
+    let failures = c
+        .ack(
+            &t,
+            &g,
+            mq_proto::AckKind::Ack,
+            &[in_flight[0].receipt_handle.clone()],
+        )
+        .await
+        .expect("io")
+        .expect("answered");
+    assert_eq!(
+        failures.len(),
+        1,
+        "a purged delivery's handle settles nothing"
+    );
+    assert!(
+        c.consume(&t, &g, ConsumeKind::Normal, 16, 0)
+            .await
+            .expect("io")
+            .expect("consume")
+            .is_empty()
+    );
+    assert_eq!(
+        refusal(&mut c, Method::POST, "/admin/topics/Nowhere/purge", None).await,
+        (404, "TopicNotExist".to_owned())
+    );
+    broker.shutdown().await;
+
+    // After a restart: still purged, and the group still registered.
+    let broker = Broker::start(config()).await.expect("restart");
+    let mut c = Client::new(broker.local_addr());
+    assert!(
+        c.consume(&t, &g, ConsumeKind::Normal, 16, 0)
+            .await
+            .expect("io")
+            .expect("consume")
+            .is_empty()
+    );
+    let m = TopicMessage::new("after").expect("message");
+    c.publish(&t, &m).await.expect("io").expect("publish");
+    let got = c
+        .consume(&t, &g, ConsumeKind::Normal, 16, 0)
+        .await
+        .expect("io")
+        .expect("consume");
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["after"]
+    );
+
+    let (status, _) = c
+        .admin(Method::POST, "/admin/reset", None)
+        .await
+        .expect("reset");
+    assert_eq!(status, 200);
+    assert!(broker.stats().topics.is_empty(), "{:?}", broker.stats());
+    broker.shutdown().await;
+    let broker = Broker::start(config()).await.expect("restart");
+    assert!(broker.stats().topics.is_empty(), "reset survives a restart");
     broker.shutdown().await;
 }

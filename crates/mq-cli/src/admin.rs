@@ -56,6 +56,27 @@ pub enum AdminCommand {
     /// List messages of a topic without consuming them (ready, in_flight, delayed, dead,
     /// half).
     Peek(PeekArgs),
+    /// Drop every message of a topic (groups stay).
+    Purge(PurgeArgs),
+    /// Forget every message, group and counter of the broker (declared topics stay).
+    Reset(ResetArgs),
+}
+
+/// Flags of `mq admin purge`.
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// Topic to empty.
+    #[arg(long)]
+    topic: mq_tokio::TopicName,
+}
+
+/// Flags of `mq admin reset`.
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    admin: AdminConn,
 }
 
 /// Flags of `mq admin clock`.
@@ -127,6 +148,14 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
             }
             (&a.admin, Method::GET, target)
         }
+        AdminCommand::Purge(a) => {
+            let mut target = format!("/admin/topics/{}/purge", a.topic);
+            if let Some(ns) = a.admin.conn.instance()? {
+                target.push_str(&format!("?ns={ns}"));
+            }
+            (&a.admin, Method::POST, target)
+        }
+        AdminCommand::Reset(a) => (&a.admin, Method::POST, "/admin/reset".to_owned()),
     };
     let answer = call(admin, method, &target).await?;
     let mut out = std::io::stdout().lock();
@@ -140,6 +169,12 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
         match command {
             AdminCommand::Clock(_) => print_clock(&mut out, &answer),
             AdminCommand::Peek(_) => print_messages(&mut out, &answer),
+            AdminCommand::Purge(_) => writeln!(
+                out,
+                "purged {} message(s)",
+                answer["purged"].as_u64().unwrap_or(0)
+            ),
+            AdminCommand::Reset(_) => writeln!(out, "reset"),
         }
     };
     written.map_err(|e| CliError::failed(format!("writing the answer: {e}")))

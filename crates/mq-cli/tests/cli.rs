@@ -443,6 +443,9 @@ fn admin_clock_and_peek() {
     let id = got["message_id"].as_str().expect("id");
     let found = ok(b.mq(&["admin", "peek", "--topic", t, "--id", id]));
     assert!(found.contains("groups: GID_admin=in_flight"), "{found}");
+    let purged = ok(b.mq(&["admin", "purge", "--topic", t]));
+    assert_eq!(purged.trim_end(), "purged 1 message(s)");
+    assert_eq!(ok(b.mq(&["admin", "reset"])).trim_end(), "reset");
 
     // The admin token instead of the AccessKey.
     let token = b.0.admin_token().expect("admin token");

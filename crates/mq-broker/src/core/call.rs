@@ -83,10 +83,21 @@ pub enum Call {
     /// Housekeeping due by now (see [`BrokerCore::maintain`](super::BrokerCore::maintain))
     /// → [`Outcome::Done`].
     Maintain,
+    /// Drop every message of a topic (admin API; see
+    /// [`BrokerCore::purge`](super::BrokerCore::purge)) → [`Outcome::Purged`].
+    Purge {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+    },
+    /// Forget all state (admin API; see [`BrokerCore::reset`](super::BrokerCore::reset))
+    /// → [`Outcome::Done`].
+    Reset,
 }
 
 impl Call {
-    /// The topic the call is about (`None` for [`Call::Maintain`]).
+    /// The topic the call is about (`None` for [`Call::Maintain`] and [`Call::Reset`]).
     pub fn topic(&self) -> Option<(Option<&InstanceId>, &TopicName)> {
         match self {
             Self::Publish {
@@ -98,8 +109,9 @@ impl Call {
             | Self::Ack {
                 instance, topic, ..
             }
-            | Self::DeclareTopic { instance, topic } => Some((instance.as_ref(), topic)),
-            Self::Maintain => None,
+            | Self::DeclareTopic { instance, topic }
+            | Self::Purge { instance, topic } => Some((instance.as_ref(), topic)),
+            Self::Maintain | Self::Reset => None,
         }
     }
 }
@@ -156,8 +168,13 @@ pub enum Outcome {
     Delivered(Vec<Message>),
     /// The handles that could not be settled, each with its error (empty: all settled).
     Settled(Vec<HandleFailure>),
-    /// A declaration or housekeeping ran.
+    /// A declaration, housekeeping or reset ran.
     Done,
+    /// A topic was purged: this many messages (stored and half) were dropped.
+    Purged {
+        /// Messages dropped.
+        messages: u64,
+    },
 }
 
 impl Outcome {

@@ -146,6 +146,19 @@ impl Group {
         }
     }
 
+    /// Drops every message the group holds (pending, in flight, dead letters); keeps its
+    /// scope, registration and counters. The number of pending messages dropped.
+    pub(crate) fn clear_messages(&mut self) -> usize {
+        let dropped = self.entries.len();
+        self.entries.clear();
+        self.by_time.clear();
+        self.final_flight.clear();
+        self.partitions.clear();
+        self.order_ready.clear();
+        self.dead_letters.clear();
+        dropped
+    }
+
     /// Adds a message the group has to consume, visible from `visible_at`.
     pub(crate) fn enqueue(&mut self, seq: u64, visible_at: u64, partition: Arc<str>) {
         let entry = Entry {

@@ -83,6 +83,15 @@ impl HalfPool {
         }
     }
 
+    /// Drops every unresolved half message; the number dropped.
+    pub(crate) fn clear(&mut self) -> usize {
+        let dropped = self.entries.len();
+        self.entries.clear();
+        self.by_time.clear();
+        self.by_horizon.clear();
+        dropped
+    }
+
     /// Stores a half message published at `now`; returns the publish handle.
     pub(crate) fn insert(
         &mut self,

@@ -240,6 +240,53 @@ impl BrokerCore {
                 self.maintain(now_ms);
                 Ok(Outcome::Done)
             }
+            Call::Purge { instance, topic } => self
+                .purge(now_ms, instance.as_ref(), &topic)
+                .map(|messages| Outcome::Purged { messages }),
+            Call::Reset => {
+                self.reset(now_ms);
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    /// Drops every message of a topic — stored, pending or in flight in each group, dead
+    /// letters, half messages — keeping the topic and its groups; returns how many messages
+    /// (stored and half) were dropped. Receipt handles of dropped messages answer
+    /// `MessageNotExist` afterwards.
+    ///
+    /// # Errors
+    ///
+    /// `TopicNotExist` for an unknown topic.
+    pub fn purge(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+    ) -> Result<u64, CoreError> {
+        self.advance(now_ms);
+        self.topics
+            .get_mut(&(instance.cloned(), topic.clone()))
+            .map(Topic::purge)
+            .ok_or_else(|| {
+                CoreError::new(
+                    ErrorCode::TopicNotExist,
+                    format!("The topic you provided does not exist: {topic}"),
+                )
+            })
+    }
+
+    /// Forgets every message, group and counter (for test suites): auto-created topics go,
+    /// declared topics stay, empty. Ids and handle scopes keep counting up, so no receipt
+    /// handle issued before the reset settles anything after it.
+    pub fn reset(&mut self, now_ms: u64) {
+        let now = self.advance(now_ms);
+        self.topics.retain(|_, t| t.declared);
+        for t in self.topics.values_mut() {
+            let version = t.version + 1;
+            *t = Topic::new(true, self.next_scope, now);
+            t.version = version;
+            self.next_scope += 1;
         }
     }
 

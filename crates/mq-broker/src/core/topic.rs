@@ -110,6 +110,19 @@ impl Topic {
         next
     }
 
+    /// Drops every message of the topic: stored, pending in each group, in flight, dead
+    /// letters, half messages. Groups stay registered. The number of messages dropped
+    /// (stored and half).
+    pub(crate) fn purge(&mut self) -> u64 {
+        let dropped = self.store.messages.len() + self.half.clear();
+        self.store = Store::default();
+        for g in self.groups.values_mut() {
+            g.clear_messages();
+        }
+        self.version += 1;
+        dropped as u64
+    }
+
     /// Counters of this topic as of `now`.
     pub(crate) fn stats(&self, instance: Option<String>, topic: String, now: u64) -> TopicStats {
         let groups = self

@@ -61,6 +61,15 @@ pub(crate) enum Record<'a> {
     Maintain { at: u64 },
     /// A call refused as a whole, whose only effect was to move the core's clock.
     Clock { at: u64 },
+    /// A topic purge (admin API). New variants go last: records already on disk keep their
+    /// tags.
+    Purge {
+        at: u64,
+        instance: Option<Cow<'a, str>>,
+        topic: Cow<'a, str>,
+    },
+    /// A reset of all state (admin API).
+    Reset { at: u64 },
 }
 
 fn name<'a>(s: &'a str) -> Cow<'a, str> {
@@ -144,6 +153,12 @@ impl<'a> Record<'a> {
                 topic: name(topic.as_str()),
             },
             Call::Maintain => Self::Maintain { at },
+            Call::Purge { instance, topic } => Self::Purge {
+                at,
+                instance: instance_name(instance.as_ref()),
+                topic: name(topic.as_str()),
+            },
+            Call::Reset => Self::Reset { at },
         }
     }
 
@@ -247,6 +262,18 @@ impl Record<'static> {
             }
             Self::Maintain { at } => (at, Some(Call::Maintain)),
             Self::Clock { at } => (at, None),
+            Self::Purge {
+                at,
+                instance,
+                topic,
+            } => {
+                let call = Call::Purge {
+                    instance: parse_instance(instance)?,
+                    topic: parse_topic(&topic)?,
+                };
+                (at, Some(call))
+            }
+            Self::Reset { at } => (at, Some(Call::Reset)),
         })
     }
 

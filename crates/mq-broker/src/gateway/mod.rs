@@ -387,6 +387,11 @@ impl Gateway {
                     .map(Outcome::Settled)
             }
             Call::DeclareTopic { .. } | Call::Maintain => Ok(Outcome::Done),
+            // The cluster keeps the messages: purge and reset are its tools' (mqadmin).
+            Call::Purge { .. } | Call::Reset => Err(RequestError::new(
+                ErrorCode::Other(crate::server::NOT_SUPPORTED.into()),
+                "purge and reset are not supported on a RocketMQ cluster through the gateway; use the cluster's console or mqadmin",
+            )),
         }
     }
 

@@ -8,6 +8,8 @@
 //! | --- | --- |
 //! | `GET /admin/clock` | `{"now_ms", "offset_ms", "test_clock"}`: the broker's clock |
 //! | `POST /admin/clock?advance_ms=N` | moves a test clock (`--test-clock`) forward by N ms; what came due (delayed messages, redeliveries, transaction checks) happens at once; answers as `GET` |
+//! | `POST /admin/topics/{topic}/purge[?ns=I]` | drops every message of the topic (stored, pending, in flight, dead letters, half); groups stay: `{"purged": N}` |
+//! | `POST /admin/reset` | forgets every message, group and counter (declared topics stay, empty): `{"reset": true}` |
 //! | `GET /admin/faults`, `DELETE /admin/faults` | the fault rules in force (`{"enabled", "rules"}`); remove them all |
 //! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
 //! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); an id not kept is 404 `MessageNotExist` |
@@ -19,9 +21,10 @@
 //! without `--test-clock`, a peek on the gateway backend).
 
 use super::admission::plain;
+use super::backend::Waiting;
 use super::faults::{FaultAction, FaultRule};
 use super::state::Shared;
-use crate::core::{Lookup, PeekState};
+use crate::core::{Call, Lookup, Outcome, PeekState};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -61,7 +64,7 @@ impl AdminError {
 }
 
 /// The code of a backend call the backend cannot serve (answered 501).
-pub(super) const NOT_SUPPORTED: &str = "NotSupported";
+pub(crate) const NOT_SUPPORTED: &str = "NotSupported";
 
 impl From<RequestError> for AdminError {
     fn from(e: RequestError) -> Self {
@@ -87,14 +90,14 @@ fn json_response(status: StatusCode, value: &impl Serialize, rid: &str) -> Respo
 
 /// Answers one `/admin/…` request (its body, if any, is not read: admin calls take their
 /// arguments in the query).
-pub(super) fn handle(
+pub(super) async fn handle(
     shared: &Shared,
     rid: &str,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
 ) -> Response<Full<Bytes>> {
-    match route(shared, method, target, headers) {
+    match route(shared, method, target, headers).await {
         Ok(value) => json_response(StatusCode::OK, &value, rid),
         Err(e) => json_response(
             e.status,
@@ -104,7 +107,7 @@ pub(super) fn handle(
     }
 }
 
-fn route(
+async fn route(
     shared: &Shared,
     method: &Method,
     target: &str,
@@ -168,6 +171,20 @@ fn route(
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
+        (&Method::POST, ["admin", "topics", topic, "purge"]) => {
+            let call = Call::Purge {
+                instance: instance_param(&params)?,
+                topic: TopicName::new(*topic).map_err(|e| AdminError::invalid(e.to_string()))?,
+            };
+            match apply(shared, call).await? {
+                Outcome::Purged { messages } => Ok(json!({ "purged": messages })),
+                _ => Ok(json!({ "purged": 0 })),
+            }
+        }
+        (&Method::POST, ["admin", "reset"]) => {
+            apply(shared, Call::Reset).await?;
+            Ok(json!({ "reset": true }))
+        }
         (&Method::GET, ["admin", "faults"]) => Ok(faults(shared)),
         (&Method::POST, ["admin", "faults"]) => {
             let rule = fault_rule(&params)?;
@@ -271,6 +288,22 @@ fn fault_rule(params: &Params) -> Result<FaultRule, AdminError> {
     })
 }
 
+/// Applies a state-changing admin call through the backend (journaled when durable).
+async fn apply(shared: &Shared, call: Call) -> Result<Outcome, AdminError> {
+    let waiting = Waiting::new(shared, std::time::Instant::now());
+    Ok(shared.backend.serve(call, waiting).await?)
+}
+
+/// The `ns` parameter (empty or absent = the default instance).
+fn instance_param(params: &Params) -> Result<Option<InstanceId>, AdminError> {
+    params
+        .get("ns")
+        .filter(|ns| !ns.is_empty())
+        .map(InstanceId::new)
+        .transpose()
+        .map_err(|e| AdminError::invalid(e.to_string()))
+}
+
 fn clock(shared: &Shared) -> serde_json::Value {
     json!({
         "now_ms": shared.clock.now_ms(),
@@ -292,12 +325,7 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
         .map(GroupId::new)
         .transpose()
         .map_err(|e| AdminError::invalid(e.to_string()))?;
-    let instance = params
-        .get("ns")
-        .filter(|ns| !ns.is_empty())
-        .map(InstanceId::new)
-        .transpose()
-        .map_err(|e| AdminError::invalid(e.to_string()))?;
+    let instance = instance_param(params)?;
     let limit = match params.get("limit") {
         None => DEFAULT_PEEK,
         Some(l) => l

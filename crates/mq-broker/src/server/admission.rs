@@ -142,7 +142,7 @@ pub(super) async fn handle(
         }
         (_, t) if t == "/admin" || t.starts_with("/admin/") || t.starts_with("/admin?") => {
             operation = "admin";
-            admin::handle(&shared, &rid, &method, &target, req.headers())
+            admin::handle(&shared, &rid, &method, &target, req.headers()).await
         }
         _ => match serve_api(&shared, &rid, req, &method, &target, &mut operation).await {
             Ok(r) => r,

@@ -62,7 +62,7 @@ pub(super) async fn dispatch(
             encode_errors(&failures),
             rid,
         ))),
-        Outcome::Done => Err(RequestError::new(
+        Outcome::Done | Outcome::Purged { .. } => Err(RequestError::new(
             ErrorCode::InternalError,
             "the backend answered a request with no result",
         )),
