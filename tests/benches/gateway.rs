@@ -154,10 +154,16 @@ fn run() -> Result<()> {
     eprintln!("gateway bench: {} run", plan.name);
     let started = Instant::now();
     let engine = RocketMqEngine::start().map_err(|e| format!("starting the engine: {e}"))?;
+    // Topics of one queue: the direct client polls one queue, as a minimal v2 client does,
+    // so both paths see the same messages in the same place.
+    let mut backend = engine.gateway_backend(&[7; 32]);
+    if let mq_broker::config::BackendConfig::RocketMq(rocketmq) = &mut backend {
+        rocketmq.queues = 1;
+    }
     let mut config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         credentials: vec![Credential::new(TEST_AK, TEST_SK)],
-        backend: engine.gateway_backend(&[7; 32]),
+        backend,
         ..ServerConfig::default()
     };
     config.core.invisibility_ms = INVISIBLE.as_millis() as u64;

@@ -182,11 +182,12 @@ impl RocketMqEngine {
     }
 
     /// The gateway backend onto this engine: its proxy, its broker as the admin address (so
-    /// the gateway creates topics), topics of 8 queues (the gateway's default), and the
-    /// receipt-handle key `key` (at least 16 bytes).
+    /// the gateway creates topics), topics of one queue (this engine pops one queue per
+    /// call, so a poll of one queue sees the whole topic; `queues` in `tests/gateway.rs`
+    /// runs topics of 8), and the receipt-handle key `key` (at least 16 bytes).
     pub fn gateway_backend(&self, key: &[u8]) -> mq_broker::config::BackendConfig {
         let mut rocketmq: mq_broker::config::RocketMqConfig = format!(
-            "rocketmq://{}?admin={}",
+            "rocketmq://{}?admin={}&queues=1",
             self.proxy_endpoint(),
             self.broker_addr()
         )
