@@ -37,7 +37,7 @@ impl Broker {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let broker = Broker::start_embedded()?;
     /// let client = Client::builder()
-    ///     .endpoint(broker.endpoint())
+    ///     .endpoint(broker.endpoint())?
     ///     .credentials(broker.credentials())
     ///     .build()?;
     /// let consumer = client.consumer("orders".parse()?, "GID_orders".parse()?);

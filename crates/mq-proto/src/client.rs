@@ -2,6 +2,9 @@
 //!
 //! The builders turn an operation into a complete, signed [`http::Request`] (absolute URI,
 //! every header, XML body); the decoders turn a status, headers and body into typed results.
+//! The XML bodies themselves are encoded and read by [`crate::wire`], shared with the server:
+//! this module holds the HTTP around them (method, URI, query, headers, signature; status,
+//! `x-mq-request-id`, `Date`, and which document a status carries).
 //! No I/O and no clock: the wall-clock time for the `Date` header is part of the
 //! [`RequestContext`].
 //!
@@ -65,7 +68,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -78,13 +80,17 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::message::{Message, TopicMessage};
 use crate::ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
-use crate::properties::Properties;
 use crate::sign::{self, Credentials, PROTOCOL_VERSION, SECURITY_TOKEN_HEADER, VERSION_HEADER};
 use crate::types::{
-    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MessageId, ReceiptHandle, Tag,
-    TagFilter, TopicName, WaitSeconds,
+    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, ReceiptHandle, TagFilter, TopicName,
+    WaitSeconds,
 };
-use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
+use crate::wire::{ack, consume, error, publish};
+use crate::xml::{Elem, XmlReader};
+
+// The documents' types, kept at their former paths.
+pub use crate::wire::DecodeError;
+pub use crate::wire::publish::PublishReceipt;
 
 /// The `Content-Type` the client sends on every request (and signs).
 pub const REQUEST_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
@@ -374,31 +380,6 @@ fn absolute_uri(endpoint: &Endpoint, target: String) -> Uri {
         .unwrap_or_default()
 }
 
-/// The publish body (PROTOCOL §3.2): `MessageBody`, then `MessageTag` and `Properties` when
-/// present.
-fn encode_publish_body(message: &TopicMessage) -> Bytes {
-    let props = message.all_properties();
-    let tag_len = message.tag().map_or(0, |t| t.as_str().len() + 26);
-    let props_len = if props.is_empty() {
-        0
-    } else {
-        props.encoded_len() + 26
-    };
-    let mut w = XmlWriter::with_capacity(
-        80 + NS_MESSAGE.len() + xml::text_capacity(message.body()) + tag_len + props_len,
-    );
-    w.open_root("Message", NS_MESSAGE);
-    w.text("MessageBody", message.body());
-    if let Some(tag) = message.tag() {
-        w.text("MessageTag", tag.as_str());
-    }
-    if !props.is_empty() {
-        w.text("Properties", &props.encode());
-    }
-    w.close("Message");
-    w.finish()
-}
-
 /// Builds a publish request: `POST /topics/{topic}/messages[?ns=…]` with a `Message` body.
 pub fn publish_request(
     ctx: &RequestContext<'_>,
@@ -412,7 +393,7 @@ pub fn publish_request(
         Method::POST,
         topic,
         query,
-        encode_publish_body(message),
+        publish::encode_request(message),
     )
 }
 
@@ -530,29 +511,12 @@ pub fn ack_request(
     if let Some(trans) = kind.trans() {
         query.push("trans", trans);
     }
-    let capacity: usize = handles.iter().map(|h| h.as_str().len() + 31).sum();
-    let mut w = XmlWriter::with_capacity(40 + NS_MESSAGE.len() + capacity);
-    w.open_root("ReceiptHandles", NS_MESSAGE);
-    for h in handles {
-        w.text("ReceiptHandle", h.as_str());
-    }
-    w.close("ReceiptHandles");
-    Ok(build(ctx, Method::DELETE, topic, query, w.finish()))
+    let body = ack::encode_request(handles);
+    Ok(build(ctx, Method::DELETE, topic, query, body))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Response types
-
-/// The result of a successful publish (PROTOCOL §3.3).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PublishReceipt {
-    /// Id assigned to the message.
-    pub message_id: MessageId,
-    /// Upper-case hex MD5 of the body as computed by the server.
-    pub body_md5: String,
-    /// For transactional messages: the handle to commit or roll back with.
-    pub receipt_handle: Option<ReceiptHandle>,
-}
 
 /// An error reported by the service (an `Error` document, or an error status without one).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -581,51 +545,6 @@ impl fmt::Display for ServiceError {
 }
 
 impl std::error::Error for ServiceError {}
-
-/// A response could not be understood.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// The body is not well-formed XML, or is refused (`DOCTYPE`, nesting too deep).
-    #[error("malformed XML: {0}")]
-    Xml(String),
-    /// The root element is not the expected one.
-    #[error("unexpected root element <{found}>, expected <{expected}>")]
-    UnexpectedRoot {
-        /// The expected root element.
-        expected: &'static str,
-        /// The root element found.
-        found: String,
-    },
-    /// A required element is missing.
-    #[error("missing element <{0}>")]
-    MissingElement(&'static str),
-    /// A numeric element does not hold a number in range.
-    #[error("element <{element}> is not a valid number: {value:?}")]
-    BadNumber {
-        /// The element.
-        element: &'static str,
-        /// Its text.
-        value: String,
-    },
-    /// An element's value is not acceptable (for example a malformed message id).
-    #[error("invalid <{element}>: {reason}")]
-    InvalidValue {
-        /// The element.
-        element: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// The status is neither success nor error (1xx, 3xx).
-    #[error("unexpected HTTP status {0}")]
-    BadStatus(u16),
-}
-
-impl From<XmlError> for DecodeError {
-    fn from(e: XmlError) -> Self {
-        Self::Xml(e.to_string())
-    }
-}
 
 /// Why a response did not yield a result: the service said no, or the response was not
 /// understood.
@@ -663,36 +582,7 @@ pub fn decode_publish_response(
         Elem::Error => return Err(read_error(&mut r, status, headers)?.into()),
         _ => return Err(unexpected_root(&r, "Message").into()),
     }
-    let mut id = None;
-    let mut md5 = None;
-    let mut handle = None;
-    r.children(|r, e| {
-        let slot = match e {
-            Elem::MessageId => &mut id,
-            Elem::MessageBodyMd5 => &mut md5,
-            Elem::ReceiptHandle => &mut handle,
-            _ => return r.skip(),
-        };
-        *slot = Some(r.read_text()?);
-        Ok::<(), XmlError>(())
-    })
-    .and_then(|()| r.finish())
-    .map_err(DecodeError::from)?;
-
-    let message_id = message_id(id)?;
-    let body_md5 = md5
-        .ok_or(DecodeError::MissingElement("MessageBodyMD5"))?
-        .trim()
-        .to_owned();
-    let receipt_handle = match handle.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(h) => Some(receipt_handle(h)?),
-    };
-    Ok(PublishReceipt {
-        message_id,
-        body_md5,
-        receipt_handle,
-    })
+    Ok(publish::decode_response(&mut r)?)
 }
 
 /// The response's `Date` header in milliseconds since the Unix epoch (second resolution), or
@@ -749,7 +639,7 @@ pub fn decode_received(
 ///
 /// Decoding is lenient where SDKs are: `Properties` segments that are not a valid `key:value`
 /// pair are skipped (like the Python and Go SDKs), a `MessageTag` that is not a valid
-/// [`Tag`] is dropped, and a missing `MessageBodyMD5` leaves `body_md5` empty. A message
+/// [`Tag`](crate::Tag) is dropped, and a missing `MessageBodyMD5` leaves `body_md5` empty. A message
 /// without id, handle, body or times is an error.
 ///
 /// # Errors
@@ -774,17 +664,7 @@ pub fn decode_consume_response(
         Elem::Error => return Err(read_error(&mut r, status, headers)?.into()),
         _ => return Err(unexpected_root(&r, "Messages").into()),
     }
-    let mut messages = Vec::new();
-    r.children(|r, e| {
-        if e == Elem::Message {
-            messages.push(read_message(r)?);
-            Ok::<(), DecodeError>(())
-        } else {
-            Ok(r.skip()?)
-        }
-    })?;
-    r.finish().map_err(DecodeError::from)?;
-    Ok(messages)
+    Ok(consume::decode_response(&mut r)?)
 }
 
 /// Decodes an ack, commit or rollback response (PROTOCOL §3.6): 2xx → no failures; an error
@@ -806,7 +686,7 @@ pub fn decode_ack_response(
     if status.is_client_error() || status.is_server_error() {
         let mut r = XmlReader::new(body);
         if let Ok(Elem::Errors) = r.root()
-            && let Ok(failures) = read_handle_failures(&mut r, status)
+            && let Ok(failures) = error::decode_errors(&mut r, || code_for_status(status))
             && !failures.is_empty()
         {
             return Ok(failures);
@@ -820,109 +700,6 @@ fn unexpected_root(r: &XmlReader<'_>, expected: &'static str) -> DecodeError {
         expected,
         found: r.root_name().to_owned(),
     }
-}
-
-fn message_id(text: Option<Cow<'_, str>>) -> Result<MessageId, DecodeError> {
-    let text = text.ok_or(DecodeError::MissingElement("MessageId"))?;
-    MessageId::new(text.trim()).map_err(|e| DecodeError::InvalidValue {
-        element: "MessageId",
-        reason: e.reason,
-    })
-}
-
-fn receipt_handle(text: &str) -> Result<ReceiptHandle, DecodeError> {
-    ReceiptHandle::new(text).map_err(|e| DecodeError::InvalidValue {
-        element: "ReceiptHandle",
-        reason: e.reason,
-    })
-}
-
-fn number<T: FromStr>(text: Option<Cow<'_, str>>, element: &'static str) -> Result<T, DecodeError> {
-    let text = text.ok_or(DecodeError::MissingElement(element))?;
-    text.trim().parse().map_err(|_| DecodeError::BadNumber {
-        element,
-        value: text.into_owned(),
-    })
-}
-
-/// Properties as the SDKs read them: invalid segments are skipped.
-fn lenient_properties(s: &str) -> Properties {
-    let mut props = Properties::new();
-    for segment in s.split('|') {
-        if let Some((k, v)) = segment.split_once(':') {
-            // Invalid pairs are skipped on purpose (see `decode_consume_response`).
-            let _ = props.insert(k, v);
-        }
-    }
-    props
-}
-
-fn read_message(r: &mut XmlReader<'_>) -> Result<Message, DecodeError> {
-    let mut id = None;
-    let mut handle = None;
-    let mut md5 = None;
-    let mut body = None;
-    let mut publish = None;
-    let mut next = None;
-    let mut first = None;
-    let mut times = None;
-    let mut tag = None;
-    let mut props = None;
-    r.children(|r, e| {
-        let slot = match e {
-            Elem::MessageId => &mut id,
-            Elem::ReceiptHandle => &mut handle,
-            Elem::MessageBodyMd5 => &mut md5,
-            Elem::MessageBody => &mut body,
-            Elem::PublishTime => &mut publish,
-            Elem::NextConsumeTime => &mut next,
-            Elem::FirstConsumeTime => &mut first,
-            Elem::ConsumedTimes => &mut times,
-            Elem::MessageTag => &mut tag,
-            Elem::Properties => &mut props,
-            _ => return r.skip(),
-        };
-        *slot = Some(r.read_text()?);
-        Ok::<(), XmlError>(())
-    })?;
-    let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
-    Ok(Message {
-        message_id: message_id(id)?,
-        receipt_handle: receipt_handle(handle.trim())?,
-        body_md5: md5.map(|m| m.trim().to_owned()).unwrap_or_default(),
-        body: body
-            .ok_or(DecodeError::MissingElement("MessageBody"))?
-            .into_owned(),
-        publish_time: number(publish, "PublishTime")?,
-        next_consume_time: number(next, "NextConsumeTime")?,
-        first_consume_time: number(first, "FirstConsumeTime")?,
-        consumed_times: number(times, "ConsumedTimes")?,
-        tag: tag.and_then(|t| Tag::new(t.trim()).ok()),
-        properties: props.map(|p| lenient_properties(&p)).unwrap_or_default(),
-    })
-}
-
-/// The text fields of an `Error` document.
-#[derive(Default)]
-struct ErrorFields {
-    code: Option<String>,
-    message: Option<String>,
-    request_id: Option<String>,
-    host_id: Option<String>,
-}
-
-/// How an element's text is kept: [`non_empty`] or [`verbatim`].
-type Keep = fn(Cow<'_, str>) -> Option<String>;
-
-/// Trimmed text, `None` when blank (codes, ids, handles).
-fn non_empty(s: Cow<'_, str>) -> Option<String> {
-    let t = s.trim();
-    (!t.is_empty()).then(|| t.to_owned())
-}
-
-/// Verbatim text, `None` when blank (human-readable messages).
-fn verbatim(s: Cow<'_, str>) -> Option<String> {
-    (!s.trim().is_empty()).then(|| s.into_owned())
 }
 
 fn request_id_header(headers: &HeaderMap) -> Option<String> {
@@ -943,86 +720,22 @@ fn code_for_status(status: StatusCode) -> ErrorCode {
     }
 }
 
-/// Reads the children of an `Error` root (already entered) into a [`ServiceError`].
+/// Reads the children of an `Error` root (already entered) into a [`ServiceError`]: the
+/// code from the status when the document has none, the request id from the header when the
+/// document has none.
 fn read_error(
     r: &mut XmlReader<'_>,
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Result<ServiceError, DecodeError> {
-    let mut f = ErrorFields::default();
-    r.children(|r, e| {
-        let (slot, keep): (_, Keep) = match e {
-            Elem::Code => (&mut f.code, non_empty),
-            Elem::Message => (&mut f.message, verbatim),
-            Elem::RequestId => (&mut f.request_id, non_empty),
-            Elem::HostId => (&mut f.host_id, non_empty),
-            _ => return r.skip(),
-        };
-        *slot = keep(r.read_text()?);
-        Ok::<(), XmlError>(())
-    })?;
-    r.finish()?;
-    let code = f
-        .code
-        .as_deref()
-        .map_or_else(|| code_for_status(status), ErrorCode::parse);
-    let message = f
-        .message
-        .unwrap_or_else(|| code.default_message().to_owned());
+    let doc = error::decode_error(r, || code_for_status(status))?;
     Ok(ServiceError {
         status: status.as_u16(),
-        code,
-        message,
-        request_id: f.request_id.or_else(|| request_id_header(headers)),
-        host_id: f.host_id,
+        code: doc.code,
+        message: doc.message,
+        request_id: doc.request_id.or_else(|| request_id_header(headers)),
+        host_id: doc.host_id,
     })
-}
-
-/// Reads the children of an `Errors` root (already entered).
-fn read_handle_failures(
-    r: &mut XmlReader<'_>,
-    status: StatusCode,
-) -> Result<Vec<HandleFailure>, XmlError> {
-    let mut failures = Vec::new();
-    r.children(|r, e| {
-        if e != Elem::Error {
-            return r.skip();
-        }
-        let (mut code, mut message) = (None, None);
-        // An entry may name several handles (or none, or an empty one: it then names no
-        // handle, see `attribute_failures`); each named handle is refused.
-        let mut handles: Vec<String> = Vec::new();
-        r.children(|r, e| {
-            let (slot, keep): (_, Keep) = match e {
-                Elem::ErrorCode => (&mut code, non_empty),
-                Elem::ErrorMessage => (&mut message, verbatim),
-                Elem::ReceiptHandle => {
-                    handles.push(non_empty(r.read_text()?).unwrap_or_default());
-                    return Ok(());
-                }
-                _ => return r.skip(),
-            };
-            *slot = keep(r.read_text()?);
-            Ok::<(), XmlError>(())
-        })?;
-        let code = code
-            .as_deref()
-            .map_or_else(|| code_for_status(status), ErrorCode::parse);
-        let message = message.unwrap_or_else(|| code.default_message().to_owned());
-        if handles.is_empty() {
-            handles.push(String::new());
-        }
-        for receipt_handle in handles {
-            failures.push(HandleFailure {
-                receipt_handle,
-                code: code.clone(),
-                message: message.clone(),
-            });
-        }
-        Ok(())
-    })?;
-    r.finish()?;
-    Ok(failures)
 }
 
 /// Longest excerpt of a non-XML error body kept in [`ServiceError::message`].

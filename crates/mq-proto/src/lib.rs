@@ -1,9 +1,10 @@
 //! Sans-IO wire layer of the ApsaraMQ for RocketMQ HTTP protocol (`x-mq-version: 2015-06-06`).
 //!
 //! `mq-proto` opens no sockets, reads no clock and spawns nothing: time is always an argument.
-//! It holds the domain types, request signing, request building and response decoding for
-//! clients ([`client`]), request parsing and response encoding for servers ([`server`]), and
-//! the pure state machines ([`machine`]: retry, consumer loop, transaction checker) that the
+//! It holds the domain types, request signing, the XML documents of the protocol with the
+//! encoder and decoder of each side by side ([`wire`]), the HTTP requests and response
+//! decoding of clients ([`client`]), request parsing and HTTP responses of servers
+//! ([`server`]), and the pure state machines ([`machine`]: retry, consumer loop, transaction checker) that the
 //! runtime crates drive.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, clippy::missing_errors_doc)]
@@ -12,6 +13,7 @@ pub mod client;
 pub mod machine;
 pub mod server;
 pub mod sign;
+pub mod wire;
 
 mod message;
 mod ops;

@@ -2,9 +2,12 @@
 //!
 //! A broker hands every request to [`authenticate`] (signature, date, key; PROTOCOL §2.5) and
 //! [`parse_request`] (path, query, body; PROTOCOL §1, §3), acts on the resulting
-//! [`ParsedRequest`], and answers with the encoders ([`encode_messages`],
-//! [`encode_publish_response`], [`encode_errors`], [`encode_error`]) wrapped by [`response`]
-//! or [`error_response`]. Nothing here does I/O or reads the clock.
+//! [`ParsedRequest`], and answers with the document encoders of [`crate::wire`]
+//! ([`crate::wire::consume::encode_response`], [`publish::encode_response`],
+//! [`error::encode_errors`], [`error::encode_error`]) wrapped by [`response`] or
+//! [`error_response`]. The request bodies are read by the same modules
+//! ([`crate::wire::publish`], [`crate::wire::ack`]); this module holds the HTTP around them.
+//! Nothing here does I/O or reads the clock.
 //!
 //! Choices where the protocol leaves room (PROTOCOL §8 and the items marked "unknown"):
 //!
@@ -54,15 +57,17 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use md5::{Digest, Md5};
 
-use crate::client::PublishReceipt;
-use crate::message::{Message, MessageError, TopicMessage};
-use crate::ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
-use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
+use crate::message::TopicMessage;
+use crate::ops::{AckKind, ConsumeKind, ErrorCode};
 use crate::sign::{self, MAX_CLOCK_SKEW, PROTOCOL_VERSION};
-use crate::types::{
-    BatchSize, GroupId, HandleBatch, InstanceId, TagFilter, TopicName, WaitSeconds,
-};
-use crate::xml::{self, Elem, NS_ERROR, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
+use crate::types::{BatchSize, GroupId, InstanceId, TagFilter, TopicName, WaitSeconds};
+use crate::wire::error::{self, invalid_argument};
+use crate::wire::{ack, publish};
+
+// The documents' encoders and error type, kept at their former paths.
+pub use crate::wire::consume::encode_response as encode_messages;
+pub use crate::wire::error::{RequestError, encode_error, encode_errors};
+pub use crate::wire::publish::encode_response as encode_publish_response;
 
 /// Longest request-target (path and query) accepted on a `GET` (PROTOCOL §1.3, §6.9).
 pub const MAX_GET_TARGET_LEN: usize = 1024;
@@ -146,83 +151,6 @@ pub struct ParsedRequest {
     pub topic: TopicName,
     /// The operation and its parameters.
     pub operation: Operation,
-}
-
-/// A request was rejected: the error code (which fixes the HTTP status) and a message.
-///
-/// ```
-/// use mq_proto::ErrorCode;
-/// use mq_proto::server::RequestError;
-/// let e = RequestError::from_code(ErrorCode::MissingReceiptHandle);
-/// assert_eq!(e.message, "ReceiptHandle is required.");
-/// assert_eq!(e.status().as_u16(), 400);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestError {
-    /// The protocol error code.
-    pub code: ErrorCode,
-    /// Human-readable message sent in `<Message>`.
-    pub message: String,
-}
-
-impl RequestError {
-    /// An error with a specific message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// An error with the code's standard message.
-    pub fn from_code(code: ErrorCode) -> Self {
-        let message = code.default_message().to_owned();
-        Self { code, message }
-    }
-
-    /// The HTTP status of this error.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::BAD_REQUEST)
-    }
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for RequestError {}
-
-fn invalid_argument(message: impl Into<String>) -> RequestError {
-    RequestError::new(ErrorCode::InvalidArgument, message)
-}
-
-fn schema_error(element: &str, detail: impl fmt::Display) -> RequestError {
-    invalid_argument(format!(
-        "The XML you provided did not validate against our published schema, cause by {element}: {detail}"
-    ))
-}
-
-fn malformed_xml(e: &XmlError) -> RequestError {
-    RequestError::new(
-        ErrorCode::MalformedXml,
-        format!("The XML you provided was not well-formed: {e}."),
-    )
-}
-
-fn invalid_url(detail: impl fmt::Display) -> RequestError {
-    RequestError::new(
-        ErrorCode::InvalidRequestUrl,
-        format!("Http request URL format invalid: {detail}"),
-    )
-}
-
-fn invalid_query(item: &str) -> RequestError {
-    RequestError::new(
-        ErrorCode::InvalidQueryString,
-        format!("Http request URL contains invalid querystring item \"{item}\"."),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,7 +261,7 @@ pub fn parse_request(
     }
 
     let operation = if *method == Method::POST {
-        Operation::Publish(parse_publish_body(body)?)
+        Operation::Publish(publish::decode_request(body)?)
     } else if *method == Method::GET {
         parse_consume(&q)?
     } else {
@@ -492,7 +420,7 @@ fn parse_ack(q: &Query<'_>, body: &[u8]) -> Result<Operation, RequestError> {
         (AckKind::Commit | AckKind::Rollback, Some("")) => None,
         _ => Some(required_group(q)?),
     };
-    let handles = parse_handles_body(body)?;
+    let handles = ack::decode_request(body)?;
     Ok(Operation::Ack {
         group,
         kind,
@@ -525,255 +453,22 @@ fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), RequestErro
     if ok { Ok(()) } else { Err(invalid()) }
 }
 
-impl From<XmlError> for RequestError {
-    fn from(e: XmlError) -> Self {
-        malformed_xml(&e)
-    }
+fn invalid_url(detail: impl fmt::Display) -> RequestError {
+    RequestError::new(
+        ErrorCode::InvalidRequestUrl,
+        format!("Http request URL format invalid: {detail}"),
+    )
 }
 
-/// Reads the children of the root element with `field`, then checks the end of the document.
-fn for_each_child<'a>(
-    r: &mut XmlReader<'a>,
-    field: impl FnMut(&mut XmlReader<'a>, Elem) -> Result<(), RequestError>,
-) -> Result<(), RequestError> {
-    match r.children(field) {
-        Ok(()) => Ok(r.finish()?),
-        Err(e) => Err(rest_is_well_formed(r, e)),
-    }
-}
-
-/// A schema error met before the end of the document stands only if the rest of the document
-/// is well-formed: a document that is not is `MalformedXML`, whatever else is wrong with it.
-fn rest_is_well_formed(r: &mut XmlReader<'_>, schema: RequestError) -> RequestError {
-    if schema.code == ErrorCode::MalformedXml {
-        return schema;
-    }
-    match r.drain() {
-        Ok(()) => schema,
-        Err(e) => malformed_xml(&e),
-    }
-}
-
-fn parse_publish_body(body: &[u8]) -> Result<TopicMessage, RequestError> {
-    let mut r = XmlReader::new(body);
-    let root = r.root().map_err(|e| malformed_xml(&e))?;
-    if root != Elem::Message {
-        let found = format!("root element <{}> is not <Message>", r.root_name());
-        return Err(rest_is_well_formed(&mut r, schema_error("Message", found)));
-    }
-    let mut text: Option<Cow<'_, str>> = None;
-    let mut tag: Option<Cow<'_, str>> = None;
-    let mut props: Option<Cow<'_, str>> = None;
-    for_each_child(&mut r, |r, e| {
-        let slot = match e {
-            Elem::MessageBody => &mut text,
-            Elem::MessageTag => &mut tag,
-            Elem::Properties => &mut props,
-            _ => return r.skip().map_err(|e| malformed_xml(&e)),
-        };
-        if slot.is_some() {
-            return Err(schema_error(e.as_str(), "the element appears twice."));
-        }
-        *slot = Some(r.read_text().map_err(|e| malformed_xml(&e))?);
-        Ok(())
-    })?;
-
-    let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
-    // Not trimmed: spaces are legal at the edges of property keys and values.
-    let properties = match props.as_deref() {
-        None | Some("") => Properties::new(),
-        Some(p) => Properties::decode(p).map_err(|e| message_error(e.into()))?,
-    };
-    let tag = tag.as_deref().map(str::trim);
-    let message =
-        TopicMessage::from_xml_parts(text.into_owned(), tag, properties).map_err(message_error)?;
-    message.check_limits().map_err(message_error)?;
-    Ok(message)
-}
-
-fn message_error(e: MessageError) -> RequestError {
-    match e {
-        MessageError::EmptyBody => {
-            schema_error("MessageBody", "the message body must not be empty.")
-        }
-        MessageError::BodyTooLarge { max, .. } => invalid_argument(format!(
-            "The value of MessageBody should between 1 and {max} bytes."
-        )),
-        MessageError::Property(PropertyError::TooLarge { .. }) => invalid_argument(format!(
-            "The value of Properties should between 1 and {MAX_PROPERTIES_LEN} bytes."
-        )),
-        MessageError::Tag(v) if v.what == "tag" => schema_error("MessageTag", v),
-        MessageError::InvalidBodyChar { .. } => schema_error("MessageBody", e),
-        other => schema_error("Properties", other),
-    }
-}
-
-fn parse_handles_body(body: &[u8]) -> Result<Vec<String>, RequestError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(RequestError::from_code(ErrorCode::MissingReceiptHandle));
-    }
-    let mut r = XmlReader::new(body);
-    let root = r.root().map_err(|e| malformed_xml(&e))?;
-    if root != Elem::ReceiptHandles {
-        let found = format!("root element <{}> is not <ReceiptHandles>", r.root_name());
-        return Err(rest_is_well_formed(
-            &mut r,
-            schema_error("ReceiptHandles", found),
-        ));
-    }
-    let mut handles = Vec::new();
-    for_each_child(&mut r, |r, e| {
-        if e != Elem::ReceiptHandle {
-            return r.skip().map_err(|e| malformed_xml(&e));
-        }
-        let text = r.read_text().map_err(|e| malformed_xml(&e))?;
-        let handle = text.trim();
-        if !handle.is_empty() {
-            if handles.len() == HandleBatch::MAX {
-                return Err(invalid_argument(format!(
-                    "The count of ReceiptHandle should between 1 and {}.",
-                    HandleBatch::MAX
-                )));
-            }
-            handles.push(handle.to_owned());
-        }
-        Ok(())
-    })?;
-    if handles.is_empty() {
-        return Err(RequestError::from_code(ErrorCode::MissingReceiptHandle));
-    }
-    Ok(handles)
+fn invalid_query(item: &str) -> RequestError {
+    RequestError::new(
+        ErrorCode::InvalidQueryString,
+        format!("Http request URL contains invalid querystring item \"{item}\"."),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
-// Response encoding
-
-/// Encodes a publish response (PROTOCOL §3.3): `Message` with `MessageId`, `MessageBodyMD5`
-/// and, for transactional messages, `ReceiptHandle`.
-///
-/// ```
-/// use mq_proto::{MessageId, client::PublishReceipt, server};
-/// let r = PublishReceipt {
-///     message_id: MessageId::new("1E05791C117818B4AAC23B1BB0CE0000")?,
-///     body_md5: "10395A1196110F8C03A53B916B206703".into(),
-///     receipt_handle: None,
-/// };
-/// assert_eq!(&server::encode_publish_response(&r)[..],
-///     br#"<?xml version="1.0" encoding="UTF-8"?><Message xmlns="http://mq.aliyuncs.com/doc/v1/"><MessageId>1E05791C117818B4AAC23B1BB0CE0000</MessageId><MessageBodyMD5>10395A1196110F8C03A53B916B206703</MessageBodyMD5></Message>"#);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn encode_publish_response(receipt: &PublishReceipt) -> Bytes {
-    let handle_len = receipt
-        .receipt_handle
-        .as_ref()
-        .map_or(0, |h| h.as_str().len() + 32);
-    let mut w = XmlWriter::with_capacity(
-        128 + NS_MESSAGE.len() + receipt.message_id.as_str().len() + 64 + handle_len,
-    );
-    w.open_root("Message", NS_MESSAGE);
-    w.text("MessageId", receipt.message_id.as_str());
-    w.text("MessageBodyMD5", &receipt.body_md5);
-    if let Some(h) = &receipt.receipt_handle {
-        w.text("ReceiptHandle", h.as_str());
-    }
-    w.close("Message");
-    w.finish()
-}
-
-/// Encodes a consume response (PROTOCOL §3.4): `Messages` with one `Message` per message,
-/// every field in the documented order, `MessageTag` only when the message has a tag and
-/// `Properties` only when there are some (with the trailing `|`).
-///
-/// Do not send an empty list with status 200 (SDKs break on it): answer 404
-/// `MessageNotExist` instead.
-pub fn encode_messages(messages: &[Message]) -> Bytes {
-    let capacity: usize = messages
-        .iter()
-        .map(|m| {
-            420 + m.message_id.as_str().len()
-                + m.receipt_handle.as_str().len()
-                + m.body_md5.len()
-                + xml::text_capacity(&m.body)
-                + m.tag.as_ref().map_or(0, |t| xml::text_capacity(t.as_str()))
-                + m.properties.encoded_len()
-        })
-        .sum();
-    let mut w = XmlWriter::with_capacity(64 + capacity);
-    w.open_root("Messages", NS_MESSAGE);
-    let mut props = String::new();
-    for m in messages {
-        w.open("Message");
-        w.text("MessageId", m.message_id.as_str());
-        w.text("ReceiptHandle", m.receipt_handle.as_str());
-        w.text("MessageBodyMD5", &m.body_md5);
-        w.text("MessageBody", &m.body);
-        w.number("PublishTime", m.publish_time);
-        w.number("NextConsumeTime", m.next_consume_time);
-        w.number("FirstConsumeTime", m.first_consume_time);
-        w.number("ConsumedTimes", u64::from(m.consumed_times));
-        if let Some(tag) = &m.tag {
-            w.text("MessageTag", tag.as_str());
-        }
-        if !m.properties.is_empty() {
-            props.clear();
-            m.properties.encode_into(&mut props);
-            w.text("Properties", &props);
-        }
-        w.close("Message");
-    }
-    w.close("Messages");
-    w.finish()
-}
-
-/// Encodes an error document (PROTOCOL §3.7): `Error` in `http://mq.aliyuncs.com/doc/v1`
-/// with `Code`, `Message`, `RequestId` and `HostId`, all four always present.
-///
-/// ```
-/// use mq_proto::{ErrorCode, server};
-/// let body = server::encode_error(&ErrorCode::MessageNotExist, "Message not exist.",
-///     "5DAEF2B9463541AD6E04490F", "http://127.0.0.1:8080");
-/// assert_eq!(&body[..], br#"<?xml version="1.0" encoding="UTF-8"?><Error xmlns="http://mq.aliyuncs.com/doc/v1"><Code>MessageNotExist</Code><Message>Message not exist.</Message><RequestId>5DAEF2B9463541AD6E04490F</RequestId><HostId>http://127.0.0.1:8080</HostId></Error>"#);
-/// ```
-pub fn encode_error(code: &ErrorCode, message: &str, request_id: &str, host_id: &str) -> Bytes {
-    let mut w = XmlWriter::with_capacity(
-        160 + code.as_str().len()
-            + xml::text_capacity(message)
-            + request_id.len()
-            + xml::text_capacity(host_id),
-    );
-    w.open_root("Error", NS_ERROR);
-    w.text("Code", code.as_str());
-    w.text("Message", message);
-    w.text("RequestId", request_id);
-    w.text("HostId", host_id);
-    w.close("Error");
-    w.finish()
-}
-
-/// Encodes a per-handle ack failure document (PROTOCOL §3.6): `Errors` in
-/// `http://mq.aliyuncs.com/doc/v1` with one `Error` (`ErrorCode`, `ErrorMessage`,
-/// `ReceiptHandle`) per failed handle. Send it with status 404.
-pub fn encode_errors(failures: &[HandleFailure]) -> Bytes {
-    let capacity: usize = failures
-        .iter()
-        .map(|f| {
-            120 + f.code.as_str().len()
-                + xml::text_capacity(&f.message)
-                + xml::text_capacity(&f.receipt_handle)
-        })
-        .sum();
-    let mut w = XmlWriter::with_capacity(64 + capacity);
-    w.open_root("Errors", NS_ERROR);
-    for f in failures {
-        w.open("Error");
-        w.text("ErrorCode", f.code.as_str());
-        w.text("ErrorMessage", &f.message);
-        w.text("ReceiptHandle", &f.receipt_handle);
-        w.close("Error");
-    }
-    w.close("Errors");
-    w.finish()
-}
+// Responses
 
 /// Wraps a body into a response with the protocol headers (PROTOCOL §5.2): `x-mq-request-id`
 /// (lower case), `x-mq-version: 2015-06-06`, `Content-Type: text/xml;charset=utf-8` when the
@@ -806,13 +501,13 @@ pub fn response(status: StatusCode, body: Bytes, request_id: &str) -> http::Resp
     resp
 }
 
-/// An error response: status from the code, `Error` body (see [`encode_error`]).
+/// An error response: status from the code, `Error` body (see [`error::encode_error`]).
 pub fn error_response(
     err: &RequestError,
     request_id: &str,
     host_id: &str,
 ) -> http::Response<Bytes> {
-    let body = encode_error(&err.code, &err.message, request_id, host_id);
+    let body = error::encode_error(&err.code, &err.message, request_id, host_id);
     response(err.status(), body, request_id)
 }
 

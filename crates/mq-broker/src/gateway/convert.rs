@@ -1,7 +1,7 @@
 //! Between the HTTP protocol's values and the gRPC v2 messages: messages both ways, times,
 //! and the engine's status codes as the protocol's errors.
 
-use mq_proto::server::RequestError;
+use mq_proto::wire::error::RequestError;
 use mq_proto::{
     ErrorCode, GroupId, InstanceId, Message, MessageId, Properties, ReceiptHandle, Tag,
     TopicMessage, TopicName,

@@ -40,7 +40,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mq_proto::server::RequestError;
+use mq_proto::wire::error::RequestError;
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
     MessageId, ReceiptHandle, TagFilter, TopicMessage, TopicName, WaitSeconds,

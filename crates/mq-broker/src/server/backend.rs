@@ -7,7 +7,7 @@
 use super::local::LocalBackend;
 use super::state::{PollSlot, Shared};
 use crate::core::{Call, Outcome, Stats};
-use mq_proto::server::RequestError;
+use mq_proto::wire::error::RequestError;
 use std::time::Instant;
 use tokio::sync::watch;
 

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use mq_proto::ErrorCode;
-use mq_proto::server::{
-    ParsedRequest, RequestError, encode_errors, encode_messages, encode_publish_response,
-    error_response, response,
-};
+use mq_proto::server::{ParsedRequest, error_response, response};
+use mq_proto::wire::error::{RequestError, encode_errors};
+use mq_proto::wire::publish::PublishReceipt;
+use mq_proto::wire::{consume, publish};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,23 +37,25 @@ pub(super) async fn dispatch(
     let waiting = Waiting::new(shared, Instant::now() + wait);
     match shared.backend.serve(call, waiting).await? {
         Outcome::Published(outcome) => {
-            let receipt = mq_proto::client::PublishReceipt {
+            let receipt = PublishReceipt {
                 message_id: outcome.message_id,
                 body_md5: outcome.body_md5,
                 receipt_handle: outcome.receipt_handle,
             };
             Ok(full(response(
                 StatusCode::CREATED,
-                encode_publish_response(&receipt),
+                publish::encode_response(&receipt),
                 rid,
             )))
         }
         Outcome::Delivered(found) if found.is_empty() => {
             Err(RequestError::from_code(ErrorCode::MessageNotExist))
         }
-        Outcome::Delivered(found) => {
-            Ok(full(response(StatusCode::OK, encode_messages(&found), rid)))
-        }
+        Outcome::Delivered(found) => Ok(full(response(
+            StatusCode::OK,
+            consume::encode_response(&found),
+            rid,
+        ))),
         Outcome::Settled(failures) if failures.is_empty() => {
             Ok(full(response(StatusCode::NO_CONTENT, Bytes::new(), rid)))
         }

@@ -7,7 +7,7 @@ use super::state::{Clock, TopicKey};
 use crate::core::{BrokerCore, Call, CoreError, Outcome, Stats};
 use crate::durable::{JournaledCore, StorageError};
 use mq_proto::ErrorCode;
-use mq_proto::server::RequestError;
+use mq_proto::wire::error::RequestError;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,212 @@
+//! The publish documents, both rooted at `Message` in `http://mq.aliyuncs.com/doc/v1/`: the
+//! request body (PROTOCOL §3.2: `MessageBody`, `MessageTag`, `Properties`) and the response
+//! body (§3.3: `MessageId`, `MessageBodyMD5`, `ReceiptHandle`), with [`PublishReceipt`].
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use crate::message::{MessageError, TopicMessage};
+use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
+use crate::types::{MessageId, ReceiptHandle};
+use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error};
+use crate::wire::{DecodeError, for_each_child, message_id, receipt_handle, rest_is_well_formed};
+use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
+
+/// The result of a successful publish (PROTOCOL §3.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// Id assigned to the message.
+    pub message_id: MessageId,
+    /// Upper-case hex MD5 of the body as computed by the server.
+    pub body_md5: String,
+    /// For transactional messages: the handle to commit or roll back with.
+    pub receipt_handle: Option<ReceiptHandle>,
+}
+
+/// Encodes a publish request body (PROTOCOL §3.2): `MessageBody`, then `MessageTag` and
+/// `Properties` when present.
+pub(crate) fn encode_request(message: &TopicMessage) -> Bytes {
+    let props = message.all_properties();
+    let tag_len = message.tag().map_or(0, |t| t.as_str().len() + 26);
+    let props_len = if props.is_empty() {
+        0
+    } else {
+        props.encoded_len() + 26
+    };
+    let mut w = XmlWriter::with_capacity(
+        80 + NS_MESSAGE.len() + xml::text_capacity(message.body()) + tag_len + props_len,
+    );
+    w.open_root("Message", NS_MESSAGE);
+    w.text("MessageBody", message.body());
+    if let Some(tag) = message.tag() {
+        w.text("MessageTag", tag.as_str());
+    }
+    if !props.is_empty() {
+        w.text("Properties", &props.encode());
+    }
+    w.close("Message");
+    w.finish()
+}
+
+/// Decodes a publish request body (PROTOCOL §3.2) into the message to store; the message is
+/// checked against the limits (§6.9).
+///
+/// # Errors
+///
+/// `MalformedXML` for a body that is not well-formed; `InvalidArgument` for another root, a
+/// repeated or missing `MessageBody`, or an invalid message (tag, properties, size).
+pub(crate) fn decode_request(body: &[u8]) -> Result<TopicMessage, RequestError> {
+    let mut r = XmlReader::new(body);
+    let root = r.root().map_err(|e| malformed_xml(&e))?;
+    if root != Elem::Message {
+        let found = format!("root element <{}> is not <Message>", r.root_name());
+        return Err(rest_is_well_formed(&mut r, schema_error("Message", found)));
+    }
+    let mut text: Option<Cow<'_, str>> = None;
+    let mut tag: Option<Cow<'_, str>> = None;
+    let mut props: Option<Cow<'_, str>> = None;
+    for_each_child(&mut r, |r, e| {
+        let slot = match e {
+            Elem::MessageBody => &mut text,
+            Elem::MessageTag => &mut tag,
+            Elem::Properties => &mut props,
+            _ => return r.skip().map_err(|e| malformed_xml(&e)),
+        };
+        if slot.is_some() {
+            return Err(schema_error(e.as_str(), "the element appears twice."));
+        }
+        *slot = Some(r.read_text().map_err(|e| malformed_xml(&e))?);
+        Ok(())
+    })?;
+
+    let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
+    // Not trimmed: spaces are legal at the edges of property keys and values.
+    let properties = match props.as_deref() {
+        None | Some("") => Properties::new(),
+        Some(p) => Properties::decode(p).map_err(|e| message_error(e.into()))?,
+    };
+    let tag = tag.as_deref().map(str::trim);
+    let message =
+        TopicMessage::from_xml_parts(text.into_owned(), tag, properties).map_err(message_error)?;
+    message.check_limits().map_err(message_error)?;
+    Ok(message)
+}
+
+/// Encodes a publish response (PROTOCOL §3.3): `Message` with `MessageId`, `MessageBodyMD5`
+/// and, for transactional messages, `ReceiptHandle`.
+///
+/// ```
+/// use mq_proto::MessageId;
+/// use mq_proto::wire::publish::{self, PublishReceipt};
+/// let r = PublishReceipt {
+///     message_id: MessageId::new("1E05791C117818B4AAC23B1BB0CE0000")?,
+///     body_md5: "10395A1196110F8C03A53B916B206703".into(),
+///     receipt_handle: None,
+/// };
+/// assert_eq!(&publish::encode_response(&r)[..],
+///     br#"<?xml version="1.0" encoding="UTF-8"?><Message xmlns="http://mq.aliyuncs.com/doc/v1/"><MessageId>1E05791C117818B4AAC23B1BB0CE0000</MessageId><MessageBodyMD5>10395A1196110F8C03A53B916B206703</MessageBodyMD5></Message>"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn encode_response(receipt: &PublishReceipt) -> Bytes {
+    let handle_len = receipt
+        .receipt_handle
+        .as_ref()
+        .map_or(0, |h| h.as_str().len() + 32);
+    let mut w = XmlWriter::with_capacity(
+        128 + NS_MESSAGE.len() + receipt.message_id.as_str().len() + 64 + handle_len,
+    );
+    w.open_root("Message", NS_MESSAGE);
+    w.text("MessageId", receipt.message_id.as_str());
+    w.text("MessageBodyMD5", &receipt.body_md5);
+    if let Some(h) = &receipt.receipt_handle {
+        w.text("ReceiptHandle", h.as_str());
+    }
+    w.close("Message");
+    w.finish()
+}
+
+/// Reads the children of a publish response's `Message` root (already entered) to the end of
+/// the document (PROTOCOL §3.3). `MessageId` and `MessageBodyMD5` are required; a blank
+/// `ReceiptHandle` is none.
+pub(crate) fn decode_response(r: &mut XmlReader<'_>) -> Result<PublishReceipt, DecodeError> {
+    let mut id = None;
+    let mut md5 = None;
+    let mut handle = None;
+    r.children(|r, e| {
+        let slot = match e {
+            Elem::MessageId => &mut id,
+            Elem::MessageBodyMd5 => &mut md5,
+            Elem::ReceiptHandle => &mut handle,
+            _ => return r.skip(),
+        };
+        *slot = Some(r.read_text()?);
+        Ok::<(), XmlError>(())
+    })
+    .and_then(|()| r.finish())
+    .map_err(DecodeError::from)?;
+
+    let message_id = message_id(id)?;
+    let body_md5 = md5
+        .ok_or(DecodeError::MissingElement("MessageBodyMD5"))?
+        .trim()
+        .to_owned();
+    let receipt_handle = match handle.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(h) => Some(receipt_handle(h)?),
+    };
+    Ok(PublishReceipt {
+        message_id,
+        body_md5,
+        receipt_handle,
+    })
+}
+
+/// The answer to a message the request body describes but the service refuses.
+fn message_error(e: MessageError) -> RequestError {
+    match e {
+        MessageError::EmptyBody => {
+            schema_error("MessageBody", "the message body must not be empty.")
+        }
+        MessageError::BodyTooLarge { max, .. } => invalid_argument(format!(
+            "The value of MessageBody should between 1 and {max} bytes."
+        )),
+        MessageError::Property(PropertyError::TooLarge { .. }) => invalid_argument(format!(
+            "The value of Properties should between 1 and {MAX_PROPERTIES_LEN} bytes."
+        )),
+        MessageError::Tag(v) if v.what == "tag" => schema_error("MessageTag", v),
+        MessageError::InvalidBodyChar { .. } => schema_error("MessageBody", e),
+        other => schema_error("Properties", other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Tag;
+
+    #[test]
+    fn request_roundtrip() {
+        let message = TopicMessage::new(" a < b & c ")
+            .unwrap()
+            .with_tag(Tag::new("TagA").unwrap())
+            .with_property("color", "red")
+            .unwrap();
+        assert_eq!(decode_request(&encode_request(&message)), Ok(message));
+    }
+
+    #[test]
+    fn response_roundtrip() {
+        for handle in [None, Some(ReceiptHandle::new("1E05-MTcw").unwrap())] {
+            let receipt = PublishReceipt {
+                message_id: MessageId::new("1E05791C117818B4AAC23B1BB0CE0000").unwrap(),
+                body_md5: "10395A1196110F8C03A53B916B206703".into(),
+                receipt_handle: handle,
+            };
+            let body = encode_response(&receipt);
+            let mut r = XmlReader::new(&body);
+            assert_eq!(r.root(), Ok(Elem::Message));
+            assert_eq!(decode_response(&mut r), Ok(receipt));
+        }
+    }
+}
