@@ -671,6 +671,13 @@ async fn transaction_checks(engine: &RocketMqEngine) {
                         .await
                         .expect_err("a publish handle after the immunity");
                     assert_eq!(err.failures()[0].code, ErrorCode::MessageNotExist);
+                    // Used for something else (an ack), the expired handle is judged by
+                    // what it is, not by its age.
+                    let err = consumer
+                        .ack([&publish_handles["commit"]])
+                        .await
+                        .expect_err("a publish handle is no delivery");
+                    assert_eq!(err.failures()[0].code, ErrorCode::ReceiptHandleError);
                     tx.commit(&m.receipt_handle).await.expect("commit");
                 }
                 "rollback" => tx.rollback(&m.receipt_handle).await.expect("rollback"),

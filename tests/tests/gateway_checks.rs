@@ -290,7 +290,8 @@ fn half_message_polls_get_the_engines_checks() {
             .serve_with_incoming(incoming),
     );
     let mut rocketmq: RocketMqConfig = format!("rocketmq://{engine_addr}").parse().expect("url");
-    rocketmq.handle_key = Some(HandleKey::from_bytes(vec![3; 32]).expect("key"));
+    rocketmq.handle_key =
+        Some(HandleKey::from_bytes(b"gateway-checks-handle-key-32-byt".to_vec()).expect("key"));
     let mut config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         credentials: vec![Credential::new(TEST_AK, TEST_SK)],

@@ -58,7 +58,7 @@ fn note_error(ledger: &Mutex<Ledger>, e: &Error) {
 fn broker_killed_under_load() {
     let mut engine = RocketMqEngine::start().unwrap_or_else(|e| panic!("{e}"));
     let t = unique("gw_kill");
-    let mut backend = engine.gateway_backend(&[9; 32]);
+    let mut backend = engine.gateway_backend(b"gateway-kill-handle-key-32-bytes");
     if let BackendConfig::RocketMq(r) = &mut backend {
         r.call_timeout = Duration::from_secs(3);
     }

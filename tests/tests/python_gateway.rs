@@ -75,7 +75,7 @@ fn official_python_sdk_scenarios_through_the_gateway() {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         credentials: vec![Credential::new(AK, SK), scoped],
         topics: TOPICS.iter().map(|t| topic_of(t)).collect(),
-        backend: engine.gateway_backend(&[7; 32]),
+        backend: engine.gateway_backend(b"gateway-test-handle-key-32-bytes"),
         ..ServerConfig::default()
     };
     config.core.invisibility_ms = 2_000;

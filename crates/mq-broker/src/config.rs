@@ -357,6 +357,9 @@ pub enum BackendConfig {
 /// assert_eq!(c.proxy, "127.0.0.1:8081");
 /// assert_eq!(c.admin, vec!["127.0.0.1:10911".to_owned()]);
 /// assert!("http://127.0.0.1:8081".parse::<RocketMqConfig>().is_err());
+/// // HOST:PORT only: no path, no user info.
+/// assert!("rocketmq://a/b:1".parse::<RocketMqConfig>().is_err());
+/// assert!("rocketmq://user@10.0.0.5:8081".parse::<RocketMqConfig>().is_err());
 /// # Ok::<(), String>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -439,9 +442,12 @@ impl std::str::FromStr for RocketMqConfig {
             None => (rest, None),
         };
         let authority = authority.trim_end_matches('/');
+        // HOST:PORT and nothing else: no path, no user info, no fragment.
         let valid_addr = |a: &str| {
             a.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                !host.is_empty()
+                    && !host.contains(['/', '@', '#', '?', ' '])
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
             })
         };
         if !valid_addr(authority) {
@@ -499,6 +505,7 @@ impl std::str::FromStr for RocketMqConfig {
 /// assert_eq!(key.bytes().len(), 32);
 /// assert_eq!(format!("{key:?}"), "HandleKey(<redacted>)");
 /// assert!("too-short".parse::<HandleKey>().is_err());
+/// assert!("00000000000000000000000000000000".parse::<HandleKey>().is_err());
 /// # Ok::<(), String>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -576,7 +583,8 @@ impl HandleKey {
     ///
     /// # Errors
     ///
-    /// Fewer than [`MIN_LEN`](Self::MIN_LEN) bytes.
+    /// Fewer than [`MIN_LEN`](Self::MIN_LEN) bytes, or one byte repeated (a placeholder
+    /// such as all zeros).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, String> {
         if bytes.len() < Self::MIN_LEN {
             return Err(format!(
@@ -584,6 +592,10 @@ impl HandleKey {
                 Self::MIN_LEN,
                 bytes.len()
             ));
+        }
+        // A key of one repeated byte (all zeros, say) is a placeholder, not a secret.
+        if bytes.iter().all(|b| *b == bytes[0]) {
+            return Err("a handle key of one repeated byte is not a secret; generate one (e.g. `openssl rand -hex 32`)".to_owned());
         }
         Ok(Self(bytes))
     }

@@ -152,8 +152,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A key of 32 distinct bytes starting at `byte`.
     fn key(byte: u8) -> HandleKey {
-        HandleKey::from_bytes(vec![byte; 32]).unwrap()
+        HandleKey::from_bytes((0..32).map(|i| byte.wrapping_add(i)).collect()).unwrap()
     }
 
     fn sample() -> Handle {

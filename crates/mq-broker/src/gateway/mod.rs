@@ -1190,17 +1190,24 @@ impl Gateway {
         let now = self.clock.now_ms();
         for text in texts {
             match Handle::open(text, &self.key) {
-                // Past its validity (a publish handle after the check immunity): gone.
-                Some(h) if h.valid_until_ms != 0 && now > h.valid_until_ms => failures.push(
-                    HandleFailure::new(text.as_str(), ErrorCode::MessageNotExist),
-                ),
+                // Not this call's (another kind, instance, topic or group) before anything
+                // else: a handle is judged by what it is for, then by its age.
                 Some(h)
                     if h.kind == want
                         && h.instance == target.namespace()
                         && h.topic == target.topic.as_str()
                         && (h.kind == Kind::Transaction || h.owner == group_name) =>
                 {
-                    valid.push((text, h));
+                    // Past its validity (a delivery after its NextConsumeTime, a publish
+                    // handle after the check immunity): gone.
+                    if h.valid_until_ms != 0 && now > h.valid_until_ms {
+                        failures.push(HandleFailure::new(
+                            text.as_str(),
+                            ErrorCode::MessageNotExist,
+                        ));
+                    } else {
+                        valid.push((text, h));
+                    }
                 }
                 _ => failures.push(HandleFailure::new(
                     text.as_str(),
