@@ -156,10 +156,7 @@ fn run() -> Result<()> {
     let engine = RocketMqEngine::start().map_err(|e| format!("starting the engine: {e}"))?;
     // Topics of one queue: the direct client polls one queue, as a minimal v2 client does,
     // so both paths see the same messages in the same place.
-    let mut backend = engine.gateway_backend(b"gateway-test-handle-key-32-bytes");
-    if let mq_broker::config::BackendConfig::RocketMq(rocketmq) = &mut backend {
-        rocketmq.queues = 1;
-    }
+    let backend = engine.gateway_backend_with_queues(b"gateway-test-handle-key-32-bytes", 1);
     let mut config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         credentials: vec![Credential::new(TEST_AK, TEST_SK)],

@@ -186,8 +186,17 @@ impl RocketMqEngine {
     /// call, so a poll of one queue sees the whole topic; `queues` in `tests/gateway.rs`
     /// runs topics of 8), and the receipt-handle key `key` (at least 16 bytes).
     pub fn gateway_backend(&self, key: &[u8]) -> mq_broker::config::BackendConfig {
+        self.gateway_backend_with_queues(key, 1)
+    }
+
+    /// [`gateway_backend`](Self::gateway_backend) creating topics of `queues` queues.
+    pub fn gateway_backend_with_queues(
+        &self,
+        key: &[u8],
+        queues: u16,
+    ) -> mq_broker::config::BackendConfig {
         let mut rocketmq: mq_broker::config::RocketMqConfig = format!(
-            "rocketmq://{}?admin={}&queues=1",
+            "rocketmq://{}?admin={}&queues={queues}",
             self.proxy_endpoint(),
             self.broker_addr()
         )

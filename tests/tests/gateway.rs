@@ -30,6 +30,16 @@ const KEY: &str = "6d712d676174657761792d746573742d6b65792d33322d62797465732d303
 
 /// A gateway onto `engine`: the test credential, invisibility 2 s, the shared test key.
 fn gateway(engine: &RocketMqEngine, key: &str, topics: &[&str]) -> TestBroker {
+    gateway_with_queues(engine, key, topics, 1)
+}
+
+/// [`gateway`] creating topics of `queues` queues.
+fn gateway_with_queues(
+    engine: &RocketMqEngine,
+    key: &str,
+    topics: &[&str],
+    queues: u16,
+) -> TestBroker {
     let key = key.parse::<HandleKey>().expect("key");
     let mut config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -38,7 +48,7 @@ fn gateway(engine: &RocketMqEngine, key: &str, topics: &[&str]) -> TestBroker {
             .iter()
             .map(|t| (None, TopicName::new(*t).expect("topic")))
             .collect(),
-        backend: engine.gateway_backend(key.bytes()),
+        backend: engine.gateway_backend_with_queues(key.bytes(), queues),
         ..ServerConfig::default()
     };
     config.core.invisibility_ms = 2_000;
@@ -359,19 +369,7 @@ async fn declared_topics(engine: &RocketMqEngine) {
     // it again would change its queues, stranding messages in the dropped ones).
     let before = read_queues(engine, &declared);
     assert_eq!(before, 1, "the harness's topics have one queue");
-    let key = KEY.parse::<HandleKey>().expect("key");
-    let mq_broker::config::BackendConfig::RocketMq(mut other) = engine.gateway_backend(key.bytes())
-    else {
-        panic!("a RocketMQ backend");
-    };
-    other.queues = 16;
-    let _gw_b = TestBroker::start_with(ServerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        credentials: vec![Credential::new(TEST_AK, TEST_SK)],
-        topics: vec![(None, TopicName::new(declared.as_str()).expect("topic"))],
-        backend: mq_broker::config::BackendConfig::RocketMq(other),
-        ..ServerConfig::default()
-    });
+    let _gw_b = gateway_with_queues(engine, KEY, &[declared.as_str()], 16);
     assert_eq!(
         read_queues(engine, &declared),
         before,
@@ -528,18 +526,7 @@ async fn orderly(engine: &RocketMqEngine) {
 /// between two topics drains both, and a message of the protocol's largest body (4 MB) is
 /// delivered.
 async fn queues(engine: &RocketMqEngine) {
-    let key = KEY.parse::<HandleKey>().expect("key");
-    let mq_broker::config::BackendConfig::RocketMq(mut eight) = engine.gateway_backend(key.bytes())
-    else {
-        panic!("a RocketMQ backend");
-    };
-    eight.queues = 8;
-    let gw = TestBroker::start_with(ServerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        credentials: vec![Credential::new(TEST_AK, TEST_SK)],
-        backend: mq_broker::config::BackendConfig::RocketMq(eight),
-        ..ServerConfig::default()
-    });
+    let gw = gateway_with_queues(engine, KEY, &[], 8);
     let client = client(&gw);
     let (t, g) = (topic("gw_queues"), group("GID_queues"));
     let consumer = client.consumer(t.clone(), g.clone());
