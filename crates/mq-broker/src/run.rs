@@ -36,6 +36,7 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
     let topics = config.topics.len();
     let data_dir = config.data_dir.clone();
     let test_clock = config.test_clock;
+    let faults = config.faults;
     let cluster = match &config.backend {
         crate::config::BackendConfig::RocketMq(r) => Some((r.proxy.clone(), !r.admin.is_empty())),
         crate::config::BackendConfig::BuiltIn => None,
@@ -90,6 +91,9 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
                     }
                     None => writeln!(out, "state: in memory (--data-dir DIR keeps it)"),
                 };
+                if faults {
+                    let _ = writeln!(out, "fault injection: on (POST /admin/faults)");
+                }
                 if test_clock {
                     let _ = writeln!(
                         out,

@@ -146,6 +146,9 @@ async fn bearer_token_and_admin_off() {
     let ok = raw_get(broker.local_addr(), Some(&format!("Bearer {token}"))).await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains("\"now_ms\""), "{ok}");
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let lower = raw_get(broker.local_addr(), Some(&format!("bearer {token}"))).await;
+    assert!(lower.starts_with("HTTP/1.1 200"), "{lower}");
     let wrong = raw_get(
         broker.local_addr(),
         Some("Bearer not-the-token-of-this-broker"),
@@ -274,6 +277,28 @@ async fn test_clock_drives_delays_and_transaction_checks() {
         .expect("pop");
     assert_eq!(checks.len(), 1, "{checks:?}");
     assert_eq!(checks[0].body, "undecided");
+    // Far beyond the 15-minute Date window: clients sign with their own clocks, which the
+    // test clock does not move, so signed calls keep working.
+    let (status, clock) = c
+        .admin(Method::POST, "/admin/clock?advance_ms=7200000", None)
+        .await
+        .expect("advance two hours");
+    assert_eq!(status, 200, "{clock}");
+    c.publish(&t, &TopicMessage::new("later still").expect("message"))
+        .await
+        .expect("io")
+        .expect("a signed publish after a two-hour move");
+    assert_eq!(
+        refusal(
+            &mut c,
+            Method::POST,
+            "/admin/clock?advance_ms=999999999999999",
+            None
+        )
+        .await,
+        (400, "InvalidArgument".to_owned()),
+        "beyond 400 days in one move"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -308,6 +333,17 @@ async fn peek_is_non_destructive() {
         assert_eq!(ready["messages"][0]["consumed_times"], 0);
         assert_eq!(ready["messages"][0]["state"], "ready");
     }
+    // A percent-encoded topic name in the path is decoded.
+    let (status, encoded) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Pe%65ked/messages?state=ready&group=GID_peek",
+            None,
+        )
+        .await
+        .expect("peek");
+    assert_eq!(status, 200, "{encoded}");
+    assert_eq!(names(&encoded).len(), 3);
     let (_, limited) = c
         .admin(Method::GET, &format!("{}&limit=1", peek("ready")), None)
         .await
@@ -478,6 +514,7 @@ async fn faults_fail_calls_as_the_service_can() {
         "/admin/faults?operation=publish",
         "/admin/faults?operation=publish&error=Throttling&probability=2",
         "/admin/faults?operation=publish&error=Throttling&reset=true",
+        "/admin/faults?operation=publish&error=Throttling&count=0",
     ] {
         assert_eq!(
             refusal(&mut c, Method::POST, target, None).await,
@@ -485,6 +522,11 @@ async fn faults_fail_calls_as_the_service_can() {
             "{target}"
         );
     }
+    assert_eq!(
+        refusal(&mut c, Method::DELETE, "/admin/faults?id=0", None).await,
+        (400, "InvalidArgument".to_owned()),
+        "DELETE removes all rules and takes no parameters"
+    );
     broker.shutdown().await;
 
     let broker = start(false).await;

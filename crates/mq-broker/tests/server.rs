@@ -991,6 +991,11 @@ async fn stats_and_health() {
         .roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    // A probe's query string does not matter.
+    let probed = c
+        .roundtrip(b"GET /health?from=lb HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert_eq!((probed.status, probed.text().as_str()), (200, "ok\n"));
     broker.shutdown().await;
 }
 

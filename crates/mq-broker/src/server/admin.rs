@@ -23,6 +23,7 @@
 use super::admission::plain;
 use super::backend::Waiting;
 use super::faults::{FaultAction, FaultRule};
+use super::state::MAX_ADVANCE_MS;
 use super::state::Shared;
 use crate::core::{Call, Lookup, Outcome, PeekState};
 use bytes::Bytes;
@@ -123,7 +124,9 @@ async fn route(
     };
     let bearer = headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        .map(http::HeaderValue::as_bytes)
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| &v[7..]);
     if let Some(given) = bearer {
         if !bool::from(given.ct_eq(token.as_str().as_bytes())) {
             return Err(AdminError::new(
@@ -133,7 +136,7 @@ async fn route(
             ));
         }
     } else {
-        let key_id = authenticate(method, target, headers, shared.clock.now(), |id| {
+        let key_id = authenticate(method, target, headers, shared.clock.signing_now(), |id| {
             shared
                 .credentials
                 .get(id)
@@ -155,14 +158,31 @@ async fn route(
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let params = Params::parse(query)?;
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Path segments percent-decoded, as query values are (a topic name has no `/`).
+    let decoded: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| AdminError::invalid(format!("path segment {s:?} is not UTF-8")))
+        })
+        .collect::<Result<_, _>>()?;
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["admin", "clock"]) => Ok(clock(shared)),
         (&Method::POST, ["admin", "clock"]) => {
             let ms: u64 = params
                 .required("advance_ms")?
                 .parse()
-                .map_err(|_| AdminError::invalid("advance_ms must be a whole number of ms"))?;
+                .ok()
+                .filter(|ms| *ms <= MAX_ADVANCE_MS)
+                .ok_or_else(|| {
+                    AdminError::invalid(format!(
+                        "advance_ms must be a whole number of ms, at most {MAX_ADVANCE_MS} (400 days)"
+                    ))
+                })?;
             if !shared.clock.advance(ms) {
                 return Err(AdminError::not_supported(
                     "the clock moves only on a broker started with --test-clock",
@@ -196,6 +216,9 @@ async fn route(
             }
             Ok(faults(shared))
         }
+        (&Method::DELETE, ["admin", "faults"]) if !params.0.is_empty() => Err(AdminError::invalid(
+            "DELETE /admin/faults removes every rule and takes no parameters",
+        )),
         (&Method::DELETE, ["admin", "faults"]) => {
             shared.faults.clear();
             Ok(faults(shared))
@@ -284,7 +307,10 @@ fn fault_rule(params: &Params) -> Result<FaultRule, AdminError> {
         action,
         probability,
         latency_ms,
-        remaining: number("count")?,
+        remaining: match number("count")? {
+            Some(0) => return Err(AdminError::invalid("count must be at least 1")),
+            count => count,
+        },
         hits: 0,
     })
 }

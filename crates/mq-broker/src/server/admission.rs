@@ -109,7 +109,9 @@ pub(super) async fn handle(
         .unwrap_or_else(|| req.uri().path().to_owned());
     // What the request was, for `mq_requests_total` (set by `serve_api` once parsed).
     let mut operation = "refused";
-    let resp = match (&method, target.as_str()) {
+    // The unsigned endpoints answer whatever their query (load balancers' probes add one).
+    let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+    let resp = match (&method, path) {
         (&Method::GET, "/health") => {
             operation = "health";
             plain(
@@ -141,7 +143,7 @@ pub(super) async fn handle(
                 ),
             }
         }
-        (_, t) if t == "/admin" || t.starts_with("/admin/") || t.starts_with("/admin?") => {
+        (_, p) if p == "/admin" || p.starts_with("/admin/") => {
             operation = "admin";
             admin::handle(&shared, &rid, &method, &target, req.headers()).await
         }
@@ -258,12 +260,18 @@ async fn serve_api(
     // Authenticate and check the declared length before reading the body: the signature
     // does not cover it, and a client sending `Expect: 100-continue` only sends it (after
     // hyper's `100 Continue`) once we start reading.
-    let key_id = match authenticate(method, target, &parts.headers, shared.clock.now(), |id| {
-        shared
-            .credentials
-            .get(id)
-            .map(|c| c.access_key_secret.clone())
-    }) {
+    let key_id = match authenticate(
+        method,
+        target,
+        &parts.headers,
+        shared.clock.signing_now(),
+        |id| {
+            shared
+                .credentials
+                .get(id)
+                .map(|c| c.access_key_secret.clone())
+        },
+    ) {
         Ok(id) => id,
         Err(error) => {
             // Keep the connection usable: clients (the Python SDK writes headers and body

@@ -42,14 +42,22 @@ pub(super) fn scheme(tls: bool) -> &'static str {
 /// (`POST /admin/clock`). Clones share the shift.
 #[derive(Clone, Debug)]
 pub(crate) struct Clock {
-    offset_ms: Arc<AtomicI64>,
+    /// The configured shift from the system clock (`clock_offset_ms`), ms.
+    skew_ms: i64,
+    /// How far a test clock has been moved forward (`POST /admin/clock`), ms.
+    advanced_ms: Arc<AtomicI64>,
     test_clock: bool,
 }
 
+/// The longest single move of a test clock: 400 days (the protocol's longest delay is 40
+/// days; its check horizon and retention are shorter).
+pub(crate) const MAX_ADVANCE_MS: u64 = 400 * 24 * 3600 * 1000;
+
 impl Clock {
-    pub(crate) fn new(offset_ms: i64, test_clock: bool) -> Self {
+    pub(crate) fn new(skew_ms: i64, test_clock: bool) -> Self {
         Self {
-            offset_ms: Arc::new(AtomicI64::new(offset_ms)),
+            skew_ms,
+            advanced_ms: Arc::new(AtomicI64::new(0)),
             test_clock,
         }
     }
@@ -59,18 +67,19 @@ impl Clock {
         self.test_clock
     }
 
-    /// The current shift from the system clock, ms.
+    /// The current shift from the system clock (configured skew plus test-clock moves), ms.
     pub(crate) fn offset_ms(&self) -> i64 {
-        self.offset_ms.load(Ordering::Acquire)
+        self.skew_ms
+            .saturating_add(self.advanced_ms.load(Ordering::Acquire))
     }
 
-    /// Moves a test clock forward by `ms`; `false` (and no change) for a clock that is not
-    /// a test clock.
+    /// Moves a test clock forward by `ms` (at most [`MAX_ADVANCE_MS`]; the caller checks);
+    /// `false` (and no change) for a clock that is not a test clock.
     pub(crate) fn advance(&self, ms: u64) -> bool {
         if self.test_clock {
-            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            let ms = i64::try_from(ms.min(MAX_ADVANCE_MS)).unwrap_or(0);
             let _ = self
-                .offset_ms
+                .advanced_ms
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
                     Some(o.saturating_add(ms))
                 });
@@ -78,16 +87,16 @@ impl Clock {
         self.test_clock
     }
 
+    /// The broker's time: what messages, `NextConsumeTime` and the `Date` header follow.
     pub(crate) fn now(&self) -> SystemTime {
-        let system = SystemTime::now();
-        let offset_ms = self.offset_ms();
-        let shift = Duration::from_millis(offset_ms.unsigned_abs());
-        let shifted = if offset_ms >= 0 {
-            system.checked_add(shift)
-        } else {
-            system.checked_sub(shift)
-        };
-        shifted.unwrap_or(system)
+        shifted(self.offset_ms())
+    }
+
+    /// The time signed requests are checked against (PROTOCOL §2.5, the 15-minute `Date`
+    /// window): the system clock with the configured skew, without test-clock moves —
+    /// clients sign with their own clocks, which a test clock does not move.
+    pub(crate) fn signing_now(&self) -> SystemTime {
+        shifted(self.skew_ms)
     }
 
     /// Milliseconds since the Unix epoch, as the core takes them.
@@ -97,6 +106,18 @@ impl Clock {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0)
     }
+}
+
+/// The system clock shifted by `offset_ms`.
+fn shifted(offset_ms: i64) -> SystemTime {
+    let system = SystemTime::now();
+    let shift = Duration::from_millis(offset_ms.unsigned_abs());
+    let shifted = if offset_ms >= 0 {
+        system.checked_add(shift)
+    } else {
+        system.checked_sub(shift)
+    };
+    shifted.unwrap_or(system)
 }
 
 impl Shared {
