@@ -156,7 +156,10 @@ fn ci() -> Result {
     run(
         "test",
         cargo_with_raised_nofile()
-            .args(["test", "--workspace", "--all-targets"])
+            // Every failing test binary reported in one run; panic messages, not backtraces,
+            // at the end of the log.
+            .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+            .env("RUST_BACKTRACE", "0")
             .env("MQ_INTEROP_PYTHON", &python)
             .env("MQ_REQUIRE_INTEROP", "1")
             .env(engine::BIN_ENV, &engine_bin),
