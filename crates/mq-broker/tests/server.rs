@@ -325,15 +325,18 @@ impl Api {
     }
 
     fn consume(&self, topic: &str, group: &str, batch: u8, wait: u8) -> Vec<u8> {
-        wire(&client::consume_request(
-            &self.ctx(),
-            &TopicName::new(topic).expect("topic"),
-            &GroupId::new(group).expect("group"),
-            ConsumeKind::Normal,
-            BatchSize::new(batch).expect("batch"),
-            WaitSeconds::new(wait).expect("wait"),
-            &TagFilter::All,
-        ))
+        wire(
+            &client::consume_request(
+                &self.ctx(),
+                &TopicName::new(topic).expect("topic"),
+                &GroupId::new(group).expect("group"),
+                ConsumeKind::Normal,
+                BatchSize::new(batch).expect("batch"),
+                WaitSeconds::new(wait).expect("wait"),
+                &TagFilter::All,
+            )
+            .expect("consume request"),
+        )
     }
 
     fn ack(&self, topic: &str, group: &str, handles: &[&str]) -> Vec<u8> {
@@ -624,6 +627,62 @@ async fn request_errors_keep_the_connection_and_the_broker_serving() {
             "InvalidDigest",
         ),
     ];
+    // PROTOCOL §6.9: group id + topic + instance id longer than 119 characters together is
+    // `NotSupport` (consume and ack alike; 119 exactly is served); a delivery time more than
+    // 40 days ahead and a delayed body over 64 KB are refused.
+    let (group, topic) = ("G".repeat(64), "T".repeat(56));
+    let long_consume = format!("/topics/{topic}/messages?consumer={group}&numOfMessages=1");
+    let long_ack = format!("/topics/{topic}/messages?consumer={group}");
+    let handle = b"<ReceiptHandles><ReceiptHandle>h</ReceiptHandle></ReceiptHandles>";
+    let far_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        + u128::from(mq_proto::MAX_SCHEDULE_AHEAD_MS)
+        + 60_000;
+    let far = format!(
+        "<Message><MessageBody>far</MessageBody><Properties>__STARTDELIVERTIME:{far_ms}|</Properties></Message>"
+    );
+    let big_delayed = format!(
+        "<Message><MessageBody>{}</MessageBody><Properties>__STARTDELIVERTIME:1|</Properties></Message>",
+        "x".repeat(mq_proto::MAX_SPECIAL_BODY_LEN + 1)
+    );
+    let cases = cases.into_iter().chain([
+        (signed(Method::GET, &long_consume, b""), 400, "NotSupport"),
+        (
+            signed(Method::GET, &format!("{long_consume}&trans=order"), b""),
+            400,
+            "NotSupport",
+        ),
+        (signed(Method::DELETE, &long_ack, handle), 400, "NotSupport"),
+        (
+            signed(Method::DELETE, &format!("{long_ack}&trans=commit"), handle),
+            400,
+            "NotSupport",
+        ),
+        (
+            signed(
+                Method::GET,
+                &format!(
+                    "/topics/{}/messages?consumer={group}&numOfMessages=1",
+                    &topic[1..]
+                ),
+                b"",
+            ),
+            404,
+            "MessageNotExist",
+        ),
+        (
+            signed(Method::POST, publish, far.as_bytes()),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(Method::POST, publish, big_delayed.as_bytes()),
+            400,
+            "InvalidArgument",
+        ),
+    ]);
     for (request, status, code) in cases {
         let resp = c.roundtrip(&request).await;
         assert_eq!(

@@ -223,7 +223,7 @@ impl<H: Handler> Driver<H> {
                             &|ctx| {
                                 Ok(consume_request(
                                     ctx, topic, group, kind, batch, wait, filter,
-                                ))
+                                )?)
                             },
                             decode_received,
                         )
@@ -236,10 +236,7 @@ impl<H: Handler> Driver<H> {
                             settle_operation(kind),
                             topic,
                             client.timeouts().request,
-                            &|ctx| {
-                                ack_request(ctx, topic, group, kind, &handles)
-                                    .map_err(|e| Error::InvalidInput(e.into()))
-                            },
+                            &|ctx| Ok(ack_request(ctx, topic, group, kind, &handles)?),
                             decode_ack_response,
                         )
                         .await;

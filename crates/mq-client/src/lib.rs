@@ -60,7 +60,7 @@ pub use mq_proto::client::PublishReceipt;
 pub use mq_proto::machine::{CheckerConfig, ConsumerConfig, Decision, RetryConfig};
 pub use mq_proto::sign::Credentials;
 pub use mq_proto::{
-    BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message, MessageId,
-    Properties, ReceiptHandle, Tag, TagFilter, TopicMessage, TopicName, TransCheckImmunity,
-    WaitSeconds,
+    BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message, MessageError,
+    MessageId, Properties, ReceiptHandle, Tag, TagFilter, TopicMessage, TopicName,
+    TransCheckImmunity, WaitSeconds,
 };

@@ -12,6 +12,8 @@ use md5::{Digest, Md5};
 pub const MAX_BODY_LEN: usize = 4 * 1024 * 1024;
 /// Largest body of a transactional, scheduled or delayed message (PROTOCOL §6.9: 64 KB).
 pub const MAX_SPECIAL_BODY_LEN: usize = 64 * 1024;
+/// How far ahead `__STARTDELIVERTIME` may be, in milliseconds (PROTOCOL §6.7, §6.9: 40 days).
+pub const MAX_SCHEDULE_AHEAD_MS: u64 = 40 * 24 * 60 * 60 * 1000;
 
 /// A [`TopicMessage`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +45,19 @@ pub enum MessageError {
     /// A tag was invalid.
     #[error(transparent)]
     Tag(#[from] crate::types::InvalidValue),
+    /// `__STARTDELIVERTIME` is more than [`MAX_SCHEDULE_AHEAD_MS`] after the time it was
+    /// checked against (PROTOCOL §6.7: the service refuses it).
+    #[error(
+        "delivery time {at_ms} is more than 40 days ({max_ahead_ms} ms) after {now_ms} (epoch ms)"
+    )]
+    ScheduledTooFar {
+        /// The requested delivery time, epoch milliseconds.
+        at_ms: u64,
+        /// The time it was checked against, epoch milliseconds.
+        now_ms: u64,
+        /// The allowed distance, [`MAX_SCHEDULE_AHEAD_MS`].
+        max_ahead_ms: u64,
+    },
 }
 
 /// Upper-case hexadecimal MD5 of the body's UTF-8 bytes (PROTOCOL §3.8).
@@ -314,6 +329,36 @@ impl TopicMessage {
             return Err(PropertyError::TooLarge { len }.into());
         }
         Ok(())
+    }
+
+    /// Checks that a delivery time, if any, is at most [`MAX_SCHEDULE_AHEAD_MS`] (40 days)
+    /// after `now_ms` (epoch milliseconds; PROTOCOL §6.7). A time in the past is fine: the
+    /// message is delivered at once.
+    ///
+    /// ```
+    /// use mq_proto::{MAX_SCHEDULE_AHEAD_MS, TopicMessage};
+    /// let now = 1_700_000_000_000;
+    /// let ok = TopicMessage::new("hi")?.with_start_deliver_time(now + MAX_SCHEDULE_AHEAD_MS);
+    /// assert!(ok.check_schedule(now).is_ok());
+    /// let far = TopicMessage::new("hi")?.with_start_deliver_time(now + MAX_SCHEDULE_AHEAD_MS + 1);
+    /// assert!(far.check_schedule(now).is_err());
+    /// # Ok::<(), mq_proto::MessageError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::ScheduledTooFar`] for a delivery time further ahead.
+    pub fn check_schedule(&self, now_ms: u64) -> Result<(), MessageError> {
+        match self.start_deliver_time {
+            Some(at_ms) if at_ms > now_ms.saturating_add(MAX_SCHEDULE_AHEAD_MS) => {
+                Err(MessageError::ScheduledTooFar {
+                    at_ms,
+                    now_ms,
+                    max_ahead_ms: MAX_SCHEDULE_AHEAD_MS,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Custom and system properties together, as they go on the wire.

@@ -367,15 +367,18 @@ impl Api {
     }
 
     pub fn consume(&self, topic: &str, group: &str, batch: u8, wait: u8) -> Vec<u8> {
-        wire(&client::consume_request(
-            &self.ctx(),
-            &TopicName::new(topic).expect("topic"),
-            &GroupId::new(group).expect("group"),
-            ConsumeKind::Normal,
-            BatchSize::new(batch).expect("batch"),
-            WaitSeconds::new(wait).expect("wait"),
-            &TagFilter::All,
-        ))
+        wire(
+            &client::consume_request(
+                &self.ctx(),
+                &TopicName::new(topic).expect("topic"),
+                &GroupId::new(group).expect("group"),
+                ConsumeKind::Normal,
+                BatchSize::new(batch).expect("batch"),
+                WaitSeconds::new(wait).expect("wait"),
+                &TagFilter::All,
+            )
+            .expect("consume request"),
+        )
     }
 
     pub fn ack(&self, topic: &str, group: &str, handles: &[&str]) -> Vec<u8> {
