@@ -38,6 +38,9 @@ struct Ledger {
     unanswered: usize,
     /// The text of the last refusal.
     last_message: String,
+    /// 5xx refusals whose message is not their code's standard one (it would carry the
+    /// gateway's internals: engine addresses, gRPC statuses).
+    detailed_faults: Vec<String>,
     /// Consume calls answered, and the messages they brought.
     polls: usize,
     polled_messages: usize,
@@ -49,6 +52,9 @@ fn note_error(ledger: &Mutex<Ledger>, e: &Error) {
         Error::Service(s) => {
             l.refusals.push((s.status, s.code.as_str().to_owned()));
             l.last_message = s.message.clone();
+            if s.status >= 500 && s.message != s.code.default_message() {
+                l.detailed_faults.push(s.message.clone());
+            }
         }
         _ => l.unanswered += 1,
     }
@@ -266,6 +272,11 @@ fn broker_killed_under_load() {
         "the outage was noticed"
     );
     let kinds: BTreeSet<&(u16, String)> = l.refusals.iter().collect();
+    assert!(
+        l.detailed_faults.is_empty(),
+        "5xx answers say only the standard message: {:?}",
+        l.detailed_faults
+    );
     assert!(
         l.refusals.iter().all(|(s, _)| *s >= 500),
         "only retryable (5xx) refusals: {kinds:?}"
