@@ -195,6 +195,7 @@ fn broker_killed_under_load() {
         .stored
         .len();
     assert!(before_kill > 0, "publishes succeed before the kill");
+    assert_eq!(gateway.get("/ready"), (200, "ready\n".to_owned()));
     // The whole engine dies: the broker (where messages live) and its proxy.
     engine.kill(Component::Broker).expect("kill the broker");
     engine.kill(Component::Proxy).expect("kill the proxy");
@@ -205,6 +206,9 @@ fn broker_killed_under_load() {
         .delivered
         .clone();
     std::thread::sleep(Duration::from_secs(4));
+    // A load balancer sees this gateway is not ready, while it is alive.
+    assert_eq!(gateway.get("/ready").0, 503);
+    assert_eq!(gateway.get("/health").0, 200);
     let (refused_while_down, unanswered_while_down) = {
         let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
         (l.refusals.clone(), l.unanswered)
@@ -236,6 +240,11 @@ fn broker_killed_under_load() {
     };
     stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
     rt.block_on(publisher).expect("publisher");
+    if recovered.is_some() {
+        // Ready again (the last answer is reused for at most a second).
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert_eq!(gateway.get("/ready").0, 200);
+    }
     // Drain: every stored message must arrive.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {

@@ -1050,6 +1050,8 @@ async fn stats_and_health() {
         .roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    let ready = c.roundtrip(b"GET /ready HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
     // A probe's query string does not matter.
     let probed = c
         .roundtrip(b"GET /health?from=lb HTTP/1.1\r\nhost: x\r\n\r\n")

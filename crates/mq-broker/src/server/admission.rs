@@ -121,6 +121,25 @@ pub(super) async fn handle(
                 &rid,
             )
         }
+        (&Method::GET, "/ready") => {
+            operation = "ready";
+            // Readiness for a load balancer: 503 while the backend cannot serve (the
+            // gateway's engine does not answer); `/health` says only that this process runs.
+            let (status, text): (_, &'static [u8]) = if shared.backend.ready().await {
+                (StatusCode::OK, b"ready\n")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    b"not ready: the backend does not answer\n",
+                )
+            };
+            plain(
+                status,
+                "text/plain;charset=utf-8",
+                Bytes::from_static(text),
+                &rid,
+            )
+        }
         (&Method::GET, "/stats") => {
             operation = "stats";
             match stats_document(&shared) {
