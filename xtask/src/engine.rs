@@ -117,25 +117,7 @@ pub(crate) fn ensure_protoc() -> Result {
                gateway's gRPC bindings (rocketmq-proxy-core) and the engine; install it \
                (Debian/Ubuntu: `apt-get install -y protobuf-compiler`; macOS: `brew install \
                protobuf`) or set PROTOC to its path";
-    if version_of(Path::new("apt-get")).is_none() || !is_root() {
-        return Err(format!(
-            "{how} (not installing it myself: that needs apt-get and root)"
-        ));
-    }
-    let apt_install = || {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(["install", "-y", "protobuf-compiler"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    if run("protoc: apt-get install", &mut apt_install()).is_err() {
-        let mut update = Command::new("apt-get");
-        update
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        run("protoc: apt-get update", &mut update)?;
-        run("protoc: apt-get install", &mut apt_install())?;
-    }
+    apt_install("protoc", &["protobuf-compiler"]).map_err(|e| format!("{how} ({e})"))?;
     let version = version_of(Path::new("protoc")).ok_or_else(|| {
         format!("{how} (protobuf-compiler was installed but protoc does not run)")
     })?;
@@ -143,8 +125,38 @@ pub(crate) fn ensure_protoc() -> Result {
     Ok(())
 }
 
+/// Installs Debian `packages` with `apt-get install -y` (idempotent: installed packages are
+/// left as they are), running `apt-get update` first if the install fails (a fresh
+/// machine's package lists may be missing or stale). Needs root and apt-get; `what` names
+/// the step in the log.
+pub(crate) fn apt_install(what: &str, packages: &[&str]) -> Result {
+    if version_of(Path::new("apt-get")).is_none() || !is_root() {
+        return Err(format!(
+            "not installing {} myself: that needs apt-get and root",
+            packages.join(" ")
+        ));
+    }
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let step = format!("{what}: apt-get install");
+    if run(&step, &mut install()).is_err() {
+        let mut update = Command::new("apt-get");
+        update
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&format!("{what}: apt-get update"), &mut update)?;
+        run(&step, &mut install())?;
+    }
+    Ok(())
+}
+
 /// The first line `program --version` prints, if it runs and succeeds.
-fn version_of(program: &Path) -> Option<String> {
+pub(crate) fn version_of(program: &Path) -> Option<String> {
     let out = Command::new(program).arg("--version").output().ok()?;
     out.status.success().then(|| {
         String::from_utf8_lossy(&out.stdout)

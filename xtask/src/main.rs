@@ -2,6 +2,7 @@
 //!
 //! Every command prints what it runs and stops at the first failure with a non-zero exit code.
 
+mod browser;
 mod engine;
 
 use std::env;
@@ -16,8 +17,9 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  ci                      fmt check, clippy, all tests (incl. Python SDK interop and the
-                          RocketMQ engine), docs, packaging, cargo-deny; installs protoc and the engine
+  ci                      fmt check, clippy, all tests (incl. Python SDK interop, the
+                          RocketMQ engine and the console in headless chromium), docs, packaging,
+                          cargo-deny; installs protoc, the engine, chromium and chromedriver
                           first if missing
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
   package [--verify]      cargo package of every published crate (ci runs it without --verify)
@@ -152,6 +154,7 @@ fn ci() -> Result {
     )?;
     let python = interop_env()?;
     let engine_bin = engine::install()?;
+    let (chromium, chromedriver) = browser::ensure_browser()?;
     // The load test opens 1,000 connections at both ends: lift the open-files soft limit.
     run(
         "test",
@@ -162,6 +165,9 @@ fn ci() -> Result {
             .env("RUST_BACKTRACE", "0")
             .env("MQ_INTEROP_PYTHON", &python)
             .env("MQ_REQUIRE_INTEROP", "1")
+            .env("MQ_REQUIRE_BROWSER", "1")
+            .env(browser::CHROMIUM_ENV, &chromium)
+            .env(browser::CHROMEDRIVER_ENV, &chromedriver)
             .env(engine::BIN_ENV, &engine_bin),
     )?;
     run("doctest", cargo().args(["test", "--workspace", "--doc"]))?;
