@@ -204,14 +204,20 @@ async function messageDetail(topicName, ns, m) {
     ], m.groups, { label: "Groups" }) : empty("No group has consumed this topic yet."),
     el("h2", {}, "Trace"), trace);
   try {
-    const t = await admin("GET", `/admin/messages/${seg(m.message_id)}/trace${query([["topic", topicName], ["ns", ns]])}`);
-    const events = t.events || t.trace || [];
+    // GET /admin/messages/{id}/trace: {events: [{event, time_ms, group, producer,
+    // receipt_handle, next_consume_time, consumed_times}], dropped_events}.
+    const t = await admin("GET", `/admin/messages/${seg(m.message_id)}/trace`);
+    const events = t.events || [];
     trace.append(events.length ? el("ol", { class: "timeline" }, events.map((ev) =>
-      el("li", {}, time(ev.time_ms ?? ev.time), " ", el("b", {}, ev.kind || ev.event || ev.type || "event"),
-        ev.group ? ` · ${ev.group}` : "", ev.next_consume_time ? [" · next consume ", time(ev.next_consume_time)] : "",
-        ev.detail ? ` · ${ev.detail}` : ""))) : empty("No trace recorded for this message."));
+      el("li", {}, time(ev.time_ms), " ", el("b", {}, (ev.event || "event").replace("_", " ")),
+        ev.group ? ` · ${ev.group}` : "",
+        ev.producer ? ` · by ${ev.producer}` : "",
+        ev.consumed_times ? ` · delivery ${ev.consumed_times}` : "",
+        ev.next_consume_time ? [" · NextConsumeTime ", time(ev.next_consume_time)] : ""))) : empty("No trace recorded for this message."),
+    t.dropped_events ? el("p", { class: "muted" }, `${t.dropped_events} earlier event(s) not kept.`) : "");
   } catch (e) {
-    trace.append(e.unavailable ? unavailable("Message trace", e) : failure(e));
+    if (e.code === "MessageNotExist") trace.append(empty("The broker keeps no trace of this message any more."));
+    else trace.append(e.unavailable ? unavailable("Message trace", e) : failure(e));
   }
   return box;
 }
@@ -266,8 +272,8 @@ export async function group(view, params, ctx) {
     const ms = at.value ? new Date(at.value).getTime() : NaN;
     if (Number.isNaN(ms)) { out.append(failure(new ApiError(0, "", "choose a time"))); return; }
     try {
-      await admin("POST", `/admin/groups/${seg(groupId)}/reset-offset${query([["topic", topicName], ["ns", ns], ["time_ms", ms]])}`);
-      toast("Offset reset");
+      const r = await admin("POST", `/admin/topics/${seg(topicName)}/groups/${seg(groupId)}/reset_offset${query([["time_ms", ms], ["ns", ns]])}`);
+      toast(`Offset reset: ${r.redelivered ?? 0} to deliver again, ${r.skipped ?? 0} skipped`);
     } catch (err) {
       out.append(err.unavailable ? unavailable("Reset offset", err) : failure(err));
     }
@@ -278,7 +284,7 @@ export async function group(view, params, ctx) {
 // ---------------------------------------------------------------------------------------
 // Dead letters: list per group; resend, delete
 
-export async function dead(view) {
+export async function dead(view, _params, ctx) {
   const doc = await stats();
   const groups = groupsOf(doc);
   view.append(el("h1", {}, "Dead letters"));
@@ -286,37 +292,46 @@ export async function dead(view) {
   let any = false;
   for (const g of groups) {
     const ns = nsOf(g.instance);
+    const base = `/admin/topics/${seg(g.topic)}/groups/${seg(g.group)}/dead_letters`;
+    // The dead-letter call where the broker has it (bodies while kept), else a peek.
     let res;
     try {
-      res = await admin("GET", `/admin/topics/${seg(g.topic)}/messages${query([["state", "dead"], ["group", g.group], ["ns", ns], ["limit", 200]])}`);
+      res = await admin("GET", `${base}${query([["ns", ns], ["limit", 200]])}`);
     } catch (e) {
-      view.append(e.unavailable ? unavailable("Dead letters", e) : failure(e));
-      return;
+      if (!e.unavailable) { view.append(failure(e)); return; }
+      try {
+        res = await admin("GET", `/admin/topics/${seg(g.topic)}/messages${query([["state", "dead"], ["group", g.group], ["ns", ns], ["limit", 200]])}`);
+      } catch (e2) {
+        view.append(e2.unavailable ? unavailable("Dead letters", e2) : failure(e2));
+        return;
+      }
     }
     if (!res.messages.length) continue;
     any = true;
     const out = el("div");
-    const act = (label, method, path, cls) => async () => {
+    const act = (label, method, path) => async () => {
       out.replaceChildren();
       try {
-        await admin(method, path);
-        toast(`${label}: done`);
+        const r = await admin(method, path);
+        toast(`${label}: done${r.resent !== undefined ? ` (${r.resent} resent)` : r.deleted !== undefined ? ` (${r.deleted} deleted)` : ""}`);
+        setTimeout(ctx.reload, 1000);
       } catch (e) {
         out.append(e.unavailable ? unavailable(label, e) : failure(e));
       }
     };
-    const base = `/admin/topics/${seg(g.topic)}/dead-letters`;
     view.append(el("h2", {}, `${g.group} on ${g.topic}`),
       el("div", { class: "row" },
-        el("button", { type: "button", onclick: act("Resend all", "POST", `${base}/resend${query([["group", g.group], ["ns", ns]])}`) }, "Resend all")),
+        el("button", { type: "button", onclick: act("Resend all", "POST", `${base}/resend${query([["ns", ns]])}`) }, "Resend all"),
+        el("button", { type: "button", class: "danger", onclick: act("Delete all", "DELETE", `${base}${query([["ns", ns]])}`) }, "Delete all")),
       table([
         { title: "Message id", value: (m) => m.message_id },
+        { title: "Body", value: (m) => (m.body === null || m.body === undefined ? el("span", { class: "muted" }, "not kept") : m.body.slice(0, 60)), narrow: true },
         { title: "Published", value: (m) => time(m.publish_time) },
         { title: "Dead-lettered", value: (m) => time(m.dead_lettered_at) },
         { title: "Deliveries", value: (m) => n(m.consumed_times), num: true },
         { title: "", value: (m) => el("span", { class: "row" },
-          el("button", { type: "button", "data-resend": m.message_id, onclick: act("Resend", "POST", `${base}/resend${query([["group", g.group], ["id", m.message_id], ["ns", ns]])}`) }, "Resend"),
-          el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["group", g.group], ["id", m.message_id], ["ns", ns]])}`) }, "Delete")) },
+          el("button", { type: "button", onclick: act("Resend", "POST", `${base}/resend${query([["id", m.message_id], ["ns", ns]])}`) }, "Resend"),
+          el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["id", m.message_id], ["ns", ns]])}`) }, "Delete")) },
       ], res.messages, { label: `Dead letters of ${g.group}` }), out);
   }
   if (!any) view.append(empty("No dead letters: no message has reached its group's maximum deliveries."));
@@ -495,7 +510,7 @@ export async function catalog(view, _params, ctx) {
     { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
   ], topics.topics, { label: "Topics" }) : empty("No topic."));
   const tname = el("input", { name: "topic", required: true });
-  const ttype = el("select", { name: "message_type" }, ["mixed", "normal", "fifo", "delay", "transaction"].map((t) => el("option", {}, t)));
+  const ttype = el("select", { name: "message_type" }, ["MIXED", "NORMAL", "FIFO", "DELAY", "TRANSACTION"].map((t) => el("option", {}, t)));
   const tform = el("form", { class: "row", "aria-label": "Create a topic" }, el("label", {}, "Topic", tname), el("label", {}, "Message type", ttype), el("button", { type: "submit" }, "Create topic"));
   tform.addEventListener("submit", async (e) => {
     e.preventDefault();
