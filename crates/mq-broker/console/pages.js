@@ -452,13 +452,13 @@ export async function clock(view, _params, ctx) {
     } else {
       view.append(f.rules.length ? table([
         { title: "Operation", value: (r) => r.operation },
-        { title: "Action", value: (r) => (typeof r.action === "string" ? r.action : JSON.stringify(r.action)) },
+        { title: "Action", value: faultAction },
         { title: "Probability", value: (r) => r.probability, num: true },
         { title: "Latency ms", value: (r) => n(r.latency_ms), num: true },
         { title: "Remaining", value: (r) => (r.remaining ?? "∞"), num: true },
         { title: "Hits", value: (r) => n(r.hits), num: true },
       ], f.rules, { label: "Active faults" }) : empty("No fault is active."));
-      const op = el("select", { name: "operation" }, ["any", "publish", "consume", "consume_orderly", "consume_half", "ack", "commit", "rollback"].map((o) => el("option", {}, o)));
+      const op = el("select", { name: "operation" }, ["any", "publish", "consume", "consume_orderly", "consume_half", "ack", "commit", "rollback"].map((o) => el("option", { value: o }, o)));
       const code = el("input", { name: "error", value: "Throttling" });
       const p = el("input", { name: "probability", type: "number", step: "0.05", min: 0, max: 1, value: 1 });
       const add = el("form", { class: "row", "aria-label": "Add a fault" }, el("label", {}, "Operation", op), el("label", {}, "Error code", code),
@@ -482,6 +482,15 @@ export async function clock(view, _params, ctx) {
       try { await admin("POST", "/admin/reset"); toast("Broker reset"); } catch (e) { toast(e.message); }
     },
   }, "Reset all state…")));
+}
+
+/** A fault rule's action ({kind: "error", code} | {kind: "reset"} | {kind: "delay"}) in words. */
+function faultAction(rule) {
+  const a = rule.action || {};
+  if (a.kind === "error") return `answer ${a.code}`;
+  if (a.kind === "reset") return "close the connection unanswered";
+  if (a.kind === "delay") return "latency only";
+  return JSON.stringify(a);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -510,7 +519,7 @@ export async function catalog(view, _params, ctx) {
     { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
   ], topics.topics, { label: "Topics" }) : empty("No topic."));
   const tname = el("input", { name: "topic", required: true });
-  const ttype = el("select", { name: "message_type" }, ["MIXED", "NORMAL", "FIFO", "DELAY", "TRANSACTION"].map((t) => el("option", {}, t)));
+  const ttype = el("select", { name: "message_type" }, ["MIXED", "NORMAL", "FIFO", "DELAY", "TRANSACTION"].map((t) => el("option", { value: t }, t)));
   const tform = el("form", { class: "row", "aria-label": "Create a topic" }, el("label", {}, "Topic", tname), el("label", {}, "Message type", ttype), el("button", { type: "submit" }, "Create topic"));
   tform.addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -1,8 +1,10 @@
 //! The web console (`/console/`) in a real browser: headless Chromium driven through
 //! chromedriver (WebDriver) by `fantoccini`. Messages published with the SDK show in the
 //! console; a peek changes nothing; a message published from the console is received with
-//! the SDK; the console's test-clock control makes a delayed message ready. Each page is
-//! saved as a screenshot in `target/console-screenshots/`.
+//! the SDK; the console's test-clock control makes a delayed message ready; a fault rule
+//! added there is in force; a dead letter is listed with Resend; tables work from the
+//! keyboard; logging out forgets the credentials. Each page is saved as a screenshot in
+//! `target/console-screenshots/`.
 //!
 //! The browser comes from `MQ_CHROMIUM` / `MQ_CHROMEDRIVER` or `chromium` / `chromedriver`
 //! on `PATH` (`cargo xtask ci` installs Debian's `chromium` and `chromium-driver`). Without
@@ -13,6 +15,7 @@
 
 mod support;
 
+use fantoccini::key::Key;
 use fantoccini::{ClientBuilder, Locator};
 use mq_broker::config::AdminAccess;
 use mq_broker::{Broker, Credential, ServerConfig};
@@ -30,6 +33,7 @@ async fn start_broker() -> Broker {
         listen: "127.0.0.1:0".parse().expect("addr"),
         credentials: vec![Credential::new(AK, SK)],
         test_clock: true,
+        faults: true,
         admin: AdminAccess::On(Some(TOKEN.parse().expect("token"))),
         // A message delivered twice and not acked becomes a dead letter.
         core: mq_broker::core::CoreConfig {
@@ -411,9 +415,22 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     b.wait_text("[data-card='published']", "35").await;
     b.shot("overview").await;
 
-    // The topic page: a peek of the ready messages, filtered by tag; nothing changes.
+    // Keyboard: rows take the focus, arrows move it, Enter opens the row's page.
     let before = held(&broker);
-    b.open("#/topic/orders").await;
+    let first = b.find("table[aria-label='Topics'] tbody tr").await;
+    first.send_keys(&Key::Down.to_string()).await.expect("key"); // audit → orders
+    let shown = b.ready().await;
+    b.client
+        .active_element()
+        .await
+        .expect("focus")
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("key");
+    b.rendered_after(&shown, "the row's page").await;
+    b.wait_text("h1", "Topic orders").await;
+
+    // The topic page: a peek of the ready messages, filtered by tag; nothing changes.
     b.wait_text("[data-peek]", receipt.message_id.as_str())
         .await;
     b.type_into("input[name='tag']", "created").await;
@@ -552,12 +569,29 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     b.click_button("+1 h").await;
     b.wait_text("#toast", "Clock moved forward 3600000 ms")
         .await;
-    b.shot("clock").await;
     let got = consumer
         .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
         .await
         .expect("receive");
     assert_eq!(got.first().map(|m| m.body.as_str()), Some("in an hour"));
+
+    // Faults (--faults): a rule added from the console is in force, then removed.
+    b.find("select[name='operation']")
+        .await
+        .select_by_value("ack")
+        .await
+        .expect("select");
+    b.click_button("Add rule").await;
+    b.wait_text("table[aria-label='Active faults']", "answer Throttling")
+        .await;
+    b.shot("clock").await;
+    let refused = consumer.ack([&got[0].receipt_handle]).await;
+    assert!(
+        refused.is_err(),
+        "the injected Throttling did not refuse the ack"
+    );
+    b.click_button("Remove all").await;
+    b.wait_text("#main .empty", "No fault is active").await;
 
     // Not acked, delivered again, not acked: a dead letter, listed with a Resend button.
     let mut admin = support::Client::new(broker.local_addr());
