@@ -728,6 +728,9 @@ async fn the_console_assets_are_served_with_their_types() {
     .await
     .expect("broker");
     assert_eq!(off.console_url(), None);
+    let page = raw(off.local_addr(), "GET /console/ HTTP/1.1", "").await;
+    assert!(page.starts_with("HTTP/1.1 404"), "{page}");
+    assert!(page.contains("--admin off"), "{page}");
 }
 
 #[tokio::test]

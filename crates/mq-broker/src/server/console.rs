@@ -6,7 +6,7 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /console` | 308 to `/console/` |
-//! | `GET /console/`, `GET /console/{asset}` | the page and its CSS and JS modules (`Cache-Control: no-cache`, a content type, `nosniff`, a CSP allowing only this origin); unauthenticated: they hold no data |
+//! | `GET /console/`, `GET /console/{asset}` | the page and its CSS and JS modules (`Cache-Control: no-cache`, a content type, `nosniff`, a CSP allowing only this origin); unauthenticated: they hold no data. 404 with `--admin off` |
 //! | `POST /admin/topics/{topic}/messages[?ns=I]` | authenticated like every admin call; body `{"body", "tag"?, "key"?, "properties"?: {name: value}, "delay_ms"? \| "deliver_at_ms"?, "transactional"?, "check_immunity_s"?}`; published through the same backend call as the protocol's publish: `{"message_id", "body_md5", "receipt_handle"}` (a handle for a transactional message only) |
 //!
 //! Browsers cannot set `Date` (a forbidden header name in the Fetch standard), so a signed
@@ -116,23 +116,33 @@ pub(super) async fn handle(
         }
         return resp;
     }
+    if shared.admin.is_none() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "the console needs the admin API, which is off (--admin off)\n",
+            rid,
+        );
+    }
     asset(req.method(), path, rid)
+}
+
+/// A plain-text answer.
+fn text(status: StatusCode, body: &'static str, rid: &str) -> Response<Full<Bytes>> {
+    super::admission::plain(
+        status,
+        "text/plain;charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+        rid,
+    )
 }
 
 /// A static answer: an asset, the redirect to `/console/`, 404 or 405.
 fn asset(method: &Method, path: &str, rid: &str) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: &'static str| {
-        super::admission::plain(
-            status,
-            "text/plain;charset=utf-8",
-            Bytes::from_static(body.as_bytes()),
-            rid,
-        )
-    };
     if *method != Method::GET && *method != Method::HEAD {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
             "the console's pages take GET\n",
+            rid,
         );
         resp.headers_mut()
             .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -142,6 +152,7 @@ fn asset(method: &Method, path: &str, rid: &str) -> Response<Full<Bytes>> {
         let mut resp = text(
             StatusCode::PERMANENT_REDIRECT,
             "the console is at /console/\n",
+            rid,
         );
         resp.headers_mut()
             .insert(LOCATION, HeaderValue::from_static(CONSOLE_PATH));
@@ -149,7 +160,7 @@ fn asset(method: &Method, path: &str, rid: &str) -> Response<Full<Bytes>> {
     }
     let name = path.strip_prefix(CONSOLE_PATH).unwrap_or(path);
     let Some((_, content_type, bytes)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return text(StatusCode::NOT_FOUND, "no such page in the console\n");
+        return text(StatusCode::NOT_FOUND, "no such page in the console\n", rid);
     };
     let body = if *method == Method::HEAD {
         Bytes::new()
