@@ -180,8 +180,18 @@ fn an_invalid_traceparent_starts_a_new_trace() {
 /// summed here; the client only adds to and subtracts from its gauges.
 struct Recorded {
     snapshotter: Snapshotter,
-    /// (name, sorted labels) → (counter, gauge, histogram samples).
-    series: BTreeMap<(String, Vec<(String, String)>), (u64, f64, Vec<f64>)>,
+    series: BTreeMap<SeriesKey, Values>,
+}
+
+/// A series: its name and its labels, sorted.
+type SeriesKey = (String, Vec<(String, String)>);
+
+/// What a series recorded in all.
+#[derive(Default)]
+struct Values {
+    counter: u64,
+    gauge: f64,
+    samples: Vec<f64>,
 }
 
 impl Recorded {
@@ -206,15 +216,17 @@ impl Recorded {
                 .entry((key.name().to_owned(), labels))
                 .or_default();
             match value {
-                DebugValue::Counter(n) => entry.0 += n,
-                DebugValue::Gauge(g) => entry.1 += g.into_inner(),
-                DebugValue::Histogram(v) => entry.2.extend(v.into_iter().map(|x| x.into_inner())),
+                DebugValue::Counter(n) => entry.counter += n,
+                DebugValue::Gauge(g) => entry.gauge += g.into_inner(),
+                DebugValue::Histogram(v) => {
+                    entry.samples.extend(v.into_iter().map(|x| x.into_inner()))
+                }
             }
         }
         self
     }
 
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<&(u64, f64, Vec<f64>)> {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<&Values> {
         let mut labels: Vec<(String, String)> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -224,17 +236,17 @@ impl Recorded {
     }
 
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.get(name, labels).map_or(0, |s| s.0)
+        self.get(name, labels).map_or(0, |s| s.counter)
     }
 
     fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels)
             .unwrap_or_else(|| panic!("gauge {name} {labels:?} recorded"))
-            .1
+            .gauge
     }
 
     fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> &[f64] {
-        self.get(name, labels).map_or(&[], |s| &s.2)
+        self.get(name, labels).map_or(&[], |s| &s.samples)
     }
 }
 
