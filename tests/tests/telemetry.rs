@@ -2,12 +2,15 @@
 //! span to a consumer's span through the OpenTelemetry bridge (feature `otel`), and the
 //! client metrics recorded through the `metrics` facade.
 //!
-//! Each test runs on a current-thread tokio runtime inside a thread-local tracing subscriber
-//! or metrics recorder, so the client's tasks (stream driver, connections) record into it and
-//! tests running in parallel do not mix.
+//! Each test runs inside a thread-local tracing subscriber or metrics recorder, so tests
+//! running in parallel do not mix; the metrics test uses a current-thread tokio runtime so
+//! that the client's tasks (stream driver, connections) record into it too.
 
 use futures::StreamExt;
+use futures::future::Either;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use mq_async_std::AsyncIoRuntime;
+use mq_client::Runtime;
 use mq_client::mq_proto::trace::KEY_TRACEPARENT;
 use mq_client::telemetry::{
     ACKS_TOTAL, DELIVERIES_TOTAL, POOL_CONNECTIONS, REQUEST_DURATION_SECONDS, REQUESTS_TOTAL,
@@ -33,16 +36,20 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Receives from `stream` until `n` deliveries are in hand (30 s at most).
-async fn take(stream: &mut mq_client::MessageStream, n: usize) -> Vec<mq_client::Delivery> {
+/// Receives from `stream` until `n` deliveries are in hand (30 s at most, on `R`'s timer).
+async fn take<R: Runtime + Default>(
+    stream: &mut mq_client::MessageStream,
+    n: usize,
+) -> Vec<mq_client::Delivery> {
     let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut deadline = R::default().sleep(Duration::from_secs(30));
     while got.len() < n {
-        let next = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("{} of {n} deliveries within 30 s", got.len()))
-            .expect("the stream goes on");
-        got.push(next.expect("a delivery"));
+        match futures::future::select(stream.next(), &mut deadline).await {
+            Either::Left((next, _)) => {
+                got.push(next.expect("the stream goes on").expect("a delivery"));
+            }
+            Either::Right(_) => panic!("{} of {n} deliveries within 30 s", got.len()),
+        }
     }
     got
 }
@@ -57,7 +64,80 @@ async fn publish(
 }
 
 #[test]
-fn consumer_span_is_a_child_of_the_producer_span() {
+fn consumer_span_is_a_child_of_the_producer_span_on_tokio() {
+    consumer_span_is_a_child_of_the_producer_span(|endpoint, topic| {
+        current_thread().block_on(traced_pair::<TokioRuntime>(endpoint, topic));
+    });
+}
+
+#[test]
+fn consumer_span_is_a_child_of_the_producer_span_on_async_io() {
+    consumer_span_is_a_child_of_the_producer_span(|endpoint, topic| {
+        smol::block_on(traced_pair::<AsyncIoRuntime>(endpoint, topic));
+    });
+}
+
+/// Publishes with and without trace context propagation through the broker at `endpoint`
+/// and handles the one traced message in `otel::consumer_span`.
+async fn traced_pair<R: Runtime + Default>(endpoint: &str, topic: &str) {
+    let traced = client_builder::<R>(endpoint)
+        .trace_context_source(mq_client::otel::current_trace_context)
+        .build()
+        .expect("client");
+    let untraced = client_builder::<R>(endpoint).build().expect("client");
+    let topic = topic.parse().expect("topic");
+    let consumer = untraced.consumer(topic, "GID_trace".parse().expect("group"));
+    // Register the group before publishing, so it receives what follows.
+    consumer
+        .receive(BatchSize::MAX, WaitSeconds::new(0).expect("wait"))
+        .await
+        .expect("register the group");
+
+    // In a span: the traced client injects its context, the untraced one does not
+    // (opt-in); outside any span there is no context to inject.
+    let produce = tracing::info_span!("produce");
+    async {
+        publish(&traced, consumer.topic(), "traced")
+            .await
+            .expect("publish");
+        publish(&untraced, consumer.topic(), "not opted in")
+            .await
+            .expect("publish");
+    }
+    .instrument(produce)
+    .await;
+    publish(&traced, consumer.topic(), "no span")
+        .await
+        .expect("publish");
+
+    let mut stream = consumer
+        .stream_with_config(ConsumerConfig::normal().with_wait(WaitSeconds::new(1).expect("wait")));
+    let deliveries = take::<R>(&mut stream, 3).await;
+    for d in deliveries {
+        let carried = d.property(KEY_TRACEPARENT).is_some();
+        assert_eq!(
+            carried,
+            d.body == "traced",
+            "{}: {:?}",
+            d.body,
+            d.properties
+        );
+        if carried {
+            let span = mq_client::otel::consumer_span(&d);
+            async {
+                tracing::info!("handled");
+            }
+            .instrument(span)
+            .await;
+        }
+        let _ = d.ack().await;
+    }
+    stream.shutdown().await;
+}
+
+/// Runs `run(endpoint, topic)` inside a tracing subscriber exporting to OpenTelemetry in
+/// memory, and checks the consumer's span is a child of the producer's.
+fn consumer_span_is_a_child_of_the_producer_span(run: impl FnOnce(&str, &str)) {
     let broker = TestBroker::start();
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
@@ -66,66 +146,7 @@ fn consumer_span_is_a_child_of_the_producer_span() {
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("mq-tests")));
     let topic = unique("trace");
-    tracing::subscriber::with_default(subscriber, || {
-        current_thread().block_on(async {
-            let traced = client_builder::<TokioRuntime>(&broker.endpoint())
-                .trace_context_source(mq_client::otel::current_trace_context)
-                .build()
-                .expect("client");
-            let untraced = client_builder::<TokioRuntime>(&broker.endpoint())
-                .build()
-                .expect("client");
-            let topic = topic.parse().expect("topic");
-            let consumer = untraced.consumer(topic, "GID_trace".parse().expect("group"));
-            // Register the group before publishing, so it receives what follows.
-            consumer
-                .receive(BatchSize::MAX, WaitSeconds::new(0).expect("wait"))
-                .await
-                .expect("register the group");
-
-            // In a span: the traced client injects its context, the untraced one does not
-            // (opt-in); outside any span there is no context to inject.
-            let produce = tracing::info_span!("produce");
-            async {
-                publish(&traced, consumer.topic(), "traced")
-                    .await
-                    .expect("publish");
-                publish(&untraced, consumer.topic(), "not opted in")
-                    .await
-                    .expect("publish");
-            }
-            .instrument(produce)
-            .await;
-            publish(&traced, consumer.topic(), "no span")
-                .await
-                .expect("publish");
-
-            let mut stream = consumer.stream_with_config(
-                ConsumerConfig::normal().with_wait(WaitSeconds::new(1).expect("wait")),
-            );
-            let deliveries = take(&mut stream, 3).await;
-            for d in deliveries {
-                let carried = d.property(KEY_TRACEPARENT).is_some();
-                assert_eq!(
-                    carried,
-                    d.body == "traced",
-                    "{}: {:?}",
-                    d.body,
-                    d.properties
-                );
-                if carried {
-                    let span = mq_client::otel::consumer_span(&d);
-                    async {
-                        tracing::info!("handled");
-                    }
-                    .instrument(span)
-                    .await;
-                }
-                let _ = d.ack().await;
-            }
-            stream.shutdown().await;
-        });
-    });
+    tracing::subscriber::with_default(subscriber, || run(&broker.endpoint(), &topic));
     provider.force_flush().expect("flush");
     let spans = exporter.get_finished_spans().expect("spans");
     let find = |name: &str| {
@@ -250,6 +271,9 @@ impl Recorded {
     }
 }
 
+/// On tokio only: the recorder is thread-local, and the async-io runtime runs the stream's
+/// and connections' tasks on its executor threads; what is recorded, and where, is the same
+/// code on every runtime.
 #[test]
 fn client_metrics_count_requests_retries_deliveries_and_acks() {
     let broker = TestBroker::start();
@@ -293,7 +317,7 @@ fn client_metrics_count_requests_retries_deliveries_and_acks() {
             let mut stream = consumer.stream_with_config(
                 ConsumerConfig::normal().with_wait(WaitSeconds::new(1).expect("wait")),
             );
-            let mut held = take(&mut stream, 3).await;
+            let mut held = take::<TokioRuntime>(&mut stream, 3).await;
             assert_eq!(recorded.update().gauge(STREAM_IN_FLIGHT, &labels), 3.0);
             let released = held.pop().expect("three");
             released.release();
