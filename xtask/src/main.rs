@@ -177,6 +177,13 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    // The workspace docs build mq-client without its optional OpenTelemetry bridge.
+    run(
+        "doc otel",
+        cargo()
+            .args(["doc", "-p", "mq-client", "--no-deps", "--features", "otel"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     bench(true, &[])?;
     package()?;
     ensure_installed("deny", "cargo-deny")?;

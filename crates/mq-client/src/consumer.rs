@@ -4,6 +4,7 @@ use crate::client::Client;
 use crate::error::{AckError, Error};
 
 use crate::stream::MessageStream;
+use crate::telemetry;
 use mq_proto::client::{
     EncodeError, ack_request, consume_request, decode_ack_response, decode_consume_response,
 };
@@ -203,7 +204,7 @@ pub(crate) async fn receive(
     filter: &TagFilter,
 ) -> Result<Vec<Message>, Error> {
     let timeout = client.timeouts().for_wait(wait);
-    client
+    let messages = client
         .execute(
             "consume",
             topic,
@@ -216,7 +217,9 @@ pub(crate) async fn receive(
             },
             decode_consume_response,
         )
-        .await
+        .await?;
+    telemetry::deliveries(topic, group, messages.len());
+    Ok(messages)
 }
 
 /// The operation name of a settlement request (traces).
@@ -260,6 +263,7 @@ pub(crate) async fn settle(
             }
         }
     }
+    telemetry::settlements(kind, 0, Some(&outcome));
     outcome.into_result()
 }
 

@@ -22,6 +22,8 @@ mod consumer;
 mod credentials;
 mod driver;
 mod error;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod producer;
 #[cfg(feature = "async-io")]
 mod rt_async_io;
@@ -29,6 +31,7 @@ mod rt_async_io;
 mod rt_tokio;
 mod runtime;
 mod stream;
+pub mod telemetry;
 mod tls;
 mod transaction;
 mod transport;

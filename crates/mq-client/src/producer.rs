@@ -7,6 +7,7 @@ use crate::error::Error;
 
 use mq_proto::client::{PublishReceipt, decode_publish_response, publish_request};
 use mq_proto::machine::Idempotency;
+use mq_proto::trace::KEY_TRACEPARENT;
 use mq_proto::{TopicMessage, TopicName};
 
 /// Publishes messages to one topic.
@@ -73,6 +74,15 @@ pub(crate) async fn publish_checked(
     topic: &TopicName,
     message: &TopicMessage,
 ) -> Result<PublishReceipt, Error> {
+    // Trace context propagation (opt-in): the current context, unless the message has one.
+    let traced;
+    let message = match client.current_trace_context() {
+        Some(context) if message.properties().get(KEY_TRACEPARENT).is_none() => {
+            traced = message.clone().with_trace_context(&context);
+            &traced
+        }
+        _ => message,
+    };
     message.check_limits()?;
     // Against this machine's clock: the service's may differ by the 15 minutes a signed Date
     // may be off, so a time within that of the limit can still be refused there.

@@ -278,7 +278,9 @@ impl<R: Runtime> PooledTransport<R> {
             .map_err(|e| {
                 TransportError::new(TransportErrorKind::Connect, format!("HTTP handshake: {e}"))
             })?;
+        let open = crate::telemetry::Counted::pool_connection();
         self.runtime.spawn(Box::pin(async move {
+            let _open = open;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with error");
             }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod machine;
 pub mod server;
 pub mod sign;
+pub mod trace;
 pub mod wire;
 
 mod message;

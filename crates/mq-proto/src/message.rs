@@ -5,6 +5,7 @@ use crate::properties::{
     KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties,
     PropertyError, SYSTEM_KEYS, validate_pair,
 };
+use crate::trace::{TRACE_KEYS, TraceContext, TraceContextError};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use md5::{Digest, Md5};
 
@@ -164,23 +165,41 @@ impl TopicMessage {
         Ok(self)
     }
 
-    /// Adds a custom property; system keys are refused (use the dedicated setters).
+    /// Adds a custom property; system keys and the trace context keys (`traceparent`,
+    /// `tracestate`) are refused (use the dedicated setters).
     ///
     /// # Errors
     ///
-    /// [`MessageError::Property`] when the key is a system key, or the key or value is empty
-    /// or holds a character the wire form cannot carry.
+    /// [`MessageError::Property`] when the key is a system or trace context key, or the key
+    /// or value is empty or holds a character the wire form cannot carry.
     pub fn with_property(
         mut self,
         key: impl Into<String>,
         value: impl Into<String>,
     ) -> Result<Self, MessageError> {
         let key = key.into();
-        if SYSTEM_KEYS.contains(&key.as_str()) {
+        if SYSTEM_KEYS.contains(&key.as_str()) || TRACE_KEYS.contains(&key.as_str()) {
             return Err(PropertyError::ReservedKey { key }.into());
         }
         self.properties.insert(key, value)?;
         Ok(self)
+    }
+
+    /// Carries this W3C trace context, in the custom properties `traceparent` and
+    /// `tracestate` (encoding in [`crate::trace`]); replaces an earlier one.
+    #[must_use]
+    pub fn with_trace_context(mut self, context: &TraceContext) -> Self {
+        context.insert_into(&mut self.properties);
+        self
+    }
+
+    /// The W3C trace context the message carries, if any (see [`TraceContext::from_properties`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TraceContextError::InvalidTraceParent`] when its `traceparent` property is invalid.
+    pub fn trace_context(&self) -> Result<Option<TraceContext>, TraceContextError> {
+        TraceContext::from_properties(&self.properties)
     }
 
     /// Schedules delivery at this absolute time (epoch milliseconds; `__STARTDELIVERTIME`).
@@ -463,6 +482,19 @@ impl Message {
     /// A custom or system property by key.
     pub fn property(&self, key: &str) -> Option<&str> {
         self.properties.get(key)
+    }
+
+    /// The W3C trace context the producer put in the message, if any (the properties
+    /// `traceparent` and `tracestate`, see [`crate::trace`]): parent or link the span that
+    /// processes the message to it. An invalid `tracestate` is dropped
+    /// ([`TraceContext::from_properties`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TraceContextError::InvalidTraceParent`] when its `traceparent` property is invalid
+    /// (W3C: the receiver then starts a new trace).
+    pub fn trace_context(&self) -> Result<Option<TraceContext>, TraceContextError> {
+        TraceContext::from_properties(&self.properties)
     }
 
     /// Whether the reported body MD5 matches the body (case-insensitive).
