@@ -35,4 +35,5 @@ pub use types::{
     BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN, MAX_TAG_LEN,
     MessageId, ReceiptHandle, Tag, TagFilter, TopicName, TransCheckImmunity, WaitSeconds,
 };
+pub use wire::consume::{Entry, PoisonMessage, PoisonReason};
 pub use xml::is_xml_char;
