@@ -97,6 +97,8 @@ fn small_config() -> CoreConfig {
         half_check_horizon_ms: 30_000,
         max_deliveries: 3,
         retention_ms: 40_000,
+        consumed_retention_ms: 5_000,
+        consumed_retention_bytes: 256,
         max_schedule_ahead_ms: 10_000,
         auto_create_topics: true,
         id_seed: 77,
@@ -178,6 +180,7 @@ trait Target {
             instance: i.cloned(),
             topic: t.clone(),
             message: m,
+            producer: None,
         };
         self.apply_call(now, call)
             .map(|o| o.into_published().expect("a publish outcome"))
