@@ -468,7 +468,7 @@ impl BrokerCore {
             });
         }
         let visible_at = stored.visible_from(now);
-        let receivers = t.fan_out(stored, visible_at, config);
+        let receivers = t.fan_out(stored, now, visible_at, config);
         let visible_now = receivers > 0 && visible_at <= now;
         if visible_now {
             t.version += 1;
@@ -656,11 +656,11 @@ impl BrokerCore {
                         Ok(message) if message.rolled_back => {
                             // Kept unheld for its trace, never delivered.
                             let expire_at = now.saturating_add(config.retention_ms);
-                            t.store.insert(message, 0, expire_at);
+                            t.store.insert(message, 0, expire_at, now);
                         }
                         Ok(message) => {
                             let visible_at = message.visible_from(now);
-                            let receivers = t.fan_out(message, visible_at, config);
+                            let receivers = t.fan_out(message, now, visible_at, config);
                             if receivers > 0 && visible_at <= now {
                                 t.version += 1;
                             }

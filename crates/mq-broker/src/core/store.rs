@@ -135,12 +135,18 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// Stores a message held by `refs` groups (unheld at once for zero groups).
-    pub(crate) fn insert(&mut self, mut message: StoredMessage, refs: usize, expire_at: u64) {
+    /// Stores a message held by `refs` groups at `now` (unheld from `now` for zero groups).
+    pub(crate) fn insert(
+        &mut self,
+        mut message: StoredMessage,
+        refs: usize,
+        expire_at: u64,
+        now: u64,
+    ) {
         let seq = message.seq;
         message.refs = refs;
         message.expire_at = expire_at;
-        message.released_at = message.publish_time;
+        message.released_at = now;
         self.by_expiry.insert((expire_at, seq));
         if refs == 0 {
             self.unheld.insert((message.released_at, seq));

@@ -85,11 +85,12 @@ impl Topic {
         }
     }
 
-    /// Hands a message to every registered group, visible from `visible_at`; returns how many
-    /// groups received it.
+    /// Hands a message to every registered group at `now`, visible from `visible_at`;
+    /// returns how many groups received it.
     pub(crate) fn fan_out(
         &mut self,
         message: StoredMessage,
+        now: u64,
         visible_at: u64,
         config: &CoreConfig,
     ) -> usize {
@@ -98,7 +99,7 @@ impl Topic {
             group.enqueue(message.seq, visible_at, message.partition.clone());
         }
         let expire_at = visible_at.saturating_add(config.retention_ms);
-        self.store.insert(message, refs, expire_at);
+        self.store.insert(message, refs, expire_at, now);
         refs
     }
 
