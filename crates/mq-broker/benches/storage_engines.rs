@@ -285,6 +285,7 @@ fn publish_rate<E: LogEngine>(engine: E, publishers: usize, duration: Duration) 
                             instance: None,
                             topic: topic.clone(),
                             message,
+                            producer: None,
                         };
                         core.apply(now_ms(), call).expect("publish");
                         core.sync_point()

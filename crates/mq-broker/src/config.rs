@@ -6,6 +6,7 @@
 //! listen = "127.0.0.1:8080"
 //! credentials = ["AK:SK", "AK2:SK2@MQ_INST_x"]
 //! topics = ["T1", "MQ_INST_x/T2"]
+//! groups = ["GID_billing,topic=T1,invisibility_secs=30,max_deliveries=5"]
 //! invisibility_secs = 300
 //! order_invisibility_secs = 60
 //! half_check_interval_secs = 10
@@ -46,6 +47,11 @@ pub struct BrokerArgs {
     /// unknown topics answer TopicNotExist; with none, topics are created on first use.
     #[arg(long = "topic", value_name = "[INSTANCE/]NAME")]
     pub topics: Vec<String>,
+    /// Consumer group created at start (repeatable), with the topics it keeps messages of
+    /// from then on and its own settings:
+    /// `[INSTANCE/]GROUP[,topic=T]...[,invisibility_secs=N][,max_deliveries=N]`.
+    #[arg(long = "group", value_name = "[INSTANCE/]GROUP[,topic=T][,...]")]
+    pub groups: Vec<String>,
     /// TOML file with the same settings (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -115,6 +121,7 @@ impl fmt::Debug for BrokerArgs {
             .field("listen", &self.listen)
             .field("credentials", &credentials)
             .field("topics", &self.topics)
+            .field("groups", &self.groups)
             .field("config", &self.config)
             .field("invisibility_secs", &self.invisibility_secs)
             .field("order_invisibility_secs", &self.order_invisibility_secs)
@@ -159,6 +166,8 @@ struct FileConfig {
     credentials: Vec<String>,
     #[serde(default)]
     topics: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
     invisibility_secs: Option<u64>,
     order_invisibility_secs: Option<u64>,
     half_check_interval_secs: Option<u64>,
@@ -181,6 +190,82 @@ fn parse_topic(s: &str) -> Result<(Option<InstanceId>, TopicName), String> {
         None => (None, s),
     };
     Ok((instance, TopicName::new(name).map_err(|e| e.to_string())?))
+}
+
+/// A consumer group created at start (`--group`, `groups` in the TOML file): its instance,
+/// id, the topics it is registered on (it keeps their messages from the start, before its
+/// first consume) and its own settings.
+///
+/// Text form: `[INSTANCE/]GROUP[,topic=T]...[,invisibility_secs=N][,max_deliveries=N]`.
+///
+/// ```
+/// use mq_broker::config::GroupDeclaration;
+/// let g: GroupDeclaration = "MQ_INST_x/GID_billing,topic=orders,topic=refunds,max_deliveries=3".parse()?;
+/// assert_eq!(g.group.as_str(), "GID_billing");
+/// assert_eq!(g.topics.len(), 2);
+/// assert_eq!(g.settings.max_deliveries, Some(3));
+/// assert_eq!(g.settings.invisibility_ms, None);
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDeclaration {
+    /// The instance (`None`: the default instance).
+    pub instance: Option<InstanceId>,
+    /// The group id.
+    pub group: mq_proto::GroupId,
+    /// Topics of that instance it is registered on.
+    pub topics: Vec<TopicName>,
+    /// Its invisibility and maximum deliveries.
+    pub settings: crate::core::GroupSettings,
+}
+
+impl std::str::FromStr for GroupDeclaration {
+    type Err = String;
+
+    /// The text form above; numbers are whole and at least 1.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut fields = s.split(',');
+        let head = fields.next().unwrap_or_default();
+        let (instance, group) = match head.split_once('/') {
+            Some((i, g)) => (Some(InstanceId::new(i).map_err(|e| e.to_string())?), g),
+            None => (None, head),
+        };
+        let group = mq_proto::GroupId::new(group).map_err(|e| e.to_string())?;
+        let mut declaration = Self {
+            instance,
+            group,
+            topics: Vec::new(),
+            settings: crate::core::GroupSettings::default(),
+        };
+        let positive = |key: &str, v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("{key} must be a whole number of at least 1"))
+        };
+        for field in fields {
+            match field.split_once('=') {
+                Some(("topic", t)) => declaration
+                    .topics
+                    .push(TopicName::new(t).map_err(|e| e.to_string())?),
+                Some(("invisibility_secs", v)) => {
+                    declaration.settings.invisibility_ms =
+                        Some(positive("invisibility_secs", v)?.saturating_mul(1000));
+                }
+                Some(("max_deliveries", v)) => {
+                    let n = positive("max_deliveries", v)?;
+                    declaration.settings.max_deliveries =
+                        Some(u32::try_from(n).map_err(|_| "max_deliveries is too large")?);
+                }
+                _ => {
+                    return Err(format!(
+                        "{field:?}: expected topic=T, invisibility_secs=N or max_deliveries=N"
+                    ));
+                }
+            }
+        }
+        Ok(declaration)
+    }
 }
 
 /// Where the credentials in effect came from (so the binary can say so).
@@ -234,6 +319,11 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         config
             .topics
             .push(parse_topic(t).map_err(|e| format!("topic {t:?}: {e}"))?);
+    }
+    for g in file.groups.iter().chain(&args.groups) {
+        config
+            .groups
+            .push(g.parse().map_err(|e| format!("group {g:?}: {e}"))?);
     }
     let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
         flag.or(file).map_or(default, |s| s.saturating_mul(1000))
@@ -319,6 +409,12 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
                         .to_owned(),
                 );
             }
+            if !config.groups.is_empty() {
+                return Err(
+                    "--group applies to the built-in backend; create groups in the RocketMQ cluster (console, mqadmin updateSubGroup)"
+                        .to_owned(),
+                );
+            }
             if config.data_dir.is_some() {
                 return Err(
                     "--data-dir applies to the built-in backend; the RocketMQ cluster keeps the messages"
@@ -381,54 +477,7 @@ pub struct RocketMqConfig {
     pub topic_type: TopicMessageType,
 }
 
-/// The `message.type` attribute of a RocketMQ 5 topic (Apache RocketMQ 5's topic message
-/// types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicMessageType {
-    /// Normal messages.
-    Normal,
-    /// Ordered (FIFO) messages with a message group.
-    Fifo,
-    /// Delayed and scheduled messages.
-    Delay,
-    /// Transactional (half) messages.
-    Transaction,
-    /// Any of the above (the broker must enable mixed message types, `enableMixedMessageType`).
-    Mixed,
-}
-
-impl TopicMessageType {
-    /// The attribute value: `NORMAL`, `FIFO`, `DELAY`, `TRANSACTION` or `MIXED`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "NORMAL",
-            Self::Fifo => "FIFO",
-            Self::Delay => "DELAY",
-            Self::Transaction => "TRANSACTION",
-            Self::Mixed => "MIXED",
-        }
-    }
-}
-
-impl std::str::FromStr for TopicMessageType {
-    type Err = String;
-
-    /// The attribute value, in any case.
-    fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Self::Normal,
-            Self::Fifo,
-            Self::Delay,
-            Self::Transaction,
-            Self::Mixed,
-        ]
-        .into_iter()
-        .find(|t| t.as_str().eq_ignore_ascii_case(s))
-        .ok_or_else(|| {
-            format!("{s:?} is not a topic message type (mixed, normal, fifo, delay, transaction)")
-        })
-    }
-}
+pub use crate::core::TopicMessageType;
 
 impl std::str::FromStr for RocketMqConfig {
     type Err = String;
@@ -763,6 +812,8 @@ pub struct ServerConfig {
     pub credentials: Vec<Credential>,
     /// Declared topics; when any is declared, unknown topics answer `TopicNotExist`.
     pub topics: Vec<(Option<InstanceId>, TopicName)>,
+    /// Consumer groups created at start (after the topics; built-in backend only).
+    pub groups: Vec<GroupDeclaration>,
     /// Queue semantics.
     pub core: CoreConfig,
     /// Resource limits.
@@ -798,6 +849,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             credentials: Vec::new(),
             topics: Vec::new(),
+            groups: Vec::new(),
             core: CoreConfig::default(),
             limits: Limits::default(),
             data_dir: None,
@@ -822,13 +874,14 @@ mod tests {
         let path = dir.join("broker.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\ncredentials = [\"a:b@MQ_INST_x\"]\ntopics = [\"MQ_INST_x/T2\"]\ninvisibility_secs = 5\n",
+            "listen = \"127.0.0.1:9000\"\ncredentials = [\"a:b@MQ_INST_x\"]\ntopics = [\"MQ_INST_x/T2\"]\ngroups = [\"GID_file,topic=T1,invisibility_secs=7\"]\ninvisibility_secs = 5\n",
         )
         .unwrap();
         let args = BrokerArgs {
             config: Some(path),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             topics: vec!["T1".into()],
+            groups: vec!["GID_flag".into()],
             ..Default::default()
         };
         let (config, source) = load_config(&args).unwrap();
@@ -840,6 +893,24 @@ mod tests {
         );
         assert_eq!(config.topics.len(), 2);
         assert_eq!(config.core.invisibility_ms, 5_000);
+        assert_eq!(
+            config
+                .groups
+                .iter()
+                .map(|g| (g.group.as_str(), g.settings.invisibility_ms))
+                .collect::<Vec<_>>(),
+            [("GID_file", Some(7_000)), ("GID_flag", None)],
+            "file groups first, then flags"
+        );
+        for bad in [
+            "GID_x,topic=",
+            "GID_x,max_deliveries=0",
+            "GID_x,invisibility_secs=soon",
+            "GID_x,color=red",
+            "bad group!",
+        ] {
+            assert!(bad.parse::<GroupDeclaration>().is_err(), "{bad}");
+        }
         assert!(
             load_config(&BrokerArgs {
                 credentials: vec!["nocolon".into()],

@@ -30,12 +30,23 @@ async fn start_with(test_clock: bool, faults: bool) -> Broker {
 
 /// `GET /admin/clock` with this `Authorization` (or none), written by hand; the whole answer.
 async fn raw_get(addr: std::net::SocketAddr, auth: Option<&str>) -> String {
+    raw_call(addr, "GET", "/admin/clock", auth).await
+}
+
+/// An admin call written by hand, with this `Authorization` (or none); the whole answer,
+/// status line and headers included.
+async fn raw_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut raw = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = auth
         .map(|a| format!("authorization: {a}\r\n"))
         .unwrap_or_default();
-    let req = format!("GET /admin/clock HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
+    let req = format!("{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
     raw.write_all(req.as_bytes()).await.expect("write");
     let mut answer = String::new();
     raw.read_to_string(&mut answer).await.expect("read");
@@ -63,6 +74,13 @@ async fn register_and_publish(c: &mut Client, t: &TopicName, g: &GroupId, bodies
         let m = TopicMessage::new(*body).expect("message");
         c.publish(t, &m).await.expect("io").expect("publish");
     }
+}
+
+fn topic_group(t: &str, g: &str) -> (TopicName, GroupId) {
+    (
+        TopicName::new(t).expect("topic"),
+        GroupId::new(g).expect("group"),
+    )
 }
 
 fn names(json: &serde_json::Value) -> Vec<&str> {
@@ -206,10 +224,7 @@ async fn test_clock_drives_delays_and_transaction_checks() {
     let broker = start(true).await;
     let addr = broker.local_addr();
     let mut c = Client::new(addr);
-    let (t, g) = (
-        TopicName::new("Clocked").expect("topic"),
-        GroupId::new("GID_clock").expect("group"),
-    );
+    let (t, g) = topic_group("Clocked", "GID_clock");
     // Register the group, then schedule a message a minute ahead of the broker's clock.
     c.consume(&t, &g, ConsumeKind::Normal, 1, 0)
         .await
@@ -313,10 +328,7 @@ async fn test_clock_drives_delays_and_transaction_checks() {
 async fn peek_is_non_destructive() {
     let broker = start(false).await;
     let mut c = Client::new(broker.local_addr());
-    let (t, g) = (
-        TopicName::new("Peeked").expect("topic"),
-        GroupId::new("GID_peek").expect("group"),
-    );
+    let (t, g) = topic_group("Peeked", "GID_peek");
     register_and_publish(&mut c, &t, &g, &["first", "second", "third"]).await;
     let half = TopicMessage::new("half")
         .expect("message")
@@ -745,5 +757,741 @@ async fn purge_and_reset_are_durable() {
     broker.shutdown().await;
     let broker = Broker::start(config()).await.expect("restart");
     assert!(broker.stats().topics.is_empty(), "reset survives a restart");
+    broker.shutdown().await;
+}
+
+/// The group `g` of the `GET /admin/groups` answer (`None` when not listed).
+fn listed_group<'a>(groups: &'a serde_json::Value, g: &str) -> Option<&'a serde_json::Value> {
+    groups["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|x| x["group"] == g)
+}
+
+/// Where group `g` stands on topic `t` in the `GET /admin/topics` answer.
+fn group_on<'a>(topics: &'a serde_json::Value, t: &str, g: &str) -> &'a serde_json::Value {
+    topics["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .find(|x| x["topic"] == t)
+        .and_then(|x| x["groups"].as_array())
+        .and_then(|gs| gs.iter().find(|x| x["group"] == g))
+        .unwrap_or_else(|| panic!("{g} on {t} in {topics}"))
+}
+
+fn service_code(err: mq_proto::client::ResponseError) -> (u16, mq_proto::ErrorCode) {
+    let mq_proto::client::ResponseError::Service(e) = err else {
+        panic!("not a service error: {err:?}");
+    };
+    (e.status, e.code)
+}
+
+/// A topic created with a message type takes only that type; a group created with its own
+/// invisibility and maximum deliveries keeps the topic's messages before its first consume,
+/// hides them for its own time and dead-letters after its own count; the listings show
+/// ready / in flight / dead / accumulation / last consume time; both are deleted; a wrong
+/// method is 405 with `Allow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_groups_are_created_listed_and_deleted() {
+    let broker = start(true).await;
+    let addr = broker.local_addr();
+    let mut c = Client::new(addr);
+    let (status, created) = c
+        .admin(
+            Method::POST,
+            "/admin/topics?topic=Orders&message_type=ORDER",
+            None,
+        )
+        .await
+        .expect("create topic");
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["topic"]["message_type"], "FIFO", "{created}");
+    assert_eq!(created["topic"]["declared"], true, "{created}");
+    let t = TopicName::new("Orders").expect("topic");
+    let g = GroupId::new("GID_fast").expect("group");
+    let normal = TopicMessage::new("no sharding key").expect("message");
+    let refused = c
+        .publish(&t, &normal)
+        .await
+        .expect("io")
+        .expect_err("refused");
+    assert_eq!(
+        service_code(refused),
+        (400, mq_proto::ErrorCode::InvalidArgument),
+        "a FIFO topic takes ordered messages only"
+    );
+
+    let (status, group) = c
+        .admin(
+            Method::POST,
+            "/admin/groups?group=GID_fast&topic=Orders&invisibility_ms=1000&max_deliveries=2",
+            None,
+        )
+        .await
+        .expect("create group");
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(group["group"]["declared"], true, "{group}");
+    assert_eq!(group["group"]["invisibility_ms"], 1000, "{group}");
+    assert_eq!(group["group"]["max_deliveries"], 2, "{group}");
+    assert_eq!(group["group"]["topics"][0]["topic"], "Orders", "{group}");
+
+    // Published before the group's first consume: the created group keeps it.
+    let sharded = TopicMessage::new("order 1")
+        .expect("message")
+        .with_sharding_key("user-1")
+        .expect("sharding key");
+    c.publish(&t, &sharded).await.expect("io").expect("publish");
+    let (_, topics) = c
+        .admin(Method::GET, "/admin/topics", None)
+        .await
+        .expect("list");
+    let pos = group_on(&topics, "Orders", "GID_fast");
+    assert_eq!(
+        (&pos["ready"], &pos["accumulation"]),
+        (&1.into(), &1.into()),
+        "{topics}"
+    );
+    assert_eq!(
+        pos["last_consume_time_ms"],
+        serde_json::Value::Null,
+        "{topics}"
+    );
+
+    let clock = |json: serde_json::Value| json["now_ms"].as_u64().expect("now");
+    let before = clock(
+        c.admin(Method::GET, "/admin/clock", None)
+            .await
+            .expect("clock")
+            .1,
+    );
+    let got = c
+        .consume(&t, &g, ConsumeKind::Orderly, 16, 0)
+        .await
+        .expect("io")
+        .expect("consume");
+    let after = clock(
+        c.admin(Method::GET, "/admin/clock", None)
+            .await
+            .expect("clock")
+            .1,
+    );
+    assert_eq!(got.len(), 1);
+    assert!(
+        (before + 1_000..=after + 1_000).contains(&got[0].next_consume_time),
+        "the group's own invisibility: {} not within [{before}, {after}] + 1000",
+        got[0].next_consume_time
+    );
+    let (_, topics) = c
+        .admin(Method::GET, "/admin/topics", None)
+        .await
+        .expect("list");
+    let pos = group_on(&topics, "Orders", "GID_fast");
+    assert_eq!(
+        (&pos["in_flight"], &pos["accumulation"]),
+        (&1.into(), &1.into()),
+        "{topics}"
+    );
+    assert!(
+        pos["last_consume_time_ms"].as_u64() >= Some(before),
+        "{topics}"
+    );
+
+    // Second delivery after 1 s; after its expiry the group's second delivery was its last.
+    for _ in 0..2 {
+        let (status, _) = c
+            .admin(Method::POST, "/admin/clock?advance_ms=1001", None)
+            .await
+            .expect("advance");
+        assert_eq!(status, 200);
+        let _ = c
+            .consume(&t, &g, ConsumeKind::Orderly, 16, 0)
+            .await
+            .expect("io")
+            .expect("consume");
+    }
+    let (_, topics) = c
+        .admin(Method::GET, "/admin/topics?ns=", None)
+        .await
+        .expect("list");
+    let pos = group_on(&topics, "Orders", "GID_fast");
+    assert_eq!(
+        (
+            &pos["dead_letters_kept"],
+            &pos["accumulation"],
+            &pos["delivered"]
+        ),
+        (&1.into(), &0.into(), &2.into()),
+        "dead-lettered after max_deliveries=2: {topics}"
+    );
+    let (_, none) = c
+        .admin(Method::GET, "/admin/topics?ns=MQ_INST_other", None)
+        .await
+        .expect("list");
+    assert_eq!(
+        none["topics"],
+        serde_json::json!([]),
+        "another instance's topics only"
+    );
+
+    // A consume registers an undeclared group, listed as such; a GET creates nothing.
+    let other = GroupId::new("GID_casual").expect("group");
+    c.consume(&t, &other, ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("consume");
+    let (status, _) = c
+        .admin(
+            Method::GET,
+            "/admin/groups?group=GID_ghost&topic=Orders",
+            None,
+        )
+        .await
+        .expect("list");
+    assert_eq!(status, 200);
+    let (_, groups) = c
+        .admin(Method::GET, "/admin/groups", None)
+        .await
+        .expect("groups");
+    assert_eq!(
+        listed_group(&groups, "GID_casual").expect("casual")["declared"],
+        false
+    );
+    assert!(listed_group(&groups, "GID_ghost").is_none(), "{groups}");
+    assert_eq!(
+        listed_group(&groups, "GID_fast").expect("fast")["topics"][0]["dead_letters_kept"],
+        1
+    );
+
+    // A wrong method on an admin path: 405 with the methods it takes.
+    let (token, _) = broker.admin_token().expect("token");
+    let bearer = format!("Bearer {token}");
+    for (method, path, allow) in [
+        ("DELETE", "/admin/clock", "GET, POST"),
+        ("PUT", "/admin/topics", "GET, POST"),
+        ("POST", "/admin/topics/Orders", "GET, DELETE"),
+        ("GET", "/admin/reset", "POST"),
+        ("GET", "/admin/groups/GID_fast", "DELETE"),
+    ] {
+        let answer = raw_call(addr, method, path, Some(&bearer)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 405"),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains(&format!("\r\nallow: {}\r\n", allow.to_ascii_lowercase())),
+            "{method} {path}: {answer}"
+        );
+        assert!(answer.contains("\"MethodNotAllowed\""), "{answer}");
+    }
+    for (target, why) in [
+        ("/admin/topics", "no topic"),
+        (
+            "/admin/topics?topic=X&message_type=SOMETIMES",
+            "unknown type",
+        ),
+        ("/admin/groups?topic=Orders", "no group"),
+        (
+            "/admin/groups?group=GID_x&max_deliveries=0",
+            "zero deliveries",
+        ),
+        (
+            "/admin/groups?group=GID_x&invisibility_ms=soon",
+            "not a number",
+        ),
+    ] {
+        assert_eq!(
+            refusal(&mut c, Method::POST, target, None).await,
+            (400, "InvalidArgument".to_owned()),
+            "{why}"
+        );
+    }
+
+    // Deleting the group drops its position (and its receipt handles' meaning).
+    let (status, deleted) = c
+        .admin(Method::DELETE, "/admin/groups/GID_fast", None)
+        .await
+        .expect("delete group");
+    assert_eq!(status, 200, "{deleted}");
+    let (_, groups) = c
+        .admin(Method::GET, "/admin/groups", None)
+        .await
+        .expect("groups");
+    assert!(listed_group(&groups, "GID_fast").is_none(), "{groups}");
+    assert_eq!(
+        refusal(&mut c, Method::DELETE, "/admin/groups/GID_fast", None).await,
+        (404, "SubscriptionNotExist".to_owned())
+    );
+
+    // Deleting the topic drops what it kept (the dead letter's message, kept a while after
+    // its group went, and one published with no group); it is gone from the listing.
+    c.publish(&t, &sharded).await.expect("io").expect("publish");
+    let (status, deleted) = c
+        .admin(Method::DELETE, "/admin/topics/Orders", None)
+        .await
+        .expect("delete topic");
+    assert_eq!(
+        (status, &deleted["messages"]),
+        (200, &2.into()),
+        "{deleted}"
+    );
+    assert_eq!(
+        refusal(&mut c, Method::GET, "/admin/topics/Orders", None).await,
+        (404, "TopicNotExist".to_owned())
+    );
+    assert_eq!(
+        refusal(&mut c, Method::DELETE, "/admin/topics/Orders", None).await,
+        (404, "TopicNotExist".to_owned())
+    );
+    broker.shutdown().await;
+}
+
+/// Groups declared at start (`--group`) keep messages published before their first
+/// consume; created topics' types and groups' settings survive a restart with
+/// `--data-dir`, and a reset keeps created groups subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_topics_and_groups_are_durable() {
+    let dir = TempDir::new("admin-groups");
+    let config = || ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        credentials: vec![Credential::new(AK, SK)],
+        data_dir: Some(dir.path().to_owned()),
+        groups: vec![
+            "GID_declared,topic=Declared,max_deliveries=1"
+                .parse()
+                .expect("declaration"),
+        ],
+        ..ServerConfig::default()
+    };
+    let broker = Broker::start(config()).await.expect("start");
+    let mut c = Client::new(broker.local_addr());
+    let declared = TopicName::new("Declared").expect("topic");
+    let g = GroupId::new("GID_declared").expect("group");
+    c.publish(&declared, &TopicMessage::new("early").expect("message"))
+        .await
+        .expect("io")
+        .expect("publish");
+    let (status, _) = c
+        .admin(
+            Method::POST,
+            "/admin/topics?topic=Txn&message_type=transaction",
+            None,
+        )
+        .await
+        .expect("create");
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .admin(
+            Method::POST,
+            "/admin/groups?group=GID_slow&topic=Txn&invisibility_ms=5000",
+            None,
+        )
+        .await
+        .expect("create");
+    assert_eq!(status, 200);
+    broker.shutdown().await;
+
+    let broker = Broker::start(config()).await.expect("restart");
+    let mut c = Client::new(broker.local_addr());
+    let got = c
+        .consume(&declared, &g, ConsumeKind::Normal, 16, 0)
+        .await
+        .expect("io")
+        .expect("consume");
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["early"],
+        "published before the declared group's first consume"
+    );
+    let txn = TopicName::new("Txn").expect("topic");
+    let refused = c
+        .publish(&txn, &TopicMessage::new("plain").expect("message"))
+        .await
+        .expect("io")
+        .expect_err("a TRANSACTION topic refuses a normal message after a restart");
+    assert_eq!(service_code(refused).0, 400);
+    let (_, groups) = c
+        .admin(Method::GET, "/admin/groups", None)
+        .await
+        .expect("groups");
+    let slow = listed_group(&groups, "GID_slow").expect("GID_slow survives");
+    assert_eq!(
+        (&slow["invisibility_ms"], &slow["declared"]),
+        (&5000.into(), &true.into())
+    );
+    assert_eq!(
+        listed_group(&groups, "GID_declared").expect("declared")["max_deliveries"],
+        1
+    );
+
+    // After a reset the created group is subscribed again and keeps new messages.
+    let (status, _) = c
+        .admin(Method::POST, "/admin/reset", None)
+        .await
+        .expect("reset");
+    assert_eq!(status, 200);
+    c.publish(
+        &declared,
+        &TopicMessage::new("after reset").expect("message"),
+    )
+    .await
+    .expect("io")
+    .expect("publish");
+    let (_, peeked) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Declared/messages?state=ready&group=GID_declared",
+            None,
+        )
+        .await
+        .expect("peek");
+    assert_eq!(names(&peeked), ["after reset"]);
+    broker.shutdown().await;
+}
+
+/// Moves the test clock forward by `ms`.
+async fn advance(c: &mut Client, ms: u64) {
+    let (status, json) = c
+        .admin(Method::POST, &format!("/admin/clock?advance_ms={ms}"), None)
+        .await
+        .expect("advance");
+    assert_eq!(status, 200, "{json}");
+}
+
+async fn consume_all(c: &mut Client, t: &TopicName, g: &GroupId) -> Vec<mq_proto::Message> {
+    c.consume(t, g, ConsumeKind::Normal, 16, 0)
+        .await
+        .expect("io")
+        .expect("consume")
+}
+
+async fn ack_all(c: &mut Client, t: &TopicName, g: &GroupId, got: &[mq_proto::Message]) {
+    let handles: Vec<_> = got.iter().map(|m| m.receipt_handle.clone()).collect();
+    let failures = c
+        .ack(t, g, mq_proto::AckKind::Ack, &handles)
+        .await
+        .expect("io")
+        .expect("ack");
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+fn bodies(got: &[mq_proto::Message]) -> Vec<&str> {
+    got.iter().map(|m| m.body.as_str()).collect()
+}
+
+/// Dead letters keep their bodies: listed with them, resent one by id (delivered again as a
+/// new message, same id), the rest deleted; unknown ids and groups are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_resent_and_deleted() {
+    let broker = start(true).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Letters", "GID_once");
+    let (status, _) = c
+        .admin(
+            Method::POST,
+            "/admin/groups?group=GID_once&topic=Letters&invisibility_ms=1000&max_deliveries=1",
+            None,
+        )
+        .await
+        .expect("create group");
+    assert_eq!(status, 200);
+    for body in ["first", "second"] {
+        let m = TopicMessage::new(body).expect("message");
+        c.publish(&t, &m).await.expect("io").expect("publish");
+    }
+    let got = consume_all(&mut c, &t, &g).await;
+    assert_eq!(bodies(&got), ["first", "second"]);
+    advance(&mut c, 1_001).await;
+    let path = "/admin/topics/Letters/groups/GID_once/dead_letters";
+    let (status, dead) = c.admin(Method::GET, path, None).await.expect("list");
+    assert_eq!(status, 200, "{dead}");
+    assert_eq!(names(&dead), ["first", "second"], "{dead}");
+    assert!(
+        dead["messages"][0]["dead_lettered_at"].as_u64().is_some(),
+        "{dead}"
+    );
+
+    let first = got[0].message_id.as_str();
+    let (status, resent) = c
+        .admin(Method::POST, &format!("{path}/resend?id={first}"), None)
+        .await
+        .expect("resend");
+    assert_eq!((status, &resent["resent"]), (200, &1.into()), "{resent}");
+    let again = consume_all(&mut c, &t, &g).await;
+    assert_eq!(bodies(&again), ["first"]);
+    assert_eq!(again[0].message_id, got[0].message_id);
+    assert_eq!(
+        again[0].consumed_times, 1,
+        "a resent dead letter counts from 1"
+    );
+    ack_all(&mut c, &t, &g, &again).await;
+
+    assert_eq!(
+        refusal(
+            &mut c,
+            Method::POST,
+            &format!("{path}/resend?id={first}"),
+            None
+        )
+        .await,
+        (404, "MessageNotExist".to_owned()),
+        "no longer a dead letter"
+    );
+    let (status, deleted) = c.admin(Method::DELETE, path, None).await.expect("delete");
+    assert_eq!((status, &deleted["deleted"]), (200, &1.into()), "{deleted}");
+    let (_, dead) = c.admin(Method::GET, path, None).await.expect("list");
+    assert_eq!(names(&dead), Vec::<&str>::new());
+    assert_eq!(
+        refusal(
+            &mut c,
+            Method::POST,
+            "/admin/topics/Letters/groups/GID_nobody/dead_letters/resend",
+            None
+        )
+        .await,
+        (404, "SubscriptionNotExist".to_owned())
+    );
+    broker.shutdown().await;
+}
+
+/// A consumer offset reset to a time delivers again what was published since (acked
+/// messages included) and skips what the group still holds from before; the trace shows
+/// each step with the producer's AccessKey; paging by publish time walks every kept
+/// message, consumed ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_offset_trace_and_paging() {
+    let broker = start(true).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Replayed", "GID_replay");
+    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    let first = consume_all(&mut c, &t, &g).await;
+    ack_all(&mut c, &t, &g, &first).await;
+    advance(&mut c, 1_000).await;
+    let b = c
+        .publish(&t, &TopicMessage::new("b").expect("message"))
+        .await
+        .expect("io")
+        .expect("publish");
+    let got = consume_all(&mut c, &t, &g).await;
+    assert_eq!(bodies(&got), ["b"]);
+    let since = got[0].publish_time;
+    ack_all(&mut c, &t, &g, &got).await;
+    advance(&mut c, 1_000).await;
+    c.publish(&t, &TopicMessage::new("c").expect("message"))
+        .await
+        .expect("io")
+        .expect("publish");
+
+    let reset = format!("/admin/topics/Replayed/groups/GID_replay/reset_offset?time_ms={since}");
+    let (status, json) = c.admin(Method::POST, &reset, None).await.expect("reset");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        (&json["redelivered"], &json["skipped"]),
+        (&1.into(), &0.into()),
+        "{json}"
+    );
+    let again = consume_all(&mut c, &t, &g).await;
+    let mut got_again = bodies(&again);
+    got_again.sort_unstable();
+    assert_eq!(got_again, ["b", "c"], "c was pending; b comes back");
+    ack_all(&mut c, &t, &g, &again).await;
+
+    // The trace of b: published by the test's key, delivered, acked, reset, delivered, acked.
+    let (status, trace) = c
+        .admin(
+            Method::GET,
+            &format!("/admin/messages/{}/trace", b.message_id.as_str()),
+            None,
+        )
+        .await
+        .expect("trace");
+    assert_eq!(status, 200, "{trace}");
+    let events: Vec<&str> = trace["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "published",
+            "delivered",
+            "acked",
+            "offset_reset",
+            "delivered",
+            "acked"
+        ],
+        "{trace}"
+    );
+    assert_eq!(trace["events"][0]["producer"], AK, "{trace}");
+    assert_eq!(trace["events"][1]["group"], "GID_replay", "{trace}");
+    assert_eq!(
+        trace["events"][1]["receipt_handle"],
+        got[0].receipt_handle.as_str(),
+        "{trace}"
+    );
+    assert_eq!(
+        trace["events"][1]["next_consume_time"], got[0].next_consume_time,
+        "{trace}"
+    );
+    assert_eq!(
+        refusal(
+            &mut c,
+            Method::GET,
+            "/admin/messages/0123456789ABCDEF0123456789ABCDEF/trace",
+            None
+        )
+        .await,
+        (404, "MessageNotExist".to_owned())
+    );
+
+    // Pages of two by publish time: a, b, then c; all consumed by the only group.
+    let page = |after: Option<&str>| {
+        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        format!("/admin/topics/Replayed/messages?begin_ms=0&limit=2{after}")
+    };
+    let (status, first) = c.admin(Method::GET, &page(None), None).await.expect("page");
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(names(&first), ["a", "b"], "{first}");
+    assert_eq!(first["messages"][0]["state"], "consumed", "{first}");
+    let next = first["next"].as_str().expect("a next page");
+    let (_, second) = c
+        .admin(Method::GET, &page(Some(next)), None)
+        .await
+        .expect("page");
+    assert_eq!(names(&second), ["c"], "{second}");
+    assert_eq!(second["next"], serde_json::Value::Null, "{second}");
+    let (_, none) = c
+        .admin(
+            Method::GET,
+            &format!("/admin/topics/Replayed/messages?begin_ms=0&end_ms={since}"),
+            None,
+        )
+        .await
+        .expect("page");
+    assert_eq!(names(&none), ["a"], "end_ms is exclusive");
+
+    // A reset to a later time skips what the group holds from before it.
+    c.publish(&t, &TopicMessage::new("d").expect("message"))
+        .await
+        .expect("io")
+        .expect("publish");
+    let (_, clock) = c
+        .admin(Method::GET, "/admin/clock", None)
+        .await
+        .expect("clock");
+    let later = clock["now_ms"].as_u64().expect("now") + 1;
+    let (_, json) = c
+        .admin(
+            Method::POST,
+            &format!("/admin/topics/Replayed/groups/GID_replay/reset_offset?time_ms={later}"),
+            None,
+        )
+        .await
+        .expect("reset");
+    assert_eq!(
+        (&json["redelivered"], &json["skipped"]),
+        (&0.into(), &1.into()),
+        "{json}"
+    );
+    assert!(consume_all(&mut c, &t, &g).await.is_empty());
+    broker.shutdown().await;
+}
+
+/// A transaction's trace: checked (with the check's handle), then committed; a rolled-back
+/// one stays findable, in state `rolled_back`, and is never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_trace_shows_checks_commit_and_rollback() {
+    let broker = start(true).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Txns", "GID_txn");
+    register_and_publish(&mut c, &t, &g, &[]).await;
+    let half = |body: &str| {
+        TopicMessage::new(body)
+            .expect("message")
+            .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity"))
+    };
+    let kept = c
+        .publish(&t, &half("kept"))
+        .await
+        .expect("io")
+        .expect("half");
+    let dropped = c
+        .publish(&t, &half("dropped"))
+        .await
+        .expect("io")
+        .expect("half");
+    advance(&mut c, 10_001).await;
+    let checks = c
+        .consume(&t, &g, ConsumeKind::Half, 16, 0)
+        .await
+        .expect("io")
+        .expect("pop");
+    assert_eq!(checks.len(), 2);
+    for (m, kind) in checks
+        .iter()
+        .zip([mq_proto::AckKind::Commit, mq_proto::AckKind::Rollback])
+    {
+        let failures = c
+            .ack(&t, &g, kind, std::slice::from_ref(&m.receipt_handle))
+            .await
+            .expect("io")
+            .expect("settle");
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    let trace = |id: &str| format!("/admin/messages/{id}/trace");
+    let events = |json: &serde_json::Value| -> Vec<String> {
+        json["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    let (_, committed) = c
+        .admin(Method::GET, &trace(kept.message_id.as_str()), None)
+        .await
+        .expect("trace");
+    assert_eq!(
+        events(&committed),
+        ["published", "checked", "committed"],
+        "{committed}"
+    );
+    assert_eq!(
+        committed["events"][1]["receipt_handle"],
+        checks[0].receipt_handle.as_str(),
+        "{committed}"
+    );
+    let (_, rolled) = c
+        .admin(Method::GET, &trace(dropped.message_id.as_str()), None)
+        .await
+        .expect("trace");
+    assert_eq!(
+        events(&rolled),
+        ["published", "checked", "rolled_back"],
+        "{rolled}"
+    );
+    let (_, found) = c
+        .admin(
+            Method::GET,
+            &format!(
+                "/admin/topics/Txns/messages?id={}",
+                dropped.message_id.as_str()
+            ),
+            None,
+        )
+        .await
+        .expect("find");
+    assert_eq!(found["messages"][0]["state"], "rolled_back", "{found}");
+    let got = consume_all(&mut c, &t, &g).await;
+    assert_eq!(
+        bodies(&got),
+        ["kept"],
+        "only the committed message is delivered"
+    );
     broker.shutdown().await;
 }

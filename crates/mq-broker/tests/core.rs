@@ -641,7 +641,14 @@ fn dead_lettering_happens_in_maintain_and_can_be_avoided_by_acking() {
     assert!(h.core.topic_version(None, &h.t) > v);
     assert_eq!(h.group_stats("G").dead_lettered, 1);
     assert_eq!(h.group_stats("G").acked, 1);
-    assert_eq!(h.core.next_wakeup(), Some(2 * SEC + 3 * DAY)); // dead-letter record retention
+    // Next: the acked message, kept an hour after its ack (then the dead letter's retention).
+    assert_eq!(h.core.next_wakeup(), Some(2 * SEC - 1 + 3_600_000));
+    h.core.maintain(2 * SEC - 1 + 3_600_000);
+    // The dead letter's body goes with the message's retention (from its publish), the
+    // record itself with the dead-letter retention.
+    assert_eq!(h.core.next_wakeup(), Some(3 * DAY));
+    h.core.maintain(3 * DAY);
+    assert_eq!(h.core.next_wakeup(), Some(2 * SEC + 3 * DAY));
 }
 
 #[test]
@@ -847,7 +854,38 @@ fn acked_messages_leave_the_store() {
     let b = h.consume(0, "G2", 1);
     assert!(h.ack(0, "G2", &handles(&b)).is_empty());
     assert_eq!(h.core.stats().topics[0].stored, 0);
+    // Kept for the consumed-message retention (an hour by default), then dropped.
+    assert_eq!(h.core.stats().topics[0].consumed_kept, 1);
+    assert_eq!(h.core.next_wakeup(), Some(3_600_000));
+    h.core.maintain(3_600_000);
+    assert_eq!(h.core.stats().topics[0].consumed_kept, 0);
     assert_eq!(h.core.next_wakeup(), None);
+}
+
+#[test]
+fn consumed_messages_are_kept_within_their_byte_bound() {
+    let mut h = H::with(CoreConfig {
+        consumed_retention_bytes: 10,
+        ..CoreConfig::default()
+    });
+    h.consume(0, "G", 1);
+    for body in ["12345", "67890", "abcde"] {
+        h.publish(0, msg(body));
+    }
+    let got = h.consume(0, "G", 16);
+    assert!(h.ack(1, "G", &handles(&got)).is_empty());
+    // Three 5-byte bodies released; the next call's sweep keeps the newest 10 bytes.
+    h.core.maintain(2);
+    assert_eq!(h.core.stats().topics[0].consumed_kept, 2);
+    let page = h
+        .core
+        .page(None, &h.t, 0, u64::MAX, None, 10)
+        .expect("page");
+    let kept: Vec<_> = page
+        .iter()
+        .filter_map(|f| f.message.body.as_deref())
+        .collect();
+    assert_eq!(kept, ["67890", "abcde"]);
 }
 
 #[test]

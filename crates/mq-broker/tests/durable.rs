@@ -97,6 +97,8 @@ fn small_config() -> CoreConfig {
         half_check_horizon_ms: 30_000,
         max_deliveries: 3,
         retention_ms: 40_000,
+        consumed_retention_ms: 5_000,
+        consumed_retention_bytes: 256,
         max_schedule_ahead_ms: 10_000,
         auto_create_topics: true,
         id_seed: 77,
@@ -137,6 +139,15 @@ enum Op {
     },
     Maintain,
     Declare(usize),
+    /// An admin call: create a group with its own settings (0), delete it (1), reset its
+    /// offset `back` ms into the past (2), resend (3) or delete (4) its dead letters,
+    /// create a typed topic (5), delete a topic (6).
+    Admin {
+        call: u8,
+        topic: usize,
+        group: usize,
+        back: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -160,6 +171,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3, 0usize..2).prop_map(|(topic, group)| Op::Garbage { topic, group }),
         2 => Just(Op::Maintain),
         1 => (0usize..4).prop_map(Op::Declare),
+        2 => (0u8..7, 0usize..3, 0usize..2, 0u64..10_000)
+            .prop_map(|(call, topic, group, back)| Op::Admin { call, topic, group, back }),
     ]
 }
 
@@ -178,6 +191,7 @@ trait Target {
             instance: i.cloned(),
             topic: t.clone(),
             message: m,
+            producer: None,
         };
         self.apply_call(now, call)
             .map(|o| o.into_published().expect("a publish outcome"))
@@ -408,6 +422,52 @@ impl Driver {
                 self.transcript.push(format!("{out:?}"));
             }
             Op::Maintain => target.maintain(self.now),
+            Op::Admin {
+                call,
+                topic,
+                group,
+                back,
+            } => {
+                let (i, t) = self.topic(*topic);
+                let (instance, group) = (i.cloned(), groups[*group].clone());
+                let call = match call {
+                    0 => Call::CreateGroup {
+                        instance,
+                        group,
+                        topics: vec![t],
+                        settings: mq_broker::core::GroupSettings {
+                            invisibility_ms: Some(500 + back % 2_000),
+                            max_deliveries: Some(1 + (*back % 3) as u32),
+                        },
+                    },
+                    1 => Call::DeleteGroup { instance, group },
+                    2 => Call::ResetOffset {
+                        instance,
+                        topic: t,
+                        group,
+                        since_ms: self.now.saturating_sub(*back),
+                    },
+                    3 | 4 => Call::DeadLetters {
+                        instance,
+                        topic: t,
+                        group,
+                        message_id: None,
+                        action: if *call == 3 {
+                            mq_broker::core::DeadLetterAction::Resend
+                        } else {
+                            mq_broker::core::DeadLetterAction::Delete
+                        },
+                    },
+                    5 => Call::CreateTopic {
+                        instance,
+                        topic: t,
+                        message_type: mq_broker::core::TopicMessageType::Mixed,
+                    },
+                    _ => Call::DeleteTopic { instance, topic: t },
+                };
+                let out = target.apply_call(self.now, call);
+                self.transcript.push(format!("{out:?}"));
+            }
             Op::Declare(n) => {
                 let (i, _) = self.topic(*n % 3);
                 let i = i.cloned();

@@ -27,6 +27,10 @@ fn config() -> CoreConfig {
         half_check_horizon_ms: 40_000,
         max_deliveries: 2,
         retention_ms: 90_000,
+        // Consumed messages kept until their retention ends (the bounds on them have unit
+        // tests in core.rs): the model keeps every message it stored until then.
+        consumed_retention_ms: u64::MAX / 4,
+        consumed_retention_bytes: u64::MAX,
         max_schedule_ahead_ms: 50_000,
         auto_create_topics: true,
         id_seed: 9,
@@ -155,13 +159,16 @@ struct MEntry {
 struct MGroup {
     registered_at: u64,
     entries: BTreeMap<usize, MEntry>,
-    dead_at: Vec<u64>,
+    /// `(dead-lettered at, seq)`.
+    dead_at: Vec<(u64, usize)>,
     delivered: u64,
     redelivered: u64,
     acked: u64,
     filtered: u64,
     dead_lettered: u64,
     trimmed: u64,
+    /// Time of the latest delivery.
+    last_delivery: Option<u64>,
     /// Every message handed to the group, and how each one left it.
     received: BTreeSet<usize>,
     gone: BTreeSet<usize>,
@@ -254,11 +261,11 @@ impl Model {
             changed |= !dead.is_empty();
             for (at, seq) in dead {
                 g.entries.remove(&seq);
-                g.dead_at.push(at);
+                g.dead_at.push((at, seq));
                 g.dead_lettered += 1;
                 g.gone.insert(seq);
             }
-            g.dead_at.retain(|&t| t + cfg.retention_ms > now);
+            g.dead_at.retain(|&(t, _)| t + cfg.retention_ms > now);
             changed |= g
                 .entries
                 .values()
@@ -293,9 +300,8 @@ impl Model {
             );
             g.received.insert(seq);
         }
-        if !self.groups.is_empty() {
-            self.msgs[seq].expire_at = Some(visible_at + cfg.retention_ms);
-        }
+        // Stored even for no group: kept (unheld) until its retention ends.
+        self.msgs[seq].expire_at = Some(visible_at + cfg.retention_ms);
         let visible_now = !self.groups.is_empty() && visible_at <= now;
         if visible_now {
             self.version += 1;
@@ -388,6 +394,7 @@ impl Model {
             e.visible_at = now + invisibility;
             e.last_chance = e.consumed >= cfg.max_deliveries;
             g.delivered += 1;
+            g.last_delivery = Some(now);
             if e.consumed > 1 {
                 g.redelivered += 1;
             }
@@ -510,6 +517,8 @@ impl Model {
                     self.fan_out(h.seq, cfg);
                 } else {
                     self.rolled_back += 1;
+                    // Kept (unheld, for its trace) until its retention ends.
+                    self.msgs[h.seq].expire_at = Some(self.now + cfg.retention_ms);
                 }
                 None
             }
@@ -520,9 +529,9 @@ impl Model {
     fn next_wakeup(&self, cfg: &CoreConfig) -> Option<u64> {
         let after = self.swept_at;
         let mut times: Vec<u64> = Vec::new();
-        for (seq, m) in self.msgs.iter().enumerate() {
+        for m in &self.msgs {
             if let Some(t) = m.expire_at
-                && self.groups.values().any(|g| g.entries.contains_key(&seq))
+                && t > after
             {
                 times.push(t);
             }
@@ -539,7 +548,7 @@ impl Model {
                     times.push(e.visible_at);
                 }
             }
-            if let Some(d) = g.dead_at.first() {
+            if let Some((d, _)) = g.dead_at.first() {
                 times.push(d + cfg.retention_ms);
             }
         }
@@ -558,6 +567,8 @@ impl Model {
             acked: g.acked,
             filtered: g.filtered,
             trimmed: g.trimmed,
+            accumulation: g.entries.len() as u64,
+            last_consume_time_ms: g.last_delivery,
             ..GroupStats::default()
         };
         for e in g.entries.values() {
@@ -865,12 +876,16 @@ impl Run {
         assert_eq!(ts.half_committed, self.model.committed);
         assert_eq!(ts.half_rolled_back, self.model.rolled_back);
         assert_eq!(ts.half_dropped_unresolved, self.model.dropped);
+        // Held: pending in a group, or the message of a dead letter (until its retention).
         let held = (0..self.model.msgs.len())
             .filter(|s| {
-                self.model
-                    .groups
-                    .values()
-                    .any(|g| g.entries.contains_key(s))
+                self.model.groups.values().any(|g| {
+                    g.entries.contains_key(s)
+                        || (g.dead_at.iter().any(|&(_, d)| d == *s)
+                            && self.model.msgs[*s]
+                                .expire_at
+                                .is_some_and(|t| t > self.model.swept_at))
+                })
             })
             .count();
         assert_eq!(ts.stored, held as u64);
@@ -883,10 +898,26 @@ impl Run {
         self.check_peeks(ts);
     }
 
-    /// Peeks agree with the model (through the stats compared above: as many messages in
-    /// each state, with the model's bodies) and change nothing in the core.
+    /// Peeks and the admin listings agree with the model (through the stats compared above:
+    /// as many messages in each state, with the model's bodies; each group listed with the
+    /// same counters) and change nothing in the core.
     fn check_peeks(&self, ts: &mq_broker::TopicStats) {
         let before = self.core.clone();
+        let listed: Vec<(String, Vec<GroupStats>)> = self
+            .core
+            .groups()
+            .into_iter()
+            .map(|g| (g.group, g.topics.into_iter().map(|t| t.stats).collect()))
+            .collect();
+        let want: Vec<(String, Vec<GroupStats>)> = ts
+            .groups
+            .iter()
+            .map(|gs| (gs.group.clone(), vec![gs.clone()]))
+            .collect();
+        assert_eq!(
+            listed, want,
+            "the group listing is the topic's stats by group"
+        );
         let now = self.core.now_ms();
         let peek = |group: Option<&GroupId>, state: PeekState| {
             self.core
@@ -932,7 +963,10 @@ impl Run {
                         PeekState::InFlight | PeekState::Delayed => {
                             assert!(m.next_visible_time > Some(now));
                         }
-                        PeekState::Dead | PeekState::Half => {}
+                        PeekState::Dead
+                        | PeekState::Half
+                        | PeekState::Consumed
+                        | PeekState::RolledBack => {}
                     }
                 }
             }

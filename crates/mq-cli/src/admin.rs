@@ -3,7 +3,7 @@
 //! broker's admin token (`--admin-token`, `MQ_ADMIN_TOKEN`) instead of the credentials.
 
 use crate::CliError;
-use crate::args::{ConnectionArgs, format_rfc3339_ms, parse_duration};
+use crate::args::{ConnectionArgs, format_rfc3339_ms, parse_duration, parse_rfc3339_ms};
 use bytes::Bytes;
 use clap::Subcommand;
 use http::{HeaderValue, Method};
@@ -60,6 +60,171 @@ pub enum AdminCommand {
     Purge(PurgeArgs),
     /// Forget every message, group and counter of the broker (declared topics stay).
     Reset(ResetArgs),
+    /// Topics: list (with each group's ready / in flight / delayed / dead / backlog / last
+    /// consume), create with a message type, delete.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Consumer groups: list, create with their own invisibility and max deliveries,
+    /// delete.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// A group's dead letters on a topic: list, resend (all or one), delete (all or one).
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Reset a group's consumer offset on a topic to a time: messages published since are
+    /// delivered again, earlier ones it holds are skipped.
+    #[command(name = "reset-offset")]
+    ResetOffset(ResetOffsetArgs),
+    /// What happened to a message: published, each delivery, ack, expiry, dead letter,
+    /// transaction check, commit, rollback.
+    Trace(TraceArgs),
+}
+
+/// `mq admin dead-letters …`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// The group's dead letters, with their bodies.
+    List(DeadLetterArgs),
+    /// Hand them (all, or --id) to the group again as new messages.
+    Resend(DeadLetterArgs),
+    /// Drop them (all, or --id).
+    Delete(DeadLetterArgs),
+}
+
+/// Flags of `mq admin dead-letters …`.
+#[derive(Debug, clap::Args)]
+pub struct DeadLetterArgs {
+    #[command(flatten)]
+    on: GroupOnTopic,
+    /// Only the dead letter of this message id (resend, delete).
+    #[arg(long)]
+    id: Option<String>,
+    /// Most dead letters listed (1..=1000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+/// The connection flags and the group and topic of a dead-letter or offset call.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GroupOnTopic {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// The topic.
+    #[arg(long)]
+    topic: mq_tokio::TopicName,
+    /// The consumer group.
+    #[arg(long)]
+    group: mq_tokio::GroupId,
+}
+
+impl GroupOnTopic {
+    /// `/admin/topics/{topic}/groups/{group}/{rest}`.
+    fn path(&self, rest: &str) -> String {
+        format!("/admin/topics/{}/groups/{}/{rest}", self.topic, self.group)
+    }
+}
+
+/// Flags of `mq admin reset-offset`.
+#[derive(Debug, clap::Args)]
+pub struct ResetOffsetArgs {
+    #[command(flatten)]
+    on: GroupOnTopic,
+    /// Messages published at or after this time (RFC 3339) are delivered again.
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms)]
+    time: u64,
+}
+
+/// Flags of `mq admin trace`.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// The message id.
+    #[arg(long)]
+    id: String,
+}
+
+/// `mq admin topics …`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Every topic with its message type and its groups' positions.
+    List(ListArgs),
+    /// Create a topic that takes one message type (normal, order, delay, transaction) or
+    /// all (mixed).
+    Create(TopicCreateArgs),
+    /// Delete a topic with every message it holds.
+    Delete(TopicArgs),
+}
+
+/// `mq admin groups …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Every consumer group with its settings and its position on each topic.
+    List(ListArgs),
+    /// Create (or update) a group: it keeps the messages of its topics from now on, before
+    /// its first consume.
+    Create(GroupCreateArgs),
+    /// Delete a group with its positions.
+    Delete(GroupArgs),
+}
+
+/// Flags of a listing.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+}
+
+/// Flags of `mq admin topics create`.
+#[derive(Debug, clap::Args)]
+pub struct TopicCreateArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// Topic to create.
+    #[arg(long)]
+    topic: mq_tokio::TopicName,
+    /// The messages it takes: normal, order (fifo), delay, transaction or mixed (all).
+    #[arg(long = "type", default_value = "mixed")]
+    message_type: String,
+}
+
+/// Flags naming one topic.
+#[derive(Debug, clap::Args)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// The topic.
+    #[arg(long)]
+    topic: mq_tokio::TopicName,
+}
+
+/// Flags of `mq admin groups create`.
+#[derive(Debug, clap::Args)]
+pub struct GroupCreateArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// Group to create.
+    #[arg(long)]
+    group: mq_tokio::GroupId,
+    /// A topic it keeps messages of from now on (repeatable).
+    #[arg(long = "topic")]
+    topics: Vec<mq_tokio::TopicName>,
+    /// Its invisibility after a delivery (30s, 500ms); default: the broker's.
+    #[arg(long, value_parser = parse_duration)]
+    invisibility: Option<Duration>,
+    /// Deliveries after which it dead-letters a message; default: the broker's.
+    #[arg(long)]
+    max_deliveries: Option<u32>,
+}
+
+/// Flags naming one group.
+#[derive(Debug, clap::Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// The group.
+    #[arg(long)]
+    group: mq_tokio::GroupId,
 }
 
 /// Flags of `mq admin purge`.
@@ -109,6 +274,16 @@ pub struct PeekArgs {
     /// Find the messages with this key (KEYS) instead.
     #[arg(long)]
     key: Option<String>,
+    /// List the messages published at or after this time (RFC 3339) instead, in publish
+    /// order, consumed ones included.
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms, conflicts_with_all = ["id", "key"])]
+    begin: Option<u64>,
+    /// With --begin: published before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms, requires = "begin")]
+    end: Option<u64>,
+    /// With --begin: after this message id (the `next` of the previous page).
+    #[arg(long, value_name = "ID", requires = "begin")]
+    after: Option<String>,
     /// Most messages listed (1..=1000).
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -131,10 +306,20 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
             None => (&a.admin, Method::GET, "/admin/clock".to_owned()),
         },
         AdminCommand::Peek(a) => {
-            let selector = match (&a.id, &a.key) {
-                (Some(id), _) => format!("id={}", encode(id)),
-                (None, Some(key)) => format!("key={}", encode(key)),
-                (None, None) => format!("state={}", encode(&a.state)),
+            let selector = match (&a.id, &a.key, a.begin) {
+                (Some(id), _, _) => format!("id={}", encode(id)),
+                (None, Some(key), _) => format!("key={}", encode(key)),
+                (None, None, Some(begin)) => {
+                    let mut range = format!("begin_ms={begin}");
+                    if let Some(end) = a.end {
+                        range.push_str(&format!("&end_ms={end}"));
+                    }
+                    if let Some(after) = &a.after {
+                        range.push_str(&format!("&after={}", encode(after)));
+                    }
+                    range
+                }
+                (None, None, None) => format!("state={}", encode(&a.state)),
             };
             let mut target = format!(
                 "/admin/topics/{}/messages?{selector}&limit={}",
@@ -156,6 +341,72 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
             (&a.admin, Method::POST, target)
         }
         AdminCommand::Reset(a) => (&a.admin, Method::POST, "/admin/reset".to_owned()),
+        AdminCommand::Topics(TopicsCommand::List(a)) => {
+            (&a.admin, Method::GET, scoped(&a.admin, "/admin/topics")?)
+        }
+        AdminCommand::Topics(TopicsCommand::Create(a)) => (
+            &a.admin,
+            Method::POST,
+            scoped(
+                &a.admin,
+                &format!(
+                    "/admin/topics?topic={}&message_type={}",
+                    a.topic,
+                    encode(&a.message_type)
+                ),
+            )?,
+        ),
+        AdminCommand::Topics(TopicsCommand::Delete(a)) => (
+            &a.admin,
+            Method::DELETE,
+            scoped(&a.admin, &format!("/admin/topics/{}", a.topic))?,
+        ),
+        AdminCommand::Groups(GroupsCommand::List(a)) => {
+            (&a.admin, Method::GET, scoped(&a.admin, "/admin/groups")?)
+        }
+        AdminCommand::Groups(GroupsCommand::Create(a)) => {
+            let mut target = format!("/admin/groups?group={}", a.group);
+            for t in &a.topics {
+                target.push_str(&format!("&topic={t}"));
+            }
+            if let Some(d) = a.invisibility {
+                target.push_str(&format!("&invisibility_ms={}", d.as_millis()));
+            }
+            if let Some(n) = a.max_deliveries {
+                target.push_str(&format!("&max_deliveries={n}"));
+            }
+            (&a.admin, Method::POST, scoped(&a.admin, &target)?)
+        }
+        AdminCommand::Groups(GroupsCommand::Delete(a)) => (
+            &a.admin,
+            Method::DELETE,
+            scoped(&a.admin, &format!("/admin/groups/{}", a.group))?,
+        ),
+        AdminCommand::DeadLetters(d) => {
+            let (a, method, tail) = match d {
+                DeadLettersCommand::List(a) => (a, Method::GET, format!("?limit={}", a.limit)),
+                DeadLettersCommand::Resend(a) => (a, Method::POST, "/resend".to_owned()),
+                DeadLettersCommand::Delete(a) => (a, Method::DELETE, String::new()),
+            };
+            let mut target = a.on.path(&format!("dead_letters{tail}"));
+            if let (Some(id), false) = (&a.id, method == Method::GET) {
+                target.push_str(&format!("?id={}", encode(id)));
+            }
+            (&a.on.admin, method, scoped(&a.on.admin, &target)?)
+        }
+        AdminCommand::ResetOffset(a) => (
+            &a.on.admin,
+            Method::POST,
+            scoped(
+                &a.on.admin,
+                &a.on.path(&format!("reset_offset?time_ms={}", a.time)),
+            )?,
+        ),
+        AdminCommand::Trace(a) => (
+            &a.admin,
+            Method::GET,
+            format!("/admin/messages/{}/trace", encode(&a.id)),
+        ),
     };
     let answer = call(admin, method, &target).await?;
     let mut out = std::io::stdout().lock();
@@ -175,9 +426,61 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
                 answer["purged"].as_u64().unwrap_or(0)
             ),
             AdminCommand::Reset(_) => writeln!(out, "reset"),
+            AdminCommand::Topics(TopicsCommand::List(_)) => {
+                let topics = answer["topics"].as_array().cloned().unwrap_or_default();
+                print_topics(&mut out, &topics)
+            }
+            AdminCommand::Topics(TopicsCommand::Create(_)) => {
+                print_topics(&mut out, std::slice::from_ref(&answer["topic"]))
+            }
+            AdminCommand::Groups(GroupsCommand::List(_)) => {
+                let groups = answer["groups"].as_array().cloned().unwrap_or_default();
+                print_groups(&mut out, &groups)
+            }
+            AdminCommand::Groups(GroupsCommand::Create(_)) => {
+                print_groups(&mut out, std::slice::from_ref(&answer["group"]))
+            }
+            AdminCommand::DeadLetters(DeadLettersCommand::List(_)) => {
+                print_messages(&mut out, &answer)
+            }
+            AdminCommand::DeadLetters(DeadLettersCommand::Resend(_)) => writeln!(
+                out,
+                "resent {} dead letter(s)",
+                answer["resent"].as_u64().unwrap_or(0)
+            ),
+            AdminCommand::DeadLetters(DeadLettersCommand::Delete(_)) => writeln!(
+                out,
+                "deleted {} dead letter(s)",
+                answer["deleted"].as_u64().unwrap_or(0)
+            ),
+            AdminCommand::ResetOffset(_) => writeln!(
+                out,
+                "{} message(s) to be delivered again, {} skipped",
+                answer["redelivered"].as_u64().unwrap_or(0),
+                answer["skipped"].as_u64().unwrap_or(0)
+            ),
+            AdminCommand::Trace(_) => print_trace(&mut out, &answer),
+            AdminCommand::Topics(TopicsCommand::Delete(_))
+            | AdminCommand::Groups(GroupsCommand::Delete(_)) => writeln!(
+                out,
+                "deleted {} ({} message(s))",
+                answer["deleted"].as_str().unwrap_or("?"),
+                answer["messages"].as_u64().unwrap_or(0)
+            ),
         }
     };
     written.map_err(|e| CliError::failed(format!("writing the answer: {e}")))
+}
+
+/// `target` with the instance of the connection flags (`ns=`), if one is set.
+fn scoped(admin: &AdminConn, target: &str) -> Result<String, CliError> {
+    Ok(match admin.conn.instance()? {
+        Some(ns) => {
+            let sep = if target.contains('?') { '&' } else { '?' };
+            format!("{target}{sep}ns={ns}")
+        }
+        None => target.to_owned(),
+    })
 }
 
 fn encode(s: &str) -> String {
@@ -307,5 +610,149 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
             writeln!(out, "{:<32}  groups: {}", "", groups.join(" "))?;
         }
     }
-    writeln!(out, "{} message(s)", messages.len())
+    writeln!(out, "{} message(s)", messages.len())?;
+    match answer["next"].as_str() {
+        Some(next) => writeln!(out, "more: --after {next}"),
+        None => Ok(()),
+    }
+}
+
+fn print_trace(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "message {} on {}",
+        answer["message_id"].as_str().unwrap_or("?"),
+        answer["topic"].as_str().unwrap_or("?")
+    )?;
+    writeln!(
+        out,
+        "{:<24}  {:<13}  {:<24}  DETAILS",
+        "TIME", "EVENT", "GROUP"
+    )?;
+    let events = answer["events"].as_array().cloned().unwrap_or_default();
+    for (i, e) in events.iter().enumerate() {
+        if i == 1 && answer["dropped_events"].as_u64().unwrap_or(0) > 0 {
+            writeln!(
+                out,
+                "({} event(s) not kept)",
+                answer["dropped_events"].as_u64().unwrap_or(0)
+            )?;
+        }
+        let mut details = Vec::new();
+        if let Some(p) = e["producer"].as_str() {
+            details.push(format!("producer {p}"));
+        }
+        if let Some(n) = e["consumed_times"].as_u64() {
+            details.push(format!("#{n}"));
+        }
+        if let Some(next) = e["next_consume_time"].as_u64() {
+            details.push(format!("next {}", format_rfc3339_ms(next)));
+        }
+        if let Some(h) = e["receipt_handle"].as_str() {
+            details.push(format!("handle {h}"));
+        }
+        writeln!(
+            out,
+            "{:<24}  {:<13}  {:<24}  {}",
+            time_cell(&e["time_ms"]),
+            e["event"].as_str().unwrap_or("?"),
+            e["group"].as_str().unwrap_or("-"),
+            details.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// A time column: RFC 3339 with ms, or `-`.
+fn time_cell(v: &serde_json::Value) -> String {
+    v.as_u64()
+        .map(format_rfc3339_ms)
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// The counters of one group on one topic, as table cells.
+fn position_cells(p: &serde_json::Value) -> String {
+    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    format!(
+        "{:>7}  {:>9}  {:>7}  {:>6}  {:>7}  {}",
+        n("ready"),
+        n("in_flight"),
+        n("delayed"),
+        n("dead_letters_kept"),
+        n("accumulation"),
+        time_cell(&p["last_consume_time_ms"])
+    )
+}
+
+const POSITION_HEADER: &str = "  READY  IN FLIGHT  DELAYED    DEAD  BACKLOG  LAST CONSUME";
+
+/// `instance/name` (or `name` for the default instance) of a listed topic or group.
+fn qualified(item: &serde_json::Value, name: &str) -> String {
+    let name = item[name].as_str().unwrap_or("?");
+    match item["instance"].as_str() {
+        Some(i) => format!("{i}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// One table row per position (`-` when there is none), each after `lead`.
+fn print_positions(
+    out: &mut impl Write,
+    lead: &str,
+    positions: &[serde_json::Value],
+    name: &str,
+) -> std::io::Result<()> {
+    if positions.is_empty() {
+        writeln!(out, "{lead}-")?;
+    }
+    for p in positions {
+        writeln!(
+            out,
+            "{lead}{:<24}{}",
+            p[name].as_str().unwrap_or("?"),
+            position_cells(p)
+        )?;
+    }
+    Ok(())
+}
+
+fn print_topics(out: &mut impl Write, topics: &[serde_json::Value]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<32}  {:<11}  {:<24}{POSITION_HEADER}",
+        "TOPIC", "TYPE", "GROUP"
+    )?;
+    for t in topics {
+        let lead = format!(
+            "{:<32}  {:<11}  ",
+            qualified(t, "topic"),
+            t["message_type"].as_str().unwrap_or("?")
+        );
+        let groups = t["groups"].as_array().cloned().unwrap_or_default();
+        print_positions(out, &lead, &groups, "group")?;
+    }
+    writeln!(out, "{} topic(s)", topics.len())
+}
+
+fn print_groups(out: &mut impl Write, groups: &[serde_json::Value]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<32}  {:>12}  {:>14}  {:<24}{POSITION_HEADER}",
+        "GROUP", "INVISIBILITY", "MAX DELIVERIES", "TOPIC"
+    )?;
+    for g in groups {
+        let invisibility = g["invisibility_ms"]
+            .as_u64()
+            .map_or_else(|| "broker's".to_owned(), |ms| format!("{ms} ms"));
+        let max = g["max_deliveries"]
+            .as_u64()
+            .map_or_else(|| "broker's".to_owned(), |n| n.to_string());
+        let lead = format!(
+            "{:<32}  {invisibility:>12}  {max:>14}  ",
+            qualified(g, "group")
+        );
+        let topics = g["topics"].as_array().cloned().unwrap_or_default();
+        print_positions(out, &lead, &topics, "topic")?;
+    }
+    writeln!(out, "{} group(s)", groups.len())
 }

@@ -36,7 +36,8 @@ pub enum Command {
     /// Measure throughput and latency against an endpoint, or an embedded broker when no
     /// endpoint is set.
     Bench(BenchArgs),
-    /// The admin API of an mq-broker: its clock (and test clock), peeks at what it holds.
+    /// The admin API of an mq-broker: its clock (and test clock), peeks at what it holds,
+    /// its topics and consumer groups.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
 }

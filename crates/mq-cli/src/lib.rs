@@ -9,6 +9,13 @@
 //! mq tx half|commit|rollback --topic T --group G [--handle H]...
 //! mq bench     publish|consume|roundtrip [--concurrency N] [--size BYTES] [--duration S] [--json]
 //! mq admin clock [--advance 60s] | peek --topic T [--group G] [--state S] [--limit N]
+//!              | purge --topic T | reset
+//!              | topics list | topics create --topic T [--type order] | topics delete --topic T
+//!              | groups list | groups create --group G [--topic T]... [--invisibility 30s]
+//!                [--max-deliveries N] | groups delete --group G
+//!              | dead-letters list|resend|delete --topic T --group G [--id ID]
+//!              | reset-offset --topic T --group G --time RFC3339 | trace --id ID
+//!              | peek --topic T --begin RFC3339 [--end RFC3339] [--after ID]
 //!              [--admin-token TOKEN] [--json]
 //! ```
 //!

@@ -1,7 +1,7 @@
 //! End-to-end tests of the `mq` binary against an in-process broker on 127.0.0.1.
 
 use mq_broker::{Credential, EmbeddedBroker, ServerConfig};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -467,6 +467,159 @@ fn admin_clock_and_peek() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("403 InvalidAdminToken"), "{err}");
     assert!(!err.contains(token), "{err}");
+}
+
+/// `mq admin topics|groups`: a typed topic and a group with its own settings created,
+/// listed in tables and as JSON, deleted.
+#[test]
+fn admin_topics_and_groups() {
+    let b = TestBroker::start();
+    let created = ok(b.mq(&[
+        "admin", "topics", "create", "--topic", "CliTyped", "--type", "order",
+    ]));
+    assert!(
+        created.contains("CliTyped") && created.contains("FIFO"),
+        "{created}"
+    );
+    let created = ok(b.mq(&[
+        "admin",
+        "groups",
+        "create",
+        "--group",
+        "GID_cli",
+        "--topic",
+        "CliTyped",
+        "--invisibility",
+        "30s",
+        "--max-deliveries",
+        "3",
+    ]));
+    assert!(created.contains("30000 ms"), "{created}");
+    ok(b.mq(&[
+        "publish",
+        "--topic",
+        "CliTyped",
+        "--sharding-key",
+        "s1",
+        "--body",
+        "kept",
+    ]));
+    let topics = ok(b.mq(&["admin", "topics", "list"]));
+    let row = topics
+        .lines()
+        .find(|l| l.starts_with("CliTyped"))
+        .unwrap_or_else(|| panic!("{topics}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    // TOPIC TYPE GROUP READY IN-FLIGHT DELAYED DEAD BACKLOG LAST-CONSUME
+    assert_eq!(
+        cells,
+        ["CliTyped", "FIFO", "GID_cli", "1", "0", "0", "0", "1", "-"],
+        "{topics}"
+    );
+    let groups: Value =
+        serde_json::from_str(&ok(b.mq(&["admin", "groups", "list", "--json"]))).expect("JSON");
+    let cli = groups["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["group"] == "GID_cli")
+        .expect("GID_cli listed");
+    assert_eq!(
+        (&cli["max_deliveries"], &cli["declared"]),
+        (&json!(3), &json!(true))
+    );
+    let deleted = ok(b.mq(&["admin", "groups", "delete", "--group", "GID_cli"]));
+    assert_eq!(deleted.trim_end(), "deleted GID_cli (1 message(s))");
+    // The message the group held is still kept (for an offset reset) until the topic goes.
+    let deleted = ok(b.mq(&["admin", "topics", "delete", "--topic", "CliTyped"]));
+    assert_eq!(deleted.trim_end(), "deleted CliTyped (1 message(s))");
+    let out = run(b.mq(&["admin", "topics", "delete", "--topic", "CliTyped"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404 TopicNotExist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mq admin dead-letters|reset-offset|trace` and `peek --begin`: a message dead-lettered
+/// by a group with one delivery, listed, resent, consumed, traced, replayed by an offset
+/// reset and found by publish time.
+#[test]
+fn admin_dead_letters_reset_offset_and_trace() {
+    let b = TestBroker::start();
+    let (t, g) = ("CliDead", "GID_dead");
+    ok(b.mq(&[
+        "admin",
+        "groups",
+        "create",
+        "--group",
+        g,
+        "--topic",
+        t,
+        "--invisibility",
+        "1s",
+        "--max-deliveries",
+        "1",
+    ]));
+    ok(b.mq(&["publish", "--topic", t, "--body", "doomed"]));
+    let got = ok(b.mq(&[
+        "consume", "--topic", t, "--group", g, "--wait", "0", "--no-ack", "--json",
+    ]));
+    let id = json_lines(&got).remove(0)["message_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    ok(b.mq(&["admin", "clock", "--advance", "2s"]));
+    let dead = ok(b.mq(&["admin", "dead-letters", "list", "--topic", t, "--group", g]));
+    assert!(dead.contains("doomed") && dead.contains("dead"), "{dead}");
+    let resent = ok(b.mq(&[
+        "admin",
+        "dead-letters",
+        "resend",
+        "--topic",
+        t,
+        "--group",
+        g,
+        "--id",
+        &id,
+    ]));
+    assert_eq!(resent.trim_end(), "resent 1 dead letter(s)");
+    let again = ok(b.mq(&[
+        "consume", "--topic", t, "--group", g, "--wait", "0", "--json",
+    ]));
+    assert_eq!(json_lines(&again)[0]["body"], "doomed");
+    let trace = ok(b.mq(&["admin", "trace", "--id", &id]));
+    for event in ["published", "delivered", "dead_lettered", "resent", "acked"] {
+        assert!(trace.contains(event), "{event}: {trace}");
+    }
+    assert!(trace.contains(&format!("producer {AK}")), "{trace}");
+    let reset = ok(b.mq(&[
+        "admin",
+        "reset-offset",
+        "--topic",
+        t,
+        "--group",
+        g,
+        "--time",
+        "1970-01-01T00:00:00Z",
+    ]));
+    assert_eq!(
+        reset.trim_end(),
+        "1 message(s) to be delivered again, 0 skipped"
+    );
+    let page = ok(b.mq(&[
+        "admin",
+        "peek",
+        "--topic",
+        t,
+        "--begin",
+        "1970-01-01T00:00:00Z",
+        "--json",
+    ]));
+    let page: Value = serde_json::from_str(&page).expect("JSON");
+    assert_eq!(page["messages"][0]["body"], "doomed", "{page}");
+    assert_eq!(page["messages"][0]["groups"][0]["state"], "ready", "{page}");
 }
 
 fn check_bench_json(text: &str, workload: &str) -> Value {

@@ -11,7 +11,7 @@ use mq_proto::{
     TopicMessage, TopicName, WaitSeconds,
 };
 
-use super::PublishOutcome;
+use super::{DeadLetterAction, GroupSettings, OffsetReset, PublishOutcome, TopicMessageType};
 
 /// A call into a broker backend.
 ///
@@ -24,6 +24,7 @@ use super::PublishOutcome;
 ///     instance: None,
 ///     topic: TopicName::new("orders")?,
 ///     message: TopicMessage::new("order 42")?,
+///     producer: None,
 /// };
 /// let Outcome::Published(receipt) = core.apply(1_000, call)? else { unreachable!() };
 /// assert_eq!(receipt.message_id.as_str().len(), 32);
@@ -39,6 +40,9 @@ pub enum Call {
         topic: TopicName,
         /// The message, system properties included.
         message: TopicMessage,
+        /// The AccessKey id that signed the request, recorded in the message's trace
+        /// (`None` for a publish that did not come from a signed request).
+        producer: Option<String>,
     },
     /// Consume normal, ordered or half messages → [`Outcome::Delivered`] (empty when
     /// nothing is visible now).
@@ -94,10 +98,80 @@ pub enum Call {
     /// Forget all state (admin API; see [`BrokerCore::reset`](super::BrokerCore::reset))
     /// → [`Outcome::Done`].
     Reset,
+    /// Create a topic with a message type (admin API; see
+    /// [`BrokerCore::create_topic`](super::BrokerCore::create_topic)) → [`Outcome::Done`].
+    CreateTopic {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+        /// The messages it takes.
+        message_type: TopicMessageType,
+    },
+    /// Delete a topic with its messages (admin API; see
+    /// [`BrokerCore::delete_topic`](super::BrokerCore::delete_topic)) →
+    /// [`Outcome::Deleted`].
+    DeleteTopic {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+    },
+    /// Create or update a consumer group with its settings, subscribed to topics (admin
+    /// API, `--group`; see [`BrokerCore::create_group`](super::BrokerCore::create_group))
+    /// → [`Outcome::Done`].
+    CreateGroup {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The group.
+        group: GroupId,
+        /// The topics it is registered on at once.
+        topics: Vec<TopicName>,
+        /// Its own invisibility and maximum deliveries.
+        settings: GroupSettings,
+    },
+    /// Resend or delete a group's dead letters (all, or one) (admin API; see
+    /// [`BrokerCore::take_dead_letters`](super::BrokerCore::take_dead_letters)) →
+    /// [`Outcome::Resent`] / [`Outcome::Deleted`].
+    DeadLetters {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+        /// The group.
+        group: GroupId,
+        /// Only the dead letter of this message id.
+        message_id: Option<String>,
+        /// Resend or delete.
+        action: DeadLetterAction,
+    },
+    /// Reset a group's consumer offset on a topic to a time (admin API; see
+    /// [`BrokerCore::reset_offset`](super::BrokerCore::reset_offset)) →
+    /// [`Outcome::OffsetReset`].
+    ResetOffset {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+        /// The group.
+        group: GroupId,
+        /// Messages published at or after this time (epoch ms) are delivered again.
+        since_ms: u64,
+    },
+    /// Delete a consumer group (admin API; see
+    /// [`BrokerCore::delete_group`](super::BrokerCore::delete_group)) →
+    /// [`Outcome::Deleted`].
+    DeleteGroup {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The group.
+        group: GroupId,
+    },
 }
 
 impl Call {
-    /// The topic the call is about (`None` for [`Call::Maintain`] and [`Call::Reset`]).
+    /// The topic the call is about (`None` for [`Call::Maintain`], [`Call::Reset`] and the
+    /// group calls, which may touch every topic of an instance).
     pub fn topic(&self) -> Option<(Option<&InstanceId>, &TopicName)> {
         match self {
             Self::Publish {
@@ -110,8 +184,20 @@ impl Call {
                 instance, topic, ..
             }
             | Self::DeclareTopic { instance, topic }
-            | Self::Purge { instance, topic } => Some((instance.as_ref(), topic)),
-            Self::Maintain | Self::Reset => None,
+            | Self::Purge { instance, topic }
+            | Self::CreateTopic {
+                instance, topic, ..
+            }
+            | Self::DeleteTopic { instance, topic }
+            | Self::DeadLetters {
+                instance, topic, ..
+            }
+            | Self::ResetOffset {
+                instance, topic, ..
+            } => Some((instance.as_ref(), topic)),
+            Self::Maintain | Self::Reset | Self::CreateGroup { .. } | Self::DeleteGroup { .. } => {
+                None
+            }
         }
     }
 }
@@ -128,6 +214,7 @@ impl From<ParsedRequest> for Call {
                 instance,
                 topic,
                 message,
+                producer: None,
             },
             Operation::Consume {
                 group,
@@ -172,6 +259,19 @@ pub enum Outcome {
     Done,
     /// A topic was purged: this many messages (stored and half) were dropped.
     Purged {
+        /// Messages dropped.
+        messages: u64,
+    },
+    /// Dead letters were handed to their group again: this many.
+    Resent {
+        /// Dead letters resent.
+        messages: u64,
+    },
+    /// A consumer offset was reset.
+    OffsetReset(OffsetReset),
+    /// A topic, group or dead letters were deleted: this many messages (a topic's stored and half
+    /// messages, a group's pending ones) were dropped with it.
+    Deleted {
         /// Messages dropped.
         messages: u64,
     },

@@ -34,6 +34,14 @@ pub struct CoreConfig {
     /// How long a stored message is kept, counted from the time it became deliverable.
     /// Default 3 days.
     pub retention_ms: u64,
+    /// How long a message no group holds any more (acked or skipped by every group,
+    /// published while its topic had no group) is kept, for a reset of a consumer offset
+    /// and for lookups; never beyond [`retention_ms`](Self::retention_ms). 0 drops such
+    /// messages at the topic's next call. Default 1 hour.
+    pub consumed_retention_ms: u64,
+    /// At most this many bytes (bodies and properties) of such messages per topic; the
+    /// oldest released go first. Default 16 MiB.
+    pub consumed_retention_bytes: u64,
     /// How far ahead `__STARTDELIVERTIME` may lie. Default 40 days.
     pub max_schedule_ahead_ms: u64,
     /// Whether a topic that was never declared is created on first use (publish, consume,
@@ -55,6 +63,8 @@ impl Default for CoreConfig {
             half_check_horizon_ms: DAY_MS,
             max_deliveries: 288,
             retention_ms: 3 * DAY_MS,
+            consumed_retention_ms: 3_600_000,
+            consumed_retention_bytes: 16 * 1024 * 1024,
             max_schedule_ahead_ms: mq_proto::MAX_SCHEDULE_AHEAD_MS,
             auto_create_topics: true,
             id_seed: 0,
@@ -114,6 +124,14 @@ impl CoreError {
         Self::new(ErrorCode::InvalidArgument, message)
     }
 
+    /// `TopicNotExist` for `topic`, with the service's message.
+    pub(crate) fn topic_not_exist(topic: &mq_proto::TopicName) -> Self {
+        Self::new(
+            ErrorCode::TopicNotExist,
+            format!("The topic you provided does not exist: {topic}"),
+        )
+    }
+
     /// An internal fault (an invariant of the core did not hold).
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InternalError, message)
@@ -134,4 +152,111 @@ pub struct PublishOutcome {
     /// past-scheduled message on a topic with registered groups). A server wakes the
     /// long-poll waiters of the topic when this is `true`.
     pub visible_now: bool,
+}
+
+/// The message type of a topic: Apache RocketMQ 5's `message.type` topic attribute and the
+/// ApsaraMQ console's / ONS API's topic `MessageType` (`ORDER` is accepted for `FIFO`, the
+/// ONS 1.x name of ordered topics).
+///
+/// A topic of the built-in broker that was auto-created or declared with `--topic` is
+/// [`Mixed`](Self::Mixed) and takes every kind of message; a topic created with a type
+/// through the admin API takes only messages of that type ([`accepts`](Self::accepts)), as
+/// RocketMQ 5 brokers checking message types do.
+///
+/// ```
+/// use mq_broker::core::TopicMessageType;
+/// use mq_proto::TopicMessage;
+/// let order: TopicMessageType = "order".parse()?;
+/// assert_eq!(order, TopicMessageType::Fifo);
+/// let sharded = TopicMessage::new("x")?.with_sharding_key("user-1")?;
+/// assert_eq!(TopicMessageType::of_message(&sharded), TopicMessageType::Fifo);
+/// assert!(order.accepts(&sharded));
+/// assert!(!TopicMessageType::Normal.accepts(&sharded));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TopicMessageType {
+    /// Normal messages.
+    Normal,
+    /// Ordered (FIFO) messages with a sharding key (`__SHARDINGKEY`, RocketMQ's message
+    /// group).
+    Fifo,
+    /// Delayed and scheduled messages (`__STARTDELIVERTIME`).
+    Delay,
+    /// Transactional (half) messages (`__TransCheckT`).
+    Transaction,
+    /// Any of the above (a RocketMQ broker must enable mixed message types,
+    /// `enableMixedMessageType`).
+    Mixed,
+}
+
+impl TopicMessageType {
+    /// The attribute value: `NORMAL`, `FIFO`, `DELAY`, `TRANSACTION` or `MIXED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Fifo => "FIFO",
+            Self::Delay => "DELAY",
+            Self::Transaction => "TRANSACTION",
+            Self::Mixed => "MIXED",
+        }
+    }
+
+    /// The type of one message, by its system properties: `__TransCheckT` → transaction,
+    /// else `__SHARDINGKEY` → FIFO, else `__STARTDELIVERTIME` → delay, else normal (never
+    /// [`Mixed`](Self::Mixed)).
+    pub fn of_message(message: &mq_proto::TopicMessage) -> Self {
+        if message.trans_check_immunity().is_some() {
+            Self::Transaction
+        } else if message.sharding_key().is_some() {
+            Self::Fifo
+        } else if message.start_deliver_time().is_some() {
+            Self::Delay
+        } else {
+            Self::Normal
+        }
+    }
+
+    /// Whether a topic of this type takes `message`: a mixed topic takes every message,
+    /// another only messages of its own type.
+    pub fn accepts(self, message: &mq_proto::TopicMessage) -> bool {
+        self == Self::Mixed || self == Self::of_message(message)
+    }
+}
+
+impl std::str::FromStr for TopicMessageType {
+    type Err = String;
+
+    /// The attribute value in any case; `ORDER` (the ONS name) for `FIFO`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("ORDER") {
+            return Ok(Self::Fifo);
+        }
+        [
+            Self::Normal,
+            Self::Fifo,
+            Self::Delay,
+            Self::Transaction,
+            Self::Mixed,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is not a topic message type (mixed, normal, fifo or order, delay, transaction)"
+            )
+        })
+    }
+}
+
+/// A consumer group's own delivery settings, replacing the broker-wide
+/// [`CoreConfig::invisibility_ms`] / [`CoreConfig::order_invisibility_ms`] and
+/// [`CoreConfig::max_deliveries`] for that group on every topic of its instance (`None`:
+/// the broker-wide value). Set when a group is created (admin API, `--group`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettings {
+    /// Invisibility after a normal or orderly delivery of this group, ms (at least 1).
+    pub invisibility_ms: Option<u64>,
+    /// Deliveries after which this group dead-letters an unacknowledged message (at least 1).
+    pub max_deliveries: Option<u32>,
 }

@@ -17,6 +17,7 @@ use super::handle::Token;
 use super::orderly::Partition;
 use super::persist;
 use super::store::Store;
+use super::trace::{TraceEvent, TraceKind};
 
 /// Per-message consumption state in one group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,19 @@ pub struct DeadLetter {
     pub dead_lettered_at: u64,
     /// How often it had been delivered.
     pub consumed_times: u32,
+    /// Its sequence number in the topic's store (which keeps the body while this record
+    /// lives, within retention).
+    #[serde(default)]
+    pub(crate) seq: u64,
+}
+
+/// What [`BrokerCore::take_dead_letters`](super::BrokerCore::take_dead_letters) does with the dead letters it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadLetterAction {
+    /// Hand them to their group again, as new messages.
+    Resend,
+    /// Drop them.
+    Delete,
 }
 
 /// Running totals of one group.
@@ -115,11 +129,15 @@ pub(crate) struct Group {
     pub(crate) dead_letters: VecDeque<DeadLetter>,
     /// Running totals.
     pub(crate) counters: GroupCounters,
+    /// Time of the latest delivery.
+    pub(crate) last_consumed_at: Option<u64>,
 }
 
 /// What one normal or orderly delivery needs from the caller.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct DeliverParams {
+pub(crate) struct DeliverParams<'a> {
+    /// The group's id (for the message trace).
+    pub(crate) group: &'a str,
     /// Current time.
     pub(crate) now: u64,
     /// Invisibility after this delivery.
@@ -143,6 +161,7 @@ impl Group {
             order_ready: BTreeSet::new(),
             dead_letters: VecDeque::new(),
             counters: GroupCounters::default(),
+            last_consumed_at: None,
         }
     }
 
@@ -192,13 +211,13 @@ impl Group {
     /// Records a delivery of `seq` at `params.now` and returns the message to send.
     pub(crate) fn deliver(
         &mut self,
-        store: &Store,
+        store: &mut Store,
         seq: u64,
-        params: DeliverParams,
+        params: DeliverParams<'_>,
     ) -> Result<Message, CoreError> {
         let stored = store
             .messages
-            .get(&seq)
+            .get_mut(&seq)
             .ok_or_else(|| CoreError::internal("queued message missing from the store"))?;
         let mut entry = self
             .entries
@@ -215,18 +234,32 @@ impl Group {
         }
         .encode(params.prefix)?;
         self.index_remove(seq, &entry);
-        if entry.consumed_times == 0 {
+        // A redelivery: the previous delivery's invisibility ended unacked.
+        let expired_at = (entry.consumed_times > 0).then_some(entry.visible_at);
+        if attempt == 1 {
             entry.first_consume_time = params.now;
         }
         entry.consumed_times = attempt;
         entry.visible_at = next;
         entry.last_chance = attempt >= params.max_deliveries;
         self.index_insert(seq, &entry);
+        if let Some(at) = expired_at {
+            stored
+                .trace
+                .push(TraceEvent::of_group(TraceKind::Expired, at, params.group));
+        }
+        stored.trace.push(TraceEvent {
+            receipt_handle: Some(handle.to_string()),
+            next_consume_time: Some(next),
+            consumed_times: Some(attempt),
+            ..TraceEvent::of_group(TraceKind::Delivered, params.now, params.group)
+        });
         let message = stored.delivery(handle, next, entry.first_consume_time, attempt);
         let partition = entry.partition.clone();
         self.entries.insert(seq, entry);
         self.refresh_partition(&partition);
         self.counters.delivered += 1;
+        self.last_consumed_at = Some(params.now);
         if attempt > 1 {
             self.counters.redelivered += 1;
         }
@@ -240,7 +273,7 @@ impl Group {
         store: &mut Store,
         filter: &TagFilter,
         batch: usize,
-        params: DeliverParams,
+        params: DeliverParams<'_>,
     ) -> Result<Vec<Message>, CoreError> {
         let mut out = Vec::new();
         while out.len() < batch {
@@ -250,7 +283,7 @@ impl Group {
             if visible_at > params.now {
                 break;
             }
-            if !self.take_or_skip(store, seq, filter) {
+            if !self.take_or_skip(store, seq, filter, params) {
                 continue;
             }
             out.push(self.deliver(store, seq, params)?);
@@ -260,9 +293,23 @@ impl Group {
 
     /// For a visible message met while consuming: `true` if it passes the filter; otherwise
     /// it is skipped (removed as consumed) and `false` is returned.
-    pub(crate) fn take_or_skip(&mut self, store: &mut Store, seq: u64, filter: &TagFilter) -> bool {
-        let passes = match store.messages.get(&seq) {
-            Some(m) => filter.matches(m.tag.as_ref()),
+    pub(crate) fn take_or_skip(
+        &mut self,
+        store: &mut Store,
+        seq: u64,
+        filter: &TagFilter,
+        params: DeliverParams<'_>,
+    ) -> bool {
+        let passes = match store.messages.get_mut(&seq) {
+            Some(m) if filter.matches(m.tag.as_ref()) => true,
+            Some(m) => {
+                m.trace.push(TraceEvent::of_group(
+                    TraceKind::Filtered,
+                    params.now,
+                    params.group,
+                ));
+                false
+            }
             None => {
                 // Defensive: a queued message the store no longer has cannot be delivered.
                 self.remove(seq);
@@ -271,7 +318,7 @@ impl Group {
         };
         if !passes {
             self.remove(seq);
-            store.release(seq);
+            store.release(seq, params.now);
             self.counters.filtered += 1;
         }
         passes
@@ -283,6 +330,7 @@ impl Group {
         store: &mut Store,
         token: Token,
         now: u64,
+        group: &str,
     ) -> Result<(), ErrorCode> {
         let entry = self
             .entries
@@ -290,7 +338,11 @@ impl Group {
             .ok_or(ErrorCode::MessageNotExist)?;
         check_attempt(token, entry.consumed_times, entry.visible_at, now)?;
         self.remove(token.seq);
-        store.release(token.seq);
+        if let Some(m) = store.messages.get_mut(&token.seq) {
+            m.trace
+                .push(TraceEvent::of_group(TraceKind::Acked, now, group));
+        }
+        store.release(token.seq, now);
         self.counters.acked += 1;
         Ok(())
     }
@@ -306,7 +358,7 @@ impl Group {
 
     /// Dead-letters every message whose last allowed delivery expired at `now`; returns
     /// whether anything changed.
-    pub(crate) fn sweep_final(&mut self, store: &mut Store, now: u64) -> bool {
+    pub(crate) fn sweep_final(&mut self, store: &mut Store, now: u64, group: &str) -> bool {
         let mut changed = false;
         while let Some(&(expiry, seq)) = self.final_flight.first() {
             if expiry > now {
@@ -317,29 +369,71 @@ impl Group {
                 self.final_flight.pop_first();
                 continue;
             };
-            if let Some(m) = store.messages.get(&seq) {
+            // The dead letter takes over the entry's hold on the message: its body stays
+            // (for a resend) until the record goes.
+            if let Some(m) = store.messages.get_mut(&seq) {
+                m.trace
+                    .push(TraceEvent::of_group(TraceKind::DeadLettered, expiry, group));
                 self.dead_letters.push_back(DeadLetter {
                     message_id: m.id.clone(),
                     publish_time: m.publish_time,
                     dead_lettered_at: expiry,
                     consumed_times: entry.consumed_times,
+                    seq,
                 });
             }
-            store.release(seq);
             self.counters.dead_lettered += 1;
         }
         changed
     }
 
     /// Drops dead-letter records older than the retention.
-    pub(crate) fn trim_dead_letters(&mut self, now: u64, retention_ms: u64) {
+    pub(crate) fn trim_dead_letters(&mut self, store: &mut Store, now: u64, retention_ms: u64) {
         while self
             .dead_letters
             .front()
             .is_some_and(|d| d.dead_lettered_at.saturating_add(retention_ms) <= now)
         {
-            self.dead_letters.pop_front();
+            if let Some(d) = self.dead_letters.pop_front() {
+                store.release(d.seq, now);
+            }
         }
+    }
+
+    /// Removes the dead letters `pick` selects (all, or the one of a message id) and lets
+    /// go of their messages, or hands them to the group again ([`DeadLetterAction`]); the
+    /// number of dead letters taken.
+    pub(crate) fn take_dead_letters(
+        &mut self,
+        store: &mut Store,
+        id: Option<&str>,
+        action: DeadLetterAction,
+        now: u64,
+        group: &str,
+    ) -> u64 {
+        let (taken, kept): (VecDeque<DeadLetter>, VecDeque<DeadLetter>) =
+            std::mem::take(&mut self.dead_letters)
+                .into_iter()
+                .partition(|d| id.is_none_or(|id| d.message_id.as_str() == id));
+        self.dead_letters = kept;
+        let mut count = 0;
+        for d in taken {
+            count += 1;
+            let resend = action == DeadLetterAction::Resend
+                && !self.entries.contains_key(&d.seq)
+                && store.messages.contains_key(&d.seq);
+            match store.messages.get_mut(&d.seq) {
+                // The dead letter's hold passes to the new entry.
+                Some(m) if resend => {
+                    m.trace
+                        .push(TraceEvent::of_group(TraceKind::Resent, now, group));
+                    let (visible_at, partition) = (m.visible_from(now), m.partition.clone());
+                    self.enqueue(d.seq, visible_at, partition);
+                }
+                _ => store.release(d.seq, now),
+            }
+        }
+        count
     }
 
     /// The earliest time-index entry after `after`, i.e. the next moment a message of this

@@ -15,6 +15,7 @@ use super::config::CoreError;
 use super::group::{check_attempt, min_opt};
 use super::handle::Token;
 use super::store::StoredMessage;
+use super::trace::{TraceEvent, TraceKind};
 
 /// One unresolved half message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +170,12 @@ impl HalfPool {
             entry.pops = attempt;
             entry.check_at = next;
             self.by_time.insert((next, seq));
+            entry.message.trace.push(TraceEvent {
+                receipt_handle: Some(handle.to_string()),
+                next_consume_time: Some(next),
+                consumed_times: Some(attempt),
+                ..TraceEvent::at(TraceKind::Checked, now)
+            });
             out.push(
                 entry
                     .message
@@ -179,29 +186,39 @@ impl HalfPool {
         Ok(out)
     }
 
-    /// Commits or rolls back the half message named by `token`; on commit returns it.
+    /// Commits or rolls back the half message named by `token` and returns it (its trace
+    /// says which; a rolled-back one is marked so).
     pub(crate) fn resolve(
         &mut self,
         token: Token,
         now: u64,
         resolution: Resolution,
-    ) -> Result<Option<StoredMessage>, ErrorCode> {
+    ) -> Result<StoredMessage, ErrorCode> {
         let entry = self
             .entries
             .get(&token.seq)
             .ok_or(ErrorCode::MessageNotExist)?;
         check_attempt(token, entry.pops, entry.check_at, now)?;
-        let entry = self.remove(token.seq).ok_or(ErrorCode::MessageNotExist)?;
-        Ok(match resolution {
+        let mut message = self
+            .remove(token.seq)
+            .ok_or(ErrorCode::MessageNotExist)?
+            .message;
+        match resolution {
             Resolution::Commit => {
                 self.counters.committed += 1;
-                Some(entry.message)
+                message
+                    .trace
+                    .push(TraceEvent::at(TraceKind::Committed, now));
             }
             Resolution::Rollback => {
                 self.counters.rolled_back += 1;
-                None
+                message.rolled_back = true;
+                message
+                    .trace
+                    .push(TraceEvent::at(TraceKind::RolledBack, now));
             }
-        })
+        }
+        Ok(message)
     }
 
     /// Drops messages unresolved at their horizon; returns whether any was dropped.

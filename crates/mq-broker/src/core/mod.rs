@@ -71,6 +71,7 @@
 //! ```
 
 mod call;
+mod catalog;
 mod config;
 mod group;
 mod half;
@@ -78,9 +79,11 @@ mod handle;
 mod orderly;
 mod peek;
 mod persist;
+mod replay;
 mod stats;
 mod store;
 mod topic;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry as MapEntry;
@@ -93,10 +96,13 @@ use mq_proto::{
 use serde::{Deserialize, Serialize};
 
 pub use call::{Call, Outcome};
-pub use config::{CoreConfig, CoreError, PublishOutcome};
-pub use group::DeadLetter;
+pub use catalog::{GroupInfo, GroupOnTopic};
+pub use config::{CoreConfig, CoreError, GroupSettings, PublishOutcome, TopicMessageType};
+pub use group::{DeadLetter, DeadLetterAction};
 pub use peek::{FoundMessage, GroupPosition, Lookup, PeekState, PeekedMessage};
+pub use replay::OffsetReset;
 pub use stats::{GroupStats, Stats, TopicStats};
+pub use trace::{MAX_TRACE_EVENTS, MessageTrace, TraceEvent, TraceKind};
 
 use group::{DeliverParams, Group, min_opt};
 use half::Resolution;
@@ -121,8 +127,11 @@ pub struct BrokerCore {
     next_scope: u64,
     /// Latest time seen.
     now: u64,
-    #[serde(with = "topic::serde_by_key")]
+    #[serde(with = "persist::by_instance_name")]
     topics: BTreeMap<TopicKey, Topic>,
+    /// Groups created with settings (admin API, `--group`), by instance and id.
+    #[serde(with = "persist::by_instance_name")]
+    groups: BTreeMap<catalog::GroupKey, catalog::DeclaredGroup>,
 }
 
 impl fmt::Debug for BrokerCore {
@@ -147,6 +156,7 @@ impl BrokerCore {
             next_scope: 1,
             now: 0,
             topics: BTreeMap::new(),
+            groups: BTreeMap::new(),
         }
     }
 
@@ -193,8 +203,15 @@ impl BrokerCore {
                 instance,
                 topic,
                 message,
+                producer,
             } => self
-                .publish(now_ms, instance.as_ref(), &topic, message)
+                .publish_by(
+                    now_ms,
+                    instance.as_ref(),
+                    &topic,
+                    message,
+                    producer.as_deref(),
+                )
                 .map(Outcome::Published),
             Call::Consume {
                 instance,
@@ -247,6 +264,55 @@ impl BrokerCore {
                 self.reset(now_ms);
                 Ok(Outcome::Done)
             }
+            Call::CreateTopic {
+                instance,
+                topic,
+                message_type,
+            } => {
+                self.create_topic(now_ms, instance.as_ref(), &topic, message_type);
+                Ok(Outcome::Done)
+            }
+            Call::DeleteTopic { instance, topic } => self
+                .delete_topic(now_ms, instance.as_ref(), &topic)
+                .map(|messages| Outcome::Deleted { messages }),
+            Call::CreateGroup {
+                instance,
+                group,
+                topics,
+                settings,
+            } => self
+                .create_group(now_ms, instance.as_ref(), &group, &topics, settings)
+                .map(|()| Outcome::Done),
+            Call::DeadLetters {
+                instance,
+                topic,
+                group,
+                message_id,
+                action,
+            } => self
+                .take_dead_letters(
+                    now_ms,
+                    instance.as_ref(),
+                    &topic,
+                    &group,
+                    message_id.as_deref(),
+                    action,
+                )
+                .map(|messages| match action {
+                    DeadLetterAction::Resend => Outcome::Resent { messages },
+                    DeadLetterAction::Delete => Outcome::Deleted { messages },
+                }),
+            Call::ResetOffset {
+                instance,
+                topic,
+                group,
+                since_ms,
+            } => self
+                .reset_offset(now_ms, instance.as_ref(), &topic, &group, since_ms)
+                .map(Outcome::OffsetReset),
+            Call::DeleteGroup { instance, group } => self
+                .delete_group(now_ms, instance.as_ref(), &group)
+                .map(|messages| Outcome::Deleted { messages }),
         }
     }
 
@@ -268,26 +334,26 @@ impl BrokerCore {
         self.topics
             .get_mut(&(instance.cloned(), topic.clone()))
             .map(Topic::purge)
-            .ok_or_else(|| {
-                CoreError::new(
-                    ErrorCode::TopicNotExist,
-                    format!("The topic you provided does not exist: {topic}"),
-                )
-            })
+            .ok_or_else(|| CoreError::topic_not_exist(topic))
     }
 
-    /// Forgets every message, group and counter (for test suites): auto-created topics go,
-    /// declared topics stay, empty. Ids and handle scopes keep counting up, so no receipt
-    /// handle issued before the reset settles anything after it.
+    /// Forgets every message, group position and counter (for test suites): auto-created
+    /// topics go, declared and created topics stay, empty, with their message types;
+    /// created groups stay with their settings, registered again on the topics they were
+    /// created on (an auto-created one among them comes back, empty). Ids and handle scopes keep counting up, so no receipt handle issued
+    /// before the reset settles anything after it.
     pub fn reset(&mut self, now_ms: u64) {
         let now = self.advance(now_ms);
         self.topics.retain(|_, t| t.declared);
         for t in self.topics.values_mut() {
             let version = t.version + 1;
+            let message_type = t.message_type;
             *t = Topic::new(true, self.next_scope, now);
             t.version = version;
+            t.message_type = message_type;
             self.next_scope += 1;
         }
+        self.register_declared_groups(now);
     }
 
     /// Declares a topic: it exists from now on even when
@@ -319,6 +385,8 @@ impl BrokerCore {
     /// * A transactional message goes to the topic's half pool and the outcome carries its
     ///   publish handle.
     /// * Unknown topic without auto-creation → `TopicNotExist`.
+    /// * A message of another type than the topic's
+    ///   ([`create_topic`](Self::create_topic)) → `InvalidArgument`.
     ///
     /// # Errors
     ///
@@ -330,6 +398,23 @@ impl BrokerCore {
         instance: Option<&InstanceId>,
         topic: &TopicName,
         message: TopicMessage,
+    ) -> Result<PublishOutcome, CoreError> {
+        self.publish_by(now_ms, instance, topic, message, None)
+    }
+
+    /// [`publish`](Self::publish), recording `producer` (the AccessKey id that signed the
+    /// request) in the message's [trace](Self::trace).
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub fn publish_by(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        message: TopicMessage,
+        producer: Option<&str>,
     ) -> Result<PublishOutcome, CoreError> {
         let now = self.advance(now_ms);
         message
@@ -353,12 +438,19 @@ impl BrokerCore {
             instance,
             topic,
         )?;
+        if !t.message_type.accepts(&message) {
+            return Err(CoreError::invalid(format!(
+                "topic {topic} takes {} messages; this one is {}",
+                t.message_type.as_str(),
+                TopicMessageType::of_message(&message).as_str()
+            )));
+        }
         t.sweep(now, config);
         let seq = self.next_seq;
         let id = handle::message_id(self.id_prefix, seq)?;
         self.next_seq += 1;
         t.published += 1;
-        let stored = StoredMessage::new(seq, id.clone(), &message, now);
+        let stored = StoredMessage::new(seq, id.clone(), &message, now, producer);
         let body_md5 = stored.body_md5.clone();
         if let Some(immunity) = message.trans_check_immunity() {
             let handle = t.half.insert(
@@ -376,7 +468,7 @@ impl BrokerCore {
             });
         }
         let visible_at = stored.visible_from(now);
-        let receivers = t.fan_out(stored, visible_at, config);
+        let receivers = t.fan_out(stored, now, visible_at, config);
         let visible_now = receivers > 0 && visible_at <= now;
         if visible_now {
             t.version += 1;
@@ -423,6 +515,10 @@ impl BrokerCore {
         batch: BatchSize,
     ) -> Result<Vec<Message>, CoreError> {
         let now = self.advance(now_ms);
+        let settings = match kind {
+            ConsumeKind::Half => GroupSettings::default(),
+            ConsumeKind::Normal | ConsumeKind::Orderly => self.group_settings(instance, group),
+        };
         let config = &self.config;
         let t = use_topic(
             &mut self.topics,
@@ -445,9 +541,10 @@ impl BrokerCore {
             ConsumeKind::Orderly => (config.order_invisibility_ms, true),
         };
         let params = DeliverParams {
+            group: group.as_str(),
             now,
-            invisibility_ms,
-            max_deliveries: config.max_deliveries,
+            invisibility_ms: settings.invisibility_ms.unwrap_or(invisibility_ms),
+            max_deliveries: settings.max_deliveries.unwrap_or(config.max_deliveries),
             prefix,
         };
         let g = use_group(&mut t.groups, &mut self.next_scope, now, group);
@@ -521,7 +618,7 @@ impl BrokerCore {
                     let result = match decode(text) {
                         Some(token) if token.scope == g.scope && token.attempt > 0 => {
                             let partition = g.entries.get(&token.seq).map(|e| e.partition.clone());
-                            let result = g.ack(&mut t.store, token, now);
+                            let result = g.ack(&mut t.store, token, now, group.as_str());
                             if result.is_ok()
                                 && partition.is_some_and(|p| g.partition_ready(&p, now))
                             {
@@ -556,14 +653,18 @@ impl BrokerCore {
                         _ => Err(ErrorCode::ReceiptHandleError),
                     };
                     match result {
-                        Ok(Some(message)) => {
+                        Ok(message) if message.rolled_back => {
+                            // Kept unheld for its trace, never delivered.
+                            let expire_at = now.saturating_add(config.retention_ms);
+                            t.store.insert(message, 0, expire_at, now);
+                        }
+                        Ok(message) => {
                             let visible_at = message.visible_from(now);
-                            let receivers = t.fan_out(message, visible_at, config);
+                            let receivers = t.fan_out(message, now, visible_at, config);
                             if receivers > 0 && visible_at <= now {
                                 t.version += 1;
                             }
                         }
-                        Ok(None) => {}
                         Err(code) => failures.push(HandleFailure::new(text.as_str(), code)),
                     }
                 }
@@ -659,10 +760,7 @@ fn use_topic<'a>(
         MapEntry::Occupied(o) => Ok(o.into_mut()),
         MapEntry::Vacant(v) => {
             if !config.auto_create_topics {
-                return Err(CoreError::new(
-                    ErrorCode::TopicNotExist,
-                    format!("The topic you provided does not exist: {topic}"),
-                ));
+                return Err(CoreError::topic_not_exist(topic));
             }
             let scope = *next_scope;
             *next_scope += 1;

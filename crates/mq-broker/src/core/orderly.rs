@@ -69,7 +69,7 @@ impl Group {
         store: &mut Store,
         filter: &TagFilter,
         batch: usize,
-        params: DeliverParams,
+        params: DeliverParams<'_>,
     ) -> Result<Vec<Message>, CoreError> {
         let mut out = Vec::new();
         while out.len() < batch {
@@ -99,7 +99,7 @@ impl Group {
                 if !visible {
                     break;
                 }
-                if !self.take_or_skip(store, seq, filter) {
+                if !self.take_or_skip(store, seq, filter, params) {
                     continue;
                 }
                 out.push(self.deliver(store, seq, params)?);

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::group::{DeadLetter, Entry, EntryState};
 use super::store::StoredMessage;
+use super::topic::Topic;
 use super::{BrokerCore, CoreError};
 
 /// Which messages a peek lists.
@@ -22,10 +23,18 @@ pub enum PeekState {
     InFlight,
     /// Never delivered, scheduled later (`__STARTDELIVERTIME`); earliest first.
     Delayed,
-    /// Dead letters of the group (the message's record; the body is gone), oldest first.
+    /// Dead letters of the group, oldest first (with the body while the topic keeps it,
+    /// within retention).
     Dead,
     /// Half (transactional) messages awaiting commit or rollback; no group. By check time.
     Half,
+    /// Held by no group any more, kept for a while (see
+    /// [`CoreConfig::consumed_retention_ms`](super::CoreConfig::consumed_retention_ms)):
+    /// only as the state of a message found by id, key or publish time, not a peek.
+    Consumed,
+    /// A transactional message rolled back, kept like a consumed one for its trace: only
+    /// as the state of a message found by id, key or publish time.
+    RolledBack,
 }
 
 impl std::str::FromStr for PeekState {
@@ -39,6 +48,7 @@ impl std::str::FromStr for PeekState {
             "delayed" => Self::Delayed,
             "dead" => Self::Dead,
             "half" => Self::Half,
+            // `consumed` is a state of found messages only.
             other => {
                 return Err(CoreError::invalid(format!(
                     "unknown message state {other:?} (ready, in_flight, delayed, dead, half)"
@@ -55,9 +65,9 @@ pub struct PeekedMessage {
     pub message_id: String,
     /// The state it was listed under.
     pub state: PeekState,
-    /// Body text; `None` for a dead letter (its body is no longer kept).
+    /// Body text; `None` for a dead letter whose body is no longer kept.
     pub body: Option<String>,
-    /// Upper-case hex MD5 of the body; `None` for a dead letter.
+    /// Upper-case hex MD5 of the body; `None` when the body is not kept.
     pub body_md5: Option<String>,
     /// Tag, if any.
     pub tag: Option<String>,
@@ -77,8 +87,16 @@ pub struct PeekedMessage {
 }
 
 impl PeekedMessage {
-    /// A dead letter's record (the body is no longer kept).
-    fn dead(d: &DeadLetter) -> Self {
+    /// A dead letter: the stored message with the record's times, or the record alone
+    /// when the body is no longer kept.
+    fn dead(d: &DeadLetter, stored: Option<&StoredMessage>) -> Self {
+        if let Some(m) = stored {
+            return Self {
+                dead_lettered_at: Some(d.dead_lettered_at),
+                next_visible_time: None,
+                ..Self::stored(m, PeekState::Dead, d.consumed_times, 0)
+            };
+        }
         Self {
             message_id: d.message_id.as_str().to_owned(),
             state: PeekState::Dead,
@@ -169,7 +187,7 @@ impl BrokerCore {
                 .dead_letters
                 .iter()
                 .take(limit)
-                .map(PeekedMessage::dead)
+                .map(|d| PeekedMessage::dead(d, t.store.messages.get(&d.seq)))
                 .collect());
         }
         let wanted = match state {
@@ -239,7 +257,9 @@ impl BrokerCore {
     /// the store (held by at least one group), among the half messages, or as a dead
     /// letter; with each group's position. Changes nothing.
     ///
-    /// A message that every group has consumed is no longer kept, and is not found.
+    /// A message every group has consumed is found (state [`PeekState::Consumed`]) while
+    /// the topic keeps it ([`CoreConfig::consumed_retention_ms`](super::CoreConfig::consumed_retention_ms)),
+    /// not after.
     ///
     /// # Errors
     ///
@@ -280,39 +300,11 @@ impl BrokerCore {
             .filter(|m| matches(m))
             .collect();
         stored.sort_by_key(|m| m.seq);
-        let mut out = Vec::new();
-        for m in stored.into_iter().take(limit) {
-            let groups: Vec<GroupPosition> = t
-                .groups
-                .iter()
-                .map(|(id, g)| {
-                    let entry = g.entries.get(&m.seq);
-                    let dead = g.dead_letters.iter().any(|d| d.message_id == m.id);
-                    GroupPosition {
-                        group: id.as_str().to_owned(),
-                        state: match entry {
-                            Some(e) => Some(peek_state(e.state(self.now))),
-                            None if dead => Some(PeekState::Dead),
-                            None => None,
-                        },
-                        consumed_times: entry.map_or(0, |e| e.consumed_times),
-                        next_visible_time: entry.map(|e| e.visible_at),
-                    }
-                })
-                .collect();
-            let half = t.half.entries.get(&m.seq);
-            let (state, consumed, next) = match half {
-                Some(h) => (PeekState::Half, h.pops, h.check_at),
-                None => groups
-                    .iter()
-                    .find_map(|g| Some((g.state?, g.consumed_times, g.next_visible_time?)))
-                    .unwrap_or((PeekState::Ready, 0, m.publish_time)),
-            };
-            out.push(FoundMessage {
-                message: PeekedMessage::stored(m, state, consumed, next),
-                groups,
-            });
-        }
+        let mut out: Vec<FoundMessage> = stored
+            .into_iter()
+            .take(limit)
+            .map(|m| self.found(t, m))
+            .collect();
         if out.is_empty()
             && let Lookup::Id(id) = lookup
         {
@@ -322,7 +314,7 @@ impl BrokerCore {
             let mut groups = Vec::new();
             for (gid, g) in &t.groups {
                 if let Some(d) = g.dead_letters.iter().find(|d| d.message_id.as_str() == id) {
-                    message.get_or_insert_with(|| PeekedMessage::dead(d));
+                    message.get_or_insert_with(|| PeekedMessage::dead(d, None));
                     groups.push(GroupPosition {
                         group: gid.as_str().to_owned(),
                         state: Some(PeekState::Dead),
@@ -338,19 +330,128 @@ impl BrokerCore {
         Ok(out)
     }
 
+    /// A page of the messages of `topic` published in `[begin_ms, end_ms)` — held by a group,
+    /// dead letters, half messages and messages kept after every group consumed them — in
+    /// publish order, each with every group's position; at most `limit`, starting after the
+    /// message `after` (the last id of the previous page). Changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// `TopicNotExist` for an unknown topic; `InvalidArgument` when `after` is not a
+    /// message id.
+    ///
+    /// ```
+    /// use mq_broker::core::{BrokerCore, CoreConfig};
+    /// use mq_proto::{TopicMessage, TopicName};
+    ///
+    /// let mut core = BrokerCore::new(CoreConfig::default());
+    /// let t = TopicName::new("T")?;
+    /// for (at, body) in [(1_000, "a"), (2_000, "b"), (3_000, "c")] {
+    ///     core.publish(at, None, &t, TopicMessage::new(body)?)?;
+    /// }
+    /// let page = core.page(None, &t, 1_500, 4_000, None, 1)?;
+    /// assert_eq!(page[0].message.body.as_deref(), Some("b"));
+    /// let next = core.page(None, &t, 1_500, 4_000, Some(&page[0].message.message_id), 1)?;
+    /// assert_eq!(next[0].message.body.as_deref(), Some("c"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn page(
+        &self,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        begin_ms: u64,
+        end_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FoundMessage>, CoreError> {
+        let t = self.topic_for_peek(instance, topic)?;
+        // Ids are the id prefix and the sequence number in hex: publish order.
+        let after_seq = after
+            .map(|id| {
+                id.get(16..)
+                    .filter(|_| id.len() == 32)
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or_else(|| CoreError::invalid(format!("{id:?} is not a message id")))
+            })
+            .transpose()?;
+        let mut stored: Vec<&StoredMessage> = t
+            .store
+            .messages
+            .values()
+            .chain(t.half.entries.values().map(|h| &h.message))
+            .filter(|m| (begin_ms..end_ms).contains(&m.publish_time))
+            .filter(|m| after_seq.is_none_or(|a| m.seq > a))
+            .collect();
+        stored.sort_by_key(|m| m.seq);
+        Ok(stored
+            .into_iter()
+            .take(limit)
+            .map(|m| self.found(t, m))
+            .collect())
+    }
+
+    /// A kept message with every group's position.
+    fn found(&self, t: &Topic, m: &StoredMessage) -> FoundMessage {
+        let mut dead_letter = None;
+        let groups: Vec<GroupPosition> = t
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                let entry = g.entries.get(&m.seq);
+                let dead = g.dead_letters.iter().find(|d| d.seq == m.seq);
+                if entry.is_none() && dead_letter.is_none() {
+                    dead_letter = dead;
+                }
+                GroupPosition {
+                    group: id.as_str().to_owned(),
+                    state: match (entry, dead) {
+                        (Some(e), _) => Some(peek_state(e.state(self.now))),
+                        (None, Some(_)) => Some(PeekState::Dead),
+                        (None, None) => None,
+                    },
+                    consumed_times: match (entry, dead) {
+                        (Some(e), _) => e.consumed_times,
+                        (None, Some(d)) => d.consumed_times,
+                        (None, None) => 0,
+                    },
+                    next_visible_time: entry.map(|e| e.visible_at),
+                }
+            })
+            .collect();
+        let held = groups
+            .iter()
+            .find_map(|g| Some((g.state?, g.consumed_times, g.next_visible_time?)));
+        let message = match (t.half.entries.get(&m.seq), held, dead_letter) {
+            (Some(h), _, _) => PeekedMessage::stored(m, PeekState::Half, h.pops, h.check_at),
+            (None, Some((state, consumed, next)), _) => {
+                PeekedMessage::stored(m, state, consumed, next)
+            }
+            (None, None, Some(d)) => PeekedMessage::dead(d, Some(m)),
+            (None, None, None) => PeekedMessage {
+                next_visible_time: None,
+                ..PeekedMessage::stored(
+                    m,
+                    if m.rolled_back {
+                        PeekState::RolledBack
+                    } else {
+                        PeekState::Consumed
+                    },
+                    0,
+                    0,
+                )
+            },
+        };
+        FoundMessage { message, groups }
+    }
+
     fn topic_for_peek(
         &self,
         instance: Option<&InstanceId>,
         topic: &TopicName,
-    ) -> Result<&super::topic::Topic, CoreError> {
+    ) -> Result<&Topic, CoreError> {
         self.topics
             .get(&(instance.cloned(), topic.clone()))
-            .ok_or_else(|| {
-                CoreError::new(
-                    mq_proto::ErrorCode::TopicNotExist,
-                    format!("The topic you provided does not exist: {topic}"),
-                )
-            })
+            .ok_or_else(|| CoreError::topic_not_exist(topic))
     }
 }
 

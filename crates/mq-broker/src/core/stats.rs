@@ -36,10 +36,16 @@ pub struct TopicStats {
     pub topic: String,
     /// Whether the topic was declared (rather than auto-created).
     pub declared: bool,
+    /// The messages it takes: `NORMAL`, `FIFO`, `DELAY`, `TRANSACTION` or `MIXED` (see
+    /// [`TopicMessageType`](super::TopicMessageType)).
+    pub message_type: &'static str,
     /// Messages published to this topic.
     pub published: u64,
-    /// Messages currently stored for at least one group.
+    /// Messages currently stored for at least one group (or dead letter).
     pub stored: u64,
+    /// Messages no group holds any more, kept for a while for a reset of a consumer offset
+    /// and lookups ([`CoreConfig::consumed_retention_ms`](super::CoreConfig::consumed_retention_ms)).
+    pub consumed_kept: u64,
     /// Unresolved half messages.
     pub half: u64,
     /// Half messages committed.
@@ -71,6 +77,12 @@ pub struct GroupStats {
     pub dead_lettered: u64,
     /// Dead-letter records currently kept.
     pub dead_letters_kept: u64,
+    /// The backlog ("accumulation" in the ApsaraMQ console): messages the group has not
+    /// acked yet, ready, in flight or delayed.
+    pub accumulation: u64,
+    /// When the group last received a message (its latest delivery), epoch ms; `None`
+    /// before its first.
+    pub last_consume_time_ms: Option<u64>,
     /// Deliveries (first and repeated).
     pub delivered: u64,
     /// Repeated deliveries (the second and later of a message).

@@ -1,5 +1,12 @@
 //! The per-topic message store: one copy of every deliverable message, shared by all groups
 //! (groups hold only sequence numbers), reference-counted and trimmed by retention.
+//!
+//! A message no group holds any more (acked or skipped by every group, or published while
+//! the topic had no group) is not dropped at once: it stays, *unheld*, for
+//! [`CoreConfig::consumed_retention_ms`] within at most
+//! [`CoreConfig::consumed_retention_bytes`] of bodies per topic (the oldest release goes
+//! first), so that a consumer offset can be reset to an earlier time and the message found
+//! by id, key or publish time. Dead letters hold their message like a group does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -8,6 +15,7 @@ use mq_proto::{Message, MessageId, Properties, ReceiptHandle, Tag, TopicMessage}
 use serde::{Deserialize, Serialize};
 
 use super::persist;
+use super::trace::{Trace, TraceEvent, TraceKind};
 
 /// A message as the core keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,13 +43,31 @@ pub(crate) struct StoredMessage {
     pub(crate) start_deliver_time: Option<u64>,
     /// Time from which retention trims the message (set when it enters the store).
     pub(crate) expire_at: u64,
-    /// Groups that still hold the message.
+    /// Groups (and dead-letter records) that still hold the message.
     pub(crate) refs: usize,
+    /// When the last holder let go (meaningful while `refs == 0`).
+    pub(crate) released_at: u64,
+    /// A rolled-back transactional message, kept (unheld) for its trace only: never
+    /// delivered again.
+    pub(crate) rolled_back: bool,
+    /// What happened to it.
+    pub(crate) trace: Trace,
 }
 
 impl StoredMessage {
-    /// Builds the stored form of a published message.
-    pub(crate) fn new(seq: u64, id: MessageId, message: &TopicMessage, now: u64) -> Self {
+    /// Builds the stored form of a message published at `now`, signed by `producer`.
+    pub(crate) fn new(
+        seq: u64,
+        id: MessageId,
+        message: &TopicMessage,
+        now: u64,
+        producer: Option<&str>,
+    ) -> Self {
+        let mut trace = Trace::default();
+        trace.push(TraceEvent {
+            producer: producer.map(str::to_owned),
+            ..TraceEvent::at(TraceKind::Published, now)
+        });
         Self {
             seq,
             id,
@@ -54,7 +80,16 @@ impl StoredMessage {
             start_deliver_time: message.start_deliver_time(),
             expire_at: u64::MAX,
             refs: 0,
+            released_at: 0,
+            rolled_back: false,
+            trace,
         }
+    }
+
+    /// What an unheld message counts against the per-topic byte bound: its body and
+    /// properties.
+    fn kept_bytes(&self) -> u64 {
+        (self.body.len() + self.properties.encode().len()) as u64
     }
 
     /// The time the message becomes deliverable when it enters the queues at `now`.
@@ -85,38 +120,71 @@ impl StoredMessage {
     }
 }
 
-/// Messages of one topic that at least one group still holds.
+/// Messages of one topic: those at least one group holds, and those kept unheld for a
+/// while after their last holder let go (see the module documentation).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Store {
-    /// By sequence number.
+    /// By sequence number (held and unheld).
     pub(crate) messages: HashMap<u64, StoredMessage>,
     /// `(expire_at, seq)` for retention.
     pub(crate) by_expiry: BTreeSet<(u64, u64)>,
+    /// `(released_at, seq)` of the unheld messages.
+    pub(crate) unheld: BTreeSet<(u64, u64)>,
+    /// Bytes of the unheld messages ([`StoredMessage::kept_bytes`]).
+    pub(crate) unheld_bytes: u64,
 }
 
 impl Store {
-    /// Stores a message held by `refs` groups (nothing is stored for zero groups).
-    pub(crate) fn insert(&mut self, mut message: StoredMessage, refs: usize, expire_at: u64) {
-        if refs == 0 {
-            return;
-        }
+    /// Stores a message held by `refs` groups at `now` (unheld from `now` for zero groups).
+    pub(crate) fn insert(
+        &mut self,
+        mut message: StoredMessage,
+        refs: usize,
+        expire_at: u64,
+        now: u64,
+    ) {
+        let seq = message.seq;
         message.refs = refs;
         message.expire_at = expire_at;
-        self.by_expiry.insert((expire_at, message.seq));
-        self.messages.insert(message.seq, message);
+        message.released_at = now;
+        self.by_expiry.insert((expire_at, seq));
+        if refs == 0 {
+            self.unheld.insert((message.released_at, seq));
+            self.unheld_bytes += message.kept_bytes();
+        }
+        self.messages.insert(seq, message);
     }
 
-    /// One group let go of a message; it is dropped when no group holds it any more.
-    pub(crate) fn release(&mut self, seq: u64) {
-        let gone = match self.messages.get_mut(&seq) {
-            Some(m) => {
-                m.refs = m.refs.saturating_sub(1);
-                m.refs == 0
-            }
-            None => false,
+    /// Messages some group or dead letter holds.
+    pub(crate) fn held(&self) -> usize {
+        self.messages.len() - self.unheld.len()
+    }
+
+    /// One more holder of a stored message (a group it is handed to again, a dead letter);
+    /// `false` if the store no longer has it.
+    pub(crate) fn hold(&mut self, seq: u64) -> bool {
+        let Some(m) = self.messages.get_mut(&seq) else {
+            return false;
         };
-        if gone {
-            self.remove(seq);
+        if m.refs == 0 {
+            self.unheld.remove(&(m.released_at, seq));
+            self.unheld_bytes = self.unheld_bytes.saturating_sub(m.kept_bytes());
+        }
+        m.refs += 1;
+        true
+    }
+
+    /// One holder let go of a message at `now`; with no holder left it becomes unheld.
+    pub(crate) fn release(&mut self, seq: u64, now: u64) {
+        if let Some(m) = self.messages.get_mut(&seq)
+            && m.refs > 0
+        {
+            m.refs -= 1;
+            if m.refs == 0 {
+                m.released_at = now;
+                self.unheld.insert((now, seq));
+                self.unheld_bytes += m.kept_bytes();
+            }
         }
     }
 
@@ -124,7 +192,31 @@ impl Store {
     pub(crate) fn remove(&mut self, seq: u64) {
         if let Some(m) = self.messages.remove(&seq) {
             self.by_expiry.remove(&(m.expire_at, seq));
+            if self.unheld.remove(&(m.released_at, seq)) {
+                self.unheld_bytes = self.unheld_bytes.saturating_sub(m.kept_bytes());
+            }
         }
+    }
+
+    /// Drops the unheld messages released more than `keep_ms` before `now`, then the oldest
+    /// released until the unheld bytes are within `max_bytes`; whether any went.
+    pub(crate) fn trim_unheld(&mut self, now: u64, keep_ms: u64, max_bytes: u64) -> bool {
+        let mut changed = false;
+        while let Some(&(released_at, seq)) = self.unheld.first() {
+            if released_at.saturating_add(keep_ms) > now && self.unheld_bytes <= max_bytes {
+                break;
+            }
+            self.remove(seq);
+            changed = true;
+        }
+        changed
+    }
+
+    /// When the oldest unheld message is due to go (`None`: none is kept).
+    pub(crate) fn next_unheld_expiry(&self, keep_ms: u64) -> Option<u64> {
+        self.unheld
+            .first()
+            .map(|&(released_at, _)| released_at.saturating_add(keep_ms))
     }
 
     /// Removes and returns the sequence numbers of messages whose retention ended at `now`.
@@ -134,8 +226,7 @@ impl Store {
             if t > now {
                 break;
             }
-            self.by_expiry.pop_first();
-            self.messages.remove(&seq);
+            self.remove(seq);
             out.push(seq);
         }
         out

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mq_proto::{GroupId, InstanceId, TopicName};
 use serde::{Deserialize, Serialize};
 
-use super::config::CoreConfig;
+use super::config::{CoreConfig, TopicMessageType};
 use super::group::{EntryState, Group, min_opt};
 use super::half::HalfPool;
 use super::stats::{GroupStats, TopicStats};
@@ -18,8 +18,11 @@ pub(crate) type TopicKey = (Option<InstanceId>, TopicName);
 /// One topic of one instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Topic {
-    /// Declared with `declare_topic` (as opposed to auto-created).
+    /// Declared with `declare_topic` or created with `create_topic` (as opposed to
+    /// auto-created).
     pub(crate) declared: bool,
+    /// The messages the topic takes ([`TopicMessageType::Mixed`] unless created with a type).
+    pub(crate) message_type: TopicMessageType,
     /// Messages some group still holds.
     pub(crate) store: Store,
     /// Consumer groups, by id.
@@ -40,6 +43,7 @@ impl Topic {
     pub(crate) fn new(declared: bool, half_scope: u64, now: u64) -> Self {
         Self {
             declared,
+            message_type: TopicMessageType::Mixed,
             store: Store::default(),
             groups: BTreeMap::new(),
             half: HalfPool::new(half_scope),
@@ -54,31 +58,39 @@ impl Topic {
     pub(crate) fn sweep(&mut self, now: u64, config: &CoreConfig) {
         let mut changed = false;
         for seq in self.store.take_expired(now) {
-            changed = true;
+            // Only a message a group still had to consume changes what consumers see.
             for group in self.groups.values_mut() {
                 if group.remove(seq).is_some() {
                     group.counters.trimmed += 1;
+                    changed = true;
                 }
             }
         }
         changed |= self.half.sweep(now);
         changed |= self.half.became_visible(self.swept_at, now);
-        for group in self.groups.values_mut() {
-            changed |= group.sweep_final(&mut self.store, now);
-            group.trim_dead_letters(now, config.retention_ms);
+        for (id, group) in &mut self.groups {
+            changed |= group.sweep_final(&mut self.store, now, id.as_str());
+            group.trim_dead_letters(&mut self.store, now, config.retention_ms);
             changed |= group.became_visible(self.swept_at, now);
         }
+        // Not a change a consumer can see: no version bump.
+        self.store.trim_unheld(
+            now,
+            config.consumed_retention_ms,
+            config.consumed_retention_bytes,
+        );
         self.swept_at = self.swept_at.max(now);
         if changed {
             self.version += 1;
         }
     }
 
-    /// Hands a message to every registered group, visible from `visible_at`; returns how many
-    /// groups received it.
+    /// Hands a message to every registered group at `now`, visible from `visible_at`;
+    /// returns how many groups received it.
     pub(crate) fn fan_out(
         &mut self,
         message: StoredMessage,
+        now: u64,
         visible_at: u64,
         config: &CoreConfig,
     ) -> usize {
@@ -87,7 +99,7 @@ impl Topic {
             group.enqueue(message.seq, visible_at, message.partition.clone());
         }
         let expire_at = visible_at.saturating_add(config.retention_ms);
-        self.store.insert(message, refs, expire_at);
+        self.store.insert(message, refs, expire_at, now);
         refs
     }
 
@@ -98,6 +110,10 @@ impl Topic {
         let mut next = min_opt(
             self.store.by_expiry.first().map(|&(t, _)| t),
             self.half.next_event_after(after),
+        );
+        next = min_opt(
+            next,
+            self.store.next_unheld_expiry(config.consumed_retention_ms),
         );
         for group in self.groups.values() {
             next = min_opt(next, group.next_visibility_after(after));
@@ -123,6 +139,21 @@ impl Topic {
         dropped as u64
     }
 
+    /// Removes a group and lets go of every message it held; the number of pending
+    /// messages it held, `None` if it was not registered here.
+    pub(crate) fn remove_group(&mut self, group: &GroupId, now: u64) -> Option<u64> {
+        let g = self.groups.remove(group)?;
+        for seq in g
+            .entries
+            .keys()
+            .chain(g.dead_letters.iter().map(|d| &d.seq))
+        {
+            self.store.release(*seq, now);
+        }
+        self.version += 1;
+        Some(g.entries.len() as u64)
+    }
+
     /// Counters of this topic as of `now`.
     pub(crate) fn stats(&self, instance: Option<String>, topic: String, now: u64) -> TopicStats {
         let groups = self
@@ -139,6 +170,8 @@ impl Topic {
                     acked: g.counters.acked,
                     filtered: g.counters.filtered,
                     trimmed: g.counters.trimmed,
+                    accumulation: g.entries.len() as u64,
+                    last_consume_time_ms: g.last_consumed_at,
                     ..GroupStats::default()
                 };
                 for e in g.entries.values() {
@@ -157,8 +190,10 @@ impl Topic {
             instance,
             topic,
             declared: self.declared,
+            message_type: self.message_type.as_str(),
             published: self.published,
-            stored: self.store.messages.len() as u64,
+            stored: self.store.held() as u64,
+            consumed_kept: self.store.unheld.len() as u64,
             half: self.half.entries.len() as u64,
             half_committed: self.half.counters.committed,
             half_rolled_back: self.half.counters.rolled_back,
@@ -166,40 +201,5 @@ impl Topic {
             half_popped: self.half.counters.popped,
             groups,
         }
-    }
-}
-
-/// The core's topics as a sequence of `(instance, topic, state)`.
-pub(crate) mod serde_by_key {
-    use super::{Topic, TopicKey};
-    use mq_proto::{InstanceId, TopicName};
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::collections::BTreeMap;
-
-    pub(crate) fn serialize<S: Serializer>(
-        topics: &BTreeMap<TopicKey, Topic>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            topics
-                .iter()
-                .map(|((i, t), topic)| (i.as_ref().map(InstanceId::as_str), t.as_str(), topic)),
-        )
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<TopicKey, Topic>, D::Error> {
-        Vec::<(Option<String>, String, Topic)>::deserialize(d)?
-            .into_iter()
-            .map(|(instance, name, topic)| {
-                let instance = instance
-                    .map(|i| InstanceId::new(i).map_err(D::Error::custom))
-                    .transpose()?;
-                let name = TopicName::new(name).map_err(D::Error::custom)?;
-                Ok(((instance, name), topic))
-            })
-            .collect()
     }
 }

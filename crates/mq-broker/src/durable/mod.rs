@@ -64,7 +64,7 @@
 //!     let mut core = JournaledCore::open(CoreConfig::default(), Some(&dir))?;
 //!     core.apply(0, consume.clone())?; // registers the group
 //!     let message = TopicMessage::new("kept")?;
-//!     core.apply(1_000, Call::Publish { instance: None, topic, message })?;
+//!     core.apply(1_000, Call::Publish { instance: None, topic, message, producer: None })?;
 //!     core.sync_point().wait().await?; // durable: a server may now answer 201
 //!     core.close().await;
 //! }
@@ -97,7 +97,7 @@ use journal::{Item, Writer};
 use record::Record;
 
 /// Version of the on-disk format (records and snapshots) this build reads and writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// When snapshots are taken (see the [module documentation](self)).
 ///

@@ -357,6 +357,7 @@ impl Gateway {
                 instance,
                 topic,
                 message,
+                producer: _,
             } => self
                 .publish(instance.as_ref(), &topic, message)
                 .await
@@ -394,10 +395,18 @@ impl Gateway {
                     .map(Outcome::Settled)
             }
             Call::DeclareTopic { .. } | Call::Maintain => Ok(Outcome::Done),
-            // The cluster keeps the messages: purge and reset are its tools' (mqadmin).
-            Call::Purge { .. } | Call::Reset => Err(RequestError::new(
+            // The cluster keeps the messages and its topics and groups: managing them is
+            // its tools' job (console, mqadmin).
+            Call::Purge { .. }
+            | Call::Reset
+            | Call::CreateTopic { .. }
+            | Call::DeleteTopic { .. }
+            | Call::CreateGroup { .. }
+            | Call::DeleteGroup { .. }
+            | Call::DeadLetters { .. }
+            | Call::ResetOffset { .. } => Err(RequestError::new(
                 ErrorCode::Other(crate::server::NOT_SUPPORTED.into()),
-                "purge and reset are not supported on a RocketMQ cluster through the gateway; use the cluster's console or mqadmin",
+                "purge, reset, topics, groups, dead letters and offset resets are not managed through the gateway; use the RocketMQ cluster's console or mqadmin",
             )),
         }
     }

@@ -14,18 +14,32 @@
 //! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
 //! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); an id not kept is 404 `MessageNotExist` |
 //! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`) or `half`; at most N (default 100, at most 1000) |
+//! | `GET /admin/topics/{topic}/messages?begin_ms=B&end_ms=E[&after=ID][&ns=I][&limit=N]` | the messages published in `[B, E)` (either bound may be left out) in publish order, each with every group's position, held or kept after consumption: `{"messages": [...], "next"}` (`next`: the `after` of the next page, null on the last) |
+//! | `GET /admin/topics`, `GET /admin/topics/{topic}` `[?ns=I]` | topics with their message type and per-group ready / in flight / delayed / dead / accumulation / last consume time |
+//! | `POST /admin/topics?topic=T[&message_type=M][&ns=I]`, `DELETE /admin/topics/{topic}[?ns=I]` | create a topic taking messages of type M (default `MIXED`); delete one with its messages |
+//! | `GET /admin/groups[?ns=I]` | groups, created or registered, with their settings and per-topic counters |
+//! | `POST /admin/groups?group=G[&topic=T]...[&invisibility_ms=N][&max_deliveries=N][&ns=I]`, `DELETE /admin/groups/{group}[?ns=I]` | create (subscribed to the topics) or update a group; delete one |
+//! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?ns=I][&limit=N]` | the group's dead letters, with bodies while kept |
+//! | `POST /admin/topics/{topic}/groups/{group}/dead_letters/resend[?id=ID][&ns=I]`, `DELETE …/dead_letters[?id=ID][&ns=I]` | hand the dead letters (all, or one) to the group again: `{"resent": N}`; or drop them: `{"deleted": N}` |
+//! | `POST /admin/topics/{topic}/groups/{group}/reset_offset?time_ms=T[&ns=I]` | messages published since T are delivered to the group again, earlier ones it holds are skipped: `{"redelivered", "skipped"}` |
+//! | `GET /admin/messages/{id}/trace` | the message's events (published, delivered, expired, acked, filtered, dead-lettered, resent, offset reset, checked, committed, rolled back), while it is kept |
+//!
+//! A wrong method on a known path is 405 `MethodNotAllowed` with an `Allow` header.
 //!
 //! Errors are `{"code", "message", "request_id"}` with the status of the code: the
 //! protocol's authentication codes (403 `SignatureDoesNotMatch`, …), 400
-//! `InvalidArgument`, 404 `TopicNotExist` / `NotFound`, 501 `NotSupported` (a test-clock call
-//! without `--test-clock`, a peek on the gateway backend).
+//! `InvalidArgument`, 404 `TopicNotExist` / `SubscriptionNotExist` / `MessageNotExist` /
+//! `NotFound`, 405 `MethodNotAllowed`, 501 `NotSupported` (a test-clock call without
+//! `--test-clock`; on the gateway backend, every call about what the cluster holds).
 
 use super::admission::plain;
 use super::backend::Waiting;
 use super::faults::{FaultAction, FaultRule};
 use super::state::MAX_ADVANCE_MS;
 use super::state::Shared;
-use crate::core::{Call, Lookup, Outcome, PeekState};
+use crate::core::{
+    Call, DeadLetterAction, GroupSettings, Lookup, Outcome, PeekState, TopicMessageType,
+};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -45,6 +59,8 @@ pub(super) struct AdminError {
     status: StatusCode,
     code: String,
     message: String,
+    /// The methods the path takes (for a 405's `Allow` header).
+    allow: Option<String>,
 }
 
 impl AdminError {
@@ -53,6 +69,7 @@ impl AdminError {
             status,
             code: code.to_owned(),
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -79,6 +96,7 @@ impl From<RequestError> for AdminError {
             status,
             code: e.code.as_str().to_owned(),
             message: e.message,
+            allow: None,
         }
     }
 }
@@ -110,11 +128,17 @@ pub(super) fn answer(
 ) -> Response<Full<Bytes>> {
     match result {
         Ok(value) => json_response(StatusCode::OK, &value, rid),
-        Err(e) => json_response(
-            e.status,
-            &json!({ "code": e.code, "message": e.message, "request_id": rid }),
-            rid,
-        ),
+        Err(e) => {
+            let mut response = json_response(
+                e.status,
+                &json!({ "code": e.code, "message": e.message, "request_id": rid }),
+                rid,
+            );
+            if let Some(allow) = e.allow.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
+                response.headers_mut().insert(http::header::ALLOW, allow);
+            }
+            response
+        }
     }
 }
 
@@ -122,12 +146,14 @@ pub(super) fn answer(
 /// token (`Authorization: Bearer …`, compared in constant time) or a signature by a
 /// configured credential that is not limited to one instance (PROTOCOL §2.5; the date may
 /// come as `x-mq-date`, see [`with_signed_date`](super::console::with_signed_date)).
+/// Checks an admin call's bearer token or signature; the AccessKey id that signed it
+/// (`None` for the admin token).
 pub(super) fn authorize(
     shared: &Shared,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-) -> Result<(), AdminError> {
+) -> Result<Option<String>, AdminError> {
     let Some((token, _)) = &shared.admin else {
         return Err(AdminError::new(
             StatusCode::NOT_FOUND,
@@ -169,8 +195,9 @@ pub(super) fn authorize(
                 ),
             ));
         }
+        return Ok(Some(key_id));
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn route(
@@ -216,10 +243,82 @@ async fn route(
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
+        (&Method::GET, ["admin", "messages", id, "trace"]) => match shared.backend.trace(id)? {
+            Some(trace) => Ok(json!(trace)),
+            None => Err(AdminError::new(
+                StatusCode::NOT_FOUND,
+                "MessageNotExist",
+                format!(
+                    "message {id} is not kept: never published here, or dropped (retention, consumed longer ago than the consumed-message retention, purge)"
+                ),
+            )),
+        },
+        (&Method::GET, ["admin", "topics", topic, "groups", group, "dead_letters"]) => {
+            let (topic, group) = (topic_name(topic)?, group_id(group)?);
+            let messages = shared.backend.peek(
+                instance_param(&params)?.as_ref(),
+                &topic,
+                Some(&group),
+                PeekState::Dead,
+                limit_param(&params)?,
+            )?;
+            Ok(json!({ "messages": messages }))
+        }
+        (
+            method,
+            [
+                "admin",
+                "topics",
+                topic,
+                "groups",
+                group,
+                "dead_letters",
+                rest @ ..,
+            ],
+        ) if (method == Method::POST && rest == ["resend"])
+            || (method == Method::DELETE && rest.is_empty()) =>
+        {
+            let (instance, topic, group) = (
+                instance_param(&params)?,
+                topic_name(topic)?,
+                group_id(group)?,
+            );
+            let call = Call::DeadLetters {
+                instance,
+                topic,
+                group,
+                message_id: params.get("id").map(str::to_owned),
+                action: if method == Method::POST {
+                    DeadLetterAction::Resend
+                } else {
+                    DeadLetterAction::Delete
+                },
+            };
+            match apply(shared, call).await? {
+                Outcome::Resent { messages } => Ok(json!({ "resent": messages })),
+                outcome => Ok(json!({ "deleted": deleted(outcome) })),
+            }
+        }
+        (&Method::POST, ["admin", "topics", topic, "groups", group, "reset_offset"]) => {
+            let since_ms = params
+                .required("time_ms")?
+                .parse::<u64>()
+                .map_err(|_| AdminError::invalid("time_ms must be epoch milliseconds"))?;
+            let call = Call::ResetOffset {
+                instance: instance_param(&params)?,
+                topic: topic_name(topic)?,
+                group: group_id(group)?,
+                since_ms,
+            };
+            match apply(shared, call).await? {
+                Outcome::OffsetReset(reset) => Ok(json!(reset)),
+                _ => Ok(json!(crate::core::OffsetReset::default())),
+            }
+        }
         (&Method::POST, ["admin", "topics", topic, "purge"]) => {
             let call = Call::Purge {
                 instance: instance_param(&params)?,
-                topic: TopicName::new(*topic).map_err(|e| AdminError::invalid(e.to_string()))?,
+                topic: topic_name(topic)?,
             };
             match apply(shared, call).await? {
                 Outcome::Purged { messages } => Ok(json!({ "purged": messages })),
@@ -247,10 +346,176 @@ async fn route(
             shared.faults.clear();
             Ok(faults(shared))
         }
-        _ => Err(AdminError::new(
+        (&Method::GET, ["admin", "topics"]) => {
+            let instance = instance_param(&params)?;
+            let stats = shared.backend.topics()?;
+            let topics: Vec<_> = stats
+                .topics
+                .into_iter()
+                .filter(|t| in_scope(instance.as_ref(), params.get("ns"), t.instance.as_deref()))
+                .collect();
+            Ok(json!({ "topics": topics }))
+        }
+        (&Method::GET, ["admin", "topics", topic]) => {
+            let (instance, topic) = (instance_param(&params)?, topic_name(topic)?);
+            listed_topic(shared, instance.as_ref(), &topic)
+        }
+        (&Method::POST, ["admin", "topics"]) => {
+            let instance = instance_param(&params)?;
+            let topic = topic_name(params.required("topic")?)?;
+            let message_type = match params.get("message_type") {
+                None => TopicMessageType::Mixed,
+                Some(t) => t.parse().map_err(AdminError::invalid)?,
+            };
+            let call = Call::CreateTopic {
+                instance: instance.clone(),
+                topic: topic.clone(),
+                message_type,
+            };
+            apply(shared, call).await?;
+            listed_topic(shared, instance.as_ref(), &topic)
+        }
+        (&Method::DELETE, ["admin", "topics", topic]) => {
+            let topic = topic_name(topic)?;
+            let call = Call::DeleteTopic {
+                instance: instance_param(&params)?,
+                topic: topic.clone(),
+            };
+            let messages = deleted(apply(shared, call).await?);
+            Ok(json!({ "deleted": topic.as_str(), "messages": messages }))
+        }
+        (&Method::GET, ["admin", "groups"]) => {
+            let instance = instance_param(&params)?;
+            let groups: Vec<_> = shared
+                .backend
+                .groups()?
+                .into_iter()
+                .filter(|g| in_scope(instance.as_ref(), params.get("ns"), g.instance.as_deref()))
+                .collect();
+            Ok(json!({ "groups": groups }))
+        }
+        (&Method::POST, ["admin", "groups"]) => {
+            let instance = instance_param(&params)?;
+            let group = group_id(params.required("group")?)?;
+            let topics = params
+                .all("topic")
+                .map(topic_name)
+                .collect::<Result<Vec<_>, _>>()?;
+            let positive = |name: &str| -> Result<Option<u64>, AdminError> {
+                params
+                    .get(name)
+                    .map(|v| {
+                        v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                            AdminError::invalid(format!(
+                                "{name} must be a whole number of at least 1"
+                            ))
+                        })
+                    })
+                    .transpose()
+            };
+            let max_deliveries = positive("max_deliveries")?
+                .map(|n| {
+                    u32::try_from(n).map_err(|_| AdminError::invalid("max_deliveries is too large"))
+                })
+                .transpose()?;
+            let call = Call::CreateGroup {
+                instance: instance.clone(),
+                group: group.clone(),
+                topics,
+                settings: GroupSettings {
+                    invisibility_ms: positive("invisibility_ms")?,
+                    max_deliveries,
+                },
+            };
+            apply(shared, call).await?;
+            let listed = shared.backend.groups()?.into_iter().find(|g| {
+                g.group == group.as_str()
+                    && g.instance.as_deref() == instance.as_ref().map(InstanceId::as_str)
+            });
+            Ok(json!({ "group": listed }))
+        }
+        (&Method::DELETE, ["admin", "groups", group]) => {
+            let group = group_id(group)?;
+            let call = Call::DeleteGroup {
+                instance: instance_param(&params)?,
+                group: group.clone(),
+            };
+            let messages = deleted(apply(shared, call).await?);
+            Ok(json!({ "deleted": group.as_str(), "messages": messages }))
+        }
+        (_, segments) => match allowed_methods(segments) {
+            Some(allow) => Err(AdminError {
+                allow: Some(allow.to_owned()),
+                ..AdminError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("{path} takes {allow}, not {method}"),
+                )
+            }),
+            None => Err(AdminError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no admin call {method} {path}"),
+            )),
+        },
+    }
+}
+
+/// The methods an admin path takes (`None`: no such path), for a 405's `Allow` header.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        ["admin", "clock" | "topics" | "groups"] => "GET, POST",
+        ["admin", "topics", _] => "GET, DELETE",
+        // POST: the console's publish (routed to `console.rs` before this router).
+        ["admin", "topics", _, "messages"] => "GET, POST",
+        ["admin", "topics", _, "purge"] | ["admin", "reset"] => "POST",
+        ["admin", "groups", _] => "DELETE",
+        ["admin", "topics", _, "groups", _, "dead_letters"] => "GET, DELETE",
+        ["admin", "topics", _, "groups", _, "dead_letters", "resend"]
+        | ["admin", "topics", _, "groups", _, "reset_offset"] => "POST",
+        ["admin", "faults"] => "GET, POST, DELETE",
+        ["admin", "messages", _, "trace"] => "GET",
+        _ => return None,
+    })
+}
+
+/// Whether a listed item of `item_instance` is in the scope of the `ns` parameter: every
+/// instance without one, only the default instance for `ns=` (empty), else that instance.
+fn in_scope(instance: Option<&InstanceId>, ns: Option<&str>, item_instance: Option<&str>) -> bool {
+    ns.is_none() || instance.map(InstanceId::as_str) == item_instance
+}
+
+fn topic_name(name: &str) -> Result<TopicName, AdminError> {
+    TopicName::new(name).map_err(|e| AdminError::invalid(e.to_string()))
+}
+
+fn group_id(id: &str) -> Result<GroupId, AdminError> {
+    GroupId::new(id).map_err(|e| AdminError::invalid(e.to_string()))
+}
+
+/// The messages a delete dropped.
+fn deleted(outcome: Outcome) -> u64 {
+    match outcome {
+        Outcome::Deleted { messages } | Outcome::Purged { messages } => messages,
+        _ => 0,
+    }
+}
+
+/// `{"topic": …}`: one topic as `GET /admin/topics` lists it; 404 `TopicNotExist` if absent.
+fn listed_topic(
+    shared: &Shared,
+    instance: Option<&InstanceId>,
+    topic: &TopicName,
+) -> Result<serde_json::Value, AdminError> {
+    let found = shared.backend.topics()?.topics.into_iter().find(|t| {
+        t.topic == topic.as_str() && t.instance.as_deref() == instance.map(InstanceId::as_str)
+    });
+    match found {
+        Some(t) => Ok(json!({ "topic": t })),
+        None => Err(AdminError::new(
             StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("no admin call {method} {path}"),
+            "TopicNotExist",
+            format!("The topic you provided does not exist: {topic}"),
         )),
     }
 }
@@ -364,27 +629,42 @@ fn clock(shared: &Shared) -> serde_json::Value {
 }
 
 fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Value, AdminError> {
-    let topic = TopicName::new(topic).map_err(|e| AdminError::invalid(e.to_string()))?;
+    let topic = topic_name(topic)?;
     let lookup = match (params.get("id"), params.get("key")) {
         (Some(_), Some(_)) => return Err(AdminError::invalid("give id= or key=, not both")),
         (Some(id), None) => Some(Lookup::Id(id)),
         (None, Some(key)) => Some(Lookup::Key(key)),
         (None, None) => None,
     };
-    let group = params
-        .get("group")
-        .map(GroupId::new)
-        .transpose()
-        .map_err(|e| AdminError::invalid(e.to_string()))?;
+    let group = params.get("group").map(group_id).transpose()?;
     let instance = instance_param(params)?;
-    let limit = match params.get("limit") {
-        None => DEFAULT_PEEK,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PEEK).contains(n))
-            .ok_or_else(|| AdminError::invalid(format!("limit must be 1..={MAX_PEEK}")))?,
-    };
+    let limit = limit_param(params)?;
+    let range = (params.get("begin_ms"), params.get("end_ms"));
+    if range != (None, None) {
+        if lookup.is_some() || params.get("state").is_some() {
+            return Err(AdminError::invalid(
+                "a time range (begin_ms, end_ms) is not combined with id=, key= or state=",
+            ));
+        }
+        let ms = |v: Option<&str>, default: u64| {
+            v.map_or(Ok(default), |v| {
+                v.parse::<u64>()
+                    .map_err(|_| AdminError::invalid("begin_ms and end_ms are epoch milliseconds"))
+            })
+        };
+        let (begin, end) = (ms(range.0, 0)?, ms(range.1, u64::MAX)?);
+        let messages = shared.backend.page(
+            instance.as_ref(),
+            &topic,
+            begin..end,
+            params.get("after"),
+            limit,
+        )?;
+        let next = (messages.len() == limit)
+            .then(|| messages.last().map(|m| m.message.message_id.clone()))
+            .flatten();
+        return Ok(json!({ "messages": messages, "next": next }));
+    }
     if let Some(lookup) = lookup {
         let found = shared
             .backend
@@ -412,6 +692,18 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
     Ok(json!({ "messages": messages }))
 }
 
+/// The `limit` parameter of a listing: 1..=1000, default 100.
+fn limit_param(params: &Params) -> Result<usize, AdminError> {
+    match params.get("limit") {
+        None => Ok(DEFAULT_PEEK),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PEEK).contains(n))
+            .ok_or_else(|| AdminError::invalid(format!("limit must be 1..={MAX_PEEK}"))),
+    }
+}
+
 /// The decoded query parameters of an admin call.
 pub(super) struct Params(Vec<(String, String)>);
 
@@ -435,6 +727,14 @@ impl Params {
         self.0
             .iter()
             .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated parameter, in order.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 

@@ -390,5 +390,5 @@ async fn serve_api(
             });
         }
     }
-    Ok(dispatch(shared, rid, parsed).await?)
+    Ok(dispatch(shared, rid, parsed, &key_id).await?)
 }

@@ -79,8 +79,7 @@ impl Backend {
         match self {
             Self::Local(b) => b.peek(instance, topic, group, state, limit),
             #[cfg(feature = "rocketmq")]
-            Self::RocketMq(_) => Err(RequestError::new(
-                mq_proto::ErrorCode::Other(super::admin::NOT_SUPPORTED.into()),
+            Self::RocketMq(_) => Err(not_supported(
                 "the RocketMQ engine has no non-destructive peek; use its console or mqadmin",
             )),
         }
@@ -101,9 +100,79 @@ impl Backend {
         match self {
             Self::Local(b) => b.find(instance, topic, lookup, limit),
             #[cfg(feature = "rocketmq")]
-            Self::RocketMq(_) => Err(RequestError::new(
-                mq_proto::ErrorCode::Other(super::admin::NOT_SUPPORTED.into()),
+            Self::RocketMq(_) => Err(not_supported(
                 "query messages with the RocketMQ cluster's console or mqadmin queryMsgById / queryMsgByKey",
+            )),
+        }
+    }
+
+    /// A page of a topic's messages by publish time ([`crate::core::BrokerCore::page`]).
+    ///
+    /// # Errors
+    ///
+    /// The core's refusal; `NotSupported` on the gateway.
+    pub(super) fn page(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        topic: &mq_proto::TopicName,
+        range: std::ops::Range<u64>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+        match self {
+            Self::Local(b) => b.page(instance, topic, range, after, limit),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Err(not_supported(
+                "page messages by time with the RocketMQ cluster's console or mqadmin queryMsgByOffset / printMsg",
+            )),
+        }
+    }
+
+    /// A message's trace ([`crate::core::BrokerCore::trace`]); `None` when it is not kept.
+    ///
+    /// # Errors
+    ///
+    /// `NotSupported` on the gateway.
+    pub(super) fn trace(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<crate::core::MessageTrace>, RequestError> {
+        match self {
+            Self::Local(b) => Ok(b.trace(message_id)),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Err(not_supported(
+                "trace messages with the RocketMQ cluster's message trace (traceTopicEnable) and its console",
+            )),
+        }
+    }
+
+    /// The topics with their groups' counters, for `GET /admin/topics` (the backend's
+    /// [`Stats`]).
+    ///
+    /// # Errors
+    ///
+    /// `NotSupported` on the gateway: the cluster's topics are listed by its own tools.
+    pub(super) fn topics(&self) -> Result<Stats, RequestError> {
+        match self {
+            Self::Local(b) => Ok(b.stats()),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Err(not_supported(
+                "list the RocketMQ cluster's topics with its console or mqadmin topicList / topicStatus",
+            )),
+        }
+    }
+
+    /// Every consumer group with its counters per topic ([`crate::core::BrokerCore::groups`]).
+    ///
+    /// # Errors
+    ///
+    /// `NotSupported` on the gateway.
+    pub(super) fn groups(&self) -> Result<Vec<crate::core::GroupInfo>, RequestError> {
+        match self {
+            Self::Local(b) => Ok(b.groups()),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Err(not_supported(
+                "list the RocketMQ cluster's consumer groups with its console or mqadmin consumerProgress",
             )),
         }
     }
@@ -117,6 +186,15 @@ impl Backend {
             Self::RocketMq(g) => g.close().await,
         }
     }
+}
+
+/// The refusal of an admin call the gateway cannot map onto its engine (501 `NotSupported`).
+#[cfg(feature = "rocketmq")]
+fn not_supported(message: &str) -> RequestError {
+    RequestError::new(
+        mq_proto::ErrorCode::Other(super::admin::NOT_SUPPORTED.into()),
+        message,
+    )
 }
 
 /// The long-poll budget of one consume: its `waitseconds` deadline, the server's shutdown

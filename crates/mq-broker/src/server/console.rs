@@ -225,7 +225,8 @@ async fn publish(
 ) -> Result<serde_json::Value, Refused> {
     let (parts, body) = req.into_parts();
     let unread = !hyper::body::Body::is_end_stream(&body);
-    admin::authorize(shared, &parts.method, target, &parts.headers).map_err(|e| (e, unread))?;
+    let producer =
+        admin::authorize(shared, &parts.method, target, &parts.headers).map_err(|e| (e, unread))?;
     let invalid = |m: String| (AdminError::invalid(m), false);
     let params = Params::parse(query).map_err(|e| (e, unread))?;
     let instance = admin::instance_param(&params).map_err(|e| (e, unread))?;
@@ -243,10 +244,12 @@ async fn publish(
     let request: PublishRequest = serde_json::from_slice(&bytes)
         .map_err(|e| invalid(format!("the body is not a message to publish: {e}")))?;
     let message = message(request, shared.clock.now_ms()).map_err(invalid)?;
+    // The trace names the AccessKey that signed it (none for the admin token).
     let call = Call::Publish {
         instance,
         topic,
         message,
+        producer,
     };
     let waiting = Waiting::new(shared, std::time::Instant::now());
     match shared.backend.serve(call, waiting).await {

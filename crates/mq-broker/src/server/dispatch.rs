@@ -40,8 +40,12 @@ pub(super) async fn dispatch(
     shared: &Arc<Shared>,
     rid: &str,
     req: ParsedRequest,
+    key_id: &str,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
-    let call = Call::from(req);
+    let mut call = Call::from(req);
+    if let Call::Publish { producer, .. } = &mut call {
+        *producer = Some(key_id.to_owned());
+    }
     let wait = match &call {
         Call::Consume { wait, .. } => Duration::from_secs(u64::from(wait.get())),
         _ => Duration::ZERO,
@@ -81,7 +85,11 @@ pub(super) async fn dispatch(
             encode_errors(&failures),
             rid,
         ))),
-        Outcome::Done | Outcome::Purged { .. } => Err(RequestError::new(
+        Outcome::Done
+        | Outcome::Purged { .. }
+        | Outcome::Deleted { .. }
+        | Outcome::Resent { .. }
+        | Outcome::OffsetReset(_) => Err(RequestError::new(
             ErrorCode::InternalError,
             "the backend answered a request with no result",
         )),

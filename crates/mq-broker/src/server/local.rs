@@ -210,6 +210,30 @@ impl LocalBackend {
             .map_err(core_error)
     }
 
+    /// See [`BrokerCore::page`].
+    pub(super) fn page(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        topic: &mq_proto::TopicName,
+        range: std::ops::Range<u64>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+        self.lock_core()
+            .page(instance, topic, range.start, range.end, after, limit)
+            .map_err(core_error)
+    }
+
+    /// See [`BrokerCore::trace`].
+    pub(super) fn trace(&self, message_id: &str) -> Option<crate::core::MessageTrace> {
+        self.lock_core().trace(message_id)
+    }
+
+    /// See [`BrokerCore::groups`].
+    pub(super) fn groups(&self) -> Vec<crate::core::GroupInfo> {
+        self.lock_core().groups()
+    }
+
     /// See [`BrokerCore::peek`].
     pub(super) fn peek(
         &self,

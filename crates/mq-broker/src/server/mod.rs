@@ -153,6 +153,17 @@ impl Broker {
                     core.apply(declared_at, call)
                         .map_err(|e| io::Error::other(e.message))?;
                 }
+                for g in config.groups {
+                    let group = g.group.clone();
+                    let call = Call::CreateGroup {
+                        instance: g.instance,
+                        group: g.group,
+                        topics: g.topics,
+                        settings: g.settings,
+                    };
+                    core.apply(declared_at, call)
+                        .map_err(|e| io::Error::other(format!("group {group}: {}", e.message)))?;
+                }
                 let local = Arc::new(LocalBackend::new(core, clock.clone()));
                 tokio::spawn(local.clone().timer_task(shutdown.subscribe()));
                 Backend::Local(local)
@@ -162,6 +173,11 @@ impl Broker {
                 if config.test_clock {
                     return Err(io::Error::other(
                         "a test clock applies to the built-in backend; the RocketMQ cluster keeps its own time",
+                    ));
+                }
+                if !config.groups.is_empty() {
+                    return Err(io::Error::other(
+                        "groups are declared on the built-in backend; create them in the RocketMQ cluster (console, mqadmin updateSubGroup)",
                     ));
                 }
                 let (gateway, started) = crate::gateway::Gateway::start(
