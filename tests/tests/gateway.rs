@@ -142,6 +142,28 @@ async fn round_trip(engine: &RocketMqEngine) {
         .expect("topic counted");
     assert_eq!(ts.published, 1);
     assert!(ts.groups[0].acked >= 1);
+    // Over HTTP, what the cluster holds (stored, ready, in flight…) is left out, not 0.
+    let (status, body) = gw.get("/stats");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("stats JSON");
+    let topic = doc["topics"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|x| x["topic"] == t.as_str()))
+        .expect("topic in /stats");
+    assert_eq!(topic["published"], 1);
+    assert!(topic.get("stored").is_none(), "{topic}");
+    let group = &topic["groups"][0];
+    assert!(group["acked"].as_u64() >= Some(1), "{group}");
+    assert!(
+        group.get("ready").is_none() && group.get("in_flight").is_none(),
+        "{group}"
+    );
+    let (status, metrics) = gw.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("mq_topic_published_total{"), "{metrics}");
+    assert!(metrics.contains("mq_group_acked_total{"), "{metrics}");
+    assert!(!metrics.contains("mq_group_ready"), "{metrics}");
+    assert!(!metrics.contains("mq_topic_stored"), "{metrics}");
 }
 
 /// The shared client scenario: a scheduled message is invisible until its time, then

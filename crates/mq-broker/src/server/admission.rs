@@ -52,6 +52,8 @@ fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
             requests: shared.requests.load(Ordering::Relaxed).saturating_sub(1),
         },
     };
+    let mut doc = serde_json::to_value(&doc)?;
+    shared.backend.counted().filter_stats(&mut doc);
     serde_json::to_vec_pretty(&doc)
 }
 
@@ -59,6 +61,7 @@ fn metrics_document(shared: &Shared) -> Result<String, std::fmt::Error> {
     metrics::render(
         &shared.request_metrics,
         &shared.backend.stats(),
+        &shared.backend.counted(),
         &metrics::ServerGauges {
             connections: shared.connections.load(Ordering::Acquire),
             waiting_polls: shared.waiting_polls.load(Ordering::Acquire),

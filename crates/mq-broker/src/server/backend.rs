@@ -11,6 +11,58 @@ use mq_proto::wire::error::RequestError;
 use std::time::Instant;
 use tokio::sync::watch;
 
+/// Which of the [`Stats`] counters a backend keeps ([`Backend::counted`]).
+pub(super) enum Counted {
+    /// Every one.
+    All,
+    /// Only these: JSON fields of a topic and of a group in `/stats`, and metric families
+    /// (without the `mq_` prefix) in `/metrics`.
+    #[cfg_attr(not(feature = "rocketmq"), allow(dead_code))]
+    Only {
+        topic_fields: &'static [&'static str],
+        group_fields: &'static [&'static str],
+        metric_families: &'static [&'static str],
+    },
+}
+
+impl Counted {
+    /// Whether the metric family `name` (without the `mq_` prefix) is kept.
+    pub(super) fn family(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only {
+                metric_families, ..
+            } => metric_families.contains(&name),
+        }
+    }
+
+    /// Leaves out of a `/stats` document's topics and groups the fields not kept.
+    pub(super) fn filter_stats(&self, doc: &mut serde_json::Value) {
+        let Self::Only {
+            topic_fields,
+            group_fields,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let Some(topics) = doc.get_mut("topics").and_then(|t| t.as_array_mut()) else {
+            return;
+        };
+        for topic in topics.iter_mut().filter_map(|t| t.as_object_mut()) {
+            topic.retain(|k, _| topic_fields.contains(&k.as_str()));
+            let groups = topic.get_mut("groups").and_then(|g| g.as_array_mut());
+            for group in groups
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g.as_object_mut())
+            {
+                group.retain(|k, _| group_fields.contains(&k.as_str()));
+            }
+        }
+    }
+}
+
 /// The backend a server runs on.
 pub(super) enum Backend {
     /// The built-in core.
@@ -41,6 +93,26 @@ impl Backend {
             Self::Local(_) => true,
             #[cfg(feature = "rocketmq")]
             Self::RocketMq(g) => g.ready().await,
+        }
+    }
+
+    /// Which counters of [`Stats`] this backend keeps: all, or (the gateway, whose cluster
+    /// holds the messages) only what passes through it. `/stats` and `/metrics` leave the
+    /// others out rather than show them as 0.
+    pub(super) fn counted(&self) -> Counted {
+        match self {
+            Self::Local(_) => Counted::All,
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Counted::Only {
+                topic_fields: &["instance", "topic", "declared", "published", "groups"],
+                group_fields: &["group", "delivered", "acked", "filtered"],
+                metric_families: &[
+                    "topic_published",
+                    "group_delivered",
+                    "group_acked",
+                    "group_filtered",
+                ],
+            },
         }
     }
 

@@ -18,6 +18,7 @@
 //! Series names and their `/stats` fields are listed in the README ("Seeing what the broker
 //! holds").
 
+use super::backend::Counted;
 use crate::core::Stats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -132,6 +133,7 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: usize) {
 pub(super) fn render(
     requests: &RequestMetrics,
     stats: &Stats,
+    counted: &Counted,
     server: &ServerGauges,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("mq");
@@ -174,7 +176,10 @@ pub(super) fn render(
             t.half_rolled_back
         }),
     ];
-    for (name, help, field) in topic_counters {
+    for (name, help, field) in topic_counters
+        .into_iter()
+        .filter(|(n, ..)| counted.family(n))
+    {
         counter_family(
             &mut registry,
             name,
@@ -194,7 +199,7 @@ pub(super) fn render(
             |t| t.half,
         ),
     ];
-    for (name, help, field) in topic_gauges {
+    for (name, help, field) in topic_gauges.into_iter().filter(|(n, ..)| counted.family(n)) {
         gauge_family(
             &mut registry,
             name,
@@ -241,7 +246,7 @@ pub(super) fn render(
             |g| g.dead_letters_kept,
         ),
     ];
-    for (name, help, field) in gauges {
+    for (name, help, field) in gauges.into_iter().filter(|(n, ..)| counted.family(n)) {
         gauge_family(
             &mut registry,
             name,
@@ -277,7 +282,7 @@ pub(super) fn render(
             |g| g.trimmed,
         ),
     ];
-    for (name, help, field) in counters {
+    for (name, help, field) in counters.into_iter().filter(|(n, ..)| counted.family(n)) {
         counter_family(
             &mut registry,
             name,
