@@ -98,68 +98,7 @@ fn reports_version(binary: &Path) -> bool {
 }
 
 /// Makes sure `protoc` (or the one `$PROTOC` names, which the protobuf build scripts prefer)
-/// runs. Without it, as root on a machine with `apt-get`, installs Debian's
-/// `protobuf-compiler` (running `apt-get update` first if the install fails); otherwise
-/// fails with what to install.
+/// runs, installing Debian's `protobuf-compiler` when missing ([`crate::apt::Tool::ensure`]).
 pub(crate) fn ensure_protoc() -> Result {
-    let protoc = env::var_os("PROTOC").unwrap_or_else(|| "protoc".into());
-    if let Some(version) = version_of(Path::new(&protoc)) {
-        println!("==> [protoc] {version}");
-        return Ok(());
-    }
-    if env::var_os("PROTOC").is_some() {
-        return Err(format!(
-            "PROTOC is set to {} but that does not run; point it at protoc or unset it",
-            Path::new(&protoc).display()
-        ));
-    }
-    let how = "protoc (the Protocol Buffers compiler) is required to build the RocketMQ \
-               gateway's gRPC bindings (rocketmq-proxy-core) and the engine; install it \
-               (Debian/Ubuntu: `apt-get install -y protobuf-compiler`; macOS: `brew install \
-               protobuf`) or set PROTOC to its path";
-    if version_of(Path::new("apt-get")).is_none() || !is_root() {
-        return Err(format!(
-            "{how} (not installing it myself: that needs apt-get and root)"
-        ));
-    }
-    let apt_install = || {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(["install", "-y", "protobuf-compiler"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    if run("protoc: apt-get install", &mut apt_install()).is_err() {
-        let mut update = Command::new("apt-get");
-        update
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        run("protoc: apt-get update", &mut update)?;
-        run("protoc: apt-get install", &mut apt_install())?;
-    }
-    let version = version_of(Path::new("protoc")).ok_or_else(|| {
-        format!("{how} (protobuf-compiler was installed but protoc does not run)")
-    })?;
-    println!("==> [protoc] installed {version}");
-    Ok(())
-}
-
-/// The first line `program --version` prints, if it runs and succeeds.
-fn version_of(program: &Path) -> Option<String> {
-    let out = Command::new(program).arg("--version").output().ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    })
-}
-
-/// Whether this process runs as root (`id -u` prints 0; xtask has no libc dependency).
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
+    crate::apt::PROTOC.ensure()
 }

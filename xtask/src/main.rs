@@ -2,6 +2,7 @@
 //!
 //! Every command prints what it runs and stops at the first failure with a non-zero exit code.
 
+mod apt;
 mod engine;
 
 use std::env;
@@ -17,8 +18,8 @@ cargo xtask <command>
 
 commands:
   ci                      fmt check, clippy, all tests (incl. Python SDK interop and the
-                          RocketMQ engine), docs, packaging, cargo-deny; installs protoc and the engine
-                          first if missing
+                          RocketMQ engine, a real tinyproxy), docs, packaging, cargo-deny;
+                          installs protoc, tinyproxy and the engine first if missing
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
   package [--verify]      cargo package of every published crate (ci runs it without --verify)
   engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
@@ -138,6 +139,8 @@ fn ci() -> Result {
     let started = Instant::now();
     // The workspace build runs protoc (rocketmq-proxy-core's bindings for the gateway).
     engine::ensure_protoc()?;
+    // The client's proxy tests run against a real tinyproxy.
+    apt::TINYPROXY.ensure()?;
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -162,6 +165,7 @@ fn ci() -> Result {
             .env("RUST_BACKTRACE", "0")
             .env("MQ_INTEROP_PYTHON", &python)
             .env("MQ_REQUIRE_INTEROP", "1")
+            .env("MQ_REQUIRE_PROXY", "1")
             .env(engine::BIN_ENV, &engine_bin),
     )?;
     run("doctest", cargo().args(["test", "--workspace", "--doc"]))?;

@@ -2,6 +2,7 @@
 
 use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_from_env};
 use crate::error::{ConfigError, Error};
+use crate::proxy::Proxy;
 use crate::runtime::{DynRuntime, Runtime, default_runtime};
 use crate::tls::TlsRoots;
 use crate::transport::{PoolConfig, Transport};
@@ -13,6 +14,7 @@ use mq_proto::machine::{FailureKind, Idempotency, RetryConfig, RetryDecision, Re
 use mq_proto::sign::Credentials;
 use mq_proto::{GroupId, InstanceId, TopicName, WaitSeconds};
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -88,6 +90,18 @@ pub struct ClientBuilder {
     roots: TlsRoots,
     transport: Option<Arc<dyn Transport>>,
     pool: PoolConfig,
+    proxy: ProxySetting,
+}
+
+/// Where the client's proxy comes from.
+#[derive(Clone, Debug)]
+enum ProxySetting {
+    /// [`Proxy::from_env`] at build time (the default).
+    FromEnv,
+    /// No proxy, whatever the environment says.
+    Off,
+    /// This one.
+    Use(Proxy),
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -98,6 +112,8 @@ impl fmt::Debug for ClientBuilder {
             .field("instance", &self.instance)
             .field("timeouts", &self.timeouts)
             .field("retry", &self.retry)
+            .field("pool", &self.pool)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +136,7 @@ impl ClientBuilder {
             roots: TlsRoots::default(),
             transport: None,
             pool: PoolConfig::default(),
+            proxy: ProxySetting::FromEnv,
         }
     }
 
@@ -225,6 +242,40 @@ impl ClientBuilder {
         self
     }
 
+    /// Caps the connections open at once to the endpoint (idle ones and those held by long
+    /// polls included) at `max`; a request that finds all `max` busy waits up to `max_wait`
+    /// for one, then fails with a retryable
+    /// [`TransportErrorKind::PoolTimeout`](crate::TransportErrorKind::PoolTimeout). Each
+    /// running [`MessageStream`](crate::MessageStream) or checker keeps one long poll
+    /// outstanding: size `max` above their number (README "Sizing the connection cap").
+    pub fn max_connections(mut self, max: NonZeroUsize, max_wait: Duration) -> Self {
+        self.pool.max_connections_per_endpoint = Some(max);
+        self.pool.max_connection_wait = max_wait;
+        self
+    }
+
+    /// All pool settings at once (the connect timeout is still taken from
+    /// [`connect_timeout`](Self::connect_timeout)).
+    pub fn pool_config(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Sends every request through this HTTP proxy (`CONNECT` tunnel for an `https`
+    /// endpoint, absolute-form requests for an `http` one), unless its no-proxy list
+    /// excludes the endpoint. Without this call the proxy comes from the environment
+    /// ([`Proxy::from_env`]: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxySetting::Use(proxy);
+        self
+    }
+
+    /// Connects directly, ignoring the proxy environment variables.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Off;
+        self
+    }
+
     /// Replaces the HTTP transport (for tests or custom stacks).
     pub fn transport(mut self, transport: impl Transport) -> Self {
         self.transport = Some(Arc::new(transport));
@@ -239,7 +290,9 @@ impl ClientBuilder {
     /// [`Error::Config`]: [`ConfigError::NoRuntime`] when [`Client::builder`] found no
     /// runtime crate, [`ConfigError::MissingEndpoint`], [`ConfigError::MissingCredentials`],
     /// or (without a custom [`transport`](Self::transport)) a TLS root or configuration
-    /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]).
+    /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]), or
+    /// a proxy environment variable that is no `http://` proxy URL
+    /// ([`ConfigError::InvalidProxy`]).
     pub fn build(self) -> Result<Client, Error> {
         let runtime = self.runtime.ok_or(ConfigError::NoRuntime)?;
         let endpoint = self.endpoint.ok_or(ConfigError::MissingEndpoint)?;
@@ -252,7 +305,21 @@ impl ClientBuilder {
                     connect_timeout: self.timeouts.connect,
                     ..self.pool
                 };
-                runtime.pooled_transport(tls, pool)
+                let proxy = match self.proxy {
+                    ProxySetting::FromEnv => Proxy::from_env()?,
+                    ProxySetting::Off => None,
+                    ProxySetting::Use(p) => Some(p),
+                };
+                let endpoint_uri = endpoint.to_string().parse::<http::Uri>().ok();
+                if let Some(route) = proxy
+                    .as_ref()
+                    .zip(endpoint_uri)
+                    .and_then(|(p, uri)| p.route(&uri))
+                {
+                    // The proxy's address only: its credentials never go to a log.
+                    tracing::debug!(proxy_host = %route.host, proxy_port = route.port, "requests go through an HTTP proxy");
+                }
+                runtime.pooled_transport(tls, pool, proxy)
             }
         };
         let user_agent = match self.user_agent_suffix {

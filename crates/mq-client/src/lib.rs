@@ -23,6 +23,7 @@ mod credentials;
 mod driver;
 mod error;
 mod producer;
+mod proxy;
 #[cfg(feature = "async-io")]
 mod rt_async_io;
 #[cfg(feature = "tokio")]
@@ -42,6 +43,7 @@ pub use credentials::{
 };
 pub use error::{AckError, ConfigError, Error, InvalidInput};
 pub use producer::Producer;
+pub use proxy::{PROXY_ENV_VARS, Proxy, Tunnel, TunnelRefused};
 #[cfg(feature = "async-io")]
 pub use rt_async_io::{AsyncIo, AsyncIoRuntime};
 #[cfg(feature = "tokio")]
