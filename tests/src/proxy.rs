@@ -5,6 +5,7 @@
 //! `tinyproxy` is installed by `cargo xtask ci`. Without it these tests are skipped (said on
 //! stderr) unless `MQ_REQUIRE_PROXY=1` (as in `cargo xtask ci`), which makes them fail.
 
+use crate::faults::IdleDroppingProxy;
 use crate::scenarios::{batch, group, topic, wait};
 use crate::tls::TlsFront;
 use crate::{TestBroker, client_builder, unique};
@@ -473,17 +474,20 @@ pub async fn connection_cap<R: Runtime + Default>(broker: &TestBroker) {
     );
 }
 
+/// A client of `endpoint` with at most one connection, waiting `max_wait` for it, and no
+/// retries (so a `PoolTimeout` reaches the caller).
+fn single_connection_client<R: Runtime + Default>(endpoint: &str, max_wait: Duration) -> Client {
+    client_builder::<R>(endpoint)
+        .max_connections(NonZeroUsize::MIN, max_wait)
+        .retry(RetryConfig::default().with_max_attempts(1))
+        .build()
+        .expect("client")
+}
+
 /// Cap 1 held by a long poll: a publish that cannot get a connection within the wait fails
 /// with the typed, retryable `PoolTimeout` (nothing sent), and succeeds once the poll is over.
 pub async fn connection_wait_timeout<R: Runtime + Default>(broker: &TestBroker) {
-    let client = client_builder::<R>(&broker.endpoint())
-        .max_connections(
-            NonZeroUsize::new(1).expect("non-zero"),
-            Duration::from_millis(300),
-        )
-        .retry(RetryConfig::default().with_max_attempts(1))
-        .build()
-        .expect("client");
+    let client = single_connection_client::<R>(&broker.endpoint(), Duration::from_millis(300));
     let (t, consumer) = registered(&client, "waited").await;
     let producer = client.producer(t);
     let poll = consumer.receive(batch(1), wait(2));
@@ -510,6 +514,25 @@ pub async fn connection_wait_timeout<R: Runtime + Default>(broker: &TestBroker) 
         .expect("a connection is free again");
 }
 
+/// Cap 1: a connection the server closed while idle no longer counts — the next request
+/// connects at once instead of waiting for a slot that would never come back.
+pub async fn connection_cap_frees_closed_connections<R: Runtime + Default>(broker: &TestBroker) {
+    let dropping = IdleDroppingProxy::start(broker.addr(), Duration::from_millis(300));
+    let client = single_connection_client::<R>(&dropping.endpoint(), Duration::from_millis(500));
+    let producer = client.producer(topic("freed"));
+    for i in 0..3 {
+        producer
+            .publish(&TopicMessage::new(format!("m{i}")).expect("message"))
+            .await
+            .unwrap_or_else(|e| panic!("publish {i} after an idle close: {e:?}"));
+        R::default().sleep(Duration::from_millis(800)).await;
+    }
+    assert!(
+        dropping.connections() >= 3,
+        "the idle connections were closed"
+    );
+}
+
 /// Expands to one `#[test]` per proxy and connection-cap scenario, each run by `$block_on`
 /// on runtime `$rt` against a fresh broker.
 #[macro_export]
@@ -517,7 +540,7 @@ macro_rules! network_tests {
     ($rt:ty, $block_on:expr) => {
         $crate::network_tests!(@each $rt, $block_on,
             http_endpoint_through_proxy, https_endpoint_through_tunnel, no_proxy_goes_direct,
-            connection_cap, connection_wait_timeout);
+            connection_cap, connection_wait_timeout, connection_cap_frees_closed_connections);
     };
     (@each $rt:ty, $block_on:expr, $($name:ident),*) => {
         $(
