@@ -25,6 +25,8 @@ commands:
   engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
                           proxy) into ~/.cache/mq-http-rs/engine (idempotent; the first time
                           40-60 min on 2 cores) and protoc if missing
+  tools                   install the Debian programs the build and tests need when missing
+                          (protoc, tinyproxy; idempotent; ci does it first)
   fuzz <target> <secs>    run one cargo-fuzz target for <secs> seconds (installs cargo-fuzz)
   fuzz-all <secs>         run every fuzz target for <secs> seconds each
   load [--release] [secs [conns]]
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Some("package") => package(),
         Some("interop-env") => interop_env().map(|_| ()),
         Some("engine-install") => engine::install().map(|_| ()),
+        Some("tools") => tools(),
         Some("fuzz") => match (args.get(1), args.get(2)) {
             (Some(target), Some(secs)) => fuzz(target, secs),
             _ => Err("usage: cargo xtask fuzz <target> <seconds>".into()),
@@ -135,12 +138,17 @@ fn ensure_installed(subcommand: &str, krate: &str) -> Result {
     )
 }
 
+/// `cargo xtask tools`: protoc and tinyproxy, installed from Debian when missing.
+fn tools() -> Result {
+    apt::PROTOC.ensure()?;
+    apt::TINYPROXY.ensure()
+}
+
 fn ci() -> Result {
     let started = Instant::now();
-    // The workspace build runs protoc (rocketmq-proxy-core's bindings for the gateway).
-    engine::ensure_protoc()?;
-    // The client's proxy tests run against a real tinyproxy.
-    apt::TINYPROXY.ensure()?;
+    // The workspace build runs protoc (rocketmq-proxy-core's bindings for the gateway); the
+    // client's proxy tests run a real tinyproxy.
+    tools()?;
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
