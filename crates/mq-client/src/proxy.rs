@@ -100,7 +100,8 @@ impl Proxy {
 
     /// The proxies the conventional environment variables name ([`PROXY_ENV_VARS`]), read
     /// now; `None` when none of `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` (or their lower-case
-    /// forms) is set to a non-empty value.
+    /// forms) is set to a non-empty value. In a CGI program (`REQUEST_METHOD` set),
+    /// `HTTP_PROXY` is ignored: a request's `Proxy:` header can set it ("httpoxy").
     ///
     /// # Errors
     ///
@@ -113,8 +114,14 @@ impl Proxy {
 
     /// [`Proxy::from_env`] over any variable lookup.
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
+        // In a CGI program `HTTP_PROXY` may come from a request's `Proxy:` header
+        // ("httpoxy"): ignored there, as reqwest does.
+        let cgi = lookup("REQUEST_METHOD").is_some();
         let first = |names: &[&str]| -> Result<Option<String>, Error> {
             for name in names {
+                if cgi && *name == "HTTP_PROXY" {
+                    continue;
+                }
                 match lookup(name) {
                     Some(value) if !value.trim().is_empty() => {
                         return Ok(Some(value.trim().to_owned()));
@@ -451,6 +458,12 @@ mod tests {
         assert_eq!(route(&all, "https://x"), Some(("all".into(), 80, true)));
         assert_eq!(route(&all, "http://x"), Some(("all".into(), 80, true)));
         assert!(env(&[("NO_PROXY", "*")]).expect("valid").is_none());
+        // httpoxy: a CGI program's HTTP_PROXY may come from a request header.
+        assert!(
+            env(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "http://evil:1")])
+                .expect("valid")
+                .is_none()
+        );
         assert!(env(&[("HTTP_PROXY", "  ")]).expect("valid").is_none());
     }
 
