@@ -268,10 +268,11 @@ impl Pool {
             let host = hosts.entry(key.clone()).or_default();
             let mut found = None;
             while let Some(entry) = host.idle.pop() {
-                if entry.since.elapsed() < config.idle_timeout
-                    && !entry.sender.is_closed()
-                    && entry.sender.is_ready()
-                {
+                // Not `is_ready()`: a connection just put back may not be ready until its
+                // task has run once more; dropping it would close a good connection (and,
+                // under a cap, open another while the server still counts the first). The
+                // request waits for readiness and resends if it turns out closed.
+                if entry.since.elapsed() < config.idle_timeout && !entry.sender.is_closed() {
                     found = Some(entry.sender);
                     break;
                 }
