@@ -64,11 +64,30 @@ impl TestBroker {
     /// An admin call (`/admin/…`) with the broker's admin token; the status and the JSON
     /// answer.
     pub fn admin(&self, method: &str, path_and_query: &str) -> (u16, serde_json::Value) {
-        use std::io::{Read, Write};
         let token = self.0.admin_token().expect("the admin API is on");
+        let (status, body) = self.call(method, path_and_query, &format!("Bearer {token}"));
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// An unauthenticated `GET` (`/health`, `/ready`, `/stats`); the status and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.call("GET", path, "")
+    }
+
+    /// One request on its own connection, `authorization` sent when not empty.
+    fn call(&self, method: &str, path_and_query: &str, authorization: &str) -> (u16, String) {
+        use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect(self.addr()).expect("connect");
+        let authorization = if authorization.is_empty() {
+            String::new()
+        } else {
+            format!("authorization: {authorization}\r\n")
+        };
         let request = format!(
-            "{method} {path_and_query} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            "{method} {path_and_query} HTTP/1.1\r\nhost: x\r\n{authorization}content-length: 0\r\nconnection: close\r\n\r\n"
         );
         conn.write_all(request.as_bytes()).expect("send");
         let mut answer = String::new();
@@ -78,10 +97,7 @@ impl TestBroker {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status in {answer:?}"));
         let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (
-            status,
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
+        (status, body.to_owned())
     }
 }
 

@@ -38,6 +38,9 @@ struct Ledger {
     unanswered: usize,
     /// The text of the last refusal.
     last_message: String,
+    /// 5xx refusals whose message is not their code's standard one (it would carry the
+    /// gateway's internals: engine addresses, gRPC statuses).
+    detailed_faults: Vec<String>,
     /// Consume calls answered, and the messages they brought.
     polls: usize,
     polled_messages: usize,
@@ -49,6 +52,9 @@ fn note_error(ledger: &Mutex<Ledger>, e: &Error) {
         Error::Service(s) => {
             l.refusals.push((s.status, s.code.as_str().to_owned()));
             l.last_message = s.message.clone();
+            if s.status >= 500 && s.message != s.code.default_message() {
+                l.detailed_faults.push(s.message.clone());
+            }
         }
         _ => l.unanswered += 1,
     }
@@ -189,6 +195,7 @@ fn broker_killed_under_load() {
         .stored
         .len();
     assert!(before_kill > 0, "publishes succeed before the kill");
+    assert_eq!(gateway.get("/ready"), (200, "ready\n".to_owned()));
     // The whole engine dies: the broker (where messages live) and its proxy.
     engine.kill(Component::Broker).expect("kill the broker");
     engine.kill(Component::Proxy).expect("kill the proxy");
@@ -199,6 +206,9 @@ fn broker_killed_under_load() {
         .delivered
         .clone();
     std::thread::sleep(Duration::from_secs(4));
+    // A load balancer sees this gateway is not ready, while it is alive.
+    assert_eq!(gateway.get("/ready").0, 503);
+    assert_eq!(gateway.get("/health").0, 200);
     let (refused_while_down, unanswered_while_down) = {
         let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
         (l.refusals.clone(), l.unanswered)
@@ -230,6 +240,11 @@ fn broker_killed_under_load() {
     };
     stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
     rt.block_on(publisher).expect("publisher");
+    if recovered.is_some() {
+        // Ready again (the last answer is reused for at most a second).
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert_eq!(gateway.get("/ready").0, 200);
+    }
     // Drain: every stored message must arrive.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -266,6 +281,11 @@ fn broker_killed_under_load() {
         "the outage was noticed"
     );
     let kinds: BTreeSet<&(u16, String)> = l.refusals.iter().collect();
+    assert!(
+        l.detailed_faults.is_empty(),
+        "5xx answers say only the standard message: {:?}",
+        l.detailed_faults
+    );
     assert!(
         l.refusals.iter().all(|(s, _)| *s >= 500),
         "only retryable (5xx) refusals: {kinds:?}"

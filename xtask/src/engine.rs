@@ -98,7 +98,86 @@ fn reports_version(binary: &Path) -> bool {
 }
 
 /// Makes sure `protoc` (or the one `$PROTOC` names, which the protobuf build scripts prefer)
-/// runs, installing Debian's `protobuf-compiler` when missing ([`crate::apt::Tool::ensure`]).
+/// runs. Without it, as root on a machine with `apt-get`, installs Debian's
+/// `protobuf-compiler` (running `apt-get update` first if the install fails); otherwise
+/// fails with what to install.
 pub(crate) fn ensure_protoc() -> Result {
-    crate::apt::PROTOC.ensure()
+    let protoc = env::var_os("PROTOC").unwrap_or_else(|| "protoc".into());
+    if let Some(version) = version_of(Path::new(&protoc)) {
+        println!("==> [protoc] {version}");
+        return Ok(());
+    }
+    if env::var_os("PROTOC").is_some() {
+        return Err(format!(
+            "PROTOC is set to {} but that does not run; point it at protoc or unset it",
+            Path::new(&protoc).display()
+        ));
+    }
+    let how = "protoc (the Protocol Buffers compiler) is required to build the RocketMQ \
+               gateway's gRPC bindings (rocketmq-proxy-core) and the engine; install it \
+               (Debian/Ubuntu: `apt-get install -y protobuf-compiler`; macOS: `brew install \
+               protobuf`) or set PROTOC to its path";
+    apt_install("protoc", &["protobuf-compiler"]).map_err(|e| format!("{how} ({e})"))?;
+    let version = version_of(Path::new("protoc")).ok_or_else(|| {
+        format!("{how} (protobuf-compiler was installed but protoc does not run)")
+    })?;
+    println!("==> [protoc] installed {version}");
+    Ok(())
+}
+
+/// Installs Debian `packages` with `apt-get install -y` (idempotent: installed packages are
+/// left as they are), running `apt-get update` first if the install fails (a fresh
+/// machine's package lists may be missing or stale). Needs root and apt-get; `what` names
+/// the step in the log.
+pub(crate) fn apt_install(what: &str, packages: &[&str]) -> Result {
+    if version_of(Path::new("apt-get")).is_none() || !is_root() {
+        return Err(format!(
+            "not installing {} myself: that needs apt-get and root",
+            packages.join(" ")
+        ));
+    }
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let step = format!("{what}: apt-get install");
+    if run(&step, &mut install()).is_err() {
+        let mut update = Command::new("apt-get");
+        update
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&format!("{what}: apt-get update"), &mut update)?;
+        run(&step, &mut install())?;
+    }
+    Ok(())
+}
+
+/// The first line `program --version` prints, if it runs and succeeds.
+pub(crate) fn version_of(program: &Path) -> Option<String> {
+    version_with(program, "--version")
+}
+
+/// The first line `program version_arg` prints, if it runs and succeeds (for programs
+/// whose version flag is not `--version`, such as `tinyproxy -v`).
+pub(crate) fn version_with(program: &Path, version_arg: &str) -> Option<String> {
+    let out = Command::new(program).arg(version_arg).output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    })
+}
+
+/// Whether this process runs as root (`id -u` prints 0; xtask has no libc dependency).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

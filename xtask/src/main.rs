@@ -2,7 +2,7 @@
 //!
 //! Every command prints what it runs and stops at the first failure with a non-zero exit code.
 
-mod apt;
+mod browser;
 mod engine;
 
 use std::env;
@@ -17,9 +17,11 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  ci                      fmt check, clippy, all tests (incl. Python SDK interop and the
-                          RocketMQ engine, a real tinyproxy), docs, packaging, cargo-deny;
-                          installs protoc, tinyproxy and the engine first if missing
+  ci                      fmt check, clippy, all tests (incl. Python SDK interop, the
+                          RocketMQ engine, the console in headless chromium and the client
+                          through a real tinyproxy), docs, packaging, cargo-deny; installs
+                          protoc, tinyproxy, the engine, chromium and chromedriver first if
+                          missing
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
   package [--verify]      cargo package of every published crate (ci runs it without --verify)
   engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
@@ -140,8 +142,26 @@ fn ensure_installed(subcommand: &str, krate: &str) -> Result {
 
 /// `cargo xtask tools`: protoc and tinyproxy, installed from Debian when missing.
 fn tools() -> Result {
-    apt::PROTOC.ensure()?;
-    apt::TINYPROXY.ensure()
+    engine::ensure_protoc()?;
+    ensure_tinyproxy()
+}
+
+/// Makes sure `tinyproxy` runs (the real HTTP proxy the client's proxy tests start,
+/// `tests/src/proxy.rs`), installing Debian's `tinyproxy` when missing
+/// ([`engine::apt_install`]).
+fn ensure_tinyproxy() -> Result {
+    let program = Path::new("tinyproxy");
+    if let Some(version) = engine::version_with(program, "-v") {
+        println!("==> [tinyproxy] {version}");
+        return Ok(());
+    }
+    let how = "tinyproxy is required by the client's HTTP proxy tests; install it \
+               (Debian/Ubuntu: `apt-get install -y tinyproxy`; macOS: `brew install tinyproxy`)";
+    engine::apt_install("tinyproxy", &["tinyproxy"]).map_err(|e| format!("{how} ({e})"))?;
+    let version = engine::version_with(program, "-v")
+        .ok_or_else(|| format!("{how} (tinyproxy was installed but does not run)"))?;
+    println!("==> [tinyproxy] installed {version}");
+    Ok(())
 }
 
 fn ci() -> Result {
@@ -163,6 +183,7 @@ fn ci() -> Result {
     )?;
     let python = interop_env()?;
     let engine_bin = engine::install()?;
+    let (chromium, chromedriver) = browser::ensure_browser()?;
     // The load test opens 1,000 connections at both ends: lift the open-files soft limit.
     run(
         "test",
@@ -174,6 +195,9 @@ fn ci() -> Result {
             .env("MQ_INTEROP_PYTHON", &python)
             .env("MQ_REQUIRE_INTEROP", "1")
             .env("MQ_REQUIRE_PROXY", "1")
+            .env("MQ_REQUIRE_BROWSER", "1")
+            .env(browser::CHROMIUM_ENV, &chromium)
+            .env(browser::CHROMEDRIVER_ENV, &chromedriver)
             .env(engine::BIN_ENV, &engine_bin),
     )?;
     run("doctest", cargo().args(["test", "--workspace", "--doc"]))?;
@@ -181,6 +205,13 @@ fn ci() -> Result {
         "doc",
         cargo()
             .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    // The workspace docs build mq-client without its optional OpenTelemetry bridge.
+    run(
+        "doc otel",
+        cargo()
+            .args(["doc", "-p", "mq-client", "--no-deps", "--features", "otel"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     bench(true, &[])?;

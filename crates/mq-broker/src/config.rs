@@ -506,6 +506,12 @@ impl std::str::FromStr for RocketMqConfig {
 /// assert_eq!(format!("{key:?}"), "HandleKey(<redacted>)");
 /// assert!("too-short".parse::<HandleKey>().is_err());
 /// assert!("00000000000000000000000000000000".parse::<HandleKey>().is_err());
+/// // Without a prefix, hex digits are hex; `base64:` reads the same text as base64.
+/// let hex: HandleKey = "0123456789abcdef0123456789abcdef".parse()?;
+/// let b64: HandleKey = "base64:0123456789abcdef0123456789abcdef".parse()?;
+/// assert_eq!((hex.bytes().len(), b64.bytes().len()), (16, 24));
+/// assert_eq!(hex, "hex:0123456789abcdef0123456789abcdef".parse()?);
+/// assert!("hex:0123456789abcdef0123456789abcdeg".parse::<HandleKey>().is_err());
 /// # Ok::<(), String>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -615,20 +621,34 @@ impl fmt::Debug for HandleKey {
 impl std::str::FromStr for HandleKey {
     type Err = String;
 
-    /// Hexadecimal (an even number of hex digits) or standard base64.
+    /// `hex:DIGITS` or `base64:TEXT` (standard base64); without a prefix, an even number of
+    /// hex digits is hexadecimal and anything else base64 (a base64 key made only of hex
+    /// digits needs the `base64:` prefix).
     fn from_str(s: &str) -> Result<Self, String> {
         use base64::Engine as _;
         let s = s.trim();
-        let hex = s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit());
-        let bytes = if hex {
-            (0..s.len())
+        let hex = |digits: &str| -> Result<Vec<u8>, String> {
+            if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("a hex handle key is an even number of hex digits".to_owned());
+            }
+            (0..digits.len())
                 .step_by(2)
-                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<u8>, String>>()?
-        } else {
+                .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).map_err(|e| e.to_string()))
+                .collect()
+        };
+        let base64 = |text: &str| {
             base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|_| "a handle key is hex or base64".to_owned())?
+                .decode(text)
+                .map_err(|_| "a handle key is hex or base64".to_owned())
+        };
+        let bytes = if let Some(digits) = s.strip_prefix("hex:") {
+            hex(digits)?
+        } else if let Some(text) = s.strip_prefix("base64:") {
+            base64(text)?
+        } else if s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex(s)?
+        } else {
+            base64(s)?
         };
         Self::from_bytes(bytes)
     }

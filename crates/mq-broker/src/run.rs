@@ -49,6 +49,12 @@ pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), St
         let _ = writeln!(out, "listening on {}", broker.endpoint());
         let _ = writeln!(out, "{}", credentials_line(source));
         let _ = writeln!(out, "{}", admin_line(broker.admin_token()));
+        if let Some(url) = broker.console_url() {
+            let _ = writeln!(
+                out,
+                "console: {url} (log in with the admin token or an AccessKey pair)"
+            );
+        }
         match (&cluster, broker.gateway_started()) {
             (Some((proxy, admin)), Some(started)) => {
                 let _ = writeln!(

@@ -24,11 +24,11 @@
 mod rawhttp;
 
 use mq_proto::MessageId;
-use rawhttp::{Api, Conn, messages, peak_rss_bytes, percentile, rss_bytes};
+use rawhttp::{
+    Api, Conn, broker_command, messages, peak_rss_bytes, percentile, rss_bytes, spawn_broker,
+};
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -42,15 +42,6 @@ const INVISIBILITY_SECS: u64 = 2;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Share of first deliveries left unacked on purpose.
 const DROP_RATE: f64 = 0.02;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -271,23 +262,10 @@ async fn many_connections_mixing_publish_consume_ack_lose_nothing() {
         }
     }
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--credential",
-            &format!("{AK}:{SK}"),
-        ])
-        .args(["--invisibility-secs", &INVISIBILITY_SECS.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mq-broker");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let broker = Running(child);
+    let (broker, line, _stdout) = spawn_broker(
+        broker_command(AK, SK).args(["--invisibility-secs", &INVISIBILITY_SECS.to_string()]),
+    );
     let pid = broker.0.id();
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
     let addr: SocketAddr = line
         .trim_end()
         .strip_prefix("listening on http://")

@@ -6,222 +6,22 @@
 //! over a `TcpStream` where they must not be, so every byte on the wire is under the test's
 //! control.
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
+mod rawhttp;
+
+use http::{HeaderMap, Method};
 use mq_broker::{Broker, Credential, Limits, ServerConfig};
-use mq_proto::client::{self, Endpoint, RequestContext};
-use mq_proto::sign::{self, Credentials};
-use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, ReceiptHandle, TagFilter, TopicMessage,
-    TopicName, WaitSeconds,
-};
+use mq_proto::{InstanceId, TopicMessage, TopicName, client, sign};
+use rawhttp::{Api, Conn, RawRequest, messages};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const AK: &str = "server-test-ak";
 const SK: &str = "server-test-sk";
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
 
 // ---------------------------------------------------------------------------------------------
-// A minimal HTTP/1.1 client over a raw socket
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    /// Header names exactly as received.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The `<Code>` of an `<Error>` body (or the first `<ErrorCode>` of `<Errors>`).
-    fn code(&self) -> String {
-        let text = self.text();
-        for tag in ["Code", "ErrorCode"] {
-            let open = format!("<{tag}>");
-            if let Some(start) = text.find(&open) {
-                let rest = &text[start + open.len()..];
-                if let Some(end) = rest.find('<') {
-                    return rest[..end].to_owned();
-                }
-            }
-        }
-        panic!("no error code in {text:?}");
-    }
-
-    /// Asserts the headers every protocol response carries (PROTOCOL §5.2, §6.10 item 6).
-    fn assert_protocol_headers(&self) {
-        let id = self
-            .headers
-            .iter()
-            .find(|(n, _)| n == "x-mq-request-id")
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| panic!("no lower-case x-mq-request-id in {:?}", self.headers));
-        assert!(
-            id.len() == 24
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
-            "request id {id:?}"
-        );
-        assert!(
-            self.headers
-                .iter()
-                .any(|(n, v)| n == "x-mq-version" && v == "2015-06-06"),
-            "{:?}",
-            self.headers
-        );
-        if self.status == 204 {
-            // RFC 9110 §8.6: no Content-Length on a 204 (hyper drops it).
-            assert!(matches!(self.header("content-length"), None | Some("0")));
-        } else {
-            assert_eq!(
-                self.header("content-length"),
-                Some(self.body.len().to_string().as_str())
-            );
-        }
-        if !self.body.is_empty() && self.header("content-type") != Some("application/json") {
-            let ct = self.header("content-type");
-            assert!(
-                ct == Some("text/xml;charset=utf-8")
-                    || ct == Some("text/plain;charset=utf-8")
-                    || ct == Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                "content type {ct:?}"
-            );
-        }
-        if self.status >= 400 {
-            let text = self.text();
-            assert!(
-                text.contains("<Error xmlns=\"http://mq.aliyuncs.com/doc/v1\">")
-                    || text.contains("<Errors xmlns=\"http://mq.aliyuncs.com/doc/v1\">"),
-                "{text}"
-            );
-        }
-    }
-}
-
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        Self {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    /// Writes and reads one response; `None` if the server closed the connection.
-    async fn try_roundtrip(&mut self, bytes: &[u8]) -> Option<Resp> {
-        self.stream.write_all(bytes).await.ok()?;
-        self.try_response().await
-    }
-
-    /// Reads more bytes; `false` at end of stream.
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).await.unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n > 0
-    }
-
-    /// Reads one response (a `1xx` has no body), or `None` if the connection closes first.
-    async fn try_response(&mut self) -> Option<Resp> {
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            if !self.fill().await {
-                return None;
-            }
-        };
-        let head = String::from_utf8(self.buf[..head_end].to_vec()).expect("ASCII head");
-        self.buf.drain(..head_end + 4);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().expect("status line");
-        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
-        let status: u16 = status_line[9..12].parse().expect("status");
-        let headers: Vec<(String, String)> = lines
-            .map(|l| {
-                let (n, v) = l.split_once(':').expect("header line");
-                (n.to_owned(), v.trim().to_owned())
-            })
-            .collect();
-        let mut resp = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if status < 200 || status == 204 || status == 304 {
-            return Some(resp);
-        }
-        let len: usize = resp
-            .header("content-length")
-            .expect("content-length")
-            .parse()
-            .expect("length");
-        while self.buf.len() < len {
-            assert!(self.fill().await, "connection closed inside a body");
-        }
-        resp.body = self.buf.drain(..len).collect();
-        Some(resp)
-    }
-
-    async fn response(&mut self) -> Resp {
-        tokio::time::timeout(Duration::from_secs(40), self.try_response())
-            .await
-            .expect("response in time")
-            .expect("a response before the connection closed")
-    }
-
-    async fn roundtrip(&mut self, request: &[u8]) -> Resp {
-        self.send(request).await;
-        let resp = self.response().await;
-        resp.assert_protocol_headers();
-        resp
-    }
-
-    /// Whether the server closes the connection within `within` (reading and discarding).
-    async fn closed_within(&mut self, within: Duration) -> bool {
-        tokio::time::timeout(within, async { while self.fill().await {} })
-            .await
-            .is_ok()
-    }
-}
-
-/// Serialises a built request (origin-form target).
-fn wire(req: &http::Request<Bytes>) -> Vec<u8> {
-    let target = req.uri().path_and_query().expect("target").as_str();
-    let mut out = format!("{} {} HTTP/1.1\r\n", req.method(), target).into_bytes();
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(req.body());
-    out
-}
+// Broker set-up and request builders (the raw HTTP/1.1 client is `rawhttp`)
 
 /// A raw request signed for `target`, with `extra` headers (which are signed if they are
 /// `x-mq-*`) and an explicit `Date`; `Content-Length` follows the body unless given.
@@ -233,46 +33,29 @@ fn raw(
     (ak, sk): (&str, &str),
     extra: &[(&str, &str)],
 ) -> Vec<u8> {
-    let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_static("127.0.0.1"));
-    headers.insert("x-mq-version", HeaderValue::from_static("2015-06-06"));
-    headers.insert(
-        "date",
-        HeaderValue::from_str(&sign::format_http_date(date)).expect("date"),
-    );
-    if !body.is_empty() {
-        headers.insert(
-            "content-type",
-            HeaderValue::from_static("text/xml;charset=UTF-8"),
-        );
+    let mut request = RawRequest::new(method.as_str(), target, body);
+    request.set("date", &sign::format_http_date(date));
+    for (name, value) in extra {
+        request.set(name, value);
     }
-    for (n, v) in extra {
-        headers.insert(
-            http::HeaderName::from_bytes(n.as_bytes()).expect("name"),
-            HeaderValue::from_str(v).expect("value"),
-        );
-    }
-    if !headers.contains_key("content-length") {
-        headers.insert("content-length", HeaderValue::from(body.len()));
-    }
-    let info = sign::sign_request(&Credentials::new(ak, sk), &method, &headers, target);
-    headers.insert(
-        "authorization",
-        HeaderValue::from_str(&info.authorization).expect("auth"),
-    );
-    let mut req = http::Request::new(Bytes::copy_from_slice(body));
-    *req.method_mut() = method;
-    *req.uri_mut() = target.parse().expect("target");
-    *req.headers_mut() = headers;
-    wire(&req)
+    request.sign(ak, sk).bytes()
 }
 
 fn signed(method: Method, target: &str, body: &[u8]) -> Vec<u8> {
     raw(method, target, body, SystemTime::now(), (AK, SK), &[])
 }
 
-// ---------------------------------------------------------------------------------------------
-// Broker set-up and request builders
+/// A raw publish to topic `T` dated now, signed with `(ak, sk)` (see [`raw`]).
+fn raw_publish(body: &[u8], creds: (&str, &str), extra: &[(&str, &str)]) -> Vec<u8> {
+    raw(
+        Method::POST,
+        "/topics/T/messages",
+        body,
+        SystemTime::now(),
+        creds,
+        extra,
+    )
+}
 
 fn config() -> ServerConfig {
     ServerConfig {
@@ -286,78 +69,9 @@ async fn start(config: ServerConfig) -> Broker {
     Broker::start(config).await.expect("broker starts")
 }
 
-struct Api {
-    endpoint: Endpoint,
-    credentials: Credentials,
-    instance: Option<InstanceId>,
-}
-
-impl Api {
-    fn new(broker: &Broker) -> Self {
-        Self::with_key(broker, AK, SK, None)
-    }
-
-    fn with_key(broker: &Broker, ak: &str, sk: &str, instance: Option<&str>) -> Self {
-        Self {
-            endpoint: broker.endpoint().parse().expect("endpoint"),
-            credentials: Credentials::new(ak, sk),
-            instance: instance.map(|i| InstanceId::new(i).expect("instance")),
-        }
-    }
-
-    fn ctx(&self) -> RequestContext<'_> {
-        RequestContext {
-            endpoint: &self.endpoint,
-            credentials: &self.credentials,
-            instance: self.instance.as_ref(),
-            date: SystemTime::now(),
-            user_agent: "mq-broker-server-test",
-        }
-    }
-
-    fn publish(&self, topic: &str, body: &str) -> Vec<u8> {
-        let message = TopicMessage::new(body).expect("message");
-        wire(&client::publish_request(
-            &self.ctx(),
-            &TopicName::new(topic).expect("topic"),
-            &message,
-        ))
-    }
-
-    fn consume(&self, topic: &str, group: &str, batch: u8, wait: u8) -> Vec<u8> {
-        wire(&client::consume_request(
-            &self.ctx(),
-            &TopicName::new(topic).expect("topic"),
-            &GroupId::new(group).expect("group"),
-            ConsumeKind::Normal,
-            BatchSize::new(batch).expect("batch"),
-            WaitSeconds::new(wait).expect("wait"),
-            &TagFilter::All,
-        ))
-    }
-
-    fn ack(&self, topic: &str, group: &str, handles: &[&str]) -> Vec<u8> {
-        let handles: Vec<ReceiptHandle> = handles
-            .iter()
-            .map(|h| ReceiptHandle::new(*h).expect("handle"))
-            .collect();
-        wire(
-            &client::ack_request(
-                &self.ctx(),
-                &TopicName::new(topic).expect("topic"),
-                &GroupId::new(group).expect("group"),
-                AckKind::Ack,
-                &handles,
-            )
-            .expect("ack request"),
-        )
-    }
-}
-
-/// The decoded messages of a 200 consume response.
-fn messages(resp: &Resp) -> Vec<mq_proto::Message> {
-    let status = http::StatusCode::from_u16(resp.status).expect("status");
-    client::decode_consume_response(status, &HeaderMap::new(), &resp.body).expect("messages")
+/// Signed protocol requests for `broker` with the test's root key.
+fn api(broker: &Broker) -> Api {
+    Api::new(broker.local_addr(), AK, SK, None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,18 +80,17 @@ fn messages(resp: &Resp) -> Vec<mq_proto::Message> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_consume_ack_on_one_keep_alive_connection() {
     let broker = start(config()).await;
-    let api = Api::new(&broker);
-    let mut c = Conn::open(broker.local_addr()).await;
+    let api = api(&broker);
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
 
     // Registers the group; nothing yet.
-    let empty = c.roundtrip(&api.consume("T", "GID_a", 16, 0)).await;
-    assert_eq!(
-        (empty.status, empty.code().as_str()),
-        (404, "MessageNotExist")
-    );
+    let empty = c
+        .protocol_roundtrip(&api.consume("T", "GID_a", 16, 0))
+        .await;
+    empty.assert_error(404, "MessageNotExist");
 
     let body = "a <b> & \"c\" — ünïcødé 中文";
-    let published = c.roundtrip(&api.publish("T", body)).await;
+    let published = c.protocol_roundtrip(&api.publish("T", body)).await;
     assert_eq!(published.status, 201, "{}", published.text());
     assert_eq!(
         published.header("content-type"),
@@ -391,7 +104,9 @@ async fn publish_consume_ack_on_one_keep_alive_connection() {
     .expect("receipt");
     assert_eq!(receipt.body_md5, mq_proto::body_md5(body));
 
-    let got = c.roundtrip(&api.consume("T", "GID_a", 16, 0)).await;
+    let got = c
+        .protocol_roundtrip(&api.consume("T", "GID_a", 16, 0))
+        .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let got = messages(&got);
     assert_eq!(got.len(), 1);
@@ -400,7 +115,7 @@ async fn publish_consume_ack_on_one_keep_alive_connection() {
     assert!(got[0].body_md5_matches());
 
     let acked = c
-        .roundtrip(&api.ack("T", "GID_a", &[got[0].receipt_handle.as_str()]))
+        .protocol_roundtrip(&api.ack("T", "GID_a", &[got[0].receipt_handle.as_str()]))
         .await;
     assert_eq!(acked.status, 204);
     assert!(acked.body.is_empty());
@@ -408,24 +123,23 @@ async fn publish_consume_ack_on_one_keep_alive_connection() {
 
     // The same handle again: per-handle failure document with status 404.
     let again = c
-        .roundtrip(&api.ack("T", "GID_a", &[got[0].receipt_handle.as_str()]))
+        .protocol_roundtrip(&api.ack("T", "GID_a", &[got[0].receipt_handle.as_str()]))
         .await;
     assert_eq!(again.status, 404);
     assert!(again.text().contains("<Errors "), "{}", again.text());
 
-    let after = c.roundtrip(&api.consume("T", "GID_a", 16, 0)).await;
-    assert_eq!(
-        (after.status, after.code().as_str()),
-        (404, "MessageNotExist")
-    );
+    let after = c
+        .protocol_roundtrip(&api.consume("T", "GID_a", 16, 0))
+        .await;
+    after.assert_error(404, "MessageNotExist");
     broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_errors_keep_the_connection_and_the_broker_serving() {
     let broker = start(config()).await;
-    let api = Api::new(&broker);
-    let mut c = Conn::open(broker.local_addr()).await;
+    let api = api(&broker);
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
     let now = SystemTime::now();
     let publish = "/topics/T/messages";
     let body = b"<Message><MessageBody>x</MessageBody></Message>";
@@ -624,17 +338,75 @@ async fn request_errors_keep_the_connection_and_the_broker_serving() {
             "InvalidDigest",
         ),
     ];
+    // PROTOCOL §6.9: group id + topic + instance id longer than 119 characters together is
+    // `NotSupport` (consume and ack alike; 119 exactly is served); a delivery time more than
+    // 40 days ahead and a delayed body over 64 KB are refused.
+    let (group, topic) = ("G".repeat(64), "T".repeat(56));
+    let long_consume = format!("/topics/{topic}/messages?consumer={group}&numOfMessages=1");
+    let long_ack = format!("/topics/{topic}/messages?consumer={group}");
+    let handle = b"<ReceiptHandles><ReceiptHandle>h</ReceiptHandle></ReceiptHandles>";
+    let far_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        + u128::from(mq_proto::MAX_SCHEDULE_AHEAD_MS)
+        + 60_000;
+    let far = format!(
+        "<Message><MessageBody>far</MessageBody><Properties>__STARTDELIVERTIME:{far_ms}|</Properties></Message>"
+    );
+    let big_delayed = format!(
+        "<Message><MessageBody>{}</MessageBody><Properties>__STARTDELIVERTIME:1|</Properties></Message>",
+        "x".repeat(mq_proto::MAX_SPECIAL_BODY_LEN + 1)
+    );
+    let cases = cases.into_iter().chain([
+        (signed(Method::GET, &long_consume, b""), 400, "NotSupport"),
+        (
+            signed(Method::GET, &format!("{long_consume}&trans=order"), b""),
+            400,
+            "NotSupport",
+        ),
+        (signed(Method::DELETE, &long_ack, handle), 400, "NotSupport"),
+        (
+            signed(Method::DELETE, &format!("{long_ack}&trans=commit"), handle),
+            400,
+            "NotSupport",
+        ),
+        (
+            signed(
+                Method::GET,
+                &format!(
+                    "/topics/{}/messages?consumer={group}&numOfMessages=1",
+                    &topic[1..]
+                ),
+                b"",
+            ),
+            404,
+            "MessageNotExist",
+        ),
+        (
+            signed(Method::POST, publish, far.as_bytes()),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            signed(Method::POST, publish, big_delayed.as_bytes()),
+            400,
+            "InvalidArgument",
+        ),
+    ]);
     for (request, status, code) in cases {
-        let resp = c.roundtrip(&request).await;
+        let resp = c.protocol_roundtrip(&request).await;
         assert_eq!(
-            (resp.status, resp.code()),
+            (resp.status, resp.expect_code()),
             (status, code.to_owned()),
             "request:\n{}",
             String::from_utf8_lossy(&request)
         );
     }
     // Still serving on the same connection.
-    let ok = c.roundtrip(&api.publish("T", "after the errors")).await;
+    let ok = c
+        .protocol_roundtrip(&api.publish("T", "after the errors"))
+        .await;
     assert_eq!(ok.status, 201, "{}", ok.text());
     broker.shutdown().await;
 }
@@ -645,32 +417,25 @@ async fn request_errors_keep_the_connection_and_the_broker_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusal_before_the_body_arrives_keeps_the_connection() {
     let broker = start(config()).await;
-    let api = Api::new(&broker);
-    let mut c = Conn::open(broker.local_addr()).await;
+    let api = api(&broker);
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
     let body = b"<Message><MessageBody>late body</MessageBody></Message>";
     for (creds, status, code) in [
         ((AK, "wrong"), 403, "SignatureDoesNotMatch"),
         (("nobody", SK), 403, "InvalidAccessKeyId"),
     ] {
-        let request = raw(
-            Method::POST,
-            "/topics/T/messages",
-            body,
-            SystemTime::now(),
-            creds,
-            &[],
-        );
+        let request = raw_publish(body, creds, &[]);
         let (head, tail) = request.split_at(request.len() - body.len());
-        c.send(head).await;
+        c.expect_send(head).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        c.send(tail).await;
-        let resp = c.response().await;
+        c.expect_send(tail).await;
+        let resp = c.expect_response().await;
         resp.assert_protocol_headers();
-        assert_eq!((resp.status, resp.code().as_str()), (status, code));
+        resp.assert_error(status, code);
         assert_eq!(resp.header("connection"), None);
     }
     // The same connection serves the next request.
-    let ok = c.roundtrip(&api.publish("T", "next")).await;
+    let ok = c.protocol_roundtrip(&api.publish("T", "next")).await;
     assert_eq!(ok.status, 201, "{}", ok.text());
     broker.shutdown().await;
 }
@@ -680,29 +445,22 @@ async fn oversize_body_is_refused_from_its_headers_alone() {
     let mut cfg = config();
     cfg.limits.max_body_bytes = 64 * 1024;
     let broker = start(cfg).await;
-    let api = Api::new(&broker);
+    let api = api(&broker);
     for expect_continue in [false, true] {
-        let mut c = Conn::open(broker.local_addr()).await;
+        let mut c = Conn::open_nagle(broker.local_addr()).await;
         let mut extra = vec![("content-length", "100000000")];
         if expect_continue {
             extra.push(("expect", "100-continue"));
         }
-        let mut request = raw(
-            Method::POST,
-            "/topics/T/messages",
-            b"",
-            SystemTime::now(),
-            (AK, SK),
-            &extra,
-        );
+        let mut request = raw_publish(b"", (AK, SK), &extra);
         // Headers only: the 100 MB body is never sent.
         assert!(request.ends_with(b"\r\n\r\n"));
         request.extend_from_slice(b"<Message>");
-        c.send(&request).await;
-        let resp = c.response().await;
+        c.expect_send(&request).await;
+        let resp = c.expect_response().await;
         resp.assert_protocol_headers();
         assert_eq!(
-            (resp.status, resp.code().as_str()),
+            (resp.status, resp.expect_code().as_str()),
             (400, "InvalidArgument"),
             "no 100 Continue before a refusal; {:?}",
             resp
@@ -713,32 +471,19 @@ async fn oversize_body_is_refused_from_its_headers_alone() {
         assert!(c.closed_within(Duration::from_secs(2)).await);
     }
     // A refused signature with `Expect: 100-continue`: no body was sent, the connection ends.
-    let mut c = Conn::open(broker.local_addr()).await;
-    c.send(&raw(
-        Method::POST,
-        "/topics/T/messages",
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
+    c.expect_send(&raw_publish(
         b"",
-        SystemTime::now(),
         (AK, "wrong"),
         &[("content-length", "50"), ("expect", "100-continue")],
     ))
     .await;
-    let resp = c.response().await;
-    assert_eq!(
-        (resp.status, resp.code().as_str()),
-        (403, "SignatureDoesNotMatch")
-    );
+    let resp = c.expect_response().await;
+    resp.assert_error(403, "SignatureDoesNotMatch");
     assert_eq!(resp.header("connection"), Some("close"));
     // A chunked body beyond the limit is refused while reading.
-    let mut c = Conn::open(broker.local_addr()).await;
-    let mut request = raw(
-        Method::POST,
-        "/topics/T/messages",
-        b"",
-        SystemTime::now(),
-        (AK, SK),
-        &[("transfer-encoding", "chunked")],
-    );
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
+    let mut request = raw_publish(b"", (AK, SK), &[("transfer-encoding", "chunked")]);
     let head_end = request.len();
     request.truncate(head_end);
     let text = String::from_utf8(request).expect("ascii");
@@ -751,16 +496,13 @@ async fn oversize_body_is_refused_from_its_headers_alone() {
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"0\r\n\r\n");
-    c.send(&request).await;
-    let resp = c.response().await;
-    assert_eq!(
-        (resp.status, resp.code().as_str()),
-        (400, "InvalidArgument")
-    );
+    c.expect_send(&request).await;
+    let resp = c.expect_response().await;
+    resp.assert_error(400, "InvalidArgument");
 
     // The broker keeps serving.
-    let mut c = Conn::open(broker.local_addr()).await;
-    let ok = c.roundtrip(&api.publish("T", "small")).await;
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
+    let ok = c.protocol_roundtrip(&api.publish("T", "small")).await;
     assert_eq!(ok.status, 201);
     broker.shutdown().await;
 }
@@ -768,28 +510,21 @@ async fn oversize_body_is_refused_from_its_headers_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_gets_100_then_the_answer() {
     let broker = start(config()).await;
-    let api = Api::new(&broker);
-    let mut c = Conn::open(broker.local_addr()).await;
+    let api = api(&broker);
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
     let body = b"<Message><MessageBody>continued</MessageBody></Message>";
-    let request = raw(
-        Method::POST,
-        "/topics/T/messages",
-        body,
-        SystemTime::now(),
-        (AK, SK),
-        &[("expect", "100-continue")],
-    );
+    let request = raw_publish(body, (AK, SK), &[("expect", "100-continue")]);
     let head = &request[..request.len() - body.len()];
-    c.send(head).await;
-    let interim = c.response().await;
+    c.expect_send(head).await;
+    let interim = c.expect_response().await;
     assert_eq!(interim.status, 100);
-    c.send(body).await;
-    let resp = c.response().await;
+    c.expect_send(body).await;
+    let resp = c.expect_response().await;
     resp.assert_protocol_headers();
     assert_eq!(resp.status, 201, "{}", resp.text());
 
     // And a DELETE with a body (Java sends Expect on bodies by default).
-    let consume = c.roundtrip(&api.consume("T", "GID_x", 1, 0)).await;
+    let consume = c.protocol_roundtrip(&api.consume("T", "GID_x", 1, 0)).await;
     assert_eq!(consume.status, 404); // the group registered after the publish
     broker.shutdown().await;
 }
@@ -797,30 +532,36 @@ async fn expect_continue_gets_100_then_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_wakes_on_publish_and_expires_at_its_deadline() {
     let broker = start(config()).await;
-    let api = Api::new(&broker);
-    let mut waiter = Conn::open(broker.local_addr()).await;
-    let mut producer = Conn::open(broker.local_addr()).await;
+    let api = api(&broker);
+    let mut waiter = Conn::open_nagle(broker.local_addr()).await;
+    let mut producer = Conn::open_nagle(broker.local_addr()).await;
     // Register the group.
-    let r = waiter.roundtrip(&api.consume("LP", "GID_lp", 4, 0)).await;
+    let r = waiter
+        .protocol_roundtrip(&api.consume("LP", "GID_lp", 4, 0))
+        .await;
     assert_eq!(r.status, 404);
 
     // A poll with nothing to find answers MessageNotExist at its deadline, not before.
     let started = Instant::now();
-    let r = waiter.roundtrip(&api.consume("LP", "GID_lp", 4, 2)).await;
+    let r = waiter
+        .protocol_roundtrip(&api.consume("LP", "GID_lp", 4, 2))
+        .await;
     let took = started.elapsed();
-    assert_eq!((r.status, r.code().as_str()), (404, "MessageNotExist"));
+    r.assert_error(404, "MessageNotExist");
     assert!(
         took >= Duration::from_millis(1_950) && took < Duration::from_millis(2_600),
         "{took:?}"
     );
 
     // A poll waiting 5 s is answered right after a publish from another connection.
-    waiter.send(&api.consume("LP", "GID_lp", 4, 5)).await;
+    waiter.expect_send(&api.consume("LP", "GID_lp", 4, 5)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let published = producer.roundtrip(&api.publish("LP", "wake up")).await;
+    let published = producer
+        .protocol_roundtrip(&api.publish("LP", "wake up"))
+        .await;
     assert_eq!(published.status, 201);
     let published_at = Instant::now();
-    let r = waiter.response().await;
+    let r = waiter.expect_response().await;
     let latency = published_at.elapsed();
     r.assert_protocol_headers();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -840,10 +581,13 @@ async fn long_poll_wakes_on_publish_and_expires_at_its_deadline() {
                 .expect("epoch")
                 .as_millis() as u64,
         );
-    let request = client::publish_request(&api.ctx(), &TopicName::new("LP").expect("t"), &message);
-    let r = producer.roundtrip(&wire(&request)).await;
+    let r = producer
+        .protocol_roundtrip(&api.publish_message("LP", &message))
+        .await;
     assert_eq!(r.status, 201);
-    let r = waiter.roundtrip(&api.consume("LP", "GID_lp", 4, 5)).await;
+    let r = waiter
+        .protocol_roundtrip(&api.consume("LP", "GID_lp", 4, 5))
+        .await;
     let at = SystemTime::now();
     assert_eq!(r.status, 200, "{}", r.text());
     let early = deliver_at.duration_since(at).unwrap_or_default();
@@ -858,24 +602,30 @@ async fn abandoned_long_polls_give_back_their_slot() {
     let mut cfg = config();
     cfg.limits.max_waiting_polls = 1;
     let broker = start(cfg).await;
-    let api = Api::new(&broker);
+    let api = api(&broker);
     let addr = broker.local_addr();
-    let mut waiter = Conn::open(addr).await;
-    waiter.send(&api.consume("AB", "GID_ab", 1, 20)).await;
+    let mut waiter = Conn::open_nagle(addr).await;
+    waiter
+        .expect_send(&api.consume("AB", "GID_ab", 1, 20))
+        .await;
     wait_for_stat(addr, "waiting_polls", 1).await;
 
     // The limit holds: a second poll is answered at once.
-    let mut other = Conn::open(addr).await;
+    let mut other = Conn::open_nagle(addr).await;
     let started = Instant::now();
-    let r = other.roundtrip(&api.consume("AB", "GID_ab", 1, 3)).await;
-    assert_eq!((r.status, r.code().as_str()), (404, "MessageNotExist"));
+    let r = other
+        .protocol_roundtrip(&api.consume("AB", "GID_ab", 1, 3))
+        .await;
+    r.assert_error(404, "MessageNotExist");
     assert!(started.elapsed() < Duration::from_millis(500));
 
     // The client goes away: its slot comes back.
     drop(waiter);
     wait_for_stat(addr, "waiting_polls", 0).await;
     let started = Instant::now();
-    let r = other.roundtrip(&api.consume("AB", "GID_ab", 1, 1)).await;
+    let r = other
+        .protocol_roundtrip(&api.consume("AB", "GID_ab", 1, 1))
+        .await;
     assert_eq!(r.status, 404);
     assert!(
         started.elapsed() >= Duration::from_millis(950),
@@ -891,7 +641,7 @@ async fn stats(addr: SocketAddr) -> serde_json::Value {
 
 /// `None` when the connection is refused (connection limit reached).
 async fn try_stats(addr: SocketAddr) -> Option<serde_json::Value> {
-    let mut c = Conn::open(addr).await;
+    let mut c = Conn::open_nagle(addr).await;
     let resp = c
         .try_roundtrip(b"GET /stats HTTP/1.1\r\nhost: x\r\n\r\n")
         .await?;
@@ -940,41 +690,68 @@ async fn instance_scoped_credentials_and_declared_topics() {
         (None, TopicName::new("T").expect("t")),
     ];
     let broker = start(cfg).await;
-    let mut c = Conn::open(broker.local_addr()).await;
-    let scoped_a = Api::with_key(&broker, "scoped", "scoped-sk", Some("MQ_INST_a"));
-    let scoped_b = Api::with_key(&broker, "scoped", "scoped-sk", Some("MQ_INST_b"));
-    let scoped_default = Api::with_key(&broker, "scoped", "scoped-sk", None);
-    let root_b = Api::with_key(&broker, AK, SK, Some("MQ_INST_b"));
+    let mut c = Conn::open_nagle(broker.local_addr()).await;
+    let scoped_a = Api::new(
+        broker.local_addr(),
+        "scoped",
+        "scoped-sk",
+        Some("MQ_INST_a"),
+    );
+    let scoped_b = Api::new(
+        broker.local_addr(),
+        "scoped",
+        "scoped-sk",
+        Some("MQ_INST_b"),
+    );
+    let scoped_default = Api::new(broker.local_addr(), "scoped", "scoped-sk", None);
+    let root_b = Api::new(broker.local_addr(), AK, SK, Some("MQ_INST_b"));
 
-    assert_eq!(c.roundtrip(&scoped_a.publish("T", "x")).await.status, 201);
+    assert_eq!(
+        c.protocol_roundtrip(&scoped_a.publish("T", "x"))
+            .await
+            .status,
+        201
+    );
     for api in [&scoped_b, &scoped_default] {
-        let r = c.roundtrip(&api.publish("T", "x")).await;
-        assert_eq!((r.status, r.code().as_str()), (403, "AccessDenied"));
-        let r = c.roundtrip(&api.consume("T", "GID_s", 1, 0)).await;
-        assert_eq!((r.status, r.code().as_str()), (403, "AccessDenied"));
+        let r = c.protocol_roundtrip(&api.publish("T", "x")).await;
+        r.assert_error(403, "AccessDenied");
+        let r = c.protocol_roundtrip(&api.consume("T", "GID_s", 1, 0)).await;
+        r.assert_error(403, "AccessDenied");
     }
-    assert_eq!(c.roundtrip(&root_b.publish("T", "x")).await.status, 201);
-    let r = c.roundtrip(&root_b.publish("Unknown", "x")).await;
-    assert_eq!((r.status, r.code().as_str()), (404, "TopicNotExist"));
-    let r = c.roundtrip(&root_b.consume("Unknown", "GID_s", 1, 3)).await;
-    assert_eq!((r.status, r.code().as_str()), (404, "TopicNotExist"));
+    assert_eq!(
+        c.protocol_roundtrip(&root_b.publish("T", "x")).await.status,
+        201
+    );
+    let r = c.protocol_roundtrip(&root_b.publish("Unknown", "x")).await;
+    r.assert_error(404, "TopicNotExist");
+    let r = c
+        .protocol_roundtrip(&root_b.consume("Unknown", "GID_s", 1, 3))
+        .await;
+    r.assert_error(404, "TopicNotExist");
     broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_health() {
     let broker = start(config()).await;
-    let api = Api::new(&broker);
+    let api = api(&broker);
     let addr = broker.local_addr();
-    let mut c = Conn::open(addr).await;
-    c.roundtrip(&api.consume("S", "GID_s", 16, 0)).await;
+    let mut c = Conn::open_nagle(addr).await;
+    c.protocol_roundtrip(&api.consume("S", "GID_s", 16, 0))
+        .await;
     for body in ["one", "two"] {
-        assert_eq!(c.roundtrip(&api.publish("S", body)).await.status, 201);
+        assert_eq!(
+            c.protocol_roundtrip(&api.publish("S", body)).await.status,
+            201
+        );
     }
-    let got = messages(&c.roundtrip(&api.consume("S", "GID_s", 16, 0)).await);
+    let got = messages(
+        &c.protocol_roundtrip(&api.consume("S", "GID_s", 16, 0))
+            .await,
+    );
     assert_eq!(got.len(), 2);
     let r = c
-        .roundtrip(&api.ack("S", "GID_s", &[got[0].receipt_handle.as_str()]))
+        .protocol_roundtrip(&api.ack("S", "GID_s", &[got[0].receipt_handle.as_str()]))
         .await;
     assert_eq!(r.status, 204);
 
@@ -992,13 +769,15 @@ async fn stats_and_health() {
     assert!(s["server"]["requests"].as_u64() >= Some(5), "{s}");
     assert_eq!(broker.stats().published, 2);
 
-    let health = c
-        .roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await;
+    let health = c.protocol_roundtrip(HEALTH).await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    let ready = c
+        .protocol_roundtrip(b"GET /ready HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
     // A probe's query string does not matter.
     let probed = c
-        .roundtrip(b"GET /health?from=lb HTTP/1.1\r\nhost: x\r\n\r\n")
+        .protocol_roundtrip(b"GET /health?from=lb HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
     assert_eq!((probed.status, probed.text().as_str()), (200, "ok\n"));
     broker.shutdown().await;
@@ -1012,22 +791,29 @@ async fn metrics_match_stats() {
     let mut cfg = config();
     cfg.core.invisibility_ms = 200;
     let broker = start(cfg).await;
-    let api = Api::new(&broker);
+    let api = api(&broker);
     let addr = broker.local_addr();
-    let mut c = Conn::open(addr).await;
-    c.roundtrip(&api.consume("M", "GID_m", 16, 0)).await;
+    let mut c = Conn::open_nagle(addr).await;
+    c.protocol_roundtrip(&api.consume("M", "GID_m", 16, 0))
+        .await;
     for body in ["one", "two", "three"] {
-        assert_eq!(c.roundtrip(&api.publish("M", body)).await.status, 201);
+        assert_eq!(
+            c.protocol_roundtrip(&api.publish("M", body)).await.status,
+            201
+        );
     }
-    let got = messages(&c.roundtrip(&api.consume("M", "GID_m", 2, 0)).await);
+    let got = messages(&c.protocol_roundtrip(&api.consume("M", "GID_m", 2, 0)).await);
     assert_eq!(got.len(), 2);
     let r = c
-        .roundtrip(&api.ack("M", "GID_m", &[got[0].receipt_handle.as_str()]))
+        .protocol_roundtrip(&api.ack("M", "GID_m", &[got[0].receipt_handle.as_str()]))
         .await;
     assert_eq!(r.status, 204);
     // The unacked one becomes visible again and is delivered a second time.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = messages(&c.roundtrip(&api.consume("M", "GID_m", 16, 0)).await);
+    let again = messages(
+        &c.protocol_roundtrip(&api.consume("M", "GID_m", 16, 0))
+            .await,
+    );
     assert!(again.iter().any(|m| m.consumed_times == 2), "{again:?}");
     let wrong = raw(
         Method::GET,
@@ -1037,10 +823,10 @@ async fn metrics_match_stats() {
         (AK, "wrong"),
         &[],
     );
-    assert_eq!(c.roundtrip(&wrong).await.status, 403);
+    assert_eq!(c.protocol_roundtrip(&wrong).await.status, 403);
 
     let resp = c
-        .roundtrip(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .protocol_roundtrip(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
     assert_eq!(resp.status, 200);
     assert!(
@@ -1148,12 +934,12 @@ async fn hostile_connections_are_cut_and_do_not_hurt_others() {
     cfg.limits.body_read_timeout = Duration::from_millis(500);
     cfg.limits.max_connections = 8;
     let broker = start(cfg).await;
-    let api = Api::new(&broker);
+    let api = api(&broker);
     let addr = broker.local_addr();
 
     // Not HTTP at all.
-    let mut junk = Conn::open(addr).await;
-    junk.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")
+    let mut junk = Conn::open_nagle(addr).await;
+    junk.expect_send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")
         .await;
     if let Some(r) = junk.try_response().await {
         assert_eq!(r.status, 400);
@@ -1161,8 +947,8 @@ async fn hostile_connections_are_cut_and_do_not_hurt_others() {
     assert!(junk.closed_within(Duration::from_secs(2)).await);
 
     // Headers that never end (slowloris): closed after the header timeout.
-    let mut slow = Conn::open(addr).await;
-    slow.send(b"GET /topics/T/messages?consumer=G&numOfMessages=1 HTTP/1.1\r\nhost: x\r\n")
+    let mut slow = Conn::open_nagle(addr).await;
+    slow.expect_send(b"GET /topics/T/messages?consumer=G&numOfMessages=1 HTTP/1.1\r\nhost: x\r\n")
         .await;
     let started = Instant::now();
     assert!(slow.closed_within(Duration::from_secs(3)).await);
@@ -1173,12 +959,12 @@ async fn hostile_connections_are_cut_and_do_not_hurt_others() {
     );
 
     // A body that stops halfway: answered after the body timeout.
-    let mut stalled = Conn::open(addr).await;
+    let mut stalled = Conn::open_nagle(addr).await;
     let request = api.publish("H", "a body that will be cut");
-    stalled.send(&request[..request.len() - 10]).await;
+    stalled.expect_send(&request[..request.len() - 10]).await;
     let started = Instant::now();
-    let r = stalled.response().await;
-    assert_eq!((r.status, r.code().as_str()), (400, "InvalidArgument"));
+    let r = stalled.expect_response().await;
+    r.assert_error(400, "InvalidArgument");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -1187,13 +973,13 @@ async fn hostile_connections_are_cut_and_do_not_hurt_others() {
     );
 
     // A header block beyond the buffer limit.
-    let mut huge = Conn::open(addr).await;
+    let mut huge = Conn::open_nagle(addr).await;
     let mut request = b"GET /health HTTP/1.1\r\nhost: x\r\n".to_vec();
     for i in 0..2_000 {
         request.extend_from_slice(format!("x-filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
     }
     request.extend_from_slice(b"\r\n");
-    let _ = huge.stream.write_all(&request).await;
+    let _ = huge.send(&request).await;
     if let Some(r) = huge.try_response().await {
         assert!(r.status == 431 || r.status == 400, "{r:?}");
     }
@@ -1203,28 +989,18 @@ async fn hostile_connections_are_cut_and_do_not_hurt_others() {
     wait_for_stat(addr, "connections", 0).await;
     let mut held = Vec::new();
     for _ in 0..8 {
-        let mut c = Conn::open(addr).await;
-        assert_eq!(
-            c.roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-                .await
-                .status,
-            200
-        );
+        let mut c = Conn::open_nagle(addr).await;
+        assert_eq!(c.protocol_roundtrip(HEALTH).await.status, 200);
         held.push(c);
     }
-    let mut refused = Conn::open(addr).await;
-    let answer = refused
-        .try_roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await;
+    let mut refused = Conn::open_nagle(addr).await;
+    let answer = refused.try_roundtrip(HEALTH).await;
     assert!(answer.is_none(), "{answer:?}");
     held.truncate(7);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let mut c = Conn::open(addr).await;
-        if let Some(r) = c
-            .try_roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-        {
+        let mut c = Conn::open_nagle(addr).await;
+        if let Some(r) = c.try_roundtrip(HEALTH).await {
             assert_eq!(r.status, 200);
             break;
         }
@@ -1235,32 +1011,32 @@ async fn hostile_connections_are_cut_and_do_not_hurt_others() {
     // Normal traffic still works.
     drop(held);
     wait_for_stat(addr, "connections", 0).await;
-    let mut c = Conn::open(addr).await;
-    assert_eq!(c.roundtrip(&api.publish("H", "fine")).await.status, 201);
+    let mut c = Conn::open_nagle(addr).await;
+    assert_eq!(
+        c.protocol_roundtrip(&api.publish("H", "fine")).await.status,
+        201
+    );
     broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_a_waiting_long_poll_promptly() {
     let broker = start(config()).await;
-    let api = Api::new(&broker);
+    let api = api(&broker);
     let addr = broker.local_addr();
-    let mut waiter = Conn::open(addr).await;
-    waiter.send(&api.consume("SD", "GID_sd", 1, 30)).await;
+    let mut waiter = Conn::open_nagle(addr).await;
+    waiter
+        .expect_send(&api.consume("SD", "GID_sd", 1, 30))
+        .await;
     wait_for_stat(addr, "waiting_polls", 1).await;
-    let mut idle = Conn::open(addr).await;
-    assert_eq!(
-        idle.roundtrip(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .status,
-        200
-    );
+    let mut idle = Conn::open_nagle(addr).await;
+    assert_eq!(idle.protocol_roundtrip(HEALTH).await.status, 200);
 
     let started = Instant::now();
     let stopping = tokio::spawn(broker.shutdown());
-    let r = waiter.response().await;
+    let r = waiter.expect_response().await;
     r.assert_protocol_headers();
-    assert_eq!((r.status, r.code().as_str()), (404, "MessageNotExist"));
+    r.assert_error(404, "MessageNotExist");
     assert!(
         started.elapsed() < Duration::from_millis(500),
         "{:?}",
@@ -1297,17 +1073,10 @@ async fn shutdown_closes_stragglers_after_the_grace_period() {
     let broker = start(cfg).await;
     let addr = broker.local_addr();
     // A request whose body never finishes keeps its connection busy.
-    let mut busy = Conn::open(addr).await;
-    let mut request = raw(
-        Method::POST,
-        "/topics/T/messages",
-        b"",
-        SystemTime::now(),
-        (AK, SK),
-        &[("content-length", "100")],
-    );
+    let mut busy = Conn::open_nagle(addr).await;
+    let mut request = raw_publish(b"", (AK, SK), &[("content-length", "100")]);
     request.extend_from_slice(b"<Message>");
-    busy.send(&request).await;
+    busy.expect_send(&request).await;
     wait_for_stat(addr, "connections", 1).await;
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(3), broker.shutdown())
@@ -1323,34 +1092,18 @@ async fn shutdown_closes_stragglers_after_the_grace_period() {
 
 #[cfg(unix)]
 mod binary {
+    use super::rawhttp::{Running, broker_command, spawn_broker};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpStream;
-    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::process::{Command, ExitStatus};
     use std::time::{Duration, Instant};
 
-    struct Running(Child);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     fn start() -> (Running, String, BufReader<std::process::ChildStdout>) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
-            .args(["--listen", "127.0.0.1:0", "--credential", "bin-ak:bin-sk"])
+        spawn_broker(
             // Exported for gateways by the same shell: a built-in broker ignores it.
-            .env("MQ_HANDLE_KEY", "00112233445566778899aabbccddeeff")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mq-broker");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let running = Running(child);
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("first line");
-        (running, line, stdout)
+            broker_command("bin-ak", "bin-sk")
+                .env("MQ_HANDLE_KEY", "00112233445566778899aabbccddeeff"),
+        )
     }
 
     fn port_of(line: &str) -> u16 {
@@ -1409,8 +1162,7 @@ mod binary {
         stdout.read_line(&mut rest).expect("second line");
         assert_eq!(rest, "credentials: as configured\n");
         let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        conn.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-            .expect("write");
+        conn.write_all(super::HEALTH).expect("write");
         let mut buf = [0u8; 512];
         let n = conn.read(&mut buf).expect("read");
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));

@@ -168,17 +168,7 @@ fn certificate_and_key_errors_are_typed() {
 #[cfg(unix)]
 mod binary {
     use super::*;
-    use std::io::BufRead;
-    use std::process::{Child, Command, Stdio};
-
-    struct Running(Child);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use std::process::Command;
 
     fn dir(test: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mq-broker-tls-{test}-{}", std::process::id()));
@@ -193,25 +183,13 @@ mod binary {
         let (cert, key) = (dir.join("chain.pem"), dir.join("key.pem"));
         std::fs::write(&cert, &pki.chain_pem).expect("write chain");
         std::fs::write(&key, &pki.key_pem).expect("write key");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--credential",
-                &format!("{AK}:{SK}"),
-            ])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mq-broker");
-        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let _running = Running(child);
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("first line");
+        let (_running, line, _stdout) = rawhttp::spawn_broker(
+            rawhttp::broker_command(AK, SK)
+                .arg("--tls-cert")
+                .arg(&cert)
+                .arg("--tls-key")
+                .arg(&key),
+        );
         let port: u16 = line
             .trim_end()
             .strip_prefix("listening on https://127.0.0.1:")

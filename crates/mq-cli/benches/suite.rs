@@ -227,15 +227,18 @@ fn prepared_consume(
     let (e, c) = (endpoint(addr)?, credentials());
     let batch = BatchSize::new(batch).map_err(|e| e.to_string())?;
     let wait = WaitSeconds::new(wait).map_err(|e| e.to_string())?;
-    Ok(Arc::new(Prepared::new(consume_request(
-        &ctx(&e, &c),
-        topic,
-        group,
-        ConsumeKind::Normal,
-        batch,
-        wait,
-        &TagFilter::All,
-    ))))
+    Ok(Arc::new(Prepared::new(
+        consume_request(
+            &ctx(&e, &c),
+            topic,
+            group,
+            ConsumeKind::Normal,
+            batch,
+            wait,
+            &TagFilter::All,
+        )
+        .expect("consume request"),
+    )))
 }
 
 /// Registers `group` on `topic` (a group receives what is published after its first

@@ -4,6 +4,7 @@ use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_fro
 use crate::error::{ConfigError, Error};
 use crate::proxy::Proxy;
 use crate::runtime::{DynRuntime, Runtime, default_runtime};
+use crate::telemetry;
 use crate::tls::TlsRoots;
 use crate::transport::{PoolConfig, Transport};
 use crate::{Consumer, Producer, TransactionProducer};
@@ -12,6 +13,7 @@ use http::{HeaderMap, Request, StatusCode};
 use mq_proto::client::{Endpoint, RequestContext, ResponseError};
 use mq_proto::machine::{FailureKind, Idempotency, RetryConfig, RetryDecision, RetryState};
 use mq_proto::sign::Credentials;
+use mq_proto::trace::TraceContext;
 use mq_proto::{GroupId, InstanceId, TopicName, WaitSeconds};
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -91,6 +93,7 @@ pub struct ClientBuilder {
     transport: Option<Arc<dyn Transport>>,
     pool: PoolConfig,
     proxy: ProxySetting,
+    trace_context: Option<TraceContextSource>,
 }
 
 /// Where the client's proxy comes from.
@@ -104,6 +107,9 @@ enum ProxySetting {
     Use(Proxy),
 }
 
+/// Where publishes take the trace context to inject from ([`ClientBuilder::trace_context_source`]).
+type TraceContextSource = Arc<dyn Fn() -> Option<TraceContext> + Send + Sync>;
+
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
@@ -114,6 +120,7 @@ impl fmt::Debug for ClientBuilder {
             .field("retry", &self.retry)
             .field("pool", &self.pool)
             .field("proxy", &self.proxy)
+            .field("trace_context_propagation", &self.trace_context.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +144,7 @@ impl ClientBuilder {
             transport: None,
             pool: PoolConfig::default(),
             proxy: ProxySetting::FromEnv,
+            trace_context: None,
         }
     }
 
@@ -276,6 +284,35 @@ impl ClientBuilder {
         self
     }
 
+    /// Turns on trace context propagation (off by default): every publish asks `source` for
+    /// the current W3C trace context and, when it gives one and the message carries none,
+    /// publishes the message with it in the properties `traceparent` and `tracestate`
+    /// ([`TopicMessage::with_trace_context`](mq_proto::TopicMessage::with_trace_context);
+    /// names and encoding in [`mq_proto::trace`]). Consumers read it back with
+    /// [`Message::trace_context`](mq_proto::Message::trace_context).
+    ///
+    /// With the `otel` feature, `mq_client::otel::current_trace_context` is the source that
+    /// reads the OpenTelemetry context of the current `tracing` span.
+    ///
+    /// ```
+    /// use mq_client::Client;
+    /// use mq_client::mq_proto::trace::{TraceContext, TraceParent, TraceState};
+    ///
+    /// // A fixed context, for illustration; a tracer would give the current span's.
+    /// let builder = Client::builder().trace_context_source(|| {
+    ///     let parent = TraceParent::new([7; 16], [9; 8], TraceParent::FLAG_SAMPLED).ok()?;
+    ///     Some(TraceContext::new(parent, TraceState::new()))
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn trace_context_source(
+        mut self,
+        source: impl Fn() -> Option<TraceContext> + Send + Sync + 'static,
+    ) -> Self {
+        self.trace_context = Some(Arc::new(source));
+        self
+    }
+
     /// Replaces the HTTP transport (for tests or custom stacks).
     pub fn transport(mut self, transport: impl Transport) -> Self {
         self.transport = Some(Arc::new(transport));
@@ -341,6 +378,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 user_agent,
                 seed: AtomicU64::new(seed),
+                trace_context: self.trace_context,
             }),
         })
     }
@@ -356,6 +394,7 @@ struct Inner {
     retry: RetryConfig,
     user_agent: String,
     seed: AtomicU64,
+    trace_context: Option<TraceContextSource>,
 }
 
 /// A client for one endpoint and instance. Cheap to clone; clones share the connection pool.
@@ -451,6 +490,14 @@ impl Client {
         &self.inner.retry
     }
 
+    /// The trace context to inject into a publish, when propagation is on and there is one.
+    pub(crate) fn current_trace_context(&self) -> Option<TraceContext> {
+        self.inner
+            .trace_context
+            .as_ref()
+            .and_then(|source| source())
+    }
+
     pub(crate) fn runtime(&self) -> &Arc<dyn DynRuntime> {
         &self.inner.runtime
     }
@@ -477,59 +524,68 @@ impl Client {
         build: &BuildFn<'_>,
         decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
     ) -> Result<T, (FailureKind, Error)> {
-        let inner = &self.inner;
-        let credentials = inner.credentials.credentials().await.map_err(classified)?;
-        let ctx = RequestContext {
-            endpoint: &inner.endpoint,
-            credentials: &credentials,
-            instance: inner.instance.as_ref(),
-            date: SystemTime::now(),
-            user_agent: &inner.user_agent,
-        };
-        let request = build(&ctx).map_err(classified)?;
-        let span = tracing::debug_span!(
-            "mq.request",
-            operation,
-            topic = %topic,
-            request_id = tracing::field::Empty,
-            status = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
-        let started = Instant::now();
-        let result = inner
-            .transport
-            .send(request, timeout)
-            .instrument(span.clone())
-            .await;
-        span.record("latency_ms", started.elapsed().as_millis() as u64);
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                span.in_scope(|| tracing::debug!(error = %e, "request failed"));
-                return Err(classified(Error::from_transport(e, timeout)));
-            }
-        };
-        let request_id = response
-            .headers()
-            .get("x-mq-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        span.record("request_id", request_id);
-        span.record("status", response.status().as_u16());
-        match decode(response.status(), response.headers(), response.body()) {
-            Ok(v) => {
-                span.in_scope(|| tracing::debug!("request succeeded"));
-                Ok(v)
-            }
-            Err(ResponseError::Service(s)) => {
-                span.in_scope(|| tracing::debug!(code = %s.code, "service error"));
-                Err(classified(Error::Service(s)))
-            }
-            Err(ResponseError::Decode(d)) => {
-                span.in_scope(|| tracing::debug!(error = %d, "undecodable response"));
-                Err(classified(Error::Response(d)))
+        // Sent requests have a latency; one that could not be made (credentials, build) not.
+        let mut elapsed = None;
+        let result: Result<T, Error> = async {
+            let inner = &self.inner;
+            let credentials = inner.credentials.credentials().await?;
+            let ctx = RequestContext {
+                endpoint: &inner.endpoint,
+                credentials: &credentials,
+                instance: inner.instance.as_ref(),
+                date: SystemTime::now(),
+                user_agent: &inner.user_agent,
+            };
+            let request = build(&ctx)?;
+            let span = tracing::debug_span!(
+                "mq.request",
+                operation,
+                topic = %topic,
+                request_id = tracing::field::Empty,
+                status = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+            );
+            let started = Instant::now();
+            let result = inner
+                .transport
+                .send(request, timeout)
+                .instrument(span.clone())
+                .await;
+            let took = started.elapsed();
+            elapsed = Some(took);
+            span.record("latency_ms", took.as_millis() as u64);
+            let response = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    span.in_scope(|| tracing::debug!(error = %e, "request failed"));
+                    return Err(Error::from_transport(e, timeout));
+                }
+            };
+            let request_id = response
+                .headers()
+                .get("x-mq-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            span.record("request_id", request_id);
+            span.record("status", response.status().as_u16());
+            match decode(response.status(), response.headers(), response.body()) {
+                Ok(v) => {
+                    span.in_scope(|| tracing::debug!("request succeeded"));
+                    Ok(v)
+                }
+                Err(ResponseError::Service(s)) => {
+                    span.in_scope(|| tracing::debug!(code = %s.code, "service error"));
+                    Err(Error::Service(s))
+                }
+                Err(ResponseError::Decode(d)) => {
+                    span.in_scope(|| tracing::debug!(error = %d, "undecodable response"));
+                    Err(Error::Response(d))
+                }
             }
         }
+        .await;
+        telemetry::request(operation, &result, elapsed);
+        result.map_err(classified)
     }
 
     /// Runs a request with the retry policy.
@@ -570,6 +626,7 @@ impl Client {
                 Err((kind, error)) => match retry.on_failure(Instant::now(), &kind) {
                     RetryDecision::Retry { after } => {
                         tracing::debug!(operation, ?kind, ?after, "retrying");
+                        telemetry::retry(operation);
                         self.inner.runtime.sleep(after).await;
                     }
                     RetryDecision::GiveUp => return Err(error),

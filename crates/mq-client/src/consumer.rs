@@ -4,13 +4,14 @@ use crate::client::Client;
 use crate::error::{AckError, Error};
 
 use crate::stream::MessageStream;
+use crate::telemetry;
 use mq_proto::client::{
-    ack_request, consume_request, decode_ack_response, decode_consume_response,
+    EncodeError, ack_request, consume_request, decode_ack_response, decode_consume_response,
 };
 use mq_proto::machine::{ConsumerConfig, Idempotency};
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleBatch, HandleFailure, Message,
-    ReceiptHandle, TagFilter, TopicName, WaitSeconds, attribute_failures,
+    ReceiptHandle, TagFilter, TopicName, WaitSeconds, attribute_failures, check_subscription_names,
 };
 use std::borrow::Borrow;
 
@@ -93,7 +94,10 @@ impl Consumer {
     /// - [`Error::Service`]: refused by the service — `TopicNotExist` (404), signature,
     ///   access key or instance (403), throttling or a 5xx that outlasted the retries;
     /// - [`Error::Response`]: an answer that could not be decoded;
-    /// - [`Error::Credentials`]: the credentials provider failed.
+    /// - [`Error::Credentials`]: the credentials provider failed;
+    /// - [`Error::InvalidInput`] ([`EncodeError::NamesTooLong`]): group id, topic and instance
+    ///   id are together longer than the service accepts (119 characters, PROTOCOL §6.9);
+    ///   nothing was sent.
     pub async fn receive(
         &self,
         batch: BatchSize,
@@ -155,7 +159,10 @@ impl Consumer {
     ///   [`Error::Timeout`], [`Error::Network`], [`Error::Service`] for the whole request,
     ///   [`Error::Response`], [`Error::Credentials`]): the handles of the earlier requests
     ///   are [`acked`](AckError::acked) or refused, that request's are
-    ///   [`unknown`](AckError::unknown), the later ones [`not_sent`](AckError::not_sent).
+    ///   [`unknown`](AckError::unknown), the later ones [`not_sent`](AckError::not_sent);
+    /// - group id, topic and instance id together longer than the service accepts (119
+    ///   characters, PROTOCOL §6.9): nothing is sent, every handle is
+    ///   [`not_sent`](AckError::not_sent) and the error is [`Error::InvalidInput`].
     ///
     /// No handles is `Ok(())` without a request.
     pub async fn ack<I>(&self, handles: I) -> Result<(), AckError>
@@ -197,7 +204,7 @@ pub(crate) async fn receive(
     filter: &TagFilter,
 ) -> Result<Vec<Message>, Error> {
     let timeout = client.timeouts().for_wait(wait);
-    client
+    let messages = client
         .execute(
             "consume",
             topic,
@@ -206,11 +213,13 @@ pub(crate) async fn receive(
             &|ctx| {
                 Ok(consume_request(
                     ctx, topic, group, kind, batch, wait, filter,
-                ))
+                )?)
             },
             decode_consume_response,
         )
-        .await
+        .await?;
+    telemetry::deliveries(topic, group, messages.len());
+    Ok(messages)
 }
 
 /// The operation name of a settlement request (traces).
@@ -232,7 +241,15 @@ pub(crate) async fn settle(
     handles: impl IntoIterator<Item = ReceiptHandle>,
 ) -> Result<(), AckError> {
     let mut outcome = AckError::empty();
-    let mut batches = HandleBatch::split(handles).into_iter();
+    let mut batches = HandleBatch::split(handles).into_iter().peekable();
+    if batches.peek().is_some()
+        && let Err(e) = check_subscription_names(client.instance_id(), topic, group)
+    {
+        // Refused before any request: every handle is not sent.
+        let error = Error::from(EncodeError::from(e));
+        outcome.failed(Vec::new(), error, batches.flat_map(HandleBatch::into_vec));
+        return outcome.into_result();
+    }
     while let Some(batch) = batches.next() {
         match ack_handles(client, topic, group, kind, &batch).await {
             Ok(failures) => outcome.answered(batch.as_slice(), failures),
@@ -246,6 +263,7 @@ pub(crate) async fn settle(
             }
         }
     }
+    telemetry::settlements(kind, 0, Some(&outcome));
     outcome.into_result()
 }
 
@@ -265,10 +283,7 @@ async fn ack_handles(
             topic,
             Idempotency::Idempotent,
             timeout,
-            &|ctx| {
-                ack_request(ctx, topic, group, kind, handles)
-                    .map_err(|e| Error::InvalidInput(e.into()))
-            },
+            &|ctx| Ok(ack_request(ctx, topic, group, kind, handles)?),
             decode_ack_response,
         )
         .await?;

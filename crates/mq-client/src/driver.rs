@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::consumer::settle_operation;
 use crate::error::{AckError, Error};
 use crate::runtime::BoxFuture;
+use crate::telemetry;
 use futures::channel::{mpsc, oneshot};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -223,7 +224,7 @@ impl<H: Handler> Driver<H> {
                             &|ctx| {
                                 Ok(consume_request(
                                     ctx, topic, group, kind, batch, wait, filter,
-                                ))
+                                )?)
                             },
                             decode_received,
                         )
@@ -236,10 +237,7 @@ impl<H: Handler> Driver<H> {
                             settle_operation(kind),
                             topic,
                             client.timeouts().request,
-                            &|ctx| {
-                                ack_request(ctx, topic, group, kind, &handles)
-                                    .map_err(|e| Error::InvalidInput(e.into()))
-                            },
+                            &|ctx| Ok(ack_request(ctx, topic, group, kind, &handles)?),
                             decode_ack_response,
                         )
                         .await;
@@ -283,7 +281,7 @@ impl<H: Handler> Driver<H> {
                         Error::InvalidInput(refused.into()),
                     ));
                     tracing::warn!(%handle, %refused, "settlement not accepted");
-                    self.handler.settled(kind, &handle, &outcome);
+                    self.settled(kind, &handle, &outcome);
                     if let Some(reply) = reply {
                         let _ = reply.send(outcome);
                     }
@@ -307,6 +305,7 @@ impl<H: Handler> Driver<H> {
         while let Some(event) = self.machine.poll_event() {
             match event {
                 ConsumerEvent::Message(message) => {
+                    telemetry::deliveries(&self.target.topic, &self.target.group, 1);
                     if let Some(f) = self.handler.message(message, &self.commands_tx) {
                         work.push(Box::pin(f.map(Completion::Command)));
                     }
@@ -363,8 +362,14 @@ impl<H: Handler> Driver<H> {
         })
     }
 
+    /// One handle's settlement outcome, to the metrics and the handler.
+    fn settled(&mut self, kind: AckKind, handle: &ReceiptHandle, outcome: &Result<(), AckError>) {
+        telemetry::settlements(kind, usize::from(outcome.is_ok()), outcome.as_ref().err());
+        self.handler.settled(kind, handle, outcome);
+    }
+
     fn resolve(&mut self, kind: AckKind, handle: &ReceiptHandle, outcome: Result<(), AckError>) {
-        self.handler.settled(kind, handle, &outcome);
+        self.settled(kind, handle, &outcome);
         if let Some(reply) = self.replies.remove(handle) {
             let _ = reply.send(outcome);
         }

@@ -195,6 +195,12 @@ impl From<mq_proto::MessageError> for Error {
     }
 }
 
+impl From<EncodeError> for Error {
+    fn from(e: EncodeError) -> Self {
+        Self::InvalidInput(e.into())
+    }
+}
+
 impl From<mq_proto::client::ResponseError> for Error {
     fn from(e: mq_proto::client::ResponseError) -> Self {
         match e {

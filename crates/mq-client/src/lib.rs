@@ -22,6 +22,8 @@ mod consumer;
 mod credentials;
 mod driver;
 mod error;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod producer;
 mod proxy;
 #[cfg(feature = "async-io")]
@@ -30,6 +32,7 @@ mod rt_async_io;
 mod rt_tokio;
 mod runtime;
 mod stream;
+pub mod telemetry;
 mod tls;
 mod transaction;
 mod transport;
@@ -62,7 +65,7 @@ pub use mq_proto::client::PublishReceipt;
 pub use mq_proto::machine::{CheckerConfig, ConsumerConfig, Decision, RetryConfig};
 pub use mq_proto::sign::Credentials;
 pub use mq_proto::{
-    BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message, MessageId,
-    Properties, ReceiptHandle, Tag, TagFilter, TopicMessage, TopicName, TransCheckImmunity,
-    WaitSeconds,
+    BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message, MessageError,
+    MessageId, Properties, ReceiptHandle, Tag, TagFilter, TopicMessage, TopicName,
+    TransCheckImmunity, WaitSeconds,
 };

@@ -1,10 +1,13 @@
 //! [`Producer`]: publishes normal, tagged, keyed, scheduled and ordered messages.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crate::client::Client;
 use crate::error::Error;
 
 use mq_proto::client::{PublishReceipt, decode_publish_response, publish_request};
 use mq_proto::machine::Idempotency;
+use mq_proto::trace::KEY_TRACEPARENT;
 use mq_proto::{TopicMessage, TopicName};
 
 /// Publishes messages to one topic.
@@ -47,7 +50,9 @@ impl Producer {
     /// # Errors
     ///
     /// - [`Error::InvalidInput`] ([`InvalidInput::Message`](crate::InvalidInput::Message)):
-    ///   the message is over a size limit; nothing was sent.
+    ///   the message is over a size limit, or its delivery time is more than 40 days ahead of
+    ///   this machine's clock ([`MessageError::ScheduledTooFar`](mq_proto::MessageError::ScheduledTooFar));
+    ///   nothing was sent.
     /// - [`Error::Timeout`] / [`Error::Network`]: no answer in time, or the connection
     ///   failed. Unless at-least-once publishing is on, a failure after the request may have
     ///   reached the service is not retried, so the message **may have been stored**
@@ -69,7 +74,22 @@ pub(crate) async fn publish_checked(
     topic: &TopicName,
     message: &TopicMessage,
 ) -> Result<PublishReceipt, Error> {
+    // Trace context propagation (opt-in): the current context, unless the message has one.
+    let traced;
+    let message = match client.current_trace_context() {
+        Some(context) if message.properties().get(KEY_TRACEPARENT).is_none() => {
+            traced = message.clone().with_trace_context(&context);
+            &traced
+        }
+        _ => message,
+    };
     message.check_limits()?;
+    // Against this machine's clock: the service's may differ by the 15 minutes a signed Date
+    // may be off, so a time within that of the limit can still be refused there.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    message.check_schedule(now_ms)?;
     let timeout = client.timeouts().request;
     let receipt = client
         .execute(

@@ -12,8 +12,10 @@ use crate::consumer::Consumer;
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
 use crate::runtime::BoxFuture;
+use crate::telemetry::{self, Counted};
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, Stream, StreamExt};
+use metrics::Gauge;
 use mq_proto::machine::{ConsumerConfig, ConsumerMachine};
 use mq_proto::{AckKind, Message, ReceiptHandle};
 use std::fmt;
@@ -50,6 +52,9 @@ pub struct Delivery {
     message: Message,
     commands: mpsc::UnboundedSender<Command>,
     settled: bool,
+    /// Counts the delivery in the stream's in-flight gauge until it is dropped (every way a
+    /// delivery ends: ack, release, drop).
+    _in_hand: Counted,
 }
 
 impl fmt::Debug for Delivery {
@@ -230,7 +235,10 @@ impl MessageStream {
             group: consumer.group().clone(),
             filter: consumer.tag_filter().clone(),
         };
-        let handler = StreamHandler { deliveries: del_tx };
+        let handler = StreamHandler {
+            deliveries: del_tx,
+            in_flight: telemetry::stream_in_flight(consumer.topic(), consumer.group()),
+        };
         let driver = Driver::new(machine, target, handler, cmd_tx.clone());
         runtime.spawn(Box::pin(async move {
             driver.run(cmd_rx, futures::future::pending()).await;
@@ -246,6 +254,7 @@ impl MessageStream {
 /// [`AckFuture`] (the driver does that), receive errors become `Err` items.
 struct StreamHandler {
     deliveries: mpsc::UnboundedSender<Result<Delivery, Error>>,
+    in_flight: Gauge,
 }
 
 impl Handler for StreamHandler {
@@ -258,6 +267,7 @@ impl Handler for StreamHandler {
             message,
             commands: commands.clone(),
             settled: false,
+            _in_hand: Counted::new(self.in_flight.clone()),
         };
         // If the stream is gone the delivery is dropped here and releases itself.
         let _ = self.deliveries.unbounded_send(Ok(delivery));

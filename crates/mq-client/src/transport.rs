@@ -523,9 +523,11 @@ impl<R: Runtime> PooledTransport<R> {
             .map_err(|e| {
                 TransportError::new(TransportErrorKind::Connect, format!("HTTP handshake: {e}"))
             })?;
+        let open = crate::telemetry::Counted::pool_connection();
         self.runtime.spawn(Box::pin(async move {
-            // The connection counts against the cap until it ends.
+            // The connection counts against the cap (and the gauge) until it ends.
             let _slot = slot;
+            let _open = open;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with error");
             }

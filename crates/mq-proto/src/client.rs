@@ -82,8 +82,8 @@ use crate::message::{Message, TopicMessage};
 use crate::ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure};
 use crate::sign::{self, Credentials, PROTOCOL_VERSION, SECURITY_TOKEN_HEADER, VERSION_HEADER};
 use crate::types::{
-    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, ReceiptHandle, TagFilter, TopicName,
-    WaitSeconds,
+    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, NamesTooLong, ReceiptHandle,
+    TagFilter, TopicName, WaitSeconds, check_subscription_names,
 };
 use crate::wire::{ack, consume, error, publish};
 use crate::xml::{Elem, XmlReader};
@@ -244,6 +244,10 @@ pub enum EncodeError {
         /// How many were given.
         count: usize,
     },
+    /// Group id, topic and instance id together are longer than the service accepts
+    /// (PROTOCOL §6.9).
+    #[error(transparent)]
+    NamesTooLong(#[from] NamesTooLong),
 }
 
 /// Builds the `?a=b&c=d` part once; the same bytes go on the request line and into the
@@ -403,6 +407,11 @@ pub fn publish_request(
 /// `waitseconds` is omitted when 0; `tag` is omitted for [`TagFilter::All`] and for half
 /// consumes (which do not filter).
 ///
+/// # Errors
+///
+/// [`EncodeError::NamesTooLong`] when group id, topic and instance id are together longer
+/// than [`MAX_SUBSCRIPTION_NAMES_LEN`](crate::MAX_SUBSCRIPTION_NAMES_LEN).
+///
 /// ```
 /// use std::time::UNIX_EPOCH;
 /// use mq_proto::client::{self, Endpoint, RequestContext};
@@ -413,7 +422,7 @@ pub fn publish_request(
 /// let ctx = RequestContext { endpoint: &endpoint, credentials: &credentials, instance: None,
 ///     date: UNIX_EPOCH, user_agent: "ua" };
 /// let req = client::consume_request(&ctx, &TopicName::new("T")?, &GroupId::new("GID_a")?,
-///     ConsumeKind::Normal, BatchSize::new(16)?, WaitSeconds::new(30)?, &"TagA||TagB".parse()?);
+///     ConsumeKind::Normal, BatchSize::new(16)?, WaitSeconds::new(30)?, &"TagA||TagB".parse()?)?;
 /// assert_eq!(req.uri().path_and_query().unwrap().as_str(),
 ///     "/topics/T/messages?consumer=GID_a&numOfMessages=16&waitseconds=30&tag=TagA%7C%7CTagB");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -426,7 +435,8 @@ pub fn consume_request(
     batch: BatchSize,
     wait: WaitSeconds,
     filter: &TagFilter,
-) -> http::Request<Bytes> {
+) -> Result<http::Request<Bytes>, EncodeError> {
+    check_subscription_names(ctx.instance, topic, group)?;
     let mut query = QueryBuilder::new();
     query.push("consumer", group.as_str());
     query.push_instance(ctx.instance);
@@ -444,7 +454,7 @@ pub fn consume_request(
     if let Some(trans) = kind.trans() {
         query.push("trans", trans);
     }
-    build(ctx, Method::GET, topic, query, Bytes::new())
+    Ok(build(ctx, Method::GET, topic, query, Bytes::new()))
 }
 
 /// Decimal digits of a small number without allocating.
@@ -489,7 +499,9 @@ fn itoa_u8(n: u8) -> SmallNum {
 /// # Errors
 ///
 /// [`EncodeError::NoReceiptHandles`] for no handle, [`EncodeError::TooManyReceiptHandles`]
-/// for more than [`HandleBatch::MAX`].
+/// for more than [`HandleBatch::MAX`], [`EncodeError::NamesTooLong`] when group id, topic and
+/// instance id are together longer than
+/// [`MAX_SUBSCRIPTION_NAMES_LEN`](crate::MAX_SUBSCRIPTION_NAMES_LEN).
 pub fn ack_request(
     ctx: &RequestContext<'_>,
     topic: &TopicName,
@@ -505,6 +517,7 @@ pub fn ack_request(
             count: handles.len(),
         });
     }
+    check_subscription_names(ctx.instance, topic, group)?;
     let mut query = QueryBuilder::new();
     query.push("consumer", group.as_str());
     query.push_instance(ctx.instance);

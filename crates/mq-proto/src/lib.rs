@@ -13,6 +13,7 @@ pub mod client;
 pub mod machine;
 pub mod server;
 pub mod sign;
+pub mod trace;
 pub mod wire;
 
 mod message;
@@ -23,7 +24,8 @@ mod xml;
 
 pub use client::Endpoint;
 pub use message::{
-    MAX_BODY_LEN, MAX_SPECIAL_BODY_LEN, Message, MessageError, TopicMessage, body_md5,
+    MAX_BODY_LEN, MAX_SCHEDULE_AHEAD_MS, MAX_SPECIAL_BODY_LEN, Message, MessageError, TopicMessage,
+    body_md5,
 };
 pub use ops::{AckKind, ConsumeKind, ErrorCode, HandleFailure, attribute_failures};
 pub use properties::{
@@ -32,7 +34,8 @@ pub use properties::{
 };
 pub use sign::Credentials;
 pub use types::{
-    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN, MAX_TAG_LEN,
-    MessageId, ReceiptHandle, Tag, TagFilter, TopicName, TransCheckImmunity, WaitSeconds,
+    BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN,
+    MAX_SUBSCRIPTION_NAMES_LEN, MAX_TAG_LEN, MessageId, NamesTooLong, ReceiptHandle, Tag,
+    TagFilter, TopicName, TransCheckImmunity, WaitSeconds, check_subscription_names,
 };
 pub use xml::is_xml_char;

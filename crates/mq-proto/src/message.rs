@@ -5,6 +5,7 @@ use crate::properties::{
     KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties,
     PropertyError, SYSTEM_KEYS, validate_pair,
 };
+use crate::trace::{TRACE_KEYS, TraceContext, TraceContextError};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use md5::{Digest, Md5};
 
@@ -12,6 +13,8 @@ use md5::{Digest, Md5};
 pub const MAX_BODY_LEN: usize = 4 * 1024 * 1024;
 /// Largest body of a transactional, scheduled or delayed message (PROTOCOL §6.9: 64 KB).
 pub const MAX_SPECIAL_BODY_LEN: usize = 64 * 1024;
+/// How far ahead `__STARTDELIVERTIME` may be, in milliseconds (PROTOCOL §6.7, §6.9: 40 days).
+pub const MAX_SCHEDULE_AHEAD_MS: u64 = 40 * 24 * 60 * 60 * 1000;
 
 /// A [`TopicMessage`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +46,19 @@ pub enum MessageError {
     /// A tag was invalid.
     #[error(transparent)]
     Tag(#[from] crate::types::InvalidValue),
+    /// `__STARTDELIVERTIME` is more than [`MAX_SCHEDULE_AHEAD_MS`] after the time it was
+    /// checked against (PROTOCOL §6.7: the service refuses it).
+    #[error(
+        "delivery time {at_ms} is more than 40 days ({max_ahead_ms} ms) after {now_ms} (epoch ms)"
+    )]
+    ScheduledTooFar {
+        /// The requested delivery time, epoch milliseconds.
+        at_ms: u64,
+        /// The time it was checked against, epoch milliseconds.
+        now_ms: u64,
+        /// The allowed distance, [`MAX_SCHEDULE_AHEAD_MS`].
+        max_ahead_ms: u64,
+    },
 }
 
 /// Upper-case hexadecimal MD5 of the body's UTF-8 bytes (PROTOCOL §3.8).
@@ -149,23 +165,41 @@ impl TopicMessage {
         Ok(self)
     }
 
-    /// Adds a custom property; system keys are refused (use the dedicated setters).
+    /// Adds a custom property; system keys and the trace context keys (`traceparent`,
+    /// `tracestate`) are refused (use the dedicated setters).
     ///
     /// # Errors
     ///
-    /// [`MessageError::Property`] when the key is a system key, or the key or value is empty
-    /// or holds a character the wire form cannot carry.
+    /// [`MessageError::Property`] when the key is a system or trace context key, or the key
+    /// or value is empty or holds a character the wire form cannot carry.
     pub fn with_property(
         mut self,
         key: impl Into<String>,
         value: impl Into<String>,
     ) -> Result<Self, MessageError> {
         let key = key.into();
-        if SYSTEM_KEYS.contains(&key.as_str()) {
+        if SYSTEM_KEYS.contains(&key.as_str()) || TRACE_KEYS.contains(&key.as_str()) {
             return Err(PropertyError::ReservedKey { key }.into());
         }
         self.properties.insert(key, value)?;
         Ok(self)
+    }
+
+    /// Carries this W3C trace context, in the custom properties `traceparent` and
+    /// `tracestate` (encoding in [`crate::trace`]); replaces an earlier one.
+    #[must_use]
+    pub fn with_trace_context(mut self, context: &TraceContext) -> Self {
+        context.insert_into(&mut self.properties);
+        self
+    }
+
+    /// The W3C trace context the message carries, if any (see [`TraceContext::from_properties`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TraceContextError::InvalidTraceParent`] when its `traceparent` property is invalid.
+    pub fn trace_context(&self) -> Result<Option<TraceContext>, TraceContextError> {
+        TraceContext::from_properties(&self.properties)
     }
 
     /// Schedules delivery at this absolute time (epoch milliseconds; `__STARTDELIVERTIME`).
@@ -316,6 +350,36 @@ impl TopicMessage {
         Ok(())
     }
 
+    /// Checks that a delivery time, if any, is at most [`MAX_SCHEDULE_AHEAD_MS`] (40 days)
+    /// after `now_ms` (epoch milliseconds; PROTOCOL §6.7). A time in the past is fine: the
+    /// message is delivered at once.
+    ///
+    /// ```
+    /// use mq_proto::{MAX_SCHEDULE_AHEAD_MS, TopicMessage};
+    /// let now = 1_700_000_000_000;
+    /// let ok = TopicMessage::new("hi")?.with_start_deliver_time(now + MAX_SCHEDULE_AHEAD_MS);
+    /// assert!(ok.check_schedule(now).is_ok());
+    /// let far = TopicMessage::new("hi")?.with_start_deliver_time(now + MAX_SCHEDULE_AHEAD_MS + 1);
+    /// assert!(far.check_schedule(now).is_err());
+    /// # Ok::<(), mq_proto::MessageError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::ScheduledTooFar`] for a delivery time further ahead.
+    pub fn check_schedule(&self, now_ms: u64) -> Result<(), MessageError> {
+        match self.start_deliver_time {
+            Some(at_ms) if at_ms > now_ms.saturating_add(MAX_SCHEDULE_AHEAD_MS) => {
+                Err(MessageError::ScheduledTooFar {
+                    at_ms,
+                    now_ms,
+                    max_ahead_ms: MAX_SCHEDULE_AHEAD_MS,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Custom and system properties together, as they go on the wire.
     pub fn all_properties(&self) -> Properties {
         let mut all = self.properties.clone();
@@ -418,6 +482,19 @@ impl Message {
     /// A custom or system property by key.
     pub fn property(&self, key: &str) -> Option<&str> {
         self.properties.get(key)
+    }
+
+    /// The W3C trace context the producer put in the message, if any (the properties
+    /// `traceparent` and `tracestate`, see [`crate::trace`]): parent or link the span that
+    /// processes the message to it. An invalid `tracestate` is dropped
+    /// ([`TraceContext::from_properties`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TraceContextError::InvalidTraceParent`] when its `traceparent` property is invalid
+    /// (W3C: the receiver then starts a new trace).
+    pub fn trace_context(&self) -> Result<Option<TraceContext>, TraceContextError> {
+        TraceContext::from_properties(&self.properties)
     }
 
     /// Whether the reported body MD5 matches the body (case-insensitive).

@@ -98,6 +98,9 @@ pub enum ErrorCode {
     QpsLimitExceeded,
     /// 400/503: throttled (name used by some SDKs).
     Throttling,
+    /// 400: a request the service does not support (group id, topic and instance id
+    /// together longer than 119 characters, PROTOCOL §6.9; the status is not documented).
+    NotSupport,
     /// 500: server fault.
     InternalError,
     /// 500: server fault (alternative name).
@@ -130,6 +133,7 @@ impl ErrorCode {
             Self::SubscriptionNotExist => "SubscriptionNotExist",
             Self::QpsLimitExceeded => "QpsLimitExceeded",
             Self::Throttling => "Throttling",
+            Self::NotSupport => "NotSupport",
             Self::InternalError => "InternalError",
             Self::InternalServerError => "InternalServerError",
             Self::Other(s) => s,
@@ -159,6 +163,7 @@ impl ErrorCode {
             "SubscriptionNotExist" => Self::SubscriptionNotExist,
             "QpsLimitExceeded" => Self::QpsLimitExceeded,
             "Throttling" => Self::Throttling,
+            "NotSupport" => Self::NotSupport,
             "InternalError" => Self::InternalError,
             "InternalServerError" => Self::InternalServerError,
             other => Self::Other(other.to_owned()),
@@ -209,6 +214,7 @@ impl ErrorCode {
             Self::SubscriptionNotExist => "The subscription you provided does not exist.",
             Self::QpsLimitExceeded => "Qps limit exceeded.",
             Self::Throttling => "Request was denied due to request throttling.",
+            Self::NotSupport => "The request is not supported.",
             Self::InternalError | Self::InternalServerError => "Interal error.",
             Self::Other(_) => "Unknown error.",
         }

@@ -21,7 +21,10 @@
 //!   there; the broker decides what it means);
 //! * empty `<ReceiptHandle>` elements are skipped; a body without any handle →
 //!   `MissingReceiptHandle`;
-//! * a well-formed body with the wrong root or a repeated publish field → `InvalidArgument`.
+//! * a well-formed body with the wrong root or a repeated publish field → `InvalidArgument`;
+//! * a consume, ack, commit or rollback whose group id, topic and instance id are together
+//!   longer than [`MAX_SUBSCRIPTION_NAMES_LEN`](crate::MAX_SUBSCRIPTION_NAMES_LEN) → 400
+//!   `NotSupport` (PROTOCOL §6.9; the service's status for it is not documented).
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -60,7 +63,9 @@ use md5::{Digest, Md5};
 use crate::message::TopicMessage;
 use crate::ops::{AckKind, ConsumeKind, ErrorCode};
 use crate::sign::{self, MAX_CLOCK_SKEW, PROTOCOL_VERSION};
-use crate::types::{BatchSize, GroupId, InstanceId, TagFilter, TopicName, WaitSeconds};
+use crate::types::{
+    BatchSize, GroupId, InstanceId, TagFilter, TopicName, WaitSeconds, check_subscription_names,
+};
 use crate::wire::error::{self, invalid_argument};
 use crate::wire::{ack, publish};
 
@@ -267,6 +272,14 @@ pub fn parse_request(
     } else {
         parse_ack(&q, body)?
     };
+    if let Operation::Consume { group, .. }
+    | Operation::Ack {
+        group: Some(group), ..
+    } = &operation
+    {
+        check_subscription_names(instance.as_ref(), &topic, group)
+            .map_err(|e| RequestError::new(ErrorCode::NotSupport, format!("{e}.")))?;
+    }
     Ok(ParsedRequest {
         instance,
         topic,

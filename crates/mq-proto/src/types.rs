@@ -131,6 +131,54 @@ name_type!(
     128
 );
 
+/// The most characters a group id, topic name and instance id may have together in one
+/// consume, ack, commit or rollback (PROTOCOL §6.9: 119; the service answers longer ones with
+/// `NotSupport`).
+pub const MAX_SUBSCRIPTION_NAMES_LEN: usize = 119;
+
+/// A group id, topic name and instance id that are together longer than
+/// [`MAX_SUBSCRIPTION_NAMES_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "group id, topic name and instance id are {len} characters together; the service refuses more than {max}",
+    max = MAX_SUBSCRIPTION_NAMES_LEN
+)]
+pub struct NamesTooLong {
+    /// Their length together, in characters.
+    pub len: usize,
+}
+
+/// Checks the length of a subscription's names together (PROTOCOL §6.9): group id + topic
+/// name + instance id (none for the default instance) ≤ [`MAX_SUBSCRIPTION_NAMES_LEN`].
+///
+/// ```
+/// use mq_proto::{GroupId, InstanceId, TopicName, check_subscription_names};
+/// let group = GroupId::new("G".repeat(64))?;
+/// let topic = TopicName::new("T".repeat(55))?;
+/// assert!(check_subscription_names(None, &topic, &group).is_ok());
+/// let instance = InstanceId::new("MQ_INST_1")?;
+/// assert_eq!(check_subscription_names(Some(&instance), &topic, &group).unwrap_err().len, 128);
+/// # Ok::<(), mq_proto::InvalidValue>(())
+/// ```
+///
+/// # Errors
+///
+/// [`NamesTooLong`] with their length together.
+pub fn check_subscription_names(
+    instance: Option<&InstanceId>,
+    topic: &TopicName,
+    group: &GroupId,
+) -> Result<(), NamesTooLong> {
+    // The names are ASCII by construction: bytes are characters.
+    let len =
+        group.as_str().len() + topic.as_str().len() + instance.map_or(0, |i| i.as_str().len());
+    if len > MAX_SUBSCRIPTION_NAMES_LEN {
+        Err(NamesTooLong { len })
+    } else {
+        Ok(())
+    }
+}
+
 /// Maximum length of a tag in bytes (PROTOCOL §6.9).
 pub const MAX_TAG_LEN: usize = 64;
 

@@ -113,7 +113,8 @@ fn consume_roundtrips_through_the_server() {
                     BatchSize::new(batch).expect("batch"),
                     WaitSeconds::new(wait).expect("wait"),
                     &filter,
-                );
+                )
+                .expect("consume request");
                 assert_eq!(req.method(), Method::GET);
                 assert!(req.body().is_empty());
                 let parsed = serve(&req);
@@ -151,6 +152,7 @@ fn consume_query_is_encoded_once_and_in_order() {
             WaitSeconds::new(wait).expect("wait"),
             filter,
         )
+        .expect("consume request")
     };
     let req = build(ConsumeKind::Normal, 30, &filter);
     assert_eq!(
@@ -283,7 +285,8 @@ fn requests_carry_exactly_the_documented_headers() {
         BatchSize::new(1).expect("batch"),
         WaitSeconds::default(),
         &TagFilter::All,
-    );
+    )
+    .expect("consume request");
     assert_eq!(req.headers().len(), 7);
     assert_eq!(req.headers()["content-length"], "0");
     assert!(sign::request_string_to_sign(&req).starts_with("GET\n\ntext/xml;charset=utf-8\n"));

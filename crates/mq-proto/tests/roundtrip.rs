@@ -186,6 +186,32 @@ fn with_ctx<T>(instance: Option<&str>, f: impl FnOnce(&RequestContext<'_>) -> T)
     f(&ctx)
 }
 
+/// The request when the names fit together (PROTOCOL §6.9: 119 characters); `None` when they
+/// do not and the builder refused them for that reason (checked), whatever else happens.
+fn built_unless_too_long(
+    built: Result<http::Request<Bytes>, client::EncodeError>,
+    topic: &TopicName,
+    group: &GroupId,
+    instance: Option<&str>,
+) -> Result<Option<http::Request<Bytes>>, TestCaseError> {
+    let len = topic.as_str().len() + group.as_str().len() + instance.map_or(0, str::len);
+    match built {
+        Ok(req) => {
+            prop_assert!(
+                len <= mq_proto::MAX_SUBSCRIPTION_NAMES_LEN,
+                "{len} characters sent"
+            );
+            Ok(Some(req))
+        }
+        Err(client::EncodeError::NamesTooLong(e)) => {
+            prop_assert_eq!(e.len, len);
+            prop_assert!(len > mq_proto::MAX_SUBSCRIPTION_NAMES_LEN);
+            Ok(None)
+        }
+        Err(e) => Err(TestCaseError::fail(format!("refused: {e}"))),
+    }
+}
+
 // ---- properties -----------------------------------------------------------------------------
 
 proptest! {
@@ -219,9 +245,12 @@ proptest! {
         let group = GroupId::new(group).expect("group");
         let batch = BatchSize::new(batch).expect("batch");
         let wait = WaitSeconds::new(wait).expect("wait");
-        let req = with_ctx(instance.as_deref(), |ctx| {
+        let built = with_ctx(instance.as_deref(), |ctx| {
             client::consume_request(ctx, &topic, &group, kind, batch, wait, &filter)
         });
+        let Some(req) = built_unless_too_long(built, &topic, &group, instance.as_deref())? else {
+            return Ok(());
+        };
         let parsed = serve(&req);
         let filter = if kind == ConsumeKind::Half { TagFilter::All } else { filter };
         prop_assert_eq!(parsed.topic, topic);
@@ -239,10 +268,12 @@ proptest! {
     ) {
         let topic = TopicName::new(topic).expect("topic");
         let group = GroupId::new(group).expect("group");
-        let req = with_ctx(instance.as_deref(), |ctx| {
+        let built = with_ctx(instance.as_deref(), |ctx| {
             client::ack_request(ctx, &topic, &group, kind, &handles)
-        })
-        .expect("request");
+        });
+        let Some(req) = built_unless_too_long(built, &topic, &group, instance.as_deref())? else {
+            return Ok(());
+        };
         let parsed = serve(&req);
         prop_assert_eq!(parsed.topic, topic);
         prop_assert_eq!(

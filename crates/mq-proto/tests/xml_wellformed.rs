@@ -492,6 +492,10 @@ fn line_ends() {
     assert_body(&with_body("a\r\nb\rc\n\r"), "a\nb\nc\n\n");
     assert_body(&with_body("<![CDATA[a\r\nb\r]]>"), "a\nb\n");
     assert_body(&with_body("a&#13;\n&#xD;&#xA;"), "a\r\n\r\n");
+    // A literal CR directly before a reference is a line end too (roxmltree 0.21 keeps it:
+    // the differential oracle normalises line ends itself, see `xml_oracle`).
+    assert_body(&with_body("a\r&amp;b\r&#13;"), "a\n&b\n\r");
+    assert!(xml_oracle::check(with_body("a\r&amp;b").as_bytes()).is_ok());
     // What our writer produces survives: a body with CRs round-trips.
     let mut ctx_body = None;
     with_context(|ctx| {

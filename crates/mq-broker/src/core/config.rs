@@ -55,7 +55,7 @@ impl Default for CoreConfig {
             half_check_horizon_ms: DAY_MS,
             max_deliveries: 288,
             retention_ms: 3 * DAY_MS,
-            max_schedule_ahead_ms: 40 * DAY_MS,
+            max_schedule_ahead_ms: mq_proto::MAX_SCHEDULE_AHEAD_MS,
             auto_create_topics: true,
             id_seed: 0,
         }

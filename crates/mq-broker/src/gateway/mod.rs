@@ -102,6 +102,11 @@ pub const MESSAGE_ID_PROPERTY: &str = "__MQ_HTTP_MESSAGE_ID__";
 /// delivery of a 4 MB message, which then blocked its queue for the group.
 const MAX_ENGINE_MESSAGE: usize = 8 * 1024 * 1024;
 
+/// How long `GET /ready` waits for the engine's answer.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a readiness answer is reused.
+const READY_PROBE_TTL: Duration = Duration::from_secs(1);
+
 /// A client on its own connection to the engine's proxy.
 fn engine_client(endpoint: &Endpoint) -> Client {
     Client::new(endpoint.connect_lazy())
@@ -198,6 +203,8 @@ pub(crate) struct Gateway {
     /// Consumer groups created as orderly on the engine.
     orderly_groups: Mutex<HashSet<(String, String)>>,
     counters: Mutex<BTreeMap<(Option<String>, String), TopicCounters>>,
+    /// The last readiness probe: when, and whether the engine answered.
+    ready_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 #[derive(Default)]
@@ -287,6 +294,7 @@ impl Gateway {
             id_prefix,
             next_id: AtomicU64::new(0),
             routes: Mutex::new(HashMap::new()),
+            ready_probe: tokio::sync::Mutex::new(None),
             next_queue: Mutex::new(HashMap::new()),
             single_message_pops: AtomicBool::new(false),
             known_topics: Mutex::new(HashSet::new()),
@@ -426,6 +434,35 @@ impl Gateway {
             });
         }
         stats
+    }
+
+    /// Whether the engine's proxy answers: a producer heartbeat within [`READY_PROBE_TIMEOUT`].
+    /// One probe at a time, its answer kept for [`READY_PROBE_TTL`] (an unauthenticated
+    /// `GET /ready` flood costs the engine at most one call per second).
+    pub(crate) async fn ready(&self) -> bool {
+        let mut last = self.ready_probe.lock().await;
+        if let Some((at, ready)) = *last
+            && at.elapsed() < READY_PROBE_TTL
+        {
+            return ready;
+        }
+        let request = self.request(
+            pb::HeartbeatRequest {
+                group: None,
+                client_type: pb::ClientType::Producer as i32,
+            },
+            "",
+            READY_PROBE_TIMEOUT,
+        );
+        let ready = match self.client.clone().heartbeat(request).await {
+            Ok(_) => true,
+            Err(status) => {
+                tracing::warn!(%status, "readiness: the RocketMQ engine does not answer");
+                false
+            }
+        };
+        *last = Some((std::time::Instant::now(), ready));
+        ready
     }
 
     /// Nothing to flush: every answer was given after the engine took the call.

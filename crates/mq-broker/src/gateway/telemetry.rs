@@ -21,6 +21,11 @@ use super::convert;
 
 /// Most checks kept per topic; older ones give way (the engine asks again).
 const MAX_PENDING_PER_TOPIC: usize = 10_000;
+/// Most bytes of checks kept over all topics (see `size_of`): a check holds
+/// a half message of up to 64 KB, so the count alone would allow 640 MB per topic. At the
+/// limit a topic's oldest checks give way to its new one; a topic with none kept drops the
+/// new one (the engine asks again).
+const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// Most transactions whose offer count is remembered.
 const MAX_OFFERS: usize = 100_000;
 /// How often the gateway tells the engine its producer session is alive (the v2 clients'
@@ -39,6 +44,91 @@ pub(super) struct Check {
 /// A queued check: the half message and its transaction id.
 type Pending = (pb::Message, String);
 
+/// The queued checks per (namespace, topic), within [`MAX_PENDING_PER_TOPIC`] per topic and
+/// `max_bytes` over all.
+struct PendingChecks {
+    queues: HashMap<(String, String), VecDeque<Pending>>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// What a queued check holds, in bytes: body, user properties and ids (system properties
+/// counted as a flat 256 bytes).
+fn size_of((message, transaction_id): &Pending) -> usize {
+    let properties: usize = message
+        .user_properties
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    message.body.len() + properties + transaction_id.len() + 256
+}
+
+impl PendingChecks {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            queues: HashMap::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Queues a check unless its transaction is queued already; `false` when it was not
+    /// queued (a duplicate, or no room).
+    fn push(&mut self, key: (String, String), check: Pending) -> bool {
+        let size = size_of(&check);
+        let queue = self.queues.entry(key.clone()).or_default();
+        if queue.iter().any(|(_, id)| *id == check.1) {
+            return false;
+        }
+        while queue.len() >= MAX_PENDING_PER_TOPIC
+            || (self.bytes + size > self.max_bytes && !queue.is_empty())
+        {
+            if let Some(old) = queue.pop_front() {
+                self.bytes -= size_of(&old);
+            }
+        }
+        if self.bytes + size > self.max_bytes {
+            if queue.is_empty() {
+                self.queues.remove(&key);
+            }
+            return false;
+        }
+        self.bytes += size;
+        queue.push_back(check);
+        true
+    }
+
+    /// Up to `n` checks of a topic, oldest first.
+    fn take(&mut self, key: &(String, String), n: usize) -> Vec<Pending> {
+        let Some(queue) = self.queues.get_mut(key) else {
+            return Vec::new();
+        };
+        let n = n.min(queue.len());
+        let taken: Vec<Pending> = queue.drain(..n).collect();
+        if queue.is_empty() {
+            self.queues.remove(key);
+        }
+        self.bytes -= taken.iter().map(size_of).sum::<usize>();
+        taken
+    }
+
+    /// Forgets a transaction's checks.
+    fn remove(&mut self, transaction_id: &str) {
+        let mut freed = 0;
+        self.queues.retain(|_, queue| {
+            queue.retain(|check| {
+                let keep = check.1 != transaction_id;
+                if !keep {
+                    freed += size_of(check);
+                }
+                keep
+            });
+            !queue.is_empty()
+        });
+        self.bytes -= freed;
+    }
+}
+
 /// The checks of every namespace; one Telemetry stream per namespace.
 pub(super) struct Checks {
     inner: Arc<Inner>,
@@ -48,7 +138,7 @@ struct Inner {
     caller: Caller,
     proxy: String,
     sessions: Mutex<HashMap<String, Session>>,
-    pending: Mutex<HashMap<(String, String), VecDeque<Pending>>>,
+    pending: Mutex<PendingChecks>,
     offers: Mutex<HashMap<String, u32>>,
     arrived: Notify,
 }
@@ -78,7 +168,7 @@ impl Checks {
                 caller,
                 proxy,
                 sessions: Mutex::new(HashMap::new()),
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(PendingChecks::new(MAX_PENDING_BYTES)),
                 offers: Mutex::new(HashMap::new()),
                 arrived: Notify::new(),
             }),
@@ -111,19 +201,15 @@ impl Checks {
 
     /// Up to `n` pending checks of a topic, oldest first.
     pub(super) fn take(&self, namespace: &str, topic: &str, n: usize) -> Vec<Check> {
-        let taken: Vec<Pending> = {
-            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (namespace.to_owned(), topic.to_owned());
-            let Some(queue) = pending.get_mut(&key) else {
-                return Vec::new();
-            };
-            let n = n.min(queue.len());
-            let taken = queue.drain(..n).collect();
-            if queue.is_empty() {
-                pending.remove(&key);
-            }
-            taken
-        };
+        let taken = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(&(namespace.to_owned(), topic.to_owned()), n);
+        if taken.is_empty() {
+            return Vec::new();
+        }
         let mut offers = self.inner.offers.lock().unwrap_or_else(|e| e.into_inner());
         if offers.len() > MAX_OFFERS {
             offers.clear();
@@ -149,10 +235,11 @@ impl Checks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(transaction_id);
-        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for queue in pending.values_mut() {
-            queue.retain(|(_, id)| id != transaction_id);
-        }
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(transaction_id);
     }
 
     /// Resolves when a check arrives (for any topic). Create it before looking at the
@@ -216,17 +303,13 @@ impl Inner {
             .as_ref()
             .map(|t| t.name.clone())
             .unwrap_or_default();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let queue = pending.entry((namespace.to_owned(), topic)).or_default();
-        if queue.iter().any(|(_, id)| *id == check.transaction_id) {
-            return;
+        let queued = self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(
+            (namespace.to_owned(), topic),
+            (message, check.transaction_id),
+        );
+        if queued {
+            self.arrived.notify_waiters();
         }
-        if queue.len() >= MAX_PENDING_PER_TOPIC {
-            queue.pop_front();
-        }
-        queue.push_back((message, check.transaction_id));
-        drop(pending);
-        self.arrived.notify_waiters();
     }
 }
 
@@ -296,5 +379,62 @@ async fn session(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(topic: &str, id: &str, body: usize) -> ((String, String), Pending) {
+        let message = pb::Message {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.to_owned(),
+            }),
+            body: vec![b'x'; body].into(),
+            ..pb::Message::default()
+        };
+        ((String::new(), topic.to_owned()), (message, id.to_owned()))
+    }
+
+    fn ids(taken: &[Pending]) -> Vec<&str> {
+        taken.iter().map(|(_, id)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn pending_checks_stay_within_their_byte_budget() {
+        let one = size_of(&check("A", "a1", 1000).1);
+        let mut p = PendingChecks::new(3 * one);
+        for id in ["a1", "a2", "a3"] {
+            let (key, c) = check("A", id, 1000);
+            assert!(p.push(key, c));
+        }
+        // A duplicate transaction is not queued twice.
+        let (key, c) = check("A", "a2", 1000);
+        assert!(!p.push(key, c));
+        assert_eq!(p.bytes, 3 * one);
+        // Full: topic B has nothing to give way, so its check is dropped ...
+        let (key, c) = check("B", "b1", 1000);
+        assert!(!p.push(key.clone(), c));
+        assert!(p.take(&key, 16).is_empty());
+        // ... and a new check of A evicts A's oldest.
+        let (key_a, c) = check("A", "a4", 1000);
+        assert!(p.push(key_a.clone(), c));
+        assert_eq!(p.bytes, 3 * one);
+        // Decided and taken checks give their bytes back.
+        p.remove("a3");
+        assert_eq!(p.bytes, 2 * one);
+        let (key, c) = check("B", "b1", 1000);
+        assert!(p.push(key.clone(), c));
+        assert_eq!(ids(&p.take(&key_a, 16)), ["a2", "a4"]);
+        assert_eq!(ids(&p.take(&key, 16)), ["b1"]);
+        assert_eq!(p.bytes, 0);
+        assert!(p.queues.is_empty());
+        // A check larger than the whole budget is never kept.
+        let (key, c) = check("C", "c1", 4 * one);
+        assert!(!p.push(key, c));
+        assert_eq!(p.bytes, 0);
+        assert!(p.queues.is_empty());
     }
 }

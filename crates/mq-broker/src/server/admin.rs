@@ -41,7 +41,7 @@ const MAX_PEEK: usize = 1000;
 const DEFAULT_PEEK: usize = 100;
 
 /// An admin refusal: a status, a code and a message.
-struct AdminError {
+pub(super) struct AdminError {
     status: StatusCode,
     code: String,
     message: String,
@@ -56,7 +56,7 @@ impl AdminError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "InvalidArgument", message)
     }
 
@@ -99,7 +99,16 @@ pub(super) async fn handle(
     target: &str,
     headers: &HeaderMap,
 ) -> Response<Full<Bytes>> {
-    match route(shared, method, target, headers).await {
+    answer(rid, route(shared, method, target, headers).await)
+}
+
+/// An admin call's answer: 200 with its JSON, or the error's status with
+/// `{"code", "message", "request_id"}`.
+pub(super) fn answer(
+    rid: &str,
+    result: Result<serde_json::Value, AdminError>,
+) -> Response<Full<Bytes>> {
+    match result {
         Ok(value) => json_response(StatusCode::OK, &value, rid),
         Err(e) => json_response(
             e.status,
@@ -109,12 +118,16 @@ pub(super) async fn handle(
     }
 }
 
-async fn route(
+/// Lets an admin call through, or says why not: 404 when the API is off, else the admin
+/// token (`Authorization: Bearer …`, compared in constant time) or a signature by a
+/// configured credential that is not limited to one instance (PROTOCOL §2.5; the date may
+/// come as `x-mq-date`, see [`with_signed_date`](super::console::with_signed_date)).
+pub(super) fn authorize(
     shared: &Shared,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-) -> Result<serde_json::Value, AdminError> {
+) -> Result<(), AdminError> {
     let Some((token, _)) = &shared.admin else {
         return Err(AdminError::new(
             StatusCode::NOT_FOUND,
@@ -122,6 +135,7 @@ async fn route(
             "the admin API is off (--admin off)",
         ));
     };
+    let headers = super::console::with_signed_date(headers);
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .map(http::HeaderValue::as_bytes)
@@ -136,7 +150,7 @@ async fn route(
             ));
         }
     } else {
-        let key_id = authenticate(method, target, headers, shared.clock.signing_now(), |id| {
+        let key_id = authenticate(method, target, &headers, shared.clock.signing_now(), |id| {
             shared
                 .credentials
                 .get(id)
@@ -156,6 +170,16 @@ async fn route(
             ));
         }
     }
+    Ok(())
+}
+
+async fn route(
+    shared: &Shared,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+) -> Result<serde_json::Value, AdminError> {
+    authorize(shared, method, target, headers)?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let params = Params::parse(query)?;
     // Path segments percent-decoded, as query values are (a topic name has no `/`).
@@ -322,7 +346,7 @@ async fn apply(shared: &Shared, call: Call) -> Result<Outcome, AdminError> {
 }
 
 /// The `ns` parameter (empty or absent = the default instance).
-fn instance_param(params: &Params) -> Result<Option<InstanceId>, AdminError> {
+pub(super) fn instance_param(params: &Params) -> Result<Option<InstanceId>, AdminError> {
     params
         .get("ns")
         .filter(|ns| !ns.is_empty())
@@ -389,10 +413,10 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
 }
 
 /// The decoded query parameters of an admin call.
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(query: &str) -> Result<Self, AdminError> {
+    pub(super) fn parse(query: &str) -> Result<Self, AdminError> {
         let mut out = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

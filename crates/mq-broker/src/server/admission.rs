@@ -5,7 +5,7 @@
 use super::dispatch::{dispatch, error, full};
 use super::faults::Fail;
 use super::state::Shared;
-use super::{admin, metrics};
+use super::{admin, console, metrics};
 use crate::core::Stats;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -123,6 +123,25 @@ pub(super) async fn handle(
                 &rid,
             )
         }
+        (&Method::GET, "/ready") => {
+            operation = "ready";
+            // Readiness for a load balancer: 503 while the backend cannot serve (the
+            // gateway's engine does not answer); `/health` says only that this process runs.
+            let (status, text): (_, &'static [u8]) = if shared.backend.ready().await {
+                (StatusCode::OK, b"ready\n")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    b"not ready: the backend does not answer\n",
+                )
+            };
+            plain(
+                status,
+                "text/plain;charset=utf-8",
+                Bytes::from_static(text),
+                &rid,
+            )
+        }
         (&Method::GET, "/stats") => {
             operation = "stats";
             match stats_document(&shared) {
@@ -144,6 +163,10 @@ pub(super) async fn handle(
                     RequestError::new(ErrorCode::InternalError, e.to_string()),
                 ),
             }
+        }
+        (m, p) if console::serves(m, p) => {
+            operation = console::operation(m, p);
+            console::handle(&shared, &rid, req, &target).await
         }
         (_, p) if p == "/admin" || p.starts_with("/admin/") => {
             operation = "admin";
@@ -232,6 +255,42 @@ async fn drain(mut body: Incoming, max: usize, timeout: Duration) -> bool {
     tokio::time::timeout(timeout, read).await.unwrap_or(false)
 }
 
+/// The refusal of a body longer than `max` bytes (the service's message).
+fn too_big(max: usize) -> RequestError {
+    RequestError::new(
+        ErrorCode::InvalidArgument,
+        format!("The value of body should between 0 and {max} bytes."),
+    )
+}
+
+/// Reads a request body of at most [`Limits::max_body_bytes`](super::Limits::max_body_bytes)
+/// within [`Limits::body_read_timeout`](super::Limits::body_read_timeout).
+///
+/// # Errors
+///
+/// `InvalidArgument`: the body is longer, broken, or not received in time (the caller
+/// closes the connection: part of the body may be left unread).
+pub(super) async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, RequestError> {
+    let max = shared.limits.max_body_bytes;
+    match tokio::time::timeout(
+        shared.limits.body_read_timeout,
+        Limited::new(body, max).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_big(max)),
+        Ok(Err(e)) => Err(RequestError::new(
+            ErrorCode::InvalidArgument,
+            format!("could not read the request body: {e}"),
+        )),
+        Err(_) => Err(RequestError::new(
+            ErrorCode::InvalidArgument,
+            "the request body was not received in time",
+        )),
+    }
+}
+
 async fn serve_api(
     shared: &Arc<Shared>,
     rid: &str,
@@ -242,12 +301,6 @@ async fn serve_api(
 ) -> Result<Response<Full<Bytes>>, Refusal> {
     let (parts, body) = req.into_parts();
     let max = shared.limits.max_body_bytes;
-    let too_big = || {
-        RequestError::new(
-            ErrorCode::InvalidArgument,
-            format!("The value of body should between 0 and {max} bytes."),
-        )
-    };
     let declared_len = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -294,44 +347,16 @@ async fn serve_api(
     };
     if oversize {
         return Err(Refusal {
-            error: too_big(),
+            error: too_big(max),
             close: true,
             reset: false,
         });
     }
-    let body = match tokio::time::timeout(
-        shared.limits.body_read_timeout,
-        Limited::new(body, max).collect(),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) => {
-            let error = if e.is::<LengthLimitError>() {
-                too_big()
-            } else {
-                RequestError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("could not read the request body: {e}"),
-                )
-            };
-            return Err(Refusal {
-                error,
-                close: true,
-                reset: false,
-            });
-        }
-        Err(_) => {
-            return Err(Refusal {
-                error: RequestError::new(
-                    ErrorCode::InvalidArgument,
-                    "the request body was not received in time",
-                ),
-                close: true,
-                reset: false,
-            });
-        }
-    };
+    let body = read_body(shared, body).await.map_err(|error| Refusal {
+        error,
+        close: true,
+        reset: false,
+    })?;
     let parsed = parse_request(method, target, &parts.headers, &body)?;
     *operation = parsed.operation.name();
     if let Some(scope) = shared

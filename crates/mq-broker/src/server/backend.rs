@@ -34,6 +34,16 @@ impl Backend {
         }
     }
 
+    /// Whether the backend can serve calls (`GET /ready`): the built-in core always can once
+    /// started; the gateway when its engine answers.
+    pub(super) async fn ready(&self) -> bool {
+        match self {
+            Self::Local(_) => true,
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(g) => g.ready().await,
+        }
+    }
+
     /// Counters for `GET /stats` and [`Broker::stats`](super::Broker::stats).
     pub(super) fn stats(&self) -> Stats {
         match self {

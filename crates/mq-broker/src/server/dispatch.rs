@@ -24,6 +24,18 @@ pub(super) fn error(shared: &Shared, rid: &str, e: RequestError) -> Response<Ful
     full(error_response(&e, rid, &shared.host_id))
 }
 
+/// A backend's fault (5xx) says only its code's standard message: the detail (engine
+/// addresses and statuses, storage paths, causes) goes to the operator's log under the
+/// request id, not to the caller. Refusals (4xx) keep their message: it says what to fix.
+fn without_internals(rid: &str, e: RequestError) -> RequestError {
+    if e.status().is_server_error() {
+        tracing::warn!(request_id = %rid, code = %e.code, detail = %e.message, "server fault");
+        RequestError::from_code(e.code)
+    } else {
+        e
+    }
+}
+
 pub(super) async fn dispatch(
     shared: &Arc<Shared>,
     rid: &str,
@@ -35,7 +47,12 @@ pub(super) async fn dispatch(
         _ => Duration::ZERO,
     };
     let waiting = Waiting::new(shared, Instant::now() + wait);
-    match shared.backend.serve(call, waiting).await? {
+    let outcome = shared
+        .backend
+        .serve(call, waiting)
+        .await
+        .map_err(|e| without_internals(rid, e))?;
+    match outcome {
         Outcome::Published(outcome) => {
             let receipt = PublishReceipt {
                 message_id: outcome.message_id,

@@ -38,6 +38,7 @@
 mod admin;
 mod admission;
 mod backend;
+mod console;
 mod dispatch;
 mod faults;
 mod lifecycle;
@@ -243,6 +244,15 @@ impl Broker {
             .admin
             .as_ref()
             .map(|(token, generated)| (token.as_str(), *generated))
+    }
+
+    /// The web console's address (`http://IP:PORT/console/`), or `None` with `--admin off`
+    /// (the console shows and steers the broker through the admin API only).
+    pub fn console_url(&self) -> Option<String> {
+        self.shared
+            .admin
+            .as_ref()
+            .map(|_| format!("{}{}", self.endpoint(), console::CONSOLE_PATH))
     }
 
     /// Counters per topic and group.

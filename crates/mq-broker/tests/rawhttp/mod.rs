@@ -2,6 +2,7 @@
 //! (signed with `mq_proto::sign` where they should be valid, hand-written where they must
 //! not be), written to a `TcpStream`, and responses parsed just enough to check status, error
 //! code and connection handling. Every byte on the wire is under the test's control.
+//! Also: a guard for a spawned `mq-broker` process and its memory use.
 #![allow(dead_code, unreachable_pub)]
 
 use bytes::Bytes;
@@ -12,7 +13,9 @@ use mq_proto::{
     AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, ReceiptHandle, TagFilter, TopicMessage,
     TopicName, WaitSeconds,
 };
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,6 +53,18 @@ impl Resp {
         })
     }
 
+    /// [`Resp::code`], panicking when the body has none.
+    pub fn expect_code(&self) -> String {
+        self.code()
+            .unwrap_or_else(|| panic!("no error code in {:?}", self.text()))
+    }
+
+    /// Asserts an error answer: `status` with the error code `code` (see [`Resp::code`]).
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.expect_code().as_str()), (status, code));
+    }
+
     /// Whether the server announced that it closes the connection.
     pub fn close(&self) -> bool {
         self.header("connection")
@@ -59,18 +74,68 @@ impl Resp {
     /// Whether this is a protocol answer (not one of hyper's own bare error responses):
     /// lower-case `x-mq-request-id` of 24 upper-case hex digits and `x-mq-version`.
     pub fn is_protocol_answer(&self) -> bool {
-        let id_ok = self.headers.iter().any(|(n, v)| {
-            n == "x-mq-request-id"
-                && v.len() == 24
-                && v.chars()
-                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
-        });
+        let id_ok = self
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-mq-request-id" && is_request_id(v));
         let version_ok = self
             .headers
             .iter()
             .any(|(n, v)| n == "x-mq-version" && v == "2015-06-06");
         id_ok && version_ok
     }
+
+    /// Asserts the headers every protocol response carries (PROTOCOL §5.2, §6.10 item 6).
+    pub fn assert_protocol_headers(&self) {
+        let id = self
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-mq-request-id")
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no lower-case x-mq-request-id in {:?}", self.headers));
+        assert!(is_request_id(id), "request id {id:?}");
+        assert!(
+            self.headers
+                .iter()
+                .any(|(n, v)| n == "x-mq-version" && v == "2015-06-06"),
+            "{:?}",
+            self.headers
+        );
+        if self.status == 204 {
+            // RFC 9110 §8.6: no Content-Length on a 204 (hyper drops it).
+            assert!(matches!(self.header("content-length"), None | Some("0")));
+        } else {
+            assert_eq!(
+                self.header("content-length"),
+                Some(self.body.len().to_string().as_str())
+            );
+        }
+        if !self.body.is_empty() && self.header("content-type") != Some("application/json") {
+            let ct = self.header("content-type");
+            assert!(
+                ct == Some("text/xml;charset=utf-8")
+                    || ct == Some("text/plain;charset=utf-8")
+                    || ct == Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                "content type {ct:?}"
+            );
+        }
+        if self.status >= 400 {
+            let text = self.text();
+            assert!(
+                text.contains("<Error xmlns=\"http://mq.aliyuncs.com/doc/v1\">")
+                    || text.contains("<Errors xmlns=\"http://mq.aliyuncs.com/doc/v1\">"),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// 24 upper-case hex digits.
+fn is_request_id(id: &str) -> bool {
+    id.len() == 24
+        && id
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
 }
 
 /// Why reading a response stopped.
@@ -107,8 +172,20 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
-    /// Reads one response (a `1xx` or `204` has no body).
+    /// Reads one response (a `1xx` or `204` has no body; one without `Content-Length` has
+    /// none either).
     pub async fn read_response(&mut self) -> Result<Resp, ReadError> {
+        self.read(false).await
+    }
+
+    /// [`Reader::read_response`] that also takes as [`ReadError::Garbage`] what a well-formed
+    /// answer never is: a head that is not UTF-8, a body without `Content-Length`, and a
+    /// connection that closes inside a body.
+    pub async fn read_strict_response(&mut self) -> Result<Resp, ReadError> {
+        self.read(true).await
+    }
+
+    async fn read(&mut self, strict: bool) -> Result<Resp, ReadError> {
         let head_end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i;
@@ -118,6 +195,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        if strict && std::str::from_utf8(&self.buf[..head_end]).is_err() {
+            return Err(ReadError::Garbage(format!("head not UTF-8: {head:?}")));
+        }
         self.buf.drain(..head_end + 4);
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
@@ -145,11 +225,16 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             Some(v) => v
                 .parse()
                 .map_err(|_| ReadError::Garbage(format!("content-length {v}")))?,
+            None if strict => return Err(ReadError::Garbage("no content-length".to_owned())),
             None => 0,
         };
         while self.buf.len() < len {
             if !self.fill().await {
-                return Err(ReadError::Closed);
+                return Err(if strict {
+                    ReadError::Garbage("connection closed inside a body".to_owned())
+                } else {
+                    ReadError::Closed
+                });
             }
         }
         resp.body = self.buf.drain(..len).collect();
@@ -186,16 +271,73 @@ impl Conn {
     pub async fn try_open(addr: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         let _ = stream.set_nodelay(true);
+        Ok(Self::from_stream(stream))
+    }
+
+    /// [`Conn::open`] with Nagle's algorithm left on (no `TCP_NODELAY`), as a client that
+    /// does not set it.
+    pub async fn open_nagle(addr: SocketAddr) -> Self {
+        Self::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    fn from_stream(stream: TcpStream) -> Self {
         let (r, w) = stream.into_split();
-        Ok(Self {
+        Self {
             reader: Reader::new(r),
             writer: w,
-        })
+        }
     }
 
     /// Writes bytes; `false` if the connection is gone.
     pub async fn send(&mut self, bytes: &[u8]) -> bool {
         self.writer.write_all(bytes).await.is_ok()
+    }
+
+    /// Writes bytes, panicking if the connection is gone.
+    pub async fn expect_send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one response ([`Reader::read_strict_response`]); `None` if the connection closes
+    /// first, a panic on anything else that is not a well-formed response.
+    pub async fn try_response(&mut self) -> Option<Resp> {
+        match self.reader.read_strict_response().await {
+            Ok(resp) => Some(resp),
+            Err(ReadError::Closed) => None,
+            Err(ReadError::Garbage(what)) => panic!("not a well-formed response: {what}"),
+        }
+    }
+
+    /// Writes a request and reads its response ([`Conn::try_response`]); `None` if the server
+    /// closed the connection.
+    pub async fn try_roundtrip(&mut self, request: &[u8]) -> Option<Resp> {
+        if !self.send(request).await {
+            return None;
+        }
+        self.try_response().await
+    }
+
+    /// [`Conn::try_response`] within 40 s (longer than the longest poll), panicking on a
+    /// timeout or a closed connection.
+    pub async fn expect_response(&mut self) -> Resp {
+        tokio::time::timeout(Duration::from_secs(40), self.try_response())
+            .await
+            .expect("response in time")
+            .expect("a response before the connection closed")
+    }
+
+    /// Writes a request, reads its response ([`Conn::expect_response`]) and asserts the
+    /// headers of a protocol answer ([`Resp::assert_protocol_headers`]).
+    pub async fn protocol_roundtrip(&mut self, request: &[u8]) -> Resp {
+        self.expect_send(request).await;
+        let resp = self.expect_response().await;
+        resp.assert_protocol_headers();
+        resp
+    }
+
+    /// [`Reader::closed_within`].
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        self.reader.closed_within(within).await
     }
 
     /// Writes a request and reads its response (bounded by 10 s).
@@ -358,24 +500,30 @@ impl Api {
     }
 
     pub fn publish(&self, topic: &str, body: &str) -> Vec<u8> {
-        let message = TopicMessage::new(body).expect("message");
+        self.publish_message(topic, &TopicMessage::new(body).expect("message"))
+    }
+
+    pub fn publish_message(&self, topic: &str, message: &TopicMessage) -> Vec<u8> {
         wire(&client::publish_request(
             &self.ctx(),
             &TopicName::new(topic).expect("topic"),
-            &message,
+            message,
         ))
     }
 
     pub fn consume(&self, topic: &str, group: &str, batch: u8, wait: u8) -> Vec<u8> {
-        wire(&client::consume_request(
-            &self.ctx(),
-            &TopicName::new(topic).expect("topic"),
-            &GroupId::new(group).expect("group"),
-            ConsumeKind::Normal,
-            BatchSize::new(batch).expect("batch"),
-            WaitSeconds::new(wait).expect("wait"),
-            &TagFilter::All,
-        ))
+        wire(
+            &client::consume_request(
+                &self.ctx(),
+                &TopicName::new(topic).expect("topic"),
+                &GroupId::new(group).expect("group"),
+                ConsumeKind::Normal,
+                BatchSize::new(batch).expect("batch"),
+                WaitSeconds::new(wait).expect("wait"),
+                &TagFilter::All,
+            )
+            .expect("consume request"),
+        )
     }
 
     pub fn ack(&self, topic: &str, group: &str, handles: &[&str]) -> Vec<u8> {
@@ -403,6 +551,43 @@ pub fn messages(resp: &Resp) -> Vec<mq_proto::Message> {
     }
     let status = http::StatusCode::from_u16(resp.status).expect("status");
     client::decode_consume_response(status, &HeaderMap::new(), &resp.body).expect("messages")
+}
+
+/// A spawned `mq-broker` process, killed (and reaped) when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mq-broker --listen 127.0.0.1:0 --credential AK:SK`, for more flags and [`spawn_broker`].
+pub fn broker_command(ak: &str, sk: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mq-broker"));
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--credential",
+        &format!("{ak}:{sk}"),
+    ]);
+    command
+}
+
+/// Spawns `command` (an `mq-broker` with its flags) with standard output piped and standard
+/// error discarded, and reads the first line it prints (the listening address).
+pub fn spawn_broker(command: &mut Command) -> (Running, String, BufReader<ChildStdout>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mq-broker");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let running = Running(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("first line");
+    (running, line, stdout)
 }
 
 /// The resident set size of a process in bytes (`/proc/<pid>/status`, Linux only).

@@ -181,7 +181,8 @@ impl Client {
             BatchSize::new(batch).expect("batch"),
             WaitSeconds::new(wait).expect("wait"),
             &TagFilter::All,
-        );
+        )
+        .expect("consume request");
         let resp = self.send(req).await?;
         Ok(decode(resp, client::decode_consume_response))
     }

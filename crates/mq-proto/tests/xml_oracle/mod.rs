@@ -61,9 +61,33 @@ pub(crate) struct Outcome {
     pub(crate) reference: bool,
 }
 
+/// XML 1.0 §2.11: every `\r\n` and every `\r` not followed by `\n` becomes `\n` before
+/// parsing. roxmltree (0.21) misses a literal `\r` directly before a reference (`\r&amp;`
+/// reads as `\r&`), so the oracle normalises the input itself; a `&#13;` reference is not a
+/// literal `\r` and is untouched.
+fn normalize_line_ends(doc: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !doc.contains(&b'\r') {
+        return doc.into();
+    }
+    let mut out = Vec::with_capacity(doc.len());
+    let mut bytes = doc.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if b == b'\r' {
+            if bytes.peek() == Some(&b'\n') {
+                bytes.next();
+            }
+            out.push(b'\n');
+        } else {
+            out.push(b);
+        }
+    }
+    out.into()
+}
+
 /// Runs `doc` through every entry point and the reference; `Err` describes a disagreement.
 pub(crate) fn check(doc: &[u8]) -> Result<Outcome, String> {
-    let reference = reference(doc);
+    let normalized = normalize_line_ends(doc);
+    let reference = reference(&normalized);
     let mut ours = false;
     for entry in ENTRY_POINTS {
         let Some(fields) = entry.run(doc) else {

@@ -1,0 +1,544 @@
+// The pages. Each takes (view, params) and renders into `view` (a <section>); all data
+// comes from the admin API and /stats through api.js.
+import { admin, query, seg, stats, ApiError } from "./api.js";
+import { el, time, relative, empty, unavailable, failure, toast, table, n, badge, bodyView, rateChart } from "./ui.js";
+
+const STATES = ["ready", "in_flight", "delayed", "dead", "half"];
+
+/** The ns query of a topic or group of `instance` (null = the default instance). */
+const nsOf = (instance) => instance || "";
+
+/** Every (topic, group) of a /stats document, flattened. */
+function groupsOf(doc) {
+  return doc.topics.flatMap((t) => t.groups.map((g) => ({ ...g, topic: t.topic, instance: t.instance })));
+}
+
+const backlog = (g) => g.ready + g.in_flight + g.delayed;
+const topicLink = (t) => `#/topic/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`;
+const groupLink = (g) => `#/group/${seg(g.topic)}/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`;
+const msgLink = (topic, ns, id) => `#/message${query([["topic", topic], ["ns", ns], ["id", id]])}`;
+
+/** The broker's clock now, from GET /admin/clock: {now_ms, offset to Date.now(), test_clock}. */
+async function brokerClock() {
+  const c = await admin("GET", "/admin/clock");
+  return { ...c, skew: c.now_ms - Date.now() };
+}
+
+// ---------------------------------------------------------------------------------------
+// Overview
+
+export async function overview(view, _params, ctx) {
+  const doc = await stats();
+  const groups = groupsOf(doc);
+  const sum = (f) => groups.reduce((a, g) => a + f(g), 0);
+  view.append(el("h1", {}, "Overview"),
+    el("div", { class: "cards" },
+      card("topics", doc.topics.length), card("groups", groups.length),
+      card("backlog", sum(backlog)), card("in flight", sum((g) => g.in_flight)),
+      card("delayed", sum((g) => g.delayed)), card("dead letters", sum((g) => g.dead_letters_kept)),
+      card("half", doc.topics.reduce((a, t) => a + t.half, 0)),
+      card("published", doc.published), card("acked", doc.acked)),
+    el("h2", {}, "Rates"),
+    rateChart(ctx.rates(), ctx.windowMs),
+    el("h2", {}, "Topics"),
+    doc.topics.length === 0
+      ? empty("No topic yet: publish a message (or declare topics with --topic) and it shows here.")
+      : table([
+        { title: "Topic", value: (t) => el("a", { href: topicLink(t) }, t.topic) },
+        { title: "Instance", value: (t) => t.instance || "default", narrow: true },
+        { title: "Published", value: (t) => n(t.published), num: true },
+        { title: "Stored", value: (t) => n(t.stored), num: true },
+        { title: "Half", value: (t) => n(t.half), num: true },
+        { title: "Groups", value: (t) => n(t.groups.length), num: true },
+      ], doc.topics, { href: topicLink, label: "Topics" }),
+    el("h2", {}, "Groups"),
+    groups.length === 0
+      ? empty("No group has consumed yet: a group appears at its first consume.")
+      : groupTable(groups));
+}
+
+function card(label, value) {
+  return el("div", { class: "card", "data-card": label }, el("b", {}, n(value)), el("span", {}, label));
+}
+
+function groupTable(groups) {
+  return table([
+    { title: "Group", value: (g) => el("a", { href: groupLink(g) }, g.group) },
+    { title: "Topic", value: (g) => g.topic },
+    { title: "Backlog", value: (g) => n(backlog(g)), num: true },
+    { title: "Ready", value: (g) => n(g.ready), num: true },
+    { title: "In flight", value: (g) => n(g.in_flight), num: true },
+    { title: "Delayed", value: (g) => n(g.delayed), num: true },
+    { title: "Dead", value: (g) => n(g.dead_letters_kept), num: true },
+    { title: "Delivered", value: (g) => n(g.delivered), num: true, narrow: true },
+    { title: "Acked", value: (g) => n(g.acked), num: true, narrow: true },
+  ], groups, { href: groupLink, label: "Groups" });
+}
+
+// ---------------------------------------------------------------------------------------
+// A topic: its groups, a peek by state, filters
+
+export async function topic(view, params) {
+  const [name] = params.path;
+  const ns = params.get("ns") || "";
+  const doc = await stats();
+  const t = doc.topics.find((x) => x.topic === name && nsOf(x.instance) === ns);
+  view.append(el("h1", {}, `Topic ${name}`, ns ? ` (${ns})` : ""));
+  if (!t) {
+    view.append(empty("This topic does not exist (yet): it appears at its first publish or consume."));
+    return;
+  }
+  const groups = t.groups.map((g) => ({ ...g, topic: t.topic, instance: t.instance }));
+  view.append(el("div", { class: "cards" }, card("published", t.published), card("stored", t.stored),
+    card("half", t.half), card("groups", groups.length)),
+  el("h2", {}, "Groups"),
+  groups.length ? groupTable(groups) : empty("No group has consumed this topic yet."));
+
+  const state = el("select", { name: "state" }, STATES.map((s) => el("option", { value: s, selected: s === (params.get("state") || "ready") }, s.replace("_", " "))));
+  const group = el("select", { name: "group" }, groups.map((g) => el("option", { value: g.group, selected: g.group === params.get("group") }, g.group)));
+  const tag = el("input", { name: "tag", placeholder: "any", value: params.get("tag") || "" });
+  const key = el("input", { name: "key", placeholder: "any", value: params.get("key") || "" });
+  const out = el("div", { "data-peek": "" });
+  const form = el("form", { class: "row", "aria-label": "Peek" },
+    el("label", {}, "State", state), el("label", {}, "Group", group),
+    el("label", {}, "Tag", tag), el("label", {}, "Key", key),
+    el("button", { class: "primary", type: "submit" }, "Peek"));
+  const run = async () => {
+    out.replaceChildren();
+    const needsGroup = state.value !== "half";
+    if (needsGroup && !group.value) {
+      out.append(empty("Peeking at this state needs a group, and no group has consumed this topic yet."));
+      return;
+    }
+    try {
+      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["ns", ns], ["limit", 200]])}`);
+      const shown = res.messages.filter((m) => (!tag.value || m.tag === tag.value)
+        && (!key.value || (m.properties.KEYS || "").split(" ").includes(key.value)));
+      out.append(el("p", { class: "muted" }, `A peek changes nothing: no delivery, no handle, no counter. ${shown.length} of ${res.messages.length} shown.`),
+        shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${tag.value || key.value ? " matches the filter" : ""}.`));
+    } catch (e) {
+      out.append(e.unavailable ? unavailable("Peek", e) : failure(e));
+    }
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); run(); });
+  const purge = el("button", { type: "button", class: "danger" }, "Purge topic…");
+  purge.onclick = async () => {
+    if (!confirm(`Drop every message of ${name} (stored, in flight, dead letters, half)?`)) return;
+    try {
+      const r = await admin("POST", `/admin/topics/${seg(name)}/purge${query([["ns", ns]])}`);
+      toast(`Purged ${r.purged} message(s)`);
+      run();
+    } catch (e) { toast(e.message); }
+  };
+  view.append(el("h2", {}, "Messages"), form, out, el("div", { class: "row" }, purge));
+  run();
+}
+
+function messageTable(topicName, ns, messages) {
+  return table([
+    { title: "Message id", value: (m) => el("a", { href: msgLink(topicName, ns, m.message_id) }, m.message_id) },
+    { title: "State", value: (m) => badge(m.state) },
+    { title: "Tag", value: (m) => m.tag || "" },
+    { title: "Key", value: (m) => m.properties.KEYS || "", narrow: true },
+    { title: "Body", value: (m) => (m.body === null ? el("span", { class: "muted" }, "not kept") : m.body.slice(0, 60)) },
+    { title: "Published", value: (m) => time(m.publish_time) },
+    { title: "Deliveries", value: (m) => n(m.consumed_times), num: true, narrow: true },
+    { title: "Next visible", value: (m) => time(m.next_visible_time), narrow: true },
+  ], messages, { href: (m) => msgLink(topicName, ns, m.message_id), label: "Messages" });
+}
+
+// ---------------------------------------------------------------------------------------
+// A message: find by id or key; body, properties, groups, trace
+
+export async function message(view, params) {
+  const topicName = params.get("topic") || "";
+  const ns = params.get("ns") || "";
+  const doc = await stats();
+  const topicSel = el("select", { name: "topic", required: true },
+    doc.topics.map((t) => el("option", { value: t.topic, selected: t.topic === topicName }, t.topic)));
+  const id = el("input", { name: "id", placeholder: "message id", value: params.get("id") || "", size: 34 });
+  const key = el("input", { name: "key", placeholder: "message key", value: params.get("key") || "" });
+  const form = el("form", { class: "row", "aria-label": "Find a message" },
+    el("label", {}, "Topic", topicSel), el("label", {}, "Message id", id), el("label", {}, "or key", key),
+    el("button", { class: "primary", type: "submit" }, "Find"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    location.hash = `#/message${query([["topic", topicSel.value], ["ns", ns], ["id", id.value.trim()], ["key", id.value.trim() ? "" : key.value.trim()]])}`;
+  });
+  view.append(el("h1", {}, "Find a message"), form);
+  if (doc.topics.length === 0) { view.append(empty("No topic yet: nothing to look in.")); return; }
+  const lookup = params.get("id") ? ["id", params.get("id")] : params.get("key") ? ["key", params.get("key")] : null;
+  if (!lookup || !topicName) { view.append(empty("Give a message id (as the publish answered it) or a key.")); return; }
+  let found;
+  try {
+    found = await admin("GET", `/admin/topics/${seg(topicName)}/messages${query([lookup, ["ns", ns]])}`);
+  } catch (e) {
+    view.append(e.status === 404 && e.code === "MessageNotExist"
+      ? empty(`No message ${lookup[1]} in ${topicName}: consumed by every group, trimmed by retention, or never published there.`)
+      : failure(e));
+    return;
+  }
+  if (found.messages.length === 0) { view.append(empty(`No message with key ${lookup[1]} in ${topicName}.`)); return; }
+  for (const m of found.messages) view.append(await messageDetail(topicName, ns, m));
+}
+
+async function messageDetail(topicName, ns, m) {
+  const props = el("dl", { class: "props" }, Object.entries(m.properties).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const trace = el("div", { "data-trace": "" });
+  const box = el("article", { class: "panel", "data-message": m.message_id },
+    el("h2", {}, m.message_id, " ", badge(m.state)),
+    el("dl", { class: "props" },
+      el("dt", {}, "Topic"), el("dd", {}, topicName),
+      el("dt", {}, "Tag"), el("dd", {}, m.tag || "—"),
+      el("dt", {}, "Published"), el("dd", {}, time(m.publish_time)),
+      el("dt", {}, "Deliver at"), el("dd", {}, time(m.start_deliver_time)),
+      el("dt", {}, "Body MD5"), el("dd", {}, m.body_md5 || "—")),
+    el("h2", {}, "Body"), bodyView(m.body),
+    el("h2", {}, "Properties"), Object.keys(m.properties).length ? props : empty("No properties."),
+    el("h2", {}, "Groups"),
+    m.groups.length ? table([
+      { title: "Group", value: (g) => g.group },
+      { title: "State", value: (g) => badge(g.state) },
+      { title: "Deliveries", value: (g) => n(g.consumed_times), num: true },
+      { title: "Next visible", value: (g) => time(g.next_visible_time) },
+    ], m.groups, { label: "Groups" }) : empty("No group has consumed this topic yet."),
+    el("h2", {}, "Trace"), trace);
+  try {
+    // GET /admin/messages/{id}/trace: {events: [{event, time_ms, group, producer,
+    // receipt_handle, next_consume_time, consumed_times}], dropped_events}.
+    const t = await admin("GET", `/admin/messages/${seg(m.message_id)}/trace`);
+    const events = t.events || [];
+    trace.append(events.length ? el("ol", { class: "timeline" }, events.map((ev) =>
+      el("li", {}, time(ev.time_ms), " ", el("b", {}, (ev.event || "event").replace("_", " ")),
+        ev.group ? ` · ${ev.group}` : "",
+        ev.producer ? ` · by ${ev.producer}` : "",
+        ev.consumed_times ? ` · delivery ${ev.consumed_times}` : "",
+        ev.next_consume_time ? [" · NextConsumeTime ", time(ev.next_consume_time)] : ""))) : empty("No trace recorded for this message."),
+    t.dropped_events ? el("p", { class: "muted" }, `${t.dropped_events} earlier event(s) not kept.`) : "");
+  } catch (e) {
+    if (e.code === "MessageNotExist") trace.append(empty("The broker keeps no trace of this message any more."));
+    else trace.append(e.unavailable ? unavailable("Message trace", e) : failure(e));
+  }
+  return box;
+}
+
+// ---------------------------------------------------------------------------------------
+// A group: backlog, in flight with NextConsumeTime counting down, reset offset
+
+export async function group(view, params, ctx) {
+  const [topicName, groupId] = params.path;
+  const ns = params.get("ns") || "";
+  const [doc, clock] = await Promise.all([stats(), brokerClock()]);
+  const t = doc.topics.find((x) => x.topic === topicName && nsOf(x.instance) === ns);
+  const g = t && t.groups.find((x) => x.group === groupId);
+  view.append(el("h1", {}, `Group ${groupId}`, el("span", { class: "muted" }, ` on ${topicName}`)));
+  if (!g) { view.append(empty("This group has not consumed this topic yet.")); return; }
+  view.append(el("div", { class: "cards" }, card("backlog", backlog(g)), card("ready", g.ready), card("in flight", g.in_flight),
+    card("delayed", g.delayed), card("dead letters", g.dead_letters_kept), card("delivered", g.delivered),
+    card("redelivered", g.redelivered), card("acked", g.acked)),
+  el("p", { class: "muted" }, "Registered ", time(g.registered_at_ms), clock.test_clock ? " · the broker runs a test clock" : ""));
+  for (const state of ["in_flight", "ready", "delayed"]) {
+    view.append(el("h2", {}, state === "in_flight" ? "In flight" : state[0].toUpperCase() + state.slice(1)));
+    try {
+      const res = await admin("GET", `/admin/topics/${seg(topicName)}/messages${query([["state", state], ["group", groupId], ["ns", ns], ["limit", 100]])}`);
+      if (!res.messages.length) { view.append(empty(`Nothing ${state.replace("_", " ")}.`)); continue; }
+      if (state === "in_flight") {
+        view.append(table([
+          { title: "Message id", value: (m) => el("a", { href: msgLink(topicName, ns, m.message_id) }, m.message_id) },
+          { title: "Deliveries", value: (m) => n(m.consumed_times), num: true },
+          { title: "NextConsumeTime", value: (m) => time(m.next_visible_time) },
+          { title: "Visible again", value: (m) => el("span", { "data-countdown": m.next_visible_time }, relative(m.next_visible_time, Date.now() + clock.skew)) },
+        ], res.messages, { href: (m) => msgLink(topicName, ns, m.message_id), label: "In flight" }));
+      } else {
+        view.append(messageTable(topicName, ns, res.messages));
+      }
+    } catch (e) {
+      view.append(e.unavailable ? unavailable("Peek", e) : failure(e));
+    }
+  }
+  ctx.every(1000, () => {
+    for (const span of view.querySelectorAll("[data-countdown]")) {
+      span.textContent = relative(Number(span.dataset.countdown), Date.now() + clock.skew);
+    }
+  });
+  // Reset offset (the admin API's reset of a group's consumer offset to a time).
+  const at = el("input", { type: "datetime-local", name: "time", step: 1 });
+  const out = el("div");
+  const reset = el("form", { class: "row", "aria-label": "Reset offset" }, el("label", {}, "Deliver again what was published since", at),
+    el("button", { type: "submit", class: "danger" }, "Reset offset"));
+  reset.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    out.replaceChildren();
+    const ms = at.value ? new Date(at.value).getTime() : NaN;
+    if (Number.isNaN(ms)) { out.append(failure(new ApiError(0, "", "choose a time"))); return; }
+    try {
+      const r = await admin("POST", `/admin/topics/${seg(topicName)}/groups/${seg(groupId)}/reset_offset${query([["time_ms", ms], ["ns", ns]])}`);
+      toast(`Offset reset: ${r.redelivered ?? 0} to deliver again, ${r.skipped ?? 0} skipped`);
+    } catch (err) {
+      out.append(err.unavailable ? unavailable("Reset offset", err) : failure(err));
+    }
+  });
+  view.append(el("h2", {}, "Reset offset"), reset, out);
+}
+
+// ---------------------------------------------------------------------------------------
+// Dead letters: list per group; resend, delete
+
+export async function dead(view, _params, ctx) {
+  const doc = await stats();
+  const groups = groupsOf(doc);
+  view.append(el("h1", {}, "Dead letters"));
+  if (!groups.length) { view.append(empty("No group has consumed yet, so there are no dead letters.")); return; }
+  let any = false;
+  for (const g of groups) {
+    const ns = nsOf(g.instance);
+    const base = `/admin/topics/${seg(g.topic)}/groups/${seg(g.group)}/dead_letters`;
+    // The dead-letter call where the broker has it (bodies while kept), else a peek.
+    let res;
+    try {
+      res = await admin("GET", `${base}${query([["ns", ns], ["limit", 200]])}`);
+    } catch (e) {
+      if (!e.unavailable) { view.append(failure(e)); return; }
+      try {
+        res = await admin("GET", `/admin/topics/${seg(g.topic)}/messages${query([["state", "dead"], ["group", g.group], ["ns", ns], ["limit", 200]])}`);
+      } catch (e2) {
+        view.append(e2.unavailable ? unavailable("Dead letters", e2) : failure(e2));
+        return;
+      }
+    }
+    if (!res.messages.length) continue;
+    any = true;
+    const out = el("div");
+    const act = (label, method, path) => async () => {
+      out.replaceChildren();
+      try {
+        const r = await admin(method, path);
+        toast(`${label}: done${r.resent !== undefined ? ` (${r.resent} resent)` : r.deleted !== undefined ? ` (${r.deleted} deleted)` : ""}`);
+        setTimeout(ctx.reload, 1000);
+      } catch (e) {
+        out.append(e.unavailable ? unavailable(label, e) : failure(e));
+      }
+    };
+    view.append(el("h2", {}, `${g.group} on ${g.topic}`),
+      el("div", { class: "row" },
+        el("button", { type: "button", onclick: act("Resend all", "POST", `${base}/resend${query([["ns", ns]])}`) }, "Resend all"),
+        el("button", { type: "button", class: "danger", onclick: act("Delete all", "DELETE", `${base}${query([["ns", ns]])}`) }, "Delete all")),
+      table([
+        { title: "Message id", value: (m) => m.message_id },
+        { title: "Body", value: (m) => (m.body === null || m.body === undefined ? el("span", { class: "muted" }, "not kept") : m.body.slice(0, 60)), narrow: true },
+        { title: "Published", value: (m) => time(m.publish_time) },
+        { title: "Dead-lettered", value: (m) => time(m.dead_lettered_at) },
+        { title: "Deliveries", value: (m) => n(m.consumed_times), num: true },
+        { title: "", value: (m) => el("span", { class: "row" },
+          el("button", { type: "button", onclick: act("Resend", "POST", `${base}/resend${query([["id", m.message_id], ["ns", ns]])}`) }, "Resend"),
+          el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["id", m.message_id], ["ns", ns]])}`) }, "Delete")) },
+      ], res.messages, { label: `Dead letters of ${g.group}` }), out);
+  }
+  if (!any) view.append(empty("No dead letters: no message has reached its group's maximum deliveries."));
+}
+
+// ---------------------------------------------------------------------------------------
+// Half messages
+
+export async function half(view) {
+  const doc = await stats();
+  view.append(el("h1", {}, "Half messages"),
+    el("p", { class: "muted" }, "Transactional messages waiting for commit or rollback. Their producer decides with the receipt handle it got at publish, or its checker with the handle of a check; the admin API lists them and cannot decide for the producer."));
+  const topics = doc.topics.filter((t) => t.half > 0);
+  if (!topics.length) { view.append(empty("No half message is waiting for a decision.")); return; }
+  for (const t of topics) {
+    const ns = nsOf(t.instance);
+    view.append(el("h2", {}, t.topic));
+    try {
+      const res = await admin("GET", `/admin/topics/${seg(t.topic)}/messages${query([["state", "half"], ["ns", ns], ["limit", 200]])}`);
+      view.append(table([
+        { title: "Message id", value: (m) => el("a", { href: msgLink(t.topic, ns, m.message_id) }, m.message_id) },
+        { title: "Body", value: (m) => (m.body || "").slice(0, 60) },
+        { title: "Published", value: (m) => time(m.publish_time) },
+        { title: "Checks", value: (m) => n(m.consumed_times), num: true },
+        { title: "Next check", value: (m) => time(m.next_visible_time) },
+      ], res.messages, { href: (m) => msgLink(t.topic, ns, m.message_id), label: `Half messages of ${t.topic}` }));
+    } catch (e) {
+      view.append(e.unavailable ? unavailable("Half messages", e) : failure(e));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Publish a test message
+
+export async function publish(view, params) {
+  const f = (name, attrs = {}) => el("input", { name, ...attrs });
+  const topicIn = f("topic", { required: true, value: params.get("topic") || "", pattern: "[A-Za-z0-9_%.-]+" });
+  const ns = f("ns", { placeholder: "default" });
+  const tag = f("tag");
+  const key = f("key");
+  const props = el("input", { name: "properties", placeholder: "name=value, name=value" });
+  const body = el("textarea", { name: "body", required: true }, "hello from the console");
+  const when = el("select", { name: "when" }, el("option", { value: "now" }, "now"), el("option", { value: "delay" }, "after a delay (s)"), el("option", { value: "at" }, "at a time"));
+  const delay = f("delay", { type: "number", min: 0, value: 10 });
+  const at = f("at", { type: "datetime-local", step: 1 });
+  const tx = f("transactional", { type: "checkbox" });
+  const immunity = f("immunity", { type: "number", min: 10, max: 300, value: 10 });
+  const out = el("div", { "data-receipt": "" });
+  const form = el("form", { "aria-label": "Publish a test message" },
+    el("div", { class: "row" }, el("label", {}, "Topic", topicIn), el("label", {}, "Instance (ns)", ns), el("label", {}, "Tag", tag), el("label", {}, "Key", key)),
+    el("div", { class: "row" }, el("label", { class: "wide" }, "Properties", props)),
+    el("div", { class: "row" }, el("label", { class: "wide" }, "Body", body)),
+    el("div", { class: "row" }, el("label", {}, "Deliver", when), el("label", {}, "Delay, s", delay), el("label", {}, "At", at),
+      el("label", { class: "check" }, tx, " transactional"), el("label", {}, "First check after, s", immunity)),
+    el("div", { class: "row" }, el("button", { type: "submit", class: "primary" }, "Publish")));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    out.replaceChildren();
+    const properties = {};
+    for (const pair of props.value.split(",").map((p) => p.trim()).filter(Boolean)) {
+      const i = pair.indexOf("=");
+      if (i < 1) { out.append(failure(new ApiError(0, "", `property "${pair}" is not name=value`))); return; }
+      properties[pair.slice(0, i).trim()] = pair.slice(i + 1).trim();
+    }
+    const msg = { body: body.value, tag: tag.value || undefined, key: key.value || undefined, properties };
+    if (when.value === "delay") msg.delay_ms = Math.round(Number(delay.value) * 1000);
+    if (when.value === "at") {
+      const ms = new Date(at.value).getTime();
+      if (Number.isNaN(ms)) { out.append(failure(new ApiError(0, "", "choose a delivery time"))); return; }
+      msg.deliver_at_ms = ms;
+    }
+    if (tx.checked) { msg.transactional = true; msg.check_immunity_s = Number(immunity.value); }
+    try {
+      const r = await admin("POST", `/admin/topics/${seg(topicIn.value)}/messages${query([["ns", ns.value]])}`, msg);
+      out.append(el("div", { class: "panel" }, el("b", {}, "Published "),
+        el("a", { href: msgLink(topicIn.value, ns.value, r.message_id), "data-message-id": r.message_id }, r.message_id),
+        r.receipt_handle ? el("p", { class: "muted" }, `Half message: its producer's handle is ${r.receipt_handle}`) : ""));
+    } catch (err) {
+      out.append(err.unavailable ? unavailable("Publishing from the console", err) : failure(err));
+    }
+  });
+  view.append(el("h1", {}, "Publish a test message"), form, out);
+}
+
+// ---------------------------------------------------------------------------------------
+// Clock and faults; reset
+
+export async function clock(view, _params, ctx) {
+  view.append(el("h1", {}, "Clock & faults"));
+  const c = await brokerClock();
+  const now = el("b", { "data-broker-now": "" }, time(c.now_ms));
+  view.append(el("div", { class: "panel" }, el("p", {}, "Broker time: ", now, " · offset ", n(c.offset_ms), " ms")));
+  ctx.every(1000, () => now.replaceChildren(time(Date.now() + c.skew)));
+  if (c.test_clock) {
+    const ms = el("input", { type: "number", name: "advance", min: 1, value: 60000 });
+    const advance = async (by) => {
+      try {
+        const r = await admin("POST", `/admin/clock${query([["advance_ms", by]])}`);
+        c.skew = r.now_ms - Date.now();
+        toast(`Clock moved forward ${by} ms`);
+        now.replaceChildren(time(r.now_ms));
+      } catch (e) { toast(e.message); }
+    };
+    const form = el("form", { class: "row", "aria-label": "Advance the clock" },
+      [1000, 10000, 60000, 3600000].map((by) => el("button", { type: "button", onclick: () => advance(by) }, `+${by >= 3600000 ? "1 h" : by >= 60000 ? "1 min" : `${by / 1000} s`}`)),
+      el("label", {}, "ms", ms), el("button", { type: "submit", class: "primary" }, "Advance"));
+    form.addEventListener("submit", (e) => { e.preventDefault(); advance(Number(ms.value)); });
+    view.append(el("h2", {}, "Test clock"), form);
+  } else {
+    view.append(el("p", { class: "muted" }, "The clock is the real one (start the broker with --test-clock to move it from here)."));
+  }
+  view.append(el("h2", {}, "Faults"));
+  try {
+    const f = await admin("GET", "/admin/faults");
+    if (!f.enabled) {
+      view.append(el("p", { class: "muted" }, "Fault injection is off (start the broker with --faults)."));
+    } else {
+      view.append(f.rules.length ? table([
+        { title: "Operation", value: (r) => r.operation },
+        { title: "Action", value: faultAction },
+        { title: "Probability", value: (r) => r.probability, num: true },
+        { title: "Latency ms", value: (r) => n(r.latency_ms), num: true },
+        { title: "Remaining", value: (r) => (r.remaining ?? "∞"), num: true },
+        { title: "Hits", value: (r) => n(r.hits), num: true },
+      ], f.rules, { label: "Active faults" }) : empty("No fault is active."));
+      const op = el("select", { name: "operation" }, ["any", "publish", "consume", "consume_orderly", "consume_half", "ack", "commit", "rollback"].map((o) => el("option", { value: o }, o)));
+      const code = el("input", { name: "error", value: "Throttling" });
+      const p = el("input", { name: "probability", type: "number", step: "0.05", min: 0, max: 1, value: 1 });
+      const add = el("form", { class: "row", "aria-label": "Add a fault" }, el("label", {}, "Operation", op), el("label", {}, "Error code", code),
+        el("label", {}, "Probability", p), el("button", { type: "submit" }, "Add rule"),
+        el("button", { type: "button", class: "danger", onclick: async () => { await admin("DELETE", "/admin/faults"); ctx.reload(); } }, "Remove all"));
+      add.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        try {
+          await admin("POST", `/admin/faults${query([["operation", op.value], ["error", code.value], ["probability", p.value]])}`);
+          ctx.reload();
+        } catch (err) { toast(err.message); }
+      });
+      view.append(add);
+    }
+  } catch (e) {
+    view.append(e.unavailable ? unavailable("Faults", e) : failure(e));
+  }
+  view.append(el("h2", {}, "Reset"), el("div", { class: "row" }, el("button", {
+    type: "button", class: "danger", onclick: async () => {
+      if (!confirm("Forget every message, group and counter?")) return;
+      try { await admin("POST", "/admin/reset"); toast("Broker reset"); } catch (e) { toast(e.message); }
+    },
+  }, "Reset all state…")));
+}
+
+/** A fault rule's action ({kind: "error", code} | {kind: "reset"} | {kind: "delay"}) in words. */
+function faultAction(rule) {
+  const a = rule.action || {};
+  if (a.kind === "error") return `answer ${a.code}`;
+  if (a.kind === "reset") return "close the connection unanswered";
+  if (a.kind === "delay") return "latency only";
+  return JSON.stringify(a);
+}
+
+// ---------------------------------------------------------------------------------------
+// Topics & groups (list, create, delete)
+
+export async function catalog(view, _params, ctx) {
+  view.append(el("h1", {}, "Topics & groups"));
+  let topics;
+  let groups;
+  try {
+    [topics, groups] = await Promise.all([admin("GET", "/admin/topics"), admin("GET", "/admin/groups")]);
+  } catch (e) {
+    view.append(e.unavailable ? unavailable("Listing, creating and deleting topics and groups", e) : failure(e),
+      el("p", { class: "muted" }, "The overview shows every topic and group this broker holds (from /stats)."));
+    return;
+  }
+  const del = (what, path) => async () => {
+    if (!confirm(`Delete ${what} and its messages?`)) return;
+    try { await admin("DELETE", path); ctx.reload(); } catch (e) { toast(e.message); }
+  };
+  view.append(el("h2", {}, "Topics"), topics.topics.length ? table([
+    { title: "Topic", value: (t) => el("a", { href: topicLink(t) }, t.topic) },
+    { title: "Instance", value: (t) => t.instance || "default" },
+    { title: "Type", value: (t) => t.message_type || "" },
+    { title: "Published", value: (t) => n(t.published), num: true },
+    { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
+  ], topics.topics, { label: "Topics" }) : empty("No topic."));
+  const tname = el("input", { name: "topic", required: true });
+  const ttype = el("select", { name: "message_type" }, ["MIXED", "NORMAL", "FIFO", "DELAY", "TRANSACTION"].map((t) => el("option", { value: t }, t)));
+  const tform = el("form", { class: "row", "aria-label": "Create a topic" }, el("label", {}, "Topic", tname), el("label", {}, "Message type", ttype), el("button", { type: "submit" }, "Create topic"));
+  tform.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try { await admin("POST", `/admin/topics${query([["topic", tname.value], ["message_type", ttype.value]])}`); ctx.reload(); } catch (err) { toast(err.message); }
+  });
+  view.append(tform, el("h2", {}, "Groups"), groups.groups.length ? table([
+    { title: "Group", value: (g) => g.group },
+    { title: "Instance", value: (g) => g.instance || "default" },
+    { title: "Topics", value: (g) => (g.topics || []).map((t) => t.topic).join(", ") },
+    { title: "Invisibility ms", value: (g) => n(g.invisibility_ms), num: true },
+    { title: "Max deliveries", value: (g) => n(g.max_deliveries), num: true },
+    { title: "", value: (g) => el("button", { type: "button", class: "danger", onclick: del(`group ${g.group}`, `/admin/groups/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`) }, "Delete") },
+  ], groups.groups, { label: "Groups" }) : empty("No group."));
+  const gname = el("input", { name: "group", required: true, value: "GID_" });
+  const gtopic = el("input", { name: "topic" });
+  const gform = el("form", { class: "row", "aria-label": "Create a group" }, el("label", {}, "Group", gname), el("label", {}, "Topic", gtopic), el("button", { type: "submit" }, "Create group"));
+  gform.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try { await admin("POST", `/admin/groups${query([["group", gname.value], ["topic", gtopic.value]])}`); ctx.reload(); } catch (err) { toast(err.message); }
+  });
+  view.append(gform);
+}

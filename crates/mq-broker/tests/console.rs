@@ -1,0 +1,829 @@
+//! The web console (`/console/`) in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver) by `fantoccini`. Messages published with the SDK show in the
+//! console; a peek changes nothing; a message published from the console is received with
+//! the SDK; the console's test-clock control makes a delayed message ready; a fault rule
+//! added there is in force; a dead letter is listed with Resend; tables work from the
+//! keyboard; logging out forgets the credentials. Each page is saved as a screenshot in
+//! `target/console-screenshots/`.
+//!
+//! The browser comes from `MQ_CHROMIUM` / `MQ_CHROMEDRIVER` or `chromium` / `chromedriver`
+//! on `PATH` (`cargo xtask ci` installs Debian's `chromium` and `chromium-driver`). Without
+//! them the browser tests say so and pass, unless `MQ_REQUIRE_BROWSER=1` (as in
+//! `cargo xtask ci`), which makes them fail.
+//!
+//! The static assets and the console's publish call are also checked over plain HTTP.
+
+mod support;
+
+use fantoccini::key::Key;
+use fantoccini::{ClientBuilder, Locator};
+use mq_broker::config::AdminAccess;
+use mq_broker::{Broker, Credential, ServerConfig};
+use mq_tokio::{BatchSize, Client, Consumer, TopicMessage, TransCheckImmunity, WaitSeconds};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{AK, SK};
+
+const TOKEN: &str = "console-test-admin-token-0123";
+
+async fn start_broker() -> Broker {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        credentials: vec![Credential::new(AK, SK)],
+        test_clock: true,
+        faults: true,
+        admin: AdminAccess::On(Some(TOKEN.parse().expect("token"))),
+        // A message delivered twice and not acked becomes a dead letter.
+        core: mq_broker::core::CoreConfig {
+            max_deliveries: 2,
+            ..mq_broker::core::CoreConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    Broker::start(config).await.expect("broker starts")
+}
+
+fn sdk(broker: &Broker) -> Client {
+    Client::builder()
+        .endpoint(broker.endpoint())
+        .expect("endpoint")
+        .credentials(mq_tokio::Credentials::new(AK, SK))
+        .build()
+        .expect("client")
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The browser
+
+/// A program from `env` or on `PATH`.
+fn program(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// chromedriver (killed on drop) with a headless Chromium session.
+struct Browser {
+    driver: Child,
+    client: fantoccini::Client,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Chromium is chromedriver's child and outlives it: after a failed test (whose
+        // session was not closed) end it first.
+        for pid in children(self.driver.id()) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The processes whose parent is `pid` (from `/proc`; none elsewhere).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// A browser on `broker`'s console, or `None` (said on stderr) when chromium or
+/// chromedriver is missing and `MQ_REQUIRE_BROWSER` is not `1`.
+async fn browser(broker: &Broker) -> Option<Browser> {
+    let (chromium, driver) = match (
+        program("MQ_CHROMIUM", "chromium"),
+        program("MQ_CHROMEDRIVER", "chromedriver"),
+    ) {
+        (Some(c), Some(d)) => (c, d),
+        _ => {
+            assert!(
+                std::env::var("MQ_REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "MQ_REQUIRE_BROWSER=1 but chromium or chromedriver is missing (Debian: \
+                 `apt-get install chromium chromium-driver`; `cargo xtask ci` installs them; \
+                 or set MQ_CHROMIUM and MQ_CHROMEDRIVER)"
+            );
+            eprintln!(
+                "skipping the console's browser test: chromium or chromedriver is missing \
+                 (`apt-get install chromium chromium-driver`)"
+            );
+            return None;
+        }
+    };
+    // chromedriver picks a free port on 127.0.0.1 and says which.
+    let mut child = Command::new(&driver)
+        .args(["--port=0", "--allowed-ips=127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", driver.display()));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(port) = line
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|p| p.trim_end_matches('.').trim().parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{} did not say its port in 30 s", driver.display()));
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,800", "--hide-scrollbars", "--no-first-run"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("no WebDriver session with {}: {e}", chromium.display()));
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("console-screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let b = Browser {
+        driver: child,
+        client,
+        base: format!("{}/console/", broker.endpoint()),
+        shots,
+    };
+    b.client.set_window_size(1280, 800).await.expect("window");
+    Some(b)
+}
+
+/// How long the console may take to show something.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+impl Browser {
+    /// Ends the WebDriver session (and so Chromium).
+    async fn close(self) {
+        self.client
+            .clone()
+            .close()
+            .await
+            .expect("close the session");
+    }
+
+    /// Opens a page of the console (`#/…`) and waits until it has rendered.
+    async fn open(&self, route: &str) {
+        let before = self.ready().await;
+        self.client
+            .goto(&format!("{}{route}", self.base))
+            .await
+            .expect("goto");
+        self.rendered_after(&before, route).await;
+    }
+
+    /// Waits until the console has rendered a page since its mark was `before`.
+    async fn rendered_after(&self, before: &str, what: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let now = self.ready().await;
+            if now != before && !now.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what} did not render");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The render counter of the page shown (empty before the first page).
+    async fn ready(&self) -> String {
+        self.client
+            .execute(
+                "return document.getElementById('main')?.dataset.ready || '';",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Waits for an element matching `css` whose text contains `text`; its text.
+    async fn wait_text(&self, css: &str, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(found) = self.client.find_all(Locator::Css(css)).await {
+                for e in found {
+                    if let Ok(t) = e.text().await
+                        && t.contains(text)
+                    {
+                        return t;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {css} containing {text:?} in: {}",
+                self.main_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn main_text(&self) -> String {
+        match self.client.find(Locator::Id("main")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => panic!("no {css}: {e}; page: {}", self.main_text().await),
+        }
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self.find(css).await;
+        field.clear().await.expect("clear");
+        field.send_keys(text).await.expect("type");
+    }
+
+    async fn click_button(&self, label: &str) {
+        let xpath = format!("//button[normalize-space(.)='{label}']");
+        self.client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no button {label:?}: {e}"))
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// Logs in with the admin token, or with an AccessKey pair (signed in the browser).
+    async fn log_in(&self, token: Option<&str>) {
+        self.open("").await;
+        match token {
+            Some(t) => self.type_into("#token", t).await,
+            None => {
+                self.type_into("#access-key-id", AK).await;
+                self.type_into("#access-key-secret", SK).await;
+            }
+        }
+        let before = self.ready().await;
+        self.find("#login").await.click().await.expect("log in");
+        self.rendered_after(&before, "the page after logging in")
+            .await;
+        self.wait_text("h1", "Overview").await;
+    }
+
+    /// Saves the window as `target/console-screenshots/{name}.png`; fails on a page showing
+    /// an error box.
+    async fn shot(&self, name: &str) {
+        let errors = self
+            .client
+            .find_all(Locator::Css("#main .error"))
+            .await
+            .expect("find");
+        let mut shown = Vec::new();
+        for e in errors {
+            shown.push(e.text().await.unwrap_or_default());
+        }
+        assert!(shown.is_empty(), "{name} shows errors: {shown:?}");
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+}
+
+/// The core's state as /stats shows it, without the server's request counters.
+fn held(broker: &Broker) -> (u64, u64, Vec<mq_broker::core::TopicStats>) {
+    let s = broker.stats();
+    (s.published, s.acked, s.topics)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser tests
+
+/// A broker, a browser on its console, the SDK, and a consumer of `group` on `topic`
+/// registered (so it receives what is published from now on); `None` without a browser.
+async fn scene(topic: &str, group: &str) -> Option<(Broker, Browser, Client, Consumer)> {
+    let broker = start_broker().await;
+    let b = browser(&broker).await?;
+    let sdk = sdk(&broker);
+    let consumer = sdk.consumer(topic.parse().unwrap(), group.parse().unwrap());
+    consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
+        .await
+        .expect("registers the group");
+    Some((broker, b, sdk, consumer))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
+    let Some((broker, b, sdk, consumer)) = scene("orders", "GID_billing").await else {
+        return;
+    };
+    let producer = sdk.producer("orders".parse().unwrap());
+    let receipt = producer
+        .publish(
+            &TopicMessage::new("order 42 created")
+                .unwrap()
+                .with_tag("created".parse().unwrap())
+                .with_key("order-42")
+                .unwrap()
+                .with_property("region", "eu")
+                .unwrap(),
+        )
+        .await
+        .expect("publish");
+    for i in 0..3 {
+        producer
+            .publish(&TopicMessage::new(format!("order {i} paid")).unwrap())
+            .await
+            .expect("publish");
+    }
+    let tx = sdk.transaction_producer("payments".parse().unwrap(), "GID_tx".parse().unwrap());
+    tx.publish(
+        &TopicMessage::new("charge card")
+            .unwrap()
+            .with_trans_check_immunity(TransCheckImmunity::new(60).unwrap()),
+    )
+    .await
+    .expect("half message");
+
+    // Logged in with an AccessKey pair: every admin call is signed in the browser.
+    b.log_in(None).await;
+    b.wait_text("[data-card='backlog']", "4").await;
+    b.wait_text("[data-card='half']", "1").await;
+    b.wait_text("table[aria-label='Groups'] tbody tr", "GID_billing")
+        .await;
+    // Rates: the chart draws once the console has read /stats a few times, while another
+    // topic takes a message every 200 ms.
+    let audit = sdk.producer("audit".parse().unwrap());
+    let pacer = tokio::spawn(async move {
+        for i in 0..30 {
+            let m = TopicMessage::new(format!("audit {i}")).unwrap();
+            audit.publish(&m).await.expect("publish");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    b.find(".chart svg polyline").await;
+    pacer.await.expect("publisher");
+    // The overview refreshes itself.
+    let before = b.ready().await;
+    b.rendered_after(&before, "the overview's refresh").await;
+    b.wait_text("[data-card='published']", "35").await;
+    b.shot("overview").await;
+
+    // Keyboard: rows take the focus, arrows move it, Enter opens the row's page.
+    let before = held(&broker);
+    let first = b.find("table[aria-label='Topics'] tbody tr").await;
+    first.send_keys(&Key::Down.to_string()).await.expect("key"); // audit → orders
+    let shown = b.ready().await;
+    b.client
+        .active_element()
+        .await
+        .expect("focus")
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("key");
+    b.rendered_after(&shown, "the row's page").await;
+    b.wait_text("h1", "Topic orders").await;
+
+    // The topic page: a peek of the ready messages, filtered by tag; nothing changes.
+    b.wait_text("[data-peek]", receipt.message_id.as_str())
+        .await;
+    b.type_into("input[name='tag']", "created").await;
+    b.click_button("Peek").await;
+    let shown = b.wait_text("[data-peek]", "1 of 4 shown").await;
+    assert!(shown.contains("order 42 created"), "{shown}");
+    b.shot("topic").await;
+    assert_eq!(
+        held(&broker),
+        before,
+        "a peek changed what the broker holds"
+    );
+
+    // The message page: found by key; body as text and as hex; properties.
+    b.open("#/message?topic=orders&key=order-42").await;
+    let page = b
+        .wait_text("[data-message]", receipt.message_id.as_str())
+        .await;
+    assert!(page.contains("region") && page.contains("eu"), "{page}");
+    assert!(page.contains("GID_billing"), "{page}");
+    b.click_button("Hex").await;
+    b.wait_text("[data-body]", "6f 72 64 65 72 20 34 32").await; // "order 42"
+    b.shot("message").await;
+    assert_eq!(held(&broker), before, "the message page changed the broker");
+
+    // The group page: backlog; an in-flight message with its NextConsumeTime counting down.
+    let got = consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    b.open("#/group/orders/GID_billing").await;
+    b.wait_text("[data-card='in flight']", "1").await;
+    let countdown = b.wait_text("[data-countdown]", "in ").await;
+    assert!(countdown.ends_with(" s"), "{countdown}"); // "in 4 min 59 s"
+    b.shot("group").await;
+
+    // Half messages and dead letters (none yet).
+    b.open("#/half").await;
+    b.wait_text(
+        "table[aria-label='Half messages of payments']",
+        "charge card",
+    )
+    .await;
+    b.shot("half").await;
+    b.open("#/dead").await;
+    b.wait_text("#main .empty", "No dead letters").await;
+    b.shot("dead").await;
+
+    // Topics & groups: listed where the broker has the call, else said to be unavailable.
+    b.open("#/catalog").await;
+    let text = b.main_text().await;
+    assert!(
+        text.contains("not available on this broker") || text.contains("Create topic"),
+        "{text}"
+    );
+    b.shot("catalog").await;
+
+    // A narrow window.
+    b.client.set_window_size(420, 800).await.expect("resize");
+    b.open("").await;
+    b.wait_text("[data-card='backlog']", "4").await;
+    b.shot("overview-narrow").await;
+    assert_eq!(
+        b.client
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+                vec![]
+            )
+            .await
+            .expect("script"),
+        serde_json::Value::Bool(true),
+        "the overview scrolls sideways at 420 px"
+    );
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_publishes_and_moves_the_test_clock() {
+    let Some((broker, b, sdk, consumer)) = scene("jobs", "GID_worker").await else {
+        return;
+    };
+    b.log_in(Some(TOKEN)).await;
+
+    // Published from the console, received with the SDK.
+    b.open("#/publish").await;
+    b.type_into("input[name='topic']", "jobs").await;
+    b.type_into("input[name='key']", "job-7").await;
+    b.type_into("input[name='tag']", "nightly").await;
+    b.type_into("input[name='properties']", "owner=ops, tries=3")
+        .await;
+    b.type_into("textarea[name='body']", "rebuild the index")
+        .await;
+    b.click_button("Publish").await;
+    let id = b
+        .find("[data-message-id]")
+        .await
+        .attr("data-message-id")
+        .await
+        .expect("attr")
+        .expect("a message id");
+    b.shot("publish").await;
+    let got = consumer
+        .receive(BatchSize::MAX, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].message_id.as_str(), id);
+    assert_eq!(got[0].body, "rebuild the index");
+    assert_eq!(got[0].tag.as_ref().map(|t| t.as_str()), Some("nightly"));
+    assert_eq!(got[0].key(), Some("job-7"));
+    assert_eq!(got[0].property("tries"), Some("3"));
+    consumer.ack([&got[0].receipt_handle]).await.expect("ack");
+
+    // A message due in an hour becomes ready when the console moves the test clock.
+    let producer = sdk.producer("jobs".parse().unwrap());
+    producer
+        .publish(
+            &TopicMessage::new("in an hour")
+                .unwrap()
+                .with_start_deliver_time(now_ms() + 3_600_000 - 5_000),
+        )
+        .await
+        .expect("publish");
+    assert!(
+        consumer
+            .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
+            .await
+            .expect("receive")
+            .is_empty(),
+        "delivered before its time"
+    );
+    b.open("#/group/jobs/GID_worker").await;
+    b.wait_text("[data-card='delayed']", "1").await;
+    b.open("#/clock").await;
+    b.click_button("+1 h").await;
+    b.wait_text("#toast", "Clock moved forward 3600000 ms")
+        .await;
+    let got = consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(got.first().map(|m| m.body.as_str()), Some("in an hour"));
+
+    // Faults (--faults): a rule added from the console is in force, then removed.
+    b.find("select[name='operation']")
+        .await
+        .select_by_value("ack")
+        .await
+        .expect("select");
+    b.click_button("Add rule").await;
+    b.wait_text("table[aria-label='Active faults']", "answer Throttling")
+        .await;
+    b.shot("clock").await;
+    let refused = consumer.ack([&got[0].receipt_handle]).await;
+    assert!(
+        refused.is_err(),
+        "the injected Throttling did not refuse the ack"
+    );
+    b.click_button("Remove all").await;
+    b.wait_text("#main .empty", "No fault is active").await;
+
+    // Not acked, delivered again, not acked: a dead letter, listed with a Resend button.
+    let mut admin = support::Client::new(broker.local_addr());
+    let advance = "/admin/clock?advance_ms=301000"; // past the 300 s invisibility
+    admin
+        .admin(http::Method::POST, advance, None)
+        .await
+        .expect("advance");
+    let again = consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(again.first().map(|m| m.consumed_times), Some(2));
+    admin
+        .admin(http::Method::POST, advance, None)
+        .await
+        .expect("advance");
+    b.open("#/dead").await;
+    b.wait_text(
+        "table[aria-label='Dead letters of GID_worker']",
+        got[0].message_id.as_str(),
+    )
+    .await;
+    b.click_button("Resend").await;
+    // Resending is the admin API's call where the broker has it; this one may not.
+    let said = b.wait_text("[data-unavailable], #toast", "Resend").await;
+    assert!(
+        said.contains("Resend: not available on this broker") || said.contains("Resend: done"),
+        "{said}"
+    );
+    b.shot("dead-letters").await;
+
+    // Logging out forgets the credentials: the login form is back, the storage empty.
+    b.click_button("Log out").await;
+    b.find("#token").await;
+    assert_eq!(
+        b.client
+            .execute("return sessionStorage.length;", vec![])
+            .await
+            .expect("script"),
+        serde_json::json!(0)
+    );
+    b.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain HTTP
+
+/// One request written by hand; the whole answer (status line, headers, body).
+async fn raw(addr: std::net::SocketAddr, head: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{head}\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.expect("read");
+    answer
+}
+
+/// `POST path` with `Authorization: Bearer token` and `body`; the whole answer.
+async fn post_with_token(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> String {
+    let head = format!("POST {path} HTTP/1.1\r\nauthorization: Bearer {token}");
+    raw(addr, &head, body).await
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    answer
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        })
+        .map(|(_, v)| v.trim())
+}
+
+#[tokio::test]
+async fn the_console_assets_are_served_with_their_types() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    assert_eq!(
+        broker.console_url(),
+        Some(format!("{}/console/", broker.endpoint()))
+    );
+    let redirect = raw(addr, "GET /console HTTP/1.1", "").await;
+    assert!(redirect.starts_with("HTTP/1.1 308"), "{redirect}");
+    assert_eq!(header(&redirect, "location"), Some("/console/"));
+    for (path, content_type, contains) in [
+        (
+            "/console/",
+            "text/html;charset=utf-8",
+            "<script type=\"module\" src=\"app.js\">",
+        ),
+        ("/console/app.js", "text/javascript;charset=utf-8", "import"),
+        (
+            "/console/api.js",
+            "text/javascript;charset=utf-8",
+            "crypto.subtle",
+        ),
+        ("/console/console.css", "text/css;charset=utf-8", ":root"),
+        ("/console/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let answer = raw(addr, &format!("GET {path} HTTP/1.1"), "").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        assert_eq!(
+            header(&answer, "content-type"),
+            Some(content_type),
+            "{path}"
+        );
+        assert_eq!(header(&answer, "cache-control"), Some("no-cache"), "{path}");
+        assert_eq!(header(&answer, "x-content-type-options"), Some("nosniff"));
+        assert!(answer.contains(contains), "{path}");
+    }
+    let missing = raw(addr, "GET /console/nothing.js HTTP/1.1", "").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let post = raw(addr, "POST /console/ HTTP/1.1", "").await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+
+    // With --admin off there is nothing to show it with: no console address.
+    let off = Broker::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin: AdminAccess::Off,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("broker");
+    assert_eq!(off.console_url(), None);
+    let page = raw(off.local_addr(), "GET /console/ HTTP/1.1", "").await;
+    assert!(page.starts_with("HTTP/1.1 404"), "{page}");
+    assert!(page.contains("--admin off"), "{page}");
+}
+
+#[tokio::test]
+async fn publishing_from_the_console_is_an_authenticated_admin_call() {
+    let broker = start_broker().await;
+    let addr = broker.local_addr();
+    let target = "/admin/topics/orders/messages";
+    let body = r#"{"body":"from the console","key":"k1","properties":{"a":"b"},"delay_ms":60000}"#;
+
+    // A group, so that the topic keeps what is published.
+    let mut c = support::Client::new(addr);
+    let (topic, group) = ("orders".parse().unwrap(), "GID_a".parse().unwrap());
+    c.consume(&topic, &group, mq_proto::ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("registers the group");
+
+    // Refused without credentials, with a wrong token, and when badly signed.
+    let none = raw(addr, &format!("POST {target} HTTP/1.1"), body).await;
+    assert!(none.starts_with("HTTP/1.1 400"), "{none}");
+    assert!(none.contains("MissingAuthorizationHeader"), "{none}");
+    let wrong = post_with_token(addr, target, "not-the-token-at-all", body).await;
+    assert!(wrong.starts_with("HTTP/1.1 403"), "{wrong}");
+    assert_eq!(broker.stats().published, 0);
+
+    // Signed as the console signs (the date as x-mq-date): published, delayed a minute.
+    let date = mq_proto::sign::format_http_date(SystemTime::now());
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    headers.insert("x-mq-date", date.parse().unwrap());
+    // The date line of the string to sign is x-mq-date's value (no Date header is sent).
+    headers.insert("date", date.parse().unwrap());
+    let to_sign = mq_proto::sign::string_to_sign(&http::Method::POST, &headers, target);
+    let signed = |secret: &str| {
+        format!(
+            "POST {target} HTTP/1.1\r\ncontent-type: application/json\r\nx-mq-date: {date}\r\nauthorization: MQ {AK}:{}",
+            mq_proto::sign::signature(secret, &to_sign)
+        )
+    };
+    let bad = raw(addr, &signed("not-the-secret"), body).await;
+    assert!(bad.starts_with("HTTP/1.1 403"), "{bad}");
+    assert!(bad.contains("SignatureDoesNotMatch"), "{bad}");
+    let ok = raw(addr, &signed(SK), body).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let json: serde_json::Value =
+        serde_json::from_str(ok.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    assert_eq!(
+        json["message_id"].as_str().map(str::len),
+        Some(32),
+        "{json}"
+    );
+    assert_eq!(json["receipt_handle"], serde_json::Value::Null);
+    let stats = broker.stats();
+    assert_eq!(stats.published, 1);
+
+    // The same backend call as a protocol publish: the group holds it, delayed a minute.
+    let (status, peek) = c
+        .admin(
+            http::Method::GET,
+            &format!("{target}?id={}", json["message_id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .expect("find");
+    assert_eq!(status, 200, "{peek}");
+    let found = &peek["messages"][0];
+    assert_eq!(found["body"], "from the console");
+    assert_eq!(found["properties"]["a"], "b");
+    assert_eq!(found["properties"]["KEYS"], "k1");
+    let at = found["start_deliver_time"].as_u64().expect("scheduled");
+    let published = found["publish_time"].as_u64().expect("publish time");
+    assert!((59_000..=61_000).contains(&(at - published)), "{found}");
+
+    // Bad input: the protocol's reason, as JSON; nothing published.
+    for (bad, says) in [
+        ("{", "not a message"),
+        (r#"{"body":""}"#, "empty"),
+        (r#"{"body":"x","delay":5}"#, "unknown field"),
+        (r#"{"body":"x","tag":"a||b"}"#, "tag"),
+    ] {
+        let answer = post_with_token(addr, target, TOKEN, bad).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad}: {answer}");
+        assert!(answer.contains("InvalidArgument"), "{bad}: {answer}");
+        assert!(answer.to_lowercase().contains(says), "{bad}: {answer}");
+    }
+    let half = post_with_token(
+        addr,
+        "/admin/topics/payments/messages",
+        TOKEN,
+        r#"{"body":"charge","transactional":true,"check_immunity_s":30}"#,
+    )
+    .await;
+    assert!(half.starts_with("HTTP/1.1 200"), "{half}");
+    assert!(!half.contains("\"receipt_handle\": null"), "{half}");
+    assert_eq!(broker.stats().published, 2);
+}
