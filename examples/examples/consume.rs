@@ -24,7 +24,7 @@
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use mq_broker::{Broker, EmbeddedBroker};
-use mq_tokio::{BatchSize, Client, GroupId, TopicMessage, TopicName, WaitSeconds};
+use mq_tokio::{BatchSize, Client, GroupId, StreamItem, TopicMessage, TopicName, WaitSeconds};
 use std::collections::HashSet;
 use std::env;
 use std::error::Error;
@@ -69,7 +69,11 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
                 None => break,
                 // A failed long poll is reported, then retried after a backoff.
                 Some(Err(e)) => println!("receive failed (retrying): {e}"),
-                Some(Ok(delivery)) => {
+                // A message the client cannot decode: left for redelivery (dropped).
+                Some(Ok(StreamItem::Poison(poison))) => {
+                    println!("cannot decode {:?}: {}", poison.message_id, poison.reason);
+                }
+                Some(Ok(StreamItem::Message(delivery))) => {
                     println!("received {} {:?}", delivery.message_id, delivery.body);
                     let ours = follow || published.contains(&delivery.message_id);
                     received += usize::from(ours);

@@ -18,7 +18,7 @@
 //! Last line: `summary: published=4 received=4 acked=4 ok`, or `… FAILED` (exit status 1).
 
 use futures::StreamExt;
-use mq_async_std::{BatchSize, Client, GroupId, TopicMessage, TopicName, WaitSeconds};
+use mq_async_std::{BatchSize, Client, GroupId, StreamItem, TopicMessage, TopicName, WaitSeconds};
 use mq_broker::{Broker, EmbeddedBroker};
 use std::collections::HashMap;
 use std::env;
@@ -62,7 +62,11 @@ async fn run() -> Result<ExitCode, Box<dyn Error>> {
         match smol::future::or(stream.next(), timeout).await {
             None => break,
             Some(Err(e)) => println!("receive failed (retrying): {e}"),
-            Some(Ok(delivery)) => {
+            // A message the client cannot decode: dropping it leaves it for redelivery.
+            Some(Ok(StreamItem::Poison(poison))) => {
+                println!("cannot decode {:?}: {}", poison.message_id, poison.reason);
+            }
+            Some(Ok(StreamItem::Message(delivery))) => {
                 let ours = keys.remove(&delivery.message_id).is_some();
                 println!("received {:?} with key {:?}", delivery.body, delivery.key());
                 received += usize::from(ours);

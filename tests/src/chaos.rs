@@ -49,6 +49,35 @@ pub enum Fault {
     /// Answer `403 AccessDenied` (an `Error` document, [`ACCESS_DENIED`]) without forwarding;
     /// keep the connection.
     Deny403,
+    /// Forward and answer, with the `MessageBodyMD5` of every message whose body starts
+    /// with [`POISON_PREFIX`] replaced by 32 zeros (same length): the client cannot trust
+    /// that message, every other one decodes. Keep the connection.
+    PoisonMd5,
+}
+
+/// Bodies starting with this get a wrong `MessageBodyMD5` under [`Fault::PoisonMd5`].
+pub const POISON_PREFIX: &str = "poison";
+
+/// `body` (a consume answer) with the MD5 of every message whose body starts with
+/// [`POISON_PREFIX`] zeroed.
+fn poison_md5(body: &mut [u8]) {
+    const MD5_OPEN: &[u8] = b"<MessageBodyMD5>";
+    let marker = format!("<MessageBody>{POISON_PREFIX}").into_bytes();
+    let mut from = 0;
+    while let Some(at) = body[from..]
+        .windows(marker.len())
+        .position(|w| w == marker.as_slice())
+        .map(|i| from + i)
+    {
+        if let Some(open) = body[..at]
+            .windows(MD5_OPEN.len())
+            .rposition(|w| w == MD5_OPEN)
+            && let Some(md5) = body.get_mut(open + MD5_OPEN.len()..open + MD5_OPEN.len() + 32)
+        {
+            md5.fill(b'0');
+        }
+        from = at + marker.len();
+    }
 }
 
 /// A `403 Error` body refusing the request (request id `CHAOS403`).
@@ -459,6 +488,13 @@ async fn serve(client: TcpStream, number: usize, shared: Arc<Shared>) {
         seen.upstream_body = answer.body.clone();
         lock(&shared.log).push(seen);
         match fault {
+            Fault::PoisonMd5 => {
+                let mut answer = answer;
+                poison_md5(&mut answer.body);
+                if client_write.write_all(&answer.bytes()).await.is_err() {
+                    return;
+                }
+            }
             Fault::Pass | Fault::DropKeepAlive => {
                 if client_write.write_all(&answer.bytes()).await.is_err() {
                     return;

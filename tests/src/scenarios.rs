@@ -426,7 +426,10 @@ pub async fn stream<R: Runtime + Default>(broker: &TestBroker) {
         let futures::future::Either::Left((Some(item), _)) = next else {
             continue;
         };
-        let delivery = item.expect("delivery");
+        let delivery = item
+            .expect("delivery")
+            .into_delivery()
+            .expect("a message that decodes");
         assert!(seen.insert(delivery.message_id.clone()), "no duplicates");
         acks.push(delivery.ack());
     }
@@ -549,13 +552,301 @@ pub async fn https<R: Runtime + Default>(broker: &TestBroker) {
     assert!(matches!(err, Error::Network(_)), "{err:?}");
 }
 
+// ----- the handler loop (`Consumer::handle`) -----
+
+/// A fresh topic with its group registered (so messages published from now on are
+/// delivered to it); the consumer and a producer.
+async fn registered(client: &Client, prefix: &str) -> (mq_client::Consumer, mq_client::Producer) {
+    let t = topic(prefix);
+    let consumer = client.consumer(t.clone(), group(&format!("GID_{prefix}")));
+    assert!(
+        consumer
+            .receive(batch(1), wait(0))
+            .await
+            .expect("register the group")
+            .is_empty()
+    );
+    (consumer, client.producer(t))
+}
+
+async fn publish_tagged(producer: &mq_client::Producer, body: &str, tag: Option<&str>) {
+    let mut message = TopicMessage::new(body).expect("message");
+    if let Some(tag) = tag {
+        message = message.with_tag(Tag::new(tag).expect("tag"));
+    }
+    producer.publish(&message).await.expect("publish");
+}
+
+/// Waits (polling every 20 ms, at most `within`) until `done` holds; whether it did.
+async fn eventually<R: Runtime + Default>(
+    within: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        sleep::<R>(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Receives directly from the broker for `within`; what arrives is not acked.
+async fn nothing_comes_back(consumer: &mq_client::Consumer, within: Duration) -> Vec<String> {
+    receive_n(consumer, 1, within)
+        .await
+        .into_iter()
+        .map(|m| m.body)
+        .collect()
+}
+
+/// Handlers per tag get their messages and the default handler the rest; never more than
+/// the limit run at once, and every handled message is acked.
+pub async fn handler_routes_by_tag_within_the_limit<R: Runtime + Default>(broker: &TestBroker) {
+    let client = client::<R>(broker);
+    let (consumer, producer) = registered(&client, "route").await;
+    let mut expected = BTreeSet::new();
+    for i in 0..4 {
+        for (route, tag) in [
+            ("A", Some("TagA")),
+            ("B", Some("TagB")),
+            ("default", Some("TagC")),
+            ("default", None),
+        ] {
+            let body = format!("{route}-{tag:?}-{i}");
+            publish_tagged(&producer, &body, tag).await;
+            expected.insert((route, body));
+        }
+    }
+    let seen: Arc<Mutex<BTreeSet<(&'static str, String)>>> = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = |route: &'static str| {
+        let (seen, running, most) = (seen.clone(), running.clone(), most.clone());
+        move |m: Message| {
+            let (seen, running, most) = (seen.clone(), running.clone(), most.clone());
+            async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = running.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                sleep::<R>(Duration::from_millis(100)).await;
+                running.fetch_sub(1, SeqCst);
+                seen.lock().expect("lock").insert((route, m.body));
+                Ok(())
+            }
+        }
+    };
+    let handling = consumer
+        .handle(handler("default"))
+        .route(Tag::new("TagA").expect("tag"), handler("A"))
+        .route(Tag::new("TagB").expect("tag"), handler("B"))
+        .with_concurrency(3)
+        .spawn();
+    let all = eventually::<R>(Duration::from_secs(20), || {
+        seen.lock().expect("lock").len() == 16
+    })
+    .await;
+    let summary = handling.shutdown().await.expect("the loop stops");
+    assert!(
+        all,
+        "every message handled: {:?}",
+        seen.lock().expect("lock")
+    );
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        expected,
+        "each message went to its tag's handler"
+    );
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= 3, "{most} handlers ran at once; the limit is 3");
+    assert_eq!(
+        most, 3,
+        "the loop uses its concurrency (16 messages were waiting)"
+    );
+    assert_eq!(
+        (summary.handled, summary.acked, summary.failed),
+        (16, 16, 0),
+        "{summary:?}"
+    );
+    // Acked for good: nothing is delivered again after the invisibility time (2 s).
+    sleep::<R>(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        nothing_comes_back(&consumer, Duration::from_secs(1)).await,
+        Vec::<String>::new()
+    );
+}
+
+/// A handler's `Err` leaves the message for redelivery with a higher `ConsumedTimes`;
+/// shutdown lets a running handler finish and its ack reach the broker.
+pub async fn handler_redelivers_on_err_and_shuts_down_gracefully<R: Runtime + Default>(
+    broker: &TestBroker,
+) {
+    let client = client::<R>(broker);
+    let (consumer, producer) = registered(&client, "hdl").await;
+    publish_tagged(&producer, "fail once", None).await;
+    let attempts: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let (started_tx, started_rx) = futures::channel::oneshot::channel::<()>();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handling = {
+        let (attempts, finished) = (attempts.clone(), finished.clone());
+        consumer
+            .handle(move |m: Message| {
+                let (attempts, started_tx, finished) =
+                    (attempts.clone(), started_tx.clone(), finished.clone());
+                async move {
+                    attempts
+                        .lock()
+                        .expect("lock")
+                        .push((m.body.clone(), m.consumed_times));
+                    if m.body == "fail once" && m.consumed_times == 1 {
+                        return Err("not yet".into());
+                    }
+                    if m.body == "slow" {
+                        if let Some(tx) = started_tx.lock().expect("lock").take() {
+                            let _ = tx.send(());
+                        }
+                        sleep::<R>(Duration::from_millis(600)).await;
+                        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(())
+                }
+            })
+            .spawn()
+    };
+    let redelivered = eventually::<R>(Duration::from_secs(15), || {
+        attempts.lock().expect("lock").len() >= 2
+    })
+    .await;
+    assert!(
+        redelivered,
+        "the failed message comes back: {:?}",
+        attempts.lock().expect("lock")
+    );
+    assert_eq!(
+        *attempts.lock().expect("lock"),
+        vec![("fail once".to_owned(), 1), ("fail once".to_owned(), 2)],
+        "redelivered after Err, with ConsumedTimes one higher"
+    );
+    publish_tagged(&producer, "slow", None).await;
+    started_rx.await.expect("the slow handler starts");
+    // Shut down while the slow handler runs: it finishes, and its ack is sent and answered.
+    let summary = handling.shutdown().await.expect("the loop stops");
+    assert!(
+        finished.load(std::sync::atomic::Ordering::SeqCst),
+        "the running handler finished"
+    );
+    assert_eq!(
+        (
+            summary.handled,
+            summary.acked,
+            summary.failed,
+            summary.ack_failed
+        ),
+        (2, 2, 1, 0),
+        "{summary:?}"
+    );
+    // Its ack arrived: it is not delivered again after the invisibility time (2 s).
+    sleep::<R>(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        nothing_comes_back(&consumer, Duration::from_secs(1)).await,
+        Vec::<String>::new()
+    );
+}
+
+/// Poison messages (here: a `MessageBodyMD5` a proxy corrupts) never reach a handler and do
+/// not stop the others. By default they are left (and come back); with
+/// [`PoisonPolicy::Ack`](mq_client::PoisonPolicy::Ack) they are acked and gone for good.
+pub async fn handler_poison_policy<R: Runtime + Default>(broker: &TestBroker) {
+    use crate::chaos::{ChaosProxy, Fault, POISON_PREFIX, Schedule};
+    let proxy = ChaosProxy::start(
+        broker.addr(),
+        Schedule::random(0, &[(Fault::PoisonMd5, 1)]).only("GET"),
+        Duration::from_secs(5),
+    );
+    let direct = client::<R>(broker);
+    let (consumer, producer) = registered(&direct, "poison").await;
+    let via_proxy = client_builder::<R>(&proxy.endpoint())
+        .build()
+        .expect("client");
+    let consumer_via_proxy = via_proxy.consumer(consumer.topic().clone(), consumer.group().clone());
+    let poison_body = format!("{POISON_PREFIX} pill");
+    publish_tagged(&producer, &poison_body, None).await;
+    publish_tagged(&producer, "good", None).await;
+    let handled: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = |handled: Arc<Mutex<Vec<String>>>| {
+        move |m: Message| {
+            let handled = handled.clone();
+            async move {
+                handled.lock().expect("lock").push(m.body);
+                Ok(())
+            }
+        }
+    };
+    let deliveries_of_poison = || {
+        proxy
+            .log()
+            .iter()
+            .filter(|s| s.method == "GET")
+            .filter(|s| {
+                s.upstream_body
+                    .windows(poison_body.len())
+                    .any(|w| w == poison_body.as_bytes())
+            })
+            .count()
+    };
+    // Default policy: left, so the broker delivers it again after its invisibility time.
+    let handling = consumer_via_proxy.handle(record(handled.clone())).spawn();
+    let came_back = eventually::<R>(Duration::from_secs(15), || deliveries_of_poison() >= 2).await;
+    let summary = handling.shutdown().await.expect("the loop stops");
+    assert!(came_back, "a poison message left is delivered again");
+    assert_eq!(
+        *handled.lock().expect("lock"),
+        vec!["good".to_owned()],
+        "handlers get only good messages"
+    );
+    // The redelivery may still be on its way to the loop when it stops (then it is released
+    // unseen): at least the first delivery was left.
+    assert!(
+        summary.poison_left >= 1 && summary.poison_acked == 0,
+        "{summary:?}"
+    );
+    assert_eq!((summary.handled, summary.acked), (1, 1), "{summary:?}");
+    // Ack policy: acked (dropped) on its next delivery.
+    let acks_before = proxy.log().iter().filter(|s| s.method == "DELETE").count();
+    let handling = consumer_via_proxy
+        .handle(record(handled.clone()))
+        .with_poison_policy(mq_client::PoisonPolicy::Ack)
+        .spawn();
+    let acked = eventually::<R>(Duration::from_secs(15), || {
+        proxy.log().iter().filter(|s| s.method == "DELETE").count() > acks_before
+    })
+    .await;
+    let summary = handling.shutdown().await.expect("the loop stops");
+    assert!(acked, "the poison message is acked");
+    assert_eq!(
+        (summary.poison_acked, summary.handled),
+        (1, 0),
+        "{summary:?}"
+    );
+    // Gone for good: the broker does not deliver it again.
+    sleep::<R>(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        nothing_comes_back(&consumer, Duration::from_secs(1)).await,
+        Vec::<String>::new()
+    );
+}
+
 /// Expands to one `#[test]` per scenario, each run by `$block_on` on runtime `$rt`.
 #[macro_export]
 macro_rules! scenario_tests {
     ($rt:ty, $block_on:expr) => {
         $crate::scenario_tests!(@each $rt, $block_on,
             publish_consume_ack, tag_filter, transactional_with_checker, delayed, orderly,
-            partial_ack_failure, stream, dropped_keep_alive, timeout, https);
+            partial_ack_failure, stream, dropped_keep_alive, timeout, https,
+            handler_routes_by_tag_within_the_limit,
+            handler_redelivers_on_err_and_shuts_down_gracefully, handler_poison_policy);
     };
     (@each $rt:ty, $block_on:expr, $($name:ident),*) => {
         $(

@@ -20,7 +20,7 @@ const EXAMPLE_TIME_LIMIT: Duration = Duration::from_secs(90);
 const ENDPOINT_VARS: [&str; 4] = ["MQ_ENDPOINT", "MQ_INSTANCE_ID", "MQ_TOPIC", "MQ_GROUP_ID"];
 
 /// Each example and the last line it must print.
-const EXPECTED: [(&str, &str); 9] = [
+const EXPECTED: [(&str, &str); 10] = [
     ("normal", "summary: published=4 received=4 acked=4 ok"),
     (
         "tag_filter",
@@ -34,6 +34,7 @@ const EXPECTED: [(&str, &str); 9] = [
     ),
     ("ordered", "summary: keys=2 received=8 fifo=true ok"),
     ("consume", "summary: published=8 received=8 acked=8 ok"),
+    ("handler", "summary: published=6 handled=6 acked=6 ok"),
     (
         "async_std_transactional",
         "summary: committed=3 rolled_back=1 received=[0,1,2] ok",

@@ -22,8 +22,8 @@ use mq_tests::chaos::{ChaosProxy, Fault, Schedule, Seen};
 use mq_tests::faults::Background;
 use mq_tests::{TestBroker, block_on, client_builder, unique};
 use mq_tokio::{
-    BatchSize, Client, ConsumerConfig, Error, ErrorCode, GroupId, RetryConfig, TimeoutConfig,
-    TokioRuntime, TopicMessage, TopicName, WaitSeconds,
+    BatchSize, Client, ConsumerConfig, Error, ErrorCode, GroupId, RetryConfig, StreamItem,
+    TimeoutConfig, TokioRuntime, TopicMessage, TopicName, WaitSeconds,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -563,7 +563,8 @@ fn consumer_stream_under_chaos_loses_nothing_and_acks_nothing_twice() {
             );
             tokio::select! {
                 item = stream.next() => match item {
-                    Some(Ok(delivery)) => {
+                    Some(Ok(StreamItem::Poison(p))) => panic!("the broker sent no poison: {p:?}"),
+                    Some(Ok(StreamItem::Message(delivery))) => {
                         let handle = delivery.receipt_handle.to_string();
                         assert!(handles_seen.insert(handle), "the stream handed out a receipt handle twice");
                         assert!(bodies.contains(&delivery.body), "unknown body {:?}", delivery.body);

@@ -127,7 +127,9 @@ fn stream_acks_refused_without_a_handle_are_reported_and_the_messages_come_back(
                         .await
                         .expect("a delivery in time")
                         .expect("stream open")
-                        .expect("delivery");
+                        .expect("delivery")
+                        .into_delivery()
+                        .expect("a message that decodes");
                     deliveries.push(d);
                 }
                 let handles: Vec<ReceiptHandle> = deliveries
@@ -287,7 +289,9 @@ fn stream_ack_refused_with_403_reports_the_service_error() {
             .await
             .expect("a delivery in time")
             .expect("stream open")
-            .expect("delivery");
+            .expect("delivery")
+            .into_delivery()
+            .expect("a message that decodes");
         let handle = delivery.receipt_handle.clone();
         match delivery.ack().await {
             Err(ack) => {

@@ -89,6 +89,7 @@ impl Outcomes {
                 }
             }
             ConsumerEvent::PollFailed { .. } => self.receive_errors += 1,
+            ConsumerEvent::Poison(p) => panic!("the broker core sends no poison: {p:?}"),
             ConsumerEvent::Drained => self.drained += 1,
         }
         None
@@ -800,6 +801,7 @@ fn run_checker(seed: u64, config: CheckerConfig, horizon: u64) {
                         }
                     }
                     ConsumerEvent::PollFailed { .. } => poll_errors += 1,
+                    ConsumerEvent::Poison(p) => panic!("the broker core sends no poison: {p:?}"),
                     ConsumerEvent::Drained => checker_drained = true,
                     ConsumerEvent::Refused { .. }
                     | ConsumerEvent::Expired { .. }

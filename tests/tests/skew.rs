@@ -78,7 +78,9 @@ async fn stream_ack(broker: &TestBroker, config: ConsumerConfig, key: Option<&st
         .await
         .expect("a delivery in time")
         .expect("stream open")
-        .expect("delivery");
+        .expect("delivery")
+        .into_delivery()
+        .expect("a message that decodes");
     delivery
         .ack()
         .await

@@ -46,7 +46,11 @@ async fn take<R: Runtime + Default>(
     while got.len() < n {
         match futures::future::select(stream.next(), &mut deadline).await {
             Either::Left((next, _)) => {
-                got.push(next.expect("the stream goes on").expect("a delivery"));
+                let item = next.expect("the stream goes on").expect("an item");
+                match item.into_delivery() {
+                    Ok(delivery) => got.push(delivery),
+                    Err(poison) => panic!("a poison message: {}", poison.reason),
+                }
             }
             Either::Right(_) => panic!("{} of {n} deliveries within 30 s", got.len()),
         }

@@ -3,11 +3,11 @@
 
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
-use crate::runtime::{BoxFuture, DynRuntime};
+use crate::runtime::{Background, BoxFuture, DynRuntime};
 use crate::transaction::TransactionProducer;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::mpsc;
 use mq_proto::machine::{CheckerConfig, ConsumerMachine, Decision};
-use mq_proto::{AckKind, Message, ReceiptHandle, TagFilter};
+use mq_proto::{AckKind, Message, PoisonMessage, ReceiptHandle, TagFilter};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -57,6 +57,15 @@ where
                 None => Command::Release(handle),
             }
         }))
+    }
+
+    /// A half message that cannot be decoded cannot be decided: it is left (released) to
+    /// be checked again, and counted as `unknown`.
+    fn poison(&mut self, poison: PoisonMessage, commands: &mpsc::UnboundedSender<Command>) {
+        self.report.checked += 1;
+        if let Some(handle) = poison.receipt_handle {
+            let _ = commands.unbounded_send(Command::Release(handle));
+        }
     }
 
     fn settled(&mut self, kind: AckKind, handle: &ReceiptHandle, outcome: &Result<(), AckError>) {
@@ -133,10 +142,7 @@ where
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct CheckerHandle {
-    stop: Option<oneshot::Sender<()>>,
-    done: oneshot::Receiver<Result<CheckerReport, Error>>,
-}
+pub struct CheckerHandle(Background<Result<CheckerReport, Error>>);
 
 impl CheckerHandle {
     /// Spawns the checker run that `run` makes from the stop signal it is given.
@@ -144,18 +150,7 @@ impl CheckerHandle {
         runtime: &Arc<dyn DynRuntime>,
         run: impl FnOnce(BoxFuture<()>) -> BoxFuture<Result<CheckerReport, Error>>,
     ) -> Self {
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (done_tx, done_rx) = oneshot::channel();
-        let run = run(Box::pin(async move {
-            let _ = stop_rx.await;
-        }));
-        runtime.spawn(Box::pin(async move {
-            let _ = done_tx.send(run.await);
-        }));
-        Self {
-            stop: Some(stop_tx),
-            done: done_rx,
-        }
+        Self(Background::spawn(runtime, run))
     }
 
     /// Stops polling, waits for in-flight decisions, and returns what the checker did.
@@ -164,10 +159,7 @@ impl CheckerHandle {
     ///
     /// [`Error::Shutdown`] when the checker's task ended without a report (the runtime
     /// dropped it, or the decision closure panicked).
-    pub async fn shutdown(mut self) -> Result<CheckerReport, Error> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.done).await.unwrap_or(Err(Error::Shutdown))
+    pub async fn shutdown(self) -> Result<CheckerReport, Error> {
+        self.0.stop().await.unwrap_or(Err(Error::Shutdown))
     }
 }

@@ -20,7 +20,8 @@ use futures::{FutureExt, StreamExt};
 use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_received};
 use mq_proto::machine::{ConsumerEvent, ConsumerMachine, ConsumerTransmit, FailureKind};
 use mq_proto::{
-    AckKind, ConsumeKind, GroupId, HandleFailure, Message, ReceiptHandle, TagFilter, TopicName,
+    AckKind, ConsumeKind, GroupId, HandleFailure, Message, PoisonMessage, ReceiptHandle, TagFilter,
+    TopicName,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,6 +53,10 @@ pub(crate) trait Handler: Send + 'static {
         message: Message,
         commands: &mpsc::UnboundedSender<Command>,
     ) -> Option<BoxFuture<Command>>;
+
+    /// A message the client could not decode; in hand when it has a receipt handle (the
+    /// handler acks or releases it through `commands`).
+    fn poison(&mut self, poison: PoisonMessage, commands: &mpsc::UnboundedSender<Command>);
 
     /// The outcome of one handle's settlement (before its reply, if any, receives it).
     fn settled(&mut self, kind: AckKind, handle: &ReceiptHandle, outcome: &Result<(), AckError>);
@@ -309,6 +314,15 @@ impl<H: Handler> Driver<H> {
                     if let Some(f) = self.handler.message(message, &self.commands_tx) {
                         work.push(Box::pin(f.map(Completion::Command)));
                     }
+                }
+                ConsumerEvent::Poison(poison) => {
+                    tracing::warn!(
+                        message_id = ?poison.message_id,
+                        consumed_times = ?poison.consumed_times,
+                        reason = %poison.reason,
+                        "received a message that cannot be decoded"
+                    );
+                    self.handler.poison(poison, &self.commands_tx);
                 }
                 ConsumerEvent::Settled { kind, handles } => {
                     for h in handles {

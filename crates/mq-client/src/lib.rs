@@ -11,7 +11,8 @@
 //!
 //! Layers, top-down:
 //! - [`Client`] / [`ClientBuilder`]: endpoint, credentials, instance, timeouts, retries, TLS.
-//! - [`Producer`], [`TransactionProducer`], [`Consumer`] (+ [`MessageStream`]).
+//! - [`Producer`], [`TransactionProducer`], [`Consumer`] (+ [`MessageStream`], and the
+//!   handler loop [`Consumer::handle`] on top of it).
 //! - [`Transport`] (default [`PooledTransport`]) over a [`Runtime`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, clippy::missing_errors_doc)]
@@ -22,6 +23,7 @@ mod consumer;
 mod credentials;
 mod driver;
 mod error;
+mod handling;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod producer;
@@ -45,6 +47,7 @@ pub use credentials::{
     StaticCredentials, credentials_from_env,
 };
 pub use error::{AckError, ConfigError, Error, InvalidInput};
+pub use handling::{HandlerError, HandlerHandle, HandlerSummary, MessageHandler, PoisonPolicy};
 pub use producer::Producer;
 pub use proxy::{PROXY_ENV_VARS, Proxy, Tunnel, TunnelRefused};
 #[cfg(feature = "async-io")]
@@ -52,7 +55,7 @@ pub use rt_async_io::{AsyncIo, AsyncIoRuntime};
 #[cfg(feature = "tokio")]
 pub use rt_tokio::{TokioIo, TokioRuntime};
 pub use runtime::{BoxFuture, ConnectTarget, Runtime};
-pub use stream::{AckFuture, Delivery, MessageStream};
+pub use stream::{AckFuture, Delivery, MessageStream, PoisonDelivery, StreamItem};
 pub use tls::TlsRoots;
 pub use transaction::{TransactionProducer, TransactionReceipt};
 pub use transport::{
@@ -66,6 +69,6 @@ pub use mq_proto::machine::{CheckerConfig, ConsumerConfig, Decision, RetryConfig
 pub use mq_proto::sign::Credentials;
 pub use mq_proto::{
     BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message, MessageError,
-    MessageId, Properties, ReceiptHandle, Tag, TagFilter, TopicMessage, TopicName,
-    TransCheckImmunity, WaitSeconds,
+    MessageId, PoisonMessage, PoisonReason, Properties, ReceiptHandle, Tag, TagFilter,
+    TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };

@@ -172,6 +172,46 @@ pub(crate) fn default_runtime() -> Option<Arc<dyn DynRuntime>> {
     None
 }
 
+/// A run on the client's runtime that the user stops and whose result the user awaits (the
+/// transaction checker's [`CheckerHandle`](crate::CheckerHandle), the message handler's
+/// [`HandlerHandle`](crate::HandlerHandle)). Dropping it stops the run without waiting.
+#[derive(Debug)]
+pub(crate) struct Background<T> {
+    stop: Option<futures::channel::oneshot::Sender<()>>,
+    done: futures::channel::oneshot::Receiver<T>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    /// Spawns the run that `run` makes from the stop signal it is given (a future that
+    /// completes when [`stop`](Self::stop) is called or this value is dropped).
+    pub(crate) fn spawn(
+        runtime: &Arc<dyn DynRuntime>,
+        run: impl FnOnce(BoxFuture<()>) -> BoxFuture<T>,
+    ) -> Self {
+        let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+        let (done_tx, done_rx) = futures::channel::oneshot::channel();
+        let run = run(Box::pin(async move {
+            let _ = stop_rx.await;
+        }));
+        runtime.spawn(Box::pin(async move {
+            let _ = done_tx.send(run.await);
+        }));
+        Self {
+            stop: Some(stop_tx),
+            done: done_rx,
+        }
+    }
+
+    /// Signals the run to stop and waits for its result; `None` when its task ended without
+    /// one (the runtime dropped it, or it panicked).
+    pub(crate) async fn stop(mut self) -> Option<T> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.done).await.ok()
+    }
+}
+
 /// Runs `future` for at most `duration` on `runtime`'s timer; `None` on timeout.
 pub(crate) async fn timeout<R: Runtime, T>(
     runtime: &R,

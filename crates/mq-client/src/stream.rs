@@ -1,4 +1,5 @@
-//! [`MessageStream`]: a `futures::Stream` of [`Delivery`]s, driven by
+//! [`MessageStream`]: a `futures::Stream` of [`Delivery`]s (and [`PoisonDelivery`]s for
+//! messages the client cannot decode), driven by
 //! [`mq_proto::machine::ConsumerMachine`] in a background task (the driver shared with the
 //! transaction checker, `driver.rs`; this file is its [`Handler`]).
 //!
@@ -17,11 +18,66 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, Stream, StreamExt};
 use metrics::Gauge;
 use mq_proto::machine::{ConsumerConfig, ConsumerMachine};
-use mq_proto::{AckKind, Message, ReceiptHandle};
+use mq_proto::{AckKind, Message, PoisonMessage, ReceiptHandle};
 use std::fmt;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// The user's side of a message in hand (a [`Delivery`] or a [`PoisonDelivery`]): acks or
+/// releases it through the driver, and releases it when dropped unsettled.
+pub(crate) struct InHand {
+    /// `None` for a poison message whose handle could not be read: nothing to settle.
+    handle: Option<ReceiptHandle>,
+    commands: mpsc::UnboundedSender<Command>,
+    settled: bool,
+    /// Counts the message in the stream's in-flight gauge until it is dropped (every way it
+    /// ends: ack, release, drop).
+    _counted: Counted,
+}
+
+impl InHand {
+    fn new(
+        handle: Option<ReceiptHandle>,
+        commands: &mpsc::UnboundedSender<Command>,
+        in_flight: &Gauge,
+    ) -> Self {
+        Self {
+            handle,
+            commands: commands.clone(),
+            settled: false,
+            _counted: Counted::new(in_flight.clone()),
+        }
+    }
+
+    pub(crate) fn ack(&mut self) -> Option<AckFuture> {
+        self.settled = true;
+        let handle = self.handle.clone()?;
+        let (tx, rx) = oneshot::channel();
+        // If the driver is gone, the receiver resolves to a shutdown error.
+        let _ = self.commands.unbounded_send(Command::Settle {
+            handle: handle.clone(),
+            kind: AckKind::Ack,
+            reply: Some(tx),
+        });
+        Some(AckFuture { rx, handle })
+    }
+
+    pub(crate) fn release(&mut self) {
+        self.settled = true;
+        if let Some(handle) = self.handle.clone() {
+            let _ = self.commands.unbounded_send(Command::Release(handle));
+        }
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.release();
+        }
+    }
+}
 
 /// One received message, in hand until acked or released. Dropping it without acking
 /// releases it (it will be delivered again after its invisibility time).
@@ -30,14 +86,14 @@ use std::task::{Context, Poll};
 ///
 /// ```no_run
 /// use futures::StreamExt;
-/// use mq_client::MessageStream;
+/// use mq_client::{MessageStream, StreamItem};
 ///
 /// # async fn example(mut stream: MessageStream) -> Result<(), Box<dyn std::error::Error>> {
-/// if let Some(delivery) = stream.next().await {
-///     let delivery = delivery?;
-///     if delivery.body.is_empty() {
+/// match stream.next().await.transpose()? {
+///     Some(StreamItem::Message(delivery)) if delivery.body.is_empty() => {
 ///         delivery.release(); // not for us now: delivered again later
-///     } else {
+///     }
+///     Some(StreamItem::Message(delivery)) => {
 ///         println!("{} (delivered {} times)", delivery.body, delivery.consumed_times);
 ///         if let Err(e) = delivery.ack().await {
 ///             // Refused (`failures()`), expired before it was sent (`expired()`), or the
@@ -45,16 +101,17 @@ use std::task::{Context, Poll};
 ///             eprintln!("not acknowledged: {e}");
 ///         }
 ///     }
+///     Some(StreamItem::Poison(poison)) => {
+///         eprintln!("cannot decode {:?}: {}", poison.message_id, poison.reason);
+///         poison.release(); // or `poison.ack()` to drop it
+///     }
+///     None => {}
 /// }
 /// # Ok(()) }
 /// ```
 pub struct Delivery {
     message: Message,
-    commands: mpsc::UnboundedSender<Command>,
-    settled: bool,
-    /// Counts the delivery in the stream's in-flight gauge until it is dropped (every way a
-    /// delivery ends: ack, release, drop).
-    _in_hand: Counted,
+    in_hand: InHand,
 }
 
 impl fmt::Debug for Delivery {
@@ -81,39 +138,91 @@ impl Delivery {
     /// Queues the ack (sent in a batch shortly) and returns a future of its outcome. The ack
     /// is sent whether or not the future is awaited.
     pub fn ack(mut self) -> AckFuture {
-        self.settled = true;
-        let (tx, rx) = oneshot::channel();
-        let handle = self.message.receipt_handle.clone();
-        if self
-            .commands
-            .unbounded_send(Command::Settle {
-                handle: handle.clone(),
-                kind: AckKind::Ack,
-                reply: Some(tx),
-            })
-            .is_err()
-        {
-            // The driver is gone: the receiver below resolves to a shutdown error.
+        match self.in_hand.ack() {
+            Some(ack) => ack,
+            // A delivery always has its handle; this arm is never taken.
+            None => AckFuture::shut_down(self.message.receipt_handle.clone()),
         }
-        AckFuture { rx, handle }
     }
 
     /// Gives the message back without acking: it is no longer counted as in hand and will be
     /// delivered again after its invisibility time.
     pub fn release(mut self) {
-        self.settled = true;
-        let _ = self
-            .commands
-            .unbounded_send(Command::Release(self.message.receipt_handle.clone()));
+        self.in_hand.release();
+    }
+
+    /// The message, and what acks or releases it (released when dropped unsettled).
+    pub(crate) fn into_parts(self) -> (Message, InHand) {
+        (self.message, self.in_hand)
     }
 }
 
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        if !self.settled {
-            let _ = self
-                .commands
-                .unbounded_send(Command::Release(self.message.receipt_handle.clone()));
+/// A message the client could not decode (see [`PoisonMessage`]: what could be read of it,
+/// its raw bytes and the reason), in hand like a [`Delivery`] when its receipt handle could
+/// be read: [`ack`](Self::ack) drops it for good, [`release`](Self::release) (or dropping
+/// it) leaves it to be delivered again after its invisibility time — and, once the broker's
+/// retries are used up, to the dead-letter queue.
+///
+/// It dereferences to its [`PoisonMessage`].
+pub struct PoisonDelivery {
+    poison: PoisonMessage,
+    in_hand: InHand,
+}
+
+impl fmt::Debug for PoisonDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoisonDelivery")
+            .field("poison", &self.poison)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for PoisonDelivery {
+    type Target = PoisonMessage;
+    fn deref(&self) -> &PoisonMessage {
+        &self.poison
+    }
+}
+
+impl PoisonDelivery {
+    /// What could be read of the message, its raw bytes and why it could not be decoded.
+    pub fn poison(&self) -> &PoisonMessage {
+        &self.poison
+    }
+
+    /// Queues an ack that drops the message for good, like [`Delivery::ack`]; `None` when
+    /// its receipt handle could not be read (nothing can ack it then).
+    pub fn ack(mut self) -> Option<AckFuture> {
+        self.in_hand.ack()
+    }
+
+    /// Leaves the message to be delivered again after its invisibility time.
+    pub fn release(mut self) {
+        self.in_hand.release();
+    }
+}
+
+/// One item of a [`MessageStream`]: a message, or a message the client could not decode.
+/// Both are in hand until acked or released (dropping releases).
+#[derive(Debug)]
+pub enum StreamItem {
+    /// A message that decoded.
+    Message(Delivery),
+    /// A message that did not: the rest of its batch is delivered as usual.
+    Poison(PoisonDelivery),
+}
+
+impl StreamItem {
+    /// The delivery, or the poison delivery as the error.
+    ///
+    /// # Errors
+    ///
+    /// The [`PoisonDelivery`] (boxed: it is large) when the message could not be decoded;
+    /// still in hand: ack or release it, or drop it to release it.
+    pub fn into_delivery(self) -> Result<Delivery, Box<PoisonDelivery>> {
+        match self {
+            Self::Message(d) => Ok(d),
+            Self::Poison(p) => Err(Box::new(p)),
         }
     }
 }
@@ -132,6 +241,14 @@ impl fmt::Debug for AckFuture {
     }
 }
 
+impl AckFuture {
+    /// A future that reports the driver as gone: whether the ack went out is unknown.
+    fn shut_down(handle: ReceiptHandle) -> Self {
+        let (_, rx) = oneshot::channel();
+        Self { rx, handle }
+    }
+}
+
 impl std::future::Future for AckFuture {
     type Output = Result<(), AckError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -146,12 +263,14 @@ impl std::future::Future for AckFuture {
     }
 }
 
-/// A stream of deliveries. Items are `Err` when a receive failed (the stream keeps going and
-/// retries after a backoff); it ends after [`MessageStream::shutdown`].
+/// A stream of deliveries: [`StreamItem::Message`] for a message, [`StreamItem::Poison`] for
+/// one the client could not decode (the rest of its batch is delivered). Items are `Err`
+/// when a receive failed (the stream keeps going and retries after a backoff); it ends after
+/// [`MessageStream::shutdown`].
 ///
 /// ```no_run
 /// use futures::StreamExt;
-/// use mq_client::{Consumer, ConsumerConfig, WaitSeconds};
+/// use mq_client::{Consumer, ConsumerConfig, StreamItem, WaitSeconds};
 /// use std::time::Duration;
 ///
 /// # async fn example(consumer: Consumer) -> Result<(), Box<dyn std::error::Error>> {
@@ -162,11 +281,16 @@ impl std::future::Future for AckFuture {
 /// let mut handled = 0;
 /// while let Some(item) = stream.next().await {
 ///     match item {
-///         Ok(delivery) => {
+///         Ok(StreamItem::Message(delivery)) => {
 ///             println!("{}", delivery.body);
 ///             // Batched with other acks; awaiting the future is optional.
 ///             let _ack = delivery.ack();
 ///             handled += 1;
+///         }
+///         // Cannot be decoded: drop it (or release it to have it delivered again).
+///         Ok(StreamItem::Poison(poison)) => {
+///             eprintln!("dropping {:?}: {}", poison.message_id, poison.reason);
+///             let _ack = poison.ack();
 ///         }
 ///         // A failed receive: the stream retries after a backoff.
 ///         Err(e) if e.is_retryable() => eprintln!("receive failed, retrying: {e}"),
@@ -180,7 +304,7 @@ impl std::future::Future for AckFuture {
 /// # Ok(()) }
 /// ```
 pub struct MessageStream {
-    deliveries: mpsc::UnboundedReceiver<Result<Delivery, Error>>,
+    deliveries: mpsc::UnboundedReceiver<Result<StreamItem, Error>>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -191,7 +315,7 @@ impl fmt::Debug for MessageStream {
 }
 
 impl Stream for MessageStream {
-    type Item = Result<Delivery, Error>;
+    type Item = Result<StreamItem, Error>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.deliveries.poll_next_unpin(cx)
     }
@@ -253,7 +377,7 @@ impl MessageStream {
 /// The stream's side of the driver: messages become [`Delivery`]s, outcomes go to each
 /// [`AckFuture`] (the driver does that), receive errors become `Err` items.
 struct StreamHandler {
-    deliveries: mpsc::UnboundedSender<Result<Delivery, Error>>,
+    deliveries: mpsc::UnboundedSender<Result<StreamItem, Error>>,
     in_flight: Gauge,
 }
 
@@ -263,15 +387,23 @@ impl Handler for StreamHandler {
         message: Message,
         commands: &mpsc::UnboundedSender<Command>,
     ) -> Option<BoxFuture<Command>> {
-        let delivery = Delivery {
-            message,
-            commands: commands.clone(),
-            settled: false,
-            _in_hand: Counted::new(self.in_flight.clone()),
-        };
+        let in_hand = InHand::new(
+            Some(message.receipt_handle.clone()),
+            commands,
+            &self.in_flight,
+        );
         // If the stream is gone the delivery is dropped here and releases itself.
-        let _ = self.deliveries.unbounded_send(Ok(delivery));
+        let _ = self
+            .deliveries
+            .unbounded_send(Ok(StreamItem::Message(Delivery { message, in_hand })));
         None
+    }
+
+    fn poison(&mut self, poison: PoisonMessage, commands: &mpsc::UnboundedSender<Command>) {
+        let in_hand = InHand::new(poison.receipt_handle.clone(), commands, &self.in_flight);
+        let _ = self
+            .deliveries
+            .unbounded_send(Ok(StreamItem::Poison(PoisonDelivery { poison, in_hand })));
     }
 
     fn settled(&mut self, _: AckKind, _: &ReceiptHandle, _: &Result<(), AckError>) {}

@@ -618,8 +618,8 @@ pub fn response_date_ms(headers: &HeaderMap) -> Option<u64> {
     u64::try_from(ms).ok()
 }
 
-/// Decodes a receive or half-message poll answer for the state machines: the messages as
-/// [`decode_consume_response`] gives them, with the server's time from the `Date` header
+/// Decodes a receive or half-message poll answer for the state machines: the entries
+/// (messages and poison messages) as [`decode_consume_entries`] gives them, with the server's time from the `Date` header
 /// ([`response_date_ms`]).
 ///
 /// # Errors
@@ -631,7 +631,7 @@ pub fn response_date_ms(headers: &HeaderMap) -> Option<u64> {
 /// h.insert(http::header::DATE, "Thu, 07 Mar 2024 18:49:58 GMT".parse()?);
 /// let empty = br#"<Error><Code>MessageNotExist</Code><Message>m</Message></Error>"#;
 /// let r = mq_proto::client::decode_received(StatusCode::NOT_FOUND, &h, empty)?;
-/// assert!(r.messages.is_empty());
+/// assert!(r.entries.is_empty());
 /// assert_eq!(r.server_time_ms, Some(1_709_837_398_000));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -640,44 +640,94 @@ pub fn decode_received(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<crate::machine::Received, ResponseError> {
-    let messages = decode_consume_response(status, headers, body)?;
-    Ok(crate::machine::Received::new(
-        messages,
+    let entries = decode_consume_entries(status, headers, body)?;
+    Ok(crate::machine::Received::with_entries(
+        entries,
         response_date_ms(headers),
     ))
 }
 
 /// Decodes a consume response: 2xx with a `Messages` document (PROTOCOL §3.4); 404
-/// `MessageNotExist` means "no messages" and gives an empty list.
+/// `MessageNotExist` means "no messages" and gives an empty list. Every message must decode:
+/// a poison message ([`decode_consume_entries`]) fails the whole response here, with its
+/// reason as the [`DecodeError`].
 ///
-/// Decoding is lenient where SDKs are: `Properties` segments that are not a valid `key:value`
-/// pair are skipped (like the Python and Go SDKs), a `MessageTag` that is not a valid
-/// [`Tag`](crate::Tag) is dropped, and a missing `MessageBodyMD5` leaves `body_md5` empty. A message
-/// without id, handle, body or times is an error.
+/// Decoding is lenient where SDKs are: `Properties` segments the SDKs skip are skipped, a
+/// `MessageTag` that is not a valid [`Tag`](crate::Tag) is dropped, and a missing
+/// `MessageBodyMD5` leaves `body_md5` empty.
 ///
 /// # Errors
 ///
 /// [`ResponseError::Service`] for an error status other than `MessageNotExist`;
 /// [`ResponseError::Decode`] for a body that is not a valid `Messages` document or a
-/// message missing a required element.
+/// message that does not decode.
 pub fn decode_consume_response(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<Message>, ResponseError> {
+    decode_consume_entries(status, headers, body)?
+        .into_iter()
+        .map(|e| match e {
+            consume::Entry::Message(m) => Ok(m),
+            consume::Entry::Poison(p) => Err(ResponseError::Decode(p.reason.into())),
+        })
+        .collect()
+}
+
+/// Decodes a consume response like [`decode_consume_response`], keeping every message that
+/// decodes when one does not: each `Message` element becomes a
+/// [`consume::Entry`], in document order — [`Message`](consume::Entry::Message), or
+/// [`Poison`](consume::Entry::Poison) for one the client cannot decode (text that is not
+/// UTF-8 or not allowed in XML inside it, a `MessageBodyMD5` that does not match the body
+/// (§3.8), bad `Properties` (§4), a missing or invalid required element), with the id,
+/// handle, raw bytes and reason of [`PoisonMessage`](consume::PoisonMessage).
+///
+/// # Errors
+///
+/// [`ResponseError::Service`] for an error status other than `MessageNotExist`;
+/// [`ResponseError::Decode`] for a body that is not a `Messages` document of well-formed XML
+/// (bad bytes outside every `Message` element included).
+pub fn decode_consume_entries(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<consume::Entry>, ResponseError> {
     if !status.is_success() {
         return match failure(status, headers, body) {
             ResponseError::Service(e) if e.code == ErrorCode::MessageNotExist => Ok(Vec::new()),
             other => Err(other),
         };
     }
-    let mut r = XmlReader::new(body);
-    match r.root().map_err(DecodeError::from)? {
+    // Damaged text is replaced (same length) so the structure can still be read; where the
+    // damage lies decides between one poison message and a failed document.
+    let clean = XmlReader::new(body);
+    let substituted = if clean.chars_failed() {
+        crate::xml::substitute_invalid_chars(body)
+    } else {
+        None
+    };
+    let (mut r, bad) = match &substituted {
+        Some((doc, bad)) => (XmlReader::new(doc), bad.as_slice()),
+        None => (clean, [].as_slice()),
+    };
+    let whole = || {
+        crate::xml::char_error(body).map_or_else(
+            || DecodeError::Xml("invalid characters".into()),
+            DecodeError::from,
+        )
+    };
+    let root = r
+        .root()
+        .map_err(|e| if bad.is_empty() { e.into() } else { whole() })?;
+    match root {
         Elem::Messages => {}
+        _ if !bad.is_empty() => return Err(whole().into()),
         Elem::Error => return Err(read_error(&mut r, status, headers)?.into()),
         _ => return Err(unexpected_root(&r, "Messages").into()),
     }
-    Ok(consume::decode_response(&mut r)?)
+    consume::decode_entries(&mut r, body, bad)
+        .map_err(|e| if bad.is_empty() { e } else { whole() }.into())
 }
 
 /// Decodes an ack, commit or rollback response (PROTOCOL §3.6): 2xx → no failures; an error

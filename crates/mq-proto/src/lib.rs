@@ -38,4 +38,5 @@ pub use types::{
     MAX_SUBSCRIPTION_NAMES_LEN, MAX_TAG_LEN, MessageId, NamesTooLong, ReceiptHandle, Tag,
     TagFilter, TopicName, TransCheckImmunity, WaitSeconds, check_subscription_names,
 };
+pub use wire::consume::{Entry, PoisonMessage, PoisonReason};
 pub use xml::is_xml_char;

@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use bytes::Bytes;
 use memchr::{memchr, memchr_iter, memchr2_iter, memchr3};
@@ -198,6 +199,8 @@ pub(crate) struct XmlReader<'a> {
     seen_root: bool,
     root_closed: bool,
     root_name: Option<String>,
+    /// Byte offset in the body where the last event read began.
+    event_start: usize,
 }
 
 impl<'a> XmlReader<'a> {
@@ -224,7 +227,27 @@ impl<'a> XmlReader<'a> {
             seen_root: false,
             root_closed: false,
             root_name: None,
+            event_start: 0,
         }
+    }
+
+    /// Whether the body failed the character check of [`new`](Self::new) (not UTF-8, or a
+    /// character XML does not allow): every read reports that error.
+    pub(crate) fn chars_failed(&self) -> bool {
+        self.failed.is_some() && self.at_start
+    }
+
+    /// Byte offset in the body just past the last event read (after an element's end tag
+    /// once [`read_text`](Self::read_text), [`skip`](Self::skip) or
+    /// [`children`](Self::children) returned).
+    pub(crate) fn position(&self) -> usize {
+        usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX)
+    }
+
+    /// Byte offset in the body where the last event read began (the `<` of an element that
+    /// was just started).
+    pub(crate) fn event_start(&self) -> usize {
+        self.event_start
     }
 
     /// The local name of the root element, once seen (for error messages).
@@ -240,6 +263,7 @@ impl<'a> XmlReader<'a> {
             return Err(e.clone());
         }
         let at_start = std::mem::replace(&mut self.at_start, false);
+        self.event_start = self.position();
         let event = match self.reader.read_event() {
             Ok(event) => event,
             Err(e) => return Err(self.fail(syntax(e))),
@@ -538,6 +562,60 @@ fn check_chars(bytes: &[u8]) -> Result<(&str, Found), XmlError> {
         }
     }
     Ok((text, found))
+}
+
+/// For a body that fails [`check_chars`]: a copy in which every byte of an invalid UTF-8
+/// sequence and of a character XML does not allow is replaced by `?` (so offsets stay those
+/// of the body), and the replaced byte ranges in order. `None` when the body passes.
+///
+/// Lets a decoder read the structure of a document whose text is damaged in places and
+/// judge each damaged place by where it lies (see `wire::consume`).
+pub(crate) fn substitute_invalid_chars(body: &[u8]) -> Option<(Vec<u8>, Vec<Range<usize>>)> {
+    if check_chars(body).is_ok() {
+        return None;
+    }
+    let mut out = body.to_vec();
+    let mut bad: Vec<Range<usize>> = Vec::new();
+    let mut mark = |range: Range<usize>, out: &mut Vec<u8>| {
+        if let Some(bytes) = out.get_mut(range.clone()) {
+            bytes.fill(b'?');
+        }
+        match bad.last_mut() {
+            Some(last) if last.end == range.start => last.end = range.end,
+            _ => bad.push(range),
+        }
+    };
+    let mut at = 0;
+    while at < body.len() {
+        let rest = body.get(at..).unwrap_or_default();
+        let (valid, invalid_len) = match std::str::from_utf8(rest) {
+            Ok(s) => (s, 0),
+            Err(e) => {
+                let valid = rest
+                    .get(..e.valid_up_to())
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .unwrap_or_default();
+                (valid, e.error_len().unwrap_or(rest.len() - e.valid_up_to()))
+            }
+        };
+        for (i, c) in valid.char_indices() {
+            if !is_xml_char(c) {
+                mark(at + i..at + i + c.len_utf8(), &mut out);
+            }
+        }
+        at += valid.len();
+        if invalid_len > 0 {
+            mark(at..at + invalid_len, &mut out);
+            at += invalid_len;
+        }
+    }
+    Some((out, bad))
+}
+
+/// The error [`XmlReader::new`] reports for `body` (the first read's), if its characters
+/// fail the check.
+pub(crate) fn char_error(body: &[u8]) -> Option<XmlError> {
+    check_chars(body).err()
 }
 
 /// The `Char` check of [`check_chars`]; returns whether `text` holds a CR.

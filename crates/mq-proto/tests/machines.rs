@@ -9,8 +9,8 @@ use mq_proto::machine::{
     Decision, FailureKind, Jitter, MIN_BACKOFF, Received, RetryConfig,
 };
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, ErrorCode, HandleFailure, Message, MessageId, Properties,
-    ReceiptHandle, WaitSeconds,
+    AckKind, BatchSize, ConsumeKind, Entry, ErrorCode, HandleFailure, Message, MessageId,
+    PoisonMessage, PoisonReason, Properties, ReceiptHandle, WaitSeconds,
 };
 use proptest::prelude::*;
 
@@ -87,6 +87,84 @@ fn expect_ack(m: &mut ConsumerMachine, now: Instant) -> (u64, Vec<ReceiptHandle>
 
 fn no_jitter() -> RetryConfig {
     RetryConfig::default().with_jitter(Jitter::None)
+}
+
+// ----- poison messages -----
+
+fn poison(n: u64, with_handle: bool) -> PoisonMessage {
+    PoisonMessage {
+        message_id: Some(MessageId::new(format!("P{n}")).unwrap()),
+        receipt_handle: with_handle.then(|| handle(&format!("P{n}-h"))),
+        next_consume_time: Some(WALL0 + 300_000),
+        consumed_times: Some(2),
+        raw: bytes::Bytes::from_static(b"<Message>...</Message>"),
+        reason: PoisonReason::Md5Mismatch {
+            reported: "00".into(),
+            computed: mq_proto::body_md5("body"),
+        },
+    }
+}
+
+#[test]
+fn poison_messages_come_out_in_order_and_in_hand_when_they_have_a_handle() {
+    let now = t0();
+    let mut m = ConsumerMachine::new(ConsumerConfig::default().with_max_in_hand(3), 1);
+    let (id, _) = expect_receive(&mut m, now);
+    let entries = vec![
+        Entry::Message(msg(0, WALL0 + 300_000)),
+        Entry::Poison(poison(1, true)),
+        Entry::Poison(poison(2, false)),
+        Entry::Message(msg(3, WALL0 + 300_000)),
+    ];
+    m.handle_poll(now, id, Ok(Received::with_entries(entries, Some(WALL0))));
+    let got = events(&mut m);
+    assert!(
+        matches!(
+            got.as_slice(),
+            [
+                ConsumerEvent::Message(a),
+                ConsumerEvent::Poison(p),
+                ConsumerEvent::Poison(q),
+                ConsumerEvent::Message(b),
+            ] if a.message_id.as_str() == "M00000000" && p.receipt_handle.is_some()
+                && q.receipt_handle.is_none() && b.message_id.as_str() == "M00000003"
+        ),
+        "{got:?}"
+    );
+    // Two messages and the poison one with a handle are in hand; the room is used up.
+    assert_eq!(m.in_hand(), 3);
+    assert!(m.is_in_hand(&handle("P1-h")));
+    assert_eq!(m.poll_transmit(now), None);
+    // Acking the poison message drops it like any message; releasing the others frees room.
+    m.ack(now, &handle("P1-h")).unwrap();
+    let (ack, sent) = expect_ack(&mut m, now + ms(100));
+    assert_eq!(sent, vec![handle("P1-h")]);
+    m.handle_settle(now + ms(100), ack, Ok(vec![]));
+    assert_eq!(
+        events(&mut m),
+        vec![ConsumerEvent::Settled {
+            kind: AckKind::Ack,
+            handles: vec![handle("P1-h")]
+        }]
+    );
+    assert_eq!(m.release_all(), 2);
+    let (_, batch) = expect_receive(&mut m, now + ms(100));
+    assert_eq!(batch, 3);
+}
+
+#[test]
+fn a_released_poison_message_is_left_for_redelivery() {
+    let now = t0();
+    let mut m = ConsumerMachine::new(ConsumerConfig::default(), 1);
+    let (id, _) = expect_receive(&mut m, now);
+    let entries = vec![Entry::Poison(poison(1, true))];
+    m.handle_poll(now, id, Ok(Received::with_entries(entries, Some(WALL0))));
+    let _ = events(&mut m);
+    m.release(&handle("P1-h")).unwrap();
+    assert_eq!(m.in_hand(), 0);
+    assert_eq!(m.pending_acks(), 0);
+    m.shutdown(now);
+    assert_eq!(events(&mut m), vec![ConsumerEvent::Drained]);
 }
 
 // ----- refusals that name no handle (issue: refused acks reported as success) -----
@@ -1271,6 +1349,7 @@ impl ConsumerSim {
                 }
             }
             ConsumerEvent::PollFailed { .. } => {}
+            ConsumerEvent::Poison(p) => panic!("the simulated server sends no poison: {p:?}"),
             ConsumerEvent::Drained => {
                 self.drained += 1;
                 assert_eq!(self.m.in_hand(), 0);
@@ -1572,6 +1651,9 @@ fn run_checker_sim(seed: u64, max_in_hand: usize, fail_rate: f64) {
                         *outcomes.entry(handle).or_default() += 1;
                     }
                     ConsumerEvent::PollFailed { .. } => {}
+                    ConsumerEvent::Poison(p) => {
+                        panic!("the simulated server sends no poison: {p:?}")
+                    }
                     ConsumerEvent::Drained => {
                         drained += 1;
                         assert!(inflight.is_empty());

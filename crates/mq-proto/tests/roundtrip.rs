@@ -8,9 +8,9 @@ use http::{HeaderMap, StatusCode};
 use mq_proto::client::{self, Endpoint, PublishReceipt, RequestContext, ResponseError};
 use mq_proto::server::{self, Operation, ParsedRequest};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, Credentials, ErrorCode, GroupId, HandleFailure, InstanceId,
-    Message, MessageId, Properties, ReceiptHandle, SYSTEM_KEYS, Tag, TagFilter, TopicMessage,
-    TopicName, TransCheckImmunity, WaitSeconds,
+    AckKind, BatchSize, ConsumeKind, Credentials, Entry, ErrorCode, GroupId, HandleFailure,
+    InstanceId, Message, MessageId, PoisonReason, Properties, ReceiptHandle, SYSTEM_KEYS, Tag,
+    TagFilter, TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
 use proptest::prelude::*;
 
@@ -290,10 +290,28 @@ proptest! {
     fn messages_roundtrip(messages in prop::collection::vec(message(), 1..=16)) {
         let body = server::encode_messages(&messages);
         let response = server::response(StatusCode::OK, body, &server::request_id(1));
-        let decoded = client::decode_consume_response(
+        let decoded = client::decode_consume_entries(
             response.status(), response.headers(), response.body(),
         ).expect("decode");
-        prop_assert_eq!(decoded, messages);
+        prop_assert_eq!(decoded.len(), messages.len());
+        // A message whose MD5 is not its body's comes back as poison, with what it holds.
+        for (entry, m) in decoded.into_iter().zip(messages) {
+            match entry {
+                Entry::Message(got) => {
+                    prop_assert!(m.body_md5_matches());
+                    prop_assert_eq!(got, m);
+                }
+                Entry::Poison(p) => {
+                    prop_assert!(!m.body_md5_matches());
+                    prop_assert_eq!(p.message_id, Some(m.message_id));
+                    prop_assert_eq!(p.receipt_handle, Some(m.receipt_handle));
+                    prop_assert_eq!(p.consumed_times, Some(m.consumed_times));
+                    prop_assert_eq!(p.next_consume_time, Some(m.next_consume_time));
+                    let is_md5 = matches!(p.reason, PoisonReason::Md5Mismatch { .. });
+                    prop_assert!(is_md5, "{:?}", p.reason);
+                }
+            }
+        }
     }
 
     #[test]

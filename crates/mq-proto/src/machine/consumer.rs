@@ -13,6 +13,7 @@ use super::{Lease, Received, is_gone};
 use crate::message::Message;
 use crate::ops::{AckKind, ConsumeKind, HandleFailure, attribute_failures};
 use crate::types::{BatchSize, ReceiptHandle, WaitSeconds};
+use crate::wire::consume::{Entry, PoisonMessage};
 
 /// Settings of a [`ConsumerMachine`].
 ///
@@ -235,6 +236,11 @@ pub enum ConsumerEvent {
     /// A received message, now in hand: settle it with [`ConsumerMachine::settle`] (or
     /// [`ack`](ConsumerMachine::ack)) or give it back with [`ConsumerMachine::release`].
     Message(Message),
+    /// A message the client could not decode (see [`PoisonMessage`]). With a receipt handle
+    /// it is in hand like a [`Message`](Self::Message): [`settle`](ConsumerMachine::settle)
+    /// (ack) drops it, [`release`](ConsumerMachine::release) leaves it for redelivery.
+    /// Without one it is not in hand (nothing can settle it).
+    Poison(PoisonMessage),
     /// The server settled these handles.
     Settled {
         /// Ack, commit or rollback.
@@ -440,17 +446,30 @@ impl ConsumerMachine {
         };
         match result {
             Ok(Received {
-                messages,
+                entries,
                 server_time_ms,
             }) => {
-                for m in messages {
-                    let h = &m.receipt_handle;
-                    if self.in_hand.contains_key(h) || self.acking.contains(h) {
-                        continue; // the same delivery twice: hand it out once
+                for entry in entries {
+                    let (handle, next_consume_time) = match &entry {
+                        Entry::Message(m) => (Some(&m.receipt_handle), Some(m.next_consume_time)),
+                        Entry::Poison(p) => (p.receipt_handle.as_ref(), p.next_consume_time),
+                    };
+                    if let Some(h) = handle {
+                        if self.in_hand.contains_key(h) || self.acking.contains(h) {
+                            continue; // the same delivery twice: hand it out once
+                        }
+                        // A poison message without its NextConsumeTime: expiry is left to
+                        // the server, as without a server time.
+                        let lease = match next_consume_time {
+                            Some(t) => Lease::new(now, t, server_time_ms),
+                            None => Lease::new(now, 0, None),
+                        };
+                        self.in_hand.insert(h.clone(), lease);
                     }
-                    let lease = Lease::new(now, m.next_consume_time, server_time_ms);
-                    self.in_hand.insert(h.clone(), lease);
-                    self.events.push_back(ConsumerEvent::Message(m));
+                    self.events.push_back(match entry {
+                        Entry::Message(m) => ConsumerEvent::Message(m),
+                        Entry::Poison(p) => ConsumerEvent::Poison(p),
+                    });
                 }
             }
             Err(failure) => {

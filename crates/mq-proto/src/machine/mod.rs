@@ -123,9 +123,10 @@ use std::time::{Duration, Instant};
 
 use crate::message::Message;
 use crate::ops::ErrorCode;
+use crate::wire::consume::Entry;
 
-/// A successful answer to a receive or half-message poll: the messages, and the server's
-/// clock when it answered.
+/// A successful answer to a receive or half-message poll: the messages (and poison messages,
+/// see [`Entry`]), and the server's clock when it answered.
 ///
 /// `server_time_ms` is the response's `Date` header in epoch milliseconds (second
 /// resolution; [`client::response_date_ms`](crate::client::response_date_ms) reads it). The
@@ -137,22 +138,31 @@ use crate::ops::ErrorCode;
 /// ```
 /// use mq_proto::machine::Received;
 /// let r = Received::new(Vec::new(), Some(1_709_837_398_000));
-/// assert!(r.messages.is_empty());
+/// assert!(r.entries.is_empty());
 /// assert_eq!(Received::default().server_time_ms, None);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Received {
-    /// The messages (empty = none arrived in time).
-    pub messages: Vec<Message>,
+    /// The messages and poison messages in the order received (empty = none arrived in
+    /// time).
+    pub entries: Vec<Entry>,
     /// The response's `Date` in epoch milliseconds, if it had a valid one.
     pub server_time_ms: Option<u64>,
 }
 
 impl Received {
-    /// An answer with these messages and this server time.
+    /// An answer with these messages (all decoded) and this server time.
     pub fn new(messages: Vec<Message>, server_time_ms: Option<u64>) -> Self {
+        Self::with_entries(
+            messages.into_iter().map(Entry::Message).collect(),
+            server_time_ms,
+        )
+    }
+
+    /// An answer with these entries (messages and poison messages) and this server time.
+    pub fn with_entries(entries: Vec<Entry>, server_time_ms: Option<u64>) -> Self {
         Self {
-            messages,
+            entries,
             server_time_ms,
         }
     }

@@ -81,7 +81,7 @@ impl PollSlot {
             Ok(received) => {
                 self.backoff.reset();
                 let pace = sent_at.checked_add(self.min_empty_interval);
-                if let Some(t) = pace.filter(|t| received.messages.is_empty() && *t > now) {
+                if let Some(t) = pace.filter(|t| received.entries.is_empty() && *t > now) {
                     self.not_before = Some(t);
                 }
             }

@@ -4,13 +4,16 @@
 //! `Properties` in the §4 format). A consume request has no body.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::str::FromStr;
 
 use bytes::Bytes;
 
 use crate::message::Message;
-use crate::properties::Properties;
-use crate::types::Tag;
+use crate::properties::{
+    KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties, PropertyError,
+};
+use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use crate::wire::{DecodeError, message_id, receipt_handle};
 use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
 
@@ -59,69 +62,276 @@ pub fn encode_response(messages: &[Message]) -> Bytes {
     w.finish()
 }
 
-/// Reads the children of a `Messages` root (already entered) to the end of the document.
+/// One `Message` element of a consume response: a message, or a poison message the client
+/// could not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A message that decoded and passed every check.
+    Message(Message),
+    /// A message that did not (see [`PoisonMessage`]).
+    Poison(PoisonMessage),
+}
+
+/// A message of a consume response that the client cannot decode (a "poison message"): the
+/// rest of the batch is delivered, and this one is reported with what could be read of it.
 ///
-/// Lenient where SDKs are: `Properties` segments that are not a valid `key:value` pair are
-/// skipped (like the Python and Go SDKs), a `MessageTag` that is not a valid [`Tag`] is
-/// dropped, and a missing `MessageBodyMD5` leaves `body_md5` empty. A message without id,
-/// handle, body or times is an error.
-pub(crate) fn decode_response(r: &mut XmlReader<'_>) -> Result<Vec<Message>, DecodeError> {
-    let mut messages = Vec::new();
+/// When its receipt handle could be read it is in hand like any delivery: ack it to drop it,
+/// or leave it (release) to have it delivered again after its `NextConsumeTime`. Without a
+/// handle it cannot be acked; the broker delivers it again and, past its retry limit, moves
+/// it to the dead-letter queue (PROTOCOL §6.3).
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use mq_proto::wire::consume::{Entry, PoisonReason};
+/// // The second message's MessageBodyMD5 does not match its body.
+/// let body = br#"<Messages>
+/// <Message><MessageId>A1</MessageId><ReceiptHandle>A1-h</ReceiptHandle><MessageBodyMD5>5D41402ABC4B2A76B9719D911017C592</MessageBodyMD5><MessageBody>hello</MessageBody><PublishTime>1</PublishTime><NextConsumeTime>2</NextConsumeTime><FirstConsumeTime>1</FirstConsumeTime><ConsumedTimes>1</ConsumedTimes></Message>
+/// <Message><MessageId>A2</MessageId><ReceiptHandle>A2-h</ReceiptHandle><MessageBodyMD5>5D41402ABC4B2A76B9719D911017C592</MessageBodyMD5><MessageBody>hellO</MessageBody><PublishTime>1</PublishTime><NextConsumeTime>2</NextConsumeTime><FirstConsumeTime>1</FirstConsumeTime><ConsumedTimes>3</ConsumedTimes></Message>
+/// </Messages>"#;
+/// let entries = mq_proto::client::decode_consume_entries(StatusCode::OK, &HeaderMap::new(), body)?;
+/// assert!(matches!(&entries[0], Entry::Message(m) if m.body == "hello"));
+/// let Entry::Poison(p) = &entries[1] else { panic!() };
+/// assert_eq!(p.message_id.as_ref().map(|id| id.as_str()), Some("A2"));
+/// assert_eq!(p.consumed_times, Some(3));
+/// assert!(matches!(p.reason, PoisonReason::Md5Mismatch { .. }));
+/// assert!(p.raw.starts_with(b"<Message><MessageId>A2"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoisonMessage {
+    /// The message id, when its element was present and valid.
+    pub message_id: Option<MessageId>,
+    /// The receipt handle of this delivery, when its element was present and valid.
+    pub receipt_handle: Option<ReceiptHandle>,
+    /// `NextConsumeTime` (epoch ms), when it could be read: how long the handle is valid.
+    pub next_consume_time: Option<u64>,
+    /// `ConsumedTimes`, when it could be read.
+    pub consumed_times: Option<u32>,
+    /// The raw bytes of the `Message` element as received, from its `<` to the end of its
+    /// end tag (not necessarily UTF-8).
+    pub raw: Bytes,
+    /// Why it could not be decoded.
+    pub reason: PoisonReason,
+}
+
+/// Why a [`PoisonMessage`] could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoisonReason {
+    /// Bytes inside the element are not UTF-8 (PROTOCOL §3.1), or encode a character XML 1.0
+    /// does not allow.
+    #[error("invalid UTF-8 or a character XML does not allow at byte {offset} of the message{}", element.map(|e| format!(", in <{e}>")).unwrap_or_default())]
+    InvalidText {
+        /// The child element holding the first such byte, if it is a known one.
+        element: Option<&'static str>,
+        /// Offset of that byte from the start of [`PoisonMessage::raw`].
+        offset: usize,
+    },
+    /// `MessageBodyMD5` is not the MD5 of the body (PROTOCOL §3.8; compared
+    /// case-insensitively, and only when the element is present and non-empty).
+    #[error("MessageBodyMD5 {reported} does not match the body (its MD5 is {computed})")]
+    Md5Mismatch {
+        /// The MD5 the response reported.
+        reported: String,
+        /// The MD5 of the body received.
+        computed: String,
+    },
+    /// `Properties` holds a pair no SDK can publish (a key or value with a character §4
+    /// forbids: `"` `'` `&` `<` `>` or a control character), or a system property with a
+    /// value of the wrong form (`__STARTDELIVERTIME` not a number, `__TransCheckT` not a
+    /// number of seconds in 10..=300). Segments the SDKs skip (empty, without `:`, more
+    /// than one `:`, an empty key or value) are skipped, not poison.
+    #[error("bad Properties: {0}")]
+    Properties(#[from] PropertyError),
+    /// A required element is missing or does not hold a valid value (id, handle, body,
+    /// times).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+impl From<PoisonReason> for DecodeError {
+    /// How a caller that wants every message whole reports a poison message.
+    fn from(reason: PoisonReason) -> Self {
+        match reason {
+            PoisonReason::Decode(e) => e,
+            PoisonReason::InvalidText { .. } => DecodeError::Xml(reason.to_string()),
+            PoisonReason::Md5Mismatch { .. } => DecodeError::InvalidValue {
+                element: "MessageBodyMD5",
+                reason: reason.to_string(),
+            },
+            PoisonReason::Properties(e) => DecodeError::InvalidValue {
+                element: "Properties",
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Reads the children of a `Messages` root (already entered) to the end of the document,
+/// every `Message` into an [`Entry`].
+///
+/// `raw` is the body as received and `bad` the byte ranges of it that
+/// [`substitute_invalid_chars`](crate::xml::substitute_invalid_chars) replaced in the
+/// document `r` reads (empty for a clean body). A damaged range inside a `Message` makes
+/// that message poison; one anywhere else fails the whole document (the caller reports the
+/// body's own character error then).
+///
+/// Lenient where SDKs are: `Properties` segments the SDKs skip are skipped, a `MessageTag`
+/// that is not a valid [`Tag`] is dropped, and a missing `MessageBodyMD5` leaves `body_md5`
+/// empty (and unchecked). Everything else wrong with one message makes it an
+/// [`Entry::Poison`]; a document that is not well-formed XML is an error.
+pub(crate) fn decode_entries(
+    r: &mut XmlReader<'_>,
+    raw: &[u8],
+    bad: &[Range<usize>],
+) -> Result<Vec<Entry>, DecodeError> {
+    let mut entries = Vec::new();
+    let mut covered = 0;
     r.children(|r, e| {
         if e == Elem::Message {
-            messages.push(read_message(r)?);
+            let start = r.event_start();
+            let fields = read_fields(r)?;
+            let span = start..r.position();
+            let damaged: Vec<&Range<usize>> = bad
+                .iter()
+                .filter(|b| b.start < span.end && span.start < b.end)
+                .collect();
+            covered += damaged.len();
+            entries.push(entry(fields, raw, span, &damaged));
             Ok::<(), DecodeError>(())
         } else {
             Ok(r.skip()?)
         }
     })?;
     r.finish().map_err(DecodeError::from)?;
-    Ok(messages)
+    if covered < bad.len() {
+        return Err(DecodeError::Xml(
+            "invalid UTF-8 or a character XML does not allow outside every message".into(),
+        ));
+    }
+    Ok(entries)
 }
 
-/// Reads one `Message` element (already entered).
-fn read_message(r: &mut XmlReader<'_>) -> Result<Message, DecodeError> {
-    let mut id = None;
-    let mut handle = None;
-    let mut md5 = None;
-    let mut body = None;
-    let mut publish = None;
-    let mut next = None;
-    let mut first = None;
-    let mut times = None;
-    let mut tag = None;
-    let mut props = None;
+/// The text of each child of one `Message`, with where it lies in the body.
+#[derive(Default)]
+struct Fields<'a> {
+    id: Option<Cow<'a, str>>,
+    handle: Option<Cow<'a, str>>,
+    md5: Option<Cow<'a, str>>,
+    body: Option<Cow<'a, str>>,
+    publish: Option<Cow<'a, str>>,
+    next: Option<Cow<'a, str>>,
+    first: Option<Cow<'a, str>>,
+    times: Option<Cow<'a, str>>,
+    tag: Option<Cow<'a, str>>,
+    props: Option<Cow<'a, str>>,
+    /// Byte range of every known child element, for placing damaged bytes.
+    spans: Vec<(&'static str, Range<usize>)>,
+}
+
+/// Reads one `Message` element (already entered), up to its end tag.
+fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
+    let mut f = Fields::default();
     r.children(|r, e| {
+        let start = r.event_start();
         let slot = match e {
-            Elem::MessageId => &mut id,
-            Elem::ReceiptHandle => &mut handle,
-            Elem::MessageBodyMd5 => &mut md5,
-            Elem::MessageBody => &mut body,
-            Elem::PublishTime => &mut publish,
-            Elem::NextConsumeTime => &mut next,
-            Elem::FirstConsumeTime => &mut first,
-            Elem::ConsumedTimes => &mut times,
-            Elem::MessageTag => &mut tag,
-            Elem::Properties => &mut props,
+            Elem::MessageId => &mut f.id,
+            Elem::ReceiptHandle => &mut f.handle,
+            Elem::MessageBodyMd5 => &mut f.md5,
+            Elem::MessageBody => &mut f.body,
+            Elem::PublishTime => &mut f.publish,
+            Elem::NextConsumeTime => &mut f.next,
+            Elem::FirstConsumeTime => &mut f.first,
+            Elem::ConsumedTimes => &mut f.times,
+            Elem::MessageTag => &mut f.tag,
+            Elem::Properties => &mut f.props,
             _ => return r.skip(),
         };
         *slot = Some(r.read_text()?);
+        f.spans.push((e.as_str(), start..r.position()));
         Ok::<(), XmlError>(())
     })?;
-    let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
+    Ok(f)
+}
+
+/// Judges one `Message` read by [`read_fields`] that spans `span` of `raw`; `damaged` are
+/// the replaced byte ranges inside it.
+fn entry(f: Fields<'_>, raw: &[u8], span: Range<usize>, damaged: &[&Range<usize>]) -> Entry {
+    let hit = |s: &Range<usize>| damaged.iter().any(|b| b.start < s.end && s.start < b.end);
+    // The text of an element holding a replaced byte is not what was sent: not used.
+    let intact = |name: &str| !f.spans.iter().any(|(n, s)| *n == name && hit(s));
+    let message_id = (f.id.clone())
+        .filter(|_| intact("MessageId"))
+        .and_then(|t| message_id(Some(t)).ok());
+    let receipt_handle = (f.handle.as_deref())
+        .filter(|_| intact("ReceiptHandle"))
+        .and_then(|t| receipt_handle(t.trim()).ok());
+    let next_consume_time = (f.next.clone())
+        .filter(|_| intact("NextConsumeTime"))
+        .and_then(|t| number(Some(t), "NextConsumeTime").ok());
+    let consumed_times = (f.times.clone())
+        .filter(|_| intact("ConsumedTimes"))
+        .and_then(|t| number(Some(t), "ConsumedTimes").ok());
+    let poison = |reason: PoisonReason| {
+        Entry::Poison(PoisonMessage {
+            message_id: message_id.clone(),
+            receipt_handle: receipt_handle.clone(),
+            next_consume_time,
+            consumed_times,
+            raw: Bytes::copy_from_slice(raw.get(span.clone()).unwrap_or_default()),
+            reason,
+        })
+    };
+    if let Some(first) = damaged.iter().map(|b| b.start).min() {
+        let element = f
+            .spans
+            .iter()
+            .find(|(_, s)| s.contains(&first))
+            .map(|(n, _)| *n);
+        return poison(PoisonReason::InvalidText {
+            element,
+            offset: first - span.start,
+        });
+    }
+    match message(f) {
+        Ok(m) => Entry::Message(m),
+        Err(reason) => poison(reason),
+    }
+}
+
+/// A message from its (undamaged) fields, with the checks that make it poison otherwise.
+fn message(f: Fields<'_>) -> Result<Message, PoisonReason> {
+    let handle = f
+        .handle
+        .ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
+    let body = f
+        .body
+        .ok_or(DecodeError::MissingElement("MessageBody"))?
+        .into_owned();
+    let body_md5 = f.md5.map(|m| m.trim().to_owned()).unwrap_or_default();
+    if !body_md5.is_empty() {
+        let computed = crate::message::body_md5(&body);
+        if !computed.eq_ignore_ascii_case(&body_md5) {
+            return Err(PoisonReason::Md5Mismatch {
+                reported: body_md5,
+                computed,
+            });
+        }
+    }
     Ok(Message {
-        message_id: message_id(id)?,
+        message_id: message_id(f.id)?,
         receipt_handle: receipt_handle(handle.trim())?,
-        body_md5: md5.map(|m| m.trim().to_owned()).unwrap_or_default(),
-        body: body
-            .ok_or(DecodeError::MissingElement("MessageBody"))?
-            .into_owned(),
-        publish_time: number(publish, "PublishTime")?,
-        next_consume_time: number(next, "NextConsumeTime")?,
-        first_consume_time: number(first, "FirstConsumeTime")?,
-        consumed_times: number(times, "ConsumedTimes")?,
-        tag: tag.and_then(|t| Tag::new(t.trim()).ok()),
-        properties: props.map(|p| lenient_properties(&p)).unwrap_or_default(),
+        body_md5,
+        body,
+        publish_time: number(f.publish, "PublishTime")?,
+        next_consume_time: number(f.next, "NextConsumeTime")?,
+        first_consume_time: number(f.first, "FirstConsumeTime")?,
+        consumed_times: number(f.times, "ConsumedTimes")?,
+        tag: f.tag.and_then(|t| Tag::new(t.trim()).ok()),
+        properties: match f.props {
+            Some(p) => received_properties(&p)?,
+            None => Properties::new(),
+        },
     })
 }
 
@@ -134,16 +344,46 @@ fn number<T: FromStr>(text: Option<Cow<'_, str>>, element: &'static str) -> Resu
     })
 }
 
-/// Properties as the SDKs read them: invalid segments are skipped.
-fn lenient_properties(s: &str) -> Properties {
+/// Properties as the SDKs read them (PROTOCOL §4.3): segments that do not split into
+/// exactly one non-empty key and one non-empty value are skipped, as the Python, Go and
+/// Node SDKs do; a pair with a character §4 forbids, or a system property whose value has
+/// the wrong form, is an error (the message is poison).
+fn received_properties(s: &str) -> Result<Properties, PropertyError> {
     let mut props = Properties::new();
     for segment in s.split('|') {
-        if let Some((k, v)) = segment.split_once(':') {
-            // Invalid pairs are skipped on purpose (see `decode_response`).
-            let _ = props.insert(k, v);
+        let mut parts = segment.split(':');
+        let (Some(k), Some(v), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if k.is_empty() || v.is_empty() {
+            continue;
         }
+        props.insert(k, v)?;
     }
-    props
+    check_system_values(&props)?;
+    Ok(props)
+}
+
+/// The system properties with a typed value hold one of the right form.
+fn check_system_values(props: &Properties) -> Result<(), PropertyError> {
+    let invalid = |key: &'static str, value: &str| PropertyError::InvalidSystemValue {
+        key,
+        value: value.to_owned(),
+    };
+    if let Some(v) = props.get(KEY_START_DELIVER_TIME)
+        && v.parse::<u64>().is_err()
+    {
+        return Err(invalid(KEY_START_DELIVER_TIME, v));
+    }
+    if let Some(v) = props.get(KEY_TRANS_CHECK_IMMUNITY)
+        && v.parse::<u32>()
+            .ok()
+            .and_then(|s| TransCheckImmunity::new(s).ok())
+            .is_none()
+    {
+        return Err(invalid(KEY_TRANS_CHECK_IMMUNITY, v));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -178,6 +418,254 @@ mod tests {
         let body = encode_response(&messages);
         let mut r = XmlReader::new(&body);
         assert_eq!(r.root(), Ok(Elem::Messages));
-        assert_eq!(decode_response(&mut r), Ok(messages));
+        let entries = decode_entries(&mut r, &body, &[]);
+        assert_eq!(
+            entries,
+            Ok(messages.into_iter().map(Entry::Message).collect())
+        );
+    }
+
+    /// One `Message` element with these children (`None` leaves one out).
+    fn element(id: &str, handle: Option<&str>, md5: &str, body: &[u8], props: &str) -> Vec<u8> {
+        let mut e = format!("<Message><MessageId>{id}</MessageId>").into_bytes();
+        if let Some(h) = handle {
+            e.extend_from_slice(format!("<ReceiptHandle>{h}</ReceiptHandle>").as_bytes());
+        }
+        e.extend_from_slice(
+            format!("<MessageBodyMD5>{md5}</MessageBodyMD5><MessageBody>").as_bytes(),
+        );
+        e.extend_from_slice(body);
+        e.extend_from_slice(b"</MessageBody><PublishTime>1</PublishTime><NextConsumeTime>300000</NextConsumeTime><FirstConsumeTime>2</FirstConsumeTime><ConsumedTimes>4</ConsumedTimes>");
+        if !props.is_empty() {
+            e.extend_from_slice(format!("<Properties>{props}</Properties>").as_bytes());
+        }
+        e.extend_from_slice(b"</Message>");
+        e
+    }
+
+    fn good(n: u32) -> Vec<u8> {
+        let body = format!("body {n}");
+        element(
+            &format!("ID{n}"),
+            Some(&format!("ID{n}-h")),
+            &crate::message::body_md5(&body),
+            body.as_bytes(),
+            "KEYS:k|",
+        )
+    }
+
+    fn document(elements: &[Vec<u8>]) -> Vec<u8> {
+        let mut d = br#"<?xml version="1.0" encoding="UTF-8"?><Messages xmlns="http://mq.aliyuncs.com/doc/v1/">"#.to_vec();
+        for e in elements {
+            d.extend_from_slice(e);
+        }
+        d.extend_from_slice(b"</Messages>");
+        d
+    }
+
+    fn entries(doc: &[u8]) -> Result<Vec<Entry>, crate::client::ResponseError> {
+        crate::client::decode_consume_entries(http::StatusCode::OK, &http::HeaderMap::new(), doc)
+    }
+
+    /// The batch decodes around the poison message at index 1: the others are messages in
+    /// their places, the poison one carries what could be read, its raw element and why.
+    fn poison_between_good_ones(bad: &[u8]) -> PoisonMessage {
+        let doc = document(&[good(1), bad.to_vec(), good(3)]);
+        let mut got = entries(&doc).expect("the batch decodes");
+        assert_eq!(got.len(), 3);
+        let Entry::Poison(p) = got.remove(1) else {
+            panic!("not poison: {:?}", got)
+        };
+        for (e, n) in got.iter().zip([1, 3]) {
+            let Entry::Message(m) = e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(m.body, format!("body {n}"));
+            assert_eq!(m.key(), Some("k"));
+        }
+        assert_eq!(p.raw.as_ref(), bad, "raw element bytes as received");
+        // Strict decoding refuses the whole batch.
+        assert!(
+            crate::client::decode_consume_response(
+                http::StatusCode::OK,
+                &http::HeaderMap::new(),
+                &doc
+            )
+            .is_err()
+        );
+        p
+    }
+
+    #[test]
+    fn md5_mismatch_is_poison_and_a_missing_md5_is_not_checked() {
+        let bad = element(
+            "ID2",
+            Some("ID2-h"),
+            &crate::message::body_md5("other"),
+            b"body 2",
+            "",
+        );
+        let p = poison_between_good_ones(&bad);
+        assert_eq!(p.message_id, Some(MessageId::new("ID2").unwrap()));
+        assert_eq!(p.receipt_handle, Some(ReceiptHandle::new("ID2-h").unwrap()));
+        assert_eq!(
+            (p.consumed_times, p.next_consume_time),
+            (Some(4), Some(300_000))
+        );
+        assert_eq!(
+            p.reason,
+            PoisonReason::Md5Mismatch {
+                reported: crate::message::body_md5("other"),
+                computed: crate::message::body_md5("body 2"),
+            }
+        );
+        // Lower-case hex is the same digest; an empty one is not checked.
+        let lower = crate::message::body_md5("x").to_lowercase();
+        for md5 in [lower.as_str(), ""] {
+            let doc = document(&[element("A", Some("A-h"), md5, b"x", "")]);
+            assert!(
+                matches!(entries(&doc).unwrap().as_slice(), [Entry::Message(_)]),
+                "{md5:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_or_not_xml_text_is_poison() {
+        for body in [
+            &b"caf\xe9 latin-1"[..],
+            b"bell \x07",
+            b"\xef\xbf\xbe",
+            b"cut \xe4\xb8",
+        ] {
+            let bad = element("ID2", Some("ID2-h"), "00", body, "");
+            let p = poison_between_good_ones(&bad);
+            assert_eq!(
+                p.message_id,
+                Some(MessageId::new("ID2").unwrap()),
+                "{body:?}"
+            );
+            assert_eq!(p.receipt_handle, Some(ReceiptHandle::new("ID2-h").unwrap()));
+            let at = bad.windows(body.len()).position(|w| w == body).unwrap();
+            let PoisonReason::InvalidText { element, offset } = p.reason else {
+                panic!("{:?}", p.reason)
+            };
+            assert_eq!(element, Some("MessageBody"));
+            assert!(
+                offset >= at && offset < at + body.len(),
+                "{offset} in {at}+{}",
+                body.len()
+            );
+        }
+    }
+
+    #[test]
+    fn damaged_id_or_handle_is_not_reported() {
+        let mut bad = element("IDx", Some("ID2-h"), "00", b"b", "");
+        let at = bad.windows(3).position(|w| w == b"IDx").unwrap() + 2;
+        bad[at] = 0xff;
+        let p = poison_between_good_ones(&bad);
+        assert_eq!(p.message_id, None);
+        assert_eq!(p.receipt_handle, Some(ReceiptHandle::new("ID2-h").unwrap()));
+        let mut bad = element("ID2", Some("h"), "00", b"b", "");
+        let at = bad.windows(3).position(|w| w == b">h<").unwrap() + 1;
+        bad[at] = 0x80;
+        let p = poison_between_good_ones(&bad);
+        assert_eq!(p.message_id, Some(MessageId::new("ID2").unwrap()));
+        assert_eq!(p.receipt_handle, None);
+        assert!(matches!(
+            p.reason,
+            PoisonReason::InvalidText {
+                element: Some("ReceiptHandle"),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_properties_are_poison_and_sdk_junk_is_skipped() {
+        let with_props = |props: &str| {
+            element(
+                "ID2",
+                Some("ID2-h"),
+                &crate::message::body_md5("b"),
+                b"b",
+                props,
+            )
+        };
+        for (props, key) in [("a:x&quot;y|", "a"), ("KEYS:k|b:1&lt;2|", "b")] {
+            let p = poison_between_good_ones(&with_props(props));
+            assert!(
+                matches!(&p.reason, PoisonReason::Properties(PropertyError::ForbiddenChar { key: k, .. }) if k == key),
+                "{props}: {:?}",
+                p.reason
+            );
+        }
+        for (props, key) in [
+            ("__STARTDELIVERTIME:soon|", KEY_START_DELIVER_TIME),
+            ("__TransCheckT:5|", KEY_TRANS_CHECK_IMMUNITY),
+        ] {
+            let p = poison_between_good_ones(&with_props(props));
+            assert!(
+                matches!(p.reason, PoisonReason::Properties(PropertyError::InvalidSystemValue { key: k, .. }) if k == key),
+                "{props}: {:?}",
+                p.reason
+            );
+        }
+        // What the SDKs skip is skipped: no colon, two colons, empty key or value.
+        let doc = document(&[with_props("junk|a:b:c|:v|k:|x:1")]);
+        let got = entries(&doc).unwrap();
+        let [Entry::Message(m)] = got.as_slice() else {
+            panic!("{got:?}")
+        };
+        assert_eq!(m.properties.iter().collect::<Vec<_>>(), vec![("x", "1")]);
+    }
+
+    #[test]
+    fn a_message_missing_a_required_element_is_poison() {
+        let p = poison_between_good_ones(&element("ID2", None, "00", b"b", ""));
+        assert_eq!(
+            p.reason,
+            PoisonReason::Decode(DecodeError::MissingElement("ReceiptHandle"))
+        );
+        assert_eq!((p.message_id.is_some(), p.receipt_handle), (true, None));
+        let bad = String::from_utf8(good(2))
+            .unwrap()
+            .replace("<PublishTime>1<", "<PublishTime>x<");
+        let p = poison_between_good_ones(bad.as_bytes());
+        assert!(matches!(
+            p.reason,
+            PoisonReason::Decode(DecodeError::BadNumber {
+                element: "PublishTime",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_broken_document_still_fails_as_a_whole() {
+        // Bad bytes outside every Message, a truncated document, a mismatched end tag.
+        let mut between = document(&[good(1), good(2)]);
+        let at = between.windows(2).position(|w| w == b"><").unwrap() + 1;
+        between.splice(at..at, [0xffu8]);
+        let mut truncated = document(&[good(1)]);
+        truncated.truncate(truncated.len() - 5);
+        let mismatched = String::from_utf8(document(&[good(1)]))
+            .unwrap()
+            .replace("</Message>", "</Massage>");
+        let mut damaged_and_broken = document(&[good(1)]);
+        damaged_and_broken.splice(60..60, *b"\xff<");
+        for doc in [
+            between,
+            truncated,
+            mismatched.into_bytes(),
+            damaged_and_broken,
+            b"not xml \xff".to_vec(),
+        ] {
+            match entries(&doc) {
+                Err(crate::client::ResponseError::Decode(_)) => {}
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(&doc)),
+            }
+        }
     }
 }

@@ -1,0 +1,384 @@
+//! [`Consumer::handle`]: the common consume loop on top of a [`MessageStream`] — handlers
+//! per tag, a concurrency limit, ack on `Ok`, redelivery on `Err`, a poison policy, and a
+//! graceful shutdown that finishes the handlers in flight and flushes their acks.
+//!
+//! The loop is one future on the client's runtime ([`Background`]): it takes items from
+//! the stream only while fewer than the limit of handlers run, and drives the handler
+//! futures and the ack outcomes itself (no task per message), so it behaves the same on
+//! every runtime.
+
+use crate::consumer::Consumer;
+use crate::error::Error;
+use crate::runtime::{Background, BoxFuture};
+use crate::stream::{AckFuture, PoisonDelivery, StreamItem};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use mq_proto::machine::ConsumerConfig;
+use mq_proto::{Message, Tag};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+/// What a message handler returns on failure: any error (`?` converts into it). The message
+/// is then left for redelivery.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A handler as the loop keeps it.
+type HandlerFn = Arc<dyn Fn(Message) -> BoxFuture<Result<(), HandlerError>> + Send + Sync>;
+
+/// What the handler loop does with a message the client cannot decode
+/// ([`PoisonDelivery`]). Either way it is logged (`tracing`, level warn) with its message id,
+/// `ConsumedTimes` and the reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoisonPolicy {
+    /// Leave it: released, delivered again after its invisibility time, and moved to the
+    /// dead-letter queue by the broker once its retries are used up (PROTOCOL §6.3).
+    #[default]
+    Leave,
+    /// Ack it: dropped for good (a poison message without a readable receipt handle cannot
+    /// be acked and is left).
+    Ack,
+}
+
+/// What a handler run did, returned by [`HandlerHandle::shutdown`] and
+/// [`MessageHandler::run`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandlerSummary {
+    /// Messages whose handler returned `Ok`.
+    pub handled: u64,
+    /// Of those, acks that took effect.
+    pub acked: u64,
+    /// Of those, acks that did not (refused, expired, or the request failed): the message
+    /// may be delivered again.
+    pub ack_failed: u64,
+    /// Messages whose handler returned `Err` or panicked: left for redelivery.
+    pub failed: u64,
+    /// Poison messages acked (dropped) under [`PoisonPolicy::Ack`].
+    pub poison_acked: u64,
+    /// Poison messages left for redelivery (the policy, no readable handle, or an ack that
+    /// did not take effect).
+    pub poison_left: u64,
+    /// Receives that failed (the stream retried them after a backoff).
+    pub receive_errors: u64,
+}
+
+/// The consume loop of [`Consumer::handle`]: a default handler, handlers per tag, a
+/// concurrency limit and a poison policy. Start it with [`spawn`](Self::spawn) (stop it
+/// with [`HandlerHandle::shutdown`]) or [`run`](Self::run) it until a future completes.
+///
+/// Each message goes to the handler of its tag ([`route`](Self::route)), or to the default
+/// handler when no route names its tag. A handler returning `Ok(())` gets the message acked
+/// (in batches, as the stream does); `Err` (or a panic) leaves it for redelivery after its
+/// invisibility time, logged with its message id and `ConsumedTimes`, so the next delivery
+/// comes with a higher `ConsumedTimes`.
+///
+/// ```no_run
+/// use mq_client::{Consumer, PoisonPolicy, Tag};
+///
+/// # async fn example(consumer: Consumer) -> Result<(), Box<dyn std::error::Error>> {
+/// let handling = consumer
+///     .handle(|message| async move {
+///         println!("other: {}", message.body);
+///         Ok(())
+///     })
+///     .route(Tag::new("created")?, |message| async move {
+///         let order: u64 = message.body.parse()?; // an Err leaves it for redelivery
+///         println!("order {order} created");
+///         Ok(())
+///     })
+///     .with_concurrency(8)
+///     .with_poison_policy(PoisonPolicy::Ack)
+///     .spawn();
+/// // ... run the service ...
+/// let summary = handling.shutdown().await?; // finishes running handlers, flushes acks
+/// println!("{} handled, {} failed", summary.handled, summary.failed);
+/// # Ok(()) }
+/// ```
+pub struct MessageHandler {
+    consumer: Consumer,
+    default: HandlerFn,
+    routes: HashMap<Tag, HandlerFn>,
+    concurrency: usize,
+    poison: PoisonPolicy,
+    config: Option<ConsumerConfig>,
+}
+
+impl fmt::Debug for MessageHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageHandler")
+            .field("consumer", &self.consumer)
+            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("concurrency", &self.concurrency)
+            .field("poison", &self.poison)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default number of handlers running at once.
+const DEFAULT_CONCURRENCY: usize = 16;
+
+fn boxed<F, Fut>(handler: F) -> HandlerFn
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    Arc::new(move |message| Box::pin(handler(message)))
+}
+
+impl MessageHandler {
+    pub(crate) fn new<F, Fut>(consumer: Consumer, handler: F) -> Self
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        Self {
+            consumer,
+            default: boxed(handler),
+            routes: HashMap::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            poison: PoisonPolicy::default(),
+            config: None,
+        }
+    }
+
+    /// Messages with this tag go to `handler` instead of the default one (a later route for
+    /// the same tag replaces an earlier one).
+    #[must_use]
+    pub fn route<F, Fut>(mut self, tag: Tag, handler: F) -> Self
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.routes.insert(tag, boxed(handler));
+        self
+    }
+
+    /// At most `n` handlers run at once (default 16; 0 is treated as 1). Messages are taken
+    /// from the stream only while fewer run, and, unless [`with_config`](Self::with_config)
+    /// says otherwise, the consumer holds at most `n` messages in hand, so none waits
+    /// unhandled while its invisibility time runs out.
+    #[must_use]
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// What to do with messages the client cannot decode (default
+    /// [`PoisonPolicy::Leave`]).
+    #[must_use]
+    pub fn with_poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = policy;
+        self
+    }
+
+    /// The stream's settings (batch, wait, ack delay, orderly or normal). By default
+    /// [`ConsumerConfig::normal`] with at most the concurrency limit in hand.
+    #[must_use]
+    pub fn with_config(mut self, config: ConsumerConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Starts the loop in the background on the client's runtime; stop it with
+    /// [`HandlerHandle::shutdown`] (dropping the handle stops it without waiting).
+    pub fn spawn(self) -> HandlerHandle {
+        let runtime = self.consumer.client().runtime().clone();
+        HandlerHandle(Background::spawn(&runtime, move |stop| {
+            Box::pin(self.run(stop))
+        }))
+    }
+
+    /// Runs the loop until `shutdown` completes, then stops taking messages, lets the
+    /// handlers in flight finish, sends their acks and waits for the answers (messages
+    /// received but not yet handled are released); returns what it did.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> HandlerSummary {
+        let config = self
+            .config
+            .clone()
+            .unwrap_or_else(|| ConsumerConfig::normal().with_max_in_hand(self.concurrency));
+        let mut stream = self.consumer.stream_with_config(config).fuse();
+        let mut summary = HandlerSummary::default();
+        let mut running: FuturesUnordered<BoxFuture<Finished>> = FuturesUnordered::new();
+        let mut acks: FuturesUnordered<BoxFuture<Acked>> = FuturesUnordered::new();
+        let mut shutdown = std::pin::pin!(shutdown.fuse());
+        let mut stopping = false;
+        loop {
+            if stopping && running.is_empty() {
+                break;
+            }
+            let room = !stopping && running.len() < self.concurrency;
+            let mut next_item = if room {
+                stream.next().boxed().fuse()
+            } else {
+                futures::future::pending().boxed().fuse()
+            };
+            let mut next_finished = if running.is_empty() {
+                futures::future::pending().boxed().fuse()
+            } else {
+                running.next().boxed().fuse()
+            };
+            let mut next_ack = if acks.is_empty() {
+                futures::future::pending().boxed().fuse()
+            } else {
+                acks.next().boxed().fuse()
+            };
+            let mut event = None;
+            futures::select! {
+                () = shutdown => stopping = true,
+                item = next_item => event = Some(Event::Item(item)),
+                done = next_finished => event = done.map(Event::Finished),
+                acked = next_ack => event = acked.map(Event::Acked),
+            }
+            drop((next_item, next_finished, next_ack));
+            match event {
+                None => {}
+                // The stream ended (its driver is gone): nothing more will come.
+                Some(Event::Item(None)) => stopping = true,
+                Some(Event::Item(Some(Ok(StreamItem::Message(delivery))))) => {
+                    running.push(self.start(delivery));
+                }
+                Some(Event::Item(Some(Ok(StreamItem::Poison(poison))))) => {
+                    if let Some(ack) = self.on_poison(poison, &mut summary) {
+                        acks.push(Box::pin(ack.map(|r| Acked::Poison(r.is_ok()))));
+                    }
+                }
+                Some(Event::Item(Some(Err(_)))) => summary.receive_errors += 1,
+                Some(Event::Finished(Finished::Ok(ack))) => {
+                    summary.handled += 1;
+                    acks.push(Box::pin(ack.map(|r| Acked::Handled(r.is_ok()))));
+                }
+                Some(Event::Finished(Finished::Failed)) => summary.failed += 1,
+                Some(Event::Acked(acked)) => acked.count(&mut summary),
+            }
+        }
+        // Sends the queued acks and waits for their answers; releases what is left.
+        stream.into_inner().shutdown().await;
+        while let Some(acked) = acks.next().await {
+            acked.count(&mut summary);
+        }
+        summary
+    }
+
+    /// The handler future for one delivery: the handler of its tag, then the ack (on
+    /// `Ok`) or the release (on `Err` or a panic).
+    fn start(&self, delivery: crate::stream::Delivery) -> BoxFuture<Finished> {
+        let (message, mut in_hand) = delivery.into_parts();
+        let handler = message
+            .tag
+            .as_ref()
+            .and_then(|tag| self.routes.get(tag))
+            .unwrap_or(&self.default)
+            .clone();
+        let id = message.message_id.clone();
+        let consumed_times = message.consumed_times;
+        Box::pin(async move {
+            let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
+            let error = match outcome {
+                Ok(Ok(())) => match in_hand.ack() {
+                    Some(ack) => return Finished::Ok(ack),
+                    None => "no receipt handle".into(),
+                },
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "the handler panicked".to_owned(),
+            };
+            tracing::warn!(
+                message_id = %id,
+                consumed_times,
+                error = %error,
+                "message handler failed; the message is left for redelivery"
+            );
+            in_hand.release();
+            Finished::Failed
+        })
+    }
+
+    /// Applies the poison policy; returns the ack to await, if it acks.
+    fn on_poison(&self, poison: PoisonDelivery, summary: &mut HandlerSummary) -> Option<AckFuture> {
+        let (id, consumed_times) = (poison.message_id.clone(), poison.consumed_times);
+        if self.poison == PoisonPolicy::Ack
+            && poison.receipt_handle.is_some()
+            && let Some(ack) = poison.ack()
+        {
+            tracing::warn!(message_id = ?id, consumed_times, "poison message acked (dropped)");
+            return Some(ack);
+        }
+        tracing::warn!(
+            message_id = ?id,
+            consumed_times,
+            "poison message left for redelivery"
+        );
+        summary.poison_left += 1;
+        None
+    }
+}
+
+/// What one loop turn brought.
+enum Event {
+    Item(Option<Result<StreamItem, Error>>),
+    Finished(Finished),
+    Acked(Acked),
+}
+
+/// How a handler future ended.
+enum Finished {
+    /// `Ok`: the ack is queued; its outcome follows.
+    Ok(AckFuture),
+    /// `Err` or a panic: released.
+    Failed,
+}
+
+/// The outcome of an ack the loop sent: of a handled message or of a poison message.
+enum Acked {
+    Handled(bool),
+    Poison(bool),
+}
+
+impl Acked {
+    fn count(self, summary: &mut HandlerSummary) {
+        match self {
+            Self::Handled(true) => summary.acked += 1,
+            Self::Handled(false) => summary.ack_failed += 1,
+            Self::Poison(true) => summary.poison_acked += 1,
+            Self::Poison(false) => summary.poison_left += 1,
+        }
+    }
+}
+
+/// A [`MessageHandler`] running in the background (from [`MessageHandler::spawn`]).
+///
+/// Dropping it without calling [`shutdown`](Self::shutdown) stops the loop too, without
+/// waiting for it.
+#[derive(Debug)]
+pub struct HandlerHandle(Background<HandlerSummary>);
+
+impl HandlerHandle {
+    /// Stops taking messages, lets the handlers in flight finish, sends their acks and waits
+    /// for the answers; returns what the loop did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shutdown`] when the loop's task ended without a summary (the runtime dropped
+    /// it).
+    pub async fn shutdown(self) -> Result<HandlerSummary, Error> {
+        self.0.stop().await.ok_or(Error::Shutdown)
+    }
+}
+
+impl Consumer {
+    /// The common consume loop: `handler` gets every message no [`route`](MessageHandler::route)
+    /// claims; `Ok(())` acks it, `Err` leaves it for redelivery. Configure the returned
+    /// [`MessageHandler`] (routes per tag, concurrency limit, poison policy) and
+    /// [`spawn`](MessageHandler::spawn) or [`run`](MessageHandler::run) it.
+    pub fn handle<F, Fut>(&self, handler: F) -> MessageHandler
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        MessageHandler::new(self.clone(), handler)
+    }
+}
