@@ -1,11 +1,13 @@
 //! Test support shared by the cross-crate suites: a real `mq-broker` on 127.0.0.1 running on
 //! its own tokio thread (so clients on any runtime can use it), fault-injecting TCP helpers,
 //! a TLS front with a throw-away CA, the client scenario suite written once over
-//! [`mq_client::Runtime`], and a real RocketMQ 5 engine for the gateway ([`engine`]).
+//! [`mq_client::Runtime`], the proxy and connection-cap scenarios with a real `tinyproxy`
+//! ([`proxy`]), and a real RocketMQ 5 engine for the gateway ([`engine`]).
 
 pub mod chaos;
 pub mod engine;
 pub mod faults;
+pub mod proxy;
 pub mod scenarios;
 pub mod sim;
 pub mod tls;
@@ -99,11 +101,13 @@ impl TestBroker {
     }
 }
 
-/// A client builder for `endpoint` with the test credentials and quick retries.
+/// A client builder for `endpoint` with the test credentials and quick retries, connecting
+/// directly whatever the proxy environment variables say (the proxy tests set theirs).
 pub fn client_builder<R: Runtime + Default>(endpoint: &str) -> ClientBuilder {
     ClientBuilder::with_runtime(R::default())
         .endpoint(endpoint)
         .expect("endpoint")
+        .no_proxy()
         .credentials(Credentials::new(TEST_AK, TEST_SK))
         .retry(
             RetryConfig::default()

@@ -1,4 +1,4 @@
-//! No secret (AccessKey secret, security token, the gateway's handle key) and no signature ever appears in Debug output
+//! No secret (AccessKey secret, security token, proxy password, the gateway's handle key) and no signature ever appears in Debug output
 //! or in tracing output of the client and the broker, even at TRACE level.
 
 use mq_client::{BatchSize, Credentials, TopicMessage, WaitSeconds};
@@ -20,6 +20,12 @@ impl Write for Captured {
 }
 
 const TOKEN: &str = "sts-token-that-must-not-leak";
+const PROXY_PASSWORD: &str = "proxy-pass-not-to-leak";
+/// `Basic` credentials of `mq:PROXY_PASSWORD` and `mq:wrong-proxy-pass`.
+const PROXY_BASIC: [&str; 2] = [
+    "bXE6cHJveHktcGFzcy1ub3QtdG8tbGVhaw",
+    "bXE6d3JvbmctcHJveHktcGFzcw",
+];
 
 #[test]
 fn secrets_never_appear_in_debug_or_traces() {
@@ -76,8 +82,39 @@ fn secrets_never_appear_in_debug_or_traces() {
             .publish(&TopicMessage::new("x").expect("message"))
             .await
             .expect_err("wrong secret");
+        // Through a proxy with a password, accepted and refused (skipped without tinyproxy
+        // unless MQ_REQUIRE_PROXY=1).
+        let proxied = match mq_tests::proxy::Tinyproxy::start(Some(("mq", PROXY_PASSWORD)), &[]) {
+            Some(proxy) => {
+                let mut shown = String::new();
+                for password in [PROXY_PASSWORD, "wrong-proxy-pass"] {
+                    let builder =
+                        mq_tokio::ClientBuilder::with_runtime(mq_tokio::TokioRuntime::default())
+                            .endpoint(broker.endpoint())
+                            .expect("endpoint")
+                            .credentials(Credentials::new(TEST_AK, TEST_SK))
+                            .proxy(
+                                mq_client::Proxy::new(&proxy.url_with("mq", password))
+                                    .expect("proxy"),
+                            );
+                    shown.push_str(&format!("{builder:?}\n"));
+                    let client = builder.build().expect("client");
+                    let result = client
+                        .producer("secrets".parse().expect("topic"))
+                        .publish(&TopicMessage::new("proxied").expect("message"))
+                        .await;
+                    assert_eq!(result.is_ok(), password == PROXY_PASSWORD, "{result:?}");
+                    shown.push_str(&format!("{client:?}\n{result:?}\n"));
+                    if let Err(e) = result {
+                        shown.push_str(&format!("{e}\n"));
+                    }
+                }
+                shown
+            }
+            None => String::new(),
+        };
         // The error's Display and Debug (what applications log) are checked too.
-        format!("{builder_debug}\n{client:?}\n{bad:?}\n{err}\n{err:?}")
+        format!("{builder_debug}\n{client:?}\n{bad:?}\n{err}\n{err:?}\n{proxied}")
     });
     let broker_debug = format!(
         "{:?}",
@@ -117,6 +154,10 @@ fn secrets_never_appear_in_debug_or_traces() {
             "wrong-secret-value",
             "MQ test-ak:",
             handle_key_hex,
+            PROXY_PASSWORD,
+            "wrong-proxy-pass",
+            PROXY_BASIC[0],
+            PROXY_BASIC[1],
         ] {
             assert!(
                 !text.contains(secret),

@@ -1,4 +1,4 @@
-//! The client scenario suite on tokio (`mq-tokio`).
+//! The client scenario suite, and the proxy and connection-cap scenarios, on tokio (`mq-tokio`).
 
 fn block_on<F: std::future::Future<Output = ()>>(f: F) {
     tokio::runtime::Builder::new_multi_thread()
@@ -10,3 +10,4 @@ fn block_on<F: std::future::Future<Output = ()>>(f: F) {
 }
 
 mq_tests::scenario_tests!(mq_tokio::TokioRuntime, block_on);
+mq_tests::network_tests!(mq_tokio::TokioRuntime, block_on);

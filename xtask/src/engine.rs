@@ -157,7 +157,13 @@ pub(crate) fn apt_install(what: &str, packages: &[&str]) -> Result {
 
 /// The first line `program --version` prints, if it runs and succeeds.
 pub(crate) fn version_of(program: &Path) -> Option<String> {
-    let out = Command::new(program).arg("--version").output().ok()?;
+    version_with(program, "--version")
+}
+
+/// The first line `program version_arg` prints, if it runs and succeeds (for programs
+/// whose version flag is not `--version`, such as `tinyproxy -v`).
+pub(crate) fn version_with(program: &Path, version_arg: &str) -> Option<String> {
+    let out = Command::new(program).arg(version_arg).output().ok()?;
     out.status.success().then(|| {
         String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -18,14 +18,17 @@ cargo xtask <command>
 
 commands:
   ci                      fmt check, clippy, all tests (incl. Python SDK interop, the
-                          RocketMQ engine and the console in headless chromium), docs, packaging,
-                          cargo-deny; installs protoc, the engine, chromium and chromedriver
-                          first if missing
+                          RocketMQ engine, the console in headless chromium and the client
+                          through a real tinyproxy), docs, packaging, cargo-deny; installs
+                          protoc, tinyproxy, the engine, chromium and chromedriver first if
+                          missing
   interop-env             create/refresh the Python virtualenv with the official SDK (idempotent)
   package [--verify]      cargo package of every published crate (ci runs it without --verify)
   engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
                           proxy) into ~/.cache/mq-http-rs/engine (idempotent; the first time
                           40-60 min on 2 cores) and protoc if missing
+  tools                   install the Debian programs the build and tests need when missing
+                          (protoc, tinyproxy; idempotent; ci does it first)
   fuzz <target> <secs>    run one cargo-fuzz target for <secs> seconds (installs cargo-fuzz)
   fuzz-all <secs>         run every fuzz target for <secs> seconds each
   load [--release] [secs [conns]]
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Some("package") => package(),
         Some("interop-env") => interop_env().map(|_| ()),
         Some("engine-install") => engine::install().map(|_| ()),
+        Some("tools") => tools(),
         Some("fuzz") => match (args.get(1), args.get(2)) {
             (Some(target), Some(secs)) => fuzz(target, secs),
             _ => Err("usage: cargo xtask fuzz <target> <seconds>".into()),
@@ -136,10 +140,35 @@ fn ensure_installed(subcommand: &str, krate: &str) -> Result {
     )
 }
 
+/// `cargo xtask tools`: protoc and tinyproxy, installed from Debian when missing.
+fn tools() -> Result {
+    engine::ensure_protoc()?;
+    ensure_tinyproxy()
+}
+
+/// Makes sure `tinyproxy` runs (the real HTTP proxy the client's proxy tests start,
+/// `tests/src/proxy.rs`), installing Debian's `tinyproxy` when missing
+/// ([`engine::apt_install`]).
+fn ensure_tinyproxy() -> Result {
+    let program = Path::new("tinyproxy");
+    if let Some(version) = engine::version_with(program, "-v") {
+        println!("==> [tinyproxy] {version}");
+        return Ok(());
+    }
+    let how = "tinyproxy is required by the client's HTTP proxy tests; install it \
+               (Debian/Ubuntu: `apt-get install -y tinyproxy`; macOS: `brew install tinyproxy`)";
+    engine::apt_install("tinyproxy", &["tinyproxy"]).map_err(|e| format!("{how} ({e})"))?;
+    let version = engine::version_with(program, "-v")
+        .ok_or_else(|| format!("{how} (tinyproxy was installed but does not run)"))?;
+    println!("==> [tinyproxy] installed {version}");
+    Ok(())
+}
+
 fn ci() -> Result {
     let started = Instant::now();
-    // The workspace build runs protoc (rocketmq-proxy-core's bindings for the gateway).
-    engine::ensure_protoc()?;
+    // The workspace build runs protoc (rocketmq-proxy-core's bindings for the gateway); the
+    // client's proxy tests run a real tinyproxy.
+    tools()?;
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -165,6 +194,7 @@ fn ci() -> Result {
             .env("RUST_BACKTRACE", "0")
             .env("MQ_INTEROP_PYTHON", &python)
             .env("MQ_REQUIRE_INTEROP", "1")
+            .env("MQ_REQUIRE_PROXY", "1")
             .env("MQ_REQUIRE_BROWSER", "1")
             .env(browser::CHROMIUM_ENV, &chromium)
             .env(browser::CHROMEDRIVER_ENV, &chromedriver)

@@ -761,6 +761,11 @@ async fn stats_and_health() {
     assert_eq!(s["topics"][0]["topic"], "S", "{s}");
     assert_eq!(s["topics"][0]["groups"][0]["group"], "GID_s", "{s}");
     assert!(s["server"]["connections"].as_u64() >= Some(2), "{s}");
+    // The peak counts the client's and the stats call's connections, open together.
+    assert!(
+        s["server"]["connections_peak"].as_u64() >= s["server"]["connections"].as_u64(),
+        "{s}"
+    );
     assert!(s["server"]["requests"].as_u64() >= Some(5), "{s}");
     assert_eq!(broker.stats().published, 2);
 

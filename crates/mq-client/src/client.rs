@@ -2,6 +2,7 @@
 
 use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_from_env};
 use crate::error::{ConfigError, Error};
+use crate::proxy::Proxy;
 use crate::runtime::{DynRuntime, Runtime, default_runtime};
 use crate::telemetry;
 use crate::tls::TlsRoots;
@@ -15,6 +16,7 @@ use mq_proto::sign::Credentials;
 use mq_proto::trace::TraceContext;
 use mq_proto::{GroupId, InstanceId, TopicName, WaitSeconds};
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -90,7 +92,19 @@ pub struct ClientBuilder {
     roots: TlsRoots,
     transport: Option<Arc<dyn Transport>>,
     pool: PoolConfig,
+    proxy: ProxySetting,
     trace_context: Option<TraceContextSource>,
+}
+
+/// Where the client's proxy comes from.
+#[derive(Clone, Debug)]
+enum ProxySetting {
+    /// [`Proxy::from_env`] at build time (the default).
+    FromEnv,
+    /// No proxy, whatever the environment says.
+    Off,
+    /// This one.
+    Use(Proxy),
 }
 
 /// Where publishes take the trace context to inject from ([`ClientBuilder::trace_context_source`]).
@@ -104,6 +118,8 @@ impl fmt::Debug for ClientBuilder {
             .field("instance", &self.instance)
             .field("timeouts", &self.timeouts)
             .field("retry", &self.retry)
+            .field("pool", &self.pool)
+            .field("proxy", &self.proxy)
             .field("trace_context_propagation", &self.trace_context.is_some())
             .finish_non_exhaustive()
     }
@@ -127,6 +143,7 @@ impl ClientBuilder {
             roots: TlsRoots::default(),
             transport: None,
             pool: PoolConfig::default(),
+            proxy: ProxySetting::FromEnv,
             trace_context: None,
         }
     }
@@ -233,6 +250,40 @@ impl ClientBuilder {
         self
     }
 
+    /// Caps the connections open at once to the endpoint (idle ones and those held by long
+    /// polls included) at `max`; a request that finds all `max` busy waits up to `max_wait`
+    /// for one, then fails with a retryable
+    /// [`TransportErrorKind::PoolTimeout`](crate::TransportErrorKind::PoolTimeout). Each
+    /// running [`MessageStream`](crate::MessageStream) or checker keeps one long poll
+    /// outstanding: size `max` above their number (README "Sizing the connection cap").
+    pub fn max_connections(mut self, max: NonZeroUsize, max_wait: Duration) -> Self {
+        self.pool.max_connections_per_endpoint = Some(max);
+        self.pool.max_connection_wait = max_wait;
+        self
+    }
+
+    /// All pool settings at once (the connect timeout is still taken from
+    /// [`connect_timeout`](Self::connect_timeout)).
+    pub fn pool_config(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Sends every request through this HTTP proxy (`CONNECT` tunnel for an `https`
+    /// endpoint, absolute-form requests for an `http` one), unless its no-proxy list
+    /// excludes the endpoint. Without this call the proxy comes from the environment
+    /// ([`Proxy::from_env`]: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxySetting::Use(proxy);
+        self
+    }
+
+    /// Connects directly, ignoring the proxy environment variables.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Off;
+        self
+    }
+
     /// Turns on trace context propagation (off by default): every publish asks `source` for
     /// the current W3C trace context and, when it gives one and the message carries none,
     /// publishes the message with it in the properties `traceparent` and `tracestate`
@@ -276,7 +327,9 @@ impl ClientBuilder {
     /// [`Error::Config`]: [`ConfigError::NoRuntime`] when [`Client::builder`] found no
     /// runtime crate, [`ConfigError::MissingEndpoint`], [`ConfigError::MissingCredentials`],
     /// or (without a custom [`transport`](Self::transport)) a TLS root or configuration
-    /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]).
+    /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]), or
+    /// a proxy environment variable that is no `http://` proxy URL
+    /// ([`ConfigError::InvalidProxy`]).
     pub fn build(self) -> Result<Client, Error> {
         let runtime = self.runtime.ok_or(ConfigError::NoRuntime)?;
         let endpoint = self.endpoint.ok_or(ConfigError::MissingEndpoint)?;
@@ -289,7 +342,21 @@ impl ClientBuilder {
                     connect_timeout: self.timeouts.connect,
                     ..self.pool
                 };
-                runtime.pooled_transport(tls, pool)
+                let proxy = match self.proxy {
+                    ProxySetting::FromEnv => Proxy::from_env()?,
+                    ProxySetting::Off => None,
+                    ProxySetting::Use(p) => Some(p),
+                };
+                let endpoint_uri = endpoint.to_string().parse::<http::Uri>().ok();
+                if let Some(route) = proxy
+                    .as_ref()
+                    .zip(endpoint_uri)
+                    .and_then(|(p, uri)| p.route(&uri))
+                {
+                    // The proxy's address only: its credentials never go to a log.
+                    tracing::debug!(proxy_host = %route.host, proxy_port = route.port, "requests go through an HTTP proxy");
+                }
+                runtime.pooled_transport(tls, pool, proxy)
             }
         };
         let user_agent = match self.user_agent_suffix {

@@ -99,6 +99,17 @@ impl Error {
                 TransportErrorKind::ConnectionLost => FailureKind::ConnectionLost,
                 TransportErrorKind::Timeout => FailureKind::Timeout,
                 TransportErrorKind::Protocol => FailureKind::InvalidResponse,
+                // Waited the pool's `max_connection_wait` for a free connection: not sent.
+                TransportErrorKind::PoolTimeout => FailureKind::NotSent,
+                // The proxy could not reach the endpoint (502, 503, 504): nothing was sent
+                // and a later attempt may get through, as with a refused connection.
+                TransportErrorKind::ProxyRefused { status } if status >= 500 => {
+                    FailureKind::Connect
+                }
+                // 407 (proxy authentication) and 403 (proxy policy): a refusal, as a 4xx
+                // from the service is; the same request is refused again until the
+                // configuration changes, so it is final.
+                TransportErrorKind::ProxyRefused { status } => FailureKind::status(status, None),
             },
             Self::Response(_) | Self::Md5Mismatch { .. } => FailureKind::InvalidResponse,
             Self::Service(e) => FailureKind::status(e.status, Some(e.code.clone())),
@@ -122,6 +133,18 @@ impl Error {
         }
     }
 
+    /// The status with which an HTTP proxy refused the request (a `CONNECT` answered
+    /// 407, 403, 502, …, or a 407 to a request forwarded through the proxy), if it did.
+    pub fn proxy_status(&self) -> Option<u16> {
+        match self {
+            Self::Network(TransportError {
+                kind: TransportErrorKind::ProxyRefused { status },
+                ..
+            }) => Some(*status),
+            _ => None,
+        }
+    }
+
     /// A failed credentials provider's error, for [`CredentialsProvider`] implementations.
     ///
     /// [`CredentialsProvider`]: crate::CredentialsProvider
@@ -137,6 +160,27 @@ impl Error {
             Self::Network(e)
         }
     }
+}
+
+/// The errors inside an `io::Error`, outermost first: the one it wraps, that one's sources,
+/// and so on, looking inside wrapped `io::Error`s too (`io::Error::source` skips the error it
+/// wraps). How the transport finds a typed cause (a refused certificate, a refusing proxy) in
+/// what a runtime's `connect` returned.
+pub(crate) fn io_causes(
+    error: &std::io::Error,
+) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(wrapped(error), |e| {
+        match e.downcast_ref::<std::io::Error>() {
+            Some(io) => wrapped(io),
+            None => e.source(),
+        }
+    })
+}
+
+/// The error an `io::Error` wraps, if any.
+fn wrapped(io: &std::io::Error) -> Option<&(dyn std::error::Error + 'static)> {
+    io.get_ref()
+        .map(|inner| inner as &(dyn std::error::Error + 'static))
 }
 
 impl From<mq_proto::InvalidValue> for Error {
@@ -226,6 +270,18 @@ pub enum ConfigError {
     /// rustls refused the TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[source] rustls::Error),
+    /// A proxy URL (given to [`Proxy::new`](crate::Proxy::new) or read from an environment
+    /// variable by [`Proxy::from_env`](crate::Proxy::from_env)) is not
+    /// `http://[user[:password]@]host[:port]`.
+    #[error("{what} {url:?}: {reason}")]
+    InvalidProxy {
+        /// Where the URL came from: `the proxy URL` or the environment variable's name.
+        what: String,
+        /// The URL with its password replaced by `***`.
+        url: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
 }
 
 /// An ack, commit or rollback that did not acknowledge every handle, saying exactly which
@@ -523,6 +579,26 @@ mod tests {
                 false,
             ),
             (
+                network(TransportErrorKind::PoolTimeout),
+                FailureKind::NotSent,
+                true,
+            ),
+            (
+                network(TransportErrorKind::ProxyRefused { status: 407 }),
+                FailureKind::status(407, None),
+                false,
+            ),
+            (
+                network(TransportErrorKind::ProxyRefused { status: 403 }),
+                FailureKind::status(403, None),
+                false,
+            ),
+            (
+                network(TransportErrorKind::ProxyRefused { status: 502 }),
+                FailureKind::Connect,
+                true,
+            ),
+            (
                 Error::Response(DecodeError::MissingElement("MessageId")),
                 FailureKind::InvalidResponse,
                 false,
@@ -585,6 +661,8 @@ mod tests {
             (TransportErrorKind::ConnectionLost, true),
             (TransportErrorKind::Timeout, true),
             (TransportErrorKind::Protocol, true),
+            (TransportErrorKind::PoolTimeout, false),
+            (TransportErrorKind::ProxyRefused { status: 502 }, false),
         ] {
             let f = network(kind).failure_kind();
             assert_eq!(f.request_may_have_reached_server(), reached, "{kind:?}");

@@ -27,6 +27,7 @@ mod handling;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod producer;
+mod proxy;
 #[cfg(feature = "async-io")]
 mod rt_async_io;
 #[cfg(feature = "tokio")]
@@ -48,6 +49,7 @@ pub use credentials::{
 pub use error::{AckError, ConfigError, Error, InvalidInput};
 pub use handling::{HandlerError, HandlerHandle, HandlerSummary, MessageHandler, PoisonPolicy};
 pub use producer::Producer;
+pub use proxy::{PROXY_ENV_VARS, Proxy, Tunnel, TunnelRefused};
 #[cfg(feature = "async-io")]
 pub use rt_async_io::{AsyncIo, AsyncIoRuntime};
 #[cfg(feature = "tokio")]

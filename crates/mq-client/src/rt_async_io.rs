@@ -80,8 +80,11 @@ impl Runtime for AsyncIoRuntime {
                 None => None,
                 Some(config) => Some((config.clone(), target.server_name()?)),
             };
-            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let tcp = TcpStream::connect(target.tcp_address()).await?;
             tcp.set_nodelay(true)?;
+            let mut io = smol_hyper::rt::FuturesIo::new(tcp);
+            target.establish_tunnel(&mut io).await?;
+            let tcp = io.into_inner();
             let stream = match tls {
                 None => Stream::Plain(tcp),
                 Some((config, name)) => {

@@ -95,8 +95,11 @@ impl Runtime for TokioRuntime {
                 None => None,
                 Some(config) => Some((config.clone(), target.server_name()?)),
             };
-            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let tcp = TcpStream::connect(target.tcp_address()).await?;
             tcp.set_nodelay(true)?;
+            let mut io = hyper_util::rt::TokioIo::new(tcp);
+            target.establish_tunnel(&mut io).await?;
+            let tcp = io.into_inner();
             let stream = match tls {
                 None => Stream::Plain(tcp),
                 Some((config, name)) => {

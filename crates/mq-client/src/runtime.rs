@@ -5,6 +5,9 @@
 //! Everything else — pooling, signing, retries, the consumer and checker loops — lives once in
 //! this crate.
 
+use crate::proxy::Tunnel;
+#[cfg(doc)]
+use crate::proxy::TunnelRefused;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -23,6 +26,11 @@ pub struct ConnectTarget {
     pub port: u16,
     /// TLS configuration when the endpoint is `https`; `None` for plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A `CONNECT` tunnel through an HTTP proxy to `host:port`: connect to the proxy, call
+    /// [`ConnectTarget::establish_tunnel`], then do the TLS handshake with `host`'s name.
+    /// `None` for a direct connection (a plain `http` endpoint reached through a proxy is a
+    /// direct connection to the proxy: `host` and `port` are the proxy's then).
+    pub tunnel: Option<Tunnel>,
 }
 
 impl std::fmt::Debug for ConnectTarget {
@@ -31,11 +39,41 @@ impl std::fmt::Debug for ConnectTarget {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls.is_some())
+            .field("tunnel", &self.tunnel)
             .finish()
     }
 }
 
 impl ConnectTarget {
+    /// Where to open the TCP connection: the proxy's address when tunnelling, else
+    /// `host:port`.
+    pub fn tcp_address(&self) -> (&str, u16) {
+        match &self.tunnel {
+            Some(t) => (t.proxy_host(), t.proxy_port()),
+            None => (&self.host, self.port),
+        }
+    }
+
+    /// When [`tunnel`](Self::tunnel) is set, asks the proxy on `io` (the fresh connection to
+    /// [`tcp_address`](Self::tcp_address)) to open the tunnel to `host:port`, sending
+    /// `Proxy-Authorization` when the proxy URL had user info; does nothing otherwise. Call
+    /// it before the TLS handshake, on the same connection.
+    ///
+    /// # Errors
+    ///
+    /// The connection's `io::Error`; an `io::Error` holding [`TunnelRefused`] (the status)
+    /// when the proxy answered other than 2xx; one of kind `InvalidData` when its answer was
+    /// not HTTP; `UnexpectedEof` when it closed the connection without an answer.
+    pub async fn establish_tunnel<I>(&self, io: &mut I) -> io::Result<()>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    {
+        match &self.tunnel {
+            Some(tunnel) => tunnel.establish(io, &self.host, self.port).await,
+            None => Ok(()),
+        }
+    }
+
     /// The TLS server name for certificate verification. Check it before connecting.
     ///
     /// # Errors
@@ -57,8 +95,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// A connected stream (TCP, or TLS over TCP) that hyper can drive.
     type Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static;
 
-    /// Opens a connection with `TCP_NODELAY` set, performing the TLS handshake when
-    /// `target.tls` is set (with certificate verification; never bypassed).
+    /// Opens a connection with `TCP_NODELAY` set to [`ConnectTarget::tcp_address`], opens
+    /// the proxy tunnel with [`ConnectTarget::establish_tunnel`], and performs the TLS
+    /// handshake with `target.host`'s name when `target.tls` is set (with certificate
+    /// verification; never bypassed).
     ///
     /// # Errors
     ///
@@ -66,7 +106,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// `io::Error` whose inner error is the [`rustls::Error`] (tokio-rustls and futures-rustls
     /// do) and an invalid server name as the error of [`ConnectTarget::server_name`]. A
     /// refused certificate is then final ([`crate::TransportErrorKind::Tls`]); any other
-    /// `io::Error` (refused, reset, DNS failure) is a transient connection failure.
+    /// `io::Error` (refused, reset, DNS failure) is a transient connection failure. Return
+    /// the error of [`ConnectTarget::establish_tunnel`] as it is: it tells a refusing proxy
+    /// apart.
     fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>>;
 
     /// Runs a future in the background.
@@ -84,11 +126,12 @@ pub(crate) trait DynRuntime: Send + Sync + 'static {
     fn spawn(&self, future: BoxFuture<()>);
     /// [`Runtime::sleep`].
     fn sleep(&self, duration: Duration) -> BoxFuture<()>;
-    /// The default pooled transport on this runtime.
+    /// The default pooled transport on this runtime, through `proxy`.
     fn pooled_transport(
         &self,
         tls: Arc<rustls::ClientConfig>,
         config: crate::transport::PoolConfig,
+        proxy: Option<crate::proxy::Proxy>,
     ) -> Arc<dyn crate::transport::Transport>;
 }
 
@@ -105,12 +148,11 @@ impl<R: Runtime> DynRuntime for R {
         &self,
         tls: Arc<rustls::ClientConfig>,
         config: crate::transport::PoolConfig,
+        proxy: Option<crate::proxy::Proxy>,
     ) -> Arc<dyn crate::transport::Transport> {
-        Arc::new(crate::transport::PooledTransport::new(
-            self.clone(),
-            tls,
-            config,
-        ))
+        Arc::new(
+            crate::transport::PooledTransport::new(self.clone(), tls, config).with_proxy(proxy),
+        )
     }
 }
 

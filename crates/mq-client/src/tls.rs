@@ -82,23 +82,13 @@ impl TlsRoots {
 /// ([`crate::ConnectTarget::server_name`]). An `io::Error` without either — refused, reset,
 /// end of stream during the handshake — is an ordinary, transient connection failure.
 pub(crate) fn is_permanent_tls_failure(error: &io::Error) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = error
-        .get_ref()
-        .map(|inner| inner as &(dyn std::error::Error + 'static));
-    while let Some(e) = next {
+    for e in crate::error::io_causes(error) {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return rustls_error_is_permanent(tls);
         }
         if e.is::<InvalidDnsNameError>() {
             return true;
         }
-        // `io::Error::source` skips the wrapped error itself: look inside explicitly.
-        next = match e.downcast_ref::<io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
     }
     false
 }
@@ -167,6 +157,7 @@ mod tests {
             host: "not a host name".into(),
             port: 443,
             tls: None,
+            tunnel: None,
         }
         .server_name()
         .expect_err("invalid name");

@@ -31,6 +31,7 @@ pub const PRE_AUTH_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Serialize)]
 struct ServerStats {
     connections: usize,
+    connections_peak: usize,
     waiting_polls: usize,
     requests: u64,
 }
@@ -48,6 +49,7 @@ fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
         core: shared.backend.stats(),
         server: ServerStats {
             connections: shared.connections.load(Ordering::Acquire),
+            connections_peak: shared.connections_peak.load(Ordering::Acquire),
             waiting_polls: shared.waiting_polls.load(Ordering::Acquire),
             requests: shared.requests.load(Ordering::Relaxed).saturating_sub(1),
         },

@@ -50,7 +50,8 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 service,
             );
         let conn = graceful.watch(conn);
-        shared.connections.fetch_add(1, Ordering::AcqRel);
+        let open = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.connections_peak.fetch_max(open, Ordering::AcqRel);
         let slot = ConnectionSlot(shared.clone());
         tasks.spawn(async move {
             let _slot = slot;

@@ -10,7 +10,8 @@
 //! the whole body timeout; when part of a body stays unread the answer says
 //! `Connection: close`. Every response carries `x-mq-request-id` and `x-mq-version`;
 //! `GET /health` and `GET /stats` (JSON: the core's [`Stats`] plus a `server` object with
-//! `connections`, `waiting_polls` and `requests`) and `GET /metrics` (Prometheus text, module
+//! `connections`, `connections_peak` (the most open at once since the start), `waiting_polls`
+//! and `requests`) and `GET /metrics` (Prometheus text, module
 //! `metrics`) need no signature.
 //!
 //! Long polling: a consume that finds nothing subscribes, under the core lock, to its topic's
@@ -221,6 +222,7 @@ impl Broker {
             seed,
             waiting_polls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            connections_peak: AtomicUsize::new(0),
             request_metrics: metrics::RequestMetrics::default(),
             faults: faults::Faults::new(config.faults, seed),
             tls: config.tls,

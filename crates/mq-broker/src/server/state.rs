@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub(super) clock: Clock,
     pub(super) waiting_polls: AtomicUsize,
     pub(super) connections: AtomicUsize,
+    /// The most connections open at once since the start.
+    pub(super) connections_peak: AtomicUsize,
     pub(super) request_metrics: super::metrics::RequestMetrics,
     pub(super) faults: super::faults::Faults,
 }

@@ -1,0 +1,609 @@
+//! HTTP proxies: which proxy (if any) a request goes through, and the `CONNECT` handshake
+//! that opens a tunnel for `https` endpoints.
+//!
+//! The rules are curl's and reqwest's, evaluated by hyper-util's proxy
+//! [`Matcher`](hyper_util::client::proxy::matcher::Matcher): `HTTPS_PROXY` for `https`
+//! endpoints, `HTTP_PROXY` for `http` endpoints, `ALL_PROXY` for both when the specific one is
+//! unset (each upper-case first, then lower-case), and `NO_PROXY`: comma-separated host
+//! names (a name matches itself and its subdomains; a leading dot is ignored), IP addresses,
+//! CIDR networks, or `*` for every host. A proxy URL is `http://[user[:password]@]host[:port]`
+//! (port 80 when absent) or the same without the scheme; the user info, percent-decoded,
+//! becomes `Proxy-Authorization: Basic`.
+//!
+//! Through a proxy, an `http` endpoint gets absolute-form requests
+//! (`POST http://host/topics/T/messages HTTP/1.1`, RFC 9112 §3.2.2); the signature still
+//! covers the path and query only (PROTOCOL.md §2.2), which the proxy forwards unchanged. An
+//! `https` endpoint gets a `CONNECT host:port` tunnel (RFC 9110 §9.3.6) with TLS verified end
+//! to end against the endpoint's name: the proxy sees no request.
+
+use crate::error::{ConfigError, Error};
+use http::HeaderValue;
+use http::header::PROXY_AUTHORIZATION;
+use hyper_util::client::proxy::matcher::Matcher;
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// The environment variables a [`Proxy::from_env`] reads, in the order they are looked up
+/// (the first set one of each group wins): `https` endpoints, `http` endpoints, both, and the
+/// exclusion list.
+pub const PROXY_ENV_VARS: [&[&str]; 4] = [
+    &["HTTPS_PROXY", "https_proxy"],
+    &["HTTP_PROXY", "http_proxy"],
+    &["ALL_PROXY", "all_proxy"],
+    &["NO_PROXY", "no_proxy"],
+];
+
+/// Which HTTP proxy to use for which endpoint.
+///
+/// The rules are curl's and reqwest's (hyper-util's proxy matcher): `HTTPS_PROXY` for
+/// `https` endpoints, `HTTP_PROXY` for `http` endpoints, `ALL_PROXY` for both when the
+/// specific one is unset (each upper-case first, then lower-case), and `NO_PROXY`:
+/// comma-separated host names (a name matches itself and its subdomains; a leading dot is
+/// ignored), IP addresses, CIDR networks, or `*` for every host. A proxy URL is
+/// `http://[user[:password]@]host[:port]` (port 80 when absent) or the same without the
+/// scheme; the user info, percent-decoded, becomes `Proxy-Authorization: Basic`.
+///
+/// [`ClientBuilder`](crate::ClientBuilder) reads the environment by default
+/// ([`Proxy::from_env`]); [`ClientBuilder::proxy`](crate::ClientBuilder::proxy) sets one, and
+/// [`ClientBuilder::no_proxy`](crate::ClientBuilder::no_proxy) turns proxies off. `Debug`
+/// never shows the password:
+///
+/// ```
+/// use mq_client::Proxy;
+///
+/// let proxy = Proxy::new("http://alice:s3cret@proxy.internal:3128")?
+///     .with_no_proxy("localhost, .svc.cluster.local, 10.0.0.0/8");
+/// let shown = format!("{proxy:?}");
+/// assert!(shown.contains("proxy.internal:3128") && !shown.contains("s3cret"));
+///
+/// // Only http:// proxies are supported.
+/// assert!(Proxy::new("socks5://proxy.internal:1080").is_err());
+/// # Ok::<(), mq_client::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Proxy {
+    https: Option<String>,
+    http: Option<String>,
+    no: String,
+    matcher: Arc<Matcher>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("https", &self.https.as_deref().map(redacted))
+            .field("http", &self.http.as_deref().map(redacted))
+            .field("no_proxy", &self.no)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// One proxy for every endpoint: `http://[user[:password]@]host[:port]` (port 80 by
+    /// default; the scheme may be left out).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with [`ConfigError::InvalidProxy`] when `url` is not such a URL
+    /// (another scheme such as `https` or `socks5`, a path or query, no host).
+    pub fn new(url: &str) -> Result<Self, Error> {
+        check_url(url, "the proxy URL")?;
+        Ok(Self::build(
+            Some(url.to_owned()),
+            Some(url.to_owned()),
+            String::new(),
+        ))
+    }
+
+    /// The proxies the conventional environment variables name ([`PROXY_ENV_VARS`]), read
+    /// now; `None` when none of `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` (or their lower-case
+    /// forms) is set to a non-empty value. In a CGI program (`REQUEST_METHOD` set),
+    /// `HTTP_PROXY` is ignored: a request's `Proxy:` header can set it ("httpoxy").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with [`ConfigError::InvalidProxy`] (naming the variable) when a set
+    /// variable is not an `http://` proxy URL: a client does not silently go direct when the
+    /// environment asks for a proxy it cannot use.
+    pub fn from_env() -> Result<Option<Self>, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`Proxy::from_env`] over any variable lookup.
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
+        // In a CGI program `HTTP_PROXY` may come from a request's `Proxy:` header
+        // ("httpoxy"): ignored there, as reqwest does.
+        let cgi = lookup("REQUEST_METHOD").is_some();
+        let first = |names: &[&str]| -> Result<Option<String>, Error> {
+            for name in names {
+                if cgi && *name == "HTTP_PROXY" {
+                    continue;
+                }
+                match lookup(name) {
+                    Some(value) if !value.trim().is_empty() => {
+                        return Ok(Some(value.trim().to_owned()));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None)
+        };
+        let [https_vars, http_vars, all_vars, no_vars] = PROXY_ENV_VARS;
+        let https = first(https_vars)?;
+        let http = first(http_vars)?;
+        let all = first(all_vars)?;
+        for (value, names) in [(&https, https_vars), (&http, http_vars), (&all, all_vars)] {
+            if let Some(v) = value {
+                check_url(v, names[0])?;
+            }
+        }
+        if https.is_none() && http.is_none() && all.is_none() {
+            return Ok(None);
+        }
+        let no = first(no_vars)?.unwrap_or_default();
+        Ok(Some(Self::build(
+            https.or_else(|| all.clone()),
+            http.or(all),
+            no,
+        )))
+    }
+
+    /// Excludes hosts from the proxy, `NO_PROXY` style: comma-separated host names (each
+    /// matching itself and its subdomains), IP addresses, CIDR networks, or `*`. Replaces an
+    /// earlier list.
+    pub fn with_no_proxy(self, list: &str) -> Self {
+        Self::build(self.https, self.http, list.to_owned())
+    }
+
+    fn build(https: Option<String>, http: Option<String>, no: String) -> Self {
+        let mut builder = Matcher::builder().no(no.as_str());
+        if let Some(h) = &https {
+            builder = builder.https(h.as_str());
+        }
+        if let Some(h) = &http {
+            builder = builder.http(h.as_str());
+        }
+        Self {
+            https,
+            http,
+            no,
+            matcher: Arc::new(builder.build()),
+        }
+    }
+
+    /// The proxy a request to `uri` goes through, `None` to go direct.
+    pub(crate) fn route(&self, uri: &http::Uri) -> Option<ProxyRoute> {
+        // `*` excludes every host, IP literals too (the matcher applies it to names only).
+        if self.no.split(',').any(|entry| entry.trim() == "*") {
+            return None;
+        }
+        let intercept = self.matcher.intercept(uri)?;
+        let proxy = intercept.uri();
+        Some(ProxyRoute {
+            host: proxy
+                .host()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: proxy.port_u16().unwrap_or(80),
+            authorization: intercept.basic_auth().cloned(),
+        })
+    }
+}
+
+/// Refuses what is not `[http://][user[:password]@]host[:port][/]`; the error shows the URL
+/// without its password.
+fn check_url(url: &str, what: &str) -> Result<(), Error> {
+    let invalid = |reason: &'static str| ConfigError::InvalidProxy {
+        what: what.to_owned(),
+        url: redacted(url),
+        reason,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    match uri.scheme_str() {
+        None | Some("http") => {}
+        Some(_) => return Err(invalid("only http:// proxies are supported").into()),
+    }
+    let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+    let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return Err(invalid("no host").into());
+    }
+    if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+        return Err(invalid("a proxy URL has no path or query").into());
+    }
+    Ok(())
+}
+
+/// `url` with the password of its user info replaced by `***`.
+pub(crate) fn redacted(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The proxy one request goes through: part of the pool key (connections through different
+/// proxies, or with different proxy credentials, are never shared).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ProxyRoute {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `Basic …` from the proxy URL's user info (a sensitive header value).
+    pub(crate) authorization: Option<HeaderValue>,
+}
+
+impl fmt::Debug for ProxyRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyRoute")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("authorization", &self.authorization.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl ProxyRoute {
+    /// Adds `Proxy-Authorization` to an absolute-form request's headers.
+    pub(crate) fn authorize(&self, headers: &mut http::HeaderMap) {
+        if let Some(auth) = &self.authorization {
+            headers.insert(PROXY_AUTHORIZATION, auth.clone());
+        }
+    }
+}
+
+/// A `CONNECT` tunnel through an HTTP proxy, for [`ConnectTarget::tunnel`](crate::ConnectTarget::tunnel):
+/// the proxy's address and, when its URL had user info, the `Proxy-Authorization` to send
+/// (never shown by `Debug`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    proxy: ProxyRoute,
+}
+
+impl Tunnel {
+    /// The proxy's host name or IP literal (without brackets).
+    pub fn proxy_host(&self) -> &str {
+        &self.proxy.host
+    }
+
+    /// The proxy's TCP port.
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy.port
+    }
+}
+
+impl From<&ProxyRoute> for Tunnel {
+    fn from(route: &ProxyRoute) -> Self {
+        Self {
+            proxy: route.clone(),
+        }
+    }
+}
+
+/// The proxy answered `CONNECT` with a status other than 2xx (407: proxy authentication
+/// required or refused, 403: the proxy's policy forbids the destination, 502/503/504: the
+/// proxy could not reach it). Carried as the inner error of the `io::Error` a runtime's
+/// `connect` returns; the transport turns it into
+/// [`TransportErrorKind::ProxyRefused`](crate::TransportErrorKind::ProxyRefused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the proxy refused CONNECT with status {status}")]
+pub struct TunnelRefused {
+    /// The proxy's status code.
+    pub status: u16,
+}
+
+/// The proxy's answer to `CONNECT` was not HTTP, too long, or had bytes after its head.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("invalid answer from the proxy to CONNECT: {0}")]
+pub(crate) struct InvalidTunnelAnswer(&'static str);
+
+/// Longest `CONNECT` answer head read (status line and headers).
+const MAX_TUNNEL_ANSWER: usize = 8 * 1024;
+
+impl Tunnel {
+    /// Asks the proxy on `io` (a fresh connection to it) for a tunnel to `host:port` and reads
+    /// its answer; on `Ok` the connection carries bytes to and from the destination.
+    pub(crate) async fn establish<I>(&self, io: &mut I, host: &str, port: u16) -> io::Result<()>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    {
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut request =
+            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
+        if let Some(auth) = &self.proxy.authorization {
+            request.extend_from_slice(b"Proxy-Authorization: ");
+            request.extend_from_slice(auth.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        write_all(io, &request).await?;
+        let mut answer = Vec::with_capacity(256);
+        let mut chunk = [0u8; 512];
+        loop {
+            let n = read(io, &mut chunk).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the proxy closed the connection before answering CONNECT",
+                ));
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            if let Some(status) = tunnel_answer(&answer)? {
+                return match status {
+                    200..=299 => Ok(()),
+                    status => Err(io::Error::other(TunnelRefused { status })),
+                };
+            }
+        }
+    }
+}
+
+/// The status of a complete `CONNECT` answer head, `None` while incomplete.
+fn tunnel_answer(answer: &[u8]) -> io::Result<Option<u16>> {
+    let invalid = |why| io::Error::new(io::ErrorKind::InvalidData, InvalidTunnelAnswer(why));
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(answer) {
+        Ok(httparse::Status::Complete(len)) => {
+            let status = response.code.ok_or_else(|| invalid("no status"))?;
+            // A destination speaks only after the client's TLS hello: nothing may follow a
+            // successful answer's head.
+            if (200..300).contains(&status) && len != answer.len() {
+                return Err(invalid("bytes after the answer"));
+            }
+            Ok(Some(status))
+        }
+        Ok(httparse::Status::Partial) if answer.len() > MAX_TUNNEL_ANSWER => {
+            Err(invalid("answer head too long"))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(invalid("not an HTTP response")),
+    }
+}
+
+async fn write_all<I: hyper::rt::Write + Unpin>(io: &mut I, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
+}
+
+async fn read<I: hyper::rt::Read + Unpin>(io: &mut I, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read_buf = hyper::rt::ReadBuf::new(buf);
+    poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, read_buf.unfilled())).await?;
+    Ok(read_buf.filled().len())
+}
+
+/// Whether the answer to a request forwarded by a proxy (absolute-form) is the proxy's own
+/// refusal: 407 (RFC 9110 §15.5.8; only proxies send it), or 401 without `x-mq-request-id`,
+/// which every answer of the service carries (PROTOCOL.md §6) and the service never answers
+/// 401 — tinyproxy answers wrong credentials so.
+pub(crate) fn is_proxy_refusal(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+    status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        || (status == http::StatusCode::UNAUTHORIZED && !headers.contains_key("x-mq-request-id"))
+}
+
+/// Whether a failed connection attempt was a proxy's refusal of `CONNECT`, and its status.
+pub(crate) fn refused_status(error: &io::Error) -> Option<u16> {
+    find_inner::<TunnelRefused>(error).map(|r| r.status)
+}
+
+/// Whether a failed connection attempt got an answer to `CONNECT` that is not HTTP.
+pub(crate) fn invalid_answer(error: &io::Error) -> bool {
+    find_inner::<InvalidTunnelAnswer>(error).is_some()
+}
+
+fn find_inner<E: std::error::Error + 'static>(error: &io::Error) -> Option<&E> {
+    crate::error::io_causes(error).find_map(|e| e.downcast_ref::<E>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Result<Option<Proxy>, Error> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Proxy::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    fn route(proxy: &Proxy, uri: &str) -> Option<(String, u16, bool)> {
+        proxy
+            .route(&uri.parse().expect("uri"))
+            .map(|r| (r.host, r.port, r.authorization.is_some()))
+    }
+
+    #[test]
+    fn environment_picks_the_proxy_by_scheme_upper_case_first() {
+        let p = env(&[
+            ("HTTPS_PROXY", "http://secure:3128"),
+            ("https_proxy", "http://ignored:1"),
+            ("http_proxy", "plain:8080"),
+            ("ALL_PROXY", "http://all:9"),
+        ])
+        .expect("valid")
+        .expect("set");
+        assert_eq!(
+            route(&p, "https://mq.example.com"),
+            Some(("secure".into(), 3128, false))
+        );
+        assert_eq!(
+            route(&p, "http://mq.example.com"),
+            Some(("plain".into(), 8080, false))
+        );
+        let all = env(&[("all_proxy", "http://u:p@all")])
+            .expect("valid")
+            .expect("set");
+        assert_eq!(route(&all, "https://x"), Some(("all".into(), 80, true)));
+        assert_eq!(route(&all, "http://x"), Some(("all".into(), 80, true)));
+        assert!(env(&[("NO_PROXY", "*")]).expect("valid").is_none());
+        // httpoxy: a CGI program's HTTP_PROXY may come from a request header.
+        assert!(
+            env(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "http://evil:1")])
+                .expect("valid")
+                .is_none()
+        );
+        assert!(env(&[("HTTP_PROXY", "  ")]).expect("valid").is_none());
+    }
+
+    #[test]
+    fn no_proxy_matches_domains_subdomains_addresses_and_networks() {
+        let p = env(&[
+            ("HTTP_PROXY", "http://proxy:3128"),
+            (
+                "no_proxy",
+                "example.com, .internal,10.0.0.0/8,::1, 127.0.0.1",
+            ),
+        ])
+        .expect("valid")
+        .expect("set");
+        for direct in [
+            "http://example.com",
+            "http://mq.example.com:8080",
+            "http://a.b.internal",
+            "http://10.1.2.3",
+            "http://[::1]:8080",
+            "http://127.0.0.1:9876",
+        ] {
+            assert_eq!(route(&p, direct), None, "{direct}");
+        }
+        for proxied in [
+            "http://notexample.com",
+            "http://example.org",
+            "http://11.0.0.1",
+            "http://127.0.0.2",
+        ] {
+            assert!(route(&p, proxied).is_some(), "{proxied}");
+        }
+        let star = Proxy::new("proxy:1")
+            .expect("proxy")
+            .with_no_proxy("x.org, *");
+        for uri in ["https://anything", "http://127.0.0.1:8080", "http://[::1]"] {
+            assert_eq!(route(&star, uri), None, "{uri}");
+        }
+    }
+
+    #[test]
+    fn unusable_proxy_urls_are_config_errors_without_the_password() {
+        for (url, reason) in [
+            ("https://u:hunter2@proxy:443", "only http"),
+            ("socks5://u:hunter2@proxy:1080", "only http"),
+            ("http://u:hunter2@proxy:3128/path", "no path"),
+            ("http://u:hunter2@:3128", "no host"),
+            ("http://", "not a URL"),
+        ] {
+            let e = Proxy::new(url).expect_err(url);
+            let shown = format!("{e} {e:?}");
+            assert!(shown.contains(reason), "{url}: {shown}");
+            assert!(!shown.contains("hunter2"), "{url}: {shown}");
+        }
+        let e = env(&[("HTTPS_PROXY", "socks5://u:hunter2@proxy:1080")]).expect_err("socks");
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("HTTPS_PROXY"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn credentials_become_basic_auth_and_never_show() {
+        let p = Proxy::new("http://alice:op%40en@proxy:3128").expect("proxy");
+        let r = p
+            .route(&"https://mq:443".parse().expect("uri"))
+            .expect("route");
+        // base64("alice:op@en")
+        assert_eq!(
+            r.authorization.as_ref().expect("auth"),
+            "Basic YWxpY2U6b3BAZW4="
+        );
+        let mut headers = http::HeaderMap::new();
+        r.authorize(&mut headers);
+        assert!(headers[PROXY_AUTHORIZATION].is_sensitive());
+        for shown in [
+            format!("{p:?}"),
+            format!("{r:?}"),
+            format!("{:?}", Tunnel::from(&r)),
+        ] {
+            assert!(
+                !shown.contains("op%40en") && !shown.contains("YWxp"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_proxys_own_refusals_of_forwarded_requests() {
+        let service = {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "x-mq-request-id",
+                HeaderValue::from_static("5DAEF2B9463541AD6E04490F"),
+            );
+            h
+        };
+        let none = http::HeaderMap::new();
+        assert!(is_proxy_refusal(
+            http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            &none
+        ));
+        assert!(is_proxy_refusal(
+            http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            &service
+        ));
+        assert!(is_proxy_refusal(http::StatusCode::UNAUTHORIZED, &none));
+        assert!(!is_proxy_refusal(http::StatusCode::UNAUTHORIZED, &service));
+        for status in [403, 404, 502, 503] {
+            let status = http::StatusCode::from_u16(status).expect("status");
+            assert!(!is_proxy_refusal(status, &none), "{status}");
+        }
+    }
+
+    #[test]
+    fn connect_answers() {
+        assert_eq!(tunnel_answer(b"HTTP/1.1 200 Connection").expect("ok"), None);
+        assert_eq!(
+            tunnel_answer(b"HTTP/1.0 200 Connection established\r\n\r\n").expect("ok"),
+            Some(200)
+        );
+        assert_eq!(
+            tunnel_answer(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 3\r\n\r\nabc"
+            )
+            .expect("ok"),
+            Some(407)
+        );
+        for bad in [
+            &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\n\r\n\x16\x03\x01",
+        ] {
+            let e = tunnel_answer(bad).expect_err("invalid");
+            assert!(invalid_answer(&e), "{e}");
+        }
+        let long = [b'a'; MAX_TUNNEL_ANSWER + 1];
+        let mut head = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        head.extend_from_slice(&long);
+        assert!(invalid_answer(&tunnel_answer(&head).expect_err("too long")));
+        let refused = io::Error::other(TunnelRefused { status: 407 });
+        assert_eq!(refused_status(&refused), Some(407));
+        assert_eq!(refused_status(&io::Error::other("x")), None);
+    }
+}
