@@ -937,6 +937,18 @@ async fn start(dir: &TempDir) -> Broker {
     Broker::start(config).await.unwrap()
 }
 
+/// `GET /metrics` on its own connection.
+async fn get_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_delivers_what_it_acknowledged() {
     let dir = TempDir::new("server");
@@ -982,6 +994,20 @@ async fn a_restarted_server_delivers_what_it_acknowledged() {
         .unwrap()
         .unwrap();
     assert!(acked.is_empty());
+    // Every 2xx above waited for a durable commit: `/metrics` counts them.
+    let metrics = get_metrics(broker.local_addr()).await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let commits = value("mq_journal_commits_total");
+    assert!(commits >= 1.0, "{metrics}");
+    // 5 publishes, 2 deliveries, 1 ack at least (shared commits: fewer commits than records).
+    assert!(value("mq_journal_records_total") >= 8.0, "{metrics}");
+    assert!(value("mq_journal_records_total") >= commits, "{metrics}");
+    assert_eq!(value("mq_journal_commit_duration_seconds_count"), commits);
     broker.shutdown().await;
 
     // The handles of the in-flight delivery and of the transactional publish still work.

@@ -93,6 +93,7 @@ use crate::core::{BrokerCore, Call, CoreConfig, CoreError, Outcome};
 pub use engine::{FjallEngine, LogEngine, RecordVisitor, StorageError};
 pub use journal::SyncPoint;
 
+pub(crate) use journal::CommitMetrics;
 use journal::{Item, Writer};
 use record::Record;
 
@@ -285,6 +286,11 @@ impl JournaledCore {
     /// Whether changes are journaled (a data directory is in use).
     pub fn is_durable(&self) -> bool {
         self.journal.is_some()
+    }
+
+    /// The journal's commit counts for `/metrics`; `None` without a journal.
+    pub(crate) fn commit_metrics(&self) -> Option<CommitMetrics> {
+        self.journal.as_ref().map(|j| j.writer.metrics())
     }
 
     /// A point reached once every change made so far is durable (at once without a

@@ -64,6 +64,7 @@ fn metrics_document(shared: &Shared) -> Result<String, std::fmt::Error> {
         &shared.request_metrics,
         &shared.backend.stats(),
         &shared.backend.counted(),
+        shared.backend.commit_metrics(),
         &metrics::ServerGauges {
             connections: shared.connections.load(Ordering::Acquire),
             waiting_polls: shared.waiting_polls.load(Ordering::Acquire),

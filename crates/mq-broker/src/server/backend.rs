@@ -116,6 +116,15 @@ impl Backend {
         }
     }
 
+    /// The journal's commit counts (built-in core with `--data-dir`), for `/metrics`.
+    pub(super) fn commit_metrics(&self) -> Option<&crate::durable::CommitMetrics> {
+        match self {
+            Self::Local(b) => b.commit_metrics(),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => None,
+        }
+    }
+
     /// Counters for `GET /stats` and [`Broker::stats`](super::Broker::stats).
     pub(super) fn stats(&self) -> Stats {
         match self {

@@ -5,7 +5,7 @@
 use super::backend::Waiting;
 use super::state::{Clock, TopicKey};
 use crate::core::{BrokerCore, Call, CoreError, Outcome, Stats};
-use crate::durable::{JournaledCore, StorageError};
+use crate::durable::{CommitMetrics, JournaledCore, StorageError};
 use mq_proto::ErrorCode;
 use mq_proto::wire::error::RequestError;
 use std::collections::HashMap;
@@ -27,6 +27,8 @@ pub(super) struct LocalBackend {
     /// request cost a task switch and a second core lock per request.
     timer_armed_at: AtomicU64,
     clock: Clock,
+    /// The journal's commit counts (`--data-dir`), read by `/metrics` without the core lock.
+    commit_metrics: Option<CommitMetrics>,
 }
 
 fn core_error(e: CoreError) -> RequestError {
@@ -53,6 +55,7 @@ fn advance_watch(tx: &watch::Sender<u64>, version: u64) {
 impl LocalBackend {
     pub(super) fn new(core: JournaledCore, clock: Clock) -> Self {
         Self {
+            commit_metrics: core.commit_metrics(),
             core: Mutex::new(core),
             topic_watches: Mutex::new(HashMap::new()),
             reschedule: Notify::new(),
@@ -71,6 +74,10 @@ impl LocalBackend {
 
     pub(super) fn stats(&self) -> Stats {
         self.lock_core().stats()
+    }
+
+    pub(super) fn commit_metrics(&self) -> Option<&CommitMetrics> {
+        self.commit_metrics.as_ref()
     }
 
     /// Commits what is pending and releases the data directory.

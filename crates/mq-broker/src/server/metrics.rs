@@ -20,6 +20,7 @@
 
 use super::backend::Counted;
 use crate::core::Stats;
+use crate::durable::CommitMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -134,6 +135,7 @@ pub(super) fn render(
     requests: &RequestMetrics,
     stats: &Stats,
     counted: &Counted,
+    journal: Option<&CommitMetrics>,
     server: &ServerGauges,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("mq");
@@ -288,6 +290,24 @@ pub(super) fn render(
             name,
             help,
             groups().map(|(l, g)| (l, field(g))),
+        );
+    }
+
+    if let Some(journal) = journal {
+        registry.register(
+            "journal_commits",
+            "Durable journal commits (--data-dir): each one fsync or the engine's equivalent",
+            journal.commits.clone(),
+        );
+        registry.register(
+            "journal_records",
+            "Records written by the journal's commits (several requests share a commit)",
+            journal.records.clone(),
+        );
+        registry.register(
+            "journal_commit_duration_seconds",
+            "Time of one durable journal commit",
+            journal.seconds.clone(),
         );
     }
 
