@@ -21,8 +21,10 @@ struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    fn start() -> Self {
+    /// The broker with the scenarios' topics, credentials and timings, plus `extra` flags.
+    fn start(extra: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mq-broker"));
+        cmd.args(extra);
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(["--credential", &format!("{AK}:{SK}")])
             .args([
@@ -100,13 +102,43 @@ fn official_python_sdk_scenarios() {
     let Some(python) = interop_python() else {
         return;
     };
-    let broker = BrokerProcess::start();
+    let broker = BrokerProcess::start(&[]);
     let failures = run_all(&python, &broker.endpoint, SCENARIOS, &[]);
     assert!(
         failures.is_empty(),
         "{} of {} Python SDK scenarios failed:\n{}\n=== broker stderr ===\n{}",
         failures.len(),
         SCENARIOS.len(),
+        failures.join("\n"),
+        broker.stderr()
+    );
+}
+
+/// The broker's fault injection (`--faults`) seen through the official SDK: its exception
+/// types and codes for injected errors and for a connection closed unanswered
+/// (`tests/python/faults.py`).
+#[test]
+fn official_python_sdk_sees_injected_faults() {
+    const TOKEN: &str = "interop-admin-token";
+    let Some(python) = interop_python() else {
+        return;
+    };
+    let broker = BrokerProcess::start(&[
+        "--faults",
+        "--admin-token",
+        TOKEN,
+        "--topic",
+        "MQ_INST_interop_py/T_fault",
+    ]);
+    let failures = run_all(
+        &python,
+        &broker.endpoint,
+        &["faults"],
+        &[("MQ_ADMIN_TOKEN", TOKEN)],
+    );
+    assert!(
+        failures.is_empty(),
+        "{}\n=== broker stderr ===\n{}",
         failures.join("\n"),
         broker.stderr()
     );
