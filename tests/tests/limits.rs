@@ -4,6 +4,7 @@
 //! The client points at a port where nothing listens: had it sent anything, the error would
 //! be a network error, not `InvalidInput`.
 
+use futures::StreamExt;
 use mq_tests::{block_on, client_builder};
 use mq_tokio::mq_proto::MAX_SCHEDULE_AHEAD_MS;
 use mq_tokio::mq_proto::client::EncodeError;
@@ -12,7 +13,7 @@ use mq_tokio::{
     TokioRuntime, TopicMessage, TopicName, WaitSeconds,
 };
 use std::net::TcpListener;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A loopback address nothing listens on (bound, then closed).
 fn dead_endpoint() -> String {
@@ -70,6 +71,43 @@ fn names_longer_than_119_characters_together_are_not_sent() {
         );
         assert_eq!(refused.not_sent(), handles, "nothing was sent");
         assert!(refused.unknown().is_empty() && refused.acked().is_empty());
+        // The stream, the handler loop and the checker do not retry it: every poll would be
+        // refused the same way. The stream says why once and ends.
+        let mut stream = long.stream();
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream answers");
+        assert!(
+            matches!(first, Some(Err(Error::InvalidInput(_)))),
+            "{first:?}"
+        );
+        let end = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream ends");
+        assert!(end.is_none(), "{end:?}");
+        let handler = long.handle(|_m| async { Ok(()) }).spawn();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let summary = tokio::time::timeout(Duration::from_secs(10), handler.shutdown())
+            .await
+            .expect("the loop ends")
+            .expect("summary");
+        assert_eq!((summary.receive_errors, summary.handled), (1, 0));
+        let checker = client(Some("MQ_INST_xy"))
+            .transaction_producer(topic.clone(), group.clone())
+            .spawn_checker(|_m| async { mq_tokio::Decision::Commit });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let report = tokio::time::timeout(Duration::from_secs(10), checker.shutdown())
+            .await
+            .expect("the checker ends");
+        assert!(
+            matches!(
+                report,
+                Err(Error::InvalidInput(InvalidInput::Request(
+                    EncodeError::NamesTooLong(_)
+                )))
+            ),
+            "{report:?}"
+        );
         // Within the limit, the request goes out (and meets the closed port).
         let short = client(None).consumer(topic, group);
         let error = short

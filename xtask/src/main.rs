@@ -207,7 +207,19 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    // The workspace docs build mq-client without its optional OpenTelemetry bridge.
+    // The workspace docs and doctests build mq-client without its optional OpenTelemetry
+    // bridge: its examples are compiled here.
+    run(
+        "doctest otel",
+        cargo().args([
+            "test",
+            "-p",
+            "mq-client",
+            "--doc",
+            "--features",
+            "otel,tokio",
+        ]),
+    )?;
     run(
         "doc otel",
         cargo()

@@ -32,6 +32,8 @@ pub struct CheckerReport {
 struct CheckerHandler<F> {
     decide: F,
     report: CheckerReport,
+    /// A poll refused before sending (it would be every time): the checker's error.
+    fatal: Option<Error>,
 }
 
 impl<F, Fut> Handler for CheckerHandler<F>
@@ -85,7 +87,13 @@ where
     }
 
     fn poll_failed(&mut self, error: Error) {
-        tracing::warn!(%error, "half-message poll failed; retrying after backoff");
+        if matches!(error, Error::InvalidInput(_)) {
+            // The driver stops: the checker's answer is this error.
+            tracing::error!(%error, "half-message poll refused before sending; the checker stops");
+            self.fatal = Some(error);
+        } else {
+            tracing::warn!(%error, "half-message poll failed; retrying after backoff");
+        }
     }
 }
 
@@ -112,10 +120,15 @@ where
     let handler = CheckerHandler {
         decide,
         report: CheckerReport::default(),
+        fatal: None,
     };
     let (commands_tx, commands) = mpsc::unbounded();
     let driver = Driver::new(machine, target, handler, commands_tx);
-    Ok(driver.run(commands, shutdown).await.report)
+    let handler = driver.run(commands, shutdown).await;
+    match handler.fatal {
+        Some(error) => Err(error),
+        None => Ok(handler.report),
+    }
 }
 
 /// A checker running in the background; stop it with [`CheckerHandle::shutdown`].
@@ -142,6 +155,7 @@ where
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the checker at once"]
 pub struct CheckerHandle(Background<Result<CheckerReport, Error>>);
 
 impl CheckerHandle {

@@ -341,7 +341,13 @@ impl<H: Handler> Driver<H> {
                 }
                 ConsumerEvent::PollFailed { id, failure } => {
                     let error = self.take_error(id, failure);
+                    // Refused by this client before sending (names too long for the
+                    // service): every later poll would be too, so the loop ends.
+                    let permanent = matches!(error, Error::InvalidInput(_));
                     self.handler.poll_failed(error);
+                    if permanent {
+                        self.stop(Instant::now());
+                    }
                 }
                 ConsumerEvent::SettleFailed {
                     id,

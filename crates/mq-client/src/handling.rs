@@ -250,7 +250,14 @@ impl MessageHandler {
                 Some(Event::Item(Some(Err(_)))) => summary.receive_errors += 1,
                 Some(Event::Finished(Finished::Ok(ack))) => {
                     summary.handled += 1;
-                    acks.push(Box::pin(ack.map(|r| Acked::Handled(r.is_ok()))));
+                    acks.push(Box::pin(ack.map(|r| {
+                        if let Err(e) = &r {
+                            // Often a handler slower than the group's invisibility: the
+                            // message was delivered again meanwhile.
+                            tracing::warn!(error = %e, "a handled message's ack did not take effect; it may be delivered again");
+                        }
+                        Acked::Handled(r.is_ok())
+                    })));
                 }
                 Some(Event::Finished(Finished::Failed)) => summary.failed += 1,
                 Some(Event::Acked(acked)) => acked.count(&mut summary),
@@ -354,6 +361,7 @@ impl Acked {
 /// Dropping it without calling [`shutdown`](Self::shutdown) stops the loop too, without
 /// waiting for it.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the handler loop at once"]
 pub struct HandlerHandle(Background<HandlerSummary>);
 
 impl HandlerHandle {

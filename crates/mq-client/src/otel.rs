@@ -28,8 +28,10 @@
 //!     .await?;
 //!
 //! let mut stream = client.consumer("orders".parse()?, "GID_billing".parse()?).stream();
-//! if let Some(delivery) = stream.next().await {
-//!     let delivery = delivery?;
+//! if let Some(item) = stream.next().await {
+//!     let Ok(delivery) = item?.into_delivery() else {
+//!         return Ok(()); // a poison message (dropping it leaves it for redelivery)
+//!     };
 //!     let span = mq_client::otel::consumer_span(&delivery);
 //!     async { /* handle the message: a child of "place order" */ }
 //!         .instrument(span)
