@@ -32,6 +32,20 @@ impl Tinyproxy {
     /// `CONNECT` allowed to `connect_ports` only (to any port when empty). `None` (skip) when `tinyproxy` is not
     /// installed, unless `MQ_REQUIRE_PROXY=1`, which makes it a failure.
     pub fn start(auth: Option<(&str, &str)>, connect_ports: &[u16]) -> Option<Self> {
+        Self::start_with(auth, connect_ports, false)
+    }
+
+    /// A `tinyproxy` that refuses every forwarded request (`FilterDefaultDeny` with no
+    /// allowed host: `403 Filtered`).
+    pub fn start_denying_all() -> Option<Self> {
+        Self::start_with(None, &[], true)
+    }
+
+    fn start_with(
+        auth: Option<(&str, &str)>,
+        connect_ports: &[u16],
+        deny_all: bool,
+    ) -> Option<Self> {
         if Command::new("tinyproxy")
             .arg("-v")
             .stdout(Stdio::null())
@@ -66,6 +80,14 @@ impl Tinyproxy {
             }
             if let Some((user, password)) = auth {
                 config.push_str(&format!("BasicAuth {user} {password}\n"));
+            }
+            if deny_all {
+                let filter = dir.join("filter");
+                std::fs::write(&filter, "").expect("proxy filter");
+                config.push_str(&format!(
+                    "Filter \"{}\"\nFilterDefaultDeny Yes\n",
+                    filter.display()
+                ));
             }
             let conf = dir.join("tinyproxy.conf");
             std::fs::write(&conf, config).expect("proxy configuration");
@@ -260,6 +282,29 @@ pub async fn http_endpoint_through_proxy<R: Runtime + Default>(broker: &TestBrok
             proxy.requests()
         );
     }
+
+    // A proxy that filters the request answers 403 itself: a typed refusal for a publish
+    // and a receive alike, not the service's error nor a lost connection.
+    let Some(denying) = Tinyproxy::start_denying_all() else {
+        return;
+    };
+    let filtered = || {
+        client_builder::<R>(&broker.endpoint())
+            .proxy(Proxy::new(&denying.url()).expect("proxy"))
+            .retry(RetryConfig::default().with_max_attempts(5))
+    };
+    assert_refused_by_proxy(&refused_publish(filtered(), t.clone()).await, 403);
+    let receive = filtered()
+        .build()
+        .expect("client")
+        .consumer(t.clone(), consumer.group().clone())
+        .receive(
+            mq_client::BatchSize::MAX,
+            mq_client::WaitSeconds::new(0).expect("wait"),
+        )
+        .await
+        .expect_err("the receive is refused");
+    assert_refused_by_proxy(&receive, 403);
 }
 
 /// An `https` endpoint through a `CONNECT` tunnel: TLS verified end to end with the

@@ -393,12 +393,14 @@ async fn read<I: hyper::rt::Read + Unpin>(io: &mut I, buf: &mut [u8]) -> io::Res
 }
 
 /// Whether the answer to a request forwarded by a proxy (absolute-form) is the proxy's own
-/// refusal: 407 (RFC 9110 §15.5.8; only proxies send it), or 401 without `x-mq-request-id`,
-/// which every answer of the service carries (PROTOCOL.md §6) and the service never answers
-/// 401 — tinyproxy answers wrong credentials so.
+/// refusal: 407 (RFC 9110 §15.5.8; only proxies send it), or any 4xx without
+/// `x-mq-request-id`, which every answer of the service carries (PROTOCOL.md §6) — tinyproxy
+/// answers wrong credentials 401 and a filtered request 403. A 5xx without it is not taken
+/// for a refusal: a forwarding proxy may send one after the request reached the endpoint
+/// (502 when the endpoint's connection broke), so it must not be resent as "never sent".
 pub(crate) fn is_proxy_refusal(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
     status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
-        || (status == http::StatusCode::UNAUTHORIZED && !headers.contains_key("x-mq-request-id"))
+        || (status.is_client_error() && !headers.contains_key("x-mq-request-id"))
 }
 
 /// Whether a failed connection attempt was a proxy's refusal of `CONNECT`, and its status.
@@ -569,9 +571,12 @@ mod tests {
             http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             &service
         ));
-        assert!(is_proxy_refusal(http::StatusCode::UNAUTHORIZED, &none));
-        assert!(!is_proxy_refusal(http::StatusCode::UNAUTHORIZED, &service));
-        for status in [403, 404, 502, 503] {
+        for status in [401, 403, 404] {
+            let status = http::StatusCode::from_u16(status).expect("status");
+            assert!(is_proxy_refusal(status, &none), "{status}");
+            assert!(!is_proxy_refusal(status, &service), "{status}");
+        }
+        for status in [500, 502, 503] {
             let status = http::StatusCode::from_u16(status).expect("status");
             assert!(!is_proxy_refusal(status, &none), "{status}");
         }
