@@ -29,6 +29,9 @@ pub(crate) enum Record<'a> {
         tag: Option<Cow<'a, str>>,
         /// All properties, system keys included, in wire form.
         properties: String,
+        /// The AccessKey id that signed it, for the message's trace (none: the admin token,
+        /// or a core driven directly).
+        producer: Option<Cow<'a, str>>,
     },
     /// A consume (whatever it returned: even an empty one may register a group or skip
     /// filtered messages).
@@ -116,18 +119,6 @@ pub(crate) enum Record<'a> {
         group: Cow<'a, str>,
         since_ms: u64,
     },
-    /// A publish the core accepted, signed by `producer` (an AccessKey id, for the
-    /// message's trace); [`Record::Publish`] is one without.
-    PublishBy {
-        at: u64,
-        instance: Option<Cow<'a, str>>,
-        topic: Cow<'a, str>,
-        body: Cow<'a, str>,
-        tag: Option<Cow<'a, str>>,
-        /// All properties, system keys included, in wire form.
-        properties: String,
-        producer: Cow<'a, str>,
-    },
 }
 
 fn name<'a>(s: &'a str) -> Cow<'a, str> {
@@ -166,7 +157,7 @@ impl<'a> Record<'a> {
                 instance,
                 topic,
                 message,
-                producer: None,
+                producer,
             } => Self::Publish {
                 at,
                 instance: instance_name(instance.as_ref()),
@@ -174,20 +165,7 @@ impl<'a> Record<'a> {
                 body: name(message.body()),
                 tag: message.tag().map(|t| name(t.as_str())),
                 properties: message.all_properties().encode(),
-            },
-            Call::Publish {
-                instance,
-                topic,
-                message,
-                producer: Some(producer),
-            } => Self::PublishBy {
-                at,
-                instance: instance_name(instance.as_ref()),
-                topic: name(topic.as_str()),
-                body: name(message.body()),
-                tag: message.tag().map(|t| name(t.as_str())),
-                properties: message.all_properties().encode(),
-                producer: name(producer),
+                producer: producer.as_deref().map(name),
             },
             Call::Consume {
                 instance,
@@ -318,27 +296,9 @@ impl Record<'static> {
                 body,
                 tag,
                 properties,
-            } => (
-                at,
-                Some(publish_call(
-                    instance,
-                    &topic,
-                    body,
-                    tag,
-                    &properties,
-                    None,
-                )?),
-            ),
-            Self::PublishBy {
-                at,
-                instance,
-                topic,
-                body,
-                tag,
-                properties,
                 producer,
             } => {
-                let producer = Some(producer.into_owned());
+                let producer = producer.map(Cow::into_owned);
                 let call = publish_call(instance, &topic, body, tag, &properties, producer)?;
                 (at, Some(call))
             }
@@ -533,7 +493,7 @@ fn parse_instance(instance: Option<Cow<'_, str>>) -> Result<Option<InstanceId>, 
         .transpose()
 }
 
-/// The publish call of a [`Record::Publish`] or [`Record::PublishBy`].
+/// The publish call of a [`Record::Publish`].
 fn publish_call(
     instance: Option<Cow<'_, str>>,
     topic: &str,
