@@ -98,13 +98,37 @@ export async function topic(view, params) {
   const group = el("select", { name: "group" }, groups.map((g) => el("option", { value: g.group, selected: g.group === params.get("group") }, g.group)));
   const tag = el("input", { name: "tag", placeholder: "any", value: params.get("tag") || "" });
   const key = el("input", { name: "key", placeholder: "any", value: params.get("key") || "" });
+  // Local time; either bound may be left empty.
+  const from = el("input", { type: "datetime-local", name: "from", step: 1 });
+  const to = el("input", { type: "datetime-local", name: "to", step: 1 });
   const out = el("div", { "data-peek": "" });
   const form = el("form", { class: "row", "aria-label": "Peek" },
     el("label", {}, "State", state), el("label", {}, "Group", group),
     el("label", {}, "Tag", tag), el("label", {}, "Key", key),
+    el("label", {}, "Published from", from), el("label", {}, "to", to),
     el("button", { class: "primary", type: "submit" }, "Peek"));
+  const matches = (m) => (!tag.value || m.tag === tag.value)
+    && (!key.value || (m.properties.KEYS || "").split(" ").includes(key.value));
+  // GET …/messages?begin_ms=&end_ms=: every message published in [from, to), in publish
+  // order, with each group's position (a state filter does not apply).
+  const byTime = async () => {
+    const bound = (input) => (input.value ? new Date(input.value).getTime() : undefined);
+    const [begin, end] = [bound(from), bound(to)];
+    if (begin !== undefined && end !== undefined && end <= begin) {
+      out.append(failure(new ApiError(0, "", "the end of the time range must be after its start")));
+      return;
+    }
+    const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["begin_ms", begin ?? 0], ["end_ms", end], ["ns", ns], ["limit", 200]])}`);
+    const shown = res.messages.filter(matches);
+    out.append(el("p", { class: "muted" }, `Published ${from.value ? `from ${new Date(begin).toLocaleString()}` : "since the start"}${to.value ? ` until ${new Date(end).toLocaleString()}` : ""}, consumed ones included (their state: the first group's); the state filter does not apply. ${shown.length} of ${res.messages.length} shown${res.next ? " (the first 200 of the range: narrow it to see the rest)" : ""}.`),
+      shown.length ? messageTable(name, ns, shown) : empty(`No message published in this range${tag.value || key.value ? " matches the filter" : ""}.`));
+  };
   const run = async () => {
     out.replaceChildren();
+    if (from.value || to.value) {
+      try { await byTime(); } catch (e) { out.append(e.unavailable ? unavailable("Messages by publish time", e) : failure(e)); }
+      return;
+    }
     const needsGroup = state.value !== "half";
     if (needsGroup && !group.value) {
       out.append(empty("Peeking at this state needs a group, and no group has consumed this topic yet."));
@@ -112,8 +136,7 @@ export async function topic(view, params) {
     }
     try {
       const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["ns", ns], ["limit", 200]])}`);
-      const shown = res.messages.filter((m) => (!tag.value || m.tag === tag.value)
-        && (!key.value || (m.properties.KEYS || "").split(" ").includes(key.value)));
+      const shown = res.messages.filter(matches);
       out.append(el("p", { class: "muted" }, `A peek changes nothing: no delivery, no handle, no counter. ${shown.length} of ${res.messages.length} shown.`),
         shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${tag.value || key.value ? " matches the filter" : ""}.`));
     } catch (e) {
@@ -343,21 +366,41 @@ export async function dead(view, _params, ctx) {
 export async function half(view) {
   const doc = await stats();
   view.append(el("h1", {}, "Half messages"),
-    el("p", { class: "muted" }, "Transactional messages waiting for commit or rollback. Their producer decides with the receipt handle it got at publish, or its checker with the handle of a check; the admin API lists them and cannot decide for the producer."));
+    el("p", { class: "muted" }, "Transactional messages waiting for commit or rollback. Their producer decides with the receipt handle it got at publish, or its checker with the handle of a check; here you decide for it by message id: Commit delivers the message to the topic's groups, Roll back drops it."));
   const topics = doc.topics.filter((t) => t.half > 0);
   if (!topics.length) { view.append(empty("No half message is waiting for a decision.")); return; }
   for (const t of topics) {
     const ns = nsOf(t.instance);
+    const out = el("div");
     view.append(el("h2", {}, t.topic));
     try {
       const res = await admin("GET", `/admin/topics/${seg(t.topic)}/messages${query([["state", "half"], ["ns", ns], ["limit", 200]])}`);
-      view.append(table([
+      // POST /admin/topics/{topic}/half/{id}/commit|rollback; the row goes once decided.
+      const decide = (m, action, label) => async (e) => {
+        const row = e.target.closest("tr");
+        if (!confirm(`${label} half message ${m.message_id} of ${t.topic}?${action === "rollback" ? " It will never be delivered." : " It will be delivered to the topic's groups."}`)) return;
+        out.replaceChildren();
+        try {
+          await admin("POST", `/admin/topics/${seg(t.topic)}/half/${seg(m.message_id)}/${action}${query([["ns", ns]])}`);
+          toast(`${action === "commit" ? "Committed" : "Rolled back"} ${m.message_id}`);
+          const body = row.parentElement;
+          row.remove();
+          if (!body.children.length) body.closest(".scroll").replaceWith(empty(`No half message of ${t.topic} is waiting any more.`));
+        } catch (err) {
+          out.append(err.unavailable ? unavailable(label, err) : failure(err));
+        }
+      };
+      view.append(res.messages.length ? table([
         { title: "Message id", value: (m) => el("a", { href: msgLink(t.topic, ns, m.message_id) }, m.message_id) },
         { title: "Body", value: (m) => (m.body || "").slice(0, 60) },
         { title: "Published", value: (m) => time(m.publish_time) },
         { title: "Checks", value: (m) => n(m.consumed_times), num: true },
         { title: "Next check", value: (m) => time(m.next_visible_time) },
-      ], res.messages, { href: (m) => msgLink(t.topic, ns, m.message_id), label: `Half messages of ${t.topic}` }));
+        { title: "", value: (m) => el("span", { class: "row" },
+          el("button", { type: "button", "data-action": "commit", onclick: decide(m, "commit", "Commit") }, "Commit"),
+          el("button", { type: "button", class: "danger", "data-action": "rollback", onclick: decide(m, "rollback", "Roll back") }, "Roll back")) },
+      ], res.messages, { href: (m) => msgLink(t.topic, ns, m.message_id), label: `Half messages of ${t.topic}` })
+        : empty(`No half message of ${t.topic} is waiting any more.`), out);
     } catch (e) {
       view.append(e.unavailable ? unavailable("Half messages", e) : failure(e));
     }

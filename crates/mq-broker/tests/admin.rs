@@ -64,6 +64,16 @@ async fn refusal(
     (status, json["code"].as_str().unwrap_or("<none>").to_owned())
 }
 
+/// A broker keeping its state in `dir` (`--data-dir`), on a real clock.
+fn durable_config(dir: &TempDir) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        credentials: vec![Credential::new(AK, SK)],
+        data_dir: Some(dir.path().to_owned()),
+        ..ServerConfig::default()
+    }
+}
+
 /// Registers `g` on `t` (its first consume), then publishes one message per body.
 async fn register_and_publish(c: &mut Client, t: &TopicName, g: &GroupId, bodies: &[&str]) {
     c.consume(t, g, ConsumeKind::Normal, 1, 0)
@@ -673,12 +683,7 @@ async fn messages_by_id_and_key_show_each_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_and_reset_are_durable() {
     let dir = TempDir::new("admin-purge");
-    let config = || ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        credentials: vec![Credential::new(AK, SK)],
-        data_dir: Some(dir.path().to_owned()),
-        ..ServerConfig::default()
-    };
+    let config = || durable_config(&dir);
     let broker = Broker::start(config()).await.expect("start");
     let mut c = Client::new(broker.local_addr());
     let t = TopicName::new("Purged").expect("topic");
@@ -1056,15 +1061,12 @@ async fn topics_and_groups_are_created_listed_and_deleted() {
 async fn created_topics_and_groups_are_durable() {
     let dir = TempDir::new("admin-groups");
     let config = || ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        credentials: vec![Credential::new(AK, SK)],
-        data_dir: Some(dir.path().to_owned()),
         groups: vec![
             "GID_declared,topic=Declared,max_deliveries=1"
                 .parse()
                 .expect("declaration"),
         ],
-        ..ServerConfig::default()
+        ..durable_config(&dir)
     };
     let broker = Broker::start(config()).await.expect("start");
     let mut c = Client::new(broker.local_addr());
@@ -1180,6 +1182,37 @@ async fn ack_all(c: &mut Client, t: &TopicName, g: &GroupId, got: &[mq_proto::Me
 
 fn bodies(got: &[mq_proto::Message]) -> Vec<&str> {
     got.iter().map(|m| m.body.as_str()).collect()
+}
+
+/// Publishes a half message first checked `immunity_s` after its publish.
+async fn publish_half(
+    c: &mut Client,
+    t: &TopicName,
+    body: &str,
+    immunity_s: u32,
+) -> mq_proto::client::PublishReceipt {
+    let m = TopicMessage::new(body)
+        .expect("message")
+        .with_trans_check_immunity(TransCheckImmunity::new(immunity_s).expect("immunity"));
+    c.publish(t, &m).await.expect("io").expect("half")
+}
+
+/// A message's trace (`GET /admin/messages/{id}/trace`).
+async fn trace(c: &mut Client, id: &mq_proto::MessageId) -> serde_json::Value {
+    let target = format!("/admin/messages/{}/trace", id.as_str());
+    let (status, json) = c.admin(Method::GET, &target, None).await.expect("trace");
+    assert_eq!(status, 200, "{json}");
+    json
+}
+
+/// The names of a trace's events, oldest first.
+fn event_names(trace: &serde_json::Value) -> Vec<String> {
+    trace["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
+        .collect()
 }
 
 /// Dead letters keep their bodies: listed with them, resent one by id (delivered again as a
@@ -1410,21 +1443,8 @@ async fn transaction_trace_shows_checks_commit_and_rollback() {
     let mut c = Client::new(broker.local_addr());
     let (t, g) = topic_group("Txns", "GID_txn");
     register_and_publish(&mut c, &t, &g, &[]).await;
-    let half = |body: &str| {
-        TopicMessage::new(body)
-            .expect("message")
-            .with_trans_check_immunity(TransCheckImmunity::new(10).expect("immunity"))
-    };
-    let kept = c
-        .publish(&t, &half("kept"))
-        .await
-        .expect("io")
-        .expect("half");
-    let dropped = c
-        .publish(&t, &half("dropped"))
-        .await
-        .expect("io")
-        .expect("half");
+    let kept = publish_half(&mut c, &t, "kept", 10).await;
+    let dropped = publish_half(&mut c, &t, "dropped", 10).await;
     advance(&mut c, 10_001).await;
     let checks = c
         .consume(&t, &g, ConsumeKind::Half, 16, 0)
@@ -1443,21 +1463,9 @@ async fn transaction_trace_shows_checks_commit_and_rollback() {
             .expect("settle");
         assert!(failures.is_empty(), "{failures:?}");
     }
-    let trace = |id: &str| format!("/admin/messages/{id}/trace");
-    let events = |json: &serde_json::Value| -> Vec<String> {
-        json["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
-            .collect()
-    };
-    let (_, committed) = c
-        .admin(Method::GET, &trace(kept.message_id.as_str()), None)
-        .await
-        .expect("trace");
+    let committed = trace(&mut c, &kept.message_id).await;
     assert_eq!(
-        events(&committed),
+        event_names(&committed),
         ["published", "checked", "committed"],
         "{committed}"
     );
@@ -1466,12 +1474,9 @@ async fn transaction_trace_shows_checks_commit_and_rollback() {
         checks[0].receipt_handle.as_str(),
         "{committed}"
     );
-    let (_, rolled) = c
-        .admin(Method::GET, &trace(dropped.message_id.as_str()), None)
-        .await
-        .expect("trace");
+    let rolled = trace(&mut c, &dropped.message_id).await;
     assert_eq!(
-        events(&rolled),
+        event_names(&rolled),
         ["published", "checked", "rolled_back"],
         "{rolled}"
     );
@@ -1493,5 +1498,198 @@ async fn transaction_trace_shows_checks_commit_and_rollback() {
         ["kept"],
         "only the committed message is delivered"
     );
+    broker.shutdown().await;
+}
+
+/// `POST /admin/topics/{t}/half/{id}/commit|rollback`: a committed half message is
+/// delivered to the topic's group (its producer's handle decides nothing afterwards); a
+/// rolled-back one is never delivered and no longer listed; both traces record the
+/// decision; an id that is not a waiting half message is 404 `MessageNotExist`; a GET is
+/// 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_messages_are_committed_and_rolled_back_by_id() {
+    let broker = start(true).await;
+    let addr = broker.local_addr();
+    let mut c = Client::new(addr);
+    let (t, g) = topic_group("Decided", "GID_decided");
+    register_and_publish(&mut c, &t, &g, &[]).await;
+    let kept = publish_half(&mut c, &t, "to commit", 60).await;
+    let dropped = publish_half(&mut c, &t, "to roll back", 60).await;
+    let decide = |id: &str, action: &str| format!("/admin/topics/Decided/half/{id}/{action}");
+    assert!(consume_all(&mut c, &t, &g).await.is_empty());
+
+    let (status, json) = c
+        .admin(
+            Method::POST,
+            &decide(kept.message_id.as_str(), "commit"),
+            None,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["message_id"], kept.message_id.as_str());
+    assert_eq!(json["resolution"], "commit");
+    let got = consume_all(&mut c, &t, &g).await;
+    assert_eq!(bodies(&got), ["to commit"]);
+    assert_eq!(got[0].message_id, kept.message_id);
+    ack_all(&mut c, &t, &g, &got).await;
+    // The producer's own handle decides nothing any more.
+    let late = c
+        .ack(
+            &t,
+            &g,
+            mq_proto::AckKind::Rollback,
+            &[kept.receipt_handle.clone().expect("publish handle")],
+        )
+        .await
+        .expect("io")
+        .expect("answered");
+    assert_eq!(late.len(), 1, "{late:?}");
+
+    let (status, json) = c
+        .admin(
+            Method::POST,
+            &decide(dropped.message_id.as_str(), "rollback"),
+            None,
+        )
+        .await
+        .expect("rollback");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["resolution"], "rollback");
+    let (_, listed) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Decided/messages?state=half",
+            None,
+        )
+        .await
+        .expect("peek");
+    assert_eq!(names(&listed), Vec::<&str>::new(), "{listed}");
+    // Past its check time: a rolled-back message is never delivered nor checked.
+    advance(&mut c, 600_000).await;
+    assert!(consume_all(&mut c, &t, &g).await.is_empty());
+    assert!(
+        c.consume(&t, &g, ConsumeKind::Half, 16, 0)
+            .await
+            .expect("io")
+            .expect("checks")
+            .is_empty()
+    );
+
+    assert_eq!(
+        event_names(&trace(&mut c, &kept.message_id).await),
+        ["published", "committed", "delivered", "acked"]
+    );
+    assert_eq!(
+        event_names(&trace(&mut c, &dropped.message_id).await),
+        ["published", "rolled_back"]
+    );
+
+    // Not a waiting half message: decided already, a normal message, unknown, elsewhere.
+    let normal = c
+        .publish(&t, &TopicMessage::new("normal").expect("message"))
+        .await
+        .expect("io")
+        .expect("publish");
+    for (target, code) in [
+        (
+            decide(kept.message_id.as_str(), "rollback"),
+            "MessageNotExist",
+        ),
+        (
+            decide(dropped.message_id.as_str(), "commit"),
+            "MessageNotExist",
+        ),
+        (
+            decide(normal.message_id.as_str(), "commit"),
+            "MessageNotExist",
+        ),
+        (
+            decide("0123456789ABCDEF0123456789ABCDEF", "commit"),
+            "MessageNotExist",
+        ),
+        (decide("not-an-id", "rollback"), "MessageNotExist"),
+        (
+            format!(
+                "/admin/topics/Nowhere/half/{}/commit",
+                kept.message_id.as_str()
+            ),
+            "TopicNotExist",
+        ),
+    ] {
+        assert_eq!(
+            refusal(&mut c, Method::POST, &target, None).await,
+            (404, code.to_owned()),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        refusal(&mut c, Method::POST, &decide("X", "maybe"), None).await,
+        (404, "NotFound".to_owned())
+    );
+    let (token, _) = broker.admin_token().expect("token");
+    let answer = raw_call(
+        addr,
+        "GET",
+        &decide(kept.message_id.as_str(), "commit"),
+        Some(&format!("Bearer {token}")),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
+        "{answer}"
+    );
+    assert!(
+        consume_all(&mut c, &t, &g)
+            .await
+            .iter()
+            .all(|m| m.body == "normal"),
+        "a refused decision delivered something"
+    );
+    broker.shutdown().await;
+}
+
+/// With `--data-dir`, a decision by id survives a restart: the committed message is still
+/// delivered, the rolled-back one still never, neither waits any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_message_decisions_are_durable() {
+    let dir = TempDir::new("admin-half");
+    let config = || durable_config(&dir);
+    let broker = Broker::start(config()).await.expect("start");
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("DurableHalf", "GID_durable_half");
+    register_and_publish(&mut c, &t, &g, &[]).await;
+    let mut ids = Vec::new();
+    for body in ["commit me", "roll me back", "undecided"] {
+        ids.push(publish_half(&mut c, &t, body, 300).await.message_id);
+    }
+    for (id, action) in ids.iter().zip(["commit", "rollback"]) {
+        let target = format!("/admin/topics/DurableHalf/half/{}/{action}", id.as_str());
+        let (status, json) = c.admin(Method::POST, &target, None).await.expect("decide");
+        assert_eq!(status, 200, "{json}");
+    }
+    broker.shutdown().await;
+
+    let broker = Broker::start(config()).await.expect("restart");
+    let mut c = Client::new(broker.local_addr());
+    let (_, listed) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/DurableHalf/messages?state=half",
+            None,
+        )
+        .await
+        .expect("peek");
+    assert_eq!(names(&listed), ["undecided"], "{listed}");
+    let got = consume_all(&mut c, &t, &g).await;
+    assert_eq!(bodies(&got), ["commit me"]);
+    for (id, code) in [(&ids[0], "MessageNotExist"), (&ids[1], "MessageNotExist")] {
+        let target = format!("/admin/topics/DurableHalf/half/{}/commit", id.as_str());
+        assert_eq!(
+            refusal(&mut c, Method::POST, &target, None).await,
+            (404, code.to_owned())
+        );
+    }
     broker.shutdown().await;
 }

@@ -2,8 +2,11 @@
 //! chromedriver (WebDriver) by `fantoccini`. Messages published with the SDK show in the
 //! console; a peek changes nothing; a message published from the console is received with
 //! the SDK; the console's test-clock control makes a delayed message ready; a fault rule
-//! added there is in force; a dead letter is listed with Resend; tables work from the
-//! keyboard; logging out forgets the credentials. Each page is saved as a screenshot in
+//! added there is in force; a dead letter resent there is delivered again; half messages
+//! committed there are delivered and rolled-back ones never; a message's trace shows as a
+//! timeline; the topic page filters by publish time; a group's offset reset there gives the
+//! SDK old messages again; topics and groups are created and deleted there; tables work
+//! from the keyboard; logging out forgets the credentials. Each page is saved as a screenshot in
 //! `target/console-screenshots/`.
 //!
 //! The browser comes from `MQ_CHROMIUM` / `MQ_CHROMEDRIVER` or `chromium` / `chromedriver`
@@ -288,16 +291,79 @@ impl Browser {
     }
 
     async fn click_button(&self, label: &str) {
-        let xpath = format!("//button[normalize-space(.)='{label}']");
-        self.client
+        self.click_xpath(&format!("//button[normalize-space(.)='{label}']"))
+            .await;
+    }
+
+    /// Clicks the button `action` (its `data-action`, else its label) in the row of the
+    /// table labelled `table` that contains `row_text`.
+    async fn click_in_row(&self, table: &str, row_text: &str, action: &str) {
+        self.click_xpath(&format!(
+            "//table[@aria-label='{table}']//tr[contains(., '{row_text}')]//button[@data-action='{action}' or normalize-space(.)='{action}']"
+        ))
+        .await;
+    }
+
+    /// Clicks the element at `xpath` once it shows.
+    async fn click_xpath(&self, xpath: &str) {
+        let found = self
+            .client
             .wait()
             .at_most(PATIENCE)
-            .for_element(Locator::XPath(&xpath))
+            .for_element(Locator::XPath(xpath))
+            .await;
+        match found {
+            Ok(e) => e.click().await.expect("click"),
+            Err(e) => panic!("nothing at {xpath}: {e}; page: {}", self.main_text().await),
+        }
+    }
+
+    /// Accepts the confirm dialog the last click opened.
+    async fn accept_confirm(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while let Err(e) = self.client.accept_alert().await {
+            assert!(Instant::now() < deadline, "no confirm dialog: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until no element matching `css` contains `text`.
+    async fn wait_gone(&self, css: &str, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut present = false;
+            if let Ok(found) = self.client.find_all(Locator::Css(css)).await {
+                for e in found {
+                    present |= e.text().await.is_ok_and(|t| t.contains(text));
+                }
+            }
+            if !present {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} still contains {text:?}: {}",
+                self.main_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sets a `datetime-local` input to the time `ms` (epoch ms) in the browser's local
+    /// time, to the second, as a user picking it would.
+    async fn set_local_time(&self, css: &str, ms: Option<u64>) {
+        self.find(css).await;
+        self.client
+            .execute(
+                "const input = document.querySelector(arguments[0]);
+                 if (arguments[1] === null) { input.value = ''; return; }
+                 const d = new Date(arguments[1]);
+                 const p = (n) => String(n).padStart(2, '0');
+                 input.value = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;",
+                vec![serde_json::json!(css), serde_json::json!(ms)],
+            )
             .await
-            .unwrap_or_else(|e| panic!("no button {label:?}: {e}"))
-            .click()
-            .await
-            .expect("click");
+            .expect("script");
     }
 
     /// Logs in with the admin token, or with an AccessKey pair (signed in the browser).
@@ -615,14 +681,27 @@ async fn the_console_publishes_and_moves_the_test_clock() {
         got[0].message_id.as_str(),
     )
     .await;
-    b.click_button("Resend").await;
-    // Resending is the admin API's call where the broker has it; this one may not.
-    let said = b.wait_text("[data-unavailable], #toast", "Resend").await;
-    assert!(
-        said.contains("Resend: not available on this broker") || said.contains("Resend: done"),
-        "{said}"
-    );
     b.shot("dead-letters").await;
+    b.click_button("Resend").await;
+    b.wait_text("#toast", "Resend: done (1 resent)").await;
+    // Resent: delivered to the group again as a new message with the same id.
+    let resent = consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(
+        resent
+            .first()
+            .map(|m| (m.message_id.as_str(), m.consumed_times)),
+        Some((got[0].message_id.as_str(), 1)),
+        "{resent:?}"
+    );
+    consumer
+        .ack([&resent[0].receipt_handle])
+        .await
+        .expect("ack");
+    b.open("#/dead").await;
+    b.wait_text("#main .empty", "No dead letters").await;
 
     // Logging out forgets the credentials: the login form is back, the storage empty.
     b.click_button("Log out").await;
@@ -634,6 +713,280 @@ async fn the_console_publishes_and_moves_the_test_clock() {
             .expect("script"),
         serde_json::json!(0)
     );
+    b.close().await;
+}
+
+/// The half-messages page decides for the producer: Commit delivers the message to an SDK
+/// consumer, Roll back drops it for good; each row goes once decided. The committed
+/// message's page shows its trace as a timeline: published, committed, delivered, acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_commits_and_rolls_back_half_messages() {
+    let Some((broker, b, sdk, consumer)) = scene("payments", "GID_ledger").await else {
+        return;
+    };
+    let tx = sdk.transaction_producer("payments".parse().unwrap(), "GID_tx".parse().unwrap());
+    let half = |body: &str| {
+        TopicMessage::new(body)
+            .unwrap()
+            .with_trans_check_immunity(TransCheckImmunity::new(60).unwrap())
+    };
+    let kept = tx.publish(&half("charge card 42")).await.expect("half");
+    let dropped = tx.publish(&half("charge card 43")).await.expect("half");
+    let (kept_id, dropped_id) = (kept.message_id.as_str(), dropped.message_id.as_str());
+    let table = "Half messages of payments";
+    let rows = format!("table[aria-label='{table}'] tbody");
+
+    b.log_in(Some(TOKEN)).await;
+    b.open("#/half").await;
+    b.wait_text(&rows, "charge card 42").await;
+    b.wait_text(&rows, "charge card 43").await;
+    b.shot("half-waiting").await;
+
+    b.click_in_row(table, kept_id, "commit").await;
+    b.accept_confirm().await;
+    b.wait_text("#toast", &format!("Committed {kept_id}")).await;
+    b.wait_gone(&rows, kept_id).await;
+    let got = consumer
+        .receive(BatchSize::MAX, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].message_id.as_str(), kept_id);
+    assert_eq!(got[0].body, "charge card 42");
+    consumer.ack([&got[0].receipt_handle]).await.expect("ack");
+
+    b.click_in_row(table, dropped_id, "rollback").await;
+    b.accept_confirm().await;
+    b.wait_text("#toast", &format!("Rolled back {dropped_id}"))
+        .await;
+    b.wait_text(
+        "#main .empty",
+        "No half message of payments is waiting any more",
+    )
+    .await;
+    b.shot("half-decided").await;
+    let payments = |broker: &Broker| {
+        broker
+            .stats()
+            .topics
+            .into_iter()
+            .find(|t| t.topic == "payments")
+            .expect("payments")
+    };
+    assert_eq!(payments(&broker).half, 0);
+    // Past its check time: the rolled-back message is neither delivered nor checked.
+    let mut admin = support::Client::new(broker.local_addr());
+    let (status, _) = admin
+        .admin(http::Method::POST, "/admin/clock?advance_ms=600000", None)
+        .await
+        .expect("advance");
+    assert_eq!(status, 200);
+    assert!(
+        consumer
+            .receive(BatchSize::MAX, WaitSeconds::new(1).unwrap())
+            .await
+            .expect("receive")
+            .is_empty(),
+        "a rolled-back message was delivered"
+    );
+    let (_, trace) = admin
+        .admin(
+            http::Method::GET,
+            &format!("/admin/messages/{dropped_id}/trace"),
+            None,
+        )
+        .await
+        .expect("trace");
+    assert_eq!(trace["events"][1]["event"], "rolled_back", "{trace}");
+
+    // The committed message's trace, as a timeline on its page.
+    b.open(&format!("#/message?topic=payments&id={kept_id}"))
+        .await;
+    let timeline = b.wait_text(".timeline", "acked").await;
+    let lines: Vec<&str> = timeline.lines().collect();
+    assert_eq!(lines.len(), 4, "{timeline}");
+    for (line, says) in lines.iter().zip([
+        "published · by",
+        "committed",
+        "delivered · GID_ledger · delivery 1 · NextConsumeTime",
+        "acked · GID_ledger",
+    ]) {
+        assert!(
+            line.contains(says),
+            "{line:?} does not say {says:?}: {timeline}"
+        );
+    }
+    b.client
+        .execute(
+            "document.querySelector('.timeline').scrollIntoView({block: 'center'});",
+            vec![],
+        )
+        .await
+        .expect("script");
+    b.shot("message-trace").await;
+    b.close().await;
+}
+
+/// The topic page lists what was published in a time range (local time); the group page's
+/// reset offset gives the group what was published since a time again, received with the
+/// SDK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_filters_by_time_and_resets_an_offset() {
+    let Some((broker, b, sdk, consumer)) = scene("events", "GID_replay").await else {
+        return;
+    };
+    let mut admin = support::Client::new(broker.local_addr());
+    let producer = sdk.producer("events".parse().unwrap());
+    producer
+        .publish(&TopicMessage::new("first event").unwrap())
+        .await
+        .expect("publish");
+    let (_, clock) = admin
+        .admin(http::Method::GET, "/admin/clock", None)
+        .await
+        .expect("clock");
+    // An hour later (test clock), the second one; `between` separates them.
+    let between = clock["now_ms"].as_u64().expect("now") + 1_800_000;
+    let (status, _) = admin
+        .admin(http::Method::POST, "/admin/clock?advance_ms=3600000", None)
+        .await
+        .expect("advance");
+    assert_eq!(status, 200);
+    producer
+        .publish(&TopicMessage::new("second event").unwrap())
+        .await
+        .expect("publish");
+    let got = consumer
+        .receive(BatchSize::MAX, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 2, "{got:?}");
+    consumer
+        .ack(got.iter().map(|m| &m.receipt_handle))
+        .await
+        .expect("ack");
+
+    b.log_in(Some(TOKEN)).await;
+    b.open("#/topic/events").await;
+    b.set_local_time("input[name='from']", Some(between)).await;
+    b.click_button("Peek").await;
+    let shown = b.wait_text("[data-peek]", "1 of 1 shown").await;
+    assert!(
+        shown.contains("second event") && !shown.contains("first event"),
+        "{shown}"
+    );
+    b.shot("topic-time-range").await;
+    b.set_local_time("input[name='from']", None).await;
+    b.set_local_time("input[name='to']", Some(between)).await;
+    b.click_button("Peek").await;
+    b.wait_text("[data-peek]", "until").await;
+    let shown = b.wait_text("[data-peek]", "1 of 1 shown").await;
+    assert!(
+        shown.contains("first event") && !shown.contains("second event"),
+        "{shown}"
+    );
+    // Both bounds, the wrong way round: said, nothing asked.
+    b.set_local_time("input[name='from']", Some(between + 60_000))
+        .await;
+    b.click_button("Peek").await;
+    b.wait_text("#main .error", "must be after its start").await;
+
+    // Consumed and acked; the group page resets the offset to `between`.
+    b.open("#/group/events/GID_replay").await;
+    b.set_local_time("input[name='time']", Some(between)).await;
+    b.click_button("Reset offset").await;
+    b.wait_text("#toast", "Offset reset: 1 to deliver again, 0 skipped")
+        .await;
+    b.shot("group-reset-offset").await;
+    let again = consumer
+        .receive(BatchSize::MAX, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(
+        again.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["second event"]
+    );
+    b.close().await;
+}
+
+/// The topics & groups page creates a typed topic and a group subscribed to it, and
+/// deletes both (after a confirmation); the admin API sees each change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_creates_and_deletes_topics_and_groups() {
+    let broker = start_broker().await;
+    let Some(b) = browser(&broker).await else {
+        return;
+    };
+    let mut admin = support::Client::new(broker.local_addr());
+    b.log_in(Some(TOKEN)).await;
+    b.open("#/catalog").await;
+    b.type_into(
+        "form[aria-label='Create a topic'] input[name='topic']",
+        "inventory",
+    )
+    .await;
+    b.find("select[name='message_type']")
+        .await
+        .select_by_value("FIFO")
+        .await
+        .expect("select");
+    b.click_button("Create topic").await;
+    b.wait_text("table[aria-label='Topics'] tbody", "inventory")
+        .await;
+    let (status, topic) = admin
+        .admin(http::Method::GET, "/admin/topics/inventory", None)
+        .await
+        .expect("topic");
+    assert_eq!(status, 200, "{topic}");
+    assert_eq!(topic["topic"]["message_type"], "FIFO", "{topic}");
+
+    b.type_into(
+        "form[aria-label='Create a group'] input[name='group']",
+        "GID_stock",
+    )
+    .await;
+    b.type_into(
+        "form[aria-label='Create a group'] input[name='topic']",
+        "inventory",
+    )
+    .await;
+    b.click_button("Create group").await;
+    let row = b
+        .wait_text("table[aria-label='Groups'] tbody", "GID_stock")
+        .await;
+    assert!(row.contains("inventory"), "{row}");
+    b.shot("catalog-created").await;
+    let groups = |json: &serde_json::Value| -> Vec<String> {
+        json["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| g["group"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    let (_, listed) = admin
+        .admin(http::Method::GET, "/admin/groups", None)
+        .await
+        .expect("groups");
+    assert_eq!(groups(&listed), ["GID_stock"], "{listed}");
+
+    b.click_in_row("Groups", "GID_stock", "Delete").await;
+    b.accept_confirm().await;
+    b.wait_text("#main .empty", "No group.").await;
+    let (_, listed) = admin
+        .admin(http::Method::GET, "/admin/groups", None)
+        .await
+        .expect("groups");
+    assert_eq!(groups(&listed), Vec::<String>::new(), "{listed}");
+
+    b.click_in_row("Topics", "inventory", "Delete").await;
+    b.accept_confirm().await;
+    b.wait_text("#main .empty", "No topic.").await;
+    let (status, _) = admin
+        .admin(http::Method::GET, "/admin/topics/inventory", None)
+        .await
+        .expect("topic");
+    assert_eq!(status, 404);
     b.close().await;
 }
 

@@ -1009,3 +1009,279 @@ fn many_messages_are_fast() {
     assert_eq!(seen as u64, n);
     assert_eq!(h.core.stats().topics[0].stored, 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Deciding a half message by id (admin API) is the protocol's commit / rollback by handle
+
+mod decide_half_by_id {
+    use super::*;
+    use mq_broker::core::TransactionResolution;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A half message on topic T0 or T1, first checked after `immunity` s.
+        Publish {
+            topic: usize,
+            immunity: u32,
+        },
+        /// A normal message (so the groups hold other messages too).
+        Normal {
+            topic: usize,
+        },
+        Advance(u64),
+        /// A transaction check pop on a topic.
+        Check {
+            topic: usize,
+        },
+        /// A consume (and ack of half of what came) by a group.
+        Consume {
+            topic: usize,
+            group: usize,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0usize..2, 10u32..40).prop_map(|(topic, immunity)| Step::Publish { topic, immunity }),
+            1 => (0usize..2).prop_map(|topic| Step::Normal { topic }),
+            3 => (0u64..30_000).prop_map(Step::Advance),
+            2 => (0usize..2).prop_map(|topic| Step::Check { topic }),
+            2 => (0usize..2, 0usize..2).prop_map(|(topic, group)| Step::Consume { topic, group }),
+        ]
+    }
+
+    const TOPICS: [&str; 2] = ["T0", "T1"];
+    const GROUPS: [&str; 2] = ["GID_a", "GID_b"];
+
+    /// A transaction check pop on topic `t`: the handles it gives replace the earlier ones.
+    fn check(
+        core: &mut BrokerCore,
+        now: u64,
+        t: usize,
+        latest: &mut BTreeMap<String, (usize, String)>,
+    ) {
+        let got = core
+            .consume(
+                now,
+                None,
+                &topic(TOPICS[t]),
+                &group("GID_check"),
+                ConsumeKind::Half,
+                &TagFilter::All,
+                BatchSize::MAX,
+            )
+            .unwrap();
+        for m in got {
+            latest.insert(
+                m.message_id.as_str().to_owned(),
+                (t, m.receipt_handle.to_string()),
+            );
+        }
+    }
+
+    /// Runs the steps; the latest handle of every half message by id, with its topic.
+    fn run(
+        core: &mut BrokerCore,
+        now: &mut u64,
+        steps: &[Step],
+    ) -> BTreeMap<String, (usize, String)> {
+        let mut latest = BTreeMap::new();
+        for t in TOPICS {
+            for g in GROUPS {
+                let out = core.consume(
+                    *now,
+                    None,
+                    &topic(t),
+                    &group(g),
+                    ConsumeKind::Normal,
+                    &TagFilter::All,
+                    BatchSize::MIN,
+                );
+                assert!(out.is_ok(), "{out:?}");
+            }
+        }
+        for s in steps {
+            match *s {
+                Step::Publish { topic: t, immunity } => {
+                    let p = core
+                        .publish(*now, None, &topic(TOPICS[t]), trans("half", immunity))
+                        .unwrap();
+                    let handle = p.receipt_handle.expect("publish handle").to_string();
+                    latest.insert(p.message_id.as_str().to_owned(), (t, handle));
+                }
+                Step::Normal { topic: t } => {
+                    core.publish(*now, None, &topic(TOPICS[t]), msg("normal"))
+                        .unwrap();
+                }
+                Step::Advance(ms) => *now += ms,
+                Step::Check { topic: t } => check(core, *now, t, &mut latest),
+                Step::Consume { topic: t, group: g } => {
+                    let got = core
+                        .consume(
+                            *now,
+                            None,
+                            &topic(TOPICS[t]),
+                            &group(GROUPS[g]),
+                            ConsumeKind::Normal,
+                            &TagFilter::All,
+                            BatchSize::MAX,
+                        )
+                        .unwrap();
+                    let acked: Vec<String> = handles(&got).into_iter().step_by(2).collect();
+                    if !acked.is_empty() {
+                        core.ack(
+                            *now,
+                            None,
+                            &topic(TOPICS[t]),
+                            Some(&group(GROUPS[g])),
+                            AckKind::Ack,
+                            &acked,
+                        )
+                        .unwrap();
+                    }
+                }
+            }
+        }
+        // Every due half message gets a fresh handle, so each latest handle is valid now.
+        for t in 0..TOPICS.len() {
+            check(core, *now, t, &mut latest);
+        }
+        latest
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Committing or rolling back a half message by its id leaves the core in exactly
+        /// the state a commit / rollback with its current receipt handle does — the
+        /// message's groups, trace, counters, wakeups — and both cores answer what follows
+        /// alike; once decided either way, neither the id nor the handle decides it again.
+        #[test]
+        fn a_decision_by_id_is_the_protocols_decision_by_handle(
+            steps in prop::collection::vec(step(), 1..40),
+            pick in any::<prop::sample::Index>(),
+            commit in any::<bool>(),
+            after in prop::collection::vec(step(), 0..10),
+        ) {
+            let mut by_handle = BrokerCore::new(CoreConfig::default());
+            let mut now = 1_000_000;
+            let latest = run(&mut by_handle, &mut now, &steps);
+            prop_assume!(!latest.is_empty());
+            let (id, (t, handle)) = latest.iter().nth(pick.index(latest.len())).unwrap();
+            let t = topic(TOPICS[*t]);
+            let mut by_id = by_handle.clone();
+            let (kind, resolution) = if commit {
+                (AckKind::Commit, TransactionResolution::Commit)
+            } else {
+                (AckKind::Rollback, TransactionResolution::Rollback)
+            };
+            let failures = by_handle.ack(now, None, &t, None, kind, std::slice::from_ref(handle)).unwrap();
+            let decided = by_id.decide_half(now, None, &t, id, resolution);
+            match failures.as_slice() {
+                // Still waiting: both decide it.
+                [] => prop_assert!(decided.is_ok(), "{decided:?}"),
+                // Dropped unresolved at the horizon (or decided before): neither does.
+                [f] => {
+                    prop_assert_eq!(&f.code, &ErrorCode::MessageNotExist);
+                    prop_assert_eq!(decided.unwrap_err().code, ErrorCode::MessageNotExist);
+                }
+                more => prop_assert!(false, "{more:?}"),
+            }
+            prop_assert!(by_handle == by_id, "the states differ");
+            prop_assert_eq!(by_handle.trace(id), by_id.trace(id));
+            prop_assert_eq!(by_handle.stats(), by_id.stats());
+            prop_assert_eq!(by_handle.next_wakeup(), by_id.next_wakeup());
+            // Decided: neither way decides it again.
+            let again = by_id.decide_half(now, None, &t, id, TransactionResolution::Commit);
+            prop_assert_eq!(again.unwrap_err().code, ErrorCode::MessageNotExist);
+            let mut now_handle = now;
+            let mut now_id = now;
+            run(&mut by_handle, &mut now_handle, &after);
+            run(&mut by_id, &mut now_id, &after);
+            prop_assert!(by_handle == by_id, "the states differ later");
+        }
+    }
+
+    /// A decision by id is refused for what is not a waiting half message: an unknown or
+    /// malformed id, a normal message, another topic's half message, one already decided.
+    #[test]
+    fn only_a_waiting_half_message_is_decided() {
+        let mut core = BrokerCore::new(CoreConfig::default());
+        let (t, other) = (topic("T"), topic("Other"));
+        core.consume(
+            0,
+            None,
+            &t,
+            &group("GID_a"),
+            ConsumeKind::Normal,
+            &TagFilter::All,
+            BatchSize::MIN,
+        )
+        .unwrap();
+        core.declare_topic(None, &other);
+        let half = core
+            .publish(1_000, None, &t, trans("half", 10))
+            .unwrap()
+            .message_id;
+        let normal = core
+            .publish(1_000, None, &t, msg("normal"))
+            .unwrap()
+            .message_id;
+        let refused = |core: &mut BrokerCore, t: &TopicName, id: &str| {
+            core.decide_half(2_000, None, t, id, TransactionResolution::Commit)
+                .unwrap_err()
+                .code
+        };
+        for id in [
+            "",
+            "not an id",
+            "0123456789ABCDEF0123456789ABCDEF",
+            normal.as_str(),
+            &half.as_str().to_lowercase(),
+        ] {
+            assert_eq!(
+                refused(&mut core, &t, id),
+                ErrorCode::MessageNotExist,
+                "{id:?}"
+            );
+        }
+        assert_eq!(
+            refused(&mut core, &other, half.as_str()),
+            ErrorCode::MessageNotExist
+        );
+        assert_eq!(
+            refused(&mut core, &topic("Nowhere"), half.as_str()),
+            ErrorCode::TopicNotExist
+        );
+        core.decide_half(
+            2_000,
+            None,
+            &t,
+            half.as_str(),
+            TransactionResolution::Rollback,
+        )
+        .unwrap();
+        assert_eq!(
+            refused(&mut core, &t, half.as_str()),
+            ErrorCode::MessageNotExist
+        );
+        let got = core
+            .consume(
+                3_000,
+                None,
+                &t,
+                &group("GID_a"),
+                ConsumeKind::Normal,
+                &TagFilter::All,
+                BatchSize::MAX,
+            )
+            .unwrap();
+        assert_eq!(
+            bodies(&got),
+            ["normal"],
+            "the rolled-back message is never delivered"
+        );
+    }
+}

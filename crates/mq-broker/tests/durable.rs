@@ -141,7 +141,8 @@ enum Op {
     Declare(usize),
     /// An admin call: create a group with its own settings (0), delete it (1), reset its
     /// offset `back` ms into the past (2), resend (3) or delete (4) its dead letters,
-    /// create a typed topic (5), delete a topic (6).
+    /// create a typed topic (5), delete a topic (6), commit (7) or roll back (8) a half
+    /// message by its id (the `back`-th one published, or an unknown id).
     Admin {
         call: u8,
         topic: usize,
@@ -171,7 +172,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3, 0usize..2).prop_map(|(topic, group)| Op::Garbage { topic, group }),
         2 => Just(Op::Maintain),
         1 => (0usize..4).prop_map(Op::Declare),
-        2 => (0u8..7, 0usize..3, 0usize..2, 0u64..10_000)
+        2 => (0u8..9, 0usize..3, 0usize..2, 0u64..10_000)
             .prop_map(|(call, topic, group, back)| Op::Admin { call, topic, group, back }),
     ]
 }
@@ -458,6 +459,30 @@ impl Driver {
                             mq_broker::core::DeadLetterAction::Delete
                         },
                     },
+                    7 | 8 => {
+                        // A half message's id leads its handles; `back` past the end: unknown.
+                        let picked = self
+                            .halves
+                            .get(*back as usize % (self.halves.len() + 1))
+                            .cloned();
+                        let (instance, topic, message_id) = match picked {
+                            Some((n, h)) => {
+                                let (i, t) = self.topic(n);
+                                (i.cloned(), t, h[..32].to_owned())
+                            }
+                            None => (instance, t, "0123456789ABCDEF0123456789ABCDEF".to_owned()),
+                        };
+                        Call::DecideHalf {
+                            instance,
+                            topic,
+                            message_id,
+                            resolution: if *call == 7 {
+                                mq_broker::core::TransactionResolution::Commit
+                            } else {
+                                mq_broker::core::TransactionResolution::Rollback
+                            },
+                        }
+                    }
                     5 => Call::CreateTopic {
                         instance,
                         topic: t,

@@ -75,9 +75,35 @@ pub enum AdminCommand {
     /// delivered again, earlier ones it holds are skipped.
     #[command(name = "reset-offset")]
     ResetOffset(ResetOffsetArgs),
+    /// Decide a half (transactional) message waiting for its producer, by its id: commit
+    /// (delivered to the topic's groups) or roll back (never delivered).
+    #[command(subcommand)]
+    Half(HalfCommand),
     /// What happened to a message: published, each delivery, ack, expiry, dead letter,
     /// transaction check, commit, rollback.
     Trace(TraceArgs),
+}
+
+/// `mq admin half …` (list the waiting ones with `mq admin peek --state half`).
+#[derive(Debug, Subcommand)]
+pub enum HalfCommand {
+    /// Commit it: the message becomes deliverable, as its producer's commit would make it.
+    Commit(HalfArgs),
+    /// Roll it back: the message is never delivered.
+    Rollback(HalfArgs),
+}
+
+/// Flags of `mq admin half …`.
+#[derive(Debug, clap::Args)]
+pub struct HalfArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// The topic of the half message.
+    #[arg(long)]
+    topic: mq_tokio::TopicName,
+    /// The half message's id.
+    #[arg(long)]
+    id: String,
 }
 
 /// `mq admin dead-letters …`.
@@ -402,6 +428,14 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
                 &a.on.path(&format!("reset_offset?time_ms={}", a.time)),
             )?,
         ),
+        AdminCommand::Half(h) => {
+            let (a, action) = match h {
+                HalfCommand::Commit(a) => (a, "commit"),
+                HalfCommand::Rollback(a) => (a, "rollback"),
+            };
+            let target = format!("/admin/topics/{}/half/{}/{action}", a.topic, encode(&a.id));
+            (&a.admin, Method::POST, scoped(&a.admin, &target)?)
+        }
         AdminCommand::Trace(a) => (
             &a.admin,
             Method::GET,
@@ -460,6 +494,15 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
                 answer["skipped"].as_u64().unwrap_or(0)
             ),
             AdminCommand::Trace(_) => print_trace(&mut out, &answer),
+            AdminCommand::Half(h) => writeln!(
+                out,
+                "{} {}",
+                match h {
+                    HalfCommand::Commit(_) => "committed",
+                    HalfCommand::Rollback(_) => "rolled back",
+                },
+                answer["message_id"].as_str().unwrap_or("?")
+            ),
             AdminCommand::Topics(TopicsCommand::Delete(_))
             | AdminCommand::Groups(GroupsCommand::Delete(_)) => writeln!(
                 out,

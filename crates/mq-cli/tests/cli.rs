@@ -622,6 +622,49 @@ fn admin_dead_letters_reset_offset_and_trace() {
     assert_eq!(page["messages"][0]["groups"][0]["state"], "ready", "{page}");
 }
 
+/// `mq admin half commit|rollback`: a half message published with `mq publish
+/// --transactional`, committed by id and consumed; another rolled back and never
+/// delivered; a decided id is refused.
+#[test]
+fn admin_half_commit_and_rollback() {
+    let b = TestBroker::start();
+    let (t, g) = ("CliHalf", "GID_half");
+    ok(b.mq(&["consume", "--topic", t, "--group", g, "--wait", "0"]));
+    let half = |body: &str| {
+        let out = ok(b.mq(&[
+            "publish",
+            "--topic",
+            t,
+            "--transactional",
+            "--immunity",
+            "60s",
+            "--body",
+            body,
+            "--json",
+        ]));
+        let receipt: Value = serde_json::from_str(&out).expect("JSON");
+        receipt["message_id"].as_str().expect("id").to_owned()
+    };
+    let (kept, dropped) = (half("to commit"), half("to roll back"));
+    let committed = ok(b.mq(&["admin", "half", "commit", "--topic", t, "--id", &kept]));
+    assert_eq!(committed.trim_end(), format!("committed {kept}"));
+    let rolled: Value = serde_json::from_str(&ok(b.mq(&[
+        "admin", "half", "rollback", "--topic", t, "--id", &dropped, "--json",
+    ])))
+    .expect("JSON");
+    assert_eq!(rolled["resolution"], "rollback", "{rolled}");
+    let got = ok(b.mq(&[
+        "consume", "--topic", t, "--group", g, "--wait", "0", "--json",
+    ]));
+    let got = json_lines(&got);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["body"], "to commit");
+    let out = run(b.mq(&["admin", "half", "commit", "--topic", t, "--id", &dropped]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404 MessageNotExist"), "{err}");
+}
+
 fn check_bench_json(text: &str, workload: &str) -> Value {
     let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(v["workload"], workload, "{v}");

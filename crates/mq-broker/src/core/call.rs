@@ -11,7 +11,10 @@ use mq_proto::{
     TopicMessage, TopicName, WaitSeconds,
 };
 
-use super::{DeadLetterAction, GroupSettings, OffsetReset, PublishOutcome, TopicMessageType};
+use super::{
+    DeadLetterAction, GroupSettings, OffsetReset, PublishOutcome, TopicMessageType,
+    TransactionResolution,
+};
 
 /// A call into a broker backend.
 ///
@@ -63,7 +66,8 @@ pub enum Call {
         /// server re-asks it, see [`crate::core`]); a backend that waits itself uses it.
         wait: WaitSeconds,
     },
-    /// Ack deliveries, or commit / roll back half messages → [`Outcome::Settled`].
+    /// Ack deliveries, or commit / roll back half messages by receipt handle →
+    /// [`Outcome::Settled`].
     Ack {
         /// The instance (`ns`).
         instance: Option<InstanceId>,
@@ -158,6 +162,18 @@ pub enum Call {
         /// Messages published at or after this time (epoch ms) are delivered again.
         since_ms: u64,
     },
+    /// Commit or roll back a waiting half message by its message id (admin API; see
+    /// [`BrokerCore::decide_half`](super::BrokerCore::decide_half)) → [`Outcome::Done`].
+    DecideHalf {
+        /// The instance.
+        instance: Option<InstanceId>,
+        /// The topic.
+        topic: TopicName,
+        /// The half message's id.
+        message_id: String,
+        /// Commit or roll back.
+        resolution: TransactionResolution,
+    },
     /// Delete a consumer group (admin API; see
     /// [`BrokerCore::delete_group`](super::BrokerCore::delete_group)) →
     /// [`Outcome::Deleted`].
@@ -193,6 +209,9 @@ impl Call {
                 instance, topic, ..
             }
             | Self::ResetOffset {
+                instance, topic, ..
+            }
+            | Self::DecideHalf {
                 instance, topic, ..
             } => Some((instance.as_ref(), topic)),
             Self::Maintain | Self::Reset | Self::CreateGroup { .. } | Self::DeleteGroup { .. } => {
@@ -255,7 +274,7 @@ pub enum Outcome {
     Delivered(Vec<Message>),
     /// The handles that could not be settled, each with its error (empty: all settled).
     Settled(Vec<HandleFailure>),
-    /// A declaration, housekeeping or reset ran.
+    /// A declaration, housekeeping, reset or half-message decision ran.
     Done,
     /// A topic was purged: this many messages (stored and half) were dropped.
     Purged {

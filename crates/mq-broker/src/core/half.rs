@@ -63,12 +63,13 @@ pub(crate) struct HalfPool {
     pub(crate) counters: HalfCounters,
 }
 
-/// How a transaction is resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Resolution {
-    /// Deliver the message.
+/// How a transaction is resolved: by the producer (a commit or rollback with a receipt
+/// handle, PROTOCOL §6.6) or by the admin API (by message id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransactionResolution {
+    /// Commit: the message becomes deliverable to the topic's groups.
     Commit,
-    /// Drop the message.
+    /// Roll back: the message is dropped (kept unheld for its trace, never delivered).
     Rollback,
 }
 
@@ -186,31 +187,41 @@ impl HalfPool {
         Ok(out)
     }
 
-    /// Commits or rolls back the half message named by `token` and returns it (its trace
-    /// says which; a rolled-back one is marked so).
+    /// Commits or rolls back the half message named by `token` and returns it (see
+    /// [`decide`](Self::decide)).
     pub(crate) fn resolve(
         &mut self,
         token: Token,
         now: u64,
-        resolution: Resolution,
+        resolution: TransactionResolution,
     ) -> Result<StoredMessage, ErrorCode> {
         let entry = self
             .entries
             .get(&token.seq)
             .ok_or(ErrorCode::MessageNotExist)?;
         check_attempt(token, entry.pops, entry.check_at, now)?;
-        let mut message = self
-            .remove(token.seq)
-            .ok_or(ErrorCode::MessageNotExist)?
-            .message;
+        self.decide(token.seq, now, resolution)
+            .ok_or(ErrorCode::MessageNotExist)
+    }
+
+    /// Commits or rolls back the half message of sequence number `seq`, whatever its check
+    /// state, and returns it (its trace says which; a rolled-back one is marked so);
+    /// `None` when no such message waits for a decision.
+    pub(crate) fn decide(
+        &mut self,
+        seq: u64,
+        now: u64,
+        resolution: TransactionResolution,
+    ) -> Option<StoredMessage> {
+        let mut message = self.remove(seq)?.message;
         match resolution {
-            Resolution::Commit => {
+            TransactionResolution::Commit => {
                 self.counters.committed += 1;
                 message
                     .trace
                     .push(TraceEvent::at(TraceKind::Committed, now));
             }
-            Resolution::Rollback => {
+            TransactionResolution::Rollback => {
                 self.counters.rolled_back += 1;
                 message.rolled_back = true;
                 message
@@ -218,7 +229,7 @@ impl HalfPool {
                     .push(TraceEvent::at(TraceKind::RolledBack, now));
             }
         }
-        Ok(message)
+        Some(message)
     }
 
     /// Drops messages unresolved at their horizon; returns whether any was dropped.

@@ -38,6 +38,19 @@ pub(crate) fn message_id(prefix: u64, seq: u64) -> Result<MessageId, CoreError> 
         .map_err(|e| CoreError::internal(format!("generated message id rejected: {e}")))
 }
 
+/// The sequence number in a message id issued by a core with this id prefix; `None` for
+/// any other text.
+pub(crate) fn message_seq(id: &str, prefix: u64) -> Option<u64> {
+    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
+        return None;
+    }
+    let (high, low) = id.split_at_checked(16)?;
+    if u64::from_str_radix(high, 16).ok()? != prefix {
+        return None;
+    }
+    u64::from_str_radix(low, 16).ok()
+}
+
 /// The decoded content of a receipt handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Token {
@@ -75,14 +88,7 @@ impl Token {
             return None;
         }
         let (id, token) = text.split_once('-')?;
-        if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
-            return None;
-        }
-        let (high, low) = id.split_at_checked(16)?;
-        if u64::from_str_radix(high, 16).ok()? != prefix {
-            return None;
-        }
-        let id_seq = u64::from_str_radix(low, 16).ok()?;
+        let id_seq = message_seq(id, prefix)?;
         let raw = STANDARD.decode(token).ok()?;
         let (&version, rest) = raw.split_first()?;
         if version != TOKEN_VERSION {

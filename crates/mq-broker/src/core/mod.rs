@@ -99,13 +99,13 @@ pub use call::{Call, Outcome};
 pub use catalog::{GroupInfo, GroupOnTopic};
 pub use config::{CoreConfig, CoreError, GroupSettings, PublishOutcome, TopicMessageType};
 pub use group::{DeadLetter, DeadLetterAction};
+pub use half::TransactionResolution;
 pub use peek::{FoundMessage, GroupPosition, Lookup, PeekState, PeekedMessage};
 pub use replay::OffsetReset;
 pub use stats::{GroupStats, Stats, TopicStats};
 pub use trace::{MAX_TRACE_EVENTS, MessageTrace, TraceEvent, TraceKind};
 
 use group::{DeliverParams, Group, min_opt};
-use half::Resolution;
 use handle::Token;
 use store::StoredMessage;
 use topic::{Topic, TopicKey};
@@ -313,6 +313,14 @@ impl BrokerCore {
             Call::DeleteGroup { instance, group } => self
                 .delete_group(now_ms, instance.as_ref(), &group)
                 .map(|messages| Outcome::Deleted { messages }),
+            Call::DecideHalf {
+                instance,
+                topic,
+                message_id,
+                resolution,
+            } => self
+                .decide_half(now_ms, instance.as_ref(), &topic, &message_id, resolution)
+                .map(|()| Outcome::Done),
         }
     }
 
@@ -641,9 +649,9 @@ impl BrokerCore {
             }
             (AckKind::Commit | AckKind::Rollback, _) => {
                 let resolution = if kind == AckKind::Commit {
-                    Resolution::Commit
+                    TransactionResolution::Commit
                 } else {
-                    Resolution::Rollback
+                    TransactionResolution::Rollback
                 };
                 for text in handles {
                     let result = match decode(text) {
@@ -653,24 +661,74 @@ impl BrokerCore {
                         _ => Err(ErrorCode::ReceiptHandleError),
                     };
                     match result {
-                        Ok(message) if message.rolled_back => {
-                            // Kept unheld for its trace, never delivered.
-                            let expire_at = now.saturating_add(config.retention_ms);
-                            t.store.insert(message, 0, expire_at, now);
-                        }
-                        Ok(message) => {
-                            let visible_at = message.visible_from(now);
-                            let receivers = t.fan_out(message, now, visible_at, config);
-                            if receivers > 0 && visible_at <= now {
-                                t.version += 1;
-                            }
-                        }
+                        Ok(message) => t.take_resolved(message, now, config),
                         Err(code) => failures.push(HandleFailure::new(text.as_str(), code)),
                     }
                 }
             }
         }
         Ok(failures)
+    }
+
+    /// Commits or rolls back a waiting half message by its message id (the admin API's
+    /// decision, ONS console's "commit / roll back" of a transactional message), whatever
+    /// its check state: exactly what a commit or rollback with its current receipt handle
+    /// does (PROTOCOL §6.6) — a committed message goes to the topic's groups, a rolled-back
+    /// one is never delivered; its trace records `committed` / `rolled_back`. Handles
+    /// issued for it answer `MessageNotExist` afterwards.
+    ///
+    /// # Errors
+    ///
+    /// `TopicNotExist` for an unknown topic; `MessageNotExist` when `message_id` is not a
+    /// half message of the topic waiting for a decision (never published here, already
+    /// decided, or dropped unresolved at the check horizon).
+    ///
+    /// ```
+    /// use mq_broker::core::{BrokerCore, CoreConfig, TransactionResolution};
+    /// use mq_proto::{BatchSize, ConsumeKind, GroupId, TagFilter, TopicMessage, TopicName, TransCheckImmunity};
+    ///
+    /// let mut core = BrokerCore::new(CoreConfig::default());
+    /// let (t, g) = (TopicName::new("T")?, GroupId::new("GID_a")?);
+    /// let consume = |core: &mut BrokerCore, now| {
+    ///     core.consume(now, None, &t, &g, ConsumeKind::Normal, &TagFilter::All, BatchSize::MAX)
+    /// };
+    /// consume(&mut core, 0)?;
+    /// let half = TopicMessage::new("paid")?.with_trans_check_immunity(TransCheckImmunity::new(10)?);
+    /// let id = core.publish(1_000, None, &t, half)?.message_id;
+    /// core.decide_half(2_000, None, &t, id.as_str(), TransactionResolution::Commit)?;
+    /// assert_eq!(consume(&mut core, 2_000)?[0].body, "paid");
+    /// // Decided: no longer waiting.
+    /// let again = core.decide_half(3_000, None, &t, id.as_str(), TransactionResolution::Rollback);
+    /// assert_eq!(again.unwrap_err().code, mq_proto::ErrorCode::MessageNotExist);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decide_half(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        message_id: &str,
+        resolution: TransactionResolution,
+    ) -> Result<(), CoreError> {
+        let now = self.advance(now_ms);
+        let config = &self.config;
+        let t = self
+            .topics
+            .get_mut(&(instance.cloned(), topic.clone()))
+            .ok_or_else(|| CoreError::topic_not_exist(topic))?;
+        t.sweep(now, config);
+        let message = handle::message_seq(message_id, self.id_prefix)
+            .and_then(|seq| t.half.decide(seq, now, resolution))
+            .ok_or_else(|| {
+                CoreError::new(
+                    ErrorCode::MessageNotExist,
+                    format!(
+                        "{message_id} is not a half message of {topic} waiting for a commit or rollback"
+                    ),
+                )
+            })?;
+        t.take_resolved(message, now, config);
+        Ok(())
     }
 
     /// The earliest time at which the passage of time changes something in any topic (see

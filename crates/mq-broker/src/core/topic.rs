@@ -85,6 +85,22 @@ impl Topic {
         }
     }
 
+    /// Takes a half message just committed or rolled back (by handle or by id): a
+    /// committed one goes to every registered group (visible now, or at its scheduled
+    /// time); a rolled-back one is kept unheld for its trace, never delivered.
+    pub(crate) fn take_resolved(&mut self, message: StoredMessage, now: u64, config: &CoreConfig) {
+        if message.rolled_back {
+            let expire_at = now.saturating_add(config.retention_ms);
+            self.store.insert(message, 0, expire_at, now);
+            return;
+        }
+        let visible_at = message.visible_from(now);
+        let receivers = self.fan_out(message, now, visible_at, config);
+        if receivers > 0 && visible_at <= now {
+            self.version += 1;
+        }
+    }
+
     /// Hands a message to every registered group at `now`, visible from `visible_at`;
     /// returns how many groups received it.
     pub(crate) fn fan_out(

@@ -141,14 +141,7 @@ impl BrokerCore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn trace(&self, message_id: &str) -> Option<MessageTrace> {
-        if message_id.len() != 32 {
-            return None;
-        }
-        let prefix = u64::from_str_radix(message_id.get(..16)?, 16).ok()?;
-        let seq = u64::from_str_radix(message_id.get(16..)?, 16).ok()?;
-        if prefix != self.id_prefix {
-            return None;
-        }
+        let seq = super::handle::message_seq(message_id, self.id_prefix)?;
         self.topics.iter().find_map(|((instance, topic), t)| {
             let m = t
                 .store

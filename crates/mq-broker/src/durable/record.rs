@@ -15,7 +15,7 @@ use mq_proto::{
 use serde::{Deserialize, Serialize};
 
 use super::engine::StorageError;
-use crate::core::{BrokerCore, Call, DeadLetterAction, GroupSettings};
+use crate::core::{BrokerCore, Call, DeadLetterAction, GroupSettings, TransactionResolution};
 
 /// One state-changing call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +118,14 @@ pub(crate) enum Record<'a> {
         topic: Cow<'a, str>,
         group: Cow<'a, str>,
         since_ms: u64,
+    },
+    /// A half message committed (`commit`) or rolled back by its id (admin API).
+    DecideHalf {
+        at: u64,
+        instance: Option<Cow<'a, str>>,
+        topic: Cow<'a, str>,
+        message_id: Cow<'a, str>,
+        commit: bool,
     },
 }
 
@@ -268,6 +276,18 @@ impl<'a> Record<'a> {
                 topic: name(topic.as_str()),
                 group: name(group.as_str()),
                 since_ms: *since_ms,
+            },
+            Call::DecideHalf {
+                instance,
+                topic,
+                message_id,
+                resolution,
+            } => Self::DecideHalf {
+                at,
+                instance: instance_name(instance.as_ref()),
+                topic: name(topic.as_str()),
+                message_id: name(message_id),
+                commit: *resolution == TransactionResolution::Commit,
             },
         }
     }
@@ -471,6 +491,25 @@ impl Record<'static> {
                 };
                 (at, Some(call))
             }
+            Self::DecideHalf {
+                at,
+                instance,
+                topic,
+                message_id,
+                commit,
+            } => {
+                let call = Call::DecideHalf {
+                    instance: parse_instance(instance)?,
+                    topic: parse_topic(&topic)?,
+                    message_id: message_id.into_owned(),
+                    resolution: if commit {
+                        TransactionResolution::Commit
+                    } else {
+                        TransactionResolution::Rollback
+                    },
+                };
+                (at, Some(call))
+            }
         })
     }
 
@@ -602,6 +641,18 @@ mod tests {
                 group: group.clone(),
                 message_id: Some("0123456789ABCDEF0123456789ABCDEF".into()),
                 action: DeadLetterAction::Delete,
+            },
+            Call::DecideHalf {
+                instance: instance.clone(),
+                topic: topic.clone(),
+                message_id: "0123456789ABCDEF0123456789ABCDEF".into(),
+                resolution: TransactionResolution::Commit,
+            },
+            Call::DecideHalf {
+                instance: instance.clone(),
+                topic: topic.clone(),
+                message_id: "0123456789ABCDEF0123456789ABCDEF".into(),
+                resolution: TransactionResolution::Rollback,
             },
             Call::DeleteGroup {
                 instance: instance.clone(),

@@ -408,6 +408,12 @@ impl Gateway {
                 ErrorCode::Other(crate::server::NOT_SUPPORTED.into()),
                 "purge, reset, topics, groups, dead letters and offset resets are not managed through the gateway; use the RocketMQ cluster's console or mqadmin",
             )),
+            // The cluster asks the producer's transaction checker; the gateway has no
+            // decision of its own to give.
+            Call::DecideHalf { .. } => Err(RequestError::new(
+                ErrorCode::Other(crate::server::NOT_SUPPORTED.into()),
+                "half messages are committed or rolled back by their producer (its transaction checker) through the gateway, not by message id; use the RocketMQ cluster's console",
+            )),
         }
     }
 

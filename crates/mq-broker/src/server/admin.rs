@@ -22,6 +22,7 @@
 //! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?ns=I][&limit=N]` | the group's dead letters, with bodies while kept |
 //! | `POST /admin/topics/{topic}/groups/{group}/dead_letters/resend[?id=ID][&ns=I]`, `DELETE …/dead_letters[?id=ID][&ns=I]` | hand the dead letters (all, or one) to the group again: `{"resent": N}`; or drop them: `{"deleted": N}` |
 //! | `POST /admin/topics/{topic}/groups/{group}/reset_offset?time_ms=T[&ns=I]` | messages published since T are delivered to the group again, earlier ones it holds are skipped: `{"redelivered", "skipped"}` |
+//! | `POST /admin/topics/{topic}/half/{id}/commit`, `POST …/half/{id}/rollback` `[?ns=I]` | decide a waiting half (transactional) message by its id, as its producer's commit or rollback would: committed, it goes to the topic's groups; rolled back, it is never delivered; its trace records the decision: `{"message_id", "resolution"}`; an id that is not a waiting half message of the topic is 404 `MessageNotExist` |
 //! | `GET /admin/messages/{id}/trace` | the message's events (published, delivered, expired, acked, filtered, dead-lettered, resent, offset reset, checked, committed, rolled back), while it is kept |
 //!
 //! A wrong method on a known path is 405 `MethodNotAllowed` with an `Allow` header.
@@ -39,6 +40,7 @@ use super::state::MAX_ADVANCE_MS;
 use super::state::Shared;
 use crate::core::{
     Call, DeadLetterAction, GroupSettings, Lookup, Outcome, PeekState, TopicMessageType,
+    TransactionResolution,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -315,6 +317,31 @@ async fn route(
                 _ => Ok(json!(crate::core::OffsetReset::default())),
             }
         }
+        (
+            &Method::POST,
+            [
+                "admin",
+                "topics",
+                topic,
+                "half",
+                id,
+                action @ ("commit" | "rollback"),
+            ],
+        ) => {
+            let resolution = if *action == "commit" {
+                TransactionResolution::Commit
+            } else {
+                TransactionResolution::Rollback
+            };
+            let call = Call::DecideHalf {
+                instance: instance_param(&params)?,
+                topic: topic_name(topic)?,
+                message_id: (*id).to_owned(),
+                resolution,
+            };
+            apply(shared, call).await?;
+            Ok(json!({ "message_id": id, "resolution": action }))
+        }
         (&Method::POST, ["admin", "topics", topic, "purge"]) => {
             let call = Call::Purge {
                 instance: instance_param(&params)?,
@@ -472,7 +499,8 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["admin", "groups", _] => "DELETE",
         ["admin", "topics", _, "groups", _, "dead_letters"] => "GET, DELETE",
         ["admin", "topics", _, "groups", _, "dead_letters", "resend"]
-        | ["admin", "topics", _, "groups", _, "reset_offset"] => "POST",
+        | ["admin", "topics", _, "groups", _, "reset_offset"]
+        | ["admin", "topics", _, "half", _, "commit" | "rollback"] => "POST",
         ["admin", "faults"] => "GET, POST, DELETE",
         ["admin", "messages", _, "trace"] => "GET",
         _ => return None,
