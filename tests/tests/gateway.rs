@@ -40,6 +40,16 @@ fn gateway_with_queues(
     topics: &[&str],
     queues: u16,
 ) -> TestBroker {
+    TestBroker::start_with(gateway_config(engine, key, topics, queues))
+}
+
+/// The configuration of [`gateway_with_queues`].
+fn gateway_config(
+    engine: &RocketMqEngine,
+    key: &str,
+    topics: &[&str],
+    queues: u16,
+) -> ServerConfig {
     let key = key.parse::<HandleKey>().expect("key");
     let mut config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -53,7 +63,7 @@ fn gateway_with_queues(
     };
     config.core.invisibility_ms = 2_000;
     config.core.order_invisibility_ms = 2_000;
-    TestBroker::start_with(config)
+    config
 }
 
 fn client(gw: &TestBroker) -> Client {
@@ -870,6 +880,46 @@ async fn admin_api(engine: &RocketMqEngine) {
     assert_refused(status, &again, 404, "TopicNotExist");
     let (status, deleted) = gw.admin("DELETE", &format!("/admin/topics/{t}?ns={ns}"));
     assert_eq!(status, 200, "{deleted}");
+
+    // Without the name servers a topic cannot be deleted (its route would stay); without
+    // the brokers' admin addresses nothing of the cluster's catalog is reachable.
+    let mut config = gateway_config(engine, KEY, &[declared.as_str()], 1);
+    let mq_broker::config::BackendConfig::RocketMq(rocketmq) = &mut config.backend else {
+        panic!("a gateway backend");
+    };
+    rocketmq.namesrv.clear();
+    let without_namesrv = TestBroker::start_with(config.clone());
+    let (status, err) = without_namesrv.admin("DELETE", &format!("/admin/topics/{declared}"));
+    assert_refused(status, &err, 501, "NotSupported");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("namesrv=") && m.contains("mqadmin deleteTopic")),
+        "{err}"
+    );
+    let (status, _) = without_namesrv.admin("GET", &format!("/admin/topics/{declared}"));
+    assert_eq!(status, 200, "the topic stays");
+    drop(without_namesrv);
+    let mq_broker::config::BackendConfig::RocketMq(rocketmq) = &mut config.backend else {
+        panic!("a gateway backend");
+    };
+    rocketmq.admin.clear();
+    let without_admin = TestBroker::start_with(config);
+    for (method, path, tool) in [
+        ("GET", "/admin/topics".to_owned(), "mqadmin topicList"),
+        (
+            "POST",
+            format!("/admin/groups?group={g}"),
+            "mqadmin updateSubGroup",
+        ),
+    ] {
+        let (status, err) = without_admin.admin(method, &path);
+        assert_refused(status, &err, 501, "NotSupported");
+        assert!(
+            err["message"].as_str().is_some_and(|m| m.contains(tool)),
+            "{err}"
+        );
+    }
 
     // Not mapped: 501 NotSupported, the admin API's error document, the cluster's tool named.
     let unmapped = [
