@@ -281,6 +281,9 @@ listenPort = {broker}
 storePathRootDir = "./store"
 # MIXED topics are refused without it; NORMAL/FIFO/DELAY/TRANSACTION need nothing else.
 enableMixedMessageType = true
+# Topics exist only when created (the gateway creates them with code 17): a send to a
+# deleted topic does not create it again from TBW102.
+autoCreateTopicEnable = false
 # Orphaned-transaction checks every 2 s (default 30 s), so check tests run in seconds.
 transactionCheckInterval = 2000
 # The shortest period the broker accepts (10 s): a restarted name server learns the broker soon.

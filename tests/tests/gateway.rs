@@ -872,6 +872,29 @@ async fn admin_api(engine: &RocketMqEngine) {
     let (status, deleted) = gw.admin("DELETE", &format!("/admin/topics/{t}"));
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted, serde_json::json!({ "deleted": t }));
+    // A deleted topic takes no message (the engine's brokers run without
+    // autoCreateTopicEnable): refused at once, `TopicNotExist` once the proxy's route cache
+    // (5 s) has let it go — until then the engine's refusal (seen: 400 `InvalidArgument`,
+    // 500 `InternalError`).
+    let producer = client.producer(TopicName::new(t.as_str()).expect("topic"));
+    let deleted_at = Instant::now();
+    loop {
+        let err = producer
+            .publish(&TopicMessage::new("after the deletion").expect("message"))
+            .await
+            .expect_err("a deleted topic takes no message");
+        match err.service_code() {
+            Some(&ErrorCode::TopicNotExist) => break,
+            _ if deleted_at.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => panic!("after {:?}: {err}", deleted_at.elapsed()),
+        }
+    }
+    eprintln!(
+        "  TopicNotExist {:?} after the deletion",
+        deleted_at.elapsed()
+    );
     let (status, gone) = gw.admin("GET", &format!("/admin/topics/{t}"));
     assert_refused(status, &gone, 404, "TopicNotExist");
     let (status, _) = gw.admin("GET", &format!("/admin/topics/{t}?ns={ns}"));

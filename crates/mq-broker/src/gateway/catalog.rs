@@ -64,8 +64,9 @@ struct CountedGroup {
     filtered: u64,
 }
 
-/// An admin request that failed: the engine's refusal is the caller's (400 with the
-/// engine's remark), anything else a retryable 500.
+/// A creation or deletion that failed: the engine's refusal is the caller's (400 with the
+/// engine's remark: a name or type it does not take), anything else a retryable 500. (A
+/// listing takes no input: any failure of one is a 500.)
 fn admin_failure(what: &str, e: admin::AdminError) -> RequestError {
     match e {
         admin::AdminError::Refused { .. } => RequestError::new(
@@ -109,7 +110,7 @@ impl Gateway {
         for addr in self.admin_addresses("mqadmin topicList")? {
             let topics = admin::topics(addr, self.config.call_timeout)
                 .await
-                .map_err(|e| admin_failure("topic listing", e))?;
+                .map_err(|e| engine_unavailable("topic listing", e))?;
             for topic in topics {
                 match all.get_mut(&topic.name) {
                     Some(known) => known.queues += topic.queues,
@@ -128,7 +129,7 @@ impl Gateway {
         for addr in self.admin_addresses("mqadmin consumerProgress")? {
             let groups = admin::groups(addr, self.config.call_timeout)
                 .await
-                .map_err(|e| admin_failure("group listing", e))?;
+                .map_err(|e| engine_unavailable("group listing", e))?;
             for group in groups {
                 all.entry(group.name.clone()).or_insert(group);
             }
@@ -224,7 +225,7 @@ impl Gateway {
         for addr in self.admin_addresses("mqadmin updateTopic")? {
             let existing = admin::topics(addr, self.config.call_timeout)
                 .await
-                .map_err(|e| admin_failure("topic listing", e))?
+                .map_err(|e| engine_unavailable("topic listing", e))?
                 .into_iter()
                 .find(|t| t.name == name);
             let spec = admin::TopicSpec {
