@@ -962,6 +962,11 @@ async fn admin_api(engine: &RocketMqEngine) {
             format!("/admin/topics/{declared}/groups/{g}/reset_offset?time_ms=0"),
             "mqadmin",
         ),
+        (
+            "POST",
+            format!("/admin/topics/{declared}/half/0123456789ABCDEF/commit"),
+            "transaction checker",
+        ),
     ];
     for (method, path, tool) in unmapped {
         let (status, err) = gw.admin(method, &path);

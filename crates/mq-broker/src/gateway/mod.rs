@@ -435,8 +435,7 @@ impl Gateway {
             )),
             // The cluster asks the producer's transaction checker; the gateway has no
             // decision of its own to give.
-            Call::DecideHalf { .. } => Err(RequestError::new(
-                ErrorCode::Other(crate::server::NOT_SUPPORTED.into()),
+            Call::DecideHalf { .. } => Err(crate::server::not_supported(
                 "half messages are committed or rolled back by their producer (its transaction checker) through the gateway, not by message id; use the RocketMQ cluster's console",
             )),
         }
