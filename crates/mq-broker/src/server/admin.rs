@@ -31,7 +31,8 @@
 //! protocol's authentication codes (403 `SignatureDoesNotMatch`, …), 400
 //! `InvalidArgument`, 404 `TopicNotExist` / `SubscriptionNotExist` / `MessageNotExist` /
 //! `NotFound`, 405 `MethodNotAllowed`, 501 `NotSupported` (a test-clock call without
-//! `--test-clock`; on the gateway backend, every call about what the cluster holds).
+//! `--test-clock`; on the gateway backend, every call its engine cannot answer — topics and
+//! groups are created, listed and deleted on the engine, `gateway/catalog.rs`).
 
 use super::admission::plain;
 use super::backend::Waiting;
@@ -86,6 +87,13 @@ impl AdminError {
 
 /// The code of a backend call the backend cannot serve (answered 501).
 pub(crate) const NOT_SUPPORTED: &str = "NotSupported";
+
+/// The refusal of a backend call the backend cannot serve: `NotSupported` (answered 501),
+/// with a message naming what does it instead.
+#[cfg(feature = "rocketmq")]
+pub(crate) fn not_supported(message: &str) -> RequestError {
+    RequestError::new(ErrorCode::Other(NOT_SUPPORTED.into()), message)
+}
 
 impl From<RequestError> for AdminError {
     fn from(e: RequestError) -> Self {
@@ -375,17 +383,18 @@ async fn route(
         }
         (&Method::GET, ["admin", "topics"]) => {
             let instance = instance_param(&params)?;
-            let stats = shared.backend.topics()?;
-            let topics: Vec<_> = stats
-                .topics
+            let topics: Vec<_> = shared
+                .backend
+                .topics()
+                .await?
                 .into_iter()
-                .filter(|t| in_scope(instance.as_ref(), params.get("ns"), t.instance.as_deref()))
+                .filter(|t| in_scope(instance.as_ref(), params.get("ns"), listed_instance(t)))
                 .collect();
             Ok(json!({ "topics": topics }))
         }
         (&Method::GET, ["admin", "topics", topic]) => {
             let (instance, topic) = (instance_param(&params)?, topic_name(topic)?);
-            listed_topic(shared, instance.as_ref(), &topic)
+            listed_topic(shared, instance.as_ref(), &topic).await
         }
         (&Method::POST, ["admin", "topics"]) => {
             let instance = instance_param(&params)?;
@@ -400,7 +409,7 @@ async fn route(
                 message_type,
             };
             apply(shared, call).await?;
-            listed_topic(shared, instance.as_ref(), &topic)
+            listed_topic(shared, instance.as_ref(), &topic).await
         }
         (&Method::DELETE, ["admin", "topics", topic]) => {
             let topic = topic_name(topic)?;
@@ -408,16 +417,17 @@ async fn route(
                 instance: instance_param(&params)?,
                 topic: topic.clone(),
             };
-            let messages = deleted(apply(shared, call).await?);
-            Ok(json!({ "deleted": topic.as_str(), "messages": messages }))
+            let outcome = apply(shared, call).await?;
+            Ok(deletion(topic.as_str(), outcome))
         }
         (&Method::GET, ["admin", "groups"]) => {
             let instance = instance_param(&params)?;
             let groups: Vec<_> = shared
                 .backend
-                .groups()?
+                .groups()
+                .await?
                 .into_iter()
-                .filter(|g| in_scope(instance.as_ref(), params.get("ns"), g.instance.as_deref()))
+                .filter(|g| in_scope(instance.as_ref(), params.get("ns"), listed_instance(g)))
                 .collect();
             Ok(json!({ "groups": groups }))
         }
@@ -455,9 +465,9 @@ async fn route(
                 },
             };
             apply(shared, call).await?;
-            let listed = shared.backend.groups()?.into_iter().find(|g| {
-                g.group == group.as_str()
-                    && g.instance.as_deref() == instance.as_ref().map(InstanceId::as_str)
+            let listed = shared.backend.groups().await?.into_iter().find(|g| {
+                g["group"].as_str() == Some(group.as_str())
+                    && listed_instance(g) == instance.as_ref().map(InstanceId::as_str)
             });
             Ok(json!({ "group": listed }))
         }
@@ -467,8 +477,8 @@ async fn route(
                 instance: instance_param(&params)?,
                 group: group.clone(),
             };
-            let messages = deleted(apply(shared, call).await?);
-            Ok(json!({ "deleted": group.as_str(), "messages": messages }))
+            let outcome = apply(shared, call).await?;
+            Ok(deletion(group.as_str(), outcome))
         }
         (_, segments) => match allowed_methods(segments) {
             Some(allow) => Err(AdminError {
@@ -529,14 +539,29 @@ fn deleted(outcome: Outcome) -> u64 {
     }
 }
 
+/// The answer to a topic's or group's deletion: `{"deleted": name, "messages": N}`, without
+/// `messages` when the backend does not know how many it dropped (the gateway's engine).
+fn deletion(name: &str, outcome: Outcome) -> serde_json::Value {
+    match outcome {
+        Outcome::Deleted { messages } => json!({ "deleted": name, "messages": messages }),
+        _ => json!({ "deleted": name }),
+    }
+}
+
+/// The `instance` of a listed topic or group (`None`: the default instance).
+fn listed_instance(item: &serde_json::Value) -> Option<&str> {
+    item["instance"].as_str()
+}
+
 /// `{"topic": …}`: one topic as `GET /admin/topics` lists it; 404 `TopicNotExist` if absent.
-fn listed_topic(
+async fn listed_topic(
     shared: &Shared,
     instance: Option<&InstanceId>,
     topic: &TopicName,
 ) -> Result<serde_json::Value, AdminError> {
-    let found = shared.backend.topics()?.topics.into_iter().find(|t| {
-        t.topic == topic.as_str() && t.instance.as_deref() == instance.map(InstanceId::as_str)
+    let found = shared.backend.topics().await?.into_iter().find(|t| {
+        t["topic"].as_str() == Some(topic.as_str())
+            && listed_instance(t) == instance.map(InstanceId::as_str)
     });
     match found {
         Some(t) => Ok(json!({ "topic": t })),
