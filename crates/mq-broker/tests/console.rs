@@ -1112,6 +1112,31 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
         .await
         .expect("publish");
 
+    // A second topic for the same group, and a topic with a 64-character name.
+    sdk.consumer("audit".parse().unwrap(), "GID_scan".parse().unwrap())
+        .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
+        .await
+        .expect("registers the group");
+    let long = "T".repeat(64);
+    sdk.producer(long.parse().unwrap())
+        .publish(&TopicMessage::new("a long topic").unwrap())
+        .await
+        .expect("publish");
+
+    // The overview counts groups, not (group, topic) pairs.
+    b.open("").await;
+    let groups = b.wait_text("[data-card='groups']", "groups").await;
+    assert!(groups.starts_with("1\n"), "{groups:?}");
+    // A long topic name wraps rather than pushing the page off a narrow window.
+    b.client.set_window_size(420, 800).await.expect("resize");
+    for route in ["#/".to_owned(), format!("#/topic/{long}")] {
+        b.open(&route).await;
+        b.wait_text("#main", &long[..20]).await;
+        b.assert_fits(&format!("{route} with a 64-character topic"), false)
+            .await;
+    }
+    b.client.set_window_size(1280, 800).await.expect("resize");
+
     // Key and tag filters find the 251st message.
     b.open("#/topic/orders").await;
     b.wait_text("[data-summary]", "200 of 200 shown").await;
