@@ -17,6 +17,9 @@ const nsOf = (instance) => instance || "";
 /** A topic (or group) with its instance when not the default one: "orders (MQ_INST_1)". */
 const withInstance = (name, instance) => (instance ? `${name} (${instance})` : name);
 
+/** A non-default instance beside a name, shown where the Instance column is hidden. */
+const narrowInstance = (instance) => (instance ? el("span", { class: "muted show-narrow" }, ` (${instance})`) : "");
+
 /** Every (topic, group) of a /stats document, flattened. */
 function groupsOf(doc) {
   return doc.topics.flatMap((t) => t.groups.map((g) => ({ ...g, topic: t.topic, instance: t.instance })));
@@ -54,7 +57,7 @@ export async function overview(view, _params, ctx) {
     doc.topics.length === 0
       ? empty("No topic yet: publish a message (or declare topics with --topic) and it shows here.")
       : table([
-        { title: "Topic", value: (t) => el("a", { href: topicLink(t) }, t.topic) },
+        { title: "Topic", value: (t) => [el("a", { href: topicLink(t) }, t.topic), narrowInstance(t.instance)] },
         { title: "Instance", value: (t) => t.instance || "default", narrow: true },
         { title: "Published", value: (t) => n(t.published), num: true },
         { title: "Stored", value: (t) => n(t.stored), num: true },
@@ -74,7 +77,7 @@ function card(label, value) {
 function groupTable(groups) {
   return table([
     { title: "Group", value: (g) => el("a", { href: groupLink(g) }, g.group) },
-    { title: "Topic", value: (g) => g.topic },
+    { title: "Topic", value: (g) => [g.topic, narrowInstance(g.instance)] },
     { title: "Instance", value: (g) => g.instance || "default", narrow: true },
     { title: "Backlog", value: (g) => n(backlog(g)), num: true },
     { title: "Ready", value: (g) => n(g.ready), num: true },

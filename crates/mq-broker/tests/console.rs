@@ -320,8 +320,19 @@ impl Browser {
 
     /// Accepts the confirm dialog the last click opened.
     async fn accept_confirm(&self) {
+        self.answer_confirm(true).await;
+    }
+
+    /// Accepts or declines the confirm dialog the last click opened.
+    async fn answer_confirm(&self, accept: bool) {
         let deadline = Instant::now() + PATIENCE;
-        while let Err(e) = self.client.accept_alert().await {
+        loop {
+            let answered = if accept {
+                self.client.accept_alert().await
+            } else {
+                self.client.dismiss_alert().await
+            };
+            let Err(e) = answered else { return };
             assert!(Instant::now() < deadline, "no confirm dialog: {e}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -765,6 +776,14 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     )
     .await;
     b.shot("dead-letters").await;
+    // Delete asks first; declined, the dead letter stays (the resend below finds it).
+    b.click_in_row(
+        "Dead letters of GID_worker",
+        got[0].message_id.as_str(),
+        "Delete",
+    )
+    .await;
+    b.answer_confirm(false).await;
     b.click_button("Resend").await;
     b.wait_text("#toast", "Resend: done (1 resent)").await;
     // Resent: delivered to the group again as a new message with the same id.
@@ -1135,6 +1154,10 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
         b.assert_fits(&format!("{route} with a 64-character topic"), false)
             .await;
     }
+    // With the Instance column hidden, a topic of another instance still says which.
+    b.open("#/").await;
+    b.wait_text("table[aria-label='Topics']", "orders (MQ_INST_1)")
+        .await;
     b.client.set_window_size(1280, 800).await.expect("resize");
 
     // Key and tag filters find the 251st message.
