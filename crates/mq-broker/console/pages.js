@@ -151,9 +151,7 @@ export async function topic(view, params, ctx) {
   // GET …/messages?begin_ms=&end_ms=&after=: every message published in [from, to), in
   // publish order, with each group's position (a state filter does not apply); pages are
   // read until SHOWN match or MAX_PAGES pages were searched.
-  const byTime = async () => {
-    const span = range();
-    const [begin, end] = span;
+  const scan = async ([begin, end], keep) => {
     const shown = [];
     let searched = 0;
     let after;
@@ -161,11 +159,16 @@ export async function topic(view, params, ctx) {
     do {
       const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["begin_ms", begin ?? 0], ["end_ms", end], ["after", after], ["ns", ns], ["limit", MAX_LIST]])}`);
       searched += res.messages.length;
-      shown.push(...res.messages.filter(hasTag));
+      shown.push(...res.messages.filter(keep));
       after = res.next;
       pages += 1;
     } while (after && shown.length < SHOWN && pages < MAX_PAGES);
-    const rest = after ? ` Searched the first ${searched} of the range: narrow it to see the rest.` : "";
+    return { shown, searched, more: Boolean(after) };
+  };
+  const byTime = async () => {
+    const span = range();
+    const { shown, searched, more } = await scan(span, hasTag);
+    const rest = more ? ` Searched the first ${searched} of the range: narrow it to see the rest.` : "";
     out.append(el("p", { class: "muted", "data-summary": "" }, `${rangeText(span)[0].toUpperCase()}${rangeText(span).slice(1)}, consumed ones included, with each group's state; the state filter does not apply. ${Math.min(shown.length, SHOWN)} of ${searched} shown.${rest}`),
       shown.length ? messageTable(name, ns, shown.slice(0, SHOWN), { perGroup: true }) : empty(`No message ${rangeText(span)}${filtered()}.`));
   };
@@ -192,6 +195,14 @@ export async function topic(view, params, ctx) {
       // A tag is matched here, in the longest peek the API gives.
       const limit = tag.value ? MAX_LIST : SHOWN;
       const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["ns", ns], ["limit", limit]])}`);
+      if (tag.value && needsGroup && res.messages.length >= limit) {
+        // More than one peek holds: every message of the topic, page by page, in this state
+        // for this group.
+        const { shown, searched, more } = await scan([undefined, undefined], (m) => hasTag(m) && inState(m));
+        out.append(el("p", { class: "muted", "data-summary": "" }, `A peek changes nothing: no delivery, no handle, no counter. Searched ${more ? "the first " : ""}${searched} messages of the topic for tag ${tag.value}: ${Math.min(shown.length, SHOWN)} ${state.value.replace("_", " ")} for ${group.value} shown.${more ? " Narrow by publish time to search the rest." : ""}`),
+          shown.length ? messageTable(name, ns, shown.slice(0, SHOWN), { perGroup: true }) : empty(`No ${state.value.replace("_", " ")} message${filtered()}.`));
+        return;
+      }
       const shown = res.messages.filter(hasTag);
       const cut = res.messages.length >= limit
         ? (tag.value ? ` Only the first ${limit} ${state.value.replace("_", " ")} messages were searched for the tag.` : ` The first ${limit} are listed.`) : "";

@@ -1102,7 +1102,8 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
     b.wait_text("[data-peak]", "no traffic").await;
 
     let producer = sdk.producer("orders".parse().unwrap());
-    for i in 0..250 {
+    // More than the longest peek (1,000), then the one that matters.
+    for i in 0..1000 {
         producer
             .publish(&TopicMessage::new(format!("filler {i}")).unwrap())
             .await
@@ -1160,7 +1161,7 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
         .await;
     b.client.set_window_size(1280, 800).await.expect("resize");
 
-    // Key and tag filters find the 251st message.
+    // Key and tag filters find the 1,001st message.
     b.open("#/topic/orders").await;
     b.wait_text("[data-summary]", "200 of 200 shown").await;
     b.type_into("input[name='key']", "needle").await;
@@ -1170,7 +1171,12 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
     b.type_into("input[name='key']", "").await;
     b.type_into("input[name='tag']", "rare").await;
     b.click_button("Peek").await;
-    let shown = b.wait_text("[data-peek]", "1 of 251 shown").await;
+    let shown = b
+        .wait_text(
+            "[data-peek]",
+            "Searched 1001 messages of the topic for tag rare: 1 ready for GID_scan shown",
+        )
+        .await;
     assert!(shown.contains("the needle"), "{shown}");
     b.shot("topic-filter-beyond-first-page").await;
 
