@@ -994,6 +994,8 @@ async fn the_console_filters_by_time_and_resets_an_offset() {
     b.accept_confirm().await;
     b.wait_text("#toast", "Offset reset: 1 to deliver again, 0 skipped")
         .await;
+    // The page renders again: the message is ready for the group.
+    b.wait_text("[data-card='ready']", "1\nready").await;
     b.shot("group-reset-offset").await;
     let again = consumer
         .receive(BatchSize::MAX, WaitSeconds::new(3).unwrap())
@@ -1179,6 +1181,11 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
         .await;
     assert!(shown.contains("the needle"), "{shown}");
     b.shot("topic-filter-beyond-first-page").await;
+    // Purged (after a confirmation), the page shows its new numbers at once.
+    b.click_button("Purge topic…").await;
+    b.accept_confirm().await;
+    b.wait_text("#toast", "Purged 1001 message(s)").await;
+    b.wait_text("[data-card='stored']", "0\nstored").await;
 
     // The same topic name in two instances: both offered, each searched where it lives.
     b.open("#/message").await;
