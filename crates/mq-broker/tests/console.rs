@@ -546,6 +546,17 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     // Keyboard: rows take the focus, arrows move it, Enter opens the row's page.
     let before = held(&broker);
     let first = b.find("table[aria-label='Topics'] tbody tr").await;
+    // One tab stop a row: Tab goes from a row to the next row, not to the row's link.
+    first.send_keys(&Key::Tab.to_string()).await.expect("key");
+    let focused = b
+        .script("const a = document.activeElement; return a.tagName + ' ' + a.textContent;")
+        .await;
+    assert!(
+        focused
+            .as_str()
+            .is_some_and(|f| f.starts_with("TR") && f.contains("orders")),
+        "{focused}"
+    );
     first.send_keys(&Key::Down.to_string()).await.expect("key"); // audit → orders
     let shown = b.ready().await;
     b.client
