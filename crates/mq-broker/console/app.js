@@ -1,7 +1,7 @@
 // The console's shell: login, navigation (hash routes, so a page can be bookmarked and
 // nothing secret ever goes in the URL), the /stats sampler behind the rate chart.
 import { credentials, remember, forget, whoami, admin, stats } from "./api.js";
-import { el, failure } from "./ui.js";
+import { el, failure, describe, AUTH_CODES } from "./ui.js";
 import * as pages from "./pages.js";
 
 const ROUTES = {
@@ -18,10 +18,6 @@ const ROUTES = {
 
 /** Pages that refresh themselves every few seconds (read-only ones). */
 const LIVE = new Set(["", "half", "dead"]);
-
-/** Refusals that mean the credentials no longer work (a restarted broker has a new token). */
-const AUTH_CODES = new Set(["InvalidAdminToken", "SignatureDoesNotMatch", "InvalidAccessKeyId",
-  "AccessDenied", "MissingAuthorizationHeader", "InvalidAuthorizationHeader"]);
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -61,10 +57,19 @@ function rates() {
 let timers = [];
 let renderSeq = 0;
 
+/** Why the last session ended, said on the login form (the credentials stopped working). */
+let loggedOutBecause = null;
+
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, q] = raw.split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    // A malformed percent-encoding: no page has such a name.
+    return { name: null, params: { path: [], get: () => null } };
+  }
   const name = parts.length ? parts[0] : "";
   const search = new URLSearchParams(q || "");
   return { name, params: { path: parts.slice(1), get: (k) => search.get(k) } };
@@ -86,7 +91,7 @@ async function render({ quiet = false } = {}) {
   logout.hidden = false;
   who.textContent = whoami();
   const { name, params } = parseHash();
-  const page = ROUTES[name];
+  const page = name === null ? undefined : ROUTES[name];
   for (const a of nav.querySelectorAll("a")) {
     const target = a.getAttribute("href").replace(/^#\/?/, "");
     if (target === name) a.setAttribute("aria-current", "page");
@@ -102,13 +107,15 @@ async function render({ quiet = false } = {}) {
   };
   try {
     if (!page) {
-      view.append(el("h1", {}, "No such page"), el("p", { class: "empty" }, "This console has no page ", location.hash, "."));
+      view.append(el("h1", {}, "No such page"), el("p", { class: "empty" }, "This console has no page ", location.hash, ". ", el("a", { href: "#/" }, "Overview")));
     } else {
       await page(view, params, ctx);
     }
   } catch (e) {
     if (AUTH_CODES.has(e.code)) {
-      // The credentials stopped working (a restarted broker has a new admin token).
+      // The credentials stopped working (a restarted broker has a new admin token): back
+      // to the login form, which says why.
+      loggedOutBecause = e;
       forget();
       render();
       return;
@@ -119,7 +126,11 @@ async function render({ quiet = false } = {}) {
   main.replaceChildren(view);
   // A mark that changes with every render (tests wait for it).
   main.dataset.ready = `${performance.timeOrigin}:${seq}`;
-  if (!quiet) main.focus();
+  if (!quiet) {
+    // A new page starts at its top, the header in view; focus moves without scrolling.
+    main.focus({ preventScroll: true });
+    window.scrollTo(0, 0);
+  }
   // Read-only pages refresh themselves, unless the user is at work in them (a focused row,
   // field or button).
   if (LIVE.has(name)) ctx.every(SAMPLE_MS * 2, () => {
@@ -143,8 +154,13 @@ function loginForm() {
       el("label", {}, "AccessKey ID", id), el("label", {}, "AccessKey secret", secret)),
     el("div", { class: "row" }, el("button", { type: "submit", class: "primary", id: "login" }, "Log in")),
     out);
+  if (loggedOutBecause) {
+    out.append(el("p", { class: "error", role: "alert", "data-logged-out": "" },
+      `Logged out: ${describe(loggedOutBecause)}. Log in again (a restarted broker prints a new admin token).`));
+  }
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
+    loggedOutBecause = null;
     out.replaceChildren();
     if (token.value) remember({ token: token.value.trim() });
     else if (id.value && secret.value) remember({ id: id.value.trim(), secret: secret.value });
@@ -161,6 +177,7 @@ function loginForm() {
 }
 
 logout.addEventListener("click", () => {
+  loggedOutBecause = null;
   forget();
   samples.length = 0;
   location.hash = "#/";

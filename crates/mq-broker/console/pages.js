@@ -1,12 +1,24 @@
 // The pages. Each takes (view, params) and renders into `view` (a <section>); all data
 // comes from the admin API and /stats through api.js.
 import { admin, query, seg, stats, ApiError } from "./api.js";
-import { el, time, relative, empty, unavailable, failure, toast, table, n, badge, bodyView, rateChart } from "./ui.js";
+import { el, time, relative, empty, unavailable, failure, toast, table, n, badge, groupBadge, bodyPreview, bodyView, rateChart, AUTH_CODES } from "./ui.js";
 
 const STATES = ["ready", "in_flight", "delayed", "dead", "half"];
+/** The longest listing the admin API gives (its MAX_PEEK). */
+const MAX_LIST = 1000;
+/** Rows a message table shows. */
+const SHOWN = 200;
+/** Pages of MAX_LIST a time-range search reads at most before it says where it stopped. */
+const MAX_PAGES = 10;
 
 /** The ns query of a topic or group of `instance` (null = the default instance). */
 const nsOf = (instance) => instance || "";
+
+/** A topic (or group) with its instance when not the default one: "orders (MQ_INST_1)". */
+const withInstance = (name, instance) => (instance ? `${name} (${instance})` : name);
+
+/** A non-default instance beside a name, shown where the Instance column is hidden. */
+const narrowInstance = (instance) => (instance ? el("span", { class: "muted show-narrow" }, ` (${instance})`) : "");
 
 /** Every (topic, group) of a /stats document, flattened. */
 function groupsOf(doc) {
@@ -33,7 +45,8 @@ export async function overview(view, _params, ctx) {
   const sum = (f) => groups.reduce((a, g) => a + f(g), 0);
   view.append(el("h1", {}, "Overview"),
     el("div", { class: "cards" },
-      card("topics", doc.topics.length), card("groups", groups.length),
+      // Groups as Topics & groups lists them: one per (instance, group), whatever its topics.
+      card("topics", doc.topics.length), card("groups", new Set(groups.map((g) => `${nsOf(g.instance)}\u0000${g.group}`)).size),
       card("backlog", sum(backlog)), card("in flight", sum((g) => g.in_flight)),
       card("delayed", sum((g) => g.delayed)), card("dead letters", sum((g) => g.dead_letters_kept)),
       card("half", doc.topics.reduce((a, t) => a + t.half, 0)),
@@ -44,7 +57,7 @@ export async function overview(view, _params, ctx) {
     doc.topics.length === 0
       ? empty("No topic yet: publish a message (or declare topics with --topic) and it shows here.")
       : table([
-        { title: "Topic", value: (t) => el("a", { href: topicLink(t) }, t.topic) },
+        { title: "Topic", value: (t) => [el("a", { href: topicLink(t) }, t.topic), narrowInstance(t.instance)] },
         { title: "Instance", value: (t) => t.instance || "default", narrow: true },
         { title: "Published", value: (t) => n(t.published), num: true },
         { title: "Stored", value: (t) => n(t.stored), num: true },
@@ -64,7 +77,8 @@ function card(label, value) {
 function groupTable(groups) {
   return table([
     { title: "Group", value: (g) => el("a", { href: groupLink(g) }, g.group) },
-    { title: "Topic", value: (g) => g.topic },
+    { title: "Topic", value: (g) => [g.topic, narrowInstance(g.instance)] },
+    { title: "Instance", value: (g) => g.instance || "default", narrow: true },
     { title: "Backlog", value: (g) => n(backlog(g)), num: true },
     { title: "Ready", value: (g) => n(g.ready), num: true },
     { title: "In flight", value: (g) => n(g.in_flight), num: true },
@@ -78,12 +92,12 @@ function groupTable(groups) {
 // ---------------------------------------------------------------------------------------
 // A topic: its groups, a peek by state, filters
 
-export async function topic(view, params) {
+export async function topic(view, params, ctx) {
   const [name] = params.path;
   const ns = params.get("ns") || "";
   const doc = await stats();
   const t = doc.topics.find((x) => x.topic === name && nsOf(x.instance) === ns);
-  view.append(el("h1", {}, `Topic ${name}`, ns ? ` (${ns})` : ""));
+  view.append(el("h1", {}, `Topic ${name}`, el("span", { class: "muted", "data-instance": "" }, ` · instance ${ns || "default"}`)));
   if (!t) {
     view.append(empty("This topic does not exist (yet): it appears at its first publish or consume."));
     return;
@@ -107,40 +121,95 @@ export async function topic(view, params) {
     el("label", {}, "Tag", tag), el("label", {}, "Key", key),
     el("label", {}, "Published from", from), el("label", {}, "to", to),
     el("button", { class: "primary", type: "submit" }, "Peek"));
-  const matches = (m) => (!tag.value || m.tag === tag.value)
-    && (!key.value || (m.properties.KEYS || "").split(" ").includes(key.value));
-  // GET …/messages?begin_ms=&end_ms=: every message published in [from, to), in publish
-  // order, with each group's position (a state filter does not apply).
-  const byTime = async () => {
-    const bound = (input) => (input.value ? new Date(input.value).getTime() : undefined);
+  const hasTag = (m) => !tag.value || m.tag === tag.value;
+  const hasKey = (m) => !key.value || (m.properties.KEYS || "").split(/\s+/).includes(key.value);
+  const filtered = () => (tag.value || key.value ? " matches the filter" : "");
+  const bound = (input) => (input.value ? new Date(input.value).getTime() : undefined);
+  const range = () => {
     const [begin, end] = [bound(from), bound(to)];
     if (begin !== undefined && end !== undefined && end <= begin) {
-      out.append(failure(new ApiError(0, "", "the end of the time range must be after its start")));
-      return;
+      throw new ApiError(0, "", "the end of the time range must be after its start");
     }
-    const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["begin_ms", begin ?? 0], ["end_ms", end], ["ns", ns], ["limit", 200]])}`);
-    const shown = res.messages.filter(matches);
-    out.append(el("p", { class: "muted" }, `Published ${from.value ? `from ${new Date(begin).toLocaleString()}` : "since the start"}${to.value ? ` until ${new Date(end).toLocaleString()}` : ""}, consumed ones included (their state: the first group's); the state filter does not apply. ${shown.length} of ${res.messages.length} shown${res.next ? " (the first 200 of the range: narrow it to see the rest)" : ""}.`),
-      shown.length ? messageTable(name, ns, shown) : empty(`No message published in this range${tag.value || key.value ? " matches the filter" : ""}.`));
+    return [begin, end];
+  };
+  const inRange = ([begin, end]) => (m) => (begin === undefined || m.publish_time >= begin) && (end === undefined || m.publish_time < end);
+  const rangeText = ([begin, end]) => `published ${begin !== undefined ? `from ${new Date(begin).toLocaleString()}` : "since the start"}${end !== undefined ? ` until ${new Date(end).toLocaleString()}` : ""}`;
+  // In the state asked for, for the group asked for (a message found by key or time).
+  const inState = (m) => (state.value === "half" ? m.state === "half"
+    : (m.groups || []).some((g) => g.group === group.value && g.state === state.value));
+  // A key: GET …/messages?key=K finds every message with it, wherever it is; the state,
+  // group, tag and time range then narrow what was found.
+  const byKey = async () => {
+    const span = range();
+    const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["key", key.value], ["ns", ns], ["limit", MAX_LIST]])}`);
+    const timed = from.value || to.value;
+    const shown = res.messages.filter(hasTag).filter(timed ? inRange(span) : inState);
+    const where = timed ? rangeText(span) : `${state.value.replace("_", " ")}${state.value === "half" ? "" : ` for ${group.value}`}`;
+    out.append(el("p", { class: "muted", "data-summary": "" }, `Looked up by key ${key.value}: ${res.messages.length} message(s) have it, ${shown.length} of them ${where}${tag.value ? ` with tag ${tag.value}` : ""}.`),
+      shown.length ? messageTable(name, ns, shown, { perGroup: true }) : empty(`No ${timed ? "" : `${state.value.replace("_", " ")} `}message with key ${key.value}${timed ? ` ${rangeText(span)}` : ""}${tag.value ? ` and tag ${tag.value}` : ""}.`));
+  };
+  // GET …/messages?begin_ms=&end_ms=&after=: every message published in [from, to), in
+  // publish order, with each group's position (a state filter does not apply); pages are
+  // read until SHOWN match or MAX_PAGES pages were searched.
+  const scan = async ([begin, end], keep) => {
+    const shown = [];
+    let searched = 0;
+    let after;
+    let pages = 0;
+    do {
+      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["begin_ms", begin ?? 0], ["end_ms", end], ["after", after], ["ns", ns], ["limit", MAX_LIST]])}`);
+      searched += res.messages.length;
+      shown.push(...res.messages.filter(keep));
+      after = res.next;
+      pages += 1;
+    } while (after && shown.length < SHOWN && pages < MAX_PAGES);
+    return { shown, searched, more: Boolean(after) };
+  };
+  const byTime = async () => {
+    const span = range();
+    const { shown, searched, more } = await scan(span, hasTag);
+    const rest = more ? ` Searched the first ${searched} of the range: narrow it to see the rest.` : "";
+    out.append(el("p", { class: "muted", "data-summary": "" }, `${rangeText(span)[0].toUpperCase()}${rangeText(span).slice(1)}, consumed ones included, with each group's state; the state filter does not apply. ${Math.min(shown.length, SHOWN)} of ${searched} shown.${rest}`),
+      shown.length ? messageTable(name, ns, shown.slice(0, SHOWN), { perGroup: true }) : empty(`No message ${rangeText(span)}${filtered()}.`));
   };
   const run = async () => {
     out.replaceChildren();
-    if (from.value || to.value) {
-      try { await byTime(); } catch (e) { out.append(e.unavailable ? unavailable("Messages by publish time", e) : failure(e)); }
-      return;
-    }
     const needsGroup = state.value !== "half";
-    if (needsGroup && !group.value) {
-      out.append(empty("Peeking at this state needs a group, and no group has consumed this topic yet."));
-      return;
-    }
     try {
-      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["ns", ns], ["limit", 200]])}`);
-      const shown = res.messages.filter(matches);
-      out.append(el("p", { class: "muted" }, `A peek changes nothing: no delivery, no handle, no counter. ${shown.length} of ${res.messages.length} shown.`),
-        shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${tag.value || key.value ? " matches the filter" : ""}.`));
+      if (key.value) {
+        if (needsGroup && !group.value && !(from.value || to.value)) {
+          out.append(empty("Peeking at this state needs a group, and no group has consumed this topic yet."));
+          return;
+        }
+        await byKey();
+        return;
+      }
+      if (from.value || to.value) {
+        try { await byTime(); } catch (e) { out.append(e.unavailable ? unavailable("Messages by publish time", e) : failure(e)); }
+        return;
+      }
+      if (needsGroup && !group.value) {
+        out.append(empty("Peeking at this state needs a group, and no group has consumed this topic yet."));
+        return;
+      }
+      // A tag is matched here, in the longest peek the API gives.
+      const limit = tag.value ? MAX_LIST : SHOWN;
+      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["ns", ns], ["limit", limit]])}`);
+      if (tag.value && needsGroup && res.messages.length >= limit) {
+        // More than one peek holds: every message of the topic, page by page, in this state
+        // for this group.
+        const { shown, searched, more } = await scan([undefined, undefined], (m) => hasTag(m) && inState(m));
+        out.append(el("p", { class: "muted", "data-summary": "" }, `A peek changes nothing: no delivery, no handle, no counter. Searched ${more ? "the first " : ""}${searched} messages of the topic for tag ${tag.value}: ${Math.min(shown.length, SHOWN)} ${state.value.replace("_", " ")} for ${group.value} shown.${more ? " Narrow by publish time to search the rest." : ""}`),
+          shown.length ? messageTable(name, ns, shown.slice(0, SHOWN), { perGroup: true }) : empty(`No ${state.value.replace("_", " ")} message${filtered()}.`));
+        return;
+      }
+      const shown = res.messages.filter(hasTag);
+      const cut = res.messages.length >= limit
+        ? (tag.value ? ` Only the first ${limit} ${state.value.replace("_", " ")} messages were searched for the tag.` : ` The first ${limit} are listed.`) : "";
+      out.append(el("p", { class: "muted", "data-summary": "" }, `A peek changes nothing: no delivery, no handle, no counter. ${shown.length} of ${res.messages.length} shown.${cut}`),
+        shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${filtered()}.`));
     } catch (e) {
-      out.append(e.unavailable ? unavailable("Peek", e) : failure(e));
+      out.append(e.unavailable ? unavailable(key.value ? "Lookup by key" : "Peek", e) : failure(e));
     }
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); run(); });
@@ -150,24 +219,32 @@ export async function topic(view, params) {
     try {
       const r = await admin("POST", `/admin/topics/${seg(name)}/purge${query([["ns", ns]])}`);
       toast(`Purged ${r.purged} message(s)`);
-      run();
+      ctx.reload();
     } catch (e) { toast(e.message); }
   };
   view.append(el("h2", {}, "Messages"), form, out, el("div", { class: "row" }, purge));
   run();
 }
 
-function messageTable(topicName, ns, messages) {
+/**
+ * Messages of a topic: as a peek lists them (their state for the group peeked), or, with
+ * `perGroup`, as found by key or time (each group's state).
+ */
+function messageTable(topicName, ns, messages, { perGroup = false } = {}) {
+  const link = (m) => msgLink(topicName, ns, m.message_id);
   return table([
-    { title: "Message id", value: (m) => el("a", { href: msgLink(topicName, ns, m.message_id) }, m.message_id) },
-    { title: "State", value: (m) => badge(m.state) },
+    { title: "Message id", value: (m) => el("a", { href: link(m), class: "id" }, m.message_id) },
+    perGroup
+      ? { title: "State per group", value: (m) => (m.state === "half" || m.state === "rolled_back" || !(m.groups || []).length ? badge(m.state)
+        : el("span", { class: "states" }, m.groups.map((g) => el("span", {}, `${g.group}: `, groupBadge(g, m))))) }
+      : { title: "State", value: (m) => badge(m.state) },
     { title: "Tag", value: (m) => m.tag || "" },
     { title: "Key", value: (m) => m.properties.KEYS || "", narrow: true },
-    { title: "Body", value: (m) => (m.body === null ? el("span", { class: "muted" }, "not kept") : m.body.slice(0, 60)) },
+    { title: "Body", value: (m) => bodyPreview(m, link(m)) },
     { title: "Published", value: (m) => time(m.publish_time) },
     { title: "Deliveries", value: (m) => n(m.consumed_times), num: true, narrow: true },
     { title: "Next visible", value: (m) => time(m.next_visible_time), narrow: true },
-  ], messages, { href: (m) => msgLink(topicName, ns, m.message_id), label: "Messages" });
+  ], messages, { href: link, label: "Messages" });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -177,8 +254,9 @@ export async function message(view, params) {
   const topicName = params.get("topic") || "";
   const ns = params.get("ns") || "";
   const doc = await stats();
+  // One option per (instance, topic): the same name in two instances is two topics.
   const topicSel = el("select", { name: "topic", required: true },
-    doc.topics.map((t) => el("option", { value: t.topic, selected: t.topic === topicName }, t.topic)));
+    doc.topics.map((t, i) => el("option", { value: i, selected: t.topic === topicName && nsOf(t.instance) === ns }, withInstance(t.topic, t.instance))));
   const id = el("input", { name: "id", placeholder: "message id", value: params.get("id") || "", size: 34 });
   const key = el("input", { name: "key", placeholder: "message key", value: params.get("key") || "" });
   const form = el("form", { class: "row", "aria-label": "Find a message" },
@@ -186,7 +264,9 @@ export async function message(view, params) {
     el("button", { class: "primary", type: "submit" }, "Find"));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    location.hash = `#/message${query([["topic", topicSel.value], ["ns", ns], ["id", id.value.trim()], ["key", id.value.trim() ? "" : key.value.trim()]])}`;
+    const t = doc.topics[Number(topicSel.value)];
+    if (!t) return;
+    location.hash = `#/message${query([["topic", t.topic], ["ns", nsOf(t.instance)], ["id", id.value.trim()], ["key", id.value.trim() ? "" : key.value.trim()]])}`;
   });
   view.append(el("h1", {}, "Find a message"), form);
   if (doc.topics.length === 0) { view.append(empty("No topic yet: nothing to look in.")); return; }
@@ -197,11 +277,11 @@ export async function message(view, params) {
     found = await admin("GET", `/admin/topics/${seg(topicName)}/messages${query([lookup, ["ns", ns]])}`);
   } catch (e) {
     view.append(e.status === 404 && e.code === "MessageNotExist"
-      ? empty(`No message ${lookup[1]} in ${topicName}: consumed by every group, trimmed by retention, or never published there.`)
+      ? empty(`No message ${lookup[1]} in ${withInstance(topicName, ns)}: consumed by every group, trimmed by retention, or never published there.`)
       : failure(e));
     return;
   }
-  if (found.messages.length === 0) { view.append(empty(`No message with key ${lookup[1]} in ${topicName}.`)); return; }
+  if (found.messages.length === 0) { view.append(empty(`No message with key ${lookup[1]} in ${withInstance(topicName, ns)}.`)); return; }
   for (const m of found.messages) view.append(await messageDetail(topicName, ns, m));
 }
 
@@ -209,9 +289,10 @@ async function messageDetail(topicName, ns, m) {
   const props = el("dl", { class: "props" }, Object.entries(m.properties).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const trace = el("div", { "data-trace": "" });
   const box = el("article", { class: "panel", "data-message": m.message_id },
-    el("h2", {}, m.message_id, " ", badge(m.state)),
+    el("h2", { class: "id" }, m.message_id, " ", badge(m.state)),
     el("dl", { class: "props" },
       el("dt", {}, "Topic"), el("dd", {}, topicName),
+      el("dt", {}, "Instance"), el("dd", { "data-instance": "" }, ns || "default"),
       el("dt", {}, "Tag"), el("dd", {}, m.tag || "—"),
       el("dt", {}, "Published"), el("dd", {}, time(m.publish_time)),
       el("dt", {}, "Deliver at"), el("dd", {}, time(m.start_deliver_time)),
@@ -221,7 +302,7 @@ async function messageDetail(topicName, ns, m) {
     el("h2", {}, "Groups"),
     m.groups.length ? table([
       { title: "Group", value: (g) => g.group },
-      { title: "State", value: (g) => badge(g.state) },
+      { title: "State", value: (g) => groupBadge(g, m) },
       { title: "Deliveries", value: (g) => n(g.consumed_times), num: true },
       { title: "Next visible", value: (g) => time(g.next_visible_time) },
     ], m.groups, { label: "Groups" }) : empty("No group has consumed this topic yet."),
@@ -254,7 +335,7 @@ export async function group(view, params, ctx) {
   const [doc, clock] = await Promise.all([stats(), brokerClock()]);
   const t = doc.topics.find((x) => x.topic === topicName && nsOf(x.instance) === ns);
   const g = t && t.groups.find((x) => x.group === groupId);
-  view.append(el("h1", {}, `Group ${groupId}`, el("span", { class: "muted" }, ` on ${topicName}`)));
+  view.append(el("h1", {}, `Group ${groupId}`, el("span", { class: "muted" }, ` on ${withInstance(topicName, ns)}`)));
   if (!g) { view.append(empty("This group has not consumed this topic yet.")); return; }
   view.append(el("div", { class: "cards" }, card("backlog", backlog(g)), card("ready", g.ready), card("in flight", g.in_flight),
     card("delayed", g.delayed), card("dead letters", g.dead_letters_kept), card("delivered", g.delivered),
@@ -294,9 +375,11 @@ export async function group(view, params, ctx) {
     out.replaceChildren();
     const ms = at.value ? new Date(at.value).getTime() : NaN;
     if (Number.isNaN(ms)) { out.append(failure(new ApiError(0, "", "choose a time"))); return; }
+    if (!confirm(`Reset ${groupId}'s offset on ${withInstance(topicName, ns)} to ${new Date(ms).toLocaleString()}? Messages published since then are delivered to it again; earlier ones it still holds are skipped (not delivered).`)) return;
     try {
       const r = await admin("POST", `/admin/topics/${seg(topicName)}/groups/${seg(groupId)}/reset_offset${query([["time_ms", ms], ["ns", ns]])}`);
       toast(`Offset reset: ${r.redelivered ?? 0} to deliver again, ${r.skipped ?? 0} skipped`);
+      ctx.reload();
     } catch (err) {
       out.append(err.unavailable ? unavailable("Reset offset", err) : failure(err));
     }
@@ -321,6 +404,7 @@ export async function dead(view, _params, ctx) {
     try {
       res = await admin("GET", `${base}${query([["ns", ns], ["limit", 200]])}`);
     } catch (e) {
+      if (AUTH_CODES.has(e.code)) throw e; // the shell logs out and says why
       if (!e.unavailable) { view.append(failure(e)); return; }
       try {
         res = await admin("GET", `/admin/topics/${seg(g.topic)}/messages${query([["state", "dead"], ["group", g.group], ["ns", ns], ["limit", 200]])}`);
@@ -332,7 +416,8 @@ export async function dead(view, _params, ctx) {
     if (!res.messages.length) continue;
     any = true;
     const out = el("div");
-    const act = (label, method, path) => async () => {
+    const act = (label, method, path, ask) => async () => {
+      if (ask && !confirm(ask)) return;
       out.replaceChildren();
       try {
         const r = await admin(method, path);
@@ -342,20 +427,21 @@ export async function dead(view, _params, ctx) {
         out.append(e.unavailable ? unavailable(label, e) : failure(e));
       }
     };
-    view.append(el("h2", {}, `${g.group} on ${g.topic}`),
+    const where = `${g.group} on ${withInstance(g.topic, g.instance)}`;
+    view.append(el("h2", {}, where),
       el("div", { class: "row" },
         el("button", { type: "button", onclick: act("Resend all", "POST", `${base}/resend${query([["ns", ns]])}`) }, "Resend all"),
-        el("button", { type: "button", class: "danger", onclick: act("Delete all", "DELETE", `${base}${query([["ns", ns]])}`) }, "Delete all")),
+        el("button", { type: "button", class: "danger", onclick: act("Delete all", "DELETE", `${base}${query([["ns", ns]])}`, `Delete every dead letter of ${where}? They cannot be resent afterwards.`) }, "Delete all")),
       table([
-        { title: "Message id", value: (m) => m.message_id },
-        { title: "Body", value: (m) => (m.body === null || m.body === undefined ? el("span", { class: "muted" }, "not kept") : m.body.slice(0, 60)), narrow: true },
+        { title: "Message id", value: (m) => el("a", { href: msgLink(g.topic, ns, m.message_id), class: "id" }, m.message_id) },
+        { title: "Body", value: (m) => bodyPreview(m, msgLink(g.topic, ns, m.message_id)), narrow: true },
         { title: "Published", value: (m) => time(m.publish_time) },
         { title: "Dead-lettered", value: (m) => time(m.dead_lettered_at) },
         { title: "Deliveries", value: (m) => n(m.consumed_times), num: true },
         { title: "", value: (m) => el("span", { class: "row" },
           el("button", { type: "button", onclick: act("Resend", "POST", `${base}/resend${query([["id", m.message_id], ["ns", ns]])}`) }, "Resend"),
-          el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["id", m.message_id], ["ns", ns]])}`) }, "Delete")) },
-      ], res.messages, { label: `Dead letters of ${g.group}` }), out);
+          el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["id", m.message_id], ["ns", ns]])}`, `Delete dead letter ${m.message_id} of ${where}? It cannot be resent afterwards.`) }, "Delete")) },
+      ], res.messages, { href: (m) => msgLink(g.topic, ns, m.message_id), label: `Dead letters of ${g.group}` }), out);
   }
   if (!any) view.append(empty("No dead letters: no message has reached its group's maximum deliveries."));
 }
@@ -372,7 +458,7 @@ export async function half(view) {
   for (const t of topics) {
     const ns = nsOf(t.instance);
     const out = el("div");
-    view.append(el("h2", {}, t.topic));
+    view.append(el("h2", {}, withInstance(t.topic, t.instance)));
     try {
       const res = await admin("GET", `/admin/topics/${seg(t.topic)}/messages${query([["state", "half"], ["ns", ns], ["limit", 200]])}`);
       // POST /admin/topics/{topic}/half/{id}/commit|rollback; the row goes once decided.
@@ -391,11 +477,11 @@ export async function half(view) {
         }
       };
       view.append(res.messages.length ? table([
-        { title: "Message id", value: (m) => el("a", { href: msgLink(t.topic, ns, m.message_id) }, m.message_id) },
-        { title: "Body", value: (m) => (m.body || "").slice(0, 60) },
+        { title: "Message id", value: (m) => el("a", { href: msgLink(t.topic, ns, m.message_id), class: "id" }, m.message_id) },
+        { title: "Body", value: (m) => bodyPreview(m, msgLink(t.topic, ns, m.message_id)) },
         { title: "Published", value: (m) => time(m.publish_time) },
-        { title: "Checks", value: (m) => n(m.consumed_times), num: true },
-        { title: "Next check", value: (m) => time(m.next_visible_time) },
+        { title: "Checks", value: (m) => n(m.consumed_times), num: true, narrow: true },
+        { title: "Next check", value: (m) => time(m.next_visible_time), narrow: true },
         { title: "", value: (m) => el("span", { class: "row" },
           el("button", { type: "button", "data-action": "commit", onclick: decide(m, "commit", "Commit") }, "Commit"),
           el("button", { type: "button", class: "danger", "data-action": "rollback", onclick: decide(m, "rollback", "Roll back") }, "Roll back")) },
@@ -412,11 +498,14 @@ export async function half(view) {
 
 export async function publish(view, params) {
   const f = (name, attrs = {}) => el("input", { name, ...attrs });
-  const topicIn = f("topic", { required: true, value: params.get("topic") || "", pattern: "[A-Za-z0-9_%.-]+" });
+  // A pattern is compiled with the `v` flag, where a literal "-" in a class is escaped.
+  const topicIn = f("topic", { required: true, value: params.get("topic") || "", pattern: "[A-Za-z0-9_%.\\-]+" });
   const ns = f("ns", { placeholder: "default" });
   const tag = f("tag");
   const key = f("key");
-  const props = el("input", { name: "properties", placeholder: "name=value, name=value" });
+  const sharding = f("sharding_key", { placeholder: "FIFO topics" });
+  // One name=value a line, so a value may hold commas (and "=" after the first).
+  const props = el("textarea", { name: "properties", rows: 2, placeholder: "name=value\none a line" });
   const body = el("textarea", { name: "body", required: true }, "hello from the console");
   const when = el("select", { name: "when" }, el("option", { value: "now" }, "now"), el("option", { value: "delay" }, "after a delay (s)"), el("option", { value: "at" }, "at a time"));
   const delay = f("delay", { type: "number", min: 0, value: 10 });
@@ -425,7 +514,8 @@ export async function publish(view, params) {
   const immunity = f("immunity", { type: "number", min: 10, max: 300, value: 10 });
   const out = el("div", { "data-receipt": "" });
   const form = el("form", { "aria-label": "Publish a test message" },
-    el("div", { class: "row" }, el("label", {}, "Topic", topicIn), el("label", {}, "Instance (ns)", ns), el("label", {}, "Tag", tag), el("label", {}, "Key", key)),
+    el("div", { class: "row" }, el("label", {}, "Topic", topicIn), el("label", {}, "Instance (ns)", ns), el("label", {}, "Tag", tag), el("label", {}, "Key", key),
+      el("label", {}, "Sharding key", sharding)),
     el("div", { class: "row" }, el("label", { class: "wide" }, "Properties", props)),
     el("div", { class: "row" }, el("label", { class: "wide" }, "Body", body)),
     el("div", { class: "row" }, el("label", {}, "Deliver", when), el("label", {}, "Delay, s", delay), el("label", {}, "At", at),
@@ -435,12 +525,12 @@ export async function publish(view, params) {
     e.preventDefault();
     out.replaceChildren();
     const properties = {};
-    for (const pair of props.value.split(",").map((p) => p.trim()).filter(Boolean)) {
+    for (const pair of props.value.split("\n").map((p) => p.trim()).filter(Boolean)) {
       const i = pair.indexOf("=");
       if (i < 1) { out.append(failure(new ApiError(0, "", `property "${pair}" is not name=value`))); return; }
       properties[pair.slice(0, i).trim()] = pair.slice(i + 1).trim();
     }
-    const msg = { body: body.value, tag: tag.value || undefined, key: key.value || undefined, properties };
+    const msg = { body: body.value, tag: tag.value || undefined, key: key.value || undefined, sharding_key: sharding.value || undefined, properties };
     if (when.value === "delay") msg.delay_ms = Math.round(Number(delay.value) * 1000);
     if (when.value === "at") {
       const ms = new Date(at.value).getTime();
@@ -470,19 +560,23 @@ export async function clock(view, _params, ctx) {
   view.append(el("div", { class: "panel" }, el("p", {}, "Broker time: ", now, " · offset ", n(c.offset_ms), " ms")));
   ctx.every(1000, () => now.replaceChildren(time(Date.now() + c.skew)));
   if (c.test_clock) {
-    const ms = el("input", { type: "number", name: "advance", min: 1, value: 60000 });
+    const ms = el("input", { type: "number", name: "advance", min: 1, step: 1, required: true, value: 60000 });
     const advance = async (by) => {
       try {
         const r = await admin("POST", `/admin/clock${query([["advance_ms", by]])}`);
-        c.skew = r.now_ms - Date.now();
         toast(`Clock moved forward ${by} ms`);
-        now.replaceChildren(time(r.now_ms));
+        ctx.reload();
       } catch (e) { toast(e.message); }
     };
     const form = el("form", { class: "row", "aria-label": "Advance the clock" },
       [1000, 10000, 60000, 3600000].map((by) => el("button", { type: "button", onclick: () => advance(by) }, `+${by >= 3600000 ? "1 h" : by >= 60000 ? "1 min" : `${by / 1000} s`}`)),
       el("label", {}, "ms", ms), el("button", { type: "submit", class: "primary" }, "Advance"));
-    form.addEventListener("submit", (e) => { e.preventDefault(); advance(Number(ms.value)); });
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const by = Number(ms.value);
+      if (!ms.value || !Number.isInteger(by) || by < 1) { toast("give a whole number of ms, at least 1"); return; }
+      advance(by);
+    });
     view.append(el("h2", {}, "Test clock"), form);
   } else {
     view.append(el("p", { class: "muted" }, "The clock is the real one (start the broker with --test-clock to move it from here)."));
@@ -521,8 +615,8 @@ export async function clock(view, _params, ctx) {
   }
   view.append(el("h2", {}, "Reset"), el("div", { class: "row" }, el("button", {
     type: "button", class: "danger", onclick: async () => {
-      if (!confirm("Forget every message, group and counter?")) return;
-      try { await admin("POST", "/admin/reset"); toast("Broker reset"); } catch (e) { toast(e.message); }
+      if (!confirm("Forget every message, consumer position and counter? Auto-created topics go; declared and created topics stay, empty; created groups stay with their settings.")) return;
+      try { await admin("POST", "/admin/reset"); toast("Broker reset"); ctx.reload(); } catch (e) { toast(e.message); }
     },
   }, "Reset all state…")));
 }

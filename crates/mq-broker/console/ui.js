@@ -46,10 +46,20 @@ export function unavailable(what, error) {
     error && error.message ? ` (${error.status} ${error.code}: ${error.message})` : "");
 }
 
-/** An error box. */
+/** An error box; a refusal of the credentials says so. */
 export function failure(error) {
+  return el("p", { class: "error", role: "alert" }, describe(error));
+}
+
+/** Refusals that mean the credentials do not work (a restarted broker has a new token). */
+export const AUTH_CODES = new Set(["InvalidAdminToken", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+  "AccessDenied", "MissingAuthorizationHeader", "InvalidAuthorizationHeader"]);
+
+/** An error in words: "CODE: message", prefixed with what a refusal of the credentials means. */
+export function describe(error) {
   const code = error.code ? `${error.code}: ` : "";
-  return el("p", { class: "error", role: "alert" }, `${code}${error.message}`);
+  const why = AUTH_CODES.has(error.code) ? "the broker refused the admin token or signature: " : "";
+  return `${why}${code}${error.message}`;
 }
 
 /** A short notice in the corner. */
@@ -75,14 +85,17 @@ export function table(columns, rows, { href, label } = {}) {
       tr.addEventListener("click", (e) => {
         if (!e.target.closest("button, a, input")) location.hash = link;
       });
+      // The row is the one tab stop (Enter opens it): links inside it are for the mouse.
+      for (const a of tr.querySelectorAll("a")) a.setAttribute("tabindex", "-1");
     }
     return tr;
   }));
   body.addEventListener("keydown", (e) => {
     const tr = e.target.closest("tr");
     if (!tr) return;
-    if (e.key === "ArrowDown" && tr.nextElementSibling) { tr.nextElementSibling.focus(); e.preventDefault(); }
-    if (e.key === "ArrowUp" && tr.previousElementSibling) { tr.previousElementSibling.focus(); e.preventDefault(); }
+    const go = (row) => { row.focus({ preventScroll: true }); row.scrollIntoView({ block: "nearest" }); e.preventDefault(); };
+    if (e.key === "ArrowDown" && tr.nextElementSibling) go(tr.nextElementSibling);
+    if (e.key === "ArrowUp" && tr.previousElementSibling) go(tr.previousElementSibling);
     if (e.key === "Enter" && tr.dataset.href && e.target === tr) location.hash = tr.dataset.href;
   });
   return el("div", { class: "scroll" }, el("table", { "aria-label": label }, el("thead", {}, head), body));
@@ -91,9 +104,42 @@ export function table(columns, rows, { href, label } = {}) {
 /** A number cell. */
 export const n = (v) => (v === undefined || v === null ? "—" : Number(v).toLocaleString());
 
-/** A state badge. */
-export function badge(state) {
-  return state ? el("span", { class: `badge ${state}` }, state.replace("_", " ")) : el("span", { class: "badge" }, "consumed");
+/**
+ * A state badge: `state` as the admin API names it (ready, in_flight, delayed, dead, half,
+ * consumed, rolled_back, or one this console does not know yet), or, for null (a group
+ * that holds the message no more, or a message no group holds), `none` in words.
+ */
+export function badge(state, none = "held by no group") {
+  if (!state) return el("span", { class: "badge none", "data-state": "" }, none);
+  // "consumed" is the API's name for a message kept while no group holds it (every group
+  // acked it, or the topic has no group): said as what it is.
+  const words = { half: "half: waiting for commit/rollback", rolled_back: "rolled back", consumed: "held by no group" }[state]
+    || state.replaceAll("_", " ");
+  return el("span", { class: `badge ${state}`, "data-state": state }, words);
+}
+
+/**
+ * Where a group stands with message `m` (a found message): its state there, or, when the
+ * group holds it no more, why in words.
+ */
+export function groupBadge(g, m) {
+  if (g.state) return badge(g.state);
+  if (m.state === "half") return badge(null, "not delivered yet: waiting for commit/rollback");
+  if (m.state === "rolled_back") return badge(null, "never delivered: rolled back");
+  return badge(null, "not held: acked, filtered out, or subscribed later");
+}
+
+/**
+ * A body's first characters (60), with "…" when there is more — here or, when the listing
+ * cut it (`body_truncated`), on the message page `href` leads to, which has it whole.
+ */
+export function bodyPreview(m, href) {
+  if (m.body === null || m.body === undefined) return el("span", { class: "muted" }, "not kept");
+  const more = m.body.length > 60 || m.body_truncated;
+  const text = m.body.slice(0, 60);
+  if (!more) return el("span", { class: "clip" }, text);
+  return el("span", { class: "clip", title: m.body_truncated ? "the listing holds only the start: the message page shows it all" : m.body.slice(0, 500) },
+    text, href ? el("a", { href, tabindex: "-1", "aria-label": "the whole body" }, "…") : "…");
 }
 
 /** Hex dump of a string's UTF-8 bytes, 16 a line. */
@@ -134,7 +180,8 @@ export function rateChart(series, windowMs) {
   const tMax = Math.max(...all.map((p) => p[0]));
   const span = Math.max(10000, Math.min(windowMs, tMax - Math.min(...all.map((p) => p[0]))));
   const tMin = tMax - span;
-  const vMax = Math.max(1, ...all.map((p) => p[1]));
+  const peak = Math.max(0, ...all.map((p) => p[1]));
+  const vMax = Math.max(1, peak);
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -153,7 +200,7 @@ export function rateChart(series, windowMs) {
   }
   box.append(svg, el("div", { class: "legend" },
     series.map((s) => el("span", {}, el("i", { style: undefined, "data-color": s.color }), `${s.name} ${(s.points.at(-1) || [0, 0])[1].toFixed(1)}/s`)),
-    el("span", {}, `peak ${vMax.toFixed(1)}/s over the last ${span >= 60000 ? `${Math.round(span / 60000)} min` : `${Math.round(span / 1000)} s`}`)));
+    el("span", { "data-peak": peak }, `${peak > 0 ? `peak ${peak.toFixed(1)}/s` : "no traffic"} over the last ${span >= 60000 ? `${Math.round(span / 60000)} min` : `${Math.round(span / 1000)} s`}`)));
   // Colour the legend marks without inline style attributes (the CSP forbids them in markup).
   for (const i of box.querySelectorAll("i[data-color]")) i.style.background = i.dataset.color;
   return box;

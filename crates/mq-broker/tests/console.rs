@@ -320,8 +320,19 @@ impl Browser {
 
     /// Accepts the confirm dialog the last click opened.
     async fn accept_confirm(&self) {
+        self.answer_confirm(true).await;
+    }
+
+    /// Accepts or declines the confirm dialog the last click opened.
+    async fn answer_confirm(&self, accept: bool) {
         let deadline = Instant::now() + PATIENCE;
-        while let Err(e) = self.client.accept_alert().await {
+        loop {
+            let answered = if accept {
+                self.client.accept_alert().await
+            } else {
+                self.client.dismiss_alert().await
+            };
+            let Err(e) = answered else { return };
             assert!(Instant::now() < deadline, "no confirm dialog: {e}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -383,6 +394,41 @@ impl Browser {
         self.wait_text("h1", "Overview").await;
     }
 
+    /// Runs `js` in the page; what it returns.
+    async fn script(&self, js: &str) -> serde_json::Value {
+        self.client.execute(js, vec![]).await.expect("script")
+    }
+
+    /// Fails when the page links show (they must not while logged out).
+    async fn assert_nav_hidden(&self) {
+        let shown = self.find("#nav").await.is_displayed().await;
+        assert!(
+            !shown.expect("displayed"),
+            "the nav bar shows when logged out"
+        );
+    }
+
+    /// Fails when the page scrolls sideways or, with `tables`, when a table needs sideways
+    /// scrolling in its box.
+    async fn assert_fits(&self, what: &str, tables: bool) {
+        let fits = self
+            .client
+            .execute(
+                "const page = document.documentElement.scrollWidth <= window.innerWidth + 1;
+                 const boxes = [...document.querySelectorAll('#main .scroll')]
+                   .every((s) => s.scrollWidth <= s.clientWidth + 1);
+                 return page && (!arguments[0] || boxes);",
+                vec![serde_json::json!(tables)],
+            )
+            .await
+            .expect("script");
+        assert_eq!(
+            fits,
+            serde_json::Value::Bool(true),
+            "{what} does not fit the window sideways"
+        );
+    }
+
     /// Saves the window as `target/console-screenshots/{name}.png`; fails on a page showing
     /// an error box.
     async fn shot(&self, name: &str) {
@@ -424,6 +470,16 @@ async fn scene(topic: &str, group: &str) -> Option<(Broker, Browser, Client, Con
     Some((broker, b, sdk, consumer))
 }
 
+/// A broker, a browser logged in with the admin token, and an admin client; `None`
+/// without a browser.
+async fn logged_in() -> Option<(Broker, Browser, support::Client)> {
+    let broker = start_broker().await;
+    let b = browser(&broker).await?;
+    let admin = support::Client::new(broker.local_addr());
+    b.log_in(Some(TOKEN)).await;
+    Some((broker, b, admin))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     let Some((broker, b, sdk, consumer)) = scene("orders", "GID_billing").await else {
@@ -449,13 +505,19 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
             .expect("publish");
     }
     let tx = sdk.transaction_producer("payments".parse().unwrap(), "GID_tx".parse().unwrap());
-    tx.publish(
-        &TopicMessage::new("charge card")
-            .unwrap()
-            .with_trans_check_immunity(TransCheckImmunity::new(60).unwrap()),
-    )
-    .await
-    .expect("half message");
+    // A group of the topic that a half message has not reached.
+    sdk.consumer("payments".parse().unwrap(), "GID_pay".parse().unwrap())
+        .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
+        .await
+        .expect("registers the group");
+    let half = tx
+        .publish(
+            &TopicMessage::new("charge card")
+                .unwrap()
+                .with_trans_check_immunity(TransCheckImmunity::new(60).unwrap()),
+        )
+        .await
+        .expect("half message");
 
     // Logged in with an AccessKey pair: every admin call is signed in the browser.
     b.log_in(None).await;
@@ -484,6 +546,17 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     // Keyboard: rows take the focus, arrows move it, Enter opens the row's page.
     let before = held(&broker);
     let first = b.find("table[aria-label='Topics'] tbody tr").await;
+    // One tab stop a row: Tab goes from a row to the next row, not to the row's link.
+    first.send_keys(&Key::Tab.to_string()).await.expect("key");
+    let focused = b
+        .script("const a = document.activeElement; return a.tagName + ' ' + a.textContent;")
+        .await;
+    assert!(
+        focused
+            .as_str()
+            .is_some_and(|f| f.starts_with("TR") && f.contains("orders")),
+        "{focused}"
+    );
     first.send_keys(&Key::Down.to_string()).await.expect("key"); // audit → orders
     let shown = b.ready().await;
     b.client
@@ -504,6 +577,7 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     let shown = b.wait_text("[data-peek]", "1 of 4 shown").await;
     assert!(shown.contains("order 42 created"), "{shown}");
     b.shot("topic").await;
+    b.assert_fits("the topic page at 1280 px", true).await;
     assert_eq!(
         held(&broker),
         before,
@@ -542,6 +616,14 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     )
     .await;
     b.shot("half").await;
+    // A half message is no group's yet: said, not shown as consumed.
+    b.open(&format!("#/message?topic=payments&id={}", half.message_id))
+        .await;
+    let page = b.wait_text("[data-message]", "charge card").await;
+    assert!(
+        page.contains("GID_pay") && page.contains("not delivered yet: waiting for commit/rollback"),
+        "{page}"
+    );
     b.open("#/dead").await;
     b.wait_text("#main .empty", "No dead letters").await;
     b.shot("dead").await;
@@ -560,17 +642,24 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     b.open("").await;
     b.wait_text("[data-card='backlog']", "4").await;
     b.shot("overview-narrow").await;
-    assert_eq!(
-        b.client
-            .execute(
-                "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
-                vec![]
-            )
-            .await
-            .expect("script"),
-        serde_json::Value::Bool(true),
-        "the overview scrolls sideways at 420 px"
-    );
+    b.assert_fits("the overview at 420 px", false).await;
+    for (route, name) in [
+        ("#/topic/orders", "topic-narrow"),
+        ("#/group/orders/GID_billing", "group-narrow"),
+        ("#/half", "half-narrow"),
+        ("#/publish", "publish-narrow"),
+    ] {
+        b.open(route).await;
+        b.find("h1").await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // the peek below the form
+        b.shot(name).await;
+        b.assert_fits(&format!("{route} at 420 px"), false).await;
+    }
+    // The half page's row actions are in view without scrolling sideways.
+    b.open("#/half").await;
+    let commit = b.find("button[data-action='rollback']").await;
+    let (x, _, w, _) = commit.rectangle().await.expect("rectangle");
+    assert!(x + w <= 420.0, "Roll back ends at {} px", x + w);
     b.close().await;
 }
 
@@ -586,7 +675,8 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     b.type_into("input[name='topic']", "jobs").await;
     b.type_into("input[name='key']", "job-7").await;
     b.type_into("input[name='tag']", "nightly").await;
-    b.type_into("input[name='properties']", "owner=ops, tries=3")
+    // One name=value a line: a value may hold a comma.
+    b.type_into("textarea[name='properties']", "owner=ops, infra\ntries=3")
         .await;
     b.type_into("textarea[name='body']", "rebuild the index")
         .await;
@@ -609,6 +699,7 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     assert_eq!(got[0].tag.as_ref().map(|t| t.as_str()), Some("nightly"));
     assert_eq!(got[0].key(), Some("job-7"));
     assert_eq!(got[0].property("tries"), Some("3"));
+    assert_eq!(got[0].property("owner"), Some("ops, infra"));
     consumer.ack([&got[0].receipt_handle]).await.expect("ack");
 
     // A message due in an hour becomes ready when the console moves the test clock.
@@ -635,6 +726,20 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     b.click_button("+1 h").await;
     b.wait_text("#toast", "Clock moved forward 3600000 ms")
         .await;
+    // The page shows the clock's new offset at once (it renders again after an action).
+    b.wait_text("#main .panel", "offset 3,600,000 ms").await;
+    // An empty "ms" box moves nothing (it used to move the clock "forward 0 ms").
+    b.type_into("input[name='advance']", "").await;
+    b.click_button("Advance").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let toasts = b
+        .script("return document.getElementById('toast').textContent;")
+        .await;
+    assert!(
+        !toasts.as_str().unwrap_or_default().contains("forward 0 ms"),
+        "{toasts}"
+    );
+    b.wait_text("#main .panel", "offset 3,600,000 ms").await;
     let got = consumer
         .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
         .await
@@ -682,6 +787,14 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     )
     .await;
     b.shot("dead-letters").await;
+    // Delete asks first; declined, the dead letter stays (the resend below finds it).
+    b.click_in_row(
+        "Dead letters of GID_worker",
+        got[0].message_id.as_str(),
+        "Delete",
+    )
+    .await;
+    b.answer_confirm(false).await;
     b.click_button("Resend").await;
     b.wait_text("#toast", "Resend: done (1 resent)").await;
     // Resent: delivered to the group again as a new message with the same id.
@@ -703,14 +816,13 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     b.open("#/dead").await;
     b.wait_text("#main .empty", "No dead letters").await;
 
-    // Logging out forgets the credentials: the login form is back, the storage empty.
+    // Logging out forgets the credentials: the login form is back, the storage empty,
+    // the page links gone.
     b.click_button("Log out").await;
     b.find("#token").await;
+    b.assert_nav_hidden().await;
     assert_eq!(
-        b.client
-            .execute("return sessionStorage.length;", vec![])
-            .await
-            .expect("script"),
+        b.script("return sessionStorage.length;").await,
         serde_json::json!(0)
     );
     b.close().await;
@@ -816,13 +928,8 @@ async fn the_console_commits_and_rolls_back_half_messages() {
             "{line:?} does not say {says:?}: {timeline}"
         );
     }
-    b.client
-        .execute(
-            "document.querySelector('.timeline').scrollIntoView({block: 'center'});",
-            vec![],
-        )
-        .await
-        .expect("script");
+    b.script("document.querySelector('.timeline').scrollIntoView({block: 'center'});")
+        .await;
     b.shot("message-trace").await;
     b.close().await;
 }
@@ -895,8 +1002,11 @@ async fn the_console_filters_by_time_and_resets_an_offset() {
     b.open("#/group/events/GID_replay").await;
     b.set_local_time("input[name='time']", Some(between)).await;
     b.click_button("Reset offset").await;
+    b.accept_confirm().await;
     b.wait_text("#toast", "Offset reset: 1 to deliver again, 0 skipped")
         .await;
+    // The page renders again: the message is ready for the group.
+    b.wait_text("[data-card='ready']", "1\nready").await;
     b.shot("group-reset-offset").await;
     let again = consumer
         .receive(BatchSize::MAX, WaitSeconds::new(3).unwrap())
@@ -913,12 +1023,9 @@ async fn the_console_filters_by_time_and_resets_an_offset() {
 /// deletes both (after a confirmation); the admin API sees each change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_creates_and_deletes_topics_and_groups() {
-    let broker = start_broker().await;
-    let Some(b) = browser(&broker).await else {
+    let Some((_broker, b, mut admin)) = logged_in().await else {
         return;
     };
-    let mut admin = support::Client::new(broker.local_addr());
-    b.log_in(Some(TOKEN)).await;
     b.open("#/catalog").await;
     b.type_into(
         "form[aria-label='Create a topic'] input[name='topic']",
@@ -994,6 +1101,190 @@ async fn the_console_creates_and_deletes_topics_and_groups() {
 // Plain HTTP
 
 /// One request written by hand; the whole answer (status line, headers, body).
+/// What a user relies on finding: a keyed or tagged message beyond the first page of a
+/// peek; a topic of a non-default instance next to a same-named one; a half message's
+/// groups said truthfully; a malformed address; why the console logged out; a rate chart
+/// with no traffic; the publish form's topic check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
+    let Some((broker, b, sdk, _consumer)) = scene("orders", "GID_scan").await else {
+        return;
+    };
+    b.log_in(Some(TOKEN)).await;
+    // Nothing published yet: the chart says so rather than a made-up peak.
+    b.wait_text("[data-peak]", "no traffic").await;
+
+    let producer = sdk.producer("orders".parse().unwrap());
+    // More than the longest peek (1,000), then the one that matters.
+    for i in 0..1000 {
+        producer
+            .publish(&TopicMessage::new(format!("filler {i}")).unwrap())
+            .await
+            .expect("publish");
+    }
+    let needle = producer
+        .publish(
+            &TopicMessage::new("the needle")
+                .unwrap()
+                .with_tag("rare".parse().unwrap())
+                .with_key("needle")
+                .unwrap(),
+        )
+        .await
+        .expect("publish");
+    let other = Client::builder()
+        .endpoint(broker.endpoint())
+        .expect("endpoint")
+        .credentials(mq_tokio::Credentials::new(AK, SK))
+        .instance_id("MQ_INST_1".parse().unwrap())
+        .build()
+        .expect("client");
+    let elsewhere = other
+        .producer("orders".parse().unwrap())
+        .publish(&TopicMessage::new("from instance one").unwrap())
+        .await
+        .expect("publish");
+
+    // A second topic for the same group, and a topic with a 64-character name.
+    sdk.consumer("audit".parse().unwrap(), "GID_scan".parse().unwrap())
+        .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
+        .await
+        .expect("registers the group");
+    let long = "T".repeat(64);
+    sdk.producer(long.parse().unwrap())
+        .publish(&TopicMessage::new("a long topic").unwrap())
+        .await
+        .expect("publish");
+
+    // The overview counts groups, not (group, topic) pairs.
+    b.open("").await;
+    let groups = b.wait_text("[data-card='groups']", "groups").await;
+    assert!(groups.starts_with("1\n"), "{groups:?}");
+    // A long topic name wraps rather than pushing the page off a narrow window.
+    b.client.set_window_size(420, 800).await.expect("resize");
+    for route in ["#/".to_owned(), format!("#/topic/{long}")] {
+        b.open(&route).await;
+        b.wait_text("#main", &long[..20]).await;
+        b.assert_fits(&format!("{route} with a 64-character topic"), false)
+            .await;
+    }
+    // With the Instance column hidden, a topic of another instance still says which.
+    b.open("#/").await;
+    b.wait_text("table[aria-label='Topics']", "orders (MQ_INST_1)")
+        .await;
+    b.client.set_window_size(1280, 800).await.expect("resize");
+
+    // Key and tag filters find the 1,001st message.
+    b.open("#/topic/orders").await;
+    b.wait_text("[data-summary]", "200 of 200 shown").await;
+    b.type_into("input[name='key']", "needle").await;
+    b.click_button("Peek").await;
+    let shown = b.wait_text("[data-peek]", "the needle").await;
+    assert!(shown.contains(needle.message_id.as_str()), "{shown}");
+    b.type_into("input[name='key']", "").await;
+    b.type_into("input[name='tag']", "rare").await;
+    b.click_button("Peek").await;
+    let shown = b
+        .wait_text(
+            "[data-peek]",
+            "Searched 1001 messages of the topic for tag rare: 1 ready for GID_scan shown",
+        )
+        .await;
+    assert!(shown.contains("the needle"), "{shown}");
+    b.shot("topic-filter-beyond-first-page").await;
+    // Purged (after a confirmation), the page shows its new numbers at once.
+    b.click_button("Purge topic…").await;
+    b.accept_confirm().await;
+    b.wait_text("#toast", "Purged 1001 message(s)").await;
+    b.wait_text("[data-card='stored']", "0\nstored").await;
+
+    // The same topic name in two instances: both offered, each searched where it lives.
+    b.open("#/message").await;
+    b.find("select[name='topic']")
+        .await
+        .select_by_label("orders (MQ_INST_1)")
+        .await
+        .expect("the instance's topic is offered");
+    b.type_into("input[name='id']", elsewhere.message_id.as_str())
+        .await;
+    b.click_button("Find").await;
+    let page = b.wait_text("[data-message]", "from instance one").await;
+    assert!(page.contains("MQ_INST_1"), "{page}");
+    b.shot("message-other-instance").await;
+
+    // The publish form checks a topic name (its pattern compiles in the browser).
+    b.open("#/publish").await;
+    b.type_into("input[name='topic']", "no spaces").await;
+    let mismatch = b
+        .script("return document.querySelector(\"input[name='topic']\").validity.patternMismatch;")
+        .await;
+    assert_eq!(mismatch, serde_json::Value::Bool(true));
+
+    // A malformed address is no page.
+    b.open("#/topic/%E0%A4%A").await;
+    b.wait_text("h1", "No such page").await;
+
+    // Credentials that stop working (a restarted broker has a new token): logged out, and
+    // told why.
+    b.script("sessionStorage.setItem('mq-console-credentials', JSON.stringify({token: 'not-the-token-0123456789'}));").await;
+    b.open("#/dead").await;
+    b.wait_text("[data-logged-out]", "refused the admin token")
+        .await;
+    b.assert_nav_hidden().await;
+    b.close().await;
+}
+
+/// A FIFO topic takes messages from the console's publish form with a sharding key, and
+/// an orderly consumer receives them in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_publishes_to_a_fifo_topic_in_order() {
+    let Some((broker, b, mut admin)) = logged_in().await else {
+        return;
+    };
+    let (status, answer) = admin
+        .admin(
+            http::Method::POST,
+            "/admin/topics?topic=ledger&message_type=FIFO",
+            None,
+        )
+        .await
+        .expect("create");
+    assert_eq!(status, 200, "{answer}");
+    let consumer = sdk(&broker).consumer("ledger".parse().unwrap(), "GID_ledger".parse().unwrap());
+    consumer
+        .receive_orderly(BatchSize::MIN, WaitSeconds::new(0).unwrap())
+        .await
+        .expect("registers the group");
+    b.open("#/publish").await;
+    b.type_into("input[name='topic']", "ledger").await;
+    b.type_into("input[name='sharding_key']", "account-7").await;
+    for body in ["debit 1", "debit 2", "debit 3"] {
+        b.type_into("textarea[name='body']", body).await;
+        // Submitting clears the last receipt at once; the next one shows once published.
+        b.click_button("Publish").await;
+        b.find("[data-message-id]").await;
+    }
+    b.shot("publish-fifo").await;
+    let mut bodies = Vec::new();
+    while bodies.len() < 3 {
+        let got = consumer
+            .receive_orderly(BatchSize::MAX, WaitSeconds::new(3).unwrap())
+            .await
+            .expect("receive");
+        assert!(!got.is_empty(), "only {bodies:?} delivered");
+        for m in &got {
+            assert_eq!(m.sharding_key(), Some("account-7"));
+            bodies.push(m.body.clone());
+        }
+        consumer
+            .ack(got.iter().map(|m| &m.receipt_handle))
+            .await
+            .expect("ack");
+    }
+    assert_eq!(bodies, ["debit 1", "debit 2", "debit 3"]);
+    b.close().await;
+}
+
 async fn raw(addr: std::net::SocketAddr, head: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `GET /console` | 308 to `/console/` |
 //! | `GET /console/`, `GET /console/{asset}` | the page and its CSS and JS modules (`Cache-Control: no-cache`, a content type, `nosniff`, a CSP allowing only this origin); unauthenticated: they hold no data. 404 with `--admin off` |
-//! | `POST /admin/topics/{topic}/messages[?ns=I]` | authenticated like every admin call; body `{"body", "tag"?, "key"?, "properties"?: {name: value}, "delay_ms"? \| "deliver_at_ms"?, "transactional"?, "check_immunity_s"?}`; published through the same backend call as the protocol's publish: `{"message_id", "body_md5", "receipt_handle"}` (a handle for a transactional message only) |
+//! | `POST /admin/topics/{topic}/messages[?ns=I]` | authenticated like every admin call; body `{"body", "tag"?, "key"?, "sharding_key"? (a FIFO topic's `__SHARDINGKEY`), "properties"?: {name: value}, "delay_ms"? \| "deliver_at_ms"?, "transactional"?, "check_immunity_s"?}`; published through the same backend call as the protocol's publish: `{"message_id", "body_md5", "receipt_handle"}` (a handle for a transactional message only) |
 //!
 //! Browsers cannot set `Date` (a forbidden header name in the Fetch standard), so a signed
 //! admin call from the console carries its date as `x-mq-date`; [`with_signed_date`] lets
@@ -201,6 +201,8 @@ struct PublishRequest {
     body: String,
     tag: Option<String>,
     key: Option<String>,
+    /// The sharding key (`__SHARDINGKEY`) a FIFO topic orders by.
+    sharding_key: Option<String>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
     /// Delivery this many ms after the broker's now.
@@ -278,6 +280,11 @@ fn message(r: PublishRequest, now_ms: u64) -> Result<TopicMessage, String> {
     if let Some(key) = r.key.filter(|k| !k.is_empty()) {
         m = m.with_key(key).map_err(|e| format!("key: {e}"))?;
     }
+    if let Some(key) = r.sharding_key.filter(|k| !k.is_empty()) {
+        m = m
+            .with_sharding_key(key)
+            .map_err(|e| format!("sharding_key: {e}"))?;
+    }
     for (name, value) in r.properties {
         m = m
             .with_property(name.as_str(), value)
@@ -317,7 +324,8 @@ mod tests {
     fn a_publish_request_becomes_the_protocol_message() {
         let m = message(
             request(json!({
-                "body": "hi", "tag": "A", "key": "k1", "properties": {"color": "red"},
+                "body": "hi", "tag": "A", "key": "k1", "sharding_key": "order-7",
+                "properties": {"color": "red"},
                 "delay_ms": 5000, "transactional": true, "check_immunity_s": 20
             })),
             1_000,
@@ -325,6 +333,7 @@ mod tests {
         .expect("valid");
         assert_eq!(m.tag().map(Tag::as_str), Some("A"));
         assert_eq!(m.key(), Some("k1"));
+        assert_eq!(m.sharding_key(), Some("order-7"));
         assert_eq!(m.properties().get("color"), Some("red"));
         assert_eq!(m.start_deliver_time(), Some(6_000));
         assert_eq!(m.trans_check_immunity().map(|i| i.get()), Some(20));
