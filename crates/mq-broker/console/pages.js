@@ -25,7 +25,12 @@ function groupsOf(doc) {
   return doc.topics.flatMap((t) => t.groups.map((g) => ({ ...g, topic: t.topic, instance: t.instance })));
 }
 
-const backlog = (g) => g.ready + g.in_flight + g.delayed;
+/**
+ * The sum of counters, or undefined when one is missing: a gateway (`--backend rocketmq://`)
+ * omits what only the cluster holds (ready, in flight, delayed, half…) rather than show 0.
+ */
+const total = (values) => (values.every((v) => typeof v === "number") ? values.reduce((a, v) => a + v, 0) : undefined);
+const backlog = (g) => total([g.ready, g.in_flight, g.delayed]);
 const topicLink = (t) => `#/topic/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`;
 const groupLink = (g) => `#/group/${seg(g.topic)}/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`;
 const msgLink = (topic, ns, id) => `#/message${query([["topic", topic], ["ns", ns], ["id", id]])}`;
@@ -42,14 +47,14 @@ async function brokerClock() {
 export async function overview(view, _params, ctx) {
   const doc = await stats();
   const groups = groupsOf(doc);
-  const sum = (f) => groups.reduce((a, g) => a + f(g), 0);
+  const sum = (f) => total(groups.map(f));
   view.append(el("h1", {}, "Overview"),
     el("div", { class: "cards" },
       // Groups as Topics & groups lists them: one per (instance, group), whatever its topics.
       card("topics", doc.topics.length), card("groups", new Set(groups.map((g) => `${nsOf(g.instance)}\u0000${g.group}`)).size),
       card("backlog", sum(backlog)), card("in flight", sum((g) => g.in_flight)),
       card("delayed", sum((g) => g.delayed)), card("dead letters", sum((g) => g.dead_letters_kept)),
-      card("half", doc.topics.reduce((a, t) => a + t.half, 0)),
+      card("half", total(doc.topics.map((t) => t.half))),
       card("published", doc.published), card("acked", doc.acked)),
     el("h2", {}, "Rates"),
     rateChart(ctx.rates(), ctx.windowMs),
