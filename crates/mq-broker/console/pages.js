@@ -1,7 +1,7 @@
 // The pages. Each takes (view, params) and renders into `view` (a <section>); all data
 // comes from the admin API and /stats through api.js.
 import { admin, query, seg, stats, ApiError } from "./api.js";
-import { el, time, relative, empty, unavailable, failure, toast, table, n, badge, bodyView, rateChart } from "./ui.js";
+import { el, time, relative, empty, unavailable, failure, toast, table, n, badge, bodyView, bodyCell, rateChart } from "./ui.js";
 
 const STATES = ["ready", "in_flight", "delayed", "dead", "half"];
 
@@ -163,7 +163,7 @@ function messageTable(topicName, ns, messages) {
     { title: "State", value: (m) => badge(m.state) },
     { title: "Tag", value: (m) => m.tag || "" },
     { title: "Key", value: (m) => m.properties.KEYS || "", narrow: true },
-    { title: "Body", value: (m) => (m.body === null ? el("span", { class: "muted" }, "not kept") : m.body.slice(0, 60)) },
+    { title: "Body", value: bodyCell },
     { title: "Published", value: (m) => time(m.publish_time) },
     { title: "Deliveries", value: (m) => n(m.consumed_times), num: true, narrow: true },
     { title: "Next visible", value: (m) => time(m.next_visible_time), narrow: true },
@@ -216,7 +216,12 @@ async function messageDetail(topicName, ns, m) {
       el("dt", {}, "Published"), el("dd", {}, time(m.publish_time)),
       el("dt", {}, "Deliver at"), el("dd", {}, time(m.start_deliver_time)),
       el("dt", {}, "Body MD5"), el("dd", {}, m.body_md5 || "—")),
-    el("h2", {}, "Body"), bodyView(m.body),
+    el("h2", {}, "Body"),
+    m.body_truncated
+      ? el("p", { class: "muted" }, `Only the beginning of this ${n(m.body_size)}-byte body is shown… `,
+        el("a", { href: msgLink(topicName, ns, m.message_id) }, "the whole body (by id)"))
+      : null,
+    bodyView(m.body),
     el("h2", {}, "Properties"), Object.keys(m.properties).length ? props : empty("No properties."),
     el("h2", {}, "Groups"),
     m.groups.length ? table([
@@ -348,7 +353,7 @@ export async function dead(view, _params, ctx) {
         el("button", { type: "button", class: "danger", onclick: act("Delete all", "DELETE", `${base}${query([["ns", ns]])}`) }, "Delete all")),
       table([
         { title: "Message id", value: (m) => m.message_id },
-        { title: "Body", value: (m) => (m.body === null || m.body === undefined ? el("span", { class: "muted" }, "not kept") : m.body.slice(0, 60)), narrow: true },
+        { title: "Body", value: bodyCell, narrow: true },
         { title: "Published", value: (m) => time(m.publish_time) },
         { title: "Dead-lettered", value: (m) => time(m.dead_lettered_at) },
         { title: "Deliveries", value: (m) => n(m.consumed_times), num: true },
@@ -392,7 +397,7 @@ export async function half(view) {
       };
       view.append(res.messages.length ? table([
         { title: "Message id", value: (m) => el("a", { href: msgLink(t.topic, ns, m.message_id) }, m.message_id) },
-        { title: "Body", value: (m) => (m.body || "").slice(0, 60) },
+        { title: "Body", value: bodyCell },
         { title: "Published", value: (m) => time(m.publish_time) },
         { title: "Checks", value: (m) => n(m.consumed_times), num: true },
         { title: "Next check", value: (m) => time(m.next_visible_time) },

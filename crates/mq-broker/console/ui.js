@@ -107,6 +107,15 @@ export function hex(text) {
   return lines.join("\n");
 }
 
+/**
+ * A listed message's body in a table cell: its first 60 characters, "…" when there is more
+ * (listings carry only the body's first 4 KiB: `body_truncated`), or "not kept".
+ */
+export function bodyCell(m) {
+  if (m.body === null || m.body === undefined) return el("span", { class: "muted" }, "not kept");
+  return m.body.length > 60 || m.body_truncated ? `${m.body.slice(0, 60)}…` : m.body;
+}
+
 /** A message body with a text / hex toggle. */
 export function bodyView(text) {
   if (text === null || text === undefined) return empty("The body is not kept (a dead letter keeps only its record).");

@@ -169,12 +169,18 @@ pub(super) async fn handle(
             }
         }
         (m, p) if console::serves(m, p) => {
-            operation = console::operation(m, p);
-            console::handle(&shared, &rid, req, &target).await
+            console::handle(&shared, &rid, req, &target, &mut operation).await
         }
         (_, p) if p == "/admin" || p.starts_with("/admin/") => {
-            operation = "admin";
-            admin::handle(&shared, &rid, &method, &target, req.headers()).await
+            admin::handle(
+                &shared,
+                &rid,
+                &method,
+                &target,
+                req.headers(),
+                &mut operation,
+            )
+            .await
         }
         _ => match serve_api(&shared, &rid, req, &method, &target, &mut operation).await {
             Ok(r) => r,

@@ -199,7 +199,7 @@ impl Backend {
         range: std::ops::Range<u64>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+    ) -> Result<crate::core::Page, RequestError> {
         match self {
             Self::Local(b) => b.page(instance, topic, range, after, limit),
             #[cfg(feature = "rocketmq")]

@@ -225,7 +225,7 @@ impl LocalBackend {
         range: std::ops::Range<u64>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+    ) -> Result<crate::core::Page, RequestError> {
         self.lock_core()
             .page(instance, topic, range.start, range.end, after, limit)
             .map_err(core_error)
