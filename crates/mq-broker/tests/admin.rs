@@ -1741,6 +1741,21 @@ async fn an_admin_body_must_match_its_signed_content_md5() {
     assert!(swapped.contains("InvalidDigest"), "{swapped}");
     let ok = signed_with_digest(addr, "POST", target, good, good).await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    // Every other admin call takes no body: one sent is refused, and a Content-MD5 must be
+    // the empty body's.
+    let purge = "/admin/topics/plain/purge";
+    let with_body = signed_with_digest(addr, "POST", purge, good, good).await;
+    assert!(with_body.starts_with("HTTP/1.1 400"), "{with_body}");
+    assert!(with_body.contains("InvalidArgument"), "{with_body}");
+    let digest_of_other = signed_with_digest(addr, "POST", purge, good, "").await;
+    assert!(
+        digest_of_other.starts_with("HTTP/1.1 400"),
+        "{digest_of_other}"
+    );
+    assert!(
+        digest_of_other.contains("InvalidDigest"),
+        "{digest_of_other}"
+    );
     let (status, json) = c
         .admin(Method::GET, "/admin/topics/plain/messages?begin_ms=0", None)
         .await

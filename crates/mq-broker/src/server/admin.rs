@@ -117,25 +117,45 @@ fn json_response(status: StatusCode, value: &impl Serialize, rid: &str) -> Respo
     plain(status, "application/json", body.into(), rid)
 }
 
-/// Answers one `/admin/…` request (its body, if any, is not read: admin calls take their
-/// arguments in the query). `operation` (the `mq_requests_total` label) becomes `admin` once
-/// the call is authorized; a refused call keeps the caller's (`refused`).
+/// Answers one `/admin/…` request. Admin calls take their arguments in the query: an
+/// authorized call that comes with a body (`has_body`) is refused with 400 and the
+/// connection closed (the body is not read); a `Content-MD5` must be the empty body's (400
+/// `InvalidDigest`), as the protocol's paths check it. `operation` (the `mq_requests_total`
+/// label) becomes `admin` once the call is authorized; a refused call keeps the caller's
+/// (`refused`).
 pub(super) async fn handle(
     shared: &Shared,
     rid: &str,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    has_body: bool,
     operation: &mut &'static str,
 ) -> Response<Full<Bytes>> {
     let result = match authorize(shared, method, target, headers) {
         Ok(_) => {
             *operation = OPERATION;
-            route(shared, method, target).await
+            if has_body {
+                Err(AdminError::invalid(
+                    "admin calls take their arguments in the query, not in a body",
+                ))
+            } else {
+                match mq_proto::server::check_content_md5(headers, b"") {
+                    Ok(()) => route(shared, method, target).await,
+                    Err(e) => Err(e.into()),
+                }
+            }
         }
         Err(e) => Err(e),
     };
-    answer(rid, result)
+    let mut response = answer(rid, result);
+    if has_body {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The `operation` label of an authorized admin call in `mq_requests_total`.

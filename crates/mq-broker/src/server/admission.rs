@@ -172,12 +172,14 @@ pub(super) async fn handle(
             console::handle(&shared, &rid, req, &target, &mut operation).await
         }
         (_, p) if p == "/admin" || p.starts_with("/admin/") => {
+            let has_body = !hyper::body::Body::is_end_stream(req.body());
             admin::handle(
                 &shared,
                 &rid,
                 &method,
                 &target,
                 req.headers(),
+                has_body,
                 &mut operation,
             )
             .await
