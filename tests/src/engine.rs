@@ -182,7 +182,8 @@ impl RocketMqEngine {
     }
 
     /// The gateway backend onto this engine: its proxy, its broker as the admin address (so
-    /// the gateway creates topics), topics of one queue (this engine pops one queue per
+    /// the gateway creates topics, and the admin API manages topics and groups), its name
+    /// server (for topic deletion), topics of one queue (this engine pops one queue per
     /// call, so a poll of one queue sees the whole topic; `queues` in `tests/gateway.rs`
     /// runs topics of 8), and the receipt-handle key `key` (at least 16 bytes).
     pub fn gateway_backend(&self, key: &[u8]) -> mq_broker::config::BackendConfig {
@@ -196,9 +197,10 @@ impl RocketMqEngine {
         queues: u16,
     ) -> mq_broker::config::BackendConfig {
         let mut rocketmq: mq_broker::config::RocketMqConfig = format!(
-            "rocketmq://{}?admin={}&queues={queues}",
+            "rocketmq://{}?admin={}&namesrv={}&queues={queues}",
             self.proxy_endpoint(),
-            self.broker_addr()
+            self.broker_addr(),
+            self.namesrv_addr()
         )
         .parse()
         .expect("the engine's backend URL");
@@ -279,6 +281,9 @@ listenPort = {broker}
 storePathRootDir = "./store"
 # MIXED topics are refused without it; NORMAL/FIFO/DELAY/TRANSACTION need nothing else.
 enableMixedMessageType = true
+# Topics exist only when created (the gateway creates them with code 17): a send to a
+# deleted topic does not create it again from TBW102.
+autoCreateTopicEnable = false
 # Orphaned-transaction checks every 2 s (default 30 s), so check tests run in seconds.
 transactionCheckInterval = 2000
 # The shortest period the broker accepts (10 s): a restarted name server learns the broker soon.

@@ -16,7 +16,7 @@
 //! tls_cert = "/etc/mq-broker/chain.pem"
 //! tls_key = "/etc/mq-broker/key.pem"
 //! # or, instead of data_dir: serve in front of a RocketMQ 5 cluster
-//! # backend = "rocketmq://10.0.0.5:8081?admin=10.0.0.6:10911"
+//! # backend = "rocketmq://10.0.0.5:8081?admin=10.0.0.6:10911&namesrv=10.0.0.7:9876"
 //! # handle_key = "<64 hex digits, the same on every gateway process>"
 //! # test_clock = true   # POST /admin/clock?advance_ms=N moves the clock (tests)
 //! # faults = true       # POST /admin/faults injects errors (tests of retry logic)
@@ -82,8 +82,10 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Serve in front of an Apache RocketMQ 5 cluster instead of keeping messages here:
-    /// `rocketmq://PROXY_HOST:PORT[?admin=BROKER_HOST:PORT,...]` (the proxy's gRPC address;
-    /// `admin` = broker remoting addresses where declared topics are created).
+    /// `rocketmq://PROXY_HOST:PORT[?admin=BROKER_HOST:PORT,...][&namesrv=HOST:PORT,...]` (the
+    /// proxy's gRPC address; `admin` = broker remoting addresses where declared topics are
+    /// created and the admin API manages topics and groups; `namesrv` = name servers, for
+    /// topic deletion).
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,
     /// Key authenticating the gateway's receipt handles, hex or base64, at least 16 bytes;
@@ -469,18 +471,22 @@ pub enum BackendConfig {
 }
 
 /// The RocketMQ 5 cluster a gateway serves from:
-/// `rocketmq://HOST:PORT[?admin=HOST:PORT[,…]][&queues=N][&type=T]`.
+/// `rocketmq://HOST:PORT[?admin=HOST:PORT[,…]][&namesrv=HOST:PORT[,…]][&queues=N][&type=T]`.
 ///
 /// `HOST:PORT` is the cluster's proxy (gRPC v2 `MessagingService`). `admin` lists the
 /// remoting addresses of the brokers on which the gateway creates declared topics (and the
-/// consumer groups of ordered consumption) with the message type they need; without it,
-/// topics must exist in the cluster.
+/// consumer groups of ordered consumption) with the message type they need, and on which
+/// the admin API creates, lists and deletes topics and groups; without it, topics must
+/// exist in the cluster. `namesrv` lists the cluster's name servers, from which a deleted
+/// topic's route is removed (`DELETE /admin/topics/{topic}` needs both).
 ///
 /// ```
 /// use mq_broker::config::RocketMqConfig;
-/// let c: RocketMqConfig = "rocketmq://127.0.0.1:8081?admin=127.0.0.1:10911".parse()?;
+/// let c: RocketMqConfig =
+///     "rocketmq://127.0.0.1:8081?admin=127.0.0.1:10911&namesrv=127.0.0.1:9876".parse()?;
 /// assert_eq!(c.proxy, "127.0.0.1:8081");
 /// assert_eq!(c.admin, vec!["127.0.0.1:10911".to_owned()]);
+/// assert_eq!(c.namesrv, vec!["127.0.0.1:9876".to_owned()]);
 /// assert!("http://127.0.0.1:8081".parse::<RocketMqConfig>().is_err());
 /// // HOST:PORT only: no path, no user info.
 /// assert!("rocketmq://a/b:1".parse::<RocketMqConfig>().is_err());
@@ -493,6 +499,8 @@ pub struct RocketMqConfig {
     pub proxy: String,
     /// Broker remoting addresses for topic and group creation, `HOST:PORT` each.
     pub admin: Vec<String>,
+    /// Name server remoting addresses, `HOST:PORT` each, for topic deletion.
+    pub namesrv: Vec<String>,
     /// The key that authenticates receipt handles. Every gateway process behind one load
     /// balancer needs the same key; `None` generates one at start (fine for one process).
     pub handle_key: Option<HandleKey>,
@@ -532,6 +540,7 @@ impl std::str::FromStr for RocketMqConfig {
             return Err(format!("{s:?}: the proxy address must be HOST:PORT"));
         }
         let mut admin = Vec::new();
+        let mut namesrv = Vec::new();
         let mut queues = 8;
         let mut topic_type = TopicMessageType::Mixed;
         for pair in query
@@ -540,12 +549,16 @@ impl std::str::FromStr for RocketMqConfig {
             .filter(|p| !p.is_empty())
         {
             match pair.split_once('=') {
-                Some(("admin", list)) => {
+                Some((name @ ("admin" | "namesrv"), list)) => {
                     for a in list.split(',') {
                         if !valid_addr(a) {
-                            return Err(format!("{s:?}: admin address {a:?} must be HOST:PORT"));
+                            return Err(format!("{s:?}: {name} address {a:?} must be HOST:PORT"));
                         }
-                        admin.push(a.to_owned());
+                        if name == "admin" {
+                            admin.push(a.to_owned());
+                        } else {
+                            namesrv.push(a.to_owned());
+                        }
                     }
                 }
                 Some(("queues", n)) => {
@@ -558,7 +571,7 @@ impl std::str::FromStr for RocketMqConfig {
                 Some(("type", t)) => topic_type = t.parse()?,
                 _ => {
                     return Err(format!(
-                        "{s:?}: unknown parameter {pair:?} (known: admin, queues, type)"
+                        "{s:?}: unknown parameter {pair:?} (known: admin, namesrv, queues, type)"
                     ));
                 }
             }
@@ -566,6 +579,7 @@ impl std::str::FromStr for RocketMqConfig {
         Ok(Self {
             proxy: authority.to_owned(),
             admin,
+            namesrv,
             handle_key: None,
             call_timeout: Duration::from_secs(5),
             queues,

@@ -1729,6 +1729,14 @@ async fn signed_with_digest(
     answer
 }
 
+/// Asserts that a raw answer has this status and carries this code.
+fn answered(answer: &str, status: u16, code: &str) {
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code),
+        "not {status} {code}: {answer}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_body_must_match_its_signed_content_md5() {
     let broker = start(false).await;
@@ -1737,25 +1745,16 @@ async fn an_admin_body_must_match_its_signed_content_md5() {
     let target = "/admin/topics/plain/messages";
     let good = r#"{"body":"good"}"#;
     let swapped = signed_with_digest(addr, "POST", target, good, r#"{"body":"evil2"}"#).await;
-    assert!(swapped.starts_with("HTTP/1.1 400"), "{swapped}");
-    assert!(swapped.contains("InvalidDigest"), "{swapped}");
+    answered(&swapped, 400, "InvalidDigest");
     let ok = signed_with_digest(addr, "POST", target, good, good).await;
-    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    answered(&ok, 200, "message_id");
     // Every other admin call takes no body: one sent is refused, and a Content-MD5 must be
     // the empty body's.
     let purge = "/admin/topics/plain/purge";
     let with_body = signed_with_digest(addr, "POST", purge, good, good).await;
-    assert!(with_body.starts_with("HTTP/1.1 400"), "{with_body}");
-    assert!(with_body.contains("InvalidArgument"), "{with_body}");
+    answered(&with_body, 400, "InvalidArgument");
     let digest_of_other = signed_with_digest(addr, "POST", purge, good, "").await;
-    assert!(
-        digest_of_other.starts_with("HTTP/1.1 400"),
-        "{digest_of_other}"
-    );
-    assert!(
-        digest_of_other.contains("InvalidDigest"),
-        "{digest_of_other}"
-    );
+    answered(&digest_of_other, 400, "InvalidDigest");
     let (status, json) = c
         .admin(Method::GET, "/admin/topics/plain/messages?begin_ms=0", None)
         .await
@@ -1802,17 +1801,16 @@ async fn an_unknown_group_is_not_an_empty_one() {
     let mut c = Client::new(broker.local_addr());
     let (t, g) = topic_group("Known", "GID_known");
     register_and_publish(&mut c, &t, &g, &["a"]).await;
+    let mut answers = Vec::new();
     for target in [
         "/admin/topics/Known/messages?state=ready&group=GID_nosuch",
         "/admin/topics/Known/messages?state=dead&group=GID_nosuch",
         "/admin/topics/Known/groups/GID_nosuch/dead_letters",
     ] {
-        assert_eq!(
-            refusal(&mut c, Method::GET, target, None).await,
-            (404, "SubscriptionNotExist".to_owned()),
-            "{target}"
-        );
+        answers.push(refusal(&mut c, Method::GET, target, None).await);
     }
+    let not_there = (404, "SubscriptionNotExist".to_owned());
+    assert_eq!(answers, [not_there.clone(), not_there.clone(), not_there]);
     let (status, json) = c
         .admin(
             Method::GET,

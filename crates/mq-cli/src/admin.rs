@@ -713,9 +713,13 @@ fn time_cell(v: &serde_json::Value) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-/// The counters of one group on one topic, as table cells.
+/// The counters of one group on one topic, as table cells; `-` for a counter the backend
+/// does not keep (the gateway leaves the cluster's counters out rather than show 0).
 fn position_cells(p: &serde_json::Value) -> String {
-    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    let n = |k: &str| {
+        p[k].as_u64()
+            .map_or_else(|| "-".to_owned(), |n| n.to_string())
+    };
     format!(
         "{:>7}  {:>9}  {:>7}  {:>6}  {:>7}  {}",
         n("ready"),
@@ -769,7 +773,7 @@ fn print_topics(out: &mut impl Write, topics: &[serde_json::Value]) -> std::io::
         let lead = format!(
             "{:<32}  {:<11}  ",
             qualified(t, "topic"),
-            t["message_type"].as_str().unwrap_or("?")
+            t["message_type"].as_str().unwrap_or("-")
         );
         let groups = t["groups"].as_array().cloned().unwrap_or_default();
         print_positions(out, &lead, &groups, "group")?;
@@ -784,12 +788,17 @@ fn print_groups(out: &mut impl Write, groups: &[serde_json::Value]) -> std::io::
         "GROUP", "INVISIBILITY", "MAX DELIVERIES", "TOPIC"
     )?;
     for g in groups {
-        let invisibility = g["invisibility_ms"]
-            .as_u64()
-            .map_or_else(|| "broker's".to_owned(), |ms| format!("{ms} ms"));
-        let max = g["max_deliveries"]
-            .as_u64()
-            .map_or_else(|| "broker's".to_owned(), |n| n.to_string());
+        // `null`: the broker's value; absent: the backend has no such setting (gateway).
+        let setting = |key: &str, unit: &str| match g.get(key) {
+            None => "-".to_owned(),
+            Some(v) => v
+                .as_u64()
+                .map_or_else(|| "broker's".to_owned(), |n| format!("{n}{unit}")),
+        };
+        let (invisibility, max) = (
+            setting("invisibility_ms", " ms"),
+            setting("max_deliveries", ""),
+        );
         let lead = format!(
             "{:<32}  {invisibility:>12}  {max:>14}  ",
             qualified(g, "group")
@@ -798,4 +807,48 @@ fn print_groups(out: &mut impl Write, groups: &[serde_json::Value]) -> std::io::
         print_positions(out, &lead, &topics, "topic")?;
     }
     writeln!(out, "{} group(s)", groups.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counters_a_backend_does_not_keep_are_dashes_not_zeros() {
+        // A group's counters on a topic as the gateway lists them: only its own.
+        let gateway = json!({"group": "GID_a", "delivered": 3, "acked": 3, "filtered": 0});
+        let cells: Vec<String> = position_cells(&gateway)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(cells, ["-", "-", "-", "-", "-", "-"]);
+        let local = json!({"ready": 2, "in_flight": 0, "delayed": 0, "dead_letters_kept": 0,
+            "accumulation": 2, "last_consume_time_ms": null});
+        assert_eq!(
+            position_cells(&local)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["2", "0", "0", "0", "2", "-"]
+        );
+
+        let mut out = Vec::new();
+        let groups = [
+            json!({"instance": null, "group": "GID_gw", "orderly": false, "topics": []}),
+            json!({"instance": null, "group": "GID_local", "invisibility_ms": null,
+                "max_deliveries": 5, "topics": []}),
+        ];
+        print_groups(&mut out, &groups).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let row = |name: &str| -> Vec<String> {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{text}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(row("GID_gw"), ["GID_gw", "-", "-", "-"]);
+        assert_eq!(row("GID_local"), ["GID_local", "broker's", "5", "-"]);
+    }
 }

@@ -217,7 +217,7 @@ impl BrokerCore {
     }
 
     /// The settings a group consumes with (its own where it was created with some).
-    pub(super) fn group_settings(
+    pub(crate) fn group_settings(
         &self,
         instance: Option<&InstanceId>,
         group: &GroupId,

@@ -1,10 +1,24 @@
 //! Topic and consumer-group administration over RocketMQ's remoting protocol.
 //!
-//! The gRPC v2 protocol the gateway speaks has no call that creates a topic or a consumer
-//! group; a RocketMQ 5 broker takes them as remoting requests on its remoting port (10911 by
-//! default): `UPDATE_AND_CREATE_TOPIC` (request code 17) and
-//! `UPDATE_AND_CREATE_SUBSCRIPTIONGROUP` (code 200). This module sends exactly those two, one
-//! request per TCP connection, and nothing else of the remoting protocol.
+//! The gRPC v2 protocol the gateway speaks has no call that creates, lists or deletes a topic
+//! or a consumer group; a RocketMQ 5 broker takes them as remoting requests on its remoting
+//! port (10911 by default), a name server on its own (9876). This module sends these, one
+//! request per TCP connection, and nothing else of the remoting protocol:
+//!
+//! | code | request | to | answer body |
+//! | --- | --- | --- | --- |
+//! | 17 | `UPDATE_AND_CREATE_TOPIC` | broker | none |
+//! | 21 | `GET_ALL_TOPIC_CONFIG` | broker | `TopicConfigAndMappingSerializeWrapper` (JSON, `topicConfigTable`) |
+//! | 200 | `UPDATE_AND_CREATE_SUBSCRIPTIONGROUP` | broker | none |
+//! | 201 | `GET_ALL_SUBSCRIPTIONGROUP_CONFIG` | broker | `SubscriptionGroupWrapper` (JSON, `subscriptionGroupTable`) |
+//! | 207 | `DELETE_SUBSCRIPTIONGROUP` | broker | none |
+//! | 215 | `DELETE_TOPIC_IN_BROKER` | broker | none |
+//! | 216 | `DELETE_TOPIC_IN_NAMESRV` | name server | none |
+//! | 305 | `GET_SYSTEM_TOPIC_LIST_FROM_BROKER` | broker | `TopicList` (JSON, `topicList`) |
+//!
+//! Codes: `rocketmq-protocol-1.0.0/src/code/request_code.rs`. Every delete answers success
+//! for a name the engine does not have (tried against rocketmq-rust 1.0.0), so the callers
+//! list first where "not found" matters.
 //!
 //! # Where the protocol facts come from
 //!
@@ -30,6 +44,22 @@
 //!   JSON), handled by `update_and_create_subscription_group` in
 //!   `rocketmq-broker-1.0.0/src/processor/admin_broker_processor/subscription_group_handler.rs`.
 //!
+//! * codes 21, 215 and 305: `get_all_topic_config`, `delete_topic` and
+//!   `get_system_topic_list_from_broker` in
+//!   `rocketmq-broker-1.0.0/src/processor/admin_broker_processor/topic_request_handler.rs`
+//!   (`DeleteTopicRequestHeader`: `topic`; 305 lists the broker's system topics, which 21
+//!   includes: `TBW102`, `SCHEDULE_TOPIC_XXXX`, the cluster's and the broker's own names, …);
+//!   a topic deleted on the brokers keeps its route on the name servers (their
+//!   `deleteTopicWithBrokerRegistration` is off by default,
+//!   `rocketmq-namesrv-1.0.0/src/route/route_info_manager.rs`) until code 216 removes it
+//!   (`delete_topic_in_name_srv` in
+//!   `rocketmq-namesrv-1.0.0/src/processor/default_request_processor.rs`);
+//! * codes 201 and 207: `subscription_group_handler.rs` beside code 200
+//!   (`DeleteSubscriptionGroupRequestHeader`: `groupName`, `cleanOffset`); the broker's own
+//!   groups (`TOOLS_CONSUMER`, `CID_ONSAPI_PULL`, …) are those its
+//!   `subscription/manager/subscription_group_manager.rs` creates at start, named in
+//!   `rocketmq-model-1.0.0/src/common/mix_all.rs`.
+//!
 //! Every step (connect, write, read) is bounded by the caller's timeout, the answer's size is
 //! capped before anything is allocated for it, and every failure is an [`AdminError`].
 
@@ -47,6 +77,33 @@ use tokio::net::TcpStream;
 pub(crate) const UPDATE_AND_CREATE_TOPIC: i32 = 17;
 /// Request code `UPDATE_AND_CREATE_SUBSCRIPTIONGROUP`.
 pub(crate) const UPDATE_AND_CREATE_SUBSCRIPTION_GROUP: i32 = 200;
+/// Request code `GET_ALL_TOPIC_CONFIG`.
+pub(crate) const GET_ALL_TOPIC_CONFIG: i32 = 21;
+/// Request code `GET_ALL_SUBSCRIPTIONGROUP_CONFIG`.
+pub(crate) const GET_ALL_SUBSCRIPTION_GROUP_CONFIG: i32 = 201;
+/// Request code `DELETE_SUBSCRIPTIONGROUP`.
+pub(crate) const DELETE_SUBSCRIPTION_GROUP: i32 = 207;
+/// Request code `DELETE_TOPIC_IN_BROKER`.
+pub(crate) const DELETE_TOPIC_IN_BROKER: i32 = 215;
+/// Request code `DELETE_TOPIC_IN_NAMESRV`.
+pub(crate) const DELETE_TOPIC_IN_NAMESRV: i32 = 216;
+/// Request code `GET_SYSTEM_TOPIC_LIST_FROM_BROKER`.
+pub(crate) const GET_SYSTEM_TOPIC_LIST_FROM_BROKER: i32 = 305;
+/// The consumer groups a broker creates for itself at start (`mix_all.rs`, see the module
+/// docs); never listed as the user's.
+const SYSTEM_GROUPS: [&str; 8] = [
+    "TOOLS_CONSUMER",
+    "FILTERSRV_CONSUMER",
+    "SELF_TEST_C_GROUP",
+    "CID_ONS-HTTP-PROXY",
+    "CID_ONSAPI_PULL",
+    "CID_ONSAPI_PERMISSION",
+    "CID_ONSAPI_OWNER",
+    "CID_RMQ_SYS_TRANS",
+];
+/// The prefix of the engine's system topics beyond its fixed set
+/// (`TopicValidator::SYSTEM_TOPIC_PREFIX`, `rocketmq-model-1.0.0/src/common/topic.rs`).
+const SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
 /// The largest answer frame accepted (what follows the length word), as the engine's own
 /// decoder: 16 MiB.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -164,12 +221,9 @@ pub(crate) async fn create_topic(
             format!("+message.type={}", spec.message_type.as_str()),
         ),
     ]);
-    let request = Request {
-        code: UPDATE_AND_CREATE_TOPIC,
-        ext_fields,
-        body: Vec::new(),
-    };
-    call(addr, &request, timeout).await.map(drop)
+    call_with(addr, UPDATE_AND_CREATE_TOPIC, ext_fields, timeout)
+        .await
+        .map(drop)
 }
 
 /// Creates consumer group `group`, or updates it, on the broker whose remoting address is
@@ -189,6 +243,185 @@ pub(crate) async fn create_group(
         body,
     };
     call(addr, &request, timeout).await.map(drop)
+}
+
+/// A topic as a broker keeps it (code 21).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TopicInfo {
+    /// Its name on the cluster (`INSTANCE%NAME` for a namespaced topic).
+    pub(crate) name: String,
+    /// Its read queue count.
+    pub(crate) queues: u32,
+    /// Its `message.type` attribute (`NORMAL`, `FIFO`, …); `None` for a topic created
+    /// without one.
+    pub(crate) message_type: Option<String>,
+}
+
+/// A consumer group as a broker keeps it (code 201).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupInfo {
+    /// Its name on the cluster (`INSTANCE%NAME` for a namespaced group).
+    pub(crate) name: String,
+    /// `consumeMessageOrderly`: it consumes FIFO topics in order.
+    pub(crate) orderly: bool,
+    /// `retryMaxTimes`: redeliveries before a message goes to the group's dead letters.
+    pub(crate) retry_max_times: i32,
+}
+
+/// The user topics of the broker at `addr`: every topic it keeps (code 21) but its system
+/// topics (code 305, and names starting `rmq_sys_`), in name order. Each request's steps
+/// are bounded by `timeout`.
+pub(crate) async fn topics(addr: &str, timeout: Duration) -> Result<Vec<TopicInfo>, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Config {
+        #[serde(default)]
+        read_queue_nums: u32,
+        #[serde(default)]
+        attributes: BTreeMap<String, String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct AllTopics {
+        #[serde(default)]
+        topic_config_table: BTreeMap<String, Config>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TopicList {
+        #[serde(default)]
+        topic_list: Vec<String>,
+    }
+    let all: AllTopics = call_json(addr, GET_ALL_TOPIC_CONFIG, BTreeMap::new(), timeout).await?;
+    let system: TopicList = call_json(
+        addr,
+        GET_SYSTEM_TOPIC_LIST_FROM_BROKER,
+        BTreeMap::new(),
+        timeout,
+    )
+    .await?;
+    Ok(all
+        .topic_config_table
+        .into_iter()
+        .filter(|(name, _)| {
+            !name.starts_with(SYSTEM_TOPIC_PREFIX) && !system.topic_list.contains(name)
+        })
+        .map(|(name, config)| TopicInfo {
+            name,
+            queues: config.read_queue_nums,
+            message_type: config.attributes.get("message.type").cloned(),
+        })
+        .collect())
+}
+
+/// The consumer groups of the broker at `addr` (code 201) but its own (see the module docs),
+/// in name order. The request's steps are bounded by `timeout`.
+pub(crate) async fn groups(addr: &str, timeout: Duration) -> Result<Vec<GroupInfo>, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Config {
+        #[serde(default)]
+        consume_message_orderly: bool,
+        #[serde(default)]
+        retry_max_times: i32,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct AllGroups {
+        #[serde(default)]
+        subscription_group_table: BTreeMap<String, Config>,
+    }
+    let all: AllGroups = call_json(
+        addr,
+        GET_ALL_SUBSCRIPTION_GROUP_CONFIG,
+        BTreeMap::new(),
+        timeout,
+    )
+    .await?;
+    Ok(all
+        .subscription_group_table
+        .into_iter()
+        .filter(|(name, _)| !SYSTEM_GROUPS.contains(&name.as_str()))
+        .map(|(name, config)| GroupInfo {
+            name,
+            orderly: config.consume_message_orderly,
+            retry_max_times: config.retry_max_times,
+        })
+        .collect())
+}
+
+/// Who keeps a topic: a broker (its configuration, queues, offsets and pop retry topics)
+/// or a name server (its route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// A broker: `DELETE_TOPIC_IN_BROKER` (215).
+    Broker,
+    /// A name server: `DELETE_TOPIC_IN_NAMESRV` (216).
+    NameServer,
+}
+
+/// Deletes topic `name` on the broker or name server at `addr`. A topic deleted on the
+/// brokers keeps its route on the name servers until it is deleted there too. Each step is
+/// bounded by `timeout`.
+pub(crate) async fn delete_topic(
+    addr: &str,
+    name: &str,
+    holder: Holder,
+    timeout: Duration,
+) -> Result<(), AdminError> {
+    let code = match holder {
+        Holder::Broker => DELETE_TOPIC_IN_BROKER,
+        Holder::NameServer => DELETE_TOPIC_IN_NAMESRV,
+    };
+    let fields = BTreeMap::from([("topic", name.to_owned())]);
+    call_with(addr, code, fields, timeout).await.map(drop)
+}
+
+/// Deletes consumer group `name` and its consumer offsets on the broker at `addr` (code
+/// 207). Each step is bounded by `timeout`.
+pub(crate) async fn delete_group(
+    addr: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), AdminError> {
+    let fields = BTreeMap::from([
+        ("groupName", name.to_owned()),
+        ("cleanOffset", "true".to_owned()),
+    ]);
+    call_with(addr, DELETE_SUBSCRIPTION_GROUP, fields, timeout)
+        .await
+        .map(drop)
+}
+
+/// Sends a request of `code` with header fields and no body.
+async fn call_with(
+    addr: &str,
+    code: i32,
+    ext_fields: BTreeMap<&'static str, String>,
+    timeout: Duration,
+) -> Result<Response, AdminError> {
+    let request = Request {
+        code,
+        ext_fields,
+        body: Vec::new(),
+    };
+    call(addr, &request, timeout).await
+}
+
+/// [`call_with`], decoding the answer's body as JSON of type `T`.
+async fn call_json<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    code: i32,
+    ext_fields: BTreeMap<&'static str, String>,
+    timeout: Duration,
+) -> Result<T, AdminError> {
+    let response = call_with(addr, code, ext_fields, timeout).await?;
+    serde_json::from_slice(&response.body).map_err(|e| {
+        malformed(
+            addr,
+            format!("the answer to code {code} is not its JSON: {e}"),
+        )
+    })
 }
 
 /// The body of code 200: the fields the engine's `SubscriptionGroupConfig` deserialises, with
@@ -265,10 +498,6 @@ struct ResponseHeader {
 #[derive(Debug)]
 struct Response {
     header: ResponseHeader,
-    #[allow(
-        dead_code,
-        reason = "decoded and checked by the tests; the admin answers used here carry none"
-    )]
     body: Vec<u8>,
 }
 
@@ -502,13 +731,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let task = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut len = [0u8; 4];
-            socket.read_exact(&mut len).await.unwrap();
-            let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
-            socket.read_exact(&mut rest).await.unwrap();
-            let mut frame = len.to_vec();
-            frame.extend_from_slice(&rest);
-            let (header, body) = split_request(&frame);
+            let (header, body) = read_request(&mut socket).await;
             let reply = answer(header["opaque"].as_i64().unwrap());
             socket.write_all(&reply).await.unwrap();
             // End of answer (a truncated one stays truncated), then wait for the client to go.
@@ -518,6 +741,161 @@ mod tests {
             (header, body)
         });
         (addr, task)
+    }
+
+    /// Reads one request frame from `socket`: its header JSON and body.
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> (serde_json::Value, Vec<u8>) {
+        let mut len = [0u8; 4];
+        socket.read_exact(&mut len).await.unwrap();
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+        socket.read_exact(&mut rest).await.unwrap();
+        let mut frame = len.to_vec();
+        frame.extend_from_slice(&rest);
+        split_request(&frame)
+    }
+
+    /// A fake broker on 127.0.0.1 that answers `n` connections, one request each, with
+    /// `answer(code, opaque)`; returns its address and the (header, body) of each request.
+    async fn fake_broker_for<F>(
+        n: usize,
+        answer: F,
+    ) -> (
+        String,
+        tokio::task::JoinHandle<Vec<(serde_json::Value, Vec<u8>)>>,
+    )
+    where
+        F: Fn(i64, i64) -> Vec<u8> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let (header, body) = read_request(&mut socket).await;
+                let reply = answer(
+                    header["code"].as_i64().unwrap(),
+                    header["opaque"].as_i64().unwrap(),
+                );
+                socket.write_all(&reply).await.unwrap();
+                seen.push((header, body));
+            }
+            seen
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn topics_are_the_broker_topics_but_its_system_topics() {
+        let (addr, broker) = fake_broker_for(2, |code, opaque| {
+            let body = match code {
+                // As rocketmq-rust 1.0.0 answered (trimmed).
+                21 => serde_json::json!({
+                    "topicQueueMappingInfoMap": {}, "dataVersion": {"timestamp": 1, "counter": 2},
+                    "topicConfigTable": {
+                        "TBW102": {"topicName": "TBW102", "readQueueNums": 8, "writeQueueNums": 8,
+                            "perm": 7, "topicFilterType": "SINGLE_TAG", "topicSysFlag": 0,
+                            "order": false, "attributes": {}},
+                        "broker-a": {"topicName": "broker-a", "readQueueNums": 1, "attributes": {}},
+                        "rmq_sys_wheel_timer": {"topicName": "rmq_sys_wheel_timer", "readQueueNums": 1},
+                        "MQ_INST_1%orders": {"topicName": "MQ_INST_1%orders", "readQueueNums": 4,
+                            "writeQueueNums": 4, "attributes": {"message.type": "FIFO"}},
+                        "plain": {"topicName": "plain", "readQueueNums": 2, "attributes": {}}
+                    }
+                }),
+                305 => serde_json::json!({"topicList": ["TBW102", "broker-a"], "brokerAddr": null}),
+                other => panic!("unexpected code {other}"),
+            };
+            response_frame(&success(opaque), &serde_json::to_vec(&body).unwrap())
+        })
+        .await;
+        let topics = topics(&addr, LIMIT).await.unwrap();
+        assert_eq!(
+            topics,
+            [
+                TopicInfo {
+                    name: "MQ_INST_1%orders".into(),
+                    queues: 4,
+                    message_type: Some("FIFO".into())
+                },
+                TopicInfo {
+                    name: "plain".into(),
+                    queues: 2,
+                    message_type: None
+                },
+            ]
+        );
+        let seen = broker.await.unwrap();
+        let codes: Vec<_> = seen.iter().map(|(h, _)| h["code"].clone()).collect();
+        assert_eq!(codes, [21, 305]);
+    }
+
+    #[tokio::test]
+    async fn groups_are_the_broker_groups_but_its_own() {
+        let (addr, _broker) = fake_broker_for(1, |_, opaque| {
+            let body = serde_json::json!({
+                "subscriptionGroupTable": {
+                    "TOOLS_CONSUMER": {"groupName": "TOOLS_CONSUMER", "retryMaxTimes": 16},
+                    "CID_RMQ_SYS_TRANS": {"groupName": "CID_RMQ_SYS_TRANS"},
+                    "GID_a": {"groupName": "GID_a", "consumeMessageOrderly": true, "retryMaxTimes": 16},
+                    "MQ_INST_1%GID_b": {"groupName": "MQ_INST_1%GID_b", "retryMaxTimes": 3}
+                },
+                "forbiddenTable": {}, "dataVersion": {"timestamp": 1, "counter": 1}
+            });
+            response_frame(&success(opaque), &serde_json::to_vec(&body).unwrap())
+        })
+        .await;
+        assert_eq!(
+            groups(&addr, LIMIT).await.unwrap(),
+            [
+                GroupInfo {
+                    name: "GID_a".into(),
+                    orderly: true,
+                    retry_max_times: 16
+                },
+                GroupInfo {
+                    name: "MQ_INST_1%GID_b".into(),
+                    orderly: false,
+                    retry_max_times: 3
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_is_not_its_json_is_malformed() {
+        let (addr, _broker) =
+            fake_broker_for(1, |_, opaque| response_frame(&success(opaque), b"not json")).await;
+        assert_malformed(&groups(&addr, LIMIT).await.unwrap_err(), "is not its JSON");
+    }
+
+    #[tokio::test]
+    async fn deletes_send_their_codes_and_fields() {
+        let (addr, broker) =
+            fake_broker_for(3, |_, opaque| response_frame(&success(opaque), b"")).await;
+        for holder in [Holder::Broker, Holder::NameServer] {
+            delete_topic(&addr, "MQ_INST_1%orders", holder, LIMIT)
+                .await
+                .unwrap();
+        }
+        delete_group(&addr, "GID_a", LIMIT).await.unwrap();
+        let seen = broker.await.unwrap();
+        assert_eq!(seen[0].0["code"], 215);
+        assert_eq!(
+            seen[0].0["extFields"],
+            serde_json::json!({"topic": "MQ_INST_1%orders"})
+        );
+        assert_eq!(seen[1].0["code"], 216);
+        assert_eq!(
+            seen[1].0["extFields"],
+            serde_json::json!({"topic": "MQ_INST_1%orders"})
+        );
+        assert_eq!(seen[2].0["code"], 207);
+        assert_eq!(
+            seen[2].0["extFields"],
+            serde_json::json!({"groupName": "GID_a", "cleanOffset": "true"})
+        );
+        assert!(seen.iter().all(|(_, body)| body.is_empty()));
     }
 
     #[test]

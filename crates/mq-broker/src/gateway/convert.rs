@@ -22,6 +22,18 @@ pub(super) fn engine_group_name(instance: Option<&InstanceId>, group: &GroupId) 
     qualified(instance, group.as_str())
 }
 
+/// The instance and name of an engine topic or group name, the inverse of
+/// [`engine_topic_name`]: `I%N` → (`Some(I)`, `N`), `N` → (`None`, `N`). `None` for a name
+/// the protocol cannot address: the engine's retry and dead-letter topics (`%RETRY%…`,
+/// `%DLQ%…`), names with a second `%`, invalid instance ids or names.
+pub(super) fn split_engine_name(engine_name: &str) -> Option<(Option<InstanceId>, String)> {
+    let (instance, name) = match engine_name.split_once('%') {
+        Some((instance, name)) => (Some(InstanceId::new(instance).ok()?), name),
+        None => (None, engine_name),
+    };
+    (!name.contains('%') && TopicName::new(name).is_ok()).then(|| (instance, name.to_owned()))
+}
+
 fn qualified(instance: Option<&InstanceId>, name: &str) -> String {
     match instance {
         Some(ns) => format!("{}%{name}", ns.as_str()),
@@ -463,6 +475,22 @@ mod tests {
     use super::MESSAGE_ID_PROPERTY;
     use super::*;
     use mq_proto::TransCheckImmunity;
+
+    #[test]
+    fn engine_names_split_into_instance_and_name() {
+        let ns = InstanceId::new("MQ_INST_1").unwrap();
+        let topic = TopicName::new("orders").unwrap();
+        let named = engine_topic_name(Some(&ns), &topic);
+        assert_eq!(split_engine_name(&named), Some((Some(ns), "orders".into())));
+        assert_eq!(split_engine_name("orders"), Some((None, "orders".into())));
+        for not_addressable in ["%RETRY%GID_a", "%DLQ%GID_a", "a%b%c", "a%", "%", "a b"] {
+            assert_eq!(
+                split_engine_name(not_addressable),
+                None,
+                "{not_addressable}"
+            );
+        }
+    }
 
     #[test]
     fn a_message_group_always_gets_the_same_queue() {

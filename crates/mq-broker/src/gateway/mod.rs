@@ -31,6 +31,7 @@
 //!   the delivery at hand.
 
 pub(crate) mod admin;
+mod catalog;
 mod convert;
 mod handle;
 mod telemetry;
@@ -395,23 +396,46 @@ impl Gateway {
                     .map(Outcome::Settled)
             }
             Call::DeclareTopic { .. } | Call::Maintain => Ok(Outcome::Done),
-            // The cluster keeps the messages and its topics and groups: managing them is
-            // its tools' job (console, mqadmin).
-            Call::Purge { .. }
-            | Call::Reset
-            | Call::CreateTopic { .. }
-            | Call::DeleteTopic { .. }
-            | Call::CreateGroup { .. }
-            | Call::DeleteGroup { .. }
-            | Call::DeadLetters { .. }
-            | Call::ResetOffset { .. } => Err(RequestError::new(
-                ErrorCode::Other(crate::server::NOT_SUPPORTED.into()),
-                "purge, reset, topics, groups, dead letters and offset resets are not managed through the gateway; use the RocketMQ cluster's console or mqadmin",
+            // Topics and groups are created and deleted on the engine (`catalog.rs`).
+            Call::CreateTopic {
+                instance,
+                topic,
+                message_type,
+            } => {
+                self.admin_create_topic(instance.as_ref(), &topic, message_type)
+                    .await
+            }
+            Call::DeleteTopic { instance, topic } => {
+                self.admin_delete_topic(instance.as_ref(), &topic).await
+            }
+            Call::CreateGroup {
+                instance,
+                group,
+                topics,
+                settings,
+            } => {
+                self.admin_create_group(instance.as_ref(), &group, &topics, settings)
+                    .await
+            }
+            Call::DeleteGroup { instance, group } => {
+                self.admin_delete_group(instance.as_ref(), &group).await
+            }
+            // The cluster keeps the messages: dropping or replaying them is its tools' job.
+            Call::Purge { .. } => Err(crate::server::not_supported(
+                "purge a topic on the RocketMQ cluster by deleting and creating it again, or with its console",
+            )),
+            Call::Reset => Err(crate::server::not_supported(
+                "the gateway keeps no state to reset; the RocketMQ cluster's messages are managed with its console or mqadmin",
+            )),
+            Call::DeadLetters { .. } => Err(crate::server::not_supported(
+                "dead letters are the RocketMQ cluster's %DLQ% topics: resend or delete them with its console or mqadmin",
+            )),
+            Call::ResetOffset { .. } => Err(crate::server::not_supported(
+                "reset a consumer offset with the RocketMQ cluster's console or mqadmin resetOffsetByTime",
             )),
             // The cluster asks the producer's transaction checker; the gateway has no
             // decision of its own to give.
-            Call::DecideHalf { .. } => Err(RequestError::new(
-                ErrorCode::Other(crate::server::NOT_SUPPORTED.into()),
+            Call::DecideHalf { .. } => Err(crate::server::not_supported(
                 "half messages are committed or rolled back by their producer (its transaction checker) through the gateway, not by message id; use the RocketMQ cluster's console",
             )),
         }
@@ -663,6 +687,11 @@ impl Gateway {
                 .map_err(|e| engine_unavailable("topic creation", e))?;
         }
         tracing::info!(topic = %spec.name, "created topic on the RocketMQ cluster");
+        self.await_route(target).await
+    }
+
+    /// Waits (up to the call timeout) until the proxy routes a topic just created.
+    async fn await_route(&self, target: Target<'_>) -> Result<(), RequestError> {
         let deadline = tokio::time::Instant::now() + self.config.call_timeout;
         loop {
             match self.route(target).await {
@@ -734,10 +763,7 @@ impl Gateway {
     /// The queues of a topic's route that can be read or written (master brokers), cached
     /// for [`ROUTE_TTL`]; `TopicNotExist` when none is readable.
     async fn route(&self, target: Target<'_>) -> Result<Vec<pb::MessageQueue>, RequestError> {
-        let key = (
-            target.namespace().to_owned(),
-            target.topic.as_str().to_owned(),
-        );
+        let key = target.key();
         let cached = {
             let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
             routes
@@ -788,10 +814,7 @@ impl Gateway {
     }
 
     fn mark_known(&self, target: Target<'_>) {
-        let key = (
-            target.namespace().to_owned(),
-            target.topic.as_str().to_owned(),
-        );
+        let key = target.key();
         self.known_topics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -805,10 +828,7 @@ impl Gateway {
         if e.code != ErrorCode::TopicNotExist {
             return e;
         }
-        let key = (
-            target.namespace().to_owned(),
-            target.topic.as_str().to_owned(),
-        );
+        let key = target.key();
         if !self
             .known_topics
             .lock()
@@ -827,10 +847,7 @@ impl Gateway {
     }
 
     fn forget_route(&self, target: Target<'_>) {
-        let key = (
-            target.namespace().to_owned(),
-            target.topic.as_str().to_owned(),
-        );
+        let key = target.key();
         self.routes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1396,6 +1413,11 @@ struct Target<'a> {
 impl Target<'_> {
     fn namespace(&self) -> &str {
         self.instance.map_or("", InstanceId::as_str)
+    }
+
+    /// The (namespace, topic) key of the gateway's per-topic tables.
+    fn key(&self) -> (String, String) {
+        (self.namespace().to_owned(), self.topic.as_str().to_owned())
     }
 
     fn resource(&self) -> pb::Resource {

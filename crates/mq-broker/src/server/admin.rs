@@ -38,7 +38,8 @@
 //! protocol's authentication codes (403 `SignatureDoesNotMatch`, …), 400
 //! `InvalidArgument`, 404 `TopicNotExist` / `SubscriptionNotExist` / `MessageNotExist` /
 //! `NotFound`, 405 `MethodNotAllowed`, 501 `NotSupported` (a test-clock call without
-//! `--test-clock`; on the gateway backend, every call about what the cluster holds).
+//! `--test-clock`; on the gateway backend, every call its engine cannot answer — topics and
+//! groups are created, listed and deleted on the engine, `gateway/catalog.rs`).
 
 use super::admission::plain;
 use super::backend::Waiting;
@@ -93,6 +94,13 @@ impl AdminError {
 
 /// The code of a backend call the backend cannot serve (answered 501).
 pub(crate) const NOT_SUPPORTED: &str = "NotSupported";
+
+/// The refusal of a backend call the backend cannot serve: `NotSupported` (answered 501),
+/// with a message naming what does it instead.
+#[cfg(feature = "rocketmq")]
+pub(crate) fn not_supported(message: &str) -> RequestError {
+    RequestError::new(ErrorCode::Other(NOT_SUPPORTED.into()), message)
+}
 
 impl From<RequestError> for AdminError {
     fn from(e: RequestError) -> Self {
@@ -412,17 +420,18 @@ async fn route(
         }
         (&Method::GET, ["admin", "topics"]) => {
             let instance = instance_param(&params)?;
-            let stats = shared.backend.topics()?;
-            let topics: Vec<_> = stats
-                .topics
+            let topics: Vec<_> = shared
+                .backend
+                .topics()
+                .await?
                 .into_iter()
-                .filter(|t| in_scope(instance.as_ref(), params.get("ns"), t.instance.as_deref()))
+                .filter(|t| in_scope(instance.as_ref(), params.get("ns"), listed_instance(t)))
                 .collect();
             Ok(json!({ "topics": topics }))
         }
         (&Method::GET, ["admin", "topics", topic]) => {
             let (instance, topic) = (instance_param(&params)?, topic_name(topic)?);
-            listed_topic(shared, instance.as_ref(), &topic)
+            listed_topic(shared, instance.as_ref(), &topic).await
         }
         (&Method::POST, ["admin", "topics"]) => {
             let instance = instance_param(&params)?;
@@ -442,7 +451,7 @@ async fn route(
                 message_type,
             };
             apply(shared, call).await?;
-            listed_topic(shared, instance.as_ref(), &topic)
+            listed_topic(shared, instance.as_ref(), &topic).await
         }
         (&Method::DELETE, ["admin", "topics", topic]) => {
             let topic = topic_name(topic)?;
@@ -450,16 +459,17 @@ async fn route(
                 instance: instance_param(&params)?,
                 topic: topic.clone(),
             };
-            let messages = deleted(apply(shared, call).await?);
-            Ok(json!({ "deleted": topic.as_str(), "messages": messages }))
+            let outcome = apply(shared, call).await?;
+            Ok(deletion(topic.as_str(), outcome))
         }
         (&Method::GET, ["admin", "groups"]) => {
             let instance = instance_param(&params)?;
             let groups: Vec<_> = shared
                 .backend
-                .groups()?
+                .groups()
+                .await?
                 .into_iter()
-                .filter(|g| in_scope(instance.as_ref(), params.get("ns"), g.instance.as_deref()))
+                .filter(|g| in_scope(instance.as_ref(), params.get("ns"), listed_instance(g)))
                 .collect();
             Ok(json!({ "groups": groups }))
         }
@@ -474,20 +484,7 @@ async fn route(
             // apply the whole result, one update at a time (a concurrent update of the same
             // group would otherwise undo this one's fields).
             let _one_at_a_time = GROUP_UPDATES.lock().await;
-            let current = shared
-                .backend
-                .groups()?
-                .into_iter()
-                .find(|g| {
-                    g.declared
-                        && g.group == group.as_str()
-                        && g.instance.as_deref() == instance.as_ref().map(InstanceId::as_str)
-                })
-                .map(|g| GroupSettings {
-                    invisibility_ms: g.invisibility_ms,
-                    max_deliveries: g.max_deliveries,
-                })
-                .unwrap_or_default();
+            let current = shared.backend.group_settings(instance.as_ref(), &group);
             let invisibility_ms = setting(&params, "invisibility_ms", current.invisibility_ms, |n| {
                 (1..=MAX_INVISIBILITY_MS).contains(&n).then_some(n)
             })
@@ -515,10 +512,7 @@ async fn route(
                 },
             };
             apply(shared, call).await?;
-            let listed = shared.backend.groups()?.into_iter().find(|g| {
-                g.group == group.as_str()
-                    && g.instance.as_deref() == instance.as_ref().map(InstanceId::as_str)
-            });
+            let listed = listed_group(shared, instance.as_ref(), &group).await?;
             Ok(json!({ "group": listed }))
         }
         (&Method::DELETE, ["admin", "groups", group]) => {
@@ -527,8 +521,8 @@ async fn route(
                 instance: instance_param(&params)?,
                 group: group.clone(),
             };
-            let messages = deleted(apply(shared, call).await?);
-            Ok(json!({ "deleted": group.as_str(), "messages": messages }))
+            let outcome = apply(shared, call).await?;
+            Ok(deletion(group.as_str(), outcome))
         }
         (_, segments) => match allowed_methods(segments) {
             Some(allow) => Err(AdminError {
@@ -589,14 +583,41 @@ fn deleted(outcome: Outcome) -> u64 {
     }
 }
 
+/// The answer to a topic's or group's deletion: `{"deleted": name, "messages": N}`, without
+/// `messages` when the backend does not know how many it dropped (the gateway's engine).
+fn deletion(name: &str, outcome: Outcome) -> serde_json::Value {
+    match outcome {
+        Outcome::Deleted { messages } => json!({ "deleted": name, "messages": messages }),
+        _ => json!({ "deleted": name }),
+    }
+}
+
+/// The `instance` of a listed topic or group (`None`: the default instance).
+fn listed_instance(item: &serde_json::Value) -> Option<&str> {
+    item["instance"].as_str()
+}
+
+/// One group as `GET /admin/groups` lists it, if listed.
+async fn listed_group(
+    shared: &Shared,
+    instance: Option<&InstanceId>,
+    group: &GroupId,
+) -> Result<Option<serde_json::Value>, AdminError> {
+    Ok(shared.backend.groups().await?.into_iter().find(|g| {
+        g["group"].as_str() == Some(group.as_str())
+            && listed_instance(g) == instance.map(InstanceId::as_str)
+    }))
+}
+
 /// `{"topic": …}`: one topic as `GET /admin/topics` lists it; 404 `TopicNotExist` if absent.
-fn listed_topic(
+async fn listed_topic(
     shared: &Shared,
     instance: Option<&InstanceId>,
     topic: &TopicName,
 ) -> Result<serde_json::Value, AdminError> {
-    let found = shared.backend.topics()?.topics.into_iter().find(|t| {
-        t.topic == topic.as_str() && t.instance.as_deref() == instance.map(InstanceId::as_str)
+    let found = shared.backend.topics().await?.into_iter().find(|t| {
+        t["topic"].as_str() == Some(topic.as_str())
+            && listed_instance(t) == instance.map(InstanceId::as_str)
     });
     match found {
         Some(t) => Ok(json!({ "topic": t })),

@@ -4,6 +4,8 @@
 //! server; a backend gets a parsed [`Call`] and returns its [`Outcome`] or the protocol's
 //! error.
 
+#[cfg(feature = "rocketmq")]
+use super::admin::not_supported;
 use super::local::LocalBackend;
 use super::state::{PollSlot, Shared};
 use crate::core::{Call, Outcome, Stats};
@@ -144,6 +146,21 @@ impl Backend {
         }
     }
 
+    /// The settings of a group created with its own (the broker's for any other): what an
+    /// update of the group keeps when it does not pass them. The gateway's engine keeps no
+    /// such settings of ours (they are not mapped): the broker's.
+    pub(super) fn group_settings(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        group: &mq_proto::GroupId,
+    ) -> crate::core::GroupSettings {
+        match self {
+            Self::Local(b) => b.group_settings(instance, group),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => crate::core::GroupSettings::default(),
+        }
+    }
+
     /// A non-destructive look at a topic ([`crate::core::BrokerCore::peek`]).
     ///
     /// # Errors
@@ -227,34 +244,38 @@ impl Backend {
         }
     }
 
-    /// The topics with their groups' counters, for `GET /admin/topics` (the backend's
-    /// [`Stats`]).
+    /// The topics for `GET /admin/topics`, each a JSON object with at least `instance`
+    /// (`null` for the default one) and `topic`: the built-in core's [`TopicStats`]
+    /// (message type and every counter); on the gateway, the engine's topics with what
+    /// this process counted (the cluster's own counters are left out, not shown as 0).
+    ///
+    /// [`TopicStats`]: crate::core::TopicStats
     ///
     /// # Errors
     ///
-    /// `NotSupported` on the gateway: the cluster's topics are listed by its own tools.
-    pub(super) fn topics(&self) -> Result<Stats, RequestError> {
+    /// On the gateway: `NotSupported` without broker admin addresses; `InternalError` when a
+    /// broker does not answer.
+    pub(super) async fn topics(&self) -> Result<Vec<serde_json::Value>, RequestError> {
         match self {
-            Self::Local(b) => Ok(b.stats()),
+            Self::Local(b) => Ok(json_items(b.stats().topics)),
             #[cfg(feature = "rocketmq")]
-            Self::RocketMq(_) => Err(not_supported(
-                "list the RocketMQ cluster's topics with its console or mqadmin topicList / topicStatus",
-            )),
+            Self::RocketMq(g) => Ok(json_items(g.topics().await?)),
         }
     }
 
-    /// Every consumer group with its counters per topic ([`crate::core::BrokerCore::groups`]).
+    /// The consumer groups for `GET /admin/groups`, each a JSON object with at least
+    /// `instance` and `group`: the built-in core's [`crate::core::GroupInfo`] (settings and
+    /// counters per topic); on the gateway, the engine's groups with what this process
+    /// counted.
     ///
     /// # Errors
     ///
-    /// `NotSupported` on the gateway.
-    pub(super) fn groups(&self) -> Result<Vec<crate::core::GroupInfo>, RequestError> {
+    /// As [`Backend::topics`].
+    pub(super) async fn groups(&self) -> Result<Vec<serde_json::Value>, RequestError> {
         match self {
-            Self::Local(b) => Ok(b.groups()),
+            Self::Local(b) => Ok(json_items(b.groups())),
             #[cfg(feature = "rocketmq")]
-            Self::RocketMq(_) => Err(not_supported(
-                "list the RocketMQ cluster's consumer groups with its console or mqadmin consumerProgress",
-            )),
+            Self::RocketMq(g) => Ok(json_items(g.groups().await?)),
         }
     }
 
@@ -269,13 +290,13 @@ impl Backend {
     }
 }
 
-/// The refusal of an admin call the gateway cannot map onto its engine (501 `NotSupported`).
-#[cfg(feature = "rocketmq")]
-fn not_supported(message: &str) -> RequestError {
-    RequestError::new(
-        mq_proto::ErrorCode::Other(super::admin::NOT_SUPPORTED.into()),
-        message,
-    )
+/// Listed items as JSON objects (an item that does not serialise, which these types
+/// cannot fail to, is left out).
+fn json_items<T: serde::Serialize>(items: Vec<T>) -> Vec<serde_json::Value> {
+    items
+        .into_iter()
+        .filter_map(|item| serde_json::to_value(item).ok())
+        .collect()
 }
 
 /// The long-poll budget of one consume: its `waitseconds` deadline, the server's shutdown

@@ -241,6 +241,15 @@ impl LocalBackend {
         self.lock_core().groups()
     }
 
+    /// The settings a group consumes with (its own where it was created with some).
+    pub(super) fn group_settings(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        group: &mq_proto::GroupId,
+    ) -> crate::core::GroupSettings {
+        self.lock_core().group_settings(instance, group)
+    }
+
     /// See [`BrokerCore::peek`].
     pub(super) fn peek(
         &self,

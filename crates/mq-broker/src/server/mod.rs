@@ -53,7 +53,8 @@ pub use crate::config::{
 };
 
 #[cfg(feature = "rocketmq")]
-pub(crate) use self::admin::NOT_SUPPORTED;
+#[cfg(feature = "rocketmq")]
+pub(crate) use self::admin::not_supported;
 #[cfg(feature = "rocketmq")]
 pub(crate) use self::backend::Waiting;
 pub(crate) use self::state::Clock;
