@@ -302,7 +302,12 @@ async function messageDetail(topicName, ns, m) {
       el("dt", {}, "Published"), el("dd", {}, time(m.publish_time)),
       el("dt", {}, "Deliver at"), el("dd", {}, time(m.start_deliver_time)),
       el("dt", {}, "Body MD5"), el("dd", {}, m.body_md5 || "—")),
-    el("h2", {}, "Body"), bodyView(m.body),
+    el("h2", {}, "Body"),
+    m.body_truncated
+      ? el("p", { class: "muted" }, `Only the beginning of this ${n(m.body_size)}-byte body is shown… `,
+        el("a", { href: msgLink(topicName, ns, m.message_id) }, "the whole body (by id)"))
+      : null,
+    bodyView(m.body),
     el("h2", {}, "Properties"), Object.keys(m.properties).length ? props : empty("No properties."),
     el("h2", {}, "Groups"),
     m.groups.length ? table([

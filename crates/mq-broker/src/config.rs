@@ -55,10 +55,10 @@ pub struct BrokerArgs {
     /// TOML file with the same settings (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Invisibility after a normal delivery, seconds. [default: 300]
+    /// Invisibility after a normal delivery, seconds, at most 43200 (12 h). [default: 300]
     #[arg(long)]
     pub invisibility_secs: Option<u64>,
-    /// Invisibility after an orderly delivery, seconds. [default: 60]
+    /// Invisibility after an orderly delivery, seconds, at most 43200 (12 h). [default: 60]
     #[arg(long)]
     pub order_invisibility_secs: Option<u64>,
     /// Interval between transaction checks of a half message, seconds. [default: 10]
@@ -251,8 +251,10 @@ impl std::str::FromStr for GroupDeclaration {
                     .topics
                     .push(TopicName::new(t).map_err(|e| e.to_string())?),
                 Some(("invisibility_secs", v)) => {
-                    declaration.settings.invisibility_ms =
-                        Some(positive("invisibility_secs", v)?.saturating_mul(1000));
+                    declaration.settings.invisibility_ms = Some(invisibility_ms(
+                        "invisibility_secs",
+                        positive("invisibility_secs", v)?,
+                    )?);
                 }
                 Some(("max_deliveries", v)) => {
                     let n = positive("max_deliveries", v)?;
@@ -268,6 +270,15 @@ impl std::str::FromStr for GroupDeclaration {
         }
         Ok(declaration)
     }
+}
+
+/// `secs` of the setting `name` in ms, refused above
+/// [`MAX_INVISIBILITY_MS`](crate::core::MAX_INVISIBILITY_MS) (12 h).
+fn invisibility_ms(name: &str, secs: u64) -> Result<u64, String> {
+    let max = crate::core::MAX_INVISIBILITY_MS;
+    secs.checked_mul(1000)
+        .filter(|ms| *ms <= max)
+        .ok_or_else(|| format!("{name} is at most {} (12 h)", max / 1000))
 }
 
 /// Where the credentials in effect came from (so the binary can say so).
@@ -331,16 +342,15 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         flag.or(file).map_or(default, |s| s.saturating_mul(1000))
     };
     let core = &mut config.core;
-    core.invisibility_ms = secs(
-        args.invisibility_secs,
-        file.invisibility_secs,
-        core.invisibility_ms,
-    );
-    core.order_invisibility_ms = secs(
-        args.order_invisibility_secs,
-        file.order_invisibility_secs,
-        core.order_invisibility_ms,
-    );
+    if let Some(s) = args.invisibility_secs.or(file.invisibility_secs) {
+        core.invisibility_ms = invisibility_ms("invisibility_secs", s)?;
+    }
+    if let Some(s) = args
+        .order_invisibility_secs
+        .or(file.order_invisibility_secs)
+    {
+        core.order_invisibility_ms = invisibility_ms("order_invisibility_secs", s)?;
+    }
     core.half_check_interval_ms = secs(
         args.half_check_interval_secs,
         file.half_check_interval_secs,
@@ -361,12 +371,31 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         .or(file.admin_token.as_deref())
         .map(str::parse::<AdminToken>)
         .transpose()?;
-    config.admin = match args.admin.as_deref().or(file.admin.as_deref()) {
-        None | Some("on") => AdminAccess::On(admin_token),
-        Some("off") if admin_token.is_none() => AdminAccess::Off,
-        Some("off") => return Err("an admin token needs the admin API on".to_owned()),
-        Some(other) => return Err(format!("--admin {other:?}: expected on or off")),
+    // A bad value is named where it was given: the flag, or the file's key.
+    let admin = match (args.admin.as_deref(), file.admin.as_deref()) {
+        (Some(flag), _) => Some(("--admin", flag)),
+        (None, Some(key)) => Some(("admin (config file)", key)),
+        (None, None) => None,
     };
+    config.admin = match admin {
+        None | Some((_, "on")) => AdminAccess::On(admin_token),
+        Some((_, "off")) if admin_token.is_none() => AdminAccess::Off,
+        Some((_, "off")) => return Err("an admin token needs the admin API on".to_owned()),
+        Some((name, other)) => return Err(format!("{name} = {other:?}: expected on or off")),
+    };
+    // Fault rules and the test clock are set only through the admin API.
+    if config.admin == AdminAccess::Off {
+        for (on, what) in [
+            (config.faults, "--faults"),
+            (config.test_clock, "--test-clock"),
+        ] {
+            if on {
+                return Err(format!(
+                    "{what} is driven through the admin API (/admin/…), which --admin off removes"
+                ));
+            }
+        }
+    }
     config.tls = match (
         args.tls_cert.as_ref().or(file.tls_cert.as_ref()),
         args.tls_key.as_ref().or(file.tls_key.as_ref()),
@@ -932,6 +961,82 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn invisibility_is_bounded_at_12_hours_everywhere_it_is_set() {
+        let max = crate::core::MAX_INVISIBILITY_MS / 1000;
+        let group =
+            |secs: u64| format!("GID_x,invisibility_secs={secs}").parse::<GroupDeclaration>();
+        assert_eq!(
+            group(max).map(|g| g.settings.invisibility_ms),
+            Ok(Some(max * 1000))
+        );
+        for secs in [max + 1, u64::MAX] {
+            let err = group(secs).expect_err("over 12 h");
+            assert!(err.contains("at most 43200"), "{err}");
+            for args in [
+                BrokerArgs {
+                    invisibility_secs: Some(secs),
+                    ..Default::default()
+                },
+                BrokerArgs {
+                    order_invisibility_secs: Some(secs),
+                    ..Default::default()
+                },
+            ] {
+                let err = load_config(&args).expect_err("over 12 h");
+                assert!(err.contains("at most 43200"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_admin_value_names_where_it_was_given() {
+        let dir = std::env::temp_dir().join(format!("mq-broker-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.toml");
+        std::fs::write(&path, "admin = \"of\"\n").unwrap();
+        let from_file = load_config(&BrokerArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect_err("a bad key");
+        assert!(
+            from_file.starts_with("admin (config file) = \"of\""),
+            "{from_file}"
+        );
+        let from_flag = load_config(&BrokerArgs {
+            config: Some(path),
+            admin: Some("of".into()),
+            ..Default::default()
+        })
+        .expect_err("a bad flag");
+        assert!(from_flag.starts_with("--admin = \"of\""), "{from_flag}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn admin_off_refuses_what_only_the_admin_api_drives() {
+        for args in [
+            BrokerArgs {
+                faults: true,
+                ..Default::default()
+            },
+            BrokerArgs {
+                test_clock: true,
+                ..Default::default()
+            },
+        ] {
+            let on = load_config(&args).map(|(c, _)| c.admin);
+            assert!(matches!(on, Ok(AdminAccess::On(None))), "{on:?}");
+            let err = load_config(&BrokerArgs {
+                admin: Some("off".into()),
+                ..args
+            })
+            .expect_err("unreachable");
+            assert!(err.contains("--admin off"), "{err}");
+        }
     }
 
     #[test]

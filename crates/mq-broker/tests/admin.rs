@@ -1693,3 +1693,423 @@ async fn half_message_decisions_are_durable() {
     }
     broker.shutdown().await;
 }
+
+/// A signed admin call written by hand: `Content-MD5` (signed) is the digest of `md5_of`,
+/// the body sent is `body`; the whole answer.
+async fn signed_with_digest(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    md5_of: &str,
+    body: &str,
+) -> String {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hex = TopicMessage::new(md5_of)
+        .expect("digest source")
+        .body_md5()
+        .to_lowercase();
+    let digest = base64::engine::general_purpose::STANDARD.encode(hex);
+    let date = mq_proto::sign::format_http_date(std::time::SystemTime::now());
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-md5", digest.parse().expect("header"));
+    headers.insert("content-type", "application/json".parse().expect("header"));
+    headers.insert("date", date.parse().expect("header"));
+    let http_method: Method = method.parse().expect("method");
+    let to_sign = mq_proto::sign::string_to_sign(&http_method, &headers, target);
+    let signature = mq_proto::sign::signature(SK, &to_sign);
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-md5: {digest}\r\ncontent-type: application/json\r\ndate: {date}\r\nauthorization: MQ {AK}:{signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut raw = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    raw.write_all(req.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.expect("read");
+    answer
+}
+
+/// Asserts that a raw answer has this status and carries this code.
+fn answered(answer: &str, status: u16, code: &str) {
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code),
+        "not {status} {code}: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_body_must_match_its_signed_content_md5() {
+    let broker = start(false).await;
+    let addr = broker.local_addr();
+    let mut c = Client::new(addr);
+    let target = "/admin/topics/plain/messages";
+    let good = r#"{"body":"good"}"#;
+    let swapped = signed_with_digest(addr, "POST", target, good, r#"{"body":"evil2"}"#).await;
+    answered(&swapped, 400, "InvalidDigest");
+    let ok = signed_with_digest(addr, "POST", target, good, good).await;
+    answered(&ok, 200, "message_id");
+    // Every other admin call takes no body: one sent is refused, and a Content-MD5 must be
+    // the empty body's.
+    let purge = "/admin/topics/plain/purge";
+    let with_body = signed_with_digest(addr, "POST", purge, good, good).await;
+    answered(&with_body, 400, "InvalidArgument");
+    let digest_of_other = signed_with_digest(addr, "POST", purge, good, "").await;
+    answered(&digest_of_other, 400, "InvalidDigest");
+    let (status, json) = c
+        .admin(Method::GET, "/admin/topics/plain/messages?begin_ms=0", None)
+        .await
+        .expect("page");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(names(&json), ["good"], "the swapped body was not stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_rule_counts_only_the_calls_it_answered() {
+    let broker = start_with(false, true).await;
+    let mut c = Client::new(broker.local_addr());
+    let t = TopicName::new("Faulty2").expect("topic");
+    let m = TopicMessage::new("x").expect("message");
+    for rule in ["error=AccessDenied", "error=InternalError"] {
+        let target = format!("/admin/faults?operation=publish&{rule}&count=1");
+        let (status, json) = c.admin(Method::POST, &target, None).await.expect("add");
+        assert_eq!(status, 200, "{json}");
+    }
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(match c.publish(&t, &m).await.expect("io") {
+            Ok(_) => (201, None),
+            Err(err) => {
+                let (status, code) = service_code(err);
+                (status, Some(code))
+            }
+        });
+    }
+    use mq_proto::ErrorCode::{AccessDenied, InternalError};
+    assert_eq!(
+        codes,
+        [
+            (403, Some(AccessDenied)),
+            (500, Some(InternalError)),
+            (201, None)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_group_is_not_an_empty_one() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Known", "GID_known");
+    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    let mut answers = Vec::new();
+    for target in [
+        "/admin/topics/Known/messages?state=ready&group=GID_nosuch",
+        "/admin/topics/Known/messages?state=dead&group=GID_nosuch",
+        "/admin/topics/Known/groups/GID_nosuch/dead_letters",
+    ] {
+        answers.push(refusal(&mut c, Method::GET, target, None).await);
+    }
+    let not_there = (404, "SubscriptionNotExist".to_owned());
+    assert_eq!(answers, [not_there.clone(), not_there.clone(), not_there]);
+    let (status, json) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Known/messages?state=ready&group=GID_known",
+            None,
+        )
+        .await
+        .expect("peek");
+    assert_eq!((status, names(&json)), (200, vec!["a"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_carry_body_previews_within_a_budget() {
+    use mq_broker::core::{BODY_PREVIEW_BYTES, LISTING_BUDGET_BYTES};
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Big", "GID_big");
+    // Two-byte characters: a cut at an odd byte would split one.
+    let body = "é".repeat(BODY_PREVIEW_BYTES);
+    let count = LISTING_BUDGET_BYTES / BODY_PREVIEW_BYTES + 10;
+    let bodies = vec![body.as_str(); count];
+    register_and_publish(&mut c, &t, &g, &bodies).await;
+
+    let preview_of = |m: &serde_json::Value| {
+        let shown = m["body"].as_str().expect("a preview");
+        assert!(shown.len() <= BODY_PREVIEW_BYTES && shown.len() > BODY_PREVIEW_BYTES - 2);
+        assert!(body.starts_with(shown));
+        assert_eq!(m["body_size"], body.len());
+        assert_eq!(m["body_truncated"], true);
+    };
+    // Pages stop at the budget, and following `next` lists every message once.
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let target = format!("/admin/topics/Big/messages?begin_ms=0&limit=1000{after}");
+        let (status, json) = c.admin(Method::GET, &target, None).await.expect("page");
+        assert_eq!(status, 200, "{json}");
+        let page = json["messages"].as_array().expect("messages");
+        assert!(page.len() < count, "a page copies at most the budget");
+        page.iter().for_each(preview_of);
+        seen.extend(
+            page.iter()
+                .map(|m| m["message_id"].as_str().expect("id").to_owned()),
+        );
+        match json["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), count);
+    let (_, peeked) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Big/messages?state=ready&group=GID_big&limit=1000",
+            None,
+        )
+        .await
+        .expect("peek");
+    let peeked = peeked["messages"].as_array().expect("messages");
+    assert!(!peeked.is_empty() && peeked.len() < count);
+    peeked.iter().for_each(preview_of);
+    // By id: the whole body.
+    let (status, found) = c
+        .admin(
+            Method::GET,
+            &format!("/admin/topics/Big/messages?id={}", seen[0]),
+            None,
+        )
+        .await
+        .expect("by id");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["messages"][0]["body"], body.as_str());
+    assert_eq!(found["messages"][0]["body_truncated"], false);
+}
+
+/// Asserts that an admin call is refused with 400 `InvalidArgument`; its message.
+async fn invalid_argument(c: &mut Client, method: Method, target: &str) -> String {
+    let (status, json) = c.admin(method, target, None).await.expect("call");
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("InvalidArgument")),
+        "{target}: {json}"
+    );
+    json["message"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The group `g` as `GET /admin/groups` lists it.
+async fn group_settings(c: &mut Client, g: &str) -> (serde_json::Value, serde_json::Value) {
+    let (_, groups) = c
+        .admin(Method::GET, "/admin/groups", None)
+        .await
+        .expect("groups");
+    let listed = listed_group(&groups, g).expect("listed");
+    (
+        listed["invisibility_ms"].clone(),
+        listed["max_deliveries"].clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_update_changes_only_what_it_passes() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let call = |q: &str| format!("/admin/groups?group=GID_upd&topic=Upd{q}");
+    for (query, want) in [
+        ("&invisibility_ms=30000&max_deliveries=5", (30_000, 5)),
+        ("&max_deliveries=9", (30_000, 9)),
+        ("&invisibility_ms=45000", (45_000, 9)),
+        ("", (45_000, 9)),
+    ] {
+        let (status, json) = c
+            .admin(Method::POST, &call(query), None)
+            .await
+            .expect("update");
+        assert_eq!(status, 200, "{json}");
+        let (inv, max) = group_settings(&mut c, "GID_upd").await;
+        assert_eq!(
+            (inv, max),
+            (want.0.into(), want.1.into()),
+            "after {query:?}"
+        );
+    }
+    // An empty value returns the setting to the broker's.
+    c.admin(Method::POST, &call("&invisibility_ms="), None)
+        .await
+        .expect("update");
+    assert_eq!(
+        group_settings(&mut c, "GID_upd").await,
+        (serde_json::Value::Null, 9.into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_invisibility_is_at_most_12_hours() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let max = mq_broker::core::MAX_INVISIBILITY_MS;
+    for too_long in [max + 1, u64::MAX] {
+        let target = format!("/admin/groups?group=GID_long&invisibility_ms={too_long}");
+        let message = invalid_argument(&mut c, Method::POST, &target).await;
+        assert!(message.contains("43200000"), "{message}");
+    }
+    let target = format!("/admin/groups?group=GID_long&invisibility_ms={max}");
+    let (status, json) = c.admin(Method::POST, &target, None).await.expect("call");
+    assert_eq!(status, 200, "{json}");
+    // Consumed with it, the NextConsumeTime is 12 h ahead (well within a signed 64-bit).
+    let (t, g) = topic_group("Long", "GID_long");
+    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    let got = consume_all(&mut c, &t, &g).await;
+    assert_eq!(got[0].next_consume_time - got[0].first_consume_time, max);
+    assert!(i64::try_from(got[0].next_consume_time).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_group_counts_only_the_messages_it_alone_held() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, a) = topic_group("Shared", "GID_a");
+    let b = GroupId::new("GID_b").expect("group");
+    c.consume(&t, &b, ConsumeKind::Normal, 1, 0)
+        .await
+        .expect("io")
+        .expect("register b");
+    register_and_publish(&mut c, &t, &a, &["1", "2", "3"]).await;
+    let (status, json) = c
+        .admin(Method::DELETE, "/admin/groups/GID_a", None)
+        .await
+        .expect("delete");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["messages"], 0, "GID_b still holds all three: {json}");
+    let (_, json) = c
+        .admin(Method::DELETE, "/admin/groups/GID_b", None)
+        .await
+        .expect("delete");
+    assert_eq!(json["messages"], 3, "GID_b held them last: {json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_are_given_once_and_with_a_value() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Q", "GID_q");
+    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    for target in [
+        "/admin/topics/Q/messages?id=",
+        "/admin/topics/Q/messages?key=",
+        "/admin/topics/Q/groups/GID_q/dead_letters/resend?id=",
+        "/admin/topics/Q/messages?state=ready&state=dead&group=GID_q",
+        "/admin/topics/Q/messages?state=ready&group=GID_q&group=GID_q",
+        "/admin/topics?topic=A&topic=B",
+        "/admin/faults?operation=publish&error=NoSuchCode",
+    ] {
+        let method = if target.contains("resend")
+            || target.starts_with("/admin/topics?")
+            || target.contains("faults")
+        {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        invalid_argument(&mut c, method, target).await;
+    }
+    // An unknown fault code's refusal lists the codes there are (with --faults off too:
+    // the rule is checked first).
+    let message = invalid_argument(
+        &mut c,
+        Method::POST,
+        "/admin/faults?operation=publish&error=NoSuchCode",
+    )
+    .await;
+    assert!(
+        message.contains("Throttling") && message.contains("InternalError"),
+        "{message}"
+    );
+    // Groups take several topics.
+    let (status, json) = c
+        .admin(
+            Method::POST,
+            "/admin/groups?group=GID_two&topic=A&topic=B",
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(status, 200, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_exhausts_the_range_has_no_next() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Pages", "GID_p");
+    register_and_publish(&mut c, &t, &g, &["1", "2", "3", "4"]).await;
+    let (_, first) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Pages/messages?begin_ms=0&limit=2",
+            None,
+        )
+        .await
+        .expect("page");
+    assert_eq!(names(&first), ["1", "2"]);
+    let next = first["next"].as_str().expect("more to come");
+    let (_, last) = c
+        .admin(
+            Method::GET,
+            &format!("/admin/topics/Pages/messages?begin_ms=0&limit=2&after={next}"),
+            None,
+        )
+        .await
+        .expect("page");
+    assert_eq!(names(&last), ["3", "4"]);
+    assert_eq!(last["next"], serde_json::Value::Null, "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_refused_as_names() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    for target in [
+        "/admin/topics?topic=..",
+        "/admin/topics?topic=.",
+        "/admin/groups?group=..",
+        "/admin/groups?group=GID_x&topic=.",
+    ] {
+        invalid_argument(&mut c, Method::POST, target).await;
+    }
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        "/admin/topics/%2E%2E/messages?state=half",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_admin_calls_are_counted_as_refused() {
+    let broker = start(false).await;
+    let addr = broker.local_addr();
+    let mut c = Client::new(addr);
+    let none = raw_get(addr, None).await;
+    assert!(!none.starts_with("HTTP/1.1 200"), "{none}");
+    let wrong = raw_get(addr, Some("Bearer not-the-token")).await;
+    assert!(wrong.starts_with("HTTP/1.1 403"), "{wrong}");
+    let (status, _) = c
+        .admin(Method::GET, "/admin/clock", None)
+        .await
+        .expect("call");
+    assert_eq!(status, 200);
+    let metrics = raw_call(addr, "GET", "/metrics", None).await;
+    let count = |operation: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("mq_requests_total{")
+                    && l.contains(&format!("operation=\"{operation}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("admin"), 1.0, "{metrics}");
+    assert_eq!(count("refused"), 2.0, "{metrics}");
+}

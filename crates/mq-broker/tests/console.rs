@@ -664,6 +664,42 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_says_when_a_listed_body_is_cut() {
+    let Some((_broker, b, sdk, _consumer)) = scene("bulky", "GID_bulk").await else {
+        return;
+    };
+    let body = "x".repeat(mq_broker::core::BODY_PREVIEW_BYTES + 100);
+    let message = TopicMessage::new(body.as_str())
+        .unwrap()
+        .with_key("big")
+        .unwrap();
+    let receipt = sdk
+        .producer("bulky".parse().unwrap())
+        .publish(&message)
+        .await
+        .expect("publish");
+    b.log_in(None).await;
+    // The topic's peek: the cell ends in "…".
+    b.open("#/topic/bulky").await;
+    let peek = b
+        .wait_text("[data-peek]", receipt.message_id.as_str())
+        .await;
+    assert!(peek.contains(&format!("{}…", "x".repeat(60))), "{peek}");
+    // Found by key, the body is a preview, and the page says so.
+    b.open("#/message?topic=bulky&key=big").await;
+    b.wait_text("[data-message]", "Only the beginning").await;
+    let preview = b.wait_text("[data-body]", "xxx").await;
+    assert_eq!(preview.len(), mq_broker::core::BODY_PREVIEW_BYTES);
+    // By id (where the note links): all of it, without the note.
+    let by_id = format!("#/message?topic=bulky&id={}", receipt.message_id.as_str());
+    b.open(&by_id).await;
+    let whole = b.wait_text("[data-body]", "xxx").await;
+    assert_eq!(whole.len(), body.len());
+    assert!(!b.main_text().await.contains("Only the beginning"));
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_publishes_and_moves_the_test_clock() {
     let Some((broker, b, sdk, consumer)) = scene("jobs", "GID_worker").await else {
         return;

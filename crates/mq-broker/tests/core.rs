@@ -882,6 +882,7 @@ fn consumed_messages_are_kept_within_their_byte_bound() {
         .page(None, &h.t, 0, u64::MAX, None, 10)
         .expect("page");
     let kept: Vec<_> = page
+        .messages
         .iter()
         .filter_map(|f| f.message.body.as_deref())
         .collect();

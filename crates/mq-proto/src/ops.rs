@@ -140,34 +140,47 @@ impl ErrorCode {
         }
     }
 
+    /// Every code the protocol documents (PROTOCOL §5.3), that is every variant but
+    /// [`ErrorCode::Other`].
+    ///
+    /// ```
+    /// use mq_proto::ErrorCode;
+    /// assert!(ErrorCode::KNOWN.contains(&ErrorCode::Throttling));
+    /// assert!(ErrorCode::KNOWN.iter().all(|c| ErrorCode::parse(c.as_str()) == *c));
+    /// ```
+    pub const KNOWN: [Self; 23] = [
+        Self::AccessDenied,
+        Self::InvalidAccessKeyId,
+        Self::SignatureDoesNotMatch,
+        Self::InvalidAuthorizationHeader,
+        Self::MissingAuthorizationHeader,
+        Self::InvalidDateHeader,
+        Self::MissingDateHeader,
+        Self::TimeExpired,
+        Self::InvalidDigest,
+        Self::InvalidArgument,
+        Self::MalformedXml,
+        Self::InvalidRequestUrl,
+        Self::InvalidQueryString,
+        Self::MissingReceiptHandle,
+        Self::ReceiptHandleError,
+        Self::MessageNotExist,
+        Self::TopicNotExist,
+        Self::SubscriptionNotExist,
+        Self::QpsLimitExceeded,
+        Self::Throttling,
+        Self::NotSupport,
+        Self::InternalError,
+        Self::InternalServerError,
+    ];
+
     /// Parses a code as received; unknown codes become [`ErrorCode::Other`].
     pub fn parse(s: &str) -> Self {
-        match s {
-            "AccessDenied" => Self::AccessDenied,
-            "InvalidAccessKeyId" => Self::InvalidAccessKeyId,
-            "SignatureDoesNotMatch" => Self::SignatureDoesNotMatch,
-            "InvalidAuthorizationHeader" => Self::InvalidAuthorizationHeader,
-            "MissingAuthorizationHeader" => Self::MissingAuthorizationHeader,
-            "InvalidDateHeader" => Self::InvalidDateHeader,
-            "MissingDateHeader" => Self::MissingDateHeader,
-            "TimeExpired" => Self::TimeExpired,
-            "InvalidDigest" => Self::InvalidDigest,
-            "InvalidArgument" => Self::InvalidArgument,
-            "MalformedXML" => Self::MalformedXml,
-            "InvalidRequestURL" => Self::InvalidRequestUrl,
-            "InvalidQueryString" => Self::InvalidQueryString,
-            "MissingReceiptHandle" => Self::MissingReceiptHandle,
-            "ReceiptHandleError" => Self::ReceiptHandleError,
-            "MessageNotExist" => Self::MessageNotExist,
-            "TopicNotExist" => Self::TopicNotExist,
-            "SubscriptionNotExist" => Self::SubscriptionNotExist,
-            "QpsLimitExceeded" => Self::QpsLimitExceeded,
-            "Throttling" => Self::Throttling,
-            "NotSupport" => Self::NotSupport,
-            "InternalError" => Self::InternalError,
-            "InternalServerError" => Self::InternalServerError,
-            other => Self::Other(other.to_owned()),
-        }
+        Self::KNOWN
+            .iter()
+            .find(|c| c.as_str() == s)
+            .cloned()
+            .unwrap_or_else(|| Self::Other(s.to_owned()))
     }
 
     /// HTTP status the server answers with for this code (PROTOCOL §5.3).

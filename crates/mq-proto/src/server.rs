@@ -441,7 +441,16 @@ fn parse_ack(q: &Query<'_>, body: &[u8]) -> Result<Operation, RequestError> {
     })
 }
 
-fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), RequestError> {
+/// Checks a request's `Content-MD5` header, if present, against `body`: it must be the base64
+/// of the lower-case hex MD5 of `body` (Go, Node) or of the raw 16-byte digest (PROTOCOL
+/// §2.5, §2.6: the signature covers the header, not the body, so only this check ties the body
+/// to the signature). [`parse_request`] calls it; a server reading other signed bodies
+/// calls it too.
+///
+/// # Errors
+///
+/// `InvalidDigest` (400) when the header is not base64 or does not match `body`.
+pub fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), RequestError> {
     let Some(value) = headers.get("content-md5") else {
         return Ok(());
     };

@@ -27,7 +27,7 @@ impl InvalidValue {
 }
 
 /// Characters allowed in resource names (topics, groups, instances): `[A-Za-z0-9_-]`, plus `.`
-/// and `%` which some console-issued instance ids contain.
+/// and `%` which some console-issued instance ids contain; `.` and `..` are not names.
 fn check_resource_name(what: &'static str, s: &str, max: usize) -> Result<(), InvalidValue> {
     if s.is_empty() {
         return Err(InvalidValue::new(what, "must not be empty"));
@@ -36,6 +36,14 @@ fn check_resource_name(what: &'static str, s: &str, max: usize) -> Result<(), In
         return Err(InvalidValue::new(
             what,
             format!("{} bytes, at most {max} allowed", s.len()),
+        ));
+    }
+    if s == "." || s == ".." {
+        // As a path segment (`/topics/{topic}/…`, `/admin/groups/{group}`) it means "this"
+        // or "the parent": URL normalisation (RFC 3986 §5.2.4) removes it.
+        return Err(InvalidValue::new(
+            what,
+            format!("{s:?} is not a name: URLs normalise it away as a path segment"),
         ));
     }
     if let Some(c) = s
@@ -110,6 +118,7 @@ name_type!(
     /// let t: TopicName = "orders".parse().unwrap();
     /// assert_eq!(t.as_str(), "orders");
     /// assert!(TopicName::new("a/b").is_err());
+    /// assert!(TopicName::new("..").is_err(), "a path segment URLs normalise away");
     /// ```
     TopicName,
     "topic name",
@@ -640,6 +649,17 @@ mod tests {
         assert!(TopicName::new("a b").is_err());
         assert!(GroupId::new("GID_1").is_ok());
         assert!(InstanceId::new("MQ_INST_1380156306793859_BAAy1Hac").is_ok());
+    }
+
+    #[test]
+    fn dot_segments_are_not_names() {
+        for dots in [".", ".."] {
+            let err = TopicName::new(dots).expect_err(dots);
+            assert!(err.to_string().contains("normalise"), "{err}");
+            assert!(GroupId::new(dots).is_err());
+            assert!(InstanceId::new(dots).is_err());
+        }
+        assert!(TopicName::new("...").is_ok() && GroupId::new("G.1").is_ok());
     }
 
     #[test]

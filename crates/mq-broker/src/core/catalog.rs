@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use mq_proto::{ErrorCode, GroupId, InstanceId, TopicName};
 use serde::{Deserialize, Serialize};
 
-use super::config::{CoreError, GroupSettings, TopicMessageType};
+use super::config::{CoreError, GroupSettings, MAX_INVISIBILITY_MS, TopicMessageType};
 use super::stats::GroupStats;
 use super::{BrokerCore, use_group, use_topic};
 
@@ -109,7 +109,8 @@ impl BrokerCore {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for a setting of zero; `TopicNotExist` for an unknown topic when
+    /// `InvalidArgument` for a setting of zero or an invisibility over
+    /// [`MAX_INVISIBILITY_MS`]; `TopicNotExist` for an unknown topic when
     /// topics are not created on first use (then nothing changed but the clock).
     pub fn create_group(
         &mut self,
@@ -124,6 +125,14 @@ impl BrokerCore {
             return Err(CoreError::invalid(
                 "invisibility and max deliveries of a group are at least 1",
             ));
+        }
+        if settings
+            .invisibility_ms
+            .is_some_and(|ms| ms > MAX_INVISIBILITY_MS)
+        {
+            return Err(CoreError::invalid(format!(
+                "the invisibility of a group is at most {MAX_INVISIBILITY_MS} ms (12 h)"
+            )));
         }
         if !self.config.auto_create_topics
             && let Some(missing) = topics.iter().find(|t| !self.topic_exists(instance, t))
@@ -167,9 +176,10 @@ impl BrokerCore {
     }
 
     /// Deletes a consumer group of an instance: its settings, and its position on every
-    /// topic with the messages only it still held; returns how many pending messages it
-    /// dropped. A later consume by the same id registers a new group (its old receipt
-    /// handles settle nothing).
+    /// topic with the messages only it still held; returns how many messages it dropped:
+    /// its pending messages and dead letters that no other group holds (those others still
+    /// hold stay and are not counted). A later consume by the same id registers a new group
+    /// (its old receipt handles settle nothing).
     ///
     /// # Errors
     ///
@@ -207,7 +217,7 @@ impl BrokerCore {
     }
 
     /// The settings a group consumes with (its own where it was created with some).
-    pub(super) fn group_settings(
+    pub(crate) fn group_settings(
         &self,
         instance: Option<&InstanceId>,
         group: &GroupId,

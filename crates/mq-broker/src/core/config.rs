@@ -132,6 +132,17 @@ impl CoreError {
         )
     }
 
+    /// `SubscriptionNotExist` for a group not registered (created or consuming) on `topic`.
+    pub(crate) fn subscription_not_exist(
+        group: &mq_proto::GroupId,
+        topic: &mq_proto::TopicName,
+    ) -> Self {
+        Self::new(
+            ErrorCode::SubscriptionNotExist,
+            format!("The consumer group {group} is not registered on {topic}"),
+        )
+    }
+
     /// An internal fault (an invariant of the core did not hold).
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InternalError, message)
@@ -249,13 +260,20 @@ impl std::str::FromStr for TopicMessageType {
     }
 }
 
+/// The longest invisibility a group or the broker may have, ms: 12 hours, the longest
+/// invisible time Apache RocketMQ 5 accepts (its proxy's `maxInvisibleTimeMills`; the HTTP
+/// protocol documents only its 300 s / 60 s defaults, PROTOCOL §6.3). It keeps
+/// `NextConsumeTime` far inside the signed 64-bit range SDKs parse it into.
+pub const MAX_INVISIBILITY_MS: u64 = 12 * 3_600_000;
+
 /// A consumer group's own delivery settings, replacing the broker-wide
 /// [`CoreConfig::invisibility_ms`] / [`CoreConfig::order_invisibility_ms`] and
 /// [`CoreConfig::max_deliveries`] for that group on every topic of its instance (`None`:
 /// the broker-wide value). Set when a group is created (admin API, `--group`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSettings {
-    /// Invisibility after a normal or orderly delivery of this group, ms (at least 1).
+    /// Invisibility after a normal or orderly delivery of this group, ms (1 to
+    /// [`MAX_INVISIBILITY_MS`]).
     pub invisibility_ms: Option<u64>,
     /// Deliveries after which this group dead-letters an unacknowledged message (at least 1).
     pub max_deliveries: Option<u32>,

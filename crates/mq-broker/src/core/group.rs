@@ -430,7 +430,9 @@ impl Group {
                     let (visible_at, partition) = (m.visible_from(now), m.partition.clone());
                     self.enqueue(d.seq, visible_at, partition);
                 }
-                _ => store.release(d.seq, now),
+                _ => {
+                    store.release(d.seq, now);
+                }
             }
         }
         count

@@ -97,10 +97,15 @@ use serde::{Deserialize, Serialize};
 
 pub use call::{Call, Outcome};
 pub use catalog::{GroupInfo, GroupOnTopic};
-pub use config::{CoreConfig, CoreError, GroupSettings, PublishOutcome, TopicMessageType};
+pub use config::{
+    CoreConfig, CoreError, GroupSettings, MAX_INVISIBILITY_MS, PublishOutcome, TopicMessageType,
+};
 pub use group::{DeadLetter, DeadLetterAction};
 pub use half::TransactionResolution;
-pub use peek::{FoundMessage, GroupPosition, Lookup, PeekState, PeekedMessage};
+pub use peek::{
+    BODY_PREVIEW_BYTES, FoundMessage, GroupPosition, LISTING_BUDGET_BYTES, Lookup, Page, PeekState,
+    PeekedMessage,
+};
 pub use replay::OffsetReset;
 pub use stats::{GroupStats, Stats, TopicStats};
 pub use trace::{MAX_TRACE_EVENTS, MessageTrace, TraceEvent, TraceKind};

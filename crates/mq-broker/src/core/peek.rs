@@ -12,6 +12,26 @@ use super::store::StoredMessage;
 use super::topic::Topic;
 use super::{BrokerCore, CoreError};
 
+/// The most bytes of a body a listing (peek by state, page by time, find by key) shows: the
+/// body is cut there, at a UTF-8 character boundary, and the message says so
+/// ([`PeekedMessage::body_truncated`]); a lookup by id shows the whole body.
+pub const BODY_PREVIEW_BYTES: usize = 4096;
+
+/// The most bytes of bodies and properties one listing copies out of the core (while the
+/// core is locked): a listing stops before the message that would pass it (the first
+/// message is always listed). With at most 1000 messages of [`BODY_PREVIEW_BYTES`] each, a
+/// listing could otherwise copy 4 MiB plus properties.
+pub const LISTING_BUDGET_BYTES: usize = 1024 * 1024;
+
+/// How much of a body a listed message carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyView {
+    /// The first [`BODY_PREVIEW_BYTES`].
+    Preview,
+    /// All of it (a lookup by id).
+    Full,
+}
+
 /// Which messages a peek lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,7 +50,9 @@ pub enum PeekState {
     Half,
     /// Held by no group any more, kept for a while (see
     /// [`CoreConfig::consumed_retention_ms`](super::CoreConfig::consumed_retention_ms)):
-    /// only as the state of a message found by id, key or publish time, not a peek.
+    /// every group acked it, or its groups were deleted, or it was published while the
+    /// topic had no group — "held by no group", not "delivered" (the trace tells which).
+    /// Only as the state of a message found by id, key or publish time, not a peek.
     Consumed,
     /// A transactional message rolled back, kept like a consumed one for its trace: only
     /// as the state of a message found by id, key or publish time.
@@ -65,8 +87,13 @@ pub struct PeekedMessage {
     pub message_id: String,
     /// The state it was listed under.
     pub state: PeekState,
-    /// Body text; `None` for a dead letter whose body is no longer kept.
+    /// Body text — in a listing, its first [`BODY_PREVIEW_BYTES`] (see `body_truncated`);
+    /// `None` for a dead letter whose body is no longer kept.
     pub body: Option<String>,
+    /// The whole body's length in bytes; `None` when the body is not kept.
+    pub body_size: Option<usize>,
+    /// Whether `body` is only the body's beginning (look the message up by id for all of it).
+    pub body_truncated: bool,
     /// Upper-case hex MD5 of the body; `None` when the body is not kept.
     pub body_md5: Option<String>,
     /// Tag, if any.
@@ -89,18 +116,20 @@ pub struct PeekedMessage {
 impl PeekedMessage {
     /// A dead letter: the stored message with the record's times, or the record alone
     /// when the body is no longer kept.
-    fn dead(d: &DeadLetter, stored: Option<&StoredMessage>) -> Self {
+    fn dead(d: &DeadLetter, stored: Option<&StoredMessage>, view: BodyView) -> Self {
         if let Some(m) = stored {
             return Self {
                 dead_lettered_at: Some(d.dead_lettered_at),
                 next_visible_time: None,
-                ..Self::stored(m, PeekState::Dead, d.consumed_times, 0)
+                ..Self::stored(m, PeekState::Dead, d.consumed_times, 0, view)
             };
         }
         Self {
             message_id: d.message_id.as_str().to_owned(),
             state: PeekState::Dead,
             body: None,
+            body_size: None,
+            body_truncated: false,
             body_md5: None,
             tag: None,
             properties: BTreeMap::new(),
@@ -112,11 +141,23 @@ impl PeekedMessage {
         }
     }
 
-    fn stored(m: &StoredMessage, state: PeekState, consumed: u32, next: u64) -> Self {
+    fn stored(
+        m: &StoredMessage,
+        state: PeekState,
+        consumed: u32,
+        next: u64,
+        view: BodyView,
+    ) -> Self {
+        let shown = match view {
+            BodyView::Full => &m.body[..],
+            BodyView::Preview => &m.body[..m.body.floor_char_boundary(BODY_PREVIEW_BYTES)],
+        };
         Self {
             message_id: m.id.as_str().to_owned(),
             state,
-            body: Some(m.body.to_string()),
+            body: Some(shown.to_owned()),
+            body_size: Some(m.body.len()),
+            body_truncated: shown.len() < m.body.len(),
             body_md5: Some(m.body_md5.clone()),
             tag: m.tag.as_ref().map(|t| t.as_str().to_owned()),
             properties: m
@@ -131,19 +172,53 @@ impl PeekedMessage {
             dead_lettered_at: None,
         }
     }
+
+    /// The bytes of body and properties this listed message copied.
+    fn copied_bytes(&self) -> usize {
+        self.body.as_ref().map_or(0, String::len)
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// The first messages of `listed` (at most `limit`) whose bodies and properties fit in
+/// [`LISTING_BUDGET_BYTES`] (the first always does), and whether any was left out.
+fn within_budget<T>(
+    listed: impl Iterator<Item = T>,
+    limit: usize,
+    copied: impl Fn(&T) -> usize,
+) -> (Vec<T>, bool) {
+    let mut out = Vec::new();
+    let mut spent = 0usize;
+    for item in listed {
+        let bytes = copied(&item);
+        if out.len() == limit
+            || (!out.is_empty() && spent.saturating_add(bytes) > LISTING_BUDGET_BYTES)
+        {
+            return (out, true);
+        }
+        spent = spent.saturating_add(bytes);
+        out.push(item);
+    }
+    (out, false)
 }
 
 impl BrokerCore {
     /// Up to `limit` messages of `topic` in `state`, as of the core's latest time
     /// ([`now_ms`](Self::now_ms)), without changing anything.
     ///
-    /// `group` is required for every state but [`PeekState::Half`] (and ignored for it). An
-    /// unknown group lists nothing.
+    /// `group` is required for every state but [`PeekState::Half`] (and ignored for it).
+    /// Bodies are previews ([`BODY_PREVIEW_BYTES`]); the list stops at
+    /// [`LISTING_BUDGET_BYTES`] of bodies and properties.
     ///
     /// # Errors
     ///
     /// `TopicNotExist` for an unknown topic; `InvalidArgument` when `group` is missing for a
-    /// group state.
+    /// group state; `SubscriptionNotExist` when the group is not registered on the topic (as
+    /// a dead-letter resend answers).
     ///
     /// ```
     /// use mq_broker::core::{BrokerCore, CoreConfig, PeekState};
@@ -171,24 +246,23 @@ impl BrokerCore {
         if state == PeekState::Half {
             let mut half: Vec<_> = t.half.entries.values().collect();
             half.sort_by_key(|h| (h.check_at, h.message.seq));
-            return Ok(half
-                .into_iter()
-                .take(limit)
-                .map(|h| PeekedMessage::stored(&h.message, state, h.pops, h.check_at))
-                .collect());
+            let listed = half.into_iter().map(|h| {
+                PeekedMessage::stored(&h.message, state, h.pops, h.check_at, BodyView::Preview)
+            });
+            return Ok(within_budget(listed, limit, PeekedMessage::copied_bytes).0);
         }
         let group =
             group.ok_or_else(|| CoreError::invalid("a consumer group is required to peek"))?;
-        let Some(g) = t.groups.get(group) else {
-            return Ok(Vec::new());
-        };
+        let g = t
+            .groups
+            .get(group)
+            .ok_or_else(|| CoreError::subscription_not_exist(group, topic))?;
         if state == PeekState::Dead {
-            return Ok(g
+            let listed = g
                 .dead_letters
                 .iter()
-                .take(limit)
-                .map(|d| PeekedMessage::dead(d, t.store.messages.get(&d.seq)))
-                .collect());
+                .map(|d| PeekedMessage::dead(d, t.store.messages.get(&d.seq), BodyView::Preview));
+            return Ok(within_budget(listed, limit, PeekedMessage::copied_bytes).0);
         }
         let wanted = match state {
             PeekState::Ready => EntryState::Ready,
@@ -201,19 +275,22 @@ impl BrokerCore {
             .filter(|(_, e)| e.state(self.now) == wanted)
             .collect();
         entries.sort_by_key(|(seq, e)| (e.visible_at, **seq));
-        let mut out = Vec::new();
-        for (seq, e) in entries.into_iter().take(limit) {
+        let listed = entries.into_iter().map(|(seq, e)| {
             let m = t.store.messages.get(seq).ok_or_else(|| {
                 CoreError::internal("a group's message is missing from the store")
             })?;
-            out.push(PeekedMessage::stored(
+            Ok(PeekedMessage::stored(
                 m,
                 state,
                 e.consumed_times,
                 e.visible_at,
-            ));
-        }
-        Ok(out)
+                BodyView::Preview,
+            ))
+        });
+        let copied = |r: &Result<PeekedMessage, CoreError>| {
+            r.as_ref().map_or(0, PeekedMessage::copied_bytes)
+        };
+        within_budget(listed, limit, copied).0.into_iter().collect()
     }
 }
 
@@ -240,6 +317,16 @@ pub struct GroupPosition {
     pub next_visible_time: Option<u64>,
 }
 
+/// A page of [`BrokerCore::page`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Page {
+    /// The messages, in publish order.
+    pub messages: Vec<FoundMessage>,
+    /// The `after` of the next page: the last message's id when more messages of the range
+    /// remain (the limit or [`LISTING_BUDGET_BYTES`] ended the page); `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// A message found by [`BrokerCore::find`]: the message, and where each group stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FoundMessage {
@@ -252,10 +339,18 @@ pub struct FoundMessage {
     pub groups: Vec<GroupPosition>,
 }
 
+impl FoundMessage {
+    fn copied_bytes(&self) -> usize {
+        self.message.copied_bytes()
+    }
+}
+
 impl BrokerCore {
     /// The messages of `topic` the lookup names (at most `limit`), wherever they are: in
     /// the store (held by at least one group), among the half messages, or as a dead
-    /// letter; with each group's position. Changes nothing.
+    /// letter; with each group's position. Changes nothing. Found by id, a message carries its
+    /// whole body; found by key, a preview ([`BODY_PREVIEW_BYTES`]), and the list stops at
+    /// [`LISTING_BUDGET_BYTES`] of bodies and properties.
     ///
     /// A message every group has consumed is found (state [`PeekState::Consumed`]) while
     /// the topic keeps it ([`CoreConfig::consumed_retention_ms`](super::CoreConfig::consumed_retention_ms)),
@@ -300,11 +395,12 @@ impl BrokerCore {
             .filter(|m| matches(m))
             .collect();
         stored.sort_by_key(|m| m.seq);
-        let mut out: Vec<FoundMessage> = stored
-            .into_iter()
-            .take(limit)
-            .map(|m| self.found(t, m))
-            .collect();
+        let view = match lookup {
+            Lookup::Id(_) => BodyView::Full,
+            Lookup::Key(_) => BodyView::Preview,
+        };
+        let listed = stored.into_iter().map(|m| self.found(t, m, view));
+        let (mut out, _) = within_budget(listed, limit, FoundMessage::copied_bytes);
         if out.is_empty()
             && let Lookup::Id(id) = lookup
         {
@@ -314,7 +410,7 @@ impl BrokerCore {
             let mut groups = Vec::new();
             for (gid, g) in &t.groups {
                 if let Some(d) = g.dead_letters.iter().find(|d| d.message_id.as_str() == id) {
-                    message.get_or_insert_with(|| PeekedMessage::dead(d, None));
+                    message.get_or_insert_with(|| PeekedMessage::dead(d, None, view));
                     groups.push(GroupPosition {
                         group: gid.as_str().to_owned(),
                         state: Some(PeekState::Dead),
@@ -333,7 +429,9 @@ impl BrokerCore {
     /// A page of the messages of `topic` published in `[begin_ms, end_ms)` — held by a group,
     /// dead letters, half messages and messages kept after every group consumed them — in
     /// publish order, each with every group's position; at most `limit`, starting after the
-    /// message `after` (the last id of the previous page). Changes nothing.
+    /// message `after` (the last id of the previous page). Bodies are previews
+    /// ([`BODY_PREVIEW_BYTES`]); a page copies at most [`LISTING_BUDGET_BYTES`] of bodies and
+    /// properties. Changes nothing.
     ///
     /// # Errors
     ///
@@ -350,9 +448,10 @@ impl BrokerCore {
     ///     core.publish(at, None, &t, TopicMessage::new(body)?)?;
     /// }
     /// let page = core.page(None, &t, 1_500, 4_000, None, 1)?;
-    /// assert_eq!(page[0].message.body.as_deref(), Some("b"));
-    /// let next = core.page(None, &t, 1_500, 4_000, Some(&page[0].message.message_id), 1)?;
-    /// assert_eq!(next[0].message.body.as_deref(), Some("c"));
+    /// assert_eq!(page.messages[0].message.body.as_deref(), Some("b"));
+    /// let next = core.page(None, &t, 1_500, 4_000, page.next.as_deref(), 1)?;
+    /// assert_eq!(next.messages[0].message.body.as_deref(), Some("c"));
+    /// assert_eq!(next.next, None, "the range is exhausted");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn page(
@@ -363,7 +462,7 @@ impl BrokerCore {
         end_ms: u64,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<FoundMessage>, CoreError> {
+    ) -> Result<Page, CoreError> {
         let t = self.topic_for_peek(instance, topic)?;
         // Ids are the id prefix and the sequence number in hex: publish order.
         let after_seq = after
@@ -383,15 +482,18 @@ impl BrokerCore {
             .filter(|m| after_seq.is_none_or(|a| m.seq > a))
             .collect();
         stored.sort_by_key(|m| m.seq);
-        Ok(stored
+        let listed = stored
             .into_iter()
-            .take(limit)
-            .map(|m| self.found(t, m))
-            .collect())
+            .map(|m| self.found(t, m, BodyView::Preview));
+        let (messages, more) = within_budget(listed, limit, FoundMessage::copied_bytes);
+        let next = more
+            .then(|| messages.last().map(|m| m.message.message_id.clone()))
+            .flatten();
+        Ok(Page { messages, next })
     }
 
     /// A kept message with every group's position.
-    fn found(&self, t: &Topic, m: &StoredMessage) -> FoundMessage {
+    fn found(&self, t: &Topic, m: &StoredMessage, view: BodyView) -> FoundMessage {
         let mut dead_letter = None;
         let groups: Vec<GroupPosition> = t
             .groups
@@ -422,11 +524,11 @@ impl BrokerCore {
             .iter()
             .find_map(|g| Some((g.state?, g.consumed_times, g.next_visible_time?)));
         let message = match (t.half.entries.get(&m.seq), held, dead_letter) {
-            (Some(h), _, _) => PeekedMessage::stored(m, PeekState::Half, h.pops, h.check_at),
+            (Some(h), _, _) => PeekedMessage::stored(m, PeekState::Half, h.pops, h.check_at, view),
             (None, Some((state, consumed, next)), _) => {
-                PeekedMessage::stored(m, state, consumed, next)
+                PeekedMessage::stored(m, state, consumed, next, view)
             }
-            (None, None, Some(d)) => PeekedMessage::dead(d, Some(m)),
+            (None, None, Some(d)) => PeekedMessage::dead(d, Some(m), view),
             (None, None, None) => PeekedMessage {
                 next_visible_time: None,
                 ..PeekedMessage::stored(
@@ -438,6 +540,7 @@ impl BrokerCore {
                     },
                     0,
                     0,
+                    view,
                 )
             },
         };

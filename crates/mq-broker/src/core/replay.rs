@@ -38,10 +38,7 @@ impl BrokerCore {
             .ok_or_else(|| CoreError::topic_not_exist(topic))?;
         t.sweep(now, &self.config);
         if !t.groups.contains_key(group) {
-            return Err(CoreError::new(
-                ErrorCode::SubscriptionNotExist,
-                format!("The consumer group {group} is not registered on {topic}"),
-            ));
+            return Err(CoreError::subscription_not_exist(group, topic));
         }
         Ok((t, group.clone()))
     }

@@ -174,8 +174,9 @@ impl Store {
         true
     }
 
-    /// One holder let go of a message at `now`; with no holder left it becomes unheld.
-    pub(crate) fn release(&mut self, seq: u64, now: u64) {
+    /// One holder let go of a message at `now`; with no holder left it becomes unheld
+    /// (then `true`).
+    pub(crate) fn release(&mut self, seq: u64, now: u64) -> bool {
         if let Some(m) = self.messages.get_mut(&seq)
             && m.refs > 0
         {
@@ -184,8 +185,10 @@ impl Store {
                 m.released_at = now;
                 self.unheld.insert((now, seq));
                 self.unheld_bytes += m.kept_bytes();
+                return true;
             }
         }
+        false
     }
 
     /// Drops a message regardless of holders.

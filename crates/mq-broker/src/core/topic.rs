@@ -155,19 +155,23 @@ impl Topic {
         dropped as u64
     }
 
-    /// Removes a group and lets go of every message it held; the number of pending
-    /// messages it held, `None` if it was not registered here.
+    /// Removes a group and lets go of every message it held; the number of its pending
+    /// messages and dead letters no other group holds (no longer deliverable to anyone),
+    /// `None` if it was not registered here.
     pub(crate) fn remove_group(&mut self, group: &GroupId, now: u64) -> Option<u64> {
         let g = self.groups.remove(group)?;
+        let mut only_its = 0;
         for seq in g
             .entries
             .keys()
             .chain(g.dead_letters.iter().map(|d| &d.seq))
         {
-            self.store.release(*seq, now);
+            if self.store.release(*seq, now) {
+                only_its += 1;
+            }
         }
         self.version += 1;
-        Some(g.entries.len() as u64)
+        Some(only_its)
     }
 
     /// Counters of this topic as of `now`.

@@ -12,20 +12,27 @@
 //! | `POST /admin/reset` | forgets every message, group and counter (declared topics stay, empty): `{"reset": true}` |
 //! | `GET /admin/faults`, `DELETE /admin/faults` | the fault rules in force (`{"enabled", "rules"}`); remove them all |
 //! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
-//! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); an id not kept is 404 `MessageNotExist` |
-//! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`) or `half`; at most N (default 100, at most 1000) |
-//! | `GET /admin/topics/{topic}/messages?begin_ms=B&end_ms=E[&after=ID][&ns=I][&limit=N]` | the messages published in `[B, E)` (either bound may be left out) in publish order, each with every group's position, held or kept after consumption: `{"messages": [...], "next"}` (`next`: the `after` of the next page, null on the last) |
+//! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); by id with the whole body, by key with previews; an id not kept is 404 `MessageNotExist`; `id=` / `key=` without a value is 400 |
+//! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`; 404 `SubscriptionNotExist` for a group not on the topic) or `half`; at most N (default 100, at most 1000) |
+//! | `GET /admin/topics/{topic}/messages?begin_ms=B&end_ms=E[&after=ID][&ns=I][&limit=N]` | the messages published in `[B, E)` (either bound may be left out) in publish order, each with every group's position, held or kept after consumption: `{"messages": [...], "next"}` (`next`: the `after` of the next page, null on the last — also when it ends at the range's last message) |
 //! | `GET /admin/topics`, `GET /admin/topics/{topic}` `[?ns=I]` | topics with their message type and per-group ready / in flight / delayed / dead / accumulation / last consume time |
 //! | `POST /admin/topics?topic=T[&message_type=M][&ns=I]`, `DELETE /admin/topics/{topic}[?ns=I]` | create a topic taking messages of type M (default `MIXED`); delete one with its messages |
 //! | `GET /admin/groups[?ns=I]` | groups, created or registered, with their settings and per-topic counters |
-//! | `POST /admin/groups?group=G[&topic=T]...[&invisibility_ms=N][&max_deliveries=N][&ns=I]`, `DELETE /admin/groups/{group}[?ns=I]` | create (subscribed to the topics) or update a group; delete one |
-//! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?ns=I][&limit=N]` | the group's dead letters, with bodies while kept |
+//! | `POST /admin/groups?group=G[&topic=T]...[&invisibility_ms=N][&max_deliveries=N][&ns=I]`, `DELETE /admin/groups/{group}[?ns=I]` | create (subscribed to the topics) or update a group; an update changes only the settings it passes (an empty value, `invisibility_ms=`, returns one to the broker's) and adds topics; `invisibility_ms` is 1..=43200000 (12 h); delete one |
+//! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?ns=I][&limit=N]` | the group's dead letters, with body previews while kept; 404 `SubscriptionNotExist` for a group not on the topic |
 //! | `POST /admin/topics/{topic}/groups/{group}/dead_letters/resend[?id=ID][&ns=I]`, `DELETE …/dead_letters[?id=ID][&ns=I]` | hand the dead letters (all, or one) to the group again: `{"resent": N}`; or drop them: `{"deleted": N}` |
 //! | `POST /admin/topics/{topic}/groups/{group}/reset_offset?time_ms=T[&ns=I]` | messages published since T are delivered to the group again, earlier ones it holds are skipped: `{"redelivered", "skipped"}` |
 //! | `POST /admin/topics/{topic}/half/{id}/commit`, `POST …/half/{id}/rollback` `[?ns=I]` | decide a waiting half (transactional) message by its id, as its producer's commit or rollback would: committed, it goes to the topic's groups; rolled back, it is never delivered; its trace records the decision: `{"message_id", "resolution"}`; an id that is not a waiting half message of the topic is 404 `MessageNotExist` |
 //! | `GET /admin/messages/{id}/trace` | the message's events (published, delivered, expired, acked, filtered, dead-lettered, resent, offset reset, checked, committed, rolled back), while it is kept |
 //!
-//! A wrong method on a known path is 405 `MethodNotAllowed` with an `Allow` header.
+//! A wrong method on a known path is 405 `MethodNotAllowed` with an `Allow` header. A query
+//! parameter given twice is 400 (only `topic` repeats, in `POST /admin/groups`).
+//!
+//! Listings (peek by state, page by time, find by key, dead letters) carry each body's first
+//! [`BODY_PREVIEW_BYTES`](crate::core::BODY_PREVIEW_BYTES) with `body_size` (bytes) and
+//! `body_truncated`, and copy at most
+//! [`LISTING_BUDGET_BYTES`](crate::core::LISTING_BUDGET_BYTES) of bodies and properties while
+//! the core is locked, so they may end before `limit` (a page then has a `next`).
 //!
 //! Errors are `{"code", "message", "request_id"}` with the status of the code: the
 //! protocol's authentication codes (403 `SignatureDoesNotMatch`, …), 400
@@ -40,8 +47,8 @@ use super::faults::{FaultAction, FaultRule};
 use super::state::MAX_ADVANCE_MS;
 use super::state::Shared;
 use crate::core::{
-    Call, DeadLetterAction, GroupSettings, Lookup, Outcome, PeekState, TopicMessageType,
-    TransactionResolution,
+    Call, DeadLetterAction, GroupSettings, Lookup, MAX_INVISIBILITY_MS, Outcome, PeekState,
+    TopicMessageType, TransactionResolution,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -118,17 +125,49 @@ fn json_response(status: StatusCode, value: &impl Serialize, rid: &str) -> Respo
     plain(status, "application/json", body.into(), rid)
 }
 
-/// Answers one `/admin/…` request (its body, if any, is not read: admin calls take their
-/// arguments in the query).
+/// Answers one `/admin/…` request. Admin calls take their arguments in the query: an
+/// authorized call that comes with a body (`has_body`) is refused with 400 and the
+/// connection closed (the body is not read); a `Content-MD5` must be the empty body's (400
+/// `InvalidDigest`), as the protocol's paths check it. `operation` (the `mq_requests_total`
+/// label) becomes `admin` once the call is authorized; a refused call keeps the caller's
+/// (`refused`).
 pub(super) async fn handle(
     shared: &Shared,
     rid: &str,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    has_body: bool,
+    operation: &mut &'static str,
 ) -> Response<Full<Bytes>> {
-    answer(rid, route(shared, method, target, headers).await)
+    let result = match authorize(shared, method, target, headers) {
+        Ok(_) => {
+            *operation = OPERATION;
+            if has_body {
+                Err(AdminError::invalid(
+                    "admin calls take their arguments in the query, not in a body",
+                ))
+            } else {
+                match mq_proto::server::check_content_md5(headers, b"") {
+                    Ok(()) => route(shared, method, target).await,
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let mut response = answer(rid, result);
+    if has_body {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
+
+/// The `operation` label of an authorized admin call in `mq_requests_total`.
+pub(super) const OPERATION: &str = "admin";
 
 /// An admin call's answer: 200 with its JSON, or the error's status with
 /// `{"code", "message", "request_id"}`.
@@ -214,9 +253,7 @@ async fn route(
     shared: &Shared,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
 ) -> Result<serde_json::Value, AdminError> {
-    authorize(shared, method, target, headers)?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let params = Params::parse(query)?;
     // Path segments percent-decoded, as query values are (a topic name has no `/`).
@@ -297,7 +334,7 @@ async fn route(
                 instance,
                 topic,
                 group,
-                message_id: params.get("id").map(str::to_owned),
+                message_id: params.non_empty("id")?.map(str::to_owned),
                 action: if method == Method::POST {
                     DeadLetterAction::Resend
                 } else {
@@ -398,6 +435,11 @@ async fn route(
         }
         (&Method::POST, ["admin", "topics"]) => {
             let instance = instance_param(&params)?;
+            if params.all("topic").nth(1).is_some() {
+                return Err(AdminError::invalid(
+                    "create one topic per call (one topic=)",
+                ));
+            }
             let topic = topic_name(params.required("topic")?)?;
             let message_type = match params.get("message_type") {
                 None => TopicMessageType::Mixed,
@@ -438,37 +480,39 @@ async fn route(
                 .all("topic")
                 .map(topic_name)
                 .collect::<Result<Vec<_>, _>>()?;
-            let positive = |name: &str| -> Result<Option<u64>, AdminError> {
-                params
-                    .get(name)
-                    .map(|v| {
-                        v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                            AdminError::invalid(format!(
-                                "{name} must be a whole number of at least 1"
-                            ))
-                        })
-                    })
-                    .transpose()
-            };
-            let max_deliveries = positive("max_deliveries")?
-                .map(|n| {
-                    u32::try_from(n).map_err(|_| AdminError::invalid("max_deliveries is too large"))
-                })
-                .transpose()?;
+            // An update changes only what it is given: read the settings in force and
+            // apply the whole result, one update at a time (a concurrent update of the same
+            // group would otherwise undo this one's fields).
+            let _one_at_a_time = GROUP_UPDATES.lock().await;
+            let current = shared.backend.group_settings(instance.as_ref(), &group);
+            let invisibility_ms = setting(&params, "invisibility_ms", current.invisibility_ms, |n| {
+                (1..=MAX_INVISIBILITY_MS).contains(&n).then_some(n)
+            })
+            .map_err(|name| {
+                AdminError::invalid(format!(
+                    "{name} must be a whole number of ms from 1 to {MAX_INVISIBILITY_MS} (12 h), or empty for the broker's"
+                ))
+            })?;
+            let max_deliveries = setting(&params, "max_deliveries", current.max_deliveries, |n| {
+                u32::try_from(n).ok().filter(|n| *n >= 1)
+            })
+            .map_err(|name| {
+                AdminError::invalid(format!(
+                    "{name} must be a whole number from 1 to {}, or empty for the broker's",
+                    u32::MAX
+                ))
+            })?;
             let call = Call::CreateGroup {
                 instance: instance.clone(),
                 group: group.clone(),
                 topics,
                 settings: GroupSettings {
-                    invisibility_ms: positive("invisibility_ms")?,
+                    invisibility_ms,
                     max_deliveries,
                 },
             };
             apply(shared, call).await?;
-            let listed = shared.backend.groups().await?.into_iter().find(|g| {
-                g["group"].as_str() == Some(group.as_str())
-                    && listed_instance(g) == instance.as_ref().map(InstanceId::as_str)
-            });
+            let listed = listed_group(shared, instance.as_ref(), &group).await?;
             Ok(json!({ "group": listed }))
         }
         (&Method::DELETE, ["admin", "groups", group]) => {
@@ -553,6 +597,18 @@ fn listed_instance(item: &serde_json::Value) -> Option<&str> {
     item["instance"].as_str()
 }
 
+/// One group as `GET /admin/groups` lists it, if listed.
+async fn listed_group(
+    shared: &Shared,
+    instance: Option<&InstanceId>,
+    group: &GroupId,
+) -> Result<Option<serde_json::Value>, AdminError> {
+    Ok(shared.backend.groups().await?.into_iter().find(|g| {
+        g["group"].as_str() == Some(group.as_str())
+            && listed_instance(g) == instance.map(InstanceId::as_str)
+    }))
+}
+
 /// `{"topic": …}`: one topic as `GET /admin/topics` lists it; 404 `TopicNotExist` if absent.
 async fn listed_topic(
     shared: &Shared,
@@ -627,8 +683,10 @@ fn fault_rule(params: &Params) -> Result<FaultRule, AdminError> {
         (Some(code), None) => {
             let parsed = ErrorCode::parse(code);
             if matches!(parsed, ErrorCode::Other(_)) {
+                let known: Vec<&str> = ErrorCode::KNOWN.iter().map(ErrorCode::as_str).collect();
                 return Err(AdminError::invalid(format!(
-                    "{code:?} is not one of the protocol's error codes"
+                    "{code:?} is not one of the protocol's error codes: {}",
+                    known.join(", ")
                 )));
             }
             FaultAction::Error {
@@ -663,6 +721,26 @@ async fn apply(shared: &Shared, call: Call) -> Result<Outcome, AdminError> {
     Ok(shared.backend.serve(call, waiting).await?)
 }
 
+/// Serialises group updates (`POST /admin/groups`), which read the settings in force before
+/// changing them.
+static GROUP_UPDATES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A group setting of an update: `current` when the parameter is absent, `None` (the
+/// broker's value) when it is empty, else its value if `valid` accepts it; `Err(name)`
+/// otherwise.
+fn setting<'a, T>(
+    params: &Params,
+    name: &'a str,
+    current: Option<T>,
+    valid: impl Fn(u64) -> Option<T>,
+) -> Result<Option<T>, &'a str> {
+    match params.get(name) {
+        None => Ok(current),
+        Some("") => Ok(None),
+        Some(v) => v.parse::<u64>().ok().and_then(valid).map(Some).ok_or(name),
+    }
+}
+
 /// The `ns` parameter (empty or absent = the default instance).
 pub(super) fn instance_param(params: &Params) -> Result<Option<InstanceId>, AdminError> {
     params
@@ -683,7 +761,7 @@ fn clock(shared: &Shared) -> serde_json::Value {
 
 fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Value, AdminError> {
     let topic = topic_name(topic)?;
-    let lookup = match (params.get("id"), params.get("key")) {
+    let lookup = match (params.non_empty("id")?, params.non_empty("key")?) {
         (Some(_), Some(_)) => return Err(AdminError::invalid("give id= or key=, not both")),
         (Some(id), None) => Some(Lookup::Id(id)),
         (None, Some(key)) => Some(Lookup::Key(key)),
@@ -706,17 +784,14 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
             })
         };
         let (begin, end) = (ms(range.0, 0)?, ms(range.1, u64::MAX)?);
-        let messages = shared.backend.page(
+        let page = shared.backend.page(
             instance.as_ref(),
             &topic,
             begin..end,
             params.get("after"),
             limit,
         )?;
-        let next = (messages.len() == limit)
-            .then(|| messages.last().map(|m| m.message.message_id.clone()))
-            .flatten();
-        return Ok(json!({ "messages": messages, "next": next }));
+        return Ok(json!(page));
     }
     if let Some(lookup) = lookup {
         let found = shared
@@ -760,7 +835,17 @@ fn limit_param(params: &Params) -> Result<usize, AdminError> {
 /// The decoded query parameters of an admin call.
 pub(super) struct Params(Vec<(String, String)>);
 
+/// The parameters an admin call may repeat (`POST /admin/groups?…&topic=A&topic=B`); any
+/// other given twice is refused rather than one of its values silently used.
+const REPEATABLE: [&str; 1] = ["topic"];
+
 impl Params {
+    /// The parameters of `query` (`a=1&b=2`, percent-decoded).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for an item that is not UTF-8 once decoded, or a parameter other
+    /// than [`REPEATABLE`] ones given twice.
     pub(super) fn parse(query: &str) -> Result<Self, AdminError> {
         let mut out = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -771,7 +856,13 @@ impl Params {
                     .map(|c| c.into_owned())
                     .map_err(|_| AdminError::invalid(format!("query item {pair:?} is not UTF-8")))
             };
-            out.push((decode(k)?, decode(v)?));
+            let key = decode(k)?;
+            if !REPEATABLE.contains(&key.as_str()) && out.iter().any(|(k, _)| *k == key) {
+                return Err(AdminError::invalid(format!(
+                    "query parameter {key} is given more than once"
+                )));
+            }
+            out.push((key, decode(v)?));
         }
         Ok(Self(out))
     }
@@ -789,6 +880,16 @@ impl Params {
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that, when given, has a value (`?id=` is refused, not taken as no id).
+    fn non_empty(&self, name: &str) -> Result<Option<&str>, AdminError> {
+        match self.get(name) {
+            Some("") => Err(AdminError::invalid(format!(
+                "query parameter {name} takes a value"
+            ))),
+            v => Ok(v),
+        }
     }
 
     fn required(&self, name: &str) -> Result<&str, AdminError> {

@@ -169,12 +169,20 @@ pub(super) async fn handle(
             }
         }
         (m, p) if console::serves(m, p) => {
-            operation = console::operation(m, p);
-            console::handle(&shared, &rid, req, &target).await
+            console::handle(&shared, &rid, req, &target, &mut operation).await
         }
         (_, p) if p == "/admin" || p.starts_with("/admin/") => {
-            operation = "admin";
-            admin::handle(&shared, &rid, &method, &target, req.headers()).await
+            let has_body = !hyper::body::Body::is_end_stream(req.body());
+            admin::handle(
+                &shared,
+                &rid,
+                &method,
+                &target,
+                req.headers(),
+                has_body,
+                &mut operation,
+            )
+            .await
         }
         _ => match serve_api(&shared, &rid, req, &method, &target, &mut operation).await {
             Ok(r) => r,

@@ -146,6 +146,21 @@ impl Backend {
         }
     }
 
+    /// The settings of a group created with its own (the broker's for any other): what an
+    /// update of the group keeps when it does not pass them. The gateway's engine keeps no
+    /// such settings of ours (they are not mapped): the broker's.
+    pub(super) fn group_settings(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        group: &mq_proto::GroupId,
+    ) -> crate::core::GroupSettings {
+        match self {
+            Self::Local(b) => b.group_settings(instance, group),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => crate::core::GroupSettings::default(),
+        }
+    }
+
     /// A non-destructive look at a topic ([`crate::core::BrokerCore::peek`]).
     ///
     /// # Errors
@@ -201,7 +216,7 @@ impl Backend {
         range: std::ops::Range<u64>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+    ) -> Result<crate::core::Page, RequestError> {
         match self {
             Self::Local(b) => b.page(instance, topic, range, after, limit),
             #[cfg(feature = "rocketmq")]

@@ -80,16 +80,6 @@ pub(super) fn serves(method: &Method, path: &str) -> bool {
     path == "/console" || path.starts_with(CONSOLE_PATH) || is_publish(method, path)
 }
 
-/// The request's `operation` label in `mq_requests_total`: `admin` for the publish call,
-/// `console` for the pages.
-pub(super) fn operation(method: &Method, path: &str) -> &'static str {
-    if is_publish(method, path) {
-        "admin"
-    } else {
-        "console"
-    }
-}
-
 fn is_publish(method: &Method, path: &str) -> bool {
     *method == Method::POST
         && path
@@ -98,16 +88,19 @@ fn is_publish(method: &Method, path: &str) -> bool {
             .is_some_and(|topic| !topic.is_empty() && !topic.contains('/'))
 }
 
-/// Answers a request [`serves`] accepted.
+/// Answers a request [`serves`] accepted. `operation` (the `mq_requests_total` label)
+/// becomes `console` for the pages, and `admin` for the publish call once it is authorized
+/// (a refused one keeps the caller's, `refused`).
 pub(super) async fn handle(
     shared: &Shared,
     rid: &str,
     req: Request<Incoming>,
     target: &str,
+    operation: &mut &'static str,
 ) -> Response<Full<Bytes>> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if is_publish(req.method(), path) {
-        let answer = publish(shared, req, target, path, query).await;
+        let answer = publish(shared, req, target, path, query, operation).await;
         let close = answer.as_ref().is_err_and(|(_, close)| *close);
         let mut resp = admin::answer(rid, answer.map_err(|(e, _)| e));
         if close {
@@ -116,6 +109,7 @@ pub(super) async fn handle(
         }
         return resp;
     }
+    *operation = "console";
     if shared.admin.is_none() {
         return text(
             StatusCode::NOT_FOUND,
@@ -224,17 +218,23 @@ async fn publish(
     target: &str,
     path: &str,
     query: &str,
+    operation: &mut &'static str,
 ) -> Result<serde_json::Value, Refused> {
     let (parts, body) = req.into_parts();
     let unread = !hyper::body::Body::is_end_stream(&body);
     let producer =
         admin::authorize(shared, &parts.method, target, &parts.headers).map_err(|e| (e, unread))?;
+    *operation = admin::OPERATION;
     let invalid = |m: String| (AdminError::invalid(m), false);
     let params = Params::parse(query).map_err(|e| (e, unread))?;
     let instance = admin::instance_param(&params).map_err(|e| (e, unread))?;
     let bytes = super::admission::read_body(shared, body)
         .await
         .map_err(|e| (AdminError::from(e), true))?;
+    // The signature covers `Content-MD5`, not the body: the body must match it, as on the
+    // protocol's paths (400 `InvalidDigest`).
+    mq_proto::server::check_content_md5(&parts.headers, &bytes)
+        .map_err(|e| (AdminError::from(e), false))?;
     let topic = path
         .strip_prefix("/admin/topics/")
         .and_then(|rest| rest.strip_suffix("/messages"))

@@ -98,7 +98,10 @@ impl Faults {
     }
 
     /// Draws the rules for one call of `operation`: the latencies of the rules that hit
-    /// add up; the first hit rule that fails the call decides how.
+    /// add up; the first hit rule that fails the call decides how. A rule counts a hit (its
+    /// `hits`, and one of its `count`) only when its answer is the one sent: once a rule
+    /// fails the call, later failing rules are not drawn (latency-only rules still are: their
+    /// delay is part of the answer).
     pub(super) fn draw(&self, operation: &str) -> Injected {
         let mut injected = Injected::default();
         if !self.enabled {
@@ -110,6 +113,10 @@ impl Faults {
             if rule.operation != "any" && rule.operation != operation {
                 continue;
             }
+            let fails = !matches!(rule.action, FaultAction::Delay);
+            if fails && injected.fail.is_some() {
+                continue;
+            }
             if rng.f64() >= rule.probability {
                 continue;
             }
@@ -118,12 +125,12 @@ impl Faults {
                 *left = left.saturating_sub(1);
             }
             injected.delay += Duration::from_millis(rule.latency_ms);
-            if injected.fail.is_none() {
-                injected.fail = match &rule.action {
-                    FaultAction::Error { code } => Some(Fail::Error(ErrorCode::parse(code))),
-                    FaultAction::Reset => Some(Fail::Reset),
-                    FaultAction::Delay => None,
-                };
+            match &rule.action {
+                FaultAction::Error { code } => {
+                    injected.fail = Some(Fail::Error(ErrorCode::parse(code)));
+                }
+                FaultAction::Reset => injected.fail = Some(Fail::Reset),
+                FaultAction::Delay => {}
             }
         }
         rules.retain(|r| r.remaining != Some(0));
@@ -165,6 +172,42 @@ mod tests {
             "the rule is used up"
         );
         assert!(f.rules().is_empty());
+    }
+
+    #[test]
+    fn a_rule_counts_only_the_calls_it_answered() {
+        let f = Faults::new(true, 3);
+        let error = |code: &str| FaultAction::Error { code: code.into() };
+        let once = |action| FaultRule {
+            remaining: Some(1),
+            ..rule("publish", action, 1.0)
+        };
+        f.add(once(error("AccessDenied")));
+        f.add(once(error("InternalError")));
+        f.add(FaultRule {
+            remaining: None,
+            ..rule("publish", error("Throttling"), 1.0)
+        });
+        f.add(FaultRule {
+            remaining: None,
+            ..rule("publish", FaultAction::Delay, 1.0)
+        });
+        let codes: Vec<_> = (0..4).map(|_| f.draw("publish").fail).collect();
+        assert_eq!(
+            codes,
+            [
+                Some(Fail::Error(ErrorCode::AccessDenied)),
+                Some(Fail::Error(ErrorCode::InternalError)),
+                Some(Fail::Error(ErrorCode::Throttling)),
+                Some(Fail::Error(ErrorCode::Throttling)),
+            ]
+        );
+        let hits: Vec<_> = f.rules().iter().map(|r| r.hits).collect();
+        assert_eq!(
+            hits,
+            [2, 4],
+            "the unlimited error rule answered 2 calls; the delay, all 4"
+        );
     }
 
     #[test]

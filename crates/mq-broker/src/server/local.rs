@@ -225,7 +225,7 @@ impl LocalBackend {
         range: std::ops::Range<u64>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+    ) -> Result<crate::core::Page, RequestError> {
         self.lock_core()
             .page(instance, topic, range.start, range.end, after, limit)
             .map_err(core_error)
@@ -239,6 +239,15 @@ impl LocalBackend {
     /// See [`BrokerCore::groups`].
     pub(super) fn groups(&self) -> Vec<crate::core::GroupInfo> {
         self.lock_core().groups()
+    }
+
+    /// The settings a group consumes with (its own where it was created with some).
+    pub(super) fn group_settings(
+        &self,
+        instance: Option<&mq_proto::InstanceId>,
+        group: &mq_proto::GroupId,
+    ) -> crate::core::GroupSettings {
+        self.lock_core().group_settings(instance, group)
     }
 
     /// See [`BrokerCore::peek`].
