@@ -332,6 +332,86 @@ async fn test_clock_drives_delays_and_transaction_checks() {
     broker.shutdown().await;
 }
 
+/// Milliseconds since the epoch by the system clock (what clients schedule by).
+fn system_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Fresh-eyes finding (issue 14): `POST /admin/reset` kept a test clock's advance, so
+/// after a 61 s move and a reset, a message published with a 60 s delay was ready at once.
+/// A reset drops every timed thing with the state, so it takes the clock back to the
+/// system clock and the core's time with it; durably.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_takes_the_test_clock_back_to_the_system_clock() {
+    let dir = TempDir::new("admin-reset-clock");
+    let config = || ServerConfig {
+        test_clock: true,
+        ..durable_config(&dir)
+    };
+    let broker = Broker::start(config()).await.expect("start");
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("ResetClock", "GID_reset_clock");
+    register_and_publish(&mut c, &t, &g, &["before"]).await;
+    advance(&mut c, 61_000).await;
+    let (status, _) = c
+        .admin(Method::POST, "/admin/reset", None)
+        .await
+        .expect("reset");
+    assert_eq!(status, 200);
+    let (_, clock) = c
+        .admin(Method::GET, "/admin/clock", None)
+        .await
+        .expect("clock");
+    assert_eq!(clock["offset_ms"], 0, "{clock}");
+
+    let published_from = system_ms();
+    let delayed = TopicMessage::new("a minute later")
+        .expect("message")
+        .with_start_deliver_time(published_from + 60_000);
+    register_and_publish(&mut c, &t, &g, &["now"]).await;
+    c.publish(&t, &delayed).await.expect("io").expect("publish");
+    let got = c
+        .consume(&t, &g, ConsumeKind::Normal, 16, 0)
+        .await
+        .expect("io")
+        .expect("consume");
+    assert_eq!(bodies(&got), ["now"], "the delayed message is not due yet");
+    // Times in answers follow the system clock again, not the time reached before.
+    assert!(
+        (published_from..=system_ms()).contains(&got[0].publish_time),
+        "published at {} (system clock from {published_from})",
+        got[0].publish_time
+    );
+    broker.shutdown().await;
+
+    // After a restart the clock is still the system clock; the delay still counts from it.
+    let broker = Broker::start(config()).await.expect("restart");
+    let mut c = Client::new(broker.local_addr());
+    let (_, clock) = c
+        .admin(Method::GET, "/admin/clock", None)
+        .await
+        .expect("clock");
+    assert_eq!(clock["offset_ms"], 0, "{clock}");
+    let (_, peeked) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/ResetClock/messages?state=delayed&group=GID_reset_clock",
+            None,
+        )
+        .await
+        .expect("peek");
+    assert_eq!(names(&peeked), ["a minute later"]);
+    advance(&mut c, 60_001).await;
+    assert_eq!(
+        bodies(&consume_all(&mut c, &t, &g).await),
+        ["a minute later"]
+    );
+    broker.shutdown().await;
+}
+
 /// Peeks list what each state holds and change nothing: the messages are then consumed as
 /// if nobody had looked (first delivery, same ids).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

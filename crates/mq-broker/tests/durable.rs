@@ -142,7 +142,9 @@ enum Op {
     /// An admin call: create a group with its own settings (0), delete it (1), reset its
     /// offset `back` ms into the past (2), resend (3) or delete (4) its dead letters,
     /// create a typed topic (5), delete a topic (6), commit (7) or roll back (8) a half
-    /// message by its id (the `back`-th one published, or an unknown id).
+    /// message by its id (the `back`-th one published, or an unknown id), reset all state
+    /// (9: the core's time goes back to the driver's, which may be earlier), record a test
+    /// clock's advance of `back` ms (10).
     Admin {
         call: u8,
         topic: usize,
@@ -172,7 +174,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3, 0usize..2).prop_map(|(topic, group)| Op::Garbage { topic, group }),
         2 => Just(Op::Maintain),
         1 => (0usize..4).prop_map(Op::Declare),
-        2 => (0u8..9, 0usize..3, 0usize..2, 0u64..10_000)
+        2 => (0u8..11, 0usize..3, 0usize..2, 0u64..10_000)
             .prop_map(|(call, topic, group, back)| Op::Admin { call, topic, group, back }),
     ]
 }
@@ -242,6 +244,7 @@ trait Target {
     fn maintain(&mut self, now: u64) {
         self.apply_call(now, Call::Maintain).expect("housekeeping");
     }
+    fn record_clock_advance(&mut self, now: u64, advance_ms: i64);
     fn declare(&mut self, now: u64, i: Option<&InstanceId>, t: &TopicName) {
         let call = Call::DeclareTopic {
             instance: i.cloned(),
@@ -251,17 +254,23 @@ trait Target {
     }
 }
 
-macro_rules! impl_target {
-    ($ty:ty) => {
-        impl Target for $ty {
-            fn apply_call(&mut self, now: u64, call: Call) -> Result<Outcome, CoreError> {
-                <$ty>::apply(self, now, call)
-            }
-        }
-    };
+impl Target for BrokerCore {
+    fn apply_call(&mut self, now: u64, call: Call) -> Result<Outcome, CoreError> {
+        self.apply(now, call)
+    }
+    fn record_clock_advance(&mut self, now: u64, advance_ms: i64) {
+        BrokerCore::record_clock_advance(self, now, advance_ms);
+    }
 }
-impl_target!(BrokerCore);
-impl_target!(JournaledCore);
+
+impl Target for JournaledCore {
+    fn apply_call(&mut self, now: u64, call: Call) -> Result<Outcome, CoreError> {
+        self.apply(now, call)
+    }
+    fn record_clock_advance(&mut self, now: u64, advance_ms: i64) {
+        JournaledCore::record_clock_advance(self, now, advance_ms).expect("journaled");
+    }
+}
 
 /// Drives a target with [`Op`]s, remembering the handles it was given so that acks and
 /// commits can use real (and stale) ones. The transcript lists every answer.
@@ -488,7 +497,12 @@ impl Driver {
                         topic: t,
                         message_type: mq_broker::core::TopicMessageType::Mixed,
                     },
-                    _ => Call::DeleteTopic { instance, topic: t },
+                    6 => Call::DeleteTopic { instance, topic: t },
+                    9 => Call::Reset,
+                    _ => {
+                        target.record_clock_advance(self.now, *back as i64);
+                        return;
+                    }
                 };
                 let out = target.apply_call(self.now, call);
                 self.transcript.push(format!("{out:?}"));
@@ -1095,6 +1109,142 @@ async fn a_restarted_server_delivers_what_it_acknowledged() {
     assert_eq!(bodies, ["m2", "m3", "half"]);
     assert!(again.iter().all(|m| m.consumed_times == 2), "{again:?}");
     assert!(again.iter().all(|m| !ids[..2].contains(&m.message_id)));
+    broker.shutdown().await;
+}
+
+/// The broker's clock as `GET /admin/clock` reports it: (now_ms, offset_ms, test_clock).
+async fn admin_clock(c: &mut Client) -> (u64, i64, bool) {
+    let (status, clock) = c
+        .admin(http::Method::GET, "/admin/clock", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{clock}");
+    (
+        clock["now_ms"].as_u64().unwrap(),
+        clock["offset_ms"].as_i64().unwrap(),
+        clock["test_clock"].as_bool().unwrap(),
+    )
+}
+
+/// An admin call that must answer 200.
+async fn admin_ok(c: &mut Client, method: http::Method, target: &str) -> serde_json::Value {
+    let (status, answer) = c.admin(method, target, None).await.unwrap();
+    assert_eq!(status, 200, "{target}: {answer}");
+    answer
+}
+
+/// Fresh-eyes finding (issue 14): with `--data-dir --test-clock`, a clock moved an hour
+/// ahead fell back to the system clock at a restart while the state stayed an hour ahead,
+/// so the core stood still at its last time (every publish got the same time, an unacked
+/// message stayed in flight an hour instead of its invisibility, and `/admin/clock`
+/// disagreed with the answers). The advance is journaled: after a restart the clock goes
+/// on from where it was; restarted without `--test-clock`, the clock goes on from the
+/// state's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_clock_goes_on_from_where_it_was_after_a_restart() {
+    use http::Method;
+    const HOUR_MS: i64 = 3_600_000;
+    let dir = TempDir::new("test-clock");
+    let config = |test_clock: bool| ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        credentials: vec![Credential::new(support::AK, support::SK)],
+        data_dir: Some(dir.path().to_owned()),
+        test_clock,
+        ..ServerConfig::default()
+    };
+    let t = TopicName::new("Clocked").unwrap();
+    let g = GroupId::new("GID_clocked").unwrap();
+    let broker = Broker::start(config(true)).await.unwrap();
+    let mut c = Client::new(broker.local_addr());
+    admin_ok(
+        &mut c,
+        Method::POST,
+        "/admin/groups?group=GID_clocked&topic=Clocked&invisibility_ms=5000",
+    )
+    .await;
+    c.publish(&t, &TopicMessage::new("held").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    admin_ok(&mut c, Method::POST, "/admin/clock?advance_ms=3600000").await;
+    let held = c
+        .consume(&t, &g, ConsumeKind::Normal, 1, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let (moved_to, _, _) = admin_clock(&mut c).await;
+    assert!(held[0].next_consume_time <= moved_to + 5_000);
+    broker.shutdown().await;
+
+    // Restarted with the test clock: still an hour ahead, and running.
+    let broker = Broker::start(config(true)).await.unwrap();
+    let mut c = Client::new(broker.local_addr());
+    let (before, offset, test_clock) = admin_clock(&mut c).await;
+    assert!(test_clock);
+    assert!(offset >= HOUR_MS, "offset {offset} after the restart");
+    assert!(before >= moved_to);
+    c.publish(&t, &TopicMessage::new("fresh").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let (after, _, _) = admin_clock(&mut c).await;
+    // The unacked message comes back after its 5 s of invisibility on that clock.
+    admin_ok(&mut c, Method::POST, "/admin/clock?advance_ms=5001").await;
+    let got = c
+        .consume(&t, &g, ConsumeKind::Normal, 16, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let bodies: Vec<(&str, u32)> = got
+        .iter()
+        .map(|m| (m.body.as_str(), m.consumed_times))
+        .collect();
+    // In the order they became visible: "fresh" at its publish, "held" 5 s later.
+    assert_eq!(bodies, [("fresh", 1), ("held", 2)], "{got:?}");
+    assert!(
+        (before..=after).contains(&got[0].publish_time),
+        "published at {} by a clock reading {before}..{after}",
+        got[0].publish_time
+    );
+    // The time of that consume, the latest the state saw.
+    let recorded = got[1].next_consume_time - 5_000;
+    broker.shutdown().await;
+
+    // Restarted without the test clock: the clock does not go back behind the state's
+    // time, and runs on from it; an invisibility lasts its length on it.
+    let broker = Broker::start(config(false)).await.unwrap();
+    let mut c = Client::new(broker.local_addr());
+    let (before, offset, test_clock) = admin_clock(&mut c).await;
+    assert!(!test_clock);
+    assert!(before >= recorded, "{before} < {recorded}");
+    assert!(offset >= HOUR_MS, "offset {offset}");
+    c.publish(&t, &TopicMessage::new("later").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.publish(&t, &TopicMessage::new("later still").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = c
+        .consume(&t, &g, ConsumeKind::Normal, 16, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let (after, _, _) = admin_clock(&mut c).await;
+    let later: Vec<&Message> = got.iter().filter(|m| m.body.starts_with("later")).collect();
+    assert_eq!(later.len(), 2, "{got:?}");
+    assert!(later[0].publish_time < later[1].publish_time, "{later:?}");
+    assert!((before..=after).contains(&later[0].publish_time));
+    for m in &later {
+        assert!(
+            m.next_consume_time <= after + 5_000,
+            "in flight until {} though the clock reads {after}",
+            m.next_consume_time
+        );
+    }
     broker.shutdown().await;
 }
 

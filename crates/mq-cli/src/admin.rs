@@ -3,7 +3,9 @@
 //! broker's admin token (`--admin-token`, `MQ_ADMIN_TOKEN`) instead of the credentials.
 
 use crate::CliError;
-use crate::args::{ConnectionArgs, format_rfc3339_ms, parse_duration, parse_rfc3339_ms};
+use crate::args::{InstanceArgs, ServiceArgs, format_rfc3339_ms, parse_duration, parse_rfc3339_ms};
+use crate::commands::{MessageFlags, trans_check_immunity};
+use crate::output::printable;
 use bytes::Bytes;
 use clap::Subcommand;
 use http::{HeaderValue, Method};
@@ -16,11 +18,12 @@ use std::time::{Duration, SystemTime};
 /// How long one admin call may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Flags every `mq admin` call takes.
+/// Flags every `mq admin` call takes: endpoint and credentials (or the admin token), and
+/// the output format.
 #[derive(Clone, Default, clap::Args)]
 pub(crate) struct AdminConn {
     #[command(flatten)]
-    conn: ConnectionArgs,
+    service: ServiceArgs,
     /// The broker's admin token (printed by the broker at start); used instead of signing
     /// with the AccessKey.
     #[arg(
@@ -38,7 +41,7 @@ pub(crate) struct AdminConn {
 impl fmt::Debug for AdminConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminConn")
-            .field("conn", &self.conn)
+            .field("service", &self.service)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -48,17 +51,45 @@ impl fmt::Debug for AdminConn {
     }
 }
 
+/// The flags of a call about an instance's topics, groups or messages: those of every call
+/// and the instance (`--instance-id`, `MQ_INSTANCE_ID`: the `ns` parameter). Calls about
+/// the whole broker (clock, reset, faults) and by message id alone (trace) do not take it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ScopedConn {
+    #[command(flatten)]
+    admin: AdminConn,
+    #[command(flatten)]
+    scope: InstanceArgs,
+}
+
+impl ScopedConn {
+    /// `target` with the instance (`ns=`), if one is set.
+    fn target(&self, target: &str) -> Result<String, CliError> {
+        Ok(match self.scope.instance()? {
+            Some(ns) => {
+                let sep = if target.contains('?') { '&' } else { '?' };
+                format!("{target}{sep}ns={ns}")
+            }
+            None => target.to_owned(),
+        })
+    }
+}
+
 /// `mq admin` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Show the broker's clock; with --advance, move a test clock (`--test-clock`) forward.
     Clock(ClockArgs),
     /// List messages of a topic without consuming them (ready, in_flight, delayed, dead,
-    /// half).
+    /// half), find them by id or key, or page them by publish time.
     Peek(PeekArgs),
+    /// Publish a test message through the admin API (as the console's Publish page does);
+    /// --delay counts on the broker's clock (a test clock's moves included).
+    Publish(AdminPublishArgs),
     /// Drop every message of a topic (groups stay).
     Purge(PurgeArgs),
-    /// Forget every message, group and counter of the broker (declared topics stay).
+    /// Forget every message, group and counter of the broker (declared topics stay) and
+    /// take a test clock back to the system clock.
     Reset(ResetArgs),
     /// Topics: list (with each group's ready / in flight / delayed / dead / backlog / last
     /// consume), create with a message type, delete.
@@ -82,6 +113,10 @@ pub enum AdminCommand {
     /// What happened to a message: published, each delivery, ack, expiry, dead letter,
     /// transaction check, commit, rollback.
     Trace(TraceArgs),
+    /// Fault injection (a broker started with `--faults`): list the rules in force, add
+    /// one, clear them all.
+    #[command(subcommand)]
+    Faults(FaultsCommand),
 }
 
 /// `mq admin half …` (list the waiting ones with `mq admin peek --state half`).
@@ -97,7 +132,7 @@ pub enum HalfCommand {
 #[derive(Debug, clap::Args)]
 pub struct HalfArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// The topic of the half message.
     #[arg(long)]
     topic: mq_tokio::TopicName,
@@ -109,32 +144,39 @@ pub struct HalfArgs {
 /// `mq admin dead-letters …`.
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
-    /// The group's dead letters, with their bodies.
-    List(DeadLetterArgs),
+    /// The group's dead letters, oldest first, with their bodies.
+    List(DeadLetterListArgs),
     /// Hand them (all, or --id) to the group again as new messages.
     Resend(DeadLetterArgs),
     /// Drop them (all, or --id).
     Delete(DeadLetterArgs),
 }
 
-/// Flags of `mq admin dead-letters …`.
+/// Flags of `mq admin dead-letters list`.
+#[derive(Debug, clap::Args)]
+pub struct DeadLetterListArgs {
+    #[command(flatten)]
+    on: GroupOnTopic,
+    /// Most dead letters listed (1..=1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: u16,
+}
+
+/// Flags of `mq admin dead-letters resend|delete`.
 #[derive(Debug, clap::Args)]
 pub struct DeadLetterArgs {
     #[command(flatten)]
     on: GroupOnTopic,
-    /// Only the dead letter of this message id (resend, delete).
+    /// Only the dead letter of this message id (default: all of the group's).
     #[arg(long)]
     id: Option<String>,
-    /// Most dead letters listed (1..=1000).
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
 }
 
 /// The connection flags and the group and topic of a dead-letter or offset call.
 #[derive(Debug, clap::Args)]
 pub(crate) struct GroupOnTopic {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// The topic.
     #[arg(long)]
     topic: mq_tokio::TopicName,
@@ -144,9 +186,12 @@ pub(crate) struct GroupOnTopic {
 }
 
 impl GroupOnTopic {
-    /// `/admin/topics/{topic}/groups/{group}/{rest}`.
-    fn path(&self, rest: &str) -> String {
-        format!("/admin/topics/{}/groups/{}/{rest}", self.topic, self.group)
+    /// `/admin/topics/{topic}/groups/{group}/{rest}`, with the instance.
+    fn target(&self, rest: &str) -> Result<String, CliError> {
+        self.conn.target(&format!(
+            "/admin/topics/{}/groups/{}/{rest}",
+            self.topic, self.group
+        ))
     }
 }
 
@@ -194,18 +239,18 @@ pub enum GroupsCommand {
     Delete(GroupArgs),
 }
 
-/// Flags of a listing.
+/// Flags of a listing of topics or groups (of the instance, if one is set; else of all).
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
 }
 
 /// Flags of `mq admin topics create`.
 #[derive(Debug, clap::Args)]
 pub struct TopicCreateArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// Topic to create.
     #[arg(long)]
     topic: mq_tokio::TopicName,
@@ -218,7 +263,7 @@ pub struct TopicCreateArgs {
 #[derive(Debug, clap::Args)]
 pub struct TopicArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// The topic.
     #[arg(long)]
     topic: mq_tokio::TopicName,
@@ -228,7 +273,7 @@ pub struct TopicArgs {
 #[derive(Debug, clap::Args)]
 pub struct GroupCreateArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// Group to create.
     #[arg(long)]
     group: mq_tokio::GroupId,
@@ -247,7 +292,7 @@ pub struct GroupCreateArgs {
 #[derive(Debug, clap::Args)]
 pub struct GroupArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// The group.
     #[arg(long)]
     group: mq_tokio::GroupId,
@@ -257,7 +302,7 @@ pub struct GroupArgs {
 #[derive(Debug, clap::Args)]
 pub struct PurgeArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// Topic to empty.
     #[arg(long)]
     topic: mq_tokio::TopicName,
@@ -280,115 +325,276 @@ pub struct ClockArgs {
     advance: Option<Duration>,
 }
 
-/// Flags of `mq admin peek`.
+/// The states a peek lists (`state=` of the admin API).
+const PEEK_STATES: [&str; 5] = ["ready", "in_flight", "delayed", "dead", "half"];
+
+/// Flags of `mq admin peek`: a state (the default), an id, a key, or a time range.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("range").args(["begin", "end"]).multiple(true)))]
 pub struct PeekArgs {
     #[command(flatten)]
-    admin: AdminConn,
+    conn: ScopedConn,
     /// Topic to look at.
     #[arg(long)]
     topic: mq_tokio::TopicName,
-    /// Consumer group (all states but `half`).
-    #[arg(long)]
+    /// Consumer group whose messages are listed (required by every state but half).
+    #[arg(long, conflicts_with_all = ["id", "key", "range"])]
     group: Option<mq_tokio::GroupId>,
-    /// ready, in_flight, delayed, dead or half.
-    #[arg(long, default_value = "ready", conflicts_with_all = ["id", "key"])]
+    /// The state listed.
+    #[arg(long, default_value = "ready", value_parser = PEEK_STATES, conflicts_with_all = ["id", "key", "range"])]
     state: String,
     /// Find the message with this id (and where each group stands with it) instead.
-    #[arg(long, conflicts_with = "key")]
+    #[arg(long, conflicts_with_all = ["key", "range"])]
     id: Option<String>,
     /// Find the messages with this key (KEYS) instead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "range")]
     key: Option<String>,
     /// List the messages published at or after this time (RFC 3339) instead, in publish
     /// order, consumed ones included.
-    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms, conflicts_with_all = ["id", "key"])]
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms)]
     begin: Option<u64>,
-    /// With --begin: published before this time (RFC 3339).
-    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms, requires = "begin")]
+    /// List the messages published before this time (RFC 3339) instead, in publish order;
+    /// with --begin, those in between.
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms)]
     end: Option<u64>,
-    /// With --begin: after this message id (the `next` of the previous page).
-    #[arg(long, value_name = "ID", requires = "begin")]
+    /// With --begin or --end: after this message id (the `more: --after` of the previous
+    /// page).
+    #[arg(long, value_name = "ID", requires = "range")]
     after: Option<String>,
     /// Most messages listed (1..=1000).
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: u16,
 }
 
-/// Runs one `mq admin` command.
-///
-/// # Errors
-///
-/// A usage error (no endpoint, no credentials or token); a failed call (the broker's error
-/// code and message, or the network error).
-pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
-    let (admin, method, target) = match &command {
+impl PeekArgs {
+    /// The query selecting what is listed.
+    fn selector(&self) -> Result<String, CliError> {
+        if let Some(id) = &self.id {
+            return Ok(format!("id={}", encode(id)));
+        }
+        if let Some(key) = &self.key {
+            return Ok(format!("key={}", encode(key)));
+        }
+        if self.begin.is_some() || self.end.is_some() {
+            let mut range = Vec::new();
+            if let Some(begin) = self.begin {
+                range.push(format!("begin_ms={begin}"));
+            }
+            if let Some(end) = self.end {
+                range.push(format!("end_ms={end}"));
+            }
+            if let Some(after) = &self.after {
+                range.push(format!("after={}", encode(after)));
+            }
+            return Ok(range.join("&"));
+        }
+        match (&self.group, self.state.as_str()) {
+            (Some(_), "half") => Err(CliError::usage(
+                "--group does not apply to --state half: half messages belong to the topic",
+            )),
+            (None, state) if state != "half" => Err(CliError::usage(format!(
+                "--state {state} lists a group's messages: pass --group"
+            ))),
+            (Some(g), state) => Ok(format!("state={state}&group={g}")),
+            (None, state) => Ok(format!("state={state}")),
+        }
+    }
+}
+
+/// Flags of `mq admin publish`.
+#[derive(Debug, clap::Args)]
+pub struct AdminPublishArgs {
+    #[command(flatten)]
+    conn: ScopedConn,
+    /// Topic to publish to.
+    #[arg(long)]
+    topic: mq_tokio::TopicName,
+    /// Message body.
+    #[arg(long)]
+    body: String,
+    #[command(flatten)]
+    message: MessageFlags,
+}
+
+impl AdminPublishArgs {
+    /// The JSON body of `POST /admin/topics/{topic}/messages`.
+    fn body(&self) -> Result<Vec<u8>, CliError> {
+        let m = &self.message;
+        let mut doc = serde_json::json!({ "body": self.body });
+        if let Some(tag) = &m.tag {
+            doc["tag"] = tag.as_str().into();
+        }
+        if let Some(key) = &m.key {
+            doc["key"] = key.as_str().into();
+        }
+        if !m.props.is_empty() {
+            let props: serde_json::Map<String, serde_json::Value> = m
+                .props
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().into()))
+                .collect();
+            doc["properties"] = props.into();
+        }
+        if let Some(delay) = m.delay {
+            doc["delay_ms"] = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).into();
+        }
+        if let Some(at) = m.at {
+            doc["deliver_at_ms"] = at.into();
+        }
+        if m.transactional {
+            doc["transactional"] = true.into();
+        }
+        if let Some(immunity) = m.immunity {
+            let seconds = trans_check_immunity(immunity)?.get();
+            doc["check_immunity_s"] = seconds.into();
+        }
+        serde_json::to_vec(&doc).map_err(|e| CliError::failed(format!("encoding: {e}")))
+    }
+}
+
+/// `mq admin faults …`.
+#[derive(Debug, Subcommand)]
+pub enum FaultsCommand {
+    /// The rules in force, with their hits.
+    List(FaultsArgs),
+    /// Add a rule: calls of an operation are answered with a protocol error (--error), have
+    /// their connection closed unanswered (--reset), or only wait (--latency).
+    Add(FaultAddArgs),
+    /// Remove every rule.
+    Clear(FaultsArgs),
+}
+
+/// Flags of `mq admin faults list|clear`.
+#[derive(Debug, clap::Args)]
+pub struct FaultsArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+}
+
+/// Flags of `mq admin faults add`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("action").args(["error", "reset", "latency"]).multiple(true).required(true)))]
+pub struct FaultAddArgs {
+    #[command(flatten)]
+    admin: AdminConn,
+    /// The calls it applies to: any, publish, consume, consume_orderly, consume_half, ack,
+    /// commit or rollback (the broker checks the name).
+    #[arg(long, default_value = "any")]
+    operation: String,
+    /// Answer with this protocol error (Throttling → 503, InternalError → 500, …).
+    #[arg(long, value_name = "CODE", conflicts_with = "reset")]
+    error: Option<String>,
+    /// Close the connection without an answer.
+    #[arg(long)]
+    reset: bool,
+    /// Wait this long before answering (at most 60s); alone, the rule only delays.
+    #[arg(long, value_parser = parse_duration)]
+    latency: Option<Duration>,
+    /// The chance that a matching call is hit, 0..=1 [default: 1].
+    #[arg(long)]
+    probability: Option<f64>,
+    /// Hit this many calls, then remove the rule [default: until cleared].
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+impl FaultAddArgs {
+    /// `/admin/faults?…`.
+    fn target(&self) -> String {
+        let mut target = format!("/admin/faults?operation={}", encode(&self.operation));
+        if let Some(code) = &self.error {
+            target.push_str(&format!("&error={}", encode(code)));
+        }
+        if self.reset {
+            target.push_str("&reset=true");
+        }
+        if let Some(latency) = self.latency {
+            target.push_str(&format!("&latency_ms={}", latency.as_millis()));
+        }
+        if let Some(p) = self.probability {
+            target.push_str(&format!("&probability={p}"));
+        }
+        if let Some(n) = self.count {
+            target.push_str(&format!("&count={n}"));
+        }
+        target
+    }
+}
+
+/// One admin call: who calls, the method, the request-target and the JSON body (if any).
+struct AdminCall<'a> {
+    admin: &'a AdminConn,
+    method: Method,
+    target: String,
+    body: Option<Vec<u8>>,
+}
+
+impl<'a> AdminCall<'a> {
+    fn new(admin: &'a AdminConn, method: Method, target: impl Into<String>) -> Self {
+        Self {
+            admin,
+            method,
+            target: target.into(),
+            body: None,
+        }
+    }
+}
+
+/// The call a command makes.
+fn admin_call(command: &AdminCommand) -> Result<AdminCall<'_>, CliError> {
+    use Method as M;
+    Ok(match command {
         AdminCommand::Clock(a) => match a.advance {
-            Some(by) => (
+            Some(by) => AdminCall::new(
                 &a.admin,
-                Method::POST,
+                M::POST,
                 format!("/admin/clock?advance_ms={}", by.as_millis()),
             ),
-            None => (&a.admin, Method::GET, "/admin/clock".to_owned()),
+            None => AdminCall::new(&a.admin, M::GET, "/admin/clock"),
         },
         AdminCommand::Peek(a) => {
-            let selector = match (&a.id, &a.key, a.begin) {
-                (Some(id), _, _) => format!("id={}", encode(id)),
-                (None, Some(key), _) => format!("key={}", encode(key)),
-                (None, None, Some(begin)) => {
-                    let mut range = format!("begin_ms={begin}");
-                    if let Some(end) = a.end {
-                        range.push_str(&format!("&end_ms={end}"));
-                    }
-                    if let Some(after) = &a.after {
-                        range.push_str(&format!("&after={}", encode(after)));
-                    }
-                    range
-                }
-                (None, None, None) => format!("state={}", encode(&a.state)),
-            };
-            let mut target = format!(
-                "/admin/topics/{}/messages?{selector}&limit={}",
-                a.topic, a.limit
+            let target = format!(
+                "/admin/topics/{}/messages?{}&limit={}",
+                a.topic,
+                a.selector()?,
+                a.limit
             );
-            if let Some(g) = &a.group {
-                target.push_str(&format!("&group={g}"));
-            }
-            if let Some(ns) = a.admin.conn.instance()? {
-                target.push_str(&format!("&ns={ns}"));
-            }
-            (&a.admin, Method::GET, target)
+            AdminCall::new(&a.conn.admin, M::GET, a.conn.target(&target)?)
         }
-        AdminCommand::Purge(a) => {
-            let mut target = format!("/admin/topics/{}/purge", a.topic);
-            if let Some(ns) = a.admin.conn.instance()? {
-                target.push_str(&format!("?ns={ns}"));
+        AdminCommand::Publish(a) => {
+            let target = a
+                .conn
+                .target(&format!("/admin/topics/{}/messages", a.topic))?;
+            AdminCall {
+                body: Some(a.body()?),
+                ..AdminCall::new(&a.conn.admin, M::POST, target)
             }
-            (&a.admin, Method::POST, target)
         }
-        AdminCommand::Reset(a) => (&a.admin, Method::POST, "/admin/reset".to_owned()),
-        AdminCommand::Topics(TopicsCommand::List(a)) => {
-            (&a.admin, Method::GET, scoped(&a.admin, "/admin/topics")?)
-        }
-        AdminCommand::Topics(TopicsCommand::Create(a)) => (
-            &a.admin,
-            Method::POST,
-            scoped(
-                &a.admin,
-                &format!(
-                    "/admin/topics?topic={}&message_type={}",
-                    a.topic,
-                    encode(&a.message_type)
-                ),
-            )?,
+        AdminCommand::Purge(a) => AdminCall::new(
+            &a.conn.admin,
+            M::POST,
+            a.conn.target(&format!("/admin/topics/{}/purge", a.topic))?,
         ),
-        AdminCommand::Topics(TopicsCommand::Delete(a)) => (
-            &a.admin,
-            Method::DELETE,
-            scoped(&a.admin, &format!("/admin/topics/{}", a.topic))?,
+        AdminCommand::Reset(a) => AdminCall::new(&a.admin, M::POST, "/admin/reset"),
+        AdminCommand::Topics(TopicsCommand::List(a)) => {
+            AdminCall::new(&a.conn.admin, M::GET, a.conn.target("/admin/topics")?)
+        }
+        AdminCommand::Topics(TopicsCommand::Create(a)) => AdminCall::new(
+            &a.conn.admin,
+            M::POST,
+            a.conn.target(&format!(
+                "/admin/topics?topic={}&message_type={}",
+                a.topic,
+                encode(&a.message_type)
+            ))?,
+        ),
+        AdminCommand::Topics(TopicsCommand::Delete(a)) => AdminCall::new(
+            &a.conn.admin,
+            M::DELETE,
+            a.conn.target(&format!("/admin/topics/{}", a.topic))?,
         ),
         AdminCommand::Groups(GroupsCommand::List(a)) => {
-            (&a.admin, Method::GET, scoped(&a.admin, "/admin/groups")?)
+            AdminCall::new(&a.conn.admin, M::GET, a.conn.target("/admin/groups")?)
         }
         AdminCommand::Groups(GroupsCommand::Create(a)) => {
             let mut target = format!("/admin/groups?group={}", a.group);
@@ -401,32 +607,37 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
             if let Some(n) = a.max_deliveries {
                 target.push_str(&format!("&max_deliveries={n}"));
             }
-            (&a.admin, Method::POST, scoped(&a.admin, &target)?)
+            AdminCall::new(&a.conn.admin, M::POST, a.conn.target(&target)?)
         }
-        AdminCommand::Groups(GroupsCommand::Delete(a)) => (
-            &a.admin,
-            Method::DELETE,
-            scoped(&a.admin, &format!("/admin/groups/{}", a.group))?,
+        AdminCommand::Groups(GroupsCommand::Delete(a)) => AdminCall::new(
+            &a.conn.admin,
+            M::DELETE,
+            a.conn.target(&format!("/admin/groups/{}", a.group))?,
         ),
-        AdminCommand::DeadLetters(d) => {
-            let (a, method, tail) = match d {
-                DeadLettersCommand::List(a) => (a, Method::GET, format!("?limit={}", a.limit)),
-                DeadLettersCommand::Resend(a) => (a, Method::POST, "/resend".to_owned()),
-                DeadLettersCommand::Delete(a) => (a, Method::DELETE, String::new()),
+        AdminCommand::DeadLetters(DeadLettersCommand::List(a)) => AdminCall::new(
+            &a.on.conn.admin,
+            M::GET,
+            a.on.target(&format!("dead_letters?limit={}", a.limit))?,
+        ),
+        AdminCommand::DeadLetters(
+            DeadLettersCommand::Resend(a) | DeadLettersCommand::Delete(a),
+        ) => {
+            let (method, path) = match command {
+                AdminCommand::DeadLetters(DeadLettersCommand::Resend(_)) => {
+                    (M::POST, "dead_letters/resend")
+                }
+                _ => (M::DELETE, "dead_letters"),
             };
-            let mut target = a.on.path(&format!("dead_letters{tail}"));
-            if let (Some(id), false) = (&a.id, method == Method::GET) {
-                target.push_str(&format!("?id={}", encode(id)));
-            }
-            (&a.on.admin, method, scoped(&a.on.admin, &target)?)
+            let path = match &a.id {
+                Some(id) => format!("{path}?id={}", encode(id)),
+                None => path.to_owned(),
+            };
+            AdminCall::new(&a.on.conn.admin, method, a.on.target(&path)?)
         }
-        AdminCommand::ResetOffset(a) => (
-            &a.on.admin,
-            Method::POST,
-            scoped(
-                &a.on.admin,
-                &a.on.path(&format!("reset_offset?time_ms={}", a.time)),
-            )?,
+        AdminCommand::ResetOffset(a) => AdminCall::new(
+            &a.on.conn.admin,
+            M::POST,
+            a.on.target(&format!("reset_offset?time_ms={}", a.time))?,
         ),
         AdminCommand::Half(h) => {
             let (a, action) = match h {
@@ -434,110 +645,124 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
                 HalfCommand::Rollback(a) => (a, "rollback"),
             };
             let target = format!("/admin/topics/{}/half/{}/{action}", a.topic, encode(&a.id));
-            (&a.admin, Method::POST, scoped(&a.admin, &target)?)
+            AdminCall::new(&a.conn.admin, M::POST, a.conn.target(&target)?)
         }
-        AdminCommand::Trace(a) => (
+        AdminCommand::Trace(a) => AdminCall::new(
             &a.admin,
-            Method::GET,
+            M::GET,
             format!("/admin/messages/{}/trace", encode(&a.id)),
         ),
-    };
-    let answer = call(admin, method, &target).await?;
+        AdminCommand::Faults(FaultsCommand::List(a)) => {
+            AdminCall::new(&a.admin, M::GET, "/admin/faults")
+        }
+        AdminCommand::Faults(FaultsCommand::Add(a)) => {
+            AdminCall::new(&a.admin, M::POST, a.target())
+        }
+        AdminCommand::Faults(FaultsCommand::Clear(a)) => {
+            AdminCall::new(&a.admin, M::DELETE, "/admin/faults")
+        }
+    })
+}
+
+/// Runs one `mq admin` command.
+///
+/// # Errors
+///
+/// A usage error (no endpoint, no credentials or token, flags that do not go together); a
+/// failed call (the broker's error code and message, or the network error).
+pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
+    let request = admin_call(&command)?;
+    let json = request.admin.json;
+    let answer = call(request).await?;
     let mut out = std::io::stdout().lock();
-    let written = if admin.json {
+    let written = if json {
         writeln!(
             out,
             "{}",
             serde_json::to_string_pretty(&answer).unwrap_or_default()
         )
     } else {
-        match command {
-            AdminCommand::Clock(_) => print_clock(&mut out, &answer),
-            AdminCommand::Peek(_) => print_messages(&mut out, &answer),
-            AdminCommand::Purge(_) => writeln!(
-                out,
-                "purged {} message(s)",
-                answer["purged"].as_u64().unwrap_or(0)
-            ),
-            AdminCommand::Reset(_) => writeln!(out, "reset"),
-            AdminCommand::Topics(TopicsCommand::List(_)) => {
-                let topics = answer["topics"].as_array().cloned().unwrap_or_default();
-                print_topics(&mut out, &topics)
-            }
-            AdminCommand::Topics(TopicsCommand::Create(_)) => {
-                print_topics(&mut out, std::slice::from_ref(&answer["topic"]))
-            }
-            AdminCommand::Groups(GroupsCommand::List(_)) => {
-                let groups = answer["groups"].as_array().cloned().unwrap_or_default();
-                print_groups(&mut out, &groups)
-            }
-            AdminCommand::Groups(GroupsCommand::Create(_)) => {
-                print_groups(&mut out, std::slice::from_ref(&answer["group"]))
-            }
-            AdminCommand::DeadLetters(DeadLettersCommand::List(_)) => {
-                print_messages(&mut out, &answer)
-            }
-            AdminCommand::DeadLetters(DeadLettersCommand::Resend(_)) => writeln!(
-                out,
-                "resent {} dead letter(s)",
-                answer["resent"].as_u64().unwrap_or(0)
-            ),
-            AdminCommand::DeadLetters(DeadLettersCommand::Delete(_)) => writeln!(
-                out,
-                "deleted {} dead letter(s)",
-                answer["deleted"].as_u64().unwrap_or(0)
-            ),
-            AdminCommand::ResetOffset(_) => writeln!(
-                out,
-                "{} message(s) to be delivered again, {} skipped",
-                answer["redelivered"].as_u64().unwrap_or(0),
-                answer["skipped"].as_u64().unwrap_or(0)
-            ),
-            AdminCommand::Trace(_) => print_trace(&mut out, &answer),
-            AdminCommand::Half(h) => writeln!(
-                out,
-                "{} {}",
-                match h {
-                    HalfCommand::Commit(_) => "committed",
-                    HalfCommand::Rollback(_) => "rolled back",
-                },
-                answer["message_id"].as_str().unwrap_or("?")
-            ),
-            AdminCommand::Topics(TopicsCommand::Delete(_))
-            | AdminCommand::Groups(GroupsCommand::Delete(_)) => writeln!(
-                out,
-                "deleted {} ({} message(s))",
-                answer["deleted"].as_str().unwrap_or("?"),
-                answer["messages"].as_u64().unwrap_or(0)
-            ),
-        }
+        print_answer(&mut out, &command, &answer)
     };
     written.map_err(|e| CliError::failed(format!("writing the answer: {e}")))
 }
 
-/// `target` with the instance of the connection flags (`ns=`), if one is set.
-fn scoped(admin: &AdminConn, target: &str) -> Result<String, CliError> {
-    Ok(match admin.conn.instance()? {
-        Some(ns) => {
-            let sep = if target.contains('?') { '&' } else { '?' };
-            format!("{target}{sep}ns={ns}")
+/// The human form of a command's answer.
+fn print_answer(
+    out: &mut impl Write,
+    command: &AdminCommand,
+    answer: &serde_json::Value,
+) -> std::io::Result<()> {
+    let count = |name: &str| answer[name].as_u64().unwrap_or(0);
+    match command {
+        AdminCommand::Clock(_) => print_clock(out, answer),
+        AdminCommand::Peek(_) | AdminCommand::DeadLetters(DeadLettersCommand::List(_)) => {
+            print_messages(out, answer)
         }
-        None => target.to_owned(),
-    })
+        AdminCommand::Publish(_) => print_published(out, answer),
+        AdminCommand::Purge(_) => writeln!(out, "purged {} message(s)", count("purged")),
+        AdminCommand::Reset(_) => writeln!(out, "reset"),
+        AdminCommand::Topics(TopicsCommand::List(_)) => {
+            let topics = answer["topics"].as_array().cloned().unwrap_or_default();
+            print_topics(out, &topics)
+        }
+        AdminCommand::Topics(TopicsCommand::Create(_)) => {
+            print_topics(out, std::slice::from_ref(&answer["topic"]))
+        }
+        AdminCommand::Groups(GroupsCommand::List(_)) => {
+            let groups = answer["groups"].as_array().cloned().unwrap_or_default();
+            print_groups(out, &groups)
+        }
+        AdminCommand::Groups(GroupsCommand::Create(_)) => {
+            print_groups(out, std::slice::from_ref(&answer["group"]))
+        }
+        AdminCommand::DeadLetters(DeadLettersCommand::Resend(_)) => {
+            writeln!(out, "resent {} dead letter(s)", count("resent"))
+        }
+        AdminCommand::DeadLetters(DeadLettersCommand::Delete(_)) => {
+            writeln!(out, "deleted {} dead letter(s)", count("deleted"))
+        }
+        AdminCommand::ResetOffset(_) => writeln!(
+            out,
+            "{} message(s) to be delivered again, {} skipped",
+            count("redelivered"),
+            count("skipped")
+        ),
+        AdminCommand::Trace(_) => print_trace(out, answer),
+        AdminCommand::Half(h) => writeln!(
+            out,
+            "{} {}",
+            match h {
+                HalfCommand::Commit(_) => "committed",
+                HalfCommand::Rollback(_) => "rolled back",
+            },
+            answer["message_id"].as_str().unwrap_or("?")
+        ),
+        AdminCommand::Topics(TopicsCommand::Delete(_))
+        | AdminCommand::Groups(GroupsCommand::Delete(_)) => writeln!(
+            out,
+            "deleted {} ({} message(s))",
+            answer["deleted"].as_str().unwrap_or("?"),
+            count("messages")
+        ),
+        AdminCommand::Faults(_) => print_faults(out, answer),
+    }
 }
 
 fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// One admin call; the JSON answer of a 200, or the broker's error as a failure.
-async fn call(
-    admin: &AdminConn,
-    method: Method,
-    target: &str,
-) -> Result<serde_json::Value, CliError> {
+/// Makes one admin call; the JSON answer of a 200, or the broker's error as a failure.
+async fn call(c: AdminCall<'_>) -> Result<serde_json::Value, CliError> {
+    let AdminCall {
+        admin,
+        method,
+        target,
+        body,
+    } = c;
     let endpoint: Endpoint = admin
-        .conn
+        .service
         .require_endpoint()?
         .parse()
         .map_err(|e| CliError::usage(format!("--endpoint: {e}")))?;
@@ -546,7 +771,7 @@ async fn call(
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let credentials = match (token, admin.conn.credentials()) {
+    let credentials = match (token, admin.service.credentials()) {
         (Some(_), _) => mq_proto::sign::Credentials::new("admin-token", "unused"),
         (None, Some(c)) => c,
         (None, None) => {
@@ -563,7 +788,28 @@ async fn call(
         date: SystemTime::now(),
         user_agent: concat!("mq-cli/", env!("CARGO_PKG_VERSION")),
     };
-    let mut request: http::Request<Bytes> = admin_request(&ctx, method, target);
+    let mut request: http::Request<Bytes> = admin_request(&ctx, method, &target);
+    if let Some(body) = body {
+        // A JSON body: its type is part of the string to sign, so sign again.
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let signed = mq_proto::sign::sign_request(
+            &credentials,
+            request.method(),
+            request.headers(),
+            &target,
+        );
+        let authorization = HeaderValue::from_str(&signed.authorization)
+            .map_err(|_| CliError::usage("--access-key-id: not a valid header value"))?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, authorization);
+        *request.body_mut() = Bytes::from(body);
+    }
     if let Some(token) = token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| CliError::usage("--admin-token: not a valid header value"))?;
@@ -625,7 +871,7 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
             .map(format_rfc3339_ms)
             .unwrap_or_else(|| "-".to_owned());
         let body = m["body"].as_str().unwrap_or("-");
-        let body: String = body.chars().take(60).collect();
+        let body = printable(&body.chars().take(60).collect::<String>());
         let groups: Vec<String> = m["groups"]
             .as_array()
             .map(|gs| {
@@ -647,7 +893,7 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
             m["state"].as_str().unwrap_or("?"),
             m["consumed_times"].as_u64().unwrap_or(0),
             next,
-            body.replace(['\n', '\r'], " ")
+            body
         )?;
         if !groups.is_empty() {
             writeln!(out, "{:<32}  groups: {}", "", groups.join(" "))?;
@@ -665,7 +911,7 @@ fn print_trace(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Res
         out,
         "message {} on {}",
         answer["message_id"].as_str().unwrap_or("?"),
-        answer["topic"].as_str().unwrap_or("?")
+        qualified(answer, "topic")
     )?;
     writeln!(
         out,
@@ -704,6 +950,64 @@ fn print_trace(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Res
         )?;
     }
     Ok(())
+}
+
+/// `POST /admin/topics/{topic}/messages`'s answer: one row.
+fn print_published(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<32}  {:<32}  RECEIPT HANDLE",
+        "MESSAGE ID", "BODY MD5"
+    )?;
+    writeln!(
+        out,
+        "{:<32}  {:<32}  {}",
+        answer["message_id"].as_str().unwrap_or("?"),
+        answer["body_md5"].as_str().unwrap_or("?"),
+        answer["receipt_handle"].as_str().unwrap_or("-")
+    )
+}
+
+/// `GET /admin/faults`'s answer (and that of adding or clearing rules): whether fault
+/// injection is on, and one row per rule.
+fn print_faults(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Result<()> {
+    let enabled = answer["enabled"] == true;
+    writeln!(
+        out,
+        "fault injection {}",
+        if enabled {
+            "on"
+        } else {
+            "off (start the broker with --faults)"
+        }
+    )?;
+    let rules = answer["rules"].as_array().cloned().unwrap_or_default();
+    writeln!(
+        out,
+        "{:<16}  {:<26}  {:>11}  {:>10}  {:>9}  {:>6}",
+        "OPERATION", "ACTION", "PROBABILITY", "LATENCY", "REMAINING", "HITS"
+    )?;
+    for r in &rules {
+        let action = match r["action"]["kind"].as_str() {
+            Some("error") => format!("error {}", r["action"]["code"].as_str().unwrap_or("?")),
+            Some("reset") => "reset connection".to_owned(),
+            Some("delay") => "latency only".to_owned(),
+            other => other.unwrap_or("?").to_owned(),
+        };
+        writeln!(
+            out,
+            "{:<16}  {:<26}  {:>11}  {:>10}  {:>9}  {:>6}",
+            r["operation"].as_str().unwrap_or("?"),
+            action,
+            r["probability"].as_f64().unwrap_or(0.0),
+            format!("{} ms", r["latency_ms"].as_u64().unwrap_or(0)),
+            r["remaining"]
+                .as_u64()
+                .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+            r["hits"].as_u64().unwrap_or(0)
+        )?;
+    }
+    writeln!(out, "{} rule(s)", rules.len())
 }
 
 /// A time column: RFC 3339 with ms, or `-`.

@@ -69,11 +69,12 @@ pub fn parse_property(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Endpoint and credentials of the client commands (flags or environment variables).
+/// Endpoint and credentials (flags or environment variables): what every command that
+/// calls a service takes.
 ///
 /// Empty values count as unset. `Debug` never shows the secret or the token.
 #[derive(Clone, Default, clap::Args)]
-pub struct ConnectionArgs {
+pub struct ServiceArgs {
     /// Service endpoint, `http://host[:port]` or `https://host[:port]`.
     #[arg(long, env = "MQ_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
@@ -96,20 +97,16 @@ pub struct ConnectionArgs {
         value_name = "TOKEN"
     )]
     pub security_token: Option<String>,
-    /// Instance id (`ns`); leave unset for the default instance.
-    #[arg(long, env = "MQ_INSTANCE_ID", value_name = "ID")]
-    pub instance_id: Option<String>,
 }
 
-impl fmt::Debug for ConnectionArgs {
+impl fmt::Debug for ServiceArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
-        f.debug_struct("ConnectionArgs")
+        f.debug_struct("ServiceArgs")
             .field("endpoint", &self.endpoint)
             .field("access_key_id", &self.access_key_id)
             .field("access_key_secret", &redacted(&self.access_key_secret))
             .field("security_token", &redacted(&self.security_token))
-            .field("instance_id", &self.instance_id)
             .finish()
     }
 }
@@ -118,13 +115,17 @@ fn set(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
-impl ConnectionArgs {
+impl ServiceArgs {
     /// The endpoint, if one is set.
     pub fn endpoint(&self) -> Option<&str> {
         set(&self.endpoint)
     }
 
     /// The endpoint, or the "no endpoint set" usage error.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::USAGE`] when no endpoint is set.
     pub fn require_endpoint(&self) -> Result<&str, CliError> {
         self.endpoint().ok_or_else(|| {
             CliError::usage("no endpoint set: pass --endpoint URL or set MQ_ENDPOINT")
@@ -141,25 +142,70 @@ impl ConnectionArgs {
             None => c,
         })
     }
+}
 
-    /// The instance id, validated.
+/// The instance (`ns`) a command addresses (flag or environment variable); only commands
+/// about an instance's topics and groups take it.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct InstanceArgs {
+    /// Instance id (`ns`); leave unset for the default instance.
+    #[arg(long, env = "MQ_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
+}
+
+impl InstanceArgs {
+    /// The instance id, validated; `None` when unset (or empty).
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::USAGE`] for a value that is not an instance id.
     pub fn instance(&self) -> Result<Option<InstanceId>, CliError> {
         set(&self.instance_id)
             .map(|i| InstanceId::new(i).map_err(|e| CliError::usage(format!("--instance-id: {e}"))))
             .transpose()
     }
+}
+
+/// Endpoint, credentials and instance of the client commands (flags or environment
+/// variables).
+///
+/// Empty values count as unset. `Debug` never shows the secret or the token.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ConnectionArgs {
+    /// Endpoint and credentials.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// The instance.
+    #[command(flatten)]
+    pub scope: InstanceArgs,
+}
+
+impl ConnectionArgs {
+    /// The endpoint, if one is set.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.service.endpoint()
+    }
+
+    /// The credentials, if both the id and the secret are set.
+    pub fn credentials(&self) -> Option<Credentials> {
+        self.service.credentials()
+    }
 
     /// A client for the configured endpoint; fails when the endpoint or the credentials are
     /// missing or invalid.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::USAGE`] for a missing or invalid endpoint, credentials or instance id.
     pub fn client(&self) -> Result<Client, CliError> {
-        let endpoint = self.require_endpoint()?;
+        let endpoint = self.service.require_endpoint()?;
         let credentials = self.credentials().ok_or_else(|| {
             CliError::usage(
                 "no credentials set: pass --access-key-id and --access-key-secret or set \
                  ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET",
             )
         })?;
-        client_for(endpoint, credentials, self.instance()?)
+        client_for(endpoint, credentials, self.scope.instance()?)
     }
 }
 
@@ -229,11 +275,15 @@ mod tests {
     #[test]
     fn connection_args() {
         let mut c = ConnectionArgs {
-            endpoint: Some("  ".into()),
-            access_key_id: Some("id".into()),
-            access_key_secret: Some("s3cret".into()),
-            security_token: Some("t0ken".into()),
-            instance_id: Some("MQ_INST_x".into()),
+            service: ServiceArgs {
+                endpoint: Some("  ".into()),
+                access_key_id: Some("id".into()),
+                access_key_secret: Some("s3cret".into()),
+                security_token: Some("t0ken".into()),
+            },
+            scope: InstanceArgs {
+                instance_id: Some("MQ_INST_x".into()),
+            },
         };
         let e = c.client().unwrap_err();
         assert_eq!(e.code, CliError::USAGE);
@@ -243,17 +293,17 @@ mod tests {
             !debug.contains("s3cret") && !debug.contains("t0ken"),
             "{debug}"
         );
-        c.endpoint = Some("http://127.0.0.1:1".into());
+        c.service.endpoint = Some("http://127.0.0.1:1".into());
         let creds = c.credentials().unwrap();
         assert_eq!(creds.security_token(), Some("t0ken"));
         assert!(c.client().is_ok());
-        c.access_key_secret = None;
+        c.service.access_key_secret = None;
         assert!(c.client().unwrap_err().message.contains("no credentials"));
-        c.access_key_secret = Some("s".into());
-        c.instance_id = Some("bad instance!".into());
+        c.service.access_key_secret = Some("s".into());
+        c.scope.instance_id = Some("bad instance!".into());
         assert_eq!(c.client().unwrap_err().code, CliError::USAGE);
-        c.instance_id = None;
-        c.endpoint = Some("ftp://x".into());
+        c.scope.instance_id = None;
+        c.service.endpoint = Some("ftp://x".into());
         assert_eq!(c.client().unwrap_err().code, CliError::USAGE);
     }
 }

@@ -36,8 +36,9 @@ pub enum Command {
     /// Measure throughput and latency against an endpoint, or an embedded broker when no
     /// endpoint is set.
     Bench(BenchArgs),
-    /// The admin API of an mq-broker: its clock (and test clock), peeks at what it holds,
-    /// its topics and consumer groups.
+    /// The admin API of an mq-broker, one subcommand per call: its clock (and test clock),
+    /// peeks at what it holds, test publishes, topics, consumer groups, dead letters, offset
+    /// resets, half messages, traces, fault rules.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
 }
@@ -57,36 +58,43 @@ pub struct PublishArgs {
     /// Topic to publish to.
     #[arg(long)]
     topic: TopicName,
-    /// Message tag.
-    #[arg(long)]
-    tag: Option<Tag>,
-    /// Message key (KEYS).
-    #[arg(long)]
-    key: Option<String>,
-    /// Custom property (repeatable).
-    #[arg(long = "prop", value_name = "KEY=VALUE", value_parser = parse_property)]
-    props: Vec<(String, String)>,
-    /// Deliver after this delay (10s, 500ms, 2m).
-    #[arg(long, value_parser = parse_duration, conflicts_with = "at")]
-    delay: Option<Duration>,
-    /// Deliver at this time (RFC 3339, e.g. 2026-12-01T10:00:00Z).
-    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms)]
-    at: Option<u64>,
+    #[command(flatten)]
+    message: MessageFlags,
     /// Partition key of an ordered message.
     #[arg(long)]
     sharding_key: Option<String>,
-    /// Publish a transactional (half) message; prints its handle for `mq tx commit|rollback`.
-    #[arg(long)]
-    transactional: bool,
-    /// Time before the first transaction check, 10s..300s (default 10s).
-    #[arg(long, value_parser = parse_duration, requires = "transactional")]
-    immunity: Option<Duration>,
     /// Message body; without it every non-empty line of stdin is published as one message.
     #[arg(long)]
     body: Option<String>,
     /// Print one JSON object per message instead of `ID<TAB>MD5[<TAB>HANDLE]`.
     #[arg(long)]
     json: bool,
+}
+
+/// The message flags `mq publish` and `mq admin publish` share.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MessageFlags {
+    /// Message tag.
+    #[arg(long)]
+    pub(crate) tag: Option<Tag>,
+    /// Message key (KEYS).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// Custom property (repeatable).
+    #[arg(long = "prop", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub(crate) props: Vec<(String, String)>,
+    /// Deliver after this delay (10s, 500ms, 2m).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "at")]
+    pub(crate) delay: Option<Duration>,
+    /// Deliver at this time (RFC 3339, e.g. 2026-12-01T10:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms)]
+    pub(crate) at: Option<u64>,
+    /// Publish a transactional (half) message; prints its handle for `mq tx commit|rollback`.
+    #[arg(long)]
+    pub(crate) transactional: bool,
+    /// Time before the first transaction check, 10s..300s (default 10s).
+    #[arg(long, value_parser = parse_duration, requires = "transactional")]
+    pub(crate) immunity: Option<Duration>,
 }
 
 /// Flags of `mq consume`.
@@ -256,8 +264,20 @@ fn request_error(what: &str, e: &Error) -> CliError {
     }
 }
 
+/// The `--immunity` of a transactional publish: whole seconds, 10s..300s.
+pub(crate) fn trans_check_immunity(d: Duration) -> Result<TransCheckImmunity, CliError> {
+    if d.subsec_nanos() != 0 {
+        return Err(CliError::usage("--immunity must be whole seconds"));
+    }
+    u32::try_from(d.as_secs())
+        .ok()
+        .and_then(|s| TransCheckImmunity::new(s).ok())
+        .ok_or_else(|| CliError::usage("--immunity must be between 10s and 300s"))
+}
+
 /// Builds the message for one body from the publish flags.
-fn build_message(a: &PublishArgs, body: String, now_ms: u64) -> Result<TopicMessage, CliError> {
+fn build_message(p: &PublishArgs, body: String, now_ms: u64) -> Result<TopicMessage, CliError> {
+    let a = &p.message;
     let mut m = TopicMessage::new(body).map_err(usage("body"))?;
     if let Some(tag) = &a.tag {
         m = m.with_tag(tag.clone());
@@ -277,7 +297,7 @@ fn build_message(a: &PublishArgs, body: String, now_ms: u64) -> Result<TopicMess
     if let Some(at) = a.at {
         m = m.with_start_deliver_time(at);
     }
-    if let Some(s) = &a.sharding_key {
+    if let Some(s) = &p.sharding_key {
         m = m
             .with_sharding_key(s.clone())
             .map_err(usage("--sharding-key"))?;
@@ -285,15 +305,7 @@ fn build_message(a: &PublishArgs, body: String, now_ms: u64) -> Result<TopicMess
     if a.transactional {
         let immunity = match a.immunity {
             None => TransCheckImmunity::default(),
-            Some(d) => {
-                if d.subsec_nanos() != 0 {
-                    return Err(CliError::usage("--immunity must be whole seconds"));
-                }
-                u32::try_from(d.as_secs())
-                    .ok()
-                    .and_then(|s| TransCheckImmunity::new(s).ok())
-                    .ok_or_else(|| CliError::usage("--immunity must be between 10s and 300s"))?
-            }
+            Some(d) => trans_check_immunity(d)?,
         };
         m = m.with_trans_check_immunity(immunity);
     }
@@ -310,7 +322,7 @@ async fn publish(a: PublishArgs) -> Result<(), CliError> {
             .publish(&message)
             .await
             .map_err(|e| request_error(&format!("publish {what}"), &e))?;
-        if a.transactional && receipt.receipt_handle.is_none() {
+        if a.message.transactional && receipt.receipt_handle.is_none() {
             return Err(CliError::failed(format!(
                 "publish {what}: the service returned no receipt handle for a transactional message"
             )));

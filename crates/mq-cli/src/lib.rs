@@ -8,21 +8,30 @@
 //!              [--no-ack] [--follow] [--max N] [--json]
 //! mq tx half|commit|rollback --topic T --group G [--handle H]...
 //! mq bench     publish|consume|roundtrip [--concurrency N] [--size BYTES] [--duration S] [--json]
-//! mq admin clock [--advance 60s] | peek --topic T [--group G] [--state S] [--limit N]
-//!              | purge --topic T | reset
+//! mq admin clock [--advance 60s] | reset | trace --id ID
+//!              | faults list | faults clear | faults add [--operation OP] (--error CODE |
+//!                --reset | --latency 2s) [--probability P] [--count N]
+//!              | peek --topic T (--group G [--state S] | --state half | --id ID | --key K
+//!                | [--begin RFC3339] [--end RFC3339] [--after ID]) [--limit N]
+//!              | publish --topic T --body TEXT [--tag X] [--key K] [--prop k=v]...
+//!                [--delay 10s | --at RFC3339] [--transactional [--immunity 10s]]
+//!              | purge --topic T
 //!              | topics list | topics create --topic T [--type order] | topics delete --topic T
 //!              | groups list | groups create --group G [--topic T]... [--invisibility 30s]
 //!                [--max-deliveries N] | groups delete --group G
-//!              | dead-letters list|resend|delete --topic T --group G [--id ID]
-//!              | reset-offset --topic T --group G --time RFC3339 | trace --id ID
-//!              | peek --topic T --begin RFC3339 [--end RFC3339] [--after ID]
+//!              | dead-letters list --topic T --group G [--limit N]
+//!              | dead-letters resend|delete --topic T --group G [--id ID]
+//!              | reset-offset --topic T --group G --time RFC3339
+//!              | half commit|rollback --topic T --id ID
 //!              [--admin-token TOKEN] [--json]
 //! ```
 //!
 //! The endpoint and credentials come from `--endpoint`, `--access-key-id`,
 //! `--access-key-secret`, `--security-token` and `--instance-id`, or from `MQ_ENDPOINT`,
 //! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `ALIBABA_CLOUD_SECURITY_TOKEN` and `MQ_INSTANCE_ID`. Errors are one line on stderr and a
+//! `ALIBABA_CLOUD_SECURITY_TOKEN` and `MQ_INSTANCE_ID` (the instance only where a command
+//! is about an instance's topics and groups: not `mq admin clock`, `reset`, `trace` or
+//! `faults`, which are about the whole broker or a message id). Errors are one line on stderr and a
 //! non-zero exit code: 2 for a usage or configuration problem (including "no endpoint set"),
 //! 1 when the operation itself failed.
 //!

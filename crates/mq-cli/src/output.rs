@@ -7,6 +7,47 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+/// Text from a message (a body, in a table cell) made safe to print on a terminal: line
+/// breaks, tabs, other control characters (C0, DEL, C1 such as U+0085 NEL), Unicode line
+/// and paragraph separators, and invisible format characters — bidirectional controls
+/// (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C), zero-width characters,
+/// U+FEFF — are shown escaped (`\n`, `\r`, `\t`, `\u{85}`, `\u{202e}`), so they can
+/// neither break the table nor reorder or hide what is printed; everything else as is.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_invisible_format(c) => {
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode line and paragraph separators and the format characters (category Cf) that
+/// change how text around them is shown without being seen: bidirectional controls,
+/// zero-width characters, invisible operators, the soft hyphen, the BOM, annotation
+/// controls.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
+
 /// A publish receipt as printed with `--json`.
 #[derive(Serialize)]
 struct ReceiptJson<'a> {
@@ -149,6 +190,23 @@ mod tests {
         assert_eq!(v["properties"]["color"], "red");
         assert_eq!(v["acked"], true);
         assert_eq!(v["publish_time"], 1_796_119_200_000u64);
+    }
+
+    #[test]
+    fn printable_escapes_what_would_break_or_disguise_a_table_row() {
+        assert_eq!(
+            printable("plain {\"json\": 1} é 中文"),
+            "plain {\"json\": 1} é 中文"
+        );
+        assert_eq!(printable("a\nb\r\tc"), "a\\nb\\r\\tc");
+        // NEL (a C1 line break), RLO (reverses what follows), an isolate, a zero-width
+        // space, ESC (terminal sequences), the line separator.
+        assert_eq!(
+            printable("x\u{85}y\u{202e}cba\u{2067}\u{200b}\u{1b}[31m\u{2028}"),
+            "x\\u{85}y\\u{202e}cba\\u{2067}\\u{200b}\\u{1b}[31m\\u{2028}"
+        );
+        // Combining marks stay: they are text.
+        assert_eq!(printable("e\u{301}"), "e\u{301}");
     }
 
     #[test]

@@ -15,13 +15,44 @@ struct TestBroker(EmbeddedBroker);
 
 impl TestBroker {
     fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// With a test clock, and fault injection if `faults`.
+    fn start_with(faults: bool) -> Self {
         let broker = EmbeddedBroker::start(ServerConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             credentials: vec![Credential::new(AK, SK)],
             test_clock: true,
+            faults,
             ..Default::default()
         });
         Self(broker.expect("broker"))
+    }
+
+    /// Creates group `g` on topic `t` with one delivery of 1 s: a message it does not ack
+    /// is dead-lettered once the (test) clock moves 1 s on.
+    fn dead_lettering_group(&self, t: &str, g: &str) {
+        ok(self.mq(&[
+            "admin",
+            "groups",
+            "create",
+            "--group",
+            g,
+            "--topic",
+            t,
+            "--invisibility",
+            "1s",
+            "--max-deliveries",
+            "1",
+        ]));
+    }
+
+    /// `mq admin dead-letters ACTION --topic t --group g EXTRA…` on this broker.
+    fn dead_letters(&self, action: &str, t: &str, g: &str, extra: &[&str]) -> Command {
+        let mut args = vec!["admin", "dead-letters", action, "--topic", t, "--group", g];
+        args.extend_from_slice(extra);
+        self.mq(&args)
     }
 
     /// `mq` with this broker's endpoint and credentials (and nothing from the environment).
@@ -549,19 +580,7 @@ fn admin_topics_and_groups() {
 fn admin_dead_letters_reset_offset_and_trace() {
     let b = TestBroker::start();
     let (t, g) = ("CliDead", "GID_dead");
-    ok(b.mq(&[
-        "admin",
-        "groups",
-        "create",
-        "--group",
-        g,
-        "--topic",
-        t,
-        "--invisibility",
-        "1s",
-        "--max-deliveries",
-        "1",
-    ]));
+    b.dead_lettering_group(t, g);
     ok(b.mq(&["publish", "--topic", t, "--body", "doomed"]));
     let got = ok(b.mq(&[
         "consume", "--topic", t, "--group", g, "--wait", "0", "--no-ack", "--json",
@@ -571,19 +590,9 @@ fn admin_dead_letters_reset_offset_and_trace() {
         .expect("id")
         .to_owned();
     ok(b.mq(&["admin", "clock", "--advance", "2s"]));
-    let dead = ok(b.mq(&["admin", "dead-letters", "list", "--topic", t, "--group", g]));
+    let dead = ok(b.dead_letters("list", t, g, &[]));
     assert!(dead.contains("doomed") && dead.contains("dead"), "{dead}");
-    let resent = ok(b.mq(&[
-        "admin",
-        "dead-letters",
-        "resend",
-        "--topic",
-        t,
-        "--group",
-        g,
-        "--id",
-        &id,
-    ]));
+    let resent = ok(b.dead_letters("resend", t, g, &["--id", &id]));
     assert_eq!(resent.trim_end(), "resent 1 dead letter(s)");
     let again = ok(b.mq(&[
         "consume", "--topic", t, "--group", g, "--wait", "0", "--json",
@@ -802,4 +811,326 @@ fn serve_announces_the_address_and_stops_on_sigterm() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(err.contains("mq: shutting down"), "{err}");
+}
+
+/// Runs and expects a usage error (exit code 2, clap's or the command's); returns stderr.
+fn usage_error(cmd: Command) -> String {
+    let out = run(cmd);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    err
+}
+
+/// Fresh-eyes finding (issue 14): `dead-letters list --id X` listed every dead letter and
+/// `dead-letters resend --limit 1` resent all 3. Every flag of `mq admin` now does what
+/// its help says or is not accepted: the limit lists, the id resends one, and flags an
+/// admin call has no parameter for are usage errors.
+#[test]
+fn admin_flags_do_what_their_help_says_or_are_refused() {
+    let b = TestBroker::start();
+    let (t, g) = ("CliFlags", "GID_flags");
+    b.dead_lettering_group(t, g);
+    for body in ["d1", "d2", "d3"] {
+        ok(b.mq(&["publish", "--topic", t, "--body", body]));
+    }
+    let got = ok(b.mq(&[
+        "consume", "--topic", t, "--group", g, "--wait", "0", "--no-ack", "--json",
+    ]));
+    let ids: Vec<String> = json_lines(&got)
+        .iter()
+        .map(|m| m["message_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    ok(b.mq(&["admin", "clock", "--advance", "2s"]));
+    let dead = |extra: &[&str]| ok(b.dead_letters("list", t, g, extra));
+    assert!(dead(&[]).trim_end().ends_with("3 message(s)"));
+    let one = dead(&["--limit", "1"]);
+    assert!(one.trim_end().ends_with("1 message(s)"), "{one}");
+    assert!(one.contains("d1"), "oldest first: {one}");
+
+    // Flags the call has no parameter for are refused, not ignored.
+    let list_by_id = b.dead_letters("list", t, g, &["--id", &ids[0]]);
+    assert!(usage_error(list_by_id).contains("--id"));
+    let resend_limit = b.dead_letters("resend", t, g, &["--limit", "1"]);
+    assert!(usage_error(resend_limit).contains("--limit"));
+    assert!(
+        dead(&[]).trim_end().ends_with("3 message(s)"),
+        "nothing resent"
+    );
+    let resent = ok(b.dead_letters("resend", t, g, &["--id", &ids[1]]));
+    assert_eq!(resent.trim_end(), "resent 1 dead letter(s)");
+    let left = dead(&["--json"]);
+    let left: Value = serde_json::from_str(&left).expect("JSON");
+    let left: Vec<&str> = left["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"].as_str().expect("body"))
+        .collect();
+    assert_eq!(left, ["d1", "d3"]);
+    let deleted = ok(b.dead_letters("delete", t, g, &["--id", &ids[0]]));
+    assert_eq!(deleted.trim_end(), "deleted 1 dead letter(s)");
+    usage_error(b.dead_letters("list", t, g, &["--limit", "1001"]));
+
+    // The whole broker's calls take no instance; the environment's is not read for them.
+    usage_error(b.mq(&["admin", "clock", "--instance-id", "MQ_INST_1"]));
+    usage_error(b.mq(&["admin", "reset", "--instance-id", "MQ_INST_1"]));
+    usage_error(b.mq(&[
+        "admin",
+        "trace",
+        "--id",
+        &ids[2],
+        "--instance-id",
+        "MQ_INST_1",
+    ]));
+    let mut clock = b.mq(&["admin", "clock"]);
+    clock.env("MQ_INSTANCE_ID", "not an instance!");
+    assert!(ok(clock).starts_with("now "));
+    let mut scoped = b.mq(&["admin", "topics", "list"]);
+    scoped.env("MQ_INSTANCE_ID", "not an instance!");
+    assert!(usage_error(scoped).contains("--instance-id"));
+
+    // A peek selects by state (with its group), id, key or time range: not two of them.
+    let peek = |extra: &[&str]| {
+        let mut args = vec!["admin", "peek", "--topic", t];
+        args.extend_from_slice(extra);
+        b.mq(&args)
+    };
+    usage_error(peek(&["--id", &ids[2], "--group", g]));
+    usage_error(peek(&["--key", "k", "--state", "dead", "--group", g]));
+    usage_error(peek(&[
+        "--begin",
+        "1970-01-01T00:00:00Z",
+        "--state",
+        "dead",
+    ]));
+    usage_error(peek(&["--end", "2100-01-01T00:00:00Z", "--group", g]));
+    usage_error(peek(&["--after", &ids[0]]));
+    usage_error(peek(&["--state", "nonsense", "--group", g]));
+    assert!(usage_error(peek(&["--state", "half", "--group", g])).contains("half"));
+    assert!(usage_error(peek(&["--state", "ready"])).contains("--group"));
+    // --end alone is a time range, as the API takes it.
+    let page = ok(peek(&["--end", "2100-01-01T00:00:00Z", "--json"]));
+    let page: Value = serde_json::from_str(&page).expect("JSON");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3), "{page}");
+    let page = ok(peek(&["--end", "1970-01-01T00:00:01Z", "--json"]));
+    let page: Value = serde_json::from_str(&page).expect("JSON");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(0), "{page}");
+}
+
+/// `mq admin publish` (the admin API's test publish, as the console's) and `mq admin
+/// faults`; the peek table escapes control and bidirectional characters of bodies.
+#[test]
+fn admin_publish_faults_and_escaped_bodies() {
+    let b = TestBroker::start_with(true);
+    let (t, g) = ("CliAdminPublish", "GID_admin_publish");
+    ok(b.mq(&["consume", "--topic", t, "--group", g, "--wait", "0"]));
+    let body = "next\u{85}line \u{202e}desrever\u{2066} tab\tend";
+    let published = ok(b.mq(&[
+        "admin",
+        "publish",
+        "--topic",
+        t,
+        "--body",
+        body,
+        "--key",
+        "k-cli",
+        "--prop",
+        "color=red",
+        "--tag",
+        "TagA",
+    ]));
+    let row = published
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("{published}"));
+    let id = row.split_whitespace().next().expect("id").to_owned();
+    assert_eq!(
+        row.split_whitespace().nth(1),
+        Some(md5(body).as_str()),
+        "{published}"
+    );
+    let found = ok(b.mq(&["admin", "peek", "--topic", t, "--key", "k-cli", "--json"]));
+    let found: Value = serde_json::from_str(&found).expect("JSON");
+    let m = &found["messages"][0];
+    assert_eq!(
+        (
+            &m["message_id"],
+            &m["body"],
+            &m["tag"],
+            &m["properties"]["color"]
+        ),
+        (&json!(id), &json!(body), &json!("TagA"), &json!("red")),
+        "{found}"
+    );
+    let table = ok(b.mq(&["admin", "peek", "--topic", t, "--group", g]));
+    assert!(
+        table.contains(r"next\u{85}line \u{202e}desrever\u{2066} tab\tend"),
+        "{table}"
+    );
+    for raw in ['\u{85}', '\u{202e}', '\u{2066}', '\t'] {
+        assert!(!table.contains(raw), "{raw:?} printed as is: {table:?}");
+    }
+
+    // Delayed by the broker's (test) clock; transactional with its handle.
+    let delayed: Value = serde_json::from_str(&ok(b.mq(&[
+        "admin", "publish", "--topic", t, "--body", "later", "--delay", "60s", "--json",
+    ])))
+    .expect("JSON");
+    assert!(delayed["receipt_handle"].is_null(), "{delayed}");
+    let peeked = ok(b.mq(&[
+        "admin", "peek", "--topic", t, "--group", g, "--state", "delayed",
+    ]));
+    assert!(peeked.contains("later"), "{peeked}");
+    let half: Value = serde_json::from_str(&ok(b.mq(&[
+        "admin",
+        "publish",
+        "--topic",
+        t,
+        "--body",
+        "undecided",
+        "--transactional",
+        "--immunity",
+        "20s",
+        "--json",
+    ])))
+    .expect("JSON");
+    assert!(half["receipt_handle"].is_string(), "{half}");
+    let waiting = ok(b.mq(&["admin", "peek", "--topic", t, "--state", "half"]));
+    assert!(waiting.contains("undecided"), "{waiting}");
+    usage_error(b.mq(&[
+        "admin",
+        "publish",
+        "--topic",
+        t,
+        "--body",
+        "x",
+        "--immunity",
+        "20s",
+    ]));
+    let out = run(b.mq(&[
+        "admin",
+        "publish",
+        "--topic",
+        t,
+        "--body",
+        "x",
+        "--transactional",
+        "--immunity",
+        "5s",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+
+    // Fault rules: listed, added, cleared.
+    let listed = ok(b.mq(&["admin", "faults", "list"]));
+    assert!(listed.starts_with("fault injection on"), "{listed}");
+    assert!(listed.trim_end().ends_with("0 rule(s)"), "{listed}");
+    let added = ok(b.mq(&[
+        "admin",
+        "faults",
+        "add",
+        "--operation",
+        "publish",
+        "--error",
+        "Throttling",
+        "--count",
+        "2",
+        "--probability",
+        "0.5",
+        "--latency",
+        "10ms",
+    ]));
+    let row = added
+        .lines()
+        .find(|l| l.starts_with("publish"))
+        .unwrap_or_else(|| panic!("{added}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "publish",
+            "error",
+            "Throttling",
+            "0.5",
+            "10",
+            "ms",
+            "2",
+            "0"
+        ],
+        "{added}"
+    );
+    ok(b.mq(&["admin", "faults", "add", "--operation", "ack", "--reset"]));
+    let rules: Value =
+        serde_json::from_str(&ok(b.mq(&["admin", "faults", "list", "--json"]))).expect("JSON");
+    assert_eq!(rules["rules"][1]["action"]["kind"], "reset", "{rules}");
+    assert!(rules["rules"][1]["remaining"].is_null(), "{rules}");
+    usage_error(b.mq(&["admin", "faults", "add", "--operation", "publish"]));
+    usage_error(b.mq(&["admin", "faults", "add", "--error", "Throttling", "--reset"]));
+    let out = run(b.mq(&["admin", "faults", "add", "--operation", "nap", "--reset"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("400 InvalidArgument") && err.contains("consume_half"),
+        "{err}"
+    );
+    let cleared = ok(b.mq(&["admin", "faults", "clear"]));
+    assert!(cleared.trim_end().ends_with("0 rule(s)"), "{cleared}");
+
+    // Without --faults the broker says so.
+    let plain = TestBroker::start();
+    let out = run(plain.mq(&["admin", "faults", "add", "--reset"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("501 NotSupported"), "{err}");
+    assert!(ok(plain.mq(&["admin", "faults", "list"])).starts_with("fault injection off"));
+}
+
+/// The trace table names the message's instance with its topic, and the group of a
+/// transaction check (the checker's).
+#[test]
+fn admin_trace_shows_the_instance_and_the_checking_group() {
+    let b = TestBroker::start();
+    let scoped = |args: &[&str]| {
+        let mut cmd = b.mq(args);
+        cmd.env("MQ_INSTANCE_ID", "MQ_INST_1");
+        cmd
+    };
+    let receipt: Value = serde_json::from_str(&ok(scoped(&[
+        "publish",
+        "--topic",
+        "nst",
+        "--transactional",
+        "--body",
+        "undecided",
+        "--json",
+    ])))
+    .expect("JSON");
+    let id = receipt["message_id"].as_str().expect("id");
+    ok(b.mq(&["admin", "clock", "--advance", "11s"]));
+    let checks = ok(scoped(&[
+        "tx",
+        "half",
+        "--topic",
+        "nst",
+        "--group",
+        "GID_checker",
+        "--wait",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(json_lines(&checks).len(), 1, "{checks}");
+    let trace = ok(b.mq(&["admin", "trace", "--id", id]));
+    assert!(
+        trace.starts_with(&format!("message {id} on MQ_INST_1/nst\n")),
+        "{trace}"
+    );
+    let checked = trace
+        .lines()
+        .find(|l| l.contains("checked"))
+        .unwrap_or_else(|| panic!("{trace}"));
+    assert_eq!(
+        checked.split_whitespace().nth(2),
+        Some("GID_checker"),
+        "{trace}"
+    );
 }

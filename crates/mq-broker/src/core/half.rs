@@ -129,12 +129,14 @@ impl HalfPool {
         Ok(handle)
     }
 
-    /// Transaction-check pop: up to `batch` due half messages matching `filter` (others are
-    /// left alone), each hidden for `interval_ms` with a new handle.
+    /// Transaction-check pop by `group` (the checker's, recorded in the trace): up to
+    /// `batch` due half messages matching `filter` (others are left alone), each hidden for
+    /// `interval_ms` with a new handle.
     pub(crate) fn pop(
         &mut self,
         now: u64,
         interval_ms: u64,
+        group: &str,
         filter: &TagFilter,
         batch: usize,
         prefix: u64,
@@ -175,7 +177,7 @@ impl HalfPool {
                 receipt_handle: Some(handle.to_string()),
                 next_consume_time: Some(next),
                 consumed_times: Some(attempt),
-                ..TraceEvent::at(TraceKind::Checked, now)
+                ..TraceEvent::of_group(TraceKind::Checked, now, group)
             });
             out.push(
                 entry

@@ -2,7 +2,8 @@
 //!
 //! [`BrokerCore`] holds instances → topics → per-group consumption state. Every mutating call
 //! takes `now_ms` (wall-clock epoch milliseconds); time never runs backwards inside the core
-//! (an earlier `now_ms` than one already seen is treated as the latest one seen).
+//! (an earlier `now_ms` than one already seen is treated as the latest one seen), except at
+//! a [`reset`](BrokerCore::reset), which drops everything that was timed.
 //!
 //! # Model
 //!
@@ -132,6 +133,9 @@ pub struct BrokerCore {
     next_scope: u64,
     /// Latest time seen.
     now: u64,
+    /// How far the driving server's test clock was moved ahead, ms, as last recorded
+    /// ([`record_clock_advance`](Self::record_clock_advance)). Never used by the core.
+    clock_advance_ms: i64,
     #[serde(with = "persist::by_instance_name")]
     topics: BTreeMap<TopicKey, Topic>,
     /// Groups created with settings (admin API, `--group`), by instance and id.
@@ -160,6 +164,7 @@ impl BrokerCore {
             next_seq: 0,
             next_scope: 1,
             now: 0,
+            clock_advance_ms: 0,
             topics: BTreeMap::new(),
             groups: BTreeMap::new(),
         }
@@ -182,6 +187,38 @@ impl BrokerCore {
         self.advance(now_ms);
     }
 
+    /// How far the clock of the server driving this core had been moved ahead of its
+    /// configured clock (a test clock, `POST /admin/clock`), ms, as last recorded with
+    /// [`record_clock_advance`](Self::record_clock_advance); 0 for a new core and after a
+    /// [`reset`](Self::reset). The core never reads it: it is kept with the state (journaled
+    /// and snapshotted by [`crate::durable`]) so that a restarted broker's test clock goes
+    /// on from where it was instead of from the system clock, which would leave it behind
+    /// the times the state already holds.
+    ///
+    /// ```
+    /// use mq_broker::core::{BrokerCore, Call, CoreConfig};
+    ///
+    /// let mut core = BrokerCore::new(CoreConfig::default());
+    /// core.record_clock_advance(3_601_000, 3_600_000);
+    /// assert_eq!((core.now_ms(), core.clock_advance_ms()), (3_601_000, 3_600_000));
+    /// // A reset drops every timed thing: the clock goes back with it.
+    /// core.apply(2_000, Call::Reset)?;
+    /// assert_eq!((core.now_ms(), core.clock_advance_ms()), (2_000, 0));
+    /// # Ok::<(), mq_broker::core::CoreError>(())
+    /// ```
+    pub fn clock_advance_ms(&self) -> i64 {
+        self.clock_advance_ms
+    }
+
+    /// Records that the driving server's clock now runs `advance_ms` ahead of its configured
+    /// clock (see [`clock_advance_ms`](Self::clock_advance_ms)) and moves the core's clock to
+    /// `now_ms` (never back). Nothing else changes: what came due runs at the next call
+    /// ([`maintain`](Self::maintain)).
+    pub fn record_clock_advance(&mut self, now_ms: u64, advance_ms: i64) {
+        self.advance(now_ms);
+        self.clock_advance_ms = advance_ms;
+    }
+
     /// Replaces the timing and policy knobs for the calls that follow, keeping the id seed
     /// of this core (ids and receipt handles already issued must stay valid and unique).
     /// State already recorded keeps the times computed under the old settings: a message
@@ -197,7 +234,8 @@ impl BrokerCore {
     /// journal replay and tests share. Each arm is the positional method of the same name
     /// ([`publish`](Self::publish), [`consume`](Self::consume), [`ack`](Self::ack),
     /// [`declare_topic`](Self::declare_topic), [`maintain`](Self::maintain)); a declaration
-    /// also moves the clock to `now_ms`.
+    /// also moves the clock to `now_ms`, and a reset sets it to `now_ms` (see
+    /// [`reset`](Self::reset)).
     ///
     /// # Errors
     ///
@@ -353,10 +391,19 @@ impl BrokerCore {
     /// Forgets every message, group position and counter (for test suites): auto-created
     /// topics go, declared and created topics stay, empty, with their message types;
     /// created groups stay with their settings, registered again on the topics they were
-    /// created on (an auto-created one among them comes back, empty). Ids and handle scopes keep counting up, so no receipt handle issued
-    /// before the reset settles anything after it.
+    /// created on (an auto-created one among them comes back, empty). Ids and handle scopes
+    /// keep counting up, so no receipt handle issued before the reset settles anything after
+    /// it.
+    ///
+    /// The core's clock is set to `now_ms` even when that is earlier than the latest time
+    /// seen, and the recorded [clock advance](Self::clock_advance_ms) returns to 0: nothing
+    /// timed survives a reset (messages, deliveries, handles, checks, traces), so a server
+    /// whose test clock was moved ahead resets it to the system clock together with the
+    /// state, and a delay published after the reset counts from the real time.
     pub fn reset(&mut self, now_ms: u64) {
-        let now = self.advance(now_ms);
+        self.now = now_ms;
+        self.clock_advance_ms = 0;
+        let now = now_ms;
         self.topics.retain(|_, t| t.declared);
         for t in self.topics.values_mut() {
             let version = t.version + 1;
@@ -365,6 +412,9 @@ impl BrokerCore {
             t.version = version;
             t.message_type = message_type;
             self.next_scope += 1;
+        }
+        for g in self.groups.values_mut() {
+            g.created_at = g.created_at.min(now);
         }
         self.register_declared_groups(now);
     }
@@ -546,9 +596,14 @@ impl BrokerCore {
         let prefix = self.id_prefix;
         let (invisibility_ms, orderly) = match kind {
             ConsumeKind::Half => {
-                return t
-                    .half
-                    .pop(now, config.half_check_interval_ms, filter, batch, prefix);
+                return t.half.pop(
+                    now,
+                    config.half_check_interval_ms,
+                    group.as_str(),
+                    filter,
+                    batch,
+                    prefix,
+                );
             }
             ConsumeKind::Normal => (config.invisibility_ms, false),
             ConsumeKind::Orderly => (config.order_invisibility_ms, true),

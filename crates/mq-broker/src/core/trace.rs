@@ -31,8 +31,8 @@ pub enum TraceKind {
     Resent,
     /// Handed to `group` again by a reset of its consumer offset.
     OffsetReset,
-    /// A half message handed to a transaction check (`receipt_handle`, next check at
-    /// `next_consume_time`).
+    /// A half message handed to a transaction check: polled by `group` (the checker's),
+    /// with `receipt_handle`, next check at `next_consume_time`.
     Checked,
     /// The transaction was committed: the message became deliverable.
     Committed,

@@ -31,7 +31,9 @@
 //!   valid and new ids unique), write a fresh snapshot. The clock is not touched: the first
 //!   call after a restart brings it to the present, and everything that fell due meanwhile
 //!   (in-flight messages past their `NextConsumeTime`, delayed messages, half-message
-//!   checks) is due then.
+//!   checks) is due then. The recovered core holds the latest time it saw and the test
+//!   clock's recorded advance ([`BrokerCore::clock_advance_ms`]); the server starts its
+//!   clock from them, so that it never runs behind the times the state holds.
 //! * **Failures.** If a write fails, the writer stops; every later sync point fails, so the
 //!   broker answers 500 and acknowledges nothing any more. The state on disk is the last
 //!   durable commit; restarting recovers from it.
@@ -129,8 +131,9 @@ impl Default for DurableOptions {
 /// A [`BrokerCore`] that journals every state change when it has a data directory (and is
 /// the plain core otherwise).
 ///
-/// Its one mutating call is [`apply`](Self::apply); read-only calls go to the core through
-/// `Deref`. After a mutating call, a server takes [`sync_point`](Self::sync_point) while
+/// Its mutating calls are [`apply`](Self::apply) and
+/// [`record_clock_advance`](Self::record_clock_advance); read-only calls go to the core
+/// through `Deref`. After a mutating call, a server takes [`sync_point`](Self::sync_point) while
 /// still holding the core, releases it, and waits on the point before answering. See the
 /// [module documentation](self) for the design and an example.
 pub struct JournaledCore {
@@ -332,7 +335,12 @@ impl JournaledCore {
             return core.apply(now_ms, call);
         };
         let before = core.now_ms();
-        let at = before.max(now_ms);
+        // A reset takes the clock where it is told, even back (see `BrokerCore::reset`).
+        let at = if matches!(call, Call::Reset) {
+            now_ms
+        } else {
+            before.max(now_ms)
+        };
         let record = Record::of(at, &call).encode().map_err(journal_error)?;
         let refusal_journals_only_the_clock = matches!(call, Call::Publish { .. });
         let result = core.apply(at, call);
@@ -344,6 +352,28 @@ impl JournaledCore {
             journal.append(clock, core);
         }
         result
+    }
+
+    /// [`BrokerCore::record_clock_advance`], journaled like [`apply`](Self::apply) (take
+    /// [`sync_point`](Self::sync_point) before answering): a restart recovers the advance,
+    /// so a test clock goes on from where it was.
+    ///
+    /// # Errors
+    ///
+    /// `InternalError` if the record cannot be encoded (then nothing was recorded).
+    pub fn record_clock_advance(&mut self, now_ms: u64, advance_ms: i64) -> Result<(), CoreError> {
+        let Self { core, journal } = self;
+        let at = core.now_ms().max(now_ms);
+        let Some(journal) = journal else {
+            core.record_clock_advance(at, advance_ms);
+            return Ok(());
+        };
+        let record = Record::ClockAdvance { at, advance_ms }
+            .encode()
+            .map_err(journal_error)?;
+        core.record_clock_advance(at, advance_ms);
+        journal.append(record, core);
+        Ok(())
     }
 }
 
@@ -361,6 +391,8 @@ impl Journal {
     }
 
     fn maybe_snapshot(&mut self, core: &BrokerCore) {
+        // After a reset took the clock back, the interval counts from the new time.
+        self.snapshot_at_ms = self.snapshot_at_ms.min(core.now_ms());
         if self.snapshot_busy.load(Ordering::Acquire) {
             return;
         }

@@ -127,6 +127,9 @@ pub(crate) enum Record<'a> {
         message_id: Cow<'a, str>,
         commit: bool,
     },
+    /// The server's test clock moved (admin API): it runs `advance_ms` ahead of its
+    /// configured clock from `at` on ([`BrokerCore::record_clock_advance`]).
+    ClockAdvance { at: u64, advance_ms: i64 },
 }
 
 fn name<'a>(s: &'a str) -> Cow<'a, str> {
@@ -305,7 +308,8 @@ impl Record<'static> {
     }
 
     /// The call this record journaled and its time; `None` for a call refused as a whole,
-    /// whose only effect was to move the clock. A consume's wait is not journaled (the core
+    /// whose only effect was to move the clock, and for a clock advance (no call: see
+    /// [`apply`](Self::apply)). A consume's wait is not journaled (the core
     /// ignores it): it comes back as 0.
     pub(crate) fn into_call(self) -> Result<(u64, Option<Call>), StorageError> {
         Ok(match self {
@@ -385,7 +389,8 @@ impl Record<'static> {
                 (at, Some(call))
             }
             Self::Maintain { at } => (at, Some(Call::Maintain)),
-            Self::Clock { at } => (at, None),
+            // A clock advance also records the advance (`apply` does that).
+            Self::Clock { at } | Self::ClockAdvance { at, .. } => (at, None),
             Self::Purge {
                 at,
                 instance,
@@ -516,6 +521,10 @@ impl Record<'static> {
     /// Applies the record to `core`, as the original call did. The call's own result is
     /// not needed: the core is deterministic, so it is the one the original call had.
     pub(crate) fn apply(self, core: &mut BrokerCore) -> Result<(), StorageError> {
+        if let Self::ClockAdvance { at, advance_ms } = self {
+            core.record_clock_advance(at, advance_ms);
+            return Ok(());
+        }
         match self.into_call()? {
             (at, Some(call)) => {
                 let _ = core.apply(at, call);
@@ -671,6 +680,33 @@ mod tests {
             back.apply(&mut replayed).unwrap();
             assert_eq!(original, replayed);
         }
+    }
+
+    #[test]
+    fn a_clock_advance_replays_as_recorded_and_a_reset_takes_it_back() {
+        let mut original = BrokerCore::new(crate::core::CoreConfig::default());
+        let mut replayed = original.clone();
+        original.record_clock_advance(3_601_000, 3_600_000);
+        let advance = Record::ClockAdvance {
+            at: 3_601_000,
+            advance_ms: 3_600_000,
+        };
+        let back = Record::decode(&advance.encode().unwrap()).unwrap();
+        assert_eq!(back, advance);
+        back.apply(&mut replayed).unwrap();
+        assert_eq!(replayed, original);
+        assert_eq!(
+            (replayed.now_ms(), replayed.clock_advance_ms()),
+            (3_601_000, 3_600_000)
+        );
+        // A reset journaled at an earlier time (the test clock back at the system clock)
+        // replays to that earlier time.
+        original.apply(2_000, Call::Reset).unwrap();
+        Record::of(2_000, &Call::Reset)
+            .apply(&mut replayed)
+            .unwrap();
+        assert_eq!(replayed, original);
+        assert_eq!((replayed.now_ms(), replayed.clock_advance_ms()), (2_000, 0));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! | call | what |
 //! | --- | --- |
 //! | `GET /admin/clock` | `{"now_ms", "offset_ms", "test_clock"}`: the broker's clock |
-//! | `POST /admin/clock?advance_ms=N` | moves a test clock (`--test-clock`) forward by N ms; what came due (delayed messages, redeliveries, transaction checks) happens at once; answers as `GET` |
+//! | `POST /admin/clock?advance_ms=N` | moves a test clock (`--test-clock`) forward by N ms; what came due (delayed messages, redeliveries, transaction checks) happens at once; journaled with `--data-dir` (a restart goes on from there); answers as `GET` |
 //! | `POST /admin/topics/{topic}/purge[?ns=I]` | drops every message of the topic (stored, pending, in flight, dead letters, half); groups stay: `{"purged": N}` |
-//! | `POST /admin/reset` | forgets every message, group and counter (declared topics stay, empty): `{"reset": true}` |
+//! | `POST /admin/reset` | forgets every message, group position and counter (declared and created topics stay, empty; created groups stay with their settings; auto-created topics go) and takes the clock back to the configured one (a test clock's moves are dropped; the core's time goes back with it): `{"reset": true}` |
 //! | `GET /admin/faults`, `DELETE /admin/faults` | the fault rules in force (`{"enabled", "rules"}`); remove them all |
 //! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
 //! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); by id with the whole body, by key with previews; an id not kept is 404 `MessageNotExist`; `id=` / `key=` without a value is 400 |
@@ -281,12 +281,12 @@ async fn route(
                         "advance_ms must be a whole number of ms, at most {MAX_ADVANCE_MS} (400 days)"
                     ))
                 })?;
-            if !shared.clock.advance(ms) {
+            if !shared.clock.is_test_clock() {
                 return Err(AdminError::not_supported(
                     "the clock moves only on a broker started with --test-clock",
                 ));
             }
-            shared.backend.clock_moved();
+            shared.backend.advance_clock(ms).await?;
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),

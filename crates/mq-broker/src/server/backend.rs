@@ -136,13 +136,20 @@ impl Backend {
         }
     }
 
-    /// The broker's clock moved forward (test clock): what came due happens now.
-    pub(super) fn clock_moved(&self) {
+    /// Moves the test clock forward by `ms`: what came due happens now; durable with
+    /// `--data-dir`. The caller checks that the clock is a test clock.
+    ///
+    /// # Errors
+    ///
+    /// The journal's failure; `NotSupported` on the gateway (refused at start with a test
+    /// clock: the cluster keeps its own time).
+    pub(super) async fn advance_clock(&self, ms: u64) -> Result<(), RequestError> {
         match self {
-            Self::Local(b) => b.clock_moved(),
-            // Refused at start: a gateway has no test clock.
+            Self::Local(b) => b.advance_clock(ms).await,
             #[cfg(feature = "rocketmq")]
-            Self::RocketMq(_) => {}
+            Self::RocketMq(_) => Err(not_supported(
+                "a test clock applies to the built-in backend; the RocketMQ cluster keeps its own time",
+            )),
         }
     }
 

@@ -149,8 +149,14 @@ impl LocalBackend {
     /// the change is durable.
     async fn apply_and_sync(&self, call: Call) -> Result<Outcome, RequestError> {
         let key = call.topic().map(|(i, t)| (i.cloned(), t.clone()));
+        let reset = matches!(call, Call::Reset);
         let (outcome, durable) = {
             let mut core = self.lock_core();
+            if reset {
+                // Every timed thing goes with the state: the clock goes back to the
+                // configured one (a test clock's advance is dropped) and the core with it.
+                self.clock.reset();
+            }
             let outcome = core.apply(self.clock.now_ms(), call).map_err(core_error)?;
             match &key {
                 Some(key) => self.changed(&core, key),
@@ -158,6 +164,10 @@ impl LocalBackend {
             }
             (outcome, core.sync_point())
         };
+        if reset {
+            // The timer task's wake-up was computed on the old time.
+            self.reschedule.notify_one();
+        }
         durable.wait().await.map_err(storage_error)?;
         Ok(outcome)
     }
@@ -191,17 +201,33 @@ impl LocalBackend {
     /// topic that changed.
     fn maintain_now(&self) {
         let mut core = self.lock_core();
+        self.maintain_locked(&mut core);
+    }
+
+    /// [`maintain_now`](Self::maintain_now) with the core locked (`core` is the guarded
+    /// value).
+    fn maintain_locked(&self, core: &mut JournaledCore) {
         if let Err(e) = core.apply(self.clock.now_ms(), Call::Maintain) {
             tracing::error!(error = %e.message, "housekeeping failed");
         }
-        self.publish_versions(&core);
+        self.publish_versions(core);
     }
 
-    /// The clock moved forward (test clock): what came due happens now, and the timer task
-    /// re-reads the core's next wake-up against the new time.
-    pub(super) fn clock_moved(&self) {
-        self.maintain_now();
+    /// Moves the test clock forward by `ms` and records its advance in the core (journaled
+    /// with `--data-dir`, so a restart goes on from there); what came due happens now, and
+    /// the timer task re-reads the core's next wake-up against the new time. Returns once
+    /// the move is durable. The caller checks that the clock is a test clock.
+    pub(super) async fn advance_clock(&self, ms: u64) -> Result<(), RequestError> {
+        let durable = {
+            let mut core = self.lock_core();
+            self.clock.advance(ms);
+            core.record_clock_advance(self.clock.now_ms(), self.clock.advanced_ms())
+                .map_err(core_error)?;
+            self.maintain_locked(&mut core);
+            core.sync_point()
+        };
         self.reschedule.notify_one();
+        durable.wait().await.map_err(storage_error)
     }
 
     /// See [`BrokerCore::find`].

@@ -149,6 +149,13 @@ impl Broker {
             BackendConfig::BuiltIn => {
                 let mut core = JournaledCore::open(core_config, config.data_dir.as_deref())
                     .map_err(io::Error::other)?;
+                let caught_up = clock.resume(core.clock_advance_ms(), core.now_ms());
+                if caught_up > 0 {
+                    tracing::warn!(
+                        caught_up_ms = caught_up,
+                        "the data directory's time is ahead of the clock; the broker's clock goes on from it"
+                    );
+                }
                 let declared_at = core.now_ms();
                 for (instance, topic) in config.topics {
                     let call = Call::DeclareTopic { instance, topic };

@@ -39,14 +39,16 @@ pub(super) fn scheme(tls: bool) -> &'static str {
 }
 
 /// The broker's clock: the system clock shifted by
-/// [`ServerConfig::clock_offset_ms`](super::ServerConfig::clock_offset_ms), and, with
-/// [`ServerConfig::test_clock`](super::ServerConfig::test_clock), moved forward on request
-/// (`POST /admin/clock`). Clones share the shift.
+/// [`ServerConfig::clock_offset_ms`](super::ServerConfig::clock_offset_ms), plus an advance:
+/// with [`ServerConfig::test_clock`](super::ServerConfig::test_clock), the moves asked for
+/// (`POST /admin/clock`), and, at start, what it takes not to run behind the time a
+/// recovered state recorded ([`resume`](Self::resume)). `POST /admin/reset` takes the
+/// advance back to 0 ([`reset`](Self::reset)). Clones share the advance.
 #[derive(Clone, Debug)]
 pub(crate) struct Clock {
     /// The configured shift from the system clock (`clock_offset_ms`), ms.
     skew_ms: i64,
-    /// How far a test clock has been moved forward (`POST /admin/clock`), ms.
+    /// How far the clock runs ahead of the configured one, ms (never negative).
     advanced_ms: Arc<AtomicI64>,
     test_clock: bool,
 }
@@ -69,24 +71,58 @@ impl Clock {
         self.test_clock
     }
 
-    /// The current shift from the system clock (configured skew plus test-clock moves), ms.
+    /// The current shift from the system clock (configured skew plus the advance), ms.
     pub(crate) fn offset_ms(&self) -> i64 {
-        self.skew_ms
-            .saturating_add(self.advanced_ms.load(Ordering::Acquire))
+        self.skew_ms.saturating_add(self.advanced_ms())
+    }
+
+    /// How far the clock runs ahead of the configured one (test-clock moves, catching up
+    /// at start), ms.
+    pub(crate) fn advanced_ms(&self) -> i64 {
+        self.advanced_ms.load(Ordering::Acquire)
     }
 
     /// Moves a test clock forward by `ms` (at most [`MAX_ADVANCE_MS`]; the caller checks);
     /// `false` (and no change) for a clock that is not a test clock.
     pub(crate) fn advance(&self, ms: u64) -> bool {
         if self.test_clock {
-            let ms = i64::try_from(ms.min(MAX_ADVANCE_MS)).unwrap_or(0);
-            let _ = self
-                .advanced_ms
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
-                    Some(o.saturating_add(ms))
-                });
+            self.add(ms.min(MAX_ADVANCE_MS));
         }
         self.test_clock
+    }
+
+    fn add(&self, ms: u64) {
+        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        let _ = self
+            .advanced_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o.saturating_add(ms))
+            });
+    }
+
+    /// Takes the advance back to 0: the configured clock again (`POST /admin/reset`, which
+    /// drops every timed thing with the state, so time may go back).
+    pub(crate) fn reset(&self) {
+        self.advanced_ms.store(0, Ordering::Release);
+    }
+
+    /// Starts the clock of a broker whose state was recovered, whose latest time was
+    /// `recorded_now_ms` and whose test clock had been moved `recorded_advance_ms` ahead
+    /// ([`BrokerCore::clock_advance_ms`](crate::core::BrokerCore::clock_advance_ms)): a test
+    /// clock takes that advance back (it goes on from where it was, the time it was down
+    /// included). Then any clock still behind `recorded_now_ms` — the system clock was set
+    /// back, or the state was written with a test clock moved ahead and the broker now runs
+    /// without `--test-clock` — is moved ahead to it and runs on from there, so the times
+    /// it gives never fall behind the ones the state holds (publish times keep increasing,
+    /// an invisibility lasts its length). Returns that catch-up, ms (0: none needed).
+    pub(crate) fn resume(&self, recorded_advance_ms: i64, recorded_now_ms: u64) -> u64 {
+        if self.test_clock {
+            self.advanced_ms
+                .store(recorded_advance_ms.max(0), Ordering::Release);
+        }
+        let behind = recorded_now_ms.saturating_sub(self.now_ms());
+        self.add(behind);
+        behind
     }
 
     /// The broker's time: what messages, `NextConsumeTime` and the `Date` header follow.
@@ -95,8 +131,8 @@ impl Clock {
     }
 
     /// The time signed requests are checked against (PROTOCOL §2.5, the 15-minute `Date`
-    /// window): the system clock with the configured skew, without test-clock moves —
-    /// clients sign with their own clocks, which a test clock does not move.
+    /// window): the system clock with the configured skew, without the advance — clients
+    /// sign with their own clocks, which a test clock does not move.
     pub(crate) fn signing_now(&self) -> SystemTime {
         shifted(self.skew_ms)
     }
@@ -155,5 +191,55 @@ pub(super) struct ConnectionSlot(pub(super) Arc<Shared>);
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    #[test]
+    fn a_resumed_test_clock_goes_on_from_its_recorded_advance() {
+        let clock = Clock::new(0, true);
+        assert_eq!(
+            clock.resume(3_600_000, 0),
+            0,
+            "already ahead of a past time"
+        );
+        assert_eq!(clock.offset_ms(), 3_600_000);
+        let ahead = clock.now().duration_since(clock.signing_now());
+        assert!(ahead.is_ok_and(|d| d >= Duration::from_millis(HOUR_MS - 1_000)));
+        // Another clock of the same broker sees the advance; a reset drops it.
+        let shared = clock.clone();
+        clock.reset();
+        assert_eq!((shared.advanced_ms(), shared.offset_ms()), (0, 0));
+    }
+
+    #[test]
+    fn a_clock_behind_the_recorded_time_catches_up_with_it() {
+        // Without --test-clock a recorded advance is not taken back, but the clock never
+        // runs behind the state's time: it goes on from it.
+        let clock = Clock::new(0, false);
+        let recorded = clock.now_ms() + HOUR_MS;
+        let caught_up = clock.resume(3_600_000, recorded);
+        assert!(
+            (HOUR_MS - 1_000..=HOUR_MS).contains(&caught_up),
+            "{caught_up}"
+        );
+        assert!(clock.now_ms() >= recorded);
+        assert!(!clock.advance(1), "not a test clock");
+        // A test clock whose recorded advance is short of the recorded time (the system
+        // clock was set back meanwhile) catches up too; a configured skew stays.
+        let clock = Clock::new(-5_000, true);
+        let recorded = clock.now_ms() + 2 * HOUR_MS;
+        let caught_up = clock.resume(HOUR_MS as i64, recorded);
+        assert!(
+            caught_up > HOUR_MS - 1_000 && caught_up <= HOUR_MS,
+            "{caught_up}"
+        );
+        assert!(clock.now_ms() >= recorded);
+        assert_eq!(clock.offset_ms(), -5_000 + clock.advanced_ms());
     }
 }
