@@ -26,7 +26,7 @@ commands:
   package [--verify]      cargo package of every published crate (ci runs it without --verify)
   engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
                           proxy) into ~/.cache/mq-http-rs/engine (idempotent; the first time
-                          40-60 min on 2 cores) and protoc if missing
+                          ~30 min on 2 idle cores) and protoc if missing
   tools                   install the Debian programs the build and tests need when missing
                           (protoc, tinyproxy; idempotent; ci does it first)
   fuzz <target> <secs>    run one cargo-fuzz target for <secs> seconds (installs cargo-fuzz)
