@@ -1297,20 +1297,27 @@ fn event_names(trace: &serde_json::Value) -> Vec<String> {
 
 /// Dead letters keep their bodies: listed with them, resent one by id (delivered again as a
 /// new message, same id), the rest deleted; unknown ids and groups are refused.
+/// Creates `g` on `t` with a 1 s invisibility and one delivery: a message it does not ack
+/// within 1 s of its delivery is dead-lettered.
+async fn dead_lettering_group(c: &mut Client, t: &TopicName, g: &GroupId) {
+    let target = format!(
+        "/admin/groups?group={}&topic={}&invisibility_ms=1000&max_deliveries=1",
+        g.as_str(),
+        t.as_str()
+    );
+    let (status, json) = c
+        .admin(Method::POST, &target, None)
+        .await
+        .expect("create group");
+    assert_eq!(status, 200, "{json}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_resent_and_deleted() {
     let broker = start(true).await;
     let mut c = Client::new(broker.local_addr());
     let (t, g) = topic_group("Letters", "GID_once");
-    let (status, _) = c
-        .admin(
-            Method::POST,
-            "/admin/groups?group=GID_once&topic=Letters&invisibility_ms=1000&max_deliveries=1",
-            None,
-        )
-        .await
-        .expect("create group");
-    assert_eq!(status, 200);
+    dead_lettering_group(&mut c, &t, &g).await;
     for body in ["first", "second"] {
         let m = TopicMessage::new(body).expect("message");
         c.publish(&t, &m).await.expect("io").expect("publish");
@@ -2192,4 +2199,115 @@ async fn refused_admin_calls_are_counted_as_refused() {
     };
     assert_eq!(count("admin"), 1.0, "{metrics}");
     assert_eq!(count("refused"), 2.0, "{metrics}");
+}
+
+/// Every message id of a listing, following `next` from page to page (each page a 200 that
+/// copied less than everything); the pages taken.
+async fn every_page(c: &mut Client, target: &str) -> (Vec<String>, usize) {
+    let (mut seen, mut pages) = (Vec::new(), 0);
+    let mut after = String::new();
+    loop {
+        let (status, json) = c
+            .admin(Method::GET, &format!("{target}{after}"), None)
+            .await
+            .expect("listing");
+        assert_eq!(status, 200, "{target}{after}: {json}");
+        pages += 1;
+        let page = json["messages"].as_array().expect("messages");
+        seen.extend(
+            page.iter()
+                .map(|m| m["message_id"].as_str().expect("id").to_owned()),
+        );
+        match json["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return (seen, pages),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listing_pages_past_the_budget() {
+    use mq_broker::core::{BODY_PREVIEW_BYTES, LISTING_BUDGET_BYTES};
+    let broker = start(true).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Paged", "GID_paged");
+    dead_lettering_group(&mut c, &t, &g).await;
+    let body = "x".repeat(BODY_PREVIEW_BYTES + 1);
+    let count = LISTING_BUDGET_BYTES / BODY_PREVIEW_BYTES + 10;
+    let mut published = Vec::new();
+    for _ in 0..count {
+        let m = TopicMessage::new(body.as_str())
+            .expect("message")
+            .with_key("bigkey")
+            .expect("key");
+        let receipt = c.publish(&t, &m).await.expect("io").expect("publish");
+        published.push(receipt.message_id.as_str().to_owned());
+    }
+    let once = |(seen, pages): (Vec<String>, usize), what: &str| {
+        assert!(pages > 1, "{what}: the budget ends the first page");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        let mut want = published.clone();
+        want.sort();
+        assert_eq!(sorted, want, "{what}: every message exactly once");
+    };
+    let base = "/admin/topics/Paged/messages?limit=1000";
+    once(
+        every_page(&mut c, &format!("{base}&state=ready&group=GID_paged")).await,
+        "ready",
+    );
+    once(
+        every_page(&mut c, &format!("{base}&key=bigkey")).await,
+        "key",
+    );
+    once(
+        every_page(&mut c, &format!("{base}&begin_ms=0")).await,
+        "range",
+    );
+
+    // In flight, then dead letters once their only delivery expired.
+    let mut delivered = 0;
+    while delivered < count {
+        let got = consume_all(&mut c, &t, &g).await;
+        assert!(!got.is_empty());
+        delivered += got.len();
+    }
+    once(
+        every_page(&mut c, &format!("{base}&state=in_flight&group=GID_paged")).await,
+        "in flight",
+    );
+    advance(&mut c, 1_001).await;
+    once(
+        every_page(
+            &mut c,
+            "/admin/topics/Paged/groups/GID_paged/dead_letters?limit=1000",
+        )
+        .await,
+        "dead letters",
+    );
+    once(
+        every_page(&mut c, &format!("{base}&state=dead&group=GID_paged")).await,
+        "dead",
+    );
+
+    // An `after` the listing does not hold, or a lookup by id does not take, is refused.
+    let gone = "0".repeat(32);
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        &format!("{base}&state=ready&group=GID_paged&after={gone}"),
+    )
+    .await;
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        &format!("{base}&id={}&after={}", published[0], published[1]),
+    )
+    .await;
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        &format!("{base}&key=bigkey&after=nope"),
+    )
+    .await;
 }

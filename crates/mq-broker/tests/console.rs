@@ -696,6 +696,41 @@ async fn the_console_says_when_a_listed_body_is_cut() {
     let whole = b.wait_text("[data-body]", "xxx").await;
     assert_eq!(whole.len(), body.len());
     assert!(!b.main_text().await.contains("Only the beginning"));
+
+    // More than one listing's 1 MiB budget: the peek ends before its limit, and the tag and
+    // key filters still search past it, page by page.
+    let count = mq_broker::core::LISTING_BUDGET_BYTES / mq_broker::core::BODY_PREVIEW_BYTES + 10;
+    let producer = sdk.producer("bulky".parse().unwrap());
+    for i in 0..count {
+        let mut m = TopicMessage::new(body.as_str())
+            .unwrap()
+            .with_key("bulk")
+            .unwrap();
+        if i == count - 1 {
+            m = m.with_tag("rare".parse().unwrap());
+        }
+        producer.publish(&m).await.expect("publish");
+    }
+    b.open("#/topic/bulky").await;
+    b.wait_text("[data-summary]", "200 of 200 shown").await;
+    b.type_into("input[name='tag']", "rare").await;
+    b.click_button("Peek").await;
+    b.wait_text(
+        "[data-peek]",
+        &format!(
+            "Searched {} messages of the topic for tag rare: 1 ready for GID_bulk shown",
+            count + 1
+        ),
+    )
+    .await;
+    b.type_into("input[name='tag']", "").await;
+    b.type_into("input[name='key']", "bulk").await;
+    b.click_button("Peek").await;
+    b.wait_text(
+        "[data-peek]",
+        &format!("Looked up by key bulk: {count} message(s) have it, {count} of them ready"),
+    )
+    .await;
     b.close().await;
 }
 

@@ -12,14 +12,14 @@
 //! | `POST /admin/reset` | forgets every message, group position and counter (declared and created topics stay, empty; created groups stay with their settings; auto-created topics go) and takes the clock back to the configured one (a test clock's moves are dropped; the core's time goes back with it): `{"reset": true}` |
 //! | `GET /admin/faults`, `DELETE /admin/faults` | the fault rules in force (`{"enabled", "rules"}`); remove them all |
 //! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
-//! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); by id with the whole body, by key with previews; an id not kept is 404 `MessageNotExist`; `id=` / `key=` without a value is 400 |
-//! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`; 404 `SubscriptionNotExist` for a group not on the topic) or `half`; at most N (default 100, at most 1000) |
+//! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K[&after=ID]` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}], "next"}` (`state` null: the group holds it no more); by id with the whole body, by key with previews in publish order; an id not kept is 404 `MessageNotExist`; `id=` / `key=` without a value is 400; `after` with `id=` is 400 |
+//! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&after=ID][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...], "next"}`, ordered by visible time (half: check time; dead: dead-lettering), S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`; 404 `SubscriptionNotExist` for a group not on the topic) or `half`; at most N (default 100, at most 1000) |
 //! | `GET /admin/topics/{topic}/messages?begin_ms=B&end_ms=E[&after=ID][&ns=I][&limit=N]` | the messages published in `[B, E)` (either bound may be left out) in publish order, each with every group's position, held or kept after consumption: `{"messages": [...], "next"}` (`next`: the `after` of the next page, null on the last — also when it ends at the range's last message) |
 //! | `GET /admin/topics`, `GET /admin/topics/{topic}` `[?ns=I]` | topics with their message type and per-group ready / in flight / delayed / dead / accumulation / last consume time |
 //! | `POST /admin/topics?topic=T[&message_type=M][&ns=I]`, `DELETE /admin/topics/{topic}[?ns=I]` | create a topic taking messages of type M (default `MIXED`); delete one with its messages |
 //! | `GET /admin/groups[?ns=I]` | groups, created or registered, with their settings and per-topic counters |
 //! | `POST /admin/groups?group=G[&topic=T]...[&invisibility_ms=N][&max_deliveries=N][&ns=I]`, `DELETE /admin/groups/{group}[?ns=I]` | create (subscribed to the topics) or update a group; an update changes only the settings it passes (an empty value, `invisibility_ms=`, returns one to the broker's) and adds topics; `invisibility_ms` is 1..=43200000 (12 h); delete one |
-//! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?ns=I][&limit=N]` | the group's dead letters, with body previews while kept; 404 `SubscriptionNotExist` for a group not on the topic |
+//! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?after=ID][&ns=I][&limit=N]` | the group's dead letters in the order they died, with body previews while kept: `{"messages": [...], "next"}`; 404 `SubscriptionNotExist` for a group not on the topic |
 //! | `POST /admin/topics/{topic}/groups/{group}/dead_letters/resend[?id=ID][&ns=I]`, `DELETE …/dead_letters[?id=ID][&ns=I]` | hand the dead letters (all, or one) to the group again: `{"resent": N}`; or drop them: `{"deleted": N}` |
 //! | `POST /admin/topics/{topic}/groups/{group}/reset_offset?time_ms=T[&ns=I]` | messages published since T are delivered to the group again, earlier ones it holds are skipped: `{"redelivered", "skipped"}` |
 //! | `POST /admin/topics/{topic}/half/{id}/commit`, `POST …/half/{id}/rollback` `[?ns=I]` | decide a waiting half (transactional) message by its id, as its producer's commit or rollback would: committed, it goes to the topic's groups; rolled back, it is never delivered; its trace records the decision: `{"message_id", "resolution"}`; an id that is not a waiting half message of the topic is 404 `MessageNotExist` |
@@ -32,7 +32,10 @@
 //! [`BODY_PREVIEW_BYTES`](crate::core::BODY_PREVIEW_BYTES) with `body_size` (bytes) and
 //! `body_truncated`, and copy at most
 //! [`LISTING_BUDGET_BYTES`](crate::core::LISTING_BUDGET_BYTES) of bodies and properties while
-//! the core is locked, so they may end before `limit` (a page then has a `next`).
+//! the core is locked, so they may end before `limit`. Every listing answers
+//! `{"messages", "next"}`: `next` is null when the listing is complete, else the id to pass as
+//! `after` for the next page (an `after` no longer in the listing — a peeked message that
+//! changed state since — is 400: list again from the start).
 //!
 //! Errors are `{"code", "message", "request_id"}` with the status of the code: the
 //! protocol's authentication codes (403 `SignatureDoesNotMatch`, …), 400
@@ -302,14 +305,15 @@ async fn route(
         },
         (&Method::GET, ["admin", "topics", topic, "groups", group, "dead_letters"]) => {
             let (topic, group) = (topic_name(topic)?, group_id(group)?);
-            let messages = shared.backend.peek(
+            let listing = shared.backend.peek(
                 instance_param(&params)?.as_ref(),
                 &topic,
                 Some(&group),
                 PeekState::Dead,
+                params.non_empty("after")?,
                 limit_param(&params)?,
             )?;
-            Ok(json!({ "messages": messages }))
+            Ok(json!(listing))
         }
         (
             method,
@@ -788,16 +792,20 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
             instance.as_ref(),
             &topic,
             begin..end,
-            params.get("after"),
+            params.non_empty("after")?,
             limit,
         )?;
         return Ok(json!(page));
     }
     if let Some(lookup) = lookup {
-        let found = shared
-            .backend
-            .find(instance.as_ref(), &topic, lookup, limit)?;
-        if found.is_empty()
+        let found = shared.backend.find(
+            instance.as_ref(),
+            &topic,
+            lookup,
+            params.non_empty("after")?,
+            limit,
+        )?;
+        if found.messages.is_empty()
             && let Lookup::Id(id) = lookup
         {
             return Err(AdminError::new(
@@ -808,16 +816,21 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
                 ),
             ));
         }
-        return Ok(json!({ "messages": found }));
+        return Ok(json!(found));
     }
     let state: PeekState = params
         .required("state")?
         .parse()
         .map_err(|e: crate::core::CoreError| AdminError::invalid(e.message))?;
-    let messages = shared
-        .backend
-        .peek(instance.as_ref(), &topic, group.as_ref(), state, limit)?;
-    Ok(json!({ "messages": messages }))
+    let listing = shared.backend.peek(
+        instance.as_ref(),
+        &topic,
+        group.as_ref(),
+        state,
+        params.non_empty("after")?,
+        limit,
+    )?;
+    Ok(json!(listing))
 }
 
 /// The `limit` parameter of a listing: 1..=1000, default 100.
