@@ -26,7 +26,10 @@
 //! | `GET /admin/messages/{id}/trace` | the message's events (published, delivered, expired, acked, filtered, dead-lettered, resent, offset reset, checked, committed, rolled back), while it is kept |
 //!
 //! A wrong method on a known path is 405 `MethodNotAllowed` with an `Allow` header. A query
-//! parameter given twice is 400 (only `topic` repeats, in `POST /admin/groups`).
+//! parameter given twice is 400 (only `topic` repeats, in `POST /admin/groups`), and so is one
+//! the call does not take (`accepted_params`, one table beside `allowed_methods`), a listing
+//! selecting by two of `id`, `key`, `state` and a time range, `group` with anything but a
+//! group state, and a number that is not plain digits (`+5`, ` 5`).
 //!
 //! Listings (peek by state, page by time, find by key, dead letters) carry each body's first
 //! [`BODY_PREVIEW_BYTES`](crate::core::BODY_PREVIEW_BYTES) with `body_size` (bytes) and
@@ -271,13 +274,13 @@ async fn route(
         })
         .collect::<Result<_, _>>()?;
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    if let Some(accepted) = accepted_params(method, &segments) {
+        params.only(accepted, method, path)?;
+    }
     match (method, segments.as_slice()) {
         (&Method::GET, ["admin", "clock"]) => Ok(clock(shared)),
         (&Method::POST, ["admin", "clock"]) => {
-            let ms: u64 = params
-                .required("advance_ms")?
-                .parse()
-                .ok()
+            let ms: u64 = whole_number(params.required("advance_ms")?)
                 .filter(|ms| *ms <= MAX_ADVANCE_MS)
                 .ok_or_else(|| {
                     AdminError::invalid(format!(
@@ -351,10 +354,8 @@ async fn route(
             }
         }
         (&Method::POST, ["admin", "topics", topic, "groups", group, "reset_offset"]) => {
-            let since_ms = params
-                .required("time_ms")?
-                .parse::<u64>()
-                .map_err(|_| AdminError::invalid("time_ms must be epoch milliseconds"))?;
+            let since_ms = whole_number(params.required("time_ms")?)
+                .ok_or_else(|| AdminError::invalid("time_ms must be epoch milliseconds"))?;
             let call = Call::ResetOffset {
                 instance: instance_param(&params)?,
                 topic: topic_name(topic)?,
@@ -415,9 +416,6 @@ async fn route(
             }
             Ok(faults(shared))
         }
-        (&Method::DELETE, ["admin", "faults"]) if !params.0.is_empty() => Err(AdminError::invalid(
-            "DELETE /admin/faults removes every rule and takes no parameters",
-        )),
         (&Method::DELETE, ["admin", "faults"]) => {
             shared.faults.clear();
             Ok(faults(shared))
@@ -565,6 +563,44 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     })
 }
 
+/// The query parameters each admin call takes, beside [`allowed_methods`] (`None`: no such
+/// call, answered 404 or 405 by the router); any other parameter is refused with 400 rather
+/// than ignored (a misspelt `invisiblity_ms` would otherwise change nothing, silently).
+fn accepted_params(method: &Method, segments: &[&str]) -> Option<&'static [&'static str]> {
+    const NS: &[&str] = &["ns"];
+    Some(match (method.as_str(), segments) {
+        ("GET", ["admin", "clock"] | ["admin", "messages", _, "trace"])
+        | ("POST", ["admin", "reset"])
+        | ("GET" | "DELETE", ["admin", "faults"]) => &[],
+        ("POST", ["admin", "clock"]) => &["advance_ms"],
+        ("GET", ["admin", "topics", _, "messages"]) => &[
+            "id", "key", "state", "group", "begin_ms", "end_ms", "after", "ns", "limit",
+        ],
+        ("GET", ["admin", "topics", _, "groups", _, "dead_letters"]) => &["after", "ns", "limit"],
+        ("POST", ["admin", "topics", _, "groups", _, "dead_letters", "resend"])
+        | ("DELETE", ["admin", "topics", _, "groups", _, "dead_letters"]) => &["id", "ns"],
+        ("POST", ["admin", "topics", _, "groups", _, "reset_offset"]) => &["time_ms", "ns"],
+        ("POST", ["admin", "topics", _, "half", _, "commit" | "rollback"])
+        | ("POST", ["admin", "topics", _, "purge"])
+        | ("GET", ["admin", "topics" | "groups"])
+        | ("GET" | "DELETE", ["admin", "topics", _])
+        | ("DELETE", ["admin", "groups", _]) => NS,
+        ("POST", ["admin", "faults"]) => &[
+            "operation",
+            "error",
+            "reset",
+            "latency_ms",
+            "probability",
+            "count",
+        ],
+        ("POST", ["admin", "topics"]) => &["topic", "message_type", "ns"],
+        ("POST", ["admin", "groups"]) => {
+            &["group", "topic", "invisibility_ms", "max_deliveries", "ns"]
+        }
+        _ => return None,
+    })
+}
+
 /// Whether a listed item of `item_instance` is in the scope of the `ns` parameter: every
 /// instance without one, only the default instance for `ns=` (empty), else that instance.
 fn in_scope(instance: Option<&InstanceId>, ns: Option<&str>, item_instance: Option<&str>) -> bool {
@@ -663,16 +699,18 @@ fn fault_rule(params: &Params) -> Result<FaultRule, AdminError> {
         params
             .get(name)
             .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| AdminError::invalid(format!("{name} must be a whole number")))
+                whole_number(v)
+                    .ok_or_else(|| AdminError::invalid(format!("{name} must be a whole number")))
             })
             .transpose()
     };
     let probability = match params.get("probability") {
         None => 1.0,
         Some(p) => p
-            .parse::<f64>()
-            .ok()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.')
+            .then(|| p.parse::<f64>().ok())
+            .flatten()
             .filter(|p| (0.0..=1.0).contains(p))
             .ok_or_else(|| AdminError::invalid("probability must be between 0 and 1"))?,
     };
@@ -741,7 +779,7 @@ fn setting<'a, T>(
     match params.get(name) {
         None => Ok(current),
         Some("") => Ok(None),
-        Some(v) => v.parse::<u64>().ok().and_then(valid).map(Some).ok_or(name),
+        Some(v) => whole_number(v).and_then(valid).map(Some).ok_or(name),
     }
 }
 
@@ -765,26 +803,41 @@ fn clock(shared: &Shared) -> serde_json::Value {
 
 fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Value, AdminError> {
     let topic = topic_name(topic)?;
+    let range = (params.get("begin_ms"), params.get("end_ms"));
+    let selectors: Vec<&str> = [
+        ("id=", params.get("id").is_some()),
+        ("key=", params.get("key").is_some()),
+        ("state=", params.get("state").is_some()),
+        ("a time range (begin_ms, end_ms)", range != (None, None)),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    if selectors.len() > 1 {
+        return Err(AdminError::invalid(format!(
+            "a listing selects by one of id=, key=, state= or a time range, not by {}",
+            selectors.join(" and ")
+        )));
+    }
+    if params.get("group").is_some() && matches!(params.get("state"), None | Some("half")) {
+        return Err(AdminError::invalid(
+            "group= names the group of a peek by state= (ready, in_flight, delayed, dead); a lookup, a time range and state=half list the topic's messages with every group",
+        ));
+    }
     let lookup = match (params.non_empty("id")?, params.non_empty("key")?) {
-        (Some(_), Some(_)) => return Err(AdminError::invalid("give id= or key=, not both")),
-        (Some(id), None) => Some(Lookup::Id(id)),
+        (Some(id), _) => Some(Lookup::Id(id)),
         (None, Some(key)) => Some(Lookup::Key(key)),
         (None, None) => None,
     };
     let group = params.get("group").map(group_id).transpose()?;
     let instance = instance_param(params)?;
     let limit = limit_param(params)?;
-    let range = (params.get("begin_ms"), params.get("end_ms"));
     if range != (None, None) {
-        if lookup.is_some() || params.get("state").is_some() {
-            return Err(AdminError::invalid(
-                "a time range (begin_ms, end_ms) is not combined with id=, key= or state=",
-            ));
-        }
         let ms = |v: Option<&str>, default: u64| {
             v.map_or(Ok(default), |v| {
-                v.parse::<u64>()
-                    .map_err(|_| AdminError::invalid("begin_ms and end_ms are epoch milliseconds"))
+                whole_number(v).ok_or_else(|| {
+                    AdminError::invalid("begin_ms and end_ms are epoch milliseconds")
+                })
             })
         };
         let (begin, end) = (ms(range.0, 0)?, ms(range.1, u64::MAX)?);
@@ -833,13 +886,20 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
     Ok(json!(listing))
 }
 
+/// A parameter's whole number: ASCII digits only (`+5`, `-0`, ` 5` and `5.0` are not one);
+/// `None` otherwise or past `u64::MAX`.
+fn whole_number(v: &str) -> Option<u64> {
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| v.parse().ok())
+        .flatten()
+}
+
 /// The `limit` parameter of a listing: 1..=1000, default 100.
 fn limit_param(params: &Params) -> Result<usize, AdminError> {
     match params.get("limit") {
         None => Ok(DEFAULT_PEEK),
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
+        Some(l) => whole_number(l)
+            .and_then(|n| usize::try_from(n).ok())
             .filter(|n| (1..=MAX_PEEK).contains(n))
             .ok_or_else(|| AdminError::invalid(format!("limit must be 1..={MAX_PEEK}"))),
     }
@@ -878,6 +938,25 @@ impl Params {
             out.push((key, decode(v)?));
         }
         Ok(Self(out))
+    }
+
+    /// Refuses a parameter that is not in `accepted` (the call's, see [`accepted_params`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` naming the first parameter the call does not take.
+    fn only(&self, accepted: &[&str], method: &Method, path: &str) -> Result<(), AdminError> {
+        match self.0.iter().find(|(k, _)| !accepted.contains(&k.as_str())) {
+            None => Ok(()),
+            Some((k, _)) => Err(AdminError::invalid(format!(
+                "{method} {path} takes no query parameter {k:?} (it takes {})",
+                if accepted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    accepted.join(", ")
+                }
+            ))),
+        }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
