@@ -436,6 +436,9 @@ impl AdminPublishArgs {
         if let Some(key) = &m.key {
             doc["key"] = key.as_str().into();
         }
+        if let Some(sharding_key) = &m.sharding_key {
+            doc["sharding_key"] = sharding_key.as_str().into();
+        }
         if !m.props.is_empty() {
             let props: serde_json::Map<String, serde_json::Value> = m
                 .props

@@ -512,6 +512,32 @@ fn admin_topics_and_groups() {
         created.contains("CliTyped") && created.contains("FIFO"),
         "{created}"
     );
+    // A FIFO topic takes only messages with a sharding key: mq admin publish passes one.
+    ok(b.mq(&[
+        "admin", "topics", "create", "--topic", "CliFifo", "--type", "order",
+    ]));
+    let admin_publish = |extra: &[&str]| {
+        let mut args = vec![
+            "admin", "publish", "--topic", "CliFifo", "--body", "in order",
+        ];
+        args.extend_from_slice(extra);
+        b.mq(&args)
+    };
+    assert!(
+        !run(admin_publish(&[])).status.success(),
+        "a FIFO topic refuses no sharding key"
+    );
+    let published = ok(admin_publish(&["--sharding-key", "order-1"]));
+    let id = published
+        .lines()
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next());
+    let id = id.unwrap_or_else(|| panic!("{published}")).to_owned();
+    let found = ok(b.mq(&["admin", "peek", "--topic", "CliFifo", "--id", &id, "--json"]));
+    assert!(
+        found.contains("order-1"),
+        "the sharding key is kept: {found}"
+    );
     let created = ok(b.mq(&[
         "admin",
         "groups",
