@@ -23,6 +23,9 @@ const nsOf = (instance) => instance || "";
 /** A topic (or group) with its instance when not the default one: "orders (MQ_INST_1)". */
 const withInstance = (name, instance) => (instance ? `${name} (${instance})` : name);
 
+/** The instance a topic or group belongs to, in words (for confirmations). */
+const instanceOf = (instance) => (instance ? `instance ${instance}` : "the default instance");
+
 /** A non-default instance beside a name, shown where the Instance column is hidden. */
 const narrowInstance = (instance) => (instance ? el("span", { class: "muted show-narrow" }, ` (${instance})`) : "");
 
@@ -260,7 +263,9 @@ function messageTable(topicName, ns, messages, { perGroup = false } = {}) {
         : el("span", { class: "states" }, m.groups.map((g) => el("span", {}, `${g.group}: `, groupBadge(g, m))))) }
       : { title: "State", value: (m) => badge(m.state) },
     { title: "Tag", value: (m) => m.tag || "" },
-    { title: "Key", value: (m) => m.properties.KEYS || "", narrow: true },
+    // KEYS holds space-separated keys: the cell wraps between them, never inside one (a key
+    // too long for the column ends in "…", whole on hover).
+    { title: "Key", value: (m) => (m.properties.KEYS || "").split(" ").filter(Boolean).flatMap((k, i) => [i ? " " : "", el("span", { class: "clip key", title: k }, k)]), narrow: true },
     { title: "Body", value: (m) => bodyPreview(m, link(m)) },
     { title: "Published", value: (m) => time(m.publish_time) },
     { title: "Deliveries", value: (m) => n(m.consumed_times), num: true, narrow: true },
@@ -629,7 +634,10 @@ export async function clock(view, _params, ctx) {
       const p = el("input", { name: "probability", type: "number", step: "0.05", min: 0, max: 1, value: 1 });
       const add = el("form", { class: "row", "aria-label": "Add a fault" }, el("label", {}, "Operation", op), el("label", {}, "Error code", code),
         el("label", {}, "Probability", p), el("button", { type: "submit" }, "Add rule"),
-        el("button", { type: "button", class: "danger", onclick: async () => { await admin("DELETE", "/admin/faults"); ctx.reload(); } }, "Remove all"));
+        el("button", { type: "button", class: "danger", onclick: async () => {
+          if (!confirm("Remove every fault rule? Calls are answered normally again.")) return;
+          try { await admin("DELETE", "/admin/faults"); ctx.reload(); } catch (e) { toast(e.message); }
+        } }, "Remove all"));
       add.addEventListener("submit", async (e) => {
         e.preventDefault();
         try {
@@ -644,7 +652,7 @@ export async function clock(view, _params, ctx) {
   }
   view.append(el("h2", {}, "Reset"), el("div", { class: "row" }, el("button", {
     type: "button", class: "danger", onclick: async () => {
-      if (!confirm("Forget every message, consumer position and counter? Auto-created topics go; declared and created topics stay, empty; created groups stay with their settings.")) return;
+      if (!confirm("Forget every message, consumer position and counter? Auto-created topics go; declared and created topics stay, empty; created groups stay with their settings. The broker's clock goes back to real time (a test clock's moves are dropped).")) return;
       try { await admin("POST", "/admin/reset"); toast("Broker reset"); ctx.reload(); } catch (e) { toast(e.message); }
     },
   }, "Reset all state…")));
@@ -682,7 +690,7 @@ export async function catalog(view, _params, ctx) {
     { title: "Instance", value: (t) => t.instance || "default" },
     { title: "Type", value: (t) => t.message_type || "" },
     { title: "Published", value: (t) => n(t.published), num: true },
-    { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
+    { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic} of ${instanceOf(t.instance)}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
   ], topics.topics, { label: "Topics" }) : empty("No topic."));
   const tname = el("input", { name: "topic", required: true });
   const ttype = el("select", { name: "message_type" }, ["MIXED", "NORMAL", "FIFO", "DELAY", "TRANSACTION"].map((t) => el("option", { value: t }, t)));
@@ -697,7 +705,7 @@ export async function catalog(view, _params, ctx) {
     { title: "Topics", value: (g) => (g.topics || []).map((t) => t.topic).join(", ") },
     { title: "Invisibility ms", value: (g) => n(g.invisibility_ms), num: true },
     { title: "Max deliveries", value: (g) => n(g.max_deliveries), num: true },
-    { title: "", value: (g) => el("button", { type: "button", class: "danger", onclick: del(`group ${g.group}`, `/admin/groups/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`) }, "Delete") },
+    { title: "", value: (g) => el("button", { type: "button", class: "danger", onclick: del(`group ${g.group} of ${instanceOf(g.instance)}`, `/admin/groups/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`) }, "Delete") },
   ], groups.groups, { label: "Groups" }) : empty("No group."));
   const gname = el("input", { name: "group", required: true, value: "GID_" });
   const gtopic = el("input", { name: "topic" });

@@ -318,21 +318,26 @@ impl Browser {
         }
     }
 
-    /// Accepts the confirm dialog the last click opened.
-    async fn accept_confirm(&self) {
-        self.answer_confirm(true).await;
+    /// Accepts the confirm dialog the last click opened; its question.
+    async fn accept_confirm(&self) -> String {
+        self.answer_confirm(true).await
     }
 
-    /// Accepts or declines the confirm dialog the last click opened.
-    async fn answer_confirm(&self, accept: bool) {
+    /// Accepts or declines the confirm dialog the last click opened; its question.
+    async fn answer_confirm(&self, accept: bool) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
+            let Ok(question) = self.client.get_alert_text().await else {
+                assert!(Instant::now() < deadline, "no confirm dialog");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
             let answered = if accept {
                 self.client.accept_alert().await
             } else {
                 self.client.dismiss_alert().await
             };
-            let Err(e) = answered else { return };
+            let Err(e) = answered else { return question };
             assert!(Instant::now() < deadline, "no confirm dialog: {e}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -832,7 +837,12 @@ async fn the_console_publishes_and_moves_the_test_clock() {
         refused.is_err(),
         "the injected Throttling did not refuse the ack"
     );
+    // Removing them all asks first: declined, the rules stay.
     b.click_button("Remove all").await;
+    let asked = b.answer_confirm(false).await;
+    assert!(asked.contains("Remove every fault rule"), "{asked}");
+    b.click_button("Remove all").await;
+    b.accept_confirm().await;
     b.wait_text("#main .empty", "No fault is active").await;
 
     // Not acked, delivered again, not acked: a dead letter, listed with a Resend button.
@@ -1149,7 +1159,11 @@ async fn the_console_creates_and_deletes_topics_and_groups() {
     assert_eq!(groups(&listed), ["GID_stock"], "{listed}");
 
     b.click_in_row("Groups", "GID_stock", "Delete").await;
-    b.accept_confirm().await;
+    let asked = b.accept_confirm().await;
+    assert!(
+        asked.contains("group GID_stock of the default instance"),
+        "the confirmation names the instance: {asked}"
+    );
     b.wait_text("#main .empty", "No group.").await;
     let (_, listed) = admin
         .admin(http::Method::GET, "/admin/groups", None)
