@@ -11,11 +11,20 @@ const SHOWN = 200;
 /** Pages of MAX_LIST a time-range search reads at most before it says where it stopped. */
 const MAX_PAGES = 10;
 
+/**
+ * Says that a listing answer (`{messages, next}`) stopped before the end (its limit or the
+ * broker's 1 MiB listing budget); nothing when it is complete.
+ */
+const moreNote = (res, how) => (res.next ? el("p", { class: "muted", "data-more": "" }, `The first ${res.messages.length} are listed; more remain (${how}).`) : "");
+
 /** The ns query of a topic or group of `instance` (null = the default instance). */
 const nsOf = (instance) => instance || "";
 
 /** A topic (or group) with its instance when not the default one: "orders (MQ_INST_1)". */
 const withInstance = (name, instance) => (instance ? `${name} (${instance})` : name);
+
+/** The instance a topic or group belongs to, in words (for confirmations). */
+const instanceOf = (instance) => (instance ? `instance ${instance}` : "the default instance");
 
 /** A non-default instance beside a name, shown where the Instance column is hidden. */
 const narrowInstance = (instance) => (instance ? el("span", { class: "muted show-narrow" }, ` (${instance})`) : "");
@@ -144,13 +153,23 @@ export async function topic(view, params, ctx) {
     : (m.groups || []).some((g) => g.group === group.value && g.state === state.value));
   // A key: GET …/messages?key=K finds every message with it, wherever it is; the state,
   // group, tag and time range then narrow what was found.
+  // Pages (next → after) are read until MAX_PAGES; past that the count is a lower bound.
   const byKey = async () => {
     const span = range();
-    const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["key", key.value], ["ns", ns], ["limit", MAX_LIST]])}`);
+    const found = [];
+    let after;
+    let pages = 0;
+    do {
+      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["key", key.value], ["after", after], ["ns", ns], ["limit", MAX_LIST]])}`);
+      found.push(...res.messages);
+      after = res.next;
+      pages += 1;
+    } while (after && pages < MAX_PAGES);
     const timed = from.value || to.value;
-    const shown = res.messages.filter(hasTag).filter(timed ? inRange(span) : inState);
+    const shown = found.filter(hasTag).filter(timed ? inRange(span) : inState);
     const where = timed ? rangeText(span) : `${state.value.replace("_", " ")}${state.value === "half" ? "" : ` for ${group.value}`}`;
-    out.append(el("p", { class: "muted", "data-summary": "" }, `Looked up by key ${key.value}: ${res.messages.length} message(s) have it, ${shown.length} of them ${where}${tag.value ? ` with tag ${tag.value}` : ""}.`),
+    const count = after ? `at least ${found.length} messages have it (the first ${found.length} were searched)` : `${found.length} message(s) have it`;
+    out.append(el("p", { class: "muted", "data-summary": "" }, `Looked up by key ${key.value}: ${count}, ${shown.length} of them ${where}${tag.value ? ` with tag ${tag.value}` : ""}.`),
       shown.length ? messageTable(name, ns, shown, { perGroup: true }) : empty(`No ${timed ? "" : `${state.value.replace("_", " ")} `}message with key ${key.value}${timed ? ` ${rangeText(span)}` : ""}${tag.value ? ` and tag ${tag.value}` : ""}.`));
   };
   // GET …/messages?begin_ms=&end_ms=&after=: every message published in [from, to), in
@@ -200,7 +219,7 @@ export async function topic(view, params, ctx) {
       // A tag is matched here, in the longest peek the API gives.
       const limit = tag.value ? MAX_LIST : SHOWN;
       const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["ns", ns], ["limit", limit]])}`);
-      if (tag.value && needsGroup && res.messages.length >= limit) {
+      if (tag.value && needsGroup && res.next) {
         // More than one peek holds: every message of the topic, page by page, in this state
         // for this group.
         const { shown, searched, more } = await scan([undefined, undefined], (m) => hasTag(m) && inState(m));
@@ -209,8 +228,8 @@ export async function topic(view, params, ctx) {
         return;
       }
       const shown = res.messages.filter(hasTag);
-      const cut = res.messages.length >= limit
-        ? (tag.value ? ` Only the first ${limit} ${state.value.replace("_", " ")} messages were searched for the tag.` : ` The first ${limit} are listed.`) : "";
+      const cut = res.next
+        ? (tag.value ? ` Only the first ${res.messages.length} ${state.value.replace("_", " ")} messages were searched for the tag.` : ` The first ${res.messages.length} are listed.`) : "";
       out.append(el("p", { class: "muted", "data-summary": "" }, `A peek changes nothing: no delivery, no handle, no counter. ${shown.length} of ${res.messages.length} shown.${cut}`),
         shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${filtered()}.`));
     } catch (e) {
@@ -244,7 +263,9 @@ function messageTable(topicName, ns, messages, { perGroup = false } = {}) {
         : el("span", { class: "states" }, m.groups.map((g) => el("span", {}, `${g.group}: `, groupBadge(g, m))))) }
       : { title: "State", value: (m) => badge(m.state) },
     { title: "Tag", value: (m) => m.tag || "" },
-    { title: "Key", value: (m) => m.properties.KEYS || "", narrow: true },
+    // KEYS holds space-separated keys: the cell wraps between them, never inside one (a key
+    // too long for the column ends in "…", whole on hover).
+    { title: "Key", value: (m) => (m.properties.KEYS || "").split(" ").filter(Boolean).flatMap((k, i) => [i ? " " : "", el("span", { class: "clip key", title: k }, k)]), narrow: true },
     { title: "Body", value: (m) => bodyPreview(m, link(m)) },
     { title: "Published", value: (m) => time(m.publish_time) },
     { title: "Deliveries", value: (m) => n(m.consumed_times), num: true, narrow: true },
@@ -288,6 +309,7 @@ export async function message(view, params) {
   }
   if (found.messages.length === 0) { view.append(empty(`No message with key ${lookup[1]} in ${withInstance(topicName, ns)}.`)); return; }
   for (const m of found.messages) view.append(await messageDetail(topicName, ns, m));
+  view.append(moreNote(found, "the topic page's key filter counts them all"));
 }
 
 async function messageDetail(topicName, ns, m) {
@@ -366,6 +388,7 @@ export async function group(view, params, ctx) {
       } else {
         view.append(messageTable(topicName, ns, res.messages));
       }
+      view.append(moreNote(res, `mq admin peek --state ${state} --after ${res.next}`));
     } catch (e) {
       view.append(e.unavailable ? unavailable("Peek", e) : failure(e));
     }
@@ -451,7 +474,8 @@ export async function dead(view, _params, ctx) {
         { title: "", value: (m) => el("span", { class: "row" },
           el("button", { type: "button", onclick: act("Resend", "POST", `${base}/resend${query([["id", m.message_id], ["ns", ns]])}`) }, "Resend"),
           el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["id", m.message_id], ["ns", ns]])}`, `Delete dead letter ${m.message_id} of ${where}? It cannot be resent afterwards.`) }, "Delete")) },
-      ], res.messages, { href: (m) => msgLink(g.topic, ns, m.message_id), label: `Dead letters of ${g.group}` }), out);
+      ], res.messages, { href: (m) => msgLink(g.topic, ns, m.message_id), label: `Dead letters of ${g.group}` }),
+      moreNote(res, `resend or delete these, or page on with mq admin dead-letters list --after ${res.next}`), out);
   }
   if (!any) view.append(empty("No dead letters: no message has reached its group's maximum deliveries."));
 }
@@ -496,7 +520,7 @@ export async function half(view) {
           el("button", { type: "button", "data-action": "commit", onclick: decide(m, "commit", "Commit") }, "Commit"),
           el("button", { type: "button", class: "danger", "data-action": "rollback", onclick: decide(m, "rollback", "Roll back") }, "Roll back")) },
       ], res.messages, { href: (m) => msgLink(t.topic, ns, m.message_id), label: `Half messages of ${t.topic}` })
-        : empty(`No half message of ${t.topic} is waiting any more.`), out);
+        : empty(`No half message of ${t.topic} is waiting any more.`), moreNote(res, "decide these first"), out);
     } catch (e) {
       view.append(e.unavailable ? unavailable("Half messages", e) : failure(e));
     }
@@ -610,7 +634,10 @@ export async function clock(view, _params, ctx) {
       const p = el("input", { name: "probability", type: "number", step: "0.05", min: 0, max: 1, value: 1 });
       const add = el("form", { class: "row", "aria-label": "Add a fault" }, el("label", {}, "Operation", op), el("label", {}, "Error code", code),
         el("label", {}, "Probability", p), el("button", { type: "submit" }, "Add rule"),
-        el("button", { type: "button", class: "danger", onclick: async () => { await admin("DELETE", "/admin/faults"); ctx.reload(); } }, "Remove all"));
+        el("button", { type: "button", class: "danger", onclick: async () => {
+          if (!confirm("Remove every fault rule? Calls are answered normally again.")) return;
+          try { await admin("DELETE", "/admin/faults"); ctx.reload(); } catch (e) { toast(e.message); }
+        } }, "Remove all"));
       add.addEventListener("submit", async (e) => {
         e.preventDefault();
         try {
@@ -625,7 +652,7 @@ export async function clock(view, _params, ctx) {
   }
   view.append(el("h2", {}, "Reset"), el("div", { class: "row" }, el("button", {
     type: "button", class: "danger", onclick: async () => {
-      if (!confirm("Forget every message, consumer position and counter? Auto-created topics go; declared and created topics stay, empty; created groups stay with their settings.")) return;
+      if (!confirm("Forget every message, consumer position and counter? Auto-created topics go; declared and created topics stay, empty; created groups stay with their settings. The broker's clock goes back to real time (a test clock's moves are dropped).")) return;
       try { await admin("POST", "/admin/reset"); toast("Broker reset"); ctx.reload(); } catch (e) { toast(e.message); }
     },
   }, "Reset all state…")));
@@ -663,7 +690,7 @@ export async function catalog(view, _params, ctx) {
     { title: "Instance", value: (t) => t.instance || "default" },
     { title: "Type", value: (t) => t.message_type || "" },
     { title: "Published", value: (t) => n(t.published), num: true },
-    { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
+    { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic} of ${instanceOf(t.instance)}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
   ], topics.topics, { label: "Topics" }) : empty("No topic."));
   const tname = el("input", { name: "topic", required: true });
   const ttype = el("select", { name: "message_type" }, ["MIXED", "NORMAL", "FIFO", "DELAY", "TRANSACTION"].map((t) => el("option", { value: t }, t)));
@@ -678,7 +705,7 @@ export async function catalog(view, _params, ctx) {
     { title: "Topics", value: (g) => (g.topics || []).map((t) => t.topic).join(", ") },
     { title: "Invisibility ms", value: (g) => n(g.invisibility_ms), num: true },
     { title: "Max deliveries", value: (g) => n(g.max_deliveries), num: true },
-    { title: "", value: (g) => el("button", { type: "button", class: "danger", onclick: del(`group ${g.group}`, `/admin/groups/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`) }, "Delete") },
+    { title: "", value: (g) => el("button", { type: "button", class: "danger", onclick: del(`group ${g.group} of ${instanceOf(g.instance)}`, `/admin/groups/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`) }, "Delete") },
   ], groups.groups, { label: "Groups" }) : empty("No group."));
   const gname = el("input", { name: "group", required: true, value: "GID_" });
   const gtopic = el("input", { name: "topic" });

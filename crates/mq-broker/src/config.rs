@@ -105,14 +105,10 @@ pub struct BrokerArgs {
     /// The admin API under `/admin/`: `on` (default) or `off`.
     #[arg(long, value_name = "on|off")]
     pub admin: Option<String>,
-    /// Bearer token of the admin API (at least 16 visible characters). Default: generated
-    /// at start and printed.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "MQ_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
+    /// Bearer token of the admin API (at least 16 visible characters; or the environment
+    /// variable MQ_ADMIN_TOKEN, which `--admin off` ignores with a warning). Default:
+    /// generated at start and printed.
+    #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
 }
 
@@ -365,12 +361,12 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
     config.data_dir = args.data_dir.clone().or(file.data_dir);
     config.test_clock = args.test_clock || file.test_clock.unwrap_or(false);
     config.faults = args.faults || file.faults.unwrap_or(false);
-    let admin_token = args
-        .admin_token
-        .as_deref()
-        .or(file.admin_token.as_deref())
-        .map(str::parse::<AdminToken>)
-        .transpose()?;
+    let explicit_token = args.admin_token.as_deref().or(file.admin_token.as_deref());
+    // The environment's token only where the admin API is on (a shell that exports it for
+    // its brokers may start one with --admin off too).
+    let env_token = std::env::var("MQ_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty() && explicit_token.is_none());
     // A bad value is named where it was given: the flag, or the file's key.
     let admin = match (args.admin.as_deref(), file.admin.as_deref()) {
         (Some(flag), _) => Some(("--admin", flag)),
@@ -378,8 +374,18 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         (None, None) => None,
     };
     config.admin = match admin {
-        None | Some((_, "on")) => AdminAccess::On(admin_token),
-        Some((_, "off")) if admin_token.is_none() => AdminAccess::Off,
+        None | Some((_, "on")) => AdminAccess::On(
+            explicit_token
+                .or(env_token.as_deref())
+                .map(str::parse::<AdminToken>)
+                .transpose()?,
+        ),
+        Some((_, "off")) if explicit_token.is_none() => {
+            if env_token.is_some() {
+                tracing::warn!("MQ_ADMIN_TOKEN is ignored: the admin API is off (--admin off)");
+            }
+            AdminAccess::Off
+        }
         Some((_, "off")) => return Err("an admin token needs the admin API on".to_owned()),
         Some((name, other)) => return Err(format!("{name} = {other:?}: expected on or off")),
     };

@@ -155,12 +155,12 @@ async fn admin_calls_are_signed_by_an_unscoped_key() {
         refusal(&mut c, Method::GET, "/admin/nothing", None).await,
         (404, "NotFound".to_owned())
     );
-    // A GET never changes state: advancing needs POST.
+    // A GET never changes state: advancing needs POST, and GET takes no advance_ms.
     let (status, _) = c
         .admin(Method::GET, "/admin/clock?advance_ms=1000", None)
         .await
         .expect("call");
-    assert_eq!(status, 200);
+    assert_eq!(status, 400);
     broker.shutdown().await;
 }
 
@@ -240,11 +240,9 @@ async fn test_clock_drives_delays_and_transaction_checks() {
         .await
         .expect("io")
         .expect("consume");
-    // A GET never moves the clock, whatever its query says.
-    let (_, clock) = c
-        .admin(Method::GET, "/admin/clock?advance_ms=100000", None)
-        .await
-        .expect("clock");
+    // A GET never moves the clock: its query is refused.
+    invalid_argument(&mut c, Method::GET, "/admin/clock?advance_ms=100000").await;
+    let clock = read_clock(&mut c).await;
     assert_eq!(clock["offset_ms"], 0, "{clock}");
     let now = clock["now_ms"].as_u64().expect("now");
     let delayed = TopicMessage::new("a minute later")
@@ -361,10 +359,7 @@ async fn reset_takes_the_test_clock_back_to_the_system_clock() {
         .await
         .expect("reset");
     assert_eq!(status, 200);
-    let (_, clock) = c
-        .admin(Method::GET, "/admin/clock", None)
-        .await
-        .expect("clock");
+    let clock = read_clock(&mut c).await;
     assert_eq!(clock["offset_ms"], 0, "{clock}");
 
     let published_from = system_ms();
@@ -390,10 +385,7 @@ async fn reset_takes_the_test_clock_back_to_the_system_clock() {
     // After a restart the clock is still the system clock; the delay still counts from it.
     let broker = Broker::start(config()).await.expect("restart");
     let mut c = Client::new(broker.local_addr());
-    let (_, clock) = c
-        .admin(Method::GET, "/admin/clock", None)
-        .await
-        .expect("clock");
+    let clock = read_clock(&mut c).await;
     assert_eq!(clock["offset_ms"], 0, "{clock}");
     let (_, peeked) = c
         .admin(
@@ -1026,15 +1018,12 @@ async fn topics_and_groups_are_created_listed_and_deleted() {
         .await
         .expect("io")
         .expect("consume");
-    let (status, _) = c
-        .admin(
-            Method::GET,
-            "/admin/groups?group=GID_ghost&topic=Orders",
-            None,
-        )
-        .await
-        .expect("list");
-    assert_eq!(status, 200);
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        "/admin/groups?group=GID_ghost&topic=Orders",
+    )
+    .await;
     let (_, groups) = c
         .admin(Method::GET, "/admin/groups", None)
         .await
@@ -1297,20 +1286,37 @@ fn event_names(trace: &serde_json::Value) -> Vec<String> {
 
 /// Dead letters keep their bodies: listed with them, resent one by id (delivered again as a
 /// new message, same id), the rest deleted; unknown ids and groups are refused.
+/// `GET /admin/clock`'s answer.
+async fn read_clock(c: &mut Client) -> serde_json::Value {
+    let (status, clock) = c
+        .admin(Method::GET, "/admin/clock", None)
+        .await
+        .expect("clock");
+    assert_eq!(status, 200, "{clock}");
+    clock
+}
+
+/// Creates `g` on `t` with a 1 s invisibility and one delivery: a message it does not ack
+/// within 1 s of its delivery is dead-lettered.
+async fn dead_lettering_group(c: &mut Client, t: &TopicName, g: &GroupId) {
+    let target = format!(
+        "/admin/groups?group={}&topic={}&invisibility_ms=1000&max_deliveries=1",
+        g.as_str(),
+        t.as_str()
+    );
+    let (status, json) = c
+        .admin(Method::POST, &target, None)
+        .await
+        .expect("create group");
+    assert_eq!(status, 200, "{json}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_resent_and_deleted() {
     let broker = start(true).await;
     let mut c = Client::new(broker.local_addr());
     let (t, g) = topic_group("Letters", "GID_once");
-    let (status, _) = c
-        .admin(
-            Method::POST,
-            "/admin/groups?group=GID_once&topic=Letters&invisibility_ms=1000&max_deliveries=1",
-            None,
-        )
-        .await
-        .expect("create group");
-    assert_eq!(status, 200);
+    dead_lettering_group(&mut c, &t, &g).await;
     for body in ["first", "second"] {
         let m = TopicMessage::new(body).expect("message");
         c.publish(&t, &m).await.expect("io").expect("publish");
@@ -1493,10 +1499,7 @@ async fn reset_offset_trace_and_paging() {
         .await
         .expect("io")
         .expect("publish");
-    let (_, clock) = c
-        .admin(Method::GET, "/admin/clock", None)
-        .await
-        .expect("clock");
+    let clock = read_clock(&mut c).await;
     let later = clock["now_ms"].as_u64().expect("now") + 1;
     let (_, json) = c
         .admin(
@@ -2192,4 +2195,240 @@ async fn refused_admin_calls_are_counted_as_refused() {
     };
     assert_eq!(count("admin"), 1.0, "{metrics}");
     assert_eq!(count("refused"), 2.0, "{metrics}");
+}
+
+/// Every message id of a listing, following `next` from page to page (each page a 200 that
+/// copied less than everything); the pages taken.
+async fn every_page(c: &mut Client, target: &str) -> (Vec<String>, usize) {
+    let (mut seen, mut pages) = (Vec::new(), 0);
+    let mut after = String::new();
+    loop {
+        let (status, json) = c
+            .admin(Method::GET, &format!("{target}{after}"), None)
+            .await
+            .expect("listing");
+        assert_eq!(status, 200, "{target}{after}: {json}");
+        pages += 1;
+        let page = json["messages"].as_array().expect("messages");
+        seen.extend(
+            page.iter()
+                .map(|m| m["message_id"].as_str().expect("id").to_owned()),
+        );
+        match json["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return (seen, pages),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listing_pages_past_the_budget() {
+    use mq_broker::core::{BODY_PREVIEW_BYTES, LISTING_BUDGET_BYTES};
+    let broker = start(true).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Paged", "GID_paged");
+    dead_lettering_group(&mut c, &t, &g).await;
+    let body = "x".repeat(BODY_PREVIEW_BYTES + 1);
+    let count = LISTING_BUDGET_BYTES / BODY_PREVIEW_BYTES + 10;
+    let mut published = Vec::new();
+    for _ in 0..count {
+        let m = TopicMessage::new(body.as_str())
+            .expect("message")
+            .with_key("bigkey")
+            .expect("key");
+        let receipt = c.publish(&t, &m).await.expect("io").expect("publish");
+        published.push(receipt.message_id.as_str().to_owned());
+    }
+    let once = |(seen, pages): (Vec<String>, usize), what: &str| {
+        assert!(pages > 1, "{what}: the budget ends the first page");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        let mut want = published.clone();
+        want.sort();
+        assert_eq!(sorted, want, "{what}: every message exactly once");
+    };
+    let base = "/admin/topics/Paged/messages?limit=1000";
+    once(
+        every_page(&mut c, &format!("{base}&state=ready&group=GID_paged")).await,
+        "ready",
+    );
+    once(
+        every_page(&mut c, &format!("{base}&key=bigkey")).await,
+        "key",
+    );
+    once(
+        every_page(&mut c, &format!("{base}&begin_ms=0")).await,
+        "range",
+    );
+
+    // In flight, then dead letters once their only delivery expired.
+    let mut delivered = 0;
+    while delivered < count {
+        let got = consume_all(&mut c, &t, &g).await;
+        assert!(!got.is_empty());
+        delivered += got.len();
+    }
+    once(
+        every_page(&mut c, &format!("{base}&state=in_flight&group=GID_paged")).await,
+        "in flight",
+    );
+    advance(&mut c, 1_001).await;
+    once(
+        every_page(
+            &mut c,
+            "/admin/topics/Paged/groups/GID_paged/dead_letters?limit=1000",
+        )
+        .await,
+        "dead letters",
+    );
+    once(
+        every_page(&mut c, &format!("{base}&state=dead&group=GID_paged")).await,
+        "dead",
+    );
+
+    // An `after` the listing does not hold, or a lookup by id does not take, is refused.
+    let gone = "0".repeat(32);
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        &format!("{base}&state=ready&group=GID_paged&after={gone}"),
+    )
+    .await;
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        &format!("{base}&id={}&after={}", published[0], published[1]),
+    )
+    .await;
+    invalid_argument(
+        &mut c,
+        Method::GET,
+        &format!("{base}&key=bigkey&after=nope"),
+    )
+    .await;
+}
+
+/// Fresh-eyes finding (issue 14): `POST /admin/groups?group=G&invisiblity_ms=1000` (a typo)
+/// answered 200 and changed nothing; `state=ready&group=G&id=X` became a lookup by id;
+/// `invisibility_ms=+5000` was taken. Unknown parameters, contradictory selections and
+/// numbers that are not plain digits are 400, naming what is wrong, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_parameters_contradictions_and_signed_numbers_are_refused() {
+    let broker = start(true).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("Strict", "GID_strict");
+    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    let (_, found) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Strict/messages?state=ready&group=GID_strict",
+            None,
+        )
+        .await
+        .expect("peek");
+    let id = found["messages"][0]["message_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let before = group_settings(&mut c, "GID_strict").await;
+    let named = |message: &str, what: &str| assert!(message.contains(what), "{what}: {message}");
+    let typo = invalid_argument(
+        &mut c,
+        Method::POST,
+        "/admin/groups?group=GID_strict&invisiblity_ms=1000",
+    )
+    .await;
+    named(&typo, "invisiblity_ms");
+    named(&typo, "invisibility_ms");
+    for (method, target, what) in [
+        (
+            Method::GET,
+            format!("/admin/topics/Strict/messages?state=ready&group=GID_strict&id={id}"),
+            "id=",
+        ),
+        (
+            Method::GET,
+            format!("/admin/topics/Strict/messages?key=k&id={id}"),
+            "key=",
+        ),
+        (
+            Method::GET,
+            "/admin/topics/Strict/messages?key=k&begin_ms=0".to_owned(),
+            "time range",
+        ),
+        (
+            Method::GET,
+            format!("/admin/topics/Strict/messages?id={id}&group=GID_strict"),
+            "group=",
+        ),
+        (
+            Method::GET,
+            "/admin/topics/Strict/messages?state=half&group=GID_strict".to_owned(),
+            "group=",
+        ),
+        (
+            Method::GET,
+            "/admin/topics/Strict/messages?state=ready&group=GID_strict&sort=asc".to_owned(),
+            "sort",
+        ),
+        (Method::GET, "/admin/clock?now=1".to_owned(), "now"),
+        (Method::POST, "/admin/reset?all=true".to_owned(), "all"),
+        (Method::DELETE, "/admin/faults?id=0".to_owned(), "id"),
+        (
+            Method::POST,
+            "/admin/topics/Strict/purge?group=GID_strict".to_owned(),
+            "group",
+        ),
+        (
+            Method::POST,
+            "/admin/groups?group=GID_strict&invisibility_ms=+5000".to_owned(),
+            "invisibility_ms",
+        ),
+        (
+            Method::POST,
+            "/admin/groups?group=GID_strict&max_deliveries=%205".to_owned(),
+            "max_deliveries",
+        ),
+        (
+            Method::POST,
+            "/admin/clock?advance_ms=+10".to_owned(),
+            "advance_ms",
+        ),
+        (
+            Method::GET,
+            "/admin/topics/Strict/messages?state=ready&group=GID_strict&limit=+5".to_owned(),
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/admin/topics/Strict/messages?begin_ms=-0".to_owned(),
+            "begin_ms",
+        ),
+        (
+            Method::POST,
+            "/admin/faults?operation=publish&error=Throttling&probability=+0.5".to_owned(),
+            "probability",
+        ),
+    ] {
+        let message = invalid_argument(&mut c, method, &target).await;
+        named(&message, what);
+    }
+    assert_eq!(
+        group_settings(&mut c, "GID_strict").await,
+        before,
+        "nothing refused changed the group"
+    );
+    let clock = read_clock(&mut c).await;
+    assert_eq!(clock["offset_ms"], 0, "{clock}");
+    // The same calls, spelt right, are taken.
+    let (status, json) = c
+        .admin(
+            Method::POST,
+            "/admin/groups?group=GID_strict&invisibility_ms=5000",
+            None,
+        )
+        .await
+        .expect("update");
+    assert_eq!(status, 200, "{json}");
+    assert_ne!(group_settings(&mut c, "GID_strict").await, before);
 }

@@ -318,21 +318,26 @@ impl Browser {
         }
     }
 
-    /// Accepts the confirm dialog the last click opened.
-    async fn accept_confirm(&self) {
-        self.answer_confirm(true).await;
+    /// Accepts the confirm dialog the last click opened; its question.
+    async fn accept_confirm(&self) -> String {
+        self.answer_confirm(true).await
     }
 
-    /// Accepts or declines the confirm dialog the last click opened.
-    async fn answer_confirm(&self, accept: bool) {
+    /// Accepts or declines the confirm dialog the last click opened; its question.
+    async fn answer_confirm(&self, accept: bool) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
+            let Ok(question) = self.client.get_alert_text().await else {
+                assert!(Instant::now() < deadline, "no confirm dialog");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
             let answered = if accept {
                 self.client.accept_alert().await
             } else {
                 self.client.dismiss_alert().await
             };
-            let Err(e) = answered else { return };
+            let Err(e) = answered else { return question };
             assert!(Instant::now() < deadline, "no confirm dialog: {e}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -696,6 +701,41 @@ async fn the_console_says_when_a_listed_body_is_cut() {
     let whole = b.wait_text("[data-body]", "xxx").await;
     assert_eq!(whole.len(), body.len());
     assert!(!b.main_text().await.contains("Only the beginning"));
+
+    // More than one listing's 1 MiB budget: the peek ends before its limit, and the tag and
+    // key filters still search past it, page by page.
+    let count = mq_broker::core::LISTING_BUDGET_BYTES / mq_broker::core::BODY_PREVIEW_BYTES + 10;
+    let producer = sdk.producer("bulky".parse().unwrap());
+    for i in 0..count {
+        let mut m = TopicMessage::new(body.as_str())
+            .unwrap()
+            .with_key("bulk")
+            .unwrap();
+        if i == count - 1 {
+            m = m.with_tag("rare".parse().unwrap());
+        }
+        producer.publish(&m).await.expect("publish");
+    }
+    b.open("#/topic/bulky").await;
+    b.wait_text("[data-summary]", "200 of 200 shown").await;
+    b.type_into("input[name='tag']", "rare").await;
+    b.click_button("Peek").await;
+    b.wait_text(
+        "[data-peek]",
+        &format!(
+            "Searched {} messages of the topic for tag rare: 1 ready for GID_bulk shown",
+            count + 1
+        ),
+    )
+    .await;
+    b.type_into("input[name='tag']", "").await;
+    b.type_into("input[name='key']", "bulk").await;
+    b.click_button("Peek").await;
+    b.wait_text(
+        "[data-peek]",
+        &format!("Looked up by key bulk: {count} message(s) have it, {count} of them ready"),
+    )
+    .await;
     b.close().await;
 }
 
@@ -797,7 +837,12 @@ async fn the_console_publishes_and_moves_the_test_clock() {
         refused.is_err(),
         "the injected Throttling did not refuse the ack"
     );
+    // Removing them all asks first: declined, the rules stay.
     b.click_button("Remove all").await;
+    let asked = b.answer_confirm(false).await;
+    assert!(asked.contains("Remove every fault rule"), "{asked}");
+    b.click_button("Remove all").await;
+    b.accept_confirm().await;
     b.wait_text("#main .empty", "No fault is active").await;
 
     // Not acked, delivered again, not acked: a dead letter, listed with a Resend button.
@@ -1114,7 +1159,11 @@ async fn the_console_creates_and_deletes_topics_and_groups() {
     assert_eq!(groups(&listed), ["GID_stock"], "{listed}");
 
     b.click_in_row("Groups", "GID_stock", "Delete").await;
-    b.accept_confirm().await;
+    let asked = b.accept_confirm().await;
+    assert!(
+        asked.contains("group GID_stock of the default instance"),
+        "the confirmation names the instance: {asked}"
+    );
     b.wait_text("#main .empty", "No group.").await;
     let (_, listed) = admin
         .admin(http::Method::GET, "/admin/groups", None)

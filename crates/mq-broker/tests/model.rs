@@ -920,9 +920,12 @@ impl Run {
         );
         let now = self.core.now_ms();
         let peek = |group: Option<&GroupId>, state: PeekState| {
-            self.core
-                .peek(None, &self.topic, group, state, usize::MAX)
-                .expect("peek")
+            let listed = self
+                .core
+                .peek(None, &self.topic, group, state, None, usize::MAX)
+                .expect("peek");
+            assert_eq!(listed.next, None, "one page lists every message");
+            listed.messages
         };
         let half = peek(None, PeekState::Half);
         assert_eq!(half.len() as u64, ts.half);
@@ -942,8 +945,9 @@ impl Run {
                     // Found by id, the group's position is the state it was peeked under.
                     let found = self
                         .core
-                        .find(None, &self.topic, Lookup::Id(&m.message_id), 1)
-                        .expect("find");
+                        .find(None, &self.topic, Lookup::Id(&m.message_id), None, 1)
+                        .expect("find")
+                        .messages;
                     let position = found[0]
                         .groups
                         .iter()

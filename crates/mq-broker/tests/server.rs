@@ -1190,6 +1190,41 @@ mod binary {
         assert!(!err.contains("00112233445566778899aabbccddeeff"), "{err}");
     }
 
+    /// Fresh-eyes finding (issue 14): an exported `MQ_ADMIN_TOKEN` made `--admin off` fail to
+    /// start ("an admin token needs the admin API on"). The environment's token is ignored
+    /// with a warning there (one given by flag stays an error).
+    #[test]
+    fn admin_off_ignores_the_environments_admin_token() {
+        let secret = "exported-admin-token-0123456789";
+        let mut child = broker_command("bin-ak", "bin-sk")
+            .args(["--admin", "off"])
+            .env("MQ_ADMIN_TOKEN", secret)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn mq-broker");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let mut running = Running(child);
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first line");
+        port_of(&line);
+        signal(running.0.id(), "TERM");
+        assert_eq!(wait(&mut running, Duration::from_secs(10)).code(), Some(0));
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).expect("stderr");
+        assert!(err.contains("MQ_ADMIN_TOKEN is ignored"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+
+        let out = broker_command("bin-ak", "bin-sk")
+            .args(["--admin", "off", "--admin-token", secret])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("needs the admin API on"), "{err}");
+    }
+
     #[test]
     fn bad_flags_fail_with_a_message() {
         let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))

@@ -160,6 +160,9 @@ pub struct DeadLetterListArgs {
     /// Most dead letters listed (1..=1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     limit: u16,
+    /// The next page: after this message id (the `more: --after` of the previous page).
+    #[arg(long, value_name = "ID")]
+    after: Option<String>,
 }
 
 /// Flags of `mq admin dead-letters resend|delete`.
@@ -357,9 +360,9 @@ pub struct PeekArgs {
     /// with --begin, those in between.
     #[arg(long, value_name = "TIME", value_parser = parse_rfc3339_ms)]
     end: Option<u64>,
-    /// With --begin or --end: after this message id (the `more: --after` of the previous
-    /// page).
-    #[arg(long, value_name = "ID", requires = "range")]
+    /// The next page: after this message id (the `more: --after` of the previous page);
+    /// not with --id.
+    #[arg(long, value_name = "ID", conflicts_with = "id")]
     after: Option<String>,
     /// Most messages listed (1..=1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -367,8 +370,17 @@ pub struct PeekArgs {
 }
 
 impl PeekArgs {
-    /// The query selecting what is listed.
+    /// The query selecting what is listed, with the page's `after`.
     fn selector(&self) -> Result<String, CliError> {
+        let listed = self.listed()?;
+        Ok(match &self.after {
+            Some(after) => format!("{listed}&after={}", encode(after)),
+            None => listed,
+        })
+    }
+
+    /// The query selecting what is listed.
+    fn listed(&self) -> Result<String, CliError> {
         if let Some(id) = &self.id {
             return Ok(format!("id={}", encode(id)));
         }
@@ -382,9 +394,6 @@ impl PeekArgs {
             }
             if let Some(end) = self.end {
                 range.push(format!("end_ms={end}"));
-            }
-            if let Some(after) = &self.after {
-                range.push(format!("after={}", encode(after)));
             }
             return Ok(range.join("&"));
         }
@@ -426,6 +435,9 @@ impl AdminPublishArgs {
         }
         if let Some(key) = &m.key {
             doc["key"] = key.as_str().into();
+        }
+        if let Some(sharding_key) = &m.sharding_key {
+            doc["sharding_key"] = sharding_key.as_str().into();
         }
         if !m.props.is_empty() {
             let props: serde_json::Map<String, serde_json::Value> = m
@@ -617,7 +629,10 @@ fn admin_call(command: &AdminCommand) -> Result<AdminCall<'_>, CliError> {
         AdminCommand::DeadLetters(DeadLettersCommand::List(a)) => AdminCall::new(
             &a.on.conn.admin,
             M::GET,
-            a.on.target(&format!("dead_letters?limit={}", a.limit))?,
+            a.on.target(&match &a.after {
+                Some(after) => format!("dead_letters?limit={}&after={}", a.limit, encode(after)),
+                None => format!("dead_letters?limit={}", a.limit),
+            })?,
         ),
         AdminCommand::DeadLetters(
             DeadLettersCommand::Resend(a) | DeadLettersCommand::Delete(a),

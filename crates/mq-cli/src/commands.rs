@@ -60,9 +60,6 @@ pub struct PublishArgs {
     topic: TopicName,
     #[command(flatten)]
     message: MessageFlags,
-    /// Partition key of an ordered message.
-    #[arg(long)]
-    sharding_key: Option<String>,
     /// Message body; without it every non-empty line of stdin is published as one message.
     #[arg(long)]
     body: Option<String>,
@@ -80,6 +77,9 @@ pub(crate) struct MessageFlags {
     /// Message key (KEYS).
     #[arg(long)]
     pub(crate) key: Option<String>,
+    /// Partition key of an ordered message (required by a FIFO topic).
+    #[arg(long)]
+    pub(crate) sharding_key: Option<String>,
     /// Custom property (repeatable).
     #[arg(long = "prop", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub(crate) props: Vec<(String, String)>,
@@ -297,7 +297,7 @@ fn build_message(p: &PublishArgs, body: String, now_ms: u64) -> Result<TopicMess
     if let Some(at) = a.at {
         m = m.with_start_deliver_time(at);
     }
-    if let Some(s) = &p.sharding_key {
+    if let Some(s) = &a.sharding_key {
         m = m
             .with_sharding_key(s.clone())
             .map_err(usage("--sharding-key"))?;

@@ -512,6 +512,32 @@ fn admin_topics_and_groups() {
         created.contains("CliTyped") && created.contains("FIFO"),
         "{created}"
     );
+    // A FIFO topic takes only messages with a sharding key: mq admin publish passes one.
+    ok(b.mq(&[
+        "admin", "topics", "create", "--topic", "CliFifo", "--type", "order",
+    ]));
+    let admin_publish = |extra: &[&str]| {
+        let mut args = vec![
+            "admin", "publish", "--topic", "CliFifo", "--body", "in order",
+        ];
+        args.extend_from_slice(extra);
+        b.mq(&args)
+    };
+    assert!(
+        !run(admin_publish(&[])).status.success(),
+        "a FIFO topic refuses no sharding key"
+    );
+    let published = ok(admin_publish(&["--sharding-key", "order-1"]));
+    let id = published
+        .lines()
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next());
+    let id = id.unwrap_or_else(|| panic!("{published}")).to_owned();
+    let found = ok(b.mq(&["admin", "peek", "--topic", "CliFifo", "--id", &id, "--json"]));
+    assert!(
+        found.contains("order-1"),
+        "the sharding key is kept: {found}"
+    );
     let created = ok(b.mq(&[
         "admin",
         "groups",
@@ -845,8 +871,23 @@ fn admin_flags_do_what_their_help_says_or_are_refused() {
     let dead = |extra: &[&str]| ok(b.dead_letters("list", t, g, extra));
     assert!(dead(&[]).trim_end().ends_with("3 message(s)"));
     let one = dead(&["--limit", "1"]);
-    assert!(one.trim_end().ends_with("1 message(s)"), "{one}");
+    assert!(one.contains("1 message(s)"), "{one}");
     assert!(one.contains("d1"), "oldest first: {one}");
+    // A listing that stopped before the end says how to go on, and going on lists the rest.
+    let more = format!("more: --after {}", ids[0]);
+    assert!(one.trim_end().ends_with(&more), "{one}");
+    let second = dead(&["--limit", "1", "--after", &ids[0]]);
+    assert!(second.contains("d2") && !second.contains("d1"), "{second}");
+    let last = dead(&["--limit", "2", "--after", &ids[1]]);
+    assert!(last.contains("d3"), "{last}");
+    assert!(!last.contains("more:"), "the last page: {last}");
+    let ready = ok(b.mq(&[
+        "admin", "peek", "--topic", t, "--state", "dead", "--group", g, "--limit", "2",
+    ]));
+    assert!(
+        ready.contains(&format!("more: --after {}", ids[1])),
+        "{ready}"
+    );
 
     // Flags the call has no parameter for are refused, not ignored.
     let list_by_id = b.dead_letters("list", t, g, &["--id", &ids[0]]);
@@ -905,7 +946,7 @@ fn admin_flags_do_what_their_help_says_or_are_refused() {
         "dead",
     ]));
     usage_error(peek(&["--end", "2100-01-01T00:00:00Z", "--group", g]));
-    usage_error(peek(&["--after", &ids[0]]));
+    usage_error(peek(&["--id", &ids[1], "--after", &ids[0]]));
     usage_error(peek(&["--state", "nonsense", "--group", g]));
     assert!(usage_error(peek(&["--state", "half", "--group", g])).contains("half"));
     assert!(usage_error(peek(&["--state", "ready"])).contains("--group"));

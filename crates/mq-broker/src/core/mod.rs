@@ -104,8 +104,8 @@ pub use config::{
 pub use group::{DeadLetter, DeadLetterAction};
 pub use half::TransactionResolution;
 pub use peek::{
-    BODY_PREVIEW_BYTES, FoundMessage, GroupPosition, LISTING_BUDGET_BYTES, Lookup, Page, PeekState,
-    PeekedMessage,
+    BODY_PREVIEW_BYTES, FoundMessage, GroupPosition, LISTING_BUDGET_BYTES, Listing, Lookup, Page,
+    PeekState, PeekedMessage,
 };
 pub use replay::OffsetReset;
 pub use stats::{GroupStats, Stats, TopicStats};

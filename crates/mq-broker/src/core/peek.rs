@@ -173,6 +173,10 @@ impl PeekedMessage {
         }
     }
 
+    fn id(&self) -> &str {
+        &self.message_id
+    }
+
     /// The bytes of body and properties this listed message copied.
     fn copied_bytes(&self) -> usize {
         self.body.as_ref().map_or(0, String::len)
@@ -206,19 +210,82 @@ fn within_budget<T>(
     (out, false)
 }
 
+/// One page of a listing: [`within_budget`] of `listed`, with the `next` the caller passes
+/// as `after` to go on (the last listed message's id, when any was left out).
+fn listing<T>(
+    listed: impl Iterator<Item = T>,
+    limit: usize,
+    copied: impl Fn(&T) -> usize,
+    id: impl Fn(&T) -> &str,
+) -> Listing<T> {
+    let (messages, more) = within_budget(listed, limit, copied);
+    let next = more
+        .then(|| messages.last().map(|m| id(m).to_owned()))
+        .flatten();
+    Listing { messages, next }
+}
+
+/// The items of `ordered` after the one whose id is `after` (all of them without `after`).
+///
+/// # Errors
+///
+/// `InvalidArgument` when no item has that id (it left the listed state since the previous
+/// page: list again from the start).
+fn skip_through<T>(
+    ordered: Vec<T>,
+    after: Option<&str>,
+    id: impl Fn(&T) -> &str,
+) -> Result<impl Iterator<Item = T>, CoreError> {
+    let start = match after {
+        None => 0,
+        Some(after) => {
+            ordered
+                .iter()
+                .position(|item| id(item) == after)
+                .ok_or_else(|| {
+                    CoreError::invalid(format!(
+                        "message {after} is no longer in this listing (its state changed since the previous page); list again without after"
+                    ))
+                })?
+                + 1
+        }
+    };
+    Ok(ordered.into_iter().skip(start))
+}
+
+/// The sequence number in a message id `after` (ids are the id prefix and the sequence
+/// number in hex, so they sort in publish order).
+///
+/// # Errors
+///
+/// `InvalidArgument` when `after` is not a message id.
+fn seq_of(after: Option<&str>) -> Result<Option<u64>, CoreError> {
+    after
+        .map(|id| {
+            id.get(16..)
+                .filter(|_| id.len() == 32)
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .ok_or_else(|| CoreError::invalid(format!("{id:?} is not a message id")))
+        })
+        .transpose()
+}
+
 impl BrokerCore {
-    /// Up to `limit` messages of `topic` in `state`, as of the core's latest time
-    /// ([`now_ms`](Self::now_ms)), without changing anything.
+    /// A page of at most `limit` messages of `topic` in `state`, as of the core's latest time
+    /// ([`now_ms`](Self::now_ms)), starting after the message `after` (the `next` of the
+    /// previous page), without changing anything.
     ///
-    /// `group` is required for every state but [`PeekState::Half`] (and ignored for it).
-    /// Bodies are previews ([`BODY_PREVIEW_BYTES`]); the list stops at
-    /// [`LISTING_BUDGET_BYTES`] of bodies and properties.
+    /// Ordered by when each becomes visible (ready, in flight, delayed), by check time (half)
+    /// or by when it was dead-lettered (dead). `group` is required for every state but
+    /// [`PeekState::Half`] (and ignored for it). Bodies are previews ([`BODY_PREVIEW_BYTES`]);
+    /// a page stops at [`LISTING_BUDGET_BYTES`] of bodies and properties.
     ///
     /// # Errors
     ///
     /// `TopicNotExist` for an unknown topic; `InvalidArgument` when `group` is missing for a
-    /// group state; `SubscriptionNotExist` when the group is not registered on the topic (as
-    /// a dead-letter resend answers).
+    /// group state, or when no message of the listing has the id `after` (it changed state
+    /// since the previous page); `SubscriptionNotExist` when the group is not registered on
+    /// the topic (as a dead-letter resend answers).
     ///
     /// ```
     /// use mq_broker::core::{BrokerCore, CoreConfig, PeekState};
@@ -228,10 +295,14 @@ impl BrokerCore {
     /// let (t, g) = (TopicName::new("T")?, GroupId::new("GID_a")?);
     /// core.consume(0, None, &t, &g, ConsumeKind::Normal, &TagFilter::All, BatchSize::MAX)?;
     /// core.publish(1_000, None, &t, TopicMessage::new("hello")?)?;
-    /// let ready = core.peek(None, &t, Some(&g), PeekState::Ready, 10)?;
-    /// assert_eq!(ready[0].body.as_deref(), Some("hello"));
+    /// core.publish(1_000, None, &t, TopicMessage::new("world")?)?;
+    /// let ready = core.peek(None, &t, Some(&g), PeekState::Ready, None, 1)?;
+    /// assert_eq!(ready.messages[0].body.as_deref(), Some("hello"));
+    /// let rest = core.peek(None, &t, Some(&g), PeekState::Ready, ready.next.as_deref(), 1)?;
+    /// assert_eq!(rest.messages[0].body.as_deref(), Some("world"));
+    /// assert_eq!(rest.next, None, "nothing more is ready");
     /// // Peeking again shows the same: nothing was delivered.
-    /// assert_eq!(core.peek(None, &t, Some(&g), PeekState::Ready, 10)?, ready);
+    /// assert_eq!(core.peek(None, &t, Some(&g), PeekState::Ready, None, 1)?, ready);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn peek(
@@ -240,16 +311,22 @@ impl BrokerCore {
         topic: &TopicName,
         group: Option<&GroupId>,
         state: PeekState,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<PeekedMessage>, CoreError> {
+    ) -> Result<Listing<PeekedMessage>, CoreError> {
         let t = self.topic_for_peek(instance, topic)?;
         if state == PeekState::Half {
             let mut half: Vec<_> = t.half.entries.values().collect();
             half.sort_by_key(|h| (h.check_at, h.message.seq));
-            let listed = half.into_iter().map(|h| {
+            let listed = skip_through(half, after, |h| h.message.id.as_str())?.map(|h| {
                 PeekedMessage::stored(&h.message, state, h.pops, h.check_at, BodyView::Preview)
             });
-            return Ok(within_budget(listed, limit, PeekedMessage::copied_bytes).0);
+            return Ok(listing(
+                listed,
+                limit,
+                PeekedMessage::copied_bytes,
+                PeekedMessage::id,
+            ));
         }
         let group =
             group.ok_or_else(|| CoreError::invalid("a consumer group is required to peek"))?;
@@ -258,11 +335,15 @@ impl BrokerCore {
             .get(group)
             .ok_or_else(|| CoreError::subscription_not_exist(group, topic))?;
         if state == PeekState::Dead {
-            let listed = g
-                .dead_letters
-                .iter()
+            let dead: Vec<_> = g.dead_letters.iter().collect();
+            let listed = skip_through(dead, after, |d| d.message_id.as_str())?
                 .map(|d| PeekedMessage::dead(d, t.store.messages.get(&d.seq), BodyView::Preview));
-            return Ok(within_budget(listed, limit, PeekedMessage::copied_bytes).0);
+            return Ok(listing(
+                listed,
+                limit,
+                PeekedMessage::copied_bytes,
+                PeekedMessage::id,
+            ));
         }
         let wanted = match state {
             PeekState::Ready => EntryState::Ready,
@@ -275,22 +356,23 @@ impl BrokerCore {
             .filter(|(_, e)| e.state(self.now) == wanted)
             .collect();
         entries.sort_by_key(|(seq, e)| (e.visible_at, **seq));
-        let listed = entries.into_iter().map(|(seq, e)| {
-            let m = t.store.messages.get(seq).ok_or_else(|| {
-                CoreError::internal("a group's message is missing from the store")
-            })?;
-            Ok(PeekedMessage::stored(
-                m,
-                state,
-                e.consumed_times,
-                e.visible_at,
-                BodyView::Preview,
-            ))
+        let held = entries
+            .into_iter()
+            .map(|(seq, e)| {
+                t.store.messages.get(seq).map(|m| (m, e)).ok_or_else(|| {
+                    CoreError::internal("a group's message is missing from the store")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let listed = skip_through(held, after, |(m, _)| m.id.as_str())?.map(|(m, e)| {
+            PeekedMessage::stored(m, state, e.consumed_times, e.visible_at, BodyView::Preview)
         });
-        let copied = |r: &Result<PeekedMessage, CoreError>| {
-            r.as_ref().map_or(0, PeekedMessage::copied_bytes)
-        };
-        within_budget(listed, limit, copied).0.into_iter().collect()
+        Ok(listing(
+            listed,
+            limit,
+            PeekedMessage::copied_bytes,
+            PeekedMessage::id,
+        ))
     }
 }
 
@@ -317,15 +399,19 @@ pub struct GroupPosition {
     pub next_visible_time: Option<u64>,
 }
 
-/// A page of [`BrokerCore::page`].
+/// A page of a listing ([`BrokerCore::peek`], [`BrokerCore::find`], [`BrokerCore::page`]):
+/// serialised as `{"messages": [...], "next": ID | null}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Page {
-    /// The messages, in publish order.
-    pub messages: Vec<FoundMessage>,
-    /// The `after` of the next page: the last message's id when more messages of the range
-    /// remain (the limit or [`LISTING_BUDGET_BYTES`] ended the page); `None` on the last page.
+pub struct Listing<T> {
+    /// The messages, in the listing's order.
+    pub messages: Vec<T>,
+    /// The `after` of the next page: the last message's id when more messages remain (the
+    /// limit or [`LISTING_BUDGET_BYTES`] ended the page); `None` on the last page.
     pub next: Option<String>,
 }
+
+/// A page of [`BrokerCore::page`] or [`BrokerCore::find`], in publish order.
+pub type Page = Listing<FoundMessage>;
 
 /// A message found by [`BrokerCore::find`]: the message, and where each group stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -343,13 +429,18 @@ impl FoundMessage {
     fn copied_bytes(&self) -> usize {
         self.message.copied_bytes()
     }
+
+    fn id(&self) -> &str {
+        &self.message.message_id
+    }
 }
 
 impl BrokerCore {
-    /// The messages of `topic` the lookup names (at most `limit`), wherever they are: in
-    /// the store (held by at least one group), among the half messages, or as a dead
+    /// A page of the messages of `topic` the lookup names (at most `limit`, in publish order,
+    /// starting after the message `after`: the `next` of the previous page), wherever they
+    /// are: in the store (held by at least one group), among the half messages, or as a dead
     /// letter; with each group's position. Changes nothing. Found by id, a message carries its
-    /// whole body; found by key, a preview ([`BODY_PREVIEW_BYTES`]), and the list stops at
+    /// whole body; found by key, a preview ([`BODY_PREVIEW_BYTES`]), and a page stops at
     /// [`LISTING_BUDGET_BYTES`] of bodies and properties.
     ///
     /// A message every group has consumed is found (state [`PeekState::Consumed`]) while
@@ -358,7 +449,8 @@ impl BrokerCore {
     ///
     /// # Errors
     ///
-    /// `TopicNotExist` for an unknown topic.
+    /// `TopicNotExist` for an unknown topic; `InvalidArgument` when `after` is not a message
+    /// id, or is given to a lookup by id (which finds one message).
     ///
     /// ```
     /// use mq_broker::core::{BrokerCore, CoreConfig, Lookup, PeekState};
@@ -368,8 +460,9 @@ impl BrokerCore {
     /// let (t, g) = (TopicName::new("T")?, GroupId::new("GID_a")?);
     /// core.consume(0, None, &t, &g, ConsumeKind::Normal, &TagFilter::All, BatchSize::MAX)?;
     /// core.publish(1_000, None, &t, TopicMessage::new("hello")?.with_key("order-7")?)?;
-    /// let found = core.find(None, &t, Lookup::Key("order-7"), 10)?;
-    /// assert_eq!(found[0].groups[0].state, Some(PeekState::Ready));
+    /// let found = core.find(None, &t, Lookup::Key("order-7"), None, 10)?;
+    /// assert_eq!(found.messages[0].groups[0].state, Some(PeekState::Ready));
+    /// assert_eq!(found.next, None, "no other message has the key");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn find(
@@ -377,9 +470,16 @@ impl BrokerCore {
         instance: Option<&InstanceId>,
         topic: &TopicName,
         lookup: Lookup<'_>,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<FoundMessage>, CoreError> {
+    ) -> Result<Page, CoreError> {
         let t = self.topic_for_peek(instance, topic)?;
+        if after.is_some() && matches!(lookup, Lookup::Id(_)) {
+            return Err(CoreError::invalid(
+                "after pages a lookup by key or a listing; a lookup by id finds one message",
+            ));
+        }
+        let after_seq = seq_of(after)?;
         let matches = |m: &StoredMessage| match lookup {
             Lookup::Id(id) => m.id.as_str() == id,
             Lookup::Key(key) => m
@@ -393,6 +493,7 @@ impl BrokerCore {
             .values()
             .chain(t.half.entries.values().map(|h| &h.message))
             .filter(|m| matches(m))
+            .filter(|m| after_seq.is_none_or(|a| m.seq > a))
             .collect();
         stored.sort_by_key(|m| m.seq);
         let view = match lookup {
@@ -400,8 +501,8 @@ impl BrokerCore {
             Lookup::Key(_) => BodyView::Preview,
         };
         let listed = stored.into_iter().map(|m| self.found(t, m, view));
-        let (mut out, _) = within_budget(listed, limit, FoundMessage::copied_bytes);
-        if out.is_empty()
+        let mut out = listing(listed, limit, FoundMessage::copied_bytes, FoundMessage::id);
+        if out.messages.is_empty()
             && let Lookup::Id(id) = lookup
         {
             // Gone from the store: a dead letter keeps its record (in each group that
@@ -420,7 +521,7 @@ impl BrokerCore {
                 }
             }
             if let Some(message) = message {
-                out.push(FoundMessage { message, groups });
+                out.messages.push(FoundMessage { message, groups });
             }
         }
         Ok(out)
@@ -464,15 +565,7 @@ impl BrokerCore {
         limit: usize,
     ) -> Result<Page, CoreError> {
         let t = self.topic_for_peek(instance, topic)?;
-        // Ids are the id prefix and the sequence number in hex: publish order.
-        let after_seq = after
-            .map(|id| {
-                id.get(16..)
-                    .filter(|_| id.len() == 32)
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                    .ok_or_else(|| CoreError::invalid(format!("{id:?} is not a message id")))
-            })
-            .transpose()?;
+        let after_seq = seq_of(after)?;
         let mut stored: Vec<&StoredMessage> = t
             .store
             .messages
@@ -485,11 +578,12 @@ impl BrokerCore {
         let listed = stored
             .into_iter()
             .map(|m| self.found(t, m, BodyView::Preview));
-        let (messages, more) = within_budget(listed, limit, FoundMessage::copied_bytes);
-        let next = more
-            .then(|| messages.last().map(|m| m.message.message_id.clone()))
-            .flatten();
-        Ok(Page { messages, next })
+        Ok(listing(
+            listed,
+            limit,
+            FoundMessage::copied_bytes,
+            FoundMessage::id,
+        ))
     }
 
     /// A kept message with every group's position.

@@ -12,27 +12,33 @@
 //! | `POST /admin/reset` | forgets every message, group position and counter (declared and created topics stay, empty; created groups stay with their settings; auto-created topics go) and takes the clock back to the configured one (a test clock's moves are dropped; the core's time goes back with it): `{"reset": true}` |
 //! | `GET /admin/faults`, `DELETE /admin/faults` | the fault rules in force (`{"enabled", "rules"}`); remove them all |
 //! | `POST /admin/faults?operation=OP&(error=CODE\|reset=true\|latency_ms=N)[&probability=P][&latency_ms=N][&count=N]` | with `--faults`: a rule making calls of `OP` (`any`, `publish`, `consume`, `consume_orderly`, `consume_half`, `ack`, `commit`, `rollback`) fail with a protocol error, a closed connection, or only latency, with probability `P` (default 1), `count` times (default: until removed) |
-//! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}]}` (`state` null: the group holds it no more); by id with the whole body, by key with previews; an id not kept is 404 `MessageNotExist`; `id=` / `key=` without a value is 400 |
-//! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...]}`, S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`; 404 `SubscriptionNotExist` for a group not on the topic) or `half`; at most N (default 100, at most 1000) |
+//! | `GET /admin/topics/{topic}/messages?id=ID` or `?key=K[&after=ID]` `[&ns=I][&limit=N]` | the messages with that id or key, wherever they are (stored, half, dead letter), each with every group's position: `{"messages": [{…, "groups": [{"group", "state", "consumed_times", "next_visible_time"}]}], "next"}` (`state` null: the group holds it no more); by id with the whole body, by key with previews in publish order; an id not kept is 404 `MessageNotExist`; `id=` / `key=` without a value is 400; `after` with `id=` is 400 |
+//! | `GET /admin/topics/{topic}/messages?state=S[&group=G][&after=ID][&ns=I][&limit=N]` | a non-destructive peek: `{"messages": [...], "next"}`, ordered by visible time (half: check time; dead: dead-lettering), S = `ready`, `in_flight`, `delayed`, `dead` (these need `group`; 404 `SubscriptionNotExist` for a group not on the topic) or `half`; at most N (default 100, at most 1000) |
 //! | `GET /admin/topics/{topic}/messages?begin_ms=B&end_ms=E[&after=ID][&ns=I][&limit=N]` | the messages published in `[B, E)` (either bound may be left out) in publish order, each with every group's position, held or kept after consumption: `{"messages": [...], "next"}` (`next`: the `after` of the next page, null on the last — also when it ends at the range's last message) |
 //! | `GET /admin/topics`, `GET /admin/topics/{topic}` `[?ns=I]` | topics with their message type and per-group ready / in flight / delayed / dead / accumulation / last consume time |
 //! | `POST /admin/topics?topic=T[&message_type=M][&ns=I]`, `DELETE /admin/topics/{topic}[?ns=I]` | create a topic taking messages of type M (default `MIXED`); delete one with its messages |
 //! | `GET /admin/groups[?ns=I]` | groups, created or registered, with their settings and per-topic counters |
 //! | `POST /admin/groups?group=G[&topic=T]...[&invisibility_ms=N][&max_deliveries=N][&ns=I]`, `DELETE /admin/groups/{group}[?ns=I]` | create (subscribed to the topics) or update a group; an update changes only the settings it passes (an empty value, `invisibility_ms=`, returns one to the broker's) and adds topics; `invisibility_ms` is 1..=43200000 (12 h); delete one |
-//! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?ns=I][&limit=N]` | the group's dead letters, with body previews while kept; 404 `SubscriptionNotExist` for a group not on the topic |
+//! | `GET /admin/topics/{topic}/groups/{group}/dead_letters[?after=ID][&ns=I][&limit=N]` | the group's dead letters in the order they died, with body previews while kept: `{"messages": [...], "next"}`; 404 `SubscriptionNotExist` for a group not on the topic |
 //! | `POST /admin/topics/{topic}/groups/{group}/dead_letters/resend[?id=ID][&ns=I]`, `DELETE …/dead_letters[?id=ID][&ns=I]` | hand the dead letters (all, or one) to the group again: `{"resent": N}`; or drop them: `{"deleted": N}` |
 //! | `POST /admin/topics/{topic}/groups/{group}/reset_offset?time_ms=T[&ns=I]` | messages published since T are delivered to the group again, earlier ones it holds are skipped: `{"redelivered", "skipped"}` |
 //! | `POST /admin/topics/{topic}/half/{id}/commit`, `POST …/half/{id}/rollback` `[?ns=I]` | decide a waiting half (transactional) message by its id, as its producer's commit or rollback would: committed, it goes to the topic's groups; rolled back, it is never delivered; its trace records the decision: `{"message_id", "resolution"}`; an id that is not a waiting half message of the topic is 404 `MessageNotExist` |
 //! | `GET /admin/messages/{id}/trace` | the message's events (published, delivered, expired, acked, filtered, dead-lettered, resent, offset reset, checked, committed, rolled back), while it is kept |
 //!
 //! A wrong method on a known path is 405 `MethodNotAllowed` with an `Allow` header. A query
-//! parameter given twice is 400 (only `topic` repeats, in `POST /admin/groups`).
+//! parameter given twice is 400 (only `topic` repeats, in `POST /admin/groups`), and so is one
+//! the call does not take (`accepted_params`, one table beside `allowed_methods`), a listing
+//! selecting by two of `id`, `key`, `state` and a time range, `group` with anything but a
+//! group state, and a number that is not plain digits (`+5`, ` 5`).
 //!
 //! Listings (peek by state, page by time, find by key, dead letters) carry each body's first
 //! [`BODY_PREVIEW_BYTES`](crate::core::BODY_PREVIEW_BYTES) with `body_size` (bytes) and
 //! `body_truncated`, and copy at most
 //! [`LISTING_BUDGET_BYTES`](crate::core::LISTING_BUDGET_BYTES) of bodies and properties while
-//! the core is locked, so they may end before `limit` (a page then has a `next`).
+//! the core is locked, so they may end before `limit`. Every listing answers
+//! `{"messages", "next"}`: `next` is null when the listing is complete, else the id to pass as
+//! `after` for the next page (an `after` no longer in the listing — a peeked message that
+//! changed state since — is 400: list again from the start).
 //!
 //! Errors are `{"code", "message", "request_id"}` with the status of the code: the
 //! protocol's authentication codes (403 `SignatureDoesNotMatch`, …), 400
@@ -268,13 +274,13 @@ async fn route(
         })
         .collect::<Result<_, _>>()?;
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    if let Some(accepted) = accepted_params(method, &segments) {
+        params.only(accepted, method, path)?;
+    }
     match (method, segments.as_slice()) {
         (&Method::GET, ["admin", "clock"]) => Ok(clock(shared)),
         (&Method::POST, ["admin", "clock"]) => {
-            let ms: u64 = params
-                .required("advance_ms")?
-                .parse()
-                .ok()
+            let ms: u64 = whole_number(params.required("advance_ms")?)
                 .filter(|ms| *ms <= MAX_ADVANCE_MS)
                 .ok_or_else(|| {
                     AdminError::invalid(format!(
@@ -302,14 +308,15 @@ async fn route(
         },
         (&Method::GET, ["admin", "topics", topic, "groups", group, "dead_letters"]) => {
             let (topic, group) = (topic_name(topic)?, group_id(group)?);
-            let messages = shared.backend.peek(
+            let listing = shared.backend.peek(
                 instance_param(&params)?.as_ref(),
                 &topic,
                 Some(&group),
                 PeekState::Dead,
+                params.non_empty("after")?,
                 limit_param(&params)?,
             )?;
-            Ok(json!({ "messages": messages }))
+            Ok(json!(listing))
         }
         (
             method,
@@ -347,10 +354,8 @@ async fn route(
             }
         }
         (&Method::POST, ["admin", "topics", topic, "groups", group, "reset_offset"]) => {
-            let since_ms = params
-                .required("time_ms")?
-                .parse::<u64>()
-                .map_err(|_| AdminError::invalid("time_ms must be epoch milliseconds"))?;
+            let since_ms = whole_number(params.required("time_ms")?)
+                .ok_or_else(|| AdminError::invalid("time_ms must be epoch milliseconds"))?;
             let call = Call::ResetOffset {
                 instance: instance_param(&params)?,
                 topic: topic_name(topic)?,
@@ -411,9 +416,6 @@ async fn route(
             }
             Ok(faults(shared))
         }
-        (&Method::DELETE, ["admin", "faults"]) if !params.0.is_empty() => Err(AdminError::invalid(
-            "DELETE /admin/faults removes every rule and takes no parameters",
-        )),
         (&Method::DELETE, ["admin", "faults"]) => {
             shared.faults.clear();
             Ok(faults(shared))
@@ -561,6 +563,44 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     })
 }
 
+/// The query parameters each admin call takes, beside [`allowed_methods`] (`None`: no such
+/// call, answered 404 or 405 by the router); any other parameter is refused with 400 rather
+/// than ignored (a misspelt `invisiblity_ms` would otherwise change nothing, silently).
+fn accepted_params(method: &Method, segments: &[&str]) -> Option<&'static [&'static str]> {
+    const NS: &[&str] = &["ns"];
+    Some(match (method.as_str(), segments) {
+        ("GET", ["admin", "clock"] | ["admin", "messages", _, "trace"])
+        | ("POST", ["admin", "reset"])
+        | ("GET" | "DELETE", ["admin", "faults"]) => &[],
+        ("POST", ["admin", "clock"]) => &["advance_ms"],
+        ("GET", ["admin", "topics", _, "messages"]) => &[
+            "id", "key", "state", "group", "begin_ms", "end_ms", "after", "ns", "limit",
+        ],
+        ("GET", ["admin", "topics", _, "groups", _, "dead_letters"]) => &["after", "ns", "limit"],
+        ("POST", ["admin", "topics", _, "groups", _, "dead_letters", "resend"])
+        | ("DELETE", ["admin", "topics", _, "groups", _, "dead_letters"]) => &["id", "ns"],
+        ("POST", ["admin", "topics", _, "groups", _, "reset_offset"]) => &["time_ms", "ns"],
+        ("POST", ["admin", "topics", _, "half", _, "commit" | "rollback"])
+        | ("POST", ["admin", "topics", _, "purge"])
+        | ("GET", ["admin", "topics" | "groups"])
+        | ("GET" | "DELETE", ["admin", "topics", _])
+        | ("DELETE", ["admin", "groups", _]) => NS,
+        ("POST", ["admin", "faults"]) => &[
+            "operation",
+            "error",
+            "reset",
+            "latency_ms",
+            "probability",
+            "count",
+        ],
+        ("POST", ["admin", "topics"]) => &["topic", "message_type", "ns"],
+        ("POST", ["admin", "groups"]) => {
+            &["group", "topic", "invisibility_ms", "max_deliveries", "ns"]
+        }
+        _ => return None,
+    })
+}
+
 /// Whether a listed item of `item_instance` is in the scope of the `ns` parameter: every
 /// instance without one, only the default instance for `ns=` (empty), else that instance.
 fn in_scope(instance: Option<&InstanceId>, ns: Option<&str>, item_instance: Option<&str>) -> bool {
@@ -659,16 +699,18 @@ fn fault_rule(params: &Params) -> Result<FaultRule, AdminError> {
         params
             .get(name)
             .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| AdminError::invalid(format!("{name} must be a whole number")))
+                whole_number(v)
+                    .ok_or_else(|| AdminError::invalid(format!("{name} must be a whole number")))
             })
             .transpose()
     };
     let probability = match params.get("probability") {
         None => 1.0,
         Some(p) => p
-            .parse::<f64>()
-            .ok()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.')
+            .then(|| p.parse::<f64>().ok())
+            .flatten()
             .filter(|p| (0.0..=1.0).contains(p))
             .ok_or_else(|| AdminError::invalid("probability must be between 0 and 1"))?,
     };
@@ -737,7 +779,7 @@ fn setting<'a, T>(
     match params.get(name) {
         None => Ok(current),
         Some("") => Ok(None),
-        Some(v) => v.parse::<u64>().ok().and_then(valid).map(Some).ok_or(name),
+        Some(v) => whole_number(v).and_then(valid).map(Some).ok_or(name),
     }
 }
 
@@ -761,26 +803,41 @@ fn clock(shared: &Shared) -> serde_json::Value {
 
 fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Value, AdminError> {
     let topic = topic_name(topic)?;
+    let range = (params.get("begin_ms"), params.get("end_ms"));
+    let selectors: Vec<&str> = [
+        ("id=", params.get("id").is_some()),
+        ("key=", params.get("key").is_some()),
+        ("state=", params.get("state").is_some()),
+        ("a time range (begin_ms, end_ms)", range != (None, None)),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    if selectors.len() > 1 {
+        return Err(AdminError::invalid(format!(
+            "a listing selects by one of id=, key=, state= or a time range, not by {}",
+            selectors.join(" and ")
+        )));
+    }
+    if params.get("group").is_some() && matches!(params.get("state"), None | Some("half")) {
+        return Err(AdminError::invalid(
+            "group= names the group of a peek by state= (ready, in_flight, delayed, dead); a lookup, a time range and state=half list the topic's messages with every group",
+        ));
+    }
     let lookup = match (params.non_empty("id")?, params.non_empty("key")?) {
-        (Some(_), Some(_)) => return Err(AdminError::invalid("give id= or key=, not both")),
-        (Some(id), None) => Some(Lookup::Id(id)),
+        (Some(id), _) => Some(Lookup::Id(id)),
         (None, Some(key)) => Some(Lookup::Key(key)),
         (None, None) => None,
     };
     let group = params.get("group").map(group_id).transpose()?;
     let instance = instance_param(params)?;
     let limit = limit_param(params)?;
-    let range = (params.get("begin_ms"), params.get("end_ms"));
     if range != (None, None) {
-        if lookup.is_some() || params.get("state").is_some() {
-            return Err(AdminError::invalid(
-                "a time range (begin_ms, end_ms) is not combined with id=, key= or state=",
-            ));
-        }
         let ms = |v: Option<&str>, default: u64| {
             v.map_or(Ok(default), |v| {
-                v.parse::<u64>()
-                    .map_err(|_| AdminError::invalid("begin_ms and end_ms are epoch milliseconds"))
+                whole_number(v).ok_or_else(|| {
+                    AdminError::invalid("begin_ms and end_ms are epoch milliseconds")
+                })
             })
         };
         let (begin, end) = (ms(range.0, 0)?, ms(range.1, u64::MAX)?);
@@ -788,16 +845,20 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
             instance.as_ref(),
             &topic,
             begin..end,
-            params.get("after"),
+            params.non_empty("after")?,
             limit,
         )?;
         return Ok(json!(page));
     }
     if let Some(lookup) = lookup {
-        let found = shared
-            .backend
-            .find(instance.as_ref(), &topic, lookup, limit)?;
-        if found.is_empty()
+        let found = shared.backend.find(
+            instance.as_ref(),
+            &topic,
+            lookup,
+            params.non_empty("after")?,
+            limit,
+        )?;
+        if found.messages.is_empty()
             && let Lookup::Id(id) = lookup
         {
             return Err(AdminError::new(
@@ -808,25 +869,37 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
                 ),
             ));
         }
-        return Ok(json!({ "messages": found }));
+        return Ok(json!(found));
     }
     let state: PeekState = params
         .required("state")?
         .parse()
         .map_err(|e: crate::core::CoreError| AdminError::invalid(e.message))?;
-    let messages = shared
-        .backend
-        .peek(instance.as_ref(), &topic, group.as_ref(), state, limit)?;
-    Ok(json!({ "messages": messages }))
+    let listing = shared.backend.peek(
+        instance.as_ref(),
+        &topic,
+        group.as_ref(),
+        state,
+        params.non_empty("after")?,
+        limit,
+    )?;
+    Ok(json!(listing))
+}
+
+/// A parameter's whole number: ASCII digits only (`+5`, `-0`, ` 5` and `5.0` are not one);
+/// `None` otherwise or past `u64::MAX`.
+fn whole_number(v: &str) -> Option<u64> {
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| v.parse().ok())
+        .flatten()
 }
 
 /// The `limit` parameter of a listing: 1..=1000, default 100.
 fn limit_param(params: &Params) -> Result<usize, AdminError> {
     match params.get("limit") {
         None => Ok(DEFAULT_PEEK),
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
+        Some(l) => whole_number(l)
+            .and_then(|n| usize::try_from(n).ok())
             .filter(|n| (1..=MAX_PEEK).contains(n))
             .ok_or_else(|| AdminError::invalid(format!("limit must be 1..={MAX_PEEK}"))),
     }
@@ -865,6 +938,25 @@ impl Params {
             out.push((key, decode(v)?));
         }
         Ok(Self(out))
+    }
+
+    /// Refuses a parameter that is not in `accepted` (the call's, see [`accepted_params`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` naming the first parameter the call does not take.
+    fn only(&self, accepted: &[&str], method: &Method, path: &str) -> Result<(), AdminError> {
+        match self.0.iter().find(|(k, _)| !accepted.contains(&k.as_str())) {
+            None => Ok(()),
+            Some((k, _)) => Err(AdminError::invalid(format!(
+                "{method} {path} takes no query parameter {k:?} (it takes {})",
+                if accepted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    accepted.join(", ")
+                }
+            ))),
+        }
     }
 
     fn get(&self, name: &str) -> Option<&str> {

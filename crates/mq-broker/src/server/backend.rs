@@ -179,10 +179,11 @@ impl Backend {
         topic: &mq_proto::TopicName,
         group: Option<&mq_proto::GroupId>,
         state: crate::core::PeekState,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::PeekedMessage>, RequestError> {
+    ) -> Result<crate::core::Listing<crate::core::PeekedMessage>, RequestError> {
         match self {
-            Self::Local(b) => b.peek(instance, topic, group, state, limit),
+            Self::Local(b) => b.peek(instance, topic, group, state, after, limit),
             #[cfg(feature = "rocketmq")]
             Self::RocketMq(_) => Err(not_supported(
                 "the RocketMQ engine has no non-destructive peek; use its console or mqadmin",
@@ -200,10 +201,11 @@ impl Backend {
         instance: Option<&mq_proto::InstanceId>,
         topic: &mq_proto::TopicName,
         lookup: crate::core::Lookup<'_>,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+    ) -> Result<crate::core::Page, RequestError> {
         match self {
-            Self::Local(b) => b.find(instance, topic, lookup, limit),
+            Self::Local(b) => b.find(instance, topic, lookup, after, limit),
             #[cfg(feature = "rocketmq")]
             Self::RocketMq(_) => Err(not_supported(
                 "query messages with the RocketMQ cluster's console or mqadmin queryMsgById / queryMsgByKey",

@@ -236,10 +236,11 @@ impl LocalBackend {
         instance: Option<&mq_proto::InstanceId>,
         topic: &mq_proto::TopicName,
         lookup: crate::core::Lookup<'_>,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::FoundMessage>, RequestError> {
+    ) -> Result<crate::core::Page, RequestError> {
         self.lock_core()
-            .find(instance, topic, lookup, limit)
+            .find(instance, topic, lookup, after, limit)
             .map_err(core_error)
     }
 
@@ -283,10 +284,11 @@ impl LocalBackend {
         topic: &mq_proto::TopicName,
         group: Option<&mq_proto::GroupId>,
         state: crate::core::PeekState,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<crate::core::PeekedMessage>, RequestError> {
+    ) -> Result<crate::core::Listing<crate::core::PeekedMessage>, RequestError> {
         self.lock_core()
-            .peek(instance, topic, group, state, limit)
+            .peek(instance, topic, group, state, after, limit)
             .map_err(core_error)
     }
 
