@@ -1031,11 +1031,6 @@ fn gateway_in_front_of_rocketmq() {
             }
         }
     }
-    if !failed.is_empty() {
-        eprintln!(
-            "proxy log:\n{}",
-            engine.log_tail(mq_tests::engine::Component::Proxy, 30)
-        );
-        panic!("gateway scenarios failed: {failed:?}");
-    }
+    // The engine prints the end of its logs as it drops while this panic unwinds.
+    assert!(failed.is_empty(), "gateway scenarios failed: {failed:?}");
 }

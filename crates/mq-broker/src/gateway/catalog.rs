@@ -243,7 +243,7 @@ impl Gateway {
         tracing::info!(topic = %name, "created topic on the RocketMQ cluster (admin API)");
         let target = Target { instance, topic };
         self.forget_route(target);
-        self.await_route(target).await?;
+        self.await_route(target, self.config.call_timeout).await?;
         self.count(instance, topic, |c| c.declared = true);
         Ok(Outcome::Done)
     }

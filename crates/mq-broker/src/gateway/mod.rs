@@ -80,6 +80,13 @@ const RECEIVE_CONNECTIONS: usize = 4;
 /// change: a topic updated with more queues, a broker added).
 const ROUTE_TTL: Duration = Duration::from_secs(30);
 
+/// How long the gateway's start waits for the proxy to route a declared topic it created:
+/// a broker registers a new topic with the name servers at once, but rocketmq-rust 1.0.0
+/// drops that registration while its name-server availability scan (every 30 s) has not
+/// found one, and the topic is routed only at the broker's next full registration
+/// (`registerNameServerPeriod`, 30 s by default).
+const REGISTRATION_WAIT: Duration = Duration::from_secs(40);
+
 /// Most (namespace, topic, group) rotations remembered; beyond it they start over.
 const MAX_ROTATIONS: usize = 100_000;
 
@@ -335,6 +342,16 @@ impl Gateway {
                 admin::create_topic(addr, &spec, gateway.config.call_timeout)
                     .await
                     .map_err(|e| format!("creating topic {} on {addr}: {e}", spec.name))?;
+            }
+            // Serving before the proxy routes a declared topic would answer TopicNotExist
+            // for a topic this process just created.
+            if let Err(e) = gateway.await_route(target, REGISTRATION_WAIT).await {
+                tracing::warn!(
+                    topic = %spec.name,
+                    error = %e.message,
+                    "created topic not routed yet; requests to it answer TopicNotExist until \
+                     the broker registers it with the name servers"
+                );
             }
             created_topics += 1;
         }
@@ -687,12 +704,12 @@ impl Gateway {
                 .map_err(|e| engine_unavailable("topic creation", e))?;
         }
         tracing::info!(topic = %spec.name, "created topic on the RocketMQ cluster");
-        self.await_route(target).await
+        self.await_route(target, self.config.call_timeout).await
     }
 
-    /// Waits (up to the call timeout) until the proxy routes a topic just created.
-    async fn await_route(&self, target: Target<'_>) -> Result<(), RequestError> {
-        let deadline = tokio::time::Instant::now() + self.config.call_timeout;
+    /// Waits (up to `within`) until the proxy routes a topic just created.
+    async fn await_route(&self, target: Target<'_>, within: Duration) -> Result<(), RequestError> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             match self.route(target).await {
                 Ok(_) => return Ok(()),
