@@ -2,6 +2,7 @@
 //! broker, gRPC proxy; see `docs/rocketmq-engine.md`), and `protoc`, which building it and the
 //! gateway's gRPC bindings (`rocketmq-proxy-core`) need.
 
+use crate::background::{Background, run_logged};
 use crate::{Result, cargo, run};
 use std::env;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use std::time::Instant;
 
 /// The engine release the tests are written against.
 const VERSION: &str = "1.0.0";
+/// The proxy's crate, built with its cluster mode alone.
+const PROXY_CRATE: &str = "rocketmq-proxy";
 /// Crates and the binary each installs.
 const CRATES: [(&str, &str); 3] = [
     ("rocketmq-namesrv", "rocketmq-namesrv-rust"),
@@ -17,11 +20,12 @@ const CRATES: [(&str, &str); 3] = [
     ("rocketmq-proxy", "rocketmq-proxy-rust"),
 ];
 /// The engine's release optimisation level. Its crates set no profile, so `cargo install`
-/// would build at 3; at 1 the first install took 3,190 CPU-seconds here (user + system,
-/// measured 2026-12-01), about half of an optimised build's 40–60 min on 2 cores, and the
-/// gateway tests and benchmark run against it unchanged: the engine is a test fixture
-/// whose speed the benchmark compares the gateway with, in the same run, not a product.
-const OPT_LEVEL: &str = "1";
+/// would build at 3: 40–60 min on 2 cores. At 1 the three binaries took 3,190 CPU-seconds
+/// (2026-12-01), 29m 43s of a fresh CI run that took 68 min in all; at 0 (no optimisation,
+/// still without debug assertions) less again. The gateway tests and benchmark run against it
+/// unchanged: the engine is a test fixture whose speed the benchmark compares the gateway
+/// with, in the same run, not a product.
+const OPT_LEVEL: &str = "0";
 /// What the engine harness (`tests/src/engine.rs`) reads the binaries' directory from.
 pub(crate) const BIN_ENV: &str = "MQ_ROCKETMQ_ENGINE_BIN";
 
@@ -33,14 +37,58 @@ fn root() -> Result<PathBuf> {
 
 /// `cargo xtask engine-install`: installs the three engine binaries into `root()/bin` unless
 /// all are there and report [`VERSION`]; returns the binaries' directory.
-///
-/// One `cargo install` builds every missing crate with a shared target directory (their
-/// dependencies compile once), removed afterwards, at [`OPT_LEVEL`]: about 53 CPU-minutes
-/// (≈ 30 min on 2 idle cores) the first time.
 pub(crate) fn install() -> Result<PathBuf> {
-    let root = root()?;
-    let bin = root.join("bin");
-    let missing: Vec<&str> = CRATES
+    match missing()? {
+        (bin, missing) if missing.is_empty() => Ok(bin),
+        (bin, missing) => build(&bin, &missing, &mut |step, cmd| run(step, cmd)),
+    }
+}
+
+/// An engine install that may still be building ([`start_install`]).
+pub(crate) enum Install {
+    /// Installed already: the binaries' directory.
+    Ready(PathBuf),
+    /// Building in the background.
+    Building(Background<PathBuf>),
+}
+
+impl Install {
+    /// The binaries' directory, once installed.
+    ///
+    /// # Errors
+    ///
+    /// The background install failed.
+    pub(crate) fn wait(self) -> Result<PathBuf> {
+        match self {
+            Self::Ready(bin) => Ok(bin),
+            Self::Building(b) => b.wait(),
+        }
+    }
+}
+
+/// [`install`] in the background, at the lowest CPU priority, its output in `log`: `cargo
+/// xtask ci` starts it first and waits for it before the tests, so on a fresh machine the
+/// engine builds while the workspace is checked and built.
+///
+/// # Errors
+///
+/// `protoc` is missing and cannot be installed, or the log cannot be created.
+pub(crate) fn start_install(log: PathBuf) -> Result<Install> {
+    let (bin, missing) = missing()?;
+    if missing.is_empty() {
+        return Ok(Install::Ready(bin));
+    }
+    Background::start("engine-install", log, move |log| {
+        build(&bin, &missing, &mut |step, cmd| run_logged(step, cmd, log))
+    })
+    .map(Install::Building)
+}
+
+/// The binaries' directory and the crates whose binary is missing or of another version
+/// (none: says so).
+fn missing() -> Result<(PathBuf, Vec<&'static str>)> {
+    let bin = root()?.join("bin");
+    let missing: Vec<&'static str> = CRATES
         .iter()
         .filter(|(_, binary)| !reports_version(&bin.join(binary)))
         .map(|(krate, _)| *krate)
@@ -50,20 +98,52 @@ pub(crate) fn install() -> Result<PathBuf> {
             "==> [engine-install] rocketmq-rust {VERSION} (namesrv, broker, proxy) already installed in {}",
             bin.display()
         );
-        return Ok(bin);
     }
+    Ok((bin, missing))
+}
+
+/// Builds the `missing` crates into `bin`'s parent with `run_step`, at [`OPT_LEVEL`], in a
+/// build directory removed afterwards: the name server and broker in one `cargo install`
+/// (their shared dependencies compile once), then the proxy with its cluster mode alone
+/// (its default local mode links a whole broker the tests never start).
+fn build(
+    bin: &Path,
+    missing: &[&str],
+    run_step: &mut dyn FnMut(&str, &mut Command) -> Result,
+) -> Result<PathBuf> {
     ensure_protoc()?;
+    let root = bin
+        .parent()
+        .ok_or("the engine's bin directory has no parent")?;
     let target = root.join("build-target");
     let started = Instant::now();
-    let mut install = cargo();
-    install
-        // `--force` replaces a binary of another version or one cargo did not record.
-        .args(["install", "--locked", "--force", "--root"])
-        .arg(&root)
-        .args(missing.iter().map(|krate| format!("{krate}@{VERSION}")))
-        .env("CARGO_TARGET_DIR", &target)
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", OPT_LEVEL);
-    let result = run("engine-install", &mut install);
+    let install = |crates: &[&&str], extra: &[&str]| {
+        let mut cmd = cargo();
+        cmd
+            // `--force` replaces a binary of another version or one cargo did not record.
+            .args(["install", "--locked", "--force", "--root"])
+            .arg(root)
+            .args(extra)
+            .args(crates.iter().map(|krate| format!("{krate}@{VERSION}")))
+            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", OPT_LEVEL);
+        cmd
+    };
+    let (proxy, servers): (Vec<&&str>, Vec<&&str>) =
+        missing.iter().partition(|k| **k == PROXY_CRATE);
+    let mut result = Ok(());
+    if !servers.is_empty() {
+        result = run_step("engine-install", &mut install(&servers, &[]));
+    }
+    if result.is_ok() && !proxy.is_empty() {
+        result = run_step(
+            "engine-install",
+            &mut install(
+                &proxy,
+                &["--no-default-features", "--features", "cluster-mode"],
+            ),
+        );
+    }
     let cleanup = std::fs::remove_dir_all(&target);
     result?;
     if let Err(e) = cleanup {
@@ -89,7 +169,7 @@ pub(crate) fn install() -> Result<PathBuf> {
         secs % 60,
         bin.display()
     );
-    Ok(bin)
+    Ok(bin.to_owned())
 }
 
 /// Whether `binary --version` prints `version=VERSION` (the engine's format).

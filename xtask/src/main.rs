@@ -2,8 +2,11 @@
 //!
 //! Every command prints what it runs and stops at the first failure with a non-zero exit code.
 
+mod background;
 mod browser;
 mod engine;
+
+use background::{Background, run_logged};
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ commands:
   package [--verify]      cargo package of every published crate (ci runs it without --verify)
   engine-install          install the RocketMQ engine (rocketmq-rust 1.0.0: namesrv, broker,
                           proxy) into ~/.cache/mq-http-rs/engine (idempotent; the first time
-                          ~30 min on 2 idle cores) and protoc if missing
+                          ~20 min on 2 idle cores) and protoc if missing
   tools                   install the Debian programs the build and tests need when missing
                           (protoc, tinyproxy; idempotent; ci does it first)
   fuzz <target> <secs>    run one cargo-fuzz target for <secs> seconds (installs cargo-fuzz)
@@ -169,6 +172,10 @@ fn ci() -> Result {
     // The workspace build runs protoc (rocketmq-proxy-core's bindings for the gateway); the
     // client's proxy tests run a real tinyproxy.
     tools()?;
+    // A fresh machine's longest step, the engine's first build, runs beside fmt, clippy and
+    // the test build, at the lowest priority, and is waited for before the tests.
+    let logs = root().join("target").join("xtask");
+    let engine = engine::start_install(logs.join("engine-install.log"))?;
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -182,7 +189,30 @@ fn ci() -> Result {
         ]),
     )?;
     let python = interop_env()?;
-    let engine_bin = engine::install()?;
+    run(
+        "test build",
+        cargo().args(["test", "--workspace", "--all-targets", "--no-run"]),
+    )?;
+    let engine_bin = engine.wait()?;
+    // cargo-deny, needed at the end, builds beside the tests the first time.
+    let deny_install = if has_cargo_subcommand("deny") {
+        None
+    } else {
+        let build_dir = logs.join("cargo-deny-build");
+        Some(Background::start(
+            "install cargo-deny",
+            logs.join("cargo-deny-install.log"),
+            move |log| {
+                let mut install = cargo();
+                install
+                    .args(["install", "--locked", "cargo-deny", "--target-dir"])
+                    .arg(&build_dir);
+                let result = run_logged("install cargo-deny", &install, log);
+                let _ = std::fs::remove_dir_all(&build_dir);
+                result
+            },
+        )?)
+    };
     let (chromium, chromedriver) = browser::ensure_browser()?;
     // The load test opens 1,000 connections at both ends: lift the open-files soft limit.
     run(
@@ -228,7 +258,9 @@ fn ci() -> Result {
     )?;
     bench(true, &[])?;
     package()?;
-    ensure_installed("deny", "cargo-deny")?;
+    if let Some(install) = deny_install {
+        install.wait()?;
+    }
     deny()?;
     println!("\n==> ci passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -483,11 +515,14 @@ fn bench(quick: bool, only: &[String]) -> Result {
     std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let criterion_home = root().join("target").join("criterion");
     let mode = if quick { "test" } else { "bench" };
+    // `--workspace` with one target: the features every dependency is built with are those of
+    // the workspace's test build, so the smoke run reuses what CI just built (with `-p` each
+    // package's own feature set recompiled much of the dependency tree, 3 min of a fresh run).
     if runs("proto") {
         run(
             "bench: mq-proto",
             cargo()
-                .args([mode, "-p", "mq-proto", "--bench", "proto"])
+                .args([mode, "--workspace", "--bench", "proto"])
                 .env("MQ_BENCH_OUT", &out)
                 .env("CRITERION_HOME", &criterion_home),
         )?;
@@ -495,7 +530,7 @@ fn bench(quick: bool, only: &[String]) -> Result {
     if runs("suite") {
         // The suite runs the `mq-broker` binary for the idle long-poll memory measurement.
         let mut broker = cargo();
-        broker.args(["build", "-p", "mq-broker", "--bin", "mq-broker"]);
+        broker.args(["build", "--workspace", "--bin", "mq-broker"]);
         if !quick {
             broker.arg("--release");
         }
@@ -509,7 +544,7 @@ fn bench(quick: bool, only: &[String]) -> Result {
             .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null || true; exec \"$@\"")
             .arg("sh")
             .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([mode, "-p", "mq-cli", "--bench", "suite"])
+            .args([mode, "--workspace", "--bench", "suite"])
             .env("MQ_BENCH_OUT", &out);
         run("bench: suite", &mut suite)?;
     }
@@ -518,7 +553,7 @@ fn bench(quick: bool, only: &[String]) -> Result {
         run(
             "bench: gateway",
             cargo()
-                .args([mode, "-p", "mq-tests", "--bench", "gateway"])
+                .args([mode, "--workspace", "--bench", "gateway"])
                 .env("MQ_BENCH_OUT", &out)
                 .env(engine::BIN_ENV, &engine_bin),
         )?;
