@@ -5,8 +5,11 @@ use crate::properties::{
     KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties,
     PropertyError, SYSTEM_KEYS, validate_pair,
 };
+use crate::text::Text;
 use crate::trace::{TRACE_KEYS, TraceContext, TraceContextError};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
+use bytes::Bytes;
+use bytestring::ByteString;
 use md5::{Digest, Md5};
 
 /// Largest body of a normal or ordered message (PROTOCOL §6.9: 4 MB).
@@ -110,13 +113,13 @@ fn check_body(body: &str) -> Result<(), MessageError> {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMessage {
-    body: String,
+    body: Text,
     tag: Option<Tag>,
-    key: Option<String>,
+    key: Option<Text>,
     properties: Properties,
     start_deliver_time: Option<u64>,
     trans_check_immunity: Option<TransCheckImmunity>,
-    sharding_key: Option<String>,
+    sharding_key: Option<Text>,
 }
 
 impl TopicMessage {
@@ -129,11 +132,11 @@ impl TopicMessage {
     pub fn new(body: impl Into<String>) -> Result<Self, MessageError> {
         let body = body.into();
         check_body(&body)?;
-        Ok(Self::with_checked_body(body))
+        Ok(Self::with_checked_body(body.into()))
     }
 
     /// A message around a body already known to pass [`check_body`].
-    fn with_checked_body(body: String) -> Self {
+    fn with_checked_body(body: Text) -> Self {
         Self {
             body,
             tag: None,
@@ -161,7 +164,7 @@ impl TopicMessage {
     pub fn with_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
         let key = key.into();
         validate_pair(KEY_KEYS, &key)?;
-        self.key = Some(key);
+        self.key = Some(key.into());
         Ok(self)
     }
 
@@ -224,32 +227,34 @@ impl TopicMessage {
     pub fn with_sharding_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
         let key = key.into();
         validate_pair(KEY_SHARDING_KEY, &key)?;
-        self.sharding_key = Some(key);
+        self.sharding_key = Some(key.into());
         Ok(self)
     }
 
     /// Builds a message from its wire parts (body, tag, all properties including system keys),
-    /// as a server receives it.
+    /// as a server receives it. The body is a `String`, `&str` or a [`Text`] (kept as it
+    /// is, not copied).
     ///
     /// # Errors
     ///
     /// [`MessageError`] for an empty body or one with a character XML cannot carry, an
     /// invalid tag ([`MessageError::Tag`]), or properties breaking the wire rules.
     pub fn from_wire(
-        body: String,
+        body: impl Into<Text>,
         tag: Option<&str>,
         properties: Properties,
     ) -> Result<Self, MessageError> {
+        let body = body.into();
         check_body(&body)?;
-        Self::from_xml_parts(body, tag, properties)
+        Self::from_xml_parts(body, tag.map(ByteString::from), properties)
     }
 
     /// [`from_wire`](Self::from_wire) for a body the XML reader produced: the reader refuses
     /// every character [`check_body`] refuses (XML's `Char`), so only emptiness is left to
     /// check and the body is not scanned a second time.
     pub(crate) fn from_xml_parts(
-        body: String,
-        tag: Option<&str>,
+        body: Text,
+        tag: Option<ByteString>,
         mut properties: Properties,
     ) -> Result<Self, MessageError> {
         if body.is_empty() {
@@ -257,7 +262,7 @@ impl TopicMessage {
         }
         let mut msg = Self::with_checked_body(body);
         if let Some(tag) = tag.filter(|t| !t.is_empty()) {
-            msg.tag = Some(Tag::new(tag)?);
+            msg.tag = Some(Tag::from_text(tag)?);
         }
         msg.key = properties.remove(KEY_KEYS);
         msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
@@ -265,13 +270,13 @@ impl TopicMessage {
             msg.start_deliver_time =
                 Some(v.parse().map_err(|_| PropertyError::InvalidSystemValue {
                     key: KEY_START_DELIVER_TIME,
-                    value: v.clone(),
+                    value: v.to_string(),
                 })?);
         }
         if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
             let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
                 key: KEY_TRANS_CHECK_IMMUNITY,
-                value: v.clone(),
+                value: v.to_string(),
             })?;
             msg.trans_check_immunity = Some(TransCheckImmunity::new(secs)?);
         }
@@ -282,6 +287,12 @@ impl TopicMessage {
     /// The body text.
     pub fn body(&self) -> &str {
         &self.body
+    }
+
+    /// The body's UTF-8 bytes as a shared buffer (a cheap clone: no copy). A body parsed
+    /// from a request shares the request's buffer.
+    pub fn body_bytes(&self) -> Bytes {
+        self.body.to_bytes()
     }
 
     /// The tag, if any.
@@ -386,7 +397,7 @@ impl TopicMessage {
         // Values were validated by the setters; system values are digits or validated strings,
         // so inserting cannot fail. Errors are ignored rather than unwrapped to stay panic-free.
         if let Some(k) = &self.key {
-            let _ = all.insert(KEY_KEYS, k.as_str());
+            let _ = all.insert_text(KEY_KEYS.into(), k.clone().into());
         }
         if let Some(t) = self.start_deliver_time {
             let _ = all.insert(KEY_START_DELIVER_TIME, t.to_string());
@@ -395,7 +406,7 @@ impl TopicMessage {
             let _ = all.insert(KEY_TRANS_CHECK_IMMUNITY, i.get().to_string());
         }
         if let Some(s) = &self.sharding_key {
-            let _ = all.insert(KEY_SHARDING_KEY, s.as_str());
+            let _ = all.insert_text(KEY_SHARDING_KEY.into(), s.clone().into());
         }
         all
     }
@@ -411,12 +422,17 @@ impl TopicMessage {
 /// Times are epoch milliseconds. `properties` holds every property as received, system keys
 /// included; the typed accessors read the system keys.
 ///
+/// The body and its MD5 are [`Text`] (`Deref<Target = str>`, cheap to clone): a decoded
+/// message shares the response's buffer rather than owning a copy of each field (so do its
+/// id, receipt handle, tag and properties), and `&m.body`, `m.body == "hello"`,
+/// `m.body.as_str()` work as on a `String`; `String::from(m.body)` gives an owned string.
+///
 /// ```
 /// use mq_proto::{Message, MessageId, ReceiptHandle, Properties};
 /// let m = Message {
 ///     message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010")?,
 ///     receipt_handle: ReceiptHandle::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx")?,
-///     body_md5: mq_proto::body_md5("hello"),
+///     body_md5: mq_proto::body_md5("hello").into(),
 ///     body: "hello".into(),
 ///     publish_time: 1_700_000_000_000,
 ///     next_consume_time: 1_700_000_301_000,
@@ -427,6 +443,7 @@ impl TopicMessage {
 /// };
 /// assert_eq!(m.key(), Some("k1"));
 /// assert_eq!(m.sharding_key(), Some("s"));
+/// assert!(m.body == "hello" && m.body_md5_matches());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -436,9 +453,9 @@ pub struct Message {
     /// Handle of this delivery; ack with it before `next_consume_time`.
     pub receipt_handle: ReceiptHandle,
     /// Upper-case hex MD5 of the body as reported by the server.
-    pub body_md5: String,
+    pub body_md5: Text,
     /// Body text.
-    pub body: String,
+    pub body: Text,
     /// Store time, epoch ms.
     pub publish_time: u64,
     /// When the message becomes visible again if not acked, epoch ms.
@@ -541,13 +558,13 @@ mod tests {
     #[test]
     fn from_wire_extracts_system_keys() {
         let p = Properties::decode("KEYS:k|__TransCheckT:10|__STARTDELIVERTIME:5|a:1|").unwrap();
-        let m = TopicMessage::from_wire("b".into(), Some("T"), p).unwrap();
+        let m = TopicMessage::from_wire("b", Some("T"), p).unwrap();
         assert_eq!(m.key(), Some("k"));
         assert_eq!(m.trans_check_immunity().map(|i| i.get()), Some(10));
         assert_eq!(m.start_deliver_time(), Some(5));
         assert_eq!(m.properties().len(), 1);
         let bad = Properties::decode("__TransCheckT:9|").unwrap();
-        assert!(TopicMessage::from_wire("b".into(), None, bad).is_err());
+        assert!(TopicMessage::from_wire("b", None, bad).is_err());
     }
 
     #[test]
