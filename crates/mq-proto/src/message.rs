@@ -354,7 +354,12 @@ impl TopicMessage {
                 max,
             });
         }
-        let len = self.all_properties().encoded_len();
+        // The length of `all_properties()`'s encoding, without building it (system keys are
+        // never custom keys, so no pair is counted twice).
+        let len = self.properties.encoded_len()
+            + (self.system_properties().iter().flatten())
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
         if len > crate::properties::MAX_PROPERTIES_LEN {
             return Err(PropertyError::TooLarge { len }.into());
         }
@@ -396,19 +401,21 @@ impl TopicMessage {
         let mut all = self.properties.clone();
         // Values were validated by the setters; system values are digits or validated strings,
         // so inserting cannot fail. Errors are ignored rather than unwrapped to stay panic-free.
-        if let Some(k) = &self.key {
-            let _ = all.insert_text(KEY_KEYS.into(), k.clone().into());
-        }
-        if let Some(t) = self.start_deliver_time {
-            let _ = all.insert(KEY_START_DELIVER_TIME, t.to_string());
-        }
-        if let Some(i) = self.trans_check_immunity {
-            let _ = all.insert(KEY_TRANS_CHECK_IMMUNITY, i.get().to_string());
-        }
-        if let Some(s) = &self.sharding_key {
-            let _ = all.insert_text(KEY_SHARDING_KEY.into(), s.clone().into());
+        for (key, value) in self.system_properties().into_iter().flatten() {
+            let _ = all.insert_text(ByteString::from_static(key), value.into());
         }
         all
+    }
+
+    /// The system properties the message carries, as wire pairs.
+    fn system_properties(&self) -> [Option<(&'static str, Text)>; 4] {
+        [
+            self.key.clone().map(|k| (KEY_KEYS, k)),
+            (self.start_deliver_time).map(|t| (KEY_START_DELIVER_TIME, t.to_string().into())),
+            (self.trans_check_immunity)
+                .map(|i| (KEY_TRANS_CHECK_IMMUNITY, i.get().to_string().into())),
+            self.sharding_key.clone().map(|s| (KEY_SHARDING_KEY, s)),
+        ]
     }
 
     /// Body MD5 as the server will report it ([`body_md5`]).
@@ -578,6 +585,27 @@ mod tests {
                 .with_property("KEYS", "v")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_properties_limit_counts_system_properties() {
+        // `v:xxxx…|` fills the limit to 10 bytes short; `KEYS:abcdefgh|` (14) goes over.
+        let value = "x".repeat(crate::properties::MAX_PROPERTIES_LEN - 10 - 3);
+        let m = TopicMessage::new("b")
+            .unwrap()
+            .with_property("v", value)
+            .unwrap();
+        assert_eq!(
+            m.all_properties().encoded_len(),
+            crate::properties::MAX_PROPERTIES_LEN - 10
+        );
+        assert!(m.check_limits().is_ok());
+        let keyed = m.with_key("abcdefgh").unwrap().with_start_deliver_time(7);
+        assert!(matches!(
+            keyed.check_limits(),
+            Err(MessageError::Property(PropertyError::TooLarge { len }))
+                if len == keyed.all_properties().encoded_len()
+        ));
     }
 
     #[test]

@@ -50,7 +50,8 @@ fn check_resource_name(what: &'static str, s: &str, max: usize) -> Result<(), In
     }
     // Every allowed character is ASCII: a byte scan, and the character only for the error.
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'%');
-    if !s.bytes().all(allowed)
+    // A fold, not `all`: no early exit, so the scan vectorises.
+    if !s.bytes().fold(true, |ok, b| ok & allowed(b))
         && let Some(c) = s.chars().find(|&c| !u8::try_from(c).is_ok_and(allowed))
     {
         return Err(InvalidValue::new(
@@ -572,8 +573,10 @@ impl ReceiptHandle {
         // ASCII handles (all real ones) by bytes: the whitespace and control characters of
         // ASCII are the bytes up to the space and DEL.
         let refused = if s.is_ascii() {
-            s.bytes()
-                .any(|b| b <= b' ' || b == 0x7f || matches!(b, b'<' | b'>' | b'&'))
+            // A fold, not `any`: no early exit, so the scan vectorises.
+            s.bytes().fold(false, |refused, b| {
+                refused | (b <= b' ') | (b == 0x7f) | (b == b'<') | (b == b'>') | (b == b'&')
+            })
         } else {
             s.chars()
                 .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '&'))
