@@ -490,7 +490,11 @@ pub async fn connection_cap<R: Runtime + Default>(broker: &TestBroker) {
     let (polled, published) = futures::join!(polls, publishes);
     let mut bodies: Vec<String> = Vec::new();
     for p in polled {
-        bodies.extend(p.expect("long poll").into_iter().map(|m| m.body));
+        bodies.extend(
+            p.expect("long poll")
+                .into_iter()
+                .map(|m| String::from(m.body)),
+        );
     }
     for p in published {
         p.expect("publish");
@@ -506,7 +510,7 @@ pub async fn connection_cap<R: Runtime + Default>(broker: &TestBroker) {
             )
             .await
             .expect("ack");
-        bodies.extend(got.into_iter().map(|m| m.body));
+        bodies.extend(got.into_iter().map(|m| String::from(m.body)));
     }
     bodies.sort();
     bodies.dedup();

@@ -333,7 +333,7 @@ pub async fn orderly<R: Runtime + Default>(broker: &TestBroker) {
         );
         for m in got.iter().chain(&blocked) {
             let key = m.sharding_key().expect("sharding key").to_owned();
-            order.entry(key).or_default().push(m.body.clone());
+            order.entry(key).or_default().push(m.body.to_string());
         }
         let handles: Vec<_> = got
             .iter()
@@ -597,7 +597,7 @@ async fn nothing_comes_back(consumer: &mq_client::Consumer, within: Duration) ->
     receive_n(consumer, 1, within)
         .await
         .into_iter()
-        .map(|m| m.body)
+        .map(|m| String::from(m.body))
         .collect()
 }
 
@@ -632,7 +632,9 @@ pub async fn handler_routes_by_tag_within_the_limit<R: Runtime + Default>(broker
                 most.fetch_max(now, SeqCst);
                 sleep::<R>(Duration::from_millis(100)).await;
                 running.fetch_sub(1, SeqCst);
-                seen.lock().expect("lock").insert((route, m.body));
+                seen.lock()
+                    .expect("lock")
+                    .insert((route, String::from(m.body)));
                 Ok(())
             }
         }
@@ -699,7 +701,7 @@ pub async fn handler_redelivers_on_err_and_shuts_down_gracefully<R: Runtime + De
                     attempts
                         .lock()
                         .expect("lock")
-                        .push((m.body.clone(), m.consumed_times));
+                        .push((m.body.to_string(), m.consumed_times));
                     if m.body == "fail once" && m.consumed_times == 1 {
                         return Err("not yet".into());
                     }
@@ -779,7 +781,7 @@ pub async fn handler_poison_policy<R: Runtime + Default>(broker: &TestBroker) {
         move |m: Message| {
             let handled = handled.clone();
             async move {
-                handled.lock().expect("lock").push(m.body);
+                handled.lock().expect("lock").push(String::from(m.body));
                 Ok(())
             }
         }

@@ -567,12 +567,12 @@ fn consumer_stream_under_chaos_loses_nothing_and_acks_nothing_twice() {
                     Some(Ok(StreamItem::Message(delivery))) => {
                         let handle = delivery.receipt_handle.to_string();
                         assert!(handles_seen.insert(handle), "the stream handed out a receipt handle twice");
-                        assert!(bodies.contains(&delivery.body), "unknown body {:?}", delivery.body);
+                        assert!(bodies.contains(delivery.body.as_str()), "unknown body {:?}", delivery.body);
                         deliveries
-                            .entry(delivery.body.clone())
+                            .entry(delivery.body.to_string())
                             .or_default()
                             .push(delivery.consumed_times);
-                        let body = delivery.body.clone();
+                        let body = delivery.body.to_string();
                         let ack = delivery.ack();
                         acks.push(async move { (body, ack.await) });
                     }

@@ -158,10 +158,10 @@ fn broker_killed_under_load() {
             for m in got {
                 {
                     let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
-                    l.delivered.insert(m.body.clone());
-                    if l.acked.contains(&m.body) {
+                    l.delivered.insert(m.body.to_string());
+                    if l.acked.contains(m.body.as_str()) {
                         // Acked again below, so the engine moves on past it.
-                        l.delivered_after_ack.push(m.body.clone());
+                        l.delivered_after_ack.push(m.body.to_string());
                     }
                 }
                 let handle: ReceiptHandle = m.receipt_handle.clone();
@@ -171,7 +171,7 @@ fn broker_killed_under_load() {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .acked
-                            .insert(m.body);
+                            .insert(String::from(m.body));
                     }
                     Err(e) => match e.request_error() {
                         Some(request) if e.failures().is_empty() => note_error(&ledger, request),

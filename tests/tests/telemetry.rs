@@ -187,7 +187,7 @@ fn an_invalid_traceparent_starts_a_new_trace() {
     let message = Message {
         message_id: mq_client::MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010").expect("id"),
         receipt_handle: ReceiptHandle::new("h-1").expect("handle"),
-        body_md5: mq_client::mq_proto::body_md5("b"),
+        body_md5: mq_client::mq_proto::body_md5("b").into(),
         body: "b".into(),
         publish_time: 0,
         next_consume_time: 0,

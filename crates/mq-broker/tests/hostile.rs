@@ -1290,7 +1290,7 @@ async fn scoped_keys_never_read_or_ack_another_instance() {
     let mut seen = Vec::new();
     for api in [&a, &b, &root] {
         let got = messages(&call(api.consume("Shared", "GID_s", 16, 0)).await);
-        let mut bodies: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
+        let mut bodies: Vec<String> = got.iter().map(|m| m.body.to_string()).collect();
         bodies.sort();
         seen.push((bodies, got));
     }

@@ -173,7 +173,7 @@ async fn worker(
             }
             rec.seen.push(Seen {
                 id: m.message_id.clone(),
-                body: m.body.clone(),
+                body: m.body.to_string(),
                 consumed_times: m.consumed_times,
                 next_consume_time: m.next_consume_time,
                 ack: None,

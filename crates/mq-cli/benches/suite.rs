@@ -399,8 +399,8 @@ fn canned() -> Result<Canned> {
                 receipt_handle: name::<ReceiptHandle>(&format!(
                     "0BC1EF3E1A9C18B4AAC2558D1E4F{i:04X}-MTcwOTgzODU5ODAwMCAzMDAwMDA="
                 ))?,
-                body_md5: mq_proto::body_md5(&body()),
-                body: body(),
+                body_md5: mq_proto::body_md5(&body()).into(),
+                body: body().into(),
                 publish_time: 1_709_837_398_000 + i,
                 next_consume_time: 1_709_838_898_000,
                 first_consume_time: 1_709_838_598_000,

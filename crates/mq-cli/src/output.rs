@@ -160,7 +160,7 @@ mod tests {
         Message {
             message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010").unwrap(),
             receipt_handle: ReceiptHandle::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx").unwrap(),
-            body_md5: mq_tokio::mq_proto::body_md5("a\nb"),
+            body_md5: mq_tokio::mq_proto::body_md5("a\nb").into(),
             body: "a\nb".into(),
             publish_time: 1_796_119_200_000,
             next_consume_time: 1_796_119_500_000,

@@ -450,6 +450,11 @@ impl Client {
     }
 }
 
+/// Decodes a response (status, headers, the body's shared buffer) into an attempt's value:
+/// the `mq_proto::client` decoders, the consume ones in their `_bytes` form so that messages
+/// share the response's buffer.
+pub(crate) type DecodeFn<T> = fn(StatusCode, &HeaderMap, &Bytes) -> Result<T, ResponseError>;
+
 /// What a request builder needs besides the signing context.
 pub(crate) type BuildFn<'a> =
     dyn Fn(&RequestContext<'_>) -> Result<Request<Bytes>, Error> + Send + Sync + 'a;
@@ -522,7 +527,7 @@ impl Client {
         topic: &TopicName,
         timeout: Duration,
         build: &BuildFn<'_>,
-        decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
+        decode: DecodeFn<T>,
     ) -> Result<T, (FailureKind, Error)> {
         // Sent requests have a latency; one that could not be made (credentials, build) not.
         let mut elapsed = None;
@@ -596,7 +601,7 @@ impl Client {
         idempotency: Idempotency,
         timeout: Duration,
         build: &BuildFn<'_>,
-        decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
+        decode: DecodeFn<T>,
     ) -> Result<T, Error> {
         self.execute_tracked(operation, topic, idempotency, timeout, build, decode)
             .await
@@ -612,7 +617,7 @@ impl Client {
         idempotency: Idempotency,
         timeout: Duration,
         build: &BuildFn<'_>,
-        decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, ResponseError>,
+        decode: DecodeFn<T>,
     ) -> Result<(T, bool), Error> {
         let mut retry = RetryState::new(
             self.inner.retry.clone(),

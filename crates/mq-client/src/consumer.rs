@@ -6,7 +6,7 @@ use crate::error::{AckError, Error};
 use crate::stream::MessageStream;
 use crate::telemetry;
 use mq_proto::client::{
-    EncodeError, ack_request, consume_request, decode_ack_response, decode_consume_response,
+    EncodeError, ack_request, consume_request, decode_ack_response, decode_consume_response_bytes,
 };
 use mq_proto::machine::{ConsumerConfig, Idempotency};
 use mq_proto::{
@@ -215,7 +215,7 @@ pub(crate) async fn receive(
                     ctx, topic, group, kind, batch, wait, filter,
                 )?)
             },
-            decode_consume_response,
+            decode_consume_response_bytes,
         )
         .await?;
     telemetry::deliveries(topic, group, messages.len());
@@ -284,7 +284,7 @@ async fn ack_handles(
             Idempotency::Idempotent,
             timeout,
             &|ctx| Ok(ack_request(ctx, topic, group, kind, handles)?),
-            decode_ack_response,
+            |status, headers, body| decode_ack_response(status, headers, body),
         )
         .await?;
     // One place decides which handles a refusal names (a failure naming no handle of the

@@ -17,7 +17,7 @@ use crate::telemetry;
 use futures::channel::{mpsc, oneshot};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_received};
+use mq_proto::client::{ack_request, consume_request, decode_ack_response, decode_received_bytes};
 use mq_proto::machine::{ConsumerEvent, ConsumerMachine, ConsumerTransmit, FailureKind};
 use mq_proto::{
     AckKind, ConsumeKind, GroupId, HandleFailure, Message, PoisonMessage, ReceiptHandle, TagFilter,
@@ -231,7 +231,7 @@ impl<H: Handler> Driver<H> {
                                     ctx, topic, group, kind, batch, wait, filter,
                                 )?)
                             },
-                            decode_received,
+                            decode_received_bytes,
                         )
                         .await;
                     Completion::Poll(id, r)
@@ -243,7 +243,7 @@ impl<H: Handler> Driver<H> {
                             topic,
                             client.timeouts().request,
                             &|ctx| Ok(ack_request(ctx, topic, group, kind, &handles)?),
-                            decode_ack_response,
+                            |status, headers, body| decode_ack_response(status, headers, body),
                         )
                         .await;
                     Completion::Settle(id, r)

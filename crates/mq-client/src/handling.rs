@@ -325,6 +325,8 @@ impl MessageHandler {
 }
 
 /// What one loop turn brought.
+// One value per loop turn, matched at once: boxing the item would allocate per delivery.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Item(Option<Result<StreamItem, Error>>),
     Finished(Finished),

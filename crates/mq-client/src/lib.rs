@@ -69,6 +69,6 @@ pub use mq_proto::machine::{CheckerConfig, ConsumerConfig, Decision, RetryConfig
 pub use mq_proto::sign::Credentials;
 pub use mq_proto::{
     BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message, MessageError,
-    MessageId, PoisonMessage, PoisonReason, Properties, ReceiptHandle, Tag, TagFilter,
+    MessageId, PoisonMessage, PoisonReason, Properties, ReceiptHandle, Tag, TagFilter, Text,
     TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };

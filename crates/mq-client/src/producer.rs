@@ -98,7 +98,7 @@ pub(crate) async fn publish_checked(
             Idempotency::NonIdempotent,
             timeout,
             &|ctx| Ok(publish_request(ctx, topic, message)),
-            decode_publish_response,
+            |status, headers, body| decode_publish_response(status, headers, body),
         )
         .await?;
     let expected = message.body_md5();

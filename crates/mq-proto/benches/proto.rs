@@ -11,9 +11,9 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use http::{HeaderMap, Method, StatusCode};
 use mq_proto::client::{
-    Endpoint, RequestContext, ack_request, decode_consume_response, publish_request,
+    Endpoint, RequestContext, ack_request, decode_consume_response_bytes, publish_request,
 };
-use mq_proto::server::{authenticate, encode_messages, parse_request};
+use mq_proto::server::{authenticate, encode_messages, parse_request_bytes};
 use mq_proto::sign::{self, Credentials};
 use mq_proto::{
     AckKind, GroupId, Message, MessageId, Properties, ReceiptHandle, Tag, TopicMessage, TopicName,
@@ -100,8 +100,8 @@ fn fixtures() -> Fixtures {
                     "0BC1EF3E1A9C18B4AAC2558D1E4F{i:04X}-MTcwOTgzODU5ODAwMCAzMDAwMDA="
                 ))
                 .expect("handle"),
-                body_md5: mq_proto::body_md5(&body),
-                body,
+                body_md5: mq_proto::body_md5(&body).into(),
+                body: body.into(),
                 publish_time: 1_709_837_398_000 + i as u64,
                 next_consume_time: 1_709_838_898_000,
                 first_consume_time: 1_709_838_598_000,
@@ -171,7 +171,7 @@ fn benches(c: &mut Criterion, f: &Fixtures) {
     });
     g.bench_function("server_parse_publish", |b| {
         b.iter(|| {
-            parse_request(
+            parse_request_bytes(
                 &Method::POST,
                 black_box(&f.publish_target),
                 &f.publish_headers,
@@ -188,7 +188,7 @@ fn benches(c: &mut Criterion, f: &Fixtures) {
                 f.date,
                 |_| Some(f.credentials.access_key_secret().to_owned()),
             );
-            let parsed = parse_request(
+            let parsed = parse_request_bytes(
                 &Method::POST,
                 black_box(&f.publish_target),
                 &f.publish_headers,
@@ -204,7 +204,7 @@ fn benches(c: &mut Criterion, f: &Fixtures) {
     g.throughput(Throughput::Bytes(f.consume_body.len() as u64));
     g.bench_function("decode_consume_16x1k", |b| {
         b.iter(|| {
-            decode_consume_response(
+            decode_consume_response_bytes(
                 StatusCode::OK,
                 &HeaderMap::new(),
                 black_box(&f.consume_body),
@@ -368,7 +368,7 @@ fn table(f: &Fixtures) -> Result<String, String> {
 fn main() {
     let f = fixtures();
     // Sanity: the fixtures decode to what was encoded (also under `cargo test`).
-    let decoded = decode_consume_response(StatusCode::OK, &HeaderMap::new(), &f.consume_body)
+    let decoded = decode_consume_response_bytes(StatusCode::OK, &HeaderMap::new(), &f.consume_body)
         .expect("decode fixture");
     assert_eq!(decoded, f.messages, "fixture round trip");
     assert!(tokenize(&f.consume_body) > 16 * 10);

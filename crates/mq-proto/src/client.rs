@@ -86,7 +86,7 @@ use crate::types::{
     TagFilter, TopicName, WaitSeconds, check_subscription_names,
 };
 use crate::wire::{ack, consume, error, publish};
-use crate::xml::{Elem, XmlReader};
+use crate::xml::{Document, Elem, XmlReader};
 
 // The documents' types, kept at their former paths.
 pub use crate::wire::DecodeError;
@@ -640,7 +640,20 @@ pub fn decode_received(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<crate::machine::Received, ResponseError> {
-    let entries = decode_consume_entries(status, headers, body)?;
+    decode_received_bytes(status, headers, &Bytes::copy_from_slice(body))
+}
+
+/// [`decode_received`] over the response's shared buffer: the messages' text fields are
+/// slices of `body`, not copies (see [`decode_consume_entries_bytes`]).
+///
+/// # Errors
+/// As [`decode_consume_response`].
+pub fn decode_received_bytes(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<crate::machine::Received, ResponseError> {
+    let entries = decode_consume_entries_bytes(status, headers, body)?;
     Ok(crate::machine::Received::with_entries(
         entries,
         response_date_ms(headers),
@@ -666,7 +679,21 @@ pub fn decode_consume_response(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<Message>, ResponseError> {
-    decode_consume_entries(status, headers, body)?
+    decode_consume_response_bytes(status, headers, &Bytes::copy_from_slice(body))
+}
+
+/// [`decode_consume_response`] over the response's shared buffer: the messages' text fields
+/// are slices of `body`, not copies (see [`decode_consume_entries_bytes`]).
+///
+/// # Errors
+///
+/// As [`decode_consume_response`].
+pub fn decode_consume_response_bytes(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Vec<Message>, ResponseError> {
+    decode_consume_entries_bytes(status, headers, body)?
         .into_iter()
         .map(|e| match e {
             consume::Entry::Message(m) => Ok(m),
@@ -693,6 +720,24 @@ pub fn decode_consume_entries(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<consume::Entry>, ResponseError> {
+    decode_consume_entries_bytes(status, headers, &Bytes::copy_from_slice(body))
+}
+
+/// [`decode_consume_entries`] over the response's shared buffer (what the `&[u8]` forms copy
+/// the body into): each message's body, id, receipt handle, `MessageBodyMD5`, tag and
+/// property keys and values are slices of `body` where the text has no entity or character
+/// reference, CR or CDATA section (text that has one is resolved into a buffer of its own),
+/// and a poison message's `raw` is a slice too. The text is checked exactly as the `&[u8]`
+/// form checks it.
+///
+/// # Errors
+///
+/// As [`decode_consume_entries`].
+pub fn decode_consume_entries_bytes(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Vec<consume::Entry>, ResponseError> {
     if !status.is_success() {
         return match failure(status, headers, body) {
             ResponseError::Service(e) if e.code == ErrorCode::MessageNotExist => Ok(Vec::new()),
@@ -701,16 +746,18 @@ pub fn decode_consume_entries(
     }
     // Damaged text is replaced (same length) so the structure can still be read; where the
     // damage lies decides between one poison message and a failed document.
-    let clean = XmlReader::new(body);
+    let clean = Document::new(body);
     let substituted = if clean.chars_failed() {
         crate::xml::substitute_invalid_chars(body)
+            .map(|(doc, bad)| (Document::new(&Bytes::from(doc)), bad))
     } else {
         None
     };
-    let (mut r, bad) = match &substituted {
-        Some((doc, bad)) => (XmlReader::new(doc), bad.as_slice()),
-        None => (clean, [].as_slice()),
+    let (doc, bad) = match &substituted {
+        Some((doc, bad)) => (doc, bad.as_slice()),
+        None => (&clean, [].as_slice()),
     };
+    let mut r = doc.reader();
     let whole = || {
         crate::xml::char_error(body).map_or_else(
             || DecodeError::Xml("invalid characters".into()),

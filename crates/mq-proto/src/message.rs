@@ -5,8 +5,11 @@ use crate::properties::{
     KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties,
     PropertyError, SYSTEM_KEYS, validate_pair,
 };
+use crate::text::Text;
 use crate::trace::{TRACE_KEYS, TraceContext, TraceContextError};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
+use bytes::Bytes;
+use bytestring::ByteString;
 use md5::{Digest, Md5};
 
 /// Largest body of a normal or ordered message (PROTOCOL §6.9: 4 MB).
@@ -110,13 +113,13 @@ fn check_body(body: &str) -> Result<(), MessageError> {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMessage {
-    body: String,
+    body: Text,
     tag: Option<Tag>,
-    key: Option<String>,
+    key: Option<Text>,
     properties: Properties,
     start_deliver_time: Option<u64>,
     trans_check_immunity: Option<TransCheckImmunity>,
-    sharding_key: Option<String>,
+    sharding_key: Option<Text>,
 }
 
 impl TopicMessage {
@@ -129,11 +132,11 @@ impl TopicMessage {
     pub fn new(body: impl Into<String>) -> Result<Self, MessageError> {
         let body = body.into();
         check_body(&body)?;
-        Ok(Self::with_checked_body(body))
+        Ok(Self::with_checked_body(body.into()))
     }
 
     /// A message around a body already known to pass [`check_body`].
-    fn with_checked_body(body: String) -> Self {
+    fn with_checked_body(body: Text) -> Self {
         Self {
             body,
             tag: None,
@@ -161,7 +164,7 @@ impl TopicMessage {
     pub fn with_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
         let key = key.into();
         validate_pair(KEY_KEYS, &key)?;
-        self.key = Some(key);
+        self.key = Some(key.into());
         Ok(self)
     }
 
@@ -224,32 +227,34 @@ impl TopicMessage {
     pub fn with_sharding_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
         let key = key.into();
         validate_pair(KEY_SHARDING_KEY, &key)?;
-        self.sharding_key = Some(key);
+        self.sharding_key = Some(key.into());
         Ok(self)
     }
 
     /// Builds a message from its wire parts (body, tag, all properties including system keys),
-    /// as a server receives it.
+    /// as a server receives it. The body is a `String`, `&str` or a [`Text`] (kept as it
+    /// is, not copied).
     ///
     /// # Errors
     ///
     /// [`MessageError`] for an empty body or one with a character XML cannot carry, an
     /// invalid tag ([`MessageError::Tag`]), or properties breaking the wire rules.
     pub fn from_wire(
-        body: String,
+        body: impl Into<Text>,
         tag: Option<&str>,
         properties: Properties,
     ) -> Result<Self, MessageError> {
+        let body = body.into();
         check_body(&body)?;
-        Self::from_xml_parts(body, tag, properties)
+        Self::from_xml_parts(body, tag.map(ByteString::from), properties)
     }
 
     /// [`from_wire`](Self::from_wire) for a body the XML reader produced: the reader refuses
     /// every character [`check_body`] refuses (XML's `Char`), so only emptiness is left to
     /// check and the body is not scanned a second time.
     pub(crate) fn from_xml_parts(
-        body: String,
-        tag: Option<&str>,
+        body: Text,
+        tag: Option<ByteString>,
         mut properties: Properties,
     ) -> Result<Self, MessageError> {
         if body.is_empty() {
@@ -257,7 +262,7 @@ impl TopicMessage {
         }
         let mut msg = Self::with_checked_body(body);
         if let Some(tag) = tag.filter(|t| !t.is_empty()) {
-            msg.tag = Some(Tag::new(tag)?);
+            msg.tag = Some(Tag::from_text(tag)?);
         }
         msg.key = properties.remove(KEY_KEYS);
         msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
@@ -265,13 +270,13 @@ impl TopicMessage {
             msg.start_deliver_time =
                 Some(v.parse().map_err(|_| PropertyError::InvalidSystemValue {
                     key: KEY_START_DELIVER_TIME,
-                    value: v.clone(),
+                    value: v.to_string(),
                 })?);
         }
         if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
             let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
                 key: KEY_TRANS_CHECK_IMMUNITY,
-                value: v.clone(),
+                value: v.to_string(),
             })?;
             msg.trans_check_immunity = Some(TransCheckImmunity::new(secs)?);
         }
@@ -282,6 +287,12 @@ impl TopicMessage {
     /// The body text.
     pub fn body(&self) -> &str {
         &self.body
+    }
+
+    /// The body's UTF-8 bytes as a shared buffer (a cheap clone: no copy). A body parsed
+    /// from a request shares the request's buffer.
+    pub fn body_bytes(&self) -> Bytes {
+        self.body.to_bytes()
     }
 
     /// The tag, if any.
@@ -343,7 +354,12 @@ impl TopicMessage {
                 max,
             });
         }
-        let len = self.all_properties().encoded_len();
+        // The length of `all_properties()`'s encoding, without building it (system keys are
+        // never custom keys, so no pair is counted twice).
+        let len = self.properties.encoded_len()
+            + (self.system_properties().iter().flatten())
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
         if len > crate::properties::MAX_PROPERTIES_LEN {
             return Err(PropertyError::TooLarge { len }.into());
         }
@@ -385,19 +401,21 @@ impl TopicMessage {
         let mut all = self.properties.clone();
         // Values were validated by the setters; system values are digits or validated strings,
         // so inserting cannot fail. Errors are ignored rather than unwrapped to stay panic-free.
-        if let Some(k) = &self.key {
-            let _ = all.insert(KEY_KEYS, k.as_str());
-        }
-        if let Some(t) = self.start_deliver_time {
-            let _ = all.insert(KEY_START_DELIVER_TIME, t.to_string());
-        }
-        if let Some(i) = self.trans_check_immunity {
-            let _ = all.insert(KEY_TRANS_CHECK_IMMUNITY, i.get().to_string());
-        }
-        if let Some(s) = &self.sharding_key {
-            let _ = all.insert(KEY_SHARDING_KEY, s.as_str());
+        for (key, value) in self.system_properties().into_iter().flatten() {
+            let _ = all.insert_text(ByteString::from_static(key), value.into());
         }
         all
+    }
+
+    /// The system properties the message carries, as wire pairs.
+    fn system_properties(&self) -> [Option<(&'static str, Text)>; 4] {
+        [
+            self.key.clone().map(|k| (KEY_KEYS, k)),
+            (self.start_deliver_time).map(|t| (KEY_START_DELIVER_TIME, t.to_string().into())),
+            (self.trans_check_immunity)
+                .map(|i| (KEY_TRANS_CHECK_IMMUNITY, i.get().to_string().into())),
+            self.sharding_key.clone().map(|s| (KEY_SHARDING_KEY, s)),
+        ]
     }
 
     /// Body MD5 as the server will report it ([`body_md5`]).
@@ -411,12 +429,17 @@ impl TopicMessage {
 /// Times are epoch milliseconds. `properties` holds every property as received, system keys
 /// included; the typed accessors read the system keys.
 ///
+/// The body and its MD5 are [`Text`] (`Deref<Target = str>`, cheap to clone): a decoded
+/// message shares the response's buffer rather than owning a copy of each field (so do its
+/// id, receipt handle, tag and properties), and `&m.body`, `m.body == "hello"`,
+/// `m.body.as_str()` work as on a `String`; `String::from(m.body)` gives an owned string.
+///
 /// ```
 /// use mq_proto::{Message, MessageId, ReceiptHandle, Properties};
 /// let m = Message {
 ///     message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010")?,
 ///     receipt_handle: ReceiptHandle::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx")?,
-///     body_md5: mq_proto::body_md5("hello"),
+///     body_md5: mq_proto::body_md5("hello").into(),
 ///     body: "hello".into(),
 ///     publish_time: 1_700_000_000_000,
 ///     next_consume_time: 1_700_000_301_000,
@@ -427,6 +450,7 @@ impl TopicMessage {
 /// };
 /// assert_eq!(m.key(), Some("k1"));
 /// assert_eq!(m.sharding_key(), Some("s"));
+/// assert!(m.body == "hello" && m.body_md5_matches());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -436,9 +460,9 @@ pub struct Message {
     /// Handle of this delivery; ack with it before `next_consume_time`.
     pub receipt_handle: ReceiptHandle,
     /// Upper-case hex MD5 of the body as reported by the server.
-    pub body_md5: String,
+    pub body_md5: Text,
     /// Body text.
-    pub body: String,
+    pub body: Text,
     /// Store time, epoch ms.
     pub publish_time: u64,
     /// When the message becomes visible again if not acked, epoch ms.
@@ -541,13 +565,13 @@ mod tests {
     #[test]
     fn from_wire_extracts_system_keys() {
         let p = Properties::decode("KEYS:k|__TransCheckT:10|__STARTDELIVERTIME:5|a:1|").unwrap();
-        let m = TopicMessage::from_wire("b".into(), Some("T"), p).unwrap();
+        let m = TopicMessage::from_wire("b", Some("T"), p).unwrap();
         assert_eq!(m.key(), Some("k"));
         assert_eq!(m.trans_check_immunity().map(|i| i.get()), Some(10));
         assert_eq!(m.start_deliver_time(), Some(5));
         assert_eq!(m.properties().len(), 1);
         let bad = Properties::decode("__TransCheckT:9|").unwrap();
-        assert!(TopicMessage::from_wire("b".into(), None, bad).is_err());
+        assert!(TopicMessage::from_wire("b", None, bad).is_err());
     }
 
     #[test]
@@ -561,6 +585,27 @@ mod tests {
                 .with_property("KEYS", "v")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_properties_limit_counts_system_properties() {
+        // `v:xxxx…|` fills the limit to 10 bytes short; `KEYS:abcdefgh|` (14) goes over.
+        let value = "x".repeat(crate::properties::MAX_PROPERTIES_LEN - 10 - 3);
+        let m = TopicMessage::new("b")
+            .unwrap()
+            .with_property("v", value)
+            .unwrap();
+        assert_eq!(
+            m.all_properties().encoded_len(),
+            crate::properties::MAX_PROPERTIES_LEN - 10
+        );
+        assert!(m.check_limits().is_ok());
+        let keyed = m.with_key("abcdefgh").unwrap().with_start_deliver_time(7);
+        assert!(matches!(
+            keyed.check_limits(),
+            Err(MessageError::Property(PropertyError::TooLarge { len }))
+                if len == keyed.all_properties().encoded_len()
+        ));
     }
 
     #[test]

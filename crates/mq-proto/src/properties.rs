@@ -7,6 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytestring::ByteString;
+
+use crate::text::Text;
+
 /// Property key of the message key (business index).
 pub const KEY_KEYS: &str = "KEYS";
 /// Property key of the scheduled delivery time (epoch milliseconds).
@@ -82,6 +86,15 @@ pub enum PropertyError {
 }
 
 fn check_part(key: &str, part: &str) -> Result<(), PropertyError> {
+    // Forbidden characters and ASCII controls are ASCII bytes; other controls (U+0080..U+009F)
+    // are not, so text with other characters takes the character path.
+    // (The bytes of `FORBIDDEN_CHARS`, spelled out so that the test is one lookup.)
+    let plain = |b: u8| {
+        (b' '..0x7f).contains(&b) && !matches!(b, b':' | b'|' | b'"' | b'\'' | b'&' | b'<' | b'>')
+    };
+    if part.bytes().all(plain) {
+        return Ok(());
+    }
     if let Some(ch) = part
         .chars()
         .find(|c| FORBIDDEN_CHARS.contains(c) || c.is_control())
@@ -115,6 +128,9 @@ pub fn validate_pair(key: &str, value: &str) -> Result<(), PropertyError> {
 
 /// A validated set of properties, ordered by key (pair order carries no meaning on the wire).
 ///
+/// A decoded set shares the text of the document it came from (one buffer for all keys and
+/// values) instead of allocating a string per key and value.
+///
 /// ```
 /// use mq_proto::Properties;
 /// let mut p = Properties::new();
@@ -125,7 +141,7 @@ pub fn validate_pair(key: &str, value: &str) -> Result<(), PropertyError> {
 /// assert!(p.insert("a|b", "x").is_err());
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Properties(BTreeMap<String, String>);
+pub struct Properties(BTreeMap<ByteString, ByteString>);
 
 impl Properties {
     /// An empty set.
@@ -143,7 +159,15 @@ impl Properties {
         key: impl Into<String>,
         value: impl Into<String>,
     ) -> Result<(), PropertyError> {
-        let (key, value) = (key.into(), value.into());
+        self.insert_text(key.into().into(), value.into().into())
+    }
+
+    /// [`insert`](Self::insert) for text that is already shared (slices of a document).
+    pub(crate) fn insert_text(
+        &mut self,
+        key: ByteString,
+        value: ByteString,
+    ) -> Result<(), PropertyError> {
         validate_pair(&key, &value)?;
         self.0.insert(key, value);
         Ok(())
@@ -151,12 +175,13 @@ impl Properties {
 
     /// The value of a key.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.0.get(key).map(|v| &**v)
     }
 
-    /// Removes a key, returning its value.
-    pub fn remove(&mut self, key: &str) -> Option<String> {
-        self.0.remove(key)
+    /// Removes a key, returning its value ([`Text`]: `&str` by deref, `String` by
+    /// `String::from`).
+    pub fn remove(&mut self, key: &str) -> Option<Text> {
+        self.0.remove(key).map(Text::from)
     }
 
     /// Whether there are no pairs.
@@ -171,7 +196,7 @@ impl Properties {
 
     /// Iterates over the pairs in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.into_iter()
     }
 
     /// Length in bytes of [`Properties::encode`]'s output.
@@ -204,6 +229,11 @@ impl Properties {
     /// [`PropertyError::MissingColon`] for a segment without `:`, or any error of
     /// [`validate_pair`] for a pair.
     pub fn decode(s: &str) -> Result<Self, PropertyError> {
+        Self::decode_text(&ByteString::from(s))
+    }
+
+    /// [`decode`](Self::decode) of shared text: keys and values are slices of `s`.
+    pub(crate) fn decode_text(s: &ByteString) -> Result<Self, PropertyError> {
         let mut map = BTreeMap::new();
         for segment in s.split('|') {
             if segment.is_empty() {
@@ -215,7 +245,7 @@ impl Properties {
                 });
             };
             validate_pair(k, v)?;
-            map.insert(k.to_owned(), v.to_owned());
+            map.insert(s.slice_ref(k), s.slice_ref(v));
         }
         Ok(Self(map))
     }
@@ -227,11 +257,15 @@ impl fmt::Debug for Properties {
     }
 }
 
+/// One pair of [`Properties::iter`] as `&str`s.
+type PairRefs<'a> = fn((&'a ByteString, &'a ByteString)) -> (&'a str, &'a str);
+
 impl<'a> IntoIterator for &'a Properties {
-    type Item = (&'a String, &'a String);
-    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    type Item = (&'a str, &'a str);
+    type IntoIter =
+        std::iter::Map<std::collections::btree_map::Iter<'a, ByteString, ByteString>, PairRefs<'a>>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 }
 
@@ -247,6 +281,24 @@ mod tests {
         assert_eq!(a.encode(), "KEYS:k1|a:1|");
         assert_eq!(Properties::decode("").unwrap().len(), 0);
         assert_eq!(Properties::decode("||a:1||").unwrap().get("a"), Some("1"));
+    }
+
+    proptest::proptest! {
+        /// The byte scan of `check_part` refuses exactly what the character definition
+        /// refuses, naming the same character.
+        #[test]
+        fn check_part_matches_the_char_definition(
+            s in "(?s:.{1,24})|[\\x00-\\x21\\x7e-\\u{a0}:|\"'&<>a-z\\u{4e2d}]{1,24}",
+        ) {
+            let reference = s.chars().find(|c| FORBIDDEN_CHARS.contains(c) || c.is_control());
+            match (check_part("k", &s), reference) {
+                (Ok(()), None) => {}
+                (Err(PropertyError::ForbiddenChar { ch, .. }), Some(r)) => {
+                    proptest::prop_assert_eq!(ch, r);
+                }
+                (got, want) => proptest::prop_assert!(false, "{:?} vs {:?}", got, want),
+            }
+        }
     }
 
     #[test]

@@ -240,6 +240,24 @@ pub fn parse_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<ParsedRequest, RequestError> {
+    parse_request_bytes(method, target, headers, &Bytes::copy_from_slice(body))
+}
+
+/// [`parse_request`] over the request body's shared buffer (what the `&[u8]` form copies the
+/// body into): a published message's body, tag and property keys and values are slices of
+/// `body` where their text has no entity or character reference, CR or CDATA section, so
+/// [`TopicMessage::body_bytes`](crate::TopicMessage::body_bytes) shares the request's
+/// buffer. Checks and answers are those of [`parse_request`].
+///
+/// # Errors
+///
+/// As [`parse_request`].
+pub fn parse_request_bytes(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<ParsedRequest, RequestError> {
     if *method == Method::GET && target.len() > MAX_GET_TARGET_LEN {
         return Err(invalid_url(format_args!(
             "the request line is longer than {MAX_GET_TARGET_LEN} characters."

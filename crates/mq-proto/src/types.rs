@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use bytestring::ByteString;
+
 /// A value was rejected when building one of the domain types.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what}: {reason}")]
@@ -46,9 +48,11 @@ fn check_resource_name(what: &'static str, s: &str, max: usize) -> Result<(), In
             format!("{s:?} is not a name: URLs normalise it away as a path segment"),
         ));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')))
+    // Every allowed character is ASCII: a byte scan, and the character only for the error.
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'%');
+    // A fold, not `all`: no early exit, so the scan vectorises.
+    if !s.bytes().fold(true, |ok, b| ok & allowed(b))
+        && let Some(c) = s.chars().find(|&c| !u8::try_from(c).is_ok_and(allowed))
     {
         return Err(InvalidValue::new(
             what,
@@ -194,7 +198,7 @@ pub const MAX_TAG_LEN: usize = 64;
 /// A message tag: 1..=64 bytes, no `|` (it separates tags in filters), no control characters,
 /// no leading or trailing whitespace.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tag(String);
+pub struct Tag(ByteString);
 
 impl Tag {
     /// Validates and wraps a tag.
@@ -204,7 +208,11 @@ impl Tag {
     /// [`InvalidValue`] for an empty or too long tag, a `|`, a control character, or
     /// leading or trailing whitespace.
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
-        let s = s.into();
+        Self::from_text(s.into().into())
+    }
+
+    /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
+    pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
         if s.is_empty() {
             return Err(InvalidValue::new("tag", "must not be empty"));
         }
@@ -229,7 +237,7 @@ impl Tag {
                 "must not contain control characters",
             ));
         }
-        if s.trim() != s {
+        if s.trim() != &*s {
             return Err(InvalidValue::new(
                 "tag",
                 "must not start or end with whitespace",
@@ -538,7 +546,7 @@ pub const MAX_RECEIPT_HANDLE_LEN: usize = 1024;
 /// Any non-empty printable string without whitespace or XML-special characters up to
 /// [`MAX_RECEIPT_HANDLE_LEN`] bytes; clients never look inside it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReceiptHandle(String);
+pub struct ReceiptHandle(ByteString);
 
 impl ReceiptHandle {
     /// Validates and wraps a handle.
@@ -548,7 +556,11 @@ impl ReceiptHandle {
     /// [`InvalidValue`] for an empty or too long handle, whitespace or an XML-special
     /// character.
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
-        let s = s.into();
+        Self::from_text(s.into().into())
+    }
+
+    /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
+    pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
         if s.is_empty() {
             return Err(InvalidValue::new("receipt handle", "must not be empty"));
         }
@@ -558,9 +570,18 @@ impl ReceiptHandle {
                 format!("{} bytes, at most {MAX_RECEIPT_HANDLE_LEN}", s.len()),
             ));
         }
-        if s.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '&'))
-        {
+        // ASCII handles (all real ones) by bytes: the whitespace and control characters of
+        // ASCII are the bytes up to the space and DEL.
+        let refused = if s.is_ascii() {
+            // A fold, not `any`: no early exit, so the scan vectorises.
+            s.bytes().fold(false, |refused, b| {
+                refused | (b <= b' ') | (b == 0x7f) | (b == b'<') | (b == b'>') | (b == b'&')
+            })
+        } else {
+            s.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '&'))
+        };
+        if refused {
             return Err(InvalidValue::new(
                 "receipt handle",
                 "contains whitespace, control or XML-special characters",
@@ -597,7 +618,7 @@ impl fmt::Debug for ReceiptHandle {
 /// A message id as assigned by the server (observed as 32 upper-case hex characters; any
 /// non-empty token of `[A-Za-z0-9_-]` up to 128 bytes is accepted).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(String);
+pub struct MessageId(ByteString);
 
 impl MessageId {
     /// Validates and wraps a message id.
@@ -607,7 +628,11 @@ impl MessageId {
     /// [`InvalidValue`] for an empty or too long id or a character outside
     /// `[A-Za-z0-9_-]`.
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
-        let s = s.into();
+        Self::from_text(s.into().into())
+    }
+
+    /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
+    pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
         check_resource_name("message id", &s, 128)?;
         Ok(Self(s))
     }
@@ -669,6 +694,33 @@ mod tests {
         assert_eq!("*".parse::<TagFilter>().unwrap(), TagFilter::All);
         assert_eq!("".parse::<TagFilter>().unwrap(), TagFilter::All);
         assert!("A||".parse::<TagFilter>().is_err());
+    }
+
+    proptest::proptest! {
+        /// The byte scans of handles and names refuse exactly what their character
+        /// definitions refuse, and name the same character.
+        #[test]
+        fn byte_scans_match_the_char_definitions(
+            s in "(?s:.{1,24})|[\\x00-\\x21\\x7f-\\u{a0}<>&%._a-z0-9\\u{3000}\\u{4e2d}-]{1,24}",
+        ) {
+            let handle_ok = !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '&'));
+            proptest::prop_assert_eq!(ReceiptHandle::new(s.as_str()).is_ok(), handle_ok);
+            let bad = s
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')));
+            let got = check_resource_name("name", &s, 128);
+            if s != "." && s != ".." {
+                match bad {
+                    None => proptest::prop_assert!(got.is_ok()),
+                    Some(c) => {
+                        let named = format!("{c:?}");
+                        proptest::prop_assert!(got.is_err_and(|e| e.reason.contains(&named)));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

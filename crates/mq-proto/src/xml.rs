@@ -14,10 +14,13 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use memchr::{memchr, memchr_iter, memchr2_iter, memchr3};
 use quick_xml::Reader;
 use quick_xml::escape::unescape;
 use quick_xml::events::{BytesDecl, BytesPI, BytesStart, Event};
+
+use crate::text::shared_slice;
 
 /// Deepest element nesting accepted in any document (the protocol needs 3).
 pub(crate) const MAX_DEPTH: usize = 16;
@@ -189,6 +192,9 @@ pub(crate) struct XmlReader<'a> {
     reader: Reader<&'a [u8]>,
     /// The document as text (empty when it failed [`check_chars`]).
     doc: &'a str,
+    /// `doc` as a shared buffer, when the reader reads a [`Document`]: text read from it is
+    /// handed out as slices of it ([`share`](Self::share)).
+    shared: Option<&'a ByteString>,
     /// The first error met; every later read repeats it.
     failed: Option<XmlError>,
     /// Which rare characters the document holds.
@@ -207,7 +213,16 @@ impl<'a> XmlReader<'a> {
     /// A reader over `body`; quick-xml skips one leading UTF-8 byte order mark. The characters
     /// of the whole document are checked here, and a failure is reported by the first read.
     pub(crate) fn new(body: &'a [u8]) -> Self {
-        let (doc, failed, found) = match check_chars(body) {
+        Self::checked(check_chars(body), None)
+    }
+
+    /// A reader over a document whose characters were checked ([`check_chars`]), with its
+    /// shared buffer when there is one.
+    fn checked(
+        checked: Result<(&'a str, Found), XmlError>,
+        shared: Option<&'a ByteString>,
+    ) -> Self {
+        let (doc, failed, found) = match checked {
             Ok((doc, found)) => (doc, None, found),
             Err(e) => ("", Some(e), Found::default()),
         };
@@ -220,6 +235,7 @@ impl<'a> XmlReader<'a> {
         Self {
             reader,
             doc,
+            shared,
             failed,
             found,
             at_start: true,
@@ -229,12 +245,6 @@ impl<'a> XmlReader<'a> {
             root_name: None,
             event_start: 0,
         }
-    }
-
-    /// Whether the body failed the character check of [`new`](Self::new) (not UTF-8, or a
-    /// character XML does not allow): every read reports that error.
-    pub(crate) fn chars_failed(&self) -> bool {
-        self.failed.is_some() && self.at_start
     }
 
     /// Byte offset in the body just past the last event read (after an element's end tag
@@ -416,6 +426,27 @@ impl<'a> XmlReader<'a> {
         }
     }
 
+    /// Text returned by [`read_text`](Self::read_text) as a [`ByteString`]: a slice of the
+    /// document's shared buffer when the text is a piece of it (no reference, CR or CDATA
+    /// boundary in it), else the resolved text itself (moved, not copied). Copies only for a
+    /// reader without a shared buffer.
+    pub(crate) fn share(&self, text: Cow<'a, str>) -> ByteString {
+        match text {
+            Cow::Owned(s) => ByteString::from(s),
+            Cow::Borrowed("") => ByteString::new(),
+            Cow::Borrowed(s) => self
+                .shared
+                .and_then(|doc| shared_slice(doc, s))
+                .unwrap_or_else(|| ByteString::from(s)),
+        }
+    }
+
+    /// [`read_text`](Self::read_text) as a [`ByteString`] ([`share`](Self::share)).
+    pub(crate) fn read_shared(&mut self) -> Result<ByteString, XmlError> {
+        let text = self.read_text()?;
+        Ok(self.share(text))
+    }
+
     /// A text (`references`) or CDATA piece as a string: line ends normalised, references
     /// resolved and checked.
     fn char_data(&self, raw: Cow<'a, [u8]>, references: bool) -> Result<Cow<'a, str>, XmlError> {
@@ -545,8 +576,17 @@ struct Found {
 /// (indented documents have them in many blocks), and looked at byte by byte only if that
 /// finds one.
 fn check_chars(bytes: &[u8]) -> Result<(&str, Found), XmlError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| XmlError::Syntax(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let text = std::str::from_utf8(bytes).map_err(utf8_error)?;
+    Ok((text, check_text(text)?))
+}
+
+fn utf8_error(e: std::str::Utf8Error) -> XmlError {
+    XmlError::Syntax(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+}
+
+/// [`check_chars`] after the UTF-8 check.
+fn check_text(text: &str) -> Result<Found, XmlError> {
+    let bytes = text.as_bytes();
     let mut found = Found {
         cr: check_xml_chars(text)?,
         ..Found::default()
@@ -561,7 +601,38 @@ fn check_chars(bytes: &[u8]) -> Result<(&str, Found), XmlError> {
             break;
         }
     }
-    Ok((text, found))
+    Ok(found)
+}
+
+/// A body to read, held as shared text: the characters are checked once here, as
+/// [`XmlReader::new`] checks them, and the text a reader of it reads is handed out as slices
+/// of the body ([`XmlReader::share`]) rather than copies.
+pub(crate) struct Document {
+    text: Result<(ByteString, Found), XmlError>,
+}
+
+impl Document {
+    /// The body as a document (a cheap clone of `body`, no copy).
+    pub(crate) fn new(body: &Bytes) -> Self {
+        let text = ByteString::try_from(body.clone())
+            .map_err(utf8_error)
+            .and_then(|text| check_text(&text).map(|found| (text, found)));
+        Self { text }
+    }
+
+    /// Whether the body failed the character check (not UTF-8, or a character XML does not
+    /// allow): every read of a reader over it reports that error.
+    pub(crate) fn chars_failed(&self) -> bool {
+        self.text.is_err()
+    }
+
+    /// A reader over the document.
+    pub(crate) fn reader(&self) -> XmlReader<'_> {
+        match &self.text {
+            Ok((text, found)) => XmlReader::checked(Ok((text, *found)), Some(text)),
+            Err(e) => XmlReader::checked(Err(e.clone()), None),
+        }
+    }
 }
 
 /// For a body that fails [`check_chars`]: a copy in which every byte of an invalid UTF-8
@@ -1243,6 +1314,85 @@ mod tests {
             }
             let got = check_chars(&bytes).map(|(_, found)| found).ok();
             proptest::prop_assert_eq!(got, chars_reference(&bytes));
+        }
+    }
+
+    /// Every text of `doc`'s root's children, read the way the decoders read before text was
+    /// shared ([`XmlReader::read_text`] over the bytes) and the way they read now
+    /// ([`XmlReader::read_shared`] over a [`Document`]), with whether each shared text lies in
+    /// the document's buffer.
+    #[allow(clippy::type_complexity)]
+    fn both_ways(
+        doc: &Bytes,
+    ) -> (
+        Result<Vec<Cow<'_, str>>, XmlError>,
+        Result<Vec<(ByteString, bool)>, XmlError>,
+    ) {
+        fn each<'a, T>(
+            mut r: XmlReader<'a>,
+            mut read: impl FnMut(&mut XmlReader<'a>) -> Result<T, XmlError>,
+        ) -> Result<Vec<T>, XmlError> {
+            let mut out = Vec::new();
+            r.root()?;
+            r.children(|r, _| {
+                out.push(read(r)?);
+                Ok::<(), XmlError>(())
+            })?;
+            r.finish()?;
+            Ok(out)
+        }
+        let old = each(XmlReader::new(doc), XmlReader::read_text);
+        let shared = Document::new(doc);
+        let new = each(shared.reader(), |r| {
+            let text = r.read_shared()?;
+            let (start, at) = (doc.as_ptr() as usize, text.as_ptr() as usize);
+            let inside = text.is_empty() || (at >= start && at + text.len() <= start + doc.len());
+            Ok((text, inside))
+        });
+        (old, new)
+    }
+
+    proptest::proptest! {
+        /// Shared reading gives exactly the text (or the error) the owned reading gave, on
+        /// documents mixing plain text, entity and character references (valid and not), CRs,
+        /// CDATA sections, comments and nested elements; text that is one plain piece of the
+        /// document is a slice of its buffer, not a copy.
+        #[test]
+        fn shared_text_equals_owned_text(
+            children in proptest::collection::vec(
+                proptest::collection::vec(proptest::prop_oneof![
+                    "[a-z \u{e9}\u{4e2d}]{1,12}",
+                    proptest::sample::select(vec![
+                        "&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#65;", "&#x4E2D;",
+                        "&#13;", "\r\n", "\r", "<![CDATA[<&]]>", "<![CDATA[]]>",
+                        "<!--c-->", "<x>skipped</x>", "&bogus;", "&#1;", "&", "]]>", "\u{1}",
+                    ]).prop_map(str::to_owned),
+                ], 0..6),
+                1..5,
+            ),
+        ) {
+            let mut doc = String::from("<r>");
+            for pieces in &children {
+                doc.push_str("<b>");
+                doc.push_str(&pieces.concat());
+                doc.push_str("</b>");
+            }
+            doc.push_str("</r>");
+            let doc = Bytes::from(doc);
+            let (old, new) = both_ways(&doc);
+            match (old, new) {
+                (Ok(old), Ok(new)) => {
+                    proptest::prop_assert_eq!(old.len(), new.len());
+                    for (old, (new, inside)) in old.iter().zip(&new) {
+                        proptest::prop_assert_eq!(&**old, &**new);
+                        if matches!(old, Cow::Borrowed(_)) {
+                            proptest::prop_assert!(inside, "{:?} was copied", old);
+                        }
+                    }
+                }
+                (Err(old), Err(new)) => proptest::prop_assert_eq!(old, new),
+                (old, new) => proptest::prop_assert!(false, "{:?} vs {:?}", old, new),
+            }
         }
     }
 

@@ -34,7 +34,7 @@ fn msg(n: u64, next_consume_time: u64) -> Message {
     Message {
         message_id: MessageId::new(format!("M{n:08X}")).unwrap(),
         receipt_handle: handle(&format!("M{n:08X}-h{n}")),
-        body_md5: mq_proto::body_md5("body"),
+        body_md5: mq_proto::body_md5("body").into(),
         body: "body".into(),
         publish_time: WALL0,
         next_consume_time,

@@ -125,8 +125,8 @@ prop_compose! {
         Message {
             message_id,
             receipt_handle,
-            body_md5: random_md5.unwrap_or_else(|| mq_proto::body_md5(&body)),
-            body,
+            body_md5: random_md5.unwrap_or_else(|| mq_proto::body_md5(&body)).into(),
+            body: body.into(),
             publish_time,
             next_consume_time,
             first_consume_time,

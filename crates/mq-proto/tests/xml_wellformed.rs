@@ -554,7 +554,7 @@ fn message(body: &str) -> Message {
         message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010").unwrap(),
         receipt_handle: ReceiptHandle::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010-MTcwMDAwMDAwMDAwMCA")
             .unwrap(),
-        body_md5: mq_proto::body_md5(body),
+        body_md5: mq_proto::body_md5(body).into(),
         body: body.into(),
         publish_time: 1_700_000_000_000,
         next_consume_time: 1_700_000_300_000,

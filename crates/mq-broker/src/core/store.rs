@@ -108,8 +108,8 @@ impl StoredMessage {
         Message {
             message_id: self.id.clone(),
             receipt_handle,
-            body_md5: self.body_md5.clone(),
-            body: self.body.to_string(),
+            body_md5: self.body_md5.as_str().into(),
+            body: self.body.as_ref().into(),
             publish_time: self.publish_time,
             next_consume_time,
             first_consume_time,

@@ -303,8 +303,8 @@ pub(super) fn from_engine(
         message_id,
         // Replaced by the sealed gateway handle before it leaves the gateway.
         receipt_handle: ReceiptHandle::new("pending").map_err(corrupt)?,
-        body_md5: mq_proto::body_md5(&body),
-        body,
+        body_md5: mq_proto::body_md5(&body).into(),
+        body: body.into(),
         publish_time,
         next_consume_time: now_ms.saturating_add(invisible),
         first_consume_time: now_ms,

@@ -12,7 +12,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use mq_proto::ErrorCode;
-use mq_proto::server::{authenticate, parse_request, response};
+use mq_proto::server::{authenticate, parse_request_bytes, response};
 use mq_proto::sign::format_http_date;
 use mq_proto::wire::error::RequestError;
 use serde::Serialize;
@@ -369,7 +369,7 @@ async fn serve_api(
         close: true,
         reset: false,
     })?;
-    let parsed = parse_request(method, target, &parts.headers, &body)?;
+    let parsed = parse_request_bytes(method, target, &parts.headers, &body)?;
     *operation = parsed.operation.name();
     if let Some(scope) = shared
         .credentials

@@ -718,8 +718,8 @@ mod tests {
         let m = Message {
             message_id: "0BC1EF3E1A9C18B4AAC2558D1E4F0010".parse().unwrap(),
             receipt_handle: "h-1".parse().unwrap(),
-            body_md5: String::new(),
-            body,
+            body_md5: Default::default(),
+            body: body.into(),
             publish_time: 0,
             next_consume_time: 0,
             first_consume_time: 0,

@@ -51,7 +51,7 @@
 //!     Message {
 //!         message_id: MessageId::new(format!("M{n}")).unwrap(),
 //!         receipt_handle: ReceiptHandle::new(format!("M{n}-h")).unwrap(),
-//!         body_md5: mq_proto::body_md5("hi"),
+//!         body_md5: mq_proto::body_md5("hi").into(),
 //!         body: "hi".into(),
 //!         publish_time: server_ms,
 //!         next_consume_time: server_ms + 300_000,

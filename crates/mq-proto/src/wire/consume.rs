@@ -8,13 +8,15 @@ use std::ops::Range;
 use std::str::FromStr;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use crate::message::Message;
 use crate::properties::{
     KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties, PropertyError,
 };
+use crate::text::Text;
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
-use crate::wire::{DecodeError, message_id, receipt_handle};
+use crate::wire::{DecodeError, message_id, receipt_handle, trimmed};
 use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
 
 /// Encodes a consume response (PROTOCOL §3.4): `Messages` with one `Message` per message,
@@ -170,9 +172,11 @@ impl From<PoisonReason> for DecodeError {
 /// Reads the children of a `Messages` root (already entered) to the end of the document,
 /// every `Message` into an [`Entry`].
 ///
-/// `raw` is the body as received and `bad` the byte ranges of it that
+/// `raw` is the body as received (poison messages keep slices of it) and `bad` the byte
+/// ranges of it that
 /// [`substitute_invalid_chars`](crate::xml::substitute_invalid_chars) replaced in the
-/// document `r` reads (empty for a clean body). A damaged range inside a `Message` makes
+/// document `r` reads (empty for a clean body). Message text is shared with the document
+/// `r` reads ([`XmlReader::share`]). A damaged range inside a `Message` makes
 /// that message poison; one anywhere else fails the whole document (the caller reports the
 /// body's own character error then).
 ///
@@ -182,10 +186,11 @@ impl From<PoisonReason> for DecodeError {
 /// [`Entry::Poison`]; a document that is not well-formed XML is an error.
 pub(crate) fn decode_entries(
     r: &mut XmlReader<'_>,
-    raw: &[u8],
+    raw: &Bytes,
     bad: &[Range<usize>],
 ) -> Result<Vec<Entry>, DecodeError> {
-    let mut entries = Vec::new();
+    // A batch holds at most 16 messages (`BatchSize`): one allocation in the usual case.
+    let mut entries = Vec::with_capacity(usize::from(crate::types::BatchSize::MAX.get()));
     let mut covered = 0;
     r.children(|r, e| {
         if e == Elem::Message {
@@ -197,7 +202,7 @@ pub(crate) fn decode_entries(
                 .filter(|b| b.start < span.end && span.start < b.end)
                 .collect();
             covered += damaged.len();
-            entries.push(entry(fields, raw, span, &damaged));
+            entries.push(entry(fields, r, raw, span, &damaged));
             Ok::<(), DecodeError>(())
         } else {
             Ok(r.skip()?)
@@ -229,9 +234,16 @@ struct Fields<'a> {
     spans: Vec<(&'static str, Range<usize>)>,
 }
 
+/// How many kinds of child of `Message` [`read_fields`] reads.
+const KNOWN_CHILDREN: usize = 10;
+
 /// Reads one `Message` element (already entered), up to its end tag.
 fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
-    let mut f = Fields::default();
+    let mut f = Fields {
+        // Every known child once: one allocation per message.
+        spans: Vec::with_capacity(KNOWN_CHILDREN),
+        ..Fields::default()
+    };
     r.children(|r, e| {
         let start = r.event_start();
         let slot = match e {
@@ -254,18 +266,26 @@ fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
     Ok(f)
 }
 
-/// Judges one `Message` read by [`read_fields`] that spans `span` of `raw`; `damaged` are
-/// the replaced byte ranges inside it.
-fn entry(f: Fields<'_>, raw: &[u8], span: Range<usize>, damaged: &[&Range<usize>]) -> Entry {
+/// Judges one `Message` read by [`read_fields`] from `r`'s document that spans `span` of
+/// `raw`; `damaged` are the replaced byte ranges inside it.
+fn entry<'a>(
+    f: Fields<'a>,
+    r: &XmlReader<'a>,
+    raw: &Bytes,
+    span: Range<usize>,
+    damaged: &[&Range<usize>],
+) -> Entry {
     let hit = |s: &Range<usize>| damaged.iter().any(|b| b.start < s.end && s.start < b.end);
     // The text of an element holding a replaced byte is not what was sent: not used.
     let intact = |name: &str| !f.spans.iter().any(|(n, s)| *n == name && hit(s));
-    let message_id = (f.id.clone())
+    let id = f.id.clone().map(|t| r.share(t));
+    let handle = f.handle.clone().map(|t| r.share(t));
+    let message_id = (id.as_ref())
         .filter(|_| intact("MessageId"))
         .and_then(|t| message_id(Some(t)).ok());
-    let receipt_handle = (f.handle.as_deref())
+    let receipt_handle = (handle.as_ref())
         .filter(|_| intact("ReceiptHandle"))
-        .and_then(|t| receipt_handle(t.trim()).ok());
+        .and_then(|t| receipt_handle(t).ok());
     let next_consume_time = (f.next.clone())
         .filter(|_| intact("NextConsumeTime"))
         .and_then(|t| number(Some(t), "NextConsumeTime").ok());
@@ -278,7 +298,9 @@ fn entry(f: Fields<'_>, raw: &[u8], span: Range<usize>, damaged: &[&Range<usize>
             receipt_handle: receipt_handle.clone(),
             next_consume_time,
             consumed_times,
-            raw: Bytes::copy_from_slice(raw.get(span.clone()).unwrap_or_default()),
+            raw: raw
+                .get(span.clone())
+                .map_or_else(Bytes::new, |element| raw.slice_ref(element)),
             reason,
         })
     };
@@ -293,43 +315,46 @@ fn entry(f: Fields<'_>, raw: &[u8], span: Range<usize>, damaged: &[&Range<usize>
             offset: first - span.start,
         });
     }
-    match message(f) {
+    match message(f, r, id, handle) {
         Ok(m) => Entry::Message(m),
         Err(reason) => poison(reason),
     }
 }
 
-/// A message from its (undamaged) fields, with the checks that make it poison otherwise.
-fn message(f: Fields<'_>) -> Result<Message, PoisonReason> {
-    let handle = f
-        .handle
-        .ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
-    let body = f
-        .body
-        .ok_or(DecodeError::MissingElement("MessageBody"))?
-        .into_owned();
-    let body_md5 = f.md5.map(|m| m.trim().to_owned()).unwrap_or_default();
+/// A message from its (undamaged) fields, with the checks that make it poison otherwise;
+/// `id` and `handle` are the texts of those fields, already shared.
+fn message<'a>(
+    f: Fields<'a>,
+    r: &XmlReader<'a>,
+    id: Option<ByteString>,
+    handle: Option<ByteString>,
+) -> Result<Message, PoisonReason> {
+    let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
+    let body = Text::from(r.share(f.body.ok_or(DecodeError::MissingElement("MessageBody"))?));
+    let body_md5 = Text::from(f.md5.map(|m| trimmed(&r.share(m))).unwrap_or_default());
     if !body_md5.is_empty() {
         let computed = crate::message::body_md5(&body);
         if !computed.eq_ignore_ascii_case(&body_md5) {
             return Err(PoisonReason::Md5Mismatch {
-                reported: body_md5,
+                reported: body_md5.into(),
                 computed,
             });
         }
     }
     Ok(Message {
-        message_id: message_id(f.id)?,
-        receipt_handle: receipt_handle(handle.trim())?,
+        message_id: message_id(id.as_ref())?,
+        receipt_handle: receipt_handle(&handle)?,
         body_md5,
         body,
         publish_time: number(f.publish, "PublishTime")?,
         next_consume_time: number(f.next, "NextConsumeTime")?,
         first_consume_time: number(f.first, "FirstConsumeTime")?,
         consumed_times: number(f.times, "ConsumedTimes")?,
-        tag: f.tag.and_then(|t| Tag::new(t.trim()).ok()),
+        tag: f
+            .tag
+            .and_then(|t| Tag::from_text(trimmed(&r.share(t))).ok()),
         properties: match f.props {
-            Some(p) => received_properties(&p)?,
+            Some(p) => received_properties(&r.share(p))?,
             None => Properties::new(),
         },
     })
@@ -348,7 +373,7 @@ fn number<T: FromStr>(text: Option<Cow<'_, str>>, element: &'static str) -> Resu
 /// exactly one non-empty key and one non-empty value are skipped, as the Python, Go and
 /// Node SDKs do; a pair with a character §4 forbids, or a system property whose value has
 /// the wrong form, is an error (the message is poison).
-fn received_properties(s: &str) -> Result<Properties, PropertyError> {
+fn received_properties(s: &ByteString) -> Result<Properties, PropertyError> {
     let mut props = Properties::new();
     for segment in s.split('|') {
         let mut parts = segment.split(':');
@@ -358,7 +383,7 @@ fn received_properties(s: &str) -> Result<Properties, PropertyError> {
         if k.is_empty() || v.is_empty() {
             continue;
         }
-        props.insert(k, v)?;
+        props.insert_text(s.slice_ref(k), s.slice_ref(v))?;
     }
     check_system_values(&props)?;
     Ok(props)
@@ -401,7 +426,7 @@ mod tests {
             Message {
                 message_id: MessageId::new(format!("1E05791C117818B4AAC23B1BB0CE000{n}")).unwrap(),
                 receipt_handle: ReceiptHandle::new(format!("1E05-{n}-MTcw")).unwrap(),
-                body_md5: crate::message::body_md5(" a < b & c "),
+                body_md5: crate::message::body_md5(" a < b & c ").into(),
                 body: " a < b & c ".into(),
                 publish_time: 1_709_837_398_000 + n,
                 next_consume_time: 1_709_838_898_000,
@@ -665,6 +690,102 @@ mod tests {
             match entries(&doc) {
                 Err(crate::client::ResponseError::Decode(_)) => {}
                 other => panic!("{}: {other:?}", String::from_utf8_lossy(&doc)),
+            }
+        }
+    }
+
+    /// `text` as element content, each character written as `forms` says (cycled): literal
+    /// where XML allows it, a decimal or hexadecimal character reference, or a CDATA section
+    /// (a CR is always a reference: line-end normalisation would turn it into a LF).
+    fn write_text(text: &str, forms: &[u8]) -> String {
+        let mut out = String::new();
+        for (i, c) in text.chars().enumerate() {
+            let form = forms.get(i % forms.len().max(1)).copied().unwrap_or(0);
+            match (form, c) {
+                (0, '<' | '&' | '>' | '\r') | (3, '\r') => {
+                    out.push_str(&format!("&#{};", u32::from(c)));
+                }
+                (0, c) => out.push(c),
+                (1, c) => out.push_str(&format!("&#{};", u32::from(c))),
+                (2, c) => out.push_str(&format!("&#x{:X};", u32::from(c))),
+                (_, c) => out.push_str(&format!("<![CDATA[{c}]]>")),
+            }
+        }
+        out
+    }
+
+    /// Whether `text`'s bytes lie inside `doc`'s buffer.
+    fn shares(doc: &Bytes, text: &str) -> bool {
+        let (start, at) = (doc.as_ptr() as usize, text.as_ptr() as usize);
+        at >= start && at + text.len() <= start + doc.len()
+    }
+
+    proptest::proptest! {
+        /// Decoding from the response's buffer gives every field exactly as sent, whichever
+        /// way its characters were written (literal, character references, CDATA); a field
+        /// written without any of those is a slice of the response, not a copy.
+        #[test]
+        fn shared_fields_decode_as_sent_and_plain_ones_are_slices(
+            body in "[a-z0-9 <>&\"'\r\u{e9}\u{4e2d}]{1,24}",
+            tag in "[A-Za-z0-9]{1,8}",
+            value in "[a-z0-9\u{e9}\u{4e2d} ]{0,6}[a-z]",
+            id in "[A-F0-9]{8}",
+            forms in proptest::collection::vec(
+                proptest::collection::vec(proptest::prop_oneof![6 => proptest::strategy::Just(0u8), 1 => 1u8..4], 0..8),
+                5,
+            ),
+        ) {
+            let handle = format!("{id}-h");
+            let md5 = crate::message::body_md5(&body);
+            let written: Vec<String> = [id.as_str(), handle.as_str(), body.as_str(), tag.as_str(), value.as_str()]
+                .iter()
+                .zip(&forms)
+                .map(|(text, forms)| write_text(text, forms))
+                .collect();
+            let [w_id, w_handle, w_body, w_tag, w_value] = written.as_slice() else {
+                unreachable!()
+            };
+            let element = format!(
+                "<Message><MessageId>{w_id}</MessageId><ReceiptHandle>{w_handle}</ReceiptHandle>\
+                 <MessageBodyMD5>{md5}</MessageBodyMD5><MessageBody>{w_body}</MessageBody>\
+                 <PublishTime>1</PublishTime><NextConsumeTime>2</NextConsumeTime>\
+                 <FirstConsumeTime>1</FirstConsumeTime><ConsumedTimes>1</ConsumedTimes>\
+                 <MessageTag>{w_tag}</MessageTag><Properties>KEYS:k|color:{w_value}|</Properties></Message>"
+            );
+            let doc = Bytes::from(document(&[element.into_bytes()]));
+            let got = crate::client::decode_consume_response_bytes(
+                http::StatusCode::OK,
+                &http::HeaderMap::new(),
+                &doc,
+            );
+            let Ok(messages) = got else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{got:?}")));
+            };
+            let [m] = messages.as_slice() else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{messages:?}")));
+            };
+            proptest::prop_assert_eq!(m.message_id.as_str(), id.as_str());
+            proptest::prop_assert_eq!(m.receipt_handle.as_str(), handle.as_str());
+            proptest::prop_assert_eq!(&m.body, &body);
+            proptest::prop_assert_eq!(&m.body_md5, &md5);
+            proptest::prop_assert_eq!(m.tag.as_ref().map(Tag::as_str), Some(tag.as_str()));
+            proptest::prop_assert_eq!(m.property("color"), Some(value.as_str()));
+            proptest::prop_assert_eq!(m.key(), Some("k"));
+            proptest::prop_assert!(shares(&doc, &m.body_md5));
+            for (text, wire, field) in [
+                (&id, w_id, m.message_id.as_str()),
+                (&handle, w_handle, m.receipt_handle.as_str()),
+                (&body, w_body, &m.body),
+                (&tag, w_tag, m.tag.as_ref().map(Tag::as_str).unwrap_or_default()),
+            ] {
+                if text == wire {
+                    proptest::prop_assert!(shares(&doc, field), "{:?} was copied", text);
+                }
+            }
+            if *w_value == value {
+                // One Properties text, every key and value a slice of it.
+                proptest::prop_assert!(shares(&doc, m.property("color").unwrap_or_default()));
+                proptest::prop_assert!(shares(&doc, m.key().unwrap_or_default()));
             }
         }
     }

@@ -22,7 +22,7 @@ pub mod consume;
 pub mod error;
 pub mod publish;
 
-use std::borrow::Cow;
+use bytestring::ByteString;
 
 use crate::types::{MessageId, ReceiptHandle};
 use crate::xml::{Elem, XmlError, XmlReader};
@@ -77,20 +77,30 @@ impl From<XmlError> for DecodeError {
 // Helpers of the response decoders
 
 /// A `MessageId` element's text as a [`MessageId`] (trimmed).
-fn message_id(text: Option<Cow<'_, str>>) -> Result<MessageId, DecodeError> {
+fn message_id(text: Option<&ByteString>) -> Result<MessageId, DecodeError> {
     let text = text.ok_or(DecodeError::MissingElement("MessageId"))?;
-    MessageId::new(text.trim()).map_err(|e| DecodeError::InvalidValue {
+    MessageId::from_text(trimmed(text)).map_err(|e| DecodeError::InvalidValue {
         element: "MessageId",
         reason: e.reason,
     })
 }
 
 /// A `ReceiptHandle` element's (trimmed) text as a [`ReceiptHandle`].
-fn receipt_handle(text: &str) -> Result<ReceiptHandle, DecodeError> {
-    ReceiptHandle::new(text).map_err(|e| DecodeError::InvalidValue {
+fn receipt_handle(text: &ByteString) -> Result<ReceiptHandle, DecodeError> {
+    ReceiptHandle::from_text(trimmed(text)).map_err(|e| DecodeError::InvalidValue {
         element: "ReceiptHandle",
         reason: e.reason,
     })
+}
+
+/// `text` without leading and trailing whitespace, sharing its buffer.
+fn trimmed(text: &ByteString) -> ByteString {
+    let t = text.trim();
+    if t.len() == text.len() {
+        text.clone()
+    } else {
+        text.slice_ref(t)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

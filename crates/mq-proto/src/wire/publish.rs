@@ -10,8 +10,10 @@ use crate::message::{MessageError, TopicMessage};
 use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
 use crate::types::{MessageId, ReceiptHandle};
 use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error};
-use crate::wire::{DecodeError, for_each_child, message_id, receipt_handle, rest_is_well_formed};
-use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
+use crate::wire::{
+    DecodeError, for_each_child, message_id, receipt_handle, rest_is_well_formed, trimmed,
+};
+use crate::xml::{self, Document, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
 
 /// The result of a successful publish (PROTOCOL §3.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,14 +52,16 @@ pub(crate) fn encode_request(message: &TopicMessage) -> Bytes {
 }
 
 /// Decodes a publish request body (PROTOCOL §3.2) into the message to store; the message is
-/// checked against the limits (§6.9).
+/// checked against the limits (§6.9). Its body, tag and property keys and values share
+/// `body`'s buffer where their text has no reference, CR or CDATA section.
 ///
 /// # Errors
 ///
 /// `MalformedXML` for a body that is not well-formed; `InvalidArgument` for another root, a
 /// repeated or missing `MessageBody`, or an invalid message (tag, properties, size).
-pub(crate) fn decode_request(body: &[u8]) -> Result<TopicMessage, RequestError> {
-    let mut r = XmlReader::new(body);
+pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError> {
+    let doc = Document::new(body);
+    let mut r = doc.reader();
     let root = r.root().map_err(|e| malformed_xml(&e))?;
     if root != Elem::Message {
         let found = format!("root element <{}> is not <Message>", r.root_name());
@@ -82,13 +86,14 @@ pub(crate) fn decode_request(body: &[u8]) -> Result<TopicMessage, RequestError> 
 
     let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
     // Not trimmed: spaces are legal at the edges of property keys and values.
-    let properties = match props.as_deref() {
-        None | Some("") => Properties::new(),
-        Some(p) => Properties::decode(p).map_err(|e| message_error(e.into()))?,
+    let properties = match props {
+        None => Properties::new(),
+        Some(p) if p.is_empty() => Properties::new(),
+        Some(p) => Properties::decode_text(&r.share(p)).map_err(|e| message_error(e.into()))?,
     };
-    let tag = tag.as_deref().map(str::trim);
-    let message =
-        TopicMessage::from_xml_parts(text.into_owned(), tag, properties).map_err(message_error)?;
+    let tag = tag.map(|t| trimmed(&r.share(t)));
+    let message = TopicMessage::from_xml_parts(r.share(text).into(), tag, properties)
+        .map_err(message_error)?;
     message.check_limits().map_err(message_error)?;
     Ok(message)
 }
@@ -140,20 +145,20 @@ pub(crate) fn decode_response(r: &mut XmlReader<'_>) -> Result<PublishReceipt, D
             Elem::ReceiptHandle => &mut handle,
             _ => return r.skip(),
         };
-        *slot = Some(r.read_text()?);
+        *slot = Some(r.read_shared()?);
         Ok::<(), XmlError>(())
     })
     .and_then(|()| r.finish())
     .map_err(DecodeError::from)?;
 
-    let message_id = message_id(id)?;
+    let message_id = message_id(id.as_ref())?;
     let body_md5 = md5
         .ok_or(DecodeError::MissingElement("MessageBodyMD5"))?
         .trim()
         .to_owned();
-    let receipt_handle = match handle.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(h) => Some(receipt_handle(h)?),
+    let receipt_handle = match handle {
+        Some(h) if !h.trim().is_empty() => Some(receipt_handle(&h)?),
+        _ => None,
     };
     Ok(PublishReceipt {
         message_id,
@@ -193,6 +198,16 @@ mod tests {
             .with_property("color", "red")
             .unwrap();
         assert_eq!(decode_request(&encode_request(&message)), Ok(message));
+        // Text without references is shared with the request, not copied.
+        let plain = TopicMessage::new("plain body").unwrap();
+        let request = encode_request(&plain);
+        let decoded = decode_request(&request).unwrap();
+        let shared = decoded.body_bytes();
+        let start = (shared.as_ptr() as usize).wrapping_sub(request.as_ptr() as usize);
+        assert_eq!(
+            request.get(start..start + shared.len()),
+            Some(&b"plain body"[..])
+        );
     }
 
     #[test]

@@ -216,7 +216,7 @@ const ENTRY_POINTS: [Entry; 6] = [
                         [
                             m.message_id.as_str().to_owned(),
                             m.receipt_handle.as_str().to_owned(),
-                            m.body,
+                            m.body.into(),
                         ]
                     })
                     .collect(),

@@ -1,0 +1,168 @@
+//! [`Text`]: the text of a message field, shared with the buffer it was decoded from.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+/// Immutable UTF-8 text in a shared [`Bytes`] buffer: the type of [`Message`](crate::Message)'s
+/// body and body MD5. A decoder hands out slices of the response it read (no copy per
+/// field); cloning is a reference-count increment.
+///
+/// It reads like a `&str` (`Deref<Target = str>`): `&m.body` where a `&str` is expected,
+/// `m.body.len()`, `m.body.lines()`, `m.body.as_str()`, and comparisons with `str`, `&str`
+/// and `String` either way round. `String::from(text)` gives an owned string (a copy unless
+/// the buffer is unshared), [`to_bytes`](Self::to_bytes) the shared buffer.
+///
+/// ```
+/// use mq_proto::Text;
+/// let t = Text::from("héllo");
+/// assert_eq!(t, "héllo");
+/// assert!("héllo" == t && t == String::from("héllo"));
+/// assert_eq!(t.as_str().len(), 6);
+/// assert_eq!(&t.to_bytes()[..], "héllo".as_bytes());
+/// let owned: String = t.into();
+/// assert_eq!(owned, "héllo");
+/// ```
+#[derive(Clone, Default, PartialOrd, Ord, Hash)]
+pub struct Text(ByteString);
+
+impl Text {
+    /// Empty text.
+    pub const fn new() -> Self {
+        Self(ByteString::new())
+    }
+
+    /// Text of a `'static` string (no allocation).
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(ByteString::from_static(s))
+    }
+
+    /// The text as a `&str`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text's UTF-8 bytes: the shared buffer itself (a cheap clone, no copy).
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.as_bytes().clone()
+    }
+
+    /// The text's UTF-8 bytes, without a clone.
+    pub fn into_bytes(self) -> Bytes {
+        self.0.into_bytes()
+    }
+}
+
+/// `sub` as a slice of `text`'s buffer, when it lies within `text` (a `&str` taken from it).
+pub(crate) fn shared_slice(text: &ByteString, sub: &str) -> Option<ByteString> {
+    let start = text.as_ptr() as usize;
+    let at = sub.as_ptr() as usize;
+    let within = at >= start
+        && at
+            .checked_add(sub.len())
+            .is_some_and(|end| end <= start + text.len());
+    // `slice_ref` panics outside the buffer; an empty `sub` is always accepted.
+    within.then(|| text.slice_ref(sub))
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ByteString> for Text {
+    fn from(s: ByteString) -> Self {
+        Self(s)
+    }
+}
+
+impl From<Text> for ByteString {
+    fn from(t: Text) -> Self {
+        t.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<&String> for Text {
+    fn from(s: &String) -> Self {
+        Self(s.as_str().into())
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> Self {
+        t.0.into()
+    }
+}
+
+impl<T: AsRef<str> + ?Sized> PartialEq<T> for Text {
+    fn eq(&self, other: &T) -> bool {
+        *self.0 == *other.as_ref()
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        self == &*other.0
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl PartialEq<Text> for String {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == &*other.0
+    }
+}
