@@ -38,10 +38,12 @@ commands:
                           the broker load test (mq-broker tests/load.rs) for <secs> seconds
                           (default 60) with <conns> connections (default 1000); prints p99
                           latency and the broker's RSS (figures for RELIABILITY.md)
-  bench [--quick] [--only proto|suite|gateway]
+  bench [--quick] [--only proto|suite|client-cpu|gateway]
                           benchmarks (release) and regenerate the tables in BENCHMARKS.md;
                           --quick: smoke run in the test profile, tables to target/bench-quick;
-                          --only: that benchmark and its table alone (repeatable)
+                          --only: that benchmark and its table alone (repeatable; client-cpu
+                          is the suite's client CPU section alone); creates the interop
+                          virtualenv (the official Python SDK) for the suite if missing
   help                    this text
 ";
 
@@ -352,7 +354,7 @@ fn interop_env() -> Result<PathBuf> {
                 .map(|o| o.status.success())
                 .unwrap_or(false)
         })
-        .ok_or("python3 is required for the interoperability tests")?;
+        .ok_or("python3 is required for the interoperability tests and the client CPU benchmark")?;
     run(
         "interop-env",
         Command::new(system_python).args(["-m", "venv"]).arg(&venv),
@@ -466,16 +468,25 @@ fn load(args: &[String]) -> Result {
     run(&format!("load {secs}s x {conns} connections"), &mut cmd)
 }
 
-/// The benchmarks of `cargo xtask bench`, each writing `NAME.md` spliced into the
-/// `<!-- generated:NAME -->` region of BENCHMARKS.md.
-const BENCHES: [&str; 3] = ["proto", "suite", "gateway"];
+/// The benchmarks of `cargo xtask bench` and the tables each writes, `TABLE.md` spliced into
+/// the `<!-- generated:TABLE -->` region of BENCHMARKS.md. The system suite writes two;
+/// `client-cpu` runs its client CPU section (`--only client-cpu`) alone.
+const BENCHES: [(&str, &[&str]); 4] = [
+    ("proto", &["proto"]),
+    ("suite", &["suite", CLIENT_CPU]),
+    (CLIENT_CPU, &[CLIENT_CPU]),
+    ("gateway", &["gateway"]),
+];
+
+/// The suite's client CPU section: its `--only` name and its table.
+const CLIENT_CPU: &str = "client-cpu";
 
 /// `[--quick] [--only NAME]...` → (quick, the benchmarks named; empty = all).
 fn bench_args(args: &[String]) -> Result<(bool, Vec<String>)> {
     let usage = || {
         format!(
             "usage: cargo xtask bench [--quick] [--only {}]",
-            BENCHES.join("|")
+            BENCHES.map(|(name, _)| name).join("|")
         )
     };
     let (mut quick, mut only) = (false, Vec::new());
@@ -484,7 +495,9 @@ fn bench_args(args: &[String]) -> Result<(bool, Vec<String>)> {
         match a.as_str() {
             "--quick" => quick = true,
             "--only" => match args.next() {
-                Some(name) if BENCHES.contains(&name.as_str()) => only.push(name.clone()),
+                Some(name) if BENCHES.iter().any(|(b, _)| *b == name.as_str()) => {
+                    only.push(name.clone())
+                }
                 other => return Err(format!("{} (got --only {other:?})", usage())),
             },
             other => return Err(format!("{} (got {other:?})", usage())),
@@ -498,7 +511,9 @@ fn bench_args(args: &[String]) -> Result<(bool, Vec<String>)> {
 /// RocketMQ engine (`tests/benches/gateway.rs`, installs the engine if missing) in release
 /// mode; their Markdown tables and a description of this machine replace the generated
 /// regions of BENCHMARKS.md. `only` names the benchmarks to run (empty: all); the others'
-/// tables and the machine description are then left as they are.
+/// tables and the machine description are then left as they are. The suite's client CPU
+/// section runs the official Python SDK: the interop virtualenv is created first if missing
+/// ([`interop_env`], as `cargo xtask ci` does) and passed as `MQ_INTEROP_PYTHON`.
 ///
 /// `--quick` is the smoke run CI uses: the same benchmark programs in the test profile (no
 /// separate release build: CI has just built that profile), criterion running each benchmark
@@ -527,8 +542,10 @@ fn bench(quick: bool, only: &[String]) -> Result {
                 .env("CRITERION_HOME", &criterion_home),
         )?;
     }
-    if runs("suite") {
-        // The suite runs the `mq-broker` binary for the idle long-poll memory measurement.
+    if runs("suite") || runs(CLIENT_CPU) {
+        // The suite runs the `mq-broker` binary for the idle long-poll memory and the client
+        // CPU measurements, and the official Python SDK in the latter.
+        let python = interop_env()?;
         let mut broker = cargo();
         broker.args(["build", "--workspace", "--bin", "mq-broker"]);
         if !quick {
@@ -545,7 +562,11 @@ fn bench(quick: bool, only: &[String]) -> Result {
             .arg("sh")
             .arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([mode, "--workspace", "--bench", "suite"])
-            .env("MQ_BENCH_OUT", &out);
+            .env("MQ_BENCH_OUT", &out)
+            .env("MQ_INTEROP_PYTHON", &python);
+        if !runs("suite") {
+            suite.args(["--", "--only", CLIENT_CPU]);
+        }
         run("bench: suite", &mut suite)?;
     }
     if runs("gateway") {
@@ -564,7 +585,17 @@ fn bench(quick: bool, only: &[String]) -> Result {
     if only.is_empty() {
         doc = splice(&doc, "machine", &machine_description())?;
     }
-    for name in BENCHES.into_iter().filter(|n| runs(n)) {
+    let mut tables: Vec<&str> = Vec::new();
+    for table in BENCHES
+        .iter()
+        .filter(|(name, _)| runs(name))
+        .flat_map(|(_, tables)| tables.iter().copied())
+    {
+        if !tables.contains(&table) {
+            tables.push(table);
+        }
+    }
+    for name in tables {
         match std::fs::read_to_string(out.join(format!("{name}.md"))) {
             Ok(fragment) => doc = splice(&doc, name, &fragment)?,
             // Criterion writes no estimates when it only tests (quick mode).

@@ -7,12 +7,19 @@
 //!    hyper server answering canned responses: publish, and consume + ack.
 //! 3. Publish → delivery latency with a waiting long poll.
 //! 4. Memory of idle long polls: the `mq-broker` binary as a child process, RSS from /proc.
+//! 5. Client CPU per publish (`client-cpu`): `mq bench` (the Rust SDK) and the official Python
+//!    SDK (`python_publish.py`, run with `$MQ_INTEROP_PYTHON`) as child processes publishing
+//!    a fixed count to one `mq-broker` child; each reports its own process CPU time (user +
+//!    system) over the publishes after its warm-up.
 //!
 //! Modes: `cargo bench -p mq-cli --bench suite` (full, release), `… -- --quick` (tiny sizes),
 //! and under `cargo test` a smoke run (tiny sizes). Each mode writes its Markdown tables to
-//! `$MQ_BENCH_OUT/suite.md` (default `target/bench`), spliced into BENCHMARKS.md by
-//! `cargo xtask bench`. Options: `--broker-bin PATH` (default: `mq-broker` next to `mq`),
-//! `--only client|broker|latency|memory` (repeatable; for profiling one section).
+//! `$MQ_BENCH_OUT/suite.md` (sections 1–4) and `$MQ_BENCH_OUT/client-cpu.md` (section 5;
+//! default directory `target/bench`), spliced into BENCHMARKS.md by `cargo xtask bench`.
+//! Options: `--broker-bin PATH` (default: `mq-broker` next to `mq`),
+//! `--only client|broker|latency|memory|client-cpu` (repeatable; one section alone). A full
+//! run without the Python SDK (`MQ_INTEROP_PYTHON`) fails; the quick and smoke runs measure
+//! the Rust side and say in the table that the Python side was not measured.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -34,7 +41,7 @@ use std::fmt::Write as _;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,6 +50,11 @@ const SK: &str = "bench-sk";
 const SIZE: usize = 1024;
 
 type Result<T, E = String> = std::result::Result<T, E>;
+
+/// Locating and checking the official Python SDK's interpreter, shared with the interop
+/// tests.
+#[path = "../../mq-broker/tests/support/python.rs"]
+mod python;
 
 /// Sizes of one run.
 #[derive(Clone, Debug)]
@@ -58,6 +70,17 @@ struct Plan {
     prefill: u64,
     latency_samples: usize,
     idle_polls: usize,
+    /// Client CPU: successful publishes measured per row of the `mq` client.
+    cpu_rust_publishes: u64,
+    /// Client CPU: successful publishes measured per row of the Python SDK (≈ 15× the CPU
+    /// per publish of the Rust client: a smaller count for a similar time).
+    cpu_python_publishes: u64,
+    /// Client CPU: publishes before measuring, per row (all threads together).
+    cpu_warmup: u64,
+    /// Client CPU: the time limit of one row (a child still publishing then is an error).
+    cpu_row_limit: Duration,
+    /// A missing Python SDK is an error (full run) rather than a note in the table.
+    require_python: bool,
 }
 
 impl Plan {
@@ -72,6 +95,11 @@ impl Plan {
             prefill: 120_000,
             latency_samples: 2_000,
             idle_polls: 10_000,
+            cpu_rust_publishes: 50_000,
+            cpu_python_publishes: 10_000,
+            cpu_warmup: 500,
+            cpu_row_limit: Duration::from_secs(120),
+            require_python: true,
         }
     }
 
@@ -86,15 +114,23 @@ impl Plan {
             prefill: 400,
             latency_samples: 20,
             idle_polls: 200,
+            cpu_rust_publishes: 200,
+            cpu_python_publishes: 32,
+            cpu_warmup: 16,
+            cpu_row_limit: Duration::from_secs(60),
+            require_python: false,
         }
     }
 }
+
+/// The sections whose tables go to `suite.md` (`client-cpu` writes `client-cpu.md`).
+const SUITE_SECTIONS: [&str; 4] = ["client", "broker", "latency", "memory"];
 
 struct Args {
     plan: Plan,
     broker_bin: Option<PathBuf>,
     out_dir: PathBuf,
-    /// Sections to run (`client`, `broker`, `latency`, `memory`); empty = all.
+    /// Sections to run (`client`, `broker`, `latency`, `memory`, `client-cpu`); empty = all.
     only: Vec<String>,
 }
 
@@ -117,7 +153,16 @@ fn parse_args() -> Result<Args> {
             "--broker-bin" => {
                 broker_bin = Some(args.next().ok_or("--broker-bin needs a path")?.into())
             }
-            "--only" => only.push(args.next().ok_or("--only needs a section")?),
+            "--only" => {
+                let section = args.next().ok_or("--only needs a section")?;
+                if section != "client-cpu" && !SUITE_SECTIONS.contains(&section.as_str()) {
+                    return Err(format!(
+                        "unknown section {section:?}: --only {}|client-cpu",
+                        SUITE_SECTIONS.join("|")
+                    ));
+                }
+                only.push(section);
+            }
             // Flags cargo passes to every harness.
             s if s.starts_with("--") => {}
             // A name filter from `cargo bench NAME`: run everything anyway.
@@ -653,18 +698,84 @@ fn broker_command(explicit: Option<&Path>) -> (Command, String) {
     (c, "mq serve (mq-broker not built)".into())
 }
 
+/// An `mq-broker` process on 127.0.0.1 (port chosen by the OS, in-memory, credentials
+/// `AK:SK`), killed when dropped.
+struct BrokerProcess {
+    child: Child,
+    addr: SocketAddr,
+    /// What runs (for the tables).
+    what: String,
+}
+
+impl BrokerProcess {
+    /// Starts the broker (`explicit`, else `mq-broker` next to `mq`) and reads its address
+    /// from the first line it prints.
+    fn start(explicit: Option<&Path>) -> Result<Self> {
+        let (mut cmd, what) = broker_command(explicit);
+        let mut child = cmd
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--credential",
+                &format!("{AK}:{SK}"),
+            ])
+            .env("MQ_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn {what}: {e}"))?;
+        let addr = (|| -> Result<SocketAddr> {
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let mut first = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut first)
+                .map_err(|e| format!("reading {what}: {e}"))?;
+            first
+                .trim()
+                .strip_prefix("listening on http://")
+                .ok_or_else(|| format!("{what} said {first:?}"))?
+                .parse()
+                .map_err(|e| format!("{what} address: {e}"))
+        })();
+        match addr {
+            Ok(addr) => Ok(Self { child, addr, what }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The broker's `GET /stats` document.
+async fn broker_stats(conn: &mut RawConnection, addr: SocketAddr) -> Result<serde_json::Value> {
+    let req = http::Request::get("/stats")
+        .header(http::header::HOST, addr.to_string())
+        .body(http_body_util::Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let (_, body) = conn.send(req).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("/stats: {e}"))
+}
+
 /// Waits until the broker reports `want` waiting long polls (`GET /stats`).
 async fn wait_for_polls(addr: SocketAddr, want: usize, within: Duration) -> Result<usize> {
     let deadline = Instant::now() + within;
     let mut conn = RawConnection::connect(addr).await?;
     loop {
-        let req = http::Request::get("/stats")
-            .header(http::header::HOST, addr.to_string())
-            .body(http_body_util::Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let (_, body) = conn.send(req).await?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("/stats: {e}"))?;
+        let v = broker_stats(&mut conn, addr).await?;
         let waiting = v["server"]["waiting_polls"].as_u64().unwrap_or(0) as usize;
         if waiting >= want || Instant::now() > deadline {
             return Ok(waiting);
@@ -674,33 +785,9 @@ async fn wait_for_polls(addr: SocketAddr, want: usize, within: Duration) -> Resu
 }
 
 fn idle_polls(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut String) -> Result<()> {
-    let (mut cmd, what) = broker_command(broker_bin);
-    let mut child = cmd
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--credential",
-            &format!("{AK}:{SK}"),
-        ])
-        .env("MQ_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("spawn {what}: {e}"))?;
-    let pid = child.id();
+    let broker = BrokerProcess::start(broker_bin)?;
+    let (pid, addr) = (broker.pid(), broker.addr);
     let result = (|| -> Result<(usize, usize, u64, u64, usize, Option<String>)> {
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut first = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut first)
-            .map_err(|e| format!("reading {what}: {e}"))?;
-        let addr: SocketAddr = first
-            .trim()
-            .strip_prefix("listening on http://")
-            .ok_or_else(|| format!("{what} said {first:?}"))?
-            .parse()
-            .map_err(|e| format!("{what} address: {e}"))?;
         let topic: TopicName = name("idle")?;
         let group: GroupId = name("GID_idle")?;
         h.load.block_on(async {
@@ -729,8 +816,8 @@ fn idle_polls(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
             Ok((opened, waiting, before, after, failed, first_error))
         })
     })();
-    let _ = child.kill();
-    let _ = child.wait();
+    let what = broker.what.clone();
+    drop(broker);
     let (opened, waiting, before, after, failed, first_error) = result?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let per_poll = after.saturating_sub(before) as f64 / waiting.max(1) as f64;
@@ -782,6 +869,342 @@ fn idle_polls(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// 5. Client CPU per publish: the Rust SDK vs the official Python SDK
+
+/// One client's measured publishes (after its warm-up) and the CPU time its process reported
+/// for them.
+struct CpuRow {
+    publishes: u64,
+    errors: u64,
+    /// User + system CPU time of the client process over the measured publishes, seconds.
+    cpu_secs: f64,
+    wall_secs: f64,
+}
+
+impl CpuRow {
+    fn us_per_publish(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.publishes.max(1) as f64
+    }
+}
+
+/// Runs `cmd` to its end within `limit` (killed after it) and returns its stdout; fails with
+/// its stderr when it fails.
+fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Result<String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {what}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    while child
+        .try_wait()
+        .map_err(|e| format!("{what}: {e}"))?
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what} did not finish within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            stdout.trim()
+        ))
+    }
+}
+
+/// A JSON number field of a client's report.
+fn number(v: &serde_json::Value, field: &str, what: &str) -> Result<f64> {
+    v[field]
+        .as_f64()
+        .ok_or_else(|| format!("{what} reported no {field}: {v}"))
+}
+
+/// The Rust SDK: `mq bench publish` as a child process (its own runtime, the `mq` client as
+/// a user builds it), `n` in flight.
+fn rust_cpu_row(addr: SocketAddr, plan: &Plan, n: usize) -> Result<CpuRow> {
+    let what = format!("mq bench publish ({n} in flight)");
+    let stdout = output_within(
+        Command::new(env!("CARGO_BIN_EXE_mq"))
+            .args(["bench", "publish", "--json", "--size"])
+            .arg(SIZE.to_string())
+            .arg("--concurrency")
+            .arg(n.to_string())
+            .arg("--count")
+            .arg(plan.cpu_rust_publishes.to_string())
+            .arg("--warmup")
+            .arg(plan.cpu_warmup.to_string())
+            .arg("--duration")
+            .arg(format!("{}s", plan.cpu_row_limit.as_secs()))
+            .arg("--topic")
+            .arg(format!("cpu_rust_{n}"))
+            .env("MQ_ENDPOINT", format!("http://{addr}"))
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK)
+            .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+            .env_remove("MQ_INSTANCE_ID")
+            .env("MQ_LOG", "error"),
+        plan.cpu_row_limit + Duration::from_secs(30),
+        &what,
+    )?;
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).map_err(|e| format!("{what}: {e}: {stdout}"))?;
+    Ok(CpuRow {
+        publishes: v["messages"].as_u64().unwrap_or(0),
+        errors: v["errors"].as_u64().unwrap_or(0),
+        cpu_secs: number(&v, "cpu_secs", &what)?,
+        wall_secs: number(&v, "duration_secs", &what)?,
+    })
+}
+
+/// The official Python SDK: `python_publish.py` with `n` threads, each with its own client
+/// and producer. Returns the row and the SDK's version.
+fn python_cpu_row(
+    python: &Path,
+    addr: SocketAddr,
+    plan: &Plan,
+    n: usize,
+) -> Result<(CpuRow, String)> {
+    let what = format!("the Python SDK ({n} threads)");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_publish.py");
+    let stdout = output_within(
+        Command::new(python)
+            .arg("-B")
+            .arg(&script)
+            .arg(n.to_string())
+            .arg(plan.cpu_python_publishes.to_string())
+            .arg(plan.cpu_warmup.to_string())
+            .arg(SIZE.to_string())
+            .arg(plan.cpu_row_limit.as_secs().to_string())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("MQ_ENDPOINT", format!("http://{addr}"))
+            .env("MQ_AK", AK)
+            .env("MQ_SK", SK)
+            .env("MQ_TOPIC", format!("cpu_python_{n}")),
+        plan.cpu_row_limit + Duration::from_secs(30),
+        &what,
+    )?;
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).map_err(|e| format!("{what}: {e}: {stdout}"))?;
+    let row = CpuRow {
+        publishes: v["published"].as_u64().unwrap_or(0),
+        errors: v["errors"].as_u64().unwrap_or(0),
+        cpu_secs: number(&v, "cpu_secs", &what)?,
+        wall_secs: number(&v, "wall_secs", &what)?,
+    };
+    Ok((row, v["sdk_version"].as_str().unwrap_or("?").to_owned()))
+}
+
+/// Checks a row against the broker: all `want` publishes succeeded, and the broker counted
+/// exactly the warm-up and the measured publishes on the row's topic (with no failed
+/// publish, whose outcome the client cannot know).
+fn check_cpu_row(
+    h: &Harness,
+    addr: SocketAddr,
+    topic: &str,
+    row: &CpuRow,
+    want: u64,
+    warmup: u64,
+    what: &str,
+) -> Result<()> {
+    if row.publishes != want {
+        return Err(format!(
+            "{what}: {} of {want} publishes succeeded",
+            row.publishes
+        ));
+    }
+    let stats = h.load.block_on(async {
+        let mut conn = RawConnection::connect(addr).await?;
+        broker_stats(&mut conn, addr).await
+    })?;
+    let counted = stats["topics"]
+        .as_array()
+        .and_then(|topics| topics.iter().find(|t| t["topic"] == topic))
+        .and_then(|t| t["published"].as_u64())
+        .unwrap_or(0);
+    if row.errors > 0 {
+        eprintln!(
+            "suite: {what}: {} failed publishes (made again); the broker counted {counted} on {topic}",
+            row.errors
+        );
+    } else if counted != want + warmup {
+        return Err(format!(
+            "{what}: the broker counted {counted} publishes on {topic}, the client {want} after a warm-up of {warmup}"
+        ));
+    }
+    Ok(())
+}
+
+/// The Python SDK's interpreter (`MQ_INTEROP_PYTHON`, checked as the interop tests check
+/// it), or why there is none.
+fn python_sdk() -> std::result::Result<PathBuf, String> {
+    match std::env::var_os("MQ_INTEROP_PYTHON") {
+        Some(p) if !p.is_empty() => python::interop_python()
+            .ok_or_else(|| "MQ_INTEROP_PYTHON names no usable interpreter".to_owned()),
+        _ => Err(
+            "MQ_INTEROP_PYTHON is not set (`cargo xtask interop-env` creates the \
+                  virtualenv with the official SDK; `cargo xtask bench` sets it)"
+                .into(),
+        ),
+    }
+}
+
+fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut String) -> Result<()> {
+    let python = python_sdk();
+    if let Err(why) = &python {
+        if plan.require_python {
+            return Err(format!(
+                "client-cpu: the official Python SDK is required in a full run: {why}"
+            ));
+        }
+        eprintln!("suite: client-cpu: the Python SDK is NOT measured: {why}");
+    }
+    let broker = BrokerProcess::start(broker_bin)?;
+    let addr = broker.addr;
+    let in_flight = [1usize, 16];
+    let mut rows = Vec::new();
+    let mut sdk_version = None;
+    for n in in_flight {
+        let what = format!("mq client, {n} in flight");
+        let rust = rust_cpu_row(addr, plan, n)?;
+        check_cpu_row(
+            h,
+            addr,
+            &format!("cpu_rust_{n}"),
+            &rust,
+            plan.cpu_rust_publishes,
+            plan.cpu_warmup,
+            &what,
+        )?;
+        eprintln!(
+            "suite: client CPU, {what}: {:.1} µs per publish",
+            rust.us_per_publish()
+        );
+        let py = match &python {
+            Ok(python) => {
+                let what = format!("Python SDK, {n} thread{}", if n == 1 { "" } else { "s" });
+                let (row, version) = python_cpu_row(python, addr, plan, n)?;
+                check_cpu_row(
+                    h,
+                    addr,
+                    &format!("cpu_python_{n}"),
+                    &row,
+                    plan.cpu_python_publishes,
+                    plan.cpu_warmup,
+                    &what,
+                )?;
+                eprintln!(
+                    "suite: client CPU, {what}: {:.1} µs per publish",
+                    row.us_per_publish()
+                );
+                sdk_version = Some(version);
+                Some(row)
+            }
+            Err(_) => None,
+        };
+        rows.push((n, rust, py));
+    }
+    let what = broker.what.clone();
+    drop(broker);
+
+    writeln!(
+        out,
+        "Mode `{}`; broker: {what}, one process for every row; {SIZE}-byte bodies; per row {} publishes of warm-up (not measured), then {} (`mq`) or {} (Python SDK) measured.\n",
+        plan.name, plan.cpu_warmup, plan.cpu_rust_publishes, plan.cpu_python_publishes
+    )
+    .ok();
+    writeln!(
+        out,
+        "### Client CPU per publish: `mq` client (Rust SDK) vs the official Python SDK{}\n",
+        sdk_version
+            .as_deref()
+            .map(|v| format!(" (mq-http-sdk {v})"))
+            .unwrap_or_default()
+    )
+    .ok();
+    writeln!(
+        out,
+        "| In flight | `mq` client, CPU µs per publish | Python SDK, CPU µs per publish | Rust / Python | Target ≤ 1/40 at 16 in flight |"
+    )
+    .ok();
+    writeln!(out, "|---:|---:|---:|---:|---|").ok();
+    for (n, rust, py) in &rows {
+        let ours = rust.us_per_publish();
+        let (theirs, ratio, verdict) = match py {
+            Some(py) => {
+                let theirs = py.us_per_publish();
+                let ratio = ours / theirs;
+                (
+                    format!("{theirs:.1}"),
+                    format!("1/{:.1}", 1.0 / ratio),
+                    if *n != 16 {
+                        "—"
+                    } else if ratio <= 1.0 / 40.0 {
+                        "met"
+                    } else {
+                        "**not met**"
+                    },
+                )
+            }
+            None => (
+                "not measured".into(),
+                "—".into(),
+                if *n == 16 { "not measured" } else { "—" },
+            ),
+        };
+        writeln!(out, "| {n} | {ours:.1} | {theirs} | {ratio} | {verdict} |").ok();
+    }
+    writeln!(
+        out,
+        "\n| Client | In flight | Publishes measured | Failed (made again) | CPU s | Wall s | Publishes/s |"
+    )
+    .ok();
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|").ok();
+    for (n, rust, py) in &rows {
+        let mut line = |client: String, r: &CpuRow| {
+            writeln!(
+                out,
+                "| {client} | {n} | {} | {} | {:.3} | {:.2} | {:.0} |",
+                r.publishes,
+                r.errors,
+                r.cpu_secs,
+                r.wall_secs,
+                r.publishes as f64 / r.wall_secs.max(1e-9)
+            )
+            .ok();
+        };
+        line(format!("`mq bench publish --concurrency {n}`"), rust);
+        if let Some(py) = py {
+            line(
+                format!("Python SDK, {n} thread{}", if *n == 1 { "" } else { "s" }),
+                py,
+            );
+        }
+    }
+    if let Err(why) = &python {
+        writeln!(
+            out,
+            "\nThe official Python SDK was not measured in this run: {why}."
+        )
+        .ok();
+    }
+    writeln!(out).ok();
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -820,15 +1243,31 @@ fn run() -> Result<()> {
     if args.runs("memory") {
         idle_polls(&h, plan, args.broker_bin.as_deref(), &mut out)?;
     }
-    let path = args.out_dir.join("suite.md");
+    let mut tables = Vec::new();
+    if SUITE_SECTIONS.iter().any(|s| args.runs(s)) {
+        tables.push(("suite.md", out));
+    }
+    if args.runs("client-cpu") {
+        let mut out = String::new();
+        client_cpu(&h, plan, args.broker_bin.as_deref(), &mut out)?;
+        tables.push(("client-cpu.md", out));
+    }
     std::fs::create_dir_all(&args.out_dir)
-        .and_then(|()| std::fs::write(&path, &out))
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    println!("{out}");
+        .map_err(|e| format!("creating {}: {e}", args.out_dir.display()))?;
+    for (file, text) in &tables {
+        let path = args.out_dir.join(file);
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("{text}");
+    }
     eprintln!(
-        "suite: done in {:.1} s; tables written to {}",
+        "suite: done in {:.1} s; tables written to {} ({})",
         started.elapsed().as_secs_f64(),
-        path.display()
+        args.out_dir.display(),
+        tables
+            .iter()
+            .map(|(file, _)| *file)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

@@ -213,6 +213,12 @@ pub struct BenchArgs {
     /// consume: messages published before measuring.
     #[arg(long, default_value_t = 20_000)]
     prefill: u64,
+    /// publish: stop after this many successful publishes (--duration stays the time limit).
+    #[arg(long)]
+    count: Option<u64>,
+    /// publish: messages published before measuring (not counted; their CPU time excluded).
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
     /// Topic [default: a fresh name; must exist on a real endpoint].
     #[arg(long)]
     topic: Option<TopicName>,
@@ -559,6 +565,14 @@ async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
             mq_tokio::mq_proto::MAX_BODY_LEN
         )));
     }
+    if a.count == Some(0) {
+        return Err(CliError::usage("--count must be at least 1"));
+    }
+    if a.workload != Workload::Publish && (a.count.is_some() || a.warmup > 0) {
+        return Err(CliError::usage(
+            "--count and --warmup apply to the publish workload",
+        ));
+    }
     let suffix = bench::unique_suffix();
     let config = BenchConfig {
         workload: a.workload,
@@ -567,6 +581,8 @@ async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
         duration: a.duration,
         batch: batch_size(a.batch)?,
         prefill: a.prefill,
+        count: a.count,
+        warmup: a.warmup,
         topic: match a.topic {
             Some(t) => t,
             None => TopicName::new(format!("mqbench_{suffix}"))

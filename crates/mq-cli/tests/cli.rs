@@ -791,6 +791,76 @@ fn bench_consume_and_roundtrip_against_an_endpoint() {
 }
 
 #[test]
+fn bench_publish_count_and_warmup_with_cpu_time() {
+    let b = TestBroker::start();
+    let out = ok(b.mq(&[
+        "bench",
+        "publish",
+        "--topic",
+        "CliBenchCount",
+        "--count",
+        "300",
+        "--warmup",
+        "50",
+        "--concurrency",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "20s",
+        "--json",
+    ]));
+    let v = check_bench_json(&out, "publish");
+    // Exactly the count is measured; the warm-up is published but not counted.
+    assert_eq!(v["messages"], 300, "{v}");
+    assert_eq!(v["requests"], 300, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["latency"]["samples"], 300, "{v}");
+    let stats = b.0.stats().expect("stats");
+    let topic = stats
+        .topics
+        .iter()
+        .find(|t| t.topic == "CliBenchCount")
+        .expect("the topic");
+    assert_eq!(topic.published, 350, "warm-up + count reach the broker");
+    // The process's CPU time over the measured publishes, and per publish.
+    let cpu = v["cpu_secs"].as_f64().expect("cpu_secs on Linux");
+    let per = v["cpu_us_per_message"]
+        .as_f64()
+        .expect("cpu_us_per_message");
+    assert!(cpu > 0.0, "{v}");
+    assert!((per - cpu * 1e6 / 300.0).abs() < 1e-6 * per.max(1.0), "{v}");
+    // The human-readable summary shows it.
+    let out = ok(b.mq(&[
+        "bench",
+        "publish",
+        "--count",
+        "20",
+        "--concurrency",
+        "1",
+        "--size",
+        "10",
+    ]));
+    let messages = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("messages"))
+        .and_then(|rest| rest.split_whitespace().next());
+    assert_eq!(messages, Some("20"), "{out}");
+    assert!(out.contains("µs per message"), "{out}");
+    // Count and warm-up are publish settings; a count of 0 measures nothing.
+    for args in [
+        &["bench", "publish", "--count", "0"][..],
+        &["bench", "consume", "--count", "10"],
+        &["bench", "roundtrip", "--warmup", "10"],
+    ] {
+        let out = run(b.mq(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--count") || err.contains("--warmup"), "{err}");
+    }
+}
+
+#[test]
 fn serve_announces_the_address_and_stops_on_sigterm() {
     let mut child: Child = mq(&["serve", "--listen", "127.0.0.1:0", "--credential", "sa:sb"])
         .stdout(Stdio::piped())

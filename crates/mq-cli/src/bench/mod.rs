@@ -3,7 +3,9 @@
 //! answers canned responses ([`bare`]).
 //!
 //! Latencies go into HDR histograms (nanoseconds, 3 significant digits), one per worker,
-//! merged at the end; [`Latency`] reports p50, p99 and p99.9.
+//! merged at the end; [`Latency`] reports p50, p99 and p99.9. The process's CPU time (user +
+//! system, all threads: [`process_cpu_time`]) over the measured part is reported too, as a
+//! user of the SDK would measure it: [`BenchReport::cpu_us_per_message`].
 //!
 //! ```no_run
 //! # async fn demo(client: mq_tokio::Client) -> Result<(), String> {
@@ -68,6 +70,12 @@ pub struct BenchConfig {
     pub batch: BatchSize,
     /// `consume`: messages published before measuring.
     pub prefill: u64,
+    /// `publish`: stop after this many successful publishes (or at [`duration`](Self::duration),
+    /// whichever comes first); `None`: publish until the duration is up.
+    pub count: Option<u64>,
+    /// `publish`: messages published before measuring (same concurrency; not counted, not
+    /// timed, their CPU time excluded): connections opened, caches and allocator warm.
+    pub warmup: u64,
     /// Topic.
     pub topic: TopicName,
     /// Group (consume and roundtrip).
@@ -75,7 +83,8 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
-    /// Defaults: 16 in flight, 1 KiB bodies, 10 s, batches of 16, 20,000 prefilled messages.
+    /// Defaults: 16 in flight, 1 KiB bodies, 10 s, batches of 16, 20,000 prefilled messages,
+    /// no publish count, no warm-up.
     pub fn new(workload: Workload, topic: TopicName, group: GroupId) -> Self {
         Self {
             workload,
@@ -84,9 +93,25 @@ impl BenchConfig {
             duration: Duration::from_secs(10),
             batch: BatchSize::MAX,
             prefill: 20_000,
+            count: None,
+            warmup: 0,
             topic,
             group,
         }
+    }
+
+    /// `publish`: stops after `n` successful publishes (the duration stays the time limit).
+    #[must_use]
+    pub fn count(mut self, n: u64) -> Self {
+        self.count = Some(n);
+        self
+    }
+
+    /// `publish`: publishes `n` messages before measuring.
+    #[must_use]
+    pub fn warmup(mut self, n: u64) -> Self {
+        self.warmup = n;
+        self
     }
 
     /// Sets the concurrency.
@@ -210,6 +235,12 @@ pub struct BenchReport {
     pub latency: Latency,
     /// `consume`: the backlog ran out before the time was up.
     pub drained: bool,
+    /// CPU time of this process over the measured part, seconds: user + system, all threads
+    /// (`CLOCK_PROCESS_CPUTIME_ID`, [`process_cpu_time`]); `None` where the platform has no
+    /// such clock. On a remote endpoint that is the client's alone.
+    pub cpu_secs: Option<f64>,
+    /// [`cpu_secs`](Self::cpu_secs) per message, microseconds.
+    pub cpu_us_per_message: Option<f64>,
     /// The first error, if any.
     pub first_error: Option<String>,
 }
@@ -251,6 +282,12 @@ impl fmt::Display for BenchReport {
             self.latency_of,
             l.samples
         )?;
+        if let (Some(cpu), Some(per)) = (self.cpu_secs, self.cpu_us_per_message) {
+            writeln!(
+                f,
+                "  cpu       {cpu:.3} s (user + system, this process)  {per:.1} µs per message"
+            )?;
+        }
         if let Some(e) = &self.first_error {
             writeln!(f, "  first error: {e}")?;
         }
@@ -286,6 +323,34 @@ pub fn unique_suffix() -> String {
     format!("{}_{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
+/// CPU time this process has used so far: user + system, all its threads
+/// (`CLOCK_PROCESS_CPUTIME_ID`, nanosecond resolution; the clock Python's
+/// `time.process_time()` reads on Linux). `None` on platforms without it.
+pub fn process_cpu_time() -> Option<Duration> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    ))]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        Some(Duration::new(
+            u64::try_from(t.tv_sec).ok()?,
+            u32::try_from(t.tv_nsec).ok()?,
+        ))
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    )))]
+    {
+        None
+    }
+}
+
 /// Counters shared by the workers.
 #[derive(Default)]
 struct Shared {
@@ -319,9 +384,20 @@ pub async fn run(
     if config.concurrency == 0 {
         return Err("concurrency must be at least 1".into());
     }
+    if config.workload != Workload::Publish && (config.count.is_some() || config.warmup > 0) {
+        return Err(format!(
+            "a publish count and a warm-up apply to the publish workload, not {}",
+            config.workload
+        ));
+    }
     let shared = Arc::new(Shared::default());
+    let cpu_before;
     let (started, hist) = match config.workload {
         Workload::Publish => {
+            if config.warmup > 0 {
+                publish_n(client, config, config.warmup, progress, "warming up").await?;
+            }
+            cpu_before = process_cpu_time();
             let started = Instant::now();
             let ticker = spawn_ticker(progress, &shared, started, "published");
             let hists = publish_workers(client, config, &shared, started + config.duration).await;
@@ -330,7 +406,8 @@ pub async fn run(
         }
         Workload::Consume => {
             register(client, config).await?;
-            prefill(client, config, progress).await?;
+            publish_n(client, config, config.prefill, progress, "prefilling").await?;
+            cpu_before = process_cpu_time();
             let started = Instant::now();
             let ticker = spawn_ticker(progress, &shared, started, "consumed");
             let hists = consume_workers(client, config, &shared, started + config.duration).await;
@@ -339,6 +416,7 @@ pub async fn run(
         }
         Workload::Roundtrip => {
             register(client, config).await?;
+            cpu_before = process_cpu_time();
             let started = Instant::now();
             let ticker = spawn_ticker(progress, &shared, started, "delivered");
             let hists = roundtrip(client, config, &shared, started).await;
@@ -347,6 +425,9 @@ pub async fn run(
         }
     };
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let cpu_secs = cpu_before
+        .zip(process_cpu_time())
+        .map(|(before, after)| after.saturating_sub(before).as_secs_f64());
     let hist = merge(hist)?;
     let requests = shared.requests.load(Ordering::Relaxed);
     let messages = shared.messages.load(Ordering::Relaxed);
@@ -381,6 +462,10 @@ pub async fn run(
         },
         latency: Latency::from_histogram(&hist),
         drained: shared.drained.load(Ordering::Relaxed),
+        cpu_secs,
+        cpu_us_per_message: cpu_secs
+            .filter(|_| messages > 0)
+            .map(|cpu| cpu * 1e6 / messages as f64),
         first_error,
     })
 }
@@ -436,12 +521,18 @@ async fn publish_workers(
         }
     };
     let producer = client.producer(config.topic.clone());
+    let quota = Arc::new(Quota::new(config.count));
     let tasks = (0..config.concurrency)
         .map(|_| {
-            let (producer, message, shared) = (producer.clone(), message.clone(), shared.clone());
+            let (producer, message, shared, quota) = (
+                producer.clone(),
+                message.clone(),
+                shared.clone(),
+                quota.clone(),
+            );
             tokio::spawn(async move {
                 let mut h = histogram();
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && quota.take() {
                     let t = Instant::now();
                     match producer.publish(&message).await {
                         Ok(_) => {
@@ -450,6 +541,8 @@ async fn publish_workers(
                             shared.messages.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
+                            // Only successful publishes count towards the quota.
+                            quota.give_back();
                             shared.error(&e);
                             tokio::time::sleep(ERROR_PAUSE).await;
                         }
@@ -460,6 +553,37 @@ async fn publish_workers(
         })
         .collect();
     join_all(tasks).await
+}
+
+/// The publishes left to make, shared by the workers; unlimited without a count.
+struct Quota(Option<AtomicU64>);
+
+impl Quota {
+    fn new(count: Option<u64>) -> Self {
+        Self(count.map(AtomicU64::new))
+    }
+
+    /// Takes one publish from the quota; `false` when none is left.
+    fn take(&self) -> bool {
+        self.0.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
+
+    /// Returns a publish that failed.
+    fn give_back(&self) {
+        if let Some(left) = &self.0 {
+            left.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the quota (nothing more is taken).
+    fn close(&self) {
+        if let Some(left) = &self.0 {
+            left.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Makes the group known to the broker (a group sees messages published after its first
@@ -473,33 +597,35 @@ async fn register(client: &Client, config: &BenchConfig) -> Result<(), String> {
         .map_err(|e| format!("registering group {}: {e}", config.group))
 }
 
-async fn prefill(
+/// Publishes `n` messages of the configured size at the configured concurrency, before
+/// measuring (`what`: "prefilling", "warming up"); the first failure ends it with an error.
+async fn publish_n(
     client: &Client,
     config: &BenchConfig,
+    n: u64,
     progress: &ProgressBar,
+    what: &str,
 ) -> Result<(), String> {
-    progress.set_message(format!("prefilling {} messages", config.prefill));
+    progress.set_message(format!("{what}: {n} messages"));
     let message = Arc::new(TopicMessage::new(body_of(config.size)).map_err(|e| e.to_string())?);
     let producer = client.producer(config.topic.clone());
-    let left = Arc::new(AtomicU64::new(config.prefill));
+    let quota = Arc::new(Quota::new(Some(n)));
     let failure = Arc::new(Mutex::new(None::<String>));
     let tasks: Vec<_> = (0..config.concurrency)
         .map(|_| {
-            let (producer, message, left, failure) = (
+            let (producer, message, quota, failure) = (
                 producer.clone(),
                 message.clone(),
-                left.clone(),
+                quota.clone(),
                 failure.clone(),
             );
+            let what = what.to_owned();
             tokio::spawn(async move {
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
+                while quota.take() {
                     if let Err(e) = producer.publish(&message).await {
                         *failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(format!("prefill failed: {e}"));
-                        left.store(0, Ordering::Relaxed);
+                            Some(format!("{what} failed: {e}"));
+                        quota.close();
                     }
                 }
             })
