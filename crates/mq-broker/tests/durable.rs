@@ -5,7 +5,7 @@
 
 mod support;
 
-use mq_broker::core::{Call, Outcome};
+use mq_broker::core::{Call, Delivery, Outcome};
 use mq_broker::durable::{DurableOptions, JournaledCore, LogEngine, RecordVisitor, StorageError};
 use mq_broker::{
     Broker, BrokerCore, CoreConfig, CoreError, Credential, PublishOutcome, ServerConfig,
@@ -221,6 +221,7 @@ trait Target {
         };
         self.apply_call(now, call)
             .map(|o| o.into_delivered().expect("a consume outcome"))
+            .map(|found| found.into_iter().map(Delivery::into_message).collect())
     }
     fn ack(
         &mut self,

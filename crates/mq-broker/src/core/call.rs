@@ -7,12 +7,12 @@
 
 use mq_proto::server::{Operation, ParsedRequest};
 use mq_proto::{
-    AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, InstanceId, Message, TagFilter,
-    TopicMessage, TopicName, WaitSeconds,
+    AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, InstanceId, TagFilter, TopicMessage,
+    TopicName, WaitSeconds,
 };
 
 use super::{
-    DeadLetterAction, GroupSettings, OffsetReset, PublishOutcome, TopicMessageType,
+    DeadLetterAction, Delivery, GroupSettings, OffsetReset, PublishOutcome, TopicMessageType,
     TransactionResolution,
 };
 
@@ -271,7 +271,7 @@ pub enum Outcome {
     /// The publish was stored: its id, body MD5 and (transactional) publish handle.
     Published(PublishOutcome),
     /// The consumed messages, oldest first; empty when nothing is visible now.
-    Delivered(Vec<Message>),
+    Delivered(Vec<Delivery>),
     /// The handles that could not be settled, each with its error (empty: all settled).
     Settled(Vec<HandleFailure>),
     /// A declaration, housekeeping, reset or half-message decision ran.
@@ -306,7 +306,7 @@ impl Outcome {
     }
 
     /// The messages, if this is [`Outcome::Delivered`].
-    pub fn into_delivered(self) -> Option<Vec<Message>> {
+    pub fn into_delivered(self) -> Option<Vec<Delivery>> {
         match self {
             Self::Delivered(m) => Some(m),
             _ => None,

@@ -9,10 +9,11 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use mq_proto::{ErrorCode, Message, MessageId, TagFilter};
+use mq_proto::{ErrorCode, MessageId, TagFilter};
 use serde::{Deserialize, Serialize};
 
 use super::config::CoreError;
+use super::delivery::Delivery;
 use super::handle::Token;
 use super::orderly::Partition;
 use super::persist;
@@ -214,7 +215,7 @@ impl Group {
         store: &mut Store,
         seq: u64,
         params: DeliverParams<'_>,
-    ) -> Result<Message, CoreError> {
+    ) -> Result<Delivery, CoreError> {
         let stored = store
             .messages
             .get_mut(&seq)
@@ -274,7 +275,7 @@ impl Group {
         filter: &TagFilter,
         batch: usize,
         params: DeliverParams<'_>,
-    ) -> Result<Vec<Message>, CoreError> {
+    ) -> Result<Vec<Delivery>, CoreError> {
         let mut out = Vec::new();
         while out.len() < batch {
             let Some(&(visible_at, seq)) = self.by_time.first() else {
@@ -301,7 +302,7 @@ impl Group {
         params: DeliverParams<'_>,
     ) -> bool {
         let passes = match store.messages.get_mut(&seq) {
-            Some(m) if filter.matches(m.tag.as_ref()) => true,
+            Some(m) if filter.matches(m.content.tag.as_ref()) => true,
             Some(m) => {
                 m.trace.push(TraceEvent::of_group(
                     TraceKind::Filtered,
@@ -375,7 +376,7 @@ impl Group {
                 m.trace
                     .push(TraceEvent::of_group(TraceKind::DeadLettered, expiry, group));
                 self.dead_letters.push_back(DeadLetter {
-                    message_id: m.id.clone(),
+                    message_id: m.content.id.clone(),
                     publish_time: m.publish_time,
                     dead_lettered_at: expiry,
                     consumed_times: entry.consumed_times,

@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use mq_proto::{ErrorCode, Message, ReceiptHandle, TagFilter};
+use mq_proto::{ErrorCode, ReceiptHandle, TagFilter};
 use serde::{Deserialize, Serialize};
 
 use super::config::CoreError;
+use super::delivery::Delivery;
 use super::group::{check_attempt, min_opt};
 use super::handle::Token;
 use super::store::StoredMessage;
@@ -140,14 +141,14 @@ impl HalfPool {
         filter: &TagFilter,
         batch: usize,
         prefix: u64,
-    ) -> Result<Vec<Message>, CoreError> {
+    ) -> Result<Vec<Delivery>, CoreError> {
         let due: Vec<u64> = self
             .by_time
             .range(..=(now, u64::MAX))
             .filter(|(_, seq)| {
                 self.entries
                     .get(seq)
-                    .is_some_and(|e| filter.matches(e.message.tag.as_ref()))
+                    .is_some_and(|e| filter.matches(e.message.content.tag.as_ref()))
             })
             .map(|&(_, seq)| seq)
             .take(batch)

@@ -8,6 +8,8 @@
 //! expiry. The handle therefore only uses `[0-9A-F]`, `-` and the standard base64 alphabet
 //! `[A-Za-z0-9+/=]`, is unique per delivery, and leads straight to the delivery it names.
 
+use std::fmt::Write as _;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mq_proto::{MessageId, ReceiptHandle};
@@ -18,6 +20,8 @@ use super::config::CoreError;
 const TOKEN_VERSION: u8 = 1;
 /// Longest handle text worth decoding (ours are 77 bytes).
 const MAX_HANDLE_LEN: usize = 128;
+/// Bytes of a token: version, scope, sequence number, attempt, expiry.
+const TOKEN_LEN: usize = 1 + 8 + 8 + 4 + 8;
 
 /// The id prefix derived from a seed (SplitMix64 finalizer: well spread, deterministic).
 pub(crate) fn id_prefix(seed: u64) -> u64 {
@@ -29,7 +33,15 @@ pub(crate) fn id_prefix(seed: u64) -> u64 {
 
 /// The text of the message id of sequence number `seq`.
 fn message_id_text(prefix: u64, seq: u64) -> String {
-    format!("{prefix:016X}{seq:016X}")
+    let mut text = String::with_capacity(32);
+    push_message_id(&mut text, prefix, seq);
+    text
+}
+
+/// Appends the text of the message id of sequence number `seq` to `out`.
+fn push_message_id(out: &mut String, prefix: u64, seq: u64) {
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{prefix:016X}{seq:016X}");
 }
 
 /// The message id of sequence number `seq`.
@@ -67,17 +79,17 @@ pub(crate) struct Token {
 impl Token {
     /// The handle text for this token.
     pub(crate) fn encode(&self, prefix: u64) -> Result<ReceiptHandle, CoreError> {
-        let mut raw = Vec::with_capacity(29);
-        raw.push(TOKEN_VERSION);
-        raw.extend_from_slice(&self.scope.to_be_bytes());
-        raw.extend_from_slice(&self.seq.to_be_bytes());
-        raw.extend_from_slice(&self.attempt.to_be_bytes());
-        raw.extend_from_slice(&self.expiry.to_be_bytes());
-        let text = format!(
-            "{}-{}",
-            message_id_text(prefix, self.seq),
-            STANDARD.encode(raw)
-        );
+        let mut raw = [0u8; TOKEN_LEN];
+        raw[0] = TOKEN_VERSION;
+        raw[1..9].copy_from_slice(&self.scope.to_be_bytes());
+        raw[9..17].copy_from_slice(&self.seq.to_be_bytes());
+        raw[17..21].copy_from_slice(&self.attempt.to_be_bytes());
+        raw[21..].copy_from_slice(&self.expiry.to_be_bytes());
+        // One allocation: the id, `-`, then the base64 token appended in place.
+        let mut text = String::with_capacity(33 + TOKEN_LEN.div_ceil(3) * 4);
+        push_message_id(&mut text, prefix, self.seq);
+        text.push('-');
+        STANDARD.encode_string(raw, &mut text);
         ReceiptHandle::new(text)
             .map_err(|e| CoreError::internal(format!("generated receipt handle rejected: {e}")))
     }
@@ -89,8 +101,10 @@ impl Token {
         }
         let (id, token) = text.split_once('-')?;
         let id_seq = message_seq(id, prefix)?;
-        let raw = STANDARD.decode(token).ok()?;
-        let (&version, rest) = raw.split_first()?;
+        // Decoded on the stack: at most 3/4 of the text's bytes.
+        let mut buf = [0u8; MAX_HANDLE_LEN / 4 * 3];
+        let len = STANDARD.decode_slice(token, &mut buf).ok()?;
+        let (&version, rest) = buf.get(..len)?.split_first()?;
         if version != TOKEN_VERSION {
             return None;
         }

@@ -74,6 +74,7 @@
 mod call;
 mod catalog;
 mod config;
+mod delivery;
 mod group;
 mod half;
 mod handle;
@@ -101,6 +102,7 @@ pub use catalog::{GroupInfo, GroupOnTopic};
 pub use config::{
     CoreConfig, CoreError, GroupSettings, MAX_INVISIBILITY_MS, PublishOutcome, TopicMessageType,
 };
+pub use delivery::Delivery;
 pub use group::{DeadLetter, DeadLetterAction};
 pub use half::TransactionResolution;
 pub use peek::{
@@ -265,11 +267,9 @@ impl BrokerCore {
                 batch,
                 wait: _,
             } => self
-                .consume(
+                .deliver(
                     now_ms,
-                    instance.as_ref(),
-                    &topic,
-                    &group,
+                    (instance.as_ref(), &topic, &group),
                     kind,
                     &filter,
                     batch,
@@ -514,7 +514,7 @@ impl BrokerCore {
         self.next_seq += 1;
         t.published += 1;
         let stored = StoredMessage::new(seq, id.clone(), &message, now, producer);
-        let body_md5 = stored.body_md5.clone();
+        let body_md5 = stored.content.body_md5.clone();
         if let Some(immunity) = message.trans_check_immunity() {
             let handle = t.half.insert(
                 stored,
@@ -577,6 +577,21 @@ impl BrokerCore {
         filter: &TagFilter,
         batch: BatchSize,
     ) -> Result<Vec<Message>, CoreError> {
+        let found = self.deliver(now_ms, (instance, topic, group), kind, filter, batch)?;
+        Ok(found.into_iter().map(Delivery::into_message).collect())
+    }
+
+    /// [`consume`](Self::consume) as [`apply`](Self::apply) answers it: the deliveries
+    /// share the stored text (see [`Delivery`]). `at`: the instance, topic and group.
+    fn deliver(
+        &mut self,
+        now_ms: u64,
+        at: (Option<&InstanceId>, &TopicName, &GroupId),
+        kind: ConsumeKind,
+        filter: &TagFilter,
+        batch: BatchSize,
+    ) -> Result<Vec<Delivery>, CoreError> {
+        let (instance, topic, group) = at;
         let now = self.advance(now_ms);
         let settings = match kind {
             ConsumeKind::Half => GroupSettings::default(),

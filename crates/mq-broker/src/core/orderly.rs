@@ -18,10 +18,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use mq_proto::{Message, TagFilter};
+use mq_proto::TagFilter;
 use serde::{Deserialize, Serialize};
 
 use super::config::CoreError;
+use super::delivery::Delivery;
 use super::group::{DeliverParams, Group};
 use super::store::Store;
 
@@ -70,7 +71,7 @@ impl Group {
         filter: &TagFilter,
         batch: usize,
         params: DeliverParams<'_>,
-    ) -> Result<Vec<Message>, CoreError> {
+    ) -> Result<Vec<Delivery>, CoreError> {
         let mut out = Vec::new();
         while out.len() < batch {
             let Some((ready_at, key)) = self.order_ready.first().cloned() else {

@@ -149,18 +149,21 @@ impl PeekedMessage {
         view: BodyView,
     ) -> Self {
         let shown = match view {
-            BodyView::Full => &m.body[..],
-            BodyView::Preview => &m.body[..m.body.floor_char_boundary(BODY_PREVIEW_BYTES)],
+            BodyView::Full => &m.content.body[..],
+            BodyView::Preview => {
+                &m.content.body[..m.content.body.floor_char_boundary(BODY_PREVIEW_BYTES)]
+            }
         };
         Self {
-            message_id: m.id.as_str().to_owned(),
+            message_id: m.content.id.as_str().to_owned(),
             state,
             body: Some(shown.to_owned()),
-            body_size: Some(m.body.len()),
-            body_truncated: shown.len() < m.body.len(),
-            body_md5: Some(m.body_md5.clone()),
-            tag: m.tag.as_ref().map(|t| t.as_str().to_owned()),
+            body_size: Some(m.content.body.len()),
+            body_truncated: shown.len() < m.content.body.len(),
+            body_md5: Some(m.content.body_md5.clone()),
+            tag: m.content.tag.as_ref().map(|t| t.as_str().to_owned()),
             properties: m
+                .content
                 .properties
                 .iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -318,7 +321,7 @@ impl BrokerCore {
         if state == PeekState::Half {
             let mut half: Vec<_> = t.half.entries.values().collect();
             half.sort_by_key(|h| (h.check_at, h.message.seq));
-            let listed = skip_through(half, after, |h| h.message.id.as_str())?.map(|h| {
+            let listed = skip_through(half, after, |h| h.message.content.id.as_str())?.map(|h| {
                 PeekedMessage::stored(&h.message, state, h.pops, h.check_at, BodyView::Preview)
             });
             return Ok(listing(
@@ -364,7 +367,7 @@ impl BrokerCore {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let listed = skip_through(held, after, |(m, _)| m.id.as_str())?.map(|(m, e)| {
+        let listed = skip_through(held, after, |(m, _)| m.content.id.as_str())?.map(|(m, e)| {
             PeekedMessage::stored(m, state, e.consumed_times, e.visible_at, BodyView::Preview)
         });
         Ok(listing(
@@ -481,8 +484,9 @@ impl BrokerCore {
         }
         let after_seq = seq_of(after)?;
         let matches = |m: &StoredMessage| match lookup {
-            Lookup::Id(id) => m.id.as_str() == id,
+            Lookup::Id(id) => m.content.id.as_str() == id,
             Lookup::Key(key) => m
+                .content
                 .properties
                 .get(mq_proto::KEY_KEYS)
                 .is_some_and(|keys| keys.split_whitespace().any(|k| k == key)),

@@ -25,13 +25,9 @@ pub(crate) mod message_id {
     }
 }
 
-/// `Option<Tag>` as optional text.
+/// `Option<Tag>` read from optional text (written as `Option<&str>`).
 pub(crate) mod opt_tag {
     use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(tag: &Option<Tag>, s: S) -> Result<S::Ok, S::Error> {
-        tag.as_ref().map(Tag::as_str).serialize(s)
-    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Tag>, D::Error> {
         Option::<String>::deserialize(d)?
@@ -40,14 +36,10 @@ pub(crate) mod opt_tag {
     }
 }
 
-/// [`mq_proto::Properties`] in its wire form (`k:v|k:v|`).
+/// [`mq_proto::Properties`] read from its wire form (`k:v|k:v|`; written as that text).
 pub(crate) mod properties {
     use super::*;
     use mq_proto::Properties;
-
-    pub(crate) fn serialize<S: Serializer>(p: &Properties, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&p.encode())
-    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Properties, D::Error> {
         Properties::decode(&String::deserialize(d)?).map_err(D::Error::custom)

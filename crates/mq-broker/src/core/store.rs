@@ -11,30 +11,105 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use mq_proto::{Message, MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
-use serde::{Deserialize, Serialize};
+use bytestring::ByteString;
+use mq_proto::{MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
+use serde::ser::SerializeStruct as _;
+use serde::{Deserialize, Serialize, Serializer};
 
+use super::delivery::Delivery;
 use super::persist;
 use super::trace::{Trace, TraceEvent, TraceKind};
+
+/// What never changes about a stored message once published: shared (`Arc`) by the store
+/// and every [`Delivery`] of it, so a delivery copies no text.
+///
+/// Snapshots keep the fields where `StoredMessage` had them inline before (postcard writes
+/// a nested struct as its fields in order, with no framing), so data directories written
+/// before the split read unchanged.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "ContentFields")]
+pub(crate) struct MessageContent {
+    /// Message id.
+    pub(crate) id: MessageId,
+    /// Body text.
+    pub(crate) body: ByteString,
+    /// Upper-case hex MD5 of the body.
+    pub(crate) body_md5: String,
+    /// Tag, if any.
+    pub(crate) tag: Option<Tag>,
+    /// All properties as published, system keys included.
+    pub(crate) properties: Properties,
+    /// `properties` in their wire form (PROTOCOL §4), encoded once at publish: what a
+    /// consume response and the retention byte count use.
+    pub(crate) properties_wire: Box<str>,
+}
+
+/// The serde form of [`MessageContent`] (the wire form of the properties is derived).
+#[derive(Deserialize)]
+struct ContentFields {
+    #[serde(with = "persist::message_id")]
+    id: MessageId,
+    body: String,
+    body_md5: String,
+    #[serde(deserialize_with = "persist::opt_tag::deserialize")]
+    tag: Option<Tag>,
+    #[serde(deserialize_with = "persist::properties::deserialize")]
+    properties: Properties,
+}
+
+impl From<ContentFields> for MessageContent {
+    fn from(f: ContentFields) -> Self {
+        Self::new(
+            f.id,
+            ByteString::from(f.body),
+            f.body_md5,
+            f.tag,
+            f.properties,
+        )
+    }
+}
+
+impl Serialize for MessageContent {
+    /// As [`ContentFields`]: id, body, MD5, tag and properties as text, in that order.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("MessageContent", 5)?;
+        st.serialize_field("id", self.id.as_str())?;
+        st.serialize_field("body", &*self.body)?;
+        st.serialize_field("body_md5", &self.body_md5)?;
+        st.serialize_field("tag", &self.tag.as_ref().map(Tag::as_str))?;
+        st.serialize_field("properties", &*self.properties_wire)?;
+        st.end()
+    }
+}
+
+impl MessageContent {
+    /// The content of a message; encodes the properties' wire form.
+    pub(crate) fn new(
+        id: MessageId,
+        body: ByteString,
+        body_md5: String,
+        tag: Option<Tag>,
+        properties: Properties,
+    ) -> Self {
+        let properties_wire = properties.encode().into_boxed_str();
+        Self {
+            id,
+            body,
+            body_md5,
+            tag,
+            properties,
+            properties_wire,
+        }
+    }
+}
 
 /// A message as the core keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredMessage {
     /// Core-wide sequence number (also the low half of the id).
     pub(crate) seq: u64,
-    /// Message id.
-    #[serde(with = "persist::message_id")]
-    pub(crate) id: MessageId,
-    /// Body text.
-    pub(crate) body: Box<str>,
-    /// Upper-case hex MD5 of the body.
-    pub(crate) body_md5: String,
-    /// Tag, if any.
-    #[serde(with = "persist::opt_tag")]
-    pub(crate) tag: Option<Tag>,
-    /// All properties as published, system keys included.
-    #[serde(with = "persist::properties")]
-    pub(crate) properties: Properties,
+    /// Id, body, MD5, tag and properties, shared with the deliveries.
+    pub(crate) content: Arc<MessageContent>,
     /// Ordered-consumption partition (`__SHARDINGKEY`, "" when absent).
     pub(crate) partition: Arc<str>,
     /// Store time (epoch ms).
@@ -70,11 +145,13 @@ impl StoredMessage {
         });
         Self {
             seq,
-            id,
-            body: message.body().into(),
-            body_md5: message.body_md5(),
-            tag: message.tag().cloned(),
-            properties: message.all_properties(),
+            content: Arc::new(MessageContent::new(
+                id,
+                ByteString::from(message.body()),
+                message.body_md5(),
+                message.tag().cloned(),
+                message.all_properties(),
+            )),
             partition: Arc::from(message.sharding_key().unwrap_or("")),
             publish_time: now,
             start_deliver_time: message.start_deliver_time(),
@@ -89,7 +166,7 @@ impl StoredMessage {
     /// What an unheld message counts against the per-topic byte bound: its body and
     /// properties.
     fn kept_bytes(&self) -> u64 {
-        (self.body.len() + self.properties.encode().len()) as u64
+        (self.content.body.len() + self.content.properties_wire.len()) as u64
     }
 
     /// The time the message becomes deliverable when it enters the queues at `now`.
@@ -97,25 +174,22 @@ impl StoredMessage {
         self.start_deliver_time.map_or(now, |t| t.max(now))
     }
 
-    /// The consumer's view of one delivery.
+    /// The consumer's view of one delivery: the shared content and this delivery's handle
+    /// and times.
     pub(crate) fn delivery(
         &self,
         receipt_handle: ReceiptHandle,
         next_consume_time: u64,
         first_consume_time: u64,
         consumed_times: u32,
-    ) -> Message {
-        Message {
-            message_id: self.id.clone(),
-            receipt_handle,
-            body_md5: self.body_md5.as_str().into(),
-            body: self.body.as_ref().into(),
+    ) -> Delivery {
+        Delivery {
+            content: self.content.clone(),
             publish_time: self.publish_time,
+            receipt_handle,
             next_consume_time,
             first_consume_time,
             consumed_times,
-            tag: self.tag.clone(),
-            properties: self.properties.clone(),
         }
     }
 }
@@ -233,5 +307,86 @@ impl Store {
             out.push(seq);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::trace::Trace;
+
+    /// `StoredMessage` as snapshots of format 2 wrote it before its content moved behind an
+    /// `Arc` (the same field types and order, inline).
+    #[derive(Serialize)]
+    struct FlatStoredMessage {
+        seq: u64,
+        id: String,
+        body: Box<str>,
+        body_md5: String,
+        tag: Option<String>,
+        properties: String,
+        partition: Arc<str>,
+        publish_time: u64,
+        start_deliver_time: Option<u64>,
+        expire_at: u64,
+        refs: usize,
+        released_at: u64,
+        rolled_back: bool,
+        trace: Trace,
+    }
+
+    fn stored() -> StoredMessage {
+        let message = TopicMessage::new("a < b & \u{e9}")
+            .and_then(|m| m.with_key("k1"))
+            .map(|m| m.with_tag(Tag::new("TagA").expect("tag")))
+            .map(|m| m.with_start_deliver_time(9_000))
+            .expect("message");
+        let id = MessageId::new("0123456789ABCDEF0000000000000007").expect("id");
+        let mut m = StoredMessage::new(7, id, &message, 1_000, Some("LTAI-key"));
+        m.expire_at = 50_000;
+        m.refs = 2;
+        m
+    }
+
+    #[test]
+    fn snapshot_form_is_the_flat_one_of_earlier_data_dirs() {
+        let m = stored();
+        let flat = FlatStoredMessage {
+            seq: m.seq,
+            id: m.content.id.as_str().to_owned(),
+            body: m.content.body.to_string().into_boxed_str(),
+            body_md5: m.content.body_md5.clone(),
+            tag: m.content.tag.as_ref().map(|t| t.as_str().to_owned()),
+            properties: m.content.properties.encode(),
+            partition: m.partition.clone(),
+            publish_time: m.publish_time,
+            start_deliver_time: m.start_deliver_time,
+            expire_at: m.expire_at,
+            refs: m.refs,
+            released_at: m.released_at,
+            rolled_back: m.rolled_back,
+            trace: m.trace.clone(),
+        };
+        let old = postcard::to_allocvec(&flat).expect("encode the old form");
+        assert_eq!(postcard::to_allocvec(&m).expect("encode"), old);
+        let read: StoredMessage = postcard::from_bytes(&old).expect("read the old form");
+        assert_eq!(read, m);
+        assert_eq!(
+            &*read.content.properties_wire,
+            m.content.properties.encode()
+        );
+    }
+
+    #[test]
+    fn deliveries_share_the_stored_content() {
+        let m = stored();
+        let handle = ReceiptHandle::new("0123456789ABCDEF0000000000000007-AQ==").expect("handle");
+        let d = m.delivery(handle, 31_000, 2_000, 1);
+        assert_eq!(d.body(), "a < b & \u{e9}");
+        assert!(std::ptr::eq(d.body().as_ptr(), m.content.body.as_ptr()));
+        let owned = d.into_message();
+        assert_eq!(owned.body_md5, mq_proto::body_md5(&owned.body));
+        assert_eq!(owned.properties, m.content.properties);
+        assert_eq!(owned.tag, m.content.tag);
     }
 }

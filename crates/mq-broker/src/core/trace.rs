@@ -149,7 +149,7 @@ impl BrokerCore {
                 .get(&seq)
                 .or_else(|| t.half.entries.get(&seq).map(|h| &h.message))?;
             Some(MessageTrace {
-                message_id: m.id.as_str().to_owned(),
+                message_id: m.content.id.as_str().to_owned(),
                 instance: instance.as_ref().map(|i| i.as_str().to_owned()),
                 topic: topic.as_str().to_owned(),
                 events: m.trace.events.clone(),

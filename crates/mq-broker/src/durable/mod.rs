@@ -72,7 +72,7 @@
 //! }
 //! let mut core = JournaledCore::open(CoreConfig::default(), Some(&dir))?;
 //! let Outcome::Delivered(got) = core.apply(2_000, consume)? else { unreachable!() };
-//! assert_eq!(got[0].body, "kept");
+//! assert_eq!(got[0].body(), "kept");
 //! core.close().await;
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }

@@ -51,7 +51,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use self::handle::{Handle, Kind};
 use crate::config::{HandleKey, RocketMqConfig};
-use crate::core::{Call, CoreConfig, GroupStats, Outcome, PublishOutcome, Stats, TopicStats};
+use crate::core::{
+    Call, CoreConfig, Delivery, GroupStats, Outcome, PublishOutcome, Stats, TopicStats,
+};
 use crate::server::{Clock, Waiting};
 
 type Client = pb::messaging_service_client::MessagingServiceClient<Channel>;
@@ -395,7 +397,9 @@ impl Gateway {
                 };
                 self.consume(target, &group, kind, &filter, batch, wait, waiting)
                     .await
-                    .map(Outcome::Delivered)
+                    .map(|found| {
+                        Outcome::Delivered(found.into_iter().map(Delivery::from).collect())
+                    })
             }
             Call::Ack {
                 instance,

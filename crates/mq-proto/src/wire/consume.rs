@@ -19,21 +19,123 @@ use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use crate::wire::{DecodeError, message_id, receipt_handle, trimmed};
 use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
 
+/// One message of a consume response as [`encode_response`] writes it: borrowed text and
+/// numbers, so that a server can encode what it stores without building an owned
+/// [`Message`] per delivery (PROTOCOL §3.4; times are epoch milliseconds).
+///
+/// ```
+/// use mq_proto::wire::consume::{MessageView, PropertiesView, encode_response};
+/// let view = MessageView {
+///     message_id: "0BC1EF3E1A9C18B4AAC2558D1E4F0010",
+///     receipt_handle: "0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx",
+///     body_md5: "5D41402ABC4B2A76B9719D911017C592",
+///     body: "hello",
+///     publish_time: 1_000,
+///     next_consume_time: 31_000,
+///     first_consume_time: 1_000,
+///     consumed_times: 1,
+///     tag: Some("TagA"),
+///     properties: PropertiesView::Encoded("KEYS:k1|"),
+/// };
+/// let xml = encode_response(&[view]);
+/// let xml = std::str::from_utf8(&xml)?;
+/// assert!(xml.contains("<MessageBody>hello</MessageBody>"));
+/// assert!(xml.contains("<Properties>KEYS:k1|</Properties>"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    /// `MessageId`.
+    pub message_id: &'a str,
+    /// `ReceiptHandle` of this delivery.
+    pub receipt_handle: &'a str,
+    /// `MessageBodyMD5`: upper-case hex MD5 of the body (PROTOCOL §3.8).
+    pub body_md5: &'a str,
+    /// `MessageBody` (unescaped text; the encoder escapes it).
+    pub body: &'a str,
+    /// `PublishTime`.
+    pub publish_time: u64,
+    /// `NextConsumeTime`.
+    pub next_consume_time: u64,
+    /// `FirstConsumeTime`.
+    pub first_consume_time: u64,
+    /// `ConsumedTimes`.
+    pub consumed_times: u32,
+    /// `MessageTag`, written only when present.
+    pub tag: Option<&'a str>,
+    /// `Properties`, written only when there are some.
+    pub properties: PropertiesView<'a>,
+}
+
+/// The `Properties` of a [`MessageView`]: a map, or its §4 wire form already encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PropertiesView<'a> {
+    /// Properties as a map (encoded when written).
+    Map(&'a Properties),
+    /// Properties in their wire form (`k:v|k:v|`, PROTOCOL §4), as
+    /// [`Properties::encode`] writes them; `""` for none.
+    Encoded(&'a str),
+}
+
+impl PropertiesView<'_> {
+    /// Bytes of the wire form.
+    fn encoded_len(&self) -> usize {
+        match self {
+            Self::Map(p) => p.encoded_len(),
+            Self::Encoded(s) => s.len(),
+        }
+    }
+}
+
+/// What [`encode_response`] encodes: anything that can lend a [`MessageView`] of itself
+/// (an owned [`Message`], a view, or a server's own delivery type).
+pub trait AsMessageView {
+    /// The view of this message.
+    fn view(&self) -> MessageView<'_>;
+}
+
+impl AsMessageView for MessageView<'_> {
+    fn view(&self) -> MessageView<'_> {
+        *self
+    }
+}
+
+impl AsMessageView for Message {
+    fn view(&self) -> MessageView<'_> {
+        MessageView {
+            message_id: self.message_id.as_str(),
+            receipt_handle: self.receipt_handle.as_str(),
+            body_md5: &self.body_md5,
+            body: &self.body,
+            publish_time: self.publish_time,
+            next_consume_time: self.next_consume_time,
+            first_consume_time: self.first_consume_time,
+            consumed_times: self.consumed_times,
+            tag: self.tag.as_ref().map(Tag::as_str),
+            properties: PropertiesView::Map(&self.properties),
+        }
+    }
+}
+
 /// Encodes a consume response (PROTOCOL §3.4): `Messages` with one `Message` per message,
 /// every field in the documented order, `MessageTag` only when the message has a tag and
 /// `Properties` only when there are some (with the trailing `|`).
 ///
+/// Takes owned [`Message`]s or anything else that lends a [`MessageView`]: the one encoder of
+/// this document, for the client's tests and the broker alike.
+///
 /// Do not send an empty list with status 200 (SDKs break on it): answer 404
 /// `MessageNotExist` instead.
-pub fn encode_response(messages: &[Message]) -> Bytes {
+pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
     let capacity: usize = messages
         .iter()
         .map(|m| {
-            420 + m.message_id.as_str().len()
-                + m.receipt_handle.as_str().len()
+            let m = m.view();
+            420 + m.message_id.len()
+                + m.receipt_handle.len()
                 + m.body_md5.len()
-                + xml::text_capacity(&m.body)
-                + m.tag.as_ref().map_or(0, |t| xml::text_capacity(t.as_str()))
+                + xml::text_capacity(m.body)
+                + m.tag.map_or(0, xml::text_capacity)
                 + m.properties.encoded_len()
         })
         .sum();
@@ -41,22 +143,29 @@ pub fn encode_response(messages: &[Message]) -> Bytes {
     w.open_root("Messages", NS_MESSAGE);
     let mut props = String::new();
     for m in messages {
+        let m = m.view();
         w.open("Message");
-        w.text("MessageId", m.message_id.as_str());
-        w.text("ReceiptHandle", m.receipt_handle.as_str());
-        w.text("MessageBodyMD5", &m.body_md5);
-        w.text("MessageBody", &m.body);
+        w.text("MessageId", m.message_id);
+        w.text("ReceiptHandle", m.receipt_handle);
+        w.text("MessageBodyMD5", m.body_md5);
+        w.text("MessageBody", m.body);
         w.number("PublishTime", m.publish_time);
         w.number("NextConsumeTime", m.next_consume_time);
         w.number("FirstConsumeTime", m.first_consume_time);
         w.number("ConsumedTimes", u64::from(m.consumed_times));
-        if let Some(tag) = &m.tag {
-            w.text("MessageTag", tag.as_str());
+        if let Some(tag) = m.tag {
+            w.text("MessageTag", tag);
         }
-        if !m.properties.is_empty() {
-            props.clear();
-            m.properties.encode_into(&mut props);
-            w.text("Properties", &props);
+        let encoded = match m.properties {
+            PropertiesView::Map(p) => {
+                props.clear();
+                p.encode_into(&mut props);
+                props.as_str()
+            }
+            PropertiesView::Encoded(s) => s,
+        };
+        if !encoded.is_empty() {
+            w.text("Properties", encoded);
         }
         w.close("Message");
     }
@@ -446,8 +555,20 @@ mod tests {
         let entries = decode_entries(&mut r, &body, &[]);
         assert_eq!(
             entries,
-            Ok(messages.into_iter().map(Entry::Message).collect())
+            Ok(messages.clone().into_iter().map(Entry::Message).collect())
         );
+        // A server's borrowed views with the properties already in wire form encode to the
+        // same document as the owned messages.
+        let wire: Vec<String> = messages.iter().map(|m| m.properties.encode()).collect();
+        let views: Vec<MessageView<'_>> = messages
+            .iter()
+            .zip(&wire)
+            .map(|(m, p)| MessageView {
+                properties: PropertiesView::Encoded(p),
+                ..m.view()
+            })
+            .collect();
+        assert_eq!(encode_response(&views), body);
     }
 
     /// One `Message` element with these children (`None` leaves one out).
