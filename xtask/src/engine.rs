@@ -20,11 +20,12 @@ const CRATES: [(&str, &str); 3] = [
     ("rocketmq-proxy", "rocketmq-proxy-rust"),
 ];
 /// The engine's release optimisation level. Its crates set no profile, so `cargo install`
-/// would build at 3: 40–60 min on 2 cores. At 1 the three binaries took 3,190 CPU-seconds
-/// (2026-12-01), 29m 43s of a fresh CI run that took 68 min in all; at 0 (no optimisation,
-/// still without debug assertions) less again. The gateway tests and benchmark run against it
-/// unchanged: the engine is a test fixture whose speed the benchmark compares the gateway
-/// with, in the same run, not a product.
+/// would build at 3: 40–60 min on 2 cores. Measured on fresh CI runs (2026-12-01, 2 cores):
+/// at 1, with the proxy's default features, 29m 43s in the foreground of a 69-min run; at 0,
+/// with the proxy's cluster mode alone, 23m 29s in the background of a 41.6-min run, which
+/// waited 8 min for it. The gateway tests and benchmark run against it unchanged: the engine
+/// is a test fixture whose speed the benchmark compares the gateway with, in the same run,
+/// not a product.
 const OPT_LEVEL: &str = "0";
 /// What the engine harness (`tests/src/engine.rs`) reads the binaries' directory from.
 pub(crate) const BIN_ENV: &str = "MQ_ROCKETMQ_ENGINE_BIN";
