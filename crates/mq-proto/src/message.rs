@@ -295,6 +295,12 @@ impl TopicMessage {
         self.body.to_bytes()
     }
 
+    /// The body as shared [`Text`] (a cheap clone: no copy). A body parsed from a request
+    /// shares the request's buffer.
+    pub fn body_text(&self) -> Text {
+        self.body.clone()
+    }
+
     /// The tag, if any.
     pub fn tag(&self) -> Option<&Tag> {
         self.tag.as_ref()

@@ -118,8 +118,8 @@ impl Delivery {
         Message {
             message_id: c.id.clone(),
             receipt_handle: self.receipt_handle,
-            body_md5: c.body_md5.clone(),
-            body: c.body.to_string(),
+            body_md5: c.body_md5.as_str().into(),
+            body: c.body.clone().into(),
             publish_time: self.publish_time,
             next_consume_time: self.next_consume_time,
             first_consume_time: self.first_consume_time,
@@ -137,7 +137,7 @@ impl From<Message> for Delivery {
         let content = MessageContent::new(
             m.message_id,
             ByteString::from(m.body),
-            m.body_md5,
+            String::from(m.body_md5),
             m.tag,
             m.properties,
         );

@@ -147,7 +147,7 @@ impl StoredMessage {
             seq,
             content: Arc::new(MessageContent::new(
                 id,
-                ByteString::from(message.body()),
+                ByteString::from(message.body_text()),
                 message.body_md5(),
                 message.tag().cloned(),
                 message.all_properties(),
