@@ -314,7 +314,9 @@ fn deny() -> Result {
     )?;
     if run(
         "deny",
-        cargo().args(["deny", "check", "--disable-fetch", "advisories"]),
+        // Against a local copy of the database, if there is one (cargo-deny 0.20: a global
+        // `--offline`; `check --disable-fetch` is refused as an unknown argument).
+        cargo().args(["deny", "--offline", "check", "advisories"]),
     )
     .is_ok()
     {
