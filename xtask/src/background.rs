@@ -105,14 +105,7 @@ pub(crate) fn run_logged(step: &str, cmd: &Command, log: &Path) -> Result {
             };
         }
     }
-    let shown = format!(
-        "{} {}",
-        cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let shown = crate::shown(cmd);
     let open = || {
         File::options()
             .append(true)

@@ -101,15 +101,20 @@ fn cargo() -> Command {
     c
 }
 
-fn run(step: &str, cmd: &mut Command) -> Result {
-    let shown = format!(
+/// `cmd` as a shell line, for the log.
+fn shown(cmd: &Command) -> String {
+    format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
         cmd.get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ")
-    );
+    )
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result {
+    let shown = shown(cmd);
     println!("\n==> [{step}] {shown}");
     let started = Instant::now();
     let status = cmd
