@@ -3,29 +3,49 @@
 //! run; started at the lowest CPU priority beside the foreground steps they take the CPU
 //! those leave idle (crate downloads, links, tests waiting on sockets and timers) and
 //! nothing from them. Each writes its output to a log file, shown when it fails.
+//!
+//! A step not waited for (xtask ends early: a foreground step failed) is stopped when its
+//! [`Background`] is dropped: the command running is sent SIGTERM and no further command
+//! starts, so no orphaned build keeps running and holding cargo's build-directory lock.
 
 use crate::Result;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 /// Bytes of a failed background step's log shown in the error.
 const LOG_TAIL_BYTES: u64 = 8 * 1024;
 
-/// A step running on its own thread; [`wait`](Background::wait) for its result.
+/// A step running on its own thread; [`wait`](Background::wait) for its result. Dropped
+/// without a wait, it stops the step (see the module docs).
 pub(crate) struct Background<T> {
     step: &'static str,
     log: PathBuf,
     started: Instant,
-    handle: JoinHandle<Result<T>>,
+    running: Running,
+    handle: Option<JoinHandle<Result<T>>>,
 }
 
+/// Where a background step's commands log, and which of them is running.
+pub(crate) struct StepLog {
+    path: PathBuf,
+    running: Running,
+}
+
+/// The process id of the command a step is running (`None` between commands), or
+/// [`STOPPED`] once the step was stopped.
+type Running = Arc<Mutex<Option<u32>>>;
+
+/// The [`Running`] value of a stopped step: no command may start any more.
+const STOPPED: u32 = 0;
+
 impl<T: Send + 'static> Background<T> {
-    /// Starts `work` on a thread; it gets the path of the log its commands append to
-    /// (created empty here).
+    /// Starts `work` on a thread; it gets the log its commands append to (created empty
+    /// here), to pass to [`run_logged`].
     ///
     /// # Errors
     ///
@@ -33,7 +53,7 @@ impl<T: Send + 'static> Background<T> {
     pub(crate) fn start(
         step: &'static str,
         log: PathBuf,
-        work: impl FnOnce(&Path) -> Result<T> + Send + 'static,
+        work: impl FnOnce(&StepLog) -> Result<T> + Send + 'static,
     ) -> Result<Self> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)
@@ -44,12 +64,17 @@ impl<T: Send + 'static> Background<T> {
             "\n==> [{step}] started in the background at the lowest CPU priority (log: {})",
             log.display()
         );
-        let path = log.clone();
+        let running = Running::default();
+        let step_log = StepLog {
+            path: log.clone(),
+            running: Arc::clone(&running),
+        };
         Ok(Self {
             step,
             log,
             started: Instant::now(),
-            handle: thread::spawn(move || work(&path)),
+            running,
+            handle: Some(thread::spawn(move || work(&step_log))),
         })
     }
 
@@ -58,25 +83,55 @@ impl<T: Send + 'static> Background<T> {
     /// # Errors
     ///
     /// The step failed or its thread panicked.
-    pub(crate) fn wait(self) -> Result<T> {
-        let Self {
-            step,
-            log,
-            started,
-            handle,
-        } = self;
+    pub(crate) fn wait(mut self) -> Result<T> {
+        let step = self.step;
         println!("\n==> [{step}] waiting for the background step");
         let waited = Instant::now();
-        let result = handle
-            .join()
-            .unwrap_or_else(|_| Err(format!("[{step}] the background thread panicked")));
+        let result = self.join();
         println!(
             "==> [{step}] {} in {:.1}s after its start ({:.1}s waited for)",
             if result.is_ok() { "ok" } else { "FAILED" },
-            started.elapsed().as_secs_f64(),
+            self.started.elapsed().as_secs_f64(),
             waited.elapsed().as_secs_f64()
         );
-        result.map_err(|e| format!("{e}\n--- end of {} ---\n{}", log.display(), tail(&log)))
+        result.map_err(|e| {
+            let log = &self.log;
+            format!("{e}\n--- end of {} ---\n{}", log.display(), tail(log))
+        })
+    }
+
+    /// The step's result once its thread ends (an error if it was already taken).
+    fn join(&mut self) -> Result<T> {
+        let step = self.step;
+        match self.handle.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(format!("[{step}] the background thread panicked"))),
+            None => Err(format!("[{step}] already waited for")),
+        }
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        let pid = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(STOPPED);
+        if let Some(pid) = pid.filter(|&p| p != STOPPED) {
+            println!(
+                "==> [{}] stopping the background step (pid {pid})",
+                self.step
+            );
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = handle.join();
     }
 }
 
@@ -86,7 +141,8 @@ impl<T: Send + 'static> Background<T> {
 /// # Errors
 ///
 /// The command cannot start or exits unsuccessfully.
-pub(crate) fn run_logged(step: &str, cmd: &Command, log: &Path) -> Result {
+/// The step was stopped: no command starts after that, and one running is sent SIGTERM.
+pub(crate) fn run_logged(step: &str, cmd: &Command, log: &StepLog) -> Result {
     let mut niced = Command::new("nice");
     niced
         .args(["-n", "19"])
@@ -109,8 +165,8 @@ pub(crate) fn run_logged(step: &str, cmd: &Command, log: &Path) -> Result {
     let open = || {
         File::options()
             .append(true)
-            .open(log)
-            .map_err(|e| format!("[{step}] cannot open {}: {e}", log.display()))
+            .open(&log.path)
+            .map_err(|e| format!("[{step}] cannot open {}: {e}", log.path.display()))
     };
     let spawn = |c: &mut Command| -> Result<std::process::Child> {
         let out = open()?;
@@ -125,10 +181,23 @@ pub(crate) fn run_logged(step: &str, cmd: &Command, log: &Path) -> Result {
         .arg("true")
         .status()
         .is_ok_and(|s| s.success());
-    let mut child = spawn(if has_nice { &mut niced } else { &mut plain })?;
-    let status = child
-        .wait()
-        .map_err(|e| format!("[{step}] waiting for `{shown}`: {e}"))?;
+    let mut child = {
+        let mut running = log.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if *running == Some(STOPPED) {
+            return Err(format!("[{step}] stopped before `{shown}`"));
+        }
+        let child = spawn(if has_nice { &mut niced } else { &mut plain })?;
+        *running = Some(child.id());
+        child
+    };
+    let waited = child.wait();
+    {
+        let mut running = log.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if *running != Some(STOPPED) {
+            *running = None;
+        }
+    }
+    let status = waited.map_err(|e| format!("[{step}] waiting for `{shown}`: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -147,4 +216,48 @@ fn tail(log: &Path) -> String {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     };
     read().unwrap_or_else(|e| format!("({} unreadable: {e})", log.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a process with this id exists (and is not a zombie we reaped).
+    fn alive(pid: u32) -> bool {
+        Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    #[test]
+    fn a_step_dropped_unwaited_stops_its_command_and_starts_no_other() {
+        let dir = std::env::temp_dir().join(format!("xtask-background-{}", std::process::id()));
+        let marker = dir.join("second-command-ran");
+        let step = Background::start("test", dir.join("step.log"), {
+            let marker = marker.clone();
+            move |log| {
+                // Stopped, the first command fails; the step goes on to its next one.
+                let _ = run_logged("test", Command::new("sleep").arg("600"), log);
+                run_logged("test", Command::new("touch").arg(&marker), log)
+            }
+        })
+        .expect("start");
+        // The first command is running once its pid is recorded.
+        let pid = loop {
+            if let Some(pid) = *step.running.lock().unwrap() {
+                break pid;
+            }
+            thread::yield_now();
+        };
+        assert!(alive(pid), "the step's command runs");
+        drop(step);
+        assert!(!alive(pid), "the step's command was stopped with it");
+        assert!(
+            !marker.exists(),
+            "no command starts after the step was stopped"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
