@@ -4,9 +4,12 @@
 //! the SDK; the console's test-clock control makes a delayed message ready; a fault rule
 //! added there is in force; a dead letter resent there is delivered again; half messages
 //! committed there are delivered and rolled-back ones never; a message's trace shows as a
-//! timeline; the topic page filters by publish time; a group's offset reset there gives the
-//! SDK old messages again; topics and groups are created and deleted there; tables work
-//! from the keyboard; logging out forgets the credentials. Each page is saved as a screenshot in
+//! timeline; the topic page filters by publish time and pages on past 200 (Next page); a
+//! group's offset reset there gives the SDK old messages again; topics and groups are
+//! created (in an instance, a group with its invisibility and maximum deliveries), updated
+//! and deleted there; a delivery time and a transaction from the publish form; times show
+//! their epoch ms on hover; tables work from the keyboard; logging out forgets the
+//! credentials. Each page is saved as a screenshot in
 //! `target/console-screenshots/`.
 //!
 //! The browser comes from `MQ_CHROMIUM` / `MQ_CHROMEDRIVER` or `chromium` / `chromedriver`
@@ -399,6 +402,37 @@ impl Browser {
         self.wait_text("h1", "Overview").await;
     }
 
+    /// The Body column of the message table under the topic page's peek.
+    async fn bodies(&self) -> Vec<String> {
+        let cells = self
+            .script(
+                "const t = document.querySelector('[data-peek] table');
+                 if (!t) return [];
+                 const col = [...t.tHead.rows[0].cells].findIndex((c) => c.textContent === 'Body');
+                 return [...t.tBodies[0].rows].map((r) => r.cells[col].textContent);",
+            )
+            .await;
+        serde_json::from_value(cells).expect("strings")
+    }
+
+    /// Types each `(name, value)` into the field `name` of the form labelled `form`.
+    async fn fill(&self, form: &str, fields: &[(&str, &str)]) {
+        for (name, value) in fields {
+            self.type_into(&format!("form[aria-label='{form}'] [name='{name}']"), value)
+                .await;
+        }
+    }
+
+    /// The message id the publish page's receipt shows.
+    async fn published_id(&self) -> String {
+        self.find("[data-message-id]")
+            .await
+            .attr("data-message-id")
+            .await
+            .expect("attr")
+            .expect("a message id")
+    }
+
     /// Runs `js` in the page; what it returns.
     async fn script(&self, js: &str) -> serde_json::Value {
         self.client.execute(js, vec![]).await.expect("script")
@@ -596,6 +630,29 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
         .await;
     assert!(page.contains("region") && page.contains("eu"), "{page}");
     assert!(page.contains("GID_billing"), "{page}");
+    // Times are local, with the epoch ms on hover.
+    let (_, lookup) = support::Client::new(broker.local_addr())
+        .admin(
+            http::Method::GET,
+            &format!(
+                "/admin/topics/orders/messages?id={}",
+                receipt.message_id.as_str()
+            ),
+            None,
+        )
+        .await
+        .expect("find");
+    let published = lookup["messages"][0]["publish_time"].as_u64().expect("ms");
+    let hover = b
+        .script(
+            "const t = document.querySelector('[data-message] dd time');
+             return [t.title, t.textContent === new Date(Number(t.title.split(' ')[0])).toLocaleString()];",
+        )
+        .await;
+    assert_eq!(
+        hover,
+        serde_json::json!([format!("{published} (epoch ms)"), true])
+    );
     b.click_button("Hex").await;
     b.wait_text("[data-body]", "6f 72 64 65 72 20 34 32").await; // "order 42"
     b.shot("message").await;
@@ -1121,11 +1178,7 @@ async fn the_console_creates_and_deletes_topics_and_groups() {
     b.click_button("Create topic").await;
     b.wait_text("table[aria-label='Topics'] tbody", "inventory")
         .await;
-    let (status, topic) = admin
-        .admin(http::Method::GET, "/admin/topics/inventory", None)
-        .await
-        .expect("topic");
-    assert_eq!(status, 200, "{topic}");
+    let topic = get_ok(&mut admin, "/admin/topics/inventory").await;
     assert_eq!(topic["topic"]["message_type"], "FIFO", "{topic}");
 
     b.type_into(
@@ -1179,6 +1232,75 @@ async fn the_console_creates_and_deletes_topics_and_groups() {
         .await
         .expect("topic");
     assert_eq!(status, 404);
+
+    // In another instance, a group with its own invisibility and maximum deliveries on two
+    // topics: what the admin API takes, the forms take.
+    for topic in ["ledger", "audit"] {
+        b.fill("Create a topic", &[("topic", topic), ("ns", "MQ_INST_1")])
+            .await;
+        b.click_button("Create topic").await;
+        b.wait_text("table[aria-label='Topics'] tbody", topic).await;
+    }
+    let topic = get_ok(&mut admin, "/admin/topics/ledger?ns=MQ_INST_1").await;
+    assert_eq!(topic["topic"]["instance"], "MQ_INST_1", "{topic}");
+    b.fill(
+        "Create a group",
+        &[
+            ("group", "GID_audit"),
+            ("ns", "MQ_INST_1"),
+            ("topic", "ledger, audit"),
+            ("invisibility_ms", "30000"),
+            ("max_deliveries", "5"),
+        ],
+    )
+    .await;
+    b.click_button("Create group").await;
+    let row = b
+        .wait_text("table[aria-label='Groups'] tbody", "GID_audit")
+        .await;
+    assert!(row.contains("MQ_INST_1") && row.contains("30,000"), "{row}");
+    b.shot("catalog-instance").await;
+    let (_, listed) = admin
+        .admin(http::Method::GET, "/admin/groups?ns=MQ_INST_1", None)
+        .await
+        .expect("groups");
+    let group = &listed["groups"][0];
+    assert_eq!(group["group"], "GID_audit", "{listed}");
+    assert_eq!(group["invisibility_ms"], 30000, "{listed}");
+    assert_eq!(group["max_deliveries"], 5, "{listed}");
+    let topics: Vec<&str> = group["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .filter_map(|t| t["topic"].as_str())
+        .collect();
+    assert_eq!(topics.len(), 2, "{listed}");
+    assert!(
+        topics.contains(&"ledger") && topics.contains(&"audit"),
+        "{listed}"
+    );
+    // An update: only the setting given changes.
+    b.fill(
+        "Create a group",
+        &[
+            ("group", "GID_audit"),
+            ("ns", "MQ_INST_1"),
+            ("max_deliveries", "9"),
+        ],
+    )
+    .await;
+    b.click_button("Create group").await;
+    b.wait_text("table[aria-label='Groups'] tbody", "9").await;
+    let (_, listed) = admin
+        .admin(http::Method::GET, "/admin/groups?ns=MQ_INST_1", None)
+        .await
+        .expect("groups");
+    assert_eq!(listed["groups"][0]["max_deliveries"], 9, "{listed}");
+    assert_eq!(listed["groups"][0]["invisibility_ms"], 30000, "{listed}");
+    b.click_in_row("Groups", "GID_audit", "Delete").await;
+    let asked = b.accept_confirm().await;
+    assert!(asked.contains("instance MQ_INST_1"), "{asked}");
+    b.wait_text("#main .empty", "No group.").await;
     b.close().await;
 }
 
@@ -1277,6 +1399,37 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
         .await;
     assert!(shown.contains("the needle"), "{shown}");
     b.shot("topic-filter-beyond-first-page").await;
+
+    // Past the first page: Next page goes on where the page ended, for a peek by state and
+    // for a time range alike (the listing answers `next`; the console passes it as `after`).
+    b.type_into("input[name='tag']", "").await;
+    b.click_button("Peek").await;
+    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
+        .await;
+    b.click_button("Next page →").await;
+    b.wait_text("[data-summary]", "Page 2: ").await;
+    assert_eq!(b.bodies().await, fillers(200..400));
+    b.set_local_time("input[name='from']", Some(now_ms() - 3_600_000))
+        .await;
+    b.click_button("Peek").await;
+    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
+        .await;
+    assert_eq!(b.bodies().await, fillers(0..200));
+    b.click_button("Next page →").await;
+    b.wait_text("[data-summary]", "Page 2: ").await;
+    assert_eq!(b.bodies().await, fillers(200..400));
+    b.click_button("Next page →").await;
+    b.wait_text("[data-summary]", "Page 3: ").await;
+    assert_eq!(b.bodies().await, fillers(400..600));
+    b.shot("topic-time-range-page-3").await;
+    // Changing a filter ends the paging (the next page would not follow from this one).
+    b.type_into("input[name='tag']", "rare").await;
+    assert_eq!(
+        b.script("return document.querySelectorAll('[data-next]').length;")
+            .await,
+        serde_json::json!(0)
+    );
+    b.set_local_time("input[name='from']", None).await;
     // Purged (after a confirmation), the page shows its new numbers at once.
     b.click_button("Purge topic…").await;
     b.accept_confirm().await;
@@ -1367,7 +1520,70 @@ async fn the_console_publishes_to_a_fifo_topic_in_order() {
             .expect("ack");
     }
     assert_eq!(bodies, ["debit 1", "debit 2", "debit 3"]);
+
+    // A delivery time picked in local time, and a transactional message: the broker holds
+    // the first delayed until that second, the second as a half message.
+    let at = now_ms() + 3_600_000;
+    // The page's own link in the bar renders it afresh: an empty form.
+    let shown = b.ready().await;
+    b.click_xpath("//nav//a[normalize-space(.)='Publish']")
+        .await;
+    b.rendered_after(&shown, "the publish page again").await;
+    assert_eq!(
+        b.find("input[name='sharding_key']")
+            .await
+            .prop("value")
+            .await
+            .expect("value"),
+        Some(String::new())
+    );
+    b.type_into("input[name='topic']", "timed").await;
+    b.find("select[name='when']")
+        .await
+        .select_by_value("at")
+        .await
+        .expect("select");
+    b.set_local_time("input[name='at']", Some(at)).await;
+    b.click_button("Publish").await;
+    let id = b.published_id().await;
+    let message = found(&mut admin, "timed", &id).await;
+    assert_eq!(message["start_deliver_time"], at / 1000 * 1000, "{message}");
+    // The same form, now transactional and due at once.
+    b.find("select[name='when']")
+        .await
+        .select_by_value("now")
+        .await
+        .expect("select");
+    b.find("input[name='transactional']")
+        .await
+        .click()
+        .await
+        .expect("check");
+    b.click_button("Publish").await;
+    b.wait_text("[data-receipt]", "Half message").await;
+    let id = b.published_id().await;
+    assert_eq!(found(&mut admin, "timed", &id).await["state"], "half");
     b.close().await;
+}
+
+/// `GET target` of the admin API, answered 200: its JSON.
+async fn get_ok(admin: &mut support::Client, target: &str) -> serde_json::Value {
+    let (status, json) = admin
+        .admin(http::Method::GET, target, None)
+        .await
+        .expect("admin call");
+    assert_eq!(status, 200, "{target}: {json}");
+    json
+}
+
+/// The message `id` of `topic` as the admin API finds it.
+async fn found(admin: &mut support::Client, topic: &str, id: &str) -> serde_json::Value {
+    get_ok(admin, &format!("/admin/topics/{topic}/messages?id={id}")).await["messages"][0].clone()
+}
+
+/// The bodies `filler {i}` for `range`, as the paging test publishes them.
+fn fillers(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("filler {i}")).collect()
 }
 
 async fn raw(addr: std::net::SocketAddr, head: &str, body: &str) -> String {
