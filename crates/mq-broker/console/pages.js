@@ -15,7 +15,10 @@ const MAX_PAGES = 10;
  * Says that a listing answer (`{messages, next}`) stopped before the end (its limit or the
  * broker's 1 MiB listing budget); nothing when it is complete.
  */
-const moreNote = (res, how) => (res.next ? el("p", { class: "muted", "data-more": "" }, `The first ${res.messages.length} are listed; more remain (${how}).`) : "");
+const moreNote = (res, ...how) => (res.next ? el("p", { class: "muted", "data-more": "" }, `The first ${res.messages.length} are listed; more remain (`, ...how, ").") : "");
+
+/** The topic page peeking at `state` (for `group`), which pages through them all. */
+const peekLink = (topicName, ns, state, group) => el("a", { href: `#/topic/${seg(topicName)}${query([["ns", ns], ["state", state], ["group", group]])}` }, "the topic page pages through them all");
 
 /** The ns query of a topic or group of `instance` (null = the default instance). */
 const nsOf = (instance) => instance || "";
@@ -426,7 +429,7 @@ export async function group(view, params, ctx) {
       } else {
         view.append(messageTable(topicName, ns, res.messages));
       }
-      view.append(moreNote(res, `mq admin peek --state ${state} --after ${res.next}`));
+      view.append(moreNote(res, peekLink(topicName, ns, state, groupId)));
     } catch (e) {
       view.append(e.unavailable ? unavailable("Peek", e) : failure(e));
     }
@@ -513,7 +516,7 @@ export async function dead(view, _params, ctx) {
           el("button", { type: "button", onclick: act("Resend", "POST", `${base}/resend${query([["id", m.message_id], ["ns", ns]])}`) }, "Resend"),
           el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["id", m.message_id], ["ns", ns]])}`, `Delete dead letter ${m.message_id} of ${where}? It cannot be resent afterwards.`) }, "Delete")) },
       ], res.messages, { href: (m) => msgLink(g.topic, ns, m.message_id), label: `Dead letters of ${g.group}` }),
-      moreNote(res, `resend or delete these, or page on with mq admin dead-letters list --after ${res.next}`), out);
+      moreNote(res, "Resend all and Delete all take every one; ", peekLink(g.topic, ns, "dead", g.group)), out);
   }
   if (!any) view.append(empty("No dead letters: no message has reached its group's maximum deliveries."));
 }
@@ -558,7 +561,7 @@ export async function half(view) {
           el("button", { type: "button", "data-action": "commit", onclick: decide(m, "commit", "Commit") }, "Commit"),
           el("button", { type: "button", class: "danger", "data-action": "rollback", onclick: decide(m, "rollback", "Roll back") }, "Roll back")) },
       ], res.messages, { href: (m) => msgLink(t.topic, ns, m.message_id), label: `Half messages of ${t.topic}` })
-        : empty(`No half message of ${t.topic} is waiting any more.`), moreNote(res, "decide these first"), out);
+        : empty(`No half message of ${t.topic} is waiting any more.`), moreNote(res, "decide these first, or ", peekLink(t.topic, ns, "half")), out);
     } catch (e) {
       view.append(e.unavailable ? unavailable("Half messages", e) : failure(e));
     }

@@ -710,6 +710,10 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
         ("#/group/orders/GID_billing", "group-narrow"),
         ("#/half", "half-narrow"),
         ("#/publish", "publish-narrow"),
+        ("#/message?topic=orders&key=order-42", "message-narrow"),
+        ("#/dead", "dead-narrow"),
+        ("#/clock", "clock-narrow"),
+        ("#/catalog", "catalog-narrow"),
     ] {
         b.open(route).await;
         b.find("h1").await;
@@ -1122,6 +1126,13 @@ async fn the_console_filters_by_time_and_resets_an_offset() {
     );
     b.shot("topic-time-range").await;
     b.set_local_time("input[name='from']", None).await;
+    // The group page lists the first 100 and links to the topic page, which pages on.
+    b.open("#/group/orders/GID_scan").await;
+    b.click_xpath("//*[@data-more]/a").await;
+    b.wait_text("h1", "Topic orders").await;
+    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
+        .await;
+    assert_eq!(b.bodies().await, fillers(0..200));
     b.set_local_time("input[name='to']", Some(between)).await;
     b.click_button("Peek").await;
     b.wait_text("[data-peek]", "until").await;
