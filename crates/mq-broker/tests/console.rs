@@ -2,9 +2,10 @@
 //! chromedriver (WebDriver) by `fantoccini`. Messages published with the SDK show in the
 //! console; a peek changes nothing; a message published from the console is received with
 //! the SDK; the console's test-clock control makes a delayed message ready; a fault rule
-//! added there is in force; a dead letter resent there is delivered again; half messages
-//! committed there are delivered and rolled-back ones never; a message's trace shows as a
-//! timeline; the topic page filters by publish time and pages on past 200 (Next page); a
+//! added there is in force; a dead letter resent there is delivered again, one deleted there
+//! never is; an in-flight message's NextConsumeTime counts down; no credential is ever in a
+//! URL; half messages committed there are delivered and rolled-back ones never; a message's
+//! trace shows as a timeline; the topic page filters by publish time and pages on past 200 (Next page); a
 //! group's offset reset there gives the SDK old messages again; topics and groups are
 //! created (in an instance, a group with its invisibility and maximum deliveries), updated
 //! and deleted there; a delivery time and a transaction from the publish form; times show
@@ -307,6 +308,19 @@ impl Browser {
         .await;
     }
 
+    /// Clicks `action` in a row (as [`Self::click_in_row`]) and accepts or declines the
+    /// confirm dialog it opens; its question.
+    async fn confirm_in_row(
+        &self,
+        table: &str,
+        row_text: &str,
+        action: &str,
+        accept: bool,
+    ) -> String {
+        self.click_in_row(table, row_text, action).await;
+        self.answer_confirm(accept).await
+    }
+
     /// Clicks the element at `xpath` once it shows.
     async fn click_xpath(&self, xpath: &str) {
         let found = self
@@ -421,6 +435,21 @@ impl Browser {
             self.type_into(&format!("form[aria-label='{form}'] [name='{name}']"), value)
                 .await;
         }
+    }
+
+    /// Fails when `secret` shows in the page's address or in any URL it requested.
+    async fn assert_no_secret_in_urls(&self, secret: &str) {
+        let urls = self
+            .script(
+                "return [location.href, ...performance.getEntriesByType('resource').map((e) => e.name)];",
+            )
+            .await;
+        let urls: Vec<String> = serde_json::from_value(urls).expect("strings");
+        assert!(urls.len() > 1, "no request seen: {urls:?}");
+        assert!(
+            urls.iter().all(|u| !u.contains(secret)),
+            "a credential in a URL: {urls:?}"
+        );
     }
 
     /// The message id the publish page's receipt shows.
@@ -581,6 +610,7 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     b.rendered_after(&before, "the overview's refresh").await;
     b.wait_text("[data-card='published']", "35").await;
     b.shot("overview").await;
+    b.assert_no_secret_in_urls(SK).await;
 
     // Keyboard: rows take the focus, arrows move it, Enter opens the row's page.
     let before = held(&broker);
@@ -668,6 +698,10 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     b.wait_text("[data-card='in flight']", "1").await;
     let countdown = b.wait_text("[data-countdown]", "in ").await;
     assert!(countdown.ends_with(" s"), "{countdown}"); // "in 4 min 59 s"
+    // It counts down, second by second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = b.wait_text("[data-countdown]", "in ").await;
+    assert_ne!(later, countdown, "the countdown stands still");
     b.shot("group").await;
 
     // Half messages and dead letters (none yet).
@@ -849,14 +883,7 @@ async fn the_console_publishes_and_moves_the_test_clock() {
         )
         .await
         .expect("publish");
-    assert!(
-        consumer
-            .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
-            .await
-            .expect("receive")
-            .is_empty(),
-        "delivered before its time"
-    );
+    assert_nothing_delivered(&consumer, 0, "delivered before its time").await;
     b.open("#/group/jobs/GID_worker").await;
     b.wait_text("[data-card='delayed']", "1").await;
     b.open("#/clock").await;
@@ -908,20 +935,8 @@ async fn the_console_publishes_and_moves_the_test_clock() {
 
     // Not acked, delivered again, not acked: a dead letter, listed with a Resend button.
     let mut admin = support::Client::new(broker.local_addr());
-    let advance = "/admin/clock?advance_ms=301000"; // past the 300 s invisibility
-    admin
-        .admin(http::Method::POST, advance, None)
-        .await
-        .expect("advance");
-    let again = consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
-        .await
-        .expect("receive");
-    assert_eq!(again.first().map(|m| m.consumed_times), Some(2));
-    admin
-        .admin(http::Method::POST, advance, None)
-        .await
-        .expect("advance");
+    let past_invisibility = "/admin/clock?advance_ms=301000"; // past 300 s
+    let_die(&mut admin, &consumer, past_invisibility).await;
     b.open("#/dead").await;
     b.wait_text(
         "table[aria-label='Dead letters of GID_worker']",
@@ -930,13 +945,13 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     .await;
     b.shot("dead-letters").await;
     // Delete asks first; declined, the dead letter stays (the resend below finds it).
-    b.click_in_row(
+    b.confirm_in_row(
         "Dead letters of GID_worker",
         got[0].message_id.as_str(),
         "Delete",
+        false,
     )
     .await;
-    b.answer_confirm(false).await;
     b.click_button("Resend").await;
     b.wait_text("#toast", "Resend: done (1 resent)").await;
     // Resent: delivered to the group again as a new message with the same id.
@@ -951,13 +966,34 @@ async fn the_console_publishes_and_moves_the_test_clock() {
         Some((got[0].message_id.as_str(), 1)),
         "{resent:?}"
     );
-    consumer
-        .ack([&resent[0].receipt_handle])
-        .await
-        .expect("ack");
     b.open("#/dead").await;
     b.wait_text("#main .empty", "No dead letters").await;
+    // Not acked again, it dies again; deleted there (after the confirmation), it is gone
+    // for good: no dead letter left, never delivered again.
+    let_die(&mut admin, &consumer, past_invisibility).await;
+    b.open("#/").await;
+    b.open("#/dead").await;
+    let asked = b
+        .confirm_in_row(
+            "Dead letters of GID_worker",
+            got[0].message_id.as_str(),
+            "Delete",
+            true,
+        )
+        .await;
+    assert!(asked.contains("cannot be resent"), "{asked}");
+    b.wait_text("#toast", "Delete: done (1 deleted)").await;
+    b.wait_text("#main .empty", "No dead letters").await;
+    let listed = get_ok(
+        &mut admin,
+        "/admin/topics/jobs/groups/GID_worker/dead_letters",
+    )
+    .await;
+    assert_eq!(listed["messages"], serde_json::json!([]), "{listed}");
+    advance(&mut admin, past_invisibility).await;
+    assert_nothing_delivered(&consumer, 1, "a deleted dead letter was delivered").await;
 
+    b.assert_no_secret_in_urls(TOKEN).await;
     // Logging out forgets the credentials: the login form is back, the storage empty,
     // the page links gone.
     b.click_button("Log out").await;
@@ -1030,19 +1066,8 @@ async fn the_console_commits_and_rolls_back_half_messages() {
     assert_eq!(payments(&broker).half, 0);
     // Past its check time: the rolled-back message is neither delivered nor checked.
     let mut admin = support::Client::new(broker.local_addr());
-    let (status, _) = admin
-        .admin(http::Method::POST, "/admin/clock?advance_ms=600000", None)
-        .await
-        .expect("advance");
-    assert_eq!(status, 200);
-    assert!(
-        consumer
-            .receive(BatchSize::MAX, WaitSeconds::new(1).unwrap())
-            .await
-            .expect("receive")
-            .is_empty(),
-        "a rolled-back message was delivered"
-    );
+    advance(&mut admin, "/admin/clock?advance_ms=600000").await;
+    assert_nothing_delivered(&consumer, 1, "a rolled-back message was delivered").await;
     let (_, trace) = admin
         .admin(
             http::Method::GET,
@@ -1096,11 +1121,7 @@ async fn the_console_filters_by_time_and_resets_an_offset() {
         .expect("clock");
     // An hour later (test clock), the second one; `between` separates them.
     let between = clock["now_ms"].as_u64().expect("now") + 1_800_000;
-    let (status, _) = admin
-        .admin(http::Method::POST, "/admin/clock?advance_ms=3600000", None)
-        .await
-        .expect("advance");
-    assert_eq!(status, 200);
+    advance(&mut admin, "/admin/clock?advance_ms=3600000").await;
     producer
         .publish(&TopicMessage::new("second event").unwrap())
         .await
@@ -1126,13 +1147,6 @@ async fn the_console_filters_by_time_and_resets_an_offset() {
     );
     b.shot("topic-time-range").await;
     b.set_local_time("input[name='from']", None).await;
-    // The group page lists the first 100 and links to the topic page, which pages on.
-    b.open("#/group/orders/GID_scan").await;
-    b.click_xpath("//*[@data-more]/a").await;
-    b.wait_text("h1", "Topic orders").await;
-    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
-        .await;
-    assert_eq!(b.bodies().await, fillers(0..200));
     b.set_local_time("input[name='to']", Some(between)).await;
     b.click_button("Peek").await;
     b.wait_text("[data-peek]", "until").await;
@@ -1441,6 +1455,13 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
         serde_json::json!(0)
     );
     b.set_local_time("input[name='from']", None).await;
+    // The group page lists the first 100 and links to the topic page, which pages on.
+    b.open("#/group/orders/GID_scan").await;
+    b.click_xpath("//*[@data-more]/a").await;
+    b.wait_text("h1", "Topic orders").await;
+    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
+        .await;
+    assert_eq!(b.bodies().await, fillers(0..200));
     // Purged (after a confirmation), the page shows its new numbers at once.
     b.click_button("Purge topic…").await;
     b.accept_confirm().await;
@@ -1575,6 +1596,37 @@ async fn the_console_publishes_to_a_fifo_topic_in_order() {
     let id = b.published_id().await;
     assert_eq!(found(&mut admin, "timed", &id).await["state"], "half");
     b.close().await;
+}
+
+/// The one message in flight for `consumer` (delivered once, not acked) becomes a dead
+/// letter (with `max_deliveries` 2): `advance` (past its invisibility), delivered a second
+/// time and not acked, `advance` again.
+async fn let_die(admin: &mut support::Client, consumer: &Consumer, by: &str) {
+    advance(admin, by).await;
+    let again = consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(again.first().map(|m| m.consumed_times), Some(2));
+    advance(admin, by).await;
+}
+
+/// `POST target` (a move of the test clock), answered 200.
+async fn advance(admin: &mut support::Client, target: &str) {
+    let (status, json) = admin
+        .admin(http::Method::POST, target, None)
+        .await
+        .expect("advance");
+    assert_eq!(status, 200, "{target}: {json}");
+}
+
+/// Fails with `why` when `consumer` receives a message within `wait_s` seconds.
+async fn assert_nothing_delivered(consumer: &Consumer, wait_s: u8, why: &str) {
+    let got = consumer
+        .receive(BatchSize::MAX, WaitSeconds::new(wait_s).unwrap())
+        .await
+        .expect("receive");
+    assert!(got.is_empty(), "{why}: {got:?}");
 }
 
 /// `GET target` of the admin API, answered 200: its JSON.
