@@ -4,6 +4,9 @@
 // AccessKey pair, computed here with WebCrypto exactly as `mq admin` signs (PROTOCOL §2.5:
 // HMAC-SHA1 over METHOD, Content-MD5, Content-Type, Date, the x-mq-* headers and the
 // request target), except that the date travels as `x-mq-date`: browsers may not set Date.
+// No Content-MD5 is sent (WebCrypto has no MD5): like five of the seven official SDKs
+// (PROTOCOL §2.6) and `mq admin`, the signature's Content-MD5 line is empty, and the broker
+// checks the header only when present.
 
 const KEY = "mq-console-credentials";
 

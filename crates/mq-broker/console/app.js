@@ -184,6 +184,12 @@ logout.addEventListener("click", () => {
   render();
 });
 window.addEventListener("hashchange", () => render());
+// A link to the page shown changes no hash: render it afresh (new numbers, an empty form).
+document.addEventListener("click", (e) => {
+  const a = e.target.closest && e.target.closest("a[href^='#']");
+  const route = (h) => h.replace(/^#\/?/, "");
+  if (a && !e.defaultPrevented && route(a.getAttribute("href")) === route(location.hash)) render();
+});
 sample();
 setInterval(sample, SAMPLE_MS);
 render();

@@ -15,7 +15,10 @@ const MAX_PAGES = 10;
  * Says that a listing answer (`{messages, next}`) stopped before the end (its limit or the
  * broker's 1 MiB listing budget); nothing when it is complete.
  */
-const moreNote = (res, how) => (res.next ? el("p", { class: "muted", "data-more": "" }, `The first ${res.messages.length} are listed; more remain (${how}).`) : "");
+const moreNote = (res, ...how) => (res.next ? el("p", { class: "muted", "data-more": "" }, `The first ${res.messages.length} are listed; more remain (`, ...how, ").") : "");
+
+/** The topic page peeking at `state` (for `group`), which pages through them all. */
+const peekLink = (topicName, ns, state, group) => el("a", { href: `#/topic/${seg(topicName)}${query([["ns", ns], ["state", state], ["group", group]])}` }, "the topic page pages through them all");
 
 /** The ns query of a topic or group of `instance` (null = the default instance). */
 const nsOf = (instance) => instance || "";
@@ -39,7 +42,8 @@ function groupsOf(doc) {
  * omits what only the cluster holds (ready, in flight, delayed, half…) rather than show 0.
  */
 const total = (values) => (values.every((v) => typeof v === "number") ? values.reduce((a, v) => a + v, 0) : undefined);
-const backlog = (g) => total([g.ready, g.in_flight, g.delayed]);
+/** A group's backlog as the broker counts it (`accumulation`: ready + in flight + delayed). */
+const backlog = (g) => g.accumulation;
 const topicLink = (t) => `#/topic/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`;
 const groupLink = (g) => `#/group/${seg(g.topic)}/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`;
 const msgLink = (topic, ns, id) => `#/message${query([["topic", topic], ["ns", ns], ["id", id]])}`;
@@ -173,30 +177,54 @@ export async function topic(view, params, ctx) {
       shown.length ? messageTable(name, ns, shown, { perGroup: true }) : empty(`No ${timed ? "" : `${state.value.replace("_", " ")} `}message with key ${key.value}${timed ? ` ${rangeText(span)}` : ""}${tag.value ? ` and tag ${tag.value}` : ""}.`));
   };
   // GET …/messages?begin_ms=&end_ms=&after=: every message published in [from, to), in
-  // publish order, with each group's position (a state filter does not apply); pages are
-  // read until SHOWN match or MAX_PAGES pages were searched.
-  const scan = async ([begin, end], keep) => {
+  // publish order, with each group's position (a state filter does not apply), from after
+  // `start` (a message id; the start of the range when undefined). Pages are read until
+  // SHOWN match or MAX_PAGES pages were searched; `cursor` is where the next page starts
+  // (the last message shown, or the last one searched), null when none is left.
+  const scan = async ([begin, end], keep, start) => {
     const shown = [];
     let searched = 0;
-    let after;
-    let pages = 0;
-    do {
+    let after = start;
+    for (let pages = 1; ; pages += 1) {
       const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["begin_ms", begin ?? 0], ["end_ms", end], ["after", after], ["ns", ns], ["limit", MAX_LIST]])}`);
-      searched += res.messages.length;
-      shown.push(...res.messages.filter(keep));
+      let i = 0;
+      for (; i < res.messages.length && shown.length < SHOWN; i += 1) {
+        if (keep(res.messages[i])) shown.push(res.messages[i]);
+      }
+      searched += i;
+      if (i === res.messages.length && !res.next) return { shown, searched, cursor: null };
+      if (shown.length >= SHOWN) return { shown, searched, cursor: res.messages[i - 1].message_id };
       after = res.next;
-      pages += 1;
-    } while (after && shown.length < SHOWN && pages < MAX_PAGES);
-    return { shown, searched, more: Boolean(after) };
+      if (pages >= MAX_PAGES) return { shown, searched, cursor: after };
+    }
   };
-  const byTime = async () => {
+  // The summary of page `page` of a listing: "Page 2: " from the second on.
+  const pageNo = (page) => (page > 1 ? `Page ${page}: ` : "");
+  // "Next page" when more remain: the listing again from `cursor` (its `after`), with the
+  // filters as they were (changing one ends the paging: the form's Peek starts over).
+  const pager = (cursor, page) => {
+    if (!cursor) return "";
+    const next = el("button", { type: "button", "data-next": "" }, "Next page →");
+    next.onclick = async () => {
+      await run(cursor, page + 1);
+      // The focus was on the button this replaced: to the new page's first row.
+      const first = out.querySelector("tbody tr");
+      if (first) first.focus();
+      out.scrollIntoView({ block: "start" });
+    };
+    return el("div", { class: "row" }, next);
+  };
+  const byTime = async (after, page) => {
     const span = range();
-    const { shown, searched, more } = await scan(span, hasTag);
-    const rest = more ? ` Searched the first ${searched} of the range: narrow it to see the rest.` : "";
-    out.append(el("p", { class: "muted", "data-summary": "" }, `${rangeText(span)[0].toUpperCase()}${rangeText(span).slice(1)}, consumed ones included, with each group's state; the state filter does not apply. ${Math.min(shown.length, SHOWN)} of ${searched} shown.${rest}`),
-      shown.length ? messageTable(name, ns, shown.slice(0, SHOWN), { perGroup: true }) : empty(`No message ${rangeText(span)}${filtered()}.`));
+    const { shown, searched, cursor } = await scan(span, hasTag, after);
+    const rest = cursor ? " More remain: Next page goes on from here." : "";
+    out.append(el("p", { class: "muted", "data-summary": "" }, `${pageNo(page)}${rangeText(span)[0].toUpperCase()}${rangeText(span).slice(1)}, consumed ones included, with each group's state; the state filter does not apply. ${shown.length} of ${searched} shown.${rest}`),
+      shown.length ? messageTable(name, ns, shown, { perGroup: true }) : empty(`No message ${rangeText(span)}${filtered()}${page > 1 ? " after the previous page" : ""}.`),
+      pager(cursor, page));
   };
-  const run = async () => {
+  // One page of what the form asks for: the first (`after` undefined), or the one after
+  // message `after` (Next page).
+  const run = async (after, page = 1) => {
     out.replaceChildren();
     const needsGroup = state.value !== "half";
     try {
@@ -209,33 +237,46 @@ export async function topic(view, params, ctx) {
         return;
       }
       if (from.value || to.value) {
-        try { await byTime(); } catch (e) { out.append(e.unavailable ? unavailable("Messages by publish time", e) : failure(e)); }
+        try { await byTime(after, page); } catch (e) { out.append(e.unavailable ? unavailable("Messages by publish time", e) : failure(e)); }
         return;
       }
       if (needsGroup && !group.value) {
         out.append(empty("Peeking at this state needs a group, and no group has consumed this topic yet."));
         return;
       }
+      if (tag.value && needsGroup && page > 1) {
+        // Paging a tag search goes on through the topic's messages (below).
+        await byTagScan(after, page);
+        return;
+      }
       // A tag is matched here, in the longest peek the API gives.
       const limit = tag.value ? MAX_LIST : SHOWN;
-      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["ns", ns], ["limit", limit]])}`);
+      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["state", state.value], ["group", needsGroup ? group.value : ""], ["after", after], ["ns", ns], ["limit", limit]])}`);
       if (tag.value && needsGroup && res.next) {
         // More than one peek holds: every message of the topic, page by page, in this state
         // for this group.
-        const { shown, searched, more } = await scan([undefined, undefined], (m) => hasTag(m) && inState(m));
-        out.append(el("p", { class: "muted", "data-summary": "" }, `A peek changes nothing: no delivery, no handle, no counter. Searched ${more ? "the first " : ""}${searched} messages of the topic for tag ${tag.value}: ${Math.min(shown.length, SHOWN)} ${state.value.replace("_", " ")} for ${group.value} shown.${more ? " Narrow by publish time to search the rest." : ""}`),
-          shown.length ? messageTable(name, ns, shown.slice(0, SHOWN), { perGroup: true }) : empty(`No ${state.value.replace("_", " ")} message${filtered()}.`));
+        await byTagScan(undefined, page);
         return;
       }
       const shown = res.messages.filter(hasTag);
       const cut = res.next
-        ? (tag.value ? ` Only the first ${res.messages.length} ${state.value.replace("_", " ")} messages were searched for the tag.` : ` The first ${res.messages.length} are listed.`) : "";
-      out.append(el("p", { class: "muted", "data-summary": "" }, `A peek changes nothing: no delivery, no handle, no counter. ${shown.length} of ${res.messages.length} shown.${cut}`),
-        shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${filtered()}.`));
+        ? (tag.value ? ` Only these ${res.messages.length} ${state.value.replace("_", " ")} messages were searched for the tag: Next page searches on.` : " More remain: Next page lists them.") : "";
+      out.append(el("p", { class: "muted", "data-summary": "" }, `${pageNo(page)}A peek changes nothing: no delivery, no handle, no counter. ${shown.length} of ${res.messages.length} shown.${cut}`),
+        shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${filtered()}${page > 1 ? " after the previous page" : ""}.`),
+        pager(res.next, page));
     } catch (e) {
       out.append(e.unavailable ? unavailable(key.value ? "Lookup by key" : "Peek", e) : failure(e));
     }
   };
+  // A tag in a state for a group, beyond one peek: the topic's messages in publish order.
+  const byTagScan = async (after, page) => {
+    const { shown, searched, cursor } = await scan([undefined, undefined], (m) => hasTag(m) && inState(m), after);
+    out.append(el("p", { class: "muted", "data-summary": "" }, `${pageNo(page)}A peek changes nothing: no delivery, no handle, no counter. Searched ${searched} messages of the topic for tag ${tag.value}: ${shown.length} ${state.value.replace("_", " ")} for ${group.value} shown.${cursor ? " More remain: Next page searches on." : ""}`),
+      shown.length ? messageTable(name, ns, shown, { perGroup: true }) : empty(`No ${state.value.replace("_", " ")} message${filtered()}${page > 1 ? " after the previous page" : ""}.`),
+      pager(cursor, page));
+  };
+  // Changing the filters ends the paging: the next page would not follow from this one.
+  form.addEventListener("input", () => { for (const b of out.querySelectorAll("[data-next]")) b.closest(".row").remove(); });
   form.addEventListener("submit", (e) => { e.preventDefault(); run(); });
   const purge = el("button", { type: "button", class: "danger" }, "Purge topic…");
   purge.onclick = async () => {
@@ -388,7 +429,7 @@ export async function group(view, params, ctx) {
       } else {
         view.append(messageTable(topicName, ns, res.messages));
       }
-      view.append(moreNote(res, `mq admin peek --state ${state} --after ${res.next}`));
+      view.append(moreNote(res, peekLink(topicName, ns, state, groupId)));
     } catch (e) {
       view.append(e.unavailable ? unavailable("Peek", e) : failure(e));
     }
@@ -475,7 +516,7 @@ export async function dead(view, _params, ctx) {
           el("button", { type: "button", onclick: act("Resend", "POST", `${base}/resend${query([["id", m.message_id], ["ns", ns]])}`) }, "Resend"),
           el("button", { type: "button", class: "danger", onclick: act("Delete", "DELETE", `${base}${query([["id", m.message_id], ["ns", ns]])}`, `Delete dead letter ${m.message_id} of ${where}? It cannot be resent afterwards.`) }, "Delete")) },
       ], res.messages, { href: (m) => msgLink(g.topic, ns, m.message_id), label: `Dead letters of ${g.group}` }),
-      moreNote(res, `resend or delete these, or page on with mq admin dead-letters list --after ${res.next}`), out);
+      moreNote(res, "Resend all and Delete all take every one; ", peekLink(g.topic, ns, "dead", g.group)), out);
   }
   if (!any) view.append(empty("No dead letters: no message has reached its group's maximum deliveries."));
 }
@@ -520,7 +561,7 @@ export async function half(view) {
           el("button", { type: "button", "data-action": "commit", onclick: decide(m, "commit", "Commit") }, "Commit"),
           el("button", { type: "button", class: "danger", "data-action": "rollback", onclick: decide(m, "rollback", "Roll back") }, "Roll back")) },
       ], res.messages, { href: (m) => msgLink(t.topic, ns, m.message_id), label: `Half messages of ${t.topic}` })
-        : empty(`No half message of ${t.topic} is waiting any more.`), moreNote(res, "decide these first"), out);
+        : empty(`No half message of ${t.topic} is waiting any more.`), moreNote(res, "decide these first, or ", peekLink(t.topic, ns, "half")), out);
     } catch (e) {
       view.append(e.unavailable ? unavailable("Half messages", e) : failure(e));
     }
@@ -692,27 +733,44 @@ export async function catalog(view, _params, ctx) {
     { title: "Published", value: (t) => n(t.published), num: true },
     { title: "", value: (t) => el("button", { type: "button", class: "danger", onclick: del(`topic ${t.topic} of ${instanceOf(t.instance)}`, `/admin/topics/${seg(t.topic)}${query([["ns", nsOf(t.instance)]])}`) }, "Delete") },
   ], topics.topics, { label: "Topics" }) : empty("No topic."));
+  // An instance (ns) field: empty is the default instance.
+  const instanceField = () => el("input", { name: "ns", placeholder: "default" });
   const tname = el("input", { name: "topic", required: true });
+  const tns = instanceField();
   const ttype = el("select", { name: "message_type" }, ["MIXED", "NORMAL", "FIFO", "DELAY", "TRANSACTION"].map((t) => el("option", { value: t }, t)));
-  const tform = el("form", { class: "row", "aria-label": "Create a topic" }, el("label", {}, "Topic", tname), el("label", {}, "Message type", ttype), el("button", { type: "submit" }, "Create topic"));
+  const tform = el("form", { class: "row", "aria-label": "Create a topic" }, el("label", {}, "Topic", tname), el("label", {}, "Instance (ns)", tns),
+    el("label", {}, "Message type", ttype), el("button", { type: "submit" }, "Create topic"));
   tform.addEventListener("submit", async (e) => {
     e.preventDefault();
-    try { await admin("POST", `/admin/topics${query([["topic", tname.value], ["message_type", ttype.value]])}`); ctx.reload(); } catch (err) { toast(err.message); }
+    try { await admin("POST", `/admin/topics${query([["topic", tname.value.trim()], ["message_type", ttype.value], ["ns", tns.value.trim()]])}`); ctx.reload(); } catch (err) { toast(err.message); }
   });
   view.append(tform, el("h2", {}, "Groups"), groups.groups.length ? table([
     { title: "Group", value: (g) => g.group },
     { title: "Instance", value: (g) => g.instance || "default" },
     { title: "Topics", value: (g) => (g.topics || []).map((t) => t.topic).join(", ") },
-    { title: "Invisibility ms", value: (g) => n(g.invisibility_ms), num: true },
-    { title: "Max deliveries", value: (g) => n(g.max_deliveries), num: true },
+    // null: the group follows the broker's setting.
+    { title: "Invisibility ms", value: (g) => (g.invisibility_ms == null ? el("span", { class: "muted" }, "the broker's") : n(g.invisibility_ms)), num: true },
+    { title: "Max deliveries", value: (g) => (g.max_deliveries == null ? el("span", { class: "muted" }, "the broker's") : n(g.max_deliveries)), num: true },
     { title: "", value: (g) => el("button", { type: "button", class: "danger", onclick: del(`group ${g.group} of ${instanceOf(g.instance)}`, `/admin/groups/${seg(g.group)}${query([["ns", nsOf(g.instance)]])}`) }, "Delete") },
   ], groups.groups, { label: "Groups" }) : empty("No group."));
   const gname = el("input", { name: "group", required: true, value: "GID_" });
-  const gtopic = el("input", { name: "topic" });
-  const gform = el("form", { class: "row", "aria-label": "Create a group" }, el("label", {}, "Group", gname), el("label", {}, "Topic", gtopic), el("button", { type: "submit" }, "Create group"));
+  const gns = instanceField();
+  const gtopic = el("input", { name: "topic", placeholder: "orders, audit" });
+  // Empty: the broker's setting (a new group), or the group's as it is (an update).
+  const ginvisible = el("input", { name: "invisibility_ms", type: "number", min: 1, max: 43200000, step: 1, placeholder: "the broker's" });
+  const gmax = el("input", { name: "max_deliveries", type: "number", min: 1, step: 1, placeholder: "the broker's" });
+  const gform = el("form", { class: "row", "aria-label": "Create a group" }, el("label", {}, "Group", gname), el("label", {}, "Instance (ns)", gns),
+    el("label", {}, "Topics (comma-separated)", gtopic), el("label", {}, "Invisibility, ms", ginvisible), el("label", {}, "Max deliveries", gmax),
+    el("button", { type: "submit" }, "Create group"));
   gform.addEventListener("submit", async (e) => {
     e.preventDefault();
-    try { await admin("POST", `/admin/groups${query([["group", gname.value], ["topic", gtopic.value]])}`); ctx.reload(); } catch (err) { toast(err.message); }
+    // POST /admin/groups?group=G&topic=T…&invisibility_ms=N&max_deliveries=N&ns=I: creates
+    // the group, or updates the settings given and adds the topics.
+    const topics = gtopic.value.split(/[\s,]+/).filter(Boolean).map((t) => ["topic", t]);
+    try {
+      await admin("POST", `/admin/groups${query([["group", gname.value.trim()], ...topics, ["invisibility_ms", ginvisible.value], ["max_deliveries", gmax.value], ["ns", gns.value.trim()]])}`);
+      ctx.reload();
+    } catch (err) { toast(err.message); }
   });
   view.append(gform);
 }

@@ -2,11 +2,15 @@
 //! chromedriver (WebDriver) by `fantoccini`. Messages published with the SDK show in the
 //! console; a peek changes nothing; a message published from the console is received with
 //! the SDK; the console's test-clock control makes a delayed message ready; a fault rule
-//! added there is in force; a dead letter resent there is delivered again; half messages
-//! committed there are delivered and rolled-back ones never; a message's trace shows as a
-//! timeline; the topic page filters by publish time; a group's offset reset there gives the
-//! SDK old messages again; topics and groups are created and deleted there; tables work
-//! from the keyboard; logging out forgets the credentials. Each page is saved as a screenshot in
+//! added there is in force; a dead letter resent there is delivered again, one deleted there
+//! never is; an in-flight message's NextConsumeTime counts down; no credential is ever in a
+//! URL; half messages committed there are delivered and rolled-back ones never; a message's
+//! trace shows as a timeline; the topic page filters by publish time and pages on past 200 (Next page); a
+//! group's offset reset there gives the SDK old messages again; topics and groups are
+//! created (in an instance, a group with its invisibility and maximum deliveries), updated
+//! and deleted there; a delivery time and a transaction from the publish form; times show
+//! their epoch ms on hover; tables work from the keyboard; logging out forgets the
+//! credentials. Each page is saved as a screenshot in
 //! `target/console-screenshots/`.
 //!
 //! The browser comes from `MQ_CHROMIUM` / `MQ_CHROMEDRIVER` or `chromium` / `chromedriver`
@@ -304,6 +308,19 @@ impl Browser {
         .await;
     }
 
+    /// Clicks `action` in a row (as [`Self::click_in_row`]) and accepts or declines the
+    /// confirm dialog it opens; its question.
+    async fn confirm_in_row(
+        &self,
+        table: &str,
+        row_text: &str,
+        action: &str,
+        accept: bool,
+    ) -> String {
+        self.click_in_row(table, row_text, action).await;
+        self.answer_confirm(accept).await
+    }
+
     /// Clicks the element at `xpath` once it shows.
     async fn click_xpath(&self, xpath: &str) {
         let found = self
@@ -397,6 +414,52 @@ impl Browser {
         self.rendered_after(&before, "the page after logging in")
             .await;
         self.wait_text("h1", "Overview").await;
+    }
+
+    /// The Body column of the message table under the topic page's peek.
+    async fn bodies(&self) -> Vec<String> {
+        let cells = self
+            .script(
+                "const t = document.querySelector('[data-peek] table');
+                 if (!t) return [];
+                 const col = [...t.tHead.rows[0].cells].findIndex((c) => c.textContent === 'Body');
+                 return [...t.tBodies[0].rows].map((r) => r.cells[col].textContent);",
+            )
+            .await;
+        serde_json::from_value(cells).expect("strings")
+    }
+
+    /// Types each `(name, value)` into the field `name` of the form labelled `form`.
+    async fn fill(&self, form: &str, fields: &[(&str, &str)]) {
+        for (name, value) in fields {
+            self.type_into(&format!("form[aria-label='{form}'] [name='{name}']"), value)
+                .await;
+        }
+    }
+
+    /// Fails when `secret` shows in the page's address or in any URL it requested.
+    async fn assert_no_secret_in_urls(&self, secret: &str) {
+        let urls = self
+            .script(
+                "return [location.href, ...performance.getEntriesByType('resource').map((e) => e.name)];",
+            )
+            .await;
+        let urls: Vec<String> = serde_json::from_value(urls).expect("strings");
+        assert!(urls.len() > 1, "no request seen: {urls:?}");
+        assert!(
+            urls.iter().all(|u| !u.contains(secret)),
+            "a credential in a URL: {urls:?}"
+        );
+    }
+
+    /// The message id the publish page's receipt shows.
+    async fn published_id(&self) -> String {
+        self.find("[data-message-id]")
+            .await
+            .attr("data-message-id")
+            .await
+            .expect("attr")
+            .expect("a message id")
     }
 
     /// Runs `js` in the page; what it returns.
@@ -547,6 +610,7 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     b.rendered_after(&before, "the overview's refresh").await;
     b.wait_text("[data-card='published']", "35").await;
     b.shot("overview").await;
+    b.assert_no_secret_in_urls(SK).await;
 
     // Keyboard: rows take the focus, arrows move it, Enter opens the row's page.
     let before = held(&broker);
@@ -596,6 +660,29 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
         .await;
     assert!(page.contains("region") && page.contains("eu"), "{page}");
     assert!(page.contains("GID_billing"), "{page}");
+    // Times are local, with the epoch ms on hover.
+    let (_, lookup) = support::Client::new(broker.local_addr())
+        .admin(
+            http::Method::GET,
+            &format!(
+                "/admin/topics/orders/messages?id={}",
+                receipt.message_id.as_str()
+            ),
+            None,
+        )
+        .await
+        .expect("find");
+    let published = lookup["messages"][0]["publish_time"].as_u64().expect("ms");
+    let hover = b
+        .script(
+            "const t = document.querySelector('[data-message] dd time');
+             return [t.title, t.textContent === new Date(Number(t.title.split(' ')[0])).toLocaleString()];",
+        )
+        .await;
+    assert_eq!(
+        hover,
+        serde_json::json!([format!("{published} (epoch ms)"), true])
+    );
     b.click_button("Hex").await;
     b.wait_text("[data-body]", "6f 72 64 65 72 20 34 32").await; // "order 42"
     b.shot("message").await;
@@ -611,6 +698,10 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
     b.wait_text("[data-card='in flight']", "1").await;
     let countdown = b.wait_text("[data-countdown]", "in ").await;
     assert!(countdown.ends_with(" s"), "{countdown}"); // "in 4 min 59 s"
+    // It counts down, second by second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = b.wait_text("[data-countdown]", "in ").await;
+    assert_ne!(later, countdown, "the countdown stands still");
     b.shot("group").await;
 
     // Half messages and dead letters (none yet).
@@ -653,6 +744,10 @@ async fn the_console_shows_what_the_sdk_published_and_a_peek_changes_nothing() {
         ("#/group/orders/GID_billing", "group-narrow"),
         ("#/half", "half-narrow"),
         ("#/publish", "publish-narrow"),
+        ("#/message?topic=orders&key=order-42", "message-narrow"),
+        ("#/dead", "dead-narrow"),
+        ("#/clock", "clock-narrow"),
+        ("#/catalog", "catalog-narrow"),
     ] {
         b.open(route).await;
         b.find("h1").await;
@@ -788,14 +883,7 @@ async fn the_console_publishes_and_moves_the_test_clock() {
         )
         .await
         .expect("publish");
-    assert!(
-        consumer
-            .receive(BatchSize::MIN, WaitSeconds::new(0).unwrap())
-            .await
-            .expect("receive")
-            .is_empty(),
-        "delivered before its time"
-    );
+    assert_nothing_delivered(&consumer, 0, "delivered before its time").await;
     b.open("#/group/jobs/GID_worker").await;
     b.wait_text("[data-card='delayed']", "1").await;
     b.open("#/clock").await;
@@ -847,20 +935,8 @@ async fn the_console_publishes_and_moves_the_test_clock() {
 
     // Not acked, delivered again, not acked: a dead letter, listed with a Resend button.
     let mut admin = support::Client::new(broker.local_addr());
-    let advance = "/admin/clock?advance_ms=301000"; // past the 300 s invisibility
-    admin
-        .admin(http::Method::POST, advance, None)
-        .await
-        .expect("advance");
-    let again = consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
-        .await
-        .expect("receive");
-    assert_eq!(again.first().map(|m| m.consumed_times), Some(2));
-    admin
-        .admin(http::Method::POST, advance, None)
-        .await
-        .expect("advance");
+    let past_invisibility = "/admin/clock?advance_ms=301000"; // past 300 s
+    let_die(&mut admin, &consumer, past_invisibility).await;
     b.open("#/dead").await;
     b.wait_text(
         "table[aria-label='Dead letters of GID_worker']",
@@ -869,13 +945,13 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     .await;
     b.shot("dead-letters").await;
     // Delete asks first; declined, the dead letter stays (the resend below finds it).
-    b.click_in_row(
+    b.confirm_in_row(
         "Dead letters of GID_worker",
         got[0].message_id.as_str(),
         "Delete",
+        false,
     )
     .await;
-    b.answer_confirm(false).await;
     b.click_button("Resend").await;
     b.wait_text("#toast", "Resend: done (1 resent)").await;
     // Resent: delivered to the group again as a new message with the same id.
@@ -890,13 +966,34 @@ async fn the_console_publishes_and_moves_the_test_clock() {
         Some((got[0].message_id.as_str(), 1)),
         "{resent:?}"
     );
-    consumer
-        .ack([&resent[0].receipt_handle])
-        .await
-        .expect("ack");
     b.open("#/dead").await;
     b.wait_text("#main .empty", "No dead letters").await;
+    // Not acked again, it dies again; deleted there (after the confirmation), it is gone
+    // for good: no dead letter left, never delivered again.
+    let_die(&mut admin, &consumer, past_invisibility).await;
+    b.open("#/").await;
+    b.open("#/dead").await;
+    let asked = b
+        .confirm_in_row(
+            "Dead letters of GID_worker",
+            got[0].message_id.as_str(),
+            "Delete",
+            true,
+        )
+        .await;
+    assert!(asked.contains("cannot be resent"), "{asked}");
+    b.wait_text("#toast", "Delete: done (1 deleted)").await;
+    b.wait_text("#main .empty", "No dead letters").await;
+    let listed = get_ok(
+        &mut admin,
+        "/admin/topics/jobs/groups/GID_worker/dead_letters",
+    )
+    .await;
+    assert_eq!(listed["messages"], serde_json::json!([]), "{listed}");
+    advance(&mut admin, past_invisibility).await;
+    assert_nothing_delivered(&consumer, 1, "a deleted dead letter was delivered").await;
 
+    b.assert_no_secret_in_urls(TOKEN).await;
     // Logging out forgets the credentials: the login form is back, the storage empty,
     // the page links gone.
     b.click_button("Log out").await;
@@ -969,19 +1066,8 @@ async fn the_console_commits_and_rolls_back_half_messages() {
     assert_eq!(payments(&broker).half, 0);
     // Past its check time: the rolled-back message is neither delivered nor checked.
     let mut admin = support::Client::new(broker.local_addr());
-    let (status, _) = admin
-        .admin(http::Method::POST, "/admin/clock?advance_ms=600000", None)
-        .await
-        .expect("advance");
-    assert_eq!(status, 200);
-    assert!(
-        consumer
-            .receive(BatchSize::MAX, WaitSeconds::new(1).unwrap())
-            .await
-            .expect("receive")
-            .is_empty(),
-        "a rolled-back message was delivered"
-    );
+    advance(&mut admin, "/admin/clock?advance_ms=600000").await;
+    assert_nothing_delivered(&consumer, 1, "a rolled-back message was delivered").await;
     let (_, trace) = admin
         .admin(
             http::Method::GET,
@@ -1035,11 +1121,7 @@ async fn the_console_filters_by_time_and_resets_an_offset() {
         .expect("clock");
     // An hour later (test clock), the second one; `between` separates them.
     let between = clock["now_ms"].as_u64().expect("now") + 1_800_000;
-    let (status, _) = admin
-        .admin(http::Method::POST, "/admin/clock?advance_ms=3600000", None)
-        .await
-        .expect("advance");
-    assert_eq!(status, 200);
+    advance(&mut admin, "/admin/clock?advance_ms=3600000").await;
     producer
         .publish(&TopicMessage::new("second event").unwrap())
         .await
@@ -1121,11 +1203,7 @@ async fn the_console_creates_and_deletes_topics_and_groups() {
     b.click_button("Create topic").await;
     b.wait_text("table[aria-label='Topics'] tbody", "inventory")
         .await;
-    let (status, topic) = admin
-        .admin(http::Method::GET, "/admin/topics/inventory", None)
-        .await
-        .expect("topic");
-    assert_eq!(status, 200, "{topic}");
+    let topic = get_ok(&mut admin, "/admin/topics/inventory").await;
     assert_eq!(topic["topic"]["message_type"], "FIFO", "{topic}");
 
     b.type_into(
@@ -1179,6 +1257,75 @@ async fn the_console_creates_and_deletes_topics_and_groups() {
         .await
         .expect("topic");
     assert_eq!(status, 404);
+
+    // In another instance, a group with its own invisibility and maximum deliveries on two
+    // topics: what the admin API takes, the forms take.
+    for topic in ["ledger", "audit"] {
+        b.fill("Create a topic", &[("topic", topic), ("ns", "MQ_INST_1")])
+            .await;
+        b.click_button("Create topic").await;
+        b.wait_text("table[aria-label='Topics'] tbody", topic).await;
+    }
+    let topic = get_ok(&mut admin, "/admin/topics/ledger?ns=MQ_INST_1").await;
+    assert_eq!(topic["topic"]["instance"], "MQ_INST_1", "{topic}");
+    b.fill(
+        "Create a group",
+        &[
+            ("group", "GID_audit"),
+            ("ns", "MQ_INST_1"),
+            ("topic", "ledger, audit"),
+            ("invisibility_ms", "30000"),
+            ("max_deliveries", "5"),
+        ],
+    )
+    .await;
+    b.click_button("Create group").await;
+    let row = b
+        .wait_text("table[aria-label='Groups'] tbody", "GID_audit")
+        .await;
+    assert!(row.contains("MQ_INST_1") && row.contains("30,000"), "{row}");
+    b.shot("catalog-instance").await;
+    let (_, listed) = admin
+        .admin(http::Method::GET, "/admin/groups?ns=MQ_INST_1", None)
+        .await
+        .expect("groups");
+    let group = &listed["groups"][0];
+    assert_eq!(group["group"], "GID_audit", "{listed}");
+    assert_eq!(group["invisibility_ms"], 30000, "{listed}");
+    assert_eq!(group["max_deliveries"], 5, "{listed}");
+    let topics: Vec<&str> = group["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .filter_map(|t| t["topic"].as_str())
+        .collect();
+    assert_eq!(topics.len(), 2, "{listed}");
+    assert!(
+        topics.contains(&"ledger") && topics.contains(&"audit"),
+        "{listed}"
+    );
+    // An update: only the setting given changes.
+    b.fill(
+        "Create a group",
+        &[
+            ("group", "GID_audit"),
+            ("ns", "MQ_INST_1"),
+            ("max_deliveries", "9"),
+        ],
+    )
+    .await;
+    b.click_button("Create group").await;
+    b.wait_text("table[aria-label='Groups'] tbody", "9").await;
+    let (_, listed) = admin
+        .admin(http::Method::GET, "/admin/groups?ns=MQ_INST_1", None)
+        .await
+        .expect("groups");
+    assert_eq!(listed["groups"][0]["max_deliveries"], 9, "{listed}");
+    assert_eq!(listed["groups"][0]["invisibility_ms"], 30000, "{listed}");
+    b.click_in_row("Groups", "GID_audit", "Delete").await;
+    let asked = b.accept_confirm().await;
+    assert!(asked.contains("instance MQ_INST_1"), "{asked}");
+    b.wait_text("#main .empty", "No group.").await;
     b.close().await;
 }
 
@@ -1277,6 +1424,44 @@ async fn the_console_finds_beyond_the_first_page_and_in_every_instance() {
         .await;
     assert!(shown.contains("the needle"), "{shown}");
     b.shot("topic-filter-beyond-first-page").await;
+
+    // Past the first page: Next page goes on where the page ended, for a peek by state and
+    // for a time range alike (the listing answers `next`; the console passes it as `after`).
+    b.type_into("input[name='tag']", "").await;
+    b.click_button("Peek").await;
+    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
+        .await;
+    b.click_button("Next page →").await;
+    b.wait_text("[data-summary]", "Page 2: ").await;
+    assert_eq!(b.bodies().await, fillers(200..400));
+    b.set_local_time("input[name='from']", Some(now_ms() - 3_600_000))
+        .await;
+    b.click_button("Peek").await;
+    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
+        .await;
+    assert_eq!(b.bodies().await, fillers(0..200));
+    b.click_button("Next page →").await;
+    b.wait_text("[data-summary]", "Page 2: ").await;
+    assert_eq!(b.bodies().await, fillers(200..400));
+    b.click_button("Next page →").await;
+    b.wait_text("[data-summary]", "Page 3: ").await;
+    assert_eq!(b.bodies().await, fillers(400..600));
+    b.shot("topic-time-range-page-3").await;
+    // Changing a filter ends the paging (the next page would not follow from this one).
+    b.type_into("input[name='tag']", "rare").await;
+    assert_eq!(
+        b.script("return document.querySelectorAll('[data-next]').length;")
+            .await,
+        serde_json::json!(0)
+    );
+    b.set_local_time("input[name='from']", None).await;
+    // The group page lists the first 100 and links to the topic page, which pages on.
+    b.open("#/group/orders/GID_scan").await;
+    b.click_xpath("//*[@data-more]/a").await;
+    b.wait_text("h1", "Topic orders").await;
+    b.wait_text("[data-summary]", "200 of 200 shown. More remain")
+        .await;
+    assert_eq!(b.bodies().await, fillers(0..200));
     // Purged (after a confirmation), the page shows its new numbers at once.
     b.click_button("Purge topic…").await;
     b.accept_confirm().await;
@@ -1367,7 +1552,101 @@ async fn the_console_publishes_to_a_fifo_topic_in_order() {
             .expect("ack");
     }
     assert_eq!(bodies, ["debit 1", "debit 2", "debit 3"]);
+
+    // A delivery time picked in local time, and a transactional message: the broker holds
+    // the first delayed until that second, the second as a half message.
+    let at = now_ms() + 3_600_000;
+    // The page's own link in the bar renders it afresh: an empty form.
+    let shown = b.ready().await;
+    b.click_xpath("//nav//a[normalize-space(.)='Publish']")
+        .await;
+    b.rendered_after(&shown, "the publish page again").await;
+    assert_eq!(
+        b.find("input[name='sharding_key']")
+            .await
+            .prop("value")
+            .await
+            .expect("value"),
+        Some(String::new())
+    );
+    b.type_into("input[name='topic']", "timed").await;
+    b.find("select[name='when']")
+        .await
+        .select_by_value("at")
+        .await
+        .expect("select");
+    b.set_local_time("input[name='at']", Some(at)).await;
+    b.click_button("Publish").await;
+    let id = b.published_id().await;
+    let message = found(&mut admin, "timed", &id).await;
+    assert_eq!(message["start_deliver_time"], at / 1000 * 1000, "{message}");
+    // The same form, now transactional and due at once.
+    b.find("select[name='when']")
+        .await
+        .select_by_value("now")
+        .await
+        .expect("select");
+    b.find("input[name='transactional']")
+        .await
+        .click()
+        .await
+        .expect("check");
+    b.click_button("Publish").await;
+    b.wait_text("[data-receipt]", "Half message").await;
+    let id = b.published_id().await;
+    assert_eq!(found(&mut admin, "timed", &id).await["state"], "half");
     b.close().await;
+}
+
+/// The one message in flight for `consumer` (delivered once, not acked) becomes a dead
+/// letter (with `max_deliveries` 2): `advance` (past its invisibility), delivered a second
+/// time and not acked, `advance` again.
+async fn let_die(admin: &mut support::Client, consumer: &Consumer, by: &str) {
+    advance(admin, by).await;
+    let again = consumer
+        .receive(BatchSize::MIN, WaitSeconds::new(3).unwrap())
+        .await
+        .expect("receive");
+    assert_eq!(again.first().map(|m| m.consumed_times), Some(2));
+    advance(admin, by).await;
+}
+
+/// `POST target` (a move of the test clock), answered 200.
+async fn advance(admin: &mut support::Client, target: &str) {
+    let (status, json) = admin
+        .admin(http::Method::POST, target, None)
+        .await
+        .expect("advance");
+    assert_eq!(status, 200, "{target}: {json}");
+}
+
+/// Fails with `why` when `consumer` receives a message within `wait_s` seconds.
+async fn assert_nothing_delivered(consumer: &Consumer, wait_s: u8, why: &str) {
+    let got = consumer
+        .receive(BatchSize::MAX, WaitSeconds::new(wait_s).unwrap())
+        .await
+        .expect("receive");
+    assert!(got.is_empty(), "{why}: {got:?}");
+}
+
+/// `GET target` of the admin API, answered 200: its JSON.
+async fn get_ok(admin: &mut support::Client, target: &str) -> serde_json::Value {
+    let (status, json) = admin
+        .admin(http::Method::GET, target, None)
+        .await
+        .expect("admin call");
+    assert_eq!(status, 200, "{target}: {json}");
+    json
+}
+
+/// The message `id` of `topic` as the admin API finds it.
+async fn found(admin: &mut support::Client, topic: &str, id: &str) -> serde_json::Value {
+    get_ok(admin, &format!("/admin/topics/{topic}/messages?id={id}")).await["messages"][0].clone()
+}
+
+/// The bodies `filler {i}` for `range`, as the paging test publishes them.
+fn fillers(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("filler {i}")).collect()
 }
 
 async fn raw(addr: std::net::SocketAddr, head: &str, body: &str) -> String {

@@ -1173,6 +1173,49 @@ mod binary {
         assert_eq!(conn.read(&mut buf).unwrap_or(0), 0);
     }
 
+    /// Issue 15: the start banner gives the console's address, and the page is there; with
+    /// `--admin off` there is no console and no such line.
+    #[test]
+    fn the_banner_prints_the_console_address() {
+        let (mut running, line, mut stdout) = start();
+        let port = port_of(&line);
+        let mut banner = Vec::new();
+        let console = loop {
+            let mut next = String::new();
+            assert!(
+                stdout.read_line(&mut next).expect("banner line") > 0,
+                "no console line in {banner:?}"
+            );
+            if let Some(rest) = next.strip_prefix("console: ") {
+                break rest.to_owned();
+            }
+            banner.push(next);
+        };
+        let url = format!("http://127.0.0.1:{port}/console/");
+        assert!(
+            console.starts_with(&format!("{url} (log in with the admin token")),
+            "{console:?}"
+        );
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        conn.write_all(b"GET /console/ HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .expect("write");
+        let mut page = String::new();
+        conn.read_to_string(&mut page).expect("read");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("<title>mq-broker console</title>"), "{page}");
+        signal(running.0.id(), "TERM");
+        assert_eq!(wait(&mut running, Duration::from_secs(10)).code(), Some(0));
+
+        let (mut running, line, stdout) =
+            spawn_broker(broker_command("bin-ak", "bin-sk").args(["--admin", "off"]));
+        port_of(&line);
+        signal(running.0.id(), "TERM");
+        assert_eq!(wait(&mut running, Duration::from_secs(10)).code(), Some(0));
+        let rest: Vec<String> = stdout.lines().map_while(Result::ok).collect();
+        assert!(rest.contains(&"admin: off".to_owned()), "{rest:?}");
+        assert!(!rest.iter().any(|l| l.starts_with("console:")), "{rest:?}");
+    }
+
     #[test]
     fn a_handle_key_flag_needs_a_gateway() {
         let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))

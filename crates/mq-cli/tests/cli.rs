@@ -876,6 +876,16 @@ fn serve_announces_the_address_and_stops_on_sigterm() {
         .unwrap_or_else(|| panic!("first line: {first:?}"))
         .to_owned();
     assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    // The banner gives the web console's address (issue 15).
+    let console = (&mut stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("console: ").map(str::to_owned))
+        .expect("a console line");
+    assert!(
+        console.starts_with(&format!("{endpoint}/console/ ")),
+        "{console:?}"
+    );
     let mut publish = mq(&["publish", "--topic", "S", "--body", "x"]);
     publish
         .env("MQ_ENDPOINT", &endpoint)
