@@ -1,5 +1,5 @@
-// The console's one way to the broker: the admin API and /stats, with the credentials of
-// this tab's session. Credentials live in sessionStorage only (never in a URL, never
+// The console's one way to the broker: the admin API (its /admin/stats is the /stats
+// document), with the credentials of this tab's session. Credentials live in sessionStorage only (never in a URL, never
 // logged) and are sent as `Authorization: Bearer <admin token>` or as a signature by an
 // AccessKey pair, computed here with WebCrypto exactly as `mq admin` signs (PROTOCOL §2.5:
 // HMAC-SHA1 over METHOD, Content-MD5, Content-Type, Date, the x-mq-* headers and the
@@ -121,9 +121,7 @@ export async function admin(method, target, body) {
   return json;
 }
 
-/** GET /stats (unauthenticated, read-only). */
-export async function stats() {
-  const resp = await fetch("/stats", { cache: "no-store", credentials: "omit" });
-  if (!resp.ok) throw new ApiError(resp.status, "", `GET /stats answered ${resp.status}`);
-  return resp.json();
+/** GET /admin/stats: the document /stats serves, through the admin API. */
+export function stats() {
+  return admin("GET", "/admin/stats");
 }

@@ -1,5 +1,5 @@
 // The console's shell: login, navigation (hash routes, so a page can be bookmarked and
-// nothing secret ever goes in the URL), the /stats sampler behind the rate chart.
+// nothing secret ever goes in the URL), the /admin/stats sampler behind the rate chart.
 import { credentials, remember, forget, whoami, admin, stats } from "./api.js";
 import { el, failure, describe, AUTH_CODES } from "./ui.js";
 import * as pages from "./pages.js";
@@ -24,7 +24,7 @@ const nav = document.getElementById("nav");
 const logout = document.getElementById("logout");
 const who = document.getElementById("who");
 
-// ---- Rates: successive /stats readings, kept for WINDOW_MS -------------------------------
+// ---- Rates: successive /admin/stats readings, kept for WINDOW_MS -------------------------------
 const WINDOW_MS = 5 * 60 * 1000;
 const SAMPLE_MS = 2000;
 const samples = [];

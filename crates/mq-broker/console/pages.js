@@ -1,5 +1,5 @@
 // The pages. Each takes (view, params) and renders into `view` (a <section>); all data
-// comes from the admin API and /stats through api.js.
+// comes from the admin API (its /admin/stats is /stats) through api.js.
 import { admin, query, seg, stats, ApiError } from "./api.js";
 import { el, time, relative, empty, unavailable, failure, toast, table, n, badge, groupBadge, bodyPreview, bodyView, rateChart, AUTH_CODES } from "./ui.js";
 
@@ -32,7 +32,7 @@ const instanceOf = (instance) => (instance ? `instance ${instance}` : "the defau
 /** A non-default instance beside a name, shown where the Instance column is hidden. */
 const narrowInstance = (instance) => (instance ? el("span", { class: "muted show-narrow" }, ` (${instance})`) : "");
 
-/** Every (topic, group) of a /stats document, flattened. */
+/** Every (topic, group) of a /stats document (GET /admin/stats), flattened. */
 function groupsOf(doc) {
   return doc.topics.flatMap((t) => t.groups.map((g) => ({ ...g, topic: t.topic, instance: t.instance })));
 }
@@ -719,7 +719,7 @@ export async function catalog(view, _params, ctx) {
     [topics, groups] = await Promise.all([admin("GET", "/admin/topics"), admin("GET", "/admin/groups")]);
   } catch (e) {
     view.append(e.unavailable ? unavailable("Listing, creating and deleting topics and groups", e) : failure(e),
-      el("p", { class: "muted" }, "The overview shows every topic and group this broker holds (from /stats)."));
+      el("p", { class: "muted" }, "The overview shows every topic and group this broker holds (from /admin/stats)"));
     return;
   }
   const del = (what, path) => async () => {

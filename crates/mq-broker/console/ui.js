@@ -173,7 +173,7 @@ export function rateChart(series, windowMs) {
   const all = series.flatMap((s) => s.points);
   const box = el("div", { class: "chart panel" });
   if (all.length < 2) {
-    box.append(empty("Rates appear after a few seconds on this page (computed from successive /stats readings)."));
+    box.append(empty("Rates appear after a few seconds on this page (computed from successive /admin/stats readings)."));
     return box;
   }
   // The x axis spans what was seen, up to the window.

@@ -2432,3 +2432,37 @@ async fn unknown_parameters_contradictions_and_signed_numbers_are_refused() {
     assert_eq!(status, 200, "{json}");
     assert_ne!(group_settings(&mut c, "GID_strict").await, before);
 }
+
+/// `GET /admin/stats` answers the `/stats` document (what the console reads, so the console
+/// uses the admin API alone), to authenticated callers only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_stats_is_the_stats_document_for_authenticated_callers() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group("stats_topic", "GID_stats");
+    register_and_publish(&mut c, &t, &g, &["one", "two"]).await;
+    let (status, json) = c
+        .admin(Method::GET, "/admin/stats", None)
+        .await
+        .expect("call");
+    assert_eq!(status, 200, "{json}");
+    let core = broker.stats();
+    assert_eq!(json["published"], core.published, "{json}");
+    assert_eq!(json["topics"][0]["topic"], "stats_topic", "{json}");
+    assert_eq!(
+        json["topics"][0]["groups"][0]["ready"], core.topics[0].groups[0].ready,
+        "{json}"
+    );
+    assert!(json["server"]["connections"].as_u64() >= Some(1), "{json}");
+    let unauthenticated = raw_call(broker.local_addr(), "GET", "/admin/stats", None).await;
+    assert!(
+        unauthenticated.starts_with("HTTP/1.1 400")
+            && unauthenticated.contains("\"MissingAuthorizationHeader\""),
+        "{unauthenticated}"
+    );
+    assert_eq!(
+        refusal(&mut c, Method::POST, "/admin/stats", None).await,
+        (405, "MethodNotAllowed".to_owned())
+    );
+    broker.shutdown().await;
+}

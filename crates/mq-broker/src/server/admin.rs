@@ -279,6 +279,9 @@ async fn route(
     }
     match (method, segments.as_slice()) {
         (&Method::GET, ["admin", "clock"]) => Ok(clock(shared)),
+        (&Method::GET, ["admin", "stats"]) => super::admission::stats_value(shared).map_err(|e| {
+            AdminError::from(RequestError::new(ErrorCode::InternalError, e.to_string()))
+        }),
         (&Method::POST, ["admin", "clock"]) => {
             let ms: u64 = whole_number(params.required("advance_ms")?)
                 .filter(|ms| *ms <= MAX_ADVANCE_MS)
@@ -558,7 +561,7 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         | ["admin", "topics", _, "groups", _, "reset_offset"]
         | ["admin", "topics", _, "half", _, "commit" | "rollback"] => "POST",
         ["admin", "faults"] => "GET, POST, DELETE",
-        ["admin", "messages", _, "trace"] => "GET",
+        ["admin", "messages", _, "trace"] | ["admin", "stats"] => "GET",
         _ => return None,
     })
 }
@@ -569,7 +572,7 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
 fn accepted_params(method: &Method, segments: &[&str]) -> Option<&'static [&'static str]> {
     const NS: &[&str] = &["ns"];
     Some(match (method.as_str(), segments) {
-        ("GET", ["admin", "clock"] | ["admin", "messages", _, "trace"])
+        ("GET", ["admin", "clock" | "stats"] | ["admin", "messages", _, "trace"])
         | ("POST", ["admin", "reset"])
         | ("GET" | "DELETE", ["admin", "faults"]) => &[],
         ("POST", ["admin", "clock"]) => &["advance_ms"],

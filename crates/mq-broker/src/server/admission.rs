@@ -44,7 +44,13 @@ struct StatsDocument {
     server: ServerStats,
 }
 
-fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
+/// The `/stats` document (also `GET /admin/stats`): the backend's [`Stats`] and the
+/// server's counters, without what the backend does not count.
+///
+/// # Errors
+///
+/// The document cannot be serialised.
+pub(super) fn stats_value(shared: &Shared) -> Result<serde_json::Value, serde_json::Error> {
     let doc = StatsDocument {
         core: shared.backend.stats(),
         server: ServerStats {
@@ -56,7 +62,7 @@ fn stats_document(shared: &Shared) -> Result<Vec<u8>, serde_json::Error> {
     };
     let mut doc = serde_json::to_value(&doc)?;
     shared.backend.counted().filter_stats(&mut doc);
-    serde_json::to_vec_pretty(&doc)
+    Ok(doc)
 }
 
 fn metrics_document(shared: &Shared) -> Result<String, std::fmt::Error> {
@@ -148,7 +154,7 @@ pub(super) async fn handle(
         }
         (&Method::GET, "/stats") => {
             operation = "stats";
-            match stats_document(&shared) {
+            match stats_value(&shared).and_then(|doc| serde_json::to_vec_pretty(&doc)) {
                 Ok(json) => plain(StatusCode::OK, "application/json", json.into(), &rid),
                 Err(e) => error(
                     &shared,
