@@ -37,6 +37,9 @@ struct Fixtures {
     publish_body: Bytes,
     /// A consume response with 16 messages of 1 KiB.
     consume_body: Bytes,
+    /// The same response without its `MessageBodyMD5` elements: a decode with no body MD5
+    /// to verify (PROTOCOL §3.8), to tell the verification's cost from the rest.
+    consume_body_unverified: Bytes,
     messages: Vec<Message>,
     handles: Vec<ReceiptHandle>,
     string_to_sign: String,
@@ -113,6 +116,7 @@ fn fixtures() -> Fixtures {
         })
         .collect();
     let consume_body = encode_messages(&messages);
+    let consume_body_unverified = without_element(&consume_body, "MessageBodyMD5");
     let handles = messages.iter().map(|m| m.receipt_handle.clone()).collect();
     Fixtures {
         endpoint,
@@ -125,10 +129,26 @@ fn fixtures() -> Fixtures {
         publish_headers: parts.headers,
         publish_body,
         consume_body,
+        consume_body_unverified,
         messages,
         handles,
         string_to_sign,
     }
+}
+
+/// `doc` with every `<name>…</name>` element removed.
+fn without_element(doc: &[u8], name: &str) -> Bytes {
+    let text = std::str::from_utf8(doc).expect("UTF-8 fixture");
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(&open) {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find(&close).expect("closed element") + start + close.len();
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Bytes::from(out)
 }
 
 /// quick-xml's raw event reader over `bytes`: every event, nothing decoded (the limit any
@@ -214,6 +234,27 @@ fn benches(c: &mut Criterion, f: &Fixtures) {
     g.bench_function("tokenize_consume_16x1k", |b| {
         b.iter(|| tokenize(black_box(&f.consume_body)))
     });
+    g.bench_function("md5_16x1k", |b| {
+        b.iter(|| {
+            for m in black_box(&f.messages) {
+                black_box(mq_proto::body_md5(&m.body));
+            }
+        })
+    });
+    g.throughput(Throughput::Bytes(f.consume_body_unverified.len() as u64));
+    g.bench_function("decode_consume_16x1k_unverified", |b| {
+        b.iter(|| {
+            decode_consume_response_bytes(
+                StatusCode::OK,
+                &HeaderMap::new(),
+                black_box(&f.consume_body_unverified),
+            )
+        })
+    });
+    g.bench_function("tokenize_consume_16x1k_unverified", |b| {
+        b.iter(|| tokenize(black_box(&f.consume_body_unverified)))
+    });
+    g.throughput(Throughput::Bytes(f.consume_body.len() as u64));
     g.bench_function("server_encode_consume_16x1k", |b| {
         b.iter(|| encode_messages(black_box(&f.messages)))
     });
@@ -286,6 +327,9 @@ fn table(f: &Fixtures) -> Result<String, String> {
     let tok_publish = get("tokenize_publish")?;
     let decode = get("decode_consume_16x1k")?;
     let tok_consume = get("tokenize_consume_16x1k")?;
+    let md5 = get("md5_16x1k")?;
+    let decode_unverified = get("decode_consume_16x1k_unverified")?;
+    let tok_unverified = get("tokenize_consume_16x1k_unverified")?;
     let encode = get("server_encode_consume_16x1k")?;
     let ack = get("ack_build_16")?;
     let pct = |reference: Duration, ours: Duration| {
@@ -294,7 +338,11 @@ fn table(f: &Fixtures) -> Result<String, String> {
             100.0 * reference.as_secs_f64() / ours.as_secs_f64()
         )
     };
-    let (pb, cb) = (f.publish_body.len(), f.consume_body.len());
+    let (pb, cb, cu) = (
+        f.publish_body.len(),
+        f.consume_body.len(),
+        f.consume_body_unverified.len(),
+    );
     let mut t = String::new();
     t.push_str("| Operation | Bytes | Median time | MiB/s | Reference (same run) | Reference time | Ours at % of reference throughput | Target |\n");
     t.push_str("|---|---:|---:|---:|---|---:|---:|---|\n");
@@ -321,6 +369,22 @@ fn table(f: &Fixtures) -> Result<String, String> {
         "quick-xml raw events, same bytes",
         Some(tok_consume),
         "≥ 50%",
+    );
+    row(
+        "Decode the same without `MessageBodyMD5` (nothing to verify)",
+        cu,
+        decode_unverified,
+        "quick-xml raw events, same bytes",
+        Some(tok_unverified),
+        "—",
+    );
+    row(
+        "MD5 of the 16 bodies alone (md-5 crate; the decode's verification)",
+        16 * 1024,
+        md5,
+        "quick-xml raw events, the whole response",
+        Some(tok_consume),
+        "—",
     );
     row(
         "Parse publish request (server)",
@@ -372,6 +436,19 @@ fn main() {
         .expect("decode fixture");
     assert_eq!(decoded, f.messages, "fixture round trip");
     assert!(tokenize(&f.consume_body) > 16 * 10);
+    let unverified = decode_consume_response_bytes(
+        StatusCode::OK,
+        &HeaderMap::new(),
+        &f.consume_body_unverified,
+    )
+    .expect("decode fixture without MD5");
+    assert!(
+        unverified
+            .iter()
+            .zip(&f.messages)
+            .all(|(u, m)| u.body == m.body && u.body_md5.is_empty()),
+        "the MD5-less fixture carries the same bodies and no MD5"
+    );
 
     let measuring = std::env::args().any(|a| a == "--bench");
     let mut c = Criterion::default()
