@@ -2168,6 +2168,60 @@ async fn dot_segments_are_refused_as_names() {
     .await;
 }
 
+/// A name holding `%` — `%2E%2E` (`..` once a URL path is decoded), `a%2Fb` (`a/b`), a
+/// literal `%` (RocketMQ's namespace separator) — is refused by the one name check on the
+/// protocol's paths (the protocol's error document, 400 `InvalidRequestURL` for the path,
+/// `InvalidArgument` for a query parameter) and in the admin API (400 `InvalidArgument`),
+/// and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_holding_percent_are_refused_everywhere() {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let refused = |resp: support::Resp, code: &str, target: &str| {
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
+        assert_eq!(resp.status, 400, "{target}: {body}");
+        assert!(
+            body.contains(&format!("<Code>{code}</Code>")),
+            "{target}: {body}"
+        );
+    };
+    for topic in ["%2E%2E", "a%2Fb", "a%25b", "MQ_INST_x%T"] {
+        for (method, target) in [
+            (
+                Method::GET,
+                format!("/topics/{topic}/messages?consumer=GID_a&numOfMessages=1"),
+            ),
+            (Method::POST, format!("/topics/{topic}/messages")),
+        ] {
+            let resp = c.signed(method, &target).await.expect("answer");
+            refused(resp, "InvalidRequestURL", &target);
+        }
+    }
+    for target in [
+        "/topics/T/messages?consumer=GID%25a&numOfMessages=1",
+        "/topics/T/messages?consumer=GID_a&numOfMessages=1&ns=MQ_INST%25x",
+    ] {
+        let resp = c.signed(Method::GET, target).await.expect("answer");
+        refused(resp, "InvalidArgument", target);
+    }
+    for (method, target) in [
+        (Method::GET, "/admin/topics/a%252Fb/messages?state=half"),
+        (Method::GET, "/admin/topics/%252E%252E"),
+        (Method::POST, "/admin/topics?topic=a%25b"),
+        (Method::POST, "/admin/topics?topic=T&ns=MQ_INST%25x"),
+        (Method::POST, "/admin/groups?group=GID%25a"),
+        (Method::POST, "/admin/groups?group=GID_a&topic=%252E%252E"),
+        (Method::DELETE, "/admin/groups/GID%2525a"),
+    ] {
+        invalid_argument(&mut c, method, target).await;
+    }
+    let (_, topics) = c
+        .admin(Method::GET, "/admin/topics", None)
+        .await
+        .expect("topics");
+    assert_eq!(topics["topics"], serde_json::json!([]), "nothing created");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_admin_calls_are_counted_as_refused() {
     let broker = start(false).await;
