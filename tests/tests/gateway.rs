@@ -1017,7 +1017,7 @@ async fn admin_api(engine: &RocketMqEngine) {
         (
             "POST",
             "/admin/clock?advance_ms=1000".to_owned(),
-            "--test-clock",
+            "keeps its own time",
         ),
     ];
     for (method, path, tool) in unmapped {

@@ -103,7 +103,6 @@ pub(crate) const NOT_SUPPORTED: &str = "NotSupported";
 
 /// The refusal of a backend call the backend cannot serve: `NotSupported` (answered 501),
 /// with a message naming what does it instead.
-#[cfg(feature = "rocketmq")]
 pub(crate) fn not_supported(message: &str) -> RequestError {
     RequestError::new(ErrorCode::Other(NOT_SUPPORTED.into()), message)
 }
@@ -287,12 +286,10 @@ async fn route(
                         "advance_ms must be a whole number of ms, at most {MAX_ADVANCE_MS} (400 days)"
                     ))
                 })?;
-            if !shared.clock.is_test_clock() {
-                return Err(AdminError::not_supported(
-                    "the clock moves only on a broker started with --test-clock",
-                ));
-            }
-            shared.backend.advance_clock(ms).await?;
+            shared
+                .backend
+                .advance_clock(ms, shared.clock.is_test_clock())
+                .await?;
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
