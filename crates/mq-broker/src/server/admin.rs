@@ -293,16 +293,18 @@ async fn route(
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
-        (&Method::GET, ["admin", "messages", id, "trace"]) => match shared.backend.trace(id)? {
-            Some(trace) => Ok(json!(trace)),
-            None => Err(AdminError::new(
-                StatusCode::NOT_FOUND,
-                "MessageNotExist",
-                format!(
-                    "message {id} is not kept: never published here, or dropped (retention, consumed longer ago than the consumed-message retention, purge)"
-                ),
-            )),
-        },
+        (&Method::GET, ["admin", "messages", id, "trace"]) => {
+            match shared.backend.trace(message_id(id)?)? {
+                Some(trace) => Ok(json!(trace)),
+                None => Err(AdminError::new(
+                    StatusCode::NOT_FOUND,
+                    "MessageNotExist",
+                    format!(
+                        "message {id} is not kept: never published here, or dropped (retention, consumed longer ago than the consumed-message retention, purge)"
+                    ),
+                )),
+            }
+        }
         (&Method::GET, ["admin", "topics", topic, "groups", group, "dead_letters"]) => {
             let (topic, group) = (topic_name(topic)?, group_id(group)?);
             let listing = shared.backend.peek(
@@ -338,7 +340,11 @@ async fn route(
                 instance,
                 topic,
                 group,
-                message_id: params.non_empty("id")?.map(str::to_owned),
+                message_id: params
+                    .non_empty("id")?
+                    .map(message_id)
+                    .transpose()?
+                    .map(str::to_owned),
                 action: if method == Method::POST {
                     DeadLetterAction::Resend
                 } else {
@@ -383,7 +389,7 @@ async fn route(
             let call = Call::DecideHalf {
                 instance: instance_param(&params)?,
                 topic: topic_name(topic)?,
-                message_id: (*id).to_owned(),
+                message_id: message_id(id)?.to_owned(),
                 resolution,
             };
             apply(shared, call).await?;
@@ -612,6 +618,14 @@ fn group_id(id: &str) -> Result<GroupId, AdminError> {
     GroupId::new(id).map_err(|e| AdminError::invalid(e.to_string()))
 }
 
+/// `id` once it is a message id's shape ([`mq_proto::MessageId`]): 400 for an empty or
+/// malformed one, which no message has.
+fn message_id(id: &str) -> Result<&str, AdminError> {
+    mq_proto::MessageId::new(id)
+        .map(|_| id)
+        .map_err(|e| AdminError::invalid(e.to_string()))
+}
+
 /// The messages a delete dropped.
 fn deleted(outcome: Outcome) -> u64 {
     match outcome {
@@ -822,7 +836,7 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
         ));
     }
     let lookup = match (params.non_empty("id")?, params.non_empty("key")?) {
-        (Some(id), _) => Some(Lookup::Id(id)),
+        (Some(id), _) => Some(Lookup::Id(message_id(id)?)),
         (None, Some(key)) => Some(Lookup::Key(key)),
         (None, None) => None,
     };
