@@ -2183,7 +2183,8 @@ async fn dot_segments_are_refused_as_names() {
 /// protocol's paths (the protocol's error document, 400 `InvalidRequestURL` for the path,
 /// `InvalidArgument` for a query parameter) and in the admin API (400 `InvalidArgument`),
 /// and creates nothing. So is a message id no message can have (empty, a space, `..`, `<`)
-/// wherever the admin API takes one: 400, not the 404 "not kept" of a well-formed unknown id.
+/// wherever the admin API takes one: 400, not the 404 "not kept" of a well-formed unknown id;
+/// and a time range that ends before it begins (400, not an empty page).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_names_and_message_ids_are_refused() {
     let (_broker, mut c) = with_one_message("Ids", "GID_ids").await;
@@ -2227,6 +2228,10 @@ async fn malformed_names_and_message_ids_are_refused() {
             (Method::GET, "/admin/messages//trace"),
             (Method::GET, "/admin/messages/a%20b/trace"),
             (Method::GET, "/admin/topics/Ids/messages?id=a%20b"),
+            (
+                Method::GET,
+                "/admin/topics/Ids/messages?begin_ms=10&end_ms=5",
+            ),
             (Method::POST, "/admin/topics/Ids/half/%2E%2E/commit"),
             (Method::POST, "/admin/topics/Ids/half/a%3Cb/rollback"),
             (

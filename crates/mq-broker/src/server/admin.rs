@@ -852,6 +852,11 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
             })
         };
         let (begin, end) = (ms(range.0, 0)?, ms(range.1, u64::MAX)?);
+        if begin > end {
+            return Err(AdminError::invalid(format!(
+                "begin_ms {begin} is after end_ms {end}: the range [begin_ms, end_ms) is empty"
+            )));
+        }
         let page = shared.backend.page(
             instance.as_ref(),
             &topic,
