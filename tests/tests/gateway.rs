@@ -944,7 +944,8 @@ async fn admin_api(engine: &RocketMqEngine) {
         );
     }
 
-    // Not mapped: 501 NotSupported, the admin API's error document, the cluster's tool named.
+    // Not mapped — every other admin call (README's gateway table): 501 NotSupported, the
+    // admin API's error document, the cluster's tool named.
     let unmapped = [
         (
             "POST",
@@ -956,16 +957,67 @@ async fn admin_api(engine: &RocketMqEngine) {
             format!("/admin/topics/{declared}/messages?state=ready&group={g}"),
             "mqadmin",
         ),
+        (
+            "GET",
+            format!("/admin/topics/{declared}/messages?state=half"),
+            "mqadmin",
+        ),
+        (
+            "GET",
+            format!("/admin/topics/{declared}/messages?id=0123456789ABCDEF0123456789ABCDEF"),
+            "mqadmin queryMsgById",
+        ),
+        (
+            "GET",
+            format!("/admin/topics/{declared}/messages?key=k1"),
+            "mqadmin queryMsgById / queryMsgByKey",
+        ),
+        (
+            "GET",
+            format!("/admin/topics/{declared}/messages?begin_ms=0"),
+            "mqadmin queryMsgByOffset",
+        ),
+        (
+            "GET",
+            "/admin/messages/0123456789ABCDEF0123456789ABCDEF/trace".to_owned(),
+            "message trace",
+        ),
         ("POST", format!("/admin/topics/{declared}/purge"), "console"),
+        ("POST", "/admin/reset".to_owned(), "mqadmin"),
+        (
+            "GET",
+            format!("/admin/topics/{declared}/groups/{g}/dead_letters"),
+            "mqadmin",
+        ),
+        (
+            "POST",
+            format!("/admin/topics/{declared}/groups/{g}/dead_letters/resend"),
+            "%DLQ%",
+        ),
+        (
+            "DELETE",
+            format!("/admin/topics/{declared}/groups/{g}/dead_letters?id=0123456789ABCDEF"),
+            "%DLQ%",
+        ),
         (
             "POST",
             format!("/admin/topics/{declared}/groups/{g}/reset_offset?time_ms=0"),
-            "mqadmin",
+            "mqadmin resetOffsetByTime",
         ),
         (
             "POST",
             format!("/admin/topics/{declared}/half/0123456789ABCDEF/commit"),
             "transaction checker",
+        ),
+        (
+            "POST",
+            format!("/admin/topics/{declared}/half/0123456789ABCDEF/rollback"),
+            "transaction checker",
+        ),
+        (
+            "POST",
+            "/admin/clock?advance_ms=1000".to_owned(),
+            "keeps its own time",
         ),
     ];
     for (method, path, tool) in unmapped {

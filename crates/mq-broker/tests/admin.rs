@@ -86,6 +86,15 @@ async fn register_and_publish(c: &mut Client, t: &TopicName, g: &GroupId, bodies
     }
 }
 
+/// A broker (no test clock) with group `g` registered on topic `t` and one message there.
+async fn with_one_message(t: &str, g: &str) -> (Broker, Client) {
+    let broker = start(false).await;
+    let mut c = Client::new(broker.local_addr());
+    let (t, g) = topic_group(t, g);
+    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    (broker, c)
+}
+
 fn topic_group(t: &str, g: &str) -> (TopicName, GroupId) {
     (
         TopicName::new(t).expect("topic"),
@@ -1880,10 +1889,7 @@ async fn a_fault_rule_counts_only_the_calls_it_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_group_is_not_an_empty_one() {
-    let broker = start(false).await;
-    let mut c = Client::new(broker.local_addr());
-    let (t, g) = topic_group("Known", "GID_known");
-    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    let (_broker, mut c) = with_one_message("Known", "GID_known").await;
     let mut answers = Vec::new();
     for target in [
         "/admin/topics/Known/messages?state=ready&group=GID_nosuch",
@@ -1980,6 +1986,13 @@ async fn invalid_argument(c: &mut Client, method: Method, target: &str) -> Strin
     json["message"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Each call is refused with 400 `InvalidArgument`.
+async fn all_invalid(c: &mut Client, calls: &[(Method, &str)]) {
+    for (method, target) in calls {
+        invalid_argument(c, method.clone(), target).await;
+    }
+}
+
 /// The group `g` as `GET /admin/groups` lists it.
 async fn group_settings(c: &mut Client, g: &str) -> (serde_json::Value, serde_json::Value) {
     let (_, groups) = c
@@ -2073,10 +2086,7 @@ async fn deleting_a_group_counts_only_the_messages_it_alone_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_parameters_are_given_once_and_with_a_value() {
-    let broker = start(false).await;
-    let mut c = Client::new(broker.local_addr());
-    let (t, g) = topic_group("Q", "GID_q");
-    register_and_publish(&mut c, &t, &g, &["a"]).await;
+    let (_broker, mut c) = with_one_message("Q", "GID_q").await;
     for target in [
         "/admin/topics/Q/messages?id=",
         "/admin/topics/Q/messages?key=",
@@ -2166,6 +2176,95 @@ async fn dot_segments_are_refused_as_names() {
         "/admin/topics/%2E%2E/messages?state=half",
     )
     .await;
+}
+
+/// A name holding `%` — `%2E%2E` (`..` once a URL path is decoded), `a%2Fb` (`a/b`), a
+/// literal `%` (RocketMQ's namespace separator) — is refused by the one name check on the
+/// protocol's paths (the protocol's error document, 400 `InvalidRequestURL` for the path,
+/// `InvalidArgument` for a query parameter) and in the admin API (400 `InvalidArgument`),
+/// and creates nothing. So is a message id no message can have (empty, a space, `..`, `<`)
+/// wherever the admin API takes one: 400, not the 404 "not kept" of a well-formed unknown id;
+/// and a time range that ends before it begins (400, not an empty page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_names_and_message_ids_are_refused() {
+    let (_broker, mut c) = with_one_message("Ids", "GID_ids").await;
+    let refused = |resp: support::Resp, code: &str, target: &str| {
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
+        assert_eq!(resp.status, 400, "{target}: {body}");
+        assert!(
+            body.contains(&format!("<Code>{code}</Code>")),
+            "{target}: {body}"
+        );
+    };
+    for topic in ["%2E%2E", "a%2Fb", "a%25b", "MQ_INST_x%T"] {
+        for (method, target) in [
+            (
+                Method::GET,
+                format!("/topics/{topic}/messages?consumer=GID_a&numOfMessages=1"),
+            ),
+            (Method::POST, format!("/topics/{topic}/messages")),
+        ] {
+            let resp = c.signed(method, &target).await.expect("answer");
+            refused(resp, "InvalidRequestURL", &target);
+        }
+    }
+    for target in [
+        "/topics/T/messages?consumer=GID%25a&numOfMessages=1",
+        "/topics/T/messages?consumer=GID_a&numOfMessages=1&ns=MQ_INST%25x",
+    ] {
+        let resp = c.signed(Method::GET, target).await.expect("answer");
+        refused(resp, "InvalidArgument", target);
+    }
+    all_invalid(
+        &mut c,
+        &[
+            (Method::GET, "/admin/topics/a%252Fb/messages?state=half"),
+            (Method::GET, "/admin/topics/%252E%252E"),
+            (Method::POST, "/admin/topics?topic=a%25b"),
+            (Method::POST, "/admin/topics?topic=T&ns=MQ_INST%25x"),
+            (Method::POST, "/admin/groups?group=GID%25a"),
+            (Method::POST, "/admin/groups?group=GID_a&topic=%252E%252E"),
+            (Method::DELETE, "/admin/groups/GID%2525a"),
+            (Method::GET, "/admin/messages//trace"),
+            (Method::GET, "/admin/messages/a%20b/trace"),
+            (Method::GET, "/admin/topics/Ids/messages?id=a%20b"),
+            (
+                Method::GET,
+                "/admin/topics/Ids/messages?begin_ms=10&end_ms=5",
+            ),
+            (Method::POST, "/admin/topics/Ids/half/%2E%2E/commit"),
+            (Method::POST, "/admin/topics/Ids/half/a%3Cb/rollback"),
+            (
+                Method::POST,
+                "/admin/topics/Ids/groups/GID_ids/dead_letters/resend?id=a%3Cb",
+            ),
+            (
+                Method::DELETE,
+                "/admin/topics/Ids/groups/GID_ids/dead_letters?id=a%20b",
+            ),
+        ],
+    )
+    .await;
+    let (_, topics) = c
+        .admin(Method::GET, "/admin/topics", None)
+        .await
+        .expect("topics");
+    let listed: Vec<&str> = topics["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .filter_map(|t| t["topic"].as_str())
+        .collect();
+    assert_eq!(listed, ["Ids"], "nothing created");
+    // A well-formed id that is not kept stays a 404.
+    let (status, code) = refusal(
+        &mut c,
+        Method::GET,
+        "/admin/messages/0123456789ABCDEF0123456789ABCDEF/trace",
+        None,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "MessageNotExist"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

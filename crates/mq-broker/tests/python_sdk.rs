@@ -82,6 +82,11 @@ impl BrokerProcess {
         broker
     }
 
+    /// `HOST:PORT` of the endpoint.
+    fn address(&self) -> String {
+        self.endpoint.trim_start_matches("http://").to_owned()
+    }
+
     fn stderr(&self) -> String {
         self.stderr
             .lock()
@@ -97,21 +102,138 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// Every scenario of the official SDK, while admin calls run in parallel against the same
+/// broker (issue 14: the admin API is off the protocol's paths and its peeks change
+/// nothing): listings, non-destructive peeks of every group's ready, in-flight, delayed and
+/// dead messages and of the half messages on the scenarios' own topics, pages by time,
+/// `/stats` and `/metrics`, and a whole cycle of state-changing calls on a topic of its own
+/// (create, group, publish, reset offset, resend, purge, delete). The SDK's scenarios must
+/// pass unchanged, and every admin call must be answered as documented.
 #[test]
 fn official_python_sdk_scenarios() {
+    const TOKEN: &str = "interop-admin-token";
     let Some(python) = interop_python() else {
         return;
     };
-    let broker = BrokerProcess::start(&[]);
+    let broker = BrokerProcess::start(&["--admin-token", TOKEN]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = {
+        let (stop, addr) = (stop.clone(), broker.address());
+        thread::spawn(move || admin_traffic(&addr, TOKEN, &stop))
+    };
     let failures = run_all(&python, &broker.endpoint, SCENARIOS, &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let admin = admin.join();
     assert!(
         failures.is_empty(),
-        "{} of {} Python SDK scenarios failed:\n{}\n=== broker stderr ===\n{}",
+        "{} of {} Python SDK scenarios failed with admin calls in parallel:\n{}\n=== broker stderr ===\n{}",
         failures.len(),
         SCENARIOS.len(),
         failures.join("\n"),
         broker.stderr()
     );
+    let (rounds, peeks) = admin.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    eprintln!("admin calls alongside: {rounds} rounds, {peeks} group peeks");
+    assert!(rounds >= 3, "{rounds} rounds of admin calls ran alongside");
+    assert!(
+        peeks > 0,
+        "the scenarios' groups were peeked ({peeks} peeks)"
+    );
+}
+
+/// One admin call with the bearer token over its own connection; the status and the JSON.
+fn admin_call(addr: &str, token: &str, method: &str, target: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        )
+    };
+    write!(
+        conn,
+        "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n{content}connection: close\r\n\r\n{body}"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("read");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {target}: no status in {answer:?}"));
+    let json = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, json)
+}
+
+/// Admin calls in rounds until `stop`: the number of rounds and of group peeks.
+fn admin_traffic(addr: &str, token: &str, stop: &std::sync::atomic::AtomicBool) -> (u32, u32) {
+    let ok = |method: &str, target: &str, body: &str| -> serde_json::Value {
+        let (status, json) = admin_call(addr, token, method, target, body);
+        assert_eq!(status, 200, "{method} {target}: {json}");
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{target}: {e}: {json}"))
+    };
+    let (mut rounds, mut peeks) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for path in ["/admin/clock", "/admin/groups", "/admin/faults"] {
+            ok("GET", path, "");
+        }
+        for path in ["/stats", "/metrics"] {
+            let (status, _) = admin_call(addr, token, "GET", path, "");
+            assert_eq!(status, 200, "{path}");
+        }
+        let topics = ok("GET", "/admin/topics", "");
+        for topic in topics["topics"].as_array().expect("topics") {
+            let name = topic["topic"].as_str().expect("topic");
+            let ns = topic["instance"].as_str().unwrap_or("");
+            let on = |query: &str| format!("/admin/topics/{name}/messages?ns={ns}&{query}");
+            ok("GET", &on("state=half"), "");
+            ok("GET", &on("begin_ms=0&limit=20"), "");
+            for group in topic["groups"].as_array().into_iter().flatten() {
+                let group = group["group"].as_str().expect("group");
+                for state in ["ready", "in_flight", "delayed", "dead"] {
+                    ok("GET", &on(&format!("state={state}&group={group}")), "");
+                    peeks += 1;
+                }
+            }
+        }
+        // A whole cycle of state-changing calls, on a topic of the admin's own.
+        let (t, g) = ("T_admin_side", "GID_admin_side");
+        ok("POST", &format!("/admin/topics?topic={t}"), "");
+        ok("POST", &format!("/admin/groups?group={g}&topic={t}"), "");
+        let published = ok(
+            "POST",
+            &format!("/admin/topics/{t}/messages"),
+            r#"{"body": "beside the SDK", "tag": "side"}"#,
+        );
+        assert!(published["message_id"].is_string(), "{published}");
+        let reset = ok(
+            "POST",
+            &format!("/admin/topics/{t}/groups/{g}/reset_offset?time_ms=0"),
+            "",
+        );
+        assert_eq!(reset["redelivered"], 0, "it was never delivered: {reset}");
+        ok(
+            "POST",
+            &format!("/admin/topics/{t}/groups/{g}/dead_letters/resend"),
+            "",
+        );
+        let purged = ok("POST", &format!("/admin/topics/{t}/purge"), "");
+        assert_eq!(purged["purged"], 1, "{purged}");
+        ok("DELETE", &format!("/admin/groups/{g}"), "");
+        ok("DELETE", &format!("/admin/topics/{t}"), "");
+        rounds += 1;
+        thread::sleep(Duration::from_millis(50));
+    }
+    (rounds, peeks)
 }
 
 /// The broker's fault injection (`--faults`) seen through the official SDK: its exception

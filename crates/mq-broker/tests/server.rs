@@ -784,12 +784,14 @@ async fn stats_and_health() {
 }
 
 /// `GET /metrics` in the Prometheus text format: parsed by a Prometheus parser, its
-/// per-topic and per-group series equal `/stats`, and requests are counted by operation and
-/// status (a refused one included).
+/// per-topic and per-group series equal `/stats` — each of them non-zero here: a redelivery,
+/// a dead letter (at most 2 deliveries), a half message, a long poll waiting — and requests
+/// are counted by operation and status (a refused one included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_stats() {
     let mut cfg = config();
     cfg.core.invisibility_ms = 200;
+    cfg.core.max_deliveries = 2;
     let broker = start(cfg).await;
     let api = api(&broker);
     let addr = broker.local_addr();
@@ -815,6 +817,33 @@ async fn metrics_match_stats() {
             .await,
     );
     assert!(again.iter().any(|m| m.consumed_times == 2), "{again:?}");
+    // The twice-delivered one expires again: a dead letter; the other is delivered again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = messages(
+        &c.protocol_roundtrip(&api.consume("M", "GID_m", 16, 0))
+            .await,
+    );
+    assert_eq!(third.len(), 1, "{third:?}");
+    let half = TopicMessage::new("four")
+        .expect("message")
+        .with_trans_check_immunity(mq_proto::TransCheckImmunity::new(60).expect("immunity"));
+    assert_eq!(
+        c.protocol_roundtrip(&api.publish_message("M", &half))
+            .await
+            .status,
+        201
+    );
+    // A long poll waiting on another topic while the metrics are read.
+    let mut poll = Conn::open_nagle(addr).await;
+    poll.expect_send(&api.consume("W", "GID_w", 1, 10)).await;
+    let waiting_since = Instant::now();
+    while stats(addr).await["server"]["waiting_polls"] != 1 {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(5),
+            "the poll waits"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let wrong = raw(
         Method::GET,
         "/topics/M/messages?consumer=GID_m",
@@ -858,7 +887,12 @@ async fn metrics_match_stats() {
         found[0]
     };
     let s = stats(addr).await;
-    let topic = &s["topics"][0];
+    let topic = s["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .find(|t| t["topic"] == "M")
+        .expect("topic M");
     let group = &topic["groups"][0];
     let g = [("instance", ""), ("topic", "M"), ("group", "GID_m")];
     let t = [("instance", ""), ("topic", "M")];
@@ -868,6 +902,12 @@ async fn metrics_match_stats() {
         num(&topic["published"])
     );
     assert_eq!(value("mq_topic_stored", &t), num(&topic["stored"]));
+    assert_eq!(value("mq_topic_half", &t), num(&topic["half"]));
+    assert_eq!(
+        value("mq_topic_half", &t),
+        1.0,
+        "the transactional one waits"
+    );
     for (series, field) in [
         ("mq_group_ready", "ready"),
         ("mq_group_in_flight", "in_flight"),
@@ -876,6 +916,7 @@ async fn metrics_match_stats() {
         ("mq_group_redelivered_total", "redelivered"),
         ("mq_group_acked_total", "acked"),
         ("mq_group_dead_lettered_total", "dead_lettered"),
+        ("mq_group_dead_letters", "dead_letters_kept"),
     ] {
         assert_eq!(
             value(series, &g),
@@ -883,24 +924,31 @@ async fn metrics_match_stats() {
             "{series} vs {field}: {s}"
         );
     }
-    assert_eq!(value("mq_topic_published_total", &t), 3.0);
+    assert_eq!(value("mq_topic_published_total", &t), 4.0);
     assert_eq!(value("mq_group_acked_total", &g), 1.0);
-    assert!(value("mq_group_redelivered_total", &g) >= 1.0);
+    assert!(value("mq_group_redelivered_total", &g) >= 2.0);
+    assert_eq!(value("mq_group_dead_lettered_total", &g), 1.0);
+    assert_eq!(value("mq_group_dead_letters", &g), 1.0);
     assert_eq!(
         value("mq_group_backlog", &g),
         num(&group["ready"]) + num(&group["in_flight"]) + num(&group["delayed"])
     );
     assert_eq!(
         value("mq_group_backlog", &g),
-        2.0,
-        "two messages not acked yet"
+        1.0,
+        "one message in flight, one dead, one acked, the half one not yet the group's"
+    );
+    assert_eq!(value("mq_waiting_polls", &[]), 1.0);
+    assert_eq!(
+        value("mq_waiting_polls", &[]),
+        num(&s["server"]["waiting_polls"])
     );
     assert_eq!(
         value(
             "mq_requests_total",
             &[("operation", "publish"), ("status", "201")]
         ),
-        3.0
+        4.0
     );
     assert_eq!(
         value(
@@ -918,11 +966,11 @@ async fn metrics_match_stats() {
     );
     assert!(value("mq_connections", &[]) >= 1.0);
     assert!(
-        text.contains("mq_request_duration_seconds_bucket{le=\"+Inf\",operation=\"publish\"} 3")
+        text.contains("mq_request_duration_seconds_bucket{le=\"+Inf\",operation=\"publish\"} 4")
             || text.contains(
-                "mq_request_duration_seconds_bucket{operation=\"publish\",le=\"+Inf\"} 3"
+                "mq_request_duration_seconds_bucket{operation=\"publish\",le=\"+Inf\"} 4"
             ),
-        "latency histogram of the 3 publishes:\n{text}"
+        "latency histogram of the 4 publishes:\n{text}"
     );
     broker.shutdown().await;
 }

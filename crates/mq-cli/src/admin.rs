@@ -223,6 +223,9 @@ pub struct TraceArgs {
 pub enum TopicsCommand {
     /// Every topic with its message type and its groups' positions.
     List(ListArgs),
+    /// One topic with its message type and its groups' positions (404 `TopicNotExist` for
+    /// an unknown one).
+    Show(TopicArgs),
     /// Create a topic that takes one message type (normal, order, delay, transaction) or
     /// all (mixed).
     Create(TopicCreateArgs),
@@ -600,6 +603,11 @@ fn admin_call(command: &AdminCommand) -> Result<AdminCall<'_>, CliError> {
                 encode(&a.message_type)
             ))?,
         ),
+        AdminCommand::Topics(TopicsCommand::Show(a)) => AdminCall::new(
+            &a.conn.admin,
+            M::GET,
+            a.conn.target(&format!("/admin/topics/{}", a.topic))?,
+        ),
         AdminCommand::Topics(TopicsCommand::Delete(a)) => AdminCall::new(
             &a.conn.admin,
             M::DELETE,
@@ -721,7 +729,7 @@ fn print_answer(
             let topics = answer["topics"].as_array().cloned().unwrap_or_default();
             print_topics(out, &topics)
         }
-        AdminCommand::Topics(TopicsCommand::Create(_)) => {
+        AdminCommand::Topics(TopicsCommand::Create(_) | TopicsCommand::Show(_)) => {
             print_topics(out, std::slice::from_ref(&answer["topic"]))
         }
         AdminCommand::Groups(GroupsCommand::List(_)) => {
@@ -754,12 +762,14 @@ fn print_answer(
             answer["message_id"].as_str().unwrap_or("?")
         ),
         AdminCommand::Topics(TopicsCommand::Delete(_))
-        | AdminCommand::Groups(GroupsCommand::Delete(_)) => writeln!(
-            out,
-            "deleted {} ({} message(s))",
-            answer["deleted"].as_str().unwrap_or("?"),
-            count("messages")
-        ),
+        | AdminCommand::Groups(GroupsCommand::Delete(_)) => {
+            let name = answer["deleted"].as_str().unwrap_or("?");
+            // The gateway's engine does not say how many messages went: no count then.
+            match answer["messages"].as_u64() {
+                Some(n) => writeln!(out, "deleted {name} ({n} message(s))"),
+                None => writeln!(out, "deleted {name}"),
+            }
+        }
         AdminCommand::Faults(_) => print_faults(out, answer),
     }
 }
@@ -1169,5 +1179,28 @@ mod tests {
         };
         assert_eq!(row("GID_gw"), ["GID_gw", "-", "-", "-"]);
         assert_eq!(row("GID_local"), ["GID_local", "broker's", "5", "-"]);
+    }
+
+    #[test]
+    fn a_deletion_without_a_message_count_prints_none() {
+        #[derive(clap::Parser)]
+        struct Admin {
+            #[command(subcommand)]
+            command: AdminCommand,
+        }
+        let parsed =
+            <Admin as clap::Parser>::try_parse_from(["admin", "topics", "delete", "--topic", "T"])
+                .expect("parses");
+        let printed = |answer: serde_json::Value| {
+            let mut out = Vec::new();
+            print_answer(&mut out, &parsed.command, &answer).expect("printed");
+            String::from_utf8(out).expect("UTF-8")
+        };
+        assert_eq!(
+            printed(json!({"deleted": "T", "messages": 2})),
+            "deleted T (2 message(s))\n"
+        );
+        // The gateway's answer: its engine does not say how many messages went.
+        assert_eq!(printed(json!({"deleted": "T"})), "deleted T\n");
     }
 }

@@ -130,6 +130,14 @@ fn ok(cmd: Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
 
+/// Runs `cmd`, which must fail with exit code 1 (a failed call) naming `code` on stderr.
+fn failed_with(cmd: Command, code: &str) {
+    let out = run(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(code), "{stderr}");
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
@@ -573,6 +581,16 @@ fn admin_topics_and_groups() {
         ["CliTyped", "FIFO", "GID_cli", "1", "0", "0", "0", "1", "-"],
         "{topics}"
     );
+    let shown = ok(b.mq(&["admin", "topics", "show", "--topic", "CliTyped"]));
+    assert_eq!(
+        shown.lines().nth(1),
+        Some(row),
+        "one topic as the listing shows it"
+    );
+    failed_with(
+        b.mq(&["admin", "topics", "show", "--topic", "CliNone"]),
+        "404 TopicNotExist",
+    );
     let groups: Value =
         serde_json::from_str(&ok(b.mq(&["admin", "groups", "list", "--json"]))).expect("JSON");
     let cli = groups["groups"]
@@ -590,12 +608,9 @@ fn admin_topics_and_groups() {
     // The message the group held is still kept (for an offset reset) until the topic goes.
     let deleted = ok(b.mq(&["admin", "topics", "delete", "--topic", "CliTyped"]));
     assert_eq!(deleted.trim_end(), "deleted CliTyped (1 message(s))");
-    let out = run(b.mq(&["admin", "topics", "delete", "--topic", "CliTyped"]));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("404 TopicNotExist"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    failed_with(
+        b.mq(&["admin", "topics", "delete", "--topic", "CliTyped"]),
+        "404 TopicNotExist",
     );
 }
 

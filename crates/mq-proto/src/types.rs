@@ -28,9 +28,24 @@ impl InvalidValue {
     }
 }
 
-/// Characters allowed in resource names (topics, groups, instances): `[A-Za-z0-9_-]`, plus `.`
-/// and `%` which some console-issued instance ids contain; `.` and `..` are not names.
-fn check_resource_name(what: &'static str, s: &str, max: usize) -> Result<(), InvalidValue> {
+/// The punctuation a topic name, group id or instance id may hold besides `[A-Za-z0-9]`:
+/// `_` and `-`, as the real service allows (PROTOCOL §1.2, §6.9), and `.` (which names
+/// written before this check may hold; `.` and `..` alone are refused). Not `%`, which
+/// RocketMQ reserves (`%RETRY%`, `%DLQ%`, its namespace separator `INSTANCE%TOPIC`) and which
+/// a URL path decodes (`%2E%2E` is `..`, `a%2Fb` is `a/b`).
+const NAME_PUNCTUATION: &[u8] = b"_-.";
+
+/// The punctuation a message id may hold besides `[A-Za-z0-9]`.
+const MESSAGE_ID_PUNCTUATION: &[u8] = b"_-.%";
+
+/// Checks a resource name or message id: 1..=`max` bytes of `[A-Za-z0-9]` and
+/// `punctuation`; `.` and `..` are never one (URLs normalise them away as path segments).
+fn check_resource_name(
+    what: &'static str,
+    s: &str,
+    max: usize,
+    punctuation: &[u8],
+) -> Result<(), InvalidValue> {
     if s.is_empty() {
         return Err(InvalidValue::new(what, "must not be empty"));
     }
@@ -49,14 +64,21 @@ fn check_resource_name(what: &'static str, s: &str, max: usize) -> Result<(), In
         ));
     }
     // Every allowed character is ASCII: a byte scan, and the character only for the error.
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'%');
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || punctuation.contains(&b);
     // A fold, not `all`: no early exit, so the scan vectorises.
     if !s.bytes().fold(true, |ok, b| ok & allowed(b))
         && let Some(c) = s.chars().find(|&c| !u8::try_from(c).is_ok_and(allowed))
     {
+        let extra: Vec<String> = punctuation
+            .iter()
+            .map(|&b| format!("'{}'", char::from(b)))
+            .collect();
         return Err(InvalidValue::new(
             what,
-            format!("character {c:?} is not allowed (use A-Z, a-z, 0-9, '_', '-', '.')"),
+            format!(
+                "character {c:?} is not allowed (use A-Z, a-z, 0-9, {})",
+                extra.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -77,7 +99,7 @@ macro_rules! name_type {
             /// allowed set (see the type's documentation).
             pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
                 let s = s.into();
-                check_resource_name($what, &s, $max)?;
+                check_resource_name($what, &s, $max, NAME_PUNCTUATION)?;
                 Ok(Self(s))
             }
 
@@ -115,7 +137,8 @@ macro_rules! name_type {
 }
 
 name_type!(
-    /// A topic name: 1..=64 characters of `[A-Za-z0-9_.%-]` (PROTOCOL §1.2, §6.9).
+    /// A topic name: 1..=64 characters of `[A-Za-z0-9_.-]` (PROTOCOL §1.2, §6.9; no `%`:
+    /// RocketMQ reserves it, and a URL path would decode it).
     ///
     /// ```
     /// use mq_proto::TopicName;
@@ -123,6 +146,7 @@ name_type!(
     /// assert_eq!(t.as_str(), "orders");
     /// assert!(TopicName::new("a/b").is_err());
     /// assert!(TopicName::new("..").is_err(), "a path segment URLs normalise away");
+    /// assert!(TopicName::new("%2E%2E").is_err(), "a URL path decodes it to ..");
     /// ```
     TopicName,
     "topic name",
@@ -130,7 +154,7 @@ name_type!(
 );
 
 name_type!(
-    /// A consumer group id (`GID_…`): 1..=64 characters of `[A-Za-z0-9_.%-]`.
+    /// A consumer group id (`GID_…`): 1..=64 characters of `[A-Za-z0-9_.-]`.
     GroupId,
     "group id",
     64
@@ -633,7 +657,7 @@ impl MessageId {
 
     /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
     pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
-        check_resource_name("message id", &s, 128)?;
+        check_resource_name("message id", &s, 128, MESSAGE_ID_PUNCTUATION)?;
         Ok(Self(s))
     }
 
@@ -684,7 +708,27 @@ mod tests {
             assert!(GroupId::new(dots).is_err());
             assert!(InstanceId::new(dots).is_err());
         }
-        assert!(TopicName::new("...").is_ok() && GroupId::new("G.1").is_ok());
+    }
+
+    #[test]
+    fn names_hold_no_percent() {
+        // A URL path decodes `%XX` (`%2E%2E` is `..`, `a%2Fb` is `a/b`) and RocketMQ reserves
+        // `%` (`%RETRY%`, `%DLQ%`, `INSTANCE%TOPIC`); the real service does not allow it.
+        for name in ["%2E%2E", "a%2Fb", "I%T", "%RETRY%G", "%"] {
+            let err = TopicName::new(name).expect_err(name);
+            assert!(err.reason.contains("not allowed"), "{err}");
+            assert!(GroupId::new(name).is_err(), "{name}");
+            assert!(InstanceId::new(name).is_err(), "{name}");
+        }
+        assert!(TopicName::new("Topic_a-1.v2").is_ok() && GroupId::new("GID-a_1.x").is_ok());
+        assert!(
+            TopicName::new("...").is_ok(),
+            "only . and .. are dot segments"
+        );
+        assert!(
+            MessageId::new("0A0B0C0D%1.2").is_ok(),
+            "message ids keep theirs"
+        );
     }
 
     #[test]
@@ -709,8 +753,8 @@ mod tests {
             proptest::prop_assert_eq!(ReceiptHandle::new(s.as_str()).is_ok(), handle_ok);
             let bad = s
                 .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')));
-            let got = check_resource_name("name", &s, 128);
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')));
+            let got = check_resource_name("name", &s, 128, NAME_PUNCTUATION);
             if s != "." && s != ".." {
                 match bad {
                     None => proptest::prop_assert!(got.is_ok()),

@@ -71,7 +71,8 @@ prop_compose! {
     }
 }
 
-/// A valid resource name (`.` and `..` are not names: URLs normalise them away).
+/// A valid resource name: `[A-Za-z0-9_.-]`, 1..=64 (`.` and `..` are not names: URLs
+/// normalise them away).
 fn name() -> impl Strategy<Value = String> {
     "[A-Za-z0-9_.-]{1,64}".prop_filter("not a dot segment", |s| s != "." && s != "..")
 }

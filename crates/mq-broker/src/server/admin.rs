@@ -103,7 +103,6 @@ pub(crate) const NOT_SUPPORTED: &str = "NotSupported";
 
 /// The refusal of a backend call the backend cannot serve: `NotSupported` (answered 501),
 /// with a message naming what does it instead.
-#[cfg(feature = "rocketmq")]
 pub(crate) fn not_supported(message: &str) -> RequestError {
     RequestError::new(ErrorCode::Other(NOT_SUPPORTED.into()), message)
 }
@@ -290,25 +289,25 @@ async fn route(
                         "advance_ms must be a whole number of ms, at most {MAX_ADVANCE_MS} (400 days)"
                     ))
                 })?;
-            if !shared.clock.is_test_clock() {
-                return Err(AdminError::not_supported(
-                    "the clock moves only on a broker started with --test-clock",
-                ));
-            }
-            shared.backend.advance_clock(ms).await?;
+            shared
+                .backend
+                .advance_clock(ms, shared.clock.is_test_clock())
+                .await?;
             Ok(clock(shared))
         }
         (&Method::GET, ["admin", "topics", topic, "messages"]) => peek(shared, topic, &params),
-        (&Method::GET, ["admin", "messages", id, "trace"]) => match shared.backend.trace(id)? {
-            Some(trace) => Ok(json!(trace)),
-            None => Err(AdminError::new(
-                StatusCode::NOT_FOUND,
-                "MessageNotExist",
-                format!(
-                    "message {id} is not kept: never published here, or dropped (retention, consumed longer ago than the consumed-message retention, purge)"
-                ),
-            )),
-        },
+        (&Method::GET, ["admin", "messages", id, "trace"]) => {
+            match shared.backend.trace(message_id(id)?)? {
+                Some(trace) => Ok(json!(trace)),
+                None => Err(AdminError::new(
+                    StatusCode::NOT_FOUND,
+                    "MessageNotExist",
+                    format!(
+                        "message {id} is not kept: never published here, or dropped (retention, consumed longer ago than the consumed-message retention, purge)"
+                    ),
+                )),
+            }
+        }
         (&Method::GET, ["admin", "topics", topic, "groups", group, "dead_letters"]) => {
             let (topic, group) = (topic_name(topic)?, group_id(group)?);
             let listing = shared.backend.peek(
@@ -344,7 +343,11 @@ async fn route(
                 instance,
                 topic,
                 group,
-                message_id: params.non_empty("id")?.map(str::to_owned),
+                message_id: params
+                    .non_empty("id")?
+                    .map(message_id)
+                    .transpose()?
+                    .map(str::to_owned),
                 action: if method == Method::POST {
                     DeadLetterAction::Resend
                 } else {
@@ -389,7 +392,7 @@ async fn route(
             let call = Call::DecideHalf {
                 instance: instance_param(&params)?,
                 topic: topic_name(topic)?,
-                message_id: (*id).to_owned(),
+                message_id: message_id(id)?.to_owned(),
                 resolution,
             };
             apply(shared, call).await?;
@@ -618,6 +621,14 @@ fn group_id(id: &str) -> Result<GroupId, AdminError> {
     GroupId::new(id).map_err(|e| AdminError::invalid(e.to_string()))
 }
 
+/// `id` once it is a message id's shape ([`mq_proto::MessageId`]): 400 for an empty or
+/// malformed one, which no message has.
+fn message_id(id: &str) -> Result<&str, AdminError> {
+    mq_proto::MessageId::new(id)
+        .map(|_| id)
+        .map_err(|e| AdminError::invalid(e.to_string()))
+}
+
 /// The messages a delete dropped.
 fn deleted(outcome: Outcome) -> u64 {
     match outcome {
@@ -828,7 +839,7 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
         ));
     }
     let lookup = match (params.non_empty("id")?, params.non_empty("key")?) {
-        (Some(id), _) => Some(Lookup::Id(id)),
+        (Some(id), _) => Some(Lookup::Id(message_id(id)?)),
         (None, Some(key)) => Some(Lookup::Key(key)),
         (None, None) => None,
     };
@@ -844,6 +855,11 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
             })
         };
         let (begin, end) = (ms(range.0, 0)?, ms(range.1, u64::MAX)?);
+        if begin > end {
+            return Err(AdminError::invalid(format!(
+                "begin_ms {begin} is after end_ms {end}: the range [begin_ms, end_ms) is empty"
+            )));
+        }
         let page = shared.backend.page(
             instance.as_ref(),
             &topic,

@@ -4,7 +4,6 @@
 //! server; a backend gets a parsed [`Call`] and returns its [`Outcome`] or the protocol's
 //! error.
 
-#[cfg(feature = "rocketmq")]
 use super::admin::not_supported;
 use super::local::LocalBackend;
 use super::state::{PollSlot, Shared};
@@ -137,14 +136,21 @@ impl Backend {
     }
 
     /// Moves the test clock forward by `ms`: what came due happens now; durable with
-    /// `--data-dir`. The caller checks that the clock is a test clock.
+    /// `--data-dir`. `test_clock`: whether the broker was started with `--test-clock`.
     ///
     /// # Errors
     ///
-    /// The journal's failure; `NotSupported` on the gateway (refused at start with a test
-    /// clock: the cluster keeps its own time).
-    pub(super) async fn advance_clock(&self, ms: u64) -> Result<(), RequestError> {
+    /// The journal's failure; `NotSupported` without a test clock, and on the gateway
+    /// (refused at start with a test clock: the cluster keeps its own time).
+    pub(super) async fn advance_clock(
+        &self,
+        ms: u64,
+        test_clock: bool,
+    ) -> Result<(), RequestError> {
         match self {
+            Self::Local(_) if !test_clock => Err(not_supported(
+                "the clock moves only on a broker started with --test-clock",
+            )),
             Self::Local(b) => b.advance_clock(ms).await,
             #[cfg(feature = "rocketmq")]
             Self::RocketMq(_) => Err(not_supported(

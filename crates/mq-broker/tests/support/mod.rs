@@ -203,6 +203,14 @@ impl Client {
 }
 
 impl Client {
+    /// Any request `method path_and_query` with an empty body, signed with this client's key
+    /// as a protocol call is (PROTOCOL §2.5) and sent as written: for targets the typed
+    /// builders cannot express (a name no `TopicName` holds).
+    pub async fn signed(&mut self, method: http::Method, path_and_query: &str) -> io::Result<Resp> {
+        let req = client::admin_request(&self.ctx(), method, path_and_query);
+        self.send(req).await
+    }
+
     /// An admin call (`/admin/…`) signed with this client's key, or with `key` = (id,
     /// secret); the status and the JSON answer.
     pub async fn admin(
