@@ -928,6 +928,39 @@ pub async fn receive_keeps_poison_apart<R: Runtime + Default>(broker: &TestBroke
     );
 }
 
+/// [`spawn_checker_with_config`](mq_client::TransactionProducer::spawn_checker_with_config)
+/// polls half messages with the configured batch and long-poll wait (the default checker
+/// asks for 16 with a 3 s wait).
+pub async fn checker_with_config<R: Runtime + Default>(broker: &TestBroker) {
+    let proxy = ChaosProxy::start(broker.addr(), Schedule::pass(), Duration::from_secs(5));
+    let client = client_builder::<R>(&proxy.endpoint())
+        .build()
+        .expect("client");
+    let producer = client.transaction_producer(topic("txcfg"), group("GID_txcfg"));
+    let config = mq_client::CheckerConfig::default()
+        .with_batch(batch(2))
+        .with_wait(wait(1));
+    let checker =
+        producer.spawn_checker_with_config(config, |_m: Message| async { Decision::Unknown });
+    let half_polls = || -> Vec<String> {
+        proxy
+            .log()
+            .into_iter()
+            .filter(|s| s.method == "GET" && s.target.contains("trans=pop"))
+            .map(|s| s.target)
+            .collect()
+    };
+    let polled = eventually::<R>(Duration::from_secs(10), || !half_polls().is_empty()).await;
+    checker.shutdown().await.expect("the checker stops");
+    assert!(polled, "the checker polls half messages");
+    for target in half_polls() {
+        assert!(
+            target.contains("numOfMessages=2") && target.contains("waitseconds=1"),
+            "{target}"
+        );
+    }
+}
+
 /// Expands to one `#[test]` per scenario, each run by `$block_on` on runtime `$rt`.
 #[macro_export]
 macro_rules! scenario_tests {
@@ -937,7 +970,7 @@ macro_rules! scenario_tests {
             partial_ack_failure, stream, dropped_keep_alive, timeout, https,
             handler_routes_by_tag_within_the_limit,
             handler_redelivers_on_err_and_shuts_down_gracefully, handler_poison_policy,
-            receive_keeps_poison_apart);
+            receive_keeps_poison_apart, checker_with_config);
     };
     (@each $rt:ty, $block_on:expr, $($name:ident),*) => {
         $(
