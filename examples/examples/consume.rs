@@ -15,9 +15,9 @@
 //! cargo run --example consume -- --follow
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
-//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` and `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker. Against ApsaraMQ set `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional),
+//! `MQ_TOPIC` and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: published=8 received=8 acked=8 ok`, or `… FAILED` (exit status 1).
 
@@ -39,18 +39,15 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let consumer = client.consumer(topic, group);
     let mut published = HashSet::new();
     if !follow {
-        // A group gets what is published after its first request (on ApsaraMQ: after it was
-        // created in the console), so make one before publishing.
-        consumer
-            .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-            .await?;
+        // A group gets what is published after its first request: make one first.
+        consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
         for i in 0..8 {
             let message = TopicMessage::new(format!("message {i}"))?;
             published.insert(producer.publish(&message).await?.message_id);
         }
     }
     println!(
-        "published {} message(s); consuming until done or Ctrl-C",
+        "consuming {} published message(s), or until Ctrl-C",
         published.len()
     );
 
@@ -90,11 +87,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
 
     // With --follow, Ctrl-C is the normal end.
     let ok = acked == received && (follow || (!interrupted && received == published.len()));
-    let verdict = if ok { "ok" } else { "FAILED" };
-    println!(
-        "summary: published={} received={received} acked={acked} {verdict}",
-        published.len()
-    );
+    let (verdict, published) = (if ok { "ok" } else { "FAILED" }, published.len());
+    println!("summary: published={published} received={received} acked={acked} {verdict}");
     Ok(ExitCode::from(if ok { 0 } else { 1 }))
 }
 

@@ -10,10 +10,9 @@
 //! cargo run --example delayed
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
-//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (a topic for scheduled/delayed messages) and
-//! `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker. Against ApsaraMQ set `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional),
+//! `MQ_TOPIC` (a topic for scheduled/delayed messages) and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: delayed=4 received=4 on_time=4 ok`, or `… FAILED` (exit status 1).
 
@@ -36,11 +35,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-delayed")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
+    // A group gets what is published after its first request: make one first.
+    consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
 
     // Each message is due DELAY after it is sent: remember when, by message id.
     let mut due = HashMap::new();
@@ -60,10 +56,9 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
 
     let (published, mut received, mut on_time) = (due.len(), 0, 0);
     let deadline = Instant::now() + DELAY + MAX_LATE + Duration::from_secs(5);
+    let wait = WaitSeconds::new(3)?; // long polling
     while received < published && Instant::now() < deadline {
-        let messages = consumer
-            .receive(BatchSize::MAX, WaitSeconds::new(3)?)
-            .await?;
+        let messages = consumer.receive(BatchSize::MAX, wait).await?;
         let arrived = SystemTime::now();
         for m in &messages {
             let Some((sent, deliver_at)) = due.remove(&m.message_id) else {
@@ -86,10 +81,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
             };
             println!("received {:?} after {took:.3} s: {verdict}", m.body);
         }
-        if !messages.is_empty() {
-            let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-            consumer.ack(&handles).await?;
-        }
+        let handles = messages.iter().map(|m| &m.receipt_handle);
+        consumer.ack(handles).await?; // none: no request
     }
 
     let ok = received == published && on_time == published;

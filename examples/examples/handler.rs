@@ -15,9 +15,9 @@
 //! cargo run --example handler
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
-//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` and `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker. Against ApsaraMQ set `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional),
+//! `MQ_TOPIC` and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: published=6 handled=6 acked=6 ok`, or `… FAILED` (exit status 1).
 
@@ -35,11 +35,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-handler")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
+    // A group gets what is published after its first request: make one first.
+    consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
     let mut published = 0;
     for (body, tag) in [
         ("order 1", Some("created")),
@@ -66,10 +63,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
             async move {
                 // Real work goes here; `?` on any error leaves the message for redelivery.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                println!(
-                    "{what}: {} (delivered {} times)",
-                    message.body, message.consumed_times
-                );
+                let (body, n) = (&message.body, message.consumed_times);
+                println!("{what}: {body} (delivered {n} times)");
                 handled.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
@@ -97,10 +92,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
 
     let ok = summary.handled == published as u64 && summary.acked == summary.handled;
     let verdict = if ok { "ok" } else { "FAILED" };
-    println!(
-        "summary: published={published} handled={} acked={} {verdict}",
-        summary.handled, summary.acked
-    );
+    let (handled, acked) = (summary.handled, summary.acked);
+    println!("summary: published={published} handled={handled} acked={acked} {verdict}");
     Ok(ExitCode::from(if ok { 0 } else { 1 }))
 }
 

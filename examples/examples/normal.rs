@@ -9,9 +9,9 @@
 //! cargo run --example normal
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
-//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (a normal topic) and `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker. Against ApsaraMQ set `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional),
+//! `MQ_TOPIC` (a normal topic) and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: published=4 received=4 acked=4 ok`, or `… FAILED` (exit status 1).
 
@@ -30,11 +30,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-normal")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
+    // A group gets what is published after its first request: make one first.
+    consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
 
     let mut published = HashSet::new();
     for i in 0..COUNT {
@@ -53,10 +50,9 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     // Receive until all four arrived (or 30 s passed), acknowledging each batch.
     let (mut received, mut acked) = (HashSet::new(), 0);
     let deadline = Instant::now() + Duration::from_secs(30);
+    let wait = WaitSeconds::new(3)?; // long polling
     while received.len() < COUNT && Instant::now() < deadline {
-        let messages = consumer
-            .receive(BatchSize::MAX, WaitSeconds::new(3)?)
-            .await?;
+        let messages = consumer.receive(BatchSize::MAX, wait).await?;
         if messages.is_empty() {
             continue;
         }
@@ -73,10 +69,10 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
             let new = published.contains(&m.message_id) && received.insert(m.message_id.clone());
             ours += usize::from(new);
         }
-        let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-        consumer.ack(&handles).await?;
+        let handles = messages.iter().map(|m| &m.receipt_handle);
+        consumer.ack(handles).await?;
         acked += ours;
-        println!("acked {} receipt handle(s)", handles.len());
+        println!("acked {} receipt handle(s)", messages.len());
     }
 
     let ok = received.len() == COUNT && acked == COUNT;

@@ -11,10 +11,9 @@
 //! cargo run --example ordered
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
-//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (an ordered topic: ordering holds only there) and
-//! `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker. Against ApsaraMQ set `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional),
+//! `MQ_TOPIC` (an ordered topic: ordering holds only there) and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: keys=2 received=8 fifo=true ok`, or `… FAILED` (exit status 1).
 
@@ -33,10 +32,9 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-ordered")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
+    // A group gets what is published after its first request: make one first.
     consumer
-        .receive_orderly(BatchSize::MIN, WaitSeconds::new(0)?)
+        .receive_orderly(BatchSize::MIN, WaitSeconds::MIN)
         .await?;
 
     // Per sharding key, the message numbers in publishing order.
@@ -72,10 +70,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
             }
         }
         // Acking the batch unblocks its partitions: their next messages can come.
-        if !batch.is_empty() {
-            let handles: Vec<_> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
-            consumer.ack(&handles).await?;
-        }
+        let handles = batch.iter().map(|m| &m.receipt_handle);
+        consumer.ack(handles).await?; // none: no request
     }
 
     for (key, order) in &arrived {

@@ -12,10 +12,9 @@
 //! cargo run --example scheduled
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
-//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (a topic for scheduled/delayed messages) and
-//! `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker. Against ApsaraMQ set `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional),
+//! `MQ_TOPIC` (a topic for scheduled/delayed messages) and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: scheduled=3 received=3 on_time=3 ok`, or `… FAILED` (exit status 1).
 
@@ -37,11 +36,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-scheduled")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
+    // A group gets what is published after its first request: make one first.
+    consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
 
     let now_ms = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
     let at_ms = (now_ms + 5_000).next_multiple_of(10_000);
@@ -64,10 +60,9 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
         + at.duration_since(SystemTime::now()).unwrap_or_default()
         + MAX_LATE
         + Duration::from_secs(5);
+    let wait = WaitSeconds::new(3)?; // long polling
     while received < published && Instant::now() < deadline {
-        let messages = consumer
-            .receive(BatchSize::MAX, WaitSeconds::new(3)?)
-            .await?;
+        let messages = consumer.receive(BatchSize::MAX, wait).await?;
         let arrived = SystemTime::now();
         for m in &messages {
             if !scheduled.remove(&m.message_id) {
@@ -90,10 +85,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
                 humantime::format_rfc3339_millis(arrived)
             );
         }
-        if !messages.is_empty() {
-            let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-            consumer.ack(&handles).await?;
-        }
+        let handles = messages.iter().map(|m| &m.receipt_handle);
+        consumer.ack(handles).await?; // none: no request
     }
 
     let ok = received == published && on_time == published;

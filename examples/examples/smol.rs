@@ -10,10 +10,9 @@
 //! cargo run --example smol
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process (on a thread of its own
-//! with its own runtime). Against ApsaraMQ set `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`,
-//! `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` and
-//! `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker (on a thread of its own with its own
+//! runtime). Against ApsaraMQ set `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: published=4 received=4 acked=4 ok`, or `… FAILED` (exit status 1).
 
@@ -34,11 +33,8 @@ async fn run() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-smol")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
+    // A group gets what is published after its first request: make one first.
+    consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
 
     let mut keys = HashMap::new(); // message id -> key, for our messages not yet received
     for i in 0..4 {

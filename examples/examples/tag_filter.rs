@@ -9,9 +9,9 @@
 //! cargo run --example tag_filter
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process. Against ApsaraMQ set
-//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
-//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (a normal topic) and `MQ_GROUP_ID`.
+//! Without `MQ_ENDPOINT` it starts an embedded broker. Against ApsaraMQ set `MQ_ENDPOINT`,
+//! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional),
+//! `MQ_TOPIC` (a normal topic) and `MQ_GROUP_ID`.
 //!
 //! Last line: `summary: published=6 received=4 unwanted=0 ok`, or `… FAILED` (exit status 1).
 
@@ -32,11 +32,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let consumer = client
         .consumer(topic, group)
         .with_tag_filter("TagA||TagB".parse()?);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
+    // A group gets what is published after its first request: make one first.
+    consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
 
     // Which of our messages the filter lets through, and which it holds back.
     let (mut wanted, mut others) = (HashSet::new(), HashSet::new());
@@ -57,11 +54,10 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (mut received, mut unwanted) = (HashSet::new(), 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last_look = false;
+    let wait = WaitSeconds::new(2)?; // long polling
     while !last_look {
         last_look = received.len() == wanted.len() || Instant::now() > deadline;
-        let messages = consumer
-            .receive(BatchSize::MAX, WaitSeconds::new(2)?)
-            .await?;
+        let messages = consumer.receive(BatchSize::MAX, wait).await?;
         for m in &messages {
             let tag = m.tag.as_ref().map_or("(none)", Tag::as_str);
             println!("received {} with tag {tag}: {:?}", m.message_id, m.body);
@@ -70,10 +66,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
             }
             unwanted += usize::from(others.contains(&m.message_id));
         }
-        if !messages.is_empty() {
-            let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-            consumer.ack(&handles).await?;
-        }
+        let handles = messages.iter().map(|m| &m.receipt_handle);
+        consumer.ack(handles).await?; // none: no request
     }
 
     let ok = received == wanted && unwanted == 0;

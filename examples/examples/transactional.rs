@@ -13,11 +13,11 @@
 //! cargo run --example transactional
 //! ```
 //!
-//! Without `MQ_ENDPOINT` it starts a broker embedded in the process (about 25 s in all).
-//! Against ApsaraMQ set `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`,
-//! `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (a
-//! transactional topic dedicated to this example) and `MQ_GROUP_ID`: the group of the
-//! transactional producer (it receives the checks), also used as the consumer group.
+//! Without `MQ_ENDPOINT` it starts an embedded broker (about 25 s in all). Against ApsaraMQ set
+//! `MQ_ENDPOINT`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
+//! `MQ_INSTANCE_ID` (optional), `MQ_TOPIC` (a transactional topic dedicated to this example) and
+//! `MQ_GROUP_ID`: the group of the transactional producer (it receives the checks), also used as
+//! the consumer group.
 //!
 //! Last line: `summary: committed=3 rolled_back=1 received=[0,1,2] ok` (exit status 0), or
 //! `… FAILED` (exit status 1).
@@ -36,11 +36,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-transactional")?;
     let producer = client.transaction_producer(topic.clone(), group.clone());
     let consumer = client.consumer(topic, group);
-    // A group gets what is published after its first request (on ApsaraMQ: after it was
-    // created in the console), so make one before publishing.
-    consumer
-        .receive(BatchSize::MIN, WaitSeconds::new(0)?)
-        .await?;
+    // A group gets what is published after its first request: make one first.
+    consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
 
     // 1. The half messages; within the immunity the publish's handle commits or rolls back.
     for a in 0..4 {
@@ -58,16 +55,14 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     // 2. The checker: the closure decides, the checker sends the commit or rollback.
     let checker = producer.spawn_checker(|message: Message| {
         let check = message.consumed_times; // 1 on the first check
-        let decision = match message.property("a") {
-            Some("1") => Decision::Commit,
-            Some("2") if check > 1 => Decision::Commit,
-            Some("3") => Decision::Rollback,
+        let a = message.property("a").unwrap_or("?");
+        let decision = match a {
+            "1" => Decision::Commit,
+            "2" if check > 1 => Decision::Commit,
+            "3" => Decision::Rollback,
             _ => Decision::Unknown,
         };
-        println!(
-            "check {check} of a={:?}: {decision:?}",
-            message.property("a").unwrap_or("?")
-        );
+        println!("check {check} of a={a}: {decision:?}");
         async move { decision }
     });
 
@@ -75,23 +70,17 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let mut received = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_look = false;
+    let wait = WaitSeconds::new(3)?; // long polling
     while !last_look {
         last_look = received.len() >= 3 || Instant::now() > deadline;
-        let messages = consumer
-            .receive(BatchSize::MAX, WaitSeconds::new(3)?)
-            .await?;
+        let messages = consumer.receive(BatchSize::MAX, wait).await?;
         for m in &messages {
-            println!(
-                "received {:?} (a={:?})",
-                m.body,
-                m.property("a").unwrap_or("?")
-            );
-            received.extend(m.property("a").map(str::to_owned));
+            let a = m.property("a").unwrap_or("?");
+            println!("received {:?} (a={a})", m.body);
+            received.insert(a.to_owned());
         }
-        if !messages.is_empty() {
-            let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-            consumer.ack(&handles).await?;
-        }
+        let handles = messages.iter().map(|m| &m.receipt_handle);
+        consumer.ack(handles).await?; // none: no request
     }
     let report = checker.shutdown().await?; // sends what was decided, then stops
     println!("checker: {report:?}");

@@ -11,6 +11,7 @@
 //! | `transactional` | half messages, commit, and the transaction checker |
 //! | `ordered` | sharding keys and orderly consumption |
 //! | `consume` | the consumer stream (`Consumer::stream`) with batched acks |
+//! | `handler` | the handler loop (`Consumer::handle`): routes per tag, a concurrency limit, graceful shutdown |
 //! | `async_std_transactional` | the transactional guide on async-std |
 //! | `smol` | publishing and the consumer stream on smol |
 //!

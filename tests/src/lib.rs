@@ -160,7 +160,8 @@ pub async fn commit_through_the_checker(
         delivered = consumer
             .receive(BatchSize::MAX, WaitSeconds::new(1).expect("wait"))
             .await
-            .expect("receive");
+            .expect("receive")
+            .into_messages();
     }
     let report = checker.shutdown().await.expect("checker stops");
     (delivered, report)

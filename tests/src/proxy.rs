@@ -178,7 +178,7 @@ async fn long_poll_gets_a_message_published_meanwhile<R: Runtime + Default>(
             .expect("publish")
     };
     let (polled, _) = futures::join!(poll, publish);
-    let polled: Vec<Message> = polled.expect("long poll");
+    let polled: Vec<Message> = polled.expect("long poll").into();
     assert_eq!(
         polled.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
         [body]

@@ -3,6 +3,7 @@
 //!
 //! Each scenario panics with a message when the behaviour a user relies on is missing.
 
+use crate::chaos::{ChaosProxy, Fault, POISON_PREFIX, Schedule};
 use crate::faults::{IdleDroppingProxy, SilentServer};
 use crate::tls::TlsFront;
 use crate::{TestBroker, client_builder, unique};
@@ -757,22 +758,44 @@ pub async fn handler_redelivers_on_err_and_shuts_down_gracefully<R: Runtime + De
     );
 }
 
-/// Poison messages (here: a `MessageBodyMD5` a proxy corrupts) never reach a handler and do
-/// not stop the others. By default they are left (and come back); with
-/// [`PoisonPolicy::Ack`](mq_client::PoisonPolicy::Ack) they are acked and gone for good.
-pub async fn handler_poison_policy<R: Runtime + Default>(broker: &TestBroker) {
-    use crate::chaos::{ChaosProxy, Fault, POISON_PREFIX, Schedule};
+/// A registered group, its consumer directly and through a proxy that corrupts the
+/// `MessageBodyMD5` of messages whose body starts with [`POISON_PREFIX`], and a producer.
+struct Poisoning {
+    proxy: ChaosProxy,
+    consumer: mq_client::Consumer,
+    consumer_via_proxy: mq_client::Consumer,
+    producer: mq_client::Producer,
+}
+
+async fn poisoning<R: Runtime + Default>(broker: &TestBroker, prefix: &str) -> Poisoning {
     let proxy = ChaosProxy::start(
         broker.addr(),
         Schedule::random(0, &[(Fault::PoisonMd5, 1)]).only("GET"),
         Duration::from_secs(5),
     );
-    let direct = client::<R>(broker);
-    let (consumer, producer) = registered(&direct, "poison").await;
+    let (consumer, producer) = registered(&client::<R>(broker), prefix).await;
     let via_proxy = client_builder::<R>(&proxy.endpoint())
         .build()
         .expect("client");
     let consumer_via_proxy = via_proxy.consumer(consumer.topic().clone(), consumer.group().clone());
+    Poisoning {
+        proxy,
+        consumer,
+        consumer_via_proxy,
+        producer,
+    }
+}
+
+/// Poison messages (here: a `MessageBodyMD5` a proxy corrupts) never reach a handler and do
+/// not stop the others. By default they are left (and come back); with
+/// [`PoisonPolicy::Ack`](mq_client::PoisonPolicy::Ack) they are acked and gone for good.
+pub async fn handler_poison_policy<R: Runtime + Default>(broker: &TestBroker) {
+    let Poisoning {
+        proxy,
+        consumer,
+        consumer_via_proxy,
+        producer,
+    } = poisoning::<R>(broker, "poison").await;
     let poison_body = format!("{POISON_PREFIX} pill");
     publish_tagged(&producer, &poison_body, None).await;
     publish_tagged(&producer, "good", None).await;
@@ -840,6 +863,104 @@ pub async fn handler_poison_policy<R: Runtime + Default>(broker: &TestBroker) {
     );
 }
 
+/// A message the client cannot decode (here: a `MessageBodyMD5` a proxy corrupts) does not
+/// fail [`Consumer::receive`](mq_client::Consumer::receive): the others of the answer arrive
+/// as messages, it arrives apart in `poison` with its receipt handle and reason, and acking
+/// that handle drops it for good.
+pub async fn receive_keeps_poison_apart<R: Runtime + Default>(broker: &TestBroker) {
+    // The proxy lives until the end of the test.
+    let p = poisoning::<R>(broker, "rpoison").await;
+    let poison_body = format!("{POISON_PREFIX} pill");
+    for body in ["good 1", &poison_body, "good 2"] {
+        publish_tagged(&p.producer, body, None).await;
+    }
+    let (mut good, mut poison) = (BTreeSet::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (good.len() < 2 || poison.is_empty()) && Instant::now() < deadline {
+        let received = p
+            .consumer_via_proxy
+            .receive(batch(16), wait(1))
+            .await
+            .expect("a poison message does not fail the receive");
+        let poison_handles = received.poison.iter().map(|poison| {
+            poison
+                .receipt_handle
+                .clone()
+                .expect("the poison message's handle")
+        });
+        let handles: Vec<_> = received
+            .iter()
+            .map(|m| m.receipt_handle.clone())
+            .chain(poison_handles)
+            .collect();
+        good.extend(received.iter().map(|m| m.body.to_string()));
+        poison.extend(received.poison);
+        p.consumer_via_proxy
+            .ack(&handles)
+            .await
+            .expect("messages and poison messages are acked");
+    }
+    assert_eq!(
+        good,
+        BTreeSet::from(["good 1".to_owned(), "good 2".to_owned()])
+    );
+    assert_eq!(poison.len(), 1, "{poison:?}");
+    assert!(
+        matches!(
+            poison[0].reason,
+            mq_client::PoisonReason::Md5Mismatch { .. }
+        ),
+        "{:?}",
+        poison[0].reason
+    );
+    assert!(
+        poison[0]
+            .raw
+            .windows(poison_body.len())
+            .any(|w| w == poison_body.as_bytes()),
+        "the raw element is kept"
+    );
+    // Acked, so gone for good: nothing comes back after the invisibility time (2 s).
+    sleep::<R>(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        nothing_comes_back(&p.consumer, Duration::from_secs(1)).await,
+        Vec::<String>::new()
+    );
+}
+
+/// [`spawn_checker_with_config`](mq_client::TransactionProducer::spawn_checker_with_config)
+/// polls half messages with the configured batch and long-poll wait (the default checker
+/// asks for 16 with a 3 s wait).
+pub async fn checker_with_config<R: Runtime + Default>(broker: &TestBroker) {
+    let proxy = ChaosProxy::start(broker.addr(), Schedule::pass(), Duration::from_secs(5));
+    let client = client_builder::<R>(&proxy.endpoint())
+        .build()
+        .expect("client");
+    let producer = client.transaction_producer(topic("txcfg"), group("GID_txcfg"));
+    let config = mq_client::CheckerConfig::default()
+        .with_batch(batch(2))
+        .with_wait(wait(1));
+    let checker =
+        producer.spawn_checker_with_config(config, |_m: Message| async { Decision::Unknown });
+    let half_polls = || -> Vec<String> {
+        proxy
+            .log()
+            .into_iter()
+            .filter(|s| s.method == "GET" && s.target.contains("trans=pop"))
+            .map(|s| s.target)
+            .collect()
+    };
+    let polled = eventually::<R>(Duration::from_secs(10), || !half_polls().is_empty()).await;
+    checker.shutdown().await.expect("the checker stops");
+    assert!(polled, "the checker polls half messages");
+    for target in half_polls() {
+        assert!(
+            target.contains("numOfMessages=2") && target.contains("waitseconds=1"),
+            "{target}"
+        );
+    }
+}
+
 /// Expands to one `#[test]` per scenario, each run by `$block_on` on runtime `$rt`.
 #[macro_export]
 macro_rules! scenario_tests {
@@ -848,7 +969,8 @@ macro_rules! scenario_tests {
             publish_consume_ack, tag_filter, transactional_with_checker, delayed, orderly,
             partial_ack_failure, stream, dropped_keep_alive, timeout, https,
             handler_routes_by_tag_within_the_limit,
-            handler_redelivers_on_err_and_shuts_down_gracefully, handler_poison_policy);
+            handler_redelivers_on_err_and_shuts_down_gracefully, handler_poison_policy,
+            receive_keeps_poison_apart, checker_with_config);
     };
     (@each $rt:ty, $block_on:expr, $($name:ident),*) => {
         $(

@@ -455,6 +455,10 @@ impl Sim {
 
     /// Publishes a message now (producer side, not through the faulty network), then wakes
     /// the long polls it may satisfy.
+    ///
+    /// # Errors
+    ///
+    /// The core's refusal ([`CoreError`]: an unknown topic, a message over a limit, …).
     pub fn publish(&mut self, message: TopicMessage) -> Result<PublishOutcome, CoreError> {
         let outcome = self
             .core
@@ -1110,11 +1114,19 @@ impl ConsumerDriver {
     }
 
     /// Queues an ack of a message in hand ([`ConsumerMachine::ack`]) now.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConsumerMachine::ack`]: the handle is not in hand or already being settled.
     pub fn ack(&mut self, sim: &Sim, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         self.machine.ack(sim.now(), handle)
     }
 
     /// Queues a settlement ([`ConsumerMachine::settle`]) now.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConsumerMachine::settle`].
     pub fn settle(
         &mut self,
         sim: &Sim,
@@ -1126,6 +1138,10 @@ impl ConsumerDriver {
 
     /// Records the checker's verdict now: commit or rollback is a settlement, `Unknown` a
     /// release.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConsumerDriver::settle`] or [`ConsumerDriver::release`].
     pub fn decide(
         &mut self,
         sim: &Sim,
@@ -1139,6 +1155,10 @@ impl ConsumerDriver {
     }
 
     /// Gives a message back ([`ConsumerMachine::release`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ConsumerMachine::release`]: the handle is not in hand.
     pub fn release(&mut self, handle: &ReceiptHandle) -> Result<(), AckRefused> {
         self.machine.release(handle)
     }

@@ -20,6 +20,10 @@ use std::fmt;
 use std::time::Duration;
 
 /// Parses `10s`, `500ms`, `2m`, `1m30s` (humantime) or a bare number of seconds.
+///
+/// # Errors
+///
+/// A one-line message (for clap) when `s` is neither.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -33,6 +37,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses an RFC 3339 date-time (any offset) into epoch milliseconds.
+///
+/// # Errors
+///
+/// A one-line message (for clap) when `s` is not RFC 3339 or lies before 1970.
 pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
     let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
         .map_err(|e| {
@@ -62,6 +70,10 @@ pub fn format_rfc3339_ms(epoch_ms: u64) -> String {
 }
 
 /// Parses `KEY=VALUE` (the value may contain `=`; the key may not be empty).
+///
+/// # Errors
+///
+/// A one-line message (for clap) when there is no `=` or the key is empty.
 pub fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -210,6 +222,10 @@ impl ConnectionArgs {
 }
 
 /// Builds a client (no retries beyond the defaults, `mq-cli` user agent suffix).
+///
+/// # Errors
+///
+/// [`CliError::USAGE`] for an invalid endpoint or a client that cannot be built.
 pub fn client_for(
     endpoint: &str,
     credentials: Credentials,

@@ -5,8 +5,8 @@ use crate::bench::{self, BenchConfig, Workload};
 use crate::{CliError, output};
 use clap::{Parser, Subcommand};
 use mq_tokio::{
-    BatchSize, Client, Consumer, Error, GroupId, Message, ReceiptHandle, Tag, TagFilter,
-    TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
+    BatchSize, Client, Consumer, Error, GroupId, Message, ReceiptHandle, ReceivedMessages, Tag,
+    TagFilter, TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
 use std::io::{BufRead, Write};
 use std::time::{Duration, SystemTime};
@@ -412,11 +412,12 @@ impl PollPlan {
     }
 }
 
-/// Runs `poll` until the plan says stop; prints every message; `settle` acks a batch (or
-/// does nothing) and returns whether the messages were acked.
+/// Runs `poll` until the plan says stop; prints every message (and a line on stderr for each
+/// poison message, which is left to be delivered again); `settle` acks a batch (or does
+/// nothing) and returns whether the messages were acked.
 async fn poll_loop<P, S>(plan: &PollPlan, mut poll: P, mut settle: S) -> Result<(), CliError>
 where
-    P: AsyncFnMut(BatchSize) -> Result<Vec<Message>, CliError>,
+    P: AsyncFnMut(BatchSize) -> Result<ReceivedMessages, CliError>,
     S: AsyncFnMut(&[Message]) -> Result<bool, CliError>,
 {
     let mut received = 0u64;
@@ -426,7 +427,14 @@ where
             r = poll(batch) => r?,
             _ = &mut interrupted => return Ok(()),
         };
-        if messages.is_empty() {
+        for p in &messages.poison {
+            let id = p
+                .message_id
+                .as_ref()
+                .map_or("(unreadable id)", |id| id.as_str());
+            eprintln!("poison message {id} not decoded, left: {}", p.reason);
+        }
+        if messages.is_empty() && messages.poison.is_empty() {
             if plan.follow {
                 continue;
             }
@@ -460,7 +468,7 @@ async fn consume(a: ConsumeArgs) -> Result<(), CliError> {
         json: a.json,
     };
     let orderly = a.orderly;
-    let receive = async |batch: BatchSize| -> Result<Vec<Message>, CliError> {
+    let receive = async |batch: BatchSize| -> Result<ReceivedMessages, CliError> {
         let r = if orderly {
             consumer.receive_orderly(batch, plan.wait).await
         } else {
@@ -509,7 +517,7 @@ async fn tx_half(a: TxHalfArgs) -> Result<(), CliError> {
         max: a.max,
         json: a.json,
     };
-    let receive = async |batch: BatchSize| -> Result<Vec<Message>, CliError> {
+    let receive = async |batch: BatchSize| -> Result<ReceivedMessages, CliError> {
         producer
             .consume_half(batch, plan.wait)
             .await

@@ -120,6 +120,11 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs a parsed command line on a new tokio runtime.
+///
+/// # Errors
+///
+/// The command's [`CliError`]: its one line for stderr and its exit code (2 for a usage or
+/// configuration problem, 1 when the operation failed).
 pub fn run(cli: Cli) -> Result<(), CliError> {
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -26,6 +26,20 @@ use tracing::Instrument;
 pub const USER_AGENT: &str = concat!("mq-rust-sdk/", env!("CARGO_PKG_VERSION"));
 
 /// Timeouts. The read timeout of a long poll is its wait seconds plus `long_poll_margin`.
+///
+/// ```
+/// use mq_client::{TimeoutConfig, WaitSeconds};
+/// use std::time::Duration;
+///
+/// let timeouts = TimeoutConfig {
+///     request: Duration::from_secs(3),
+///     ..TimeoutConfig::default()
+/// };
+/// assert_eq!(timeouts.for_wait(WaitSeconds::new(0)?), Duration::from_secs(3));
+/// assert_eq!(timeouts.for_wait(WaitSeconds::new(30)?), Duration::from_secs(35));
+/// // Client::builder().timeouts(timeouts)
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimeoutConfig {
     /// TCP connect plus TLS handshake.

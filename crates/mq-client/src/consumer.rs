@@ -6,14 +6,17 @@ use crate::error::{AckError, Error};
 use crate::stream::MessageStream;
 use crate::telemetry;
 use mq_proto::client::{
-    EncodeError, ack_request, consume_request, decode_ack_response, decode_consume_response_bytes,
+    EncodeError, ack_request, consume_request, decode_ack_response, decode_consume_entries_bytes,
 };
 use mq_proto::machine::{ConsumerConfig, Idempotency};
+use mq_proto::wire::consume::Entry;
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleBatch, HandleFailure, Message,
-    ReceiptHandle, TagFilter, TopicName, WaitSeconds, attribute_failures, check_subscription_names,
+    PoisonMessage, ReceiptHandle, TagFilter, TopicName, WaitSeconds, attribute_failures,
+    check_subscription_names,
 };
 use std::borrow::Borrow;
+use std::ops::{Deref, DerefMut};
 
 /// Consumes one topic in one group, optionally filtered by tags: receive and ack by hand,
 /// or take a [`MessageStream`] that does the polling and batches the acks.
@@ -81,19 +84,24 @@ impl Consumer {
         &self.client
     }
 
-    /// Receives up to `batch` messages, waiting up to `wait` for the first one. An empty
-    /// vector means no message arrived in time.
+    /// Receives up to `batch` messages, waiting up to `wait` for the first one. The answer
+    /// derefs to the messages (`for m in &received`, `received.len()`); nothing
+    /// in it means no message arrived in time. A message of the answer the client cannot
+    /// decode is in [`ReceivedMessages::poison`], apart from the others, with its receipt
+    /// handle when it could be read (see there).
     ///
     /// # Errors
     ///
-    /// Nothing was received when it fails (an empty vector is no error). A consume is
+    /// Nothing was received when it fails (an empty answer is no error; one poison message
+    /// is none either). A consume is
     /// idempotent, so transient failures are retried under the client's
     /// [`RetryConfig`](crate::RetryConfig) first; what is left is returned:
     /// - [`Error::Timeout`] / [`Error::Network`]: no answer within the wait plus the
     ///   long-poll margin, or the connection failed (a refused TLS certificate at once);
     /// - [`Error::Service`]: refused by the service — `TopicNotExist` (404), signature,
     ///   access key or instance (403), throttling or a 5xx that outlasted the retries;
-    /// - [`Error::Response`]: an answer that could not be decoded;
+    /// - [`Error::Response`]: an answer that could not be decoded (not XML, or damaged
+    ///   outside every `Message` element);
     /// - [`Error::Credentials`]: the credentials provider failed;
     /// - [`Error::InvalidInput`] ([`EncodeError::NamesTooLong`]): group id, topic and instance
     ///   id are together longer than the service accepts (119 characters, PROTOCOL §6.9);
@@ -102,7 +110,7 @@ impl Consumer {
         &self,
         batch: BatchSize,
         wait: WaitSeconds,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<ReceivedMessages, Error> {
         self.receive_kind(ConsumeKind::Normal, batch, wait).await
     }
 
@@ -116,7 +124,7 @@ impl Consumer {
         &self,
         batch: BatchSize,
         wait: WaitSeconds,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<ReceivedMessages, Error> {
         self.receive_kind(ConsumeKind::Orderly, batch, wait).await
     }
 
@@ -125,7 +133,7 @@ impl Consumer {
         kind: ConsumeKind,
         batch: BatchSize,
         wait: WaitSeconds,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<ReceivedMessages, Error> {
         receive(
             &self.client,
             &self.topic,
@@ -202,9 +210,9 @@ pub(crate) async fn receive(
     batch: BatchSize,
     wait: WaitSeconds,
     filter: &TagFilter,
-) -> Result<Vec<Message>, Error> {
+) -> Result<ReceivedMessages, Error> {
     let timeout = client.timeouts().for_wait(wait);
-    let messages = client
+    let entries = client
         .execute(
             "consume",
             topic,
@@ -215,11 +223,113 @@ pub(crate) async fn receive(
                     ctx, topic, group, kind, batch, wait, filter,
                 )?)
             },
-            decode_consume_response_bytes,
+            decode_consume_entries_bytes,
         )
         .await?;
-    telemetry::deliveries(topic, group, messages.len());
-    Ok(messages)
+    let mut received = ReceivedMessages::default();
+    for entry in entries {
+        match entry {
+            Entry::Message(m) => received.messages.push(m),
+            Entry::Poison(p) => {
+                log_poison(&p);
+                received.poison.push(p);
+            }
+        }
+    }
+    telemetry::deliveries(topic, group, received.messages.len());
+    Ok(received)
+}
+
+/// Logs a message the client could not decode (warn: its id, delivery count and reason).
+pub(crate) fn log_poison(poison: &PoisonMessage) {
+    tracing::warn!(
+        message_id = ?poison.message_id,
+        consumed_times = ?poison.consumed_times,
+        reason = %poison.reason,
+        "received a message that cannot be decoded"
+    );
+}
+
+/// The answer of [`Consumer::receive`], [`Consumer::receive_orderly`] and
+/// [`TransactionProducer::consume_half`](crate::TransactionProducer::consume_half): the
+/// messages, and apart from them the poison messages (ones the client could not decode:
+/// not UTF-8, a `MessageBodyMD5` that does not match, bad properties, a missing element;
+/// [`PoisonReason`](mq_proto::PoisonReason)).
+///
+/// It derefs to its [`messages`](Self::messages) and iterates over them, so
+/// `for m in &received`, `received.len()`, `received.is_empty()`, `received[0]` and
+/// `received.pop()` are about the messages. A poison message is delivered like the others: with its receipt
+/// handle (when it could be read) ack it to drop it for good, or leave it to be delivered
+/// again after its invisibility time and, after the broker's retries, moved to the
+/// dead-letter queue. Every poison message is also logged (`tracing`, warn).
+///
+/// ```no_run
+/// # async fn example(consumer: mq_client::Consumer) -> Result<(), Box<dyn std::error::Error>> {
+/// use mq_client::{BatchSize, WaitSeconds};
+/// let received = consumer.receive(BatchSize::MAX, WaitSeconds::new(10)?).await?;
+/// for m in &received {
+///     println!("{}", m.body);
+/// }
+/// for p in &received.poison {
+///     eprintln!("cannot decode {:?}: {}", p.message_id, p.reason); // keep p.raw if needed
+/// }
+/// // Ack the messages and drop the poison ones for good.
+/// let poison = received.poison.iter().filter_map(|p| p.receipt_handle.as_ref());
+/// consumer.ack(received.iter().map(|m| &m.receipt_handle).chain(poison)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceivedMessages {
+    /// The messages that decoded, in the answer's order.
+    pub messages: Vec<Message>,
+    /// The messages the client could not decode, in the answer's order.
+    pub poison: Vec<PoisonMessage>,
+}
+
+impl ReceivedMessages {
+    /// The messages, without the poison ones (which are left: delivered again later).
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+}
+
+impl Deref for ReceivedMessages {
+    type Target = Vec<Message>;
+
+    fn deref(&self) -> &Vec<Message> {
+        &self.messages
+    }
+}
+
+impl DerefMut for ReceivedMessages {
+    fn deref_mut(&mut self) -> &mut Vec<Message> {
+        &mut self.messages
+    }
+}
+
+impl IntoIterator for ReceivedMessages {
+    type Item = Message;
+    type IntoIter = std::vec::IntoIter<Message>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.messages.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ReceivedMessages {
+    type Item = &'a Message;
+    type IntoIter = std::slice::Iter<'a, Message>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.messages.iter()
+    }
+}
+
+impl From<ReceivedMessages> for Vec<Message> {
+    fn from(received: ReceivedMessages) -> Self {
+        received.messages
+    }
 }
 
 /// The operation name of a settlement request (traces).

@@ -316,12 +316,7 @@ impl<H: Handler> Driver<H> {
                     }
                 }
                 ConsumerEvent::Poison(poison) => {
-                    tracing::warn!(
-                        message_id = ?poison.message_id,
-                        consumed_times = ?poison.consumed_times,
-                        reason = %poison.reason,
-                        "received a message that cannot be decoded"
-                    );
+                    crate::consumer::log_poison(&poison);
                     self.handler.poison(poison, &self.commands_tx);
                 }
                 ConsumerEvent::Settled { kind, handles } => {

@@ -511,13 +511,7 @@ mod tests {
     use super::*;
 
     fn service(status: u16, code: ErrorCode) -> Error {
-        Error::Service(ServiceError {
-            status,
-            code,
-            message: String::new(),
-            request_id: None,
-            host_id: None,
-        })
+        Error::Service(ServiceError::new(status, code, ""))
     }
 
     fn network(kind: TransportErrorKind) -> Error {

@@ -362,6 +362,20 @@ impl Acked {
 ///
 /// Dropping it without calling [`shutdown`](Self::shutdown) stops the loop too, without
 /// waiting for it.
+///
+/// ```no_run
+/// # async fn example(consumer: mq_client::Consumer) -> Result<(), mq_client::Error> {
+/// let handling = consumer
+///     .handle(|m| async move {
+///         println!("{}", m.body);
+///         Ok(())
+///     })
+///     .spawn();
+/// // ... later, on SIGTERM:
+/// let summary = handling.shutdown().await?;
+/// println!("handled {}, acked {}", summary.handled, summary.acked);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the handler loop at once"]
 pub struct HandlerHandle(Background<HandlerSummary>);

@@ -204,6 +204,27 @@ impl PoisonDelivery {
 
 /// One item of a [`MessageStream`]: a message, or a message the client could not decode.
 /// Both are in hand until acked or released (dropping releases).
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use mq_client::StreamItem;
+///
+/// # async fn example(consumer: mq_client::Consumer) -> Result<(), mq_client::Error> {
+/// let mut stream = consumer.stream();
+/// while let Some(item) = stream.next().await {
+///     match item? {
+///         StreamItem::Message(delivery) => {
+///             println!("{}", delivery.message().body);
+///             let _ = delivery.ack(); // batched; await the future to learn the outcome
+///         }
+///         StreamItem::Poison(poison) => {
+///             eprintln!("cannot decode {:?}: {}", poison.message_id, poison.reason);
+///             poison.release(); // delivered again later, then dead-lettered
+///         }
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub enum StreamItem {
     /// A message that decoded.

@@ -2,7 +2,7 @@
 
 use crate::checker::{CheckerHandle, CheckerReport, run_checker_loop};
 use crate::client::Client;
-use crate::consumer::{receive, settle};
+use crate::consumer::{ReceivedMessages, receive, settle};
 use crate::error::{AckError, Error};
 use crate::producer::publish_checked;
 
@@ -17,6 +17,18 @@ use std::future::Future;
 /// What a transactional publish returns: the message's id and body MD5, and the handle to
 /// [`commit`](TransactionProducer::commit) or [`rollback`](TransactionProducer::rollback) it
 /// with (always present: an answer without one is an [`Error::Response`]).
+///
+/// ```no_run
+/// use mq_client::{TopicMessage, TransCheckImmunity};
+///
+/// # async fn example(tx: mq_client::TransactionProducer) -> Result<(), Box<dyn std::error::Error>> {
+/// let message = TopicMessage::new("pay order 42")?
+///     .with_trans_check_immunity(TransCheckImmunity::new(10)?);
+/// let receipt = tx.publish(&message).await?;
+/// println!("half message {}", receipt.message_id);
+/// tx.commit(&receipt.receipt_handle).await?; // within the 10 s immunity
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransactionReceipt {
@@ -158,7 +170,7 @@ impl TransactionProducer {
         &self,
         batch: BatchSize,
         wait: WaitSeconds,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<ReceivedMessages, Error> {
         receive(
             &self.client,
             &self.topic,

@@ -74,8 +74,18 @@ pub enum TransportErrorKind {
     },
 }
 
-/// A transport-level failure.
+/// A transport-level failure: built with [`TransportError::new`] (a custom [`Transport`]
+/// says with its [`kind`](Self::kind) how far the request got).
+///
+/// ```
+/// use mq_client::{TransportError, TransportErrorKind};
+///
+/// let e = TransportError::new(TransportErrorKind::NotSent, "no route to the endpoint");
+/// assert_eq!(e.to_string(), "NotSent: no route to the endpoint");
+/// assert!(!e.reused_connection);
+/// ```
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 #[error("{kind:?}: {message}")]
 pub struct TransportError {
     /// What kind of failure this is.

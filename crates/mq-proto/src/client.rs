@@ -532,7 +532,17 @@ pub fn ack_request(
 // Response types
 
 /// An error reported by the service (an `Error` document, or an error status without one).
+///
+/// ```
+/// use mq_proto::ErrorCode;
+/// use mq_proto::client::ServiceError;
+///
+/// let e = ServiceError::new(404, ErrorCode::TopicNotExist, "topic orders does not exist")
+///     .with_request_id("5F1A");
+/// assert_eq!(e.to_string(), "TopicNotExist (HTTP 404): topic orders does not exist [request id 5F1A]");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceError {
     /// HTTP status.
     pub status: u16,
@@ -558,6 +568,27 @@ impl fmt::Display for ServiceError {
 }
 
 impl std::error::Error for ServiceError {}
+
+impl ServiceError {
+    /// An error with this status, code and message, without request or host id (for
+    /// transports and tests of your own; the decoders fill in every field).
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            request_id: None,
+            host_id: None,
+        }
+    }
+
+    /// The same error with this request id.
+    #[must_use]
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.request_id = Some(request_id.into());
+        self
+    }
+}
 
 /// Why a response did not yield a result: the service said no, or the response was not
 /// understood.

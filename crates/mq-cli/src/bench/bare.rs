@@ -33,6 +33,10 @@ pub struct BareServer {
 
 impl BareServer {
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of binding the listener.
     pub async fn start(canned: Canned) -> std::io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;

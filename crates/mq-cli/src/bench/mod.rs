@@ -197,6 +197,10 @@ pub fn record(h: &mut Histogram<u64>, d: Duration) {
 }
 
 /// Merges per-worker histograms.
+///
+/// # Errors
+///
+/// hdrhistogram's refusal to add one histogram to another, as text.
 pub fn merge(parts: impl IntoIterator<Item = Histogram<u64>>) -> Result<Histogram<u64>, String> {
     let mut all = histogram();
     for h in parts {
@@ -374,8 +378,11 @@ impl Shared {
 /// Pause after a failed request, so that a dead endpoint does not turn into a busy loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(20);
 
-/// Runs one client benchmark and reports throughput and latency. Fails when nothing
-/// succeeded (with the first error), or on invalid settings.
+/// Runs one client benchmark and reports throughput and latency.
+///
+/// # Errors
+///
+/// When nothing succeeded (the first error, as text), or on invalid settings.
 pub async fn run(
     client: &Client,
     config: &BenchConfig,

@@ -70,6 +70,10 @@ impl std::fmt::Debug for RawConnection {
 
 impl RawConnection {
     /// Connects (TCP_NODELAY, like the SDK's transport).
+    ///
+    /// # Errors
+    ///
+    /// The connect or HTTP/1.1 handshake failure, as text.
     pub async fn connect(addr: SocketAddr) -> Result<Self, String> {
         let stream = TcpStream::connect(addr)
             .await
@@ -85,6 +89,10 @@ impl RawConnection {
     }
 
     /// Sends a request and reads the whole response.
+    ///
+    /// # Errors
+    ///
+    /// The connection's failure to send or to read the response, as text.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
         self.sender
             .ready()
@@ -204,6 +212,10 @@ pub enum Stop {
 
 /// `concurrency` connections send `request` back to back until `stop`; a response with
 /// status `expect` counts as one message, anything else as an error.
+///
+/// # Errors
+///
+/// A worker task that failed to finish (it panicked), as text.
 pub async fn repeat_load(
     addr: SocketAddr,
     request: Arc<Prepared>,
@@ -283,6 +295,10 @@ pub struct AckSigner {
 /// sign and send an ack of their handles. Stops at `duration`, or when a consume finds
 /// nothing (404 `MessageNotExist`: the backlog is drained). One latency sample per
 /// consume + ack cycle.
+///
+/// # Errors
+///
+/// A worker task that failed to finish (it panicked), as text.
 pub async fn consume_ack_load(
     addr: SocketAddr,
     consume: Arc<Prepared>,
@@ -374,6 +390,11 @@ pub async fn consume_ack_load(
 /// must carry `waitseconds`) is sent on one connection and left waiting for `pause`, then a
 /// publish is sent on another; the sample is the time from sending the publish to receiving
 /// the consume response with the message.
+///
+/// # Errors
+///
+/// A connection that cannot be opened or fails, an answer that is not the expected one, or
+/// the long-poll task failing, as text.
 pub async fn delivery_latency(
     addr: SocketAddr,
     publish: Arc<Prepared>,

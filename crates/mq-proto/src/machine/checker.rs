@@ -3,6 +3,7 @@
 //! into [`ConsumerConfig::half`], and a [`Decision`] becomes a commit, a rollback or a
 //! release.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use super::ConsumerConfig;
@@ -10,120 +11,90 @@ use super::retry::RetryConfig;
 use crate::ops::AckKind;
 use crate::types::{BatchSize, WaitSeconds};
 
-/// Settings of the transaction checker (a [`ConsumerMachine`](super::ConsumerMachine) on
-/// half messages; see [`ConsumerConfig::half`]).
+/// Settings of the transaction checker: a [`ConsumerConfig`] on half messages
+/// ([`ConsumerConfig::half`]: every decision its own request, sent at once), with only the
+/// settings that mean something to a checker. It derefs to that [`ConsumerConfig`] for
+/// reading (`batch()`, `wait()`, `max_in_hand()`, `min_empty_poll_interval()`, `retry()`).
 ///
 /// ```
-/// use mq_proto::{BatchSize, WaitSeconds};
-/// use mq_proto::machine::CheckerConfig;
+/// use mq_proto::{BatchSize, ConsumeKind, WaitSeconds};
+/// use mq_proto::machine::{CheckerConfig, ConsumerConfig};
+/// use std::time::Duration;
 ///
-/// let c = CheckerConfig::default().with_wait(WaitSeconds::new(10)?);
+/// let c = CheckerConfig::default()
+///     .with_wait(WaitSeconds::new(10)?)
+///     .with_margin(Duration::from_millis(500));
 /// assert_eq!(c.wait().get(), 10);
 /// assert_eq!(c.batch(), BatchSize::MAX);
+/// let consumer = ConsumerConfig::from(c);
+/// assert_eq!(consumer.kind(), ConsumeKind::Half);
+/// assert_eq!(consumer.ack_margin(), Duration::from_millis(500));
+/// assert_eq!(consumer.settle_batch(), BatchSize::MIN); // each decision its own request
 /// # Ok::<(), mq_proto::InvalidValue>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct CheckerConfig {
-    batch: BatchSize,
-    wait: WaitSeconds,
-    max_in_hand: usize,
-    margin: Duration,
-    min_empty_poll_interval: Duration,
-    retry: RetryConfig,
-}
+pub struct CheckerConfig(ConsumerConfig);
 
 impl Default for CheckerConfig {
-    /// Batches of 16, 3 s long poll (as the official SDK samples; keeps shutdown prompt),
-    /// at most 64 undecided checks in hand, 200 ms expiry margin, empty polls at most once
-    /// per second.
+    /// [`ConsumerConfig::half`]: batches of 16, 3 s long poll (as the official SDK samples;
+    /// keeps shutdown prompt), at most 64 undecided checks in hand, 200 ms expiry margin,
+    /// empty polls at most once per second.
     fn default() -> Self {
-        Self {
-            batch: BatchSize::MAX,
-            wait: WaitSeconds::new(3).unwrap_or(WaitSeconds::MAX),
-            max_in_hand: 64,
-            margin: Duration::from_millis(200),
-            min_empty_poll_interval: Duration::from_secs(1),
-            retry: RetryConfig::default(),
-        }
+        Self(ConsumerConfig::half())
     }
 }
 
 impl CheckerConfig {
     /// Half messages asked for per poll (fewer when close to the in-hand bound).
     #[must_use]
-    pub fn with_batch(mut self, batch: BatchSize) -> Self {
-        self.batch = batch;
-        self
+    pub fn with_batch(self, batch: BatchSize) -> Self {
+        Self(self.0.with_batch(batch))
     }
 
     /// Long-poll seconds per poll.
     #[must_use]
-    pub fn with_wait(mut self, wait: WaitSeconds) -> Self {
-        self.wait = wait;
-        self
+    pub fn with_wait(self, wait: WaitSeconds) -> Self {
+        Self(self.0.with_wait(wait))
     }
 
     /// Most checks handed out and not yet decided (0 is treated as 1).
     #[must_use]
-    pub fn with_max_in_hand(mut self, n: usize) -> Self {
-        self.max_in_hand = n.max(1);
-        self
+    pub fn with_max_in_hand(self, n: usize) -> Self {
+        Self(self.0.with_max_in_hand(n))
     }
 
     /// A decision is dropped (reported as [`ConsumerEvent::Expired`](super::ConsumerEvent))
-    /// instead of sent
-    /// when its handle has less than this margin of validity left, by the server's clock
-    /// (`NextConsumeTime` minus the answer's `Date`, counted down locally; see
-    /// [`Received`](super::Received)).
+    /// instead of sent when its handle has less than this margin of validity left
+    /// ([`ConsumerConfig::with_ack_margin`]).
     #[must_use]
-    pub fn with_margin(mut self, margin: Duration) -> Self {
-        self.margin = margin;
-        self
+    pub fn with_margin(self, margin: Duration) -> Self {
+        Self(self.0.with_ack_margin(margin))
     }
 
     /// After an empty poll, the next starts no earlier than this long after the empty one
     /// was sent.
     #[must_use]
-    pub fn with_min_empty_poll_interval(mut self, d: Duration) -> Self {
-        self.min_empty_poll_interval = d;
-        self
+    pub fn with_min_empty_poll_interval(self, d: Duration) -> Self {
+        Self(self.0.with_min_empty_poll_interval(d))
     }
 
     /// Retry policy of decisions; its backoff also paces polls after failures.
     #[must_use]
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = retry;
-        self
+    pub fn with_retry(self, retry: RetryConfig) -> Self {
+        Self(self.0.with_retry(retry))
     }
 
-    /// Half messages per poll.
-    pub fn batch(&self) -> BatchSize {
-        self.batch
-    }
-
-    /// Long-poll seconds.
-    pub fn wait(&self) -> WaitSeconds {
-        self.wait
-    }
-
-    /// Bound on undecided checks in hand.
-    pub fn max_in_hand(&self) -> usize {
-        self.max_in_hand
-    }
-
-    /// Expiry margin.
+    /// Expiry margin ([`ConsumerConfig::ack_margin`]).
     pub fn margin(&self) -> Duration {
-        self.margin
+        self.0.ack_margin()
     }
+}
 
-    /// Pace of empty polls.
-    pub fn min_empty_poll_interval(&self) -> Duration {
-        self.min_empty_poll_interval
-    }
+impl Deref for CheckerConfig {
+    type Target = ConsumerConfig;
 
-    /// Retry policy.
-    pub fn retry(&self) -> &RetryConfig {
-        &self.retry
+    fn deref(&self) -> &ConsumerConfig {
+        &self.0
     }
 }
 
@@ -150,15 +121,8 @@ impl Decision {
 }
 
 impl From<CheckerConfig> for ConsumerConfig {
-    /// [`ConsumerConfig::half`] with these settings: every decision its own request, sent at
-    /// once.
+    /// The [`ConsumerConfig::half`] these settings stand for.
     fn from(c: CheckerConfig) -> Self {
-        ConsumerConfig::half()
-            .with_batch(c.batch)
-            .with_wait(c.wait)
-            .with_max_in_hand(c.max_in_hand)
-            .with_ack_margin(c.margin)
-            .with_min_empty_poll_interval(c.min_empty_poll_interval)
-            .with_retry(c.retry)
+        c.0
     }
 }
