@@ -33,10 +33,36 @@ impl InvalidValue {
 /// written before this check may hold; `.` and `..` alone are refused). Not `%`, which
 /// RocketMQ reserves (`%RETRY%`, `%DLQ%`, its namespace separator `INSTANCE%TOPIC`) and which
 /// a URL path decodes (`%2E%2E` is `..`, `a%2Fb` is `a/b`).
-const NAME_PUNCTUATION: &[u8] = b"_-.";
+const NAME_PUNCTUATION: Charset = Charset::new(b"_-.");
 
 /// The punctuation a message id may hold besides `[A-Za-z0-9]`.
-const MESSAGE_ID_PUNCTUATION: &[u8] = b"_-.%";
+const MESSAGE_ID_PUNCTUATION: Charset = Charset::new(b"_-.%");
+
+/// `[A-Za-z0-9]` and some punctuation, as a table with one lookup per byte.
+struct Charset {
+    punctuation: &'static [u8],
+    allowed: [bool; 256],
+}
+
+impl Charset {
+    const fn new(punctuation: &'static [u8]) -> Self {
+        let mut allowed = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            allowed[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let mut i = 0;
+        while i < punctuation.len() {
+            allowed[punctuation[i] as usize] = true;
+            i += 1;
+        }
+        Self {
+            punctuation,
+            allowed,
+        }
+    }
+}
 
 /// Checks a resource name or message id: 1..=`max` bytes of `[A-Za-z0-9]` and
 /// `punctuation`; `.` and `..` are never one (URLs normalise them away as path segments).
@@ -44,7 +70,7 @@ fn check_resource_name(
     what: &'static str,
     s: &str,
     max: usize,
-    punctuation: &[u8],
+    charset: &Charset,
 ) -> Result<(), InvalidValue> {
     if s.is_empty() {
         return Err(InvalidValue::new(what, "must not be empty"));
@@ -64,12 +90,13 @@ fn check_resource_name(
         ));
     }
     // Every allowed character is ASCII: a byte scan, and the character only for the error.
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || punctuation.contains(&b);
+    let allowed = |b: u8| charset.allowed[usize::from(b)];
     // A fold, not `all`: no early exit, so the scan vectorises.
     if !s.bytes().fold(true, |ok, b| ok & allowed(b))
         && let Some(c) = s.chars().find(|&c| !u8::try_from(c).is_ok_and(allowed))
     {
-        let extra: Vec<String> = punctuation
+        let extra: Vec<String> = charset
+            .punctuation
             .iter()
             .map(|&b| format!("'{}'", char::from(b)))
             .collect();
@@ -99,7 +126,7 @@ macro_rules! name_type {
             /// allowed set (see the type's documentation).
             pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
                 let s = s.into();
-                check_resource_name($what, &s, $max, NAME_PUNCTUATION)?;
+                check_resource_name($what, &s, $max, &NAME_PUNCTUATION)?;
                 Ok(Self(s))
             }
 
@@ -657,7 +684,7 @@ impl MessageId {
 
     /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
     pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
-        check_resource_name("message id", &s, 128, MESSAGE_ID_PUNCTUATION)?;
+        check_resource_name("message id", &s, 128, &MESSAGE_ID_PUNCTUATION)?;
         Ok(Self(s))
     }
 
@@ -754,7 +781,7 @@ mod tests {
             let bad = s
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')));
-            let got = check_resource_name("name", &s, 128, NAME_PUNCTUATION);
+            let got = check_resource_name("name", &s, 128, &NAME_PUNCTUATION);
             if s != "." && s != ".." {
                 match bad {
                     None => proptest::prop_assert!(got.is_ok()),
