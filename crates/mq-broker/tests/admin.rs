@@ -729,6 +729,10 @@ async fn messages_by_id_and_key_show_each_group() {
         .expect("find");
     assert_eq!(names(&by_key), ["undecided"]);
     assert_eq!(by_key["messages"][0]["state"], "half");
+    // No group holds an undecided transaction yet: each waits for it (not "consumed").
+    let positions = by_key["messages"][0]["groups"].as_array().expect("groups");
+    assert_eq!(positions.len(), groups.len(), "{by_key}");
+    assert!(positions.iter().all(|p| p["state"] == "half"), "{by_key}");
     let (_, none) = c
         .admin(
             Method::GET,

@@ -64,7 +64,8 @@ pub use transport::{
 
 /// The protocol layer, re-exported: message and name types, signing, state machine configs.
 pub use mq_proto;
-pub use mq_proto::client::PublishReceipt;
+// The types `Error` carries, so users can name them from this crate (and the runtime crates).
+pub use mq_proto::client::{DecodeError, EncodeError, PublishReceipt, ServiceError};
 pub use mq_proto::machine::{CheckerConfig, ConsumerConfig, Decision, RetryConfig};
 pub use mq_proto::sign::Credentials;
 pub use mq_proto::{

@@ -393,8 +393,10 @@ pub enum Lookup<'a> {
 pub struct GroupPosition {
     /// The group.
     pub group: String,
-    /// The message's state in the group; `None` when the group holds it no more (acked,
-    /// skipped by its tag filter, or the group was registered after the message arrived).
+    /// The message's state in the group: [`PeekState::Half`] while its transaction is
+    /// undecided (the group gets it once committed); `None` when the group holds it no more
+    /// (acked, skipped by its tag filter, or the group was registered after the message
+    /// arrived).
     pub state: Option<PeekState>,
     /// Deliveries to the group.
     pub consumed_times: u32,
@@ -592,6 +594,7 @@ impl BrokerCore {
 
     /// A kept message with every group's position.
     fn found(&self, t: &Topic, m: &StoredMessage, view: BodyView) -> FoundMessage {
+        let half = t.half.entries.get(&m.seq);
         let mut dead_letter = None;
         let groups: Vec<GroupPosition> = t
             .groups
@@ -607,7 +610,7 @@ impl BrokerCore {
                     state: match (entry, dead) {
                         (Some(e), _) => Some(peek_state(e.state(self.now))),
                         (None, Some(_)) => Some(PeekState::Dead),
-                        (None, None) => None,
+                        (None, None) => half.map(|_| PeekState::Half),
                     },
                     consumed_times: match (entry, dead) {
                         (Some(e), _) => e.consumed_times,
@@ -621,7 +624,7 @@ impl BrokerCore {
         let held = groups
             .iter()
             .find_map(|g| Some((g.state?, g.consumed_times, g.next_visible_time?)));
-        let message = match (t.half.entries.get(&m.seq), held, dead_letter) {
+        let message = match (half, held, dead_letter) {
             (Some(h), _, _) => PeekedMessage::stored(m, PeekState::Half, h.pops, h.check_at, view),
             (None, Some((state, consumed, next)), _) => {
                 PeekedMessage::stored(m, state, consumed, next, view)
