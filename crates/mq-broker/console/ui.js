@@ -123,8 +123,11 @@ export function badge(state, none = "held by no group") {
  * group holds it no more, why in words.
  */
 export function groupBadge(g, m) {
+  // An undecided transaction is no group's yet (the admin API says `half` for each group).
+  if (g.state === "half" || (!g.state && m.state === "half")) {
+    return badge(null, "not delivered yet: waiting for commit/rollback");
+  }
   if (g.state) return badge(g.state);
-  if (m.state === "half") return badge(null, "not delivered yet: waiting for commit/rollback");
   if (m.state === "rolled_back") return badge(null, "never delivered: rolled back");
   return badge(null, "not held: acked, filtered out, or subscribed later");
 }
