@@ -36,12 +36,19 @@ pub(crate) struct StepLog {
     running: Running,
 }
 
-/// The process id of the command a step is running (`None` between commands), or
-/// [`STOPPED`] once the step was stopped.
-type Running = Arc<Mutex<Option<u32>>>;
+/// What a step is doing, shared between its thread and its [`Background`].
+type Running = Arc<Mutex<Slot>>;
 
-/// The [`Running`] value of a stopped step: no command may start any more.
-const STOPPED: u32 = 0;
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Slot {
+    /// Between commands.
+    #[default]
+    Idle,
+    /// Running the command with this process id.
+    Command(u32),
+    /// Stopped: no command may start any more.
+    Stopped,
+}
 
 impl<T: Send + 'static> Background<T> {
     /// Starts `work` on a thread; it gets the log its commands append to (created empty
@@ -117,12 +124,11 @@ impl<T> Drop for Background<T> {
         let Some(handle) = self.handle.take() else {
             return;
         };
-        let pid = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(STOPPED);
-        if let Some(pid) = pid.filter(|&p| p != STOPPED) {
+        let slot = std::mem::replace(
+            &mut *self.running.lock().unwrap_or_else(PoisonError::into_inner),
+            Slot::Stopped,
+        );
+        if let Slot::Command(pid) = slot {
             println!(
                 "==> [{}] stopping the background step (pid {pid})",
                 self.step
@@ -183,18 +189,18 @@ pub(crate) fn run_logged(step: &str, cmd: &Command, log: &StepLog) -> Result {
         .is_ok_and(|s| s.success());
     let mut child = {
         let mut running = log.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if *running == Some(STOPPED) {
+        if *running == Slot::Stopped {
             return Err(format!("[{step}] stopped before `{shown}`"));
         }
         let child = spawn(if has_nice { &mut niced } else { &mut plain })?;
-        *running = Some(child.id());
+        *running = Slot::Command(child.id());
         child
     };
     let waited = child.wait();
     {
         let mut running = log.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if *running != Some(STOPPED) {
-            *running = None;
+        if *running != Slot::Stopped {
+            *running = Slot::Idle;
         }
     }
     let status = waited.map_err(|e| format!("[{step}] waiting for `{shown}`: {e}"))?;
@@ -246,7 +252,7 @@ mod tests {
         .expect("start");
         // The first command is running once its pid is recorded.
         let pid = loop {
-            if let Some(pid) = *step.running.lock().unwrap() {
+            if let Slot::Command(pid) = *step.running.lock().unwrap() {
                 break pid;
             }
             thread::yield_now();

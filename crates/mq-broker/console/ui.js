@@ -124,9 +124,7 @@ export function badge(state, none = "held by no group") {
  */
 export function groupBadge(g, m) {
   // An undecided transaction is no group's yet (the admin API says `half` for each group).
-  if (g.state === "half" || (!g.state && m.state === "half")) {
-    return badge(null, "not delivered yet: waiting for commit/rollback");
-  }
+  if (g.state === "half") return badge(null, "not delivered yet: waiting for commit/rollback");
   if (g.state) return badge(g.state);
   if (m.state === "rolled_back") return badge(null, "never delivered: rolled back");
   return badge(null, "not held: acked, filtered out, or subscribed later");

@@ -28,15 +28,15 @@ impl InvalidValue {
     }
 }
 
-/// The punctuation a topic name, group id or instance id may hold besides `[A-Za-z0-9]`:
-/// `_` and `-`, as the real service allows (PROTOCOL §1.2, §6.9), and `.` (which names
+/// The characters of a topic name, group id or instance id: `[A-Za-z0-9]` and
+/// `_`, `-`, as the real service allows (PROTOCOL §1.2, §6.9), and `.` (which names
 /// written before this check may hold; `.` and `..` alone are refused). Not `%`, which
 /// RocketMQ reserves (`%RETRY%`, `%DLQ%`, its namespace separator `INSTANCE%TOPIC`) and which
 /// a URL path decodes (`%2E%2E` is `..`, `a%2Fb` is `a/b`).
-const NAME_PUNCTUATION: Charset = Charset::new(b"_-.");
+const NAME_CHARS: Charset = Charset::new(b"_-.");
 
-/// The punctuation a message id may hold besides `[A-Za-z0-9]`.
-const MESSAGE_ID_PUNCTUATION: Charset = Charset::new(b"_-.%");
+/// The characters of a message id: `[A-Za-z0-9]` and `_-.%`.
+const MESSAGE_ID_CHARS: Charset = Charset::new(b"_-.%");
 
 /// `[A-Za-z0-9]` and some punctuation, as a table with one lookup per byte.
 struct Charset {
@@ -64,8 +64,8 @@ impl Charset {
     }
 }
 
-/// Checks a resource name or message id: 1..=`max` bytes of `[A-Za-z0-9]` and
-/// `punctuation`; `.` and `..` are never one (URLs normalise them away as path segments).
+/// Checks a resource name or message id: 1..=`max` bytes of `charset`; `.` and `..` are
+/// never one (URLs normalise them away as path segments).
 fn check_resource_name(
     what: &'static str,
     s: &str,
@@ -126,7 +126,7 @@ macro_rules! name_type {
             /// allowed set (see the type's documentation).
             pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
                 let s = s.into();
-                check_resource_name($what, &s, $max, &NAME_PUNCTUATION)?;
+                check_resource_name($what, &s, $max, &NAME_CHARS)?;
                 Ok(Self(s))
             }
 
@@ -684,7 +684,7 @@ impl MessageId {
 
     /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
     pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
-        check_resource_name("message id", &s, 128, &MESSAGE_ID_PUNCTUATION)?;
+        check_resource_name("message id", &s, 128, &MESSAGE_ID_CHARS)?;
         Ok(Self(s))
     }
 
@@ -781,7 +781,7 @@ mod tests {
             let bad = s
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')));
-            let got = check_resource_name("name", &s, 128, &NAME_PUNCTUATION);
+            let got = check_resource_name("name", &s, 128, &NAME_CHARS);
             if s != "." && s != ".." {
                 match bad {
                     None => proptest::prop_assert!(got.is_ok()),
