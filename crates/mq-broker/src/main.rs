@@ -4,6 +4,12 @@
 //! it gracefully (exit status 0), a second signal at once. See [`mq_broker::run`].
 
 use clap::Parser;
+
+/// mimalloc, not glibc's malloc: with a backlog held, glibc's allocator spends up to half
+/// of the broker's CPU sorting its free lists (BENCHMARKS.md, "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use mq_broker::BrokerArgs;
 use std::process::ExitCode;
 

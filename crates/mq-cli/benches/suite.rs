@@ -20,6 +20,9 @@
 //! `--only client|broker|latency|memory|client-cpu` (repeatable; one section alone). A full
 //! run without the Python SDK (`MQ_INTEROP_PYTHON`) fails; the quick and smoke runs measure
 //! the Rust side and say in the table that the Python side was not measured.
+//!
+//! The suite runs on mimalloc, the allocator of the `mq-broker` and `mq` binaries, so the
+//! in-process broker (and the bare server beside it) allocate as the shipped broker does.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -44,6 +47,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const AK: &str = "bench-ak";
 const SK: &str = "bench-sk";
@@ -302,6 +308,76 @@ async fn register(addr: SocketAddr, topic: &TopicName, group: &GroupId) -> Resul
     }
 }
 
+/// CPU time (ns) of this process's threads named `name` (a runtime's workers and blocking
+/// threads), from `/proc/self/task/*/schedstat` (Linux; `None` elsewhere). Threads that ended
+/// are not counted, so callers sample around a load whose runtime outlives it.
+fn threads_cpu_ns(name: &str) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// CPU per request of the server runtime's and the load runtime's threads over one load.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuPerRequest {
+    /// Server threads (broker or bare), µs per request.
+    server_us: f64,
+    /// Load-generator threads, µs per request.
+    load_us: f64,
+}
+
+/// Runs `load` on the load runtime and measures the CPU both runtimes spent on it.
+fn measured<T>(
+    h: &Harness,
+    load: impl std::future::Future<Output = Result<T>>,
+    requests: impl Fn(&T) -> u64,
+) -> (Result<T>, Option<CpuPerRequest>) {
+    let before = (threads_cpu_ns("server"), threads_cpu_ns("load"));
+    let r = h.load.block_on(load);
+    let after = (threads_cpu_ns("server"), threads_cpu_ns("load"));
+    let Ok(done) = &r else {
+        return (r, None);
+    };
+    let n = requests(done).max(1) as f64;
+    let cpu = match (before, after) {
+        ((Some(s0), Some(l0)), (Some(s1), Some(l1))) => Some(CpuPerRequest {
+            server_us: s1.saturating_sub(s0) as f64 / 1_000.0 / n,
+            load_us: l1.saturating_sub(l0) as f64 / 1_000.0 / n,
+        }),
+        _ => None,
+    };
+    (r, cpu)
+}
+
+/// Median of each field of the samples measured; `None` when none was.
+fn median_cpu(v: &[Option<CpuPerRequest>]) -> Option<CpuPerRequest> {
+    let v: Vec<CpuPerRequest> = v.iter().flatten().copied().collect();
+    if v.is_empty() {
+        return None;
+    }
+    Some(CpuPerRequest {
+        server_us: median(v.iter().map(|c| c.server_us).collect()),
+        load_us: median(v.iter().map(|c| c.load_us).collect()),
+    })
+}
+
+/// Two table cells: server CPU µs per request `bare / broker`, and the load generator's.
+fn cpu_cells(bare: Option<CpuPerRequest>, broker: Option<CpuPerRequest>) -> String {
+    let cell = |f: fn(&CpuPerRequest) -> f64| match (bare, broker) {
+        (Some(a), Some(b)) => format!("{:.1} / {:.1}", f(&a), f(&b)),
+        _ => "—".to_owned(),
+    };
+    format!("{} | {}", cell(|c| c.server_us), cell(|c| c.load_us))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -470,12 +546,17 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     .ok();
     writeln!(
         out,
-        "| Workload | In flight | Bare server, req/s | Broker, req/s | Broker / bare | Broker msg/s | Broker p50 ms | Broker p99 ms | Target ≥ 70% |"
+        "| Workload | In flight | Bare server, req/s | Broker, req/s | Broker / bare | Server CPU µs/req, bare / broker | Load generator CPU µs/req, bare / broker | Broker msg/s | Broker p50 ms | Broker p99 ms | Target ≥ 70% |"
     )
     .ok();
-    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|").ok();
+    writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
+    .ok();
     for &n in &plan.broker_in_flight {
         let (mut bare_rates, mut broker_rates) = (Vec::new(), Vec::new());
+        let (mut bare_cpu, mut broker_cpu) = (Vec::new(), Vec::new());
         let mut lat = Latency::default();
         for round in 0..plan.rounds {
             let topic: TopicName = name(&format!("bare{n}r{round}"))?;
@@ -484,39 +565,50 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
                 .block_on(BareServer::start(canned.clone()))
                 .map_err(|e| format!("bare server: {e}"))?;
             let addr = bare.addr();
-            let r = h.load.block_on(raw::repeat_load(
-                addr,
-                prepared_publish(addr, &topic)?,
-                StatusCode::CREATED,
-                n,
-                Stop::After(plan.round),
-            ));
+            let (r, cpu) = measured(
+                h,
+                raw::repeat_load(
+                    addr,
+                    prepared_publish(addr, &topic)?,
+                    StatusCode::CREATED,
+                    n,
+                    Stop::After(plan.round),
+                ),
+                |r| r.requests,
+            );
             h.server.block_on(bare.shutdown());
             let r = r?;
             check(&r, "bare publish")?;
             bare_rates.push(r.requests_per_sec());
+            bare_cpu.push(cpu);
 
             let broker = h.start_broker()?;
             let addr = broker.local_addr();
-            let r = h.load.block_on(raw::repeat_load(
-                addr,
-                prepared_publish(addr, &topic)?,
-                StatusCode::CREATED,
-                n,
-                Stop::After(plan.round),
-            ));
+            let (r, cpu) = measured(
+                h,
+                raw::repeat_load(
+                    addr,
+                    prepared_publish(addr, &topic)?,
+                    StatusCode::CREATED,
+                    n,
+                    Stop::After(plan.round),
+                ),
+                |r| r.requests,
+            );
             h.stop_broker(broker);
             let r = r?;
             check(&r, "broker publish")?;
             broker_rates.push(r.requests_per_sec());
+            broker_cpu.push(cpu);
             lat = Latency::from_histogram(&r.latency);
         }
         let (bare, broker) = (median(bare_rates), median(broker_rates));
         eprintln!("suite: broker publish {n} in flight: bare {bare:.0}/s, broker {broker:.0}/s");
         writeln!(
             out,
-            "| publish | {n} | {bare:.0} | {broker:.0} | {} | {broker:.0} | {} | {} | {} |",
+            "| publish | {n} | {bare:.0} | {broker:.0} | {} | {} | {broker:.0} | {} | {} | {} |",
             pct(broker, bare),
+            cpu_cells(median_cpu(&bare_cpu), median_cpu(&broker_cpu)),
             ms(lat.p50_us),
             ms(lat.p99_us),
             verdict(broker, bare, 0.7)
@@ -527,6 +619,7 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     // Consume (16 per request) + ack of the 16 handles, from a prefilled backlog.
     let n = plan.consume_in_flight;
     let (mut bare_rates, mut broker_rates, mut broker_msgs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bare_cpu, mut broker_cpu) = (Vec::new(), Vec::new());
     let mut lat = Latency::default();
     let mut drained_early = false;
     for round in 0..plan.rounds {
@@ -546,21 +639,26 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
             .block_on(BareServer::start(canned.clone()))
             .map_err(|e| format!("bare server: {e}"))?;
         let addr = bare.addr();
-        let r = h.load.block_on(consume_ack_load(
-            addr,
-            prepared_consume(addr, &topic, &group, 16, 0)?,
-            signer(addr)?,
-            n,
-            plan.round,
-        ));
+        let (r, cpu) = measured(
+            h,
+            consume_ack_load(
+                addr,
+                prepared_consume(addr, &topic, &group, 16, 0)?,
+                signer(addr)?,
+                n,
+                plan.round,
+            ),
+            |(r, _)| r.requests,
+        );
         h.server.block_on(bare.shutdown());
         let (r, _) = r?;
         check(&r, "bare consume+ack")?;
         bare_rates.push(r.requests_per_sec());
+        bare_cpu.push(cpu);
 
         let broker = h.start_broker()?;
         let addr = broker.local_addr();
-        let result = h.load.block_on(async {
+        let filled = h.load.block_on(async {
             register(addr, &topic, &group).await?;
             let fill = raw::repeat_load(
                 addr,
@@ -570,22 +668,29 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
                 Stop::Count(plan.prefill),
             )
             .await?;
-            check(&fill, "prefill")?;
-            consume_ack_load(
-                addr,
-                prepared_consume(addr, &topic, &group, 16, 0)?,
-                signer(addr)?,
-                n,
-                plan.round,
-            )
-            .await
+            check(&fill, "prefill")
         });
+        let (result, cpu) = match filled {
+            Ok(()) => measured(
+                h,
+                consume_ack_load(
+                    addr,
+                    prepared_consume(addr, &topic, &group, 16, 0)?,
+                    signer(addr)?,
+                    n,
+                    plan.round,
+                ),
+                |(r, _)| r.requests,
+            ),
+            Err(e) => (Err(e), None),
+        };
         h.stop_broker(broker);
         let (r, drained) = result?;
         check(&r, "broker consume+ack")?;
         drained_early |= drained;
         broker_rates.push(r.requests_per_sec());
         broker_msgs.push(r.messages_per_sec());
+        broker_cpu.push(cpu);
         lat = Latency::from_histogram(&r.latency);
     }
     let (bare, broker, msgs) = (
@@ -596,8 +701,9 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     eprintln!("suite: consume+ack: bare {bare:.0} req/s, broker {broker:.0} req/s");
     writeln!(
         out,
-        "| consume 16 + ack 16 | {n} | {bare:.0} | {broker:.0} | {} | {msgs:.0} | {} | {} | {} |",
+        "| consume 16 + ack 16 | {n} | {bare:.0} | {broker:.0} | {} | {} | {msgs:.0} | {} | {} | {} |",
         pct(broker, bare),
+        cpu_cells(median_cpu(&bare_cpu), median_cpu(&broker_cpu)),
         ms(lat.p50_us),
         ms(lat.p99_us),
         verdict(broker, bare, 0.7)
@@ -605,7 +711,9 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     .ok();
     writeln!(
         out,
-        "\nLatency of consume + ack is one receive and its ack (a cycle); req/s counts both.{}\n",
+        "\nLatency of consume + ack is one receive and its ack (a cycle); req/s counts both. \
+         CPU per request is the on-CPU time of the server runtime's threads (broker or bare \
+         server) and of the load generator's, over the round (`/proc/self/task/*/schedstat`).{}\n",
         if drained_early {
             " The broker's backlog ran out before the end of a round; its rate is over the time it lasted."
         } else {

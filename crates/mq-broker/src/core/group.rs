@@ -287,6 +287,10 @@ impl Group {
             if !self.take_or_skip(store, seq, filter, params) {
                 continue;
             }
+            if out.is_empty() {
+                // One allocation for the batch (not 4, 8, 16), and none for an empty consume.
+                out.reserve_exact(batch);
+            }
             out.push(self.deliver(store, seq, params)?);
         }
         Ok(out)
