@@ -560,42 +560,37 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
         let mut lat = Latency::default();
         for round in 0..plan.rounds {
             let topic: TopicName = name(&format!("bare{n}r{round}"))?;
+            // One measured publish load against `addr` (its server is stopped by the caller).
+            let publish = |addr| -> Result<_> {
+                let prepared = prepared_publish(addr, &topic)?;
+                Ok(measured(
+                    h,
+                    raw::repeat_load(
+                        addr,
+                        prepared,
+                        StatusCode::CREATED,
+                        n,
+                        Stop::After(plan.round),
+                    ),
+                    |r| r.requests,
+                ))
+            };
             let bare = h
                 .server
                 .block_on(BareServer::start(canned.clone()))
                 .map_err(|e| format!("bare server: {e}"))?;
-            let addr = bare.addr();
-            let (r, cpu) = measured(
-                h,
-                raw::repeat_load(
-                    addr,
-                    prepared_publish(addr, &topic)?,
-                    StatusCode::CREATED,
-                    n,
-                    Stop::After(plan.round),
-                ),
-                |r| r.requests,
-            );
+            let measured_bare = publish(bare.addr());
             h.server.block_on(bare.shutdown());
+            let (r, cpu) = measured_bare?;
             let r = r?;
             check(&r, "bare publish")?;
             bare_rates.push(r.requests_per_sec());
             bare_cpu.push(cpu);
 
             let broker = h.start_broker()?;
-            let addr = broker.local_addr();
-            let (r, cpu) = measured(
-                h,
-                raw::repeat_load(
-                    addr,
-                    prepared_publish(addr, &topic)?,
-                    StatusCode::CREATED,
-                    n,
-                    Stop::After(plan.round),
-                ),
-                |r| r.requests,
-            );
+            let measured_broker = publish(broker.local_addr());
             h.stop_broker(broker);
+            let (r, cpu) = measured_broker?;
             let r = r?;
             check(&r, "broker publish")?;
             broker_rates.push(r.requests_per_sec());
