@@ -102,9 +102,9 @@ pub(crate) async fn publish_checked(
         )
         .await?;
     let expected = message.body_md5();
-    if !receipt.body_md5.eq_ignore_ascii_case(&expected) {
+    if !receipt.body_md5.eq_ignore_ascii_case(expected) {
         return Err(Error::Md5Mismatch {
-            expected,
+            expected: expected.to_owned(),
             reported: receipt.body_md5,
         });
     }

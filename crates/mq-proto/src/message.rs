@@ -11,6 +11,7 @@ use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use bytes::Bytes;
 use bytestring::ByteString;
 use md5::{Digest, Md5};
+use std::fmt;
 
 /// Largest body of a normal or ordered message (PROTOCOL §6.9: 4 MB).
 pub const MAX_BODY_LEN: usize = 4 * 1024 * 1024;
@@ -120,6 +121,28 @@ pub struct TopicMessage {
     start_deliver_time: Option<u64>,
     trans_check_immunity: Option<TransCheckImmunity>,
     sharding_key: Option<Text>,
+    body_md5: BodyDigest,
+}
+
+/// The body's MD5 once computed ([`TopicMessage::body_md5`]): computed at most once per
+/// message, where the caller chooses (the broker computes it before it takes its core's
+/// lock). Not part of the message's value: equal messages stay equal whether or not it was
+/// computed, and `Debug` shows it only when it was.
+#[derive(Clone, Default)]
+struct BodyDigest(std::sync::OnceLock<Box<str>>);
+
+impl PartialEq for BodyDigest {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for BodyDigest {}
+
+impl fmt::Debug for BodyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0.get(), f)
+    }
 }
 
 impl TopicMessage {
@@ -145,6 +168,7 @@ impl TopicMessage {
             start_deliver_time: None,
             trans_check_immunity: None,
             sharding_key: None,
+            body_md5: BodyDigest::default(),
         }
     }
 
@@ -424,9 +448,17 @@ impl TopicMessage {
         ]
     }
 
-    /// Body MD5 as the server will report it ([`body_md5`]).
-    pub fn body_md5(&self) -> String {
-        body_md5(&self.body)
+    /// Body MD5 as the server will report it ([`body_md5`]): 32 upper-case hex digits,
+    /// computed on the first call and kept with the message (clones share what was
+    /// computed before they were made).
+    ///
+    /// ```
+    /// let msg = mq_proto::TopicMessage::new("hello")?;
+    /// assert_eq!(msg.body_md5(), "5D41402ABC4B2A76B9719D911017C592");
+    /// # Ok::<(), mq_proto::MessageError>(())
+    /// ```
+    pub fn body_md5(&self) -> &str {
+        self.body_md5.0.get_or_init(|| body_md5(&self.body).into())
     }
 }
 
@@ -628,5 +660,23 @@ mod tests {
             delayed.check_limits(),
             Err(MessageError::BodyTooLarge { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod body_digest_tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_is_computed_once_and_is_not_part_of_the_value() {
+        let a = TopicMessage::new("order 42").unwrap();
+        let b = a.clone();
+        assert_eq!(a.body_md5(), body_md5("order 42"));
+        // The first call computed it; the second reads the same text back.
+        assert!(std::ptr::eq(a.body_md5(), a.body_md5()));
+        // `b` was cloned before: equal, and its own digest is the same.
+        assert_eq!(a, b);
+        assert_eq!(b.body_md5(), a.body_md5());
+        assert!(format!("{a:?}").contains(&body_md5("order 42")));
     }
 }

@@ -148,7 +148,7 @@ impl StoredMessage {
             content: Arc::new(MessageContent::new(
                 id,
                 ByteString::from(message.body_text()),
-                message.body_md5(),
+                message.body_md5().to_owned(),
                 message.tag().cloned(),
                 message.all_properties(),
             )),

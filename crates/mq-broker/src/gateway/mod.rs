@@ -561,7 +561,7 @@ impl Gateway {
             .check_limits()
             .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
         let namespace = instance.map_or("", InstanceId::as_str);
-        let body_md5 = message.body_md5();
+        let body_md5 = message.body_md5().to_owned();
         let transactional = message.trans_check_immunity().is_some();
         // The id HTTP consumers will see (see `convert::MESSAGE_ID_PROPERTY`).
         let id = self.next_message_id();

@@ -148,6 +148,11 @@ impl LocalBackend {
     /// Applies a call that never waits, wakes the waiters of its topic, and returns once
     /// the change is durable.
     async fn apply_and_sync(&self, call: Call) -> Result<Outcome, RequestError> {
+        if let Call::Publish { message, .. } = &call {
+            // The body's MD5 (kept with the message) is computed here, outside the core's
+            // lock, which the other workers may be waiting for; the core reads it back.
+            message.body_md5();
+        }
         let key = call.topic().map(|(i, t)| (i.cloned(), t.clone()));
         let reset = matches!(call, Call::Reset);
         let (outcome, durable) = {
