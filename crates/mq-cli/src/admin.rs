@@ -896,7 +896,8 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
             .map(format_rfc3339_ms)
             .unwrap_or_else(|| "-".to_owned());
         let body = m["body"].as_str().unwrap_or("-");
-        let body = printable(&body.chars().take(60).collect::<String>());
+        let preview: String = body.chars().take(60).collect();
+        let body = printable(&preview);
         let groups: Vec<String> = m["groups"]
             .as_array()
             .map(|gs| {

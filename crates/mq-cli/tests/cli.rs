@@ -243,6 +243,21 @@ fn consume_plain_no_ack_and_max() {
     let rest = json_lines(&out);
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0]["body"], "second");
+
+    // A body that would reorder or rewrite the terminal is printed escaped, as `mq admin`'s
+    // tables print it; a tab stays.
+    ok(b.mq(&[
+        "publish",
+        "--topic",
+        "CliP",
+        "--body",
+        "a\tb \u{202e}cba\u{9b}2J\u{2066}",
+    ]));
+    let out = ok(b.mq(&[
+        "consume", "--topic", "CliP", "--group", "GID_p", "--wait", "1",
+    ]));
+    let body = out.lines().nth(1).unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(body, "  a\tb \\u{202e}cba\\u{9b}2J\\u{2066}", "{out:?}");
 }
 
 #[test]
