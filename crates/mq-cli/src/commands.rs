@@ -432,7 +432,9 @@ where
                 .message_id
                 .as_ref()
                 .map_or("(unreadable id)", |id| id.as_str());
-            eprintln!("poison message {id} not decoded, left: {}", p.reason);
+            // The reason quotes what the answer held (a reported MD5): escaped like a body.
+            let reason = output::printable(&p.reason.to_string()).into_owned();
+            eprintln!("poison message {id} not decoded, left: {reason}");
         }
         if messages.is_empty() && messages.poison.is_empty() {
             if plan.follow {
