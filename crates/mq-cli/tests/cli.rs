@@ -1060,6 +1060,20 @@ fn admin_flags_do_what_their_help_says_or_are_refused() {
     usage_error(peek(&["--state", "nonsense", "--group", g]));
     assert!(usage_error(peek(&["--state", "half", "--group", g])).contains("half"));
     assert!(usage_error(peek(&["--state", "ready"])).contains("--group"));
+    // Nothing selected: the message says what is missing and the choices, and does not
+    // blame a --state that was not passed.
+    let nothing = usage_error(peek(&[]));
+    for choice in [
+        "--group G",
+        "ready|in_flight|delayed|dead",
+        "--state half",
+        "--id",
+        "--key",
+        "--begin/--end",
+    ] {
+        assert!(nothing.contains(choice), "{choice}: {nothing}");
+    }
+    assert!(!nothing.contains("--state ready lists"), "{nothing}");
     // --end alone is a time range, as the API takes it.
     let page = ok(peek(&["--end", "2100-01-01T00:00:00Z", "--json"]));
     let page: Value = serde_json::from_str(&page).expect("JSON");
