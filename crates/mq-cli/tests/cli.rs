@@ -428,6 +428,17 @@ fn service_and_usage_errors_are_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to publish"));
 
+    // A tag filter with an empty alternative says which part is empty.
+    let out = run(b.mq(&[
+        "consume", "--topic", "T", "--group", "GID_x", "--tag", "A||",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"invalid tag filter: "A||" has an empty tag after its last `||`"#),
+        "{err}"
+    );
+
     // Nobody listening: a network error, exit code 1.
     let out = run(mq(&[
         "consume",
