@@ -27,12 +27,17 @@ use std::time::{Duration, Instant};
 /// connection for seconds, not for the body timeout.
 pub const PRE_AUTH_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The server-side counters added to `GET /stats`.
+/// The server-side counters added to `GET /stats` (its `server` object; every field is
+/// in the README's `/stats` table).
 #[derive(Serialize)]
 struct ServerStats {
+    /// Connections open now.
     connections: usize,
+    /// The most connections open at once since start.
     connections_peak: usize,
+    /// Long polls waiting now.
     waiting_polls: usize,
+    /// Requests received before this one, on every path.
     requests: u64,
 }
 
