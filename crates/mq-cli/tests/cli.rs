@@ -393,6 +393,22 @@ fn missing_endpoint_is_one_line_and_exit_code_2() {
     ]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials set"));
+    // Empty (or blank) keys count as unset: a usage error, no request.
+    let out = run(mq(&[
+        "publish",
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--access-key-id",
+        "",
+        "--access-key-secret",
+        " ",
+        "--topic",
+        "T",
+        "--body",
+        "x",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials set"));
 }
 
 #[test]
