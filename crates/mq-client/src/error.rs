@@ -288,8 +288,9 @@ pub enum ConfigError {
         what: String,
         /// The URL with its password replaced by `***`.
         url: String,
-        /// Why it was refused.
-        reason: &'static str,
+        /// Which part is wrong and how (the scheme, the host, the port, a path or query,
+        /// quoting that part; never the user info).
+        reason: String,
     },
 }
 
