@@ -433,7 +433,8 @@ where
                 .as_ref()
                 .map_or("(unreadable id)", |id| id.as_str());
             // The reason quotes what the answer held (a reported MD5): escaped like a body.
-            let reason = output::printable(&p.reason.to_string()).into_owned();
+            let reason = p.reason.to_string();
+            let reason = output::printable(&reason);
             eprintln!("poison message {id} not decoded, left: {reason}");
         }
         if messages.is_empty() && messages.poison.is_empty() {
