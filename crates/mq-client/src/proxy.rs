@@ -251,6 +251,9 @@ fn check_url(url: &str, what: &str) -> Result<(), Error> {
         _ if tail.starts_with('?') || tail.starts_with("/?") => {
             return Err(invalid("a proxy URL has no query".into()));
         }
+        _ if tail.starts_with('#') || tail.starts_with("/#") => {
+            return Err(invalid("a proxy URL has no fragment".into()));
+        }
         _ => {
             let path = tail.split(['?', '#']).next().unwrap_or(tail);
             return Err(invalid(format!("a proxy URL has no path (found {path:?})")));
@@ -577,6 +580,10 @@ mod tests {
             (
                 "http://u:hunter2@proxy:3128/?x=1",
                 "a proxy URL has no query",
+            ),
+            (
+                "http://u:hunter2@proxy:3128#top",
+                "a proxy URL has no fragment",
             ),
             ("http://u:hunter2@:3128", "no host"),
             ("http://u:hunter2@", "no host"),
