@@ -2536,6 +2536,60 @@ async fn unknown_parameters_contradictions_and_signed_numbers_are_refused() {
     assert_ne!(group_settings(&mut c, "GID_strict").await, before);
 }
 
+/// The fields of a `/stats` document as paths: `at_ms`, `topics`, `topics.half`,
+/// `groups.ready` (the groups of every topic), `server.requests`.
+fn stats_fields(v: &serde_json::Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+    let Some(object) = v.as_object() else { return };
+    for (key, value) in object {
+        let field = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        out.insert(field.clone());
+        let inner = if key == "groups" {
+            key.as_str()
+        } else {
+            &field
+        };
+        match value {
+            serde_json::Value::Array(items) => {
+                items.iter().for_each(|i| stats_fields(i, inner, out));
+            }
+            serde_json::Value::Object(_) => stats_fields(value, inner, out),
+            _ => {}
+        }
+    }
+}
+
+/// The fields the README's `/stats` table documents, as [`stats_fields`] names them: each
+/// row's first cell names fields in backticks, the first with its place (`topics[].`,
+/// `groups[].`, `server.`), which the others in the cell share.
+fn readme_stats_fields() -> std::collections::BTreeSet<String> {
+    let readme = include_str!("../../../README.md");
+    let (_, rest) = readme
+        .split_once("| field | what |\n|---|---|\n")
+        .expect("the README's /stats table");
+    let mut fields = std::collections::BTreeSet::new();
+    for row in rest.lines().take_while(|l| l.starts_with('|')) {
+        let cell = row.split(" | ").next().unwrap_or_default();
+        let names: Vec<&str> = cell.split('`').skip(1).step_by(2).collect();
+        let place = names
+            .first()
+            .and_then(|n| n.rsplit_once('.'))
+            .map_or("", |(place, _)| place);
+        for name in names {
+            let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
+            let field = match place.trim_end_matches("[]") {
+                "" => name.to_owned(),
+                place => format!("{place}.{name}"),
+            };
+            fields.insert(field);
+        }
+    }
+    fields
+}
+
 /// `GET /admin/stats` answers the `/stats` document (what the console reads, so the console
 /// uses the admin API alone), to authenticated callers only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2557,6 +2611,11 @@ async fn admin_stats_is_the_stats_document_for_authenticated_callers() {
         "{json}"
     );
     assert!(json["server"]["connections"].as_u64() >= Some(1), "{json}");
+    // Every field is documented in the README's `/stats` table, and nothing else is.
+    let mut fields = std::collections::BTreeSet::new();
+    stats_fields(&json, "", &mut fields);
+    assert!(fields.contains("at_ms"), "{fields:?}");
+    assert_eq!(fields, readme_stats_fields());
     let unauthenticated = raw_call(broker.local_addr(), "GET", "/admin/stats", None).await;
     assert!(
         unauthenticated.starts_with("HTTP/1.1 400")

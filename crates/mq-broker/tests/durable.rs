@@ -960,6 +960,126 @@ fn an_empty_engine_starts_empty_and_in_memory_cores_need_no_sync() {
     rt.block_on(core.close());
 }
 
+/// `bytes` with every `from` replaced by `to` (same length).
+fn patched(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let mut at = 0;
+    while let Some(i) = out[at..].windows(from.len()).position(|w| w == from) {
+        out[at + i..at + i + to.len()].copy_from_slice(to);
+        at += i + to.len();
+    }
+    out
+}
+
+/// A data directory written while names could hold `%` (refused since) does not open, and
+/// the error names the directory, the part of it (snapshot or journal), the name and the
+/// rule, and says what to do — the README's migration row in the broker's words. Crafted:
+/// the state of a core with `orders_Q2Fx` and `GID_Q25` in it, those names patched to
+/// `orders_%2Fx` and `GID_%25` (same length) in the snapshot or journal bytes, written to a
+/// fresh directory through the fjall engine.
+#[test]
+fn a_stored_name_this_version_refuses_is_named_with_what_to_do() {
+    use mq_broker::durable::FjallEngine;
+    let rt = runtime();
+    let topic = TopicName::new("orders_Q2Fx").unwrap();
+    let group = GroupId::new("GID_Q25").unwrap();
+    let engine = MemEngine::default();
+    let open = |engine: &MemEngine| {
+        JournaledCore::open_with(
+            engine.clone(),
+            CoreConfig::default(),
+            DurableOptions::default(),
+        )
+        .unwrap()
+    };
+    let mut core = open(&engine);
+    let declare = Call::DeclareTopic {
+        instance: None,
+        topic: topic.clone(),
+    };
+    core.apply(1_000, declare).unwrap();
+    let consume = Call::Consume {
+        instance: None,
+        topic,
+        group,
+        kind: ConsumeKind::Normal,
+        filter: TagFilter::All,
+        batch: one(1),
+        wait: Default::default(),
+    };
+    core.apply(2_000, consume).unwrap();
+    rt.block_on(core.sync_point().wait()).unwrap();
+    rt.block_on(core.close());
+    // The snapshot taken at open is of the empty core: the names are in the journal.
+    let (upto, empty) = engine.state().snapshot.clone().unwrap();
+    let records: Vec<(u64, Vec<u8>)> = engine
+        .state()
+        .records
+        .iter()
+        .map(|(i, r)| (*i, patched(&patched(r, b"Q2F", b"%2F"), b"Q25", b"%25")))
+        .collect();
+    assert_eq!(records.len(), 2);
+    let from_journal = TempDir::new("refused-journal");
+    {
+        let mut fjall = FjallEngine::open(from_journal.path()).unwrap();
+        fjall.install_snapshot(upto, &empty).unwrap();
+        fjall.append(&records).unwrap();
+    }
+    // Reopened, the mem engine's fresh snapshot holds both names.
+    rt.block_on(open(&engine).close());
+    let (upto, full) = engine.state().snapshot.clone().unwrap();
+    let from_snapshot = TempDir::new("refused-snapshot");
+    {
+        let mut fjall = FjallEngine::open(from_snapshot.path()).unwrap();
+        fjall
+            .install_snapshot(upto, &patched(&full, b"Q25", b"%25"))
+            .unwrap();
+    }
+
+    for (dir, place, what, name) in [
+        (
+            &from_journal,
+            "a journal record",
+            "topic name",
+            "orders_%2Fx",
+        ),
+        (&from_snapshot, "the snapshot", "group id", "GID_%25"),
+    ] {
+        let e = JournaledCore::open(CoreConfig::default(), Some(dir.path()))
+            .map(|_| ())
+            .unwrap_err();
+        let StorageError::RefusedName {
+            place: found_place,
+            what: found_what,
+            value,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            (found_place.as_str(), *found_what, value.as_str()),
+            (
+                format!("{place} in {}", dir.path().display()).as_str(),
+                what,
+                name
+            )
+        );
+        let text = e.to_string();
+        for part in [
+            &format!(
+                "{place} in {} holds the {what} \"{name}\"",
+                dir.path().display()
+            ),
+            "character '%' is not allowed",
+            "open it with the previous version and delete the topics and groups with such names",
+            "or start with an empty --data-dir",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the HTTP server
 

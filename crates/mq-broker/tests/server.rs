@@ -783,6 +783,100 @@ async fn stats_and_health() {
     broker.shutdown().await;
 }
 
+/// `HEAD` on the unsigned read-only endpoints and the console's pages is `GET` without the
+/// content (RFC 9110 §9.3.2): the same status, `Content-Type` and `Content-Length` (the
+/// length a `GET` carries, §8.6), no byte of content, and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_get_without_the_content() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start(config()).await;
+    // The answer's head (status line and header fields, lower-case names) and what follows.
+    fn split(answer: &[u8]) -> (Vec<(String, String)>, &[u8]) {
+        let end = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete head");
+        let head = String::from_utf8_lossy(&answer[..end]);
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap_or_default().to_owned();
+        let mut fields = vec![(":status".to_owned(), status)];
+        for line in lines {
+            let (name, value) = line.split_once(':').expect("a header field");
+            fields.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        (fields, &answer[end + 4..])
+    }
+    let field = |fields: &[(String, String)], name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    for path in [
+        "/health",
+        "/ready",
+        "/stats",
+        "/metrics",
+        "/console/",
+        "/console/console.css",
+    ] {
+        // HEAD, then GET on the same connection (closed after it): the bytes after the
+        // HEAD answer's head are the GET answer, so HEAD sent no content.
+        let mut tcp = TcpStream::connect(broker.local_addr())
+            .await
+            .expect("connect");
+        let requests = format!(
+            "HEAD {path} HTTP/1.1\r\nhost: x\r\n\r\nGET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        );
+        tcp.write_all(requests.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+            .await
+            .expect("answered within 10 s")
+            .expect("read");
+        let (head, rest) = split(&answer);
+        assert!(
+            rest.starts_with(b"HTTP/1.1 "),
+            "{path}: HEAD sent content: {:?}",
+            String::from_utf8_lossy(rest)
+        );
+        let (get, content) = split(rest);
+        assert_eq!(
+            field(&head, ":status"),
+            Some("HTTP/1.1 200 OK".to_owned()),
+            "{path}: {head:?}"
+        );
+        for name in [":status", "content-type", "x-mq-request-id"] {
+            assert_eq!(
+                field(&head, name).is_some(),
+                field(&get, name).is_some(),
+                "{path}: {name}"
+            );
+        }
+        assert_eq!(
+            field(&head, "content-type"),
+            field(&get, "content-type"),
+            "{path}"
+        );
+        // `/stats` and `/metrics` count the HEAD itself: their lengths may differ by the
+        // digits of a counter; the others are the same bytes.
+        let head_len: usize = field(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("HEAD carries Content-Length");
+        assert_eq!(
+            field(&get, "content-length").and_then(|v| v.parse().ok()),
+            Some(content.len()),
+            "{path}"
+        );
+        if !matches!(path, "/stats" | "/metrics") {
+            assert_eq!(head_len, content.len(), "{path}");
+        } else {
+            assert!(head_len > 0, "{path}");
+        }
+    }
+    broker.shutdown().await;
+}
+
 /// `GET /metrics` in the Prometheus text format: parsed by a Prometheus parser, its
 /// per-topic and per-group series equal `/stats` — each of them non-zero here: a redelivery,
 /// a dead letter (at most 2 deliveries), a half message, a long poll waiting — and requests

@@ -346,9 +346,10 @@ pub struct PeekArgs {
     /// Consumer group whose messages are listed (required by every state but half).
     #[arg(long, conflicts_with_all = ["id", "key", "range"])]
     group: Option<mq_tokio::GroupId>,
-    /// The state listed.
-    #[arg(long, default_value = "ready", value_parser = PEEK_STATES, conflicts_with_all = ["id", "key", "range"])]
-    state: String,
+    /// The state listed: ready (the default with --group), in_flight, delayed, dead (all
+    /// with --group), or half (without).
+    #[arg(long, value_parser = PEEK_STATES, conflicts_with_all = ["id", "key", "range"])]
+    state: Option<String>,
     /// Find the message with this id (and where each group stands with it) instead.
     #[arg(long, conflicts_with_all = ["key", "range"])]
     id: Option<String>,
@@ -400,15 +401,20 @@ impl PeekArgs {
             }
             return Ok(range.join("&"));
         }
-        match (&self.group, self.state.as_str()) {
-            (Some(_), "half") => Err(CliError::usage(
+        match (&self.group, self.state.as_deref()) {
+            (Some(_), Some("half")) => Err(CliError::usage(
                 "--group does not apply to --state half: half messages belong to the topic",
             )),
-            (None, state) if state != "half" => Err(CliError::usage(format!(
-                "--state {state} lists a group's messages: pass --group"
+            (Some(g), state) => Ok(format!("state={}&group={g}", state.unwrap_or("ready"))),
+            (None, Some("half")) => Ok("state=half".to_owned()),
+            (None, Some(state)) => Err(CliError::usage(format!(
+                "--state {state} lists a group's messages: pass --group G \
+                 (only --state half lists without a group)"
             ))),
-            (Some(g), state) => Ok(format!("state={state}&group={g}")),
-            (None, state) => Ok(format!("state={state}")),
+            (None, None) => Err(CliError::usage(
+                "say what to list: --group G [--state ready|in_flight|delayed|dead] (ready by \
+                 default), --state half, --id ID, --key K, or --begin/--end TIME",
+            )),
         }
     }
 }
@@ -896,7 +902,8 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
             .map(format_rfc3339_ms)
             .unwrap_or_else(|| "-".to_owned());
         let body = m["body"].as_str().unwrap_or("-");
-        let body = printable(&body.chars().take(60).collect::<String>());
+        let preview: String = body.chars().take(60).collect();
+        let body = printable(&preview);
         let groups: Vec<String> = m["groups"]
             .as_array()
             .map(|gs| {

@@ -432,7 +432,10 @@ where
                 .message_id
                 .as_ref()
                 .map_or("(unreadable id)", |id| id.as_str());
-            eprintln!("poison message {id} not decoded, left: {}", p.reason);
+            // The reason quotes what the answer held (a reported MD5): escaped like a body.
+            let reason = p.reason.to_string();
+            let reason = output::printable(&reason);
+            eprintln!("poison message {id} not decoded, left: {reason}");
         }
         if messages.is_empty() && messages.poison.is_empty() {
             if plan.follow {

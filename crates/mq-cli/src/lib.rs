@@ -137,7 +137,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     result
 }
 
-/// Log to stderr, filtered by `MQ_LOG` (default: warnings).
+/// Log to stderr, filtered by `MQ_LOG` (default: warnings); coloured only on a terminal.
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -145,6 +145,7 @@ fn init_tracing() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

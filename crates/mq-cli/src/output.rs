@@ -4,6 +4,7 @@
 use crate::args::format_rfc3339_ms;
 use mq_tokio::{Message, PublishReceipt};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
@@ -12,21 +13,45 @@ use std::io::{self, Write};
 /// and paragraph separators, and invisible format characters — bidirectional controls
 /// (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C), zero-width characters,
 /// U+FEFF — are shown escaped (`\n`, `\r`, `\t`, `\u{85}`, `\u{202e}`), so they can
-/// neither break the table nor reorder or hide what is printed; everything else as is.
-pub(crate) fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+/// neither break the table nor reorder or hide what is printed; everything else as is
+/// (borrowed: text with nothing to escape is not copied).
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    escape_unsafe(text, Tabs::Escape)
+}
+
+/// [`printable`] for one line of a message body printed on its own line (`mq consume`): the
+/// same escapes, except that a tab is printed as is (it can neither break a line nor hide
+/// text, and tab-separated bodies stay as they were sent).
+pub(crate) fn printable_line(text: &str) -> Cow<'_, str> {
+    escape_unsafe(text, Tabs::Keep)
+}
+
+/// Whether [`escape_unsafe`] escapes tabs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tabs {
+    Escape,
+    Keep,
+}
+
+/// The one escaping behind [`printable`] and [`printable_line`].
+fn escape_unsafe(text: &str, tabs: Tabs) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| (c.is_control() && !(c == '\t' && tabs == Tabs::Keep)) || is_invisible_format(c);
+    let Some(first) = text.find(unsafe_char) else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str(&text[..first]);
+    for c in text[first..].chars() {
         match c {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() || is_invisible_format(c) => {
-                out.extend(c.escape_unicode());
-            }
+            '\t' if tabs == Tabs::Escape => out.push_str("\\t"),
+            c if unsafe_char(c) => out.extend(c.escape_unicode()),
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Unicode line and paragraph separators and the format characters (category Cf) that
@@ -99,6 +124,12 @@ struct MessageJson<'a> {
 ///   body line 1
 ///   body line 2
 /// ```
+///
+/// The body is cut into lines at `\n` (and `\r\n`); what else in it is not safe on a
+/// terminal (control characters, a lone `\r`, bidirectional and other invisible characters)
+/// is escaped by [`printable_line`], and so are the tag, key and properties; a body
+/// with none of those is printed byte for byte. `--json` prints the body as sent (JSON
+/// escapes only its C0 control characters).
 pub(crate) fn message(
     out: &mut impl Write,
     m: &Message,
@@ -125,14 +156,14 @@ pub(crate) fn message(
     }
     write!(out, "{}", m.message_id)?;
     if let Some(tag) = &m.tag {
-        write!(out, " tag={tag}")?;
+        write!(out, " tag={}", printable(tag.as_str()))?;
     }
     if let Some(key) = m.key() {
-        write!(out, " key={key}")?;
+        write!(out, " key={}", printable(key))?;
     }
     for (k, v) in m.properties.iter() {
         if !k.starts_with("__") && k != mq_tokio::mq_proto::KEY_KEYS {
-            write!(out, " {k}={v}")?;
+            write!(out, " {}={}", printable(k), printable(v))?;
         }
     }
     write!(
@@ -146,7 +177,7 @@ pub(crate) fn message(
     }
     writeln!(out)?;
     for line in m.body.lines() {
-        writeln!(out, "  {line}")?;
+        writeln!(out, "  {}", printable_line(line))?;
     }
     Ok(())
 }
@@ -207,6 +238,37 @@ mod tests {
         );
         // Combining marks stay: they are text.
         assert_eq!(printable("e\u{301}"), "e\u{301}");
+    }
+
+    #[test]
+    fn consumed_bodies_escape_what_is_unsafe_and_keep_plain_text_as_is() {
+        let mut m = sample();
+        m.body = "tab\tseparated é 中文\r\nline two\r\n".into();
+        m.properties = mq_tokio::Properties::decode("KEYS:k\u{202e}1|color:re\u{200b}d|").unwrap();
+        let mut out = Vec::new();
+        message(&mut out, &m, true, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (meta, body) = text.split_once('\n').unwrap();
+        assert!(
+            meta.contains(r" key=k\u{202e}1 color=re\u{200b}d "),
+            "{meta}"
+        );
+        // Plain text (a tab, CRLF line ends) prints as before: byte for byte.
+        assert_eq!(body, "  tab\tseparated é 中文\n  line two\n");
+
+        m.body = "ok\u{9b}2J\u{202e}txt.exe\rover\u{85}".into();
+        let mut out = Vec::new();
+        message(&mut out, &m, true, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("\n  ok\\u{9b}2J\\u{202e}txt.exe\\rover\\u{85}\n"),
+            "{text:?}"
+        );
+        // JSON keeps the body as sent.
+        let mut out = Vec::new();
+        message(&mut out, &m, true, true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["body"], "ok\u{9b}2J\u{202e}txt.exe\rover\u{85}");
     }
 
     #[test]

@@ -243,6 +243,21 @@ fn consume_plain_no_ack_and_max() {
     let rest = json_lines(&out);
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0]["body"], "second");
+
+    // A body that would reorder or rewrite the terminal is printed escaped, as `mq admin`'s
+    // tables print it; a tab stays.
+    ok(b.mq(&[
+        "publish",
+        "--topic",
+        "CliP",
+        "--body",
+        "a\tb \u{202e}cba\u{9b}2J\u{2066}",
+    ]));
+    let out = ok(b.mq(&[
+        "consume", "--topic", "CliP", "--group", "GID_p", "--wait", "1",
+    ]));
+    let body = out.lines().nth(1).unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(body, "  a\tb \\u{202e}cba\\u{9b}2J\\u{2066}", "{out:?}");
 }
 
 #[test]
@@ -378,6 +393,22 @@ fn missing_endpoint_is_one_line_and_exit_code_2() {
     ]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials set"));
+    // Empty (or blank) keys count as unset: a usage error, no request.
+    let out = run(mq(&[
+        "publish",
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--access-key-id",
+        "",
+        "--access-key-secret",
+        " ",
+        "--topic",
+        "T",
+        "--body",
+        "x",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials set"));
 }
 
 #[test]
@@ -412,6 +443,17 @@ fn service_and_usage_errors_are_one_line() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to publish"));
+
+    // A tag filter with an empty alternative says which part is empty.
+    let out = run(b.mq(&[
+        "consume", "--topic", "T", "--group", "GID_x", "--tag", "A||",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"invalid tag filter: "A||" has an empty tag after its last `||`"#),
+        "{err}"
+    );
 
     // Nobody listening: a network error, exit code 1.
     let out = run(mq(&[
@@ -1045,6 +1087,20 @@ fn admin_flags_do_what_their_help_says_or_are_refused() {
     usage_error(peek(&["--state", "nonsense", "--group", g]));
     assert!(usage_error(peek(&["--state", "half", "--group", g])).contains("half"));
     assert!(usage_error(peek(&["--state", "ready"])).contains("--group"));
+    // Nothing selected: the message says what is missing and the choices, and does not
+    // blame a --state that was not passed.
+    let nothing = usage_error(peek(&[]));
+    for choice in [
+        "--group G",
+        "ready|in_flight|delayed|dead",
+        "--state half",
+        "--id",
+        "--key",
+        "--begin/--end",
+    ] {
+        assert!(nothing.contains(choice), "{choice}: {nothing}");
+    }
+    assert!(!nothing.contains("--state ready lists"), "{nothing}");
     // --end alone is a time range, as the API takes it.
     let page = ok(peek(&["--end", "2100-01-01T00:00:00Z", "--json"]));
     let page: Value = serde_json::from_str(&page).expect("JSON");
@@ -1268,5 +1324,139 @@ fn admin_trace_shows_the_instance_and_the_checking_group() {
         checked.split_whitespace().nth(2),
         Some("GID_checker"),
         "{trace}"
+    );
+}
+
+/// A stand-in for the service on 127.0.0.1 that answers the first consume with `body` (a
+/// crafted `Messages` document), acks with 204 and later consumes with 404
+/// `MessageNotExist`, one request per connection; each request it served (its request line,
+/// a space, its body) goes to the returned list. Its thread serves until the test process ends.
+fn crafted_service(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    let served = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            let mut length = 0usize;
+            let mut line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut request_body = vec![0; length];
+            let _ = reader.read_exact(&mut request_body);
+            let consumes_before = {
+                let mut log = log.lock().expect("lock");
+                log.push(format!(
+                    "{} {}",
+                    request_line.trim_end(),
+                    String::from_utf8_lossy(&request_body)
+                ));
+                log.iter().filter(|l| l.starts_with("GET")).count() - 1
+            };
+            let (status, document): (&str, &[u8]) = if request_line.starts_with("DELETE") {
+                ("204 No Content", b"")
+            } else if consumes_before == 0 {
+                ("200 OK", &body)
+            } else {
+                (
+                    "404 Not Found",
+                    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error xmlns=\"http://mq.aliyuncs.com/doc/v1\"><Code>MessageNotExist</Code><Message>Message not exist.</Message><RequestId>CRAFTED</RequestId><HostId>crafted</HostId></Error>",
+                )
+            };
+            let mut stream = reader.into_inner();
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/xml;charset=utf-8\r\nContent-Length: {}\r\nx-mq-request-id: CRAFTED\r\nConnection: close\r\n\r\n",
+                document.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(document);
+        }
+    });
+    (endpoint, served)
+}
+
+/// A message the client cannot trust (its `MessageBodyMD5` is not its body's) is one line on
+/// stderr naming its id and why, is not acked (it is left to come back), and does not stop
+/// the good message of its batch, which is printed and acked.
+#[test]
+fn consume_reports_a_poison_message_and_goes_on() {
+    use mq_tokio::mq_proto::wire::consume::encode_response;
+    use mq_tokio::{Message, MessageId, Properties, ReceiptHandle};
+    let message = |id: &str, body: &str| Message {
+        message_id: MessageId::new(id).expect("id"),
+        receipt_handle: ReceiptHandle::new(format!("{id}-H")).expect("handle"),
+        body_md5: md5(body).into(),
+        body: body.into(),
+        publish_time: 1_796_119_200_000,
+        next_consume_time: 1_796_119_500_000,
+        first_consume_time: 1_796_119_201_000,
+        consumed_times: 1,
+        tag: None,
+        properties: Properties::default(),
+    };
+    let good = message("0BC1EF3E1A9C18B4AAC2558D1E4F0001", "good");
+    let mut bad = message("0BC1EF3E1A9C18B4AAC2558D1E4F0002", "tampered");
+    bad.body_md5 = md5("original").into();
+    let document = encode_response(&[good, bad]).to_vec();
+    let (endpoint, served) = crafted_service(document);
+
+    let mut cmd = mq(&[
+        "consume",
+        "--topic",
+        "T",
+        "--group",
+        "GID_poison",
+        "--wait",
+        "0",
+    ]);
+    cmd.env("MQ_ENDPOINT", &endpoint)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK);
+    let out = run(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    let mut lines = stdout.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("0BC1EF3E1A9C18B4AAC2558D1E4F0001 consumed=1")),
+        "{stdout}"
+    );
+    assert_eq!(lines.next(), Some("  good"), "{stdout}");
+    assert_eq!(lines.next(), None, "{stdout}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colours on a pipe: {stderr:?}"
+    );
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        format!(
+            "poison message 0BC1EF3E1A9C18B4AAC2558D1E4F0002 not decoded, left: MessageBodyMD5 {} does not match the body (its MD5 is {})",
+            md5("original"),
+            md5("tampered")
+        ),
+        "{stderr}"
+    );
+    let served = served.lock().expect("lock").clone();
+    assert_eq!(served.len(), 3, "consume, ack, consume: {served:?}");
+    assert!(
+        served[1].starts_with("DELETE /topics/T/messages?consumer=GID_poison ")
+            && served[1]
+                .contains("<ReceiptHandle>0BC1EF3E1A9C18B4AAC2558D1E4F0001-H</ReceiptHandle>")
+            && !served[1].contains("0BC1EF3E1A9C18B4AAC2558D1E4F0002"),
+        "only the good message is acked: {served:?}"
     );
 }

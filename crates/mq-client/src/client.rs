@@ -1,6 +1,8 @@
 //! [`Client`] and its builder: endpoint, credentials, instance, timeouts, retries, TLS roots.
 
-use crate::credentials::{CredentialsProvider, StaticCredentials, credentials_from_env};
+use crate::credentials::{
+    CredentialsProvider, StaticCredentials, check_credentials, credentials_from_env,
+};
 use crate::error::{ConfigError, Error};
 use crate::proxy::Proxy;
 use crate::runtime::{DynRuntime, Runtime, default_runtime};
@@ -98,7 +100,7 @@ impl TimeoutConfig {
 pub struct ClientBuilder {
     runtime: Option<Arc<dyn DynRuntime>>,
     endpoint: Option<Endpoint>,
-    credentials: Option<Arc<dyn CredentialsProvider>>,
+    credentials: Option<CredentialsSetting>,
     instance: Option<InstanceId>,
     timeouts: TimeoutConfig,
     retry: RetryConfig,
@@ -108,6 +110,16 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     proxy: ProxySetting,
     trace_context: Option<TraceContextSource>,
+}
+
+/// The credentials given to the builder: fixed ones are checked by `build()`, a
+/// provider's before each request.
+#[derive(Debug)]
+enum CredentialsSetting {
+    /// [`ClientBuilder::credentials`] or [`ClientBuilder::credentials_from_env`].
+    Fixed(Credentials),
+    /// [`ClientBuilder::credentials_provider`].
+    Provider(Arc<dyn CredentialsProvider>),
 }
 
 /// Where the client's proxy comes from.
@@ -181,9 +193,10 @@ impl ClientBuilder {
         Ok(self)
     }
 
-    /// Fixed credentials.
+    /// Fixed credentials; an empty AccessKey id or secret fails [`build`](Self::build) with
+    /// [`ConfigError::EmptyCredentials`].
     pub fn credentials(mut self, credentials: Credentials) -> Self {
-        self.credentials = Some(Arc::new(StaticCredentials::new(credentials)));
+        self.credentials = Some(CredentialsSetting::Fixed(credentials));
         self
     }
 
@@ -195,13 +208,15 @@ impl ClientBuilder {
     /// [`Error::Config`] with [`ConfigError::MissingEnvVar`] when the id or the secret is
     /// unset or empty.
     pub fn credentials_from_env(mut self) -> Result<Self, Error> {
-        self.credentials = Some(Arc::new(StaticCredentials::new(credentials_from_env()?)));
+        self.credentials = Some(CredentialsSetting::Fixed(credentials_from_env()?));
         Ok(self)
     }
 
     /// A provider asked for credentials before every request (for refreshing STS tokens).
+    /// Credentials it gives with an empty AccessKey id or secret fail that request with
+    /// [`ConfigError::EmptyCredentials`], unsent.
     pub fn credentials_provider(mut self, provider: impl CredentialsProvider) -> Self {
-        self.credentials = Some(Arc::new(provider));
+        self.credentials = Some(CredentialsSetting::Provider(Arc::new(provider)));
         self
     }
 
@@ -340,6 +355,7 @@ impl ClientBuilder {
     ///
     /// [`Error::Config`]: [`ConfigError::NoRuntime`] when [`Client::builder`] found no
     /// runtime crate, [`ConfigError::MissingEndpoint`], [`ConfigError::MissingCredentials`],
+    /// [`ConfigError::EmptyCredentials`] (fixed credentials with an empty id or secret),
     /// or (without a custom [`transport`](Self::transport)) a TLS root or configuration
     /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]), or
     /// a proxy environment variable that is no `http://` proxy URL
@@ -347,7 +363,14 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let runtime = self.runtime.ok_or(ConfigError::NoRuntime)?;
         let endpoint = self.endpoint.ok_or(ConfigError::MissingEndpoint)?;
-        let credentials = self.credentials.ok_or(ConfigError::MissingCredentials)?;
+        let credentials: Arc<dyn CredentialsProvider> =
+            match self.credentials.ok_or(ConfigError::MissingCredentials)? {
+                CredentialsSetting::Fixed(c) => {
+                    check_credentials(&c)?;
+                    Arc::new(StaticCredentials::new(c))
+                }
+                CredentialsSetting::Provider(p) => p,
+            };
         let transport = match self.transport {
             Some(t) => t,
             None => {
@@ -548,6 +571,7 @@ impl Client {
         let result: Result<T, Error> = async {
             let inner = &self.inner;
             let credentials = inner.credentials.credentials().await?;
+            check_credentials(&credentials)?;
             let ctx = RequestContext {
                 endpoint: &inner.endpoint,
                 credentials: &credentials,

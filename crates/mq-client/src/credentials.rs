@@ -39,6 +39,23 @@ pub trait CredentialsProvider: fmt::Debug + Send + Sync + 'static {
     fn credentials(&self) -> BoxFuture<Result<Credentials, Error>>;
 }
 
+/// Refuses credentials no request can be signed with: an empty AccessKey id or secret
+/// (`Credentials::new` takes any text; the client checks what it will sign with here).
+///
+/// # Errors
+///
+/// [`ConfigError::EmptyCredentials`] naming the empty part.
+pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
+    let empty = if credentials.access_key_id().is_empty() {
+        "AccessKey id"
+    } else if credentials.access_key_secret().is_empty() {
+        "AccessKey secret"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::EmptyCredentials { what: empty })
+}
+
 /// Fixed credentials.
 #[derive(Clone, Debug)]
 pub struct StaticCredentials(Credentials);

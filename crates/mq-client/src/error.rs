@@ -252,6 +252,15 @@ pub enum ConfigError {
     /// No credentials were set.
     #[error("no credentials set")]
     MissingCredentials,
+    /// The AccessKey id or secret of the credentials given (to
+    /// [`ClientBuilder::credentials`](crate::ClientBuilder::credentials), checked by
+    /// `build()`, or by a [`CredentialsProvider`](crate::CredentialsProvider) before each
+    /// request) is empty: no request signed with it can be accepted.
+    #[error("the {what} of the credentials is empty")]
+    EmptyCredentials {
+        /// `AccessKey id` or `AccessKey secret` (never the value).
+        what: &'static str,
+    },
     /// An environment variable the credentials are read from is unset or empty.
     #[error("{variable} is not set")]
     MissingEnvVar {
@@ -279,8 +288,9 @@ pub enum ConfigError {
         what: String,
         /// The URL with its password replaced by `***`.
         url: String,
-        /// Why it was refused.
-        reason: &'static str,
+        /// Which part is wrong and how (the scheme, the host, the port, a path or query,
+        /// quoting that part; never the user info).
+        reason: String,
     },
 }
 

@@ -194,26 +194,80 @@ impl Proxy {
     }
 }
 
-/// Refuses what is not `[http://][user[:password]@]host[:port][/]`; the error shows the URL
-/// without its password.
+/// Refuses what is not `[http://][user[:password]@]host[:port][/]`; the error says which
+/// part is wrong (scheme, host, port, path or query, quoting that part) and shows the URL
+/// as [`redacted`] does. The user info (everything before the last `@`, as `redacted` cuts
+/// it) is never quoted.
 fn check_url(url: &str, what: &str) -> Result<(), Error> {
-    let invalid = |reason: &'static str| ConfigError::InvalidProxy {
-        what: what.to_owned(),
-        url: redacted(url),
-        reason,
+    let invalid = |reason: String| -> Error {
+        ConfigError::InvalidProxy {
+            what: what.to_owned(),
+            url: redacted(url),
+            reason,
+        }
+        .into()
     };
-    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-    match uri.scheme_str() {
-        None | Some("http") => {}
-        Some(_) => return Err(invalid("only http:// proxies are supported").into()),
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    match scheme {
+        None => {}
+        Some(s) if s.eq_ignore_ascii_case("http") => {}
+        Some(s)
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            return Err(invalid(format!(
+                "scheme {s:?} is not supported: only http:// proxies are (an https endpoint \
+                 is reached through one with CONNECT)"
+            )));
+        }
+        Some(_) => return Err(invalid("not a URL: no valid scheme before ://".into())),
     }
-    let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
-    let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
-    if host_port.is_empty() || host_port.starts_with(':') {
-        return Err(invalid("no host").into());
+    let after_user = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let (host_port, tail) =
+        after_user.split_at(after_user.find(['/', '?', '#']).unwrap_or(after_user.len()));
+    let (host, port) = match host_port.rsplit_once(':') {
+        // An IPv6 literal's colons are inside its brackets.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (host_port, None),
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(invalid(
+            "no host: expected http://[user[:password]@]host[:port]".into(),
+        ));
     }
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(invalid(format!(
+            "port {port:?} is not a number from 1 to 65535"
+        )));
+    }
+    match tail {
+        "" | "/" => {}
+        _ if tail.starts_with('?') || tail.starts_with("/?") => {
+            return Err(invalid("a proxy URL has no query".into()));
+        }
+        _ if tail.starts_with('#') || tail.starts_with("/#") => {
+            return Err(invalid("a proxy URL has no fragment".into()));
+        }
+        _ => {
+            let path = tail.split(['?', '#']).next().unwrap_or(tail);
+            return Err(invalid(format!("a proxy URL has no path (found {path:?})")));
+        }
+    }
+    // What the URL parser reads must be what was checked above: a `/`, `?` or `#` in the
+    // user info would end the authority there.
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| invalid(format!("not a URL: {e}")))?;
     if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
-        return Err(invalid("a proxy URL has no path or query").into());
+        return Err(invalid(
+            "the user info holds '/', '?' or '#': percent-encode them (%2F, %3F, %23)".into(),
+        ));
     }
     Ok(())
 }
@@ -508,17 +562,73 @@ mod tests {
 
     #[test]
     fn unusable_proxy_urls_are_config_errors_without_the_password() {
+        // Each says which part is wrong, quoting it; Display and Debug show the URL with
+        // `***` for the password.
         for (url, reason) in [
-            ("https://u:hunter2@proxy:443", "only http"),
-            ("socks5://u:hunter2@proxy:1080", "only http"),
-            ("http://u:hunter2@proxy:3128/path", "no path"),
+            (
+                "https://u:hunter2@proxy:443",
+                r#"scheme "https" is not supported: only http:// proxies are"#,
+            ),
+            (
+                "socks5://u:hunter2@proxy:1080",
+                r#"scheme "socks5" is not supported"#,
+            ),
+            (
+                "http://u:hunter2@proxy:3128/path?x=1",
+                r#"a proxy URL has no path (found "/path")"#,
+            ),
+            (
+                "http://u:hunter2@proxy:3128/?x=1",
+                "a proxy URL has no query",
+            ),
+            (
+                "http://u:hunter2@proxy:3128#top",
+                "a proxy URL has no fragment",
+            ),
             ("http://u:hunter2@:3128", "no host"),
-            ("http://", "not a URL"),
+            ("http://u:hunter2@", "no host"),
+            ("http://", "no host"),
+            (
+                "http://u:hunter2@proxy:99999",
+                r#"port "99999" is not a number from 1 to 65535"#,
+            ),
+            (
+                "http://u:hunter2@proxy:http",
+                r#"port "http" is not a number"#,
+            ),
+            ("http://u:hunter2@proxy:0", r#"port "0" is not a number"#),
+            ("http://u:hunter2@pro xy:3128", "not a URL"),
+            // A password with an unencoded '/', '?' or '#' is never quoted.
+            ("http://u:hunt/er2@proxy:3128", "percent-encode them"),
+            ("http://u:hunt?er2@proxy:3128", "percent-encode them"),
+            ("u:hunter2@proxy:80x", r#"port "80x""#),
         ] {
             let e = Proxy::new(url).expect_err(url);
             let shown = format!("{e} {e:?}");
             assert!(shown.contains(reason), "{url}: {shown}");
-            assert!(!shown.contains("hunter2"), "{url}: {shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("hunt"),
+                "{url}: {shown}"
+            );
+            assert!(
+                !url.contains('@') || shown.contains("u:***@"),
+                "{url}: {shown}"
+            );
+        }
+        let e = Proxy::new("http://u:hunter2@proxy:99999").expect_err("port");
+        assert_eq!(
+            e.to_string(),
+            r#"invalid configuration: the proxy URL "http://u:***@proxy:99999": port "99999" is not a number from 1 to 65535"#
+        );
+        // What is accepted: no scheme, a port or none, a trailing slash, an IPv6 literal.
+        for url in [
+            "proxy:3128",
+            "http://proxy",
+            "http://u:p@proxy:3128/",
+            "http://[::1]:3128",
+            "HTTP://proxy:1",
+        ] {
+            Proxy::new(url).expect(url);
         }
         let e = env(&[("HTTPS_PROXY", "socks5://u:hunter2@proxy:1080")]).expect_err("socks");
         let shown = format!("{e} {e:?}");

@@ -613,6 +613,15 @@ mod tests {
     #[test]
     fn consume_parameter_errors() {
         let code = |t: &str| get(t).unwrap_err().code;
+        // A bad tag filter is answered with the filter parse's own words (one place).
+        let e = get("/topics/T/messages?consumer=G&numOfMessages=1&tag=A%7C%7C").unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                ErrorCode::InvalidArgument,
+                "The value of tag is invalid: invalid tag filter: \"A||\" has an empty tag after its last `||`."
+            )
+        );
         assert_eq!(
             code("/topics/T/messages?consumer=G"),
             ErrorCode::InvalidArgument

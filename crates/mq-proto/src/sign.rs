@@ -77,7 +77,9 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// A key pair without a security token.
+    /// A key pair without a security token. Any text is taken here (this is plain data,
+    /// and a server configures its keys with it too); the client refuses an empty id or
+    /// secret where it takes credentials (`ConfigError::EmptyCredentials` of `mq-client`).
     pub fn new(access_key_id: impl Into<String>, access_key_secret: impl Into<String>) -> Self {
         Self {
             access_key_id: access_key_id.into(),

@@ -374,19 +374,49 @@ impl TagFilter {
 
 impl FromStr for TagFilter {
     type Err = InvalidValue;
-    /// Parses `A||B`; an empty string or `*` is [`TagFilter::All`].
+    /// Parses `A||B`; an empty string or `*` is [`TagFilter::All`]. The one parse of a
+    /// filter: the client's builders, the CLI's `--tag` and the server's `tag` query.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] (`what` = `"tag filter"`) quoting the filter and saying which part
+    /// is wrong: an empty tag (before the first `||`, between two, or after the last), or a
+    /// tag [`Tag::new`] refuses, with its reason.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.is_empty() || s == "*" {
             return Ok(Self::All);
         }
+        let parts = s.split("||").count();
         let mut tags = Vec::new();
-        for part in s.split("||") {
+        for (i, part) in s.split("||").enumerate() {
             let part = part.trim();
             if part == "*" {
                 return Ok(Self::All);
             }
-            tags.push(Tag::new(part).map_err(|e| InvalidValue::new("tag filter", e.reason))?);
+            if part.is_empty() {
+                let place = match i {
+                    0 => "before its first `||`",
+                    i if i + 1 == parts => "after its last `||`",
+                    _ => "between two `||`",
+                };
+                return Err(InvalidValue::new(
+                    "tag filter",
+                    format!("{s:?} has an empty tag {place}"),
+                ));
+            }
+            let tag = Tag::new(part).map_err(|e| {
+                let hint = if part.contains('|') {
+                    " (tags in a filter are separated by `||`)"
+                } else {
+                    ""
+                };
+                InvalidValue::new(
+                    "tag filter",
+                    format!("tag {part:?} of {s:?}: {}{hint}", e.reason),
+                )
+            })?;
+            tags.push(tag);
         }
         Ok(Self::tags(tags))
     }
@@ -764,7 +794,28 @@ mod tests {
         assert_eq!(f.to_string(), "A||B");
         assert_eq!("*".parse::<TagFilter>().unwrap(), TagFilter::All);
         assert_eq!("".parse::<TagFilter>().unwrap(), TagFilter::All);
-        assert!("A||".parse::<TagFilter>().is_err());
+        // Each error says which part is wrong, quoting the filter.
+        let reason = |s: &str| s.parse::<TagFilter>().unwrap_err().to_string();
+        assert_eq!(
+            reason("A||"),
+            r#"invalid tag filter: "A||" has an empty tag after its last `||`"#
+        );
+        assert_eq!(
+            reason("||A"),
+            r#"invalid tag filter: "||A" has an empty tag before its first `||`"#
+        );
+        assert_eq!(
+            reason("A|| ||B"),
+            r#"invalid tag filter: "A|| ||B" has an empty tag between two `||`"#
+        );
+        assert_eq!(
+            reason("A|B"),
+            r#"invalid tag filter: tag "A|B" of "A|B": must not contain '|' (tags in a filter are separated by `||`)"#
+        );
+        assert_eq!(
+            reason("A||B\u{1}"),
+            r#"invalid tag filter: tag "B\u{1}" of "A||B\u{1}": must not contain control characters"#
+        );
     }
 
     proptest::proptest! {

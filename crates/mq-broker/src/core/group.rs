@@ -525,8 +525,8 @@ pub(crate) fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 /// A topic's groups as a sequence of `(group id, group)`.
 pub(crate) mod serde_by_id {
     use super::Group;
+    use crate::core::persist;
     use mq_proto::GroupId;
-    use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serializer};
     use std::collections::BTreeMap;
 
@@ -542,7 +542,10 @@ pub(crate) mod serde_by_id {
     ) -> Result<BTreeMap<GroupId, Group>, D::Error> {
         Vec::<(String, Group)>::deserialize(d)?
             .into_iter()
-            .map(|(id, g)| Ok((GroupId::new(id).map_err(D::Error::custom)?, g)))
+            .map(|(id, g)| {
+                let group = GroupId::new(id.as_str()).map_err(|e| persist::refuse(Some(id), e))?;
+                Ok((group, g))
+            })
             .collect()
     }
 }

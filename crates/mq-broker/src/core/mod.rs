@@ -81,6 +81,8 @@ mod handle;
 mod orderly;
 mod peek;
 mod persist;
+/// What a snapshot held that this build refuses (for `durable`'s error).
+pub(crate) use persist::{Refused, take_refused};
 mod replay;
 mod stats;
 mod store;

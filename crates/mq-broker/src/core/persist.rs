@@ -7,9 +7,53 @@
 //! its owner (`group::serde_by_id`). This module imports nothing from the core, so the
 //! core's modules form no import cycle.
 
-use mq_proto::Tag;
-use serde::de::Error as _;
+use mq_proto::{InvalidValue, Tag};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
+
+/// A stored value this build refuses (a name with a character an earlier version took).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    /// What the value is: `topic name`, `group id`, `instance id`, `message id`, `tag`,
+    /// `properties`.
+    pub(crate) what: &'static str,
+    /// The stored text, for the names (the rest are not worth a copy on every read).
+    pub(crate) value: Option<String>,
+    /// Why this build refuses it.
+    pub(crate) reason: String,
+}
+
+thread_local! {
+    /// The last [`Refused`] value of this thread: postcard's error drops serde's custom
+    /// message, so whoever decodes a snapshot takes the reason from here.
+    static REFUSED: RefCell<Option<Refused>> = const { RefCell::new(None) };
+}
+
+/// The serde error for a stored value refused by `error`, remembered for [`take_refused`].
+pub(crate) fn refuse<E: serde::de::Error>(value: Option<String>, error: InvalidValue) -> E {
+    refuse_as(error.what, value, error.reason)
+}
+
+/// [`refuse`] with the parts given apart.
+fn refuse_as<E: serde::de::Error>(what: &'static str, value: Option<String>, reason: String) -> E {
+    let e = match &value {
+        Some(v) => E::custom(format_args!("{what} {v:?}: {reason}")),
+        None => E::custom(format_args!("{what}: {reason}")),
+    };
+    REFUSED.with(|r| {
+        *r.borrow_mut() = Some(Refused {
+            what,
+            value,
+            reason,
+        });
+    });
+    e
+}
+
+/// The value refused last on this thread, if any since the previous call (which it clears).
+pub(crate) fn take_refused() -> Option<Refused> {
+    REFUSED.with(|r| r.borrow_mut().take())
+}
 
 /// [`mq_proto::MessageId`] as its text.
 pub(crate) mod message_id {
@@ -21,7 +65,7 @@ pub(crate) mod message_id {
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MessageId, D::Error> {
-        MessageId::new(String::deserialize(d)?).map_err(D::Error::custom)
+        MessageId::new(String::deserialize(d)?).map_err(|e| refuse(None, e))
     }
 }
 
@@ -31,7 +75,7 @@ pub(crate) mod opt_tag {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Tag>, D::Error> {
         Option::<String>::deserialize(d)?
-            .map(|t| Tag::new(t).map_err(D::Error::custom))
+            .map(|t| Tag::new(t).map_err(|e| refuse(None, e)))
             .transpose()
     }
 }
@@ -42,7 +86,8 @@ pub(crate) mod properties {
     use mq_proto::Properties;
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Properties, D::Error> {
-        Properties::decode(&String::deserialize(d)?).map_err(D::Error::custom)
+        Properties::decode(&String::deserialize(d)?)
+            .map_err(|e| refuse_as("properties", None, e.to_string()))
     }
 }
 
@@ -64,7 +109,7 @@ pub(crate) mod topic_names {
     ) -> Result<BTreeSet<TopicName>, D::Error> {
         Vec::<String>::deserialize(d)?
             .into_iter()
-            .map(|n| TopicName::new(n).map_err(D::Error::custom))
+            .map(|n| TopicName::new(n.as_str()).map_err(|e| refuse(Some(n), e)))
             .collect()
     }
 }
@@ -73,15 +118,15 @@ pub(crate) mod topic_names {
 /// [`mq_proto::GroupId`].
 pub(crate) trait Name: Sized + Ord {
     fn text(&self) -> &str;
-    fn parse(text: String) -> Result<Self, String>;
+    fn parse(text: String) -> Result<Self, InvalidValue>;
 }
 
 impl Name for mq_proto::TopicName {
     fn text(&self) -> &str {
         self.as_str()
     }
-    fn parse(text: String) -> Result<Self, String> {
-        Self::new(text).map_err(|e| e.to_string())
+    fn parse(text: String) -> Result<Self, InvalidValue> {
+        Self::new(text)
     }
 }
 
@@ -89,8 +134,8 @@ impl Name for mq_proto::GroupId {
     fn text(&self) -> &str {
         self.as_str()
     }
-    fn parse(text: String) -> Result<Self, String> {
-        Self::new(text).map_err(|e| e.to_string())
+    fn parse(text: String) -> Result<Self, InvalidValue> {
+        Self::new(text)
     }
 }
 
@@ -121,9 +166,9 @@ pub(crate) mod by_instance_name {
             .into_iter()
             .map(|(instance, name, value)| {
                 let instance = instance
-                    .map(|i| InstanceId::new(i).map_err(D::Error::custom))
+                    .map(|i| InstanceId::new(i.as_str()).map_err(|e| refuse(Some(i), e)))
                     .transpose()?;
-                let name = K::parse(name).map_err(D::Error::custom)?;
+                let name = K::parse(name.clone()).map_err(|e| refuse(Some(name), e))?;
                 Ok(((instance, name), value))
             })
             .collect()

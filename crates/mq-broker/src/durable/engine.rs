@@ -27,6 +27,27 @@ pub enum StorageError {
     /// Stored data that does not decode, or a gap in the journal.
     #[error("corrupt journal: {0}")]
     Corrupt(String),
+    /// The stored data decodes but holds a name this version refuses: a topic name, group
+    /// id or instance id with a character an earlier version took (`%`, refused since
+    /// RocketMQ reserves it and a URL path decodes it). Nothing is damaged; the data must be
+    /// changed by the version that wrote it.
+    #[error(
+        "{place} holds the {what} {value:?}, which this version refuses: {reason}; open \
+         it with the previous version and delete the topics and groups with such names \
+         (mq admin topics delete, mq admin groups delete), or start with an empty \
+         --data-dir"
+    )]
+    RefusedName {
+        /// Where: `the snapshot` or `a journal record`, and the data directory (`… in DIR`)
+        /// when it was opened by path.
+        place: String,
+        /// `topic name`, `group id` or `instance id`.
+        what: &'static str,
+        /// The stored name.
+        value: String,
+        /// The rule it breaks (see [`mq_proto::InvalidValue`]).
+        reason: String,
+    },
     /// The data directory was written by an incompatible version of the broker.
     #[error("data written in format {found}; this broker reads format {expected}")]
     Format {

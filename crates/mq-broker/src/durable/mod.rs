@@ -206,7 +206,22 @@ impl JournaledCore {
         match data_dir {
             None => Ok(Self::in_memory(config)),
             Some(dir) => {
-                Self::open_with(FjallEngine::open(dir)?, config, DurableOptions::default())
+                Self::open_with(FjallEngine::open(dir)?, config, DurableOptions::default()).map_err(
+                    |e| match e {
+                        StorageError::RefusedName {
+                            place,
+                            what,
+                            value,
+                            reason,
+                        } => StorageError::RefusedName {
+                            place: format!("{place} in {}", dir.display()),
+                            what,
+                            value,
+                            reason,
+                        },
+                        other => other,
+                    },
+                )
             }
         }
     }
@@ -456,7 +471,30 @@ fn decode_snapshot(bytes: &[u8]) -> Result<BrokerCore, StorageError> {
             expected: FORMAT,
         });
     }
-    postcard::from_bytes(rest).map_err(|e| StorageError::Corrupt(format!("snapshot: {e}")))
+    crate::core::take_refused();
+    postcard::from_bytes(rest).map_err(|e| match crate::core::take_refused() {
+        Some(refused) => refused_value("the snapshot", refused),
+        None => StorageError::Corrupt(format!("snapshot: {e}")),
+    })
+}
+
+/// The error for a stored value this build refuses, found in `place`: [`StorageError::RefusedName`]
+/// for a name, [`StorageError::Corrupt`] saying what and why for the rest.
+pub(crate) fn refused_value(place: &str, refused: crate::core::Refused) -> StorageError {
+    let crate::core::Refused {
+        what,
+        value,
+        reason,
+    } = refused;
+    match value {
+        Some(value) => StorageError::RefusedName {
+            place: place.to_owned(),
+            what,
+            value,
+            reason,
+        },
+        None => StorageError::Corrupt(format!("{place}: {what}: {reason}")),
+    }
 }
 
 #[cfg(test)]

@@ -369,9 +369,7 @@ impl Record<'static> {
                 let call = Call::Ack {
                     instance: parse_instance(instance)?,
                     topic: parse_topic(&topic)?,
-                    group: group
-                        .map(|g| GroupId::new(g.into_owned()).map_err(corrupt))
-                        .transpose()?,
+                    group: group.map(parse_group).transpose()?,
                     kind,
                     handles: handles.into_iter().map(Cow::into_owned).collect(),
                 };
@@ -537,8 +535,20 @@ impl Record<'static> {
 
 fn parse_instance(instance: Option<Cow<'_, str>>) -> Result<Option<InstanceId>, StorageError> {
     instance
-        .map(|i| InstanceId::new(i.into_owned()).map_err(corrupt))
+        .map(|i| InstanceId::new(i.as_ref()).map_err(|e| refused_name(&i, e)))
         .transpose()
+}
+
+/// A stored name this build refuses (see [`StorageError::RefusedName`]).
+fn refused_name(name: &str, e: mq_proto::InvalidValue) -> StorageError {
+    super::refused_value(
+        "a journal record",
+        crate::core::Refused {
+            what: e.what,
+            value: Some(name.to_owned()),
+            reason: e.reason,
+        },
+    )
 }
 
 /// The publish call of a [`Record::Publish`].
@@ -562,11 +572,11 @@ fn publish_call(
 }
 
 fn parse_group(group: Cow<'_, str>) -> Result<GroupId, StorageError> {
-    GroupId::new(group.into_owned()).map_err(corrupt)
+    GroupId::new(group.as_ref()).map_err(|e| refused_name(&group, e))
 }
 
 fn parse_topic(topic: &str) -> Result<TopicName, StorageError> {
-    TopicName::new(topic).map_err(corrupt)
+    TopicName::new(topic).map_err(|e| refused_name(topic, e))
 }
 
 #[cfg(test)]
@@ -721,9 +731,13 @@ mod tests {
             topic: Cow::Borrowed("no spaces allowed here"),
         };
         let mut core = BrokerCore::new(crate::core::CoreConfig::default());
+        // A name that decodes but breaks this build's rules is named, with its rule.
         assert!(matches!(
             bad_topic.apply(&mut core),
-            Err(StorageError::Corrupt(_))
+            Err(StorageError::RefusedName { place, what: "topic name", value, reason })
+                if place == "a journal record"
+                    && value == "no spaces allowed here"
+                    && reason.contains("' ' is not allowed")
         ));
         let bad_kind = Record::Consume {
             at: 1,

@@ -27,12 +27,17 @@ use std::time::{Duration, Instant};
 /// connection for seconds, not for the body timeout.
 pub const PRE_AUTH_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The server-side counters added to `GET /stats`.
+/// The server-side counters added to `GET /stats` (its `server` object; every field is
+/// in the README's `/stats` table).
 #[derive(Serialize)]
 struct ServerStats {
+    /// Connections open now.
     connections: usize,
+    /// The most connections open at once since start.
     connections_peak: usize,
+    /// Long polls waiting now.
     waiting_polls: usize,
+    /// Requests received before this one, on every path.
     requests: u64,
 }
 
@@ -123,8 +128,11 @@ pub(super) async fn handle(
     let mut operation = "refused";
     // The unsigned endpoints answer whatever their query (load balancers' probes add one).
     let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+    // `HEAD` on these endpoints and the console's pages is answered as `GET` (RFC 9110
+    // §9.3.2): the same status and header fields, `Content-Length` the length a `GET` would
+    // carry; hyper sends no content in the answer to a `HEAD`.
     let resp = match (&method, path) {
-        (&Method::GET, "/health") => {
+        (&Method::GET | &Method::HEAD, "/health") => {
             operation = "health";
             plain(
                 StatusCode::OK,
@@ -133,7 +141,7 @@ pub(super) async fn handle(
                 &rid,
             )
         }
-        (&Method::GET, "/ready") => {
+        (&Method::GET | &Method::HEAD, "/ready") => {
             operation = "ready";
             // Readiness for a load balancer: 503 while the backend cannot serve (the
             // gateway's engine does not answer); `/health` says only that this process runs.
@@ -152,7 +160,7 @@ pub(super) async fn handle(
                 &rid,
             )
         }
-        (&Method::GET, "/stats") => {
+        (&Method::GET | &Method::HEAD, "/stats") => {
             operation = "stats";
             match stats_value(&shared).and_then(|doc| serde_json::to_vec_pretty(&doc)) {
                 Ok(json) => plain(StatusCode::OK, "application/json", json.into(), &rid),
@@ -163,7 +171,7 @@ pub(super) async fn handle(
                 ),
             }
         }
-        (&Method::GET, "/metrics") => {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
             operation = "metrics";
             match metrics_document(&shared) {
                 Ok(text) => plain(StatusCode::OK, metrics::CONTENT_TYPE, text.into(), &rid),

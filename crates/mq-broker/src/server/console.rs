@@ -156,11 +156,9 @@ fn asset(method: &Method, path: &str, rid: &str) -> Response<Full<Bytes>> {
     let Some((_, content_type, bytes)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
         return text(StatusCode::NOT_FOUND, "no such page in the console\n", rid);
     };
-    let body = if *method == Method::HEAD {
-        Bytes::new()
-    } else {
-        Bytes::from_static(bytes)
-    };
+    // Also for `HEAD`: the `Content-Length` a `GET` carries (RFC 9110 §8.6), no content
+    // sent (hyper drops it, see `admission::handle`).
+    let body = Bytes::from_static(bytes);
     let mut resp = super::admission::plain(StatusCode::OK, content_type, body, rid);
     let headers = resp.headers_mut();
     // Revalidate every time: a broker upgraded under an open tab serves its own assets.

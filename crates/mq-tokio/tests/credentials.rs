@@ -1,0 +1,73 @@
+//! Credentials with an empty AccessKey id or secret are a typed error where the client takes
+//! them (`build()` for fixed ones, before each request for a provider's), never a request
+//! the service refuses later; the builder's `Debug` still hides the secret.
+
+use mq_tokio::mq_proto::sign::Credentials;
+use mq_tokio::{
+    BoxFuture, ClientBuilder, ConfigError, CredentialsProvider, Error, TokioRuntime, TopicMessage,
+};
+
+/// A builder for an endpoint nobody listens on (nothing may be sent anyway).
+fn builder() -> ClientBuilder {
+    ClientBuilder::with_runtime(TokioRuntime::default())
+        .endpoint("http://127.0.0.1:9")
+        .expect("endpoint")
+        .no_proxy()
+}
+
+fn empty_part(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::Config(ConfigError::EmptyCredentials { what }) => Some(what),
+        _ => None,
+    }
+}
+
+#[test]
+fn fixed_credentials_with_an_empty_part_fail_build() {
+    for (id, secret, what) in [
+        ("", "", "AccessKey id"),
+        ("", "secret", "AccessKey id"),
+        ("id", "", "AccessKey secret"),
+    ] {
+        let e = builder()
+            .credentials(Credentials::new(id, secret))
+            .build()
+            .expect_err("refused");
+        assert_eq!(empty_part(&e), Some(what), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("invalid configuration: the {what} of the credentials is empty")
+        );
+    }
+    let ok = builder().credentials(Credentials::new("id", "s3cret-value"));
+    assert!(!format!("{ok:?}").contains("s3cret-value"), "{ok:?}");
+    ok.build().expect("a complete key pair builds");
+}
+
+/// Gives the same credentials every time.
+#[derive(Debug)]
+struct Fixed(&'static str, &'static str);
+
+impl CredentialsProvider for Fixed {
+    fn credentials(&self) -> BoxFuture<Result<Credentials, Error>> {
+        let c = Credentials::new(self.0, self.1);
+        Box::pin(async move { Ok(c) })
+    }
+}
+
+#[tokio::test]
+async fn a_providers_empty_credentials_fail_the_request_unsent() {
+    let client = builder()
+        .credentials_provider(Fixed("id", ""))
+        .build()
+        .expect("a provider is asked per request");
+    let topic = "T".parse().expect("topic");
+    let e = client
+        .producer(topic)
+        .publish(&TopicMessage::new("x").expect("message"))
+        .await
+        .expect_err("refused");
+    // Not a connection error: nothing was sent to 127.0.0.1:9.
+    assert_eq!(empty_part(&e), Some("AccessKey secret"), "{e:?}");
+    assert!(!e.is_retryable(), "{e:?}");
+}
