@@ -288,7 +288,7 @@ impl Tag {
                 "must not contain control characters",
             ));
         }
-        if s.trim() != &*s {
+        if crate::text::trim(&s) != &*s {
             return Err(InvalidValue::new(
                 "tag",
                 "must not start or end with whitespace",

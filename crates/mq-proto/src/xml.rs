@@ -307,19 +307,22 @@ impl<'a> XmlReader<'a> {
             return Err(XmlError::TooDeep);
         }
         let name = tag.name();
-        let local = name.local_name();
-        let elem = Elem::from_local(local.as_ref());
-        // The protocol's own names are valid `Name`s: only other or prefixed names are checked.
-        if (elem == Elem::Other || name.as_ref().len() != local.as_ref().len())
-            && !is_name(name.as_ref())
-        {
-            return Err(self.fail(invalid_name("element", name.as_ref())));
+        // The protocol's own names have no prefix and are valid `Name`s: a whole name that is
+        // one of them needs neither splitting at a `:` nor a check. Other or prefixed names
+        // are matched by their local part and checked.
+        let mut elem = Elem::from_local(name.as_ref());
+        if elem == Elem::Other {
+            elem = Elem::from_local(name.local_name().as_ref());
+            if !is_name(name.as_ref()) {
+                return Err(self.fail(invalid_name("element", name.as_ref())));
+            }
         }
         if let Err(e) = check_attributes(tag) {
             return Err(self.fail(e));
         }
         if !self.seen_root {
             self.seen_root = true;
+            let local = name.local_name();
             self.root_name = Some(String::from_utf8_lossy(local.as_ref()).into_owned());
         }
         Ok(elem)
