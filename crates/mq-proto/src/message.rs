@@ -265,20 +265,23 @@ impl TopicMessage {
             msg.tag = Some(Tag::from_text(tag)?);
         }
         msg.key = properties.remove(KEY_KEYS);
-        msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
-        if let Some(v) = properties.remove(KEY_START_DELIVER_TIME) {
-            msg.start_deliver_time =
-                Some(v.parse().map_err(|_| PropertyError::InvalidSystemValue {
-                    key: KEY_START_DELIVER_TIME,
+        // The other system keys start with `__`: looked up only when such a key is there.
+        if properties.iter().any(|(k, _)| k.starts_with("__")) {
+            msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
+            if let Some(v) = properties.remove(KEY_START_DELIVER_TIME) {
+                msg.start_deliver_time =
+                    Some(v.parse().map_err(|_| PropertyError::InvalidSystemValue {
+                        key: KEY_START_DELIVER_TIME,
+                        value: v.to_string(),
+                    })?);
+            }
+            if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
+                let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
+                    key: KEY_TRANS_CHECK_IMMUNITY,
                     value: v.to_string(),
-                })?);
-        }
-        if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
-            let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
-                key: KEY_TRANS_CHECK_IMMUNITY,
-                value: v.to_string(),
-            })?;
-            msg.trans_check_immunity = Some(TransCheckImmunity::new(secs)?);
+                })?;
+                msg.trans_check_immunity = Some(TransCheckImmunity::new(secs)?);
+            }
         }
         msg.properties = properties;
         Ok(msg)

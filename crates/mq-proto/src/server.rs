@@ -469,7 +469,9 @@ fn parse_ack(q: &Query<'_>, body: &[u8]) -> Result<Operation, RequestError> {
 ///
 /// `InvalidDigest` (400) when the header is not base64 or does not match `body`.
 pub fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), RequestError> {
-    let Some(value) = headers.get("content-md5") else {
+    // A `HeaderName` rather than a `&str`: the name is not parsed again for each request.
+    static CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
+    let Some(value) = headers.get(&CONTENT_MD5) else {
         return Ok(());
     };
     let invalid = || RequestError::from_code(ErrorCode::InvalidDigest);

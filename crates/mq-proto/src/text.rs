@@ -85,11 +85,18 @@ pub(crate) fn trim(s: &str) -> &str {
 /// left to `parse`.
 pub(crate) fn parse_u64(s: &str) -> Option<u64> {
     let digits = s.as_bytes();
-    if (1..=19).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
-        Some(digits.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
-    } else {
-        s.parse().ok()
+    if !(1..=19).contains(&digits.len()) {
+        return s.parse().ok();
     }
+    let mut n: u64 = 0;
+    for &d in digits {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return s.parse().ok();
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
 }
 
 impl Deref for Text {

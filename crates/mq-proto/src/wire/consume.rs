@@ -303,7 +303,8 @@ pub(crate) fn decode_entries(
     r.children(|r, e| {
         if e == Elem::Message {
             let start = r.event_start();
-            let fields = read_fields(r)?;
+            // Spans serve only to place damaged bytes: none to place in a clean body.
+            let fields = read_fields(r, !bad.is_empty())?;
             let span = start..r.position();
             let damaged: Vec<&Range<usize>> = bad
                 .iter()
@@ -338,18 +339,20 @@ struct Fields<'a> {
     times: Option<Cow<'a, str>>,
     tag: Option<Cow<'a, str>>,
     props: Option<Cow<'a, str>>,
-    /// Byte range of every known child element, for placing damaged bytes.
+    /// Byte range of every known child element, for placing damaged bytes (when asked
+    /// for).
     spans: Vec<(&'static str, Range<usize>)>,
 }
 
 /// How many kinds of child of `Message` [`read_fields`] reads.
 const KNOWN_CHILDREN: usize = 10;
 
-/// Reads one `Message` element (already entered), up to its end tag.
-fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
+/// Reads one `Message` element (already entered), up to its end tag, and the spans of its
+/// children if `spans`.
+fn read_fields<'a>(r: &mut XmlReader<'a>, spans: bool) -> Result<Fields<'a>, XmlError> {
     let mut f = Fields {
         // Every known child once: one allocation per message.
-        spans: Vec::with_capacity(KNOWN_CHILDREN),
+        spans: Vec::with_capacity(if spans { KNOWN_CHILDREN } else { 0 }),
         ..Fields::default()
     };
     r.children(|r, e| {
@@ -368,7 +371,9 @@ fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
             _ => return r.skip(),
         };
         *slot = Some(r.read_text()?);
-        f.spans.push((e.as_str(), start..r.position()));
+        if spans {
+            f.spans.push((e.as_str(), start..r.position()));
+        }
         Ok::<(), XmlError>(())
     })?;
     Ok(f)
