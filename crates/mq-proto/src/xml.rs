@@ -586,7 +586,7 @@ struct Found {
 /// control other than tab, LF and CR, no U+FFFE or U+FFFF; returns the text and what rare
 /// characters it holds.
 ///
-/// After the UTF-8 check, 64-byte blocks are tested with a branch-free fold of [`attention_key`]
+/// After the UTF-8 check, 128-byte blocks are tested with a branch-free fold of [`attention_key`]
 /// (vectorised by the compiler); a block with such a byte is tested again without tab and LF
 /// (indented documents have them in many blocks), and looked at byte by byte only if that
 /// finds one.
@@ -706,7 +706,7 @@ pub(crate) fn char_error(body: &[u8]) -> Option<XmlError> {
 
 /// The `Char` check of [`check_chars`]; returns whether `text` holds a CR.
 pub(crate) fn check_xml_chars(text: &str) -> Result<bool, XmlError> {
-    const BLOCK: usize = 64;
+    const BLOCK: usize = 128;
     let bytes = text.as_bytes();
     let mut cr = false;
     let mut blocks = bytes.chunks_exact(BLOCK);
