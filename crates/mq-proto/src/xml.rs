@@ -305,6 +305,7 @@ impl<'a> XmlReader<'a> {
     }
 
     /// Checks a start tag and goes one level down.
+    #[inline(always)]
     fn enter(&mut self, tag: &BytesStart<'_>) -> Result<Elem, XmlError> {
         if self.root_closed {
             return Err(XmlError::OutsideRoot);
@@ -343,6 +344,7 @@ impl<'a> XmlReader<'a> {
 
     /// The next structural event; text between elements is skipped (text outside the root
     /// must be blank) but still checked.
+    #[inline(always)]
     pub(crate) fn next(&mut self) -> Result<XmlEvent, XmlError> {
         loop {
             match self.read()? {
@@ -397,6 +399,7 @@ impl<'a> XmlReader<'a> {
     /// tag: text and CDATA pieces are concatenated, line ends normalised, references
     /// resolved; child elements are skipped. Borrows from the input when the text is one
     /// piece without references or CRs.
+    #[inline(always)]
     pub(crate) fn read_text(&mut self) -> Result<Cow<'a, str>, XmlError> {
         let mut acc: Option<Cow<'a, str>> = None;
         let target = self.depth.saturating_sub(1);
@@ -457,6 +460,7 @@ impl<'a> XmlReader<'a> {
 
     /// A text (`references`) or CDATA piece as a string: line ends normalised, references
     /// resolved and checked.
+    #[inline(always)]
     fn char_data(&self, raw: Cow<'a, [u8]>, references: bool) -> Result<Cow<'a, str>, XmlError> {
         let mut text = match raw {
             Cow::Borrowed(b) => self.doc_str(b).map(Cow::Borrowed)?,
