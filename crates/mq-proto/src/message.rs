@@ -246,16 +246,19 @@ impl TopicMessage {
     ) -> Result<Self, MessageError> {
         let body = body.into();
         check_body(&body)?;
-        Self::from_xml_parts(body, tag.map(ByteString::from), properties)
+        Self::from_xml_parts(body, tag.map(ByteString::from), properties, None)
     }
 
     /// [`from_wire`](Self::from_wire) for a body the XML reader produced: the reader refuses
     /// every character [`check_body`] refuses (XML's `Char`), so only emptiness is left to
-    /// check and the body is not scanned a second time.
+    /// check and the body is not scanned a second time. `key` is the value of
+    /// [`KEY_KEYS`] when the caller took it out of `properties` already
+    /// ([`Properties::decode_text_without_keys`]).
     pub(crate) fn from_xml_parts(
         body: Text,
         tag: Option<ByteString>,
         mut properties: Properties,
+        key: Option<ByteString>,
     ) -> Result<Self, MessageError> {
         if body.is_empty() {
             return Err(MessageError::EmptyBody);
@@ -264,7 +267,10 @@ impl TopicMessage {
         if let Some(tag) = tag.filter(|t| !t.is_empty()) {
             msg.tag = Some(Tag::from_text(tag)?);
         }
-        msg.key = properties.remove(KEY_KEYS);
+        msg.key = match key {
+            Some(key) => Some(key.into()),
+            None => properties.remove(KEY_KEYS),
+        };
         // The other system keys start with `__`: looked up only when such a key is there.
         if properties.iter().any(|(k, _)| k.starts_with("__")) {
             msg.sharding_key = properties.remove(KEY_SHARDING_KEY);

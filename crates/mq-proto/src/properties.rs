@@ -242,7 +242,24 @@ impl Properties {
 
     /// [`decode`](Self::decode) of shared text: keys and values are slices of `s`.
     pub(crate) fn decode_text(s: &ByteString) -> Result<Self, PropertyError> {
+        Self::decode_segments(s, false).map(|(properties, _)| properties)
+    }
+
+    /// [`decode_text`](Self::decode_text) with the value of [`KEY_KEYS`] (the last one, as
+    /// a later duplicate replaces an earlier one) taken out of the set, where a message
+    /// keeps it: the pair is checked like any other but never enters the set.
+    pub(crate) fn decode_text_without_keys(
+        s: &ByteString,
+    ) -> Result<(Self, Option<ByteString>), PropertyError> {
+        Self::decode_segments(s, true)
+    }
+
+    fn decode_segments(
+        s: &ByteString,
+        take_keys: bool,
+    ) -> Result<(Self, Option<ByteString>), PropertyError> {
         let mut map = BTreeMap::new();
+        let mut keys = None;
         for segment in segments(s) {
             if segment.text.is_empty() {
                 continue;
@@ -253,9 +270,13 @@ impl Properties {
                 });
             };
             segment.validate_pair(k, v)?;
-            map.insert(s.slice_ref(k), s.slice_ref(v));
+            if take_keys && k == KEY_KEYS {
+                keys = Some(s.slice_ref(v));
+            } else {
+                map.insert(s.slice_ref(k), s.slice_ref(v));
+            }
         }
-        Ok(Self(map))
+        Ok((Self(map), keys))
     }
 
     /// [`insert_text`](Self::insert_text) of the pair of `segment`, a segment of the wire
