@@ -70,13 +70,27 @@ pub enum MessageError {
 /// assert_eq!(mq_proto::body_md5("hello"), "5D41402ABC4B2A76B9719D911017C592");
 /// ```
 pub fn body_md5(body: &str) -> String {
+    // ASCII hex digits: the lossy conversion never replaces anything.
+    String::from_utf8_lossy(&body_md5_hex(body)).into_owned()
+}
+
+/// [`body_md5`] as ASCII bytes, without an allocation.
+fn body_md5_hex(body: &str) -> [u8; 32] {
     let digest = Md5::digest(body.as_bytes());
-    let mut out = String::with_capacity(32);
-    for b in digest {
-        out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xf)]));
+    let mut out = [0; 32];
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+        pair.copy_from_slice(&[
+            b"0123456789ABCDEF"[usize::from(b >> 4)],
+            b"0123456789ABCDEF"[usize::from(b & 0xf)],
+        ]);
     }
     out
+}
+
+/// Whether `md5` is the MD5 of `body` in hexadecimal, in either case (PROTOCOL §3.8): what
+/// a client checks `MessageBodyMD5` with.
+pub(crate) fn body_md5_matches(body: &str, md5: &str) -> bool {
+    md5.as_bytes().eq_ignore_ascii_case(&body_md5_hex(body))
 }
 
 fn check_body(body: &str) -> Result<(), MessageError> {
@@ -538,7 +552,7 @@ impl Message {
 
     /// Whether the reported body MD5 matches the body (case-insensitive).
     pub fn body_md5_matches(&self) -> bool {
-        self.body_md5.eq_ignore_ascii_case(&body_md5(&self.body))
+        body_md5_matches(&self.body, &self.body_md5)
     }
 }
 

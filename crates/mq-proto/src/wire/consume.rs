@@ -452,14 +452,11 @@ fn message<'a>(
     let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
     let body = Text::from(r.share(f.body.ok_or(DecodeError::MissingElement("MessageBody"))?));
     let body_md5 = Text::from(f.md5.map(|m| trimmed(&r.share(m))).unwrap_or_default());
-    if !body_md5.is_empty() {
-        let computed = crate::message::body_md5(&body);
-        if !computed.eq_ignore_ascii_case(&body_md5) {
-            return Err(PoisonReason::Md5Mismatch {
-                reported: body_md5.into(),
-                computed,
-            });
-        }
+    if !body_md5.is_empty() && !crate::message::body_md5_matches(&body, &body_md5) {
+        return Err(PoisonReason::Md5Mismatch {
+            reported: body_md5.into(),
+            computed: crate::message::body_md5(&body),
+        });
     }
     Ok(Message {
         message_id: known.message_id.clone()?,
