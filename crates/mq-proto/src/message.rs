@@ -431,25 +431,57 @@ impl TopicMessage {
         // Values were validated by the setters; system values are digits or validated strings,
         // so inserting cannot fail. Errors are ignored rather than unwrapped to stay panic-free.
         for (key, value) in self.system_properties().into_iter().flatten() {
-            let _ = all.insert_text(ByteString::from_static(key), value.into());
+            let _ = all.insert_text(ByteString::from_static(key), value.to_text().into());
         }
         all
     }
 
     /// The system properties the message carries, as wire pairs.
-    fn system_properties(&self) -> [Option<(&'static str, Text)>; 4] {
+    /// Borrowed, so that [`check_limits`](Self::check_limits) measures them without a copy
+    /// or a formatted number.
+    fn system_properties(&self) -> [Option<(&'static str, SystemValue<'_>)>; 4] {
         [
-            self.key.clone().map(|k| (KEY_KEYS, k)),
-            (self.start_deliver_time).map(|t| (KEY_START_DELIVER_TIME, t.to_string().into())),
-            (self.trans_check_immunity)
-                .map(|i| (KEY_TRANS_CHECK_IMMUNITY, i.get().to_string().into())),
-            self.sharding_key.clone().map(|s| (KEY_SHARDING_KEY, s)),
+            (self.key.as_ref()).map(|k| (KEY_KEYS, SystemValue::Text(k))),
+            (self.start_deliver_time).map(|t| (KEY_START_DELIVER_TIME, SystemValue::Number(t))),
+            (self.trans_check_immunity).map(|i| {
+                (
+                    KEY_TRANS_CHECK_IMMUNITY,
+                    SystemValue::Number(u64::from(i.get())),
+                )
+            }),
+            (self.sharding_key.as_ref()).map(|s| (KEY_SHARDING_KEY, SystemValue::Text(s))),
         ]
     }
 
     /// Body MD5 as the server will report it ([`body_md5`]).
     pub fn body_md5(&self) -> String {
         body_md5(&self.body)
+    }
+}
+
+/// The value of one system property of a [`TopicMessage`], as its wire pair holds it.
+enum SystemValue<'a> {
+    /// A text value (message key, sharding key).
+    Text(&'a Text),
+    /// A number, written in decimal.
+    Number(u64),
+}
+
+impl SystemValue<'_> {
+    /// Bytes of the value on the wire.
+    fn len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Number(n) => itoa::Buffer::new().format(*n).len(),
+        }
+    }
+
+    /// The value as wire text (a shared clone for text).
+    fn to_text(&self) -> Text {
+        match self {
+            Self::Text(t) => (*t).clone(),
+            Self::Number(n) => Text::from(itoa::Buffer::new().format(*n)),
+        }
     }
 }
 

@@ -263,7 +263,14 @@ pub fn parse_request_bytes(
             "the request line is longer than {MAX_GET_TARGET_LEN} characters."
         )));
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    // A byte search, not `split_once`: a target is short and `?` is ASCII.
+    let (path, query) = match target.bytes().position(|b| b == b'?') {
+        Some(at) => (
+            target.get(..at).unwrap_or_default(),
+            target.get(at + 1..).unwrap_or_default(),
+        ),
+        None => (target, ""),
+    };
     let topic = parse_path(path)?;
     if !matches!(*method, Method::GET | Method::POST | Method::DELETE) {
         return Err(invalid_url(format_args!(
@@ -309,7 +316,7 @@ fn parse_path(path: &str) -> Result<TopicName, RequestError> {
     let name = path
         .strip_prefix("/topics/")
         .and_then(|rest| rest.strip_suffix("/messages"))
-        .filter(|name| !name.contains('/'))
+        .filter(|name| !name.bytes().any(|b| b == b'/'))
         .ok_or_else(|| {
             invalid_url(format_args!(
                 "{path:?} is not /topics/{{TopicName}}/messages."

@@ -711,17 +711,22 @@ pub(crate) fn char_error(body: &[u8]) -> Option<XmlError> {
 /// The `Char` check of [`check_chars`]; returns whether `text` holds a CR.
 pub(crate) fn check_xml_chars(text: &str) -> Result<bool, XmlError> {
     const BLOCK: usize = 128;
+    /// Whether a block needs the byte-by-byte look: the cheap fold first, then the one
+    /// without tab and LF.
+    fn suspect(block: &[u8; BLOCK]) -> bool {
+        block
+            .iter()
+            .fold(u8::MAX, |min, &b| min.min(attention_key(b)))
+            <= ATTENTION_MAX
+            && block.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0
+    }
     let bytes = text.as_bytes();
     let mut cr = false;
     let mut blocks = bytes.chunks_exact(BLOCK);
     let mut start = 0;
     for block in &mut blocks {
         if let Ok(block) = <&[u8; BLOCK]>::try_from(block)
-            && block
-                .iter()
-                .fold(u8::MAX, |min, &b| min.min(attention_key(b)))
-                <= ATTENTION_MAX
-            && block.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0
+            && suspect(block)
         {
             cr |= check_block(text, start, BLOCK)?;
         }
@@ -733,7 +738,7 @@ pub(crate) fn check_xml_chars(text: &str) -> Result<bool, XmlError> {
     if let Some(head) = padded.get_mut(..rest.len()) {
         head.copy_from_slice(rest);
     }
-    if padded.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0 {
+    if suspect(&padded) {
         cr |= check_block(text, start, rest.len())?;
     }
     Ok(cr)
