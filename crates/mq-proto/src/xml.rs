@@ -318,9 +318,10 @@ impl<'a> XmlReader<'a> {
         // The protocol's own names have no prefix and are valid `Name`s: a whole name that is
         // one of them needs neither splitting at a `:` nor a check. Other or prefixed names
         // are matched by their local part and checked.
-        let mut elem = Elem::from_local(name.as_ref());
+        let (mut elem, mut local) = (Elem::from_local(name.as_ref()), name.into_inner());
         if elem == Elem::Other {
-            elem = Elem::from_local(name.local_name().as_ref());
+            local = name.local_name().into_inner();
+            elem = Elem::from_local(local);
             if !is_name(name.as_ref()) {
                 return Err(self.fail(invalid_name("element", name.as_ref())));
             }
@@ -330,7 +331,7 @@ impl<'a> XmlReader<'a> {
         }
         if !self.seen_root {
             self.seen_root = true;
-            self.root_name = self.doc_range(name.local_name().into_inner());
+            self.root_name = self.doc_range(local);
         }
         Ok(elem)
     }
