@@ -71,13 +71,27 @@ pub enum MessageError {
 /// assert_eq!(mq_proto::body_md5("hello"), "5D41402ABC4B2A76B9719D911017C592");
 /// ```
 pub fn body_md5(body: &str) -> String {
+    // ASCII hex digits: the lossy conversion never replaces anything.
+    String::from_utf8_lossy(&body_md5_hex(body)).into_owned()
+}
+
+/// [`body_md5`] as ASCII bytes, without an allocation.
+fn body_md5_hex(body: &str) -> [u8; 32] {
     let digest = Md5::digest(body.as_bytes());
-    let mut out = String::with_capacity(32);
-    for b in digest {
-        out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xf)]));
+    let mut out = [0; 32];
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+        pair.copy_from_slice(&[
+            b"0123456789ABCDEF"[usize::from(b >> 4)],
+            b"0123456789ABCDEF"[usize::from(b & 0xf)],
+        ]);
     }
     out
+}
+
+/// Whether `md5` is the MD5 of `body` in hexadecimal, in either case (PROTOCOL §3.8): what
+/// a client checks `MessageBodyMD5` with.
+pub(crate) fn body_md5_matches(body: &str, md5: &str) -> bool {
+    md5.as_bytes().eq_ignore_ascii_case(&body_md5_hex(body))
 }
 
 fn check_body(body: &str) -> Result<(), MessageError> {
@@ -270,16 +284,19 @@ impl TopicMessage {
     ) -> Result<Self, MessageError> {
         let body = body.into();
         check_body(&body)?;
-        Self::from_xml_parts(body, tag.map(ByteString::from), properties)
+        Self::from_xml_parts(body, tag.map(ByteString::from), properties, None)
     }
 
     /// [`from_wire`](Self::from_wire) for a body the XML reader produced: the reader refuses
     /// every character [`check_body`] refuses (XML's `Char`), so only emptiness is left to
-    /// check and the body is not scanned a second time.
+    /// check and the body is not scanned a second time. `key` is the value of
+    /// [`KEY_KEYS`] when the caller took it out of `properties` already
+    /// ([`Properties::decode_text_without_keys`]).
     pub(crate) fn from_xml_parts(
         body: Text,
         tag: Option<ByteString>,
         mut properties: Properties,
+        key: Option<ByteString>,
     ) -> Result<Self, MessageError> {
         if body.is_empty() {
             return Err(MessageError::EmptyBody);
@@ -288,21 +305,27 @@ impl TopicMessage {
         if let Some(tag) = tag.filter(|t| !t.is_empty()) {
             msg.tag = Some(Tag::from_text(tag)?);
         }
-        msg.key = properties.remove(KEY_KEYS);
-        msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
-        if let Some(v) = properties.remove(KEY_START_DELIVER_TIME) {
-            msg.start_deliver_time =
-                Some(v.parse().map_err(|_| PropertyError::InvalidSystemValue {
-                    key: KEY_START_DELIVER_TIME,
+        msg.key = match key {
+            Some(key) => Some(key.into()),
+            None => properties.remove(KEY_KEYS),
+        };
+        // The other system keys start with `__`: looked up only when such a key is there.
+        if properties.iter().any(|(k, _)| k.starts_with("__")) {
+            msg.sharding_key = properties.remove(KEY_SHARDING_KEY);
+            if let Some(v) = properties.remove(KEY_START_DELIVER_TIME) {
+                msg.start_deliver_time =
+                    Some(v.parse().map_err(|_| PropertyError::InvalidSystemValue {
+                        key: KEY_START_DELIVER_TIME,
+                        value: v.to_string(),
+                    })?);
+            }
+            if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
+                let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
+                    key: KEY_TRANS_CHECK_IMMUNITY,
                     value: v.to_string(),
-                })?);
-        }
-        if let Some(v) = properties.remove(KEY_TRANS_CHECK_IMMUNITY) {
-            let secs: u32 = v.parse().map_err(|_| PropertyError::InvalidSystemValue {
-                key: KEY_TRANS_CHECK_IMMUNITY,
-                value: v.to_string(),
-            })?;
-            msg.trans_check_immunity = Some(TransCheckImmunity::new(secs)?);
+                })?;
+                msg.trans_check_immunity = Some(TransCheckImmunity::new(secs)?);
+            }
         }
         msg.properties = properties;
         Ok(msg)
@@ -432,19 +455,25 @@ impl TopicMessage {
         // Values were validated by the setters; system values are digits or validated strings,
         // so inserting cannot fail. Errors are ignored rather than unwrapped to stay panic-free.
         for (key, value) in self.system_properties().into_iter().flatten() {
-            let _ = all.insert_text(ByteString::from_static(key), value.into());
+            let _ = all.insert_text(ByteString::from_static(key), value.to_text().into());
         }
         all
     }
 
     /// The system properties the message carries, as wire pairs.
-    fn system_properties(&self) -> [Option<(&'static str, Text)>; 4] {
+    /// Borrowed, so that [`check_limits`](Self::check_limits) measures them without a copy
+    /// or a formatted number.
+    fn system_properties(&self) -> [Option<(&'static str, SystemValue<'_>)>; 4] {
         [
-            self.key.clone().map(|k| (KEY_KEYS, k)),
-            (self.start_deliver_time).map(|t| (KEY_START_DELIVER_TIME, t.to_string().into())),
-            (self.trans_check_immunity)
-                .map(|i| (KEY_TRANS_CHECK_IMMUNITY, i.get().to_string().into())),
-            self.sharding_key.clone().map(|s| (KEY_SHARDING_KEY, s)),
+            (self.key.as_ref()).map(|k| (KEY_KEYS, SystemValue::Text(k))),
+            (self.start_deliver_time).map(|t| (KEY_START_DELIVER_TIME, SystemValue::Number(t))),
+            (self.trans_check_immunity).map(|i| {
+                (
+                    KEY_TRANS_CHECK_IMMUNITY,
+                    SystemValue::Number(u64::from(i.get())),
+                )
+            }),
+            (self.sharding_key.as_ref()).map(|s| (KEY_SHARDING_KEY, SystemValue::Text(s))),
         ]
     }
 
@@ -459,6 +488,32 @@ impl TopicMessage {
     /// ```
     pub fn body_md5(&self) -> &str {
         self.body_md5.0.get_or_init(|| body_md5(&self.body).into())
+    }
+}
+
+/// The value of one system property of a [`TopicMessage`], as its wire pair holds it.
+enum SystemValue<'a> {
+    /// A text value (message key, sharding key).
+    Text(&'a Text),
+    /// A number, written in decimal.
+    Number(u64),
+}
+
+impl SystemValue<'_> {
+    /// Bytes of the value on the wire.
+    fn len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Number(n) => itoa::Buffer::new().format(*n).len(),
+        }
+    }
+
+    /// The value as wire text (a shared clone for text).
+    fn to_text(&self) -> Text {
+        match self {
+            Self::Text(t) => (*t).clone(),
+            Self::Number(n) => Text::from(itoa::Buffer::new().format(*n)),
+        }
     }
 }
 
@@ -561,7 +616,7 @@ impl Message {
 
     /// Whether the reported body MD5 matches the body (case-insensitive).
     pub fn body_md5_matches(&self) -> bool {
-        self.body_md5.eq_ignore_ascii_case(&body_md5(&self.body))
+        body_md5_matches(&self.body, &self.body_md5)
     }
 }
 

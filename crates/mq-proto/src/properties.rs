@@ -85,14 +85,22 @@ pub enum PropertyError {
     },
 }
 
+/// The bytes a key or value may hold without a closer look: printable ASCII other than the
+/// bytes of [`FORBIDDEN_CHARS`]. Forbidden characters and ASCII controls are ASCII bytes;
+/// other controls (U+0080..U+009F) are not, so text with other characters takes the
+/// character path of [`check_part`].
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = b' ';
+    while b < 0x7f {
+        t[b as usize] = !matches!(b, b':' | b'|' | b'"' | b'\'' | b'&' | b'<' | b'>');
+        b += 1;
+    }
+    t
+};
+
 fn check_part(key: &str, part: &str) -> Result<(), PropertyError> {
-    // Forbidden characters and ASCII controls are ASCII bytes; other controls (U+0080..U+009F)
-    // are not, so text with other characters takes the character path.
-    // (The bytes of `FORBIDDEN_CHARS`, spelled out so that the test is one lookup.)
-    let plain = |b: u8| {
-        (b' '..0x7f).contains(&b) && !matches!(b, b':' | b'|' | b'"' | b'\'' | b'&' | b'<' | b'>')
-    };
-    if part.bytes().all(plain) {
+    if part.bytes().all(|b| PLAIN[usize::from(b)]) {
         return Ok(());
     }
     if let Some(ch) = part
@@ -234,21 +242,118 @@ impl Properties {
 
     /// [`decode`](Self::decode) of shared text: keys and values are slices of `s`.
     pub(crate) fn decode_text(s: &ByteString) -> Result<Self, PropertyError> {
+        Self::decode_segments(s, false).map(|(properties, _)| properties)
+    }
+
+    /// [`decode_text`](Self::decode_text) with the value of [`KEY_KEYS`] (the last one, as
+    /// a later duplicate replaces an earlier one) taken out of the set, where a message
+    /// keeps it: the pair is checked like any other but never enters the set.
+    pub(crate) fn decode_text_without_keys(
+        s: &ByteString,
+    ) -> Result<(Self, Option<ByteString>), PropertyError> {
+        Self::decode_segments(s, true)
+    }
+
+    fn decode_segments(
+        s: &ByteString,
+        take_keys: bool,
+    ) -> Result<(Self, Option<ByteString>), PropertyError> {
         let mut map = BTreeMap::new();
-        for segment in s.split('|') {
-            if segment.is_empty() {
+        let mut keys = None;
+        for segment in segments(s) {
+            if segment.text.is_empty() {
                 continue;
             }
-            let Some((k, v)) = segment.split_once(':') else {
+            let Some((k, v)) = segment.pair() else {
                 return Err(PropertyError::MissingColon {
-                    segment: segment.to_owned(),
+                    segment: segment.text.to_owned(),
                 });
             };
-            validate_pair(k, v)?;
-            map.insert(s.slice_ref(k), s.slice_ref(v));
+            segment.validate_pair(k, v)?;
+            if take_keys && k == KEY_KEYS {
+                keys = Some(s.slice_ref(v));
+            } else {
+                map.insert(s.slice_ref(k), s.slice_ref(v));
+            }
         }
-        Ok(Self(map))
+        Ok((Self(map), keys))
     }
+
+    /// [`insert_text`](Self::insert_text) of the pair of `segment`, a segment of the wire
+    /// form `s`, as slices of `s` ([`Segment::validate_pair`]).
+    pub(crate) fn insert_segment(
+        &mut self,
+        s: &ByteString,
+        segment: &Segment<'_>,
+        (key, value): (&str, &str),
+    ) -> Result<(), PropertyError> {
+        segment.validate_pair(key, value)?;
+        self.0.insert(s.slice_ref(key), s.slice_ref(value));
+        Ok(())
+    }
+}
+
+/// One `|`-separated segment of the wire form, with where its colons are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segment<'a> {
+    /// The segment's text, without the `|`.
+    pub(crate) text: &'a str,
+    /// Byte offset in `text` of its first `:`.
+    pub(crate) first_colon: Option<usize>,
+    /// How many `:` `text` holds.
+    pub(crate) colons: usize,
+    /// Whether every byte of `text` other than its colons is [`PLAIN`].
+    pub(crate) plain: bool,
+}
+
+impl<'a> Segment<'a> {
+    /// The key before the first `:` and the value after it (which may hold more `:`).
+    pub(crate) fn pair(&self) -> Option<(&'a str, &'a str)> {
+        let colon = self.first_colon?;
+        Some((self.text.get(..colon)?, self.text.get(colon + 1..)?))
+    }
+
+    /// [`validate_pair`] of `key` and `value`, this segment's [`pair`](Self::pair): not
+    /// looked at again when the segment is plain with one `:` and neither side is empty
+    /// (nothing there that `validate_pair` refuses).
+    fn validate_pair(&self, key: &str, value: &str) -> Result<(), PropertyError> {
+        if self.plain && self.colons == 1 && !key.is_empty() && !value.is_empty() {
+            return Ok(());
+        }
+        validate_pair(key, value)
+    }
+}
+
+/// The segments of the wire form `s`, as `s.split('|')` gives them (an empty one after a
+/// trailing `|`), each with its colons counted: one pass over the bytes instead of a search
+/// per segment and per colon.
+pub(crate) fn segments(s: &str) -> impl Iterator<Item = Segment<'_>> {
+    let bytes = s.as_bytes();
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        let (mut first_colon, mut colons, mut plain, mut at) = (None, 0, true, from);
+        while let Some(&b) = bytes.get(at) {
+            match b {
+                b'|' => break,
+                b':' => {
+                    first_colon = first_colon.or(Some(at - from));
+                    colons += 1;
+                }
+                _ => plain &= PLAIN[usize::from(b)],
+            }
+            at += 1;
+        }
+        // `|` and `:` are ASCII: the cuts are character boundaries.
+        let text = s.get(from..at).unwrap_or_default();
+        start = (at < bytes.len()).then_some(at + 1);
+        Some(Segment {
+            text,
+            first_colon,
+            colons,
+            plain,
+        })
+    })
 }
 
 impl fmt::Debug for Properties {
@@ -284,6 +389,33 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// `segments` cuts as `split('|')` does, finds the colons `split(':')` finds and
+        /// tells plain segments by the definition of `FORBIDDEN_CHARS`; checking a pair
+        /// through its segment gives exactly what `validate_pair` gives.
+        #[test]
+        fn segments_match_split(s in "[a-z:|\u{4e2d}]{0,24}|[a-c:|\"'&<>\x00-\x1f\x7f\u{85}\u{e9} ]{0,24}") {
+            let got: Vec<Segment<'_>> = segments(&s).collect();
+            let want: Vec<Segment<'_>> = s
+                .split('|')
+                .map(|text| Segment {
+                    text,
+                    first_colon: text.find(':'),
+                    colons: text.matches(':').count(),
+                    plain: text.chars().all(|c| {
+                        c == ':'
+                            || (c.is_ascii() && !c.is_control() && !FORBIDDEN_CHARS.contains(&c))
+                    }),
+                })
+                .collect();
+            proptest::prop_assert_eq!(&got, &want);
+            for segment in got {
+                proptest::prop_assert_eq!(segment.pair(), segment.text.split_once(':'));
+                if let Some((k, v)) = segment.pair() {
+                    proptest::prop_assert_eq!(segment.validate_pair(k, v), validate_pair(k, v));
+                }
+            }
+        }
+
         /// The byte scan of `check_part` refuses exactly what the character definition
         /// refuses, naming the same character.
         #[test]

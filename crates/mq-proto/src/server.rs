@@ -263,7 +263,14 @@ pub fn parse_request_bytes(
             "the request line is longer than {MAX_GET_TARGET_LEN} characters."
         )));
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    // A byte search, not `split_once`: a target is short and `?` is ASCII.
+    let (path, query) = match target.bytes().position(|b| b == b'?') {
+        Some(at) => (
+            target.get(..at).unwrap_or_default(),
+            target.get(at + 1..).unwrap_or_default(),
+        ),
+        None => (target, ""),
+    };
     let topic = parse_path(path)?;
     if !matches!(*method, Method::GET | Method::POST | Method::DELETE) {
         return Err(invalid_url(format_args!(
@@ -309,7 +316,7 @@ fn parse_path(path: &str) -> Result<TopicName, RequestError> {
     let name = path
         .strip_prefix("/topics/")
         .and_then(|rest| rest.strip_suffix("/messages"))
-        .filter(|name| !name.contains('/'))
+        .filter(|name| !name.bytes().any(|b| b == b'/'))
         .ok_or_else(|| {
             invalid_url(format_args!(
                 "{path:?} is not /topics/{{TopicName}}/messages."
@@ -469,7 +476,9 @@ fn parse_ack(q: &Query<'_>, body: &[u8]) -> Result<Operation, RequestError> {
 ///
 /// `InvalidDigest` (400) when the header is not base64 or does not match `body`.
 pub fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), RequestError> {
-    let Some(value) = headers.get("content-md5") else {
+    // A `HeaderName` rather than a `&str`: the name is not parsed again for each request.
+    static CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
+    let Some(value) = headers.get(&CONTENT_MD5) else {
         return Ok(());
     };
     let invalid = || RequestError::from_code(ErrorCode::InvalidDigest);

@@ -68,6 +68,37 @@ pub(crate) fn shared_slice(text: &ByteString, sub: &str) -> Option<ByteString> {
     within.then(|| text.slice_ref(sub))
 }
 
+/// `s.trim()` (Unicode whitespace at both ends), without looking at characters when the
+/// first and last bytes are ASCII and neither whitespace nor a control: ids, handles,
+/// numbers and tags as every SDK sends them, with nothing to trim.
+pub(crate) fn trim(s: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x80);
+    if plain(s.as_bytes().first()) && plain(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
+/// `s.parse::<u64>()` (decimal digits after an optional `+`): up to 19 plain digits, which
+/// cannot overflow, are folded without the per-digit overflow checks; anything else is
+/// left to `parse`.
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    let digits = s.as_bytes();
+    if !(1..=19).contains(&digits.len()) {
+        return s.parse().ok();
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return s.parse().ok();
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
+}
+
 impl Deref for Text {
     type Target = str;
     fn deref(&self) -> &str {
@@ -164,5 +195,38 @@ impl PartialEq<Text> for &str {
 impl PartialEq<Text> for String {
     fn eq(&self, other: &Text) -> bool {
         self.as_str() == &*other.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// `trim` is `str::trim`, on text with ASCII and Unicode whitespace and controls at
+        /// either end.
+        #[test]
+        fn trim_is_str_trim(s in "[ \t\n\r\x0b\x0c\x00\x7fa9\u{a0}\u{3000}\u{85}\u{e9}]{0,3}[a-z0-9\u{e9} ]{0,8}[ \t\n\r\x0b\x0c\x00\x7fa9\u{a0}\u{3000}\u{85}\u{e9}]{0,3}") {
+            proptest::prop_assert_eq!(trim(&s), s.trim());
+        }
+
+        /// `parse_u64` is `str::parse::<u64>`, around the overflow edge and on signs, blanks
+        /// and empty text.
+        #[test]
+        fn parse_u64_is_str_parse(s in "[+-]?[0-9]{0,21}|[0-9 +a]{0,4}|1844674407370955161[0-9]") {
+            proptest::prop_assert_eq!(parse_u64(&s), s.parse::<u64>().ok());
+        }
+    }
+
+    #[test]
+    fn parse_u64_edges() {
+        assert_eq!(
+            parse_u64("9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_u64("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64("18446744073709551616"), None);
+        assert_eq!(parse_u64("+7"), Some(7));
+        assert_eq!(parse_u64(""), None);
     }
 }

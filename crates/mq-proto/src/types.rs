@@ -264,36 +264,15 @@ impl Tag {
 
     /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
     pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
-        if s.is_empty() {
-            return Err(InvalidValue::new("tag", "must not be empty"));
+        // Printable ASCII without `|` and without a space at either end, as every SDK's tags
+        // are: of the checks of `check_tag`, only the length and `*` ones can fail.
+        let plain = s.bytes().all(|b| (b' '..0x7f).contains(&b) && b != b'|')
+            && !s.starts_with(' ')
+            && !s.ends_with(' ');
+        if plain && (1..=MAX_TAG_LEN).contains(&s.len()) && &*s != "*" {
+            return Ok(Self(s));
         }
-        if s.len() > MAX_TAG_LEN {
-            return Err(InvalidValue::new(
-                "tag",
-                format!("{} bytes, at most {MAX_TAG_LEN} allowed", s.len()),
-            ));
-        }
-        if s.contains('|') {
-            return Err(InvalidValue::new("tag", "must not contain '|'"));
-        }
-        if s == "*" {
-            return Err(InvalidValue::new(
-                "tag",
-                "\"*\" means every tag in a filter and cannot be a message tag",
-            ));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(InvalidValue::new(
-                "tag",
-                "must not contain control characters",
-            ));
-        }
-        if s.trim() != &*s {
-            return Err(InvalidValue::new(
-                "tag",
-                "must not start or end with whitespace",
-            ));
-        }
+        check_tag(&s)?;
         Ok(Self(s))
     }
 
@@ -301,6 +280,41 @@ impl Tag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The checks of a tag, in the order their errors are reported.
+fn check_tag(s: &str) -> Result<(), InvalidValue> {
+    if s.is_empty() {
+        return Err(InvalidValue::new("tag", "must not be empty"));
+    }
+    if s.len() > MAX_TAG_LEN {
+        return Err(InvalidValue::new(
+            "tag",
+            format!("{} bytes, at most {MAX_TAG_LEN} allowed", s.len()),
+        ));
+    }
+    if s.contains('|') {
+        return Err(InvalidValue::new("tag", "must not contain '|'"));
+    }
+    if s == "*" {
+        return Err(InvalidValue::new(
+            "tag",
+            "\"*\" means every tag in a filter and cannot be a message tag",
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(InvalidValue::new(
+            "tag",
+            "must not contain control characters",
+        ));
+    }
+    if crate::text::trim(s) != s {
+        return Err(InvalidValue::new(
+            "tag",
+            "must not start or end with whitespace",
+        ));
+    }
+    Ok(())
 }
 
 impl FromStr for Tag {
@@ -819,6 +833,17 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A tag is accepted or refused, with the same error, whether or not it takes the
+        /// plain-ASCII fast path of `Tag::from_text`.
+        #[test]
+        fn tag_fast_path_agrees_with_the_checks(
+            s in "[a-zA-Z0-9_ ]{0,70}|[*| \t\x00\x7f\u{85}\u{a0}\u{3000}a\u{4e2d}]{0,6}",
+        ) {
+            let got = Tag::from_text(ByteString::from(s.as_str())).map(|t| t.as_str().to_owned());
+            let want = check_tag(&s).map(|()| s.clone());
+            proptest::prop_assert_eq!(got, want);
+        }
+
         /// The byte scans of handles and names refuse exactly what their character
         /// definitions refuse, and name the same character.
         #[test]

@@ -91,27 +91,31 @@ pub(crate) enum Elem {
 
 impl Elem {
     fn from_local(name: &[u8]) -> Self {
-        match name {
-            b"Messages" => Self::Messages,
-            b"Message" => Self::Message,
-            b"MessageId" => Self::MessageId,
-            b"ReceiptHandles" => Self::ReceiptHandles,
-            b"ReceiptHandle" => Self::ReceiptHandle,
-            b"MessageBodyMD5" => Self::MessageBodyMd5,
-            b"MessageBody" => Self::MessageBody,
-            b"PublishTime" => Self::PublishTime,
-            b"NextConsumeTime" => Self::NextConsumeTime,
-            b"FirstConsumeTime" => Self::FirstConsumeTime,
-            b"ConsumedTimes" => Self::ConsumedTimes,
-            b"MessageTag" => Self::MessageTag,
-            b"Properties" => Self::Properties,
-            b"Errors" => Self::Errors,
-            b"Error" => Self::Error,
-            b"Code" => Self::Code,
-            b"RequestId" => Self::RequestId,
-            b"HostId" => Self::HostId,
-            b"ErrorCode" => Self::ErrorCode,
-            b"ErrorMessage" => Self::ErrorMessage,
+        // By length first, then one fixed-size comparison per candidate of that length.
+        fn is<const N: usize>(name: &[u8], candidate: &[u8; N]) -> bool {
+            <&[u8; N]>::try_from(name).is_ok_and(|name| name == candidate)
+        }
+        match name.len() {
+            4 if is(name, b"Code") => Self::Code,
+            5 if is(name, b"Error") => Self::Error,
+            6 if is(name, b"Errors") => Self::Errors,
+            6 if is(name, b"HostId") => Self::HostId,
+            7 if is(name, b"Message") => Self::Message,
+            8 if is(name, b"Messages") => Self::Messages,
+            9 if is(name, b"MessageId") => Self::MessageId,
+            9 if is(name, b"RequestId") => Self::RequestId,
+            9 if is(name, b"ErrorCode") => Self::ErrorCode,
+            10 if is(name, b"MessageTag") => Self::MessageTag,
+            10 if is(name, b"Properties") => Self::Properties,
+            11 if is(name, b"MessageBody") => Self::MessageBody,
+            11 if is(name, b"PublishTime") => Self::PublishTime,
+            12 if is(name, b"ErrorMessage") => Self::ErrorMessage,
+            13 if is(name, b"ReceiptHandle") => Self::ReceiptHandle,
+            13 if is(name, b"ConsumedTimes") => Self::ConsumedTimes,
+            14 if is(name, b"ReceiptHandles") => Self::ReceiptHandles,
+            14 if is(name, b"MessageBodyMD5") => Self::MessageBodyMd5,
+            15 if is(name, b"NextConsumeTime") => Self::NextConsumeTime,
+            16 if is(name, b"FirstConsumeTime") => Self::FirstConsumeTime,
             _ => Self::Other,
         }
     }
@@ -203,7 +207,8 @@ pub(crate) struct XmlReader<'a> {
     depth: usize,
     seen_root: bool,
     root_closed: bool,
-    root_name: Option<String>,
+    /// Where the local name of the root element lies in `doc`, once seen.
+    root_name: Option<Range<usize>>,
     /// Byte offset in the body where the last event read began.
     event_start: usize,
 }
@@ -261,7 +266,9 @@ impl<'a> XmlReader<'a> {
 
     /// The local name of the root element, once seen (for error messages).
     pub(crate) fn root_name(&self) -> &str {
-        self.root_name.as_deref().unwrap_or("")
+        (self.root_name.clone())
+            .and_then(|name| self.doc.get(name))
+            .unwrap_or_default()
     }
 
     /// The next event from quick-xml, with the checks that do not depend on where the reader
@@ -298,6 +305,7 @@ impl<'a> XmlReader<'a> {
     }
 
     /// Checks a start tag and goes one level down.
+    #[inline(always)]
     fn enter(&mut self, tag: &BytesStart<'_>) -> Result<Elem, XmlError> {
         if self.root_closed {
             return Err(XmlError::OutsideRoot);
@@ -307,20 +315,23 @@ impl<'a> XmlReader<'a> {
             return Err(XmlError::TooDeep);
         }
         let name = tag.name();
-        let local = name.local_name();
-        let elem = Elem::from_local(local.as_ref());
-        // The protocol's own names are valid `Name`s: only other or prefixed names are checked.
-        if (elem == Elem::Other || name.as_ref().len() != local.as_ref().len())
-            && !is_name(name.as_ref())
-        {
-            return Err(self.fail(invalid_name("element", name.as_ref())));
+        // The protocol's own names have no prefix and are valid `Name`s: a whole name that is
+        // one of them needs neither splitting at a `:` nor a check. Other or prefixed names
+        // are matched by their local part and checked.
+        let (mut elem, mut local) = (Elem::from_local(name.as_ref()), name.into_inner());
+        if elem == Elem::Other {
+            local = name.local_name().into_inner();
+            elem = Elem::from_local(local);
+            if !is_name(name.as_ref()) {
+                return Err(self.fail(invalid_name("element", name.as_ref())));
+            }
         }
         if let Err(e) = check_attributes(tag) {
             return Err(self.fail(e));
         }
         if !self.seen_root {
             self.seen_root = true;
-            self.root_name = Some(String::from_utf8_lossy(local.as_ref()).into_owned());
+            self.root_name = self.doc_range(local);
         }
         Ok(elem)
     }
@@ -334,6 +345,7 @@ impl<'a> XmlReader<'a> {
 
     /// The next structural event; text between elements is skipped (text outside the root
     /// must be blank) but still checked.
+    #[inline(always)]
     pub(crate) fn next(&mut self) -> Result<XmlEvent, XmlError> {
         loop {
             match self.read()? {
@@ -388,6 +400,7 @@ impl<'a> XmlReader<'a> {
     /// tag: text and CDATA pieces are concatenated, line ends normalised, references
     /// resolved; child elements are skipped. Borrows from the input when the text is one
     /// piece without references or CRs.
+    #[inline(always)]
     pub(crate) fn read_text(&mut self) -> Result<Cow<'a, str>, XmlError> {
         let mut acc: Option<Cow<'a, str>> = None;
         let target = self.depth.saturating_sub(1);
@@ -448,6 +461,7 @@ impl<'a> XmlReader<'a> {
 
     /// A text (`references`) or CDATA piece as a string: line ends normalised, references
     /// resolved and checked.
+    #[inline(always)]
     fn char_data(&self, raw: Cow<'a, [u8]>, references: bool) -> Result<Cow<'a, str>, XmlError> {
         let mut text = match raw {
             Cow::Borrowed(b) => self.doc_str(b).map(Cow::Borrowed)?,
@@ -466,13 +480,17 @@ impl<'a> XmlReader<'a> {
     /// document is valid UTF-8 ([`check_chars`]) and quick-xml cuts it only next to ASCII
     /// delimiters. A slice from anywhere else is decoded.
     fn doc_str(&self, piece: &'a [u8]) -> Result<&'a str, XmlError> {
-        let within = (piece.as_ptr() as usize)
-            .checked_sub(self.doc.as_ptr() as usize)
-            .and_then(|start| self.doc.get(start..start.checked_add(piece.len())?));
-        match within {
+        match self.doc_range(piece).and_then(|range| self.doc.get(range)) {
             Some(s) => Ok(s),
             None => std::str::from_utf8(piece).map_err(syntax),
         }
+    }
+
+    /// Where `piece` lies in the document, if it is a slice of it.
+    fn doc_range(&self, piece: &[u8]) -> Option<Range<usize>> {
+        let start = (piece.as_ptr() as usize).checked_sub(self.doc.as_ptr() as usize)?;
+        let end = start.checked_add(piece.len())?;
+        (end <= self.doc.len()).then_some(start..end)
     }
 
     /// Skips the rest of the element that was just started, including its end tag.
@@ -537,18 +555,21 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// 1 for the bytes that may start a character XML does not allow — C0 controls (tab, LF and
-/// CR are allowed) and `0xEF`, the lead byte of U+FFFE and U+FFFF (surrogates cannot occur in
-/// UTF-8) — and for `0xF0..=0xFF` (4-byte characters, rare). One wrapping add moves that set
-/// to `0x00..=0x30`, so a fold over a block of bytes vectorises into one add and one compare
-/// per 16 bytes.
+/// The bytes that may start a character XML does not allow — C0 controls (tab, LF and CR
+/// are allowed) and `0xEF`, the lead byte of U+FFFE and U+FFFF (surrogates cannot occur in
+/// UTF-8) — and `0xF0..=0xFF` (4-byte characters, rare) are those this wrapping add moves to
+/// `0x00..=ATTENTION_MAX`. A block holds one of them when the minimum of the moved bytes is at
+/// most [`ATTENTION_MAX`]: a fold that vectorises into one add and one minimum per 16 bytes.
 #[inline(always)]
-fn attention(b: u8) -> u8 {
-    u8::from(b.wrapping_add(0x11) <= 0x30)
+fn attention_key(b: u8) -> u8 {
+    b.wrapping_add(0x11)
 }
 
-/// [`attention`] without tab and LF, for blocks that have a byte of [`attention`] (CR stays,
-/// so that [`check_block`] notes it).
+/// See [`attention_key`].
+const ATTENTION_MAX: u8 = 0x30;
+
+/// The bytes of [`attention_key`] without tab and LF, for blocks that have one of those
+/// (CR stays, so that [`check_block`] notes it); 1 for such a byte.
 #[inline(always)]
 fn close_attention(b: u8) -> u8 {
     (u8::from(b < 0x20) & u8::from(b != b'\t') & u8::from(b != b'\n')) | u8::from(b == 0xef)
@@ -570,7 +591,7 @@ struct Found {
 /// control other than tab, LF and CR, no U+FFFE or U+FFFF; returns the text and what rare
 /// characters it holds.
 ///
-/// After the UTF-8 check, 64-byte blocks are tested with a branch-free fold of [`attention`]
+/// After the UTF-8 check, 128-byte blocks are tested with a branch-free fold of [`attention_key`]
 /// (vectorised by the compiler); a block with such a byte is tested again without tab and LF
 /// (indented documents have them in many blocks), and looked at byte by byte only if that
 /// finds one.
@@ -690,15 +711,23 @@ pub(crate) fn char_error(body: &[u8]) -> Option<XmlError> {
 
 /// The `Char` check of [`check_chars`]; returns whether `text` holds a CR.
 pub(crate) fn check_xml_chars(text: &str) -> Result<bool, XmlError> {
-    const BLOCK: usize = 64;
+    const BLOCK: usize = 128;
+    /// Whether a block needs the byte-by-byte look: the cheap fold first, then the one
+    /// without tab and LF.
+    fn suspect(block: &[u8; BLOCK]) -> bool {
+        block
+            .iter()
+            .fold(u8::MAX, |min, &b| min.min(attention_key(b)))
+            <= ATTENTION_MAX
+            && block.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0
+    }
     let bytes = text.as_bytes();
     let mut cr = false;
     let mut blocks = bytes.chunks_exact(BLOCK);
     let mut start = 0;
     for block in &mut blocks {
         if let Ok(block) = <&[u8; BLOCK]>::try_from(block)
-            && block.iter().fold(0, |acc, &b| acc | attention(b)) != 0
-            && block.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0
+            && suspect(block)
         {
             cr |= check_block(text, start, BLOCK)?;
         }
@@ -710,7 +739,7 @@ pub(crate) fn check_xml_chars(text: &str) -> Result<bool, XmlError> {
     if let Some(head) = padded.get_mut(..rest.len()) {
         head.copy_from_slice(rest);
     }
-    if padded.iter().fold(0, |acc, &b| acc | close_attention(b)) != 0 {
+    if suspect(&padded) {
         cr |= check_block(text, start, rest.len())?;
     }
     Ok(cr)
@@ -818,11 +847,14 @@ fn check_attributes(tag: &BytesStart<'_>) -> Result<(), XmlError> {
     if raw.iter().all(|&b| is_space(b)) {
         return Ok(());
     }
-    // The one attribute most roots have: a single valid attribute, nothing to look into.
+    // The one attribute most roots have: a single valid attribute, nothing to look into
+    // (compared whole for the protocol's own namespaces, which hold none of `"` `<` `&`).
     if let Some(value) = raw
         .strip_prefix(b" xmlns=\"")
         .and_then(|rest| rest.strip_suffix(b"\""))
-        && memchr3(b'"', b'<', b'&', value).is_none()
+        && (value == NS_MESSAGE.as_bytes()
+            || value == NS_ERROR.as_bytes()
+            || memchr3(b'"', b'<', b'&', value).is_none())
     {
         return Ok(());
     }
@@ -1230,6 +1262,45 @@ mod tests {
         assert!(texts("\u{feff}<a><b>x</b></a>").is_ok());
         assert_eq!(texts("\u{feff}\u{feff}<a/>"), Err(XmlError::OutsideRoot));
         assert_eq!(texts(" \u{feff}<a/>"), Err(XmlError::OutsideRoot));
+    }
+
+    #[test]
+    fn element_names_match_their_wire_names() {
+        use Elem::Other;
+        // Every element of the protocol by its wire name.
+        let names = "Messages Message MessageId ReceiptHandles ReceiptHandle MessageBodyMD5 \
+            MessageBody PublishTime NextConsumeTime FirstConsumeTime ConsumedTimes MessageTag \
+            Properties Errors Error Code RequestId HostId ErrorCode ErrorMessage";
+        let all: Vec<Elem> = names
+            .split_whitespace()
+            .map(|n| Elem::from_local(n.as_bytes()))
+            .collect();
+        let distinct: std::collections::HashSet<&str> = all.iter().map(|e| e.as_str()).collect();
+        assert_eq!(distinct.len(), 20);
+        assert!(!all.contains(&Other));
+        // The definition: the element whose wire name is `name`, else `Other`.
+        let reference = |name: &[u8]| {
+            (all.iter().copied())
+                .find(|e| e.as_str().as_bytes() == name)
+                .unwrap_or(Other)
+        };
+        for &elem in &all {
+            let name = elem.as_str().as_bytes();
+            assert_eq!(Elem::from_local(name), elem);
+            // Same length, one byte off; one byte shorter or longer; another case.
+            let mut off = name.to_vec();
+            if let Some(last) = off.last_mut() {
+                *last ^= 0x20;
+            }
+            let longer = [name, b"s"].concat();
+            let lower = name.to_ascii_lowercase();
+            for other in [&off[..], &name[..name.len() - 1], &longer, &lower] {
+                assert_eq!(Elem::from_local(other), reference(other), "{other:?}");
+            }
+        }
+        assert_eq!(Elem::from_local(b""), Other);
+        assert_eq!(Elem::from_local(b"MessageBodyMD5x"), Other);
+        assert_eq!(Elem::from_local(b"Message"), Elem::Message);
     }
 
     #[test]

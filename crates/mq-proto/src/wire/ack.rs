@@ -50,7 +50,7 @@ pub(crate) fn decode_request(body: &[u8]) -> Result<Vec<String>, RequestError> {
             return r.skip().map_err(|e| malformed_xml(&e));
         }
         let text = r.read_text().map_err(|e| malformed_xml(&e))?;
-        let handle = text.trim();
+        let handle = crate::text::trim(&text);
         if !handle.is_empty() {
             if handles.len() == HandleBatch::MAX {
                 return Err(invalid_argument(format!(

@@ -5,16 +5,15 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
-use std::str::FromStr;
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::message::Message;
 use crate::properties::{
-    KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties, PropertyError,
+    KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties, PropertyError, segments,
 };
-use crate::text::Text;
+use crate::text::{Text, parse_u64, trim};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use crate::wire::{DecodeError, message_id, receipt_handle, trimmed};
 use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
@@ -304,7 +303,8 @@ pub(crate) fn decode_entries(
     r.children(|r, e| {
         if e == Elem::Message {
             let start = r.event_start();
-            let fields = read_fields(r)?;
+            // Spans serve only to place damaged bytes: none to place in a clean body.
+            let fields = read_fields(r, !bad.is_empty())?;
             let span = start..r.position();
             let damaged: Vec<&Range<usize>> = bad
                 .iter()
@@ -339,18 +339,20 @@ struct Fields<'a> {
     times: Option<Cow<'a, str>>,
     tag: Option<Cow<'a, str>>,
     props: Option<Cow<'a, str>>,
-    /// Byte range of every known child element, for placing damaged bytes.
+    /// Byte range of every known child element, for placing damaged bytes (when asked
+    /// for).
     spans: Vec<(&'static str, Range<usize>)>,
 }
 
 /// How many kinds of child of `Message` [`read_fields`] reads.
 const KNOWN_CHILDREN: usize = 10;
 
-/// Reads one `Message` element (already entered), up to its end tag.
-fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
+/// Reads one `Message` element (already entered), up to its end tag, and the spans of its
+/// children if `spans`.
+fn read_fields<'a>(r: &mut XmlReader<'a>, spans: bool) -> Result<Fields<'a>, XmlError> {
     let mut f = Fields {
         // Every known child once: one allocation per message.
-        spans: Vec::with_capacity(KNOWN_CHILDREN),
+        spans: Vec::with_capacity(if spans { KNOWN_CHILDREN } else { 0 }),
         ..Fields::default()
     };
     r.children(|r, e| {
@@ -369,7 +371,9 @@ fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
             _ => return r.skip(),
         };
         *slot = Some(r.read_text()?);
-        f.spans.push((e.as_str(), start..r.position()));
+        if spans {
+            f.spans.push((e.as_str(), start..r.position()));
+        }
         Ok::<(), XmlError>(())
     })?;
     Ok(f)
@@ -378,7 +382,7 @@ fn read_fields<'a>(r: &mut XmlReader<'a>) -> Result<Fields<'a>, XmlError> {
 /// Judges one `Message` read by [`read_fields`] from `r`'s document that spans `span` of
 /// `raw`; `damaged` are the replaced byte ranges inside it.
 fn entry<'a>(
-    f: Fields<'a>,
+    mut f: Fields<'a>,
     r: &XmlReader<'a>,
     raw: &Bytes,
     span: Range<usize>,
@@ -386,27 +390,25 @@ fn entry<'a>(
 ) -> Entry {
     let hit = |s: &Range<usize>| damaged.iter().any(|b| b.start < s.end && s.start < b.end);
     // The text of an element holding a replaced byte is not what was sent: not used.
-    let intact = |name: &str| !f.spans.iter().any(|(n, s)| *n == name && hit(s));
-    let id = f.id.clone().map(|t| r.share(t));
-    let handle = f.handle.clone().map(|t| r.share(t));
-    let message_id = (id.as_ref())
-        .filter(|_| intact("MessageId"))
-        .and_then(|t| message_id(Some(t)).ok());
-    let receipt_handle = (handle.as_ref())
-        .filter(|_| intact("ReceiptHandle"))
-        .and_then(|t| receipt_handle(t).ok());
-    let next_consume_time = (f.next.clone())
-        .filter(|_| intact("NextConsumeTime"))
-        .and_then(|t| number(Some(t), "NextConsumeTime").ok());
-    let consumed_times = (f.times.clone())
-        .filter(|_| intact("ConsumedTimes"))
-        .and_then(|t| number(Some(t), "ConsumedTimes").ok());
+    let spans = std::mem::take(&mut f.spans);
+    let intact = |name: &str| !spans.iter().any(|(n, s)| *n == name && hit(s));
+    // Each field is read once: a poison message reports the ones that are valid.
+    let known = Known {
+        handle: f.handle.take().map(|t| r.share(t)),
+        message_id: message_id(f.id.take().map(|t| r.share(t)).as_ref()),
+        next_consume_time: number(f.next.take(), "NextConsumeTime"),
+        consumed_times: number(f.times.take(), "ConsumedTimes"),
+    };
+    let receipt_handle = known.handle.as_ref().map(receipt_handle);
     let poison = |reason: PoisonReason| {
         Entry::Poison(PoisonMessage {
-            message_id: message_id.clone(),
-            receipt_handle: receipt_handle.clone(),
-            next_consume_time,
-            consumed_times,
+            message_id: (known.message_id.clone().ok()).filter(|_| intact("MessageId")),
+            receipt_handle: (receipt_handle.clone())
+                .and_then(Result::ok)
+                .filter(|_| intact("ReceiptHandle")),
+            next_consume_time: (known.next_consume_time.clone().ok())
+                .filter(|_| intact("NextConsumeTime")),
+            consumed_times: (known.consumed_times.clone().ok()).filter(|_| intact("ConsumedTimes")),
             raw: raw
                 .get(span.clone())
                 .map_or_else(Bytes::new, |element| raw.slice_ref(element)),
@@ -414,8 +416,7 @@ fn entry<'a>(
         })
     };
     if let Some(first) = damaged.iter().map(|b| b.start).min() {
-        let element = f
-            .spans
+        let element = spans
             .iter()
             .find(|(_, s)| s.contains(&first))
             .map(|(n, _)| *n);
@@ -424,41 +425,48 @@ fn entry<'a>(
             offset: first - span.start,
         });
     }
-    match message(f, r, id, handle) {
+    match message(f, r, &known, receipt_handle.clone()) {
         Ok(m) => Entry::Message(m),
         Err(reason) => poison(reason),
     }
 }
 
+/// The fields of one `Message` that a poison message reports too, each read once.
+struct Known {
+    /// `ReceiptHandle`'s text, shared.
+    handle: Option<ByteString>,
+    message_id: Result<MessageId, DecodeError>,
+    next_consume_time: Result<u64, DecodeError>,
+    consumed_times: Result<u32, DecodeError>,
+}
+
 /// A message from its (undamaged) fields, with the checks that make it poison otherwise;
-/// `id` and `handle` are the texts of those fields, already shared.
+/// `known` holds the fields already read and `handle` the receipt handle read from
+/// `known.handle`. The checks run in the order of the elements in the document.
 fn message<'a>(
     f: Fields<'a>,
     r: &XmlReader<'a>,
-    id: Option<ByteString>,
-    handle: Option<ByteString>,
+    known: &Known,
+    handle: Option<Result<ReceiptHandle, DecodeError>>,
 ) -> Result<Message, PoisonReason> {
     let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
     let body = Text::from(r.share(f.body.ok_or(DecodeError::MissingElement("MessageBody"))?));
     let body_md5 = Text::from(f.md5.map(|m| trimmed(&r.share(m))).unwrap_or_default());
-    if !body_md5.is_empty() {
-        let computed = crate::message::body_md5(&body);
-        if !computed.eq_ignore_ascii_case(&body_md5) {
-            return Err(PoisonReason::Md5Mismatch {
-                reported: body_md5.into(),
-                computed,
-            });
-        }
+    if !body_md5.is_empty() && !crate::message::body_md5_matches(&body, &body_md5) {
+        return Err(PoisonReason::Md5Mismatch {
+            reported: body_md5.into(),
+            computed: crate::message::body_md5(&body),
+        });
     }
     Ok(Message {
-        message_id: message_id(id.as_ref())?,
-        receipt_handle: receipt_handle(&handle)?,
+        message_id: known.message_id.clone()?,
+        receipt_handle: handle?,
         body_md5,
         body,
         publish_time: number(f.publish, "PublishTime")?,
-        next_consume_time: number(f.next, "NextConsumeTime")?,
+        next_consume_time: known.next_consume_time.clone()?,
         first_consume_time: number(f.first, "FirstConsumeTime")?,
-        consumed_times: number(f.times, "ConsumedTimes")?,
+        consumed_times: known.consumed_times.clone()?,
         tag: f
             .tag
             .and_then(|t| Tag::from_text(trimmed(&r.share(t))).ok()),
@@ -469,13 +477,18 @@ fn message<'a>(
     })
 }
 
-/// A required numeric element's (trimmed) text as a number.
-fn number<T: FromStr>(text: Option<Cow<'_, str>>, element: &'static str) -> Result<T, DecodeError> {
+/// A required numeric element's (trimmed) text as a number: `T`'s range of `u64`.
+fn number<T: TryFrom<u64>>(
+    text: Option<Cow<'_, str>>,
+    element: &'static str,
+) -> Result<T, DecodeError> {
     let text = text.ok_or(DecodeError::MissingElement(element))?;
-    text.trim().parse().map_err(|_| DecodeError::BadNumber {
-        element,
-        value: text.into_owned(),
-    })
+    parse_u64(trim(&text))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| DecodeError::BadNumber {
+            element,
+            value: text.into_owned(),
+        })
 }
 
 /// Properties as the SDKs read them (PROTOCOL §4.3): segments that do not split into
@@ -484,17 +497,21 @@ fn number<T: FromStr>(text: Option<Cow<'_, str>>, element: &'static str) -> Resu
 /// the wrong form, is an error (the message is poison).
 fn received_properties(s: &ByteString) -> Result<Properties, PropertyError> {
     let mut props = Properties::new();
-    for segment in s.split('|') {
-        let mut parts = segment.split(':');
-        let (Some(k), Some(v), None) = (parts.next(), parts.next(), parts.next()) else {
+    let mut system = false;
+    for segment in segments(s) {
+        let Some((k, v)) = segment.pair().filter(|_| segment.colons == 1) else {
             continue;
         };
         if k.is_empty() || v.is_empty() {
             continue;
         }
-        props.insert_text(s.slice_ref(k), s.slice_ref(v))?;
+        props.insert_segment(s, &segment, (k, v))?;
+        system |= k.starts_with("__");
     }
-    check_system_values(&props)?;
+    // Only the system properties' values are checked further (their keys start with `__`).
+    if system {
+        check_system_values(&props)?;
+    }
     Ok(props)
 }
 

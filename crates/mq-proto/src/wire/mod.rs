@@ -95,7 +95,7 @@ fn receipt_handle(text: &ByteString) -> Result<ReceiptHandle, DecodeError> {
 
 /// `text` without leading and trailing whitespace, sharing its buffer.
 fn trimmed(text: &ByteString) -> ByteString {
-    let t = text.trim();
+    let t = crate::text::trim(text);
     if t.len() == text.len() {
         text.clone()
     } else {

@@ -86,13 +86,14 @@ pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError>
 
     let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
     // Not trimmed: spaces are legal at the edges of property keys and values.
-    let properties = match props {
-        None => Properties::new(),
-        Some(p) if p.is_empty() => Properties::new(),
-        Some(p) => Properties::decode_text(&r.share(p)).map_err(|e| message_error(e.into()))?,
+    let (properties, key) = match props {
+        None => (Properties::new(), None),
+        Some(p) if p.is_empty() => (Properties::new(), None),
+        Some(p) => Properties::decode_text_without_keys(&r.share(p))
+            .map_err(|e| message_error(e.into()))?,
     };
     let tag = tag.map(|t| trimmed(&r.share(t)));
-    let message = TopicMessage::from_xml_parts(r.share(text).into(), tag, properties)
+    let message = TopicMessage::from_xml_parts(r.share(text).into(), tag, properties, key)
         .map_err(message_error)?;
     message.check_limits().map_err(message_error)?;
     Ok(message)
@@ -207,6 +208,36 @@ mod tests {
         assert_eq!(
             request.get(start..start + shared.len()),
             Some(&b"plain body"[..])
+        );
+    }
+
+    #[test]
+    fn keys_taken_out_while_decoding_match_the_wire_form() {
+        // The request parse takes `KEYS` out of the properties as it decodes them; the
+        // message must be the one `from_wire` builds from the whole set.
+        for props in [
+            "KEYS:k1|color:red|",
+            "color:red|KEYS:k1|KEYS:k2|",
+            "KEYS:k1",
+            "a:1|__SHARDINGKEY:s|KEYS:k|__STARTDELIVERTIME:5|",
+            "color:red",
+        ] {
+            let body = format!(
+                "<Message><MessageBody>b</MessageBody><Properties>{props}</Properties></Message>"
+            );
+            let expected =
+                TopicMessage::from_wire("b", None, Properties::decode(props).unwrap()).unwrap();
+            let decoded = decode_request(&Bytes::from(body)).unwrap();
+            assert_eq!(decoded, expected, "{props}");
+            assert_eq!(decoded.properties().get("KEYS"), None, "{props}");
+        }
+        assert_eq!(
+            decode_request(&Bytes::from_static(
+                b"<Message><MessageBody>b</MessageBody><Properties>KEYS:a|KEYS:b|</Properties></Message>"
+            ))
+            .unwrap()
+            .key(),
+            Some("b")
         );
     }
 
