@@ -435,7 +435,9 @@ where
             // The reason quotes what the answer held (a reported MD5): escaped like a body.
             let reason = p.reason.to_string();
             let reason = output::printable(&reason);
-            eprintln!("poison message {id} not decoded, left: {reason}");
+            crate::stderr_line(format_args!(
+                "poison message {id} not decoded, left: {reason}"
+            ));
         }
         if messages.is_empty() && messages.poison.is_empty() {
             if plan.follow {
@@ -625,10 +627,10 @@ async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
             })
             .await
             .map_err(|e| CliError::failed(format!("cannot start the embedded broker: {e}")))?;
-            eprintln!(
+            crate::stderr_line(format_args!(
                 "mq: no endpoint set; benchmarking an embedded broker on {}",
                 broker.endpoint()
-            );
+            ));
             let client = crate::args::client_for(&broker.endpoint(), credentials, None)?;
             embedded = Some(broker);
             client

@@ -113,10 +113,17 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mq: {e}");
+            stderr_line(format_args!("mq: {e}"));
             ExitCode::from(e.code)
         }
     }
+}
+
+/// Writes one line to stderr, ignoring a failure (`eprintln!` panics when stderr is a closed
+/// pipe, as in `mq … 2>&1 | head -1`; there is nowhere left to report it).
+pub(crate) fn stderr_line(line: fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Runs a parsed command line on a new tokio runtime.
@@ -137,12 +144,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     result
 }
 
-/// Log to stderr, filtered by `MQ_LOG` (default: warnings); coloured only on a terminal.
+/// Log to stderr, filtered by `MQ_LOG` (default: warnings, but not the client's poison
+/// event: `mq consume` and `mq tx half` print their own line per poison message);
+/// coloured only on a terminal.
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("MQ_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!(
+                    "warn,{}=off",
+                    mq_tokio::POISON_LOG_TARGET
+                ))
+            }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

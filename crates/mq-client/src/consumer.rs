@@ -240,9 +240,14 @@ pub(crate) async fn receive(
     Ok(received)
 }
 
+/// The `tracing` target of [`log_poison`]'s event, so a program that reports poison
+/// messages itself (the `mq` CLI) can turn the event off without the other warnings.
+pub const POISON_LOG_TARGET: &str = "mq_client::poison";
+
 /// Logs a message the client could not decode (warn: its id, delivery count and reason).
 pub(crate) fn log_poison(poison: &PoisonMessage) {
     tracing::warn!(
+        target: POISON_LOG_TARGET,
         message_id = ?poison.message_id,
         consumed_times = ?poison.consumed_times,
         reason = %poison.reason,

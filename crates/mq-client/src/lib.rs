@@ -41,7 +41,7 @@ mod transport;
 
 pub use checker::{CheckerHandle, CheckerReport};
 pub use client::{Client, ClientBuilder, TimeoutConfig, USER_AGENT};
-pub use consumer::{Consumer, ReceivedMessages};
+pub use consumer::{Consumer, POISON_LOG_TARGET, ReceivedMessages};
 pub use credentials::{
     CredentialsProvider, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN,
     StaticCredentials, credentials_from_env,
