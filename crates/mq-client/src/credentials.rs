@@ -39,21 +39,34 @@ pub trait CredentialsProvider: fmt::Debug + Send + Sync + 'static {
     fn credentials(&self) -> BoxFuture<Result<Credentials, Error>>;
 }
 
-/// Refuses credentials no request can be signed with: an empty AccessKey id or secret
+/// Refuses credentials no request can be signed with: an empty AccessKey id or secret, or
+/// an id or security token with a control character its header cannot carry
 /// (`Credentials::new` takes any text; the client checks what it will sign with here).
 ///
 /// # Errors
 ///
-/// [`ConfigError::EmptyCredentials`] naming the empty part.
+/// [`ConfigError::EmptyCredentials`] naming the empty part,
+/// [`ConfigError::UnsendableCredentials`] naming the part and the character.
 pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
-    let empty = if credentials.access_key_id().is_empty() {
-        "AccessKey id"
-    } else if credentials.access_key_secret().is_empty() {
-        "AccessKey secret"
-    } else {
-        return Ok(());
-    };
-    Err(ConfigError::EmptyCredentials { what: empty })
+    if credentials.access_key_id().is_empty() {
+        return Err(ConfigError::EmptyCredentials {
+            what: "AccessKey id",
+        });
+    }
+    if credentials.access_key_secret().is_empty() {
+        return Err(ConfigError::EmptyCredentials {
+            what: "AccessKey secret",
+        });
+    }
+    for (what, value) in [
+        ("AccessKey id", Some(credentials.access_key_id())),
+        ("security token", credentials.security_token()),
+    ] {
+        if let Some(character) = value.and_then(|v| v.chars().find(|c| c.is_control())) {
+            return Err(ConfigError::UnsendableCredentials { what, character });
+        }
+    }
+    Ok(())
 }
 
 /// Fixed credentials.

@@ -261,6 +261,19 @@ pub enum ConfigError {
         /// `AccessKey id` or `AccessKey secret` (never the value).
         what: &'static str,
     },
+    /// The AccessKey id or the security token of the credentials given (checked where
+    /// [`EmptyCredentials`](Self::EmptyCredentials) is) holds a control character: its
+    /// request header (`Authorization`, `security-token`) cannot carry it, and sending it
+    /// without would be refused as an unknown key.
+    #[error(
+        "the {what} of the credentials contains {character:?}, which a request header cannot carry"
+    )]
+    UnsendableCredentials {
+        /// `AccessKey id` or `security token`.
+        what: &'static str,
+        /// The first control character found.
+        character: char,
+    },
     /// An environment variable the credentials are read from is unset or empty.
     #[error("{variable} is not set")]
     MissingEnvVar {

@@ -44,6 +44,43 @@ fn fixed_credentials_with_an_empty_part_fail_build() {
     ok.build().expect("a complete key pair builds");
 }
 
+/// An id or token its header cannot carry is refused by `build()`, not sent with the
+/// character dropped (which the service would refuse as another, unknown key).
+#[test]
+fn an_id_or_token_with_a_control_character_fails_build() {
+    for (credentials, what, character) in [
+        (Credentials::new("id\nx", "secret"), "AccessKey id", '\n'),
+        (
+            Credentials::new("\u{1b}id", "secret"),
+            "AccessKey id",
+            '\u{1b}',
+        ),
+        (
+            Credentials::new("id", "secret").with_security_token("STS.tok\r"),
+            "security token",
+            '\r',
+        ),
+    ] {
+        let e = builder()
+            .credentials(credentials)
+            .build()
+            .expect_err("refused");
+        match &e {
+            Error::Config(ConfigError::UnsendableCredentials {
+                what: w,
+                character: c,
+            }) => assert_eq!((*w, *c), (what, character)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid configuration: the {what} of the credentials contains {character:?}, which a request header cannot carry"
+            )
+        );
+    }
+}
+
 /// Gives the same credentials every time.
 #[derive(Debug)]
 struct Fixed(&'static str, &'static str);
