@@ -275,7 +275,7 @@ pub enum ConfigError {
         character: char,
     },
     /// An environment variable the credentials are read from is unset or empty.
-    #[error("{variable} is not set")]
+    #[error("{variable} is not set or is empty")]
     MissingEnvVar {
         /// The variable.
         variable: &'static str,
@@ -532,6 +532,19 @@ impl std::error::Error for AckError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `credentials_from_env` gives it for an empty variable too (`VAR=""`): the text must
+    /// not claim the variable is unset.
+    #[test]
+    fn a_missing_variable_may_be_empty() {
+        let e = Error::Config(ConfigError::MissingEnvVar {
+            variable: "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        });
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: ALIBABA_CLOUD_ACCESS_KEY_ID is not set or is empty"
+        );
+    }
 
     fn service(status: u16, code: ErrorCode) -> Error {
         Error::Service(ServiceError::new(status, code, ""))
