@@ -240,8 +240,9 @@ pub(crate) async fn receive(
     Ok(received)
 }
 
-/// The `tracing` target of [`log_poison`]'s event, so a program that reports poison
-/// messages itself (the `mq` CLI) can turn the event off without the other warnings.
+/// The `tracing` target of the warning the client logs for each poison message (a message
+/// it could not decode, returned in `ReceivedMessages::poison`), so a program that reports
+/// poison messages itself (the `mq` CLI) can turn that event off without the other warnings.
 pub const POISON_LOG_TARGET: &str = "mq_client::poison";
 
 /// Logs a message the client could not decode (warn: its id, delivery count and reason).
