@@ -629,23 +629,25 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
                 group: group.clone(),
             }))
         };
+        // One measured consume + ack load against `addr` (its server is stopped by the caller).
+        let consume_ack = |addr| -> Result<_> {
+            let (prepared, signer) = (
+                prepared_consume(addr, &topic, &group, 16, 0)?,
+                signer(addr)?,
+            );
+            Ok(measured(
+                h,
+                consume_ack_load(addr, prepared, signer, n, plan.round),
+                |(r, _)| r.requests,
+            ))
+        };
         let bare = h
             .server
             .block_on(BareServer::start(canned.clone()))
             .map_err(|e| format!("bare server: {e}"))?;
-        let addr = bare.addr();
-        let (r, cpu) = measured(
-            h,
-            consume_ack_load(
-                addr,
-                prepared_consume(addr, &topic, &group, 16, 0)?,
-                signer(addr)?,
-                n,
-                plan.round,
-            ),
-            |(r, _)| r.requests,
-        );
+        let measured_bare = consume_ack(bare.addr());
         h.server.block_on(bare.shutdown());
+        let (r, cpu) = measured_bare?;
         let (r, _) = r?;
         check(&r, "bare consume+ack")?;
         bare_rates.push(r.requests_per_sec());
@@ -665,21 +667,9 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
             .await?;
             check(&fill, "prefill")
         });
-        let (result, cpu) = match filled {
-            Ok(()) => measured(
-                h,
-                consume_ack_load(
-                    addr,
-                    prepared_consume(addr, &topic, &group, 16, 0)?,
-                    signer(addr)?,
-                    n,
-                    plan.round,
-                ),
-                |(r, _)| r.requests,
-            ),
-            Err(e) => (Err(e), None),
-        };
+        let measured_broker = filled.and_then(|()| consume_ack(addr));
         h.stop_broker(broker);
+        let (result, cpu) = measured_broker?;
         let (r, drained) = result?;
         check(&r, "broker consume+ack")?;
         drained_early |= drained;

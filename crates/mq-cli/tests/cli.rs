@@ -395,34 +395,23 @@ fn missing_endpoint_is_one_line_and_exit_code_2() {
         );
         assert!(out.stdout.is_empty());
     }
-    // An endpoint without credentials.
-    let out = run(mq(&[
-        "publish",
-        "--endpoint",
-        "http://127.0.0.1:1",
-        "--topic",
-        "T",
-        "--body",
-        "x",
-    ]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials set"));
-    // Empty (or blank) keys count as unset: a usage error, no request.
-    let out = run(mq(&[
-        "publish",
-        "--endpoint",
-        "http://127.0.0.1:1",
-        "--access-key-id",
-        "",
-        "--access-key-secret",
-        " ",
-        "--topic",
-        "T",
-        "--body",
-        "x",
-    ]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials set"));
+    // An endpoint without credentials, and empty (or blank) keys, which count as unset: a
+    // usage error, no request.
+    let no_keys: &[&str] = &[];
+    for keys in [
+        no_keys,
+        &["--access-key-id", "", "--access-key-secret", " "],
+    ] {
+        let mut args = vec!["publish", "--endpoint", "http://127.0.0.1:1"];
+        args.extend_from_slice(keys);
+        args.extend_from_slice(&["--topic", "T", "--body", "x"]);
+        let out = run(mq(&args));
+        assert_eq!(out.status.code(), Some(2), "{keys:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no credentials set"),
+            "{keys:?}"
+        );
+    }
 }
 
 #[test]
