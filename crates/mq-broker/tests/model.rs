@@ -172,6 +172,10 @@ struct MGroup {
     /// Every message handed to the group, and how each one left it.
     received: BTreeSet<usize>,
     gone: BTreeSet<usize>,
+    /// An orderly consume happened since the group last had nothing to consume: only then
+    /// does the core keep its partition index, and only then does an ack that unblocks a
+    /// partition wake orderly consumers (a version change).
+    orderly_index: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -221,6 +225,15 @@ fn filter_matches(filter: &str, tag: Option<&str>) -> bool {
 }
 
 impl Model {
+    /// A group with nothing left to consume has no partition index (see `orderly_index`).
+    fn forget_empty_indexes(&mut self) {
+        for g in self.groups.values_mut() {
+            if g.entries.is_empty() {
+                g.orderly_index = false;
+            }
+        }
+    }
+
     fn sweep(&mut self, cfg: &CoreConfig) {
         let now = self.now;
         // Retention, in (expire_at, seq) order, for messages some group still holds.
@@ -275,6 +288,7 @@ impl Model {
         if changed {
             self.version += 1;
         }
+        self.forget_empty_indexes();
     }
 
     fn register(&mut self, group: usize) {
@@ -484,7 +498,7 @@ impl Model {
                     .filter(|(s, _)| self.msgs[**s].partition == *partition)
                     .map(|(_, e)| e)
                     .collect();
-                if let Some(head) = rest.first() {
+                if let Some(head) = rest.first().filter(|_| g.orderly_index) {
                     let flight = rest
                         .iter()
                         .filter(|e| e.consumed > 0)
@@ -730,6 +744,9 @@ impl Run {
                 self.model.register(*group);
                 let pending_before: BTreeMap<usize, MEntry> =
                     self.model.groups[group].entries.clone();
+                if *orderly && !pending_before.is_empty() {
+                    self.model.groups.entry(*group).or_default().orderly_index = true;
+                }
                 let want = self.model.consume(
                     *group,
                     *orderly,
@@ -856,6 +873,7 @@ impl Run {
                 assert_eq!(got.first().map(|f| f.code.clone()), want);
             }
         }
+        self.model.forget_empty_indexes();
         self.compare_state();
     }
 

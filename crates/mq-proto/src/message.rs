@@ -79,12 +79,7 @@ pub fn body_md5(body: &str) -> String {
 fn body_md5_hex(body: &str) -> [u8; 32] {
     let digest = Md5::digest(body.as_bytes());
     let mut out = [0; 32];
-    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
-        pair.copy_from_slice(&[
-            b"0123456789ABCDEF"[usize::from(b >> 4)],
-            b"0123456789ABCDEF"[usize::from(b & 0xf)],
-        ]);
-    }
+    crate::text::hex_bytes_into(&digest, &mut out);
     out
 }
 

@@ -579,8 +579,12 @@ pub fn request_id(n: u64) -> String {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    let tail = mix(n ^ 0xA5A5_5A5A_C3C3_3C3C) >> 32;
-    format!("{:016X}{:08X}", mix(n), tail)
+    let tail = crate::text::hex_u64(mix(n ^ 0xA5A5_5A5A_C3C3_3C3C));
+    let mut id = String::with_capacity(24);
+    crate::text::push_ascii(&mut id, &crate::text::hex_u64(mix(n)));
+    // The high 32 bits: the first 8 digits.
+    crate::text::push_ascii(&mut id, &tail[..8]);
+    id
 }
 
 #[cfg(test)]

@@ -56,6 +56,34 @@ impl Text {
     }
 }
 
+/// Upper-case hexadecimal digits.
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The 16 upper-case hexadecimal digits of `value`, most significant first (what the
+/// service's message ids and request ids are made of, PROTOCOL §3.3 and §5.2).
+pub(crate) fn hex_u64(value: u64) -> [u8; 16] {
+    let mut out = [0; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX_UPPER[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// The upper-case hexadecimal digits of `bytes`, two per byte, into `out` (which holds
+/// exactly twice as many bytes).
+pub(crate) fn hex_bytes_into(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_UPPER[usize::from(b >> 4)];
+        pair[1] = HEX_UPPER[usize::from(b & 0xf)];
+    }
+}
+
+/// Appends ASCII bytes (hexadecimal digits) to `out`.
+pub(crate) fn push_ascii(out: &mut String, ascii: &[u8]) {
+    // Hexadecimal digits are ASCII: the conversion never fails.
+    out.push_str(std::str::from_utf8(ascii).unwrap_or_default());
+}
+
 /// `sub` as a slice of `text`'s buffer, when it lies within `text` (a `&str` taken from it).
 pub(crate) fn shared_slice(text: &ByteString, sub: &str) -> Option<ByteString> {
     let start = text.as_ptr() as usize;

@@ -732,6 +732,20 @@ impl MessageId {
         Ok(Self(s))
     }
 
+    /// The id of 32 upper-case hexadecimal digits made of `high` then `low`, the shape of
+    /// the service's ids (PROTOCOL §3.3): what a server assigning ids builds them with.
+    ///
+    /// ```
+    /// let id = mq_proto::MessageId::from_halves(0x1E05_791C_1178_18B4, 0xAAC2_3B1B_B0CE_0001);
+    /// assert_eq!(id.as_str(), "1E05791C117818B4AAC23B1BB0CE0001");
+    /// ```
+    pub fn from_halves(high: u64, low: u64) -> Self {
+        let mut text = String::with_capacity(32);
+        crate::text::push_ascii(&mut text, &crate::text::hex_u64(high));
+        crate::text::push_ascii(&mut text, &crate::text::hex_u64(low));
+        Self(text.into())
+    }
+
     /// The id text.
     pub fn as_str(&self) -> &str {
         &self.0

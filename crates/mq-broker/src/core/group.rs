@@ -3,8 +3,9 @@
 //! Every message the group still has to consume has an [`Entry`] and sits in exactly one of
 //! two time indexes: `by_time` (waiting to become visible, or visible now) or `final_flight`
 //! (its last allowed delivery is in flight; when that expires the message is dead-lettered).
-//! The ordered-consumption indexes (partitions) are kept in step by the same primitives; see
-//! `orderly.rs`.
+//! The ordered-consumption indexes (partitions) are kept in step by the same primitives
+//! while they exist: an orderly consume builds them, and they go when their last partition
+//! empties, so a group only consumed normally never pays for them; see `orderly.rs`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -122,7 +123,8 @@ pub(crate) struct Group {
     pub(crate) by_time: BTreeSet<(u64, u64)>,
     /// `(expiry, seq)` of entries whose last allowed delivery is in flight.
     pub(crate) final_flight: BTreeSet<(u64, u64)>,
-    /// Ordered-consumption partitions with pending messages.
+    /// Ordered-consumption partitions with pending messages: every entry's partition while
+    /// the index exists (non-empty), nothing otherwise (see `orderly.rs`).
     pub(crate) partitions: HashMap<Arc<str>, Partition>,
     /// `(ready_at, partition)`: when each partition may deliver again.
     pub(crate) order_ready: BTreeSet<(u64, Arc<str>)>,
@@ -145,8 +147,6 @@ pub(crate) struct DeliverParams<'a> {
     pub(crate) invisibility_ms: u64,
     /// Maximum deliveries per message.
     pub(crate) max_deliveries: u32,
-    /// Message-id prefix for handles.
-    pub(crate) prefix: u64,
 }
 
 impl Group {
@@ -189,13 +189,10 @@ impl Group {
             partition: partition.clone(),
         };
         self.index_insert(seq, &entry);
-        self.partitions
-            .entry(partition.clone())
-            .or_default()
-            .pending
-            .insert(seq);
         self.entries.insert(seq, entry);
-        self.refresh_partition(&partition);
+        if !self.partitions.is_empty() {
+            self.index_partition(seq, partition);
+        }
     }
 
     /// Removes a message from every index; the caller releases it in the store.
@@ -233,7 +230,7 @@ impl Group {
             attempt,
             expiry: next,
         }
-        .encode(params.prefix)?;
+        .encode(&stored.content.id)?;
         self.index_remove(seq, &entry);
         // A redelivery: the previous delivery's invisibility ended unacked.
         let expired_at = (entry.consumed_times > 0).then_some(entry.visible_at);

@@ -102,7 +102,6 @@ impl HalfPool {
         now: u64,
         immunity_ms: u64,
         horizon_ms: u64,
-        prefix: u64,
     ) -> Result<ReceiptHandle, CoreError> {
         let seq = message.seq;
         let check_at = now.saturating_add(immunity_ms);
@@ -113,7 +112,7 @@ impl HalfPool {
             attempt: 0,
             expiry: check_at,
         }
-        .encode(prefix)?;
+        .encode(&message.content.id)?;
         self.by_time.insert((check_at, seq));
         self.by_horizon.insert((horizon_at, seq));
         self.entries.insert(
@@ -140,7 +139,6 @@ impl HalfPool {
         group: &str,
         filter: &TagFilter,
         batch: usize,
-        prefix: u64,
     ) -> Result<Vec<Delivery>, CoreError> {
         let due: Vec<u64> = self
             .by_time
@@ -166,7 +164,7 @@ impl HalfPool {
                 attempt,
                 expiry: next,
             }
-            .encode(prefix)?;
+            .encode(&entry.message.content.id)?;
             self.by_time.remove(&(entry.check_at, seq));
             if entry.pops == 0 {
                 entry.first_pop_time = now;

@@ -8,8 +8,6 @@
 //! expiry. The handle therefore only uses `[0-9A-F]`, `-` and the standard base64 alphabet
 //! `[A-Za-z0-9+/=]`, is unique per delivery, and leads straight to the delivery it names.
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mq_proto::{MessageId, ReceiptHandle};
@@ -31,23 +29,10 @@ pub(crate) fn id_prefix(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The text of the message id of sequence number `seq`.
-fn message_id_text(prefix: u64, seq: u64) -> String {
-    let mut text = String::with_capacity(32);
-    push_message_id(&mut text, prefix, seq);
-    text
-}
-
-/// Appends the text of the message id of sequence number `seq` to `out`.
-fn push_message_id(out: &mut String, prefix: u64, seq: u64) {
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{prefix:016X}{seq:016X}");
-}
-
-/// The message id of sequence number `seq`.
-pub(crate) fn message_id(prefix: u64, seq: u64) -> Result<MessageId, CoreError> {
-    MessageId::new(message_id_text(prefix, seq))
-        .map_err(|e| CoreError::internal(format!("generated message id rejected: {e}")))
+/// The message id of sequence number `seq`: the id prefix, then the sequence number, in
+/// hexadecimal.
+pub(crate) fn message_id(prefix: u64, seq: u64) -> MessageId {
+    MessageId::from_halves(prefix, seq)
 }
 
 /// The sequence number in a message id issued by a core with this id prefix; `None` for
@@ -77,8 +62,9 @@ pub(crate) struct Token {
 }
 
 impl Token {
-    /// The handle text for this token.
-    pub(crate) fn encode(&self, prefix: u64) -> Result<ReceiptHandle, CoreError> {
+    /// The handle text for this token; `id` is the id of message `seq` (its stored
+    /// content's, [`message_id`] of the core's prefix and `seq`).
+    pub(crate) fn encode(&self, id: &MessageId) -> Result<ReceiptHandle, CoreError> {
         let mut raw = [0u8; TOKEN_LEN];
         raw[0] = TOKEN_VERSION;
         raw[1..9].copy_from_slice(&self.scope.to_be_bytes());
@@ -87,7 +73,7 @@ impl Token {
         raw[21..].copy_from_slice(&self.expiry.to_be_bytes());
         // One allocation: the id, `-`, then the base64 token appended in place.
         let mut text = String::with_capacity(33 + TOKEN_LEN.div_ceil(3) * 4);
-        push_message_id(&mut text, prefix, self.seq);
+        text.push_str(id.as_str());
         text.push('-');
         STANDARD.encode_string(raw, &mut text);
         ReceiptHandle::new(text)
@@ -139,13 +125,13 @@ mod tests {
             attempt: 7,
             expiry: 1_709_838_898_000,
         };
-        let h = t.encode(prefix).unwrap();
+        let h = t.encode(&message_id(prefix, t.seq)).unwrap();
         assert!(
             h.as_str()
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-'))
         );
-        let id = message_id(prefix, 0x1234).unwrap();
+        let id = message_id(prefix, 0x1234);
         assert!(h.as_str().starts_with(&format!("{id}-")));
         assert_eq!(id.as_str().len(), 32);
         assert_eq!(Token::decode(h.as_str(), prefix), Some(t));
@@ -161,9 +147,13 @@ mod tests {
             attempt: 1,
             expiry: 10,
         };
-        let h = t.encode(prefix).unwrap().as_str().to_owned();
+        let h = t
+            .encode(&message_id(prefix, t.seq))
+            .unwrap()
+            .as_str()
+            .to_owned();
         // Message id of another sequence number with the same token.
-        let other = format!("{}{}", message_id(prefix, 6).unwrap(), &h[32..]);
+        let other = format!("{}{}", message_id(prefix, 6), &h[32..]);
         assert_eq!(Token::decode(&other, prefix), None);
         assert_eq!(Token::decode(&h[..h.len() - 2], prefix), None);
         assert_eq!(Token::decode(&h.to_lowercase(), prefix), None);
@@ -182,7 +172,7 @@ mod tests {
         fn round_trips(scope: u64, seq: u64, attempt: u32, expiry: u64, seed: u64) {
             let t = Token { scope, seq, attempt, expiry };
             let prefix = id_prefix(seed);
-            let h = t.encode(prefix).unwrap();
+            let h = t.encode(&message_id(prefix, t.seq)).unwrap();
             prop_assert_eq!(Token::decode(h.as_str(), prefix), Some(t));
         }
     }

@@ -512,7 +512,7 @@ impl BrokerCore {
         }
         t.sweep(now, config);
         let seq = self.next_seq;
-        let id = handle::message_id(self.id_prefix, seq)?;
+        let id = handle::message_id(self.id_prefix, seq);
         self.next_seq += 1;
         t.published += 1;
         let stored = StoredMessage::new(seq, id.clone(), &message, now, producer);
@@ -523,7 +523,6 @@ impl BrokerCore {
                 now,
                 u64::from(immunity.get()).saturating_mul(1_000),
                 config.half_check_horizon_ms,
-                self.id_prefix,
             )?;
             return Ok(PublishOutcome {
                 message_id: id,
@@ -610,7 +609,6 @@ impl BrokerCore {
         )?;
         t.sweep(now, config);
         let batch = usize::from(batch.get());
-        let prefix = self.id_prefix;
         let (invisibility_ms, orderly) = match kind {
             ConsumeKind::Half => {
                 return t.half.pop(
@@ -619,7 +617,6 @@ impl BrokerCore {
                     group.as_str(),
                     filter,
                     batch,
-                    prefix,
                 );
             }
             ConsumeKind::Normal => (config.invisibility_ms, false),
@@ -630,7 +627,6 @@ impl BrokerCore {
             now,
             invisibility_ms: settings.invisibility_ms.unwrap_or(invisibility_ms),
             max_deliveries: settings.max_deliveries.unwrap_or(config.max_deliveries),
-            prefix,
         };
         let g = use_group(&mut t.groups, &mut self.next_scope, now, group);
         if orderly {

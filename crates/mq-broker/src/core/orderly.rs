@@ -14,6 +14,13 @@
 //! Normal and orderly consumption of one group share the same queue: a normal consume hands
 //! out visible messages without regard to partitions, and a message delivered that way blocks
 //! its partition for orderly consumers until it is acked or its invisibility ends.
+//!
+//! The partition indexes exist only while some partition has a pending message after an
+//! orderly consume: the first orderly consume of a group (or the first after its partitions
+//! all emptied) builds them from the group's entries, every change keeps them in step while
+//! they are non-empty, and they go with their last pending message. A group only consumed
+//! normally never builds them (they cost a few tree operations per message). Either way the
+//! state follows from the entries alone, so snapshots keep the same form.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -38,6 +45,34 @@ pub(crate) struct Partition {
 }
 
 impl Group {
+    /// Adds pending entry `seq` to the index of `partition`.
+    pub(crate) fn index_partition(&mut self, seq: u64, partition: Arc<str>) {
+        let part = self.partitions.entry(partition.clone()).or_default();
+        part.pending.insert(seq);
+        if let Some(entry) = self.entries.get(&seq)
+            && entry.consumed_times > 0
+        {
+            part.delivered.insert((entry.visible_at, seq));
+        }
+        self.refresh_partition(&partition);
+    }
+
+    /// Builds the partition indexes from the entries when they do not exist (no orderly
+    /// consume since the group's partitions last emptied).
+    fn build_partitions(&mut self) {
+        if !self.partitions.is_empty() {
+            return;
+        }
+        let seqs: Vec<(u64, Arc<str>)> = self
+            .entries
+            .iter()
+            .map(|(&seq, e)| (seq, e.partition.clone()))
+            .collect();
+        for (seq, partition) in seqs {
+            self.index_partition(seq, partition);
+        }
+    }
+
     /// Recomputes a partition's ready time after a change, and forgets empty partitions.
     pub(crate) fn refresh_partition(&mut self, key: &Arc<str>) {
         let Some(part) = self.partitions.get_mut(key) else {
@@ -72,6 +107,7 @@ impl Group {
         batch: usize,
         params: DeliverParams<'_>,
     ) -> Result<Vec<Delivery>, CoreError> {
+        self.build_partitions();
         let mut out = Vec::new();
         while out.len() < batch {
             let Some((ready_at, key)) = self.order_ready.first().cloned() else {
@@ -121,5 +157,66 @@ impl Group {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mq_proto::TagFilter;
+
+    use super::super::group::{DeliverParams, Group};
+    use super::super::store::{Store, StoredMessage};
+
+    fn publish(group: &mut Group, store: &mut Store, seq: u64, key: &str) {
+        let message = mq_proto::TopicMessage::new(format!("m{seq}"))
+            .and_then(|m| m.with_sharding_key(key))
+            .expect("message");
+        let id = super::super::handle::message_id(1, seq);
+        store.insert(
+            StoredMessage::new(seq, id, &message, 0, None),
+            1,
+            u64::MAX,
+            0,
+        );
+        group.enqueue(seq, 0, Arc::from(key));
+    }
+
+    fn params(now: u64) -> DeliverParams<'static> {
+        DeliverParams {
+            group: "G",
+            now,
+            invisibility_ms: 1_000,
+            max_deliveries: 16,
+        }
+    }
+
+    #[test]
+    fn partition_indexes_exist_only_for_orderly_consumption() {
+        let (mut group, mut store) = (Group::new(1, 0), Store::default());
+        for (seq, key) in [(0, "A"), (1, "A"), (2, "B")] {
+            publish(&mut group, &mut store, seq, key);
+        }
+        let normal = group
+            .consume_normal(&mut store, &TagFilter::All, 1, params(0))
+            .expect("consume");
+        assert_eq!(normal.len(), 1);
+        assert!(group.partitions.is_empty() && group.order_ready.is_empty());
+        // The first orderly consume builds them: A is blocked by its in-flight head.
+        let orderly = group
+            .consume_orderly(&mut store, &TagFilter::All, 16, params(0))
+            .expect("consume");
+        assert_eq!(orderly.iter().map(|d| d.body()).collect::<Vec<_>>(), ["m2"]);
+        assert_eq!(group.partitions.len(), 2);
+        // Kept in step while they exist, gone with the last pending message.
+        publish(&mut group, &mut store, 3, "C");
+        assert_eq!(group.partitions.len(), 3);
+        for seq in 0..4 {
+            group.remove(seq);
+        }
+        assert!(group.partitions.is_empty() && group.order_ready.is_empty());
+        publish(&mut group, &mut store, 4, "A");
+        assert!(group.partitions.is_empty());
     }
 }

@@ -546,9 +546,9 @@ impl Gateway {
         self.caller.request(message, namespace, Some(timeout))
     }
 
-    fn next_message_id(&self) -> String {
+    fn next_message_id(&self) -> MessageId {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{:016X}{n:016X}", self.id_prefix)
+        MessageId::from_halves(self.id_prefix, n)
     }
 
     async fn publish(
@@ -564,10 +564,8 @@ impl Gateway {
         let body_md5 = message.body_md5().to_owned();
         let transactional = message.trans_check_immunity().is_some();
         // The id HTTP consumers will see (see `convert::MESSAGE_ID_PROPERTY`).
-        let id = self.next_message_id();
-        let message_id = MessageId::new(id.as_str()).map_err(|e| {
-            RequestError::new(ErrorCode::InternalError, format!("message id {id}: {e}"))
-        })?;
+        let message_id = self.next_message_id();
+        let id = message_id.as_str().to_owned();
         let published_at = self.clock.now_ms();
         let mut wire = convert::to_engine(&message, instance, topic, id, published_at);
         let target = Target { instance, topic };
