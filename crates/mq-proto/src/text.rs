@@ -69,6 +69,22 @@ pub(crate) fn hex_u64(value: u64) -> [u8; 16] {
     out
 }
 
+/// The value of 16 upper-case hexadecimal digits (what [`hex_u64`] writes); `None` for any
+/// other length or character.
+pub(crate) fn parse_hex_u64(digits: &[u8]) -> Option<u64> {
+    if digits.len() != 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u64::from(digit))
+    })
+}
+
 /// The upper-case hexadecimal digits of `bytes`, two per byte, into `out` (which holds
 /// exactly twice as many bytes).
 pub(crate) fn hex_bytes_into(bytes: &[u8], out: &mut [u8]) {

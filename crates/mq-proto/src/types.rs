@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytestring::ByteString;
 
@@ -114,8 +115,11 @@ fn check_resource_name(
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr) => {
         $(#[$doc])*
+        ///
+        /// Cloning shares the text (a reference-count increment), so a server can key its
+        /// maps and records by the name without copying it.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps a name.
@@ -124,10 +128,10 @@ macro_rules! name_type {
             ///
             /// [`InvalidValue`] when `s` is empty, too long, or holds a character outside the
             /// allowed set (see the type's documentation).
-            pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
-                let s = s.into();
-                check_resource_name($what, &s, $max, &NAME_CHARS)?;
-                Ok(Self(s))
+            pub fn new(s: impl AsRef<str>) -> Result<Self, InvalidValue> {
+                let s = s.as_ref();
+                check_resource_name($what, s, $max, &NAME_CHARS)?;
+                Ok(Self(Arc::from(s)))
             }
 
             /// The name as sent on the wire.
@@ -744,6 +748,24 @@ impl MessageId {
         crate::text::push_ascii(&mut text, &crate::text::hex_u64(high));
         crate::text::push_ascii(&mut text, &crate::text::hex_u64(low));
         Self(text.into())
+    }
+
+    /// The two halves of an id text made by [`from_halves`](Self::from_halves): `None` for
+    /// anything but 32 upper-case hexadecimal digits.
+    ///
+    /// ```
+    /// use mq_proto::MessageId;
+    /// let id = MessageId::from_halves(7, 0xA0);
+    /// assert_eq!(MessageId::halves(id.as_str()), Some((7, 0xA0)));
+    /// assert_eq!(MessageId::halves(&id.as_str().to_lowercase()), None);
+    /// assert_eq!(MessageId::halves("1E05"), None);
+    /// ```
+    pub fn halves(text: &str) -> Option<(u64, u64)> {
+        let (high, low) = text.as_bytes().split_at_checked(16)?;
+        Some((
+            crate::text::parse_hex_u64(high)?,
+            crate::text::parse_hex_u64(low)?,
+        ))
     }
 
     /// The id text.

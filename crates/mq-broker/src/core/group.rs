@@ -10,16 +10,17 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use mq_proto::{ErrorCode, MessageId, TagFilter};
+use mq_proto::{ErrorCode, GroupId, MessageId, TagFilter};
 use serde::{Deserialize, Serialize};
 
+use super::SeqMap;
 use super::config::CoreError;
 use super::delivery::Delivery;
 use super::handle::Token;
 use super::orderly::Partition;
 use super::persist;
 use super::store::Store;
-use super::trace::{TraceEvent, TraceKind};
+use super::trace::{Event, TraceKind};
 
 /// Per-message consumption state in one group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +119,7 @@ pub(crate) struct Group {
     /// When the group was first seen.
     pub(crate) registered_at: u64,
     /// Messages still to be consumed, by sequence number.
-    pub(crate) entries: HashMap<u64, Entry>,
+    pub(crate) entries: SeqMap<Entry>,
     /// `(visible_at, seq)` of entries not on their last delivery.
     pub(crate) by_time: BTreeSet<(u64, u64)>,
     /// `(expiry, seq)` of entries whose last allowed delivery is in flight.
@@ -140,7 +141,7 @@ pub(crate) struct Group {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DeliverParams<'a> {
     /// The group's id (for the message trace).
-    pub(crate) group: &'a str,
+    pub(crate) group: &'a GroupId,
     /// Current time.
     pub(crate) now: u64,
     /// Invisibility after this delivery.
@@ -155,7 +156,7 @@ impl Group {
         Self {
             scope,
             registered_at: now,
-            entries: HashMap::new(),
+            entries: SeqMap::default(),
             by_time: BTreeSet::new(),
             final_flight: BTreeSet::new(),
             partitions: HashMap::new(),
@@ -244,13 +245,13 @@ impl Group {
         if let Some(at) = expired_at {
             stored
                 .trace
-                .push(TraceEvent::of_group(TraceKind::Expired, at, params.group));
+                .push(Event::of_group(TraceKind::Expired, at, params.group));
         }
-        stored.trace.push(TraceEvent {
-            receipt_handle: Some(handle.to_string()),
+        stored.trace.push(Event {
+            receipt_handle: Some(handle.clone()),
             next_consume_time: Some(next),
             consumed_times: Some(attempt),
-            ..TraceEvent::of_group(TraceKind::Delivered, params.now, params.group)
+            ..Event::of_group(TraceKind::Delivered, params.now, params.group)
         });
         let message = stored.delivery(handle, next, entry.first_consume_time, attempt);
         let partition = entry.partition.clone();
@@ -305,7 +306,7 @@ impl Group {
         let passes = match store.messages.get_mut(&seq) {
             Some(m) if filter.matches(m.content.tag.as_ref()) => true,
             Some(m) => {
-                m.trace.push(TraceEvent::of_group(
+                m.trace.push(Event::of_group(
                     TraceKind::Filtered,
                     params.now,
                     params.group,
@@ -332,7 +333,7 @@ impl Group {
         store: &mut Store,
         token: Token,
         now: u64,
-        group: &str,
+        group: &GroupId,
     ) -> Result<(), ErrorCode> {
         let entry = self
             .entries
@@ -341,8 +342,7 @@ impl Group {
         check_attempt(token, entry.consumed_times, entry.visible_at, now)?;
         self.remove(token.seq);
         if let Some(m) = store.messages.get_mut(&token.seq) {
-            m.trace
-                .push(TraceEvent::of_group(TraceKind::Acked, now, group));
+            m.trace.push(Event::of_group(TraceKind::Acked, now, group));
         }
         store.release(token.seq, now);
         self.counters.acked += 1;
@@ -360,7 +360,7 @@ impl Group {
 
     /// Dead-letters every message whose last allowed delivery expired at `now`; returns
     /// whether anything changed.
-    pub(crate) fn sweep_final(&mut self, store: &mut Store, now: u64, group: &str) -> bool {
+    pub(crate) fn sweep_final(&mut self, store: &mut Store, now: u64, group: &GroupId) -> bool {
         let mut changed = false;
         while let Some(&(expiry, seq)) = self.final_flight.first() {
             if expiry > now {
@@ -375,7 +375,7 @@ impl Group {
             // (for a resend) until the record goes.
             if let Some(m) = store.messages.get_mut(&seq) {
                 m.trace
-                    .push(TraceEvent::of_group(TraceKind::DeadLettered, expiry, group));
+                    .push(Event::of_group(TraceKind::DeadLettered, expiry, group));
                 self.dead_letters.push_back(DeadLetter {
                     message_id: m.content.id.clone(),
                     publish_time: m.publish_time,
@@ -411,7 +411,7 @@ impl Group {
         id: Option<&str>,
         action: DeadLetterAction,
         now: u64,
-        group: &str,
+        group: &GroupId,
     ) -> u64 {
         let (taken, kept): (VecDeque<DeadLetter>, VecDeque<DeadLetter>) =
             std::mem::take(&mut self.dead_letters)
@@ -427,8 +427,7 @@ impl Group {
             match store.messages.get_mut(&d.seq) {
                 // The dead letter's hold passes to the new entry.
                 Some(m) if resend => {
-                    m.trace
-                        .push(TraceEvent::of_group(TraceKind::Resent, now, group));
+                    m.trace.push(Event::of_group(TraceKind::Resent, now, group));
                     let (visible_at, partition) = (m.visible_from(now), m.partition.clone());
                     self.enqueue(d.seq, visible_at, partition);
                 }

@@ -6,17 +6,18 @@
 //! first check time; pop handles are attempts 1, 2, … valid until the next check time. After
 //! the horizon (counted from publish) an unresolved message is dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use mq_proto::{ErrorCode, ReceiptHandle, TagFilter};
+use mq_proto::{ErrorCode, GroupId, ReceiptHandle, TagFilter};
 use serde::{Deserialize, Serialize};
 
+use super::SeqMap;
 use super::config::CoreError;
 use super::delivery::Delivery;
 use super::group::{check_attempt, min_opt};
 use super::handle::Token;
 use super::store::StoredMessage;
-use super::trace::{TraceEvent, TraceKind};
+use super::trace::{Event, TraceKind};
 
 /// One unresolved half message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +56,7 @@ pub(crate) struct HalfPool {
     /// Scope id written into this pool's handles.
     pub(crate) scope: u64,
     /// Unresolved half messages by sequence number.
-    pub(crate) entries: HashMap<u64, HalfEntry>,
+    pub(crate) entries: SeqMap<HalfEntry>,
     /// `(check_at, seq)`.
     pub(crate) by_time: BTreeSet<(u64, u64)>,
     /// `(horizon_at, seq)`.
@@ -79,7 +80,7 @@ impl HalfPool {
     pub(crate) fn new(scope: u64) -> Self {
         Self {
             scope,
-            entries: HashMap::new(),
+            entries: SeqMap::default(),
             by_time: BTreeSet::new(),
             by_horizon: BTreeSet::new(),
             counters: HalfCounters::default(),
@@ -136,7 +137,7 @@ impl HalfPool {
         &mut self,
         now: u64,
         interval_ms: u64,
-        group: &str,
+        group: &GroupId,
         filter: &TagFilter,
         batch: usize,
     ) -> Result<Vec<Delivery>, CoreError> {
@@ -172,11 +173,11 @@ impl HalfPool {
             entry.pops = attempt;
             entry.check_at = next;
             self.by_time.insert((next, seq));
-            entry.message.trace.push(TraceEvent {
-                receipt_handle: Some(handle.to_string()),
+            entry.message.trace.push(Event {
+                receipt_handle: Some(handle.clone()),
                 next_consume_time: Some(next),
                 consumed_times: Some(attempt),
-                ..TraceEvent::of_group(TraceKind::Checked, now, group)
+                ..Event::of_group(TraceKind::Checked, now, group)
             });
             out.push(
                 entry
@@ -218,16 +219,12 @@ impl HalfPool {
         match resolution {
             TransactionResolution::Commit => {
                 self.counters.committed += 1;
-                message
-                    .trace
-                    .push(TraceEvent::at(TraceKind::Committed, now));
+                message.trace.push(Event::at(TraceKind::Committed, now));
             }
             TransactionResolution::Rollback => {
                 self.counters.rolled_back += 1;
                 message.rolled_back = true;
-                message
-                    .trace
-                    .push(TraceEvent::at(TraceKind::RolledBack, now));
+                message.trace.push(Event::at(TraceKind::RolledBack, now));
             }
         }
         Some(message)

@@ -38,14 +38,9 @@ pub(crate) fn message_id(prefix: u64, seq: u64) -> MessageId {
 /// The sequence number in a message id issued by a core with this id prefix; `None` for
 /// any other text.
 pub(crate) fn message_seq(id: &str, prefix: u64) -> Option<u64> {
-    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
-        return None;
-    }
-    let (high, low) = id.split_at_checked(16)?;
-    if u64::from_str_radix(high, 16).ok()? != prefix {
-        return None;
-    }
-    u64::from_str_radix(low, 16).ok()
+    MessageId::halves(id)
+        .filter(|&(high, _)| high == prefix)
+        .map(|(_, seq)| seq)
 }
 
 /// The decoded content of a receipt handle.

@@ -120,6 +120,11 @@ use handle::Token;
 use store::StoredMessage;
 use topic::{Topic, TopicKey};
 
+/// A map keyed by sequence numbers the core assigns (never by a client's choice): FxHash,
+/// a few instructions per key, instead of the default hasher's SipHash, whose resistance to
+/// chosen keys these maps do not need.
+pub(crate) type SeqMap<V> = std::collections::HashMap<u64, V, rustc_hash::FxBuildHasher>;
+
 /// The broker's state machine. See the [module documentation](self) for the model and the
 /// long-polling contract.
 ///
@@ -611,19 +616,15 @@ impl BrokerCore {
         let batch = usize::from(batch.get());
         let (invisibility_ms, orderly) = match kind {
             ConsumeKind::Half => {
-                return t.half.pop(
-                    now,
-                    config.half_check_interval_ms,
-                    group.as_str(),
-                    filter,
-                    batch,
-                );
+                return t
+                    .half
+                    .pop(now, config.half_check_interval_ms, group, filter, batch);
             }
             ConsumeKind::Normal => (config.invisibility_ms, false),
             ConsumeKind::Orderly => (config.order_invisibility_ms, true),
         };
         let params = DeliverParams {
-            group: group.as_str(),
+            group,
             now,
             invisibility_ms: settings.invisibility_ms.unwrap_or(invisibility_ms),
             max_deliveries: settings.max_deliveries.unwrap_or(config.max_deliveries),
@@ -699,7 +700,7 @@ impl BrokerCore {
                     let result = match decode(text) {
                         Some(token) if token.scope == g.scope && token.attempt > 0 => {
                             let partition = g.entries.get(&token.seq).map(|e| e.partition.clone());
-                            let result = g.ack(&mut t.store, token, now, group.as_str());
+                            let result = g.ack(&mut t.store, token, now, group);
                             if result.is_ok()
                                 && partition.is_some_and(|p| g.partition_ready(&p, now))
                             {

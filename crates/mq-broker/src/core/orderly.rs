@@ -164,7 +164,7 @@ impl Group {
 mod tests {
     use std::sync::Arc;
 
-    use mq_proto::TagFilter;
+    use mq_proto::{GroupId, TagFilter};
 
     use super::super::group::{DeliverParams, Group};
     use super::super::store::{Store, StoredMessage};
@@ -183,9 +183,9 @@ mod tests {
         group.enqueue(seq, 0, Arc::from(key));
     }
 
-    fn params(now: u64) -> DeliverParams<'static> {
+    fn params(group: &GroupId, now: u64) -> DeliverParams<'_> {
         DeliverParams {
-            group: "G",
+            group,
             now,
             invisibility_ms: 1_000,
             max_deliveries: 16,
@@ -195,17 +195,18 @@ mod tests {
     #[test]
     fn partition_indexes_exist_only_for_orderly_consumption() {
         let (mut group, mut store) = (Group::new(1, 0), Store::default());
+        let id = GroupId::new("G").expect("group id");
         for (seq, key) in [(0, "A"), (1, "A"), (2, "B")] {
             publish(&mut group, &mut store, seq, key);
         }
         let normal = group
-            .consume_normal(&mut store, &TagFilter::All, 1, params(0))
+            .consume_normal(&mut store, &TagFilter::All, 1, params(&id, 0))
             .expect("consume");
         assert_eq!(normal.len(), 1);
         assert!(group.partitions.is_empty() && group.order_ready.is_empty());
         // The first orderly consume builds them: A is blocked by its in-flight head.
         let orderly = group
-            .consume_orderly(&mut store, &TagFilter::All, 16, params(0))
+            .consume_orderly(&mut store, &TagFilter::All, 16, params(&id, 0))
             .expect("consume");
         assert_eq!(orderly.iter().map(|d| d.body()).collect::<Vec<_>>(), ["m2"]);
         assert_eq!(group.partitions.len(), 2);

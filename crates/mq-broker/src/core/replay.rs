@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::group::{DeadLetterAction, Group};
 use super::topic::Topic;
-use super::trace::{TraceEvent, TraceKind};
+use super::trace::{Event, TraceKind};
 use super::{BrokerCore, CoreError};
 
 /// What [`BrokerCore::reset_offset`] did.
@@ -67,7 +67,7 @@ impl BrokerCore {
         let Some(g) = t.groups.get_mut(&group) else {
             return Ok(0);
         };
-        let taken = g.take_dead_letters(&mut t.store, message_id, action, now, group.as_str());
+        let taken = g.take_dead_letters(&mut t.store, message_id, action, now, &group);
         if let (0, Some(id)) = (taken, message_id) {
             return Err(CoreError::new(
                 ErrorCode::MessageNotExist,
@@ -157,11 +157,8 @@ impl BrokerCore {
                 continue;
             }
             if let Some(m) = store.messages.get_mut(&seq) {
-                m.trace.push(TraceEvent::of_group(
-                    TraceKind::OffsetReset,
-                    now,
-                    group.as_str(),
-                ));
+                m.trace
+                    .push(Event::of_group(TraceKind::OffsetReset, now, &group));
                 g.enqueue(seq, m.visible_from(now), m.partition.clone());
                 reset.redelivered += 1;
             }

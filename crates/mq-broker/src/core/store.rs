@@ -8,7 +8,7 @@
 //! first), so that a consumer offset can be reset to an earlier time and the message found
 //! by id, key or publish time. Dead letters hold their message like a group does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -16,9 +16,10 @@ use mq_proto::{MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
 use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::SeqMap;
 use super::delivery::Delivery;
 use super::persist;
-use super::trace::{Trace, TraceEvent, TraceKind};
+use super::trace::{Event, Trace, TraceKind};
 
 /// What never changes about a stored message once published: shared (`Arc`) by the store
 /// and every [`Delivery`] of it, so a delivery copies no text.
@@ -139,9 +140,9 @@ impl StoredMessage {
         producer: Option<&str>,
     ) -> Self {
         let mut trace = Trace::default();
-        trace.push(TraceEvent {
-            producer: producer.map(str::to_owned),
-            ..TraceEvent::at(TraceKind::Published, now)
+        trace.push(Event {
+            producer: producer.map(Box::from),
+            ..Event::at(TraceKind::Published, now)
         });
         Self {
             seq,
@@ -199,7 +200,7 @@ impl StoredMessage {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Store {
     /// By sequence number (held and unheld).
-    pub(crate) messages: HashMap<u64, StoredMessage>,
+    pub(crate) messages: SeqMap<StoredMessage>,
     /// `(expire_at, seq)` for retention.
     pub(crate) by_expiry: BTreeSet<(u64, u64)>,
     /// `(released_at, seq)` of the unheld messages.

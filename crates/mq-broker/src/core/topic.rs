@@ -69,7 +69,7 @@ impl Topic {
         changed |= self.half.sweep(now);
         changed |= self.half.became_visible(self.swept_at, now);
         for (id, group) in &mut self.groups {
-            changed |= group.sweep_final(&mut self.store, now, id.as_str());
+            changed |= group.sweep_final(&mut self.store, now, id);
             group.trim_dead_letters(&mut self.store, now, config.retention_ms);
             changed |= group.became_visible(self.swept_at, now);
         }

@@ -2,6 +2,7 @@
 //! as long as the topic keeps the message: held by a group, a dead letter, half, or kept
 //! after every group consumed it) and bounded per message.
 
+use mq_proto::{GroupId, InvalidValue, ReceiptHandle};
 use serde::{Deserialize, Serialize};
 
 use super::BrokerCore;
@@ -59,7 +60,29 @@ pub struct TraceEvent {
     pub consumed_times: Option<u32>,
 }
 
-impl TraceEvent {
+/// One event as a message keeps it: a [`TraceEvent`] whose group and receipt handle share
+/// their text with the group and the delivery (a reference count each, not a copy per
+/// event). Snapshots write it as the [`TraceEvent`] it reads as, so their form is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TraceEvent", into = "TraceEvent")]
+pub(crate) struct Event {
+    /// What happened.
+    pub(crate) event: TraceKind,
+    /// When (epoch ms).
+    pub(crate) time_ms: u64,
+    /// The consumer group, for group events.
+    pub(crate) group: Option<GroupId>,
+    /// The AccessKey id that published the message (`published` only).
+    pub(crate) producer: Option<Box<str>>,
+    /// The receipt handle issued (`delivered`, `checked`).
+    pub(crate) receipt_handle: Option<ReceiptHandle>,
+    /// `NextConsumeTime` of the delivery or check.
+    pub(crate) next_consume_time: Option<u64>,
+    /// The delivery's `ConsumedTimes` (`delivered`, `checked`).
+    pub(crate) consumed_times: Option<u32>,
+}
+
+impl Event {
     /// An event with no details.
     pub(crate) fn at(event: TraceKind, time_ms: u64) -> Self {
         Self {
@@ -74,11 +97,47 @@ impl TraceEvent {
     }
 
     /// An event of a group.
-    pub(crate) fn of_group(event: TraceKind, time_ms: u64, group: &str) -> Self {
+    pub(crate) fn of_group(event: TraceKind, time_ms: u64, group: &GroupId) -> Self {
         Self {
-            group: Some(group.to_owned()),
+            group: Some(group.clone()),
             ..Self::at(event, time_ms)
         }
+    }
+}
+
+impl From<&Event> for TraceEvent {
+    fn from(e: &Event) -> Self {
+        Self {
+            event: e.event,
+            time_ms: e.time_ms,
+            group: e.group.as_ref().map(|g| g.as_str().to_owned()),
+            producer: e.producer.as_deref().map(str::to_owned),
+            receipt_handle: e.receipt_handle.as_ref().map(|h| h.as_str().to_owned()),
+            next_consume_time: e.next_consume_time,
+            consumed_times: e.consumed_times,
+        }
+    }
+}
+
+impl From<Event> for TraceEvent {
+    fn from(e: Event) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl TryFrom<TraceEvent> for Event {
+    type Error = InvalidValue;
+
+    fn try_from(e: TraceEvent) -> Result<Self, InvalidValue> {
+        Ok(Self {
+            event: e.event,
+            time_ms: e.time_ms,
+            group: e.group.map(GroupId::new).transpose()?,
+            producer: e.producer.map(String::into_boxed_str),
+            receipt_handle: e.receipt_handle.map(ReceiptHandle::new).transpose()?,
+            next_consume_time: e.next_consume_time,
+            consumed_times: e.consumed_times,
+        })
     }
 }
 
@@ -86,14 +145,14 @@ impl TraceEvent {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Trace {
     /// The events kept, oldest first.
-    pub(crate) events: Vec<TraceEvent>,
+    pub(crate) events: Vec<Event>,
     /// Events dropped from the middle to stay within the bound.
     pub(crate) dropped: u32,
 }
 
 impl Trace {
     /// Appends an event, dropping the oldest after the first when full.
-    pub(crate) fn push(&mut self, event: TraceEvent) {
+    pub(crate) fn push(&mut self, event: Event) {
         if self.events.len() >= MAX_TRACE_EVENTS {
             self.events.remove(1);
             self.dropped = self.dropped.saturating_add(1);
@@ -152,7 +211,7 @@ impl BrokerCore {
                 message_id: m.content.id.as_str().to_owned(),
                 instance: instance.as_ref().map(|i| i.as_str().to_owned()),
                 topic: topic.as_str().to_owned(),
-                events: m.trace.events.clone(),
+                events: m.trace.events.iter().map(TraceEvent::from).collect(),
                 dropped_events: m.trace.dropped,
             })
         })
@@ -163,11 +222,49 @@ impl BrokerCore {
 mod tests {
     use super::*;
 
+    /// `Trace` as snapshots wrote it when it held `TraceEvent`s.
+    #[derive(Serialize)]
+    struct PublicTrace {
+        events: Vec<TraceEvent>,
+        dropped: u32,
+    }
+
+    #[test]
+    fn snapshots_keep_the_trace_event_form() {
+        let group = GroupId::new("GID_a").expect("group");
+        let handle = ReceiptHandle::new("0123456789ABCDEF0000000000000007-AQ==").expect("handle");
+        let mut trace = Trace::default();
+        trace.push(Event {
+            producer: Some("AK1".into()),
+            ..Event::at(TraceKind::Published, 1)
+        });
+        trace.push(Event {
+            receipt_handle: Some(handle.clone()),
+            next_consume_time: Some(30_002),
+            consumed_times: Some(1),
+            ..Event::of_group(TraceKind::Delivered, 2, &group)
+        });
+        trace.push(Event::of_group(TraceKind::Acked, 3, &group));
+        let public = PublicTrace {
+            events: trace.events.iter().map(TraceEvent::from).collect(),
+            dropped: 0,
+        };
+        assert_eq!(public.events[1].group.as_deref(), Some("GID_a"));
+        assert_eq!(
+            public.events[1].receipt_handle.as_deref(),
+            Some(handle.as_str())
+        );
+        let bytes = postcard::to_allocvec(&public).expect("encode");
+        assert_eq!(postcard::to_allocvec(&trace).expect("encode"), bytes);
+        let read: Trace = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(read, trace);
+    }
+
     #[test]
     fn a_full_trace_keeps_its_first_and_latest_events() {
         let mut trace = Trace::default();
         for t in 0..100 {
-            trace.push(TraceEvent::at(TraceKind::Delivered, t));
+            trace.push(Event::at(TraceKind::Delivered, t));
         }
         assert_eq!(trace.events.len(), MAX_TRACE_EVENTS);
         assert_eq!(trace.events[0].time_ms, 0);
