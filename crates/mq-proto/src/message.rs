@@ -71,8 +71,9 @@ pub enum MessageError {
 /// assert_eq!(mq_proto::body_md5("hello"), "5D41402ABC4B2A76B9719D911017C592");
 /// ```
 pub fn body_md5(body: &str) -> String {
-    // ASCII hex digits: the lossy conversion never replaces anything.
-    String::from_utf8_lossy(&body_md5_hex(body)).into_owned()
+    let mut hex = String::with_capacity(32);
+    crate::text::push_ascii(&mut hex, &body_md5_hex(body));
+    hex
 }
 
 /// [`body_md5`] as ASCII bytes, without an allocation.

@@ -171,18 +171,21 @@ pub struct ParsedRequest {
 /// time over the string to sign rebuilt from `method`, `headers` and the raw `target`) →
 /// `SignatureDoesNotMatch`.
 ///
+/// `secret_for` gives the secret of a key id as text (`String`, `&str`) or, cheaper per
+/// request, as a [`SigningKey`](crate::sign::SigningKey) prepared once (`&SigningKey`).
+///
 /// `target` must be the request-target exactly as received (`path?query`, percent-encoding
 /// kept), e.g. `uri.path_and_query().as_str()` in hyper.
 ///
 /// # Errors
 ///
 /// A [`RequestError`] with the service's code and status, as listed above.
-pub fn authenticate(
+pub fn authenticate<K: Into<sign::SigningKey>>(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     now: SystemTime,
-    secret_for: impl FnOnce(&str) -> Option<String>,
+    secret_for: impl FnOnce(&str) -> Option<K>,
 ) -> Result<String, RequestError> {
     let auth = headers
         .get(http::header::AUTHORIZATION)
@@ -202,10 +205,11 @@ pub fn authenticate(
         return Err(RequestError::from_code(ErrorCode::TimeExpired));
     }
 
-    let secret =
-        secret_for(id).ok_or_else(|| RequestError::from_code(ErrorCode::InvalidAccessKeyId))?;
+    let key: sign::SigningKey = secret_for(id)
+        .ok_or_else(|| RequestError::from_code(ErrorCode::InvalidAccessKeyId))?
+        .into();
     let string_to_sign = sign::string_to_sign(method, headers, target);
-    if !sign::verify_signature(&secret, &string_to_sign, provided) {
+    if !key.verify(&string_to_sign, provided) {
         return Err(RequestError::from_code(ErrorCode::SignatureDoesNotMatch));
     }
     Ok(id.to_owned())

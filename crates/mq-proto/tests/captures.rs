@@ -251,13 +251,12 @@ fn authenticate_rejects_tampered_captures() {
         assert_eq!(err.code, ErrorCode::SignatureDoesNotMatch, "{f}");
 
         // Wrong key, wrong secret, no Authorization, no Date, bad Date.
-        let err = server::authenticate(&c.method, &c.target, &c.headers, c.date, |_| None)
-            .expect_err("unknown key");
+        let err =
+            server::authenticate(&c.method, &c.target, &c.headers, c.date, |_| None::<String>)
+                .expect_err("unknown key");
         assert_eq!(err.code, ErrorCode::InvalidAccessKeyId, "{f}");
-        let err = server::authenticate(&c.method, &c.target, &c.headers, c.date, |_| {
-            Some("other".into())
-        })
-        .expect_err("wrong secret");
+        let err = server::authenticate(&c.method, &c.target, &c.headers, c.date, |_| Some("other"))
+            .expect_err("wrong secret");
         assert_eq!(err.code, ErrorCode::SignatureDoesNotMatch, "{f}");
         let mut h = c.headers.clone();
         h.remove("authorization");

@@ -231,10 +231,7 @@ pub(super) fn authorize(
         }
     } else {
         let key_id = authenticate(method, target, &headers, shared.clock.signing_now(), |id| {
-            shared
-                .credentials
-                .get(id)
-                .map(|c| c.access_key_secret.clone())
+            shared.credentials.get(id).map(|c| &c.signing_key)
         })?;
         if shared
             .credentials

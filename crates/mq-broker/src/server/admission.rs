@@ -346,12 +346,7 @@ async fn serve_api(
         target,
         &parts.headers,
         shared.clock.signing_now(),
-        |id| {
-            shared
-                .credentials
-                .get(id)
-                .map(|c| c.access_key_secret.clone())
-        },
+        |id| shared.credentials.get(id).map(|c| &c.signing_key),
     ) {
         Ok(id) => id,
         Err(error) => {

@@ -127,11 +127,11 @@ impl Broker {
         if config.credentials.is_empty() {
             credentials.insert(
                 DEV_ACCESS_KEY_ID.to_owned(),
-                Credential::new(DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET),
+                Credential::new(DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET).into(),
             );
         }
         for c in config.credentials {
-            credentials.insert(c.access_key_id.clone(), c);
+            credentials.insert(c.access_key_id.clone(), state::AccessKey::from(c));
         }
         let clock = Clock::new(config.clock_offset_ms, config.test_clock);
         let seed = clock.now_ms() ^ u64::from(addr.port()).rotate_left(48);

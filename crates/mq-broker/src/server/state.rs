@@ -5,6 +5,7 @@ use super::Credential;
 use super::Limits;
 use super::backend::Backend;
 use mq_proto::server::request_id;
+use mq_proto::sign::SigningKey;
 use mq_proto::{InstanceId, TopicName};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +15,29 @@ use tokio::sync::watch;
 
 pub(super) type TopicKey = (Option<InstanceId>, TopicName);
 
+/// An access key the server accepts, as requests are checked against it.
+pub(super) struct AccessKey {
+    /// The only instance the key may address (`None`: every instance).
+    pub(super) instance: Option<InstanceId>,
+    /// Its secret, prepared for verifying signatures.
+    pub(super) signing_key: SigningKey,
+}
+
+impl From<Credential> for AccessKey {
+    fn from(c: Credential) -> Self {
+        Self {
+            signing_key: SigningKey::new(&c.access_key_secret),
+            instance: c.instance,
+        }
+    }
+}
+
 pub(crate) struct Shared {
     /// The admin API's bearer token and whether it was generated; `None` = no admin API.
     pub(super) admin: Option<(crate::config::AdminToken, bool)>,
     pub(super) backend: Backend,
-    pub(super) credentials: HashMap<String, Credential>,
+    /// The accepted access keys, by AccessKey id.
+    pub(super) credentials: HashMap<String, AccessKey>,
     pub(super) host_id: String,
     pub(super) limits: Limits,
     pub(super) shutdown: watch::Sender<bool>,
