@@ -208,7 +208,8 @@ fn benches(c: &mut Criterion, f: &Fixtures) {
                 &f.publish_target,
                 &f.publish_headers,
                 f.date,
-                |_| Some(f.credentials.access_key_secret().to_owned()),
+                // As a server does: the key prepared once (`SigningKey`), not per request.
+                |_| Some(f.credentials.signing_key()),
             );
             let parsed = parse_request_bytes(
                 &Method::POST,
