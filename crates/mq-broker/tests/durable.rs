@@ -998,6 +998,14 @@ fn a_stored_name_this_version_refuses_is_named_with_what_to_do() {
         topic: topic.clone(),
     };
     core.apply(1_000, declare).unwrap();
+    // A message the group receives: its trace names the group too (read before the group
+    // itself, and kept as stored: the refusal must come from the group's own entry).
+    let publish = Call::Publish {
+        instance: None,
+        topic: topic.clone(),
+        message: TopicMessage::new("m").unwrap(),
+        producer: None,
+    };
     let consume = Call::Consume {
         instance: None,
         topic,
@@ -1007,7 +1015,9 @@ fn a_stored_name_this_version_refuses_is_named_with_what_to_do() {
         batch: one(1),
         wait: Default::default(),
     };
-    core.apply(2_000, consume).unwrap();
+    core.apply(2_000, consume.clone()).unwrap();
+    core.apply(2_500, publish).unwrap();
+    core.apply(3_000, consume).unwrap();
     rt.block_on(core.sync_point().wait()).unwrap();
     rt.block_on(core.close());
     // The snapshot taken at open is of the empty core: the names are in the journal.
@@ -1018,7 +1028,7 @@ fn a_stored_name_this_version_refuses_is_named_with_what_to_do() {
         .iter()
         .map(|(i, r)| (*i, patched(&patched(r, b"Q2F", b"%2F"), b"Q25", b"%25")))
         .collect();
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 4);
     let from_journal = TempDir::new("refused-journal");
     {
         let mut fjall = FjallEngine::open(from_journal.path()).unwrap();

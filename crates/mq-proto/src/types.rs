@@ -164,6 +164,13 @@ macro_rules! name_type {
                 &self.0
             }
         }
+
+        impl From<&$name> for Arc<str> {
+            /// The name's shared text (a reference-count increment, no copy).
+            fn from(name: &$name) -> Self {
+                name.0.clone()
+            }
+        }
     };
 }
 

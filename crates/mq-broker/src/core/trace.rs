@@ -2,8 +2,10 @@
 //! as long as the topic keeps the message: held by a group, a dead letter, half, or kept
 //! after every group consumed it) and bounded per message.
 
+use std::sync::Arc;
+
 use mq_proto::{GroupId, InvalidValue, ReceiptHandle};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::BrokerCore;
 
@@ -62,16 +64,19 @@ pub struct TraceEvent {
 
 /// One event as a message keeps it: a [`TraceEvent`] whose group and receipt handle share
 /// their text with the group and the delivery (a reference count each, not a copy per
-/// event). Snapshots write it as the [`TraceEvent`] it reads as, so their form is unchanged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "TraceEvent", into = "TraceEvent")]
+/// event). Snapshots write it as the [`TraceEvent`] it reads as (borrowing its text), so
+/// their form is unchanged. The group's text is kept as stored, unchecked: a trace may name
+/// a group whose name this version refuses (a `%` an earlier version took), and that must
+/// not keep a data directory from opening.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "TraceEvent")]
 pub(crate) struct Event {
     /// What happened.
     pub(crate) event: TraceKind,
     /// When (epoch ms).
     pub(crate) time_ms: u64,
-    /// The consumer group, for group events.
-    pub(crate) group: Option<GroupId>,
+    /// The consumer group's id, for group events.
+    pub(crate) group: Option<Arc<str>>,
     /// The AccessKey id that published the message (`published` only).
     pub(crate) producer: Option<Box<str>>,
     /// The receipt handle issued (`delivered`, `checked`).
@@ -99,9 +104,37 @@ impl Event {
     /// An event of a group.
     pub(crate) fn of_group(event: TraceKind, time_ms: u64, group: &GroupId) -> Self {
         Self {
-            group: Some(group.clone()),
+            group: Some(Arc::from(group)),
             ..Self::at(event, time_ms)
         }
+    }
+}
+
+/// [`TraceEvent`]'s serde form over borrowed text: what [`Event`] writes.
+#[derive(Serialize)]
+#[serde(rename = "TraceEvent")]
+struct EventForm<'a> {
+    event: TraceKind,
+    time_ms: u64,
+    group: Option<&'a str>,
+    producer: Option<&'a str>,
+    receipt_handle: Option<&'a str>,
+    next_consume_time: Option<u64>,
+    consumed_times: Option<u32>,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EventForm {
+            event: self.event,
+            time_ms: self.time_ms,
+            group: self.group.as_deref(),
+            producer: self.producer.as_deref(),
+            receipt_handle: self.receipt_handle.as_ref().map(ReceiptHandle::as_str),
+            next_consume_time: self.next_consume_time,
+            consumed_times: self.consumed_times,
+        }
+        .serialize(s)
     }
 }
 
@@ -110,18 +143,12 @@ impl From<&Event> for TraceEvent {
         Self {
             event: e.event,
             time_ms: e.time_ms,
-            group: e.group.as_ref().map(|g| g.as_str().to_owned()),
+            group: e.group.as_deref().map(str::to_owned),
             producer: e.producer.as_deref().map(str::to_owned),
             receipt_handle: e.receipt_handle.as_ref().map(|h| h.as_str().to_owned()),
             next_consume_time: e.next_consume_time,
             consumed_times: e.consumed_times,
         }
-    }
-}
-
-impl From<Event> for TraceEvent {
-    fn from(e: Event) -> Self {
-        Self::from(&e)
     }
 }
 
@@ -132,7 +159,7 @@ impl TryFrom<TraceEvent> for Event {
         Ok(Self {
             event: e.event,
             time_ms: e.time_ms,
-            group: e.group.map(GroupId::new).transpose()?,
+            group: e.group.map(Arc::from),
             producer: e.producer.map(String::into_boxed_str),
             receipt_handle: e.receipt_handle.map(ReceiptHandle::new).transpose()?,
             next_consume_time: e.next_consume_time,
@@ -258,6 +285,20 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&trace).expect("encode"), bytes);
         let read: Trace = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(read, trace);
+
+        // A group name this version refuses (an earlier one took `%`) still reads: the
+        // trace keeps the text it stored.
+        let old = PublicTrace {
+            events: vec![TraceEvent {
+                group: Some("GID_%25".to_owned()),
+                ..TraceEvent::from(&Event::at(TraceKind::Acked, 4))
+            }],
+            dropped: 0,
+        };
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        let read: Trace = postcard::from_bytes(&bytes).expect("a refused group name reads");
+        assert_eq!(read.events[0].group.as_deref(), Some("GID_%25"));
+        assert_eq!(postcard::to_allocvec(&read).expect("encode"), bytes);
     }
 
     #[test]

@@ -99,8 +99,16 @@ pub(crate) use journal::CommitMetrics;
 use journal::{Item, Writer};
 use record::Record;
 
-/// Version of the on-disk format (records and snapshots) this build reads and writes.
-pub const FORMAT: u32 = 2;
+/// Version of the on-disk format (records and snapshots) this build writes.
+///
+/// 3: as 2, but a group consumed only normally stores no ordered-consumption index (it is
+/// built on the first orderly consume): a build of format 2 would read such a group as
+/// having nothing to deliver in order, so it must refuse the directory, and does.
+pub const FORMAT: u32 = 3;
+
+/// Formats this build reads: [`FORMAT`], and 2, whose snapshots have the same form (their
+/// groups always carry the ordered-consumption index, which this build takes as built).
+const READABLE_FORMATS: [u32; 2] = [2, FORMAT];
 
 /// When snapshots are taken (see the [module documentation](self)).
 ///
@@ -465,7 +473,7 @@ fn encode_snapshot(core: &BrokerCore) -> Result<Vec<u8>, StorageError> {
 fn decode_snapshot(bytes: &[u8]) -> Result<BrokerCore, StorageError> {
     let (format, rest) = postcard::take_from_bytes::<u32>(bytes)
         .map_err(|e| StorageError::Corrupt(format!("snapshot header: {e}")))?;
-    if format != FORMAT {
+    if !READABLE_FORMATS.contains(&format) {
         return Err(StorageError::Format {
             found: format,
             expected: FORMAT,
@@ -537,6 +545,10 @@ mod tests {
         .unwrap();
         let bytes = encode_snapshot(&core).unwrap();
         assert_eq!(decode_snapshot(&bytes).unwrap(), core);
+        // Format 2 (the same form) still reads.
+        let mut two = postcard::to_allocvec(&2u32).unwrap();
+        two.extend_from_slice(&bytes[1..]);
+        assert_eq!(decode_snapshot(&two).unwrap(), core);
 
         let mut other = postcard::to_allocvec(&(FORMAT + 1)).unwrap();
         other.extend_from_slice(&bytes[1..]);

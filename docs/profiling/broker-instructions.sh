@@ -1,0 +1,41 @@
+#!/bin/bash
+# Instructions (callgrind Ir, user space, exact) of an mq-broker process per message, over
+# a measured phase only: BENCHMARKS.md, "Broker instructions per request".
+#
+# usage: docs/profiling/broker-instructions.sh BROKER_BIN consume|publish [N] [PORT]
+#   BROKER_BIN  an mq-broker binary (cargo build --release -p mq-broker; copy it aside to
+#               compare builds)
+#   consume     consume 16 + ack 16 of an N-message backlog (published first, not counted)
+#   publish     N publishes of 1 KiB at 16 in flight (after 500 of warm-up, not counted)
+# Needs valgrind and target/release/mq (cargo build --release -p mq-cli). Prints the
+# messages measured and the broker's instructions per message; the callgrind profile is
+# left in target/profiling/ for callgrind_annotate.
+set -euo pipefail
+BIN=$1; W=$2; N=${3:-10000}; PORT=${4:-18095}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+MQ=$ROOT/target/release/mq
+OUT=$ROOT/target/profiling/broker-$W.$PORT
+mkdir -p "$(dirname "$OUT")"
+rm -f "$OUT"*
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT" "$BIN" \
+    --listen "127.0.0.1:$PORT" > "$OUT.log" 2>&1 &
+BPID=$!
+trap 'kill $BPID 2>/dev/null || true' EXIT
+for _ in $(seq 300); do grep -q 'listening on' "$OUT.log" && break; sleep 0.2; done
+export MQ_ENDPOINT=http://127.0.0.1:$PORT
+export ALIBABA_CLOUD_ACCESS_KEY_ID=mq-dev-access-key ALIBABA_CLOUD_ACCESS_KEY_SECRET=mq-dev-secret
+if [ "$W" = consume ]; then
+    "$MQ" bench consume --topic T9 --group GID_9 --prefill "$N" --duration 0.001s --json > /dev/null
+    ARGS=(consume --topic T9 --group GID_9 --prefill 0 --concurrency 16 --batch 16 --duration 600s)
+else
+    "$MQ" bench publish --topic T9 --concurrency 16 --duration 0.001s --warmup 500 --json > /dev/null
+    ARGS=(publish --topic T9 --concurrency 16 --size 1024 --count "$N" --warmup 0)
+fi
+callgrind_control -i on $BPID > /dev/null
+RES=$("$MQ" bench "${ARGS[@]}" --json)
+callgrind_control -i off $BPID > /dev/null
+callgrind_control -d $BPID > /dev/null
+kill $BPID; wait $BPID 2>/dev/null || true
+MSGS=$(echo "$RES" | python3 -c "import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index('{'):])['messages'])")
+IR=$(cat "$OUT".* | grep -h '^totals:' | awk '{s+=$2} END {print s}')
+echo "$W: $MSGS messages, $((IR / MSGS)) broker instructions per message (profile: $OUT.*)"
