@@ -780,6 +780,27 @@ async fn stats_and_health() {
         .protocol_roundtrip(b"GET /health?from=lb HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
     assert_eq!((probed.status, probed.text().as_str()), (200, "ok\n"));
+    // Read-only endpoints: another method is 405 naming the methods that work, and the
+    // connection goes on.
+    for path in ["/health", "/ready", "/stats", "/metrics"] {
+        for method in ["POST", "PUT", "DELETE"] {
+            let request =
+                format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{{}}");
+            // Not a protocol answer (no `<Error>` document): plain text, as the console's.
+            let r = c.roundtrip(request.as_bytes()).await.expect("answered");
+            assert_eq!(
+                (r.status, r.header("allow"), r.text()),
+                (
+                    405,
+                    Some("GET, HEAD"),
+                    format!("{path} answers GET and HEAD only\n")
+                ),
+                "{method} {path}"
+            );
+        }
+    }
+    let health = c.protocol_roundtrip(HEALTH).await;
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
     broker.shutdown().await;
 }
 

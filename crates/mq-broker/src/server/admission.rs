@@ -182,6 +182,19 @@ pub(super) async fn handle(
                 ),
             }
         }
+        (_, "/health" | "/ready" | "/stats" | "/metrics") => {
+            // Read-only: any other method is 405 with the methods that work (RFC 9110
+            // §15.5.6), not an API error about a missing signature.
+            let mut resp = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain;charset=utf-8",
+                Bytes::from(format!("{path} answers GET and HEAD only\n")),
+                &rid,
+            );
+            resp.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            resp
+        }
         (m, p) if console::serves(m, p) => {
             console::handle(&shared, &rid, req, &target, &mut operation).await
         }
