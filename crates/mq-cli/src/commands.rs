@@ -126,7 +126,7 @@ pub struct ConsumeArgs {
     /// Keep polling after the topic is drained (until --max or Ctrl-C).
     #[arg(long)]
     follow: bool,
-    /// Stop after this many messages.
+    /// Stop after this many messages (a poison message, reported on stderr, counts).
     #[arg(long)]
     max: Option<u64>,
     /// Print one JSON object per message.
@@ -387,8 +387,9 @@ fn wait_seconds(wait: Option<Duration>, follow: bool) -> Result<WaitSeconds, Cli
         .ok_or_else(err)
 }
 
-/// How a polling loop goes on: until `max` messages, and without `follow` until a poll comes
-/// back empty; Ctrl-C stops it between requests.
+/// How a polling loop goes on: until `max` messages (poison messages included: a service
+/// that keeps answering one must not keep the loop going), and without `follow` until a
+/// poll comes back empty; Ctrl-C stops it between requests.
 struct PollPlan {
     batch: BatchSize,
     wait: WaitSeconds,
@@ -445,7 +446,7 @@ where
             }
             return Ok(());
         }
-        received += messages.len() as u64;
+        received += (messages.len() + messages.poison.len()) as u64;
         // Print even when the ack failed (as not acked), then report the failure.
         let settled = settle(&messages).await;
         let acked = matches!(settled, Ok(true));

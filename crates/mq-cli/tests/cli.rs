@@ -1335,6 +1335,14 @@ fn admin_trace_shows_the_instance_and_the_checking_group() {
 /// `MessageNotExist`, one request per connection; each request it served (its request line,
 /// a space, its body) goes to the returned list. Its thread serves until the test process ends.
 fn crafted_service(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    crafted_service_answering(body, 1)
+}
+
+/// [`crafted_service`] answering the first `times` consumes with `body`.
+fn crafted_service_answering(
+    body: Vec<u8>,
+    times: usize,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("address"));
     let served = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1370,7 +1378,7 @@ fn crafted_service(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Ve
             };
             let (status, document): (&str, &[u8]) = if request_line.starts_with("DELETE") {
                 ("204 No Content", b"")
-            } else if consumes_before == 0 {
+            } else if consumes_before < times {
                 ("200 OK", &body)
             } else {
                 (
@@ -1388,6 +1396,46 @@ fn crafted_service(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Ve
         }
     });
     (endpoint, served)
+}
+
+/// `--max` counts poison messages: a service answering every consume with the same poison
+/// message does not keep `mq consume --max 2` polling (it stops after two reports).
+#[test]
+fn consume_max_counts_poison_messages() {
+    use mq_tokio::mq_proto::wire::consume::encode_response;
+    use mq_tokio::{Message, MessageId, Properties, ReceiptHandle};
+    let id = "0BC1EF3E1A9C18B4AAC2558D1E4F0003";
+    let poison = Message {
+        message_id: MessageId::new(id).expect("id"),
+        receipt_handle: ReceiptHandle::new(format!("{id}-H")).expect("handle"),
+        body_md5: md5("original").into(),
+        body: "tampered".into(),
+        publish_time: 1_796_119_200_000,
+        next_consume_time: 1_796_119_500_000,
+        first_consume_time: 1_796_119_201_000,
+        consumed_times: 1,
+        tag: None,
+        properties: Properties::default(),
+    };
+    let (endpoint, served) =
+        crafted_service_answering(encode_response(&[poison]).to_vec(), usize::MAX);
+    let mut cmd = mq(&[
+        "consume", "--topic", "T", "--group", "GID_p", "--wait", "0", "--max", "2",
+    ]);
+    cmd.env("MQ_ENDPOINT", &endpoint)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SK);
+    let out = run(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.matches("poison message").count(), 2, "{stderr}");
+    let served = served.lock().expect("lock").clone();
+    assert_eq!(served.len(), 2, "two consumes, no ack: {served:?}");
 }
 
 /// A message the client cannot trust (its `MessageBodyMD5` is not its body's) is one line on
