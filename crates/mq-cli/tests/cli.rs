@@ -1398,25 +1398,31 @@ fn crafted_service_answering(
     (endpoint, served)
 }
 
-/// `--max` counts poison messages: a service answering every consume with the same poison
-/// message does not keep `mq consume --max 2` polling (it stops after two reports).
-#[test]
-fn consume_max_counts_poison_messages() {
-    use mq_tokio::mq_proto::wire::consume::encode_response;
+/// A delivered message for a crafted consume answer: id `id`, handle `{id}-H`, body `body`
+/// with its right `MessageBodyMD5`.
+fn crafted_message(id: &str, body: &str) -> mq_tokio::Message {
     use mq_tokio::{Message, MessageId, Properties, ReceiptHandle};
-    let id = "0BC1EF3E1A9C18B4AAC2558D1E4F0003";
-    let poison = Message {
+    Message {
         message_id: MessageId::new(id).expect("id"),
         receipt_handle: ReceiptHandle::new(format!("{id}-H")).expect("handle"),
-        body_md5: md5("original").into(),
-        body: "tampered".into(),
+        body_md5: md5(body).into(),
+        body: body.into(),
         publish_time: 1_796_119_200_000,
         next_consume_time: 1_796_119_500_000,
         first_consume_time: 1_796_119_201_000,
         consumed_times: 1,
         tag: None,
         properties: Properties::default(),
-    };
+    }
+}
+
+/// `--max` counts poison messages: a service answering every consume with the same poison
+/// message does not keep `mq consume --max 2` polling (it stops after two reports).
+#[test]
+fn consume_max_counts_poison_messages() {
+    use mq_tokio::mq_proto::wire::consume::encode_response;
+    let mut poison = crafted_message("0BC1EF3E1A9C18B4AAC2558D1E4F0003", "tampered");
+    poison.body_md5 = md5("original").into();
     let (endpoint, served) =
         crafted_service_answering(encode_response(&[poison]).to_vec(), usize::MAX);
     let mut cmd = mq(&[
@@ -1444,21 +1450,8 @@ fn consume_max_counts_poison_messages() {
 #[test]
 fn consume_reports_a_poison_message_and_goes_on() {
     use mq_tokio::mq_proto::wire::consume::encode_response;
-    use mq_tokio::{Message, MessageId, Properties, ReceiptHandle};
-    let message = |id: &str, body: &str| Message {
-        message_id: MessageId::new(id).expect("id"),
-        receipt_handle: ReceiptHandle::new(format!("{id}-H")).expect("handle"),
-        body_md5: md5(body).into(),
-        body: body.into(),
-        publish_time: 1_796_119_200_000,
-        next_consume_time: 1_796_119_500_000,
-        first_consume_time: 1_796_119_201_000,
-        consumed_times: 1,
-        tag: None,
-        properties: Properties::default(),
-    };
-    let good = message("0BC1EF3E1A9C18B4AAC2558D1E4F0001", "good");
-    let mut bad = message("0BC1EF3E1A9C18B4AAC2558D1E4F0002", "tampered");
+    let good = crafted_message("0BC1EF3E1A9C18B4AAC2558D1E4F0001", "good");
+    let mut bad = crafted_message("0BC1EF3E1A9C18B4AAC2558D1E4F0002", "tampered");
     bad.body_md5 = md5("original").into();
     let document = encode_response(&[good, bad]).to_vec();
     let (endpoint, served) = crafted_service(document);

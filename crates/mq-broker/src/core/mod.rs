@@ -699,7 +699,13 @@ impl BrokerCore {
                 for text in handles {
                     let result = match decode(text) {
                         Some(token) if token.scope == g.scope && token.attempt > 0 => {
-                            let partition = g.entries.get(&token.seq).map(|e| e.partition.clone());
+                            // Only an existing partition index can have an orderly
+                            // consumer waiting on it (see `orderly.rs`).
+                            let partition = g
+                                .entries
+                                .get(&token.seq)
+                                .filter(|_| !g.partitions.is_empty())
+                                .map(|e| e.partition.clone());
                             let result = g.ack(&mut t.store, token, now, group);
                             if result.is_ok()
                                 && partition.is_some_and(|p| g.partition_ready(&p, now))
