@@ -5,7 +5,7 @@ use crate::properties::{
     KEY_KEYS, KEY_SHARDING_KEY, KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties,
     PropertyError, SYSTEM_KEYS, validate_pair,
 };
-use crate::text::Text;
+use crate::text::{MessageBody, Text};
 use crate::trace::{TRACE_KEYS, TraceContext, TraceContextError};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use bytes::Bytes;
@@ -124,7 +124,7 @@ fn check_body(body: &str) -> Result<(), MessageError> {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMessage {
-    body: Text,
+    body: MessageBody,
     tag: Option<Tag>,
     key: Option<Text>,
     properties: Properties,
@@ -169,7 +169,7 @@ impl TopicMessage {
     }
 
     /// A message around a body already known to pass [`check_body`].
-    fn with_checked_body(body: Text) -> Self {
+    fn with_checked_body(body: MessageBody) -> Self {
         Self {
             body,
             tag: None,
@@ -280,7 +280,14 @@ impl TopicMessage {
     ) -> Result<Self, MessageError> {
         let body = body.into();
         check_body(&body)?;
-        Self::from_xml_parts(body, tag.map(ByteString::from), properties, None)
+        // Scanned for the verbatim mark: a server rebuilding a stored message from its parts
+        // (a journal) then writes the body without a scan per delivery.
+        Self::from_xml_parts(
+            MessageBody::scanned(body),
+            tag.map(ByteString::from),
+            properties,
+            None,
+        )
     }
 
     /// [`from_wire`](Self::from_wire) for a body the XML reader produced: the reader refuses
@@ -289,7 +296,7 @@ impl TopicMessage {
     /// [`KEY_KEYS`] when the caller took it out of `properties` already
     /// ([`Properties::decode_text_without_keys`]).
     pub(crate) fn from_xml_parts(
-        body: Text,
+        body: MessageBody,
         tag: Option<ByteString>,
         mut properties: Properties,
         key: Option<ByteString>,
@@ -335,13 +342,19 @@ impl TopicMessage {
     /// The body's UTF-8 bytes as a shared buffer (a cheap clone: no copy). A body parsed
     /// from a request shares the request's buffer.
     pub fn body_bytes(&self) -> Bytes {
-        self.body.to_bytes()
+        self.body.text().to_bytes()
     }
 
     /// The body as shared [`Text`] (a cheap clone: no copy). A body parsed from a request
     /// shares the request's buffer.
     pub fn body_text(&self) -> Text {
-        self.body.clone()
+        self.body.text().clone()
+    }
+
+    /// The body with its verbatim mark ([`MessageBody`]): what a server stores to encode
+    /// consume responses from. Clone it to keep it (a cheap clone: no copy).
+    pub fn message_body(&self) -> &MessageBody {
+        &self.body
     }
 
     /// The tag, if any.

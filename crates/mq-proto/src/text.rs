@@ -56,6 +56,189 @@ impl Text {
     }
 }
 
+/// A message body as a server keeps it: the text, and whether that text is known to be its
+/// own XML element content ("verbatim"): it was one piece of character data of a request's
+/// `MessageBody`, with no reference, CR or CDATA section, so it holds no `<`, `&`, CR or `]]>`
+/// and only characters XML allows. A consume response then carries it as it is, without the
+/// escape scan ([`BodyView`], [`encode_response`](crate::wire::consume::encode_response)).
+///
+/// The request parser ([`server::parse_request`](crate::server::parse_request)) marks a body
+/// verbatim as it reads it (no extra scan); [`scanned`](Self::scanned) marks one by a scan of
+/// its text (a server's snapshot or journal); a body built from a `String`, `&str` or
+/// [`Text`] is not marked and is escaped when written. It compares, orders and reads (`Deref<Target = str>`) as its text: the mark only
+/// saves work.
+///
+/// ```
+/// use mq_proto::{MessageBody, Text};
+/// let body = MessageBody::from("a < b");
+/// assert_eq!(body.as_str(), "a < b");
+/// assert!(!body.is_verbatim());
+/// assert_eq!(body, MessageBody::from(Text::from("a < b")));
+/// ```
+#[derive(Clone, Default)]
+pub struct MessageBody {
+    text: Text,
+    verbatim: bool,
+}
+
+impl MessageBody {
+    /// A body the XML reader took verbatim from a request (see the type's description).
+    pub(crate) fn verbatim(text: Text) -> Self {
+        Self {
+            text,
+            verbatim: true,
+        }
+    }
+
+    /// A body marked verbatim when its text needs no escaping at all (no `&`, `<`, `>`, CR,
+    /// other control than tab and LF, or U+FFFE/U+FFFF lead byte): one scan of the text, for
+    /// a body not read from a request (a server's snapshot or journal).
+    ///
+    /// ```
+    /// use mq_proto::MessageBody;
+    /// assert!(MessageBody::scanned("{\"qty\": 3}").is_verbatim());
+    /// assert!(!MessageBody::scanned("a < b").is_verbatim());
+    /// ```
+    pub fn scanned(text: impl Into<Text>) -> Self {
+        let text = text.into();
+        let verbatim = crate::xml::is_plain_text(text.as_bytes());
+        Self { text, verbatim }
+    }
+
+    /// The text as a `&str`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The text, shared (a cheap clone: no copy).
+    pub fn text(&self) -> &Text {
+        &self.text
+    }
+
+    /// Whether the text is its own XML element content (see the type's description).
+    pub fn is_verbatim(&self) -> bool {
+        self.verbatim
+    }
+
+    /// The view an encoder writes.
+    pub fn view(&self) -> BodyView<'_> {
+        BodyView {
+            text: &self.text,
+            verbatim: self.verbatim,
+        }
+    }
+}
+
+impl Deref for MessageBody {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for MessageBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl PartialEq for MessageBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for MessageBody {}
+
+impl From<Text> for MessageBody {
+    /// A body to escape when written.
+    fn from(text: Text) -> Self {
+        Self {
+            text,
+            verbatim: false,
+        }
+    }
+}
+
+impl From<String> for MessageBody {
+    /// A body to escape when written.
+    fn from(text: String) -> Self {
+        Self::from(Text::from(text))
+    }
+}
+
+impl From<&str> for MessageBody {
+    /// A body to escape when written.
+    fn from(text: &str) -> Self {
+        Self::from(Text::from(text))
+    }
+}
+
+impl From<MessageBody> for Text {
+    fn from(body: MessageBody) -> Self {
+        body.text
+    }
+}
+
+/// The `MessageBody` of a [`MessageView`](crate::wire::consume::MessageView): the text, and
+/// whether it is written as it is ([`MessageBody::is_verbatim`]) or escaped. Made from a
+/// `&str` or `&Text` (escaped) or a [`MessageBody`] (as it is marked); compares as its text.
+///
+/// ```
+/// use mq_proto::BodyView;
+/// let view = BodyView::from("hello");
+/// assert_eq!(view.as_str(), "hello");
+/// assert!(!view.is_verbatim());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct BodyView<'a> {
+    text: &'a str,
+    verbatim: bool,
+}
+
+impl<'a> BodyView<'a> {
+    /// The text.
+    pub fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    /// Whether the text is written as it is (see [`MessageBody::is_verbatim`]).
+    pub fn is_verbatim(&self) -> bool {
+        self.verbatim
+    }
+}
+
+impl PartialEq for BodyView<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for BodyView<'_> {}
+
+impl<'a> From<&'a str> for BodyView<'a> {
+    /// A body to escape when written.
+    fn from(text: &'a str) -> Self {
+        Self {
+            text,
+            verbatim: false,
+        }
+    }
+}
+
+impl<'a> From<&'a Text> for BodyView<'a> {
+    /// A body to escape when written.
+    fn from(text: &'a Text) -> Self {
+        Self::from(text.as_str())
+    }
+}
+
+impl<'a> From<&'a MessageBody> for BodyView<'a> {
+    fn from(body: &'a MessageBody) -> Self {
+        body.view()
+    }
+}
+
 /// Upper-case hexadecimal digits.
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 

@@ -19,7 +19,7 @@ use quick_xml::Reader;
 use quick_xml::escape::unescape;
 use quick_xml::events::{BytesDecl, BytesPI, BytesStart, Event};
 
-use crate::text::shared_slice;
+use crate::text::{BodyView, shared_slice};
 
 /// Deepest element nesting accepted in any document (the protocol needs 3).
 pub(crate) const MAX_DEPTH: usize = 16;
@@ -436,6 +436,24 @@ impl<'a> XmlReader<'a> {
                 Some(a) => a.to_mut().push_str(&piece),
             }
         }
+    }
+
+    /// Whether `text`, returned by [`read_text`](Self::read_text), is verbatim: one piece of
+    /// character data taken from the document as it is (no reference, CR or CDATA section),
+    /// so it holds no `<`, `&`, CR or `]]>` and is its own XML element content (see
+    /// [`MessageBody`](crate::MessageBody)).
+    ///
+    /// Text that lies in the document is one piece (two pieces are joined into an owned
+    /// string) without reference or CR (resolving either gives an owned string); it is
+    /// character data, not a CDATA section's content, when the byte before it closes markup
+    /// (`>`): CDATA content follows `<![CDATA[`.
+    pub(crate) fn is_verbatim(&self, text: &str) -> bool {
+        !text.is_empty()
+            && self
+                .doc_range(text.as_bytes())
+                .and_then(|range| range.start.checked_sub(1))
+                .and_then(|before| self.doc.as_bytes().get(before))
+                == Some(&b'>')
     }
 
     /// Text returned by [`read_text`](Self::read_text) as a [`ByteString`]: a slice of the
@@ -1054,7 +1072,7 @@ static ESCAPE_ATTENTION: [bool; 256] = {
 /// it is. The same predicate as the table, written as comparisons over 32-byte blocks so the
 /// compiler vectorises it (the table scan below handles one byte per step; most bodies have
 /// nothing to escape).
-fn is_plain_text(bytes: &[u8]) -> bool {
+pub(crate) fn is_plain_text(bytes: &[u8]) -> bool {
     fn attention(b: u8) -> bool {
         (b < 0x20) & (b != b'\t') & (b != b'\n')
             | (b == b'&')
@@ -1062,13 +1080,24 @@ fn is_plain_text(bytes: &[u8]) -> bool {
             | (b == b'>')
             | (b == 0xef)
     }
-    let mut blocks = bytes.chunks_exact(32);
+    const BLOCK: usize = 32;
+    fn any_attention(block: &[u8; BLOCK]) -> bool {
+        block.iter().fold(false, |any, &b| any | attention(b))
+    }
+    let mut blocks = bytes.chunks_exact(BLOCK);
     for block in &mut blocks {
-        if block.iter().fold(false, |any, &b| any | attention(b)) {
+        if <&[u8; BLOCK]>::try_from(block).is_ok_and(any_attention) {
             return false;
         }
     }
-    !blocks.remainder().iter().any(|&b| attention(b))
+    // The last partial block (all of an id, handle, MD5 or tag), padded with plain bytes to
+    // a whole one: one vectorised fold rather than a byte-by-byte loop.
+    let rest = blocks.remainder();
+    let mut padded = [b' '; BLOCK];
+    if let Some(head) = padded.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
+    }
+    !any_attention(&padded)
 }
 
 /// Appends `s` escaped for element text: `&` `<` `>` become entities, `\r` becomes `&#13;`
@@ -1148,17 +1177,35 @@ impl XmlWriter {
         self.buf.push('>');
     }
 
+    /// Writes markup as it is (tags the caller spells out: one push for the text between
+    /// two values rather than three per tag).
+    pub(crate) fn markup(&mut self, markup: &str) {
+        self.buf.push_str(markup);
+    }
+
+    /// Writes `text` escaped for element content.
+    pub(crate) fn escaped(&mut self, text: &str) {
+        escape_into(&mut self.buf, text);
+    }
+
+    /// Writes a body: a verbatim one as it is, any other escaped.
+    pub(crate) fn body(&mut self, body: BodyView<'_>) {
+        if body.is_verbatim() {
+            self.buf.push_str(body.as_str());
+        } else {
+            escape_into(&mut self.buf, body.as_str());
+        }
+    }
+
+    /// Writes the decimal digits of `n`.
+    pub(crate) fn digits(&mut self, n: u64) {
+        self.buf.push_str(itoa::Buffer::new().format(n));
+    }
+
     /// Writes `<name>escaped text</name>` (never self-closing).
     pub(crate) fn text(&mut self, name: &str, text: &str) {
         self.open(name);
-        escape_into(&mut self.buf, text);
-        self.close(name);
-    }
-
-    /// Writes `<name>digits</name>`.
-    pub(crate) fn number(&mut self, name: &str, n: u64) {
-        self.open(name);
-        self.buf.push_str(itoa::Buffer::new().format(n));
+        self.escaped(text);
         self.close(name);
     }
 
@@ -1172,6 +1219,15 @@ impl XmlWriter {
 /// special characters).
 pub(crate) fn text_capacity(s: &str) -> usize {
     s.len() + s.len() / 8
+}
+
+/// [`text_capacity`] of a body: its length when it is written verbatim.
+pub(crate) fn body_capacity(body: BodyView<'_>) -> usize {
+    if body.is_verbatim() {
+        body.as_str().len()
+    } else {
+        text_capacity(body.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -1487,6 +1543,59 @@ mod tests {
                 (Err(old), Err(new)) => proptest::prop_assert_eq!(old, new),
                 (old, new) => proptest::prop_assert!(false, "{:?} vs {:?}", old, new),
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// A text read as verbatim, written into an element as it is, reads back as the
+        /// same text (the promise [`MessageBody`](crate::MessageBody) makes to the encoder);
+        /// on documents mixing plain text, `>`, `]]`, references, CRs, CDATA sections,
+        /// comments and nested elements.
+        #[test]
+        fn verbatim_text_is_its_own_element_content(
+            pieces in proptest::collection::vec(proptest::prop_oneof![
+                "[a-z >\\]\t\n\u{e9}\u{4e2d}\u{ff0c}]{1,12}",
+                proptest::sample::select(vec![
+                    "&amp;", "&lt;", "&gt;", "&#13;", "\r\n", "\r", "<![CDATA[<&]]>",
+                    "<![CDATA[]]>", "<![CDATA[x]]>", "<!--c-->", "<x>skipped</x>", "]]>",
+                ]).prop_map(str::to_owned),
+            ], 0..5),
+        ) {
+            let doc = format!("<r><b>{}</b></r>", pieces.concat());
+            if let Ok((text, true)) = read_marked(&doc) {
+                let again = format!("<r><b>{text}</b></r>");
+                proptest::prop_assert_eq!(read_marked(&again), Ok((text.clone(), true)), "{:?}", doc);
+            }
+        }
+    }
+
+    /// The text of the first child of `doc`'s root, and whether it is verbatim.
+    fn read_marked(doc: &str) -> Result<(String, bool), XmlError> {
+        let mut r = XmlReader::new(doc.as_bytes());
+        r.root()?;
+        r.next()?;
+        let text = r.read_text()?;
+        let verbatim = r.is_verbatim(&text);
+        Ok((text.into_owned(), verbatim))
+    }
+
+    #[test]
+    fn one_plain_piece_is_verbatim_and_others_are_not() {
+        let read = read_marked;
+        assert_eq!(read("<r><b>a > b</b></r>"), Ok(("a > b".into(), true)));
+        assert_eq!(
+            read("<r><b>\u{4e2d}\t\n</b></r>"),
+            Ok(("\u{4e2d}\t\n".into(), true))
+        );
+        for doc in [
+            "<r><b>a &amp; b</b></r>",
+            "<r><b>a\r\nb</b></r>",
+            "<r><b><![CDATA[a]]></b></r>",
+            "<r><b>a<!--c-->b</b></r>",
+            "<r><b>a<x/>b</b></r>",
+            "<r><b></b></r>",
+        ] {
+            assert!(!read(doc).expect(doc).1, "{doc}");
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use mq_proto::wire::consume::{AsMessageView, MessageView, PropertiesView};
-use mq_proto::{Message, Properties, ReceiptHandle, Tag};
+use mq_proto::{Message, MessageBody, Properties, ReceiptHandle, Tag};
 
 use super::store::MessageContent;
 
@@ -79,7 +79,7 @@ impl Delivery {
 
     /// The body as shared bytes (a reference count, no copy).
     pub fn body_bytes(&self) -> ByteString {
-        self.content.body.clone()
+        self.content.body.text().clone().into()
     }
 
     /// When the message was stored (epoch ms).
@@ -119,7 +119,7 @@ impl Delivery {
             message_id: c.id.clone(),
             receipt_handle: self.receipt_handle,
             body_md5: c.body_md5.as_str().into(),
-            body: c.body.clone().into(),
+            body: c.body.text().clone(),
             publish_time: self.publish_time,
             next_consume_time: self.next_consume_time,
             first_consume_time: self.first_consume_time,
@@ -136,7 +136,7 @@ impl From<Message> for Delivery {
     fn from(m: Message) -> Self {
         let content = MessageContent::new(
             m.message_id,
-            ByteString::from(m.body),
+            MessageBody::from(m.body),
             String::from(m.body_md5),
             m.tag,
             m.properties,
@@ -159,7 +159,7 @@ impl AsMessageView for Delivery {
             message_id: c.id.as_str(),
             receipt_handle: self.receipt_handle.as_str(),
             body_md5: &c.body_md5,
-            body: &c.body,
+            body: c.body.view(),
             publish_time: self.publish_time,
             next_consume_time: self.next_consume_time,
             first_consume_time: self.first_consume_time,

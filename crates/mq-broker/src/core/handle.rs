@@ -20,6 +20,8 @@ const TOKEN_VERSION: u8 = 1;
 const MAX_HANDLE_LEN: usize = 128;
 /// Bytes of a token: version, scope, sequence number, attempt, expiry.
 const TOKEN_LEN: usize = 1 + 8 + 8 + 4 + 8;
+/// Characters of a token in padded base64.
+const TOKEN_TEXT_LEN: usize = TOKEN_LEN.div_ceil(3) * 4;
 
 /// The id prefix derived from a seed (SplitMix64 finalizer: well spread, deterministic).
 pub(crate) fn id_prefix(seed: u64) -> u64 {
@@ -66,11 +68,18 @@ impl Token {
         raw[9..17].copy_from_slice(&self.seq.to_be_bytes());
         raw[17..21].copy_from_slice(&self.attempt.to_be_bytes());
         raw[21..].copy_from_slice(&self.expiry.to_be_bytes());
-        // One allocation: the id, `-`, then the base64 token appended in place.
-        let mut text = String::with_capacity(33 + TOKEN_LEN.div_ceil(3) * 4);
+        // The token encoded on the stack (`encode_slice`: no chunked writer), then one
+        // allocation for the id, `-` and the token.
+        let mut token = [0u8; TOKEN_TEXT_LEN];
+        let len = STANDARD
+            .encode_slice(raw, &mut token)
+            .map_err(|e| CoreError::internal(format!("receipt handle token: {e}")))?;
+        let token = std::str::from_utf8(token.get(..len).unwrap_or_default())
+            .map_err(|e| CoreError::internal(format!("receipt handle token: {e}")))?;
+        let mut text = String::with_capacity(id.as_str().len() + 1 + len);
         text.push_str(id.as_str());
         text.push('-');
-        STANDARD.encode_string(raw, &mut text);
+        text.push_str(token);
         ReceiptHandle::new(text)
             .map_err(|e| CoreError::internal(format!("generated receipt handle rejected: {e}")))
     }

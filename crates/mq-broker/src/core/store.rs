@@ -11,8 +11,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bytestring::ByteString;
-use mq_proto::{MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
+use mq_proto::{MessageBody, MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
 use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -32,8 +31,8 @@ use super::trace::{Event, Trace, TraceKind};
 pub(crate) struct MessageContent {
     /// Message id.
     pub(crate) id: MessageId,
-    /// Body text.
-    pub(crate) body: ByteString,
+    /// Body text, with its verbatim mark when it came from a request as it is.
+    pub(crate) body: MessageBody,
     /// Upper-case hex MD5 of the body.
     pub(crate) body_md5: String,
     /// Tag, if any.
@@ -62,7 +61,8 @@ impl From<ContentFields> for MessageContent {
     fn from(f: ContentFields) -> Self {
         Self::new(
             f.id,
-            ByteString::from(f.body),
+            // Snapshots keep no verbatim mark: found again by a scan, once per load.
+            MessageBody::scanned(f.body),
             f.body_md5,
             f.tag,
             f.properties,
@@ -87,7 +87,7 @@ impl MessageContent {
     /// The content of a message; encodes the properties' wire form.
     pub(crate) fn new(
         id: MessageId,
-        body: ByteString,
+        body: MessageBody,
         body_md5: String,
         tag: Option<Tag>,
         properties: Properties,
@@ -148,7 +148,7 @@ impl StoredMessage {
             seq,
             content: Arc::new(MessageContent::new(
                 id,
-                ByteString::from(message.body_text()),
+                message.message_body().clone(),
                 message.body_md5().to_owned(),
                 message.tag().cloned(),
                 message.all_properties(),
@@ -389,5 +389,45 @@ mod tests {
         assert_eq!(owned.body_md5, mq_proto::body_md5(&owned.body));
         assert_eq!(owned.properties, m.content.properties);
         assert_eq!(owned.tag, m.content.tag);
+    }
+
+    #[test]
+    fn a_body_published_as_plain_text_is_stored_verbatim_and_stays_so_in_deliveries() {
+        use mq_proto::server::{Operation, parse_request};
+        let body = b"<Message><MessageBody>{\"qty\": 3} > 2</MessageBody></Message>";
+        let Ok(Operation::Publish(message)) = parse_request(
+            &http::Method::POST,
+            "/topics/T/messages",
+            &http::HeaderMap::new(),
+            body,
+        )
+        .map(|p| p.operation) else {
+            panic!("not a publish");
+        };
+        let id = MessageId::new("0123456789ABCDEF0000000000000007").expect("id");
+        let m = StoredMessage::new(7, id, &message, 1_000, None);
+        assert!(m.content.body.is_verbatim());
+        let handle = ReceiptHandle::new("0123456789ABCDEF0000000000000007-AQ==").expect("handle");
+        let d = m.delivery(handle, 31_000, 2_000, 1);
+        assert!(
+            mq_proto::wire::consume::AsMessageView::view(&d)
+                .body
+                .is_verbatim()
+        );
+        // A snapshot keeps no mark: a body read back is scanned, and this one (`>`) is then
+        // escaped when written; a body with nothing to escape is verbatim again.
+        let reload = |m: &StoredMessage| -> StoredMessage {
+            postcard::from_bytes(&postcard::to_allocvec(m).expect("encode")).expect("decode")
+        };
+        let read = reload(&m);
+        assert_eq!(read.content.body.as_str(), "{\"qty\": 3} > 2");
+        assert!(!read.content.body.is_verbatim());
+        let plain = TopicMessage::new("{\"qty\": 3}").expect("message");
+        let id = MessageId::new("0123456789ABCDEF0000000000000008").expect("id");
+        let plain = StoredMessage::new(8, id, &plain, 1_000, None);
+        assert!(!plain.content.body.is_verbatim());
+        assert!(reload(&plain).content.body.is_verbatim());
+        // `stored()`'s body (`<`, `&`) is never verbatim.
+        assert!(!reload(&stored()).content.body.is_verbatim());
     }
 }

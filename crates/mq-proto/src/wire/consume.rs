@@ -13,7 +13,7 @@ use crate::message::Message;
 use crate::properties::{
     KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties, PropertyError, segments,
 };
-use crate::text::{Text, parse_u64, trim};
+use crate::text::{BodyView, Text, parse_u64, trim};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use crate::wire::{DecodeError, message_id, receipt_handle, trimmed};
 use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
@@ -28,7 +28,7 @@ use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
 ///     message_id: "0BC1EF3E1A9C18B4AAC2558D1E4F0010",
 ///     receipt_handle: "0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx",
 ///     body_md5: "5D41402ABC4B2A76B9719D911017C592",
-///     body: "hello",
+///     body: "hello".into(),
 ///     publish_time: 1_000,
 ///     next_consume_time: 31_000,
 ///     first_consume_time: 1_000,
@@ -50,8 +50,9 @@ pub struct MessageView<'a> {
     pub receipt_handle: &'a str,
     /// `MessageBodyMD5`: upper-case hex MD5 of the body (PROTOCOL §3.8).
     pub body_md5: &'a str,
-    /// `MessageBody` (unescaped text; the encoder escapes it).
-    pub body: &'a str,
+    /// `MessageBody`: the text, escaped when written unless it is verbatim ([`BodyView`],
+    /// [`MessageBody`](crate::MessageBody)).
+    pub body: BodyView<'a>,
     /// `PublishTime`.
     pub publish_time: u64,
     /// `NextConsumeTime`.
@@ -105,7 +106,7 @@ impl AsMessageView for Message {
             message_id: self.message_id.as_str(),
             receipt_handle: self.receipt_handle.as_str(),
             body_md5: &self.body_md5,
-            body: &self.body,
+            body: BodyView::from(&self.body),
             publish_time: self.publish_time,
             next_consume_time: self.next_consume_time,
             first_consume_time: self.first_consume_time,
@@ -133,7 +134,7 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
             420 + m.message_id.len()
                 + m.receipt_handle.len()
                 + m.body_md5.len()
-                + xml::text_capacity(m.body)
+                + xml::body_capacity(m.body)
                 + m.tag.map_or(0, xml::text_capacity)
                 + m.properties.encoded_len()
         })
@@ -143,33 +144,62 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
     let mut props = String::new();
     for m in messages {
         let m = m.view();
-        w.open("Message");
-        w.text("MessageId", m.message_id);
-        w.text("ReceiptHandle", m.receipt_handle);
-        w.text("MessageBodyMD5", m.body_md5);
-        w.text("MessageBody", m.body);
-        w.number("PublishTime", m.publish_time);
-        w.number("NextConsumeTime", m.next_consume_time);
-        w.number("FirstConsumeTime", m.first_consume_time);
-        w.number("ConsumedTimes", u64::from(m.consumed_times));
-        if let Some(tag) = m.tag {
-            w.text("MessageTag", tag);
+        // The tags between two values in one piece each (their order is the documented one).
+        for (markup, text) in [
+            ("<Message><MessageId>", m.message_id),
+            ("</MessageId><ReceiptHandle>", m.receipt_handle),
+            ("</ReceiptHandle><MessageBodyMD5>", m.body_md5),
+        ] {
+            w.markup(markup);
+            w.escaped(text);
         }
-        let encoded = match m.properties {
-            PropertiesView::Map(p) => {
-                props.clear();
-                p.encode_into(&mut props);
-                props.as_str()
+        w.markup("</MessageBodyMD5><MessageBody>");
+        w.body(m.body);
+        for (markup, n) in [
+            ("</MessageBody><PublishTime>", m.publish_time),
+            ("</PublishTime><NextConsumeTime>", m.next_consume_time),
+            ("</NextConsumeTime><FirstConsumeTime>", m.first_consume_time),
+            (
+                "</FirstConsumeTime><ConsumedTimes>",
+                u64::from(m.consumed_times),
+            ),
+        ] {
+            w.markup(markup);
+            w.digits(n);
+        }
+        w.markup("</ConsumedTimes>");
+        for (open, text, close) in [
+            ("<MessageTag>", m.tag.unwrap_or_default(), "</MessageTag>"),
+            (
+                "<Properties>",
+                encoded_properties(&m, &mut props),
+                "</Properties>",
+            ),
+        ] {
+            // Written only when present (a tag) or non-empty (properties).
+            if !text.is_empty() {
+                w.markup(open);
+                w.escaped(text);
+                w.markup(close);
             }
-            PropertiesView::Encoded(s) => s,
-        };
-        if !encoded.is_empty() {
-            w.text("Properties", encoded);
         }
-        w.close("Message");
+        w.markup("</Message>");
     }
     w.close("Messages");
     w.finish()
+}
+
+/// The wire form of `m`'s properties: the encoded text as it is, or a map encoded into
+/// `buf`.
+fn encoded_properties<'a>(m: &MessageView<'a>, buf: &'a mut String) -> &'a str {
+    match m.properties {
+        PropertiesView::Map(p) => {
+            buf.clear();
+            p.encode_into(buf);
+            buf.as_str()
+        }
+        PropertiesView::Encoded(s) => s,
+    }
 }
 
 /// One `Message` element of a consume response: a message, or a poison message the client

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::message::{MessageError, TopicMessage};
 use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
+use crate::text::{MessageBody, Text};
 use crate::types::{MessageId, ReceiptHandle};
 use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error};
 use crate::wire::{
@@ -37,10 +38,15 @@ pub(crate) fn encode_request(message: &TopicMessage) -> Bytes {
         props.encoded_len() + 26
     };
     let mut w = XmlWriter::with_capacity(
-        80 + NS_MESSAGE.len() + xml::text_capacity(message.body()) + tag_len + props_len,
+        80 + NS_MESSAGE.len()
+            + xml::body_capacity(message.message_body().view())
+            + tag_len
+            + props_len,
     );
     w.open_root("Message", NS_MESSAGE);
-    w.text("MessageBody", message.body());
+    w.open("MessageBody");
+    w.body(message.message_body().view());
+    w.close("MessageBody");
     if let Some(tag) = message.tag() {
         w.text("MessageTag", tag.as_str());
     }
@@ -85,6 +91,14 @@ pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError>
     })?;
 
     let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
+    // Marked verbatim when it is: a consume response then carries it without the escape scan.
+    let verbatim = r.is_verbatim(&text);
+    let text: Text = r.share(text).into();
+    let body = if verbatim {
+        MessageBody::verbatim(text)
+    } else {
+        MessageBody::from(text)
+    };
     // Not trimmed: spaces are legal at the edges of property keys and values.
     let (properties, key) = match props {
         None => (Properties::new(), None),
@@ -93,8 +107,8 @@ pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError>
             .map_err(|e| message_error(e.into()))?,
     };
     let tag = tag.map(|t| trimmed(&r.share(t)));
-    let message = TopicMessage::from_xml_parts(r.share(text).into(), tag, properties, key)
-        .map_err(message_error)?;
+    let message =
+        TopicMessage::from_xml_parts(body, tag, properties, key).map_err(message_error)?;
     message.check_limits().map_err(message_error)?;
     Ok(message)
 }
@@ -209,6 +223,55 @@ mod tests {
             request.get(start..start + shared.len()),
             Some(&b"plain body"[..])
         );
+    }
+
+    #[test]
+    fn bodies_taken_as_they_are_are_marked_verbatim_and_encode_back_to_their_text() {
+        use crate::wire::consume::{self, AsMessageView, Entry, MessageView};
+        let wrap = |inner: &str| {
+            Bytes::from(format!(
+                "<Message><MessageBody>{inner}</MessageBody></Message>"
+            ))
+        };
+        for (inner, text, verbatim) in [
+            ("a > b, {\"k\": 1}", "a > b, {\"k\": 1}", true),
+            ("\u{4e2d}\u{ff0c}\t\n", "\u{4e2d}\u{ff0c}\t\n", true),
+            ("a &lt; b", "a < b", false),
+            ("a\r\nb", "a\nb", false),
+            ("<![CDATA[a < b]]>", "a < b", false),
+            ("a<!--c-->b", "ab", false),
+        ] {
+            let message = decode_request(&wrap(inner)).unwrap();
+            let body = message.message_body();
+            assert_eq!(
+                (body.as_str(), body.is_verbatim()),
+                (text, verbatim),
+                "{inner}"
+            );
+            // A consume response written from the stored body reads back as the same text.
+            let owned = crate::Message {
+                message_id: MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0001").unwrap(),
+                receipt_handle: ReceiptHandle::new("0BC1EF3E1A9C18B4AAC2558D1E4F0001-MTA=")
+                    .unwrap(),
+                body_md5: crate::body_md5(text).into(),
+                body: text.into(),
+                publish_time: 1,
+                next_consume_time: 2,
+                first_consume_time: 1,
+                consumed_times: 1,
+                tag: None,
+                properties: Properties::new(),
+            };
+            let view = MessageView {
+                body: body.view(),
+                ..owned.view()
+            };
+            let doc = consume::encode_response(&[view]);
+            let mut r = crate::xml::XmlReader::new(&doc);
+            r.root().unwrap();
+            let entries = consume::decode_entries(&mut r, &doc, &[]).unwrap();
+            assert_eq!(entries, vec![Entry::Message(owned)], "{inner}");
+        }
     }
 
     #[test]
