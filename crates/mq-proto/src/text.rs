@@ -255,17 +255,25 @@ pub(crate) fn hex_u64(value: u64) -> [u8; 16] {
 /// The value of 16 upper-case hexadecimal digits (what [`hex_u64`] writes); `None` for any
 /// other length or character.
 pub(crate) fn parse_hex_u64(digits: &[u8]) -> Option<u64> {
-    if digits.len() != 16 {
-        return None;
+    /// The value of each upper-case hexadecimal digit; `0xFF` for every other byte.
+    static HEX_VALUE: [u8; 256] = {
+        let mut t = [0xFF; 256];
+        let mut i = 0;
+        while i < 16 {
+            t[HEX_UPPER[i] as usize] = i as u8;
+            i += 1;
+        }
+        t
+    };
+    let digits: &[u8; 16] = digits.try_into().ok()?;
+    // Branch-free over the 16 digits: any invalid byte leaves a high bit in `invalid`.
+    let (mut value, mut invalid) = (0u64, 0u8);
+    for &b in digits {
+        let digit = HEX_VALUE[usize::from(b)];
+        invalid |= digit;
+        value = value << 4 | u64::from(digit & 0xf);
     }
-    digits.iter().try_fold(0u64, |value, &b| {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        Some(value << 4 | u64::from(digit))
-    })
+    (invalid & 0xf0 == 0).then_some(value)
 }
 
 /// The upper-case hexadecimal digits of `bytes`, two per byte, into `out` (which holds
@@ -435,6 +443,17 @@ mod tests {
         #[test]
         fn trim_is_str_trim(s in "[ \t\n\r\x0b\x0c\x00\x7fa9\u{a0}\u{3000}\u{85}\u{e9}]{0,3}[a-z0-9\u{e9} ]{0,8}[ \t\n\r\x0b\x0c\x00\x7fa9\u{a0}\u{3000}\u{85}\u{e9}]{0,3}") {
             proptest::prop_assert_eq!(trim(&s), s.trim());
+        }
+
+        /// `parse_hex_u64` reads what `hex_u64` writes and refuses any other 16 bytes
+        /// (lower case, other characters).
+        #[test]
+        fn parse_hex_u64_is_upper_case_from_str_radix(n: u64, s in "[0-9A-Fa-fG-]{16}|[0-9A-F]{15,17}") {
+            proptest::prop_assert_eq!(parse_hex_u64(&hex_u64(n)), Some(n));
+            let expected = (s.len() == 16 && s.bytes().all(|b| HEX_UPPER.contains(&b)))
+                .then(|| u64::from_str_radix(&s, 16).ok())
+                .flatten();
+            proptest::prop_assert_eq!(parse_hex_u64(s.as_bytes()), expected);
         }
 
         /// `parse_u64` is `str::parse::<u64>`, around the overflow edge and on signs, blanks

@@ -16,7 +16,9 @@ use super::config::CoreError;
 
 /// Version byte at the start of every token.
 const TOKEN_VERSION: u8 = 1;
-/// Longest handle text worth decoding (ours are 77 bytes).
+/// Characters of a message id.
+const ID_LEN: usize = 32;
+/// Longest handle text worth decoding (ours are 73 bytes).
 const MAX_HANDLE_LEN: usize = 128;
 /// Bytes of a token: version, scope, sequence number, attempt, expiry.
 const TOKEN_LEN: usize = 1 + 8 + 8 + 4 + 8;
@@ -89,7 +91,11 @@ impl Token {
         if text.len() > MAX_HANDLE_LEN {
             return None;
         }
-        let (id, token) = text.split_once('-')?;
+        // The id is the first 32 bytes (`message_seq` refuses any other length): no search.
+        if text.as_bytes().get(ID_LEN) != Some(&b'-') {
+            return None;
+        }
+        let (id, token) = (text.get(..ID_LEN)?, text.get(ID_LEN + 1..)?);
         let id_seq = message_seq(id, prefix)?;
         // Decoded on the stack: at most 3/4 of the text's bytes.
         let mut buf = [0u8; MAX_HANDLE_LEN / 4 * 3];
