@@ -36,8 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderValue, Method, header};
 use sha1::Sha1;
+use smallvec::SmallVec;
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -279,12 +280,6 @@ fn push_value(out: &mut String, value: &[u8]) {
     }
 }
 
-fn push_header(out: &mut String, headers: &HeaderMap, name: &str) {
-    if let Some(v) = headers.get(name) {
-        push_value(out, v.as_bytes());
-    }
-}
-
 /// Builds the string to sign (PROTOCOL §2.2–2.4).
 ///
 /// * line 1: the method;
@@ -296,11 +291,26 @@ fn push_header(out: &mut String, headers: &HeaderMap, name: &str) {
 ///
 /// Header names are matched case-insensitively (an [`HeaderMap`] stores them lower-cased).
 pub fn string_to_sign(method: &Method, headers: &HeaderMap, resource: &str) -> String {
-    let mut mq: Vec<(&str, &http::HeaderValue)> = headers
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with(MQ_HEADER_PREFIX))
-        .map(|(name, value)| (name.as_str(), value))
-        .collect();
+    // One pass over the headers: the first value of each of the three fixed ones (what
+    // `HeaderMap::get` gives), every value of the `x-mq-` ones (a request has a few: kept on
+    // the stack).
+    let (mut md5, mut content_type, mut date) = (None, None, None);
+    let mut mq: SmallVec<[(&str, &HeaderValue); 8]> = SmallVec::new();
+    for (name, value) in headers {
+        let slot = if *name == header::CONTENT_TYPE {
+            &mut content_type
+        } else if *name == header::DATE {
+            &mut date
+        } else if name.as_str() == "content-md5" {
+            &mut md5
+        } else {
+            if name.as_str().starts_with(MQ_HEADER_PREFIX) {
+                mq.push((name.as_str(), value));
+            }
+            continue;
+        };
+        slot.get_or_insert(value);
+    }
     // Stable sort: several values of one header keep their order.
     mq.sort_by(|a, b| a.0.cmp(b.0));
 
@@ -308,12 +318,12 @@ pub fn string_to_sign(method: &Method, headers: &HeaderMap, resource: &str) -> S
     let mut out = String::with_capacity(method.as_str().len() + 96 + mq_len + resource.len());
     out.push_str(method.as_str());
     out.push('\n');
-    push_header(&mut out, headers, "content-md5");
-    out.push('\n');
-    push_header(&mut out, headers, "content-type");
-    out.push('\n');
-    push_header(&mut out, headers, "date");
-    out.push('\n');
+    for value in [md5, content_type, date] {
+        if let Some(value) = value {
+            push_value(&mut out, value.as_bytes());
+        }
+        out.push('\n');
+    }
     for (name, value) in mq {
         out.push_str(name);
         out.push(':');
