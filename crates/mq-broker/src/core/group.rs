@@ -20,6 +20,7 @@ use super::handle::Token;
 use super::orderly::Partition;
 use super::persist;
 use super::store::Store;
+use super::time_index::TimeIndex;
 use super::trace::{Event, TraceKind};
 
 /// Per-message consumption state in one group.
@@ -121,9 +122,9 @@ pub(crate) struct Group {
     /// Messages still to be consumed, by sequence number.
     pub(crate) entries: SeqMap<Entry>,
     /// `(visible_at, seq)` of entries not on their last delivery.
-    pub(crate) by_time: BTreeSet<(u64, u64)>,
+    pub(crate) by_time: TimeIndex,
     /// `(expiry, seq)` of entries whose last allowed delivery is in flight.
-    pub(crate) final_flight: BTreeSet<(u64, u64)>,
+    pub(crate) final_flight: TimeIndex,
     /// Ordered-consumption partitions with pending messages: every entry's partition while
     /// the index exists (non-empty), nothing otherwise (see `orderly.rs`).
     pub(crate) partitions: HashMap<Arc<str>, Partition>,
@@ -157,8 +158,8 @@ impl Group {
             scope,
             registered_at: now,
             entries: SeqMap::default(),
-            by_time: BTreeSet::new(),
-            final_flight: BTreeSet::new(),
+            by_time: TimeIndex::default(),
+            final_flight: TimeIndex::default(),
             partitions: HashMap::new(),
             order_ready: BTreeSet::new(),
             dead_letters: VecDeque::new(),
@@ -276,7 +277,7 @@ impl Group {
     ) -> Result<Vec<Delivery>, CoreError> {
         let mut out = Vec::new();
         while out.len() < batch {
-            let Some(&(visible_at, seq)) = self.by_time.first() else {
+            let Some((visible_at, seq)) = self.by_time.first() else {
                 break;
             };
             if visible_at > params.now {
@@ -362,7 +363,7 @@ impl Group {
     /// whether anything changed.
     pub(crate) fn sweep_final(&mut self, store: &mut Store, now: u64, group: &GroupId) -> bool {
         let mut changed = false;
-        while let Some(&(expiry, seq)) = self.final_flight.first() {
+        while let Some((expiry, seq)) = self.final_flight.first() {
             if expiry > now {
                 break;
             }
@@ -442,9 +443,8 @@ impl Group {
     /// The earliest time-index entry after `after`, i.e. the next moment a message of this
     /// group becomes visible (or a last delivery expires).
     pub(crate) fn next_visibility_after(&self, after: u64) -> Option<u64> {
-        let start = (after.saturating_add(1), 0);
-        let a = self.by_time.range(start..).next().map(|&(t, _)| t);
-        let b = self.final_flight.first().map(|&(t, _)| t);
+        let a = self.by_time.first_time_from(after.saturating_add(1));
+        let b = self.final_flight.first().map(|(t, _)| t);
         min_opt(a, b)
     }
 
@@ -453,9 +453,8 @@ impl Group {
         after < now
             && self
                 .by_time
-                .range((after.saturating_add(1), 0)..=(now, u64::MAX))
-                .next()
-                .is_some()
+                .first_time_from(after.saturating_add(1))
+                .is_some_and(|t| t <= now)
     }
 
     fn index_insert(&mut self, seq: u64, entry: &Entry) {

@@ -86,6 +86,7 @@ pub(crate) use persist::{Refused, take_refused};
 mod replay;
 mod stats;
 mod store;
+mod time_index;
 mod topic;
 mod trace;
 

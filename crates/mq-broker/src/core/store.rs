@@ -8,7 +8,6 @@
 //! first), so that a consumer offset can be reset to an earlier time and the message found
 //! by id, key or publish time. Dead letters hold their message like a group does.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mq_proto::{MessageBody, MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::SeqMap;
 use super::delivery::Delivery;
 use super::persist;
+use super::time_index::TimeIndex;
 use super::trace::{Event, Trace, TraceKind};
 
 /// What never changes about a stored message once published: shared (`Arc`) by the store
@@ -202,9 +202,9 @@ pub(crate) struct Store {
     /// By sequence number (held and unheld).
     pub(crate) messages: SeqMap<StoredMessage>,
     /// `(expire_at, seq)` for retention.
-    pub(crate) by_expiry: BTreeSet<(u64, u64)>,
+    pub(crate) by_expiry: TimeIndex,
     /// `(released_at, seq)` of the unheld messages.
-    pub(crate) unheld: BTreeSet<(u64, u64)>,
+    pub(crate) unheld: TimeIndex,
     /// Bytes of the unheld messages ([`StoredMessage::kept_bytes`]).
     pub(crate) unheld_bytes: u64,
 }
@@ -280,7 +280,7 @@ impl Store {
     /// released until the unheld bytes are within `max_bytes`; whether any went.
     pub(crate) fn trim_unheld(&mut self, now: u64, keep_ms: u64, max_bytes: u64) -> bool {
         let mut changed = false;
-        while let Some(&(released_at, seq)) = self.unheld.first() {
+        while let Some((released_at, seq)) = self.unheld.first() {
             if released_at.saturating_add(keep_ms) > now && self.unheld_bytes <= max_bytes {
                 break;
             }
@@ -294,13 +294,13 @@ impl Store {
     pub(crate) fn next_unheld_expiry(&self, keep_ms: u64) -> Option<u64> {
         self.unheld
             .first()
-            .map(|&(released_at, _)| released_at.saturating_add(keep_ms))
+            .map(|(released_at, _)| released_at.saturating_add(keep_ms))
     }
 
     /// Removes and returns the sequence numbers of messages whose retention ended at `now`.
     pub(crate) fn take_expired(&mut self, now: u64) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Some(&(t, seq)) = self.by_expiry.first() {
+        while let Some((t, seq)) = self.by_expiry.first() {
             if t > now {
                 break;
             }

@@ -124,7 +124,7 @@ impl Topic {
     pub(crate) fn next_event(&self, config: &CoreConfig) -> Option<u64> {
         let after = self.swept_at;
         let mut next = min_opt(
-            self.store.by_expiry.first().map(|&(t, _)| t),
+            self.store.by_expiry.first().map(|(t, _)| t),
             self.half.next_event_after(after),
         );
         next = min_opt(
