@@ -56,22 +56,23 @@ impl Text {
     }
 }
 
-/// A message body as a server keeps it: the text, and whether that text is known to be its
-/// own XML element content ("verbatim"): it was one piece of character data of a request's
-/// `MessageBody`, with no reference, CR or CDATA section, so it holds no `<`, `&`, CR or `]]>`
-/// and only characters XML allows. A consume response then carries it as it is, without the
-/// escape scan ([`BodyView`], [`encode_response`](crate::wire::consume::encode_response)).
+/// A message body as a server keeps it: the text, and whether that text is known to be
+/// verbatim — escaped for XML element content it is itself (no `&`, `<`, `>` or CR, only
+/// characters XML allows), so a consume response copies it without the escape scan
+/// ([`BodyView`], [`encode_response`](crate::wire::consume::encode_response)). The mark
+/// never changes the bytes written, only the work of writing them.
 ///
 /// The request parser ([`server::parse_request`](crate::server::parse_request)) marks a body
-/// verbatim as it reads it (no extra scan); [`scanned`](Self::scanned) marks one by a scan of
-/// its text (a server's snapshot or journal); a body built from a `String`, `&str` or
-/// [`Text`] is not marked and is escaped when written. It compares, orders and reads (`Deref<Target = str>`) as its text: the mark only
-/// saves work.
+/// verbatim as it reads it (a body that was one piece of character data, without `>`);
+/// [`scanned`](Self::scanned) marks one by a scan of its text (a server's snapshot or
+/// journal); a body built from a `String`, `&str` or [`Text`] is not marked and is escaped
+/// when written. It compares and reads (`Deref<Target = str>`, `AsRef<str>`, `Display`) as
+/// its text.
 ///
 /// ```
 /// use mq_proto::{MessageBody, Text};
 /// let body = MessageBody::from("a < b");
-/// assert_eq!(body.as_str(), "a < b");
+/// assert_eq!(body, "a < b");
 /// assert!(!body.is_verbatim());
 /// assert_eq!(body, MessageBody::from(Text::from("a < b")));
 /// ```
@@ -90,18 +91,21 @@ impl MessageBody {
         }
     }
 
-    /// A body marked verbatim when its text needs no escaping at all (no `&`, `<`, `>`, CR,
-    /// other control than tab and LF, or U+FFFE/U+FFFF lead byte): one scan of the text, for
-    /// a body not read from a request (a server's snapshot or journal).
+    /// A body marked verbatim when escaping leaves its text as it is (no `&`, `<`, `>` or
+    /// CR, only characters XML allows): one scan of the text, for a body not read from a
+    /// request (a server's snapshot or journal). Marks exactly the bodies the request
+    /// parser would have marked, and those it reads from other forms (references, CDATA)
+    /// whose text needs no escaping.
     ///
     /// ```
     /// use mq_proto::MessageBody;
-    /// assert!(MessageBody::scanned("{\"qty\": 3}").is_verbatim());
+    /// assert!(MessageBody::scanned("{\"qty\": 3}, \u{ff0c}").is_verbatim());
     /// assert!(!MessageBody::scanned("a < b").is_verbatim());
+    /// assert!(!MessageBody::scanned("a > b").is_verbatim());
     /// ```
     pub fn scanned(text: impl Into<Text>) -> Self {
         let text = text.into();
-        let verbatim = crate::xml::is_plain_text(text.as_bytes());
+        let verbatim = crate::xml::escapes_to_itself(&text);
         Self { text, verbatim }
     }
 
@@ -142,9 +146,22 @@ impl fmt::Debug for MessageBody {
     }
 }
 
-impl PartialEq for MessageBody {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
+impl AsRef<str> for MessageBody {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for MessageBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<T: AsRef<str> + ?Sized> PartialEq<T> for MessageBody {
+    /// As the text (the mark is not part of the value).
+    fn eq(&self, other: &T) -> bool {
+        *self.text == *other.as_ref()
     }
 }
 

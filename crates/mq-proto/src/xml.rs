@@ -438,15 +438,17 @@ impl<'a> XmlReader<'a> {
         }
     }
 
-    /// Whether `text`, returned by [`read_text`](Self::read_text), is verbatim: one piece of
-    /// character data taken from the document as it is (no reference, CR or CDATA section),
-    /// so it holds no `<`, `&`, CR or `]]>` and is its own XML element content (see
-    /// [`MessageBody`](crate::MessageBody)).
+    /// Whether `text`, returned by [`read_text`](Self::read_text), is verbatim: written
+    /// escaped ([`escape_into`]) it is itself, so an encoder may copy it without the scan
+    /// (see [`MessageBody`](crate::MessageBody)).
     ///
-    /// Text that lies in the document is one piece (two pieces are joined into an owned
-    /// string) without reference or CR (resolving either gives an owned string); it is
-    /// character data, not a CDATA section's content, when the byte before it closes markup
-    /// (`>`): CDATA content follows `<![CDATA[`.
+    /// Text that lies in the document is one piece of it (two pieces are joined into an
+    /// owned string) without reference or CR (resolving either gives an owned string); it
+    /// is character data, not a CDATA section's content, when the byte before it closes
+    /// markup (`>`): CDATA content follows `<![CDATA[`. Such text holds no `<`, `&` or CR,
+    /// and only characters XML allows (the document was checked); it escapes to itself
+    /// unless it holds a `>` (which [`escape_into`] writes as `&gt;`, as the official SDKs
+    /// do): one `memchr`.
     pub(crate) fn is_verbatim(&self, text: &str) -> bool {
         !text.is_empty()
             && self
@@ -454,6 +456,7 @@ impl<'a> XmlReader<'a> {
                 .and_then(|range| range.start.checked_sub(1))
                 .and_then(|before| self.doc.as_bytes().get(before))
                 == Some(&b'>')
+            && memchr(b'>', text.as_bytes()).is_none()
     }
 
     /// Text returned by [`read_text`](Self::read_text) as a [`ByteString`]: a slice of the
@@ -1100,6 +1103,16 @@ pub(crate) fn is_plain_text(bytes: &[u8]) -> bool {
     !any_attention(&padded)
 }
 
+/// Whether [`escape_into`] writes `text` unchanged: no `&`, `<`, `>` or CR, and only
+/// characters XML allows. [`is_plain_text`] first (one vectorised pass), then, for text it
+/// refuses (a `0xEF` lead byte: U+F000–U+FFFF, common full-width forms among them), the
+/// exact test.
+pub(crate) fn escapes_to_itself(text: &str) -> bool {
+    is_plain_text(text.as_bytes())
+        || (memchr3(b'&', b'<', b'>', text.as_bytes()).is_none()
+            && check_xml_chars(text) == Ok(false))
+}
+
 /// Appends `s` escaped for element text: `&` `<` `>` become entities, `\r` becomes `&#13;`
 /// (so it survives line-end normalisation), and characters XML cannot carry become U+FFFD.
 ///
@@ -1563,6 +1576,9 @@ mod tests {
         ) {
             let doc = format!("<r><b>{}</b></r>", pieces.concat());
             if let Ok((text, true)) = read_marked(&doc) {
+                let mut escaped = String::new();
+                escape_into(&mut escaped, &text);
+                proptest::prop_assert_eq!(&escaped, &text, "{:?}", doc);
                 let again = format!("<r><b>{text}</b></r>");
                 proptest::prop_assert_eq!(read_marked(&again), Ok((text.clone(), true)), "{:?}", doc);
             }
@@ -1582,12 +1598,13 @@ mod tests {
     #[test]
     fn one_plain_piece_is_verbatim_and_others_are_not() {
         let read = read_marked;
-        assert_eq!(read("<r><b>a > b</b></r>"), Ok(("a > b".into(), true)));
+        assert_eq!(read("<r><b>a = b</b></r>"), Ok(("a = b".into(), true)));
         assert_eq!(
-            read("<r><b>\u{4e2d}\t\n</b></r>"),
-            Ok(("\u{4e2d}\t\n".into(), true))
+            read("<r><b>\u{4e2d}\u{ff0c}\t\n</b></r>"),
+            Ok(("\u{4e2d}\u{ff0c}\t\n".into(), true))
         );
         for doc in [
+            "<r><b>a > b</b></r>",
             "<r><b>a &amp; b</b></r>",
             "<r><b>a\r\nb</b></r>",
             "<r><b><![CDATA[a]]></b></r>",
@@ -1616,6 +1633,14 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// `escapes_to_itself` is "escaping changes nothing".
+        #[test]
+        fn escapes_to_itself_is_escape_without_change(s in "(?s:.{0,40})|[\t\n\r &<>a-z\u{ef}\u{f000}\u{ff0c}\u{fffd}\u{fffe}\u{ffff}\u{1}]{0,40}") {
+            let mut out = String::new();
+            escape_into(&mut out, &s);
+            proptest::prop_assert_eq!(escapes_to_itself(&s), out == s);
+        }
+
         #[test]
         fn escape_matches_the_char_definition(s in "(?s:.{0,64})|[\\x00-\\x20&<>\u{fffd}-\u{ffff}\u{e000}a-z中]{0,64}") {
             let mut out = String::new();

@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn a_body_published_as_plain_text_is_stored_verbatim_and_stays_so_in_deliveries() {
         use mq_proto::server::{Operation, parse_request};
-        let body = b"<Message><MessageBody>{\"qty\": 3} > 2</MessageBody></Message>";
+        let body = b"<Message><MessageBody>{\"qty\": 3, \"n\": [2]}</MessageBody></Message>";
         let Ok(Operation::Publish(message)) = parse_request(
             &http::Method::POST,
             "/topics/T/messages",
@@ -414,14 +414,18 @@ mod tests {
                 .body
                 .is_verbatim()
         );
-        // A snapshot keeps no mark: a body read back is scanned, and this one (`>`) is then
-        // escaped when written; a body with nothing to escape is verbatim again.
+        // A snapshot keeps no mark: a body read back is scanned, and marked again when its
+        // text escapes to itself (this one), not when it does not (`>`, `<`, `&`).
         let reload = |m: &StoredMessage| -> StoredMessage {
             postcard::from_bytes(&postcard::to_allocvec(m).expect("encode")).expect("decode")
         };
         let read = reload(&m);
-        assert_eq!(read.content.body.as_str(), "{\"qty\": 3} > 2");
-        assert!(!read.content.body.is_verbatim());
+        assert_eq!(read.content.body.as_str(), "{\"qty\": 3, \"n\": [2]}");
+        assert!(read.content.body.is_verbatim());
+        let angled = TopicMessage::new("3 > 2").expect("message");
+        let id = MessageId::new("0123456789ABCDEF0000000000000009").expect("id");
+        let angled = StoredMessage::new(9, id, &angled, 1_000, None);
+        assert!(!reload(&angled).content.body.is_verbatim());
         let plain = TopicMessage::new("{\"qty\": 3}").expect("message");
         let id = MessageId::new("0123456789ABCDEF0000000000000008").expect("id");
         let plain = StoredMessage::new(8, id, &plain, 1_000, None);

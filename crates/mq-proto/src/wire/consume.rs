@@ -168,16 +168,13 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
             w.digits(n);
         }
         w.markup("</ConsumedTimes>");
+        // A tag when there is one, properties when there are some.
+        let properties = Some(encoded_properties(&m, &mut props)).filter(|p| !p.is_empty());
         for (open, text, close) in [
-            ("<MessageTag>", m.tag.unwrap_or_default(), "</MessageTag>"),
-            (
-                "<Properties>",
-                encoded_properties(&m, &mut props),
-                "</Properties>",
-            ),
+            ("<MessageTag>", m.tag, "</MessageTag>"),
+            ("<Properties>", properties, "</Properties>"),
         ] {
-            // Written only when present (a tag) or non-empty (properties).
-            if !text.is_empty() {
+            if let Some(text) = text {
                 w.markup(open);
                 w.escaped(text);
                 w.markup(close);

@@ -234,7 +234,8 @@ mod tests {
             ))
         };
         for (inner, text, verbatim) in [
-            ("a > b, {\"k\": 1}", "a > b, {\"k\": 1}", true),
+            ("{\"k\": 1, \"n\": [2]}", "{\"k\": 1, \"n\": [2]}", true),
+            ("a > b", "a > b", false),
             ("\u{4e2d}\u{ff0c}\t\n", "\u{4e2d}\u{ff0c}\t\n", true),
             ("a &lt; b", "a < b", false),
             ("a\r\nb", "a\nb", false),
@@ -267,6 +268,19 @@ mod tests {
                 ..owned.view()
             };
             let doc = consume::encode_response(&[view]);
+            // The mark changes no byte: the document is the one written from the text.
+            assert_eq!(
+                doc,
+                consume::encode_response(std::slice::from_ref(&owned)),
+                "{inner}"
+            );
+            // A strict XML parser reads the same text back.
+            let text_of = |doc: &[u8]| -> Option<String> {
+                let doc = roxmltree::Document::parse(std::str::from_utf8(doc).ok()?).ok()?;
+                let body = doc.descendants().find(|n| n.has_tag_name("MessageBody"))?;
+                Some(body.text().unwrap_or_default().to_owned())
+            };
+            assert_eq!(text_of(&doc).as_deref(), Some(text), "{inner}");
             let mut r = crate::xml::XmlReader::new(&doc);
             r.root().unwrap();
             let entries = consume::decode_entries(&mut r, &doc, &[]).unwrap();
