@@ -34,6 +34,10 @@ pub(crate) struct TimeIndex {
 /// The sequence numbers of one time: one inline (the usual case on a quiet queue), or a set
 /// of two or more (boxed: an entry stays two words).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::box_collection,
+    reason = "boxed on purpose: the common lone pair stays two words instead of four"
+)]
 enum Seqs {
     One(u64),
     Many(Box<BTreeSet<u64>>),
