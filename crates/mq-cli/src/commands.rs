@@ -355,12 +355,13 @@ async fn publish(a: PublishArgs) -> Result<(), CliError> {
     let mut published = 0u64;
     while let Some(line) = rx.recv().await {
         number += 1;
+        // `lines()` has taken the line's end off (`\n` or `\r\n`): any other CR is the
+        // body's own.
         let line = line.map_err(|e| CliError::failed(format!("reading stdin: {e}")))?;
-        let line = line.strip_suffix('\r').unwrap_or(&line);
         if line.trim().is_empty() {
             continue;
         }
-        send(line.to_owned(), &format!("of line {number} failed")).await?;
+        send(line, &format!("of line {number} failed")).await?;
         published += 1;
     }
     if published == 0 {
