@@ -83,12 +83,10 @@ pub struct MessageBody {
 }
 
 impl MessageBody {
-    /// A body the XML reader took verbatim from a request (see the type's description).
-    pub(crate) fn verbatim(text: Text) -> Self {
-        Self {
-            text,
-            verbatim: true,
-        }
+    /// A body with the mark as the caller found it: the XML reader from where the text
+    /// lay in the request, [`scanned`](Self::scanned) by a scan.
+    pub(crate) fn marked(text: Text, verbatim: bool) -> Self {
+        Self { text, verbatim }
     }
 
     /// A body marked verbatim when escaping leaves its text as it is (no `&`, `<`, `>` or
@@ -106,7 +104,7 @@ impl MessageBody {
     pub fn scanned(text: impl Into<Text>) -> Self {
         let text = text.into();
         let verbatim = crate::xml::escapes_to_itself(&text);
-        Self { text, verbatim }
+        Self::marked(text, verbatim)
     }
 
     /// The text as a `&str`.

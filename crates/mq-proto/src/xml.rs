@@ -1075,7 +1075,7 @@ static ESCAPE_ATTENTION: [bool; 256] = {
 /// it is. The same predicate as the table, written as comparisons over 32-byte blocks so the
 /// compiler vectorises it (the table scan below handles one byte per step; most bodies have
 /// nothing to escape).
-pub(crate) fn is_plain_text(bytes: &[u8]) -> bool {
+fn is_plain_text(bytes: &[u8]) -> bool {
     fn attention(b: u8) -> bool {
         (b < 0x20) & (b != b'\t') & (b != b'\n')
             | (b == b'&')

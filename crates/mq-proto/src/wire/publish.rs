@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::message::{MessageError, TopicMessage};
 use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
-use crate::text::{MessageBody, Text};
+use crate::text::MessageBody;
 use crate::types::{MessageId, ReceiptHandle};
 use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error};
 use crate::wire::{
@@ -93,12 +93,7 @@ pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError>
     let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
     // Marked verbatim when it is: a consume response then carries it without the escape scan.
     let verbatim = r.is_verbatim(&text);
-    let text: Text = r.share(text).into();
-    let body = if verbatim {
-        MessageBody::verbatim(text)
-    } else {
-        MessageBody::from(text)
-    };
+    let body = MessageBody::marked(r.share(text).into(), verbatim);
     // Not trimmed: spaces are legal at the edges of property keys and values.
     let (properties, key) = match props {
         None => (Properties::new(), None),
