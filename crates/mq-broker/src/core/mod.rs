@@ -84,6 +84,7 @@ mod persist;
 /// What a snapshot held that this build refuses (for `durable`'s error).
 pub(crate) use persist::{Refused, take_refused};
 mod replay;
+mod seq_map;
 mod stats;
 mod store;
 mod time_index;
@@ -118,13 +119,9 @@ pub use trace::{MAX_TRACE_EVENTS, MessageTrace, TraceEvent, TraceKind};
 
 use group::{DeliverParams, Group, min_opt};
 use handle::Token;
+pub(crate) use seq_map::SeqMap;
 use store::StoredMessage;
 use topic::{Topic, TopicKey};
-
-/// A map keyed by sequence numbers the core assigns (never by a client's choice): FxHash,
-/// a few instructions per key, instead of the default hasher's SipHash, whose resistance to
-/// chosen keys these maps do not need.
-pub(crate) type SeqMap<V> = std::collections::HashMap<u64, V, rustc_hash::FxBuildHasher>;
 
 /// The broker's state machine. See the [module documentation](self) for the model and the
 /// long-polling contract.
