@@ -104,6 +104,13 @@ impl MessageContent {
     }
 }
 
+/// The partition of every message without a sharding key: one shared text, not one
+/// allocation per message.
+fn no_partition() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
 /// A message as the core keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredMessage {
@@ -153,7 +160,7 @@ impl StoredMessage {
                 message.tag().cloned(),
                 message.all_properties(),
             )),
-            partition: Arc::from(message.sharding_key().unwrap_or("")),
+            partition: message.sharding_key().map_or_else(no_partition, Arc::from),
             publish_time: now,
             start_deliver_time: message.start_deliver_time(),
             expire_at: u64::MAX,
