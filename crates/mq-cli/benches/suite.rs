@@ -98,7 +98,7 @@ impl Plan {
             in_flight: vec![1, 16, 64],
             broker_in_flight: vec![16, 64],
             consume_in_flight: 16,
-            prefill: 120_000,
+            prefill: 300_000,
             latency_samples: 2_000,
             idle_polls: 10_000,
             cpu_rust_publishes: 50_000,
