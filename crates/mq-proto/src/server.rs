@@ -451,7 +451,7 @@ fn parse_consume(q: &Query<'_>) -> Result<Operation, RequestError> {
     })
 }
 
-fn parse_ack(q: &Query<'_>, body: &[u8]) -> Result<Operation, RequestError> {
+fn parse_ack(q: &Query<'_>, body: &Bytes) -> Result<Operation, RequestError> {
     let kind = match q.trans.as_deref() {
         None | Some("") => AckKind::Ack,
         Some("commit") => AckKind::Commit,

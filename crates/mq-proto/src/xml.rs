@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use memchr::{memchr, memchr_iter, memchr2_iter, memchr3};
+use memchr::{memchr, memchr_iter, memchr2, memchr2_iter, memchr3, memmem};
 use quick_xml::Reader;
 use quick_xml::escape::unescape;
 use quick_xml::events::{BytesDecl, BytesPI, BytesStart, Event};
@@ -665,6 +665,150 @@ impl Document {
     /// allow): every read of a reader over it reports that error.
     pub(crate) fn chars_failed(&self) -> bool {
         self.text.is_err()
+    }
+
+    /// Text of this document as a shared slice of it (a copy only for text that is not a
+    /// piece of the document).
+    pub(crate) fn share(&self, piece: &str) -> ByteString {
+        match &self.text {
+            Ok((text, _)) if !piece.is_empty() => {
+                shared_slice(text, piece).unwrap_or_else(|| ByteString::from(piece))
+            }
+            _ => ByteString::from(piece),
+        }
+    }
+
+    /// Reads a document of the shape the SDKs write, without the general reader: an
+    /// optional XML declaration of a usual form, the root element `root` (with no attribute
+    /// but an optional `xmlns`), child elements of the protocol each holding plain text or
+    /// one CDATA section (as the Node SDK writes them), whitespace between them, nothing
+    /// after the root but whitespace. Hands each child's element, text and whether it was a
+    /// CDATA section to `each`, in order, and returns `true` when the whole document had
+    /// that shape and `each` accepted every child.
+    ///
+    /// `false` as soon as anything else is met — a reference or `]]>` in text, a CR, a
+    /// comment, a processing instruction, an attribute, a prefix, an empty-element tag, a
+    /// child element inside a child, a byte order mark, whitespace inside a tag, or a child
+    /// `each` refuses: the caller then reads the document with [`reader`](Self::reader),
+    /// which accepts or refuses it with every check of XML 1.0 (what `each` collected is to
+    /// be dropped). A document this accepts is one that reader accepts, with the same texts
+    /// (`read_text` gives each child's text as one piece of the document); a property test
+    /// compares the two on generated documents of both kinds.
+    pub(crate) fn flat_children<'d>(
+        &'d self,
+        root: Elem,
+        mut each: impl FnMut(Elem, &'d str, bool) -> bool,
+    ) -> bool {
+        /// The declarations the SDKs write (Node, Java, Go and ours: the first; Python: the
+        /// second).
+        const DECLARATIONS: [&[u8]; 3] = [
+            br#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            br#"<?xml version="1.0" encoding="utf-8"?>"#,
+            br#"<?xml version="1.0"?>"#,
+        ];
+        const CDATA: &[u8] = b"<![CDATA[";
+        fn blanks(b: &[u8], mut at: usize) -> usize {
+            while b.get(at).is_some_and(|&c| is_space(c)) {
+                at += 1;
+            }
+            at
+        }
+        /// `</name>` at `at`: the position after it.
+        fn end_tag(b: &[u8], at: usize, name: &[u8]) -> Option<usize> {
+            let rest = b.get(at..)?.strip_prefix(b"</")?.strip_prefix(name)?;
+            rest.starts_with(b">").then_some(at + 3 + name.len())
+        }
+        let Ok((text, found)) = &self.text else {
+            return false;
+        };
+        // Line-end normalisation is the general reader's.
+        if found.cr {
+            return false;
+        }
+        let b = text.as_bytes();
+        let mut at = 0;
+        if b.starts_with(b"<?") {
+            match DECLARATIONS.iter().find(|d| b.starts_with(d)) {
+                Some(d) => at = d.len(),
+                None => return false,
+            }
+        }
+        at = blanks(b, at);
+        let root_name = root.as_str().as_bytes();
+        let Some(rest) = b
+            .get(at..)
+            .and_then(|r| r.strip_prefix(b"<"))
+            .and_then(|r| r.strip_prefix(root_name))
+        else {
+            return false;
+        };
+        at += 1 + root_name.len();
+        if rest.starts_with(b">") {
+            at += 1;
+        } else if let Some(value) = rest.strip_prefix(br#" xmlns=""#) {
+            let Some(quote) = memchr(b'"', value) else {
+                return false;
+            };
+            // No `<` in an attribute value; an `&` would be a reference.
+            if memchr2(b'<', b'&', value.get(..quote).unwrap_or_default()).is_some()
+                || value.get(quote + 1) != Some(&b'>')
+            {
+                return false;
+            }
+            at += 8 + quote + 2;
+        } else {
+            return false;
+        }
+        loop {
+            at = blanks(b, at);
+            let Some(tag) = b.get(at..).and_then(|r| r.strip_prefix(b"<")) else {
+                return false;
+            };
+            if tag.starts_with(b"/") {
+                return end_tag(b, at, root_name).is_some_and(|end| blanks(b, end) == b.len());
+            }
+            // The child's name is all up to `>`: one of the protocol's names, else not flat.
+            let Some(gt) = memchr(b'>', tag) else {
+                return false;
+            };
+            let name = tag.get(..gt).unwrap_or_default();
+            let elem = Elem::from_local(name);
+            if elem == Elem::Other {
+                return false;
+            }
+            let content = at + 1 + gt + 1;
+            let (piece, cdata, after) = if b.get(content..).is_some_and(|c| c.starts_with(CDATA)) {
+                // One CDATA section: its text ends at the first `]]>`.
+                let inner = content + CDATA.len();
+                let Some(len) = b.get(inner..).and_then(|r| memmem::find(r, b"]]>")) else {
+                    return false;
+                };
+                (inner..inner + len, true, end_tag(b, inner + len + 3, name))
+            } else {
+                let Some(len) = b.get(content..).and_then(|r| memchr(b'<', r)) else {
+                    return false;
+                };
+                (
+                    content..content + len,
+                    false,
+                    end_tag(b, content + len, name),
+                )
+            };
+            let Some((piece, after)) = text.get(piece).zip(after) else {
+                return false;
+            };
+            // References and the `]]>` character data may not hold are the general reader's.
+            if !cdata
+                && ((found.amp && memchr(b'&', piece.as_bytes()).is_some())
+                    || (found.cdata_end && memmem::find(piece.as_bytes(), b"]]>").is_some()))
+            {
+                return false;
+            }
+            if !each(elem, piece, cdata) {
+                return false;
+            }
+            at = after;
+        }
     }
 
     /// A reader over the document.

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use crate::message::{MessageError, TopicMessage};
 use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
@@ -67,6 +68,43 @@ pub(crate) fn encode_request(message: &TopicMessage) -> Bytes {
 /// repeated or missing `MessageBody`, or an invalid message (tag, properties, size).
 pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError> {
     let doc = Document::new(body);
+    // The shape every SDK writes, read without the general reader when the document has it.
+    decode_flat(&doc).unwrap_or_else(|| decode_general(&doc))
+}
+
+/// [`decode_request`] of a document of the shape [`Document::flat_children`] reads; `None`
+/// for any other (nothing decided).
+fn decode_flat(doc: &Document) -> Option<Result<TopicMessage, RequestError>> {
+    let (mut text, mut tag, mut props) = (None, None, None);
+    let flat = doc.flat_children(Elem::Message, |e, piece, cdata| {
+        let slot = match e {
+            Elem::MessageBody => &mut text,
+            Elem::MessageTag => &mut tag,
+            Elem::Properties => &mut props,
+            // Skipped by the general reader; not flat here.
+            _ => return false,
+        };
+        // Twice: the general reader's schema error.
+        slot.replace((piece, cdata)).is_none()
+    });
+    if !flat {
+        return None;
+    }
+    let Some((text, cdata)) = text else {
+        return Some(Err(schema_error("MessageBody", "the element is missing.")));
+    };
+    // As `XmlReader::is_verbatim` marks it: plain text (it follows a `>`) without a `>`.
+    let verbatim = !cdata && !text.is_empty() && memchr::memchr(b'>', text.as_bytes()).is_none();
+    let body = MessageBody::marked(doc.share(text).into(), verbatim);
+    Some(message(
+        body,
+        tag.map(|(t, _)| doc.share(t)),
+        props.map(|(p, _)| doc.share(p)),
+    ))
+}
+
+/// [`decode_request`] by the general reader: any well-formed document, every error.
+fn decode_general(doc: &Document) -> Result<TopicMessage, RequestError> {
     let mut r = doc.reader();
     let root = r.root().map_err(|e| malformed_xml(&e))?;
     if root != Elem::Message {
@@ -94,14 +132,23 @@ pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError>
     // Marked verbatim when it is: a consume response then carries it without the escape scan.
     let verbatim = r.is_verbatim(&text);
     let body = MessageBody::marked(r.share(text).into(), verbatim);
+    message(body, tag.map(|t| r.share(t)), props.map(|p| r.share(p)))
+}
+
+/// The message of a publish request from its body and the texts of its `MessageTag` and
+/// `MessageProperties` elements (shared slices of the document where they are pieces of it).
+fn message(
+    body: MessageBody,
+    tag: Option<ByteString>,
+    props: Option<ByteString>,
+) -> Result<TopicMessage, RequestError> {
     // Not trimmed: spaces are legal at the edges of property keys and values.
     let (properties, key) = match props {
         None => (Properties::new(), None),
         Some(p) if p.is_empty() => (Properties::new(), None),
-        Some(p) => Properties::decode_text_without_keys(&r.share(p))
-            .map_err(|e| message_error(e.into()))?,
+        Some(p) => Properties::decode_text_without_keys(&p).map_err(|e| message_error(e.into()))?,
     };
-    let tag = tag.map(|t| trimmed(&r.share(t)));
+    let tag = tag.map(|t| trimmed(&t));
     let message =
         TopicMessage::from_xml_parts(body, tag, properties, key).map_err(message_error)?;
     message.check_limits().map_err(message_error)?;
@@ -199,6 +246,108 @@ fn message_error(e: MessageError) -> RequestError {
 mod tests {
     use super::*;
     use crate::types::Tag;
+
+    /// The flat reading's answer, when it gives one, is the general reader's, verbatim mark
+    /// included.
+    fn same_as_general(body: &[u8]) -> Option<bool> {
+        let doc = Document::new(&Bytes::copy_from_slice(body));
+        let flat = decode_flat(&doc)?;
+        let general = decode_general(&doc);
+        let mark = |r: &Result<TopicMessage, RequestError>| {
+            r.as_ref().ok().map(|m| m.message_body().is_verbatim())
+        };
+        assert_eq!(
+            (&flat, mark(&flat)),
+            (&general, mark(&general)),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        Some(flat.is_ok())
+    }
+
+    #[test]
+    fn the_sdks_documents_are_read_flat() {
+        let ours = encode_request(
+            &TopicMessage::new("{\"k\": 1} a < b & c > d")
+                .unwrap()
+                .with_tag(Tag::new("TagA").unwrap())
+                .with_property("color", "red")
+                .unwrap(),
+        );
+        let python = r#"<?xml version="1.0" encoding="utf-8"?><Message xmlns="http://mq.aliyuncs.com/doc/v1/"><MessageBody>hello mq</MessageBody><Properties>KEYS:key-1|a:1|color:red|</Properties><MessageTag>TagA</MessageTag></Message>"#;
+        let node = r#"<?xml version="1.0" encoding="UTF-8"?><Message xmlns="http://mq.aliyuncs.com/doc/v1/"><MessageBody><![CDATA[tagged <body> & "quotes" héllo 中文]]></MessageBody><MessageTag><![CDATA[TagA]]></MessageTag><Properties><![CDATA[KEYS:key-1|a:1|color:red]]></Properties></Message>"#;
+        let plain = "<Message>\n  <MessageBody>x</MessageBody>\n</Message>\n";
+        for doc in [python.as_bytes(), node.as_bytes(), plain.as_bytes()] {
+            assert_eq!(
+                same_as_general(doc),
+                Some(true),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+        // Ours escapes `<` and `&`: a reference, so the general reader's.
+        assert_eq!(same_as_general(&ours), None);
+        let ours = encode_request(&TopicMessage::new("{\"k\": 1}").unwrap());
+        assert_eq!(same_as_general(&ours), Some(true));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Documents near the flat shape, of either kind: wherever the flat reading answers,
+        /// it answers as the general reader does.
+        #[test]
+        fn the_flat_reading_agrees_with_the_general_reader(
+            decl in proptest::sample::select(vec![
+                "", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>", "<?xml version=\"1.0\"?>",
+                "<?xml version=\"1.1\"?>", " <?xml version=\"1.0\"?>", "\u{feff}",
+                "<?xml version=\"1.0\"?>\n", "<!--c-->",
+            ]),
+            root in proptest::sample::select(vec![
+                "<Message>", "<Message xmlns=\"http://mq.aliyuncs.com/doc/v1/\">",
+                "<Message xmlns=\"\">", "<Message xmlns='x'>", "<Message xmlns=\"a<b\">",
+                "<Message xmlns=\"a&amp;b\">", "<Message xmlns=\"a>b\">",
+                "<a:Message xmlns:a=\"x\">", "<Message  >", "<Messages>", "<Message a=\"1\">",
+            ]),
+            children in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "MessageBody", "MessageTag", "Properties", "MessageId", "Other",
+                        "MessageBody ", "a:MessageBody",
+                    ]),
+                    proptest::sample::select(vec![
+                        "", "x", " TagA ", "a > b", "a]]>b", "a]]b", "&amp;", "&lt;x&gt;",
+                        "&#20013;", "a & b", "a\r\nb", "中文\t", "<![CDATA[a < & b]]>",
+                        "<![CDATA[]]>", "<![CDATA[x]]>y", "a<!--c-->b", "<b/>", "<?p?>",
+                        "KEYS:k|a:1", "a:1|", "|", "]]>",
+                    ]),
+                    proptest::sample::select(vec!["plain", "empty-tag", "space", "unclosed"]),
+                ),
+                0..4,
+            ),
+            tail in proptest::sample::select(vec!["", "\n", " \t", "x", "<!--c-->", "<Message/>"]),
+        ) {
+            let mut doc = format!("{decl}{root}");
+            let root_name = root
+                .trim_start_matches('<')
+                .split([' ', '>'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            for (name, text, form) in children {
+                let end = name.trim_end();
+                match form {
+                    "empty-tag" => doc.push_str(&format!("<{end}/>")),
+                    "space" => doc.push_str(&format!(" <{name}>{text}</{end}> ")),
+                    "unclosed" => doc.push_str(&format!("<{name}>{text}")),
+                    _ => doc.push_str(&format!("<{name}>{text}</{end}>")),
+                }
+            }
+            doc.push_str(&format!("</{root_name}>{tail}"));
+            same_as_general(doc.as_bytes());
+        }
+    }
 
     #[test]
     fn request_roundtrip() {
