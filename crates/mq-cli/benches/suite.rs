@@ -1063,6 +1063,86 @@ fn rust_cpu_row(addr: SocketAddr, plan: &Plan, n: usize) -> Result<CpuRow> {
     })
 }
 
+/// The argument that makes the suite binary the raw transport's client process of section
+/// 5: `RAW_CHILD ADDR IN_FLIGHT WARMUP COUNT TOPIC`.
+const RAW_CHILD: &str = "--raw-publish-child";
+
+/// Section 5's floor: the raw load generator (one pre-built, pre-signed request sent again
+/// and again, none of the SDK's work) in a client process of its own, on a tokio runtime
+/// with the default worker threads as `mq` has; prints `{"messages", "errors",
+/// "cpu_secs", "duration_secs"}` over the measured publishes, as `mq bench --json` does.
+fn raw_publish_child() -> Result<()> {
+    let mut args = std::env::args().skip(2);
+    let mut next = |what: &str| args.next().ok_or(format!("{RAW_CHILD}: missing {what}"));
+    let addr: SocketAddr = next("address")?.parse().map_err(|e| format!("{e}"))?;
+    let parse = |v: String| v.parse::<u64>().map_err(|e| format!("{RAW_CHILD}: {e}"));
+    let in_flight = usize::try_from(parse(next("in flight")?)?).map_err(|e| e.to_string())?;
+    let (warmup, count) = (parse(next("warm-up")?)?, parse(next("count")?)?);
+    let topic: TopicName = name(&next("topic")?)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let request = prepared_publish(addr, &topic)?;
+    let load = |n| {
+        raw::repeat_load(
+            addr,
+            request.clone(),
+            StatusCode::CREATED,
+            in_flight,
+            Stop::Count(n),
+        )
+    };
+    let warm = runtime.block_on(load(warmup))?;
+    check(&warm, "raw publish warm-up")?;
+    let cpu = || load::process_cpu_time().ok_or("no process CPU clock");
+    let before = cpu()?;
+    let r = runtime.block_on(load(count))?;
+    let used = cpu()?.saturating_sub(before);
+    println!(
+        "{}",
+        serde_json::json!({
+            "messages": r.messages,
+            "errors": r.errors,
+            "cpu_secs": used.as_secs_f64(),
+            "duration_secs": r.elapsed.as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
+/// The raw transport's row: this binary as a child process ([`raw_publish_child`]).
+fn raw_cpu_row(addr: SocketAddr, plan: &Plan, n: usize) -> Result<CpuRow> {
+    let what = format!("raw transport ({n} in flight)");
+    let exe = std::env::current_exe().map_err(|e| format!("{what}: {e}"))?;
+    let stdout = output_within(
+        Command::new(exe)
+            .arg(RAW_CHILD)
+            .arg(addr.to_string())
+            .arg(n.to_string())
+            .arg(plan.cpu_warmup.to_string())
+            .arg(plan.cpu_rust_publishes.to_string())
+            .arg(format!("cpu_raw_{n}")),
+        plan.cpu_row_limit + Duration::from_secs(30),
+        &what,
+    )?;
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).map_err(|e| format!("{what}: {e}: {stdout}"))?;
+    let row = CpuRow {
+        publishes: v["messages"].as_u64().unwrap_or(0),
+        errors: v["errors"].as_u64().unwrap_or(0),
+        cpu_secs: number(&v, "cpu_secs", &what)?,
+        wall_secs: number(&v, "duration_secs", &what)?,
+    };
+    if row.errors > 0 || row.publishes < plan.cpu_rust_publishes {
+        return Err(format!(
+            "{what}: {} of {} publishes, {} errors",
+            row.publishes, plan.cpu_rust_publishes, row.errors
+        ));
+    }
+    Ok(row)
+}
+
 /// The official Python SDK: `python_publish.py` with `n` threads, each with its own client
 /// and producer. Returns the row and the SDK's version.
 fn python_cpu_row(
@@ -1186,6 +1266,11 @@ fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
             "suite: client CPU, {what}: {:.1} µs per publish",
             rust.us_per_publish()
         );
+        let raw = raw_cpu_row(addr, plan, n)?;
+        eprintln!(
+            "suite: client CPU, raw transport, {n} in flight: {:.1} µs per publish",
+            raw.us_per_publish()
+        );
         let py = match &python {
             Ok(python) => {
                 let what = format!("Python SDK, {n} thread{}", if n == 1 { "" } else { "s" });
@@ -1208,7 +1293,7 @@ fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
             }
             Err(_) => None,
         };
-        rows.push((n, rust, py));
+        rows.push((n, rust, raw, py));
     }
     let what = broker.what.clone();
     drop(broker);
@@ -1230,12 +1315,17 @@ fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
     .ok();
     writeln!(
         out,
-        "| In flight | `mq` client, CPU µs per publish | Python SDK, CPU µs per publish | Rust / Python | Target ≤ 1/40 at 16 in flight |"
+        "| In flight | `mq` client, CPU µs per publish | Python SDK, CPU µs per publish | Rust / Python | Target ≤ 1/40 at 16 in flight | Raw transport, CPU µs per publish | Raw / Python |"
     )
     .ok();
-    writeln!(out, "|---:|---:|---:|---:|---|").ok();
-    for (n, rust, py) in &rows {
+    writeln!(out, "|---:|---:|---:|---:|---|---:|---:|").ok();
+    for (n, rust, raw, py) in &rows {
         let ours = rust.us_per_publish();
+        let floor = raw.us_per_publish();
+        let floor_ratio = py.as_ref().map_or_else(
+            || "—".to_owned(),
+            |py| format!("1/{:.1}", py.us_per_publish() / floor),
+        );
         let (theirs, ratio, verdict) = match py {
             Some(py) => {
                 let theirs = py.us_per_publish();
@@ -1258,7 +1348,11 @@ fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
                 if *n == 16 { "not measured" } else { "—" },
             ),
         };
-        writeln!(out, "| {n} | {ours:.1} | {theirs} | {ratio} | {verdict} |").ok();
+        writeln!(
+            out,
+            "| {n} | {ours:.1} | {theirs} | {ratio} | {verdict} | {floor:.1} | {floor_ratio} |"
+        )
+        .ok();
     }
     writeln!(
         out,
@@ -1266,7 +1360,7 @@ fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
     )
     .ok();
     writeln!(out, "|---|---:|---:|---:|---:|---:|---:|").ok();
-    for (n, rust, py) in &rows {
+    for (n, rust, raw, py) in &rows {
         let mut line = |client: String, r: &CpuRow| {
             writeln!(
                 out,
@@ -1280,6 +1374,10 @@ fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
             .ok();
         };
         line(format!("`mq bench publish --concurrency {n}`"), rust);
+        line(
+            "raw transport (pre-built, pre-signed requests; the suite as a child)".into(),
+            raw,
+        );
         if let Some(py) = py {
             line(
                 format!("Python SDK, {n} thread{}", if *n == 1 { "" } else { "s" }),
@@ -1299,7 +1397,12 @@ fn client_cpu(h: &Harness, plan: &Plan, broker_bin: Option<&Path>, out: &mut Str
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
+    let outcome = if std::env::args().nth(1).as_deref() == Some(RAW_CHILD) {
+        raw_publish_child()
+    } else {
+        run()
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("suite: {e}");
