@@ -465,7 +465,12 @@ impl<'a> XmlReader<'a> {
     /// reader without a shared buffer.
     pub(crate) fn share(&self, text: Cow<'a, str>) -> ByteString {
         match text {
-            Cow::Owned(s) => ByteString::from(s),
+            // Resolved text is shorter than what was read (references): without the spare
+            // capacity, which a stored message would keep.
+            Cow::Owned(mut s) => {
+                s.shrink_to_fit();
+                ByteString::from(s)
+            }
             Cow::Borrowed("") => ByteString::new(),
             Cow::Borrowed(s) => self
                 .shared

@@ -69,12 +69,25 @@ pub(crate) fn encode_request(message: &TopicMessage) -> Bytes {
 pub(crate) fn decode_request(body: &Bytes) -> Result<TopicMessage, RequestError> {
     let doc = Document::new(body);
     // The shape every SDK writes, read without the general reader when the document has it.
-    decode_flat(&doc).unwrap_or_else(|| decode_general(&doc))
+    decode_flat(&doc, body.len()).unwrap_or_else(|| decode_general(&doc, body.len()))
+}
+
+/// Bytes of a request document beyond its message's texts up to which the texts are kept
+/// as slices of the document: the declaration, the root and the tags the SDKs write take
+/// ≈ 200. A document padded beyond that (whitespace, comments, elements the message does
+/// not hold) has its texts copied out, so that a stored message never keeps more than this
+/// of a request alive (a review kept 107 KB per 11-byte message that way).
+const MAX_SHARED_MARKUP: usize = 512;
+
+/// Whether the texts (`texts` bytes together) are kept as slices of a document of
+/// `doc_len` bytes ([`MAX_SHARED_MARKUP`]).
+fn shares_document(doc_len: usize, texts: usize) -> bool {
+    doc_len <= texts.saturating_add(MAX_SHARED_MARKUP)
 }
 
 /// [`decode_request`] of a document of the shape [`Document::flat_children`] reads; `None`
 /// for any other (nothing decided).
-fn decode_flat(doc: &Document) -> Option<Result<TopicMessage, RequestError>> {
+fn decode_flat(doc: &Document, doc_len: usize) -> Option<Result<TopicMessage, RequestError>> {
     let (mut text, mut tag, mut props) = (None, None, None);
     let flat = doc.flat_children(Elem::Message, |e, piece, cdata| {
         let slot = match e {
@@ -95,16 +108,25 @@ fn decode_flat(doc: &Document) -> Option<Result<TopicMessage, RequestError>> {
     };
     // As `XmlReader::is_verbatim` marks it: plain text (it follows a `>`) without a `>`.
     let verbatim = !cdata && !text.is_empty() && memchr::memchr(b'>', text.as_bytes()).is_none();
-    let body = MessageBody::marked(doc.share(text).into(), verbatim);
+    let texts = [Some(text), tag.map(|t| t.0), props.map(|p| p.0)];
+    let sharing = shares_document(doc_len, texts.iter().flatten().map(|t| t.len()).sum());
+    let keep = |piece: &str| {
+        if sharing {
+            doc.share(piece)
+        } else {
+            ByteString::from(piece)
+        }
+    };
+    let body = MessageBody::marked(keep(text).into(), verbatim);
     Some(message(
         body,
-        tag.map(|(t, _)| doc.share(t)),
-        props.map(|(p, _)| doc.share(p)),
+        tag.map(|(t, _)| keep(t)),
+        props.map(|(p, _)| keep(p)),
     ))
 }
 
 /// [`decode_request`] by the general reader: any well-formed document, every error.
-fn decode_general(doc: &Document) -> Result<TopicMessage, RequestError> {
+fn decode_general(doc: &Document, doc_len: usize) -> Result<TopicMessage, RequestError> {
     let mut r = doc.reader();
     let root = r.root().map_err(|e| malformed_xml(&e))?;
     if root != Elem::Message {
@@ -131,8 +153,14 @@ fn decode_general(doc: &Document) -> Result<TopicMessage, RequestError> {
     let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
     // Marked verbatim when it is: a consume response then carries it without the escape scan.
     let verbatim = r.is_verbatim(&text);
-    let body = MessageBody::marked(r.share(text).into(), verbatim);
-    message(body, tag.map(|t| r.share(t)), props.map(|p| r.share(p)))
+    let texts = [Some(&text), tag.as_ref(), props.as_ref()];
+    let sharing = shares_document(doc_len, texts.iter().flatten().map(|t| t.len()).sum());
+    let keep = |piece: Cow<'_, str>| match piece {
+        Cow::Borrowed(s) if !sharing => ByteString::from(s),
+        piece => r.share(piece),
+    };
+    let body = MessageBody::marked(keep(text).into(), verbatim);
+    message(body, tag.map(keep), props.map(keep))
 }
 
 /// The message of a publish request from its body and the texts of its `MessageTag` and
@@ -251,8 +279,8 @@ mod tests {
     /// included.
     fn same_as_general(body: &[u8]) -> Option<bool> {
         let doc = Document::new(&Bytes::copy_from_slice(body));
-        let flat = decode_flat(&doc)?;
-        let general = decode_general(&doc);
+        let flat = decode_flat(&doc, body.len())?;
+        let general = decode_general(&doc, body.len());
         let mark = |r: &Result<TopicMessage, RequestError>| {
             r.as_ref().ok().map(|m| m.message_body().is_verbatim())
         };
@@ -263,6 +291,46 @@ mod tests {
             String::from_utf8_lossy(body)
         );
         Some(flat.is_ok())
+    }
+
+    /// Whether `piece` lies inside `doc` (shares its buffer).
+    fn inside(doc: &Bytes, piece: &[u8]) -> bool {
+        let start = (piece.as_ptr() as usize).wrapping_sub(doc.as_ptr() as usize);
+        start < doc.len()
+    }
+
+    #[test]
+    fn a_padded_document_is_not_kept_alive_by_its_message() {
+        let body = "x".repeat(100);
+        let compact = Bytes::from(format!(
+            "<Message><MessageBody>{body}</MessageBody><MessageTag>T</MessageTag><Properties>a:1|</Properties></Message>"
+        ));
+        let m = decode_request(&compact).unwrap();
+        assert!(
+            inside(&compact, &m.body_bytes()),
+            "a compact document is shared"
+        );
+        let pad = " ".repeat(50_000);
+        for doc in [
+            // Read flat (whitespace between elements) and by the general reader (a comment).
+            format!(
+                "<Message><MessageBody>{body}</MessageBody>{pad}<MessageTag>T</MessageTag><Properties>a:1|</Properties></Message>"
+            ),
+            format!(
+                "<Message><!--{pad}--><MessageBody>{body}</MessageBody><MessageTag>T</MessageTag><Properties>a:1|</Properties></Message>"
+            ),
+        ] {
+            let doc = Bytes::from(doc);
+            let m = decode_request(&doc).unwrap();
+            assert_eq!(m.body(), body.as_str());
+            assert!(!inside(&doc, &m.body_bytes()), "the body is copied out");
+            assert!(
+                !inside(&doc, m.tag().unwrap().as_str().as_bytes()),
+                "so is the tag"
+            );
+            let value = m.properties().get("a").unwrap();
+            assert!(!inside(&doc, value.as_bytes()), "and the properties");
+        }
     }
 
     #[test]
