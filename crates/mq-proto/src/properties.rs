@@ -280,7 +280,11 @@ impl Properties {
         s: &ByteString,
         take_keys: bool,
     ) -> Result<(Self, Option<ByteString>), PropertyError> {
-        let mut set = Self::default();
+        // Room for one pair per segment (one to spare when `KEYS` is taken out): no growth,
+        // no shrinking afterwards.
+        let segments_in =
+            memchr::memchr_iter(b'|', s.as_bytes()).count() + usize::from(!s.ends_with('|'));
+        let mut set = Self(Vec::with_capacity(segments_in));
         let mut keys = None;
         for segment in segments(s) {
             if segment.text.is_empty() {
@@ -298,7 +302,6 @@ impl Properties {
                 set.put(s.slice_ref(k), s.slice_ref(v));
             }
         }
-        set.0.shrink_to_fit();
         Ok((set, keys))
     }
 
