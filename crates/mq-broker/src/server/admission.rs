@@ -396,7 +396,8 @@ async fn serve_api(
         // stored; read as one piece, the document is a slice of hyper's read buffer, and
         // the message would keep that whole buffer (several KiB, shared with the requests
         // read with it) alive: 5.2 KB of memory per stored 1 KiB message. A copy of
-        // exactly its size holds only the document.
+        // exactly its size holds only the document (and the parse copies the texts out of
+        // a document much larger than them: `mq_proto`'s `MAX_SHARED_MARKUP`).
         body = Bytes::copy_from_slice(&body);
     }
     let parsed = parse_request_bytes(method, target, &parts.headers, &body)?;
