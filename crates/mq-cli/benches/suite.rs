@@ -1053,13 +1053,19 @@ fn rust_cpu_row(addr: SocketAddr, plan: &Plan, n: usize) -> Result<CpuRow> {
         plan.cpu_row_limit + Duration::from_secs(30),
         &what,
     )?;
+    bench_json_row(&stdout, &what)
+}
+
+/// The row of a client that prints `mq bench --json`'s `messages`, `errors`, `cpu_secs` and
+/// `duration_secs` (`mq bench` itself and [`raw_publish_child`]).
+fn bench_json_row(stdout: &str, what: &str) -> Result<CpuRow> {
     let v: serde_json::Value =
-        serde_json::from_str(&stdout).map_err(|e| format!("{what}: {e}: {stdout}"))?;
+        serde_json::from_str(stdout).map_err(|e| format!("{what}: {e}: {stdout}"))?;
     Ok(CpuRow {
         publishes: v["messages"].as_u64().unwrap_or(0),
         errors: v["errors"].as_u64().unwrap_or(0),
-        cpu_secs: number(&v, "cpu_secs", &what)?,
-        wall_secs: number(&v, "duration_secs", &what)?,
+        cpu_secs: number(&v, "cpu_secs", what)?,
+        wall_secs: number(&v, "duration_secs", what)?,
     })
 }
 
@@ -1126,14 +1132,7 @@ fn raw_cpu_row(addr: SocketAddr, plan: &Plan, n: usize) -> Result<CpuRow> {
         plan.cpu_row_limit + Duration::from_secs(30),
         &what,
     )?;
-    let v: serde_json::Value =
-        serde_json::from_str(&stdout).map_err(|e| format!("{what}: {e}: {stdout}"))?;
-    let row = CpuRow {
-        publishes: v["messages"].as_u64().unwrap_or(0),
-        errors: v["errors"].as_u64().unwrap_or(0),
-        cpu_secs: number(&v, "cpu_secs", &what)?,
-        wall_secs: number(&v, "duration_secs", &what)?,
-    };
+    let row = bench_json_row(&stdout, &what)?;
     if row.errors > 0 || row.publishes < plan.cpu_rust_publishes {
         return Err(format!(
             "{what}: {} of {} publishes, {} errors",

@@ -108,20 +108,12 @@ fn decode_flat(doc: &Document, doc_len: usize) -> Option<Result<TopicMessage, Re
     };
     // As `XmlReader::is_verbatim` marks it: plain text (it follows a `>`) without a `>`.
     let verbatim = !cdata && !text.is_empty() && memchr::memchr(b'>', text.as_bytes()).is_none();
-    let texts = [Some(text), tag.map(|t| t.0), props.map(|p| p.0)];
-    let sharing = shares_document(doc_len, texts.iter().flatten().map(|t| t.len()).sum());
-    let keep = |piece: &str| {
-        if sharing {
-            doc.share(piece)
-        } else {
-            ByteString::from(piece)
-        }
-    };
-    let body = MessageBody::marked(keep(text).into(), verbatim);
     Some(message(
-        body,
-        tag.map(|(t, _)| keep(t)),
-        props.map(|(p, _)| keep(p)),
+        doc_len,
+        (Cow::Borrowed(text), verbatim),
+        tag.map(|(t, _)| Cow::Borrowed(t)),
+        props.map(|(p, _)| Cow::Borrowed(p)),
+        |piece| doc.share(&piece),
     ))
 }
 
@@ -153,23 +145,32 @@ fn decode_general(doc: &Document, doc_len: usize) -> Result<TopicMessage, Reques
     let text = text.ok_or_else(|| schema_error("MessageBody", "the element is missing."))?;
     // Marked verbatim when it is: a consume response then carries it without the escape scan.
     let verbatim = r.is_verbatim(&text);
-    let texts = [Some(&text), tag.as_ref(), props.as_ref()];
-    let sharing = shares_document(doc_len, texts.iter().flatten().map(|t| t.len()).sum());
-    let keep = |piece: Cow<'_, str>| match piece {
-        Cow::Borrowed(s) if !sharing => ByteString::from(s),
-        piece => r.share(piece),
-    };
-    let body = MessageBody::marked(keep(text).into(), verbatim);
-    message(body, tag.map(keep), props.map(keep))
+    message(doc_len, (text, verbatim), tag, props, |piece| {
+        r.share(piece)
+    })
 }
 
-/// The message of a publish request from its body and the texts of its `MessageTag` and
-/// `MessageProperties` elements (shared slices of the document where they are pieces of it).
-fn message(
-    body: MessageBody,
-    tag: Option<ByteString>,
-    props: Option<ByteString>,
+/// The message of a publish request of `doc_len` bytes from the texts of its `MessageBody`
+/// (with its verbatim mark), `MessageTag` and `MessageProperties` elements as read: `share`
+/// turns a text into a shared slice of the document, which is done only while the document
+/// is not much larger than the texts ([`shares_document`]); otherwise text borrowed from the
+/// document is copied out.
+fn message<'d>(
+    doc_len: usize,
+    (text, verbatim): (Cow<'d, str>, bool),
+    tag: Option<Cow<'d, str>>,
+    props: Option<Cow<'d, str>>,
+    share: impl Fn(Cow<'d, str>) -> ByteString,
 ) -> Result<TopicMessage, RequestError> {
+    let texts = [Some(&text), tag.as_ref(), props.as_ref()];
+    let sharing = shares_document(doc_len, texts.iter().flatten().map(|t| t.len()).sum());
+    let keep = |piece: Cow<'d, str>| match piece {
+        Cow::Borrowed(s) if !sharing => ByteString::from(s),
+        piece => share(piece),
+    };
+    let body = MessageBody::marked(keep(text).into(), verbatim);
+    let tag = tag.map(&keep);
+    let props = props.map(&keep);
     // Not trimmed: spaces are legal at the edges of property keys and values.
     let (properties, key) = match props {
         None => (Properties::new(), None),
