@@ -70,7 +70,10 @@ impl BrokerCore {
     ) {
         self.advance(now_ms);
         self.declare_topic(instance, topic);
-        if let Some(t) = self.topics.get_mut(&(instance.cloned(), topic.clone())) {
+        if let Some(mut t) = self
+            .topics
+            .get_mut(&(instance.cloned(), topic.clone()), &self.config)
+        {
             t.message_type = message_type;
         }
     }
@@ -162,7 +165,7 @@ impl BrokerCore {
         topic: &TopicName,
         group: &GroupId,
     ) -> Result<(), CoreError> {
-        let t = use_topic(
+        let mut t = use_topic(
             &mut self.topics,
             &mut self.next_scope,
             &self.config,
@@ -196,16 +199,17 @@ impl BrokerCore {
             .remove(&(instance.cloned(), group.clone()))
             .is_some();
         let mut dropped = 0;
-        for ((i, _), t) in &mut self.topics {
+        let config = &self.config;
+        self.topics.for_each_mut(config, |(i, _), t| {
             if i.as_ref() != instance {
-                continue;
+                return;
             }
-            t.sweep(now, &self.config);
+            t.sweep(now, config);
             if let Some(n) = t.remove_group(group, now) {
                 found = true;
                 dropped += n;
             }
-        }
+        });
         if found {
             Ok(dropped)
         } else {
@@ -267,7 +271,7 @@ impl BrokerCore {
             entry.invisibility_ms = declared.settings.invisibility_ms;
             entry.max_deliveries = declared.settings.max_deliveries;
         }
-        for ((instance, name), t) in &self.topics {
+        for ((instance, name), t) in self.topics.iter() {
             let stats = t.stats(None, String::new(), self.now);
             for s in stats.groups {
                 let Ok(id) = GroupId::new(s.group.as_str()) else {

@@ -89,10 +89,10 @@ mod stats;
 mod store;
 mod time_index;
 mod topic;
+mod topics;
 mod trace;
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry as MapEntry;
 use std::fmt;
 
 use mq_proto::{
@@ -117,11 +117,12 @@ pub use replay::OffsetReset;
 pub use stats::{GroupStats, Stats, TopicStats};
 pub use trace::{MAX_TRACE_EVENTS, MessageTrace, TraceEvent, TraceKind};
 
-use group::{DeliverParams, Group, min_opt};
+use group::{DeliverParams, Group};
 use handle::Token;
 pub(crate) use seq_map::SeqMap;
 use store::StoredMessage;
-use topic::{Topic, TopicKey};
+use topic::Topic;
+use topics::{TopicMut, Topics};
 
 /// The broker's state machine. See the [module documentation](self) for the model and the
 /// long-polling contract.
@@ -143,8 +144,7 @@ pub struct BrokerCore {
     /// How far the driving server's test clock was moved ahead, ms, as last recorded
     /// ([`record_clock_advance`](Self::record_clock_advance)). Never used by the core.
     clock_advance_ms: i64,
-    #[serde(with = "persist::by_instance_name")]
-    topics: BTreeMap<TopicKey, Topic>,
+    topics: Topics,
     /// Groups created with settings (admin API, `--group`), by instance and id.
     #[serde(with = "persist::by_instance_name")]
     groups: BTreeMap<catalog::GroupKey, catalog::DeclaredGroup>,
@@ -172,7 +172,7 @@ impl BrokerCore {
             next_scope: 1,
             now: 0,
             clock_advance_ms: 0,
-            topics: BTreeMap::new(),
+            topics: Topics::default(),
             groups: BTreeMap::new(),
         }
     }
@@ -235,6 +235,15 @@ impl BrokerCore {
     pub fn reconfigure(&mut self, config: CoreConfig) {
         let id_seed = self.config.id_seed;
         self.config = CoreConfig { id_seed, ..config }.normalized();
+        // The topics' next events depend on the retention settings.
+        self.topics.reindex(&self.config);
+    }
+
+    /// Builds the index of the topics' next events, which a core read from a snapshot lacks
+    /// (until then [`next_wakeup`](Self::next_wakeup) and [`maintain`](Self::maintain)
+    /// look at every topic).
+    pub(crate) fn reindex(&mut self) {
+        self.topics.reindex(&self.config);
     }
 
     /// Applies one [`Call`] at `now_ms`: the one entry the server, the durable broker's
@@ -388,8 +397,8 @@ impl BrokerCore {
     ) -> Result<u64, CoreError> {
         self.advance(now_ms);
         self.topics
-            .get_mut(&(instance.cloned(), topic.clone()))
-            .map(Topic::purge)
+            .get_mut(&(instance.cloned(), topic.clone()), &self.config)
+            .map(|mut t| t.purge())
             .ok_or_else(|| CoreError::topic_not_exist(topic))
     }
 
@@ -410,14 +419,15 @@ impl BrokerCore {
         self.clock_advance_ms = 0;
         let now = now_ms;
         self.topics.retain(|_, t| t.declared);
-        for t in self.topics.values_mut() {
+        let next_scope = &mut self.next_scope;
+        self.topics.for_each_mut(&self.config, |_, t| {
             let version = t.version + 1;
             let message_type = t.message_type;
-            *t = Topic::new(true, self.next_scope, now);
+            *t = Topic::new(true, *next_scope, now);
             t.version = version;
             t.message_type = message_type;
-            self.next_scope += 1;
-        }
+            *next_scope += 1;
+        });
         for g in self.groups.values_mut() {
             g.created_at = g.created_at.min(now);
         }
@@ -429,14 +439,13 @@ impl BrokerCore {
     /// topic only marks it declared.
     pub fn declare_topic(&mut self, instance: Option<&InstanceId>, topic: &TopicName) {
         let key = (instance.cloned(), topic.clone());
-        match self.topics.entry(key) {
-            MapEntry::Occupied(mut o) => o.get_mut().declared = true,
-            MapEntry::Vacant(v) => {
-                let scope = self.next_scope;
-                self.next_scope += 1;
-                v.insert(Topic::new(true, scope, self.now));
-            }
-        }
+        let (next_scope, now) = (&mut self.next_scope, self.now);
+        let Ok(mut t) = self.topics.get_or_try_insert(key, &self.config, || {
+            let scope = *next_scope;
+            *next_scope += 1;
+            Ok::<_, std::convert::Infallible>(Topic::new(true, scope, now))
+        });
+        t.declared = true;
     }
 
     /// Whether a topic exists (declared or auto-created by an earlier call).
@@ -498,7 +507,7 @@ impl BrokerCore {
             }
         }
         let config = &self.config;
-        let t = use_topic(
+        let mut t = use_topic(
             &mut self.topics,
             &mut self.next_scope,
             config,
@@ -506,6 +515,7 @@ impl BrokerCore {
             instance,
             topic,
         )?;
+        let t: &mut Topic = &mut t;
         if !t.message_type.accepts(&message) {
             return Err(CoreError::invalid(format!(
                 "topic {topic} takes {} messages; this one is {}",
@@ -602,7 +612,7 @@ impl BrokerCore {
             ConsumeKind::Normal | ConsumeKind::Orderly => self.group_settings(instance, group),
         };
         let config = &self.config;
-        let t = use_topic(
+        let mut t = use_topic(
             &mut self.topics,
             &mut self.next_scope,
             config,
@@ -610,6 +620,7 @@ impl BrokerCore {
             instance,
             topic,
         )?;
+        let t: &mut Topic = &mut t;
         t.sweep(now, config);
         let batch = usize::from(batch.get());
         let (invisibility_ms, orderly) = match kind {
@@ -679,7 +690,7 @@ impl BrokerCore {
         let config = &self.config;
         let prefix = self.id_prefix;
         let issued = self.next_seq;
-        let t = use_topic(
+        let mut t = use_topic(
             &mut self.topics,
             &mut self.next_scope,
             config,
@@ -687,6 +698,7 @@ impl BrokerCore {
             instance,
             topic,
         )?;
+        let t: &mut Topic = &mut t;
         t.sweep(now, config);
         let decode = |text: &String| Token::decode(text, prefix).filter(|token| token.seq < issued);
         let mut failures = Vec::new();
@@ -790,10 +802,11 @@ impl BrokerCore {
     ) -> Result<(), CoreError> {
         let now = self.advance(now_ms);
         let config = &self.config;
-        let t = self
+        let mut t = self
             .topics
-            .get_mut(&(instance.cloned(), topic.clone()))
+            .get_mut(&(instance.cloned(), topic.clone()), config)
             .ok_or_else(|| CoreError::topic_not_exist(topic))?;
+        let t: &mut Topic = &mut t;
         t.sweep(now, config);
         let message = handle::message_seq(message_id, self.id_prefix)
             .and_then(|seq| t.half.decide(seq, now, resolution))
@@ -812,9 +825,7 @@ impl BrokerCore {
     /// The earliest time at which the passage of time changes something in any topic (see
     /// the [module documentation](self)). `None` when nothing is pending.
     pub fn next_wakeup(&self) -> Option<u64> {
-        self.topics
-            .values()
-            .fold(None, |acc, t| min_opt(acc, t.next_event(&self.config)))
+        self.topics.next_event(&self.config)
     }
 
     /// [`next_wakeup`](Self::next_wakeup) restricted to one topic.
@@ -837,8 +848,11 @@ impl BrokerCore {
     /// bumps for messages that became visible. Idempotent.
     pub fn maintain(&mut self, now_ms: u64) {
         let now = self.advance(now_ms);
-        for t in self.topics.values_mut() {
-            t.sweep(now, &self.config);
+        // A topic with nothing due has nothing to do: only the ones due are swept.
+        for key in self.topics.due_at(now) {
+            if let Some(mut t) = self.topics.get_mut(&key, &self.config) {
+                t.sweep(now, &self.config);
+            }
         }
     }
 
@@ -849,7 +863,7 @@ impl BrokerCore {
             at_ms: self.now,
             ..Stats::default()
         };
-        for ((instance, name), t) in &self.topics {
+        for ((instance, name), t) in self.topics.iter() {
             let ts = t.stats(
                 instance.as_ref().map(|i| i.as_str().to_owned()),
                 name.as_str().to_owned(),
@@ -885,24 +899,21 @@ impl BrokerCore {
 
 /// The topic for an operation, created on first use when the configuration allows it.
 fn use_topic<'a>(
-    topics: &'a mut BTreeMap<TopicKey, Topic>,
+    topics: &'a mut Topics,
     next_scope: &mut u64,
-    config: &CoreConfig,
+    config: &'a CoreConfig,
     now: u64,
     instance: Option<&InstanceId>,
     topic: &TopicName,
-) -> Result<&'a mut Topic, CoreError> {
-    match topics.entry((instance.cloned(), topic.clone())) {
-        MapEntry::Occupied(o) => Ok(o.into_mut()),
-        MapEntry::Vacant(v) => {
-            if !config.auto_create_topics {
-                return Err(CoreError::topic_not_exist(topic));
-            }
-            let scope = *next_scope;
-            *next_scope += 1;
-            Ok(v.insert(Topic::new(false, scope, now)))
+) -> Result<TopicMut<'a>, CoreError> {
+    topics.get_or_try_insert((instance.cloned(), topic.clone()), config, || {
+        if !config.auto_create_topics {
+            return Err(CoreError::topic_not_exist(topic));
         }
-    }
+        let scope = *next_scope;
+        *next_scope += 1;
+        Ok(Topic::new(false, scope, now))
+    })
 }
 
 /// The group for a consume or ack, registered on first use.

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::group::{DeadLetterAction, Group};
 use super::topic::Topic;
+use super::topics::TopicMut;
 use super::trace::{Event, TraceKind};
 use super::{BrokerCore, CoreError};
 
@@ -31,10 +32,10 @@ impl BrokerCore {
         instance: Option<&InstanceId>,
         topic: &TopicName,
         group: &GroupId,
-    ) -> Result<(&mut Topic, GroupId), CoreError> {
-        let t = self
+    ) -> Result<(TopicMut<'_>, GroupId), CoreError> {
+        let mut t = self
             .topics
-            .get_mut(&(instance.cloned(), topic.clone()))
+            .get_mut(&(instance.cloned(), topic.clone()), &self.config)
             .ok_or_else(|| CoreError::topic_not_exist(topic))?;
         t.sweep(now, &self.config);
         if !t.groups.contains_key(group) {
@@ -63,7 +64,8 @@ impl BrokerCore {
         action: DeadLetterAction,
     ) -> Result<u64, CoreError> {
         let now = self.advance(now_ms);
-        let (t, group) = self.topic_and_group(now, instance, topic, group)?;
+        let (mut t, group) = self.topic_and_group(now, instance, topic, group)?;
+        let t: &mut Topic = &mut t;
         let Some(g) = t.groups.get_mut(&group) else {
             return Ok(0);
         };
@@ -119,7 +121,8 @@ impl BrokerCore {
         since_ms: u64,
     ) -> Result<OffsetReset, CoreError> {
         let now = self.advance(now_ms);
-        let (t, group) = self.topic_and_group(now, instance, topic, group)?;
+        let (mut t, group) = self.topic_and_group(now, instance, topic, group)?;
+        let t: &mut Topic = &mut t;
         let Topic {
             store,
             groups,

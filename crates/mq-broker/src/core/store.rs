@@ -297,6 +297,13 @@ impl Store {
         changed
     }
 
+    /// Drops the oldest unheld messages until the unheld bytes are within `max_bytes` (the
+    /// byte bound of [`trim_unheld`](Self::trim_unheld), which is not a timed event: it is
+    /// restored at the end of every change, see [`super::topics`]).
+    pub(crate) fn trim_unheld_bytes(&mut self, max_bytes: u64) -> bool {
+        self.trim_unheld(0, u64::MAX, max_bytes)
+    }
+
     /// When the oldest unheld message is due to go (`None`: none is kept).
     pub(crate) fn next_unheld_expiry(&self, keep_ms: u64) -> Option<u64> {
         self.unheld

@@ -11,6 +11,7 @@ use super::group::{EntryState, Group, min_opt};
 use super::half::HalfPool;
 use super::stats::{GroupStats, TopicStats};
 use super::store::{Store, StoredMessage};
+use super::topics::Filed;
 
 /// A topic's key in the core: its instance (`None` = the default instance) and name.
 pub(crate) type TopicKey = (Option<InstanceId>, TopicName);
@@ -36,6 +37,9 @@ pub(crate) struct Topic {
     pub(crate) version: u64,
     /// Messages published (all kinds).
     pub(crate) published: u64,
+    /// Where the core's index of next events has this topic ([`super::topics`]).
+    #[serde(skip)]
+    pub(crate) filed: Filed,
 }
 
 impl Topic {
@@ -50,6 +54,7 @@ impl Topic {
             swept_at: now,
             version: 0,
             published: 0,
+            filed: Filed::default(),
         }
     }
 

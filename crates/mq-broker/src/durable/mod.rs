@@ -480,10 +480,13 @@ fn decode_snapshot(bytes: &[u8]) -> Result<BrokerCore, StorageError> {
         });
     }
     crate::core::take_refused();
-    postcard::from_bytes(rest).map_err(|e| match crate::core::take_refused() {
-        Some(refused) => refused_value("the snapshot", refused),
-        None => StorageError::Corrupt(format!("snapshot: {e}")),
-    })
+    let mut core: BrokerCore =
+        postcard::from_bytes(rest).map_err(|e| match crate::core::take_refused() {
+            Some(refused) => refused_value("the snapshot", refused),
+            None => StorageError::Corrupt(format!("snapshot: {e}")),
+        })?;
+    core.reindex();
+    Ok(core)
 }
 
 /// The error for a stored value this build refuses, found in `place`: [`StorageError::RefusedName`]
