@@ -709,6 +709,76 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     Ok(())
 }
 
+/// Topics holding a message in the many-topics rows.
+const MANY_TOPICS: usize = 10_000;
+
+/// Publish at 16 in flight to one topic of a broker whose other topics each hold a message
+/// (so each has a timed event pending: its message's retention), against a broker with that
+/// one topic: what a request costs must not grow with the topics the broker keeps.
+fn many_topics(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
+    const IN_FLIGHT: usize = 16;
+    let (mut one_rates, mut many_rates) = (Vec::new(), Vec::new());
+    let (mut one_cpu, mut many_cpu) = (Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        let topic: TopicName = name(&format!("many{round}"))?;
+        for others in [0, MANY_TOPICS] {
+            let broker = h.start_broker()?;
+            let addr = broker.local_addr();
+            let filled = h.load.block_on(async {
+                let mut connection = RawConnection::connect(addr).await?;
+                for i in 0..others {
+                    let other = prepared_publish(addr, &name(&format!("other{i:05}"))?)?;
+                    let (status, _) = connection.send(other.request()).await?;
+                    if status != StatusCode::CREATED {
+                        return Err(format!("publish to topic {i} answered {status}"));
+                    }
+                }
+                Ok(())
+            });
+            let measured_broker = filled.and_then(|()| {
+                let load = raw::repeat_load(
+                    addr,
+                    prepared_publish(addr, &topic)?,
+                    StatusCode::CREATED,
+                    IN_FLIGHT,
+                    Stop::After(plan.round),
+                );
+                Ok(measured(h, load, |r| r.requests))
+            });
+            h.stop_broker(broker);
+            let (r, cpu) = measured_broker?;
+            let r = r?;
+            check(&r, "many-topics publish")?;
+            let (rates, cpus) = if others == 0 {
+                (&mut one_rates, &mut one_cpu)
+            } else {
+                (&mut many_rates, &mut many_cpu)
+            };
+            rates.push(r.requests_per_sec());
+            cpus.push(cpu);
+        }
+    }
+    let (one, many) = (median(one_rates), median(many_rates));
+    eprintln!("suite: publish with {MANY_TOPICS} topics: {many:.0}/s, with one: {one:.0}/s");
+    let server_us = |v: &[Option<CpuPerRequest>]| {
+        median_cpu(v).map_or("—".to_owned(), |c| format!("{:.1}", c.server_us))
+    };
+    writeln!(
+        out,
+        "### Publish with many topics ({IN_FLIGHT} in flight, {SIZE}-byte bodies)\n\n\
+         | Other topics holding a message | Broker, req/s | Server CPU µs/req | vs one topic | Target ≥ 90% |\n\
+         |---:|---:|---:|---:|---|\n\
+         | 0 | {one:.0} | {} | 100% | — |\n\
+         | {MANY_TOPICS} | {many:.0} | {} | {} | {} |\n",
+        server_us(&one_cpu),
+        server_us(&many_cpu),
+        pct(many, one),
+        verdict(many, one, 0.9)
+    )
+    .ok();
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Publish → delivery latency
 
@@ -1431,6 +1501,7 @@ fn run() -> Result<()> {
     }
     if args.runs("broker") {
         broker_vs_bare(&h, plan, &mut out)?;
+        many_topics(&h, plan, &mut out)?;
     }
     if args.runs("latency") {
         delivery_latency(&h, plan, &mut out)?;
