@@ -843,6 +843,13 @@ impl BrokerCore {
             .map_or(0, |t| t.version)
     }
 
+    /// The topics [`maintain`](Self::maintain) at `now_ms` would sweep: those with an
+    /// event due then (the only ones whose [`topic_version`](Self::topic_version) it can
+    /// move).
+    pub(crate) fn due_topics(&self, now_ms: u64) -> Vec<(Option<InstanceId>, TopicName)> {
+        self.topics.due_at(self.now.max(now_ms))
+    }
+
     /// Runs the housekeeping due at `now_ms` on every topic: retention trimming, half-message
     /// horizon drops, dead-lettering of messages whose last delivery expired, and version
     /// bumps for messages that became visible. Idempotent.

@@ -212,10 +212,19 @@ impl LocalBackend {
     /// [`maintain_now`](Self::maintain_now) with the core locked (`core` is the guarded
     /// value).
     fn maintain_locked(&self, core: &mut JournaledCore) {
-        if let Err(e) = core.apply(self.clock.now_ms(), Call::Maintain) {
+        let now = self.clock.now_ms();
+        // Only the topics with something due change: their waiters are the ones to wake
+        // (not a pass over every watched topic at each wake-up of the timer).
+        let due = core.due_topics(now);
+        if let Err(e) = core.apply(now, Call::Maintain) {
             tracing::error!(error = %e.message, "housekeeping failed");
         }
-        self.publish_versions(core);
+        let watches = self.lock_watches();
+        for key in &due {
+            if let Some(tx) = watches.get(key) {
+                advance_watch(tx, core.topic_version(key.0.as_ref(), &key.1));
+            }
+        }
     }
 
     /// Moves the test clock forward by `ms` and records its advance in the core (journaled
