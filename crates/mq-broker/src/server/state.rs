@@ -5,7 +5,7 @@ use super::Credential;
 use super::Limits;
 use super::backend::Backend;
 use mq_proto::server::request_id;
-use mq_proto::sign::SigningKey;
+use mq_proto::sign::{SigningKey, format_http_date};
 use mq_proto::{InstanceId, TopicName};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -147,6 +147,27 @@ impl Clock {
     /// The broker's time: what messages, `NextConsumeTime` and the `Date` header follow.
     pub(crate) fn now(&self) -> SystemTime {
         shifted(self.offset_ms())
+    }
+
+    /// The `Date` header of a response: [`now`](Self::now) in whole seconds (RFC 9110
+    /// §5.6.7), formatted once per second and worker thread rather than per response.
+    pub(crate) fn http_date(&self) -> Option<http::HeaderValue> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(u64, http::HeaderValue)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let now = self.now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        LAST.with_borrow_mut(|last| match last {
+            Some((at, value)) if *at == secs => Some(value.clone()),
+            _ => {
+                let value = http::HeaderValue::from_str(&format_http_date(now)).ok()?;
+                *last = Some((secs, value.clone()));
+                Some(value)
+            }
+        })
     }
 
     /// The time signed requests are checked against (PROTOCOL §2.5, the 15-minute `Date`
