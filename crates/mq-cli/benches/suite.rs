@@ -370,12 +370,27 @@ fn median_cpu(v: &[Option<CpuPerRequest>]) -> Option<CpuPerRequest> {
 }
 
 /// Two table cells: server CPU µs per request `bare / broker`, and the load generator's.
-fn cpu_cells(bare: Option<CpuPerRequest>, broker: Option<CpuPerRequest>) -> String {
-    let cell = |f: fn(&CpuPerRequest) -> f64| match (bare, broker) {
-        (Some(a), Some(b)) => format!("{:.1} / {:.1}", f(&a), f(&b)),
+/// The CPU cells of a row: the server's per request (bare / floor / broker) and the load
+/// generator's (bare / broker).
+fn cpu_cells(
+    bare: Option<CpuPerRequest>,
+    floor: Option<CpuPerRequest>,
+    broker: Option<CpuPerRequest>,
+) -> String {
+    let server = match (bare, floor, broker) {
+        (Some(a), Some(f), Some(b)) => {
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                a.server_us, f.server_us, b.server_us
+            )
+        }
         _ => "—".to_owned(),
     };
-    format!("{} | {}", cell(|c| c.server_us), cell(|c| c.load_us))
+    let load = match (bare, broker) {
+        (Some(a), Some(b)) => format!("{:.1} / {:.1}", a.load_us, b.load_us),
+        _ => "—".to_owned(),
+    };
+    format!("{server} | {load}")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -546,17 +561,18 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     .ok();
     writeln!(
         out,
-        "| Workload | In flight | Bare server, req/s | Broker, req/s | Broker / bare | Server CPU µs/req, bare / broker | Load generator CPU µs/req, bare / broker | Broker msg/s | Broker p50 ms | Broker p99 ms | Target ≥ 70% |"
+        "| Workload | In flight | Bare server, req/s | Protocol floor, req/s | Broker, req/s | Floor / bare | Broker / bare | Server CPU µs/req, bare / floor / broker | Load generator CPU µs/req, bare / broker | Broker msg/s | Broker p50 ms | Broker p99 ms | Target ≥ 70% |"
     )
     .ok();
     writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     .ok();
     for &n in &plan.broker_in_flight {
         let (mut bare_rates, mut broker_rates) = (Vec::new(), Vec::new());
         let (mut bare_cpu, mut broker_cpu) = (Vec::new(), Vec::new());
+        let (mut floor_rates, mut floor_cpu) = (Vec::new(), Vec::new());
         let mut lat = Latency::default();
         for round in 0..plan.rounds {
             let topic: TopicName = name(&format!("bare{n}r{round}"))?;
@@ -587,6 +603,18 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
             bare_rates.push(r.requests_per_sec());
             bare_cpu.push(cpu);
 
+            let floor = h
+                .server
+                .block_on(BareServer::start_floor(canned.clone(), AK, SK))
+                .map_err(|e| format!("floor server: {e}"))?;
+            let measured_floor = publish(floor.addr());
+            h.server.block_on(floor.shutdown());
+            let (r, cpu) = measured_floor?;
+            let r = r?;
+            check(&r, "floor publish")?;
+            floor_rates.push(r.requests_per_sec());
+            floor_cpu.push(cpu);
+
             let broker = h.start_broker()?;
             let measured_broker = publish(broker.local_addr());
             h.stop_broker(broker);
@@ -597,13 +625,24 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
             broker_cpu.push(cpu);
             lat = Latency::from_histogram(&r.latency);
         }
-        let (bare, broker) = (median(bare_rates), median(broker_rates));
-        eprintln!("suite: broker publish {n} in flight: bare {bare:.0}/s, broker {broker:.0}/s");
+        let (bare, floor, broker) = (
+            median(bare_rates),
+            median(floor_rates),
+            median(broker_rates),
+        );
+        eprintln!(
+            "suite: broker publish {n} in flight: bare {bare:.0}/s, floor {floor:.0}/s, broker {broker:.0}/s"
+        );
         writeln!(
             out,
-            "| publish | {n} | {bare:.0} | {broker:.0} | {} | {} | {broker:.0} | {} | {} | {} |",
+            "| publish | {n} | {bare:.0} | {floor:.0} | {broker:.0} | {} | {} | {} | {broker:.0} | {} | {} | {} |",
+            pct(floor, bare),
             pct(broker, bare),
-            cpu_cells(median_cpu(&bare_cpu), median_cpu(&broker_cpu)),
+            cpu_cells(
+                median_cpu(&bare_cpu),
+                median_cpu(&floor_cpu),
+                median_cpu(&broker_cpu)
+            ),
             ms(lat.p50_us),
             ms(lat.p99_us),
             verdict(broker, bare, 0.7)
@@ -615,6 +654,7 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     let n = plan.consume_in_flight;
     let (mut bare_rates, mut broker_rates, mut broker_msgs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut bare_cpu, mut broker_cpu) = (Vec::new(), Vec::new());
+    let (mut floor_rates, mut floor_cpu) = (Vec::new(), Vec::new());
     let mut lat = Latency::default();
     let mut drained_early = false;
     for round in 0..plan.rounds {
@@ -653,6 +693,18 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
         bare_rates.push(r.requests_per_sec());
         bare_cpu.push(cpu);
 
+        let floor = h
+            .server
+            .block_on(BareServer::start_floor(canned.clone(), AK, SK))
+            .map_err(|e| format!("floor server: {e}"))?;
+        let measured_floor = consume_ack(floor.addr());
+        h.server.block_on(floor.shutdown());
+        let (r, cpu) = measured_floor?;
+        let (r, _) = r?;
+        check(&r, "floor consume+ack")?;
+        floor_rates.push(r.requests_per_sec());
+        floor_cpu.push(cpu);
+
         let broker = h.start_broker()?;
         let addr = broker.local_addr();
         let filled = h.load.block_on(async {
@@ -678,17 +730,25 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
         broker_cpu.push(cpu);
         lat = Latency::from_histogram(&r.latency);
     }
-    let (bare, broker, msgs) = (
+    let (bare, floor, broker, msgs) = (
         median(bare_rates),
+        median(floor_rates),
         median(broker_rates),
         median(broker_msgs),
     );
-    eprintln!("suite: consume+ack: bare {bare:.0} req/s, broker {broker:.0} req/s");
+    eprintln!(
+        "suite: consume+ack: bare {bare:.0} req/s, floor {floor:.0} req/s, broker {broker:.0} req/s"
+    );
     writeln!(
         out,
-        "| consume 16 + ack 16 | {n} | {bare:.0} | {broker:.0} | {} | {} | {msgs:.0} | {} | {} | {} |",
+        "| consume 16 + ack 16 | {n} | {bare:.0} | {floor:.0} | {broker:.0} | {} | {} | {} | {msgs:.0} | {} | {} | {} |",
+        pct(floor, bare),
         pct(broker, bare),
-        cpu_cells(median_cpu(&bare_cpu), median_cpu(&broker_cpu)),
+        cpu_cells(
+            median_cpu(&bare_cpu),
+            median_cpu(&floor_cpu),
+            median_cpu(&broker_cpu)
+        ),
         ms(lat.p50_us),
         ms(lat.p99_us),
         verdict(broker, bare, 0.7)
@@ -698,7 +758,11 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
         out,
         "\nLatency of consume + ack is one receive and its ack (a cycle); req/s counts both. \
          CPU per request is the on-CPU time of the server runtime's threads (broker or bare \
-         server) and of the load generator's, over the round (`/proc/self/task/*/schedstat`).{}\n",
+         server) and of the load generator's, over the round (`/proc/self/task/*/schedstat`). \
+         The protocol floor is the bare server doing, per request, only what the protocol \
+         requires before any answer (signature check, request parse, a published body's MD5; \
+         `mq_cli::bench::bare`), storing nothing: no server of this protocol on this stack \
+         answers faster.{}\n",
         if drained_early {
             " The broker's backlog ran out before the end of a round; its rate is over the time it lasted."
         } else {
