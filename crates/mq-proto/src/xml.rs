@@ -56,6 +56,10 @@ pub(crate) enum XmlError {
     /// Text or elements follow the root element, or non-blank text precedes it.
     #[error("content outside the root element")]
     OutsideRoot,
+    /// An element inside a text field, read by a [text-only](XmlReader::text_only) reader:
+    /// well-formed, but dropping it would store other text than was sent.
+    #[error("an element inside a text field")]
+    ElementInText,
 }
 
 fn syntax(e: impl std::fmt::Display) -> XmlError {
@@ -211,9 +215,21 @@ pub(crate) struct XmlReader<'a> {
     root_name: Option<Range<usize>>,
     /// Byte offset in the body where the last event read began.
     event_start: usize,
+    /// An element inside a text field is an error ([`text_only`](Self::text_only)) rather
+    /// than skipped.
+    text_only: bool,
 }
 
 impl<'a> XmlReader<'a> {
+    /// This reader with [`read_text`](Self::read_text) refusing an element inside the text
+    /// ([`XmlError::ElementInText`]) instead of skipping it: for requests, whose text a
+    /// server stores (PROTOCOL §6.10 (4): leniency silently alters bodies). Responses are
+    /// read leniently (a newer service may add markup a client does not know).
+    pub(crate) fn text_only(mut self) -> Self {
+        self.text_only = true;
+        self
+    }
+
     /// A reader over `body`; quick-xml skips one leading UTF-8 byte order mark. The characters
     /// of the whole document are checked here, and a failure is reported by the first read.
     pub(crate) fn new(body: &'a [u8]) -> Self {
@@ -248,6 +264,7 @@ impl<'a> XmlReader<'a> {
             root_closed: false,
             root_name: None,
             event_start: 0,
+            text_only: false,
         }
     }
 
@@ -398,11 +415,14 @@ impl<'a> XmlReader<'a> {
 
     /// Reads the text of the element that was just started, up to and including its end
     /// tag: text and CDATA pieces are concatenated, line ends normalised, references
-    /// resolved; child elements are skipped. Borrows from the input when the text is one
+    /// resolved; child elements are skipped (refused by a [text-only](Self::text_only)
+    /// reader). Borrows from the input when the text is one
     /// piece without references or CRs.
     #[inline(always)]
     pub(crate) fn read_text(&mut self) -> Result<Cow<'a, str>, XmlError> {
         let mut acc: Option<Cow<'a, str>> = None;
+        // Whether an element was met (and skipped) inside the text.
+        let mut element = false;
         let target = self.depth.saturating_sub(1);
         loop {
             let piece = match self.read()? {
@@ -411,12 +431,22 @@ impl<'a> XmlReader<'a> {
                 Event::Start(e) => {
                     self.enter(&e)?;
                     self.skip()?;
+                    element = true;
                     continue;
                 }
-                Event::Empty(_) | Event::Decl(_) | Event::PI(_) | Event::Comment(_) => continue,
+                Event::Empty(_) => {
+                    element = true;
+                    continue;
+                }
+                Event::Decl(_) | Event::PI(_) | Event::Comment(_) => continue,
                 Event::End(_) => {
                     self.leave();
                     if self.depth <= target {
+                        // Read to its end either way: the rest of the document can be read
+                        // (and checked) after the refusal.
+                        if element && self.text_only {
+                            return Err(XmlError::ElementInText);
+                        }
                         return Ok(acc.unwrap_or(Cow::Borrowed("")));
                     }
                     continue;

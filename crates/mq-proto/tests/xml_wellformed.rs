@@ -239,7 +239,15 @@ fn element_names() {
         "<中文/>",
         "<p:x/>",
     ] {
-        assert_body(&with_body(&format!("a{good}b")), "ab");
+        // Well-formed: beside the body it is skipped; inside it, it is refused as a schema
+        // error (dropping it would store other text than was sent), not as malformed XML.
+        assert_body(
+            &format!(r#"<Message xmlns="{NS}">{good}<MessageBody>ab</MessageBody></Message>"#),
+            "ab",
+        );
+        let inside = with_body(&format!("a{good}b"));
+        let e = publish(&inside).expect_err(&inside);
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{inside:?}: {e}");
     }
     assert_body(
         &format!(r#"<m:Message xmlns:m="{NS}"><m:MessageBody>x</m:MessageBody></m:Message>"#),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::ops::ErrorCode;
 use crate::types::{HandleBatch, ReceiptHandle};
-use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error};
+use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error, text_error};
 use crate::wire::{for_each_child, rest_is_well_formed};
 use crate::xml::{Document, Elem, NS_MESSAGE, XmlWriter};
 
@@ -66,7 +66,7 @@ fn decode_flat(doc: &Document) -> Option<Vec<String>> {
 /// The handles of any document, by the general reader, with every error but a missing
 /// handle.
 fn decode_general(doc: &Document) -> Result<Vec<String>, RequestError> {
-    let mut r = doc.reader();
+    let mut r = doc.reader().text_only();
     let root = r.root().map_err(|e| malformed_xml(&e))?;
     if root != Elem::ReceiptHandles {
         let found = format!("root element <{}> is not <ReceiptHandles>", r.root_name());
@@ -80,7 +80,9 @@ fn decode_general(doc: &Document) -> Result<Vec<String>, RequestError> {
         if e != Elem::ReceiptHandle {
             return r.skip().map_err(|e| malformed_xml(&e));
         }
-        let text = r.read_text().map_err(|e| malformed_xml(&e))?;
+        let text = r
+            .read_text()
+            .map_err(|err| text_error(Elem::ReceiptHandle.as_str(), &err))?;
         let handle = crate::text::trim(&text);
         if !handle.is_empty() {
             if handles.len() == HandleBatch::MAX {
@@ -159,6 +161,19 @@ mod tests {
             let end = root.trim_start_matches('<').split([' ', '>']).next().unwrap_or_default();
             doc.push_str(&format!("</{end}>"));
             same_as_general(&doc);
+        }
+    }
+
+    #[test]
+    fn an_element_inside_a_handle_is_refused_not_dropped() {
+        // Dropping it would settle another handle than was sent (`H`).
+        for doc in [
+            "<ReceiptHandles><ReceiptHandle>H<x/></ReceiptHandle></ReceiptHandles>",
+            "<ReceiptHandles><ReceiptHandle>H<x>1</x></ReceiptHandle></ReceiptHandles>",
+        ] {
+            let e = decode_request(&Bytes::from(doc)).expect_err(doc);
+            assert_eq!(e.code, crate::ErrorCode::InvalidArgument, "{doc}");
+            assert!(e.message.contains("ReceiptHandle"), "{doc}: {}", e.message);
         }
     }
 

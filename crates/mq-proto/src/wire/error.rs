@@ -225,6 +225,18 @@ pub(crate) fn schema_error(element: &str, detail: impl fmt::Display) -> RequestE
     ))
 }
 
+/// The refusal of a request whose `element` could not be read as text: `InvalidArgument`
+/// (the service's schema message) for an element inside it, `MalformedXML` otherwise.
+pub(crate) fn text_error(element: &str, e: &XmlError) -> RequestError {
+    match e {
+        XmlError::ElementInText => schema_error(
+            element,
+            "it holds an element; the element takes text only (escape `<` as `&lt;`).",
+        ),
+        _ => malformed_xml(e),
+    }
+}
+
 /// `MalformedXML` for a body that is not well-formed.
 pub(crate) fn malformed_xml(e: &XmlError) -> RequestError {
     RequestError::new(

@@ -11,7 +11,7 @@ use crate::message::{MessageError, TopicMessage};
 use crate::properties::{MAX_PROPERTIES_LEN, Properties, PropertyError};
 use crate::text::MessageBody;
 use crate::types::{MessageId, ReceiptHandle};
-use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error};
+use crate::wire::error::{RequestError, invalid_argument, malformed_xml, schema_error, text_error};
 use crate::wire::{
     DecodeError, for_each_child, message_id, receipt_handle, rest_is_well_formed, trimmed,
 };
@@ -119,7 +119,7 @@ fn decode_flat(doc: &Document, doc_len: usize) -> Option<Result<TopicMessage, Re
 
 /// [`decode_request`] by the general reader: any well-formed document, every error.
 fn decode_general(doc: &Document, doc_len: usize) -> Result<TopicMessage, RequestError> {
-    let mut r = doc.reader();
+    let mut r = doc.reader().text_only();
     let root = r.root().map_err(|e| malformed_xml(&e))?;
     if root != Elem::Message {
         let found = format!("root element <{}> is not <Message>", r.root_name());
@@ -138,7 +138,7 @@ fn decode_general(doc: &Document, doc_len: usize) -> Result<TopicMessage, Reques
         if slot.is_some() {
             return Err(schema_error(e.as_str(), "the element appears twice."));
         }
-        *slot = Some(r.read_text().map_err(|e| malformed_xml(&e))?);
+        *slot = Some(r.read_text().map_err(|err| text_error(e.as_str(), &err))?);
         Ok(())
     })?;
 
@@ -416,6 +416,54 @@ mod tests {
             doc.push_str(&format!("</{root_name}>{tail}"));
             same_as_general(doc.as_bytes());
         }
+    }
+
+    #[test]
+    fn an_element_inside_a_text_field_is_refused_not_dropped() {
+        // Dropping the element would store other text than was sent (`bc`, `x`, `k:v`).
+        for (doc, field) in [
+            (
+                "<Message><MessageBody>b<i>x</i>c</MessageBody></Message>",
+                "MessageBody",
+            ),
+            (
+                "<Message><MessageBody><i/>x</MessageBody></Message>",
+                "MessageBody",
+            ),
+            (
+                "<Message><MessageBody>x</MessageBody><MessageTag>A<b>B</b></MessageTag></Message>",
+                "MessageTag",
+            ),
+            (
+                "<Message><MessageBody>x</MessageBody><Properties>k:v<p/>|</Properties></Message>",
+                "Properties",
+            ),
+        ] {
+            let e = decode_request(&Bytes::from(doc)).expect_err(doc);
+            assert_eq!(e.code, crate::ErrorCode::InvalidArgument, "{doc}");
+            assert!(e.message.contains(field), "{doc}: {}", e.message);
+            assert!(
+                e.message.contains("takes text only"),
+                "{doc}: {}",
+                e.message
+            );
+        }
+        // Markup in a CDATA section or escaped is text, taken as it is.
+        for (doc, body) in [
+            (
+                "<Message><MessageBody><![CDATA[b<i>x</i>c]]></MessageBody></Message>",
+                "b<i>x</i>c",
+            ),
+            (
+                "<Message><MessageBody>b&lt;i>x&lt;/i>c</MessageBody></Message>",
+                "b<i>x</i>c",
+            ),
+        ] {
+            assert_eq!(decode_request(&Bytes::from(doc)).expect(doc).body(), body);
+        }
+        // An unknown element beside the fields is still skipped.
+        let doc = "<Message><Other>o</Other><MessageBody>x</MessageBody></Message>";
+        assert_eq!(decode_request(&Bytes::from(doc)).expect(doc).body(), "x");
     }
 
     #[test]
