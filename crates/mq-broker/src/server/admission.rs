@@ -117,12 +117,13 @@ pub(super) async fn handle(
     let started = Instant::now();
     let rid = shared.next_request_id();
     let method = req.method().clone();
+    let (parts, body) = req.into_parts();
     // The request-target as received (origin form), which is what clients sign.
-    let target = req
-        .uri()
+    let target = parts
+        .uri
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| req.uri().path().to_owned());
+        .unwrap_or_else(|| parts.uri.path().to_owned());
     // What the request was, for `mq_requests_total` (set by `serve_api` once parsed).
     let mut operation = "refused";
     // The unsigned endpoints answer whatever their query (load balancers' probes add one).
@@ -131,86 +132,37 @@ pub(super) async fn handle(
     // §9.3.2): the same status and header fields, `Content-Length` the length a `GET` would
     // carry; hyper sends no content in the answer to a `HEAD`.
     let resp = match (&method, path) {
-        (&Method::GET | &Method::HEAD, "/health") => {
-            operation = "health";
-            plain(
-                StatusCode::OK,
-                "text/plain;charset=utf-8",
-                Bytes::from_static(b"ok\n"),
-                &rid,
-            )
-        }
-        (&Method::GET | &Method::HEAD, "/ready") => {
-            operation = "ready";
-            // Readiness for a load balancer: 503 while the backend cannot serve (the
-            // gateway's engine does not answer); `/health` says only that this process runs.
-            let (status, text): (_, &'static [u8]) = if shared.backend.ready().await {
-                (StatusCode::OK, b"ready\n")
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    b"not ready: the backend does not answer\n",
-                )
-            };
-            plain(
-                status,
-                "text/plain;charset=utf-8",
-                Bytes::from_static(text),
-                &rid,
-            )
-        }
-        (&Method::GET | &Method::HEAD, "/stats") => {
-            operation = "stats";
-            match stats_value(&shared).and_then(|doc| serde_json::to_vec_pretty(&doc)) {
-                Ok(json) => plain(StatusCode::OK, "application/json", json.into(), &rid),
-                Err(e) => error(
-                    &shared,
-                    &rid,
-                    RequestError::new(ErrorCode::InternalError, e.to_string()),
-                ),
-            }
-        }
-        (&Method::GET | &Method::HEAD, "/metrics") => {
-            operation = "metrics";
-            match metrics_document(&shared) {
-                Ok(text) => plain(StatusCode::OK, metrics::CONTENT_TYPE, text.into(), &rid),
-                Err(e) => error(
-                    &shared,
-                    &rid,
-                    RequestError::new(ErrorCode::InternalError, e.to_string()),
-                ),
-            }
-        }
         (_, "/health" | "/ready" | "/stats" | "/metrics") => {
-            // Read-only: any other method is 405 with the methods that work (RFC 9110
-            // §15.5.6), not an API error about a missing signature.
-            let mut resp = plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain;charset=utf-8",
-                Bytes::from(format!("{path} answers GET and HEAD only\n")),
-                &rid,
-            );
-            resp.headers_mut()
-                .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            resp
+            let resp = status_endpoint(&shared, &rid, &method, path, &mut operation).await;
+            without_body(&shared, body, resp).await
         }
         (m, p) if console::serves(m, p) => {
+            let req = Request::from_parts(parts, body);
             console::handle(&shared, &rid, req, &target, &mut operation).await
         }
         (_, p) if p == "/admin" || p.starts_with("/admin/") => {
-            let has_body = !hyper::body::Body::is_end_stream(req.body());
+            let has_body = !hyper::body::Body::is_end_stream(&body);
             admin::handle(
                 &shared,
                 &rid,
                 &method,
                 &target,
-                req.headers(),
+                &parts.headers,
                 has_body,
                 &mut operation,
             )
             .await
         }
-        _ => match serve_api(&shared, &rid, req, &method, &target, &mut operation).await {
+        _ => match serve_api(
+            &shared,
+            &rid,
+            Request::from_parts(parts, body),
+            &method,
+            &target,
+            &mut operation,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(Refusal { reset: true, .. }) => {
                 shared
@@ -252,6 +204,101 @@ pub(super) async fn handle(
         "request"
     );
     Ok(resp)
+}
+
+/// The answer of a read-only endpoint (`/health`, `/ready`, `/stats`, `/metrics`).
+async fn status_endpoint(
+    shared: &Shared,
+    rid: &str,
+    method: &Method,
+    path: &str,
+    operation: &mut &'static str,
+) -> Response<Full<Bytes>> {
+    match (method, path) {
+        (&Method::GET | &Method::HEAD, "/health") => {
+            *operation = "health";
+            plain(
+                StatusCode::OK,
+                "text/plain;charset=utf-8",
+                Bytes::from_static(b"ok\n"),
+                rid,
+            )
+        }
+        (&Method::GET | &Method::HEAD, "/ready") => {
+            *operation = "ready";
+            // Readiness for a load balancer: 503 while the backend cannot serve (the
+            // gateway's engine does not answer); `/health` says only that this process runs.
+            let (status, text): (_, &'static [u8]) = if shared.backend.ready().await {
+                (StatusCode::OK, b"ready\n")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    b"not ready: the backend does not answer\n",
+                )
+            };
+            plain(
+                status,
+                "text/plain;charset=utf-8",
+                Bytes::from_static(text),
+                rid,
+            )
+        }
+        (&Method::GET | &Method::HEAD, "/stats") => {
+            *operation = "stats";
+            match stats_value(shared).and_then(|doc| serde_json::to_vec_pretty(&doc)) {
+                Ok(json) => plain(StatusCode::OK, "application/json", json.into(), rid),
+                Err(e) => error(
+                    shared,
+                    rid,
+                    RequestError::new(ErrorCode::InternalError, e.to_string()),
+                ),
+            }
+        }
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            *operation = "metrics";
+            match metrics_document(shared) {
+                Ok(text) => plain(StatusCode::OK, metrics::CONTENT_TYPE, text.into(), rid),
+                Err(e) => error(
+                    shared,
+                    rid,
+                    RequestError::new(ErrorCode::InternalError, e.to_string()),
+                ),
+            }
+        }
+        _ => {
+            // Read-only: any other method is 405 with the methods that work (RFC 9110
+            // §15.5.6), not an API error about a missing signature.
+            let mut resp = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain;charset=utf-8",
+                Bytes::from(format!("{path} answers GET and HEAD only\n")),
+                rid,
+            );
+            resp.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            resp
+        }
+    }
+}
+
+/// `resp`, given without reading the request's body: a body on its way is read and dropped
+/// (within the body limit and [`PRE_AUTH_DRAIN_TIMEOUT`]) so that the connection goes on;
+/// one that is not is answered with `Connection: close` (hyper then closes the connection,
+/// which the client is told instead of finding it closed under its next request).
+pub(super) async fn without_body(
+    shared: &Shared,
+    body: Incoming,
+    mut resp: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    if hyper::body::Body::is_end_stream(&body) {
+        return resp;
+    }
+    let drain_for = shared.limits.body_read_timeout.min(PRE_AUTH_DRAIN_TIMEOUT);
+    if !drain(body, shared.limits.max_body_bytes, drain_for).await {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A refused request, and whether its connection must close because part of the request

@@ -110,14 +110,16 @@ pub(super) async fn handle(
         return resp;
     }
     *operation = "console";
-    if shared.admin.is_none() {
-        return text(
+    let resp = if shared.admin.is_none() {
+        text(
             StatusCode::NOT_FOUND,
             "the console needs the admin API, which is off (--admin off)\n",
             rid,
-        );
-    }
-    asset(req.method(), path, rid)
+        )
+    } else {
+        asset(req.method(), path, rid)
+    };
+    super::admission::without_body(shared, req.into_body(), resp).await
 }
 
 /// A plain-text answer.
