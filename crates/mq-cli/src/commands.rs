@@ -397,6 +397,8 @@ struct PollPlan {
     follow: bool,
     max: Option<u64>,
     json: bool,
+    /// Said on stderr when the first poll finds nothing (stdout stays empty for scripts).
+    none_found: &'static str,
 }
 
 impl PollPlan {
@@ -445,6 +447,9 @@ where
             if plan.follow {
                 continue;
             }
+            if received == 0 {
+                crate::stderr_line(format_args!("{}", plan.none_found));
+            }
             return Ok(());
         }
         received += (messages.len() + messages.poison.len()) as u64;
@@ -473,6 +478,7 @@ async fn consume(a: ConsumeArgs) -> Result<(), CliError> {
         follow: a.follow,
         max: a.max,
         json: a.json,
+        none_found: "no message: none was visible to the group within the wait",
     };
     let orderly = a.orderly;
     let receive = async |batch: BatchSize| -> Result<ReceivedMessages, CliError> {
@@ -523,6 +529,7 @@ async fn tx_half(a: TxHalfArgs) -> Result<(), CliError> {
         follow: a.follow,
         max: a.max,
         json: a.json,
+        none_found: "no half message: none was due for a status check within the wait",
     };
     let receive = async |batch: BatchSize| -> Result<ReceivedMessages, CliError> {
         producer
@@ -770,6 +777,7 @@ mod tests {
             follow: false,
             max: Some(20),
             json: false,
+            none_found: "",
         };
         assert_eq!(plan.next_batch(0).unwrap().get(), 16);
         assert_eq!(plan.next_batch(16).unwrap().get(), 4);
