@@ -235,7 +235,9 @@ impl BrokerCore {
     pub fn reconfigure(&mut self, config: CoreConfig) {
         let id_seed = self.config.id_seed;
         self.config = CoreConfig { id_seed, ..config }.normalized();
-        // The topics' next events depend on the retention settings.
+        // A lowered byte bound holds at once (every topic settled), and the topics' next
+        // events depend on the retention settings.
+        self.topics.for_each_mut(&self.config, |_, _| {});
         self.topics.reindex(&self.config);
     }
 

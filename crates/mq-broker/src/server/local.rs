@@ -107,8 +107,10 @@ impl LocalBackend {
                 let found = core
                     .apply(self.clock.now_ms(), call.clone())
                     .map_err(core_error)?;
-                // The consume may have moved the next wake-up (new invisibility).
-                self.rearm_timer(&core);
+                // The consume may have moved the next wake-up (new invisibility), and its
+                // sweep may have made messages visible to the topic's other groups, whose
+                // waiters the timer will not wake: it only wakes those of topics still due.
+                self.changed(&core, &key);
                 match found {
                     Outcome::Delivered(found) if found.is_empty() => {
                         if waiting.is_over() {

@@ -2,11 +2,13 @@
 //! that reads each request body and answers a canned response: the server limit the broker
 //! is compared with. It verifies nothing and stores nothing.
 //!
-//! Started with [`BareServer::start_floor`] it also does, per request, what the protocol
-//! requires of any server before it can answer (with `mq_proto`'s functions, as the broker
-//! does): the signature check (PROTOCOL §2.5), the parse of the request, and for a publish
-//! the body's MD5 its answer carries (`MessageBodyMD5`, §3.8) — and still stores nothing.
-//! Its rate is the most any server of this protocol on this stack can answer.
+//! Started with [`BareServer::start_floor`] it also does, per request, part of what the
+//! protocol requires of any server (with `mq_proto`'s functions, as the broker does): the
+//! signature check (PROTOCOL §2.5), the parse of the request, and for a publish the body's
+//! MD5 its answer carries (`MessageBodyMD5`, §3.8) — and still answers the canned bytes (no
+//! message id, receipt handle or response document built) and stores nothing. A server
+//! does all that and more, so the floor's rate bounds what any server of this protocol on
+//! this stack can answer.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
