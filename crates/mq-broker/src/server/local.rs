@@ -104,14 +104,13 @@ impl LocalBackend {
         loop {
             let found_or_wait = {
                 let mut core = self.lock_core();
-                let found = core
-                    .apply(self.clock.now_ms(), call.clone())
-                    .map_err(core_error)?;
+                let found = core.apply(self.clock.now_ms(), call.clone());
                 // The consume may have moved the next wake-up (new invisibility), and its
-                // sweep may have made messages visible to the topic's other groups, whose
-                // waiters the timer will not wake: it only wakes those of topics still due.
+                // sweep (done even when the call is then refused) may have made messages
+                // visible to the topic's other groups, whose waiters the timer will not
+                // wake: it only wakes those of topics still due.
                 self.changed(&core, &key);
-                match found {
+                match found.map_err(core_error)? {
                     Outcome::Delivered(found) if found.is_empty() => {
                         if waiting.is_over() {
                             return Ok(Outcome::Delivered(found));
@@ -164,12 +163,13 @@ impl LocalBackend {
                 // configured one (a test clock's advance is dropped) and the core with it.
                 self.clock.reset();
             }
-            let outcome = core.apply(self.clock.now_ms(), call).map_err(core_error)?;
+            let outcome = core.apply(self.clock.now_ms(), call);
+            // Even for a refused call: its topic may have been swept before the refusal.
             match &key {
                 Some(key) => self.changed(&core, key),
                 None => self.publish_versions(&core),
             }
-            (outcome, core.sync_point())
+            (outcome.map_err(core_error)?, core.sync_point())
         };
         if reset {
             // The timer task's wake-up was computed on the old time.
