@@ -852,9 +852,10 @@ impl BrokerCore {
         self.topics.due_at(self.now.max(now_ms))
     }
 
-    /// Runs the housekeeping due at `now_ms` on every topic: retention trimming, half-message
-    /// horizon drops, dead-lettering of messages whose last delivery expired, and version
-    /// bumps for messages that became visible. Idempotent.
+    /// Runs the housekeeping due at `now_ms` on every topic with something due then
+    /// (found in O(log topics), see [`next_wakeup`](Self::next_wakeup)): retention trimming,
+    /// half-message horizon drops, dead-lettering of messages whose last delivery expired,
+    /// and version bumps for messages that became visible. Idempotent.
     pub fn maintain(&mut self, now_ms: u64) {
         let now = self.advance(now_ms);
         // A topic with nothing due has nothing to do: only the ones due are swept.
