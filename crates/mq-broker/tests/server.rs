@@ -1466,3 +1466,101 @@ mod binary {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// Delayed messages wake the polls waiting for them at their time while other clients keep
+/// the broker busy with requests less than a millisecond apart and events fall due every
+/// few milliseconds. (The housekeeping timer used to go back to sleep whenever a request
+/// said an event was due, instead of running it: in a run with the clients as separate
+/// processes, polls were answered up to 2.6 s late. In this process the old timer was at
+/// most 10 ms late, so this test guards the behaviour, not that particular fault.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_messages_wake_their_polls_on_time_under_steady_requests() {
+    const WAITERS: usize = 16;
+    const BUSY: usize = 8;
+    // On threads of its own, as a broker process: its timer competes with requests that
+    // arrive while it runs, not with the load's tasks on the same workers.
+    let broker = mq_broker::EmbeddedBroker::start(config()).expect("broker starts");
+    let addr = broker.local_addr();
+    let epoch_ms = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("epoch")
+            .as_millis() as u64
+    };
+    let mut worst = Duration::ZERO;
+    for round in 0..2 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut load = Vec::new();
+        // Consumers finding nothing, back to back, each on a topic of its own.
+        for i in 0..BUSY {
+            let stop = stop.clone();
+            load.push(tokio::spawn(async move {
+                let api = Api::new(addr, AK, SK, None);
+                let mut c = Conn::open(addr).await;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = c
+                        .protocol_roundtrip(&api.consume(&format!("busy{i}"), "GID_busy", 1, 0))
+                        .await;
+                    assert_eq!(r.status, 404, "{}", r.text());
+                }
+            }));
+        }
+        // A producer of messages due a millisecond later, every 10 ms, for a group that
+        // never consumes them (each one an event of the timer's, due at once).
+        let stop_p = stop.clone();
+        load.push(tokio::spawn(async move {
+            let api = Api::new(addr, AK, SK, None);
+            let mut c = Conn::open(addr).await;
+            let r = c
+                .protocol_roundtrip(&api.consume("soon", "GID_soon", 1, 0))
+                .await;
+            assert!(matches!(r.status, 200 | 404), "{}", r.text());
+            while !stop_p.load(std::sync::atomic::Ordering::Relaxed) {
+                let m = TopicMessage::new("soon")
+                    .expect("message")
+                    .with_start_deliver_time(epoch_ms() + 1);
+                let r = c.protocol_roundtrip(&api.publish_message("soon", &m)).await;
+                assert_eq!(r.status, 201, "{}", r.text());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+        // Polls waiting (up to 15 s) for a message each, due 1.5 s to 3 s from now.
+        let mut waiters = Vec::new();
+        for w in 0..WAITERS {
+            waiters.push(tokio::spawn(async move {
+                let api = Api::new(addr, AK, SK, None);
+                let topic = format!("late{round}x{w}");
+                let mut c = Conn::open(addr).await;
+                // Register the group, then publish its message and wait for it.
+                let r = c
+                    .protocol_roundtrip(&api.consume(&topic, "GID_late", 1, 0))
+                    .await;
+                assert_eq!(r.status, 404, "{}", r.text());
+                let due = epoch_ms() + 1_500 + 100 * w as u64;
+                let m = TopicMessage::new("late")
+                    .expect("message")
+                    .with_start_deliver_time(due);
+                let r = c.protocol_roundtrip(&api.publish_message(&topic, &m)).await;
+                assert_eq!(r.status, 201, "{}", r.text());
+                let r = c
+                    .protocol_roundtrip(&api.consume(&topic, "GID_late", 1, 15))
+                    .await;
+                let at = epoch_ms();
+                assert_eq!(r.status, 200, "{}", r.text());
+                Duration::from_millis(at.saturating_sub(due))
+            }));
+        }
+        for w in waiters {
+            worst = worst.max(w.await.expect("waiter"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for l in load {
+            l.await.expect("load");
+        }
+    }
+    assert!(
+        worst < Duration::from_millis(1_000),
+        "a poll was answered {worst:?} after its message was due"
+    );
+    broker.shutdown().await;
+}

@@ -197,7 +197,11 @@ impl LocalBackend {
             };
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
-                () = self.reschedule.notified() => continue,
+                // A request moved the next wake-up before the one slept until, maybe to
+                // now: run what is due, then sleep again. (Going straight back to sleep let
+                // requests arriving less than 1 ms apart put housekeeping off for seconds,
+                // and with it the waking of polls waiting for a delayed message.)
+                () = self.reschedule.notified() => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
             self.maintain_now();
@@ -216,8 +220,12 @@ impl LocalBackend {
     fn maintain_locked(&self, core: &mut JournaledCore) {
         let now = self.clock.now_ms();
         // Only the topics with something due change: their waiters are the ones to wake
-        // (not a pass over every watched topic at each wake-up of the timer).
+        // (not a pass over every watched topic at each wake-up of the timer). With none,
+        // there is nothing to do (nor to journal).
         let due = core.due_topics(now);
+        if due.is_empty() {
+            return;
+        }
         if let Err(e) = core.apply(now, Call::Maintain) {
             tracing::error!(error = %e.message, "housekeeping failed");
         }
