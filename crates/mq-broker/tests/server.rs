@@ -523,6 +523,16 @@ async fn expect_continue_gets_100_then_the_answer() {
     resp.assert_protocol_headers();
     assert_eq!(resp.status, 201, "{}", resp.text());
 
+    // A read-only endpoint needs no body: it answers at once, without `100 Continue`, and
+    // says that the connection closes (the body is never asked for).
+    let mut probe = Conn::open_nagle(broker.local_addr()).await;
+    probe
+        .expect_send(b"POST /health HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
+        .await;
+    let answer = probe.expect_response().await;
+    assert_eq!(answer.status, 405, "{}", answer.text());
+    assert_eq!(answer.header("connection"), Some("close"));
+
     // And a DELETE with a body (Java sends Expect on bodies by default).
     let consume = c.protocol_roundtrip(&api.consume("T", "GID_x", 1, 0)).await;
     assert_eq!(consume.status, 404); // the group registered after the publish

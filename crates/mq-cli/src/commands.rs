@@ -478,7 +478,8 @@ async fn consume(a: ConsumeArgs) -> Result<(), CliError> {
         follow: a.follow,
         max: a.max,
         json: a.json,
-        none_found: "no message: none was visible to the group within the wait",
+        none_found: "no message for the group now (a group receives the messages published \
+                     after its first consume)",
     };
     let orderly = a.orderly;
     let receive = async |batch: BatchSize| -> Result<ReceivedMessages, CliError> {
@@ -529,7 +530,7 @@ async fn tx_half(a: TxHalfArgs) -> Result<(), CliError> {
         follow: a.follow,
         max: a.max,
         json: a.json,
-        none_found: "no half message: none was due for a status check within the wait",
+        none_found: "no half message due for a status check now",
     };
     let receive = async |batch: BatchSize| -> Result<ReceivedMessages, CliError> {
         producer

@@ -134,7 +134,7 @@ pub(super) async fn handle(
     let resp = match (&method, path) {
         (_, "/health" | "/ready" | "/stats" | "/metrics") => {
             let resp = status_endpoint(&shared, &rid, &method, path, &mut operation).await;
-            without_body(&shared, body, resp).await
+            without_body(&shared, &parts.headers, body, resp).await
         }
         (m, p) if console::serves(m, p) => {
             let req = Request::from_parts(parts, body);
@@ -283,10 +283,13 @@ async fn status_endpoint(
 
 /// `resp`, given without reading the request's body: a body on its way is read and dropped
 /// (within the body limit and [`PRE_AUTH_DRAIN_TIMEOUT`]) so that the connection goes on;
-/// one that is not is answered with `Connection: close` (hyper then closes the connection,
-/// which the client is told instead of finding it closed under its next request).
+/// one that is not — or one its client waits to send until told `100 Continue` (`expects`
+/// it: reading would ask for a body nobody needs) — is answered with `Connection: close`
+/// (hyper then closes the connection, which the client is told instead of finding it
+/// closed under its next request).
 pub(super) async fn without_body(
     shared: &Shared,
+    headers: &http::HeaderMap,
     body: Incoming,
     mut resp: Response<Full<Bytes>>,
 ) -> Response<Full<Bytes>> {
@@ -294,11 +297,18 @@ pub(super) async fn without_body(
         return resp;
     }
     let drain_for = shared.limits.body_read_timeout.min(PRE_AUTH_DRAIN_TIMEOUT);
-    if !drain(body, shared.limits.max_body_bytes, drain_for).await {
+    if expects_continue(headers) || !drain(body, shared.limits.max_body_bytes, drain_for).await {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Whether the client waits for `100 Continue` before sending the body.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// A refused request, and whether its connection must close because part of the request
@@ -405,10 +415,7 @@ async fn serve_api(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let oversize = declared_len.is_some_and(|l| l > max as u64);
-    let expects_continue = parts
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expects_continue = expects_continue(&parts.headers);
 
     // Authenticate and check the declared length before reading the body: the signature
     // does not cover it, and a client sending `Expect: 100-continue` only sends it (after

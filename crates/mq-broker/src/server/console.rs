@@ -119,7 +119,8 @@ pub(super) async fn handle(
     } else {
         asset(req.method(), path, rid)
     };
-    super::admission::without_body(shared, req.into_body(), resp).await
+    let (parts, body) = req.into_parts();
+    super::admission::without_body(shared, &parts.headers, body, resp).await
 }
 
 /// A plain-text answer.
