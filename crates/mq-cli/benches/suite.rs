@@ -557,6 +557,30 @@ fn canned() -> Result<Canned> {
     })
 }
 
+/// Runs one measured `load` (as [`measured`] returns it) against a bare server on the server
+/// runtime — the protocol floor when `floor` — and stops the server.
+fn on_bare<T>(
+    h: &Harness,
+    canned: &Canned,
+    floor: bool,
+    load: impl Fn(SocketAddr) -> Result<(Result<T>, Option<CpuPerRequest>)>,
+) -> Result<(T, Option<CpuPerRequest>)> {
+    let server = h
+        .server
+        .block_on(async {
+            if floor {
+                BareServer::start_floor(canned.clone(), AK, SK).await
+            } else {
+                BareServer::start(canned.clone()).await
+            }
+        })
+        .map_err(|e| format!("bare server: {e}"))?;
+    let measured = load(server.addr());
+    h.server.block_on(server.shutdown());
+    let (r, cpu) = measured?;
+    Ok((r?, cpu))
+}
+
 fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
     let canned = canned()?;
     writeln!(
@@ -596,26 +620,12 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
                     |r| r.requests,
                 ))
             };
-            let bare = h
-                .server
-                .block_on(BareServer::start(canned.clone()))
-                .map_err(|e| format!("bare server: {e}"))?;
-            let measured_bare = publish(bare.addr());
-            h.server.block_on(bare.shutdown());
-            let (r, cpu) = measured_bare?;
-            let r = r?;
+            let (r, cpu) = on_bare(h, &canned, false, publish)?;
             check(&r, "bare publish")?;
             bare_rates.push(r.requests_per_sec());
             bare_cpu.push(cpu);
 
-            let floor = h
-                .server
-                .block_on(BareServer::start_floor(canned.clone(), AK, SK))
-                .map_err(|e| format!("floor server: {e}"))?;
-            let measured_floor = publish(floor.addr());
-            h.server.block_on(floor.shutdown());
-            let (r, cpu) = measured_floor?;
-            let r = r?;
+            let (r, cpu) = on_bare(h, &canned, true, publish)?;
             check(&r, "floor publish")?;
             floor_rates.push(r.requests_per_sec());
             floor_cpu.push(cpu);
@@ -686,26 +696,12 @@ fn broker_vs_bare(h: &Harness, plan: &Plan, out: &mut String) -> Result<()> {
                 |(r, _)| r.requests,
             ))
         };
-        let bare = h
-            .server
-            .block_on(BareServer::start(canned.clone()))
-            .map_err(|e| format!("bare server: {e}"))?;
-        let measured_bare = consume_ack(bare.addr());
-        h.server.block_on(bare.shutdown());
-        let (r, cpu) = measured_bare?;
-        let (r, _) = r?;
+        let ((r, _), cpu) = on_bare(h, &canned, false, consume_ack)?;
         check(&r, "bare consume+ack")?;
         bare_rates.push(r.requests_per_sec());
         bare_cpu.push(cpu);
 
-        let floor = h
-            .server
-            .block_on(BareServer::start_floor(canned.clone(), AK, SK))
-            .map_err(|e| format!("floor server: {e}"))?;
-        let measured_floor = consume_ack(floor.addr());
-        h.server.block_on(floor.shutdown());
-        let (r, cpu) = measured_floor?;
-        let (r, _) = r?;
+        let ((r, _), cpu) = on_bare(h, &canned, true, consume_ack)?;
         check(&r, "floor consume+ack")?;
         floor_rates.push(r.requests_per_sec());
         floor_cpu.push(cpu);

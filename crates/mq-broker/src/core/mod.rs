@@ -235,9 +235,8 @@ impl BrokerCore {
     pub fn reconfigure(&mut self, config: CoreConfig) {
         let id_seed = self.config.id_seed;
         self.config = CoreConfig { id_seed, ..config }.normalized();
-        // A lowered byte bound holds at once (every topic settled), and the topics' next
-        // events depend on the retention settings.
-        self.topics.for_each_mut(&self.config, |_, _| {});
+        // A lowered byte bound holds at once, and the topics' next events depend on the
+        // retention settings: every topic is settled again.
         self.topics.reindex(&self.config);
     }
 

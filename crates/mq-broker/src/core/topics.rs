@@ -256,11 +256,15 @@ impl Topics {
         }
     }
 
-    /// Files every topic under its next event with `config` (after deserializing, and when
-    /// the configuration changed).
+    /// Settles every topic with `config` — its unheld messages within their byte bound,
+    /// filed under its next event — and rebuilds the index (after deserializing, and when
+    /// the configuration changed: a lowered bound holds at once).
     pub(crate) fn reindex(&mut self, config: &CoreConfig) {
         self.due.clear();
         for (key, topic) in &mut self.map {
+            topic
+                .store
+                .trim_unheld_bytes(config.consumed_retention_bytes);
             let next = topic.next_event(config);
             topic.filed = Filed(next);
             if let Some(at) = next {
