@@ -890,6 +890,29 @@ fn consumed_messages_are_kept_within_their_byte_bound() {
 }
 
 #[test]
+fn removed_messages_are_handed_over_for_dropping_and_never_pile_up() {
+    // No group: every message is unheld at once, and the byte bound keeps one 5-byte body.
+    let mut h = H::with(CoreConfig {
+        consumed_retention_bytes: 5,
+        ..CoreConfig::default()
+    });
+    h.publish(0, msg("first"));
+    assert!(h.core.take_retired().is_empty());
+    h.publish(0, msg("secnd"));
+    // The first went to the bin (for a server to drop outside its lock), once.
+    assert_eq!(h.core.take_retired().len(), 1);
+    assert!(h.core.take_retired().is_empty());
+    assert_eq!(h.core.stats().topics[0].consumed_kept, 1);
+    // A caller that never takes them holds a bounded number: the rest are dropped at once.
+    for i in 0..1_000 {
+        h.publish(0, msg(&format!("m{i:04}")));
+    }
+    let waiting = h.core.take_retired().len();
+    assert!((200..=256).contains(&waiting), "{waiting} waiting");
+    assert_eq!(h.core.stats().topics[0].consumed_kept, 1);
+}
+
+#[test]
 fn next_wakeup_and_versions() {
     let mut h = H::new();
     assert_eq!(h.core.next_wakeup(), None);

@@ -150,6 +150,27 @@ pub struct BrokerCore {
     groups: BTreeMap<catalog::GroupKey, catalog::DeclaredGroup>,
 }
 
+/// Messages the core removed, to drop outside its lock ([`BrokerCore::take_retired`]).
+pub struct Retired(Vec<StoredMessage>);
+
+impl Retired {
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Retired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Retired").field(&self.0.len()).finish()
+    }
+}
+
 impl fmt::Debug for BrokerCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerCore")
@@ -821,6 +842,16 @@ impl BrokerCore {
             })?;
         t.take_resolved(message, now, config);
         Ok(())
+    }
+
+    /// The messages the calls since the last take removed from the store (trimmed by
+    /// retention, purged, …), for the caller to drop after it let go of the lock it holds
+    /// the core with: freeing a message's body, properties and trace is a good part of a
+    /// publish's time in the core, for which the other workers would wait. At most 256 wait
+    /// between takes (more are dropped at once), so a caller that never takes them holds a
+    /// bounded number.
+    pub fn take_retired(&mut self) -> Retired {
+        Retired(self.topics.take_retired())
     }
 
     /// The earliest time at which the passage of time changes something in any topic (see

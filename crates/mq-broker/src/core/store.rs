@@ -214,6 +214,10 @@ pub(crate) struct Store {
     pub(crate) unheld: TimeIndex,
     /// Bytes of the unheld messages ([`StoredMessage::kept_bytes`]).
     pub(crate) unheld_bytes: u64,
+    /// Messages removed by the change in progress, not yet dropped: settling the topic
+    /// moves them to the core's [`Retired`](super::Retired) bin (empty between calls).
+    #[serde(skip)]
+    pub(crate) retired: Vec<StoredMessage>,
 }
 
 impl Store {
@@ -273,13 +277,15 @@ impl Store {
         false
     }
 
-    /// Drops a message regardless of holders.
+    /// Removes a message regardless of holders (into [`retired`](Self::retired): dropped
+    /// later, outside the lock a server holds the core with).
     pub(crate) fn remove(&mut self, seq: u64) {
         if let Some(m) = self.messages.remove(&seq) {
             self.by_expiry.remove(&(m.expire_at, seq));
             if self.unheld.remove(&(m.released_at, seq)) {
                 self.unheld_bytes = self.unheld_bytes.saturating_sub(m.kept_bytes());
             }
+            self.retired.push(m);
         }
     }
 

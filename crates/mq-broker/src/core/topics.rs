@@ -16,7 +16,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::config::CoreConfig;
 use super::group::min_opt;
+use super::store::StoredMessage;
 use super::topic::{Topic, TopicKey};
+
+/// At most this many removed messages wait in [`Topics`]' bin for
+/// [`take_retired`](Topics::take_retired); beyond, they are dropped at once (a caller that
+/// never takes them holds a bounded number, a large trim does not pile up).
+const RETIRED_MAX: usize = 256;
 
 /// Where a topic is filed in [`Topics`]' index: the time of its next event, `None` when
 /// nothing is pending (or the index is not built). Derived state: never compared, never
@@ -46,6 +52,9 @@ pub(crate) struct Topics {
     /// Whether `due` holds every topic's next event (false after deserializing, until
     /// [`reindex`](Self::reindex)).
     indexed: bool,
+    /// Messages removed from the topics' stores, to be dropped by whoever takes them
+    /// ([`take_retired`](Self::take_retired)); derived state, never compared or saved.
+    retired: Vec<StoredMessage>,
 }
 
 impl Default for Topics {
@@ -55,6 +64,7 @@ impl Default for Topics {
             map: BTreeMap::new(),
             due: BTreeSet::new(),
             indexed: true,
+            retired: Vec::new(),
         }
     }
 }
@@ -79,6 +89,7 @@ impl<'de> Deserialize<'de> for Topics {
             map: super::persist::by_instance_name::deserialize(d)?,
             due: BTreeSet::new(),
             indexed: false,
+            retired: Vec::new(),
         })
     }
 }
@@ -92,6 +103,7 @@ pub(crate) struct TopicMut<'a> {
     was: Filed,
     due: &'a mut BTreeSet<(u64, TopicKey)>,
     indexed: bool,
+    retired: &'a mut Vec<StoredMessage>,
     config: &'a CoreConfig,
 }
 
@@ -112,17 +124,26 @@ impl DerefMut for TopicMut<'_> {
 impl Drop for TopicMut<'_> {
     fn drop(&mut self) {
         self.topic.filed = self.was;
-        settle(self.due, self.indexed, self.key, self.topic, self.config);
+        settle(
+            self.due,
+            self.indexed,
+            self.retired,
+            self.key,
+            self.topic,
+            self.config,
+        );
     }
 }
 
 /// After a change to `topic`: brings its unheld messages back within their byte bound
 /// (the one bound that is not a time, so it must hold between calls for the index to be
-/// complete), then, when the index is kept, moves the topic's entry in `due` to its next
-/// event (one comparison when it did not move).
+/// complete), moves what its store removed to the `retired` bin, then, when the index is
+/// kept, moves the topic's entry in `due` to its next event (one comparison when it did
+/// not move).
 fn settle(
     due: &mut BTreeSet<(u64, TopicKey)>,
     indexed: bool,
+    retired: &mut Vec<StoredMessage>,
     key: &TopicKey,
     topic: &mut Topic,
     config: &CoreConfig,
@@ -130,6 +151,7 @@ fn settle(
     topic
         .store
         .trim_unheld_bytes(config.consumed_retention_bytes);
+    retire(retired, &mut topic.store.retired);
     if !indexed {
         return;
     }
@@ -144,6 +166,16 @@ fn settle(
         due.insert((at, key.clone()));
     }
     topic.filed = Filed(next);
+}
+
+/// Moves `removed` into the bin, or drops them at once where the bin would hold more than
+/// [`RETIRED_MAX`].
+fn retire(bin: &mut Vec<StoredMessage>, removed: &mut Vec<StoredMessage>) {
+    if bin.len() + removed.len() > RETIRED_MAX {
+        removed.clear();
+    } else {
+        bin.append(removed);
+    }
 }
 
 impl Topics {
@@ -176,6 +208,7 @@ impl Topics {
             topic,
             due: &mut self.due,
             indexed: self.indexed,
+            retired: &mut self.retired,
             config,
         })
     }
@@ -228,7 +261,14 @@ impl Topics {
             let was = topic.filed;
             change(key, topic);
             topic.filed = was;
-            settle(&mut self.due, self.indexed, key, topic, config);
+            settle(
+                &mut self.due,
+                self.indexed,
+                &mut self.retired,
+                key,
+                topic,
+                config,
+            );
         }
     }
 
@@ -265,6 +305,7 @@ impl Topics {
             topic
                 .store
                 .trim_unheld_bytes(config.consumed_retention_bytes);
+            retire(&mut self.retired, &mut topic.store.retired);
             let next = topic.next_event(config);
             topic.filed = Filed(next);
             if let Some(at) = next {
@@ -272,6 +313,12 @@ impl Topics {
             }
         }
         self.indexed = true;
+    }
+
+    /// The messages removed from the topics' stores since the last take (at most
+    /// [`RETIRED_MAX`]), for the caller to drop.
+    pub(crate) fn take_retired(&mut self) -> Vec<StoredMessage> {
+        std::mem::take(&mut self.retired)
     }
 
     /// Whether the index agrees with every topic's next event (for tests).

@@ -309,6 +309,11 @@ impl JournaledCore {
         &self.core
     }
 
+    /// [`BrokerCore::take_retired`].
+    pub fn take_retired(&mut self) -> crate::core::Retired {
+        self.core.take_retired()
+    }
+
     /// Whether changes are journaled (a data directory is in use).
     pub fn is_durable(&self) -> bool {
         self.journal.is_some()

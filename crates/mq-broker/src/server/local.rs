@@ -9,7 +9,7 @@ use crate::durable::{CommitMetrics, JournaledCore, StorageError};
 use mq_proto::ErrorCode;
 use mq_proto::wire::error::RequestError;
 use std::collections::HashMap;
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,6 +29,35 @@ pub(super) struct LocalBackend {
     clock: Clock,
     /// The journal's commit counts (`--data-dir`), read by `/metrics` without the core lock.
     commit_metrics: Option<CommitMetrics>,
+}
+
+/// The core, locked. Unlocking (dropping it) first lets go of the lock, then drops the
+/// messages the core removed meanwhile ([`JournaledCore::take_retired`]): the other
+/// workers do not wait for their memory to be freed.
+struct CoreLock<'a>(Option<MutexGuard<'a, JournaledCore>>);
+
+impl Deref for CoreLock<'_> {
+    type Target = JournaledCore;
+
+    fn deref(&self) -> &JournaledCore {
+        self.0.as_ref().expect("locked until dropped")
+    }
+}
+
+impl DerefMut for CoreLock<'_> {
+    fn deref_mut(&mut self) -> &mut JournaledCore {
+        self.0.as_mut().expect("locked until dropped")
+    }
+}
+
+impl Drop for CoreLock<'_> {
+    fn drop(&mut self) {
+        if let Some(mut core) = self.0.take() {
+            let retired = core.take_retired();
+            drop(core);
+            drop(retired);
+        }
+    }
 }
 
 fn core_error(e: CoreError) -> RequestError {
@@ -64,8 +93,8 @@ impl LocalBackend {
         }
     }
 
-    fn lock_core(&self) -> MutexGuard<'_, JournaledCore> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_core(&self) -> CoreLock<'_> {
+        CoreLock(Some(self.core.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
     fn lock_watches(&self) -> MutexGuard<'_, HashMap<TopicKey, watch::Sender<u64>>> {
