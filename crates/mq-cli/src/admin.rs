@@ -427,8 +427,8 @@ pub struct AdminPublishArgs {
     /// Topic to publish to.
     #[arg(long)]
     topic: mq_tokio::TopicName,
-    /// Message body.
-    #[arg(long)]
+    /// Message body (it may start with `-`).
+    #[arg(long, allow_hyphen_values = true)]
     body: String,
     #[command(flatten)]
     message: MessageFlags,
@@ -583,6 +583,7 @@ fn admin_call(command: &AdminCommand) -> Result<AdminCall<'_>, CliError> {
             AdminCall::new(&a.conn.admin, M::GET, a.conn.target(&target)?)
         }
         AdminCommand::Publish(a) => {
+            a.message.note_past_delivery(crate::commands::now_ms());
             let target = a
                 .conn
                 .target(&format!("/admin/topics/{}/messages", a.topic))?;

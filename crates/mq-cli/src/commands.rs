@@ -61,7 +61,8 @@ pub struct PublishArgs {
     #[command(flatten)]
     message: MessageFlags,
     /// Message body; without it every non-empty line of stdin is published as one message.
-    #[arg(long)]
+    /// It may start with `-` (`--body -x`).
+    #[arg(long, allow_hyphen_values = true)]
     body: Option<String>,
     /// Print one JSON object per message instead of `ID<TAB>MD5[<TAB>HANDLE]`.
     #[arg(long)]
@@ -95,6 +96,21 @@ pub(crate) struct MessageFlags {
     /// Time before the first transaction check, 10s..300s (default 10s).
     #[arg(long, value_parser = parse_duration, requires = "transactional")]
     pub(crate) immunity: Option<Duration>,
+}
+
+impl MessageFlags {
+    /// Says on stderr when `--at` is not after `now_ms`: the service takes such a message
+    /// and delivers it at once (PROTOCOL §6.7), which a mistyped date would otherwise hide.
+    pub(crate) fn note_past_delivery(&self, now_ms: u64) {
+        if let Some(at) = self.at
+            && at <= now_ms
+        {
+            crate::stderr_line(format_args!(
+                "note: --at {} is not in the future: the message is delivered at once",
+                crate::args::format_rfc3339_ms(at)
+            ));
+        }
+    }
 }
 
 /// Flags of `mq consume`.
@@ -245,7 +261,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -320,6 +336,7 @@ fn build_message(p: &PublishArgs, body: String, now_ms: u64) -> Result<TopicMess
 }
 
 async fn publish(a: PublishArgs) -> Result<(), CliError> {
+    a.message.note_past_delivery(now_ms());
     let client = a.conn.client()?;
     let producer = client.producer(a.topic.clone());
     let send = async |body: String, what: &str| -> Result<(), CliError> {

@@ -1518,3 +1518,37 @@ fn consume_reports_a_poison_message_and_goes_on() {
         "only the good message is acked: {served:?}"
     );
 }
+
+#[test]
+fn a_body_may_start_with_a_dash_and_a_past_delivery_time_is_noted() {
+    let b = TestBroker::start();
+    ok(b.mq(&[
+        "consume", "--topic", "CliDash", "--group", "GID_d", "--wait", "0",
+    ]));
+    let out = run(b.mq(&[
+        "publish",
+        "--topic",
+        "CliDash",
+        "--body",
+        "-x",
+        "--at",
+        "2000-01-01T00:00:00Z",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: --at 2000-01-01T00:00:00.000Z is not in the future"),
+        "{stderr}"
+    );
+    // The admin path takes such a body too; a future time is not noted.
+    let out = run(b.mq(&[
+        "admin", "publish", "--topic", "CliDash", "--body", "-y", "--delay", "0s",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    let got = ok(b.mq(&[
+        "consume", "--topic", "CliDash", "--group", "GID_d", "--wait", "1",
+    ]));
+    let bodies: Vec<&str> = got.lines().filter_map(|l| l.strip_prefix("  ")).collect();
+    assert_eq!(bodies, ["-x", "-y"], "{got}");
+}
