@@ -1490,6 +1490,12 @@ async fn reset_offset_trace_and_paging() {
     assert_eq!(status, 200, "{first}");
     assert_eq!(names(&first), ["a", "b"], "{first}");
     assert_eq!(first["messages"][0]["state"], "consumed", "{first}");
+    // No group holds it any more: its deliveries still show (from its trace).
+    assert_eq!(first["messages"][0]["consumed_times"], 1, "{first}");
+    assert_eq!(
+        first["messages"][0]["groups"][0]["consumed_times"], 1,
+        "{first}"
+    );
     let next = first["next"].as_str().expect("a next page");
     let (_, second) = c
         .admin(Method::GET, &page(Some(next)), None)

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::group::{DeadLetter, Entry, EntryState};
 use super::store::StoredMessage;
 use super::topic::Topic;
-use super::{BrokerCore, CoreError};
+use super::{BrokerCore, CoreError, TraceKind};
 
 /// The most bytes of a body a listing (peek by state, page by time, find by key) shows: the
 /// body is cut there, at a UTF-8 character boundary, and the message says so
@@ -104,13 +104,27 @@ pub struct PeekedMessage {
     pub publish_time: u64,
     /// `__STARTDELIVERTIME`, if any.
     pub start_deliver_time: Option<u64>,
-    /// Deliveries to the group (half: transaction checks handed out).
+    /// Deliveries to the group (half: transaction checks handed out; a message no group
+    /// holds any more: the most deliveries to one group its trace shows).
     pub consumed_times: u32,
     /// When it becomes (or became) visible to the group (half: when it is next offered to
     /// a check); `None` for a dead letter.
     pub next_visible_time: Option<u64>,
     /// When it was dead-lettered (dead letters only).
     pub dead_lettered_at: Option<u64>,
+}
+
+/// The most deliveries of `m` to one group (to `group` only, when given) its trace shows:
+/// what a message no group holds any more says about its consumption.
+fn traced_deliveries(m: &StoredMessage, group: Option<&GroupId>) -> u32 {
+    m.trace
+        .events
+        .iter()
+        .filter(|e| e.event == TraceKind::Delivered)
+        .filter(|e| group.is_none_or(|g| e.group.as_deref() == Some(g.as_str())))
+        .filter_map(|e| e.consumed_times)
+        .max()
+        .unwrap_or(0)
 }
 
 impl PeekedMessage {
@@ -398,7 +412,7 @@ pub struct GroupPosition {
     /// (acked, skipped by its tag filter, or the group was registered after the message
     /// arrived).
     pub state: Option<PeekState>,
-    /// Deliveries to the group.
+    /// Deliveries to the group (once it holds the message no more: as its trace shows).
     pub consumed_times: u32,
     /// When it becomes (or became) visible to the group again.
     pub next_visible_time: Option<u64>,
@@ -615,7 +629,7 @@ impl BrokerCore {
                     consumed_times: match (entry, dead) {
                         (Some(e), _) => e.consumed_times,
                         (None, Some(d)) => d.consumed_times,
-                        (None, None) => 0,
+                        (None, None) => traced_deliveries(m, Some(id)),
                     },
                     next_visible_time: entry.map(|e| e.visible_at),
                 }
@@ -630,6 +644,7 @@ impl BrokerCore {
                 PeekedMessage::stored(m, state, consumed, next, view)
             }
             (None, None, Some(d)) => PeekedMessage::dead(d, Some(m), view),
+            // No group holds it: the most deliveries to one group its trace shows.
             (None, None, None) => PeekedMessage {
                 next_visible_time: None,
                 ..PeekedMessage::stored(
@@ -639,7 +654,7 @@ impl BrokerCore {
                     } else {
                         PeekState::Consumed
                     },
-                    0,
+                    traced_deliveries(m, None),
                     0,
                     view,
                 )
