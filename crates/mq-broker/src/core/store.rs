@@ -146,8 +146,7 @@ impl StoredMessage {
         now: u64,
         producer: Option<&str>,
     ) -> Self {
-        let mut trace = Trace::default();
-        trace.push(Event {
+        let trace = Trace::starting_with(Event {
             producer: producer.map(Box::from),
             ..Event::at(TraceKind::Published, now)
         });

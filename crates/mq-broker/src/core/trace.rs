@@ -178,6 +178,16 @@ pub(crate) struct Trace {
 }
 
 impl Trace {
+    /// A trace of one event, with room for just that one: most messages are published and
+    /// consumed at most once, and a stored message's trace is a good part of what it costs
+    /// beyond its text (a vector's first growth makes room for 4 events, 384 bytes).
+    pub(crate) fn starting_with(first: Event) -> Self {
+        Self {
+            events: vec![first],
+            dropped: 0,
+        }
+    }
+
     /// Appends an event, dropping the oldest after the first when full.
     pub(crate) fn push(&mut self, event: Event) {
         if self.events.len() >= MAX_TRACE_EVENTS {
