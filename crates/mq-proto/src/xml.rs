@@ -702,17 +702,6 @@ impl Document {
         self.text.is_err()
     }
 
-    /// Text of this document as a shared slice of it (a copy only for text that is not a
-    /// piece of the document).
-    pub(crate) fn share(&self, piece: &str) -> ByteString {
-        match &self.text {
-            Ok((text, _)) if !piece.is_empty() => {
-                shared_slice(text, piece).unwrap_or_else(|| ByteString::from(piece))
-            }
-            _ => ByteString::from(piece),
-        }
-    }
-
     /// Reads a document of the shape the SDKs write, without the general reader: an
     /// optional XML declaration of a usual form, the root element `root` (with no attribute
     /// but an optional `xmlns`), child elements of the protocol each holding plain text or

@@ -452,20 +452,13 @@ async fn serve_api(
             reset: false,
         });
     }
-    let mut body = read_body(shared, body).await.map_err(|error| Refusal {
+    // Read as one piece, the document is often a slice of hyper's read buffer: a published
+    // message keeps none of it (the parse packs its texts into a buffer of their own).
+    let body = read_body(shared, body).await.map_err(|error| Refusal {
         error,
         close: true,
         reset: false,
     })?;
-    if method == Method::POST {
-        // A published message keeps slices of its request document for as long as it is
-        // stored; read as one piece, the document is a slice of hyper's read buffer, and
-        // the message would keep that whole buffer (several KiB, shared with the requests
-        // read with it) alive: 5.2 KB of memory per stored 1 KiB message. A copy of
-        // exactly its size holds only the document (and the parse copies the texts out of
-        // a document much larger than them: `mq_proto`'s `MAX_SHARED_MARKUP`).
-        body = Bytes::copy_from_slice(&body);
-    }
     let parsed = parse_request_bytes(method, target, &parts.headers, &body)?;
     *operation = parsed.operation.name();
     if let Some(scope) = shared
