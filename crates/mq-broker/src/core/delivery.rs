@@ -69,7 +69,7 @@ impl Delivery {
 
     /// Upper-case hex MD5 of the body (PROTOCOL §3.8).
     pub fn body_md5(&self) -> &str {
-        &self.content.body_md5
+        self.content.body_md5.as_str()
     }
 
     /// The body text.
@@ -137,7 +137,7 @@ impl From<Message> for Delivery {
         let content = MessageContent::new(
             m.message_id,
             MessageBody::from(m.body),
-            String::from(m.body_md5),
+            &m.body_md5,
             m.tag,
             m.properties,
         );
@@ -158,7 +158,7 @@ impl AsMessageView for Delivery {
         MessageView {
             message_id: c.id.as_str(),
             receipt_handle: self.receipt_handle.as_str(),
-            body_md5: &c.body_md5,
+            body_md5: c.body_md5.as_str(),
             body: c.body.view(),
             publish_time: self.publish_time,
             next_consume_time: self.next_consume_time,

@@ -551,7 +551,7 @@ impl BrokerCore {
         self.next_seq += 1;
         t.published += 1;
         let stored = StoredMessage::new(seq, id.clone(), &message, now, producer);
-        let body_md5 = stored.content.body_md5.clone();
+        let body_md5 = stored.content.body_md5.as_str().to_owned();
         if let Some(immunity) = message.trans_check_immunity() {
             let handle = t.half.insert(
                 stored,

@@ -174,7 +174,7 @@ impl PeekedMessage {
             body: Some(shown.to_owned()),
             body_size: Some(m.content.body.len()),
             body_truncated: shown.len() < m.content.body.len(),
-            body_md5: Some(m.content.body_md5.clone()),
+            body_md5: Some(m.content.body_md5.as_str().to_owned()),
             tag: m.content.tag.as_ref().map(|t| t.as_str().to_owned()),
             properties: m
                 .content

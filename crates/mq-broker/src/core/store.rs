@@ -34,7 +34,7 @@ pub(crate) struct MessageContent {
     /// Body text, with its verbatim mark when it came from a request as it is.
     pub(crate) body: MessageBody,
     /// Upper-case hex MD5 of the body.
-    pub(crate) body_md5: String,
+    pub(crate) body_md5: Md5Hex,
     /// Tag, if any.
     pub(crate) tag: Option<Tag>,
     /// All properties as published, system keys included.
@@ -63,7 +63,7 @@ impl From<ContentFields> for MessageContent {
             f.id,
             // Snapshots keep no verbatim mark: found again by a scan, once per load.
             MessageBody::scanned(f.body),
-            f.body_md5,
+            &f.body_md5,
             f.tag,
             f.properties,
         )
@@ -76,7 +76,7 @@ impl Serialize for MessageContent {
         let mut st = s.serialize_struct("MessageContent", 5)?;
         st.serialize_field("id", self.id.as_str())?;
         st.serialize_field("body", &*self.body)?;
-        st.serialize_field("body_md5", &self.body_md5)?;
+        st.serialize_field("body_md5", self.body_md5.as_str())?;
         st.serialize_field("tag", &self.tag.as_ref().map(Tag::as_str))?;
         st.serialize_field("properties", &*self.properties_wire)?;
         st.end()
@@ -88,19 +88,54 @@ impl MessageContent {
     pub(crate) fn new(
         id: MessageId,
         body: MessageBody,
-        body_md5: String,
+        body_md5: &str,
         tag: Option<Tag>,
         properties: Properties,
     ) -> Self {
         let properties_wire = properties.encode().into_boxed_str();
         Self {
+            body_md5: Md5Hex::new(body_md5, &body),
             id,
             body,
-            body_md5,
             tag,
             properties,
             properties_wire,
         }
+    }
+}
+
+/// A body's MD5 as the protocol writes it (32 upper-case hex digits, PROTOCOL §3.8), kept
+/// inline: a `String` would be one more allocation per stored message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Md5Hex([u8; 32]);
+
+impl Md5Hex {
+    /// `hex` as it is when it has the MD5's form (32 ASCII characters); otherwise the MD5 of
+    /// `body` computed again (a damaged snapshot must not keep its messages from loading).
+    pub(crate) fn new(hex: &str, body: &str) -> Self {
+        let digits = |hex: &str| {
+            <[u8; 32]>::try_from(hex.as_bytes())
+                .ok()
+                .filter(|d| d.is_ascii())
+        };
+        // `body_md5` always has the form.
+        Self(
+            digits(hex)
+                .or_else(|| digits(&mq_proto::body_md5(body)))
+                .unwrap_or([b'0'; 32]),
+        )
+    }
+
+    /// The digits.
+    pub(crate) fn as_str(&self) -> &str {
+        // Always ASCII (`new`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Md5Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -155,7 +190,7 @@ impl StoredMessage {
             content: Arc::new(MessageContent::new(
                 id,
                 message.message_body().clone(),
-                message.body_md5().to_owned(),
+                message.body_md5(),
                 message.tag().cloned(),
                 message.all_properties(),
             )),
@@ -375,7 +410,7 @@ mod tests {
             seq: m.seq,
             id: m.content.id.as_str().to_owned(),
             body: m.content.body.to_string().into_boxed_str(),
-            body_md5: m.content.body_md5.clone(),
+            body_md5: m.content.body_md5.as_str().to_owned(),
             tag: m.content.tag.as_ref().map(|t| t.as_str().to_owned()),
             properties: m.content.properties.encode(),
             partition: m.partition.clone(),
@@ -395,6 +430,15 @@ mod tests {
             &*read.content.properties_wire,
             m.content.properties.encode()
         );
+    }
+
+    #[test]
+    fn a_stored_md5_of_another_form_is_computed_again() {
+        let md5 = mq_proto::body_md5("body");
+        assert_eq!(Md5Hex::new(&md5, "body").as_str(), md5);
+        for damaged in ["", "abc", &"é".repeat(16)] {
+            assert_eq!(Md5Hex::new(damaged, "body").as_str(), md5);
+        }
     }
 
     #[test]
