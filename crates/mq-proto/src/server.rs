@@ -187,6 +187,59 @@ pub fn authenticate<K: Into<sign::SigningKey>>(
     now: SystemTime,
     secret_for: impl FnOnce(&str) -> Option<K>,
 ) -> Result<String, RequestError> {
+    let (id, _) = check_signature(method, target, headers, now, |id| {
+        secret_for(id).map(Into::<sign::SigningKey>::into)
+    })?;
+    Ok(id.to_owned())
+}
+
+/// [`authenticate`] for a broker that keeps its credentials in a table: `credential_for`
+/// gives the credential of a key id (anything holding its
+/// [`SigningKey`](crate::sign::SigningKey), such as `&SigningKey` or a reference to the
+/// table's entry), and that credential is what a request signed with it returns — no copy of
+/// the key id is made. Checks, their order and their answers are those of [`authenticate`].
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use http::{HeaderMap, Method};
+/// use mq_proto::{server, sign};
+///
+/// let keys = HashMap::from([("testAK", sign::SigningKey::new("testSK"))]);
+/// let target = "/topics/T1/messages";
+/// let now = UNIX_EPOCH + Duration::from_secs(1_709_837_398);
+/// let mut headers = HeaderMap::new();
+/// headers.insert("date", sign::format_http_date(now).parse()?);
+/// let sig = sign::signature("testSK", &sign::string_to_sign(&Method::POST, &headers, target));
+/// headers.insert("authorization", sign::authorization("testAK", &sig).parse()?);
+///
+/// let key = server::authenticate_key(&Method::POST, target, &headers, now, |id| keys.get(id))?;
+/// assert!(std::ptr::eq(key, &keys["testAK"]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`authenticate`].
+pub fn authenticate_key<C: AsRef<sign::SigningKey>>(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    now: SystemTime,
+    credential_for: impl FnOnce(&str) -> Option<C>,
+) -> Result<C, RequestError> {
+    check_signature(method, target, headers, now, credential_for).map(|(_, credential)| credential)
+}
+
+/// What [`authenticate`] and [`authenticate_key`] check: the key id (borrowed from the
+/// `Authorization` header) and the credential `credential_for` gave for it.
+fn check_signature<'h, C: AsRef<sign::SigningKey>>(
+    method: &Method,
+    target: &str,
+    headers: &'h HeaderMap,
+    now: SystemTime,
+    credential_for: impl FnOnce(&str) -> Option<C>,
+) -> Result<(&'h str, C), RequestError> {
     let auth = headers
         .get(http::header::AUTHORIZATION)
         .ok_or_else(|| RequestError::from_code(ErrorCode::MissingAuthorizationHeader))?;
@@ -205,14 +258,13 @@ pub fn authenticate<K: Into<sign::SigningKey>>(
         return Err(RequestError::from_code(ErrorCode::TimeExpired));
     }
 
-    let key: sign::SigningKey = secret_for(id)
-        .ok_or_else(|| RequestError::from_code(ErrorCode::InvalidAccessKeyId))?
-        .into();
+    let credential =
+        credential_for(id).ok_or_else(|| RequestError::from_code(ErrorCode::InvalidAccessKeyId))?;
     let string_to_sign = sign::string_to_sign(method, headers, target);
-    if !key.verify(&string_to_sign, provided) {
+    if !credential.as_ref().verify(&string_to_sign, provided) {
         return Err(RequestError::from_code(ErrorCode::SignatureDoesNotMatch));
     }
-    Ok(id.to_owned())
+    Ok((id, credential))
 }
 
 /// Splits `MQ {id}:{signature}` (`^MQ ([^:]+):(.+)$` after trimming spaces and tabs).

@@ -197,6 +197,12 @@ impl From<&SigningKey> for SigningKey {
     }
 }
 
+impl AsRef<SigningKey> for SigningKey {
+    fn as_ref(&self) -> &SigningKey {
+        self
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")

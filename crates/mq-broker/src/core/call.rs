@@ -5,6 +5,8 @@
 //! the [`Outcome`]. The durable broker journals the call and replays it into
 //! [`BrokerCore::apply`](super::BrokerCore::apply).
 
+use std::sync::Arc;
+
 use mq_proto::server::{Operation, ParsedRequest};
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, GroupId, HandleFailure, InstanceId, TagFilter, TopicMessage,
@@ -44,8 +46,10 @@ pub enum Call {
         /// The message, system properties included.
         message: TopicMessage,
         /// The AccessKey id that signed the request, recorded in the message's trace
-        /// (`None` for a publish that did not come from a signed request).
-        producer: Option<String>,
+        /// (`None` for a publish that did not come from a signed request). Shared: the
+        /// server hands over the one copy it keeps per credential, so a publish copies no
+        /// key id.
+        producer: Option<Arc<str>>,
     },
     /// Consume normal, ordered or half messages → [`Outcome::Delivered`] (empty when
     /// nothing is visible now).

@@ -94,6 +94,7 @@ mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, ErrorCode, GroupId, HandleFailure, InstanceId, Message,
@@ -286,13 +287,7 @@ impl BrokerCore {
                 message,
                 producer,
             } => self
-                .publish_by(
-                    now_ms,
-                    instance.as_ref(),
-                    &topic,
-                    message,
-                    producer.as_deref(),
-                )
+                .publish_signed(now_ms, instance.as_ref(), &topic, message, producer)
                 .map(Outcome::Published),
             Call::Consume {
                 instance,
@@ -514,6 +509,19 @@ impl BrokerCore {
         topic: &TopicName,
         message: TopicMessage,
         producer: Option<&str>,
+    ) -> Result<PublishOutcome, CoreError> {
+        self.publish_signed(now_ms, instance, topic, message, producer.map(Arc::from))
+    }
+
+    /// [`publish_by`](Self::publish_by) with the AccessKey id shared (what
+    /// [`Call::Publish`] carries), so the trace keeps it without a copy.
+    fn publish_signed(
+        &mut self,
+        now_ms: u64,
+        instance: Option<&InstanceId>,
+        topic: &TopicName,
+        message: TopicMessage,
+        producer: Option<Arc<str>>,
     ) -> Result<PublishOutcome, CoreError> {
         let now = self.advance(now_ms);
         message

@@ -179,10 +179,10 @@ impl StoredMessage {
         id: MessageId,
         message: &TopicMessage,
         now: u64,
-        producer: Option<&str>,
+        producer: Option<Arc<str>>,
     ) -> Self {
         let trace = Trace::starting_with(Event {
-            producer: producer.map(Box::from),
+            producer,
             ..Event::at(TraceKind::Published, now)
         });
         Self {
@@ -397,7 +397,7 @@ mod tests {
             .map(|m| m.with_start_deliver_time(9_000))
             .expect("message");
         let id = MessageId::new("0123456789ABCDEF0000000000000007").expect("id");
-        let mut m = StoredMessage::new(7, id, &message, 1_000, Some("LTAI-key"));
+        let mut m = StoredMessage::new(7, id, &message, 1_000, Some("LTAI-key".into()));
         m.expire_at = 50_000;
         m.refs = 2;
         m

@@ -77,8 +77,9 @@ pub(crate) struct Event {
     pub(crate) time_ms: u64,
     /// The consumer group's id, for group events.
     pub(crate) group: Option<Arc<str>>,
-    /// The AccessKey id that published the message (`published` only).
-    pub(crate) producer: Option<Box<str>>,
+    /// The AccessKey id that published the message (`published` only), shared with the
+    /// server's credential.
+    pub(crate) producer: Option<Arc<str>>,
     /// The receipt handle issued (`delivered`, `checked`).
     pub(crate) receipt_handle: Option<ReceiptHandle>,
     /// `NextConsumeTime` of the delivery or check.
@@ -160,7 +161,7 @@ impl TryFrom<TraceEvent> for Event {
             event: e.event,
             time_ms: e.time_ms,
             group: e.group.map(Arc::from),
-            producer: e.producer.map(String::into_boxed_str),
+            producer: e.producer.map(Arc::from),
             receipt_handle: e.receipt_handle.map(ReceiptHandle::new).transpose()?,
             next_consume_time: e.next_consume_time,
             consumed_times: e.consumed_times,

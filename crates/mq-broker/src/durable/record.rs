@@ -7,6 +7,7 @@
 //! properties), and checked again on replay, so a damaged record is a typed error.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use mq_proto::{
     AckKind, BatchSize, ConsumeKind, GroupId, InstanceId, Properties, TopicMessage, TopicName,
@@ -322,7 +323,7 @@ impl Record<'static> {
                 properties,
                 producer,
             } => {
-                let producer = producer.map(Cow::into_owned);
+                let producer = producer.as_deref().map(Arc::from);
                 let call = publish_call(instance, &topic, body, tag, &properties, producer)?;
                 (at, Some(call))
             }
@@ -558,7 +559,7 @@ fn publish_call(
     body: Cow<'_, str>,
     tag: Option<Cow<'_, str>>,
     properties: &str,
-    producer: Option<String>,
+    producer: Option<Arc<str>>,
 ) -> Result<Call, StorageError> {
     let properties = Properties::decode(properties).map_err(corrupt)?;
     let message =

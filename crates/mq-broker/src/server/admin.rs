@@ -59,11 +59,12 @@ use crate::core::{
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
-use mq_proto::server::authenticate;
+use mq_proto::server::authenticate_key;
 use mq_proto::wire::error::RequestError;
 use mq_proto::{ErrorCode, GroupId, InstanceId, TopicName};
 use serde::Serialize;
 use serde_json::json;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Longest peek.
@@ -207,7 +208,7 @@ pub(super) fn authorize(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-) -> Result<Option<String>, AdminError> {
+) -> Result<Option<Arc<str>>, AdminError> {
     let Some((token, _)) = &shared.admin else {
         return Err(AdminError::new(
             StatusCode::NOT_FOUND,
@@ -230,23 +231,20 @@ pub(super) fn authorize(
             ));
         }
     } else {
-        let key_id = authenticate(method, target, &headers, shared.clock.signing_now(), |id| {
-            shared.credentials.get(id).map(|c| &c.signing_key)
+        let key = authenticate_key(method, target, &headers, shared.clock.signing_now(), |id| {
+            shared.credentials.get(id)
         })?;
-        if shared
-            .credentials
-            .get(&key_id)
-            .is_some_and(|c| c.instance.is_some())
-        {
+        if key.instance.is_some() {
             return Err(AdminError::new(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
                 format!(
-                    "The AccessKey {key_id} is limited to one instance; admin calls need an unlimited one."
+                    "The AccessKey {} is limited to one instance; admin calls need an unlimited one.",
+                    key.id
                 ),
             ));
         }
-        return Ok(Some(key_id));
+        return Ok(Some(Arc::clone(&key.id)));
     }
     Ok(None)
 }

@@ -12,7 +12,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use mq_proto::ErrorCode;
-use mq_proto::server::{authenticate, parse_request_bytes, response};
+use mq_proto::server::{authenticate_key, parse_request_bytes, response};
 use mq_proto::wire::error::RequestError;
 use serde::Serialize;
 use std::sync::Arc;
@@ -420,14 +420,14 @@ async fn serve_api(
     // Authenticate and check the declared length before reading the body: the signature
     // does not cover it, and a client sending `Expect: 100-continue` only sends it (after
     // hyper's `100 Continue`) once we start reading.
-    let key_id = match authenticate(
+    let key = match authenticate_key(
         method,
         target,
         &parts.headers,
         shared.clock.signing_now(),
-        |id| shared.credentials.get(id).map(|c| &c.signing_key),
+        |id| shared.credentials.get(id),
     ) {
-        Ok(id) => id,
+        Ok(key) => key,
         Err(error) => {
             // Keep the connection usable: clients (the Python SDK writes headers and body
             // separately) reuse it for their next request, so read and drop a body that is
@@ -461,17 +461,15 @@ async fn serve_api(
     })?;
     let parsed = parse_request_bytes(method, target, &parts.headers, &body)?;
     *operation = parsed.operation.name();
-    if let Some(scope) = shared
-        .credentials
-        .get(&key_id)
-        .and_then(|c| c.instance.as_ref())
+    if let Some(scope) = &key.instance
         && parsed.instance.as_ref() != Some(scope)
     {
         return Err(RequestError::new(
             ErrorCode::AccessDenied,
             format!(
-                "{} The AccessKey {key_id} is limited to instance {scope}.",
-                ErrorCode::AccessDenied.default_message()
+                "{} The AccessKey {} is limited to instance {scope}.",
+                ErrorCode::AccessDenied.default_message(),
+                key.id
             ),
         )
         .into());
@@ -494,5 +492,5 @@ async fn serve_api(
             });
         }
     }
-    Ok(dispatch(shared, rid, parsed, &key_id).await?)
+    Ok(dispatch(shared, rid, parsed, &key.id).await?)
 }

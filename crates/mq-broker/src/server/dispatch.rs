@@ -40,11 +40,11 @@ pub(super) async fn dispatch(
     shared: &Arc<Shared>,
     rid: &str,
     req: ParsedRequest,
-    key_id: &str,
+    key_id: &Arc<str>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let mut call = Call::from(req);
     if let Call::Publish { producer, .. } = &mut call {
-        *producer = Some(key_id.to_owned());
+        *producer = Some(Arc::clone(key_id));
     }
     let wait = match &call {
         Call::Consume { wait, .. } => Duration::from_secs(u64::from(wait.get())),

@@ -17,6 +17,9 @@ pub(super) type TopicKey = (Option<InstanceId>, TopicName);
 
 /// An access key the server accepts, as requests are checked against it.
 pub(super) struct AccessKey {
+    /// Its AccessKey id, shared by the calls it signs (a publish's trace records it) rather
+    /// than copied per request.
+    pub(super) id: Arc<str>,
     /// The only instance the key may address (`None`: every instance).
     pub(super) instance: Option<InstanceId>,
     /// Its secret, prepared for verifying signatures.
@@ -26,9 +29,16 @@ pub(super) struct AccessKey {
 impl From<Credential> for AccessKey {
     fn from(c: Credential) -> Self {
         Self {
+            id: Arc::from(c.access_key_id),
             signing_key: SigningKey::new(&c.access_key_secret),
             instance: c.instance,
         }
+    }
+}
+
+impl AsRef<SigningKey> for AccessKey {
+    fn as_ref(&self) -> &SigningKey {
+        &self.signing_key
     }
 }
 
