@@ -53,6 +53,17 @@ impl H {
             t: topic("T"),
         }
     }
+    /// A core whose group `G` (registered) dead-letters a message after two deliveries of
+    /// 1 s each.
+    fn dead_lettering_after_two_deliveries() -> Self {
+        let mut h = Self::with(CoreConfig {
+            max_deliveries: 2,
+            invisibility_ms: SEC,
+            ..CoreConfig::default()
+        });
+        h.consume(0, "G", 1);
+        h
+    }
     fn publish(&mut self, now: u64, m: TopicMessage) -> mq_broker::PublishOutcome {
         self.core.publish(now, None, &self.t, m).unwrap()
     }
@@ -622,12 +633,7 @@ fn dead_letter_after_max_deliveries() {
 
 #[test]
 fn dead_lettering_happens_in_maintain_and_can_be_avoided_by_acking() {
-    let mut h = H::with(CoreConfig {
-        max_deliveries: 2,
-        invisibility_ms: SEC,
-        ..CoreConfig::default()
-    });
-    h.consume(0, "G", 1);
+    let mut h = H::dead_lettering_after_two_deliveries();
     h.publish(0, msg("x"));
     h.publish(0, msg("y"));
     h.consume(0, "G", 16);
@@ -649,6 +655,42 @@ fn dead_lettering_happens_in_maintain_and_can_be_avoided_by_acking() {
     assert_eq!(h.core.next_wakeup(), Some(3 * DAY));
     h.core.maintain(3 * DAY);
     assert_eq!(h.core.next_wakeup(), Some(2 * SEC + 3 * DAY));
+}
+
+#[test]
+fn a_consumed_message_shows_its_last_delivery_count_after_a_resend() {
+    let mut h = H::dead_lettering_after_two_deliveries();
+    h.publish(0, msg("x").with_key("k").unwrap());
+    assert_eq!(h.consume(0, "G", 1)[0].consumed_times, 1);
+    assert_eq!(h.consume(SEC, "G", 1)[0].consumed_times, 2);
+    h.core.maintain(2 * SEC);
+    assert_eq!(h.group_stats("G").dead_lettered, 1);
+    let resent = h
+        .core
+        .take_dead_letters(
+            2 * SEC,
+            None,
+            &h.t,
+            &group("G"),
+            None,
+            mq_broker::core::DeadLetterAction::Resend,
+        )
+        .unwrap();
+    assert_eq!(resent, 1);
+    let again = h.consume(2 * SEC, "G", 1);
+    assert_eq!(
+        again[0].consumed_times, 1,
+        "a resent dead letter counts from 1"
+    );
+    assert!(h.ack(2 * SEC, "G", &handles(&again)).is_empty());
+    // Acked: no group holds it; its trace still says how its last delivery counted.
+    let page = h
+        .core
+        .find(None, &h.t, mq_broker::core::Lookup::Key("k"), None, 10)
+        .unwrap();
+    let found = &page.messages[0];
+    assert_eq!(found.message.consumed_times, 1);
+    assert_eq!(found.groups[0].consumed_times, 1);
 }
 
 #[test]

@@ -105,7 +105,7 @@ pub struct PeekedMessage {
     /// `__STARTDELIVERTIME`, if any.
     pub start_deliver_time: Option<u64>,
     /// Deliveries to the group (half: transaction checks handed out; a message no group
-    /// holds any more: the most deliveries to one group its trace shows).
+    /// holds any more: the `ConsumedTimes` of its last delivery, as its trace shows).
     pub consumed_times: u32,
     /// When it becomes (or became) visible to the group (half: when it is next offered to
     /// a check); `None` for a dead letter.
@@ -114,16 +114,17 @@ pub struct PeekedMessage {
     pub dead_lettered_at: Option<u64>,
 }
 
-/// The most deliveries of `m` to one group (to `group` only, when given) its trace shows:
-/// what a message no group holds any more says about its consumption.
+/// The `ConsumedTimes` of `m`'s last delivery (to `group` only, when given) its trace
+/// shows, 0 for none: what a message no group holds any more says about its consumption,
+/// as a delivery said it (a resent dead letter or an offset reset counts from 1 again).
 fn traced_deliveries(m: &StoredMessage, group: Option<&GroupId>) -> u32 {
     m.trace
         .events
         .iter()
+        .rev()
         .filter(|e| e.event == TraceKind::Delivered)
-        .filter(|e| group.is_none_or(|g| e.group.as_deref() == Some(g.as_str())))
-        .filter_map(|e| e.consumed_times)
-        .max()
+        .find(|e| group.is_none_or(|g| e.group.as_deref() == Some(g.as_str())))
+        .and_then(|e| e.consumed_times)
         .unwrap_or(0)
 }
 
@@ -412,7 +413,8 @@ pub struct GroupPosition {
     /// (acked, skipped by its tag filter, or the group was registered after the message
     /// arrived).
     pub state: Option<PeekState>,
-    /// Deliveries to the group (once it holds the message no more: as its trace shows).
+    /// Deliveries to the group (once it holds the message no more: the `ConsumedTimes` of
+    /// its last delivery to the group, as the message's trace shows).
     pub consumed_times: u32,
     /// When it becomes (or became) visible to the group again.
     pub next_visible_time: Option<u64>,
@@ -644,7 +646,7 @@ impl BrokerCore {
                 PeekedMessage::stored(m, state, consumed, next, view)
             }
             (None, None, Some(d)) => PeekedMessage::dead(d, Some(m), view),
-            // No group holds it: the most deliveries to one group its trace shows.
+            // No group holds it: its last delivery's count, as its trace shows.
             (None, None, None) => PeekedMessage {
                 next_visible_time: None,
                 ..PeekedMessage::stored(
