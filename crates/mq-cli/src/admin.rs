@@ -353,7 +353,8 @@ pub struct PeekArgs {
     /// Find the message with this id (and where each group stands with it) instead.
     #[arg(long, conflicts_with_all = ["key", "range"])]
     id: Option<String>,
-    /// Find the messages with this key (KEYS) instead.
+    /// Find the messages with this key instead (one word: `KEYS` holds a message's keys
+    /// separated by spaces).
     #[arg(long, conflicts_with = "range")]
     key: Option<String>,
     /// List the messages published at or after this time (RFC 3339) instead, in publish
@@ -427,8 +428,8 @@ pub struct AdminPublishArgs {
     /// Topic to publish to.
     #[arg(long)]
     topic: mq_tokio::TopicName,
-    /// Message body (it may start with `-`).
-    #[arg(long, allow_hyphen_values = true)]
+    /// Message body (it may start with `-`, but not be one of this command's flags).
+    #[arg(long, allow_hyphen_values = true, value_parser = crate::args::BodyParser)]
     body: String,
     #[command(flatten)]
     message: MessageFlags,
@@ -714,7 +715,7 @@ pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
     } else {
         print_answer(&mut out, &command, &answer)
     };
-    written.map_err(|e| CliError::failed(format!("writing the answer: {e}")))
+    written.map_err(|e| CliError::output(&e))
 }
 
 /// The human form of a command's answer.

@@ -36,6 +36,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 10s, 500ms, 2m"))
 }
 
+/// The parser of a message body flag (`--body`): any text, one starting with `-` too
+/// (`--body -x`, with clap's `allow_hyphen_values`), except the name of one of the
+/// command's own flags (`--body --key k`): that is a forgotten body far more often than a
+/// body, and publishing the flag's name would hide the mistake. Such a body can be piped
+/// on stdin.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyParser;
+
+impl clap::builder::TypedValueParser for BodyParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let text = clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)?;
+        let is_flag = |a: &clap::Arg| {
+            a.get_long()
+                .is_some_and(|l| text.strip_prefix("--") == Some(l))
+                || a.get_short().is_some_and(|c| text == format!("-{c}"))
+        };
+        if cmd.get_arguments().any(is_flag) {
+            return Err(cmd.clone().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "--body is followed by the flag {text}, not a body (to publish the text \
+                     {text} as a body, pipe it on stdin)"
+                ),
+            ));
+        }
+        Ok(text)
+    }
+}
+
 /// Parses an RFC 3339 date-time (any offset) into epoch milliseconds.
 ///
 /// # Errors

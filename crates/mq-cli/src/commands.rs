@@ -61,8 +61,8 @@ pub struct PublishArgs {
     #[command(flatten)]
     message: MessageFlags,
     /// Message body; without it every non-empty line of stdin is published as one message.
-    /// It may start with `-` (`--body -x`).
-    #[arg(long, allow_hyphen_values = true)]
+    /// It may start with `-` (`--body -x`), but not be one of this command's flags.
+    #[arg(long, allow_hyphen_values = true, value_parser = crate::args::BodyParser)]
     body: Option<String>,
     /// Print one JSON object per message instead of `ID<TAB>MD5[<TAB>HANDLE]`.
     #[arg(long)]
@@ -75,7 +75,8 @@ pub(crate) struct MessageFlags {
     /// Message tag.
     #[arg(long)]
     pub(crate) tag: Option<Tag>,
-    /// Message key (KEYS).
+    /// Message key (`KEYS`; spaces separate keys, each found on its own by
+    /// `mq admin peek --key`).
     #[arg(long)]
     pub(crate) key: Option<String>,
     /// Partition key of an ordered message (required by a FIFO topic).
@@ -272,10 +273,6 @@ fn usage(flag: &str) -> impl Fn(mq_tokio::mq_proto::MessageError) -> CliError + 
     move |e| CliError::usage(format!("{flag}: {e}"))
 }
 
-fn stdout_error(e: std::io::Error) -> CliError {
-    CliError::failed(format!("writing to stdout: {e}"))
-}
-
 fn request_error(what: &str, e: &Error) -> CliError {
     let usage = matches!(e, Error::Config(_) | Error::InvalidInput(_));
     let message = format!("{what}: {e}");
@@ -353,7 +350,7 @@ async fn publish(a: PublishArgs) -> Result<(), CliError> {
         let mut out = std::io::stdout().lock();
         output::receipt(&mut out, &receipt, a.json)
             .and_then(|()| out.flush())
-            .map_err(stdout_error)
+            .map_err(|e| CliError::output(&e))
     };
     if let Some(body) = a.body.clone() {
         return send(body, "failed").await;
@@ -475,9 +472,9 @@ where
         let acked = matches!(settled, Ok(true));
         let mut out = std::io::stdout().lock();
         for m in &messages {
-            output::message(&mut out, m, acked, plan.json).map_err(stdout_error)?;
+            output::message(&mut out, m, acked, plan.json).map_err(|e| CliError::output(&e))?;
         }
-        out.flush().map_err(stdout_error)?;
+        out.flush().map_err(|e| CliError::output(&e))?;
         settled?;
     }
     Ok(())
@@ -577,7 +574,7 @@ async fn tx_decide(a: TxDecideArgs, commit: bool) -> Result<(), CliError> {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{done} {handle}")
                     .and_then(|()| out.flush())
-                    .map_err(stdout_error)?;
+                    .map_err(|e| CliError::output(&e))?;
             }
             Err(e) => {
                 if let Some(request) = e.request_error() {
@@ -679,7 +676,7 @@ async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
         write!(out, "{report}")
     }
     .and_then(|()| out.flush())
-    .map_err(stdout_error)
+    .map_err(|e| CliError::output(&e))
 }
 
 #[cfg(test)]

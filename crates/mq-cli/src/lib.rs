@@ -83,6 +83,25 @@ impl CliError {
             code: Self::FAILED,
         }
     }
+
+    /// Exit code when stdout was closed by its reader (`mq … | head -1`): 128 + SIGPIPE,
+    /// what a shell reports for a command that wrote into a closed pipe.
+    pub const CLOSED_STDOUT: u8 = 141;
+
+    /// Writing the command's output failed. A reader that closed the pipe (`| head`) ends
+    /// the command quietly (no message, [`CLOSED_STDOUT`](Self::CLOSED_STDOUT)): it is done
+    /// reading, not a failure to report; what the command had not written yet (a consume's
+    /// ack included) is not done.
+    pub fn output(e: &std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Self {
+                message: String::new(),
+                code: Self::CLOSED_STDOUT,
+            }
+        } else {
+            Self::failed(format!("writing to stdout: {e}"))
+        }
+    }
 }
 
 impl fmt::Display for CliError {
@@ -113,7 +132,9 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            stderr_line(format_args!("mq: {e}"));
+            if !e.message.is_empty() {
+                stderr_line(format_args!("mq: {e}"));
+            }
             ExitCode::from(e.code)
         }
     }

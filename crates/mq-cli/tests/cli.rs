@@ -1551,4 +1551,51 @@ fn a_body_may_start_with_a_dash_and_a_past_delivery_time_is_noted() {
     ]));
     let bodies: Vec<&str> = got.lines().filter_map(|l| l.strip_prefix("  ")).collect();
     assert_eq!(bodies, ["-x", "-y"], "{got}");
+    // A forgotten body is not published as the name of the flag that follows it.
+    for args in [
+        &[
+            "publish", "--topic", "CliDash", "--tag", "X", "--body", "--key",
+        ][..],
+        &["publish", "--topic", "CliDash", "--body", "--json"],
+        &["admin", "publish", "--topic", "CliDash", "--body", "--tag"],
+    ] {
+        let out = run(b.mq(args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a body"), "{args:?}: {stderr}");
+    }
+    let got = ok(b.mq(&[
+        "consume", "--topic", "CliDash", "--group", "GID_d", "--wait", "0",
+    ]));
+    assert!(got.is_empty(), "nothing more was published: {got}");
+}
+
+/// A reader that closed stdout (`mq … | head -1`) ends the command quietly with the status a
+/// shell gives a writer into a closed pipe, not with an error message.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let b = TestBroker::start();
+    for args in [
+        &["publish", "--topic", "CliPipe", "--body", "x"][..],
+        &[
+            "admin",
+            "peek",
+            "--topic",
+            "CliPipe",
+            "--begin",
+            "2000-01-01T00:00:00Z",
+        ],
+    ] {
+        let mut cmd = b.mq(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn mq");
+        // Closed before mq writes (it first connects and makes its call).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }
