@@ -90,8 +90,7 @@ impl CliError {
 
     /// Writing the command's output failed. A reader that closed the pipe (`| head`) ends
     /// the command quietly (no message, [`CLOSED_STDOUT`](Self::CLOSED_STDOUT)): it is done
-    /// reading, not a failure to report; what the command had not written yet (a consume's
-    /// ack included) is not done.
+    /// reading, not a failure to report; the command makes no further call.
     pub fn output(e: &std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             Self {
