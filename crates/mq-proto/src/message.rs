@@ -53,7 +53,9 @@ pub enum MessageError {
     /// `__STARTDELIVERTIME` is more than [`MAX_SCHEDULE_AHEAD_MS`] after the time it was
     /// checked against (PROTOCOL §6.7: the service refuses it).
     #[error(
-        "delivery time {at_ms} is more than 40 days ({max_ahead_ms} ms) after {now_ms} (epoch ms)"
+        "delivery time {} is more than 40 days ({max_ahead_ms} ms) after {}",
+        epoch_ms_and_date(*.at_ms),
+        epoch_ms_and_date(*.now_ms)
     )]
     ScheduledTooFar {
         /// The requested delivery time, epoch milliseconds.
@@ -63,6 +65,13 @@ pub enum MessageError {
         /// The allowed distance, [`MAX_SCHEDULE_AHEAD_MS`].
         max_ahead_ms: u64,
     },
+}
+
+/// `1796226259954 ms (Wed, 02 Dec 2026 15:44:19 GMT)`: an epoch time as the protocol carries
+/// it and as a reader reads it.
+fn epoch_ms_and_date(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    format!("{ms} ms ({})", crate::sign::format_http_date(at))
 }
 
 /// Upper-case hexadecimal MD5 of the body's UTF-8 bytes (PROTOCOL §3.8).
@@ -654,6 +663,20 @@ mod body_check_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_time_too_far_ahead_says_its_dates() {
+        let e = MessageError::ScheduledTooFar {
+            at_ms: 4_070_908_800_000,
+            now_ms: 1_796_226_259_954,
+            max_ahead_ms: MAX_SCHEDULE_AHEAD_MS,
+        };
+        assert_eq!(
+            e.to_string(),
+            "delivery time 4070908800000 ms (Thu, 01 Jan 2099 00:00:00 GMT) is more than 40 days \
+             (3456000000 ms) after 1796226259954 ms (Wed, 02 Dec 2026 15:44:19 GMT)"
+        );
+    }
 
     #[test]
     fn md5_matches_protocol_examples() {
