@@ -584,7 +584,6 @@ fn admin_call(command: &AdminCommand) -> Result<AdminCall<'_>, CliError> {
             AdminCall::new(&a.conn.admin, M::GET, a.conn.target(&target)?)
         }
         AdminCommand::Publish(a) => {
-            a.message.note_past_delivery(crate::commands::now_ms());
             let target = a
                 .conn
                 .target(&format!("/admin/topics/{}/messages", a.topic))?;
@@ -703,6 +702,9 @@ fn admin_call(command: &AdminCommand) -> Result<AdminCall<'_>, CliError> {
 /// failed call (the broker's error code and message, or the network error).
 pub(crate) async fn run(command: AdminCommand) -> Result<(), CliError> {
     let request = admin_call(&command)?;
+    if let AdminCommand::Publish(a) = &command {
+        a.message.note_past_delivery(crate::commands::now_ms());
+    }
     let json = request.admin.json;
     let answer = call(request).await?;
     let mut out = std::io::stdout().lock();
