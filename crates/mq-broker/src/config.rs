@@ -13,6 +13,8 @@
 //! half_check_horizon_secs = 86400
 //! data_dir = "/var/lib/mq-broker"
 //! retention_secs = 259200
+//! consumed_retention_secs = 3600
+//! consumed_retention_bytes = 16777216
 //! tls_cert = "/etc/mq-broker/chain.pem"
 //! tls_key = "/etc/mq-broker/key.pem"
 //! # or, instead of data_dir: serve in front of a RocketMQ 5 cluster
@@ -75,6 +77,15 @@ pub struct BrokerArgs {
     /// How long stored messages are kept, seconds. [default: 259200 (3 days)]
     #[arg(long)]
     pub retention_secs: Option<u64>,
+    /// How long a message no group holds any more (acked by every group, or published
+    /// while its topic had none) is kept for lookups and offset resets, seconds; 0 drops it
+    /// at once. [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    pub consumed_retention_secs: Option<u64>,
+    /// At most this many bytes (bodies and properties) of such messages per topic; the
+    /// oldest go first. [default: 16777216 (16 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub consumed_retention_bytes: Option<u64>,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -127,6 +138,8 @@ impl fmt::Debug for BrokerArgs {
             .field("half_check_horizon_secs", &self.half_check_horizon_secs)
             .field("data_dir", &self.data_dir)
             .field("retention_secs", &self.retention_secs)
+            .field("consumed_retention_secs", &self.consumed_retention_secs)
+            .field("consumed_retention_bytes", &self.consumed_retention_bytes)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("backend", &self.backend)
@@ -172,6 +185,8 @@ struct FileConfig {
     half_check_horizon_secs: Option<u64>,
     data_dir: Option<PathBuf>,
     retention_secs: Option<u64>,
+    consumed_retention_secs: Option<u64>,
+    consumed_retention_bytes: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     backend: Option<String>,
@@ -358,6 +373,17 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         core.half_check_horizon_ms,
     );
     core.retention_ms = secs(args.retention_secs, file.retention_secs, core.retention_ms);
+    core.consumed_retention_ms = secs(
+        args.consumed_retention_secs,
+        file.consumed_retention_secs,
+        core.consumed_retention_ms,
+    );
+    if let Some(bytes) = args
+        .consumed_retention_bytes
+        .or(file.consumed_retention_bytes)
+    {
+        core.consumed_retention_bytes = bytes;
+    }
     config.data_dir = args.data_dir.clone().or(file.data_dir);
     config.test_clock = args.test_clock || file.test_clock.unwrap_or(false);
     config.faults = args.faults || file.faults.unwrap_or(false);

@@ -1390,7 +1390,12 @@ fn now_ms() -> u64 {
 fn data_dir_and_retention_come_from_flags_or_the_config_file() {
     let dir = TempDir::new("config");
     let file = dir.path().join("broker.toml");
-    std::fs::write(&file, "data_dir = \"/from/file\"\nretention_secs = 60\n").unwrap();
+    std::fs::write(
+        &file,
+        "data_dir = \"/from/file\"\nretention_secs = 60\n\
+         consumed_retention_secs = 30\nconsumed_retention_bytes = 65536\n",
+    )
+    .unwrap();
     let args = mq_broker::BrokerArgs {
         config: Some(file.clone()),
         ..Default::default()
@@ -1401,10 +1406,14 @@ fn data_dir_and_retention_come_from_flags_or_the_config_file() {
         Some(std::path::Path::new("/from/file"))
     );
     assert_eq!(config.core.retention_ms, 60_000);
+    assert_eq!(config.core.consumed_retention_ms, 30_000);
+    assert_eq!(config.core.consumed_retention_bytes, 65_536);
     let args = mq_broker::BrokerArgs {
         config: Some(file),
         data_dir: Some("/from/flag".into()),
         retention_secs: Some(7),
+        consumed_retention_secs: Some(0),
+        consumed_retention_bytes: Some(1024),
         ..Default::default()
     };
     let (config, _) = mq_broker::load_config(&args).unwrap();
@@ -1413,7 +1422,11 @@ fn data_dir_and_retention_come_from_flags_or_the_config_file() {
         Some(std::path::Path::new("/from/flag"))
     );
     assert_eq!(config.core.retention_ms, 7_000);
+    assert_eq!(config.core.consumed_retention_ms, 0);
+    assert_eq!(config.core.consumed_retention_bytes, 1024);
     let (config, _) = mq_broker::load_config(&mq_broker::BrokerArgs::default()).unwrap();
     assert_eq!(config.data_dir, None);
     assert_eq!(config.core.retention_ms, 3 * 86_400_000);
+    assert_eq!(config.core.consumed_retention_ms, 3_600_000);
+    assert_eq!(config.core.consumed_retention_bytes, 16 * 1024 * 1024);
 }
