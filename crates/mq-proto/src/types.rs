@@ -751,10 +751,13 @@ impl MessageId {
     /// assert_eq!(id.as_str(), "1E05791C117818B4AAC23B1BB0CE0001");
     /// ```
     pub fn from_halves(high: u64, low: u64) -> Self {
-        let mut text = String::with_capacity(32);
-        crate::text::push_ascii(&mut text, &crate::text::hex_u64(high));
-        crate::text::push_ascii(&mut text, &crate::text::hex_u64(low));
-        Self(text.into())
+        let mut text = [0; 32];
+        text[..16].copy_from_slice(&crate::text::hex_u64(high));
+        text[16..].copy_from_slice(&crate::text::hex_u64(low));
+        // One allocation, the digits and their count of clones together: a `String`'s
+        // buffer would take a second one, its shared header, at the first clone (a server
+        // clones every id it issues: one for the message, one for the answer).
+        Self(ByteString::try_from(bytes::Bytes::from_owner(text)).unwrap_or_default())
     }
 
     /// The two halves of an id text made by [`from_halves`](Self::from_halves): `None` for
