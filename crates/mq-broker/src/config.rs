@@ -58,24 +58,24 @@ pub struct BrokerArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Invisibility after a normal delivery, seconds, at most 43200 (12 h). [default: 300]
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     pub invisibility_secs: Option<u64>,
     /// Invisibility after an orderly delivery, seconds, at most 43200 (12 h). [default: 60]
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     pub order_invisibility_secs: Option<u64>,
     /// Interval between transaction checks of a half message, seconds. [default: 10]
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     pub half_check_interval_secs: Option<u64>,
     /// How long unresolved half messages are checked before being dropped, seconds.
     /// [default: 86400]
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     pub half_check_horizon_secs: Option<u64>,
     /// Keep the broker's state in this directory: everything acknowledged survives a crash
     /// or restart. Without it, the state lives in memory only.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// How long stored messages are kept, seconds. [default: 259200 (3 days)]
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     pub retention_secs: Option<u64>,
     /// How long a message no group holds any more (acked by every group, or published
     /// while its topic had none) is kept for lookups and offset resets, seconds; 0 drops it

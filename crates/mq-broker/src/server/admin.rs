@@ -298,7 +298,7 @@ async fn route(
                     StatusCode::NOT_FOUND,
                     "MessageNotExist",
                     format!(
-                        "message {id} is not kept: never published here, or dropped (retention, consumed longer ago than the consumed-message retention, purge)"
+                        "message {id} is not kept: never published here, or dropped (retention, the consumed-message retention: --consumed-retention-secs or -bytes, purge)"
                     ),
                 )),
             }
