@@ -14,13 +14,11 @@
 set -euo pipefail
 ROUNDS=$1; shift
 COUNT=${COUNT:-200000}; PORT=${PORT:-18096}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-MQ=$ROOT/target/release/mq
+. "$(dirname "$0")/common.sh"
 TICK=$(getconf CLK_TCK)
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 export MQ_ENDPOINT=http://127.0.0.1:$PORT
-export ALIBABA_CLOUD_ACCESS_KEY_ID=mq-dev-access-key ALIBABA_CLOUD_ACCESS_KEY_SECRET=mq-dev-secret
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for r in $(seq "$ROUNDS"); do
     i=0
@@ -30,13 +28,13 @@ for r in $(seq "$ROUNDS"); do
         if [ "$spec" != "$bin" ]; then IFS=, read -r -a extra <<< "${spec#*=}"; fi
         "$bin" --listen "127.0.0.1:$PORT" "${extra[@]}" > "$OUT/log" 2>&1 &
         bpid=$!
-        for _ in $(seq 100); do grep -q 'listening on' "$OUT/log" && break; sleep 0.1; done
+        wait_listening "$OUT/log" 50
         "$MQ" bench publish --topic T9 --concurrency 16 --duration 0.001s --warmup 2000 --json > /dev/null
         t0=$(cpu_ticks $bpid)
         res=$("$MQ" bench publish --topic T9 --concurrency 16 --size 1024 --count "$COUNT" --warmup 0 --json)
         t1=$(cpu_ticks $bpid)
         kill $bpid; wait $bpid 2>/dev/null || true
-        rate=$(echo "$res" | python3 -c "import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index('{'):]); print(round(d['messages_per_sec']))")
+        rate=$(echo "$res" | bench_field messages_per_sec | xargs printf '%.0f')
         us=$(python3 -c "print(round(($t1 - $t0) / $TICK * 1e6 / $COUNT, 2))")
         echo "round $r build $i ($spec): $us µs per publish, $rate req/s"
         echo "$us $rate" >> "$OUT/build$i"

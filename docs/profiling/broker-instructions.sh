@@ -17,8 +17,7 @@ set -euo pipefail
 BIN=$1; W=$2; N=${3:-10000}; PORT=${4:-18095}
 SIM=(); WARM=500
 if [ "${CACHE:-0}" = 1 ]; then SIM=(--cache-sim=yes); WARM=16000; fi
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-MQ=$ROOT/target/release/mq
+. "$(dirname "$0")/common.sh"
 OUT=$ROOT/target/profiling/broker-$W.$PORT
 mkdir -p "$(dirname "$OUT")"
 rm -f "$OUT"*
@@ -26,9 +25,8 @@ valgrind --tool=callgrind "${SIM[@]}" --instr-atstart=no --callgrind-out-file="$
     --listen "127.0.0.1:$PORT" > "$OUT.log" 2>&1 &
 BPID=$!
 trap 'kill $BPID 2>/dev/null || true' EXIT
-for _ in $(seq 300); do grep -q 'listening on' "$OUT.log" && break; sleep 0.2; done
+wait_listening "$OUT.log" 300
 export MQ_ENDPOINT=http://127.0.0.1:$PORT
-export ALIBABA_CLOUD_ACCESS_KEY_ID=mq-dev-access-key ALIBABA_CLOUD_ACCESS_KEY_SECRET=mq-dev-secret
 if [ "$W" = consume ]; then
     "$MQ" bench consume --topic T9 --group GID_9 --prefill "$N" --duration 0.001s --json > /dev/null
     ARGS=(consume --topic T9 --group GID_9 --prefill 0 --concurrency 16 --batch 16 --duration 600s)
@@ -41,7 +39,7 @@ RES=$("$MQ" bench "${ARGS[@]}" --json)
 callgrind_control -i off $BPID > /dev/null
 callgrind_control -d $BPID > /dev/null
 kill $BPID; wait $BPID 2>/dev/null || true
-MSGS=$(echo "$RES" | python3 -c "import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index('{'):])['messages'])")
+MSGS=$(echo "$RES" | bench_field messages)
 IR=$(cat "$OUT".* | grep -h '^totals:' | awk '{s+=$2} END {print s}')
 echo "$W: $MSGS messages, $((IR / MSGS)) broker instructions per message (profile: $OUT.*)"
 if [ "${CACHE:-0}" = 1 ]; then

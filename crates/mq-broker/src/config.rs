@@ -378,12 +378,10 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         file.consumed_retention_secs,
         core.consumed_retention_ms,
     );
-    if let Some(bytes) = args
+    core.consumed_retention_bytes = args
         .consumed_retention_bytes
         .or(file.consumed_retention_bytes)
-    {
-        core.consumed_retention_bytes = bytes;
-    }
+        .unwrap_or(core.consumed_retention_bytes);
     config.data_dir = args.data_dir.clone().or(file.data_dir);
     config.test_clock = args.test_clock || file.test_clock.unwrap_or(false);
     config.faults = args.faults || file.faults.unwrap_or(false);
