@@ -32,7 +32,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn Error>> {
+async fn main() -> ExitCode {
+    // An error ends the example with its message (`error: …`) and exit status 1.
+    run().await.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn run() -> Result<ExitCode, Box<dyn Error>> {
     let follow = env::args().any(|arg| arg == "--follow");
     let (client, topic, group, _broker) = connect("example-consume")?;
     let producer = client.producer(topic.clone());

@@ -32,7 +32,15 @@ const MAX_LATE: Duration = Duration::from_secs(10);
 const CLOCK_SKEW: Duration = Duration::from_secs(1);
 
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn Error>> {
+async fn main() -> ExitCode {
+    // An error ends the example with its message (`error: …`) and exit status 1.
+    run().await.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn run() -> Result<ExitCode, Box<dyn Error>> {
     let (client, topic, group, _broker) = connect("example-scheduled")?;
     let producer = client.producer(topic.clone());
     let consumer = client.consumer(topic, group);

@@ -25,8 +25,12 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-fn main() -> Result<ExitCode, Box<dyn Error>> {
-    smol::block_on(run())
+fn main() -> ExitCode {
+    // An error ends the example with its message (`error: …`) and exit status 1.
+    smol::block_on(run()).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 async fn run() -> Result<ExitCode, Box<dyn Error>> {

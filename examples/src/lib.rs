@@ -19,7 +19,8 @@
 //! `MQ_ENDPOINT` is unset, starts an `mq-broker` embedded in the process
 //! (`mq_broker::Broker::start_embedded`) and says so on its first line. Its last line is
 //! `summary: … ok`, or `summary: … FAILED` with exit status 1 when the guide's outcome did
-//! not happen.
+//! not happen. An error (a configuration it cannot use, an endpoint it cannot reach) ends it
+//! with one line on standard error, `error: ` and the error's message, and exit status 1.
 //!
 //! | variable | meaning |
 //! |---|---|

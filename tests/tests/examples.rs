@@ -227,8 +227,38 @@ fn an_incomplete_real_endpoint_configuration_is_refused() {
     ];
     for (name, _) in EXPECTED {
         let run = run_example(name, &env);
-        assert!(!run.status.success(), "{name}: {}", run.stdout);
-        assert!(run.stderr.contains("MQ_TOPIC"), "{name}: {}", run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{name}: {}", run.stdout);
+        assert_eq!(
+            run.stderr, "error: MQ_ENDPOINT is set but MQ_TOPIC is not\n",
+            "{name}: the error's message, not its Debug form"
+        );
         assert!(!run.stdout.contains("embedded"), "{name}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn an_unreachable_endpoint_ends_an_example_with_the_error_message() {
+    // A port nothing listens on: the first request fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free local port")
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("MQ_ENDPOINT", endpoint.as_str()),
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "id"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret"),
+        ("MQ_TOPIC", "T"),
+        ("MQ_GROUP_ID", "GID_T"),
+    ];
+    for name in ["normal", "smol"] {
+        let run = run_example(name, &env);
+        assert_eq!(run.status.code(), Some(1), "{name}: {}", run.stdout);
+        let expected = format!("error: network error: Connect: connecting to 127.0.0.1:{port}: ");
+        assert!(
+            run.stderr.starts_with(&expected) && run.stderr.lines().count() == 1,
+            "{name}: one line starting {expected:?}, got {:?}",
+            run.stderr
+        );
     }
 }
