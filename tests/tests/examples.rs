@@ -66,18 +66,23 @@ fn set_by_cargo_for_this_test(var: &str) -> bool {
     EXACT.contains(&var) || var.starts_with("CARGO_PKG_") || var.starts_with("CARGO_BIN_EXE_")
 }
 
+/// `cargo` at the workspace root, without this test's own cargo variables.
+fn cargo() -> Command {
+    let mut cargo = Command::new(env!("CARGO"));
+    for (var, _) in std::env::vars_os() {
+        if var.to_str().is_some_and(set_by_cargo_for_this_test) {
+            cargo.env_remove(var);
+        }
+    }
+    cargo.current_dir(workspace_root());
+    cargo
+}
+
 /// Builds the examples once and returns the executable of each, by name.
 fn examples() -> &'static HashMap<String, PathBuf> {
     static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let mut cargo = Command::new(env!("CARGO"));
-        for (var, _) in std::env::vars_os() {
-            if var.to_str().is_some_and(set_by_cargo_for_this_test) {
-                cargo.env_remove(var);
-            }
-        }
-        let output = cargo
-            .current_dir(workspace_root())
+        let output = cargo()
             .args([
                 "build",
                 "--examples",
@@ -261,4 +266,28 @@ fn an_unreachable_endpoint_ends_an_example_with_the_error_message() {
             run.stderr
         );
     }
+}
+
+#[test]
+fn the_readme_main_command_does_not_build_the_gateway() {
+    // `cargo run --example transactional` at the root builds the workspace's default members
+    // with their features unified: the gateway (`mq-broker/rocketmq`, which needs protoc and
+    // a quarter of an hour of compiling) must not be among them.
+    let output = cargo()
+        .args([
+            "tree",
+            "--locked",
+            "-e",
+            "features",
+            "-i",
+            "rocketmq-proxy-core",
+        ])
+        .output()
+        .expect("run cargo tree");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("did not match any packages"),
+        "the default members depend on the gateway:\n{}{stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
