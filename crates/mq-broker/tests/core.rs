@@ -311,6 +311,53 @@ fn partial_ack_applies_valid_handles() {
 }
 
 #[test]
+fn a_refused_ack_registers_no_group_and_creates_no_topic() {
+    let mut h = H::new();
+    h.consume(0, "G", 1);
+    // A group that never consumed: its handles are refused, and it is not registered (it
+    // would hold every later message).
+    let junk = vec!["junk".to_owned()];
+    assert_eq!(
+        codes(&h.ack(0, "GID_typo", &junk)),
+        [ErrorCode::ReceiptHandleError]
+    );
+    h.publish(0, msg("a"));
+    let stats = h.core.stats();
+    let t = stats.topics.iter().find(|t| t.topic == "T").unwrap();
+    let groups: Vec<&str> = t.groups.iter().map(|g| g.group.as_str()).collect();
+    assert_eq!(groups, ["G"]);
+    // A topic that does not exist: refused, and not created.
+    for kind in [AckKind::Ack, AckKind::Commit, AckKind::Rollback] {
+        let f = h
+            .core
+            .ack(0, None, &topic("Nowhere"), Some(&group("G")), kind, &junk)
+            .unwrap();
+        assert_eq!(codes(&f), [ErrorCode::ReceiptHandleError], "{kind:?}");
+    }
+    assert!(h.core.stats().topics.iter().all(|t| t.topic != "Nowhere"));
+    // Without topic auto-creation the whole request is refused, as before.
+    let mut strict = H::with(CoreConfig {
+        auto_create_topics: false,
+        ..CoreConfig::default()
+    });
+    let e = strict
+        .core
+        .ack(
+            0,
+            None,
+            &topic("Nowhere"),
+            Some(&group("G")),
+            AckKind::Ack,
+            &junk,
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::TopicNotExist);
+    // A real handle still acks.
+    let got = h.consume(SEC, "G", 1);
+    assert!(h.ack(SEC, "G", &handles(&got)).is_empty());
+}
+
+#[test]
 fn whole_request_ack_errors() {
     let mut h = H::new();
     let t = h.t.clone();
@@ -382,22 +429,6 @@ fn group_starts_after_registration() {
     let p = h.publish(2 * SEC, msg("after"));
     assert!(p.visible_now);
     assert_eq!(bodies(&h.consume(3 * SEC, "G", 16)), ["after"]);
-    // Acking registers a group too.
-    let t = h.t.clone();
-    let f = h
-        .core
-        .ack(
-            4 * SEC,
-            None,
-            &t,
-            Some(&group("G2")),
-            AckKind::Ack,
-            &["junk".to_owned()],
-        )
-        .unwrap();
-    assert_eq!(codes(&f), [ErrorCode::ReceiptHandleError]);
-    h.publish(5 * SEC, msg("later"));
-    assert_eq!(bodies(&h.consume(6 * SEC, "G2", 16)), ["later"]);
     // No group registered on a fresh topic: nothing became visible.
     let mut h2 = H::new();
     assert!(!h2.publish(0, msg("x")).visible_now);

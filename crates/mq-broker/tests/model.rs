@@ -483,7 +483,10 @@ impl Model {
             return Some(ErrorCode::ReceiptHandleError);
         }
         let now = self.now;
-        let g = self.groups.get_mut(&group).expect("registered");
+        // Acks register no group: one that never consumed has no valid handle.
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Some(ErrorCode::ReceiptHandleError);
+        };
         match g.entries.get(&h.seq) {
             Some(e) if e.consumed == h.attempt && now < h.expiry => {
                 assert_eq!(e.visible_at, h.expiry);
@@ -830,7 +833,6 @@ impl Run {
                     )
                     .unwrap();
                 self.model.sweep(&self.cfg);
-                self.model.register(*group);
                 self.model.unblocked = false;
                 let want: Vec<(String, ErrorCode)> = texts
                     .iter()

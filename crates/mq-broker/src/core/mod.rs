@@ -8,10 +8,12 @@
 //! # Model
 //!
 //! * A topic is keyed by (instance, name); `None` is the default instance.
-//! * A group is registered on its first normal/orderly consume or ack on a topic. It receives
+//! * A group is registered on its first normal/orderly consume on a topic. It receives
 //!   every message that enters the topic's queues after that: a normal or scheduled message
 //!   when it is published, a transactional one when it is committed. Half-message pops,
-//!   commits and rollbacks do not register groups (they are producer-side operations).
+//!   commits and rollbacks do not register groups (they are producer-side operations), nor
+//!   do acks (no handle of a group that never consumed is valid), which create no topic
+//!   either.
 //! * A consume with a tag filter skips (treats as consumed, for that group) the visible
 //!   messages it meets that do not match (PROTOCOL §6.5).
 //! * Normal and orderly consumption of one group share one queue; orderly consumption adds
@@ -720,21 +722,28 @@ impl BrokerCore {
         let config = &self.config;
         let prefix = self.id_prefix;
         let issued = self.next_seq;
-        let mut t = use_topic(
-            &mut self.topics,
-            &mut self.next_scope,
-            config,
-            now,
-            instance,
-            topic,
-        )?;
+        let Some(mut t) = self
+            .topics
+            .get_mut(&(instance.cloned(), topic.clone()), config)
+        else {
+            // No handle of a topic that does not exist is valid, and a refused call leaves
+            // nothing behind: no topic is created for it.
+            if !config.auto_create_topics {
+                return Err(CoreError::topic_not_exist(topic));
+            }
+            return Ok(handle_errors(handles));
+        };
         let t: &mut Topic = &mut t;
         t.sweep(now, config);
         let decode = |text: &String| Token::decode(text, prefix).filter(|token| token.seq < issued);
         let mut failures = Vec::new();
         match (kind, group) {
             (AckKind::Ack, Some(group)) => {
-                let g = use_group(&mut t.groups, &mut self.next_scope, now, group);
+                // Acks do not register groups: a group that never consumed here holds no
+                // message and no handle of it is valid.
+                let Some(g) = t.groups.get_mut(group) else {
+                    return Ok(handle_errors(handles));
+                };
                 let mut unblocked = false;
                 for text in handles {
                     let result = match decode(text) {
@@ -964,7 +973,15 @@ fn use_topic<'a>(
     })
 }
 
-/// The group for a consume or ack, registered on first use.
+/// Every handle of `handles` refused as not one of the group's (`ReceiptHandleError`).
+fn handle_errors(handles: &[String]) -> Vec<HandleFailure> {
+    handles
+        .iter()
+        .map(|text| HandleFailure::new(text.as_str(), ErrorCode::ReceiptHandleError))
+        .collect()
+}
+
+/// The group for a consume, registered on first use.
 fn use_group<'a>(
     groups: &'a mut BTreeMap<GroupId, Group>,
     next_scope: &mut u64,
