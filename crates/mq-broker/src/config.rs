@@ -63,18 +63,19 @@ pub struct BrokerArgs {
     /// Invisibility after an orderly delivery, seconds, at most 43200 (12 h). [default: 60]
     #[arg(long, value_name = "SECS")]
     pub order_invisibility_secs: Option<u64>,
-    /// Interval between transaction checks of a half message, seconds. [default: 10]
+    /// Interval between transaction checks of a half message, seconds, at least 1.
+    /// [default: 10]
     #[arg(long, value_name = "SECS")]
     pub half_check_interval_secs: Option<u64>,
-    /// How long unresolved half messages are checked before being dropped, seconds.
-    /// [default: 86400]
+    /// How long unresolved half messages are checked before being dropped, seconds, at
+    /// least 1. [default: 86400]
     #[arg(long, value_name = "SECS")]
     pub half_check_horizon_secs: Option<u64>,
     /// Keep the broker's state in this directory: everything acknowledged survives a crash
     /// or restart. Without it, the state lives in memory only.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// How long stored messages are kept, seconds. [default: 259200 (3 days)]
+    /// How long stored messages are kept, seconds, at least 1. [default: 259200 (3 days)]
     #[arg(long, value_name = "SECS")]
     pub retention_secs: Option<u64>,
     /// How long a message no group holds any more (acked by every group, or published
@@ -362,17 +363,35 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
     {
         core.order_invisibility_ms = invisibility_ms("order_invisibility_secs", s)?;
     }
-    core.half_check_interval_ms = secs(
+    // Durations whose 0 would drop messages as they arrive (or check half messages without
+    // pause): refused, not taken literally.
+    let positive =
+        |name: &str, zero: &str, flag: Option<u64>, file: Option<u64>, default| match flag.or(file)
+        {
+            Some(0) => Err(format!("{name} must be at least 1 (0 would {zero})")),
+            _ => Ok(secs(flag, file, default)),
+        };
+    core.half_check_interval_ms = positive(
+        "half_check_interval_secs",
+        "check half messages without pause",
         args.half_check_interval_secs,
         file.half_check_interval_secs,
         core.half_check_interval_ms,
-    );
-    core.half_check_horizon_ms = secs(
+    )?;
+    core.half_check_horizon_ms = positive(
+        "half_check_horizon_secs",
+        "drop half messages as they arrive",
         args.half_check_horizon_secs,
         file.half_check_horizon_secs,
         core.half_check_horizon_ms,
-    );
-    core.retention_ms = secs(args.retention_secs, file.retention_secs, core.retention_ms);
+    )?;
+    core.retention_ms = positive(
+        "retention_secs",
+        "drop messages as they arrive",
+        args.retention_secs,
+        file.retention_secs,
+        core.retention_ms,
+    )?;
     core.consumed_retention_ms = secs(
         args.consumed_retention_secs,
         file.consumed_retention_secs,

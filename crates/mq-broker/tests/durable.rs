@@ -1430,3 +1430,42 @@ fn data_dir_and_retention_come_from_flags_or_the_config_file() {
     assert_eq!(config.core.consumed_retention_ms, 3_600_000);
     assert_eq!(config.core.consumed_retention_bytes, 16 * 1024 * 1024);
 }
+
+#[test]
+fn a_zero_that_would_drop_every_message_is_refused() {
+    // 0 s of retention (or of checking half messages) would accept messages and drop them
+    // at once; from a flag or from the file, the broker refuses to start and names the key.
+    let dir = TempDir::new("config-zero");
+    for key in [
+        "retention_secs",
+        "half_check_horizon_secs",
+        "half_check_interval_secs",
+    ] {
+        let file = dir.path().join(format!("{key}.toml"));
+        std::fs::write(&file, format!("{key} = 0\n")).unwrap();
+        let from_file = mq_broker::BrokerArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let mut from_flag = mq_broker::BrokerArgs::default();
+        match key {
+            "retention_secs" => from_flag.retention_secs = Some(0),
+            "half_check_horizon_secs" => from_flag.half_check_horizon_secs = Some(0),
+            _ => from_flag.half_check_interval_secs = Some(0),
+        }
+        for args in [from_file, from_flag] {
+            let e = mq_broker::load_config(&args).unwrap_err();
+            assert!(e.starts_with(&format!("{key} must be at least 1")), "{e}");
+        }
+    }
+    // consumed_retention_secs = 0 is documented (drop unheld messages at once) and stays.
+    let args = mq_broker::BrokerArgs {
+        consumed_retention_secs: Some(0),
+        retention_secs: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(
+        mq_broker::load_config(&args).unwrap().0.core.retention_ms,
+        1_000
+    );
+}
