@@ -325,9 +325,24 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         config.listen = listen;
     }
     for c in file.credentials.iter().chain(&args.credentials) {
-        config
+        // The message shows the credential redacted: stderr is a log too.
+        let credential =
+            Credential::parse(c).map_err(|e| format!("credential {:?}: {e}", redact(c)))?;
+        // One secret per AccessKey id (the service's rule): a second one would silently
+        // replace the first and lock its clients out.
+        if config
             .credentials
-            .push(Credential::parse(c).map_err(|e| format!("credential {c:?}: {e}"))?);
+            .iter()
+            .any(|known| known.access_key_id == credential.access_key_id)
+        {
+            return Err(format!(
+                "credential {:?}: AccessKey id {} is given more than once (--credential \
+                 and the config file's credentials count together)",
+                redact(c),
+                credential.access_key_id
+            ));
+        }
+        config.credentials.push(credential);
     }
     let mut source = CredentialSource::Configured;
     if config.credentials.is_empty() {
@@ -1010,6 +1025,25 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_repeated_access_key_id_is_refused_and_no_secret_is_shown() {
+        let refused = |credentials: &[&str]| {
+            let e = load_config(&BrokerArgs {
+                credentials: credentials.iter().map(|c| (*c).to_owned()).collect(),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(!e.contains("secret-"), "a secret in {e:?}");
+            e
+        };
+        // A second secret for one id would silently replace the first.
+        let e = refused(&["ak:secret-1", "ak:secret-2@MQ_INST_x"]);
+        assert!(e.contains("AccessKey id ak is given more than once"), "{e}");
+        // A credential that does not parse is named without its secret.
+        let e = refused(&["ak:secret-3@bad instance"]);
+        assert!(e.contains("ak:<redacted>@bad instance"), "{e}");
     }
 
     #[test]

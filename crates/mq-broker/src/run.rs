@@ -220,6 +220,10 @@ mod tests {
             ..Default::default()
         };
         let e = run_until_signal(&args, "t").await.unwrap_err();
-        assert!(e.contains("nocolon") && !e.contains('\n'), "{e}");
+        // Without `:` nothing tells the id from a secret: the value is not shown.
+        assert!(
+            e.contains("credential \"<redacted>\"") && !e.contains("nocolon") && !e.contains('\n'),
+            "{e}"
+        );
     }
 }
