@@ -186,7 +186,7 @@ impl ClientBuilder {
         let parsed = text
             .parse()
             .map_err(|source| ConfigError::InvalidEndpoint {
-                endpoint: text.to_owned(),
+                endpoint: crate::proxy::redacted(text),
                 source,
             })?;
         self.endpoint = Some(parsed);

@@ -243,7 +243,7 @@ pub enum ConfigError {
     /// The endpoint is not `http(s)://host[:port]`.
     #[error("endpoint {endpoint:?}: {source}")]
     InvalidEndpoint {
-        /// The text given.
+        /// The text given, a password in it shown as `***`.
         endpoint: String,
         /// Why it was refused.
         #[source]
@@ -544,6 +544,19 @@ mod tests {
             e.to_string(),
             "invalid configuration: ALIBABA_CLOUD_ACCESS_KEY_ID is not set or is empty"
         );
+    }
+
+    /// An endpoint refused for its user info: the error (shown and logged) keeps the user
+    /// and hides the password, as the proxy errors do.
+    #[test]
+    fn an_endpoint_error_never_shows_a_password() {
+        let Err(e) = crate::Client::builder().endpoint("http://alice:s3cret@127.0.0.1:8080") else {
+            panic!("an endpoint with user info is refused");
+        };
+        for text in [e.to_string(), format!("{e:?}")] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("http://alice:***@127.0.0.1:8080"), "{text}");
+        }
     }
 
     fn service(status: u16, code: ErrorCode) -> Error {
