@@ -88,8 +88,9 @@ pub enum AdminCommand {
     Publish(AdminPublishArgs),
     /// Drop every message of a topic (groups stay).
     Purge(PurgeArgs),
-    /// Forget every message, group and counter of the broker (declared topics stay) and
-    /// take a test clock back to the system clock.
+    /// Forget every message, group position and counter of the broker and take a test
+    /// clock back to the system clock (declared and created topics stay, empty; groups
+    /// created with `admin groups create` or `--group` stay, with their settings).
     Reset(ResetArgs),
     /// Topics: list (with each group's ready / in flight / delayed / dead / backlog / last
     /// consume), create with a message type, delete.

@@ -215,7 +215,8 @@ pub struct BenchArgs {
     /// (publish → delivery).
     #[arg(value_enum)]
     workload: Workload,
-    /// Requests in flight (one task each; roundtrip runs this many publishers and consumers).
+    /// Requests in flight, 1..=4096 (one task each; roundtrip runs this many publishers and
+    /// consumers).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// Message body size in bytes.
@@ -227,13 +228,14 @@ pub struct BenchArgs {
     /// Messages per consume request, 1..=16.
     #[arg(long, default_value_t = 16)]
     batch: u8,
-    /// consume: messages published before measuring.
+    /// consume: messages published before measuring (not limited by --duration).
     #[arg(long, default_value_t = 20_000)]
     prefill: u64,
     /// publish: stop after this many successful publishes (--duration stays the time limit).
     #[arg(long)]
     count: Option<u64>,
-    /// publish: messages published before measuring (not counted; their CPU time excluded).
+    /// publish: messages published before measuring (not counted, their CPU time excluded,
+    /// not limited by --duration).
     #[arg(long, default_value_t = 0)]
     warmup: u64,
     /// Topic [default: a fresh name; must exist on a real endpoint].
@@ -593,8 +595,11 @@ async fn tx_decide(a: TxDecideArgs, commit: bool) -> Result<(), CliError> {
 }
 
 async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
-    if a.concurrency == 0 {
-        return Err(CliError::usage("--concurrency must be at least 1"));
+    if !(1..=bench::MAX_CONCURRENCY).contains(&a.concurrency) {
+        return Err(CliError::usage(format!(
+            "--concurrency must be between 1 and {}",
+            bench::MAX_CONCURRENCY
+        )));
     }
     if a.size == 0 || a.size > mq_tokio::mq_proto::MAX_BODY_LEN {
         return Err(CliError::usage(format!(

@@ -931,6 +931,17 @@ fn bench_publish_count_and_warmup_with_cpu_time() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--count") || err.contains("--warmup"), "{err}");
     }
+    // Requests in flight are bounded (each is a task with its own histogram: a million
+    // took 17 GB before the bound).
+    for n in ["0", "4097", "100000000000"] {
+        let out = run(b.mq(&["bench", "publish", "--concurrency", n, "--duration", "1s"]));
+        assert_eq!(out.status.code(), Some(2), "{n}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--concurrency must be between 1 and 4096"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
