@@ -369,15 +369,31 @@ async fn publish(a: PublishArgs) -> Result<(), CliError> {
     });
     let mut number = 0u64;
     let mut published = 0u64;
+    // A failure names its line and what was published before it, so that the rest can be
+    // sent again from there (`tail -n +LINE`).
+    let at_line = |number: u64, published: u64| {
+        move |e: CliError| CliError {
+            message: format!(
+                "line {number} of stdin: {} ({published} message(s) published before it, none \
+                 after)",
+                e.message
+            ),
+            ..e
+        }
+    };
     while let Some(line) = rx.recv().await {
         number += 1;
         // `lines()` has taken the line's end off (`\n` or `\r\n`): any other CR is the
-        // body's own.
-        let line = line.map_err(|e| CliError::failed(format!("reading stdin: {e}")))?;
+        // body's own. A line that is not UTF-8 is bad input, as a bad body is.
+        let line = line
+            .map_err(|e| CliError::usage(format!("reading it: {e}")))
+            .map_err(at_line(number, published))?;
         if line.trim().is_empty() {
             continue;
         }
-        send(line, &format!("of line {number} failed")).await?;
+        send(line, "failed")
+            .await
+            .map_err(at_line(number, published))?;
         published += 1;
     }
     if published == 0 {

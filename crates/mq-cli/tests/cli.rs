@@ -149,6 +149,29 @@ fn md5(body: &str) -> String {
 }
 
 #[test]
+fn a_bad_stdin_line_is_named_with_what_was_published_before_it() {
+    let b = TestBroker::start();
+    let input = format!("first\n\n{}\nlast\n", "a".repeat(5_000_000));
+    let out = run_with(
+        b.mq(&["publish", "--topic", "CliStdinBad"]),
+        Some(&input),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an oversized body is bad input: {err}"
+    );
+    assert!(
+        err.starts_with("mq: line 3 of stdin: ")
+            && err.contains("(1 message(s) published before it, none after)"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
 fn publish_body_and_stdin_then_consume_json() {
     let b = TestBroker::start();
     // Register the group first: it receives what is published after.
