@@ -459,7 +459,13 @@ impl AdminPublishArgs {
             doc["properties"] = props.into();
         }
         if let Some(delay) = m.delay {
-            doc["delay_ms"] = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).into();
+            let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            // Refused here, as `mq publish` does, whatever the broker's clock says (PROTOCOL
+            // §6.7); an `--at` is checked by the broker, against its clock.
+            if ms > mq_tokio::mq_proto::MAX_SCHEDULE_AHEAD_MS {
+                return Err(CliError::usage("--delay is at most 40 days"));
+            }
+            doc["delay_ms"] = ms.into();
         }
         if let Some(at) = m.at {
             doc["deliver_at_ms"] = at.into();

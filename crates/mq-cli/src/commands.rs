@@ -681,6 +681,15 @@ async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
             client
         }
     };
+    // Names too long to consume with are a usage error, as in `mq consume`.
+    if config.workload != Workload::Publish {
+        mq_tokio::mq_proto::check_subscription_names(
+            client.instance_id(),
+            &config.topic,
+            &config.group,
+        )
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    }
     let progress = bench::progress_bar(config.duration, a.json);
     let result = bench::run(&client, &config, &progress).await;
     progress.finish_and_clear();

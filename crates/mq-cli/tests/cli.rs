@@ -965,6 +965,15 @@ fn bench_publish_count_and_warmup_with_cpu_time() {
             "{err}"
         );
     }
+    // Names too long to consume with (PROTOCOL §6.9): a usage error, as in `mq consume`.
+    let (topic, group) = ("T".repeat(64), format!("GID_{}", "g".repeat(60)));
+    for workload in ["consume", "roundtrip"] {
+        let args = ["bench", workload, "--topic", &topic, "--group", &group];
+        let out = run(b.mq(&args));
+        assert_eq!(out.status.code(), Some(2), "{workload}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("128 characters together"), "{err}");
+    }
 }
 
 #[test]
@@ -1213,6 +1222,13 @@ fn admin_publish_faults_and_escaped_bodies() {
     for raw in ['\u{85}', '\u{202e}', '\u{2066}', '\t'] {
         assert!(!table.contains(raw), "{raw:?} printed as is: {table:?}");
     }
+
+    // A delay beyond the protocol's 40 days is a usage error, as with `mq publish`.
+    let out = run(b.mq(&[
+        "admin", "publish", "--topic", t, "--body", "never", "--delay", "41d",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--delay is at most 40 days"));
 
     // Delayed by the broker's (test) clock; transactional with its handle.
     let delayed: Value = serde_json::from_str(&ok(b.mq(&[
