@@ -1472,7 +1472,12 @@ mod binary {
             .expect("run");
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("no-colon"), "{err}");
+        // Without `:` the value may be a secret pasted alone: it is not echoed.
+        assert!(
+            err.contains("credential \"<redacted>\": expected AK:SK"),
+            "{err}"
+        );
+        assert!(!err.contains("no-colon"), "{err}");
         assert!(out.stdout.is_empty());
     }
 }
