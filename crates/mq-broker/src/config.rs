@@ -41,7 +41,8 @@ pub struct BrokerArgs {
     /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Accepted key, `AK:SK` or `AK:SK@INSTANCE` (repeatable). Default: the
+    /// Accepted key, `AK:SK` or `AK:SK@INSTANCE` (repeatable, one secret per AccessKey
+    /// id). Default: the
     /// ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET environment pair, else a printed development pair.
     #[arg(long = "credential", value_name = "AK:SK[@INSTANCE]")]
     pub credentials: Vec<String>,
