@@ -58,10 +58,10 @@ pub struct BrokerArgs {
     /// TOML file with the same settings (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Invisibility after a normal delivery, seconds, at most 43200 (12 h). [default: 300]
+    /// Invisibility after a normal delivery, seconds, 1..=43200 (12 h). [default: 300]
     #[arg(long, value_name = "SECS")]
     pub invisibility_secs: Option<u64>,
-    /// Invisibility after an orderly delivery, seconds, at most 43200 (12 h). [default: 60]
+    /// Invisibility after an orderly delivery, seconds, 1..=43200 (12 h). [default: 60]
     #[arg(long, value_name = "SECS")]
     pub order_invisibility_secs: Option<u64>,
     /// Interval between transaction checks of a half message, seconds, at least 1.
@@ -290,8 +290,14 @@ impl std::str::FromStr for GroupDeclaration {
 fn invisibility_ms(name: &str, secs: u64) -> Result<u64, String> {
     let max = crate::core::MAX_INVISIBILITY_MS;
     secs.checked_mul(1000)
-        .filter(|ms| *ms <= max)
-        .ok_or_else(|| format!("{name} is at most {} (12 h)", max / 1000))
+        .filter(|ms| (1..=max).contains(ms))
+        .ok_or_else(|| {
+            format!(
+                "{name} must be between 1 and {} (12 h); 0 would make every delivery's \
+                 receipt handle expire at once, so that no ack succeeds",
+                max / 1000
+            )
+        })
 }
 
 /// Where the credentials in effect came from (so the binary can say so).
@@ -1048,7 +1054,7 @@ mod tests {
     }
 
     #[test]
-    fn invisibility_is_bounded_at_12_hours_everywhere_it_is_set() {
+    fn invisibility_is_between_1_s_and_12_hours_everywhere_it_is_set() {
         let max = crate::core::MAX_INVISIBILITY_MS / 1000;
         let group =
             |secs: u64| format!("GID_x,invisibility_secs={secs}").parse::<GroupDeclaration>();
@@ -1056,9 +1062,12 @@ mod tests {
             group(max).map(|g| g.settings.invisibility_ms),
             Ok(Some(max * 1000))
         );
-        for secs in [max + 1, u64::MAX] {
-            let err = group(secs).expect_err("over 12 h");
-            assert!(err.contains("at most 43200"), "{err}");
+        // 0 would expire every receipt handle at once (no ack could succeed).
+        for secs in [0, max + 1, u64::MAX] {
+            if secs > 0 {
+                let err = group(secs).expect_err("over 12 h");
+                assert!(err.contains("between 1 and 43200"), "{err}");
+            }
             for args in [
                 BrokerArgs {
                     invisibility_secs: Some(secs),
@@ -1069,8 +1078,8 @@ mod tests {
                     ..Default::default()
                 },
             ] {
-                let err = load_config(&args).expect_err("over 12 h");
-                assert!(err.contains("at most 43200"), "{err}");
+                let err = load_config(&args).expect_err("0 or over 12 h");
+                assert!(err.contains("between 1 and 43200"), "{err}");
             }
         }
     }
