@@ -3,7 +3,7 @@
 //! and `mq serve`, so both behave and print exactly the same.
 
 use crate::Broker;
-use crate::config::{BrokerArgs, CredentialSource, load_config};
+use crate::config::{BrokerArgs, CredentialSource, ServerConfig, load_config};
 use crate::config::{DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET};
 use std::io::Write;
 
@@ -28,6 +28,22 @@ use std::io::Write;
 /// a signal handler cannot be installed, or the broker cannot start ([`Broker::start`](crate::Broker::start)).
 pub async fn run_until_signal(args: &BrokerArgs, program: &str) -> Result<(), String> {
     let (config, source) = load_config(args)?;
+    run_config_until_signal(config, source, program).await
+}
+
+/// [`run_until_signal`] for a configuration already loaded with [`load_config`] (a caller
+/// that tells a refused configuration from a broker that cannot start, as `mq serve` does
+/// for its exit code).
+///
+/// # Errors
+///
+/// A one-line message when a signal handler cannot be installed or the broker cannot start
+/// ([`Broker::start`](crate::Broker::start)).
+pub async fn run_config_until_signal(
+    config: ServerConfig,
+    source: CredentialSource,
+    program: &str,
+) -> Result<(), String> {
     // Install the signal handlers before announcing the address: a supervisor may send
     // SIGTERM as soon as it has read the first line, and must then see a graceful exit.
     let mut signals =

@@ -251,9 +251,14 @@ pub struct BenchArgs {
 
 pub(crate) async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(a) => mq_broker::run::run_until_signal(&a.broker, "mq")
-            .await
-            .map_err(CliError::failed),
+        Command::Serve(a) => {
+            // A configuration the broker refuses is a usage error (exit 2), as everywhere
+            // in `mq`; one that cannot start (address in use, …) a failure.
+            let (config, source) = mq_broker::load_config(&a.broker).map_err(CliError::usage)?;
+            mq_broker::run::run_config_until_signal(config, source, "mq")
+                .await
+                .map_err(CliError::failed)
+        }
         Command::Publish(a) => publish(a).await,
         Command::Consume(a) => consume(a).await,
         Command::Tx(TxCommand::Half(a)) => tx_half(a).await,

@@ -1035,6 +1035,22 @@ fn serve_announces_the_address_and_stops_on_sigterm() {
     assert!(err.contains("mq: shutting down"), "{err}");
 }
 
+#[test]
+fn serve_refuses_a_bad_configuration_as_a_usage_error() {
+    // README: every `mq` command exits 2 for a usage or configuration error.
+    for args in [
+        &["serve", "--retention-secs", "0"][..],
+        &["serve", "--credential", "no-colon"],
+        &["serve", "--config", "/nonexistent/broker.toml"],
+    ] {
+        let err = usage_error(mq(args));
+        assert!(
+            err.starts_with("mq: ") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// Runs and expects a usage error (exit code 2, clap's or the command's); returns stderr.
 fn usage_error(cmd: Command) -> String {
     let out = run(cmd);
