@@ -468,17 +468,22 @@ impl Sim {
         outcome
     }
 
-    /// Registers a consumer group on the topic now without consuming anything (an ack with a
-    /// handle that names nothing), so it receives every message published from now on.
+    /// Registers a new consumer group on the topic now, so it receives every message published
+    /// from now on: a consume, which gets nothing (a new group holds no message yet) and is
+    /// not recorded as a delivery.
     pub fn register_group(&mut self, group: &GroupId) {
-        let probe = vec!["not-a-handle".to_owned()];
-        let _ = self.core.ack(
+        let got = self.core.consume(
             self.clock.wall_ms(),
             None,
             &self.topic,
-            Some(group),
-            AckKind::Ack,
-            &probe,
+            group,
+            ConsumeKind::Normal,
+            &TagFilter::All,
+            BatchSize::MIN,
+        );
+        assert!(
+            got.as_ref().is_ok_and(Vec::is_empty),
+            "registering {group}: {got:?}"
         );
     }
 
