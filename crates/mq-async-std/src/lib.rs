@@ -24,10 +24,13 @@
 //!     .credentials(Credentials::new("AK", "SK"))
 //!     .build()?;
 //! let topic: TopicName = "orders".parse()?;
-//! let receipt = client.producer(topic.clone()).publish(&TopicMessage::new("hello")?).await?;
-//! println!("published {}", receipt.message_id);
+//! let consumer = client.consumer(topic.clone(), "GID_orders".parse::<GroupId>()?);
+//! // A group gets what is published after its first consume (on a local broker, that
+//! // consume registers it): consume once first.
+//! consumer.receive(BatchSize::MIN, WaitSeconds::MIN).await?;
 //!
-//! let consumer = client.consumer(topic, "GID_orders".parse::<GroupId>()?);
+//! let receipt = client.producer(topic).publish(&TopicMessage::new("hello")?).await?;
+//! println!("published {}", receipt.message_id);
 //! for message in consumer.receive(BatchSize::MAX, WaitSeconds::new(3)?).await? {
 //!     println!("got {}", message.body);
 //!     consumer.ack([&message.receipt_handle]).await?;
