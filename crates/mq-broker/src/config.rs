@@ -175,7 +175,7 @@ fn redact(credential: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret_strings")]
     credentials: Vec<String>,
     #[serde(default)]
     topics: Vec<String>,
@@ -192,11 +192,54 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     backend: Option<String>,
+    #[serde(default, deserialize_with = "secret_string")]
     handle_key: Option<String>,
     test_clock: Option<bool>,
     faults: Option<bool>,
     admin: Option<String>,
+    #[serde(default, deserialize_with = "secret_string")]
     admin_token: Option<String>,
+}
+
+/// The message of a config file's parse error, where it is (line and column), and no text
+/// of the file: the `Display` of the error quotes the line, which may hold a secret.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return e.message().to_owned();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: {}", e.message().trim_end())
+}
+
+/// A setting that holds secrets (`credentials`): any TOML value is read, then checked, so
+/// that a value of the wrong type is not quoted in the error as serde's type errors do.
+fn secret_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let refused = || {
+        serde::de::Error::custom(
+            "expected an array of strings (the value is not shown: it may hold a secret)",
+        )
+    };
+    match toml::Value::deserialize(d)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s),
+                _ => Err(refused()),
+            })
+            .collect(),
+        _ => Err(refused()),
+    }
+}
+
+/// As [`secret_strings`], for one secret string (`admin_token`, `handle_key`).
+fn secret_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => Ok(Some(s)),
+        _ => Err(serde::de::Error::custom(
+            "expected a string (the value is not shown: it may be a secret)",
+        )),
+    }
 }
 
 fn parse_topic(s: &str) -> Result<(Option<InstanceId>, TopicName), String> {
@@ -323,7 +366,8 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            toml::from_str(&text)
+                .map_err(|e| format!("{}: {}", path.display(), toml_error(&text, &e)))?
         }
         None => FileConfig::default(),
     };
@@ -1032,6 +1076,37 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_config_file_error_names_its_line_and_never_quotes_a_secret() {
+        let dir = std::env::temp_dir().join(format!("mq-broker-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.toml");
+        for (text, line) in [
+            ("credentials = \"ak:TOPSECRET\"\n", 1),
+            (
+                "topics = [\"T\"]\ncredentials = [\n  \"ak:TOPSECRET\",\n  5,\n]\n",
+                2,
+            ),
+            ("admin_token = [\"TOPSECRET\"]\n", 1),
+            ("handle_key = { k = \"TOPSECRET\" }\n", 1),
+            ("credentials = [\"ak:TOPSECRET\"\n", 1),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = load_config(&BrokerArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(!e.contains("TOPSECRET"), "{text:?}: {e}");
+            assert!(
+                e.contains(&format!(": line {line}, column ")),
+                "{text:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "one line: {e:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
