@@ -165,8 +165,9 @@ pub async fn tag_filter<R: Runtime + Default>(broker: &TestBroker) {
 }
 
 /// The seed guide's transactional flow: four half messages, message 0 committed with the
-/// publish handle, the checker commits `a=1`, commits `a=2` on its second check, rolls back
-/// `a=3`; a consumer sees exactly 0, 1 and 2.
+/// publish handle, the checker commits `a=1` and `a=2` on their second checks (the first
+/// panics: in the closure for `a=1`, in its future for `a=2`), rolls back `a=3`; a consumer
+/// sees exactly 0, 1 and 2.
 pub async fn transactional_with_checker<R: Runtime + Default>(broker: &TestBroker) {
     let client = client::<R>(broker);
     let t = topic("tx");
@@ -206,10 +207,16 @@ pub async fn transactional_with_checker<R: Runtime + Default>(broker: &TestBroke
             *n += 1;
             *n
         };
+        // A panic, in the closure or in its future, is that check's `Unknown`: the
+        // checker goes on and checks the message again.
+        assert!(
+            (a.as_str(), n) != ("1", 1),
+            "the decision closure panics at a=1's first check"
+        );
         async move {
             match (a.as_str(), n) {
                 ("1", _) => Decision::Commit,
-                ("2", 1) => Decision::Unknown,
+                ("2", 1) => panic!("the decision's future panics at a=2's first check"),
                 ("2", _) => Decision::Commit,
                 ("3", _) => Decision::Rollback,
                 _ => Decision::Unknown,
@@ -240,13 +247,18 @@ pub async fn transactional_with_checker<R: Runtime + Default>(broker: &TestBroke
         None,
         "message 0 was committed before any check"
     );
-    assert!(
-        checks.get("2").copied().unwrap_or(0) >= 2,
-        "a=2 needed a second check"
-    );
+    for a in ["1", "2"] {
+        assert!(
+            checks.get(a).copied().unwrap_or(0) >= 2,
+            "a={a} needed a second check after its first panicked"
+        );
+    }
     assert_eq!(report.committed, 2, "{report:?}");
     assert_eq!(report.rolled_back, 1, "{report:?}");
-    assert!(report.unknown >= 1, "{report:?}");
+    assert!(
+        report.unknown >= 2,
+        "the two panics count as unknown: {report:?}"
+    );
     // The rolled-back message never arrives.
     assert!(
         receive_n(&consumer, 1, Duration::from_secs(2))

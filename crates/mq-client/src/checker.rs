@@ -5,10 +5,12 @@ use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
 use crate::runtime::{Background, BoxFuture, DynRuntime};
 use crate::transaction::TransactionProducer;
+use futures::FutureExt as _;
 use futures::channel::mpsc;
 use mq_proto::machine::{CheckerConfig, ConsumerMachine, Decision};
 use mq_proto::{AckKind, Message, PoisonMessage, ReceiptHandle, TagFilter};
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// What a checker run did, returned when it stops.
@@ -48,9 +50,24 @@ where
     ) -> Option<BoxFuture<Command>> {
         self.report.checked += 1;
         let handle = message.receipt_handle.clone();
-        let verdict = (self.decide)(message);
+        let id = message.message_id.clone();
+        // A panic in `decide` (when called or while its future runs) is this message's
+        // `Unknown`, as a handler's panic leaves its message for redelivery: the checker
+        // goes on with the other half messages and checks this one again later.
+        let verdict = catch_unwind(AssertUnwindSafe(|| (self.decide)(message)));
         Some(Box::pin(async move {
-            match verdict.await.ack_kind() {
+            let decision = match verdict {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
+                Err(_) => None,
+            };
+            let decision = decision.unwrap_or_else(|| {
+                tracing::warn!(
+                    message_id = %id,
+                    "the transaction checker's decision panicked; the message is checked again later"
+                );
+                Decision::Unknown
+            });
+            match decision.ack_kind() {
                 Some(kind) => Command::Settle {
                     handle,
                     kind,
@@ -172,7 +189,8 @@ impl CheckerHandle {
     /// # Errors
     ///
     /// [`Error::Shutdown`] when the checker's task ended without a report (the runtime
-    /// dropped it, or the decision closure panicked).
+    /// dropped it). A panic of the decision closure does not end it: that message counts
+    /// as [`Decision::Unknown`] and is checked again.
     pub async fn shutdown(self) -> Result<CheckerReport, Error> {
         self.0.stop().await.unwrap_or(Err(Error::Shutdown))
     }

@@ -185,7 +185,8 @@ impl TransactionProducer {
 
     /// Runs the transaction checker until `shutdown` completes: polls half messages, calls
     /// `decide` for each and sends the decision (commit or rollback; `Unknown` leaves the
-    /// message for the next check). In-flight decisions are finished before it returns.
+    /// message for the next check, and so does a panic of `decide`, logged). In-flight
+    /// decisions are finished before it returns.
     ///
     /// # Errors
     ///
