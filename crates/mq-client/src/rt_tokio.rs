@@ -9,26 +9,36 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
-/// Runs the client on tokio. `Default` captures the current runtime handle when there is one
-/// (otherwise tasks are spawned on the runtime current at spawn time).
+/// Runs the client on tokio.
+///
+/// `Default` spawns the client's tasks (connections, background work) on the runtime current
+/// when each is spawned, so a client keeps working when the runtime it was built on is gone
+/// (a `static` client shared by `#[tokio::test]`s, each on its own runtime); a task spawned
+/// outside any runtime goes to the runtime that was current at `default()`, if any.
+/// [`with_handle`](Self::with_handle) pins every task to one runtime.
 #[derive(Clone, Debug)]
 pub struct TokioRuntime {
     handle: Option<Handle>,
+    /// Every task on `handle`, even from inside another runtime.
+    pinned: bool,
 }
 
 impl Default for TokioRuntime {
     fn default() -> Self {
         Self {
             handle: Handle::try_current().ok(),
+            pinned: false,
         }
     }
 }
 
 impl TokioRuntime {
-    /// Runs client tasks on this runtime.
+    /// Runs client tasks on this runtime (only: its shutdown ends the client's connections
+    /// and fails its later requests).
     pub fn with_handle(handle: Handle) -> Self {
         Self {
             handle: Some(handle),
+            pinned: true,
         }
     }
 }
@@ -116,7 +126,8 @@ impl Runtime for TokioRuntime {
     }
 
     fn spawn(&self, future: BoxFuture<()>) {
-        match &self.handle {
+        let current = (!self.pinned).then(|| Handle::try_current().ok()).flatten();
+        match current.as_ref().or(self.handle.as_ref()) {
             Some(h) => {
                 h.spawn(future);
             }
