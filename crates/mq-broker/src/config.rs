@@ -334,13 +334,8 @@ fn invisibility_ms(name: &str, secs: u64) -> Result<u64, String> {
     let max = crate::core::MAX_INVISIBILITY_MS;
     secs.checked_mul(1000)
         .filter(|ms| (1..=max).contains(ms))
-        .ok_or_else(|| {
-            format!(
-                "{name} must be between 1 and {} (12 h); 0 would make every delivery's \
-                 receipt handle expire at once, so that no ack succeeds",
-                max / 1000
-            )
-        })
+        // 0 would expire every delivery's receipt handle at once: no ack could succeed.
+        .ok_or_else(|| format!("{name} must be between 1 and {} (12 h)", max / 1000))
 }
 
 /// Where the credentials in effect came from (so the binary can say so).
