@@ -113,8 +113,7 @@ type Connection = (Client, TopicName, GroupId, Option<EmbeddedBroker>);
 /// The instance named by `MQ_ENDPOINT` and the README's other variables, or else a broker
 /// embedded in this process (it stops when dropped).
 fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
-    let var = |name| env::var(name).map_err(|_| format!("MQ_ENDPOINT is set but {name} is not"));
-    let Ok(endpoint) = env::var("MQ_ENDPOINT") else {
+    let Some(endpoint) = var("MQ_ENDPOINT")? else {
         let broker = Broker::start_embedded()?;
         let (at, credentials) = (broker.endpoint(), broker.credentials());
         println!("no MQ_ENDPOINT set: using an embedded mq-broker at {at}");
@@ -124,9 +123,23 @@ fn connect(topic: &str) -> Result<Connection, Box<dyn Error>> {
     };
     let client = Client::builder().endpoint(endpoint)?;
     let mut client = client.credentials_from_env()?; // ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET
-    if let Ok(instance) = env::var("MQ_INSTANCE_ID") {
+    if let Some(instance) = var("MQ_INSTANCE_ID")? {
         client = client.instance_id(instance.parse()?);
     }
-    let (topic, group) = (var("MQ_TOPIC")?.parse()?, var("MQ_GROUP_ID")?.parse()?);
+    let required = |name| var(name)?.ok_or_else(|| format!("MQ_ENDPOINT is set but {name} is not"));
+    let (topic, group) = (
+        required("MQ_TOPIC")?.parse()?,
+        required("MQ_GROUP_ID")?.parse()?,
+    );
     Ok((client.build()?, topic, group, None))
+}
+
+/// The environment variable `name`, `None` when it is unset or empty; an error when it is
+/// not valid UTF-8 (rather than taking it for unset).
+fn var(name: &str) -> Result<Option<String>, String> {
+    match env::var(name) {
+        Ok(value) => Ok(Some(value).filter(|value| !value.is_empty())),
+        Err(env::VarError::NotPresent) => Ok(None),
+        Err(env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
 }

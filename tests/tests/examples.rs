@@ -6,6 +6,7 @@
 //! binaries come from cargo's JSON messages) and then run concurrently as child processes.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -127,7 +128,7 @@ struct Run {
 
 /// Runs an example with `env` on top of the inherited environment minus [`ENDPOINT_VARS`];
 /// kills it after [`EXAMPLE_TIME_LIMIT`].
-fn run_example(name: &str, env: &[(&str, &str)]) -> Run {
+fn run_example<V: AsRef<OsStr>>(name: &str, env: &[(&str, V)]) -> Run {
     let exe = examples()
         .get(name)
         .unwrap_or_else(|| panic!("cargo built no example named {name}"));
@@ -136,7 +137,7 @@ fn run_example(name: &str, env: &[(&str, &str)]) -> Run {
         command.env_remove(var);
     }
     command
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(var, value)| (var, value.as_ref())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -187,7 +188,13 @@ fn every_example_succeeds_on_the_embedded_broker() {
     );
     let runs: Vec<_> = EXPECTED
         .iter()
-        .map(|&(name, summary)| (name, summary, thread::spawn(move || run_example(name, &[]))))
+        .map(|&(name, summary)| {
+            (
+                name,
+                summary,
+                thread::spawn(move || run_example::<&str>(name, &[])),
+            )
+        })
         .collect();
     let mut failures = Vec::new();
     for (name, summary, handle) in runs {
@@ -239,6 +246,60 @@ fn an_incomplete_real_endpoint_configuration_is_refused() {
         );
         assert!(!run.stdout.contains("embedded"), "{name}: {}", run.stdout);
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_variable_that_is_not_utf8_is_an_error_not_unset() {
+    // A non-UTF-8 MQ_ENDPOINT once counted as unset: the example ran on an embedded broker
+    // as if nothing was configured; a non-UTF-8 MQ_INSTANCE_ID was ignored.
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let not_utf8 = OsString::from_vec(vec![b'h', 0xff, b'x']);
+    let configured = [
+        ("MQ_ENDPOINT", OsString::from("http://127.0.0.1:9")),
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", OsString::from("id")),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OsString::from("secret")),
+        ("MQ_TOPIC", OsString::from("T")),
+        ("MQ_GROUP_ID", OsString::from("GID_T")),
+    ];
+    for (name, _) in EXPECTED {
+        for var in ["MQ_ENDPOINT", "MQ_INSTANCE_ID"] {
+            let mut env = configured.to_vec();
+            env.retain(|(set, _)| *set != var);
+            env.push((var, not_utf8.clone()));
+            let run = run_example(name, &env);
+            assert_eq!(run.status.code(), Some(1), "{name} {var}: {}", run.stdout);
+            assert_eq!(
+                run.stderr,
+                format!("error: {var} is not valid UTF-8\n"),
+                "{name}"
+            );
+            assert!(!run.stdout.contains("embedded"), "{name}: {}", run.stdout);
+        }
+    }
+}
+
+#[test]
+fn an_empty_instance_id_counts_as_unset() {
+    // `export MQ_INSTANCE_ID=` clears it, as the credentials' empty variables count as
+    // missing: the example goes on to its first request (here: refused connection).
+    let env = [
+        ("MQ_ENDPOINT", "http://127.0.0.1:9"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "id"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret"),
+        ("MQ_INSTANCE_ID", ""),
+        ("MQ_TOPIC", "T"),
+        ("MQ_GROUP_ID", "GID_T"),
+    ];
+    let run = run_example("normal", &env);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .starts_with("error: network error: Connect: connecting to 127.0.0.1:9: "),
+        "{:?}",
+        run.stderr
+    );
 }
 
 #[test]
