@@ -4,7 +4,7 @@
 
 use crate::CliError;
 use crate::args::{InstanceArgs, ServiceArgs, format_rfc3339_ms, parse_duration, parse_rfc3339_ms};
-use crate::commands::{MessageFlags, trans_check_immunity};
+use crate::commands::{MessageFlags, build_message, now_ms, trans_check_immunity};
 use crate::output::printable;
 use bytes::Bytes;
 use clap::Subcommand;
@@ -440,6 +440,9 @@ impl AdminPublishArgs {
     /// The JSON body of `POST /admin/topics/{topic}/messages`.
     fn body(&self) -> Result<Vec<u8>, CliError> {
         let m = &self.message;
+        // Checked as `mq publish` checks them (a usage error, exit 2), not left to the
+        // broker's 400 (exit 1): an empty `--key`, a system property, a body over its limit.
+        build_message(m, self.body.clone(), now_ms())?;
         let mut doc = serde_json::json!({ "body": self.body });
         if let Some(tag) = &m.tag {
             doc["tag"] = tag.as_str().into();

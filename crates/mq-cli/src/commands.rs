@@ -301,9 +301,13 @@ pub(crate) fn trans_check_immunity(d: Duration) -> Result<TransCheckImmunity, Cl
         .ok_or_else(|| CliError::usage("--immunity must be between 10s and 300s"))
 }
 
-/// Builds the message for one body from the publish flags.
-fn build_message(p: &PublishArgs, body: String, now_ms: u64) -> Result<TopicMessage, CliError> {
-    let a = &p.message;
+/// Builds the message for one body from the publish flags (`mq publish`; `mq admin
+/// publish` checks its flags with it). A flag the message refuses is a usage error.
+pub(crate) fn build_message(
+    a: &MessageFlags,
+    body: String,
+    now_ms: u64,
+) -> Result<TopicMessage, CliError> {
     let mut m = TopicMessage::new(body).map_err(usage("body"))?;
     if let Some(tag) = &a.tag {
         m = m.with_tag(tag.clone());
@@ -344,7 +348,7 @@ async fn publish(a: PublishArgs) -> Result<(), CliError> {
     let client = a.conn.client()?;
     let producer = client.producer(a.topic.clone());
     let send = async |body: String, what: &str| -> Result<(), CliError> {
-        let message = build_message(&a, body, now_ms())?;
+        let message = build_message(&a.message, body, now_ms())?;
         let receipt = producer
             .publish(&message)
             .await
@@ -657,9 +661,23 @@ async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
                 .map_err(|e| CliError::failed(e.to_string()))?,
         },
     };
+    // The endpoint's client, built (not connected) before any broker starts: names too long
+    // to consume with are a usage error, as in `mq consume`, with nothing started.
+    let remote = match a.conn.endpoint() {
+        Some(_) => Some(a.conn.client()?),
+        None => None,
+    };
+    if config.workload != Workload::Publish {
+        mq_tokio::mq_proto::check_subscription_names(
+            remote.as_ref().and_then(Client::instance_id),
+            &config.topic,
+            &config.group,
+        )
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    }
     let mut embedded = None;
-    let client: Client = match a.conn.endpoint() {
-        Some(_) => a.conn.client()?,
+    let client: Client = match remote {
+        Some(client) => client,
         None => {
             let credentials = a.conn.credentials().unwrap_or_else(|| {
                 mq_tokio::Credentials::new(
@@ -686,15 +704,6 @@ async fn bench_command(a: BenchArgs) -> Result<(), CliError> {
             client
         }
     };
-    // Names too long to consume with are a usage error, as in `mq consume`.
-    if config.workload != Workload::Publish {
-        mq_tokio::mq_proto::check_subscription_names(
-            client.instance_id(),
-            &config.topic,
-            &config.group,
-        )
-        .map_err(|e| CliError::usage(e.to_string()))?;
-    }
     let progress = bench::progress_bar(config.duration, a.json);
     let result = bench::run(&client, &config, &progress).await;
     progress.finish_and_clear();
@@ -755,7 +764,7 @@ mod tests {
             "--immunity",
             "20s",
         ]);
-        let m = build_message(&a, "hi".into(), 1_000).unwrap();
+        let m = build_message(&a.message, "hi".into(), 1_000).unwrap();
         assert_eq!(m.tag().unwrap().as_str(), "TagA");
         assert_eq!(m.key(), Some("k"));
         assert_eq!(m.properties().get("a"), Some("1"));
@@ -764,11 +773,11 @@ mod tests {
         assert_eq!(m.trans_check_immunity().unwrap().get(), 20);
 
         let a = publish_args(&["--at", "2026-12-01T10:00:00Z"]);
-        let m = build_message(&a, "hi".into(), 1_000).unwrap();
+        let m = build_message(&a.message, "hi".into(), 1_000).unwrap();
         assert_eq!(m.start_deliver_time(), Some(1_796_119_200_000));
 
         let a = publish_args(&["--transactional"]);
-        let m = build_message(&a, "hi".into(), 0).unwrap();
+        let m = build_message(&a.message, "hi".into(), 0).unwrap();
         assert_eq!(
             m.trans_check_immunity(),
             Some(TransCheckImmunity::default())
@@ -784,11 +793,11 @@ mod tests {
             &["--key", "a|b"],
         ] {
             let a = publish_args(bad);
-            let e = build_message(&a, "hi".into(), 0).unwrap_err();
+            let e = build_message(&a.message, "hi".into(), 0).unwrap_err();
             assert_eq!(e.code, CliError::USAGE, "{bad:?}: {e}");
         }
         let a = publish_args(&[]);
-        assert!(build_message(&a, String::new(), 0).is_err());
+        assert!(build_message(&a.message, String::new(), 0).is_err());
         // Parse-time errors.
         assert!(
             parse(&[

@@ -973,6 +973,14 @@ fn bench_publish_count_and_warmup_with_cpu_time() {
         assert_eq!(out.status.code(), Some(2), "{workload}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("128 characters together"), "{err}");
+        // Without an endpoint, refused before an embedded broker starts.
+        let out = run(mq(&args));
+        assert_eq!(out.status.code(), Some(2), "{workload}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("128 characters together") && !err.contains("embedded"),
+            "{err}"
+        );
     }
 }
 
@@ -1245,6 +1253,22 @@ fn admin_publish_faults_and_escaped_bodies() {
     ]));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--delay is at most 40 days"));
+    // So are the flags `mq publish` refuses (they were the broker's 400, exit 1), and
+    // nothing is published.
+    for (flags, says) in [
+        (&["--key", ""][..], "--key"),
+        (&["--prop", "__STARTDELIVERTIME=1"], "--prop"),
+        (&["--sharding-key", "a|b"], "--sharding-key"),
+    ] {
+        let mut args = vec!["admin", "publish", "--topic", t, "--body", "refused"];
+        args.extend_from_slice(flags);
+        let out = run(b.mq(&args));
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
+    let peeked = ok(b.mq(&["admin", "peek", "--topic", t, "--group", g]));
+    assert!(!peeked.contains("refused"), "{peeked}");
 
     // Delayed by the broker's (test) clock; transactional with its handle.
     let delayed: Value = serde_json::from_str(&ok(b.mq(&[
