@@ -17,7 +17,9 @@ use std::process::ExitCode;
 #[command(
     name = "mq-broker",
     version,
-    about = "Local ApsaraMQ for RocketMQ HTTP broker (emulator)"
+    about = "Local ApsaraMQ for RocketMQ HTTP broker (emulator)",
+    // `--retention-secs -5` is the number's error, not "unexpected argument '-5'".
+    allow_negative_numbers = true
 )]
 struct Cli {
     #[command(flatten)]

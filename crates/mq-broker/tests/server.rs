@@ -1479,6 +1479,18 @@ mod binary {
         );
         assert!(!err.contains("no-colon"), "{err}");
         assert!(out.stdout.is_empty());
+
+        // A negative number is the number's error, not clap's "unexpected argument '-5'".
+        let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
+            .args(["--listen", "127.0.0.1:0", "--retention-secs", "-5"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("invalid value '-5' for '--retention-secs <SECS>'"),
+            "{err}"
+        );
     }
 }
 

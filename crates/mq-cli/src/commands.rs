@@ -25,6 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a local broker (same flags and output as `mq-broker`).
+    #[command(allow_negative_numbers = true)]
     Serve(ServeArgs),
     /// Publish one message (--body) or one message per line of stdin.
     Publish(PublishArgs),

@@ -1057,6 +1057,11 @@ fn serve_refuses_a_bad_configuration_as_a_usage_error() {
             "{args:?}: {err}"
         );
     }
+    let err = usage_error(mq(&["serve", "--retention-secs", "-5"]));
+    assert!(
+        err.contains("invalid value '-5' for '--retention-secs <SECS>'"),
+        "{err}"
+    );
 }
 
 /// Runs and expects a usage error (exit code 2, clap's or the command's); returns stderr.
