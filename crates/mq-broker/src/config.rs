@@ -562,6 +562,37 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
                         .to_owned(),
                 );
             }
+            // What the built-in store keeps, and for how long: the cluster's own settings
+            // (its brokers' `fileReservedTime`, `transactionCheckMax`) decide instead.
+            for (given, name) in [
+                (
+                    args.retention_secs.or(file.retention_secs),
+                    "retention_secs",
+                ),
+                (
+                    args.consumed_retention_secs
+                        .or(file.consumed_retention_secs),
+                    "consumed_retention_secs",
+                ),
+                (
+                    args.consumed_retention_bytes
+                        .or(file.consumed_retention_bytes),
+                    "consumed_retention_bytes",
+                ),
+                (
+                    args.half_check_horizon_secs
+                        .or(file.half_check_horizon_secs),
+                    "half_check_horizon_secs",
+                ),
+            ] {
+                if given.is_some() {
+                    return Err(format!(
+                        "{name} applies to the built-in backend; the RocketMQ cluster keeps \
+                         the messages by its brokers' own settings (fileReservedTime, \
+                         transactionCheckMax)"
+                    ));
+                }
+            }
             rocketmq.handle_key = handle_key;
             config.backend = BackendConfig::RocketMq(rocketmq);
         }
@@ -1071,6 +1102,81 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn built_in_settings_are_refused_with_a_gateway_backend() {
+        // They were accepted and ignored: the cluster keeps the messages by its own rules.
+        let gateway = || BrokerArgs {
+            backend: Some("rocketmq://127.0.0.1:8081".into()),
+            ..Default::default()
+        };
+        let (config, _) = load_config(&BrokerArgs {
+            invisibility_secs: Some(7),
+            ..gateway()
+        })
+        .expect("the gateway's own invisibility applies");
+        assert!(matches!(config.backend, BackendConfig::RocketMq(_)));
+        assert_eq!(config.core.invisibility_ms, 7_000);
+        let refused = |args: BrokerArgs, name: &str| {
+            let e = load_config(&args).expect_err(name);
+            assert!(e.contains(name) && e.contains("built-in backend"), "{e}");
+        };
+        refused(
+            BrokerArgs {
+                retention_secs: Some(60),
+                ..gateway()
+            },
+            "retention_secs",
+        );
+        refused(
+            BrokerArgs {
+                consumed_retention_secs: Some(0),
+                ..gateway()
+            },
+            "consumed_retention_secs",
+        );
+        refused(
+            BrokerArgs {
+                consumed_retention_bytes: Some(1),
+                ..gateway()
+            },
+            "consumed_retention_bytes",
+        );
+        refused(
+            BrokerArgs {
+                half_check_horizon_secs: Some(60),
+                ..gateway()
+            },
+            "half_check_horizon_secs",
+        );
+        refused(
+            BrokerArgs {
+                data_dir: Some("d".into()),
+                ..gateway()
+            },
+            "--data-dir",
+        );
+        refused(
+            BrokerArgs {
+                test_clock: true,
+                ..gateway()
+            },
+            "--test-clock",
+        );
+        // The same key in a config file.
+        let dir = std::env::temp_dir().join(format!("mq-broker-gw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.toml");
+        std::fs::write(&path, "consumed_retention_bytes = 1024\n").unwrap();
+        refused(
+            BrokerArgs {
+                config: Some(path),
+                ..gateway()
+            },
+            "consumed_retention_bytes",
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
