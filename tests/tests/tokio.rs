@@ -40,3 +40,43 @@ fn a_client_outlives_the_runtime_it_was_built_on() {
             .expect("publish on a second runtime after the first ended");
     });
 }
+
+/// Fresh-eyes finding: a client on `TokioRuntime` awaited from another executor
+/// (`futures::executor::block_on`, async-std, smol) panicked with "there is no reactor
+/// running", even while the runtime it was built on ran. Its timers and connections now run
+/// on that runtime; once no runtime is left a call fails with an error saying so, and a
+/// client that never had one fails the same way: never a panic.
+#[test]
+fn a_client_works_from_another_executor_and_never_panics() {
+    use mq_tests::scenarios::{batch, group, topic, wait};
+    let broker = mq_tests::TestBroker::start();
+    let (topic, group) = (topic("foreign"), group("GID_foreign"));
+    let message = mq_tokio::TopicMessage::new("hello").expect("message");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let client =
+        runtime.block_on(async { mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker) });
+    futures::executor::block_on(async {
+        let consumer = client.consumer(topic.clone(), group);
+        let none = consumer.receive(batch(1), wait(0)).await.expect("receive");
+        assert!(none.is_empty());
+        client
+            .producer(topic.clone())
+            .publish(&message)
+            .await
+            .expect("publish from another executor");
+        let got = consumer.receive(batch(16), wait(3)).await.expect("receive");
+        assert_eq!(got.len(), 1, "{got:?}");
+        consumer.ack([&got[0].receipt_handle]).await.expect("ack");
+    });
+    drop(runtime);
+    let failed = futures::executor::block_on(client.producer(topic.clone()).publish(&message))
+        .expect_err("no tokio runtime left");
+    assert!(failed.to_string().contains("has shut down"), "{failed}");
+
+    let never = mq_tests::client_builder::<mq_tokio::TokioRuntime>(&broker.endpoint())
+        .build()
+        .expect("client");
+    let failed = futures::executor::block_on(never.producer(topic).publish(&message))
+        .expect_err("no tokio runtime at all");
+    assert!(failed.to_string().contains("no tokio runtime"), "{failed}");
+}

@@ -16,6 +16,12 @@ use tokio::runtime::Handle;
 /// (a `static` client shared by `#[tokio::test]`s, each on its own runtime); a task spawned
 /// outside any runtime goes to the runtime that was current at `default()`, if any.
 /// [`with_handle`](Self::with_handle) pins every task to one runtime.
+///
+/// Used from another executor (`futures::executor::block_on`, async-std, smol), its timers
+/// and connections run on that runtime (the one current at `default()`, or the pinned one)
+/// while it runs; with none left (it shut down, or there never was one) a connection
+/// fails with an `io::Error` saying so and a timer falls back to a thread: no panic.
+/// On async-std or smol prefer `mq-async-std`.
 #[derive(Clone, Debug)]
 pub struct TokioRuntime {
     handle: Option<Handle>,
@@ -99,7 +105,7 @@ impl Runtime for TokioRuntime {
     type Io = TokioIo;
 
     fn connect(&self, target: ConnectTarget) -> BoxFuture<io::Result<Self::Io>> {
-        Box::pin(async move {
+        let connect = async move {
             // A host that is no valid TLS name fails before any connection is made.
             let tls = match &target.tls {
                 None => None,
@@ -122,7 +128,31 @@ impl Runtime for TokioRuntime {
                 }
             };
             Ok(hyper_util::rt::TokioIo::new(stream))
-        })
+        };
+        if Handle::try_current().is_ok() {
+            return Box::pin(connect);
+        }
+        // Outside any tokio runtime: tokio's sockets need one's I/O driver, so the
+        // connection is made (and registered) on the fallback runtime.
+        match &self.handle {
+            Some(handle) => {
+                let mut task = AbortOnDrop(handle.spawn(connect));
+                Box::pin(async move {
+                    (&mut task.0).await.unwrap_or_else(|_| {
+                        Err(io::Error::other(
+                            "the tokio runtime the client runs on has shut down \
+                             (call it from inside a running tokio runtime)",
+                        ))
+                    })
+                })
+            }
+            None => Box::pin(async {
+                Err(io::Error::other(
+                    "no tokio runtime: call the client from inside a tokio runtime \
+                     (or use mq-async-std on async-std and smol)",
+                ))
+            }),
+        }
     }
 
     fn spawn(&self, future: BoxFuture<()>) {
@@ -131,13 +161,52 @@ impl Runtime for TokioRuntime {
             Some(h) => {
                 h.spawn(future);
             }
+            // No tokio runtime at all: a thread of its own runs it (its connections fail
+            // with an error saying so, its timers are threads) rather than a panic.
             None => {
-                tokio::spawn(future);
+                std::thread::spawn(move || futures::executor::block_on(future));
             }
         }
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {
-        Box::pin(tokio::time::sleep(duration))
+        if Handle::try_current().is_ok() {
+            return Box::pin(tokio::time::sleep(duration));
+        }
+        // Outside any tokio runtime: tokio's timers need one's time driver.
+        match &self.handle {
+            Some(handle) => {
+                let sleep = async move { tokio::time::sleep(duration).await };
+                let mut task = AbortOnDrop(handle.spawn(sleep));
+                Box::pin(async move {
+                    if (&mut task.0).await.is_err() {
+                        // That runtime shut down: never a sleep that ends at once (a retry
+                        // loop would spin).
+                        thread_sleep(duration).await;
+                    }
+                })
+            }
+            None => Box::pin(thread_sleep(duration)),
+        }
     }
+}
+
+/// A task on the fallback runtime that ends with the future awaiting it (a cancelled
+/// request's timer or connection does not linger there).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A sleep on a thread of its own, for when no tokio runtime can time it.
+async fn thread_sleep(duration: Duration) {
+    let (done, wait) = futures::channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(duration);
+        drop(done);
+    });
+    let _ = wait.await;
 }
