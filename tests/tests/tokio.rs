@@ -80,3 +80,57 @@ fn a_client_works_from_another_executor_and_never_panics() {
         .expect_err("no tokio runtime at all");
     assert!(failed.to_string().contains("no tokio runtime"), "{failed}");
 }
+
+/// Fresh-eyes findings: `ack(msgs.iter().map(|m| &m.receipt_handle))`, the README's shape,
+/// did not compile in a spawned task (the iterator and its closure were held across an
+/// `await`, so the future was not `Send`); and a handle given twice in one call was
+/// reported not acknowledged although the first copy acked it.
+#[test]
+fn ack_takes_any_iterator_in_a_spawned_task_and_a_repeated_handle_once() {
+    use mq_tests::scenarios::{batch, group, topic, wait};
+    let broker = mq_tests::TestBroker::start();
+    block_on(async move {
+        let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
+        let consumer = client.consumer(topic("spawned_ack"), group("GID_spawned_ack"));
+        assert!(
+            consumer
+                .receive(batch(1), wait(0))
+                .await
+                .expect("receive")
+                .is_empty()
+        );
+        let producer = client.producer(consumer.topic().clone());
+        for body in ["a", "b"] {
+            let message = mq_tokio::TopicMessage::new(body).expect("message");
+            producer.publish(&message).await.expect("publish");
+        }
+        let spawned = tokio::spawn(async move {
+            let mut msgs = Vec::new();
+            while msgs.len() < 2 {
+                msgs.extend(consumer.receive(batch(16), wait(3)).await.expect("receive"));
+            }
+            consumer
+                .ack(msgs.iter().map(|m| &m.receipt_handle))
+                .await
+                .expect("ack of every message");
+            (consumer, msgs)
+        });
+        let (consumer, msgs) = spawned.await.expect("the spawned task");
+        let again = consumer
+            .ack([&msgs[0].receipt_handle])
+            .await
+            .expect_err("acked already");
+        assert_eq!(again.failures().len(), 1, "{again}");
+
+        producer
+            .publish(&mq_tokio::TopicMessage::new("c").expect("message"))
+            .await
+            .expect("publish");
+        let got = consumer.receive(batch(16), wait(3)).await.expect("receive");
+        let handle = &got[0].receipt_handle;
+        consumer
+            .ack([handle, handle])
+            .await
+            .expect("a repeated handle is acked once");
+    });
+}

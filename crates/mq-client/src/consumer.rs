@@ -16,6 +16,8 @@ use mq_proto::{
     check_subscription_names,
 };
 use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 
 /// Consumes one topic in one group, optionally filtered by tags: receive and ack by hand,
@@ -172,20 +174,23 @@ impl Consumer {
     ///   characters, PROTOCOL §6.9): nothing is sent, every handle is
     ///   [`not_sent`](AckError::not_sent) and the error is [`Error::InvalidInput`].
     ///
-    /// No handles is `Ok(())` without a request.
-    pub async fn ack<I>(&self, handles: I) -> Result<(), AckError>
+    /// No handles is `Ok(())` without a request. A handle given twice is sent once.
+    ///
+    /// The handles are taken before the returned future first runs, so it is `Send` with
+    /// any iterator (`ack(msgs.iter().map(|m| &m.receipt_handle))` in a spawned task).
+    pub fn ack<I>(&self, handles: I) -> impl Future<Output = Result<(), AckError>> + Send + '_
     where
         I: IntoIterator,
         I::Item: Borrow<ReceiptHandle>,
     {
+        let handles: Vec<ReceiptHandle> = handles.into_iter().map(|h| h.borrow().clone()).collect();
         settle(
             &self.client,
             &self.topic,
             &self.group,
             AckKind::Ack,
-            handles.into_iter().map(|h| h.borrow().clone()),
+            handles,
         )
-        .await
     }
 
     /// A stream of deliveries driven by the consumer state machine with default settings:
@@ -354,9 +359,13 @@ pub(crate) async fn settle(
     topic: &TopicName,
     group: &GroupId,
     kind: AckKind,
-    handles: impl IntoIterator<Item = ReceiptHandle>,
+    handles: Vec<ReceiptHandle>,
 ) -> Result<(), AckError> {
     let mut outcome = AckError::empty();
+    // A handle given twice is settled once: its second copy's refusal (the first settled
+    // it) would otherwise count both as not acknowledged.
+    let mut seen = HashSet::with_capacity(handles.len());
+    let handles = handles.into_iter().filter(|h| seen.insert(h.clone()));
     let mut batches = HandleBatch::split(handles).into_iter().peekable();
     if batches.peek().is_some()
         && let Err(e) = check_subscription_names(client.instance_id(), topic, group)

@@ -156,7 +156,7 @@ impl TransactionProducer {
             &self.topic,
             &self.group,
             kind,
-            [handle.clone()],
+            vec![handle.clone()],
         )
         .await
     }
