@@ -557,6 +557,24 @@ mod tests {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(text.contains("http://alice:***@127.0.0.1:8080"), "{text}");
         }
+        // User info that is not `user:password` may be the secret itself (fresh-eyes
+        // finding: it was shown, with `:***` appended).
+        for (endpoint, shown) in [
+            ("http://hunter2@h", "http://***@h"),
+            ("http://u@hunter2@h", "http://***@h"),
+            ("http://u;hunter2@h", "http://***@h"),
+            ("http://u%3Ahunter2@h", "http://***@h"),
+            ("http://hunter2@x:pw@h", "http://***@h"),
+            ("http://:hunter2@h", "http://***@h"),
+        ] {
+            let Err(e) = crate::Client::builder().endpoint(endpoint) else {
+                panic!("{endpoint}: an endpoint with user info is refused");
+            };
+            for text in [e.to_string(), format!("{e:?}")] {
+                assert!(!text.contains("hunter2"), "{text}");
+                assert!(text.contains(shown), "{endpoint}: {text}");
+            }
+        }
     }
 
     fn service(status: u16, code: ErrorCode) -> Error {

@@ -272,17 +272,26 @@ fn check_url(url: &str, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `url` with the password of its user info replaced by `***`.
+/// `url` with the password of its user info replaced by `***`: `user:***@host` for a
+/// plain `user:password` (a user of letters, digits and `-._~`), else the whole user info is
+/// `***` (a token alone, `http://TOKEN@host`, or a mistyped separator, `u;pw`, `u%3Apw`,
+/// `u@pw`, may be the secret).
 pub(crate) fn redacted(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (format!("{s}://"), r),
         None => (String::new(), url),
     };
+    let plain = |user: &str| {
+        !user.is_empty()
+            && user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
     match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}{user}:***@{host}")
-        }
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) if plain(user) => format!("{scheme}{user}:***@{host}"),
+            _ => format!("{scheme}***@{host}"),
+        },
         None => url.to_owned(),
     }
 }
