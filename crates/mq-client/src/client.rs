@@ -354,7 +354,8 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// [`Error::Config`]: [`ConfigError::NoRuntime`] when [`Client::builder`] found no
-    /// runtime crate, [`ConfigError::MissingEndpoint`], [`ConfigError::MissingCredentials`],
+    /// runtime crate, [`ConfigError::MissingEndpoint`], [`ConfigError::ZeroTimeout`] (a
+    /// connect or request timeout or long-poll margin of zero), [`ConfigError::MissingCredentials`],
     /// [`ConfigError::EmptyCredentials`] (fixed credentials with an empty id or secret),
     /// or (without a custom [`transport`](Self::transport)) a TLS root or configuration
     /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]), or
@@ -363,6 +364,15 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let runtime = self.runtime.ok_or(ConfigError::NoRuntime)?;
         let endpoint = self.endpoint.ok_or(ConfigError::MissingEndpoint)?;
+        for (timeout, setting) in [
+            (self.timeouts.connect, "connect"),
+            (self.timeouts.request, "request"),
+            (self.timeouts.long_poll_margin, "long-poll margin"),
+        ] {
+            if timeout.is_zero() {
+                return Err(ConfigError::ZeroTimeout { setting }.into());
+            }
+        }
         let credentials: Arc<dyn CredentialsProvider> =
             match self.credentials.ok_or(ConfigError::MissingCredentials)? {
                 CredentialsSetting::Fixed(c) => {

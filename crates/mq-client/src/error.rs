@@ -249,6 +249,15 @@ pub enum ConfigError {
         #[source]
         source: mq_proto::InvalidValue,
     },
+    /// A timeout of the [`TimeoutConfig`](crate::TimeoutConfig) is zero: every request
+    /// would time out before its answer.
+    #[error(
+        "the {setting} timeout is zero: every request would time out (give a positive duration)"
+    )]
+    ZeroTimeout {
+        /// `connect`, `request` or `long-poll margin`.
+        setting: &'static str,
+    },
     /// No credentials were set.
     #[error("no credentials set")]
     MissingCredentials,
@@ -575,6 +584,43 @@ mod tests {
                 assert!(text.contains(shown), "{endpoint}: {text}");
             }
         }
+    }
+
+    /// Fresh-eyes finding: zero timeouts built a client whose every request failed.
+    #[test]
+    fn a_zero_timeout_is_refused_at_build() {
+        use std::time::Duration;
+        let builder = || {
+            crate::Client::builder()
+                .endpoint("http://127.0.0.1:9")
+                .expect("endpoint")
+                .credentials(crate::Credentials::new("id", "secret"))
+        };
+        let zero = Duration::ZERO;
+        for (builder, setting) in [
+            (builder().connect_timeout(zero), "connect"),
+            (builder().request_timeout(zero), "request"),
+            (
+                builder().timeouts(crate::TimeoutConfig {
+                    long_poll_margin: zero,
+                    ..Default::default()
+                }),
+                "long-poll margin",
+            ),
+        ] {
+            match builder.build() {
+                Err(Error::Config(ConfigError::ZeroTimeout { setting: s })) => {
+                    assert_eq!(s, setting);
+                }
+                other => panic!("{setting}: {other:?}"),
+            }
+        }
+        assert!(
+            builder()
+                .request_timeout(Duration::from_millis(1))
+                .build()
+                .is_ok()
+        );
     }
 
     fn service(status: u16, code: ErrorCode) -> Error {
