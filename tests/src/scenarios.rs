@@ -971,6 +971,20 @@ pub async fn checker_with_config<R: Runtime + Default>(broker: &TestBroker) {
             "{target}"
         );
     }
+
+    // Polls that fail (here: a wrong secret, 403) are counted in the report: a checker
+    // that can check nothing says so (fresh-eyes finding: its report was all zeros).
+    let refused = client_builder::<R>(&broker.endpoint())
+        .credentials(mq_client::Credentials::new(crate::TEST_AK, "not-the-secret"))
+        .build()
+        .expect("client");
+    let checker = refused
+        .transaction_producer(topic("txcfg_refused"), group("GID_txcfg_refused"))
+        .spawn_checker(|_m: Message| async { Decision::Commit });
+    sleep::<R>(Duration::from_millis(1500)).await;
+    let report = checker.shutdown().await.expect("the checker stops");
+    assert!(report.receive_errors >= 1, "{report:?}");
+    assert_eq!(report.checked, 0, "{report:?}");
 }
 
 /// Expands to one `#[test]` per scenario, each run by `$block_on` on runtime `$rt`.

@@ -27,6 +27,10 @@ pub struct CheckerReport {
     pub unknown: u64,
     /// Decisions that did not take effect (expired handle, refused, or request failure).
     pub failed: u64,
+    /// Half-message polls that failed (each retried after a backoff): a run with wrong
+    /// credentials or an unreachable endpoint checks nothing and says so here (each is
+    /// also logged as a warning).
+    pub receive_errors: u64,
 }
 
 /// The checker's side of the driver: each half message goes to the decision closure, whose
@@ -110,6 +114,7 @@ where
             self.fatal = Some(error);
         } else {
             tracing::warn!(%error, "half-message poll failed; retrying after backoff");
+            self.report.receive_errors += 1;
         }
     }
 }
