@@ -191,6 +191,11 @@ impl CheckerHandle {
 
     /// Stops polling, waits for in-flight decisions, and returns what the checker did.
     ///
+    /// A decision that never completes keeps it waiting: bound it with your runtime's
+    /// timeout (`tokio::time::timeout(d, checker.shutdown())`). When that elapses the handle
+    /// is dropped, which stops the run without waiting for it; the undecided half messages
+    /// are checked again later (by this or another checker).
+    ///
     /// # Errors
     ///
     /// [`Error::Shutdown`] when the checker's task ended without a report (the runtime

@@ -384,6 +384,11 @@ impl HandlerHandle {
     /// Stops taking messages, lets the handlers in flight finish, sends their acks and waits
     /// for the answers; returns what the loop did.
     ///
+    /// A handler that never completes keeps it waiting: bound it with your runtime's
+    /// timeout (`tokio::time::timeout(d, handling.shutdown())`). When that elapses the
+    /// handle is dropped, which stops the loop without waiting for it; the messages whose
+    /// acks were not sent are delivered again after their invisibility (at least once).
+    ///
     /// # Errors
     ///
     /// [`Error::Shutdown`] when the loop's task ended without a summary (the runtime dropped
