@@ -599,11 +599,15 @@ export async function publish(view, params) {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     out.replaceChildren();
-    const properties = {};
+    // No prototype: a property named "__proto__" (or "constructor") is a property like any
+    // other, not dropped by the object's setter.
+    const properties = Object.create(null);
     for (const pair of props.value.split("\n").map((p) => p.trim()).filter(Boolean)) {
       const i = pair.indexOf("=");
       if (i < 1) { out.append(failure(new ApiError(0, "", `property "${pair}" is not name=value`))); return; }
-      properties[pair.slice(0, i).trim()] = pair.slice(i + 1).trim();
+      const name = pair.slice(0, i).trim();
+      if (Object.hasOwn(properties, name)) { out.append(failure(new ApiError(0, "", `property "${name}" is given twice`))); return; }
+      properties[name] = pair.slice(i + 1).trim();
     }
     const msg = { body: body.value, tag: tag.value || undefined, key: key.value || undefined, sharding_key: sharding.value || undefined, properties };
     if (when.value === "delay") msg.delay_ms = Math.round(Number(delay.value) * 1000);

@@ -846,9 +846,19 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     b.type_into("input[name='topic']", "jobs").await;
     b.type_into("input[name='key']", "job-7").await;
     b.type_into("input[name='tag']", "nightly").await;
-    // One name=value a line: a value may hold a comma.
-    b.type_into("textarea[name='properties']", "owner=ops, infra\ntries=3")
+    // One name=value a line: a value may hold a comma. A name given twice is refused, and
+    // `__proto__` is a name like any other (it was dropped by a plain object's setter).
+    b.type_into("textarea[name='properties']", "owner=ops\nowner=infra")
         .await;
+    b.type_into("textarea[name='body']", "never sent").await;
+    b.click_button("Publish").await;
+    b.wait_text("[data-receipt]", "property \"owner\" is given twice")
+        .await;
+    b.type_into(
+        "textarea[name='properties']",
+        "owner=ops, infra\ntries=3\n__proto__=x",
+    )
+    .await;
     b.type_into("textarea[name='body']", "rebuild the index")
         .await;
     b.click_button("Publish").await;
@@ -871,6 +881,7 @@ async fn the_console_publishes_and_moves_the_test_clock() {
     assert_eq!(got[0].key(), Some("job-7"));
     assert_eq!(got[0].property("tries"), Some("3"));
     assert_eq!(got[0].property("owner"), Some("ops, infra"));
+    assert_eq!(got[0].property("__proto__"), Some("x"));
     consumer.ack([&got[0].receipt_handle]).await.expect("ack");
 
     // A message due in an hour becomes ready when the console moves the test clock.
