@@ -975,7 +975,10 @@ pub async fn checker_with_config<R: Runtime + Default>(broker: &TestBroker) {
     // Polls that fail (here: a wrong secret, 403) are counted in the report: a checker
     // that can check nothing says so (fresh-eyes finding: its report was all zeros).
     let refused = client_builder::<R>(&broker.endpoint())
-        .credentials(mq_client::Credentials::new(crate::TEST_AK, "not-the-secret"))
+        .credentials(mq_client::Credentials::new(
+            crate::TEST_AK,
+            "not-the-secret",
+        ))
         .build()
         .expect("client");
     let checker = refused

@@ -275,13 +275,24 @@ async fn publish(
 /// The message a [`PublishRequest`] describes, `now_ms` being the broker's clock.
 fn message(r: PublishRequest, now_ms: u64) -> Result<TopicMessage, String> {
     let mut m = TopicMessage::new(r.body).map_err(|e| e.to_string())?;
-    if let Some(tag) = r.tag.filter(|t| !t.is_empty()) {
+    // An empty one is refused, as on the protocol's paths (an empty `__SHARDINGKEY` is
+    // 400 there), not taken for none: leave the field out for none.
+    for (field, value) in [
+        ("tag", &r.tag),
+        ("key", &r.key),
+        ("sharding_key", &r.sharding_key),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err(format!("{field} is empty: leave it out for none"));
+        }
+    }
+    if let Some(tag) = r.tag {
         m = m.with_tag(Tag::new(&tag).map_err(|e| format!("tag {tag:?}: {e}"))?);
     }
-    if let Some(key) = r.key.filter(|k| !k.is_empty()) {
+    if let Some(key) = r.key {
         m = m.with_key(key).map_err(|e| format!("key: {e}"))?;
     }
-    if let Some(key) = r.sharding_key.filter(|k| !k.is_empty()) {
+    if let Some(key) = r.sharding_key {
         m = m
             .with_sharding_key(key)
             .map_err(|e| format!("sharding_key: {e}"))?;
@@ -345,6 +356,12 @@ mod tests {
         for (bad, says) in [
             (json!({"body": ""}), "empty"),
             (json!({"body": "x", "tag": "a||b"}), "tag"),
+            (json!({"body": "x", "tag": ""}), "tag is empty"),
+            (json!({"body": "x", "key": ""}), "key is empty"),
+            (
+                json!({"body": "x", "sharding_key": ""}),
+                "sharding_key is empty",
+            ),
             (
                 json!({"body": "x", "delay_ms": 1, "deliver_at_ms": 2}),
                 "not both",
