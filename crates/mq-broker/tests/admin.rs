@@ -193,6 +193,16 @@ async fn bearer_token_and_admin_off() {
     .await;
     assert!(wrong.starts_with("HTTP/1.1 403"), "{wrong}");
     assert!(wrong.contains("InvalidAdminToken"), "{wrong}");
+    // Two `Authorization` headers are refused in either order (the first one counted: the
+    // right token first let a call through, the wrong one first refused it).
+    for twice in [
+        format!("Bearer {token}\r\nauthorization: Bearer not-the-token"),
+        format!("Bearer not-the-token\r\nauthorization: Bearer {token}"),
+    ] {
+        let answer = raw_get(broker.local_addr(), Some(&twice)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("InvalidAuthorizationHeader"), "{answer}");
+    }
     assert!(
         !wrong.contains(token),
         "the answer must not reveal the token"

@@ -164,9 +164,9 @@ pub struct ParsedRequest {
 /// Checks a request's `Authorization` and `Date` headers (PROTOCOL §2.5) and returns the
 /// AccessKey id.
 ///
-/// In order: `Authorization` missing → `MissingAuthorizationHeader`; not `MQ id:signature` →
-/// `InvalidAuthorizationHeader`; `Date` missing → `MissingDateHeader`; unparsable →
-/// `InvalidDateHeader`; more than 15 minutes away from `now` → `TimeExpired` (408);
+/// In order: `Authorization` missing → `MissingAuthorizationHeader`; repeated or not
+/// `MQ id:signature` → `InvalidAuthorizationHeader`; `Date` missing → `MissingDateHeader`;
+/// repeated or unparsable → `InvalidDateHeader`; more than 15 minutes away from `now` → `TimeExpired` (408);
 /// `secret_for(id)` is `None` → `InvalidAccessKeyId`; signature mismatch (compared in constant
 /// time over the string to sign rebuilt from `method`, `headers` and the raw `target`) →
 /// `SignatureDoesNotMatch`.
@@ -240,14 +240,12 @@ fn check_signature<'h, C: AsRef<sign::SigningKey>>(
     now: SystemTime,
     credential_for: impl FnOnce(&str) -> Option<C>,
 ) -> Result<(&'h str, C), RequestError> {
-    let auth = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| RequestError::from_code(ErrorCode::MissingAuthorizationHeader))?;
+    let auth = authorization_header(headers)?;
     let (id, provided) = parse_authorization(auth)
         .ok_or_else(|| RequestError::from_code(ErrorCode::InvalidAuthorizationHeader))?;
 
-    let date = headers
-        .get(http::header::DATE)
+    let date = single(headers, http::header::DATE)
+        .map_err(|()| RequestError::from_code(ErrorCode::InvalidDateHeader))?
         .ok_or_else(|| RequestError::from_code(ErrorCode::MissingDateHeader))?;
     let date = date
         .to_str()
@@ -265,6 +263,27 @@ fn check_signature<'h, C: AsRef<sign::SigningKey>>(
         return Err(RequestError::from_code(ErrorCode::SignatureDoesNotMatch));
     }
     Ok((id, credential))
+}
+
+/// The request's one `Authorization` header (the signature's, or an admin bearer token).
+///
+/// # Errors
+///
+/// `MissingAuthorizationHeader` without one; `InvalidAuthorizationHeader` with more than
+/// one (which one counts would be the server's guess: the first one used to).
+pub fn authorization_header(headers: &HeaderMap) -> Result<&HeaderValue, RequestError> {
+    single(headers, http::header::AUTHORIZATION)
+        .map_err(|()| RequestError::from_code(ErrorCode::InvalidAuthorizationHeader))?
+        .ok_or_else(|| RequestError::from_code(ErrorCode::MissingAuthorizationHeader))
+}
+
+/// The header `name` if it is given at most once; `Err` when it is repeated.
+fn single(headers: &HeaderMap, name: http::header::HeaderName) -> Result<Option<&HeaderValue>, ()> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        _ => Err(()),
+    }
 }
 
 /// Splits `MQ {id}:{signature}` (`^MQ ([^:]+):(.+)$` after trimming spaces and tabs).

@@ -274,6 +274,19 @@ fn authenticate_rejects_tampered_captures() {
         h.insert("date", HeaderValue::from_static("22/11/2026"));
         let err = server::authenticate(&c.method, &c.target, &h, c.date, secret_for).expect_err("");
         assert_eq!(err.code, ErrorCode::InvalidDateHeader, "{f}");
+        // A repeated `Authorization` or `Date` is refused, whichever copy is right.
+        for name in ["authorization", "date"] {
+            let mut h = c.headers.clone();
+            let value = h.get(name).expect("signed header").clone();
+            h.append(name, value);
+            let err =
+                server::authenticate(&c.method, &c.target, &h, c.date, secret_for).expect_err("");
+            let expected = match name {
+                "authorization" => ErrorCode::InvalidAuthorizationHeader,
+                _ => ErrorCode::InvalidDateHeader,
+            };
+            assert_eq!(err.code, expected, "{f}: {name} twice");
+        }
     }
 }
 

@@ -217,9 +217,8 @@ pub(super) fn authorize(
         ));
     };
     let headers = super::console::with_signed_date(headers);
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .map(http::HeaderValue::as_bytes)
+    let bearer = mq_proto::server::authorization_header(&headers)?;
+    let bearer = Some(bearer.as_bytes())
         .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
         .map(|v| &v[7..]);
     if let Some(given) = bearer {
