@@ -407,9 +407,21 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
             .push(parse_topic(t).map_err(|e| format!("topic {t:?}: {e}"))?);
     }
     for g in file.groups.iter().chain(&args.groups) {
-        config
+        let declaration: GroupDeclaration = g.parse().map_err(|e| format!("group {g:?}: {e}"))?;
+        // A second declaration replaced the first one's settings without a word.
+        if config
             .groups
-            .push(g.parse().map_err(|e| format!("group {g:?}: {e}"))?);
+            .iter()
+            .any(|d| d.group == declaration.group && d.instance == declaration.instance)
+        {
+            return Err(format!(
+                "group {g:?}: {} is declared more than once (--group and the config file's \
+                 groups count together); declare it once with all its topics \
+                 ({},topic=A,topic=B,...)",
+                declaration.group, declaration.group
+            ));
+        }
+        config.groups.push(declaration);
     }
     let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
         flag.or(file).map_or(default, |s| s.saturating_mul(1000))
@@ -1086,6 +1098,21 @@ mod tests {
             [("GID_file", Some(7_000)), ("GID_flag", None)],
             "file groups first, then flags"
         );
+        let twice = load_config(&BrokerArgs {
+            groups: vec![
+                "GID_z,topic=a,max_deliveries=5".into(),
+                "GID_z,topic=b,max_deliveries=9".into(),
+            ],
+            ..Default::default()
+        })
+        .expect_err("a group declared twice");
+        assert!(twice.contains("declared more than once"), "{twice}");
+        // The same id in another instance is another group.
+        load_config(&BrokerArgs {
+            groups: vec!["GID_z,topic=a".into(), "MQ_INST_x/GID_z,topic=a".into()],
+            ..Default::default()
+        })
+        .expect("one group per instance");
         for bad in [
             "GID_x,topic=",
             "GID_x,max_deliveries=0",
