@@ -50,8 +50,8 @@ pub struct BrokerArgs {
     /// unknown topics answer TopicNotExist; with none, topics are created on first use.
     #[arg(long = "topic", value_name = "[INSTANCE/]NAME")]
     pub topics: Vec<String>,
-    /// Consumer group created at start (repeatable, once per group: all its topics in one), with the topics it keeps messages of
-    /// from then on and its own settings:
+    /// Consumer group created at start (repeatable; once per group, all its topics in one),
+    /// with the topics it keeps messages of from then on and its own settings:
     /// `[INSTANCE/]GROUP[,topic=T]...[,invisibility_secs=N][,max_deliveries=N]`.
     #[arg(long = "group", value_name = "[INSTANCE/]GROUP[,topic=T][,...]")]
     pub groups: Vec<String>,
