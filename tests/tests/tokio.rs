@@ -134,3 +134,74 @@ fn ack_takes_any_iterator_in_a_spawned_task_and_a_repeated_handle_once() {
             .expect("a repeated handle is acked once");
     });
 }
+
+/// Fresh-eyes finding: a half message offered again while its decision still ran (its
+/// check interval passed) was decided again at once, several decisions of one transaction
+/// running side by side. The running decision now settles it, with the newest handle.
+#[test]
+fn a_half_message_offered_again_during_its_decision_is_decided_once() {
+    use mq_tests::scenarios::{batch, group, topic, wait};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+    let mut config = mq_broker::ServerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        credentials: vec![mq_broker::Credential::new(
+            mq_tests::TEST_AK,
+            mq_tests::TEST_SK,
+        )],
+        test_clock: true,
+        ..Default::default()
+    };
+    config.core.half_check_interval_ms = 500;
+    let broker = mq_tests::TestBroker::start_with(config);
+    block_on(async move {
+        let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
+        let (t, g) = (topic("slow_decision"), group("GID_slow_decision"));
+        let consumer = client.consumer(t.clone(), group("GID_slow_reader"));
+        assert!(
+            consumer
+                .receive(batch(1), wait(0))
+                .await
+                .expect("receive")
+                .is_empty()
+        );
+        let producer = client.transaction_producer(t, g);
+        let half = mq_tokio::TopicMessage::new("slow")
+            .expect("message")
+            .with_trans_check_immunity(mq_tokio::TransCheckImmunity::new(10).expect("immunity"));
+        producer.publish(&half).await.expect("publish half");
+        let decisions = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&decisions);
+        let checker = producer.spawn_checker(move |_m| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                // Several check intervals (0.5 s) long.
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+                mq_tokio::Decision::Commit
+            }
+        });
+        let (status, _) = broker.admin("POST", "/admin/clock?advance_ms=11000");
+        assert_eq!(status, 200);
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.extend(consumer.receive(batch(16), wait(1)).await.expect("receive"));
+            if !got.is_empty() {
+                break;
+            }
+        }
+        let report = checker.shutdown().await.expect("the checker stops");
+        assert_eq!(got.len(), 1, "the committed message arrives: {report:?}");
+        assert_eq!(decisions.load(Ordering::SeqCst), 1, "{report:?}");
+        assert_eq!(
+            (
+                report.checked,
+                report.committed,
+                report.failed,
+                report.unknown
+            ),
+            (1, 1, 0, 0),
+            "{report:?}"
+        );
+    });
+}

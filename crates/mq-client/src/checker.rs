@@ -8,10 +8,11 @@ use crate::transaction::TransactionProducer;
 use futures::FutureExt as _;
 use futures::channel::mpsc;
 use mq_proto::machine::{CheckerConfig, ConsumerMachine, Decision};
-use mq_proto::{AckKind, Message, PoisonMessage, ReceiptHandle, TagFilter};
+use mq_proto::{AckKind, Message, MessageId, PoisonMessage, ReceiptHandle, TagFilter};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What a checker run did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,6 +41,12 @@ struct CheckerHandler<F> {
     report: CheckerReport,
     /// A poll refused before sending (it would be every time): the checker's error.
     fatal: Option<Error>,
+    /// The half messages whose decision is running, each with its latest handle: a message
+    /// offered again meanwhile (its check interval passed) is not decided a second time at
+    /// once; the running decision settles it with the newest handle.
+    deciding: Arc<Mutex<HashMap<MessageId, ReceiptHandle>>>,
+    /// Handles given back because a newer one of the same message came: no `Unknown`.
+    superseded: HashSet<ReceiptHandle>,
 }
 
 impl<F, Fut> Handler for CheckerHandler<F>
@@ -50,11 +57,21 @@ where
     fn message(
         &mut self,
         message: Message,
-        _: &mpsc::UnboundedSender<Command>,
+        commands: &mpsc::UnboundedSender<Command>,
     ) -> Option<BoxFuture<Command>> {
-        self.report.checked += 1;
         let handle = message.receipt_handle.clone();
         let id = message.message_id.clone();
+        {
+            let mut deciding = self.deciding.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(older) = deciding.insert(id.clone(), handle.clone()) {
+                // Offered again while its decision runs: that decision will use this handle.
+                self.superseded.insert(older.clone());
+                let _ = commands.unbounded_send(Command::Release(older));
+                return None;
+            }
+        }
+        self.report.checked += 1;
+        let deciding = Arc::clone(&self.deciding);
         // A panic in `decide` (when called or while its future runs) is this message's
         // `Unknown`, as a handler's panic leaves its message for redelivery: the checker
         // goes on with the other half messages and checks this one again later.
@@ -71,6 +88,12 @@ where
                 );
                 Decision::Unknown
             });
+            // The newest handle of the message (it may have been offered again meanwhile).
+            let handle = deciding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id)
+                .unwrap_or(handle);
             match decision.ack_kind() {
                 Some(kind) => Command::Settle {
                     handle,
@@ -103,8 +126,10 @@ where
         }
     }
 
-    fn released(&mut self, _: &ReceiptHandle) {
-        self.report.unknown += 1;
+    fn released(&mut self, handle: &ReceiptHandle) {
+        if !self.superseded.remove(handle) {
+            self.report.unknown += 1;
+        }
     }
 
     fn poll_failed(&mut self, error: Error) {
@@ -143,6 +168,8 @@ where
         decide,
         report: CheckerReport::default(),
         fatal: None,
+        deciding: Arc::default(),
+        superseded: HashSet::new(),
     };
     let (commands_tx, commands) = mpsc::unbounded();
     let driver = Driver::new(machine, target, handler, commands_tx);
