@@ -1,6 +1,8 @@
 //! Where the journal lives: the [`LogEngine`] trait and the engine the broker ships,
-//! [`FjallEngine`] (fjall, an embedded log-structured merge tree: every commit is one
-//! sequential append to its journal, then fdatasync). The benchmark
+//! [`FjallEngine`] (fjall 3, an embedded log-structured merge tree: every commit is one
+//! sequential append to its journal, then fdatasync). A data directory written by an earlier
+//! build (fjall 2, whose format fjall 3 does not open) is migrated at its first open (see
+//! [`FjallEngine::open`]). The benchmark
 //! `benches/storage_engines.rs` implements the trait for redb as well and compares the two
 //! (ARCHITECTURE.md, "Durability").
 
@@ -9,7 +11,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 /// The journal's storage failed or holds something this broker cannot read.
 ///
@@ -128,36 +130,36 @@ pub trait LogEngine: Send + 'static {
 }
 
 /// Snapshot chunk size (keeps values moderate in the memtable and the journal).
-const CHUNK: usize = 1 << 20;
-/// Records per journal segment (one partition each).
-const SEGMENT: u64 = 65_536;
-/// Key of the current snapshot's [`Meta`] in the `meta` partition.
-const SNAPSHOT_KEY: &str = "snapshot";
+pub(super) const CHUNK: usize = 1 << 20;
+/// Records per journal segment (one keyspace each).
+pub(super) const SEGMENT: u64 = 65_536;
+/// Key of the current snapshot's [`Meta`] in the `meta` keyspace.
+pub(super) const SNAPSHOT_KEY: &str = "snapshot";
 
-/// The partition of journal segment `n` (records `n * SEGMENT ..= (n + 1) * SEGMENT - 1`).
-fn segment_name(n: u64) -> String {
+/// The keyspace of journal segment `n` (records `n * SEGMENT ..= (n + 1) * SEGMENT - 1`).
+pub(super) fn segment_name(n: u64) -> String {
     format!("log_{n:016x}")
 }
 
-/// The partition holding snapshot number `generation`.
-fn snapshot_name(generation: u64) -> String {
+/// The keyspace holding snapshot number `generation`.
+pub(super) fn snapshot_name(generation: u64) -> String {
     format!("snapshot_{generation:016x}")
 }
 
 /// Where the current snapshot is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Meta {
-    /// Number of the snapshot (names its partition; each install takes the next one).
-    generation: u64,
+pub(super) struct Meta {
+    /// Number of the snapshot (names its keyspace; each install takes the next one).
+    pub(super) generation: u64,
     /// The last record it covers.
-    upto: u64,
+    pub(super) upto: u64,
     /// Chunks and bytes.
-    chunks: u64,
-    len: u64,
+    pub(super) chunks: u64,
+    pub(super) len: u64,
 }
 
 impl Meta {
-    fn encode(&self) -> [u8; 32] {
+    pub(super) fn encode(&self) -> [u8; 32] {
         let mut out = [0; 32];
         for (slot, v) in
             out.chunks_exact_mut(8)
@@ -168,7 +170,7 @@ impl Meta {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() != 32 {
             return None;
         }
@@ -184,40 +186,55 @@ impl Meta {
     }
 }
 
-fn parse_name(name: &str, prefix: &str) -> Option<u64> {
+pub(super) fn parse_name(name: &str, prefix: &str) -> Option<u64> {
     u64::from_str_radix(name.strip_prefix(prefix)?, 16).ok()
 }
 
-fn engine(e: impl std::fmt::Display) -> StorageError {
+pub(super) fn engine(e: impl std::fmt::Display) -> StorageError {
     StorageError::Engine(e.to_string())
 }
 
-fn index_of(key: &[u8]) -> Result<u64, StorageError> {
+pub(super) fn index_of(key: &[u8]) -> Result<u64, StorageError> {
     <[u8; 8]>::try_from(key)
         .map(u64::from_be_bytes)
         .map_err(|_| StorageError::Corrupt(format!("journal key of {} bytes", key.len())))
 }
 
-/// The shipped engine: a fjall keyspace in the data directory. Every commit is one batch
+/// Subdirectory of the data directory holding the fjall 3 database.
+const DATABASE_DIR: &str = "fjall3";
+/// Where a migration from fjall 2 builds the fjall 3 database before it is complete
+/// (renamed to [`DATABASE_DIR`] once durable; removed by the next open if left over).
+const MIGRATING_DIR: &str = "fjall3.migrating";
+/// Where builds with fjall 2 kept their database (format V2).
+const V2_DIR: &str = "fjall";
+/// Where a migrated fjall 2 database is set aside (a number is added if taken).
+const V2_MIGRATED_DIR: &str = "fjall.v2-migrated";
+/// Most record bytes per commit while migrating.
+const MIGRATION_BATCH_BYTES: usize = 16 << 20;
+
+/// The shipped engine: a fjall 3 database in `DIR/fjall3`. Every commit is one batch
 /// appended to fjall's journal and made durable with fdatasync (`PersistMode::SyncData`);
-/// fjall replays its journal after a crash.
+/// fjall replays its journal after a crash. A journal write or sync that fails (a full
+/// disk) fails the commit and poisons the database: nothing more is written until it is
+/// opened again (fjall 2 ignored a failed journal write and answered the commit as durable,
+/// leaving a torn batch that ended its recovery: fjall-rs/fjall#304, #308).
 ///
-/// The journal is split into segments of 65,536 records, one partition each, and each
-/// snapshot is a partition of its own: once a snapshot is durable, the partitions it covers
+/// The journal is split into segments of 65,536 records, one keyspace each, and each
+/// snapshot is a keyspace of its own: once a snapshot is durable, the keyspaces it covers
 /// are dropped whole (no tombstone per record). Records of a segment only partly covered
 /// stay until a later snapshot covers the whole segment; [`LogEngine::read_records`] skips
-/// them. A crash between the two steps leaves covered partitions behind, which the next
+/// them. A crash between the two steps leaves covered keyspaces behind, which the next
 /// [`open`](Self::open) drops.
 ///
-/// fjall does not guard a directory against a second process, so the engine holds an
-/// exclusive lock on `DIR/LOCK` while open: a second broker on the same directory is
-/// refused.
+/// The engine holds an exclusive lock on `DIR/LOCK` while open: a second broker on the same
+/// directory is refused.
 pub struct FjallEngine {
-    keyspace: Keyspace,
-    meta: PartitionHandle,
-    segments: BTreeMap<u64, PartitionHandle>,
-    /// Held (locked) for as long as the engine is open; dropped last.
-    _lock: File,
+    db: Database,
+    meta: Keyspace,
+    segments: BTreeMap<u64, Keyspace>,
+    /// Held (locked) for as long as the engine is open; dropped last. `None` for the
+    /// database a migration builds (its data directory's lock is held by the caller).
+    _lock: Option<File>,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -228,6 +245,11 @@ impl std::fmt::Debug for FjallEngine {
     }
 }
 
+/// `dir` made durable: its entries (a rename, a new subdirectory) survive a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 impl FjallEngine {
     /// Name of the lock file inside the data directory.
     pub const LOCK_FILE: &'static str = "LOCK";
@@ -235,10 +257,18 @@ impl FjallEngine {
     /// Opens (or creates) the engine in `dir`, creating the directory if needed, and drops
     /// what an interrupted snapshot left behind. Fails if another engine has it open.
     ///
+    /// A directory written by an earlier build (a fjall 2 database in `DIR/fjall`) is
+    /// migrated first: its snapshot and records are copied into a new fjall 3 database
+    /// (built in `DIR/fjall3.migrating`, made durable, then renamed to `DIR/fjall3`), and
+    /// only then is the old database renamed to `DIR/fjall.v2-migrated` (logged as a
+    /// warning: it may be deleted). A crash at any point leaves either the old database
+    /// alone, which the next open migrates again, or the complete new one.
+    ///
     /// # Errors
     ///
-    /// [`StorageError::Engine`] when the directory cannot be created or opened, or another
-    /// engine holds its lock.
+    /// [`StorageError::Engine`] when the directory cannot be created or opened, another
+    /// engine holds its lock, or a fjall 2 database in it cannot be migrated (it is then
+    /// left as it was); [`StorageError::Corrupt`] for a fjall 2 database that cannot be read.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let context = |e: &dyn std::fmt::Display| {
             StorageError::Engine(format!("data directory {}: {e}", dir.display()))
@@ -252,28 +282,35 @@ impl FjallEngine {
             .map_err(|e| context(&e))?;
         fs4::FileExt::try_lock(&lock)
             .map_err(|e| context(&format!("in use by another broker? ({e})")))?;
-        let keyspace = fjall::Config::new(dir.join("fjall"))
-            .open()
-            .map_err(|e| context(&e))?;
-        let meta = keyspace
-            .open_partition("meta", PartitionCreateOptions::default())
+        Self::migrate_v2(dir)?;
+        Self::open_database(&dir.join(DATABASE_DIR), Some(lock))
+    }
+
+    /// Opens the fjall 3 database at `path`, drops what an interrupted snapshot left.
+    fn open_database(path: &Path, lock: Option<File>) -> Result<Self, StorageError> {
+        let context = |e: &dyn std::fmt::Display| {
+            StorageError::Engine(format!("database {}: {e}", path.display()))
+        };
+        let db = Database::builder(path).open().map_err(|e| context(&e))?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(engine)?;
         let mut this = Self {
-            keyspace,
+            db,
             meta,
             segments: BTreeMap::new(),
             _lock: lock,
         };
         let current = this.snapshot_meta()?;
-        for name in this.keyspace.list_partitions() {
+        for name in this.db.list_keyspace_names() {
             if let Some(n) = parse_name(&name, "log_") {
-                let handle = this.partition(&name)?;
+                let handle = this.keyspace(&name)?;
                 this.segments.insert(n, handle);
             } else if let Some(generation) = parse_name(&name, "snapshot_")
                 && Some(generation) != current.map(|m| m.generation)
             {
-                let handle = this.partition(&name)?;
-                this.keyspace.delete_partition(handle).map_err(engine)?;
+                let handle = this.keyspace(&name)?;
+                this.db.delete_keyspace(handle).map_err(engine)?;
             }
         }
         if let Some(meta) = current {
@@ -282,9 +319,113 @@ impl FjallEngine {
         Ok(this)
     }
 
-    fn partition(&self, name: &str) -> Result<PartitionHandle, StorageError> {
-        self.keyspace
-            .open_partition(name, PartitionCreateOptions::default())
+    /// Migrates the fjall 2 database of an earlier build (`DIR/fjall`), if there is one,
+    /// into `DIR/fjall3` (see [`open`](Self::open)). The caller holds the directory's lock.
+    fn migrate_v2(dir: &Path) -> Result<(), StorageError> {
+        let old = dir.join(V2_DIR);
+        let io = |what: &str, e: std::io::Error| {
+            StorageError::Engine(format!(
+                "migrating the fjall 2 database {} to fjall 3: {what}: {e}",
+                old.display()
+            ))
+        };
+        if !old.try_exists().map_err(|e| io("cannot look for it", e))? {
+            return Ok(());
+        }
+        let new = dir.join(DATABASE_DIR);
+        if new
+            .try_exists()
+            .map_err(|e| io("cannot look for fjall3", e))?
+        {
+            // A complete fjall 3 database is there (made before the old one was set aside;
+            // renamed into place only once durable): the copy was done, only the renaming
+            // aside of the old database is left.
+            tracing::warn!(
+                dir = %dir.display(),
+                "both a fjall 2 and a fjall 3 database in the data directory; the fjall 3 one is used"
+            );
+        } else {
+            let building = dir.join(MIGRATING_DIR);
+            if building
+                .try_exists()
+                .map_err(|e| io("cannot look for an interrupted migration", e))?
+            {
+                std::fs::remove_dir_all(&building)
+                    .map_err(|e| io("cannot remove an interrupted migration", e))?;
+            }
+            let copied = Self::copy_v2(&old, &building).map_err(|e| match e {
+                StorageError::Engine(m) => StorageError::Engine(format!(
+                    "migrating the fjall 2 database {} to fjall 3: {m}",
+                    old.display()
+                )),
+                other => other,
+            })?;
+            sync_dir(dir).map_err(|e| io("cannot sync the data directory", e))?;
+            std::fs::rename(&building, &new)
+                .map_err(|e| io("cannot rename the new database", e))?;
+            sync_dir(dir).map_err(|e| io("cannot sync the data directory", e))?;
+            tracing::info!(
+                dir = %dir.display(),
+                records = copied.0,
+                snapshot_bytes = copied.1,
+                "migrated the data directory's fjall 2 database to fjall 3"
+            );
+        }
+        let mut aside = dir.join(V2_MIGRATED_DIR);
+        let mut n = 1u32;
+        while aside
+            .try_exists()
+            .map_err(|e| io("cannot look for a name to set it aside", e))?
+        {
+            aside = dir.join(format!("{V2_MIGRATED_DIR}.{n}"));
+            n += 1;
+        }
+        std::fs::rename(&old, &aside).map_err(|e| io("cannot set it aside", e))?;
+        sync_dir(dir).map_err(|e| io("cannot sync the data directory", e))?;
+        tracing::warn!(
+            old = %aside.display(),
+            "the data directory's fjall 2 database was migrated to fjall 3 and set aside; it is no longer used and may be deleted"
+        );
+        Ok(())
+    }
+
+    /// Copies the snapshot and the records after it from the fjall 2 database `old` into
+    /// a new fjall 3 database at `new`, durably; answers the records and snapshot bytes
+    /// copied.
+    fn copy_v2(old: &Path, new: &Path) -> Result<(u64, u64), StorageError> {
+        let reader = super::fjall_v2::Reader::open(old)?;
+        let mut target = Self::open_database(new, None)?;
+        let mut after = 0;
+        let mut snapshot_bytes = 0;
+        if let Some((upto, bytes)) = reader.load_snapshot()? {
+            target.install_snapshot(upto, &bytes)?;
+            after = upto;
+            snapshot_bytes = bytes.len() as u64;
+        }
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut pending_bytes = 0;
+        let mut records = 0u64;
+        reader.read_records(after, &mut |index, bytes| {
+            pending.push((index, bytes.to_vec()));
+            pending_bytes += bytes.len();
+            records += 1;
+            if pending_bytes >= MIGRATION_BATCH_BYTES {
+                target.append(&pending)?;
+                pending.clear();
+                pending_bytes = 0;
+            }
+            Ok(())
+        })?;
+        if !pending.is_empty() {
+            target.append(&pending)?;
+        }
+        target.db.persist(PersistMode::SyncAll).map_err(engine)?;
+        Ok((records, snapshot_bytes))
+    }
+
+    fn keyspace(&self, name: &str) -> Result<Keyspace, StorageError> {
+        self.db
+            .keyspace(name, KeyspaceCreateOptions::default)
             .map_err(engine)
     }
 
@@ -307,7 +448,7 @@ impl FjallEngine {
             .collect();
         for n in covered {
             if let Some(handle) = self.segments.remove(&n) {
-                self.keyspace.delete_partition(handle).map_err(engine)?;
+                self.db.delete_keyspace(handle).map_err(engine)?;
             }
         }
         Ok(())
@@ -316,16 +457,13 @@ impl FjallEngine {
 
 impl LogEngine for FjallEngine {
     fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
-        let mut batch = self
-            .keyspace
-            .batch()
-            .durability(Some(PersistMode::SyncData));
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         for (index, bytes) in records {
             let n = index / SEGMENT;
             let segment = match self.segments.get(&n) {
                 Some(handle) => handle.clone(),
                 None => {
-                    let handle = self.partition(&segment_name(n))?;
+                    let handle = self.keyspace(&segment_name(n))?;
                     self.segments.insert(n, handle.clone());
                     handle
                 }
@@ -338,14 +476,11 @@ impl LogEngine for FjallEngine {
     fn install_snapshot(&mut self, upto: u64, snapshot: &[u8]) -> Result<(), StorageError> {
         let old = self.snapshot_meta()?;
         let generation = old.map_or(0, |m| m.generation.wrapping_add(1));
-        let partition = self.partition(&snapshot_name(generation))?;
-        let mut batch = self
-            .keyspace
-            .batch()
-            .durability(Some(PersistMode::SyncData));
+        let keyspace = self.keyspace(&snapshot_name(generation))?;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         let mut chunks = 0u64;
         for chunk in snapshot.chunks(CHUNK) {
-            batch.insert(&partition, chunks.to_be_bytes(), chunk);
+            batch.insert(&keyspace, chunks.to_be_bytes(), chunk);
             chunks += 1;
         }
         let meta = Meta {
@@ -359,8 +494,8 @@ impl LogEngine for FjallEngine {
         // unnecessary is dropped afterwards (or by the next `open` after a crash).
         batch.commit().map_err(engine)?;
         if let Some(old) = old {
-            let handle = self.partition(&snapshot_name(old.generation))?;
-            self.keyspace.delete_partition(handle).map_err(engine)?;
+            let handle = self.keyspace(&snapshot_name(old.generation))?;
+            self.db.delete_keyspace(handle).map_err(engine)?;
         }
         self.drop_covered(upto)
     }
@@ -369,28 +504,9 @@ impl LogEngine for FjallEngine {
         let Some(meta) = self.snapshot_meta()? else {
             return Ok(None);
         };
-        let partition = self.partition(&snapshot_name(meta.generation))?;
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
-        let mut expected = 0u64;
-        for kv in partition.iter() {
-            let (key, chunk) = kv.map_err(engine)?;
-            if index_of(&key)? != expected {
-                return Err(StorageError::Corrupt(format!(
-                    "snapshot chunk {expected} is missing"
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-            expected += 1;
-        }
-        if expected != meta.chunks || bytes.len() as u64 != meta.len {
-            return Err(StorageError::Corrupt(format!(
-                "snapshot has {expected} chunks and {} bytes, expected {} and {}",
-                bytes.len(),
-                meta.chunks,
-                meta.len
-            )));
-        }
-        Ok(Some((meta.upto, bytes)))
+        let keyspace = self.keyspace(&snapshot_name(meta.generation))?;
+        let chunks = keyspace.iter().map(|kv| kv.into_inner().map_err(engine));
+        assemble_snapshot(meta, chunks).map(Some)
     }
 
     fn read_records(&self, after: u64, visit: &mut RecordVisitor<'_>) -> Result<(), StorageError> {
@@ -399,12 +515,40 @@ impl LogEngine for FjallEngine {
         };
         for segment in self.segments.range(start / SEGMENT..).map(|(_, h)| h) {
             for kv in segment.range(start.to_be_bytes()..) {
-                let (key, value) = kv.map_err(engine)?;
+                let (key, value) = kv.into_inner().map_err(engine)?;
                 visit(index_of(&key)?, &value)?;
             }
         }
         Ok(())
     }
+}
+
+/// The snapshot `meta` describes, from its chunks in key order; checks that none is missing.
+pub(super) fn assemble_snapshot<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    meta: Meta,
+    chunks: impl Iterator<Item = Result<(K, V), StorageError>>,
+) -> Result<(u64, Vec<u8>), StorageError> {
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
+    let mut expected = 0u64;
+    for kv in chunks {
+        let (key, chunk) = kv?;
+        if index_of(key.as_ref())? != expected {
+            return Err(StorageError::Corrupt(format!(
+                "snapshot chunk {expected} is missing"
+            )));
+        }
+        bytes.extend_from_slice(chunk.as_ref());
+        expected += 1;
+    }
+    if expected != meta.chunks || bytes.len() as u64 != meta.len {
+        return Err(StorageError::Corrupt(format!(
+            "snapshot has {expected} chunks and {} bytes, expected {} and {}",
+            bytes.len(),
+            meta.chunks,
+            meta.len
+        )));
+    }
+    Ok((meta.upto, bytes))
 }
 
 #[cfg(test)]
@@ -425,8 +569,8 @@ mod tests {
 
     fn partitions(engine: &FjallEngine, prefix: &str) -> usize {
         engine
-            .keyspace
-            .list_partitions()
+            .db
+            .list_keyspace_names()
             .iter()
             .filter(|n| n.starts_with(prefix))
             .count()

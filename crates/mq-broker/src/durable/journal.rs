@@ -71,6 +71,19 @@ impl Default for CommitMetrics {
     }
 }
 
+/// Whether the journal still makes changes durable, read without the core's lock (by
+/// `GET /ready`). Clones watch the same journal.
+#[derive(Clone, Debug)]
+pub(crate) struct JournalHealth(watch::Receiver<Progress>);
+
+impl JournalHealth {
+    /// Why the journal stopped after a storage failure (nothing is acknowledged from then
+    /// on, until a restart); `None` while it works.
+    pub(crate) fn failure(&self) -> Option<Arc<str>> {
+        self.0.borrow().failed.clone()
+    }
+}
+
 /// The handle on the writer thread.
 pub(crate) struct Writer {
     tx: mpsc::Sender<Item>,
@@ -104,6 +117,11 @@ impl Writer {
             thread: Some(thread),
             metrics,
         })
+    }
+
+    /// Whether the thread still makes changes durable.
+    pub(crate) fn health(&self) -> JournalHealth {
+        JournalHealth(self.progress.clone())
     }
 
     /// The thread's commit counts (shared: they keep counting).

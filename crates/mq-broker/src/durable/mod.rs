@@ -79,6 +79,7 @@
 //! ```
 
 mod engine;
+mod fjall_v2;
 mod journal;
 mod record;
 
@@ -95,7 +96,7 @@ use crate::core::{BrokerCore, Call, CoreConfig, CoreError, Outcome};
 pub use engine::{FjallEngine, LogEngine, RecordVisitor, StorageError};
 pub use journal::SyncPoint;
 
-pub(crate) use journal::CommitMetrics;
+pub(crate) use journal::{CommitMetrics, JournalHealth};
 use journal::{Item, Writer};
 use record::Record;
 
@@ -322,6 +323,20 @@ impl JournaledCore {
     /// The journal's commit counts for `/metrics`; `None` without a journal.
     pub(crate) fn commit_metrics(&self) -> Option<CommitMetrics> {
         self.journal.as_ref().map(|j| j.writer.metrics())
+    }
+
+    /// Whether the journal still makes changes durable, for `GET /ready`; `None` without
+    /// a journal.
+    pub(crate) fn journal_health(&self) -> Option<JournalHealth> {
+        self.journal.as_ref().map(|j| j.writer.health())
+    }
+
+    /// Why the journal stopped, if a storage failure stopped it: from then on nothing is
+    /// made durable and every sync point fails, until the broker is restarted. `None`
+    /// while it works, and without a journal.
+    pub fn journal_failure(&self) -> Option<StorageError> {
+        let failure = self.journal.as_ref()?.writer.health().failure()?;
+        Some(StorageError::Failed(failure))
     }
 
     /// A point reached once every change made so far is durable (at once without a

@@ -227,14 +227,11 @@ async fn status_endpoint(
         (&Method::GET | &Method::HEAD, "/ready") => {
             *operation = "ready";
             // Readiness for a load balancer: 503 while the backend cannot serve (the
-            // gateway's engine does not answer); `/health` says only that this process runs.
-            let (status, text): (_, &'static [u8]) = if shared.backend.ready().await {
-                (StatusCode::OK, b"ready\n")
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    b"not ready: the backend does not answer\n",
-                )
+            // gateway's engine does not answer, the journal stopped after a storage
+            // failure); `/health` says only that this process runs.
+            let (status, text): (_, &'static [u8]) = match shared.backend.ready().await {
+                Ok(()) => (StatusCode::OK, b"ready\n"),
+                Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.as_bytes()),
             };
             plain(
                 status,

@@ -87,13 +87,19 @@ impl Backend {
         }
     }
 
-    /// Whether the backend can serve calls (`GET /ready`): the built-in core always can once
-    /// started; the gateway when its engine answers.
-    pub(super) async fn ready(&self) -> bool {
+    /// Whether the backend can serve calls (`GET /ready`): the built-in core once started,
+    /// unless its journal (`--data-dir`) stopped after a storage failure (a restart is
+    /// needed); the gateway when its engine answers. `Err` says why not (one line).
+    pub(super) async fn ready(&self) -> Result<(), &'static str> {
         match self {
-            Self::Local(_) => true,
+            Self::Local(b) if b.ready() => Ok(()),
+            Self::Local(_) => {
+                Err("not ready: the journal stopped after a storage failure; restart the broker\n")
+            }
             #[cfg(feature = "rocketmq")]
-            Self::RocketMq(g) => g.ready().await,
+            Self::RocketMq(g) if g.ready().await => Ok(()),
+            #[cfg(feature = "rocketmq")]
+            Self::RocketMq(_) => Err("not ready: the backend does not answer\n"),
         }
     }
 

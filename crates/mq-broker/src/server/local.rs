@@ -5,7 +5,7 @@
 use super::backend::Waiting;
 use super::state::{Clock, TopicKey};
 use crate::core::{BrokerCore, Call, CoreError, Outcome, Stats};
-use crate::durable::{CommitMetrics, JournaledCore, StorageError};
+use crate::durable::{CommitMetrics, JournalHealth, JournaledCore, StorageError};
 use mq_proto::ErrorCode;
 use mq_proto::wire::error::RequestError;
 use std::collections::HashMap;
@@ -29,6 +29,8 @@ pub(super) struct LocalBackend {
     clock: Clock,
     /// The journal's commit counts (`--data-dir`), read by `/metrics` without the core lock.
     commit_metrics: Option<CommitMetrics>,
+    /// Whether the journal (`--data-dir`) still works, read by `/ready` without the core lock.
+    journal_health: Option<JournalHealth>,
 }
 
 /// The core, locked. Unlocking (dropping it) first lets go of the lock, then drops the
@@ -85,6 +87,7 @@ impl LocalBackend {
     pub(super) fn new(core: JournaledCore, clock: Clock) -> Self {
         Self {
             commit_metrics: core.commit_metrics(),
+            journal_health: core.journal_health(),
             core: Mutex::new(core),
             topic_watches: Mutex::new(HashMap::new()),
             reschedule: Notify::new(),
@@ -103,6 +106,14 @@ impl LocalBackend {
 
     pub(super) fn stats(&self) -> Stats {
         self.lock_core().stats()
+    }
+
+    /// Whether calls can be served: not once the journal stopped after a storage failure
+    /// (every change would answer 500 until a restart).
+    pub(super) fn ready(&self) -> bool {
+        self.journal_health
+            .as_ref()
+            .is_none_or(|h| h.failure().is_none())
     }
 
     pub(super) fn commit_metrics(&self) -> Option<&CommitMetrics> {
@@ -385,5 +396,84 @@ impl LocalBackend {
         {
             self.reschedule.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::CoreConfig;
+    use crate::durable::{DurableOptions, LogEngine, RecordVisitor};
+    use mq_proto::{TopicMessage, TopicName};
+    use std::sync::atomic::AtomicBool;
+
+    /// An engine whose appends fail once `full` is set (a full disk).
+    struct Filling {
+        full: Arc<AtomicBool>,
+    }
+
+    impl LogEngine for Filling {
+        fn append(&mut self, _: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+            if self.full.load(Ordering::Relaxed) {
+                return Err(StorageError::Engine("No space left on device".into()));
+            }
+            Ok(())
+        }
+
+        fn install_snapshot(&mut self, _: u64, _: &[u8]) -> Result<(), StorageError> {
+            Ok(())
+        }
+
+        fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+            Ok(None)
+        }
+
+        fn read_records(&self, _: u64, _: &mut RecordVisitor<'_>) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    fn publish(body: &str) -> Call {
+        Call::Publish {
+            instance: None,
+            topic: TopicName::new("T").unwrap(),
+            message: TopicMessage::new(body).unwrap(),
+            producer: None,
+        }
+    }
+
+    /// `GET /ready` answers 503 once the journal stopped after a storage failure: every
+    /// change would answer 500 until a restart.
+    #[tokio::test]
+    async fn not_ready_once_the_journal_stopped_after_a_storage_failure() {
+        let full = Arc::new(AtomicBool::new(false));
+        let engine = Filling { full: full.clone() };
+        let core =
+            JournaledCore::open_with(engine, CoreConfig::default(), DurableOptions::default())
+                .unwrap();
+        let backend = LocalBackend::new(core, Clock::new(0, false));
+        backend.apply_and_sync(publish("kept")).await.unwrap();
+        assert!(backend.ready());
+        assert!(backend.lock_core().journal_failure().is_none());
+
+        full.store(true, Ordering::Relaxed);
+        let e = backend.apply_and_sync(publish("lost")).await.unwrap_err();
+        assert!(e.message.contains("storage failure"), "{e:?}");
+        assert!(!backend.ready(), "ready after the journal stopped");
+        assert!(matches!(
+            backend.lock_core().journal_failure(),
+            Some(StorageError::Failed(why)) if why.contains("No space left")
+        ));
+        // Still not ready when the disk has room again: nothing is journaled until a restart.
+        full.store(false, Ordering::Relaxed);
+        assert!(backend.apply_and_sync(publish("after")).await.is_err());
+        assert!(!backend.ready());
+        backend.close().await;
+
+        let in_memory = LocalBackend::new(
+            JournaledCore::in_memory(CoreConfig::default()),
+            Clock::new(0, false),
+        );
+        assert!(in_memory.ready());
     }
 }
