@@ -844,6 +844,26 @@ fn a_data_directory_is_used_by_one_broker_at_a_time() {
     rt.block_on(again.close());
 }
 
+/// Fresh-eyes finding: a damaged data directory was refused with the storage engine's
+/// error alone (`InvalidVersion`, `ChecksumMismatch`); the refusal now says what to do.
+#[test]
+fn a_damaged_data_directory_is_refused_with_what_to_do() {
+    let rt = runtime();
+    let dir = TempDir::new("damaged");
+    let mut core = JournaledCore::open(CoreConfig::default(), Some(dir.path())).unwrap();
+    rt.block_on(core.close());
+    let version = dir.path().join("fjall3").join("version");
+    assert!(version.is_file(), "fjall 3 keeps its format in {}", version.display());
+    std::fs::write(&version, b"garbage").unwrap();
+    let refused = JournaledCore::open(CoreConfig::default(), Some(dir.path()))
+        .expect_err("a damaged database");
+    let text = refused.to_string();
+    assert!(
+        text.contains("restore the data directory from a backup, or move it aside"),
+        "{text}"
+    );
+}
+
 #[test]
 fn retention_and_snapshots_trim_the_journal() {
     let rt = runtime();

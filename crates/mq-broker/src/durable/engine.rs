@@ -18,7 +18,11 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 /// ```
 /// use mq_broker::durable::StorageError;
 /// let e = StorageError::Corrupt("record 7 is missing".into());
-/// assert_eq!(e.to_string(), "corrupt journal: record 7 is missing");
+/// assert_eq!(
+///     e.to_string(),
+///     "corrupt journal: record 7 is missing (restore the data directory from a backup, or \
+///      move it aside to start with an empty one)"
+/// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -27,7 +31,10 @@ pub enum StorageError {
     #[error("storage engine: {0}")]
     Engine(String),
     /// Stored data that does not decode, or a gap in the journal.
-    #[error("corrupt journal: {0}")]
+    #[error(
+        "corrupt journal: {0} (restore the data directory from a backup, or move it aside to \
+         start with an empty one)"
+    )]
     Corrupt(String),
     /// The stored data decodes but holds a name this version refuses: a topic name, group
     /// id or instance id with a character an earlier version took (`%`, refused since
@@ -291,7 +298,13 @@ impl FjallEngine {
         let context = |e: &dyn std::fmt::Display| {
             StorageError::Engine(format!("database {}: {e}", path.display()))
         };
-        let db = Database::builder(path).open().map_err(|e| context(&e))?;
+        // A database that does not open (checksum, version, damaged files) says what to do.
+        let db = Database::builder(path).open().map_err(|e| {
+            context(&format_args!(
+                "{e} (if it is damaged: restore the data directory from a backup, or move it \
+                 aside to start with an empty one)"
+            ))
+        })?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(engine)?;
