@@ -135,14 +135,18 @@ fn ack_takes_any_iterator_in_a_spawned_task_and_a_repeated_handle_once() {
     });
 }
 
-/// Fresh-eyes finding: a half message offered again while its decision still ran (its
+/// Fresh-eyes findings: a half message offered again while its decision still ran (its
 /// check interval passed) was decided again at once, several decisions of one transaction
-/// running side by side. The running decision now settles it, with the newest handle.
+/// running side by side, each settled with a stale handle: a decision longer than the
+/// check interval never took effect. And a decision that ended just as the message was
+/// offered again (a length that is a multiple of the interval) settled with the handle that
+/// offer made stale, then was asked again, and again. Now each message is decided once and
+/// its decision takes effect with the newest handle.
 #[test]
 fn a_half_message_offered_again_during_its_decision_is_decided_once() {
     use mq_tests::scenarios::{batch, group, topic, wait};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
     let mut config = mq_broker::ServerConfig {
         listen: ([127, 0, 0, 1], 0).into(),
@@ -155,6 +159,9 @@ fn a_half_message_offered_again_during_its_decision_is_decided_once() {
     };
     config.core.half_check_interval_ms = 500;
     let broker = mq_tests::TestBroker::start_with(config);
+    // Decisions of 2.5 s (5 intervals: it ends as the message is offered again), 1 s, 1.7 s
+    // and 0.5 s.
+    let lengths_ms = [2_500u64, 1_000, 1_700, 500];
     block_on(async move {
         let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
         let (t, g) = (topic("slow_decision"), group("GID_slow_decision"));
@@ -167,40 +174,53 @@ fn a_half_message_offered_again_during_its_decision_is_decided_once() {
                 .is_empty()
         );
         let producer = client.transaction_producer(t, g);
-        let half = mq_tokio::TopicMessage::new("slow")
-            .expect("message")
-            .with_trans_check_immunity(mq_tokio::TransCheckImmunity::new(10).expect("immunity"));
-        producer.publish(&half).await.expect("publish half");
-        let decisions = Arc::new(AtomicU32::new(0));
+        for length in lengths_ms {
+            let half = mq_tokio::TopicMessage::new(length.to_string())
+                .expect("message")
+                .with_trans_check_immunity(
+                    mq_tokio::TransCheckImmunity::new(10).expect("immunity"),
+                );
+            producer.publish(&half).await.expect("publish half");
+        }
+        let decisions: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let counted = Arc::clone(&decisions);
-        let checker = producer.spawn_checker(move |_m| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async {
-                // Several check intervals (0.5 s) long.
-                tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let checker = producer.spawn_checker(move |m| {
+            *counted
+                .lock()
+                .unwrap()
+                .entry(m.body.to_string())
+                .or_default() += 1;
+            let length = m.body.parse::<u64>().expect("a length");
+            async move {
+                tokio::time::sleep(Duration::from_millis(length)).await;
                 mq_tokio::Decision::Commit
             }
         });
         let (status, _) = broker.admin("POST", "/admin/clock?advance_ms=11000");
         assert_eq!(status, 200);
         let mut got = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..12 {
             got.extend(consumer.receive(batch(16), wait(1)).await.expect("receive"));
-            if !got.is_empty() {
+            if got.len() >= lengths_ms.len() {
                 break;
             }
         }
+        // Nothing more comes (no second commit of one message).
+        got.extend(consumer.receive(batch(16), wait(1)).await.expect("receive"));
         let report = checker.shutdown().await.expect("the checker stops");
-        assert_eq!(got.len(), 1, "the committed message arrives: {report:?}");
-        assert_eq!(decisions.load(Ordering::SeqCst), 1, "{report:?}");
+        let mut bodies: Vec<String> = got.iter().map(|m| m.body.to_string()).collect();
+        bodies.sort();
+        let mut expected: Vec<String> = lengths_ms.iter().map(u64::to_string).collect();
+        expected.sort();
+        assert_eq!(bodies, expected, "each committed message once: {report:?}");
+        let decisions = decisions.lock().unwrap().clone();
+        assert!(
+            decisions.values().all(|&n| n == 1),
+            "{decisions:?} {report:?}"
+        );
         assert_eq!(
-            (
-                report.checked,
-                report.committed,
-                report.failed,
-                report.unknown
-            ),
-            (1, 1, 0, 0),
+            (report.checked, report.committed, report.unknown),
+            (4, 4, 0),
             "{report:?}"
         );
     });

@@ -853,7 +853,11 @@ fn a_damaged_data_directory_is_refused_with_what_to_do() {
     let mut core = JournaledCore::open(CoreConfig::default(), Some(dir.path())).unwrap();
     rt.block_on(core.close());
     let version = dir.path().join("fjall3").join("version");
-    assert!(version.is_file(), "fjall 3 keeps its format in {}", version.display());
+    assert!(
+        version.is_file(),
+        "fjall 3 keeps its format in {}",
+        version.display()
+    );
     std::fs::write(&version, b"garbage").unwrap();
     let refused = JournaledCore::open(CoreConfig::default(), Some(dir.path()))
         .expect_err("a damaged database");

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What a checker run did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,7 +27,10 @@ pub struct CheckerReport {
     pub rolled_back: u64,
     /// `Unknown` answers (the message is checked again later).
     pub unknown: u64,
-    /// Decisions that did not take effect (expired handle, refused, or request failure).
+    /// Settlements that did not take effect (expired handle, refused, or request failure).
+    /// A message offered again after its settlement failed is settled again with the same
+    /// decision, without asking the closure (for up to 10 minutes): one decision may count
+    /// here and then as committed or rolled back.
     pub failed: u64,
     /// Half-message polls that failed (each retried after a backoff): a run with wrong
     /// credentials or an unreachable endpoint checks nothing and says so here (each is
@@ -41,12 +45,39 @@ struct CheckerHandler<F> {
     report: CheckerReport,
     /// A poll refused before sending (it would be every time): the checker's error.
     fatal: Option<Error>,
-    /// The half messages whose decision is running, each with its latest handle: a message
-    /// offered again meanwhile (its check interval passed) is not decided a second time at
-    /// once; the running decision settles it with the newest handle.
-    deciding: Arc<Mutex<HashMap<MessageId, ReceiptHandle>>>,
+    /// The half messages being decided or settled, and those whose settlement failed (for
+    /// a while): a message offered again meanwhile (its check interval passed, which makes
+    /// the handle being settled stale) is not decided again but settled with the decision
+    /// made and its newest handle.
+    in_flight: Arc<Mutex<HashMap<MessageId, InFlight>>>,
     /// Handles given back because a newer one of the same message came: no `Unknown`.
     superseded: HashSet<ReceiptHandle>,
+    /// Where settlements go (the driver's commands; set at the first message).
+    commands: Option<mpsc::UnboundedSender<Command>>,
+}
+
+/// A half message from its first offer to the end of its settlement.
+struct InFlight {
+    /// The newest handle it was offered with.
+    newest: ReceiptHandle,
+    /// The decision, once made.
+    decided: Option<AckKind>,
+    /// The handle a settlement is under way with.
+    settling: Option<ReceiptHandle>,
+    /// When its last settlement failed: kept [`FAILED_DECISION_KEPT`] for an offer again.
+    failed_at: Option<Instant>,
+}
+
+/// How long a decision whose settlement failed is kept for the message's next offer.
+const FAILED_DECISION_KEPT: Duration = Duration::from_secs(600);
+
+impl<F> CheckerHandler<F> {
+    /// Sends a command to the driver (once a message came, which gave the channel).
+    fn send(&self, command: Command) {
+        if let Some(commands) = &self.commands {
+            let _ = commands.unbounded_send(command);
+        }
+    }
 }
 
 impl<F, Fut> Handler for CheckerHandler<F>
@@ -61,17 +92,47 @@ where
     ) -> Option<BoxFuture<Command>> {
         let handle = message.receipt_handle.clone();
         let id = message.message_id.clone();
+        self.commands.get_or_insert_with(|| commands.clone());
         {
-            let mut deciding = self.deciding.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(older) = deciding.insert(id.clone(), handle.clone()) {
-                // Offered again while its decision runs: that decision will use this handle.
-                self.superseded.insert(older.clone());
-                let _ = commands.unbounded_send(Command::Release(older));
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            in_flight.retain(|_, f| {
+                f.failed_at
+                    .is_none_or(|at| at.elapsed() < FAILED_DECISION_KEPT)
+            });
+            if let Some(f) = in_flight.get_mut(&id) {
+                let older = std::mem::replace(&mut f.newest, handle.clone());
+                if f.settling.as_ref() != Some(&older) && f.failed_at.is_none() {
+                    // Offered again while its decision runs: that decision will use the
+                    // newest handle; the older one is given back.
+                    self.superseded.insert(older.clone());
+                    let _ = commands.unbounded_send(Command::Release(older));
+                }
+                if let (Some(kind), None) = (f.decided, &f.settling) {
+                    // Its settlement failed (the handle went stale): the same decision, with
+                    // this handle, without asking again.
+                    f.settling = Some(handle.clone());
+                    f.failed_at = None;
+                    return Some(Box::pin(std::future::ready(Command::Settle {
+                        handle,
+                        kind,
+                        reply: None,
+                    })));
+                }
+                // Decided and being settled, or being decided: that outcome settles it.
                 return None;
             }
+            in_flight.insert(
+                id.clone(),
+                InFlight {
+                    newest: handle.clone(),
+                    decided: None,
+                    settling: None,
+                    failed_at: None,
+                },
+            );
         }
         self.report.checked += 1;
-        let deciding = Arc::clone(&self.deciding);
+        let in_flight = Arc::clone(&self.in_flight);
         // A panic in `decide` (when called or while its future runs) is this message's
         // `Unknown`, as a handler's panic leaves its message for redelivery: the checker
         // goes on with the other half messages and checks this one again later.
@@ -88,19 +149,25 @@ where
                 );
                 Decision::Unknown
             });
-            // The newest handle of the message (it may have been offered again meanwhile).
-            let handle = deciding
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id)
-                .unwrap_or(handle);
+            // Settled with the newest handle (it may have been offered again meanwhile).
+            let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
             match decision.ack_kind() {
-                Some(kind) => Command::Settle {
-                    handle,
-                    kind,
-                    reply: None,
-                },
-                None => Command::Release(handle),
+                Some(kind) => {
+                    let handle = match in_flight.get_mut(&id) {
+                        Some(f) => {
+                            f.decided = Some(kind);
+                            f.settling = Some(f.newest.clone());
+                            f.newest.clone()
+                        }
+                        None => handle,
+                    };
+                    Command::Settle {
+                        handle,
+                        kind,
+                        reply: None,
+                    }
+                }
+                None => Command::Release(in_flight.remove(&id).map_or(handle, |f| f.newest)),
             }
         }))
     }
@@ -115,6 +182,41 @@ where
     }
 
     fn settled(&mut self, kind: AckKind, handle: &ReceiptHandle, outcome: &Result<(), AckError>) {
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let id = in_flight
+                .iter()
+                .find(|(_, f)| f.settling.as_ref() == Some(handle))
+                .map(|(id, _)| id.clone());
+            if let Some(id) = id {
+                let f = in_flight.get_mut(&id).expect("found above");
+                f.settling = None;
+                let newer = (f.newest != *handle).then(|| f.newest.clone());
+                match (outcome, newer) {
+                    (Ok(()), newer) => {
+                        in_flight.remove(&id);
+                        if let Some(newer) = newer {
+                            // Settled: the newer offer in hand is given back.
+                            self.superseded.insert(newer.clone());
+                            self.send(Command::Release(newer));
+                        }
+                    }
+                    (Err(error), Some(newer)) => {
+                        // Offered again while it was settled (so that handle went stale):
+                        // the same decision with the newest handle.
+                        tracing::debug!(%handle, ?kind, %error, "settling again with the newest handle");
+                        f.settling = Some(newer.clone());
+                        self.send(Command::Settle {
+                            handle: newer,
+                            kind,
+                            reply: None,
+                        });
+                        return;
+                    }
+                    (Err(_), None) => f.failed_at = Some(Instant::now()),
+                }
+            }
+        }
         match (outcome, kind) {
             (Ok(()), AckKind::Commit) => self.report.committed += 1,
             (Ok(()), AckKind::Rollback) => self.report.rolled_back += 1,
@@ -168,8 +270,9 @@ where
         decide,
         report: CheckerReport::default(),
         fatal: None,
-        deciding: Arc::default(),
+        in_flight: Arc::default(),
         superseded: HashSet::new(),
+        commands: None,
     };
     let (commands_tx, commands) = mpsc::unbounded();
     let driver = Driver::new(machine, target, handler, commands_tx);
