@@ -72,6 +72,19 @@ fn a_client_works_from_another_executor_and_never_panics() {
     let failed = futures::executor::block_on(client.producer(topic.clone()).publish(&message))
         .expect_err("no tokio runtime left");
     assert!(failed.to_string().contains("has shut down"), "{failed}");
+    // A consumer stream started then says so too (its task was dropped unrun by the dead
+    // runtime: the stream just ended).
+    let consumer = client.consumer(
+        topic.clone(),
+        mq_tests::scenarios::group("GID_foreign_stream"),
+    );
+    let mut stream = consumer.stream();
+    let first = futures::executor::block_on(futures::StreamExt::next(&mut stream));
+    match first {
+        Some(Err(e)) => assert!(e.to_string().contains("has shut down"), "{e}"),
+        other => panic!("expected the stream's error, got {other:?}"),
+    }
+    drop(stream);
 
     let never = mq_tests::client_builder::<mq_tokio::TokioRuntime>(&broker.endpoint())
         .build()

@@ -3,6 +3,7 @@
 use crate::runtime::{BoxFuture, ConnectTarget, Runtime};
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,7 +21,8 @@ use tokio::runtime::Handle;
 /// Used from another executor (`futures::executor::block_on`, async-std, smol), its timers
 /// and connections run on that runtime (the one current at `default()`, or the pinned one)
 /// while it runs; with none left (it shut down, or there never was one) a connection
-/// fails with an `io::Error` saying so and a timer falls back to a thread: no panic.
+/// fails with an `io::Error` saying so, and a timer or a background task (a consumer
+/// stream, a checker) runs on a thread: errors, never a panic or a silent end.
 /// On async-std or smol prefer `mq-async-std`.
 #[derive(Clone, Debug)]
 pub struct TokioRuntime {
@@ -157,15 +159,34 @@ impl Runtime for TokioRuntime {
 
     fn spawn(&self, future: BoxFuture<()>) {
         let current = (!self.pinned).then(|| Handle::try_current().ok()).flatten();
-        match current.as_ref().or(self.handle.as_ref()) {
-            Some(h) => {
-                h.spawn(future);
-            }
+        if let Some(h) = &current {
+            h.spawn(future);
+            return;
+        }
+        let Some(h) = &self.handle else {
             // No tokio runtime at all: a thread of its own runs it (its connections fail
             // with an error saying so, its timers are threads) rather than a panic.
-            None => {
-                std::thread::spawn(move || futures::executor::block_on(future));
-            }
+            on_a_thread(future);
+            return;
+        };
+        // The fallback runtime may have shut down: tokio then drops the task unrun (a
+        // consumer stream would just end, a checker's report be lost). Such a task is
+        // found at once (finished with its future still here) and run on a thread, where
+        // its requests fail saying the runtime has shut down.
+        let slot = Arc::new(Mutex::new(Some(future)));
+        let task = {
+            let slot = Arc::clone(&slot);
+            h.spawn(async move {
+                let future = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(future) = future {
+                    future.await;
+                }
+            })
+        };
+        if task.is_finished()
+            && let Some(future) = slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            on_a_thread(future);
         }
     }
 
@@ -199,6 +220,11 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Runs `future` on a thread of its own, for when no tokio runtime can.
+fn on_a_thread(future: BoxFuture<()>) {
+    std::thread::spawn(move || futures::executor::block_on(future));
 }
 
 /// A sleep on a thread of its own, for when no tokio runtime can time it.
