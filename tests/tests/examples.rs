@@ -263,18 +263,29 @@ fn a_variable_that_is_not_utf8_is_an_error_not_unset() {
         ("MQ_TOPIC", OsString::from("T")),
         ("MQ_GROUP_ID", OsString::from("GID_T")),
     ];
+    // The SDK's own variables too (`credentials_from_env`, the proxy variables): a
+    // non-UTF-8 security token was ignored (requests went without it), a key id was
+    // reported "not set or is empty", a proxy variable ignored (requests went direct).
+    let sdk_vars = [
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+        "HTTPS_PROXY",
+    ];
     for (name, _) in EXPECTED {
-        for var in ["MQ_ENDPOINT", "MQ_INSTANCE_ID"] {
+        for var in ["MQ_ENDPOINT", "MQ_INSTANCE_ID"]
+            .into_iter()
+            .chain(sdk_vars)
+        {
             let mut env = configured.to_vec();
             env.retain(|(set, _)| *set != var);
             env.push((var, not_utf8.clone()));
             let run = run_example(name, &env);
             assert_eq!(run.status.code(), Some(1), "{name} {var}: {}", run.stdout);
-            assert_eq!(
-                run.stderr,
-                format!("error: {var} is not valid UTF-8\n"),
-                "{name}"
-            );
+            let expected = match var {
+                "MQ_ENDPOINT" | "MQ_INSTANCE_ID" => format!("error: {var} is not valid UTF-8\n"),
+                _ => format!("error: invalid configuration: {var} is not valid UTF-8\n"),
+            };
+            assert_eq!(run.stderr, expected, "{name}");
             assert!(!run.stdout.contains("embedded"), "{name}: {}", run.stdout);
         }
     }

@@ -206,7 +206,8 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] with [`ConfigError::MissingEnvVar`] when the id or the secret is
-    /// unset or empty.
+    /// unset or empty, [`ConfigError::EnvVarNotUnicode`] when one of the three variables is
+    /// not valid UTF-8.
     pub fn credentials_from_env(mut self) -> Result<Self, Error> {
         self.credentials = Some(CredentialsSetting::Fixed(credentials_from_env()?));
         Ok(self)

@@ -93,25 +93,33 @@ impl CredentialsProvider for StaticCredentials {
 /// # Errors
 ///
 /// [`Error::Config`] with [`ConfigError::MissingEnvVar`] naming the id or secret variable
-/// that is unset or empty.
+/// that is unset or empty, or [`ConfigError::EnvVarNotUnicode`] naming one of the three
+/// that is not valid UTF-8.
 pub fn credentials_from_env() -> Result<Credentials, Error> {
-    let id = std::env::var(ENV_ACCESS_KEY_ID)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .ok_or(ConfigError::MissingEnvVar {
-            variable: ENV_ACCESS_KEY_ID,
-        })?;
-    let secret = std::env::var(ENV_ACCESS_KEY_SECRET)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .ok_or(ConfigError::MissingEnvVar {
-            variable: ENV_ACCESS_KEY_SECRET,
-        })?;
-    let mut c = Credentials::new(id, secret);
-    if let Ok(token) = std::env::var(ENV_SECURITY_TOKEN)
-        && !token.is_empty()
-    {
+    let required = |variable| {
+        env_var(variable)?
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::MissingEnvVar { variable })
+    };
+    let mut c = Credentials::new(
+        required(ENV_ACCESS_KEY_ID)?,
+        required(ENV_ACCESS_KEY_SECRET)?,
+    );
+    if let Some(token) = env_var(ENV_SECURITY_TOKEN)?.filter(|t| !t.is_empty()) {
         c = c.with_security_token(token);
     }
     Ok(c)
+}
+
+/// The environment variable `variable`, `None` when it is unset.
+///
+/// # Errors
+///
+/// [`ConfigError::EnvVarNotUnicode`] when its value is not valid UTF-8.
+pub(crate) fn env_var(variable: &'static str) -> Result<Option<String>, ConfigError> {
+    match std::env::var(variable) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::EnvVarNotUnicode { variable }),
+    }
 }

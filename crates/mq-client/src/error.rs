@@ -289,6 +289,14 @@ pub enum ConfigError {
         /// The variable.
         variable: &'static str,
     },
+    /// An environment variable the client reads (credentials, proxies) is set to a value
+    /// that is not valid UTF-8: refused rather than taken for unset (which would send
+    /// requests without a security token, or go direct instead of through a proxy).
+    #[error("{variable} is not valid UTF-8")]
+    EnvVarNotUnicode {
+        /// The variable.
+        variable: &'static str,
+    },
     /// A PEM bundle could not be read.
     #[error("invalid PEM certificate: {0}")]
     InvalidPem(#[source] Arc<std::io::Error>),

@@ -106,23 +106,27 @@ impl Proxy {
     /// # Errors
     ///
     /// [`Error::Config`] with [`ConfigError::InvalidProxy`] (naming the variable) when a set
-    /// variable is not an `http://` proxy URL: a client does not silently go direct when the
-    /// environment asks for a proxy it cannot use.
+    /// variable is not an `http://` proxy URL, [`ConfigError::EnvVarNotUnicode`] when one
+    /// is not valid UTF-8: a client does not silently go direct when the environment asks
+    /// for a proxy it cannot use.
     pub fn from_env() -> Result<Option<Self>, Error> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(|name| Ok(crate::credentials::env_var(name)?))
     }
 
     /// [`Proxy::from_env`] over any variable lookup.
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
+    fn from_lookup(
+        lookup: impl Fn(&'static str) -> Result<Option<String>, Error>,
+    ) -> Result<Option<Self>, Error> {
         // In a CGI program `HTTP_PROXY` may come from a request's `Proxy:` header
         // ("httpoxy"): ignored there, as reqwest does.
-        let cgi = lookup("REQUEST_METHOD").is_some();
-        let first = |names: &[&str]| -> Result<Option<String>, Error> {
+        // (Set to a value that is not UTF-8 counts as set.)
+        let cgi = lookup("REQUEST_METHOD").map_or(true, |v| v.is_some());
+        let first = |names: &[&'static str]| -> Result<Option<String>, Error> {
             for name in names {
                 if cgi && *name == "HTTP_PROXY" {
                     continue;
                 }
-                match lookup(name) {
+                match lookup(name)? {
                     Some(value) if !value.trim().is_empty() => {
                         return Ok(Some(value.trim().to_owned()));
                     }
@@ -490,7 +494,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Proxy::from_lookup(|name| vars.get(name).cloned())
+        Proxy::from_lookup(|name| Ok(vars.get(name).cloned()))
     }
 
     fn route(proxy: &Proxy, uri: &str) -> Option<(String, u16, bool)> {
