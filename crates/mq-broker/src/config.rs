@@ -392,8 +392,8 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
     }
     let mut source = CredentialSource::Configured;
     if config.credentials.is_empty() {
-        let id = std::env::var("ALIBABA_CLOUD_ACCESS_KEY_ID").unwrap_or_default();
-        let secret = std::env::var("ALIBABA_CLOUD_ACCESS_KEY_SECRET").unwrap_or_default();
+        let id = env_var("ALIBABA_CLOUD_ACCESS_KEY_ID")?.unwrap_or_default();
+        let secret = env_var("ALIBABA_CLOUD_ACCESS_KEY_SECRET")?.unwrap_or_default();
         if !id.is_empty() && !secret.is_empty() {
             config.credentials.push(Credential::new(id, secret));
             source = CredentialSource::Environment;
@@ -480,9 +480,8 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
     let explicit_token = args.admin_token.as_deref().or(file.admin_token.as_deref());
     // The environment's token only where the admin API is on (a shell that exports it for
     // its brokers may start one with --admin off too).
-    let env_token = std::env::var("MQ_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty() && explicit_token.is_none());
+    let env_token =
+        env_var("MQ_ADMIN_TOKEN")?.filter(|t| !t.is_empty() && explicit_token.is_none());
     // A bad value is named where it was given: the flag, or the file's key.
     let admin = match (args.admin.as_deref(), file.admin.as_deref()) {
         (Some(flag), _) => Some(("--admin", flag)),
@@ -550,8 +549,7 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
             // its gateways may start a built-in broker too).
             let handle_key = match handle_key {
                 Some(k) => Some(k),
-                None => std::env::var("MQ_HANDLE_KEY")
-                    .ok()
+                None => env_var("MQ_HANDLE_KEY")?
                     .filter(|k| !k.trim().is_empty())
                     .map(|k| parse_key(&k))
                     .transpose()?,
@@ -610,6 +608,17 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         }
     }
     Ok((config, source))
+}
+
+/// The environment variable `name`, `None` when unset; an error when it is not UTF-8 (taken
+/// for unset, a credential pair would fall back to the development one, an admin token to
+/// a generated one).
+fn env_var(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
 }
 
 /// Where a broker keeps its messages.

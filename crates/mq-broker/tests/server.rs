@@ -1480,6 +1480,24 @@ mod binary {
         assert!(!err.contains("no-colon"), "{err}");
         assert!(out.stdout.is_empty());
 
+        // An environment variable it reads that is not UTF-8 is refused, not taken for
+        // unset (the development pair, a generated admin token).
+        #[cfg(unix)]
+        for var in ["ALIBABA_CLOUD_ACCESS_KEY_ID", "MQ_ADMIN_TOKEN"] {
+            use std::os::unix::ffi::OsStringExt;
+            let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
+                .args(["--listen", "127.0.0.1:0"])
+                .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")
+                .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret")
+                .env(var, std::ffi::OsString::from_vec(vec![0xff]))
+                .output()
+                .expect("run");
+            assert!(!out.status.success(), "{var}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&format!("{var} is not valid UTF-8")), "{err}");
+            assert!(out.stdout.is_empty(), "{var}");
+        }
+
         // A negative number is the number's error, not clap's "unexpected argument '-5'".
         let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
             .args(["--listen", "127.0.0.1:0", "--retention-secs", "-5"])
