@@ -316,6 +316,11 @@ pub(crate) fn build_message(
     if let Some(key) = &a.key {
         m = m.with_key(key.clone()).map_err(usage("--key"))?;
     }
+    for (i, (k, _)) in a.props.iter().enumerate() {
+        if a.props[..i].iter().any(|(earlier, _)| earlier == k) {
+            return Err(CliError::usage(format!("--prop: {k} is given twice")));
+        }
+    }
     for (k, v) in &a.props {
         m = m
             .with_property(k.clone(), v.clone())
@@ -792,6 +797,7 @@ mod tests {
             &["--transactional", "--immunity", "10500ms"],
             &["--prop", "__STARTDELIVERTIME=1"],
             &["--key", "a|b"],
+            &["--prop", "a=1", "--prop", "a=2"],
         ] {
             let a = publish_args(bad);
             let e = build_message(&a.message, "hi".into(), 0).unwrap_err();

@@ -198,7 +198,8 @@ struct PublishRequest {
     key: Option<String>,
     /// The sharding key (`__SHARDINGKEY`) a FIFO topic orders by.
     sharding_key: Option<String>,
-    #[serde(default)]
+    /// A name given twice is refused (a map would keep the last one silently).
+    #[serde(default, deserialize_with = "unique_properties")]
     properties: BTreeMap<String, String>,
     /// Delivery this many ms after the broker's now.
     delay_ms: Option<u64>,
@@ -208,6 +209,35 @@ struct PublishRequest {
     transactional: bool,
     /// The first transaction check's delay, seconds (10..=300; default 10).
     check_immunity_s: Option<u64>,
+}
+
+/// `properties` as a JSON object whose names are all different.
+fn unique_properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of property names and string values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut properties = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                if properties.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "property {name:?} is given twice"
+                    )));
+                }
+                properties.insert(name, value);
+            }
+            Ok(properties)
+        }
+    }
+    deserializer.deserialize_map(Unique)
 }
 
 /// An admin error, and whether the connection must close (part of the body left unread).
@@ -330,6 +360,22 @@ mod tests {
 
     fn request(json: serde_json::Value) -> PublishRequest {
         serde_json::from_value(json).expect("a publish request")
+    }
+
+    /// Fresh-eyes finding: `{"a":"1","a":"2"}` kept `a=2` silently.
+    #[test]
+    fn a_property_name_given_twice_is_refused() {
+        let twice = r#"{"body": "x", "properties": {"a": "1", "a": "2"}}"#;
+        let err = serde_json::from_str::<PublishRequest>(twice)
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("property \"a\" is given twice"),
+            "{err}"
+        );
+        let once = r#"{"body": "x", "properties": {"a": "1", "b": "2"}}"#;
+        let request = serde_json::from_str::<PublishRequest>(once).expect("accepted");
+        assert_eq!(request.properties.len(), 2);
     }
 
     #[test]
