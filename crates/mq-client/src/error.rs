@@ -583,6 +583,7 @@ mod tests {
             ("http://u%3Ahunter2@h", "http://***@h"),
             ("http://hunter2@x:pw@h", "http://***@h"),
             ("http://:hunter2@h", "http://***@h"),
+            ("http://hunter2:@h", "http://***@h"),
         ] {
             let Err(e) = crate::Client::builder().endpoint(endpoint) else {
                 panic!("{endpoint}: an endpoint with user info is refused");

@@ -277,8 +277,8 @@ fn check_url(url: &str, what: &str) -> Result<(), Error> {
 }
 
 /// `url` with the password of its user info replaced by `***`: `user:***@host` for a
-/// plain `user:password` (a user of letters, digits and `-._~`), else the whole user info is
-/// `***` (a token alone, `http://TOKEN@host`, or a mistyped separator, `u;pw`, `u%3Apw`,
+/// plain `user:password` (a user of letters, digits and `-._~`, a password not empty), else
+/// the whole user info is `***` (a token alone, `http://TOKEN@host`, or a mistyped separator, `u;pw`, `u%3Apw`,
 /// `u@pw`, may be the secret).
 pub(crate) fn redacted(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
@@ -293,7 +293,9 @@ pub(crate) fn redacted(url: &str) -> String {
     };
     match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) if plain(user) => format!("{scheme}{user}:***@{host}"),
+            Some((user, password)) if plain(user) && !password.is_empty() => {
+                format!("{scheme}{user}:***@{host}")
+            }
             _ => format!("{scheme}***@{host}"),
         },
         None => url.to_owned(),
