@@ -40,6 +40,13 @@ pub fn batch(n: u8) -> BatchSize {
     BatchSize::new(n).expect("batch size")
 }
 
+/// Registers `consumer`'s group on its topic (a group gets the messages published after
+/// its first consume): one empty receive that must find nothing.
+pub async fn register(consumer: &mq_client::Consumer) {
+    let found = consumer.receive(batch(1), wait(0)).await.expect("register");
+    assert!(found.is_empty(), "a new group found {found:?}");
+}
+
 /// Wall-clock epoch milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()

@@ -57,8 +57,7 @@ fn a_client_works_from_another_executor_and_never_panics() {
         runtime.block_on(async { mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker) });
     futures::executor::block_on(async {
         let consumer = client.consumer(topic.clone(), group);
-        let none = consumer.receive(batch(1), wait(0)).await.expect("receive");
-        assert!(none.is_empty());
+        mq_tests::scenarios::register(&consumer).await;
         client
             .producer(topic.clone())
             .publish(&message)
@@ -105,13 +104,7 @@ fn ack_takes_any_iterator_in_a_spawned_task_and_a_repeated_handle_once() {
     block_on(async move {
         let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
         let consumer = client.consumer(topic("spawned_ack"), group("GID_spawned_ack"));
-        assert!(
-            consumer
-                .receive(batch(1), wait(0))
-                .await
-                .expect("receive")
-                .is_empty()
-        );
+        mq_tests::scenarios::register(&consumer).await;
         let producer = client.producer(consumer.topic().clone());
         for body in ["a", "b"] {
             let message = mq_tokio::TopicMessage::new(body).expect("message");
@@ -179,13 +172,7 @@ fn a_half_message_offered_again_during_its_decision_is_decided_once() {
         let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
         let (t, g) = (topic("slow_decision"), group("GID_slow_decision"));
         let consumer = client.consumer(t.clone(), group("GID_slow_reader"));
-        assert!(
-            consumer
-                .receive(batch(1), wait(0))
-                .await
-                .expect("receive")
-                .is_empty()
-        );
+        mq_tests::scenarios::register(&consumer).await;
         let producer = client.transaction_producer(t, g);
         for length in lengths_ms {
             let half = mq_tokio::TopicMessage::new(length.to_string())
