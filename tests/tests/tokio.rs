@@ -67,7 +67,21 @@ fn a_client_works_from_another_executor_and_never_panics() {
         assert_eq!(got.len(), 1, "{got:?}");
         consumer.ack([&got[0].receipt_handle]).await.expect("ack");
     });
+    // A stream started on the runtime: it ends with an error when the runtime goes (it
+    // just ended).
+    let mut early = runtime.block_on(async {
+        client
+            .consumer(
+                topic.clone(),
+                mq_tests::scenarios::group("GID_foreign_early"),
+            )
+            .stream()
+    });
     drop(runtime);
+    match futures::executor::block_on(futures::StreamExt::next(&mut early)) {
+        Some(Err(mq_tokio::Error::Shutdown)) => {}
+        other => panic!("expected Err(Shutdown) from a stream whose runtime went, got {other:?}"),
+    }
     let failed = futures::executor::block_on(client.producer(topic.clone()).publish(&message))
         .expect_err("no tokio runtime left");
     assert!(failed.to_string().contains("has shut down"), "{failed}");

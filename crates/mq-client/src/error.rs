@@ -70,8 +70,9 @@ pub enum Error {
     /// is the source.
     #[error("credentials unavailable: {0}")]
     Credentials(#[source] Arc<dyn std::error::Error + Send + Sync>),
-    /// The operation was stopped by a shutdown.
-    #[error("shut down")]
+    /// The operation was stopped by a shutdown: the user's, or its runtime's (a background
+    /// task — a consumer stream, a checker, a handler loop — stopped with its runtime).
+    #[error("shut down (the client's background task was stopped, or its runtime shut down)")]
     Shutdown,
 }
 

@@ -287,7 +287,8 @@ impl std::future::Future for AckFuture {
 /// A stream of deliveries: [`StreamItem::Message`] for a message, [`StreamItem::Poison`] for
 /// one the client could not decode (the rest of its batch is delivered). Items are `Err`
 /// when a receive failed (the stream keeps going and retries after a backoff); it ends after
-/// [`MessageStream::shutdown`].
+/// [`MessageStream::shutdown`]. If its background task is stopped otherwise (its runtime
+/// shut down), its last item is `Err(`[`Error::Shutdown`]`)`.
 ///
 /// ```no_run
 /// use futures::StreamExt;
@@ -380,6 +381,7 @@ impl MessageStream {
             group: consumer.group().clone(),
             filter: consumer.tag_filter().clone(),
         };
+        let unexpected_end = UnexpectedEnd(Some(del_tx.clone()));
         let handler = StreamHandler {
             deliveries: del_tx,
             in_flight: telemetry::stream_in_flight(consumer.topic(), consumer.group()),
@@ -387,10 +389,31 @@ impl MessageStream {
         let driver = Driver::new(machine, target, handler, cmd_tx.clone());
         runtime.spawn(Box::pin(async move {
             driver.run(cmd_rx, futures::future::pending()).await;
+            // Ended after a shutdown: the stream just ends.
+            unexpected_end.disarm();
         }));
         Self {
             deliveries: del_rx,
             commands: cmd_tx,
+        }
+    }
+}
+
+/// Dropped with the stream's task: unless the task ended after a shutdown (it was
+/// stopped, e.g. its runtime shut down), the stream's last item is `Err(Error::Shutdown)`
+/// rather than a silent end.
+struct UnexpectedEnd(Option<mpsc::UnboundedSender<Result<StreamItem, Error>>>);
+
+impl UnexpectedEnd {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for UnexpectedEnd {
+    fn drop(&mut self) {
+        if let Some(deliveries) = self.0.take() {
+            let _ = deliveries.unbounded_send(Err(Error::Shutdown));
         }
     }
 }
