@@ -127,7 +127,21 @@ fn one_line(s: String) -> String {
 /// Parses the process arguments, runs the command and returns the exit code. This is the
 /// whole `mq` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => {
+            // clap blames "one or more arguments": name the environment variable if that
+            // is where the value came from.
+            match env_not_utf8(&<Cli as clap::CommandFactory>::command()) {
+                Some(variable) => {
+                    stderr_line(format_args!("mq: {variable} is not valid UTF-8"));
+                    return ExitCode::from(CliError::USAGE);
+                }
+                None => e.exit(),
+            }
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -137,6 +151,17 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The first environment variable an argument of `command` (or of its subcommands) is read
+/// from that is set to a value that is not UTF-8.
+fn env_not_utf8(command: &clap::Command) -> Option<String> {
+    let own = command
+        .get_arguments()
+        .filter_map(clap::Arg::get_env)
+        .find(|name| std::env::var_os(name).is_some_and(|value| value.to_str().is_none()));
+    own.map(|name| name.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(env_not_utf8))
 }
 
 /// Writes one line to stderr, ignoring a failure (`eprintln!` panics when stderr is a closed

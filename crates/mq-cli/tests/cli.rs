@@ -1064,6 +1064,30 @@ fn serve_refuses_a_bad_configuration_as_a_usage_error() {
     );
 }
 
+/// An environment variable an argument is read from that is not UTF-8 is named (clap said
+/// "invalid UTF-8 was detected in one or more arguments").
+#[cfg(unix)]
+#[test]
+fn a_variable_that_is_not_utf8_is_named() {
+    use std::os::unix::ffi::OsStringExt;
+    for (var, args) in [
+        (
+            "MQ_ENDPOINT",
+            &["publish", "--topic", "t", "--body", "x"][..],
+        ),
+        (
+            "ALIBABA_CLOUD_SECURITY_TOKEN",
+            &["publish", "--topic", "t", "--body", "x"],
+        ),
+        ("MQ_ADMIN_TOKEN", &["admin", "clock"]),
+    ] {
+        let mut command = mq(args);
+        command.env(var, std::ffi::OsString::from_vec(vec![b'x', 0xff]));
+        let err = usage_error(command);
+        assert_eq!(err, format!("mq: {var} is not valid UTF-8\n"), "{args:?}");
+    }
+}
+
 /// Runs and expects a usage error (exit code 2, clap's or the command's); returns stderr.
 fn usage_error(cmd: Command) -> String {
     let out = run(cmd);

@@ -188,6 +188,14 @@ impl TransactionProducer {
     /// message for the next check, and so does a panic of `decide`, logged). In-flight
     /// decisions are finished before it returns.
     ///
+    /// A message is decided once per checker even when its decision outlasts the check
+    /// interval (the message offered again meanwhile is settled with that decision and its
+    /// newest handle). Two limits: a decision that ends after the shutdown began and after
+    /// its handle went stale cannot be settled (no more polls bring a fresh handle), so the
+    /// next checker asks again; and several checkers of one group (processes) may each be
+    /// offered the same message and decide it at once. Make `decide` idempotent: look the
+    /// transaction up, do not act on it.
+    ///
     /// # Errors
     ///
     /// None today: a failed poll is retried after a backoff, and a decision that did not
