@@ -30,15 +30,21 @@ impl TestBroker {
     /// Starts a broker with the test credential and fast timings suitable for tests:
     /// invisibility 2 s (orderly 2 s), half-message checks every 1 s.
     pub fn start() -> Self {
-        let mut config = ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            credentials: vec![Credential::new(TEST_AK, TEST_SK)],
-            ..ServerConfig::default()
-        };
+        let mut config = Self::config();
         config.core.invisibility_ms = 2_000;
         config.core.order_invisibility_ms = 2_000;
         config.core.half_check_interval_ms = 1_000;
         Self::start_with(config)
+    }
+
+    /// The default configuration on a free local port with the test credential (for
+    /// [`start_with`](Self::start_with) after changing what a test needs).
+    pub fn config() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            credentials: vec![Credential::new(TEST_AK, TEST_SK)],
+            ..ServerConfig::default()
+        }
     }
 
     /// Starts a broker with this configuration.

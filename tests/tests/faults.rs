@@ -654,14 +654,7 @@ fn consumer_stream_under_chaos_loses_nothing_and_acks_nothing_twice() {
 /// the broker agrees: re-acking the acked ones is refused, the unsent ones are still in hand.
 #[test]
 fn a_failed_middle_ack_request_reports_earlier_handles_acked_and_later_not_sent() {
-    let mut config = mq_broker::ServerConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        credentials: vec![mq_broker::Credential::new(
-            mq_tests::TEST_AK,
-            mq_tests::TEST_SK,
-        )],
-        ..mq_broker::ServerConfig::default()
-    };
+    let mut config = TestBroker::config();
     // Long enough that every handle is still valid when re-acked below.
     config.core.invisibility_ms = 120_000;
     let broker = TestBroker::start_with(config);

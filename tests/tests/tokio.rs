@@ -168,15 +168,8 @@ fn a_half_message_offered_again_during_its_decision_is_decided_once() {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
-    let mut config = mq_broker::ServerConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        credentials: vec![mq_broker::Credential::new(
-            mq_tests::TEST_AK,
-            mq_tests::TEST_SK,
-        )],
-        test_clock: true,
-        ..Default::default()
-    };
+    let mut config = mq_tests::TestBroker::config();
+    config.test_clock = true;
     config.core.half_check_interval_ms = 500;
     let broker = mq_tests::TestBroker::start_with(config);
     // Decisions of 2.5 s (5 intervals: it ends as the message is offered again), 1 s, 1.7 s

@@ -277,9 +277,9 @@ fn check_url(url: &str, what: &str) -> Result<(), Error> {
 }
 
 /// `url` with the password of its user info replaced by `***`: `user:***@host` for a
-/// plain `user:password` (a user of letters, digits and `-._~`, a password not empty), else
-/// the whole user info is `***` (a token alone, `http://TOKEN@host`, or a mistyped separator, `u;pw`, `u%3Apw`,
-/// `u@pw`, may be the secret).
+/// plain `user:password` (a user of letters, digits and `-._~`, a password not empty),
+/// else the whole user info is `***` (a token alone, `http://TOKEN@host`, or a mistyped
+/// separator, `u;pw`, `u%3Apw`, `u@pw`, may be the secret).
 pub(crate) fn redacted(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (format!("{s}://"), r),

@@ -217,10 +217,9 @@ pub(super) fn authorize(
         ));
     };
     let headers = super::console::with_signed_date(headers);
-    let bearer = mq_proto::server::authorization_header(&headers)?;
-    let bearer = Some(bearer.as_bytes())
-        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
-        .map(|v| &v[7..]);
+    let authorization = mq_proto::server::authorization_header(&headers)?.as_bytes();
+    let bearer = (authorization.len() > 7 && authorization[..7].eq_ignore_ascii_case(b"bearer "))
+        .then(|| &authorization[7..]);
     if let Some(given) = bearer {
         if !bool::from(given.ct_eq(token.as_str().as_bytes())) {
             return Err(AdminError::new(
