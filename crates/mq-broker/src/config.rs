@@ -984,6 +984,10 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// Most open connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Connections the kernel queues for the accept loop (the `listen(2)` backlog, capped
+    /// by the kernel: `net.core.somaxconn` on Linux). A burst beyond it has its SYNs dropped
+    /// and waits for their retransmission (1 s or more) — see [`crate::server::listen`].
+    pub listen_backlog: u32,
     /// Most long polls waiting at once; further ones are answered at once.
     pub max_waiting_polls: usize,
     /// Largest request head (request line and headers) in bytes; a bigger one is answered
@@ -1001,6 +1005,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 20_000,
+            listen_backlog: 4096,
             max_waiting_polls: 20_000,
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),

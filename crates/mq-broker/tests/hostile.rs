@@ -1211,24 +1211,29 @@ async fn hostile_input_is_answered_and_others_keep_their_latency() {
         .await
         .expect("normal client task")
         .expect("normal client");
-    println!("{count} hostile cases x 3 rounds in {attack_time:?}:\n{report}");
+    // The report goes after what failed: a CI log excerpt shows the start of a test's output.
+    let report = format!("{count} hostile cases x 3 rounds in {attack_time:?}:\n{report}");
     assert!(
         failures.is_empty(),
-        "{} failures:\n{}",
+        "{} failures:\n{}\n\n{report}",
         failures.len(),
         failures.join("\n")
     );
 
     let (b50, b99, bn) = summary(baseline);
     let (d50, d99, dn) = summary(during);
-    println!(
+    let latency = format!(
         "well-behaved client: before the attack p50 {b50:?} p99 {b99:?} ({bn} requests); \
          during it p50 {d50:?} p99 {d99:?} ({dn} requests)"
     );
     // A slow sender or a bomb that held a lock or a worker would show up here as delays of
-    // the read timeouts (1 s).
-    let bound = (b99 * 10).max(Duration::from_millis(100));
-    assert!(d99 <= bound, "p99 during the attack {d99:?} > {bound:?}");
+    // the read timeouts (1 s); the floor leaves room for a loaded CI host's stalls.
+    let bound = (b99 * 10).max(READ_TIMEOUT.mul_f64(0.4));
+    assert!(
+        d99 <= bound,
+        "p99 during the attack {d99:?} > {bound:?}\n{latency}\n\n{report}"
+    );
+    println!("{latency}\n{report}");
 
     // The foreign and forged acks left the message alone: its own group can still ack it.
     // (The set-up connection was closed by the idle timeout meanwhile.)

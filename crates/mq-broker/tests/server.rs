@@ -1286,6 +1286,37 @@ async fn shutdown_closes_stragglers_after_the_grace_period() {
     assert!(busy.closed_within(Duration::from_secs(1)).await);
 }
 
+/// A burst of clients connecting at once waits in the kernel's accept queue, not dropped:
+/// with the 128 connections `TcpListener::bind` asks for, the SYNs beyond them were dropped
+/// and those clients waited a second or more for their retransmission (seen as 1 s connects
+/// when a test opened 300 connections at once to the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connections_waits_in_the_accept_queue() {
+    const BURST: usize = 300;
+    // Nobody accepts: only the queue holds the connections.
+    let listener = mq_broker::server::listen(
+        "127.0.0.1:0".parse().expect("addr"),
+        Limits::default().listen_backlog,
+    )
+    .expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let connects: Vec<_> = (0..BURST)
+        .map(|_| {
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_secs(3),
+                TcpStream::connect(addr),
+            ))
+        })
+        .collect();
+    let mut connected = Vec::new();
+    for c in connects {
+        if let Ok(Ok(stream)) = c.await.expect("connect task") {
+            connected.push(stream);
+        }
+    }
+    assert_eq!(connected.len(), BURST, "connections queued of {BURST}");
+}
+
 #[cfg(unix)]
 mod binary {
     use super::rawhttp::{Running, broker_command, spawn_broker};

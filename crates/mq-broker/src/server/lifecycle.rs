@@ -1,13 +1,48 @@
-//! The accept loop: connection limit, hyper connections, graceful shutdown.
+//! The listening socket and the accept loop: connection limit, hyper connections, graceful
+//! shutdown.
 
 use super::admission::handle;
 use super::state::{ConnectionSlot, Shared};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
+
+/// Binds a listening TCP socket on `addr` whose accept queue holds `backlog` connections
+/// (the kernel caps it: `net.core.somaxconn` on Linux, 4096 by default since 5.4).
+///
+/// `TcpListener::bind` of std and tokio asks for 128: a burst of clients connecting at once
+/// (a fleet reconnecting after a restart, a load test) overflows such a queue before the
+/// accept loop drains it, and the kernel drops their SYNs; each waits for its
+/// retransmission (1 s, then 3 s, 7 s…) before it is even connected. The address is
+/// reusable at once after a restart (`SO_REUSEADDR`, as std sets it on Unix).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = mq_broker::server::listen("127.0.0.1:0".parse().unwrap(), 4096)?;
+/// assert!(listener.local_addr()?.port() > 0);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The `io::Error` of creating, binding or listening on the socket (e.g. the address is in
+/// use). Must be called within a tokio runtime.
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -22,7 +22,8 @@
 //! `std` mutex is never held across an `.await`.
 //!
 //! Modules, one job each: `state` (what the tasks share: the backend, credentials, the
-//! clock, the connection and poll counters), `lifecycle` (the accept loop), `admission`
+//! clock, the connection and poll counters), `lifecycle` (the listening socket and the accept
+//! loop), `admission`
 //! (routing, authentication, limits, body reading), `admin` (the signed JSON API under
 //! `/admin/`), `metrics` (`GET /metrics`), `dispatch` (a parsed request to a
 //! [`crate::core::Call`] and its [`crate::core::Outcome`] back to a response),
@@ -47,6 +48,7 @@ mod metrics;
 mod state;
 
 pub use self::admission::PRE_AUTH_DRAIN_TIMEOUT;
+pub use self::lifecycle::listen;
 use crate::config::{AdminAccess, BackendConfig};
 pub use crate::config::{
     Credential, DEV_ACCESS_KEY_ID, DEV_ACCESS_KEY_SECRET, Limits, ServerConfig,
@@ -71,7 +73,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
@@ -121,7 +122,7 @@ impl Broker {
     /// refused, a gateway backend that cannot start, or a RocketMQ backend in a build
     /// without the `rocketmq` feature.
     pub async fn start(config: ServerConfig) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = listen(config.listen, config.limits.listen_backlog)?;
         let addr = listener.local_addr()?;
         let mut credentials = HashMap::new();
         if config.credentials.is_empty() {

@@ -21,7 +21,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The canned answers, by method.
@@ -76,7 +75,11 @@ impl BareServer {
     }
 
     async fn serve(answers: Answers) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        // The broker's listening socket (same accept queue), so only the answers differ.
+        let listener = mq_broker::server::listen(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            mq_broker::Limits::default().listen_backlog,
+        )?;
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
         let canned = Arc::new(answers);
