@@ -203,7 +203,8 @@ impl TopicMessage {
     /// # Errors
     ///
     /// [`MessageError::Property`] when the key is empty or holds a character the properties
-    /// wire form cannot carry (`:`, `|`, `'`, `"`, `&`, `<`, `>`, control characters).
+    /// wire form cannot carry (`:`, `|`, `'`, `"`, `&`, `<`, `>`, control characters, U+FFFE,
+    /// U+FFFF).
     pub fn with_key(mut self, key: impl Into<String>) -> Result<Self, MessageError> {
         let key = key.into();
         validate_pair(KEY_KEYS, &key)?;

@@ -46,9 +46,10 @@ pub enum PropertyError {
         /// The key whose value is empty.
         key: String,
     },
-    /// A key or value contained one of [`FORBIDDEN_CHARS`] or a control character.
+    /// A key or value contained one of [`FORBIDDEN_CHARS`], a control character or a
+    /// character XML cannot carry (U+FFFE, U+FFFF: the XML writer would replace it).
     #[error(
-        "property {key:?} contains forbidden character {ch:?} (not allowed: : | \" ' & < > and control characters)"
+        "property {key:?} contains forbidden character {ch:?} (not allowed: : | \" ' & < >, control characters and U+FFFE, U+FFFF)"
     )]
     ForbiddenChar {
         /// The key concerned.
@@ -98,14 +99,18 @@ static PLAIN: [bool; 256] = {
     t
 };
 
+/// Whether `c` may not be in a key or value: one of [`FORBIDDEN_CHARS`], a control
+/// character, or a character XML cannot carry (U+FFFE, U+FFFF), which the XML writer would
+/// silently replace with U+FFFD.
+fn forbidden(c: char) -> bool {
+    FORBIDDEN_CHARS.contains(&c) || c.is_control() || !crate::is_xml_char(c)
+}
+
 fn check_part(key: &str, part: &str) -> Result<(), PropertyError> {
     if part.bytes().all(|b| PLAIN[usize::from(b)]) {
         return Ok(());
     }
-    if let Some(ch) = part
-        .chars()
-        .find(|c| FORBIDDEN_CHARS.contains(c) || c.is_control())
-    {
+    if let Some(ch) = part.chars().find(|&c| forbidden(c)) {
         return Err(PropertyError::ForbiddenChar {
             key: key.to_owned(),
             ch,
@@ -480,9 +485,11 @@ mod tests {
         /// refuses, naming the same character.
         #[test]
         fn check_part_matches_the_char_definition(
-            s in "(?s:.{1,24})|[\\x00-\\x21\\x7e-\\u{a0}:|\"'&<>a-z\\u{4e2d}]{1,24}",
+            s in "(?s:.{1,24})|[\\x00-\\x21\\x7e-\\u{a0}:|\"'&<>a-z\\u{4e2d}\\u{fffd}-\\u{ffff}]{1,24}",
         ) {
-            let reference = s.chars().find(|c| FORBIDDEN_CHARS.contains(c) || c.is_control());
+            let reference = s
+                .chars()
+                .find(|&c| FORBIDDEN_CHARS.contains(&c) || c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}'));
             match (check_part("k", &s), reference) {
                 (Ok(()), None) => {}
                 (Err(PropertyError::ForbiddenChar { ch, .. }), Some(r)) => {
@@ -507,5 +514,28 @@ mod tests {
         );
         assert!(Properties::decode("novalue").is_err());
         assert!(Properties::decode("k:").is_err());
+    }
+
+    /// U+FFFE and U+FFFF are no XML characters: accepted, they were written as U+FFFD, so a
+    /// property published with one arrived altered (and the admin API showed the original).
+    #[test]
+    fn rejects_characters_xml_cannot_carry() {
+        for bad in ['\u{fffe}', '\u{ffff}'] {
+            assert_eq!(
+                validate_pair("k", &format!("x{bad}y")),
+                Err(PropertyError::ForbiddenChar {
+                    key: "k".to_owned(),
+                    ch: bad
+                })
+            );
+            assert_eq!(
+                validate_pair(&format!("k{bad}"), "v"),
+                Err(PropertyError::ForbiddenChar {
+                    key: format!("k{bad}"),
+                    ch: bad
+                })
+            );
+        }
+        assert_eq!(validate_pair("k", "x\u{fffd}\u{4e2d}y"), Ok(()));
     }
 }

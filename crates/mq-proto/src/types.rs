@@ -258,7 +258,7 @@ pub fn check_subscription_names(
 pub const MAX_TAG_LEN: usize = 64;
 
 /// A message tag: 1..=64 bytes, no `|` (it separates tags in filters), no control characters,
-/// no leading or trailing whitespace.
+/// no U+FFFE or U+FFFF (XML cannot carry them), no leading or trailing whitespace.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag(ByteString);
 
@@ -317,6 +317,13 @@ fn check_tag(s: &str) -> Result<(), InvalidValue> {
         return Err(InvalidValue::new(
             "tag",
             "must not contain control characters",
+        ));
+    }
+    if !s.chars().all(crate::is_xml_char) {
+        // U+FFFE, U+FFFF: the XML writer would send U+FFFD instead.
+        return Err(InvalidValue::new(
+            "tag",
+            "must not contain U+FFFE or U+FFFF (XML cannot carry them)",
         ));
     }
     if crate::text::trim(s) != s {
@@ -878,12 +885,25 @@ mod tests {
         );
     }
 
+    /// U+FFFE and U+FFFF are no XML characters: a tag holding one was sent as U+FFFD.
+    #[test]
+    fn tags_refuse_characters_xml_cannot_carry() {
+        for bad in ["a\u{fffe}", "\u{ffff}b"] {
+            assert_eq!(
+                Tag::new(bad).unwrap_err().to_string(),
+                "invalid tag: must not contain U+FFFE or U+FFFF (XML cannot carry them)",
+                "{bad:?}"
+            );
+        }
+        assert!(Tag::new("a\u{fffd}").is_ok());
+    }
+
     proptest::proptest! {
         /// A tag is accepted or refused, with the same error, whether or not it takes the
         /// plain-ASCII fast path of `Tag::from_text`.
         #[test]
         fn tag_fast_path_agrees_with_the_checks(
-            s in "[a-zA-Z0-9_ ]{0,70}|[*| \t\x00\x7f\u{85}\u{a0}\u{3000}a\u{4e2d}]{0,6}",
+            s in "[a-zA-Z0-9_ ]{0,70}|[*| \t\x00\x7f\u{85}\u{a0}\u{3000}a\u{4e2d}\u{fffe}\u{ffff}]{0,6}",
         ) {
             let got = Tag::from_text(ByteString::from(s.as_str())).map(|t| t.as_str().to_owned());
             let want = check_tag(&s).map(|()| s.clone());
