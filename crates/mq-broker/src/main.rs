@@ -45,7 +45,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mq_broker::run::run_until_signal(&cli.args, "mq-broker")) {
+    // A refused configuration is a usage error (exit status 2, as clap's own and `mq
+    // serve`'s); a broker that cannot start (address in use, …) a failure (1).
+    let (config, source) = match mq_broker::load_config(&cli.args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("mq-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(mq_broker::run::run_config_until_signal(
+        config,
+        source,
+        "mq-broker",
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mq-broker: {e}");

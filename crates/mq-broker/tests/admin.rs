@@ -752,6 +752,23 @@ async fn messages_by_id_and_key_show_each_group() {
         .await
         .expect("find");
     assert_eq!(names(&none), Vec::<&str>::new());
+    // A key with a space would find nothing (a message's KEYS holds keys separated by
+    // spaces): refused, not an empty page.
+    let (status, spaced) = c
+        .admin(
+            Method::GET,
+            "/admin/topics/Traced/messages?key=order-8%20order-9",
+            None,
+        )
+        .await
+        .expect("find");
+    assert_eq!(status, 400, "{spaced}");
+    assert!(
+        spaced["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("one key")),
+        "{spaced}"
+    );
     assert_eq!(
         refusal(
             &mut c,
@@ -2643,4 +2660,79 @@ async fn admin_stats_is_the_stats_document_for_authenticated_callers() {
         (405, "MethodNotAllowed".to_owned())
     );
     broker.shutdown().await;
+}
+
+/// Deleting a topic or a group, or a reset, wakes the long polls waiting on it: they consume
+/// again at once and so register their group again, and a message published right after
+/// reaches it. (They slept until their wait ended; a publish meanwhile re-created the topic
+/// without the group, and the message went to nobody.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_or_group_wakes_its_waiting_polls() {
+    let broker = start(false).await;
+    let addr = broker.local_addr();
+    let mut c = Client::new(addr);
+    // A fresh topic each time: an empty topic's change counter is 0, as a deleted one's.
+    for (topic, method, deleted) in [
+        ("Deleted", Method::DELETE, "/admin/topics/Deleted"),
+        ("GroupDeleted", Method::DELETE, "/admin/groups/GID_deleted"),
+        ("Reset", Method::POST, "/admin/reset"),
+    ] {
+        let (t, g) = topic_group(topic, "GID_deleted");
+        register_and_publish(&mut c, &t, &g, &[]).await;
+        let waiter = tokio::spawn({
+            let (t, g) = (t.clone(), g.clone());
+            async move {
+                let mut w = Client::new(addr);
+                w.consume(&t, &g, ConsumeKind::Normal, 1, 20).await
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !waiting(&mut c).await {
+            assert!(Instant::now() < deadline, "the poll never waited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, json) = c.admin(method, deleted, None).await.expect("delete");
+        assert_eq!(status, 200, "{deleted}: {json}");
+        // The woken poll registers its group again (and waits again).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, topics) = c
+                .admin(Method::GET, "/admin/topics", None)
+                .await
+                .expect("topics");
+            let registered = topics["topics"].as_array().is_some_and(|ts| {
+                ts.iter().any(|x| {
+                    x["topic"] == topic
+                        && x["groups"]
+                            .as_array()
+                            .is_some_and(|gs| gs.iter().any(|y| y["group"] == "GID_deleted"))
+                })
+            });
+            if registered && waiting(&mut c).await {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after deleting {deleted}, the waiting poll did not register its group again: {topics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let m = TopicMessage::new("after the delete").expect("message");
+        c.publish(&t, &m).await.expect("io").expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the poll is answered by the publish")
+            .expect("task")
+            .expect("io")
+            .expect("consume");
+        assert_eq!(bodies(&got), ["after the delete"], "{deleted}");
+        ack_all(&mut c, &t, &g, &got).await;
+    }
+}
+
+/// Whether one long poll is waiting (`GET /stats`).
+async fn waiting(c: &mut Client) -> bool {
+    let r = c.signed(Method::GET, "/stats").await.expect("stats");
+    let stats: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    stats["server"]["waiting_polls"] == 1
 }

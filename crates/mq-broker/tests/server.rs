@@ -1501,7 +1501,8 @@ mod binary {
             .args(["--listen", "127.0.0.1:0", "--credential", "no-colon"])
             .output()
             .expect("run");
-        assert!(!out.status.success());
+        // A refused configuration is a usage error (2), as clap's own and `mq serve`'s.
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         // Without `:` the value may be a secret pasted alone: it is not echoed.
         assert!(
@@ -1523,7 +1524,7 @@ mod binary {
                 .env(var, std::ffi::OsString::from_vec(vec![0xff]))
                 .output()
                 .expect("run");
-            assert!(!out.status.success(), "{var}");
+            assert_eq!(out.status.code(), Some(2), "{var}");
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains(&format!("{var} is not valid UTF-8")), "{err}");
             assert!(out.stdout.is_empty(), "{var}");
@@ -1540,6 +1541,18 @@ mod binary {
             err.contains("invalid value '-5' for '--retention-secs <SECS>'"),
             "{err}"
         );
+
+        // A broker that cannot start (its address in use) is a failure (1), not a usage
+        // error.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr").to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
+            .args(["--listen", &addr])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("cannot start on {addr}")), "{err}");
     }
 }
 

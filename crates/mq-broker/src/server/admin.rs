@@ -833,6 +833,13 @@ fn peek(shared: &Shared, topic: &str, params: &Params) -> Result<serde_json::Val
     }
     let lookup = match (params.non_empty("id")?, params.non_empty("key")?) {
         (Some(id), _) => Some(Lookup::Id(message_id(id)?)),
+        (None, Some(key)) if key.contains(char::is_whitespace) => {
+            // It would find nothing: the keys a message carries are its `KEYS` split on
+            // whitespace.
+            return Err(AdminError::invalid(
+                "key= is one key, without whitespace (a message's KEYS property holds several keys separated by spaces: look up one of them)",
+            ));
+        }
         (None, Some(key)) => Some(Lookup::Key(key)),
         (None, None) => None,
     };

@@ -71,6 +71,17 @@ fn storage_error(e: StorageError) -> RequestError {
     RequestError::new(ErrorCode::InternalError, format!("storage: {e}"))
 }
 
+/// Which waiting polls a change wakes besides those whose topic's counter moved.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// None.
+    IfChanged,
+    /// Those of the call's topic.
+    Topic,
+    /// All.
+    All,
+}
+
 /// Moves a topic's channel to `version`, waking its receivers if that is news.
 fn advance_watch(tx: &watch::Sender<u64>, version: u64) {
     tx.send_if_modified(|old| {
@@ -196,6 +207,16 @@ impl LocalBackend {
         }
         let key = call.topic().map(|(i, t)| (i.cloned(), t.clone()));
         let reset = matches!(call, Call::Reset);
+        // What a waiting poll was registered for is gone: it must consume again now, so
+        // its group is registered again before the next publish (left asleep until its
+        // wait ended, a publish meanwhile re-created the topic without the group, and the
+        // message went to nobody). The counter alone may not move: it is 0 for an empty
+        // topic and for a deleted one. (Deleting a group moves its topics' counters.)
+        let wake = match &call {
+            Call::DeleteTopic { .. } => Wake::Topic,
+            Call::Reset => Wake::All,
+            _ => Wake::IfChanged,
+        };
         let (outcome, durable) = {
             let mut core = self.lock_core();
             if reset {
@@ -208,6 +229,9 @@ impl LocalBackend {
             match &key {
                 Some(key) => self.changed(&core, key),
                 None => self.publish_versions(&core),
+            }
+            if outcome.is_ok() {
+                self.wake(wake, key.as_ref());
             }
             (outcome.map_err(core_error)?, core.sync_point())
         };
@@ -375,6 +399,17 @@ impl LocalBackend {
         let watches = self.lock_watches();
         for ((instance, topic), tx) in watches.iter() {
             advance_watch(tx, core.topic_version(instance.as_ref(), topic));
+        }
+    }
+
+    /// Wakes waiters whose counters may not have moved: those of `key` or of every topic.
+    fn wake(&self, wake: Wake, key: Option<&TopicKey>) {
+        let watches = self.lock_watches();
+        let wake_one = |tx: &watch::Sender<u64>| tx.send_modify(|_| {});
+        match (wake, key) {
+            (Wake::IfChanged, _) | (Wake::Topic, None) => {}
+            (Wake::Topic, Some(key)) => watches.get(key).into_iter().for_each(wake_one),
+            (Wake::All, _) => watches.values().for_each(wake_one),
         }
     }
 
