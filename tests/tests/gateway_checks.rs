@@ -12,6 +12,10 @@
 //! committing that handle sends `EndTransaction` with the right message and transaction
 //! ids; a decided transaction is not offered again; a poll with no check waits its time and
 //! finds nothing.
+//!
+//! The same fake engine never answers a receive (`ReceiveMessage`): a long poll through the
+//! gateway still answers within its wait plus the gateway's margin, under the official SDKs'
+//! socket timeout.
 
 use mq_broker::config::{BackendConfig, HandleKey, RocketMqConfig};
 use mq_broker::{Credential, ServerConfig};
@@ -35,6 +39,8 @@ struct Seen {
     declared: Vec<String>,
     /// Decisions: (message id, transaction id, resolution).
     decisions: Vec<(String, String, i32)>,
+    /// Receives asked for (none is ever answered).
+    receives: usize,
 }
 
 #[derive(Clone, Default)]
@@ -121,11 +127,14 @@ impl pb::messaging_service_server::MessagingService for FakeEngine {
 
     type ReceiveMessageStream = Stream<pb::ReceiveMessageResponse>;
 
+    /// Never answers: an engine that holds its receives (hung, or running them one at a
+    /// time behind others).
     async fn receive_message(
         &self,
         _: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        Err(Status::unimplemented("receive_message"))
+        self.seen.lock().unwrap().receives += 1;
+        std::future::pending().await
     }
 
     async fn ack_message(
@@ -268,21 +277,15 @@ impl pb::messaging_service_server::MessagingService for FakeEngine {
     }
 }
 
-#[test]
-fn half_message_polls_get_the_engines_checks() {
-    let fake = FakeEngine::default();
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let incoming = server_rt
+/// The fake engine (served on `runtime`) and a gateway onto it.
+fn gateway_onto(fake: &FakeEngine, runtime: &tokio::runtime::Runtime) -> TestBroker {
+    let incoming = runtime
         .block_on(async {
             tonic::transport::server::TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         })
         .expect("bind the fake engine");
     let engine_addr = incoming.local_addr().expect("address");
-    server_rt.spawn(
+    runtime.spawn(
         tonic::transport::Server::builder()
             .add_service(pb::messaging_service_server::MessagingServiceServer::new(
                 fake.clone(),
@@ -299,7 +302,52 @@ fn half_message_polls_get_the_engines_checks() {
         ..ServerConfig::default()
     };
     config.core.half_check_interval_ms = 5_000;
-    let gateway = TestBroker::start_with(config);
+    TestBroker::start_with(config)
+}
+
+fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A long poll answers within its wait plus the gateway's 2 s margin, though every receive
+/// it asks the engine for goes unanswered: each 1 s slice of the wait may take the engine's
+/// 5 s minimum long poll plus the margin, but not past the poll's own answer time (a 30 s
+/// poll answered after 35 s, past the official SDKs' 33 s socket timeout).
+#[test]
+fn a_long_poll_answers_in_time_when_the_engine_holds_its_receives() {
+    let fake = FakeEngine::default();
+    let server_rt = server_runtime();
+    let gateway = gateway_onto(&fake, &server_rt);
+    mq_tests::block_on(async {
+        let client = mq_tests::client_builder::<TokioRuntime>(&gateway.endpoint())
+            .retry(mq_client::RetryConfig::disabled())
+            .build()
+            .expect("client");
+        let consumer = client.consumer(topic("gw_held"), group("GID_held"));
+        let started = Instant::now();
+        let found = consumer.receive(batch(1), wait(10)).await.expect("poll");
+        let took = started.elapsed();
+        assert!(found.is_empty());
+        assert!(
+            took >= Duration::from_secs(10) && took < Duration::from_millis(12_700),
+            "a 10 s poll answered after {took:?}"
+        );
+    });
+    assert!(
+        fake.seen.lock().unwrap().receives >= 2,
+        "the wait was sliced"
+    );
+}
+
+#[test]
+fn half_message_polls_get_the_engines_checks() {
+    let fake = FakeEngine::default();
+    let server_rt = server_runtime();
+    let gateway = gateway_onto(&fake, &server_rt);
 
     mq_tests::block_on(async {
         let client = scenarios::client::<TokioRuntime>(&gateway);

@@ -75,6 +75,11 @@ const ENGINE_POLL_SLICE: Duration = Duration::from_secs(1);
 /// (after this long, if the engine answered at once).
 const MIN_REPOLL: Duration = Duration::from_millis(200);
 
+/// The shortest long poll an engine may run a receive for, whatever wait it was asked
+/// for: the proxy's `minLongPollingTimeoutMs`, 5 s by default (Apache RocketMQ 5 and
+/// rocketmq-rust 1.0.0).
+const ENGINE_MIN_LONG_POLL: Duration = Duration::from_secs(5);
+
 /// Connections the gateway's receives (long polls) take turns on.
 const RECEIVE_CONNECTIONS: usize = 4;
 
@@ -958,6 +963,12 @@ impl Gateway {
             attempt_id: None,
         };
         let deadline = tokio::time::Instant::now() + wait;
+        // The whole poll answers by then, however late the engine runs its receives: each
+        // slice may take the engine's minimum long poll plus the margin
+        // (`Gateway::RECEIVE_MARGIN`), but the last one of a long wait must not push the
+        // answer past the SDKs' socket timeout.
+        let answer_by =
+            deadline.max(tokio::time::Instant::now() + ENGINE_MIN_LONG_POLL) + Self::RECEIVE_MARGIN;
         let mut this_wait = wait.min(ENGINE_POLL_SLICE);
         request.long_polling_timeout = Some(convert::duration(
             u64::try_from(this_wait.as_millis()).unwrap_or(u64::MAX),
@@ -965,7 +976,7 @@ impl Gateway {
         loop {
             let asked = tokio::time::Instant::now();
             let (messages, status) = tokio::select! {
-                r = self.receive_batch(target, &mut request, this_wait) => r?,
+                r = self.receive_batch(target, &mut request, this_wait, answer_by) => r?,
                 () = waiting.until_stopped() => return Ok(Vec::new()),
             };
             if messages.is_empty() {
@@ -1071,9 +1082,12 @@ impl Gateway {
         target: Target<'_>,
         request: &mut pb::ReceiveMessageRequest,
         wait: Duration,
+        answer_by: tokio::time::Instant,
     ) -> Result<(Vec<pb::Message>, Option<pb::Status>), RequestError> {
         loop {
-            let (messages, status) = self.receive(target, request.clone(), wait).await?;
+            let (messages, status) = self
+                .receive(target, request.clone(), wait, answer_by)
+                .await?;
             if messages.is_empty()
                 && request.batch_size > 1
                 && convert::refuses_batches(status.as_ref())
@@ -1195,14 +1209,20 @@ impl Gateway {
     /// timeout of the official Java and Node SDKs (PROTOCOL §6.2).
     const RECEIVE_MARGIN: Duration = Duration::from_secs(2);
 
+    /// One receive of `wait`, ended as "nothing" when it runs past `wait` (at least the
+    /// engine's minimum long poll) plus [`Self::RECEIVE_MARGIN`], and at `answer_by`, when
+    /// the HTTP poll it serves must be answered: a 30 s poll's slices, each of which an
+    /// engine that does not answer held 7 s, answered after 35 s.
     async fn receive(
         &self,
         target: Target<'_>,
         request: pb::ReceiveMessageRequest,
         wait: Duration,
+        answer_by: tokio::time::Instant,
     ) -> Result<(Vec<pb::Message>, Option<pb::Status>), RequestError> {
         // The engine may clamp short polls up to its minimum long poll (5 s by default).
-        let deadline = wait.max(Duration::from_secs(5)) + Self::RECEIVE_MARGIN;
+        let deadline = (wait.max(ENGINE_MIN_LONG_POLL) + Self::RECEIVE_MARGIN)
+            .min(answer_by.saturating_duration_since(tokio::time::Instant::now()));
         let req = self.request(request, target.namespace(), deadline);
         let receiver = {
             let i = self.next_receiver.fetch_add(1, Ordering::Relaxed);
