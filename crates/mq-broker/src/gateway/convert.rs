@@ -342,6 +342,11 @@ fn code_of(status: Option<&pb::Status>) -> (pb::Code, &str) {
 fn refusal(code: pb::Code, message: &str, what: &str) -> RequestError {
     use pb::Code as C;
     let ours = match code {
+        // The engine's remoting failure, not the caller's argument: rocketmq-rust 1.0.0's
+        // proxy answers it when it cannot reach a broker (one killed, its route not dropped
+        // yet: a publish answered 400 for seconds, which clients do not retry). The
+        // gateway has checked every argument the protocol takes.
+        C::BadRequest if message == ENGINE_REMOTING_FAILURE => ErrorCode::InternalError,
         C::TopicNotFound => {
             return RequestError::new(
                 ErrorCode::TopicNotExist,
@@ -438,9 +443,13 @@ pub(super) fn receive_status(status: Option<&pb::Status>) -> Received {
 pub(super) fn refuses_batches(status: Option<&pb::Status>) -> bool {
     matches!(
         code_of(status),
-        (pb::Code::BadRequest, "Argument is invalid")
+        (pb::Code::BadRequest, ENGINE_REMOTING_FAILURE)
     )
 }
+
+/// The message of rocketmq-rust 1.0.0's `40000` when its proxy's remoting client failed: a
+/// batched pop it cannot read ([`refuses_batches`]), or a broker it cannot reach.
+const ENGINE_REMOTING_FAILURE: &str = "Argument is invalid";
 
 /// One handle's settlement: `Ok(None)` settled, `Ok(Some(code))` refused for this handle
 /// (`MessageNotExist` for a delivery or transaction that is gone or expired,
@@ -662,6 +671,20 @@ mod tests {
             Some(ErrorCode::ReceiptHandleError)
         );
         assert!(settle_status(Some(&st(pb::Code::ProxyTimeout, "")), "ack").is_err());
+        // The engine's remoting failure (a broker down) is retryable; another bad request
+        // is the caller's.
+        let remoting = st(pb::Code::BadRequest, "Argument is invalid");
+        assert_eq!(
+            check_status(Some(&remoting), "publish").unwrap_err().code,
+            ErrorCode::InternalError
+        );
+        assert!(settle_status(Some(&remoting), "ack").is_err());
+        assert_eq!(
+            check_status(Some(&st(pb::Code::BadRequest, "bad tag")), "publish")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidArgument
+        );
         assert_eq!(
             settle_status(Some(&st(pb::Code::Ok, "")), "ack").unwrap(),
             None
