@@ -698,6 +698,13 @@ async fn transaction_checks(engine: &RocketMqEngine) {
                         .expect_err("a publish handle is no delivery");
                     assert_eq!(err.failures()[0].code, ErrorCode::ReceiptHandleError);
                     tx.commit(&m.receipt_handle).await.expect("commit");
+                    // A retried commit (its 204 lost) finds the transaction over: as the
+                    // built-in broker answers (it was ReceiptHandleError, "not a handle").
+                    let err = tx
+                        .commit(&m.receipt_handle)
+                        .await
+                        .expect_err("a second commit");
+                    assert_eq!(err.failures()[0].code, ErrorCode::MessageNotExist);
                 }
                 "rollback" => tx.rollback(&m.receipt_handle).await.expect("rollback"),
                 other => panic!("offered {other}"),

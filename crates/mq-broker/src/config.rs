@@ -47,7 +47,8 @@ pub struct BrokerArgs {
     #[arg(long = "credential", value_name = "AK:SK[@INSTANCE]")]
     pub credentials: Vec<String>,
     /// Declared topic, `NAME` or `INSTANCE/NAME` (repeatable). Once any topic is declared,
-    /// unknown topics answer TopicNotExist; with none, topics are created on first use.
+    /// unknown topics answer TopicNotExist (with `--backend rocketmq://`: topics the cluster
+    /// does not have; the others are served); with none, topics are created on first use.
     #[arg(long = "topic", value_name = "[INSTANCE/]NAME")]
     pub topics: Vec<String>,
     /// Consumer group created at start (repeatable; once per group, all its topics in one),
@@ -527,16 +528,16 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
         }
         _ => return Err("tls_cert and tls_key must be given together".to_owned()),
     };
-    let parse_key = |k: &str| {
+    // Each source named in the error (the key itself never is).
+    let parse_key = |k: &str, source: &str| {
         k.parse::<HandleKey>()
-            .map_err(|e| format!("handle key: {e}"))
+            .map_err(|e| format!("handle key ({source}): {e}"))
     };
-    let handle_key = args
-        .handle_key
-        .as_deref()
-        .or(file.handle_key.as_deref())
-        .map(parse_key)
-        .transpose()?;
+    let handle_key = match (args.handle_key.as_deref(), file.handle_key.as_deref()) {
+        (Some(k), _) => Some(parse_key(k, "--handle-key")?),
+        (None, Some(k)) => Some(parse_key(k, "handle_key in the configuration file")?),
+        (None, None) => None,
+    };
     match args.backend.as_deref().or(file.backend.as_deref()) {
         None | Some("builtin") => {
             if handle_key.is_some() {
@@ -551,7 +552,7 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
                 Some(k) => Some(k),
                 None => env_var("MQ_HANDLE_KEY")?
                     .filter(|k| !k.trim().is_empty())
-                    .map(|k| parse_key(&k))
+                    .map(|k| parse_key(&k, "MQ_HANDLE_KEY"))
                     .transpose()?,
             };
             if config.test_clock {
@@ -577,22 +578,22 @@ pub fn load_config(args: &BrokerArgs) -> Result<(ServerConfig, CredentialSource)
             for (given, name) in [
                 (
                     args.retention_secs.or(file.retention_secs),
-                    "retention_secs",
+                    "--retention-secs (retention_secs)",
                 ),
                 (
                     args.consumed_retention_secs
                         .or(file.consumed_retention_secs),
-                    "consumed_retention_secs",
+                    "--consumed-retention-secs (consumed_retention_secs)",
                 ),
                 (
                     args.consumed_retention_bytes
                         .or(file.consumed_retention_bytes),
-                    "consumed_retention_bytes",
+                    "--consumed-retention-bytes (consumed_retention_bytes)",
                 ),
                 (
                     args.half_check_horizon_secs
                         .or(file.half_check_horizon_secs),
-                    "half_check_horizon_secs",
+                    "--half-check-horizon-secs (half_check_horizon_secs)",
                 ),
             ] {
                 if given.is_some() {
@@ -1168,28 +1169,28 @@ mod tests {
                 retention_secs: Some(60),
                 ..gateway()
             },
-            "retention_secs",
+            "--retention-secs (retention_secs)",
         );
         refused(
             BrokerArgs {
                 consumed_retention_secs: Some(0),
                 ..gateway()
             },
-            "consumed_retention_secs",
+            "--consumed-retention-secs (consumed_retention_secs)",
         );
         refused(
             BrokerArgs {
                 consumed_retention_bytes: Some(1),
                 ..gateway()
             },
-            "consumed_retention_bytes",
+            "--consumed-retention-bytes (consumed_retention_bytes)",
         );
         refused(
             BrokerArgs {
                 half_check_horizon_secs: Some(60),
                 ..gateway()
             },
-            "half_check_horizon_secs",
+            "--half-check-horizon-secs (half_check_horizon_secs)",
         );
         refused(
             BrokerArgs {
@@ -1198,6 +1199,14 @@ mod tests {
             },
             "--data-dir",
         );
+        // A malformed handle key's error says where it came from, never what it was.
+        let e = load_config(&BrokerArgs {
+            handle_key: Some("not-a-key!".into()),
+            ..gateway()
+        })
+        .expect_err("malformed key");
+        assert!(e.starts_with("handle key (--handle-key): "), "{e}");
+        assert!(!e.contains("not-a-key!"), "{e}");
         refused(
             BrokerArgs {
                 test_clock: true,

@@ -80,7 +80,7 @@ pub async fn run_config_until_signal(
                 let _ = if topics == 0 && *admin {
                     writeln!(
                         out,
-                        "topics: created on the cluster on first use (declare --topic to limit them)"
+                        "topics: created on the cluster on first use (declaring any --topic turns this off)"
                     )
                 } else {
                     writeln!(

@@ -479,6 +479,23 @@ pub(super) fn settle_status(
     }
 }
 
+/// [`settle_status`] of a transaction decision (commit, rollback). Its handle's seal was
+/// checked before it reached the engine, so an engine that does not know the transaction
+/// (`InvalidTransactionId`, …) means it is over — decided already (a retried commit whose
+/// 204 was lost) or expired: `MessageNotExist`, as the built-in broker and the service
+/// answer a late or second decision (PROTOCOL §6.6), not `ReceiptHandleError` ("not a
+/// valid handle").
+pub(super) fn decision_status(
+    status: Option<&pb::Status>,
+) -> Result<Option<ErrorCode>, RequestError> {
+    Ok(
+        settle_status(status, "transaction decision")?.map(|code| match code {
+            ErrorCode::ReceiptHandleError => ErrorCode::MessageNotExist,
+            other => other,
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::MESSAGE_ID_PROPERTY;
@@ -671,6 +688,21 @@ mod tests {
             Some(ErrorCode::ReceiptHandleError)
         );
         assert!(settle_status(Some(&st(pb::Code::ProxyTimeout, "")), "ack").is_err());
+        // A decision the engine no longer knows is over (a second commit): as the built-in
+        // broker answers it.
+        for gone in [
+            pb::Code::InvalidTransactionId,
+            pb::Code::InvalidReceiptHandle,
+            pb::Code::NotFound,
+        ] {
+            assert_eq!(
+                decision_status(Some(&st(gone, ""))).unwrap(),
+                Some(ErrorCode::MessageNotExist),
+                "{gone:?}"
+            );
+        }
+        assert!(decision_status(Some(&st(pb::Code::ProxyTimeout, ""))).is_err());
+        assert_eq!(decision_status(Some(&st(pb::Code::Ok, ""))).unwrap(), None);
         // The engine's remoting failure (a broker down) is retryable; another bad request
         // is the caller's.
         let remoting = st(pb::Code::BadRequest, "Argument is invalid");

@@ -1430,7 +1430,7 @@ impl Gateway {
                 .await
                 .map_err(|s| convert::rpc_error("transaction decision", &s))?
                 .into_inner();
-            match convert::settle_status(resp.status.as_ref(), "transaction decision")? {
+            match convert::decision_status(resp.status.as_ref())? {
                 None => {
                     self.checks.decided(&h.engine_token);
                     settled += 1;
