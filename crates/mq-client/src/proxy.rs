@@ -264,11 +264,15 @@ fn check_url(url: &str, what: &str) -> Result<(), Error> {
         }
     }
     // What the URL parser reads must be what was checked above: a `/`, `?` or `#` in the
-    // user info would end the authority there.
+    // user info would end the authority there (`http::Uri` drops a `#` fragment without a
+    // trace, while the proxy matcher then takes the user name for the proxy's host).
+    let user_info_ends_authority = rest
+        .rsplit_once('@')
+        .is_some_and(|(user_info, _)| user_info.contains(['/', '?', '#']));
     let uri: http::Uri = url
         .parse()
         .map_err(|e| invalid(format!("not a URL: {e}")))?;
-    if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+    if user_info_ends_authority || uri.query().is_some() || !matches!(uri.path(), "" | "/") {
         return Err(invalid(
             "the user info holds '/', '?' or '#': percent-encode them (%2F, %3F, %23)".into(),
         ));
@@ -576,6 +580,16 @@ mod tests {
     }
 
     #[test]
+    fn a_hash_in_the_user_name_is_refused_too() {
+        // Without the check the client went to host "u" (port 80) and `Debug` showed
+        // `***@proxy:3128`.
+        let e = Proxy::new("http://u#x:hunter2@proxy:3128").expect_err("refused");
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("percent-encode them"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn unusable_proxy_urls_are_config_errors_without_the_password() {
         // Each says which part is wrong, quoting it; Display and Debug show the URL with
         // `***` for the password.
@@ -616,6 +630,9 @@ mod tests {
             // A password with an unencoded '/', '?' or '#' is never quoted.
             ("http://u:hunt/er2@proxy:3128", "percent-encode them"),
             ("http://u:hunt?er2@proxy:3128", "percent-encode them"),
+            // A '#' too: the URL parser dropped it as a fragment and the client went to
+            // host "u" (the user name), port 80, while `Debug` showed proxy:3128.
+            ("http://u:hunt#er2@proxy:3128", "percent-encode them"),
             ("u:hunter2@proxy:80x", r#"port "80x""#),
         ] {
             let e = Proxy::new(url).expect_err(url);
