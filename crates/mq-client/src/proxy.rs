@@ -106,7 +106,8 @@ impl Proxy {
     /// # Errors
     ///
     /// [`Error::Config`] with [`ConfigError::InvalidProxy`] (naming the variable) when a set
-    /// variable is not an `http://` proxy URL, [`ConfigError::EnvVarNotUnicode`] when one
+    /// variable is not an `http://` proxy URL (`ALL_PROXY` only when `HTTPS_PROXY` or
+    /// `HTTP_PROXY` is unset: shadowed by both, it is not read), [`ConfigError::EnvVarNotUnicode`] when one
     /// is not valid UTF-8: a client does not silently go direct when the environment asks
     /// for a proxy it cannot use.
     pub fn from_env() -> Result<Option<Self>, Error> {
@@ -138,7 +139,13 @@ impl Proxy {
         let [https_vars, http_vars, all_vars, no_vars] = PROXY_ENV_VARS;
         let https = first(https_vars)?;
         let http = first(http_vars)?;
-        let all = first(all_vars)?;
+        // ALL_PROXY fills only the slots HTTPS_PROXY and HTTP_PROXY leave empty: shadowed by
+        // both it is never used, so it is not read (a desktop's `all_proxy=socks5://…` beside
+        // `https_proxy` and `http_proxy` of the same local proxy is common).
+        let all = match (&https, &http) {
+            (Some(_), Some(_)) => None,
+            _ => first(all_vars)?,
+        };
         for (value, names) in [(&https, https_vars), (&http, http_vars), (&all, all_vars)] {
             if let Some(v) = value {
                 check_url(v, names[0])?;
@@ -540,6 +547,31 @@ mod tests {
                 .is_none()
         );
         assert!(env(&[("HTTP_PROXY", "  ")]).expect("valid").is_none());
+    }
+
+    #[test]
+    fn an_all_proxy_both_specific_variables_shadow_is_not_read() {
+        // The usual desktop proxy setup: http:// for HTTPS_PROXY and HTTP_PROXY, socks5://
+        // for ALL_PROXY (which this client cannot use). build() failed with InvalidProxy
+        // naming ALL_PROXY, which no request would have used.
+        let p = env(&[
+            ("https_proxy", "http://127.0.0.1:7890"),
+            ("http_proxy", "http://127.0.0.1:7890"),
+            ("all_proxy", "socks5://127.0.0.1:7890"),
+        ])
+        .expect("ALL_PROXY is shadowed")
+        .expect("set");
+        for uri in ["https://mq.example.com", "http://mq.example.com"] {
+            assert_eq!(route(&p, uri), Some(("127.0.0.1".into(), 7890, false)));
+        }
+        // When it fills a slot, it is still checked: a client does not go direct (or
+        // through SOCKS) when the environment asks for a proxy it cannot use.
+        let e = env(&[
+            ("HTTPS_PROXY", "http://127.0.0.1:7890"),
+            ("ALL_PROXY", "socks5://127.0.0.1:7890"),
+        ])
+        .expect_err("ALL_PROXY fills the http slot");
+        assert!(e.to_string().contains("ALL_PROXY"), "{e}");
     }
 
     #[test]
