@@ -649,17 +649,32 @@ impl<R: Runtime> PooledTransport<R> {
                 reused_connection: reused,
             })?
             .to_bytes();
-        let keep_alive = !head
-            .headers
-            .get(http::header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let keep_alive = !has_token(&head.headers, http::header::CONNECTION.as_str(), "close")
+            // Through a forwarding proxy (an `http` endpoint), only a connection the proxy
+            // says it keeps: tinyproxy answers HTTP/1.1 without `Connection: close` and
+            // closes at once, so a request that took the connection before its task saw
+            // the close was lost unsent — for a publish, an ambiguous `ConnectionLost`
+            // (15 % of a 4-worker producer's publishes).
+            && (key.proxy.is_none()
+                || key.https
+                || has_token(&head.headers, http::header::CONNECTION.as_str(), "keep-alive")
+                || has_token(&head.headers, "proxy-connection", "keep-alive"));
         if keep_alive && !sender.is_closed() {
             self.pool
                 .put(key.clone(), sender, self.config.max_idle_per_host);
         }
         Ok(Some(Response::from_parts(head, body)))
     }
+}
+
+/// Whether header `name` lists `token` (case-insensitive, comma-separated values).
+fn has_token(headers: &http::HeaderMap, name: &str, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// `error` and its sources, `: `-separated (hyper's errors say what failed, their sources why).
