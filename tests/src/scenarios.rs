@@ -699,8 +699,9 @@ pub async fn handler_routes_by_tag_within_the_limit<R: Runtime + Default>(broker
     );
 }
 
-/// A handler's `Err` leaves the message for redelivery with a higher `ConsumedTimes`;
-/// shutdown lets a running handler finish and its ack reach the broker.
+/// A handler's `Err`, or a panic (even in the closure itself, before it returns its
+/// future), leaves the message for redelivery with a higher `ConsumedTimes`; shutdown lets
+/// a running handler finish and its ack reach the broker.
 pub async fn handler_redelivers_on_err_and_shuts_down_gracefully<R: Runtime + Default>(
     broker: &TestBroker,
 ) {
@@ -717,6 +718,14 @@ pub async fn handler_redelivers_on_err_and_shuts_down_gracefully<R: Runtime + De
             .handle(move |m: Message| {
                 let (attempts, started_tx, finished) =
                     (attempts.clone(), started_tx.clone(), finished.clone());
+                if m.body == "panic once" && m.consumed_times == 1 {
+                    // In the closure, not its future: this stopped the whole loop.
+                    attempts
+                        .lock()
+                        .expect("lock")
+                        .push((m.body.to_string(), m.consumed_times));
+                    panic!("the handler's closure panics before returning its future");
+                }
                 async move {
                     attempts
                         .lock()
@@ -751,6 +760,21 @@ pub async fn handler_redelivers_on_err_and_shuts_down_gracefully<R: Runtime + De
         vec![("fail once".to_owned(), 1), ("fail once".to_owned(), 2)],
         "redelivered after Err, with ConsumedTimes one higher"
     );
+    publish_tagged(&producer, "panic once", None).await;
+    let redelivered = eventually::<R>(Duration::from_secs(15), || {
+        attempts.lock().expect("lock").len() >= 4
+    })
+    .await;
+    assert!(
+        redelivered,
+        "the message whose handler panicked comes back, and the loop goes on: {:?}",
+        attempts.lock().expect("lock")
+    );
+    assert_eq!(
+        attempts.lock().expect("lock")[2..],
+        [("panic once".to_owned(), 1), ("panic once".to_owned(), 2)],
+        "redelivered after the panic"
+    );
     publish_tagged(&producer, "slow", None).await;
     started_rx.await.expect("the slow handler starts");
     // Shut down while the slow handler runs: it finishes, and its ack is sent and answered.
@@ -766,7 +790,7 @@ pub async fn handler_redelivers_on_err_and_shuts_down_gracefully<R: Runtime + De
             summary.failed,
             summary.ack_failed
         ),
-        (2, 2, 1, 0),
+        (3, 3, 2, 0),
         "{summary:?}"
     );
     // Its ack arrived: it is not delivered again after the invisibility time (2 s).

@@ -139,12 +139,13 @@ where
         let verdict = catch_unwind(AssertUnwindSafe(|| (self.decide)(message)));
         Some(Box::pin(async move {
             let decision = match verdict {
-                Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
-                Err(_) => None,
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
             };
-            let decision = decision.unwrap_or_else(|| {
+            let decision = decision.unwrap_or_else(|panic| {
                 tracing::warn!(
                     message_id = %id,
+                    panic = crate::handling::panic_text(panic.as_ref()).unwrap_or("(not text)"),
                     "the transaction checker's decision panicked; the message is checked again later"
                 );
                 Decision::Unknown

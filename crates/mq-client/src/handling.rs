@@ -284,14 +284,22 @@ impl MessageHandler {
         let id = message.message_id.clone();
         let consumed_times = message.consumed_times;
         Box::pin(async move {
-            let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
+            // A panic in the handler's closure itself (before it returns its future, e.g.
+            // an `unwrap` there) is caught as one in its future: it stopped the whole loop.
+            let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
             let error = match outcome {
                 Ok(Ok(())) => match in_hand.ack() {
                     Some(ack) => return Finished::Ok(ack),
                     None => "no receipt handle".into(),
                 },
                 Ok(Err(e)) => e.to_string(),
-                Err(_) => "the handler panicked".to_owned(),
+                Err(panic) => match panic_text(panic.as_ref()) {
+                    Some(what) => format!("the handler panicked: {what}"),
+                    None => "the handler panicked".to_owned(),
+                },
             };
             tracing::warn!(
                 message_id = %id,
@@ -409,5 +417,29 @@ impl Consumer {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         MessageHandler::new(self.clone(), handler)
+    }
+}
+
+/// The message a panic was raised with (`panic!("…")`, `unwrap`, `expect`), if it is text.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_text;
+
+    #[test]
+    fn a_panic_says_what_it_was_raised_with() {
+        let literal = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_text(literal.as_ref()), Some("plain"));
+        let n = 3;
+        let formatted = std::panic::catch_unwind(|| panic!("formatted {n}")).unwrap_err();
+        assert_eq!(panic_text(formatted.as_ref()), Some("formatted 3"));
+        let other = std::panic::catch_unwind(|| std::panic::panic_any(7_u8)).unwrap_err();
+        assert_eq!(panic_text(other.as_ref()), None);
     }
 }

@@ -172,13 +172,20 @@ struct PoolKey {
 impl PoolKey {
     /// `host:port`, and the proxy's address when there is one (never its credentials).
     fn describe(&self) -> String {
+        let endpoint = authority(&self.host, self.port);
         match &self.proxy {
-            Some(p) => format!(
-                "{}:{} through proxy {}:{}",
-                self.host, self.port, p.host, p.port
-            ),
-            None => format!("{}:{}", self.host, self.port),
+            Some(p) => format!("{endpoint} through proxy {}", authority(&p.host, p.port)),
+            None => endpoint,
         }
+    }
+}
+
+/// `host:port`, an IPv6 address in brackets (`[::1]:8080`, not `::1:8080`).
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
