@@ -730,3 +730,17 @@ impl<R: Runtime> Transport for PooledTransport<R> {
         Box::pin(async move { this.send_inner(parts, timeout).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::authority;
+
+    /// Errors name an IPv6 endpoint or proxy as `[::1]:8080` (it read `::1:8080`).
+    #[test]
+    fn an_ipv6_host_is_bracketed() {
+        assert_eq!(authority("::1", 8080), "[::1]:8080");
+        assert_eq!(authority("[::1]", 8080), "[::1]:8080");
+        assert_eq!(authority("127.0.0.1", 80), "127.0.0.1:80");
+        assert_eq!(authority("proxy.example", 3128), "proxy.example:3128");
+    }
+}
