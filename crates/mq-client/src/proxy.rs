@@ -272,16 +272,19 @@ fn check_url(url: &str, what: &str) -> Result<(), Error> {
     }
     // What the URL parser reads must be what was checked above: a `/`, `?` or `#` in the
     // user info would end the authority there (`http::Uri` drops a `#` fragment without a
-    // trace, while the proxy matcher then takes the user name for the proxy's host).
+    // trace, while the proxy matcher then takes the user name for the proxy's host), and an
+    // `@` would split it elsewhere (the proxy matcher cuts the user info at the first `@`,
+    // the check above and `redacted` at the last: `u:pa@ss` was sent as `u:pa`).
     let user_info_ends_authority = rest
         .rsplit_once('@')
-        .is_some_and(|(user_info, _)| user_info.contains(['/', '?', '#']));
+        .is_some_and(|(user_info, _)| user_info.contains(['/', '?', '#', '@']));
     let uri: http::Uri = url
         .parse()
         .map_err(|e| invalid(format!("not a URL: {e}")))?;
     if user_info_ends_authority || uri.query().is_some() || !matches!(uri.path(), "" | "/") {
         return Err(invalid(
-            "the user info holds '/', '?' or '#': percent-encode them (%2F, %3F, %23)".into(),
+            "the user info holds '/', '?', '#' or '@': percent-encode them (%2F, %3F, %23, %40)"
+                .into(),
         ));
     }
     Ok(())
@@ -619,6 +622,38 @@ mod tests {
         let shown = format!("{e} {e:?}");
         assert!(shown.contains("percent-encode them"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn an_at_sign_in_the_user_info_is_refused() {
+        // The proxy matcher splits the user info at the first '@' (the URL parser and
+        // `redacted` at the last): `u:pa@ss` was sent as `Basic u:pa` and an e-mail user
+        // name as the user alone, while `Debug` showed `u:***@proxy:3128`.
+        for url in [
+            "http://u:pa@ss@proxy:3128",
+            "http://john@corp.example:hunter2@proxy:8080",
+            "u:hunt@er2@proxy:3128",
+        ] {
+            let e = Proxy::new(url).expect_err(url);
+            let shown = format!("{e} {e:?}");
+            assert!(shown.contains("%40"), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("er2"),
+                "{shown}"
+            );
+            let e = env(&[("HTTPS_PROXY", url)]).expect_err(url);
+            assert!(e.to_string().contains("HTTPS_PROXY"), "{e}");
+        }
+        // Percent-encoded, it is the password's (and the user name's) own character.
+        let p = Proxy::new("http://john%40corp.example:pa%40ss@proxy:8080").expect("encoded");
+        let r = p
+            .route(&"https://mq:443".parse().expect("uri"))
+            .expect("route");
+        // base64("john@corp.example:pa@ss")
+        assert_eq!(
+            r.authorization.as_ref().expect("auth"),
+            "Basic am9obkBjb3JwLmV4YW1wbGU6cGFAc3M="
+        );
     }
 
     #[test]
