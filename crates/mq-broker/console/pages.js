@@ -140,8 +140,8 @@ export async function topic(view, params, ctx) {
     el("label", {}, "Published from", from), el("label", {}, "to", to),
     el("button", { class: "primary", type: "submit" }, "Peek"));
   const hasTag = (m) => !tag.value || m.tag === tag.value;
-  const hasKey = (m) => !key.value || (m.properties.KEYS || "").split(/\s+/).includes(key.value);
-  const filtered = () => (tag.value || key.value ? " matches the filter" : "");
+  const hasKey = (m) => !key.value.trim() || (m.properties.KEYS || "").split(/\s+/).includes(key.value.trim());
+  const filtered = () => (tag.value || key.value.trim() ? " matches the filter" : "");
   const bound = (input) => (input.value ? new Date(input.value).getTime() : undefined);
   const range = () => {
     const [begin, end] = [bound(from), bound(to)];
@@ -164,7 +164,7 @@ export async function topic(view, params, ctx) {
     let after;
     let pages = 0;
     do {
-      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["key", key.value], ["after", after], ["ns", ns], ["limit", MAX_LIST]])}`);
+      const res = await admin("GET", `/admin/topics/${seg(name)}/messages${query([["key", key.value.trim()], ["after", after], ["ns", ns], ["limit", MAX_LIST]])}`);
       found.push(...res.messages);
       after = res.next;
       pages += 1;
@@ -173,8 +173,8 @@ export async function topic(view, params, ctx) {
     const shown = found.filter(hasTag).filter(timed ? inRange(span) : inState);
     const where = timed ? rangeText(span) : `${state.value.replace("_", " ")}${state.value === "half" ? "" : ` for ${group.value}`}`;
     const count = after ? `at least ${found.length} messages have it (the first ${found.length} were searched)` : `${found.length} message(s) have it`;
-    out.append(el("p", { class: "muted", "data-summary": "" }, `Looked up by key ${key.value}: ${count}, ${shown.length} of them ${where}${tag.value ? ` with tag ${tag.value}` : ""}.`),
-      shown.length ? messageTable(name, ns, shown, { perGroup: true }) : empty(`No ${timed ? "" : `${state.value.replace("_", " ")} `}message with key ${key.value}${timed ? ` ${rangeText(span)}` : ""}${tag.value ? ` and tag ${tag.value}` : ""}.`));
+    out.append(el("p", { class: "muted", "data-summary": "" }, `Looked up by key ${key.value.trim()}: ${count}, ${shown.length} of them ${where}${tag.value ? ` with tag ${tag.value}` : ""}.`),
+      shown.length ? messageTable(name, ns, shown, { perGroup: true }) : empty(`No ${timed ? "" : `${state.value.replace("_", " ")} `}message with key ${key.value.trim()}${timed ? ` ${rangeText(span)}` : ""}${tag.value ? ` and tag ${tag.value}` : ""}.`));
   };
   // GET …/messages?begin_ms=&end_ms=&after=: every message published in [from, to), in
   // publish order, with each group's position (a state filter does not apply), from after
@@ -228,7 +228,7 @@ export async function topic(view, params, ctx) {
     out.replaceChildren();
     const needsGroup = state.value !== "half";
     try {
-      if (key.value) {
+      if (key.value.trim()) {
         if (needsGroup && !group.value && !(from.value || to.value)) {
           out.append(empty("Peeking at this state needs a group, and no group has consumed this topic yet."));
           return;
@@ -265,7 +265,7 @@ export async function topic(view, params, ctx) {
         shown.length ? messageTable(name, ns, shown) : empty(`No ${state.value.replace("_", " ")} message${filtered()}${page > 1 ? " after the previous page" : ""}.`),
         pager(res.next, page));
     } catch (e) {
-      out.append(e.unavailable ? unavailable(key.value ? "Lookup by key" : "Peek", e) : failure(e));
+      out.append(e.unavailable ? unavailable(key.value.trim() ? "Lookup by key" : "Peek", e) : failure(e));
     }
   };
   // A tag in a state for a group, beyond one peek: the topic's messages in publish order.

@@ -656,22 +656,29 @@ impl<R: Runtime> PooledTransport<R> {
                 reused_connection: reused,
             })?
             .to_bytes();
-        let keep_alive = !has_token(&head.headers, http::header::CONNECTION.as_str(), "close")
-            // Through a forwarding proxy (an `http` endpoint), only a connection the proxy
-            // says it keeps: tinyproxy answers HTTP/1.1 without `Connection: close` and
-            // closes at once, so a request that took the connection before its task saw
-            // the close was lost unsent — for a publish, an ambiguous `ConnectionLost`
-            // (15 % of a 4-worker producer's publishes).
-            && (key.proxy.is_none()
-                || key.https
-                || has_token(&head.headers, http::header::CONNECTION.as_str(), "keep-alive")
-                || has_token(&head.headers, "proxy-connection", "keep-alive"));
+        let keep_alive = reusable(&head.headers, key.proxy.is_some() && !key.https);
         if keep_alive && !sender.is_closed() {
             self.pool
                 .put(key.clone(), sender, self.config.max_idle_per_host);
         }
         Ok(Some(Response::from_parts(head, body)))
     }
+}
+
+/// Whether a connection may serve another request after an answer with these headers:
+/// not when `Connection` or `Proxy-Connection` says `close`; through a forwarding proxy
+/// (an `http` endpoint), only when one of them says `keep-alive`. tinyproxy answers
+/// HTTP/1.1 without `Connection: close` and closes at once, so a request that took the
+/// connection before its task saw the close was lost unsent — for a publish, an ambiguous
+/// `ConnectionLost` (15 % of a 4-worker producer's publishes). The cost: through a proxy
+/// that keeps connections without saying so, each request opens one (half the publishes
+/// per second of a proxy that says `Proxy-Connection: keep-alive`, in a test proxy).
+fn reusable(headers: &http::HeaderMap, through_forwarding_proxy: bool) -> bool {
+    let says = |token| {
+        has_token(headers, http::header::CONNECTION.as_str(), token)
+            || has_token(headers, "proxy-connection", token)
+    };
+    !says("close") && (!through_forwarding_proxy || says("keep-alive"))
 }
 
 /// Whether header `name` lists `token` (case-insensitive, comma-separated values).
@@ -733,7 +740,34 @@ impl<R: Runtime> Transport for PooledTransport<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::authority;
+    use super::{authority, reusable};
+
+    #[test]
+    fn a_connection_is_reused_unless_an_answer_or_a_silent_proxy_says_otherwise() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(*name, http::HeaderValue::from_static(value));
+            }
+            h
+        };
+        // Direct (or through a CONNECT tunnel): HTTP/1.1 keeps it unless told to close.
+        assert!(reusable(&headers(&[]), false));
+        assert!(!reusable(&headers(&[("connection", "Close")]), false));
+        assert!(!reusable(&headers(&[("connection", "x, close")]), false));
+        // Through a forwarding proxy: only when it says keep-alive, and never with a close.
+        assert!(!reusable(&headers(&[]), true));
+        assert!(reusable(&headers(&[("connection", "keep-alive")]), true));
+        assert!(reusable(
+            &headers(&[("proxy-connection", "Keep-Alive")]),
+            true
+        ));
+        assert!(!reusable(
+            &headers(&[("connection", "keep-alive"), ("proxy-connection", "close")]),
+            true
+        ));
+        assert!(!reusable(&headers(&[("proxy-connection", "close")]), false));
+    }
 
     /// Errors name an IPv6 endpoint or proxy as `[::1]:8080` (it read `::1:8080`).
     #[test]
