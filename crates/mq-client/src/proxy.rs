@@ -400,11 +400,7 @@ impl Tunnel {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin,
     {
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let authority = crate::transport::authority(host, port);
         let mut request =
             format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
         if let Some(auth) = &self.proxy.authorization {

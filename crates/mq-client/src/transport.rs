@@ -180,8 +180,9 @@ impl PoolKey {
     }
 }
 
-/// `host:port`, an IPv6 address in brackets (`[::1]:8080`, not `::1:8080`).
-fn authority(host: &str, port: u16) -> String {
+/// `host:port`, an IPv6 address in brackets (`[::1]:8080`, not `::1:8080`): in errors and
+/// in a `CONNECT` request.
+pub(crate) fn authority(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
