@@ -58,7 +58,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use md5::{Digest, Md5};
 
 use crate::message::TopicMessage;
 use crate::ops::{AckKind, ConsumeKind, ErrorCode};
@@ -560,7 +559,7 @@ pub fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> Result<(), Request
     let decoded = BASE64
         .decode(value.as_bytes().trim_ascii())
         .map_err(|_| invalid())?;
-    let digest = Md5::digest(body);
+    let digest = crate::message::md5(body);
     let ok = match decoded.len() {
         16 => decoded.as_slice() == digest.as_slice(),
         32 => decoded.chunks_exact(2).zip(digest.iter()).all(|(pair, b)| {
@@ -854,7 +853,7 @@ mod tests {
     #[test]
     fn content_md5_forms() {
         let body = b"<ReceiptHandles><ReceiptHandle>h</ReceiptHandle></ReceiptHandles>";
-        let digest = Md5::digest(body);
+        let digest = crate::message::md5(body);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         for value in [BASE64.encode(hex.as_bytes()), BASE64.encode(digest)] {
             let mut h = HeaderMap::new();

@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use bytestring::ByteString;
+use smallvec::SmallVec;
 
 use crate::message::Message;
 use crate::properties::{
@@ -326,6 +327,7 @@ pub(crate) fn decode_entries(
 ) -> Result<Vec<Entry>, DecodeError> {
     // A batch holds at most 16 messages (`BatchSize`): one allocation in the usual case.
     let mut entries = Vec::with_capacity(usize::from(crate::types::BatchSize::MAX.get()));
+    let mut spans: SmallVec<[Range<usize>; 16]> = SmallVec::new();
     let mut covered = 0;
     r.children(|r, e| {
         if e == Elem::Message {
@@ -338,7 +340,8 @@ pub(crate) fn decode_entries(
                 .filter(|b| b.start < span.end && span.start < b.end)
                 .collect();
             covered += damaged.len();
-            entries.push(entry(fields, r, raw, span, &damaged));
+            entries.push(entry(fields, r, raw, span.clone(), &damaged));
+            spans.push(span);
             Ok::<(), DecodeError>(())
         } else {
             Ok(r.skip()?)
@@ -350,6 +353,7 @@ pub(crate) fn decode_entries(
             "invalid UTF-8 or a character XML does not allow outside every message".into(),
         ));
     }
+    verify_md5s(&mut entries, &spans, raw);
     Ok(entries)
 }
 
@@ -479,29 +483,93 @@ fn message<'a>(
     let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
     let body = Text::from(r.share(f.body.ok_or(DecodeError::MissingElement("MessageBody"))?));
     let body_md5 = Text::from(f.md5.map(|m| trimmed(&r.share(m))).unwrap_or_default());
-    if !body_md5.is_empty() && !crate::message::body_md5_matches(&body, &body_md5) {
-        return Err(PoisonReason::Md5Mismatch {
-            reported: body_md5.into(),
-            computed: crate::message::body_md5(&body),
-        });
-    }
+    // The checks after the MD5's, each read once.
+    let rest = (|| {
+        Ok::<_, PoisonReason>((
+            known.message_id.clone()?,
+            handle?,
+            number(f.publish, "PublishTime")?,
+            known.next_consume_time.clone()?,
+            number(f.first, "FirstConsumeTime")?,
+            known.consumed_times.clone()?,
+            match f.props {
+                Some(p) => received_properties(&r.share(p))?,
+                None => Properties::new(),
+            },
+        ))
+    })();
+    // A message that decodes has its MD5 checked with the others' ([`verify_md5s`]); one
+    // that fails a later check is reported for its MD5 first, as if checked one by one.
+    let (message_id, receipt_handle, publish_time, next, first, consumed_times, properties) =
+        match rest {
+            Ok(fields) => fields,
+            Err(_) if md5_mismatch(&body, &body_md5) => return Err(mismatch(&body, body_md5)),
+            Err(reason) => return Err(reason),
+        };
     Ok(Message {
-        message_id: known.message_id.clone()?,
-        receipt_handle: handle?,
+        message_id,
+        receipt_handle,
         body_md5,
         body,
-        publish_time: number(f.publish, "PublishTime")?,
-        next_consume_time: known.next_consume_time.clone()?,
-        first_consume_time: number(f.first, "FirstConsumeTime")?,
-        consumed_times: known.consumed_times.clone()?,
+        publish_time,
+        next_consume_time: next,
+        first_consume_time: first,
+        consumed_times,
         tag: f
             .tag
             .and_then(|t| Tag::from_text(trimmed(&r.share(t))).ok()),
-        properties: match f.props {
-            Some(p) => received_properties(&r.share(p))?,
-            None => Properties::new(),
-        },
+        properties,
     })
+}
+
+/// Whether a message's `MessageBodyMD5` is present and not its body's MD5 (PROTOCOL §3.8).
+fn md5_mismatch(body: &str, body_md5: &str) -> bool {
+    !body_md5.is_empty() && !crate::message::body_md5_matches(body, body_md5)
+}
+
+/// The poison reason of a body whose `MessageBodyMD5` does not match it.
+fn mismatch(body: &str, reported: Text) -> PoisonReason {
+    PoisonReason::Md5Mismatch {
+        reported: reported.into(),
+        computed: crate::message::body_md5(body),
+    }
+}
+
+/// Checks the `MessageBodyMD5` of every decoded message of `entries` against its body, all
+/// in one batch ([`body_md5s_match`](crate::message::body_md5s_match): bodies of equal
+/// length share the multi-buffer kernels), and makes each one that does not match poison;
+/// `spans[i]` is where `entries[i]` lies in `raw`.
+fn verify_md5s(entries: &mut [Entry], spans: &[Range<usize>], raw: &Bytes) {
+    let mut pairs: SmallVec<[(&str, &str); 16]> = SmallVec::new();
+    let mut at: SmallVec<[usize; 16]> = SmallVec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Entry::Message(m) = e
+            && !m.body_md5.is_empty()
+        {
+            pairs.push((&m.body, &m.body_md5));
+            at.push(i);
+        }
+    }
+    let mut matches: SmallVec<[bool; 16]> = smallvec::smallvec![true; pairs.len()];
+    crate::message::body_md5s_match(&pairs, &mut matches);
+    drop(pairs);
+    for (i, ok) in at.into_iter().zip(matches) {
+        if ok {
+            continue;
+        }
+        let span = spans.get(i).cloned().unwrap_or_default();
+        if let Some(Entry::Message(m)) = entries.get(i) {
+            let poison = PoisonMessage {
+                reason: mismatch(&m.body, m.body_md5.clone()),
+                message_id: Some(m.message_id.clone()),
+                receipt_handle: Some(m.receipt_handle.clone()),
+                next_consume_time: Some(m.next_consume_time),
+                consumed_times: Some(m.consumed_times),
+                raw: raw.get(span).map_or_else(Bytes::new, |e| raw.slice_ref(e)),
+            };
+            entries[i] = Entry::Poison(poison);
+        }
+    }
 }
 
 /// A required numeric element's (trimmed) text as a number: `T`'s range of `u64`.
@@ -718,6 +786,75 @@ mod tests {
                 "{md5:?}"
             );
         }
+    }
+
+    #[test]
+    fn md5s_checked_together_judge_each_message_as_one_by_one() {
+        // 20 bodies of one length (two batches of the multi-buffer kernels, ≥ 32 bytes so
+        // that they use them), wrong digests in both batches, one in lower case.
+        let body = |n: usize| format!("{n:02}{}", "x".repeat(62));
+        let wrong = [3, 16, 19];
+        let elements: Vec<Vec<u8>> = (0..20)
+            .map(|n| {
+                let md5 = match n {
+                    _ if wrong.contains(&n) => crate::message::body_md5(&body(n + 1)),
+                    7 => crate::message::body_md5(&body(n)).to_lowercase(),
+                    _ => crate::message::body_md5(&body(n)),
+                };
+                let (id, handle) = (format!("ID{n}"), format!("ID{n}-h"));
+                element(&id, Some(&handle), &md5, body(n).as_bytes(), "")
+            })
+            .collect();
+        let got = entries(&document(&elements)).unwrap();
+        assert_eq!(got.len(), 20);
+        for (n, e) in got.iter().enumerate() {
+            match e {
+                Entry::Poison(p) if wrong.contains(&n) => {
+                    assert_eq!(
+                        p.reason,
+                        PoisonReason::Md5Mismatch {
+                            reported: crate::message::body_md5(&body(n + 1)),
+                            computed: crate::message::body_md5(&body(n)),
+                        }
+                    );
+                    assert_eq!(
+                        p.message_id,
+                        Some(MessageId::new(format!("ID{n}")).unwrap())
+                    );
+                    let handle = ReceiptHandle::new(format!("ID{n}-h")).unwrap();
+                    assert_eq!(p.receipt_handle, Some(handle));
+                    assert_eq!(
+                        (p.next_consume_time, p.consumed_times),
+                        (Some(300_000), Some(4))
+                    );
+                    assert_eq!(p.raw.as_ref(), elements[n].as_slice());
+                }
+                Entry::Message(m) if !wrong.contains(&n) => assert_eq!(m.body, body(n)),
+                other => panic!("message {n}: {other:?}"),
+            }
+        }
+        // A message that fails a later check is reported for its MD5 first.
+        let mut bad = element("A", Some("A-h"), &crate::message::body_md5("y"), b"x", "");
+        let at = bad.windows(13).position(|w| w == b"<PublishTime>").unwrap() + 13;
+        bad[at] = b'z';
+        let p = poison_between_good_ones(&bad);
+        assert!(
+            matches!(p.reason, PoisonReason::Md5Mismatch { .. }),
+            "{p:?}"
+        );
+        let mut bad = element("A", Some("A-h"), &crate::message::body_md5("x"), b"x", "");
+        bad[at] = b'z';
+        let p = poison_between_good_ones(&bad);
+        assert!(
+            matches!(
+                p.reason,
+                PoisonReason::Decode(DecodeError::BadNumber {
+                    element: "PublishTime",
+                    ..
+                })
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]
