@@ -1015,10 +1015,37 @@ pub async fn checker_with_config<R: Runtime + Default>(broker: &TestBroker) {
     let checker = refused
         .transaction_producer(topic("txcfg_refused"), group("GID_txcfg_refused"))
         .spawn_checker(|_m: Message| async { Decision::Commit });
-    sleep::<R>(Duration::from_millis(1500)).await;
+    // ... and the handler loop's summary; both while they run, with the error's code.
+    let handling = refused
+        .consumer(topic("txcfg_refused"), group("GID_txcfg_refused"))
+        .handle(|_m| async { Ok(()) })
+        .spawn();
+    let seen = eventually::<R>(Duration::from_secs(10), || {
+        checker.report().receive_errors >= 1 && handling.summary().receive_errors >= 1
+    })
+    .await;
+    let (live_report, live_summary) = (checker.report(), handling.summary());
+    assert!(seen, "{live_report:?} {live_summary:?}");
+    for last in [
+        &live_report.last_receive_error,
+        &live_summary.last_receive_error,
+    ] {
+        let last = last.as_deref().unwrap_or_default();
+        assert!(last.contains("SignatureDoesNotMatch"), "{last}");
+    }
     let report = checker.shutdown().await.expect("the checker stops");
-    assert!(report.receive_errors >= 1, "{report:?}");
+    assert!(
+        report.receive_errors >= live_report.receive_errors,
+        "{report:?}"
+    );
     assert_eq!(report.checked, 0, "{report:?}");
+    assert_eq!(report.last_receive_error, live_report.last_receive_error);
+    let summary = handling.shutdown().await.expect("the handler stops");
+    assert!(
+        summary.receive_errors >= live_summary.receive_errors,
+        "{summary:?}"
+    );
+    assert_eq!(summary.handled, 0, "{summary:?}");
 }
 
 /// Expands to one `#[test]` per scenario, each run by `$block_on` on runtime `$rt`.

@@ -3,7 +3,7 @@
 
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
-use crate::runtime::{Background, BoxFuture, DynRuntime};
+use crate::runtime::{Background, BoxFuture, DynRuntime, Live};
 use crate::transaction::TransactionProducer;
 use futures::FutureExt as _;
 use futures::channel::mpsc;
@@ -34,15 +34,18 @@ pub struct CheckerReport {
     pub failed: u64,
     /// Half-message polls that failed (each retried after a backoff): a run with wrong
     /// credentials or an unreachable endpoint checks nothing and says so here (each is
-    /// also logged as a warning).
+    /// also logged as a warning), also while it runs ([`CheckerHandle::report`]).
     pub receive_errors: u64,
+    /// The latest failed poll's error (its `Display` text), kept after later polls
+    /// succeed; `None` if none failed.
+    pub last_receive_error: Option<String>,
 }
 
 /// The checker's side of the driver: each half message goes to the decision closure, whose
 /// verdict becomes a commit, a rollback or a release; outcomes are counted.
 struct CheckerHandler<F> {
     decide: F,
-    report: CheckerReport,
+    report: Live<CheckerReport>,
     /// A poll refused before sending (it would be every time): the checker's error.
     fatal: Option<Error>,
     /// The half messages being decided or settled, and those whose settlement failed (for
@@ -131,7 +134,7 @@ where
                 },
             );
         }
-        self.report.checked += 1;
+        self.report.update(|r| r.checked += 1);
         let in_flight = Arc::clone(&self.in_flight);
         // A panic in `decide` (when called or while its future runs) is this message's
         // `Unknown`, as a handler's panic leaves its message for redelivery: the checker
@@ -176,7 +179,7 @@ where
     /// A half message that cannot be decoded cannot be decided: it is left (released) to
     /// be checked again, and counted as `unknown`.
     fn poison(&mut self, poison: PoisonMessage, commands: &mpsc::UnboundedSender<Command>) {
-        self.report.checked += 1;
+        self.report.update(|r| r.checked += 1);
         if let Some(handle) = poison.receipt_handle {
             let _ = commands.unbounded_send(Command::Release(handle));
         }
@@ -219,19 +222,19 @@ where
             }
         }
         match (outcome, kind) {
-            (Ok(()), AckKind::Commit) => self.report.committed += 1,
-            (Ok(()), AckKind::Rollback) => self.report.rolled_back += 1,
+            (Ok(()), AckKind::Commit) => self.report.update(|r| r.committed += 1),
+            (Ok(()), AckKind::Rollback) => self.report.update(|r| r.rolled_back += 1),
             (Ok(()), AckKind::Ack) => {}
             (Err(error), _) => {
                 tracing::warn!(%handle, ?kind, %error, "transaction decision did not take effect");
-                self.report.failed += 1;
+                self.report.update(|r| r.failed += 1);
             }
         }
     }
 
     fn released(&mut self, handle: &ReceiptHandle) {
         if !self.superseded.remove(handle) {
-            self.report.unknown += 1;
+            self.report.update(|r| r.unknown += 1);
         }
     }
 
@@ -242,7 +245,10 @@ where
             self.fatal = Some(error);
         } else {
             tracing::warn!(%error, "half-message poll failed; retrying after backoff");
-            self.report.receive_errors += 1;
+            self.report.update(|r| {
+                r.receive_errors += 1;
+                r.last_receive_error = Some(error.to_string());
+            });
         }
     }
 }
@@ -253,6 +259,7 @@ pub(crate) async fn run_checker_loop<F, Fut, S>(
     config: CheckerConfig,
     decide: F,
     shutdown: S,
+    report: Live<CheckerReport>,
 ) -> Result<CheckerReport, Error>
 where
     F: FnMut(Message) -> Fut + Send + 'static,
@@ -269,7 +276,7 @@ where
     };
     let handler = CheckerHandler {
         decide,
-        report: CheckerReport::default(),
+        report,
         fatal: None,
         in_flight: Arc::default(),
         superseded: HashSet::new(),
@@ -280,7 +287,7 @@ where
     let handler = driver.run(commands, shutdown).await;
     match handler.fatal {
         Some(error) => Err(error),
-        None => Ok(handler.report),
+        None => Ok(handler.report.snapshot()),
     }
 }
 
@@ -309,15 +316,42 @@ where
 /// ```
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the checker at once"]
-pub struct CheckerHandle(Background<Result<CheckerReport, Error>>);
+pub struct CheckerHandle {
+    run: Background<Result<CheckerReport, Error>>,
+    report: Live<CheckerReport>,
+}
 
 impl CheckerHandle {
-    /// Spawns the checker run that `run` makes from the stop signal it is given.
+    /// Spawns the checker run that `run` makes from the stop signal it is given and the
+    /// report it counts in.
     pub(crate) fn spawn(
         runtime: &Arc<dyn DynRuntime>,
-        run: impl FnOnce(BoxFuture<()>) -> BoxFuture<Result<CheckerReport, Error>>,
+        run: impl FnOnce(BoxFuture<()>, Live<CheckerReport>) -> BoxFuture<Result<CheckerReport, Error>>,
     ) -> Self {
-        Self(Background::spawn(runtime, run))
+        let report = Live::default();
+        let counting = report.clone();
+        Self {
+            run: Background::spawn(runtime, move |stop| run(stop, counting)),
+            report,
+        }
+    }
+
+    /// What the checker has done so far, while it runs: counts that only grow, and the
+    /// latest failed poll's error — a checker with wrong credentials or a group that does
+    /// not exist shows it here at once.
+    ///
+    /// ```no_run
+    /// # async fn example(tx: mq_client::TransactionProducer) {
+    /// let checker = tx.spawn_checker(|_m| async { mq_client::Decision::Unknown });
+    /// // ... later, from a health check:
+    /// let now = checker.report();
+    /// if let Some(error) = &now.last_receive_error {
+    ///     eprintln!("{} polls failed, the last: {error}", now.receive_errors);
+    /// }
+    /// # }
+    /// ```
+    pub fn report(&self) -> CheckerReport {
+        self.report.snapshot()
     }
 
     /// Stops polling, waits for in-flight decisions, and returns what the checker did.
@@ -333,6 +367,6 @@ impl CheckerHandle {
     /// dropped it). A panic of the decision closure does not end it: that message counts
     /// as [`Decision::Unknown`] and is checked again.
     pub async fn shutdown(self) -> Result<CheckerReport, Error> {
-        self.0.stop().await.unwrap_or(Err(Error::Shutdown))
+        self.run.stop().await.unwrap_or(Err(Error::Shutdown))
     }
 }

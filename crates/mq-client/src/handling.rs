@@ -9,7 +9,7 @@
 
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::runtime::{Background, BoxFuture};
+use crate::runtime::{Background, BoxFuture, Live};
 use crate::stream::{AckFuture, PoisonDelivery, StreamItem};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -62,8 +62,13 @@ pub struct HandlerSummary {
     /// Poison messages left for redelivery (the policy, no readable handle, or an ack that
     /// did not take effect).
     pub poison_left: u64,
-    /// Receives that failed (the stream retried them after a backoff).
+    /// Receives that failed (the stream retried them after a backoff): wrong credentials,
+    /// a topic or group that does not exist or an unreachable endpoint show here, while
+    /// the loop runs ([`HandlerHandle::summary`]), not only as warnings in the log.
     pub receive_errors: u64,
+    /// The latest failed receive's error (its `Display` text), kept after later receives
+    /// succeed; `None` if none failed.
+    pub last_receive_error: Option<String>,
 }
 
 /// The consume loop of [`Consumer::handle`]: a default handler, handlers per tag, a
@@ -188,21 +193,32 @@ impl MessageHandler {
     /// [`HandlerHandle::shutdown`] (dropping the handle stops it without waiting).
     pub fn spawn(self) -> HandlerHandle {
         let runtime = self.consumer.client().runtime().clone();
-        HandlerHandle(Background::spawn(&runtime, move |stop| {
-            Box::pin(self.run(stop))
-        }))
+        let live = Live::default();
+        let summary = live.clone();
+        HandlerHandle {
+            run: Background::spawn(&runtime, move |stop| Box::pin(self.run_live(stop, live))),
+            summary,
+        }
     }
 
     /// Runs the loop until `shutdown` completes, then stops taking messages, lets the
     /// handlers in flight finish, sends their acks and waits for the answers (messages
     /// received but not yet handled are released); returns what it did.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> HandlerSummary {
+        self.run_live(shutdown, Live::default()).await
+    }
+
+    /// [`run`](Self::run), counting in `summary` as it goes.
+    async fn run_live(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        summary: Live<HandlerSummary>,
+    ) -> HandlerSummary {
         let config = self
             .config
             .clone()
             .unwrap_or_else(|| ConsumerConfig::normal().with_max_in_hand(self.concurrency));
         let mut stream = self.consumer.stream_with_config(config).fuse();
-        let mut summary = HandlerSummary::default();
         let mut running: FuturesUnordered<BoxFuture<Finished>> = FuturesUnordered::new();
         let mut acks: FuturesUnordered<BoxFuture<Acked>> = FuturesUnordered::new();
         let mut shutdown = std::pin::pin!(shutdown.fuse());
@@ -243,13 +259,16 @@ impl MessageHandler {
                     running.push(self.start(delivery));
                 }
                 Some(Event::Item(Some(Ok(StreamItem::Poison(poison))))) => {
-                    if let Some(ack) = self.on_poison(poison, &mut summary) {
+                    if let Some(ack) = self.on_poison(poison, &summary) {
                         acks.push(Box::pin(ack.map(|r| Acked::Poison(r.is_ok()))));
                     }
                 }
-                Some(Event::Item(Some(Err(_)))) => summary.receive_errors += 1,
+                Some(Event::Item(Some(Err(error)))) => summary.update(|s| {
+                    s.receive_errors += 1;
+                    s.last_receive_error = Some(error.to_string());
+                }),
                 Some(Event::Finished(Finished::Ok(ack))) => {
-                    summary.handled += 1;
+                    summary.update(|s| s.handled += 1);
                     acks.push(Box::pin(ack.map(|r| {
                         if let Err(e) = &r {
                             // Often a handler slower than the group's invisibility: the
@@ -259,16 +278,16 @@ impl MessageHandler {
                         Acked::Handled(r.is_ok())
                     })));
                 }
-                Some(Event::Finished(Finished::Failed)) => summary.failed += 1,
-                Some(Event::Acked(acked)) => acked.count(&mut summary),
+                Some(Event::Finished(Finished::Failed)) => summary.update(|s| s.failed += 1),
+                Some(Event::Acked(acked)) => summary.update(|s| acked.count(s)),
             }
         }
         // Sends the queued acks and waits for their answers; releases what is left.
         stream.into_inner().shutdown().await;
         while let Some(acked) = acks.next().await {
-            acked.count(&mut summary);
+            summary.update(|s| acked.count(s));
         }
-        summary
+        summary.snapshot()
     }
 
     /// The handler future for one delivery: the handler of its tag, then the ack (on
@@ -313,7 +332,11 @@ impl MessageHandler {
     }
 
     /// Applies the poison policy; returns the ack to await, if it acks.
-    fn on_poison(&self, poison: PoisonDelivery, summary: &mut HandlerSummary) -> Option<AckFuture> {
+    fn on_poison(
+        &self,
+        poison: PoisonDelivery,
+        summary: &Live<HandlerSummary>,
+    ) -> Option<AckFuture> {
         let (id, consumed_times) = (poison.message_id.clone(), poison.consumed_times);
         if self.poison == PoisonPolicy::Ack
             && poison.receipt_handle.is_some()
@@ -327,7 +350,7 @@ impl MessageHandler {
             consumed_times,
             "poison message left for redelivery"
         );
-        summary.poison_left += 1;
+        summary.update(|s| s.poison_left += 1);
         None
     }
 }
@@ -386,9 +409,30 @@ impl Acked {
 /// ```
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the handler loop at once"]
-pub struct HandlerHandle(Background<HandlerSummary>);
+pub struct HandlerHandle {
+    run: Background<HandlerSummary>,
+    summary: Live<HandlerSummary>,
+}
 
 impl HandlerHandle {
+    /// What the loop has done so far, while it runs: counts that only grow (a health check
+    /// compares two of them), and the latest receive error. Messages still being handled
+    /// or acked are not counted yet.
+    ///
+    /// ```no_run
+    /// # async fn example(consumer: mq_client::Consumer) {
+    /// let handling = consumer.handle(|_m| async { Ok(()) }).spawn();
+    /// // ... later, from a health check:
+    /// let now = handling.summary();
+    /// if now.receive_errors > 0 {
+    ///     eprintln!("{} receives failed, the last: {:?}", now.receive_errors, now.last_receive_error);
+    /// }
+    /// # }
+    /// ```
+    pub fn summary(&self) -> HandlerSummary {
+        self.summary.snapshot()
+    }
+
     /// Stops taking messages, lets the handlers in flight finish, sends their acks and waits
     /// for the answers; returns what the loop did.
     ///
@@ -402,7 +446,7 @@ impl HandlerHandle {
     /// [`Error::Shutdown`] when the loop's task ended without a summary (the runtime dropped
     /// it).
     pub async fn shutdown(self) -> Result<HandlerSummary, Error> {
-        self.0.stop().await.ok_or(Error::Shutdown)
+        self.run.stop().await.ok_or(Error::Shutdown)
     }
 }
 

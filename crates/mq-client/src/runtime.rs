@@ -212,6 +212,34 @@ impl<T: Send + 'static> Background<T> {
     }
 }
 
+/// What a background loop has done so far: the loop updates it as it goes, its handle reads
+/// a copy while it runs ([`HandlerHandle::summary`](crate::HandlerHandle::summary),
+/// [`CheckerHandle::report`](crate::CheckerHandle::report)).
+#[derive(Debug, Default)]
+pub(crate) struct Live<T>(Arc<std::sync::Mutex<T>>);
+
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T: Clone> Live<T> {
+    /// Applies `f` to the value (a panic elsewhere while it was held does not poison it:
+    /// counters stay readable).
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// A copy of the value now.
+    pub(crate) fn snapshot(&self) -> T {
+        self.update(|v| v.clone())
+    }
+}
+
 /// Runs `future` for at most `duration` on `runtime`'s timer; `None` on timeout.
 pub(crate) async fn timeout<R: Runtime, T>(
     runtime: &R,

@@ -5,6 +5,7 @@ use crate::client::Client;
 use crate::consumer::{ReceivedMessages, receive, settle};
 use crate::error::{AckError, Error};
 use crate::producer::publish_checked;
+use crate::runtime::Live;
 
 use mq_proto::client::DecodeError;
 use mq_proto::machine::{CheckerConfig, Decision};
@@ -231,7 +232,7 @@ impl TransactionProducer {
         Fut: Future<Output = Decision> + Send + 'static,
         S: Future<Output = ()> + Send,
     {
-        run_checker_loop(self.clone(), config, decide, shutdown).await
+        run_checker_loop(self.clone(), config, decide, shutdown, Live::default()).await
     }
 
     /// Starts the checker in the background; stop it with [`CheckerHandle::shutdown`].
@@ -254,8 +255,8 @@ impl TransactionProducer {
         Fut: Future<Output = Decision> + Send + 'static,
     {
         let producer = self.clone();
-        CheckerHandle::spawn(self.client.runtime(), move |stop| {
-            Box::pin(run_checker_loop(producer, config, decide, stop))
+        CheckerHandle::spawn(self.client.runtime(), move |stop, report| {
+            Box::pin(run_checker_loop(producer, config, decide, stop, report))
         })
     }
 
