@@ -23,6 +23,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -68,7 +69,54 @@ pub struct Proxy {
     https: Option<String>,
     http: Option<String>,
     no: String,
+    /// The entries of `no` with a port ([`PortEntry`]); the matcher has the others.
+    no_ports: Arc<[PortEntry]>,
     matcher: Arc<Matcher>,
+}
+
+/// A `NO_PROXY` entry with a port, `host:port` or `[IPv6]:port`: that host (a name: with
+/// its subdomains) on that port only, as Go's and Python's readers of the variable take it
+/// (the official Python SDK's among them). hyper-util's matcher has no ports: it took the
+/// whole entry for a host name, which no request matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PortEntry {
+    /// Lower case, without brackets or a leading `.`.
+    host: String,
+    port: u16,
+}
+
+impl PortEntry {
+    /// `entry` (trimmed) as a port entry; `None` for one without a port (an IPv6 address
+    /// without brackets has no port).
+    fn parse(entry: &str) -> Option<Self> {
+        let (host, port) = entry.rsplit_once(':')?;
+        let port = port.parse::<u16>().ok()?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.strip_suffix(']')?,
+            None if host.contains(':') => return None,
+            None => host.trim_start_matches('.'),
+        };
+        (!host.is_empty()).then(|| Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `host` (as [`http::Uri::host`] gives it) on `port` is excluded.
+    fn matches(&self, host: &str, port: u16) -> bool {
+        if port != self.port {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let (Ok(a), Ok(b)) = (host.parse::<IpAddr>(), self.host.parse::<IpAddr>()) {
+            return a == b;
+        }
+        let host = host.to_ascii_lowercase();
+        host == self.host
+            || host
+                .strip_suffix(self.host.as_str())
+                .is_some_and(|sub| sub.ends_with('.'))
+    }
 }
 
 impl fmt::Debug for Proxy {
@@ -163,14 +211,20 @@ impl Proxy {
     }
 
     /// Excludes hosts from the proxy, `NO_PROXY` style: comma-separated host names (each
-    /// matching itself and its subdomains), IP addresses, CIDR networks, or `*`. Replaces an
-    /// earlier list.
+    /// matching itself and its subdomains), IP addresses, CIDR networks, or `*`; a name or
+    /// address with a port (`broker:8080`, `[::1]:9876`) excludes it on that port only.
+    /// Replaces an earlier list.
     pub fn with_no_proxy(self, list: &str) -> Self {
         Self::build(self.https, self.http, list.to_owned())
     }
 
     fn build(https: Option<String>, http: Option<String>, no: String) -> Self {
-        let mut builder = Matcher::builder().no(no.as_str());
+        let (no_ports, others): (Vec<&str>, Vec<&str>) = no
+            .split(',')
+            .map(str::trim)
+            .partition(|entry| PortEntry::parse(entry).is_some());
+        let no_ports = no_ports.into_iter().filter_map(PortEntry::parse).collect();
+        let mut builder = Matcher::builder().no(others.join(","));
         if let Some(h) = &https {
             builder = builder.https(h.as_str());
         }
@@ -181,6 +235,7 @@ impl Proxy {
             https,
             http,
             no,
+            no_ports,
             matcher: Arc::new(builder.build()),
         }
     }
@@ -189,6 +244,15 @@ impl Proxy {
     pub(crate) fn route(&self, uri: &http::Uri) -> Option<ProxyRoute> {
         // `*` excludes every host, IP literals too (the matcher applies it to names only).
         if self.no.split(',').any(|entry| entry.trim() == "*") {
+            return None;
+        }
+        let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            443
+        } else {
+            80
+        };
+        let (host, port) = (uri.host()?, uri.port_u16().unwrap_or(default_port));
+        if self.no_ports.iter().any(|entry| entry.matches(host, port)) {
             return None;
         }
         let intercept = self.matcher.intercept(uri)?;
@@ -602,6 +666,42 @@ mod tests {
         ] {
             assert!(route(&p, proxied).is_some(), "{proxied}");
         }
+        // With a port, that host on that port only (a name with its subdomains); the
+        // scheme's port when the URI has none.
+        let p = Proxy::new("proxy:1").expect("proxy").with_no_proxy(
+            "broker:8080, .corp.example:9876, 10.0.0.5:80, [::1]:9000, [0:0:0:0:0:0:0:2]:1, Mixed.Case:7",
+        );
+        for direct in [
+            "http://broker:8080",
+            "http://BROKER:8080",
+            "http://mq.broker:8080",
+            "http://corp.example:9876",
+            "https://a.corp.example:9876",
+            "http://10.0.0.5",
+            "http://10.0.0.5:80",
+            "http://[::1]:9000",
+            "http://[::2]:1",
+            "http://mixed.case:7",
+        ] {
+            assert_eq!(route(&p, direct), None, "{direct}");
+        }
+        for proxied in [
+            "http://broker:9090",
+            "http://broker",
+            "http://notbroker:8080",
+            "http://corp.example:9877",
+            "https://10.0.0.5",
+            "http://10.0.0.6:80",
+            "http://[::1]:9001",
+        ] {
+            assert!(route(&p, proxied).is_some(), "{proxied}");
+        }
+        assert_eq!(
+            PortEntry::parse("::1"),
+            None,
+            "an IPv6 address without brackets"
+        );
+        assert_eq!(PortEntry::parse("host:http"), None);
         let star = Proxy::new("proxy:1")
             .expect("proxy")
             .with_no_proxy("x.org, *");
