@@ -170,14 +170,15 @@ impl Proxy {
         // ("httpoxy"): ignored there, as reqwest does.
         // (Set to a value that is not UTF-8 counts as set.)
         let cgi = lookup("REQUEST_METHOD").map_or(true, |v| v.is_some());
-        let first = |names: &[&'static str]| -> Result<Option<String>, Error> {
+        // The first variable of `names` set to a non-blank value: its name and value.
+        let first = |names: &[&'static str]| -> Result<Option<(&'static str, String)>, Error> {
             for name in names {
                 if cgi && *name == "HTTP_PROXY" {
                     continue;
                 }
                 match lookup(name)? {
                     Some(value) if !value.trim().is_empty() => {
-                        return Ok(Some(value.trim().to_owned()));
+                        return Ok(Some((name, value.trim().to_owned())));
                     }
                     _ => {}
                 }
@@ -194,15 +195,15 @@ impl Proxy {
             (Some(_), Some(_)) => None,
             _ => first(all_vars)?,
         };
-        for (value, names) in [(&https, https_vars), (&http, http_vars), (&all, all_vars)] {
-            if let Some(v) = value {
-                check_url(v, names[0])?;
-            }
+        // The error names the variable that holds the value, in the case it was set.
+        for (name, value) in [&https, &http, &all].into_iter().flatten() {
+            check_url(value, name)?;
         }
+        let [https, http, all] = [https, http, all].map(|v| v.map(|(_, value)| value));
         if https.is_none() && http.is_none() && all.is_none() {
             return Ok(None);
         }
-        let no = first(no_vars)?.unwrap_or_default();
+        let no = first(no_vars)?.map(|(_, value)| value).unwrap_or_default();
         Ok(Some(Self::build(
             https.or_else(|| all.clone()),
             http.or(all),
@@ -635,6 +636,11 @@ mod tests {
         ])
         .expect_err("ALL_PROXY fills the http slot");
         assert!(e.to_string().contains("ALL_PROXY"), "{e}");
+        // The error names the variable as it was set (it named the upper-case form, which
+        // the user may not have set at all).
+        let e = env(&[("https_proxy", "socks5://127.0.0.1:7890")]).expect_err("refused");
+        assert!(e.to_string().contains("https_proxy"), "{e}");
+        assert!(!e.to_string().contains("HTTPS_PROXY"), "{e}");
     }
 
     #[test]
