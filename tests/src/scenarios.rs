@@ -535,6 +535,33 @@ pub async fn timeout<R: Runtime + Default>(_broker: &TestBroker) {
     );
 }
 
+/// Timeouts of `Duration::MAX` (no timeout) work: the request deadline and the long-poll
+/// timeout (wait + margin) saturate instead of panicking on overflow.
+pub async fn unbounded_timeouts<R: Runtime + Default>(broker: &TestBroker) {
+    let client = client_builder::<R>(&broker.endpoint())
+        .timeouts(mq_client::TimeoutConfig {
+            connect: Duration::MAX,
+            request: Duration::MAX,
+            long_poll_margin: Duration::MAX,
+        })
+        .build()
+        .expect("client");
+    let (t, g) = (topic("unbounded"), group("GID_unbounded"));
+    let consumer = client.consumer(t.clone(), g);
+    register(&consumer).await;
+    client
+        .producer(t)
+        .publish(&TopicMessage::new("x").expect("message"))
+        .await
+        .expect("publish");
+    let got = consumer.receive(batch(16), wait(1)).await.expect("receive");
+    assert_eq!(got.len(), 1);
+    consumer
+        .ack(got.iter().map(|m| &m.receipt_handle))
+        .await
+        .expect("ack");
+}
+
 /// https through a TLS front whose certificate is signed by a custom CA.
 pub async fn https<R: Runtime + Default>(broker: &TestBroker) {
     let front = TlsFront::start(broker.addr());
@@ -1054,7 +1081,7 @@ macro_rules! scenario_tests {
     ($rt:ty, $block_on:expr) => {
         $crate::scenario_tests!(@each $rt, $block_on,
             publish_consume_ack, tag_filter, transactional_with_checker, delayed, orderly,
-            partial_ack_failure, stream, dropped_keep_alive, timeout, https,
+            partial_ack_failure, stream, dropped_keep_alive, timeout, unbounded_timeouts, https,
             handler_routes_by_tag_within_the_limit,
             handler_redelivers_on_err_and_shuts_down_gracefully, handler_poison_policy,
             receive_keeps_poison_apart, checker_with_config);

@@ -64,12 +64,13 @@ impl Default for TimeoutConfig {
 }
 
 impl TimeoutConfig {
-    /// The timeout of a consume with this wait.
+    /// The timeout of a consume with this wait (saturating: a margin of `Duration::MAX`
+    /// means no timeout, not a panic).
     pub fn for_wait(&self, wait: WaitSeconds) -> Duration {
         if wait.get() == 0 {
             self.request
         } else {
-            Duration::from_secs(u64::from(wait.get())) + self.long_poll_margin
+            Duration::from_secs(u64::from(wait.get())).saturating_add(self.long_poll_margin)
         }
     }
 }

@@ -564,8 +564,12 @@ impl<R: Runtime> PooledTransport<R> {
         let mut deadline = None;
         loop {
             let acquired = self.acquire(&key).await?;
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + request_timeout);
-            let left = deadline.saturating_duration_since(Instant::now());
+            // `None`: a timeout too long for the clock (`Duration::MAX`), that is none.
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now().checked_add(request_timeout));
+            let left = deadline.map_or(request_timeout, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             let exchange = self.exchange(&key, acquired, &parts, &mut resent_after_loss);
             match timeout(&self.runtime, left, exchange).await {
                 Some(Ok(Some(response))) => return Ok(response),
