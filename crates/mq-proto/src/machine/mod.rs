@@ -196,7 +196,9 @@ impl Lease {
     fn is_expired(self, now: Instant, margin: Duration) -> bool {
         match (self.until, now.checked_add(margin)) {
             (Some(until), Some(limit)) => until < limit,
-            _ => false,
+            // A margin beyond the clock's range outlasts any known lease.
+            (Some(_), None) => true,
+            (None, _) => false,
         }
     }
 
@@ -260,5 +262,10 @@ mod lease_tests {
         let lease = Lease::new(t0, 1_000, Some(2_000));
         assert!(lease.is_expired(t0, Duration::from_millis(1)));
         assert_eq!(lease.retry_budget(t0, Duration::ZERO, SEC), Duration::ZERO);
+        // A margin beyond the clock's range outlasts any known lease (it was taken for
+        // none: every ack was sent); an unknown lease is still left to the server.
+        let lease = Lease::new(t0, 1_020_000, Some(1_000_000));
+        assert!(lease.is_expired(t0, Duration::MAX));
+        assert!(!Lease::new(t0, 0, None).is_expired(t0, Duration::MAX));
     }
 }
