@@ -200,10 +200,20 @@ pub async fn transactional_with_checker<R: Runtime + Default>(broker: &TestBroke
             first_handle = Some(handle);
         }
     }
+    let first_handle = first_handle.expect("handle of message 0");
     producer
-        .commit(&first_handle.expect("handle of message 0"))
+        .commit(&first_handle)
         .await
         .expect("commit with the publish handle");
+    // A second decision is refused, and its error says what was not done.
+    let again = producer.rollback(&first_handle).await.expect_err("decided");
+    assert_eq!(again.kind(), mq_client::AckKind::Rollback);
+    assert!(
+        again
+            .to_string()
+            .starts_with("1 of 1 receipt handle(s) not rolled back"),
+        "{again}"
+    );
     let checks: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let seen = checks.clone();
     let checker = producer.spawn_checker(move |m: Message| {

@@ -361,7 +361,7 @@ pub(crate) async fn settle(
     kind: AckKind,
     handles: Vec<ReceiptHandle>,
 ) -> Result<(), AckError> {
-    let mut outcome = AckError::empty();
+    let mut outcome = AckError::empty().for_kind(kind);
     // A handle given twice is settled once: its second copy's refusal (the first settled
     // it) would otherwise count both as not acknowledged.
     let mut seen = HashSet::with_capacity(handles.len());

@@ -384,6 +384,7 @@ impl<H: Handler> Driver<H> {
     }
 
     fn resolve(&mut self, kind: AckKind, handle: &ReceiptHandle, outcome: Result<(), AckError>) {
+        let outcome = outcome.map_err(|e| e.for_kind(kind));
         self.settled(kind, handle, &outcome);
         if let Some(reply) = self.replies.remove(handle) {
             let _ = reply.send(outcome);

@@ -3,7 +3,7 @@
 use crate::transport::{TransportError, TransportErrorKind};
 use mq_proto::client::{DecodeError, EncodeError, ServiceError};
 use mq_proto::machine::{AckRefused, FailureKind};
-use mq_proto::{ErrorCode, HandleFailure, ReceiptHandle};
+use mq_proto::{AckKind, ErrorCode, HandleFailure, ReceiptHandle};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -359,6 +359,8 @@ pub struct AckError(Box<Settlement>);
 /// What [`AckError`] holds (boxed: errors stay small).
 #[derive(Clone, Debug)]
 struct Settlement {
+    /// Ack, commit or rollback: what the message says was not done.
+    kind: AckKind,
     acked: Vec<ReceiptHandle>,
     failures: Vec<HandleFailure>,
     refused: Vec<ReceiptHandle>,
@@ -422,9 +424,21 @@ impl AckError {
         self.0.request_error
     }
 
+    /// What was asked for the handles: an ack, a commit or a rollback.
+    pub fn kind(&self) -> AckKind {
+        self.0.kind
+    }
+
+    /// The same outcome of a settlement of `kind` (an ack until this is called).
+    pub(crate) fn for_kind(mut self, kind: AckKind) -> Self {
+        self.0.kind = kind;
+        self
+    }
+
     /// No handle yet.
     pub(crate) fn empty() -> Self {
         Self(Box::new(Settlement {
+            kind: AckKind::Ack,
             acked: Vec::new(),
             failures: Vec::new(),
             refused: Vec::new(),
@@ -510,9 +524,14 @@ impl fmt::Display for AckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let not_acked = self.0.refused.len() + self.0.expired.len() + self.0.unknown.len();
         let total = self.0.acked.len() + not_acked + self.0.not_sent.len();
+        let not_done = match self.0.kind {
+            AckKind::Commit => "not committed",
+            AckKind::Rollback => "not rolled back",
+            AckKind::Ack => "not acknowledged",
+        };
         write!(
             f,
-            "{} of {total} receipt handle(s) not acknowledged",
+            "{} of {total} receipt handle(s) {not_done}",
             not_acked + self.0.not_sent.len()
         )?;
         if let Some(first) = self.0.failures.first() {

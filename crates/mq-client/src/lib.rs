@@ -69,7 +69,7 @@ pub use mq_proto::client::{DecodeError, EncodeError, PublishReceipt, ServiceErro
 pub use mq_proto::machine::{CheckerConfig, ConsumerConfig, Decision, RetryConfig};
 pub use mq_proto::sign::Credentials;
 pub use mq_proto::{
-    BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message, MessageError,
-    MessageId, PoisonMessage, PoisonReason, Properties, ReceiptHandle, Tag, TagFilter, Text,
-    TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
+    AckKind, BatchSize, ErrorCode, GroupId, HandleBatch, HandleFailure, InstanceId, Message,
+    MessageError, MessageId, PoisonMessage, PoisonReason, Properties, ReceiptHandle, Tag,
+    TagFilter, Text, TopicMessage, TopicName, TransCheckImmunity, WaitSeconds,
 };
