@@ -232,3 +232,56 @@ fn a_half_message_offered_again_during_its_decision_is_decided_once() {
         );
     });
 }
+
+/// Handlers run in parallel on a multi-threaded runtime, up to the concurrency limit
+/// (fresh-eyes finding: the loop drove every handler future itself, so a handler that
+/// blocked its thread held every other one back and `with_concurrency(8)` ran one at a
+/// time). Each handler here blocks its thread until the other one runs too (5 s at most).
+#[test]
+fn handlers_run_in_parallel_on_a_multi_threaded_runtime() {
+    use mq_tests::scenarios::{group, topic};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
+    let broker = mq_tests::TestBroker::start();
+    block_on(async {
+        let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
+        let (topic, group) = (topic("parallel"), group("GID_parallel"));
+        let consumer = client.consumer(topic.clone(), group);
+        mq_tests::scenarios::register(&consumer).await;
+        for body in ["a", "b"] {
+            let message = mq_tokio::TopicMessage::new(body).expect("message");
+            client
+                .producer(topic.clone())
+                .publish(&message)
+                .await
+                .expect("publish");
+        }
+        let (running, met) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, m) = (running.clone(), met.clone());
+        let handling = consumer
+            .handle(move |_message| {
+                let (running, met) = (r.clone(), m.clone());
+                async move {
+                    running.fetch_add(1, SeqCst);
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while running.load(SeqCst) < 2 && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if running.load(SeqCst) >= 2 {
+                        met.fetch_add(1, SeqCst);
+                    }
+                    Ok(())
+                }
+            })
+            .with_concurrency(2)
+            .spawn();
+        let until = Instant::now() + Duration::from_secs(30);
+        while handling.summary().handled < 2 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let summary = handling.shutdown().await.expect("summary");
+        assert_eq!((summary.handled, summary.acked), (2, 2), "{summary:?}");
+        assert_eq!(met.load(SeqCst), 2, "both handlers ran at once");
+    });
+}

@@ -8,7 +8,11 @@
 //! # Picking a runtime crate
 //! Use this crate on async-std or smol. It is built on `async-io` and `async-net` (which
 //! async-std itself runs on) and spawns its background tasks on smol's global executor, so
-//! it needs no runtime set-up and works the same in both. async-std is discontinued upstream
+//! it needs no runtime set-up and works the same in both. That executor runs on one thread
+//! unless the `SMOL_THREADS` environment variable (read once, at its first use) says more:
+//! the client's connections and a [`MessageHandler`]'s handlers share it, so set
+//! `SMOL_THREADS` for handlers that should run in parallel, and keep blocking work out of
+//! handlers (`blocking::unblock`, `async_std::task::spawn_blocking`). async-std is discontinued upstream
 //! (RUSTSEC-2025-0052): new projects should prefer smol, and this crate keeps working for
 //! them unchanged. On tokio use `mq-tokio`: same types, names and behaviour (both re-export
 //! `mq-client`, each turning on its runtime there: `Client::builder()` runs on async-io

@@ -3,9 +3,9 @@
 //! graceful shutdown that finishes the handlers in flight and flushes their acks.
 //!
 //! The loop is one future on the client's runtime ([`Background`]): it takes items from
-//! the stream only while fewer than the limit of handlers run, and drives the handler
-//! futures and the ack outcomes itself (no task per message), so it behaves the same on
-//! every runtime.
+//! the stream only while fewer than the limit of handlers run, starts each handler as a task
+//! of its own on that runtime (so handlers run in parallel on a multi-threaded runtime), and
+//! awaits their outcomes and the acks itself.
 
 use crate::consumer::Consumer;
 use crate::error::Error;
@@ -167,6 +167,13 @@ impl MessageHandler {
     /// from the stream only while fewer run, and, unless [`with_config`](Self::with_config)
     /// says otherwise, the consumer holds at most `n` messages in hand, so none waits
     /// unhandled while its invisibility time runs out.
+    ///
+    /// Each handler is a task on the client's runtime: they run in parallel on as many
+    /// threads as it has (a multi-threaded tokio runtime's workers; on async-std and smol,
+    /// smol's global executor: one thread unless `SMOL_THREADS` says more). A handler that
+    /// blocks (`std::thread::sleep`, blocking I/O, long CPU work) holds one of those threads
+    /// and with it the client's connections there: move such work off the runtime
+    /// (`tokio::task::spawn_blocking`, `blocking::unblock`).
     #[must_use]
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
@@ -290,9 +297,22 @@ impl MessageHandler {
         summary.snapshot()
     }
 
-    /// The handler future for one delivery: the handler of its tag, then the ack (on
-    /// `Ok`) or the release (on `Err` or a panic).
+    /// Starts the handler of one delivery as a task of its own on the client's runtime —
+    /// on a multi-threaded runtime, handlers run in parallel, up to the concurrency limit —
+    /// and gives the future of its outcome. A task the runtime drops (it shut down) counts
+    /// as failed: its message is released.
     fn start(&self, delivery: crate::stream::Delivery) -> BoxFuture<Finished> {
+        let (done, outcome) = futures::channel::oneshot::channel();
+        let work = self.handle_one(delivery);
+        self.consumer.client().runtime().spawn(Box::pin(async move {
+            let _ = done.send(work.await);
+        }));
+        Box::pin(async move { outcome.await.unwrap_or(Finished::Failed) })
+    }
+
+    /// The work for one delivery: the handler of its tag, then the ack (on `Ok`) or the
+    /// release (on `Err` or a panic).
+    fn handle_one(&self, delivery: crate::stream::Delivery) -> BoxFuture<Finished> {
         let (message, mut in_hand) = delivery.into_parts();
         let handler = message
             .tag
