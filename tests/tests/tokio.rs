@@ -285,3 +285,51 @@ fn handlers_run_in_parallel_on_a_multi_threaded_runtime() {
         assert_eq!(met.load(SeqCst), 2, "both handlers ran at once");
     });
 }
+
+/// The transaction checker's decisions run in parallel on a multi-threaded runtime, as the
+/// handlers do: each decision here blocks its thread (a synchronous lookup) until the other
+/// one runs too (5 s at most). They ran inside the checker's driver, one at a time, and a
+/// blocking one held the polls back as well.
+#[test]
+fn checker_decisions_run_in_parallel_on_a_multi_threaded_runtime() {
+    use mq_tests::scenarios::{group, topic};
+    use mq_tokio::{Decision, TopicMessage, TransCheckImmunity};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
+    let broker = mq_tests::TestBroker::start();
+    block_on(async {
+        let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
+        let tx = client.transaction_producer(topic("parallel_tx"), group("GID_parallel_tx"));
+        for body in ["a", "b"] {
+            let immunity = TransCheckImmunity::new(10).expect("immunity");
+            let half = TopicMessage::new(body)
+                .expect("message")
+                .with_trans_check_immunity(immunity);
+            tx.publish(&half).await.expect("publish half");
+        }
+        let (running, met) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, m) = (running.clone(), met.clone());
+        let checker = tx.spawn_checker(move |_message| {
+            let (running, met) = (r.clone(), m.clone());
+            async move {
+                running.fetch_add(1, SeqCst);
+                let until = Instant::now() + Duration::from_secs(5);
+                while running.load(SeqCst) < 2 && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if running.load(SeqCst) >= 2 {
+                    met.fetch_add(1, SeqCst);
+                }
+                Decision::Commit
+            }
+        });
+        let until = Instant::now() + Duration::from_secs(40);
+        while checker.report().committed < 2 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = checker.shutdown().await.expect("report");
+        assert_eq!((report.checked, report.committed), (2, 2), "{report:?}");
+        assert_eq!(met.load(SeqCst), 2, "both decisions ran at once");
+    });
+}

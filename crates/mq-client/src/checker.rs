@@ -3,7 +3,7 @@
 
 use crate::driver::{Command, Driver, Handler, Target};
 use crate::error::{AckError, Error};
-use crate::runtime::{Background, BoxFuture, DynRuntime, Live};
+use crate::runtime::{Background, BoxFuture, DynRuntime, Live, spawn_task};
 use crate::transaction::TransactionProducer;
 use futures::FutureExt as _;
 use futures::channel::mpsc;
@@ -57,6 +57,8 @@ struct CheckerHandler<F> {
     superseded: HashSet<ReceiptHandle>,
     /// Where settlements go (the driver's commands; set at the first message).
     commands: Option<mpsc::UnboundedSender<Command>>,
+    /// The client's runtime: each decision runs as a task of its own there.
+    runtime: Arc<dyn DynRuntime>,
 }
 
 /// A half message from its first offer to the end of its settlement.
@@ -140,7 +142,10 @@ where
         // `Unknown`, as a handler's panic leaves its message for redelivery: the checker
         // goes on with the other half messages and checks this one again later.
         let verdict = catch_unwind(AssertUnwindSafe(|| (self.decide)(message)));
-        Some(Box::pin(async move {
+        let lost = handle.clone();
+        // A task of its own: a decision that blocks its thread (a synchronous lookup)
+        // does not hold the other decisions and the polls back on a multi-threaded runtime.
+        let decided = Box::pin(async move {
             let decision = match verdict {
                 Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
                 Err(panic) => Err(panic),
@@ -173,6 +178,9 @@ where
                 }
                 None => Command::Release(in_flight.remove(&id).map_or(handle, |f| f.newest)),
             }
+        });
+        Some(spawn_task(&self.runtime, decided, || {
+            Command::Release(lost)
         }))
     }
 
@@ -277,6 +285,7 @@ where
     let handler = CheckerHandler {
         decide,
         report,
+        runtime: target.client.runtime().clone(),
         fatal: None,
         in_flight: Arc::default(),
         superseded: HashSet::new(),

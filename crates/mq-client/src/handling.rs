@@ -9,7 +9,7 @@
 
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::runtime::{Background, BoxFuture, Live};
+use crate::runtime::{Background, BoxFuture, Live, spawn_task};
 use crate::stream::{AckFuture, PoisonDelivery, StreamItem};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -302,12 +302,8 @@ impl MessageHandler {
     /// and gives the future of its outcome. A task the runtime drops (it shut down) counts
     /// as failed: its message is released.
     fn start(&self, delivery: crate::stream::Delivery) -> BoxFuture<Finished> {
-        let (done, outcome) = futures::channel::oneshot::channel();
         let work = self.handle_one(delivery);
-        self.consumer.client().runtime().spawn(Box::pin(async move {
-            let _ = done.send(work.await);
-        }));
-        Box::pin(async move { outcome.await.unwrap_or(Finished::Failed) })
+        spawn_task(self.consumer.client().runtime(), work, || Finished::Failed)
     }
 
     /// The work for one delivery: the handler of its tag, then the ack (on `Ok`) or the

@@ -212,6 +212,22 @@ impl<T: Send + 'static> Background<T> {
     }
 }
 
+/// Runs `future` as a task of its own on `runtime` — in parallel with the caller's work on
+/// a multi-threaded runtime, so a user's handler or decision that blocks its thread holds
+/// only that thread — and gives the future of its output; `lost()` is the output when the
+/// runtime drops the task unfinished (it shut down).
+pub(crate) fn spawn_task<T: Send + 'static>(
+    runtime: &Arc<dyn DynRuntime>,
+    future: BoxFuture<T>,
+    lost: impl FnOnce() -> T + Send + 'static,
+) -> BoxFuture<T> {
+    let (done, output) = futures::channel::oneshot::channel();
+    runtime.spawn(Box::pin(async move {
+        let _ = done.send(future.await);
+    }));
+    Box::pin(async move { output.await.unwrap_or_else(|_| lost()) })
+}
+
 /// What a background loop has done so far: the loop updates it as it goes, its handle reads
 /// a copy while it runs ([`HandlerHandle::summary`](crate::HandlerHandle::summary),
 /// [`CheckerHandle::report`](crate::CheckerHandle::report)).
