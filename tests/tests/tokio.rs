@@ -233,6 +233,21 @@ fn a_half_message_offered_again_during_its_decision_is_decided_once() {
     });
 }
 
+/// Blocks this thread until two callers run at once (5 s at most), counting in `met` each
+/// caller that saw the other one: 2 when they ran in parallel, 1 when one after the other.
+fn meet_blocking(running: &std::sync::atomic::AtomicUsize, met: &std::sync::atomic::AtomicUsize) {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    running.fetch_add(1, SeqCst);
+    let until = Instant::now() + Duration::from_secs(5);
+    while running.load(SeqCst) < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if running.load(SeqCst) >= 2 {
+        met.fetch_add(1, SeqCst);
+    }
+}
+
 /// Handlers run in parallel on a multi-threaded runtime, up to the concurrency limit
 /// (fresh-eyes finding: the loop drove every handler future itself, so a handler that
 /// blocked its thread held every other one back and `with_concurrency(8)` ran one at a
@@ -263,14 +278,7 @@ fn handlers_run_in_parallel_on_a_multi_threaded_runtime() {
             .handle(move |_message| {
                 let (running, met) = (r.clone(), m.clone());
                 async move {
-                    running.fetch_add(1, SeqCst);
-                    let until = Instant::now() + Duration::from_secs(5);
-                    while running.load(SeqCst) < 2 && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    if running.load(SeqCst) >= 2 {
-                        met.fetch_add(1, SeqCst);
-                    }
+                    meet_blocking(&running, &met);
                     Ok(())
                 }
             })
@@ -313,14 +321,7 @@ fn checker_decisions_run_in_parallel_on_a_multi_threaded_runtime() {
         let checker = tx.spawn_checker(move |_message| {
             let (running, met) = (r.clone(), m.clone());
             async move {
-                running.fetch_add(1, SeqCst);
-                let until = Instant::now() + Duration::from_secs(5);
-                while running.load(SeqCst) < 2 && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                if running.load(SeqCst) >= 2 {
-                    met.fetch_add(1, SeqCst);
-                }
+                meet_blocking(&running, &met);
                 Decision::Commit
             }
         });
