@@ -274,8 +274,9 @@ impl FjallEngine {
     /// # Errors
     ///
     /// [`StorageError::Engine`] when the directory cannot be created or opened, another
-    /// engine holds its lock, or a fjall 2 database in it cannot be migrated (it is then
-    /// left as it was); [`StorageError::Corrupt`] for a fjall 2 database that cannot be read.
+    /// engine holds its lock, a fjall 2 database in it cannot be migrated (it is then
+    /// left as it was), or it holds both a fjall 3 database and a fjall 2 one written after
+    /// the migration (by an earlier build: both are left as they are); [`StorageError::Corrupt`] for a fjall 2 database that cannot be read.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let context = |e: &dyn std::fmt::Display| {
             StorageError::Engine(format!("data directory {}: {e}", dir.display()))
@@ -352,7 +353,21 @@ impl FjallEngine {
         {
             // A complete fjall 3 database is there (made before the old one was set aside;
             // renamed into place only once durable): the copy was done, only the renaming
-            // aside of the old database is left.
+            // aside of the old database is left — if the old one is still what was copied.
+            // A fjall 2 database that differs was written after the migration (an earlier
+            // build run on this directory creates an empty one and acknowledges messages
+            // into it): setting it aside as "migrated" would lose them.
+            if !Self::v2_is_migrated_copy(&old, &new)? {
+                return Err(StorageError::Engine(format!(
+                    "data directory {}: both a fjall 2 database (fjall) and a fjall 3 one \
+                     (fjall3), and the fjall 2 one is not what was migrated: it was written \
+                     after the migration, probably by an earlier build of the broker run on \
+                     this directory, and what it holds is not in fjall3. Neither is used: \
+                     move one of them out of the directory (the fjall 2 one is migrated \
+                     again if it stays alone), then start again",
+                    dir.display()
+                )));
+            }
             tracing::warn!(
                 dir = %dir.display(),
                 "both a fjall 2 and a fjall 3 database in the data directory; the fjall 3 one is used"
@@ -400,6 +415,30 @@ impl FjallEngine {
             "the data directory's fjall 2 database was migrated to fjall 3 and set aside; it is no longer used and may be deleted"
         );
         Ok(())
+    }
+
+    /// Whether the fjall 2 database `old` holds what the fjall 3 database `new` was copied
+    /// from (same snapshot, same last record): true after a migration interrupted before
+    /// the old database was set aside, false for one written after the migration.
+    fn v2_is_migrated_copy(old: &Path, new: &Path) -> Result<bool, StorageError> {
+        let reader = super::fjall_v2::Reader::open(old)?;
+        let current = Self::open_database(new, None)?;
+        let old_snapshot = reader.load_snapshot()?;
+        if old_snapshot != current.load_snapshot()? {
+            return Ok(false);
+        }
+        let after = old_snapshot.map_or(0, |(upto, _)| upto);
+        let last = |visit: &dyn Fn(u64, &mut RecordVisitor<'_>) -> Result<(), StorageError>| {
+            let mut last = None;
+            visit(after, &mut |index, bytes| {
+                last = Some((index, bytes.to_vec()));
+                Ok(())
+            })
+            .map(|()| last)
+        };
+        let old_last = last(&|after, visit| reader.read_records(after, visit))?;
+        let new_last = last(&|after, visit| current.read_records(after, visit))?;
+        Ok(old_last == new_last)
     }
 
     /// Copies the snapshot and the records after it from the fjall 2 database `old` into

@@ -295,6 +295,22 @@ mod tests {
             assert_eq!(records(&engine, upto), after);
             assert_eq!(entries(&dir), ["LOCK", "fjall.v2-migrated", "fjall3"]);
         }
+        // A crash after the new database was complete but before the old one was set
+        // aside: the new one is used, the old one set aside under a free name.
+        std::fs::rename(dir.join("fjall.v2-migrated"), dir.join("fjall")).unwrap();
+        std::fs::create_dir_all(dir.join("fjall.v2-migrated")).unwrap();
+        {
+            let engine = FjallEngine::open(&dir).unwrap();
+            assert_eq!(
+                engine.load_snapshot().unwrap(),
+                Some((upto, snapshot.clone()))
+            );
+            assert_eq!(records(&engine, upto), after);
+            assert_eq!(
+                entries(&dir),
+                ["LOCK", "fjall.v2-migrated", "fjall.v2-migrated.1", "fjall3"]
+            );
+        }
         // Opened again: nothing left to migrate.
         {
             let mut engine = FjallEngine::open(&dir).unwrap();
@@ -302,20 +318,33 @@ mod tests {
             let next = after.last().unwrap().0 + 1;
             engine.append(&[(next, b"new".to_vec())]).unwrap();
         }
-        // A crash after the new database was complete but before the old one was set
-        // aside: the new one is used, the old one set aside under a free name.
-        std::fs::rename(dir.join("fjall.v2-migrated"), dir.join("fjall")).unwrap();
-        std::fs::create_dir_all(dir.join("fjall.v2-migrated")).unwrap();
+        // An earlier build run on the migrated directory: it finds no fjall 2 database,
+        // creates an empty one and acknowledges messages into it. That database is not a
+        // copy of the fjall 3 one: setting it aside as migrated would lose them, so the
+        // directory is refused and left as it is.
+        {
+            let mut downgraded = V2Engine::open(&dir.join(V2_DIR_NAME));
+            downgraded.install_snapshot(0, b"another core").unwrap();
+            downgraded
+                .append(&[(1, b"acknowledged by the earlier build".to_vec())])
+                .unwrap();
+        }
+        let before = entries(&dir);
+        let refused = FjallEngine::open(&dir).unwrap_err().to_string();
+        assert!(
+            refused.contains("not what was migrated") && refused.contains("earlier build"),
+            "{refused}"
+        );
+        assert_eq!(entries(&dir), before, "nothing is set aside");
+        assert!(dir.join("fjall").exists());
+        // Once the operator moves it out, the fjall 3 database opens with what it had.
+        std::fs::rename(dir.join("fjall"), dir.join("kept-aside")).unwrap();
         {
             let engine = FjallEngine::open(&dir).unwrap();
             assert_eq!(engine.load_snapshot().unwrap(), Some((upto, snapshot)));
             let seen = records(&engine, upto);
             assert_eq!(seen.len(), after.len() + 1);
             assert_eq!(seen.last().unwrap().1, b"new");
-            assert_eq!(
-                entries(&dir),
-                ["LOCK", "fjall.v2-migrated", "fjall.v2-migrated.1", "fjall3"]
-            );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
