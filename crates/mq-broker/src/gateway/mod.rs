@@ -97,6 +97,61 @@ const REGISTRATION_WAIT: Duration = Duration::from_secs(40);
 /// Most (namespace, topic, group) rotations remembered; beyond it they start over.
 const MAX_ROTATIONS: usize = 100_000;
 
+/// How long receives ask for one message per call after the engine refused a batch
+/// ([`SingleMessagePops`]); then a batch is tried again.
+const SINGLE_POPS_FOR: Duration = Duration::from_secs(60);
+
+/// Whether receives ask the engine for one message per call. rocketmq-rust 1.0.0 refuses
+/// every pop that would return two or more messages (`40000 Argument is invalid`); an
+/// Apache RocketMQ proxy answers the same code while it cannot reach a broker. So a refusal
+/// switches to single pops for [`SINGLE_POPS_FOR`], not for good: a cluster's blip cost
+/// the gateway its batched receives until it restarted. Against an engine that always
+/// refuses, one batched pop per period is refused (one extra round trip a minute).
+#[derive(Debug)]
+struct SingleMessagePops {
+    /// When the gateway started: `until_ms` counts from it.
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` until which pops ask for one message (0: none yet).
+    until_ms: AtomicU64,
+    /// Whether the first refusal was logged (later ones are at debug level).
+    warned: AtomicBool,
+}
+
+impl SingleMessagePops {
+    fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            start: now,
+            until_ms: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    fn ms(&self, now: tokio::time::Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a receive at `now` asks for one message.
+    fn active(&self, now: tokio::time::Instant) -> bool {
+        self.ms(now) < self.until_ms.load(Ordering::Relaxed)
+    }
+
+    /// The engine refused a batched receive at `now`.
+    fn refused(&self, now: tokio::time::Instant) {
+        let until = self
+            .ms(now)
+            .saturating_add(SINGLE_POPS_FOR.as_millis() as u64);
+        self.until_ms.store(until, Ordering::Relaxed);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the RocketMQ engine refuses batched receives; receiving one message per call, trying a batch again every {} s",
+                SINGLE_POPS_FOR.as_secs()
+            );
+        } else {
+            tracing::debug!("the RocketMQ engine refused a batched receive again");
+        }
+    }
+}
+
 /// The engine's gRPC client and the metadata every call carries.
 #[derive(Clone)]
 pub(super) struct Caller {
@@ -211,8 +266,8 @@ pub(crate) struct Gateway {
     routes: Mutex<HashMap<(String, String), Route>>,
     /// Receives so far per (namespace, topic, group): the broker a receive polls next.
     next_queue: Mutex<HashMap<(String, String, String), usize>>,
-    /// The engine refused a batched receive: ask for one message per call.
-    single_message_pops: AtomicBool,
+    /// The engine refused a batched receive lately: ask for one message per call.
+    single_message_pops: SingleMessagePops,
     /// Topics this process has routed or published to.
     known_topics: Mutex<HashSet<(String, String)>>,
     /// Consumer groups created as orderly on the engine.
@@ -311,7 +366,7 @@ impl Gateway {
             routes: Mutex::new(HashMap::new()),
             ready_probe: tokio::sync::Mutex::new(None),
             next_queue: Mutex::new(HashMap::new()),
-            single_message_pops: AtomicBool::new(false),
+            single_message_pops: SingleMessagePops::new(tokio::time::Instant::now()),
             known_topics: Mutex::new(HashSet::new()),
             orderly_groups: Mutex::new(HashSet::new()),
             counters: Mutex::new(BTreeMap::new()),
@@ -950,7 +1005,7 @@ impl Gateway {
                 r#type: pb::FilterType::Tag as i32,
                 expression: filter.to_string(),
             }),
-            batch_size: if self.single_message_pops.load(Ordering::Relaxed) {
+            batch_size: if self.single_message_pops.active(tokio::time::Instant::now()) {
                 1
             } else {
                 i32::from(batch.get())
@@ -1076,7 +1131,7 @@ impl Gateway {
     }
 
     /// Receives once; when the engine refuses a batch, asks again for one message (and
-    /// for one at a time from then on).
+    /// for one at a time for [`SINGLE_POPS_FOR`]).
     async fn receive_batch(
         &self,
         target: Target<'_>,
@@ -1093,12 +1148,9 @@ impl Gateway {
                 && convert::refuses_batches(status.as_ref())
             {
                 // rocketmq-rust 1.0.0 refuses every pop that would return two or more
-                // messages (`40000 Argument is invalid`): ask for one at a time from now on.
-                if !self.single_message_pops.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "the RocketMQ engine refuses batched receives; receiving one message per call from now on"
-                    );
-                }
+                // messages (`40000 Argument is invalid`): one at a time for a while.
+                self.single_message_pops
+                    .refused(tokio::time::Instant::now());
                 request.batch_size = 1;
                 continue;
             }
@@ -1464,5 +1516,27 @@ impl Target<'_> {
             resource_namespace: self.namespace().to_owned(),
             name: self.topic.as_str().to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_batch_switches_to_single_pops_for_a_while_not_for_good() {
+        let t0 = tokio::time::Instant::now();
+        let pops = SingleMessagePops::new(t0);
+        assert!(!pops.active(t0), "batches until the engine refuses one");
+        let refused_at = t0 + Duration::from_secs(5);
+        pops.refused(refused_at);
+        assert!(pops.active(refused_at));
+        assert!(pops.active(refused_at + SINGLE_POPS_FOR - Duration::from_millis(1)));
+        // Then a batch is tried again (a cluster's blip cost the batches for good).
+        let later = refused_at + SINGLE_POPS_FOR;
+        assert!(!pops.active(later));
+        pops.refused(later);
+        assert!(pops.active(later + Duration::from_secs(1)));
+        assert!(!pops.active(later + SINGLE_POPS_FOR));
     }
 }
