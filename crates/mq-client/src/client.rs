@@ -358,7 +358,8 @@ impl ClientBuilder {
     /// [`Error::Config`]: [`ConfigError::NoRuntime`] when [`Client::builder`] found no
     /// runtime crate, [`ConfigError::MissingEndpoint`], [`ConfigError::ZeroTimeout`] (a
     /// connect or request timeout or long-poll margin of zero), [`ConfigError::MissingCredentials`],
-    /// [`ConfigError::EmptyCredentials`] (fixed credentials with an empty id or secret),
+    /// [`ConfigError::EmptyCredentials`] (fixed credentials with an empty id or secret, or a
+    /// blank security token),
     /// or (without a custom [`transport`](Self::transport)) a TLS root or configuration
     /// refused by rustls ([`ConfigError::InvalidRootCertificate`], [`ConfigError::Tls`]), or
     /// a proxy environment variable that is no `http://` proxy URL

@@ -39,8 +39,8 @@ pub trait CredentialsProvider: fmt::Debug + Send + Sync + 'static {
     fn credentials(&self) -> BoxFuture<Result<Credentials, Error>>;
 }
 
-/// Refuses credentials no request can be signed with: an empty AccessKey id or secret, or
-/// an id or security token with a control character its header cannot carry
+/// Refuses credentials no request can be signed with: an empty AccessKey id, secret or
+/// security token (when one is given), or an id or security token with a control character its header cannot carry
 /// (`Credentials::new` takes any text; the client checks what it will sign with here).
 ///
 /// # Errors
@@ -56,6 +56,14 @@ pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigE
     if credentials.access_key_secret().is_empty() {
         return Err(ConfigError::EmptyCredentials {
             what: "AccessKey secret",
+        });
+    }
+    // An empty token would be sent as an empty `security-token` header (the service's
+    // answer: a refusal naming the token); `credentials_from_env` takes an empty
+    // `ALIBABA_CLOUD_SECURITY_TOKEN` for none, `with_security_token("")` is a mistake.
+    if credentials.security_token().is_some_and(|t| t.trim().is_empty()) {
+        return Err(ConfigError::EmptyCredentials {
+            what: "security token",
         });
     }
     for (what, value) in [

@@ -265,10 +265,11 @@ pub enum ConfigError {
     /// The AccessKey id or secret of the credentials given (to
     /// [`ClientBuilder::credentials`](crate::ClientBuilder::credentials), checked by
     /// `build()`, or by a [`CredentialsProvider`](crate::CredentialsProvider) before each
-    /// request) is empty: no request signed with it can be accepted.
+    /// request) is empty, or their security token is given but blank: no request signed
+    /// with it can be accepted.
     #[error("the {what} of the credentials is empty")]
     EmptyCredentials {
-        /// `AccessKey id` or `AccessKey secret` (never the value).
+        /// `AccessKey id`, `AccessKey secret` or `security token` (never the value).
         what: &'static str,
     },
     /// The AccessKey id or the security token of the credentials given (checked where

@@ -39,6 +39,15 @@ fn fixed_credentials_with_an_empty_part_fail_build() {
             format!("invalid configuration: the {what} of the credentials is empty")
         );
     }
+    // A security token given blank (fresh-eyes finding: accepted, and sent as an empty
+    // `security-token` header, while an empty ALIBABA_CLOUD_SECURITY_TOKEN means none).
+    for token in ["", "  "] {
+        let e = builder()
+            .credentials(Credentials::new("id", "secret").with_security_token(token))
+            .build()
+            .expect_err("refused");
+        assert_eq!(empty_part(&e), Some("security token"), "{e:?}");
+    }
     let ok = builder().credentials(Credentials::new("id", "s3cret-value"));
     assert!(!format!("{ok:?}").contains("s3cret-value"), "{ok:?}");
     ok.build().expect("a complete key pair builds");
