@@ -1085,12 +1085,104 @@ pub async fn checker_with_config<R: Runtime + Default>(broker: &TestBroker) {
     assert_eq!(summary.handled, 0, "{summary:?}");
 }
 
+/// The handler loop with an orderly config keeps each partition in order: one message of a
+/// sharding key at a time, in delivery order, the partitions in parallel; a failed message
+/// has its partition delivered again from it, in order (fresh-eyes finding: the loop ran the
+/// messages of a batch at once, so one key's messages were handled together and out of
+/// order).
+pub async fn handler_orderly<R: Runtime + Default>(broker: &TestBroker) {
+    #[derive(Default)]
+    struct Seen {
+        running: BTreeSet<String>,
+        overlaps: Vec<String>,
+        attempts: BTreeMap<String, Vec<String>>,
+        handled: BTreeMap<String, Vec<String>>,
+        failed_once: bool,
+    }
+    let client = client::<R>(broker);
+    let t = topic("horder");
+    let consumer = client.consumer(t.clone(), group("GID_horder"));
+    consumer
+        .receive_orderly(batch(1), wait(0))
+        .await
+        .expect("register");
+    let producer = client.producer(t);
+    for i in 0..5 {
+        for key in ["k1", "k2"] {
+            let msg = TopicMessage::new(format!("{key}-{i}"))
+                .and_then(|m| m.with_sharding_key(key))
+                .expect("message");
+            producer.publish(&msg).await.expect("publish");
+        }
+    }
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let record = seen.clone();
+    let config = mq_client::ConsumerConfig::orderly()
+        .with_batch(batch(16))
+        .with_wait(wait(1))
+        .with_max_in_hand(16);
+    let handling = consumer
+        .handle(move |m: Message| {
+            let seen = record.clone();
+            async move {
+                let key = m.sharding_key().unwrap_or_default().to_owned();
+                let body = m.body.to_string();
+                {
+                    let mut s = seen.lock().expect("lock");
+                    if !s.running.insert(key.clone()) {
+                        s.overlaps.push(body.clone());
+                    }
+                    s.attempts
+                        .entry(key.clone())
+                        .or_default()
+                        .push(body.clone());
+                }
+                sleep::<R>(Duration::from_millis(20)).await;
+                let mut s = seen.lock().expect("lock");
+                s.running.remove(&key);
+                if body == "k1-2" && !s.failed_once {
+                    s.failed_once = true;
+                    return Err("fails once".into());
+                }
+                s.handled.entry(key).or_default().push(body);
+                Ok(())
+            }
+        })
+        .with_concurrency(4)
+        .with_config(config)
+        .spawn();
+    let done = eventually::<R>(Duration::from_secs(30), || {
+        let s = seen.lock().expect("lock");
+        s.handled.values().map(Vec::len).sum::<usize>() >= 10
+    })
+    .await;
+    let summary = handling.shutdown().await.expect("the handler stops");
+    let s = seen.lock().expect("lock");
+    assert!(done, "{summary:?} {:?}", s.handled);
+    assert!(
+        s.overlaps.is_empty(),
+        "one key's messages ran at once: {:?}",
+        s.overlaps
+    );
+    for key in ["k1", "k2"] {
+        let expected: Vec<String> = (0..5).map(|i| format!("{key}-{i}")).collect();
+        assert_eq!(s.handled[key], expected, "{key} handled in order");
+    }
+    assert_eq!(
+        s.attempts["k1"],
+        ["k1-0", "k1-1", "k1-2", "k1-2", "k1-3", "k1-4"],
+        "after the failure the partition comes again from the failed message"
+    );
+    assert_eq!((summary.failed, summary.handled), (1, 10), "{summary:?}");
+}
+
 /// Expands to one `#[test]` per scenario, each run by `$block_on` on runtime `$rt`.
 #[macro_export]
 macro_rules! scenario_tests {
     ($rt:ty, $block_on:expr) => {
         $crate::scenario_tests!(@each $rt, $block_on,
             publish_consume_ack, tag_filter, transactional_with_checker, delayed, orderly,
+            handler_orderly,
             partial_ack_failure, stream, dropped_keep_alive, timeout, unbounded_timeouts, https,
             handler_routes_by_tag_within_the_limit,
             handler_redelivers_on_err_and_shuts_down_gracefully, handler_poison_policy,

@@ -61,7 +61,10 @@ pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigE
     // An empty token would be sent as an empty `security-token` header (the service's
     // answer: a refusal naming the token); `credentials_from_env` takes an empty
     // `ALIBABA_CLOUD_SECURITY_TOKEN` for none, `with_security_token("")` is a mistake.
-    if credentials.security_token().is_some_and(|t| t.trim().is_empty()) {
+    if credentials
+        .security_token()
+        .is_some_and(|t| t.trim().is_empty())
+    {
         return Err(ConfigError::EmptyCredentials {
             what: "security token",
         });

@@ -10,12 +10,12 @@
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::runtime::{Background, BoxFuture, Live, spawn_task};
-use crate::stream::{AckFuture, PoisonDelivery, StreamItem};
+use crate::stream::{AckFuture, Delivery, PoisonDelivery, StreamItem};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use mq_proto::machine::ConsumerConfig;
-use mq_proto::{Message, Tag};
-use std::collections::HashMap;
+use mq_proto::{ConsumeKind, Message, Tag};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -190,6 +190,12 @@ impl MessageHandler {
 
     /// The stream's settings (batch, wait, ack delay, orderly or normal). By default
     /// [`ConsumerConfig::normal`] with at most the concurrency limit in hand.
+    ///
+    /// With [`ConsumerConfig::orderly`], the messages of one partition (sharding key) are
+    /// handled one at a time, in delivery order, and the partitions in parallel (within the
+    /// concurrency limit); when a handler fails, the partition's messages waiting behind it
+    /// are released too, so the service delivers the partition again from the failed
+    /// message, in order, after its invisibility time.
     #[must_use]
     pub fn with_config(mut self, config: ConsumerConfig) -> Self {
         self.config = Some(config);
@@ -225,8 +231,10 @@ impl MessageHandler {
             .config
             .clone()
             .unwrap_or_else(|| ConsumerConfig::normal().with_max_in_hand(self.concurrency));
+        let mut partitions = Partitions::new(config.kind() == ConsumeKind::Orderly);
         let mut stream = self.consumer.stream_with_config(config).fuse();
-        let mut running: FuturesUnordered<BoxFuture<Finished>> = FuturesUnordered::new();
+        let mut running: FuturesUnordered<BoxFuture<(Option<String>, Finished)>> =
+            FuturesUnordered::new();
         let mut acks: FuturesUnordered<BoxFuture<Acked>> = FuturesUnordered::new();
         let mut shutdown = std::pin::pin!(shutdown.fuse());
         let mut stopping = false;
@@ -263,7 +271,9 @@ impl MessageHandler {
                 // The stream ended (its driver is gone): nothing more will come.
                 Some(Event::Item(None)) => stopping = true,
                 Some(Event::Item(Some(Ok(StreamItem::Message(delivery))))) => {
-                    running.push(self.start(delivery));
+                    if let Some((partition, delivery)) = partitions.admit(delivery) {
+                        running.push(self.start(delivery, partition));
+                    }
                 }
                 Some(Event::Item(Some(Ok(StreamItem::Poison(poison))))) => {
                     if let Some(ack) = self.on_poison(poison, &summary) {
@@ -274,18 +284,13 @@ impl MessageHandler {
                     s.receive_errors += 1;
                     s.last_receive_error = Some(error.to_string());
                 }),
-                Some(Event::Finished(Finished::Ok(ack))) => {
-                    summary.update(|s| s.handled += 1);
-                    acks.push(Box::pin(ack.map(|r| {
-                        if let Err(e) = &r {
-                            // Often a handler slower than the group's invisibility: the
-                            // message was delivered again meanwhile.
-                            tracing::warn!(error = %e, "a handled message's ack did not take effect; it may be delivered again");
-                        }
-                        Acked::Handled(r.is_ok())
-                    })));
+                Some(Event::Finished((partition, finished))) => {
+                    let next = partitions.finished(partition, finished.is_ok(), stopping);
+                    if let Some((partition, delivery)) = next {
+                        running.push(self.start(delivery, partition));
+                    }
+                    self.count_finished(finished, &summary, &mut acks);
                 }
-                Some(Event::Finished(Finished::Failed)) => summary.update(|s| s.failed += 1),
                 Some(Event::Acked(acked)) => summary.update(|s| acked.count(s)),
             }
         }
@@ -297,18 +302,46 @@ impl MessageHandler {
         summary.snapshot()
     }
 
+    /// Counts a handler's outcome; queues the ack of a handled message.
+    fn count_finished(
+        &self,
+        finished: Finished,
+        summary: &Live<HandlerSummary>,
+        acks: &mut FuturesUnordered<BoxFuture<Acked>>,
+    ) {
+        match finished {
+            Finished::Ok(ack) => {
+                summary.update(|s| s.handled += 1);
+                acks.push(Box::pin(ack.map(|r| {
+                        if let Err(e) = &r {
+                            // Often a handler slower than the group's invisibility: the
+                            // message was delivered again meanwhile.
+                            tracing::warn!(error = %e, "a handled message's ack did not take effect; it may be delivered again");
+                        }
+                        Acked::Handled(r.is_ok())
+                    })));
+            }
+            Finished::Failed => summary.update(|s| s.failed += 1),
+        }
+    }
+
     /// Starts the handler of one delivery as a task of its own on the client's runtime —
     /// on a multi-threaded runtime, handlers run in parallel, up to the concurrency limit —
     /// and gives the future of its outcome. A task the runtime drops (it shut down) counts
     /// as failed: its message is released.
-    fn start(&self, delivery: crate::stream::Delivery) -> BoxFuture<Finished> {
+    fn start(
+        &self,
+        delivery: Delivery,
+        partition: Option<String>,
+    ) -> BoxFuture<(Option<String>, Finished)> {
         let work = self.handle_one(delivery);
-        spawn_task(self.consumer.client().runtime(), work, || Finished::Failed)
+        let outcome = spawn_task(self.consumer.client().runtime(), work, || Finished::Failed);
+        Box::pin(outcome.map(move |finished| (partition, finished)))
     }
 
     /// The work for one delivery: the handler of its tag, then the ack (on `Ok`) or the
     /// release (on `Err` or a panic).
-    fn handle_one(&self, delivery: crate::stream::Delivery) -> BoxFuture<Finished> {
+    fn handle_one(&self, delivery: Delivery) -> BoxFuture<Finished> {
         let (message, mut in_hand) = delivery.into_parts();
         let handler = message
             .tag
@@ -376,8 +409,83 @@ impl MessageHandler {
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Item(Option<Result<StreamItem, Error>>),
-    Finished(Finished),
+    /// A handler ended; the partition of its message under orderly consumption.
+    Finished((Option<String>, Finished)),
     Acked(Acked),
+}
+
+/// Orderly consumption through the loop (a [`ConsumeKind::Orderly`] config): the messages
+/// of one partition (sharding key; none is the partition `""`) are handled one after
+/// another in delivery order — the service delivers them in order and holds the partition's
+/// next ones until these are acked (PROTOCOL §6.6) — while partitions run in parallel. A
+/// handler that fails releases the messages of its partition waiting behind it, so that the
+/// partition is delivered again from the failed message, in order; a shutdown releases them
+/// too. Normal consumption starts every message at once.
+struct Partitions {
+    orderly: bool,
+    /// Per partition with a handler running: its messages waiting, in delivery order.
+    waiting: HashMap<String, VecDeque<Delivery>>,
+}
+
+impl Partitions {
+    fn new(orderly: bool) -> Self {
+        Self {
+            orderly,
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// A delivery received: what to start now (with its partition when orderly), or
+    /// nothing when its partition is busy (it waits its turn).
+    fn admit(&mut self, delivery: Delivery) -> Option<(Option<String>, Delivery)> {
+        if !self.orderly {
+            return Some((None, delivery));
+        }
+        let key = delivery
+            .message()
+            .sharding_key()
+            .unwrap_or_default()
+            .to_owned();
+        match self.waiting.get_mut(&key) {
+            Some(queue) => {
+                queue.push_back(delivery);
+                None
+            }
+            None => {
+                self.waiting.insert(key.clone(), VecDeque::new());
+                Some((Some(key), delivery))
+            }
+        }
+    }
+
+    /// The handler of a message of `partition` ended (`ok`: handled): the partition's
+    /// next message to start, if any. After a failure, or while `stopping`, the messages
+    /// waiting in the partition are released instead (dropped: a dropped delivery is
+    /// released).
+    fn finished(
+        &mut self,
+        partition: Option<String>,
+        ok: bool,
+        stopping: bool,
+    ) -> Option<(Option<String>, Delivery)> {
+        let key = partition?;
+        let queue = self.waiting.get_mut(&key)?;
+        if ok
+            && !stopping
+            && let Some(next) = queue.pop_front()
+        {
+            return Some((Some(key), next));
+        }
+        let released = self.waiting.remove(&key).map_or(0, |q| q.len());
+        if released > 0 && !ok {
+            tracing::warn!(
+                partition = %key,
+                released,
+                "orderly handler failed; the partition's later messages are released to be delivered again after it, in order"
+            );
+        }
+        None
+    }
 }
 
 /// How a handler future ended.
@@ -386,6 +494,12 @@ enum Finished {
     Ok(AckFuture),
     /// `Err` or a panic: released.
     Failed,
+}
+
+impl Finished {
+    fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok(_))
+    }
 }
 
 /// The outcome of an ack the loop sent: of a handled message or of a poison message.
