@@ -579,11 +579,24 @@ async fn tx_half(a: TxHalfArgs) -> Result<(), CliError> {
         json: a.json,
         none_found: "no half message due for a status check now",
     };
+    // Half messages are not settled here, so the broker offers them again at each check
+    // interval: without `--follow` one already printed ends the listing (with a check
+    // interval shorter than the wait, it never ended: the same messages came round again).
+    let mut seen = std::collections::HashSet::new();
     let receive = async |batch: BatchSize| -> Result<ReceivedMessages, CliError> {
-        producer
+        let mut got = producer
             .consume_half(batch, plan.wait)
             .await
-            .map_err(|e| request_error("consume half messages failed", &e))
+            .map_err(|e| request_error("consume half messages failed", &e))?;
+        if !plan.follow {
+            got.messages.retain(|m| seen.insert(m.message_id.clone()));
+            got.poison.retain(|p| {
+                p.message_id
+                    .as_ref()
+                    .is_none_or(|id| seen.insert(id.clone()))
+            });
+        }
+        Ok(got)
     };
     poll_loop(&plan, receive, async |_: &[Message]| Ok(false)).await
 }

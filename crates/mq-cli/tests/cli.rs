@@ -1718,3 +1718,47 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// `mq tx half` without `--follow` lists what is due and ends, even when the broker offers
+/// the same half messages again within the wait (a check interval shorter than the wait):
+/// it polled on forever, printing them again each round (fresh-eyes finding).
+#[test]
+fn tx_half_ends_when_the_messages_come_round_again() {
+    let mut core = mq_broker::CoreConfig::default();
+    core.half_check_interval_ms = 500;
+    let b = TestBroker(
+        EmbeddedBroker::start(ServerConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            credentials: vec![Credential::new(AK, SK)],
+            core,
+            ..Default::default()
+        })
+        .expect("broker"),
+    );
+    let (t, g) = ("TxHalfRound", "GID_tx_half_round");
+    ok(b.mq(&[
+        "publish",
+        "--topic",
+        t,
+        "--transactional",
+        "--body",
+        "undecided",
+    ]));
+    // Due once its immunity (10 s) is over; offered again every 0.5 s after that.
+    std::thread::sleep(Duration::from_secs(11));
+    let out = run_with(
+        b.mq(&[
+            "tx", "half", "--topic", t, "--group", g, "--wait", "3", "--json",
+        ]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let half = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(half.len(), 1, "listed once: {half:?}");
+    assert_eq!(half[0]["body"], "undecided");
+}
