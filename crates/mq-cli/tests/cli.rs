@@ -1724,8 +1724,10 @@ fn a_closed_stdout_ends_the_command_quietly() {
 /// it polled on forever, printing them again each round (fresh-eyes finding).
 #[test]
 fn tx_half_ends_when_the_messages_come_round_again() {
-    let mut core = mq_broker::CoreConfig::default();
-    core.half_check_interval_ms = 500;
+    let core = mq_broker::CoreConfig {
+        half_check_interval_ms: 500,
+        ..Default::default()
+    };
     let b = TestBroker(
         EmbeddedBroker::start(ServerConfig {
             listen: ([127, 0, 0, 1], 0).into(),
