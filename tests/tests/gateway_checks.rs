@@ -46,6 +46,10 @@ struct Seen {
 #[derive(Clone, Default)]
 struct FakeEngine {
     seen: Arc<Mutex<Seen>>,
+    /// When set, the first receive answers after this long with one message tagged
+    /// `other`, and acks are never answered (an engine that hangs on the skip of a
+    /// filtered message).
+    filtered_after: Option<Duration>,
 }
 
 type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
@@ -131,16 +135,48 @@ impl pb::messaging_service_server::MessagingService for FakeEngine {
     /// time behind others).
     async fn receive_message(
         &self,
-        _: Request<pb::ReceiveMessageRequest>,
+        request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        self.seen.lock().unwrap().receives += 1;
-        std::future::pending().await
+        let first = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.receives += 1;
+            seen.receives == 1
+        };
+        let Some(after) = self.filtered_after.filter(|_| first) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep(after).await;
+        let topic = request.into_inner().message_queue.and_then(|q| q.topic);
+        let message = pb::Message {
+            topic,
+            user_properties: Default::default(),
+            system_properties: Some(pb::SystemProperties {
+                tag: Some("other".into()),
+                message_id: "0A0000000000000000000000000000AA".into(),
+                receipt_handle: Some("engine-handle".into()),
+                ..Default::default()
+            }),
+            body: b"filtered out".to_vec().into(),
+        };
+        let answers = [
+            pb::receive_message_response::Content::Message(message),
+            pb::receive_message_response::Content::Status(ok().expect("status")),
+        ]
+        .map(|content| {
+            Ok(pb::ReceiveMessageResponse {
+                content: Some(content),
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(answers))))
     }
 
     async fn ack_message(
         &self,
         _: Request<pb::AckMessageRequest>,
     ) -> Result<Response<pb::AckMessageResponse>, Status> {
+        if self.filtered_after.is_some() {
+            return std::future::pending().await;
+        }
         Err(Status::unimplemented("ack_message"))
     }
 
@@ -305,6 +341,14 @@ fn gateway_onto(fake: &FakeEngine, runtime: &tokio::runtime::Runtime) -> TestBro
     TestBroker::start_with(config)
 }
 
+/// A client of `gateway` that does not retry: a poll's answer time is the gateway's alone.
+fn client_without_retries(gateway: &TestBroker) -> mq_client::Client {
+    mq_tests::client_builder::<TokioRuntime>(&gateway.endpoint())
+        .retry(mq_client::RetryConfig::disabled())
+        .build()
+        .expect("client")
+}
+
 fn server_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -323,10 +367,7 @@ fn a_long_poll_answers_in_time_when_the_engine_holds_its_receives() {
     let server_rt = server_runtime();
     let gateway = gateway_onto(&fake, &server_rt);
     mq_tests::block_on(async {
-        let client = mq_tests::client_builder::<TokioRuntime>(&gateway.endpoint())
-            .retry(mq_client::RetryConfig::disabled())
-            .build()
-            .expect("client");
+        let client = client_without_retries(&gateway);
         let consumer = client.consumer(topic("gw_held"), group("GID_held"));
         let started = Instant::now();
         let found = consumer.receive(batch(1), wait(10)).await.expect("poll");
@@ -341,6 +382,34 @@ fn a_long_poll_answers_in_time_when_the_engine_holds_its_receives() {
         fake.seen.lock().unwrap().receives >= 2,
         "the wait was sliced"
     );
+}
+
+/// A message the poll's tag filter skips near the end of its wait, whose skip (an ack on
+/// the engine) hangs, does not hold the answer past the poll's answer time: the skip waited
+/// for the engine's 5 s call timeout (a 6 s poll answered after ≈ 10.5 s).
+#[test]
+fn a_hung_skip_of_a_filtered_message_does_not_hold_the_answer() {
+    let fake = FakeEngine {
+        filtered_after: Some(Duration::from_millis(5_500)),
+        ..FakeEngine::default()
+    };
+    let server_rt = server_runtime();
+    let gateway = gateway_onto(&fake, &server_rt);
+    mq_tests::block_on(async {
+        let client = client_without_retries(&gateway);
+        let consumer = client
+            .consumer(topic("gw_skip"), group("GID_skip"))
+            .with_tag_filter("wanted".parse().expect("filter"));
+        let started = Instant::now();
+        let found = consumer.receive(batch(1), wait(6)).await.expect("poll");
+        let took = started.elapsed();
+        assert!(found.is_empty(), "{found:?}");
+        assert!(
+            took < Duration::from_millis(8_700),
+            "a 6 s poll answered after {took:?}"
+        );
+    });
+    assert!(fake.seen.lock().unwrap().receives >= 1);
 }
 
 #[test]

@@ -808,6 +808,22 @@ impl Gateway {
     /// gateway benchmark.) Ordered consumption keeps its order: a message group is sent to
     /// one queue ([`Gateway::fifo_queue`]) and the broker keeps order and blocking per
     /// queue.
+    /// [`queue`](Self::queue) for the next slice of a long poll that answers by
+    /// `answer_by`: `None` when the lookup (a route query, a topic creation) is not done by
+    /// then — the poll then answers with what it has, at its time, rather than after the
+    /// engine's call timeout.
+    async fn queue_by(
+        &self,
+        target: Target<'_>,
+        group: &str,
+        answer_by: tokio::time::Instant,
+    ) -> Result<Option<pb::MessageQueue>, RequestError> {
+        match tokio::time::timeout_at(answer_by, self.queue(target, group)).await {
+            Ok(queue) => queue.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     async fn queue(
         &self,
         target: Target<'_>,
@@ -1060,7 +1076,10 @@ impl Gateway {
                 this_wait = deadline
                     .saturating_duration_since(tokio::time::Instant::now())
                     .min(ENGINE_POLL_SLICE);
-                request.message_queue = Some(self.queue(target, group.as_str()).await?);
+                let Some(queue) = self.queue_by(target, group.as_str(), answer_by).await? else {
+                    return Ok(Vec::new());
+                };
+                request.message_queue = Some(queue);
                 request.long_polling_timeout = Some(convert::duration(
                     u64::try_from(this_wait.as_millis()).unwrap_or(u64::MAX),
                 ));
@@ -1108,8 +1127,14 @@ impl Gateway {
                 out.push(message);
             }
             let filtered = skipped.len() as u64;
-            if !skipped.is_empty() {
-                self.skip(target, group, skipped).await;
+            // Bounded by the poll's answer time too: a skip left unfinished is the engine's
+            // to deliver again, and skipped again then.
+            if !skipped.is_empty()
+                && tokio::time::timeout_at(answer_by, self.skip(target, group, skipped))
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(topic = %target.topic, "skipping filtered messages outlasted the poll's answer time; the engine delivers them again");
             }
             let delivered = out.len() as u64;
             self.count(target.instance, target.topic, |c| {
@@ -1123,7 +1148,10 @@ impl Gateway {
             }
             // Everything received was filtered out: wait on for a matching message.
             this_wait = remaining.min(ENGINE_POLL_SLICE);
-            request.message_queue = Some(self.queue(target, group.as_str()).await?);
+            let Some(queue) = self.queue_by(target, group.as_str(), answer_by).await? else {
+                return Ok(out);
+            };
+            request.message_queue = Some(queue);
             request.long_polling_timeout = Some(convert::duration(
                 u64::try_from(this_wait.as_millis()).unwrap_or(u64::MAX),
             ));
