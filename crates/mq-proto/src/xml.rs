@@ -272,7 +272,13 @@ impl<'a> XmlReader<'a> {
     /// once [`read_text`](Self::read_text), [`skip`](Self::skip) or
     /// [`children`](Self::children) returned).
     pub(crate) fn position(&self) -> usize {
-        usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX)
+        // quick-xml skips a leading byte order mark and counts its positions after it.
+        let bom = if self.doc.starts_with('\u{feff}') {
+            '\u{feff}'.len_utf8()
+        } else {
+            0
+        };
+        usize::try_from(self.reader.buffer_position()).map_or(usize::MAX, |p| p.saturating_add(bom))
     }
 
     /// Byte offset in the body where the last event read began (the `<` of an element that

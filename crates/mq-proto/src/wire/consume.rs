@@ -789,6 +789,52 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_does_not_shift_where_a_message_lies() {
+        // quick-xml counts positions after a leading BOM: the spans of the messages were 3
+        // bytes short of the body's offsets, so a poison message's raw bytes were cut
+        // wrong, damaged text was placed 3 bytes off (a bad byte just before a message was
+        // taken for one in it, an offset of a damaged byte before it underflowed: a panic
+        // in debug builds; fuzz target decode_consume_response).
+        let bom = |doc: Vec<u8>| [b"\xEF\xBB\xBF".as_slice(), &doc].concat();
+        let wrong = element("A", Some("A-h"), &crate::message::body_md5("y"), b"x", "");
+        let got = entries(&bom(document(&[good(1), wrong.clone()]))).expect("decodes");
+        let Entry::Poison(p) = &got[1] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            p.raw.as_ref(),
+            wrong.as_slice(),
+            "raw element bytes as received"
+        );
+        let damaged = element("A", Some("A-h"), "", b"x\x01y", "");
+        for doc in [
+            document(&[damaged.clone()]),
+            bom(document(&[damaged.clone()])),
+        ] {
+            let got = entries(&doc).expect("decodes");
+            let Entry::Poison(p) = &got[0] else {
+                panic!("{got:?}")
+            };
+            let offset = damaged.iter().position(|&b| b == 1).unwrap();
+            assert_eq!(
+                p.reason,
+                PoisonReason::InvalidText {
+                    element: Some("MessageBody"),
+                    offset
+                }
+            );
+            assert_eq!(p.raw.as_ref(), damaged.as_slice());
+        }
+        // A damaged byte just before a message is outside every message: the document
+        // fails, BOM or not.
+        let mut before = document(&[]);
+        let at = before.len() - b"</Messages>".len();
+        before.splice(at..at, [b"\x04".as_slice(), &damaged].concat());
+        assert!(entries(&before).is_err());
+        assert!(entries(&bom(before)).is_err());
+    }
+
+    #[test]
     fn md5s_checked_together_judge_each_message_as_one_by_one() {
         // 20 bodies of one length (two batches of the multi-buffer kernels, ≥ 32 bytes so
         // that they use them), wrong digests in both batches, one in lower case.
