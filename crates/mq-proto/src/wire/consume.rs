@@ -808,8 +808,8 @@ mod tests {
         );
         let damaged = element("A", Some("A-h"), "", b"x\x01y", "");
         for doc in [
-            document(&[damaged.clone()]),
-            bom(document(&[damaged.clone()])),
+            document(std::slice::from_ref(&damaged)),
+            bom(document(std::slice::from_ref(&damaged))),
         ] {
             let got = entries(&doc).expect("decodes");
             let Entry::Poison(p) = &got[0] else {
