@@ -522,7 +522,9 @@ impl Acked {
 /// A [`MessageHandler`] running in the background (from [`MessageHandler::spawn`]).
 ///
 /// Dropping it without calling [`shutdown`](Self::shutdown) stops the loop too, without
-/// waiting for it.
+/// waiting for it: no message is taken any more; handlers already running finish on their
+/// own (their messages may be acked, or delivered again), and messages received but not
+/// started are released.
 ///
 /// ```no_run
 /// # async fn example(consumer: mq_client::Consumer) -> Result<(), mq_client::Error> {
