@@ -144,8 +144,9 @@ pub struct ConsumeArgs {
     /// Keep polling after the topic is drained (until --max or Ctrl-C).
     #[arg(long)]
     follow: bool,
-    /// Stop after this many messages (a poison message, reported on stderr, counts).
-    #[arg(long)]
+    /// Stop after this many messages (a poison message, reported on stderr, counts; 1 or
+    /// more).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max: Option<u64>,
     /// Print one JSON object per message.
     #[arg(long)]
@@ -183,8 +184,8 @@ pub struct TxHalfArgs {
     /// Keep polling after nothing is due (until --max or Ctrl-C).
     #[arg(long)]
     follow: bool,
-    /// Stop after this many messages.
-    #[arg(long)]
+    /// Stop after this many messages (1 or more).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max: Option<u64>,
     /// Print one JSON object per message.
     #[arg(long)]

@@ -412,6 +412,22 @@ fn an_error_with_stderr_closed_keeps_its_exit_code() {
     assert_eq!(status.code(), Some(2));
 }
 
+/// `--max 0` is a usage error (it exited 0 having done nothing, as if nothing were there).
+#[test]
+fn max_zero_is_a_usage_error() {
+    for args in [
+        &["consume", "--topic", "T", "--group", "GID_x", "--max", "0"][..],
+        &[
+            "tx", "half", "--topic", "T", "--group", "GID_x", "--max", "0",
+        ],
+    ] {
+        let out = run(mq(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("--max") && err.contains('0'), "{err}");
+    }
+}
+
 #[test]
 fn missing_endpoint_is_one_line_and_exit_code_2() {
     for args in [
