@@ -417,7 +417,7 @@ enum Event {
 /// Orderly consumption through the loop (a [`ConsumeKind::Orderly`] config): the messages
 /// of one partition (sharding key; none is the partition `""`) are handled one after
 /// another in delivery order — the service delivers them in order and holds the partition's
-/// next ones until these are acked (PROTOCOL §6.6) — while partitions run in parallel. A
+/// next ones until these are acked (PROTOCOL §6.8) — while partitions run in parallel. A
 /// handler that fails releases the messages of its partition waiting behind it, so that the
 /// partition is delivered again from the failed message, in order; a shutdown releases them
 /// too. Normal consumption starts every message at once.
