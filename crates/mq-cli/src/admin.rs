@@ -5,7 +5,7 @@
 use crate::CliError;
 use crate::args::{InstanceArgs, ServiceArgs, format_rfc3339_ms, parse_duration, parse_rfc3339_ms};
 use crate::commands::{MessageFlags, build_message, now_ms, trans_check_immunity};
-use crate::output::printable;
+use crate::output::{Align, Table, printable};
 use bytes::Bytes;
 use clap::Subcommand;
 use http::{HeaderValue, Method};
@@ -905,11 +905,13 @@ fn print_clock(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Res
 
 fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Result<()> {
     let messages = answer["messages"].as_array().cloned().unwrap_or_default();
-    writeln!(
-        out,
-        "{:<32}  {:<9}  {:>5}  {:<24}  BODY",
-        "MESSAGE ID", "STATE", "TIMES", "NEXT VISIBLE"
-    )?;
+    let mut table = Table::new(&[
+        ("MESSAGE ID", Align::Left),
+        ("STATE", Align::Left),
+        ("TIMES", Align::Right),
+        ("NEXT VISIBLE", Align::Left),
+        ("BODY", Align::Left),
+    ]);
     for m in &messages {
         let next = m["next_visible_time"]
             .as_u64()
@@ -932,19 +934,18 @@ fn print_messages(out: &mut impl Write, answer: &serde_json::Value) -> std::io::
                     .collect()
             })
             .unwrap_or_default();
-        writeln!(
-            out,
-            "{:<32}  {:<9}  {:>5}  {:<24}  {}",
-            m["message_id"].as_str().unwrap_or("?"),
-            m["state"].as_str().unwrap_or("?"),
-            m["consumed_times"].as_u64().unwrap_or(0),
+        table.row(vec![
+            m["message_id"].as_str().unwrap_or("?").to_owned(),
+            m["state"].as_str().unwrap_or("?").to_owned(),
+            m["consumed_times"].as_u64().unwrap_or(0).to_string(),
             next,
-            body
-        )?;
+            body.into_owned(),
+        ]);
         if !groups.is_empty() {
-            writeln!(out, "{:<32}  groups: {}", "", groups.join(" "))?;
+            table.text(true, format!("groups: {}", groups.join(" ")));
         }
     }
+    table.write(out)?;
     writeln!(out, "{} message(s)", messages.len())?;
     match answer["next"].as_str() {
         Some(next) => writeln!(out, "more: --after {next}"),
@@ -959,19 +960,22 @@ fn print_trace(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Res
         answer["message_id"].as_str().unwrap_or("?"),
         qualified(answer, "topic")
     )?;
-    writeln!(
-        out,
-        "{:<24}  {:<13}  {:<24}  DETAILS",
-        "TIME", "EVENT", "GROUP"
-    )?;
+    let mut table = Table::new(&[
+        ("TIME", Align::Left),
+        ("EVENT", Align::Left),
+        ("GROUP", Align::Left),
+        ("DETAILS", Align::Left),
+    ]);
     let events = answer["events"].as_array().cloned().unwrap_or_default();
     for (i, e) in events.iter().enumerate() {
         if i == 1 && answer["dropped_events"].as_u64().unwrap_or(0) > 0 {
-            writeln!(
-                out,
-                "({} event(s) not kept)",
-                answer["dropped_events"].as_u64().unwrap_or(0)
-            )?;
+            table.text(
+                false,
+                format!(
+                    "({} event(s) not kept)",
+                    answer["dropped_events"].as_u64().unwrap_or(0)
+                ),
+            );
         }
         let mut details = Vec::new();
         if let Some(p) = e["producer"].as_str() {
@@ -986,32 +990,29 @@ fn print_trace(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Res
         if let Some(h) = e["receipt_handle"].as_str() {
             details.push(format!("handle {h}"));
         }
-        writeln!(
-            out,
-            "{:<24}  {:<13}  {:<24}  {}",
+        table.row(vec![
             time_cell(&e["time_ms"]),
-            e["event"].as_str().unwrap_or("?"),
-            e["group"].as_str().unwrap_or("-"),
-            details.join(", ")
-        )?;
+            e["event"].as_str().unwrap_or("?").to_owned(),
+            e["group"].as_str().unwrap_or("-").to_owned(),
+            details.join(", "),
+        ]);
     }
-    Ok(())
+    table.write(out)
 }
 
 /// `POST /admin/topics/{topic}/messages`'s answer: one row.
 fn print_published(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<32}  {:<32}  RECEIPT HANDLE",
-        "MESSAGE ID", "BODY MD5"
-    )?;
-    writeln!(
-        out,
-        "{:<32}  {:<32}  {}",
-        answer["message_id"].as_str().unwrap_or("?"),
-        answer["body_md5"].as_str().unwrap_or("?"),
-        answer["receipt_handle"].as_str().unwrap_or("-")
-    )
+    let mut table = Table::new(&[
+        ("MESSAGE ID", Align::Left),
+        ("BODY MD5", Align::Left),
+        ("RECEIPT HANDLE", Align::Left),
+    ]);
+    table.row(
+        ["message_id", "body_md5", "receipt_handle"]
+            .map(|k| answer[k].as_str().unwrap_or("-").to_owned())
+            .to_vec(),
+    );
+    table.write(out)
 }
 
 /// `GET /admin/faults`'s answer (and that of adding or clearing rules): whether fault
@@ -1028,11 +1029,14 @@ fn print_faults(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Re
         }
     )?;
     let rules = answer["rules"].as_array().cloned().unwrap_or_default();
-    writeln!(
-        out,
-        "{:<16}  {:<26}  {:>11}  {:>10}  {:>9}  {:>6}",
-        "OPERATION", "ACTION", "PROBABILITY", "LATENCY", "REMAINING", "HITS"
-    )?;
+    let mut table = Table::new(&[
+        ("OPERATION", Align::Left),
+        ("ACTION", Align::Left),
+        ("PROBABILITY", Align::Right),
+        ("LATENCY", Align::Right),
+        ("REMAINING", Align::Right),
+        ("HITS", Align::Right),
+    ]);
     for r in &rules {
         let action = match r["action"]["kind"].as_str() {
             Some("error") => format!("error {}", r["action"]["code"].as_str().unwrap_or("?")),
@@ -1040,19 +1044,18 @@ fn print_faults(out: &mut impl Write, answer: &serde_json::Value) -> std::io::Re
             Some("delay") => "latency only".to_owned(),
             other => other.unwrap_or("?").to_owned(),
         };
-        writeln!(
-            out,
-            "{:<16}  {:<26}  {:>11}  {:>10}  {:>9}  {:>6}",
-            r["operation"].as_str().unwrap_or("?"),
+        table.row(vec![
+            r["operation"].as_str().unwrap_or("?").to_owned(),
             action,
-            r["probability"].as_f64().unwrap_or(0.0),
+            r["probability"].as_f64().unwrap_or(0.0).to_string(),
             format!("{} ms", r["latency_ms"].as_u64().unwrap_or(0)),
             r["remaining"]
                 .as_u64()
                 .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
-            r["hits"].as_u64().unwrap_or(0)
-        )?;
+            r["hits"].as_u64().unwrap_or(0).to_string(),
+        ]);
     }
+    table.write(out)?;
     writeln!(out, "{} rule(s)", rules.len())
 }
 
@@ -1065,23 +1068,30 @@ fn time_cell(v: &serde_json::Value) -> String {
 
 /// The counters of one group on one topic, as table cells; `-` for a counter the backend
 /// does not keep (the gateway leaves the cluster's counters out rather than show 0).
-fn position_cells(p: &serde_json::Value) -> String {
+fn position_cells(p: &serde_json::Value) -> Vec<String> {
     let n = |k: &str| {
         p[k].as_u64()
             .map_or_else(|| "-".to_owned(), |n| n.to_string())
     };
-    format!(
-        "{:>7}  {:>9}  {:>7}  {:>6}  {:>7}  {}",
+    vec![
         n("ready"),
         n("in_flight"),
         n("delayed"),
         n("dead_letters_kept"),
         n("accumulation"),
-        time_cell(&p["last_consume_time_ms"])
-    )
+        time_cell(&p["last_consume_time_ms"]),
+    ]
 }
 
-const POSITION_HEADER: &str = "  READY  IN FLIGHT  DELAYED    DEAD  BACKLOG  LAST CONSUME";
+/// The columns of [`position_cells`].
+const POSITION_COLUMNS: [(&str, Align); 6] = [
+    ("READY", Align::Right),
+    ("IN FLIGHT", Align::Right),
+    ("DELAYED", Align::Right),
+    ("DEAD", Align::Right),
+    ("BACKLOG", Align::Right),
+    ("LAST CONSUME", Align::Left),
+];
 
 /// `instance/name` (or `name` for the default instance) of a listed topic or group.
 fn qualified(item: &serde_json::Value, name: &str) -> String {
@@ -1092,51 +1102,52 @@ fn qualified(item: &serde_json::Value, name: &str) -> String {
     }
 }
 
-/// One table row per position (`-` when there is none), each after `lead`.
-fn print_positions(
-    out: &mut impl Write,
-    lead: &str,
-    positions: &[serde_json::Value],
-    name: &str,
-) -> std::io::Result<()> {
+/// A table whose columns are `lead`'s, then the position's name and counters.
+fn positions_table(lead: &[(&'static str, Align)], name: &'static str) -> Table {
+    let mut header = lead.to_vec();
+    header.push((name, Align::Left));
+    header.extend(POSITION_COLUMNS);
+    Table::new(&header)
+}
+
+/// One table row per position (a row of `-` when there is none), each after `lead`.
+fn add_positions(table: &mut Table, lead: &[String], positions: &[serde_json::Value], name: &str) {
     if positions.is_empty() {
-        writeln!(out, "{lead}-")?;
+        let mut row = lead.to_vec();
+        row.push("-".to_owned());
+        table.row(row);
     }
     for p in positions {
-        writeln!(
-            out,
-            "{lead}{:<24}{}",
-            p[name].as_str().unwrap_or("?"),
-            position_cells(p)
-        )?;
+        let mut row = lead.to_vec();
+        row.push(p[name].as_str().unwrap_or("?").to_owned());
+        row.extend(position_cells(p));
+        table.row(row);
     }
-    Ok(())
 }
 
 fn print_topics(out: &mut impl Write, topics: &[serde_json::Value]) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<32}  {:<11}  {:<24}{POSITION_HEADER}",
-        "TOPIC", "TYPE", "GROUP"
-    )?;
+    let mut table = positions_table(&[("TOPIC", Align::Left), ("TYPE", Align::Left)], "GROUP");
     for t in topics {
-        let lead = format!(
-            "{:<32}  {:<11}  ",
+        let lead = [
             qualified(t, "topic"),
-            t["message_type"].as_str().unwrap_or("-")
-        );
+            t["message_type"].as_str().unwrap_or("-").to_owned(),
+        ];
         let groups = t["groups"].as_array().cloned().unwrap_or_default();
-        print_positions(out, &lead, &groups, "group")?;
+        add_positions(&mut table, &lead, &groups, "group");
     }
+    table.write(out)?;
     writeln!(out, "{} topic(s)", topics.len())
 }
 
 fn print_groups(out: &mut impl Write, groups: &[serde_json::Value]) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<32}  {:>12}  {:>14}  {:<24}{POSITION_HEADER}",
-        "GROUP", "INVISIBILITY", "MAX DELIVERIES", "TOPIC"
-    )?;
+    let mut table = positions_table(
+        &[
+            ("GROUP", Align::Left),
+            ("INVISIBILITY", Align::Right),
+            ("MAX DELIVERIES", Align::Right),
+        ],
+        "TOPIC",
+    );
     for g in groups {
         // `null`: the broker's value; absent: the backend has no such setting (gateway).
         let setting = |key: &str, unit: &str| match g.get(key) {
@@ -1145,17 +1156,15 @@ fn print_groups(out: &mut impl Write, groups: &[serde_json::Value]) -> std::io::
                 .as_u64()
                 .map_or_else(|| "broker's".to_owned(), |n| format!("{n}{unit}")),
         };
-        let (invisibility, max) = (
+        let lead = [
+            qualified(g, "group"),
             setting("invisibility_ms", " ms"),
             setting("max_deliveries", ""),
-        );
-        let lead = format!(
-            "{:<32}  {invisibility:>12}  {max:>14}  ",
-            qualified(g, "group")
-        );
+        ];
         let topics = g["topics"].as_array().cloned().unwrap_or_default();
-        print_positions(out, &lead, &topics, "topic")?;
+        add_positions(&mut table, &lead, &topics, "topic");
     }
+    table.write(out)?;
     writeln!(out, "{} group(s)", groups.len())
 }
 
@@ -1168,19 +1177,10 @@ mod tests {
     fn counters_a_backend_does_not_keep_are_dashes_not_zeros() {
         // A group's counters on a topic as the gateway lists them: only its own.
         let gateway = json!({"group": "GID_a", "delivered": 3, "acked": 3, "filtered": 0});
-        let cells: Vec<String> = position_cells(&gateway)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(cells, ["-", "-", "-", "-", "-", "-"]);
+        assert_eq!(position_cells(&gateway), ["-", "-", "-", "-", "-", "-"]);
         let local = json!({"ready": 2, "in_flight": 0, "delayed": 0, "dead_letters_kept": 0,
             "accumulation": 2, "last_consume_time_ms": null});
-        assert_eq!(
-            position_cells(&local)
-                .split_whitespace()
-                .collect::<Vec<_>>(),
-            ["2", "0", "0", "0", "2", "-"]
-        );
+        assert_eq!(position_cells(&local), ["2", "0", "0", "0", "2", "-"]);
 
         let mut out = Vec::new();
         let groups = [
@@ -1200,6 +1200,41 @@ mod tests {
         };
         assert_eq!(row("GID_gw"), ["GID_gw", "-", "-", "-"]);
         assert_eq!(row("GID_local"), ["GID_local", "broker's", "5", "-"]);
+    }
+
+    /// Columns line up under their headers however long a name is (an instance-qualified
+    /// topic is longer than the 32 characters the columns had: every column after it
+    /// moved right on its rows and not on the header).
+    #[test]
+    fn table_columns_line_up_with_long_names() {
+        let topics = [
+            json!({"instance": "MQ_INST_1234567890123456_BXhkb1Yq", "topic": "orders",
+                "message_type": "NORMAL", "groups": [{"group": "GID_a_rather_long_group_name_0123",
+                "ready": 1234567, "in_flight": 0, "delayed": 0, "dead_letters_kept": 0,
+                "accumulation": 1234567, "last_consume_time_ms": null}]}),
+            json!({"instance": null, "topic": "T", "message_type": "FIFO", "groups": []}),
+        ];
+        let mut out = Vec::new();
+        print_topics(&mut out, &topics).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let column = |line: &str, cell: &str| line.find(cell).unwrap_or_else(|| panic!("{text}"));
+        let (header, long, short) = (lines[0], lines[1], lines[2]);
+        assert_eq!(column(header, "TYPE"), column(long, "NORMAL"), "{text}");
+        assert_eq!(column(header, "TYPE"), column(short, "FIFO"), "{text}");
+        assert_eq!(column(header, "GROUP"), column(long, "GID_a"), "{text}");
+        // Right-aligned counters end where their header ends.
+        assert_eq!(
+            column(header, "BACKLOG") + "BACKLOG".len(),
+            long.rfind("1234567").unwrap() + "1234567".len(),
+            "{text}"
+        );
+        assert!(long.ends_with("  -"), "{text}");
+        assert!(
+            short.ends_with("FIFO    -"),
+            "no padding after a row's last cell: {text:?}"
+        );
+        assert_eq!(lines[3], "2 topic(s)");
     }
 
     #[test]

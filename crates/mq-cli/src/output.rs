@@ -73,6 +73,94 @@ fn is_invisible_format(c: char) -> bool {
     )
 }
 
+/// How a [`Table`] column's cells line up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Align {
+    Left,
+    Right,
+}
+
+/// A table printed with each column as wide as its widest cell, header included (names
+/// longer than a fixed width, such as instance-qualified topics, kept the columns after
+/// them out of line), two spaces between columns, the last column unpadded.
+pub(crate) struct Table {
+    columns: Vec<Align>,
+    lines: Vec<Line>,
+}
+
+enum Line {
+    Row(Vec<String>),
+    /// Printed as is, after the first column's width when `indented`.
+    Text {
+        indented: bool,
+        text: String,
+    },
+}
+
+impl Table {
+    /// A table with these headers and alignments.
+    pub(crate) fn new(header: &[(&str, Align)]) -> Self {
+        Self {
+            columns: header.iter().map(|(_, a)| *a).collect(),
+            lines: vec![Line::Row(
+                header.iter().map(|(h, _)| (*h).to_owned()).collect(),
+            )],
+        }
+    }
+
+    /// A row: one cell per column, from the first (a row may end before the last column).
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.lines.push(Line::Row(cells));
+    }
+
+    /// A line between rows, after the first column's width when `indented`.
+    pub(crate) fn text(&mut self, indented: bool, text: String) {
+        self.lines.push(Line::Text { indented, text });
+    }
+
+    /// Writes the table.
+    pub(crate) fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut widths = vec![0; self.columns.len()];
+        for line in &self.lines {
+            if let Line::Row(cells) = line {
+                for (w, cell) in widths.iter_mut().zip(cells) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+        }
+        for line in &self.lines {
+            let mut text = String::new();
+            match line {
+                Line::Row(cells) => {
+                    // A row ends with its last cell: no padding after it.
+                    let count = cells.len().min(self.columns.len());
+                    for (i, ((align, width), cell)) in
+                        self.columns.iter().zip(&widths).zip(cells).enumerate()
+                    {
+                        let last = i + 1 == count;
+                        if i > 0 {
+                            text.push_str("  ");
+                        }
+                        match align {
+                            Align::Left if last => text.push_str(cell),
+                            Align::Left => text.push_str(&format!("{cell:<width$}")),
+                            Align::Right => text.push_str(&format!("{cell:>width$}")),
+                        }
+                    }
+                }
+                Line::Text { indented, text: t } => {
+                    if *indented {
+                        text.push_str(&" ".repeat(widths.first().map_or(0, |w| w + 2)));
+                    }
+                    text.push_str(t);
+                }
+            }
+            writeln!(out, "{text}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A publish receipt as printed with `--json`.
 #[derive(Serialize)]
 struct ReceiptJson<'a> {
