@@ -40,7 +40,8 @@ pub trait CredentialsProvider: fmt::Debug + Send + Sync + 'static {
 }
 
 /// Refuses credentials no request can be signed with: an empty AccessKey id, secret or
-/// security token (when one is given), or an id or security token with a control character its header cannot carry
+/// security token (when one is given), or an id or security token with a character its
+/// header cannot carry (a control character, a space at either end, a `:` in the id)
 /// (`Credentials::new` takes any text; the client checks what it will sign with here).
 ///
 /// # Errors
@@ -73,11 +74,27 @@ pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigE
         ("AccessKey id", Some(credentials.access_key_id())),
         ("security token", credentials.security_token()),
     ] {
-        if let Some(character) = value.and_then(|v| v.chars().find(|c| c.is_control())) {
+        if let Some(character) = value.and_then(|v| unsendable(v, what == "AccessKey id")) {
             return Err(ConfigError::UnsendableCredentials { what, character });
         }
     }
     Ok(())
+}
+
+/// The first character of an AccessKey id (`is_id`) or security token that its header
+/// cannot carry as given: a control character; a space or tab at either end (HTTP drops
+/// it from a header value's ends, and `Authorization: MQ {id}:{signature}` would name
+/// another key: a value copied with a stray space); in an id, a `:` (the header's
+/// separator: the service reads the id up to the first one).
+fn unsendable(value: &str, is_id: bool) -> Option<char> {
+    let edge = [value.chars().next(), value.chars().next_back()]
+        .into_iter()
+        .flatten()
+        .find(|c| c.is_whitespace());
+    value
+        .chars()
+        .find(|&c| c.is_control() || (is_id && c == ':'))
+        .or(edge)
 }
 
 /// Fixed credentials.

@@ -273,16 +273,18 @@ pub enum ConfigError {
         what: &'static str,
     },
     /// The AccessKey id or the security token of the credentials given (checked where
-    /// [`EmptyCredentials`](Self::EmptyCredentials) is) holds a control character: its
-    /// request header (`Authorization`, `security-token`) cannot carry it, and sending it
-    /// without would be refused as an unknown key.
+    /// [`EmptyCredentials`](Self::EmptyCredentials) is) holds a character its request
+    /// header (`Authorization: MQ {id}:{signature}`, `security-token`) cannot carry as
+    /// given: a control character, a space or tab at either end (a value copied with a
+    /// stray space), or in the id a `:` (the header's separator). Sent, it would be refused
+    /// as another, unknown key.
     #[error(
         "the {what} of the credentials contains {character:?}, which a request header cannot carry"
     )]
     UnsendableCredentials {
         /// `AccessKey id` or `security token`.
         what: &'static str,
-        /// The first control character found.
+        /// The first such character found.
         character: char,
     },
     /// An environment variable the credentials are read from is unset or empty.
