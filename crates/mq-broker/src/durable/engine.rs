@@ -281,6 +281,10 @@ impl FjallEngine {
         let context = |e: &dyn std::fmt::Display| {
             StorageError::Engine(format!("data directory {}: {e}", dir.display()))
         };
+        // A file in its place: create_dir_all's own answer is "File exists".
+        if dir.exists() && !dir.is_dir() {
+            return Err(context(&"it exists and is not a directory"));
+        }
         std::fs::create_dir_all(dir).map_err(|e| context(&e))?;
         let lock = File::options()
             .create(true)
@@ -676,5 +680,24 @@ mod tests {
         assert_eq!(partitions(&engine, "snapshot_"), 1);
         drop(engine);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A data directory given as a file says so (it said "File exists (os error 17)").
+    #[test]
+    fn a_file_in_place_of_the_directory_is_named() {
+        let file = std::env::temp_dir().join(format!("mq-fjall-file-{}", std::process::id()));
+        std::fs::write(&file, b"not a directory").unwrap();
+        let Err(e) = FjallEngine::open(&file) else {
+            panic!("a file opened as a data directory");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!(
+                "data directory {}: it exists and is not a directory",
+                file.display()
+            )),
+            "{e}"
+        );
+        std::fs::remove_file(&file).unwrap();
     }
 }
