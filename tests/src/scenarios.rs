@@ -1176,13 +1176,141 @@ pub async fn handler_orderly<R: Runtime + Default>(broker: &TestBroker) {
     assert_eq!((summary.failed, summary.handled), (1, 10), "{summary:?}");
 }
 
+/// Publishes `n` messages `{key}-{i}` with sharding key `key` to `topic`, registering
+/// `group` as an orderly consumer first; gives the consumer.
+async fn orderly_backlog<R: Runtime + Default>(
+    broker: &TestBroker,
+    name: &str,
+    key: &str,
+    n: usize,
+) -> mq_client::Consumer {
+    let client = client::<R>(broker);
+    let t = topic(name);
+    let consumer = client.consumer(t.clone(), group(&format!("GID_{name}")));
+    consumer
+        .receive_orderly(batch(1), wait(0))
+        .await
+        .expect("register");
+    let producer = client.producer(t);
+    for i in 0..n {
+        let msg = TopicMessage::new(format!("{key}-{i}"))
+            .and_then(|m| m.with_sharding_key(key))
+            .expect("message");
+        producer.publish(&msg).await.expect("publish");
+    }
+    consumer
+}
+
+/// Orderly, one handler at a time: when a message fails, the rest of its partition
+/// received with it — those still in the stream too, not only those waiting in the loop —
+/// is released, so the partition comes again from the failed message (review finding: with
+/// a concurrency of 1 the later messages were still in the stream, were handled and acked,
+/// and the failed one came back after them).
+pub async fn handler_orderly_failure_stops_its_partition<R: Runtime + Default>(
+    broker: &TestBroker,
+) {
+    let consumer = orderly_backlog::<R>(broker, "hostop", "k1", 5).await;
+    let attempts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handled: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (a, h) = (attempts.clone(), handled.clone());
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = mq_client::ConsumerConfig::orderly()
+        .with_batch(batch(16))
+        .with_wait(wait(1));
+    let handling = consumer
+        .handle(move |m: Message| {
+            let (a, h, f) = (a.clone(), h.clone(), failed_once.clone());
+            async move {
+                let body = m.body.to_string();
+                a.lock().expect("lock").push(body.clone());
+                sleep::<R>(Duration::from_millis(20)).await;
+                if body == "k1-1" && !f.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    return Err("fails once".into());
+                }
+                h.lock().expect("lock").push(body);
+                Ok(())
+            }
+        })
+        .with_concurrency(1)
+        .with_config(config)
+        .spawn();
+    let done = eventually::<R>(Duration::from_secs(20), || {
+        handled.lock().expect("lock").len() >= 5
+    })
+    .await;
+    let summary = handling.shutdown().await.expect("the handler stops");
+    let (attempts, handled) = (
+        attempts.lock().expect("lock").clone(),
+        handled.lock().expect("lock").clone(),
+    );
+    assert!(done, "{summary:?} {attempts:?}");
+    assert_eq!(
+        handled,
+        ["k1-0", "k1-1", "k1-2", "k1-3", "k1-4"],
+        "handled in order: {attempts:?}"
+    );
+    assert_eq!(
+        attempts,
+        ["k1-0", "k1-1", "k1-1", "k1-2", "k1-3", "k1-4"],
+        "after the failure the partition comes again from the failed message"
+    );
+    assert_eq!((summary.failed, summary.acked), (1, 5), "{summary:?}");
+}
+
+/// Orderly, each handler well within the invisibility (600 ms of the test broker's 2 s)
+/// but a partition's batch waiting in the loop longer than that: messages whose lease ran
+/// out before their turn are released with their partition's later ones, not handled and
+/// then refused one after another (review finding: 25 handled, 2 acked in 15 s; the copies
+/// delivered again queued behind the stale ones, which ran first and failed their acks).
+pub async fn handler_orderly_releases_what_waited_past_its_invisibility<R: Runtime + Default>(
+    broker: &TestBroker,
+) {
+    let consumer = orderly_backlog::<R>(broker, "hoexp", "k1", 6).await;
+    let attempts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let a = attempts.clone();
+    let config = mq_client::ConsumerConfig::orderly().with_wait(wait(1));
+    let handling = consumer
+        .handle(move |m: Message| {
+            let a = a.clone();
+            async move {
+                a.lock()
+                    .expect("lock")
+                    .push(format!("{}#{}", m.body, m.consumed_times));
+                sleep::<R>(Duration::from_millis(600)).await;
+                Ok(())
+            }
+        })
+        .with_concurrency(4)
+        .with_config(config)
+        .spawn();
+    let done = eventually::<R>(Duration::from_secs(20), || handling.summary().acked >= 6).await;
+    let summary = handling.shutdown().await.expect("the handler stops");
+    let attempts = attempts.lock().expect("lock").clone();
+    assert!(done, "{summary:?} {attempts:?}");
+    assert_eq!(summary.acked, 6, "{summary:?} {attempts:?}");
+    // At most the message running when its lease ran out is handled in vain each round
+    // (its ack cannot be sent): never a queue of stale copies.
+    assert!(summary.ack_failed <= 2, "{summary:?} {attempts:?}");
+    let bodies: Vec<&str> = attempts
+        .iter()
+        .map(|a| a.split('#').next().unwrap_or_default())
+        .collect();
+    let mut sorted = bodies.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        bodies, sorted,
+        "handled in order, again from where it stopped: {attempts:?}"
+    );
+}
+
 /// Expands to one `#[test]` per scenario, each run by `$block_on` on runtime `$rt`.
 #[macro_export]
 macro_rules! scenario_tests {
     ($rt:ty, $block_on:expr) => {
         $crate::scenario_tests!(@each $rt, $block_on,
             publish_consume_ack, tag_filter, transactional_with_checker, delayed, orderly,
-            handler_orderly,
+            handler_orderly, handler_orderly_failure_stops_its_partition,
+            handler_orderly_releases_what_waited_past_its_invisibility,
             partial_ack_failure, stream, dropped_keep_alive, timeout, unbounded_timeouts, https,
             handler_routes_by_tag_within_the_limit,
             handler_redelivers_on_err_and_shuts_down_gracefully, handler_poison_policy,

@@ -334,3 +334,63 @@ fn checker_decisions_run_in_parallel_on_a_multi_threaded_runtime() {
         assert_eq!(met.load(SeqCst), 2, "both decisions ran at once");
     });
 }
+
+/// `shutdown()` stops receiving at once while the handlers in flight finish: a message
+/// published meanwhile stays for other consumers (review finding: the stream kept
+/// long-polling until the last handler ended, and what it took waited, unhandled, to be
+/// released at the end — invisible to every consumer for the invisibility time).
+#[test]
+fn a_handler_shutdown_stops_receiving_while_handlers_finish() {
+    use mq_tests::scenarios::{batch, group, topic, wait};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
+    let mut config = mq_tests::TestBroker::config();
+    config.core.invisibility_ms = 10_000;
+    let broker = mq_tests::TestBroker::start_with(config);
+    block_on(async {
+        let client = mq_tests::scenarios::client::<mq_tokio::TokioRuntime>(&broker);
+        let t = topic("hstop");
+        let consumer = client.consumer(t.clone(), group("GID_hstop"));
+        mq_tests::scenarios::register(&consumer).await;
+        let producer = client.producer(t);
+        for body in ["slow", "quick"] {
+            let message = mq_tokio::TopicMessage::new(body).expect("message");
+            producer.publish(&message).await.expect("publish");
+        }
+        let started = std::sync::Arc::new(AtomicUsize::new(0));
+        let s = started.clone();
+        let handling = consumer
+            .handle(move |m: mq_tokio::Message| {
+                let s = s.clone();
+                async move {
+                    s.fetch_add(1, SeqCst);
+                    if m.body == "slow" {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Ok(())
+                }
+            })
+            .with_concurrency(2)
+            .with_config(
+                mq_tokio::ConsumerConfig::normal()
+                    .with_wait(wait(1))
+                    .with_max_in_hand(2),
+            )
+            .spawn();
+        let until = Instant::now() + Duration::from_secs(10);
+        while (handling.summary().handled < 1 || started.load(SeqCst) < 2) && Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stopping = tokio::spawn(handling.shutdown());
+        // A long poll outstanding at the shutdown (1 s wait) would be over by now.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let late = mq_tokio::TopicMessage::new("late").expect("message");
+        producer.publish(&late).await.expect("publish");
+        let summary = stopping.await.expect("joined").expect("summary");
+        assert_eq!(summary.handled, 2, "{summary:?}");
+        let got = consumer.receive(batch(16), wait(0)).await.expect("receive");
+        let bodies: Vec<String> = got.iter().map(|m| m.body.to_string()).collect();
+        assert_eq!(bodies, ["late"], "not taken by the stopping loop");
+    });
+}

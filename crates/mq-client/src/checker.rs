@@ -93,6 +93,7 @@ where
     fn message(
         &mut self,
         message: Message,
+        _settle_by: Option<std::time::Instant>,
         commands: &mpsc::UnboundedSender<Command>,
     ) -> Option<BoxFuture<Command>> {
         let handle = message.receipt_handle.clone();

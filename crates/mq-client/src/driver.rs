@@ -48,9 +48,13 @@ pub(crate) enum Command {
 pub(crate) trait Handler: Send + 'static {
     /// A message now in hand. The returned future, if any, runs inside the driver and its
     /// command is applied when it finishes (the checker's decision).
+    ///
+    /// `settle_by` is the last instant its settlement can still be sent
+    /// (`ConsumerMachine::settle_by`), when known.
     fn message(
         &mut self,
         message: Message,
+        settle_by: Option<Instant>,
         commands: &mpsc::UnboundedSender<Command>,
     ) -> Option<BoxFuture<Command>>;
 
@@ -311,7 +315,10 @@ impl<H: Handler> Driver<H> {
             match event {
                 ConsumerEvent::Message(message) => {
                     telemetry::deliveries(&self.target.topic, &self.target.group, 1);
-                    if let Some(f) = self.handler.message(message, &self.commands_tx) {
+                    let settle_by = self
+                        .machine
+                        .settle_by(Instant::now(), &message.receipt_handle);
+                    if let Some(f) = self.handler.message(message, settle_by, &self.commands_tx) {
                         work.push(Box::pin(f.map(Completion::Command)));
                     }
                 }

@@ -20,6 +20,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a message handler returns on failure: any error (`?` converts into it). The message
 /// is then left for redelivery.
@@ -193,9 +194,12 @@ impl MessageHandler {
     ///
     /// With [`ConsumerConfig::orderly`], the messages of one partition (sharding key) are
     /// handled one at a time, in delivery order, and the partitions in parallel (within the
-    /// concurrency limit); when a handler fails, the partition's messages waiting behind it
-    /// are released too, so the service delivers the partition again from the failed
-    /// message, in order, after its invisibility time.
+    /// concurrency limit); a partition's next message starts once the previous one's ack
+    /// took effect. When a handler fails, its ack does not take effect, or a message's
+    /// invisibility runs out while it waits its turn, the partition's messages received
+    /// with it are released too (those still in the stream as well), so the service
+    /// delivers the partition again from that message, in order, after its invisibility
+    /// time.
     #[must_use]
     pub fn with_config(mut self, config: ConsumerConfig) -> Self {
         self.config = Some(config);
@@ -214,7 +218,7 @@ impl MessageHandler {
         }
     }
 
-    /// Runs the loop until `shutdown` completes, then stops taking messages, lets the
+    /// Runs the loop until `shutdown` completes, then stops receiving at once, lets the
     /// handlers in flight finish, sends their acks and waits for the answers (messages
     /// received but not yet handled are released); returns what it did.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> HandlerSummary {
@@ -233,11 +237,12 @@ impl MessageHandler {
             .unwrap_or_else(|| ConsumerConfig::normal().with_max_in_hand(self.concurrency));
         let mut partitions = Partitions::new(config.kind() == ConsumeKind::Orderly);
         let mut stream = self.consumer.stream_with_config(config).fuse();
-        let mut running: FuturesUnordered<BoxFuture<(Option<String>, Finished)>> =
+        let mut running: FuturesUnordered<BoxFuture<(Option<Slot>, Finished)>> =
             FuturesUnordered::new();
         let mut acks: FuturesUnordered<BoxFuture<Acked>> = FuturesUnordered::new();
         let mut shutdown = std::pin::pin!(shutdown.fuse());
         let mut stopping = false;
+        let mut stopped_receiving = false;
         loop {
             if stopping && running.is_empty() {
                 break;
@@ -266,13 +271,19 @@ impl MessageHandler {
                 acked = next_ack => event = acked.map(Event::Acked),
             }
             drop((next_item, next_finished, next_ack));
+            if stopping && !stopped_receiving {
+                // No poll any more: a message received now would only wait for the
+                // handlers in flight and be released, invisible to other consumers meanwhile.
+                stream.get_ref().stop_receiving();
+                stopped_receiving = true;
+            }
             match event {
                 None => {}
                 // The stream ended (its driver is gone): nothing more will come.
                 Some(Event::Item(None)) => stopping = true,
                 Some(Event::Item(Some(Ok(StreamItem::Message(delivery))))) => {
-                    if let Some((partition, delivery)) = partitions.admit(delivery) {
-                        running.push(self.start(delivery, partition));
+                    if let Some((slot, delivery)) = partitions.admit(delivery) {
+                        running.push(self.start(delivery, slot));
                     }
                 }
                 Some(Event::Item(Some(Ok(StreamItem::Poison(poison))))) => {
@@ -284,10 +295,10 @@ impl MessageHandler {
                     s.receive_errors += 1;
                     s.last_receive_error = Some(error.to_string());
                 }),
-                Some(Event::Finished((partition, finished))) => {
-                    let next = partitions.finished(partition, finished.is_ok(), stopping);
-                    if let Some((partition, delivery)) = next {
-                        running.push(self.start(delivery, partition));
+                Some(Event::Finished((slot, finished))) => {
+                    let next = partitions.finished(slot, finished.is_ok(), stopping);
+                    if let Some((slot, delivery)) = next {
+                        running.push(self.start(delivery, slot));
                     }
                     self.count_finished(finished, &summary, &mut acks);
                 }
@@ -312,15 +323,12 @@ impl MessageHandler {
         match finished {
             Finished::Ok(ack) => {
                 summary.update(|s| s.handled += 1);
-                acks.push(Box::pin(ack.map(|r| {
-                        if let Err(e) = &r {
-                            // Often a handler slower than the group's invisibility: the
-                            // message was delivered again meanwhile.
-                            tracing::warn!(error = %e, "a handled message's ack did not take effect; it may be delivered again");
-                        }
-                        Acked::Handled(r.is_ok())
-                    })));
+                acks.push(Box::pin(ack.map(|r| Acked::Handled(log_ack(r).is_ok()))));
             }
+            Finished::Settled(acked) => summary.update(|s| {
+                s.handled += 1;
+                Acked::Handled(acked).count(s);
+            }),
             Finished::Failed => summary.update(|s| s.failed += 1),
         }
     }
@@ -328,15 +336,23 @@ impl MessageHandler {
     /// Starts the handler of one delivery as a task of its own on the client's runtime —
     /// on a multi-threaded runtime, handlers run in parallel, up to the concurrency limit —
     /// and gives the future of its outcome. A task the runtime drops (it shut down) counts
-    /// as failed: its message is released.
-    fn start(
-        &self,
-        delivery: Delivery,
-        partition: Option<String>,
-    ) -> BoxFuture<(Option<String>, Finished)> {
+    /// as failed: its message is released. Under orderly consumption (`slot`) the task
+    /// also awaits the ack's outcome: the partition's next message starts only once this
+    /// one is acked (an ack that does not take effect stops the partition like a failure).
+    fn start(&self, delivery: Delivery, slot: Option<Slot>) -> BoxFuture<(Option<Slot>, Finished)> {
         let work = self.handle_one(delivery);
+        let work: BoxFuture<Finished> = if slot.is_some() {
+            Box::pin(work.then(|finished| async move {
+                match finished {
+                    Finished::Ok(ack) => Finished::Settled(log_ack(ack.await).is_ok()),
+                    other => other,
+                }
+            }))
+        } else {
+            work
+        };
         let outcome = spawn_task(self.consumer.client().runtime(), work, || Finished::Failed);
-        Box::pin(outcome.map(move |finished| (partition, finished)))
+        Box::pin(outcome.map(move |finished| (slot, finished)))
     }
 
     /// The work for one delivery: the handler of its tag, then the ack (on `Ok`) or the
@@ -404,13 +420,23 @@ impl MessageHandler {
     }
 }
 
+/// Logs an ack of a handled message that did not take effect; gives the outcome back.
+fn log_ack(outcome: Result<(), crate::error::AckError>) -> Result<(), crate::error::AckError> {
+    if let Err(e) = &outcome {
+        // Often a handler slower than the group's invisibility: the message was delivered
+        // again meanwhile.
+        tracing::warn!(error = %e, "a handled message's ack did not take effect; it may be delivered again");
+    }
+    outcome
+}
+
 /// What one loop turn brought.
 // One value per loop turn, matched at once: boxing the item would allocate per delivery.
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Item(Option<Result<StreamItem, Error>>),
-    /// A handler ended; the partition of its message under orderly consumption.
-    Finished((Option<String>, Finished)),
+    /// A handler ended; its message's slot under orderly consumption.
+    Finished((Option<Slot>, Finished)),
     Acked(Acked),
 }
 
@@ -418,13 +444,35 @@ enum Event {
 /// of one partition (sharding key; none is the partition `""`) are handled one after
 /// another in delivery order — the service delivers them in order and holds the partition's
 /// next ones until these are acked (PROTOCOL §6.8) — while partitions run in parallel. A
-/// handler that fails releases the messages of its partition waiting behind it, so that the
-/// partition is delivered again from the failed message, in order; a shutdown releases them
-/// too. Normal consumption starts every message at once.
+/// partition moves on only once its message is acked. When a handler fails, its ack does
+/// not take effect, or a waiting message's lease runs out before its turn, the partition
+/// **stops at that message**: it and every message of the partition received with it or
+/// before (by `NextConsumeTime`, which a receive sets alike for all it brings) are released
+/// — those waiting in the loop and those still in the stream — so that the service
+/// delivers the partition again from that message, in order, after its invisibility time.
+/// A shutdown releases the waiting messages too. Normal consumption starts every message at
+/// once.
 struct Partitions {
     orderly: bool,
     /// Per partition with a handler running: its messages waiting, in delivery order.
     waiting: HashMap<String, VecDeque<Delivery>>,
+    /// Per stopped partition: the `NextConsumeTime` (server ms) of the message it stopped
+    /// at; its deliveries up to that are released, a later one (delivered again after the
+    /// stop) lifts it.
+    stopped: HashMap<String, u64>,
+}
+
+/// How far apart (ms) the `NextConsumeTime`s of messages of one receive may lie: a service
+/// may stamp each message of a batch as it goes. A message delivered again after its
+/// invisibility lies a whole invisibility time (seconds) later; one within this of a stop
+/// is taken as received with the stopped message (released: at worst delivered again once
+/// more under an invisibility shorter than this).
+const SAME_RECEIVE_MS: u64 = 1_000;
+
+/// Where a running message belongs under orderly consumption.
+struct Slot {
+    partition: String,
+    next_consume_time: u64,
 }
 
 impl Partitions {
@@ -432,73 +480,147 @@ impl Partitions {
         Self {
             orderly,
             waiting: HashMap::new(),
+            stopped: HashMap::new(),
         }
     }
 
-    /// A delivery received: what to start now (with its partition when orderly), or
-    /// nothing when its partition is busy (it waits its turn).
-    fn admit(&mut self, delivery: Delivery) -> Option<(Option<String>, Delivery)> {
+    /// A delivery received: what to start now (with its slot when orderly), or nothing when
+    /// its partition is busy (it waits its turn) or stopped before it (it is released).
+    fn admit(&mut self, delivery: Delivery) -> Option<(Option<Slot>, Delivery)> {
         if !self.orderly {
             return Some((None, delivery));
         }
-        let key = delivery
-            .message()
-            .sharding_key()
-            .unwrap_or_default()
-            .to_owned();
-        match self.waiting.get_mut(&key) {
-            Some(queue) => {
-                queue.push_back(delivery);
-                None
+        let key = partition_of(&delivery);
+        let time = delivery.next_consume_time;
+        if !self.stopped.is_empty() {
+            // The stream hands deliveries out in the order received: one received after a
+            // stop's message (a later NextConsumeTime) means every delivery received with
+            // that message has come through, so a stop older than it has done its work.
+            let received_with = |until: u64| time <= until.saturating_add(SAME_RECEIVE_MS);
+            self.stopped
+                .retain(|k, until| *k == key || received_with(*until));
+            match self.stopped.get(&key) {
+                Some(until) if received_with(*until) => {
+                    tracing::debug!(partition = %key, "message received before its partition stopped: released");
+                    return None;
+                }
+                Some(_) => {
+                    self.stopped.remove(&key);
+                }
+                None => {}
             }
+        }
+        if let Some(queue) = self.waiting.get_mut(&key) {
+            queue.push_back(delivery);
+            return None;
+        }
+        self.waiting.insert(key.clone(), VecDeque::new());
+        self.next(key, delivery)
+    }
+
+    /// The handler of the message in `slot` ended (`ok`: handled and acked): the
+    /// partition's next message to start, if any. After a failure the partition stops at
+    /// that message; while `stopping` its waiting messages are released.
+    fn finished(
+        &mut self,
+        slot: Option<Slot>,
+        ok: bool,
+        stopping: bool,
+    ) -> Option<(Option<Slot>, Delivery)> {
+        let Slot {
+            partition,
+            next_consume_time,
+        } = slot?;
+        if stopping {
+            // Dropped: a dropped delivery is released.
+            self.waiting.remove(&partition);
+            return None;
+        }
+        if !ok {
+            self.stop(&partition, next_consume_time);
+        }
+        let next = self.waiting.get_mut(&partition)?.pop_front();
+        match next {
+            Some(next) => self.next(partition, next),
             None => {
-                self.waiting.insert(key.clone(), VecDeque::new());
-                Some((Some(key), delivery))
+                self.waiting.remove(&partition);
+                None
             }
         }
     }
 
-    /// The handler of a message of `partition` ended (`ok`: handled): the partition's
-    /// next message to start, if any. After a failure, or while `stopping`, the messages
-    /// waiting in the partition are released instead (dropped: a dropped delivery is
-    /// released).
-    fn finished(
-        &mut self,
-        partition: Option<String>,
-        ok: bool,
-        stopping: bool,
-    ) -> Option<(Option<String>, Delivery)> {
-        let key = partition?;
-        let queue = self.waiting.get_mut(&key)?;
-        if ok
-            && !stopping
-            && let Some(next) = queue.pop_front()
-        {
-            return Some((Some(key), next));
-        }
-        let released = self.waiting.remove(&key).map_or(0, |q| q.len());
-        if released > 0 && !ok {
+    /// Starts `delivery`, the next of its busy partition `key`, or — when its lease ran
+    /// out while it waited (its ack could not be sent) — stops the partition at it and
+    /// tries the next one left.
+    fn next(&mut self, key: String, mut delivery: Delivery) -> Option<(Option<Slot>, Delivery)> {
+        let now = Instant::now();
+        while delivery.expired(now) {
             tracing::warn!(
                 partition = %key,
-                released,
-                "orderly handler failed; the partition's later messages are released to be delivered again after it, in order"
+                message_id = %delivery.message_id,
+                "orderly message's invisibility ran out before its turn; released with its partition's later messages, to be delivered again in order"
             );
+            self.stop(&key, delivery.next_consume_time);
+            drop(delivery);
+            match self.waiting.get_mut(&key).and_then(VecDeque::pop_front) {
+                Some(next) => delivery = next,
+                None => {
+                    self.waiting.remove(&key);
+                    return None;
+                }
+            }
         }
-        None
+        let slot = Slot {
+            partition: key,
+            next_consume_time: delivery.next_consume_time,
+        };
+        Some((Some(slot), delivery))
     }
+
+    /// Stops partition `key` at a message whose `NextConsumeTime` is `until`: its waiting
+    /// messages received with it or before are released, and so will be those the stream
+    /// still holds.
+    fn stop(&mut self, key: &str, until: u64) {
+        let entry = self.stopped.entry(key.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
+        if let Some(queue) = self.waiting.get_mut(key) {
+            let before = queue.len();
+            queue.retain(|d| d.next_consume_time > until.saturating_add(SAME_RECEIVE_MS));
+            let released = before - queue.len();
+            if released > 0 {
+                tracing::warn!(
+                    partition = %key,
+                    released,
+                    "orderly partition stopped at a message not handled; its later messages are released to be delivered again after it, in order"
+                );
+            }
+        }
+    }
+}
+
+/// The partition (sharding key) of a delivery; `""` without one.
+fn partition_of(delivery: &Delivery) -> String {
+    delivery
+        .message()
+        .sharding_key()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// How a handler future ended.
 enum Finished {
     /// `Ok`: the ack is queued; its outcome follows.
     Ok(AckFuture),
+    /// `Ok`, and the ack's outcome (`true`: it took effect): under orderly consumption,
+    /// whose task awaits it.
+    Settled(bool),
     /// `Err` or a panic: released.
     Failed,
 }
 
 impl Finished {
     fn is_ok(&self) -> bool {
-        matches!(self, Self::Ok(_))
+        matches!(self, Self::Ok(_) | Self::Settled(true))
     }
 }
 

@@ -23,6 +23,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// The user's side of a message in hand (a [`Delivery`] or a [`PoisonDelivery`]): acks or
 /// releases it through the driver, and releases it when dropped unsettled.
@@ -31,6 +32,9 @@ pub(crate) struct InHand {
     handle: Option<ReceiptHandle>,
     commands: mpsc::UnboundedSender<Command>,
     settled: bool,
+    /// The last instant its settlement can still be sent (the machine's
+    /// `ConsumerMachine::settle_by`); `None` when unknown.
+    settle_by: Option<Instant>,
     /// Counts the message in the stream's in-flight gauge until it is dropped (every way it
     /// ends: ack, release, drop).
     _counted: Counted,
@@ -39,6 +43,7 @@ pub(crate) struct InHand {
 impl InHand {
     fn new(
         handle: Option<ReceiptHandle>,
+        settle_by: Option<Instant>,
         commands: &mpsc::UnboundedSender<Command>,
         in_flight: &Gauge,
     ) -> Self {
@@ -46,6 +51,7 @@ impl InHand {
             handle,
             commands: commands.clone(),
             settled: false,
+            settle_by,
             _counted: Counted::new(in_flight.clone()),
         }
     }
@@ -61,6 +67,12 @@ impl InHand {
             reply: Some(tx),
         });
         Some(AckFuture { rx, handle })
+    }
+
+    /// Whether its settlement can no longer be sent at `now` (its lease ran out: the
+    /// service delivers the message again).
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.settle_by.is_some_and(|by| now > by)
     }
 
     pub(crate) fn release(&mut self) {
@@ -154,6 +166,11 @@ impl Delivery {
     /// The message, and what acks or releases it (released when dropped unsettled).
     pub(crate) fn into_parts(self) -> (Message, InHand) {
         (self.message, self.in_hand)
+    }
+
+    /// Whether its ack can no longer be sent at `now` (see [`InHand::expired`]).
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.in_hand.expired(now)
     }
 }
 
@@ -369,6 +386,12 @@ impl MessageStream {
         }
     }
 
+    /// Stops receiving at once (the outstanding long poll is abandoned) while the messages
+    /// in hand can still be acked; [`shutdown`](Self::shutdown) finishes the rest.
+    pub(crate) fn stop_receiving(&self) {
+        let _ = self.commands.unbounded_send(Command::Shutdown(None));
+    }
+
     pub(crate) fn spawn(consumer: Consumer, config: ConsumerConfig) -> Self {
         let (cmd_tx, cmd_rx) = mpsc::unbounded();
         let (del_tx, del_rx) = mpsc::unbounded();
@@ -429,10 +452,12 @@ impl Handler for StreamHandler {
     fn message(
         &mut self,
         message: Message,
+        settle_by: Option<Instant>,
         commands: &mpsc::UnboundedSender<Command>,
     ) -> Option<BoxFuture<Command>> {
         let in_hand = InHand::new(
             Some(message.receipt_handle.clone()),
+            settle_by,
             commands,
             &self.in_flight,
         );
@@ -444,7 +469,12 @@ impl Handler for StreamHandler {
     }
 
     fn poison(&mut self, poison: PoisonMessage, commands: &mpsc::UnboundedSender<Command>) {
-        let in_hand = InHand::new(poison.receipt_handle.clone(), commands, &self.in_flight);
+        let in_hand = InHand::new(
+            poison.receipt_handle.clone(),
+            None,
+            commands,
+            &self.in_flight,
+        );
         let _ = self
             .deliveries
             .unbounded_send(Ok(StreamItem::Poison(PoisonDelivery { poison, in_hand })));

@@ -369,6 +369,11 @@ fn without_a_server_date_expiry_is_left_to_the_server() {
     // A NextConsumeTime long "past" by any clock, and no Date: the ack is still sent.
     m.handle_poll(now, id, Ok(Received::new(msgs(0..1, 5), None)));
     let _ = events(&mut m);
+    assert_eq!(
+        m.settle_by(now, &msg(0, 0).receipt_handle),
+        None,
+        "unknown lease"
+    );
     let later = now + ms(3_600_000);
     m.ack(later, &msg(0, 0).receipt_handle).unwrap();
     let (ack, _) = expect_ack(&mut m, later + ms(100));
@@ -560,6 +565,18 @@ fn expired_acks_are_dropped_and_reported() {
             handle: msg(0, 0).receipt_handle
         }]
     );
+    // What a handler loop asks before starting a message: the last instant its ack can be
+    // sent (the lease on the local clock less the margin), and no answer once it is not in
+    // hand.
+    assert_eq!(
+        m.settle_by(now, &msg(1, 0).receipt_handle),
+        Some(now + ms(800))
+    );
+    assert_eq!(
+        m.settle_by(now, &msg(2, 0).receipt_handle),
+        Some(now + ms(9_800))
+    );
+    assert_eq!(m.settle_by(now, &msg(0, 0).receipt_handle), None);
     m.ack(now, &msg(1, 0).receipt_handle).unwrap();
     m.ack(now, &msg(2, 0).receipt_handle).unwrap();
     // The flush comes late (the driver was slow): handle 1 has expired by then.

@@ -407,6 +407,17 @@ impl ConsumerMachine {
         self.in_hand.contains_key(handle)
     }
 
+    /// The last instant a settlement of this handle in hand can still be sent: its lease
+    /// (the message's `NextConsumeTime`, PROTOCOL §3.4, placed on the local clock by the
+    /// server's `Date`) less the ack margin; `now` when the margin reaches back beyond the
+    /// clock's range (the handle counts as expired, as for a settlement). `None` when the
+    /// handle is not in hand or its lease is unknown (no server time: expiry is left to
+    /// the server).
+    pub fn settle_by(&self, now: Instant, handle: &ReceiptHandle) -> Option<Instant> {
+        let until = self.in_hand.get(handle)?.until?;
+        Some(until.checked_sub(self.margin()).unwrap_or(now).min(until))
+    }
+
     /// Handles whose settlement is queued, in flight or waiting for a retry.
     pub fn pending_acks(&self) -> usize {
         self.acking.len()
