@@ -20,7 +20,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a message handler returns on failure: any error (`?` converts into it). The message
 /// is then left for redelivery.
@@ -195,7 +195,8 @@ impl MessageHandler {
     /// With [`ConsumerConfig::orderly`], the messages of one partition (sharding key) are
     /// handled one at a time, in delivery order, and the partitions in parallel (within the
     /// concurrency limit); a partition's next message starts once the previous one's ack
-    /// took effect. When a handler fails, its ack does not take effect, or a message's
+    /// took effect (acks are sent at once, not held for a batch: the config's ack flush
+    /// delay is not used). When a handler fails, its ack does not take effect, or a message's
     /// invisibility runs out while it waits its turn, the partition's messages received
     /// with it are released too (those still in the stream as well), so the service
     /// delivers the partition again from that message, in order, after its invisibility
@@ -235,7 +236,15 @@ impl MessageHandler {
             .config
             .clone()
             .unwrap_or_else(|| ConsumerConfig::normal().with_max_in_hand(self.concurrency));
-        let mut partitions = Partitions::new(config.kind() == ConsumeKind::Orderly);
+        let orderly = config.kind() == ConsumeKind::Orderly;
+        // A partition waits for each ack before its next message: an ack held back for a
+        // batch (the flush delay) would be waited for by every message of it.
+        let config = if orderly {
+            config.with_ack_flush_delay(Duration::ZERO)
+        } else {
+            config
+        };
+        let mut partitions = Partitions::new(orderly);
         let mut stream = self.consumer.stream_with_config(config).fuse();
         let mut running: FuturesUnordered<BoxFuture<(Option<Slot>, Finished)>> =
             FuturesUnordered::new();
@@ -447,7 +456,7 @@ enum Event {
 /// partition moves on only once its message is acked. When a handler fails, its ack does
 /// not take effect, or a waiting message's lease runs out before its turn, the partition
 /// **stops at that message**: it and every message of the partition received with it or
-/// before (by `NextConsumeTime`, which a receive sets alike for all it brings) are released
+/// before (by `NextConsumeTime`, within [`SAME_RECEIVE_MS`] of its) are released
 /// — those waiting in the loop and those still in the stream — so that the service
 /// delivers the partition again from that message, in order, after its invisibility time.
 /// A shutdown releases the waiting messages too. Normal consumption starts every message at
@@ -456,10 +465,19 @@ struct Partitions {
     orderly: bool,
     /// Per partition with a handler running: its messages waiting, in delivery order.
     waiting: HashMap<String, VecDeque<Delivery>>,
-    /// Per stopped partition: the `NextConsumeTime` (server ms) of the message it stopped
-    /// at; its deliveries up to that are released, a later one (delivered again after the
-    /// stop) lifts it.
-    stopped: HashMap<String, u64>,
+    /// Per stopped partition: where it stopped. Its deliveries received with that message
+    /// or before are released; a later one (delivered again after the stop) lifts it.
+    stopped: HashMap<String, Stop>,
+}
+
+/// Where a partition stopped.
+struct Stop {
+    /// The `NextConsumeTime` (server ms) of the message it stopped at.
+    until: u64,
+    /// That message's last instant to be acked (unknown without the server's time): past
+    /// it (and [`SAME_RECEIVE_MS`]), every delivery received with it has expired too and
+    /// is released as such, so the stop is forgotten.
+    settle_by: Option<Instant>,
 }
 
 /// How far apart (ms) the `NextConsumeTime`s of messages of one receive may lie: a service
@@ -473,6 +491,7 @@ const SAME_RECEIVE_MS: u64 = 1_000;
 struct Slot {
     partition: String,
     next_consume_time: u64,
+    settle_by: Option<Instant>,
 }
 
 impl Partitions {
@@ -491,16 +510,16 @@ impl Partitions {
             return Some((None, delivery));
         }
         let key = partition_of(&delivery);
-        let time = delivery.next_consume_time;
         if !self.stopped.is_empty() {
-            // The stream hands deliveries out in the order received: one received after a
-            // stop's message (a later NextConsumeTime) means every delivery received with
-            // that message has come through, so a stop older than it has done its work.
-            let received_with = |until: u64| time <= until.saturating_add(SAME_RECEIVE_MS);
-            self.stopped
-                .retain(|k, until| *k == key || received_with(*until));
+            let now = Instant::now();
+            self.stopped.retain(|_, stop| {
+                stop.settle_by
+                    .and_then(|by| by.checked_add(Duration::from_millis(SAME_RECEIVE_MS)))
+                    .is_none_or(|forget| now < forget)
+            });
+            let time = delivery.next_consume_time;
             match self.stopped.get(&key) {
-                Some(until) if received_with(*until) => {
+                Some(stop) if time <= stop.until.saturating_add(SAME_RECEIVE_MS) => {
                     tracing::debug!(partition = %key, "message received before its partition stopped: released");
                     return None;
                 }
@@ -530,6 +549,7 @@ impl Partitions {
         let Slot {
             partition,
             next_consume_time,
+            settle_by,
         } = slot?;
         if stopping {
             // Dropped: a dropped delivery is released.
@@ -537,7 +557,7 @@ impl Partitions {
             return None;
         }
         if !ok {
-            self.stop(&partition, next_consume_time);
+            self.stop(&partition, next_consume_time, settle_by);
         }
         let next = self.waiting.get_mut(&partition)?.pop_front();
         match next {
@@ -560,7 +580,7 @@ impl Partitions {
                 message_id = %delivery.message_id,
                 "orderly message's invisibility ran out before its turn; released with its partition's later messages, to be delivered again in order"
             );
-            self.stop(&key, delivery.next_consume_time);
+            self.stop(&key, delivery.next_consume_time, delivery.settle_by());
             drop(delivery);
             match self.waiting.get_mut(&key).and_then(VecDeque::pop_front) {
                 Some(next) => delivery = next,
@@ -573,6 +593,7 @@ impl Partitions {
         let slot = Slot {
             partition: key,
             next_consume_time: delivery.next_consume_time,
+            settle_by: delivery.settle_by(),
         };
         Some((Some(slot), delivery))
     }
@@ -580,9 +601,14 @@ impl Partitions {
     /// Stops partition `key` at a message whose `NextConsumeTime` is `until`: its waiting
     /// messages received with it or before are released, and so will be those the stream
     /// still holds.
-    fn stop(&mut self, key: &str, until: u64) {
-        let entry = self.stopped.entry(key.to_owned()).or_insert(until);
-        *entry = (*entry).max(until);
+    fn stop(&mut self, key: &str, until: u64, settle_by: Option<Instant>) {
+        let stop = self
+            .stopped
+            .entry(key.to_owned())
+            .or_insert(Stop { until, settle_by });
+        if until >= stop.until {
+            *stop = Stop { until, settle_by };
+        }
         if let Some(queue) = self.waiting.get_mut(key) {
             let before = queue.len();
             queue.retain(|d| d.next_consume_time > until.saturating_add(SAME_RECEIVE_MS));

@@ -72,7 +72,7 @@ impl InHand {
     /// Whether its settlement can no longer be sent at `now` (its lease ran out: the
     /// service delivers the message again).
     pub(crate) fn expired(&self, now: Instant) -> bool {
-        self.settle_by.is_some_and(|by| now > by)
+        self.settle_by.is_some_and(|by| now >= by)
     }
 
     pub(crate) fn release(&mut self) {
@@ -171,6 +171,11 @@ impl Delivery {
     /// Whether its ack can no longer be sent at `now` (see [`InHand::expired`]).
     pub(crate) fn expired(&self, now: Instant) -> bool {
         self.in_hand.expired(now)
+    }
+
+    /// The last instant its ack can be sent, when known.
+    pub(crate) fn settle_by(&self) -> Option<Instant> {
+        self.in_hand.settle_by
     }
 }
 

@@ -415,7 +415,7 @@ impl ConsumerMachine {
     /// the server).
     pub fn settle_by(&self, now: Instant, handle: &ReceiptHandle) -> Option<Instant> {
         let until = self.in_hand.get(handle)?.until?;
-        Some(until.checked_sub(self.margin()).unwrap_or(now).min(until))
+        Some(until.checked_sub(self.margin()).unwrap_or(now))
     }
 
     /// Handles whose settlement is queued, in flight or waiting for a retry.
