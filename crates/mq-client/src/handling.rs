@@ -533,8 +533,8 @@ impl Partitions {
             queue.push_back(delivery);
             return None;
         }
-        self.waiting.insert(key.clone(), VecDeque::new());
-        self.next(key, delivery)
+        self.waiting.insert(key.clone(), VecDeque::from([delivery]));
+        self.next(key)
     }
 
     /// The handler of the message in `slot` ended (`ok`: handled and acked): the
@@ -559,43 +559,34 @@ impl Partitions {
         if !ok {
             self.stop(&partition, next_consume_time, settle_by);
         }
-        let next = self.waiting.get_mut(&partition)?.pop_front();
-        match next {
-            Some(next) => self.next(partition, next),
-            None => {
-                self.waiting.remove(&partition);
-                None
-            }
-        }
+        self.next(partition)
     }
 
-    /// Starts `delivery`, the next of its busy partition `key`, or — when its lease ran
-    /// out while it waited (its ack could not be sent) — stops the partition at it and
-    /// tries the next one left.
-    fn next(&mut self, key: String, mut delivery: Delivery) -> Option<(Option<Slot>, Delivery)> {
+    /// The next message of partition `key` to start (the partition stays busy while it
+    /// runs), or none, and the partition is idle. A message whose lease ran out while it
+    /// waited (its ack could not be sent) stops the partition at it and is released.
+    fn next(&mut self, key: String) -> Option<(Option<Slot>, Delivery)> {
         let now = Instant::now();
-        while delivery.expired(now) {
+        loop {
+            let Some(delivery) = self.waiting.get_mut(&key).and_then(VecDeque::pop_front) else {
+                self.waiting.remove(&key);
+                return None;
+            };
+            if !delivery.expired(now) {
+                let slot = Slot {
+                    partition: key,
+                    next_consume_time: delivery.next_consume_time,
+                    settle_by: delivery.settle_by(),
+                };
+                return Some((Some(slot), delivery));
+            }
             tracing::warn!(
                 partition = %key,
                 message_id = %delivery.message_id,
                 "orderly message's invisibility ran out before its turn; released with its partition's later messages, to be delivered again in order"
             );
             self.stop(&key, delivery.next_consume_time, delivery.settle_by());
-            drop(delivery);
-            match self.waiting.get_mut(&key).and_then(VecDeque::pop_front) {
-                Some(next) => delivery = next,
-                None => {
-                    self.waiting.remove(&key);
-                    return None;
-                }
-            }
         }
-        let slot = Slot {
-            partition: key,
-            next_consume_time: delivery.next_consume_time,
-            settle_by: delivery.settle_by(),
-        };
-        Some((Some(slot), delivery))
     }
 
     /// Stops partition `key` at a message whose `NextConsumeTime` is `until`: its waiting

@@ -220,11 +220,13 @@ impl Proxy {
     }
 
     fn build(https: Option<String>, http: Option<String>, no: String) -> Self {
-        let (no_ports, others): (Vec<&str>, Vec<&str>) = no
-            .split(',')
-            .map(str::trim)
-            .partition(|entry| PortEntry::parse(entry).is_some());
-        let no_ports = no_ports.into_iter().filter_map(PortEntry::parse).collect();
+        let (mut no_ports, mut others) = (Vec::new(), Vec::new());
+        for entry in no.split(',').map(str::trim) {
+            match PortEntry::parse(entry) {
+                Some(with_port) => no_ports.push(with_port),
+                None => others.push(entry),
+            }
+        }
         let mut builder = Matcher::builder().no(others.join(","));
         if let Some(h) = &https {
             builder = builder.https(h.as_str());
@@ -236,7 +238,7 @@ impl Proxy {
             https,
             http,
             no,
-            no_ports,
+            no_ports: no_ports.into(),
             matcher: Arc::new(builder.build()),
         }
     }
