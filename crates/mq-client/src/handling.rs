@@ -504,9 +504,19 @@ impl Partitions {
     }
 
     /// A delivery received: what to start now (with its slot when orderly), or nothing when
-    /// its partition is busy (it waits its turn) or stopped before it (it is released).
+    /// its partition is busy (it waits its turn), stopped before it, or its lease ran out
+    /// (it is released).
     fn admit(&mut self, delivery: Delivery) -> Option<(Option<Slot>, Delivery)> {
         if !self.orderly {
+            // Its lease ran out while it waited in the stream (more in hand than handlers
+            // run): its ack could not be sent, and the service delivers it again.
+            if delivery.expired(Instant::now()) {
+                tracing::warn!(
+                    message_id = %delivery.message_id,
+                    "message's invisibility ran out before a handler was free; released, to be delivered again"
+                );
+                return None;
+            }
             return Some((None, delivery));
         }
         let key = partition_of(&delivery);
