@@ -357,6 +357,8 @@ struct Cycle {
     ids: Vec<String>,
     /// Acks the engine refused for a handle (the message stays to be delivered again).
     refused: usize,
+    /// The receive ran past its deadline (read as nothing, as the gateway reads it).
+    late: bool,
 }
 
 impl Drainer {
@@ -367,7 +369,12 @@ impl Drainer {
                 group,
                 queue,
             } => {
-                let messages = direct.receive(group, queue).await?;
+                let Some(messages) = direct.receive(group, queue).await? else {
+                    return Ok(Cycle {
+                        late: true,
+                        ..Cycle::default()
+                    });
+                };
                 if messages.is_empty() {
                     return Ok(Cycle::default());
                 }
@@ -376,7 +383,11 @@ impl Drainer {
                     .into_iter()
                     .map(|m| m.system_properties.unwrap_or_default().message_id)
                     .collect();
-                Ok(Cycle { ids, refused })
+                Ok(Cycle {
+                    ids,
+                    refused,
+                    late: false,
+                })
             }
             Self::Gateway(consumer) => {
                 let batch = BatchSize::MAX;
@@ -399,7 +410,11 @@ impl Drainer {
                     .into_iter()
                     .map(|m| m.message_id.as_str().to_owned())
                     .collect();
-                Ok(Cycle { ids, refused })
+                Ok(Cycle {
+                    ids,
+                    refused,
+                    late: false,
+                })
             }
         }
     }
@@ -415,6 +430,8 @@ struct Run {
     /// Deliveries of a message already seen, acks refused (consume only).
     redelivered: usize,
     refused: usize,
+    /// Receives that ran past their deadline (consume only).
+    late: usize,
 }
 
 /// Publishes `n` messages with `concurrency` tasks, or as many as `budget` allows.
@@ -446,6 +463,7 @@ async fn publish_n(
         latencies,
         redelivered: 0,
         refused: 0,
+        late: 0,
     })
 }
 
@@ -457,6 +475,7 @@ struct Drained {
     completed: Mutex<Option<Instant>>,
     redelivered: AtomicUsize,
     refused: AtomicUsize,
+    late: AtomicUsize,
 }
 
 impl Drained {
@@ -466,6 +485,8 @@ impl Drained {
 
     fn record(&self, cycle: Cycle, n: usize) {
         self.refused.fetch_add(cycle.refused, Ordering::Relaxed);
+        self.late
+            .fetch_add(usize::from(cycle.late), Ordering::Relaxed);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for id in cycle.ids {
             if !seen.insert(id) {
@@ -501,8 +522,8 @@ async fn drain(
                 let cycle = drainer.cycle().await?;
                 if !cycle.ids.is_empty() {
                     latencies.push(sent.elapsed());
-                    drained.record(cycle, n);
                 }
+                drained.record(cycle, n);
             }
             Ok(latencies)
         })
@@ -519,6 +540,7 @@ async fn drain(
         latencies,
         redelivered: drained.redelivered.load(Ordering::Relaxed),
         refused: drained.refused.load(Ordering::Relaxed),
+        late: drained.late.load(Ordering::Relaxed),
     })
 }
 
@@ -540,6 +562,7 @@ struct Side {
     latencies: Vec<Duration>,
     redelivered: usize,
     refused: usize,
+    late: usize,
     /// Rounds in which the budget ran out first: (round, done).
     short: Vec<(usize, usize)>,
 }
@@ -551,6 +574,7 @@ impl Side {
         self.latencies.extend(run.latencies);
         self.redelivered += run.redelivered;
         self.refused += run.refused;
+        self.late += run.late;
         if run.done < wanted {
             self.short.push((round + 1, run.done));
         }
@@ -620,6 +644,12 @@ fn table(plan: &Plan, measured: &[[Side; 2]]) -> String {
                     side.redelivered, side.refused
                 ));
             }
+            if side.late > 0 {
+                notes.push(format!(
+                    "{row_name}, {path}: {} receives ran past their deadline (long poll + {:?}) and were read as nothing, as the gateway reads its own.",
+                    side.late, CALL_TIMEOUT
+                ));
+            }
         }
     }
     out.push_str(
@@ -673,11 +703,25 @@ impl Direct {
     where
         F: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        self.rpc(message, timeout, call)
+            .await
+            .map_err(|s| format!("{what}: {s}"))
+    }
+
+    /// [`Self::call`] with the call's own status on failure.
+    async fn rpc<T, F, R>(
+        &self,
+        message: T,
+        timeout: Duration,
+        call: impl FnOnce(Grpc, tonic::Request<T>) -> F,
+    ) -> Result<R, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
         let req = mq_broker::gateway::engine_request(&self.client_id, message, "", Some(timeout));
         call(self.client.clone(), req)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| format!("{what}: {s}"))
     }
 
     async fn send(&self, topic: &str) -> Result<()> {
@@ -740,8 +784,15 @@ impl Direct {
             .ok_or_else(|| format!("direct route: no queue for {topic}"))
     }
 
-    /// One `ReceiveMessage` of at most one message (this engine refuses batched pops).
-    async fn receive(&self, group: &str, queue: &pb::MessageQueue) -> Result<Vec<pb::Message>> {
+    /// One `ReceiveMessage` of at most one message (this engine refuses batched pops);
+    /// `None` when the engine did not end it by its deadline (the gateway reads that as
+    /// nothing too, `gateway::Engine::receive`; messages it popped stay invisible until
+    /// redelivered).
+    async fn receive(
+        &self,
+        group: &str,
+        queue: &pb::MessageQueue,
+    ) -> Result<Option<Vec<pb::Message>>> {
         let receive = pb::ReceiveMessageRequest {
             group: Some(resource(group)),
             message_queue: Some(queue.clone()),
@@ -755,14 +806,23 @@ impl Direct {
             long_polling_timeout: prost_types::Duration::try_from(POLL).ok(),
             attempt_id: None,
         };
-        let mut stream = self
-            .call(
-                "direct receive",
-                receive,
-                POLL + CALL_TIMEOUT,
-                |mut c, r| async move { c.receive_message(r).await },
-            )
-            .await?;
+        let deadline = POLL + CALL_TIMEOUT;
+        let started = Instant::now();
+        // tonic ends a call past its timeout as `Cancelled` ("Timeout expired").
+        let late = |s: &tonic::Status| {
+            s.code() == tonic::Code::DeadlineExceeded
+                || (s.code() == tonic::Code::Cancelled && started.elapsed() >= deadline)
+        };
+        let mut stream = match self
+            .rpc(receive, deadline, |mut c, r| async move {
+                c.receive_message(r).await
+            })
+            .await
+        {
+            Ok(stream) => stream,
+            Err(s) if late(&s) => return Ok(None),
+            Err(s) => return Err(format!("direct receive: {s}")),
+        };
         let (mut messages, mut status) = (Vec::new(), None);
         loop {
             use pb::receive_message_response::Content;
@@ -773,16 +833,20 @@ impl Direct {
                     Some(Content::DeliveryTimestamp(_)) | None => {}
                 },
                 Ok(None) => break,
+                Err(s) if late(&s) && messages.is_empty() => return Ok(None),
+                Err(s) if late(&s) => return Ok(Some(messages)),
                 Err(s) => return Err(format!("direct receive: {s}")),
             }
         }
         match status {
             // This engine ends every empty long poll with `50000 Serialization failed`.
-            Some(s) if messages.is_empty() && s.message == "Serialization failed" => Ok(messages),
-            Some(s) if messages.is_empty() && s.code == pb::Code::MessageNotFound as i32 => {
-                Ok(messages)
+            Some(s) if messages.is_empty() && s.message == "Serialization failed" => {
+                Ok(Some(messages))
             }
-            s => ok(s.as_ref(), "direct receive").map(|()| messages),
+            Some(s) if messages.is_empty() && s.code == pb::Code::MessageNotFound as i32 => {
+                Ok(Some(messages))
+            }
+            s => ok(s.as_ref(), "direct receive").map(|()| Some(messages)),
         }
     }
 
