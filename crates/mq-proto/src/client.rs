@@ -778,6 +778,10 @@ pub fn decode_consume_entries_bytes(
     // Damaged text is replaced (same length) so the structure can still be read; where the
     // damage lies decides between one poison message and a failed document.
     let clean = Document::new(body);
+    // The shape the service and the broker write, read without the general reader.
+    if let Some(entries) = consume::decode_flat(&clean, body) {
+        return Ok(entries);
+    }
     let substituted = if clean.chars_failed() {
         crate::xml::substitute_invalid_chars(body)
             .map(|(doc, bad)| (Document::new(&Bytes::from(doc)), bad))

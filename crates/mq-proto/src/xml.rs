@@ -500,19 +500,12 @@ impl<'a> XmlReader<'a> {
     /// boundary in it), else the resolved text itself (moved, not copied). Copies only for a
     /// reader without a shared buffer.
     pub(crate) fn share(&self, text: Cow<'a, str>) -> ByteString {
-        match text {
-            // Resolved text is shorter than what was read (references): without the spare
-            // capacity, which a stored message would keep.
-            Cow::Owned(mut s) => {
-                s.shrink_to_fit();
-                ByteString::from(s)
-            }
-            Cow::Borrowed("") => ByteString::new(),
-            Cow::Borrowed(s) => self
-                .shared
-                .and_then(|doc| shared_slice(doc, s))
-                .unwrap_or_else(|| ByteString::from(s)),
-        }
+        self.sharer().share(text)
+    }
+
+    /// What [`share`](Self::share)s text of this reader's document, apart from the reader.
+    pub(crate) fn sharer(&self) -> Sharer<'a> {
+        Sharer(self.shared)
     }
 
     /// [`read_text`](Self::read_text) as a [`ByteString`] ([`share`](Self::share)).
@@ -686,6 +679,30 @@ fn check_text(text: &str) -> Result<Found, XmlError> {
     Ok(found)
 }
 
+/// Hands out text read from a document as a [`ByteString`]: a slice of the document's
+/// shared buffer (when there is one) for text that is a piece of it, else the text itself.
+#[derive(Clone, Copy)]
+pub(crate) struct Sharer<'a>(Option<&'a ByteString>);
+
+impl<'a> Sharer<'a> {
+    /// See [`XmlReader::share`].
+    pub(crate) fn share(self, text: Cow<'a, str>) -> ByteString {
+        match text {
+            // Resolved text is shorter than what was read (references): without the spare
+            // capacity, which a stored message would keep.
+            Cow::Owned(mut s) => {
+                s.shrink_to_fit();
+                ByteString::from(s)
+            }
+            Cow::Borrowed("") => ByteString::new(),
+            Cow::Borrowed(s) => self
+                .0
+                .and_then(|doc| shared_slice(doc, s))
+                .unwrap_or_else(|| ByteString::from(s)),
+        }
+    }
+}
+
 /// A body to read, held as shared text: the characters are checked once here, as
 /// [`XmlReader::new`] checks them, and the text a reader of it reads is handed out as slices
 /// of the body ([`XmlReader::share`]) rather than copies.
@@ -716,10 +733,8 @@ impl Document {
     /// CDATA section to `each`, in order, and returns `true` when the whole document had
     /// that shape and `each` accepted every child.
     ///
-    /// `false` as soon as anything else is met — a reference or `]]>` in text, a CR, a
-    /// comment, a processing instruction, an attribute, a prefix, an empty-element tag, a
-    /// child element inside a child, a byte order mark, whitespace inside a tag, or a child
-    /// `each` refuses: the caller then reads the document with [`reader`](Self::reader),
+    /// `false` as soon as anything else is met (see [`flat`](Self::flat)) or `each`
+    /// refuses a child: the caller then reads the document with [`reader`](Self::reader),
     /// which accepts or refuses it with every check of XML 1.0 (what `each` collected is to
     /// be dropped). A document this accepts is one that reader accepts, with the same texts
     /// (`read_text` gives each child's text as one piece of the document); a property test
@@ -729,6 +744,31 @@ impl Document {
         root: Elem,
         mut each: impl FnMut(Elem, &'d str, bool) -> bool,
     ) -> bool {
+        let Some(mut flat) = self.flat(root) else {
+            return false;
+        };
+        loop {
+            match flat.next(root, None) {
+                Some(FlatStep::Text(elem, text, cdata)) if each(elem, text, cdata) => {}
+                Some(FlatStep::End(_)) => return flat.finish(),
+                _ => return false,
+            }
+        }
+    }
+
+    /// The flat scan of a document of the shape the SDKs and the service write, started:
+    /// an optional XML declaration of a usual form and the start tag of the root element
+    /// `root` (with no attribute but an optional `xmlns`) were read. [`Flat::next`] reads
+    /// the elements in it, [`Flat::finish`] what follows its end.
+    ///
+    /// `None` (and `None` from the cursor's steps) as soon as anything else is met — a
+    /// reference or `]]>` in text, a CR, a comment, a processing instruction, an
+    /// attribute, a prefix, an empty-element tag, an element the caller does not expect, a
+    /// byte order mark, whitespace inside a tag, text other than whitespace between
+    /// elements: the caller then reads the document with [`reader`](Self::reader), which
+    /// accepts or refuses it with every check of XML 1.0. A document the scan reads to its
+    /// end is one that reader accepts, with the same texts and element spans.
+    pub(crate) fn flat(&self, root: Elem) -> Option<Flat<'_>> {
         /// The declarations the SDKs write (Node, Java, Go and ours: the first; Python: the
         /// second).
         const DECLARATIONS: [&[u8]; 3] = [
@@ -736,109 +776,46 @@ impl Document {
             br#"<?xml version="1.0" encoding="utf-8"?>"#,
             br#"<?xml version="1.0"?>"#,
         ];
-        const CDATA: &[u8] = b"<![CDATA[";
-        fn blanks(b: &[u8], mut at: usize) -> usize {
-            while b.get(at).is_some_and(|&c| is_space(c)) {
-                at += 1;
-            }
-            at
-        }
-        /// `</name>` at `at`: the position after it.
-        fn end_tag(b: &[u8], at: usize, name: &[u8]) -> Option<usize> {
-            let rest = b.get(at..)?.strip_prefix(b"</")?.strip_prefix(name)?;
-            rest.starts_with(b">").then_some(at + 3 + name.len())
-        }
         let Ok((text, found)) = &self.text else {
-            return false;
+            return None;
         };
         // Line-end normalisation is the general reader's.
         if found.cr {
-            return false;
+            return None;
         }
         let b = text.as_bytes();
         let mut at = 0;
         if b.starts_with(b"<?") {
-            match DECLARATIONS.iter().find(|d| b.starts_with(d)) {
-                Some(d) => at = d.len(),
-                None => return false,
-            }
+            at = DECLARATIONS.iter().find(|d| b.starts_with(d))?.len();
         }
         at = blanks(b, at);
         let root_name = root.as_str().as_bytes();
-        let Some(rest) = b
-            .get(at..)
-            .and_then(|r| r.strip_prefix(b"<"))
-            .and_then(|r| r.strip_prefix(root_name))
-        else {
-            return false;
-        };
+        let rest = b.get(at..)?.strip_prefix(b"<")?.strip_prefix(root_name)?;
         at += 1 + root_name.len();
         if rest.starts_with(b">") {
             at += 1;
-        } else if let Some(value) = rest.strip_prefix(br#" xmlns=""#) {
-            let Some(quote) = memchr(b'"', value) else {
-                return false;
-            };
+        } else {
+            let value = rest.strip_prefix(br#" xmlns=""#)?;
+            let quote = memchr(b'"', value)?;
             // No `<` in an attribute value; an `&` would be a reference.
             if memchr2(b'<', b'&', value.get(..quote).unwrap_or_default()).is_some()
                 || value.get(quote + 1) != Some(&b'>')
             {
-                return false;
+                return None;
             }
             at += 8 + quote + 2;
-        } else {
-            return false;
         }
-        loop {
-            at = blanks(b, at);
-            let Some(tag) = b.get(at..).and_then(|r| r.strip_prefix(b"<")) else {
-                return false;
-            };
-            if tag.starts_with(b"/") {
-                return end_tag(b, at, root_name).is_some_and(|end| blanks(b, end) == b.len());
-            }
-            // The child's name is all up to `>`: one of the protocol's names, else not flat.
-            let Some(gt) = memchr(b'>', tag) else {
-                return false;
-            };
-            let name = tag.get(..gt).unwrap_or_default();
-            let elem = Elem::from_local(name);
-            if elem == Elem::Other {
-                return false;
-            }
-            let content = at + 1 + gt + 1;
-            let (piece, cdata, after) = if b.get(content..).is_some_and(|c| c.starts_with(CDATA)) {
-                // One CDATA section: its text ends at the first `]]>`.
-                let inner = content + CDATA.len();
-                let Some(len) = b.get(inner..).and_then(|r| memmem::find(r, b"]]>")) else {
-                    return false;
-                };
-                (inner..inner + len, true, end_tag(b, inner + len + 3, name))
-            } else {
-                let Some(len) = b.get(content..).and_then(|r| memchr(b'<', r)) else {
-                    return false;
-                };
-                (
-                    content..content + len,
-                    false,
-                    end_tag(b, content + len, name),
-                )
-            };
-            let Some((piece, after)) = text.get(piece).zip(after) else {
-                return false;
-            };
-            // References and the `]]>` character data may not hold are the general reader's.
-            if !cdata
-                && ((found.amp && memchr(b'&', piece.as_bytes()).is_some())
-                    || (found.cdata_end && memmem::find(piece.as_bytes(), b"]]>").is_some()))
-            {
-                return false;
-            }
-            if !each(elem, piece, cdata) {
-                return false;
-            }
-            at = after;
-        }
+        Some(Flat {
+            text,
+            found: *found,
+            at,
+        })
+    }
+
+    /// A reader over the document.
+    /// What shares text of this document ([`XmlReader::share`]).
+    pub(crate) fn sharer(&self) -> Sharer<'_> {
+        Sharer(self.text.as_ref().ok().map(|(text, _)| text))
     }
 
     /// A reader over the document.
@@ -848,6 +825,97 @@ impl Document {
             Err(e) => XmlReader::checked(Err(e.clone()), None),
         }
     }
+}
+
+/// The cursor of [`Document::flat`]: where the scan stands in the document.
+pub(crate) struct Flat<'d> {
+    text: &'d str,
+    found: Found,
+    at: usize,
+}
+
+/// One step of a [`Flat`] scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlatStep<'d> {
+    /// A child element holding text (or one CDATA section), read up to its end tag: the
+    /// element, its text, whether that was a CDATA section.
+    Text(Elem, &'d str, bool),
+    /// The start tag of a child element that holds elements, read: the element and where
+    /// its `<` lies.
+    Enter(Elem, usize),
+    /// The end tag of the element whose children were being read: where it ends.
+    End(usize),
+}
+
+impl<'d> Flat<'d> {
+    /// The next child of `parent` (the element whose start tag was read last and not yet
+    /// ended), after any whitespace: its end tag, a child `container` entered, or another
+    /// child of the protocol holding text. `None` when the document leaves the flat shape
+    /// here (see [`Document::flat`]).
+    pub(crate) fn next(&mut self, parent: Elem, container: Option<Elem>) -> Option<FlatStep<'d>> {
+        const CDATA: &[u8] = b"<![CDATA[";
+        let (text, b) = (self.text, self.text.as_bytes());
+        let at = blanks(b, self.at);
+        let tag = b.get(at..)?.strip_prefix(b"<")?;
+        if tag.starts_with(b"/") {
+            self.at = end_tag(b, at, parent.as_str().as_bytes())?;
+            return Some(FlatStep::End(self.at));
+        }
+        // The child's name is all up to `>`: one of the protocol's names, else not flat.
+        let gt = memchr(b'>', tag)?;
+        let name = tag.get(..gt)?;
+        let elem = Elem::from_local(name);
+        let content = at + 1 + gt + 1;
+        if elem == Elem::Other {
+            return None;
+        }
+        if Some(elem) == container {
+            self.at = content;
+            return Some(FlatStep::Enter(elem, at));
+        }
+        let (piece, cdata, after) = if b.get(content..)?.starts_with(CDATA) {
+            // One CDATA section: its text ends at the first `]]>`.
+            let inner = content + CDATA.len();
+            let len = memmem::find(b.get(inner..)?, b"]]>")?;
+            (inner..inner + len, true, end_tag(b, inner + len + 3, name)?)
+        } else {
+            let len = memchr(b'<', b.get(content..)?)?;
+            (
+                content..content + len,
+                false,
+                end_tag(b, content + len, name)?,
+            )
+        };
+        let piece = text.get(piece)?;
+        // References and the `]]>` character data may not hold are the general reader's.
+        if !cdata
+            && ((self.found.amp && memchr(b'&', piece.as_bytes()).is_some())
+                || (self.found.cdata_end && memmem::find(piece.as_bytes(), b"]]>").is_some()))
+        {
+            return None;
+        }
+        self.at = after;
+        Some(FlatStep::Text(elem, piece, cdata))
+    }
+
+    /// After the root's end tag: whether only whitespace follows.
+    pub(crate) fn finish(&self) -> bool {
+        blanks(self.text.as_bytes(), self.at) == self.text.len()
+    }
+}
+
+/// The position of the first byte at or after `at` that is not whitespace.
+fn blanks(b: &[u8], mut at: usize) -> usize {
+    while b.get(at).is_some_and(|&c| is_space(c)) {
+        at += 1;
+    }
+    at
+}
+
+/// `</name>` at `at`: the position after it.
+fn end_tag(b: &[u8], at: usize, name: &[u8]) -> Option<usize> {
+    let rest = b.get(at..)?.strip_prefix(b"</")?.strip_prefix(name)?;
+    rest.starts_with(b">").then_some(at + 3 + name.len())
 }
 
 /// For a body that fails [`check_chars`]: a copy in which every byte of an invalid UTF-8

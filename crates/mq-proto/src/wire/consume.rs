@@ -17,7 +17,9 @@ use crate::properties::{
 use crate::text::{BodyView, Text, parse_u64, trim};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use crate::wire::{DecodeError, message_id, receipt_handle, trimmed};
-use crate::xml::{self, Elem, NS_MESSAGE, XmlError, XmlReader, XmlWriter};
+use crate::xml::{
+    self, Document, Elem, FlatStep, NS_MESSAGE, Sharer, XmlError, XmlReader, XmlWriter,
+};
 
 /// One message of a consume response as [`encode_response`] writes it: borrowed text and
 /// numbers, so that a server can encode what it stores without building an owned
@@ -340,7 +342,7 @@ pub(crate) fn decode_entries(
                 .filter(|b| b.start < span.end && span.start < b.end)
                 .collect();
             covered += damaged.len();
-            entries.push(entry(fields, r, raw, span.clone(), &damaged));
+            entries.push(entry(fields, r.sharer(), raw, span.clone(), &damaged));
             spans.push(span);
             Ok::<(), DecodeError>(())
         } else {
@@ -355,6 +357,39 @@ pub(crate) fn decode_entries(
     }
     verify_md5s(&mut entries, &spans, raw);
     Ok(entries)
+}
+
+/// [`decode_entries`] of a clean document (`raw` as a [`Document`]) read by the flat scan
+/// ([`Document::flat`]): the `Messages` root, `Message` children whose own children are
+/// the fields [`read_fields`] reads, each holding plain text or one CDATA section, and
+/// whitespace between elements — the shape the service and the broker write. The same
+/// entries as the general reading, each judged by the same code; `None` when the document
+/// has another shape (the caller reads it with the general reader then). A property test
+/// compares the two readings.
+pub(crate) fn decode_flat(doc: &Document, raw: &Bytes) -> Option<Vec<Entry>> {
+    let mut flat = doc.flat(Elem::Messages)?;
+    let mut entries = Vec::with_capacity(usize::from(crate::types::BatchSize::MAX.get()));
+    let mut spans: SmallVec<[Range<usize>; 16]> = SmallVec::new();
+    while let FlatStep::Enter(Elem::Message, start) =
+        flat.next(Elem::Messages, Some(Elem::Message))?
+    {
+        let mut f = Fields::default();
+        let end = loop {
+            match flat.next(Elem::Message, None)? {
+                FlatStep::Text(e, text, _) => *f.slot(e)? = Some(Cow::Borrowed(text)),
+                FlatStep::End(end) => break end,
+                FlatStep::Enter(..) => return None,
+            }
+        };
+        entries.push(entry(f, doc.sharer(), raw, start..end, &[]));
+        spans.push(start..end);
+    }
+    // The loop ended at the root's end tag (any other child of the root left the scan).
+    if !flat.finish() {
+        return None;
+    }
+    verify_md5s(&mut entries, &spans, raw);
+    Some(entries)
 }
 
 /// The text of each child of one `Message`, with where it lies in the body.
@@ -375,6 +410,26 @@ struct Fields<'a> {
     spans: Vec<(&'static str, Range<usize>)>,
 }
 
+impl<'a> Fields<'a> {
+    /// Where the text of a child `e` of `Message` goes; `None` for a child that is not a
+    /// field.
+    fn slot(&mut self, e: Elem) -> Option<&mut Option<Cow<'a, str>>> {
+        Some(match e {
+            Elem::MessageId => &mut self.id,
+            Elem::ReceiptHandle => &mut self.handle,
+            Elem::MessageBodyMd5 => &mut self.md5,
+            Elem::MessageBody => &mut self.body,
+            Elem::PublishTime => &mut self.publish,
+            Elem::NextConsumeTime => &mut self.next,
+            Elem::FirstConsumeTime => &mut self.first,
+            Elem::ConsumedTimes => &mut self.times,
+            Elem::MessageTag => &mut self.tag,
+            Elem::Properties => &mut self.props,
+            _ => return None,
+        })
+    }
+}
+
 /// How many kinds of child of `Message` [`read_fields`] reads.
 const KNOWN_CHILDREN: usize = 10;
 
@@ -388,18 +443,8 @@ fn read_fields<'a>(r: &mut XmlReader<'a>, spans: bool) -> Result<Fields<'a>, Xml
     };
     r.children(|r, e| {
         let start = r.event_start();
-        let slot = match e {
-            Elem::MessageId => &mut f.id,
-            Elem::ReceiptHandle => &mut f.handle,
-            Elem::MessageBodyMd5 => &mut f.md5,
-            Elem::MessageBody => &mut f.body,
-            Elem::PublishTime => &mut f.publish,
-            Elem::NextConsumeTime => &mut f.next,
-            Elem::FirstConsumeTime => &mut f.first,
-            Elem::ConsumedTimes => &mut f.times,
-            Elem::MessageTag => &mut f.tag,
-            Elem::Properties => &mut f.props,
-            _ => return r.skip(),
+        let Some(slot) = f.slot(e) else {
+            return r.skip();
         };
         *slot = Some(r.read_text()?);
         if spans {
@@ -410,11 +455,12 @@ fn read_fields<'a>(r: &mut XmlReader<'a>, spans: bool) -> Result<Fields<'a>, Xml
     Ok(f)
 }
 
-/// Judges one `Message` read by [`read_fields`] from `r`'s document that spans `span` of
-/// `raw`; `damaged` are the replaced byte ranges inside it.
+/// Judges one `Message` read by [`read_fields`] (or the flat scan) from the document
+/// `share` shares, that spans `span` of `raw`; `damaged` are the replaced byte ranges
+/// inside it.
 fn entry<'a>(
     mut f: Fields<'a>,
-    r: &XmlReader<'a>,
+    share: Sharer<'a>,
     raw: &Bytes,
     span: Range<usize>,
     damaged: &[&Range<usize>],
@@ -425,8 +471,8 @@ fn entry<'a>(
     let intact = |name: &str| !spans.iter().any(|(n, s)| *n == name && hit(s));
     // Each field is read once: a poison message reports the ones that are valid.
     let known = Known {
-        handle: f.handle.take().map(|t| r.share(t)),
-        message_id: message_id(f.id.take().map(|t| r.share(t)).as_ref()),
+        handle: f.handle.take().map(|t| share.share(t)),
+        message_id: message_id(f.id.take().map(|t| share.share(t)).as_ref()),
         next_consume_time: number(f.next.take(), "NextConsumeTime"),
         consumed_times: number(f.times.take(), "ConsumedTimes"),
     };
@@ -456,7 +502,7 @@ fn entry<'a>(
             offset: first - span.start,
         });
     }
-    match message(f, r, &known, receipt_handle.clone()) {
+    match message(f, share, &known, receipt_handle.clone()) {
         Ok(m) => Entry::Message(m),
         Err(reason) => poison(reason),
     }
@@ -476,13 +522,13 @@ struct Known {
 /// `known.handle`. The checks run in the order of the elements in the document.
 fn message<'a>(
     f: Fields<'a>,
-    r: &XmlReader<'a>,
+    share: Sharer<'a>,
     known: &Known,
     handle: Option<Result<ReceiptHandle, DecodeError>>,
 ) -> Result<Message, PoisonReason> {
     let handle = handle.ok_or(DecodeError::MissingElement("ReceiptHandle"))?;
-    let body = Text::from(r.share(f.body.ok_or(DecodeError::MissingElement("MessageBody"))?));
-    let body_md5 = Text::from(f.md5.map(|m| trimmed(&r.share(m))).unwrap_or_default());
+    let body = Text::from(share.share(f.body.ok_or(DecodeError::MissingElement("MessageBody"))?));
+    let body_md5 = Text::from(f.md5.map(|m| trimmed(&share.share(m))).unwrap_or_default());
     // The checks after the MD5's, each read once.
     let rest = (|| {
         Ok::<_, PoisonReason>((
@@ -493,7 +539,7 @@ fn message<'a>(
             number(f.first, "FirstConsumeTime")?,
             known.consumed_times.clone()?,
             match f.props {
-                Some(p) => received_properties(&r.share(p))?,
+                Some(p) => received_properties(&share.share(p))?,
                 None => Properties::new(),
             },
         ))
@@ -517,7 +563,7 @@ fn message<'a>(
         consumed_times,
         tag: f
             .tag
-            .and_then(|t| Tag::from_text(trimmed(&r.share(t))).ok()),
+            .and_then(|t| Tag::from_text(trimmed(&share.share(t))).ok()),
         properties,
     })
 }
@@ -1135,6 +1181,155 @@ mod tests {
                 proptest::prop_assert!(shares(&doc, m.property("color").unwrap_or_default()));
                 proptest::prop_assert!(shares(&doc, m.key().unwrap_or_default()));
             }
+        }
+    }
+
+    /// The flat reading's entries, when it reads `body`, are the general reader's.
+    fn flat_same_as_general(body: &[u8]) -> Option<Vec<Entry>> {
+        let raw = Bytes::copy_from_slice(body);
+        let doc = Document::new(&raw);
+        let flat = decode_flat(&doc, &raw)?;
+        let mut r = doc.reader();
+        let general = match r.root() {
+            Ok(Elem::Messages) => decode_entries(&mut r, &raw, &[]),
+            other => panic!("read flat, but the root is {other:?}"),
+        };
+        assert_eq!(
+            Ok(&flat),
+            general.as_ref(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        Some(flat)
+    }
+
+    #[test]
+    fn the_service_and_broker_documents_are_read_flat() {
+        // The service's indented form (PROTOCOL §3.4's capture), with a reference in one
+        // body: that document is the general reader's.
+        let capture = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Messages xmlns="http://mq.aliyuncs.com/doc/v1/">
+  <Message>
+    <MessageId>0BC1EF3E1A9C18B4AAC2558D1E4F0010</MessageId>
+    <ReceiptHandle>0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx</ReceiptHandle>
+    <MessageBodyMD5>68B154101D0D46E4114AE2E0A11B9291</MessageBodyMD5>
+    <MessageBody>hello mq</MessageBody>
+    <PublishTime>1700000000000</PublishTime>
+    <FirstConsumeTime>1700000001000</FirstConsumeTime>
+    <NextConsumeTime>1700000301000</NextConsumeTime>
+    <ConsumedTimes>1</ConsumedTimes>
+    <MessageTag>TagA</MessageTag>
+    <Properties>KEYS:key-1|a:1|</Properties>
+  </Message>
+</Messages>
+"#;
+        let entries = flat_same_as_general(capture).expect("read flat");
+        assert!(matches!(&entries[..], [Entry::Message(m)] if m.body == "hello mq"));
+        let escaped = String::from_utf8_lossy(capture).replace("hello mq", "a &amp; b");
+        assert_eq!(flat_same_as_general(escaped.as_bytes()), None);
+        // The broker's compact form, poison included (a wrong MessageBodyMD5).
+        let doc = document(&[
+            good(1),
+            element("ID2", Some("ID2-h"), "00", b"x", ""),
+            good(3),
+        ]);
+        let entries = flat_same_as_general(&doc).expect("read flat");
+        assert!(
+            matches!(&entries[1], Entry::Poison(p) if matches!(p.reason, PoisonReason::Md5Mismatch { .. }))
+        );
+    }
+
+    /// Mostly one of `good`, now and then one of `bad`.
+    fn near(
+        good: &[&'static str],
+        bad: &[&'static str],
+    ) -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::prop_oneof![
+            12 => proptest::sample::select(good.to_vec()),
+            1 => proptest::sample::select(bad.to_vec()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Consume documents near the flat shape (each part mostly as the service and the
+        /// broker write it, now and then not), of either kind: wherever the flat reading
+        /// answers, it answers as the general reader does (messages, poison messages with
+        /// their raw elements and reasons).
+        #[test]
+        fn the_flat_reading_agrees_with_the_general_reader(
+            decl in near(
+                &["", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "<?xml version=\"1.0\"?>\n"],
+                &["<?xml version=\"1.1\"?>", "\u{feff}", "<!--c-->", " <?xml version=\"1.0\"?>"],
+            ),
+            root in near(
+                &["<Messages xmlns=\"http://mq.aliyuncs.com/doc/v1/\">", "<Messages>"],
+                &[
+                    "<Messages xmlns=\"a&amp;b\">", "<Messages a=\"1\">",
+                    "<a:Messages xmlns:a=\"x\">", "<Message>", "<Messages xmlns=\"\">",
+                ],
+            ),
+            messages in proptest::collection::vec(
+                (
+                    near(&["", "\n  "], &[" x ", "<!--c-->", "<Other/>", "&amp;"]),
+                    near(&["<Message>"], &["<Message >", "<Message a=\"1\">", "<Other>", "<Code>", "<MessageId>"]),
+                    proptest::bool::ANY,
+                    proptest::collection::vec(
+                        (
+                            near(
+                                &[
+                                    "MessageId", "ReceiptHandle", "MessageBodyMD5", "MessageBody",
+                                    "PublishTime", "NextConsumeTime", "FirstConsumeTime",
+                                    "ConsumedTimes", "MessageTag", "Properties",
+                                ],
+                                &["Other", "Code", "Message", "MessageBody ", "a:MessageBody"],
+                            ),
+                            near(
+                                &[
+                                    "", "0BC1EF3E1A9C18B4AAC2558D1E4F0010", "h-1",
+                                    "5D41402ABC4B2A76B9719D911017C592", "hello", "12", " 7 ",
+                                    "a > b", "\u{4e2d}\u{6587}", "<![CDATA[hello]]>",
+                                    "<![CDATA[a < & b]]>", "KEYS:k|a:1|", "a:1|",
+                                    "__STARTDELIVERTIME:x|", "a:b:c|", "18446744073709551616",
+                                    "-1", "TagA", "bad tag", "x\ty",
+                                ],
+                                &[
+                                    "a]]>b", "&amp;", "a & b", "a\r\nb", "<![CDATA[a]]>y",
+                                    "<b/>", "<!--c-->", "<?p?>",
+                                ],
+                            ),
+                            near(&["plain", "space"], &["empty-tag", "unclosed"]),
+                        ),
+                        0..5,
+                    ),
+                    near(&["</Message>"], &["</Message >", "", "</Other>", "</Messages>"]),
+                ),
+                0..4,
+            ),
+            tail in near(&["", "\n"], &["x", "<!--c-->", "<Message/>", "\r\n"]),
+        ) {
+            let mut doc = format!("{decl}{root}");
+            let root_name = crate::wire::near_flat::name(root);
+            for (between, open, full, children, close) in messages {
+                doc.push_str(between);
+                doc.push_str(open);
+                if full {
+                    doc.push_str(
+                        "<MessageId>ID1</MessageId><ReceiptHandle>ID1-h</ReceiptHandle>\
+                         <MessageBodyMD5>5D41402ABC4B2A76B9719D911017C592</MessageBodyMD5>\
+                         <MessageBody>hello</MessageBody><PublishTime>1</PublishTime>\
+                         <NextConsumeTime>2</NextConsumeTime><FirstConsumeTime>1</FirstConsumeTime>\
+                         <ConsumedTimes>1</ConsumedTimes>",
+                    );
+                }
+                for (name, text, form) in children {
+                    crate::wire::near_flat::push_child(&mut doc, name, text, form);
+                }
+                doc.push_str(close);
+            }
+            doc.push_str(&format!("</{root_name}>{tail}"));
+            flat_same_as_general(doc.as_bytes());
         }
     }
 }

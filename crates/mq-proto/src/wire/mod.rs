@@ -128,3 +128,28 @@ fn rest_is_well_formed(r: &mut XmlReader<'_>, schema: RequestError) -> RequestEr
         Err(e) => malformed_xml(&e),
     }
 }
+
+/// Documents for the tests that compare the flat reading with the general reader.
+#[cfg(test)]
+pub(crate) mod near_flat {
+    /// The name of the element whose start tag is `tag` (`<a:Name x="1">` → `a:Name`).
+    pub(crate) fn name(tag: &str) -> &str {
+        tag.trim_start_matches('<')
+            .split([' ', '>'])
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Appends the child `name` holding `text` in `form`: `plain`, `space` (whitespace
+    /// around it), `empty-tag` (`<name/>`, no text) or `unclosed` (no end tag). A `name`
+    /// with a trailing space has it in its start tag only.
+    pub(crate) fn push_child(doc: &mut String, name: &str, text: &str, form: &str) {
+        let end = name.trim_end();
+        match form {
+            "empty-tag" => doc.push_str(&format!("<{end}/>")),
+            "space" => doc.push_str(&format!("\n <{name}>{text}</{end}> ")),
+            "unclosed" => doc.push_str(&format!("<{name}>{text}")),
+            _ => doc.push_str(&format!("<{name}>{text}</{end}>")),
+        }
+    }
+}

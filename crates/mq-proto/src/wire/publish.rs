@@ -404,20 +404,9 @@ mod tests {
             tail in proptest::sample::select(vec!["", "\n", " \t", "x", "<!--c-->", "<Message/>"]),
         ) {
             let mut doc = format!("{decl}{root}");
-            let root_name = root
-                .trim_start_matches('<')
-                .split([' ', '>'])
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let root_name = crate::wire::near_flat::name(root);
             for (name, text, form) in children {
-                let end = name.trim_end();
-                match form {
-                    "empty-tag" => doc.push_str(&format!("<{end}/>")),
-                    "space" => doc.push_str(&format!(" <{name}>{text}</{end}> ")),
-                    "unclosed" => doc.push_str(&format!("<{name}>{text}")),
-                    _ => doc.push_str(&format!("<{name}>{text}</{end}>")),
-                }
+                crate::wire::near_flat::push_child(&mut doc, name, text, form);
             }
             doc.push_str(&format!("</{root_name}>{tail}"));
             same_as_general(doc.as_bytes());
