@@ -749,7 +749,10 @@ impl Document {
         };
         loop {
             match flat.next(root, None) {
-                Some(FlatStep::Text(elem, text, cdata)) if each(elem, text, cdata) => {}
+                // Text with a reference (resolved into a string of its own) is the general
+                // reader's here: the publish parse marks a body by where it lies.
+                Some(FlatStep::Text(elem, Cow::Borrowed(text), cdata))
+                    if each(elem, text, cdata) => {}
                 Some(FlatStep::End(_)) => return flat.finish(),
                 _ => return false,
             }
@@ -762,7 +765,7 @@ impl Document {
     /// the elements in it, [`Flat::finish`] what follows its end.
     ///
     /// `None` (and `None` from the cursor's steps) as soon as anything else is met — a
-    /// reference or `]]>` in text, a CR, a comment, a processing instruction, an
+    /// reference that does not resolve, `]]>` in text, a CR, a comment, a processing instruction, an
     /// attribute, a prefix, an empty-element tag, an element the caller does not expect, a
     /// byte order mark, whitespace inside a tag, text other than whitespace between
     /// elements: the caller then reads the document with [`reader`](Self::reader), which
@@ -835,11 +838,12 @@ pub(crate) struct Flat<'d> {
 }
 
 /// One step of a [`Flat`] scan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum FlatStep<'d> {
     /// A child element holding text (or one CDATA section), read up to its end tag: the
-    /// element, its text, whether that was a CDATA section.
-    Text(Elem, &'d str, bool),
+    /// element, its text (a piece of the document, or resolved as the general reader
+    /// resolves it when it holds references), whether that was a CDATA section.
+    Text(Elem, Cow<'d, str>, bool),
     /// The start tag of a child element that holds elements, read: the element and where
     /// its `<` lies.
     Enter(Elem, usize),
@@ -886,13 +890,17 @@ impl<'d> Flat<'d> {
                 end_tag(b, content + len, name)?,
             )
         };
-        let piece = text.get(piece)?;
-        // References and the `]]>` character data may not hold are the general reader's.
-        if !cdata
-            && ((self.found.amp && memchr(b'&', piece.as_bytes()).is_some())
-                || (self.found.cdata_end && memmem::find(piece.as_bytes(), b"]]>").is_some()))
-        {
-            return None;
+        let mut piece = Cow::Borrowed(text.get(piece)?);
+        if !cdata {
+            // The `]]>` character data may not hold is the general reader's to report.
+            if self.found.cdata_end && memmem::find(piece.as_bytes(), b"]]>").is_some() {
+                return None;
+            }
+            // References resolved and checked as the general reader does (which reports a
+            // bad one).
+            if self.found.amp {
+                piece = resolve_references(piece).ok()?;
+            }
         }
         self.at = after;
         Some(FlatStep::Text(elem, piece, cdata))

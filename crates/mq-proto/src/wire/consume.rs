@@ -376,7 +376,7 @@ pub(crate) fn decode_flat(doc: &Document, raw: &Bytes) -> Option<Vec<Entry>> {
         let mut f = Fields::default();
         let end = loop {
             match flat.next(Elem::Message, None)? {
-                FlatStep::Text(e, text, _) => *f.slot(e)? = Some(Cow::Borrowed(text)),
+                FlatStep::Text(e, text, _) => *f.slot(e)? = Some(text),
                 FlatStep::End(end) => break end,
                 FlatStep::Enter(..) => return None,
             }
@@ -1225,8 +1225,15 @@ mod tests {
 "#;
         let entries = flat_same_as_general(capture).expect("read flat");
         assert!(matches!(&entries[..], [Entry::Message(m)] if m.body == "hello mq"));
-        let escaped = String::from_utf8_lossy(capture).replace("hello mq", "a &amp; b");
-        assert_eq!(flat_same_as_general(escaped.as_bytes()), None);
+        // References are resolved as the general reader resolves them; a bad one is the
+        // general reader's to report.
+        let escaped = String::from_utf8_lossy(capture).replace("hello mq", "a &amp; b&#x4E2D;");
+        let entries = flat_same_as_general(escaped.as_bytes()).expect("read flat");
+        assert!(
+            matches!(&entries[..], [Entry::Poison(p)] if matches!(p.reason, PoisonReason::Md5Mismatch { .. }))
+        );
+        let bad = String::from_utf8_lossy(capture).replace("hello mq", "a &bad; b");
+        assert_eq!(flat_same_as_general(bad.as_bytes()), None);
         // The broker's compact form, poison included (a wrong MessageBodyMD5).
         let doc = document(&[
             good(1),
@@ -1292,10 +1299,11 @@ mod tests {
                                     "a > b", "\u{4e2d}\u{6587}", "<![CDATA[hello]]>",
                                     "<![CDATA[a < & b]]>", "KEYS:k|a:1|", "a:1|",
                                     "__STARTDELIVERTIME:x|", "a:b:c|", "18446744073709551616",
-                                    "-1", "TagA", "bad tag", "x\ty",
+                                    "-1", "TagA", "bad tag", "x\ty", "&amp;", "a &lt;b&gt;",
+                                    "&#x4E2D;&#20013;", "&#13;", "&quot;&apos;",
                                 ],
                                 &[
-                                    "a]]>b", "&amp;", "a & b", "a\r\nb", "<![CDATA[a]]>y",
+                                    "a]]>b", "a & b", "a\r\nb", "<![CDATA[a]]>y", "&#1;", "&bad;",
                                     "<b/>", "<!--c-->", "<?p?>",
                                 ],
                             ),
