@@ -747,10 +747,11 @@ impl Document {
         let Some(mut flat) = self.flat(root) else {
             return false;
         };
+        // Text with a reference is the general reader's here: the publish parse marks a
+        // body by where it lies.
+        flat.references = false;
         loop {
             match flat.next(root, None) {
-                // Text with a reference (resolved into a string of its own) is the general
-                // reader's here: the publish parse marks a body by where it lies.
                 Some(FlatStep::Text(elem, Cow::Borrowed(text), cdata))
                     if each(elem, text, cdata) => {}
                 Some(FlatStep::End(_)) => return flat.finish(),
@@ -812,10 +813,10 @@ impl Document {
             text,
             found: *found,
             at,
+            references: true,
         })
     }
 
-    /// A reader over the document.
     /// What shares text of this document ([`XmlReader::share`]).
     pub(crate) fn sharer(&self) -> Sharer<'_> {
         Sharer(self.text.as_ref().ok().map(|(text, _)| text))
@@ -835,6 +836,8 @@ pub(crate) struct Flat<'d> {
     text: &'d str,
     found: Found,
     at: usize,
+    /// Whether text with references is resolved (else the scan ends there).
+    references: bool,
 }
 
 /// One step of a [`Flat`] scan.
@@ -898,7 +901,10 @@ impl<'d> Flat<'d> {
             }
             // References resolved and checked as the general reader does (which reports a
             // bad one).
-            if self.found.amp {
+            if self.found.amp && memchr(b'&', piece.as_bytes()).is_some() {
+                if !self.references {
+                    return None;
+                }
                 piece = resolve_references(piece).ok()?;
             }
         }

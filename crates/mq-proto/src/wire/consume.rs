@@ -370,9 +370,14 @@ pub(crate) fn decode_flat(doc: &Document, raw: &Bytes) -> Option<Vec<Entry>> {
     let mut flat = doc.flat(Elem::Messages)?;
     let mut entries = Vec::with_capacity(usize::from(crate::types::BatchSize::MAX.get()));
     let mut spans: SmallVec<[Range<usize>; 16]> = SmallVec::new();
-    while let FlatStep::Enter(Elem::Message, start) =
-        flat.next(Elem::Messages, Some(Elem::Message))?
-    {
+    loop {
+        let start = match flat.next(Elem::Messages, Some(Elem::Message))? {
+            FlatStep::Enter(Elem::Message, start) => start,
+            FlatStep::End(_) => break,
+            // Another child of the root: the general reader skips it (and checks that the
+            // root is closed after it).
+            _ => return None,
+        };
         let mut f = Fields::default();
         let end = loop {
             match flat.next(Elem::Message, None)? {
@@ -384,7 +389,6 @@ pub(crate) fn decode_flat(doc: &Document, raw: &Bytes) -> Option<Vec<Entry>> {
         entries.push(entry(f, doc.sharer(), raw, start..end, &[]));
         spans.push(start..end);
     }
-    // The loop ended at the root's end tag (any other child of the root left the scan).
     if !flat.finish() {
         return None;
     }
@@ -1205,8 +1209,7 @@ mod tests {
 
     #[test]
     fn the_service_and_broker_documents_are_read_flat() {
-        // The service's indented form (PROTOCOL §3.4's capture), with a reference in one
-        // body: that document is the general reader's.
+        // The service's indented form (PROTOCOL §3.4's capture).
         let capture = br#"<?xml version="1.0" encoding="UTF-8"?>
 <Messages xmlns="http://mq.aliyuncs.com/doc/v1/">
   <Message>
@@ -1244,6 +1247,20 @@ mod tests {
         assert!(
             matches!(&entries[1], Entry::Poison(p) if matches!(p.reason, PoisonReason::Md5Mismatch { .. }))
         );
+        // A document that ends before its root does fails as a whole, whatever the last
+        // child of the root was (a review found one read flat when that was not a Message).
+        for unterminated in [
+            "<Messages><MessageId>x</MessageId>",
+            "<Messages><MessageTag>t</MessageTag>\n",
+            "<Messages><Messages></Messages>",
+            "<Messages><Message><MessageId>x</MessageId></Message>",
+        ] {
+            let mut doc = unterminated.as_bytes().to_vec();
+            assert_eq!(flat_same_as_general(&doc), None, "{unterminated}");
+            assert!(super::tests::entries(&doc).is_err(), "{unterminated}");
+            doc.extend_from_slice(&good(1));
+            assert!(super::tests::entries(&doc).is_err(), "{unterminated} + a message");
+        }
     }
 
     /// Mostly one of `good`, now and then one of `bad`.
@@ -1316,6 +1333,7 @@ mod tests {
                 0..4,
             ),
             tail in near(&["", "\n"], &["x", "<!--c-->", "<Message/>", "\r\n"]),
+            closed in near(&["yes"], &["no", "after a child"]),
         ) {
             let mut doc = format!("{decl}{root}");
             let root_name = crate::wire::near_flat::name(root);
@@ -1336,7 +1354,11 @@ mod tests {
                 }
                 doc.push_str(close);
             }
-            doc.push_str(&format!("</{root_name}>{tail}"));
+            match closed {
+                "yes" => doc.push_str(&format!("</{root_name}>{tail}")),
+                "no" => doc.push_str(tail),
+                _ => doc.push_str(&format!("<MessageTag>t</MessageTag>{tail}")),
+            }
             flat_same_as_general(doc.as_bytes());
         }
     }
