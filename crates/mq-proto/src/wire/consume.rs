@@ -1259,7 +1259,10 @@ mod tests {
             assert_eq!(flat_same_as_general(&doc), None, "{unterminated}");
             assert!(super::tests::entries(&doc).is_err(), "{unterminated}");
             doc.extend_from_slice(&good(1));
-            assert!(super::tests::entries(&doc).is_err(), "{unterminated} + a message");
+            assert!(
+                super::tests::entries(&doc).is_err(),
+                "{unterminated} + a message"
+            );
         }
     }
 
