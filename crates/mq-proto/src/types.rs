@@ -672,6 +672,27 @@ impl ReceiptHandle {
         Self::from_text(s.into().into())
     }
 
+    /// [`new`](Self::new) for a handle already in a shared buffer: a server that builds
+    /// its handles in a buffer of their own with their count of clones (`Bytes::from_owner`,
+    /// as [`MessageId::from_halves`] does) takes one allocation per handle instead of a
+    /// `String`'s and, at the first clone, its shared header's.
+    ///
+    /// ```
+    /// let text: [u8; 6] = *b"ID1-h1";
+    /// let handle = mq_proto::ReceiptHandle::from_bytes(bytes::Bytes::from_owner(text))?;
+    /// assert_eq!(handle.as_str(), "ID1-h1");
+    /// # Ok::<(), mq_proto::InvalidValue>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and [`InvalidValue`] for bytes that are not UTF-8.
+    pub fn from_bytes(bytes: bytes::Bytes) -> Result<Self, InvalidValue> {
+        let text = ByteString::try_from(bytes)
+            .map_err(|_| InvalidValue::new("receipt handle", "not UTF-8"))?;
+        Self::from_text(text)
+    }
+
     /// [`new`](Self::new) for text that is already shared (a slice of a decoded document).
     pub(crate) fn from_text(s: ByteString) -> Result<Self, InvalidValue> {
         if s.is_empty() {

@@ -70,19 +70,26 @@ impl Token {
         raw[9..17].copy_from_slice(&self.seq.to_be_bytes());
         raw[17..21].copy_from_slice(&self.attempt.to_be_bytes());
         raw[21..].copy_from_slice(&self.expiry.to_be_bytes());
-        // The token encoded on the stack (`encode_slice`: no chunked writer), then one
-        // allocation for the id, `-` and the token.
-        let mut token = [0u8; TOKEN_TEXT_LEN];
+        // The id, `-` and the token (encoded in place: `encode_slice`, no chunked writer)
+        // on the stack, then one allocation for the text and its count of clones (a
+        // `String` would take a second, its shared header, at the first clone: the core
+        // keeps one, the answer another).
+        let id = id.as_str().as_bytes();
+        if id.len() != ID_LEN {
+            // `decode` reads the id as the first `ID_LEN` bytes: every id this core issues.
+            return Err(CoreError::internal(format!(
+                "receipt handle for a message id of {} bytes",
+                id.len()
+            )));
+        }
+        let mut text = [0u8; ID_LEN + 1 + TOKEN_TEXT_LEN];
+        text[..ID_LEN].copy_from_slice(id);
+        text[ID_LEN] = b'-';
         let len = STANDARD
-            .encode_slice(raw, &mut token)
+            .encode_slice(raw, &mut text[ID_LEN + 1..])
             .map_err(|e| CoreError::internal(format!("receipt handle token: {e}")))?;
-        let token = std::str::from_utf8(token.get(..len).unwrap_or_default())
-            .map_err(|e| CoreError::internal(format!("receipt handle token: {e}")))?;
-        let mut text = String::with_capacity(id.as_str().len() + 1 + len);
-        text.push_str(id.as_str());
-        text.push('-');
-        text.push_str(token);
-        ReceiptHandle::new(text)
+        let text = bytes::Bytes::from_owner(text).slice(..ID_LEN + 1 + len);
+        ReceiptHandle::from_bytes(text)
             .map_err(|e| CoreError::internal(format!("generated receipt handle rejected: {e}")))
     }
 
