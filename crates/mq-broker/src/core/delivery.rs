@@ -9,6 +9,7 @@ use bytestring::ByteString;
 use mq_proto::wire::consume::{AsMessageView, MessageView, PropertiesView};
 use mq_proto::{Message, MessageBody, Properties, ReceiptHandle, Tag};
 
+use super::handle::HandleText;
 use super::store::MessageContent;
 
 /// One message delivered by a consume (normal, orderly or half; PROTOCOL §3.4): what
@@ -50,10 +51,29 @@ use super::store::MessageContent;
 pub struct Delivery {
     pub(crate) content: Arc<MessageContent>,
     pub(crate) publish_time: u64,
-    pub(crate) receipt_handle: ReceiptHandle,
+    pub(crate) receipt_handle: DeliveryHandle,
     pub(crate) next_consume_time: u64,
     pub(crate) first_consume_time: u64,
     pub(crate) consumed_times: u32,
+}
+
+/// A delivery's receipt handle: one this core issued, inline (no allocation), or one
+/// received with the message (the gateway's, from the engine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DeliveryHandle {
+    /// Issued by this core.
+    Issued(HandleText),
+    /// Received with the message.
+    Received(ReceiptHandle),
+}
+
+impl DeliveryHandle {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Issued(text) => text.as_str(),
+            Self::Received(handle) => handle.as_str(),
+        }
+    }
 }
 
 impl Delivery {
@@ -117,7 +137,12 @@ impl Delivery {
         let c = &*self.content;
         Message {
             message_id: c.id.clone(),
-            receipt_handle: self.receipt_handle,
+            receipt_handle: match self.receipt_handle {
+                DeliveryHandle::Received(handle) => handle,
+                DeliveryHandle::Issued(text) => text
+                    .to_receipt_handle()
+                    .expect("an issued handle is a valid receipt handle"),
+            },
             body_md5: c.body_md5.as_str().into(),
             body: c.body.text().clone(),
             publish_time: self.publish_time,
@@ -144,7 +169,7 @@ impl From<Message> for Delivery {
         Self {
             content: Arc::new(content),
             publish_time: m.publish_time,
-            receipt_handle: m.receipt_handle,
+            receipt_handle: DeliveryHandle::Received(m.receipt_handle),
             next_consume_time: m.next_consume_time,
             first_consume_time: m.first_consume_time,
             consumed_times: m.consumed_times,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SeqMap;
 use super::config::CoreError;
-use super::delivery::Delivery;
+use super::delivery::{Delivery, DeliveryHandle};
 use super::handle::Token;
 use super::orderly::Partition;
 use super::persist;
@@ -219,10 +219,10 @@ impl Group {
             .messages
             .get_mut(&seq)
             .ok_or_else(|| CoreError::internal("queued message missing from the store"))?;
-        let mut entry = self
+        // The entry is changed in place (no clone, no second insert).
+        let entry = self
             .entries
-            .get(&seq)
-            .cloned()
+            .get_mut(&seq)
             .ok_or_else(|| CoreError::internal("delivered message has no entry"))?;
         let next = params.now.saturating_add(params.invisibility_ms);
         let attempt = entry.consumed_times.saturating_add(1);
@@ -232,8 +232,8 @@ impl Group {
             attempt,
             expiry: next,
         }
-        .encode(&stored.content.id)?;
-        self.index_remove(seq, &entry);
+        .render(&stored.content.id)?;
+        let before = Slot::of(entry);
         // A redelivery: the previous delivery's invisibility ended unacked.
         let expired_at = (entry.consumed_times > 0).then_some(entry.visible_at);
         if attempt == 1 {
@@ -242,22 +242,33 @@ impl Group {
         entry.consumed_times = attempt;
         entry.visible_at = next;
         entry.last_chance = attempt >= params.max_deliveries;
-        self.index_insert(seq, &entry);
+        let (after, first_consume_time) = (Slot::of(entry), entry.first_consume_time);
+        // Only an orderly group's partitions need the message's partition.
+        let partition = (!self.partitions.is_empty()).then(|| entry.partition.clone());
+        self.index_remove_at(seq, before, partition.as_ref());
+        self.index_insert_at(seq, after, partition.as_ref());
         if let Some(at) = expired_at {
             stored
                 .trace
                 .push(Event::of_group(TraceKind::Expired, at, params.group));
         }
-        stored.trace.push(Event {
-            receipt_handle: Some(handle.clone()),
-            next_consume_time: Some(next),
-            consumed_times: Some(attempt),
-            ..Event::of_group(TraceKind::Delivered, params.now, params.group)
-        });
-        let message = stored.delivery(handle, next, entry.first_consume_time, attempt);
-        let partition = entry.partition.clone();
-        self.entries.insert(seq, entry);
-        self.refresh_partition(&partition);
+        stored.trace.push(Event::issued(
+            TraceKind::Delivered,
+            params.now,
+            params.group,
+            self.scope,
+            attempt,
+            next,
+        ));
+        let message = stored.delivery(
+            DeliveryHandle::Issued(handle),
+            next,
+            first_consume_time,
+            attempt,
+        );
+        if let Some(partition) = &partition {
+            self.refresh_partition(partition);
+        }
         self.counters.delivered += 1;
         self.last_consumed_at = Some(params.now);
         if attempt > 1 {
@@ -458,26 +469,55 @@ impl Group {
     }
 
     fn index_insert(&mut self, seq: u64, entry: &Entry) {
-        if entry.last_chance {
-            self.final_flight.insert((entry.visible_at, seq));
-        } else {
-            self.by_time.insert((entry.visible_at, seq));
-        }
-        if entry.consumed_times > 0
-            && let Some(p) = self.partitions.get_mut(&entry.partition)
-        {
-            p.delivered.insert((entry.visible_at, seq));
-        }
+        self.index_insert_at(seq, Slot::of(entry), Some(&entry.partition));
     }
 
     fn index_remove(&mut self, seq: u64, entry: &Entry) {
-        if entry.last_chance {
-            self.final_flight.remove(&(entry.visible_at, seq));
+        self.index_remove_at(seq, Slot::of(entry), Some(&entry.partition));
+    }
+
+    /// Indexes message `seq` at `slot` (and in its partition, if it has one in `partitions`).
+    fn index_insert_at(&mut self, seq: u64, slot: Slot, partition: Option<&Arc<str>>) {
+        if slot.last_chance {
+            self.final_flight.insert((slot.visible_at, seq));
         } else {
-            self.by_time.remove(&(entry.visible_at, seq));
+            self.by_time.insert((slot.visible_at, seq));
         }
-        if let Some(p) = self.partitions.get_mut(&entry.partition) {
-            p.delivered.remove(&(entry.visible_at, seq));
+        if slot.delivered
+            && let Some(p) = partition.and_then(|k| self.partitions.get_mut(k))
+        {
+            p.delivered.insert((slot.visible_at, seq));
+        }
+    }
+
+    /// Removes message `seq` from where `slot` indexed it.
+    fn index_remove_at(&mut self, seq: u64, slot: Slot, partition: Option<&Arc<str>>) {
+        if slot.last_chance {
+            self.final_flight.remove(&(slot.visible_at, seq));
+        } else {
+            self.by_time.remove(&(slot.visible_at, seq));
+        }
+        if let Some(p) = partition.and_then(|k| self.partitions.get_mut(k)) {
+            p.delivered.remove(&(slot.visible_at, seq));
+        }
+    }
+}
+
+/// Where an entry sits in its group's time indexes.
+#[derive(Clone, Copy)]
+struct Slot {
+    visible_at: u64,
+    last_chance: bool,
+    /// Delivered at least once (then in its partition's in-flight set, if orderly).
+    delivered: bool,
+}
+
+impl Slot {
+    fn of(entry: &Entry) -> Self {
+        Self {
+            visible_at: entry.visible_at,
+            last_chance: entry.last_chance,
+            delivered: entry.consumed_times > 0,
         }
     }
 }

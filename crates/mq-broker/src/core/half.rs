@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SeqMap;
 use super::config::CoreError;
-use super::delivery::Delivery;
+use super::delivery::{Delivery, DeliveryHandle};
 use super::group::{check_attempt, min_opt};
 use super::handle::Token;
 use super::store::StoredMessage;
@@ -165,7 +165,7 @@ impl HalfPool {
                 attempt,
                 expiry: next,
             }
-            .encode(&entry.message.content.id)?;
+            .render(&entry.message.content.id)?;
             self.by_time.remove(&(entry.check_at, seq));
             if entry.pops == 0 {
                 entry.first_pop_time = now;
@@ -173,17 +173,20 @@ impl HalfPool {
             entry.pops = attempt;
             entry.check_at = next;
             self.by_time.insert((next, seq));
-            entry.message.trace.push(Event {
-                receipt_handle: Some(handle.clone()),
-                next_consume_time: Some(next),
-                consumed_times: Some(attempt),
-                ..Event::of_group(TraceKind::Checked, now, group)
-            });
-            out.push(
-                entry
-                    .message
-                    .delivery(handle, next, entry.first_pop_time, attempt),
-            );
+            entry.message.trace.push(Event::issued(
+                TraceKind::Checked,
+                now,
+                group,
+                self.scope,
+                attempt,
+                next,
+            ));
+            out.push(entry.message.delivery(
+                DeliveryHandle::Issued(handle),
+                next,
+                entry.first_pop_time,
+                attempt,
+            ));
             self.counters.popped += 1;
         }
         Ok(out)

@@ -60,41 +60,107 @@ pub(crate) struct Token {
     pub(crate) expiry: u64,
 }
 
+/// A receipt handle's text as this core issues it, inline (`{MessageId}-{base64 token}`,
+/// 73 bytes): a delivery carries it without an allocation, a reference count or a check of
+/// its characters, and it is built from the token alone, so the core's lock need not be
+/// held for it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandleText([u8; HANDLE_LEN]);
+
+/// Bytes of a handle this core issues.
+const HANDLE_LEN: usize = ID_LEN + 1 + TOKEN_TEXT_LEN;
+
+impl HandleText {
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Always ASCII: an id's hex digits, `-` and base64 (`Token::render`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text as a [`ReceiptHandle`] of its own (one allocation, with its count of
+    /// clones: `Bytes::from_owner`).
+    ///
+    /// # Errors
+    ///
+    /// An internal error if `mq_proto` refuses the text (it never does: see `as_str`).
+    pub(crate) fn to_receipt_handle(self) -> Result<ReceiptHandle, CoreError> {
+        ReceiptHandle::from_bytes(bytes::Bytes::from_owner(self.0))
+            .map_err(|e| CoreError::internal(format!("generated receipt handle rejected: {e}")))
+    }
+}
+
+impl std::fmt::Debug for HandleText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 impl Token {
     /// The handle text for this token; `id` is the id of message `seq` (its stored
     /// content's, [`message_id`] of the core's prefix and `seq`).
-    pub(crate) fn encode(&self, id: &MessageId) -> Result<ReceiptHandle, CoreError> {
+    ///
+    /// # Errors
+    ///
+    /// An internal error for an id of another length than the 32 digits every id this core
+    /// issues has ([`decode`](Self::decode) reads the id as the first 32 bytes).
+    pub(crate) fn render(&self, id: &MessageId) -> Result<HandleText, CoreError> {
         let mut raw = [0u8; TOKEN_LEN];
         raw[0] = TOKEN_VERSION;
         raw[1..9].copy_from_slice(&self.scope.to_be_bytes());
         raw[9..17].copy_from_slice(&self.seq.to_be_bytes());
         raw[17..21].copy_from_slice(&self.attempt.to_be_bytes());
         raw[21..].copy_from_slice(&self.expiry.to_be_bytes());
-        // The id, `-` and the token (encoded in place: `encode_slice`, no chunked writer)
-        // on the stack, then one allocation for the text and its count of clones (a
-        // `String` would take a second, its shared header, at the first clone: the core
-        // keeps one, the answer another).
         let id = id.as_str().as_bytes();
         if id.len() != ID_LEN {
-            // `decode` reads the id as the first `ID_LEN` bytes: every id this core issues.
             return Err(CoreError::internal(format!(
                 "receipt handle for a message id of {} bytes",
                 id.len()
             )));
         }
-        let mut text = [0u8; ID_LEN + 1 + TOKEN_TEXT_LEN];
+        let mut text = [0u8; HANDLE_LEN];
         text[..ID_LEN].copy_from_slice(id);
         text[ID_LEN] = b'-';
+        // The padded base64 of the token's 29 bytes is `TOKEN_TEXT_LEN` characters: the
+        // rest of the text, exactly.
         let len = STANDARD
             .encode_slice(raw, &mut text[ID_LEN + 1..])
             .map_err(|e| CoreError::internal(format!("receipt handle token: {e}")))?;
-        let text = bytes::Bytes::from_owner(text).slice(..ID_LEN + 1 + len);
-        ReceiptHandle::from_bytes(text)
-            .map_err(|e| CoreError::internal(format!("generated receipt handle rejected: {e}")))
+        if len != TOKEN_TEXT_LEN {
+            return Err(CoreError::internal(
+                "receipt handle token of an unexpected length",
+            ));
+        }
+        Ok(HandleText(text))
+    }
+
+    /// [`render`](Self::render) as a [`ReceiptHandle`] of its own (one allocation, with
+    /// its count of clones: `Bytes::from_owner`): for a handle kept or answered apart from
+    /// a delivery (a transactional publish's, a trace's).
+    ///
+    /// # Errors
+    ///
+    /// As [`render`](Self::render).
+    pub(crate) fn encode(&self, id: &MessageId) -> Result<ReceiptHandle, CoreError> {
+        self.render(id)?.to_receipt_handle()
+    }
+
+    /// The token of `text` if it is a handle of message `seq` whose id is `id` (as
+    /// [`decode`](Self::decode), with the id given instead of the core's prefix).
+    pub(crate) fn decode_for(text: &str, id: &str, seq: u64) -> Option<Self> {
+        let token = Self::decode_token(text)?;
+        (text.get(..ID_LEN) == Some(id) && token.seq == seq).then_some(token)
     }
 
     /// Decodes a handle issued by a core with this id prefix; `None` for anything else.
     pub(crate) fn decode(text: &str, prefix: u64) -> Option<Self> {
+        let token = Self::decode_token(text)?;
+        let id_seq = message_seq(text.get(..ID_LEN)?, prefix)?;
+        (token.seq == id_seq).then_some(token)
+    }
+
+    /// The token of a handle's text, its id not checked beyond its place (the first 32
+    /// bytes, then `-`); `None` for text of another form.
+    fn decode_token(text: &str) -> Option<Self> {
         if text.len() > MAX_HANDLE_LEN {
             return None;
         }
@@ -102,8 +168,7 @@ impl Token {
         if text.as_bytes().get(ID_LEN) != Some(&b'-') {
             return None;
         }
-        let (id, token) = (text.get(..ID_LEN)?, text.get(ID_LEN + 1..)?);
-        let id_seq = message_seq(id, prefix)?;
+        let token = text.get(ID_LEN + 1..)?;
         // Decoded on the stack: at most 3/4 of the text's bytes.
         let mut buf = [0u8; MAX_HANDLE_LEN / 4 * 3];
         let len = STANDARD.decode_slice(token, &mut buf).ok()?;
@@ -118,13 +183,12 @@ impl Token {
         if !rest.is_empty() {
             return None;
         }
-        let token = Self {
+        Some(Self {
             scope: u64::from_be_bytes(*scope),
             seq: u64::from_be_bytes(*seq),
             attempt: u32::from_be_bytes(*attempt),
             expiry: u64::from_be_bytes(*expiry),
-        };
-        (token.seq == id_seq).then_some(token)
+        })
     }
 }
 

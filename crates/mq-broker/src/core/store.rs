@@ -10,15 +10,15 @@
 
 use std::sync::Arc;
 
-use mq_proto::{MessageBody, MessageId, Properties, ReceiptHandle, Tag, TopicMessage};
+use mq_proto::{MessageBody, MessageId, Properties, Tag, TopicMessage};
 use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::SeqMap;
-use super::delivery::Delivery;
+use super::delivery::{Delivery, DeliveryHandle};
 use super::persist;
 use super::time_index::TimeIndex;
-use super::trace::{Event, Trace, TraceKind};
+use super::trace::{Event, Trace, TraceForm, TraceKind};
 
 /// What never changes about a stored message once published: shared (`Arc`) by the store
 /// and every [`Delivery`] of it, so a delivery copies no text.
@@ -146,8 +146,12 @@ fn no_partition() -> Arc<str> {
     EMPTY.clone()
 }
 
-/// A message as the core keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A message as the core keeps it. Written field by field in this order (as a derived
+/// `Serialize` would), its trace with the id and sequence number its issued handles need
+/// ([`TraceForm`]); read as [`StoredFields`], whose trace's handles are then settled
+/// ([`Trace::settle_handles`]), so that a message read back equals the one written.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "StoredFields")]
 pub(crate) struct StoredMessage {
     /// Core-wide sequence number (also the low half of the id).
     pub(crate) seq: u64,
@@ -170,6 +174,64 @@ pub(crate) struct StoredMessage {
     pub(crate) rolled_back: bool,
     /// What happened to it.
     pub(crate) trace: Trace,
+}
+
+/// The serde form of [`StoredMessage`]: its fields, in order.
+#[derive(Deserialize)]
+struct StoredFields {
+    seq: u64,
+    content: Arc<MessageContent>,
+    partition: Arc<str>,
+    publish_time: u64,
+    start_deliver_time: Option<u64>,
+    expire_at: u64,
+    refs: usize,
+    released_at: u64,
+    rolled_back: bool,
+    trace: Trace,
+}
+
+impl From<StoredFields> for StoredMessage {
+    fn from(f: StoredFields) -> Self {
+        let mut trace = f.trace;
+        trace.settle_handles(&f.content.id, f.seq);
+        Self {
+            seq: f.seq,
+            content: f.content,
+            partition: f.partition,
+            publish_time: f.publish_time,
+            start_deliver_time: f.start_deliver_time,
+            expire_at: f.expire_at,
+            refs: f.refs,
+            released_at: f.released_at,
+            rolled_back: f.rolled_back,
+            trace,
+        }
+    }
+}
+
+impl Serialize for StoredMessage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("StoredMessage", 10)?;
+        st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("content", &self.content)?;
+        st.serialize_field("partition", &self.partition)?;
+        st.serialize_field("publish_time", &self.publish_time)?;
+        st.serialize_field("start_deliver_time", &self.start_deliver_time)?;
+        st.serialize_field("expire_at", &self.expire_at)?;
+        st.serialize_field("refs", &self.refs)?;
+        st.serialize_field("released_at", &self.released_at)?;
+        st.serialize_field("rolled_back", &self.rolled_back)?;
+        st.serialize_field(
+            "trace",
+            &TraceForm {
+                trace: &self.trace,
+                id: &self.content.id,
+                seq: self.seq,
+            },
+        )?;
+        st.end()
+    }
 }
 
 impl StoredMessage {
@@ -220,7 +282,7 @@ impl StoredMessage {
     /// and times.
     pub(crate) fn delivery(
         &self,
-        receipt_handle: ReceiptHandle,
+        receipt_handle: DeliveryHandle,
         next_consume_time: u64,
         first_consume_time: u64,
         consumed_times: u32,
@@ -368,12 +430,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::trace::Trace;
+    use mq_proto::ReceiptHandle;
 
     /// `StoredMessage` as snapshots of format 2 wrote it before its content moved behind an
     /// `Arc` (the same field types and order, inline).
     #[derive(Serialize)]
-    struct FlatStoredMessage {
+    struct FlatStoredMessage<'a> {
         seq: u64,
         id: String,
         body: Box<str>,
@@ -387,7 +449,7 @@ mod tests {
         refs: usize,
         released_at: u64,
         rolled_back: bool,
-        trace: Trace,
+        trace: TraceForm<'a>,
     }
 
     fn stored() -> StoredMessage {
@@ -400,6 +462,16 @@ mod tests {
         let mut m = StoredMessage::new(7, id, &message, 1_000, Some("LTAI-key".into()));
         m.expire_at = 50_000;
         m.refs = 2;
+        // A delivery's event: its handle is written as text and settled when read back.
+        let group = mq_proto::GroupId::new("GID_a").expect("group");
+        m.trace.push(Event::issued(
+            TraceKind::Delivered,
+            2_000,
+            &group,
+            3,
+            1,
+            32_000,
+        ));
         m
     }
 
@@ -420,7 +492,11 @@ mod tests {
             refs: m.refs,
             released_at: m.released_at,
             rolled_back: m.rolled_back,
-            trace: m.trace.clone(),
+            trace: TraceForm {
+                trace: &m.trace,
+                id: &m.content.id,
+                seq: m.seq,
+            },
         };
         let old = postcard::to_allocvec(&flat).expect("encode the old form");
         assert_eq!(postcard::to_allocvec(&m).expect("encode"), old);
@@ -445,7 +521,7 @@ mod tests {
     fn deliveries_share_the_stored_content() {
         let m = stored();
         let handle = ReceiptHandle::new("0123456789ABCDEF0000000000000007-AQ==").expect("handle");
-        let d = m.delivery(handle, 31_000, 2_000, 1);
+        let d = m.delivery(DeliveryHandle::Received(handle), 31_000, 2_000, 1);
         assert_eq!(d.body(), "a < b & \u{e9}");
         assert!(std::ptr::eq(d.body().as_ptr(), m.content.body.as_ptr()));
         let owned = d.into_message();
@@ -471,7 +547,7 @@ mod tests {
         let m = StoredMessage::new(7, id, &message, 1_000, None);
         assert!(m.content.body.is_verbatim());
         let handle = ReceiptHandle::new("0123456789ABCDEF0000000000000007-AQ==").expect("handle");
-        let d = m.delivery(handle, 31_000, 2_000, 1);
+        let d = m.delivery(DeliveryHandle::Received(handle), 31_000, 2_000, 1);
         assert!(
             mq_proto::wire::consume::AsMessageView::view(&d)
                 .body

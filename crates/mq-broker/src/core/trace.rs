@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use mq_proto::{GroupId, InvalidValue, ReceiptHandle};
+use mq_proto::{GroupId, InvalidValue, MessageId, ReceiptHandle};
+use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::BrokerCore;
+use super::handle::{HandleText, Token};
 
 /// Events kept per message: the first (its publish) and the latest `MAX_TRACE_EVENTS - 1`.
 pub const MAX_TRACE_EVENTS: usize = 32;
@@ -62,12 +64,16 @@ pub struct TraceEvent {
     pub consumed_times: Option<u32>,
 }
 
-/// One event as a message keeps it: a [`TraceEvent`] whose group and receipt handle share
-/// their text with the group and the delivery (a reference count each, not a copy per
-/// event). Snapshots write it as the [`TraceEvent`] it reads as (borrowing its text), so
-/// their form is unchanged. The group's text is kept as stored, unchecked: a trace may name
-/// a group whose name this version refuses (a `%` an earlier version took), and that must
-/// not keep a data directory from opening.
+/// One event as a message keeps it: a [`TraceEvent`] whose group shares its text with the
+/// group (a reference count, not a copy per event) and whose receipt handle, when this core
+/// issued it, is kept as the scope that issued it: the rest of the handle's token is the
+/// message's sequence number and the event's `consumed_times` and `next_consume_time`, so
+/// the text is rendered when the trace is shown or written ([`Event::public`],
+/// [`TraceForm`]), not built and kept (an allocation, under the core's lock) at every
+/// delivery. Snapshots write it as the [`TraceEvent`] it reads as, so their form is
+/// unchanged. The group's text is kept as stored, unchecked: a trace may name a group
+/// whose name this version refuses (a `%` an earlier version took), and that must not keep
+/// a data directory from opening.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "TraceEvent")]
 pub(crate) struct Event {
@@ -81,11 +87,25 @@ pub(crate) struct Event {
     /// server's credential.
     pub(crate) producer: Option<Arc<str>>,
     /// The receipt handle issued (`delivered`, `checked`).
-    pub(crate) receipt_handle: Option<ReceiptHandle>,
+    pub(crate) receipt_handle: Option<TraceHandle>,
     /// `NextConsumeTime` of the delivery or check.
     pub(crate) next_consume_time: Option<u64>,
     /// The delivery's `ConsumedTimes` (`delivered`, `checked`).
     pub(crate) consumed_times: Option<u32>,
+}
+
+/// The receipt handle of a trace event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TraceHandle {
+    /// Issued by this core with a token of this scope, the message's sequence number, the
+    /// event's `consumed_times` (the attempt) and `next_consume_time` (the expiry).
+    Issued {
+        /// The group's or half pool's scope.
+        scope: u64,
+    },
+    /// As a snapshot holds it, when it is not the text [`Issued`](Self::Issued) renders
+    /// for its message and event ([`Trace::settle_handles`]).
+    Text(ReceiptHandle),
 }
 
 impl Event {
@@ -124,31 +144,68 @@ struct EventForm<'a> {
     consumed_times: Option<u32>,
 }
 
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        EventForm {
+impl Event {
+    /// A delivery's or check's event: `group` handed the message the `attempt`-th time,
+    /// with the handle of `scope`'s token, invisible until `next_consume_time`.
+    pub(crate) fn issued(
+        event: TraceKind,
+        time_ms: u64,
+        group: &GroupId,
+        scope: u64,
+        attempt: u32,
+        next_consume_time: u64,
+    ) -> Self {
+        Self {
+            receipt_handle: Some(TraceHandle::Issued { scope }),
+            next_consume_time: Some(next_consume_time),
+            consumed_times: Some(attempt),
+            ..Self::of_group(event, time_ms, group)
+        }
+    }
+
+    /// The text of the event's receipt handle, for the message `id` (sequence number
+    /// `seq`); `None` when the event has none, or for an issued handle whose token cannot
+    /// be rendered (an id of another length than this core's: never for its own messages).
+    fn handle_text(&self, id: &MessageId, seq: u64) -> Option<HandleOrText<'_>> {
+        match self.receipt_handle.as_ref()? {
+            TraceHandle::Text(h) => Some(HandleOrText::Text(h.as_str())),
+            &TraceHandle::Issued { scope } => Token {
+                scope,
+                seq,
+                attempt: self.consumed_times.unwrap_or_default(),
+                expiry: self.next_consume_time.unwrap_or_default(),
+            }
+            .render(id)
+            .ok()
+            .map(HandleOrText::Rendered),
+        }
+    }
+
+    /// The event as the admin API shows it, for the message `id` (sequence number `seq`).
+    pub(crate) fn public(&self, id: &MessageId, seq: u64) -> TraceEvent {
+        TraceEvent {
             event: self.event,
             time_ms: self.time_ms,
-            group: self.group.as_deref(),
-            producer: self.producer.as_deref(),
-            receipt_handle: self.receipt_handle.as_ref().map(ReceiptHandle::as_str),
+            group: self.group.as_deref().map(str::to_owned),
+            producer: self.producer.as_deref().map(str::to_owned),
+            receipt_handle: self.handle_text(id, seq).map(|h| h.as_str().to_owned()),
             next_consume_time: self.next_consume_time,
             consumed_times: self.consumed_times,
         }
-        .serialize(s)
     }
 }
 
-impl From<&Event> for TraceEvent {
-    fn from(e: &Event) -> Self {
-        Self {
-            event: e.event,
-            time_ms: e.time_ms,
-            group: e.group.as_deref().map(str::to_owned),
-            producer: e.producer.as_deref().map(str::to_owned),
-            receipt_handle: e.receipt_handle.as_ref().map(|h| h.as_str().to_owned()),
-            next_consume_time: e.next_consume_time,
-            consumed_times: e.consumed_times,
+/// A handle's text: rendered inline, or borrowed from a stored handle.
+enum HandleOrText<'a> {
+    Rendered(HandleText),
+    Text(&'a str),
+}
+
+impl HandleOrText<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Rendered(h) => h.as_str(),
+            Self::Text(t) => t,
         }
     }
 }
@@ -162,15 +219,20 @@ impl TryFrom<TraceEvent> for Event {
             time_ms: e.time_ms,
             group: e.group.map(Arc::from),
             producer: e.producer.map(Arc::from),
-            receipt_handle: e.receipt_handle.map(ReceiptHandle::new).transpose()?,
+            receipt_handle: e
+                .receipt_handle
+                .map(ReceiptHandle::new)
+                .transpose()?
+                .map(TraceHandle::Text),
             next_consume_time: e.next_consume_time,
             consumed_times: e.consumed_times,
         })
     }
 }
 
-/// A message's trace, bounded to [`MAX_TRACE_EVENTS`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A message's trace, bounded to [`MAX_TRACE_EVENTS`]. Written with its message's id and
+/// sequence number ([`TraceForm`]), which its issued handles need.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub(crate) struct Trace {
     /// The events kept, oldest first.
     pub(crate) events: Vec<Event>,
@@ -189,6 +251,26 @@ impl Trace {
         }
     }
 
+    /// Takes each handle read as text (from a snapshot) that is the one this core issues
+    /// for message `seq` with id `id` and the event's attempt and expiry as
+    /// [`TraceHandle::Issued`]: a trace read back equals the one written.
+    pub(crate) fn settle_handles(&mut self, id: &MessageId, seq: u64) {
+        for e in &mut self.events {
+            let Some(TraceHandle::Text(h)) = &e.receipt_handle else {
+                continue;
+            };
+            let Some(token) = Token::decode_for(h.as_str(), id.as_str(), seq) else {
+                continue;
+            };
+            if e.consumed_times == Some(token.attempt)
+                && e.next_consume_time == Some(token.expiry)
+                && token.render(id).is_ok_and(|t| t.as_str() == h.as_str())
+            {
+                e.receipt_handle = Some(TraceHandle::Issued { scope: token.scope });
+            }
+        }
+    }
+
     /// Appends an event, dropping the oldest after the first when full.
     pub(crate) fn push(&mut self, event: Event) {
         if self.events.len() >= MAX_TRACE_EVENTS {
@@ -196,6 +278,48 @@ impl Trace {
             self.dropped = self.dropped.saturating_add(1);
         }
         self.events.push(event);
+    }
+}
+
+/// A [`Trace`] as snapshots write it: the events in their [`TraceEvent`] form (issued
+/// handles rendered with the message's id and sequence number), then the dropped count, as
+/// a `Trace` of `TraceEvent`s was written before handles were kept as scopes.
+pub(crate) struct TraceForm<'a> {
+    /// The trace.
+    pub(crate) trace: &'a Trace,
+    /// Its message's id.
+    pub(crate) id: &'a MessageId,
+    /// Its message's sequence number.
+    pub(crate) seq: u64,
+}
+
+impl Serialize for TraceForm<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let handles: Vec<Option<HandleOrText<'_>>> = self
+            .trace
+            .events
+            .iter()
+            .map(|e| e.handle_text(self.id, self.seq))
+            .collect();
+        let events: Vec<EventForm<'_>> = self
+            .trace
+            .events
+            .iter()
+            .zip(&handles)
+            .map(|(e, h)| EventForm {
+                event: e.event,
+                time_ms: e.time_ms,
+                group: e.group.as_deref(),
+                producer: e.producer.as_deref(),
+                receipt_handle: h.as_ref().map(HandleOrText::as_str),
+                next_consume_time: e.next_consume_time,
+                consumed_times: e.consumed_times,
+            })
+            .collect();
+        let mut st = s.serialize_struct("Trace", 2)?;
+        st.serialize_field("events", &events)?;
+        st.serialize_field("dropped", &self.trace.dropped)?;
+        st.end()
     }
 }
 
@@ -249,7 +373,12 @@ impl BrokerCore {
                 message_id: m.content.id.as_str().to_owned(),
                 instance: instance.as_ref().map(|i| i.as_str().to_owned()),
                 topic: topic.as_str().to_owned(),
-                events: m.trace.events.iter().map(TraceEvent::from).collect(),
+                events: m
+                    .trace
+                    .events
+                    .iter()
+                    .map(|e| e.public(&m.content.id, m.seq))
+                    .collect(),
                 dropped_events: m.trace.dropped,
             })
         })
@@ -270,46 +399,90 @@ mod tests {
     #[test]
     fn snapshots_keep_the_trace_event_form() {
         let group = GroupId::new("GID_a").expect("group");
-        let handle = ReceiptHandle::new("0123456789ABCDEF0000000000000007-AQ==").expect("handle");
+        let (seq, scope) = (7, 3);
+        let id = super::super::handle::message_id(super::super::handle::id_prefix(1), seq);
         let mut trace = Trace::default();
         trace.push(Event {
             producer: Some("AK1".into()),
             ..Event::at(TraceKind::Published, 1)
         });
-        trace.push(Event {
-            receipt_handle: Some(handle.clone()),
-            next_consume_time: Some(30_002),
-            consumed_times: Some(1),
-            ..Event::of_group(TraceKind::Delivered, 2, &group)
-        });
+        trace.push(Event::issued(
+            TraceKind::Delivered,
+            2,
+            &group,
+            scope,
+            1,
+            30_002,
+        ));
         trace.push(Event::of_group(TraceKind::Acked, 3, &group));
+        // The handle the delivery answered, rendered again from the event.
+        let issued = Token {
+            scope,
+            seq,
+            attempt: 1,
+            expiry: 30_002,
+        }
+        .encode(&id)
+        .expect("handle");
         let public = PublicTrace {
-            events: trace.events.iter().map(TraceEvent::from).collect(),
+            events: trace.events.iter().map(|e| e.public(&id, seq)).collect(),
             dropped: 0,
         };
         assert_eq!(public.events[1].group.as_deref(), Some("GID_a"));
         assert_eq!(
             public.events[1].receipt_handle.as_deref(),
-            Some(handle.as_str())
+            Some(issued.as_str())
         );
         let bytes = postcard::to_allocvec(&public).expect("encode");
-        assert_eq!(postcard::to_allocvec(&trace).expect("encode"), bytes);
-        let read: Trace = postcard::from_bytes(&bytes).expect("decode");
+        let form = |trace| TraceForm {
+            trace,
+            id: &id,
+            seq,
+        };
+        assert_eq!(postcard::to_allocvec(&form(&trace)).expect("encode"), bytes);
+        // Read back, the handle is text until settled as the message's.
+        let mut read: Trace = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(
+            read.events[1].receipt_handle,
+            Some(TraceHandle::Text(issued.clone()))
+        );
+        read.settle_handles(&id, seq);
         assert_eq!(read, trace);
+
+        // A handle that is not the one the event's fields render (another message's id, a
+        // foreign text) stays text, and is written as it was read.
+        let mut foreign = trace.clone();
+        let other = ReceiptHandle::new("0123456789ABCDEF0000000000000008-AQ==").expect("handle");
+        foreign.events[1].receipt_handle = Some(TraceHandle::Text(other.clone()));
+        let bytes = postcard::to_allocvec(&form(&foreign)).expect("encode");
+        let mut read: Trace = postcard::from_bytes(&bytes).expect("decode");
+        read.settle_handles(&id, seq);
+        assert_eq!(read, foreign);
+        let mut late = trace.clone();
+        late.events[1].next_consume_time = Some(30_003);
+        late.events[1].receipt_handle = Some(TraceHandle::Text(issued.clone()));
+        let mut read: Trace =
+            postcard::from_bytes(&postcard::to_allocvec(&form(&late)).expect("encode"))
+                .expect("decode");
+        read.settle_handles(&id, seq);
+        assert_eq!(
+            read, late,
+            "an expiry other than the token's keeps the text"
+        );
 
         // A group name this version refuses (an earlier one took `%`) still reads: the
         // trace keeps the text it stored.
         let old = PublicTrace {
             events: vec![TraceEvent {
                 group: Some("GID_%25".to_owned()),
-                ..TraceEvent::from(&Event::at(TraceKind::Acked, 4))
+                ..Event::at(TraceKind::Acked, 4).public(&id, seq)
             }],
             dropped: 0,
         };
         let bytes = postcard::to_allocvec(&old).expect("encode");
         let read: Trace = postcard::from_bytes(&bytes).expect("a refused group name reads");
         assert_eq!(read.events[0].group.as_deref(), Some("GID_%25"));
-        assert_eq!(postcard::to_allocvec(&read).expect("encode"), bytes);
+        assert_eq!(postcard::to_allocvec(&form(&read)).expect("encode"), bytes);
     }
 
     #[test]

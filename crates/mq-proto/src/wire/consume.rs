@@ -130,10 +130,12 @@ impl AsMessageView for Message {
 /// Do not send an empty list with status 200 (SDKs break on it): answer 404
 /// `MessageNotExist` instead.
 pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
-    let capacity: usize = messages
+    // Each message's view taken once (a view may do work: the broker's checks its inline
+    // receipt handle's text), for the capacity and the writing.
+    let views: Vec<MessageView<'_>> = messages.iter().map(AsMessageView::view).collect();
+    let capacity: usize = views
         .iter()
         .map(|m| {
-            let m = m.view();
             420 + m.message_id.len()
                 + m.receipt_handle.len()
                 + m.body_md5.len()
@@ -145,8 +147,7 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
     let mut w = XmlWriter::with_capacity(64 + capacity);
     w.open_root("Messages", NS_MESSAGE);
     let mut props = String::new();
-    for m in messages {
-        let m = m.view();
+    for m in &views {
         // The tags between two values in one piece each (their order is the documented one).
         for (markup, text) in [
             ("<Message><MessageId>", m.message_id),
@@ -172,7 +173,7 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
         }
         w.markup("</ConsumedTimes>");
         // A tag when there is one, properties when there are some.
-        let properties = Some(encoded_properties(&m, &mut props)).filter(|p| !p.is_empty());
+        let properties = Some(encoded_properties(m, &mut props)).filter(|p| !p.is_empty());
         for (open, text, close) in [
             ("<MessageTag>", m.tag, "</MessageTag>"),
             ("<Properties>", properties, "</Properties>"),
