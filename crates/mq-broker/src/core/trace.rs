@@ -104,8 +104,9 @@ pub(crate) enum TraceHandle {
         scope: u64,
     },
     /// As a snapshot holds it, when it is not the text [`Issued`](Self::Issued) renders
-    /// for its message and event ([`Trace::settle_handles`]).
-    Text(ReceiptHandle),
+    /// for its message and event ([`Trace::settle_handles`]); boxed, so that this rare
+    /// case does not make every event larger (an event is 88 bytes; 112 unboxed).
+    Text(Box<ReceiptHandle>),
 }
 
 impl Event {
@@ -223,7 +224,7 @@ impl TryFrom<TraceEvent> for Event {
                 .receipt_handle
                 .map(ReceiptHandle::new)
                 .transpose()?
-                .map(TraceHandle::Text),
+                .map(|h| TraceHandle::Text(Box::new(h))),
             next_consume_time: e.next_consume_time,
             consumed_times: e.consumed_times,
         })
@@ -276,6 +277,11 @@ impl Trace {
         if self.events.len() >= MAX_TRACE_EVENTS {
             self.events.remove(1);
             self.dropped = self.dropped.saturating_add(1);
+        }
+        if self.events.len() == 1 && self.events.capacity() == 1 {
+            // Room for the usual life after the publish, one delivery and its ack: 3 events
+            // (264 bytes), not the 4 of a vector's first growth; a later growth doubles.
+            self.events.reserve_exact(2);
         }
         self.events.push(event);
     }
@@ -444,7 +450,7 @@ mod tests {
         let mut read: Trace = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(
             read.events[1].receipt_handle,
-            Some(TraceHandle::Text(issued.clone()))
+            Some(TraceHandle::Text(Box::new(issued.clone())))
         );
         read.settle_handles(&id, seq);
         assert_eq!(read, trace);
@@ -453,14 +459,14 @@ mod tests {
         // foreign text) stays text, and is written as it was read.
         let mut foreign = trace.clone();
         let other = ReceiptHandle::new("0123456789ABCDEF0000000000000008-AQ==").expect("handle");
-        foreign.events[1].receipt_handle = Some(TraceHandle::Text(other.clone()));
+        foreign.events[1].receipt_handle = Some(TraceHandle::Text(Box::new(other.clone())));
         let bytes = postcard::to_allocvec(&form(&foreign)).expect("encode");
         let mut read: Trace = postcard::from_bytes(&bytes).expect("decode");
         read.settle_handles(&id, seq);
         assert_eq!(read, foreign);
         let mut late = trace.clone();
         late.events[1].next_consume_time = Some(30_003);
-        late.events[1].receipt_handle = Some(TraceHandle::Text(issued.clone()));
+        late.events[1].receipt_handle = Some(TraceHandle::Text(Box::new(issued.clone())));
         let mut read: Trace =
             postcard::from_bytes(&postcard::to_allocvec(&form(&late)).expect("encode"))
                 .expect("decode");
@@ -483,6 +489,23 @@ mod tests {
         let read: Trace = postcard::from_bytes(&bytes).expect("a refused group name reads");
         assert_eq!(read.events[0].group.as_deref(), Some("GID_%25"));
         assert_eq!(postcard::to_allocvec(&form(&read)).expect("encode"), bytes);
+    }
+
+    #[test]
+    fn a_stored_message_s_trace_stays_small() {
+        // Kept with every stored message (one event for a published one, three for one
+        // consumed once): its size is memory traffic on every publish and ack.
+        assert!(
+            std::mem::size_of::<Event>() <= 88,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
+        let group = GroupId::new("GID_a").expect("group");
+        let mut trace = Trace::starting_with(Event::at(TraceKind::Published, 1));
+        assert_eq!(trace.events.capacity(), 1);
+        trace.push(Event::issued(TraceKind::Delivered, 2, &group, 3, 1, 30_002));
+        trace.push(Event::of_group(TraceKind::Acked, 3, &group));
+        assert_eq!(trace.events.capacity(), 3);
     }
 
     #[test]
