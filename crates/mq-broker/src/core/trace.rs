@@ -491,6 +491,81 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&form(&read)).expect("encode"), bytes);
     }
 
+    /// Every handle a consumer or a transaction checker is given is the one the message's
+    /// trace shows for that delivery (rendered from the event's scope, attempt and expiry),
+    /// first deliveries, redeliveries, orderly ones and checks alike, and so after a
+    /// snapshot round trip (its handles read back as text, then settled as issued).
+    #[test]
+    fn every_handle_given_is_the_one_its_trace_shows_before_and_after_a_snapshot() {
+        use crate::core::CoreConfig;
+        use mq_proto::{BatchSize, ConsumeKind, TagFilter, TopicMessage, TopicName};
+        use mq_proto::{Message, TransCheckImmunity};
+        let mut core = BrokerCore::new(CoreConfig::default());
+        let (t, o) = (TopicName::new("T").unwrap(), TopicName::new("O").unwrap());
+        let (g, c) = (
+            GroupId::new("GID_a").unwrap(),
+            GroupId::new("GID_checker").unwrap(),
+        );
+        let consume = |core: &mut BrokerCore, now, topic: &TopicName, group, kind| {
+            core.consume(
+                now,
+                None,
+                topic,
+                group,
+                kind,
+                &TagFilter::All,
+                BatchSize::MAX,
+            )
+            .unwrap()
+        };
+        for topic in [&t, &o] {
+            consume(&mut core, 0, topic, &g, ConsumeKind::Normal);
+        }
+        for i in 0..3 {
+            let m = TopicMessage::new(format!("m{i}")).unwrap();
+            core.publish_by(1_000, None, &t, m, Some("AK1")).unwrap();
+            let m = TopicMessage::new(format!("o{i}"))
+                .and_then(|m| m.with_sharding_key("k"))
+                .unwrap();
+            core.publish_by(1_000, None, &o, m, None).unwrap();
+        }
+        let half = TopicMessage::new("h")
+            .unwrap()
+            .with_trans_check_immunity(TransCheckImmunity::new(10).unwrap());
+        core.publish_by(1_000, None, &t, half, None).unwrap();
+        let mut given: Vec<Message> = consume(&mut core, 2_000, &t, &g, ConsumeKind::Normal);
+        // Their invisibility (300 s by default) ends unacked: delivered again.
+        given.extend(consume(&mut core, 400_000, &t, &g, ConsumeKind::Normal));
+        given.extend(consume(&mut core, 400_000, &o, &g, ConsumeKind::Orderly));
+        given.extend(consume(&mut core, 400_000, &t, &c, ConsumeKind::Half));
+        assert_eq!(given.len(), 3 + 3 + 3 + 1, "{given:?}");
+        let shows = |core: &BrokerCore, m: &Message| {
+            let trace = core.trace(m.message_id.as_str()).expect("kept");
+            trace.events.iter().any(|e| {
+                e.receipt_handle.as_deref() == Some(m.receipt_handle.as_str())
+                    && e.next_consume_time == Some(m.next_consume_time)
+                    && e.consumed_times == Some(m.consumed_times)
+            })
+        };
+        for m in &given {
+            assert!(
+                shows(&core, m),
+                "{m:?}: {:?}",
+                core.trace(m.message_id.as_str())
+            );
+        }
+        let bytes = postcard::to_allocvec(&core).expect("encode");
+        let read: BrokerCore = postcard::from_bytes(&bytes).expect("decode");
+        assert!(read == core, "a core read back differs");
+        for m in &given {
+            assert!(shows(&read, m), "{m:?}");
+            assert_eq!(
+                read.trace(m.message_id.as_str()),
+                core.trace(m.message_id.as_str())
+            );
+        }
+    }
+
     #[test]
     fn a_stored_message_s_trace_stays_small() {
         // Kept with every stored message (one event for a published one, three for one
