@@ -132,7 +132,7 @@ impl Event {
     }
 }
 
-/// [`TraceEvent`]'s serde form over borrowed text: what [`Event`] writes.
+/// [`TraceEvent`]'s serde form over borrowed text: what [`TraceForm`] writes per event.
 #[derive(Serialize)]
 #[serde(rename = "TraceEvent")]
 struct EventForm<'a> {
@@ -140,7 +140,7 @@ struct EventForm<'a> {
     time_ms: u64,
     group: Option<&'a str>,
     producer: Option<&'a str>,
-    receipt_handle: Option<&'a str>,
+    receipt_handle: Option<HandleOrText<'a>>,
     next_consume_time: Option<u64>,
     consumed_times: Option<u32>,
 }
@@ -208,6 +208,13 @@ impl HandleOrText<'_> {
             Self::Rendered(h) => h.as_str(),
             Self::Text(t) => t,
         }
+    }
+}
+
+impl Serialize for HandleOrText<'_> {
+    /// As the text.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -301,23 +308,16 @@ pub(crate) struct TraceForm<'a> {
 
 impl Serialize for TraceForm<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let handles: Vec<Option<HandleOrText<'_>>> = self
-            .trace
-            .events
-            .iter()
-            .map(|e| e.handle_text(self.id, self.seq))
-            .collect();
         let events: Vec<EventForm<'_>> = self
             .trace
             .events
             .iter()
-            .zip(&handles)
-            .map(|(e, h)| EventForm {
+            .map(|e| EventForm {
                 event: e.event,
                 time_ms: e.time_ms,
                 group: e.group.as_deref(),
                 producer: e.producer.as_deref(),
-                receipt_handle: h.as_ref().map(HandleOrText::as_str),
+                receipt_handle: e.handle_text(self.id, self.seq),
                 next_consume_time: e.next_consume_time,
                 consumed_times: e.consumed_times,
             })
