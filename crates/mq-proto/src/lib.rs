@@ -34,7 +34,7 @@ pub use properties::{
     MAX_PROPERTIES_LEN, Properties, PropertyError, SYSTEM_KEYS, validate_pair,
 };
 pub use sign::Credentials;
-pub use text::{BodyView, MessageBody, Text};
+pub use text::{BodyView, MessageBody, Text, TextView};
 pub use types::{
     BatchSize, GroupId, HandleBatch, InstanceId, InvalidValue, MAX_RECEIPT_HANDLE_LEN,
     MAX_SUBSCRIPTION_NAMES_LEN, MAX_TAG_LEN, MessageId, NamesTooLong, ReceiptHandle, Tag,

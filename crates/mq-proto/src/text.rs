@@ -254,6 +254,137 @@ impl<'a> From<&'a MessageBody> for BodyView<'a> {
     }
 }
 
+/// A text field of a [`MessageView`](crate::wire::consume::MessageView) (`MessageId`,
+/// `ReceiptHandle`, `MessageBodyMD5`): text escaped when written, or bytes known to be
+/// *plain* — printable ASCII other than space, `<`, `>` and `&` (`!` to `~`), which escape
+/// to themselves — written as they are, without the escape scan and without a UTF-8 check
+/// of bytes a server keeps inline. Message ids are plain by their type's rule; receipt
+/// handles are when ASCII (their rule refuses whitespace, controls and `<>&`); a server's
+/// inline digits are by [`TextView::plain`]'s check. It compares, prints and reads as its
+/// text whichever way it was made.
+///
+/// ```
+/// use mq_proto::{MessageId, TextView};
+/// let id = MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010")?;
+/// assert!(TextView::from(&id).is_plain());
+/// let digits: [u8; 4] = *b"5D41";
+/// assert_eq!(TextView::plain(&digits), Some(TextView::from("5D41")));
+/// assert_eq!(TextView::plain(b"a b"), None);
+/// assert_eq!(TextView::from("a < b").as_str(), "a < b");
+/// # Ok::<(), mq_proto::InvalidValue>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct TextView<'a>(TextRepr<'a>);
+
+/// What a [`TextView`] holds.
+#[derive(Clone, Copy)]
+enum TextRepr<'a> {
+    /// Text escaped when written.
+    Text(&'a str),
+    /// Plain ASCII, written as it is.
+    Plain(&'a [u8]),
+}
+
+impl<'a> TextView<'a> {
+    /// `bytes` as plain text when every byte is printable ASCII other than space, `<`, `>`
+    /// and `&`; `None` otherwise (one pass over the bytes, vectorised).
+    pub fn plain(bytes: &'a [u8]) -> Option<Self> {
+        // A fold, not `all`: no early exit, so the scan vectorises.
+        let refused = bytes.iter().fold(false, |refused, &b| {
+            refused | (b <= b' ') | (b >= 0x7f) | (b == b'<') | (b == b'>') | (b == b'&')
+        });
+        (!refused).then_some(Self(TextRepr::Plain(bytes)))
+    }
+
+    /// Whether the text is written as it is.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.0, TextRepr::Plain(_))
+    }
+
+    /// The text's bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match self.0 {
+            TextRepr::Text(text) => text.as_bytes(),
+            TextRepr::Plain(bytes) => bytes,
+        }
+    }
+
+    /// The text (plain bytes are checked as UTF-8 here: for reading, not for writing).
+    pub fn as_str(&self) -> &'a str {
+        match self.0 {
+            TextRepr::Text(text) => text,
+            // Plain bytes are ASCII (`plain`, `From<&MessageId>`, `From<&ReceiptHandle>`).
+            TextRepr::Plain(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+        }
+    }
+
+    /// Bytes of the text.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The text to escape, or the plain bytes (for the writer).
+    pub(crate) fn parts(&self) -> Result<&'a [u8], &'a str> {
+        match self.0 {
+            TextRepr::Text(text) => Err(text),
+            TextRepr::Plain(bytes) => Ok(bytes),
+        }
+    }
+}
+
+impl Default for TextView<'_> {
+    /// Empty text.
+    fn default() -> Self {
+        Self(TextRepr::Plain(&[]))
+    }
+}
+
+impl PartialEq for TextView<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for TextView<'_> {}
+
+impl fmt::Debug for TextView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<'a> From<&'a str> for TextView<'a> {
+    /// Text to escape when written.
+    fn from(text: &'a str) -> Self {
+        Self(TextRepr::Text(text))
+    }
+}
+
+impl<'a> From<&'a crate::MessageId> for TextView<'a> {
+    /// Plain: a message id is `[A-Za-z0-9_-]` ([`MessageId::new`](crate::MessageId::new)).
+    fn from(id: &'a crate::MessageId) -> Self {
+        Self(TextRepr::Plain(id.as_str().as_bytes()))
+    }
+}
+
+impl<'a> From<&'a crate::ReceiptHandle> for TextView<'a> {
+    /// Plain when ASCII (the handle's rule refuses whitespace, controls and `<>&`); text
+    /// to escape otherwise.
+    fn from(handle: &'a crate::ReceiptHandle) -> Self {
+        let text = handle.as_str();
+        if text.is_ascii() {
+            Self(TextRepr::Plain(text.as_bytes()))
+        } else {
+            Self(TextRepr::Text(text))
+        }
+    }
+}
+
 /// Upper-case hexadecimal digits.
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -469,6 +600,53 @@ mod tests {
                 .then(|| u64::from_str_radix(&s, 16).ok())
                 .flatten();
             proptest::prop_assert_eq!(parse_hex_u64(s.as_bytes()), expected);
+        }
+
+        /// `TextView::plain` takes exactly the printable ASCII other than space and `<>&`
+        /// (one odd byte anywhere in up to 80, across the vectorised blocks), and what it
+        /// takes escapes to itself: writing it as it is writes what escaping would.
+        #[test]
+        fn plain_text_is_printable_ascii_that_escapes_to_itself(
+            len in 0usize..80,
+            at in 0usize..80,
+            b: u8,
+            fill in proptest::sample::select(b"0A-z=+/~!_".to_vec()),
+        ) {
+            let mut bytes = vec![fill; len];
+            if let Some(slot) = bytes.get_mut(at) {
+                *slot = b;
+            }
+            let expected = bytes.iter().all(|b| b.is_ascii_graphic() && !b"<>&".contains(b));
+            let view = TextView::plain(&bytes);
+            proptest::prop_assert_eq!(view.is_some(), expected);
+            if let Some(view) = view {
+                proptest::prop_assert!(crate::xml::escapes_to_itself(view.as_str()));
+                proptest::prop_assert_eq!(view, TextView::from(view.as_str()));
+            }
+        }
+
+        /// `parse_hex_u64` against a digit-by-digit reading, on digits with up to two bytes
+        /// replaced (by bytes at the edges of the digit ranges or with the high bit set,
+        /// most often, or by any byte).
+        #[test]
+        fn parse_hex_u64_reads_digit_by_digit(
+            n: u64,
+            changes in proptest::collection::vec((0usize..16, proptest::prop_oneof![
+                proptest::sample::select(
+                    b"/09:@AFG`afo\x7f\x80\xb0\xb9\xc1\xc6\xff".to_vec()
+                ),
+                proptest::num::u8::ANY,
+            ]), 0..3),
+        ) {
+            let mut bytes = hex_u64(n);
+            for (at, b) in changes {
+                bytes[at] = b;
+            }
+            let expected = bytes.iter().try_fold(0u64, |value, &b| {
+                let digit = HEX_UPPER.iter().position(|&d| d == b)?;
+                Some(value << 4 | digit as u64)
+            });
+            proptest::prop_assert_eq!(parse_hex_u64(&bytes), expected);
         }
 
         /// `parse_u64` is `str::parse::<u64>`, around the overflow edge and on signs, blanks

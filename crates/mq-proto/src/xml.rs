@@ -19,7 +19,7 @@ use quick_xml::Reader;
 use quick_xml::escape::unescape;
 use quick_xml::events::{BytesDecl, BytesPI, BytesStart, Event};
 
-use crate::text::{BodyView, shared_slice};
+use crate::text::{BodyView, TextView, shared_slice};
 
 /// Deepest element nesting accepted in any document (the protocol needs 3).
 pub(crate) const MAX_DEPTH: usize = 16;
@@ -1374,12 +1374,12 @@ pub(crate) fn escapes_to_itself(text: &str) -> bool {
 ///
 /// Scans bytes against a table and copies plain runs in one piece: every character that
 /// needs attention starts with a byte of [`ESCAPE_ATTENTION`].
-pub(crate) fn escape_into(out: &mut String, s: &str) {
-    if is_plain_text(s.as_bytes()) {
-        out.push_str(s);
+pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    if is_plain_text(bytes) {
+        out.extend_from_slice(bytes);
         return;
     }
-    let bytes = s.as_bytes();
     // `last`: start of the plain run not yet copied; `from`: where the scan goes on.
     let (mut last, mut from) = (0, 0);
     while let Some(i) = bytes
@@ -1402,54 +1402,53 @@ pub(crate) fn escape_into(out: &mut String, s: &str) {
             }
             _ => ("\u{fffd}", 1),
         };
-        out.push_str(s.get(last..i).unwrap_or_default());
-        out.push_str(rep);
+        out.extend_from_slice(bytes.get(last..i).unwrap_or_default());
+        out.extend_from_slice(rep.as_bytes());
         last = i + len;
         from = last;
     }
-    out.push_str(s.get(last..).unwrap_or_default());
+    out.extend_from_slice(bytes.get(last..).unwrap_or_default());
 }
 
-/// Builds one compact XML document.
+/// Builds one compact XML document: UTF-8 bytes (every piece written is a `&str`, or
+/// plain ASCII: [`TextView`]).
 pub(crate) struct XmlWriter {
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl XmlWriter {
     /// A writer whose buffer holds `capacity` bytes plus the declaration up front.
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        let mut buf = String::with_capacity(DECLARATION.len() + capacity);
-        buf.push_str(DECLARATION);
+        let mut buf = Vec::with_capacity(DECLARATION.len() + capacity);
+        buf.extend_from_slice(DECLARATION.as_bytes());
         Self { buf }
     }
 
     /// Opens the root element with a default namespace.
     pub(crate) fn open_root(&mut self, name: &str, namespace: &str) {
-        self.buf.push('<');
-        self.buf.push_str(name);
-        self.buf.push_str(" xmlns=\"");
-        self.buf.push_str(namespace);
-        self.buf.push_str("\">");
+        for piece in ["<", name, " xmlns=\"", namespace, "\">"] {
+            self.markup(piece);
+        }
     }
 
     /// Opens an element.
     pub(crate) fn open(&mut self, name: &str) {
-        self.buf.push('<');
-        self.buf.push_str(name);
-        self.buf.push('>');
+        for piece in ["<", name, ">"] {
+            self.markup(piece);
+        }
     }
 
     /// Closes an element.
     pub(crate) fn close(&mut self, name: &str) {
-        self.buf.push_str("</");
-        self.buf.push_str(name);
-        self.buf.push('>');
+        for piece in ["</", name, ">"] {
+            self.markup(piece);
+        }
     }
 
     /// Writes markup as it is (tags the caller spells out: one push for the text between
     /// two values rather than three per tag).
     pub(crate) fn markup(&mut self, markup: &str) {
-        self.buf.push_str(markup);
+        self.buf.extend_from_slice(markup.as_bytes());
     }
 
     /// Writes `text` escaped for element content.
@@ -1457,10 +1456,18 @@ impl XmlWriter {
         escape_into(&mut self.buf, text);
     }
 
+    /// Writes a field's text: plain bytes as they are, any other text escaped.
+    pub(crate) fn field(&mut self, text: TextView<'_>) {
+        match text.parts() {
+            Ok(plain) => self.buf.extend_from_slice(plain),
+            Err(text) => escape_into(&mut self.buf, text),
+        }
+    }
+
     /// Writes a body: a verbatim one as it is, any other escaped.
     pub(crate) fn body(&mut self, body: BodyView<'_>) {
         if body.is_verbatim() {
-            self.buf.push_str(body.as_str());
+            self.markup(body.as_str());
         } else {
             escape_into(&mut self.buf, body.as_str());
         }
@@ -1468,7 +1475,7 @@ impl XmlWriter {
 
     /// Writes the decimal digits of `n`.
     pub(crate) fn digits(&mut self, n: u64) {
-        self.buf.push_str(itoa::Buffer::new().format(n));
+        self.markup(itoa::Buffer::new().format(n));
     }
 
     /// Writes `<name>escaped text</name>` (never self-closing).
@@ -1480,7 +1487,7 @@ impl XmlWriter {
 
     /// The finished document.
     pub(crate) fn finish(self) -> Bytes {
-        Bytes::from(self.buf.into_bytes())
+        Bytes::from(self.buf)
     }
 }
 
@@ -1832,9 +1839,7 @@ mod tests {
         ) {
             let doc = format!("<r><b>{}</b></r>", pieces.concat());
             if let Ok((text, true)) = read_marked(&doc) {
-                let mut escaped = String::new();
-                escape_into(&mut escaped, &text);
-                proptest::prop_assert_eq!(&escaped, &text, "{:?}", doc);
+                proptest::prop_assert_eq!(&escaped(&text), &text, "{:?}", doc);
                 let again = format!("<r><b>{text}</b></r>");
                 proptest::prop_assert_eq!(read_marked(&again), Ok((text.clone(), true)), "{:?}", doc);
             }
@@ -1872,6 +1877,13 @@ mod tests {
         }
     }
 
+    /// `s` as [`escape_into`] writes it.
+    fn escaped(s: &str) -> String {
+        let mut out = Vec::new();
+        escape_into(&mut out, s);
+        String::from_utf8(out).expect("escape_into writes UTF-8")
+    }
+
     /// The char-by-char definition `escape_into` must match.
     fn escape_reference(s: &str) -> String {
         let mut out = String::new();
@@ -1892,16 +1904,12 @@ mod tests {
         /// `escapes_to_itself` is "escaping changes nothing".
         #[test]
         fn escapes_to_itself_is_escape_without_change(s in "(?s:.{0,40})|[\t\n\r &<>a-z\u{ef}\u{f000}\u{ff0c}\u{fffd}\u{fffe}\u{ffff}\u{1}]{0,40}") {
-            let mut out = String::new();
-            escape_into(&mut out, &s);
-            proptest::prop_assert_eq!(escapes_to_itself(&s), out == s);
+            proptest::prop_assert_eq!(escapes_to_itself(&s), escaped(&s) == s);
         }
 
         #[test]
         fn escape_matches_the_char_definition(s in "(?s:.{0,64})|[\\x00-\\x20&<>\u{fffd}-\u{ffff}\u{e000}a-z中]{0,64}") {
-            let mut out = String::new();
-            escape_into(&mut out, &s);
-            proptest::prop_assert_eq!(out, escape_reference(&s));
+            proptest::prop_assert_eq!(escaped(&s), escape_reference(&s));
         }
 
         /// The vectorised fast path agrees with the table on every byte, in blocks of 32
@@ -1919,8 +1927,7 @@ mod tests {
 
     #[test]
     fn escapes_specials_and_unrepresentable_chars() {
-        let mut s = String::new();
-        escape_into(&mut s, "a&b<c>d\re\u{1}f\"'\u{ffff}中");
+        let s = escaped("a&b<c>d\re\u{1}f\"'\u{ffff}中");
         assert_eq!(s, "a&amp;b&lt;c&gt;d&#13;e\u{fffd}f\"'\u{fffd}中");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use mq_proto::wire::consume::{AsMessageView, MessageView, PropertiesView};
-use mq_proto::{Message, MessageBody, Properties, ReceiptHandle, Tag};
+use mq_proto::{Message, MessageBody, Properties, ReceiptHandle, Tag, TextView};
 
 use super::handle::HandleText;
 use super::store::MessageContent;
@@ -73,6 +73,14 @@ impl DeliveryHandle {
         match self {
             Self::Issued(text) => text.as_str(),
             Self::Received(handle) => handle.as_str(),
+        }
+    }
+
+    /// The text as a consume response writes it (plain: no UTF-8 check, no escape scan).
+    fn view(&self) -> TextView<'_> {
+        match self {
+            Self::Issued(text) => text.view(),
+            Self::Received(handle) => TextView::from(handle),
         }
     }
 }
@@ -196,9 +204,9 @@ impl AsMessageView for Delivery {
     fn view(&self) -> MessageView<'_> {
         let c = &*self.content;
         MessageView {
-            message_id: c.id.as_str(),
-            receipt_handle: self.receipt_handle.as_str(),
-            body_md5: c.body_md5.as_str(),
+            message_id: TextView::from(&c.id),
+            receipt_handle: self.receipt_handle.view(),
+            body_md5: c.body_md5.view(),
             body: c.body.view(),
             publish_time: self.publish_time,
             next_consume_time: self.next_consume_time,

@@ -14,7 +14,7 @@ use crate::message::Message;
 use crate::properties::{
     KEY_START_DELIVER_TIME, KEY_TRANS_CHECK_IMMUNITY, Properties, PropertyError, segments,
 };
-use crate::text::{BodyView, Text, parse_u64, trim};
+use crate::text::{BodyView, Text, TextView, parse_u64, trim};
 use crate::types::{MessageId, ReceiptHandle, Tag, TransCheckImmunity};
 use crate::wire::{DecodeError, message_id, receipt_handle, trimmed};
 use crate::xml::{
@@ -26,11 +26,13 @@ use crate::xml::{
 /// [`Message`] per delivery (PROTOCOL §3.4; times are epoch milliseconds).
 ///
 /// ```
+/// use mq_proto::TextView;
 /// use mq_proto::wire::consume::{MessageView, PropertiesView, encode_response};
+/// let id = mq_proto::MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010")?;
 /// let view = MessageView {
-///     message_id: "0BC1EF3E1A9C18B4AAC2558D1E4F0010",
-///     receipt_handle: "0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx",
-///     body_md5: "5D41402ABC4B2A76B9719D911017C592",
+///     message_id: TextView::from(&id),
+///     receipt_handle: "0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx".into(),
+///     body_md5: TextView::plain(b"5D41402ABC4B2A76B9719D911017C592").unwrap_or_default(),
 ///     body: "hello".into(),
 ///     publish_time: 1_000,
 ///     next_consume_time: 31_000,
@@ -47,12 +49,12 @@ use crate::xml::{
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageView<'a> {
-    /// `MessageId`.
-    pub message_id: &'a str,
+    /// `MessageId` (plain when made from a [`MessageId`]).
+    pub message_id: TextView<'a>,
     /// `ReceiptHandle` of this delivery.
-    pub receipt_handle: &'a str,
+    pub receipt_handle: TextView<'a>,
     /// `MessageBodyMD5`: upper-case hex MD5 of the body (PROTOCOL §3.8).
-    pub body_md5: &'a str,
+    pub body_md5: TextView<'a>,
     /// `MessageBody`: the text, escaped when written unless it is verbatim ([`BodyView`],
     /// [`MessageBody`](crate::MessageBody)).
     pub body: BodyView<'a>,
@@ -106,9 +108,9 @@ impl AsMessageView for MessageView<'_> {
 impl AsMessageView for Message {
     fn view(&self) -> MessageView<'_> {
         MessageView {
-            message_id: self.message_id.as_str(),
-            receipt_handle: self.receipt_handle.as_str(),
-            body_md5: &self.body_md5,
+            message_id: TextView::from(&self.message_id),
+            receipt_handle: TextView::from(&self.receipt_handle),
+            body_md5: TextView::from(self.body_md5.as_str()),
             body: BodyView::from(&self.body),
             publish_time: self.publish_time,
             next_consume_time: self.next_consume_time,
@@ -155,7 +157,7 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
             ("</ReceiptHandle><MessageBodyMD5>", m.body_md5),
         ] {
             w.markup(markup);
-            w.escaped(text);
+            w.field(text);
         }
         w.markup("</MessageBodyMD5><MessageBody>");
         w.body(m.body);
