@@ -17,7 +17,7 @@ use mq_proto::server::{Operation, authenticate, encode_messages, parse_request_b
 use mq_proto::sign::{self, Credentials};
 use mq_proto::wire::consume::{AsMessageView, MessageView, PropertiesView};
 use mq_proto::{
-    AckKind, GroupId, Message, MessageBody, MessageId, Properties, ReceiptHandle, Tag,
+    AckKind, GroupId, Message, MessageBody, MessageId, Properties, ReceiptHandle, Tag, TextView,
     TopicMessage, TopicName,
 };
 use std::hint::black_box;
@@ -207,11 +207,13 @@ fn tokenize(bytes: &[u8]) -> usize {
 }
 
 /// As a broker encodes: views of the stored messages (bodies marked verbatim by the publish
-/// parse, properties kept in wire form).
+/// parse, the MD5's digits plain, properties kept in wire form).
 fn server_views(f: &Fixtures) -> Vec<MessageView<'_>> {
     (f.messages.iter().zip(&f.stored))
         .map(|(m, (body, properties))| MessageView {
             body: body.view(),
+            body_md5: TextView::plain(m.body_md5.as_bytes())
+                .unwrap_or_else(|| m.body_md5.as_str().into()),
             properties: PropertiesView::Encoded(properties),
             ..m.view()
         })

@@ -656,8 +656,8 @@ pub const MAX_RECEIPT_HANDLE_LEN: usize = 1024;
 
 /// A receipt handle: an opaque token for one delivery (or one transactional publish).
 ///
-/// Any non-empty printable string without whitespace or XML-special characters up to
-/// [`MAX_RECEIPT_HANDLE_LEN`] bytes; clients never look inside it.
+/// Any non-empty printable string without whitespace, XML-special characters or characters
+/// XML cannot carry, up to [`MAX_RECEIPT_HANDLE_LEN`] bytes; clients never look inside it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReceiptHandle(ByteString);
 
@@ -666,8 +666,9 @@ impl ReceiptHandle {
     ///
     /// # Errors
     ///
-    /// [`InvalidValue`] for an empty or too long handle, whitespace or an XML-special
-    /// character.
+    /// [`InvalidValue`] for an empty or too long handle, whitespace, an XML-special
+    /// character, or one XML cannot carry (U+FFFE, U+FFFF: a consume response or an ack
+    /// request would carry U+FFFD instead, another handle).
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
         Self::from_text(s.into().into())
     }
@@ -712,13 +713,17 @@ impl ReceiptHandle {
                 refused | (b <= b' ') | (b == 0x7f) | (b == b'<') | (b == b'>') | (b == b'&')
             })
         } else {
-            s.chars()
-                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '&'))
+            s.chars().any(|c| {
+                c.is_whitespace()
+                    || c.is_control()
+                    || !crate::is_xml_char(c)
+                    || matches!(c, '<' | '>' | '&')
+            })
         };
         if refused {
             return Err(InvalidValue::new(
                 "receipt handle",
-                "contains whitespace, control or XML-special characters",
+                "contains whitespace, control, XML-special or non-XML characters",
             ));
         }
         Ok(Self(s))
@@ -750,7 +755,7 @@ impl fmt::Debug for ReceiptHandle {
 }
 
 /// A message id as assigned by the server (observed as 32 upper-case hex characters; any
-/// non-empty token of `[A-Za-z0-9_-]` up to 128 bytes is accepted).
+/// non-empty token of `[A-Za-z0-9_.%-]` up to 128 bytes is accepted).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(ByteString);
 
@@ -760,7 +765,7 @@ impl MessageId {
     /// # Errors
     ///
     /// [`InvalidValue`] for an empty or too long id or a character outside
-    /// `[A-Za-z0-9_-]`.
+    /// `[A-Za-z0-9_.%-]`.
     pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
         Self::from_text(s.into().into())
     }
@@ -962,6 +967,10 @@ mod tests {
         assert!(ReceiptHandle::new("0BC1-MCAx+/=").is_ok());
         assert!(ReceiptHandle::new("a b").is_err());
         assert!(ReceiptHandle::new("a<b").is_err());
+        // XML cannot carry U+FFFE or U+FFFF: the writer would send U+FFFD, another handle.
+        assert!(ReceiptHandle::new("a\u{fffe}b").is_err());
+        assert!(ReceiptHandle::new("a\u{ffff}").is_err());
+        assert!(ReceiptHandle::new("a\u{fffd}\u{4e2d}").is_ok());
         assert!(ReceiptHandle::new("").is_err());
     }
 }

@@ -19,7 +19,7 @@ use quick_xml::Reader;
 use quick_xml::escape::unescape;
 use quick_xml::events::{BytesDecl, BytesPI, BytesStart, Event};
 
-use crate::text::{BodyView, TextView, shared_slice};
+use crate::text::{BodyView, TextRepr, TextView, shared_slice};
 
 /// Deepest element nesting accepted in any document (the protocol needs 3).
 pub(crate) const MAX_DEPTH: usize = 16;
@@ -1458,9 +1458,9 @@ impl XmlWriter {
 
     /// Writes a field's text: plain bytes as they are, any other text escaped.
     pub(crate) fn field(&mut self, text: TextView<'_>) {
-        match text.parts() {
-            Ok(plain) => self.buf.extend_from_slice(plain),
-            Err(text) => escape_into(&mut self.buf, text),
+        match text.repr() {
+            TextRepr::Plain(plain) => self.buf.extend_from_slice(plain),
+            TextRepr::Text(text) => escape_into(&mut self.buf, text),
         }
     }
 

@@ -29,10 +29,12 @@ use crate::xml::{
 /// use mq_proto::TextView;
 /// use mq_proto::wire::consume::{MessageView, PropertiesView, encode_response};
 /// let id = mq_proto::MessageId::new("0BC1EF3E1A9C18B4AAC2558D1E4F0010")?;
+/// let md5 = "5D41402ABC4B2A76B9719D911017C592";
 /// let view = MessageView {
 ///     message_id: TextView::from(&id),
 ///     receipt_handle: "0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx".into(),
-///     body_md5: TextView::plain(b"5D41402ABC4B2A76B9719D911017C592").unwrap_or_default(),
+///     // Plain when it passes the check, escaped text otherwise.
+///     body_md5: TextView::plain(md5.as_bytes()).unwrap_or_else(|| md5.into()),
 ///     body: "hello".into(),
 ///     publish_time: 1_000,
 ///     next_consume_time: 31_000,
