@@ -212,8 +212,7 @@ fn server_views(f: &Fixtures) -> Vec<MessageView<'_>> {
     (f.messages.iter().zip(&f.stored))
         .map(|(m, (body, properties))| MessageView {
             body: body.view(),
-            body_md5: TextView::plain(m.body_md5.as_bytes())
-                .unwrap_or_else(|| m.body_md5.as_str().into()),
+            body_md5: TextView::from_utf8(m.body_md5.as_bytes()).unwrap_or_default(),
             properties: PropertiesView::Encoded(properties),
             ..m.view()
         })

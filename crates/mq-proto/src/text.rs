@@ -269,10 +269,10 @@ impl<'a> From<&'a MessageBody> for BodyView<'a> {
 /// assert!(TextView::from(&id).is_plain());
 /// // A server's inline digits: plain when they pass the check, escaped text otherwise.
 /// let digits: [u8; 4] = *b"5D41";
-/// let text = std::str::from_utf8(&digits)?;
-/// let view = TextView::plain(&digits).unwrap_or_else(|| text.into());
+/// let view = TextView::from_utf8(&digits)?;
 /// assert!(view.is_plain());
 /// assert_eq!(view, TextView::from("5D41"));
+/// assert!(!TextView::from_utf8(b"a < b")?.is_plain());
 /// assert_eq!(TextView::plain(b"a b"), None);
 /// assert_eq!(TextView::from("a < b").as_str(), "a < b");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -298,6 +298,19 @@ impl<'a> TextView<'a> {
             refused | (b <= b' ') | (b >= 0x7f) | (b == b'<') | (b == b'>') | (b == b'&')
         });
         (!refused).then_some(Self(TextRepr::Plain(bytes)))
+    }
+
+    /// `bytes` as a view: plain when [`plain`](Self::plain) takes them, else their text
+    /// (escaped when written) — what a server lends of text it keeps as bytes inline.
+    ///
+    /// # Errors
+    ///
+    /// [`std::str::Utf8Error`] for bytes that are neither plain nor UTF-8.
+    pub fn from_utf8(bytes: &'a [u8]) -> Result<Self, std::str::Utf8Error> {
+        match Self::plain(bytes) {
+            Some(view) => Ok(view),
+            None => std::str::from_utf8(bytes).map(Self::from),
+        }
     }
 
     /// Whether the view was made plain: written without the escape scan (text made with
@@ -607,6 +620,13 @@ mod tests {
             }
         }
         assert_eq!(TextView::plain(b""), Some(TextView::default()));
+        // `from_utf8`: plain when `plain` takes the bytes, their text when UTF-8, else an
+        // error (not an empty field).
+        assert!(TextView::from_utf8(b"5D41").is_ok_and(|v| v.is_plain()));
+        let text = TextView::from_utf8("\u{e9} < b".as_bytes()).unwrap();
+        assert!(!text.is_plain());
+        assert_eq!(text.as_str(), "\u{e9} < b");
+        assert!(TextView::from_utf8(b"5D\xff").is_err());
     }
 
     proptest::proptest! {

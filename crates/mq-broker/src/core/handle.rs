@@ -77,10 +77,11 @@ impl HandleText {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    /// The text for a consume response: plain (checked in one vectorised pass), so written
-    /// as it is, without `as_str`'s UTF-8 check or the writer's escape scan.
+    /// The text for a consume response: plain (one vectorised check), so written as it
+    /// is, without `as_str`'s UTF-8 check or the writer's escape scan.
     pub(crate) fn view(&self) -> mq_proto::TextView<'_> {
-        mq_proto::TextView::plain(&self.0).unwrap_or_else(|| self.as_str().into())
+        // Always ASCII (see `as_str`): never the empty default.
+        mq_proto::TextView::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// The text as a [`ReceiptHandle`] of its own (one allocation, with its count of

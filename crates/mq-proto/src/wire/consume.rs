@@ -34,7 +34,7 @@ use crate::xml::{
 ///     message_id: TextView::from(&id),
 ///     receipt_handle: "0BC1EF3E1A9C18B4AAC2558D1E4F0010-MCAx".into(),
 ///     // Plain when it passes the check, escaped text otherwise.
-///     body_md5: TextView::plain(md5.as_bytes()).unwrap_or_else(|| md5.into()),
+///     body_md5: TextView::from_utf8(md5.as_bytes())?,
 ///     body: "hello".into(),
 ///     publish_time: 1_000,
 ///     next_consume_time: 31_000,
