@@ -111,12 +111,7 @@ impl Token {
     /// An internal error for an id of another length than the 32 digits every id this core
     /// issues has ([`decode`](Self::decode) reads the id as the first 32 bytes).
     pub(crate) fn render(&self, id: &MessageId) -> Result<HandleText, CoreError> {
-        let mut raw = [0u8; TOKEN_LEN];
-        raw[0] = TOKEN_VERSION;
-        raw[1..9].copy_from_slice(&self.scope.to_be_bytes());
-        raw[9..17].copy_from_slice(&self.seq.to_be_bytes());
-        raw[17..21].copy_from_slice(&self.attempt.to_be_bytes());
-        raw[21..].copy_from_slice(&self.expiry.to_be_bytes());
+        let raw = self.raw();
         let id = id.as_str().as_bytes();
         if id.len() != ID_LEN {
             return Err(CoreError::internal(format!(
@@ -160,9 +155,47 @@ impl Token {
 
     /// Decodes a handle issued by a core with this id prefix; `None` for anything else.
     pub(crate) fn decode(text: &str, prefix: u64) -> Option<Self> {
-        let token = Self::decode_token(text)?;
-        let id_seq = message_seq(text.get(..ID_LEN)?, prefix)?;
-        (token.seq == id_seq).then_some(token)
+        Self::decode_expecting(text, prefix, |_| None)
+    }
+
+    /// [`decode`](Self::decode), told the token the handle most likely holds: `expected`
+    /// gives, for the message sequence number in the handle's id, the token of that
+    /// message's current delivery (`None` if there is none). When the text is that token's
+    /// rendering the token is returned without decoding — the usual ack names the current
+    /// delivery — and the text is decoded otherwise. The answer is `decode`'s either way:
+    /// a token has one text ([`render`](Self::render); padded base64 decodes canonical
+    /// text only), and that text decodes to it.
+    pub(crate) fn decode_expecting(
+        text: &str,
+        prefix: u64,
+        expected: impl FnOnce(u64) -> Option<Self>,
+    ) -> Option<Self> {
+        let seq = message_seq(text.get(..ID_LEN)?, prefix)?;
+        if let Some(token) = expected(seq).filter(|t| t.seq == seq && t.is_token_of(text)) {
+            return Some(token);
+        }
+        Self::decode_token(text).filter(|token| token.seq == seq)
+    }
+
+    /// Whether the token part of `text` (after its 32-byte id and `-`) is this token as
+    /// [`render`](Self::render) writes it: an encoding and a comparison, no decoding.
+    fn is_token_of(&self, text: &str) -> bool {
+        let mut token = [0u8; TOKEN_TEXT_LEN];
+        text.len() == HANDLE_LEN
+            && text.as_bytes()[ID_LEN] == b'-'
+            && STANDARD.encode_slice(self.raw(), &mut token) == Ok(TOKEN_TEXT_LEN)
+            && text.as_bytes()[ID_LEN + 1..] == token
+    }
+
+    /// The token's bytes: version, scope, sequence number, attempt, expiry, big-endian.
+    fn raw(&self) -> [u8; TOKEN_LEN] {
+        let mut raw = [0u8; TOKEN_LEN];
+        raw[0] = TOKEN_VERSION;
+        raw[1..9].copy_from_slice(&self.scope.to_be_bytes());
+        raw[9..17].copy_from_slice(&self.seq.to_be_bytes());
+        raw[17..21].copy_from_slice(&self.attempt.to_be_bytes());
+        raw[21..].copy_from_slice(&self.expiry.to_be_bytes());
+        raw
     }
 
     /// The token of a handle's text, its id not checked beyond its place (the first 32
@@ -262,6 +295,53 @@ mod tests {
             let prefix = id_prefix(seed);
             let h = t.encode(&message_id(prefix, t.seq)).unwrap();
             prop_assert_eq!(Token::decode(h.as_str(), prefix), Some(t));
+        }
+
+        /// Told a token, `decode_expecting` answers what decoding answers (`decode`, told
+        /// none), whether the text is that token's rendering, another token's, or a
+        /// rendering changed at one byte, cut or extended, and whether the token told is
+        /// the handle's own or differs from it in one field.
+        #[test]
+        fn decode_expecting_answers_as_decoding(
+            scope in 0u64..3,
+            seq in prop_oneof![0u64..3, Just(u64::MAX)],
+            attempt in 0u32..3,
+            expiry: u64,
+            seed in 0u64..2,
+            field in 0usize..5,
+            change in 0usize..4,
+            at in 0usize..80,
+            byte in proptest::sample::select(b"AZaz09+/=-_.\xff".to_vec()),
+        ) {
+            let t = Token { scope, seq, attempt, expiry };
+            let prefix = id_prefix(seed);
+            let rendered = t.render(&message_id(prefix, seq)).unwrap();
+            let mut text = rendered.as_str().as_bytes().to_vec();
+            match change {
+                0 => {}
+                1 => {
+                    if let Some(b) = text.get_mut(at) {
+                        *b = byte;
+                    }
+                }
+                2 => text.truncate(at),
+                _ => text.push(byte),
+            }
+            let text = String::from_utf8_lossy(&text);
+            let mut told = t;
+            match field {
+                0 => {}
+                1 => told.scope ^= 1,
+                2 => told.seq ^= 1,
+                3 => told.attempt ^= 1,
+                _ => told.expiry ^= 1,
+            }
+            let slow = Token::decode(&text, prefix);
+            prop_assert_eq!(Token::decode_expecting(&text, prefix, |_| Some(told)), slow);
+            prop_assert_eq!(Token::decode_expecting(&text, prefix, |_| None), slow);
+            if change == 0 {
+                prop_assert_eq!(slow, Some(t));
+            }
         }
     }
 }

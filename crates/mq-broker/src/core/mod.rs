@@ -746,14 +746,26 @@ impl BrokerCore {
                 };
                 let mut unblocked = false;
                 for text in handles {
-                    let result = match decode(text) {
+                    // The usual ack names its message's current delivery: its token is
+                    // known from the group's entry, and the text is compared with it
+                    // rather than decoded (`decode_expecting`: the same answer).
+                    let current = |seq| {
+                        g.entries.get(&seq).map(|e| Token {
+                            scope: g.scope,
+                            seq,
+                            attempt: e.consumed_times,
+                            expiry: e.visible_at,
+                        })
+                    };
+                    let token = Token::decode_expecting(text, prefix, current)
+                        .filter(|token| token.seq < issued);
+                    let result = match token {
                         Some(token) if token.scope == g.scope && token.attempt > 0 => {
                             // Only an existing partition index can have an orderly
                             // consumer waiting on it (see `orderly.rs`).
-                            let partition = g
-                                .entries
-                                .get(&token.seq)
-                                .filter(|_| !g.partitions.is_empty())
+                            let partition = (!g.partitions.is_empty())
+                                .then(|| g.entries.get(&token.seq))
+                                .flatten()
                                 .map(|e| e.partition.clone());
                             let result = g.ack(&mut t.store, token, now, group);
                             if result.is_ok()

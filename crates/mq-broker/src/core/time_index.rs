@@ -164,13 +164,28 @@ impl TimeIndex {
     }
 
     /// Removes a pair; `false` if it was not there.
+    ///
+    /// Most pairs leave from an end of the order — a queue's head is delivered, the
+    /// latest deliveries are acked — so the first and last times are tried before a search
+    /// (an edge of the tree is followed without comparing keys), and the time's entry is
+    /// taken out where it was found.
     pub(crate) fn remove(&mut self, &(time, seq): &(u64, u64)) -> bool {
-        let Some(seqs) = self.by_time.get_mut(&time) else {
+        let at = match self.by_time.first_entry() {
+            Some(first) if *first.key() == time => Some(first),
+            _ => match self.by_time.last_entry() {
+                Some(last) if *last.key() == time => Some(last),
+                _ => match self.by_time.entry(time) {
+                    Entry::Occupied(at) => Some(at),
+                    Entry::Vacant(_) => None,
+                },
+            },
+        };
+        let Some(mut at) = at else {
             return false;
         };
-        let (removed, empty) = seqs.remove(seq);
+        let (removed, empty) = at.get_mut().remove(seq);
         if empty {
-            self.by_time.remove(&time);
+            at.remove();
         }
         self.len -= usize::from(removed);
         removed
