@@ -1473,9 +1473,17 @@ impl XmlWriter {
         }
     }
 
-    /// Writes the decimal digits of `n`.
-    pub(crate) fn digits(&mut self, n: u64) {
-        self.markup(itoa::Buffer::new().format(n));
+    /// Writes the decimal digits of `n`, copied from `last` when `n` is the number last
+    /// written through it (then formatted once for a run of equal numbers).
+    pub(crate) fn repeated_digits(&mut self, n: u64, last: &mut LastDigits) {
+        if last.value != Some(n) {
+            let mut formatted = itoa::Buffer::new();
+            let digits = formatted.format(n).as_bytes();
+            last.len = digits.len();
+            last.digits[..last.len].copy_from_slice(digits);
+            last.value = Some(n);
+        }
+        self.buf.extend_from_slice(&last.digits[..last.len]);
     }
 
     /// Writes `<name>escaped text</name>` (never self-closing).
@@ -1489,6 +1497,20 @@ impl XmlWriter {
     pub(crate) fn finish(self) -> Bytes {
         Bytes::from(self.buf)
     }
+}
+
+/// The decimal digits of the number last written through
+/// [`XmlWriter::repeated_digits`]: for a field whose value often repeats from one element to
+/// the next (a consume response's times: one delivery's `NextConsumeTime` and
+/// `FirstConsumeTime` are its messages' all, and a burst's messages share a `PublishTime`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LastDigits {
+    /// The number; `None` before the first.
+    value: Option<u64>,
+    /// Its digits (a `u64` has at most 20).
+    digits: [u8; 20],
+    /// How many of `digits` are its.
+    len: usize,
 }
 
 /// Rough upper bound of the escaped size of `s` for buffer pre-sizing (exact for text without

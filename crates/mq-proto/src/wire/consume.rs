@@ -151,6 +151,8 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
     let mut w = XmlWriter::with_capacity(64 + capacity);
     w.open_root("Messages", NS_MESSAGE);
     let mut props = String::new();
+    // The four numbers of the previous message: in one response they mostly repeat.
+    let mut last: [xml::LastDigits; 4] = Default::default();
     for m in &views {
         // The tags between two values in one piece each (their order is the documented one).
         for (markup, text) in [
@@ -163,7 +165,7 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
         }
         w.markup("</MessageBodyMD5><MessageBody>");
         w.body(m.body);
-        for (markup, n) in [
+        for ((markup, n), last) in [
             ("</MessageBody><PublishTime>", m.publish_time),
             ("</PublishTime><NextConsumeTime>", m.next_consume_time),
             ("</NextConsumeTime><FirstConsumeTime>", m.first_consume_time),
@@ -171,9 +173,12 @@ pub fn encode_response<M: AsMessageView>(messages: &[M]) -> Bytes {
                 "</FirstConsumeTime><ConsumedTimes>",
                 u64::from(m.consumed_times),
             ),
-        ] {
+        ]
+        .into_iter()
+        .zip(&mut last)
+        {
             w.markup(markup);
-            w.digits(n);
+            w.repeated_digits(n, last);
         }
         w.markup("</ConsumedTimes>");
         // A tag when there is one, properties when there are some.
@@ -736,6 +741,65 @@ mod tests {
             })
             .collect();
         assert_eq!(encode_response(&views), body);
+    }
+
+    proptest::proptest! {
+        /// Every message's numbers read back as written, whether they repeat from one
+        /// message to the next (their digits copied) or not (formatted), at the ends of
+        /// their ranges too.
+        #[test]
+        fn numbers_read_back_as_written(
+            numbers in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(0u64),
+                        proptest::strategy::Just(1_709_838_898_000),
+                        proptest::strategy::Just(u64::MAX),
+                        proptest::num::u64::ANY,
+                    ],
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(1_709_838_898_000u64),
+                        proptest::strategy::Just(99),
+                        proptest::num::u64::ANY,
+                    ],
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(1_709_838_598_000u64),
+                        proptest::strategy::Just(100),
+                        proptest::num::u64::ANY,
+                    ],
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(1u32),
+                        proptest::strategy::Just(10),
+                        proptest::strategy::Just(u32::MAX),
+                    ],
+                ),
+                1..8,
+            ),
+        ) {
+            let messages: Vec<Message> = numbers
+                .iter()
+                .enumerate()
+                .map(|(n, &(publish_time, next_consume_time, first_consume_time, consumed_times))| Message {
+                    message_id: MessageId::new(format!("1E05791C117818B4AAC23B1BB0CE{n:04}")).unwrap(),
+                    receipt_handle: ReceiptHandle::new(format!("1E05-{n}-MTcw")).unwrap(),
+                    body_md5: crate::message::body_md5("b").into(),
+                    body: "b".into(),
+                    publish_time,
+                    next_consume_time,
+                    first_consume_time,
+                    consumed_times,
+                    tag: None,
+                    properties: Properties::new(),
+                })
+                .collect();
+            let body = encode_response(&messages);
+            let mut r = XmlReader::new(&body);
+            proptest::prop_assert_eq!(r.root(), Ok(Elem::Messages));
+            proptest::prop_assert_eq!(
+                decode_entries(&mut r, &body, &[]),
+                Ok(messages.into_iter().map(Entry::Message).collect())
+            );
+        }
     }
 
     /// One `Message` element with these children (`None` leaves one out).
