@@ -111,7 +111,6 @@ impl Token {
     /// An internal error for an id of another length than the 32 digits every id this core
     /// issues has ([`decode`](Self::decode) reads the id as the first 32 bytes).
     pub(crate) fn render(&self, id: &MessageId) -> Result<HandleText, CoreError> {
-        let raw = self.raw();
         let id = id.as_str().as_bytes();
         if id.len() != ID_LEN {
             return Err(CoreError::internal(format!(
@@ -119,19 +118,13 @@ impl Token {
                 id.len()
             )));
         }
+        let token = self
+            .text()
+            .ok_or_else(|| CoreError::internal("receipt handle token of an unexpected length"))?;
         let mut text = [0u8; HANDLE_LEN];
         text[..ID_LEN].copy_from_slice(id);
         text[ID_LEN] = b'-';
-        // The padded base64 of the token's 29 bytes is `TOKEN_TEXT_LEN` characters: the
-        // rest of the text, exactly.
-        let len = STANDARD
-            .encode_slice(raw, &mut text[ID_LEN + 1..])
-            .map_err(|e| CoreError::internal(format!("receipt handle token: {e}")))?;
-        if len != TOKEN_TEXT_LEN {
-            return Err(CoreError::internal(
-                "receipt handle token of an unexpected length",
-            ));
-        }
+        text[ID_LEN + 1..].copy_from_slice(&token);
         Ok(HandleText(text))
     }
 
@@ -180,11 +173,19 @@ impl Token {
     /// Whether the token part of `text` (after its 32-byte id and `-`) is this token as
     /// [`render`](Self::render) writes it: an encoding and a comparison, no decoding.
     fn is_token_of(&self, text: &str) -> bool {
-        let mut token = [0u8; TOKEN_TEXT_LEN];
         text.len() == HANDLE_LEN
             && text.as_bytes()[ID_LEN] == b'-'
-            && STANDARD.encode_slice(self.raw(), &mut token) == Ok(TOKEN_TEXT_LEN)
-            && text.as_bytes()[ID_LEN + 1..] == token
+            && self
+                .text()
+                .is_some_and(|token| text.as_bytes()[ID_LEN + 1..] == token)
+    }
+
+    /// The token's text: the padded base64 of its bytes, `TOKEN_TEXT_LEN` characters (the
+    /// rest of a handle after its id and `-`); `None` if the encoder wrote another length
+    /// (it never does).
+    fn text(&self) -> Option<[u8; TOKEN_TEXT_LEN]> {
+        let mut text = [0u8; TOKEN_TEXT_LEN];
+        (STANDARD.encode_slice(self.raw(), &mut text) == Ok(TOKEN_TEXT_LEN)).then_some(text)
     }
 
     /// The token's bytes: version, scope, sequence number, attempt, expiry, big-endian.
