@@ -118,16 +118,14 @@ pub(super) async fn handle(
     let rid = shared.next_request_id();
     let method = req.method().clone();
     let (parts, body) = req.into_parts();
-    // The request-target as received (origin form), which is what clients sign.
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| parts.uri.path().to_owned());
+    // The request-target as received (origin form), which is what clients sign: shared
+    // with the request's URI, not copied (an authority-form target has no path: "").
+    let target = parts.uri.path_and_query().cloned();
+    let target = target.as_ref().map_or("", http::uri::PathAndQuery::as_str);
     // What the request was, for `mq_requests_total` (set by `serve_api` once parsed).
     let mut operation = "refused";
     // The unsigned endpoints answer whatever their query (load balancers' probes add one).
-    let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
     // `HEAD` on these endpoints and the console's pages is answered as `GET` (RFC 9110
     // §9.3.2): the same status and header fields, `Content-Length` the length a `GET` would
     // carry; hyper sends no content in the answer to a `HEAD`.
@@ -138,7 +136,7 @@ pub(super) async fn handle(
         }
         (m, p) if console::serves(m, p) => {
             let req = Request::from_parts(parts, body);
-            console::handle(&shared, &rid, req, &target, &mut operation).await
+            console::handle(&shared, &rid, req, target, &mut operation).await
         }
         (_, p) if p == "/admin" || p.starts_with("/admin/") => {
             let has_body = !hyper::body::Body::is_end_stream(&body);
@@ -146,7 +144,7 @@ pub(super) async fn handle(
                 &shared,
                 &rid,
                 &method,
-                &target,
+                target,
                 &parts.headers,
                 has_body,
                 &mut operation,
@@ -158,7 +156,7 @@ pub(super) async fn handle(
             &rid,
             Request::from_parts(parts, body),
             &method,
-            &target,
+            target,
             &mut operation,
         )
         .await

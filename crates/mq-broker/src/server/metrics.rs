@@ -27,6 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The `Content-Type` of `GET /metrics` (OpenMetrics 1.0 text, which Prometheus scrapes).
@@ -61,10 +62,29 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
 }
 
+/// Operations whose series [`RequestMetrics`] keeps resolved: the protocol's seven and the
+/// server's own endpoints fit (fourteen names); any further name goes through the families.
+const RESOLVED_OPERATIONS: usize = 16;
+
 /// The per-request series, shared by the server's tasks.
 pub(super) struct RequestMetrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    /// Per operation, its latency histogram and its success status's counter, taken from
+    /// the families once: a family's lookup takes its lock and hashes the labels (SipHash),
+    /// twice per request. The handles share their values with the families' series
+    /// (`prometheus-client` metrics are reference-counted), so `/metrics` is the same.
+    /// Filled in the order operations first succeed; a slot, once set, never changes.
+    resolved: [OnceLock<Resolved>; RESOLVED_OPERATIONS],
+}
+
+/// One operation's series, resolved ([`RequestMetrics::resolved`]).
+struct Resolved {
+    operation: &'static str,
+    /// The status the operation first succeeded with (publish 201, consume 200, ack 204…).
+    status: u16,
+    requests: Counter,
+    latency: Histogram,
 }
 
 impl Default for RequestMetrics {
@@ -72,6 +92,7 @@ impl Default for RequestMetrics {
         Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            resolved: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }
@@ -79,12 +100,49 @@ impl Default for RequestMetrics {
 impl RequestMetrics {
     /// Counts one answered request.
     pub(super) fn observe(&self, operation: &'static str, status: u16, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for slot in &self.resolved {
+            let Some(resolved) = slot.get() else {
+                // The first free slot: an operation not resolved yet. Resolved on its first
+                // success (an error status is not the one to keep); another task may take
+                // the slot first, which costs this operation nothing but a later lookup.
+                let requests = self
+                    .requests
+                    .get_or_create_owned(&RequestLabels { operation, status });
+                let latency = self
+                    .latency
+                    .get_or_create_owned(&OperationLabels { operation });
+                requests.inc();
+                latency.observe(seconds);
+                if (200..300).contains(&status) {
+                    let _ = slot.set(Resolved {
+                        operation,
+                        status,
+                        requests,
+                        latency,
+                    });
+                }
+                return;
+            };
+            if resolved.operation == operation {
+                if resolved.status == status {
+                    resolved.requests.inc();
+                } else {
+                    self.requests
+                        .get_or_create(&RequestLabels { operation, status })
+                        .inc();
+                }
+                resolved.latency.observe(seconds);
+                return;
+            }
+        }
+        // More operations than slots: the families' lookups.
         self.requests
             .get_or_create(&RequestLabels { operation, status })
             .inc();
         self.latency
             .get_or_create(&OperationLabels { operation })
-            .observe(took.as_secs_f64());
+            .observe(seconds);
     }
 }
 
@@ -314,4 +372,113 @@ pub(super) fn render(
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// More names than resolved slots, so that both paths are taken.
+    const NAMES: [&str; 20] = [
+        "refused",
+        "publish",
+        "consume",
+        "ack",
+        "commit",
+        "rollback",
+        "consume_orderly",
+        "consume_half",
+        "health",
+        "ready",
+        "stats",
+        "metrics",
+        "console",
+        "admin",
+        "n14",
+        "n15",
+        "n16",
+        "n17",
+        "n18",
+        "n19",
+    ];
+
+    /// The `i`-th request of the test's sequence: names in an order that is not the
+    /// slots' order, some failing before and after their first success.
+    fn request(i: usize) -> (&'static str, u16) {
+        let name = (i * 7 + i / 20) % NAMES.len();
+        let status = match (i / 3 + name) % 5 {
+            0 => 500,
+            1 => 404,
+            _ if name == 0 => 403, // `refused` never succeeds
+            _ => 200 + u16::try_from(name % 3).unwrap_or(0),
+        };
+        (NAMES[name], status)
+    }
+
+    fn histogram_count(m: &RequestMetrics, operation: &str) -> u64 {
+        let mut registry = Registry::default();
+        registry.register("latency", "", m.latency.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap_or_default();
+        let prefix = format!("latency_count{{operation=\"{operation}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.parse().unwrap_or(u64::MAX))
+    }
+
+    /// Every request is counted under its own labels, whichever path counted it, with
+    /// several threads resolving operations at once.
+    #[test]
+    fn resolved_series_count_as_the_families_do() {
+        const THREADS: u64 = 4;
+        const REQUESTS: usize = 2_000;
+        let metrics = RequestMetrics::default();
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for i in 0..REQUESTS {
+                        let (operation, status) = request(i);
+                        metrics.observe(operation, status, Duration::from_micros(300));
+                    }
+                });
+            }
+        });
+        let mut want: HashMap<(&str, u16), u64> = HashMap::new();
+        let mut per_operation: HashMap<&str, u64> = HashMap::new();
+        for i in 0..REQUESTS {
+            let (operation, status) = request(i);
+            *want.entry((operation, status)).or_default() += THREADS;
+            *per_operation.entry(operation).or_default() += THREADS;
+        }
+        assert!(want.len() > NAMES.len() * 2, "several statuses per name");
+        for ((operation, status), n) in want {
+            let got = metrics
+                .requests
+                .get_or_create(&RequestLabels { operation, status })
+                .get();
+            assert_eq!(got, n, "{operation} {status}");
+        }
+        for (operation, n) in per_operation {
+            assert_eq!(histogram_count(&metrics, operation), n, "{operation}");
+        }
+        let resolved: Vec<&str> = metrics
+            .resolved
+            .iter()
+            .filter_map(|s| s.get().map(|r| r.operation))
+            .collect();
+        assert_eq!(resolved.len(), RESOLVED_OPERATIONS, "every slot taken");
+        assert!(
+            !resolved.contains(&"refused"),
+            "never succeeded, never resolved"
+        );
+        let mut unique = resolved.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            resolved.len(),
+            "an operation in one slot: {resolved:?}"
+        );
+    }
 }
