@@ -101,48 +101,57 @@ impl RequestMetrics {
     /// Counts one answered request.
     pub(super) fn observe(&self, operation: &'static str, status: u16, took: Duration) {
         let seconds = took.as_secs_f64();
-        for slot in &self.resolved {
-            let Some(resolved) = slot.get() else {
-                // The first free slot: an operation not resolved yet. Resolved on its first
-                // success (an error status is not the one to keep); another task may take
-                // the slot first, which costs this operation nothing but a later lookup.
-                let requests = self
-                    .requests
-                    .get_or_create_owned(&RequestLabels { operation, status });
-                let latency = self
-                    .latency
-                    .get_or_create_owned(&OperationLabels { operation });
-                requests.inc();
-                latency.observe(seconds);
-                if (200..300).contains(&status) {
-                    let _ = slot.set(Resolved {
-                        operation,
-                        status,
-                        requests,
-                        latency,
-                    });
-                }
-                return;
-            };
-            if resolved.operation == operation {
+        match self.resolved(operation, status) {
+            Some(resolved) => {
                 if resolved.status == status {
                     resolved.requests.inc();
                 } else {
-                    self.requests
-                        .get_or_create(&RequestLabels { operation, status })
-                        .inc();
+                    self.count(operation, status);
                 }
                 resolved.latency.observe(seconds);
-                return;
+            }
+            None => {
+                self.count(operation, status);
+                self.latency
+                    .get_or_create(&OperationLabels { operation })
+                    .observe(seconds);
             }
         }
-        // More operations than slots: the families' lookups.
+    }
+
+    /// The operation's resolved series: found in its slot, or resolved into the first free
+    /// one on a success (an error status is not the one to keep). `None` before its first
+    /// success, when every slot holds another operation, or when another task took the
+    /// free slot first (this request then goes through the families).
+    fn resolved(&self, operation: &'static str, status: u16) -> Option<&Resolved> {
+        for slot in &self.resolved {
+            match slot.get() {
+                Some(resolved) if resolved.operation == operation => return Some(resolved),
+                Some(_) => {}
+                None if (200..300).contains(&status) => {
+                    let resolved = slot.get_or_init(|| Resolved {
+                        operation,
+                        status,
+                        requests: self
+                            .requests
+                            .get_or_create_owned(&RequestLabels { operation, status }),
+                        latency: self
+                            .latency
+                            .get_or_create_owned(&OperationLabels { operation }),
+                    });
+                    return (resolved.operation == operation).then_some(resolved);
+                }
+                None => return None,
+            }
+        }
+        None
+    }
+
+    /// Counts a request in its `mq_requests_total` series, found through the family.
+    fn count(&self, operation: &'static str, status: u16) {
         self.requests
             .get_or_create(&RequestLabels { operation, status })
             .inc();
-        self.latency
-            .get_or_create(&OperationLabels { operation })
-            .observe(seconds);
     }
 }
 
